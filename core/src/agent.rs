@@ -1,0 +1,323 @@
+//! The agent: one per server, composing the services and routing between them.
+//!
+//! [`Agent`] is the single entry point of the core (DESIGN.md §3). It owns no
+//! socket, thread or clock; the driver (the simulator, or `nefeled`) feeds it
+//! inputs with the current time and carries its outputs out.
+//!
+//! Invariants kept here: outputs leave in the order the services produced them;
+//! every message sent carries this agent's id and incarnation; a message from
+//! another agent never panics the agent (it was decoded already, and services
+//! ignore what does not fit their state).
+
+use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryOutput};
+use crate::host::{HostEvent, HostResources};
+use crate::ids::{Incarnation, NodeId};
+use crate::time::Time;
+use crate::wire::{Envelope, Message};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// Everything an agent is configured with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentConfig {
+    /// Neighbour discovery.
+    pub discovery: DiscoveryConfig,
+}
+
+/// Who an agent is: its id in the cluster and its current life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// Unique in the cluster.
+    pub node: NodeId,
+    /// Bumped by the host on every start, before the agent mints anything.
+    pub incarnation: Incarnation,
+}
+
+/// A local client's request id, chosen by the driver to match replies to calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId(pub u64);
+
+/// A call from a local client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApiCall {
+    /// The agents this agent currently sees in its broadcast domain.
+    Neighbours,
+}
+
+/// The answer to an [`ApiCall`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApiReply {
+    /// The live neighbours, in id order, with their incarnations.
+    Neighbours(Vec<(NodeId, Incarnation)>),
+}
+
+/// Something that happened to the agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A message from another agent (already decoded by the transport driver).
+    Message(Envelope),
+    /// The time reported by [`Agent::next_timeout`] has come.
+    Timeout,
+    /// The host reported something.
+    Host(HostEvent),
+    /// A local client called the API.
+    Api {
+        /// The driver's id for this call; the reply carries it back.
+        request: RequestId,
+        /// The call.
+        call: ApiCall,
+    },
+}
+
+/// Something the agent asks the driver to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send `envelope` to the agent `to`.
+    Send {
+        /// The destination agent.
+        to: NodeId,
+        /// The message.
+        envelope: Envelope,
+    },
+    /// Send `envelope` to every agent of this agent's broadcast domain.
+    Broadcast {
+        /// The message.
+        envelope: Envelope,
+    },
+    /// Answer the local client's call `request`.
+    ApiReply {
+        /// The call being answered.
+        request: RequestId,
+        /// The answer.
+        reply: ApiReply,
+    },
+}
+
+/// One Nefele agent.
+///
+/// Call order (the driver's loop):
+/// 1. [`Agent::new`] at boot, with the boot time;
+/// 2. [`Agent::handle`] for every input, with the current time;
+/// 3. after each `handle`, drain [`Agent::poll_output`] until `None`;
+/// 4. when the time given by [`Agent::next_timeout`] comes, `handle(now, Input::Timeout)`.
+///
+/// Time must not go backwards between calls.
+#[derive(Debug)]
+pub struct Agent {
+    identity: Identity,
+    last_now: Time,
+    resources: HostResources,
+    discovery: Discovery,
+    outputs: VecDeque<Output>,
+}
+
+impl Agent {
+    /// A freshly booted agent. Its RNG, and each service's, derive from `seed` alone.
+    #[must_use]
+    pub fn new(config: AgentConfig, identity: Identity, seed: u64, now: Time) -> Self {
+        let mut root = ChaCha8Rng::seed_from_u64(seed);
+        let discovery_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
+        let mut agent = Agent {
+            identity,
+            last_now: now,
+            resources: HostResources::default(),
+            discovery: Discovery::new(identity.node, config.discovery, discovery_rng),
+            outputs: VecDeque::new(),
+        };
+        agent.discovery.boot(now);
+        agent.route_discovery();
+        agent.check_invariants();
+        agent
+    }
+
+    /// Reacts to `input` at time `now`.
+    pub fn handle(&mut self, now: Time, input: Input) {
+        debug_assert!(now >= self.last_now, "time went backwards");
+        self.last_now = self.last_now.max(now);
+        match input {
+            Input::Message(envelope) => self.handle_message(now, envelope),
+            Input::Timeout => {
+                self.discovery.handle_timeout(now);
+                self.route_discovery();
+            }
+            Input::Host(event) => self.handle_host(event),
+            Input::Api { request, call } => self.handle_api(request, call),
+        }
+        self.check_invariants();
+    }
+
+    fn handle_message(&mut self, now: Time, envelope: Envelope) {
+        let Envelope {
+            from,
+            incarnation,
+            body,
+        } = envelope;
+        match body {
+            Message::Discovery(msg) => {
+                self.discovery.handle_message(now, from, incarnation, &msg);
+                self.route_discovery();
+            }
+        }
+    }
+
+    fn handle_host(&mut self, event: HostEvent) {
+        // No service starts processes yet (placement does, in a later change), so the
+        // only event with an effect is a change of capacity; the others name pids this
+        // agent never asked for and are ignored, as events for unknown pids must be.
+        if let HostEvent::Resources(resources) = event {
+            self.resources = resources;
+        }
+    }
+
+    fn handle_api(&mut self, request: RequestId, call: ApiCall) {
+        let reply = match call {
+            ApiCall::Neighbours => ApiReply::Neighbours(
+                self.discovery
+                    .neighbours()
+                    .map(|(id, n)| (id, n.incarnation))
+                    .collect(),
+            ),
+        };
+        self.outputs.push_back(Output::ApiReply { request, reply });
+    }
+
+    fn route_discovery(&mut self) {
+        while let Some(out) = self.discovery.poll_output() {
+            let output = match out {
+                DiscoveryOutput::Broadcast(msg) => Output::Broadcast {
+                    envelope: self.envelope(Message::Discovery(msg)),
+                },
+                DiscoveryOutput::Send(to, msg) => Output::Send {
+                    to,
+                    envelope: self.envelope(Message::Discovery(msg)),
+                },
+            };
+            self.outputs.push_back(output);
+        }
+    }
+
+    fn envelope(&self, body: Message) -> Envelope {
+        Envelope {
+            from: self.identity.node,
+            incarnation: self.identity.incarnation,
+            body,
+        }
+    }
+
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When `handle(now, Input::Timeout)` must be called next.
+    #[must_use]
+    pub fn next_timeout(&self) -> Option<Time> {
+        self.discovery.next_timeout()
+    }
+
+    /// This agent's id and life.
+    #[must_use]
+    pub fn identity(&self) -> Identity {
+        self.identity
+    }
+
+    /// The host capacity last reported.
+    #[must_use]
+    pub fn resources(&self) -> &HostResources {
+        &self.resources
+    }
+
+    /// Neighbour discovery, for inspection by checkers and tests.
+    #[must_use]
+    pub fn discovery(&self) -> &Discovery {
+        &self.discovery
+    }
+
+    fn check_invariants(&self) {
+        debug_assert!(
+            self.discovery
+                .neighbours()
+                .all(|(id, _)| id != self.identity.node),
+            "an agent is never its own neighbour"
+        );
+        debug_assert!(
+            self.next_timeout().is_some(),
+            "a booted agent always has a heartbeat pending"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::DiscoveryMsg;
+
+    fn agent(node: u32) -> Agent {
+        Agent::new(
+            AgentConfig::default(),
+            Identity {
+                node: NodeId(node),
+                incarnation: Incarnation(1),
+            },
+            7,
+            Time::ZERO,
+        )
+    }
+
+    #[test]
+    fn boot_broadcasts_an_announce_with_identity() {
+        let mut a = agent(3);
+        let out = a.poll_output().unwrap();
+        let Output::Broadcast { envelope } = out else {
+            panic!("expected a broadcast, got {out:?}")
+        };
+        assert_eq!(envelope.from, NodeId(3));
+        assert_eq!(envelope.incarnation, Incarnation(1));
+        assert_eq!(envelope.body, Message::Discovery(DiscoveryMsg::Announce));
+        assert!(a.poll_output().is_none());
+    }
+
+    #[test]
+    fn api_lists_neighbours() {
+        let mut a = agent(1);
+        while a.poll_output().is_some() {}
+        let hb = Envelope {
+            from: NodeId(2),
+            incarnation: Incarnation(4),
+            body: Message::Discovery(DiscoveryMsg::Heartbeat),
+        };
+        a.handle(Time::from_millis(10), Input::Message(hb));
+        a.handle(
+            Time::from_millis(11),
+            Input::Api {
+                request: RequestId(9),
+                call: ApiCall::Neighbours,
+            },
+        );
+        assert_eq!(
+            a.poll_output(),
+            Some(Output::ApiReply {
+                request: RequestId(9),
+                reply: ApiReply::Neighbours(vec![(NodeId(2), Incarnation(4))]),
+            })
+        );
+    }
+
+    #[test]
+    fn same_seed_same_outputs() {
+        let run = || {
+            let mut a = agent(1);
+            let mut log = Vec::new();
+            for _ in 0..5 {
+                let t = a.next_timeout().unwrap();
+                a.handle(t, Input::Timeout);
+                log.push(t);
+                while a.poll_output().is_some() {}
+            }
+            log
+        };
+        assert_eq!(run(), run());
+    }
+}

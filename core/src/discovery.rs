@@ -1,0 +1,339 @@
+//! Neighbour discovery in the broadcast domain (the rack in the simulator; a
+//! UDP broadcast or a seed list on real hosts).
+//!
+//! Protocol:
+//! - At boot an agent broadcasts [`DiscoveryMsg::Announce`]. Every agent that
+//!   hears it records the sender and answers with a unicast
+//!   [`DiscoveryMsg::Hello`] listing up to `hello_peers` neighbours it knows,
+//!   so a joiner that missed some broadcasts still learns of them: it sends
+//!   each unknown listed peer a unicast `Announce`, and their `Hello` proves
+//!   them alive.
+//! - Every `heartbeat_period` (with ±10% seeded jitter, so a rack does not beat
+//!   in lockstep) an agent broadcasts [`DiscoveryMsg::Heartbeat`].
+//! - A neighbour not heard from for `neighbour_timeout` is dropped.
+//! - A message from an older incarnation of a known neighbour is stale and
+//!   ignored; a newer incarnation replaces the old one (the peer restarted).
+//!
+//! State is one entry per neighbour of the broadcast domain, never per agent
+//! of the cluster. Invariant: an agent is never its own neighbour.
+
+use crate::ids::{Incarnation, NodeId};
+use crate::time::Time;
+use crate::timer::TimerTable;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+/// Discovery parameters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveryConfig {
+    /// Time between two heartbeats of one agent (before jitter).
+    pub heartbeat_period: Duration,
+    /// A neighbour unheard for this long is dropped.
+    pub neighbour_timeout: Duration,
+    /// The most peers one `Hello` lists (keeps the message under one datagram).
+    pub hello_peers: usize,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            heartbeat_period: Duration::from_secs(1),
+            neighbour_timeout: Duration::from_millis(3500),
+            hello_peers: 64,
+        }
+    }
+}
+
+/// A discovery message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiscoveryMsg {
+    /// "I am here": broadcast at boot, or unicast to a peer learned from a `Hello`.
+    Announce,
+    /// "I am still here": broadcast every heartbeat period.
+    Heartbeat,
+    /// The answer to an `Announce`: the sender is alive and knows these peers.
+    Hello {
+        /// Some neighbours of the sender (at most `hello_peers`).
+        peers: Vec<NodeId>,
+    },
+}
+
+impl DiscoveryMsg {
+    /// A short, stable name of the message kind, for traces.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DiscoveryMsg::Announce => "discovery.announce",
+            DiscoveryMsg::Heartbeat => "discovery.heartbeat",
+            DiscoveryMsg::Hello { .. } => "discovery.hello",
+        }
+    }
+}
+
+/// What discovery asks the agent to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiscoveryOutput {
+    /// Send to every agent of the broadcast domain.
+    Broadcast(DiscoveryMsg),
+    /// Send to one agent.
+    Send(NodeId, DiscoveryMsg),
+}
+
+/// What is known of one neighbour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    /// Its current life.
+    pub incarnation: Incarnation,
+    /// When it was last heard from.
+    pub last_heard: Time,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum DiscoveryTimer {
+    Heartbeat,
+    Sweep,
+}
+
+/// The discovery state machine of one agent.
+///
+/// Call order: [`Discovery::boot`] once, then [`Discovery::handle_message`] and
+/// [`Discovery::handle_timeout`] as inputs come; drain [`Discovery::poll_output`]
+/// after each call; [`Discovery::next_timeout`] says when to call again.
+#[derive(Debug)]
+pub struct Discovery {
+    me: NodeId,
+    config: DiscoveryConfig,
+    rng: ChaCha8Rng,
+    neighbours: BTreeMap<NodeId, Neighbour>,
+    timers: TimerTable<DiscoveryTimer>,
+    outbox: VecDeque<DiscoveryOutput>,
+}
+
+impl Discovery {
+    /// Discovery for agent `me`, drawing jitter from `rng`.
+    #[must_use]
+    pub fn new(me: NodeId, config: DiscoveryConfig, rng: ChaCha8Rng) -> Self {
+        Discovery {
+            me,
+            config,
+            rng,
+            neighbours: BTreeMap::new(),
+            timers: TimerTable::default(),
+            outbox: VecDeque::new(),
+        }
+    }
+
+    /// Announces this agent and starts its heartbeat.
+    pub fn boot(&mut self, now: Time) {
+        self.outbox
+            .push_back(DiscoveryOutput::Broadcast(DiscoveryMsg::Announce));
+        let first = self.jittered_period();
+        self.timers.set(DiscoveryTimer::Heartbeat, now + first);
+        self.timers
+            .set(DiscoveryTimer::Sweep, now + self.config.heartbeat_period);
+    }
+
+    /// Takes a message from `from` (in its life `incarnation`).
+    pub fn handle_message(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        incarnation: Incarnation,
+        msg: &DiscoveryMsg,
+    ) {
+        if from == self.me || !self.note_alive(now, from, incarnation) {
+            return;
+        }
+        match msg {
+            DiscoveryMsg::Announce => {
+                let peers = self
+                    .neighbours
+                    .keys()
+                    .copied()
+                    .filter(|n| *n != from)
+                    .take(self.config.hello_peers)
+                    .collect();
+                self.outbox
+                    .push_back(DiscoveryOutput::Send(from, DiscoveryMsg::Hello { peers }));
+            }
+            DiscoveryMsg::Hello { peers } => {
+                for &peer in peers.iter().take(self.config.hello_peers) {
+                    if peer != self.me && !self.neighbours.contains_key(&peer) {
+                        self.outbox
+                            .push_back(DiscoveryOutput::Send(peer, DiscoveryMsg::Announce));
+                    }
+                }
+            }
+            DiscoveryMsg::Heartbeat => {}
+        }
+    }
+
+    /// Records that `from` is alive in `incarnation`; false if the message is from an older life.
+    fn note_alive(&mut self, now: Time, from: NodeId, incarnation: Incarnation) -> bool {
+        match self.neighbours.get_mut(&from) {
+            Some(n) if incarnation < n.incarnation => false,
+            Some(n) => {
+                n.incarnation = incarnation;
+                n.last_heard = now;
+                true
+            }
+            None => {
+                self.neighbours.insert(
+                    from,
+                    Neighbour {
+                        incarnation,
+                        last_heard: now,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Fires the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Time) {
+        while let Some(timer) = self.timers.pop_expired(now) {
+            match timer {
+                DiscoveryTimer::Heartbeat => {
+                    self.outbox
+                        .push_back(DiscoveryOutput::Broadcast(DiscoveryMsg::Heartbeat));
+                    let next = self.jittered_period();
+                    self.timers.set(DiscoveryTimer::Heartbeat, now + next);
+                }
+                DiscoveryTimer::Sweep => {
+                    let timeout = self.config.neighbour_timeout;
+                    self.neighbours
+                        .retain(|_, n| now.saturating_since(n.last_heard) < timeout);
+                    self.timers
+                        .set(DiscoveryTimer::Sweep, now + self.config.heartbeat_period);
+                }
+            }
+        }
+        debug_assert!(!self.neighbours.contains_key(&self.me));
+    }
+
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<DiscoveryOutput> {
+        self.outbox.pop_front()
+    }
+
+    /// When [`Discovery::handle_timeout`] must be called next.
+    #[must_use]
+    pub fn next_timeout(&self) -> Option<Time> {
+        self.timers.next_deadline()
+    }
+
+    /// The live neighbours, in id order.
+    pub fn neighbours(&self) -> impl Iterator<Item = (NodeId, &Neighbour)> + '_ {
+        self.neighbours.iter().map(|(id, n)| (*id, n))
+    }
+
+    /// The number of live neighbours.
+    #[must_use]
+    pub fn neighbour_count(&self) -> usize {
+        self.neighbours.len()
+    }
+
+    fn jittered_period(&mut self) -> Duration {
+        let period = self.config.heartbeat_period;
+        let tenth = period / 10;
+        period - tenth + tenth.mul_f64(2.0 * self.rng.gen::<f64>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn discovery(me: u32) -> Discovery {
+        Discovery::new(
+            NodeId(me),
+            DiscoveryConfig::default(),
+            ChaCha8Rng::seed_from_u64(u64::from(me)),
+        )
+    }
+
+    fn drain(d: &mut Discovery) -> Vec<DiscoveryOutput> {
+        std::iter::from_fn(|| d.poll_output()).collect()
+    }
+
+    #[test]
+    fn boot_announces_and_heartbeats() {
+        let mut d = discovery(1);
+        d.boot(Time::ZERO);
+        assert_eq!(
+            drain(&mut d),
+            [DiscoveryOutput::Broadcast(DiscoveryMsg::Announce)]
+        );
+        let beat = d.next_timeout().unwrap();
+        assert!(beat <= Time::from_millis(1100));
+        d.handle_timeout(Time::from_millis(1100));
+        assert!(drain(&mut d).contains(&DiscoveryOutput::Broadcast(DiscoveryMsg::Heartbeat)));
+    }
+
+    #[test]
+    fn announce_is_answered_with_known_peers() {
+        let mut d = discovery(1);
+        d.boot(Time::ZERO);
+        drain(&mut d);
+        d.handle_message(
+            Time::ZERO,
+            NodeId(2),
+            Incarnation(0),
+            &DiscoveryMsg::Heartbeat,
+        );
+        d.handle_message(
+            Time::ZERO,
+            NodeId(3),
+            Incarnation(0),
+            &DiscoveryMsg::Announce,
+        );
+        assert_eq!(
+            drain(&mut d),
+            [DiscoveryOutput::Send(
+                NodeId(3),
+                DiscoveryMsg::Hello {
+                    peers: vec![NodeId(2)]
+                }
+            )]
+        );
+        assert_eq!(d.neighbour_count(), 2);
+    }
+
+    #[test]
+    fn hello_leads_to_unknown_peers() {
+        let mut d = discovery(1);
+        let hello = DiscoveryMsg::Hello {
+            peers: vec![NodeId(1), NodeId(4)],
+        };
+        d.handle_message(Time::ZERO, NodeId(2), Incarnation(0), &hello);
+        assert_eq!(
+            drain(&mut d),
+            [DiscoveryOutput::Send(NodeId(4), DiscoveryMsg::Announce)]
+        );
+    }
+
+    #[test]
+    fn silent_neighbours_expire_and_stale_lives_are_ignored() {
+        let mut d = discovery(1);
+        d.boot(Time::ZERO);
+        d.handle_message(
+            Time::ZERO,
+            NodeId(2),
+            Incarnation(5),
+            &DiscoveryMsg::Heartbeat,
+        );
+        d.handle_message(
+            Time::from_secs(3),
+            NodeId(2),
+            Incarnation(4),
+            &DiscoveryMsg::Heartbeat,
+        );
+        d.handle_timeout(Time::from_secs(4));
+        assert_eq!(d.neighbour_count(), 0, "the stale message must not refresh");
+    }
+}

@@ -1,0 +1,223 @@
+//! The host boundary: what the core asks of a server (start and kill processes,
+//! report resources) and what the server reports back.
+//!
+//! The core never runs a process itself. It emits [`HostCommand`]s; the driver
+//! hands them to a [`Host`] implementation (simulated hosts in `transport-sim`,
+//! Linux namespaces and cgroups in `host-linux`) and feeds the resulting
+//! [`HostEvent`]s back into the agent. A [`ProcSpec`] never names a server:
+//! location is decided by placement, never by the caller.
+
+use crate::ids::{Pid, TenantId};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// What a developer asks to run. No field names a server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ProcSpec {
+    /// The executable, as an absolute path on the host.
+    pub path: String,
+    /// Arguments, `argv[0]` included.
+    pub argv: Vec<String>,
+    /// Environment, as `KEY=VALUE` strings.
+    pub envp: Vec<String>,
+    /// Where the process may or must run relative to others.
+    pub affinity: Vec<Affinity>,
+    /// What the process reserves and the limits it runs under.
+    pub resources: ResourcePolicy,
+    /// What the developer expects the process to use; placement refines it from history.
+    pub profile: Option<WorkloadProfile>,
+}
+
+/// A placement rule relative to other processes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Affinity {
+    /// On the same server as the other processes with this tag.
+    Together(String),
+    /// On a different server from every other process with this tag (failover).
+    Apart(String),
+    /// Across racks, as evenly as capacity allows, with the others of this tag.
+    Spread(String),
+    /// As close as the latency gradient allows to this process.
+    Near(Pid),
+}
+
+/// Reservations and limits. `None` means "fill from tenant defaults, history, then global defaults".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ResourcePolicy {
+    /// Reserved cpu, in millicores (1000 = one core).
+    pub cpu_millicores: Option<u32>,
+    /// Reserved memory, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Reserved accelerators (whole devices).
+    pub accelerators: Option<u32>,
+    /// Hard limits the host enforces.
+    pub limits: Limits,
+}
+
+/// Hard limits enforced by the host (cgroups on Linux). `None` means unlimited.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Limits {
+    /// Cpu quota, in millicores.
+    pub cpu_millicores: Option<u32>,
+    /// Memory limit, in bytes; going over it gets the process OOM-killed.
+    pub memory_bytes: Option<u64>,
+    /// Maximum number of tasks (processes and threads).
+    pub pids: Option<u32>,
+}
+
+/// What a process is expected to use over its life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct WorkloadProfile {
+    /// Expected average cpu use, in millicores.
+    pub cpu_millicores: u32,
+    /// Expected peak memory, in bytes.
+    pub memory_bytes: u64,
+    /// Expected run time; `None` for a service that runs until killed.
+    pub duration: Option<Duration>,
+}
+
+/// A server's capacity and traits, as the host reports them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct HostResources {
+    /// Logical cores.
+    pub cores: u32,
+    /// Total cpu, in millicores (`cores * 1000` unless the host reserves some).
+    pub cpu_millicores: u32,
+    /// Total memory, in bytes.
+    pub memory_bytes: u64,
+    /// Accelerator devices.
+    pub accelerators: u32,
+    /// Relative cpu speed; 1000 is the reference core.
+    pub cpu_speed: u32,
+    /// Cpu currently reserved by running processes, in millicores.
+    pub committed_cpu_millicores: u32,
+    /// Memory currently reserved by running processes, in bytes.
+    pub committed_memory_bytes: u64,
+}
+
+/// A signal to deliver, in the host's terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Signal {
+    /// Ask to stop (SIGTERM), then force (SIGKILL) after the host's grace period.
+    Terminate,
+    /// Stop at once (SIGKILL).
+    Kill,
+    /// Any other signal, by its Linux number.
+    Raw(i32),
+}
+
+/// What the core asks a host to do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostCommand {
+    /// Start `spec` for `tenant` under the global id `pid`. Idempotent: starting a pid
+    /// the host already runs (or ran) does nothing.
+    Start {
+        /// The global id the process will have.
+        pid: Pid,
+        /// The tenant that owns it.
+        tenant: TenantId,
+        /// What to run.
+        spec: ProcSpec,
+    },
+    /// Deliver `signal` to the process `pid` and its descendants.
+    Kill {
+        /// The process.
+        pid: Pid,
+        /// What to deliver.
+        signal: Signal,
+    },
+}
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal ended it.
+    Signaled(i32),
+    /// The host killed it for going over its memory limit.
+    OutOfMemory,
+    /// The host lost track of it (the host or its agent died and it could not be re-adopted).
+    Lost,
+}
+
+/// What a process used over its life, as measured by the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Usage {
+    /// Cpu time, user plus system.
+    pub cpu_time: Duration,
+    /// Peak resident memory, in bytes.
+    pub peak_memory_bytes: u64,
+    /// Time from start to exit.
+    pub wall_time: Duration,
+}
+
+/// Why a host could not start a process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StartFailure {
+    /// The executable does not exist.
+    NotFound,
+    /// The executable exists but cannot be executed (mode, or not an executable format).
+    NotExecutable,
+    /// The host refused for lack of privilege.
+    PermissionDenied,
+    /// A limit in the policy cannot be enforced on this host.
+    LimitUnenforceable,
+    /// The spec itself is malformed (empty path, NUL bytes, bad environment entry, …).
+    InvalidSpec,
+    /// The host has run out of something (memory, pids, file descriptors).
+    Exhausted,
+    /// Anything else the host reported.
+    Other,
+}
+
+/// What a host reports to the core.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostEvent {
+    /// The process `pid` is running.
+    Started {
+        /// The process.
+        pid: Pid,
+    },
+    /// The process `pid` could not be started; nothing of it is left on the host.
+    StartFailed {
+        /// The process.
+        pid: Pid,
+        /// The kind of failure, for programs.
+        reason: StartFailure,
+        /// The host's own words, for people (syscall, errno, path).
+        detail: String,
+    },
+    /// The process `pid` ended, and the host has released everything it held.
+    Exited {
+        /// The process.
+        pid: Pid,
+        /// How it ended.
+        status: ExitStatus,
+        /// What it used.
+        usage: Usage,
+    },
+    /// The host's capacity or commitments changed.
+    Resources(HostResources),
+}
+
+/// A server that runs processes for the core. Implemented by the simulator's hosts
+/// and by the Linux adapter.
+///
+/// Call order: the driver passes each [`HostCommand`] the agent emits to
+/// [`Host::execute`], and drains [`Host::poll_event`] into the agent until it
+/// returns `None`, every time the host may have made progress.
+pub trait Host {
+    /// Why a command could not even be attempted (the host itself is broken).
+    /// Failures of a single process are reported as [`HostEvent::StartFailed`] instead.
+    type Error: std::error::Error;
+
+    /// Carries out `command`; its outcome is reported later through [`Host::poll_event`].
+    fn execute(&mut self, command: HostCommand) -> Result<(), Self::Error>;
+
+    /// The next event the host has to report, if any.
+    fn poll_event(&mut self) -> Option<HostEvent>;
+
+    /// The host's capacity and current commitments.
+    fn resources(&self) -> HostResources;
+}

@@ -1,0 +1,247 @@
+//! The byte format of an [`Envelope`]: a fixed header, then the bincode-1 body.
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     magic  b"NFLE"
+//! 4       2     protocol version, little endian (currently 1)
+//! 6       ..    bincode 1 (fixint, little endian) of the Envelope
+//! ```
+//!
+//! Decoding untrusted bytes is bounded: the frame length is checked against the
+//! caller's limit before anything is read, and bincode runs with that limit, so
+//! a length field that claims more than the frame holds fails with a typed error
+//! instead of allocating. Decoding never panics.
+
+use super::Envelope;
+use bincode::Options;
+
+/// The first bytes of every frame.
+pub const MAGIC: [u8; 4] = *b"NFLE";
+/// The protocol version this build speaks.
+pub const VERSION: u16 = 1;
+/// Bytes before the body.
+pub const HEADER_LEN: usize = 6;
+/// The default limit on one frame, in bytes.
+pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
+
+/// Why bytes are not a valid envelope. Decoding changes no state.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The frame is shorter than the header.
+    #[error("frame of {len} bytes is shorter than the {HEADER_LEN}-byte header")]
+    TooShort {
+        /// The frame's length.
+        len: usize,
+    },
+    /// The frame is longer than the receiver accepts.
+    #[error("frame of {len} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The frame's length.
+        len: usize,
+        /// The receiver's limit.
+        limit: usize,
+    },
+    /// The frame does not start with the magic bytes.
+    #[error("bad magic {found:02x?}, expected {MAGIC:02x?}")]
+    BadMagic {
+        /// What the frame starts with.
+        found: [u8; 4],
+    },
+    /// The frame speaks a protocol version this build does not.
+    #[error("unsupported protocol version {found} (this build speaks {VERSION})")]
+    UnsupportedVersion {
+        /// The frame's version.
+        found: u16,
+    },
+    /// The body is not a valid envelope (truncated, bad tag, length past the end, trailing bytes).
+    #[error("malformed body: {0}")]
+    Malformed(String),
+}
+
+/// Why an envelope could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The encoded envelope would exceed the limit.
+    #[error("encoded envelope exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The serializer failed.
+    #[error("cannot encode envelope: {0}")]
+    Serialize(String),
+}
+
+fn options(limit: u64) -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_limit(limit)
+        .with_fixint_encoding()
+        .with_little_endian()
+        .reject_trailing_bytes()
+}
+
+/// Appends the frame of `envelope` to `out` (which is left as it was on error).
+pub fn encode_into(
+    envelope: &Envelope,
+    out: &mut Vec<u8>,
+    max_frame: usize,
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    let body_limit = max_frame.saturating_sub(HEADER_LEN) as u64;
+    match options(body_limit).serialize_into(&mut *out, envelope) {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            out.truncate(start);
+            Err(match *err {
+                bincode::ErrorKind::SizeLimit => EncodeError::TooLarge { limit: max_frame },
+                other => EncodeError::Serialize(other.to_string()),
+            })
+        }
+    }
+}
+
+/// The frame of `envelope`, at most `max_frame` bytes long.
+pub fn encode(envelope: &Envelope, max_frame: usize) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::with_capacity(64);
+    encode_into(envelope, &mut out, max_frame)?;
+    Ok(out)
+}
+
+/// The length of the frame of `envelope`, without building it.
+#[must_use]
+pub fn encoded_len(envelope: &Envelope) -> usize {
+    let body = options(u64::MAX)
+        .serialized_size(envelope)
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    HEADER_LEN.saturating_add(body)
+}
+
+/// The envelope in `frame`, if `frame` is a valid frame of at most `max_frame` bytes.
+pub fn decode(frame: &[u8], max_frame: usize) -> Result<Envelope, DecodeError> {
+    if frame.len() > max_frame {
+        return Err(DecodeError::TooLarge {
+            len: frame.len(),
+            limit: max_frame,
+        });
+    }
+    let Some((header, body)) = frame.split_first_chunk::<HEADER_LEN>() else {
+        return Err(DecodeError::TooShort { len: frame.len() });
+    };
+    let magic = [header[0], header[1], header[2], header[3]];
+    if magic != MAGIC {
+        return Err(DecodeError::BadMagic { found: magic });
+    }
+    let version = u16::from_le_bytes([header[4], header[5]]);
+    if version != VERSION {
+        return Err(DecodeError::UnsupportedVersion { found: version });
+    }
+    options(body.len() as u64)
+        .deserialize(body)
+        .map_err(|err| DecodeError::Malformed(err.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::DiscoveryMsg;
+    use crate::ids::{Incarnation, NodeId};
+    use crate::wire::Message;
+    use proptest::prelude::*;
+
+    fn sample() -> Envelope {
+        Envelope {
+            from: NodeId(9),
+            incarnation: Incarnation(2),
+            body: Message::Discovery(DiscoveryMsg::Announce),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let frame = encode(&sample(), DEFAULT_MAX_FRAME).unwrap();
+        assert_eq!(frame.len(), encoded_len(&sample()));
+        assert_eq!(decode(&frame, DEFAULT_MAX_FRAME), Ok(sample()));
+    }
+
+    #[test]
+    fn header_errors_are_typed() {
+        assert_eq!(decode(b"NF", 100), Err(DecodeError::TooShort { len: 2 }));
+        assert_eq!(
+            decode(b"XXXX\x01\x00", 100),
+            Err(DecodeError::BadMagic { found: *b"XXXX" })
+        );
+        assert_eq!(
+            decode(b"NFLE\x09\x00", 100),
+            Err(DecodeError::UnsupportedVersion { found: 9 })
+        );
+        assert_eq!(
+            decode(&[0; 101], 100),
+            Err(DecodeError::TooLarge {
+                len: 101,
+                limit: 100
+            })
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let mut frame = encode(&sample(), DEFAULT_MAX_FRAME).unwrap();
+        frame.push(0);
+        assert!(matches!(
+            decode(&frame, DEFAULT_MAX_FRAME),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    /// Regression: a short frame whose body claims a vector of 2^60 elements must fail
+    /// on the limit, not try to allocate.
+    #[test]
+    fn short_input_claiming_huge_length_is_rejected_without_allocating() {
+        let mut frame = Vec::from(MAGIC);
+        frame.extend_from_slice(&VERSION.to_le_bytes());
+        frame.extend_from_slice(&9u32.to_le_bytes()); // from
+        frame.extend_from_slice(&1u32.to_le_bytes()); // incarnation
+        frame.extend_from_slice(&0u32.to_le_bytes()); // Message::Discovery
+        frame.extend_from_slice(&2u32.to_le_bytes()); // DiscoveryMsg::Hello, which holds a Vec
+        frame.extend_from_slice(&(1u64 << 60).to_le_bytes()); // claimed length
+        assert!(matches!(
+            decode(&frame, DEFAULT_MAX_FRAME),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn encode_respects_the_limit() {
+        assert!(matches!(
+            encode(&sample(), 8),
+            Err(EncodeError::TooLarge { limit: 8 })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(&bytes, DEFAULT_MAX_FRAME);
+        }
+
+        #[test]
+        fn mutated_frames_never_panic(
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut frame = encode(&sample(), DEFAULT_MAX_FRAME).unwrap();
+            for (at, byte) in flips {
+                let i = at.index(frame.len());
+                frame[i] = byte;
+            }
+            let keep = cut.index(frame.len() + 1);
+            frame.truncate(keep);
+            if let Ok(envelope) = decode(&frame, DEFAULT_MAX_FRAME) {
+                // Whatever decodes must encode back to the same bytes.
+                prop_assert_eq!(encode(&envelope, DEFAULT_MAX_FRAME).unwrap(), frame);
+            }
+        }
+    }
+}
