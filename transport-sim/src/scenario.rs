@@ -1,0 +1,339 @@
+//! Scenario files: a TOML description of a run, written by people.
+//!
+//! ```toml
+//! # Two rows cut apart for 20 s, then healed.
+//! name = "partition-heal"
+//! seed = 7
+//! nodes = 2000
+//! duration = "60s"
+//!
+//! [topology]            # optional; see TopologyConfig
+//! hosts_per_rack = 40
+//!
+//! [network]             # optional; see NetworkConfig
+//! loss = 0.001
+//!
+//! [[faults]]
+//! at = "20s"
+//! partition = { a = { row = 0 }, b = { row = 1 } }
+//! duration = "20s"      # healed after
+//!
+//! [random_faults]       # optional seeded random faults
+//! mean_interval = "5s"
+//! ```
+//!
+//! A fault entry has `at`, an optional `duration` after which it is undone, and
+//! exactly one action: `crash`, `restart`, `pause` or `skew` (each with a host
+//! selector: `{ node = 3 }`, `{ nodes = [1, 2] }`, `{ range = [0, 100] }`,
+//! `{ rack = 3 }`, `{ row = 0 }`, `{ fraction = 0.1 }`, `{ count = 5 }`, `"all"`),
+//! `partition = { a = .., b = .., asymmetric = false }`, `heal = true`, or
+//! `loss = 0.2`. Errors name the file, the line and the field; unknown fields are
+//! errors, so a typo never silently does nothing.
+
+use crate::config::{CheckConfig, SimConfig};
+use crate::faults::{Fault, FaultAction, RandomFaults, Selector};
+use crate::network::NetworkConfig;
+use crate::topology::TopologyConfig;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// Why a scenario file was refused. Nothing has run.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file cannot be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid scenario.
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line of the offending field.
+        line: usize,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+}
+
+/// A parsed scenario: a name and the run it describes.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// The scenario's name (the file stem if the file names none).
+    pub name: String,
+    /// What it shows, in words.
+    pub description: Option<String>,
+    /// The run.
+    pub config: SimConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScenarioFile {
+    name: Option<String>,
+    description: Option<String>,
+    seed: Option<u64>,
+    nodes: Option<u32>,
+    duration: Option<Spanned<String>>,
+    boot_spread: Option<Spanned<String>>,
+    topology: Option<TopologyConfig>,
+    network: Option<NetworkConfig>,
+    check: Option<CheckConfig>,
+    start_down: Option<Selector>,
+    #[serde(default)]
+    faults: Vec<Spanned<FaultEntry>>,
+    random_faults: Option<RandomFaults>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultEntry {
+    at: String,
+    duration: Option<String>,
+    crash: Option<Selector>,
+    restart: Option<Selector>,
+    pause: Option<Selector>,
+    partition: Option<PartitionEntry>,
+    heal: Option<bool>,
+    skew: Option<SkewEntry>,
+    loss: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartitionEntry {
+    a: Selector,
+    b: Selector,
+    #[serde(default)]
+    asymmetric: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SkewEntry {
+    hosts: Selector,
+    #[serde(default)]
+    offset_ms: i64,
+    #[serde(default)]
+    drift_ppm: i32,
+}
+
+impl FaultEntry {
+    fn into_fault(self, line: usize) -> Result<Fault, String> {
+        let at = crate::duration_text::parse(&self.at).map_err(|e| format!("at: {e}"))?;
+        let duration = self
+            .duration
+            .as_deref()
+            .map(crate::duration_text::parse)
+            .transpose()
+            .map_err(|e| format!("duration: {e}"))?;
+        let mut actions = Vec::new();
+        if let Some(s) = self.crash {
+            actions.push(FaultAction::Crash(s));
+        }
+        if let Some(s) = self.restart {
+            actions.push(FaultAction::Restart(s));
+        }
+        if let Some(s) = self.pause {
+            actions.push(FaultAction::Pause(s));
+        }
+        if let Some(p) = self.partition {
+            actions.push(FaultAction::Partition {
+                a: p.a,
+                b: p.b,
+                asymmetric: p.asymmetric,
+            });
+        }
+        if self.heal == Some(true) {
+            actions.push(FaultAction::Heal);
+        }
+        if let Some(s) = self.skew {
+            actions.push(FaultAction::Skew {
+                hosts: s.hosts,
+                offset_ms: s.offset_ms,
+                drift_ppm: s.drift_ppm,
+            });
+        }
+        if let Some(p) = self.loss {
+            actions.push(FaultAction::Loss(p));
+        }
+        if actions.len() != 1 {
+            return Err(format!(
+                "a fault needs exactly one action (crash, restart, pause, partition, heal, skew, loss); this one has {}",
+                actions.len()
+            ));
+        }
+        Ok(Fault {
+            at,
+            action: actions.remove(0),
+            duration,
+            line: Some(line),
+        })
+    }
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// Reads and validates the scenario file at `path`.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let stem = path.file_stem().map_or_else(
+        || "scenario".to_owned(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    parse(&text, &stem).map_err(|(line, message)| ScenarioError::Invalid {
+        path: path.to_owned(),
+        line,
+        message,
+    })
+}
+
+/// Parses scenario `text`; on error, the line and a message naming the field.
+pub fn parse(text: &str, default_name: &str) -> Result<Scenario, (usize, String)> {
+    let file: ScenarioFile = toml::from_str(text).map_err(|e| {
+        let line = e.span().map_or(1, |s| line_of(text, s.start));
+        (line, e.message().to_owned())
+    })?;
+    let spanned_duration = |field: &str, d: Option<Spanned<String>>| {
+        d.map(|d| {
+            crate::duration_text::parse(d.get_ref())
+                .map_err(|e| (line_of(text, d.span().start), format!("{field}: {e}")))
+        })
+        .transpose()
+    };
+    let defaults = SimConfig::default();
+    let mut faults = Vec::with_capacity(file.faults.len());
+    for (i, entry) in file.faults.into_iter().enumerate() {
+        let line = line_of(text, entry.span().start);
+        let fault = entry
+            .into_inner()
+            .into_fault(line)
+            .map_err(|e| (line, format!("faults[{i}]: {e}")))?;
+        faults.push(fault);
+    }
+    let config = SimConfig {
+        seed: file.seed.unwrap_or(defaults.seed),
+        nodes: file.nodes.unwrap_or(defaults.nodes),
+        duration: spanned_duration("duration", file.duration)?.unwrap_or(defaults.duration),
+        boot_spread: spanned_duration("boot_spread", file.boot_spread)?
+            .unwrap_or(defaults.boot_spread),
+        topology: file.topology.unwrap_or(defaults.topology),
+        network: file.network.unwrap_or(defaults.network),
+        agent: defaults.agent,
+        start_down: file.start_down,
+        faults,
+        random_faults: file.random_faults,
+        check: file.check.unwrap_or(defaults.check),
+    };
+    if config.duration.is_zero() {
+        return Err((1, "duration: must be more than zero".to_owned()));
+    }
+    if let Err(e) = config.network.validate() {
+        return Err((1, e));
+    }
+    Ok(Scenario {
+        name: file.name.unwrap_or_else(|| default_name.to_owned()),
+        description: file.description,
+        config,
+    })
+}
+
+/// Parses one fault given as an inline TOML table, as the `--fault` flag takes it:
+/// `{ at = "30s", crash = { rack = 3 }, duration = "10s" }`.
+pub fn parse_fault(text: &str) -> Result<Fault, String> {
+    let wrapped = format!("f = {text}");
+    #[derive(Deserialize)]
+    struct One {
+        f: FaultEntry,
+    }
+    let one: One = toml::from_str(&wrapped).map_err(|e| e.message().to_owned())?;
+    let mut fault = one.f.into_fault(0)?;
+    fault.line = None;
+    Ok(fault)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn parses_a_full_scenario() {
+        let text = r#"
+            name = "x"
+            seed = 9
+            nodes = 120
+            duration = "30s"
+            [network]
+            loss = 0.01
+            [[faults]]
+            at = "10s"
+            crash = { rack = 1 }
+            duration = "5s"
+            [[faults]]
+            at = "12s"
+            partition = { a = { row = 0 }, b = "all", asymmetric = true }
+            [random_faults]
+            mean_interval = "3s"
+        "#;
+        let s = parse(text, "stem").unwrap();
+        assert_eq!(s.name, "x");
+        assert_eq!(s.config.seed, 9);
+        assert_eq!(s.config.duration, Duration::from_secs(30));
+        assert_eq!(s.config.faults.len(), 2);
+        assert_eq!(s.config.faults[0].line, Some(9));
+        assert_eq!(s.config.faults[0].duration, Some(Duration::from_secs(5)));
+        assert!(s.config.random_faults.is_some());
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_field() {
+        let (line, msg) = parse("seed = 1\nnodez = 5\n", "s").unwrap_err();
+        assert_eq!(line, 2);
+        assert!(msg.contains("nodez"), "{msg}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_fault() {
+        let text = "[[faults]]\nat = \"soon\"\ncrash = { node = 1 }\n";
+        let (line, msg) = parse(text, "s").unwrap_err();
+        assert_eq!(line, 1);
+        assert!(msg.contains("faults[0]: at"), "{msg}");
+    }
+
+    #[test]
+    fn fault_needs_exactly_one_action() {
+        let text = "[[faults]]\nat = \"1s\"\ncrash = { node = 1 }\npause = { node = 2 }\n";
+        let (_, msg) = parse(text, "s").unwrap_err();
+        assert!(msg.contains("exactly one action"), "{msg}");
+    }
+
+    #[test]
+    fn bad_probability_is_refused() {
+        let (_, msg) = parse("[network]\nloss = 2.0\n", "s").unwrap_err();
+        assert!(msg.contains("network.loss"), "{msg}");
+    }
+
+    #[test]
+    fn inline_fault_flag() {
+        let f = parse_fault(r#"{ at = "30s", crash = { rack = 3 }, duration = "10s" }"#).unwrap();
+        assert_eq!(f.at, Duration::from_secs(30));
+        assert_eq!(f.action, FaultAction::Crash(Selector::Rack(3)));
+        assert!(parse_fault("{ at = \"1s\" }").is_err());
+    }
+}

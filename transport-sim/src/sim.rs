@@ -1,0 +1,804 @@
+//! The discrete-event loop: a priority queue of (time, sequence, event) that
+//! drives `nefele_core::Agent`s directly, with no async runtime.
+//!
+//! Determinism: the only sources of variation are the seed and the
+//! configuration. One root RNG (ChaCha8, seeded from the seed) gives the seeds
+//! of the topology, network, fault and per-agent RNGs; events at the same time
+//! run in the order they were scheduled (the sequence number breaks ties);
+//! nothing reads a clock. So the same seed gives the same trace, bit for bit.
+//!
+//! Per host, the simulator keeps the agent (absent while the host is down), its
+//! incarnation (persisted across crashes, as a real host keeps it on disk), a
+//! pause deadline, a skewable clock, and the generation of its pending wake-up
+//! (a wake-up of an older generation is stale and skipped).
+
+use crate::checker::{Checker, ClusterView, Invariant, InvariantReport};
+use crate::clock::HostClock;
+use crate::config::SimConfig;
+use crate::faults::{Fault, FaultAction};
+use crate::network::{DropReason, Fate, Network};
+use crate::topology::{Topology, TopologyError};
+use crate::trace::{TraceEvent, TraceHasher, TraceWriter};
+use nefele_core::host::HostEvent;
+use nefele_core::wire::{self, Envelope};
+use nefele_core::{Agent, AgentConfig, Identity, Incarnation, Input, NodeId, Output, Time};
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::io;
+use std::rc::Rc;
+
+/// Why a simulation cannot start. Nothing has run.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The topology is invalid.
+    #[error("topology: {0}")]
+    Topology(#[from] TopologyError),
+    /// A network setting is invalid.
+    #[error("{0}")]
+    Network(String),
+    /// A fault names hosts that do not exist, or is malformed.
+    #[error("{}faults[{index}]: {message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+    Fault {
+        /// The fault's position in the schedule.
+        index: usize,
+        /// Its line in the scenario file, if it came from one.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+    /// `start_down` names hosts that do not exist.
+    #[error("start_down: {0}")]
+    StartDown(String),
+}
+
+/// Counters of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Events processed (stale wake-ups excluded).
+    pub events: u64,
+    /// Messages the agents sent (a broadcast counts once per receiver).
+    pub messages_sent: u64,
+    /// Messages that reached an agent.
+    pub messages_delivered: u64,
+    /// Messages lost, by any cause.
+    pub messages_dropped: u64,
+    /// Of those, lost to random loss.
+    pub dropped_loss: u64,
+    /// Of those, lost to a partition.
+    pub dropped_partition: u64,
+    /// Of those, lost because the receiver was down.
+    pub dropped_down: u64,
+    /// Bytes delivered (encoded frames).
+    pub bytes_delivered: u64,
+    /// The largest frame sent.
+    pub max_message_bytes: u64,
+    /// Agent timers fired.
+    pub timers_fired: u64,
+    /// Faults struck (each undo counts too).
+    pub faults: u64,
+}
+
+enum Event {
+    Boot(NodeId),
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        envelope: Rc<Envelope>,
+        kind: &'static str,
+        len: u32,
+        digest: u64,
+    },
+    Wake {
+        node: NodeId,
+        generation: u64,
+    },
+    Fault(usize),
+    Undo(Undo),
+    Check,
+}
+
+enum Undo {
+    Boot(Vec<NodeId>),
+    Heal(u64),
+    Loss(f64),
+}
+
+struct Entry {
+    at: Time,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    // Reversed: BinaryHeap is a max-heap, the loop wants the earliest event.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+#[derive(Default)]
+struct SimHost {
+    agent: Option<Agent>,
+    incarnation: Incarnation,
+    paused_until: Time,
+    clock: HostClock,
+    wake_generation: u64,
+    wake_at: Option<Time>,
+}
+
+/// A simulated cluster.
+///
+/// Call order: [`Simulation::new`], optionally [`Simulation::set_trace_writer`] and
+/// [`Simulation::add_invariant`], then [`Simulation::run`] (or [`Simulation::run_until`]
+/// in steps); read results with [`Simulation::stats`], [`Simulation::trace_hash`] and
+/// [`Simulation::invariants`].
+pub struct Simulation {
+    config: SimConfig,
+    topology: Topology,
+    network: Network,
+    now: Time,
+    queue: BinaryHeap<Entry>,
+    seq: u64,
+    hosts: Vec<SimHost>,
+    faults: Vec<Fault>,
+    agent_seed: u64,
+    net_rng: ChaCha8Rng,
+    fault_rng: ChaCha8Rng,
+    hasher: TraceHasher,
+    writer: Option<TraceWriter>,
+    write_error: Option<io::Error>,
+    stats: Stats,
+    checker: Checker,
+    last_fault: Option<Time>,
+    max_frame_since_check: usize,
+    scratch: Vec<u8>,
+}
+
+impl Simulation {
+    /// Builds the cluster and schedules boots, faults and checks. Validates every fault.
+    pub fn new(config: SimConfig) -> Result<Self, SimError> {
+        config.network.validate().map_err(SimError::Network)?;
+        let mut root = ChaCha8Rng::seed_from_u64(config.seed);
+        let mut topo_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
+        let net_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
+        let mut fault_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
+        let mut boot_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
+        let agent_seed = root.next_u64();
+        let topology = Topology::build(&config.topology, config.nodes, &mut topo_rng)?;
+        let hosts_len = topology.len();
+
+        let mut faults = config.faults.clone();
+        if let Some(random) = &config.random_faults {
+            faults.extend(random.schedule(config.duration, &topology, &mut fault_rng));
+        }
+        let all_up = vec![true; hosts_len];
+        let mut probe_rng = ChaCha8Rng::seed_from_u64(0);
+        for (index, fault) in faults.iter().enumerate() {
+            validate_fault(fault, &topology, &all_up, &mut probe_rng).map_err(|message| {
+                SimError::Fault {
+                    index,
+                    line: fault.line,
+                    message,
+                }
+            })?;
+        }
+        let down: Vec<NodeId> = match &config.start_down {
+            Some(sel) => sel
+                .resolve(&topology, &all_up, &mut fault_rng)
+                .map_err(SimError::StartDown)?,
+            None => Vec::new(),
+        };
+
+        let mut sim = Simulation {
+            network: Network::new(config.network.clone()),
+            hosts: (0..hosts_len).map(|_| SimHost::default()).collect(),
+            topology,
+            now: Time::ZERO,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            faults,
+            agent_seed,
+            net_rng,
+            fault_rng,
+            hasher: TraceHasher::default(),
+            writer: None,
+            write_error: None,
+            stats: Stats::default(),
+            checker: Checker::default(),
+            last_fault: None,
+            max_frame_since_check: 0,
+            scratch: Vec::with_capacity(2048),
+            config,
+        };
+        let mut booting = vec![true; hosts_len];
+        for n in down {
+            booting[n.0 as usize] = false;
+        }
+        let spread = u64::try_from(sim.config.boot_spread.as_nanos()).unwrap_or(u64::MAX);
+        for (i, boots) in booting.into_iter().enumerate() {
+            let at = if spread == 0 {
+                0
+            } else {
+                boot_rng.gen_range(0..spread)
+            };
+            if boots {
+                sim.schedule(Time::from_nanos(at), Event::Boot(NodeId(i as u32)));
+            }
+        }
+        for i in 0..sim.faults.len() {
+            let at = Time::ZERO + sim.faults[i].at;
+            sim.schedule(at, Event::Fault(i));
+        }
+        let first_check = Time::ZERO + sim.config.check.interval;
+        sim.schedule(first_check, Event::Check);
+        Ok(sim)
+    }
+
+    /// Records the trace into `writer` as well as into the hash.
+    pub fn set_trace_writer(&mut self, writer: TraceWriter) {
+        self.writer = Some(writer);
+    }
+
+    /// Adds a cluster-wide invariant to the checker.
+    pub fn add_invariant(&mut self, invariant: Box<dyn Invariant>) {
+        self.checker.add(invariant);
+    }
+
+    /// Runs to the configured duration, calling `progress` now and then with the simulated time.
+    pub fn run(&mut self, mut progress: impl FnMut(Time)) {
+        let end = Time::ZERO + self.config.duration;
+        while self.step_before(end) {
+            if self.stats.events % 65_536 == 0 {
+                progress(self.now);
+            }
+        }
+        self.now = end;
+        progress(end);
+    }
+
+    /// Runs every event up to and including time `until`.
+    pub fn run_until(&mut self, until: Time) {
+        while self.step_before(until) {}
+        self.now = self.now.max(until);
+    }
+
+    /// Processes the next event if it is due at or before `until`.
+    fn step_before(&mut self, until: Time) -> bool {
+        match self.queue.peek() {
+            Some(e) if e.at <= until => {}
+            _ => return false,
+        }
+        let Some(Entry { at, event, .. }) = self.queue.pop() else {
+            return false;
+        };
+        self.now = at;
+        self.dispatch(event);
+        true
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::Boot(node) => {
+                self.stats.events += 1;
+                if self.hosts[node.0 as usize].agent.is_none() {
+                    self.boot(node);
+                }
+            }
+            Event::Deliver {
+                from,
+                to,
+                envelope,
+                kind,
+                len,
+                digest,
+            } => self.deliver(from, to, envelope, kind, len, digest),
+            Event::Wake { node, generation } => self.wake(node, generation),
+            Event::Fault(index) => {
+                self.stats.events += 1;
+                self.strike(index);
+            }
+            Event::Undo(undo) => {
+                self.stats.events += 1;
+                self.undo(undo);
+            }
+            Event::Check => {
+                self.stats.events += 1;
+                self.check();
+                let next = self.now + self.config.check.interval;
+                self.schedule(next, Event::Check);
+            }
+        }
+    }
+
+    fn schedule(&mut self, at: Time, event: Event) {
+        self.seq += 1;
+        self.queue.push(Entry {
+            at,
+            seq: self.seq,
+            event,
+        });
+    }
+
+    fn record(&mut self, event: TraceEvent<'_>) {
+        self.hasher.record(self.now, &event);
+        if let Some(w) = &mut self.writer {
+            if let Err(e) = w.record(self.now, &event) {
+                self.write_error.get_or_insert(e);
+                self.writer = None;
+            }
+        }
+    }
+
+    // ---- hosts ------------------------------------------------------------
+
+    fn boot(&mut self, node: NodeId) {
+        let host = &mut self.hosts[node.0 as usize];
+        host.incarnation = host.incarnation.next();
+        let identity = Identity {
+            node,
+            incarnation: host.incarnation,
+        };
+        let seed = mix(self.agent_seed ^ mix(u64::from(node.0)) ^ u64::from(host.incarnation.0));
+        let local = host.clock.local(self.now);
+        let mut agent = Agent::new(self.config.agent.clone(), identity, seed, local);
+        agent.handle(
+            local,
+            Input::Host(HostEvent::Resources(self.topology.resources(node))),
+        );
+        host.agent = Some(agent);
+        self.after_handle(node);
+    }
+
+    fn crash(&mut self, node: NodeId) {
+        let host = &mut self.hosts[node.0 as usize];
+        host.agent = None;
+        host.paused_until = Time::ZERO;
+        host.wake_generation += 1;
+        host.wake_at = None;
+    }
+
+    /// Re-queues `event` for `node` if it is paused; returns it back otherwise.
+    fn defer_if_paused(&mut self, node: NodeId, event: Event) -> Option<Event> {
+        let until = self.hosts[node.0 as usize].paused_until;
+        if until > self.now {
+            self.schedule(until, event);
+            None
+        } else {
+            Some(event)
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        envelope: Rc<Envelope>,
+        kind: &'static str,
+        len: u32,
+        digest: u64,
+    ) {
+        let event = Event::Deliver {
+            from,
+            to,
+            envelope,
+            kind,
+            len,
+            digest,
+        };
+        let Some(Event::Deliver { envelope, .. }) = self.defer_if_paused(to, event) else {
+            return;
+        };
+        self.stats.events += 1;
+        let host = &mut self.hosts[to.0 as usize];
+        let Some(agent) = host.agent.as_mut() else {
+            self.stats.messages_dropped += 1;
+            self.stats.dropped_down += 1;
+            self.record(TraceEvent::Drop {
+                from,
+                to,
+                kind,
+                len,
+                digest,
+                reason: DropReason::Down,
+            });
+            return;
+        };
+        let local = host.clock.local(self.now);
+        let envelope = Rc::try_unwrap(envelope).unwrap_or_else(|rc| (*rc).clone());
+        agent.handle(local, Input::Message(envelope));
+        self.stats.messages_delivered += 1;
+        self.stats.bytes_delivered += u64::from(len);
+        self.record(TraceEvent::Deliver {
+            from,
+            to,
+            kind,
+            len,
+            digest,
+        });
+        self.after_handle(to);
+    }
+
+    fn wake(&mut self, node: NodeId, generation: u64) {
+        let host = &self.hosts[node.0 as usize];
+        if host.wake_generation != generation || host.agent.is_none() {
+            return;
+        }
+        let Some(Event::Wake { .. }) = self.defer_if_paused(node, Event::Wake { node, generation })
+        else {
+            return;
+        };
+        self.stats.events += 1;
+        self.stats.timers_fired += 1;
+        let host = &mut self.hosts[node.0 as usize];
+        host.wake_at = None;
+        let local = host.clock.local(self.now);
+        if let Some(agent) = host.agent.as_mut() {
+            agent.handle(local, Input::Timeout);
+        }
+        self.record(TraceEvent::Timer { node });
+        self.after_handle(node);
+    }
+
+    /// Carries out what `node`'s agent asked for, and schedules its next wake-up.
+    fn after_handle(&mut self, node: NodeId) {
+        loop {
+            let Some(agent) = self.hosts[node.0 as usize].agent.as_mut() else {
+                return;
+            };
+            let Some(output) = agent.poll_output() else {
+                break;
+            };
+            match output {
+                Output::Send { to, envelope } => {
+                    let (len, digest, envelope) = self.encode(envelope);
+                    self.send(node, to, &envelope, len, digest);
+                }
+                Output::Broadcast { envelope } => {
+                    let (len, digest, envelope) = self.encode(envelope);
+                    let domain = self.topology.location(node).domain;
+                    for to in self.topology.domain_members(domain) {
+                        if to != node.0 {
+                            self.send(node, NodeId(to), &envelope, len, digest);
+                        }
+                    }
+                }
+                // No simulated client calls the API yet; replies have nowhere to go.
+                Output::ApiReply { .. } => {}
+            }
+        }
+        let host = &mut self.hosts[node.0 as usize];
+        let Some(agent) = host.agent.as_ref() else {
+            return;
+        };
+        let next = agent
+            .next_timeout()
+            .map(|local| host.clock.sim_time_of(local).max(self.now));
+        if next != host.wake_at {
+            host.wake_generation += 1;
+            host.wake_at = next;
+            let generation = host.wake_generation;
+            if let Some(at) = next {
+                self.schedule(at, Event::Wake { node, generation });
+            }
+        }
+    }
+
+    fn encode(&mut self, envelope: Envelope) -> (u32, u64, Rc<Envelope>) {
+        self.scratch.clear();
+        // An envelope the agent built always encodes; a failure would be a core bug.
+        wire::encode_into(&envelope, &mut self.scratch, usize::MAX)
+            .expect("agent produced an unencodable envelope");
+        let len = self.scratch.len();
+        self.max_frame_since_check = self.max_frame_since_check.max(len);
+        self.stats.max_message_bytes = self.stats.max_message_bytes.max(len as u64);
+        let digest = xxhash_rust::xxh3::xxh3_64(&self.scratch);
+        (len as u32, digest, Rc::new(envelope))
+    }
+
+    fn send(&mut self, from: NodeId, to: NodeId, envelope: &Rc<Envelope>, len: u32, digest: u64) {
+        self.stats.messages_sent += 1;
+        let kind = envelope.body.kind();
+        match self
+            .network
+            .route(&self.topology, from, to, &mut self.net_rng)
+        {
+            Fate::Dropped(reason) => {
+                self.stats.messages_dropped += 1;
+                match reason {
+                    DropReason::Loss => self.stats.dropped_loss += 1,
+                    DropReason::Partition => self.stats.dropped_partition += 1,
+                    DropReason::Down => self.stats.dropped_down += 1,
+                }
+                self.record(TraceEvent::Drop {
+                    from,
+                    to,
+                    kind,
+                    len,
+                    digest,
+                    reason,
+                });
+            }
+            Fate::Delivered(first, second) => {
+                for latency in std::iter::once(first).chain(second) {
+                    let at = self.now + latency;
+                    self.schedule(
+                        at,
+                        Event::Deliver {
+                            from,
+                            to,
+                            envelope: Rc::clone(envelope),
+                            kind,
+                            len,
+                            digest,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    // ---- faults -----------------------------------------------------------
+
+    fn up(&self) -> Vec<bool> {
+        self.hosts.iter().map(|h| h.agent.is_some()).collect()
+    }
+
+    fn strike(&mut self, index: usize) {
+        let fault = self.faults[index].clone();
+        self.stats.faults += 1;
+        self.last_fault = Some(self.now);
+        let up = self.up();
+        let resolve = |sel: &crate::faults::Selector, rng: &mut ChaCha8Rng, topo: &Topology| {
+            // Validated in `new`; random selectors cannot fail.
+            sel.resolve(topo, &up, rng).unwrap_or_default()
+        };
+        let until = fault.duration.map(|d| self.now + d);
+        let text = match &fault.action {
+            FaultAction::Crash(sel) => {
+                let nodes = resolve(sel, &mut self.fault_rng, &self.topology);
+                for &n in &nodes {
+                    self.crash(n);
+                }
+                if let Some(at) = until {
+                    self.schedule(at, Event::Undo(Undo::Boot(nodes.clone())));
+                }
+                format!("crash {}", describe(&nodes))
+            }
+            FaultAction::Restart(sel) => {
+                let nodes = resolve(sel, &mut self.fault_rng, &self.topology);
+                for &n in &nodes {
+                    self.crash(n);
+                }
+                match until {
+                    Some(at) => self.schedule(at, Event::Undo(Undo::Boot(nodes.clone()))),
+                    None => nodes.iter().for_each(|&n| self.boot(n)),
+                }
+                format!("restart {}", describe(&nodes))
+            }
+            FaultAction::Pause(sel) => {
+                let nodes = resolve(sel, &mut self.fault_rng, &self.topology);
+                let resume = until.unwrap_or(Time::NEVER);
+                for &n in &nodes {
+                    if self.hosts[n.0 as usize].agent.is_some() {
+                        self.hosts[n.0 as usize].paused_until = resume;
+                    }
+                }
+                format!("pause {} until {resume}", describe(&nodes))
+            }
+            FaultAction::Partition { a, b, asymmetric } => {
+                let a = resolve(a, &mut self.fault_rng, &self.topology);
+                let b = resolve(b, &mut self.fault_rng, &self.topology);
+                let id = self
+                    .network
+                    .partition(self.hosts.len(), &a, &b, *asymmetric);
+                if let Some(at) = until {
+                    self.schedule(at, Event::Undo(Undo::Heal(id)));
+                }
+                let arrow = if *asymmetric { "->" } else { "<->" };
+                format!("partition {} {arrow} {}", describe(&a), describe(&b))
+            }
+            FaultAction::Heal => {
+                self.network.heal_all();
+                "heal all partitions".to_owned()
+            }
+            FaultAction::Skew {
+                hosts,
+                offset_ms,
+                drift_ppm,
+            } => {
+                let nodes = resolve(hosts, &mut self.fault_rng, &self.topology);
+                for &n in &nodes {
+                    self.hosts[n.0 as usize].clock.skew(*offset_ms, *drift_ppm);
+                    // The agent's timers now fall at other simulated times.
+                    self.hosts[n.0 as usize].wake_at = None;
+                    self.after_handle(n);
+                }
+                format!("skew {} by {offset_ms}ms, {drift_ppm}ppm", describe(&nodes))
+            }
+            FaultAction::Loss(p) => {
+                let before = self.network.config().loss;
+                self.network.set_loss(*p);
+                if let Some(at) = until {
+                    self.schedule(at, Event::Undo(Undo::Loss(before)));
+                }
+                format!("loss {p}")
+            }
+        };
+        self.record(TraceEvent::Fault { text: &text });
+    }
+
+    fn undo(&mut self, undo: Undo) {
+        self.stats.faults += 1;
+        self.last_fault = Some(self.now);
+        let text = match undo {
+            Undo::Boot(nodes) => {
+                for &n in &nodes {
+                    if self.hosts[n.0 as usize].agent.is_none() {
+                        self.boot(n);
+                    }
+                }
+                format!("boot {}", describe(&nodes))
+            }
+            Undo::Heal(id) => {
+                self.network.heal(id);
+                format!("heal partition {id}")
+            }
+            Undo::Loss(p) => {
+                self.network.set_loss(p);
+                format!("loss back to {p}")
+            }
+        };
+        self.record(TraceEvent::Fault { text: &text });
+    }
+
+    // ---- checks -----------------------------------------------------------
+
+    fn settled(&self) -> bool {
+        let quiet_since = self.last_fault.unwrap_or(Time::ZERO) + self.config.boot_spread;
+        self.now.saturating_since(quiet_since) >= self.config.check.settle
+    }
+
+    fn check(&mut self) {
+        let settled = self.settled();
+        let agents: Vec<Option<&Agent>> = self.hosts.iter().map(|h| h.agent.as_ref()).collect();
+        let paused: Vec<bool> = self
+            .hosts
+            .iter()
+            .map(|h| h.paused_until > self.now)
+            .collect();
+        let view = ClusterView {
+            now: self.now,
+            topology: &self.topology,
+            agents: &agents,
+            paused: &paused,
+            partitioned: self.network.is_partitioned(),
+            max_frame_since_last_check: self.max_frame_since_check,
+        };
+        self.checker.run(&view, settled);
+        self.max_frame_since_check = 0;
+    }
+
+    // ---- inspection -------------------------------------------------------
+
+    /// The current simulated time.
+    #[must_use]
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// The DC.
+    #[must_use]
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The agent of `node`, if its host is up.
+    #[must_use]
+    pub fn agent(&self, node: NodeId) -> Option<&Agent> {
+        self.hosts.get(node.0 as usize)?.agent.as_ref()
+    }
+
+    /// The run's counters.
+    #[must_use]
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The trace hash so far, as 16 hex digits.
+    #[must_use]
+    pub fn trace_hash(&self) -> String {
+        self.hasher.hex()
+    }
+
+    /// The invariant counts so far.
+    #[must_use]
+    pub fn invariants(&self) -> &InvariantReport {
+        self.checker.report()
+    }
+
+    /// The configuration the run started with.
+    #[must_use]
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    /// The agent configuration every host boots with.
+    #[must_use]
+    pub fn agent_config(&self) -> &AgentConfig {
+        &self.config.agent
+    }
+
+    /// Finishes the trace file, if one is being written, and reports any write error.
+    pub fn finish_trace(&mut self) -> io::Result<()> {
+        if let Some(e) = self.write_error.take() {
+            return Err(e);
+        }
+        match self.writer.take() {
+            Some(w) => w.finish(),
+            None => Ok(()),
+        }
+    }
+}
+
+fn validate_fault(
+    fault: &Fault,
+    topology: &Topology,
+    up: &[bool],
+    rng: &mut ChaCha8Rng,
+) -> Result<(), String> {
+    let check = |sel: &crate::faults::Selector, rng: &mut ChaCha8Rng| {
+        sel.resolve(topology, up, rng).map(|_| ())
+    };
+    match &fault.action {
+        FaultAction::Crash(s) | FaultAction::Restart(s) => check(s, rng),
+        FaultAction::Pause(s) => {
+            check(s, rng)?;
+            match fault.duration {
+                Some(_) => Ok(()),
+                None => Err("pause needs a duration".to_owned()),
+            }
+        }
+        FaultAction::Partition { a, b, .. } => {
+            check(a, rng)?;
+            check(b, rng)
+        }
+        FaultAction::Heal => Ok(()),
+        FaultAction::Skew { hosts, .. } => check(hosts, rng),
+        FaultAction::Loss(p) if (0.0..=1.0).contains(p) => Ok(()),
+        FaultAction::Loss(p) => Err(format!("loss {p} is not a probability in [0, 1]")),
+    }
+}
+
+/// A short description of a set of hosts, for traces.
+fn describe(nodes: &[NodeId]) -> String {
+    match nodes {
+        [] => "no host".to_owned(),
+        [one] => one.to_string(),
+        [first, .., last] if (last.0 - first.0) as usize + 1 == nodes.len() => {
+            format!("{first}..={last}")
+        }
+        _ => format!("{} hosts", nodes.len()),
+    }
+}
+
+/// SplitMix64's finaliser: a stable 64-bit mix for deriving seeds.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
