@@ -296,7 +296,7 @@ mod tests {
         assert_eq!(s.config.seed, 9);
         assert_eq!(s.config.duration, Duration::from_secs(30));
         assert_eq!(s.config.faults.len(), 2);
-        assert_eq!(s.config.faults[0].line, Some(9));
+        assert_eq!(s.config.faults[0].line, Some(8)); // the `[[faults]]` header
         assert_eq!(s.config.faults[0].duration, Some(Duration::from_secs(5)));
         assert!(s.config.random_faults.is_some());
     }
