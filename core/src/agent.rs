@@ -10,6 +10,9 @@
 //! ignore what does not fit their state).
 
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryOutput};
+use crate::federation::{
+    FedMsg, FedNotice, FedOutput, Federation, FederationConfig, FederationConfigError,
+};
 use crate::host::{HostEvent, HostResources};
 use crate::ids::{Incarnation, NodeId};
 use crate::time::Time;
@@ -20,10 +23,48 @@ use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// Everything an agent is configured with.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentConfig {
     /// Neighbour discovery.
     pub discovery: DiscoveryConfig,
+    /// Federation instances, each with its own group sizes and timing (e.g. one for
+    /// placement with groups of 4..16, another with groups of 16..32). Instance
+    /// numbers must be distinct.
+    pub federations: Vec<FederationConfig>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            discovery: DiscoveryConfig::default(),
+            federations: vec![FederationConfig::default()],
+        }
+    }
+}
+
+/// Why an agent configuration is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentConfigError {
+    /// A federation instance is misconfigured.
+    #[error(transparent)]
+    Federation(#[from] FederationConfigError),
+    /// Two federation instances share a number.
+    #[error("two federation instances are numbered {0}")]
+    DuplicateInstance(u8),
+}
+
+impl AgentConfig {
+    /// Checks every parameter.
+    pub fn validate(&self) -> Result<(), AgentConfigError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for f in &self.federations {
+            f.validate()?;
+            if !seen.insert(f.instance) {
+                return Err(AgentConfigError::DuplicateInstance(f.instance));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Who an agent is: its id in the cluster and its current life.
@@ -93,6 +134,20 @@ pub enum Output {
         /// The answer.
         reply: ApiReply,
     },
+    /// Something worth logging happened (the simulator also counts these).
+    Notice(Notice),
+}
+
+/// Something worth logging.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// A federation instance noticed a suspicion or a removal.
+    Federation {
+        /// The instance.
+        instance: u8,
+        /// What it noticed.
+        notice: FedNotice,
+    },
 }
 
 /// One Nefele agent.
@@ -110,26 +165,49 @@ pub struct Agent {
     last_now: Time,
     resources: HostResources,
     discovery: Discovery,
+    neighbours_seen: u64,
+    federations: Vec<Federation>,
     outputs: VecDeque<Output>,
 }
 
 impl Agent {
     /// A freshly booted agent. Its RNG, and each service's, derive from `seed` alone.
+    /// `config` must have passed [`AgentConfig::validate`].
     #[must_use]
     pub fn new(config: AgentConfig, identity: Identity, seed: u64, now: Time) -> Self {
         let mut root = ChaCha8Rng::seed_from_u64(seed);
         let discovery_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
+        let federations = config
+            .federations
+            .into_iter()
+            .map(|f| Federation::new(identity.node, f, ChaCha8Rng::seed_from_u64(root.next_u64())))
+            .collect();
         let mut agent = Agent {
             identity,
             last_now: now,
             resources: HostResources::default(),
             discovery: Discovery::new(identity.node, config.discovery, discovery_rng),
+            neighbours_seen: 0,
+            federations,
             outputs: VecDeque::new(),
         };
         agent.discovery.boot(now);
+        for f in &mut agent.federations {
+            f.boot(now);
+        }
         agent.route_discovery();
+        agent.route_federations();
         agent.check_invariants();
         agent
+    }
+
+    /// Leaves the cluster cleanly (before a shutdown): hands over what this agent
+    /// leads and tells its groups it is gone.
+    pub fn leave(&mut self, now: Time) {
+        for f in &mut self.federations {
+            f.leave(now);
+        }
+        self.route_federations();
     }
 
     /// Reacts to `input` at time `now`.
@@ -141,6 +219,12 @@ impl Agent {
             Input::Timeout => {
                 self.discovery.handle_timeout(now);
                 self.route_discovery();
+                for f in &mut self.federations {
+                    if f.next_timeout().is_some_and(|t| t <= now) {
+                        f.handle_timeout(now);
+                    }
+                }
+                self.route_federations();
             }
             Input::Host(event) => self.handle_host(event),
             Input::Api { request, call } => self.handle_api(request, call),
@@ -159,6 +243,17 @@ impl Agent {
                 self.discovery.handle_message(now, from, incarnation, &msg);
                 self.route_discovery();
             }
+            Message::Federation(FedMsg { instance, body }) => {
+                // A message for an instance this agent does not run is ignored.
+                if let Some(f) = self
+                    .federations
+                    .iter_mut()
+                    .find(|f| f.config().instance == instance)
+                {
+                    f.handle_message(now, from, body);
+                    self.route_federations();
+                }
+            }
         }
     }
 
@@ -167,6 +262,15 @@ impl Agent {
         // only event with an effect is a change of capacity; the others name pids this
         // agent never asked for and are ignored, as events for unknown pids must be.
         if let HostEvent::Resources(resources) = event {
+            let free_cpu = resources
+                .cpu_millicores
+                .saturating_sub(resources.committed_cpu_millicores);
+            let free_memory = resources
+                .memory_bytes
+                .saturating_sub(resources.committed_memory_bytes);
+            for f in &mut self.federations {
+                f.set_own_summary(u64::from(free_cpu), free_memory);
+            }
             self.resources = resources;
         }
     }
@@ -196,6 +300,31 @@ impl Agent {
             };
             self.outputs.push_back(output);
         }
+        if self.discovery.changes() != self.neighbours_seen {
+            self.neighbours_seen = self.discovery.changes();
+            let neighbours: Vec<NodeId> = self.discovery.neighbours().map(|(id, _)| id).collect();
+            for f in &mut self.federations {
+                f.set_neighbours(neighbours.clone());
+            }
+        }
+    }
+
+    fn route_federations(&mut self) {
+        for i in 0..self.federations.len() {
+            let instance = self.federations[i].config().instance;
+            while let Some(out) = self.federations[i].poll_output() {
+                let output = match out {
+                    FedOutput::Send(to, body) => Output::Send {
+                        to,
+                        envelope: self.envelope(Message::Federation(FedMsg { instance, body })),
+                    },
+                    FedOutput::Notice(notice) => {
+                        Output::Notice(Notice::Federation { instance, notice })
+                    }
+                };
+                self.outputs.push_back(output);
+            }
+        }
     }
 
     fn envelope(&self, body: Message) -> Envelope {
@@ -214,7 +343,11 @@ impl Agent {
     /// When `handle(now, Input::Timeout)` must be called next.
     #[must_use]
     pub fn next_timeout(&self) -> Option<Time> {
-        self.discovery.next_timeout()
+        self.federations
+            .iter()
+            .filter_map(Federation::next_timeout)
+            .chain(self.discovery.next_timeout())
+            .min()
     }
 
     /// This agent's id and life.
@@ -233,6 +366,12 @@ impl Agent {
     #[must_use]
     pub fn discovery(&self) -> &Discovery {
         &self.discovery
+    }
+
+    /// The federation instances, for inspection by checkers and tests.
+    #[must_use]
+    pub fn federations(&self) -> &[Federation] {
+        &self.federations
     }
 
     fn check_invariants(&self) {

@@ -40,8 +40,11 @@ pub struct DiscoveryConfig {
 impl Default for DiscoveryConfig {
     fn default() -> Self {
         DiscoveryConfig {
-            heartbeat_period: Duration::from_secs(1),
-            neighbour_timeout: Duration::from_millis(3500),
+            // Slow on purpose: a rack of 40 hearing one broadcast from each member every
+            // 5 s is 8 messages per agent per second. Fast failure detection is the
+            // federation's job, within small groups.
+            heartbeat_period: Duration::from_secs(5),
+            neighbour_timeout: Duration::from_secs(17),
             hello_peers: 64,
         }
     }
@@ -110,6 +113,7 @@ pub struct Discovery {
     neighbours: BTreeMap<NodeId, Neighbour>,
     timers: TimerTable<DiscoveryTimer>,
     outbox: VecDeque<DiscoveryOutput>,
+    changes: u64,
 }
 
 impl Discovery {
@@ -123,6 +127,7 @@ impl Discovery {
             neighbours: BTreeMap::new(),
             timers: TimerTable::default(),
             outbox: VecDeque::new(),
+            changes: 0,
         }
     }
 
@@ -181,6 +186,7 @@ impl Discovery {
                 true
             }
             None => {
+                self.changes += 1;
                 self.neighbours.insert(
                     from,
                     Neighbour {
@@ -205,8 +211,12 @@ impl Discovery {
                 }
                 DiscoveryTimer::Sweep => {
                     let timeout = self.config.neighbour_timeout;
+                    let before = self.neighbours.len();
                     self.neighbours
                         .retain(|_, n| now.saturating_since(n.last_heard) < timeout);
+                    if self.neighbours.len() != before {
+                        self.changes += 1;
+                    }
                     self.timers
                         .set(DiscoveryTimer::Sweep, now + self.config.heartbeat_period);
                 }
@@ -231,6 +241,12 @@ impl Discovery {
         self.neighbours.iter().map(|(id, n)| (*id, n))
     }
 
+    /// A counter that grows whenever the set of neighbours changes.
+    #[must_use]
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
     /// The number of live neighbours.
     #[must_use]
     pub fn neighbour_count(&self) -> usize {
@@ -250,11 +266,12 @@ mod tests {
     use rand::SeedableRng;
 
     fn discovery(me: u32) -> Discovery {
-        Discovery::new(
-            NodeId(me),
-            DiscoveryConfig::default(),
-            ChaCha8Rng::seed_from_u64(u64::from(me)),
-        )
+        let config = DiscoveryConfig {
+            heartbeat_period: Duration::from_secs(1),
+            neighbour_timeout: Duration::from_millis(3500),
+            hello_peers: 64,
+        };
+        Discovery::new(NodeId(me), config, ChaCha8Rng::seed_from_u64(u64::from(me)))
     }
 
     fn drain(d: &mut Discovery) -> Vec<DiscoveryOutput> {

@@ -15,6 +15,7 @@
 
 pub mod agent;
 pub mod discovery;
+pub mod federation;
 pub mod host;
 pub mod ids;
 pub mod time;
@@ -22,7 +23,10 @@ pub mod timer;
 pub mod transport;
 pub mod wire;
 
-pub use agent::{Agent, AgentConfig, ApiCall, ApiReply, Identity, Input, Output, RequestId};
+pub use agent::{
+    Agent, AgentConfig, AgentConfigError, ApiCall, ApiReply, Identity, Input, Notice, Output,
+    RequestId,
+};
 pub use host::{Host, HostCommand, HostEvent, HostResources, ProcSpec};
 pub use ids::{Incarnation, NodeId, Pid, PidMinter, TenantId};
 pub use time::Time;

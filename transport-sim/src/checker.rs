@@ -117,6 +117,28 @@ impl Checker {
         }
     }
 
+    /// Records the result of an invariant evaluated elsewhere (counted only when `settled`).
+    pub fn record(
+        &mut self,
+        now: Time,
+        name: &'static str,
+        result: Result<(), String>,
+        settled: bool,
+    ) {
+        if !settled {
+            return;
+        }
+        self.report.checks += 1;
+        if let Err(message) = result {
+            self.report.violations += 1;
+            self.report.first_violation.get_or_insert(Violation {
+                at_s: now.as_secs_f64(),
+                invariant: name,
+                message,
+            });
+        }
+    }
+
     /// The counts so far.
     #[must_use]
     pub fn report(&self) -> &InvariantReport {

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod duration_text;
 pub mod faults;
+pub mod federation_check;
 pub mod network;
 pub mod report;
 pub mod scenario;

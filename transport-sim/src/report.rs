@@ -4,6 +4,7 @@
 //! not rename them.
 
 use crate::checker::InvariantReport;
+use crate::federation_check::FederationReport;
 use crate::sim::{Simulation, Stats};
 use serde::Serialize;
 
@@ -38,13 +39,66 @@ pub struct Report {
     pub trace_hash: String,
     /// Invariant checks and violations.
     pub invariants: InvariantReport,
+    /// The federation: its first instance's figures, and every instance's.
+    pub federation: FederationSummary,
+}
+
+/// The federation part of the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct FederationSummary {
+    /// The first instance (the placement federation).
+    #[serde(flatten)]
+    pub primary: Option<FederationReport>,
+    /// All messages (discovery and every federation instance) per agent per simulated
+    /// second over the last quarter of the run.
+    pub control_msgs_per_agent_per_s: f64,
+    /// Agents removed for silence while up and reachable (stalled, or unlucky with loss).
+    pub false_removals: u64,
+    /// Crashes some agent suspected.
+    pub detections: usize,
+    /// Time from a crash to its first suspicion, median, in ms.
+    pub detection_p50_ms: Option<f64>,
+    /// Time from a crash to its first suspicion, 99th percentile, in ms.
+    pub detection_p99_ms: Option<f64>,
+    /// Every instance.
+    pub instances: Vec<FederationReport>,
+}
+
+/// The `q`-quantile of `values` (nearest rank), if any.
+fn quantile(values: &[f64], q: f64) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied()
+}
+
+impl FederationSummary {
+    fn of(sim: &Simulation) -> Self {
+        let stats = sim.stats();
+        let instances = sim.federation().reports().to_vec();
+        let agent_seconds = stats.window_agents as f64 * stats.window_seconds;
+        FederationSummary {
+            primary: instances.first().cloned(),
+            control_msgs_per_agent_per_s: if agent_seconds > 0.0 {
+                stats.window_messages as f64 / agent_seconds
+            } else {
+                0.0
+            },
+            false_removals: stats.false_removals,
+            detections: stats.detection_ms.len(),
+            detection_p50_ms: quantile(&stats.detection_ms, 0.5),
+            detection_p99_ms: quantile(&stats.detection_ms, 0.99),
+            instances,
+        }
+    }
 }
 
 impl Report {
     /// The report of `sim` after its run, with the measurements only the caller can take.
     #[must_use]
     pub fn new(scenario: &str, sim: &Simulation, wall_seconds: f64, peak_rss_bytes: u64) -> Self {
-        let stats = sim.stats().clone();
+        let mut stats = sim.stats().clone();
+        stats.detection_ms.clear(); // summarised in `federation`
         let nodes = sim.topology().len() as u64;
         Report {
             scenario: scenario.to_owned(),
@@ -64,6 +118,7 @@ impl Report {
             rss_bytes_per_agent: peak_rss_bytes.checked_div(nodes).unwrap_or(0),
             trace_hash: sim.trace_hash(),
             invariants: sim.invariants().clone(),
+            federation: FederationSummary::of(sim),
             stats,
         }
     }

@@ -16,12 +16,17 @@ use crate::checker::{Checker, ClusterView, Invariant, InvariantReport};
 use crate::clock::HostClock;
 use crate::config::SimConfig;
 use crate::faults::{Fault, FaultAction};
+use crate::federation_check::FederationMonitor;
 use crate::network::{DropReason, Fate, Network};
 use crate::topology::{Topology, TopologyError};
 use crate::trace::{TraceEvent, TraceHasher, TraceWriter};
+use nefele_core::federation::FedNotice;
 use nefele_core::host::HostEvent;
 use nefele_core::wire::{self, Envelope};
-use nefele_core::{Agent, AgentConfig, Identity, Incarnation, Input, NodeId, Output, Time};
+use nefele_core::{
+    Agent, AgentConfig, AgentConfigError, Identity, Incarnation, Input, NodeId, Notice, Output,
+    Time,
+};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -52,10 +57,13 @@ pub enum SimError {
     /// `start_down` names hosts that do not exist.
     #[error("start_down: {0}")]
     StartDown(String),
+    /// The agents' configuration is invalid.
+    #[error("agent: {0}")]
+    Agent(#[from] AgentConfigError),
 }
 
 /// Counters of a run.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Stats {
     /// Events processed (stale wake-ups excluded).
     pub events: u64,
@@ -79,6 +87,16 @@ pub struct Stats {
     pub timers_fired: u64,
     /// Faults struck (each undo counts too).
     pub faults: u64,
+    /// Messages sent in the steady-state window (the last quarter of the run).
+    pub window_messages: u64,
+    /// Agents up at the start of the steady-state window.
+    pub window_agents: u64,
+    /// The window's length, in simulated seconds.
+    pub window_seconds: f64,
+    /// Crashed agents whose crash some federation member suspected, and how fast (ms).
+    pub detection_ms: Vec<f64>,
+    /// Agents removed from a group for silence although up and reachable (stalled or lossy).
+    pub false_removals: u64,
 }
 
 enum Event {
@@ -166,12 +184,18 @@ pub struct Simulation {
     last_fault: Option<Time>,
     max_frame_since_check: usize,
     scratch: Vec<u8>,
+    federation: FederationMonitor,
+    down_since: Vec<Option<Time>>,
+    detected: Vec<bool>,
+    window_start: Time,
+    window_open: bool,
 }
 
 impl Simulation {
     /// Builds the cluster and schedules boots, faults and checks. Validates every fault.
-    pub fn new(config: SimConfig) -> Result<Self, SimError> {
+    pub fn new(mut config: SimConfig) -> Result<Self, SimError> {
         config.network.validate().map_err(SimError::Network)?;
+        config.agent.validate()?;
         let mut root = ChaCha8Rng::seed_from_u64(config.seed);
         let mut topo_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
         let net_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
@@ -180,6 +204,16 @@ impl Simulation {
         let agent_seed = root.next_u64();
         let topology = Topology::build(&config.topology, config.nodes, &mut topo_rng)?;
         let hosts_len = topology.len();
+        // Without a configured seed list, the first host of each of the first three
+        // racks serves as a seed, as a small fixed list would on real hosts.
+        let seeds: Vec<NodeId> = (0..topology.racks().min(3))
+            .filter_map(|r| topology.rack_members(r).map(|m| NodeId(m.start)))
+            .collect();
+        for f in &mut config.agent.federations {
+            if f.seeds.is_empty() {
+                f.seeds = seeds.clone();
+            }
+        }
 
         let mut faults = config.faults.clone();
         if let Some(random) = &config.random_faults {
@@ -222,6 +256,11 @@ impl Simulation {
             last_fault: None,
             max_frame_since_check: 0,
             scratch: Vec::with_capacity(2048),
+            federation: FederationMonitor::new(&config.agent.federations),
+            down_since: vec![Some(Time::ZERO); hosts_len],
+            detected: vec![false; hosts_len],
+            window_start: Time::ZERO + config.duration.mul_f64(0.75),
+            window_open: false,
             config,
         };
         let mut booting = vec![true; hosts_len];
@@ -262,7 +301,7 @@ impl Simulation {
     pub fn run(&mut self, mut progress: impl FnMut(Time)) {
         let end = Time::ZERO + self.config.duration;
         while self.step_before(end) {
-            if self.stats.events % 65_536 == 0 {
+            if self.stats.events.is_multiple_of(65_536) {
                 progress(self.now);
             }
         }
@@ -286,8 +325,20 @@ impl Simulation {
             return false;
         };
         self.now = at;
+        if !self.window_open && at >= self.window_start {
+            self.open_window();
+        }
         self.dispatch(event);
         true
+    }
+
+    fn open_window(&mut self) {
+        self.window_open = true;
+        self.stats.window_messages = 0;
+        self.stats.window_agents = self.hosts.iter().filter(|h| h.agent.is_some()).count() as u64;
+        self.stats.window_seconds = (Time::ZERO + self.config.duration)
+            .saturating_since(self.window_start)
+            .as_secs_f64();
     }
 
     fn dispatch(&mut self, event: Event) {
@@ -360,6 +411,7 @@ impl Simulation {
             Input::Host(HostEvent::Resources(self.topology.resources(node))),
         );
         host.agent = Some(agent);
+        self.down_since[node.0 as usize] = None;
         self.after_handle(node);
     }
 
@@ -369,6 +421,10 @@ impl Simulation {
         host.paused_until = Time::ZERO;
         host.wake_generation += 1;
         host.wake_at = None;
+        if self.down_since[node.0 as usize].is_none() {
+            self.down_since[node.0 as usize] = Some(self.now);
+            self.detected[node.0 as usize] = false;
+        }
     }
 
     /// Re-queues `event` for `node` if it is paused; returns it back otherwise.
@@ -478,6 +534,7 @@ impl Simulation {
                 }
                 // No simulated client calls the API yet; replies have nowhere to go.
                 Output::ApiReply { .. } => {}
+                Output::Notice(Notice::Federation { notice, .. }) => self.on_notice(node, notice),
             }
         }
         let host = &mut self.hosts[node.0 as usize];
@@ -497,6 +554,29 @@ impl Simulation {
         }
     }
 
+    /// Measures detection: the first suspicion of a crashed agent, and removals of
+    /// agents that were up and reachable.
+    fn on_notice(&mut self, by: NodeId, notice: FedNotice) {
+        match notice {
+            FedNotice::Suspected { node, .. } => {
+                let i = node.0 as usize;
+                if let Some(since) = self.down_since[i] {
+                    if self.hosts[i].incarnation != Incarnation(0) && !self.detected[i] {
+                        self.detected[i] = true;
+                        let ms = self.now.saturating_since(since).as_secs_f64() * 1e3;
+                        self.stats.detection_ms.push(ms);
+                    }
+                }
+            }
+            FedNotice::Removed { node, .. } => {
+                let up = self.hosts[node.0 as usize].agent.is_some();
+                if up && !self.network.blocked(node, by) && !self.network.blocked(by, node) {
+                    self.stats.false_removals += 1;
+                }
+            }
+        }
+    }
+
     fn encode(&mut self, envelope: Envelope) -> (u32, u64, Rc<Envelope>) {
         self.scratch.clear();
         // An envelope the agent built always encodes; a failure would be a core bug.
@@ -511,6 +591,7 @@ impl Simulation {
 
     fn send(&mut self, from: NodeId, to: NodeId, envelope: &Rc<Envelope>, len: u32, digest: u64) {
         self.stats.messages_sent += 1;
+        self.stats.window_messages += 1;
         let kind = envelope.body.kind();
         match self
             .network
@@ -561,6 +642,7 @@ impl Simulation {
         let fault = self.faults[index].clone();
         self.stats.faults += 1;
         self.last_fault = Some(self.now);
+        self.federation.fault();
         let up = self.up();
         let resolve = |sel: &crate::faults::Selector, rng: &mut ChaCha8Rng, topo: &Topology| {
             // Validated in `new`; random selectors cannot fail.
@@ -644,6 +726,7 @@ impl Simulation {
     fn undo(&mut self, undo: Undo) {
         self.stats.faults += 1;
         self.last_fault = Some(self.now);
+        self.federation.fault();
         let text = match undo {
             Undo::Boot(nodes) => {
                 for &n in &nodes {
@@ -689,6 +772,15 @@ impl Simulation {
             max_frame_since_last_check: self.max_frame_since_check,
         };
         self.checker.run(&view, settled);
+        let results = self.federation.observe(
+            &view,
+            &self.config.agent.federations,
+            &self.down_since,
+            self.last_fault,
+        );
+        for result in results {
+            self.checker.record(self.now, "federation", result, settled);
+        }
         self.max_frame_since_check = 0;
     }
 
@@ -722,6 +814,12 @@ impl Simulation {
     #[must_use]
     pub fn trace_hash(&self) -> String {
         self.hasher.hex()
+    }
+
+    /// The federation's convergence, repair and shape, per instance.
+    #[must_use]
+    pub fn federation(&self) -> &FederationMonitor {
+        &self.federation
     }
 
     /// The invariant counts so far.

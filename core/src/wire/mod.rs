@@ -9,6 +9,7 @@
 pub mod codec;
 
 use crate::discovery::DiscoveryMsg;
+use crate::federation::FedMsg;
 use crate::ids::{Incarnation, NodeId};
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +34,8 @@ pub struct Envelope {
 pub enum Message {
     /// Neighbour discovery in the broadcast domain.
     Discovery(DiscoveryMsg),
+    /// Boot federation (one of possibly several instances).
+    Federation(FedMsg),
 }
 
 impl Message {
@@ -41,6 +44,7 @@ impl Message {
     pub fn kind(&self) -> &'static str {
         match self {
             Message::Discovery(m) => m.kind(),
+            Message::Federation(m) => m.body.kind(),
         }
     }
 }

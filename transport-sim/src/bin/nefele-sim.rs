@@ -282,6 +282,26 @@ fn print_summary(r: &Report, description: Option<&str>) {
         r.peak_rss_bytes as f64 / (1 << 20) as f64,
         r.rss_bytes_per_agent
     );
+    let f = &r.federation;
+    if let Some(p) = &f.primary {
+        let secs = |s: Option<f64>| s.map_or_else(|| "never".to_owned(), |s| format!("{s:.2}s"));
+        println!(
+            "federation {}: converged at {}, {} top group(s), depth {}, {} groups (largest {}), last repair {}, {:.1} msgs/agent/s, detection p99 {}, false removals {}",
+            p.name,
+            secs(p.converged_at_s),
+            p.shape.top_groups,
+            p.shape.depth,
+            p.shape.groups,
+            p.shape.max_group_size,
+            p.last_repair_s.map_or_else(|| "-".to_owned(), |s| format!("{s:.2}s")),
+            f.control_msgs_per_agent_per_s,
+            f.detection_p99_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0}ms")),
+            f.false_removals,
+        );
+        if let Some(why) = &p.last_failure {
+            println!("  not converged at the end: {why}");
+        }
+    }
     match &r.invariants.first_violation {
         None => println!(
             "invariants: {} checks, {} violations",

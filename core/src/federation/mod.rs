@@ -1,0 +1,554 @@
+//! Boot federation: agents organise themselves into a hierarchy of small
+//! groups, with no master, and repair it on join, leave, crash and partition.
+//!
+//! # Structure
+//!
+//! Agents form level-0 groups of `min..=max` members, preferably within their
+//! broadcast domain (the rack). Each group has one leader. The leader of a
+//! level-`k` group also holds a seat in a level-`k + 1` group, whose members
+//! are all leaders of level-`k` groups; so the groups form a tree, like the
+//! nodes of a B-tree, and the one group without a parent is the top group
+//! (the root). An agent holds at most one seat per level, and seats
+//! `0..=top` with a seat at `k + 1` only if it leads its group at `k`: its
+//! state is O(group size × depth), never O(cluster size).
+//!
+//! Leadership is deterministic and stable: the founder of a group leads it,
+//! joiners never displace the leader, and when a leader leaves or fails the
+//! lowest remaining id (the heir) takes over, its seats above included.
+//!
+//! # Messages ([`FedBody`])
+//!
+//! - `Attach { joiner, level }`: "`joiner` wants a seat at `level`" (an agent
+//!   for level 0; the leader of a level-`level - 1` group otherwise). An agent
+//!   that leads a group at `level` accepts; one that does not forwards the
+//!   request up, to the leader of its top seat, until it reaches a group at that
+//!   level or the root. A root whose tree is shorter than the joiner's, or as
+//!   tall with a higher leader id, attaches itself to the joiner instead; one
+//!   as tall with a lower id founds a new top group of the two roots. This is
+//!   how separate trees (boot, partitions, orphaned subtrees) merge: every
+//!   root probes a contact (seeds, agents it met, rack neighbours) every
+//!   `probe_period` with an `Attach`; an `Attach` that comes back to its sender
+//!   means the contact is in the same tree.
+//! - `View`: the leader's membership of a group, pushed to every member when it
+//!   changes. A member follows its current leader: it takes a view from
+//!   another leader only when its own leader is suspected, or when its own
+//!   leader hands it over (split, hand-over on leave).
+//! - `Beat` (member → leader, with the member's subtree [`Summary`]) and
+//!   `LeaderBeat` (leader → members), every `period`, carry the view's epoch; a
+//!   member with an older epoch is sent the view (or asks with `ViewReq`).
+//! - `Probe` / `ProbeAck`: a direct check of a suspect before it is removed.
+//! - `Leave { level }`: "we do not share a group at `level`": a member leaving,
+//!   or a leader disowning an agent that thinks it is a member.
+//! - `MergeReq`, `MergeInto`, `Dissolve`: an undersized group asks its parent
+//!   for a sibling, then its members (and its leader) attach to that sibling.
+//!
+//! # Timers and failure detection
+//!
+//! One tick every `period`. A leader suspects a member silent for more than
+//! `suspect_periods` periods (so a crash is suspected within one period more
+//! than that), probes it, and removes it after `remove_periods`. Members
+//! watch their leader the same way; the heir takes over after
+//! `remove_periods`, the next in line `2` periods later, and so on. A stalled
+//! agent is suspected before it is removed, and one that comes back simply
+//! rejoins.
+//!
+//! # Why it converges
+//!
+//! Without faults, every operation moves towards one tree: groupless agents
+//! join a group, parentless groups attach into the tree their contact belongs
+//! to (a total order on roots — height, then lowest leader id — decides which
+//! tree absorbs which, so two roots never attach to each other), overfull
+//! groups split in two halves of at least `min` members and the new half
+//! attaches beside the old under the same parent (so all level-0 groups stay
+//! at the same depth, as in a B-tree), undersized groups merge into a sibling,
+//! and a top group of one dissolves. Depth stays within `log_min(N) + 1`.
+
+mod protocol;
+mod seat;
+pub mod view;
+
+use crate::ids::NodeId;
+use crate::time::Time;
+use crate::timer::TimerTable;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+pub use seat::Seat;
+pub use view::{Level, Summary, View};
+
+/// The parameters of one federation instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FederationConfig {
+    /// Which instance this is; messages carry it, so instances never mix.
+    pub instance: u8,
+    /// A name for logs and reports (e.g. the service that uses it).
+    pub name: String,
+    /// The fewest members a group other than the top group keeps.
+    pub min_group: usize,
+    /// The most members a group keeps; one more and it splits.
+    pub max_group: usize,
+    /// The protocol period: heartbeats and checks.
+    pub period: Duration,
+    /// Silent for more than this many periods: suspected.
+    pub suspect_periods: u32,
+    /// Silent for more than this many periods: removed (or replaced, for a leader).
+    pub remove_periods: u32,
+    /// How often a root probes a contact for other trees.
+    pub probe_period: Duration,
+    /// Agents to contact first to find the rest of the cluster (a seed list).
+    pub seeds: Vec<NodeId>,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            instance: 0,
+            name: "placement".to_owned(),
+            min_group: 4,
+            max_group: 16,
+            period: Duration::from_millis(300),
+            suspect_periods: 2,
+            remove_periods: 4,
+            probe_period: Duration::from_secs(1),
+            seeds: Vec::new(),
+        }
+    }
+}
+
+/// Why a federation configuration is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FederationConfigError {
+    /// Groups could not split into two halves of at least `min_group`.
+    #[error("federation {name}: max_group ({max}) must be at least 2 × min_group - 1 ({min}) and min_group at least 2")]
+    GroupBounds {
+        /// The instance.
+        name: String,
+        /// The configured minimum.
+        min: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// A group view would not fit one datagram.
+    #[error("federation {name}: max_group ({max}) above 256 would not fit a view in one datagram")]
+    TooLarge {
+        /// The instance.
+        name: String,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// Timing that cannot work.
+    #[error("federation {name}: period must be positive and remove_periods > suspect_periods > 0")]
+    Timing {
+        /// The instance.
+        name: String,
+    },
+}
+
+impl FederationConfig {
+    /// Checks the parameters.
+    pub fn validate(&self) -> Result<(), FederationConfigError> {
+        if self.min_group < 2 || self.max_group + 1 < 2 * self.min_group {
+            return Err(FederationConfigError::GroupBounds {
+                name: self.name.clone(),
+                min: self.min_group,
+                max: self.max_group,
+            });
+        }
+        if self.max_group > 256 {
+            return Err(FederationConfigError::TooLarge {
+                name: self.name.clone(),
+                max: self.max_group,
+            });
+        }
+        if self.period.is_zero()
+            || self.suspect_periods == 0
+            || self.remove_periods <= self.suspect_periods
+        {
+            return Err(FederationConfigError::Timing {
+                name: self.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// How long an agent may be silent before it is removed.
+    #[must_use]
+    pub fn detection_timeout(&self) -> Duration {
+        self.period * (self.remove_periods + 1)
+    }
+}
+
+/// A federation message, tagged with its instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FedMsg {
+    /// The federation instance.
+    pub instance: u8,
+    /// The message.
+    pub body: FedBody,
+}
+
+/// The messages of the protocol (see the module documentation).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FedBody {
+    /// `joiner` wants a seat at `level`.
+    Attach {
+        /// Who wants the seat.
+        joiner: NodeId,
+        /// The level of the seat.
+        level: Level,
+        /// Forwarding hops so far (bounded).
+        hops: u8,
+    },
+    /// A group's membership.
+    View(View),
+    /// Member → leader: alive, at this epoch, with this subtree.
+    Beat {
+        /// The group's level.
+        level: Level,
+        /// The member's view epoch.
+        epoch: u64,
+        /// The member's subtree.
+        summary: Summary,
+    },
+    /// Leader → member: alive, at this epoch.
+    LeaderBeat {
+        /// The group's level.
+        level: Level,
+        /// The leader's view epoch.
+        epoch: u64,
+    },
+    /// Member → leader: please send the view.
+    ViewReq {
+        /// The group's level.
+        level: Level,
+    },
+    /// Are you alive?
+    Probe {
+        /// The group's level.
+        level: Level,
+    },
+    /// Yes.
+    ProbeAck {
+        /// The group's level.
+        level: Level,
+    },
+    /// We do not share a group at `level` (any more).
+    Leave {
+        /// The group's level.
+        level: Level,
+    },
+    /// Child leader → parent leader: my group at `level` is too small; name a sibling.
+    MergeReq {
+        /// The small group's level.
+        level: Level,
+    },
+    /// Parent leader → child leader: merge your group at `level` into `target`'s.
+    MergeInto {
+        /// The small group's level.
+        level: Level,
+        /// The sibling's leader.
+        target: NodeId,
+    },
+    /// Leader → members: the group at `level` is gone; attach to `target`.
+    Dissolve {
+        /// The group's level.
+        level: Level,
+        /// Where to attach.
+        target: NodeId,
+    },
+}
+
+impl FedBody {
+    /// A short, stable name of the message kind, for traces.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FedBody::Attach { .. } => "fed.attach",
+            FedBody::View(_) => "fed.view",
+            FedBody::Beat { .. } => "fed.beat",
+            FedBody::LeaderBeat { .. } => "fed.leader_beat",
+            FedBody::ViewReq { .. } => "fed.view_req",
+            FedBody::Probe { .. } => "fed.probe",
+            FedBody::ProbeAck { .. } => "fed.probe_ack",
+            FedBody::Leave { .. } => "fed.leave",
+            FedBody::MergeReq { .. } => "fed.merge_req",
+            FedBody::MergeInto { .. } => "fed.merge_into",
+            FedBody::Dissolve { .. } => "fed.dissolve",
+        }
+    }
+}
+
+/// Something the federation wants known outside (logs, the simulator's statistics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FedNotice {
+    /// `node` is suspected at `level` by this agent.
+    Suspected {
+        /// The suspect.
+        node: NodeId,
+        /// The level of the shared group.
+        level: Level,
+    },
+    /// `node` was removed from this agent's group at `level` for silence (or replaced as leader).
+    Removed {
+        /// The removed agent.
+        node: NodeId,
+        /// The level of the group.
+        level: Level,
+    },
+}
+
+/// What the federation asks the agent to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FedOutput {
+    /// Send `body` to `to`.
+    Send(NodeId, FedBody),
+    /// Make `notice` known.
+    Notice(FedNotice),
+}
+
+const MAX_HOPS: u8 = 32;
+const MAX_CONTACTS: usize = 32;
+
+/// One federation instance of one agent.
+///
+/// Call order: [`Federation::boot`] once; then [`Federation::handle_message`],
+/// [`Federation::handle_timeout`], [`Federation::set_neighbours`] and
+/// [`Federation::set_own_summary`] as inputs come; drain
+/// [`Federation::poll_output`] after each call; [`Federation::next_timeout`] says
+/// when to call `handle_timeout` next.
+#[derive(Debug)]
+pub struct Federation {
+    me: NodeId,
+    config: FederationConfig,
+    rng: ChaCha8Rng,
+    seats: Vec<Seat>,
+    own: Summary,
+    neighbours: Vec<NodeId>,
+    contacts: VecDeque<NodeId>,
+    contact_cursor: usize,
+    join_attempts: u32,
+    next_join: Time,
+    next_probe: Time,
+    timers: TimerTable<()>,
+    outbox: VecDeque<FedOutput>,
+}
+
+impl Federation {
+    /// The instance `config` for agent `me`, drawing jitter from `rng`.
+    /// The configuration must have passed [`FederationConfig::validate`].
+    #[must_use]
+    pub fn new(me: NodeId, config: FederationConfig, rng: ChaCha8Rng) -> Self {
+        Federation {
+            me,
+            config,
+            rng,
+            seats: Vec::new(),
+            own: Summary {
+                agents: 1,
+                group_size: 1,
+                ..Summary::default()
+            },
+            neighbours: Vec::new(),
+            contacts: VecDeque::new(),
+            contact_cursor: 0,
+            join_attempts: 0,
+            next_join: Time::ZERO,
+            next_probe: Time::NEVER,
+            timers: TimerTable::default(),
+            outbox: VecDeque::new(),
+        }
+    }
+
+    /// Starts the protocol: the first join attempt comes after half a period, when
+    /// discovery has had time to hear the neighbours.
+    pub fn boot(&mut self, now: Time) {
+        let half = self.config.period / 2;
+        self.next_join = now + half;
+        let first_tick = now + half.mul_f64(self.rng.gen::<f64>());
+        self.timers.set((), first_tick);
+    }
+
+    /// The live agents of this agent's broadcast domain, in id order.
+    pub fn set_neighbours(&mut self, neighbours: Vec<NodeId>) {
+        self.neighbours = neighbours;
+    }
+
+    /// This agent's own capacity, reported up the hierarchy.
+    pub fn set_own_summary(&mut self, free_cpu_millicores: u64, free_memory_bytes: u64) {
+        self.own.free_cpu_millicores = free_cpu_millicores;
+        self.own.free_memory_bytes = free_memory_bytes;
+    }
+
+    /// Fires the tick if due.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if self.timers.pop_expired(now).is_some() {
+            self.tick(now);
+            let next = now + self.config.period;
+            self.timers.set((), next);
+        }
+        self.flush();
+    }
+
+    /// Takes a message from `from`.
+    pub fn handle_message(&mut self, now: Time, from: NodeId, body: FedBody) {
+        if from != self.me {
+            self.on_message(now, from, body);
+        }
+        self.flush();
+    }
+
+    /// Leaves the federation at once: hands over every group this agent leads and
+    /// tells the others it is gone.
+    pub fn leave(&mut self, now: Time) {
+        self.drop_seats_from(now, 0);
+        self.next_join = Time::NEVER;
+        self.flush();
+    }
+
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<FedOutput> {
+        self.outbox.pop_front()
+    }
+
+    /// When [`Federation::handle_timeout`] must be called next.
+    #[must_use]
+    pub fn next_timeout(&self) -> Option<Time> {
+        self.timers.next_deadline()
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &FederationConfig {
+        &self.config
+    }
+
+    /// This agent's seats, from level 0 up.
+    #[must_use]
+    pub fn seats(&self) -> &[Seat] {
+        &self.seats
+    }
+
+    /// Whether this agent leads the top group of its tree.
+    #[must_use]
+    pub fn is_root(&self) -> bool {
+        self.seats.last().is_some_and(|s| s.led_by(self.me))
+    }
+
+    /// The summary of the subtree under this agent's top seat (the whole tree, at the root).
+    #[must_use]
+    pub fn subtree_summary(&self) -> Summary {
+        match self.seats.len() {
+            0 => self.own,
+            n if self.seats[n - 1].led_by(self.me) => self.aggregate(n - 1),
+            n => self.contribution(n - 1),
+        }
+    }
+
+    /// What this agent reports as its subtree in its seat at `level`: itself at
+    /// level 0, else the aggregate of the group it leads one level down.
+    fn contribution(&self, level: usize) -> Summary {
+        if level == 0 {
+            self.own
+        } else {
+            self.aggregate(level - 1)
+        }
+    }
+
+    /// The sum of the members' subtrees of the group this agent leads at `level`.
+    fn aggregate(&self, level: usize) -> Summary {
+        let seat = &self.seats[level];
+        let mut total = Summary {
+            group_size: seat.view.members.len() as u32,
+            ..Summary::default()
+        };
+        for m in &seat.view.members {
+            let part = if *m == self.me {
+                self.contribution(level)
+            } else {
+                seat.summaries.get(m).copied().unwrap_or(Summary {
+                    agents: 1,
+                    ..Summary::default()
+                })
+            };
+            total = total.plus(part);
+        }
+        total
+    }
+
+    fn send(&mut self, to: NodeId, body: FedBody) {
+        if to != self.me {
+            self.outbox.push_back(FedOutput::Send(to, body));
+        }
+    }
+
+    fn notice(&mut self, notice: FedNotice) {
+        self.outbox.push_back(FedOutput::Notice(notice));
+    }
+
+    /// Pushes every changed view to its members.
+    fn flush(&mut self) {
+        for level in 0..self.seats.len() {
+            if !std::mem::take(&mut self.seats[level].dirty) {
+                continue;
+            }
+            let view = self.seats[level].view.clone();
+            for m in &view.members {
+                self.send(*m, FedBody::View(view.clone()));
+            }
+        }
+        debug_assert!(
+            self.invariants_hold(),
+            "federation invariants broken at {}",
+            self.me
+        );
+    }
+
+    fn invariants_hold(&self) -> bool {
+        let top = self.seats.len();
+        self.seats.iter().all(|s| s.is_consistent(self.me))
+            && self
+                .seats
+                .iter()
+                .enumerate()
+                .all(|(l, s)| s.view.level as usize == l && (l + 1 == top || s.led_by(self.me)))
+    }
+
+    /// Remembers `nodes` as contacts for finding other trees.
+    fn remember_contacts(&mut self, nodes: &[NodeId]) {
+        for n in nodes {
+            if *n != self.me && !self.contacts.contains(n) {
+                if self.contacts.len() == MAX_CONTACTS {
+                    self.contacts.pop_front();
+                }
+                self.contacts.push_back(*n);
+            }
+        }
+    }
+
+    /// The next agent to probe for another tree: every other probe goes to a seed
+    /// (in turn), the others to remembered contacts and rack neighbours (in turn),
+    /// skipping this agent and the members of its own seats.
+    fn next_contact(&mut self) -> Option<NodeId> {
+        let outside = |n: &NodeId| *n != self.me && !self.seats.iter().any(|s| s.view.contains(*n));
+        let seeds: Vec<NodeId> = self.config.seeds.iter().copied().filter(outside).collect();
+        let others: Vec<NodeId> = self
+            .contacts
+            .iter()
+            .chain(self.neighbours.iter())
+            .copied()
+            .filter(outside)
+            .collect();
+        self.contact_cursor = self.contact_cursor.wrapping_add(1);
+        let turn = self.contact_cursor / 2;
+        let from_seeds = self.contact_cursor.is_multiple_of(2) || others.is_empty();
+        let pool = if from_seeds && !seeds.is_empty() {
+            &seeds
+        } else {
+            &others
+        };
+        (!pool.is_empty()).then(|| pool[turn % pool.len()])
+    }
+}

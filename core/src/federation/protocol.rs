@@ -1,0 +1,660 @@
+//! The federation protocol's handlers: the periodic tick (heartbeats, failure
+//! detection, joining, probing, merging) and the reaction to each message.
+//! See the parent module for the protocol and why it converges.
+
+use super::seat::Seat;
+use super::view::{Level, View};
+use super::{FedBody, FedNotice, Federation, MAX_HOPS};
+use crate::ids::NodeId;
+use crate::time::Time;
+use rand::Rng;
+
+impl Federation {
+    // ---- the tick -------------------------------------------------------------
+
+    pub(super) fn tick(&mut self, now: Time) {
+        if self.seats.is_empty() {
+            self.try_join(now);
+            return;
+        }
+        for level in 0..self.seats.len() {
+            if level >= self.seats.len() {
+                break; // a takeover or removal above dropped seats
+            }
+            if self.seats[level].led_by(self.me) {
+                self.lead_tick(now, level);
+            } else {
+                self.member_tick(now, level);
+            }
+        }
+        self.maintain_shape(now);
+    }
+
+    /// A groupless agent asks a rack neighbour for a level-0 seat, trying the lowest
+    /// ids first; with no neighbour (or none answering) it founds its own group.
+    fn try_join(&mut self, now: Time) {
+        if now < self.next_join {
+            return;
+        }
+        let attempt = self.join_attempts as usize;
+        self.join_attempts += 1;
+        self.next_join = now + self.config.period * 2;
+        match self.neighbours.get(attempt) {
+            Some(&target) if attempt < 3 => self.send(
+                target,
+                FedBody::Attach {
+                    joiner: self.me,
+                    level: 0,
+                    hops: 0,
+                },
+            ),
+            _ => self.found(now),
+        }
+    }
+
+    /// Founds a level-0 group of one, which is its own tree's root.
+    fn found(&mut self, now: Time) {
+        self.seats
+            .push(Seat::new(View::solo(0, self.me, None), now));
+        self.became_root(now);
+    }
+
+    fn became_root(&mut self, now: Time) {
+        let jitter = self.config.period.mul_f64(self.rng.gen::<f64>());
+        self.next_probe = now + self.config.period + jitter;
+    }
+
+    fn lead_tick(&mut self, now: Time, level: usize) {
+        let period = self.config.period;
+        let suspect_after = period * self.config.suspect_periods;
+        let remove_after = period * self.config.remove_periods;
+        let seat = &self.seats[level];
+        let epoch = seat.view.epoch;
+        let mut beats = Vec::new();
+        let mut suspects = Vec::new();
+        let mut removals = Vec::new();
+        for m in seat.view.members.iter().copied().filter(|m| *m != self.me) {
+            beats.push(m);
+            let silence = now.saturating_since(seat.heard.get(&m).copied().unwrap_or(now));
+            if silence > remove_after {
+                removals.push(m);
+            } else if silence > suspect_after && !seat.suspects.contains(&m) {
+                suspects.push(m);
+            }
+        }
+        let lvl = level as Level;
+        for m in beats {
+            self.send(m, FedBody::LeaderBeat { level: lvl, epoch });
+        }
+        for m in suspects {
+            self.seats[level].suspects.insert(m);
+            self.notice(FedNotice::Suspected {
+                node: m,
+                level: lvl,
+            });
+            self.send(m, FedBody::Probe { level: lvl });
+        }
+        for m in removals {
+            self.seats[level].expel(m);
+            self.notice(FedNotice::Removed {
+                node: m,
+                level: lvl,
+            });
+        }
+    }
+
+    fn member_tick(&mut self, now: Time, level: usize) {
+        let summary = self.contribution(level);
+        let period = self.config.period;
+        let seat = &self.seats[level];
+        let leader = seat.view.leader;
+        let epoch = seat.view.epoch;
+        let silence = now.saturating_since(seat.leader_heard);
+        let newly_suspected =
+            silence > period * self.config.suspect_periods && !seat.leader_suspected;
+        // The heir (lowest id after the leader) takes over first; the others wait two
+        // more periods per rank, in case the heirs before them are dead too.
+        let rank = seat
+            .view
+            .members
+            .iter()
+            .filter(|m| **m != leader)
+            .position(|m| *m == self.me)
+            .unwrap_or(0) as u32;
+        let lvl = level as Level;
+        self.send(
+            leader,
+            FedBody::Beat {
+                level: lvl,
+                epoch,
+                summary,
+            },
+        );
+        if newly_suspected {
+            self.seats[level].leader_suspected = true;
+            self.notice(FedNotice::Suspected {
+                node: leader,
+                level: lvl,
+            });
+            self.send(leader, FedBody::Probe { level: lvl });
+        }
+        if silence > period * (self.config.remove_periods + 2 * rank) {
+            self.take_over(now, level);
+        }
+    }
+
+    /// The leader of our group at `level` is gone: lead it, and take its seat above.
+    fn take_over(&mut self, now: Time, level: usize) {
+        let seat = &mut self.seats[level];
+        let old = seat.view.leader;
+        let parent = seat.view.parent;
+        seat.view.remove(old);
+        seat.view.leader = self.me;
+        seat.heard.remove(&old);
+        seat.suspects.clear();
+        seat.dirty = true;
+        let members = seat.view.members.clone();
+        for m in members {
+            seat.heard.insert(m, now);
+        }
+        self.notice(FedNotice::Removed {
+            node: old,
+            level: level as Level,
+        });
+        self.seats.truncate(level + 1);
+        match parent.filter(|p| *p != old) {
+            Some(p) => self.send(
+                p,
+                FedBody::Attach {
+                    joiner: self.me,
+                    level: level as Level + 1,
+                    hops: 0,
+                },
+            ),
+            None => self.became_root(now),
+        }
+        if self.seats.len() == level + 1 {
+            // Until a parent accepts, this group is a root of its own and probes.
+            self.became_root(now);
+        }
+    }
+
+    /// Structural upkeep: undersized groups merge, a top group of one dissolves, roots probe.
+    fn maintain_shape(&mut self, now: Time) {
+        let mut level = 0;
+        // Seats may go while merging, so the bound is re-read every round.
+        while level + 1 < self.seats.len() {
+            let seat = &self.seats[level];
+            if seat.led_by(self.me)
+                && seat.view.members.len() < self.config.min_group
+                && seat
+                    .merge_asked
+                    .is_none_or(|t| now.saturating_since(t) > self.config.period * 4)
+            {
+                let parent = self.seats[level + 1].view.leader;
+                self.seats[level].merge_asked = Some(now);
+                if parent == self.me {
+                    self.on_merge_req(now, self.me, level as Level);
+                } else {
+                    self.send(
+                        parent,
+                        FedBody::MergeReq {
+                            level: level as Level,
+                        },
+                    );
+                }
+            }
+            level += 1;
+        }
+        if !self.is_root() {
+            return;
+        }
+        let top = self.seats.len() - 1;
+        if top > 0 && self.seats[top].view.members.len() == 1 {
+            // A top group of one adds nothing: the group below becomes the top.
+            self.seats.truncate(top);
+            self.became_root(now);
+            return;
+        }
+        if now >= self.next_probe {
+            self.next_probe = now + self.config.probe_period;
+            if let Some(contact) = self.next_contact() {
+                self.send(
+                    contact,
+                    FedBody::Attach {
+                        joiner: self.me,
+                        level: top as Level + 1,
+                        hops: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    // ---- messages -------------------------------------------------------------
+
+    pub(super) fn on_message(&mut self, now: Time, from: NodeId, body: FedBody) {
+        match body {
+            FedBody::Attach {
+                joiner,
+                level,
+                hops,
+            } => self.on_attach(now, joiner, level, hops),
+            FedBody::View(view) => self.on_view(now, from, view),
+            FedBody::Beat {
+                level,
+                epoch,
+                summary,
+            } => {
+                let l = level as usize;
+                match self.seats.get_mut(l) {
+                    Some(seat) if seat.led_by(self.me) && seat.view.contains(from) => {
+                        seat.heard.insert(from, now);
+                        seat.summaries.insert(from, summary);
+                        seat.suspects.remove(&from);
+                        if epoch != seat.view.epoch {
+                            let view = seat.view.clone();
+                            self.send(from, FedBody::View(view));
+                        }
+                    }
+                    _ => self.send(from, FedBody::Leave { level }),
+                }
+            }
+            FedBody::LeaderBeat { level, epoch } => {
+                let l = level as usize;
+                let may_take = self.can_take_seat(l);
+                match self.seats.get_mut(l) {
+                    Some(seat) if seat.view.leader == from && !seat.led_by(self.me) => {
+                        seat.leader_heard = now;
+                        seat.leader_suspected = false;
+                        if epoch > seat.view.epoch {
+                            self.send(from, FedBody::ViewReq { level });
+                        }
+                    }
+                    // Seatless at this level but able to hold it: the view was lost; ask again.
+                    None if may_take => self.send(from, FedBody::ViewReq { level }),
+                    _ => self.send(from, FedBody::Leave { level }),
+                }
+            }
+            FedBody::ViewReq { level } => match self.seats.get(level as usize) {
+                Some(seat) if seat.led_by(self.me) && seat.view.contains(from) => {
+                    let view = seat.view.clone();
+                    self.send(from, FedBody::View(view));
+                }
+                _ => self.send(from, FedBody::Leave { level }),
+            },
+            FedBody::Probe { level } => self.send(from, FedBody::ProbeAck { level }),
+            FedBody::ProbeAck { level } => {
+                if let Some(seat) = self.seats.get_mut(level as usize) {
+                    if seat.led_by(self.me) && seat.view.contains(from) {
+                        seat.heard.insert(from, now);
+                        seat.suspects.remove(&from);
+                    } else if seat.view.leader == from {
+                        seat.leader_heard = now;
+                        seat.leader_suspected = false;
+                    }
+                }
+            }
+            FedBody::Leave { level } => self.on_leave(now, from, level),
+            FedBody::MergeReq { level } => self.on_merge_req(now, from, level),
+            FedBody::MergeInto { level, target } => self.on_merge_into(now, from, level, target),
+            FedBody::Dissolve { level, target } => {
+                let l = level as usize;
+                if self.seats.get(l).is_some_and(|s| s.view.leader == from) {
+                    self.seats.truncate(l);
+                    self.attach_to(now, target, level);
+                }
+            }
+        }
+    }
+
+    /// Whether this agent may hold a seat at `level` now: it holds every seat below
+    /// and leads the one just below.
+    fn can_take_seat(&self, level: usize) -> bool {
+        self.seats.len() == level && (level == 0 || self.seats[level - 1].led_by(self.me))
+    }
+
+    fn attach_to(&mut self, now: Time, target: NodeId, level: Level) {
+        if target == self.me {
+            self.on_attach(now, self.me, level, 0);
+        } else {
+            self.send(
+                target,
+                FedBody::Attach {
+                    joiner: self.me,
+                    level,
+                    hops: 0,
+                },
+            );
+        }
+        if level > 0 {
+            self.became_root(now);
+        } else {
+            self.next_join = now + self.config.period * 2;
+            self.join_attempts = 0;
+        }
+    }
+
+    fn on_attach(&mut self, now: Time, joiner: NodeId, level: Level, hops: u8) {
+        if hops > MAX_HOPS {
+            return;
+        }
+        let l = level as usize;
+        let forward = FedBody::Attach {
+            joiner,
+            level,
+            hops: hops + 1,
+        };
+        if self.seats.is_empty() {
+            if level != 0 || joiner == self.me {
+                return;
+            }
+            // Groupless: pass the request to a lower neighbour, or found a group for it.
+            let lower = self
+                .neighbours
+                .iter()
+                .copied()
+                .find(|n| *n != joiner && *n < self.me);
+            match lower {
+                Some(n) => self.send(n, forward),
+                None => {
+                    self.found(now);
+                    self.accept(now, 0, joiner);
+                }
+            }
+            return;
+        }
+        let top = self.seats.len() - 1;
+        let lead_top = self.seats[top].led_by(self.me);
+        if joiner == self.me {
+            return; // our own probe came back: the contact is in our tree
+        }
+        if l < top || (l == top && lead_top) {
+            self.accept(now, l, joiner);
+        } else if !lead_top {
+            let up = self.seats[top].view.leader;
+            self.send(up, forward);
+        } else if l == top + 1 && self.me < joiner {
+            // Two roots of equal height: the lower id founds the new top group.
+            let mut view = View::solo(level, self.me, None);
+            view.insert(joiner);
+            let mut seat = Seat::new(view, now);
+            seat.dirty = true;
+            self.seats.push(seat);
+        } else {
+            // The joiner's tree is taller, or as tall with a lower id: join it instead.
+            self.send(
+                joiner,
+                FedBody::Attach {
+                    joiner: self.me,
+                    level: top as Level + 1,
+                    hops: 0,
+                },
+            );
+        }
+    }
+
+    /// Admits `joiner` to the group this agent leads at `level`, splitting it if overfull.
+    fn accept(&mut self, now: Time, level: usize, joiner: NodeId) {
+        let seat = &mut self.seats[level];
+        if !seat.admit(joiner, now) {
+            let view = seat.view.clone();
+            self.send(joiner, FedBody::View(view)); // idempotent: resend the view
+        }
+        if self.seats[level].view.members.len() > self.config.max_group {
+            self.split(now, level);
+        }
+    }
+
+    /// Splits the overfull group this agent leads at `level` into two halves by id;
+    /// the other half's lowest id leads it and takes a seat beside this one.
+    fn split(&mut self, now: Time, level: usize) {
+        let members = self.seats[level].view.members.clone();
+        let half = members.len() / 2;
+        let mine = members.iter().position(|m| *m == self.me).unwrap_or(0);
+        let (keep, other) = if mine < half {
+            members.split_at(half)
+        } else {
+            let (a, b) = members.split_at(half);
+            (b, a)
+        };
+        let parent_seat = self.seats.get(level + 1).map(|s| s.view.leader);
+        let Some(mut new_view) = View::of(
+            level as Level,
+            self.seats[level].view.epoch + 1,
+            other.to_vec(),
+            Some(parent_seat.unwrap_or(self.me)),
+        ) else {
+            return;
+        };
+        new_view.epoch = new_view.epoch.max(1);
+        let new_leader = new_view.leader;
+        for m in other {
+            self.seats[level].expel(*m);
+        }
+        debug_assert_eq!(self.seats[level].view.members.len(), keep.len());
+        for m in &new_view.members {
+            self.send(*m, FedBody::View(new_view.clone()));
+        }
+        if level + 1 < self.seats.len() {
+            if self.seats[level + 1].led_by(self.me) {
+                self.accept(now, level + 1, new_leader);
+            } else {
+                let up = self.seats[level + 1].view.leader;
+                self.send(
+                    up,
+                    FedBody::Attach {
+                        joiner: new_leader,
+                        level: level as Level + 1,
+                        hops: 0,
+                    },
+                );
+            }
+        } else {
+            // We were the root: the two halves get a new top group.
+            let mut top = View::solo(level as Level + 1, self.me, None);
+            top.insert(new_leader);
+            let mut seat = Seat::new(top, now);
+            seat.dirty = true;
+            self.seats.push(seat);
+        }
+    }
+
+    fn on_view(&mut self, now: Time, from: NodeId, view: View) {
+        let l = view.level as usize;
+        if !view.contains(self.me) || !view.is_well_formed() {
+            return;
+        }
+        if view.level > 0 {
+            self.remember_contacts(&view.members);
+        }
+        if l > self.seats.len() {
+            self.send(from, FedBody::Leave { level: view.level });
+            return;
+        }
+        if l == self.seats.len() {
+            if self.can_take_seat(l) {
+                let leads = view.leader == self.me;
+                self.seats.push(Seat::new(view, now));
+                self.join_attempts = 0;
+                if leads {
+                    self.seek_parent(now, l);
+                }
+            } else {
+                self.send(from, FedBody::Leave { level: view.level });
+            }
+            return;
+        }
+        let current = &self.seats[l].view;
+        let adopt = if view.leader == current.leader {
+            view.epoch > current.epoch
+        } else if from == current.leader && current.leader != self.me {
+            true // our leader hands us over (split or hand-over)
+        } else if current.leader == self.me {
+            // Someone else leads a group with us in it: the newer view wins, then the lower id.
+            if (view.epoch, std::cmp::Reverse(view.leader))
+                > (current.epoch, std::cmp::Reverse(self.me))
+            {
+                self.drop_seats_from(now, l + 1);
+                true
+            } else {
+                false
+            }
+        } else {
+            self.seats[l].leader_suspected
+        };
+        if adopt {
+            let old_leader = self.seats[l].view.leader;
+            let leads_now = view.leader == self.me;
+            self.seats[l].replace_view(view, now);
+            if old_leader != self.seats[l].view.leader
+                && old_leader != self.me
+                && from != old_leader
+            {
+                self.send(old_leader, FedBody::Leave { level: l as Level });
+            }
+            if leads_now && l + 1 == self.seats.len() {
+                self.seek_parent(now, l);
+            }
+        } else if view.leader != self.seats[l].view.leader {
+            self.send(view.leader, FedBody::Leave { level: l as Level });
+        }
+    }
+
+    /// We were handed the group at `level` to lead, with no seat above it: ask the
+    /// parent the view names, and probe like a root until a parent accepts.
+    fn seek_parent(&mut self, now: Time, level: usize) {
+        if let Some(p) = self.seats[level].view.parent.filter(|p| *p != self.me) {
+            self.send(
+                p,
+                FedBody::Attach {
+                    joiner: self.me,
+                    level: level as Level + 1,
+                    hops: 0,
+                },
+            );
+        }
+        self.became_root(now);
+    }
+
+    fn on_leave(&mut self, now: Time, from: NodeId, level: Level) {
+        let l = level as usize;
+        let Some(seat) = self.seats.get_mut(l) else {
+            return;
+        };
+        if seat.led_by(self.me) {
+            seat.expel(from);
+        } else if seat.view.leader == from {
+            // Our leader disowns us: we are out of that group and all above it.
+            self.seats.truncate(l);
+            if l == 0 {
+                self.next_join = now;
+                self.join_attempts = 0;
+            } else {
+                self.became_root(now);
+            }
+        }
+    }
+
+    /// Leaves every seat from `level` up: hands groups this agent leads to their
+    /// heirs (and gives each heir the seat above), and tells other leaders it left.
+    pub(super) fn drop_seats_from(&mut self, now: Time, level: usize) {
+        let mut above: Option<NodeId> = None;
+        for l in (level..self.seats.len()).rev() {
+            let seat = &self.seats[l];
+            let lvl = l as Level;
+            if seat.led_by(self.me) {
+                let rest: Vec<NodeId> = seat
+                    .view
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|m| *m != self.me)
+                    .collect();
+                let parent = above;
+                if let Some(handed) = View::of(lvl, seat.view.epoch + 1, rest, parent) {
+                    for m in &handed.members {
+                        self.send(*m, FedBody::View(handed.clone()));
+                    }
+                    if let Some(p) = parent {
+                        self.send(
+                            p,
+                            FedBody::Attach {
+                                joiner: handed.leader,
+                                level: lvl + 1,
+                                hops: 0,
+                            },
+                        );
+                    }
+                    above = Some(handed.leader);
+                } else {
+                    above = None;
+                }
+            } else {
+                let leader = seat.view.leader;
+                self.send(leader, FedBody::Leave { level: lvl });
+                above = Some(leader);
+            }
+        }
+        self.seats.truncate(level);
+        if level == 0 {
+            self.next_join = now + self.config.period * 2;
+        }
+    }
+
+    fn on_merge_req(&mut self, now: Time, child: NodeId, level: Level) {
+        let parent_level = level as usize + 1;
+        let Some(seat) = self.seats.get(parent_level) else {
+            return;
+        };
+        if !seat.led_by(self.me) || !seat.view.contains(child) {
+            return;
+        }
+        let size_of = |m: NodeId| {
+            if m == self.me {
+                self.seats[level as usize].view.members.len() as u32
+            } else {
+                seat.summaries.get(&m).map_or(u32::MAX, |s| s.group_size)
+            }
+        };
+        let target = seat
+            .view
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != child)
+            .min_by_key(|m| (size_of(*m), *m));
+        if let Some(target) = target {
+            if child == self.me {
+                self.on_merge_into(now, self.me, level, target);
+            } else {
+                self.send(child, FedBody::MergeInto { level, target });
+            }
+        }
+    }
+
+    fn on_merge_into(&mut self, now: Time, from: NodeId, level: Level, target: NodeId) {
+        let l = level as usize;
+        let from_parent = self.seats.get(l + 1).is_some_and(|s| s.view.leader == from);
+        let undersized = self
+            .seats
+            .get(l)
+            .is_some_and(|s| s.led_by(self.me) && s.view.members.len() < self.config.min_group);
+        if !from_parent || !undersized || target == self.me {
+            return;
+        }
+        let members: Vec<NodeId> = self.seats[l]
+            .view
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != self.me)
+            .collect();
+        for m in members {
+            self.send(m, FedBody::Dissolve { level, target });
+        }
+        self.drop_seats_from(now, l + 1);
+        self.seats.truncate(l);
+        self.attach_to(now, target, level);
+    }
+}

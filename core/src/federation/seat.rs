@@ -1,0 +1,102 @@
+//! One seat of an agent in the hierarchy: its membership in one group at one
+//! level, and what it tracks there.
+//!
+//! As the group's leader, a seat tracks when each member was last heard from,
+//! each member's subtree summary, and which members are suspected. As a plain
+//! member, it tracks when the leader was last heard from. Invariant: the
+//! tracking maps only hold current members, and the agent is a member of its
+//! own seat's view.
+
+use super::view::{Summary, View};
+use crate::ids::NodeId;
+use crate::time::Time;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// An agent's membership in one group.
+#[derive(Clone, Debug)]
+pub struct Seat {
+    pub(super) view: View,
+    /// Leader side: when each member was last heard from.
+    pub(super) heard: BTreeMap<NodeId, Time>,
+    /// Leader side: each member's subtree summary, as it last reported it.
+    pub(super) summaries: BTreeMap<NodeId, Summary>,
+    /// Leader side: members silent long enough to be suspected.
+    pub(super) suspects: BTreeSet<NodeId>,
+    /// Member side: when the leader was last heard from.
+    pub(super) leader_heard: Time,
+    /// Member side: whether the leader is suspected.
+    pub(super) leader_suspected: bool,
+    /// Leader side: when this undersized group last asked its parent for a sibling to merge into.
+    pub(super) merge_asked: Option<Time>,
+    /// The view changed and must be pushed to the members.
+    pub(super) dirty: bool,
+}
+
+impl Seat {
+    /// A seat holding `view`, everyone heard from at `now`.
+    pub(super) fn new(view: View, now: Time) -> Self {
+        let heard = view.members.iter().map(|m| (*m, now)).collect();
+        Seat {
+            view,
+            heard,
+            summaries: BTreeMap::new(),
+            suspects: BTreeSet::new(),
+            leader_heard: now,
+            leader_suspected: false,
+            merge_asked: None,
+            dirty: false,
+        }
+    }
+
+    /// The group's membership.
+    #[must_use]
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// Whether `me` leads this group.
+    pub(super) fn led_by(&self, me: NodeId) -> bool {
+        self.view.leader == me
+    }
+
+    /// Replaces the view, keeping what is known of members that stay.
+    pub(super) fn replace_view(&mut self, view: View, now: Time) {
+        self.heard.retain(|m, _| view.contains(*m));
+        self.summaries.retain(|m, _| view.contains(*m));
+        self.suspects.retain(|m| view.contains(*m));
+        for m in &view.members {
+            self.heard.entry(*m).or_insert(now);
+        }
+        if view.leader != self.view.leader {
+            self.leader_heard = now;
+            self.leader_suspected = false;
+        }
+        self.view = view;
+    }
+
+    /// Adds `member`, heard from at `now`; false if it was a member already.
+    pub(super) fn admit(&mut self, member: NodeId, now: Time) -> bool {
+        self.heard.insert(member, now);
+        let added = self.view.insert(member);
+        self.dirty |= added;
+        added
+    }
+
+    /// Removes `member`; false if it was not a member.
+    pub(super) fn expel(&mut self, member: NodeId) -> bool {
+        self.heard.remove(&member);
+        self.summaries.remove(&member);
+        self.suspects.remove(&member);
+        let removed = self.view.remove(member);
+        self.dirty |= removed;
+        removed
+    }
+
+    /// Checks the seat's invariants (debug builds).
+    pub(super) fn is_consistent(&self, me: NodeId) -> bool {
+        self.view.is_well_formed()
+            && self.view.contains(me)
+            && self.heard.keys().all(|m| self.view.contains(*m))
+            && self.summaries.keys().all(|m| self.view.contains(*m))
+    }
+}

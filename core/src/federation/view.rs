@@ -1,0 +1,154 @@
+//! A group's membership as its leader publishes it, and the subtree summary
+//! that flows up the hierarchy.
+//!
+//! Invariants of a [`View`]: `members` is sorted and free of duplicates, and
+//! `leader` is one of them. Leadership is deterministic and stable: the agent
+//! that founds a group leads it, a joiner never displaces the leader, and when
+//! the leader leaves or fails its heir is the lowest remaining id. `epoch`
+//! grows with every change the leader makes, so a member keeps the newest view
+//! of its leader.
+
+use crate::ids::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// A level of the hierarchy: 0 for groups of agents, `k + 1` for groups of level-`k` leaders.
+pub type Level = u8;
+
+/// A group's membership.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct View {
+    /// The group's level.
+    pub level: Level,
+    /// The leader, one of `members`.
+    pub leader: NodeId,
+    /// Grows with every change.
+    pub epoch: u64,
+    /// Sorted, without duplicates.
+    pub members: Vec<NodeId>,
+    /// The leader of the group one level up in which `leader` sits, if known (a hint).
+    pub parent: Option<NodeId>,
+}
+
+impl View {
+    /// A new group of one.
+    #[must_use]
+    pub fn solo(level: Level, me: NodeId, parent: Option<NodeId>) -> Self {
+        View {
+            level,
+            leader: me,
+            epoch: 1,
+            members: vec![me],
+            parent,
+        }
+    }
+
+    /// A view of `members` (any order) led by their lowest id (an heir). `None` if `members` is empty.
+    #[must_use]
+    pub fn of(
+        level: Level,
+        epoch: u64,
+        mut members: Vec<NodeId>,
+        parent: Option<NodeId>,
+    ) -> Option<Self> {
+        members.sort_unstable();
+        members.dedup();
+        Some(View {
+            level,
+            leader: *members.first()?,
+            epoch,
+            members,
+            parent,
+        })
+    }
+
+    /// Whether `node` is a member.
+    #[must_use]
+    pub fn contains(&self, node: NodeId) -> bool {
+        self.members.binary_search(&node).is_ok()
+    }
+
+    /// Adds `node`; false if it was a member already.
+    pub fn insert(&mut self, node: NodeId) -> bool {
+        match self.members.binary_search(&node) {
+            Ok(_) => false,
+            Err(at) => {
+                self.members.insert(at, node);
+                self.epoch += 1;
+                true
+            }
+        }
+    }
+
+    /// Removes `node`; false if it was not a member. Removing the leader makes the
+    /// lowest remaining id the leader.
+    pub fn remove(&mut self, node: NodeId) -> bool {
+        match self.members.binary_search(&node) {
+            Ok(at) => {
+                self.members.remove(at);
+                if node == self.leader {
+                    if let Some(first) = self.members.first() {
+                        self.leader = *first;
+                    }
+                }
+                self.epoch += 1;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Checks the view's invariants (debug builds and tests).
+    #[must_use]
+    pub fn is_well_formed(&self) -> bool {
+        self.members.windows(2).all(|w| w[0] < w[1]) && self.contains(self.leader)
+    }
+}
+
+/// What a subtree holds, summed up the hierarchy by the leaders. Placement fills
+/// and reads the capacity fields.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Live agents in the subtree.
+    pub agents: u32,
+    /// Members of the group that this summary's sender leads (1 for a single agent).
+    pub group_size: u32,
+    /// Free cpu in the subtree, in millicores.
+    pub free_cpu_millicores: u64,
+    /// Free memory in the subtree, in bytes.
+    pub free_memory_bytes: u64,
+}
+
+impl Summary {
+    /// The sum of two subtrees (group size is not summed: it belongs to the sender).
+    #[must_use]
+    pub fn plus(self, other: Summary) -> Summary {
+        Summary {
+            agents: self.agents.saturating_add(other.agents),
+            group_size: self.group_size,
+            free_cpu_millicores: self
+                .free_cpu_millicores
+                .saturating_add(other.free_cpu_millicores),
+            free_memory_bytes: self
+                .free_memory_bytes
+                .saturating_add(other.free_memory_bytes),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leadership_is_stable_and_epoch_grows() {
+        let mut v = View::solo(0, NodeId(5), None);
+        assert!(v.insert(NodeId(3)));
+        assert!(!v.insert(NodeId(3)));
+        assert_eq!(v.leader, NodeId(5), "a joiner never displaces the leader");
+        assert_eq!(v.epoch, 2);
+        assert!(v.remove(NodeId(5)));
+        assert_eq!(v.leader, NodeId(3), "the heir is the lowest remaining id");
+        assert!(v.is_well_formed());
+        assert_eq!(View::of(1, 1, vec![], None), None);
+    }
+}

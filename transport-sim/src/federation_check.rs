@@ -1,0 +1,250 @@
+//! The federation's cluster-wide invariants and measurements, checked from
+//! outside the agents (the list, DESIGN.md §4 "Federation"):
+//!
+//! - every live agent holds a seat in exactly one level-0 group;
+//! - every group's members agree with its leader on membership, epoch and leader;
+//! - group sizes are within `[min, max]`, except a top group (which, like a
+//!   B-tree's root, may be smaller) and a cluster smaller than `min`;
+//! - there is exactly one top group;
+//! - depth ≤ ⌈log_min(N)⌉ + 1;
+//! - no agent dead for longer than the detection timeout appears in any group.
+//!
+//! [`FederationMonitor`] evaluates them for every instance at each check, and
+//! records when they first held (convergence) and how long after the last
+//! fault they held again (repair), for the report.
+
+use crate::checker::ClusterView;
+use nefele_core::federation::FederationConfig;
+use nefele_core::{NodeId, Time};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The shape of one federation instance's hierarchy at one check.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Shape {
+    /// Groups without a parent.
+    pub top_groups: usize,
+    /// Levels in the tallest tree.
+    pub depth: usize,
+    /// Groups at all levels.
+    pub groups: usize,
+    /// The largest group.
+    pub max_group_size: usize,
+}
+
+/// The invariants of one instance, on one view of the cluster.
+///
+/// `down_since[i]` is when host `i` went down (if it is down); `timeout` is how long a
+/// dead agent may still be listed.
+pub fn check_instance(
+    view: &ClusterView<'_>,
+    instance: usize,
+    config: &FederationConfig,
+    down_since: &[Option<Time>],
+) -> Result<Shape, String> {
+    let timeout = config.detection_timeout() + config.period * 2;
+    let live: Vec<(NodeId, &nefele_core::federation::Federation)> = view
+        .live()
+        .filter_map(|(id, a)| a.federations().get(instance).map(|f| (id, f)))
+        .collect();
+    let n = live.len();
+    let mut shape = Shape::default();
+    // (level, leader) -> the leader's view
+    let mut led = BTreeMap::new();
+    for (id, fed) in &live {
+        let seats = fed.seats();
+        if seats.is_empty() {
+            return Err(format!("{id} is in no level-0 group"));
+        }
+        for seat in seats {
+            let v = seat.view();
+            if v.leader == *id {
+                led.insert((v.level, v.leader), v);
+            }
+        }
+        if fed.is_root() {
+            shape.top_groups += 1;
+            shape.depth = shape.depth.max(seats.len());
+        }
+    }
+    for (id, fed) in &live {
+        for seat in fed.seats() {
+            let v = seat.view();
+            let Some(lv) = led.get(&(v.level, v.leader)) else {
+                return Err(format!(
+                    "{id} follows {} at level {}, which leads no such group",
+                    v.leader, v.level
+                ));
+            };
+            if *lv != v {
+                return Err(format!(
+                    "{id} disagrees with its leader {} at level {}: epoch {} vs {}, {} vs {} members",
+                    v.leader,
+                    v.level,
+                    v.epoch,
+                    lv.epoch,
+                    v.members.len(),
+                    lv.members.len()
+                ));
+            }
+        }
+    }
+    let roots: Vec<(u8, NodeId)> = live
+        .iter()
+        .filter(|(_, f)| f.is_root())
+        .map(|(id, f)| (f.seats().len() as u8 - 1, *id))
+        .collect();
+    for ((level, leader), v) in &led {
+        let size = v.members.len();
+        shape.groups += 1;
+        shape.max_group_size = shape.max_group_size.max(size);
+        if size > config.max_group {
+            return Err(format!(
+                "group of {leader} at level {level} has {size} > {} members",
+                config.max_group
+            ));
+        }
+        let is_top = roots.contains(&(*level, *leader));
+        if size < config.min_group && !is_top && n >= config.min_group {
+            return Err(format!(
+                "group of {leader} at level {level} has {size} < {} members",
+                config.min_group
+            ));
+        }
+        for m in &v.members {
+            if let Some(since) = down_since.get(m.0 as usize).copied().flatten() {
+                if view.now.saturating_since(since) > timeout {
+                    return Err(format!(
+                        "group of {leader} at level {level} lists {m}, dead since {since}"
+                    ));
+                }
+            }
+        }
+    }
+    if n > 0 && shape.top_groups != 1 {
+        return Err(format!("{} top groups", shape.top_groups));
+    }
+    let bound = depth_bound(n, config.min_group);
+    if shape.depth > bound {
+        return Err(format!(
+            "depth {} exceeds ceil(log_{}({n})) + 1 = {bound}",
+            shape.depth, config.min_group
+        ));
+    }
+    Ok(shape)
+}
+
+/// ⌈log_min(n)⌉ + 1, the deepest a hierarchy of `n` agents may be.
+#[must_use]
+pub fn depth_bound(n: usize, min: usize) -> usize {
+    let mut levels = 0;
+    let mut reach = 1usize;
+    while reach < n {
+        reach = reach.saturating_mul(min.max(2));
+        levels += 1;
+    }
+    levels + 1
+}
+
+/// Convergence and repair times, and the last shape seen, per instance.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FederationReport {
+    /// The instance's name.
+    pub name: String,
+    /// Simulated seconds until the invariants first held; `None` if never.
+    pub converged_at_s: Option<f64>,
+    /// Seconds from the last fault until the invariants held again; `None` if no fault
+    /// (or if they never held again).
+    pub last_repair_s: Option<f64>,
+    /// Whether the invariants held at the last check.
+    pub holds_at_end: bool,
+    /// The shape at the last check where the invariants held.
+    #[serde(flatten)]
+    pub shape: Shape,
+    /// The first reason the invariants failed at the last check, if they did.
+    pub last_failure: Option<String>,
+    #[serde(skip)]
+    repair_pending: bool,
+}
+
+/// Tracks each instance over the run.
+#[derive(Debug, Default)]
+pub struct FederationMonitor {
+    reports: Vec<FederationReport>,
+}
+
+impl FederationMonitor {
+    /// A monitor of the instances `configs`.
+    #[must_use]
+    pub fn new(configs: &[FederationConfig]) -> Self {
+        FederationMonitor {
+            reports: configs
+                .iter()
+                .map(|c| FederationReport {
+                    name: c.name.clone(),
+                    ..FederationReport::default()
+                })
+                .collect(),
+        }
+    }
+
+    /// Records one check of every instance; returns each instance's result.
+    pub fn observe(
+        &mut self,
+        view: &ClusterView<'_>,
+        configs: &[FederationConfig],
+        down_since: &[Option<Time>],
+        last_fault: Option<Time>,
+    ) -> Vec<Result<(), String>> {
+        let mut results = Vec::with_capacity(configs.len());
+        for (i, config) in configs.iter().enumerate() {
+            let report = &mut self.reports[i];
+            match check_instance(view, i, config, down_since) {
+                Ok(shape) => {
+                    report.converged_at_s.get_or_insert(view.now.as_secs_f64());
+                    if let (true, Some(fault)) = (report.repair_pending, last_fault) {
+                        report.last_repair_s = Some(view.now.saturating_since(fault).as_secs_f64());
+                        report.repair_pending = false;
+                    }
+                    report.holds_at_end = true;
+                    report.shape = shape;
+                    report.last_failure = None;
+                    results.push(Ok(()));
+                }
+                Err(e) => {
+                    report.holds_at_end = false;
+                    report.last_failure = Some(e.clone());
+                    results.push(Err(e));
+                }
+            }
+        }
+        results
+    }
+
+    /// A fault struck: the next time the invariants hold measures the repair.
+    pub fn fault(&mut self) {
+        for r in &mut self.reports {
+            r.last_repair_s = None;
+            r.repair_pending = true;
+        }
+    }
+
+    /// The reports, one per instance.
+    #[must_use]
+    pub fn reports(&self) -> &[FederationReport] {
+        &self.reports
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::depth_bound;
+
+    #[test]
+    fn depth_bound_is_ceil_log_plus_one() {
+        assert_eq!(depth_bound(1, 4), 1);
+        assert_eq!(depth_bound(4, 4), 2);
+        assert_eq!(depth_bound(5, 4), 3);
+        assert_eq!(depth_bound(10_000, 4), 8);
+    }
+}
