@@ -168,6 +168,8 @@ pub struct Agent {
     neighbours_seen: u64,
     federations: Vec<Federation>,
     outputs: VecDeque<Output>,
+    /// The earliest deadline of all services, refreshed at the end of every call.
+    next_deadline: Option<Time>,
 }
 
 impl Agent {
@@ -190,6 +192,7 @@ impl Agent {
             neighbours_seen: 0,
             federations,
             outputs: VecDeque::new(),
+            next_deadline: None,
         };
         agent.discovery.boot(now);
         for f in &mut agent.federations {
@@ -197,7 +200,7 @@ impl Agent {
         }
         agent.route_discovery();
         agent.route_federations();
-        agent.check_invariants();
+        agent.end_of_call();
         agent
     }
 
@@ -208,6 +211,7 @@ impl Agent {
             f.leave(now);
         }
         self.route_federations();
+        self.end_of_call();
     }
 
     /// Reacts to `input` at time `now`.
@@ -229,7 +233,7 @@ impl Agent {
             Input::Host(event) => self.handle_host(event),
             Input::Api { request, call } => self.handle_api(request, call),
         }
-        self.check_invariants();
+        self.end_of_call();
     }
 
     fn handle_message(&mut self, now: Time, envelope: Envelope) {
@@ -343,11 +347,16 @@ impl Agent {
     /// When `handle(now, Input::Timeout)` must be called next.
     #[must_use]
     pub fn next_timeout(&self) -> Option<Time> {
-        self.federations
+        self.next_deadline
+    }
+
+    fn refresh_deadline(&mut self) {
+        self.next_deadline = self
+            .federations
             .iter()
             .filter_map(Federation::next_timeout)
             .chain(self.discovery.next_timeout())
-            .min()
+            .min();
     }
 
     /// This agent's id and life.
@@ -374,7 +383,9 @@ impl Agent {
         &self.federations
     }
 
-    fn check_invariants(&self) {
+    /// Every call ends here: refresh the cached deadline, then check the invariants.
+    fn end_of_call(&mut self) {
+        self.refresh_deadline();
         debug_assert!(
             self.discovery
                 .neighbours()

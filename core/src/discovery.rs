@@ -23,7 +23,7 @@ use crate::timer::TimerTable;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 /// Discovery parameters.
@@ -114,6 +114,8 @@ pub struct Discovery {
     timers: TimerTable<DiscoveryTimer>,
     outbox: VecDeque<DiscoveryOutput>,
     changes: u64,
+    /// Peers learned from a `Hello` and sent an `Announce`, not heard from yet.
+    announced: BTreeSet<NodeId>,
 }
 
 impl Discovery {
@@ -128,6 +130,7 @@ impl Discovery {
             timers: TimerTable::default(),
             outbox: VecDeque::new(),
             changes: 0,
+            announced: BTreeSet::new(),
         }
     }
 
@@ -166,7 +169,11 @@ impl Discovery {
             }
             DiscoveryMsg::Hello { peers } => {
                 for &peer in peers.iter().take(self.config.hello_peers) {
-                    if peer != self.me && !self.neighbours.contains_key(&peer) {
+                    // Each unknown peer is announced to once, however many Hellos list it.
+                    if peer != self.me
+                        && !self.neighbours.contains_key(&peer)
+                        && self.announced.insert(peer)
+                    {
                         self.outbox
                             .push_back(DiscoveryOutput::Send(peer, DiscoveryMsg::Announce));
                     }
@@ -178,6 +185,7 @@ impl Discovery {
 
     /// Records that `from` is alive in `incarnation`; false if the message is from an older life.
     fn note_alive(&mut self, now: Time, from: NodeId, incarnation: Incarnation) -> bool {
+        self.announced.remove(&from);
         match self.neighbours.get_mut(&from) {
             Some(n) if incarnation < n.incarnation => false,
             Some(n) => {
@@ -217,6 +225,9 @@ impl Discovery {
                     if self.neighbours.len() != before {
                         self.changes += 1;
                     }
+                    // Peers that never answered an Announce are forgotten, so a later Hello
+                    // that lists them again leads to a new attempt.
+                    self.announced.clear();
                     self.timers
                         .set(DiscoveryTimer::Sweep, now + self.config.heartbeat_period);
                 }
@@ -322,7 +333,7 @@ mod tests {
     }
 
     #[test]
-    fn hello_leads_to_unknown_peers() {
+    fn hello_leads_to_unknown_peers_once() {
         let mut d = discovery(1);
         let hello = DiscoveryMsg::Hello {
             peers: vec![NodeId(1), NodeId(4)],
@@ -332,6 +343,9 @@ mod tests {
             drain(&mut d),
             [DiscoveryOutput::Send(NodeId(4), DiscoveryMsg::Announce)]
         );
+        // A second Hello listing the same unknown peer must not announce again.
+        d.handle_message(Time::ZERO, NodeId(3), Incarnation(0), &hello);
+        assert!(drain(&mut d).is_empty());
     }
 
     #[test]

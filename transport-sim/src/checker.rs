@@ -26,6 +26,8 @@ pub struct ClusterView<'a> {
     pub partitioned: bool,
     /// The largest frame sent since the previous check, in bytes.
     pub max_frame_since_last_check: usize,
+    /// When each host went down, if it is down.
+    pub down_since: &'a [Option<Time>],
 }
 
 impl ClusterView<'_> {
@@ -84,10 +86,20 @@ pub struct Checker {
     report: InvariantReport,
 }
 
-impl Default for Checker {
-    fn default() -> Self {
+impl Checker {
+    /// The built-in invariants; `neighbour_timeout` is discovery's.
+    #[must_use]
+    pub fn new(
+        neighbour_timeout: std::time::Duration,
+        heartbeat_period: std::time::Duration,
+    ) -> Self {
         Checker {
-            invariants: vec![Box::new(ControlMtu), Box::new(DiscoveryConverged)],
+            invariants: vec![
+                Box::new(ControlMtu),
+                Box::new(DiscoveryConverged {
+                    timeout: neighbour_timeout + heartbeat_period * 2,
+                }),
+            ],
             report: InvariantReport::default(),
         }
     }
@@ -168,9 +180,12 @@ impl Invariant for ControlMtu {
     }
 }
 
-/// Liveness: once settled (and unpartitioned), every live agent knows exactly the
-/// live agents of its broadcast domain.
-struct DiscoveryConverged;
+/// Liveness: once settled, every live agent knows every live agent of its
+/// broadcast domain, and lists no agent that has been down for longer than the
+/// neighbour timeout (plus a heartbeat period for the sweep).
+struct DiscoveryConverged {
+    timeout: std::time::Duration,
+}
 
 impl Invariant for DiscoveryConverged {
     fn name(&self) -> &'static str {
@@ -180,69 +195,43 @@ impl Invariant for DiscoveryConverged {
         true
     }
     fn check(&mut self, view: &ClusterView<'_>) -> Result<(), String> {
-        if view.partitioned {
-            return Ok(());
-        }
-        for (node, agent) in view.live() {
-            let domain = view.topology.location(node).domain;
-            let expected = view
-                .topology
-                .domain_members(domain)
-                .map(NodeId)
-                .filter(|n| *n != node && view.is_live(*n));
-            let known = agent.discovery().neighbours().map(|(id, _)| id);
-            if let Some(diff) = first_difference(expected, known) {
-                return Err(format!("{node}: {diff}"));
+        let long_dead = |n: NodeId| {
+            view.down_since[n.0 as usize]
+                .is_some_and(|since| view.now.saturating_since(since) > self.timeout)
+        };
+        let mut live_in_domain = Vec::new();
+        for domain in 0..view.topology.domains() {
+            live_in_domain.clear();
+            live_in_domain.extend(
+                view.topology
+                    .domain_members(domain)
+                    .map(NodeId)
+                    .filter(|n| view.is_live(*n)),
+            );
+            for &node in &live_in_domain {
+                let Some(agent) = view.agents[node.0 as usize] else {
+                    continue;
+                };
+                let mut expected = live_in_domain
+                    .iter()
+                    .copied()
+                    .filter(|n| *n != node)
+                    .peekable();
+                for (known, _) in agent.discovery().neighbours() {
+                    if let Some(missing) = expected.next_if(|e| *e < known) {
+                        return Err(format!("{node}: does not know live neighbour {missing}"));
+                    }
+                    if expected.next_if_eq(&known).is_none() && long_dead(known) {
+                        return Err(format!(
+                            "{node}: lists {known}, down for longer than the timeout"
+                        ));
+                    }
+                }
+                if let Some(missing) = expected.next() {
+                    return Err(format!("{node}: does not know live neighbour {missing}"));
+                }
             }
         }
         Ok(())
-    }
-}
-
-/// The first element in which two sorted id sequences differ, described.
-fn first_difference(
-    mut expected: impl Iterator<Item = NodeId>,
-    mut known: impl Iterator<Item = NodeId>,
-) -> Option<String> {
-    let (mut e, mut k) = (expected.next(), known.next());
-    loop {
-        match (e, k) {
-            (None, None) => return None,
-            (Some(x), Some(y)) if x == y => {
-                e = expected.next();
-                k = known.next();
-            }
-            (Some(x), Some(y)) if x < y => {
-                return Some(format!("does not know live neighbour {x}"))
-            }
-            (Some(x), None) => return Some(format!("does not know live neighbour {x}")),
-            (_, Some(y)) => return Some(format!("lists {y}, which is not a live neighbour")),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn differences_are_described() {
-        let ids = |v: &[u32]| {
-            v.iter()
-                .copied()
-                .map(NodeId)
-                .collect::<Vec<_>>()
-                .into_iter()
-        };
-        assert_eq!(first_difference(ids(&[1, 2]), ids(&[1, 2])), None);
-        assert!(first_difference(ids(&[1, 2]), ids(&[1]))
-            .unwrap()
-            .contains("n2"));
-        assert!(first_difference(ids(&[1]), ids(&[1, 3]))
-            .unwrap()
-            .contains("lists n3"));
-        assert!(first_difference(ids(&[1, 3]), ids(&[1, 2]))
-            .unwrap()
-            .contains("lists n2"));
     }
 }

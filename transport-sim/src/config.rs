@@ -22,7 +22,7 @@ pub struct CheckConfig {
 impl Default for CheckConfig {
     fn default() -> Self {
         CheckConfig {
-            interval: Duration::from_secs(1),
+            interval: Duration::from_millis(250),
             settle: Duration::from_secs(5),
         }
     }

@@ -33,14 +33,10 @@ pub struct Shape {
 }
 
 /// The invariants of one instance, on one view of the cluster.
-///
-/// `down_since[i]` is when host `i` went down (if it is down); `timeout` is how long a
-/// dead agent may still be listed.
 pub fn check_instance(
     view: &ClusterView<'_>,
     instance: usize,
     config: &FederationConfig,
-    down_since: &[Option<Time>],
 ) -> Result<Shape, String> {
     let timeout = config.detection_timeout() + config.period * 2;
     let live: Vec<(NodeId, &nefele_core::federation::Federation)> = view
@@ -67,9 +63,19 @@ pub fn check_instance(
             shape.depth = shape.depth.max(seats.len());
         }
     }
+    let recently_dead = |n: NodeId| {
+        view.down_since
+            .get(n.0 as usize)
+            .copied()
+            .flatten()
+            .is_some_and(|since| view.now.saturating_since(since) <= timeout)
+    };
     for (id, fed) in &live {
         for seat in fed.seats() {
             let v = seat.view();
+            if recently_dead(v.leader) {
+                continue; // its members have until the detection timeout to notice
+            }
             let Some(lv) = led.get(&(v.level, v.leader)) else {
                 return Err(format!(
                     "{id} follows {} at level {}, which leads no such group",
@@ -112,7 +118,7 @@ pub fn check_instance(
             ));
         }
         for m in &v.members {
-            if let Some(since) = down_since.get(m.0 as usize).copied().flatten() {
+            if let Some(since) = view.down_since.get(m.0 as usize).copied().flatten() {
                 if view.now.saturating_since(since) > timeout {
                     return Err(format!(
                         "group of {leader} at level {level} lists {m}, dead since {since}"
@@ -153,8 +159,9 @@ pub struct FederationReport {
     pub name: String,
     /// Simulated seconds until the invariants first held; `None` if never.
     pub converged_at_s: Option<f64>,
-    /// Seconds from the last fault until the invariants held again; `None` if no fault
-    /// (or if they never held again).
+    /// Seconds from the last fault until the invariants held again for good (they may
+    /// hold for a moment after a crash, while the dead are within the detection timeout,
+    /// then fail while the hierarchy repairs); `None` if no fault, or never repaired.
     pub last_repair_s: Option<f64>,
     /// Whether the invariants held at the last check.
     pub holds_at_end: bool,
@@ -193,13 +200,12 @@ impl FederationMonitor {
         &mut self,
         view: &ClusterView<'_>,
         configs: &[FederationConfig],
-        down_since: &[Option<Time>],
         last_fault: Option<Time>,
     ) -> Vec<Result<(), String>> {
         let mut results = Vec::with_capacity(configs.len());
         for (i, config) in configs.iter().enumerate() {
             let report = &mut self.reports[i];
-            match check_instance(view, i, config, down_since) {
+            match check_instance(view, i, config) {
                 Ok(shape) => {
                     report.converged_at_s.get_or_insert(view.now.as_secs_f64());
                     if let (true, Some(fault)) = (report.repair_pending, last_fault) {
@@ -212,6 +218,8 @@ impl FederationMonitor {
                     results.push(Ok(()));
                 }
                 Err(e) => {
+                    // Failing again after holding: the repair is not over yet.
+                    report.repair_pending |= last_fault.is_some();
                     report.holds_at_end = false;
                     report.last_failure = Some(e.clone());
                     results.push(Err(e));

@@ -252,7 +252,10 @@ impl Simulation {
             writer: None,
             write_error: None,
             stats: Stats::default(),
-            checker: Checker::default(),
+            checker: Checker::new(
+                config.agent.discovery.neighbour_timeout,
+                config.agent.discovery.heartbeat_period,
+            ),
             last_fault: None,
             max_frame_since_check: 0,
             scratch: Vec::with_capacity(2048),
@@ -558,21 +561,25 @@ impl Simulation {
     /// agents that were up and reachable.
     fn on_notice(&mut self, by: NodeId, notice: FedNotice) {
         match notice {
-            FedNotice::Suspected { node, .. } => {
-                let i = node.0 as usize;
-                if let Some(since) = self.down_since[i] {
-                    if self.hosts[i].incarnation != Incarnation(0) && !self.detected[i] {
-                        self.detected[i] = true;
-                        let ms = self.now.saturating_since(since).as_secs_f64() * 1e3;
-                        self.stats.detection_ms.push(ms);
-                    }
-                }
-            }
+            FedNotice::Suspected { node, .. } => self.note_detection(node),
             FedNotice::Removed { node, .. } => {
+                self.note_detection(node);
                 let up = self.hosts[node.0 as usize].agent.is_some();
                 if up && !self.network.blocked(node, by) && !self.network.blocked(by, node) {
                     self.stats.false_removals += 1;
                 }
+            }
+        }
+    }
+
+    /// The first suspicion (or removal) of a crashed agent detects its crash.
+    fn note_detection(&mut self, node: NodeId) {
+        let i = node.0 as usize;
+        if let Some(since) = self.down_since[i] {
+            if self.hosts[i].incarnation != Incarnation(0) && !self.detected[i] {
+                self.detected[i] = true;
+                let ms = self.now.saturating_since(since).as_secs_f64() * 1e3;
+                self.stats.detection_ms.push(ms);
             }
         }
     }
@@ -750,19 +757,22 @@ impl Simulation {
 
     // ---- checks -----------------------------------------------------------
 
-    fn settled(&self) -> bool {
+    /// No fault for the settle period, and none in force (partition, pause).
+    fn settled(&self, paused: &[bool]) -> bool {
         let quiet_since = self.last_fault.unwrap_or(Time::ZERO) + self.config.boot_spread;
         self.now.saturating_since(quiet_since) >= self.config.check.settle
+            && !self.network.is_partitioned()
+            && !paused.contains(&true)
     }
 
     fn check(&mut self) {
-        let settled = self.settled();
         let agents: Vec<Option<&Agent>> = self.hosts.iter().map(|h| h.agent.as_ref()).collect();
         let paused: Vec<bool> = self
             .hosts
             .iter()
             .map(|h| h.paused_until > self.now)
             .collect();
+        let settled = self.settled(&paused);
         let view = ClusterView {
             now: self.now,
             topology: &self.topology,
@@ -770,14 +780,12 @@ impl Simulation {
             paused: &paused,
             partitioned: self.network.is_partitioned(),
             max_frame_since_last_check: self.max_frame_since_check,
+            down_since: &self.down_since,
         };
         self.checker.run(&view, settled);
-        let results = self.federation.observe(
-            &view,
-            &self.config.agent.federations,
-            &self.down_since,
-            self.last_fault,
-        );
+        let results =
+            self.federation
+                .observe(&view, &self.config.agent.federations, self.last_fault);
         for result in results {
             self.checker.record(self.now, "federation", result, settled);
         }

@@ -268,6 +268,12 @@ impl Topology {
         self.locations[node.0 as usize]
     }
 
+    /// Broadcast domains: the DC's racks, then the external sites.
+    #[must_use]
+    pub fn domains(&self) -> u32 {
+        self.domains.len() as u32
+    }
+
     /// The hosts of broadcast domain `domain` (a rack, or an external site).
     #[must_use]
     pub fn domain_members(&self, domain: u32) -> Range<u32> {

@@ -36,6 +36,10 @@
 //! - `Beat` (member → leader, with the member's subtree [`Summary`]) and
 //!   `LeaderBeat` (leader → members), every `period`, carry the view's epoch; a
 //!   member with an older epoch is sent the view (or asks with `ViewReq`).
+//! - `RingBeat`: at level 0, each plain member also beats the next plain member
+//!   in id order, so that a member that dies with its leader is still suspected
+//!   within the detection bound (by its ring successor), not only once the heir
+//!   has taken over. Removal stays the leader's (or heir's) decision.
 //! - `Probe` / `ProbeAck`: a direct check of a suspect before it is removed.
 //! - `Leave { level }`: "we do not share a group at `level`": a member leaving,
 //!   or a leader disowning an agent that thinks it is a member.
@@ -48,7 +52,7 @@
 //! `suspect_periods` periods (so a crash is suspected within one period more
 //! than that), probes it, and removes it after `remove_periods`. Members
 //! watch their leader the same way; the heir takes over after
-//! `remove_periods`, the next in line `2` periods later, and so on. A stalled
+//! `remove_periods`, the next in line one period later, and so on. A stalled
 //! agent is suspected before it is removed, and one that comes back simply
 //! rejoins.
 //!
@@ -213,6 +217,8 @@ pub enum FedBody {
         /// The member's subtree.
         summary: Summary,
     },
+    /// Member → next member in the level-0 ring: alive.
+    RingBeat,
     /// Leader → member: alive, at this epoch.
     LeaderBeat {
         /// The group's level.
@@ -269,6 +275,7 @@ impl FedBody {
             FedBody::Attach { .. } => "fed.attach",
             FedBody::View(_) => "fed.view",
             FedBody::Beat { .. } => "fed.beat",
+            FedBody::RingBeat => "fed.ring_beat",
             FedBody::LeaderBeat { .. } => "fed.leader_beat",
             FedBody::ViewReq { .. } => "fed.view_req",
             FedBody::Probe { .. } => "fed.probe",
@@ -310,6 +317,8 @@ pub enum FedOutput {
 }
 
 const MAX_HOPS: u8 = 32;
+/// Probes a new root makes every period before slowing to `probe_period`.
+const FAST_PROBES: u32 = 5;
 const MAX_CONTACTS: usize = 32;
 
 /// One federation instance of one agent.
@@ -332,6 +341,7 @@ pub struct Federation {
     join_attempts: u32,
     next_join: Time,
     next_probe: Time,
+    fast_probes: u32,
     timers: TimerTable<()>,
     outbox: VecDeque<FedOutput>,
 }
@@ -357,6 +367,7 @@ impl Federation {
             join_attempts: 0,
             next_join: Time::ZERO,
             next_probe: Time::NEVER,
+            fast_probes: 0,
             timers: TimerTable::default(),
             outbox: VecDeque::new(),
         }

@@ -4,7 +4,7 @@
 
 use super::seat::Seat;
 use super::view::{Level, View};
-use super::{FedBody, FedNotice, Federation, MAX_HOPS};
+use super::{FedBody, FedNotice, Federation, FAST_PROBES, MAX_HOPS};
 use crate::ids::NodeId;
 use crate::time::Time;
 use rand::Rng;
@@ -59,9 +59,13 @@ impl Federation {
         self.became_root(now);
     }
 
+    /// This agent now leads a group without a parent: probe soon, and every period
+    /// for the next few probes (an orphaned subtree should rejoin fast; a real root
+    /// settles down to `probe_period`).
     fn became_root(&mut self, now: Time) {
-        let jitter = self.config.period.mul_f64(self.rng.gen::<f64>());
-        self.next_probe = now + self.config.period + jitter;
+        let jitter = self.config.period.mul_f64(self.rng.gen::<f64>() / 2.0);
+        self.next_probe = now + self.config.period / 2 + jitter;
+        self.fast_probes = FAST_PROBES;
     }
 
     fn lead_tick(&mut self, now: Time, level: usize) {
@@ -112,8 +116,8 @@ impl Federation {
         let silence = now.saturating_since(seat.leader_heard);
         let newly_suspected =
             silence > period * self.config.suspect_periods && !seat.leader_suspected;
-        // The heir (lowest id after the leader) takes over first; the others wait two
-        // more periods per rank, in case the heirs before them are dead too.
+        // The heir (lowest id after the leader) takes over first; the others wait one
+        // more period per rank, in case the heirs before them are dead too.
         let rank = seat
             .view
             .members
@@ -138,45 +142,81 @@ impl Federation {
             });
             self.send(leader, FedBody::Probe { level: lvl });
         }
-        if silence > period * (self.config.remove_periods + 2 * rank) {
+        if level == 0 {
+            self.ring_tick(now);
+        }
+        if silence > period * (self.config.remove_periods + rank) {
             self.take_over(now, level);
         }
     }
 
+    /// Beats the ring successor at level 0, and suspects a silent ring predecessor.
+    fn ring_tick(&mut self, now: Time) {
+        let suspect_after = self.config.period * self.config.suspect_periods;
+        let seat = &self.seats[0];
+        let Some((next, prev)) = seat.ring_neighbours(self.me) else {
+            return;
+        };
+        let newly_suspected =
+            now.saturating_since(seat.ring_heard) > suspect_after && !seat.ring_suspected;
+        self.send(next, FedBody::RingBeat);
+        if newly_suspected {
+            self.seats[0].ring_suspected = true;
+            self.notice(FedNotice::Suspected {
+                node: prev,
+                level: 0,
+            });
+        }
+    }
+
     /// The leader of our group at `level` is gone: lead it, and take its seat above.
+    /// What the old leader knew of the members died with it, so every member starts
+    /// out suspected and is probed at once: the live ones answer within a round trip,
+    /// the dead ones are removed `remove_periods - suspect_periods` periods later.
     fn take_over(&mut self, now: Time, level: usize) {
+        let suspect_after = self.config.period * self.config.suspect_periods;
+        let lvl = level as Level;
         let seat = &mut self.seats[level];
         let old = seat.view.leader;
         let parent = seat.view.parent;
         seat.view.remove(old);
         seat.view.leader = self.me;
-        seat.heard.remove(&old);
+        seat.heard.clear();
         seat.suspects.clear();
+        seat.summaries.clear();
         seat.dirty = true;
-        let members = seat.view.members.clone();
-        for m in members {
-            seat.heard.insert(m, now);
+        let others: Vec<NodeId> = seat
+            .view
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != self.me)
+            .collect();
+        seat.heard.insert(self.me, now);
+        for m in &others {
+            seat.heard.insert(*m, now - suspect_after);
+            seat.suspects.insert(*m);
         }
         self.notice(FedNotice::Removed {
             node: old,
-            level: level as Level,
+            level: lvl,
         });
+        for m in others {
+            self.send(m, FedBody::Probe { level: lvl });
+        }
         self.seats.truncate(level + 1);
-        match parent.filter(|p| *p != old) {
-            Some(p) => self.send(
+        if let Some(p) = parent.filter(|p| *p != old) {
+            self.send(
                 p,
                 FedBody::Attach {
                     joiner: self.me,
-                    level: level as Level + 1,
+                    level: lvl + 1,
                     hops: 0,
                 },
-            ),
-            None => self.became_root(now),
+            );
         }
-        if self.seats.len() == level + 1 {
-            // Until a parent accepts, this group is a root of its own and probes.
-            self.became_root(now);
-        }
+        // Until a parent accepts, this group is a root of its own and probes.
+        self.became_root(now);
     }
 
     /// Structural upkeep: undersized groups merge, a top group of one dissolves, roots probe.
@@ -189,7 +229,7 @@ impl Federation {
                 && seat.view.members.len() < self.config.min_group
                 && seat
                     .merge_asked
-                    .is_none_or(|t| now.saturating_since(t) > self.config.period * 4)
+                    .is_none_or(|t| now.saturating_since(t) > self.config.period * 2)
             {
                 let parent = self.seats[level + 1].view.leader;
                 self.seats[level].merge_asked = Some(now);
@@ -217,7 +257,12 @@ impl Federation {
             return;
         }
         if now >= self.next_probe {
-            self.next_probe = now + self.config.probe_period;
+            self.next_probe = if self.fast_probes > 0 {
+                self.fast_probes -= 1;
+                now + self.config.period
+            } else {
+                now + self.config.probe_period
+            };
             if let Some(contact) = self.next_contact() {
                 self.send(
                     contact,
@@ -283,6 +328,17 @@ impl Federation {
                 }
                 _ => self.send(from, FedBody::Leave { level }),
             },
+            FedBody::RingBeat => {
+                if let Some(seat) = self.seats.first_mut() {
+                    if seat
+                        .ring_neighbours(self.me)
+                        .is_some_and(|(_, prev)| prev == from)
+                    {
+                        seat.ring_heard = now;
+                        seat.ring_suspected = false;
+                    }
+                }
+            }
             FedBody::Probe { level } => self.send(from, FedBody::ProbeAck { level }),
             FedBody::ProbeAck { level } => {
                 if let Some(seat) = self.seats.get_mut(level as usize) {

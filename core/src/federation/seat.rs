@@ -26,6 +26,10 @@ pub struct Seat {
     pub(super) leader_heard: Time,
     /// Member side: whether the leader is suspected.
     pub(super) leader_suspected: bool,
+    /// Member side, level 0: when the ring predecessor was last heard from.
+    pub(super) ring_heard: Time,
+    /// Member side, level 0: whether the ring predecessor is suspected.
+    pub(super) ring_suspected: bool,
     /// Leader side: when this undersized group last asked its parent for a sibling to merge into.
     pub(super) merge_asked: Option<Time>,
     /// The view changed and must be pushed to the members.
@@ -43,6 +47,8 @@ impl Seat {
             suspects: BTreeSet::new(),
             leader_heard: now,
             leader_suspected: false,
+            ring_heard: now,
+            ring_suspected: false,
             merge_asked: None,
             dirty: false,
         }
@@ -59,19 +65,46 @@ impl Seat {
         self.view.leader == me
     }
 
-    /// Replaces the view, keeping what is known of members that stay.
+    /// Replaces the view. Under the same leader, what is known of members that stay
+    /// is kept; under a new leader the watch starts afresh (what this agent heard as
+    /// a plain member says nothing about members' liveness).
     pub(super) fn replace_view(&mut self, view: View, now: Time) {
+        if view.leader != self.view.leader {
+            self.heard.clear();
+            self.summaries.clear();
+            self.suspects.clear();
+            self.leader_heard = now;
+            self.leader_suspected = false;
+        }
         self.heard.retain(|m, _| view.contains(*m));
         self.summaries.retain(|m, _| view.contains(*m));
         self.suspects.retain(|m| view.contains(*m));
         for m in &view.members {
             self.heard.entry(*m).or_insert(now);
         }
-        if view.leader != self.view.leader {
-            self.leader_heard = now;
-            self.leader_suspected = false;
+        if view.members != self.view.members {
+            self.ring_heard = now;
+            self.ring_suspected = false;
         }
         self.view = view;
+    }
+
+    /// The ring of the group's plain members (all but the leader), in id order: the
+    /// one after `me` and the one before, if the ring has at least three members.
+    pub(super) fn ring_neighbours(&self, me: NodeId) -> Option<(NodeId, NodeId)> {
+        let ring: Vec<NodeId> = self
+            .view
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != self.view.leader)
+            .collect();
+        let at = ring.iter().position(|m| *m == me)?;
+        (ring.len() >= 3).then(|| {
+            let next = ring[(at + 1) % ring.len()];
+            let prev = ring[(at + ring.len() - 1) % ring.len()];
+            (next, prev)
+        })
     }
 
     /// Adds `member`, heard from at `now`; false if it was a member already.
