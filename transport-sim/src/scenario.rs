@@ -29,11 +29,17 @@
 //! `partition = { a = .., b = .., asymmetric = false }`, `heal = true`, or
 //! `loss = 0.2`. Errors name the file, the line and the field; unknown fields are
 //! errors, so a typo never silently does nothing.
+//!
+//! Federation instances (default: one, "placement", groups of 4..16, period 300 ms)
+//! can be replaced with `[[federation]]` tables (`name`, `min_group`, `max_group`,
+//! `period`, `suspect_periods`, `remove_periods`, `probe_period`); an empty list,
+//! `federation = []`, runs discovery alone.
 
 use crate::config::{CheckConfig, SimConfig};
 use crate::faults::{Fault, FaultAction, RandomFaults, Selector};
 use crate::network::NetworkConfig;
 use crate::topology::TopologyConfig;
+use nefele_core::federation::FederationConfig;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -88,6 +94,44 @@ struct ScenarioFile {
     #[serde(default)]
     faults: Vec<Spanned<FaultEntry>>,
     random_faults: Option<RandomFaults>,
+    federation: Option<Vec<FederationEntry>>,
+}
+
+/// One federation instance, as a scenario file states it; unset fields keep the defaults.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FederationEntry {
+    name: String,
+    min_group: Option<usize>,
+    max_group: Option<usize>,
+    period: Option<String>,
+    suspect_periods: Option<u32>,
+    remove_periods: Option<u32>,
+    probe_period: Option<String>,
+}
+
+impl FederationEntry {
+    fn into_config(self, instance: u8) -> Result<FederationConfig, String> {
+        let d = FederationConfig::default();
+        let duration = |field: &str, text: Option<String>, default| {
+            text.map_or(Ok(default), |t| {
+                crate::duration_text::parse(&t).map_err(|e| format!("federation.{field}: {e}"))
+            })
+        };
+        let config = FederationConfig {
+            instance,
+            min_group: self.min_group.unwrap_or(d.min_group),
+            max_group: self.max_group.unwrap_or(d.max_group),
+            period: duration("period", self.period, d.period)?,
+            suspect_periods: self.suspect_periods.unwrap_or(d.suspect_periods),
+            remove_periods: self.remove_periods.unwrap_or(d.remove_periods),
+            probe_period: duration("probe_period", self.probe_period, d.probe_period)?,
+            seeds: Vec::new(),
+            name: self.name,
+        };
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
 }
 
 #[derive(Deserialize)]
@@ -226,6 +270,18 @@ pub fn parse(text: &str, default_name: &str) -> Result<Scenario, (usize, String)
             .map_err(|e| (line, format!("faults[{i}]: {e}")))?;
         faults.push(fault);
     }
+    let mut agent = defaults.agent;
+    if let Some(entries) = file.federation {
+        if entries.len() > usize::from(u8::MAX) {
+            return Err((1, "federation: at most 255 instances".to_owned()));
+        }
+        agent.federations = entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| e.into_config(i as u8))
+            .collect::<Result<_, _>>()
+            .map_err(|e| (1, e))?;
+    }
     let config = SimConfig {
         seed: file.seed.unwrap_or(defaults.seed),
         nodes: file.nodes.unwrap_or(defaults.nodes),
@@ -234,7 +290,7 @@ pub fn parse(text: &str, default_name: &str) -> Result<Scenario, (usize, String)
             .unwrap_or(defaults.boot_spread),
         topology: file.topology.unwrap_or(defaults.topology),
         network: file.network.unwrap_or(defaults.network),
-        agent: defaults.agent,
+        agent,
         start_down: file.start_down,
         faults,
         random_faults: file.random_faults,
@@ -327,6 +383,29 @@ mod tests {
     fn bad_probability_is_refused() {
         let (_, msg) = parse("[network]\nloss = 2.0\n", "s").unwrap_err();
         assert!(msg.contains("network.loss"), "{msg}");
+    }
+
+    #[test]
+    fn federation_instances_are_configurable() {
+        let text = "[[federation]]\nname = \"a\"\nmax_group = 8\n[[federation]]\nname = \"b\"\nmin_group = 16\nmax_group = 32\nperiod = \"500ms\"\n";
+        let s = parse(text, "s").unwrap();
+        let f = &s.config.agent.federations;
+        assert_eq!(f.len(), 2);
+        assert_eq!((f[0].instance, f[0].max_group), (0, 8));
+        assert_eq!((f[1].instance, f[1].min_group), (1, 16));
+        assert_eq!(f[1].period, Duration::from_millis(500));
+        let (_, msg) = parse(
+            "[[federation]]\nname = \"x\"\nmin_group = 9\nmax_group = 10\n",
+            "s",
+        )
+        .unwrap_err();
+        assert!(msg.contains("max_group"), "{msg}");
+        assert!(parse("federation = []\n", "s")
+            .unwrap()
+            .config
+            .agent
+            .federations
+            .is_empty());
     }
 
     #[test]
