@@ -719,10 +719,12 @@ impl Simulation {
                 format!("skew {} by {offset_ms}ms, {drift_ppm}ppm", describe(&nodes))
             }
             FaultAction::Loss(p) => {
-                let before = self.network.config().loss;
                 self.network.set_loss(*p);
                 if let Some(at) = until {
-                    self.schedule(at, Event::Undo(Undo::Loss(before)));
+                    // Back to the configured loss, not to the loss before this fault: with
+                    // overlapping loss faults, that one may itself be a fault's.
+                    let base = self.config.network.loss;
+                    self.schedule(at, Event::Undo(Undo::Loss(base)));
                 }
                 format!("loss {p}")
             }
@@ -907,4 +909,62 @@ fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faults::Selector;
+    use std::time::Duration;
+
+    fn loss(at_ms: u64, p: f64, for_ms: u64) -> Fault {
+        Fault {
+            at: Duration::from_millis(at_ms),
+            action: FaultAction::Loss(p),
+            duration: Some(Duration::from_millis(for_ms)),
+            line: None,
+        }
+    }
+
+    /// Regression: the second of two overlapping loss faults used to restore the loss
+    /// the first had set, leaving the network lossy for good.
+    #[test]
+    fn overlapping_loss_faults_restore_the_configured_loss() {
+        let config = SimConfig {
+            nodes: 4,
+            duration: Duration::from_secs(5),
+            faults: vec![loss(1000, 0.5, 1000), loss(1500, 0.7, 1000)],
+            ..SimConfig::default()
+        };
+        let mut sim = Simulation::new(config).unwrap();
+        sim.run_until(Time::from_millis(1600));
+        assert_eq!(sim.network.config().loss, 0.7);
+        sim.run_until(Time::from_secs(3));
+        assert_eq!(sim.network.config().loss, 0.0);
+    }
+
+    #[test]
+    fn a_crashed_host_comes_back_with_a_new_incarnation() {
+        let config = SimConfig {
+            nodes: 3,
+            duration: Duration::from_secs(5),
+            faults: vec![Fault {
+                at: Duration::from_secs(1),
+                action: FaultAction::Crash(Selector::Node(2)),
+                duration: Some(Duration::from_secs(1)),
+                line: None,
+            }],
+            ..SimConfig::default()
+        };
+        let mut sim = Simulation::new(config).unwrap();
+        sim.run_until(Time::from_millis(900));
+        let first = sim.agent(NodeId(2)).unwrap().identity().incarnation;
+        sim.run_until(Time::from_millis(1500));
+        assert!(sim.agent(NodeId(2)).is_none());
+        sim.run_until(Time::from_secs(3));
+        assert_eq!(
+            sim.agent(NodeId(2)).unwrap().identity().incarnation,
+            first.next()
+        );
+    }
 }
