@@ -41,10 +41,11 @@ impl Default for DiscoveryConfig {
     fn default() -> Self {
         DiscoveryConfig {
             // Slow on purpose: a rack of 40 hearing one broadcast from each member every
-            // 5 s is 8 messages per agent per second. Fast failure detection is the
-            // federation's job, within small groups.
-            heartbeat_period: Duration::from_secs(5),
-            neighbour_timeout: Duration::from_secs(17),
+            // 10 s is 4 messages per agent per second. Fast failure detection is the
+            // federation's job, within small groups; discovery only needs to find the
+            // neighbours (joiners announce themselves at once) and, slowly, forget them.
+            heartbeat_period: Duration::from_secs(10),
+            neighbour_timeout: Duration::from_secs(33),
             hello_peers: 64,
         }
     }

@@ -36,10 +36,10 @@
 //! - `Beat` (member → leader, with the member's subtree [`Summary`]) and
 //!   `LeaderBeat` (leader → members), every `period`, carry the view's epoch; a
 //!   member with an older epoch is sent the view (or asks with `ViewReq`).
-//! - `RingBeat`: at level 0, each plain member also beats the next plain member
-//!   in id order, so that a member that dies with its leader is still suspected
-//!   within the detection bound (by its ring successor), not only once the heir
-//!   has taken over. Removal stays the leader's (or heir's) decision.
+//! - `RingBeat`: at level 0, each plain member also beats the next two plain
+//!   members in id order, so that a member that dies with its leader is still
+//!   suspected within the detection bound (by its ring successors), not only once
+//!   the heir has taken over. Removal stays the leader's (or heir's) decision.
 //! - `Probe` / `ProbeAck`: a direct check of a suspect before it is removed.
 //! - `Leave { level }`: "we do not share a group at `level`": a member leaving,
 //!   or a leader disowning an agent that thinks it is a member.
@@ -51,8 +51,11 @@
 //! One tick every `period`. A leader suspects a member silent for more than
 //! `suspect_periods` periods (so a crash is suspected within one period more
 //! than that), probes it, and removes it after `remove_periods`. Members
-//! watch their leader the same way; the heir takes over after
-//! `remove_periods`, the next in line one period later, and so on. A stalled
+//! watch their leader the same way; when they suspect it they also probe the
+//! heirs ahead of them (the members after the leader, lowest id first). A member
+//! takes over after `remove_periods`, plus one period for each heir ahead of it
+//! that answered: so the lowest live heir takes over, even when the heirs before
+//! it died with the leader. A stalled
 //! agent is suspected before it is removed, and one that comes back simply
 //! rejoins.
 //!
@@ -317,6 +320,8 @@ pub enum FedOutput {
 }
 
 const MAX_HOPS: u8 = 32;
+/// The most ancestors a view lists (deeper than any hierarchy the depth bound allows).
+const MAX_ANCESTORS: usize = 16;
 /// Probes a new root makes every period before slowing to `probe_period`.
 const FAST_PROBES: u32 = 5;
 const MAX_CONTACTS: usize = 32;
@@ -337,6 +342,8 @@ pub struct Federation {
     own: Summary,
     neighbours: Vec<NodeId>,
     contacts: VecDeque<NodeId>,
+    /// Agents to probe before any other (the ancestors of a group this agent took over).
+    priority_contacts: VecDeque<NodeId>,
     contact_cursor: usize,
     join_attempts: u32,
     next_join: Time,
@@ -363,6 +370,7 @@ impl Federation {
             },
             neighbours: Vec::new(),
             contacts: VecDeque::new(),
+            priority_contacts: VecDeque::new(),
             contact_cursor: 0,
             join_attempts: 0,
             next_join: Time::ZERO,
@@ -499,9 +507,18 @@ impl Federation {
         self.outbox.push_back(FedOutput::Notice(notice));
     }
 
-    /// Pushes every changed view to its members.
+    /// Pushes every changed view to its members, with its ancestors brought up to date.
     fn flush(&mut self) {
         for level in 0..self.seats.len() {
+            if self.seats[level].led_by(self.me) {
+                let ancestors = self.ancestors_of(level);
+                let seat = &mut self.seats[level];
+                if seat.view.ancestors != ancestors {
+                    seat.view.ancestors = ancestors;
+                    seat.view.epoch += 1;
+                    seat.dirty = true;
+                }
+            }
             if !std::mem::take(&mut self.seats[level].dirty) {
                 continue;
             }
@@ -527,6 +544,24 @@ impl Federation {
                 .all(|(l, s)| s.view.level as usize == l && (l + 1 == top || s.led_by(self.me)))
     }
 
+    /// The ancestors of the group this agent leads at `level`: the leaders of its seats
+    /// above, then the ancestors its top seat's leader gave it; without itself.
+    fn ancestors_of(&self, level: usize) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = Vec::new();
+        let above = self.seats.iter().skip(level + 1).map(|s| s.view.leader);
+        let beyond = self
+            .seats
+            .last()
+            .map(|s| s.view.ancestors.clone())
+            .unwrap_or_default();
+        for a in above.chain(beyond) {
+            if a != self.me && !out.contains(&a) && out.len() < MAX_ANCESTORS {
+                out.push(a);
+            }
+        }
+        out
+    }
+
     /// Remembers `nodes` as contacts for finding other trees.
     fn remember_contacts(&mut self, nodes: &[NodeId]) {
         for n in nodes {
@@ -543,6 +578,9 @@ impl Federation {
     /// (in turn), the others to remembered contacts and rack neighbours (in turn),
     /// skipping this agent and the members of its own seats.
     fn next_contact(&mut self) -> Option<NodeId> {
+        if let Some(first) = self.priority_contacts.pop_front() {
+            return Some(first);
+        }
         let outside = |n: &NodeId| *n != self.me && !self.seats.iter().any(|s| s.view.contains(*n));
         let seeds: Vec<NodeId> = self.config.seeds.iter().copied().filter(outside).collect();
         let others: Vec<NodeId> = self

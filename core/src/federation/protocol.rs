@@ -55,7 +55,7 @@ impl Federation {
     /// Founds a level-0 group of one, which is its own tree's root.
     fn found(&mut self, now: Time) {
         self.seats
-            .push(Seat::new(View::solo(0, self.me, None), now));
+            .push(Seat::new(View::solo(0, self.me, Vec::new()), now));
         self.became_root(now);
     }
 
@@ -114,17 +114,24 @@ impl Federation {
         let leader = seat.view.leader;
         let epoch = seat.view.epoch;
         let silence = now.saturating_since(seat.leader_heard);
-        let newly_suspected =
-            silence > period * self.config.suspect_periods && !seat.leader_suspected;
-        // The heir (lowest id after the leader) takes over first; the others wait one
-        // more period per rank, in case the heirs before them are dead too.
-        let rank = seat
+        let suspect_after = period * self.config.suspect_periods;
+        let newly_suspected = silence > suspect_after && !seat.leader_suspected;
+        // The heirs ahead of this agent: the members after the leader, lowest id first.
+        let ahead: Vec<NodeId> = seat
             .view
             .members
             .iter()
-            .filter(|m| **m != leader)
-            .position(|m| *m == self.me)
-            .unwrap_or(0) as u32;
+            .copied()
+            .filter(|m| *m != leader)
+            .take_while(|m| *m != self.me)
+            .collect();
+        // Succession: the lowest live heir takes over first; each heir ahead of us that
+        // answered our probe since the leader fell silent delays us one more period.
+        let suspected_at = seat.leader_heard + suspect_after;
+        let live_ahead = ahead
+            .iter()
+            .filter(|m| seat.heard.get(m).is_some_and(|t| *t >= suspected_at))
+            .count() as u32;
         let lvl = level as Level;
         self.send(
             leader,
@@ -141,31 +148,33 @@ impl Federation {
                 level: lvl,
             });
             self.send(leader, FedBody::Probe { level: lvl });
+            for heir in ahead {
+                self.send(heir, FedBody::Probe { level: lvl });
+            }
         }
         if level == 0 {
             self.ring_tick(now);
         }
-        if silence > period * (self.config.remove_periods + rank) {
+        if silence > period * (self.config.remove_periods + live_ahead) {
             self.take_over(now, level);
         }
     }
 
-    /// Beats the ring successor at level 0, and suspects a silent ring predecessor.
+    /// Beats the ring successors at level 0, and suspects silent ring predecessors.
     fn ring_tick(&mut self, now: Time) {
         let suspect_after = self.config.period * self.config.suspect_periods;
-        let seat = &self.seats[0];
-        let Some((next, prev)) = seat.ring_neighbours(self.me) else {
+        let Some((next, prev)) = self.seats[0].ring_neighbours(self.me) else {
             return;
         };
-        let newly_suspected =
-            now.saturating_since(seat.ring_heard) > suspect_after && !seat.ring_suspected;
-        self.send(next, FedBody::RingBeat);
-        if newly_suspected {
-            self.seats[0].ring_suspected = true;
-            self.notice(FedNotice::Suspected {
-                node: prev,
-                level: 0,
-            });
+        for to in next {
+            self.send(to, FedBody::RingBeat);
+        }
+        for (i, p) in prev.into_iter().enumerate() {
+            let seat = &mut self.seats[0];
+            if now.saturating_since(seat.ring_heard[i]) > suspect_after && !seat.ring_suspected[i] {
+                seat.ring_suspected[i] = true;
+                self.notice(FedNotice::Suspected { node: p, level: 0 });
+            }
         }
     }
 
@@ -178,7 +187,13 @@ impl Federation {
         let lvl = level as Level;
         let seat = &mut self.seats[level];
         let old = seat.view.leader;
-        let parent = seat.view.parent;
+        let ancestors: Vec<NodeId> = seat
+            .view
+            .ancestors
+            .iter()
+            .copied()
+            .filter(|a| *a != old && *a != self.me)
+            .collect();
         seat.view.remove(old);
         seat.view.leader = self.me;
         seat.heard.clear();
@@ -205,17 +220,26 @@ impl Federation {
             self.send(m, FedBody::Probe { level: lvl });
         }
         self.seats.truncate(level + 1);
-        if let Some(p) = parent.filter(|p| *p != old) {
+        self.rejoin_through(now, level, ancestors);
+    }
+
+    /// This agent leads its group at `level` and has no seat above: attach through the
+    /// nearest of `ancestors` now, and through the others (first) when probing, like a
+    /// root, until a parent accepts.
+    fn rejoin_through(&mut self, now: Time, level: usize, ancestors: Vec<NodeId>) {
+        let me = self.me;
+        let mut ancestors = ancestors.into_iter().filter(|a| *a != me);
+        if let Some(first) = ancestors.next() {
             self.send(
-                p,
+                first,
                 FedBody::Attach {
                     joiner: self.me,
-                    level: lvl + 1,
+                    level: level as Level + 1,
                     hops: 0,
                 },
             );
         }
-        // Until a parent accepts, this group is a root of its own and probes.
+        self.priority_contacts = ancestors.collect();
         self.became_root(now);
     }
 
@@ -330,12 +354,12 @@ impl Federation {
             },
             FedBody::RingBeat => {
                 if let Some(seat) = self.seats.first_mut() {
-                    if seat
+                    let at = seat
                         .ring_neighbours(self.me)
-                        .is_some_and(|(_, prev)| prev == from)
-                    {
-                        seat.ring_heard = now;
-                        seat.ring_suspected = false;
+                        .and_then(|(_, prev)| prev.iter().position(|p| *p == from));
+                    if let Some(i) = at {
+                        seat.ring_heard[i] = now;
+                        seat.ring_suspected[i] = false;
                     }
                 }
             }
@@ -348,6 +372,9 @@ impl Federation {
                     } else if seat.view.leader == from {
                         seat.leader_heard = now;
                         seat.leader_suspected = false;
+                    } else if seat.view.contains(from) {
+                        // A fellow member (an heir ahead of us) is alive.
+                        seat.heard.insert(from, now);
                     }
                 }
             }
@@ -432,7 +459,7 @@ impl Federation {
             self.send(up, forward);
         } else if l == top + 1 && self.me < joiner {
             // Two roots of equal height: the lower id founds the new top group.
-            let mut view = View::solo(level, self.me, None);
+            let mut view = View::solo(level, self.me, Vec::new());
             view.insert(joiner);
             let mut seat = Seat::new(view, now);
             seat.dirty = true;
@@ -474,12 +501,13 @@ impl Federation {
             let (a, b) = members.split_at(half);
             (b, a)
         };
-        let parent_seat = self.seats.get(level + 1).map(|s| s.view.leader);
+        let mut ancestors = vec![self.me];
+        ancestors.extend(self.ancestors_of(level));
         let Some(mut new_view) = View::of(
             level as Level,
             self.seats[level].view.epoch + 1,
             other.to_vec(),
-            Some(parent_seat.unwrap_or(self.me)),
+            ancestors,
         ) else {
             return;
         };
@@ -508,7 +536,7 @@ impl Federation {
             }
         } else {
             // We were the root: the two halves get a new top group.
-            let mut top = View::solo(level as Level + 1, self.me, None);
+            let mut top = View::solo(level as Level + 1, self.me, Vec::new());
             top.insert(new_leader);
             let mut seat = Seat::new(top, now);
             seat.dirty = true;
@@ -577,20 +605,11 @@ impl Federation {
         }
     }
 
-    /// We were handed the group at `level` to lead, with no seat above it: ask the
-    /// parent the view names, and probe like a root until a parent accepts.
+    /// We were handed the group at `level` to lead, with no seat above it: attach
+    /// through the ancestors the view names.
     fn seek_parent(&mut self, now: Time, level: usize) {
-        if let Some(p) = self.seats[level].view.parent.filter(|p| *p != self.me) {
-            self.send(
-                p,
-                FedBody::Attach {
-                    joiner: self.me,
-                    level: level as Level + 1,
-                    hops: 0,
-                },
-            );
-        }
-        self.became_root(now);
+        let ancestors = self.seats[level].view.ancestors.clone();
+        self.rejoin_through(now, level, ancestors);
     }
 
     fn on_leave(&mut self, now: Time, from: NodeId, level: Level) {
@@ -628,7 +647,8 @@ impl Federation {
                     .filter(|m| *m != self.me)
                     .collect();
                 let parent = above;
-                if let Some(handed) = View::of(lvl, seat.view.epoch + 1, rest, parent) {
+                let ancestors = parent.into_iter().collect();
+                if let Some(handed) = View::of(lvl, seat.view.epoch + 1, rest, ancestors) {
                     for m in &handed.members {
                         self.send(*m, FedBody::View(handed.clone()));
                     }

@@ -12,6 +12,9 @@ use crate::ids::NodeId;
 use crate::time::Time;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// How many ring members watch each plain member of a level-0 group, besides its leader.
+pub(super) const RING_WATCHERS: usize = 2;
+
 /// An agent's membership in one group.
 #[derive(Clone, Debug)]
 pub struct Seat {
@@ -26,10 +29,10 @@ pub struct Seat {
     pub(super) leader_heard: Time,
     /// Member side: whether the leader is suspected.
     pub(super) leader_suspected: bool,
-    /// Member side, level 0: when the ring predecessor was last heard from.
-    pub(super) ring_heard: Time,
-    /// Member side, level 0: whether the ring predecessor is suspected.
-    pub(super) ring_suspected: bool,
+    /// Member side, level 0: when each ring predecessor (nearest first) was last heard from.
+    pub(super) ring_heard: [Time; RING_WATCHERS],
+    /// Member side, level 0: whether each ring predecessor is suspected.
+    pub(super) ring_suspected: [bool; RING_WATCHERS],
     /// Leader side: when this undersized group last asked its parent for a sibling to merge into.
     pub(super) merge_asked: Option<Time>,
     /// The view changed and must be pushed to the members.
@@ -47,8 +50,8 @@ impl Seat {
             suspects: BTreeSet::new(),
             leader_heard: now,
             leader_suspected: false,
-            ring_heard: now,
-            ring_suspected: false,
+            ring_heard: [now; RING_WATCHERS],
+            ring_suspected: [false; RING_WATCHERS],
             merge_asked: None,
             dirty: false,
         }
@@ -83,15 +86,17 @@ impl Seat {
             self.heard.entry(*m).or_insert(now);
         }
         if view.members != self.view.members {
-            self.ring_heard = now;
-            self.ring_suspected = false;
+            self.ring_heard = [now; RING_WATCHERS];
+            self.ring_suspected = [false; RING_WATCHERS];
         }
         self.view = view;
     }
 
     /// The ring of the group's plain members (all but the leader), in id order: the
-    /// one after `me` and the one before, if the ring has at least three members.
-    pub(super) fn ring_neighbours(&self, me: NodeId) -> Option<(NodeId, NodeId)> {
+    /// `k` members after `me` (which it beats) and the `k` before (which beat it),
+    /// nearest first, with `k = min(RING_WATCHERS, ring size - 1)`. `None` if `me`
+    /// is not a plain member or is alone in the ring.
+    pub(super) fn ring_neighbours(&self, me: NodeId) -> Option<(Vec<NodeId>, Vec<NodeId>)> {
         let ring: Vec<NodeId> = self
             .view
             .members
@@ -100,11 +105,11 @@ impl Seat {
             .filter(|m| *m != self.view.leader)
             .collect();
         let at = ring.iter().position(|m| *m == me)?;
-        (ring.len() >= 3).then(|| {
-            let next = ring[(at + 1) % ring.len()];
-            let prev = ring[(at + ring.len() - 1) % ring.len()];
-            (next, prev)
-        })
+        let n = ring.len();
+        let k = RING_WATCHERS.min(n.checked_sub(1)?);
+        let next = (1..=k).map(|d| ring[(at + d) % n]).collect();
+        let prev = (1..=k).map(|d| ring[(at + n - d) % n]).collect();
+        Some((next, prev))
     }
 
     /// Adds `member`, heard from at `now`; false if it was a member already.

@@ -25,20 +25,21 @@ pub struct View {
     pub epoch: u64,
     /// Sorted, without duplicates.
     pub members: Vec<NodeId>,
-    /// The leader of the group one level up in which `leader` sits, if known (a hint).
-    pub parent: Option<NodeId>,
+    /// The leaders of the groups above this one, nearest first, up to the root, as the
+    /// leader knows them (a hint: an heir attaches to the first live one).
+    pub ancestors: Vec<NodeId>,
 }
 
 impl View {
     /// A new group of one.
     #[must_use]
-    pub fn solo(level: Level, me: NodeId, parent: Option<NodeId>) -> Self {
+    pub fn solo(level: Level, me: NodeId, ancestors: Vec<NodeId>) -> Self {
         View {
             level,
             leader: me,
             epoch: 1,
             members: vec![me],
-            parent,
+            ancestors,
         }
     }
 
@@ -48,7 +49,7 @@ impl View {
         level: Level,
         epoch: u64,
         mut members: Vec<NodeId>,
-        parent: Option<NodeId>,
+        ancestors: Vec<NodeId>,
     ) -> Option<Self> {
         members.sort_unstable();
         members.dedup();
@@ -57,7 +58,7 @@ impl View {
             leader: *members.first()?,
             epoch,
             members,
-            parent,
+            ancestors,
         })
     }
 
@@ -141,7 +142,7 @@ mod tests {
 
     #[test]
     fn leadership_is_stable_and_epoch_grows() {
-        let mut v = View::solo(0, NodeId(5), None);
+        let mut v = View::solo(0, NodeId(5), Vec::new());
         assert!(v.insert(NodeId(3)));
         assert!(!v.insert(NodeId(3)));
         assert_eq!(v.leader, NodeId(5), "a joiner never displaces the leader");
@@ -149,6 +150,6 @@ mod tests {
         assert!(v.remove(NodeId(5)));
         assert_eq!(v.leader, NodeId(3), "the heir is the lowest remaining id");
         assert!(v.is_well_formed());
-        assert_eq!(View::of(1, 1, vec![], None), None);
+        assert_eq!(View::of(1, 1, vec![], Vec::new()), None);
     }
 }
