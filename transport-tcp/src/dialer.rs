@@ -4,17 +4,21 @@
 //!
 //! Invariants: one dialer task per peer with an address; it never dials while
 //! the peer has a current connection (either direction); it wakes early when
-//! the connection ends, the address changes or the peer is removed.
+//! the connection ends, the address changes or the peer is removed. When both
+//! ends may dial, the higher id waits one initial backoff delay before its
+//! first attempt (at start and after every disconnection), so the lower id's
+//! preferred connection usually wins without a replacement; and while a dial
+//! is in its handshake the peer's entry says so (`handshaking`), for the
+//! tie-break.
 
 use crate::backoff::Backoff;
 use crate::handshake::{self, HandshakeError};
 use crate::registry::ConnectionInfo;
 use crate::shared::{Refused, Shared};
 use nefele_core::NodeId;
-use rand::rngs::SmallRng;
-use rand::SeedableRng;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{sleep, timeout};
@@ -39,16 +43,24 @@ fn next(shared: &Shared, peer: NodeId) -> Next {
 /// The dial loop of `peer` until the peer is removed or the transport dropped.
 pub(crate) async fn run(shared: Arc<Shared>, peer: NodeId, wake: Arc<Notify>) {
     let mut backoff = Backoff::new(shared.settings.backoff);
-    let mut rng = SmallRng::from_entropy();
+    let mut rng = crate::entropy::jitter_rng();
+    let defer = shared.settings.me > peer;
+    let mut head_start = defer;
     loop {
         let addr = match next(&shared, peer) {
             Next::Stop => return,
             Next::Wait => {
                 wake.notified().await;
+                head_start = defer;
                 continue;
             }
             Next::Dial(addr) => addr,
         };
+        if head_start {
+            head_start = false;
+            pause(&wake, backoff.next_delay(&mut rng)).await;
+            continue;
+        }
         match dial_once(&shared, peer, addr).await {
             Ok(()) => {
                 backoff.reset();
@@ -68,11 +80,42 @@ pub(crate) async fn run(shared: Arc<Shared>, peer: NodeId, wake: Arc<Notify>) {
                 tracing::warn!(%peer, %addr, %err, "dial refused");
             }
         }
-        let delay = backoff.next_delay(&mut rng);
-        tokio::select! {
-            () = sleep(delay) => {}
-            () = wake.notified() => {}
+        pause(&wake, backoff.next_delay(&mut rng)).await;
+    }
+}
+
+/// Sleeps for `delay`, or less if the dialer is woken.
+async fn pause(wake: &Notify, delay: Duration) {
+    // `biased`: no random branch order, so madsim runs stay deterministic.
+    tokio::select! {
+        biased;
+        () = sleep(delay) => {}
+        () = wake.notified() => {}
+    }
+}
+
+/// Marks the peer's entry as handshaking while alive.
+struct Handshaking<'a> {
+    shared: &'a Shared,
+    peer: NodeId,
+}
+
+impl<'a> Handshaking<'a> {
+    fn start(shared: &'a Shared, peer: NodeId) -> Self {
+        Handshaking::set(shared, peer, true);
+        Handshaking { shared, peer }
+    }
+
+    fn set(shared: &Shared, peer: NodeId, value: bool) {
+        if let Some(entry) = shared.registry().peers.get_mut(&peer) {
+            entry.handshaking = value;
         }
+    }
+}
+
+impl Drop for Handshaking<'_> {
+    fn drop(&mut self) {
+        Handshaking::set(self.shared, self.peer, false);
     }
 }
 
@@ -98,6 +141,7 @@ async fn dial_once(shared: &Arc<Shared>, peer: NodeId, addr: SocketAddr) -> Resu
     stream
         .set_nodelay(true)
         .map_err(|e| DialError::Handshake(e.into()))?;
+    let _handshaking = Handshaking::start(shared, peer);
     let handshake = handshake::dial(&mut stream, settings.me, peer, &settings.key);
     match timeout(settings.handshake_timeout, handshake).await {
         Ok(Ok(())) => {}

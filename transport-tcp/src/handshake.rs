@@ -11,7 +11,6 @@ use crate::auth::{
     ClusterKey, Hello, HelloError, Role, Transcript, HELLO_LEN, NONCE_LEN, PROOF_LEN,
 };
 use nefele_core::NodeId;
-use rand::RngCore;
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -79,7 +78,7 @@ impl Verified {
 
 fn fresh_hello(node: NodeId) -> Hello {
     let mut nonce = [0; NONCE_LEN];
-    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    crate::entropy::fill(&mut nonce);
     Hello { node, nonce }
 }
 
@@ -94,6 +93,13 @@ async fn read_hello<S: AsyncRead + Unpin>(
         return Err(HandshakeError::SelfConnection(me));
     }
     Ok(hello)
+}
+
+/// Writes and flushes `bytes` (streams such as madsim's send only on flush).
+async fn send<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> Result<(), HandshakeError> {
+    stream.write_all(bytes).await?;
+    stream.flush().await?;
+    Ok(())
 }
 
 async fn read_exact<S: AsyncRead + Unpin>(
@@ -116,7 +122,7 @@ pub(crate) async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
     key: &ClusterKey,
 ) -> Result<(), HandshakeError> {
     let dialer = fresh_hello(me);
-    stream.write_all(&dialer.encode()).await?;
+    send(stream, &dialer.encode()).await?;
     let acceptor = read_hello(stream, me).await?;
     if acceptor.node != expected {
         return Err(HandshakeError::UnexpectedPeer {
@@ -125,9 +131,7 @@ pub(crate) async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
         });
     }
     let transcript = Transcript { dialer, acceptor };
-    stream
-        .write_all(&transcript.proof(key, Role::Dialer))
-        .await?;
+    send(stream, &transcript.proof(key, Role::Dialer)).await?;
     let mut reply = [0; PROOF_LEN + 1];
     read_exact(stream, &mut reply).await?;
     let mut proof = [0; PROOF_LEN];
@@ -152,7 +156,7 @@ pub(crate) async fn accept_verify<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Verified, HandshakeError> {
     let dialer = read_hello(stream, me).await?;
     let acceptor = fresh_hello(me);
-    stream.write_all(&acceptor.encode()).await?;
+    send(stream, &acceptor.encode()).await?;
     let transcript = Transcript { dialer, acceptor };
     let mut proof = [0; PROOF_LEN];
     read_exact(stream, &mut proof).await?;
@@ -172,8 +176,7 @@ pub(crate) async fn accept_finish<S: AsyncWrite + Unpin>(
     let mut reply = [0; PROOF_LEN + 1];
     reply[..PROOF_LEN].copy_from_slice(&verified.transcript.proof(key, Role::Acceptor));
     reply[PROOF_LEN] = verdict as u8;
-    stream.write_all(&reply).await?;
-    Ok(())
+    send(stream, &reply).await
 }
 
 #[cfg(test)]

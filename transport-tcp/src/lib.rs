@@ -11,7 +11,7 @@
 //! Modules, each owning one job: [`frame`] (the pure frame codec), `auth` (keys,
 //! hellos, proofs), `handshake` (the handshake over a stream), `backoff`
 //! (reconnect delays), `queue` (send queues), `inbox` (the event queue),
-//! `connection` (one connection's I/O), `registry` (the peer table and the
+//! `connection` (one connection's I/O), `entropy` (nonces and jitter), `registry` (the peer table and the
 //! tie-break), `dialer` and `listener` (outbound and inbound connections),
 //! `shared` (admission of connections) and `transport` (the public handle).
 //!
@@ -24,6 +24,7 @@ mod auth;
 mod backoff;
 mod connection;
 mod dialer;
+mod entropy;
 pub mod frame;
 mod handshake;
 mod inbox;

@@ -7,15 +7,21 @@
 //! unless the current one is preferred and the new one is not. Both ends
 //! apply the same rule to the same facts, so when both dial at once they keep
 //! the same connection (the lower id's), and a restarted peer's new connection
-//! replaces the stale one of its previous life.
+//! replaces the stale one of its previous life. To spare the driver a
+//! `PeerUp`/`PeerDown` flap when both dial at once, the lower id also refuses
+//! the higher id's connection while its own (preferred) dial has reached the
+//! peer and is in its handshake, and the higher id's dialer gives the lower
+//! id a head start (see [`crate::dialer`]).
 //!
 //! Invariants: a peer has at most one current connection, and its queue's
 //! owner is that connection's id (or none); connection ids are never reused;
 //! a peer without an address is in the table only while it is connected.
+//! The table is ordered (a `BTreeMap`), so a broadcast visits peers in the
+//! same order on every run.
 
 use crate::queue::{ConnId, SendQueue};
 use nefele_core::NodeId;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -33,17 +39,21 @@ pub(crate) enum Decision {
 }
 
 /// The tie-break between the current connection (dialed by `current_dialer`,
-/// if any) and a new one dialed by `new_dialer`, for the pair `me`–`peer`.
+/// if any) and a new one dialed by `new_dialer`, for the pair `me`–`peer`;
+/// `handshaking` says whether `me` has its own dial to `peer` in the handshake.
 pub(crate) fn decide(
     me: NodeId,
     peer: NodeId,
     current_dialer: Option<NodeId>,
+    handshaking: bool,
     new_dialer: NodeId,
 ) -> Decision {
     let preferred = me.min(peer);
+    let new_is_preferred = new_dialer == preferred;
     match current_dialer {
+        None if !new_is_preferred && handshaking && me == preferred => Decision::Duplicate,
         None => Decision::Install,
-        Some(current) if current == preferred && new_dialer != preferred => Decision::Duplicate,
+        Some(current) if current == preferred && !new_is_preferred => Decision::Duplicate,
         Some(_) => Decision::Replace,
     }
 }
@@ -80,6 +90,8 @@ pub(crate) struct Peer {
     pub(crate) queue: Arc<SendQueue>,
     pub(crate) conn: Option<Conn>,
     pub(crate) dialer: Option<Dialer>,
+    /// This node's dial to the peer is connected and in its handshake.
+    pub(crate) handshaking: bool,
 }
 
 impl Peer {
@@ -89,6 +101,7 @@ impl Peer {
             queue: Arc::new(queue),
             conn: None,
             dialer: None,
+            handshaking: false,
         }
     }
 
@@ -117,7 +130,7 @@ impl Peer {
 #[derive(Debug)]
 pub(crate) struct Registry {
     pub(crate) me: NodeId,
-    pub(crate) peers: HashMap<NodeId, Peer>,
+    pub(crate) peers: BTreeMap<NodeId, Peer>,
     next_conn: ConnId,
     queue_bytes: usize,
     max_frame: usize,
@@ -129,7 +142,7 @@ impl Registry {
     pub(crate) fn new(me: NodeId, queue_bytes: usize, max_frame: usize) -> Self {
         Registry {
             me,
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
             next_conn: 1,
             queue_bytes,
             max_frame,
@@ -162,23 +175,28 @@ mod tests {
 
     #[test]
     fn the_first_connection_is_installed() {
-        assert_eq!(decide(A, B, None, A), Decision::Install);
-        assert_eq!(decide(B, A, None, B), Decision::Install);
+        assert_eq!(decide(A, B, None, false, A), Decision::Install);
+        assert_eq!(decide(A, B, None, false, B), Decision::Install);
+        assert_eq!(decide(B, A, None, false, B), Decision::Install);
+        // The higher id's own dial never holds back the preferred one.
+        assert_eq!(decide(B, A, None, true, A), Decision::Install);
     }
 
     #[test]
     fn both_ends_keep_the_lower_ids_connection() {
         // A (lower) holds its outbound; B's dial arrives: refused at A.
-        assert_eq!(decide(A, B, Some(A), B), Decision::Duplicate);
+        assert_eq!(decide(A, B, Some(A), false, B), Decision::Duplicate);
+        // A's dial is in its handshake; B's dial arrives: refused at A.
+        assert_eq!(decide(A, B, None, true, B), Decision::Duplicate);
         // B holds its own outbound; A's arrives: it replaces B's.
-        assert_eq!(decide(B, A, Some(B), A), Decision::Replace);
+        assert_eq!(decide(B, A, Some(B), false, A), Decision::Replace);
         // B holds A's connection; its own dial completes late: refused at B.
-        assert_eq!(decide(B, A, Some(A), B), Decision::Duplicate);
+        assert_eq!(decide(B, A, Some(A), false, B), Decision::Duplicate);
     }
 
     #[test]
     fn a_restarted_peers_new_connection_replaces_the_stale_one() {
-        assert_eq!(decide(B, A, Some(A), A), Decision::Replace);
-        assert_eq!(decide(A, B, Some(B), B), Decision::Replace);
+        assert_eq!(decide(B, A, Some(A), false, A), Decision::Replace);
+        assert_eq!(decide(A, B, Some(B), false, B), Decision::Replace);
     }
 }

@@ -92,12 +92,10 @@ impl Shared {
             return Err(Refused::ShuttingDown);
         }
         let me = registry.me;
-        let current = registry
-            .peers
-            .get(&peer)
-            .and_then(|p| p.conn.as_ref())
-            .map(|c| c.info.dialer);
-        let decision = decide(me, peer, current, info.dialer);
+        let entry = registry.peers.get(&peer);
+        let current = entry.and_then(|p| p.conn.as_ref()).map(|c| c.info.dialer);
+        let handshaking = entry.is_some_and(|p| p.handshaking);
+        let decision = decide(me, peer, current, handshaking, info.dialer);
         if decision == Decision::Duplicate {
             return Err(Refused::Duplicate);
         }

@@ -251,9 +251,7 @@ impl TcpTransport {
     /// The peers this transport knows: in the address book or connected.
     #[must_use]
     pub fn peers(&self) -> Vec<NodeId> {
-        let mut peers: Vec<_> = self.shared.registry().peers.keys().copied().collect();
-        peers.sort_unstable();
-        peers
+        self.shared.registry().peers.keys().copied().collect()
     }
 
     /// The current connection to `peer`, if any.
@@ -322,7 +320,6 @@ impl Transport for TcpTransport {
         if full.is_empty() {
             Ok(())
         } else {
-            full.sort_unstable();
             Err(TransportError::BroadcastIncomplete(full))
         }
     }
@@ -340,7 +337,7 @@ impl Drop for TcpTransport {
         self.listener.abort();
         let mut registry = self.shared.registry();
         registry.closed = true;
-        let peers: Vec<_> = registry.peers.drain().collect();
+        let peers = std::mem::take(&mut registry.peers);
         drop(registry);
         for (_, mut peer) in peers {
             peer.shut();

@@ -62,7 +62,8 @@ pub async fn wait_up(transport: &mut TcpTransport, peer: u32) {
 pub async fn events_during(transport: &mut TcpTransport, window: Duration) -> Vec<TransportEvent> {
     let deadline = Instant::now() + window;
     let mut events = Vec::new();
-    while let Ok(event) = tokio::time::timeout_at(deadline, transport.next_event()).await {
+    let remaining = || deadline.saturating_duration_since(Instant::now());
+    while let Ok(event) = timeout(remaining(), transport.next_event()).await {
         events.push(event);
     }
     events
