@@ -92,7 +92,7 @@ pub(crate) struct Hello {
 
 /// Why a hello is not one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum HelloError {
+pub(crate) enum HelloError {
     /// The peer does not speak this protocol.
     #[error("bad handshake magic {0:02x?}")]
     BadMagic([u8; 4]),

@@ -40,7 +40,7 @@ pub(crate) enum Ended {
 
 /// Why a connection failed. It is closed; frames queued on it may be lost.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectionError {
+pub(crate) enum ConnectionError {
     /// The stream failed.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),

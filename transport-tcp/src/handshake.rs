@@ -25,7 +25,7 @@ pub(crate) enum Verdict {
 
 /// Why a handshake failed. The connection is closed and no frame crossed it.
 #[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
+pub(crate) enum HandshakeError {
     /// The stream failed.
     #[error("i/o error during handshake: {0}")]
     Io(#[from] io::Error),

@@ -34,9 +34,7 @@ mod registry;
 mod shared;
 mod transport;
 
-pub use auth::{ClusterKey, HelloError, KeyError, MIN_KEY_LEN};
+pub use auth::{ClusterKey, KeyError, MIN_KEY_LEN};
 pub use backoff::BackoffConfig;
-pub use connection::ConnectionError;
-pub use handshake::HandshakeError;
 pub use registry::ConnectionInfo;
 pub use transport::{BindError, ConfigError, TcpConfig, TcpTransport, TransportError};
