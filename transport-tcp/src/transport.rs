@@ -219,6 +219,7 @@ impl TcpTransport {
 
     /// Adds `peer` to the address book or changes its address; it is dialed
     /// (again) at once unless already connected. Ignored for this node's own id.
+    /// Must be called within the transport's tokio runtime (it may start a task).
     pub fn set_peer(&self, peer: NodeId, addr: SocketAddr) {
         let mut registry = self.shared.registry();
         if peer == registry.me || registry.closed {

@@ -246,3 +246,17 @@ async fn bad_sends_are_typed_errors() {
         Err(TransportError::UnknownPeer(NodeId(9)))
     );
 }
+
+#[tokio::test]
+async fn a_silent_stranger_is_dropped_after_the_handshake_timeout_having_learned_nothing() {
+    use tokio::io::AsyncReadExt;
+    let mut config = config(1, 1);
+    config.handshake_timeout = Duration::from_millis(200);
+    let mut a = TcpTransport::bind(config).await.unwrap();
+    let mut stranger = tokio::net::TcpStream::connect(addr(&a)).await.unwrap();
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, stranger.read_to_end(&mut received)).await;
+    assert!(read.is_ok(), "the acceptor kept the connection open");
+    assert!(received.is_empty(), "the acceptor said {received:?}");
+    assert!(events_during(&mut a, Duration::from_millis(50)).await.is_empty());
+}
