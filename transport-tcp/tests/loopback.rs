@@ -258,5 +258,7 @@ async fn a_silent_stranger_is_dropped_after_the_handshake_timeout_having_learned
     let read = tokio::time::timeout(PATIENCE, stranger.read_to_end(&mut received)).await;
     assert!(read.is_ok(), "the acceptor kept the connection open");
     assert!(received.is_empty(), "the acceptor said {received:?}");
-    assert!(events_during(&mut a, Duration::from_millis(50)).await.is_empty());
+    assert!(events_during(&mut a, Duration::from_millis(50))
+        .await
+        .is_empty());
 }
