@@ -1,7 +1,40 @@
-//! nefele-transport-tcp: the tokio TCP transport between agents (DESIGN.md §6).
+//! nefele-transport-tcp: the TCP transport between agents (DESIGN.md §6).
 //!
-//! To be built by the `nefeled` issue: length-prefixed frames carrying one
-//! `nefele_core::wire::Envelope` each, one connection per peer pair, connect with
-//! backoff and reconnect, bounded send queues with backpressure, write coalescing,
-//! TCP_NODELAY, and challenge-response authentication with a cluster key. It will
-//! implement `nefele_core::Transport`. Nothing lives here yet.
+//! Each pair of agents keeps one TCP connection (TCP_NODELAY), authenticated
+//! with the cluster key by a challenge-response handshake before any frame
+//! crosses it. Frames are length-prefixed core envelopes. Every peer has a
+//! bounded send queue that is also the write coalescer; received frames go to a
+//! bounded inbox that the driver drains in batches. Connections are dialed from
+//! an address book that can change at run time, and redialed with exponential
+//! backoff and jitter. [`TcpTransport`] implements [`nefele_core::Transport`].
+//!
+//! Modules, each owning one job: [`frame`] (the pure frame codec), `auth` (keys,
+//! hellos, proofs), `handshake` (the handshake over a stream), `backoff`
+//! (reconnect delays), `queue` (send queues), `inbox` (the event queue),
+//! `connection` (one connection's I/O), `entropy` (nonces and jitter), `registry` (the peer table and the
+//! tie-break), `dialer` and `listener` (outbound and inbound connections),
+//! `shared` (admission of connections) and `transport` (the public handle).
+//!
+//! Under `--cfg madsim` the same code runs on madsim's simulated tokio.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs, unreachable_pub)]
+
+mod auth;
+mod backoff;
+mod connection;
+mod dialer;
+mod entropy;
+pub mod frame;
+mod handshake;
+mod inbox;
+mod listener;
+mod queue;
+mod registry;
+mod shared;
+mod transport;
+
+pub use auth::{ClusterKey, KeyError, MIN_KEY_LEN};
+pub use backoff::BackoffConfig;
+pub use registry::ConnectionInfo;
+pub use transport::{BindError, ConfigError, TcpConfig, TcpTransport, TransportError};

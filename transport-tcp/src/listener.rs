@@ -1,0 +1,90 @@
+//! Inbound connections: accept, authenticate, apply the tie-break, answer the
+//! verdict and hand the connection over.
+//!
+//! Invariants: at most `max_pending_handshakes` unauthenticated connections
+//! are in progress (more are closed at once); each handshake is bounded by the
+//! handshake timeout; a refused peer is logged with its address and the id it
+//! claimed, and is closed having received no proof and no frame.
+
+use crate::handshake::{self, HandshakeError, Verdict};
+use crate::registry::ConnectionInfo;
+use crate::shared::{Refused, Shared};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{sleep, timeout};
+
+/// Accepts connections until the task is aborted.
+pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, remote)) => match shared.handshakes.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    tokio::spawn(accept_one(shared.clone(), stream, remote, permit));
+                }
+                Err(_) => tracing::warn!(%remote, "too many handshakes in progress; closing"),
+            },
+            Err(err) => {
+                // E.g. out of file descriptors: wait instead of spinning.
+                tracing::warn!(%err, "accept failed");
+                sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn accept_one(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) {
+    match authenticate(&shared, &mut stream, remote).await {
+        Ok(Some(admitted)) => {
+            drop(permit);
+            shared.spawn_connection(admitted, stream);
+        }
+        Ok(None) => {}
+        Err(err) => tracing::warn!(%remote, %err, "refused inbound connection"),
+    }
+}
+
+/// The admitted connection, `None` when the pair keeps another one.
+async fn authenticate(
+    shared: &Arc<Shared>,
+    stream: &mut TcpStream,
+    remote: SocketAddr,
+) -> Result<Option<crate::shared::Admitted>, HandshakeError> {
+    let settings = &shared.settings;
+    stream.set_nodelay(true)?;
+    let local_addr = stream.local_addr()?;
+    let verified = timeout(
+        settings.handshake_timeout,
+        handshake::accept_verify(stream, settings.me, &settings.key),
+    )
+    .await
+    .map_err(|_| HandshakeError::Timeout)??;
+    let peer = verified.peer();
+    let info = ConnectionInfo {
+        dialer: peer,
+        local_addr,
+        peer_addr: remote,
+    };
+    let (admitted, verdict) = match shared.admit(peer, info) {
+        Ok(admitted) => (Some(admitted), Verdict::Accept),
+        Err(Refused::Duplicate) => (None, Verdict::Duplicate),
+        Err(Refused::ShuttingDown) => return Ok(None),
+    };
+    timeout(
+        settings.handshake_timeout,
+        handshake::accept_finish(stream, &verified, &settings.key, verdict),
+    )
+    .await
+    .map_err(|_| HandshakeError::Timeout)??;
+    if admitted.is_none() {
+        tracing::debug!(%peer, %remote, "pair already connected; closing the duplicate");
+    }
+    Ok(admitted)
+}
