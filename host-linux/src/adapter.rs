@@ -286,6 +286,9 @@ impl<S: Sys> LinuxHost<S> {
                 let _ = self.cgroups.remove_tenant(tenant);
             }
         }
+        if self.tenants.is_empty() {
+            self.cgroups.remove_base_if_empty();
+        }
     }
 
     /// Which limits this host can enforce, and through what.
@@ -468,6 +471,9 @@ impl<S: Sys> LinuxHost<S> {
         }
         if let Err(e) = self.cgroups.remove_tenant(tenant) {
             tracing::warn!(%e, %tenant, "tenant cgroup not removed");
+        }
+        if self.tenants.is_empty() {
+            self.cgroups.remove_base_if_empty();
         }
     }
 

@@ -461,6 +461,13 @@ impl Cgroups {
         Ok(())
     }
 
+    /// Removes the base directories if no tenant is left in them (otherwise leaves them).
+    pub fn remove_base_if_empty(&self) {
+        for base in self.bases() {
+            let _ = fs::remove_dir(base);
+        }
+    }
+
     /// Every process cgroup below the base, as `(tenant, process directory name, cgroup)`:
     /// used after a restart to find cgroups no record accounts for.
     pub fn existing(&self) -> Vec<(TenantId, String, ProcCgroup)> {
