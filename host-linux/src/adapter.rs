@@ -238,10 +238,9 @@ impl<S: Sys> LinuxHost<S> {
             let started = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
             let tenant_alive = self.tenants.contains_key(&record.tenant);
             let alive = tenant_alive && self.sys.adopt(record.os_pid, record.start_ticks);
-            if alive {
-                if let Some(t) = self.tenants.get_mut(&record.tenant) {
-                    t.members += 1;
-                }
+            // Counted even if it ended: its cleanup below uncounts it.
+            if let Some(t) = self.tenants.get_mut(&record.tenant) {
+                t.members += 1;
             }
             self.by_os_pid.insert(record.os_pid, pid);
             let reaped = (!alive).then(|| (Reaped::Unknown, Instant::now()));
@@ -289,6 +288,11 @@ impl<S: Sys> LinuxHost<S> {
         if self.tenants.is_empty() {
             self.cgroups.remove_base_if_empty();
         }
+    }
+
+    /// The syscall layer (tests drive the recording double through it).
+    pub fn sys_mut(&mut self) -> &mut S {
+        &mut self.sys
     }
 
     /// Which limits this host can enforce, and through what.
