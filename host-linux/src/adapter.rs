@@ -50,6 +50,8 @@ pub struct Config {
     pub log_cap_bytes: u64,
     /// Aggregate limits per tenant on this host; tenants not listed are unlimited.
     pub tenant_limits: BTreeMap<TenantId, Limits>,
+    /// Whether state updates are fsynced (see [`crate::state`] for what that buys).
+    pub fsync_state: bool,
 }
 
 impl Config {
@@ -62,6 +64,7 @@ impl Config {
             kill_grace: Duration::from_secs(5),
             log_cap_bytes: 16 << 20,
             tenant_limits: BTreeMap::new(),
+            fsync_state: true,
         }
     }
 }
@@ -295,6 +298,11 @@ impl<S: Sys> LinuxHost<S> {
         &mut self.sys
     }
 
+    /// Turns fsync of state updates on or off (see [`Config::fsync_state`]).
+    pub fn set_fsync_state(&mut self, fsync: bool) {
+        self.config.fsync_state = fsync;
+    }
+
     /// Which limits this host can enforce, and through what.
     pub fn support(&self) -> Support {
         self.cgroups.support()
@@ -362,7 +370,11 @@ impl<S: Sys> LinuxHost<S> {
                 .collect(),
             procs: self.procs.values().map(|p| p.record.clone()).collect(),
         };
-        state::save(&state_path(&self.config), &snapshot)
+        state::save(
+            &state_path(&self.config),
+            &snapshot,
+            self.config.fsync_state,
+        )
     }
 
     fn persist_or_log(&mut self) {

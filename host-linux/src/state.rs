@@ -5,6 +5,12 @@
 //! Invariant: the file on disk is always a complete, valid snapshot. It is
 //! replaced atomically (write a temporary file, fsync it, rename it over the old
 //! one, fsync the directory), so a crash leaves either the old or the new state.
+//!
+//! The fsyncs can be turned off (`fsync = false`): the records describe processes
+//! that cannot outlive a reboot, and the rename alone already makes an agent
+//! crash leave a complete snapshot (the page cache survives the agent). They
+//! only protect the file itself against power loss, at a cost of milliseconds
+//! per update on a busy disk.
 
 use crate::cgroup::ProcCgroup;
 use crate::error::HostError;
@@ -74,8 +80,8 @@ pub fn load(path: &Path) -> Result<State, HostError> {
     }
 }
 
-/// Replaces the state at `path` with `state`, atomically and durably.
-pub fn save(path: &Path, state: &State) -> Result<(), HostError> {
+/// Replaces the state at `path` with `state`, atomically, and durably if `fsync`.
+pub fn save(path: &Path, state: &State, fsync: bool) -> Result<(), HostError> {
     let err = |p: &Path| {
         let p = p.to_owned();
         move |source| HostError::State { path: p, source }
@@ -87,8 +93,13 @@ pub fn save(path: &Path, state: &State) -> Result<(), HostError> {
     })?;
     let mut file = File::create(&tmp).map_err(err(&tmp))?;
     file.write_all(&bytes).map_err(err(&tmp))?;
-    file.sync_all().map_err(err(&tmp))?;
+    if fsync {
+        file.sync_all().map_err(err(&tmp))?;
+    }
     fs::rename(&tmp, path).map_err(err(path))?;
+    if !fsync {
+        return Ok(());
+    }
     let dir = path.parent().unwrap_or(Path::new("."));
     File::open(dir).and_then(|d| d.sync_all()).map_err(err(dir))
 }
