@@ -371,11 +371,13 @@ impl Sys for RealSys {
     }
 
     fn spawn(&mut self, plan: &SpawnPlan) -> Result<i32, SysError> {
-        if !self.holder_ns.contains_key(&plan.holder) {
-            let ns = RealSys::open_holder_ns(plan.holder)?;
-            self.holder_ns.insert(plan.holder, ns);
-        }
-        let ns = &self.holder_ns[&plan.holder];
+        let ns = match self.holder_ns.entry(plan.holder) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(RealSys::open_holder_ns(plan.holder)?)
+            }
+        };
+        let ns = &*ns;
         let open_log = |path: &PathBuf| {
             OpenOptions::new()
                 .append(true)
