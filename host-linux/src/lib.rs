@@ -1,7 +1,26 @@
-//! nefele-host-linux: the Linux implementation of `nefele_core::Host` and the
-//! production agent runtime (DESIGN.md §6).
+//! nefele-host-linux: the Linux implementation of `nefele_core::Host`
+//! (DESIGN.md §6).
 //!
-//! To be built by later issues: tenant processes in Linux namespaces (pid, mount,
-//! uts, ipc, net) with cgroup limits (v1 and v2), reaping, logs, durable state and
-//! re-adoption; then the `nefeled` daemon, the `nef` CLI and the libnefele client
-//! (Rust and C ABI). Nothing lives here yet.
+//! [`LinuxHost`] starts tenant processes in per-tenant Linux namespaces (pid,
+//! mount with its own /proc, uts, ipc, net with loopback up) under cgroup limits
+//! (v2, or v1 on legacy and hybrid hosts), reaps them with their exit status, OOM
+//! kills and usage, logs their output, kills whole process trees, reports the
+//! host's resources, and keeps a durable record so that a restarted agent
+//! re-adopts what still runs.
+//!
+//! Modules: [`sys`] (the syscall boundary, the only `unsafe`), [`cgroup`]
+//! (detection, limits, usage), [`state`] (durable record), [`logs`], [`resources`],
+//! [`error`], and [`adapter`] (the decision logic tying them together).
+
+pub mod adapter;
+pub mod cgroup;
+pub mod error;
+pub mod logs;
+pub mod resources;
+pub mod state;
+pub mod sys;
+
+pub use adapter::{Config, LinuxHost};
+pub use cgroup::{Cgroups, Support, Unenforceable};
+pub use error::{HostError, StartError};
+pub use sys::{RealSys, RecordingSys, Sys};

@@ -1,0 +1,249 @@
+//! Start-to-exit latency of `/bin/true` through the adapter (namespaces and cgroup
+//! limits), against `unshare --pid --fork --mount-proc --uts --ipc --net` and a plain
+//! fork/exec; then spawn/kill cycles, checking that nothing is left behind.
+//!
+//! Run as root: `cargo bench -p nefele-host-linux --bench spawn`.
+//! Counts: `NEFELE_BENCH_N` (default 1000) and `NEFELE_BENCH_CYCLES` (default 10000).
+
+use nefele_core::host::{Limits, ResourcePolicy, Signal};
+use nefele_core::{Host, HostCommand, HostEvent, Incarnation, NodeId, Pid, ProcSpec, TenantId};
+use nefele_host_linux::{Config, LinuxHost, RealSys};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn count(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn report(name: &str, mut samples: Vec<Duration>) -> Duration {
+    if samples.is_empty() {
+        println!("{name:<14} n=0");
+        return Duration::ZERO;
+    }
+    samples.sort();
+    let (p50, p99) = (percentile(&samples, 0.50), percentile(&samples, 0.99));
+    println!(
+        "{name:<14} n={:<6} p50={:>8.3} ms  p99={:>8.3} ms",
+        samples.len(),
+        ms(p50),
+        ms(p99)
+    );
+    p50
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Waits for the `Exited` (or a failure) of `pid`; panics after 10 s.
+fn wait_for(host: &mut LinuxHost<RealSys>, pid: Pid, exited: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match host.wait_event(Duration::from_millis(100)) {
+            Some(HostEvent::Exited { pid: p, .. }) if p == pid && exited => return,
+            Some(HostEvent::Started { pid: p }) if p == pid && !exited => return,
+            Some(HostEvent::StartFailed { detail, .. }) => panic!("start failed: {detail}"),
+            _ => {}
+        }
+    }
+    panic!("no event for {pid} within 10 s");
+}
+
+fn spec(argv: &[&str]) -> ProcSpec {
+    let limits = Limits {
+        cpu_millicores: Some(500),
+        memory_bytes: Some(64 << 20),
+        pids: Some(32),
+    };
+    ProcSpec {
+        path: argv[0].to_owned(),
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        resources: ResourcePolicy {
+            limits,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Distinct namespaces held by any process on the host.
+fn namespaces() -> BTreeSet<std::path::PathBuf> {
+    let mut set = BTreeSet::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        for kind in ["pid", "net", "ipc", "uts", "mnt"] {
+            if let Ok(l) = std::fs::read_link(e.path().join("ns").join(kind)) {
+                set.insert(l);
+            }
+        }
+    }
+    set
+}
+
+/// Zombie children of this process.
+fn zombies() -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            let rest: Vec<&str> = stat[stat.rfind(')').map_or(0, |i| i + 1)..]
+                .split_whitespace()
+                .collect();
+            rest.first() == Some(&"Z") && rest.get(1) == Some(&me.as_str())
+        })
+        .count()
+}
+
+fn leftover_cgroups(name: &str) -> usize {
+    fn walk(dir: &Path, name: &str, depth: u32) -> usize {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| {
+                if e.file_name() == name {
+                    1
+                } else if depth > 0 {
+                    walk(&e.path(), name, depth - 1)
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+    walk(Path::new("/sys/fs/cgroup"), name, 4)
+}
+
+/// Starts and reaps `n` `/bin/true` through the adapter; start-to-exit latencies.
+fn run_adapter(
+    host: &mut LinuxHost<RealSys>,
+    tenant: TenantId,
+    next_pid: &mut impl FnMut() -> Pid,
+    n: usize,
+) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let pid = next_pid();
+        let t0 = Instant::now();
+        host.execute(HostCommand::Start {
+            pid,
+            tenant,
+            spec: spec(&["/bin/true"]),
+        })
+        .expect("start");
+        wait_for(host, pid, true);
+        samples.push(t0.elapsed());
+    }
+    samples
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("spawn bench skipped: needs root (namespaces and cgroups)");
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n = count("NEFELE_BENCH_N", 1000);
+    let cycles = count("NEFELE_BENCH_CYCLES", 10_000);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut config = Config::new(dir.path());
+    config.cgroup_name = format!("nefele-bench-{}", std::process::id());
+    config.fsync_state = false;
+    let name = config.cgroup_name.clone();
+    let mut host = LinuxHost::open(config).expect("adapter");
+    println!("cgroups: {:?}", host.support());
+    let ns_before = namespaces();
+    let tenant = TenantId(1);
+    let mut seq = 0u64;
+    let mut next_pid = || {
+        seq += 1;
+        Pid::new(NodeId(1), Incarnation(1), seq)
+    };
+
+    let adapter = run_adapter(&mut host, tenant, &mut next_pid, n);
+    host.set_fsync_state(true);
+    let adapter_fsync = run_adapter(&mut host, tenant, &mut next_pid, n.div_ceil(5));
+    host.set_fsync_state(false);
+    let mut unshare = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let ok = Command::new("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--uts",
+                "--ipc",
+                "--net",
+                "/bin/true",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "unshare failed");
+        unshare.push(t0.elapsed());
+    }
+    let mut plain = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        assert!(Command::new("/bin/true")
+            .status()
+            .is_ok_and(|s| s.success()));
+        plain.push(t0.elapsed());
+    }
+
+    let mut kills = Vec::with_capacity(cycles);
+    for _ in 0..cycles {
+        let pid = next_pid();
+        host.execute(HostCommand::Start {
+            pid,
+            tenant,
+            spec: spec(&["/bin/sleep", "60"]),
+        })
+        .expect("start");
+        wait_for(&mut host, pid, false);
+        let t0 = Instant::now();
+        host.execute(HostCommand::Kill {
+            pid,
+            signal: Signal::Kill,
+        })
+        .expect("kill");
+        wait_for(&mut host, pid, true);
+        kills.push(t0.elapsed());
+    }
+    // Namespace teardown is asynchronous in the kernel once the last process is gone.
+    std::thread::sleep(Duration::from_millis(200));
+    let leftover_ns = namespaces().difference(&ns_before).count();
+
+    report("fork/exec", plain);
+    let p50_unshare = report("unshare", unshare);
+    report("adapter+fsync", adapter_fsync);
+    let p50_adapter = report("adapter", adapter);
+    report("kill", kills);
+    println!(
+        "after {cycles} spawn/kill cycles: zombies={} leftover_cgroups={} leftover_namespaces={} holder={:?}",
+        zombies(),
+        leftover_cgroups(&name),
+        leftover_ns,
+        host.holder(tenant)
+    );
+    println!(
+        "ratio_vs_unshare={:.2}",
+        p50_adapter.as_secs_f64() / p50_unshare.as_secs_f64()
+    );
+}

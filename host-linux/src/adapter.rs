@@ -1,0 +1,710 @@
+//! [`LinuxHost`]: the `nefele_core::Host` of a Linux server. It owns the table of
+//! processes it started, their tenants' namespaces (one holder per tenant), their
+//! cgroups, and the durable state file.
+//!
+//! Call order: [`Host::execute`] for each command; then drain [`Host::poll_event`]
+//! (non-blocking) until `None` whenever the host may have progressed, or block in
+//! [`LinuxHost::wait_event`] for at most a given time.
+//!
+//! Invariants:
+//! - a tenant has a holder iff it has at least one process in the table (a holder
+//!   is created with the first process and ended after the last is cleaned up);
+//! - a process is in the durable state before `Started` is reported, and leaves it
+//!   before `Exited` is reported; `Exited` means its cgroup is gone;
+//! - `Start` of a pid that runs or ran is ignored; `Kill` of an unknown pid too.
+
+use crate::cgroup::{Cgroups, ProcCgroup, Support};
+use crate::error::{HostError, StartError};
+use crate::logs::{self, LogPaths};
+use crate::resources::Capacity;
+use crate::state::{self, HolderRecord, ProcRecord, State};
+use crate::sys::{Reaped, SpawnPlan, Sys};
+use nefele_core::host::{ExitStatus, Limits, Signal, Usage};
+use nefele_core::{Host, HostCommand, HostEvent, HostResources, Pid, ProcSpec, TenantId};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a cgroup may stay busy after its process ended before the adapter
+/// gives up removing it (and reports the exit anyway, with a warning).
+const CLEANUP_GIVE_UP: Duration = Duration::from_secs(5);
+/// How often log sizes are checked against the cap.
+const LOG_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long [`LinuxHost::wait_event`] sleeps at most between retries of a busy cgroup.
+const CLEANUP_RETRY: Duration = Duration::from_millis(2);
+
+/// Settings of the adapter.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the state file and logs live.
+    pub data_dir: PathBuf,
+    /// The cgroup file system root (normally `/sys/fs/cgroup`).
+    pub cgroup_root: PathBuf,
+    /// The directory the adapter's cgroups go under, in each hierarchy.
+    pub cgroup_name: String,
+    /// Time between SIGTERM and SIGKILL for `Signal::Terminate`.
+    pub kill_grace: Duration,
+    /// Size cap of each log file, in bytes.
+    pub log_cap_bytes: u64,
+    /// Aggregate limits per tenant on this host; tenants not listed are unlimited.
+    pub tenant_limits: BTreeMap<TenantId, Limits>,
+    /// Whether state updates are fsynced (see [`crate::state`] for what that buys).
+    pub fsync_state: bool,
+}
+
+impl Config {
+    /// Defaults for an agent whose data lives in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: data_dir.into(),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cgroup_name: "nefele".to_owned(),
+            kill_grace: Duration::from_secs(5),
+            log_cap_bytes: 16 << 20,
+            tenant_limits: BTreeMap::new(),
+            fsync_state: true,
+        }
+    }
+}
+
+/// A tenant present on this host.
+#[derive(Debug)]
+struct Tenant {
+    holder: i32,
+    start_ticks: u64,
+    members: usize,
+}
+
+/// A process in the table.
+#[derive(Debug)]
+struct Proc {
+    record: ProcRecord,
+    started: Instant,
+    kill_deadline: Option<Instant>,
+    /// Set once reaped; the process waits here until its cgroup is removed.
+    reaped: Option<(Reaped, Instant)>,
+}
+
+/// The Linux host adapter.
+#[derive(Debug)]
+pub struct LinuxHost<S: Sys> {
+    sys: S,
+    config: Config,
+    cgroups: Cgroups,
+    capacity: Capacity,
+    tenants: BTreeMap<TenantId, Tenant>,
+    procs: BTreeMap<Pid, Proc>,
+    by_os_pid: BTreeMap<i32, Pid>,
+    finished: BTreeSet<Pid>,
+    events: VecDeque<HostEvent>,
+    resources_changed: bool,
+    next_log_check: Instant,
+}
+
+impl LinuxHost<crate::sys::RealSys> {
+    /// Opens the adapter on this machine: detects cgroups, reads the state file and
+    /// re-adopts what still runs.
+    pub fn open(config: Config) -> Result<Self, HostError> {
+        let cgroups = Cgroups::detect(&config.cgroup_root, &config.cgroup_name)?;
+        LinuxHost::with(config, crate::sys::RealSys::new()?, cgroups)
+    }
+}
+
+fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn proc_dir_name(pid: Pid) -> String {
+    format!("p{pid}")
+}
+
+/// What to exec: path, argv (never empty), environment pairs.
+type Launch = (String, Vec<String>, Vec<(String, String)>);
+
+/// Checks a spec and turns it into what to exec.
+fn validate(spec: &ProcSpec) -> Result<Launch, StartError> {
+    let bad = |what: String| Err(StartError::InvalidSpec(what));
+    if spec.path.is_empty() || !spec.path.starts_with('/') {
+        return bad(format!("path {:?} is not absolute", spec.path));
+    }
+    if let Some(a) = std::iter::once(&spec.path)
+        .chain(&spec.argv)
+        .chain(&spec.envp)
+        .find(|s| s.contains('\0'))
+    {
+        return bad(format!("{a:?} contains a NUL byte"));
+    }
+    let mut env = Vec::with_capacity(spec.envp.len());
+    for entry in &spec.envp {
+        match entry.split_once('=') {
+            Some((k, v)) if !k.is_empty() => env.push((k.to_owned(), v.to_owned())),
+            _ => return bad(format!("environment entry {entry:?} is not KEY=VALUE")),
+        }
+    }
+    let argv = if spec.argv.is_empty() {
+        vec![spec.path.clone()]
+    } else {
+        spec.argv.clone()
+    };
+    Ok((spec.path.clone(), argv, env))
+}
+
+/// Checks that `path` is an executable file this host can run.
+fn check_executable(path: &str) -> Result<(), StartError> {
+    let p = Path::new(path);
+    let meta = std::fs::metadata(p).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => StartError::ExecutableMissing(p.to_owned()),
+        std::io::ErrorKind::PermissionDenied => {
+            StartError::PermissionDenied(format!("stat {path}"))
+        }
+        _ => StartError::NotExecutable {
+            path: p.to_owned(),
+            why: e.to_string(),
+        },
+    })?;
+    let not_exec = |why: &str| {
+        Err(StartError::NotExecutable {
+            path: p.to_owned(),
+            why: why.to_owned(),
+        })
+    };
+    if !meta.is_file() {
+        return not_exec("not a regular file");
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return not_exec("no execute permission");
+    }
+    let mut magic = [0u8; 4];
+    let read = std::fs::File::open(p).and_then(|mut f| f.read(&mut magic));
+    match read {
+        Ok(n) if (n == 4 && magic == *b"\x7fELF") || (n >= 2 && magic[..2] == *b"#!") => Ok(()),
+        Ok(_) => not_exec("neither an ELF binary nor a #! script"),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(StartError::PermissionDenied(format!("open {path}")))
+        }
+        Err(e) => not_exec(&e.to_string()),
+    }
+}
+
+impl<S: Sys> LinuxHost<S> {
+    /// An adapter over `sys` and `cgroups`: reads the state file in `config.data_dir`,
+    /// re-adopts processes still running, queues `Exited` for those that ended while
+    /// no adapter watched, and removes cgroups no record accounts for.
+    pub fn with(config: Config, sys: S, cgroups: Cgroups) -> Result<Self, HostError> {
+        let logs_dir = config.data_dir.join("logs");
+        std::fs::create_dir_all(&logs_dir).map_err(|source| HostError::State {
+            path: logs_dir,
+            source,
+        })?;
+        let saved = state::load(&state_path(&config))?;
+        let mut host = LinuxHost {
+            sys,
+            config,
+            cgroups,
+            capacity: Capacity::measure(),
+            tenants: BTreeMap::new(),
+            procs: BTreeMap::new(),
+            by_os_pid: BTreeMap::new(),
+            finished: BTreeSet::new(),
+            events: VecDeque::new(),
+            resources_changed: true,
+            next_log_check: Instant::now(),
+        };
+        host.readopt(saved);
+        host.persist()?;
+        Ok(host)
+    }
+
+    fn readopt(&mut self, saved: State) {
+        for h in saved.holders {
+            if self.sys.adopt(h.os_pid, h.start_ticks) {
+                self.tenants.insert(
+                    h.tenant,
+                    Tenant {
+                        holder: h.os_pid,
+                        start_ticks: h.start_ticks,
+                        members: 0,
+                    },
+                );
+            }
+        }
+        let now_ms = unix_ms_now();
+        for record in saved.procs {
+            let Ok(pid) = record.pid.parse::<Pid>() else {
+                continue;
+            };
+            let age = Duration::from_millis(now_ms.saturating_sub(record.started_unix_ms));
+            let started = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+            let tenant_alive = self.tenants.contains_key(&record.tenant);
+            let alive = tenant_alive && self.sys.adopt(record.os_pid, record.start_ticks);
+            // Counted even if it ended: its cleanup below uncounts it.
+            if let Some(t) = self.tenants.get_mut(&record.tenant) {
+                t.members += 1;
+            }
+            self.by_os_pid.insert(record.os_pid, pid);
+            let reaped = (!alive).then(|| (Reaped::Unknown, Instant::now()));
+            self.procs.insert(
+                pid,
+                Proc {
+                    record,
+                    started,
+                    kill_deadline: None,
+                    reaped,
+                },
+            );
+            if !alive {
+                self.cleanup(pid);
+            }
+        }
+        let idle: Vec<TenantId> = self
+            .tenants
+            .iter()
+            .filter(|(_, t)| t.members == 0)
+            .map(|(&id, _)| id)
+            .collect();
+        for tenant in idle {
+            self.release_tenant(tenant);
+        }
+        let recorded: Vec<ProcCgroup> = self
+            .procs
+            .values()
+            .map(|p| p.record.cgroup.clone())
+            .collect();
+        for (tenant, _, cg) in self.cgroups.existing() {
+            if recorded.contains(&cg) {
+                continue;
+            }
+            tracing::warn!(?cg, "removing a cgroup no record accounts for");
+            self.sys
+                .signal_tree(0, &Cgroups::members(&cg), libc::SIGKILL);
+            if let Err(e) = self.cgroups.remove(&cg) {
+                tracing::warn!(%e, "leftover cgroup not removed");
+            }
+            if !self.tenants.contains_key(&tenant) {
+                let _ = self.cgroups.remove_tenant(tenant);
+            }
+        }
+        if self.tenants.is_empty() {
+            self.cgroups.remove_base_if_empty();
+        }
+    }
+
+    /// The syscall layer (tests drive the recording double through it).
+    pub fn sys_mut(&mut self) -> &mut S {
+        &mut self.sys
+    }
+
+    /// Turns fsync of state updates on or off (see [`Config::fsync_state`]).
+    pub fn set_fsync_state(&mut self, fsync: bool) {
+        self.config.fsync_state = fsync;
+    }
+
+    /// Which limits this host can enforce, and through what.
+    pub fn support(&self) -> Support {
+        self.cgroups.support()
+    }
+
+    /// The cpu model name of this host (not carried by `HostResources`).
+    pub fn cpu_model(&self) -> &str {
+        &self.capacity.cpu_model
+    }
+
+    /// The log files of `pid` (which exist once it started).
+    pub fn log_paths(&self, pid: Pid) -> LogPaths {
+        LogPaths::new(&self.config.data_dir, pid)
+    }
+
+    /// The pid on this host of a running process, if it is in the table.
+    pub fn os_pid(&self, pid: Pid) -> Option<i32> {
+        self.procs.get(&pid).map(|p| p.record.os_pid)
+    }
+
+    /// The cgroup of a running process, if it is in the table.
+    pub fn cgroup(&self, pid: Pid) -> Option<&ProcCgroup> {
+        self.procs.get(&pid).map(|p| &p.record.cgroup)
+    }
+
+    /// The holder (pid 1 of the namespaces) of a tenant present on this host.
+    pub fn holder(&self, tenant: TenantId) -> Option<i32> {
+        self.tenants.get(&tenant).map(|t| t.holder)
+    }
+
+    /// Like [`Host::poll_event`], but waits up to `timeout` for an event.
+    pub fn wait_event(&mut self, timeout: Duration) -> Option<HostEvent> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.poll_event() {
+                return Some(e);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            let mut wait = deadline - now;
+            if self.procs.values().any(|p| p.reaped.is_some()) {
+                wait = wait.min(CLEANUP_RETRY);
+            }
+            if let Some(k) = self.procs.values().filter_map(|p| p.kill_deadline).min() {
+                wait = wait.min(k.saturating_duration_since(now));
+            }
+            for pid in self.sys.ended(wait) {
+                self.reap(pid);
+            }
+        }
+    }
+
+    fn persist(&mut self) -> Result<(), HostError> {
+        let snapshot = State {
+            holders: self
+                .tenants
+                .iter()
+                .map(|(&tenant, t)| HolderRecord {
+                    tenant,
+                    os_pid: t.holder,
+                    start_ticks: t.start_ticks,
+                })
+                .collect(),
+            procs: self.procs.values().map(|p| p.record.clone()).collect(),
+        };
+        state::save(
+            &state_path(&self.config),
+            &snapshot,
+            self.config.fsync_state,
+        )
+    }
+
+    fn persist_or_log(&mut self) {
+        if let Err(e) = self.persist() {
+            tracing::error!(%e, "state file not updated");
+        }
+    }
+
+    fn start(&mut self, pid: Pid, tenant: TenantId, spec: &ProcSpec) -> Result<(), StartError> {
+        let launch = validate(spec)?;
+        check_executable(&launch.0)?;
+        let limits = &spec.resources.limits;
+        let tenant_limits = self
+            .config
+            .tenant_limits
+            .get(&tenant)
+            .cloned()
+            .unwrap_or_default();
+        self.cgroups.check(limits)?;
+        self.cgroups.check(&tenant_limits)?;
+        if !self.tenants.contains_key(&tenant) {
+            let holder = self.sys.spawn_holder(&format!("nefele-{tenant}"))?;
+            let start_ticks = self.sys.start_ticks(holder).unwrap_or(0);
+            self.tenants.insert(
+                tenant,
+                Tenant {
+                    holder,
+                    start_ticks,
+                    members: 0,
+                },
+            );
+        }
+        let spawned = self.spawn_in(pid, tenant, spec, launch, &tenant_limits);
+        match spawned {
+            Ok(record) => {
+                if let Some(t) = self.tenants.get_mut(&tenant) {
+                    t.members += 1;
+                }
+                self.by_os_pid.insert(record.os_pid, pid);
+                let started = Instant::now();
+                self.procs.insert(
+                    pid,
+                    Proc {
+                        record,
+                        started,
+                        kill_deadline: None,
+                        reaped: None,
+                    },
+                );
+                Ok(())
+            }
+            Err(e) => {
+                if self.tenants.get(&tenant).is_some_and(|t| t.members == 0) {
+                    self.release_tenant(tenant);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn spawn_in(
+        &mut self,
+        pid: Pid,
+        tenant: TenantId,
+        spec: &ProcSpec,
+        (path, argv, env): Launch,
+        tenant_limits: &Limits,
+    ) -> Result<ProcRecord, StartError> {
+        let holder = self.tenants.get(&tenant).map_or(0, |t| t.holder);
+        let limits = &spec.resources.limits;
+        let cgroup = self
+            .cgroups
+            .create(tenant, &proc_dir_name(pid), limits, tenant_limits)?;
+        let logs = LogPaths::new(&self.config.data_dir, pid);
+        let plan = SpawnPlan {
+            path,
+            argv,
+            env,
+            holder,
+            cgroup_procs: Cgroups::procs_files(&cgroup),
+            stdout: logs.stdout.clone(),
+            stderr: logs.stderr.clone(),
+        };
+        let os_pid = match self.sys.spawn(&plan) {
+            Ok(os_pid) => os_pid,
+            Err(e) => {
+                if let Err(c) = self.cgroups.remove(&cgroup) {
+                    tracing::warn!(%c, "cgroup of a failed start not removed");
+                }
+                return Err(e.into());
+            }
+        };
+        Ok(ProcRecord {
+            pid: pid.to_string(),
+            tenant,
+            os_pid,
+            start_ticks: self.sys.start_ticks(os_pid).unwrap_or(0),
+            cgroup,
+            started_unix_ms: unix_ms_now(),
+            cpu_millicores: spec.resources.cpu_millicores.unwrap_or(0),
+            memory_bytes: spec.resources.memory_bytes.unwrap_or(0),
+            stdout: logs.stdout,
+            stderr: logs.stderr,
+        })
+    }
+
+    fn release_tenant(&mut self, tenant: TenantId) {
+        if let Some(t) = self.tenants.remove(&tenant) {
+            self.sys.end_holder(t.holder);
+        }
+        if let Err(e) = self.cgroups.remove_tenant(tenant) {
+            tracing::warn!(%e, %tenant, "tenant cgroup not removed");
+        }
+        if self.tenants.is_empty() {
+            self.cgroups.remove_base_if_empty();
+        }
+    }
+
+    /// Delivers `signal` to the whole tree of `pid`: its cgroup's members and its group.
+    fn signal_tree(&mut self, pid: Pid, signal: i32) {
+        let Some(p) = self.procs.get(&pid) else {
+            return;
+        };
+        let cg = p.record.cgroup.clone();
+        let os_pid = p.record.os_pid;
+        if signal == libc::SIGKILL && Cgroups::kill_all(&cg) {
+            return;
+        }
+        self.sys.signal(os_pid, signal);
+        self.sys.signal_tree(os_pid, &Cgroups::members(&cg), signal);
+    }
+
+    fn kill(&mut self, pid: Pid, signal: Signal) {
+        let Some(p) = self.procs.get_mut(&pid) else {
+            tracing::debug!(%pid, "kill of a process not in the table ignored");
+            return;
+        };
+        if p.reaped.is_some() {
+            return;
+        }
+        let number = match signal {
+            Signal::Terminate => {
+                p.kill_deadline = Some(Instant::now() + self.config.kill_grace);
+                libc::SIGTERM
+            }
+            Signal::Kill => libc::SIGKILL,
+            Signal::Raw(n) if (1..=64).contains(&n) => n,
+            Signal::Raw(n) => {
+                tracing::warn!(%pid, n, "kill with an invalid signal number ignored");
+                return;
+            }
+        };
+        self.signal_tree(pid, number);
+    }
+
+    /// Reaps the process with host pid `os_pid` if it ended, then cleans it up.
+    fn reap(&mut self, os_pid: i32) {
+        let Some(&pid) = self.by_os_pid.get(&os_pid) else {
+            return;
+        };
+        match self.sys.try_reap(os_pid) {
+            Reaped::Running => {}
+            how => {
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    p.reaped = Some((how, Instant::now()));
+                }
+                self.cleanup(pid);
+            }
+        }
+    }
+
+    /// Kills what is left of a reaped process's tree and removes its cgroup; once
+    /// done (or given up), reports `Exited` and forgets the process.
+    fn cleanup(&mut self, pid: Pid) {
+        let Some(p) = self.procs.get(&pid) else {
+            return;
+        };
+        let Some((how, since)) = p.reaped else { return };
+        let cg = p.record.cgroup.clone();
+        let stats = Cgroups::stats(&cg);
+        let members = Cgroups::members(&cg);
+        if !members.is_empty() && !Cgroups::kill_all(&cg) {
+            self.sys
+                .signal_tree(p.record.os_pid, &members, libc::SIGKILL);
+        }
+        if let Err(e) = self.cgroups.remove(&cg) {
+            if since.elapsed() < CLEANUP_GIVE_UP {
+                return;
+            }
+            tracing::warn!(%e, %pid, "cgroup still busy; reporting the exit anyway");
+        }
+        let Some(p) = self.procs.remove(&pid) else {
+            return;
+        };
+        self.by_os_pid.remove(&p.record.os_pid);
+        self.finished.insert(pid);
+        let oom = stats.oom_kills > 0;
+        let (status, rusage) = match how {
+            Reaped::Code(c, r) => (ExitStatus::Code(c), r),
+            Reaped::Signaled(libc::SIGKILL, r) if oom => (ExitStatus::OutOfMemory, r),
+            Reaped::Signaled(s, r) => (ExitStatus::Signaled(s), r),
+            Reaped::Unknown | Reaped::Running if oom => {
+                (ExitStatus::OutOfMemory, Default::default())
+            }
+            Reaped::Unknown | Reaped::Running => (ExitStatus::Lost, Default::default()),
+        };
+        let usage = Usage {
+            cpu_time: stats.cpu_time.unwrap_or_default().max(rusage.cpu_time),
+            peak_memory_bytes: stats
+                .peak_memory_bytes
+                .unwrap_or_default()
+                .max(rusage.max_rss_bytes),
+            wall_time: since.saturating_duration_since(p.started),
+        };
+        let tenant = p.record.tenant;
+        let last = self.tenants.get_mut(&tenant).is_some_and(|t| {
+            t.members = t.members.saturating_sub(1);
+            t.members == 0
+        });
+        if last {
+            self.release_tenant(tenant);
+        }
+        self.persist_or_log();
+        self.resources_changed = true;
+        self.events
+            .push_back(HostEvent::Exited { pid, status, usage });
+    }
+
+    /// Non-blocking progress: reaps what ended, retries busy cleanups, escalates
+    /// overdue terminations, enforces log caps.
+    fn progress(&mut self) {
+        for os_pid in self.sys.ended(Duration::ZERO) {
+            self.reap(os_pid);
+        }
+        let now = Instant::now();
+        let mut pending = Vec::new();
+        let mut overdue = Vec::new();
+        for (&pid, p) in &self.procs {
+            if p.reaped.is_some() {
+                pending.push(pid);
+            } else if p.kill_deadline.is_some_and(|d| d <= now) {
+                overdue.push(pid);
+            }
+        }
+        for pid in pending {
+            self.cleanup(pid);
+        }
+        for pid in overdue {
+            if let Some(p) = self.procs.get_mut(&pid) {
+                p.kill_deadline = None;
+            }
+            self.signal_tree(pid, libc::SIGKILL);
+        }
+        if now >= self.next_log_check {
+            self.next_log_check = now + LOG_CHECK_EVERY;
+            for p in self.procs.values() {
+                for file in [&p.record.stdout, &p.record.stderr] {
+                    if let Err(e) = logs::enforce_cap(file, self.config.log_cap_bytes) {
+                        tracing::warn!(%e, ?file, "log cap not enforced");
+                    }
+                }
+            }
+        }
+    }
+
+    fn committed(&self) -> (u32, u64) {
+        self.procs.values().fold((0, 0), |(c, m), p| {
+            (
+                c.saturating_add(p.record.cpu_millicores),
+                m.saturating_add(p.record.memory_bytes),
+            )
+        })
+    }
+}
+
+fn state_path(config: &Config) -> PathBuf {
+    config.data_dir.join("host-state.json")
+}
+
+impl<S: Sys> Host for LinuxHost<S> {
+    type Error = HostError;
+
+    fn execute(&mut self, command: HostCommand) -> Result<(), HostError> {
+        match command {
+            HostCommand::Start { pid, tenant, spec } => {
+                if self.procs.contains_key(&pid) || self.finished.contains(&pid) {
+                    return Ok(());
+                }
+                match self.start(pid, tenant, &spec) {
+                    Ok(()) => {
+                        self.resources_changed = true;
+                        let saved = self.persist();
+                        self.events.push_back(HostEvent::Started { pid });
+                        saved?;
+                    }
+                    Err(e) => {
+                        self.finished.insert(pid);
+                        self.events.push_back(HostEvent::StartFailed {
+                            pid,
+                            reason: e.reason(),
+                            detail: e.to_string(),
+                        });
+                    }
+                }
+            }
+            HostCommand::Kill { pid, signal } => self.kill(pid, signal),
+        }
+        Ok(())
+    }
+
+    fn poll_event(&mut self) -> Option<HostEvent> {
+        if self.events.is_empty() {
+            self.progress();
+        }
+        if let Some(e) = self.events.pop_front() {
+            return Some(e);
+        }
+        if self.resources_changed {
+            self.resources_changed = false;
+            return Some(HostEvent::Resources(self.resources()));
+        }
+        None
+    }
+
+    fn resources(&self) -> HostResources {
+        let (cpu, memory) = self.committed();
+        HostResources {
+            committed_cpu_millicores: cpu,
+            committed_memory_bytes: memory,
+            ..self.capacity.to_resources()
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Durable local state: what the adapter started and the tenants' holders, so that
+//! a restarted agent re-adopts processes still running and reports those that
+//! ended while it was down.
+//!
+//! Invariant: the file on disk is always a complete, valid snapshot. It is
+//! replaced atomically (write a temporary file, fsync it, rename it over the old
+//! one, fsync the directory), so a crash leaves either the old or the new state.
+//!
+//! The fsyncs can be turned off (`fsync = false`): the records describe processes
+//! that cannot outlive a reboot, and the rename alone already makes an agent
+//! crash leave a complete snapshot (the page cache survives the agent). They
+//! only protect the file itself against power loss, at a cost of milliseconds
+//! per update on a busy disk.
+
+use crate::cgroup::ProcCgroup;
+use crate::error::HostError;
+use nefele_core::TenantId;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A tenant's holder process (pid 1 of its namespaces).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderRecord {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The holder's pid on this host.
+    pub os_pid: i32,
+    /// Its start time in clock ticks since boot (pid-reuse guard).
+    pub start_ticks: u64,
+}
+
+/// A process the adapter started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcRecord {
+    /// The global pid, in its text form.
+    pub pid: String,
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// Its pid on this host.
+    pub os_pid: i32,
+    /// Its start time in clock ticks since boot (pid-reuse guard).
+    pub start_ticks: u64,
+    /// Its cgroup directories.
+    pub cgroup: ProcCgroup,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_unix_ms: u64,
+    /// Reserved cpu, in millicores.
+    pub cpu_millicores: u32,
+    /// Reserved memory, in bytes.
+    pub memory_bytes: u64,
+    /// Its stdout log file.
+    pub stdout: PathBuf,
+    /// Its stderr log file.
+    pub stderr: PathBuf,
+}
+
+/// The whole durable state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Live tenant holders.
+    pub holders: Vec<HolderRecord>,
+    /// Processes started and not yet reported ended.
+    pub procs: Vec<ProcRecord>,
+}
+
+/// Reads the state at `path`; a missing file is an empty state.
+pub fn load(path: &Path) -> Result<State, HostError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| HostError::CorruptState {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(source) => Err(HostError::State {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Replaces the state at `path` with `state`, atomically, and durably if `fsync`.
+pub fn save(path: &Path, state: &State, fsync: bool) -> Result<(), HostError> {
+    let err = |p: &Path| {
+        let p = p.to_owned();
+        move |source| HostError::State { path: p, source }
+    };
+    let tmp = path.with_extension("tmp");
+    let bytes = serde_json::to_vec(state).map_err(|e| HostError::CorruptState {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })?;
+    let mut file = File::create(&tmp).map_err(err(&tmp))?;
+    file.write_all(&bytes).map_err(err(&tmp))?;
+    if fsync {
+        file.sync_all().map_err(err(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(err(path))?;
+    if !fsync {
+        return Ok(());
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir).and_then(|d| d.sync_all()).map_err(err(dir))
+}

@@ -1,0 +1,728 @@
+//! The syscall boundary: everything the adapter asks of the kernel about
+//! processes and namespaces goes through the [`Sys`] trait, so that the
+//! decision logic in [`crate::adapter`] is tested with [`RecordingSys`] without
+//! root, and the real path ([`RealSys`]) is tested as root.
+//!
+//! This is the only module with `unsafe` code (fork/clone/exec and a few raw
+//! syscalls that neither std nor nix wraps). Invariants it keeps:
+//! - after a fork or clone, the child runs only async-signal-safe syscalls on data
+//!   prepared before the fork (no allocation, no locks) until it execs or loops;
+//! - every process it spawned or tracks has a pidfd, so signals and exit
+//!   detection never hit a recycled pid; a pidfd is closed once the process is
+//!   reaped or forgotten;
+//! - the calling thread's pid namespace for children is restored after every spawn.
+//!
+//! Cgroup files are plain files and are handled by [`crate::cgroup`], not here.
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// A syscall (or a step of starting a process) the kernel refused, with its errno.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{op} failed: {errno} ({})", errno.desc())]
+pub struct SysError {
+    /// The syscall or step, e.g. `"setns(CLONE_NEWNET)"` or `"execve"`.
+    pub op: &'static str,
+    /// What the kernel said.
+    pub errno: Errno,
+}
+
+impl SysError {
+    fn new(op: &'static str, errno: Errno) -> Self {
+        SysError { op, errno }
+    }
+
+    fn io(op: &'static str, e: &std::io::Error) -> Self {
+        SysError::new(op, Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    }
+}
+
+/// Everything needed to start one tenant process, prepared before any fork.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnPlan {
+    /// Absolute path of the executable (no NUL bytes).
+    pub path: String,
+    /// Arguments, `argv[0]` included (never empty, no NUL bytes).
+    pub argv: Vec<String>,
+    /// Environment as `(key, value)` pairs; nothing else is inherited.
+    pub env: Vec<(String, String)>,
+    /// The tenant's holder process, whose namespaces the process joins.
+    pub holder: i32,
+    /// `cgroup.procs` files the process moves itself into before exec.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Where stdout goes (appended).
+    pub stdout: PathBuf,
+    /// Where stderr goes (appended).
+    pub stderr: PathBuf,
+}
+
+/// How a reaped process ended, with what `wait4` measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaped {
+    /// Still running.
+    Running,
+    /// Exited with a code.
+    Code(i32, Rusage),
+    /// Killed by a signal.
+    Signaled(i32, Rusage),
+    /// Gone, but not our child, so its status is unknown (adopted after a restart).
+    Unknown,
+}
+
+/// Resource use reported by `wait4` (the process and its waited-for descendants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rusage {
+    /// User plus system cpu time.
+    pub cpu_time: Duration,
+    /// Peak resident set size, in bytes.
+    pub max_rss_bytes: u64,
+}
+
+/// The kernel, as the adapter needs it.
+pub trait Sys {
+    /// Creates a tenant's namespaces (pid, mount with its own /proc, uts named
+    /// `hostname`, ipc, net with loopback up) with a holder process as their pid 1;
+    /// returns the holder's pid once the namespaces are ready.
+    fn spawn_holder(&mut self, hostname: &str) -> Result<i32, SysError>;
+    /// Starts a process in the holder's namespaces as `plan` says; returns its pid.
+    fn spawn(&mut self, plan: &SpawnPlan) -> Result<i32, SysError>;
+    /// Starts tracking a process this instance did not spawn (re-adoption), if it is
+    /// alive and its start time is still `start_ticks`; returns whether it is.
+    fn adopt(&mut self, pid: i32, start_ticks: u64) -> bool;
+    /// The start time of `pid` in clock ticks since boot, from /proc (pid-reuse guard).
+    fn start_ticks(&self, pid: i32) -> Option<u64>;
+    /// Reaps `pid` if it ended, without blocking; forgets it once it has.
+    fn try_reap(&mut self, pid: i32) -> Reaped;
+    /// Delivers `signal` to the tracked process `pid`; a process already gone is fine.
+    fn signal(&mut self, pid: i32, signal: i32);
+    /// Delivers `signal` to the process group `pgid` and to each of `pids` (tree members
+    /// not tracked individually); processes already gone are fine.
+    fn signal_tree(&mut self, pgid: i32, pids: &[i32], signal: i32);
+    /// Kills and reaps a holder, which ends its tenant's namespaces.
+    fn end_holder(&mut self, holder: i32);
+    /// Waits up to `timeout` for tracked processes to end; returns those that did.
+    fn ended(&mut self, timeout: Duration) -> Vec<i32>;
+}
+
+/// The real kernel.
+#[derive(Debug)]
+pub struct RealSys {
+    /// pidfds of every tracked process (tenant processes and holders).
+    pidfds: BTreeMap<i32, OwnedFd>,
+    /// Namespace files of each holder, opened once.
+    holder_ns: HashMap<i32, HolderNs>,
+    /// This process's own pid namespace, to restore after a spawn.
+    own_pid_ns: File,
+    /// /dev/null, for the holder's standard streams.
+    dev_null: File,
+}
+
+/// The namespace files of one holder, in the order a new process joins them.
+#[derive(Debug)]
+struct HolderNs {
+    pid: File,
+    net: File,
+    ipc: File,
+    uts: File,
+    mnt: File,
+}
+
+/// Steps a spawned child reports through its status pipe before performing them,
+/// so a failure names the step; the index is the byte written.
+const CHILD_STEPS: [&str; 7] = [
+    "write cgroup.procs",
+    "setns(CLONE_NEWNET)",
+    "setns(CLONE_NEWIPC)",
+    "setns(CLONE_NEWUTS)",
+    "setns(CLONE_NEWNS)",
+    "setsid",
+    "execve",
+];
+
+/// Steps of holder setup, reported the same way; `HOLDER_READY` means all done.
+const HOLDER_STEPS: [&str; 4] = [
+    "mount(MS_REC|MS_PRIVATE, /)",
+    "mount(proc, /proc)",
+    "sethostname",
+    "ioctl(SIOCSIFFLAGS, lo up)",
+];
+const HOLDER_READY: u8 = 0xff;
+
+impl RealSys {
+    /// Opens the handles the real implementation keeps for its whole life.
+    pub fn new() -> Result<Self, SysError> {
+        let own_pid_ns = File::open("/proc/self/ns/pid")
+            .map_err(|e| SysError::io("open /proc/self/ns/pid", &e))?;
+        let dev_null = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| SysError::io("open /dev/null", &e))?;
+        Ok(RealSys {
+            pidfds: BTreeMap::new(),
+            holder_ns: HashMap::new(),
+            own_pid_ns,
+            dev_null,
+        })
+    }
+
+    fn open_holder_ns(holder: i32) -> Result<HolderNs, SysError> {
+        let open = |kind: &str| {
+            File::open(format!("/proc/{holder}/ns/{kind}"))
+                .map_err(|e| SysError::io("open /proc/<holder>/ns", &e))
+        };
+        Ok(HolderNs {
+            pid: open("pid")?,
+            net: open("net")?,
+            ipc: open("ipc")?,
+            uts: open("uts")?,
+            mnt: open("mnt")?,
+        })
+    }
+
+    fn track(&mut self, pid: i32) -> Result<(), SysError> {
+        let fd = pidfd_open(pid)?;
+        self.pidfds.insert(pid, fd);
+        Ok(())
+    }
+}
+
+/// Opens a pidfd for `pid`.
+fn pidfd_open(pid: i32) -> Result<OwnedFd, SysError> {
+    // SAFETY: pidfd_open takes two integers and returns a new fd or -1; we take
+    // ownership of the fd only on success.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(SysError::new("pidfd_open", Errno::last()));
+    }
+    // SAFETY: the kernel just returned this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Reads the step bytes a child wrote before exec'ing or failing; the last is the failing step.
+fn last_step(mut pipe: File) -> Option<u8> {
+    let mut buf = [0u8; 16];
+    let mut last = None;
+    while let Ok(n) = pipe.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        last = Some(buf[n - 1]);
+    }
+    last
+}
+
+/// Reads the start time (field 22 of /proc/<pid>/stat) of `pid`.
+pub fn proc_start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces.
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    after_comm.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn pipe_cloexec() -> Result<(File, File), SysError> {
+    let (r, w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SysError::new("pipe2", e))?;
+    Ok((File::from(r), File::from(w)))
+}
+
+/// Writes one step byte to the status pipe (async-signal-safe).
+fn report_step(fd: RawFd, step: u8) {
+    // SAFETY: write(2) on a valid fd with a one-byte buffer on the stack.
+    unsafe {
+        libc::write(fd, (&step as *const u8).cast(), 1);
+    }
+}
+
+/// Holder body, run in the cloned child: async-signal-safe syscalls only.
+fn holder_main(status_fd: RawFd, null_fd: RawFd, hostname: &[u8]) -> isize {
+    use nix::mount::{mount, MsFlags};
+    let fail = |step: usize| -> isize {
+        report_step(status_fd, step as u8);
+        1
+    };
+    report_step(status_fd, 0);
+    if mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .is_err()
+    {
+        return fail(0);
+    }
+    report_step(status_fd, 1);
+    let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        proc_flags,
+        None::<&str>,
+    )
+    .is_err()
+    {
+        return fail(1);
+    }
+    report_step(status_fd, 2);
+    // SAFETY: sethostname with a pointer/length pair into a live slice.
+    if unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) } != 0 {
+        return fail(2);
+    }
+    report_step(status_fd, 3);
+    if !loopback_up() {
+        return fail(3);
+    }
+    // SAFETY: dup2/close_range/close on fds this process owns; nothing in this
+    // process uses the closed fds afterwards.
+    unsafe {
+        libc::dup2(null_fd, 0);
+        libc::dup2(null_fd, 1);
+        libc::dup2(null_fd, 2);
+        report_step(status_fd, HOLDER_READY);
+        libc::close_range(3, u32::MAX, 0);
+    }
+    // Pid 1 of the tenant: reap orphans forever, until the adapter kills it.
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with a valid pointer to a local.
+        if unsafe { libc::waitpid(-1, &mut status, 0) } < 0 {
+            let pause = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 100_000_000,
+            };
+            // SAFETY: nanosleep with a valid timespec and no remainder pointer.
+            unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
+        }
+    }
+}
+
+/// Sets the loopback interface of the current network namespace up.
+fn loopback_up() -> bool {
+    // SAFETY: socket/ioctl/close on a zeroed, correctly sized ifreq on the stack.
+    unsafe {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock < 0 {
+            return false;
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        let mut ok = libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) == 0;
+        if ok {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            ok = libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) == 0;
+        }
+        libc::close(sock);
+        ok
+    }
+}
+
+impl Sys for RealSys {
+    fn spawn_holder(&mut self, hostname: &str) -> Result<i32, SysError> {
+        let (status_r, status_w) = pipe_cloexec()?;
+        let status_fd = status_w.as_raw_fd();
+        let null_fd = self.dev_null.as_raw_fd();
+        let name = hostname.as_bytes().to_vec();
+        let mut stack = vec![0u8; 64 * 1024];
+        let flags = CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWNET;
+        let body = Box::new(move || holder_main(status_fd, null_fd, &name));
+        // SAFETY: the child gets a copy of this address space (no CLONE_VM) and runs
+        // `holder_main`, which only makes async-signal-safe syscalls on data prepared
+        // above; it never returns to Rust code of the parent's threads.
+        let pid = unsafe { nix::sched::clone(body, &mut stack, flags, Some(libc::SIGCHLD)) }
+            .map_err(|e| SysError::new("clone(CLONE_NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET)", e))?
+            .as_raw();
+        drop(status_w);
+        let step = last_step(status_r);
+        if step != Some(HOLDER_READY) {
+            let mut status = 0;
+            // SAFETY: reaping our own child with a valid status pointer.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            let op = step.and_then(|s| HOLDER_STEPS.get(usize::from(s))).copied();
+            return Err(SysError::new(op.unwrap_or("holder setup"), Errno::EPERM));
+        }
+        let ns = RealSys::open_holder_ns(pid).and_then(|ns| self.track(pid).map(|()| ns));
+        match ns {
+            Ok(ns) => {
+                self.holder_ns.insert(pid, ns);
+                Ok(pid)
+            }
+            Err(e) => {
+                self.end_holder(pid);
+                Err(e)
+            }
+        }
+    }
+
+    fn spawn(&mut self, plan: &SpawnPlan) -> Result<i32, SysError> {
+        let ns = match self.holder_ns.entry(plan.holder) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(RealSys::open_holder_ns(plan.holder)?)
+            }
+        };
+        let ns = &*ns;
+        let open_log = |path: &PathBuf| {
+            OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o640)
+                .open(path)
+                .map_err(|e| SysError::io("open log file", &e))
+        };
+        let (stdout, stderr) = (open_log(&plan.stdout)?, open_log(&plan.stderr)?);
+        let mut cgroup_fds = Vec::with_capacity(plan.cgroup_procs.len());
+        for path in &plan.cgroup_procs {
+            let file = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(path)
+                .map_err(|e| SysError::io("open cgroup.procs", &e))?;
+            cgroup_fds.push(file);
+        }
+        let raw_cgroups: Vec<RawFd> = cgroup_fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let joins: [(RawFd, CloneFlags); 4] = [
+            (ns.net.as_raw_fd(), CloneFlags::CLONE_NEWNET),
+            (ns.ipc.as_raw_fd(), CloneFlags::CLONE_NEWIPC),
+            (ns.uts.as_raw_fd(), CloneFlags::CLONE_NEWUTS),
+            (ns.mnt.as_raw_fd(), CloneFlags::CLONE_NEWNS),
+        ];
+        let (status_r, status_w) = pipe_cloexec()?;
+        let status_fd = status_w.as_raw_fd();
+
+        let (arg0, args) = plan
+            .argv
+            .split_first()
+            .map_or((plan.path.as_str(), &[][..]), |(a, rest)| {
+                (a.as_str(), rest)
+            });
+        let mut command = Command::new(&plan.path);
+        command
+            .arg0(arg0)
+            .args(args)
+            .env_clear()
+            .envs(plan.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        // SAFETY: the closure runs in the forked child and makes only async-signal-safe
+        // syscalls (write, setns, setsid) on fds opened above; it allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                report_step(status_fd, 0);
+                for &fd in &raw_cgroups {
+                    if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for (i, &(fd, kind)) in joins.iter().enumerate() {
+                    report_step(status_fd, (i + 1) as u8);
+                    if libc::setns(fd, kind.bits()) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                report_step(status_fd, 5);
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                report_step(status_fd, 6);
+                Ok(())
+            });
+        }
+        // The child must be born in the tenant's pid namespace: switch this thread's
+        // namespace for children, fork, and switch back whatever happened.
+        nix::sched::setns(ns.pid.as_fd(), CloneFlags::CLONE_NEWPID)
+            .map_err(|e| SysError::new("setns(CLONE_NEWPID)", e))?;
+        let spawned = command.spawn();
+        let restored = nix::sched::setns(self.own_pid_ns.as_fd(), CloneFlags::CLONE_NEWPID);
+        drop(command);
+        drop(status_w);
+        drop(cgroup_fds);
+        let step = last_step(status_r);
+        restored.map_err(|e| SysError::new("setns(CLONE_NEWPID) back", e))?;
+        let child = spawned.map_err(|e| {
+            let op = step.and_then(|s| CHILD_STEPS.get(usize::from(s))).copied();
+            SysError::io(op.unwrap_or("fork"), &e)
+        })?;
+        let pid = child.id() as i32;
+        if let Err(e) = self.track(pid) {
+            // Cannot happen for a child we have not reaped; do not leave it behind.
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            return Err(e);
+        }
+        Ok(pid)
+    }
+
+    fn adopt(&mut self, pid: i32, start_ticks: u64) -> bool {
+        if proc_start_ticks(pid) != Some(start_ticks) {
+            return false;
+        }
+        let Ok(fd) = pidfd_open(pid) else {
+            return false;
+        };
+        // Re-check after opening: the pidfd now pins the process we checked.
+        if proc_start_ticks(pid) != Some(start_ticks) {
+            return false;
+        }
+        self.pidfds.insert(pid, fd);
+        true
+    }
+
+    fn start_ticks(&self, pid: i32) -> Option<u64> {
+        proc_start_ticks(pid)
+    }
+
+    fn try_reap(&mut self, pid: i32) -> Reaped {
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is a valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 with valid pointers to locals.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        let reaped = if r == 0 {
+            Reaped::Running
+        } else if r == pid {
+            let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+            let rusage = Rusage {
+                cpu_time: tv(usage.ru_utime) + tv(usage.ru_stime),
+                max_rss_bytes: (usage.ru_maxrss as u64).saturating_mul(1024),
+            };
+            if libc::WIFSIGNALED(status) {
+                Reaped::Signaled(libc::WTERMSIG(status), rusage)
+            } else {
+                Reaped::Code(libc::WEXITSTATUS(status), rusage)
+            }
+        } else {
+            // Not our child (adopted): it has ended once its pidfd is readable.
+            let ended = self.pidfds.get(&pid).is_none_or(|fd| pidfd_readable(fd, 0));
+            if ended {
+                Reaped::Unknown
+            } else {
+                Reaped::Running
+            }
+        };
+        if reaped != Reaped::Running {
+            self.pidfds.remove(&pid);
+        }
+        reaped
+    }
+
+    fn signal(&mut self, pid: i32, signal: i32) {
+        if let Some(fd) = self.pidfds.get(&pid) {
+            // SAFETY: pidfd_send_signal on a pidfd we own, with no siginfo.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    signal,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+        }
+    }
+
+    fn signal_tree(&mut self, pgid: i32, pids: &[i32], signal: i32) {
+        // SAFETY: kill(2) has no memory arguments.
+        unsafe {
+            if pgid > 1 {
+                libc::kill(-pgid, signal);
+            }
+            for &pid in pids.iter().filter(|&&p| p > 1) {
+                libc::kill(pid, signal);
+            }
+        }
+    }
+
+    fn end_holder(&mut self, holder: i32) {
+        self.signal(holder, libc::SIGKILL);
+        self.holder_ns.remove(&holder);
+        if let Some(fd) = self.pidfds.remove(&holder) {
+            let mut status = 0;
+            // SAFETY: reaping with a valid status pointer; ECHILD (an adopted holder
+            // that is not our child) is fine, init reaps it.
+            if unsafe { libc::waitpid(holder, &mut status, 0) } < 0 {
+                // Bounded: the holder was SIGKILLed; give it up to one second to go.
+                pidfd_readable(&fd, 1000);
+            }
+        }
+    }
+
+    fn ended(&mut self, timeout: Duration) -> Vec<i32> {
+        let holders: std::collections::HashSet<i32> = self.holder_ns.keys().copied().collect();
+        let tracked: Vec<(i32, &OwnedFd)> = self
+            .pidfds
+            .iter()
+            .filter(|(pid, _)| !holders.contains(pid))
+            .map(|(&pid, fd)| (pid, fd))
+            .collect();
+        let mut polls: Vec<libc::pollfd> = tracked
+            .iter()
+            .map(|(_, fd)| libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: poll over a live, correctly sized array of pollfd.
+        let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, ms) };
+        if n <= 0 {
+            return Vec::new();
+        }
+        tracked
+            .iter()
+            .zip(&polls)
+            .filter(|(_, p)| p.revents != 0)
+            .map(|((pid, _), _)| *pid)
+            .collect()
+    }
+}
+
+/// Whether `fd` (a pidfd) becomes readable, i.e. its process ended, within `ms`.
+fn pidfd_readable(fd: &OwnedFd, ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll over one live pollfd.
+    unsafe { libc::poll(&mut p, 1, ms) > 0 }
+}
+
+/// One call the adapter made, as [`RecordingSys`] saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// [`Sys::spawn_holder`].
+    SpawnHolder(String),
+    /// [`Sys::spawn`], with the holder it joined and the executable.
+    Spawn { holder: i32, path: String },
+    /// [`Sys::adopt`].
+    Adopt(i32),
+    /// [`Sys::signal`].
+    Signal(i32, i32),
+    /// [`Sys::signal_tree`].
+    SignalTree(i32, i32),
+    /// [`Sys::end_holder`].
+    EndHolder(i32),
+}
+
+/// A test double: records calls, hands out fake pids, and ends processes when told.
+#[derive(Debug, Default)]
+pub struct RecordingSys {
+    /// Every call made, in order.
+    pub calls: Vec<Call>,
+    /// Processes alive, with their fake start time.
+    pub alive: BTreeMap<i32, u64>,
+    /// Processes that ended and await reaping, with how.
+    pub exits: BTreeMap<i32, Reaped>,
+    /// The next spawn fails with this error, if set.
+    pub fail_next_spawn: Option<SysError>,
+    /// The next holder creation fails with this error, if set.
+    pub fail_next_holder: Option<SysError>,
+    /// Processes that are not children of this instance (adopted).
+    pub foreign: std::collections::BTreeSet<i32>,
+    next_pid: i32,
+}
+
+impl RecordingSys {
+    /// A double whose first pid is 1000.
+    pub fn new() -> Self {
+        RecordingSys {
+            next_pid: 1000,
+            ..Default::default()
+        }
+    }
+
+    /// Makes `pid` end as `how` (seen by the next [`Sys::ended`] / [`Sys::try_reap`]).
+    pub fn end(&mut self, pid: i32, how: Reaped) {
+        if self.alive.remove(&pid).is_some() {
+            self.exits.insert(pid, how);
+        }
+    }
+
+    fn fresh(&mut self) -> i32 {
+        self.next_pid += 1;
+        self.alive
+            .insert(self.next_pid, 7_000 + self.next_pid as u64);
+        self.next_pid
+    }
+}
+
+impl Sys for RecordingSys {
+    fn spawn_holder(&mut self, hostname: &str) -> Result<i32, SysError> {
+        self.calls.push(Call::SpawnHolder(hostname.to_owned()));
+        match self.fail_next_holder.take() {
+            Some(e) => Err(e),
+            None => Ok(self.fresh()),
+        }
+    }
+
+    fn spawn(&mut self, plan: &SpawnPlan) -> Result<i32, SysError> {
+        let path = plan.path.clone();
+        self.calls.push(Call::Spawn {
+            holder: plan.holder,
+            path,
+        });
+        match self.fail_next_spawn.take() {
+            Some(e) => Err(e),
+            None => Ok(self.fresh()),
+        }
+    }
+
+    fn adopt(&mut self, pid: i32, start_ticks: u64) -> bool {
+        self.calls.push(Call::Adopt(pid));
+        let ok = self.alive.get(&pid) == Some(&start_ticks);
+        if ok {
+            self.foreign.insert(pid);
+        }
+        ok
+    }
+
+    fn start_ticks(&self, pid: i32) -> Option<u64> {
+        self.alive.get(&pid).copied()
+    }
+
+    fn try_reap(&mut self, pid: i32) -> Reaped {
+        match self.exits.remove(&pid) {
+            Some(_) if self.foreign.contains(&pid) => Reaped::Unknown,
+            Some(how) => how,
+            None => Reaped::Running,
+        }
+    }
+
+    fn signal(&mut self, pid: i32, signal: i32) {
+        self.calls.push(Call::Signal(pid, signal));
+    }
+
+    fn signal_tree(&mut self, pgid: i32, _pids: &[i32], signal: i32) {
+        self.calls.push(Call::SignalTree(pgid, signal));
+    }
+
+    fn end_holder(&mut self, holder: i32) {
+        self.calls.push(Call::EndHolder(holder));
+        self.alive.remove(&holder);
+    }
+
+    fn ended(&mut self, _timeout: Duration) -> Vec<i32> {
+        self.exits.keys().copied().collect()
+    }
+}

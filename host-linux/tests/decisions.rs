@@ -1,0 +1,416 @@
+//! The adapter's decisions, over the recording syscall double and fake or absent
+//! cgroups: no root needed.
+
+use nefele_core::host::{ExitStatus, Limits, ResourcePolicy, Signal, StartFailure};
+use nefele_core::{Host, HostCommand, HostEvent, Incarnation, NodeId, Pid, ProcSpec, TenantId};
+use nefele_host_linux::cgroup::{parse_self_cgroup, parse_v1_mounts, ProcCgroup};
+use nefele_host_linux::sys::{Call, Reaped, Rusage, SysError};
+use nefele_host_linux::{Cgroups, Config, LinuxHost, RecordingSys};
+use nix::errno::Errno;
+use std::time::Duration;
+
+fn pid(n: u64) -> Pid {
+    Pid::new(NodeId(1), Incarnation(1), n)
+}
+
+fn true_spec(limits: Limits) -> ProcSpec {
+    ProcSpec {
+        path: "/bin/true".into(),
+        resources: ResourcePolicy {
+            cpu_millicores: Some(500),
+            memory_bytes: Some(1 << 20),
+            limits,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn host(dir: &tempfile::TempDir, sys: RecordingSys) -> LinuxHost<RecordingSys> {
+    let mut config = Config::new(dir.path());
+    config.kill_grace = Duration::ZERO;
+    LinuxHost::with(config, sys, Cgroups::none()).unwrap()
+}
+
+fn start(h: &mut LinuxHost<RecordingSys>, p: Pid, tenant: u32) {
+    h.execute(HostCommand::Start {
+        pid: p,
+        tenant: TenantId(tenant),
+        spec: true_spec(Limits::default()),
+    })
+    .unwrap();
+}
+
+/// All pending events except resource reports.
+fn drain(h: &mut LinuxHost<RecordingSys>) -> Vec<HostEvent> {
+    std::iter::from_fn(|| h.poll_event())
+        .filter(|e| !matches!(e, HostEvent::Resources(_)))
+        .collect()
+}
+
+fn sys(h: &mut LinuxHost<RecordingSys>) -> &mut RecordingSys {
+    h.sys_mut()
+}
+
+#[test]
+fn start_is_idempotent_and_a_tenant_shares_one_holder_until_its_last_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = host(&dir, RecordingSys::new());
+    start(&mut h, pid(1), 7);
+    start(&mut h, pid(1), 7);
+    start(&mut h, pid(2), 7);
+    assert_eq!(
+        drain(&mut h),
+        vec![
+            HostEvent::Started { pid: pid(1) },
+            HostEvent::Started { pid: pid(2) }
+        ]
+    );
+    let holder = h.holder(TenantId(7)).unwrap();
+    let calls = sys(&mut h).calls.clone();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| matches!(c, Call::SpawnHolder(_)))
+            .count(),
+        1
+    );
+    assert_eq!(calls[0], Call::SpawnHolder("nefele-t7".into()));
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| matches!(c, Call::Spawn { holder: x, .. } if *x == holder))
+            .count(),
+        2
+    );
+
+    let usage = Rusage {
+        cpu_time: Duration::from_millis(3),
+        max_rss_bytes: 4096,
+    };
+    let os1 = h.os_pid(pid(1)).unwrap();
+    sys(&mut h).end(os1, Reaped::Code(0, usage));
+    let events = drain(&mut h);
+    assert!(
+        matches!(events[..], [HostEvent::Exited { status: ExitStatus::Code(0), usage: u, .. }] if u.cpu_time == usage.cpu_time && u.peak_memory_bytes == 4096)
+    );
+    assert!(
+        !sys(&mut h).calls.contains(&Call::EndHolder(holder)),
+        "tenant still has a process"
+    );
+    let os2 = h.os_pid(pid(2)).unwrap();
+    sys(&mut h).end(os2, Reaped::Signaled(libc::SIGSEGV, Rusage::default()));
+    assert!(matches!(
+        drain(&mut h)[..],
+        [HostEvent::Exited {
+            status: ExitStatus::Signaled(libc::SIGSEGV),
+            ..
+        }]
+    ));
+    assert!(sys(&mut h).calls.contains(&Call::EndHolder(holder)));
+    assert_eq!(h.holder(TenantId(7)), None);
+    start(&mut h, pid(1), 7);
+    assert!(
+        drain(&mut h).is_empty(),
+        "a pid that ran is not started again"
+    );
+}
+
+#[test]
+fn a_refused_syscall_is_reported_with_its_name_and_nothing_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = RecordingSys::new();
+    s.fail_next_spawn = Some(SysError {
+        op: "setns(CLONE_NEWNET)",
+        errno: Errno::EPERM,
+    });
+    let mut h = host(&dir, s);
+    start(&mut h, pid(1), 3);
+    match &drain(&mut h)[..] {
+        [HostEvent::StartFailed {
+            reason: StartFailure::PermissionDenied,
+            detail,
+            ..
+        }] => {
+            assert!(
+                detail.contains("setns(CLONE_NEWNET)") && detail.contains("EPERM"),
+                "{detail}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        sys(&mut h)
+            .calls
+            .iter()
+            .any(|c| matches!(c, Call::EndHolder(_))),
+        "holder released"
+    );
+    assert_eq!(h.holder(TenantId(3)), None);
+
+    sys(&mut h).fail_next_holder = Some(SysError {
+        op: "clone(CLONE_NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET)",
+        errno: Errno::EAGAIN,
+    });
+    start(&mut h, pid(2), 3);
+    assert!(matches!(
+        drain(&mut h)[..],
+        [HostEvent::StartFailed {
+            reason: StartFailure::Exhausted,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn limits_without_a_controller_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = host(&dir, RecordingSys::new());
+    let spec = true_spec(Limits {
+        memory_bytes: Some(1 << 20),
+        ..Default::default()
+    });
+    h.execute(HostCommand::Start {
+        pid: pid(1),
+        tenant: TenantId(1),
+        spec,
+    })
+    .unwrap();
+    match &drain(&mut h)[..] {
+        [HostEvent::StartFailed {
+            reason: StartFailure::LimitUnenforceable,
+            detail,
+            ..
+        }] => {
+            assert!(
+                detail.contains("Memory") && detail.contains("memory controller"),
+                "{detail}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(sys(&mut h).calls.is_empty());
+    assert_eq!(h.support().unenforceable.len(), 3);
+}
+
+#[test]
+fn terminate_escalates_to_sigkill_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = host(&dir, RecordingSys::new());
+    start(&mut h, pid(1), 1);
+    drain(&mut h);
+    let os = h.os_pid(pid(1)).unwrap();
+    h.execute(HostCommand::Kill {
+        pid: pid(1),
+        signal: Signal::Terminate,
+    })
+    .unwrap();
+    h.execute(HostCommand::Kill {
+        pid: pid(9),
+        signal: Signal::Kill,
+    })
+    .unwrap();
+    h.execute(HostCommand::Kill {
+        pid: pid(1),
+        signal: Signal::Raw(99),
+    })
+    .unwrap();
+    drain(&mut h);
+    let calls = sys(&mut h).calls.clone();
+    let tree: Vec<_> = calls
+        .iter()
+        .filter(|c| matches!(c, Call::SignalTree(..)))
+        .collect();
+    assert_eq!(
+        tree,
+        vec![
+            &Call::SignalTree(os, libc::SIGTERM),
+            &Call::SignalTree(os, libc::SIGKILL)
+        ]
+    );
+}
+
+#[test]
+fn commitments_follow_running_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = host(&dir, RecordingSys::new());
+    start(&mut h, pid(1), 1);
+    start(&mut h, pid(2), 2);
+    let r = h.resources();
+    assert_eq!(
+        (r.committed_cpu_millicores, r.committed_memory_bytes),
+        (1000, 2 << 20)
+    );
+    let events: Vec<_> = std::iter::from_fn(|| h.poll_event()).collect();
+    assert!(
+        matches!(events.last(), Some(HostEvent::Resources(r)) if r.committed_cpu_millicores == 1000)
+    );
+}
+
+#[test]
+fn a_new_adapter_readopts_live_processes_and_reports_the_ones_that_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = host(&dir, RecordingSys::new());
+    start(&mut h, pid(1), 1);
+    start(&mut h, pid(2), 1);
+    start(&mut h, pid(3), 2);
+    drain(&mut h);
+    let (os1, os3) = (h.os_pid(pid(1)).unwrap(), h.os_pid(pid(3)).unwrap());
+    let old = std::mem::take(&mut sys(&mut h).alive);
+    drop(h);
+
+    // After the restart: tenant 1's holder and process 1 live on; process 2 ended
+    // while no adapter watched; tenant 2's holder and process 3 are gone.
+    let mut s = RecordingSys::new();
+    let holder1 = old.keys().copied().min().unwrap();
+    for p in [holder1, os1] {
+        s.alive.insert(p, old[&p]);
+    }
+    let mut h = host(&dir, s);
+    let mut ended: Vec<_> = drain(&mut h)
+        .into_iter()
+        .map(|e| match e {
+            HostEvent::Exited { pid, status, .. } => (pid, status),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    ended.sort_by_key(|(p, _)| *p);
+    assert_eq!(
+        ended,
+        vec![(pid(2), ExitStatus::Lost), (pid(3), ExitStatus::Lost)]
+    );
+    assert_eq!(h.os_pid(pid(1)), Some(os1));
+    assert_eq!(h.holder(TenantId(1)), Some(holder1));
+    assert_eq!(h.holder(TenantId(2)), None);
+    assert!(
+        !sys(&mut h).calls.contains(&Call::Adopt(os3)),
+        "not adopted into a dead tenant"
+    );
+    // The adopted process ends: not our child, so its status is unknown.
+    sys(&mut h).end(os1, Reaped::Code(0, Rusage::default()));
+    assert!(matches!(
+        drain(&mut h)[..],
+        [HostEvent::Exited {
+            status: ExitStatus::Lost,
+            ..
+        }]
+    ));
+    assert!(sys(&mut h).calls.contains(&Call::EndHolder(holder1)));
+}
+
+#[test]
+fn a_corrupt_state_file_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("host-state.json"), "{not json").unwrap();
+    let err = LinuxHost::with(
+        Config::new(dir.path()),
+        RecordingSys::new(),
+        Cgroups::none(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, nefele_host_linux::HostError::CorruptState { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_v2_path_writes_limits_and_reads_usage_in_a_fake_cgroupfs() {
+    let root = tempfile::tempdir().unwrap();
+    let base = root.path().join("nefele");
+    let cg = Cgroups::v2(base.clone(), "cpuset cpu io memory pids");
+    assert!(cg.support().v2 && cg.support().unenforceable.is_empty());
+    let limits = Limits {
+        cpu_millicores: Some(250),
+        memory_bytes: Some(1 << 30),
+        pids: Some(64),
+    };
+    let tenant_limits = Limits {
+        cpu_millicores: Some(2000),
+        ..Default::default()
+    };
+    let proc_cg = cg
+        .create(TenantId(5), "p1", &limits, &tenant_limits)
+        .unwrap();
+    let dir = base.join("t5/p1");
+    assert_eq!(proc_cg, ProcCgroup::V2(dir.clone()));
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    assert_eq!(
+        read(&root.path().join("cgroup.subtree_control")),
+        "+cpu +memory +pids"
+    );
+    assert_eq!(
+        read(&base.join("t5/cgroup.subtree_control")),
+        "+cpu +memory +pids"
+    );
+    assert_eq!(read(&base.join("t5/cpu.max")), "200000 100000");
+    assert_eq!(read(&dir.join("cpu.max")), "25000 100000");
+    assert_eq!(read(&dir.join("memory.max")), (1u64 << 30).to_string());
+    assert_eq!(read(&dir.join("pids.max")), "64");
+    assert_eq!(
+        Cgroups::procs_files(&proc_cg),
+        vec![dir.join("cgroup.procs")]
+    );
+
+    std::fs::write(dir.join("cpu.stat"), "usage_usec 1500\nuser_usec 1000\n").unwrap();
+    std::fs::write(dir.join("memory.peak"), "123456\n").unwrap();
+    std::fs::write(dir.join("memory.events"), "low 0\noom 1\noom_kill 1\n").unwrap();
+    std::fs::write(dir.join("cgroup.procs"), "42\n43\n").unwrap();
+    let stats = Cgroups::stats(&proc_cg);
+    assert_eq!(stats.cpu_time, Some(Duration::from_micros(1500)));
+    assert_eq!(
+        (stats.peak_memory_bytes, stats.oom_kills),
+        (Some(123456), 1)
+    );
+    assert_eq!(Cgroups::members(&proc_cg), vec![42, 43]);
+    assert_eq!(cg.existing().len(), 1);
+
+    // A real cgroupfs drops control files with the directory; the fake needs help.
+    for d in [&dir, &base.join("t5"), &base] {
+        for e in std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_file())
+        {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    cg.remove(&proc_cg).unwrap();
+    cg.remove_tenant(TenantId(5)).unwrap();
+    cg.remove_base_if_empty();
+    assert!(!base.exists());
+}
+
+#[test]
+fn v2_without_a_memory_controller_refuses_memory_limits() {
+    let root = tempfile::tempdir().unwrap();
+    let cg = Cgroups::v2(root.path().join("n"), "hugetlb");
+    let err = cg
+        .check(&Limits {
+            memory_bytes: Some(1),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(err.why.contains("memory"), "{err}");
+    assert!(cg.check(&Limits::default()).is_ok());
+}
+
+#[test]
+fn v1_mounts_and_own_cgroups_are_parsed() {
+    let mountinfo = "\
+30 25 0:26 / /sys/fs/cgroup ro - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+33 30 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+34 30 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+35 30 0:31 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd
+";
+    let mounts = parse_v1_mounts(mountinfo);
+    assert_eq!(mounts.len(), 2);
+    assert_eq!(mounts[0].1, vec!["cpu".to_owned(), "cpuacct".to_owned()]);
+    let own = parse_self_cgroup(
+        "12:name=systemd:/x\n4:memory:/agents/a\n3:cpu,cpuacct:/\n0::/init.scope\n",
+    );
+    assert_eq!(own.get("memory").map(String::as_str), Some("/agents/a"));
+    assert_eq!(own.get("cpu,cpuacct").map(String::as_str), Some("/"));
+    assert_eq!(own.get("").map(String::as_str), Some("/init.scope"));
+}

@@ -1,0 +1,486 @@
+//! The real path, as root: real processes in real namespaces and cgroups.
+//! Every test uses its own data directory and cgroup base, so tests run in
+//! parallel; each checks that it left no cgroup, holder or process behind.
+
+use nefele_core::host::{ExitStatus, Limits, ResourcePolicy, Signal, StartFailure};
+use nefele_core::{Host, HostCommand, HostEvent, Incarnation, NodeId, Pid, ProcSpec, TenantId};
+use nefele_host_linux::{Config, LinuxHost, RealSys};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("{test}: skipped: needs root (namespaces and cgroups); run as uid 0");
+    false
+}
+
+struct Fixture {
+    host: LinuxHost<RealSys>,
+    config: Config,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture(name: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.cgroup_name = format!("nefele-test-{name}-{}", std::process::id());
+    config.kill_grace = Duration::from_millis(200);
+    let host = LinuxHost::open(config.clone()).unwrap();
+    Fixture {
+        host,
+        config,
+        _dir: dir,
+    }
+}
+
+fn pid(n: u64) -> Pid {
+    Pid::new(NodeId(1), Incarnation(1), n)
+}
+
+fn spec(argv: &[&str], limits: Limits) -> ProcSpec {
+    ProcSpec {
+        path: argv[0].to_owned(),
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        envp: vec!["PATH=/usr/bin:/bin:/usr/sbin:/sbin".to_owned()],
+        resources: ResourcePolicy {
+            limits,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn sh(script: &str) -> ProcSpec {
+    spec(&["/bin/sh", "-c", script], Limits::default())
+}
+
+fn start(host: &mut LinuxHost<RealSys>, p: Pid, tenant: u32, spec: ProcSpec) {
+    host.execute(HostCommand::Start {
+        pid: p,
+        tenant: TenantId(tenant),
+        spec,
+    })
+    .unwrap();
+    match next_event(host, p) {
+        HostEvent::Started { .. } => {}
+        other => panic!("expected Started, got {other:?}"),
+    }
+}
+
+/// The next event about `p` (Resources skipped), within 10 s.
+fn next_event(host: &mut LinuxHost<RealSys>, p: Pid) -> HostEvent {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match host.wait_event(Duration::from_millis(100)) {
+            Some(HostEvent::Resources(_)) | None => {}
+            Some(
+                e @ (HostEvent::Started { pid, .. }
+                | HostEvent::StartFailed { pid, .. }
+                | HostEvent::Exited { pid, .. }),
+            ) => {
+                assert_eq!(pid, p, "event about another pid: {e:?}");
+                return e;
+            }
+        }
+    }
+    panic!("no event about {p} within 10 s");
+}
+
+fn exit_of(host: &mut LinuxHost<RealSys>, p: Pid) -> (ExitStatus, nefele_core::host::Usage) {
+    match next_event(host, p) {
+        HostEvent::Exited { status, usage, .. } => (status, usage),
+        other => panic!("expected Exited, got {other:?}"),
+    }
+}
+
+fn find_dirs(dir: &Path, name: &str, depth: u32, found: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if e.file_name() == name {
+            found.push(e.path());
+        } else if depth > 0 {
+            find_dirs(&e.path(), name, depth - 1, found);
+        }
+    }
+}
+
+/// No cgroup directory of this fixture is left anywhere under /sys/fs/cgroup.
+fn assert_clean(f: &Fixture) {
+    let mut found = Vec::new();
+    find_dirs(
+        Path::new("/sys/fs/cgroup"),
+        &f.config.cgroup_name,
+        4,
+        &mut found,
+    );
+    assert!(found.is_empty(), "leftover cgroups: {found:?}");
+}
+
+fn alive(os_pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(os_pid), None).is_ok()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn exit_code_logs_and_usage_are_reported() {
+    if !root_or_skip("exit_code_logs_and_usage_are_reported") {
+        return;
+    }
+    let mut f = fixture("exit");
+    let p = pid(1);
+    start(
+        &mut f.host,
+        p,
+        1,
+        sh("echo to-out; echo to-err >&2; exit 3"),
+    );
+    let (status, usage) = exit_of(&mut f.host, p);
+    assert_eq!(status, ExitStatus::Code(3));
+    assert!(usage.wall_time > Duration::ZERO);
+    let logs = f.host.log_paths(p);
+    assert_eq!(read(&logs.stdout), "to-out\n");
+    assert_eq!(read(&logs.stderr), "to-err\n");
+    // Idempotent: a pid that ran is not started again.
+    f.host
+        .execute(HostCommand::Start {
+            pid: p,
+            tenant: TenantId(1),
+            spec: sh("exit 0"),
+        })
+        .unwrap();
+    assert!(matches!(
+        f.host.wait_event(Duration::from_millis(50)),
+        None | Some(HostEvent::Resources(_))
+    ));
+    assert_clean(&f);
+}
+
+#[test]
+fn a_memory_hog_is_oom_killed_and_reported_so() {
+    if !root_or_skip("a_memory_hog_is_oom_killed_and_reported_so") {
+        return;
+    }
+    let mut f = fixture("oom");
+    let p = pid(1);
+    let limits = Limits {
+        memory_bytes: Some(32 << 20),
+        ..Default::default()
+    };
+    start(
+        &mut f.host,
+        p,
+        2,
+        spec(&["/usr/bin/tail", "/dev/zero"], limits),
+    );
+    let (status, usage) = exit_of(&mut f.host, p);
+    assert_eq!(status, ExitStatus::OutOfMemory);
+    assert!(
+        usage.peak_memory_bytes >= 16 << 20,
+        "peak {}",
+        usage.peak_memory_bytes
+    );
+    assert_clean(&f);
+}
+
+#[test]
+fn limits_are_visible_in_the_cgroup_and_terminate_kills() {
+    if !root_or_skip("limits_are_visible_in_the_cgroup_and_terminate_kills") {
+        return;
+    }
+    let mut f = fixture("limits");
+    let p = pid(1);
+    let limits = Limits {
+        cpu_millicores: Some(250),
+        memory_bytes: Some(64 << 20),
+        pids: Some(16),
+    };
+    start(&mut f.host, p, 3, spec(&["/bin/sleep", "30"], limits));
+    let cg = f.host.cgroup(p).cloned().unwrap();
+    let nefele_host_linux::cgroup::ProcCgroup::V1(dirs) = cg else {
+        panic!("this test expects the v1 controllers this host has; got {cg:?}")
+    };
+    use nefele_host_linux::cgroup::Controller;
+    assert_eq!(
+        read(&dirs[&Controller::Cpu].join("cpu.cfs_quota_us")).trim(),
+        "25000"
+    );
+    assert_eq!(
+        read(&dirs[&Controller::Cpu].join("cpu.cfs_period_us")).trim(),
+        "100000"
+    );
+    assert_eq!(read(&dirs[&Controller::Pids].join("pids.max")).trim(), "16");
+    assert_eq!(
+        read(&dirs[&Controller::Memory].join("memory.limit_in_bytes")).trim(),
+        (64u64 << 20).to_string()
+    );
+    let os_pid = f.host.os_pid(p).unwrap();
+    assert!(read(&dirs[&Controller::Memory].join("cgroup.procs")).contains(&os_pid.to_string()));
+    f.host
+        .execute(HostCommand::Kill {
+            pid: p,
+            signal: Signal::Terminate,
+        })
+        .unwrap();
+    assert_eq!(
+        exit_of(&mut f.host, p).0,
+        ExitStatus::Signaled(libc::SIGTERM)
+    );
+    assert_clean(&f);
+}
+
+#[test]
+fn a_process_tree_is_killed_after_the_grace_period() {
+    if !root_or_skip("a_process_tree_is_killed_after_the_grace_period") {
+        return;
+    }
+    let mut f = fixture("tree");
+    let p = pid(1);
+    start(
+        &mut f.host,
+        p,
+        4,
+        sh("trap '' TERM; sleep 30 & sleep 30 & echo ready; wait"),
+    );
+    let logs = f.host.log_paths(p);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !read(&logs.stdout).contains("ready") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let cg = f.host.cgroup(p).cloned().unwrap();
+    let members = nefele_host_linux::Cgroups::members(&cg);
+    assert_eq!(members.len(), 3, "shell and two sleeps: {members:?}");
+    let holder = f.host.holder(TenantId(4)).unwrap();
+    let t0 = Instant::now();
+    f.host
+        .execute(HostCommand::Kill {
+            pid: p,
+            signal: Signal::Terminate,
+        })
+        .unwrap();
+    assert_eq!(
+        exit_of(&mut f.host, p).0,
+        ExitStatus::Signaled(libc::SIGKILL)
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(200),
+        "SIGKILL came before the grace period"
+    );
+    for m in members.into_iter().chain([holder]) {
+        assert!(!alive(m), "{m} survived");
+    }
+    assert_clean(&f);
+}
+
+fn ns(os_pid: i32, kind: &str) -> PathBuf {
+    std::fs::read_link(format!("/proc/{os_pid}/ns/{kind}")).unwrap()
+}
+
+#[test]
+fn tenants_are_isolated_and_share_their_own_namespaces() {
+    if !root_or_skip("tenants_are_isolated_and_share_their_own_namespaces") {
+        return;
+    }
+    let mut f = fixture("iso");
+    let (a1, a2, b1) = (pid(1), pid(2), pid(3));
+    start(
+        &mut f.host,
+        a1,
+        10,
+        sh("ipcmk -M 4096 >/dev/null; echo ready; exec sleep 30"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !read(&f.host.log_paths(a1).stdout).contains("ready") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let probe = "ps -eo comm= | sort | tr '\\n' ' '; echo; hostname; ipcs -m | grep -c 0x; ip -o link | cut -d: -f2,3";
+    start(&mut f.host, a2, 10, sh(&format!("sleep 0.3; {probe}")));
+    start(&mut f.host, b1, 11, sh(&format!("sleep 0.3; {probe}")));
+    let (a1_os, a2_os, b1_os) = (
+        f.host.os_pid(a1).unwrap(),
+        f.host.os_pid(a2).unwrap(),
+        f.host.os_pid(b1).unwrap(),
+    );
+    let me = std::process::id() as i32;
+    for kind in ["pid", "mnt", "uts", "ipc", "net"] {
+        assert_eq!(
+            ns(a1_os, kind),
+            ns(a2_os, kind),
+            "{kind}: same tenant, same namespace"
+        );
+        assert_ne!(
+            ns(a1_os, kind),
+            ns(b1_os, kind),
+            "{kind}: other tenants differ"
+        );
+        assert_ne!(
+            ns(a1_os, kind),
+            ns(me, kind),
+            "{kind}: differs from the host's"
+        );
+    }
+    assert_eq!(exit_of(&mut f.host, a2).0, ExitStatus::Code(0));
+    assert_eq!(exit_of(&mut f.host, b1).0, ExitStatus::Code(0));
+    let out_a = read(&f.host.log_paths(a2).stdout);
+    let out_b = read(&f.host.log_paths(b1).stdout);
+    let lines_a: Vec<&str> = out_a.lines().collect();
+    let lines_b: Vec<&str> = out_b.lines().collect();
+    assert!(
+        lines_a[0].contains("sleep"),
+        "tenant 10 sees its own sleep: {out_a}"
+    );
+    assert!(
+        !lines_b[0].contains("sleep"),
+        "tenant 11 sees no other tenant's process: {out_b}"
+    );
+    assert!(
+        !lines_b[0].contains("cargo") && !lines_b[0].contains("linux-"),
+        "no host process: {out_b}"
+    );
+    assert_eq!((lines_a[1], lines_b[1]), ("nefele-t10", "nefele-t11"));
+    assert_eq!(
+        (lines_a[2], lines_b[2]),
+        ("1", "0"),
+        "shared memory of tenant 10 only in tenant 10"
+    );
+    assert_eq!(
+        lines_b.len(),
+        4,
+        "only loopback in the tenant's network: {out_b}"
+    );
+    assert!(
+        lines_a[3].contains("lo") && lines_a[3].contains("UP"),
+        "loopback up: {out_a}"
+    );
+    f.host
+        .execute(HostCommand::Kill {
+            pid: a1,
+            signal: Signal::Kill,
+        })
+        .unwrap();
+    assert_eq!(
+        exit_of(&mut f.host, a1).0,
+        ExitStatus::Signaled(libc::SIGKILL)
+    );
+    assert_clean(&f);
+}
+
+#[test]
+fn a_recreated_adapter_readopts_running_processes_and_reports_ended_ones() {
+    if !root_or_skip("a_recreated_adapter_readopts_running_processes_and_reports_ended_ones") {
+        return;
+    }
+    let mut f = fixture("readopt");
+    let (long, short) = (pid(1), pid(2));
+    start(
+        &mut f.host,
+        long,
+        20,
+        spec(&["/bin/sleep", "30"], Limits::default()),
+    );
+    start(&mut f.host, short, 20, sh("sleep 0.2; exit 4"));
+    let long_os = f.host.os_pid(long).unwrap();
+    let holder = f.host.holder(TenantId(20)).unwrap();
+    let dir = f._dir;
+    drop(f.host);
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        alive(long_os) && alive(holder),
+        "dropping the adapter leaves processes running"
+    );
+    let mut f = Fixture {
+        host: LinuxHost::open(f.config.clone()).unwrap(),
+        config: f.config,
+        _dir: dir,
+    };
+    assert_eq!(f.host.os_pid(long), Some(long_os));
+    assert_eq!(f.host.holder(TenantId(20)), Some(holder));
+    assert_eq!(exit_of(&mut f.host, short).0, ExitStatus::Code(4));
+    f.host
+        .execute(HostCommand::Kill {
+            pid: long,
+            signal: Signal::Kill,
+        })
+        .unwrap();
+    assert_eq!(
+        exit_of(&mut f.host, long).0,
+        ExitStatus::Signaled(libc::SIGKILL)
+    );
+    assert!(!alive(holder));
+    assert_clean(&f);
+}
+
+#[test]
+fn bad_specs_are_rejected_with_the_right_reason() {
+    if !root_or_skip("bad_specs_are_rejected_with_the_right_reason") {
+        return;
+    }
+    let mut f = fixture("bad");
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("text");
+    std::fs::write(&text, "just words").unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&text, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cases = [
+        (
+            spec(&["/nonexistent/binary"], Limits::default()),
+            StartFailure::NotFound,
+        ),
+        (
+            spec(&[plain.to_str().unwrap()], Limits::default()),
+            StartFailure::NotExecutable,
+        ),
+        (
+            spec(&[text.to_str().unwrap()], Limits::default()),
+            StartFailure::NotExecutable,
+        ),
+        (
+            spec(&["/tmp"], Limits::default()),
+            StartFailure::NotExecutable,
+        ),
+        (
+            spec(&["bin/true"], Limits::default()),
+            StartFailure::InvalidSpec,
+        ),
+        (
+            ProcSpec {
+                envp: vec!["NOEQUALS".into()],
+                ..spec(&["/bin/true"], Limits::default())
+            },
+            StartFailure::InvalidSpec,
+        ),
+        (
+            spec(&["/bin/true", "a\0b"], Limits::default()),
+            StartFailure::InvalidSpec,
+        ),
+    ];
+    for (i, (s, want)) in cases.into_iter().enumerate() {
+        let p = pid(i as u64 + 1);
+        f.host
+            .execute(HostCommand::Start {
+                pid: p,
+                tenant: TenantId(30),
+                spec: s,
+            })
+            .unwrap();
+        match next_event(&mut f.host, p) {
+            HostEvent::StartFailed { reason, detail, .. } => {
+                assert_eq!(reason, want, "case {i}: {detail}")
+            }
+            other => panic!("case {i}: expected StartFailed, got {other:?}"),
+        }
+    }
+    assert_eq!(f.host.holder(TenantId(30)), None);
+    assert_clean(&f);
+}
