@@ -197,6 +197,40 @@ fn rolling_restarts_keep_converging() {
     assert_healthy(&sim);
 }
 
+/// Agents that leave say so: they are out of every group within a round trip, long
+/// before any failure detector would have noticed. (One agent after the other, 100 ms
+/// apart, as a rolling shutdown does: agents that leave at the very same instant may
+/// hand their groups to each other, and then the failure detector cleans up.)
+#[test]
+fn agents_that_leave_are_removed_at_once() {
+    let leaving: Vec<u32> = (0..300).step_by(10).collect();
+    let mut config = cluster(300, 21, secs(20));
+    config.faults = leaving
+        .iter()
+        .enumerate()
+        .map(|(i, n)| Fault {
+            at: Duration::from_millis(10_000 + 100 * i as u64),
+            action: FaultAction::Leave(Selector::Node(*n)),
+            duration: None,
+            line: None,
+        })
+        .collect();
+    let mut sim = Simulation::new(config).unwrap();
+    sim.run_until(Time::from_millis(10_000 + 100 * leaving.len() as u64 + 50));
+    for i in (0..300).filter(|i| i % 10 != 0) {
+        for seat in sim.agent(NodeId(i)).unwrap().federations()[0].seats() {
+            let listed = seat.view().members.iter().find(|m| m.0 % 10 == 0);
+            assert!(
+                listed.is_none(),
+                "n{i} still lists {listed:?} after it left"
+            );
+        }
+    }
+    sim.run(|_| {});
+    assert_healthy(&sim);
+    assert_eq!(sim.stats().false_removals, 0);
+}
+
 /// A stalled agent is suspected first and not removed if it comes back within the
 /// removal timeout: stalls of one period cause no removal at all.
 #[test]

@@ -106,6 +106,8 @@ pub enum FaultAction {
     Crash(Selector),
     /// Down hosts boot with a new incarnation; hosts that are up crash and boot again.
     Restart(Selector),
+    /// The agents shut down cleanly: they tell their groups they leave, then stop.
+    Leave(Selector),
     /// The agents stall (a long GC pause, a hung disk): nothing is processed until they resume.
     Pause(Selector),
     /// Messages from `a` to `b` are dropped, and from `b` to `a` unless `asymmetric`.

@@ -23,7 +23,7 @@
 //! ```
 //!
 //! A fault entry has `at`, an optional `duration` after which it is undone, and
-//! exactly one action: `crash`, `restart`, `pause` or `skew` (each with a host
+//! exactly one action: `crash`, `restart`, `leave`, `pause` or `skew` (each with a host
 //! selector: `{ node = 3 }`, `{ nodes = [1, 2] }`, `{ range = [0, 100] }`,
 //! `{ rack = 3 }`, `{ row = 0 }`, `{ fraction = 0.1 }`, `{ count = 5 }`, `"all"`),
 //! `partition = { a = .., b = .., asymmetric = false }`, `heal = true`, or
@@ -141,6 +141,7 @@ struct FaultEntry {
     duration: Option<String>,
     crash: Option<Selector>,
     restart: Option<Selector>,
+    leave: Option<Selector>,
     pause: Option<Selector>,
     partition: Option<PartitionEntry>,
     heal: Option<bool>,
@@ -183,6 +184,9 @@ impl FaultEntry {
         if let Some(s) = self.restart {
             actions.push(FaultAction::Restart(s));
         }
+        if let Some(s) = self.leave {
+            actions.push(FaultAction::Leave(s));
+        }
         if let Some(s) = self.pause {
             actions.push(FaultAction::Pause(s));
         }
@@ -208,7 +212,7 @@ impl FaultEntry {
         }
         if actions.len() != 1 {
             return Err(format!(
-                "a fault needs exactly one action (crash, restart, pause, partition, heal, skew, loss); this one has {}",
+                "a fault needs exactly one action (crash, restart, leave, pause, partition, heal, skew, loss); this one has {}",
                 actions.len()
             ));
         }

@@ -667,6 +667,22 @@ impl Simulation {
                 }
                 format!("crash {}", describe(&nodes))
             }
+            FaultAction::Leave(sel) => {
+                let nodes = resolve(sel, &mut self.fault_rng, &self.topology);
+                for &n in &nodes {
+                    let host = &mut self.hosts[n.0 as usize];
+                    let local = host.clock.local(self.now);
+                    if let Some(agent) = host.agent.as_mut() {
+                        agent.leave(local);
+                        self.after_handle(n);
+                        self.crash(n);
+                    }
+                }
+                if let Some(at) = until {
+                    self.schedule(at, Event::Undo(Undo::Boot(nodes.clone())));
+                }
+                format!("leave {}", describe(&nodes))
+            }
             FaultAction::Restart(sel) => {
                 let nodes = resolve(sel, &mut self.fault_rng, &self.topology);
                 for &n in &nodes {
@@ -872,7 +888,7 @@ fn validate_fault(
         sel.resolve(topology, up, rng).map(|_| ())
     };
     match &fault.action {
-        FaultAction::Crash(s) | FaultAction::Restart(s) => check(s, rng),
+        FaultAction::Crash(s) | FaultAction::Restart(s) | FaultAction::Leave(s) => check(s, rng),
         FaultAction::Pause(s) => {
             check(s, rng)?;
             match fault.duration {
