@@ -1,14 +1,15 @@
 //! Test support for the scenario, property and snapshot tests in `tests/`.
 //!
 //! - [`small_config`] and [`run`]: a small cluster run to its end through the library.
-//! - [`run_traced`]: the same, with the trace written as JSON lines and read back as
-//!   [`TraceRecord`]s, so a test can ask what crossed the network and when.
+//! - [`traced`] and [`read_trace`]: the same, with the trace written as JSON lines and
+//!   read back as [`TraceRecord`]s, so a test can ask what crossed the network and when.
+//! - [`fault`]: a scheduled fault, briefly.
 //! - [`scenario_toml`]: a run's configuration as a scenario file, so a failing
 //!   property test leaves behind a file that `nefele-sim run --scenario` replays.
 //! - [`nefele_sim_command`]: the `nefele-sim` binary of this build, for tests of its CLI.
 
 use nefele_core::{NodeId, Time};
-use nefele_sim::faults::FaultAction;
+use nefele_sim::faults::{Fault, FaultAction};
 use nefele_sim::trace::{TraceFormat, TraceWriter};
 use nefele_sim::{SimConfig, Simulation};
 use serde::Deserialize;
@@ -85,24 +86,41 @@ impl TraceRecord {
     }
 }
 
-/// Runs `config` to the end while writing its trace as JSON lines to `path`, and
-/// returns the simulation with the trace read back.
+/// The simulation of `config`, not yet run, writing its trace as JSON lines to `path`.
+/// Run it (at once or in steps), then read the trace back with [`read_trace`].
 ///
 /// # Panics
-/// If the configuration is refused or the trace cannot be written or parsed.
+/// If the configuration is refused or the trace file cannot be created.
 #[must_use]
-pub fn run_traced(config: SimConfig, path: &Path) -> (Simulation, Vec<TraceRecord>) {
+pub fn traced(config: SimConfig, path: &Path) -> Simulation {
     let mut sim = Simulation::new(config).expect("a valid configuration");
     let file = std::fs::File::create(path).expect("trace file");
     sim.set_trace_writer(TraceWriter::new(file, TraceFormat::Jsonl).expect("trace writer"));
-    sim.run(|_| {});
+    sim
+}
+
+/// Finishes the trace `sim` writes to `path` (see [`traced`]) and reads it back.
+///
+/// # Panics
+/// If the trace cannot be written or a line is not a trace record.
+#[must_use]
+pub fn read_trace(sim: &mut Simulation, path: &Path) -> Vec<TraceRecord> {
     sim.finish_trace().expect("trace written");
     let text = std::fs::read_to_string(path).expect("trace read back");
-    let records = text
-        .lines()
+    text.lines()
         .map(|line| serde_json::from_str(line).expect("each trace line is a record"))
-        .collect();
-    (sim, records)
+        .collect()
+}
+
+/// A fault striking at `at`, undone after `lasting` if given.
+#[must_use]
+pub fn fault(at: Duration, action: FaultAction, lasting: Option<Duration>) -> Fault {
+    Fault {
+        at,
+        action,
+        duration: lasting,
+        line: None,
+    }
 }
 
 /// A fresh, empty directory `name` under `base` (pass `env!("CARGO_TARGET_TMPDIR")`).

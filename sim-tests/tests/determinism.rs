@@ -6,10 +6,10 @@
 //! `.snap` file must pass under `cargo test` and `cargo test --release`.
 
 use nefele_core::Time;
-use nefele_sim::faults::{Fault, FaultAction, RandomFaults, Selector};
+use nefele_sim::faults::{FaultAction, RandomFaults, Selector};
 use nefele_sim::network::NetworkConfig;
 use nefele_sim::SimConfig;
-use nefele_sim_tests::{nefele_sim_command, run, small_config};
+use nefele_sim_tests::{fault, nefele_sim_command, run, small_config};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -25,27 +25,25 @@ fn everything_on(nodes: u32, seed: u64, duration: Duration) -> SimConfig {
         },
         random_faults: Some(RandomFaults::every(Duration::from_millis(700))),
         faults: vec![
-            Fault {
-                at: Duration::from_millis(1200),
-                action: FaultAction::Skew {
+            fault(
+                Duration::from_millis(1200),
+                FaultAction::Skew {
                     hosts: Selector::Fraction(0.1),
                     offset_ms: 750,
                     drift_ppm: -150,
                 },
-                duration: None,
-                line: None,
-            },
-            Fault {
-                at: Duration::from_secs(2),
-                action: FaultAction::Partition {
-                    // Part of rack 0 from the rest of it: discovery stays within a rack.
+                None,
+            ),
+            fault(
+                Duration::from_secs(2),
+                // Part of rack 0 from the rest of it: discovery stays within a rack.
+                FaultAction::Partition {
                     a: Selector::Range([0, 10]),
                     b: Selector::Rack(0),
                     asymmetric: false,
                 },
-                duration: Some(Duration::from_secs(1)),
-                line: None,
-            },
+                Some(Duration::from_secs(1)),
+            ),
         ],
         ..small_config(nodes, seed, duration)
     }
