@@ -186,13 +186,12 @@ pub fn scenario_toml(name: &str, config: &SimConfig) -> String {
 
 /// `d` as the shortest exact duration text: `"20s"`, `"1500ms"` or `"1234ns"`.
 fn duration_text(d: Duration) -> toml::Value {
-    let ns = d.as_nanos();
-    let text = if ns % 1_000_000_000 == 0 {
-        format!("{}s", ns / 1_000_000_000)
-    } else if ns % 1_000_000 == 0 {
-        format!("{}ms", ns / 1_000_000)
+    let text = if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.subsec_millis() * 1_000_000 == d.subsec_nanos() {
+        format!("{}ms", d.as_millis())
     } else {
-        format!("{ns}ns")
+        format!("{}ns", d.as_nanos())
     };
     toml::Value::String(text)
 }
