@@ -1,1 +1,268 @@
-//! Scenario, property and snapshot tests of Nefele over the simulator live in `tests/`.
+//! Test support for the scenario, property and snapshot tests in `tests/`.
+//!
+//! - [`small_config`] and [`run`]: a small cluster run to its end through the library.
+//! - [`traced`] and [`read_trace`]: the same, with the trace written as JSON lines and
+//!   read back as [`TraceRecord`]s, so a test can ask what crossed the network and when.
+//! - [`fault`]: a scheduled fault, briefly.
+//! - [`scenario_toml`]: a run's configuration as a scenario file, so a failing
+//!   property test leaves behind a file that `nefele-sim run --scenario` replays.
+//! - [`nefele_sim_command`]: the `nefele-sim` binary of this build, for tests of its CLI.
+
+use nefele_core::{NodeId, Time};
+use nefele_sim::faults::{Fault, FaultAction};
+use nefele_sim::trace::{TraceFormat, TraceWriter};
+use nefele_sim::{SimConfig, Simulation};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// A cluster of `nodes` agents (40 to a rack), run for `duration` from `seed`,
+/// with a perfect network and no faults.
+#[must_use]
+pub fn small_config(nodes: u32, seed: u64, duration: Duration) -> SimConfig {
+    SimConfig {
+        seed,
+        nodes,
+        duration,
+        ..SimConfig::default()
+    }
+}
+
+/// Builds the simulation of `config` and runs it to the end.
+///
+/// # Panics
+/// If `config` is refused: tests build valid configurations.
+#[must_use]
+pub fn run(config: SimConfig) -> Simulation {
+    let mut sim = Simulation::new(config).expect("a valid configuration");
+    sim.run(|_| {});
+    sim
+}
+
+/// One line of a JSON-lines trace (`nefele_sim::trace`); fields absent from a kind are `None`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct TraceRecord {
+    /// Simulated time, in nanoseconds.
+    pub t_ns: u64,
+    /// `deliver`, `drop`, `timer` or `fault`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Sender of a message.
+    pub from: Option<u32>,
+    /// Receiver of a message.
+    pub to: Option<u32>,
+    /// The agent whose timer fired.
+    pub node: Option<u32>,
+    /// The message kind, e.g. `discovery.heartbeat`.
+    #[serde(rename = "kind")]
+    pub message: Option<String>,
+    /// XXH3-64 of the frame, in hex.
+    pub digest: Option<String>,
+    /// Why a message was dropped.
+    pub reason: Option<String>,
+    /// What a fault did.
+    pub text: Option<String>,
+}
+
+impl TraceRecord {
+    /// Whether this record is a message from `from` delivered to `to`.
+    #[must_use]
+    pub fn is_delivery(&self, from: NodeId, to: NodeId) -> bool {
+        self.kind == "deliver" && self.from == Some(from.0) && self.to == Some(to.0)
+    }
+
+    /// Whether this record is `node`'s timer firing.
+    #[must_use]
+    pub fn is_timer_of(&self, node: NodeId) -> bool {
+        self.kind == "timer" && self.node == Some(node.0)
+    }
+
+    /// Whether this record happened in `[from, until)`.
+    #[must_use]
+    pub fn within(&self, from: Time, until: Time) -> bool {
+        (from.as_nanos()..until.as_nanos()).contains(&self.t_ns)
+    }
+}
+
+/// The simulation of `config`, not yet run, writing its trace as JSON lines to `path`.
+/// Run it (at once or in steps), then read the trace back with [`read_trace`].
+///
+/// # Panics
+/// If the configuration is refused or the trace file cannot be created.
+#[must_use]
+pub fn traced(config: SimConfig, path: &Path) -> Simulation {
+    let mut sim = Simulation::new(config).expect("a valid configuration");
+    let file = std::fs::File::create(path).expect("trace file");
+    sim.set_trace_writer(TraceWriter::new(file, TraceFormat::Jsonl).expect("trace writer"));
+    sim
+}
+
+/// Finishes the trace `sim` writes to `path` (see [`traced`]) and reads it back.
+///
+/// # Panics
+/// If the trace cannot be written or a line is not a trace record.
+#[must_use]
+pub fn read_trace(sim: &mut Simulation, path: &Path) -> Vec<TraceRecord> {
+    sim.finish_trace().expect("trace written");
+    let text = std::fs::read_to_string(path).expect("trace read back");
+    text.lines()
+        .map(|line| serde_json::from_str(line).expect("each trace line is a record"))
+        .collect()
+}
+
+/// A fault striking at `at`, undone after `lasting` if given.
+#[must_use]
+pub fn fault(at: Duration, action: FaultAction, lasting: Option<Duration>) -> Fault {
+    Fault {
+        at,
+        action,
+        duration: lasting,
+        line: None,
+    }
+}
+
+/// A fresh, empty directory `name` under `base` (pass `env!("CARGO_TARGET_TMPDIR")`).
+///
+/// # Panics
+/// If the directory cannot be made.
+#[must_use]
+pub fn scratch_dir(base: &str, name: &str) -> PathBuf {
+    let dir = Path::new(base).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+/// `config` as a scenario file that `nefele_sim::scenario::parse` reads back to the
+/// same run (agent settings aside: scenario files do not set them).
+///
+/// # Panics
+/// If a part of the configuration does not serialize (it always does).
+#[must_use]
+pub fn scenario_toml(name: &str, config: &SimConfig) -> String {
+    use toml::Value;
+    let mut top = toml::Table::new();
+    top.insert("name".into(), Value::String(name.to_owned()));
+    top.insert("seed".into(), Value::Integer(config.seed as i64));
+    top.insert("nodes".into(), Value::Integer(i64::from(config.nodes)));
+    top.insert("duration".into(), duration_text(config.duration));
+    top.insert("boot_spread".into(), duration_text(config.boot_spread));
+    top.insert("topology".into(), value(&config.topology));
+    top.insert("network".into(), value(&config.network));
+    top.insert("check".into(), value(&config.check));
+    if let Some(down) = &config.start_down {
+        top.insert("start_down".into(), value(down));
+    }
+    if let Some(random) = &config.random_faults {
+        top.insert("random_faults".into(), value(random));
+    }
+    let faults = config
+        .faults
+        .iter()
+        .map(|fault| {
+            let mut entry = toml::Table::new();
+            entry.insert("at".into(), duration_text(fault.at));
+            if let Some(d) = fault.duration {
+                entry.insert("duration".into(), duration_text(d));
+            }
+            match &fault.action {
+                // A unit variant serializes as a string; the file spells it `heal = true`.
+                FaultAction::Heal => {
+                    entry.insert("heal".into(), Value::Boolean(true));
+                }
+                action => match value(action) {
+                    Value::Table(t) => entry.extend(t),
+                    other => panic!("fault action {other} is not a table"),
+                },
+            }
+            Value::Table(entry)
+        })
+        .collect();
+    top.insert("faults".into(), Value::Array(faults));
+    toml::to_string(&top).expect("a TOML table serializes")
+}
+
+/// `d` as the shortest exact duration text: `"20s"`, `"1500ms"` or `"1234ns"`.
+fn duration_text(d: Duration) -> toml::Value {
+    let text = if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.subsec_millis() * 1_000_000 == d.subsec_nanos() {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}ns", d.as_nanos())
+    };
+    toml::Value::String(text)
+}
+
+fn value<T: serde::Serialize>(part: &T) -> toml::Value {
+    toml::Value::try_from(part).expect("a configuration part serializes to TOML")
+}
+
+/// A command running the `nefele-sim` binary of this build, or `None` (after saying
+/// why on stderr, so the skipped test shows it) when there is no binary to run.
+#[must_use]
+pub fn nefele_sim_command() -> Option<Command> {
+    match nefele_sim_binary() {
+        Ok(binary) => Some(Command::new(binary)),
+        Err(why) => {
+            eprintln!("skipped: no nefele-sim binary: {why}");
+            None
+        }
+    }
+}
+
+/// The `nefele-sim` binary of this build, built first if needed, or why there is none.
+///
+/// `CARGO_BIN_EXE_*` is only set for a binary's own package, and `cargo test` builds
+/// another package's binaries only when that package has integration tests. So this
+/// asks the cargo running the tests (`$CARGO`) to build `nefele-sim` into the same
+/// target directory and profile as this test executable
+/// (`<target>/<profile dir>/deps/<test>`); when fresh, that is a no-op. Built once per
+/// test process.
+pub fn nefele_sim_binary() -> Result<PathBuf, String> {
+    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BINARY.get_or_init(build_nefele_sim).clone()
+}
+
+fn build_nefele_sim() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("no test executable path: {e}"))?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("the test executable is not in <target>/<profile>/deps")?;
+    let target_dir = profile_dir.parent().ok_or("no target directory")?;
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(name) => name,
+        None => return Err("the profile directory has no name".to_owned()),
+    };
+    let binary = profile_dir.join(format!("nefele-sim{}", std::env::consts::EXE_SUFFIX));
+    let cargo = std::env::var_os("CARGO").ok_or("$CARGO is not set (not run by cargo test)")?;
+    let output = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "nefele-sim",
+            "--bin",
+            "nefele-sim",
+        ])
+        .args(["--profile", profile])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "cargo build -p nefele-sim failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    if binary.is_file() {
+        Ok(binary)
+    } else {
+        Err(format!("{} is missing after the build", binary.display()))
+    }
+}
