@@ -222,7 +222,13 @@ impl Discovery {
 
     /// Fires the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Time) {
+        // Each timer fires at most once per call, even at the end of time, where
+        // `now + period` saturates to `now` and would be due again at once.
+        let mut due = Vec::new();
         while let Some(timer) = self.timers.pop_expired(now) {
+            due.push(timer);
+        }
+        for timer in due {
             match timer {
                 DiscoveryTimer::Heartbeat => {
                     self.outbox
@@ -314,6 +320,16 @@ mod tests {
         assert!(beat <= Time::from_millis(1100));
         d.handle_timeout(Time::from_millis(1100));
         assert!(drain(&mut d).contains(&DiscoveryOutput::Broadcast(DiscoveryMsg::Heartbeat)));
+    }
+
+    /// Regression: at `Time::NEVER` the re-armed heartbeat was due again at once, and
+    /// `handle_timeout` looped forever.
+    #[test]
+    fn a_timeout_at_the_end_of_time_returns() {
+        let mut d = discovery(1);
+        d.boot(Time::ZERO);
+        d.handle_timeout(Time::NEVER);
+        assert_eq!(d.next_timeout(), Some(Time::NEVER));
     }
 
     #[test]

@@ -22,11 +22,25 @@ use std::time::Duration;
 /// with a perfect network and no faults.
 #[must_use]
 pub fn small_config(nodes: u32, seed: u64, duration: Duration) -> SimConfig {
-    SimConfig {
+    let mut config = SimConfig {
         seed,
         nodes,
         duration,
         ..SimConfig::default()
+    };
+    config.agent.discovery = fast_discovery();
+    config
+}
+
+/// Discovery that beats every second and forgets a neighbour after 3.5 s, so that
+/// tests of discovery under faults run in seconds (the default is ten times slower,
+/// to keep rack broadcasts cheap at scale).
+#[must_use]
+pub fn fast_discovery() -> nefele_core::discovery::DiscoveryConfig {
+    nefele_core::discovery::DiscoveryConfig {
+        heartbeat_period: Duration::from_secs(1),
+        neighbour_timeout: Duration::from_millis(3500),
+        hello_peers: 64,
     }
 }
 
@@ -152,6 +166,14 @@ pub fn scenario_toml(name: &str, config: &SimConfig) -> String {
     top.insert("topology".into(), value(&config.topology));
     top.insert("network".into(), value(&config.network));
     top.insert("check".into(), value(&config.check));
+    let mut discovery = toml::Table::new();
+    let d = &config.agent.discovery;
+    discovery.insert("heartbeat_period".into(), duration_text(d.heartbeat_period));
+    discovery.insert(
+        "neighbour_timeout".into(),
+        duration_text(d.neighbour_timeout),
+    );
+    top.insert("discovery".into(), Value::Table(discovery));
     if let Some(down) = &config.start_down {
         top.insert("start_down".into(), value(down));
     }

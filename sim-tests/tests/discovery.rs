@@ -84,13 +84,15 @@ fn discovery_reconverges_after_a_crash_a_partition_a_pause_and_a_skew() {
 
 #[test]
 fn a_host_crashed_for_good_is_forgotten_by_its_rack() {
+    let discovery = nefele_sim_tests::fast_discovery();
+    let forgotten_by = discovery.neighbour_timeout + discovery.heartbeat_period * 2;
     let config = SimConfig {
         faults: vec![fault(
             Duration::from_secs(2),
             FaultAction::Crash(Selector::Node(3)),
             None,
         )],
-        ..small_config(40, 24, Duration::from_secs(10))
+        ..small_config(40, 24, Duration::from_secs(2) + forgotten_by)
     };
     let sim = run(config);
     assert_converged(&sim);

@@ -315,6 +315,18 @@ fn snapshot_of_the_hierarchy_after_a_seeded_boot() {
     insta::assert_snapshot!(lines.join("\n"));
 }
 
+/// Regression (found by the property test below): a restarted agent whose boot
+/// announcement was lost is only heard again at the next discovery heartbeat, so
+/// discovery cannot be complete 5 s after the last fault; the checker now waits two
+/// heartbeat periods before it requires discovery to be complete.
+#[test]
+fn random_faults_on_four_agents_seed_14373287726603424044() {
+    let mut config = cluster(4, 14_373_287_726_603_424_044, secs(40));
+    config.random_faults = Some(RandomFaults::every(Duration::from_millis(3703)));
+    let sim = run(config);
+    assert_healthy(&sim);
+}
+
 /// The scenario file that replays a random run.
 fn scenario_text(nodes: u32, seed: u64, mean_interval_ms: u64) -> String {
     format!(

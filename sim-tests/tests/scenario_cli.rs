@@ -248,7 +248,6 @@ fn the_trace_is_chrome_json_or_json_lines_by_its_name() {
 
 /// A zero check interval would re-run the checker forever at one instant.
 #[test]
-#[ignore = "bug: check.interval = \"0s\" is accepted, and the run never ends"]
 fn a_zero_check_interval_is_refused() {
     let text = "nodes = 2\nduration = \"1s\"\n[check]\ninterval = \"0s\"\n";
     let refused = match scenario::parse(text, "zero-interval") {

@@ -11,6 +11,7 @@ use crate::topology::Topology;
 use nefele_core::wire::CONTROL_MTU;
 use nefele_core::{Agent, NodeId, Time};
 use serde::Serialize;
+use std::time::Duration;
 
 /// What an invariant may look at: the whole cluster, read only.
 pub struct ClusterView<'a> {
@@ -52,8 +53,10 @@ impl ClusterView<'_> {
 pub trait Invariant {
     /// A short, stable name for reports.
     fn name(&self) -> &'static str;
-    /// Whether it only holds after the cluster has been free of faults for the settle period.
-    fn needs_settled(&self) -> bool;
+    /// How long the cluster must have been free of faults (none in force either) before
+    /// it must hold; `None` if it must always hold. The settle period of the run is
+    /// passed in; an invariant may need longer.
+    fn needs_quiet(&self, settle: Duration) -> Option<Duration>;
     /// Run at every `stride`-th check only (for slow properties that are costly to check).
     fn stride(&self) -> u64 {
         1
@@ -94,15 +97,13 @@ pub struct Checker {
 impl Checker {
     /// The built-in invariants; `neighbour_timeout` is discovery's.
     #[must_use]
-    pub fn new(
-        neighbour_timeout: std::time::Duration,
-        heartbeat_period: std::time::Duration,
-    ) -> Self {
+    pub fn new(neighbour_timeout: Duration, heartbeat_period: Duration) -> Self {
         Checker {
             invariants: vec![
                 Box::new(ControlMtu),
                 Box::new(DiscoveryConverged {
                     timeout: neighbour_timeout + heartbeat_period * 2,
+                    heartbeat_period,
                 }),
             ],
             report: InvariantReport::default(),
@@ -117,11 +118,16 @@ impl Checker {
         self.invariants.push(invariant);
     }
 
-    /// Evaluates every invariant that applies (`settled`: no fault for the settle period).
-    pub fn run(&mut self, view: &ClusterView<'_>, settled: bool) {
+    /// Evaluates every invariant that applies: `quiet` is how long the cluster has been
+    /// free of faults (`None` while one is in force), `settle` the run's settle period.
+    pub fn run(&mut self, view: &ClusterView<'_>, quiet: Option<Duration>, settle: Duration) {
         self.round += 1;
         for inv in &mut self.invariants {
-            if (inv.needs_settled() && !settled) || !self.round.is_multiple_of(inv.stride()) {
+            let applies = match inv.needs_quiet(settle) {
+                None => true,
+                Some(need) => quiet.is_some_and(|q| q >= need),
+            };
+            if !applies || !self.round.is_multiple_of(inv.stride()) {
                 continue;
             }
             self.report.checks += 1;
@@ -172,8 +178,8 @@ impl Invariant for ControlMtu {
     fn name(&self) -> &'static str {
         "control-mtu"
     }
-    fn needs_settled(&self) -> bool {
-        false
+    fn needs_quiet(&self, _settle: Duration) -> Option<Duration> {
+        None
     }
     fn check(&mut self, view: &ClusterView<'_>) -> Result<(), String> {
         let max = view.max_frame_since_last_check;
@@ -189,17 +195,20 @@ impl Invariant for ControlMtu {
 
 /// Liveness: once settled, every live agent knows every live agent of its
 /// broadcast domain, and lists no agent that has been down for longer than the
-/// neighbour timeout (plus a heartbeat period for the sweep).
+/// neighbour timeout (plus a heartbeat period for the sweep). Settled means two
+/// heartbeat periods without faults at least: an announcement lost to a fault is
+/// only made up for by the next heartbeat.
 struct DiscoveryConverged {
-    timeout: std::time::Duration,
+    timeout: Duration,
+    heartbeat_period: Duration,
 }
 
 impl Invariant for DiscoveryConverged {
     fn name(&self) -> &'static str {
         "discovery-converged"
     }
-    fn needs_settled(&self) -> bool {
-        true
+    fn needs_quiet(&self, settle: Duration) -> Option<Duration> {
+        Some(settle.max(self.heartbeat_period * 2))
     }
     fn stride(&self) -> u64 {
         // Discovery converges over heartbeat periods of seconds; every 8th check is plenty.

@@ -33,7 +33,8 @@
 //! Federation instances (default: one, "placement", groups of 4..16, period 300 ms)
 //! can be replaced with `[[federation]]` tables (`name`, `min_group`, `max_group`,
 //! `period`, `suspect_periods`, `remove_periods`, `probe_period`); an empty list,
-//! `federation = []`, runs discovery alone.
+//! `federation = []`, runs discovery alone. `[discovery]` sets `heartbeat_period`
+//! (default 10 s) and `neighbour_timeout` (default 33 s).
 
 use crate::config::{CheckConfig, SimConfig};
 use crate::faults::{Fault, FaultAction, RandomFaults, Selector};
@@ -94,7 +95,16 @@ struct ScenarioFile {
     #[serde(default)]
     faults: Vec<Spanned<FaultEntry>>,
     random_faults: Option<RandomFaults>,
+    discovery: Option<DiscoveryEntry>,
     federation: Option<Vec<FederationEntry>>,
+}
+
+/// Neighbour discovery's timing, as a scenario file states it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiscoveryEntry {
+    heartbeat_period: Option<String>,
+    neighbour_timeout: Option<String>,
 }
 
 /// One federation instance, as a scenario file states it; unset fields keep the defaults.
@@ -275,6 +285,32 @@ pub fn parse(text: &str, default_name: &str) -> Result<Scenario, (usize, String)
         faults.push(fault);
     }
     let mut agent = defaults.agent;
+    if let Some(d) = file.discovery {
+        let field = |name: &str, text: Option<String>, default| {
+            text.map_or(Ok(default), |t| {
+                crate::duration_text::parse(&t).map_err(|e| (1, format!("discovery.{name}: {e}")))
+            })
+        };
+        agent.discovery.heartbeat_period = field(
+            "heartbeat_period",
+            d.heartbeat_period,
+            agent.discovery.heartbeat_period,
+        )?;
+        agent.discovery.neighbour_timeout = field(
+            "neighbour_timeout",
+            d.neighbour_timeout,
+            agent.discovery.neighbour_timeout,
+        )?;
+        if agent.discovery.heartbeat_period.is_zero()
+            || agent.discovery.neighbour_timeout <= agent.discovery.heartbeat_period
+        {
+            return Err((
+                1,
+                "discovery: heartbeat_period must be positive and below neighbour_timeout"
+                    .to_owned(),
+            ));
+        }
+    }
     if let Some(entries) = file.federation {
         if entries.len() > usize::from(u8::MAX) {
             return Err((1, "federation: at most 255 instances".to_owned()));

@@ -34,6 +34,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::io;
 use std::rc::Rc;
+use std::time::Duration;
 
 /// Why a simulation cannot start. Nothing has run.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,9 @@ pub enum SimError {
     /// A network setting is invalid.
     #[error("{0}")]
     Network(String),
+    /// The checker's interval is zero (the run would never advance).
+    #[error("check.interval must be more than zero")]
+    CheckInterval,
     /// A fault names hosts that do not exist, or is malformed.
     #[error("{}faults[{index}]: {message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
     Fault {
@@ -196,6 +200,9 @@ impl Simulation {
     pub fn new(mut config: SimConfig) -> Result<Self, SimError> {
         config.network.validate().map_err(SimError::Network)?;
         config.agent.validate()?;
+        if config.check.interval.is_zero() {
+            return Err(SimError::CheckInterval);
+        }
         let mut root = ChaCha8Rng::seed_from_u64(config.seed);
         let mut topo_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
         let net_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
@@ -775,12 +782,14 @@ impl Simulation {
 
     // ---- checks -----------------------------------------------------------
 
-    /// No fault for the settle period, and none in force (partition, pause).
-    fn settled(&self, paused: &[bool]) -> bool {
+    /// How long the cluster has been free of faults; `None` while one is in force
+    /// (a partition, a stall) or agents are still booting.
+    fn quiet_for(&self, paused: &[bool]) -> Option<Duration> {
+        if self.network.is_partitioned() || paused.contains(&true) {
+            return None;
+        }
         let quiet_since = self.last_fault.unwrap_or(Time::ZERO) + self.config.boot_spread;
-        self.now.saturating_since(quiet_since) >= self.config.check.settle
-            && !self.network.is_partitioned()
-            && !paused.contains(&true)
+        (self.now >= quiet_since).then(|| self.now.saturating_since(quiet_since))
     }
 
     fn check(&mut self) {
@@ -790,7 +799,9 @@ impl Simulation {
             .iter()
             .map(|h| h.paused_until > self.now)
             .collect();
-        let settled = self.settled(&paused);
+        let quiet = self.quiet_for(&paused);
+        let settle = self.config.check.settle;
+        let settled = quiet.is_some_and(|q| q >= settle);
         let view = ClusterView {
             now: self.now,
             topology: &self.topology,
@@ -800,7 +811,7 @@ impl Simulation {
             max_frame_since_last_check: self.max_frame_since_check,
             down_since: &self.down_since,
         };
-        self.checker.run(&view, settled);
+        self.checker.run(&view, quiet, settle);
         let results =
             self.federation
                 .observe(&view, &self.config.agent.federations, self.last_fault);
@@ -901,7 +912,17 @@ fn validate_fault(
             check(b, rng)
         }
         FaultAction::Heal => Ok(()),
-        FaultAction::Skew { hosts, .. } => check(hosts, rng),
+        FaultAction::Skew {
+            hosts, drift_ppm, ..
+        } => {
+            // A clock must keep running forwards, and not absurdly fast.
+            if !(-500_000..=1_000_000).contains(drift_ppm) {
+                return Err(format!(
+                    "skew drift_ppm {drift_ppm} is outside [-500000, 1000000]"
+                ));
+            }
+            check(hosts, rng)
+        }
         FaultAction::Loss(p) if (0.0..=1.0).contains(p) => Ok(()),
         FaultAction::Loss(p) => Err(format!("loss {p} is not a probability in [0, 1]")),
     }
@@ -932,32 +953,6 @@ mod tests {
     use super::*;
     use crate::faults::Selector;
     use std::time::Duration;
-
-    fn loss(at_ms: u64, p: f64, for_ms: u64) -> Fault {
-        Fault {
-            at: Duration::from_millis(at_ms),
-            action: FaultAction::Loss(p),
-            duration: Some(Duration::from_millis(for_ms)),
-            line: None,
-        }
-    }
-
-    /// Regression: the second of two overlapping loss faults used to restore the loss
-    /// the first had set, leaving the network lossy for good.
-    #[test]
-    fn overlapping_loss_faults_restore_the_configured_loss() {
-        let config = SimConfig {
-            nodes: 4,
-            duration: Duration::from_secs(5),
-            faults: vec![loss(1000, 0.5, 1000), loss(1500, 0.7, 1000)],
-            ..SimConfig::default()
-        };
-        let mut sim = Simulation::new(config).unwrap();
-        sim.run_until(Time::from_millis(1600));
-        assert_eq!(sim.network.config().loss, 0.7);
-        sim.run_until(Time::from_secs(3));
-        assert_eq!(sim.network.config().loss, 0.0);
-    }
 
     #[test]
     fn a_crashed_host_comes_back_with_a_new_incarnation() {
