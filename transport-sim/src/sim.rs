@@ -425,6 +425,16 @@ impl Simulation {
         self.after_handle(node);
     }
 
+    /// The agent of `node`, if up, says goodbye to its groups (before its host stops).
+    fn leave(&mut self, node: NodeId) {
+        let host = &mut self.hosts[node.0 as usize];
+        let local = host.clock.local(self.now);
+        if let Some(agent) = host.agent.as_mut() {
+            agent.leave(local);
+            self.after_handle(node);
+        }
+    }
+
     fn crash(&mut self, node: NodeId) {
         let host = &mut self.hosts[node.0 as usize];
         host.agent = None;
@@ -664,31 +674,20 @@ impl Simulation {
         };
         let until = fault.duration.map(|d| self.now + d);
         let text = match &fault.action {
-            FaultAction::Crash(sel) => {
+            FaultAction::Crash(sel) | FaultAction::Leave(sel) => {
+                let clean = matches!(fault.action, FaultAction::Leave(_));
                 let nodes = resolve(sel, &mut self.fault_rng, &self.topology);
                 for &n in &nodes {
+                    if clean {
+                        self.leave(n);
+                    }
                     self.crash(n);
                 }
                 if let Some(at) = until {
                     self.schedule(at, Event::Undo(Undo::Boot(nodes.clone())));
                 }
-                format!("crash {}", describe(&nodes))
-            }
-            FaultAction::Leave(sel) => {
-                let nodes = resolve(sel, &mut self.fault_rng, &self.topology);
-                for &n in &nodes {
-                    let host = &mut self.hosts[n.0 as usize];
-                    let local = host.clock.local(self.now);
-                    if let Some(agent) = host.agent.as_mut() {
-                        agent.leave(local);
-                        self.after_handle(n);
-                        self.crash(n);
-                    }
-                }
-                if let Some(at) = until {
-                    self.schedule(at, Event::Undo(Undo::Boot(nodes.clone())));
-                }
-                format!("leave {}", describe(&nodes))
+                let verb = if clean { "leave" } else { "crash" };
+                format!("{verb} {}", describe(&nodes))
             }
             FaultAction::Restart(sel) => {
                 let nodes = resolve(sel, &mut self.fault_rng, &self.topology);

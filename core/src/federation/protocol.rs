@@ -9,6 +9,15 @@ use crate::ids::NodeId;
 use crate::time::Time;
 use rand::Rng;
 
+/// A fresh request for a seat at `level` on behalf of `joiner`.
+fn attach(joiner: NodeId, level: Level) -> FedBody {
+    FedBody::Attach {
+        joiner,
+        level,
+        hops: 0,
+    }
+}
+
 impl Federation {
     // ---- the tick -------------------------------------------------------------
 
@@ -40,14 +49,7 @@ impl Federation {
         self.join_attempts += 1;
         self.next_join = now + self.config.period * 2;
         match self.neighbours.get(attempt) {
-            Some(&target) if attempt < 3 => self.send(
-                target,
-                FedBody::Attach {
-                    joiner: self.me,
-                    level: 0,
-                    hops: 0,
-                },
-            ),
+            Some(&target) if attempt < 3 => self.send(target, attach(self.me, 0)),
             _ => self.found(now),
         }
     }
@@ -200,13 +202,7 @@ impl Federation {
         seat.suspects.clear();
         seat.summaries.clear();
         seat.dirty = true;
-        let others: Vec<NodeId> = seat
-            .view
-            .members
-            .iter()
-            .copied()
-            .filter(|m| *m != self.me)
-            .collect();
+        let others: Vec<NodeId> = seat.others(self.me);
         seat.heard.insert(self.me, now);
         for m in &others {
             seat.heard.insert(*m, now - suspect_after);
@@ -230,14 +226,7 @@ impl Federation {
         let me = self.me;
         let mut ancestors = ancestors.into_iter().filter(|a| *a != me);
         if let Some(first) = ancestors.next() {
-            self.send(
-                first,
-                FedBody::Attach {
-                    joiner: self.me,
-                    level: level as Level + 1,
-                    hops: 0,
-                },
-            );
+            self.send(first, attach(self.me, level as Level + 1));
         }
         self.priority_contacts = ancestors.collect();
         self.became_root(now);
@@ -288,14 +277,7 @@ impl Federation {
                 now + self.config.probe_period
             };
             if let Some(contact) = self.next_contact() {
-                self.send(
-                    contact,
-                    FedBody::Attach {
-                        joiner: self.me,
-                        level: top as Level + 1,
-                        hops: 0,
-                    },
-                );
+                self.send(contact, attach(self.me, top as Level + 1));
             }
         }
     }
@@ -466,14 +448,7 @@ impl Federation {
             self.seats.push(seat);
         } else {
             // The joiner's tree is taller, or as tall with a lower id: join it instead.
-            self.send(
-                joiner,
-                FedBody::Attach {
-                    joiner: self.me,
-                    level: top as Level + 1,
-                    hops: 0,
-                },
-            );
+            self.send(joiner, attach(self.me, top as Level + 1));
         }
     }
 
@@ -525,14 +500,7 @@ impl Federation {
                 self.accept(now, level + 1, new_leader);
             } else {
                 let up = self.seats[level + 1].view.leader;
-                self.send(
-                    up,
-                    FedBody::Attach {
-                        joiner: new_leader,
-                        level: level as Level + 1,
-                        hops: 0,
-                    },
-                );
+                self.send(up, attach(new_leader, level as Level + 1));
             }
         } else {
             // We were the root: the two halves get a new top group.
@@ -639,13 +607,7 @@ impl Federation {
             let seat = &self.seats[l];
             let lvl = l as Level;
             if seat.led_by(self.me) {
-                let rest: Vec<NodeId> = seat
-                    .view
-                    .members
-                    .iter()
-                    .copied()
-                    .filter(|m| *m != self.me)
-                    .collect();
+                let rest: Vec<NodeId> = seat.others(self.me);
                 let parent = above;
                 let ancestors = parent.into_iter().collect();
                 if let Some(handed) = View::of(lvl, seat.view.epoch + 1, rest, ancestors) {
@@ -653,14 +615,7 @@ impl Federation {
                         self.send(*m, FedBody::View(handed.clone()));
                     }
                     if let Some(p) = parent {
-                        self.send(
-                            p,
-                            FedBody::Attach {
-                                joiner: handed.leader,
-                                level: lvl + 1,
-                                hops: 0,
-                            },
-                        );
+                        self.send(p, attach(handed.leader, lvl + 1));
                     }
                     above = Some(handed.leader);
                 } else {
@@ -719,13 +674,7 @@ impl Federation {
         if !from_parent || !undersized || target == self.me {
             return;
         }
-        let members: Vec<NodeId> = self.seats[l]
-            .view
-            .members
-            .iter()
-            .copied()
-            .filter(|m| *m != self.me)
-            .collect();
+        let members: Vec<NodeId> = self.seats[l].others(self.me);
         for m in members {
             self.send(m, FedBody::Dissolve { level, target });
         }

@@ -63,6 +63,16 @@ impl Seat {
         &self.view
     }
 
+    /// The members other than `me`.
+    pub(super) fn others(&self, me: NodeId) -> Vec<NodeId> {
+        self.view
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != me)
+            .collect()
+    }
+
     /// Whether `me` leads this group.
     pub(super) fn led_by(&self, me: NodeId) -> bool {
         self.view.leader == me
