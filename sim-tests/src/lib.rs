@@ -44,6 +44,16 @@ pub fn fast_discovery() -> nefele_core::discovery::DiscoveryConfig {
     }
 }
 
+/// Cases for a property test: `PROPTEST_CASES` when set (to search harder, e.g.
+/// `PROPTEST_CASES=500 cargo test --release -p nefele-sim-tests`), else `default`.
+#[must_use]
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Builds the simulation of `config` and runs it to the end.
 ///
 /// # Panics

@@ -303,7 +303,7 @@ fn save_reproducer(config: &SimConfig) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: nefele_sim_tests::proptest_cases(10), ..ProptestConfig::default() })]
 
     /// Safety phase with random faults, then the heal: after settling, discovery has
     /// converged (and no message ever exceeded the MTU).

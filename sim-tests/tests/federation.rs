@@ -337,7 +337,7 @@ fn scenario_text(nodes: u32, seed: u64, mean_interval_ms: u64) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: nefele_sim_tests::proptest_cases(16), ..ProptestConfig::default() })]
 
     /// Random crashes, stalls, partitions and clock skew for 2/3 of the run, then a
     /// fault-free phase: the hierarchy must be whole again and no invariant may fail
