@@ -18,11 +18,13 @@ pub mod duration_text;
 pub mod faults;
 pub mod federation_check;
 pub mod network;
+pub mod placement_sim;
 pub mod report;
 pub mod scenario;
 pub mod sim;
 pub mod topology;
 pub mod trace;
+pub mod workload;
 
 pub use config::{CheckConfig, SimConfig};
 pub use sim::{SimError, Simulation, Stats};

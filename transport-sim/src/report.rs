@@ -5,6 +5,7 @@
 
 use crate::checker::InvariantReport;
 use crate::federation_check::FederationReport;
+use crate::placement_sim::PlacementFigures;
 use crate::sim::{Simulation, Stats};
 use serde::Serialize;
 
@@ -41,6 +42,16 @@ pub struct Report {
     pub invariants: InvariantReport,
     /// The federation: its first instance's figures, and every instance's.
     pub federation: FederationSummary,
+    /// Placement under the workload, when the run has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementReport>,
+}
+
+/// The placement part of the report: Nefele's figures (baselines would sit beside them).
+#[derive(Clone, Debug, Serialize)]
+pub struct PlacementReport {
+    /// Nefele's distributed placement.
+    pub nefele: PlacementFigures,
 }
 
 /// The federation part of the report.
@@ -119,6 +130,9 @@ impl Report {
             trace_hash: sim.trace_hash(),
             invariants: sim.invariants().clone(),
             federation: FederationSummary::of(sim),
+            placement: sim.config().workload.as_ref().map(|_| PlacementReport {
+                nefele: sim.placement_figures(),
+            }),
             stats,
         }
     }

@@ -95,6 +95,7 @@ struct ScenarioFile {
     faults: Vec<Spanned<FaultEntry>>,
     random_faults: Option<RandomFaults>,
     federation: Option<Vec<FederationEntry>>,
+    workload: Option<crate::workload::WorkloadConfig>,
 }
 
 /// One federation instance, as a scenario file states it; unset fields keep the defaults.
@@ -295,7 +296,15 @@ pub fn parse(text: &str, default_name: &str) -> Result<Scenario, (usize, String)
         faults,
         random_faults: file.random_faults,
         check: file.check.unwrap_or(defaults.check),
+        workload: file.workload,
     };
+    if let Some(Err(e)) = config
+        .workload
+        .as_ref()
+        .map(crate::workload::WorkloadConfig::validate)
+    {
+        return Err((1, e));
+    }
     if config.duration.is_zero() {
         return Err((1, "duration: must be more than zero".to_owned()));
     }

@@ -302,6 +302,26 @@ fn print_summary(r: &Report, description: Option<&str>) {
             println!("  not converged at the end: {why}");
         }
     }
+    if let Some(p) = &r.placement {
+        let n = &p.nefele;
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}ms"));
+        println!(
+            "placement: {} requests, {} placed ({} gangs of {}), {} rejected, {} unanswered, {} processes; utilisation cpu {:.1}% mem {:.1}%; latency p50 {} p99 {}; {:.1} msgs/request; local {:.1}%",
+            n.requests,
+            n.placed_requests,
+            n.placed_gang_requests,
+            n.gang_requests,
+            n.rejected_requests,
+            n.unanswered_requests,
+            n.placed_processes,
+            n.mean_utilization.cpu * 100.0,
+            n.mean_utilization.memory * 100.0,
+            ms(n.latency_p50_ms),
+            ms(n.latency_p99_ms),
+            n.msgs_per_request,
+            n.local_fraction * 100.0,
+        );
+    }
     match &r.invariants.first_violation {
         None => println!(
             "invariants: {} checks, {} violations",
