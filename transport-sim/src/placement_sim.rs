@@ -19,6 +19,7 @@
 
 use crate::workload::{env_number, Generated};
 use nefele_core::host::{ExitStatus, HostCommand, HostEvent, Usage};
+use nefele_core::placement::api::{Resource, SpawnError};
 use nefele_core::{Agent, ApiReply, NodeId, Pid, Time};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
@@ -60,6 +61,9 @@ pub struct PlacementFigures {
     pub placed_requests: u64,
     /// Requests answered with an error.
     pub rejected_requests: u64,
+    /// Rejections by cause (`short_cpu`, `short_memory`, `short_accelerators`,
+    /// `short_hosts`, `aborted`, `invalid`).
+    pub rejections: BTreeMap<&'static str, u64>,
     /// Requests never answered by the end of the run.
     pub unanswered_requests: u64,
     /// Processes placed.
@@ -255,8 +259,9 @@ impl PlacementSim {
                     ));
                 }
             }
-            ApiReply::Spawned(Err(_)) => {
+            ApiReply::Spawned(Err(e)) => {
                 self.figures.rejected_requests += 1;
+                *self.figures.rejections.entry(cause(&e)).or_default() += 1;
                 self.failed.push_back((now, request));
             }
             _ => {}
@@ -285,13 +290,14 @@ impl PlacementSim {
         self.running_by_req.get(&req).copied().unwrap_or(0)
     }
 
-    /// Evaluates the placement invariants; `grace` is how long after a failed reply its
-    /// processes may still run (the hosts' confirm timeouts). Samples utilisation when
-    /// `sample` is set.
+    /// Evaluates the placement invariants; `locals` is each host's clock now; `grace` is
+    /// how long after a failed reply its processes may still run (the hosts' confirm
+    /// timeouts). Samples utilisation when `sample` is set.
     pub fn check(
         &mut self,
         now: Time,
         agents: &[Option<&Agent>],
+        locals: &[Time],
         grace: Duration,
         sample: bool,
     ) -> Vec<(&'static str, Result<(), String>)> {
@@ -312,7 +318,9 @@ impl PlacementSim {
                     "n{i}: committed {committed:?} + reserved {reserved:?} over {cap:?}"
                 ));
             }
-            if let Some((key, exp)) = p.leases().find(|(_, e)| *e + grace < now) {
+            // On the host's own clock (it may be skewed).
+            let local = locals[i];
+            if let Some((key, exp)) = p.leases().find(|(_, e)| *e + grace < local) {
                 leak = Err(format!(
                     "n{i}: lease of {key:?} expired at {exp} still held"
                 ));
@@ -376,5 +384,19 @@ impl PlacementSim {
             };
         }
         f
+    }
+}
+
+/// A short name of why a spawn failed, for the report.
+fn cause(e: &SpawnError) -> &'static str {
+    match e {
+        SpawnError::Invalid(_) => "invalid",
+        SpawnError::Short { resource } => match resource {
+            Resource::Cpu => "short_cpu",
+            Resource::Memory => "short_memory",
+            Resource::Accelerators => "short_accelerators",
+            Resource::Hosts => "short_hosts",
+        },
+        SpawnError::Aborted => "aborted",
     }
 }

@@ -201,7 +201,12 @@ pub struct Simulation {
     window_start: Time,
     window_open: bool,
     placement: PlacementSim,
+    /// Draws the workload's requests and arrival gaps, and nothing else (baselines
+    /// replay the same stream from the same seed).
     workload_rng: ChaCha8Rng,
+    workload_seed: u64,
+    /// Draws the hosts clients sit on.
+    client_rng: ChaCha8Rng,
 }
 
 impl Simulation {
@@ -218,7 +223,8 @@ impl Simulation {
         let mut fault_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
         let mut boot_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
         let agent_seed = root.next_u64();
-        let workload_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
+        let workload_seed = root.next_u64();
+        let client_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
         let topology = Topology::build(&config.topology, config.nodes, &mut topo_rng)?;
         let hosts_len = topology.len();
         // Without a configured seed list, the first host of each of the first three
@@ -282,7 +288,9 @@ impl Simulation {
             window_start: Time::ZERO + config.duration.mul_f64(0.75),
             window_open: false,
             placement: PlacementSim::new(hosts_len),
-            workload_rng,
+            workload_rng: ChaCha8Rng::seed_from_u64(workload_seed),
+            workload_seed,
+            client_rng,
             config,
         };
         let mut booting = vec![true; hosts_len];
@@ -823,6 +831,19 @@ impl Simulation {
     }
 
     fn check(&mut self) {
+        let now = self.now;
+        let locals: Vec<Time> = self
+            .hosts
+            .iter()
+            .map(|h| {
+                // A paused host runs no timers: its leases wait with it.
+                if h.paused_until > now {
+                    Time::ZERO
+                } else {
+                    h.clock.reading(now)
+                }
+            })
+            .collect();
         let agents: Vec<Option<&Agent>> = self.hosts.iter().map(|h| h.agent.as_ref()).collect();
         let paused: Vec<bool> = self
             .hosts
@@ -853,7 +874,9 @@ impl Simulation {
             let t = self.now.saturating_since(Time::ZERO);
             t >= w.start && w.stop.is_none_or(|s| t <= s)
         });
-        let results = self.placement.check(self.now, &agents, grace, sample);
+        let results = self
+            .placement
+            .check(self.now, &agents, &locals, grace, sample);
         for (name, result) in results {
             self.checker.record(self.now, name, result, true);
         }
@@ -886,7 +909,7 @@ impl Simulation {
         let generated = crate::workload::generate(&w, &mut self.workload_rng, id);
         let hosts = self.topology.dc_hosts();
         let node = (0..16)
-            .map(|_| NodeId(self.workload_rng.gen_range(0..hosts)))
+            .map(|_| NodeId(self.client_rng.gen_range(0..hosts)))
             .find(|n| self.hosts[n.0 as usize].agent.is_some());
         let issued = self.placement.issue(self.now, Some(&generated));
         if let Some(node) = node {
@@ -926,6 +949,12 @@ impl Simulation {
     #[must_use]
     pub fn placement(&self) -> &PlacementSim {
         &self.placement
+    }
+
+    /// The figures of `baseline` on this run's workload and topology.
+    #[must_use]
+    pub fn run_baseline(&self, baseline: crate::baseline::Baseline) -> PlacementFigures {
+        crate::baseline::run(baseline, &self.config, &self.topology, self.workload_seed)
     }
 
     /// The placement figures of the workload so far.

@@ -9,7 +9,7 @@
 
 use super::api::{Demand, DistanceClass, ProcInfo, ProcState};
 use super::msg::{size_of, CreateItem, PidAnswer, PidOp, PlacementMsg, ReqKey, Shape, BATCH_BYTES};
-use super::{Placement, PlacementOutput, Timer};
+use super::{Placement, PlacementOutput, Timer, Want};
 use crate::federation::Federation;
 use crate::host::{ExitStatus, HostCommand, Usage};
 use crate::ids::{NodeId, Pid, TenantId};
@@ -464,23 +464,24 @@ impl Placement {
     }
 
     /// A leader at `level` looks for room in its subtree: at level 0 it names the
-    /// members whose summaries show room for `min`; higher up it forwards to members
-    /// whose subtree summaries do.
+    /// members whose summaries show room for `min`; higher up it forwards to the
+    /// members whose subtree summaries show the most room, enough of them to cover
+    /// twice `need`.
     pub(super) fn on_find_room(
         &mut self,
         fed: Option<&Federation>,
         key: ReqKey,
         level: u8,
-        min: Demand,
-        want: u16,
+        want: Want,
         skip: NodeId,
     ) {
+        let Want { min, need, hosts } = want;
         let seat = fed.and_then(|f| f.seats().get(usize::from(level)));
         let Some(seat) = seat.filter(|s| s.view().leader == self.me) else {
             self.send_candidates(key, Vec::new());
             return;
         };
-        let mut roomy: Vec<(u64, NodeId)> = seat
+        let mut roomy: Vec<(u64, u64, u32, NodeId)> = seat
             .summaries()
             .iter()
             .filter(|(m, s)| {
@@ -489,34 +490,42 @@ impl Placement {
                     && s.free_cpu_millicores >= u64::from(min.cpu_millicores)
                     && s.free_memory_bytes >= min.memory_bytes
             })
-            .map(|(m, s)| (s.free_cpu_millicores, *m))
+            .map(|(m, s)| (s.free_cpu_millicores, s.free_memory_bytes, s.agents, *m))
             .collect();
-        roomy.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        if level == 0 {
-            let hosts = roomy
-                .iter()
-                .take(usize::from(want))
-                .map(|(_, m)| *m)
-                .collect();
-            self.send_candidates(key, hosts);
+        roomy.sort_by(|a, b| b.0.cmp(&a.0).then(a.3.cmp(&b.3)));
+        // Take the roomiest until they cover twice the need, and twice the hosts.
+        let (mut cpu, mut mem, mut agents) = (0u64, 0u64, 0u64);
+        let want_cpu = u64::from(need.cpu_millicores) * 2;
+        let want_mem = need.memory_bytes.saturating_mul(2);
+        let want_agents = u64::from(hosts) * 2;
+        let chosen: Vec<NodeId> = roomy
+            .iter()
+            .take_while(|(c, m, a, _)| {
+                let more = cpu < want_cpu || mem < want_mem || agents < want_agents;
+                cpu += c;
+                mem += m;
+                agents += u64::from(*a);
+                more
+            })
+            .take(64)
+            .map(|(_, _, _, n)| *n)
+            .collect();
+        if level == 0 || chosen.is_empty() {
+            self.send_candidates(key, chosen);
             return;
         }
-        // Descend into enough subtrees: each is asked for all `want` hosts, at most 3.
-        let children: Vec<NodeId> = roomy.iter().take(3).map(|(_, m)| *m).collect();
-        if children.is_empty() {
-            self.send_candidates(key, Vec::new());
-        }
-        for child in children {
-            let msg = PlacementMsg::FindRoom {
-                key,
-                level: level - 1,
-                min,
-                want,
-                skip,
-            };
+        for child in chosen {
             if child == self.me {
-                self.on_find_room(fed, key, level - 1, min, want, skip);
+                self.on_find_room(fed, key, level - 1, want, skip);
             } else {
+                let msg = PlacementMsg::FindRoom {
+                    key,
+                    level: level - 1,
+                    min,
+                    need,
+                    hosts,
+                    skip,
+                };
                 self.send(child, msg);
             }
         }

@@ -305,9 +305,13 @@ impl Placement {
                 key,
                 level,
                 min,
-                want,
+                need,
+                hosts,
                 skip,
-            } => self.on_find_room(fed, key, level, min, want, skip),
+            } => {
+                let want = Want { min, need, hosts };
+                self.on_find_room(fed, key, level, want, skip);
+            }
             PlacementMsg::Candidates { key, hosts } => self.on_candidates(now, key, &hosts),
             PlacementMsg::Create { key, items, last } => {
                 self.on_create(now, from, key, items, last);
@@ -478,6 +482,17 @@ impl Placement {
                 accelerators: 0,
             })
     }
+}
+
+/// What a search for room looks for.
+#[derive(Clone, Copy, Debug)]
+struct Want {
+    /// The smallest unit.
+    min: Demand,
+    /// The uncovered demand.
+    need: Demand,
+    /// The distinct hosts still needed.
+    hosts: u16,
 }
 
 /// The level-0 group of this agent (itself included), or just itself without a seat.

@@ -100,8 +100,10 @@ pub enum PlacementMsg {
         level: u8,
         /// The smallest process of the request.
         min: Demand,
-        /// How many hosts are wanted.
-        want: u16,
+        /// What the request still needs in all (the search covers twice that).
+        need: Demand,
+        /// Distinct hosts it still needs (its uncovered `apart` units).
+        hosts: u16,
         /// A subtree not to descend into (the requester's own, already asked).
         skip: NodeId,
     },

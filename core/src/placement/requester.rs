@@ -12,7 +12,7 @@ use super::api::{
 };
 use super::msg::{size_of, CreateItem, PidAnswer, PidOp, PlacementMsg, ReqKey, Shape};
 use super::msg::{BATCH_BYTES, MAX_SHAPES};
-use super::{group_of, Placement, PlacementOutput, Timer};
+use super::{group_of, Placement, PlacementOutput, Timer, Want};
 use crate::agent::{ApiReply, RequestId};
 use crate::federation::Federation;
 use crate::host::{Affinity, ExitStatus, ProcSpec};
@@ -43,6 +43,8 @@ struct Unit {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
+    /// Waiting out a backoff before a second attempt.
+    Backoff,
     Offers,
     Creating,
 }
@@ -65,6 +67,9 @@ pub(super) struct Pending {
     plan: BTreeMap<NodeId, Vec<u16>>,
     pids: BTreeMap<u16, Pid>,
     group: Vec<NodeId>,
+    near: Vec<NodeId>,
+    /// This is the second attempt (the first lost to competing requests).
+    retried: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,13 +270,8 @@ impl Placement {
             Ok(x) => x,
             Err(e) => return self.reply(request, ApiReply::Spawned(Err(e))),
         };
-        self.req.next_seq += 1;
-        let key = ReqKey {
-            requester: self.me,
-            incarnation: self.incarnation,
-            seq: self.req.next_seq,
-        };
-        let mut p = Pending {
+        let key = self.next_key();
+        let p = Pending {
             request,
             key,
             tenant,
@@ -287,21 +287,42 @@ impl Placement {
             plan: BTreeMap::new(),
             pids: BTreeMap::new(),
             group: group_of(self.me, fed),
+            near,
+            retried: false,
         };
+        self.req.pending.insert(key.seq, p);
+        self.begin(now, fed, key.seq);
+    }
+
+    fn next_key(&mut self) -> ReqKey {
+        self.req.next_seq += 1;
+        ReqKey {
+            requester: self.me,
+            incarnation: self.incarnation,
+            seq: self.req.next_seq,
+        }
+    }
+
+    /// One attempt: the local host first, then the group (and the hosts of `near` pids).
+    fn begin(&mut self, now: Time, fed: Option<&Federation>, seq: u64) {
+        let Some(mut p) = self.req.pending.remove(&seq) else {
+            return;
+        };
+        p.phase = Phase::Offers;
+        p.group = group_of(self.me, fed);
+        let key = p.key;
         let counts = self.reserve(now, key, &p.shapes);
         p.room
             .insert(self.me, self.free().plus(held(&p.shapes, &counts)));
         p.offers.insert(self.me, counts);
-        let seq = key.seq;
         if let Ok(chosen) = plan(self.me, &p) {
             self.req.pending.insert(seq, p);
             return self.commit(now, seq, chosen);
         }
-        // Not all here: ask the group (and the hosts of `near` pids).
         let peers: Vec<NodeId> = p
             .group
             .iter()
-            .chain(near.iter())
+            .chain(p.near.iter())
             .copied()
             .filter(|n| *n != self.me)
             .collect();
@@ -362,8 +383,14 @@ impl Placement {
         };
         p.room.insert(from, free.plus(held(&p.shapes, &counts)));
         p.offers.insert(from, counts);
+        // Everyone asked has answered: commit at once if it fits; if not, wait for the
+        // deadline, as candidates from other subtrees may still come.
         if p.offers.len() == p.asked.len() {
-            self.consolidate(now, fed, seq);
+            if let Ok(chosen) = plan(self.me, p) {
+                self.commit(now, seq, chosen);
+            } else if p.deadline <= now {
+                self.consolidate(now, fed, seq);
+            }
         }
     }
 
@@ -405,6 +432,7 @@ impl Placement {
             return;
         }
         match p.phase {
+            Phase::Backoff => self.begin(now, fed, seq),
             Phase::Offers => self.consolidate(now, fed, seq),
             Phase::Creating => self.fail(now, seq, SpawnError::Aborted),
         }
@@ -430,7 +458,16 @@ impl Placement {
         let level = p.level + 1;
         let Some(&target) = ancestors.get(usize::from(level) - 1) else {
             let short = plan(self.me, p).err().unwrap_or(Resource::Hosts);
-            return self.fail(now, seq, SpawnError::Short { resource: short });
+            // A unit no host could ever take fails at once; otherwise the capacity may
+            // be held by competing requests: release everything and try once more.
+            let impossible = matches!(
+                short,
+                Resource::Cpu | Resource::Memory | Resource::Accelerators
+            );
+            if p.retried || impossible {
+                return self.fail(now, seq, SpawnError::Short { resource: short });
+            }
+            return self.retry(now, seq);
         };
         p.level = level;
         let skip = if level == 1 {
@@ -439,16 +476,31 @@ impl Placement {
             ancestors[usize::from(level) - 2]
         };
         let min = p.shapes.iter().map(|s| s.demand).min().unwrap_or_default();
-        let want = (p.units.len().min(64)) as u16;
+        let total = p
+            .units
+            .iter()
+            .fold(Demand::default(), |a, u| a.plus(p.shapes[u.shape].demand));
+        let offered = p
+            .offers
+            .values()
+            .fold(Demand::default(), |a, c| a.plus(held(&p.shapes, c)));
+        let need = total.minus(offered);
+        let hosts = p
+            .units
+            .iter()
+            .filter(|u| u.apart.is_some())
+            .count()
+            .min(256) as u16;
         let key = p.key;
         if target == self.me {
-            self.on_find_room(fed, key, level, min, want, skip);
+            self.on_find_room(fed, key, level, Want { min, need, hosts }, skip);
         } else {
             let msg = PlacementMsg::FindRoom {
                 key,
                 level,
                 min,
-                want,
+                need,
+                hosts,
                 skip,
             };
             self.send(target, msg);
@@ -558,11 +610,33 @@ impl Placement {
         }
     }
 
-    /// Ends a request with `error`: every host that may hold something of it is told.
-    fn fail(&mut self, now: Time, seq: u64, error: SpawnError) {
-        let Some(p) = self.req.pending.remove(&seq) else {
+    /// Releases everything the request holds and starts it again under a new key after
+    /// a backoff drawn from the key (so that two competing requests retry apart).
+    fn retry(&mut self, now: Time, seq: u64) {
+        let Some(mut p) = self.req.pending.remove(&seq) else {
             return;
         };
+        self.release_all(now, &p);
+        let key = self.next_key();
+        let spread = self.config.offer_timeout.as_nanos().max(1) as u64 * 8;
+        let backoff = Duration::from_nanos(
+            mix(u64::from(key.requester.0) ^ key.seq.rotate_left(32)) % spread,
+        );
+        p.key = key;
+        p.retried = true;
+        p.phase = Phase::Backoff;
+        p.offers.clear();
+        p.room.clear();
+        p.asked = BTreeSet::from([self.me]);
+        p.level = 0;
+        p.plan.clear();
+        p.pids.clear();
+        self.req.pending.insert(key.seq, p);
+        self.set_deadline(key.seq, now + self.config.offer_timeout + backoff);
+    }
+
+    /// Tells every host that may hold something of `p` to drop it.
+    fn release_all(&mut self, now: Time, p: &Pending) {
         let holders: BTreeSet<NodeId> = p
             .offers
             .iter()
@@ -577,6 +651,14 @@ impl Placement {
                 self.send(h, PlacementMsg::Abort { key: p.key });
             }
         }
+    }
+
+    /// Ends a request with `error`: every host that may hold something of it is told.
+    fn fail(&mut self, now: Time, seq: u64, error: SpawnError) {
+        let Some(p) = self.req.pending.remove(&seq) else {
+            return;
+        };
+        self.release_all(now, &p);
         self.reply(p.request, ApiReply::Spawned(Err(error)));
     }
 
@@ -873,4 +955,12 @@ fn near_hosts(spec: &ProcSpec) -> Vec<NodeId> {
             _ => None,
         })
         .collect()
+}
+
+/// SplitMix64's finaliser: a stable mix for deriving backoffs from keys.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
