@@ -1,6 +1,7 @@
 //! Placement and the namespace over the simulator (issue 4; DESIGN.md §4
 //! "Placement", "Namespace"): the API end to end, atomic gangs, competing gangs,
-//! faults during `c_spawn`, and the shipped `place-*` scenarios.
+//! faults during `c_spawn`, `ps` over the whole tree, and the shipped `place-*`
+//! scenarios.
 
 use nefele_core::host::{Affinity, ExitStatus, ResourcePolicy, Signal};
 use nefele_core::placement::api::{
@@ -188,6 +189,20 @@ fn a_gang_of_1000_commits_within_one_second() {
     assert_eq!(p.iter().collect::<BTreeSet<_>>().len(), 1000);
     assert!(latency <= Duration::from_secs(1), "took {latency:?}");
     assert_eq!(sim.placement().running_of(77), 1000);
+    // `ps` from a far host walks the whole tree and finds every one of them.
+    let (r, latency) = ask(
+        &mut sim,
+        290,
+        ApiCall::Ps {
+            tenant: TenantId(1),
+        },
+        1000,
+    );
+    let ApiReply::Ps(ps) = r else { panic!("{r:?}") };
+    assert_eq!(ps.unanswered, 0);
+    let listed: BTreeSet<Pid> = ps.processes.iter().map(|p| p.pid).collect();
+    assert_eq!(listed, p.iter().copied().collect());
+    assert!(latency <= Duration::from_secs(1), "ps took {latency:?}");
     assert_eq!(sim.invariants().violations, 0, "{:?}", sim.invariants());
 }
 

@@ -1,6 +1,6 @@
 //! The host side of placement: reservations under leases, provisional creation,
 //! the process table (the namespace entries this agent is the authority for),
-//! pid operations and `ps` answers, and the federation-guided search for room
+//! pid operations, and the federation-guided search for room
 //! (`FindRoom`) that leaders serve.
 //!
 //! Invariants: `reserved` is the sum of the leases; a request key in `done` is
@@ -8,7 +8,7 @@
 //! whose request was aborted is hidden from tenants and dropped when it exits.
 
 use super::api::{Demand, DistanceClass, ProcInfo, ProcState};
-use super::msg::{size_of, CreateItem, PidAnswer, PidOp, PlacementMsg, ReqKey, Shape, BATCH_BYTES};
+use super::msg::{CreateItem, PidAnswer, PidOp, PlacementMsg, ReqKey, Shape};
 use super::{Placement, PlacementOutput, Timer, Want};
 use crate::federation::Federation;
 use crate::host::{ExitStatus, HostCommand, Usage};
@@ -438,29 +438,6 @@ impl Placement {
                 distance: DistanceClass::SameHost,
             })
             .collect()
-    }
-
-    pub(super) fn on_ps_req(&mut self, now: Time, from: NodeId, token: u64, tenant: TenantId) {
-        let entries = self.tenant_entries(now, tenant);
-        let per = (BATCH_BYTES / size_of(&entries.first())).max(1);
-        let mut chunks = entries.chunks(per).peekable();
-        if chunks.peek().is_none() {
-            let msg = PlacementMsg::PsAns {
-                token,
-                entries: Vec::new(),
-                last: true,
-            };
-            self.send(from, msg);
-        }
-        while let Some(c) = chunks.next() {
-            let last = chunks.peek().is_none();
-            let msg = PlacementMsg::PsAns {
-                token,
-                entries: c.to_vec(),
-                last,
-            };
-            self.send(from, msg);
-        }
     }
 
     /// A leader at `level` looks for room in its subtree: at level 0 it names the

@@ -55,6 +55,7 @@
 pub mod api;
 mod host_side;
 pub mod msg;
+mod ps;
 mod requester;
 
 use crate::agent::{ApiReply, RequestId};
@@ -98,8 +99,10 @@ pub struct PlacementConfig {
     /// How long a host keeps provisional processes unconfirmed before it asks, and again
     /// before it kills them.
     pub confirm_timeout: Duration,
-    /// How long `info`, `kill` and `ps` wait for remote answers.
+    /// How long `info` and `kill` wait for remote answers.
     pub op_timeout: Duration,
+    /// How long `ps` waits for the whole tree.
+    pub ps_timeout: Duration,
     /// How often a pending `wait` asks the process's host again.
     pub wait_poll: Duration,
     /// Unanswered `wait` polls before the wait fails as unreachable.
@@ -123,6 +126,7 @@ impl Default for PlacementConfig {
             create_timeout: Duration::from_millis(50),
             confirm_timeout: Duration::from_millis(500),
             op_timeout: Duration::from_millis(50),
+            ps_timeout: Duration::from_secs(1),
             wait_poll: Duration::from_secs(2),
             wait_retries: 10,
             exit_retention: Duration::from_secs(60),
@@ -277,7 +281,7 @@ impl Placement {
         self.start_pid_op(now, request, tenant, pid, op);
     }
 
-    /// A client call: `ps(tenant)` over the level-0 group.
+    /// A client call: `ps(tenant)` over the whole tree.
     pub fn handle_ps(
         &mut self,
         now: Time,
@@ -328,12 +332,27 @@ impl Placement {
                 op,
             } => self.on_pid_req(now, from, token, tenant, pid, op),
             PlacementMsg::PidAns { token, answer } => self.on_pid_answer(fed, token, answer),
-            PlacementMsg::PsReq { token, tenant } => self.on_ps_req(now, from, token, tenant),
+            PlacementMsg::PsWalk {
+                token,
+                tenant,
+                asker,
+                level,
+            } => self.on_ps_walk(now, fed, token, tenant, asker, level),
+            PlacementMsg::PsExpect {
+                token,
+                level,
+                members,
+            } => self.on_ps_expect(fed, from, token, level, &members),
+            PlacementMsg::PsReq {
+                token,
+                tenant,
+                asker,
+            } => self.on_ps_req(now, fed, token, tenant, asker),
             PlacementMsg::PsAns {
                 token,
                 entries,
-                last,
-            } => self.on_ps_answer(fed, from, token, entries, last),
+                batches,
+            } => self.on_ps_answer(fed, from, token, entries, batches),
             PlacementMsg::Ran {
                 tenant,
                 path,
@@ -369,7 +388,10 @@ impl Placement {
                 Timer::Lease(key) => self.expire_lease(now, key),
                 Timer::Provisional(key) => self.provisional_due(now, key),
                 Timer::Request(seq) => self.request_due(now, fed, seq),
-                Timer::Op(token) => self.op_due(now, fed, token),
+                Timer::Op(token) => {
+                    self.op_due(now, token);
+                    self.ps_due(now, fed, token);
+                }
                 Timer::Forget(pid) => self.forget(now, pid),
                 Timer::Done(key) => {
                     self.forget_done(now, key);
@@ -499,4 +521,152 @@ struct Want {
 fn group_of(me: NodeId, fed: Option<&Federation>) -> Vec<NodeId> {
     fed.and_then(|f| f.seats().first())
         .map_or_else(|| vec![me], |s| s.view().members.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::api::{Resource, SpawnError};
+    use super::msg::{CreateItem, Shape, BATCH_BYTES, MAX_SHAPES};
+    use super::*;
+    use crate::host::{ResourcePolicy, WorkloadProfile};
+    use crate::wire::{encoded_len, Envelope, Message, CONTROL_MTU};
+
+    fn solo() -> Placement {
+        let mut p = Placement::new(NodeId(1), Incarnation(1), PlacementConfig::default());
+        p.set_capacity(&HostResources {
+            cores: 4,
+            cpu_millicores: 4000,
+            memory_bytes: 8 << 30,
+            ..HostResources::default()
+        });
+        p
+    }
+
+    fn spec(cpu: Option<u32>) -> ProcSpec {
+        ProcSpec {
+            path: "/bin/x".into(),
+            resources: ResourcePolicy {
+                cpu_millicores: cpu,
+                ..ResourcePolicy::default()
+            },
+            ..ProcSpec::default()
+        }
+    }
+
+    fn drain(p: &mut Placement) -> Vec<PlacementOutput> {
+        std::iter::from_fn(|| p.poll_output()).collect()
+    }
+
+    #[test]
+    fn a_single_agent_places_locally_without_messages() {
+        let mut p = solo();
+        let kind = SpawnKind::NSpawn(3, spec(Some(1000)));
+        p.handle_spawn(Time::ZERO, None, RequestId(1), TenantId(1), kind);
+        let out = drain(&mut p);
+        assert!(!out.iter().any(|o| matches!(o, PlacementOutput::Send(..))));
+        let starts = out
+            .iter()
+            .filter(|o| matches!(o, PlacementOutput::Host(HostCommand::Start { .. })))
+            .count();
+        assert_eq!(starts, 3);
+        assert!(matches!(
+            out.last(),
+            Some(PlacementOutput::Reply(RequestId(1), ApiReply::Spawned(Ok(pids)))) if pids.len() == 3
+        ));
+        assert!(p.invariants());
+        // One more core is free: two more do not fit, and nothing is left behind.
+        let kind = SpawnKind::NSpawn(2, spec(Some(1000)));
+        p.handle_spawn(Time::ZERO, None, RequestId(2), TenantId(1), kind);
+        let mut out = drain(&mut p);
+        // It retries once, after a backoff, in case competing requests held the room.
+        while let Some(t) = p.next_timeout().filter(|_| out.is_empty()) {
+            p.handle_timeout(t, None);
+            out = drain(&mut p);
+        }
+        assert_eq!(
+            out.last(),
+            Some(&PlacementOutput::Reply(
+                RequestId(2),
+                ApiReply::Spawned(Err(SpawnError::Short {
+                    resource: Resource::Hosts
+                }))
+            ))
+        );
+        assert_eq!(p.accounting().2, Demand::default(), "no reservation left");
+    }
+
+    #[test]
+    fn policy_is_filled_from_tenant_defaults_then_history_then_profile_then_global() {
+        let mut p = solo();
+        p.config.tenant_defaults = vec![(
+            TenantId(2),
+            PartialDemand {
+                memory_bytes: Some(123),
+                ..PartialDemand::default()
+            },
+        )];
+        let mut s = spec(None);
+        s.profile = Some(WorkloadProfile {
+            cpu_millicores: 700,
+            memory_bytes: 999,
+            duration: None,
+        });
+        let d = p.demand_of(TenantId(2), &s);
+        assert_eq!((d.cpu_millicores, d.memory_bytes), (700, 123));
+        p.learn(TenantId(2), "/bin/x".into(), 300, 50);
+        let d = p.demand_of(TenantId(2), &s);
+        assert_eq!((d.cpu_millicores, d.memory_bytes), (300, 123));
+        let d = p.demand_of(TenantId(3), &spec(None));
+        assert_eq!(d, p.config.global_default);
+        assert_eq!(p.demand_of(TenantId(3), &spec(Some(42))).cpu_millicores, 42);
+    }
+
+    #[test]
+    fn the_largest_messages_fit_one_datagram() {
+        let key = ReqKey {
+            requester: NodeId(u32::MAX),
+            incarnation: Incarnation(u32::MAX),
+            seq: u64::MAX,
+        };
+        let shape = Shape {
+            demand: Demand::default(),
+            count: u16::MAX,
+            one_per_host: true,
+        };
+        let item = CreateItem {
+            index: 0,
+            tenant: TenantId(0),
+            demand: Demand::default(),
+            spec: spec(Some(1)),
+        };
+        let per = BATCH_BYTES / msg::size_of(&item);
+        let big = [
+            PlacementMsg::OfferReq {
+                key,
+                shapes: vec![shape; MAX_SHAPES],
+            },
+            PlacementMsg::Create {
+                key,
+                items: vec![item; per],
+                last: true,
+            },
+            PlacementMsg::Created {
+                key,
+                pids: vec![(0, Pid::new(NodeId(1), Incarnation(1), 1)); 60],
+            },
+            PlacementMsg::Candidates {
+                key,
+                hosts: vec![NodeId(0); 64],
+            },
+        ];
+        for m in big {
+            let env = Envelope {
+                from: NodeId(0),
+                incarnation: Incarnation(0),
+                body: Message::Placement(m),
+            };
+            let len = encoded_len(&env);
+            assert!(len <= CONTROL_MTU, "{} bytes: {:?}", len, env.body.kind());
+        }
+    }
 }

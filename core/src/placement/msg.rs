@@ -168,21 +168,46 @@ pub enum PlacementMsg {
         /// The answer.
         answer: PidAnswer,
     },
-    /// Asker → group member: list `tenant`'s processes.
+    /// Asker (or a leader on its behalf) → the leader of a group at `level`: walk your
+    /// subtree for `tenant`'s processes, answers to `asker`.
+    PsWalk {
+        /// The asker's token.
+        token: u64,
+        /// The tenant.
+        tenant: TenantId,
+        /// Who gathers the answers.
+        asker: NodeId,
+        /// The level of the group the receiver leads.
+        level: u8,
+    },
+    /// Leader → asker: the walk of my group at `level` goes on at these members (the
+    /// leaders of the groups one level down, or the hosts themselves at level 0).
+    PsExpect {
+        /// The asker's token.
+        token: u64,
+        /// The level of the group walked.
+        level: u8,
+        /// Its members.
+        members: Vec<NodeId>,
+    },
+    /// Level-0 leader → member: send `asker` your entries for `tenant`.
     PsReq {
         /// The asker's token.
         token: u64,
         /// The tenant.
         tenant: TenantId,
+        /// Who gathers the answers.
+        asker: NodeId,
     },
-    /// Member → asker: some of the tenant's processes; `last` ends the answer.
+    /// Member → asker: one of `batches` batches of the tenant's processes (batches may
+    /// arrive in any order).
     PsAns {
         /// The asker's token.
         token: u64,
         /// A batch of entries.
         entries: Vec<ProcInfo>,
-        /// Whether this is the last batch.
-        last: bool,
+        /// How many batches this member sends in all.
+        batches: u16,
     },
     /// Host → requester: what a finished process used, for the requester's history.
     Ran {
@@ -214,6 +239,8 @@ impl PlacementMsg {
             PlacementMsg::Query { .. } => "place.query",
             PlacementMsg::PidReq { .. } => "ns.pid_req",
             PlacementMsg::PidAns { .. } => "ns.pid_ans",
+            PlacementMsg::PsWalk { .. } => "ns.ps_walk",
+            PlacementMsg::PsExpect { .. } => "ns.ps_expect",
             PlacementMsg::PsReq { .. } => "ns.ps_req",
             PlacementMsg::PsAns { .. } => "ns.ps_ans",
             PlacementMsg::Ran { .. } => "ns.ran",

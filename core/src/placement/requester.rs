@@ -1,14 +1,14 @@
 //! The requester side of placement: a client's spawn request from validation to
 //! reply (local attempt, group offers, escalation, commit, confirm or abort), and
-//! the client calls on pids (`kill`, `info`, `wait`) and `ps`.
+//! the client calls on pids (`kill`, `info`, `wait`).
 //!
 //! Invariant: a request is answered exactly once; after its answer, every host
 //! that holds something of it has been sent `Confirm` (success) or `Abort`
 //! (failure), and a late `Offer` for it is answered with `Abort`.
 
 use super::api::{
-    Demand, DistanceClass, InfoError, KillError, ProcInfo, ProcState, PsReply, Resource,
-    SpawnError, WaitError,
+    Demand, DistanceClass, InfoError, KillError, ProcInfo, ProcState, Resource, SpawnError,
+    WaitError,
 };
 use super::msg::{size_of, CreateItem, PidAnswer, PidOp, PlacementMsg, ReqKey, Shape};
 use super::msg::{BATCH_BYTES, MAX_SHAPES};
@@ -77,7 +77,6 @@ enum OpKind {
     Kill,
     Info,
     Wait,
-    Ps,
 }
 
 #[derive(Debug)]
@@ -85,11 +84,9 @@ pub(super) struct Op {
     request: RequestId,
     kind: OpKind,
     tenant: TenantId,
-    pid: Option<Pid>,
+    pid: Pid,
     deadline: Time,
     retries: u32,
-    waiting: BTreeSet<NodeId>,
-    entries: Vec<ProcInfo>,
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +97,8 @@ pub(super) struct RequesterState {
     next_token: u64,
     /// Requests confirmed, kept so that a host's `Query` can be answered.
     completed: BTreeMap<u64, Time>,
+    /// `ps` walks in flight.
+    pub(super) ps: BTreeMap<u64, super::ps::PsWalk>,
 }
 
 /// Expands a spawn call into its processes, or says why it is malformed.
@@ -324,13 +323,14 @@ impl Placement {
             .iter()
             .chain(p.near.iter())
             .copied()
-            .filter(|n| *n != self.me)
+            .filter(|n| *n != self.me && !p.asked.contains(n))
             .collect();
+        let shapes = share(&p, peers.len());
         for n in peers {
             if p.asked.insert(n) {
                 let msg = PlacementMsg::OfferReq {
                     key,
-                    shapes: p.shapes.clone(),
+                    shapes: shapes.clone(),
                 };
                 self.send(n, msg);
             }
@@ -408,7 +408,7 @@ impl Placement {
             .copied()
             .filter(|h| p.asked.insert(*h))
             .collect();
-        let shapes = p.shapes.clone();
+        let shapes = share(p, fresh.len());
         for h in fresh {
             let msg = PlacementMsg::OfferReq {
                 key,
@@ -697,9 +697,14 @@ impl Placement {
 
     // ---- pid calls and ps -------------------------------------------------
 
-    fn new_op(&mut self, op: Op) -> u64 {
+    /// A token no other call of this agent's life has used.
+    pub(super) fn next_token(&mut self) -> u64 {
         self.req.next_token += 1;
-        let token = self.req.next_token;
+        self.req.next_token
+    }
+
+    fn new_op(&mut self, op: Op) -> u64 {
+        let token = self.next_token();
         let deadline = op.deadline;
         self.req.ops.insert(token, op);
         if deadline != Time::NEVER {
@@ -736,11 +741,9 @@ impl Placement {
             request,
             kind,
             tenant,
-            pid: Some(pid),
+            pid,
             deadline,
             retries: 0,
-            waiting: BTreeSet::new(),
-            entries: Vec::new(),
         });
         if host == self.me {
             if let Some(answer) = self.answer_pid(now, self.me, token, tenant, pid, op) {
@@ -779,9 +782,7 @@ impl Placement {
         let Some(op) = self.req.ops.remove(&token) else {
             return;
         };
-        let pid = op
-            .pid
-            .unwrap_or_else(|| crate::ids::Pid::new(self.me, self.incarnation, 0));
+        let pid = op.pid;
         let reply = match op.kind {
             OpKind::Kill => ApiReply::Killed(match answer {
                 PidAnswer::Signalled => Ok(()),
@@ -809,12 +810,11 @@ impl Placement {
                 PidAnswer::Exited(s) => Ok(s),
                 _ => Err(WaitError::NoSuchProcess),
             }),
-            OpKind::Ps => return,
         };
         self.reply(op.request, reply);
     }
 
-    fn distance(&self, fed: Option<&Federation>, host: NodeId) -> DistanceClass {
+    pub(super) fn distance(&self, fed: Option<&Federation>, host: NodeId) -> DistanceClass {
         if host == self.me {
             DistanceClass::SameHost
         } else if group_of(self.me, fed).contains(&host) {
@@ -824,7 +824,7 @@ impl Placement {
         }
     }
 
-    pub(super) fn op_due(&mut self, now: Time, fed: Option<&Federation>, token: u64) {
+    pub(super) fn op_due(&mut self, now: Time, token: u64) {
         let Some(op) = self.req.ops.get_mut(&token) else {
             return;
         };
@@ -836,15 +836,13 @@ impl Placement {
             op.deadline = now + self.config.wait_poll;
             let (at, tenant, pid) = (op.deadline, op.tenant, op.pid);
             self.set_timer(at, Timer::Op(token));
-            if let Some(pid) = pid {
-                let msg = PlacementMsg::PidReq {
-                    token,
-                    tenant,
-                    pid,
-                    op: PidOp::Wait,
-                };
-                self.send(pid.origin(), msg);
-            }
+            let msg = PlacementMsg::PidReq {
+                token,
+                tenant,
+                pid,
+                op: PidOp::Wait,
+            };
+            self.send(pid.origin(), msg);
             return;
         }
         let Some(op) = self.req.ops.remove(&token) else {
@@ -854,86 +852,23 @@ impl Placement {
             OpKind::Kill => ApiReply::Killed(Err(KillError::Unreachable)),
             OpKind::Info => ApiReply::Info(Err(InfoError::Unreachable)),
             OpKind::Wait => ApiReply::Waited(Err(WaitError::Unreachable)),
-            OpKind::Ps => return self.finish_ps(fed, op),
         };
         self.reply(op.request, reply);
     }
+}
 
-    pub(super) fn start_ps(
-        &mut self,
-        now: Time,
-        fed: Option<&Federation>,
-        request: RequestId,
-        tenant: TenantId,
-    ) {
-        let group = group_of(self.me, fed);
-        let waiting: BTreeSet<NodeId> = group.iter().copied().filter(|n| *n != self.me).collect();
-        let entries = self.tenant_entries(now, tenant);
-        let op = Op {
-            request,
-            kind: OpKind::Ps,
-            tenant,
-            pid: None,
-            deadline: now + self.config.op_timeout,
-            retries: 0,
-            waiting: waiting.clone(),
-            entries,
-        };
-        if waiting.is_empty() {
-            return self.finish_ps(fed, op);
-        }
-        let token = self.new_op(op);
-        for n in waiting {
-            self.send(n, PlacementMsg::PsReq { token, tenant });
-        }
+/// What to ask each of `peers` new peers for: the uncovered units of each shape, split
+/// between them with a margin of two (so that a gang does not hold a whole group's
+/// capacity while it decides, which would starve the requests beside it).
+fn share(p: &Pending, peers: usize) -> Vec<Shape> {
+    let mut shapes = p.shapes.clone();
+    for (k, s) in shapes.iter_mut().enumerate() {
+        let offered: u32 = p.offers.values().map(|c| u32::from(c[k])).sum();
+        let uncovered = u32::from(s.count).saturating_sub(offered).max(1);
+        let per = uncovered.div_ceil(peers.max(1) as u32).saturating_mul(2);
+        s.count = per.min(u32::from(s.count)).max(1) as u16;
     }
-
-    pub(super) fn on_ps_answer(
-        &mut self,
-        fed: Option<&Federation>,
-        from: NodeId,
-        token: u64,
-        entries: Vec<ProcInfo>,
-        last: bool,
-    ) {
-        let Some(op) = self
-            .req
-            .ops
-            .get_mut(&token)
-            .filter(|o| o.kind == OpKind::Ps)
-        else {
-            return;
-        };
-        if !op.waiting.contains(&from) {
-            return;
-        }
-        let tenant = op.tenant;
-        op.entries.extend(
-            entries
-                .into_iter()
-                .filter(|e| e.tenant == tenant && e.host == from),
-        );
-        if last {
-            op.waiting.remove(&from);
-        }
-        if op.waiting.is_empty() {
-            if let Some(op) = self.req.ops.remove(&token) {
-                self.finish_ps(fed, op);
-            }
-        }
-    }
-
-    fn finish_ps(&mut self, fed: Option<&Federation>, mut op: Op) {
-        for e in &mut op.entries {
-            e.distance = self.distance(fed, e.host);
-        }
-        op.entries.sort_by_key(|e| e.pid);
-        let reply = PsReply {
-            processes: op.entries,
-            unanswered: op.waiting.len() as u32,
-        };
-        self.reply(op.request, ApiReply::Ps(reply));
-    }
+    shapes
 }
 
 /// What `counts` of `shapes` reserve together.
