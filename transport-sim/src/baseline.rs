@@ -241,6 +241,7 @@ pub fn run(
             cpu: samples.iter().map(|s| s.0).sum::<f64>() / n,
             memory: samples.iter().map(|s| s.1).sum::<f64>() / n,
         };
+        figures.peak_utilization = crate::placement_sim::peak(&samples);
     }
     figures
 }

@@ -75,6 +75,8 @@ pub struct PlacementFigures {
     /// Committed cpu and memory over capacity, averaged over the checks while the
     /// workload ran.
     pub mean_utilization: Utilization,
+    /// The highest committed cpu (and the memory at that check) over capacity.
+    pub peak_utilization: Utilization,
     /// Median time from request to reply, in simulated ms.
     pub latency_p50_ms: Option<f64>,
     /// 99th percentile of the same.
@@ -382,6 +384,7 @@ impl PlacementSim {
                 cpu: self.util_samples.iter().map(|s| s.0).sum::<f64>() / n,
                 memory: self.util_samples.iter().map(|s| s.1).sum::<f64>() / n,
             };
+            f.peak_utilization = peak(&self.util_samples);
         }
         f
     }
@@ -399,4 +402,15 @@ fn cause(e: &SpawnError) -> &'static str {
         },
         SpawnError::Aborted => "aborted",
     }
+}
+
+/// The sample with the highest cpu utilisation.
+pub(crate) fn peak(samples: &[(f64, f64)]) -> Utilization {
+    samples
+        .iter()
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map_or_else(Utilization::default, |s| Utilization {
+            cpu: s.0,
+            memory: s.1,
+        })
 }
