@@ -13,8 +13,11 @@ use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryOutput};
 use crate::federation::{
     FedMsg, FedNotice, FedOutput, Federation, FederationConfig, FederationConfigError,
 };
-use crate::host::{HostEvent, HostResources};
-use crate::ids::{Incarnation, NodeId};
+use crate::host::{ExitStatus, HostCommand, HostEvent, HostResources, ProcSpec, Signal};
+use crate::ids::{Incarnation, NodeId, Pid, TenantId};
+use crate::placement::api::{InfoError, KillError, ProcInfo, PsReply, SpawnError, WaitError};
+use crate::placement::msg::PidOp;
+use crate::placement::{Placement, PlacementConfig, PlacementOutput, SpawnKind};
 use crate::time::Time;
 use crate::wire::{Envelope, Message};
 use rand::{RngCore, SeedableRng};
@@ -31,6 +34,9 @@ pub struct AgentConfig {
     /// placement with groups of 4..16, another with groups of 16..32). Instance
     /// numbers must be distinct.
     pub federations: Vec<FederationConfig>,
+    /// Placement and the namespace. They use the first federation instance.
+    #[serde(default)]
+    pub placement: PlacementConfig,
 }
 
 impl Default for AgentConfig {
@@ -38,6 +44,7 @@ impl Default for AgentConfig {
         AgentConfig {
             discovery: DiscoveryConfig::default(),
             federations: vec![FederationConfig::default()],
+            placement: PlacementConfig::default(),
         }
     }
 }
@@ -85,6 +92,57 @@ pub struct RequestId(pub u64);
 pub enum ApiCall {
     /// The agents this agent currently sees in its broadcast domain.
     Neighbours,
+    /// Start one process.
+    Spawn {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// What to run.
+        spec: ProcSpec,
+    },
+    /// Start `n` identical processes, atomically.
+    NSpawn {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// How many.
+        n: u32,
+        /// What to run.
+        spec: ProcSpec,
+    },
+    /// Start different processes, atomically.
+    CSpawn {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// What to run.
+        specs: Vec<ProcSpec>,
+    },
+    /// Deliver a signal to a process.
+    Kill {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// The process.
+        pid: Pid,
+        /// What to deliver.
+        signal: Signal,
+    },
+    /// A process's entry.
+    Info {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// The process.
+        pid: Pid,
+    },
+    /// The tenant's processes (those of this agent's level-0 group, for now).
+    Ps {
+        /// The caller's tenant.
+        tenant: TenantId,
+    },
+    /// Answer when a process exits.
+    Wait {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// The process.
+        pid: Pid,
+    },
 }
 
 /// The answer to an [`ApiCall`].
@@ -92,6 +150,16 @@ pub enum ApiCall {
 pub enum ApiReply {
     /// The live neighbours, in id order, with their incarnations.
     Neighbours(Vec<(NodeId, Incarnation)>),
+    /// To `Spawn`, `NSpawn` and `CSpawn`: every pid, in the order of the specs.
+    Spawned(Result<Vec<Pid>, SpawnError>),
+    /// To `Kill`.
+    Killed(Result<(), KillError>),
+    /// To `Info`.
+    Info(Result<ProcInfo, InfoError>),
+    /// To `Wait`: how the process ended.
+    Waited(Result<ExitStatus, WaitError>),
+    /// To `Ps`.
+    Ps(PsReply),
 }
 
 /// Something that happened to the agent.
@@ -134,6 +202,8 @@ pub enum Output {
         /// The answer.
         reply: ApiReply,
     },
+    /// Have the host start or kill a process.
+    Host(HostCommand),
     /// Something worth logging happened (the simulator also counts these).
     Notice(Notice),
 }
@@ -147,6 +217,13 @@ pub enum Notice {
         instance: u8,
         /// What it noticed.
         notice: FedNotice,
+    },
+    /// A spawn request was placed.
+    Placed {
+        /// Its processes.
+        processes: u32,
+        /// Whether all landed in the requester's level-0 group.
+        local: bool,
     },
 }
 
@@ -167,6 +244,7 @@ pub struct Agent {
     discovery: Discovery,
     neighbours_seen: u64,
     federations: Vec<Federation>,
+    placement: Placement,
     outputs: VecDeque<Output>,
     /// The earliest deadline of all services, refreshed at the end of every call.
     next_deadline: Option<Time>,
@@ -179,6 +257,7 @@ impl Agent {
     pub fn new(config: AgentConfig, identity: Identity, seed: u64, now: Time) -> Self {
         let mut root = ChaCha8Rng::seed_from_u64(seed);
         let discovery_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
+        let placement = Placement::new(identity.node, identity.incarnation, config.placement);
         let federations = config
             .federations
             .into_iter()
@@ -191,6 +270,7 @@ impl Agent {
             discovery: Discovery::new(identity.node, config.discovery, discovery_rng),
             neighbours_seen: 0,
             federations,
+            placement,
             outputs: VecDeque::new(),
             next_deadline: None,
         };
@@ -229,10 +309,14 @@ impl Agent {
                     }
                 }
                 self.route_federations();
+                if self.placement.next_timeout().is_some_and(|t| t <= now) {
+                    self.placement.handle_timeout(now, self.federations.first());
+                }
             }
-            Input::Host(event) => self.handle_host(event),
-            Input::Api { request, call } => self.handle_api(request, call),
+            Input::Host(event) => self.handle_host(now, event),
+            Input::Api { request, call } => self.handle_api(now, request, call),
         }
+        self.route_placement();
         self.end_of_call();
     }
 
@@ -258,37 +342,78 @@ impl Agent {
                     self.route_federations();
                 }
             }
-        }
-    }
-
-    fn handle_host(&mut self, event: HostEvent) {
-        // No service starts processes yet (placement does, in a later change), so the
-        // only event with an effect is a change of capacity; the others name pids this
-        // agent never asked for and are ignored, as events for unknown pids must be.
-        if let HostEvent::Resources(resources) = event {
-            let free_cpu = resources
-                .cpu_millicores
-                .saturating_sub(resources.committed_cpu_millicores);
-            let free_memory = resources
-                .memory_bytes
-                .saturating_sub(resources.committed_memory_bytes);
-            for f in &mut self.federations {
-                f.set_own_summary(u64::from(free_cpu), free_memory);
+            Message::Placement(msg) => {
+                self.placement
+                    .handle_message(now, self.federations.first(), from, msg);
             }
-            self.resources = resources;
         }
     }
 
-    fn handle_api(&mut self, request: RequestId, call: ApiCall) {
-        let reply = match call {
-            ApiCall::Neighbours => ApiReply::Neighbours(
-                self.discovery
-                    .neighbours()
-                    .map(|(id, n)| (id, n.incarnation))
-                    .collect(),
-            ),
-        };
-        self.outputs.push_back(Output::ApiReply { request, reply });
+    fn handle_host(&mut self, now: Time, event: HostEvent) {
+        // Placement keeps its own account of what its processes commit; the summary the
+        // federation carries up is what placement has neither committed nor reserved.
+        if let HostEvent::Resources(resources) = &event {
+            self.resources = resources.clone();
+        }
+        self.placement.handle_host(now, event);
+    }
+
+    fn handle_api(&mut self, now: Time, request: RequestId, call: ApiCall) {
+        let fed = self.federations.first();
+        let p = &mut self.placement;
+        match call {
+            ApiCall::Neighbours => {
+                let reply = ApiReply::Neighbours(
+                    self.discovery
+                        .neighbours()
+                        .map(|(id, n)| (id, n.incarnation))
+                        .collect(),
+                );
+                self.outputs.push_back(Output::ApiReply { request, reply });
+            }
+            ApiCall::Spawn { tenant, spec } => {
+                p.handle_spawn(now, fed, request, tenant, SpawnKind::Spawn(spec));
+            }
+            ApiCall::NSpawn { tenant, n, spec } => {
+                p.handle_spawn(now, fed, request, tenant, SpawnKind::NSpawn(n, spec));
+            }
+            ApiCall::CSpawn { tenant, specs } => {
+                p.handle_spawn(now, fed, request, tenant, SpawnKind::CSpawn(specs));
+            }
+            ApiCall::Kill {
+                tenant,
+                pid,
+                signal,
+            } => p.handle_pid_call(now, request, tenant, pid, PidOp::Kill(signal)),
+            ApiCall::Info { tenant, pid } => {
+                p.handle_pid_call(now, request, tenant, pid, PidOp::Info);
+            }
+            ApiCall::Wait { tenant, pid } => {
+                p.handle_pid_call(now, request, tenant, pid, PidOp::Wait);
+            }
+            ApiCall::Ps { tenant } => p.handle_ps(now, fed, request, tenant),
+        }
+    }
+
+    fn route_placement(&mut self) {
+        while let Some(out) = self.placement.poll_output() {
+            let output = match out {
+                PlacementOutput::Send(to, msg) => Output::Send {
+                    to,
+                    envelope: self.envelope(Message::Placement(msg)),
+                },
+                PlacementOutput::Host(command) => Output::Host(command),
+                PlacementOutput::Reply(request, reply) => Output::ApiReply { request, reply },
+                PlacementOutput::Placed { processes, local } => {
+                    Output::Notice(Notice::Placed { processes, local })
+                }
+            };
+            self.outputs.push_back(output);
+        }
+        let free = self.placement.free();
+        for f in &mut self.federations {
+            f.set_own_summary(u64::from(free.cpu_millicores), free.memory_bytes);
+        }
     }
 
     fn route_discovery(&mut self) {
@@ -356,6 +481,7 @@ impl Agent {
             .iter()
             .filter_map(Federation::next_timeout)
             .chain(self.discovery.next_timeout())
+            .chain(self.placement.next_timeout())
             .min();
     }
 
@@ -369,6 +495,12 @@ impl Agent {
     #[must_use]
     pub fn resources(&self) -> &HostResources {
         &self.resources
+    }
+
+    /// Placement and the namespace, for inspection by checkers and tests.
+    #[must_use]
+    pub fn placement(&self) -> &Placement {
+        &self.placement
     }
 
     /// Neighbour discovery, for inspection by checkers and tests.
@@ -386,6 +518,7 @@ impl Agent {
     /// Every call ends here: refresh the cached deadline, then check the invariants.
     fn end_of_call(&mut self) {
         self.refresh_deadline();
+        debug_assert!(self.placement.invariants(), "placement accounting broken");
         debug_assert!(
             self.discovery
                 .neighbours()

@@ -27,11 +27,17 @@ impl HostClock {
 
     /// The host's reading at simulated time `t`; never less than an earlier reading.
     pub fn local(&mut self, t: Time) -> Time {
+        self.last_local = self.reading(t);
+        self.last_local
+    }
+
+    /// What [`HostClock::local`] would return at `t`, without moving the clock.
+    #[must_use]
+    pub fn reading(&self, t: Time) -> Time {
         let t = i128::from(t.as_nanos());
         let raw = t + t * i128::from(self.drift_ppm) / 1_000_000 + i128::from(self.offset_ns);
         let raw = Time::from_nanos(u64::try_from(raw.max(0)).unwrap_or(u64::MAX));
-        self.last_local = self.last_local.max(raw);
-        self.last_local
+        self.last_local.max(raw)
     }
 
     /// The earliest simulated time at which the host's reading is at least `local`.

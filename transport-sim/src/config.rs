@@ -3,6 +3,7 @@
 use crate::faults::{Fault, RandomFaults, Selector};
 use crate::network::NetworkConfig;
 use crate::topology::TopologyConfig;
+use crate::workload::WorkloadConfig;
 use nefele_core::AgentConfig;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -53,6 +54,8 @@ pub struct SimConfig {
     pub random_faults: Option<RandomFaults>,
     /// The invariant checker.
     pub check: CheckConfig,
+    /// Simulated clients issuing spawn requests, if any.
+    pub workload: Option<WorkloadConfig>,
 }
 
 impl Default for SimConfig {
@@ -69,6 +72,7 @@ impl Default for SimConfig {
             faults: Vec::new(),
             random_faults: None,
             check: CheckConfig::default(),
+            workload: None,
         }
     }
 }

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod baseline;
 pub mod checker;
 pub mod clock;
 pub mod config;
@@ -18,11 +19,13 @@ pub mod duration_text;
 pub mod faults;
 pub mod federation_check;
 pub mod network;
+pub mod placement_sim;
 pub mod report;
 pub mod scenario;
 pub mod sim;
 pub mod topology;
 pub mod trace;
+pub mod workload;
 
 pub use config::{CheckConfig, SimConfig};
 pub use sim::{SimError, Simulation, Stats};

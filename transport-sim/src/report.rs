@@ -3,8 +3,10 @@
 //! Field names are part of the interface (scripts read them): add fields, do
 //! not rename them.
 
+use crate::baseline::Baseline;
 use crate::checker::InvariantReport;
 use crate::federation_check::FederationReport;
+use crate::placement_sim::PlacementFigures;
 use crate::sim::{Simulation, Stats};
 use serde::Serialize;
 
@@ -41,6 +43,23 @@ pub struct Report {
     pub invariants: InvariantReport,
     /// The federation: its first instance's figures, and every instance's.
     pub federation: FederationSummary,
+    /// Placement under the workload, when the run has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementReport>,
+}
+
+/// The placement part of the report: Nefele's figures and, when asked for, the
+/// baselines' on the same workload and topology.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlacementReport {
+    /// Nefele's distributed placement.
+    pub nefele: PlacementFigures,
+    /// The omniscient centralised best-fit-decreasing placer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<PlacementFigures>,
+    /// Sparrow-style batch sampling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sparrow: Option<PlacementFigures>,
 }
 
 /// The federation part of the report.
@@ -94,6 +113,20 @@ impl FederationSummary {
 }
 
 impl Report {
+    /// Runs `baselines` on the run's workload and adds their figures beside Nefele's.
+    pub fn add_baselines(&mut self, sim: &Simulation, baselines: &[Baseline]) {
+        let Some(p) = &mut self.placement else {
+            return;
+        };
+        for b in baselines {
+            let figures = Some(sim.run_baseline(*b));
+            match b {
+                Baseline::Bfd => p.bfd = figures,
+                Baseline::Sparrow => p.sparrow = figures,
+            }
+        }
+    }
+
     /// The report of `sim` after its run, with the measurements only the caller can take.
     #[must_use]
     pub fn new(scenario: &str, sim: &Simulation, wall_seconds: f64, peak_rss_bytes: u64) -> Self {
@@ -119,6 +152,11 @@ impl Report {
             trace_hash: sim.trace_hash(),
             invariants: sim.invariants().clone(),
             federation: FederationSummary::of(sim),
+            placement: sim.config().workload.as_ref().map(|_| PlacementReport {
+                nefele: sim.placement_figures(),
+                bfd: None,
+                sparrow: None,
+            }),
             stats,
         }
     }

@@ -97,6 +97,7 @@ struct ScenarioFile {
     random_faults: Option<RandomFaults>,
     discovery: Option<DiscoveryEntry>,
     federation: Option<Vec<FederationEntry>>,
+    workload: Option<crate::workload::WorkloadConfig>,
 }
 
 /// Neighbour discovery's timing, as a scenario file states it.
@@ -335,7 +336,15 @@ pub fn parse(text: &str, default_name: &str) -> Result<Scenario, (usize, String)
         faults,
         random_faults: file.random_faults,
         check: file.check.unwrap_or(defaults.check),
+        workload: file.workload,
     };
+    if let Some(Err(e)) = config
+        .workload
+        .as_ref()
+        .map(crate::workload::WorkloadConfig::validate)
+    {
+        return Err((1, e));
+    }
     if config.duration.is_zero() {
         return Err((1, "duration: must be more than zero".to_owned()));
     }

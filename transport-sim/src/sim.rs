@@ -18,14 +18,15 @@ use crate::config::SimConfig;
 use crate::faults::{Fault, FaultAction};
 use crate::federation_check::FederationMonitor;
 use crate::network::{DropReason, Fate, Network};
+use crate::placement_sim::{PlacementFigures, PlacementSim, ProcAction};
 use crate::topology::{Topology, TopologyError};
 use crate::trace::{TraceEvent, TraceHasher, TraceWriter};
 use nefele_core::federation::FedNotice;
-use nefele_core::host::HostEvent;
+use nefele_core::host::{ExitStatus, HostEvent};
 use nefele_core::wire::{self, Envelope};
 use nefele_core::{
-    Agent, AgentConfig, AgentConfigError, Identity, Incarnation, Input, NodeId, Notice, Output,
-    Time,
+    Agent, AgentConfig, AgentConfigError, ApiCall, Identity, Incarnation, Input, NodeId, Notice,
+    Output, Pid, RequestId, Time,
 };
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -64,6 +65,9 @@ pub enum SimError {
     /// The agents' configuration is invalid.
     #[error("agent: {0}")]
     Agent(#[from] AgentConfigError),
+    /// The workload is misconfigured.
+    #[error("{0}")]
+    Workload(String),
 }
 
 /// Counters of a run.
@@ -120,6 +124,13 @@ enum Event {
     Fault(usize),
     Undo(Undo),
     Check,
+    /// A simulated process reaches the end of its run.
+    ProcExit {
+        node: NodeId,
+        pid: Pid,
+    },
+    /// The workload's next request arrives.
+    Arrival,
 }
 
 enum Undo {
@@ -193,6 +204,13 @@ pub struct Simulation {
     detected: Vec<bool>,
     window_start: Time,
     window_open: bool,
+    placement: PlacementSim,
+    /// Draws the workload's requests and arrival gaps, and nothing else (baselines
+    /// replay the same stream from the same seed).
+    workload_rng: ChaCha8Rng,
+    workload_seed: u64,
+    /// Draws the hosts clients sit on.
+    client_rng: ChaCha8Rng,
 }
 
 impl Simulation {
@@ -203,12 +221,17 @@ impl Simulation {
         if config.check.interval.is_zero() {
             return Err(SimError::CheckInterval);
         }
+        if let Some(w) = &config.workload {
+            w.validate().map_err(SimError::Workload)?;
+        }
         let mut root = ChaCha8Rng::seed_from_u64(config.seed);
         let mut topo_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
         let net_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
         let mut fault_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
         let mut boot_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
         let agent_seed = root.next_u64();
+        let workload_seed = root.next_u64();
+        let client_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
         let topology = Topology::build(&config.topology, config.nodes, &mut topo_rng)?;
         let hosts_len = topology.len();
         // Without a configured seed list, the first host of each of the first three
@@ -271,6 +294,10 @@ impl Simulation {
             detected: vec![false; hosts_len],
             window_start: Time::ZERO + config.duration.mul_f64(0.75),
             window_open: false,
+            placement: PlacementSim::new(hosts_len),
+            workload_rng: ChaCha8Rng::seed_from_u64(workload_seed),
+            workload_seed,
+            client_rng,
             config,
         };
         let mut booting = vec![true; hosts_len];
@@ -291,6 +318,10 @@ impl Simulation {
         for i in 0..sim.faults.len() {
             let at = Time::ZERO + sim.faults[i].at;
             sim.schedule(at, Event::Fault(i));
+        }
+        if let Some(w) = &sim.config.workload {
+            let at = Time::ZERO + w.start;
+            sim.schedule(at, Event::Arrival);
         }
         let first_check = Time::ZERO + sim.config.check.interval;
         sim.schedule(first_check, Event::Check);
@@ -382,6 +413,16 @@ impl Simulation {
                 let next = self.now + self.config.check.interval;
                 self.schedule(next, Event::Check);
             }
+            Event::ProcExit { node, pid } => {
+                if let Some(e) = self.placement.end(self.now, node, pid, ExitStatus::Code(0)) {
+                    self.stats.events += 1;
+                    self.host_event(node, e);
+                }
+            }
+            Event::Arrival => {
+                self.stats.events += 1;
+                self.arrival();
+            }
         }
     }
 
@@ -436,6 +477,7 @@ impl Simulation {
     }
 
     fn crash(&mut self, node: NodeId) {
+        self.placement.crash(node);
         let host = &mut self.hosts[node.0 as usize];
         host.agent = None;
         host.paused_until = Time::ZERO;
@@ -552,9 +594,27 @@ impl Simulation {
                         }
                     }
                 }
-                // No simulated client calls the API yet; replies have nowhere to go.
-                Output::ApiReply { .. } => {}
+                Output::ApiReply { request, reply } => {
+                    self.placement.on_reply(self.now, request.0, reply);
+                }
+                Output::Host(command) => {
+                    for action in self.placement.execute(self.now, node, command) {
+                        match action {
+                            ProcAction::ExitAt(at, pid) => {
+                                self.schedule(at, Event::ProcExit { node, pid });
+                            }
+                            ProcAction::Report(e) => {
+                                let host = &mut self.hosts[node.0 as usize];
+                                let local = host.clock.local(self.now);
+                                if let Some(agent) = host.agent.as_mut() {
+                                    agent.handle(local, Input::Host(e));
+                                }
+                            }
+                        }
+                    }
+                }
                 Output::Notice(Notice::Federation { notice, .. }) => self.on_notice(node, notice),
+                Output::Notice(Notice::Placed { local, .. }) => self.placement.on_placed(local),
             }
         }
         let host = &mut self.hosts[node.0 as usize];
@@ -617,6 +677,9 @@ impl Simulation {
         self.stats.messages_sent += 1;
         self.stats.window_messages += 1;
         let kind = envelope.body.kind();
+        if matches!(envelope.body, nefele_core::wire::Message::Placement(_)) {
+            self.placement.messages += 1;
+        }
         match self
             .network
             .route(&self.topology, from, to, &mut self.net_rng)
@@ -792,6 +855,19 @@ impl Simulation {
     }
 
     fn check(&mut self) {
+        let now = self.now;
+        let locals: Vec<Time> = self
+            .hosts
+            .iter()
+            .map(|h| {
+                // A paused host runs no timers: its leases wait with it.
+                if h.paused_until > now {
+                    Time::ZERO
+                } else {
+                    h.clock.reading(now)
+                }
+            })
+            .collect();
         let agents: Vec<Option<&Agent>> = self.hosts.iter().map(|h| h.agent.as_ref()).collect();
         let paused: Vec<bool> = self
             .hosts
@@ -817,7 +893,100 @@ impl Simulation {
         for result in results {
             self.checker.record(self.now, "federation", result, settled);
         }
+        // Placement's invariants hold at all times, faults or not.
+        let p = &self.config.agent.placement;
+        let grace = p.lease + p.create_timeout + p.confirm_timeout * 2 + self.config.check.interval;
+        let sample = self.config.workload.as_ref().is_some_and(|w| {
+            let t = self.now.saturating_since(Time::ZERO);
+            t >= w.start && w.stop.is_none_or(|s| t <= s)
+        });
+        let results = self
+            .placement
+            .check(self.now, &agents, &locals, grace, sample);
+        for (name, result) in results {
+            self.checker.record(self.now, name, result, true);
+        }
         self.max_frame_since_check = 0;
+    }
+
+    // ---- processes and clients --------------------------------------------
+
+    /// Feeds a host event to `node`'s agent and carries out what follows.
+    fn host_event(&mut self, node: NodeId, event: HostEvent) {
+        let host = &mut self.hosts[node.0 as usize];
+        let local = host.clock.local(self.now);
+        if let Some(agent) = host.agent.as_mut() {
+            agent.handle(local, Input::Host(event));
+            self.after_handle(node);
+        }
+    }
+
+    /// A workload request arrives at a random live host; the next one is scheduled.
+    fn arrival(&mut self) {
+        let Some(w) = self.config.workload.clone() else {
+            return;
+        };
+        let t = self.now.saturating_since(Time::ZERO).as_secs_f64();
+        let end = self.config.duration.as_secs_f64();
+        if w.stop.is_some_and(|s| t > s.as_secs_f64()) {
+            return;
+        }
+        let id = self.placement.next_request_id();
+        let generated = crate::workload::generate(&w, &mut self.workload_rng, id);
+        let hosts = self.topology.dc_hosts();
+        let node = (0..16)
+            .map(|_| NodeId(self.client_rng.gen_range(0..hosts)))
+            .find(|n| self.hosts[n.0 as usize].agent.is_some());
+        let issued = self.placement.issue(self.now, Some(&generated));
+        if let Some(node) = node {
+            self.deliver_call(node, issued, generated.call);
+        }
+        let rate = w.rate_at(t, end).max(1e-3);
+        let gap: f64 = -self.workload_rng.gen_range(f64::EPSILON..1.0f64).ln() / rate;
+        let next = self.now + std::time::Duration::from_secs_f64(gap);
+        self.schedule(next, Event::Arrival);
+    }
+
+    fn deliver_call(&mut self, node: NodeId, request: u64, call: ApiCall) {
+        let host = &mut self.hosts[node.0 as usize];
+        let local = host.clock.local(self.now);
+        if let Some(agent) = host.agent.as_mut() {
+            let request = RequestId(request);
+            agent.handle(local, Input::Api { request, call });
+            self.after_handle(node);
+        }
+    }
+
+    /// A client on `node` calls the API now; its reply shows in
+    /// [`Simulation::take_replies`] under the returned id. `None` if the host is down.
+    pub fn call(&mut self, node: NodeId, call: ApiCall) -> Option<u64> {
+        self.hosts.get(node.0 as usize)?.agent.as_ref()?;
+        let id = self.placement.issue(self.now, None);
+        self.deliver_call(node, id, call);
+        Some(id)
+    }
+
+    /// Replies to [`Simulation::call`]s so far: (id, time, reply).
+    pub fn take_replies(&mut self) -> Vec<(u64, Time, nefele_core::ApiReply)> {
+        self.placement.take_replies()
+    }
+
+    /// Simulated processes and placement figures.
+    #[must_use]
+    pub fn placement(&self) -> &PlacementSim {
+        &self.placement
+    }
+
+    /// The figures of `baseline` on this run's workload and topology.
+    #[must_use]
+    pub fn run_baseline(&self, baseline: crate::baseline::Baseline) -> PlacementFigures {
+        crate::baseline::run(baseline, &self.config, &self.topology, self.workload_seed)
+    }
+
+    /// The placement figures of the workload so far.
+    #[must_use]
+    pub fn placement_figures(&self) -> PlacementFigures {
+        self.placement.figures()
     }
 
     // ---- inspection -------------------------------------------------------

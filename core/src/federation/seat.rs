@@ -73,6 +73,13 @@ impl Seat {
             .collect()
     }
 
+    /// Leader side: each member's subtree summary, as it last reported it (placement
+    /// reads free capacity here to send requests where there is room).
+    #[must_use]
+    pub fn summaries(&self) -> &BTreeMap<NodeId, Summary> {
+        &self.summaries
+    }
+
     /// Whether `me` leads this group.
     pub(super) fn led_by(&self, me: NodeId) -> bool {
         self.view.leader == me

@@ -11,6 +11,7 @@ pub mod codec;
 use crate::discovery::DiscoveryMsg;
 use crate::federation::FedMsg;
 use crate::ids::{Incarnation, NodeId};
+use crate::placement::msg::PlacementMsg;
 use serde::{Deserialize, Serialize};
 
 pub use codec::{decode, encode, encode_into, encoded_len, DecodeError, EncodeError};
@@ -36,6 +37,8 @@ pub enum Message {
     Discovery(DiscoveryMsg),
     /// Boot federation (one of possibly several instances).
     Federation(FedMsg),
+    /// Placement and the namespace.
+    Placement(PlacementMsg),
 }
 
 impl Message {
@@ -45,6 +48,7 @@ impl Message {
         match self {
             Message::Discovery(m) => m.kind(),
             Message::Federation(m) => m.body.kind(),
+            Message::Placement(m) => m.kind(),
         }
     }
 }

@@ -69,6 +69,9 @@ struct RunArgs {
     /// Seeded random faults of every kind, about one per this interval (e.g. 5s).
     #[arg(long, value_name = "INTERVAL", value_parser = parse_duration)]
     random_faults: Option<Duration>,
+    /// Baseline placers to run on the same workload and topology, reported beside Nefele.
+    #[arg(long, value_delimiter = ',', value_name = "bfd,sparrow")]
+    baseline: Vec<nefele_sim::baseline::Baseline>,
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE.json")]
     report: Option<PathBuf>,
@@ -227,7 +230,8 @@ fn run(args: RunArgs) -> Result<(), Failure> {
             }
         }
     }
-    let report = Report::new(&scenario.name, &sim, wall_seconds, peak_rss_bytes());
+    let mut report = Report::new(&scenario.name, &sim, wall_seconds, peak_rss_bytes());
+    report.add_baselines(&sim, &args.baseline);
     if let Some(path) = &args.report {
         let (pending, file) = PendingFile::create(path)?;
         if let Err(e) = serde_json::to_writer_pretty(&file, &report)
@@ -301,6 +305,33 @@ fn print_summary(r: &Report, description: Option<&str>) {
         if let Some(why) = &p.last_failure {
             println!("  not converged at the end: {why}");
         }
+    }
+    let placers = r.placement.iter().flat_map(|p| {
+        [
+            ("nefele", Some(&p.nefele)),
+            ("bfd", p.bfd.as_ref()),
+            ("sparrow", p.sparrow.as_ref()),
+        ]
+    });
+    for (name, n) in placers {
+        let Some(n) = n else { continue };
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}ms"));
+        println!(
+            "placement {name}: {} requests, {} placed ({} gangs of {}), {} rejected, {} unanswered, {} processes; utilisation cpu {:.1}% mem {:.1}%; latency p50 {} p99 {}; {:.1} msgs/request; local {:.1}%",
+            n.requests,
+            n.placed_requests,
+            n.placed_gang_requests,
+            n.gang_requests,
+            n.rejected_requests,
+            n.unanswered_requests,
+            n.placed_processes,
+            n.mean_utilization.cpu * 100.0,
+            n.mean_utilization.memory * 100.0,
+            ms(n.latency_p50_ms),
+            ms(n.latency_p99_ms),
+            n.msgs_per_request,
+            n.local_fraction * 100.0,
+        );
     }
     match &r.invariants.first_violation {
         None => println!(

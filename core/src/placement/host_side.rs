@@ -1,0 +1,518 @@
+//! The host side of placement: reservations under leases, provisional creation,
+//! the process table (the namespace entries this agent is the authority for),
+//! pid operations, and the federation-guided search for room
+//! (`FindRoom`) that leaders serve.
+//!
+//! Invariants: `reserved` is the sum of the leases; a request key in `done` is
+//! never created again (a duplicated or late `Create` does nothing); an entry
+//! whose request was aborted is hidden from tenants and dropped when it exits.
+
+use super::api::{Demand, DistanceClass, ProcInfo, ProcState};
+use super::msg::{CreateItem, PidAnswer, PidOp, PlacementMsg, ReqKey, Shape};
+use super::{Placement, PlacementOutput, Timer, Want};
+use crate::federation::Federation;
+use crate::host::{ExitStatus, HostCommand, Usage};
+use crate::ids::{NodeId, Pid, TenantId};
+use crate::time::Time;
+use std::collections::BTreeMap;
+
+/// A reservation held for one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Lease {
+    pub(super) reserved: Demand,
+    pub(super) counts: Vec<u16>,
+    pub(super) expires: Time,
+}
+
+/// Processes created for a request and not yet confirmed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Provisional {
+    pub(super) pids: BTreeMap<u16, Pid>,
+    pub(super) queried: bool,
+    pub(super) deadline: Time,
+}
+
+/// One process this agent hosts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcEntry {
+    /// The owner.
+    pub tenant: TenantId,
+    /// The binary (history is kept per binary).
+    pub path: String,
+    /// What it reserved.
+    pub demand: Demand,
+    /// Its life stage.
+    pub state: ProcState,
+    /// When it was created.
+    pub created: Time,
+    /// The request that created it.
+    pub key: ReqKey,
+    /// Its request was aborted: invisible to tenants, dropped when it exits.
+    pub hidden: bool,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct HostState {
+    pub(super) leases: BTreeMap<ReqKey, Lease>,
+    pub(super) provisional: BTreeMap<ReqKey, Provisional>,
+    /// Requests confirmed or aborted here, kept for a while against late duplicates.
+    pub(super) done: BTreeMap<ReqKey, Time>,
+    pub(super) table: BTreeMap<Pid, ProcEntry>,
+    pub(super) waiters: BTreeMap<Pid, Vec<(NodeId, u64)>>,
+}
+
+impl Placement {
+    /// Reserves what this host can take of `shapes` for `key` (idempotent per key).
+    pub(super) fn reserve(&mut self, now: Time, key: ReqKey, shapes: &[Shape]) -> Vec<u16> {
+        if let Some(l) = self.host.leases.get(&key) {
+            return l.counts.clone();
+        }
+        if self.host.done.contains_key(&key) {
+            return vec![0; shapes.len()];
+        }
+        let mut free = self.free();
+        let mut total = Demand::default();
+        let counts: Vec<u16> = shapes
+            .iter()
+            .map(|s| {
+                let cap = if s.one_per_host { 1 } else { s.count };
+                let mut n = 0;
+                while n < cap.min(s.count) && free.covers(s.demand) {
+                    free = free.minus(s.demand);
+                    total = total.plus(s.demand);
+                    n += 1;
+                }
+                n
+            })
+            .collect();
+        if counts.iter().any(|c| *c > 0) {
+            let expires = now + self.config.lease;
+            self.reserved = self.reserved.plus(total);
+            self.host.leases.insert(
+                key,
+                Lease {
+                    reserved: total,
+                    counts: counts.clone(),
+                    expires,
+                },
+            );
+            self.set_timer(expires, Timer::Lease(key));
+        }
+        counts
+    }
+
+    pub(super) fn on_offer_req(&mut self, now: Time, from: NodeId, key: ReqKey, shapes: &[Shape]) {
+        let counts = self.reserve(now, key, shapes);
+        let free = self.free();
+        self.send(from, PlacementMsg::Offer { key, counts, free });
+    }
+
+    pub(super) fn release(&mut self, key: ReqKey) {
+        if let Some(l) = self.host.leases.remove(&key) {
+            self.reserved = self.reserved.minus(l.reserved);
+        }
+    }
+
+    pub(super) fn expire_lease(&mut self, now: Time, key: ReqKey) {
+        if self.host.leases.get(&key).is_some_and(|l| l.expires <= now) {
+            self.release(key);
+        }
+    }
+
+    /// Creates `items` for `key` provisionally; `None` if they do not fit (nothing done).
+    pub(super) fn create(
+        &mut self,
+        now: Time,
+        key: ReqKey,
+        items: Vec<CreateItem>,
+        last: bool,
+    ) -> Option<Vec<(u16, Pid)>> {
+        if self.host.done.contains_key(&key) {
+            return None;
+        }
+        let known = self.host.provisional.get(&key);
+        let new_demand = items
+            .iter()
+            .filter(|i| !known.is_some_and(|p| p.pids.contains_key(&i.index)))
+            .fold(Demand::default(), |a, i| a.plus(i.demand));
+        let lease = self
+            .host
+            .leases
+            .get(&key)
+            .map(|l| l.reserved)
+            .unwrap_or_default();
+        if !self.free().plus(lease).covers(new_demand) {
+            return None;
+        }
+        // Take the new processes out of the request's own reservation first.
+        let from_lease = Demand {
+            cpu_millicores: lease.cpu_millicores.min(new_demand.cpu_millicores),
+            memory_bytes: lease.memory_bytes.min(new_demand.memory_bytes),
+            accelerators: lease.accelerators.min(new_demand.accelerators),
+        };
+        if let Some(l) = self.host.leases.get_mut(&key) {
+            l.reserved = l.reserved.minus(from_lease);
+            self.reserved = self.reserved.minus(from_lease);
+        }
+        let deadline = now + self.config.confirm_timeout;
+        let mut created = Vec::with_capacity(items.len());
+        let mut fresh = false;
+        let prov = self.host.provisional.entry(key).or_insert_with(|| {
+            fresh = true;
+            super::host_side::Provisional {
+                pids: BTreeMap::new(),
+                queried: false,
+                deadline,
+            }
+        });
+        let mut starts = Vec::new();
+        for item in items {
+            if let Some(pid) = prov.pids.get(&item.index) {
+                created.push((item.index, *pid));
+                continue;
+            }
+            let pid = self.minter.mint();
+            prov.pids.insert(item.index, pid);
+            created.push((item.index, pid));
+            self.committed = self.committed.plus(item.demand);
+            self.host.table.insert(
+                pid,
+                ProcEntry {
+                    tenant: item.tenant,
+                    path: item.spec.path.clone(),
+                    demand: item.demand,
+                    state: ProcState::Provisional,
+                    created: now,
+                    key,
+                    hidden: false,
+                },
+            );
+            starts.push(HostCommand::Start {
+                pid,
+                tenant: item.tenant,
+                spec: item.spec,
+            });
+        }
+        if fresh {
+            self.set_timer(deadline, Timer::Provisional(key));
+        }
+        for s in starts {
+            self.outbox.push_back(PlacementOutput::Host(s));
+        }
+        if last {
+            self.release(key);
+        }
+        Some(created)
+    }
+
+    pub(super) fn on_create(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        key: ReqKey,
+        items: Vec<CreateItem>,
+        last: bool,
+    ) {
+        if from != key.requester {
+            return;
+        }
+        match self.create(now, key, items, last) {
+            Some(pids) => {
+                for chunk in pids.chunks(60) {
+                    let msg = PlacementMsg::Created {
+                        key,
+                        pids: chunk.to_vec(),
+                    };
+                    self.send(from, msg);
+                }
+            }
+            None if self.host.done.contains_key(&key) => {}
+            None => self.send(from, PlacementMsg::CreateRefused { key }),
+        }
+    }
+
+    fn mark_done(&mut self, now: Time, key: ReqKey) {
+        let until = now + self.config.exit_retention;
+        self.host.done.insert(key, until);
+        self.set_timer(until, Timer::Done(key));
+    }
+
+    pub(super) fn forget_done(&mut self, now: Time, key: ReqKey) {
+        if self.host.done.get(&key).is_some_and(|t| *t <= now) {
+            self.host.done.remove(&key);
+        }
+    }
+
+    /// The request is complete: its processes are kept.
+    pub(super) fn on_confirm(&mut self, now: Time, key: ReqKey) {
+        if let Some(p) = self.host.provisional.remove(&key) {
+            for pid in p.pids.values() {
+                if let Some(e) = self.host.table.get_mut(pid) {
+                    if e.state == ProcState::Provisional {
+                        e.state = ProcState::Running;
+                    }
+                }
+            }
+        }
+        self.release(key);
+        self.mark_done(now, key);
+    }
+
+    /// The request failed: kill its processes here, drop its reservation.
+    pub(super) fn on_abort(&mut self, now: Time, key: ReqKey) {
+        if let Some(p) = self.host.provisional.remove(&key) {
+            for pid in p.pids.into_values() {
+                if let Some(e) = self.host.table.get_mut(&pid) {
+                    e.hidden = true;
+                    if !matches!(e.state, ProcState::Exited(_)) {
+                        self.kill_process(pid);
+                    }
+                }
+            }
+        }
+        self.release(key);
+        self.mark_done(now, key);
+    }
+
+    pub(super) fn provisional_due(&mut self, now: Time, key: ReqKey) {
+        let Some(p) = self.host.provisional.get_mut(&key) else {
+            return;
+        };
+        if p.deadline > now {
+            return;
+        }
+        if p.queried {
+            // The requester stayed silent: an orphan of a crashed requester.
+            self.on_abort(now, key);
+        } else {
+            p.queried = true;
+            p.deadline = now + self.config.confirm_timeout;
+            let at = p.deadline;
+            self.set_timer(at, Timer::Provisional(key));
+            if key.requester == self.me {
+                self.on_query(self.me, key);
+            } else {
+                self.send(key.requester, PlacementMsg::Query { key });
+            }
+        }
+    }
+
+    pub(super) fn on_exited(
+        &mut self,
+        now: Time,
+        pid: Pid,
+        status: ExitStatus,
+        usage: Option<Usage>,
+    ) {
+        let Some(e) = self.host.table.get_mut(&pid) else {
+            return;
+        };
+        if matches!(e.state, ProcState::Exited(_)) {
+            return;
+        }
+        e.state = ProcState::Exited(status);
+        let (demand, hidden, tenant, requester) = (e.demand, e.hidden, e.tenant, e.key.requester);
+        let path = e.path.clone();
+        self.committed = self.committed.minus(demand);
+        if hidden {
+            self.host.table.remove(&pid);
+            return;
+        }
+        for (node, token) in self.host.waiters.remove(&pid).unwrap_or_default() {
+            self.pid_answer_to(node, token, PidAnswer::Exited(status));
+        }
+        if let Some(u) = usage.filter(|u| !u.wall_time.is_zero()) {
+            let cpu = (u.cpu_time.as_secs_f64() / u.wall_time.as_secs_f64() * 1000.0) as u32;
+            let mem = u.peak_memory_bytes;
+            if requester == self.me {
+                self.learn(tenant, path, cpu, mem);
+            } else {
+                let msg = PlacementMsg::Ran {
+                    tenant,
+                    path,
+                    cpu_millicores: cpu,
+                    memory_bytes: mem,
+                };
+                self.send(requester, msg);
+            }
+        }
+        self.set_timer(now + self.config.exit_retention, Timer::Forget(pid));
+    }
+
+    pub(super) fn forget(&mut self, _now: Time, pid: Pid) {
+        if self
+            .host
+            .table
+            .get(&pid)
+            .is_some_and(|e| matches!(e.state, ProcState::Exited(_)))
+        {
+            self.host.table.remove(&pid);
+            self.host.waiters.remove(&pid);
+        }
+    }
+
+    /// Answers a pid operation for `tenant`; a wait is registered (`Waiting` for a
+    /// remote asker, `None` for this agent's own client).
+    pub(super) fn answer_pid(
+        &mut self,
+        now: Time,
+        asker: NodeId,
+        token: u64,
+        tenant: TenantId,
+        pid: Pid,
+        op: PidOp,
+    ) -> Option<PidAnswer> {
+        if pid.origin() == self.me && pid.incarnation() < self.incarnation {
+            // Created in an earlier life of this host: lost with it.
+            return Some(PidAnswer::Exited(ExitStatus::Lost));
+        }
+        let Some(e) = self
+            .host
+            .table
+            .get(&pid)
+            .filter(|e| e.tenant == tenant && !e.hidden)
+        else {
+            return Some(PidAnswer::NoSuch);
+        };
+        match (op, e.state) {
+            (PidOp::Info, _) => Some(PidAnswer::Info(ProcInfo {
+                pid,
+                tenant,
+                host: self.me,
+                demand: e.demand,
+                state: e.state,
+                age: now.saturating_since(e.created),
+                distance: DistanceClass::SameHost,
+            })),
+            (_, ProcState::Exited(s)) => Some(PidAnswer::Exited(s)),
+            (PidOp::Kill(signal), _) => {
+                self.outbox
+                    .push_back(PlacementOutput::Host(HostCommand::Kill { pid, signal }));
+                Some(PidAnswer::Signalled)
+            }
+            (PidOp::Wait, _) => {
+                let w = self.host.waiters.entry(pid).or_default();
+                if !w.contains(&(asker, token)) {
+                    w.push((asker, token));
+                }
+                (asker != self.me).then_some(PidAnswer::Waiting)
+            }
+        }
+    }
+
+    pub(super) fn on_pid_req(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        token: u64,
+        tenant: TenantId,
+        pid: Pid,
+        op: PidOp,
+    ) {
+        if let Some(answer) = self.answer_pid(now, from, token, tenant, pid, op) {
+            self.send(from, PlacementMsg::PidAns { token, answer });
+        }
+    }
+
+    fn pid_answer_to(&mut self, node: NodeId, token: u64, answer: PidAnswer) {
+        if node == self.me {
+            self.finish_op(None, token, answer);
+        } else {
+            self.send(node, PlacementMsg::PidAns { token, answer });
+        }
+    }
+
+    /// The tenant's visible entries on this host.
+    pub(super) fn tenant_entries(&self, now: Time, tenant: TenantId) -> Vec<ProcInfo> {
+        self.host
+            .table
+            .iter()
+            .filter(|(_, e)| e.tenant == tenant && !e.hidden)
+            .map(|(pid, e)| ProcInfo {
+                pid: *pid,
+                tenant,
+                host: self.me,
+                demand: e.demand,
+                state: e.state,
+                age: now.saturating_since(e.created),
+                distance: DistanceClass::SameHost,
+            })
+            .collect()
+    }
+
+    /// A leader at `level` looks for room in its subtree: at level 0 it names the
+    /// members whose summaries show room for `min`; higher up it forwards to the
+    /// members whose subtree summaries show the most room, enough of them to cover
+    /// twice `need`.
+    pub(super) fn on_find_room(
+        &mut self,
+        fed: Option<&Federation>,
+        key: ReqKey,
+        level: u8,
+        want: Want,
+        skip: NodeId,
+    ) {
+        let Want { min, need, hosts } = want;
+        let seat = fed.and_then(|f| f.seats().get(usize::from(level)));
+        let Some(seat) = seat.filter(|s| s.view().leader == self.me) else {
+            self.send_candidates(key, Vec::new());
+            return;
+        };
+        let mut roomy: Vec<(u64, u64, u32, NodeId)> = seat
+            .summaries()
+            .iter()
+            .filter(|(m, s)| {
+                **m != skip
+                    && **m != key.requester
+                    && s.free_cpu_millicores >= u64::from(min.cpu_millicores)
+                    && s.free_memory_bytes >= min.memory_bytes
+            })
+            .map(|(m, s)| (s.free_cpu_millicores, s.free_memory_bytes, s.agents, *m))
+            .collect();
+        roomy.sort_by(|a, b| b.0.cmp(&a.0).then(a.3.cmp(&b.3)));
+        // Take the roomiest until they cover twice the need, and twice the hosts.
+        let (mut cpu, mut mem, mut agents) = (0u64, 0u64, 0u64);
+        let want_cpu = u64::from(need.cpu_millicores) * 2;
+        let want_mem = need.memory_bytes.saturating_mul(2);
+        let want_agents = u64::from(hosts) * 2;
+        let chosen: Vec<NodeId> = roomy
+            .iter()
+            .take_while(|(c, m, a, _)| {
+                let more = cpu < want_cpu || mem < want_mem || agents < want_agents;
+                cpu += c;
+                mem += m;
+                agents += u64::from(*a);
+                more
+            })
+            .take(64)
+            .map(|(_, _, _, n)| *n)
+            .collect();
+        if level == 0 || chosen.is_empty() {
+            self.send_candidates(key, chosen);
+            return;
+        }
+        for child in chosen {
+            if child == self.me {
+                self.on_find_room(fed, key, level - 1, want, skip);
+            } else {
+                let msg = PlacementMsg::FindRoom {
+                    key,
+                    level: level - 1,
+                    min,
+                    need,
+                    hosts,
+                    skip,
+                };
+                self.send(child, msg);
+            }
+        }
+    }
+
+    fn send_candidates(&mut self, key: ReqKey, hosts: Vec<NodeId>) {
+        if key.requester == self.me {
+            self.add_candidates(key, &hosts);
+        } else {
+            self.send(key.requester, PlacementMsg::Candidates { key, hosts });
+        }
+    }
+}

@@ -1,0 +1,672 @@
+//! Placement and the namespace (DESIGN.md §4 "Placement", "Namespace"): where
+//! processes run, their global pids, and the process table.
+//!
+//! # What this service owns
+//!
+//! - As a **host**: the capacity of its server, the reservations it holds for
+//!   other agents' requests (each under a lease that runs out by itself), and the
+//!   process table entries of the processes it runs (the namespace: the hosting
+//!   agent is the authority for an entry). It mints the pids of the processes it
+//!   creates, so a pid's origin is its host: `kill`, `info` and `wait` go straight
+//!   there, with no directory.
+//! - As a **requester**: the requests of its local clients in flight, and the
+//!   history of earlier runs of each (tenant, binary), which fills what a spec
+//!   leaves out.
+//!
+//! # The protocol (one request, `n` processes)
+//!
+//! 1. The requester fills each spec's demand (explicit → tenant default →
+//!    history → workload profile → global default) and groups the processes in
+//!    *units* (a `together` tag makes one unit) of a few *shapes*.
+//! 2. **Local**: if its own server can take every unit, it creates them at once
+//!    (no message at all).
+//! 3. **Group**: otherwise it sends `OfferReq` to its level-0 group peers. Each
+//!    peer reserves what it can take (under a lease of `lease`) and answers
+//!    `Offer`. After `offer_timeout` (or all answers) the requester consolidates.
+//! 4. **Escalation**: what is not covered goes to the leader of the level-1
+//!    group (then level 2, …, up to the root) as `FindRoom`; leaders descend into
+//!    member subtrees whose federation summaries show room, and level-0 leaders
+//!    answer `Candidates` (hosts whose summaries show room), which the requester
+//!    then asks for offers.
+//! 5. **Commit**: once every unit has a host, the requester sends `Create`
+//!    (batched under the MTU); hosts create the processes *provisionally*
+//!    (idempotently per (request, index)), answer `Created` with the pids, and
+//!    release what remains of the request's reservation. When every pid is in,
+//!    the requester sends `Confirm` and replies to its client. Hosts that
+//!    reserved but were not chosen get `Abort`, which frees their lease at once.
+//! 6. **Failure**: if the request cannot be covered, it fails with the resource
+//!    that is short. If a chosen host does not answer `Created` within
+//!    `create_timeout`, the requester sends `Abort` everywhere (hosts kill the
+//!    request's processes) and replies `Aborted`. A host holding provisional
+//!    processes unconfirmed after `confirm_timeout` asks the requester (`Query`);
+//!    an unknown or aborted request, or silence for another `confirm_timeout`
+//!    (a crashed requester), gets them killed. So no process of a failed request
+//!    stays running, and no reservation outlives its lease.
+//!
+//! Affinity: `together(tag)` → one host; `apart(tag)` → distinct hosts;
+//! `spread(tag)` → distinct hosts too (the core knows no racks; its locality unit
+//! is the level-0 group, and spreading across groups is not done yet);
+//! `near(pid)` → the pid's host is asked for an offer first.
+//!
+//! Invariants (checked in [`Placement::invariants`]): committed plus reserved
+//! never exceeds capacity; the reservation total equals the sum of the leases;
+//! no lease outlives its expiry past the next call.
+
+pub mod api;
+mod host_side;
+pub mod msg;
+mod ps;
+mod requester;
+
+use crate::agent::{ApiReply, RequestId};
+use crate::federation::Federation;
+use crate::host::{HostCommand, HostEvent, HostResources, ProcSpec, Signal};
+use crate::ids::{Incarnation, NodeId, Pid, PidMinter, TenantId};
+use crate::time::Time;
+use api::Demand;
+use msg::{PlacementMsg, ReqKey};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+pub use host_side::ProcEntry;
+pub use requester::SpawnKind;
+
+/// Partial defaults: each field left `None` falls through to the next source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PartialDemand {
+    /// Cpu, in millicores.
+    pub cpu_millicores: Option<u32>,
+    /// Memory, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Accelerators.
+    pub accelerators: Option<u32>,
+}
+
+/// Placement's parameters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlacementConfig {
+    /// How long a peer holds a reservation for a request.
+    pub lease: Duration,
+    /// How long the requester waits for its group's offers.
+    pub offer_timeout: Duration,
+    /// How long the requester waits for candidates and their offers per escalation level.
+    pub escalate_timeout: Duration,
+    /// How long the requester waits for every `Created`.
+    pub create_timeout: Duration,
+    /// How long a host keeps provisional processes unconfirmed before it asks, and again
+    /// before it kills them.
+    pub confirm_timeout: Duration,
+    /// How long `info` and `kill` wait for remote answers.
+    pub op_timeout: Duration,
+    /// How long `ps` waits for the whole tree.
+    pub ps_timeout: Duration,
+    /// How often a pending `wait` asks the process's host again.
+    pub wait_poll: Duration,
+    /// Unanswered `wait` polls before the wait fails as unreachable.
+    pub wait_retries: u32,
+    /// How long an exited process stays visible to `info`, `wait` and `ps`.
+    pub exit_retention: Duration,
+    /// The most processes one request may hold.
+    pub max_processes: u16,
+    /// What a process reserves when nothing else says.
+    pub global_default: Demand,
+    /// Per-tenant defaults, consulted before history.
+    pub tenant_defaults: Vec<(TenantId, PartialDemand)>,
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        PlacementConfig {
+            lease: Duration::from_millis(300),
+            offer_timeout: Duration::from_millis(2),
+            escalate_timeout: Duration::from_millis(4),
+            create_timeout: Duration::from_millis(50),
+            confirm_timeout: Duration::from_millis(500),
+            op_timeout: Duration::from_millis(50),
+            ps_timeout: Duration::from_secs(1),
+            wait_poll: Duration::from_secs(2),
+            wait_retries: 10,
+            exit_retention: Duration::from_secs(60),
+            max_processes: 4096,
+            global_default: Demand {
+                cpu_millicores: 500,
+                memory_bytes: 512 << 20,
+                accelerators: 0,
+            },
+            tenant_defaults: Vec::new(),
+        }
+    }
+}
+
+/// What placement asks the agent to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlacementOutput {
+    /// Send a message to another agent.
+    Send(NodeId, PlacementMsg),
+    /// Have the host start or kill a process.
+    Host(HostCommand),
+    /// Answer a local client.
+    Reply(RequestId, ApiReply),
+    /// A spawn request was placed: how many processes, and whether every one landed in
+    /// the requester's level-0 group.
+    Placed {
+        /// Processes placed.
+        processes: u32,
+        /// All within the level-0 group.
+        local: bool,
+    },
+}
+
+/// What a timer entry is for. Stale entries (whose state moved on) are ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Lease(ReqKey),
+    Provisional(ReqKey),
+    Request(u64),
+    Op(u64),
+    Forget(Pid),
+    Done(ReqKey),
+}
+
+/// Observed usage of earlier runs of one binary by one tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Estimate {
+    cpu_millicores: u32,
+    memory_bytes: u64,
+    runs: u32,
+}
+
+/// The placement and namespace service of one agent.
+///
+/// Call order: [`Placement::new`]; [`Placement::set_capacity`] when the host reports
+/// resources; then `handle_*` for inputs; drain [`Placement::poll_output`] after each
+/// call; [`Placement::next_timeout`] says when to call [`Placement::handle_timeout`].
+#[derive(Debug)]
+pub struct Placement {
+    me: NodeId,
+    incarnation: Incarnation,
+    config: PlacementConfig,
+    minter: PidMinter,
+    capacity: Demand,
+    committed: Demand,
+    reserved: Demand,
+    host: host_side::HostState,
+    req: requester::RequesterState,
+    history: BTreeMap<(TenantId, String), Estimate>,
+    timers: BTreeSet<(Time, Timer)>,
+    outbox: VecDeque<PlacementOutput>,
+}
+
+impl Placement {
+    /// The service of agent `me` in its life `incarnation`.
+    #[must_use]
+    pub fn new(me: NodeId, incarnation: Incarnation, config: PlacementConfig) -> Self {
+        Placement {
+            me,
+            incarnation,
+            config,
+            minter: PidMinter::new(me, incarnation),
+            capacity: Demand::default(),
+            committed: Demand::default(),
+            reserved: Demand::default(),
+            host: host_side::HostState::default(),
+            req: requester::RequesterState::default(),
+            history: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            outbox: VecDeque::new(),
+        }
+    }
+
+    /// The host's capacity (its commitments are this service's own bookkeeping).
+    pub fn set_capacity(&mut self, resources: &HostResources) {
+        self.capacity = Demand {
+            cpu_millicores: resources.cpu_millicores,
+            memory_bytes: resources.memory_bytes,
+            accelerators: resources.accelerators,
+        };
+    }
+
+    /// What this host has neither committed nor reserved.
+    #[must_use]
+    pub fn free(&self) -> Demand {
+        self.capacity.minus(self.committed).minus(self.reserved)
+    }
+
+    /// Capacity, committed and reserved, for checkers.
+    #[must_use]
+    pub fn accounting(&self) -> (Demand, Demand, Demand) {
+        (self.capacity, self.committed, self.reserved)
+    }
+
+    /// The leases held, with their expiry, for checkers.
+    pub fn leases(&self) -> impl Iterator<Item = (ReqKey, Time)> + '_ {
+        self.host.leases.iter().map(|(k, l)| (*k, l.expires))
+    }
+
+    /// The process table entries this agent hosts, for checkers and tests.
+    pub fn processes(&self) -> impl Iterator<Item = (&Pid, &ProcEntry)> + '_ {
+        self.host.table.iter()
+    }
+
+    /// Requests in flight at this agent as requester.
+    #[must_use]
+    pub fn requests_in_flight(&self) -> usize {
+        self.req.pending.len()
+    }
+
+    /// A client call: `spawn`, `n_spawn` or `c_spawn`.
+    pub fn handle_spawn(
+        &mut self,
+        now: Time,
+        fed: Option<&Federation>,
+        request: RequestId,
+        tenant: TenantId,
+        kind: SpawnKind,
+    ) {
+        self.start_request(now, fed, request, tenant, kind);
+    }
+
+    /// A client call on one pid: `kill`, `info` or `wait`.
+    pub fn handle_pid_call(
+        &mut self,
+        now: Time,
+        request: RequestId,
+        tenant: TenantId,
+        pid: Pid,
+        op: msg::PidOp,
+    ) {
+        self.start_pid_op(now, request, tenant, pid, op);
+    }
+
+    /// A client call: `ps(tenant)` over the whole tree.
+    pub fn handle_ps(
+        &mut self,
+        now: Time,
+        fed: Option<&Federation>,
+        request: RequestId,
+        tenant: TenantId,
+    ) {
+        self.start_ps(now, fed, request, tenant);
+    }
+
+    /// A message from another agent.
+    pub fn handle_message(
+        &mut self,
+        now: Time,
+        fed: Option<&Federation>,
+        from: NodeId,
+        msg: PlacementMsg,
+    ) {
+        match msg {
+            PlacementMsg::OfferReq { key, shapes } => self.on_offer_req(now, from, key, &shapes),
+            PlacementMsg::Offer { key, counts, free } => {
+                self.on_offer(now, fed, from, key, counts, free);
+            }
+            PlacementMsg::FindRoom {
+                key,
+                level,
+                min,
+                need,
+                hosts,
+                skip,
+            } => {
+                let want = Want { min, need, hosts };
+                self.on_find_room(fed, key, level, want, skip);
+            }
+            PlacementMsg::Candidates { key, hosts } => self.on_candidates(now, key, &hosts),
+            PlacementMsg::Create { key, items, last } => {
+                self.on_create(now, from, key, items, last);
+            }
+            PlacementMsg::Created { key, pids } => self.on_created(now, from, key, &pids),
+            PlacementMsg::CreateRefused { key } => self.on_create_refused(now, key),
+            PlacementMsg::Confirm { key } => self.on_confirm(now, key),
+            PlacementMsg::Abort { key } => self.on_abort(now, key),
+            PlacementMsg::Query { key } => self.on_query(from, key),
+            PlacementMsg::PidReq {
+                token,
+                tenant,
+                pid,
+                op,
+            } => self.on_pid_req(now, from, token, tenant, pid, op),
+            PlacementMsg::PidAns { token, answer } => self.on_pid_answer(fed, token, answer),
+            PlacementMsg::PsWalk {
+                token,
+                tenant,
+                asker,
+                level,
+            } => self.on_ps_walk(now, fed, token, tenant, asker, level),
+            PlacementMsg::PsExpect {
+                token,
+                level,
+                members,
+            } => self.on_ps_expect(fed, from, token, level, &members),
+            PlacementMsg::PsReq {
+                token,
+                tenant,
+                asker,
+            } => self.on_ps_req(now, fed, token, tenant, asker),
+            PlacementMsg::PsAns {
+                token,
+                entries,
+                batches,
+            } => self.on_ps_answer(fed, from, token, entries, batches),
+            PlacementMsg::Ran {
+                tenant,
+                path,
+                cpu_millicores,
+                memory_bytes,
+            } => self.learn(tenant, path, cpu_millicores, memory_bytes),
+        }
+    }
+
+    /// An event from the host.
+    pub fn handle_host(&mut self, now: Time, event: HostEvent) {
+        match event {
+            // Entries are made at creation; the host's confirmation changes nothing.
+            HostEvent::Started { .. } => {}
+            HostEvent::StartFailed { pid, .. } => {
+                self.on_exited(now, pid, crate::host::ExitStatus::Code(127), None);
+            }
+            HostEvent::Exited { pid, status, usage } => {
+                self.on_exited(now, pid, status, Some(usage));
+            }
+            HostEvent::Resources(r) => self.set_capacity(&r),
+        }
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Time, fed: Option<&Federation>) {
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Lease(key) => self.expire_lease(now, key),
+                Timer::Provisional(key) => self.provisional_due(now, key),
+                Timer::Request(seq) => self.request_due(now, fed, seq),
+                Timer::Op(token) => {
+                    self.op_due(now, token);
+                    self.ps_due(now, fed, token);
+                }
+                Timer::Forget(pid) => self.forget(now, pid),
+                Timer::Done(key) => {
+                    self.forget_done(now, key);
+                    self.forget_completed(now, key);
+                }
+            }
+        }
+    }
+
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<PlacementOutput> {
+        self.outbox.pop_front()
+    }
+
+    /// When [`Placement::handle_timeout`] must be called next.
+    #[must_use]
+    pub fn next_timeout(&self) -> Option<Time> {
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    /// Checks the service's invariants (debug builds and the simulator).
+    #[must_use]
+    pub fn invariants(&self) -> bool {
+        let leased = self
+            .host
+            .leases
+            .values()
+            .fold(Demand::default(), |a, l| a.plus(l.reserved));
+        leased == self.reserved && self.capacity.covers(self.committed.plus(self.reserved))
+    }
+
+    fn set_timer(&mut self, at: Time, timer: Timer) {
+        self.timers.insert((at, timer));
+    }
+
+    fn send(&mut self, to: NodeId, msg: PlacementMsg) {
+        self.outbox.push_back(PlacementOutput::Send(to, msg));
+    }
+
+    fn reply(&mut self, request: RequestId, reply: ApiReply) {
+        self.outbox
+            .push_back(PlacementOutput::Reply(request, reply));
+    }
+
+    fn kill_process(&mut self, pid: Pid) {
+        self.outbox
+            .push_back(PlacementOutput::Host(HostCommand::Kill {
+                pid,
+                signal: Signal::Kill,
+            }));
+    }
+
+    /// Fills what `spec` leaves out: tenant defaults, then history, then the workload
+    /// profile, then the global defaults.
+    fn demand_of(&self, tenant: TenantId, spec: &ProcSpec) -> Demand {
+        let tenant_default = self
+            .config
+            .tenant_defaults
+            .iter()
+            .find(|(t, _)| *t == tenant)
+            .map(|(_, d)| *d)
+            .unwrap_or_default();
+        let history = self.history.get(&(tenant, spec.path.clone()));
+        let profile = spec.profile.as_ref();
+        let global = self.config.global_default;
+        let r = &spec.resources;
+        Demand {
+            cpu_millicores: r
+                .cpu_millicores
+                .or(tenant_default.cpu_millicores)
+                .or(history.map(|h| h.cpu_millicores))
+                .or(profile.map(|p| p.cpu_millicores))
+                .unwrap_or(global.cpu_millicores),
+            memory_bytes: r
+                .memory_bytes
+                .or(tenant_default.memory_bytes)
+                .or(history.map(|h| h.memory_bytes))
+                .or(profile.map(|p| p.memory_bytes))
+                .unwrap_or(global.memory_bytes),
+            accelerators: r
+                .accelerators
+                .or(tenant_default.accelerators)
+                .unwrap_or(global.accelerators),
+        }
+    }
+
+    /// Folds one observed run into the history of (tenant, binary): the estimate is a
+    /// moving average of cpu and of peak memory, so it improves as runs complete.
+    fn learn(&mut self, tenant: TenantId, path: String, cpu_millicores: u32, memory_bytes: u64) {
+        let e = self.history.entry((tenant, path)).or_insert(Estimate {
+            cpu_millicores,
+            memory_bytes,
+            runs: 0,
+        });
+        let w = u64::from(e.runs.min(7));
+        e.cpu_millicores =
+            ((u64::from(e.cpu_millicores) * w + u64::from(cpu_millicores)) / (w + 1)) as u32;
+        e.memory_bytes = (e.memory_bytes.saturating_mul(w) + memory_bytes) / (w + 1);
+        e.runs = e.runs.saturating_add(1);
+    }
+
+    /// The estimate the history holds for (tenant, binary), if any run completed.
+    #[must_use]
+    pub fn estimate(&self, tenant: TenantId, path: &str) -> Option<Demand> {
+        self.history
+            .get(&(tenant, path.to_owned()))
+            .map(|e| Demand {
+                cpu_millicores: e.cpu_millicores,
+                memory_bytes: e.memory_bytes,
+                accelerators: 0,
+            })
+    }
+}
+
+/// What a search for room looks for.
+#[derive(Clone, Copy, Debug)]
+struct Want {
+    /// The smallest unit.
+    min: Demand,
+    /// The uncovered demand.
+    need: Demand,
+    /// The distinct hosts still needed.
+    hosts: u16,
+}
+
+/// The level-0 group of this agent (itself included), or just itself without a seat.
+fn group_of(me: NodeId, fed: Option<&Federation>) -> Vec<NodeId> {
+    fed.and_then(|f| f.seats().first())
+        .map_or_else(|| vec![me], |s| s.view().members.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::api::{Resource, SpawnError};
+    use super::msg::{CreateItem, Shape, BATCH_BYTES, MAX_SHAPES};
+    use super::*;
+    use crate::host::{ResourcePolicy, WorkloadProfile};
+    use crate::wire::{encoded_len, Envelope, Message, CONTROL_MTU};
+
+    fn solo() -> Placement {
+        let mut p = Placement::new(NodeId(1), Incarnation(1), PlacementConfig::default());
+        p.set_capacity(&HostResources {
+            cores: 4,
+            cpu_millicores: 4000,
+            memory_bytes: 8 << 30,
+            ..HostResources::default()
+        });
+        p
+    }
+
+    fn spec(cpu: Option<u32>) -> ProcSpec {
+        ProcSpec {
+            path: "/bin/x".into(),
+            resources: ResourcePolicy {
+                cpu_millicores: cpu,
+                ..ResourcePolicy::default()
+            },
+            ..ProcSpec::default()
+        }
+    }
+
+    fn drain(p: &mut Placement) -> Vec<PlacementOutput> {
+        std::iter::from_fn(|| p.poll_output()).collect()
+    }
+
+    #[test]
+    fn a_single_agent_places_locally_without_messages() {
+        let mut p = solo();
+        let kind = SpawnKind::NSpawn(3, spec(Some(1000)));
+        p.handle_spawn(Time::ZERO, None, RequestId(1), TenantId(1), kind);
+        let out = drain(&mut p);
+        assert!(!out.iter().any(|o| matches!(o, PlacementOutput::Send(..))));
+        let starts = out
+            .iter()
+            .filter(|o| matches!(o, PlacementOutput::Host(HostCommand::Start { .. })))
+            .count();
+        assert_eq!(starts, 3);
+        assert!(matches!(
+            out.last(),
+            Some(PlacementOutput::Reply(RequestId(1), ApiReply::Spawned(Ok(pids)))) if pids.len() == 3
+        ));
+        assert!(p.invariants());
+        // One more core is free: two more do not fit, and nothing is left behind.
+        let kind = SpawnKind::NSpawn(2, spec(Some(1000)));
+        p.handle_spawn(Time::ZERO, None, RequestId(2), TenantId(1), kind);
+        let mut out = drain(&mut p);
+        // It retries once, after a backoff, in case competing requests held the room.
+        while let Some(t) = p.next_timeout().filter(|_| out.is_empty()) {
+            p.handle_timeout(t, None);
+            out = drain(&mut p);
+        }
+        assert_eq!(
+            out.last(),
+            Some(&PlacementOutput::Reply(
+                RequestId(2),
+                ApiReply::Spawned(Err(SpawnError::Short {
+                    resource: Resource::Hosts
+                }))
+            ))
+        );
+        assert_eq!(p.accounting().2, Demand::default(), "no reservation left");
+    }
+
+    #[test]
+    fn policy_is_filled_from_tenant_defaults_then_history_then_profile_then_global() {
+        let mut p = solo();
+        p.config.tenant_defaults = vec![(
+            TenantId(2),
+            PartialDemand {
+                memory_bytes: Some(123),
+                ..PartialDemand::default()
+            },
+        )];
+        let mut s = spec(None);
+        s.profile = Some(WorkloadProfile {
+            cpu_millicores: 700,
+            memory_bytes: 999,
+            duration: None,
+        });
+        let d = p.demand_of(TenantId(2), &s);
+        assert_eq!((d.cpu_millicores, d.memory_bytes), (700, 123));
+        p.learn(TenantId(2), "/bin/x".into(), 300, 50);
+        let d = p.demand_of(TenantId(2), &s);
+        assert_eq!((d.cpu_millicores, d.memory_bytes), (300, 123));
+        let d = p.demand_of(TenantId(3), &spec(None));
+        assert_eq!(d, p.config.global_default);
+        assert_eq!(p.demand_of(TenantId(3), &spec(Some(42))).cpu_millicores, 42);
+    }
+
+    #[test]
+    fn the_largest_messages_fit_one_datagram() {
+        let key = ReqKey {
+            requester: NodeId(u32::MAX),
+            incarnation: Incarnation(u32::MAX),
+            seq: u64::MAX,
+        };
+        let shape = Shape {
+            demand: Demand::default(),
+            count: u16::MAX,
+            one_per_host: true,
+        };
+        let item = CreateItem {
+            index: 0,
+            tenant: TenantId(0),
+            demand: Demand::default(),
+            spec: spec(Some(1)),
+        };
+        let per = BATCH_BYTES / msg::size_of(&item);
+        let big = [
+            PlacementMsg::OfferReq {
+                key,
+                shapes: vec![shape; MAX_SHAPES],
+            },
+            PlacementMsg::Create {
+                key,
+                items: vec![item; per],
+                last: true,
+            },
+            PlacementMsg::Created {
+                key,
+                pids: vec![(0, Pid::new(NodeId(1), Incarnation(1), 1)); 60],
+            },
+            PlacementMsg::Candidates {
+                key,
+                hosts: vec![NodeId(0); 64],
+            },
+        ];
+        for m in big {
+            let env = Envelope {
+                from: NodeId(0),
+                incarnation: Incarnation(0),
+                body: Message::Placement(m),
+            };
+            let len = encoded_len(&env);
+            assert!(len <= CONTROL_MTU, "{} bytes: {:?}", len, env.body.kind());
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Placement's wire messages (the `Message::Placement` variant). Each stays under
+//! [`crate::wire::CONTROL_MTU`]: requests carry at most [`MAX_SHAPES`] shapes, and
+//! creations and `ps` answers are batched by encoded size.
+
+use super::api::{Demand, ProcInfo};
+use crate::host::{ExitStatus, ProcSpec};
+use crate::ids::{Incarnation, NodeId, Pid, TenantId};
+use serde::{Deserialize, Serialize};
+
+/// Distinct process shapes one request may hold (all its messages stay under the MTU).
+pub const MAX_SHAPES: usize = 48;
+/// The budget for the variable part of one message, in encoded bytes.
+pub const BATCH_BYTES: usize = 1100;
+
+/// A request, cluster-wide: its requester, the requester's life, and a sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ReqKey {
+    /// The agent that placed the request.
+    pub requester: NodeId,
+    /// Its incarnation (a restarted requester does not know the keys of its earlier life).
+    pub incarnation: Incarnation,
+    /// Grows per request within one incarnation.
+    pub seq: u64,
+}
+
+/// `count` processes (or together-units) of one `demand`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shape {
+    /// What each one reserves.
+    pub demand: Demand,
+    /// How many the request needs.
+    pub count: u16,
+    /// At most one of these per host (an `apart` or `spread` rule).
+    pub one_per_host: bool,
+}
+
+/// One process to create.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateItem {
+    /// Its index in the request (the idempotence key, with the request's key).
+    pub index: u16,
+    /// The owner.
+    pub tenant: TenantId,
+    /// What it reserves.
+    pub demand: Demand,
+    /// What to run.
+    pub spec: ProcSpec,
+}
+
+/// What the host of a pid answers about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PidAnswer {
+    /// No such process for this tenant.
+    NoSuch,
+    /// Its entry.
+    Info(ProcInfo),
+    /// The signal was delivered.
+    Signalled,
+    /// It ended with this status (also the answer to a wait).
+    Exited(ExitStatus),
+    /// The wait is registered; the answer comes when the process exits.
+    Waiting,
+}
+
+/// What to do with a pid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PidOp {
+    /// Report its entry.
+    Info,
+    /// Deliver a signal.
+    Kill(crate::host::Signal),
+    /// Answer when it exits.
+    Wait,
+}
+
+/// A placement or namespace message between agents.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PlacementMsg {
+    /// Requester → peer: offer what you can take of `shapes`, and hold it under a lease.
+    OfferReq {
+        /// The request.
+        key: ReqKey,
+        /// What it needs.
+        shapes: Vec<Shape>,
+    },
+    /// Peer → requester: how many of each shape it reserved, and what it has free beyond.
+    Offer {
+        /// The request.
+        key: ReqKey,
+        /// Reserved, per shape.
+        counts: Vec<u16>,
+        /// Free after the reservation.
+        free: Demand,
+    },
+    /// Requester → leader at `level`: find hosts in your subtree with room for `min`.
+    FindRoom {
+        /// The request.
+        key: ReqKey,
+        /// The level of the group the receiver leads.
+        level: u8,
+        /// The smallest process of the request.
+        min: Demand,
+        /// What the request still needs in all (the search covers twice that).
+        need: Demand,
+        /// Distinct hosts it still needs (its uncovered `apart` units).
+        hosts: u16,
+        /// A subtree not to descend into (the requester's own, already asked).
+        skip: NodeId,
+    },
+    /// Level-0 leader → requester: hosts that seem to have room.
+    Candidates {
+        /// The request.
+        key: ReqKey,
+        /// The hosts.
+        hosts: Vec<NodeId>,
+    },
+    /// Requester → chosen host: create these processes (provisionally).
+    Create {
+        /// The request.
+        key: ReqKey,
+        /// The processes.
+        items: Vec<CreateItem>,
+        /// The last batch for this host: what remains of the reservation is released.
+        last: bool,
+    },
+    /// Host → requester: the pids of the created processes.
+    Created {
+        /// The request.
+        key: ReqKey,
+        /// Item index and pid.
+        pids: Vec<(u16, Pid)>,
+    },
+    /// Host → requester: could not create (no room left, lease gone).
+    CreateRefused {
+        /// The request.
+        key: ReqKey,
+    },
+    /// Requester → hosts: the request is complete; keep its processes.
+    Confirm {
+        /// The request.
+        key: ReqKey,
+    },
+    /// Requester → hosts: the request failed; kill its processes, drop its reservation.
+    Abort {
+        /// The request.
+        key: ReqKey,
+    },
+    /// Host → requester: is this provisional request still wanted?
+    Query {
+        /// The request.
+        key: ReqKey,
+    },
+    /// Asker → host of a pid: do `op` for `tenant`.
+    PidReq {
+        /// The asker's token, echoed.
+        token: u64,
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// The process.
+        pid: Pid,
+        /// What to do.
+        op: PidOp,
+    },
+    /// Host → asker.
+    PidAns {
+        /// The asker's token.
+        token: u64,
+        /// The answer.
+        answer: PidAnswer,
+    },
+    /// Asker (or a leader on its behalf) → the leader of a group at `level`: walk your
+    /// subtree for `tenant`'s processes, answers to `asker`.
+    PsWalk {
+        /// The asker's token.
+        token: u64,
+        /// The tenant.
+        tenant: TenantId,
+        /// Who gathers the answers.
+        asker: NodeId,
+        /// The level of the group the receiver leads.
+        level: u8,
+    },
+    /// Leader → asker: the walk of my group at `level` goes on at these members (the
+    /// leaders of the groups one level down, or the hosts themselves at level 0).
+    PsExpect {
+        /// The asker's token.
+        token: u64,
+        /// The level of the group walked.
+        level: u8,
+        /// Its members.
+        members: Vec<NodeId>,
+    },
+    /// Level-0 leader → member: send `asker` your entries for `tenant`.
+    PsReq {
+        /// The asker's token.
+        token: u64,
+        /// The tenant.
+        tenant: TenantId,
+        /// Who gathers the answers.
+        asker: NodeId,
+    },
+    /// Member → asker: one of `batches` batches of the tenant's processes (batches may
+    /// arrive in any order).
+    PsAns {
+        /// The asker's token.
+        token: u64,
+        /// A batch of entries.
+        entries: Vec<ProcInfo>,
+        /// How many batches this member sends in all.
+        batches: u16,
+    },
+    /// Host → requester: what a finished process used, for the requester's history.
+    Ran {
+        /// The tenant.
+        tenant: TenantId,
+        /// The binary.
+        path: String,
+        /// Observed average cpu.
+        cpu_millicores: u32,
+        /// Observed peak memory.
+        memory_bytes: u64,
+    },
+}
+
+impl PlacementMsg {
+    /// A short, stable name of the message kind, for traces.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PlacementMsg::OfferReq { .. } => "place.offer_req",
+            PlacementMsg::Offer { .. } => "place.offer",
+            PlacementMsg::FindRoom { .. } => "place.find_room",
+            PlacementMsg::Candidates { .. } => "place.candidates",
+            PlacementMsg::Create { .. } => "place.create",
+            PlacementMsg::Created { .. } => "place.created",
+            PlacementMsg::CreateRefused { .. } => "place.create_refused",
+            PlacementMsg::Confirm { .. } => "place.confirm",
+            PlacementMsg::Abort { .. } => "place.abort",
+            PlacementMsg::Query { .. } => "place.query",
+            PlacementMsg::PidReq { .. } => "ns.pid_req",
+            PlacementMsg::PidAns { .. } => "ns.pid_ans",
+            PlacementMsg::PsWalk { .. } => "ns.ps_walk",
+            PlacementMsg::PsExpect { .. } => "ns.ps_expect",
+            PlacementMsg::PsReq { .. } => "ns.ps_req",
+            PlacementMsg::PsAns { .. } => "ns.ps_ans",
+            PlacementMsg::Ran { .. } => "ns.ran",
+        }
+    }
+}
+
+/// The encoded size of a value, as bincode lays it out in a message (an upper bound
+/// is enough: it decides batching).
+pub(crate) fn size_of<T: Serialize>(value: &T) -> usize {
+    bincode::serialized_size(value).map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
+}

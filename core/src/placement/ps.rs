@@ -1,0 +1,296 @@
+//! `ps(tenant)` over the whole DC: a walk down the federation tree.
+//!
+//! The asker sends `PsWalk` to the root of its tree (the last of its level-0
+//! view's ancestors). A leader at level `k > 0` forwards the walk to every
+//! member of its group (each leads a group at `k - 1`) and tells the asker which
+//! members to expect (`PsExpect`); a level-0 leader asks each member for its
+//! entries (`PsReq`) and tells the asker which hosts to expect. Each host sends
+//! its entries of the tenant straight to the asker in batches under the MTU
+//! (`PsAns`, each saying how many there are: they may arrive in any order). The asker is done when no walk and no host
+//! is outstanding, or at `ps_timeout`, when what is missing is counted as
+//! unanswered.
+//!
+//! Not done yet: the per-subtree tenant index that would let the walk skip
+//! subtrees where the tenant has no process; every subtree is visited.
+
+use super::api::{ProcInfo, PsReply};
+use super::msg::{size_of, PlacementMsg, BATCH_BYTES};
+use super::{Placement, Timer};
+use crate::agent::{ApiReply, RequestId};
+use crate::federation::Federation;
+use crate::ids::{NodeId, TenantId};
+use crate::time::Time;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One `ps` in flight at its asker.
+#[derive(Debug)]
+pub(super) struct PsWalk {
+    request: RequestId,
+    tenant: TenantId,
+    deadline: Time,
+    /// Leaders (with the level of their group) whose `PsExpect` is awaited.
+    walks: BTreeSet<(u8, NodeId)>,
+    /// Hosts whose answer is awaited.
+    hosts: BTreeSet<NodeId>,
+    /// Hosts that answered in full (possibly before they were announced).
+    answered: BTreeSet<NodeId>,
+    /// Batches received so far from hosts that have not answered in full.
+    got: BTreeMap<NodeId, u16>,
+    /// Announcements that overtook the announcement of their walk.
+    early: BTreeMap<(u8, NodeId), Vec<NodeId>>,
+    entries: Vec<ProcInfo>,
+}
+
+impl PsWalk {
+    /// The walk of a group at `level` goes on at `members`.
+    fn announce(&mut self, level: u8, members: &[NodeId]) {
+        for m in members {
+            if level == 0 {
+                if !self.answered.contains(m) {
+                    self.hosts.insert(*m);
+                }
+            } else if let Some(next) = self.early.remove(&(level - 1, *m)) {
+                self.announce(level - 1, &next);
+            } else {
+                self.walks.insert((level - 1, *m));
+            }
+        }
+    }
+}
+
+impl Placement {
+    pub(super) fn start_ps(
+        &mut self,
+        now: Time,
+        fed: Option<&Federation>,
+        request: RequestId,
+        tenant: TenantId,
+    ) {
+        let view = fed.and_then(|f| f.seats().first()).map(|s| s.view());
+        let (level, root) = match view {
+            Some(v) => match v.ancestors.last() {
+                Some(root) => (v.ancestors.len() as u8, *root),
+                None => (0, v.leader),
+            },
+            None => (0, self.me),
+        };
+        let token = self.next_token();
+        let deadline = now + self.config.ps_timeout;
+        self.req.ps.insert(
+            token,
+            PsWalk {
+                request,
+                tenant,
+                deadline,
+                walks: BTreeSet::from([(level, root)]),
+                hosts: BTreeSet::new(),
+                answered: BTreeSet::new(),
+                got: BTreeMap::new(),
+                early: BTreeMap::new(),
+                entries: Vec::new(),
+            },
+        );
+        self.set_timer(deadline, Timer::Op(token));
+        self.forward_walk(now, fed, root, token, tenant, level);
+    }
+
+    fn forward_walk(
+        &mut self,
+        now: Time,
+        fed: Option<&Federation>,
+        to: NodeId,
+        token: u64,
+        tenant: TenantId,
+        level: u8,
+    ) {
+        let asker = self.me;
+        if to == self.me {
+            self.on_ps_walk(now, fed, token, tenant, asker, level);
+        } else {
+            let msg = PlacementMsg::PsWalk {
+                token,
+                tenant,
+                asker,
+                level,
+            };
+            self.send(to, msg);
+        }
+    }
+
+    /// A leader walks its group at `level` for `asker`.
+    pub(super) fn on_ps_walk(
+        &mut self,
+        now: Time,
+        fed: Option<&Federation>,
+        token: u64,
+        tenant: TenantId,
+        asker: NodeId,
+        level: u8,
+    ) {
+        let seat = fed.and_then(|f| f.seats().get(usize::from(level)));
+        // A stale walk (this agent no longer leads that group) announces nobody.
+        let members: Vec<NodeId> = seat
+            .filter(|s| s.view().leader == self.me)
+            .map(|s| s.view().members.clone())
+            .unwrap_or_default();
+        self.expect(fed, asker, token, level, members.clone());
+        for m in members {
+            match (level, m == self.me) {
+                (0, true) => self.on_ps_req(now, fed, token, tenant, asker),
+                (0, false) => self.send(
+                    m,
+                    PlacementMsg::PsReq {
+                        token,
+                        tenant,
+                        asker,
+                    },
+                ),
+                (_, true) => self.on_ps_walk(now, fed, token, tenant, asker, level - 1),
+                (_, false) => {
+                    let msg = PlacementMsg::PsWalk {
+                        token,
+                        tenant,
+                        asker,
+                        level: level - 1,
+                    };
+                    self.send(m, msg);
+                }
+            }
+        }
+    }
+
+    fn expect(
+        &mut self,
+        fed: Option<&Federation>,
+        asker: NodeId,
+        token: u64,
+        level: u8,
+        members: Vec<NodeId>,
+    ) {
+        if asker == self.me {
+            let me = self.me;
+            self.on_ps_expect(fed, me, token, level, &members);
+        } else {
+            let msg = PlacementMsg::PsExpect {
+                token,
+                level,
+                members,
+            };
+            self.send(asker, msg);
+        }
+    }
+
+    /// A host sends `asker` its entries of `tenant`, in batches.
+    pub(super) fn on_ps_req(
+        &mut self,
+        now: Time,
+        fed: Option<&Federation>,
+        token: u64,
+        tenant: TenantId,
+        asker: NodeId,
+    ) {
+        let entries = self.tenant_entries(now, tenant);
+        let per = (BATCH_BYTES / size_of(&entries.first())).max(1);
+        let batches: Vec<Vec<ProcInfo>> = if entries.is_empty() {
+            vec![Vec::new()]
+        } else {
+            entries.chunks(per).map(<[ProcInfo]>::to_vec).collect()
+        };
+        let n = u16::try_from(batches.len()).unwrap_or(u16::MAX);
+        for entries in batches.into_iter().take(usize::from(n)) {
+            if asker == self.me {
+                let me = self.me;
+                self.on_ps_answer(fed, me, token, entries, n);
+            } else {
+                let msg = PlacementMsg::PsAns {
+                    token,
+                    entries,
+                    batches: n,
+                };
+                self.send(asker, msg);
+            }
+        }
+    }
+
+    pub(super) fn on_ps_expect(
+        &mut self,
+        fed: Option<&Federation>,
+        from: NodeId,
+        token: u64,
+        level: u8,
+        members: &[NodeId],
+    ) {
+        let Some(w) = self.req.ps.get_mut(&token) else {
+            return;
+        };
+        if w.walks.remove(&(level, from)) {
+            w.announce(level, members);
+        } else {
+            // Its own walk has not been announced yet (messages overtake each other).
+            w.early.insert((level, from), members.to_vec());
+        }
+        self.finish_ps_if_done(fed, token);
+    }
+
+    pub(super) fn on_ps_answer(
+        &mut self,
+        fed: Option<&Federation>,
+        from: NodeId,
+        token: u64,
+        entries: Vec<ProcInfo>,
+        batches: u16,
+    ) {
+        let Some(w) = self.req.ps.get_mut(&token) else {
+            return;
+        };
+        if w.answered.contains(&from) {
+            return;
+        }
+        let tenant = w.tenant;
+        w.entries.extend(
+            entries
+                .into_iter()
+                .filter(|e| e.tenant == tenant && e.host == from),
+        );
+        let got = w.got.entry(from).or_default();
+        *got += 1;
+        if *got >= batches {
+            w.got.remove(&from);
+            w.answered.insert(from);
+            w.hosts.remove(&from);
+        }
+        self.finish_ps_if_done(fed, token);
+    }
+
+    fn finish_ps_if_done(&mut self, fed: Option<&Federation>, token: u64) {
+        if self
+            .req
+            .ps
+            .get(&token)
+            .is_some_and(|w| w.walks.is_empty() && w.hosts.is_empty())
+        {
+            self.finish_ps(fed, token);
+        }
+    }
+
+    pub(super) fn ps_due(&mut self, now: Time, fed: Option<&Federation>, token: u64) {
+        if self.req.ps.get(&token).is_some_and(|w| w.deadline <= now) {
+            self.finish_ps(fed, token);
+        }
+    }
+
+    fn finish_ps(&mut self, fed: Option<&Federation>, token: u64) {
+        let Some(mut w) = self.req.ps.remove(&token) else {
+            return;
+        };
+        for e in &mut w.entries {
+            e.distance = self.distance(fed, e.host);
+        }
+        w.entries.sort_by_key(|e| e.pid);
+        let reply = PsReply {
+            processes: w.entries,
+            unanswered: (w.walks.len() + w.hosts.len()) as u32,
+        };
+        self.reply(w.request, ApiReply::Ps(reply));
+    }
+}

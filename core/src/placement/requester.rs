@@ -1,0 +1,901 @@
+//! The requester side of placement: a client's spawn request from validation to
+//! reply (local attempt, group offers, escalation, commit, confirm or abort), and
+//! the client calls on pids (`kill`, `info`, `wait`).
+//!
+//! Invariant: a request is answered exactly once; after its answer, every host
+//! that holds something of it has been sent `Confirm` (success) or `Abort`
+//! (failure), and a late `Offer` for it is answered with `Abort`.
+
+use super::api::{
+    Demand, DistanceClass, InfoError, KillError, ProcInfo, ProcState, Resource, SpawnError,
+    WaitError,
+};
+use super::msg::{size_of, CreateItem, PidAnswer, PidOp, PlacementMsg, ReqKey, Shape};
+use super::msg::{BATCH_BYTES, MAX_SHAPES};
+use super::{group_of, Placement, PlacementOutput, Timer, Want};
+use crate::agent::{ApiReply, RequestId};
+use crate::federation::Federation;
+use crate::host::{Affinity, ExitStatus, ProcSpec};
+use crate::ids::{NodeId, Pid, TenantId};
+use crate::time::Time;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Which spawn call a client made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpawnKind {
+    /// One process.
+    Spawn(ProcSpec),
+    /// `n` identical processes, atomically.
+    NSpawn(u32, ProcSpec),
+    /// Different processes, atomically.
+    CSpawn(Vec<ProcSpec>),
+}
+
+/// Processes that must share a host (a `together` tag), placed as one.
+#[derive(Clone, Debug)]
+struct Unit {
+    items: Vec<u16>,
+    shape: usize,
+    apart: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting out a backoff before a second attempt.
+    Backoff,
+    Offers,
+    Creating,
+}
+
+#[derive(Debug)]
+pub(super) struct Pending {
+    request: RequestId,
+    key: ReqKey,
+    tenant: TenantId,
+    items: Vec<(ProcSpec, Demand)>,
+    units: Vec<Unit>,
+    shapes: Vec<Shape>,
+    phase: Phase,
+    asked: BTreeSet<NodeId>,
+    offers: BTreeMap<NodeId, Vec<u16>>,
+    /// What each answering host had before it reserved for this request.
+    room: BTreeMap<NodeId, Demand>,
+    level: u8,
+    deadline: Time,
+    plan: BTreeMap<NodeId, Vec<u16>>,
+    pids: BTreeMap<u16, Pid>,
+    group: Vec<NodeId>,
+    near: Vec<NodeId>,
+    /// This is the second attempt (the first lost to competing requests).
+    retried: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OpKind {
+    Kill,
+    Info,
+    Wait,
+}
+
+#[derive(Debug)]
+pub(super) struct Op {
+    request: RequestId,
+    kind: OpKind,
+    tenant: TenantId,
+    pid: Pid,
+    deadline: Time,
+    retries: u32,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct RequesterState {
+    pub(super) pending: BTreeMap<u64, Pending>,
+    next_seq: u64,
+    ops: BTreeMap<u64, Op>,
+    next_token: u64,
+    /// Requests confirmed, kept so that a host's `Query` can be answered.
+    completed: BTreeMap<u64, Time>,
+    /// `ps` walks in flight.
+    pub(super) ps: BTreeMap<u64, super::ps::PsWalk>,
+}
+
+/// Expands a spawn call into its processes, or says why it is malformed.
+fn expand(kind: SpawnKind, max: u16) -> Result<Vec<ProcSpec>, SpawnError> {
+    let specs = match kind {
+        SpawnKind::Spawn(s) => vec![s],
+        SpawnKind::NSpawn(n, s) if n as usize <= usize::from(max) => vec![s; n as usize],
+        SpawnKind::NSpawn(n, _) => {
+            return Err(SpawnError::Invalid(format!(
+                "{n} processes, the most is {max}"
+            )))
+        }
+        SpawnKind::CSpawn(v) => v,
+    };
+    if specs.is_empty() || specs.len() > usize::from(max) {
+        return Err(SpawnError::Invalid(format!(
+            "{} processes; a request holds 1..={max}",
+            specs.len()
+        )));
+    }
+    for s in &specs {
+        if s.path.is_empty() {
+            return Err(SpawnError::Invalid("empty path".to_owned()));
+        }
+        if size_of(s) > BATCH_BYTES - 64 {
+            return Err(SpawnError::Invalid(format!(
+                "a spec of {} bytes does not fit one message",
+                size_of(s)
+            )));
+        }
+    }
+    Ok(specs)
+}
+
+/// Groups processes into units (one per `together` tag, one per untagged process)
+/// and units into shapes (same demand, same apart-ness).
+fn units_of(items: &[(ProcSpec, Demand)]) -> Result<(Vec<Unit>, Vec<Shape>), SpawnError> {
+    let mut tags: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut apart_ids: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut units: Vec<(Vec<u16>, Demand, Option<u32>)> = Vec::new();
+    for (i, (spec, demand)) in items.iter().enumerate() {
+        let mut apart = None;
+        let mut together = None;
+        for a in &spec.affinity {
+            match a {
+                Affinity::Together(t) => together = Some(t.as_str()),
+                Affinity::Apart(t) | Affinity::Spread(t) => {
+                    let next = apart_ids.len() as u32;
+                    apart = Some(*apart_ids.entry(t.as_str()).or_insert(next));
+                }
+                Affinity::Near(_) => {}
+            }
+        }
+        let at = match together {
+            Some(t) => *tags.entry(t).or_insert_with(|| {
+                units.push((Vec::new(), Demand::default(), None));
+                units.len() - 1
+            }),
+            None => {
+                units.push((Vec::new(), Demand::default(), None));
+                units.len() - 1
+            }
+        };
+        let u = &mut units[at];
+        if apart.is_some() && u.2.is_some_and(|x| Some(x) == apart) && !u.0.is_empty() {
+            return Err(SpawnError::Invalid(
+                "processes both together and apart".to_owned(),
+            ));
+        }
+        u.0.push(i as u16);
+        u.1 = u.1.plus(*demand);
+        u.2 = u.2.or(apart);
+    }
+    let mut shapes: Vec<Shape> = Vec::new();
+    let mut out = Vec::with_capacity(units.len());
+    for (items, demand, apart) in units {
+        let one = apart.is_some();
+        let shape = match shapes
+            .iter()
+            .position(|s| s.demand == demand && s.one_per_host == one)
+        {
+            Some(k) => k,
+            None => {
+                shapes.push(Shape {
+                    demand,
+                    count: 0,
+                    one_per_host: one,
+                });
+                shapes.len() - 1
+            }
+        };
+        shapes[shape].count += 1;
+        out.push(Unit {
+            items,
+            shape,
+            apart,
+        });
+    }
+    if shapes.len() > MAX_SHAPES {
+        return Err(SpawnError::Invalid(format!(
+            "{} distinct process shapes, the most is {MAX_SHAPES}",
+            shapes.len()
+        )));
+    }
+    Ok((out, shapes))
+}
+
+/// Assigns every unit a host from the offers (this agent first, then its group, then
+/// the rest, each in id order; largest units first), or says what is short.
+fn plan(me: NodeId, p: &Pending) -> Result<BTreeMap<NodeId, Vec<u16>>, Resource> {
+    let mut avail = p.offers.clone();
+    let mut hosts: Vec<NodeId> = avail.keys().copied().collect();
+    hosts.sort_by_key(|h| (*h != me, !p.group.contains(h), *h));
+    let mut order: Vec<usize> = (0..p.units.len()).collect();
+    order.sort_by_key(|u| std::cmp::Reverse(p.shapes[p.units[*u].shape].demand));
+    let mut tags: BTreeSet<(NodeId, u32)> = BTreeSet::new();
+    let mut out: BTreeMap<NodeId, Vec<u16>> = BTreeMap::new();
+    for u in order {
+        let unit = &p.units[u];
+        let host = hosts.iter().copied().find(|h| {
+            avail[h][unit.shape] > 0 && unit.apart.is_none_or(|t| !tags.contains(&(*h, t)))
+        });
+        let Some(h) = host else {
+            let demand = p.shapes[unit.shape].demand;
+            let best = p.room.values().fold(Demand::default(), |a, r| Demand {
+                cpu_millicores: a.cpu_millicores.max(r.cpu_millicores),
+                memory_bytes: a.memory_bytes.max(r.memory_bytes),
+                accelerators: a.accelerators.max(r.accelerators),
+            });
+            return Err(best.short_of(demand).unwrap_or(Resource::Hosts));
+        };
+        if let Some(c) = avail.get_mut(&h) {
+            c[unit.shape] -= 1;
+        }
+        if let Some(t) = unit.apart {
+            tags.insert((h, t));
+        }
+        out.entry(h).or_default().extend(unit.items.iter().copied());
+    }
+    Ok(out)
+}
+
+impl Placement {
+    pub(super) fn start_request(
+        &mut self,
+        now: Time,
+        fed: Option<&Federation>,
+        request: RequestId,
+        tenant: TenantId,
+        kind: SpawnKind,
+    ) {
+        let near: Vec<NodeId> = match &kind {
+            SpawnKind::Spawn(s) | SpawnKind::NSpawn(_, s) => near_hosts(s),
+            SpawnKind::CSpawn(v) => v.iter().flat_map(near_hosts).collect(),
+        };
+        let specs = match expand(kind, self.config.max_processes) {
+            Ok(s) => s,
+            Err(e) => return self.reply(request, ApiReply::Spawned(Err(e))),
+        };
+        let items: Vec<(ProcSpec, Demand)> = specs
+            .into_iter()
+            .map(|s| {
+                let d = self.demand_of(tenant, &s);
+                (s, d)
+            })
+            .collect();
+        let (units, shapes) = match units_of(&items) {
+            Ok(x) => x,
+            Err(e) => return self.reply(request, ApiReply::Spawned(Err(e))),
+        };
+        let key = self.next_key();
+        let p = Pending {
+            request,
+            key,
+            tenant,
+            items,
+            units,
+            shapes,
+            phase: Phase::Offers,
+            asked: BTreeSet::from([self.me]),
+            offers: BTreeMap::new(),
+            room: BTreeMap::new(),
+            level: 0,
+            deadline: now,
+            plan: BTreeMap::new(),
+            pids: BTreeMap::new(),
+            group: group_of(self.me, fed),
+            near,
+            retried: false,
+        };
+        self.req.pending.insert(key.seq, p);
+        self.begin(now, fed, key.seq);
+    }
+
+    fn next_key(&mut self) -> ReqKey {
+        self.req.next_seq += 1;
+        ReqKey {
+            requester: self.me,
+            incarnation: self.incarnation,
+            seq: self.req.next_seq,
+        }
+    }
+
+    /// One attempt: the local host first, then the group (and the hosts of `near` pids).
+    fn begin(&mut self, now: Time, fed: Option<&Federation>, seq: u64) {
+        let Some(mut p) = self.req.pending.remove(&seq) else {
+            return;
+        };
+        p.phase = Phase::Offers;
+        p.group = group_of(self.me, fed);
+        let key = p.key;
+        let counts = self.reserve(now, key, &p.shapes);
+        p.room
+            .insert(self.me, self.free().plus(held(&p.shapes, &counts)));
+        p.offers.insert(self.me, counts);
+        if let Ok(chosen) = plan(self.me, &p) {
+            self.req.pending.insert(seq, p);
+            return self.commit(now, seq, chosen);
+        }
+        let peers: Vec<NodeId> = p
+            .group
+            .iter()
+            .chain(p.near.iter())
+            .copied()
+            .filter(|n| *n != self.me && !p.asked.contains(n))
+            .collect();
+        let shapes = share(&p, peers.len());
+        for n in peers {
+            if p.asked.insert(n) {
+                let msg = PlacementMsg::OfferReq {
+                    key,
+                    shapes: shapes.clone(),
+                };
+                self.send(n, msg);
+            }
+        }
+        self.req.pending.insert(seq, p);
+        if self.req.pending[&seq].asked.len() == 1 {
+            self.escalate(now, fed, seq);
+        } else {
+            self.set_deadline(seq, now + self.config.offer_timeout);
+        }
+    }
+
+    fn set_deadline(&mut self, seq: u64, at: Time) {
+        if let Some(p) = self.req.pending.get_mut(&seq) {
+            p.deadline = at;
+            self.set_timer(at, Timer::Request(seq));
+        }
+    }
+
+    fn mine(&self, key: ReqKey) -> bool {
+        key.requester == self.me && key.incarnation == self.incarnation
+    }
+
+    pub(super) fn on_offer(
+        &mut self,
+        now: Time,
+        fed: Option<&Federation>,
+        from: NodeId,
+        key: ReqKey,
+        counts: Vec<u16>,
+        free: Demand,
+    ) {
+        let reserved_any = counts.iter().any(|c| *c > 0);
+        let seq = key.seq;
+        let usable = self.mine(key)
+            && self.req.pending.get(&seq).is_some_and(|p| {
+                p.phase == Phase::Offers
+                    && p.asked.contains(&from)
+                    && counts.len() == p.shapes.len()
+            });
+        if !usable {
+            // Late or unknown: free what the peer holds for it.
+            if reserved_any {
+                self.send(from, PlacementMsg::Abort { key });
+            }
+            return;
+        }
+        let Some(p) = self.req.pending.get_mut(&seq) else {
+            return;
+        };
+        p.room.insert(from, free.plus(held(&p.shapes, &counts)));
+        p.offers.insert(from, counts);
+        // Everyone asked has answered: commit at once if it fits; if not, wait for the
+        // deadline, as candidates from other subtrees may still come.
+        if p.offers.len() == p.asked.len() {
+            if let Ok(chosen) = plan(self.me, p) {
+                self.commit(now, seq, chosen);
+            } else if p.deadline <= now {
+                self.consolidate(now, fed, seq);
+            }
+        }
+    }
+
+    pub(super) fn add_candidates(&mut self, key: ReqKey, hosts: &[NodeId]) {
+        let Some(p) = self
+            .req
+            .pending
+            .get_mut(&key.seq)
+            .filter(|p| p.key == key && p.phase == Phase::Offers)
+        else {
+            return;
+        };
+        let fresh: Vec<NodeId> = hosts
+            .iter()
+            .copied()
+            .filter(|h| p.asked.insert(*h))
+            .collect();
+        let shapes = share(p, fresh.len());
+        for h in fresh {
+            let msg = PlacementMsg::OfferReq {
+                key,
+                shapes: shapes.clone(),
+            };
+            self.send(h, msg);
+        }
+    }
+
+    pub(super) fn on_candidates(&mut self, _now: Time, key: ReqKey, hosts: &[NodeId]) {
+        if self.mine(key) {
+            self.add_candidates(key, hosts);
+        }
+    }
+
+    pub(super) fn request_due(&mut self, now: Time, fed: Option<&Federation>, seq: u64) {
+        let Some(p) = self.req.pending.get(&seq) else {
+            return;
+        };
+        if p.deadline > now {
+            return;
+        }
+        match p.phase {
+            Phase::Backoff => self.begin(now, fed, seq),
+            Phase::Offers => self.consolidate(now, fed, seq),
+            Phase::Creating => self.fail(now, seq, SpawnError::Aborted),
+        }
+    }
+
+    fn consolidate(&mut self, now: Time, fed: Option<&Federation>, seq: u64) {
+        let Some(p) = self.req.pending.get(&seq) else {
+            return;
+        };
+        match plan(self.me, p) {
+            Ok(chosen) => self.commit(now, seq, chosen),
+            Err(_) => self.escalate(now, fed, seq),
+        }
+    }
+
+    /// Asks the next level up for hosts with room, or fails when there is none.
+    fn escalate(&mut self, now: Time, fed: Option<&Federation>, seq: u64) {
+        let Some(p) = self.req.pending.get_mut(&seq) else {
+            return;
+        };
+        let view = fed.and_then(|f| f.seats().first()).map(|s| s.view());
+        let ancestors = view.map(|v| v.ancestors.clone()).unwrap_or_default();
+        let level = p.level + 1;
+        let Some(&target) = ancestors.get(usize::from(level) - 1) else {
+            let short = plan(self.me, p).err().unwrap_or(Resource::Hosts);
+            // A unit no host could ever take fails at once; otherwise the capacity may
+            // be held by competing requests: release everything and try once more.
+            let impossible = matches!(
+                short,
+                Resource::Cpu | Resource::Memory | Resource::Accelerators
+            );
+            if p.retried || impossible {
+                return self.fail(now, seq, SpawnError::Short { resource: short });
+            }
+            return self.retry(now, seq);
+        };
+        p.level = level;
+        let skip = if level == 1 {
+            view.map_or(self.me, |v| v.leader)
+        } else {
+            ancestors[usize::from(level) - 2]
+        };
+        let min = p.shapes.iter().map(|s| s.demand).min().unwrap_or_default();
+        let total = p
+            .units
+            .iter()
+            .fold(Demand::default(), |a, u| a.plus(p.shapes[u.shape].demand));
+        let offered = p
+            .offers
+            .values()
+            .fold(Demand::default(), |a, c| a.plus(held(&p.shapes, c)));
+        let need = total.minus(offered);
+        let hosts = p
+            .units
+            .iter()
+            .filter(|u| u.apart.is_some())
+            .count()
+            .min(256) as u16;
+        let key = p.key;
+        if target == self.me {
+            self.on_find_room(fed, key, level, Want { min, need, hosts }, skip);
+        } else {
+            let msg = PlacementMsg::FindRoom {
+                key,
+                level,
+                min,
+                need,
+                hosts,
+                skip,
+            };
+            self.send(target, msg);
+        }
+        self.set_deadline(seq, now + self.config.escalate_timeout);
+    }
+
+    /// Sends the creations (batched under the MTU) and frees what is not used.
+    fn commit(&mut self, now: Time, seq: u64, chosen: BTreeMap<NodeId, Vec<u16>>) {
+        let Some(p) = self.req.pending.get_mut(&seq) else {
+            return;
+        };
+        p.phase = Phase::Creating;
+        p.plan = chosen;
+        let key = p.key;
+        let unused: Vec<NodeId> = p
+            .offers
+            .iter()
+            .filter(|(h, c)| !p.plan.contains_key(h) && c.iter().any(|n| *n > 0))
+            .map(|(h, _)| *h)
+            .collect();
+        let mut batches: Vec<(NodeId, Vec<CreateItem>, bool)> = Vec::new();
+        for (host, idx) in &p.plan {
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            for &i in idx {
+                let (spec, demand) = &p.items[usize::from(i)];
+                let item = CreateItem {
+                    index: i,
+                    tenant: p.tenant,
+                    demand: *demand,
+                    spec: spec.clone(),
+                };
+                let len = size_of(&item);
+                if bytes + len > BATCH_BYTES && !batch.is_empty() {
+                    batches.push((*host, std::mem::take(&mut batch), false));
+                    bytes = 0;
+                }
+                bytes += len;
+                batch.push(item);
+            }
+            batches.push((*host, batch, true));
+        }
+        for h in unused {
+            if h == self.me {
+                self.release(key);
+            } else {
+                self.send(h, PlacementMsg::Abort { key });
+            }
+        }
+        self.set_deadline(seq, now + self.config.create_timeout);
+        for (host, items, last) in batches {
+            if host == self.me {
+                match self.create(now, key, items, last) {
+                    Some(pids) => self.on_created(now, self.me, key, &pids),
+                    None => return self.fail(now, seq, SpawnError::Aborted),
+                }
+            } else {
+                self.send(host, PlacementMsg::Create { key, items, last });
+            }
+        }
+    }
+
+    pub(super) fn on_created(&mut self, now: Time, from: NodeId, key: ReqKey, pids: &[(u16, Pid)]) {
+        if !self.mine(key) {
+            return;
+        }
+        let Some(p) = self.req.pending.get_mut(&key.seq) else {
+            return;
+        };
+        let Some(mine) = p.plan.get(&from) else {
+            return;
+        };
+        for (i, pid) in pids {
+            if mine.contains(i) {
+                p.pids.insert(*i, *pid);
+            }
+        }
+        if p.pids.len() < p.items.len() {
+            return;
+        }
+        let Some(p) = self.req.pending.remove(&key.seq) else {
+            return;
+        };
+        let local = p.plan.keys().all(|h| p.group.contains(h));
+        for host in p.plan.keys() {
+            if *host == self.me {
+                self.on_confirm(now, key);
+            } else {
+                self.send(*host, PlacementMsg::Confirm { key });
+            }
+        }
+        let until = now + self.config.confirm_timeout * 4;
+        self.req.completed.insert(key.seq, until);
+        self.set_timer(until, Timer::Done(key));
+        self.outbox.push_back(PlacementOutput::Placed {
+            processes: p.items.len() as u32,
+            local,
+        });
+        let pids = p.pids.into_values().collect();
+        self.reply(p.request, ApiReply::Spawned(Ok(pids)));
+    }
+
+    pub(super) fn on_create_refused(&mut self, now: Time, key: ReqKey) {
+        if self.mine(key) && self.req.pending.contains_key(&key.seq) {
+            self.fail(now, key.seq, SpawnError::Aborted);
+        }
+    }
+
+    /// Releases everything the request holds and starts it again under a new key after
+    /// a backoff drawn from the key (so that two competing requests retry apart).
+    fn retry(&mut self, now: Time, seq: u64) {
+        let Some(mut p) = self.req.pending.remove(&seq) else {
+            return;
+        };
+        self.release_all(now, &p);
+        let key = self.next_key();
+        let spread = self.config.offer_timeout.as_nanos().max(1) as u64 * 8;
+        let backoff = Duration::from_nanos(
+            mix(u64::from(key.requester.0) ^ key.seq.rotate_left(32)) % spread,
+        );
+        p.key = key;
+        p.retried = true;
+        p.phase = Phase::Backoff;
+        p.offers.clear();
+        p.room.clear();
+        p.asked = BTreeSet::from([self.me]);
+        p.level = 0;
+        p.plan.clear();
+        p.pids.clear();
+        self.req.pending.insert(key.seq, p);
+        self.set_deadline(key.seq, now + self.config.offer_timeout + backoff);
+    }
+
+    /// Tells every host that may hold something of `p` to drop it.
+    fn release_all(&mut self, now: Time, p: &Pending) {
+        let holders: BTreeSet<NodeId> = p
+            .offers
+            .iter()
+            .filter(|(_, c)| c.iter().any(|n| *n > 0))
+            .map(|(h, _)| *h)
+            .chain(p.plan.keys().copied())
+            .collect();
+        for h in holders {
+            if h == self.me {
+                self.on_abort(now, p.key);
+            } else {
+                self.send(h, PlacementMsg::Abort { key: p.key });
+            }
+        }
+    }
+
+    /// Ends a request with `error`: every host that may hold something of it is told.
+    fn fail(&mut self, now: Time, seq: u64, error: SpawnError) {
+        let Some(p) = self.req.pending.remove(&seq) else {
+            return;
+        };
+        self.release_all(now, &p);
+        self.reply(p.request, ApiReply::Spawned(Err(error)));
+    }
+
+    /// A host asks whether a provisional request is still wanted.
+    pub(super) fn on_query(&mut self, from: NodeId, key: ReqKey) {
+        if self.mine(key) && self.req.pending.contains_key(&key.seq) {
+            return; // Still being decided: the requester's own deadline settles it.
+        }
+        let confirmed = self.mine(key) && self.req.completed.contains_key(&key.seq);
+        let msg = if confirmed {
+            PlacementMsg::Confirm { key }
+        } else {
+            PlacementMsg::Abort { key }
+        };
+        if from == self.me {
+            let now = self
+                .host
+                .provisional
+                .get(&key)
+                .map_or(Time::ZERO, |p| p.deadline);
+            if confirmed {
+                self.on_confirm(now, key);
+            } else {
+                self.on_abort(now, key);
+            }
+        } else {
+            self.send(from, msg);
+        }
+    }
+
+    pub(super) fn forget_completed(&mut self, now: Time, key: ReqKey) {
+        if self.mine(key) && self.req.completed.get(&key.seq).is_some_and(|t| *t <= now) {
+            self.req.completed.remove(&key.seq);
+        }
+    }
+
+    // ---- pid calls and ps -------------------------------------------------
+
+    /// A token no other call of this agent's life has used.
+    pub(super) fn next_token(&mut self) -> u64 {
+        self.req.next_token += 1;
+        self.req.next_token
+    }
+
+    fn new_op(&mut self, op: Op) -> u64 {
+        let token = self.next_token();
+        let deadline = op.deadline;
+        self.req.ops.insert(token, op);
+        if deadline != Time::NEVER {
+            self.set_timer(deadline, Timer::Op(token));
+        }
+        token
+    }
+
+    pub(super) fn start_pid_op(
+        &mut self,
+        now: Time,
+        request: RequestId,
+        tenant: TenantId,
+        pid: Pid,
+        op: PidOp,
+    ) {
+        let kind = match op {
+            PidOp::Info => OpKind::Info,
+            PidOp::Kill(_) => OpKind::Kill,
+            PidOp::Wait => OpKind::Wait,
+        };
+        let host = pid.origin();
+        let wait = if kind == OpKind::Wait {
+            self.config.wait_poll
+        } else {
+            self.config.op_timeout
+        };
+        let deadline = if host == self.me {
+            Time::NEVER
+        } else {
+            now + wait
+        };
+        let token = self.new_op(Op {
+            request,
+            kind,
+            tenant,
+            pid,
+            deadline,
+            retries: 0,
+        });
+        if host == self.me {
+            if let Some(answer) = self.answer_pid(now, self.me, token, tenant, pid, op) {
+                self.finish_op(None, token, answer);
+            }
+        } else {
+            self.send(
+                host,
+                PlacementMsg::PidReq {
+                    token,
+                    tenant,
+                    pid,
+                    op,
+                },
+            );
+        }
+    }
+
+    pub(super) fn on_pid_answer(
+        &mut self,
+        fed: Option<&Federation>,
+        token: u64,
+        answer: PidAnswer,
+    ) {
+        self.finish_op(fed, token, answer);
+    }
+
+    /// Completes the call `token` with `answer` (a `Waiting` only resets the wait's retries).
+    pub(super) fn finish_op(&mut self, fed: Option<&Federation>, token: u64, answer: PidAnswer) {
+        if answer == PidAnswer::Waiting {
+            if let Some(op) = self.req.ops.get_mut(&token) {
+                op.retries = 0;
+            }
+            return;
+        }
+        let Some(op) = self.req.ops.remove(&token) else {
+            return;
+        };
+        let pid = op.pid;
+        let reply = match op.kind {
+            OpKind::Kill => ApiReply::Killed(match answer {
+                PidAnswer::Signalled => Ok(()),
+                PidAnswer::Exited(ExitStatus::Lost) => Err(KillError::Lost),
+                PidAnswer::Exited(_) => Err(KillError::Exited),
+                _ => Err(KillError::NoSuchProcess),
+            }),
+            OpKind::Info => ApiReply::Info(match answer {
+                PidAnswer::Info(mut i) => {
+                    i.distance = self.distance(fed, i.host);
+                    Ok(i)
+                }
+                PidAnswer::Exited(s) => Ok(ProcInfo {
+                    pid,
+                    tenant: op.tenant,
+                    host: pid.origin(),
+                    demand: Demand::default(),
+                    state: ProcState::Exited(s),
+                    age: Duration::ZERO,
+                    distance: self.distance(fed, pid.origin()),
+                }),
+                _ => Err(InfoError::NoSuchProcess),
+            }),
+            OpKind::Wait => ApiReply::Waited(match answer {
+                PidAnswer::Exited(s) => Ok(s),
+                _ => Err(WaitError::NoSuchProcess),
+            }),
+        };
+        self.reply(op.request, reply);
+    }
+
+    pub(super) fn distance(&self, fed: Option<&Federation>, host: NodeId) -> DistanceClass {
+        if host == self.me {
+            DistanceClass::SameHost
+        } else if group_of(self.me, fed).contains(&host) {
+            DistanceClass::SameGroup
+        } else {
+            DistanceClass::SameDc
+        }
+    }
+
+    pub(super) fn op_due(&mut self, now: Time, token: u64) {
+        let Some(op) = self.req.ops.get_mut(&token) else {
+            return;
+        };
+        if op.deadline > now {
+            return;
+        }
+        if op.kind == OpKind::Wait && op.retries < self.config.wait_retries {
+            op.retries += 1;
+            op.deadline = now + self.config.wait_poll;
+            let (at, tenant, pid) = (op.deadline, op.tenant, op.pid);
+            self.set_timer(at, Timer::Op(token));
+            let msg = PlacementMsg::PidReq {
+                token,
+                tenant,
+                pid,
+                op: PidOp::Wait,
+            };
+            self.send(pid.origin(), msg);
+            return;
+        }
+        let Some(op) = self.req.ops.remove(&token) else {
+            return;
+        };
+        let reply = match op.kind {
+            OpKind::Kill => ApiReply::Killed(Err(KillError::Unreachable)),
+            OpKind::Info => ApiReply::Info(Err(InfoError::Unreachable)),
+            OpKind::Wait => ApiReply::Waited(Err(WaitError::Unreachable)),
+        };
+        self.reply(op.request, reply);
+    }
+}
+
+/// What to ask each of `peers` new peers for: the uncovered units of each shape, split
+/// between them with a margin of two (so that a gang does not hold a whole group's
+/// capacity while it decides, which would starve the requests beside it).
+fn share(p: &Pending, peers: usize) -> Vec<Shape> {
+    let mut shapes = p.shapes.clone();
+    for (k, s) in shapes.iter_mut().enumerate() {
+        let offered: u32 = p.offers.values().map(|c| u32::from(c[k])).sum();
+        let uncovered = u32::from(s.count).saturating_sub(offered).max(1);
+        let per = uncovered.div_ceil(peers.max(1) as u32).saturating_mul(2);
+        s.count = per.min(u32::from(s.count)).max(1) as u16;
+    }
+    shapes
+}
+
+/// What `counts` of `shapes` reserve together.
+fn held(shapes: &[Shape], counts: &[u16]) -> Demand {
+    shapes
+        .iter()
+        .zip(counts)
+        .fold(Demand::default(), |a, (s, c)| {
+            (0..*c).fold(a, |a, _| a.plus(s.demand))
+        })
+}
+
+/// The hosts of the pids a spec wants to be near.
+fn near_hosts(spec: &ProcSpec) -> Vec<NodeId> {
+    spec.affinity
+        .iter()
+        .filter_map(|a| match a {
+            Affinity::Near(pid) => Some(pid.origin()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// SplitMix64's finaliser: a stable mix for deriving backoffs from keys.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}

@@ -1,0 +1,434 @@
+//! Placement and the namespace over the simulator (issue 4; DESIGN.md §4
+//! "Placement", "Namespace"): the API end to end, atomic gangs, competing gangs,
+//! faults during `c_spawn`, `ps` over the whole tree, and the shipped `place-*`
+//! scenarios.
+
+use nefele_core::host::{Affinity, ExitStatus, ResourcePolicy, Signal};
+use nefele_core::placement::api::{
+    InfoError, KillError, ProcState, Resource, SpawnError, WaitError,
+};
+use nefele_core::{ApiCall, ApiReply, NodeId, Pid, ProcSpec, TenantId, Time};
+use nefele_sim::faults::{Fault, FaultAction, Selector};
+use nefele_sim::{SimConfig, Simulation};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn cluster(nodes: u32, seed: u64) -> SimConfig {
+    SimConfig {
+        nodes,
+        seed,
+        duration: Duration::from_secs(30),
+        ..SimConfig::default()
+    }
+}
+
+/// A process of `cpu` millicores and 1 GiB that runs for `run_ms`, tagged with `req`.
+fn proc(cpu: u32, run_ms: u64, req: u64) -> ProcSpec {
+    ProcSpec {
+        path: "/bin/worker".into(),
+        argv: vec!["worker".into()],
+        envp: vec![
+            format!("NEFELE_SIM_REQ={req}"),
+            format!("NEFELE_SIM_RUN_MS={run_ms}"),
+        ],
+        resources: ResourcePolicy {
+            cpu_millicores: Some(cpu),
+            memory_bytes: Some(1 << 30),
+            ..ResourcePolicy::default()
+        },
+        ..ProcSpec::default()
+    }
+}
+
+/// Lets the federation form.
+fn booted(config: SimConfig) -> Simulation {
+    let mut sim = Simulation::new(config).unwrap();
+    sim.run_until(Time::from_secs(3));
+    sim
+}
+
+/// Calls, runs for `ms`, and returns the reply with its latency.
+fn ask(sim: &mut Simulation, node: u32, call: ApiCall, ms: u64) -> (ApiReply, Duration) {
+    let at = sim.now();
+    let id = sim.call(NodeId(node), call).expect("host is up");
+    sim.run_until(at + Duration::from_millis(ms));
+    let replies = sim.take_replies();
+    let (_, t, reply) = replies
+        .into_iter()
+        .find(|(i, _, _)| *i == id)
+        .unwrap_or_else(|| panic!("no reply to call {id} within {ms} ms"));
+    (reply, t.saturating_since(at))
+}
+
+fn pids(reply: ApiReply) -> Vec<Pid> {
+    match reply {
+        ApiReply::Spawned(Ok(p)) => p,
+        other => panic!("expected pids, got {other:?}"),
+    }
+}
+
+#[test]
+fn spawn_info_wait_kill_and_tenants_cannot_see_each_other() {
+    let mut sim = booted(cluster(20, 1));
+    let t1 = TenantId(1);
+    let t2 = TenantId(2);
+    let spec = proc(1000, 100_000, 0);
+    let (reply, _) = ask(&mut sim, 3, ApiCall::Spawn { tenant: t1, spec }, 20);
+    let pid = pids(reply)[0];
+
+    let (info, _) = ask(&mut sim, 7, ApiCall::Info { tenant: t1, pid }, 20);
+    let ApiReply::Info(Ok(info)) = info else {
+        panic!("{info:?}")
+    };
+    assert_eq!(info.state, ProcState::Running);
+    assert_eq!(info.tenant, t1);
+
+    // Another tenant gets exactly what a pid that never existed gets.
+    let ghost = Pid::new(pid.origin(), pid.incarnation(), pid.sequence() + 1000);
+    for p in [pid, ghost] {
+        let (r, _) = ask(&mut sim, 7, ApiCall::Info { tenant: t2, pid: p }, 20);
+        assert_eq!(r, ApiReply::Info(Err(InfoError::NoSuchProcess)));
+        let call = ApiCall::Kill {
+            tenant: t2,
+            pid: p,
+            signal: Signal::Kill,
+        };
+        let (r, _) = ask(&mut sim, 7, call, 20);
+        assert_eq!(r, ApiReply::Killed(Err(KillError::NoSuchProcess)));
+        let (r, _) = ask(&mut sim, 7, ApiCall::Wait { tenant: t2, pid: p }, 20);
+        assert_eq!(r, ApiReply::Waited(Err(WaitError::NoSuchProcess)));
+    }
+    let (ps, _) = ask(&mut sim, 3, ApiCall::Ps { tenant: t2 }, 60);
+    assert_eq!(
+        ps,
+        ApiReply::Ps(nefele_core::placement::api::PsReply {
+            processes: vec![],
+            unanswered: 0
+        })
+    );
+    let (ps, _) = ask(&mut sim, 3, ApiCall::Ps { tenant: t1 }, 60);
+    let ApiReply::Ps(ps) = ps else { panic!() };
+    assert_eq!(
+        ps.processes.iter().map(|p| p.pid).collect::<Vec<_>>(),
+        vec![pid]
+    );
+
+    // The owner waits, then kills: the waiter hears how it ended.
+    let waiter = sim
+        .call(NodeId(9), ApiCall::Wait { tenant: t1, pid })
+        .unwrap();
+    sim.run_until(sim.now() + Duration::from_millis(10));
+    let kill = ApiCall::Kill {
+        tenant: t1,
+        pid,
+        signal: Signal::Kill,
+    };
+    let killer = sim.call(NodeId(7), kill).unwrap();
+    sim.run_until(sim.now() + Duration::from_millis(20));
+    let replies: BTreeMap<u64, ApiReply> = sim
+        .take_replies()
+        .into_iter()
+        .map(|(i, _, r)| (i, r))
+        .collect();
+    assert_eq!(replies.get(&killer), Some(&ApiReply::Killed(Ok(()))));
+    let waited = replies.get(&waiter);
+    assert_eq!(waited, Some(&ApiReply::Waited(Ok(ExitStatus::Signaled(9)))));
+    assert_eq!(sim.invariants().violations, 0, "{:?}", sim.invariants());
+}
+
+#[test]
+fn a_request_that_cannot_fit_fails_fast_naming_the_resource() {
+    let mut sim = booted(cluster(50, 2));
+    let mut huge = proc(10_000_000, 1000, 0);
+    let call = ApiCall::Spawn {
+        tenant: TenantId(1),
+        spec: huge.clone(),
+    };
+    let (r, latency) = ask(&mut sim, 5, call, 100);
+    assert_eq!(
+        r,
+        ApiReply::Spawned(Err(SpawnError::Short {
+            resource: Resource::Cpu
+        }))
+    );
+    assert!(latency < Duration::from_millis(50), "took {latency:?}");
+    huge.resources.cpu_millicores = Some(100);
+    huge.resources.memory_bytes = Some(1 << 50);
+    let call = ApiCall::Spawn {
+        tenant: TenantId(1),
+        spec: huge,
+    };
+    let (r, _) = ask(&mut sim, 5, call, 100);
+    assert_eq!(
+        r,
+        ApiReply::Spawned(Err(SpawnError::Short {
+            resource: Resource::Memory
+        }))
+    );
+    let call = ApiCall::CSpawn {
+        tenant: TenantId(1),
+        specs: vec![],
+    };
+    let (r, _) = ask(&mut sim, 5, call, 10);
+    assert!(matches!(r, ApiReply::Spawned(Err(SpawnError::Invalid(_)))));
+}
+
+/// A gang of 1,000 commits within one simulated second, with 1,000 distinct pids.
+#[test]
+fn a_gang_of_1000_commits_within_one_second() {
+    let mut sim = booted(cluster(300, 3));
+    let call = ApiCall::NSpawn {
+        tenant: TenantId(1),
+        n: 1000,
+        spec: proc(2000, 60_000, 77),
+    };
+    let (r, latency) = ask(&mut sim, 11, call, 1000);
+    let p = pids(r);
+    assert_eq!(p.iter().collect::<BTreeSet<_>>().len(), 1000);
+    assert!(latency <= Duration::from_secs(1), "took {latency:?}");
+    assert_eq!(sim.placement().running_of(77), 1000);
+    // `ps` from a far host walks the whole tree and finds every one of them.
+    let (r, latency) = ask(
+        &mut sim,
+        290,
+        ApiCall::Ps {
+            tenant: TenantId(1),
+        },
+        1000,
+    );
+    let ApiReply::Ps(ps) = r else { panic!("{r:?}") };
+    assert_eq!(ps.unanswered, 0);
+    let listed: BTreeSet<Pid> = ps.processes.iter().map(|p| p.pid).collect();
+    assert_eq!(listed, p.iter().copied().collect());
+    assert!(latency <= Duration::from_secs(1), "ps took {latency:?}");
+    assert_eq!(sim.invariants().violations, 0, "{:?}", sim.invariants());
+}
+
+/// Two gangs that cannot both fit: neither hangs, one wins, the other fails cleanly
+/// and leaves nothing running.
+#[test]
+fn two_competing_gangs_never_deadlock() {
+    let mut sim = booted(cluster(8, 4));
+    let total: u32 = (0..8)
+        .map(|n| sim.topology().resources(NodeId(n)).cpu_millicores)
+        .sum();
+    // Each gang wants 60% of the cluster, in 2-core processes on distinct-enough hosts.
+    let n = total * 6 / 10 / 2000;
+    let a = sim
+        .call(
+            NodeId(1),
+            ApiCall::NSpawn {
+                tenant: TenantId(1),
+                n,
+                spec: proc(2000, 60_000, 101),
+            },
+        )
+        .unwrap();
+    let b = sim
+        .call(
+            NodeId(6),
+            ApiCall::NSpawn {
+                tenant: TenantId(2),
+                n,
+                spec: proc(2000, 60_000, 102),
+            },
+        )
+        .unwrap();
+    sim.run_until(sim.now() + Duration::from_secs(2));
+    let replies: BTreeMap<u64, ApiReply> = sim
+        .take_replies()
+        .into_iter()
+        .map(|(i, _, r)| (i, r))
+        .collect();
+    let ok = |id| matches!(replies.get(&id), Some(ApiReply::Spawned(Ok(_))));
+    let failed = |id| matches!(replies.get(&id), Some(ApiReply::Spawned(Err(_))));
+    assert!(ok(a) ^ ok(b), "exactly one gang wins: {replies:?}");
+    assert!(failed(a) ^ failed(b), "the other fails: {replies:?}");
+    let (winner, loser) = if ok(a) { (101, 102) } else { (102, 101) };
+    assert_eq!(sim.placement().running_of(winner), n);
+    assert_eq!(sim.placement().running_of(loser), 0);
+    assert_eq!(sim.invariants().violations, 0, "{:?}", sim.invariants());
+}
+
+#[test]
+fn apart_puts_replicas_on_distinct_hosts_and_together_on_one() {
+    let mut sim = booted(cluster(30, 5));
+    let mut specs = Vec::new();
+    for i in 0..6 {
+        let mut s = proc(500, 60_000, 0);
+        s.affinity = vec![if i < 3 {
+            Affinity::Apart("replicas".into())
+        } else {
+            Affinity::Together("pair".into())
+        }];
+        specs.push(s);
+    }
+    let call = ApiCall::CSpawn {
+        tenant: TenantId(3),
+        specs,
+    };
+    let (r, _) = ask(&mut sim, 2, call, 50);
+    let p = pids(r);
+    let hosts: Vec<NodeId> = p.iter().map(|p| p.origin()).collect();
+    let apart: BTreeSet<_> = hosts[..3].iter().collect();
+    assert_eq!(apart.len(), 3, "apart replicas share a host: {hosts:?}");
+    assert!(
+        hosts[3..].iter().all(|h| *h == hosts[3]),
+        "together split: {hosts:?}"
+    );
+}
+
+#[test]
+fn history_fills_what_the_spec_leaves_out() {
+    let mut sim = booted(cluster(10, 6));
+    let mut spec = proc(3000, 50, 0);
+    spec.envp.push("NEFELE_SIM_CPU_MC=1500".into());
+    let (r, _) = ask(
+        &mut sim,
+        4,
+        ApiCall::Spawn {
+            tenant: TenantId(1),
+            spec,
+        },
+        200,
+    );
+    pids(r);
+    let estimate = sim
+        .agent(NodeId(4))
+        .unwrap()
+        .placement()
+        .estimate(TenantId(1), "/bin/worker")
+        .expect("the run was learnt");
+    assert!(
+        (1400..=1600).contains(&estimate.cpu_millicores),
+        "{estimate:?}"
+    );
+}
+
+/// c_spawn under random crashes and partitions of a few hosts: every request is
+/// all-or-nothing, no reservation leaks and no pid is duplicated.
+fn c_spawn_under_faults(seed: u64, requests: usize) -> Result<(), TestCaseError> {
+    let mut config = cluster(24, seed);
+    let mut rng = seed;
+    let mut next = move || {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        rng >> 33
+    };
+    for i in 0..4 {
+        let node = (next() % 24) as u32;
+        let at = Duration::from_millis(3000 + next() % 40);
+        let action = if i % 2 == 0 {
+            FaultAction::Crash(Selector::Node(node))
+        } else {
+            FaultAction::Partition {
+                a: Selector::Node(node),
+                b: Selector::All,
+                asymmetric: false,
+            }
+        };
+        config.faults.push(Fault {
+            at,
+            action,
+            duration: Some(Duration::from_millis(200 + next() % 2000)),
+            line: None,
+        });
+    }
+    let mut sim = booted(config);
+    let mut calls = Vec::new();
+    for r in 0..requests {
+        let tag = 1000 + r as u64;
+        let n = 2 + (next() % 24) as usize;
+        let specs = (0..n)
+            .map(|_| proc(250 << (next() % 5), 600_000, tag))
+            .collect();
+        let node = (next() % 24) as u32;
+        if let Some(id) = sim.call(
+            NodeId(node),
+            ApiCall::CSpawn {
+                tenant: TenantId(1),
+                specs,
+            },
+        ) {
+            calls.push((id, tag, n));
+        }
+        sim.run_until(sim.now() + Duration::from_millis(next() % 10));
+    }
+    sim.run_until(Time::from_secs(8));
+    let replies: BTreeMap<u64, ApiReply> = sim
+        .take_replies()
+        .into_iter()
+        .map(|(i, _, r)| (i, r))
+        .collect();
+    let mut seen = BTreeSet::new();
+    for (id, tag, n) in calls {
+        match replies.get(&id) {
+            Some(ApiReply::Spawned(Ok(p))) => {
+                prop_assert_eq!(p.len(), n, "seed {}: request {} short of pids", seed, id);
+                for pid in p {
+                    prop_assert!(seen.insert(*pid), "seed {}: pid {} twice", seed, pid);
+                }
+            }
+            Some(ApiReply::Spawned(Err(_))) => {
+                let running = sim.placement().running_of(tag);
+                prop_assert_eq!(
+                    running,
+                    0,
+                    "seed {}: failed request {} left processes",
+                    seed,
+                    id
+                );
+            }
+            _ => {} // Its requester crashed: no answer to give.
+        }
+    }
+    let inv = sim.invariants();
+    prop_assert_eq!(
+        inv.violations,
+        0,
+        "seed {}: {:?}",
+        seed,
+        inv.first_violation
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn c_spawn_is_all_or_nothing_under_faults(seed in 0u64..1_000_000) {
+        c_spawn_under_faults(seed, 30)?;
+    }
+}
+
+fn scenario(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios")
+        .join(name)
+}
+
+/// `place-faults` at reduced scale: zero invariant violations, same seed ⇒ same trace.
+#[test]
+fn place_faults_scenario_holds_its_invariants_and_is_deterministic() {
+    let s = nefele_sim::scenario::load(&scenario("place-faults.toml")).unwrap();
+    let mut config = s.config;
+    config.nodes = 300;
+    config.duration = Duration::from_secs(20);
+    let run = |config: SimConfig| {
+        let mut sim = Simulation::new(config).unwrap();
+        sim.run(|_| {});
+        (
+            sim.trace_hash(),
+            sim.invariants().clone(),
+            sim.placement_figures(),
+        )
+    };
+    let (h1, inv, figures) = run(config.clone());
+    assert_eq!(inv.violations, 0, "{inv:?}");
+    assert!(figures.placed_requests > 1000, "{figures:?}");
+    let (h2, _, _) = run(config);
+    assert_eq!(h1, h2);
+}
