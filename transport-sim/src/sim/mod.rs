@@ -12,15 +12,19 @@
 //! pause deadline, a skewable clock, and the generation of its pending wake-up
 //! (a wake-up of an older generation is stale and skipped).
 
-use crate::checker::{Checker, ClusterView, Invariant, InvariantReport};
+mod checks;
+mod fault_injection;
+
+use crate::checker::{Checker, Invariant, InvariantReport};
 use crate::clock::HostClock;
 use crate::config::SimConfig;
-use crate::faults::{Fault, FaultAction};
+use crate::faults::Fault;
 use crate::federation_check::FederationMonitor;
 use crate::network::{DropReason, Fate, Network};
 use crate::placement_sim::{PlacementFigures, PlacementSim, ProcAction};
 use crate::topology::{Topology, TopologyError};
 use crate::trace::{TraceEvent, TraceHasher, TraceWriter};
+use fault_injection::validate_fault;
 use nefele_core::federation::FedNotice;
 use nefele_core::host::{ExitStatus, HostEvent};
 use nefele_core::wire::{self, Envelope};
@@ -35,7 +39,6 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::io;
 use std::rc::Rc;
-use std::time::Duration;
 
 /// Why a simulation cannot start. Nothing has run.
 #[derive(Debug, thiserror::Error)]
@@ -719,196 +722,6 @@ impl Simulation {
         }
     }
 
-    // ---- faults -----------------------------------------------------------
-
-    fn up(&self) -> Vec<bool> {
-        self.hosts.iter().map(|h| h.agent.is_some()).collect()
-    }
-
-    fn strike(&mut self, index: usize) {
-        let fault = self.faults[index].clone();
-        self.stats.faults += 1;
-        self.last_fault = Some(self.now);
-        self.federation.fault();
-        let up = self.up();
-        let resolve = |sel: &crate::faults::Selector, rng: &mut ChaCha8Rng, topo: &Topology| {
-            // Validated in `new`; random selectors cannot fail.
-            sel.resolve(topo, &up, rng).unwrap_or_default()
-        };
-        let until = fault.duration.map(|d| self.now + d);
-        let text = match &fault.action {
-            FaultAction::Crash(sel) | FaultAction::Leave(sel) => {
-                let clean = matches!(fault.action, FaultAction::Leave(_));
-                let nodes = resolve(sel, &mut self.fault_rng, &self.topology);
-                for &n in &nodes {
-                    if clean {
-                        self.leave(n);
-                    }
-                    self.crash(n);
-                }
-                if let Some(at) = until {
-                    self.schedule(at, Event::Undo(Undo::Boot(nodes.clone())));
-                }
-                let verb = if clean { "leave" } else { "crash" };
-                format!("{verb} {}", describe(&nodes))
-            }
-            FaultAction::Restart(sel) => {
-                let nodes = resolve(sel, &mut self.fault_rng, &self.topology);
-                for &n in &nodes {
-                    self.crash(n);
-                }
-                match until {
-                    Some(at) => self.schedule(at, Event::Undo(Undo::Boot(nodes.clone()))),
-                    None => nodes.iter().for_each(|&n| self.boot(n)),
-                }
-                format!("restart {}", describe(&nodes))
-            }
-            FaultAction::Pause(sel) => {
-                let nodes = resolve(sel, &mut self.fault_rng, &self.topology);
-                let resume = until.unwrap_or(Time::NEVER);
-                for &n in &nodes {
-                    if self.hosts[n.0 as usize].agent.is_some() {
-                        self.hosts[n.0 as usize].paused_until = resume;
-                    }
-                }
-                format!("pause {} until {resume}", describe(&nodes))
-            }
-            FaultAction::Partition { a, b, asymmetric } => {
-                let a = resolve(a, &mut self.fault_rng, &self.topology);
-                let b = resolve(b, &mut self.fault_rng, &self.topology);
-                let id = self
-                    .network
-                    .partition(self.hosts.len(), &a, &b, *asymmetric);
-                if let Some(at) = until {
-                    self.schedule(at, Event::Undo(Undo::Heal(id)));
-                }
-                let arrow = if *asymmetric { "->" } else { "<->" };
-                format!("partition {} {arrow} {}", describe(&a), describe(&b))
-            }
-            FaultAction::Heal => {
-                self.network.heal_all();
-                "heal all partitions".to_owned()
-            }
-            FaultAction::Skew {
-                hosts,
-                offset_ms,
-                drift_ppm,
-            } => {
-                let nodes = resolve(hosts, &mut self.fault_rng, &self.topology);
-                for &n in &nodes {
-                    self.hosts[n.0 as usize].clock.skew(*offset_ms, *drift_ppm);
-                    // The agent's timers now fall at other simulated times.
-                    self.hosts[n.0 as usize].wake_at = None;
-                    self.after_handle(n);
-                }
-                format!("skew {} by {offset_ms}ms, {drift_ppm}ppm", describe(&nodes))
-            }
-            FaultAction::Loss(p) => {
-                self.network.set_loss(*p);
-                if let Some(at) = until {
-                    // Back to the configured loss, not to the loss before this fault: with
-                    // overlapping loss faults, that one may itself be a fault's.
-                    let base = self.config.network.loss;
-                    self.schedule(at, Event::Undo(Undo::Loss(base)));
-                }
-                format!("loss {p}")
-            }
-        };
-        self.record(TraceEvent::Fault { text: &text });
-    }
-
-    fn undo(&mut self, undo: Undo) {
-        self.stats.faults += 1;
-        self.last_fault = Some(self.now);
-        self.federation.fault();
-        let text = match undo {
-            Undo::Boot(nodes) => {
-                for &n in &nodes {
-                    if self.hosts[n.0 as usize].agent.is_none() {
-                        self.boot(n);
-                    }
-                }
-                format!("boot {}", describe(&nodes))
-            }
-            Undo::Heal(id) => {
-                self.network.heal(id);
-                format!("heal partition {id}")
-            }
-            Undo::Loss(p) => {
-                self.network.set_loss(p);
-                format!("loss back to {p}")
-            }
-        };
-        self.record(TraceEvent::Fault { text: &text });
-    }
-
-    // ---- checks -----------------------------------------------------------
-
-    /// How long the cluster has been free of faults; `None` while one is in force
-    /// (a partition, a stall) or agents are still booting.
-    fn quiet_for(&self, paused: &[bool]) -> Option<Duration> {
-        if self.network.is_partitioned() || paused.contains(&true) {
-            return None;
-        }
-        let quiet_since = self.last_fault.unwrap_or(Time::ZERO) + self.config.boot_spread;
-        (self.now >= quiet_since).then(|| self.now.saturating_since(quiet_since))
-    }
-
-    fn check(&mut self) {
-        let now = self.now;
-        let locals: Vec<Time> = self
-            .hosts
-            .iter()
-            .map(|h| {
-                // A paused host runs no timers: its leases wait with it.
-                if h.paused_until > now {
-                    Time::ZERO
-                } else {
-                    h.clock.reading(now)
-                }
-            })
-            .collect();
-        let agents: Vec<Option<&Agent>> = self.hosts.iter().map(|h| h.agent.as_ref()).collect();
-        let paused: Vec<bool> = self
-            .hosts
-            .iter()
-            .map(|h| h.paused_until > self.now)
-            .collect();
-        let quiet = self.quiet_for(&paused);
-        let settle = self.config.check.settle;
-        let settled = quiet.is_some_and(|q| q >= settle);
-        let view = ClusterView {
-            now: self.now,
-            topology: &self.topology,
-            agents: &agents,
-            paused: &paused,
-            partitioned: self.network.is_partitioned(),
-            max_frame_since_last_check: self.max_frame_since_check,
-            down_since: &self.down_since,
-        };
-        self.checker.run(&view, quiet, settle);
-        let results =
-            self.federation
-                .observe(&view, &self.config.agent.federations, self.last_fault);
-        for result in results {
-            self.checker.record(self.now, "federation", result, settled);
-        }
-        // Placement's invariants hold at all times, faults or not.
-        let p = &self.config.agent.placement;
-        let grace = p.lease + p.create_timeout + p.confirm_timeout * 2 + self.config.check.interval;
-        let sample = self.config.workload.as_ref().is_some_and(|w| {
-            let t = self.now.saturating_since(Time::ZERO);
-            t >= w.start && w.stop.is_none_or(|s| t <= s)
-        });
-        let results = self
-            .placement
-            .check(self.now, &agents, &locals, grace, sample);
-        for (name, result) in results {
-            self.checker.record(self.now, name, result, true);
-        }
-        self.max_frame_since_check = 0;
-    }
-
     // ---- processes and clients --------------------------------------------
 
     /// Feeds a host event to `node`'s agent and carries out what follows.
@@ -1057,57 +870,6 @@ impl Simulation {
     }
 }
 
-fn validate_fault(
-    fault: &Fault,
-    topology: &Topology,
-    up: &[bool],
-    rng: &mut ChaCha8Rng,
-) -> Result<(), String> {
-    let check = |sel: &crate::faults::Selector, rng: &mut ChaCha8Rng| {
-        sel.resolve(topology, up, rng).map(|_| ())
-    };
-    match &fault.action {
-        FaultAction::Crash(s) | FaultAction::Restart(s) | FaultAction::Leave(s) => check(s, rng),
-        FaultAction::Pause(s) => {
-            check(s, rng)?;
-            match fault.duration {
-                Some(_) => Ok(()),
-                None => Err("pause needs a duration".to_owned()),
-            }
-        }
-        FaultAction::Partition { a, b, .. } => {
-            check(a, rng)?;
-            check(b, rng)
-        }
-        FaultAction::Heal => Ok(()),
-        FaultAction::Skew {
-            hosts, drift_ppm, ..
-        } => {
-            // A clock must keep running forwards, and not absurdly fast.
-            if !(-500_000..=1_000_000).contains(drift_ppm) {
-                return Err(format!(
-                    "skew drift_ppm {drift_ppm} is outside [-500000, 1000000]"
-                ));
-            }
-            check(hosts, rng)
-        }
-        FaultAction::Loss(p) if (0.0..=1.0).contains(p) => Ok(()),
-        FaultAction::Loss(p) => Err(format!("loss {p} is not a probability in [0, 1]")),
-    }
-}
-
-/// A short description of a set of hosts, for traces.
-fn describe(nodes: &[NodeId]) -> String {
-    match nodes {
-        [] => "no host".to_owned(),
-        [one] => one.to_string(),
-        [first, .., last] if (last.0 - first.0) as usize + 1 == nodes.len() => {
-            format!("{first}..={last}")
-        }
-        _ => format!("{} hosts", nodes.len()),
-    }
-}
-
 /// SplitMix64's finaliser: a stable 64-bit mix for deriving seeds.
 fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -1119,7 +881,7 @@ fn mix(mut z: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::faults::Selector;
+    use crate::faults::{FaultAction, Selector};
     use std::time::Duration;
 
     #[test]

@@ -1,0 +1,75 @@
+//! The periodic check: builds the read-only view of the cluster and runs the
+//! invariants on it. Liveness invariants apply only once the cluster has been
+//! quiet (no fault struck recently, none in force) for long enough.
+
+use super::Simulation;
+use crate::checker::ClusterView;
+use nefele_core::{Agent, Time};
+use std::time::Duration;
+
+impl Simulation {
+    /// How long the cluster has been free of faults; `None` while one is in force
+    /// (a partition, a stall) or agents are still booting.
+    fn quiet_for(&self, paused: &[bool]) -> Option<Duration> {
+        if self.network.is_partitioned() || paused.contains(&true) {
+            return None;
+        }
+        let quiet_since = self.last_fault.unwrap_or(Time::ZERO) + self.config.boot_spread;
+        (self.now >= quiet_since).then(|| self.now.saturating_since(quiet_since))
+    }
+
+    pub(super) fn check(&mut self) {
+        let now = self.now;
+        let locals: Vec<Time> = self
+            .hosts
+            .iter()
+            .map(|h| {
+                // A paused host runs no timers: its leases wait with it.
+                if h.paused_until > now {
+                    Time::ZERO
+                } else {
+                    h.clock.reading(now)
+                }
+            })
+            .collect();
+        let agents: Vec<Option<&Agent>> = self.hosts.iter().map(|h| h.agent.as_ref()).collect();
+        let paused: Vec<bool> = self
+            .hosts
+            .iter()
+            .map(|h| h.paused_until > self.now)
+            .collect();
+        let quiet = self.quiet_for(&paused);
+        let settle = self.config.check.settle;
+        let settled = quiet.is_some_and(|q| q >= settle);
+        let view = ClusterView {
+            now: self.now,
+            topology: &self.topology,
+            agents: &agents,
+            paused: &paused,
+            partitioned: self.network.is_partitioned(),
+            max_frame_since_last_check: self.max_frame_since_check,
+            down_since: &self.down_since,
+        };
+        self.checker.run(&view, quiet, settle);
+        let results =
+            self.federation
+                .observe(&view, &self.config.agent.federations, self.last_fault);
+        for result in results {
+            self.checker.record(self.now, "federation", result, settled);
+        }
+        // Placement's invariants hold at all times, faults or not.
+        let p = &self.config.agent.placement;
+        let grace = p.lease + p.create_timeout + p.confirm_timeout * 2 + self.config.check.interval;
+        let sample = self.config.workload.as_ref().is_some_and(|w| {
+            let t = self.now.saturating_since(Time::ZERO);
+            t >= w.start && w.stop.is_none_or(|s| t <= s)
+        });
+        let results = self
+            .placement
+            .check(self.now, &agents, &locals, grace, sample);
+        for (name, result) in results {
+            self.checker.record(self.now, name, result, true);
+        }
+        self.max_frame_since_check = 0;
+    }
+}

@@ -1,0 +1,185 @@
+//! Fault injection: what each [`FaultAction`] does to the hosts and the network
+//! when it strikes, how it is undone, and which faults are refused up front.
+//! Random selectors draw from the simulation's fault RNG, so the same seed hits
+//! the same hosts.
+
+use super::{Event, Simulation, Undo};
+use crate::faults::{Fault, FaultAction};
+use crate::topology::Topology;
+use crate::trace::TraceEvent;
+use nefele_core::{NodeId, Time};
+use rand_chacha::ChaCha8Rng;
+
+impl Simulation {
+    fn up(&self) -> Vec<bool> {
+        self.hosts.iter().map(|h| h.agent.is_some()).collect()
+    }
+
+    pub(super) fn strike(&mut self, index: usize) {
+        let fault = self.faults[index].clone();
+        self.stats.faults += 1;
+        self.last_fault = Some(self.now);
+        self.federation.fault();
+        let up = self.up();
+        let resolve = |sel: &crate::faults::Selector, rng: &mut ChaCha8Rng, topo: &Topology| {
+            // Validated in `new`; random selectors cannot fail.
+            sel.resolve(topo, &up, rng).unwrap_or_default()
+        };
+        let until = fault.duration.map(|d| self.now + d);
+        let text = match &fault.action {
+            FaultAction::Crash(sel) | FaultAction::Leave(sel) => {
+                let clean = matches!(fault.action, FaultAction::Leave(_));
+                let nodes = resolve(sel, &mut self.fault_rng, &self.topology);
+                for &n in &nodes {
+                    if clean {
+                        self.leave(n);
+                    }
+                    self.crash(n);
+                }
+                if let Some(at) = until {
+                    self.schedule(at, Event::Undo(Undo::Boot(nodes.clone())));
+                }
+                let verb = if clean { "leave" } else { "crash" };
+                format!("{verb} {}", describe(&nodes))
+            }
+            FaultAction::Restart(sel) => {
+                let nodes = resolve(sel, &mut self.fault_rng, &self.topology);
+                for &n in &nodes {
+                    self.crash(n);
+                }
+                match until {
+                    Some(at) => self.schedule(at, Event::Undo(Undo::Boot(nodes.clone()))),
+                    None => nodes.iter().for_each(|&n| self.boot(n)),
+                }
+                format!("restart {}", describe(&nodes))
+            }
+            FaultAction::Pause(sel) => {
+                let nodes = resolve(sel, &mut self.fault_rng, &self.topology);
+                let resume = until.unwrap_or(Time::NEVER);
+                for &n in &nodes {
+                    if self.hosts[n.0 as usize].agent.is_some() {
+                        self.hosts[n.0 as usize].paused_until = resume;
+                    }
+                }
+                format!("pause {} until {resume}", describe(&nodes))
+            }
+            FaultAction::Partition { a, b, asymmetric } => {
+                let a = resolve(a, &mut self.fault_rng, &self.topology);
+                let b = resolve(b, &mut self.fault_rng, &self.topology);
+                let id = self
+                    .network
+                    .partition(self.hosts.len(), &a, &b, *asymmetric);
+                if let Some(at) = until {
+                    self.schedule(at, Event::Undo(Undo::Heal(id)));
+                }
+                let arrow = if *asymmetric { "->" } else { "<->" };
+                format!("partition {} {arrow} {}", describe(&a), describe(&b))
+            }
+            FaultAction::Heal => {
+                self.network.heal_all();
+                "heal all partitions".to_owned()
+            }
+            FaultAction::Skew {
+                hosts,
+                offset_ms,
+                drift_ppm,
+            } => {
+                let nodes = resolve(hosts, &mut self.fault_rng, &self.topology);
+                for &n in &nodes {
+                    self.hosts[n.0 as usize].clock.skew(*offset_ms, *drift_ppm);
+                    // The agent's timers now fall at other simulated times.
+                    self.hosts[n.0 as usize].wake_at = None;
+                    self.after_handle(n);
+                }
+                format!("skew {} by {offset_ms}ms, {drift_ppm}ppm", describe(&nodes))
+            }
+            FaultAction::Loss(p) => {
+                self.network.set_loss(*p);
+                if let Some(at) = until {
+                    // Back to the configured loss, not to the loss before this fault: with
+                    // overlapping loss faults, that one may itself be a fault's.
+                    let base = self.config.network.loss;
+                    self.schedule(at, Event::Undo(Undo::Loss(base)));
+                }
+                format!("loss {p}")
+            }
+        };
+        self.record(TraceEvent::Fault { text: &text });
+    }
+
+    pub(super) fn undo(&mut self, undo: Undo) {
+        self.stats.faults += 1;
+        self.last_fault = Some(self.now);
+        self.federation.fault();
+        let text = match undo {
+            Undo::Boot(nodes) => {
+                for &n in &nodes {
+                    if self.hosts[n.0 as usize].agent.is_none() {
+                        self.boot(n);
+                    }
+                }
+                format!("boot {}", describe(&nodes))
+            }
+            Undo::Heal(id) => {
+                self.network.heal(id);
+                format!("heal partition {id}")
+            }
+            Undo::Loss(p) => {
+                self.network.set_loss(p);
+                format!("loss back to {p}")
+            }
+        };
+        self.record(TraceEvent::Fault { text: &text });
+    }
+}
+
+pub(super) fn validate_fault(
+    fault: &Fault,
+    topology: &Topology,
+    up: &[bool],
+    rng: &mut ChaCha8Rng,
+) -> Result<(), String> {
+    let check = |sel: &crate::faults::Selector, rng: &mut ChaCha8Rng| {
+        sel.resolve(topology, up, rng).map(|_| ())
+    };
+    match &fault.action {
+        FaultAction::Crash(s) | FaultAction::Restart(s) | FaultAction::Leave(s) => check(s, rng),
+        FaultAction::Pause(s) => {
+            check(s, rng)?;
+            match fault.duration {
+                Some(_) => Ok(()),
+                None => Err("pause needs a duration".to_owned()),
+            }
+        }
+        FaultAction::Partition { a, b, .. } => {
+            check(a, rng)?;
+            check(b, rng)
+        }
+        FaultAction::Heal => Ok(()),
+        FaultAction::Skew {
+            hosts, drift_ppm, ..
+        } => {
+            // A clock must keep running forwards, and not absurdly fast.
+            if !(-500_000..=1_000_000).contains(drift_ppm) {
+                return Err(format!(
+                    "skew drift_ppm {drift_ppm} is outside [-500000, 1000000]"
+                ));
+            }
+            check(hosts, rng)
+        }
+        FaultAction::Loss(p) if (0.0..=1.0).contains(p) => Ok(()),
+        FaultAction::Loss(p) => Err(format!("loss {p} is not a probability in [0, 1]")),
+    }
+}
+
+/// A short description of a set of hosts, for traces.
+fn describe(nodes: &[NodeId]) -> String {
+    match nodes {
+        [] => "no host".to_owned(),
+        [one] => one.to_string(),
+        [first, .., last] if (last.0 - first.0) as usize + 1 == nodes.len() => {
+            format!("{first}..={last}")
+        }
+        _ => format!("{} hosts", nodes.len()),
+    }
+}
