@@ -88,6 +88,12 @@ fn next_event(host: &mut LinuxHost<RealSys>, p: Pid) -> HostEvent {
     panic!("no event about {p} within 10 s");
 }
 
+/// Sends `signal` to `pid` and waits for it to end with `expected`.
+fn kill_expecting(host: &mut LinuxHost<RealSys>, pid: Pid, signal: Signal, expected: ExitStatus) {
+    host.execute(HostCommand::Kill { pid, signal }).unwrap();
+    assert_eq!(exit_of(host, pid).0, expected);
+}
+
 fn exit_of(host: &mut LinuxHost<RealSys>, p: Pid) -> (ExitStatus, nefele_core::host::Usage) {
     match next_event(host, p) {
         HostEvent::Exited { status, usage, .. } => (status, usage),
@@ -225,15 +231,11 @@ fn limits_are_visible_in_the_cgroup_and_terminate_kills() {
     );
     let os_pid = f.host.os_pid(p).unwrap();
     assert!(read(&dirs[&Controller::Memory].join("cgroup.procs")).contains(&os_pid.to_string()));
-    f.host
-        .execute(HostCommand::Kill {
-            pid: p,
-            signal: Signal::Terminate,
-        })
-        .unwrap();
-    assert_eq!(
-        exit_of(&mut f.host, p).0,
-        ExitStatus::Signaled(libc::SIGTERM)
+    kill_expecting(
+        &mut f.host,
+        p,
+        Signal::Terminate,
+        ExitStatus::Signaled(libc::SIGTERM),
     );
     assert_clean(&f);
 }
@@ -261,15 +263,11 @@ fn a_process_tree_is_killed_after_the_grace_period() {
     assert_eq!(members.len(), 3, "shell and two sleeps: {members:?}");
     let holder = f.host.holder(TenantId(4)).unwrap();
     let t0 = Instant::now();
-    f.host
-        .execute(HostCommand::Kill {
-            pid: p,
-            signal: Signal::Terminate,
-        })
-        .unwrap();
-    assert_eq!(
-        exit_of(&mut f.host, p).0,
-        ExitStatus::Signaled(libc::SIGKILL)
+    kill_expecting(
+        &mut f.host,
+        p,
+        Signal::Terminate,
+        ExitStatus::Signaled(libc::SIGKILL),
     );
     assert!(
         t0.elapsed() >= Duration::from_millis(200),
@@ -361,15 +359,11 @@ fn tenants_are_isolated_and_share_their_own_namespaces() {
         lines_a[3].contains("lo") && lines_a[3].contains("UP"),
         "loopback up: {out_a}"
     );
-    f.host
-        .execute(HostCommand::Kill {
-            pid: a1,
-            signal: Signal::Kill,
-        })
-        .unwrap();
-    assert_eq!(
-        exit_of(&mut f.host, a1).0,
-        ExitStatus::Signaled(libc::SIGKILL)
+    kill_expecting(
+        &mut f.host,
+        a1,
+        Signal::Kill,
+        ExitStatus::Signaled(libc::SIGKILL),
     );
     assert_clean(&f);
 }
@@ -405,15 +399,11 @@ fn a_recreated_adapter_readopts_running_processes_and_reports_ended_ones() {
     assert_eq!(f.host.os_pid(long), Some(long_os));
     assert_eq!(f.host.holder(TenantId(20)), Some(holder));
     assert_eq!(exit_of(&mut f.host, short).0, ExitStatus::Code(4));
-    f.host
-        .execute(HostCommand::Kill {
-            pid: long,
-            signal: Signal::Kill,
-        })
-        .unwrap();
-    assert_eq!(
-        exit_of(&mut f.host, long).0,
-        ExitStatus::Signaled(libc::SIGKILL)
+    kill_expecting(
+        &mut f.host,
+        long,
+        Signal::Kill,
+        ExitStatus::Signaled(libc::SIGKILL),
     );
     assert!(!alive(holder));
     assert_clean(&f);
