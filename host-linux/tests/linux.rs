@@ -5,6 +5,7 @@
 use nefele_core::host::{ExitStatus, Limits, ResourcePolicy, Signal, StartFailure};
 use nefele_core::{Host, HostCommand, HostEvent, Incarnation, NodeId, Pid, ProcSpec, TenantId};
 use nefele_host_linux::{Config, LinuxHost, RealSys};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -86,6 +87,27 @@ fn next_event(host: &mut LinuxHost<RealSys>, p: Pid) -> HostEvent {
         }
     }
     panic!("no event about {p} within 10 s");
+}
+
+/// How each of `pids` ended, whatever the order of their exits (within 10 s).
+fn exits_of(host: &mut LinuxHost<RealSys>, pids: &[Pid]) -> BTreeMap<Pid, ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut exits = BTreeMap::new();
+    while exits.len() < pids.len() && Instant::now() < deadline {
+        match host.wait_event(Duration::from_millis(100)) {
+            Some(HostEvent::Exited { pid, status, .. }) if pids.contains(&pid) => {
+                exits.insert(pid, status);
+            }
+            Some(HostEvent::Resources(_)) | None => {}
+            Some(other) => panic!("unexpected event while waiting for {pids:?}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        exits.len(),
+        pids.len(),
+        "not all of {pids:?} exited within 10 s"
+    );
+    exits
 }
 
 /// Sends `signal` to `pid` and waits for it to end with `expected`.
@@ -326,8 +348,10 @@ fn tenants_are_isolated_and_share_their_own_namespaces() {
             "{kind}: differs from the host's"
         );
     }
-    assert_eq!(exit_of(&mut f.host, a2).0, ExitStatus::Code(0));
-    assert_eq!(exit_of(&mut f.host, b1).0, ExitStatus::Code(0));
+    // a2 and b1 end at about the same time, in either order.
+    let exits = exits_of(&mut f.host, &[a2, b1]);
+    assert_eq!(exits[&a2], ExitStatus::Code(0));
+    assert_eq!(exits[&b1], ExitStatus::Code(0));
     let out_a = read(&f.host.log_paths(a2).stdout);
     let out_b = read(&f.host.log_paths(b1).stdout);
     let lines_a: Vec<&str> = out_a.lines().collect();
