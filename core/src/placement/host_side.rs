@@ -30,6 +30,8 @@ pub(super) struct Provisional {
     pub(super) pids: BTreeMap<u16, Pid>,
     pub(super) queried: bool,
     pub(super) deadline: Time,
+    /// When the first of these processes was created (the orphan clock starts here).
+    pub(super) created: Time,
 }
 
 /// One process this agent hosts.
@@ -163,6 +165,7 @@ impl Placement {
                 pids: BTreeMap::new(),
                 queried: false,
                 deadline,
+                created: now,
             }
         });
         let mut starts = Vec::new();
@@ -281,10 +284,11 @@ impl Placement {
         if p.deadline > now {
             return;
         }
-        if p.queried {
-            // The requester stayed silent: an orphan of a crashed requester.
+        if p.queried && now.saturating_since(p.created) >= self.config.orphan_timeout {
+            // The requester stayed silent all along: an orphan of a crashed requester.
             self.on_abort(now, key);
         } else {
+            // Ask (again): a partitioned requester answers once the partition heals.
             p.queried = true;
             p.deadline = now + self.config.confirm_timeout;
             let at = p.deadline;

@@ -38,10 +38,14 @@
 //!    that is short. If a chosen host does not answer `Created` within
 //!    `create_timeout`, the requester sends `Abort` everywhere (hosts kill the
 //!    request's processes) and replies `Aborted`. A host holding provisional
-//!    processes unconfirmed after `confirm_timeout` asks the requester (`Query`);
-//!    an unknown or aborted request, or silence for another `confirm_timeout`
-//!    (a crashed requester), gets them killed. So no process of a failed request
-//!    stays running, and no reservation outlives its lease.
+//!    processes unconfirmed after `confirm_timeout` asks the requester (`Query`),
+//!    and asks again every `confirm_timeout` while it is silent; an unknown or
+//!    aborted request, or silence for `orphan_timeout` since the processes were
+//!    created (a crashed requester), gets them killed. Requesters remember
+//!    completed requests for longer than that, so a partition shorter than
+//!    `orphan_timeout` never kills the processes of a committed request. So no
+//!    process of a failed request stays running, and no reservation outlives its
+//!    lease.
 //!
 //! Affinity: `together(tag)` → one host; `apart(tag)` → distinct hosts;
 //! `spread(tag)` → distinct hosts too (the core knows no racks; its locality unit
@@ -96,9 +100,14 @@ pub struct PlacementConfig {
     pub escalate_timeout: Duration,
     /// How long the requester waits for every `Created`.
     pub create_timeout: Duration,
-    /// How long a host keeps provisional processes unconfirmed before it asks, and again
-    /// before it kills them.
+    /// How long a host keeps provisional processes unconfirmed before it asks the
+    /// requester, and then how often it asks again while the requester is silent.
     pub confirm_timeout: Duration,
+    /// How long a host keeps asking a silent requester before it takes it for dead and
+    /// kills the request's processes. A requester remembers the requests it completed
+    /// at least this long, so a host cut off by a partition shorter than this learns
+    /// the outcome when the partition heals instead of killing committed processes.
+    pub orphan_timeout: Duration,
     /// How long `info` and `kill` wait for remote answers.
     pub op_timeout: Duration,
     /// How long `ps` waits for the whole tree.
@@ -125,6 +134,7 @@ impl Default for PlacementConfig {
             escalate_timeout: Duration::from_millis(4),
             create_timeout: Duration::from_millis(50),
             confirm_timeout: Duration::from_millis(500),
+            orphan_timeout: Duration::from_secs(30),
             op_timeout: Duration::from_millis(50),
             ps_timeout: Duration::from_secs(1),
             wait_poll: Duration::from_secs(2),
@@ -555,6 +565,69 @@ mod tests {
 
     fn drain(p: &mut Placement) -> Vec<PlacementOutput> {
         std::iter::from_fn(|| p.poll_output()).collect()
+    }
+
+    /// Regression: a host whose `Confirm` was lost while the requester was cut off
+    /// killed the processes of a committed request once two confirm timeouts had
+    /// passed. It now keeps asking until `orphan_timeout`, and only then takes the
+    /// requester for dead.
+    #[test]
+    fn a_silent_requester_is_asked_until_the_orphan_timeout_before_its_processes_die() {
+        let mut host = solo();
+        let requester = NodeId(2);
+        let key = ReqKey {
+            requester,
+            incarnation: Incarnation(1),
+            seq: 1,
+        };
+        let item = CreateItem {
+            index: 0,
+            tenant: TenantId(1),
+            demand: Demand {
+                cpu_millicores: 500,
+                memory_bytes: 1 << 20,
+                accelerators: 0,
+            },
+            spec: spec(Some(500)),
+        };
+        let create = PlacementMsg::Create {
+            key,
+            items: vec![item],
+            last: true,
+        };
+        host.handle_message(Time::ZERO, None, requester, create);
+        let started = drain(&mut host)
+            .iter()
+            .any(|o| matches!(o, PlacementOutput::Host(HostCommand::Start { .. })));
+        assert!(started);
+        let config = PlacementConfig::default();
+        let (mut queries, mut killed_at) = (0, None);
+        while let Some(t) = host.next_timeout() {
+            if t > Time::ZERO + config.orphan_timeout * 2 {
+                break;
+            }
+            host.handle_timeout(t, None);
+            for out in drain(&mut host) {
+                match out {
+                    PlacementOutput::Send(to, PlacementMsg::Query { .. }) if to == requester => {
+                        queries += 1;
+                    }
+                    PlacementOutput::Host(HostCommand::Kill { .. }) => {
+                        killed_at.get_or_insert(t);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let killed_at = killed_at.expect("an orphan is killed in the end");
+        assert!(
+            killed_at >= Time::ZERO + config.orphan_timeout,
+            "killed at {killed_at}"
+        );
+        assert!(
+            queries > 10,
+            "the silent requester was asked {queries} times"
+        );
     }
 
     #[test]

@@ -593,7 +593,9 @@ impl Placement {
                 self.send(*host, PlacementMsg::Confirm { key });
             }
         }
-        let until = now + self.config.confirm_timeout * 4;
+        // Hosts ask about unconfirmed processes for up to `orphan_timeout`: answer
+        // them for longer than that.
+        let until = now + self.config.orphan_timeout + self.config.confirm_timeout * 4;
         self.req.completed.insert(key.seq, until);
         self.set_timer(until, Timer::Done(key));
         self.outbox.push_back(PlacementOutput::Placed {
