@@ -27,37 +27,28 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use xxhash_rust::xxh3::Xxh3;
 
+/// One message in flight, as the trace knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packet {
+    /// Sender.
+    pub from: NodeId,
+    /// Receiver (intended, for a drop).
+    pub to: NodeId,
+    /// The message kind (not hashed: the digest covers it).
+    pub kind: &'static str,
+    /// Frame length in bytes.
+    pub len: u32,
+    /// XXH3-64 of the frame.
+    pub digest: u64,
+}
+
 /// One thing that happened in a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TraceEvent<'a> {
     /// A message reached its destination's agent.
-    Deliver {
-        /// Sender.
-        from: NodeId,
-        /// Receiver.
-        to: NodeId,
-        /// The message kind (not hashed: the digest covers it).
-        kind: &'static str,
-        /// Frame length in bytes.
-        len: u32,
-        /// XXH3-64 of the frame.
-        digest: u64,
-    },
-    /// A message was lost.
-    Drop {
-        /// Sender.
-        from: NodeId,
-        /// Intended receiver.
-        to: NodeId,
-        /// The message kind (not hashed).
-        kind: &'static str,
-        /// Frame length in bytes.
-        len: u32,
-        /// XXH3-64 of the frame.
-        digest: u64,
-        /// Why.
-        reason: DropReason,
-    },
+    Deliver(Packet),
+    /// A message was lost, for this reason.
+    Drop(Packet, DropReason),
     /// An agent's timer fired.
     Timer {
         /// The agent.
@@ -101,26 +92,13 @@ impl TraceHasher {
         let mut buf = [0u8; 40];
         buf[..8].copy_from_slice(&t.as_nanos().to_le_bytes());
         let used = match *event {
-            TraceEvent::Deliver {
-                from,
-                to,
-                len,
-                digest,
-                ..
-            } => {
+            TraceEvent::Deliver(packet) => {
                 buf[8] = 1;
-                put_message(&mut buf, from, to, len, digest)
+                put_packet(&mut buf, &packet)
             }
-            TraceEvent::Drop {
-                from,
-                to,
-                len,
-                digest,
-                reason,
-                ..
-            } => {
+            TraceEvent::Drop(packet, reason) => {
                 buf[8] = 2;
-                let end = put_message(&mut buf, from, to, len, digest);
+                let end = put_packet(&mut buf, &packet);
                 buf[end] = reason.code();
                 end + 1
             }
@@ -155,11 +133,11 @@ impl TraceHasher {
     }
 }
 
-fn put_message(buf: &mut [u8; 40], from: NodeId, to: NodeId, len: u32, digest: u64) -> usize {
-    buf[9..13].copy_from_slice(&from.0.to_le_bytes());
-    buf[13..17].copy_from_slice(&to.0.to_le_bytes());
-    buf[17..21].copy_from_slice(&len.to_le_bytes());
-    buf[21..29].copy_from_slice(&digest.to_le_bytes());
+fn put_packet(buf: &mut [u8; 40], p: &Packet) -> usize {
+    buf[9..13].copy_from_slice(&p.from.0.to_le_bytes());
+    buf[13..17].copy_from_slice(&p.to.0.to_le_bytes());
+    buf[17..21].copy_from_slice(&p.len.to_le_bytes());
+    buf[21..29].copy_from_slice(&p.digest.to_le_bytes());
     29
 }
 
@@ -234,25 +212,13 @@ impl TraceWriter {
 
 fn jsonl(t: Time, event: &TraceEvent<'_>) -> serde_json::Value {
     let t_ns = t.as_nanos();
-    match *event {
-        TraceEvent::Deliver {
-            from,
-            to,
-            kind,
-            len,
-            digest,
-        } => {
-            json!({"t_ns": t_ns, "type": "deliver", "from": from.0, "to": to.0, "kind": kind, "len": len, "digest": format!("{digest:016x}")})
-        }
-        TraceEvent::Drop {
-            from,
-            to,
-            kind,
-            len,
-            digest,
-            reason,
-        } => {
-            json!({"t_ns": t_ns, "type": "drop", "from": from.0, "to": to.0, "kind": kind, "len": len, "digest": format!("{digest:016x}"), "reason": reason.name()})
+    let packet = |kind: &str, p: &Packet| json!({"t_ns": t_ns, "type": kind, "from": p.from.0, "to": p.to.0, "kind": p.kind, "len": p.len, "digest": format!("{:016x}", p.digest)});
+    match event {
+        TraceEvent::Deliver(p) => packet("deliver", p),
+        TraceEvent::Drop(p, reason) => {
+            let mut v = packet("drop", p);
+            v["reason"] = json!(reason.name());
+            v
         }
         TraceEvent::Timer { node } => json!({"t_ns": t_ns, "type": "timer", "node": node.0}),
         TraceEvent::Fault { text } => json!({"t_ns": t_ns, "type": "fault", "text": text}),
@@ -261,25 +227,13 @@ fn jsonl(t: Time, event: &TraceEvent<'_>) -> serde_json::Value {
 
 fn chrome(t: Time, event: &TraceEvent<'_>) -> serde_json::Value {
     let ts = t.as_nanos() as f64 / 1000.0;
-    match *event {
-        TraceEvent::Deliver {
-            from,
-            to,
-            kind,
-            len,
-            ..
-        } => {
-            json!({"name": kind, "cat": "deliver", "ph": "i", "s": "t", "ts": ts, "pid": 1, "tid": to.0, "args": {"from": from.0, "len": len}})
-        }
-        TraceEvent::Drop {
-            from,
-            to,
-            kind,
-            len,
-            reason,
-            ..
-        } => {
-            json!({"name": kind, "cat": "drop", "ph": "i", "s": "t", "ts": ts, "pid": 1, "tid": to.0, "args": {"from": from.0, "len": len, "reason": reason.name()}})
+    let packet = |cat: &str, p: &Packet| json!({"name": p.kind, "cat": cat, "ph": "i", "s": "t", "ts": ts, "pid": 1, "tid": p.to.0, "args": {"from": p.from.0, "len": p.len}});
+    match event {
+        TraceEvent::Deliver(p) => packet("deliver", p),
+        TraceEvent::Drop(p, reason) => {
+            let mut v = packet("drop", p);
+            v["args"]["reason"] = json!(reason.name());
+            v
         }
         TraceEvent::Timer { node } => {
             json!({"name": "timer", "cat": "timer", "ph": "i", "s": "t", "ts": ts, "pid": 1, "tid": node.0})

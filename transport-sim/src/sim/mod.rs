@@ -23,7 +23,7 @@ use crate::federation_check::FederationMonitor;
 use crate::network::{DropReason, Fate, Network};
 use crate::placement_sim::{PlacementFigures, PlacementSim, ProcAction};
 use crate::topology::{Topology, TopologyError};
-use crate::trace::{TraceEvent, TraceHasher, TraceWriter};
+use crate::trace::{Packet, TraceEvent, TraceHasher, TraceWriter};
 use fault_injection::validate_fault;
 use nefele_core::federation::FedNotice;
 use nefele_core::host::{ExitStatus, HostEvent};
@@ -112,14 +112,7 @@ pub struct Stats {
 
 enum Event {
     Boot(NodeId),
-    Deliver {
-        from: NodeId,
-        to: NodeId,
-        envelope: Rc<Envelope>,
-        kind: &'static str,
-        len: u32,
-        digest: u64,
-    },
+    Deliver(Packet, Rc<Envelope>),
     Wake {
         node: NodeId,
         generation: u64,
@@ -393,14 +386,7 @@ impl Simulation {
                     self.boot(node);
                 }
             }
-            Event::Deliver {
-                from,
-                to,
-                envelope,
-                kind,
-                len,
-                digest,
-            } => self.deliver(from, to, envelope, kind, len, digest),
+            Event::Deliver(packet, envelope) => self.deliver(packet, envelope),
             Event::Wake { node, generation } => self.wake(node, generation),
             Event::Fault(index) => {
                 self.stats.events += 1;
@@ -503,54 +489,37 @@ impl Simulation {
         }
     }
 
-    fn deliver(
-        &mut self,
-        from: NodeId,
-        to: NodeId,
-        envelope: Rc<Envelope>,
-        kind: &'static str,
-        len: u32,
-        digest: u64,
-    ) {
-        let event = Event::Deliver {
-            from,
-            to,
-            envelope,
-            kind,
-            len,
-            digest,
-        };
-        let Some(Event::Deliver { envelope, .. }) = self.defer_if_paused(to, event) else {
+    fn deliver(&mut self, packet: Packet, envelope: Rc<Envelope>) {
+        let to = packet.to;
+        let Some(Event::Deliver(_, envelope)) =
+            self.defer_if_paused(to, Event::Deliver(packet, envelope))
+        else {
             return;
         };
         self.stats.events += 1;
         let host = &mut self.hosts[to.0 as usize];
         let Some(agent) = host.agent.as_mut() else {
-            self.stats.messages_dropped += 1;
-            self.stats.dropped_down += 1;
-            self.record(TraceEvent::Drop {
-                from,
-                to,
-                kind,
-                len,
-                digest,
-                reason: DropReason::Down,
-            });
+            self.drop_packet(packet, DropReason::Down);
             return;
         };
         let local = host.clock.local(self.now);
         let envelope = Rc::try_unwrap(envelope).unwrap_or_else(|rc| (*rc).clone());
         agent.handle(local, Input::Message(envelope));
         self.stats.messages_delivered += 1;
-        self.stats.bytes_delivered += u64::from(len);
-        self.record(TraceEvent::Deliver {
-            from,
-            to,
-            kind,
-            len,
-            digest,
-        });
+        self.stats.bytes_delivered += u64::from(packet.len);
+        self.record(TraceEvent::Deliver(packet));
         self.after_handle(to);
+    }
+
+    /// Counts and traces a message lost for `reason`.
+    fn drop_packet(&mut self, packet: Packet, reason: DropReason) {
+        self.stats.messages_dropped += 1;
+        match reason {
+            DropReason::Loss => self.stats.dropped_loss += 1,
+            DropReason::Partition => self.stats.dropped_partition += 1,
+            DropReason::Down => self.stats.dropped_down += 1,
+        }
+        self.record(TraceEvent::Drop(packet, reason));
     }
 
     fn wake(&mut self, node: NodeId, generation: u64) {
@@ -679,44 +648,25 @@ impl Simulation {
     fn send(&mut self, from: NodeId, to: NodeId, envelope: &Rc<Envelope>, len: u32, digest: u64) {
         self.stats.messages_sent += 1;
         self.stats.window_messages += 1;
-        let kind = envelope.body.kind();
         if matches!(envelope.body, nefele_core::wire::Message::Placement(_)) {
             self.placement.messages += 1;
         }
+        let packet = Packet {
+            from,
+            to,
+            kind: envelope.body.kind(),
+            len,
+            digest,
+        };
         match self
             .network
             .route(&self.topology, from, to, &mut self.net_rng)
         {
-            Fate::Dropped(reason) => {
-                self.stats.messages_dropped += 1;
-                match reason {
-                    DropReason::Loss => self.stats.dropped_loss += 1,
-                    DropReason::Partition => self.stats.dropped_partition += 1,
-                    DropReason::Down => self.stats.dropped_down += 1,
-                }
-                self.record(TraceEvent::Drop {
-                    from,
-                    to,
-                    kind,
-                    len,
-                    digest,
-                    reason,
-                });
-            }
+            Fate::Dropped(reason) => self.drop_packet(packet, reason),
             Fate::Delivered(first, second) => {
                 for latency in std::iter::once(first).chain(second) {
                     let at = self.now + latency;
-                    self.schedule(
-                        at,
-                        Event::Deliver {
-                            from,
-                            to,
-                            envelope: Rc::clone(envelope),
-                            kind,
-                            len,
-                            digest,
-                        },
-                    );
+                    self.schedule(at, Event::Deliver(packet, Rc::clone(envelope)));
                 }
             }
         }
