@@ -53,6 +53,21 @@ pub struct ProcEntry {
     pub hidden: bool,
 }
 
+impl ProcEntry {
+    /// What `info` and `ps` tell about this process, hosted by `host`, at `now`.
+    fn info(&self, pid: Pid, host: NodeId, now: Time) -> ProcInfo {
+        ProcInfo {
+            pid,
+            tenant: self.tenant,
+            host,
+            demand: self.demand,
+            state: self.state,
+            age: now.saturating_since(self.created),
+            distance: DistanceClass::SameHost,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct HostState {
     pub(super) leases: BTreeMap<ReqKey, Lease>,
@@ -379,15 +394,7 @@ impl Placement {
             return Some(PidAnswer::NoSuch);
         };
         match (op, e.state) {
-            (PidOp::Info, _) => Some(PidAnswer::Info(ProcInfo {
-                pid,
-                tenant,
-                host: self.me,
-                demand: e.demand,
-                state: e.state,
-                age: now.saturating_since(e.created),
-                distance: DistanceClass::SameHost,
-            })),
+            (PidOp::Info, _) => Some(PidAnswer::Info(e.info(pid, self.me, now))),
             (_, ProcState::Exited(s)) => Some(PidAnswer::Exited(s)),
             (PidOp::Kill(signal), _) => {
                 self.outbox
@@ -432,15 +439,7 @@ impl Placement {
             .table
             .iter()
             .filter(|(_, e)| e.tenant == tenant && !e.hidden)
-            .map(|(pid, e)| ProcInfo {
-                pid: *pid,
-                tenant,
-                host: self.me,
-                demand: e.demand,
-                state: e.state,
-                age: now.saturating_since(e.created),
-                distance: DistanceClass::SameHost,
-            })
+            .map(|(pid, e)| e.info(*pid, self.me, now))
             .collect()
     }
 

@@ -267,18 +267,6 @@ impl Placement {
         self.req.pending.len()
     }
 
-    /// A client call: `spawn`, `n_spawn` or `c_spawn`.
-    pub fn handle_spawn(
-        &mut self,
-        now: Time,
-        fed: Option<&Federation>,
-        request: RequestId,
-        tenant: TenantId,
-        kind: SpawnKind,
-    ) {
-        self.start_request(now, fed, request, tenant, kind);
-    }
-
     /// A client call on one pid: `kill`, `info` or `wait`.
     pub fn handle_pid_call(
         &mut self,

@@ -242,7 +242,8 @@ fn plan(me: NodeId, p: &Pending) -> Result<BTreeMap<NodeId, Vec<u16>>, Resource>
 }
 
 impl Placement {
-    pub(super) fn start_request(
+    /// A client call: `spawn`, `n_spawn` or `c_spawn`.
+    pub fn handle_spawn(
         &mut self,
         now: Time,
         fed: Option<&Federation>,
