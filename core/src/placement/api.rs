@@ -149,6 +149,8 @@ pub enum ProcState {
     Running,
     /// Ended (kept for a while so that `wait` and `info` can still see it).
     Exited(ExitStatus),
+    /// Its host crashed or left with it; it may or may not still run there, unreachable.
+    Lost,
 }
 
 /// How far a process is from the agent that asked about it.
@@ -171,6 +173,8 @@ pub struct ProcInfo {
     pub tenant: TenantId,
     /// Its host.
     pub host: NodeId,
+    /// The executable it runs (the spec's path).
+    pub command: String,
     /// What it reserved.
     pub demand: Demand,
     /// Its life stage.

@@ -60,6 +60,7 @@ impl ProcEntry {
             pid,
             tenant: self.tenant,
             host,
+            command: self.path.clone(),
             demand: self.demand,
             state: self.state,
             age: now.saturating_since(self.created),

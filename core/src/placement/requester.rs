@@ -802,6 +802,7 @@ impl Placement {
                     pid,
                     tenant: op.tenant,
                     host: pid.origin(),
+                    command: String::new(),
                     demand: Demand::default(),
                     state: ProcState::Exited(s),
                     age: Duration::ZERO,
