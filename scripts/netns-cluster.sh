@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# Four real nefeled agents on one machine, each in its own network namespace,
+# joined by veth pairs to a bridge that lives in a fifth ("switch") namespace, so
+# the machine's own network is never touched.
+#
+#   scripts/netns-cluster.sh test    # the end-to-end test (.ci/run calls it)
+#   scripts/netns-cluster.sh bench   # convergence and spawn round-trip figures
+#
+# Needs root, iproute2 and util-linux (unshare). Binaries come from
+# $NEFELE_BIN_DIR (default target/release; built if missing).
+#
+# Everything the cluster starts runs inside one fresh pid namespace: when the
+# script ends, for any reason, the kernel kills every agent, holder and tenant
+# process in it. The EXIT trap then removes the namespaces, the agents' cgroups
+# and the data directories, so nothing is left behind even when a check fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODE=${1:-test}
+HOSTS=4
+BIN_DIR=${NEFELE_BIN_DIR:-target/release}
+TAG="nfl$$"
+SWITCH="${TAG}sw"
+WORK=""
+
+say() { printf '[netns-cluster] %s\n' "$*" >&2; }
+fail() { say "FAIL: $*"; exit 1; }
+
+host_ns() { printf '%sh%d' "$TAG" "$1"; }
+host_ip() { printf '10.77.%d.%d' "$(( $$ % 200 ))" "$1"; }
+cgroup_name() { printf 'nefele-%s-h%d' "$TAG" "$1"; }
+
+cleanup() {
+    local status=$?
+    set +e
+    # The pid namespace is gone by now (its init was our child); give the kernel
+    # a moment to finish killing its members before removing their cgroups.
+    sleep 0.2
+    for i in $(seq 1 "$HOSTS"); do
+        for dir in /sys/fs/cgroup/*/"$(cgroup_name "$i")" /sys/fs/cgroup/"$(cgroup_name "$i")"; do
+            [ -d "$dir" ] || continue
+            find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null
+            [ -d "$dir" ] && say "warning: could not remove $dir"
+        done
+        ip netns del "$(host_ns "$i")" 2>/dev/null
+    done
+    ip netns del "$SWITCH" 2>/dev/null
+    [ -n "$WORK" ] && rm -rf "$WORK"
+    if [ "$status" -eq 0 ]; then say "cleaned up"; else say "cleaned up after a failure (exit $status)"; fi
+    exit "$status"
+}
+
+require() {
+    [ "$(id -u)" -eq 0 ] || { say "SKIP: needs root (network namespaces, cgroups)"; exit 0; }
+    command -v ip >/dev/null || { say "SKIP: needs iproute2 (ip)"; exit 0; }
+    command -v unshare >/dev/null || { say "SKIP: needs util-linux (unshare)"; exit 0; }
+    if [ ! -x "$BIN_DIR/nefeled" ] || [ ! -x "$BIN_DIR/nef" ]; then
+        say "building nefeled and nef into $BIN_DIR"
+        cargo build --release -p nefele-daemon -p nefele-cli >&2
+    fi
+}
+
+# A bridge in the switch namespace and one veth pair per host.
+make_network() {
+    ip netns add "$SWITCH"
+    ip -n "$SWITCH" link add br0 type bridge
+    ip -n "$SWITCH" link set br0 up
+    ip -n "$SWITCH" link set lo up
+    for i in $(seq 1 "$HOSTS"); do
+        local ns
+        ns=$(host_ns "$i")
+        ip netns add "$ns"
+        ip link add "${TAG}a$i" type veth peer name "${TAG}b$i"
+        ip link set "${TAG}a$i" netns "$ns"
+        ip link set "${TAG}b$i" netns "$SWITCH"
+        ip -n "$ns" link set "${TAG}a$i" name eth0
+        ip -n "$ns" addr add "$(host_ip "$i")/24" brd + dev eth0
+        ip -n "$ns" link set eth0 up
+        ip -n "$ns" link set lo up
+        ip -n "$SWITCH" link set "${TAG}b$i" master br0
+        ip -n "$SWITCH" link set "${TAG}b$i" up
+    done
+}
+
+if [ "${1:-}" != "__inner" ]; then
+    require
+    trap cleanup EXIT
+    WORK=$(mktemp -d /tmp/nefele-cluster.XXXXXX)
+    make_network
+    # The rest runs as init of a new pid namespace (see the header).
+    unshare --pid --fork --kill-child --mount-proc \
+        env TAG="$TAG" WORK="$WORK" BIN_DIR="$BIN_DIR" bash "$0" __inner "$MODE"
+    exit $?
+fi
+
+# ---- inside the pid namespace ------------------------------------------------
+MODE=$2
+NEFELED=$(realpath "$BIN_DIR/nefeled")
+NEF=$(realpath "$BIN_DIR/nef")
+KEY="$WORK/cluster.key"
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$KEY"
+declare -A AGENT_PID
+
+# nef as a client of host $1's agent. The API is a Unix socket, a file: no need
+# to enter the host's network namespace to reach it.
+nef_on() {
+    local i=$1
+    shift
+    "$NEF" --socket "$WORK/h$i/api.sock" --token test-token "$@"
+}
+
+write_config() {
+    local i=$1 seeds="" j
+    for j in $(seq 1 "$HOSTS"); do seeds+="\"$(host_ip "$j"):7946\", "; done
+    mkdir -p "$WORK/h$i"
+    cat >"$WORK/h$i/nefeled.toml" <<EOF
+# nefeled config of host $i (written by scripts/netns-cluster.sh)
+listen = "$(host_ip "$i"):7946"
+data_dir = "$WORK/h$i/data"
+cluster_key_file = "$KEY"
+api_socket = "$WORK/h$i/api.sock"
+cgroup_name = "$(cgroup_name "$i")"
+
+[discovery]
+seeds = [${seeds%, }]
+
+[resources]
+cpu_millicores = 1000
+memory_bytes = 1073741824
+
+[[tenant]]
+name = "test"
+id = 1
+tokens = ["test-token"]
+EOF
+}
+
+start_agent() {
+    local i=$1
+    ip netns exec "$(host_ns "$i")" "$NEFELED" --config "$WORK/h$i/nefeled.toml" \
+        >"$WORK/h$i/nefeled.log" 2>&1 &
+    AGENT_PID[$i]=$!
+}
+
+now_ms() { date +%s%3N; }
+
+# Waits until host $1's agent shows one top group with all $2 agents; prints the ms it took.
+wait_converged() {
+    local i=$1 want=$2 start deadline
+    start=$(now_ms)
+    deadline=$(( start + 20000 ))
+    while [ "$(now_ms)" -lt "$deadline" ]; do
+        if [ -S "$WORK/h$i/api.sock" ] \
+            && [ "$(nef_on "$i" members --json 2>/dev/null | top_group_size)" = "$want" ]; then
+            echo $(( $(now_ms) - start ))
+            return 0
+        fi
+        sleep 0.02
+    done
+    nef_on "$i" members >&2 || true
+    return 1
+}
+
+# The size of the top group in `nef members --json` (the last group listed).
+top_group_size() {
+    python3 -c 'import json,sys; v=json.load(sys.stdin); print(len(v["groups"][-1]["members"]) if v["groups"] else 0)'
+}
+
+dump_logs() {
+    for i in $(seq 1 "$HOSTS"); do
+        say "---- nefeled log of host $i (last 30 lines)"
+        tail -n 30 "$WORK/h$i/nefeled.log" >&2 || true
+    done
+}
+trap 'status=$?; [ $status -ne 0 ] && dump_logs; exit $status' EXIT
+
+boot_cluster() {
+    for i in $(seq 1 "$HOSTS"); do write_config "$i"; done
+    for i in $(seq 1 "$HOSTS"); do start_agent "$i"; done
+    local ms
+    ms=$(wait_converged 1 "$HOSTS") || fail "no top group of $HOSTS within 20 s"
+    say "one top group of $HOSTS after ${ms} ms"
+    echo "$ms"
+}
+
+run_test() {
+    boot_cluster >/dev/null
+    nef_on 1 members >&2
+
+    say "spawning 8 sleepers from host 1"
+    local pids
+    pids=$(nef_on 1 spawn -n 8 --cpu 500m -- /bin/sleep 30) || fail "nef spawn failed"
+    [ "$(wc -l <<<"$pids")" -eq 8 ] || fail "expected 8 pids, got: $pids"
+
+    say "listing from host 3"
+    local ps_json hosts
+    ps_json=$(nef_on 3 ps --json) || fail "nef ps failed"
+    nef_on 3 ps >&2
+    for pid in $pids; do
+        grep -q "$pid" <<<"$ps_json" || fail "pid $pid missing from ps on host 3"
+    done
+    hosts=$(python3 -c 'import json,sys; v=json.load(sys.stdin); print(len({p["host"] for p in v["processes"] if p["state"]=="Running"}))' <<<"$ps_json")
+    [ "$hosts" -ge 2 ] || fail "8 processes of 500m on hosts of 1000m should span hosts, got $hosts"
+
+    # Kill the agent of a host that runs some of them.
+    local victim victim_node
+    victim_node=$(python3 -c 'import json,sys; v=json.load(sys.stdin); print(sorted({p["host"] for p in v["processes"]})[-1])' <<<"$ps_json")
+    for i in $(seq 1 "$HOSTS"); do
+        [ "$(nef_on "$i" members --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["node"])')" = "$victim_node" ] && victim=$i
+    done
+    [ -n "${victim:-}" ] && [ "$victim" != 3 ] || fail "could not find a victim host other than 3 (node $victim_node)"
+    say "SIGKILL to the agent of host $victim (node $victim_node)"
+    kill -KILL "${AGENT_PID[$victim]}"
+
+    local deadline lost running
+    deadline=$(( $(now_ms) + 20000 ))
+    while :; do
+        ps_json=$(nef_on 3 ps --json) || fail "nef ps failed after the kill"
+        lost=$(python3 -c 'import json,sys; v=json.load(sys.stdin); print(sum(1 for p in v["processes"] if p["state"]=="Lost"))' <<<"$ps_json")
+        running=$(python3 -c 'import json,sys; v=json.load(sys.stdin); print(sum(1 for p in v["processes"] if p["state"]=="Running"))' <<<"$ps_json")
+        [ $(( lost + running )) -eq 8 ] && [ "$lost" -ge 1 ] && break
+        [ "$(now_ms)" -lt "$deadline" ] || { nef_on 3 ps >&2; fail "expected the dead host's processes lost and the rest running (lost=$lost running=$running)"; }
+        sleep 0.2
+    done
+    nef_on 3 ps >&2
+    say "after the kill: $lost lost, $running still running"
+    say "PASS"
+}
+
+# Prints p50 of a list of numbers on stdin.
+p50() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+run_bench() {
+    local converge
+    converge=$(boot_cluster)
+    echo "convergence_ms=$converge"
+    local i t0 samples=""
+    for i in $(seq 1 50); do
+        t0=$(now_ms)
+        nef_on 1 spawn --cpu 10m -- /bin/true >/dev/null || fail "spawn failed"
+        samples+="$(( $(now_ms) - t0 ))"$'\n'
+    done
+    echo "spawn_roundtrip_p50_ms=$(printf '%s' "$samples" | p50) (50 runs of nef spawn, process start included)"
+    t0=$(now_ms)
+    nef_on 1 spawn -n 100 --cpu 10m -- /bin/true >/dev/null || fail "n_spawn failed"
+    echo "n_spawn_100_ms=$(( $(now_ms) - t0 ))"
+}
+
+case "$MODE" in
+    test) run_test ;;
+    bench) run_bench ;;
+    *) fail "unknown mode $MODE (test or bench)" ;;
+esac
