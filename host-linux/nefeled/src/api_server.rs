@@ -1,0 +1,289 @@
+//! The local API server: `nefele::proto` over a Unix stream socket.
+//!
+//! One task per connection. The first frame must be `Hello`: the client is
+//! authenticated by its token, else by its uid (`SO_PEERCRED`) through the tenant
+//! table, and answered `Welcome` (or `Error`, then closed). Then every `Call` is
+//! answered by a `Reply` with the same id; calls run concurrently (a `Wait` does
+//! not hold up a `Ps`) and their replies go out through one writer task.
+//!
+//! Invariants: a malformed, oversized or out-of-order frame gets an
+//! `AgentFrame::Error` naming the problem and closes that connection only; the
+//! tenant of every call is the connection's, never the client's word; no frame
+//! larger than `MAX_REQUEST_BYTES` is ever allocated.
+
+use crate::handle::AgentHandle;
+use nefele::proto::{
+    self, AgentFrame, ClientFrame, ProtocolError, MAX_REPLY_BYTES, MAX_REQUEST_BYTES,
+    PROTOCOL_VERSION,
+};
+use nefele_core::ids::TenantId;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+/// How long a new connection may take to say `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many frames may wait for a connection's writer.
+const WRITE_QUEUE: usize = 256;
+
+/// Maps a connection's credentials to a tenant.
+pub trait Authenticator: Send + Sync + 'static {
+    /// The tenant `token` authenticates as.
+    fn by_token(&self, token: &str) -> Option<TenantId>;
+    /// The tenant the local `uid` maps to.
+    fn by_uid(&self, uid: u32) -> Option<TenantId>;
+}
+
+impl Authenticator for crate::config::Config {
+    fn by_token(&self, token: &str) -> Option<TenantId> {
+        self.tenant_by_token(token)
+    }
+    fn by_uid(&self, uid: u32) -> Option<TenantId> {
+        self.tenant_by_uid(uid)
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Another process answers on the socket.
+    #[error("{0}: another agent is listening on this socket")]
+    InUse(PathBuf),
+    /// The path exists and is not a socket.
+    #[error("{0}: exists and is not a socket; not removing it")]
+    NotASocket(PathBuf),
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+/// A bound API socket.
+#[derive(Debug)]
+pub struct ApiServer {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl ApiServer {
+    /// Binds `path` (mode 0666), replacing a stale socket file left by a dead agent.
+    pub async fn bind(path: &Path) -> Result<Self, ServeError> {
+        let io_err = |source| ServeError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io_err)?;
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if !meta.file_type().is_socket() => {
+                return Err(ServeError::NotASocket(path.to_owned()))
+            }
+            Ok(_) => {
+                if UnixStream::connect(path).await.is_ok() {
+                    return Err(ServeError::InUse(path.to_owned()));
+                }
+                std::fs::remove_file(path).map_err(io_err)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        let listener = UnixListener::bind(path).map_err(io_err)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(io_err)?;
+        Ok(ApiServer {
+            listener,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The socket's path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Accepts connections forever, each served by its own task.
+    pub async fn serve(self, agent: AgentHandle, auth: Arc<dyn Authenticator>) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve_connection(stream, agent.clone(), auth.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors, say: wait a little rather than spin.
+                    tracing::warn!(error = %e, "api accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// What a connection's writer task is asked to write.
+enum Outgoing {
+    Frame(AgentFrame),
+    /// Write this error, then close the connection.
+    Close(ProtocolError),
+}
+
+/// Why a frame could not be read.
+enum ReadError {
+    /// The client closed the connection (or it broke) between frames.
+    Closed,
+    /// The frame is bad; the client is told this.
+    Protocol(ProtocolError),
+}
+
+async fn read_frame(reader: &mut OwnedReadHalf) -> Result<ClientFrame, ReadError> {
+    let mut prefix = [0u8; 4];
+    reader
+        .read_exact(&mut prefix)
+        .await
+        .map_err(|_| ReadError::Closed)?;
+    let len = proto::check_len(prefix, MAX_REQUEST_BYTES).map_err(ReadError::Protocol)?;
+    let mut payload = vec![0u8; len];
+    reader.read_exact(&mut payload).await.map_err(|_| {
+        ReadError::Protocol(ProtocolError::Malformed(format!(
+            "connection ended inside a frame of {len} bytes"
+        )))
+    })?;
+    proto::decode(&payload, MAX_REQUEST_BYTES)
+        .map_err(|e| ReadError::Protocol(ProtocolError::Malformed(e.to_string())))
+}
+
+async fn write_frames(mut writer: OwnedWriteHalf, mut outgoing: mpsc::Receiver<Outgoing>) {
+    while let Some(out) = outgoing.recv().await {
+        let (frame, last) = match out {
+            Outgoing::Frame(f) => (f, false),
+            Outgoing::Close(e) => (AgentFrame::Error(e), true),
+        };
+        let bytes = match proto::encode(&frame, MAX_REPLY_BYTES) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "reply not encodable; closing the connection");
+                break;
+            }
+        };
+        if writer.write_all(&bytes).await.is_err() || last {
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// Authenticates a `Hello`: the token first, then the peer's uid.
+fn authenticate(
+    token: Option<&str>,
+    uid: u32,
+    auth: &dyn Authenticator,
+) -> Result<TenantId, ProtocolError> {
+    token
+        .and_then(|t| auth.by_token(t))
+        .or_else(|| auth.by_uid(uid))
+        .ok_or(ProtocolError::Unauthenticated { uid })
+}
+
+async fn serve_connection(stream: UnixStream, agent: AgentHandle, auth: Arc<dyn Authenticator>) {
+    // No credentials (never on Linux for a Unix socket) maps to no uid anyone configured.
+    let uid = stream.peer_cred().map_or(u32::MAX, |c| c.uid());
+    let (mut reader, writer) = stream.into_split();
+    let (out, outgoing) = mpsc::channel(WRITE_QUEUE);
+    let writer = tokio::spawn(write_frames(writer, outgoing));
+    if let Some(tenant) = greet(&mut reader, uid, &agent, &*auth, &out).await {
+        serve_calls(&mut reader, tenant, &agent, &out).await;
+    }
+    drop(out);
+    let _ = writer.await;
+}
+
+/// Reads and answers the `Hello`; the tenant if the connection is authenticated.
+async fn greet(
+    reader: &mut OwnedReadHalf,
+    uid: u32,
+    agent: &AgentHandle,
+    auth: &dyn Authenticator,
+    out: &mpsc::Sender<Outgoing>,
+) -> Option<TenantId> {
+    let verdict = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(reader)).await {
+        Err(_) => Err(ProtocolError::Unexpected(format!(
+            "no Hello within {HELLO_TIMEOUT:?}"
+        ))),
+        Ok(Err(ReadError::Closed)) => return None,
+        Ok(Err(ReadError::Protocol(e))) => Err(e),
+        Ok(Ok(ClientFrame::Call { id, .. })) => Err(ProtocolError::Unexpected(format!(
+            "call {id} before Hello"
+        ))),
+        Ok(Ok(ClientFrame::Hello { version, token })) => {
+            if version == PROTOCOL_VERSION {
+                authenticate(token.as_deref(), uid, auth)
+            } else {
+                Err(ProtocolError::Version {
+                    client: version,
+                    agent: PROTOCOL_VERSION,
+                })
+            }
+        }
+    };
+    match verdict {
+        Ok(tenant) => {
+            let welcome = AgentFrame::Welcome {
+                version: PROTOCOL_VERSION,
+                tenant,
+                node: agent.node(),
+            };
+            out.send(Outgoing::Frame(welcome)).await.ok()?;
+            Some(tenant)
+        }
+        Err(e) => {
+            tracing::info!(uid, error = %e, "api connection refused");
+            let _ = out.send(Outgoing::Close(e)).await;
+            None
+        }
+    }
+}
+
+/// Answers calls until the client leaves or sends something wrong.
+async fn serve_calls(
+    reader: &mut OwnedReadHalf,
+    tenant: TenantId,
+    agent: &AgentHandle,
+    out: &mpsc::Sender<Outgoing>,
+) {
+    // Dropping the set when the client leaves abandons its calls still waiting.
+    let mut calls = JoinSet::new();
+    loop {
+        let error = tokio::select! {
+            frame = read_frame(reader) => match frame {
+                Ok(ClientFrame::Call { id, call }) => {
+                    let (agent, out) = (agent.clone(), out.clone());
+                    calls.spawn(async move {
+                        let frame = match agent.call(tenant, call).await {
+                            Ok(reply) => Outgoing::Frame(AgentFrame::Reply { id, reply }),
+                            Err(_) => Outgoing::Close(ProtocolError::ShuttingDown),
+                        };
+                        let _ = out.send(frame).await;
+                    });
+                    continue;
+                }
+                Ok(ClientFrame::Hello { .. }) => ProtocolError::Unexpected("a second Hello".into()),
+                Err(ReadError::Protocol(e)) => e,
+                Err(ReadError::Closed) => return,
+            },
+            Some(_) = calls.join_next(), if !calls.is_empty() => continue,
+        };
+        tracing::info!(%tenant, error = %error, "api connection closed for a bad frame");
+        let _ = out.send(Outgoing::Close(error)).await;
+        return;
+    }
+}
