@@ -15,6 +15,11 @@
 //! introduction (a beacon without a frame), so a joiner learns the cluster's
 //! addresses without waiting for the next heartbeat.
 //!
+//! Datagrams get lost (and a seed may start after its joiners), so the driver
+//! repeats its last broadcast to every seed it has not heard from yet, every
+//! [`SEED_RETRY`], and introductions carry that last broadcast too: the agent
+//! introduced to learns of the sender at once, not at its next heartbeat.
+//!
 //! A beacon's UDP port is its sender's TCP listen port: a seed `ip:port` names both.
 
 use hmac::{Hmac, Mac};
@@ -33,6 +38,8 @@ pub const LABEL: &[u8] = b"nefele-beacon-v1";
 pub const TAG_LEN: usize = 32;
 /// The largest datagram sent or accepted (the largest UDP payload over IPv4).
 pub const MAX_DATAGRAM: usize = 65_507;
+/// How often the last broadcast is repeated to the seeds not heard from yet.
+pub const SEED_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// The most addresses one beacon carries.
 pub const PEERS_PER_BEACON: usize = 32;
 
@@ -279,6 +286,19 @@ impl BeaconSocket {
         };
         for addr in to {
             self.send_to(datagram, addr).await;
+        }
+    }
+
+    /// The seeds no agent in `book` listens at (none in broadcast mode), but `me`.
+    #[must_use]
+    pub fn unheard_seeds(&self, book: &AddressBook, me: SocketAddr) -> Vec<SocketAddr> {
+        match &self.targets {
+            Targets::Broadcast(_) => Vec::new(),
+            Targets::Seeds(seeds) => seeds
+                .iter()
+                .copied()
+                .filter(|s| *s != me && book.iter().all(|(_, a)| a != *s))
+                .collect(),
         }
     }
 

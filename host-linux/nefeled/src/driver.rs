@@ -15,7 +15,7 @@
 //! every pending call is answered or, when the driver stops, its caller learns
 //! that the runtime is gone (its reply channel is dropped).
 
-use crate::beacon::{AddressBook, Beacon, BeaconCodec, BeaconSocket, DropLog};
+use crate::beacon::{AddressBook, Beacon, BeaconCodec, BeaconSocket, DropLog, SEED_RETRY};
 use crate::handle::Request;
 use crate::host_link::HostLink;
 use nefele::proto::{Call, GroupView, Member, MembersView, Reply};
@@ -60,6 +60,8 @@ pub(crate) struct Driver {
     next_request: u64,
     stats: DriverStats,
     drop_log: DropLog,
+    /// The agent's last broadcast frame: repeated to unheard seeds, and in introductions.
+    last_broadcast: Option<Vec<u8>>,
     /// The groups (level, leader) last logged, to log changes only.
     groups_logged: Vec<(u8, NodeId)>,
 }
@@ -93,6 +95,7 @@ impl Driver {
             next_request: 0,
             stats: DriverStats::default(),
             drop_log: DropLog::new(Duration::from_secs(10)),
+            last_broadcast: None,
             groups_logged: Vec::new(),
         }
     }
@@ -110,6 +113,8 @@ impl Driver {
     pub(crate) async fn run(mut self) -> DriverStats {
         // The outputs of `Agent::new` (the boot announce) are still queued.
         self.drain().await;
+        let mut seed_retry = tokio::time::interval(SEED_RETRY);
+        seed_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (grace_end, done) = loop {
             let deadline = self.deadline();
             tokio::select! {
@@ -132,6 +137,7 @@ impl Driver {
                     None => break (Instant::now(), None),
                 },
                 () = sleep_until(deadline) => self.input(Input::Timeout),
+                _ = seed_retry.tick() => self.retry_seeds().await,
             }
             self.drain().await;
         };
@@ -258,10 +264,19 @@ impl Driver {
         sealed
     }
 
-    /// Tells the agent at `to` (a beacon socket) who we are and whom we know.
+    /// Tells the agent at `to` (a beacon socket) who we are and whom we know, with
+    /// our last broadcast so that its agent learns of ours at once.
     async fn introduce(&mut self, to: SocketAddr) {
-        if let Some(datagram) = self.own_beacon(None) {
+        if let Some(datagram) = self.own_beacon(self.last_broadcast.clone()) {
             self.beacons.send_to(&datagram, to).await;
+        }
+    }
+
+    /// Repeats the last broadcast to the seeds not heard from yet (lost datagrams,
+    /// seeds that started late).
+    async fn retry_seeds(&mut self) {
+        for seed in self.beacons.unheard_seeds(&self.book, self.listen) {
+            self.introduce(seed).await;
         }
     }
 
@@ -350,6 +365,7 @@ impl Driver {
                 },
                 Output::Broadcast { envelope } => match codec::encode(&envelope, DEFAULT_MAX_FRAME) {
                     Ok(frame) => {
+                        self.last_broadcast = Some(frame.clone());
                         if let Some(datagram) = self.own_beacon(Some(frame)) {
                             self.beacons.send(&datagram, &self.book).await;
                         }
