@@ -287,3 +287,194 @@ async fn serve_calls(
         return;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handle::Request;
+    use nefele::proto::{Call, Reply};
+    use nefele_core::agent::ApiReply;
+    use nefele_core::ids::NodeId;
+    use nefele_core::placement::api::PsReply;
+
+    struct Tenants {
+        token: &'static str,
+        uid: Option<u32>,
+    }
+
+    impl Authenticator for Tenants {
+        fn by_token(&self, token: &str) -> Option<TenantId> {
+            (token == self.token).then_some(TenantId(1))
+        }
+        fn by_uid(&self, uid: u32) -> Option<TenantId> {
+            (Some(uid) == self.uid).then_some(TenantId(2))
+        }
+    }
+
+    /// A driver stand-in: answers `Ps` with the caller's tenant in `unanswered`,
+    /// never answers `Wait`.
+    fn fake_agent() -> AgentHandle {
+        let (tx, mut rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut waiting = Vec::new();
+            while let Some(request) = rx.recv().await {
+                if let Request::Call { tenant, call, reply } = request {
+                    match call {
+                        Call::Wait(_) => waiting.push(reply),
+                        _ => {
+                            let _ = reply.send(Reply::Api(ApiReply::Ps(PsReply {
+                                processes: vec![],
+                                unanswered: tenant.0,
+                            })));
+                        }
+                    }
+                }
+            }
+        });
+        AgentHandle::new(NodeId(9), tx)
+    }
+
+    async fn server(auth: Tenants) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        let server = ApiServer::bind(&path).await.unwrap();
+        tokio::spawn(server.serve(fake_agent(), Arc::new(auth)));
+        (dir, path)
+    }
+
+    async fn send_raw(s: &mut UnixStream, bytes: &[u8]) {
+        s.write_all(bytes).await.unwrap();
+    }
+
+    async fn send(s: &mut UnixStream, frame: &ClientFrame) {
+        send_raw(s, &proto::encode(frame, MAX_REQUEST_BYTES).unwrap()).await;
+    }
+
+    /// The next frame, or `None` once the agent has closed the connection.
+    async fn recv(s: &mut UnixStream) -> Option<AgentFrame> {
+        let mut prefix = [0u8; 4];
+        s.read_exact(&mut prefix).await.ok()?;
+        let len = proto::check_len(prefix, MAX_REPLY_BYTES).unwrap();
+        let mut payload = vec![0; len];
+        s.read_exact(&mut payload).await.unwrap();
+        Some(proto::decode(&payload, MAX_REPLY_BYTES).unwrap())
+    }
+
+    fn hello(token: Option<&str>) -> ClientFrame {
+        ClientFrame::Hello {
+            version: PROTOCOL_VERSION,
+            token: token.map(str::to_owned),
+        }
+    }
+
+    fn own_uid() -> u32 {
+        let (a, _b) = UnixStream::pair().unwrap();
+        a.peer_cred().unwrap().uid()
+    }
+
+    #[tokio::test]
+    async fn a_token_authenticates_and_calls_are_answered_by_id() {
+        let (_dir, path) = server(Tenants { token: "secret", uid: None }).await;
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        send(&mut s, &hello(Some("secret"))).await;
+        assert_eq!(
+            recv(&mut s).await,
+            Some(AgentFrame::Welcome { version: PROTOCOL_VERSION, tenant: TenantId(1), node: NodeId(9) })
+        );
+        send(&mut s, &ClientFrame::Call { id: 41, call: Call::Ps }).await;
+        let Some(AgentFrame::Reply { id: 41, reply: Reply::Api(ApiReply::Ps(ps)) }) = recv(&mut s).await else {
+            panic!("expected the reply to call 41")
+        };
+        assert_eq!(ps.unanswered, 1, "the call ran as the connection's tenant");
+    }
+
+    #[tokio::test]
+    async fn without_a_token_the_uid_decides() {
+        let (_dir, path) = server(Tenants { token: "secret", uid: Some(own_uid()) }).await;
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        send(&mut s, &hello(None)).await;
+        assert!(matches!(recv(&mut s).await, Some(AgentFrame::Welcome { tenant: TenantId(2), .. })));
+
+        let (_dir, path) = server(Tenants { token: "secret", uid: None }).await;
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        send(&mut s, &hello(Some("wrong"))).await;
+        assert_eq!(
+            recv(&mut s).await,
+            Some(AgentFrame::Error(ProtocolError::Unauthenticated { uid: own_uid() }))
+        );
+        assert_eq!(recv(&mut s).await, None, "closed after the refusal");
+    }
+
+    #[tokio::test]
+    async fn bad_frames_get_an_error_and_the_server_lives_on() {
+        let (_dir, path) = server(Tenants { token: "secret", uid: None }).await;
+        let cases: Vec<(Vec<Vec<u8>>, fn(&ProtocolError) -> bool)> = vec![
+            // Garbage payload.
+            (vec![vec![0, 0, 0, 3, 0xff, 0xff, 0xff]], |e| matches!(e, ProtocolError::Malformed(_))),
+            // A length prefix over the limit: refused before anything is read.
+            (vec![(MAX_REQUEST_BYTES + 1).to_be_bytes().to_vec()], |e| matches!(e, ProtocolError::TooLarge { .. })),
+            // A call before Hello.
+            (
+                vec![proto::encode(&ClientFrame::Call { id: 1, call: Call::Ps }, MAX_REQUEST_BYTES).unwrap()],
+                |e| matches!(e, ProtocolError::Unexpected(_)),
+            ),
+            // Another protocol version.
+            (
+                vec![proto::encode(&ClientFrame::Hello { version: 99, token: None }, MAX_REQUEST_BYTES).unwrap()],
+                |e| matches!(e, ProtocolError::Version { client: 99, .. }),
+            ),
+            // Hello twice.
+            (
+                vec![
+                    proto::encode(&hello(Some("secret")), MAX_REQUEST_BYTES).unwrap(),
+                    proto::encode(&hello(Some("secret")), MAX_REQUEST_BYTES).unwrap(),
+                ],
+                |e| matches!(e, ProtocolError::Unexpected(_)),
+            ),
+        ];
+        for (i, (frames, expected)) in cases.into_iter().enumerate() {
+            let mut s = UnixStream::connect(&path).await.unwrap();
+            for f in &frames {
+                send_raw(&mut s, f).await;
+            }
+            let mut last = None;
+            while let Some(frame) = recv(&mut s).await {
+                last = Some(frame);
+            }
+            let Some(AgentFrame::Error(e)) = last else {
+                panic!("case {i}: expected an error frame, got {last:?}")
+            };
+            assert!(expected(&e), "case {i}: {e}");
+        }
+        // The server still accepts and serves.
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        send(&mut s, &hello(Some("secret"))).await;
+        assert!(matches!(recv(&mut s).await, Some(AgentFrame::Welcome { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_pending_wait_does_not_hold_up_later_calls() {
+        let (_dir, path) = server(Tenants { token: "secret", uid: None }).await;
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        send(&mut s, &hello(Some("secret"))).await;
+        recv(&mut s).await.unwrap();
+        let pid = nefele_core::ids::Pid::new(NodeId(1), nefele_core::ids::Incarnation(1), 1);
+        send(&mut s, &ClientFrame::Call { id: 1, call: Call::Wait(pid) }).await;
+        send(&mut s, &ClientFrame::Call { id: 2, call: Call::Ps }).await;
+        assert!(matches!(recv(&mut s).await, Some(AgentFrame::Reply { id: 2, .. })));
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced_and_a_live_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let live = ApiServer::bind(&path).await.unwrap();
+        assert!(matches!(ApiServer::bind(&path).await, Err(ServeError::InUse(_))));
+        let mode = std::fs::metadata(live.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o666);
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        assert!(matches!(ApiServer::bind(&file).await, Err(ServeError::NotASocket(_))));
+    }
+}
