@@ -304,7 +304,12 @@ impl BeaconSocket {
 
     /// Sends `datagram` to one address.
     pub async fn send_to(&mut self, datagram: &[u8], addr: SocketAddr) {
-        if let Err(e) = self.socket.send_to(datagram, addr).await {
+        // madsim's `send_to` takes the address first; tokio's takes the bytes first.
+        #[cfg(not(madsim))]
+        let sent = self.socket.send_to(datagram, addr).await;
+        #[cfg(madsim)]
+        let sent = self.socket.send_to(addr, datagram).await;
+        if let Err(e) = sent {
             self.send_errors += 1;
             tracing::debug!(%addr, error = %e, "beacon not sent");
         }

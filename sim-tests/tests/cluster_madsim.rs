@@ -1,0 +1,317 @@
+//! Whole nefeled runtimes (transport, beacons, driver, SimHost) on madsim's
+//! simulated hosts and network: boot and federate, spawn across agents, a crash,
+//! a partition and its healing, a stranger with the wrong cluster key, and replay.
+//!
+//! `RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/madsim cargo test -p nefele-sim-tests --test cluster_madsim`
+//!
+//! Each scenario prints its seed; `MADSIM_TEST_SEED` is not used: the seed is fixed
+//! per test so that a failure replays as it is.
+
+#![cfg(madsim)]
+
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, NodeHandle, Runtime};
+use nefele::proto::{Call, MembersView, Reply};
+use nefele_core::agent::{ApiReply, Identity};
+use nefele_core::host::ProcSpec;
+use nefele_core::ids::{Incarnation, NodeId, TenantId};
+use nefele_core::placement::api::{ProcInfo, ProcState, PsReply};
+use nefele_transport_tcp::ClusterKey;
+use nefeled::beacon::Targets;
+use nefeled::config::ResourceOverride;
+use nefeled::{sim_host, AgentHandle, RuntimeConfig};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::{sleep, Instant};
+
+const PORT: u16 = 7600;
+const KEY: &[u8] = b"the madsim cluster key, 32 bytes";
+const TENANT: TenantId = TenantId(1);
+/// Each host fits four processes of the default demand (500 millicores).
+const CAPACITY: ResourceOverride = ResourceOverride {
+    cpu_millicores: 2000,
+    memory_bytes: 4 << 30,
+};
+
+fn addr(i: u32) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 1) as u8)), PORT)
+}
+
+/// One simulated server running one agent.
+struct Agent {
+    node: NodeId,
+    sim: NodeHandle,
+    handle: Arc<Mutex<Option<AgentHandle>>>,
+}
+
+impl Agent {
+    fn handle(&self) -> AgentHandle {
+        self.handle
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| panic!("{} has not started", self.node))
+    }
+
+    async fn call(&self, call: Call) -> Reply {
+        self.handle().call(TENANT, call).await.expect("agent alive")
+    }
+
+    async fn members(&self) -> MembersView {
+        match self.call(Call::Members).await {
+            Reply::Members(m) => m,
+            other => panic!("members answered {other:?}"),
+        }
+    }
+
+    async fn ps(&self) -> PsReply {
+        match self.call(Call::Ps).await {
+            Reply::Api(ApiReply::Ps(ps)) => ps,
+            other => panic!("ps answered {other:?}"),
+        }
+    }
+}
+
+/// Boots agent `i` (node id `i + 1`) with `key`, seeded with the first three agents.
+fn boot(i: u32, key: &'static [u8]) -> Agent {
+    let node = NodeId(i + 1);
+    let slot = Arc::new(Mutex::new(None));
+    let published = slot.clone();
+    let seeds: Vec<SocketAddr> = (0..3).map(addr).collect();
+    let sim = Handle::current()
+        .create_node()
+        .name(format!("agent-{}", node.0))
+        .ip(addr(i).ip())
+        .init(move || {
+            let (published, seeds) = (published.clone(), seeds.clone());
+            async move {
+                let config = RuntimeConfig {
+                    identity: Identity {
+                        node,
+                        incarnation: Incarnation(1),
+                    },
+                    listen: addr(i),
+                    beacons: Targets::Seeds(seeds),
+                    key: ClusterKey::new(key).unwrap(),
+                    agent: RuntimeConfig::agent_defaults(),
+                    rng_seed: u64::from(node.0),
+                };
+                let runtime = nefeled::start(config, sim_host::spawn(CAPACITY))
+                    .await
+                    .expect("runtime starts");
+                *published.lock().unwrap() = Some(runtime.handle.clone());
+                let _ = runtime.driver.await;
+            }
+        })
+        .build();
+    Agent {
+        node,
+        sim,
+        handle: slot,
+    }
+}
+
+async fn boot_cluster(n: u32) -> Vec<Agent> {
+    let agents: Vec<Agent> = (0..n).map(|i| boot(i, KEY)).collect();
+    // Let every node run its init before anyone is called.
+    sleep(Duration::from_millis(100)).await;
+    agents
+}
+
+/// Whether `views` (one per live agent) show one federation of exactly `expected`:
+/// one root for all, and level-0 groups that partition the agents and agree with
+/// each other.
+fn one_federation(views: &[MembersView], expected: &BTreeSet<NodeId>) -> Result<(), String> {
+    let roots: BTreeSet<_> = views.iter().map(|v| v.root).collect();
+    if roots.len() != 1 || roots.first().unwrap().is_none() {
+        return Err(format!("roots {roots:?}"));
+    }
+    let level0: BTreeMap<NodeId, Vec<NodeId>> = views
+        .iter()
+        .map(|v| {
+            let g = v.groups.first().map(|g| g.members.iter().map(|m| m.node).collect());
+            (v.node, g.unwrap_or_default())
+        })
+        .collect();
+    let mut covered = BTreeSet::new();
+    for (node, members) in &level0 {
+        if !members.contains(node) {
+            return Err(format!("{node} is in no level-0 group"));
+        }
+        for m in members {
+            if level0.get(m).is_some_and(|theirs| theirs != members) {
+                return Err(format!("{node} and {m} disagree on their level-0 group"));
+            }
+        }
+        covered.extend(members.iter().copied());
+    }
+    if &covered != expected {
+        return Err(format!("level-0 groups cover {covered:?}"));
+    }
+    Ok(())
+}
+
+/// Waits until the agents in `live` show one federation of themselves, within `bound`.
+/// Returns how long it took.
+async fn converge(agents: &[Agent], live: &[usize], bound: Duration) -> Duration {
+    let start = Instant::now();
+    let expected: BTreeSet<NodeId> = live.iter().map(|&i| agents[i].node).collect();
+    loop {
+        let mut views = Vec::new();
+        for &i in live {
+            views.push(agents[i].members().await);
+        }
+        match one_federation(&views, &expected) {
+            Ok(()) => return start.elapsed(),
+            Err(why) if start.elapsed() > bound => {
+                panic!("no single federation after {bound:?}: {why}\n{views:#?}")
+            }
+            Err(_) => sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+fn spec() -> ProcSpec {
+    ProcSpec {
+        path: "/srv/app".into(),
+        argv: vec!["app".into()],
+        ..ProcSpec::default()
+    }
+}
+
+/// Spawns `n` processes from `agents[from]`; the pids.
+async fn n_spawn(agents: &[Agent], from: usize, n: u32) -> Vec<nefele_core::ids::Pid> {
+    match agents[from].call(Call::NSpawn { n, spec: spec() }).await {
+        Reply::Api(ApiReply::Spawned(Ok(pids))) => pids,
+        other => panic!("n_spawn answered {other:?}"),
+    }
+}
+
+fn hosts(ps: &[ProcInfo]) -> BTreeSet<NodeId> {
+    ps.iter().map(|p| p.host).collect()
+}
+
+fn run<F: std::future::Future>(seed: u64, scenario: F) -> F::Output {
+    println!("madsim seed {seed}");
+    Runtime::with_seed_and_config(seed, madsim::Config::default()).block_on(scenario)
+}
+
+/// Boot, federation, a spawn larger than one host, `ps` from elsewhere: what was seen.
+async fn boot_and_spawn(n: u32) -> Vec<String> {
+    let agents = boot_cluster(n).await;
+    let all: Vec<usize> = (0..n as usize).collect();
+    let took = converge(&agents, &all, Duration::from_secs(60)).await;
+    let mut seen = vec![format!("federated after {took:?}")];
+
+    let pids = n_spawn(&agents, 0, 10).await;
+    assert_eq!(pids.len(), 10);
+    let ps = agents[n as usize - 1].ps().await;
+    assert_eq!(ps.processes.len(), 10, "{ps:#?}");
+    assert!(ps.processes.iter().all(|p| p.state == ProcState::Running), "{ps:#?}");
+    let on = hosts(&ps.processes);
+    assert!(on.len() >= 3, "10 processes of 4 per host need 3 hosts, got {on:?}");
+    seen.push(format!("pids {pids:?}"));
+    seen.push(format!("hosts {on:?}"));
+    for a in &agents {
+        let m = a.members().await;
+        seen.push(format!("{} root {:?} groups {:?}", a.node, m.root, m.groups));
+    }
+    seen
+}
+
+#[test]
+fn agents_federate_and_spawn_across_hosts() {
+    let seen = run(1, boot_and_spawn(20));
+    println!("{}", seen.join("\n"));
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let first = run(7, boot_and_spawn(8));
+    let second = run(7, boot_and_spawn(8));
+    assert_eq!(first, second);
+}
+
+#[test]
+fn a_crashed_agent_is_removed_and_the_rest_keep_working() {
+    run(3, async {
+        let agents = boot_cluster(8).await;
+        let all: Vec<usize> = (0..8).collect();
+        converge(&agents, &all, Duration::from_secs(60)).await;
+        n_spawn(&agents, 0, 12).await;
+        let before = agents[1].ps().await;
+        // Crash a host that runs some of them, other than the two we ask.
+        let victim = (2..8)
+            .find(|&i| hosts(&before.processes).contains(&agents[i].node))
+            .expect("12 processes of 4 per host span several hosts");
+        let dead = agents[victim].node;
+        Handle::current().kill(agents[victim].sim.id());
+
+        let live: Vec<usize> = all.iter().copied().filter(|&i| i != victim).collect();
+        converge(&agents, &live, Duration::from_secs(30)).await;
+        let after = agents[1].ps().await;
+        for p in &after.processes {
+            if p.host == dead {
+                assert_ne!(p.state, ProcState::Running, "a process of the dead host: {p:?}");
+            } else {
+                assert_eq!(p.state, ProcState::Running, "{p:?}");
+            }
+        }
+        let of_dead: Vec<_> = after.processes.iter().filter(|p| p.host == dead).map(|p| p.state).collect();
+        println!("after the crash of {dead}, ps shows its processes as {of_dead:?}");
+        let survivors = after.processes.iter().filter(|p| p.host != dead).count();
+        let expected = before.processes.iter().filter(|p| p.host != dead).count();
+        assert_eq!(survivors, expected, "{after:#?}");
+        // The survivors still place new work.
+        assert_eq!(n_spawn(&agents, 1, 2).await.len(), 2);
+    });
+}
+
+#[test]
+fn a_partition_heals_into_one_federation() {
+    run(5, async {
+        let agents = boot_cluster(10).await;
+        let all: Vec<usize> = (0..10).collect();
+        converge(&agents, &all, Duration::from_secs(60)).await;
+        let net = NetSim::current();
+        let (left, right) = all.split_at(5);
+        for &a in left {
+            for &b in right {
+                net.clog_link(agents[a].sim.id(), agents[b].sim.id());
+                net.clog_link(agents[b].sim.id(), agents[a].sim.id());
+            }
+        }
+        // Each side repairs into a federation of its own.
+        converge(&agents, left, Duration::from_secs(30)).await;
+        converge(&agents, right, Duration::from_secs(30)).await;
+        for &a in left {
+            for &b in right {
+                net.unclog_link(agents[a].sim.id(), agents[b].sim.id());
+                net.unclog_link(agents[b].sim.id(), agents[a].sim.id());
+            }
+        }
+        converge(&agents, &all, Duration::from_secs(60)).await;
+    });
+}
+
+#[test]
+fn an_agent_with_the_wrong_key_never_joins() {
+    run(11, async {
+        let mut agents = boot_cluster(6).await;
+        agents.push(boot(6, b"not the cluster key, but as long"));
+        let good: Vec<usize> = (0..6).collect();
+        converge(&agents, &good, Duration::from_secs(60)).await;
+        // Give the stranger time to try, then check nobody took it in.
+        sleep(Duration::from_secs(20)).await;
+        converge(&agents, &good, Duration::from_secs(1)).await;
+        let stranger = agents[6].members().await;
+        let alone: Vec<NodeId> = stranger
+            .groups
+            .iter()
+            .flat_map(|g| g.members.iter().map(|m| m.node))
+            .collect();
+        assert!(alone.iter().all(|&n| n == agents[6].node), "{stranger:#?}");
+    });
+}
