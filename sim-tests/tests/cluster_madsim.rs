@@ -36,7 +36,10 @@ const CAPACITY: ResourceOverride = ResourceOverride {
 };
 
 fn addr(i: u32) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 1) as u8)), PORT)
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 1) as u8)),
+        PORT,
+    )
 }
 
 /// One simulated server running one agent.
@@ -131,7 +134,10 @@ fn one_federation(views: &[MembersView], expected: &BTreeSet<NodeId>) -> Result<
     let level0: BTreeMap<NodeId, Vec<NodeId>> = views
         .iter()
         .map(|v| {
-            let g = v.groups.first().map(|g| g.members.iter().map(|m| m.node).collect());
+            let g = v
+                .groups
+                .first()
+                .map(|g| g.members.iter().map(|m| m.node).collect());
             (v.node, g.unwrap_or_default())
         })
         .collect();
@@ -209,14 +215,23 @@ async fn boot_and_spawn(n: u32) -> Vec<String> {
     assert_eq!(pids.len(), 10);
     let ps = agents[n as usize - 1].ps().await;
     assert_eq!(ps.processes.len(), 10, "{ps:#?}");
-    assert!(ps.processes.iter().all(|p| p.state == ProcState::Running), "{ps:#?}");
+    assert!(
+        ps.processes.iter().all(|p| p.state == ProcState::Running),
+        "{ps:#?}"
+    );
     let on = hosts(&ps.processes);
-    assert!(on.len() >= 3, "10 processes of 4 per host need 3 hosts, got {on:?}");
+    assert!(
+        on.len() >= 3,
+        "10 processes of 4 per host need 3 hosts, got {on:?}"
+    );
     seen.push(format!("pids {pids:?}"));
     seen.push(format!("hosts {on:?}"));
     for a in &agents {
         let m = a.members().await;
-        seen.push(format!("{} root {:?} groups {:?}", a.node, m.root, m.groups));
+        seen.push(format!(
+            "{} root {:?} groups {:?}",
+            a.node, m.root, m.groups
+        ));
     }
     seen
 }
@@ -254,12 +269,21 @@ fn a_crashed_agent_is_removed_and_the_rest_keep_working() {
         let after = agents[1].ps().await;
         for p in &after.processes {
             if p.host == dead {
-                assert_ne!(p.state, ProcState::Running, "a process of the dead host: {p:?}");
+                assert_ne!(
+                    p.state,
+                    ProcState::Running,
+                    "a process of the dead host: {p:?}"
+                );
             } else {
                 assert_eq!(p.state, ProcState::Running, "{p:?}");
             }
         }
-        let of_dead: Vec<_> = after.processes.iter().filter(|p| p.host == dead).map(|p| p.state).collect();
+        let of_dead: Vec<_> = after
+            .processes
+            .iter()
+            .filter(|p| p.host == dead)
+            .map(|p| p.state)
+            .collect();
         println!("after the crash of {dead}, ps shows its processes as {of_dead:?}");
         let survivors = after.processes.iter().filter(|p| p.host != dead).count();
         let expected = before.processes.iter().filter(|p| p.host != dead).count();

@@ -221,9 +221,9 @@ async fn greet(
         ))),
         Ok(Err(ReadError::Closed)) => return None,
         Ok(Err(ReadError::Protocol(e))) => Err(e),
-        Ok(Ok(ClientFrame::Call { id, .. })) => Err(ProtocolError::Unexpected(format!(
-            "call {id} before Hello"
-        ))),
+        Ok(Ok(ClientFrame::Call { id, .. })) => {
+            Err(ProtocolError::Unexpected(format!("call {id} before Hello")))
+        }
         Ok(Ok(ClientFrame::Hello { version, token })) => {
             if version == PROTOCOL_VERSION {
                 authenticate(token.as_deref(), uid, auth)
@@ -318,7 +318,12 @@ mod tests {
         tokio::spawn(async move {
             let mut waiting = Vec::new();
             while let Some(request) = rx.recv().await {
-                if let Request::Call { tenant, call, reply } = request {
+                if let Request::Call {
+                    tenant,
+                    call,
+                    reply,
+                } = request
+                {
                     match call {
                         Call::Wait(_) => waiting.push(reply),
                         _ => {
@@ -374,15 +379,34 @@ mod tests {
 
     #[tokio::test]
     async fn a_token_authenticates_and_calls_are_answered_by_id() {
-        let (_dir, path) = server(Tenants { token: "secret", uid: None }).await;
+        let (_dir, path) = server(Tenants {
+            token: "secret",
+            uid: None,
+        })
+        .await;
         let mut s = UnixStream::connect(&path).await.unwrap();
         send(&mut s, &hello(Some("secret"))).await;
         assert_eq!(
             recv(&mut s).await,
-            Some(AgentFrame::Welcome { version: PROTOCOL_VERSION, tenant: TenantId(1), node: NodeId(9) })
+            Some(AgentFrame::Welcome {
+                version: PROTOCOL_VERSION,
+                tenant: TenantId(1),
+                node: NodeId(9)
+            })
         );
-        send(&mut s, &ClientFrame::Call { id: 41, call: Call::Ps }).await;
-        let Some(AgentFrame::Reply { id: 41, reply: Reply::Api(ApiReply::Ps(ps)) }) = recv(&mut s).await else {
+        send(
+            &mut s,
+            &ClientFrame::Call {
+                id: 41,
+                call: Call::Ps,
+            },
+        )
+        .await;
+        let Some(AgentFrame::Reply {
+            id: 41,
+            reply: Reply::Api(ApiReply::Ps(ps)),
+        }) = recv(&mut s).await
+        else {
             panic!("expected the reply to call 41")
         };
         assert_eq!(ps.unanswered, 1, "the call ran as the connection's tenant");
@@ -390,37 +414,77 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_token_the_uid_decides() {
-        let (_dir, path) = server(Tenants { token: "secret", uid: Some(own_uid()) }).await;
+        let (_dir, path) = server(Tenants {
+            token: "secret",
+            uid: Some(own_uid()),
+        })
+        .await;
         let mut s = UnixStream::connect(&path).await.unwrap();
         send(&mut s, &hello(None)).await;
-        assert!(matches!(recv(&mut s).await, Some(AgentFrame::Welcome { tenant: TenantId(2), .. })));
+        assert!(matches!(
+            recv(&mut s).await,
+            Some(AgentFrame::Welcome {
+                tenant: TenantId(2),
+                ..
+            })
+        ));
 
-        let (_dir, path) = server(Tenants { token: "secret", uid: None }).await;
+        let (_dir, path) = server(Tenants {
+            token: "secret",
+            uid: None,
+        })
+        .await;
         let mut s = UnixStream::connect(&path).await.unwrap();
         send(&mut s, &hello(Some("wrong"))).await;
         assert_eq!(
             recv(&mut s).await,
-            Some(AgentFrame::Error(ProtocolError::Unauthenticated { uid: own_uid() }))
+            Some(AgentFrame::Error(ProtocolError::Unauthenticated {
+                uid: own_uid()
+            }))
         );
         assert_eq!(recv(&mut s).await, None, "closed after the refusal");
     }
 
     #[tokio::test]
     async fn bad_frames_get_an_error_and_the_server_lives_on() {
-        let (_dir, path) = server(Tenants { token: "secret", uid: None }).await;
-        let cases: Vec<(Vec<Vec<u8>>, fn(&ProtocolError) -> bool)> = vec![
+        let (_dir, path) = server(Tenants {
+            token: "secret",
+            uid: None,
+        })
+        .await;
+        /// Frames a client sends, and the error it must get.
+        type Case = (Vec<Vec<u8>>, fn(&ProtocolError) -> bool);
+        let cases: Vec<Case> = vec![
             // Garbage payload.
-            (vec![vec![0, 0, 0, 3, 0xff, 0xff, 0xff]], |e| matches!(e, ProtocolError::Malformed(_))),
+            (vec![vec![0, 0, 0, 3, 0xff, 0xff, 0xff]], |e| {
+                matches!(e, ProtocolError::Malformed(_))
+            }),
             // A length prefix over the limit: refused before anything is read.
-            (vec![(MAX_REQUEST_BYTES + 1).to_be_bytes().to_vec()], |e| matches!(e, ProtocolError::TooLarge { .. })),
+            (vec![(MAX_REQUEST_BYTES + 1).to_be_bytes().to_vec()], |e| {
+                matches!(e, ProtocolError::TooLarge { .. })
+            }),
             // A call before Hello.
             (
-                vec![proto::encode(&ClientFrame::Call { id: 1, call: Call::Ps }, MAX_REQUEST_BYTES).unwrap()],
+                vec![proto::encode(
+                    &ClientFrame::Call {
+                        id: 1,
+                        call: Call::Ps,
+                    },
+                    MAX_REQUEST_BYTES,
+                )
+                .unwrap()],
                 |e| matches!(e, ProtocolError::Unexpected(_)),
             ),
             // Another protocol version.
             (
-                vec![proto::encode(&ClientFrame::Hello { version: 99, token: None }, MAX_REQUEST_BYTES).unwrap()],
+                vec![proto::encode(
+                    &ClientFrame::Hello {
+                        version: 99,
+                        token: None,
+                    },
+                    MAX_REQUEST_BYTES,
+                )
+                .unwrap()],
                 |e| matches!(e, ProtocolError::Version { client: 99, .. }),
             ),
             // Hello twice.
@@ -449,19 +513,43 @@ mod tests {
         // The server still accepts and serves.
         let mut s = UnixStream::connect(&path).await.unwrap();
         send(&mut s, &hello(Some("secret"))).await;
-        assert!(matches!(recv(&mut s).await, Some(AgentFrame::Welcome { .. })));
+        assert!(matches!(
+            recv(&mut s).await,
+            Some(AgentFrame::Welcome { .. })
+        ));
     }
 
     #[tokio::test]
     async fn a_pending_wait_does_not_hold_up_later_calls() {
-        let (_dir, path) = server(Tenants { token: "secret", uid: None }).await;
+        let (_dir, path) = server(Tenants {
+            token: "secret",
+            uid: None,
+        })
+        .await;
         let mut s = UnixStream::connect(&path).await.unwrap();
         send(&mut s, &hello(Some("secret"))).await;
         recv(&mut s).await.unwrap();
         let pid = nefele_core::ids::Pid::new(NodeId(1), nefele_core::ids::Incarnation(1), 1);
-        send(&mut s, &ClientFrame::Call { id: 1, call: Call::Wait(pid) }).await;
-        send(&mut s, &ClientFrame::Call { id: 2, call: Call::Ps }).await;
-        assert!(matches!(recv(&mut s).await, Some(AgentFrame::Reply { id: 2, .. })));
+        send(
+            &mut s,
+            &ClientFrame::Call {
+                id: 1,
+                call: Call::Wait(pid),
+            },
+        )
+        .await;
+        send(
+            &mut s,
+            &ClientFrame::Call {
+                id: 2,
+                call: Call::Ps,
+            },
+        )
+        .await;
+        assert!(matches!(
+            recv(&mut s).await,
+            Some(AgentFrame::Reply { id: 2, .. })
+        ));
     }
 
     #[tokio::test]
@@ -470,11 +558,17 @@ mod tests {
         let path = dir.path().join("api.sock");
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         let live = ApiServer::bind(&path).await.unwrap();
-        assert!(matches!(ApiServer::bind(&path).await, Err(ServeError::InUse(_))));
+        assert!(matches!(
+            ApiServer::bind(&path).await,
+            Err(ServeError::InUse(_))
+        ));
         let mode = std::fs::metadata(live.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o666);
         let file = dir.path().join("file");
         std::fs::write(&file, "x").unwrap();
-        assert!(matches!(ApiServer::bind(&file).await, Err(ServeError::NotASocket(_))));
+        assert!(matches!(
+            ApiServer::bind(&file).await,
+            Err(ServeError::NotASocket(_))
+        ));
     }
 }

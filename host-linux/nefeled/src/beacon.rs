@@ -179,7 +179,9 @@ impl AddressBook {
 
     /// Up to [`PEERS_PER_BEACON`] entries, continuing where the last sample stopped.
     pub fn sample(&mut self) -> Vec<(NodeId, SocketAddr)> {
-        let start = self.cursor.map_or(NodeId(0), |c| NodeId(c.0.wrapping_add(1)));
+        let start = self
+            .cursor
+            .map_or(NodeId(0), |c| NodeId(c.0.wrapping_add(1)));
         let mut out: Vec<_> = self
             .addrs
             .range(start..)
@@ -219,7 +221,10 @@ impl DropLog {
     pub fn dropped(&mut self, from: SocketAddr, error: &BeaconError) {
         self.total += 1;
         let now = tokio::time::Instant::now();
-        if self.last.is_some_and(|l| now.duration_since(l) < self.every) {
+        if self
+            .last
+            .is_some_and(|l| now.duration_since(l) < self.every)
+        {
             self.suppressed += 1;
             return;
         }
@@ -278,7 +283,11 @@ impl BeaconSocket {
         let to: Vec<SocketAddr> = match &self.targets {
             Targets::Broadcast(addr) => vec![*addr],
             Targets::Seeds(seeds) => {
-                let mut all: Vec<SocketAddr> = seeds.iter().copied().chain(book.iter().map(|(_, a)| a)).collect();
+                let mut all: Vec<SocketAddr> = seeds
+                    .iter()
+                    .copied()
+                    .chain(book.iter().map(|(_, a)| a))
+                    .collect();
                 all.sort_unstable();
                 all.dedup();
                 all
@@ -385,7 +394,10 @@ mod tests {
     #[test]
     fn another_key_or_a_flipped_bit_is_refused() {
         let d = codec(KEY).seal(&beacon()).unwrap();
-        assert_eq!(codec(b"some other key, long enough").open(&d), Err(BeaconError::Mac));
+        assert_eq!(
+            codec(b"some other key, long enough").open(&d),
+            Err(BeaconError::Mac)
+        );
         for i in [MAGIC.len(), d.len() / 2, d.len() - 1] {
             let mut bad = d.clone();
             bad[i] ^= 1;
@@ -435,7 +447,10 @@ mod tests {
     fn samples_rotate_over_the_whole_book() {
         let mut book = AddressBook::new(NodeId(0));
         for i in 1..=(PEERS_PER_BEACON as u32 * 2 + 5) {
-            book.learn(NodeId(i), SocketAddr::from(([10, 0, 0, 1], 7000 + i as u16)));
+            book.learn(
+                NodeId(i),
+                SocketAddr::from(([10, 0, 0, 1], 7000 + i as u16)),
+            );
         }
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..3 {

@@ -233,8 +233,13 @@ fn invalid(origin: &str, field: impl Into<String>, problem: impl Into<String>) -
 }
 
 fn parse_addr(origin: &str, field: &str, text: &str) -> Result<SocketAddr, ConfigError> {
-    text.parse()
-        .map_err(|e| invalid(origin, field, format!("`{text}` is not an ip:port address ({e})")))
+    text.parse().map_err(|e| {
+        invalid(
+            origin,
+            field,
+            format!("`{text}` is not an ip:port address ({e})"),
+        )
+    })
 }
 
 impl Config {
@@ -245,7 +250,13 @@ impl Config {
         flags: Overrides,
     ) -> Result<Self, ConfigError> {
         let file_origin = path.map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
-        let pick = |flag: bool| if flag { COMMAND_LINE } else { file_origin.as_str() };
+        let pick = |flag: bool| {
+            if flag {
+                COMMAND_LINE
+            } else {
+                file_origin.as_str()
+            }
+        };
 
         let listen_origin = pick(flags.listen.is_some());
         let listen_text = flags
@@ -470,7 +481,10 @@ mod tests {
         let text = include_str!("../nefeled.example.toml");
         let config = resolve(text, Overrides::default()).unwrap();
         assert_eq!(config.tenants.len(), 2);
-        assert_eq!(config.tenant_by_token("alice-secret-token"), Some(TenantId(1)));
+        assert_eq!(
+            config.tenant_by_token("alice-secret-token"),
+            Some(TenantId(1))
+        );
         assert_eq!(config.tenant_by_uid(1001), Some(TenantId(2)));
         assert_eq!(config.tenant_by_uid(4242), None);
         assert!(matches!(config.discovery, Discovery::Seeds(ref s) if s.len() == 2));
@@ -513,15 +527,27 @@ mod tests {
 
     #[test]
     fn errors_name_the_file_the_field_and_the_problem() {
-        let e = error_of("listen = \"nowhere\"\ncluster_key_file = \"/k\"", Overrides::default());
-        assert!(e.starts_with("/etc/nefele/nefeled.toml: field `listen`"), "{e}");
+        let e = error_of(
+            "listen = \"nowhere\"\ncluster_key_file = \"/k\"",
+            Overrides::default(),
+        );
+        assert!(
+            e.starts_with("/etc/nefele/nefeled.toml: field `listen`"),
+            "{e}"
+        );
         assert!(e.contains("not an ip:port"), "{e}");
 
         let e = error_of("lisen = \"1.2.3.4:5\"", Overrides::default());
-        assert!(e.starts_with("/etc/nefele/nefeled.toml:") && e.contains("lisen"), "{e}");
+        assert!(
+            e.starts_with("/etc/nefele/nefeled.toml:") && e.contains("lisen"),
+            "{e}"
+        );
 
         let e = error_of("", Overrides::default());
-        assert!(e.contains("cluster_key_file") && e.contains("missing"), "{e}");
+        assert!(
+            e.contains("cluster_key_file") && e.contains("missing"),
+            "{e}"
+        );
 
         let e = error_of(
             &format!("{MINIMAL}\n[discovery]\nseeds = []\nbroadcast_interface = \"eth0\""),
@@ -529,7 +555,10 @@ mod tests {
         );
         assert!(e.contains("`discovery`") && e.contains("not both"), "{e}");
 
-        let e = error_of(&format!("{MINIMAL}\nlog_format = \"xml\""), Overrides::default());
+        let e = error_of(
+            &format!("{MINIMAL}\nlog_format = \"xml\""),
+            Overrides::default(),
+        );
         assert!(e.contains("`log_format`") && e.contains("xml"), "{e}");
     }
 
@@ -540,7 +569,10 @@ mod tests {
             ..Overrides::default()
         };
         let e = error_of(MINIMAL, flags);
-        assert!(e.starts_with("the command line: field `discovery.seeds`"), "{e}");
+        assert!(
+            e.starts_with("the command line: field `discovery.seeds`"),
+            "{e}"
+        );
         let flags = Overrides {
             cpu_millicores: Some(1000),
             ..Overrides::default()
@@ -554,10 +586,22 @@ mod tests {
             format!("[[tenant]]\nname = \"{name}\"\nid = {id}\ntokens = [\"{token}\"]\nuids = [{uid}]\n")
         };
         let cases = [
-            (tenant("a", 1, "x", 1) + &tenant("b", 1, "y", 2), "tenant[1].id"),
-            (tenant("a", 1, "x", 1) + &tenant("a", 2, "y", 2), "tenant[1].name"),
-            (tenant("a", 1, "x", 1) + &tenant("b", 2, "x", 2), "tenant[1].tokens"),
-            (tenant("a", 1, "x", 1) + &tenant("b", 2, "y", 1), "tenant[1].uids"),
+            (
+                tenant("a", 1, "x", 1) + &tenant("b", 1, "y", 2),
+                "tenant[1].id",
+            ),
+            (
+                tenant("a", 1, "x", 1) + &tenant("a", 2, "y", 2),
+                "tenant[1].name",
+            ),
+            (
+                tenant("a", 1, "x", 1) + &tenant("b", 2, "x", 2),
+                "tenant[1].tokens",
+            ),
+            (
+                tenant("a", 1, "x", 1) + &tenant("b", 2, "y", 1),
+                "tenant[1].uids",
+            ),
             (tenant("a", 1, "", 1), "tenant[0].tokens"),
         ];
         for (tenants, field) in cases {

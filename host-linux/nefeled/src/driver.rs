@@ -181,17 +181,19 @@ impl Driver {
 
     fn on_transport(&mut self, event: TransportEvent) {
         match event {
-            TransportEvent::Received { from, frame } => match codec::decode(&frame, DEFAULT_MAX_FRAME) {
-                Ok(envelope) if envelope.from == from => self.input(Input::Message(envelope)),
-                Ok(envelope) => {
-                    self.stats.bad_frames += 1;
-                    tracing::warn!(%from, claimed = %envelope.from, "frame claims another sender; dropped");
+            TransportEvent::Received { from, frame } => {
+                match codec::decode(&frame, DEFAULT_MAX_FRAME) {
+                    Ok(envelope) if envelope.from == from => self.input(Input::Message(envelope)),
+                    Ok(envelope) => {
+                        self.stats.bad_frames += 1;
+                        tracing::warn!(%from, claimed = %envelope.from, "frame claims another sender; dropped");
+                    }
+                    Err(e) => {
+                        self.stats.bad_frames += 1;
+                        tracing::warn!(%from, error = %e, "undecodable frame dropped");
+                    }
                 }
-                Err(e) => {
-                    self.stats.bad_frames += 1;
-                    tracing::warn!(%from, error = %e, "undecodable frame dropped");
-                }
-            },
+            }
             TransportEvent::PeerUp(peer) => tracing::debug!(%peer, "connected"),
             TransportEvent::PeerDown(peer) => tracing::debug!(%peer, "disconnected"),
         }
@@ -336,9 +338,13 @@ impl Driver {
                 }
             })
             .collect();
-        let root = seats
-            .last()
-            .map(|s| s.view().ancestors.last().copied().unwrap_or(s.view().leader));
+        let root = seats.last().map(|s| {
+            s.view()
+                .ancestors
+                .last()
+                .copied()
+                .unwrap_or(s.view().leader)
+        });
         MembersView {
             node: identity.node,
             incarnation: identity.incarnation,
@@ -351,19 +357,22 @@ impl Driver {
     async fn drain(&mut self) {
         while let Some(output) = self.agent.poll_output() {
             match output {
-                Output::Send { to, envelope } => match codec::encode(&envelope, DEFAULT_MAX_FRAME) {
-                    Ok(frame) => match self.transport.send(to, &frame) {
-                        Ok(()) => {}
-                        Err(TransportError::QueueFull(_)) => self.stats.queue_full += 1,
-                        Err(TransportError::UnknownPeer(_)) => {
-                            self.stats.unknown_peer += 1;
-                            tracing::debug!(%to, "no address for the agent yet; message dropped");
-                        }
-                        Err(e) => tracing::warn!(%to, error = %e, "message not sent"),
-                    },
-                    Err(e) => tracing::warn!(%to, error = %e, "message not encoded"),
-                },
-                Output::Broadcast { envelope } => match codec::encode(&envelope, DEFAULT_MAX_FRAME) {
+                Output::Send { to, envelope } => {
+                    match codec::encode(&envelope, DEFAULT_MAX_FRAME) {
+                        Ok(frame) => match self.transport.send(to, &frame) {
+                            Ok(()) => {}
+                            Err(TransportError::QueueFull(_)) => self.stats.queue_full += 1,
+                            Err(TransportError::UnknownPeer(_)) => {
+                                self.stats.unknown_peer += 1;
+                                tracing::debug!(%to, "no address for the agent yet; message dropped");
+                            }
+                            Err(e) => tracing::warn!(%to, error = %e, "message not sent"),
+                        },
+                        Err(e) => tracing::warn!(%to, error = %e, "message not encoded"),
+                    }
+                }
+                Output::Broadcast { envelope } => match codec::encode(&envelope, DEFAULT_MAX_FRAME)
+                {
                     Ok(frame) => {
                         self.last_broadcast = Some(frame.clone());
                         if let Some(datagram) = self.own_beacon(Some(frame)) {
@@ -404,7 +413,12 @@ impl Driver {
                 .iter()
                 .map(|s| {
                     let v = s.view();
-                    format!("L{} led by {} ({} members)", v.level, v.leader, v.members.len())
+                    format!(
+                        "L{} led by {} ({} members)",
+                        v.level,
+                        v.leader,
+                        v.members.len()
+                    )
                 })
                 .collect();
             tracing::info!(groups = ?shown, "federation groups changed");

@@ -62,7 +62,10 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> IdentityError + '_ {
 /// Reads the identity in `data_dir` (creating the directory if needed), takes
 /// `configured` as the node id when given (else the stored one, else a random
 /// one), bumps the incarnation, and makes the result durable before returning.
-pub fn load_and_bump(data_dir: &Path, configured: Option<NodeId>) -> Result<Identity, IdentityError> {
+pub fn load_and_bump(
+    data_dir: &Path,
+    configured: Option<NodeId>,
+) -> Result<Identity, IdentityError> {
     fs::create_dir_all(data_dir).map_err(io_error(data_dir))?;
     let path = data_dir.join(IDENTITY_FILE);
     let stored = match fs::read_to_string(&path) {

@@ -89,7 +89,8 @@ pub struct Runtime {
 pub async fn start(config: RuntimeConfig, host: HostLink) -> Result<Runtime, StartError> {
     config.agent.validate()?;
     let node = config.identity.node;
-    let transport = TcpTransport::bind(TcpConfig::new(node, config.listen, config.key.clone())).await?;
+    let transport =
+        TcpTransport::bind(TcpConfig::new(node, config.listen, config.key.clone())).await?;
     let local_addr = transport.local_addr();
     // Broadcasts reach only a socket bound to the unspecified address.
     let bind = match config.beacons {

@@ -248,23 +248,47 @@ mod tests {
         assert_eq!((r.cores, r.cpu_millicores), (2, 2000));
 
         let t0 = Instant::now();
-        link.commands.send(start(1, "/bin/sleep", &["sleep", "5"])).unwrap();
-        link.commands.send(start(2, "/bin/true", &["true"])).unwrap();
+        link.commands
+            .send(start(1, "/bin/sleep", &["sleep", "5"]))
+            .unwrap();
+        link.commands
+            .send(start(2, "/bin/true", &["true"]))
+            .unwrap();
         link.commands.send(start(3, "/srv/app", &["app"])).unwrap();
         link.commands.send(start(3, "/srv/app", &["app"])).unwrap();
         link.commands.send(start(4, "relative", &[])).unwrap();
-        assert_eq!(next_non_resources(&mut link).await, HostEvent::Started { pid: pid(1) });
-        assert_eq!(next_non_resources(&mut link).await, HostEvent::Started { pid: pid(2) });
+        assert_eq!(
+            next_non_resources(&mut link).await,
+            HostEvent::Started { pid: pid(1) }
+        );
+        assert_eq!(
+            next_non_resources(&mut link).await,
+            HostEvent::Started { pid: pid(2) }
+        );
         assert!(matches!(
             next_non_resources(&mut link).await,
-            HostEvent::Exited { status: ExitStatus::Code(0), .. }
+            HostEvent::Exited {
+                status: ExitStatus::Code(0),
+                ..
+            }
         ));
-        assert_eq!(next_non_resources(&mut link).await, HostEvent::Started { pid: pid(3) });
+        assert_eq!(
+            next_non_resources(&mut link).await,
+            HostEvent::Started { pid: pid(3) }
+        );
         assert!(matches!(
             next_non_resources(&mut link).await,
-            HostEvent::StartFailed { reason: StartFailure::InvalidSpec, .. }
+            HostEvent::StartFailed {
+                reason: StartFailure::InvalidSpec,
+                ..
+            }
         ));
-        let HostEvent::Exited { pid: p, status, usage } = next_non_resources(&mut link).await else {
+        let HostEvent::Exited {
+            pid: p,
+            status,
+            usage,
+        } = next_non_resources(&mut link).await
+        else {
             panic!("sleep should exit")
         };
         assert_eq!((p, status), (pid(1), ExitStatus::Code(0)));
@@ -272,17 +296,27 @@ mod tests {
         assert_eq!(t0.elapsed(), Duration::from_secs(5));
 
         link.commands
-            .send(HostCommand::Kill { pid: pid(3), signal: Signal::Terminate })
+            .send(HostCommand::Kill {
+                pid: pid(3),
+                signal: Signal::Terminate,
+            })
             .unwrap();
         assert!(matches!(
             next_non_resources(&mut link).await,
-            HostEvent::Exited { status: ExitStatus::Signaled(SIGTERM), .. }
+            HostEvent::Exited {
+                status: ExitStatus::Signaled(SIGTERM),
+                ..
+            }
         ));
     }
 
     #[test]
     fn bad_sleep_arguments_are_invalid_specs() {
-        for argv in [vec![], vec!["sleep".to_owned(), "-1".into()], vec!["s".into(), "x".into()]] {
+        for argv in [
+            vec![],
+            vec!["sleep".to_owned(), "-1".into()],
+            vec!["s".into(), "x".into()],
+        ] {
             let spec = ProcSpec {
                 path: "/bin/sleep".into(),
                 argv,

@@ -13,11 +13,11 @@ fn main() {}
 #[cfg(not(madsim))]
 mod daemon {
     use clap::Parser;
+    use nefele_transport_tcp::ClusterKey;
     use nefeled::api_server::ApiServer;
     use nefeled::beacon::{broadcast_address, Targets};
     use nefeled::config::{Config, Discovery, FileConfig, LogFormat, Overrides, ResourceOverride};
     use nefeled::{identity, linux_host, runtime, sim_host, RuntimeConfig};
-    use nefele_transport_tcp::ClusterKey;
     use std::net::SocketAddr;
     use std::path::PathBuf;
     use std::process::ExitCode;
@@ -138,7 +138,10 @@ mod daemon {
             return ExitCode::SUCCESS;
         }
         init_logs(config.log_format);
-        let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        let rt = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => rt,
             Err(e) => {
                 eprintln!("nefeled: cannot start the tokio runtime: {e}");
