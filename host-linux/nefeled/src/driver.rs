@@ -444,3 +444,130 @@ async fn sleep_until(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use super::*;
+    use crate::beacon::Targets;
+    use crate::host_link;
+    use nefele_core::agent::{AgentConfig, Identity};
+    use nefele_core::discovery::DiscoveryMsg;
+    use nefele_core::ids::Incarnation;
+    use nefele_core::wire::{Envelope, Message};
+    use nefele_transport_tcp::{ClusterKey, TcpConfig};
+
+    const KEY: &[u8] = b"the driver test key, long enough";
+
+    async fn driver() -> Driver {
+        let me = NodeId(1);
+        let key = ClusterKey::new(KEY).unwrap();
+        let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let transport = TcpTransport::bind(TcpConfig::new(me, loopback, key.clone()))
+            .await
+            .unwrap();
+        let listen = transport.local_addr();
+        let beacons = BeaconSocket::bind(listen, Targets::Seeds(vec![]))
+            .await
+            .unwrap();
+        let (host, _backend) = host_link::pair();
+        let (_tx, requests) = mpsc::channel(1);
+        let identity = Identity {
+            node: me,
+            incarnation: Incarnation(1),
+        };
+        Driver::new(Parts {
+            agent: Agent::new(AgentConfig::default(), identity, 1, Time::ZERO),
+            epoch: Instant::now(),
+            transport,
+            beacons,
+            codec: BeaconCodec::new(key),
+            listen,
+            host,
+            requests,
+        })
+    }
+
+    fn heartbeat_from(node: NodeId) -> Vec<u8> {
+        let envelope = Envelope {
+            from: node,
+            incarnation: Incarnation(3),
+            body: Message::Discovery(DiscoveryMsg::Heartbeat),
+        };
+        codec::encode(&envelope, DEFAULT_MAX_FRAME).unwrap()
+    }
+
+    fn beacon(sender: u32, frame: Option<Vec<u8>>) -> Beacon {
+        Beacon {
+            sender: NodeId(sender),
+            listen: SocketAddr::from(([127, 0, 0, 2], 7000 + sender as u16)),
+            peers: vec![(NodeId(40), SocketAddr::from(([127, 0, 0, 40], 7040)))],
+            frame,
+        }
+    }
+
+    fn neighbours(d: &Driver) -> Vec<NodeId> {
+        d.agent.discovery().neighbours().map(|(n, _)| n).collect()
+    }
+
+    #[tokio::test]
+    async fn a_beacon_with_a_bad_mac_teaches_nothing() {
+        let mut d = driver().await;
+        let stranger = BeaconCodec::new(ClusterKey::new(b"another cluster's key, long").unwrap());
+        let datagram = stranger
+            .seal(&beacon(2, Some(heartbeat_from(NodeId(2)))))
+            .unwrap();
+        let from = SocketAddr::from(([127, 0, 0, 2], 7002));
+        d.on_datagram(&datagram, from).await;
+        d.on_datagram(&[0xde, 0xad], from).await;
+        assert_eq!(d.book.iter().count(), 0);
+        assert!(neighbours(&d).is_empty());
+        assert_eq!(d.stats.bad_beacons, 2);
+    }
+
+    #[tokio::test]
+    async fn a_valid_beacon_teaches_addresses_and_feeds_the_agent() {
+        let mut d = driver().await;
+        let datagram = d
+            .codec
+            .seal(&beacon(2, Some(heartbeat_from(NodeId(2)))))
+            .unwrap();
+        d.on_datagram(&datagram, SocketAddr::from(([127, 0, 0, 2], 7002)))
+            .await;
+        assert_eq!(
+            d.book.addr(NodeId(2)),
+            Some("127.0.0.2:7002".parse().unwrap())
+        );
+        assert_eq!(
+            d.book.addr(NodeId(40)),
+            Some("127.0.0.40:7040".parse().unwrap())
+        );
+        assert_eq!(neighbours(&d), vec![NodeId(2)]);
+        assert_eq!(d.stats.bad_beacons, 0);
+    }
+
+    #[tokio::test]
+    async fn a_beacon_whose_frame_claims_another_sender_is_dropped() {
+        let mut d = driver().await;
+        for frame in [heartbeat_from(NodeId(5)), vec![1, 2, 3]] {
+            let datagram = d.codec.seal(&beacon(2, Some(frame))).unwrap();
+            d.on_datagram(&datagram, SocketAddr::from(([127, 0, 0, 2], 7002)))
+                .await;
+        }
+        assert!(neighbours(&d).is_empty());
+        assert_eq!(d.stats.bad_beacons, 2);
+    }
+
+    #[tokio::test]
+    async fn an_unspecified_listen_address_is_taken_from_the_datagram() {
+        let mut d = driver().await;
+        let mut b = beacon(2, None);
+        b.listen = "0.0.0.0:7002".parse().unwrap();
+        let datagram = d.codec.seal(&b).unwrap();
+        d.on_datagram(&datagram, SocketAddr::from(([127, 0, 0, 9], 7002)))
+            .await;
+        assert_eq!(
+            d.book.addr(NodeId(2)),
+            Some("127.0.0.9:7002".parse().unwrap())
+        );
+    }
+}
