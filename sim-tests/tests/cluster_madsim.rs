@@ -339,3 +339,28 @@ fn an_agent_with_the_wrong_key_never_joins() {
         assert!(alone.iter().all(|&n| n == agents[6].node), "{stranger:#?}");
     });
 }
+
+#[test]
+fn an_agent_that_leaves_is_out_before_failure_detection_would_notice() {
+    run(13, async {
+        let agents = boot_cluster(8).await;
+        let all: Vec<usize> = (0..8).collect();
+        converge(&agents, &all, Duration::from_secs(60)).await;
+        let detection = RuntimeConfig::agent_defaults().federations[0].detection_timeout();
+        // Agent n1 leads the level-0 group: its leave hands the group over.
+        let start = Instant::now();
+        agents[0]
+            .handle()
+            .shutdown(Duration::from_millis(500))
+            .await
+            .unwrap();
+        let live: Vec<usize> = (1..8).collect();
+        converge(
+            &agents,
+            &live,
+            detection.saturating_sub(start.elapsed()) / 2,
+        )
+        .await;
+        assert!(agents[0].handle().is_gone());
+    });
+}
