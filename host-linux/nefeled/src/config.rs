@@ -21,6 +21,8 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:7600";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/nefele";
 /// The API socket when neither the file nor a flag gives one.
 pub const DEFAULT_API_SOCKET: &str = "/run/nefele/nefeled.sock";
+/// The cgroup directory when neither the file nor a flag gives one.
+pub const DEFAULT_CGROUP_NAME: &str = "nefele";
 /// Where flags come from, in error messages.
 const COMMAND_LINE: &str = "the command line";
 
@@ -40,6 +42,9 @@ pub struct FileConfig {
     pub api_socket: Option<PathBuf>,
     /// `text` (default) or `json`.
     pub log_format: Option<String>,
+    /// The cgroup directory this agent's processes go under (default `nefele`); agents
+    /// sharing a machine (tests in network namespaces) need one each.
+    pub cgroup_name: Option<String>,
     /// How to find the other agents.
     pub discovery: Option<FileDiscovery>,
     /// Capacity to announce instead of the host's own (for tests).
@@ -102,6 +107,8 @@ pub struct Overrides {
     pub api_socket: Option<PathBuf>,
     /// `--log-format`.
     pub log_format: Option<String>,
+    /// `--cgroup-name`.
+    pub cgroup_name: Option<String>,
     /// `--seed` (repeatable); replaces the file's discovery.
     pub seeds: Vec<String>,
     /// `--broadcast-interface`; replaces the file's discovery.
@@ -171,6 +178,8 @@ pub struct Config {
     pub resources: Option<ResourceOverride>,
     /// The log format.
     pub log_format: LogFormat,
+    /// The cgroup directory of this agent's processes.
+    pub cgroup_name: String,
 }
 
 /// Why a configuration is refused.
@@ -324,6 +333,19 @@ impl Config {
             }
         }
 
+        let cgroup_origin = pick(flags.cgroup_name.is_some());
+        let cgroup_name = flags
+            .cgroup_name
+            .or(file.cgroup_name)
+            .unwrap_or_else(|| DEFAULT_CGROUP_NAME.to_owned());
+        if cgroup_name.is_empty() || cgroup_name.contains('/') || cgroup_name.starts_with('.') {
+            return Err(invalid(
+                cgroup_origin,
+                "cgroup_name",
+                format!("`{cgroup_name}` must be one non-empty path component"),
+            ));
+        }
+
         Ok(Config {
             node_id: flags.node_id.or(file.node_id).map(NodeId),
             listen,
@@ -340,6 +362,7 @@ impl Config {
             tenants: resolve_tenants(&file_origin, file.tenants)?,
             resources,
             log_format,
+            cgroup_name,
         })
     }
 

@@ -72,6 +72,9 @@ mod daemon {
         /// `text` or `json`.
         #[arg(long)]
         log_format: Option<String>,
+        /// The cgroup directory of this agent's processes (one per agent on a machine).
+        #[arg(long)]
+        cgroup_name: Option<String>,
         /// Announce this much cpu (with --memory-bytes).
         #[arg(long)]
         cpu_millicores: Option<u32>,
@@ -89,6 +92,7 @@ mod daemon {
                 cluster_key_file: self.cluster_key_file.clone(),
                 api_socket: self.api_socket.clone(),
                 log_format: self.log_format.clone(),
+                cgroup_name: self.cgroup_name.clone(),
                 seeds: self.seeds.clone(),
                 broadcast_interface: self.broadcast_interface.clone(),
                 broadcast_port: self.broadcast_port,
@@ -172,7 +176,10 @@ mod daemon {
         let host = if sim_host {
             sim_host::spawn(config.resources.unwrap_or(SIM_HOST_CAPACITY))
         } else {
-            let host_config = nefele_host_linux::Config::new(config.data_dir.join("host"));
+            let host_config = nefele_host_linux::Config {
+                cgroup_name: config.cgroup_name.clone(),
+                ..nefele_host_linux::Config::new(config.data_dir.join("host"))
+            };
             linux_host::spawn(host_config, config.resources).map_err(|e| e.to_string())?
         };
         let api = ApiServer::bind(&config.api_socket)
