@@ -425,6 +425,21 @@ mod tests {
         assert!(matches!(c.open(&signed), Err(BeaconError::Body(_))));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn opening_arbitrary_datagrams_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            let c = codec(KEY);
+            let _ = c.open(&bytes);
+            // The same bytes as a body under a valid tag reach the decoder itself.
+            let mut signed = MAGIC.to_vec();
+            signed.extend_from_slice(&bytes);
+            let mut mac = c.mac();
+            mac.update(&signed);
+            signed.extend_from_slice(&mac.finalize().into_bytes());
+            let _ = c.open(&signed);
+        }
+    }
+
     #[test]
     fn an_oversized_beacon_is_not_sealed() {
         let mut b = beacon();
