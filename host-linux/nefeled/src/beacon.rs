@@ -130,9 +130,17 @@ impl BeaconCodec {
         let mut mac = self.mac();
         mac.update(signed);
         mac.verify_slice(tag).map_err(|_| BeaconError::Mac)?;
-        options()
+        let beacon: Beacon = options()
             .deserialize(&signed[MAGIC.len()..])
-            .map_err(|e| BeaconError::Body(e.to_string()))
+            .map_err(|e| BeaconError::Body(e.to_string()))?;
+        // Each listed peer is dialed: a sender lists no more than its sample.
+        if beacon.peers.len() > PEERS_PER_BEACON {
+            return Err(BeaconError::Body(format!(
+                "{} peers listed, more than {PEERS_PER_BEACON}",
+                beacon.peers.len()
+            )));
+        }
+        Ok(beacon)
     }
 }
 
@@ -438,6 +446,19 @@ mod tests {
             signed.extend_from_slice(&mac.finalize().into_bytes());
             let _ = c.open(&signed);
         }
+    }
+
+    #[test]
+    fn a_beacon_listing_too_many_peers_is_refused() {
+        let mut b = beacon();
+        b.peers = (0..=PEERS_PER_BEACON as u32)
+            .map(|i| (NodeId(i), SocketAddr::from(([10, 0, 0, 1], 7000))))
+            .collect();
+        let c = codec(KEY);
+        assert!(matches!(
+            c.open(&c.seal(&b).unwrap()),
+            Err(BeaconError::Body(_))
+        ));
     }
 
     #[test]
