@@ -4,7 +4,8 @@
 //! It "runs" a process until it is killed, except: `/bin/true` exits 0 at once,
 //! `/bin/false` exits 1 at once, and `/bin/sleep N` exits 0 after N seconds on the
 //! tokio clock (madsim's virtual clock under `--cfg madsim`). A path that is
-//! empty or not absolute fails with `InvalidSpec`. Its capacity is the
+//! empty or not absolute fails with `InvalidSpec`. Every signal but 0 ends a
+//! process (reported as `Signaled`). Its capacity is the
 //! configured one; what it reports as committed is what running processes reserved.
 //!
 //! Invariants: `Start` is idempotent (a pid started once is never started again);
