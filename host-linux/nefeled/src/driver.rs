@@ -119,9 +119,10 @@ impl Driver {
             let deadline = self.deadline();
             tokio::select! {
                 event = self.transport.next_event() => self.on_transport(event),
-                datagram = self.beacons.incoming.recv() => {
-                    if let Some((bytes, from)) = datagram {
-                        self.on_datagram(&bytes, from).await;
+                datagram = self.beacons.incoming.recv(), if !self.beacons.incoming.is_closed() => {
+                    match datagram {
+                        Some((bytes, from)) => self.on_datagram(&bytes, from).await,
+                        None => tracing::error!("beacon receiver stopped; discovery is deaf"),
                     }
                 }
                 event = self.host.events.recv() => match event {
