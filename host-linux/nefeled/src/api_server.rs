@@ -32,6 +32,9 @@ use tokio::task::JoinSet;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many frames may wait for a connection's writer.
 const WRITE_QUEUE: usize = 256;
+/// How many calls of one connection may be in flight; past that, the server stops
+/// reading the connection until one is answered (backpressure, bounded memory).
+pub const MAX_CALLS_IN_FLIGHT: usize = 1024;
 
 /// Maps a connection's credentials to a tenant.
 pub trait Authenticator: Send + Sync + 'static {
@@ -263,24 +266,28 @@ async fn serve_calls(
     // Dropping the set when the client leaves abandons its calls still waiting.
     let mut calls = JoinSet::new();
     loop {
-        let error = tokio::select! {
-            frame = read_frame(reader) => match frame {
-                Ok(ClientFrame::Call { id, call }) => {
-                    let (agent, out) = (agent.clone(), out.clone());
-                    calls.spawn(async move {
-                        let frame = match agent.call(tenant, call).await {
-                            Ok(reply) => Outgoing::Frame(AgentFrame::Reply { id, reply }),
-                            Err(_) => Outgoing::Close(ProtocolError::ShuttingDown),
-                        };
-                        let _ = out.send(frame).await;
-                    });
-                    continue;
-                }
-                Ok(ClientFrame::Hello { .. }) => ProtocolError::Unexpected("a second Hello".into()),
-                Err(ReadError::Protocol(e)) => e,
-                Err(ReadError::Closed) => return,
-            },
-            Some(_) = calls.join_next(), if !calls.is_empty() => continue,
+        // Reading is never raced against anything: a frame half read and then
+        // dropped would desynchronise the stream.
+        while calls.try_join_next().is_some() {}
+        if calls.len() >= MAX_CALLS_IN_FLIGHT {
+            calls.join_next().await;
+            continue;
+        }
+        let error = match read_frame(reader).await {
+            Ok(ClientFrame::Call { id, call }) => {
+                let (agent, out) = (agent.clone(), out.clone());
+                calls.spawn(async move {
+                    let frame = match agent.call(tenant, call).await {
+                        Ok(reply) => Outgoing::Frame(AgentFrame::Reply { id, reply }),
+                        Err(_) => Outgoing::Close(ProtocolError::ShuttingDown),
+                    };
+                    let _ = out.send(frame).await;
+                });
+                continue;
+            }
+            Ok(ClientFrame::Hello { .. }) => ProtocolError::Unexpected("a second Hello".into()),
+            Err(ReadError::Protocol(e)) => e,
+            Err(ReadError::Closed) => return,
         };
         tracing::info!(%tenant, error = %error, "api connection closed for a bad frame");
         let _ = out.send(Outgoing::Close(error)).await;
@@ -546,6 +553,46 @@ mod tests {
             },
         )
         .await;
+        assert!(matches!(
+            recv(&mut s).await,
+            Some(AgentFrame::Reply { id: 2, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_call_answered_while_a_frame_is_half_read_does_not_break_the_stream() {
+        let (_dir, path) = server(Tenants {
+            token: "secret",
+            uid: None,
+        })
+        .await;
+        let mut s = UnixStream::connect(&path).await.unwrap();
+        send(&mut s, &hello(Some("secret"))).await;
+        recv(&mut s).await.unwrap();
+        send(
+            &mut s,
+            &ClientFrame::Call {
+                id: 1,
+                call: Call::Ps,
+            },
+        )
+        .await;
+        let second = proto::encode(
+            &ClientFrame::Call {
+                id: 2,
+                call: Call::Ps,
+            },
+            MAX_REQUEST_BYTES,
+        )
+        .unwrap();
+        // Half of the next frame's prefix, then a pause in which call 1 is answered.
+        send_raw(&mut s, &second[..2]).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        send_raw(&mut s, &second[2..]).await;
+        assert!(matches!(
+            recv(&mut s).await,
+            Some(AgentFrame::Reply { id: 1, .. })
+        ));
         assert!(matches!(
             recv(&mut s).await,
             Some(AgentFrame::Reply { id: 2, .. })
