@@ -589,14 +589,14 @@ mod tests {
         send_raw(&mut s, &second[..2]).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         send_raw(&mut s, &second[2..]).await;
-        assert!(matches!(
-            recv(&mut s).await,
-            Some(AgentFrame::Reply { id: 1, .. })
-        ));
-        assert!(matches!(
-            recv(&mut s).await,
-            Some(AgentFrame::Reply { id: 2, .. })
-        ));
+        // Before the fix the half-read prefix was lost and the server waited forever.
+        let replies = tokio::time::timeout(Duration::from_secs(5), async {
+            (recv(&mut s).await, recv(&mut s).await)
+        })
+        .await
+        .expect("both calls answered");
+        assert!(matches!(replies.0, Some(AgentFrame::Reply { id: 1, .. })));
+        assert!(matches!(replies.1, Some(AgentFrame::Reply { id: 2, .. })));
     }
 
     #[tokio::test]
