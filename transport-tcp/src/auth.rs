@@ -54,6 +54,13 @@ impl ClusterKey {
         Ok(ClusterKey(bytes.to_vec()))
     }
 
+    /// The secret's bytes, for other uses of the same key (e.g. authenticating
+    /// discovery beacons); callers must domain-separate their MACs with a label.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     fn mac(&self) -> Hmac<Sha256> {
         <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length")
     }

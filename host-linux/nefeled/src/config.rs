@@ -1,0 +1,641 @@
+//! The daemon's configuration: a TOML file, then command-line flags that override it.
+//!
+//! [`FileConfig`] is the file as written (every field optional, unknown fields
+//! refused so a typo is named); [`Overrides`] are the flags; [`Config::resolve`]
+//! merges the two and validates the result. Every error names where the value
+//! came from (the file's path, or "the command line"), the field and the problem.
+//! A resolved [`Config`] is valid: tenants have distinct ids, names, tokens and
+//! uids; discovery is exactly one of a seed list or a broadcast interface.
+//!
+//! See `nefeled.example.toml` next to this crate's `Cargo.toml` for the format.
+
+use nefele_core::ids::{NodeId, TenantId};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The agent listen address when neither the file nor a flag gives one.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7600";
+/// The data directory when neither the file nor a flag gives one.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/nefele";
+/// The API socket when neither the file nor a flag gives one.
+pub const DEFAULT_API_SOCKET: &str = "/run/nefele/nefeled.sock";
+/// The cgroup directory when neither the file nor a flag gives one.
+pub const DEFAULT_CGROUP_NAME: &str = "nefele";
+/// Where flags come from, in error messages.
+const COMMAND_LINE: &str = "the command line";
+
+/// The configuration file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// This agent's id; generated once and kept in the data directory when absent.
+    pub node_id: Option<u32>,
+    /// Where to listen for other agents (`ip:port`, TCP; beacons use the same port over UDP).
+    pub listen: Option<String>,
+    /// Where the identity and the host's state live.
+    pub data_dir: Option<PathBuf>,
+    /// A file holding the cluster's shared secret (at least 16 bytes).
+    pub cluster_key_file: Option<PathBuf>,
+    /// The Unix socket local clients connect to.
+    pub api_socket: Option<PathBuf>,
+    /// `text` (default) or `json`.
+    pub log_format: Option<String>,
+    /// The cgroup directory this agent's processes go under (default `nefele`); agents
+    /// sharing a machine (tests in network namespaces) need one each.
+    pub cgroup_name: Option<String>,
+    /// How to find the other agents.
+    pub discovery: Option<FileDiscovery>,
+    /// Capacity to announce instead of the host's own (for tests).
+    pub resources: Option<ResourceOverride>,
+    /// The tenants this agent serves.
+    #[serde(default, rename = "tenant")]
+    pub tenants: Vec<FileTenant>,
+}
+
+/// The `[discovery]` table: a seed list, or a broadcast interface.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDiscovery {
+    /// Agents to send beacons to (`ip:port` of their listen addresses).
+    pub seeds: Option<Vec<String>>,
+    /// The interface whose broadcast address beacons go to.
+    pub broadcast_interface: Option<String>,
+    /// The UDP port of broadcast beacons (default: the listen port).
+    pub broadcast_port: Option<u16>,
+}
+
+/// One `[[tenant]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTenant {
+    /// A name for people and logs.
+    pub name: String,
+    /// The tenant's id in the cluster (the same on every agent).
+    pub id: u32,
+    /// Tokens a client may present in its `Hello`.
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// Local uids mapped to this tenant when a client presents no token.
+    #[serde(default)]
+    pub uids: Vec<u32>,
+}
+
+/// A capacity override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceOverride {
+    /// Total cpu, in millicores.
+    pub cpu_millicores: u32,
+    /// Total memory, in bytes.
+    pub memory_bytes: u64,
+}
+
+/// Values given on the command line; each replaces the file's.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--node-id`.
+    pub node_id: Option<u32>,
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--cluster-key-file`.
+    pub cluster_key_file: Option<PathBuf>,
+    /// `--api-socket`.
+    pub api_socket: Option<PathBuf>,
+    /// `--log-format`.
+    pub log_format: Option<String>,
+    /// `--cgroup-name`.
+    pub cgroup_name: Option<String>,
+    /// `--seed` (repeatable); replaces the file's discovery.
+    pub seeds: Vec<String>,
+    /// `--broadcast-interface`; replaces the file's discovery.
+    pub broadcast_interface: Option<String>,
+    /// `--broadcast-port`.
+    pub broadcast_port: Option<u16>,
+    /// `--cpu-millicores` and `--memory-bytes`, both or neither.
+    pub cpu_millicores: Option<u32>,
+    /// See `cpu_millicores`.
+    pub memory_bytes: Option<u64>,
+}
+
+/// How beacons find the other agents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    /// Unicast to these agents (and to every agent learned since).
+    Seeds(Vec<SocketAddr>),
+    /// Broadcast on this interface's broadcast address, at `port`.
+    Broadcast {
+        /// The interface name.
+        interface: String,
+        /// The UDP port.
+        port: u16,
+    },
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A tenant the agent serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    /// A name for people and logs.
+    pub name: String,
+    /// Its id.
+    pub id: TenantId,
+    /// Tokens that authenticate as it.
+    pub tokens: Vec<String>,
+    /// Uids that map to it.
+    pub uids: Vec<u32>,
+}
+
+/// A complete, valid configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The configured node id, if any.
+    pub node_id: Option<NodeId>,
+    /// The agent listen address.
+    pub listen: SocketAddr,
+    /// How beacons find the others.
+    pub discovery: Discovery,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The cluster key file.
+    pub cluster_key_file: PathBuf,
+    /// The API socket.
+    pub api_socket: PathBuf,
+    /// The tenants.
+    pub tenants: Vec<Tenant>,
+    /// The capacity override, if any.
+    pub resources: Option<ResourceOverride>,
+    /// The log format.
+    pub log_format: LogFormat,
+    /// The cgroup directory of this agent's processes.
+    pub cgroup_name: String,
+}
+
+/// Why a configuration is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a field has the wrong type or is unknown.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// The parser's words (they name the field and the line).
+        message: String,
+    },
+    /// A field holds a value that cannot work.
+    #[error("{origin}: field `{field}`: {problem}")]
+    Invalid {
+        /// The file's path, or "the command line".
+        origin: String,
+        /// The field.
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl FileConfig {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses `text`, naming `path` in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Builds [`ConfigError::Invalid`].
+fn invalid(origin: &str, field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        origin: origin.to_owned(),
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+fn parse_addr(origin: &str, field: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|e| {
+        invalid(
+            origin,
+            field,
+            format!("`{text}` is not an ip:port address ({e})"),
+        )
+    })
+}
+
+impl Config {
+    /// Merges `file` (read from `path`, if any) with the command-line `flags`, and validates.
+    pub fn resolve(
+        path: Option<&Path>,
+        file: FileConfig,
+        flags: Overrides,
+    ) -> Result<Self, ConfigError> {
+        let file_origin = path.map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
+        let pick = |flag: bool| {
+            if flag {
+                COMMAND_LINE
+            } else {
+                file_origin.as_str()
+            }
+        };
+
+        let listen_origin = pick(flags.listen.is_some());
+        let listen_text = flags
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = parse_addr(listen_origin, "listen", &listen_text)?;
+
+        let discovery = if !flags.seeds.is_empty() || flags.broadcast_interface.is_some() {
+            let from_flags = FileDiscovery {
+                seeds: (!flags.seeds.is_empty()).then_some(flags.seeds),
+                broadcast_interface: flags.broadcast_interface,
+                broadcast_port: flags.broadcast_port,
+            };
+            resolve_discovery(COMMAND_LINE, from_flags, listen)?
+        } else {
+            let mut d = file.discovery.unwrap_or_default();
+            let origin = pick(flags.broadcast_port.is_some());
+            d.broadcast_port = flags.broadcast_port.or(d.broadcast_port);
+            resolve_discovery(origin, d, listen)?
+        };
+
+        let cluster_key_file = flags
+            .cluster_key_file
+            .or(file.cluster_key_file)
+            .ok_or_else(|| {
+                invalid(
+                    &file_origin,
+                    "cluster_key_file",
+                    "missing: every agent needs the cluster key (set it in the file or with --cluster-key-file)",
+                )
+            })?;
+
+        let log_origin = pick(flags.log_format.is_some());
+        let log_format = match flags.log_format.or(file.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(invalid(
+                    log_origin,
+                    "log_format",
+                    format!("`{other}` is neither `text` nor `json`"),
+                ))
+            }
+        };
+
+        let resources = match (flags.cpu_millicores, flags.memory_bytes) {
+            (Some(cpu_millicores), Some(memory_bytes)) => Some(ResourceOverride {
+                cpu_millicores,
+                memory_bytes,
+            }),
+            (None, None) => file.resources,
+            _ => {
+                return Err(invalid(
+                    COMMAND_LINE,
+                    "resources",
+                    "give both --cpu-millicores and --memory-bytes, or neither",
+                ))
+            }
+        };
+        if let Some(r) = resources {
+            if r.cpu_millicores == 0 || r.memory_bytes == 0 {
+                let origin = pick(flags.cpu_millicores.is_some());
+                return Err(invalid(origin, "resources", "capacity must be positive"));
+            }
+        }
+
+        let cgroup_origin = pick(flags.cgroup_name.is_some());
+        let cgroup_name = flags
+            .cgroup_name
+            .or(file.cgroup_name)
+            .unwrap_or_else(|| DEFAULT_CGROUP_NAME.to_owned());
+        if cgroup_name.is_empty() || cgroup_name.contains('/') || cgroup_name.starts_with('.') {
+            return Err(invalid(
+                cgroup_origin,
+                "cgroup_name",
+                format!("`{cgroup_name}` must be one non-empty path component"),
+            ));
+        }
+
+        Ok(Config {
+            node_id: flags.node_id.or(file.node_id).map(NodeId),
+            listen,
+            discovery,
+            data_dir: flags
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            cluster_key_file,
+            api_socket: flags
+                .api_socket
+                .or(file.api_socket)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_API_SOCKET)),
+            tenants: resolve_tenants(&file_origin, file.tenants)?,
+            resources,
+            log_format,
+            cgroup_name,
+        })
+    }
+
+    /// The tenant a token authenticates as.
+    #[must_use]
+    pub fn tenant_by_token(&self, token: &str) -> Option<TenantId> {
+        self.tenants
+            .iter()
+            .find(|t| t.tokens.iter().any(|t| t == token))
+            .map(|t| t.id)
+    }
+
+    /// The tenant a local uid maps to.
+    #[must_use]
+    pub fn tenant_by_uid(&self, uid: u32) -> Option<TenantId> {
+        self.tenants
+            .iter()
+            .find(|t| t.uids.contains(&uid))
+            .map(|t| t.id)
+    }
+}
+
+fn resolve_discovery(
+    origin: &str,
+    d: FileDiscovery,
+    listen: SocketAddr,
+) -> Result<Discovery, ConfigError> {
+    match (d.seeds, d.broadcast_interface) {
+        (Some(_), Some(_)) => Err(invalid(
+            origin,
+            "discovery",
+            "give either `seeds` or `broadcast_interface`, not both",
+        )),
+        (seeds, None) => {
+            if d.broadcast_port.is_some() {
+                return Err(invalid(
+                    origin,
+                    "discovery.broadcast_port",
+                    "only meaningful with `broadcast_interface`",
+                ));
+            }
+            let seeds = seeds
+                .unwrap_or_default()
+                .iter()
+                .map(|s| parse_addr(origin, "discovery.seeds", s))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Discovery::Seeds(seeds))
+        }
+        (None, Some(interface)) => {
+            if interface.is_empty() {
+                return Err(invalid(
+                    origin,
+                    "discovery.broadcast_interface",
+                    "empty interface name",
+                ));
+            }
+            let port = d.broadcast_port.unwrap_or(listen.port());
+            if port == 0 {
+                return Err(invalid(
+                    origin,
+                    "discovery.broadcast_port",
+                    "broadcast needs a fixed port: set it, or a non-zero listen port",
+                ));
+            }
+            Ok(Discovery::Broadcast { interface, port })
+        }
+    }
+}
+
+fn resolve_tenants(origin: &str, tenants: Vec<FileTenant>) -> Result<Vec<Tenant>, ConfigError> {
+    let mut ids = BTreeMap::new();
+    let mut names = BTreeMap::new();
+    let mut tokens = BTreeMap::new();
+    let mut uids = BTreeMap::new();
+    let mut out = Vec::with_capacity(tenants.len());
+    for (i, t) in tenants.into_iter().enumerate() {
+        let field = |f: &str| format!("tenant[{i}].{f}");
+        if t.name.is_empty() {
+            return Err(invalid(origin, field("name"), "empty name"));
+        }
+        if let Some(other) = ids.insert(t.id, t.name.clone()) {
+            return Err(invalid(
+                origin,
+                field("id"),
+                format!("id {} is also tenant `{other}`'s", t.id),
+            ));
+        }
+        if names.insert(t.name.clone(), i).is_some() {
+            return Err(invalid(
+                origin,
+                field("name"),
+                format!("two tenants are named `{}`", t.name),
+            ));
+        }
+        for token in &t.tokens {
+            if token.is_empty() {
+                return Err(invalid(origin, field("tokens"), "empty token"));
+            }
+            if let Some(other) = tokens.insert(token.clone(), t.name.clone()) {
+                return Err(invalid(
+                    origin,
+                    field("tokens"),
+                    format!("a token is also tenant `{other}`'s"),
+                ));
+            }
+        }
+        for uid in &t.uids {
+            if let Some(other) = uids.insert(*uid, t.name.clone()) {
+                return Err(invalid(
+                    origin,
+                    field("uids"),
+                    format!("uid {uid} is also mapped to tenant `{other}`"),
+                ));
+            }
+        }
+        out.push(Tenant {
+            name: t.name,
+            id: TenantId(t.id),
+            tokens: t.tokens,
+            uids: t.uids,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(text: &str, flags: Overrides) -> Result<Config, ConfigError> {
+        let path = Path::new("/etc/nefele/nefeled.toml");
+        Config::resolve(Some(path), FileConfig::parse(path, text)?, flags)
+    }
+
+    const MINIMAL: &str = r#"cluster_key_file = "/etc/nefele/key""#;
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let text = include_str!("../nefeled.example.toml");
+        let config = resolve(text, Overrides::default()).unwrap();
+        assert_eq!(config.tenants.len(), 2);
+        assert_eq!(
+            config.tenant_by_token("alice-secret-token"),
+            Some(TenantId(1))
+        );
+        assert_eq!(config.tenant_by_uid(1001), Some(TenantId(2)));
+        assert_eq!(config.tenant_by_uid(4242), None);
+        assert!(matches!(config.discovery, Discovery::Seeds(ref s) if s.len() == 2));
+    }
+
+    #[test]
+    fn defaults_fill_what_is_missing() {
+        let config = resolve(MINIMAL, Overrides::default()).unwrap();
+        assert_eq!(config.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(config.discovery, Discovery::Seeds(vec![]));
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.node_id, None);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let text = "node_id = 4\nlisten = \"10.0.0.1:7600\"\ncluster_key_file = \"/k\"\n\
+                    [discovery]\nseeds = [\"10.0.0.2:7600\"]\n";
+        let flags = Overrides {
+            node_id: Some(9),
+            broadcast_interface: Some("eth0".into()),
+            log_format: Some("json".into()),
+            ..Overrides::default()
+        };
+        let config = resolve(text, flags).unwrap();
+        assert_eq!(config.node_id, Some(NodeId(9)));
+        assert_eq!(
+            config.discovery,
+            Discovery::Broadcast {
+                interface: "eth0".into(),
+                port: 7600
+            }
+        );
+        assert_eq!(config.log_format, LogFormat::Json);
+    }
+
+    fn error_of(text: &str, flags: Overrides) -> String {
+        resolve(text, flags).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_file_the_field_and_the_problem() {
+        let e = error_of(
+            "listen = \"nowhere\"\ncluster_key_file = \"/k\"",
+            Overrides::default(),
+        );
+        assert!(
+            e.starts_with("/etc/nefele/nefeled.toml: field `listen`"),
+            "{e}"
+        );
+        assert!(e.contains("not an ip:port"), "{e}");
+
+        let e = error_of("lisen = \"1.2.3.4:5\"", Overrides::default());
+        assert!(
+            e.starts_with("/etc/nefele/nefeled.toml:") && e.contains("lisen"),
+            "{e}"
+        );
+
+        let e = error_of("", Overrides::default());
+        assert!(
+            e.contains("cluster_key_file") && e.contains("missing"),
+            "{e}"
+        );
+
+        let e = error_of(
+            &format!("{MINIMAL}\n[discovery]\nseeds = []\nbroadcast_interface = \"eth0\""),
+            Overrides::default(),
+        );
+        assert!(e.contains("`discovery`") && e.contains("not both"), "{e}");
+
+        let e = error_of(
+            &format!("{MINIMAL}\nlog_format = \"xml\""),
+            Overrides::default(),
+        );
+        assert!(e.contains("`log_format`") && e.contains("xml"), "{e}");
+    }
+
+    #[test]
+    fn flag_errors_name_the_command_line() {
+        let flags = Overrides {
+            seeds: vec!["10.0.0.1".into()],
+            ..Overrides::default()
+        };
+        let e = error_of(MINIMAL, flags);
+        assert!(
+            e.starts_with("the command line: field `discovery.seeds`"),
+            "{e}"
+        );
+        let flags = Overrides {
+            cpu_millicores: Some(1000),
+            ..Overrides::default()
+        };
+        assert!(error_of(MINIMAL, flags).contains("--memory-bytes"));
+    }
+
+    #[test]
+    fn tenants_must_not_overlap() {
+        let tenant = |name: &str, id: u32, token: &str, uid: u32| {
+            format!("[[tenant]]\nname = \"{name}\"\nid = {id}\ntokens = [\"{token}\"]\nuids = [{uid}]\n")
+        };
+        let cases = [
+            (
+                tenant("a", 1, "x", 1) + &tenant("b", 1, "y", 2),
+                "tenant[1].id",
+            ),
+            (
+                tenant("a", 1, "x", 1) + &tenant("a", 2, "y", 2),
+                "tenant[1].name",
+            ),
+            (
+                tenant("a", 1, "x", 1) + &tenant("b", 2, "x", 2),
+                "tenant[1].tokens",
+            ),
+            (
+                tenant("a", 1, "x", 1) + &tenant("b", 2, "y", 1),
+                "tenant[1].uids",
+            ),
+            (tenant("a", 1, "", 1), "tenant[0].tokens"),
+        ];
+        for (tenants, field) in cases {
+            let e = error_of(&format!("{MINIMAL}\n{tenants}"), Overrides::default());
+            assert!(e.contains(&format!("`{field}`")), "{field}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_zero_capacity_override_is_refused() {
+        let text = format!("{MINIMAL}\n[resources]\ncpu_millicores = 0\nmemory_bytes = 1");
+        assert!(error_of(&text, Overrides::default()).contains("`resources`"));
+    }
+}

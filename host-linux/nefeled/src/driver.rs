@@ -1,0 +1,574 @@
+//! The driver: one task that owns the core [`Agent`] and carries its inputs in and
+//! its outputs out.
+//!
+//! The loop selects over transport events, beacon datagrams, host events, handle
+//! requests and the agent's next deadline. After every input it drains
+//! [`Agent::poll_output`]: `Send` is encoded and queued on the transport,
+//! `Broadcast` becomes a beacon, `ApiReply` goes to the caller waiting on that
+//! request id, `Host` goes to the host backend and `Notice` to the log.
+//!
+//! Time: the core's [`Time`] is the time elapsed since the driver started, on
+//! `tokio::time::Instant`, so madsim's virtual clock drives it in simulation.
+//!
+//! Invariants: nothing a peer or a client sends panics the driver (bad frames and
+//! datagrams are counted and logged); a full send queue is counted, never fatal;
+//! every pending call is answered or, when the driver stops, its caller learns
+//! that the runtime is gone (its reply channel is dropped).
+
+use crate::beacon::{AddressBook, Beacon, BeaconCodec, BeaconSocket, DropLog, SEED_RETRY};
+use crate::handle::Request;
+use crate::host_link::HostLink;
+use nefele::proto::{Call, GroupView, Member, MembersView, Reply};
+use nefele_core::agent::{Agent, ApiCall, Input, Notice, Output, RequestId};
+use nefele_core::ids::{NodeId, TenantId};
+use nefele_core::wire::codec::{self, DEFAULT_MAX_FRAME};
+use nefele_core::{Time, Transport, TransportEvent};
+use nefele_transport_tcp::{TcpTransport, TransportError};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// What went wrong along the way, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Frames from peers that did not decode, or claimed another sender.
+    pub bad_frames: u64,
+    /// Messages not queued because the peer's send queue was full.
+    pub queue_full: u64,
+    /// Messages for agents whose address is not known (yet).
+    pub unknown_peer: u64,
+    /// Beacon datagrams dropped (bad MAC, malformed, or a bad frame inside).
+    pub bad_beacons: u64,
+}
+
+/// The driver's state. See the module docs.
+pub(crate) struct Driver {
+    agent: Agent,
+    /// When the driver started: the core's time zero.
+    epoch: Instant,
+    transport: TcpTransport,
+    beacons: BeaconSocket,
+    codec: BeaconCodec,
+    book: AddressBook,
+    /// The address other agents reach this one at, as configured.
+    listen: SocketAddr,
+    host: HostLink,
+    requests: mpsc::Receiver<Request>,
+    pending: BTreeMap<RequestId, oneshot::Sender<Reply>>,
+    next_request: u64,
+    stats: DriverStats,
+    drop_log: DropLog,
+    /// The agent's last broadcast frame: repeated to unheard seeds, and in introductions.
+    last_broadcast: Option<Vec<u8>>,
+    /// The groups (level, leader) last logged, to log changes only.
+    groups_logged: Vec<(u8, NodeId)>,
+}
+
+/// Everything the driver is built from.
+pub(crate) struct Parts {
+    pub(crate) agent: Agent,
+    pub(crate) epoch: Instant,
+    pub(crate) transport: TcpTransport,
+    pub(crate) beacons: BeaconSocket,
+    pub(crate) codec: BeaconCodec,
+    pub(crate) listen: SocketAddr,
+    pub(crate) host: HostLink,
+    pub(crate) requests: mpsc::Receiver<Request>,
+}
+
+impl Driver {
+    pub(crate) fn new(parts: Parts) -> Self {
+        let me = parts.agent.identity().node;
+        Driver {
+            agent: parts.agent,
+            epoch: parts.epoch,
+            transport: parts.transport,
+            beacons: parts.beacons,
+            codec: parts.codec,
+            book: AddressBook::new(me),
+            listen: parts.listen,
+            host: parts.host,
+            requests: parts.requests,
+            pending: BTreeMap::new(),
+            next_request: 0,
+            stats: DriverStats::default(),
+            drop_log: DropLog::new(Duration::from_secs(10)),
+            last_broadcast: None,
+            groups_logged: Vec::new(),
+        }
+    }
+
+    fn now(&self) -> Time {
+        Time::from_nanos(u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let t = self.agent.next_timeout()?;
+        self.epoch.checked_add(Duration::from_nanos(t.as_nanos()))
+    }
+
+    /// Runs until a shutdown request has been carried out, or every handle is gone.
+    pub(crate) async fn run(mut self) -> DriverStats {
+        // The outputs of `Agent::new` (the boot announce) are still queued.
+        self.drain().await;
+        let mut seed_retry = tokio::time::interval(SEED_RETRY);
+        seed_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (grace_end, done) = loop {
+            let deadline = self.deadline();
+            tokio::select! {
+                event = self.transport.next_event() => self.on_transport(event),
+                datagram = self.beacons.incoming.recv(), if !self.beacons.incoming.is_closed() => {
+                    match datagram {
+                        Some((bytes, from)) => self.on_datagram(&bytes, from).await,
+                        None => tracing::error!("beacon receiver stopped; discovery is deaf"),
+                    }
+                }
+                event = self.host.events.recv() => match event {
+                    Some(event) => self.input(Input::Host(event)),
+                    None => {
+                        tracing::error!("the host backend stopped; the agent stops");
+                        return self.stats;
+                    }
+                },
+                request = self.requests.recv() => match request {
+                    Some(Request::Call { tenant, call, reply }) => self.on_call(tenant, call, reply),
+                    Some(Request::Shutdown { grace, done }) => break (Instant::now() + grace, Some(done)),
+                    None => break (Instant::now(), None),
+                },
+                () = sleep_until(deadline) => self.input(Input::Timeout),
+                _ = seed_retry.tick() => self.retry_seeds().await,
+            }
+            self.drain().await;
+        };
+        self.leave(grace_end).await;
+        tracing::info!(stats = ?self.stats, "agent stopped");
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+        self.stats
+    }
+
+    /// Leaves the cluster, then keeps the messages flowing until `grace_end`.
+    async fn leave(&mut self, grace_end: Instant) {
+        tracing::info!("leaving the cluster");
+        let now = self.now();
+        self.agent.leave(now);
+        self.drain().await;
+        while Instant::now() < grace_end {
+            let deadline = self.deadline().map_or(grace_end, |d| d.min(grace_end));
+            tokio::select! {
+                event = self.transport.next_event() => self.on_transport(event),
+                event = self.host.events.recv(), if !self.host.events.is_closed() => {
+                    if let Some(event) = event {
+                        self.input(Input::Host(event));
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    if self.deadline().is_some_and(|d| d <= Instant::now()) {
+                        self.input(Input::Timeout);
+                    }
+                }
+            }
+            self.drain().await;
+        }
+    }
+
+    fn input(&mut self, input: Input) {
+        let now = self.now();
+        self.agent.handle(now, input);
+    }
+
+    fn on_transport(&mut self, event: TransportEvent) {
+        match event {
+            TransportEvent::Received { from, frame } => {
+                match codec::decode(&frame, DEFAULT_MAX_FRAME) {
+                    Ok(envelope) if envelope.from == from => self.input(Input::Message(envelope)),
+                    Ok(envelope) => {
+                        self.stats.bad_frames += 1;
+                        tracing::warn!(%from, claimed = %envelope.from, "frame claims another sender; dropped");
+                    }
+                    Err(e) => {
+                        self.stats.bad_frames += 1;
+                        tracing::warn!(%from, error = %e, "undecodable frame dropped");
+                    }
+                }
+            }
+            TransportEvent::PeerUp(peer) => tracing::debug!(%peer, "connected"),
+            TransportEvent::PeerDown(peer) => tracing::debug!(%peer, "disconnected"),
+        }
+    }
+
+    /// A beacon datagram arrived from `from`.
+    async fn on_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
+        let beacon = match self.codec.open(bytes) {
+            Ok(b) => b,
+            Err(e) => {
+                self.stats.bad_beacons += 1;
+                self.drop_log.dropped(from, &e);
+                return;
+            }
+        };
+        let me = self.agent.identity().node;
+        if beacon.sender == me {
+            return; // our own broadcast, or a seed list naming ourselves
+        }
+        // An agent listening on an unspecified address is reached where its beacon came from.
+        let listen = if beacon.listen.ip().is_unspecified() {
+            SocketAddr::new(from.ip(), beacon.listen.port())
+        } else {
+            beacon.listen
+        };
+        let sender_is_news = self.learn(beacon.sender, listen);
+        let mut introduced = Vec::new();
+        for (node, addr) in beacon.peers {
+            if self.learn(node, addr) {
+                introduced.push(addr);
+            }
+        }
+        if sender_is_news {
+            self.introduce(from).await;
+        }
+        for addr in introduced {
+            self.introduce(addr).await;
+        }
+        let Some(frame) = beacon.frame else { return };
+        match codec::decode(&frame, DEFAULT_MAX_FRAME) {
+            Ok(envelope) if envelope.from == beacon.sender => self.input(Input::Message(envelope)),
+            _ => {
+                self.stats.bad_beacons += 1;
+                tracing::warn!(%from, sender = %beacon.sender, "beacon carries a bad frame; dropped");
+            }
+        }
+    }
+
+    /// Records `node`'s address (and tells the transport) if it is news.
+    fn learn(&mut self, node: NodeId, addr: SocketAddr) -> bool {
+        let news = self.book.learn(node, addr);
+        if news {
+            tracing::info!(peer = %node, %addr, "learned an agent's address");
+            self.transport.set_peer(node, addr);
+        }
+        news
+    }
+
+    fn own_beacon(&mut self, frame: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        let beacon = Beacon {
+            sender: self.agent.identity().node,
+            listen: self.listen,
+            peers: self.book.sample(),
+            frame,
+        };
+        let sealed = self.codec.seal(&beacon);
+        if sealed.is_none() {
+            tracing::warn!("beacon over the datagram limit; not sent");
+        }
+        sealed
+    }
+
+    /// Tells the agent at `to` (a beacon socket) who we are and whom we know, with
+    /// our last broadcast so that its agent learns of ours at once.
+    async fn introduce(&mut self, to: SocketAddr) {
+        if let Some(datagram) = self.own_beacon(self.last_broadcast.clone()) {
+            self.beacons.send_to(&datagram, to).await;
+        }
+    }
+
+    /// Repeats the last broadcast to the seeds not heard from yet (lost datagrams,
+    /// seeds that started late).
+    async fn retry_seeds(&mut self) {
+        for seed in self.beacons.unheard_seeds(&self.book, self.listen) {
+            self.introduce(seed).await;
+        }
+    }
+
+    fn on_call(&mut self, tenant: TenantId, call: Call, reply: oneshot::Sender<Reply>) {
+        let call = match call {
+            Call::Members => {
+                let _ = reply.send(Reply::Members(self.members()));
+                return;
+            }
+            Call::Spawn(spec) => ApiCall::Spawn { tenant, spec },
+            Call::NSpawn { n, spec } => ApiCall::NSpawn { tenant, n, spec },
+            Call::CSpawn(specs) => ApiCall::CSpawn { tenant, specs },
+            Call::Kill { pid, signal } => ApiCall::Kill {
+                tenant,
+                pid,
+                signal,
+            },
+            Call::Info(pid) => ApiCall::Info { tenant, pid },
+            Call::Ps => ApiCall::Ps { tenant },
+            Call::Wait(pid) => ApiCall::Wait { tenant, pid },
+        };
+        self.next_request += 1;
+        let request = RequestId(self.next_request);
+        self.pending.insert(request, reply);
+        self.input(Input::Api { request, call });
+    }
+
+    /// The groups of the first federation instance, with the addresses known here.
+    fn members(&self) -> MembersView {
+        let identity = self.agent.identity();
+        let seats = self
+            .agent
+            .federations()
+            .first()
+            .map(|f| f.seats())
+            .unwrap_or_default();
+        let groups = seats
+            .iter()
+            .map(|seat| {
+                let view = seat.view();
+                GroupView {
+                    level: view.level,
+                    leader: view.leader,
+                    epoch: view.epoch,
+                    members: view
+                        .members
+                        .iter()
+                        .map(|&node| Member {
+                            node,
+                            addr: if node == identity.node {
+                                Some(self.listen.to_string())
+                            } else {
+                                self.book.addr(node).map(|a| a.to_string())
+                            },
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let root = seats.last().map(|s| {
+            s.view()
+                .ancestors
+                .last()
+                .copied()
+                .unwrap_or(s.view().leader)
+        });
+        MembersView {
+            node: identity.node,
+            incarnation: identity.incarnation,
+            groups,
+            root,
+        }
+    }
+
+    /// Carries out every output the agent has queued.
+    async fn drain(&mut self) {
+        while let Some(output) = self.agent.poll_output() {
+            match output {
+                Output::Send { to, envelope } => {
+                    match codec::encode(&envelope, DEFAULT_MAX_FRAME) {
+                        Ok(frame) => match self.transport.send(to, &frame) {
+                            Ok(()) => {}
+                            Err(TransportError::QueueFull(_)) => self.stats.queue_full += 1,
+                            Err(TransportError::UnknownPeer(_)) => {
+                                self.stats.unknown_peer += 1;
+                                tracing::debug!(%to, "no address for the agent yet; message dropped");
+                            }
+                            Err(e) => tracing::warn!(%to, error = %e, "message not sent"),
+                        },
+                        Err(e) => tracing::warn!(%to, error = %e, "message not encoded"),
+                    }
+                }
+                Output::Broadcast { envelope } => match codec::encode(&envelope, DEFAULT_MAX_FRAME)
+                {
+                    Ok(frame) => {
+                        self.last_broadcast = Some(frame.clone());
+                        if let Some(datagram) = self.own_beacon(Some(frame)) {
+                            self.beacons.send(&datagram, &self.book).await;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "broadcast not encoded"),
+                },
+                Output::ApiReply { request, reply } => {
+                    if let Some(caller) = self.pending.remove(&request) {
+                        // A caller that gave up has dropped its end; nothing to do.
+                        let _ = caller.send(Reply::Api(reply));
+                    }
+                }
+                Output::Host(command) => {
+                    if self.host.commands.send(command).is_err() {
+                        tracing::error!("the host backend is gone; command dropped");
+                    }
+                }
+                Output::Notice(notice) => log_notice(notice),
+            }
+        }
+        self.log_group_changes();
+    }
+
+    fn log_group_changes(&mut self) {
+        let Some(f) = self.agent.federations().first() else {
+            return;
+        };
+        let groups: Vec<(u8, NodeId)> = f
+            .seats()
+            .iter()
+            .map(|s| (s.view().level, s.view().leader))
+            .collect();
+        if groups != self.groups_logged {
+            let shown: Vec<String> = f
+                .seats()
+                .iter()
+                .map(|s| {
+                    let v = s.view();
+                    format!(
+                        "L{} led by {} ({} members)",
+                        v.level,
+                        v.leader,
+                        v.members.len()
+                    )
+                })
+                .collect();
+            tracing::info!(groups = ?shown, "federation groups changed");
+            self.groups_logged = groups;
+        }
+    }
+}
+
+fn log_notice(notice: Notice) {
+    match notice {
+        Notice::Federation { instance, notice } => {
+            tracing::info!(instance, ?notice, "federation");
+        }
+        Notice::Placed { processes, local } => {
+            tracing::debug!(processes, local, "request placed");
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use super::*;
+    use crate::beacon::Targets;
+    use crate::host_link;
+    use nefele_core::agent::{AgentConfig, Identity};
+    use nefele_core::discovery::DiscoveryMsg;
+    use nefele_core::ids::Incarnation;
+    use nefele_core::wire::{Envelope, Message};
+    use nefele_transport_tcp::{ClusterKey, TcpConfig};
+
+    const KEY: &[u8] = b"the driver test key, long enough";
+
+    async fn driver() -> Driver {
+        let me = NodeId(1);
+        let key = ClusterKey::new(KEY).unwrap();
+        let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let transport = TcpTransport::bind(TcpConfig::new(me, loopback, key.clone()))
+            .await
+            .unwrap();
+        let listen = transport.local_addr();
+        let beacons = BeaconSocket::bind(listen, Targets::Seeds(vec![]))
+            .await
+            .unwrap();
+        let (host, _backend) = host_link::pair();
+        let (_tx, requests) = mpsc::channel(1);
+        let identity = Identity {
+            node: me,
+            incarnation: Incarnation(1),
+        };
+        Driver::new(Parts {
+            agent: Agent::new(AgentConfig::default(), identity, 1, Time::ZERO),
+            epoch: Instant::now(),
+            transport,
+            beacons,
+            codec: BeaconCodec::new(key),
+            listen,
+            host,
+            requests,
+        })
+    }
+
+    fn heartbeat_from(node: NodeId) -> Vec<u8> {
+        let envelope = Envelope {
+            from: node,
+            incarnation: Incarnation(3),
+            body: Message::Discovery(DiscoveryMsg::Heartbeat),
+        };
+        codec::encode(&envelope, DEFAULT_MAX_FRAME).unwrap()
+    }
+
+    fn beacon(sender: u32, frame: Option<Vec<u8>>) -> Beacon {
+        Beacon {
+            sender: NodeId(sender),
+            listen: SocketAddr::from(([127, 0, 0, 2], 7000 + sender as u16)),
+            peers: vec![(NodeId(40), SocketAddr::from(([127, 0, 0, 40], 7040)))],
+            frame,
+        }
+    }
+
+    fn neighbours(d: &Driver) -> Vec<NodeId> {
+        d.agent.discovery().neighbours().map(|(n, _)| n).collect()
+    }
+
+    #[tokio::test]
+    async fn a_beacon_with_a_bad_mac_teaches_nothing() {
+        let mut d = driver().await;
+        let stranger = BeaconCodec::new(ClusterKey::new(b"another cluster's key, long").unwrap());
+        let datagram = stranger
+            .seal(&beacon(2, Some(heartbeat_from(NodeId(2)))))
+            .unwrap();
+        let from = SocketAddr::from(([127, 0, 0, 2], 7002));
+        d.on_datagram(&datagram, from).await;
+        d.on_datagram(&[0xde, 0xad], from).await;
+        assert_eq!(d.book.iter().count(), 0);
+        assert!(neighbours(&d).is_empty());
+        assert_eq!(d.stats.bad_beacons, 2);
+    }
+
+    #[tokio::test]
+    async fn a_valid_beacon_teaches_addresses_and_feeds_the_agent() {
+        let mut d = driver().await;
+        let datagram = d
+            .codec
+            .seal(&beacon(2, Some(heartbeat_from(NodeId(2)))))
+            .unwrap();
+        d.on_datagram(&datagram, SocketAddr::from(([127, 0, 0, 2], 7002)))
+            .await;
+        assert_eq!(
+            d.book.addr(NodeId(2)),
+            Some("127.0.0.2:7002".parse().unwrap())
+        );
+        assert_eq!(
+            d.book.addr(NodeId(40)),
+            Some("127.0.0.40:7040".parse().unwrap())
+        );
+        assert_eq!(neighbours(&d), vec![NodeId(2)]);
+        assert_eq!(d.stats.bad_beacons, 0);
+    }
+
+    #[tokio::test]
+    async fn a_beacon_whose_frame_claims_another_sender_is_dropped() {
+        let mut d = driver().await;
+        for frame in [heartbeat_from(NodeId(5)), vec![1, 2, 3]] {
+            let datagram = d.codec.seal(&beacon(2, Some(frame))).unwrap();
+            d.on_datagram(&datagram, SocketAddr::from(([127, 0, 0, 2], 7002)))
+                .await;
+        }
+        assert!(neighbours(&d).is_empty());
+        assert_eq!(d.stats.bad_beacons, 2);
+    }
+
+    #[tokio::test]
+    async fn an_unspecified_listen_address_is_taken_from_the_datagram() {
+        let mut d = driver().await;
+        let mut b = beacon(2, None);
+        b.listen = "0.0.0.0:7002".parse().unwrap();
+        let datagram = d.codec.seal(&b).unwrap();
+        d.on_datagram(&datagram, SocketAddr::from(([127, 0, 0, 9], 7002)))
+            .await;
+        assert_eq!(
+            d.book.addr(NodeId(2)),
+            Some("127.0.0.9:7002".parse().unwrap())
+        );
+    }
+}

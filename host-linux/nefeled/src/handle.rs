@@ -1,0 +1,87 @@
+//! [`AgentHandle`]: a cloneable, in-process handle to the driver task.
+//!
+//! Each call travels to the driver with its own reply channel and the caller
+//! awaits only that channel, so calls never block each other (a `Wait` may take
+//! minutes while `Ps` calls come and go). The tenant is an argument here, not
+//! part of the call: the API server fills it from the connection's
+//! authentication, so a client cannot act for another tenant.
+
+use nefele::proto::{Call, Reply};
+use nefele_core::ids::{NodeId, TenantId};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// How many requests may wait for the driver before callers wait to enqueue.
+pub(crate) const REQUEST_QUEUE: usize = 1024;
+
+/// The driver has stopped (shutdown, or a fatal error); the call was not answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the agent runtime is gone")]
+pub struct RuntimeGone;
+
+/// What a handle asks the driver.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// Answer `call` for `tenant` on `reply`.
+    Call {
+        tenant: TenantId,
+        call: Call,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// Leave the cluster, keep carrying messages out for `grace`, then stop.
+    Shutdown {
+        grace: Duration,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A handle to one running agent. Cheap to clone; every clone talks to the same driver.
+#[derive(Debug, Clone)]
+pub struct AgentHandle {
+    node: NodeId,
+    requests: mpsc::Sender<Request>,
+}
+
+impl AgentHandle {
+    pub(crate) fn new(node: NodeId, requests: mpsc::Sender<Request>) -> Self {
+        AgentHandle { node, requests }
+    }
+
+    /// The agent's node id.
+    #[must_use]
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Carries out `call` for `tenant` and returns the agent's answer.
+    pub async fn call(&self, tenant: TenantId, call: Call) -> Result<Reply, RuntimeGone> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Call {
+                tenant,
+                call,
+                reply,
+            })
+            .await
+            .map_err(|_| RuntimeGone)?;
+        answer.await.map_err(|_| RuntimeGone)
+    }
+
+    /// Leaves the cluster cleanly: the agent hands over what it leads and tells its
+    /// groups, keeps carrying messages out for `grace`, then stops. Returns when the
+    /// driver has stopped. Tenant processes keep running.
+    pub async fn shutdown(&self, grace: Duration) -> Result<(), RuntimeGone> {
+        let (done, stopped) = oneshot::channel();
+        self.requests
+            .send(Request::Shutdown { grace, done })
+            .await
+            .map_err(|_| RuntimeGone)?;
+        stopped.await.map_err(|_| RuntimeGone)
+    }
+
+    /// Whether the driver has stopped.
+    #[must_use]
+    pub fn is_gone(&self) -> bool {
+        self.requests.is_closed()
+    }
+}

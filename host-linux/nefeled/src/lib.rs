@@ -1,0 +1,30 @@
+//! nefeled: the Nefele agent runtime on a real server (DESIGN.md §6), and the same
+//! runtime under madsim (`--cfg madsim`) for deterministic cluster tests.
+//!
+//! Modules, each with one job: [`config`] (the TOML file and the flags),
+//! [`identity`] (node id and incarnation, durable), [`beacon`] (UDP discovery
+//! beacons and the address book), `driver` (the task that owns the core agent),
+//! [`host_link`] (the channels to a host backend), [`sim_host`] (the in-memory
+//! host), `linux_host` (the Linux adapter on its own thread), [`handle`] (the
+//! in-process API), `api_server` (the Unix-socket API) and [`runtime`] (starting
+//! it all). The Linux host and the Unix socket exist only outside madsim.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs, unreachable_pub)]
+
+#[cfg(not(madsim))]
+pub mod api_server;
+pub mod beacon;
+pub mod config;
+mod driver;
+pub mod handle;
+pub mod host_link;
+pub mod identity;
+#[cfg(not(madsim))]
+pub mod linux_host;
+pub mod runtime;
+pub mod sim_host;
+
+pub use driver::DriverStats;
+pub use handle::{AgentHandle, RuntimeGone};
+pub use runtime::{start, Runtime, RuntimeConfig, StartError};

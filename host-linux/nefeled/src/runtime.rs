@@ -1,0 +1,122 @@
+//! Starting an agent runtime: the agent, its transport, its beacon socket and its
+//! driver task, from a [`RuntimeConfig`] and a host backend.
+//!
+//! The caller resolves the identity first (see [`crate::identity`]), so the
+//! incarnation is durable before the agent exists. The same function starts
+//! `nefeled` on a server and each simulated agent in the madsim tests.
+
+use crate::beacon::{BeaconCodec, BeaconSocket, Targets};
+use crate::driver::{Driver, DriverStats, Parts};
+use crate::handle::{AgentHandle, REQUEST_QUEUE};
+use crate::host_link::HostLink;
+use nefele_core::agent::{Agent, AgentConfig, Identity};
+use nefele_core::placement::PlacementConfig;
+use nefele_core::Time;
+use nefele_transport_tcp::{BindError, ClusterKey, TcpConfig, TcpTransport};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Everything one runtime needs.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Who the agent is (incarnation already made durable).
+    pub identity: Identity,
+    /// Where to listen for agents (TCP) and seed-mode beacons (UDP, same port).
+    pub listen: SocketAddr,
+    /// Where beacons go.
+    pub beacons: Targets,
+    /// The cluster's shared secret.
+    pub key: ClusterKey,
+    /// The core configuration.
+    pub agent: AgentConfig,
+    /// The seed of the agent's RNG.
+    pub rng_seed: u64,
+}
+
+impl RuntimeConfig {
+    /// The core configuration for real networks: the core's defaults, with placement
+    /// timeouts sized for millisecond round trips rather than the simulator's.
+    #[must_use]
+    pub fn agent_defaults() -> AgentConfig {
+        AgentConfig {
+            placement: PlacementConfig {
+                offer_timeout: Duration::from_millis(50),
+                escalate_timeout: Duration::from_millis(100),
+                create_timeout: Duration::from_secs(2),
+                confirm_timeout: Duration::from_secs(2),
+                op_timeout: Duration::from_secs(1),
+                ps_timeout: Duration::from_secs(2),
+                ..PlacementConfig::default()
+            },
+            ..AgentConfig::default()
+        }
+    }
+}
+
+/// Why a runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The core configuration is refused.
+    #[error("agent configuration: {0}")]
+    Agent(#[from] nefele_core::agent::AgentConfigError),
+    /// The transport could not listen.
+    #[error(transparent)]
+    Transport(#[from] BindError),
+    /// The beacon socket could not be bound.
+    #[error("cannot bind the beacon socket on {addr}: {source}")]
+    Beacon {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A running agent.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The handle to call it.
+    pub handle: AgentHandle,
+    /// Where its transport listens (the actual port when 0 was asked).
+    pub local_addr: SocketAddr,
+    /// The driver task; it ends after a shutdown (or when the host backend stops).
+    pub driver: JoinHandle<DriverStats>,
+}
+
+/// Starts an agent with `host` as its host backend. Must be called in a tokio runtime.
+pub async fn start(config: RuntimeConfig, host: HostLink) -> Result<Runtime, StartError> {
+    config.agent.validate()?;
+    let node = config.identity.node;
+    let transport =
+        TcpTransport::bind(TcpConfig::new(node, config.listen, config.key.clone())).await?;
+    let local_addr = transport.local_addr();
+    // Broadcasts reach only a socket bound to the unspecified address.
+    let bind = match config.beacons {
+        Targets::Seeds(_) => local_addr,
+        Targets::Broadcast(to) => SocketAddr::from(([0, 0, 0, 0], to.port())),
+    };
+    let beacons = BeaconSocket::bind(bind, config.beacons)
+        .await
+        .map_err(|source| StartError::Beacon { addr: bind, source })?;
+    let epoch = tokio::time::Instant::now();
+    let agent = Agent::new(config.agent, config.identity, config.rng_seed, Time::ZERO);
+    let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+    let driver = Driver::new(Parts {
+        agent,
+        epoch,
+        transport,
+        beacons,
+        codec: BeaconCodec::new(config.key),
+        listen: local_addr,
+        host,
+        requests: rx,
+    });
+    tracing::info!(%node, incarnation = %config.identity.incarnation, %local_addr, "agent started");
+    Ok(Runtime {
+        handle: AgentHandle::new(node, tx),
+        local_addr,
+        driver: tokio::spawn(driver.run()),
+    })
+}

@@ -1,0 +1,161 @@
+//! Three runtimes on the loopback interface with SimHosts, on the real tokio
+//! runtime: they federate through a seed, and a client on one agent's API socket
+//! spawns across the cluster and lists what runs.
+
+#![cfg(not(madsim))]
+
+use nefele::proto::{
+    self, AgentFrame, Call, ClientFrame, Reply, MAX_REPLY_BYTES, MAX_REQUEST_BYTES,
+    PROTOCOL_VERSION,
+};
+use nefele_core::agent::{ApiReply, Identity};
+use nefele_core::host::ProcSpec;
+use nefele_core::ids::{Incarnation, NodeId, TenantId};
+use nefele_transport_tcp::ClusterKey;
+use nefeled::api_server::{ApiServer, Authenticator};
+use nefeled::beacon::Targets;
+use nefeled::config::ResourceOverride;
+use nefeled::{sim_host, RuntimeConfig};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+struct OneTenant;
+
+impl Authenticator for OneTenant {
+    fn by_token(&self, token: &str) -> Option<TenantId> {
+        (token == "token").then_some(TenantId(7))
+    }
+    fn by_uid(&self, _: u32) -> Option<TenantId> {
+        None
+    }
+}
+
+async fn start(node: u32, seeds: Vec<SocketAddr>) -> nefeled::Runtime {
+    let config = RuntimeConfig {
+        identity: Identity {
+            node: NodeId(node),
+            incarnation: Incarnation(1),
+        },
+        listen: "127.0.0.1:0".parse().unwrap(),
+        beacons: Targets::Seeds(seeds),
+        key: ClusterKey::new(b"loopback cluster key, long enough").unwrap(),
+        agent: RuntimeConfig::agent_defaults(),
+        rng_seed: u64::from(node),
+    };
+    let capacity = ResourceOverride {
+        cpu_millicores: 1000,
+        memory_bytes: 4 << 30,
+    };
+    nefeled::start(config, sim_host::spawn(capacity))
+        .await
+        .unwrap()
+}
+
+async fn call(s: &mut UnixStream, id: u64, call: Call) -> Reply {
+    let frame = proto::encode(&ClientFrame::Call { id, call }, MAX_REQUEST_BYTES).unwrap();
+    s.write_all(&frame).await.unwrap();
+    match recv(s).await {
+        AgentFrame::Reply { id: got, reply } if got == id => reply,
+        other => panic!("expected the reply to {id}, got {other:?}"),
+    }
+}
+
+async fn recv(s: &mut UnixStream) -> AgentFrame {
+    let mut prefix = [0u8; 4];
+    s.read_exact(&mut prefix).await.unwrap();
+    let mut payload = vec![0; proto::check_len(prefix, MAX_REPLY_BYTES).unwrap()];
+    s.read_exact(&mut payload).await.unwrap();
+    proto::decode(&payload, MAX_REPLY_BYTES).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_federate_and_serve_a_client() {
+    let first = start(1, vec![]).await;
+    let seed = first.local_addr;
+    let others = [start(2, vec![seed]).await, start(3, vec![seed]).await];
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = ApiServer::bind(&dir.path().join("api.sock")).await.unwrap();
+    let path = server.path().to_owned();
+    tokio::spawn(server.serve(others[1].handle.clone(), Arc::new(OneTenant)));
+    let mut s = UnixStream::connect(&path).await.unwrap();
+    let hello = ClientFrame::Hello {
+        version: PROTOCOL_VERSION,
+        token: Some("token".into()),
+    };
+    s.write_all(&proto::encode(&hello, MAX_REQUEST_BYTES).unwrap())
+        .await
+        .unwrap();
+    assert!(matches!(
+        recv(&mut s).await,
+        AgentFrame::Welcome {
+            tenant: TenantId(7),
+            node: NodeId(3),
+            ..
+        }
+    ));
+
+    // Federation: one level-0 group of the three, within a bound.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut id = 0;
+    loop {
+        id += 1;
+        let Reply::Members(m) = call(&mut s, id, Call::Members).await else {
+            panic!("members")
+        };
+        let group: BTreeSet<NodeId> = m
+            .groups
+            .first()
+            .map(|g| g.members.iter().map(|m| m.node).collect())
+            .unwrap_or_default();
+        if group.len() == 3 {
+            assert!(
+                m.groups[0].members.iter().all(|m| m.addr.is_some()),
+                "{m:?}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not federated: {m:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Two processes per host fit; five need three hosts.
+    let spec = ProcSpec {
+        path: "/srv/app".into(),
+        argv: vec!["app".into()],
+        ..ProcSpec::default()
+    };
+    let Reply::Api(ApiReply::Spawned(Ok(pids))) =
+        call(&mut s, 100, Call::NSpawn { n: 5, spec }).await
+    else {
+        panic!("n_spawn failed")
+    };
+    assert_eq!(pids.len(), 5);
+    let Reply::Api(ApiReply::Ps(ps)) = call(&mut s, 101, Call::Ps).await else {
+        panic!("ps failed")
+    };
+    let hosts: BTreeSet<NodeId> = ps.processes.iter().map(|p| p.host).collect();
+    assert_eq!(ps.processes.len(), 5, "{ps:?}");
+    assert_eq!(hosts.len(), 3, "{ps:?}");
+
+    // A clean leave: the leaving agent is out of the group well before failure detection would notice.
+    others[0]
+        .handle
+        .shutdown(Duration::from_millis(300))
+        .await
+        .unwrap();
+    let Reply::Members(m) = call(&mut s, 102, Call::Members).await else {
+        panic!("members")
+    };
+    assert!(
+        m.groups[0].members.iter().all(|m| m.node != NodeId(2)),
+        "{m:?}"
+    );
+}
