@@ -197,6 +197,24 @@ pub enum HostEvent {
         /// What it used.
         usage: Usage,
     },
+    /// A process an earlier life of this agent started, found still recorded when
+    /// the host re-read its durable state at start. Reported before any `Exited`
+    /// for the same pid, so a process that ended while the agent was down is
+    /// adopted and then reported ended.
+    Adopted {
+        /// The process (minted by an earlier incarnation of this agent).
+        pid: Pid,
+        /// The tenant that owns it.
+        tenant: TenantId,
+        /// The executable it runs.
+        command: String,
+        /// What it reserved, in millicores.
+        cpu_millicores: u32,
+        /// What it reserved, in bytes.
+        memory_bytes: u64,
+        /// How long it has been running.
+        age: Duration,
+    },
     /// The host's capacity or commitments changed.
     Resources(HostResources),
 }

@@ -15,6 +15,7 @@ use crate::host::{ExitStatus, HostCommand, Usage};
 use crate::ids::{NodeId, Pid, TenantId};
 use crate::time::Time;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// A reservation held for one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -317,6 +318,44 @@ impl Placement {
         }
     }
 
+    /// Takes back the table entry of a process an earlier life of this agent
+    /// started and the host re-adopted: it runs here, committed, confirmed long ago.
+    pub(super) fn adopt(
+        &mut self,
+        now: Time,
+        pid: Pid,
+        tenant: TenantId,
+        path: String,
+        demand: Demand,
+        age: Duration,
+    ) {
+        if pid.origin() != self.me || self.host.table.contains_key(&pid) {
+            return;
+        }
+        let created = Time::from_nanos(
+            now.as_nanos()
+                .saturating_sub(u64::try_from(age.as_nanos()).unwrap_or(u64::MAX)),
+        );
+        self.committed = self.committed.plus(demand);
+        self.host.table.insert(
+            pid,
+            ProcEntry {
+                tenant,
+                path,
+                demand,
+                state: ProcState::Running,
+                created,
+                // Its request ended in an earlier life; no requester will ask about it.
+                key: ReqKey {
+                    requester: self.me,
+                    incarnation: pid.incarnation(),
+                    seq: 0,
+                },
+                hidden: false,
+            },
+        );
+    }
+
     pub(super) fn on_exited(
         &mut self,
         now: Time,
@@ -382,8 +421,9 @@ impl Placement {
         pid: Pid,
         op: PidOp,
     ) -> Option<PidAnswer> {
-        if pid.origin() == self.me && pid.incarnation() < self.incarnation {
-            // Created in an earlier life of this host: lost with it.
+        let adopted = self.host.table.contains_key(&pid);
+        if pid.origin() == self.me && pid.incarnation() < self.incarnation && !adopted {
+            // Created in an earlier life of this host and not re-adopted: lost with it.
             return Some(PidAnswer::Exited(ExitStatus::Lost));
         }
         let Some(e) = self

@@ -371,6 +371,21 @@ impl Placement {
             HostEvent::Exited { pid, status, usage } => {
                 self.on_exited(now, pid, status, Some(usage));
             }
+            HostEvent::Adopted {
+                pid,
+                tenant,
+                command,
+                cpu_millicores,
+                memory_bytes,
+                age,
+            } => {
+                let demand = Demand {
+                    cpu_millicores,
+                    memory_bytes,
+                    accelerators: 0,
+                };
+                self.adopt(now, pid, tenant, command, demand, age);
+            }
             HostEvent::Resources(r) => self.set_capacity(&r),
         }
     }
@@ -616,6 +631,63 @@ mod tests {
             queries > 10,
             "the silent requester was asked {queries} times"
         );
+    }
+
+    /// A restarted agent used to answer `Lost` for every pid of its earlier life, even
+    /// for processes its host had re-adopted and that still ran.
+    #[test]
+    fn processes_readopted_after_a_restart_stay_in_the_table() {
+        let mut p = Placement::new(NodeId(1), Incarnation(2), PlacementConfig::default());
+        p.set_capacity(&HostResources {
+            cpu_millicores: 4000,
+            memory_bytes: 8 << 30,
+            ..HostResources::default()
+        });
+        let (tenant, pid) = (TenantId(1), Pid::new(NodeId(1), Incarnation(1), 7));
+        let now = Time::from_secs(100);
+        p.handle_host(
+            now,
+            HostEvent::Adopted {
+                pid,
+                tenant,
+                command: "/bin/sleep".into(),
+                cpu_millicores: 500,
+                memory_bytes: 1 << 20,
+                age: Duration::from_secs(40),
+            },
+        );
+        assert_eq!(
+            p.accounting().1.cpu_millicores,
+            500,
+            "its reservation counts"
+        );
+        p.handle_pid_call(now, RequestId(1), tenant, pid, msg::PidOp::Info);
+        let info = match drain(&mut p).pop() {
+            Some(PlacementOutput::Reply(_, ApiReply::Info(Ok(info)))) => info,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(info.state, api::ProcState::Running);
+        assert_eq!(info.command, "/bin/sleep");
+        assert_eq!(info.age, Duration::from_secs(40));
+        p.handle_pid_call(now, RequestId(2), TenantId(9), pid, msg::PidOp::Info);
+        assert!(matches!(
+            drain(&mut p).pop(),
+            Some(PlacementOutput::Reply(_, ApiReply::Info(Err(_))))
+        ));
+        p.handle_pid_call(now, RequestId(3), tenant, pid, msg::PidOp::Wait);
+        assert!(drain(&mut p).is_empty(), "wait answers at the exit");
+        let status = crate::host::ExitStatus::Code(3);
+        let usage = crate::host::Usage::default();
+        p.handle_host(now, HostEvent::Exited { pid, status, usage });
+        assert_eq!(
+            drain(&mut p).pop(),
+            Some(PlacementOutput::Reply(
+                RequestId(3),
+                ApiReply::Waited(Ok(status))
+            ))
+        );
+        assert_eq!(p.accounting().1, Demand::default());
+        assert!(p.invariants());
     }
 
     #[test]
