@@ -79,7 +79,8 @@ fn next_event(host: &mut LinuxHost<RealSys>, p: Pid) -> HostEvent {
             Some(
                 e @ (HostEvent::Started { pid, .. }
                 | HostEvent::StartFailed { pid, .. }
-                | HostEvent::Exited { pid, .. }),
+                | HostEvent::Exited { pid, .. }
+                | HostEvent::Adopted { pid, .. }),
             ) => {
                 assert_eq!(pid, p, "event about another pid: {e:?}");
                 return e;
