@@ -6,8 +6,10 @@
 #   scripts/netns-cluster.sh test    # the end-to-end test (.ci/run calls it)
 #   scripts/netns-cluster.sh bench   # convergence and spawn round-trip figures
 #
-# Needs root, iproute2 and util-linux (unshare). Binaries come from
-# $NEFELE_BIN_DIR (default target/release; built if missing).
+# Needs root, iproute2, util-linux (unshare) and python3 (reads `nef --json`).
+# Binaries come from $NEFELE_BIN_DIR, built there if missing: by default the
+# debug build for `test` (what `cargo test` already built) and the release build
+# for `bench`.
 #
 # Everything the cluster starts runs inside one fresh pid namespace: when the
 # script ends, for any reason, the kernel kills every agent, holder and tenant
@@ -18,7 +20,8 @@ cd "$(dirname "$0")/.."
 
 MODE=${1:-test}
 HOSTS=4
-BIN_DIR=${NEFELE_BIN_DIR:-target/release}
+if [ "$MODE" = bench ]; then PROFILE=release; else PROFILE=debug; fi
+BIN_DIR=${NEFELE_BIN_DIR:-target/$PROFILE}
 TAG="nfl$$"
 SWITCH="${TAG}sw"
 WORK=""
@@ -54,10 +57,12 @@ require() {
     [ "$(id -u)" -eq 0 ] || { say "SKIP: needs root (network namespaces, cgroups)"; exit 0; }
     command -v ip >/dev/null || { say "SKIP: needs iproute2 (ip)"; exit 0; }
     command -v unshare >/dev/null || { say "SKIP: needs util-linux (unshare)"; exit 0; }
-    if [ ! -x "$BIN_DIR/nefeled" ] || [ ! -x "$BIN_DIR/nef" ]; then
-        say "building nefeled and nef into $BIN_DIR"
-        cargo build --release -p nefele-daemon -p nefele-cli >&2
+    command -v python3 >/dev/null || { say "SKIP: needs python3"; exit 0; }
+    if [ -z "${NEFELE_BIN_DIR:-}" ]; then
+        say "building nefeled and nef ($PROFILE)"
+        cargo build --profile "${PROFILE/debug/dev}" -p nefele-daemon -p nefele-cli >&2
     fi
+    [ -x "$BIN_DIR/nefeled" ] && [ -x "$BIN_DIR/nef" ] || fail "no nefeled or nef in $BIN_DIR"
 }
 
 # A bridge in the switch namespace and one veth pair per host.
@@ -111,11 +116,11 @@ nef_on() {
 
 write_config() {
     local i=$1 seeds="" j
-    for j in $(seq 1 "$HOSTS"); do seeds+="\"$(host_ip "$j"):7946\", "; done
+    for j in $(seq 1 "$HOSTS"); do seeds+="\"$(host_ip "$j"):7600\", "; done
     mkdir -p "$WORK/h$i"
     cat >"$WORK/h$i/nefeled.toml" <<EOF
 # nefeled config of host $i (written by scripts/netns-cluster.sh)
-listen = "$(host_ip "$i"):7946"
+listen = "$(host_ip "$i"):7600"
 data_dir = "$WORK/h$i/data"
 cluster_key_file = "$KEY"
 api_socket = "$WORK/h$i/api.sock"

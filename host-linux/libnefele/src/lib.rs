@@ -1,8 +1,15 @@
 //! libnefele: talk to the local Nefele agent (`nefeled`) over its Unix socket.
 //!
-//! [`proto`] is the versioned request/response protocol both sides speak; the
-//! agent's API server and this client share it, so they cannot drift apart.
+//! - [`proto`]: the versioned request/response protocol both sides speak; the
+//!   agent's API server and this client share it, so they cannot drift apart.
+//! - [`client`]: the Rust client ([`Client`]), blocking, one call at a time.
+//! - [`ffi`]: the C ABI over the client, declared in `include/nefele.h`.
 
-#![deny(missing_docs, unreachable_pub)]
+#![deny(missing_docs, unreachable_pub, unsafe_code)]
 
+pub mod client;
+#[allow(non_camel_case_types)]
+pub mod ffi;
 pub mod proto;
+
+pub use client::{Client, ClientError};
