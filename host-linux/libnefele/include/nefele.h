@@ -1,0 +1,119 @@
+/*
+ * nefele.h: the C interface of libnefele, the client of a local Nefele agent.
+ *
+ * Link with -lnefele (the cdylib built from host-linux/libnefele). Every
+ * function returns NEFELE_OK (0) or a negative NEFELE_E* code; nefele_strerror
+ * names a code. A pointer argument that is NULL where a value is needed gives
+ * NEFELE_EINVAL. Strings are NUL-terminated UTF-8.
+ *
+ * Ownership: a nefele_client comes from nefele_connect and is released with
+ * nefele_close; the array nefele_ps returns is released with nefele_ps_free.
+ * Everything else is owned by the caller. A client is used by one thread at a
+ * time (open one per thread).
+ */
+#ifndef NEFELE_H
+#define NEFELE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NEFELE_OK 0
+#define NEFELE_EINVAL (-1)              /* invalid argument */
+#define NEFELE_EIO (-2)                 /* cannot reach the agent */
+#define NEFELE_EPROTO (-3)              /* protocol error with the agent */
+#define NEFELE_EAUTH (-4)               /* not authenticated by the agent */
+#define NEFELE_ENOSUCH (-5)             /* no such process (for this tenant) */
+#define NEFELE_ESHORT_CPU (-6)          /* not enough cpu for the request */
+#define NEFELE_ESHORT_MEMORY (-7)       /* not enough memory */
+#define NEFELE_ESHORT_ACCELERATORS (-8) /* not enough accelerators */
+#define NEFELE_ESHORT_HOSTS (-9)        /* not enough hosts for the affinity rules */
+#define NEFELE_EABORTED (-10)           /* a chosen host did not answer; nothing runs */
+#define NEFELE_EUNREACHABLE (-11)       /* the process's host did not answer */
+#define NEFELE_EEXITED (-12)            /* the process has exited already */
+#define NEFELE_ELOST (-13)              /* the process was lost with its host */
+#define NEFELE_EREQUEST (-14)           /* the agent found the request malformed */
+#define NEFELE_ERANGE (-15)             /* buffer too small */
+#define NEFELE_EINTERNAL (-16)          /* a bug in libnefele */
+
+/* A global pid: 128 bits; its text form is hi then lo in hex. */
+typedef struct {
+    uint64_t hi;
+    uint64_t lo;
+} nefele_pid;
+
+/* What to run. No field names a server: placement decides. */
+typedef struct {
+    const char *path;               /* absolute path of the executable */
+    const char *const *argv;        /* argv[0] included, NULL-terminated; may be NULL */
+    const char *const *envp;        /* "KEY=VALUE", NULL-terminated; may be NULL */
+    uint32_t cpu_millicores;        /* to reserve; 0 lets the agent decide */
+    uint64_t memory_bytes;          /* to reserve; 0 lets the agent decide */
+} nefele_spec;
+
+#define NEFELE_EXIT_CODE 0     /* value = exit code */
+#define NEFELE_EXIT_SIGNALED 1 /* value = signal number */
+#define NEFELE_EXIT_OOM 2      /* over its memory limit */
+#define NEFELE_EXIT_LOST 3     /* lost with its host */
+
+typedef struct {
+    int kind; /* NEFELE_EXIT_* */
+    int value;
+} nefele_exit;
+
+#define NEFELE_STATE_PROVISIONAL 0
+#define NEFELE_STATE_RUNNING 1
+#define NEFELE_STATE_EXITED 2
+#define NEFELE_STATE_LOST 3
+
+/* One process table entry. distance: 0 same host, 1 same group, 2 elsewhere. */
+typedef struct {
+    nefele_pid pid;
+    uint32_t host;
+    int state;          /* NEFELE_STATE_* */
+    nefele_exit exit;   /* when state is NEFELE_STATE_EXITED */
+    uint32_t cpu_millicores;
+    uint64_t memory_bytes;
+    uint64_t age_ms;
+    int distance;
+    char command[256];  /* NUL-terminated, truncated to fit */
+} nefele_proc;
+
+typedef struct nefele_client nefele_client;
+
+/* Connects to the agent's socket (NULL: $NEFELE_SOCKET, else /run/nefele/api.sock)
+ * with a tenant token (NULL: $NEFELE_TOKEN, else authenticate by uid). */
+int nefele_connect(const char *socket_path, const char *token, nefele_client **out);
+void nefele_close(nefele_client *client);
+
+/* One process; its pid goes to *out. */
+int nefele_spawn(nefele_client *client, const nefele_spec *spec, nefele_pid *out);
+/* n identical processes, atomically (all or none); pids go to out[0..n). */
+int nefele_n_spawn(nefele_client *client, uint32_t n, const nefele_spec *spec, nefele_pid *out);
+/* count different processes, atomically; pids go to out[0..count), in spec order. */
+int nefele_c_spawn(nefele_client *client, const nefele_spec *specs, size_t count, nefele_pid *out);
+
+/* signal: 0 = stop (SIGTERM, then SIGKILL after a grace period), 9 = kill now,
+ * any other 1..64 is delivered as is. Reaches the process and its descendants. */
+int nefele_kill(nefele_client *client, nefele_pid pid, int signal);
+int nefele_info(nefele_client *client, nefele_pid pid, nefele_proc *out);
+/* Every process of the caller's tenant: *out gets an array of *count entries
+ * (release with nefele_ps_free); *unanswered (may be NULL) the agents that did
+ * not answer in time. */
+int nefele_ps(nefele_client *client, nefele_proc **out, size_t *count, uint32_t *unanswered);
+void nefele_ps_free(nefele_proc *procs, size_t count);
+/* Blocks until the process ends. */
+int nefele_wait(nefele_client *client, nefele_pid pid, nefele_exit *out);
+
+const char *nefele_strerror(int code);
+/* Writes the pid's text (up to 32 hex digits and a NUL) to buf; 33 bytes suffice. */
+int nefele_pid_to_string(nefele_pid pid, char *buf, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NEFELE_H */

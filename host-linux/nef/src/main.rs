@@ -1,0 +1,199 @@
+//! `nef`: the command line of Nefele. Each subcommand is one call to the local
+//! agent through libnefele; the cluster looks like one machine.
+//!
+//! Output contract: results go to stdout; an error is exactly one line on
+//! stderr, `nef: <what went wrong>`, and the exit status is 2 for a usage error,
+//! 1 for anything else.
+
+mod quantity;
+mod render;
+
+use clap::{Args, Parser, Subcommand};
+use nefele::client::{default_socket, SOCKET_ENV, TOKEN_ENV};
+use nefele::{Client, ClientError};
+use nefele_core::host::{Affinity, ProcSpec, ResourcePolicy, Signal};
+use nefele_core::ids::Pid;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Spawn, list and kill processes across a Nefele cluster as on one machine.
+#[derive(Parser)]
+#[command(name = "nef", version)]
+struct Cli {
+    /// The local agent's API socket.
+    #[arg(long, global = true, env = SOCKET_ENV)]
+    socket: Option<PathBuf>,
+    /// The tenant token (without one, the agent maps your uid to a tenant).
+    #[arg(long, global = true, env = TOKEN_ENV, hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The federation groups of the local agent, from the top group down.
+    Members {
+        /// Print JSON instead of a tree.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start processes somewhere in the cluster; prints their pids, one per line.
+    Spawn(SpawnArgs),
+    /// Every process of your tenant in the cluster.
+    Ps {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deliver a signal to a process and its descendants.
+    Kill {
+        /// The process.
+        pid: Pid,
+        /// TERM (stop, then KILL after a grace period), KILL, or a signal number.
+        #[arg(long, short, default_value = "TERM", value_parser = parse_signal)]
+        signal: Signal,
+    },
+    /// One process's entry.
+    Info {
+        /// The process.
+        pid: Pid,
+    },
+    /// Wait until a process ends, and say how.
+    Wait {
+        /// The process.
+        pid: Pid,
+    },
+}
+
+#[derive(Args)]
+struct SpawnArgs {
+    /// How many identical processes to start, atomically (all or none).
+    #[arg(short = 'n', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    count: u32,
+    /// Cpu to reserve per process: 500m, 0.5, 2.
+    #[arg(long, value_parser = quantity::parse_cpu)]
+    cpu: Option<u32>,
+    /// Memory to reserve per process: 512M, 1G.
+    #[arg(long, value_parser = quantity::parse_memory)]
+    mem: Option<u64>,
+    /// An environment entry KEY=VALUE (repeatable).
+    #[arg(long = "env", value_parser = parse_env)]
+    envs: Vec<String>,
+    /// Run on the same server as the other processes with this tag.
+    #[arg(long)]
+    together: Option<String>,
+    /// Run on a different server from the other processes with this tag.
+    #[arg(long)]
+    apart: Option<String>,
+    /// Spread across racks with the other processes with this tag.
+    #[arg(long)]
+    spread: Option<String>,
+    /// The executable (an absolute path on the hosts) and its arguments.
+    #[arg(last = true, required = true, num_args = 1..)]
+    command: Vec<String>,
+}
+
+impl SpawnArgs {
+    fn spec(&self) -> ProcSpec {
+        let affinity = [
+            self.together.clone().map(Affinity::Together),
+            self.apart.clone().map(Affinity::Apart),
+            self.spread.clone().map(Affinity::Spread),
+        ];
+        ProcSpec {
+            path: self.command[0].clone(),
+            argv: self.command.clone(),
+            envp: self.envs.clone(),
+            affinity: affinity.into_iter().flatten().collect(),
+            resources: ResourcePolicy {
+                cpu_millicores: self.cpu,
+                memory_bytes: self.mem,
+                ..ResourcePolicy::default()
+            },
+            profile: None,
+        }
+    }
+}
+
+fn parse_signal(s: &str) -> Result<Signal, String> {
+    match s.trim_start_matches("SIG") {
+        "TERM" | "15" => Ok(Signal::Terminate),
+        "KILL" | "9" => Ok(Signal::Kill),
+        n => match n.parse::<i32>() {
+            Ok(n) if (1..65).contains(&n) => Ok(Signal::Raw(n)),
+            _ => Err(format!("{s:?} is not a signal (TERM, KILL or 1..64)")),
+        },
+    }
+}
+
+fn parse_env(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((k, _)) if !k.is_empty() && !k.contains('\0') => Ok(s.to_owned()),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+fn run(cli: Cli) -> Result<(), ClientError> {
+    let socket = cli.socket.unwrap_or_else(default_socket);
+    let mut client = Client::connect(&socket, cli.token.as_deref())?;
+    match cli.command {
+        Command::Members { json } => {
+            let view = client.members()?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&view).expect("plain data")
+                );
+            } else {
+                print!("{}", render::members(&view));
+            }
+        }
+        Command::Spawn(args) => {
+            let spec = args.spec();
+            let pids = if args.count == 1 {
+                vec![client.spawn(&spec)?]
+            } else {
+                client.n_spawn(args.count, &spec)?
+            };
+            for pid in pids {
+                println!("{pid}");
+            }
+        }
+        Command::Ps { json } => {
+            let reply = client.ps()?;
+            if json {
+                println!("{}", render::ps_json(&reply));
+            } else {
+                print!("{}", render::ps_table(&reply));
+            }
+        }
+        Command::Kill { pid, signal } => client.kill(pid, signal)?,
+        Command::Info { pid } => print!("{}", render::info(&client.info(pid)?)),
+        Command::Wait { pid } => println!("{pid} {}", render::exit(client.wait(pid)?)),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            eprintln!(
+                "nef: {} (see nef --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nef: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
