@@ -22,15 +22,17 @@ MODE=${1:-test}
 HOSTS=4
 if [ "$MODE" = bench ]; then PROFILE=release; else PROFILE=debug; fi
 BIN_DIR=${NEFELE_BIN_DIR:-target/$PROFILE}
-TAG="nfl$$"
+# Names and addresses unique to this run (inherited by the inner half).
+TAG=${TAG:-nfl$$}
+SUBNET=${SUBNET:-$(( $$ % 200 ))}
 SWITCH="${TAG}sw"
-WORK=""
+WORK=${WORK:-}
 
 say() { printf '[netns-cluster] %s\n' "$*" >&2; }
 fail() { say "FAIL: $*"; exit 1; }
 
 host_ns() { printf '%sh%d' "$TAG" "$1"; }
-host_ip() { printf '10.77.%d.%d' "$(( $$ % 200 ))" "$1"; }
+host_ip() { printf '10.77.%d.%d' "$SUBNET" "$1"; }
 cgroup_name() { printf 'nefele-%s-h%d' "$TAG" "$1"; }
 
 cleanup() {
@@ -94,7 +96,7 @@ if [ "${1:-}" != "__inner" ]; then
     make_network
     # The rest runs as init of a new pid namespace (see the header).
     unshare --pid --fork --kill-child --mount-proc \
-        env TAG="$TAG" WORK="$WORK" BIN_DIR="$BIN_DIR" bash "$0" __inner "$MODE"
+        env TAG="$TAG" SUBNET="$SUBNET" WORK="$WORK" NEFELE_BIN_DIR="$BIN_DIR" bash "$0" __inner "$MODE"
     exit $?
 fi
 
@@ -120,6 +122,7 @@ write_config() {
     mkdir -p "$WORK/h$i"
     cat >"$WORK/h$i/nefeled.toml" <<EOF
 # nefeled config of host $i (written by scripts/netns-cluster.sh)
+node_id = $i
 listen = "$(host_ip "$i"):7600"
 data_dir = "$WORK/h$i/data"
 cluster_key_file = "$KEY"
@@ -207,13 +210,16 @@ run_test() {
     hosts=$(python3 -c 'import json,sys; v=json.load(sys.stdin); print(len({p["host"] for p in v["processes"] if p["state"]=="Running"}))' <<<"$ps_json")
     [ "$hosts" -ge 2 ] || fail "8 processes of 500m on hosts of 1000m should span hosts, got $hosts"
 
-    # Kill the agent of a host that runs some of them.
-    local victim victim_node
-    victim_node=$(python3 -c 'import json,sys; v=json.load(sys.stdin); print(sorted({p["host"] for p in v["processes"]})[-1])' <<<"$ps_json")
-    for i in $(seq 1 "$HOSTS"); do
-        [ "$(nef_on "$i" members --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["node"])')" = "$victim_node" ] && victim=$i
+    # Kill the agent of a host (not the one we list from) that runs some of them.
+    local victim="" i
+    for i in 1 2 4; do
+        if python3 -c 'import json,sys; v=json.load(sys.stdin); sys.exit(0 if any(p["host"]==int(sys.argv[1]) for p in v["processes"]) else 1)' "$i" <<<"$ps_json"; then
+            victim=$i
+            break
+        fi
     done
-    [ -n "${victim:-}" ] && [ "$victim" != 3 ] || fail "could not find a victim host other than 3 (node $victim_node)"
+    [ -n "$victim" ] || fail "no process on hosts 1, 2 or 4"
+    local victim_node=$victim
     say "SIGKILL to the agent of host $victim (node $victim_node)"
     kill -KILL "${AGENT_PID[$victim]}"
 

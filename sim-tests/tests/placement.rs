@@ -309,6 +309,45 @@ fn history_fills_what_the_spec_leaves_out() {
 
 /// c_spawn under random crashes and partitions of a few hosts: every request is
 /// all-or-nothing, no reservation leaks and no pid is duplicated.
+/// Processes of crashed hosts are listed as lost, never forgotten; among the
+/// crashed hosts are level-0 leaders, whose heirs hold their copies.
+#[test]
+fn processes_of_crashed_hosts_are_reported_lost() {
+    let mut config = cluster(20, 3);
+    config.duration = Duration::from_secs(60);
+    let crashed: BTreeSet<NodeId> = [0, 1, 2, 9].map(NodeId).into();
+    for &node in &crashed {
+        config.faults.push(Fault {
+            at: Duration::from_secs(6),
+            action: FaultAction::Crash(Selector::Node(node.0)),
+            duration: None,
+            line: None,
+        });
+    }
+    let mut sim = booted(config);
+    let tenant = TenantId(1);
+    // One process per host: each agent places its own locally.
+    for node in 0..20 {
+        let spec = proc(1000, 1_000_000, 0);
+        let (reply, _) = ask(&mut sim, node, ApiCall::Spawn { tenant, spec }, 20);
+        assert_eq!(pids(reply)[0].origin(), NodeId(node));
+    }
+    sim.run_until(Time::from_secs(12));
+    let (ps, _) = ask(&mut sim, 12, ApiCall::Ps { tenant }, 1500);
+    let ApiReply::Ps(ps) = ps else {
+        panic!("{ps:?}")
+    };
+    assert_eq!(ps.processes.len(), 20, "{ps:?}");
+    for p in &ps.processes {
+        let want = if crashed.contains(&p.host) {
+            ProcState::Lost
+        } else {
+            ProcState::Running
+        };
+        assert_eq!(p.state, want, "{p:?}");
+    }
+}
+
 fn c_spawn_under_faults(seed: u64, requests: usize) -> Result<(), TestCaseError> {
     let mut config = cluster(24, seed);
     let mut rng = seed;

@@ -476,12 +476,15 @@ impl Placement {
 
     /// The tenant's visible entries on this host.
     pub(super) fn tenant_entries(&self, now: Time, tenant: TenantId) -> Vec<ProcInfo> {
-        self.host
+        let mut entries: Vec<ProcInfo> = self
+            .host
             .table
             .iter()
             .filter(|(_, e)| e.tenant == tenant && !e.hidden)
             .map(|(pid, e)| e.info(*pid, self.me, now))
-            .collect()
+            .collect();
+        entries.extend(self.ledger.lost_entries(now, tenant));
+        entries
     }
 
     /// A leader at `level` looks for room in its subtree: at level 0 it names the

@@ -47,6 +47,10 @@
 //!    process of a failed request stays running, and no reservation outlives its
 //!    lease.
 //!
+//! **Lost processes**: each host reports changes of its table to its level-0
+//! leader and heir (the `ledger` module); when a host leaves the group (crash),
+//! the leader lists its processes as `Lost` in `ps` for `lost_retention`.
+//!
 //! Affinity: `together(tag)` → one host; `apart(tag)` → distinct hosts;
 //! `spread(tag)` → distinct hosts too (the core knows no racks; its locality unit
 //! is the level-0 group, and spreading across groups is not done yet);
@@ -58,6 +62,7 @@
 
 pub mod api;
 mod host_side;
+mod ledger;
 pub mod msg;
 mod ps;
 mod requester;
@@ -124,6 +129,12 @@ pub struct PlacementConfig {
     pub global_default: Demand,
     /// Per-tenant defaults, consulted before history.
     pub tenant_defaults: Vec<(TenantId, PartialDemand)>,
+    /// How often a host reports changes of its table to its level-0 leader and heir.
+    pub ledger_period: Duration,
+    /// How often a host resends its whole table to them.
+    pub ledger_refresh: Duration,
+    /// How long the processes of a host that left the group stay listed as lost.
+    pub lost_retention: Duration,
 }
 
 impl Default for PlacementConfig {
@@ -147,6 +158,9 @@ impl Default for PlacementConfig {
                 accelerators: 0,
             },
             tenant_defaults: Vec::new(),
+            ledger_period: Duration::from_secs(1),
+            ledger_refresh: Duration::from_secs(30),
+            lost_retention: Duration::from_secs(600),
         }
     }
 }
@@ -179,6 +193,7 @@ enum Timer {
     Op(u64),
     Forget(Pid),
     Done(ReqKey),
+    Ledger,
 }
 
 /// Observed usage of earlier runs of one binary by one tenant.
@@ -206,6 +221,7 @@ pub struct Placement {
     host: host_side::HostState,
     req: requester::RequesterState,
     history: BTreeMap<(TenantId, String), Estimate>,
+    ledger: ledger::Ledger,
     timers: BTreeSet<(Time, Timer)>,
     outbox: VecDeque<PlacementOutput>,
 }
@@ -225,6 +241,7 @@ impl Placement {
             host: host_side::HostState::default(),
             req: requester::RequesterState::default(),
             history: BTreeMap::new(),
+            ledger: ledger::Ledger::default(),
             timers: BTreeSet::new(),
             outbox: VecDeque::new(),
         }
@@ -357,6 +374,11 @@ impl Placement {
                 cpu_millicores,
                 memory_bytes,
             } => self.learn(tenant, path, cpu_millicores, memory_bytes),
+            PlacementMsg::Ledger {
+                reset,
+                present,
+                ended,
+            } => self.on_ledger(now, from, reset, present, ended),
         }
     }
 
@@ -386,7 +408,10 @@ impl Placement {
                 };
                 self.adopt(now, pid, tenant, command, demand, age);
             }
-            HostEvent::Resources(r) => self.set_capacity(&r),
+            HostEvent::Resources(r) => {
+                self.set_capacity(&r);
+                self.arm_ledger(now);
+            }
         }
     }
 
@@ -410,6 +435,7 @@ impl Placement {
                     self.forget_done(now, key);
                     self.forget_completed(now, key);
                 }
+                Timer::Ledger => self.ledger_due(now, fed),
             }
         }
     }

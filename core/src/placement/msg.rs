@@ -6,6 +6,7 @@ use super::api::{Demand, ProcInfo};
 use crate::host::{ExitStatus, ProcSpec};
 use crate::ids::{Incarnation, NodeId, Pid, TenantId};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// Distinct process shapes one request may hold (all its messages stay under the MTU).
 pub const MAX_SHAPES: usize = 48;
@@ -209,6 +210,16 @@ pub enum PlacementMsg {
         /// How many batches this member sends in all.
         batches: u16,
     },
+    /// Host → its level-0 leader and heir: a change of its process table (see
+    /// `ledger`). With `reset`, the receiver first forgets its copy.
+    Ledger {
+        /// Replace the copy instead of amending it.
+        reset: bool,
+        /// Processes present (added, or all of them with `reset`).
+        present: Vec<LedgerItem>,
+        /// Processes gone since the last report.
+        ended: Vec<Pid>,
+    },
     /// Host → requester: what a finished process used, for the requester's history.
     Ran {
         /// The tenant.
@@ -243,9 +254,44 @@ impl PlacementMsg {
             PlacementMsg::PsExpect { .. } => "ns.ps_expect",
             PlacementMsg::PsReq { .. } => "ns.ps_req",
             PlacementMsg::PsAns { .. } => "ns.ps_ans",
+            PlacementMsg::Ledger { .. } => "ns.ledger",
             PlacementMsg::Ran { .. } => "ns.ran",
         }
     }
+}
+
+/// One process as a host reports it to the keepers of its table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerItem {
+    /// The process.
+    pub pid: Pid,
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// Its executable.
+    pub command: String,
+    /// What it reserved.
+    pub demand: Demand,
+    /// How long it has existed (ages travel, clocks do not).
+    pub age: Duration,
+}
+
+/// `items` cut into batches of at most [`BATCH_BYTES`] encoded bytes each (an item
+/// larger than that travels alone), in order. No batch is empty.
+pub(crate) fn batches<T: Serialize>(items: Vec<T>) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let size = size_of(&item);
+        match out.last_mut() {
+            Some(batch) if bytes + size <= BATCH_BYTES => batch.push(item),
+            _ => {
+                out.push(vec![item]);
+                bytes = 0;
+            }
+        }
+        bytes += size;
+    }
+    out
 }
 
 /// The encoded size of a value, as bincode lays it out in a message (an upper bound

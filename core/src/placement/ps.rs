@@ -10,11 +10,15 @@
 //! is outstanding, or at `ps_timeout`, when what is missing is counted as
 //! unanswered.
 //!
+//! Level-0 leaders also answer with the processes of hosts that left their group
+//! (see `ledger`), as `Lost`; the asker keeps a live answer over a lost one.
+//!
 //! Not done yet: the per-subtree tenant index that would let the walk skip
 //! subtrees where the tenant has no process; every subtree is visited.
 
+use super::api::ProcState;
 use super::api::{ProcInfo, PsReply};
-use super::msg::{size_of, PlacementMsg, BATCH_BYTES};
+use super::msg::{batches, PlacementMsg};
 use super::{Placement, Timer};
 use crate::agent::{ApiReply, RequestId};
 use crate::federation::Federation;
@@ -190,11 +194,10 @@ impl Placement {
         asker: NodeId,
     ) {
         let entries = self.tenant_entries(now, tenant);
-        let per = (BATCH_BYTES / size_of(&entries.first())).max(1);
         let batches: Vec<Vec<ProcInfo>> = if entries.is_empty() {
             vec![Vec::new()]
         } else {
-            entries.chunks(per).map(<[ProcInfo]>::to_vec).collect()
+            batches(entries)
         };
         let n = u16::try_from(batches.len()).unwrap_or(u16::MAX);
         for entries in batches.into_iter().take(usize::from(n)) {
@@ -250,7 +253,8 @@ impl Placement {
         w.entries.extend(
             entries
                 .into_iter()
-                .filter(|e| e.tenant == tenant && e.host == from),
+                // A host answers for itself; a leader also for the hosts it lost.
+                .filter(|e| e.tenant == tenant && (e.host == from || e.state == ProcState::Lost)),
         );
         let got = w.got.entry(from).or_default();
         *got += 1;
@@ -286,7 +290,11 @@ impl Placement {
         for e in &mut w.entries {
             e.distance = self.distance(fed, e.host);
         }
-        w.entries.sort_by_key(|e| e.pid);
+        // A live answer beats a `Lost` one for the same pid (a host that moved to
+        // another group, or came back, is not lost).
+        w.entries
+            .sort_by_key(|e| (e.pid, e.state == ProcState::Lost));
+        w.entries.dedup_by_key(|e| e.pid);
         let reply = PsReply {
             processes: w.entries,
             unanswered: (w.walks.len() + w.hosts.len()) as u32,

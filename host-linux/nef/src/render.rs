@@ -55,13 +55,13 @@ pub fn members(view: &MembersView) -> String {
 /// A `ps`-like table, in pid order.
 pub fn ps_table(reply: &PsReply) -> String {
     let mut out = format!(
-        "{:<32} {:<6} {:<12} {:>6} {:>7} {:>8} {:<5} COMMAND\n",
+        "{:<32} {:<11} {:<12} {:>6} {:>7} {:>8} {:<5} COMMAND\n",
         "PID", "HOST", "STATE", "CPU", "MEM", "AGE", "DIST"
     );
     for p in &reply.processes {
         let _ = writeln!(
             out,
-            "{:<32} {:<6} {:<12} {:>6} {:>7} {:>8} {:<5} {}",
+            "{:<32} {:<11} {:<12} {:>6} {:>7} {:>8} {:<5} {}",
             p.pid.to_string(),
             p.host.to_string(),
             state_text(p.state),

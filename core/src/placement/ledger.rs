@@ -1,0 +1,238 @@
+//! The ledger: copies of a level-0 group's process tables, so that the processes
+//! of a host that dies are reported `Lost` instead of silently forgotten.
+//!
+//! # Protocol
+//! Every `ledger_period`, each agent that hosts processes compares its table
+//! (visible entries that have not exited) with what it last reported, and sends
+//! the difference as [`PlacementMsg::Ledger`] to its *keepers*: the leader of its
+//! level-0 group and the group's heir (its lowest other member), itself excluded.
+//! The heir holds a copy so that a leader that dies with its processes is
+//! reported by the agent that takes its place. When the keepers change, the new
+//! ones get the whole table; every `ledger_refresh` everybody resends its whole
+//! table with `reset`, which repairs copies that missed a message.
+//!
+//! A level-0 leader that holds a copy for a host no longer in its group moves
+//! that copy to its *lost* list, kept for `lost_retention`; `ps` answers include
+//! the lost entries (state [`ProcState::Lost`]) and the asker keeps, for each pid,
+//! a live answer over a `Lost` one, so a host that merely moved to another group
+//! (a split) or came back (re-adopting its processes) is never shown as lost.
+//! Non-leaders drop copies of hosts that left their group.
+//!
+//! Invariants: an agent holds copies only of hosts that reported to it; a pid is
+//! never both held and lost at one agent; lost entries expire.
+
+use super::api::{Demand, ProcInfo, ProcState};
+use super::msg::{batches, LedgerItem, PlacementMsg};
+use super::{Placement, Timer};
+use crate::federation::Federation;
+use crate::ids::{NodeId, Pid, TenantId};
+use crate::time::Time;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One process as held for its host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Held {
+    tenant: TenantId,
+    command: String,
+    demand: Demand,
+    created: Time,
+}
+
+/// This agent's side of the ledger: what it reported, and the copies it keeps.
+#[derive(Debug, Default)]
+pub(super) struct Ledger {
+    /// Whether the periodic timer runs.
+    armed: bool,
+    /// The pids this agent last reported to its keepers.
+    reported: BTreeSet<Pid>,
+    /// The keepers it last reported to.
+    keepers: Vec<NodeId>,
+    /// When it last resent everything.
+    last_refresh: Time,
+    /// Copies of other hosts' tables.
+    held: BTreeMap<NodeId, BTreeMap<Pid, Held>>,
+    /// Processes of hosts that left this leader's group: host, entry, kept until.
+    lost: BTreeMap<Pid, (NodeId, Held, Time)>,
+}
+
+impl Ledger {
+    /// Entries of `tenant` this agent reports as lost.
+    pub(super) fn lost_entries(&self, now: Time, tenant: TenantId) -> Vec<ProcInfo> {
+        self.lost
+            .iter()
+            .filter(|(_, (_, h, _))| h.tenant == tenant)
+            .map(|(pid, (host, h, _))| ProcInfo {
+                pid: *pid,
+                tenant,
+                host: *host,
+                command: h.command.clone(),
+                demand: h.demand,
+                state: ProcState::Lost,
+                age: now.saturating_since(h.created),
+                distance: super::api::DistanceClass::SameDc,
+            })
+            .collect()
+    }
+}
+
+/// The keepers of `me`'s table: its level-0 leader and heir, itself excluded.
+fn keepers(me: NodeId, fed: Option<&Federation>) -> Vec<NodeId> {
+    let Some(view) = fed.and_then(|f| f.seats().first()).map(|s| s.view()) else {
+        return Vec::new();
+    };
+    let heir = view.members.iter().find(|&&m| m != view.leader).copied();
+    let mut k: Vec<NodeId> = std::iter::once(view.leader)
+        .chain(heir)
+        .filter(|&n| n != me)
+        .collect();
+    k.dedup();
+    k
+}
+
+impl Placement {
+    /// Starts the periodic ledger timer (once).
+    pub(super) fn arm_ledger(&mut self, now: Time) {
+        if !self.ledger.armed {
+            self.ledger.armed = true;
+            self.ledger.last_refresh = now;
+            self.set_timer(now + self.config.ledger_period, Timer::Ledger);
+        }
+    }
+
+    /// The periodic work: report changes to the keepers, and as a leader turn the
+    /// copies of departed hosts into lost entries.
+    pub(super) fn ledger_due(&mut self, now: Time, fed: Option<&Federation>) {
+        self.set_timer(now + self.config.ledger_period, Timer::Ledger);
+        self.report_table(now, fed);
+        self.settle_departed(now, fed);
+        self.ledger.lost.retain(|_, (_, _, until)| *until > now);
+    }
+
+    fn report_table(&mut self, now: Time, fed: Option<&Federation>) {
+        let present: BTreeMap<Pid, LedgerItem> = self
+            .host
+            .table
+            .iter()
+            .filter(|(_, e)| !e.hidden && !matches!(e.state, ProcState::Exited(_)))
+            .map(|(pid, e)| {
+                let item = LedgerItem {
+                    pid: *pid,
+                    tenant: e.tenant,
+                    command: e.path.clone(),
+                    demand: e.demand,
+                    age: now.saturating_since(e.created),
+                };
+                (*pid, item)
+            })
+            .collect();
+        let keepers = keepers(self.me, fed);
+        let refresh = now.saturating_since(self.ledger.last_refresh) >= self.config.ledger_refresh;
+        if refresh {
+            self.ledger.last_refresh = now;
+        }
+        let added: Vec<LedgerItem> = present
+            .values()
+            .filter(|i| !self.ledger.reported.contains(&i.pid))
+            .cloned()
+            .collect();
+        let ended: Vec<Pid> = self
+            .ledger
+            .reported
+            .iter()
+            .filter(|p| !present.contains_key(p))
+            .copied()
+            .collect();
+        let everything: Vec<LedgerItem> = present.values().cloned().collect();
+        for &k in &keepers {
+            let new_keeper = !self.ledger.keepers.contains(&k);
+            if refresh || new_keeper {
+                self.send_ledger(k, true, everything.clone(), Vec::new());
+            } else if !added.is_empty() || !ended.is_empty() {
+                self.send_ledger(k, false, added.clone(), ended.clone());
+            }
+        }
+        self.ledger.keepers = keepers;
+        self.ledger.reported = present.into_keys().collect();
+    }
+
+    /// Sends a table change in batches under the MTU (each message carries one
+    /// batch of one kind); only the first carries `reset`.
+    fn send_ledger(&mut self, to: NodeId, reset: bool, present: Vec<LedgerItem>, ended: Vec<Pid>) {
+        let mut messages: Vec<(Vec<LedgerItem>, Vec<Pid>)> = batches(present)
+            .into_iter()
+            .map(|p| (p, Vec::new()))
+            .chain(batches(ended).into_iter().map(|e| (Vec::new(), e)))
+            .collect();
+        if messages.is_empty() && reset {
+            messages.push((Vec::new(), Vec::new()));
+        }
+        for (i, (present, ended)) in messages.into_iter().enumerate() {
+            let msg = PlacementMsg::Ledger {
+                reset: reset && i == 0,
+                present,
+                ended,
+            };
+            self.send(to, msg);
+        }
+    }
+
+    /// A host reported a change of its table.
+    pub(super) fn on_ledger(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        reset: bool,
+        present: Vec<LedgerItem>,
+        ended: Vec<Pid>,
+    ) {
+        let copy = self.ledger.held.entry(from).or_default();
+        if reset {
+            copy.clear();
+        }
+        for p in &ended {
+            copy.remove(p);
+        }
+        for item in present {
+            let created = Time::from_nanos(
+                now.as_nanos()
+                    .saturating_sub(u64::try_from(item.age.as_nanos()).unwrap_or(u64::MAX)),
+            );
+            self.ledger.lost.remove(&item.pid);
+            copy.insert(
+                item.pid,
+                Held {
+                    tenant: item.tenant,
+                    command: item.command,
+                    demand: item.demand,
+                    created,
+                },
+            );
+        }
+    }
+
+    /// Copies of hosts that left the group: lost, at a leader; dropped elsewhere.
+    fn settle_departed(&mut self, now: Time, fed: Option<&Federation>) {
+        let Some(view) = fed.and_then(|f| f.seats().first()).map(|s| s.view()) else {
+            return;
+        };
+        let departed: Vec<NodeId> = self
+            .ledger
+            .held
+            .keys()
+            .filter(|h| !view.contains(**h))
+            .copied()
+            .collect();
+        let leading = view.leader == self.me;
+        let until = now + self.config.lost_retention;
+        for host in departed {
+            let Some(copy) = self.ledger.held.remove(&host) else {
+                continue;
+            };
+            if leading {
+                for (pid, held) in copy {
+                    self.ledger.lost.insert(pid, (host, held, until));
+                }
+            }
+        }
+    }
+}
