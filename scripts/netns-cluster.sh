@@ -51,6 +51,13 @@ cleanup() {
     done
     ip netns del "$SWITCH" 2>/dev/null
     [ -n "$WORK" ] && rm -rf "$WORK"
+    # Nothing of this run may be left behind.
+    local left
+    left=$(ip netns list | grep "$TAG"; ls -d /sys/fs/cgroup/*/nefele-"$TAG"-* 2>/dev/null)
+    if [ -n "$left" ]; then
+        say "leftovers: $left"
+        [ "$status" -eq 0 ] && status=1
+    fi
     if [ "$status" -eq 0 ]; then say "cleaned up"; else say "cleaned up after a failure (exit $status)"; fi
     exit "$status"
 }

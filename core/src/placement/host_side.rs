@@ -273,6 +273,7 @@ impl Placement {
                     }
                 }
             }
+            self.ledger_changed(now);
         }
         self.release(key);
         self.mark_done(now, key);
@@ -354,6 +355,7 @@ impl Placement {
                 hidden: false,
             },
         );
+        self.ledger_changed(now);
     }
 
     pub(super) fn on_exited(
@@ -377,6 +379,7 @@ impl Placement {
             self.host.table.remove(&pid);
             return;
         }
+        self.ledger_changed(now);
         for (node, token) in self.host.waiters.remove(&pid).unwrap_or_default() {
             self.pid_answer_to(node, token, PidAnswer::Exited(status));
         }

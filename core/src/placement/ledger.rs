@@ -2,9 +2,10 @@
 //! of a host that dies are reported `Lost` instead of silently forgotten.
 //!
 //! # Protocol
-//! Every `ledger_period`, each agent that hosts processes compares its table
-//! (visible entries that have not exited) with what it last reported, and sends
-//! the difference as [`PlacementMsg::Ledger`] to its *keepers*: the leader of its
+//! Shortly after its table changes (`ledger_flush`, which coalesces bursts), and
+//! every `ledger_period` in any case, each agent compares its table (its
+//! confirmed, running processes) with what it last reported, and sends the
+//! difference as [`PlacementMsg::Ledger`] to its *keepers*: the leader of its
 //! level-0 group and the group's heir (its lowest other member), itself excluded.
 //! The heir holds a copy so that a leader that dies with its processes is
 //! reported by the agent that takes its place. When the keepers change, the new
@@ -43,6 +44,8 @@ pub(super) struct Held {
 pub(super) struct Ledger {
     /// Whether the periodic timer runs.
     armed: bool,
+    /// Whether a flush after a change is scheduled.
+    flush_armed: bool,
     /// The pids this agent last reported to its keepers.
     reported: BTreeSet<Pid>,
     /// The keepers it last reported to.
@@ -99,6 +102,20 @@ impl Placement {
         }
     }
 
+    /// The table changed: report it soon (one flush per `ledger_flush`).
+    pub(super) fn ledger_changed(&mut self, now: Time) {
+        if !self.ledger.flush_armed {
+            self.ledger.flush_armed = true;
+            self.set_timer(now + self.config.ledger_flush, Timer::LedgerFlush);
+        }
+    }
+
+    /// The flush after a change.
+    pub(super) fn ledger_flush_due(&mut self, now: Time, fed: Option<&Federation>) {
+        self.ledger.flush_armed = false;
+        self.report_table(now, fed);
+    }
+
     /// The periodic work: report changes to the keepers, and as a leader turn the
     /// copies of departed hosts into lost entries.
     pub(super) fn ledger_due(&mut self, now: Time, fed: Option<&Federation>) {
@@ -113,7 +130,7 @@ impl Placement {
             .host
             .table
             .iter()
-            .filter(|(_, e)| !e.hidden && !matches!(e.state, ProcState::Exited(_)))
+            .filter(|(_, e)| !e.hidden && e.state == ProcState::Running)
             .map(|(pid, e)| {
                 let item = LedgerItem {
                     pid: *pid,

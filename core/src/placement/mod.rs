@@ -129,7 +129,10 @@ pub struct PlacementConfig {
     pub global_default: Demand,
     /// Per-tenant defaults, consulted before history.
     pub tenant_defaults: Vec<(TenantId, PartialDemand)>,
-    /// How often a host reports changes of its table to its level-0 leader and heir.
+    /// How soon after a change of its table a host reports it to its level-0
+    /// leader and heir (changes within this time go in one report).
+    pub ledger_flush: Duration,
+    /// How often a host reports changes of its table at the latest.
     pub ledger_period: Duration,
     /// How often a host resends its whole table to them.
     pub ledger_refresh: Duration,
@@ -158,6 +161,7 @@ impl Default for PlacementConfig {
                 accelerators: 0,
             },
             tenant_defaults: Vec::new(),
+            ledger_flush: Duration::from_millis(20),
             ledger_period: Duration::from_secs(1),
             ledger_refresh: Duration::from_secs(30),
             lost_retention: Duration::from_secs(600),
@@ -194,6 +198,7 @@ enum Timer {
     Forget(Pid),
     Done(ReqKey),
     Ledger,
+    LedgerFlush,
 }
 
 /// Observed usage of earlier runs of one binary by one tenant.
@@ -436,6 +441,7 @@ impl Placement {
                     self.forget_completed(now, key);
                 }
                 Timer::Ledger => self.ledger_due(now, fed),
+                Timer::LedgerFlush => self.ledger_flush_due(now, fed),
             }
         }
     }
