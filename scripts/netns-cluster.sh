@@ -242,6 +242,18 @@ run_test() {
     done
     nef_on 3 ps >&2
     say "after the kill: $lost lost, $running still running"
+
+    say "restarting the agent of host $victim: it re-adopts its processes"
+    start_agent "$victim"
+    deadline=$(( $(now_ms) + 20000 ))
+    while :; do
+        ps_json=$(nef_on 3 ps --json 2>/dev/null) || ps_json='{"processes": []}'
+        running=$(python3 -c 'import json,sys; v=json.load(sys.stdin); print(sum(1 for p in v["processes"] if p["state"]=="Running"))' <<<"$ps_json")
+        [ "$running" -eq 8 ] && break
+        [ "$(now_ms)" -lt "$deadline" ] || { nef_on 3 ps >&2; fail "after the restart, $running of 8 running"; }
+        sleep 0.2
+    done
+    nef_on 3 ps >&2
     say "PASS"
 }
 

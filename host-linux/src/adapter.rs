@@ -246,6 +246,15 @@ impl<S: Sys> LinuxHost<S> {
                 t.members += 1;
             }
             self.by_os_pid.insert(record.os_pid, pid);
+            // The agent's new life learns of it before any exit it may have had.
+            self.events.push_back(HostEvent::Adopted {
+                pid,
+                tenant: record.tenant,
+                command: record.command.clone(),
+                cpu_millicores: record.cpu_millicores,
+                memory_bytes: record.memory_bytes,
+                age,
+            });
             let reaped = (!alive).then(|| (Reaped::Unknown, Instant::now()));
             self.procs.insert(
                 pid,
@@ -470,6 +479,7 @@ impl<S: Sys> LinuxHost<S> {
         Ok(ProcRecord {
             pid: pid.to_string(),
             tenant,
+            command: spec.path.clone(),
             os_pid,
             start_ticks: self.sys.start_ticks(os_pid).unwrap_or(0),
             cgroup,

@@ -38,6 +38,9 @@ pub struct ProcRecord {
     pub pid: String,
     /// Its tenant.
     pub tenant: TenantId,
+    /// Its executable (the spec's path); empty in state files from before it was kept.
+    #[serde(default)]
+    pub command: String,
     /// Its pid on this host.
     pub os_pid: i32,
     /// Its start time in clock ticks since boot (pid-reuse guard).

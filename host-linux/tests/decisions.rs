@@ -267,10 +267,33 @@ fn a_new_adapter_readopts_live_processes_and_reports_the_ones_that_ended() {
         s.alive.insert(p, old[&p]);
     }
     let mut h = host(&dir, s);
-    let mut ended: Vec<_> = drain(&mut h)
+    let events = drain(&mut h);
+    // Every recorded process is adopted first (so the agent's table has it), and
+    // the ones that ended are then reported ended.
+    let adopted: Vec<Pid> = events
+        .iter()
+        .filter_map(|e| match e {
+            HostEvent::Adopted { pid, command, .. } => {
+                assert!(!command.is_empty(), "{e:?}");
+                Some(*pid)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(adopted, vec![pid(1), pid(2), pid(3)]);
+    for (i, e) in events.iter().enumerate() {
+        if let HostEvent::Exited { pid, .. } = e {
+            let adopted_before = events[..i]
+                .iter()
+                .any(|a| matches!(a, HostEvent::Adopted { pid: p, .. } if p == pid));
+            assert!(adopted_before, "{events:?}");
+        }
+    }
+    let mut ended: Vec<_> = events
         .into_iter()
-        .map(|e| match e {
-            HostEvent::Exited { pid, status, .. } => (pid, status),
+        .filter_map(|e| match e {
+            HostEvent::Exited { pid, status, .. } => Some((pid, status)),
+            HostEvent::Adopted { .. } => None,
             other => panic!("{other:?}"),
         })
         .collect();

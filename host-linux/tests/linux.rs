@@ -423,6 +423,22 @@ fn a_recreated_adapter_readopts_running_processes_and_reports_ended_ones() {
     };
     assert_eq!(f.host.os_pid(long), Some(long_os));
     assert_eq!(f.host.holder(TenantId(20)), Some(holder));
+    // The new agent life hears of both records first, with their commands.
+    let mut adopted = Vec::new();
+    while adopted.len() < 2 {
+        match f.host.poll_event() {
+            Some(HostEvent::Adopted { pid, command, .. }) => adopted.push((pid, command)),
+            Some(HostEvent::Resources(_)) => {}
+            other => panic!("expected the adoptions first, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        adopted,
+        vec![
+            (long, "/bin/sleep".to_owned()),
+            (short, "/bin/sh".to_owned())
+        ]
+    );
     assert_eq!(exit_of(&mut f.host, short).0, ExitStatus::Code(4));
     kill_expecting(
         &mut f.host,
