@@ -167,6 +167,22 @@ fn a_request_that_cannot_fit_fails_fast_naming_the_resource() {
             resource: Resource::Memory
         }))
     );
+    // Each process fits a host, but together they need more memory than the DC has:
+    // the error names memory, not the packing (it said `Hosts`).
+    let mut big = proc(100, 1000, 0);
+    big.resources.memory_bytes = Some(100 << 30);
+    let call = ApiCall::NSpawn {
+        tenant: TenantId(1),
+        n: 400,
+        spec: big,
+    };
+    let (r, _) = ask(&mut sim, 5, call, 500);
+    assert_eq!(
+        r,
+        ApiReply::Spawned(Err(SpawnError::Short {
+            resource: Resource::Memory
+        }))
+    );
     let call = ApiCall::CSpawn {
         tenant: TenantId(1),
         specs: vec![],

@@ -206,6 +206,18 @@ fn units_of(items: &[(ProcSpec, Demand)]) -> Result<(Vec<Unit>, Vec<Shape>), Spa
     Ok((out, shapes))
 }
 
+/// When every unit fits some host but the request does not fit: the resource of
+/// which the whole request needs more than all the hosts heard from have free, if
+/// one does (else it is the packing, `Hosts`).
+fn aggregate_short(p: &Pending) -> Option<Resource> {
+    let need = p
+        .units
+        .iter()
+        .fold(Demand::default(), |a, u| a.plus(p.shapes[u.shape].demand));
+    let room = p.room.values().fold(Demand::default(), |a, r| a.plus(*r));
+    room.short_of(need)
+}
+
 /// Assigns every unit a host from the offers (this agent first, then its group, then
 /// the rest, each in id order; largest units first), or says what is short.
 fn plan(me: NodeId, p: &Pending) -> Result<BTreeMap<NodeId, Vec<u16>>, Resource> {
@@ -466,7 +478,11 @@ impl Placement {
                 Resource::Cpu | Resource::Memory | Resource::Accelerators
             );
             if p.retried || impossible {
-                return self.fail(now, seq, SpawnError::Short { resource: short });
+                let resource = match short {
+                    Resource::Hosts => aggregate_short(p).unwrap_or(Resource::Hosts),
+                    single => single,
+                };
+                return self.fail(now, seq, SpawnError::Short { resource });
             }
             return self.retry(now, seq);
         };
