@@ -46,8 +46,10 @@ pub struct ProcEntry {
     pub demand: Demand,
     /// Its life stage.
     pub state: ProcState,
-    /// When it was created.
+    /// When it was created, or re-adopted by this life of the agent.
     pub created: Time,
+    /// Its age when it was re-adopted (zero for processes created in this life).
+    pub age_at_adoption: Duration,
     /// The request that created it.
     pub key: ReqKey,
     /// Its request was aborted: invisible to tenants, dropped when it exits.
@@ -55,6 +57,12 @@ pub struct ProcEntry {
 }
 
 impl ProcEntry {
+    /// How long it has existed at `now`.
+    #[must_use]
+    pub fn age(&self, now: Time) -> Duration {
+        now.saturating_since(self.created) + self.age_at_adoption
+    }
+
     /// What `info` and `ps` tell about this process, hosted by `host`, at `now`.
     fn info(&self, pid: Pid, host: NodeId, now: Time) -> ProcInfo {
         ProcInfo {
@@ -64,7 +72,7 @@ impl ProcEntry {
             command: self.path.clone(),
             demand: self.demand,
             state: self.state,
-            age: now.saturating_since(self.created),
+            age: self.age(now),
             distance: DistanceClass::SameHost,
         }
     }
@@ -203,14 +211,21 @@ impl Placement {
                     demand: item.demand,
                     state: ProcState::Provisional,
                     created: now,
+                    age_at_adoption: Duration::ZERO,
                     key,
                     hidden: false,
                 },
             );
+            // The host records what placement reserved, not only what the caller said.
+            let mut spec = item.spec;
+            let r = &mut spec.resources;
+            r.cpu_millicores.get_or_insert(item.demand.cpu_millicores);
+            r.memory_bytes.get_or_insert(item.demand.memory_bytes);
+            r.accelerators.get_or_insert(item.demand.accelerators);
             starts.push(HostCommand::Start {
                 pid,
                 tenant: item.tenant,
-                spec: item.spec,
+                spec,
             });
         }
         if fresh {
@@ -333,10 +348,6 @@ impl Placement {
         if pid.origin() != self.me || self.host.table.contains_key(&pid) {
             return;
         }
-        let created = Time::from_nanos(
-            now.as_nanos()
-                .saturating_sub(u64::try_from(age.as_nanos()).unwrap_or(u64::MAX)),
-        );
         self.committed = self.committed.plus(demand);
         self.host.table.insert(
             pid,
@@ -345,7 +356,8 @@ impl Placement {
                 path,
                 demand,
                 state: ProcState::Running,
-                created,
+                created: now,
+                age_at_adoption: age,
                 // Its request ended in an earlier life; no requester will ask about it.
                 key: ReqKey {
                     requester: self.me,

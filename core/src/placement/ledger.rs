@@ -29,6 +29,7 @@ use crate::federation::Federation;
 use crate::ids::{NodeId, Pid, TenantId};
 use crate::time::Time;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 /// One process as held for its host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,7 +37,15 @@ pub(super) struct Held {
     tenant: TenantId,
     command: String,
     demand: Demand,
-    created: Time,
+    /// When its host reported it, and its age then (ages travel, clocks do not).
+    reported: Time,
+    age_then: Duration,
+}
+
+impl Held {
+    fn age(&self, now: Time) -> Duration {
+        now.saturating_since(self.reported) + self.age_then
+    }
 }
 
 /// This agent's side of the ledger: what it reported, and the copies it keeps.
@@ -71,7 +80,7 @@ impl Ledger {
                 command: h.command.clone(),
                 demand: h.demand,
                 state: ProcState::Lost,
-                age: now.saturating_since(h.created),
+                age: h.age(now),
                 distance: super::api::DistanceClass::SameDc,
             })
             .collect()
@@ -137,7 +146,7 @@ impl Placement {
                     tenant: e.tenant,
                     command: e.path.clone(),
                     demand: e.demand,
-                    age: now.saturating_since(e.created),
+                    age: e.age(now),
                 };
                 (*pid, item)
             })
@@ -210,10 +219,6 @@ impl Placement {
             copy.remove(p);
         }
         for item in present {
-            let created = Time::from_nanos(
-                now.as_nanos()
-                    .saturating_sub(u64::try_from(item.age.as_nanos()).unwrap_or(u64::MAX)),
-            );
             self.ledger.lost.remove(&item.pid);
             copy.insert(
                 item.pid,
@@ -221,7 +226,8 @@ impl Placement {
                     tenant: item.tenant,
                     command: item.command,
                     demand: item.demand,
-                    created,
+                    reported: now,
+                    age_then: item.age,
                 },
             );
         }

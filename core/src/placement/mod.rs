@@ -739,7 +739,8 @@ mod tests {
             Some(PlacementOutput::Reply(RequestId(1), ApiReply::Spawned(Ok(pids)))) if pids.len() == 3
         ));
         assert!(p.invariants());
-        // One more core is free: two more do not fit, and nothing is left behind.
+        // One more core is free: two more do not fit (short of cpu, in total), and
+        // nothing is left behind.
         let kind = SpawnKind::NSpawn(2, spec(Some(1000)));
         p.handle_spawn(Time::ZERO, None, RequestId(2), TenantId(1), kind);
         let mut out = drain(&mut p);
@@ -753,7 +754,7 @@ mod tests {
             Some(&PlacementOutput::Reply(
                 RequestId(2),
                 ApiReply::Spawned(Err(SpawnError::Short {
-                    resource: Resource::Hosts
+                    resource: Resource::Cpu
                 }))
             ))
         );
