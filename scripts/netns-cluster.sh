@@ -69,7 +69,7 @@ require() {
     command -v python3 >/dev/null || { say "SKIP: needs python3"; exit 0; }
     if [ -z "${NEFELE_BIN_DIR:-}" ]; then
         say "building nefeled and nef ($PROFILE)"
-        cargo build --profile "${PROFILE/debug/dev}" -p nefele-daemon -p nefele-cli >&2
+        cargo build --profile "${PROFILE/debug/dev}" -p nefele-daemon -p nefele-cli -p nefele >&2
     fi
     [ -x "$BIN_DIR/nefeled" ] && [ -x "$BIN_DIR/nef" ] || fail "no nefeled or nef in $BIN_DIR"
 }
@@ -254,6 +254,20 @@ run_test() {
         sleep 0.2
     done
     nef_on 3 ps >&2
+
+    say "killing the 8 sleepers from host 4"
+    for pid in $pids; do nef_on 4 kill --signal KILL "$pid" || fail "nef kill $pid failed"; done
+    for pid in $pids; do nef_on 4 wait "$pid" >&2 || fail "nef wait $pid failed"; done
+
+    say "the C example (libnefele's C ABI) on host 2: spawn, list, kill, wait"
+    if command -v cc >/dev/null; then
+        cc -Wall -Werror -o "$WORK/spawn" host-linux/libnefele/examples/c/spawn.c \
+            -I host-linux/libnefele/include -L "$BIN_DIR" -lnefele || fail "the C example does not build"
+        LD_LIBRARY_PATH="$BIN_DIR" "$WORK/spawn" "$WORK/h2/api.sock" test-token >&2 \
+            || fail "the C example failed"
+    else
+        say "SKIP the C example: no C compiler (cc)"
+    fi
     say "PASS"
 }
 
