@@ -6,10 +6,16 @@
 #   scripts/netns-cluster.sh test    # the end-to-end test (.ci/run calls it)
 #   scripts/netns-cluster.sh bench   # convergence and spawn round-trip figures
 #
-# Needs root, iproute2, util-linux (unshare) and python3 (reads `nef --json`).
-# Binaries come from $NEFELE_BIN_DIR, built there if missing: by default the
-# debug build for `test` (what `cargo test` already built) and the release build
-# for `bench`.
+# The test: the four agents form one top group; `nef spawn -n 8` from host 1
+# lands on several hosts and `nef ps` on host 3 lists all 8; SIGKILL to an agent
+# that runs some of them: ps reports those lost and the rest running; restarting
+# it re-adopts them (all 8 running again); `nef kill`/`nef wait` end them from
+# host 4; the C example (libnefele's C ABI) spawns, lists and kills on host 2.
+#
+# Needs root, iproute2, util-linux (unshare), python3 (reads `nef --json`) and
+# cc (the C example; skipped without). Binaries are built with cargo (debug for
+# `test`, release for `bench`) unless $NEFELE_BIN_DIR names a directory that
+# holds nefeled, nef and libnefele.so.
 #
 # Everything the cluster starts runs inside one fresh pid namespace: when the
 # script ends, for any reason, the kernel kills every agent, holder and tenant
