@@ -6,13 +6,11 @@
 
 use nefele::ffi::NEFELE_OK;
 use nefele::{Client, ClientError};
-use nefele_core::agent::Identity;
 use nefele_core::host::{ExitStatus, ProcSpec, ResourcePolicy, Signal};
 use nefele_core::ids::{Incarnation, NodeId, Pid, TenantId};
 use nefele_core::placement::api::{InfoError, ProcState, Resource, SpawnError};
 use nefele_transport_tcp::ClusterKey;
 use nefeled::api_server::{ApiServer, Authenticator};
-use nefeled::beacon::Targets;
 use nefeled::config::ResourceOverride;
 use nefeled::{sim_host, RuntimeConfig};
 use std::collections::BTreeSet;
@@ -45,17 +43,8 @@ struct Cluster {
 }
 
 async fn agent(node: u32, seeds: Vec<SocketAddr>) -> nefeled::Runtime {
-    let config = RuntimeConfig {
-        identity: Identity {
-            node: NodeId(node),
-            incarnation: Incarnation(1),
-        },
-        listen: "127.0.0.1:0".parse().unwrap(),
-        beacons: Targets::Seeds(seeds),
-        key: ClusterKey::new(b"end-to-end cluster key, long enough").unwrap(),
-        agent: RuntimeConfig::agent_defaults(),
-        rng_seed: u64::from(node),
-    };
+    let key = ClusterKey::new(b"end-to-end cluster key, long enough").unwrap();
+    let config = RuntimeConfig::loopback(NodeId(node), seeds, key);
     let capacity = ResourceOverride {
         cpu_millicores: 1000,
         memory_bytes: 4 << 30,

@@ -10,6 +10,7 @@ use crate::driver::{Driver, DriverStats, Parts};
 use crate::handle::{AgentHandle, REQUEST_QUEUE};
 use crate::host_link::HostLink;
 use nefele_core::agent::{Agent, AgentConfig, Identity};
+use nefele_core::ids::{Incarnation, NodeId};
 use nefele_core::placement::PlacementConfig;
 use nefele_core::Time;
 use nefele_transport_tcp::{BindError, ClusterKey, TcpConfig, TcpTransport};
@@ -36,6 +37,23 @@ pub struct RuntimeConfig {
 }
 
 impl RuntimeConfig {
+    /// Agent `node` on 127.0.0.1 (a port the system picks), finding the others
+    /// through `seeds`: for tests and trials of several agents on one machine.
+    #[must_use]
+    pub fn loopback(node: NodeId, seeds: Vec<SocketAddr>, key: ClusterKey) -> RuntimeConfig {
+        RuntimeConfig {
+            identity: Identity {
+                node,
+                incarnation: Incarnation(1),
+            },
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            beacons: Targets::Seeds(seeds),
+            key,
+            agent: RuntimeConfig::agent_defaults(),
+            rng_seed: u64::from(node.0),
+        }
+    }
+
     /// The core configuration for real networks: the core's defaults, with placement
     /// timeouts sized for millisecond round trips rather than the simulator's.
     #[must_use]

@@ -13,6 +13,7 @@
 //! every change of the running set.
 
 use crate::config::ResourceOverride;
+use crate::driver::sleep_until;
 use crate::host_link::{self, BackendEnds, HostLink};
 use nefele_core::host::{
     ExitStatus, HostCommand, HostEvent, HostResources, ProcSpec, Signal, StartFailure, Usage,
@@ -197,13 +198,6 @@ async fn run(capacity: ResourceOverride, ends: BackendEnds) {
                 }
             }
         }
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -8,12 +8,11 @@ use nefele::proto::{
     self, AgentFrame, Call, ClientFrame, Reply, MAX_REPLY_BYTES, MAX_REQUEST_BYTES,
     PROTOCOL_VERSION,
 };
-use nefele_core::agent::{ApiReply, Identity};
+use nefele_core::agent::ApiReply;
 use nefele_core::host::ProcSpec;
-use nefele_core::ids::{Incarnation, NodeId, TenantId};
+use nefele_core::ids::{NodeId, TenantId};
 use nefele_transport_tcp::ClusterKey;
 use nefeled::api_server::{ApiServer, Authenticator};
-use nefeled::beacon::Targets;
 use nefeled::config::ResourceOverride;
 use nefeled::{sim_host, RuntimeConfig};
 use std::collections::BTreeSet;
@@ -35,17 +34,8 @@ impl Authenticator for OneTenant {
 }
 
 async fn start(node: u32, seeds: Vec<SocketAddr>) -> nefeled::Runtime {
-    let config = RuntimeConfig {
-        identity: Identity {
-            node: NodeId(node),
-            incarnation: Incarnation(1),
-        },
-        listen: "127.0.0.1:0".parse().unwrap(),
-        beacons: Targets::Seeds(seeds),
-        key: ClusterKey::new(b"loopback cluster key, long enough").unwrap(),
-        agent: RuntimeConfig::agent_defaults(),
-        rng_seed: u64::from(node),
-    };
+    let key = ClusterKey::new(b"loopback cluster key, long enough").unwrap();
+    let config = RuntimeConfig::loopback(NodeId(node), seeds, key);
     let capacity = ResourceOverride {
         cpu_millicores: 1000,
         memory_bytes: 4 << 30,
