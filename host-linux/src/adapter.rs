@@ -11,7 +11,9 @@
 //!   is created with the first process and ended after the last is cleaned up);
 //! - a process is in the durable state before `Started` is reported, and leaves it
 //!   before `Exited` is reported; `Exited` means its cgroup is gone;
-//! - `Start` of a pid that runs or ran is ignored; `Kill` of an unknown pid too.
+//! - `Start` of a pid that runs or ran is ignored; `Kill` of an unknown pid too;
+//! - every process re-read from the state file at open is reported `Adopted`
+//!   before any `Exited` of the same pid.
 
 use crate::cgroup::{Cgroups, ProcCgroup, Support};
 use crate::error::{HostError, StartError};
@@ -192,8 +194,9 @@ fn check_executable(path: &str) -> Result<(), StartError> {
 
 impl<S: Sys> LinuxHost<S> {
     /// An adapter over `sys` and `cgroups`: reads the state file in `config.data_dir`,
-    /// re-adopts processes still running, queues `Exited` for those that ended while
-    /// no adapter watched, and removes cgroups no record accounts for.
+    /// queues `Adopted` for every process it records (running or not), then `Exited`
+    /// for those that ended while no adapter watched, and removes cgroups no record
+    /// accounts for.
     pub fn with(config: Config, sys: S, cgroups: Cgroups) -> Result<Self, HostError> {
         let logs_dir = config.data_dir.join("logs");
         std::fs::create_dir_all(&logs_dir).map_err(|source| HostError::State {
@@ -247,6 +250,15 @@ impl<S: Sys> LinuxHost<S> {
             }
             self.by_os_pid.insert(record.os_pid, pid);
             let reaped = (!alive).then(|| (Reaped::Unknown, Instant::now()));
+            // Adopted comes first, so that the core knows the pid before any Exited.
+            self.events.push_back(HostEvent::Adopted {
+                pid,
+                tenant: record.tenant,
+                command: record.command.clone(),
+                cpu_millicores: record.cpu_millicores,
+                memory_bytes: record.memory_bytes,
+                age,
+            });
             self.procs.insert(
                 pid,
                 Proc {
@@ -470,6 +482,7 @@ impl<S: Sys> LinuxHost<S> {
         Ok(ProcRecord {
             pid: pid.to_string(),
             tenant,
+            command: spec.path.clone(),
             os_pid,
             start_ticks: self.sys.start_ticks(os_pid).unwrap_or(0),
             cgroup,

@@ -38,6 +38,10 @@ pub struct ProcRecord {
     pub pid: String,
     /// Its tenant.
     pub tenant: TenantId,
+    /// The executable it runs (the spec's path); empty in state files written
+    /// before it was recorded.
+    #[serde(default)]
+    pub command: String,
     /// Its pid on this host.
     pub os_pid: i32,
     /// Its start time in clock ticks since boot (pid-reuse guard).
@@ -102,4 +106,22 @@ pub fn save(path: &Path, state: &State, fsync: bool) -> Result<(), HostError> {
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     File::open(dir).and_then(|d| d.sync_all()).map_err(err(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_file_without_commands_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let old = r#"{"holders":[],"procs":[{"pid":"1f","tenant":3,"os_pid":42,
+            "start_ticks":7,"cgroup":"None","started_unix_ms":0,"cpu_millicores":0,
+            "memory_bytes":0,"stdout":"/o","stderr":"/e"}]}"#;
+        fs::write(&path, old).unwrap();
+        let state = load(&path).unwrap();
+        assert_eq!(state.procs[0].command, "");
+        assert_eq!(state.procs[0].os_pid, 42);
+    }
 }

@@ -267,13 +267,37 @@ fn a_new_adapter_readopts_live_processes_and_reports_the_ones_that_ended() {
         s.alive.insert(p, old[&p]);
     }
     let mut h = host(&dir, s);
-    let mut ended: Vec<_> = drain(&mut h)
-        .into_iter()
-        .map(|e| match e {
-            HostEvent::Exited { pid, status, .. } => (pid, status),
+    // Every recorded process is adopted (with its command), before any Exited of it.
+    let mut adopted = Vec::new();
+    let mut ended = Vec::new();
+    for e in drain(&mut h) {
+        match e {
+            HostEvent::Adopted {
+                pid,
+                tenant,
+                command,
+                ..
+            } => {
+                assert!(
+                    !ended.iter().any(|(p, _)| *p == pid),
+                    "Exited before Adopted"
+                );
+                assert_eq!(command, "/bin/true");
+                adopted.push((pid, tenant));
+            }
+            HostEvent::Exited { pid, status, .. } => ended.push((pid, status)),
             other => panic!("{other:?}"),
-        })
-        .collect();
+        }
+    }
+    adopted.sort();
+    assert_eq!(
+        adopted,
+        vec![
+            (pid(1), TenantId(1)),
+            (pid(2), TenantId(1)),
+            (pid(3), TenantId(2))
+        ]
+    );
     ended.sort_by_key(|(p, _)| *p);
     assert_eq!(
         ended,

@@ -423,6 +423,15 @@ fn a_recreated_adapter_readopts_running_processes_and_reports_ended_ones() {
     };
     assert_eq!(f.host.os_pid(long), Some(long_os));
     assert_eq!(f.host.holder(TenantId(20)), Some(holder));
+    // Both are adopted (the one that ended too), before the Exited of the short one.
+    for (p, command) in [(long, "/bin/sleep"), (short, "/bin/sh")] {
+        match next_event(&mut f.host, p) {
+            HostEvent::Adopted {
+                tenant, command: c, ..
+            } => assert_eq!((tenant, c.as_str()), (TenantId(20), command)),
+            other => panic!("expected Adopted, got {other:?}"),
+        }
+    }
     assert_eq!(exit_of(&mut f.host, short).0, ExitStatus::Code(4));
     kill_expecting(
         &mut f.host,
