@@ -29,6 +29,7 @@ fn true_spec(limits: Limits) -> ProcSpec {
 fn host(dir: &tempfile::TempDir, sys: RecordingSys) -> LinuxHost<RecordingSys> {
     let mut config = Config::new(dir.path());
     config.kill_grace = Duration::ZERO;
+    config.tenant_linger = Duration::ZERO;
     LinuxHost::with(config, sys, Cgroups::none()).unwrap()
 }
 
@@ -437,4 +438,38 @@ fn v1_mounts_and_own_cgroups_are_parsed() {
     assert_eq!(own.get("memory").map(String::as_str), Some("/agents/a"));
     assert_eq!(own.get("cpu,cpuacct").map(String::as_str), Some("/"));
     assert_eq!(own.get("").map(String::as_str), Some("/init.scope"));
+}
+
+#[test]
+fn an_idle_tenant_keeps_its_holder_for_the_linger_time_then_loses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.tenant_linger = Duration::from_millis(100);
+    let mut h = LinuxHost::with(config, RecordingSys::new(), Cgroups::none()).unwrap();
+    let holders = |h: &mut LinuxHost<RecordingSys>| {
+        sys(h)
+            .calls
+            .iter()
+            .filter(|c| matches!(c, Call::SpawnHolder(_)))
+            .count()
+    };
+    start(&mut h, pid(1), 7);
+    let holder = h.holder(TenantId(7)).unwrap();
+    let os1 = h.os_pid(pid(1)).unwrap();
+    sys(&mut h).end(os1, Reaped::Code(0, Rusage::default()));
+    drain(&mut h);
+    assert_eq!(h.holder(TenantId(7)), Some(holder), "kept while lingering");
+
+    // The next process of the tenant joins the lingering holder.
+    start(&mut h, pid(2), 7);
+    assert_eq!(holders(&mut h), 1);
+    let os2 = h.os_pid(pid(2)).unwrap();
+    sys(&mut h).end(os2, Reaped::Code(0, Rusage::default()));
+    drain(&mut h);
+    assert!(!sys(&mut h).calls.contains(&Call::EndHolder(holder)));
+
+    // Once idle for the linger time, the holder is ended (wait_event wakes for it).
+    assert!(h.wait_event(Duration::from_millis(300)).is_none());
+    assert!(sys(&mut h).calls.contains(&Call::EndHolder(holder)));
+    assert_eq!(h.holder(TenantId(7)), None);
 }

@@ -28,6 +28,7 @@ fn fixture(name: &str) -> Fixture {
     let mut config = Config::new(dir.path());
     config.cgroup_name = format!("nefele-test-{name}-{}", std::process::id());
     config.kill_grace = Duration::from_millis(200);
+    config.tenant_linger = Duration::ZERO;
     let host = LinuxHost::open(config.clone()).unwrap();
     Fixture {
         host,
