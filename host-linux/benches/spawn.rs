@@ -166,6 +166,8 @@ fn main() {
     config.cgroup_name = format!("nefele-bench-{}", std::process::id());
     config.fsync_state = false;
     let name = config.cgroup_name.clone();
+    let linger = config.tenant_linger;
+    println!("tenant_linger={linger:?} (an idle tenant keeps its namespaces that long)");
     let mut host = LinuxHost::open(config).expect("adapter");
     println!("cgroups: {:?}", host.support());
     let ns_before = namespaces();
@@ -226,7 +228,12 @@ fn main() {
         wait_for(&mut host, pid, true);
         kills.push(t0.elapsed());
     }
-    // Namespace teardown is asynchronous in the kernel once the last process is gone.
+    // The idle tenant's holder and cgroup go after the linger time; then namespace
+    // teardown is asynchronous in the kernel once the last process is gone.
+    let linger_deadline = Instant::now() + linger + Duration::from_secs(5);
+    while host.holder(tenant).is_some() && Instant::now() < linger_deadline {
+        host.wait_event(Duration::from_millis(100));
+    }
     std::thread::sleep(Duration::from_millis(200));
     let leftover_ns = namespaces().difference(&ns_before).count();
 

@@ -7,11 +7,16 @@
 //! [`LinuxHost::wait_event`] for at most a given time.
 //!
 //! Invariants:
-//! - a tenant has a holder iff it has at least one process in the table (a holder
-//!   is created with the first process and ended after the last is cleaned up);
+//! - a tenant has a holder iff it has at least one process in the table, or had
+//!   one less than [`Config::tenant_linger`] ago (a holder is created with the
+//!   first process and ended that long after the last is cleaned up, so that a
+//!   tenant starting processes one after another does not rebuild its namespaces
+//!   and cgroup each time);
 //! - a process is in the durable state before `Started` is reported, and leaves it
 //!   before `Exited` is reported; `Exited` means its cgroup is gone;
-//! - `Start` of a pid that runs or ran is ignored; `Kill` of an unknown pid too.
+//! - `Start` of a pid that runs or ran is ignored; `Kill` of an unknown pid too;
+//! - every process re-read from the state file at open is reported `Adopted`
+//!   before any `Exited` of the same pid.
 
 use crate::cgroup::{Cgroups, ProcCgroup, Support};
 use crate::error::{HostError, StartError};
@@ -52,6 +57,9 @@ pub struct Config {
     pub tenant_limits: BTreeMap<TenantId, Limits>,
     /// Whether state updates are fsynced (see [`crate::state`] for what that buys).
     pub fsync_state: bool,
+    /// How long a tenant's namespaces and cgroup outlive its last process, ready for
+    /// its next one; zero removes them at once.
+    pub tenant_linger: Duration,
 }
 
 impl Config {
@@ -65,6 +73,7 @@ impl Config {
             log_cap_bytes: 16 << 20,
             tenant_limits: BTreeMap::new(),
             fsync_state: true,
+            tenant_linger: Duration::from_secs(1),
         }
     }
 }
@@ -75,6 +84,8 @@ struct Tenant {
     holder: i32,
     start_ticks: u64,
     members: usize,
+    /// When its last process was cleaned up, while it has none.
+    idle_since: Option<Instant>,
 }
 
 /// A process in the table.
@@ -192,8 +203,9 @@ fn check_executable(path: &str) -> Result<(), StartError> {
 
 impl<S: Sys> LinuxHost<S> {
     /// An adapter over `sys` and `cgroups`: reads the state file in `config.data_dir`,
-    /// re-adopts processes still running, queues `Exited` for those that ended while
-    /// no adapter watched, and removes cgroups no record accounts for.
+    /// queues `Adopted` for every process it records (running or not), then `Exited`
+    /// for those that ended while no adapter watched, and removes cgroups no record
+    /// accounts for.
     pub fn with(config: Config, sys: S, cgroups: Cgroups) -> Result<Self, HostError> {
         let logs_dir = config.data_dir.join("logs");
         std::fs::create_dir_all(&logs_dir).map_err(|source| HostError::State {
@@ -228,6 +240,7 @@ impl<S: Sys> LinuxHost<S> {
                         holder: h.os_pid,
                         start_ticks: h.start_ticks,
                         members: 0,
+                        idle_since: None,
                     },
                 );
             }
@@ -246,7 +259,8 @@ impl<S: Sys> LinuxHost<S> {
                 t.members += 1;
             }
             self.by_os_pid.insert(record.os_pid, pid);
-            // The agent's new life learns of it before any exit it may have had.
+            let reaped = (!alive).then(|| (Reaped::Unknown, Instant::now()));
+            // Adopted comes first, so that the core knows the pid before any Exited.
             self.events.push_back(HostEvent::Adopted {
                 pid,
                 tenant: record.tenant,
@@ -255,7 +269,6 @@ impl<S: Sys> LinuxHost<S> {
                 memory_bytes: record.memory_bytes,
                 age,
             });
-            let reaped = (!alive).then(|| (Reaped::Unknown, Instant::now()));
             self.procs.insert(
                 pid,
                 Proc {
@@ -357,7 +370,8 @@ impl<S: Sys> LinuxHost<S> {
             if self.procs.values().any(|p| p.reaped.is_some()) {
                 wait = wait.min(CLEANUP_RETRY);
             }
-            if let Some(k) = self.procs.values().filter_map(|p| p.kill_deadline).min() {
+            let deadlines = self.procs.values().filter_map(|p| p.kill_deadline);
+            if let Some(k) = deadlines.chain(self.linger_deadlines()).min() {
                 wait = wait.min(k.saturating_duration_since(now));
             }
             for pid in self.sys.ended(wait) {
@@ -413,6 +427,7 @@ impl<S: Sys> LinuxHost<S> {
                     holder,
                     start_ticks,
                     members: 0,
+                    idle_since: None,
                 },
             );
         }
@@ -421,6 +436,7 @@ impl<S: Sys> LinuxHost<S> {
             Ok(record) => {
                 if let Some(t) = self.tenants.get_mut(&tenant) {
                     t.members += 1;
+                    t.idle_since = None;
                 }
                 self.by_os_pid.insert(record.os_pid, pid);
                 let started = Instant::now();
@@ -604,8 +620,10 @@ impl<S: Sys> LinuxHost<S> {
             t.members = t.members.saturating_sub(1);
             t.members == 0
         });
-        if last {
+        if last && self.config.tenant_linger.is_zero() {
             self.release_tenant(tenant);
+        } else if let Some(t) = self.tenants.get_mut(&tenant).filter(|_| last) {
+            t.idle_since = Some(Instant::now());
         }
         self.persist_or_log();
         self.resources_changed = true;
@@ -638,6 +656,19 @@ impl<S: Sys> LinuxHost<S> {
             }
             self.signal_tree(pid, libc::SIGKILL);
         }
+        let linger = self.config.tenant_linger;
+        let expired: Vec<TenantId> = self
+            .tenants
+            .iter()
+            .filter(|(_, t)| t.idle_since.is_some_and(|i| i + linger <= now))
+            .map(|(&id, _)| id)
+            .collect();
+        if !expired.is_empty() {
+            for tenant in expired {
+                self.release_tenant(tenant);
+            }
+            self.persist_or_log();
+        }
         if now >= self.next_log_check {
             self.next_log_check = now + LOG_CHECK_EVERY;
             for p in self.procs.values() {
@@ -648,6 +679,14 @@ impl<S: Sys> LinuxHost<S> {
                 }
             }
         }
+    }
+
+    /// When each idle tenant's namespaces and cgroup are due for removal.
+    fn linger_deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
+        let linger = self.config.tenant_linger;
+        self.tenants
+            .values()
+            .filter_map(move |t| t.idle_since.map(|i| i + linger))
     }
 
     fn committed(&self) -> (u32, u64) {

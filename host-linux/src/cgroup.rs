@@ -23,7 +23,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The cpu quota period written with every quota, in microseconds.
+/// The cpu quota period, in microseconds: the kernel's default for a new cgroup
+/// (v1 `cpu.cfs_period_us`), so v1 never writes it; v2 writes it with the quota.
 const CPU_PERIOD_US: u64 = 100_000;
 /// The smallest quota the kernel accepts, in microseconds.
 const CPU_QUOTA_MIN_US: u64 = 1_000;
@@ -563,7 +564,7 @@ fn write_v1_limit(c: Controller, dir: &Path, limits: &Limits) -> Result<(), Cgro
     match c {
         Controller::Cpu => {
             if let Some(m) = limits.cpu_millicores {
-                write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                // The period is the one a new cgroup starts with: not written.
                 write(&dir.join("cpu.cfs_quota_us"), &cpu_quota_us(m).to_string())?;
             }
         }

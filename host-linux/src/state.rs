@@ -6,11 +6,21 @@
 //! replaced atomically (write a temporary file, fsync it, rename it over the old
 //! one, fsync the directory), so a crash leaves either the old or the new state.
 //!
-//! The fsyncs can be turned off (`fsync = false`): the records describe processes
-//! that cannot outlive a reboot, and the rename alone already makes an agent
-//! crash leave a complete snapshot (the page cache survives the agent). They
-//! only protect the file itself against power loss, at a cost of milliseconds
-//! per update on a busy disk.
+//! What must be durable before `Started` is reported: the process's record must be
+//! in the file that the rename installed. That alone guarantees the promise that
+//! matters, "a process the agent started is never forgotten after an agent
+//! crash": the page cache outlives the agent, so a restarted agent on the same
+//! boot reads the record and re-adopts the process (or reports it ended).
+//!
+//! The fsyncs (file, then directory) add protection against power loss or a
+//! kernel crash only. The processes the records describe cannot outlive a reboot,
+//! so a lost update after power loss forgets nothing that still runs; what the
+//! fsyncs really buy is that the file is never found empty or torn after such a
+//! crash (which `load` would report as [`HostError::CorruptState`] and the agent
+//! would not start). They are therefore on by default (`Config::fsync_state`)
+//! and may be turned off where the file system already orders data before
+//! rename (ext4 `auto_da_alloc`, xfs) and start latency matters. Their cost is
+//! measured by the `spawn` bench (`adapter+fsync` against `adapter`).
 
 use crate::cgroup::ProcCgroup;
 use crate::error::HostError;
@@ -38,7 +48,8 @@ pub struct ProcRecord {
     pub pid: String,
     /// Its tenant.
     pub tenant: TenantId,
-    /// Its executable (the spec's path); empty in state files from before it was kept.
+    /// The executable it runs (the spec's path); empty in state files written
+    /// before it was recorded.
     #[serde(default)]
     pub command: String,
     /// Its pid on this host.
@@ -105,4 +116,22 @@ pub fn save(path: &Path, state: &State, fsync: bool) -> Result<(), HostError> {
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     File::open(dir).and_then(|d| d.sync_all()).map_err(err(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_file_without_commands_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let old = r#"{"holders":[],"procs":[{"pid":"1f","tenant":3,"os_pid":42,
+            "start_ticks":7,"cgroup":"None","started_unix_ms":0,"cpu_millicores":0,
+            "memory_bytes":0,"stdout":"/o","stderr":"/e"}]}"#;
+        fs::write(&path, old).unwrap();
+        let state = load(&path).unwrap();
+        assert_eq!(state.procs[0].command, "");
+        assert_eq!(state.procs[0].os_pid, 42);
+    }
 }

@@ -29,6 +29,7 @@ fn true_spec(limits: Limits) -> ProcSpec {
 fn host(dir: &tempfile::TempDir, sys: RecordingSys) -> LinuxHost<RecordingSys> {
     let mut config = Config::new(dir.path());
     config.kill_grace = Duration::ZERO;
+    config.tenant_linger = Duration::ZERO;
     LinuxHost::with(config, sys, Cgroups::none()).unwrap()
 }
 
@@ -267,36 +268,37 @@ fn a_new_adapter_readopts_live_processes_and_reports_the_ones_that_ended() {
         s.alive.insert(p, old[&p]);
     }
     let mut h = host(&dir, s);
-    let events = drain(&mut h);
-    // Every recorded process is adopted first (so the agent's table has it), and
-    // the ones that ended are then reported ended.
-    let adopted: Vec<Pid> = events
-        .iter()
-        .filter_map(|e| match e {
-            HostEvent::Adopted { pid, command, .. } => {
-                assert!(!command.is_empty(), "{e:?}");
-                Some(*pid)
+    // Every recorded process is adopted (with its command), before any Exited of it.
+    let mut adopted = Vec::new();
+    let mut ended = Vec::new();
+    for e in drain(&mut h) {
+        match e {
+            HostEvent::Adopted {
+                pid,
+                tenant,
+                command,
+                ..
+            } => {
+                assert!(
+                    !ended.iter().any(|(p, _)| *p == pid),
+                    "Exited before Adopted"
+                );
+                assert_eq!(command, "/bin/true");
+                adopted.push((pid, tenant));
             }
-            _ => None,
-        })
-        .collect();
-    assert_eq!(adopted, vec![pid(1), pid(2), pid(3)]);
-    for (i, e) in events.iter().enumerate() {
-        if let HostEvent::Exited { pid, .. } = e {
-            let adopted_before = events[..i]
-                .iter()
-                .any(|a| matches!(a, HostEvent::Adopted { pid: p, .. } if p == pid));
-            assert!(adopted_before, "{events:?}");
+            HostEvent::Exited { pid, status, .. } => ended.push((pid, status)),
+            other => panic!("{other:?}"),
         }
     }
-    let mut ended: Vec<_> = events
-        .into_iter()
-        .filter_map(|e| match e {
-            HostEvent::Exited { pid, status, .. } => Some((pid, status)),
-            HostEvent::Adopted { .. } => None,
-            other => panic!("{other:?}"),
-        })
-        .collect();
+    adopted.sort();
+    assert_eq!(
+        adopted,
+        vec![
+            (pid(1), TenantId(1)),
+            (pid(2), TenantId(1)),
+            (pid(3), TenantId(2))
+        ]
+    );
     ended.sort_by_key(|(p, _)| *p);
     assert_eq!(
         ended,
@@ -436,4 +438,38 @@ fn v1_mounts_and_own_cgroups_are_parsed() {
     assert_eq!(own.get("memory").map(String::as_str), Some("/agents/a"));
     assert_eq!(own.get("cpu,cpuacct").map(String::as_str), Some("/"));
     assert_eq!(own.get("").map(String::as_str), Some("/init.scope"));
+}
+
+#[test]
+fn an_idle_tenant_keeps_its_holder_for_the_linger_time_then_loses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.tenant_linger = Duration::from_millis(100);
+    let mut h = LinuxHost::with(config, RecordingSys::new(), Cgroups::none()).unwrap();
+    let holders = |h: &mut LinuxHost<RecordingSys>| {
+        sys(h)
+            .calls
+            .iter()
+            .filter(|c| matches!(c, Call::SpawnHolder(_)))
+            .count()
+    };
+    start(&mut h, pid(1), 7);
+    let holder = h.holder(TenantId(7)).unwrap();
+    let os1 = h.os_pid(pid(1)).unwrap();
+    sys(&mut h).end(os1, Reaped::Code(0, Rusage::default()));
+    drain(&mut h);
+    assert_eq!(h.holder(TenantId(7)), Some(holder), "kept while lingering");
+
+    // The next process of the tenant joins the lingering holder.
+    start(&mut h, pid(2), 7);
+    assert_eq!(holders(&mut h), 1);
+    let os2 = h.os_pid(pid(2)).unwrap();
+    sys(&mut h).end(os2, Reaped::Code(0, Rusage::default()));
+    drain(&mut h);
+    assert!(!sys(&mut h).calls.contains(&Call::EndHolder(holder)));
+
+    // Once idle for the linger time, the holder is ended (wait_event wakes for it).
+    assert!(h.wait_event(Duration::from_millis(300)).is_none());
+    assert!(sys(&mut h).calls.contains(&Call::EndHolder(holder)));
+    assert_eq!(h.holder(TenantId(7)), None);
 }

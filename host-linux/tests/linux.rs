@@ -4,7 +4,8 @@
 
 use nefele_core::host::{ExitStatus, Limits, ResourcePolicy, Signal, StartFailure};
 use nefele_core::{Host, HostCommand, HostEvent, Incarnation, NodeId, Pid, ProcSpec, TenantId};
-use nefele_host_linux::{Config, LinuxHost, RealSys};
+use nefele_host_linux::sys::proc_start_ticks;
+use nefele_host_linux::{state, Config, LinuxHost, RealSys};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,7 +21,54 @@ fn root_or_skip(test: &str) -> bool {
 struct Fixture {
     host: LinuxHost<RealSys>,
     config: Config,
+    /// Declared before `_dir`: it reads the state file in it.
+    _guard: PanicCleanup,
     _dir: tempfile::TempDir,
+}
+
+/// When a test panics, kills what its adapter recorded (holders and processes, pid
+/// reuse checked) and removes its cgroup directories, so that a failed test leaves
+/// nothing behind either.
+struct PanicCleanup(Config);
+
+impl Drop for PanicCleanup {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let saved = state::load(&self.0.data_dir.join("host-state.json")).unwrap_or_default();
+        let recorded = saved.holders.iter().map(|h| (h.os_pid, h.start_ticks));
+        let procs = saved.procs.iter().map(|p| (p.os_pid, p.start_ticks));
+        for (os_pid, ticks) in procs.chain(recorded) {
+            if proc_start_ticks(os_pid) == Some(ticks) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(os_pid),
+                    nix::sys::signal::SIGKILL,
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut found = Vec::new();
+        find_dirs(
+            Path::new("/sys/fs/cgroup"),
+            &self.0.cgroup_name,
+            4,
+            &mut found,
+        );
+        for top in found {
+            remove_tree(&top);
+        }
+    }
+}
+
+/// Removes a cgroup directory and its children, deepest first.
+fn remove_tree(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 fn fixture(name: &str) -> Fixture {
@@ -28,9 +76,11 @@ fn fixture(name: &str) -> Fixture {
     let mut config = Config::new(dir.path());
     config.cgroup_name = format!("nefele-test-{name}-{}", std::process::id());
     config.kill_grace = Duration::from_millis(200);
+    config.tenant_linger = Duration::ZERO;
     let host = LinuxHost::open(config.clone()).unwrap();
     Fixture {
         host,
+        _guard: PanicCleanup(config.clone()),
         config,
         _dir: dir,
     }
@@ -419,26 +469,20 @@ fn a_recreated_adapter_readopts_running_processes_and_reports_ended_ones() {
     let mut f = Fixture {
         host: LinuxHost::open(f.config.clone()).unwrap(),
         config: f.config,
+        _guard: f._guard,
         _dir: dir,
     };
     assert_eq!(f.host.os_pid(long), Some(long_os));
     assert_eq!(f.host.holder(TenantId(20)), Some(holder));
-    // The new agent life hears of both records first, with their commands.
-    let mut adopted = Vec::new();
-    while adopted.len() < 2 {
-        match f.host.poll_event() {
-            Some(HostEvent::Adopted { pid, command, .. }) => adopted.push((pid, command)),
-            Some(HostEvent::Resources(_)) => {}
-            other => panic!("expected the adoptions first, got {other:?}"),
+    // Both are adopted (the one that ended too), before the Exited of the short one.
+    for (p, command) in [(long, "/bin/sleep"), (short, "/bin/sh")] {
+        match next_event(&mut f.host, p) {
+            HostEvent::Adopted {
+                tenant, command: c, ..
+            } => assert_eq!((tenant, c.as_str()), (TenantId(20), command)),
+            other => panic!("expected Adopted, got {other:?}"),
         }
     }
-    assert_eq!(
-        adopted,
-        vec![
-            (long, "/bin/sleep".to_owned()),
-            (short, "/bin/sh".to_owned())
-        ]
-    );
     assert_eq!(exit_of(&mut f.host, short).0, ExitStatus::Code(4));
     kill_expecting(
         &mut f.host,
