@@ -16,7 +16,8 @@
 //! that copy to its *lost* list, kept for `lost_retention`; `ps` answers include
 //! the lost entries (state [`ProcState::Lost`]) and the asker keeps, for each pid,
 //! a live answer over a `Lost` one, so a host that merely moved to another group
-//! (a split) or came back (re-adopting its processes) is never shown as lost.
+//! (a split) or came back (re-adopting its processes) is never shown as lost; and
+//! any report from a host clears the lost entries of that host.
 //! Non-leaders drop copies of hosts that left their group.
 //!
 //! Invariants: an agent holds copies only of hosts that reported to it; a pid is
@@ -93,12 +94,10 @@ fn keepers(me: NodeId, fed: Option<&Federation>) -> Vec<NodeId> {
         return Vec::new();
     };
     let heir = view.members.iter().find(|&&m| m != view.leader).copied();
-    let mut k: Vec<NodeId> = std::iter::once(view.leader)
+    std::iter::once(view.leader)
         .chain(heir)
         .filter(|&n| n != me)
-        .collect();
-    k.dedup();
-    k
+        .collect()
 }
 
 impl Placement {
@@ -211,6 +210,9 @@ impl Placement {
         present: Vec<LedgerItem>,
         ended: Vec<Pid>,
     ) {
+        // A host that reports is alive: none of its processes is lost any more (those
+        // that ended while it was away are its own to report, as exited).
+        self.ledger.lost.retain(|_, (host, _, _)| *host != from);
         let copy = self.ledger.held.entry(from).or_default();
         if reset {
             copy.clear();
@@ -219,7 +221,6 @@ impl Placement {
             copy.remove(p);
         }
         for item in present {
-            self.ledger.lost.remove(&item.pid);
             copy.insert(
                 item.pid,
                 Held {
