@@ -448,6 +448,9 @@ impl Agent {
                         envelope: self.envelope(Message::Federation(FedMsg { instance, body })),
                     },
                     FedOutput::Notice(notice) => {
+                        if let FedNotice::Removed { node, level: 0 } = notice {
+                            self.placement.host_removed(self.federations.first(), node);
+                        }
                         Output::Notice(Notice::Federation { instance, notice })
                     }
                 };

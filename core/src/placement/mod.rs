@@ -56,6 +56,15 @@
 //! is the level-0 group, and spreading across groups is not done yet);
 //! `near(pid)` → the pid's host is asked for an offer first.
 //!
+//! Lost hosts: when the federation removes a host for silence (its level-0 group
+//! sees the removal), every `wait`, `kill` or `info` waiting on one of its pids ends
+//! `Lost`, and later calls on its pids that stay unanswered end `Lost` rather than
+//! `Unreachable`, until the host is heard from again.
+//!
+//! A caller outside the dead host's level-0 group never sees the removal: its
+//! calls end `Unreachable` after their retries (its `ps` does list them `Lost`,
+//! from the ledger).
+//!
 //! Invariants (checked in [`Placement::invariants`]): committed plus reserved
 //! never exceeds capacity; the reservation total equals the sum of the leases;
 //! no lease outlives its expiry past the next call.
@@ -320,6 +329,7 @@ impl Placement {
         from: NodeId,
         msg: PlacementMsg,
     ) {
+        self.host_heard(from);
         match msg {
             PlacementMsg::OfferReq { key, shapes } => self.on_offer_req(now, from, key, &shapes),
             PlacementMsg::Offer { key, counts, free } => {
@@ -720,6 +730,121 @@ mod tests {
         );
         assert_eq!(p.accounting().1, Demand::default());
         assert!(p.invariants());
+    }
+
+    /// Regression: a `wait` on a process of a crashed host ended `Unreachable` (or hung
+    /// through its retries); once the federation removes the host it ends `Lost`, and
+    /// a later call on its pids that stays unanswered ends `Lost` too.
+    #[test]
+    fn calls_on_the_pids_of_a_removed_host_end_lost() {
+        let mut p = solo();
+        let (tenant, dead) = (TenantId(1), NodeId(5));
+        let pid = Pid::new(dead, Incarnation(1), 3);
+        let now = Time::from_secs(10);
+        p.handle_pid_call(now, RequestId(1), tenant, pid, msg::PidOp::Wait);
+        let asked = drain(&mut p)
+            .iter()
+            .any(|o| matches!(o, PlacementOutput::Send(to, _) if *to == dead));
+        assert!(asked, "the wait asks the pid's host");
+        p.host_removed(None, dead);
+        assert_eq!(
+            drain(&mut p),
+            vec![PlacementOutput::Reply(
+                RequestId(1),
+                ApiReply::Waited(Ok(crate::host::ExitStatus::Lost))
+            )]
+        );
+        p.handle_pid_call(
+            now,
+            RequestId(2),
+            tenant,
+            pid,
+            msg::PidOp::Kill(Signal::Terminate),
+        );
+        drain(&mut p);
+        let mut reply = None;
+        while let Some(t) = p.next_timeout() {
+            p.handle_timeout(t, None);
+            for out in drain(&mut p) {
+                if let PlacementOutput::Reply(RequestId(2), r) = out {
+                    reply = Some(r);
+                }
+            }
+            if reply.is_some() {
+                break;
+            }
+        }
+        assert_eq!(reply, Some(ApiReply::Killed(Err(api::KillError::Lost))));
+        // Heard from again (e.g. after a partition): silence means unreachable again.
+        p.host_heard(dead);
+        p.handle_pid_call(now, RequestId(3), tenant, pid, msg::PidOp::Info);
+        drain(&mut p);
+        let mut reply = None;
+        while let Some(t) = p.next_timeout() {
+            p.handle_timeout(t, None);
+            for out in drain(&mut p) {
+                if let PlacementOutput::Reply(RequestId(3), r) = out {
+                    reply = Some(r);
+                }
+            }
+            if reply.is_some() {
+                break;
+            }
+        }
+        assert_eq!(
+            reply,
+            Some(ApiReply::Info(Err(api::InfoError::Unreachable)))
+        );
+    }
+
+    /// Regression: `ps` answers were cut into batches sized from the first entry, so a
+    /// short first command followed by long ones made `PsAns` messages over the MTU.
+    #[test]
+    fn ps_answers_with_commands_of_varying_length_stay_under_the_mtu() {
+        let mut p = solo();
+        let tenant = TenantId(1);
+        let now = Time::from_secs(1);
+        for seq in 0..40u64 {
+            let command = if seq == 0 {
+                "/a".to_owned()
+            } else {
+                format!("/{}", "x".repeat(600 + seq as usize * 10))
+            };
+            let pid = Pid::new(NodeId(1), Incarnation(1), seq);
+            let event = HostEvent::Adopted {
+                pid,
+                tenant,
+                command,
+                cpu_millicores: 1,
+                memory_bytes: 1,
+                age: Duration::ZERO,
+            };
+            p.handle_host(now, event);
+        }
+        drain(&mut p);
+        let ps_req = PlacementMsg::PsReq {
+            token: 7,
+            tenant,
+            asker: NodeId(2),
+        };
+        p.handle_message(now, None, NodeId(2), ps_req);
+        let mut received = 0;
+        for out in drain(&mut p) {
+            let PlacementOutput::Send(NodeId(2), m @ PlacementMsg::PsAns { .. }) = out else {
+                panic!("unexpected {out:?}");
+            };
+            if let PlacementMsg::PsAns { entries, .. } = &m {
+                received += entries.len();
+            }
+            let env = Envelope {
+                from: NodeId(1),
+                incarnation: Incarnation(1),
+                body: Message::Placement(m),
+            };
+            let len = encoded_len(&env);
+            assert!(len <= CONTROL_MTU, "a ps answer of {len} bytes");
+        }
+        assert_eq!(received, 40, "every entry is sent");
     }
 
     #[test]

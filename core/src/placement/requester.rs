@@ -99,7 +99,13 @@ pub(super) struct RequesterState {
     completed: BTreeMap<u64, Time>,
     /// `ps` walks in flight.
     pub(super) ps: BTreeMap<u64, super::ps::PsWalk>,
+    /// Hosts the federation removed for silence, until they are heard from again: a
+    /// call on one of their pids that stays unanswered ends `Lost`, not `Unreachable`.
+    lost_hosts: BTreeSet<NodeId>,
 }
+
+/// The most removed hosts remembered (the oldest node ids go first past it).
+const MAX_LOST_HOSTS: usize = 4096;
 
 /// Expands a spawn call into its processes, or says why it is malformed.
 fn expand(kind: SpawnKind, max: u16) -> Result<Vec<ProcSpec>, SpawnError> {
@@ -834,6 +840,30 @@ impl Placement {
         self.reply(op.request, reply);
     }
 
+    /// The federation removed `host`: every call waiting on one of its pids ends `Lost`
+    /// now, and later ones end `Lost` when it stays silent.
+    pub fn host_removed(&mut self, fed: Option<&Federation>, host: NodeId) {
+        if self.req.lost_hosts.len() >= MAX_LOST_HOSTS {
+            self.req.lost_hosts.pop_first();
+        }
+        self.req.lost_hosts.insert(host);
+        let tokens: Vec<u64> = self
+            .req
+            .ops
+            .iter()
+            .filter(|(_, op)| op.pid.origin() == host)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in tokens {
+            self.finish_op(fed, token, PidAnswer::Exited(ExitStatus::Lost));
+        }
+    }
+
+    /// `host` was heard from: it is no longer taken for lost.
+    pub(super) fn host_heard(&mut self, host: NodeId) {
+        self.req.lost_hosts.remove(&host);
+    }
+
     pub(super) fn distance(&self, fed: Option<&Federation>, host: NodeId) -> DistanceClass {
         if host == self.me {
             DistanceClass::SameHost
@@ -863,6 +893,10 @@ impl Placement {
                 op: PidOp::Wait,
             };
             self.send(pid.origin(), msg);
+            return;
+        }
+        if self.req.lost_hosts.contains(&op.pid.origin()) {
+            self.finish_op(None, token, PidAnswer::Exited(ExitStatus::Lost));
             return;
         }
         let Some(op) = self.req.ops.remove(&token) else {
