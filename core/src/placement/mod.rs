@@ -775,6 +775,14 @@ mod tests {
             }
         }
         assert_eq!(reply, Some(ApiReply::Killed(Err(api::KillError::Lost))));
+        p.handle_pid_call(now, RequestId(4), tenant, pid, msg::PidOp::Info);
+        drain(&mut p);
+        p.host_removed(None, dead);
+        let state = drain(&mut p).into_iter().find_map(|o| match o {
+            PlacementOutput::Reply(RequestId(4), ApiReply::Info(Ok(i))) => Some(i.state),
+            _ => None,
+        });
+        assert_eq!(state, Some(api::ProcState::Lost));
         // Heard from again (e.g. after a partition): silence means unreachable again.
         p.host_heard(dead);
         p.handle_pid_call(now, RequestId(3), tenant, pid, msg::PidOp::Info);

@@ -826,7 +826,10 @@ impl Placement {
                     host: pid.origin(),
                     command: String::new(),
                     demand: Demand::default(),
-                    state: ProcState::Exited(s),
+                    state: match s {
+                        ExitStatus::Lost => ProcState::Lost,
+                        s => ProcState::Exited(s),
+                    },
                     age: Duration::ZERO,
                     distance: self.distance(fed, pid.origin()),
                 }),
