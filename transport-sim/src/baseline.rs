@@ -232,6 +232,9 @@ pub fn run(
     };
     figures.latency_p50_ms = Some(p50);
     figures.latency_p99_ms = Some(p99);
+    figures.placed_latency_p50_ms = Some(p50);
+    figures.placed_latency_p99_ms = Some(p99);
+    figures.rejected_latency_p99_ms = Some(p99);
     if figures.requests > 0 {
         figures.msgs_per_request = messages as f64 / figures.requests as f64;
     }

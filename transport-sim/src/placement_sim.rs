@@ -81,6 +81,13 @@ pub struct PlacementFigures {
     pub latency_p50_ms: Option<f64>,
     /// 99th percentile of the same.
     pub latency_p99_ms: Option<f64>,
+    /// Median time from request to reply of the placed requests only, in simulated ms.
+    pub placed_latency_p50_ms: Option<f64>,
+    /// 99th percentile of the same: the placement latency.
+    pub placed_latency_p99_ms: Option<f64>,
+    /// 99th percentile of the time from request to error reply of rejected requests
+    /// (how fast a request that cannot fit fails).
+    pub rejected_latency_p99_ms: Option<f64>,
     /// Placement and namespace messages per request.
     pub msgs_per_request: f64,
     /// Share of placed requests whose processes all landed in the requester's group.
@@ -106,7 +113,9 @@ pub struct PlacementSim {
     issued: BTreeMap<u64, Issued>,
     failed: VecDeque<(Time, u64)>,
     next_request: u64,
-    latencies_ns: Vec<u64>,
+    /// Request-to-reply times of placed and of rejected requests.
+    placed_ns: Vec<u64>,
+    rejected_ns: Vec<u64>,
     figures: PlacementFigures,
     local_placed: u64,
     pub(crate) messages: u64,
@@ -242,10 +251,11 @@ impl PlacementSim {
             self.replies.push((request, now, reply));
             return;
         }
-        self.latencies_ns
-            .push(u64::try_from(now.saturating_since(issued.at).as_nanos()).unwrap_or(u64::MAX));
+        let latency =
+            u64::try_from(now.saturating_since(issued.at).as_nanos()).unwrap_or(u64::MAX);
         match reply {
             ApiReply::Spawned(Ok(pids)) => {
+                self.placed_ns.push(latency);
                 self.figures.placed_requests += 1;
                 self.figures.placed_gang_requests += u64::from(issued.gang);
                 self.figures.placed_processes += pids.len() as u64;
@@ -262,6 +272,7 @@ impl PlacementSim {
                 }
             }
             ApiReply::Spawned(Err(e)) => {
+                self.rejected_ns.push(latency);
                 self.figures.rejected_requests += 1;
                 *self.figures.rejections.entry(cause(&e)).or_default() += 1;
                 self.failed.push_back((now, request));
@@ -362,16 +373,13 @@ impl PlacementSim {
     pub fn figures(&self) -> PlacementFigures {
         let mut f = self.figures.clone();
         f.unanswered_requests = self.issued.values().filter(|i| i.workload).count() as u64;
-        let mut l = self.latencies_ns.clone();
-        l.sort_unstable();
-        let pct = |q: f64| {
-            (!l.is_empty()).then(|| {
-                let i = ((l.len() as f64 - 1.0) * q).round() as usize;
-                l[i] as f64 / 1e6
-            })
-        };
-        f.latency_p50_ms = pct(0.5);
-        f.latency_p99_ms = pct(0.99);
+        let mut all: Vec<u64> = self.placed_ns.iter().chain(&self.rejected_ns).copied().collect();
+        f.latency_p50_ms = percentile_ms(&mut all, 0.5);
+        f.latency_p99_ms = percentile_ms(&mut all, 0.99);
+        let mut placed = self.placed_ns.clone();
+        f.placed_latency_p50_ms = percentile_ms(&mut placed, 0.5);
+        f.placed_latency_p99_ms = percentile_ms(&mut placed, 0.99);
+        f.rejected_latency_p99_ms = percentile_ms(&mut self.rejected_ns.clone(), 0.99);
         if f.requests > 0 {
             f.msgs_per_request = self.messages as f64 / f.requests as f64;
         }
@@ -388,6 +396,14 @@ impl PlacementSim {
         }
         f
     }
+}
+
+/// The `q` quantile of `samples_ns` (sorted here), in ms; `None` when there are none.
+fn percentile_ms(samples_ns: &mut [u64], q: f64) -> Option<f64> {
+    samples_ns.sort_unstable();
+    let last = samples_ns.len().checked_sub(1)?;
+    let i = (last as f64 * q).round() as usize;
+    Some(samples_ns[i] as f64 / 1e6)
 }
 
 /// A short name of why a spawn failed, for the report.

@@ -25,10 +25,11 @@
 
 use super::api::{Demand, ProcInfo, ProcState};
 use super::msg::{batches, LedgerItem, PlacementMsg};
-use super::{Placement, Timer};
+use super::{Placement, ProcEntry, Timer};
 use crate::federation::Federation;
 use crate::ids::{NodeId, Pid, TenantId};
 use crate::time::Time;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -133,41 +134,62 @@ impl Placement {
         self.ledger.lost.retain(|_, (_, _, until)| *until > now);
     }
 
+    /// Sends the keepers what changed since the last report (everything to a new
+    /// keeper, and to all at a refresh). The table and the reported set are both in
+    /// pid order, so the difference is one merge of the two, without copying the
+    /// table: this runs on every flush of every agent.
     fn report_table(&mut self, now: Time, fed: Option<&Federation>) {
-        let present: BTreeMap<Pid, LedgerItem> = self
-            .host
-            .table
-            .iter()
-            .filter(|(_, e)| !e.hidden && e.state == ProcState::Running)
-            .map(|(pid, e)| {
-                let item = LedgerItem {
-                    pid: *pid,
-                    tenant: e.tenant,
-                    command: e.path.clone(),
-                    demand: e.demand,
-                    age: e.age(now),
-                };
-                (*pid, item)
-            })
-            .collect();
         let keepers = keepers(self.me, fed);
         let refresh = now.saturating_since(self.ledger.last_refresh) >= self.config.ledger_refresh;
         if refresh {
             self.ledger.last_refresh = now;
         }
-        let added: Vec<LedgerItem> = present
-            .values()
-            .filter(|i| !self.ledger.reported.contains(&i.pid))
-            .cloned()
-            .collect();
-        let ended: Vec<Pid> = self
-            .ledger
-            .reported
+        let item = |pid: Pid, e: &ProcEntry| LedgerItem {
+            pid,
+            tenant: e.tenant,
+            command: e.path.clone(),
+            demand: e.demand,
+            age: e.age(now),
+        };
+        let mut present = self
+            .host
+            .table
             .iter()
-            .filter(|p| !present.contains_key(p))
-            .copied()
-            .collect();
-        let everything: Vec<LedgerItem> = present.values().cloned().collect();
+            .filter(|(_, e)| !e.hidden && e.state == ProcState::Running)
+            .peekable();
+        let mut reported = self.ledger.reported.iter().peekable();
+        let (mut added, mut ended) = (Vec::new(), Vec::new());
+        loop {
+            let order = match (present.peek(), reported.peek()) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some((p, _)), Some(r)) => (*p).cmp(r),
+            };
+            match order {
+                Ordering::Less => added.extend(present.next().map(|(p, e)| item(*p, e))),
+                Ordering::Equal => {
+                    present.next();
+                    reported.next();
+                }
+                Ordering::Greater => ended.extend(reported.next().copied()),
+            }
+        }
+        for pid in &ended {
+            self.ledger.reported.remove(pid);
+        }
+        self.ledger.reported.extend(added.iter().map(|i| i.pid));
+        let everyone = refresh || keepers.iter().any(|k| !self.ledger.keepers.contains(k));
+        let everything: Vec<LedgerItem> = if everyone {
+            self.host
+                .table
+                .iter()
+                .filter(|(_, e)| !e.hidden && e.state == ProcState::Running)
+                .map(|(pid, e)| item(*pid, e))
+                .collect()
+        } else {
+            Vec::new()
+        };
         for &k in &keepers {
             let new_keeper = !self.ledger.keepers.contains(&k);
             if refresh || new_keeper {
@@ -177,7 +199,6 @@ impl Placement {
             }
         }
         self.ledger.keepers = keepers;
-        self.ledger.reported = present.into_keys().collect();
     }
 
     /// Sends a table change in batches under the MTU (each message carries one

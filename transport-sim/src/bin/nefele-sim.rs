@@ -317,7 +317,7 @@ fn print_summary(r: &Report, description: Option<&str>) {
         let Some(n) = n else { continue };
         let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}ms"));
         println!(
-            "placement {name}: {} requests, {} placed ({} gangs of {}), {} rejected, {} unanswered, {} processes; utilisation cpu {:.1}% mem {:.1}%; latency p50 {} p99 {}; {:.1} msgs/request; local {:.1}%",
+            "placement {name}: {} requests, {} placed ({} gangs of {}), {} rejected, {} unanswered, {} processes; utilisation cpu {:.1}% mem {:.1}%; latency p50 {} p99 {} (placed p50 {} p99 {}, rejected p99 {}); {:.1} msgs/request; local {:.1}%",
             n.requests,
             n.placed_requests,
             n.placed_gang_requests,
@@ -329,6 +329,9 @@ fn print_summary(r: &Report, description: Option<&str>) {
             n.mean_utilization.memory * 100.0,
             ms(n.latency_p50_ms),
             ms(n.latency_p99_ms),
+            ms(n.placed_latency_p50_ms),
+            ms(n.placed_latency_p99_ms),
+            ms(n.rejected_latency_p99_ms),
             n.msgs_per_request,
             n.local_fraction * 100.0,
         );

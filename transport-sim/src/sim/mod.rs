@@ -14,10 +14,12 @@
 
 mod checks;
 mod fault_injection;
+mod queue;
 
 use crate::checker::{Checker, Invariant, InvariantReport};
 use crate::clock::HostClock;
 use crate::config::SimConfig;
+use queue::EventQueue;
 use crate::faults::Fault;
 use crate::federation_check::FederationMonitor;
 use crate::network::{DropReason, Fate, Network};
@@ -35,8 +37,6 @@ use nefele_core::{
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 use std::io;
 use std::rc::Rc;
 
@@ -135,29 +135,6 @@ enum Undo {
     Loss(f64),
 }
 
-struct Entry {
-    at: Time,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    // Reversed: BinaryHeap is a max-heap, the loop wants the earliest event.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
 
 #[derive(Default)]
 struct SimHost {
@@ -180,8 +157,7 @@ pub struct Simulation {
     topology: Topology,
     network: Network,
     now: Time,
-    queue: BinaryHeap<Entry>,
-    seq: u64,
+    queue: EventQueue<Event>,
     hosts: Vec<SimHost>,
     faults: Vec<Fault>,
     agent_seed: u64,
@@ -268,8 +244,7 @@ impl Simulation {
             hosts: (0..hosts_len).map(|_| SimHost::default()).collect(),
             topology,
             now: Time::ZERO,
-            queue: BinaryHeap::new(),
-            seq: 0,
+            queue: EventQueue::new(),
             faults,
             agent_seed,
             net_rng,
@@ -354,11 +329,10 @@ impl Simulation {
 
     /// Processes the next event if it is due at or before `until`.
     fn step_before(&mut self, until: Time) -> bool {
-        match self.queue.peek() {
-            Some(e) if e.at <= until => {}
-            _ => return false,
+        if self.queue.next_time().is_none_or(|at| at > until) {
+            return false;
         }
-        let Some(Entry { at, event, .. }) = self.queue.pop() else {
+        let Some((at, event)) = self.queue.pop() else {
             return false;
         };
         self.now = at;
@@ -416,12 +390,7 @@ impl Simulation {
     }
 
     fn schedule(&mut self, at: Time, event: Event) {
-        self.seq += 1;
-        self.queue.push(Entry {
-            at,
-            seq: self.seq,
-            event,
-        });
+        self.queue.push(at, event);
     }
 
     fn record(&mut self, event: TraceEvent<'_>) {
