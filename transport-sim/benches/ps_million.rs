@@ -77,17 +77,15 @@ fn main() {
             }
         }
     }
-    println!("placed {placed} processes of tenant {} on {hosts} hosts", tenant.0);
+    println!(
+        "placed {placed} processes of tenant {} on {hosts} hosts",
+        tenant.0
+    );
     let delivered = sim.stats().messages_delivered;
     let asker = NodeId(hosts / 2 + 1);
     let asked_at = sim.now();
     let id = sim
-        .call(
-            asker,
-            ApiCall::Ps {
-                tenant,
-            },
-        )
+        .call(asker, ApiCall::Ps { tenant })
         .expect("asker is up");
     let mut answer = None;
     while answer.is_none() && sim.now() < asked_at + Duration::from_secs(5) {

@@ -251,8 +251,7 @@ impl PlacementSim {
             self.replies.push((request, now, reply));
             return;
         }
-        let latency =
-            u64::try_from(now.saturating_since(issued.at).as_nanos()).unwrap_or(u64::MAX);
+        let latency = u64::try_from(now.saturating_since(issued.at).as_nanos()).unwrap_or(u64::MAX);
         match reply {
             ApiReply::Spawned(Ok(pids)) => {
                 self.placed_ns.push(latency);
@@ -373,7 +372,12 @@ impl PlacementSim {
     pub fn figures(&self) -> PlacementFigures {
         let mut f = self.figures.clone();
         f.unanswered_requests = self.issued.values().filter(|i| i.workload).count() as u64;
-        let mut all: Vec<u64> = self.placed_ns.iter().chain(&self.rejected_ns).copied().collect();
+        let mut all: Vec<u64> = self
+            .placed_ns
+            .iter()
+            .chain(&self.rejected_ns)
+            .copied()
+            .collect();
         f.latency_p50_ms = percentile_ms(&mut all, 0.5);
         f.latency_p99_ms = percentile_ms(&mut all, 0.99);
         let mut placed = self.placed_ns.clone();

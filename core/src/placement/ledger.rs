@@ -57,6 +57,9 @@ pub(super) struct Ledger {
     armed: bool,
     /// Whether a flush after a change is scheduled.
     flush_armed: bool,
+    /// Whether the table may differ from what was last reported (every change of a
+    /// process into or out of the reported set calls `ledger_changed`).
+    dirty: bool,
     /// The pids this agent last reported to its keepers.
     reported: BTreeSet<Pid>,
     /// The keepers it last reported to.
@@ -113,6 +116,7 @@ impl Placement {
 
     /// The table changed: report it soon (one flush per `ledger_flush`).
     pub(super) fn ledger_changed(&mut self, now: Time) {
+        self.ledger.dirty = true;
         if !self.ledger.flush_armed {
             self.ledger.flush_armed = true;
             self.set_timer(now + self.config.ledger_flush, Timer::LedgerFlush);
@@ -141,9 +145,13 @@ impl Placement {
     fn report_table(&mut self, now: Time, fed: Option<&Federation>) {
         let keepers = keepers(self.me, fed);
         let refresh = now.saturating_since(self.ledger.last_refresh) >= self.config.ledger_refresh;
+        if !refresh && !self.ledger.dirty && keepers == self.ledger.keepers {
+            return;
+        }
         if refresh {
             self.ledger.last_refresh = now;
         }
+        self.ledger.dirty = false;
         let item = |pid: Pid, e: &ProcEntry| LedgerItem {
             pid,
             tenant: e.tenant,

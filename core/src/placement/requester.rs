@@ -226,37 +226,109 @@ fn aggregate_short(p: &Pending) -> Option<Resource> {
 
 /// Assigns every unit a host from the offers (this agent first, then its group, then
 /// the rest, each in id order; largest units first), or says what is short.
+///
+/// Units without an `apart` rule take the first host with an offer of their shape.
+/// The units of one `apart` tag need distinct hosts: they are matched to hosts
+/// (greedily, then by augmenting paths for any unit left over), so the order of
+/// the choices never fails a tag that some assignment could place. The two kinds
+/// never compete for an offer: `apart` units have shapes of their own.
 fn plan(me: NodeId, p: &Pending) -> Result<BTreeMap<NodeId, Vec<u16>>, Resource> {
     let mut avail = p.offers.clone();
     let mut hosts: Vec<NodeId> = avail.keys().copied().collect();
     hosts.sort_by_key(|h| (*h != me, !p.group.contains(h), *h));
     let mut order: Vec<usize> = (0..p.units.len()).collect();
     order.sort_by_key(|u| std::cmp::Reverse(p.shapes[p.units[*u].shape].demand));
-    let mut tags: BTreeSet<(NodeId, u32)> = BTreeSet::new();
     let mut out: BTreeMap<NodeId, Vec<u16>> = BTreeMap::new();
+    let mut tags: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     for u in order {
         let unit = &p.units[u];
-        let host = hosts.iter().copied().find(|h| {
-            avail[h][unit.shape] > 0 && unit.apart.is_none_or(|t| !tags.contains(&(*h, t)))
-        });
-        let Some(h) = host else {
-            let demand = p.shapes[unit.shape].demand;
-            let best = p.room.values().fold(Demand::default(), |a, r| Demand {
-                cpu_millicores: a.cpu_millicores.max(r.cpu_millicores),
-                memory_bytes: a.memory_bytes.max(r.memory_bytes),
-                accelerators: a.accelerators.max(r.accelerators),
-            });
-            return Err(best.short_of(demand).unwrap_or(Resource::Hosts));
+        if let Some(t) = unit.apart {
+            tags.entry(t).or_default().push(u);
+            continue;
+        }
+        let Some(h) = hosts.iter().copied().find(|h| avail[h][unit.shape] > 0) else {
+            return Err(short_for(p, unit.shape));
         };
         if let Some(c) = avail.get_mut(&h) {
             c[unit.shape] -= 1;
         }
-        if let Some(t) = unit.apart {
-            tags.insert((h, t));
-        }
         out.entry(h).or_default().extend(unit.items.iter().copied());
     }
+    for units in tags.values() {
+        let matched = match_apart(p, &hosts, &avail, units)?;
+        for (h, u) in matched {
+            let unit = &p.units[u];
+            if let Some(c) = avail.get_mut(&h) {
+                c[unit.shape] -= 1;
+            }
+            out.entry(h).or_default().extend(unit.items.iter().copied());
+        }
+    }
     Ok(out)
+}
+
+/// What is short for a unit of `shape` that no offer takes.
+fn short_for(p: &Pending, shape: usize) -> Resource {
+    let demand = p.shapes[shape].demand;
+    let best = p.room.values().fold(Demand::default(), |a, r| Demand {
+        cpu_millicores: a.cpu_millicores.max(r.cpu_millicores),
+        memory_bytes: a.memory_bytes.max(r.memory_bytes),
+        accelerators: a.accelerators.max(r.accelerators),
+    });
+    best.short_of(demand).unwrap_or(Resource::Hosts)
+}
+
+/// A host for each of `units` (one `apart` tag), no host twice, each with an offer
+/// of its unit's shape: a maximum bipartite matching (Kuhn), started from the greedy
+/// choice so that the common case costs one pass.
+fn match_apart(
+    p: &Pending,
+    hosts: &[NodeId],
+    avail: &BTreeMap<NodeId, Vec<u16>>,
+    units: &[usize],
+) -> Result<BTreeMap<NodeId, usize>, Resource> {
+    let fits = |h: &NodeId, u: usize| avail[h][p.units[u].shape] > 0;
+    let mut taken: BTreeMap<NodeId, usize> = BTreeMap::new();
+    let mut left = Vec::new();
+    for &u in units {
+        match hosts.iter().find(|h| !taken.contains_key(h) && fits(h, u)) {
+            Some(h) => {
+                taken.insert(*h, u);
+            }
+            None => left.push(u),
+        }
+    }
+    for u in left {
+        let mut seen = BTreeSet::new();
+        if !augment(u, hosts, &fits, &mut taken, &mut seen) {
+            return Err(short_for(p, p.units[u].shape));
+        }
+    }
+    Ok(taken)
+}
+
+/// Finds `u` a host, moving earlier units to other hosts along an augmenting path.
+fn augment(
+    u: usize,
+    hosts: &[NodeId],
+    fits: &impl Fn(&NodeId, usize) -> bool,
+    taken: &mut BTreeMap<NodeId, usize>,
+    seen: &mut BTreeSet<NodeId>,
+) -> bool {
+    for h in hosts {
+        if !fits(h, u) || !seen.insert(*h) {
+            continue;
+        }
+        let free = match taken.get(h) {
+            None => true,
+            Some(&other) => augment(other, hosts, fits, taken, seen),
+        };
+        if free {
+            taken.insert(*h, u);
+            return true;
+        }
+    }
+    false
 }
 
 impl Placement {
@@ -499,21 +571,11 @@ impl Placement {
             ancestors[usize::from(level) - 2]
         };
         let min = p.shapes.iter().map(|s| s.demand).min().unwrap_or_default();
-        let total = p
-            .units
-            .iter()
-            .fold(Demand::default(), |a, u| a.plus(p.shapes[u.shape].demand));
-        let offered = p
-            .offers
-            .values()
-            .fold(Demand::default(), |a, c| a.plus(held(&p.shapes, c)));
-        let need = total.minus(offered);
-        let hosts = p
-            .units
-            .iter()
-            .filter(|u| u.apart.is_some())
-            .count()
-            .min(256) as u16;
+        let (need, missing_units) = uncovered(p);
+        // Hosts to look for: one per `apart` unit, and at least one per unit still
+        // missing (a host that covers the shortfall in sum may take only a part of it).
+        let apart = p.units.iter().filter(|u| u.apart.is_some()).count();
+        let hosts = apart.max(missing_units).min(256) as u16;
         let key = p.key;
         if target == self.me {
             self.on_find_room(fed, key, level, Want { min, need, hosts }, skip);
@@ -928,6 +990,28 @@ fn share(p: &Pending, peers: usize) -> Vec<Shape> {
     shapes
 }
 
+/// What the offers so far leave uncovered, shape by shape (an offer of one shape
+/// does not cover another), and how many units that is; the whole request when
+/// every shape is covered in number but the plan still fails (affinity, or the
+/// packing of `together` units).
+fn uncovered(p: &Pending) -> (Demand, usize) {
+    let mut short = (Demand::default(), 0);
+    for (k, s) in p.shapes.iter().enumerate() {
+        let offered: u32 = p.offers.values().map(|c| u32::from(c[k])).sum();
+        let missing = u32::from(s.count).saturating_sub(offered);
+        short.0 = (0..missing).fold(short.0, |a, _| a.plus(s.demand));
+        short.1 += missing as usize;
+    }
+    if short.1 > 0 {
+        return short;
+    }
+    let total = p
+        .units
+        .iter()
+        .fold(Demand::default(), |a, u| a.plus(p.shapes[u.shape].demand));
+    (total, p.units.len())
+}
+
 /// What `counts` of `shapes` reserve together.
 fn held(shapes: &[Shape], counts: &[u16]) -> Demand {
     shapes
@@ -955,4 +1039,93 @@ fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Incarnation;
+
+    fn pending(demands: &[u32]) -> Pending {
+        let items: Vec<(ProcSpec, Demand)> = demands
+            .iter()
+            .map(|&cpu| {
+                let demand = Demand {
+                    cpu_millicores: cpu,
+                    memory_bytes: 1 << 20,
+                    accelerators: 0,
+                };
+                (ProcSpec::default(), demand)
+            })
+            .collect();
+        let (units, shapes) = units_of(&items).expect("valid");
+        Pending {
+            request: RequestId(1),
+            key: ReqKey {
+                requester: NodeId(1),
+                incarnation: Incarnation(1),
+                seq: 1,
+            },
+            tenant: TenantId(1),
+            items,
+            units,
+            shapes,
+            phase: Phase::Offers,
+            asked: BTreeSet::new(),
+            offers: BTreeMap::new(),
+            room: BTreeMap::new(),
+            level: 0,
+            deadline: Time::ZERO,
+            plan: BTreeMap::new(),
+            pids: BTreeMap::new(),
+            group: Vec::new(),
+            near: Vec::new(),
+            retried: false,
+        }
+    }
+
+    /// Regression: `apart` units were given hosts greedily, largest first, so a large
+    /// unit could take the only host a smaller one fitted and the request failed
+    /// `Short { Hosts }` although an assignment existed.
+    #[test]
+    fn apart_units_are_matched_not_taken_greedily() {
+        let mut p = pending(&[4000, 100]);
+        for u in &mut p.units {
+            u.apart = Some(0);
+        }
+        for s in &mut p.shapes {
+            s.one_per_host = true;
+        }
+        let (big, small) = (p.units[0].shape, p.units[1].shape);
+        let mut offer = |host: u32, shapes: &[usize]| {
+            let mut counts = vec![0; p.shapes.len()];
+            for &k in shapes {
+                counts[k] = 1;
+            }
+            p.offers.insert(NodeId(host), counts);
+        };
+        offer(2, &[big, small]);
+        offer(3, &[big]);
+        let chosen = plan(NodeId(1), &p).expect("an assignment exists");
+        assert_eq!(chosen[&NodeId(2)], p.units[1].items);
+        assert_eq!(chosen[&NodeId(3)], p.units[0].items);
+    }
+
+    /// Regression: escalation asked for "total minus everything offered", so offers of
+    /// one shape hid the shortfall of another; a collection whose small processes were
+    /// over-offered escalated asking for nothing, got no candidates and failed
+    /// `Short { Hosts }` on a DC with room to spare.
+    #[test]
+    fn the_shortfall_is_counted_per_shape() {
+        let mut p = pending(&[100, 100, 100, 4000]);
+        // Two hosts offered three small ones each, nobody the large one.
+        p.offers.insert(NodeId(2), vec![3, 0]);
+        p.offers.insert(NodeId(3), vec![3, 0]);
+        let (need, units) = uncovered(&p);
+        assert_eq!((need.cpu_millicores, units), (4000, 1));
+        // Everything is covered in number but the plan failed: look for room for all.
+        p.offers.insert(NodeId(4), vec![0, 1]);
+        let (need, units) = uncovered(&p);
+        assert_eq!((need.cpu_millicores, units), (4300, 4));
+    }
 }

@@ -19,7 +19,6 @@ mod queue;
 use crate::checker::{Checker, Invariant, InvariantReport};
 use crate::clock::HostClock;
 use crate::config::SimConfig;
-use queue::EventQueue;
 use crate::faults::Fault;
 use crate::federation_check::FederationMonitor;
 use crate::network::{DropReason, Fate, Network};
@@ -34,6 +33,7 @@ use nefele_core::{
     Agent, AgentConfig, AgentConfigError, ApiCall, Identity, Incarnation, Input, NodeId, Notice,
     Output, Pid, RequestId, Time,
 };
+use queue::EventQueue;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -134,7 +134,6 @@ enum Undo {
     Heal(u64),
     Loss(f64),
 }
-
 
 #[derive(Default)]
 struct SimHost {
