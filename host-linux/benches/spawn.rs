@@ -239,7 +239,7 @@ fn main() {
 
     report("fork/exec", plain);
     let p50_unshare = report("unshare", unshare);
-    report("adapter+fsync", adapter_fsync);
+    let p50_adapter_fsync = report("adapter+fsync", adapter_fsync);
     let p50_adapter = report("adapter", adapter);
     report("kill", kills);
     println!(
@@ -248,6 +248,11 @@ fn main() {
         leftover_cgroups(&name),
         leftover_ns,
         host.holder(tenant)
+    );
+    // Both ratios; the one without fsync stays last (scripts read the last line).
+    println!(
+        "ratio_vs_unshare_fsync={:.2}",
+        p50_adapter_fsync.as_secs_f64() / p50_unshare.as_secs_f64()
     );
     println!(
         "ratio_vs_unshare={:.2}",

@@ -10,6 +10,9 @@
 //! - every process it spawned or tracks has a pidfd, so signals and exit
 //!   detection never hit a recycled pid; a pidfd is closed once the process is
 //!   reaped or forgotten;
+//! - an adopted process (not our child) ends with the status its new parent reaped,
+//!   read from its pidfd (`PIDFD_INFO_EXIT`, Linux 6.15+), or `Unknown` where the
+//!   kernel cannot tell or its parent does not reap it within [`ADOPTED_REAP_WAIT`];
 //! - the calling thread's pid namespace for children is restored after every spawn.
 //!
 //! Cgroup files are plain files and are handled by [`crate::cgroup`], not here.
@@ -24,7 +27,13 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long an adopted process that exited may wait to be reaped by its new parent
+/// (the init or subreaper of the agent's pid namespace), which is when the kernel
+/// makes its exit status readable through the pidfd, before that status is given
+/// up as unknown.
+pub const ADOPTED_REAP_WAIT: Duration = Duration::from_secs(1);
 
 /// A syscall (or a step of starting a process) the kernel refused, with its errno.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,7 +83,9 @@ pub enum Reaped {
     Code(i32, Rusage),
     /// Killed by a signal.
     Signaled(i32, Rusage),
-    /// Gone, but not our child, so its status is unknown (adopted after a restart).
+    /// Gone, but its status is unknown: adopted after a restart (so not our child)
+    /// on a kernel that cannot tell (before 6.15), or not reaped by its new parent
+    /// within [`ADOPTED_REAP_WAIT`].
     Unknown,
 }
 
@@ -100,7 +111,10 @@ pub trait Sys {
     fn adopt(&mut self, pid: i32, start_ticks: u64) -> bool;
     /// The start time of `pid` in clock ticks since boot, from /proc (pid-reuse guard).
     fn start_ticks(&self, pid: i32) -> Option<u64>;
-    /// Reaps `pid` if it ended, without blocking; forgets it once it has.
+    /// Reaps `pid` if it ended, without blocking; forgets it once it has. An adopted
+    /// process (not our child) is reported with the status its new parent reaped,
+    /// read from its pidfd (kernel 6.15+), so it may stay `Running` for up to
+    /// [`ADOPTED_REAP_WAIT`] after it exited.
     fn try_reap(&mut self, pid: i32) -> Reaped;
     /// Delivers `signal` to the tracked process `pid`; a process already gone is fine.
     fn signal(&mut self, pid: i32, signal: i32);
@@ -118,6 +132,9 @@ pub trait Sys {
 pub struct RealSys {
     /// pidfds of every tracked process (tenant processes and holders).
     pidfds: BTreeMap<i32, OwnedFd>,
+    /// Adopted processes that exited but are not yet reaped by their new parent, so
+    /// their exit status is not readable yet; with when that was first seen.
+    awaiting_reap: BTreeMap<i32, Instant>,
     /// Namespace files of each holder, opened once.
     holder_ns: HashMap<i32, HolderNs>,
     /// This process's own pid namespace, to restore after a spawn.
@@ -169,6 +186,7 @@ impl RealSys {
             .map_err(|e| SysError::io("open /dev/null", &e))?;
         Ok(RealSys {
             pidfds: BTreeMap::new(),
+            awaiting_reap: BTreeMap::new(),
             holder_ns: HashMap::new(),
             own_pid_ns,
             dev_null,
@@ -505,22 +523,13 @@ impl Sys for RealSys {
                 cpu_time: tv(usage.ru_utime) + tv(usage.ru_stime),
                 max_rss_bytes: (usage.ru_maxrss as u64).saturating_mul(1024),
             };
-            if libc::WIFSIGNALED(status) {
-                Reaped::Signaled(libc::WTERMSIG(status), rusage)
-            } else {
-                Reaped::Code(libc::WEXITSTATUS(status), rusage)
-            }
+            Reaped::from_wait_status(status, rusage)
         } else {
-            // Not our child (adopted): it has ended once its pidfd is readable.
-            let ended = self.pidfds.get(&pid).is_none_or(|fd| pidfd_readable(fd, 0));
-            if ended {
-                Reaped::Unknown
-            } else {
-                Reaped::Running
-            }
+            self.reap_adopted(pid)
         };
         if reaped != Reaped::Running {
             self.pidfds.remove(&pid);
+            self.awaiting_reap.remove(&pid);
         }
         reaped
     }
@@ -574,27 +583,154 @@ impl Sys for RealSys {
             .filter(|(pid, _)| !holders.contains(pid))
             .map(|(&pid, fd)| (pid, fd))
             .collect();
+        // A process awaiting its reaping stays readable (POLLIN); polled for nothing,
+        // only the POLLHUP of its reaping wakes it.
         let mut polls: Vec<libc::pollfd> = tracked
             .iter()
-            .map(|(_, fd)| libc::pollfd {
+            .map(|(pid, fd)| libc::pollfd {
                 fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
+                events: if self.awaiting_reap.contains_key(pid) {
+                    0
+                } else {
+                    libc::POLLIN
+                },
                 revents: 0,
             })
             .collect();
+        // ...or its wait running out, which `try_reap` then reports as unknown.
+        let now = Instant::now();
+        let give_up = self
+            .awaiting_reap
+            .values()
+            .map(|&since| since + ADOPTED_REAP_WAIT);
+        let timeout = give_up
+            .min()
+            .map_or(timeout, |t| timeout.min(t.saturating_duration_since(now)));
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: poll over a live, correctly sized array of pollfd.
         let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, ms) };
-        if n <= 0 {
-            return Vec::new();
-        }
+        let now = Instant::now();
         tracked
             .iter()
             .zip(&polls)
-            .filter(|(_, p)| p.revents != 0)
+            .filter(|((pid, _), p)| {
+                (n > 0 && p.revents != 0)
+                    || self
+                        .awaiting_reap
+                        .get(pid)
+                        .is_some_and(|&since| since + ADOPTED_REAP_WAIT <= now)
+            })
             .map(|((pid, _), _)| *pid)
             .collect()
     }
+}
+
+impl RealSys {
+    /// Reaps an adopted process, which is not our child: once its pidfd says it
+    /// exited, reads the status its new parent reaped from the pidfd, waiting (up to
+    /// [`ADOPTED_REAP_WAIT`]) for that parent to reap it if it has not yet.
+    fn reap_adopted(&mut self, pid: i32) -> Reaped {
+        let Some(fd) = self.pidfds.get(&pid) else {
+            return Reaped::Unknown;
+        };
+        let revents = pidfd_poll(fd);
+        if revents & (libc::POLLIN | libc::POLLHUP) == 0 {
+            return Reaped::Running;
+        }
+        let reaped_by_parent = revents & libc::POLLHUP != 0;
+        match pidfd_exit_info(fd) {
+            ExitInfo::Status(status) => Reaped::from_wait_status(status, Rusage::default()),
+            ExitInfo::Unsupported => Reaped::Unknown,
+            // Reaped, yet no status: the kernel does not keep it.
+            ExitInfo::NotReaped if reaped_by_parent => Reaped::Unknown,
+            ExitInfo::NotReaped => {
+                let since = *self.awaiting_reap.entry(pid).or_insert_with(Instant::now);
+                if since.elapsed() >= ADOPTED_REAP_WAIT {
+                    tracing::debug!(pid, "adopted process not reaped by its parent in time");
+                    Reaped::Unknown
+                } else {
+                    Reaped::Running
+                }
+            }
+        }
+    }
+}
+
+impl Reaped {
+    /// Decodes a wait status (as `wait4` or `PIDFD_INFO_EXIT` give it).
+    pub fn from_wait_status(status: i32, rusage: Rusage) -> Reaped {
+        if libc::WIFSIGNALED(status) {
+            Reaped::Signaled(libc::WTERMSIG(status), rusage)
+        } else {
+            Reaped::Code(libc::WEXITSTATUS(status), rusage)
+        }
+    }
+}
+
+/// What a pidfd tells about how its process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExitInfo {
+    /// The wait status its parent reaped.
+    Status(i32),
+    /// Nothing yet: the process runs, or exited and awaits its parent's reaping.
+    NotReaped,
+    /// This kernel does not report exit status through pidfds (before 6.15).
+    Unsupported,
+}
+
+/// Asks the kernel (`PIDFD_GET_INFO` with `PIDFD_INFO_EXIT`, Linux 6.15+) how the
+/// process of `fd` ended.
+fn pidfd_exit_info(fd: &OwnedFd) -> ExitInfo {
+    // SAFETY: pidfd_info is plain integers; all-zero is a valid value.
+    let mut info: libc::pidfd_info = unsafe { std::mem::zeroed() };
+    info.mask = u64::from(libc::PIDFD_INFO_EXIT);
+    // SAFETY: PIDFD_GET_INFO reads and writes at most size_of::<pidfd_info>() bytes
+    // (encoded in the request) of the live struct we pass.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::PIDFD_GET_INFO, &mut info) };
+    if r < 0 {
+        // ENOTTY/EINVAL: no PIDFD_GET_INFO (before 6.13); ESRCH: reaped, and the
+        // kernel keeps no exit status (6.13, 6.14).
+        return ExitInfo::Unsupported;
+    }
+    if info.mask & u64::from(libc::PIDFD_INFO_EXIT) != 0 {
+        ExitInfo::Status(info.exit_code)
+    } else {
+        ExitInfo::NotReaped
+    }
+}
+
+/// The events pending on `fd` (a pidfd) now: `POLLIN` once its process exited,
+/// `POLLHUP` too once it was reaped.
+fn pidfd_poll(fd: &OwnedFd) -> libc::c_short {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll over one live pollfd.
+    if unsafe { libc::poll(&mut p, 1, 0) } > 0 {
+        p.revents
+    } else {
+        0
+    }
+}
+
+/// Whether this kernel reports the exit status of a process that is not our child
+/// through its pidfd once it is reaped (`PIDFD_INFO_EXIT`, Linux 6.15+), so that
+/// re-adopted processes end with their real status rather than `Unknown`. Probes by
+/// running `/bin/true`.
+pub fn adopted_exit_status_supported() -> bool {
+    let Ok(mut child) = Command::new("/bin/true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    let fd = pidfd_open(child.id() as i32);
+    let _ = child.wait();
+    fd.is_ok_and(|fd| pidfd_exit_info(&fd) == ExitInfo::Status(0))
 }
 
 /// Whether `fd` (a pidfd) becomes readable, i.e. its process ended, within `ms`.
@@ -640,6 +776,9 @@ pub struct RecordingSys {
     pub fail_next_holder: Option<SysError>,
     /// Processes that are not children of this instance (adopted).
     pub foreign: std::collections::BTreeSet<i32>,
+    /// Whether adopted processes end with their real status, as on Linux 6.15+
+    /// (`PIDFD_INFO_EXIT`); otherwise they end `Unknown`.
+    pub foreign_exit_status: bool,
     next_pid: i32,
 }
 
@@ -703,7 +842,7 @@ impl Sys for RecordingSys {
 
     fn try_reap(&mut self, pid: i32) -> Reaped {
         match self.exits.remove(&pid) {
-            Some(_) if self.foreign.contains(&pid) => Reaped::Unknown,
+            Some(_) if self.foreign.contains(&pid) && !self.foreign_exit_status => Reaped::Unknown,
             Some(how) => how,
             None => Reaped::Running,
         }

@@ -324,6 +324,50 @@ fn a_new_adapter_readopts_live_processes_and_reports_the_ones_that_ended() {
 }
 
 #[test]
+fn an_adopted_process_ends_with_its_real_status_where_the_kernel_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = host(&dir, RecordingSys::new());
+    for n in 1..=3 {
+        start(&mut h, pid(n), 1);
+    }
+    drain(&mut h);
+    let os: Vec<i32> = (1..=3).map(|n| h.os_pid(pid(n)).unwrap()).collect();
+    let old = std::mem::take(&mut sys(&mut h).alive);
+    drop(h);
+
+    // Linux 6.15+: the pidfd of an adopted process tells how it ended.
+    let mut s = RecordingSys::new();
+    s.alive = old;
+    s.foreign_exit_status = true;
+    let mut h = host(&dir, s);
+    assert_eq!(drain(&mut h).len(), 3, "three Adopted");
+    let usage = Rusage {
+        cpu_time: Duration::from_millis(5),
+        max_rss_bytes: 8192,
+    };
+    sys(&mut h).end(os[0], Reaped::Code(7, usage));
+    sys(&mut h).end(os[1], Reaped::Signaled(libc::SIGTERM, Rusage::default()));
+    sys(&mut h).end(os[2], Reaped::Unknown);
+    let mut ended: Vec<(Pid, ExitStatus)> = drain(&mut h)
+        .into_iter()
+        .map(|e| match e {
+            HostEvent::Exited { pid, status, .. } => (pid, status),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    ended.sort_by_key(|(p, _)| *p);
+    assert_eq!(
+        ended,
+        vec![
+            (pid(1), ExitStatus::Code(7)),
+            (pid(2), ExitStatus::Signaled(libc::SIGTERM)),
+            // Not reaped by its new parent in time, or reaped on an older kernel.
+            (pid(3), ExitStatus::Lost),
+        ]
+    );
+}
+
+#[test]
 fn a_corrupt_state_file_is_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("host-state.json"), "{not json").unwrap();

@@ -7,7 +7,9 @@ use nefele_core::{Host, HostCommand, HostEvent, Incarnation, NodeId, Pid, ProcSp
 use nefele_host_linux::sys::proc_start_ticks;
 use nefele_host_linux::{state, Config, LinuxHost, RealSys};
 use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn root_or_skip(test: &str) -> bool {
@@ -71,12 +73,18 @@ fn remove_tree(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
-fn fixture(name: &str) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new(dir.path());
+/// The settings of a test's adapter: its own data directory and cgroup base.
+fn test_config(dir: &Path, name: &str) -> Config {
+    let mut config = Config::new(dir);
     config.cgroup_name = format!("nefele-test-{name}-{}", std::process::id());
     config.kill_grace = Duration::from_millis(200);
     config.tenant_linger = Duration::ZERO;
+    config
+}
+
+fn fixture(name: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path(), name);
     let host = LinuxHost::open(config.clone()).unwrap();
     Fixture {
         host,
@@ -558,4 +566,219 @@ fn bad_specs_are_rejected_with_the_right_reason() {
     }
     assert_eq!(f.host.holder(TenantId(30)), None);
     assert_clean(&f);
+}
+
+/// Makes a copy of this test binary, re-executed by [`start_orphan`], play its part
+/// (named by this variable) instead of running the test.
+const ROLE: &str = "NEFELE_TEST_ROLE";
+/// What the reaper prints once the agent that started the orphan has exited.
+const AGENT_GONE: &str = "nefele-test: agent gone";
+
+/// In a copy of this test binary started by [`start_orphan`]: plays its part, then
+/// exits (never returns). In the test itself: does nothing.
+fn play_role_if_asked() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let var = |name: &str| std::env::var(name).unwrap();
+    match role.as_str() {
+        // A subreaper that is not the test process: the orphan's new parent.
+        "reaper" => {
+            nix::sys::prctl::set_child_subreaper(true).unwrap();
+            let agent = Command::new(std::env::current_exe().unwrap())
+                .args(std::env::args().skip(1))
+                .env(ROLE, "agent")
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(agent.success(), "agent failed: {agent}");
+            // Straight to the pipe: the test harness captures `println!`.
+            let mut out = std::io::stdout();
+            writeln!(out, "{AGENT_GONE}")
+                .and_then(|()| out.flush())
+                .unwrap();
+            // A lazy parent reaps only once told to (by a file appearing).
+            if let Ok(go) = std::env::var("NEFELE_TEST_REAP_WHEN") {
+                while !Path::new(&go).exists() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            // Reap the orphan (and the tenant's holder) until none is left.
+            while nix::sys::wait::wait().is_ok() {}
+        }
+        // A first agent: starts the process, then exits as a crashed agent would.
+        "agent" => {
+            let dir = PathBuf::from(var("NEFELE_TEST_DATA"));
+            let mut config = test_config(&dir, "unused");
+            config.cgroup_name = var("NEFELE_TEST_CGROUP");
+            let mut host = LinuxHost::open(config).unwrap();
+            start(&mut host, pid(1), 40, sh(&var("NEFELE_TEST_SCRIPT")));
+        }
+        other => panic!("unknown {ROLE} {other:?}"),
+    }
+    std::process::exit(0);
+}
+
+/// Whether this kernel reports an adopted process's exit status (else says why not).
+fn adopted_exit_status_or_skip(test: &str) -> bool {
+    if nefele_host_linux::sys::adopted_exit_status_supported() {
+        return true;
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    eprintln!(
+        "{test}: skipped: kernel {} does not report exit status through pidfds \
+         (PIDFD_INFO_EXIT needs Linux 6.15+)",
+        release.trim()
+    );
+    false
+}
+
+/// Starts `script` as `pid(1)` of tenant 40 through an adapter in another process,
+/// under a subreaper that is neither that adapter nor this test process, and returns
+/// that subreaper once the adapter has exited. The script's process is then an
+/// orphan that the subreaper reaps when it ends: an adapter in this process cannot
+/// `wait4` it and learns how it ended from its pidfd only.
+/// With `reap_when`, the subreaper reaps nothing until that file exists.
+fn start_orphan(test: &str, config: &Config, script: &str, reap_when: Option<&Path>) -> Child {
+    let mut reaper = Command::new(std::env::current_exe().unwrap());
+    reaper
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE, "reaper")
+        .env("NEFELE_TEST_DATA", &config.data_dir)
+        .env("NEFELE_TEST_CGROUP", &config.cgroup_name)
+        .env("NEFELE_TEST_SCRIPT", script)
+        .stdout(Stdio::piped());
+    if let Some(file) = reap_when {
+        reaper.env("NEFELE_TEST_REAP_WHEN", file);
+    }
+    let mut reaper = reaper.spawn().unwrap();
+    let out = std::io::BufReader::new(reaper.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // The harness's own output may precede the mark on its line.
+        let gone = out
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.ends_with(AGENT_GONE));
+        let _ = tx.send(gone);
+    });
+    if rx.recv_timeout(Duration::from_secs(20)) != Ok(true) {
+        let _ = reaper.kill();
+        let _ = reaper.wait();
+        panic!("the first agent did not start the process");
+    }
+    reaper
+}
+
+/// Waits (up to 5 s) for the reaper to exit, which it does once it has reaped
+/// everything the first agent left behind.
+fn reaper_done(mut reaper: Child) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Some(status) = reaper.try_wait().unwrap() {
+            assert!(status.success(), "reaper: {status}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = reaper.kill();
+    let _ = reaper.wait();
+    panic!("the reaper still has children after 5 s");
+}
+
+/// The parent pid of `os_pid` (field 4 of /proc/<pid>/stat).
+fn parent_of(os_pid: i32) -> i32 {
+    let stat = read(Path::new(&format!("/proc/{os_pid}/stat")));
+    let after_comm = &stat[stat.rfind(')').unwrap() + 1..];
+    after_comm
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Starts `script` (after waiting for a file) as an orphan, re-adopts it in a new
+/// adapter, lets it go on, and returns how that adapter reports its end and how
+/// long after letting it go. With `lazy_parent`, the orphan's parent reaps it only
+/// after that report.
+fn adopted_orphan_ends(
+    test: &str,
+    name: &str,
+    script: &str,
+    lazy_parent: bool,
+) -> (ExitStatus, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path(), name);
+    let guard = PanicCleanup(config.clone());
+    let go = dir.path().join("go");
+    let script = format!(
+        "while [ ! -e '{}' ]; do sleep 0.02; done; {script}",
+        go.display()
+    );
+    let reap_when = dir.path().join("reap");
+    let reaper = start_orphan(test, &config, &script, lazy_parent.then_some(&*reap_when));
+    let mut f = Fixture {
+        host: LinuxHost::open(config.clone()).unwrap(),
+        config,
+        _guard: guard,
+        _dir: dir,
+    };
+    match next_event(&mut f.host, pid(1)) {
+        HostEvent::Adopted { tenant, .. } => assert_eq!(tenant, TenantId(40)),
+        other => panic!("expected Adopted, got {other:?}"),
+    }
+    let os_pid = f.host.os_pid(pid(1)).expect("re-adopted while running");
+    assert_eq!(
+        parent_of(os_pid),
+        reaper.id() as i32,
+        "the subreaper, not this process, is its parent"
+    );
+    let t0 = Instant::now();
+    std::fs::write(&go, "").unwrap();
+    let status = exit_of(&mut f.host, pid(1)).0;
+    let took = t0.elapsed();
+    std::fs::write(&reap_when, "").unwrap();
+    reaper_done(reaper);
+    assert_clean(&f);
+    (status, took)
+}
+
+#[test]
+fn an_adopted_process_that_exits_is_reported_with_its_exit_code() {
+    play_role_if_asked();
+    let test = "an_adopted_process_that_exits_is_reported_with_its_exit_code";
+    if !root_or_skip(test) || !adopted_exit_status_or_skip(test) {
+        return;
+    }
+    let (status, _) = adopted_orphan_ends(test, "orphan-code", "exit 7", false);
+    assert_eq!(status, ExitStatus::Code(7));
+}
+
+#[test]
+fn an_adopted_process_killed_by_a_signal_is_reported_with_the_signal() {
+    play_role_if_asked();
+    let test = "an_adopted_process_killed_by_a_signal_is_reported_with_the_signal";
+    if !root_or_skip(test) || !adopted_exit_status_or_skip(test) {
+        return;
+    }
+    let script = "kill -TERM $$; sleep 5";
+    let (status, _) = adopted_orphan_ends(test, "orphan-signal", script, false);
+    assert_eq!(status, ExitStatus::Signaled(libc::SIGTERM));
+}
+
+#[test]
+fn an_adopted_process_its_parent_does_not_reap_is_reported_lost_after_a_bounded_wait() {
+    play_role_if_asked();
+    let test = "an_adopted_process_its_parent_does_not_reap_is_reported_lost_after_a_bounded_wait";
+    if !root_or_skip(test) || !adopted_exit_status_or_skip(test) {
+        return;
+    }
+    let (status, took) = adopted_orphan_ends(test, "orphan-lazy", "exit 7", true);
+    assert_eq!(status, ExitStatus::Lost);
+    let wait = nefele_host_linux::sys::ADOPTED_REAP_WAIT;
+    assert!(
+        took >= wait && took < wait + Duration::from_secs(2),
+        "reported after {took:?}, not after about {wait:?}"
+    );
 }

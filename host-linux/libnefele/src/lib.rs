@@ -4,6 +4,8 @@
 //!   agent's API server and this client share it, so they cannot drift apart.
 //! - [`client`]: the Rust client ([`Client`]), blocking, one call at a time.
 //! - [`ffi`]: the C ABI over the client, declared in `include/nefele.h`.
+//! - [`quantity`]: strict parsing and display of cpu and memory amounts (`500m`,
+//!   `512M`), shared by `nef` flags and the `nefeled` configuration.
 
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 
@@ -11,5 +13,6 @@ pub mod client;
 #[allow(non_camel_case_types)]
 pub mod ffi;
 pub mod proto;
+pub mod quantity;
 
 pub use client::{Client, ClientError};

@@ -5,11 +5,11 @@
 //! stderr, `nef: <what went wrong>`, and the exit status is 2 for a usage error,
 //! 1 for anything else.
 
-mod quantity;
 mod render;
 
 use clap::{Args, Parser, Subcommand};
 use nefele::client::{default_socket, SOCKET_ENV, TOKEN_ENV};
+use nefele::quantity;
 use nefele::{Client, ClientError};
 use nefele_core::host::{Affinity, ProcSpec, ResourcePolicy, Signal};
 use nefele_core::ids::Pid;

@@ -6,8 +6,8 @@
 //! memory_bytes, age_ms, command, distance}` with `pid` as its hex text, `host` as
 //! the node number and `state` one of `Provisional`, `Running`, `Exited`, `Lost`.
 
-use crate::quantity::{show_cpu, show_memory};
 use nefele::proto::MembersView;
+use nefele::quantity::{show_cpu, show_memory};
 use nefele_core::host::ExitStatus;
 use nefele_core::placement::api::{DistanceClass, ProcInfo, ProcState, PsReply};
 use serde::Serialize;

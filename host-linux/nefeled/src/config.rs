@@ -5,10 +5,13 @@
 //! merges the two and validates the result. Every error names where the value
 //! came from (the file's path, or "the command line"), the field and the problem.
 //! A resolved [`Config`] is valid: tenants have distinct ids, names, tokens and
-//! uids; discovery is exactly one of a seed list or a broadcast interface.
+//! uids; discovery is exactly one of a seed list or a broadcast interface; tenant
+//! limits are positive amounts.
 //!
 //! See `nefeled.example.toml` next to this crate's `Cargo.toml` for the format.
 
+use nefele::quantity::{parse_cpu, parse_memory};
+use nefele_core::host::Limits;
 use nefele_core::ids::{NodeId, TenantId};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -80,6 +83,46 @@ pub struct FileTenant {
     /// Local uids mapped to this tenant when a client presents no token.
     #[serde(default)]
     pub uids: Vec<u32>,
+    /// Limits on all of the tenant's processes on this host together.
+    pub limits: Option<FileLimits>,
+}
+
+/// A tenant's `limits` table; every field optional (absent means unlimited).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    /// Cpu: `"500m"` (millicores), `"0.5"` or `"2"` (cores), or a number of cores.
+    pub cpu: Option<Amount>,
+    /// Memory: `"512M"`, `"4G"` (powers of 1024), or a number of bytes.
+    pub memory: Option<Amount>,
+    /// Maximum number of tasks (processes and threads).
+    pub pids: Option<u32>,
+}
+
+/// An amount as written: text (`"500m"`, `"4G"`) or a bare TOML number, which
+/// reads as its decimal text (`2` is `"2"`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "expected a quantity (a string such as \"500m\" or \"4G\", or a number)"
+)]
+pub enum Amount {
+    /// `cpu = "500m"`.
+    Text(String),
+    /// `pids`-style integer, `cpu = 2`.
+    Integer(i64),
+    /// `cpu = 0.5`.
+    Float(f64),
+}
+
+impl Amount {
+    fn text(&self) -> String {
+        match self {
+            Amount::Text(t) => t.clone(),
+            Amount::Integer(n) => n.to_string(),
+            Amount::Float(x) => x.to_string(),
+        }
+    }
 }
 
 /// A capacity override.
@@ -155,6 +198,9 @@ pub struct Tenant {
     pub tokens: Vec<String>,
     /// Uids that map to it.
     pub uids: Vec<u32>,
+    /// Limits on all of its processes on this host together (the host's
+    /// `tenant_limits`); all `None` when unlimited.
+    pub limits: Limits,
 }
 
 /// A complete, valid configuration.
@@ -478,14 +524,60 @@ fn resolve_tenants(origin: &str, tenants: Vec<FileTenant>) -> Result<Vec<Tenant>
                 ));
             }
         }
+        let limits = match &t.limits {
+            Some(l) => resolve_limits(origin, &field("limits"), l)?,
+            None => Limits::default(),
+        };
         out.push(Tenant {
             name: t.name,
             id: TenantId(t.id),
             tokens: t.tokens,
             uids: t.uids,
+            limits,
         });
     }
     Ok(out)
+}
+
+/// Checks a tenant's `limits` table (`field` names it in errors).
+fn resolve_limits(origin: &str, field: &str, l: &FileLimits) -> Result<Limits, ConfigError> {
+    let cpu_millicores = l
+        .cpu
+        .as_ref()
+        .map(|a| parse_cpu(&a.text()))
+        .transpose()
+        .map_err(|e| invalid(origin, format!("{field}.cpu"), e.to_string()))?;
+    let memory_bytes = l
+        .memory
+        .as_ref()
+        .map(|a| parse_memory(&a.text()))
+        .transpose()
+        .map_err(|e| invalid(origin, format!("{field}.memory"), e.to_string()))?;
+    if l.pids == Some(0) {
+        return Err(invalid(
+            origin,
+            format!("{field}.pids"),
+            "0 would let the tenant start nothing; leave it out for no limit",
+        ));
+    }
+    Ok(Limits {
+        cpu_millicores,
+        memory_bytes,
+        pids: l.pids,
+    })
+}
+
+impl Config {
+    /// The aggregate limits of each tenant that has some, for the host adapter
+    /// (`nefele_host_linux::Config::tenant_limits`).
+    #[must_use]
+    pub fn tenant_limits(&self) -> BTreeMap<TenantId, Limits> {
+        self.tenants
+            .iter()
+            .filter(|t| t.limits != Limits::default())
+            .map(|t| (t.id, t.limits.clone()))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -511,6 +603,99 @@ mod tests {
         assert_eq!(config.tenant_by_uid(1001), Some(TenantId(2)));
         assert_eq!(config.tenant_by_uid(4242), None);
         assert!(matches!(config.discovery, Discovery::Seeds(ref s) if s.len() == 2));
+        let alice = Limits {
+            cpu_millicores: Some(2000),
+            memory_bytes: Some(4 << 30),
+            pids: Some(512),
+        };
+        assert_eq!(
+            config.tenant_limits(),
+            BTreeMap::from([(TenantId(1), alice)]),
+            "bob has no limits"
+        );
+    }
+
+    fn limits_of(table: &str) -> Result<Limits, String> {
+        let text = format!("{MINIMAL}\n[[tenant]]\nname = \"a\"\nid = 1\n{table}\n");
+        resolve(&text, Overrides::default())
+            .map(|c| c.tenants[0].limits.clone())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn tenant_limits_take_the_quantities_nef_takes() {
+        let limits = |cpu, memory, pids| Limits {
+            cpu_millicores: cpu,
+            memory_bytes: memory,
+            pids,
+        };
+        let cases = [
+            (
+                "limits = { cpu = \"500m\", memory = \"512Mi\", pids = 64 }",
+                limits(Some(500), Some(512 << 20), Some(64)),
+            ),
+            (
+                "[tenant.limits]\ncpu = 2\nmemory = 1048576",
+                limits(Some(2000), Some(1 << 20), None),
+            ),
+            ("limits = { cpu = 0.25 }", limits(Some(250), None, None)),
+            (
+                "limits = { memory = \"1G\" }",
+                limits(None, Some(1 << 30), None),
+            ),
+            ("limits = {}", limits(None, None, None)),
+            ("", limits(None, None, None)),
+        ];
+        for (table, want) in cases {
+            assert_eq!(limits_of(table), Ok(want), "{table}");
+        }
+        let text = format!("{MINIMAL}\n[[tenant]]\nname = \"a\"\nid = 3\nlimits = {{ pids = 8 }}");
+        let config = resolve(&text, Overrides::default()).unwrap();
+        assert_eq!(config.tenant_limits()[&TenantId(3)].pids, Some(8));
+    }
+
+    #[test]
+    fn bad_tenant_limits_name_the_field_and_the_value() {
+        let cases = [
+            (
+                "limits = { cpu = \"2x\" }",
+                "`tenant[0].limits.cpu`",
+                "\"2x\"",
+            ),
+            (
+                "limits = { cpu = \"0\" }",
+                "`tenant[0].limits.cpu`",
+                "\"0\"",
+            ),
+            ("limits = { cpu = -1 }", "`tenant[0].limits.cpu`", "\"-1\""),
+            (
+                "limits = { memory = \"1.5G\" }",
+                "`tenant[0].limits.memory`",
+                "1.5G",
+            ),
+            (
+                "limits = { memory = 0 }",
+                "`tenant[0].limits.memory`",
+                "\"0\"",
+            ),
+            (
+                "limits = { pids = 0 }",
+                "`tenant[0].limits.pids`",
+                "leave it out",
+            ),
+            ("limits = { pids = -3 }", "pids", "/etc/nefele/nefeled.toml"),
+            (
+                "limits = { cpus = \"2\" }",
+                "cpus",
+                "/etc/nefele/nefeled.toml",
+            ),
+            ("limits = { cpu = true }", "a quantity", "cpu"),
+            ("limits = \"2\"", "limits", "/etc/nefele/nefeled.toml"),
+        ];
+        for (table, field, detail) in cases {
+            let e = limits_of(table).unwrap_err();
+            assert!(e.contains(field) && e.contains(detail), "{table}: {e}");
+        }
     }
 
     #[test]

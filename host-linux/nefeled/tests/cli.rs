@@ -53,6 +53,23 @@ fn check_config_accepts_a_good_file_and_names_what_is_wrong_in_a_bad_one() {
     assert!(!ok);
     assert!(text.contains("bad.toml") && text.contains("id"), "{text}");
 
+    let limits = |table: &str| {
+        format!(
+            "cluster_key_file = \"{}\"\n[[tenant]]\nname = \"a\"\nid = 1\nlimits = {table}\n",
+            key.display()
+        )
+    };
+    std::fs::write(&bad, limits("{ cpu = \"2\", memory = \"4G\", pids = 512 }")).unwrap();
+    let (ok, text) = check(&bad, &[]);
+    assert!(ok, "{text}");
+    std::fs::write(&bad, limits("{ cpu = \"2\", memory = \"4 GB\" }")).unwrap();
+    let (ok, text) = check(&bad, &[]);
+    assert!(!ok);
+    assert!(
+        text.contains("bad.toml: field `tenant[0].limits.memory`: \"4 GB\""),
+        "{text}"
+    );
+
     std::fs::write(&key, "short").unwrap();
     let (ok, text) = check(&good, &[]);
     assert!(!ok);

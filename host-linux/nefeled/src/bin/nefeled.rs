@@ -181,6 +181,7 @@ mod daemon {
         } else {
             let host_config = nefele_host_linux::Config {
                 cgroup_name: config.cgroup_name.clone(),
+                tenant_limits: config.tenant_limits(),
                 ..nefele_host_linux::Config::new(config.data_dir.join("host"))
             };
             linux_host::spawn(host_config, config.resources).map_err(|e| e.to_string())?

@@ -1,4 +1,5 @@
-//! Strict parsing of the quantities `nef spawn` takes: cpu and memory.
+//! Strict parsing of cpu and memory quantities, as `nef spawn` flags and the
+//! `nefeled` configuration take them.
 //!
 //! Cpu: `500m` (millicores), `0.5` or `2` (cores). Memory: a byte count with an
 //! optional binary suffix, `K`, `M`, `G` or `T` (optionally followed by `i` or
