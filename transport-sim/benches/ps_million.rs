@@ -77,8 +77,11 @@ fn main() {
             }
         }
     }
+    let running: u32 = (0..gangs)
+        .map(|g| sim.placement().running_of(u64::from(g)))
+        .sum();
     println!(
-        "placed {placed} processes of tenant {} on {hosts} hosts",
+        "placed {placed} processes of tenant {} on {hosts} hosts ({running} running)",
         tenant.0
     );
     let delivered = sim.stats().messages_delivered;

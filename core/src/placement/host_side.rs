@@ -9,7 +9,7 @@
 
 use super::api::{Demand, DistanceClass, ProcInfo, ProcState};
 use super::msg::{CreateItem, PidAnswer, PidOp, PlacementMsg, ReqKey, Shape};
-use super::{Placement, PlacementOutput, Timer, Want};
+use super::{top_led_level, Placement, PlacementOutput, Timer, Want, TOP};
 use crate::federation::Federation;
 use crate::host::{ExitStatus, HostCommand, Usage};
 use crate::ids::{NodeId, Pid, TenantId};
@@ -515,6 +515,11 @@ impl Placement {
         skip: NodeId,
     ) {
         let Want { min, need, hosts } = want;
+        let level = if level == TOP {
+            top_led_level(self.me, fed).unwrap_or(0)
+        } else {
+            level
+        };
         let seat = fed.and_then(|f| f.seats().get(usize::from(level)));
         let Some(seat) = seat.filter(|s| s.view().leader == self.me) else {
             self.send_candidates(key, Vec::new());
