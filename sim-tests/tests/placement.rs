@@ -487,3 +487,32 @@ fn place_faults_scenario_holds_its_invariants_and_is_deterministic() {
     let (h2, _, _) = run(config);
     assert_eq!(h1, h2);
 }
+
+/// Regression: `ps` walked from the level the asker counted in its view's ancestors,
+/// which list each leader once; a leader of several levels hid the groups above it,
+/// and `ps` on 100 hosts listed 6 of 10 gangs with no host reported unanswered.
+#[test]
+fn ps_reaches_every_subtree_of_the_tree() {
+    let mut sim = booted(cluster(100, 1));
+    let mut all = BTreeSet::new();
+    for g in 0..10u32 {
+        let call = ApiCall::NSpawn {
+            tenant: TenantId(7),
+            n: 100,
+            spec: proc(10, 60_000, u64::from(g) + 500),
+        };
+        all.extend(pids(ask(&mut sim, g * 10, call, 500).0));
+    }
+    let (r, _) = ask(
+        &mut sim,
+        51,
+        ApiCall::Ps {
+            tenant: TenantId(7),
+        },
+        1000,
+    );
+    let ApiReply::Ps(ps) = r else { panic!("{r:?}") };
+    assert_eq!(ps.unanswered, 0);
+    let listed: BTreeSet<Pid> = ps.processes.iter().map(|p| p.pid).collect();
+    assert_eq!(listed, all);
+}
