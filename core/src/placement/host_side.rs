@@ -287,8 +287,8 @@ impl Placement {
                         e.state = ProcState::Running;
                     }
                 }
+                self.ledger_changed(now, *pid);
             }
-            self.ledger_changed(now);
         }
         self.release(key);
         self.mark_done(now, key);
@@ -367,7 +367,7 @@ impl Placement {
                 hidden: false,
             },
         );
-        self.ledger_changed(now);
+        self.ledger_changed(now, pid);
     }
 
     pub(super) fn on_exited(
@@ -391,7 +391,7 @@ impl Placement {
             self.host.table.remove(&pid);
             return;
         }
-        self.ledger_changed(now);
+        self.ledger_changed(now, pid);
         for (node, token) in self.host.waiters.remove(&pid).unwrap_or_default() {
             self.pid_answer_to(node, token, PidAnswer::Exited(status));
         }

@@ -29,7 +29,6 @@ use super::{Placement, ProcEntry, Timer};
 use crate::federation::Federation;
 use crate::ids::{NodeId, Pid, TenantId};
 use crate::time::Time;
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -57,9 +56,9 @@ pub(super) struct Ledger {
     armed: bool,
     /// Whether a flush after a change is scheduled.
     flush_armed: bool,
-    /// Whether the table may differ from what was last reported (every change of a
-    /// process into or out of the reported set calls `ledger_changed`).
-    dirty: bool,
+    /// Pids that may have entered or left the reported set since the last report
+    /// (every such change of the table calls `ledger_changed`).
+    changed: BTreeSet<Pid>,
     /// The pids this agent last reported to its keepers.
     reported: BTreeSet<Pid>,
     /// The keepers it last reported to.
@@ -114,9 +113,9 @@ impl Placement {
         }
     }
 
-    /// The table changed: report it soon (one flush per `ledger_flush`).
-    pub(super) fn ledger_changed(&mut self, now: Time) {
-        self.ledger.dirty = true;
+    /// The entry of `pid` changed: report it soon (one flush per `ledger_flush`).
+    pub(super) fn ledger_changed(&mut self, now: Time, pid: Pid) {
+        self.ledger.changed.insert(pid);
         if !self.ledger.flush_armed {
             self.ledger.flush_armed = true;
             self.set_timer(now + self.config.ledger_flush, Timer::LedgerFlush);
@@ -139,19 +138,14 @@ impl Placement {
     }
 
     /// Sends the keepers what changed since the last report (everything to a new
-    /// keeper, and to all at a refresh). The table and the reported set are both in
-    /// pid order, so the difference is one merge of the two, without copying the
-    /// table: this runs on every flush of every agent.
+    /// keeper, and to all at a refresh). Only the pids marked changed are looked at:
+    /// this runs on every flush of every agent, and a table holds thousands.
     fn report_table(&mut self, now: Time, fed: Option<&Federation>) {
         let keepers = keepers(self.me, fed);
         let refresh = now.saturating_since(self.ledger.last_refresh) >= self.config.ledger_refresh;
-        if !refresh && !self.ledger.dirty && keepers == self.ledger.keepers {
-            return;
-        }
         if refresh {
             self.ledger.last_refresh = now;
         }
-        self.ledger.dirty = false;
         let item = |pid: Pid, e: &ProcEntry| LedgerItem {
             pid,
             tenant: e.tenant,
@@ -159,28 +153,14 @@ impl Placement {
             demand: e.demand,
             age: e.age(now),
         };
-        let mut present = self
-            .host
-            .table
-            .iter()
-            .filter(|(_, e)| !e.hidden && e.state == ProcState::Running)
-            .peekable();
-        let mut reported = self.ledger.reported.iter().peekable();
+        let reported = |e: &ProcEntry| !e.hidden && e.state == ProcState::Running;
         let (mut added, mut ended) = (Vec::new(), Vec::new());
-        loop {
-            let order = match (present.peek(), reported.peek()) {
-                (None, None) => break,
-                (Some(_), None) => Ordering::Less,
-                (None, Some(_)) => Ordering::Greater,
-                (Some((p, _)), Some(r)) => (*p).cmp(r),
-            };
-            match order {
-                Ordering::Less => added.extend(present.next().map(|(p, e)| item(*p, e))),
-                Ordering::Equal => {
-                    present.next();
-                    reported.next();
-                }
-                Ordering::Greater => ended.extend(reported.next().copied()),
+        for pid in std::mem::take(&mut self.ledger.changed) {
+            let now_in = self.host.table.get(&pid).filter(|e| reported(e));
+            match (now_in, self.ledger.reported.contains(&pid)) {
+                (Some(e), false) => added.push(item(pid, e)),
+                (None, true) => ended.push(pid),
+                _ => {}
             }
         }
         for pid in &ended {
@@ -192,7 +172,7 @@ impl Placement {
             self.host
                 .table
                 .iter()
-                .filter(|(_, e)| !e.hidden && e.state == ProcState::Running)
+                .filter(|(_, e)| reported(e))
                 .map(|(pid, e)| item(*pid, e))
                 .collect()
         } else {
