@@ -544,22 +544,20 @@ impl Federation {
                 .all(|(l, s)| s.view.level as usize == l && (l + 1 == top || s.led_by(self.me)))
     }
 
-    /// The ancestors of the group this agent leads at `level`: the leaders of its seats
-    /// above, then the ancestors its top seat's leader gave it; without itself.
+    /// The ancestors of the group this agent leads at `level`, one per level above it:
+    /// the leaders of its seats above, then the ancestors its top seat's leader gave it,
+    /// unless it leads that seat too (see [`View::ancestors`]).
     fn ancestors_of(&self, level: usize) -> Vec<NodeId> {
-        let mut out: Vec<NodeId> = Vec::new();
         let above = self.seats.iter().skip(level + 1).map(|s| s.view.leader);
+        // A root has nothing above its top group (its own view may still hold the
+        // hints it was born with).
         let beyond = self
             .seats
             .last()
+            .filter(|s| !s.led_by(self.me))
             .map(|s| s.view.ancestors.clone())
             .unwrap_or_default();
-        for a in above.chain(beyond) {
-            if a != self.me && !out.contains(&a) && out.len() < MAX_ANCESTORS {
-                out.push(a);
-            }
-        }
-        out
+        above.chain(beyond).take(MAX_ANCESTORS).collect()
     }
 
     /// Remembers `nodes` as contacts for finding other trees.

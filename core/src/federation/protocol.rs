@@ -8,6 +8,7 @@ use super::{FedBody, FedNotice, Federation, FAST_PROBES, MAX_HOPS};
 use crate::ids::NodeId;
 use crate::time::Time;
 use rand::Rng;
+use std::collections::BTreeSet;
 
 /// A fresh request for a seat at `level` on behalf of `joiner`.
 fn attach(joiner: NodeId, level: Level) -> FedBody {
@@ -224,7 +225,11 @@ impl Federation {
     /// root, until a parent accepts.
     fn rejoin_through(&mut self, now: Time, level: usize, ancestors: Vec<NodeId>) {
         let me = self.me;
-        let mut ancestors = ancestors.into_iter().filter(|a| *a != me);
+        // Ancestors name a leader once per level it leads: contact each once.
+        let mut seen = BTreeSet::new();
+        let mut ancestors = ancestors
+            .into_iter()
+            .filter(|a| *a != me && seen.insert(*a));
         if let Some(first) = ancestors.next() {
             self.send(first, attach(self.me, level as Level + 1));
         }

@@ -25,8 +25,11 @@ pub struct View {
     pub epoch: u64,
     /// Sorted, without duplicates.
     pub members: Vec<NodeId>,
-    /// The leaders of the groups above this one, nearest first, up to the root, as the
-    /// leader knows them (a hint: an heir attaches to the first live one).
+    /// The leaders of the groups above this one, one per level, nearest first, up to
+    /// the root, as the leader knows them: entry `i` leads the group at level
+    /// `level + 1 + i` (so a node that leads several levels appears once for each,
+    /// and the group's own leader may appear). A hint: an heir attaches to the first
+    /// live one, and placement walks the tree by it.
     pub ancestors: Vec<NodeId>,
 }
 

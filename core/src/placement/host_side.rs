@@ -9,7 +9,7 @@
 
 use super::api::{Demand, DistanceClass, ProcInfo, ProcState};
 use super::msg::{CreateItem, PidAnswer, PidOp, PlacementMsg, ReqKey, Shape};
-use super::{top_led_level, Placement, PlacementOutput, Timer, Want, TOP};
+use super::{Placement, PlacementOutput, Timer, Want};
 use crate::federation::Federation;
 use crate::host::{ExitStatus, HostCommand, Usage};
 use crate::ids::{NodeId, Pid, TenantId};
@@ -97,21 +97,28 @@ impl Placement {
         if self.host.done.contains_key(&key) {
             return vec![0; shapes.len()];
         }
+        // One unit of each shape in turn, starting from a shape that depends on this
+        // host: hosts asked for more shapes than they can take then cover different
+        // shapes between them, instead of all offering the first ones.
         let mut free = self.free();
         let mut total = Demand::default();
-        let counts: Vec<u16> = shapes
-            .iter()
-            .map(|s| {
+        let mut counts = vec![0u16; shapes.len()];
+        let start = self.me.0 as usize % shapes.len().max(1);
+        let mut more = true;
+        while more {
+            more = false;
+            for i in 0..shapes.len() {
+                let k = (start + i) % shapes.len();
+                let s = &shapes[k];
                 let cap = if s.one_per_host { 1 } else { s.count };
-                let mut n = 0;
-                while n < cap.min(s.count) && free.covers(s.demand) {
+                if counts[k] < cap.min(s.count) && free.covers(s.demand) {
                     free = free.minus(s.demand);
                     total = total.plus(s.demand);
-                    n += 1;
+                    counts[k] += 1;
+                    more = true;
                 }
-                n
-            })
-            .collect();
+            }
+        }
         if counts.iter().any(|c| *c > 0) {
             let expires = now + self.config.lease;
             self.reserved = self.reserved.plus(total);
@@ -515,11 +522,6 @@ impl Placement {
         skip: NodeId,
     ) {
         let Want { min, need, hosts } = want;
-        let level = if level == TOP {
-            top_led_level(self.me, fed).unwrap_or(0)
-        } else {
-            level
-        };
         let seat = fed.and_then(|f| f.seats().get(usize::from(level)));
         let Some(seat) = seat.filter(|s| s.view().leader == self.me) else {
             self.send_candidates(key, Vec::new());

@@ -88,18 +88,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 pub use host_side::ProcEntry;
-
-/// The level in a `FindRoom` or `PsWalk` sent up the tree that means "the highest
-/// group you lead". A view's ancestors list each leader once, and a leader usually
-/// leads several levels in a row, so the sender cannot tell the level from the list.
-pub(crate) const TOP: u8 = u8::MAX;
-
-/// The highest level at which `me` leads its group, if it leads one.
-fn top_led_level(me: NodeId, fed: Option<&Federation>) -> Option<u8> {
-    let seats = fed?.seats();
-    let level = seats.iter().rposition(|s| s.view().leader == me)?;
-    u8::try_from(level).ok()
-}
 pub use requester::SpawnKind;
 
 /// Partial defaults: each field left `None` falls through to the next source.
@@ -384,8 +372,7 @@ impl Placement {
                 token,
                 level,
                 members,
-                top,
-            } => self.on_ps_expect(fed, from, token, level, &members, top),
+            } => self.on_ps_expect(fed, from, token, level, &members),
             PlacementMsg::PsReq {
                 token,
                 tenant,

@@ -190,8 +190,6 @@ pub enum PlacementMsg {
         level: u8,
         /// Its members.
         members: Vec<NodeId>,
-        /// This answers a walk sent with level [`super::TOP`].
-        top: bool,
     },
     /// Level-0 leader → member: send `asker` your entries for `tenant`.
     PsReq {

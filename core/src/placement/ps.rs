@@ -19,7 +19,7 @@
 use super::api::ProcState;
 use super::api::{ProcInfo, PsReply};
 use super::msg::{batches, PlacementMsg};
-use super::{top_led_level, Placement, Timer, TOP};
+use super::{Placement, Timer};
 use crate::agent::{ApiReply, RequestId};
 use crate::federation::Federation;
 use crate::ids::{NodeId, TenantId};
@@ -71,11 +71,13 @@ impl Placement {
         tenant: TenantId,
     ) {
         let view = fed.and_then(|f| f.seats().first()).map(|s| s.view());
-        let root = match view {
-            Some(v) => v.ancestors.last().copied().unwrap_or(v.leader),
-            None => self.me,
+        let (level, root) = match view {
+            Some(v) => match v.ancestors.last() {
+                Some(root) => (v.ancestors.len() as u8, *root),
+                None => (0, v.leader),
+            },
+            None => (0, self.me),
         };
-        let level = TOP;
         let token = self.next_token();
         let deadline = now + self.config.ps_timeout;
         self.req.ps.insert(
@@ -129,19 +131,13 @@ impl Placement {
         asker: NodeId,
         level: u8,
     ) {
-        let top = level == TOP;
-        let level = if top {
-            top_led_level(self.me, fed).unwrap_or(0)
-        } else {
-            level
-        };
         let seat = fed.and_then(|f| f.seats().get(usize::from(level)));
         // A stale walk (this agent no longer leads that group) announces nobody.
         let members: Vec<NodeId> = seat
             .filter(|s| s.view().leader == self.me)
             .map(|s| s.view().members.clone())
             .unwrap_or_default();
-        self.expect(fed, asker, token, level, members.clone(), top);
+        self.expect(fed, asker, token, level, members.clone());
         for m in members {
             match (level, m == self.me) {
                 (0, true) => self.on_ps_req(now, fed, token, tenant, asker),
@@ -174,17 +170,15 @@ impl Placement {
         token: u64,
         level: u8,
         members: Vec<NodeId>,
-        top: bool,
     ) {
         if asker == self.me {
             let me = self.me;
-            self.on_ps_expect(fed, me, token, level, &members, top);
+            self.on_ps_expect(fed, me, token, level, &members);
         } else {
             let msg = PlacementMsg::PsExpect {
                 token,
                 level,
                 members,
-                top,
             };
             self.send(asker, msg);
         }
@@ -228,13 +222,11 @@ impl Placement {
         token: u64,
         level: u8,
         members: &[NodeId],
-        top: bool,
     ) {
         let Some(w) = self.req.ps.get_mut(&token) else {
             return;
         };
-        let walk = (if top { TOP } else { level }, from);
-        if w.walks.remove(&walk) {
+        if w.walks.remove(&(level, from)) {
             w.announce(level, members);
         } else {
             // Its own walk has not been announced yet (messages overtake each other).

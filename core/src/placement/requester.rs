@@ -12,7 +12,7 @@ use super::api::{
 };
 use super::msg::{size_of, CreateItem, PidAnswer, PidOp, PlacementMsg, ReqKey, Shape};
 use super::msg::{BATCH_BYTES, MAX_SHAPES};
-use super::{group_of, Placement, PlacementOutput, Timer, Want, TOP};
+use super::{group_of, Placement, PlacementOutput, Timer, Want};
 use crate::agent::{ApiReply, RequestId};
 use crate::federation::Federation;
 use crate::host::{Affinity, ExitStatus, ProcSpec};
@@ -547,17 +547,8 @@ impl Placement {
         let view = fed.and_then(|f| f.seats().first()).map(|s| s.view());
         let ancestors = view.map(|v| v.ancestors.clone()).unwrap_or_default();
         let level = p.level + 1;
-        // Ancestors list each leader once, and a leader often leads several levels:
-        // ancestor k is asked at level k + 1 (the least it leads), and after the last
-        // one, the root is asked once more for its highest group (`TOP`), so that the
-        // whole tree is searched before the request fails.
-        let step = usize::from(level) - 1;
-        let asked_at = match ancestors.get(step) {
-            Some(&a) => Some((a, level)),
-            None if step == ancestors.len() && step > 0 => Some((ancestors[step - 1], TOP)),
-            None => None,
-        };
-        let Some((target, target_level)) = asked_at else {
+        // Ancestors are one per level: the leader of the group at `level` is asked.
+        let Some(&target) = ancestors.get(usize::from(level) - 1) else {
             let short = plan(self.me, p).err().unwrap_or(Resource::Hosts);
             // A unit no host could ever take fails at once; otherwise the capacity may
             // be held by competing requests: release everything and try once more.
@@ -588,11 +579,11 @@ impl Placement {
         let hosts = apart.max(missing_units).min(256) as u16;
         let key = p.key;
         if target == self.me {
-            self.on_find_room(fed, key, target_level, Want { min, need, hosts }, skip);
+            self.on_find_room(fed, key, level, Want { min, need, hosts }, skip);
         } else {
             let msg = PlacementMsg::FindRoom {
                 key,
-                level: target_level,
+                level,
                 min,
                 need,
                 hosts,
