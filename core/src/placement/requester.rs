@@ -474,13 +474,20 @@ impl Placement {
         };
         p.room.insert(from, free.plus(held(&p.shapes, &counts)));
         p.offers.insert(from, counts);
-        // Everyone asked has answered: commit at once if it fits; if not, wait for the
-        // deadline, as candidates from other subtrees may still come.
+        // Everyone asked has answered: commit at once if it fits, else go one level up
+        // at once (candidates still on their way from this level are asked all the
+        // same when they come). At the top, wait for the deadline: candidates from
+        // other subtrees may still come, and failing there is final.
         if p.offers.len() == p.asked.len() {
-            if let Ok(chosen) = plan(self.me, p) {
-                self.commit(now, seq, chosen);
-            } else if p.deadline <= now {
-                self.consolidate(now, fed, seq);
+            let levels_above = fed
+                .and_then(|f| f.seats().first())
+                .map_or(0, |s| s.view().ancestors.len());
+            match plan(self.me, p) {
+                Ok(chosen) => self.commit(now, seq, chosen),
+                Err(_) if usize::from(p.level) < levels_above || p.deadline <= now => {
+                    self.consolidate(now, fed, seq);
+                }
+                Err(_) => {}
             }
         }
     }
