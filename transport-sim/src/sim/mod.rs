@@ -328,10 +328,7 @@ impl Simulation {
 
     /// Processes the next event if it is due at or before `until`.
     fn step_before(&mut self, until: Time) -> bool {
-        if self.queue.next_time().is_none_or(|at| at > until) {
-            return false;
-        }
-        let Some((at, event)) = self.queue.pop() else {
+        let Some((at, event)) = self.queue.pop_until(until) else {
             return false;
         };
         self.now = at;
