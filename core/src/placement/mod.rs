@@ -612,6 +612,17 @@ mod tests {
         std::iter::from_fn(|| p.poll_output()).collect()
     }
 
+    /// Regression: a `ps` walk that reached an agent no longer leading that group was
+    /// answered with an empty group, so the asker listed nothing of the subtree and
+    /// reported every agent answered. It is now left unanswered (counted at the
+    /// asker's deadline).
+    #[test]
+    fn a_stale_ps_walk_is_not_answered_as_an_empty_group() {
+        let mut p = solo();
+        p.on_ps_walk(Time::from_secs(1), None, 7, TenantId(1), NodeId(9), 2);
+        assert_eq!(drain(&mut p), Vec::new());
+    }
+
     /// Regression: a host whose `Confirm` was lost while the requester was cut off
     /// killed the processes of a committed request once two confirm timeouts had
     /// passed. It now keeps asking until `orphan_timeout`, and only then takes the

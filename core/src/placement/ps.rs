@@ -132,11 +132,15 @@ impl Placement {
         level: u8,
     ) {
         let seat = fed.and_then(|f| f.seats().get(usize::from(level)));
-        // A stale walk (this agent no longer leads that group) announces nobody.
-        let members: Vec<NodeId> = seat
+        // A stale walk (this agent no longer leads that group) is not answered: the
+        // asker counts it unanswered at its deadline, instead of taking the group
+        // for empty and listing its processes as if they did not exist.
+        let Some(members) = seat
             .filter(|s| s.view().leader == self.me)
             .map(|s| s.view().members.clone())
-            .unwrap_or_default();
+        else {
+            return;
+        };
         self.expect(fed, asker, token, level, members.clone());
         for m in members {
             match (level, m == self.me) {
