@@ -22,12 +22,17 @@
 //!    (no message at all).
 //! 3. **Group**: otherwise it sends `OfferReq` to its level-0 group peers. Each
 //!    peer reserves what it can take (under a lease of `lease`) and answers
-//!    `Offer`. After `offer_timeout` (or all answers) the requester consolidates.
-//! 4. **Escalation**: what is not covered goes to the leader of the level-1
-//!    group (then level 2, …, up to the root) as `FindRoom`; leaders descend into
-//!    member subtrees whose federation summaries show room, and level-0 leaders
-//!    answer `Candidates` (hosts whose summaries show room), which the requester
-//!    then asks for offers.
+//!    `Offer` (a host asked for several shapes takes them round-robin from a
+//!    start of its own, so peers cover different shapes). When all have answered
+//!    (or after `offer_timeout`) the requester consolidates.
+//! 4. **Escalation**: what is not covered, shape by shape, goes to the leader of
+//!    the level-1 group (then level 2, …, up to the root; the view's ancestors
+//!    name one leader per level) as `FindRoom`; leaders descend into member
+//!    subtrees whose federation summaries show room, and level-0 leaders answer
+//!    `Candidates` (hosts whose summaries show room), which the requester then
+//!    asks for offers. When every host asked has answered and the request still
+//!    does not fit, it goes one level up at once; at the root it waits out
+//!    `escalate_timeout` for stragglers before failing.
 //! 5. **Commit**: once every unit has a host, the requester sends `Create`
 //!    (batched under the MTU); hosts create the processes *provisionally*
 //!    (idempotently per (request, index)), answer `Created` with the pids, and
