@@ -570,7 +570,7 @@ impl Sys for RealSys {
             // that is not our child) is fine, init reaps it.
             if unsafe { libc::waitpid(holder, &mut status, 0) } < 0 {
                 // Bounded: the holder was SIGKILLed; give it up to one second to go.
-                pidfd_readable(&fd, 1000);
+                pidfd_poll(&fd, 1000);
             }
         }
     }
@@ -633,7 +633,7 @@ impl RealSys {
         let Some(fd) = self.pidfds.get(&pid) else {
             return Reaped::Unknown;
         };
-        let revents = pidfd_poll(fd);
+        let revents = pidfd_poll(fd, 0);
         if revents & (libc::POLLIN | libc::POLLHUP) == 0 {
             return Reaped::Running;
         }
@@ -699,16 +699,16 @@ fn pidfd_exit_info(fd: &OwnedFd) -> ExitInfo {
     }
 }
 
-/// The events pending on `fd` (a pidfd) now: `POLLIN` once its process exited,
-/// `POLLHUP` too once it was reaped.
-fn pidfd_poll(fd: &OwnedFd) -> libc::c_short {
+/// The events on `fd` (a pidfd), waiting up to `ms` for one: `POLLIN` once its
+/// process exited, `POLLHUP` too once it was reaped; 0 if none came.
+fn pidfd_poll(fd: &OwnedFd, ms: i32) -> libc::c_short {
     let mut p = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
     // SAFETY: poll over one live pollfd.
-    if unsafe { libc::poll(&mut p, 1, 0) } > 0 {
+    if unsafe { libc::poll(&mut p, 1, ms) } > 0 {
         p.revents
     } else {
         0
@@ -731,17 +731,6 @@ pub fn adopted_exit_status_supported() -> bool {
     let fd = pidfd_open(child.id() as i32);
     let _ = child.wait();
     fd.is_ok_and(|fd| pidfd_exit_info(&fd) == ExitInfo::Status(0))
-}
-
-/// Whether `fd` (a pidfd) becomes readable, i.e. its process ended, within `ms`.
-fn pidfd_readable(fd: &OwnedFd, ms: i32) -> bool {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: poll over one live pollfd.
-    unsafe { libc::poll(&mut p, 1, ms) > 0 }
 }
 
 /// One call the adapter made, as [`RecordingSys`] saw it.

@@ -619,6 +619,14 @@ fn play_role_if_asked() {
     std::process::exit(0);
 }
 
+/// Plays a helper role and exits if this run was started as one; otherwise whether
+/// `test` can run here (root, and a kernel that reports an adopted process's exit
+/// status), having said why not.
+fn adoption_test_runs(test: &str) -> bool {
+    play_role_if_asked();
+    root_or_skip(test) && adopted_exit_status_or_skip(test)
+}
+
 /// Whether this kernel reports an adopted process's exit status (else says why not).
 fn adopted_exit_status_or_skip(test: &str) -> bool {
     if nefele_host_linux::sys::adopted_exit_status_supported() {
@@ -746,9 +754,8 @@ fn adopted_orphan_ends(
 
 #[test]
 fn an_adopted_process_that_exits_is_reported_with_its_exit_code() {
-    play_role_if_asked();
     let test = "an_adopted_process_that_exits_is_reported_with_its_exit_code";
-    if !root_or_skip(test) || !adopted_exit_status_or_skip(test) {
+    if !adoption_test_runs(test) {
         return;
     }
     let (status, _) = adopted_orphan_ends(test, "orphan-code", "exit 7", false);
@@ -757,9 +764,8 @@ fn an_adopted_process_that_exits_is_reported_with_its_exit_code() {
 
 #[test]
 fn an_adopted_process_killed_by_a_signal_is_reported_with_the_signal() {
-    play_role_if_asked();
     let test = "an_adopted_process_killed_by_a_signal_is_reported_with_the_signal";
-    if !root_or_skip(test) || !adopted_exit_status_or_skip(test) {
+    if !adoption_test_runs(test) {
         return;
     }
     let script = "kill -TERM $$; sleep 5";
@@ -769,9 +775,8 @@ fn an_adopted_process_killed_by_a_signal_is_reported_with_the_signal() {
 
 #[test]
 fn an_adopted_process_its_parent_does_not_reap_is_reported_lost_after_a_bounded_wait() {
-    play_role_if_asked();
     let test = "an_adopted_process_its_parent_does_not_reap_is_reported_lost_after_a_bounded_wait";
-    if !root_or_skip(test) || !adopted_exit_status_or_skip(test) {
+    if !adoption_test_runs(test) {
         return;
     }
     let (status, took) = adopted_orphan_ends(test, "orphan-lazy", "exit 7", true);

@@ -617,6 +617,21 @@ mod tests {
         std::iter::from_fn(|| p.poll_output()).collect()
     }
 
+    /// Fires timers until `request` is answered; its reply, if it ever is.
+    fn reply_after_timeouts(p: &mut Placement, request: RequestId) -> Option<ApiReply> {
+        while let Some(t) = p.next_timeout() {
+            p.handle_timeout(t, None);
+            let reply = drain(p).into_iter().find_map(|out| match out {
+                PlacementOutput::Reply(r, reply) if r == request => Some(reply),
+                _ => None,
+            });
+            if reply.is_some() {
+                return reply;
+            }
+        }
+        None
+    }
+
     /// Regression: a `ps` walk that reached an agent no longer leading that group was
     /// answered with an empty group, so the asker listed nothing of the subtree and
     /// reported every agent answered. It is now left unanswered (counted at the
@@ -778,18 +793,7 @@ mod tests {
             msg::PidOp::Kill(Signal::Terminate),
         );
         drain(&mut p);
-        let mut reply = None;
-        while let Some(t) = p.next_timeout() {
-            p.handle_timeout(t, None);
-            for out in drain(&mut p) {
-                if let PlacementOutput::Reply(RequestId(2), r) = out {
-                    reply = Some(r);
-                }
-            }
-            if reply.is_some() {
-                break;
-            }
-        }
+        let reply = reply_after_timeouts(&mut p, RequestId(2));
         assert_eq!(reply, Some(ApiReply::Killed(Err(api::KillError::Lost))));
         p.handle_pid_call(now, RequestId(4), tenant, pid, msg::PidOp::Info);
         drain(&mut p);
@@ -803,18 +807,7 @@ mod tests {
         p.host_heard(dead);
         p.handle_pid_call(now, RequestId(3), tenant, pid, msg::PidOp::Info);
         drain(&mut p);
-        let mut reply = None;
-        while let Some(t) = p.next_timeout() {
-            p.handle_timeout(t, None);
-            for out in drain(&mut p) {
-                if let PlacementOutput::Reply(RequestId(3), r) = out {
-                    reply = Some(r);
-                }
-            }
-            if reply.is_some() {
-                break;
-            }
-        }
+        let reply = reply_after_timeouts(&mut p, RequestId(3));
         assert_eq!(
             reply,
             Some(ApiReply::Info(Err(api::InfoError::Unreachable)))

@@ -104,7 +104,7 @@ pub(super) struct RequesterState {
     lost_hosts: BTreeSet<NodeId>,
 }
 
-/// The most removed hosts remembered (the oldest node ids go first past it).
+/// The most removed hosts remembered (past it, the lowest node id is forgotten first).
 const MAX_LOST_HOSTS: usize = 4096;
 
 /// Expands a spawn call into its processes, or says why it is malformed.
@@ -485,7 +485,7 @@ impl Placement {
             match plan(self.me, p) {
                 Ok(chosen) => self.commit(now, seq, chosen),
                 Err(_) if usize::from(p.level) < levels_above || p.deadline <= now => {
-                    self.consolidate(now, fed, seq);
+                    self.escalate(now, fed, seq);
                 }
                 Err(_) => {}
             }
@@ -990,8 +990,7 @@ impl Placement {
 fn share(p: &Pending, peers: usize) -> Vec<Shape> {
     let mut shapes = p.shapes.clone();
     for (k, s) in shapes.iter_mut().enumerate() {
-        let offered: u32 = p.offers.values().map(|c| u32::from(c[k])).sum();
-        let uncovered = u32::from(s.count).saturating_sub(offered).max(1);
+        let uncovered = u32::from(s.count).saturating_sub(offered(p, k)).max(1);
         let per = uncovered.div_ceil(peers.max(1) as u32).saturating_mul(2);
         s.count = per.min(u32::from(s.count)).max(1) as u16;
     }
@@ -1003,21 +1002,23 @@ fn share(p: &Pending, peers: usize) -> Vec<Shape> {
 /// every shape is covered in number but the plan still fails (affinity, or the
 /// packing of `together` units).
 fn uncovered(p: &Pending) -> (Demand, usize) {
-    let mut short = (Demand::default(), 0);
-    for (k, s) in p.shapes.iter().enumerate() {
-        let offered: u32 = p.offers.values().map(|c| u32::from(c[k])).sum();
-        let missing = u32::from(s.count).saturating_sub(offered);
-        short.0 = (0..missing).fold(short.0, |a, _| a.plus(s.demand));
-        short.1 += missing as usize;
+    let missing: Vec<u16> = (0..p.shapes.len())
+        .map(|k| {
+            let short = u32::from(p.shapes[k].count).saturating_sub(offered(p, k));
+            u16::try_from(short).unwrap_or(u16::MAX)
+        })
+        .collect();
+    let units: usize = missing.iter().map(|m| usize::from(*m)).sum();
+    if units > 0 {
+        return (held(&p.shapes, &missing), units);
     }
-    if short.1 > 0 {
-        return short;
-    }
-    let total = p
-        .units
-        .iter()
-        .fold(Demand::default(), |a, u| a.plus(p.shapes[u.shape].demand));
-    (total, p.units.len())
+    let all: Vec<u16> = p.shapes.iter().map(|s| s.count).collect();
+    (held(&p.shapes, &all), p.units.len())
+}
+
+/// Units of shape `k` offered so far, by every host together.
+fn offered(p: &Pending, k: usize) -> u32 {
+    p.offers.values().map(|c| u32::from(c[k])).sum()
 }
 
 /// What `counts` of `shapes` reserve together.

@@ -10,7 +10,7 @@
 //!
 //! See `nefeled.example.toml` next to this crate's `Cargo.toml` for the format.
 
-use nefele::quantity::{parse_cpu, parse_memory};
+use nefele::quantity::{parse_cpu, parse_memory, QuantityError};
 use nefele_core::host::Limits;
 use nefele_core::ids::{NodeId, TenantId};
 use serde::Deserialize;
@@ -116,12 +116,17 @@ pub enum Amount {
 }
 
 impl Amount {
-    fn text(&self) -> String {
-        match self {
+    /// The amount read by `parse` from its text; the parser's message on failure.
+    fn parse<T>(
+        &self,
+        parse: impl Fn(&str) -> Result<T, QuantityError>,
+    ) -> Result<Option<T>, String> {
+        let text = match self {
             Amount::Text(t) => t.clone(),
             Amount::Integer(n) => n.to_string(),
             Amount::Float(x) => x.to_string(),
-        }
+        };
+        parse(&text).map(Some).map_err(|e| e.to_string())
     }
 }
 
@@ -541,18 +546,14 @@ fn resolve_tenants(origin: &str, tenants: Vec<FileTenant>) -> Result<Vec<Tenant>
 
 /// Checks a tenant's `limits` table (`field` names it in errors).
 fn resolve_limits(origin: &str, field: &str, l: &FileLimits) -> Result<Limits, ConfigError> {
-    let cpu_millicores = l
-        .cpu
-        .as_ref()
-        .map(|a| parse_cpu(&a.text()))
-        .transpose()
-        .map_err(|e| invalid(origin, format!("{field}.cpu"), e.to_string()))?;
-    let memory_bytes = l
-        .memory
-        .as_ref()
-        .map(|a| parse_memory(&a.text()))
-        .transpose()
-        .map_err(|e| invalid(origin, format!("{field}.memory"), e.to_string()))?;
+    let cpu_millicores = l.cpu.as_ref().map_or(Ok(None), |a| {
+        a.parse(parse_cpu)
+            .map_err(|e| invalid(origin, format!("{field}.cpu"), e))
+    })?;
+    let memory_bytes = l.memory.as_ref().map_or(Ok(None), |a| {
+        a.parse(parse_memory)
+            .map_err(|e| invalid(origin, format!("{field}.memory"), e))
+    })?;
     if l.pids == Some(0) {
         return Err(invalid(
             origin,

@@ -1,9 +1,10 @@
 //! The event queue: events ordered by (time, order of scheduling), so events at the
 //! same time run in the order they were scheduled.
 //!
-//! A radix heap: the simulation never schedules an event before the last one it
+//! A radix heap: the simulation does not schedule an event before the last one it
 //! took, so an event's bucket is the highest bit in which its time differs from
-//! that last time. Taking an event scans at most 65 buckets and, when the lowest
+//! that last time. (Should it ever, a small side heap takes such events first, in
+//! (time, scheduling order), exactly as the binary heap this replaced would.) Taking an event scans at most 65 buckets and, when the lowest
 //! ones are empty, spreads one bucket into lower ones; each event moves at most
 //! 64 times in all and usually a few, where a binary heap sifts through about 20
 //! levels of a heap of hundreds of thousands of events, missing the cache at
