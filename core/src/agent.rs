@@ -411,8 +411,14 @@ impl Agent {
             self.outputs.push_back(output);
         }
         let free = self.placement.free();
+        let tenants = self.placement.own_tenants();
         for f in &mut self.federations {
             f.set_own_summary(u64::from(free.cpu_millicores), free.memory_bytes);
+            f.set_own_tenants(tenants);
+        }
+        // Placement walks the first tree: registrations are with its leaders.
+        if let Some(f) = self.federations.first_mut() {
+            f.set_registered_tenants(self.placement.registered_tenants());
         }
     }
 

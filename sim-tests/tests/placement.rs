@@ -9,6 +9,7 @@ use nefele_core::placement::api::{
 };
 use nefele_core::{ApiCall, ApiReply, NodeId, Pid, ProcSpec, TenantId, Time};
 use nefele_sim::faults::{Fault, FaultAction, Selector};
+use nefele_sim::trace::{TraceFormat, TraceWriter};
 use nefele_sim::{SimConfig, Simulation};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -515,4 +516,105 @@ fn ps_reaches_every_subtree_of_the_tree() {
     assert_eq!(ps.unanswered, 0);
     let listed: BTreeSet<Pid> = ps.processes.iter().map(|p| p.pid).collect();
     assert_eq!(listed, all);
+}
+
+/// Calls and runs in steps of 100 µs until the reply comes (at most `ms`).
+fn ask_at_once(sim: &mut Simulation, node: u32, call: ApiCall, ms: u64) -> ApiReply {
+    let deadline = sim.now() + Duration::from_millis(ms);
+    let id = sim.call(NodeId(node), call).expect("host is up");
+    while sim.now() < deadline {
+        let step = sim.now() + Duration::from_micros(100);
+        sim.run_until(step);
+        if let Some((_, _, reply)) = sim.take_replies().into_iter().find(|(i, _, _)| *i == id) {
+            return reply;
+        }
+    }
+    panic!("no reply to call {id} within {ms} ms");
+}
+
+/// The tenant index: `ps` asks only the hosts whose subtrees hold the tenant, not
+/// every host of the tree.
+#[test]
+fn ps_visits_only_the_subtrees_that_hold_the_tenant() {
+    let mut sim = booted(cluster(120, 4));
+    // Every host runs a process of tenant 8; only host 5 runs tenant 9's three.
+    for node in 0..120 {
+        let call = ApiCall::Spawn {
+            tenant: TenantId(8),
+            spec: proc(100, 600_000, 0),
+        };
+        ask(&mut sim, node, call, 5);
+    }
+    let call = ApiCall::NSpawn {
+        tenant: TenantId(9),
+        n: 3,
+        spec: proc(100, 600_000, 1),
+    };
+    let mine: BTreeSet<Pid> = pids(ask(&mut sim, 5, call, 50).0).into_iter().collect();
+    sim.run_until(sim.now() + Duration::from_secs(2));
+    let trace = tempfile::NamedTempFile::new().unwrap();
+    let writer = TraceWriter::new(trace.reopen().unwrap(), TraceFormat::Jsonl).unwrap();
+    sim.set_trace_writer(writer);
+    let (r, _) = ask(
+        &mut sim,
+        100,
+        ApiCall::Ps {
+            tenant: TenantId(9),
+        },
+        1000,
+    );
+    sim.finish_trace().unwrap();
+    let ApiReply::Ps(ps) = r else { panic!("{r:?}") };
+    assert_eq!(ps.unanswered, 0);
+    let listed: BTreeSet<Pid> = ps.processes.iter().map(|p| p.pid).collect();
+    assert_eq!(listed, mine);
+    let text = std::fs::read_to_string(trace.path()).unwrap();
+    let delivered = |kind: &str| {
+        text.lines()
+            .filter(|l| {
+                l.contains("\"type\":\"deliver\"") && l.contains(&format!("\"kind\":\"{kind}\""))
+            })
+            .count()
+    };
+    // Host 5, plus at most a few hosts whose filters collide with tenant 9's bits.
+    assert!(
+        delivered("ns.ps_req") <= 3,
+        "{} hosts asked",
+        delivered("ns.ps_req")
+    );
+    assert!(
+        delivered("ns.ps_ans") <= 4,
+        "{} answers",
+        delivered("ns.ps_ans")
+    );
+}
+
+/// The tenant index never hides a process whose spawn has returned: a tenant new
+/// to the whole tree spawns, and a `ps` issued the moment the pids come back, from
+/// another part of the tree, lists them (its registration climbed the tree before
+/// the host answered).
+#[test]
+fn a_process_is_listed_by_ps_as_soon_as_its_spawn_returns() {
+    let mut sim = booted(cluster(150, 5));
+    for i in 0..12u32 {
+        let tenant = TenantId(1000 + i);
+        let host = (i * 37) % 150;
+        let call = ApiCall::NSpawn {
+            tenant,
+            n: 2 + i % 3,
+            spec: proc(200, 600_000, u64::from(i)),
+        };
+        let spawned: BTreeSet<Pid> = pids(ask_at_once(&mut sim, host, call, 100))
+            .into_iter()
+            .collect();
+        let asker = (host + 75) % 150;
+        let r = ask_at_once(&mut sim, asker, ApiCall::Ps { tenant }, 1000);
+        let ApiReply::Ps(ps) = r else { panic!("{r:?}") };
+        let listed: BTreeSet<Pid> = ps.processes.iter().map(|p| p.pid).collect();
+        assert_eq!(
+            listed, spawned,
+            "tenant {tenant} spawned on {host}, ps from {asker}"
+        );
+        assert_eq!(ps.unanswered, 0);
+    }
 }

@@ -72,6 +72,7 @@
 
 mod protocol;
 mod seat;
+mod tenants;
 pub mod view;
 
 use crate::ids::NodeId;
@@ -84,6 +85,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 pub use seat::Seat;
+pub use tenants::TenantFilter;
 pub use view::{Level, Summary, View};
 
 /// The parameters of one federation instance.
@@ -340,6 +342,9 @@ pub struct Federation {
     rng: ChaCha8Rng,
     seats: Vec<Seat>,
     own: Summary,
+    /// Per level: tenants that members registered with this agent as their leader
+    /// and that their beats may not show yet (placement keeps these).
+    registered: Vec<TenantFilter>,
     neighbours: Vec<NodeId>,
     contacts: VecDeque<NodeId>,
     /// Agents to probe before any other (the ancestors of a group this agent took over).
@@ -368,6 +373,7 @@ impl Federation {
                 group_size: 1,
                 ..Summary::default()
             },
+            registered: Vec::new(),
             neighbours: Vec::new(),
             contacts: VecDeque::new(),
             priority_contacts: VecDeque::new(),
@@ -399,6 +405,32 @@ impl Federation {
     pub fn set_own_summary(&mut self, free_cpu_millicores: u64, free_memory_bytes: u64) {
         self.own.free_cpu_millicores = free_cpu_millicores;
         self.own.free_memory_bytes = free_memory_bytes;
+    }
+
+    /// The tenants with processes on this agent, reported up the hierarchy.
+    pub fn set_own_tenants(&mut self, tenants: TenantFilter) {
+        self.own.tenants = tenants;
+    }
+
+    /// Entry `k`: the tenants members of the group this agent leads at level `k`
+    /// registered with it, which their beats may not show yet. They count in the
+    /// group's summary as if a member had reported them.
+    pub fn set_registered_tenants(&mut self, registered: &[TenantFilter]) {
+        if self.registered != registered {
+            self.registered = registered.to_vec();
+        }
+    }
+
+    /// The summary of the group this agent leads at `level` (the sum of its members'
+    /// subtrees; a member not heard from yet may hold anything), or `None` if it
+    /// leads no group there.
+    #[must_use]
+    pub fn group_summary(&self, level: Level) -> Option<Summary> {
+        let l = usize::from(level);
+        self.seats
+            .get(l)
+            .filter(|s| s.led_by(self.me))
+            .map(|_| self.aggregate(l))
     }
 
     /// Fires the tick if due.
@@ -481,6 +513,7 @@ impl Federation {
         let seat = &self.seats[level];
         let mut total = Summary {
             group_size: seat.view.members.len() as u32,
+            tenants: self.registered.get(level).copied().unwrap_or_default(),
             ..Summary::default()
         };
         for m in &seat.view.members {
@@ -489,6 +522,7 @@ impl Federation {
             } else {
                 seat.summaries.get(m).copied().unwrap_or(Summary {
                     agents: 1,
+                    tenants: TenantFilter::ALL,
                     ..Summary::default()
                 })
             };

@@ -8,6 +8,7 @@
 //! grows with every change the leader makes, so a member keeps the newest view
 //! of its leader.
 
+use super::tenants::TenantFilter;
 use crate::ids::NodeId;
 use serde::{Deserialize, Serialize};
 
@@ -109,7 +110,7 @@ impl View {
 }
 
 /// What a subtree holds, summed up the hierarchy by the leaders. Placement fills
-/// and reads the capacity fields.
+/// and reads the capacity fields and the tenants.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// Live agents in the subtree.
@@ -120,6 +121,8 @@ pub struct Summary {
     pub free_cpu_millicores: u64,
     /// Free memory in the subtree, in bytes.
     pub free_memory_bytes: u64,
+    /// The tenants with processes in the subtree (`ps` visits only subtrees that may hold its tenant).
+    pub tenants: TenantFilter,
 }
 
 impl Summary {
@@ -135,6 +138,7 @@ impl Summary {
             free_memory_bytes: self
                 .free_memory_bytes
                 .saturating_add(other.free_memory_bytes),
+            tenants: self.tenants.union(other.tenants),
         }
     }
 }

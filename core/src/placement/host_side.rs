@@ -210,6 +210,7 @@ impl Placement {
             prov.pids.insert(item.index, pid);
             created.push((item.index, pid));
             self.committed = self.committed.plus(item.demand);
+            self.presence.entered(item.tenant);
             self.host.table.insert(
                 pid,
                 ProcEntry {
@@ -250,6 +251,7 @@ impl Placement {
     pub(super) fn on_create(
         &mut self,
         now: Time,
+        fed: Option<&Federation>,
         from: NodeId,
         key: ReqKey,
         items: Vec<CreateItem>,
@@ -258,16 +260,11 @@ impl Placement {
         if from != key.requester {
             return;
         }
+        let Some(tenant) = items.first().map(|i| i.tenant) else {
+            return;
+        };
         match self.create(now, key, items, last) {
-            Some(pids) => {
-                for chunk in pids.chunks(60) {
-                    let msg = PlacementMsg::Created {
-                        key,
-                        pids: chunk.to_vec(),
-                    };
-                    self.send(from, msg);
-                }
-            }
+            Some(pids) => self.deliver_created(now, fed, tenant, key, pids),
             None if self.host.done.contains_key(&key) => {}
             None => self.send(from, PlacementMsg::CreateRefused { key }),
         }
@@ -356,6 +353,7 @@ impl Placement {
             return;
         }
         self.committed = self.committed.plus(demand);
+        self.presence.entered(tenant);
         self.host.table.insert(
             pid,
             ProcEntry {
@@ -396,6 +394,7 @@ impl Placement {
         self.committed = self.committed.minus(demand);
         if hidden {
             self.host.table.remove(&pid);
+            self.presence_left(tenant);
             return;
         }
         self.ledger_changed(now, pid);
@@ -421,15 +420,18 @@ impl Placement {
     }
 
     pub(super) fn forget(&mut self, _now: Time, pid: Pid) {
-        if self
+        let Some(tenant) = self
             .host
             .table
             .get(&pid)
-            .is_some_and(|e| matches!(e.state, ProcState::Exited(_)))
-        {
-            self.host.table.remove(&pid);
-            self.host.waiters.remove(&pid);
-        }
+            .filter(|e| matches!(e.state, ProcState::Exited(_)))
+            .map(|e| e.tenant)
+        else {
+            return;
+        };
+        self.host.table.remove(&pid);
+        self.host.waiters.remove(&pid);
+        self.presence_left(tenant);
     }
 
     /// Answers a pid operation for `tenant`; a wait is registered (`Waiting` for a

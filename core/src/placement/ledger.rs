@@ -72,6 +72,11 @@ pub(super) struct Ledger {
 }
 
 impl Ledger {
+    /// The tenants of the lost entries (with repeats).
+    pub(super) fn lost_tenants(&self) -> impl Iterator<Item = TenantId> + '_ {
+        self.lost.values().map(|(_, h, _)| h.tenant)
+    }
+
     /// Entries of `tenant` this agent reports as lost.
     pub(super) fn lost_entries(&self, now: Time, tenant: TenantId) -> Vec<ProcInfo> {
         self.lost
@@ -135,6 +140,8 @@ impl Placement {
         self.report_table(now, fed);
         self.settle_departed(now, fed);
         self.ledger.lost.retain(|_, (_, _, until)| *until > now);
+        self.refresh_own_tenants();
+        self.prune_presence(now);
     }
 
     /// Sends the keepers what changed since the last report (everything to a new
@@ -221,7 +228,11 @@ impl Placement {
     ) {
         // A host that reports is alive: none of its processes is lost any more (those
         // that ended while it was away are its own to report, as exited).
+        let lost = self.ledger.lost.len();
         self.ledger.lost.retain(|_, (host, _, _)| *host != from);
+        if self.ledger.lost.len() != lost {
+            self.refresh_own_tenants();
+        }
         let copy = self.ledger.held.entry(from).or_default();
         if reset {
             copy.clear();

@@ -35,7 +35,8 @@
 //!    `escalate_timeout` for stragglers before failing.
 //! 5. **Commit**: once every unit has a host, the requester sends `Create`
 //!    (batched under the MTU); hosts create the processes *provisionally*
-//!    (idempotently per (request, index)), answer `Created` with the pids, and
+//!    (idempotently per (request, index)), answer `Created` with the pids (once
+//!    a tenant new to the host is registered with the tenant index), and
 //!    release what remains of the request's reservation. When every pid is in,
 //!    the requester sends `Confirm` and replies to its client. Hosts that
 //!    reserved but were not chosen get `Abort`, which frees their lease at once.
@@ -51,6 +52,12 @@
 //!    `orphan_timeout` never kills the processes of a committed request. So no
 //!    process of a failed request stays running, and no reservation outlives its
 //!    lease.
+//!
+//! **The tenant index** (the `presence` module): each agent's federation summary
+//! carries the tenants of its subtree; the first process of a tenant on a host is
+//! registered up the leaders before the host answers `Created`, so `ps(tenant)`
+//! (the `ps` module) walks only the subtrees that may hold the tenant, and never
+//! misses a process whose spawn has returned.
 //!
 //! **Lost processes**: each host reports changes of its table to its level-0
 //! leader and heir (the `ledger` module); when a host leaves the group (crash),
@@ -78,11 +85,12 @@ pub mod api;
 mod host_side;
 mod ledger;
 pub mod msg;
+mod presence;
 mod ps;
 mod requester;
 
 use crate::agent::{ApiReply, RequestId};
-use crate::federation::Federation;
+use crate::federation::{Federation, TenantFilter};
 use crate::host::{HostCommand, HostEvent, HostResources, ProcSpec, Signal};
 use crate::ids::{Incarnation, NodeId, Pid, PidMinter, TenantId};
 use crate::time::Time;
@@ -152,6 +160,10 @@ pub struct PlacementConfig {
     pub ledger_refresh: Duration,
     /// How long the processes of a host that left the group stay listed as lost.
     pub lost_retention: Duration,
+    /// How long a host holds back `Created` (and a leader a member's ack) while a
+    /// tenant new to its subtree registers with the leaders above (see `presence`).
+    /// Keep it well under `create_timeout`.
+    pub presence_timeout: Duration,
 }
 
 impl Default for PlacementConfig {
@@ -179,6 +191,7 @@ impl Default for PlacementConfig {
             ledger_period: Duration::from_secs(1),
             ledger_refresh: Duration::from_secs(30),
             lost_retention: Duration::from_secs(600),
+            presence_timeout: Duration::from_millis(20),
         }
     }
 }
@@ -213,6 +226,7 @@ enum Timer {
     Done(ReqKey),
     Ledger,
     LedgerFlush,
+    Presence(u64),
 }
 
 /// Observed usage of earlier runs of one binary by one tenant.
@@ -241,6 +255,7 @@ pub struct Placement {
     req: requester::RequesterState,
     history: BTreeMap<(TenantId, String), Estimate>,
     ledger: ledger::Ledger,
+    presence: presence::Presence,
     timers: BTreeSet<(Time, Timer)>,
     outbox: VecDeque<PlacementOutput>,
 }
@@ -261,6 +276,7 @@ impl Placement {
             req: requester::RequesterState::default(),
             history: BTreeMap::new(),
             ledger: ledger::Ledger::default(),
+            presence: presence::Presence::default(),
             timers: BTreeSet::new(),
             outbox: VecDeque::new(),
         }
@@ -279,6 +295,20 @@ impl Placement {
     #[must_use]
     pub fn free(&self) -> Demand {
         self.capacity.minus(self.committed).minus(self.reserved)
+    }
+
+    /// The tenants with processes here (and, at a level-0 leader, lost ones), for
+    /// this agent's federation summary.
+    #[must_use]
+    pub fn own_tenants(&self) -> TenantFilter {
+        self.presence.own()
+    }
+
+    /// Per level, the tenants members registered with this agent as their leader,
+    /// which the federation counts in that group's summary (see `presence`).
+    #[must_use]
+    pub fn registered_tenants(&self) -> &[TenantFilter] {
+        self.presence.pinned()
     }
 
     /// Capacity, committed and reserved, for checkers.
@@ -353,7 +383,7 @@ impl Placement {
             }
             PlacementMsg::Candidates { key, hosts } => self.on_candidates(now, key, &hosts),
             PlacementMsg::Create { key, items, last } => {
-                self.on_create(now, from, key, items, last);
+                self.on_create(now, fed, from, key, items, last);
             }
             PlacementMsg::Created { key, pids } => self.on_created(now, from, key, &pids),
             PlacementMsg::CreateRefused { key } => self.on_create_refused(now, key),
@@ -399,6 +429,12 @@ impl Placement {
                 present,
                 ended,
             } => self.on_ledger(now, from, reset, present, ended),
+            PlacementMsg::Present {
+                token,
+                level,
+                tenant,
+            } => self.on_present(now, fed, from, token, level, tenant),
+            PlacementMsg::PresentAck { token } => self.presence_settled(now, fed, token),
         }
     }
 
@@ -457,6 +493,7 @@ impl Placement {
                 }
                 Timer::Ledger => self.ledger_due(now, fed),
                 Timer::LedgerFlush => self.ledger_flush_due(now, fed),
+                Timer::Presence(token) => self.presence_settled(now, fed, token),
             }
         }
     }

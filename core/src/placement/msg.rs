@@ -220,6 +220,21 @@ pub enum PlacementMsg {
         /// Processes gone since the last report.
         ended: Vec<Pid>,
     },
+    /// Member → the leader of its group at `level`: `tenant` now has processes in my
+    /// subtree; answer once your own parents know (see `presence`).
+    Present {
+        /// The registration's token, echoed.
+        token: u64,
+        /// The level of the group the receiver leads.
+        level: u8,
+        /// The tenant.
+        tenant: TenantId,
+    },
+    /// Leader → member: the registration `token` reached the top (or gave up waiting).
+    PresentAck {
+        /// The token of the `Present`.
+        token: u64,
+    },
     /// Host → requester: what a finished process used, for the requester's history.
     Ran {
         /// The tenant.
@@ -255,6 +270,8 @@ impl PlacementMsg {
             PlacementMsg::PsReq { .. } => "ns.ps_req",
             PlacementMsg::PsAns { .. } => "ns.ps_ans",
             PlacementMsg::Ledger { .. } => "ns.ledger",
+            PlacementMsg::Present { .. } => "ns.present",
+            PlacementMsg::PresentAck { .. } => "ns.present_ack",
             PlacementMsg::Ran { .. } => "ns.ran",
         }
     }

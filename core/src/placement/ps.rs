@@ -13,8 +13,9 @@
 //! Level-0 leaders also answer with the processes of hosts that left their group
 //! (see `ledger`), as `Lost`; the asker keeps a live answer over a lost one.
 //!
-//! Not done yet: the per-subtree tenant index that would let the walk skip
-//! subtrees where the tenant has no process; every subtree is visited.
+//! Leaders forward the walk, and level-0 leaders ask, only the members whose
+//! subtrees may hold the tenant (the tenant index of `presence`), and announce
+//! only those.
 
 use super::api::ProcState;
 use super::api::{ProcInfo, PsReply};
@@ -135,12 +136,30 @@ impl Placement {
         // A stale walk (this agent no longer leads that group) is not answered: the
         // asker counts it unanswered at its deadline, instead of taking the group
         // for empty and listing its processes as if they did not exist.
-        let Some(members) = seat
-            .filter(|s| s.view().leader == self.me)
-            .map(|s| s.view().members.clone())
-        else {
+        let Some(seat) = seat.filter(|s| s.view().leader == self.me) else {
             return;
         };
+        // Only the subtrees the tenant index says may hold the tenant.
+        let mine = match level {
+            0 => Some(self.presence.own()),
+            _ => fed
+                .and_then(|f| f.group_summary(level - 1))
+                .map(|s| s.tenants),
+        };
+        let members: Vec<NodeId> = seat
+            .view()
+            .members
+            .iter()
+            .copied()
+            .filter(|&m| {
+                let summary = if m == self.me {
+                    mine
+                } else {
+                    seat.summaries().get(&m).map(|s| s.tenants)
+                };
+                self.presence.must_visit(level, m, summary, tenant)
+            })
+            .collect();
         self.expect(fed, asker, token, level, members.clone());
         for m in members {
             match (level, m == self.me) {

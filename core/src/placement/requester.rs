@@ -407,7 +407,7 @@ impl Placement {
         p.offers.insert(self.me, counts);
         if let Ok(chosen) = plan(self.me, &p) {
             self.req.pending.insert(seq, p);
-            return self.commit(now, seq, chosen);
+            return self.commit(now, fed, seq, chosen);
         }
         let peers: Vec<NodeId> = p
             .group
@@ -483,7 +483,7 @@ impl Placement {
                 .and_then(|f| f.seats().first())
                 .map_or(0, |s| s.view().ancestors.len());
             match plan(self.me, p) {
-                Ok(chosen) => self.commit(now, seq, chosen),
+                Ok(chosen) => self.commit(now, fed, seq, chosen),
                 Err(_) if usize::from(p.level) < levels_above || p.deadline <= now => {
                     self.escalate(now, fed, seq);
                 }
@@ -541,7 +541,7 @@ impl Placement {
             return;
         };
         match plan(self.me, p) {
-            Ok(chosen) => self.commit(now, seq, chosen),
+            Ok(chosen) => self.commit(now, fed, seq, chosen),
             Err(_) => self.escalate(now, fed, seq),
         }
     }
@@ -602,13 +602,19 @@ impl Placement {
     }
 
     /// Sends the creations (batched under the MTU) and frees what is not used.
-    fn commit(&mut self, now: Time, seq: u64, chosen: BTreeMap<NodeId, Vec<u16>>) {
+    fn commit(
+        &mut self,
+        now: Time,
+        fed: Option<&Federation>,
+        seq: u64,
+        chosen: BTreeMap<NodeId, Vec<u16>>,
+    ) {
         let Some(p) = self.req.pending.get_mut(&seq) else {
             return;
         };
         p.phase = Phase::Creating;
         p.plan = chosen;
-        let key = p.key;
+        let (key, tenant) = (p.key, p.tenant);
         let unused: Vec<NodeId> = p
             .offers
             .iter()
@@ -648,7 +654,7 @@ impl Placement {
         for (host, items, last) in batches {
             if host == self.me {
                 match self.create(now, key, items, last) {
-                    Some(pids) => self.on_created(now, self.me, key, &pids),
+                    Some(pids) => self.deliver_created(now, fed, tenant, key, pids),
                     None => return self.fail(now, seq, SpawnError::Aborted),
                 }
             } else {
