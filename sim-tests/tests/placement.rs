@@ -618,3 +618,75 @@ fn a_process_is_listed_by_ps_as_soon_as_its_spawn_returns() {
         assert_eq!(ps.unanswered, 0);
     }
 }
+
+/// A caller outside a crashed host's level-0 group never sees the host's removal;
+/// its `wait`, `kill` and `info` on the host's pids end `Lost` (found by walking the
+/// tree to the group that lists them lost), not `Unreachable`.
+#[test]
+fn calls_from_outside_a_crashed_hosts_group_end_lost() {
+    let mut config = cluster(60, 6);
+    config.duration = Duration::from_secs(60);
+    let dead = NodeId(7);
+    config.faults.push(Fault {
+        at: Duration::from_secs(5),
+        action: FaultAction::Crash(Selector::Node(dead.0)),
+        duration: None,
+        line: None,
+    });
+    let mut sim = booted(config);
+    let tenant = TenantId(3);
+    let spec = proc(500, 1_000_000, 0);
+    let call = ApiCall::NSpawn { tenant, n: 3, spec };
+    let pids = pids(ask(&mut sim, dead.0, call, 20).0);
+    assert!(pids.iter().all(|p| p.origin() == dead));
+    let group = |node: NodeId, sim: &Simulation| -> Vec<NodeId> {
+        let agent = sim.agent(node).expect("up");
+        agent.federations()[0].seats()[0].view().members.clone()
+    };
+    let outside = (0..60)
+        .map(NodeId)
+        .find(|n| !group(dead, &sim).contains(n))
+        .expect("more than one group");
+    sim.run_until(Time::from_secs(6));
+    // The wait is pending when the host dies; kill and info come after the removal.
+    let wait = sim
+        .call(
+            outside,
+            ApiCall::Wait {
+                tenant,
+                pid: pids[0],
+            },
+        )
+        .unwrap();
+    sim.run_until(Time::from_secs(12));
+    let waited = sim
+        .take_replies()
+        .into_iter()
+        .find(|(id, _, _)| *id == wait)
+        .map(|(_, _, r)| r);
+    assert_eq!(waited, Some(ApiReply::Waited(Ok(ExitStatus::Lost))));
+    let (kill, _) = ask(
+        &mut sim,
+        outside.0,
+        ApiCall::Kill {
+            tenant,
+            pid: pids[1],
+            signal: Signal::Terminate,
+        },
+        1500,
+    );
+    assert_eq!(kill, ApiReply::Killed(Err(KillError::Lost)));
+    let (info, _) = ask(
+        &mut sim,
+        outside.0,
+        ApiCall::Info {
+            tenant,
+            pid: pids[2],
+        },
+        1500,
+    );
+    let ApiReply::Info(Ok(info)) = info else {
+        panic!("{info:?}")
+    };
+    assert_eq!(info.state, ProcState::Lost);
+}

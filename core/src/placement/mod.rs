@@ -73,9 +73,11 @@
 //! `Lost`, and later calls on its pids that stay unanswered end `Lost` rather than
 //! `Unreachable`, until the host is heard from again.
 //!
-//! A caller outside the dead host's level-0 group never sees the removal: its
-//! calls end `Unreachable` after their retries (its `ps` does list them `Lost`,
-//! from the ledger).
+//! A caller outside the dead host's level-0 group never sees the removal. When the
+//! host stays silent, it walks the tree for the tenant as `ps` does (a `kill` or
+//! `info` once, a `wait` at its 1st, 2nd, 4th and 8th unanswered poll): if the
+//! host's group lists the process `Lost` (the ledger), the call ends `Lost`;
+//! otherwise a `kill` or `info` ends `Unreachable`, and a `wait` keeps polling.
 //!
 //! Invariants (checked in [`Placement::invariants`]): committed plus reserved
 //! never exceeds capacity; the reservation total equals the sum of the leases;
@@ -353,7 +355,7 @@ impl Placement {
         request: RequestId,
         tenant: TenantId,
     ) {
-        self.start_ps(now, fed, request, tenant);
+        self.walk_for(now, fed, ps::PsFor::Reply(request), tenant);
     }
 
     /// A message from another agent.
@@ -483,7 +485,7 @@ impl Placement {
                 Timer::Provisional(key) => self.provisional_due(now, key),
                 Timer::Request(seq) => self.request_due(now, fed, seq),
                 Timer::Op(token) => {
-                    self.op_due(now, token);
+                    self.op_due(now, fed, token);
                     self.ps_due(now, fed, token);
                 }
                 Timer::Forget(pid) => self.forget(now, pid),

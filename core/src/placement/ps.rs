@@ -23,14 +23,23 @@ use super::msg::{batches, PlacementMsg};
 use super::{Placement, Timer};
 use crate::agent::{ApiReply, RequestId};
 use crate::federation::Federation;
-use crate::ids::{NodeId, TenantId};
+use crate::ids::{NodeId, Pid, TenantId};
 use crate::time::Time;
 use std::collections::{BTreeMap, BTreeSet};
+
+/// Whom a walk answers.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum PsFor {
+    /// A client's `ps`.
+    Reply(RequestId),
+    /// The pid call `token` whose host is silent: is `pid` listed, and how?
+    Resolve { token: u64, pid: Pid },
+}
 
 /// One `ps` in flight at its asker.
 #[derive(Debug)]
 pub(super) struct PsWalk {
-    request: RequestId,
+    purpose: PsFor,
     tenant: TenantId,
     deadline: Time,
     /// Leaders (with the level of their group) whose `PsExpect` is awaited.
@@ -64,11 +73,12 @@ impl PsWalk {
 }
 
 impl Placement {
-    pub(super) fn start_ps(
+    /// Walks the tree for `tenant`'s processes, for `purpose`.
+    pub(super) fn walk_for(
         &mut self,
         now: Time,
         fed: Option<&Federation>,
-        request: RequestId,
+        purpose: PsFor,
         tenant: TenantId,
     ) {
         let view = fed.and_then(|f| f.seats().first()).map(|s| s.view());
@@ -84,7 +94,7 @@ impl Placement {
         self.req.ps.insert(
             token,
             PsWalk {
-                request,
+                purpose,
                 tenant,
                 deadline,
                 walks: BTreeSet::from([(level, root)]),
@@ -318,10 +328,18 @@ impl Placement {
         w.entries
             .sort_by_key(|e| (e.pid, e.state == ProcState::Lost));
         w.entries.dedup_by_key(|e| e.pid);
-        let reply = PsReply {
-            processes: w.entries,
-            unanswered: (w.walks.len() + w.hosts.len()) as u32,
-        };
-        self.reply(w.request, ApiReply::Ps(reply));
+        match w.purpose {
+            PsFor::Reply(request) => {
+                let reply = PsReply {
+                    processes: w.entries,
+                    unanswered: (w.walks.len() + w.hosts.len()) as u32,
+                };
+                self.reply(request, ApiReply::Ps(reply));
+            }
+            PsFor::Resolve { token, pid } => {
+                let found = w.entries.iter().find(|e| e.pid == pid).map(|e| e.state);
+                self.resolved(fed, token, found);
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@ use super::api::{
 };
 use super::msg::{size_of, CreateItem, PidAnswer, PidOp, PlacementMsg, ReqKey, Shape};
 use super::msg::{BATCH_BYTES, MAX_SHAPES};
+use super::ps::PsFor;
 use super::{group_of, Placement, PlacementOutput, Timer, Want};
 use crate::agent::{ApiReply, RequestId};
 use crate::federation::Federation;
@@ -87,6 +88,8 @@ pub(super) struct Op {
     pid: Pid,
     deadline: Time,
     retries: u32,
+    /// A `ps` walk in flight to find out whether the silent host's process is lost.
+    resolving: bool,
 }
 
 #[derive(Debug, Default)]
@@ -845,6 +848,7 @@ impl Placement {
             pid,
             deadline,
             retries: 0,
+            resolving: false,
         });
         if host == self.me {
             if let Some(answer) = self.answer_pid(now, self.me, token, tenant, pid, op) {
@@ -953,17 +957,30 @@ impl Placement {
         }
     }
 
-    pub(super) fn op_due(&mut self, now: Time, token: u64) {
+    /// The host of the call `token` stayed silent until its deadline: a `wait` asks
+    /// again (and, at its 1st, 2nd, 4th and 8th silence, also walks the tree to see
+    /// whether the process is lost); a `kill` or `info` walks the tree once before it
+    /// ends `Unreachable`. A host the federation removed ends the call `Lost` at once.
+    pub(super) fn op_due(&mut self, now: Time, fed: Option<&Federation>, token: u64) {
         let Some(op) = self.req.ops.get_mut(&token) else {
             return;
         };
         if op.deadline > now {
             return;
         }
+        if self.req.lost_hosts.contains(&op.pid.origin()) {
+            self.finish_op(fed, token, PidAnswer::Exited(ExitStatus::Lost));
+            return;
+        }
+        let (tenant, pid) = (op.tenant, op.pid);
+        // Outside a tree there is nothing to walk.
+        let can_walk = !op.resolving && fed.is_some_and(|f| !f.seats().is_empty());
         if op.kind == OpKind::Wait && op.retries < self.config.wait_retries {
             op.retries += 1;
             op.deadline = now + self.config.wait_poll;
-            let (at, tenant, pid) = (op.deadline, op.tenant, op.pid);
+            let walk = can_walk && op.retries.is_power_of_two();
+            op.resolving |= walk;
+            let at = op.deadline;
             self.set_timer(at, Timer::Op(token));
             let msg = PlacementMsg::PidReq {
                 token,
@@ -972,12 +989,43 @@ impl Placement {
                 op: PidOp::Wait,
             };
             self.send(pid.origin(), msg);
+            if walk {
+                self.walk_for(now, fed, PsFor::Resolve { token, pid }, tenant);
+            }
             return;
         }
-        if self.req.lost_hosts.contains(&op.pid.origin()) {
-            self.finish_op(None, token, PidAnswer::Exited(ExitStatus::Lost));
-            return;
+        if op.kind != OpKind::Wait && can_walk {
+            op.resolving = true;
+            op.deadline = Time::NEVER;
+            return self.walk_for(now, fed, PsFor::Resolve { token, pid }, tenant);
         }
+        self.op_unreachable(token);
+    }
+
+    /// What a walk of the tree found of the silent call `token`'s process: listed
+    /// `Lost` (by the level-0 leader of a host that left its group), the call ends
+    /// `Lost`; otherwise (listed live, or not listed: its host may not have been
+    /// settled as gone yet) a `wait` goes on waiting and the others end `Unreachable`.
+    pub(super) fn resolved(
+        &mut self,
+        fed: Option<&Federation>,
+        token: u64,
+        found: Option<ProcState>,
+    ) {
+        let Some(op) = self.req.ops.get_mut(&token) else {
+            return;
+        };
+        op.resolving = false;
+        match found {
+            Some(ProcState::Lost) => {
+                self.finish_op(fed, token, PidAnswer::Exited(ExitStatus::Lost));
+            }
+            _ if op.kind == OpKind::Wait => {}
+            _ => self.op_unreachable(token),
+        }
+    }
+
+    fn op_unreachable(&mut self, token: u64) {
         let Some(op) = self.req.ops.remove(&token) else {
             return;
         };
