@@ -511,12 +511,19 @@ impl Placement {
         entries
     }
 
-    /// A leader at `level` looks for room in its subtree: at level 0 it names the
-    /// members whose summaries show room for `min`; higher up it forwards to the
-    /// members whose subtree summaries show the most room, enough of them to cover
-    /// twice `need`.
+    /// A leader at `level` looks for room in its subtree: at level 0 it names
+    /// members whose summaries show room for `min`; higher up it forwards to members
+    /// whose subtree summaries show room. Either way it takes enough of them to hold
+    /// twice the units still needed and twice the hosts, counting what a summary
+    /// holds in units of `min` by cpu *and* memory (a subtree's count is an upper
+    /// bound: its summary is a sum).
+    ///
+    /// The members taken start at a point drawn from the request key rather than at
+    /// the roomiest: summaries are a heartbeat old, and requests escalating at the
+    /// same time all asked the same roomiest hosts, which only the first of them got.
     pub(super) fn on_find_room(
         &mut self,
+        now: Time,
         fed: Option<&Federation>,
         key: ReqKey,
         level: u8,
@@ -526,45 +533,54 @@ impl Placement {
         let Want { min, need, hosts } = want;
         let seat = fed.and_then(|f| f.seats().get(usize::from(level)));
         let Some(seat) = seat.filter(|s| s.view().leader == self.me) else {
-            self.send_candidates(key, Vec::new());
+            self.send_candidates(now, fed, key, Vec::new());
             return;
         };
-        let mut roomy: Vec<(u64, u64, u32, NodeId)> = seat
+        let mut roomy: Vec<(u64, u64, NodeId)> = seat
             .summaries()
             .iter()
-            .filter(|(m, s)| {
-                **m != skip
-                    && **m != key.requester
-                    && s.free_cpu_millicores >= u64::from(min.cpu_millicores)
-                    && s.free_memory_bytes >= min.memory_bytes
+            .filter(|(m, _)| **m != skip && **m != key.requester)
+            .map(|(m, s)| {
+                let agents = u64::from(s.agents.max(1));
+                let units = units_within(s.free_cpu_millicores, s.free_memory_bytes, min);
+                // A subtree whose average host has no room for a unit is fragmented
+                // for it: only an outlier may fit one, so count it for one at most.
+                let per_host = units_within(
+                    s.free_cpu_millicores / agents,
+                    s.free_memory_bytes / agents,
+                    min,
+                );
+                let units = if per_host == 0 { units.min(1) } else { units };
+                (units, u64::from(s.agents), *m)
             })
-            .map(|(m, s)| (s.free_cpu_millicores, s.free_memory_bytes, s.agents, *m))
+            .filter(|(units, _, _)| *units > 0)
             .collect();
-        roomy.sort_by(|a, b| b.0.cmp(&a.0).then(a.3.cmp(&b.3)));
-        // Take the roomiest until they cover twice the need, and twice the hosts.
-        let (mut cpu, mut mem, mut agents) = (0u64, 0u64, 0u64);
-        let want_cpu = u64::from(need.cpu_millicores) * 2;
-        let want_mem = need.memory_bytes.saturating_mul(2);
+        if !roomy.is_empty() {
+            let salt = u64::from(key.requester.0) << 40 ^ key.seq << 8 ^ u64::from(level);
+            let start = super::requester::mix(salt) % roomy.len() as u64;
+            roomy.rotate_left(start as usize);
+        }
+        let want_units = units_needed(need, min).saturating_mul(2);
         let want_agents = u64::from(hosts) * 2;
+        let (mut units, mut agents) = (0u64, 0u64);
         let chosen: Vec<NodeId> = roomy
             .iter()
-            .take_while(|(c, m, a, _)| {
-                let more = cpu < want_cpu || mem < want_mem || agents < want_agents;
-                cpu += c;
-                mem += m;
-                agents += u64::from(*a);
+            .take_while(|(u, a, _)| {
+                let more = units < want_units || agents < want_agents;
+                units += u;
+                agents += a;
                 more
             })
             .take(64)
-            .map(|(_, _, _, n)| *n)
+            .map(|(_, _, n)| *n)
             .collect();
         if level == 0 || chosen.is_empty() {
-            self.send_candidates(key, chosen);
+            self.send_candidates(now, fed, key, chosen);
             return;
         }
         for child in chosen {
             if child == self.me {
-                self.on_find_room(fed, key, level - 1, want, skip);
+                self.on_find_room(now, fed, key, level - 1, want, skip);
             } else {
                 let msg = PlacementMsg::FindRoom {
                     key,
@@ -579,11 +595,56 @@ impl Placement {
         }
     }
 
-    fn send_candidates(&mut self, key: ReqKey, hosts: Vec<NodeId>) {
+    fn send_candidates(
+        &mut self,
+        now: Time,
+        fed: Option<&Federation>,
+        key: ReqKey,
+        hosts: Vec<NodeId>,
+    ) {
         if key.requester == self.me {
-            self.add_candidates(key, &hosts);
+            self.add_candidates(now, fed, key, &hosts);
         } else {
             self.send(key.requester, PlacementMsg::Candidates { key, hosts });
         }
+    }
+}
+
+/// How many units of `unit` free cpu and memory hold, counting both.
+fn units_within(free_cpu_millicores: u64, free_memory_bytes: u64, unit: Demand) -> u64 {
+    let cpu = free_cpu_millicores / u64::from(unit.cpu_millicores.max(1));
+    let memory = free_memory_bytes / unit.memory_bytes.max(1);
+    cpu.min(memory)
+}
+
+/// How many units of `unit` make `need` (at least one), by the scarcer of cpu and memory.
+fn units_needed(need: Demand, unit: Demand) -> u64 {
+    let cpu = u64::from(need.cpu_millicores).div_ceil(u64::from(unit.cpu_millicores.max(1)));
+    let memory = need.memory_bytes.div_ceil(unit.memory_bytes.max(1));
+    cpu.max(memory).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Room is counted by the scarcer of cpu and memory: a search that counted cpu
+    /// only sent memory-bound requests to hosts with cpu to spare and no memory.
+    #[test]
+    fn room_is_counted_by_the_scarcer_resource() {
+        let unit = Demand {
+            cpu_millicores: 8000,
+            memory_bytes: 48 << 30,
+            accelerators: 0,
+        };
+        assert_eq!(units_within(325_000, 998 << 30, unit), 20);
+        assert_eq!(units_within(64_000, 40 << 30, unit), 0);
+        let need = Demand {
+            cpu_millicores: 8000,
+            memory_bytes: 96 << 30,
+            accelerators: 0,
+        };
+        assert_eq!(units_needed(need, unit), 2);
+        assert_eq!(units_needed(Demand::default(), unit), 1);
     }
 }

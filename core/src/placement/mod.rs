@@ -30,9 +30,16 @@
 //!    name one leader per level) as `FindRoom`; leaders descend into member
 //!    subtrees whose federation summaries show room, and level-0 leaders answer
 //!    `Candidates` (hosts whose summaries show room), which the requester then
-//!    asks for offers. When every host asked has answered and the request still
-//!    does not fit, it goes one level up at once; at the root it waits out
-//!    `escalate_timeout` for stragglers before failing.
+//!    asks for offers. Room is counted in units of the smallest process by cpu and
+//!    memory; a subtree whose average host has no room for one counts for one at
+//!    most (its summary is a sum, and fragmented room fits nothing); members are
+//!    taken from a start drawn from the request key, not roomiest first, so that
+//!    requests escalating together do not all ask the same hosts. When every host
+//!    asked has answered (an empty or known `Candidates` counts as an answer) and
+//!    the request still does not fit, it goes one level up at once; at the root it
+//!    waits out `escalate_timeout` for stragglers. Then a single process fails; a
+//!    gang releases everything and starts again after a backoff while younger than
+//!    `gang_patience` (and once more after that).
 //! 5. **Commit**: once every unit has a host, the requester sends `Create`
 //!    (batched under the MTU); hosts create the processes *provisionally*
 //!    (idempotently per (request, index)), answer `Created` with the pids (once
@@ -129,6 +136,9 @@ pub struct PlacementConfig {
     pub escalate_timeout: Duration,
     /// How long the requester waits for every `Created`.
     pub create_timeout: Duration,
+    /// How long a gang (a request of several units) that found no room keeps trying
+    /// again, from the client's call; a single process is not tried again.
+    pub gang_patience: Duration,
     /// How long a host keeps provisional processes unconfirmed before it asks the
     /// requester, and then how often it asks again while the requester is silent.
     pub confirm_timeout: Duration,
@@ -175,6 +185,7 @@ impl Default for PlacementConfig {
             offer_timeout: Duration::from_millis(2),
             escalate_timeout: Duration::from_millis(4),
             create_timeout: Duration::from_millis(50),
+            gang_patience: Duration::from_millis(150),
             confirm_timeout: Duration::from_millis(500),
             orphan_timeout: Duration::from_secs(30),
             op_timeout: Duration::from_millis(50),
@@ -381,9 +392,9 @@ impl Placement {
                 skip,
             } => {
                 let want = Want { min, need, hosts };
-                self.on_find_room(fed, key, level, want, skip);
+                self.on_find_room(now, fed, key, level, want, skip);
             }
-            PlacementMsg::Candidates { key, hosts } => self.on_candidates(now, key, &hosts),
+            PlacementMsg::Candidates { key, hosts } => self.on_candidates(now, fed, key, &hosts),
             PlacementMsg::Create { key, items, last } => {
                 self.on_create(now, fed, from, key, items, last);
             }

@@ -69,8 +69,10 @@ pub(super) struct Pending {
     pids: BTreeMap<u16, Pid>,
     group: Vec<NodeId>,
     near: Vec<NodeId>,
-    /// This is the second attempt (the first lost to competing requests).
+    /// This is a later attempt (an earlier one lost to competing requests).
     retried: bool,
+    /// When the client asked.
+    since: Time,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,6 +215,19 @@ fn units_of(items: &[(ProcSpec, Demand)]) -> Result<(Vec<Unit>, Vec<Shape>), Spa
         )));
     }
     Ok((out, shapes))
+}
+
+/// Whether a request that the search up to the root could not place starts again
+/// (releasing everything it holds). A single process does not: the whole tree was
+/// searched for it, and it fails fast, which keeps placement latency short and leaves
+/// the room to requests that need it on several hosts at once. A gang (several units)
+/// does while younger than `patience`: it needs room on many hosts at the same time
+/// and loses mostly to transient contention (the leases of competing requests,
+/// processes about to exit), so it tries again after a backoff until then; past it,
+/// once more unless a unit is larger than any room heard of (`impossible`).
+fn may_retry(patience: Duration, now: Time, p: &Pending, impossible: bool) -> bool {
+    let gang = p.units.len() > 1;
+    gang && (now.saturating_since(p.since) < patience || !(p.retried || impossible))
 }
 
 /// When every unit fits some host but the request does not fit: the resource of
@@ -382,6 +397,7 @@ impl Placement {
             group: group_of(self.me, fed),
             near,
             retried: false,
+            since: now,
         };
         self.req.pending.insert(key.seq, p);
         self.begin(now, fed, key.seq);
@@ -477,25 +493,41 @@ impl Placement {
         };
         p.room.insert(from, free.plus(held(&p.shapes, &counts)));
         p.offers.insert(from, counts);
-        // Everyone asked has answered: commit at once if it fits, else go one level up
-        // at once (candidates still on their way from this level are asked all the
-        // same when they come). At the top, wait for the deadline: candidates from
-        // other subtrees may still come, and failing there is final.
-        if p.offers.len() == p.asked.len() {
-            let levels_above = fed
-                .and_then(|f| f.seats().first())
-                .map_or(0, |s| s.view().ancestors.len());
-            match plan(self.me, p) {
-                Ok(chosen) => self.commit(now, fed, seq, chosen),
-                Err(_) if usize::from(p.level) < levels_above || p.deadline <= now => {
-                    self.escalate(now, fed, seq);
-                }
-                Err(_) => {}
+        self.settle(now, fed, seq);
+    }
+
+    /// Everyone asked has answered: commit at once if it fits, else go one level up
+    /// at once (candidates still on their way from this level are asked all the
+    /// same when they come). At the top, wait for the deadline: candidates from
+    /// other subtrees may still come, and failing there is final.
+    fn settle(&mut self, now: Time, fed: Option<&Federation>, seq: u64) {
+        let Some(p) = self.req.pending.get(&seq) else {
+            return;
+        };
+        if p.phase != Phase::Offers || p.offers.len() < p.asked.len() {
+            return;
+        }
+        let levels_above = fed
+            .and_then(|f| f.seats().first())
+            .map_or(0, |s| s.view().ancestors.len());
+        match plan(self.me, p) {
+            Ok(chosen) => self.commit(now, fed, seq, chosen),
+            Err(_) if usize::from(p.level) < levels_above || p.deadline <= now => {
+                self.escalate(now, fed, seq);
             }
+            Err(_) => {}
         }
     }
 
-    pub(super) fn add_candidates(&mut self, key: ReqKey, hosts: &[NodeId]) {
+    /// Asks `hosts` found for `key` for offers; when none is new and everyone asked has
+    /// answered, the search settles now rather than at the deadline.
+    pub(super) fn add_candidates(
+        &mut self,
+        now: Time,
+        fed: Option<&Federation>,
+        key: ReqKey,
+        hosts: &[NodeId],
+    ) {
         let Some(p) = self
             .req
             .pending
@@ -509,6 +541,9 @@ impl Placement {
             .copied()
             .filter(|h| p.asked.insert(*h))
             .collect();
+        if fresh.is_empty() {
+            return self.settle(now, fed, key.seq);
+        }
         let shapes = share(p, fresh.len());
         for h in fresh {
             let msg = PlacementMsg::OfferReq {
@@ -519,9 +554,15 @@ impl Placement {
         }
     }
 
-    pub(super) fn on_candidates(&mut self, _now: Time, key: ReqKey, hosts: &[NodeId]) {
+    pub(super) fn on_candidates(
+        &mut self,
+        now: Time,
+        fed: Option<&Federation>,
+        key: ReqKey,
+        hosts: &[NodeId],
+    ) {
         if self.mine(key) {
-            self.add_candidates(key, hosts);
+            self.add_candidates(now, fed, key, hosts);
         }
     }
 
@@ -560,13 +601,11 @@ impl Placement {
         // Ancestors are one per level: the leader of the group at `level` is asked.
         let Some(&target) = ancestors.get(usize::from(level) - 1) else {
             let short = plan(self.me, p).err().unwrap_or(Resource::Hosts);
-            // A unit no host could ever take fails at once; otherwise the capacity may
-            // be held by competing requests: release everything and try once more.
             let impossible = matches!(
                 short,
                 Resource::Cpu | Resource::Memory | Resource::Accelerators
             );
-            if p.retried || impossible {
+            if !may_retry(self.config.gang_patience, now, p, impossible) {
                 let resource = match short {
                     Resource::Hosts => aggregate_short(p).unwrap_or(Resource::Hosts),
                     single => single,
@@ -588,8 +627,10 @@ impl Placement {
         let apart = p.units.iter().filter(|u| u.apart.is_some()).count();
         let hosts = apart.max(missing_units).min(256) as u16;
         let key = p.key;
+        // The deadline first: the search may settle before `on_find_room` returns.
+        self.set_deadline(seq, now + self.config.escalate_timeout);
         if target == self.me {
-            self.on_find_room(fed, key, level, Want { min, need, hosts }, skip);
+            self.on_find_room(now, fed, key, level, Want { min, need, hosts }, skip);
         } else {
             let msg = PlacementMsg::FindRoom {
                 key,
@@ -601,7 +642,6 @@ impl Placement {
             };
             self.send(target, msg);
         }
-        self.set_deadline(seq, now + self.config.escalate_timeout);
     }
 
     /// Sends the creations (batched under the MTU) and frees what is not used.
@@ -1097,7 +1137,7 @@ fn near_hosts(spec: &ProcSpec) -> Vec<NodeId> {
 }
 
 /// SplitMix64's finaliser: a stable mix for deriving backoffs from keys.
-fn mix(mut z: u64) -> u64 {
+pub(super) fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -1144,6 +1184,7 @@ mod tests {
             group: Vec::new(),
             near: Vec::new(),
             retried: false,
+            since: Time::ZERO,
         }
     }
 
@@ -1190,5 +1231,24 @@ mod tests {
         p.offers.insert(NodeId(4), vec![0, 1]);
         let (need, units) = uncovered(&p);
         assert_eq!((need.cpu_millicores, units), (4300, 4));
+    }
+
+    /// A single process that the whole tree could not place fails rather than starting
+    /// over (it used to retry once); a gang starts over while younger than its patience,
+    /// and once more after that.
+    #[test]
+    fn only_gangs_start_over_and_only_within_their_patience() {
+        let patience = Duration::from_millis(150);
+        let at = |ms| Time::ZERO + Duration::from_millis(ms);
+        let single = pending(&[1000]);
+        assert!(!may_retry(patience, at(1), &single, false));
+        let mut gang = pending(&[1000, 1000, 1000]);
+        assert!(may_retry(patience, at(100), &gang, true));
+        gang.retried = true;
+        assert!(may_retry(patience, at(149), &gang, false));
+        assert!(!may_retry(patience, at(150), &gang, false));
+        gang.retried = false;
+        assert!(may_retry(patience, at(400), &gang, false));
+        assert!(!may_retry(patience, at(400), &gang, true));
     }
 }
