@@ -405,6 +405,8 @@ impl Federation {
     pub fn set_own_summary(&mut self, free_cpu_millicores: u64, free_memory_bytes: u64) {
         self.own.free_cpu_millicores = free_cpu_millicores;
         self.own.free_memory_bytes = free_memory_bytes;
+        self.own.largest_free_cpu_millicores = free_cpu_millicores;
+        self.own.largest_free_memory_bytes = free_memory_bytes;
     }
 
     /// The tenants with processes on this agent, reported up the hierarchy.

@@ -121,12 +121,17 @@ pub struct Summary {
     pub free_cpu_millicores: u64,
     /// Free memory in the subtree, in bytes.
     pub free_memory_bytes: u64,
+    /// The most free cpu on one agent of the subtree, in millicores.
+    pub largest_free_cpu_millicores: u64,
+    /// The most free memory on one agent of the subtree (maybe another agent), in bytes.
+    pub largest_free_memory_bytes: u64,
     /// The tenants with processes in the subtree (`ps` visits only subtrees that may hold its tenant).
     pub tenants: TenantFilter,
 }
 
 impl Summary {
-    /// The sum of two subtrees (group size is not summed: it belongs to the sender).
+    /// The sum of two subtrees (group size is not summed: it belongs to the sender; the
+    /// largest free amounts are the larger of the two).
     #[must_use]
     pub fn plus(self, other: Summary) -> Summary {
         Summary {
@@ -138,6 +143,12 @@ impl Summary {
             free_memory_bytes: self
                 .free_memory_bytes
                 .saturating_add(other.free_memory_bytes),
+            largest_free_cpu_millicores: self
+                .largest_free_cpu_millicores
+                .max(other.largest_free_cpu_millicores),
+            largest_free_memory_bytes: self
+                .largest_free_memory_bytes
+                .max(other.largest_free_memory_bytes),
             tenants: self.tenants.union(other.tenants),
         }
     }

@@ -540,6 +540,11 @@ impl Placement {
             .summaries()
             .iter()
             .filter(|(m, _)| **m != skip && **m != key.requester)
+            // No agent of the subtree has room for the smallest process.
+            .filter(|(_, s)| {
+                s.largest_free_cpu_millicores >= u64::from(min.cpu_millicores)
+                    && s.largest_free_memory_bytes >= min.memory_bytes
+            })
             .map(|(m, s)| {
                 let agents = u64::from(s.agents.max(1));
                 let units = units_within(s.free_cpu_millicores, s.free_memory_bytes, min);
