@@ -32,7 +32,10 @@
 //! - `View`: the leader's membership of a group, pushed to every member when it
 //!   changes. A member follows its current leader: it takes a view from
 //!   another leader only when its own leader is suspected, or when its own
-//!   leader hands it over (split, hand-over on leave).
+//!   leader hands it over (split, hand-over on leave). It answers a view it does
+//!   not take with `Leave`, except one led by a fellow member of its group: that
+//!   may be the new half of a split whose hand-over is still on its way, so it
+//!   waits, and answers that leader's next `LeaderBeat` instead.
 //! - `Beat` (member → leader, with the member's subtree [`Summary`]) and
 //!   `LeaderBeat` (leader → members), every `period`, carry the view's epoch; a
 //!   member with an older epoch is sent the view (or asks with `ViewReq`).
@@ -72,6 +75,8 @@
 
 mod protocol;
 mod seat;
+#[cfg(test)]
+mod tests;
 pub mod view;
 
 use crate::ids::NodeId;

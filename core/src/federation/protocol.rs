@@ -573,9 +573,24 @@ impl Federation {
             if leads_now && l + 1 == self.seats.len() {
                 self.seek_parent(now, l);
             }
-        } else if view.leader != self.seats[l].view.leader {
+        } else if view.leader != self.seats[l].view.leader && !self.may_be_handed_to(l, &view) {
             self.send(view.leader, FedBody::Leave { level: l as Level });
         }
+    }
+
+    /// Whether a view this agent refused at `level` may be the group its own leader is
+    /// handing it to: it is a plain member, and the view's leader is a fellow member.
+    /// A split sends the new half's view to its leader and its members at once, and the
+    /// new leader pushes its view again as soon as it takes the group (its ancestors
+    /// changed), so that push can reach a member before the hand-over from the old
+    /// leader does. Answering it with `Leave` would get the member expelled by the new
+    /// leader just before the hand-over makes it follow that leader: a member listed by
+    /// no leader, groupless until its next join attempt. So such a view gets no answer;
+    /// if no hand-over follows, the member answers the new leader's next `LeaderBeat`
+    /// with `Leave`, one period later.
+    fn may_be_handed_to(&self, level: usize, view: &View) -> bool {
+        let current = &self.seats[level].view;
+        current.leader != self.me && current.contains(view.leader)
     }
 
     /// We were handed the group at `level` to lead, with no seat above it: attach
