@@ -43,7 +43,10 @@
 //!   members in id order, so that a member that dies with its leader is still
 //!   suspected within the detection bound (by its ring successors), not only once
 //!   the heir has taken over. Removal stays the leader's (or heir's) decision.
-//! - `Probe` / `ProbeAck`: a direct check of a suspect before it is removed.
+//! - `Probe` / `ProbeAck`: a direct check of a suspect before it is removed. A
+//!   leader that does not list the prober answers `Leave` instead, so a member
+//!   removed while it stalled learns, when it probes the heirs of a leader that
+//!   died meanwhile, that the heir took the group over without it, and rejoins.
 //! - `Leave { level }`: "we do not share a group at `level`": a member leaving,
 //!   or a leader disowning an agent that thinks it is a member.
 //! - `MergeReq`, `MergeInto`, `Dissolve`: an undersized group asks its parent

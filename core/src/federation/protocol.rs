@@ -350,7 +350,21 @@ impl Federation {
                     }
                 }
             }
-            FedBody::Probe { level } => self.send(from, FedBody::ProbeAck { level }),
+            FedBody::Probe { level } => {
+                // A leader that does not list the prober says so: an heir that took over
+                // without it (the prober was removed while it was silent) must not count as
+                // an heir about to take it over.
+                let disowned = self
+                    .seats
+                    .get(level as usize)
+                    .is_some_and(|s| s.led_by(self.me) && !s.view.contains(from));
+                let answer = if disowned {
+                    FedBody::Leave { level }
+                } else {
+                    FedBody::ProbeAck { level }
+                };
+                self.send(from, answer);
+            }
             FedBody::ProbeAck { level } => {
                 if let Some(seat) = self.seats.get_mut(level as usize) {
                     if seat.led_by(self.me) && seat.view.contains(from) {
@@ -605,10 +619,12 @@ impl Federation {
         let Some(seat) = self.seats.get_mut(l) else {
             return;
         };
+        let heir_disowns = seat.leader_suspected && seat.view.contains(from);
         if seat.led_by(self.me) {
             seat.expel(from);
-        } else if seat.view.leader == from {
-            // Our leader disowns us: we are out of that group and all above it.
+        } else if seat.view.leader == from || heir_disowns {
+            // Our leader disowns us, or, with our leader suspected, an heir we probed took
+            // the group over without us: we are out of that group and all above it.
             self.seats.truncate(l);
             if l == 0 {
                 self.next_join = now;

@@ -37,9 +37,15 @@ impl Net {
     fn deliver(&mut self, (from, to, body): Msg) {
         let agent = self.agents.get_mut(&to).expect("a known agent");
         agent.handle_message(self.now, from, body);
+        self.flush_outputs(to);
+    }
+
+    /// Queues what `node` sends after a call other than `deliver`.
+    fn flush_outputs(&mut self, node: NodeId) {
+        let agent = self.agents.get_mut(&node).expect("a known agent");
         while let Some(out) = agent.poll_output() {
             if let FedOutput::Send(dest, body) = out {
-                self.in_flight.push_back((to, dest, body));
+                self.in_flight.push_back((node, dest, body));
             }
         }
     }
@@ -169,4 +175,60 @@ fn a_fellow_members_claim_without_a_hand_over_is_refused_at_its_next_beat() {
         vec![(NodeId(4), NodeId(3), FedBody::Leave { level: 0 })]
     );
     assert_eq!(net.agents[&NodeId(4)].seats()[0].view().leader, NodeId(0));
+}
+
+/// Regression (the discovery property test, seed 1254773453019837666): a member removed
+/// while it was stalled comes back to find its leader dead and the heir already in
+/// charge of a group without it. The heirs it probes must not count as heirs about to
+/// take it over (it would wait `remove_periods` more periods, one per heir, and then
+/// found a group from its stale view): the heir that leads says `Leave`, and the member
+/// rejoins at once.
+#[test]
+fn a_member_the_heir_took_over_without_learns_it_from_its_probe() {
+    let config = FederationConfig {
+        min_group: 2,
+        max_group: 5,
+        ..FederationConfig::default()
+    };
+    let mut net = Net::new(5, &config);
+    for agent in net.agents.values_mut() {
+        agent.boot(net.now);
+    }
+    for joiner in 1..5 {
+        net.join(joiner, 0);
+    }
+    let epoch = net.agents[&NodeId(4)].seats()[0].view().epoch;
+    // n4 stalls and n0 removes it (a `Leave` stands in for the silence), then n0 dies.
+    net.deliver((NodeId(4), NodeId(0), FedBody::Leave { level: 0 }));
+    net.settle(|_| false);
+    let to_n0 = |msg: &Msg| msg.1 == NodeId(0);
+    // n1, the first heir, takes over once n0 has been silent for `remove_periods`.
+    net.now = Time::from_millis(2_300);
+    net.agents
+        .get_mut(&NodeId(1))
+        .unwrap()
+        .handle_timeout(net.now);
+    net.flush_outputs(NodeId(1));
+    net.settle(to_n0);
+    let n1 = net.agents[&NodeId(1)].seats()[0].view();
+    assert_eq!((n1.leader, n1.members.len()), (NodeId(1), 3), "{n1:?}");
+    // n4 comes back to a `LeaderBeat` n0 sent while n4 was stalled, and suspects n0 later.
+    net.deliver((
+        NodeId(0),
+        NodeId(4),
+        FedBody::LeaderBeat { level: 0, epoch },
+    ));
+    net.settle(to_n0);
+    net.now = Time::from_millis(3_000);
+    net.agents
+        .get_mut(&NodeId(4))
+        .unwrap()
+        .handle_timeout(net.now);
+    net.flush_outputs(NodeId(4));
+    net.settle(to_n0);
+    assert!(
+        net.agents[&NodeId(4)].seats().is_empty(),
+        "n4 knows it is out: {:?}",
+        net.agents[&NodeId(4)].seats()[0].view()
+    );
 }
