@@ -154,6 +154,45 @@ fn failure_scenario_files_read_back_as_the_same_run() {
     assert_eq!(hash(back), hash(config));
 }
 
+/// Regression (this file's property test, seed 8834910547553055469; the case is also
+/// in `discovery.proptest-regressions`): n40, stalled until 8.06 s, comes back and
+/// rejoins n25's level-0 group, which splits at 8.36 s. The new half's leader, n33,
+/// pushed its view before n25's hand-over reached n49 and n35; they answered it with
+/// `Leave`, n33 expelled them, and the hand-over then made them follow a leader that
+/// no longer listed them: n49 was in no level-0 group at the 8.75 s check. A member
+/// now waits for the hand-over when a fellow member claims it.
+#[test]
+fn a_split_after_a_stall_leaves_no_agent_groupless_seed_8834910547553055469() {
+    let config = swarm_config(SwarmCase {
+        seed: 8_834_910_547_553_055_469,
+        nodes: 85,
+        hosts_per_rack: 25,
+        mean_interval_ms: 2313,
+        kinds: vec![RandomKind::Pause],
+        duplicate: 0.011_347_122_299_195_555,
+        reorder: 0.039_662_150_940_721_674,
+        extra: vec![
+            (267, 1289, ExtraFault::Restart(398_722_405)),
+            (576, 2045, ExtraFault::Restart(4_206_034_009)),
+            (32, 1963, ExtraFault::Pause(3)),
+        ],
+    });
+    assert_converged(&run(config));
+}
+
+/// Regression (seed 1254773453019837666): n9 and n12, paused while their leader
+/// removed them, probed heirs that no longer listed them and waited 3.3 s for a
+/// hand-over that never came (a probe from a non-member now draws `Leave`); and the
+/// checker counted the cluster settled 0.6 s after a stalled leader resumed (a stall
+/// now counts as a fault until it ends).
+#[test]
+fn a_member_removed_while_paused_rejoins_seed_1254773453019837666() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/regressions/discovery-failure-seed-1254773453019837666.toml");
+    let config = nefele_sim::scenario::load(&path).unwrap().config;
+    assert_converged(&run(config));
+}
+
 /// Faults stop by `FAULTS_UNTIL`, last at most `MAX_FAULT`, and the run goes on past
 /// the settle period (5 s) by a few checks.
 const FAULTS_UNTIL: Duration = Duration::from_secs(4);

@@ -32,7 +32,10 @@
 //! - `View`: the leader's membership of a group, pushed to every member when it
 //!   changes. A member follows its current leader: it takes a view from
 //!   another leader only when its own leader is suspected, or when its own
-//!   leader hands it over (split, hand-over on leave).
+//!   leader hands it over (split, hand-over on leave). It answers a view it does
+//!   not take with `Leave`, except one led by a fellow member of its group: that
+//!   may be the new half of a split whose hand-over is still on its way, so it
+//!   waits, and answers that leader's next `LeaderBeat` instead.
 //! - `Beat` (member → leader, with the member's subtree [`Summary`]) and
 //!   `LeaderBeat` (leader → members), every `period`, carry the view's epoch; a
 //!   member with an older epoch is sent the view (or asks with `ViewReq`).
@@ -40,7 +43,10 @@
 //!   members in id order, so that a member that dies with its leader is still
 //!   suspected within the detection bound (by its ring successors), not only once
 //!   the heir has taken over. Removal stays the leader's (or heir's) decision.
-//! - `Probe` / `ProbeAck`: a direct check of a suspect before it is removed.
+//! - `Probe` / `ProbeAck`: a direct check of a suspect before it is removed. A
+//!   leader that does not list the prober answers `Leave` instead, so a member
+//!   removed while it stalled learns, when it probes the heirs of a leader that
+//!   died meanwhile, that the heir took the group over without it, and rejoins.
 //! - `Leave { level }`: "we do not share a group at `level`": a member leaving,
 //!   or a leader disowning an agent that thinks it is a member.
 //! - `MergeReq`, `MergeInto`, `Dissolve`: an undersized group asks its parent
@@ -73,6 +79,8 @@
 mod protocol;
 mod seat;
 mod tenants;
+#[cfg(test)]
+mod tests;
 pub mod view;
 
 use crate::ids::NodeId;

@@ -350,7 +350,21 @@ impl Federation {
                     }
                 }
             }
-            FedBody::Probe { level } => self.send(from, FedBody::ProbeAck { level }),
+            FedBody::Probe { level } => {
+                // A leader that does not list the prober says so: an heir that took over
+                // without it (the prober was removed while it was silent) must not count as
+                // an heir about to take it over.
+                let disowned = self
+                    .seats
+                    .get(level as usize)
+                    .is_some_and(|s| s.led_by(self.me) && !s.view.contains(from));
+                let answer = if disowned {
+                    FedBody::Leave { level }
+                } else {
+                    FedBody::ProbeAck { level }
+                };
+                self.send(from, answer);
+            }
             FedBody::ProbeAck { level } => {
                 if let Some(seat) = self.seats.get_mut(level as usize) {
                     if seat.led_by(self.me) && seat.view.contains(from) {
@@ -573,9 +587,24 @@ impl Federation {
             if leads_now && l + 1 == self.seats.len() {
                 self.seek_parent(now, l);
             }
-        } else if view.leader != self.seats[l].view.leader {
+        } else if view.leader != self.seats[l].view.leader && !self.may_be_handed_to(l, &view) {
             self.send(view.leader, FedBody::Leave { level: l as Level });
         }
+    }
+
+    /// Whether a view this agent refused at `level` may be the group its own leader is
+    /// handing it to: it is a plain member, and the view's leader is a fellow member.
+    /// A split sends the new half's view to its leader and its members at once, and the
+    /// new leader pushes its view again as soon as it takes the group (its ancestors
+    /// changed), so that push can reach a member before the hand-over from the old
+    /// leader does. Answering it with `Leave` would get the member expelled by the new
+    /// leader just before the hand-over makes it follow that leader: a member listed by
+    /// no leader, groupless until its next join attempt. So such a view gets no answer;
+    /// if no hand-over follows, the member answers the new leader's next `LeaderBeat`
+    /// with `Leave`, one period later.
+    fn may_be_handed_to(&self, level: usize, view: &View) -> bool {
+        let current = &self.seats[level].view;
+        current.leader != self.me && current.contains(view.leader)
     }
 
     /// We were handed the group at `level` to lead, with no seat above it: attach
@@ -590,10 +619,12 @@ impl Federation {
         let Some(seat) = self.seats.get_mut(l) else {
             return;
         };
+        let heir_disowns = seat.leader_suspected && seat.view.contains(from);
         if seat.led_by(self.me) {
             seat.expel(from);
-        } else if seat.view.leader == from {
-            // Our leader disowns us: we are out of that group and all above it.
+        } else if seat.view.leader == from || heir_disowns {
+            // Our leader disowns us, or, with our leader suspected, an heir we probed took
+            // the group over without us: we are out of that group and all above it.
             self.seats.truncate(l);
             if l == 0 {
                 self.next_join = now;

@@ -9,12 +9,20 @@ use std::time::Duration;
 
 impl Simulation {
     /// How long the cluster has been free of faults; `None` while one is in force
-    /// (a partition, a stall) or agents are still booting.
+    /// (a partition, a stall) or agents are still booting. A stall counts until it
+    /// ends: a host that resumes comes back with stale views, as from a fault.
     fn quiet_for(&self, paused: &[bool]) -> Option<Duration> {
         if self.network.is_partitioned() || paused.contains(&true) {
             return None;
         }
-        let quiet_since = self.last_fault.unwrap_or(Time::ZERO) + self.config.boot_spread;
+        let resumed = self
+            .hosts
+            .iter()
+            .map(|h| h.paused_until)
+            .filter(|t| *t <= self.now)
+            .max();
+        let last = self.last_fault.max(resumed).unwrap_or(Time::ZERO);
+        let quiet_since = last + self.config.boot_spread;
         (self.now >= quiet_since).then(|| self.now.saturating_since(quiet_since))
     }
 

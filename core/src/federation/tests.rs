@@ -1,0 +1,234 @@
+//! Protocol-level tests: a few agents wired together by hand, with the test choosing
+//! which message arrives when, so that a race found by the simulator replays exactly.
+
+use super::{FedBody, FedOutput, Federation, FederationConfig};
+use crate::ids::NodeId;
+use crate::time::Time;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, VecDeque};
+
+/// A message in flight.
+type Msg = (NodeId, NodeId, FedBody);
+
+/// Agents and the messages between them, delivered in the order the test says.
+struct Net {
+    agents: BTreeMap<NodeId, Federation>,
+    in_flight: VecDeque<Msg>,
+    now: Time,
+}
+
+impl Net {
+    fn new(nodes: u32, config: &FederationConfig) -> Self {
+        let agents = (0..nodes)
+            .map(|i| {
+                let rng = ChaCha8Rng::seed_from_u64(u64::from(i));
+                (NodeId(i), Federation::new(NodeId(i), config.clone(), rng))
+            })
+            .collect();
+        Net {
+            agents,
+            in_flight: VecDeque::new(),
+            now: Time::from_secs(1),
+        }
+    }
+
+    /// Hands `body` to `to` as if `from` had sent it, and queues what it answers.
+    fn deliver(&mut self, (from, to, body): Msg) {
+        let agent = self.agents.get_mut(&to).expect("a known agent");
+        agent.handle_message(self.now, from, body);
+        self.flush_outputs(to);
+    }
+
+    /// Queues what `node` sends after a call other than `deliver`.
+    fn flush_outputs(&mut self, node: NodeId) {
+        let agent = self.agents.get_mut(&node).expect("a known agent");
+        while let Some(out) = agent.poll_output() {
+            if let FedOutput::Send(dest, body) = out {
+                self.in_flight.push_back((node, dest, body));
+            }
+        }
+    }
+
+    /// Delivers every message in flight, and every answer, in order, except those
+    /// `hold` picks: those are returned, not delivered.
+    fn settle(&mut self, hold: impl Fn(&Msg) -> bool) -> Vec<Msg> {
+        let mut held = Vec::new();
+        while let Some(msg) = self.in_flight.pop_front() {
+            if hold(&msg) {
+                held.push(msg);
+            } else {
+                self.deliver(msg);
+            }
+        }
+        held
+    }
+
+    /// `joiner` asks `to` for a level-0 seat, and everything that follows is delivered.
+    fn join(&mut self, joiner: u32, to: u32) {
+        let attach = FedBody::Attach {
+            joiner: NodeId(joiner),
+            level: 0,
+            hops: 0,
+        };
+        self.deliver((NodeId(joiner), NodeId(to), attach));
+        assert!(self.settle(|_| false).is_empty());
+    }
+
+    /// Every agent below `n{upto}` follows a level-0 leader that lists it.
+    fn level_0_agrees(&self, upto: u32) -> Result<(), String> {
+        for (id, agent) in self.agents.range(..NodeId(upto)) {
+            let Some(seat) = agent.seats().first() else {
+                return Err(format!("{id} is in no level-0 group"));
+            };
+            let leader = seat.view().leader;
+            let listed = self.agents[&leader]
+                .seats()
+                .first()
+                .is_some_and(|s| s.view().leader == leader && s.view().contains(*id));
+            if !listed {
+                return Err(format!("{id} follows {leader}, which does not list it"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_view(msg: &Msg, from: u32, to: u32) -> bool {
+    matches!(msg, (f, t, FedBody::View(_)) if *f == NodeId(from) && *t == NodeId(to))
+}
+
+/// Regression (the discovery property test, seed 8834910547553055469): a split hands
+/// the new half to its leader and its members at once, and the new leader pushes its
+/// view again at once. When that push overtakes the hand-over, the member must not
+/// answer it with `Leave`: the new leader would expel it, then the hand-over would
+/// make it follow a leader that no longer lists it, and its next beat would leave it
+/// in no group at all.
+#[test]
+fn a_split_keeps_a_member_whose_new_leader_speaks_before_the_hand_over() {
+    let config = FederationConfig {
+        min_group: 2,
+        max_group: 5,
+        ..FederationConfig::default()
+    };
+    let mut net = Net::new(6, &config);
+    for joiner in 1..5 {
+        net.join(joiner, 0);
+    }
+    net.level_0_agrees(5).expect("one group of five");
+    // n5 makes six: n0 keeps n0..n2 and hands n3..n5 to n3. Its hand-over to n4 is late.
+    net.deliver((
+        NodeId(5),
+        NodeId(0),
+        FedBody::Attach {
+            joiner: NodeId(5),
+            level: 0,
+            hops: 0,
+        },
+    ));
+    let late = net.settle(|msg| is_view(msg, 0, 4));
+    assert_eq!(late.len(), 1, "the hand-over to n4 is held back");
+    let n4 = &net.agents[&NodeId(4)];
+    assert_eq!(
+        n4.seats()[0].view().leader,
+        NodeId(0),
+        "n4 has heard n3's view but still follows n0"
+    );
+    for msg in late {
+        net.deliver(msg);
+    }
+    net.settle(|_| false);
+    net.level_0_agrees(6).expect("n4 is in n3's group");
+    assert_eq!(
+        net.agents[&NodeId(3)].seats()[0].view().members,
+        vec![NodeId(3), NodeId(4), NodeId(5)]
+    );
+}
+
+/// The deferred answer still comes: a fellow member that claims this agent without a
+/// hand-over from its leader is told `Leave` at its next `LeaderBeat`.
+#[test]
+fn a_fellow_members_claim_without_a_hand_over_is_refused_at_its_next_beat() {
+    let config = FederationConfig {
+        min_group: 2,
+        max_group: 5,
+        ..FederationConfig::default()
+    };
+    let mut net = Net::new(5, &config);
+    for joiner in 1..5 {
+        net.join(joiner, 0);
+    }
+    // n3 claims n3 and n4 as its own group (as an heir that took over too early would).
+    let epoch = net.agents[&NodeId(0)].seats()[0].view().epoch + 1;
+    let claim = super::View::of(0, epoch, vec![NodeId(3), NodeId(4)], Vec::new()).unwrap();
+    net.deliver((NodeId(3), NodeId(4), FedBody::View(claim)));
+    let answers = net.settle(|_| true);
+    assert!(answers.is_empty(), "no answer yet: {answers:?}");
+    net.deliver((
+        NodeId(3),
+        NodeId(4),
+        FedBody::LeaderBeat { level: 0, epoch },
+    ));
+    let answers = net.settle(|_| true);
+    assert_eq!(
+        answers,
+        vec![(NodeId(4), NodeId(3), FedBody::Leave { level: 0 })]
+    );
+    assert_eq!(net.agents[&NodeId(4)].seats()[0].view().leader, NodeId(0));
+}
+
+/// Regression (the discovery property test, seed 1254773453019837666): a member removed
+/// while it was stalled comes back to find its leader dead and the heir already in
+/// charge of a group without it. The heirs it probes must not count as heirs about to
+/// take it over (it would wait `remove_periods` more periods, one per heir, and then
+/// found a group from its stale view): the heir that leads says `Leave`, and the member
+/// rejoins at once.
+#[test]
+fn a_member_the_heir_took_over_without_learns_it_from_its_probe() {
+    let config = FederationConfig {
+        min_group: 2,
+        max_group: 5,
+        ..FederationConfig::default()
+    };
+    let mut net = Net::new(5, &config);
+    for agent in net.agents.values_mut() {
+        agent.boot(net.now);
+    }
+    for joiner in 1..5 {
+        net.join(joiner, 0);
+    }
+    let epoch = net.agents[&NodeId(4)].seats()[0].view().epoch;
+    // n4 stalls and n0 removes it (a `Leave` stands in for the silence), then n0 dies.
+    net.deliver((NodeId(4), NodeId(0), FedBody::Leave { level: 0 }));
+    net.settle(|_| false);
+    let to_n0 = |msg: &Msg| msg.1 == NodeId(0);
+    // n1, the first heir, takes over once n0 has been silent for `remove_periods`.
+    net.now = Time::from_millis(2_300);
+    net.agents
+        .get_mut(&NodeId(1))
+        .unwrap()
+        .handle_timeout(net.now);
+    net.flush_outputs(NodeId(1));
+    net.settle(to_n0);
+    let n1 = net.agents[&NodeId(1)].seats()[0].view();
+    assert_eq!((n1.leader, n1.members.len()), (NodeId(1), 3), "{n1:?}");
+    // n4 comes back to a `LeaderBeat` n0 sent while n4 was stalled, and suspects n0 later.
+    net.deliver((
+        NodeId(0),
+        NodeId(4),
+        FedBody::LeaderBeat { level: 0, epoch },
+    ));
+    net.settle(to_n0);
+    net.now = Time::from_millis(3_000);
+    net.agents
+        .get_mut(&NodeId(4))
+        .unwrap()
+        .handle_timeout(net.now);
+    net.flush_outputs(NodeId(4));
+    net.settle(to_n0);
+    assert!(
+        net.agents[&NodeId(4)].seats().is_empty(),
+        "n4 knows it is out: {:?}",
+        net.agents[&NodeId(4)].seats()[0].view()
+    );
+}
