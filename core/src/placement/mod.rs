@@ -270,6 +270,9 @@ pub struct Placement {
     ledger: ledger::Ledger,
     presence: presence::Presence,
     timers: BTreeSet<(Time, Timer)>,
+    /// The first of `timers` (`NEVER` if none): the agent asks for it after every
+    /// call, and a tree of thousands of timers is slow to descend.
+    next_timer: Time,
     outbox: VecDeque<PlacementOutput>,
 }
 
@@ -291,6 +294,7 @@ impl Placement {
             ledger: ledger::Ledger::default(),
             presence: presence::Presence::default(),
             timers: BTreeSet::new(),
+            next_timer: Time::NEVER,
             outbox: VecDeque::new(),
         }
     }
@@ -509,6 +513,7 @@ impl Placement {
                 Timer::Presence(token) => self.presence_settled(now, fed, token),
             }
         }
+        self.next_timer = self.timers.first().map_or(Time::NEVER, |(t, _)| *t);
     }
 
     /// The next output, if any.
@@ -519,7 +524,7 @@ impl Placement {
     /// When [`Placement::handle_timeout`] must be called next.
     #[must_use]
     pub fn next_timeout(&self) -> Option<Time> {
-        self.timers.first().map(|(t, _)| *t)
+        (self.next_timer != Time::NEVER).then_some(self.next_timer)
     }
 
     /// Checks the service's invariants (debug builds and the simulator).
@@ -535,6 +540,7 @@ impl Placement {
 
     fn set_timer(&mut self, at: Time, timer: Timer) {
         self.timers.insert((at, timer));
+        self.next_timer = self.next_timer.min(at);
     }
 
     fn send(&mut self, to: NodeId, msg: PlacementMsg) {
