@@ -14,7 +14,8 @@ use crate::federation::Federation;
 use crate::host::{ExitStatus, HostCommand, Usage};
 use crate::ids::{NodeId, Pid, TenantId};
 use crate::time::Time;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::time::Duration;
 
 /// A reservation held for one request.
@@ -78,12 +79,44 @@ impl ProcEntry {
     }
 }
 
+/// Requests this host has finished with (confirmed or aborted), each kept for
+/// `exit_retention` so that a late or duplicated `Create` does nothing. Every key
+/// is kept equally long, so keys expire in the order they came: a queue holds them
+/// in expiry order beside a hash set for lookups (with a fixed hasher; nothing
+/// iterates the set, so its order reaches no output). A key finished twice keeps
+/// its first expiry.
+#[derive(Debug, Default)]
+pub(super) struct DoneKeys {
+    expiry: VecDeque<(Time, ReqKey)>,
+    keys: HashSet<ReqKey, BuildHasherDefault<DefaultHasher>>,
+}
+
+impl DoneKeys {
+    pub(super) fn contains(&self, key: &ReqKey) -> bool {
+        self.keys.contains(key)
+    }
+
+    /// Adds `key` until `until`, first dropping the keys expired at `now`.
+    fn insert(&mut self, now: Time, key: ReqKey, until: Time) {
+        while let Some(&(at, old)) = self.expiry.front() {
+            if at > now {
+                break;
+            }
+            self.expiry.pop_front();
+            self.keys.remove(&old);
+        }
+        if self.keys.insert(key) {
+            self.expiry.push_back((until, key));
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct HostState {
     pub(super) leases: BTreeMap<ReqKey, Lease>,
     pub(super) provisional: BTreeMap<ReqKey, Provisional>,
     /// Requests confirmed or aborted here, kept for a while against late duplicates.
-    pub(super) done: BTreeMap<ReqKey, Time>,
+    pub(super) done: DoneKeys,
     pub(super) table: BTreeMap<Pid, ProcEntry>,
     pub(super) waiters: BTreeMap<Pid, Vec<(NodeId, u64)>>,
 }
@@ -94,7 +127,7 @@ impl Placement {
         if let Some(l) = self.host.leases.get(&key) {
             return l.counts.clone();
         }
-        if self.host.done.contains_key(&key) {
+        if self.host.done.contains(&key) {
             return vec![0; shapes.len()];
         }
         // One unit of each shape in turn, starting from a shape that depends on this
@@ -161,7 +194,7 @@ impl Placement {
         items: Vec<CreateItem>,
         last: bool,
     ) -> Option<Vec<(u16, Pid)>> {
-        if self.host.done.contains_key(&key) {
+        if self.host.done.contains(&key) {
             return None;
         }
         let known = self.host.provisional.get(&key);
@@ -265,21 +298,14 @@ impl Placement {
         };
         match self.create(now, key, items, last) {
             Some(pids) => self.deliver_created(now, fed, tenant, key, pids),
-            None if self.host.done.contains_key(&key) => {}
+            None if self.host.done.contains(&key) => {}
             None => self.send(from, PlacementMsg::CreateRefused { key }),
         }
     }
 
     fn mark_done(&mut self, now: Time, key: ReqKey) {
         let until = now + self.config.exit_retention;
-        self.host.done.insert(key, until);
-        self.set_timer(until, Timer::Done(key));
-    }
-
-    pub(super) fn forget_done(&mut self, now: Time, key: ReqKey) {
-        if self.host.done.get(&key).is_some_and(|t| *t <= now) {
-            self.host.done.remove(&key);
-        }
+        self.host.done.insert(now, key, until);
     }
 
     /// The request is complete: its processes are kept.

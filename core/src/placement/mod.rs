@@ -504,10 +504,7 @@ impl Placement {
                     self.ps_due(now, fed, token);
                 }
                 Timer::Forget(pid) => self.forget(now, pid),
-                Timer::Done(key) => {
-                    self.forget_done(now, key);
-                    self.forget_completed(now, key);
-                }
+                Timer::Done(key) => self.forget_completed(now, key),
                 Timer::Ledger => self.ledger_due(now, fed),
                 Timer::LedgerFlush => self.ledger_flush_due(now, fed),
                 Timer::Presence(token) => self.presence_settled(now, fed, token),
