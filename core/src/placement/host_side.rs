@@ -14,8 +14,7 @@ use crate::federation::Federation;
 use crate::host::{ExitStatus, HostCommand, Usage};
 use crate::ids::{NodeId, Pid, TenantId};
 use crate::time::Time;
-use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, DefaultHasher};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 /// A reservation held for one request.
@@ -82,13 +81,12 @@ impl ProcEntry {
 /// Requests this host has finished with (confirmed or aborted), each kept for
 /// `exit_retention` so that a late or duplicated `Create` does nothing. Every key
 /// is kept equally long, so keys expire in the order they came: a queue holds them
-/// in expiry order beside a hash set for lookups (with a fixed hasher; nothing
-/// iterates the set, so its order reaches no output). A key finished twice keeps
-/// its first expiry.
+/// in expiry order beside a set for lookups, and no timer is needed. A key
+/// finished twice keeps its first expiry.
 #[derive(Debug, Default)]
 pub(super) struct DoneKeys {
     expiry: VecDeque<(Time, ReqKey)>,
-    keys: HashSet<ReqKey, BuildHasherDefault<DefaultHasher>>,
+    keys: BTreeSet<ReqKey>,
 }
 
 impl DoneKeys {

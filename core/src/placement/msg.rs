@@ -14,7 +14,7 @@ pub const MAX_SHAPES: usize = 48;
 pub const BATCH_BYTES: usize = 1100;
 
 /// A request, cluster-wide: its requester, the requester's life, and a sequence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ReqKey {
     /// The agent that placed the request.
     pub requester: NodeId,
