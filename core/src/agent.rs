@@ -58,6 +58,9 @@ pub enum AgentConfigError {
     /// Two federation instances share a number.
     #[error("two federation instances are numbered {0}")]
     DuplicateInstance(u8),
+    /// A host would hold back `Created` for longer than the requester waits for it.
+    #[error("placement: presence_timeout must be shorter than create_timeout")]
+    PresenceTimeout,
 }
 
 impl AgentConfig {
@@ -69,6 +72,9 @@ impl AgentConfig {
             if !seen.insert(f.instance) {
                 return Err(AgentConfigError::DuplicateInstance(f.instance));
             }
+        }
+        if self.placement.presence_timeout >= self.placement.create_timeout {
+            return Err(AgentConfigError::PresenceTimeout);
         }
         Ok(())
     }
@@ -556,6 +562,14 @@ mod tests {
             7,
             Time::ZERO,
         )
+    }
+
+    #[test]
+    fn a_presence_timeout_past_the_create_timeout_is_refused() {
+        let mut config = AgentConfig::default();
+        assert_eq!(config.validate(), Ok(()));
+        config.placement.presence_timeout = config.placement.create_timeout;
+        assert_eq!(config.validate(), Err(AgentConfigError::PresenceTimeout));
     }
 
     #[test]

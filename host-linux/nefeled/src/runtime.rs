@@ -63,6 +63,8 @@ impl RuntimeConfig {
                 offer_timeout: Duration::from_millis(50),
                 escalate_timeout: Duration::from_millis(100),
                 create_timeout: Duration::from_secs(2),
+                gang_patience: Duration::from_secs(3),
+                presence_timeout: Duration::from_millis(500),
                 confirm_timeout: Duration::from_secs(2),
                 op_timeout: Duration::from_secs(1),
                 ps_timeout: Duration::from_secs(2),
