@@ -690,3 +690,63 @@ fn calls_from_outside_a_crashed_hosts_group_end_lost() {
     };
     assert_eq!(info.state, ProcState::Lost);
 }
+
+/// Random spawns of a few tenants from random hosts of a random cluster, each
+/// followed at once by a `ps` of a random tenant from a random host: the listing is
+/// exactly what that tenant has spawned so far (the processes run for ten minutes),
+/// whatever subtrees the index lets the walk skip.
+fn ps_matches_spawns(seed: u64, nodes: u32, steps: usize) -> Result<(), TestCaseError> {
+    let mut sim = booted(cluster(nodes, seed));
+    let mut rng = seed;
+    let mut next = move |n: u64| {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) % n
+    };
+    let mut spawned: BTreeMap<TenantId, BTreeSet<Pid>> = BTreeMap::new();
+    for step in 0..steps {
+        let tenant = TenantId(next(6) as u32);
+        let call = ApiCall::NSpawn {
+            tenant,
+            n: 1 + next(4) as u32,
+            spec: proc(100, 600_000, step as u64),
+        };
+        let host = next(u64::from(nodes)) as u32;
+        let pids = pids(ask_at_once(&mut sim, host, call, 200));
+        spawned.entry(tenant).or_default().extend(pids);
+        let tenant = TenantId(next(6) as u32);
+        let asker = next(u64::from(nodes)) as u32;
+        let r = ask_at_once(&mut sim, asker, ApiCall::Ps { tenant }, 1500);
+        let ApiReply::Ps(ps) = r else {
+            return Err(TestCaseError::fail(format!("seed {seed}: {r:?}")));
+        };
+        let listed: BTreeSet<Pid> = ps.processes.iter().map(|p| p.pid).collect();
+        let want = spawned.get(&tenant).cloned().unwrap_or_default();
+        prop_assert_eq!(
+            &listed,
+            &want,
+            "seed {}, {} nodes, step {}: ps({}) from {}",
+            seed,
+            nodes,
+            step,
+            tenant,
+            asker
+        );
+        prop_assert_eq!(ps.unanswered, 0, "seed {}", seed);
+        // Let beats run now and then, so that pins expire and summaries take over.
+        if next(4) == 0 {
+            let later = sim.now() + Duration::from_millis(300 + next(3000));
+            sim.run_until(later);
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: nefele_sim_tests::proptest_cases(8), failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn ps_lists_every_spawned_process_of_its_tenant(seed in 0u64..1_000_000, nodes in 30u32..150) {
+        ps_matches_spawns(seed, nodes, 25)?;
+    }
+}
