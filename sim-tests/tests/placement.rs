@@ -63,6 +63,14 @@ fn ask(sim: &mut Simulation, node: u32, call: ApiCall, ms: u64) -> (ApiReply, Du
     (reply, t.saturating_since(at))
 }
 
+/// The pids a `ps` reply lists, and how many agents it left unanswered.
+fn listing(reply: ApiReply) -> (BTreeSet<Pid>, u32) {
+    match reply {
+        ApiReply::Ps(ps) => (ps.processes.iter().map(|p| p.pid).collect(), ps.unanswered),
+        other => panic!("expected a ps listing, got {other:?}"),
+    }
+}
+
 fn pids(reply: ApiReply) -> Vec<Pid> {
     match reply {
         ApiReply::Spawned(Ok(p)) => p,
@@ -215,9 +223,8 @@ fn a_gang_of_1000_commits_within_one_second() {
         },
         1000,
     );
-    let ApiReply::Ps(ps) = r else { panic!("{r:?}") };
-    assert_eq!(ps.unanswered, 0);
-    let listed: BTreeSet<Pid> = ps.processes.iter().map(|p| p.pid).collect();
+    let (listed, unanswered) = listing(r);
+    assert_eq!(unanswered, 0);
     assert_eq!(listed, p.iter().copied().collect());
     assert!(latency <= Duration::from_secs(1), "ps took {latency:?}");
     assert_eq!(sim.invariants().violations, 0, "{:?}", sim.invariants());
@@ -512,9 +519,8 @@ fn ps_reaches_every_subtree_of_the_tree() {
         },
         1000,
     );
-    let ApiReply::Ps(ps) = r else { panic!("{r:?}") };
-    assert_eq!(ps.unanswered, 0);
-    let listed: BTreeSet<Pid> = ps.processes.iter().map(|p| p.pid).collect();
+    let (listed, unanswered) = listing(r);
+    assert_eq!(unanswered, 0);
     assert_eq!(listed, all);
 }
 
@@ -564,9 +570,8 @@ fn ps_visits_only_the_subtrees_that_hold_the_tenant() {
         1000,
     );
     sim.finish_trace().unwrap();
-    let ApiReply::Ps(ps) = r else { panic!("{r:?}") };
-    assert_eq!(ps.unanswered, 0);
-    let listed: BTreeSet<Pid> = ps.processes.iter().map(|p| p.pid).collect();
+    let (listed, unanswered) = listing(r);
+    assert_eq!(unanswered, 0);
     assert_eq!(listed, mine);
     let text = std::fs::read_to_string(trace.path()).unwrap();
     let delivered = |kind: &str| {
@@ -609,13 +614,12 @@ fn a_process_is_listed_by_ps_as_soon_as_its_spawn_returns() {
             .collect();
         let asker = (host + 75) % 150;
         let r = ask_at_once(&mut sim, asker, ApiCall::Ps { tenant }, 1000);
-        let ApiReply::Ps(ps) = r else { panic!("{r:?}") };
-        let listed: BTreeSet<Pid> = ps.processes.iter().map(|p| p.pid).collect();
+        let (listed, unanswered) = listing(r);
         assert_eq!(
             listed, spawned,
             "tenant {tenant} spawned on {host}, ps from {asker}"
         );
-        assert_eq!(ps.unanswered, 0);
+        assert_eq!(unanswered, 0);
     }
 }
 

@@ -33,6 +33,34 @@ impl Net {
         }
     }
 
+    /// `nodes` agents (groups of 2 to 5) where n1..n4 have joined n0, booted first
+    /// (their timers armed) if `boot`.
+    fn group_of_five(nodes: u32, boot: bool) -> Self {
+        let config = FederationConfig {
+            min_group: 2,
+            max_group: 5,
+            ..FederationConfig::default()
+        };
+        let mut net = Net::new(nodes, &config);
+        if boot {
+            for agent in net.agents.values_mut() {
+                agent.boot(net.now);
+            }
+        }
+        for joiner in 1..5 {
+            net.join(joiner, 0);
+        }
+        net
+    }
+
+    /// Moves the clock to `at`, fires `node`'s timers there and queues what it sends.
+    fn tick(&mut self, node: u32, at: Time) {
+        self.now = at;
+        let agent = self.agents.get_mut(&NodeId(node)).expect("a known agent");
+        agent.handle_timeout(at);
+        self.flush_outputs(NodeId(node));
+    }
+
     /// Hands `body` to `to` as if `from` had sent it, and queues what it answers.
     fn deliver(&mut self, (from, to, body): Msg) {
         let agent = self.agents.get_mut(&to).expect("a known agent");
@@ -106,15 +134,7 @@ fn is_view(msg: &Msg, from: u32, to: u32) -> bool {
 /// in no group at all.
 #[test]
 fn a_split_keeps_a_member_whose_new_leader_speaks_before_the_hand_over() {
-    let config = FederationConfig {
-        min_group: 2,
-        max_group: 5,
-        ..FederationConfig::default()
-    };
-    let mut net = Net::new(6, &config);
-    for joiner in 1..5 {
-        net.join(joiner, 0);
-    }
+    let mut net = Net::group_of_five(6, false);
     net.level_0_agrees(5).expect("one group of five");
     // n5 makes six: n0 keeps n0..n2 and hands n3..n5 to n3. Its hand-over to n4 is late.
     net.deliver((
@@ -149,15 +169,7 @@ fn a_split_keeps_a_member_whose_new_leader_speaks_before_the_hand_over() {
 /// hand-over from its leader is told `Leave` at its next `LeaderBeat`.
 #[test]
 fn a_fellow_members_claim_without_a_hand_over_is_refused_at_its_next_beat() {
-    let config = FederationConfig {
-        min_group: 2,
-        max_group: 5,
-        ..FederationConfig::default()
-    };
-    let mut net = Net::new(5, &config);
-    for joiner in 1..5 {
-        net.join(joiner, 0);
-    }
+    let mut net = Net::group_of_five(5, false);
     // n3 claims n3 and n4 as its own group (as an heir that took over too early would).
     let epoch = net.agents[&NodeId(0)].seats()[0].view().epoch + 1;
     let claim = super::View::of(0, epoch, vec![NodeId(3), NodeId(4)], Vec::new()).unwrap();
@@ -185,30 +197,14 @@ fn a_fellow_members_claim_without_a_hand_over_is_refused_at_its_next_beat() {
 /// rejoins at once.
 #[test]
 fn a_member_the_heir_took_over_without_learns_it_from_its_probe() {
-    let config = FederationConfig {
-        min_group: 2,
-        max_group: 5,
-        ..FederationConfig::default()
-    };
-    let mut net = Net::new(5, &config);
-    for agent in net.agents.values_mut() {
-        agent.boot(net.now);
-    }
-    for joiner in 1..5 {
-        net.join(joiner, 0);
-    }
+    let mut net = Net::group_of_five(5, true);
     let epoch = net.agents[&NodeId(4)].seats()[0].view().epoch;
     // n4 stalls and n0 removes it (a `Leave` stands in for the silence), then n0 dies.
     net.deliver((NodeId(4), NodeId(0), FedBody::Leave { level: 0 }));
     net.settle(|_| false);
     let to_n0 = |msg: &Msg| msg.1 == NodeId(0);
     // n1, the first heir, takes over once n0 has been silent for `remove_periods`.
-    net.now = Time::from_millis(2_300);
-    net.agents
-        .get_mut(&NodeId(1))
-        .unwrap()
-        .handle_timeout(net.now);
-    net.flush_outputs(NodeId(1));
+    net.tick(1, Time::from_millis(2_300));
     net.settle(to_n0);
     let n1 = net.agents[&NodeId(1)].seats()[0].view();
     assert_eq!((n1.leader, n1.members.len()), (NodeId(1), 3), "{n1:?}");
@@ -219,12 +215,7 @@ fn a_member_the_heir_took_over_without_learns_it_from_its_probe() {
         FedBody::LeaderBeat { level: 0, epoch },
     ));
     net.settle(to_n0);
-    net.now = Time::from_millis(3_000);
-    net.agents
-        .get_mut(&NodeId(4))
-        .unwrap()
-        .handle_timeout(net.now);
-    net.flush_outputs(NodeId(4));
+    net.tick(4, Time::from_millis(3_000));
     net.settle(to_n0);
     assert!(
         net.agents[&NodeId(4)].seats().is_empty(),

@@ -252,11 +252,7 @@ impl Placement {
                 .entry((level, from))
                 .or_default()
                 .insert(tenant, until);
-            let l = usize::from(level);
-            if self.presence.pinned.len() <= l {
-                self.presence.pinned.resize(l + 1, TenantFilter::default());
-            }
-            self.presence.pinned[l].insert(tenant);
+            add_pinned(&mut self.presence.pinned, level, tenant);
             self.register(
                 now,
                 fed,
@@ -329,14 +325,19 @@ impl Placement {
         p.pins.retain(|_, pins| !pins.is_empty());
         let mut pinned: Vec<TenantFilter> = Vec::new();
         for ((level, _), pins) in &p.pins {
-            let l = usize::from(*level);
-            if pinned.len() <= l {
-                pinned.resize(l + 1, TenantFilter::default());
-            }
             for t in pins.keys() {
-                pinned[l].insert(*t);
+                add_pinned(&mut pinned, *level, *t);
             }
         }
         p.pinned = pinned;
     }
+}
+
+/// Counts `tenant` in the pinned filter of `level`.
+fn add_pinned(pinned: &mut Vec<TenantFilter>, level: u8, tenant: TenantId) {
+    let l = usize::from(level);
+    if pinned.len() <= l {
+        pinned.resize(l + 1, TenantFilter::default());
+    }
+    pinned[l].insert(tenant);
 }
