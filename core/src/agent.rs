@@ -1,8 +1,21 @@
-//! The agent: one per server, composing the services and routing between them.
+//! The agent: one per server, a router between its services.
 //!
-//! [`Agent`] is the single entry point of the core (DESIGN.md §3). It owns no
-//! socket, thread or clock; the driver (the simulator, or `nefeled`) feeds it
-//! inputs with the current time and carries its outputs out.
+//! [`Agent`] is the single entry point of the core. It owns no socket, thread
+//! or clock; the driver (the simulator, or `nefeled`) feeds it inputs with the
+//! current time and carries its outputs out.
+//!
+//! What it routes:
+//! - discovery's neighbour list into every federation instance;
+//! - every other wire message to its service (the registry in
+//!   [`crate::service::registry`] lists them), with a [`Context`] whose
+//!   [`TreeView`] shows the federation instance that service rides;
+//! - host events and what services did ([`ServiceEvent`]) to every service, in
+//!   registry order; federation removals and changes of this agent's level-0
+//!   group become events too;
+//! - each service's summary part into the beats of the instance it rides;
+//! - API calls to the service that owns them.
+//!
+//! Adding a service touches nothing here: see [`crate::service`].
 //!
 //! Invariants kept here: outputs leave in the order the services produced them;
 //! every message sent carries this agent's id and incarnation; a message from
@@ -13,13 +26,17 @@ use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryOutput};
 use crate::federation::{
     FedMsg, FedNotice, FedOutput, Federation, FederationConfig, FederationConfigError,
 };
-use crate::host::{ExitStatus, HostCommand, HostEvent, HostResources, ProcSpec, Signal};
-use crate::ids::{Incarnation, NodeId, Pid, TenantId};
-use crate::placement::api::{InfoError, KillError, ProcInfo, PsReply, SpawnError, WaitError};
-use crate::placement::msg::PidOp;
-use crate::placement::{Placement, PlacementConfig, PlacementOutput, SpawnKind};
+use crate::host::{HostCommand, HostEvent, HostResources};
+use crate::ids::{Incarnation, NodeId};
+use crate::placement::Placement;
+use crate::service::registry::Services;
+use crate::service::{
+    Context, Payload, ServiceConfigError, ServiceEvent, ServiceNotice, ServiceOutput,
+    ServicesConfig, TreeView,
+};
 use crate::time::Time;
 use crate::wire::{Envelope, Message};
+pub use nefele_api::calls::{ApiCall, ApiReply, RequestId};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -34,9 +51,10 @@ pub struct AgentConfig {
     /// placement with groups of 4..16, another with groups of 16..32). Instance
     /// numbers must be distinct.
     pub federations: Vec<FederationConfig>,
-    /// Placement and the namespace. They use the first federation instance.
-    #[serde(default)]
-    pub placement: PlacementConfig,
+    /// The services that ride the tree, one section each (`placement`, …); each
+    /// names the federation instance it rides.
+    #[serde(flatten)]
+    pub services: ServicesConfig,
 }
 
 impl Default for AgentConfig {
@@ -44,7 +62,7 @@ impl Default for AgentConfig {
         AgentConfig {
             discovery: DiscoveryConfig::default(),
             federations: vec![FederationConfig::default()],
-            placement: PlacementConfig::default(),
+            services: ServicesConfig::default(),
         }
     }
 }
@@ -58,9 +76,9 @@ pub enum AgentConfigError {
     /// Two federation instances share a number.
     #[error("two federation instances are numbered {0}")]
     DuplicateInstance(u8),
-    /// A host would hold back `Created` for longer than the requester waits for it.
-    #[error("placement: presence_timeout must be shorter than create_timeout")]
-    PresenceTimeout,
+    /// A service is misconfigured.
+    #[error(transparent)]
+    Service(#[from] ServiceConfigError),
 }
 
 impl AgentConfig {
@@ -73,9 +91,7 @@ impl AgentConfig {
                 return Err(AgentConfigError::DuplicateInstance(f.instance));
             }
         }
-        if self.placement.presence_timeout >= self.placement.create_timeout {
-            return Err(AgentConfigError::PresenceTimeout);
-        }
+        self.services.validate()?;
         Ok(())
     }
 }
@@ -87,85 +103,6 @@ pub struct Identity {
     pub node: NodeId,
     /// Bumped by the host on every start, before the agent mints anything.
     pub incarnation: Incarnation,
-}
-
-/// A local client's request id, chosen by the driver to match replies to calls.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct RequestId(pub u64);
-
-/// A call from a local client.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ApiCall {
-    /// The agents this agent currently sees in its broadcast domain.
-    Neighbours,
-    /// Start one process.
-    Spawn {
-        /// The caller's tenant.
-        tenant: TenantId,
-        /// What to run.
-        spec: ProcSpec,
-    },
-    /// Start `n` identical processes, atomically.
-    NSpawn {
-        /// The caller's tenant.
-        tenant: TenantId,
-        /// How many.
-        n: u32,
-        /// What to run.
-        spec: ProcSpec,
-    },
-    /// Start different processes, atomically.
-    CSpawn {
-        /// The caller's tenant.
-        tenant: TenantId,
-        /// What to run.
-        specs: Vec<ProcSpec>,
-    },
-    /// Deliver a signal to a process.
-    Kill {
-        /// The caller's tenant.
-        tenant: TenantId,
-        /// The process.
-        pid: Pid,
-        /// What to deliver.
-        signal: Signal,
-    },
-    /// A process's entry.
-    Info {
-        /// The caller's tenant.
-        tenant: TenantId,
-        /// The process.
-        pid: Pid,
-    },
-    /// The tenant's processes (those of this agent's level-0 group, for now).
-    Ps {
-        /// The caller's tenant.
-        tenant: TenantId,
-    },
-    /// Answer when a process exits.
-    Wait {
-        /// The caller's tenant.
-        tenant: TenantId,
-        /// The process.
-        pid: Pid,
-    },
-}
-
-/// The answer to an [`ApiCall`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ApiReply {
-    /// The live neighbours, in id order, with their incarnations.
-    Neighbours(Vec<(NodeId, Incarnation)>),
-    /// To `Spawn`, `NSpawn` and `CSpawn`: every pid, in the order of the specs.
-    Spawned(Result<Vec<Pid>, SpawnError>),
-    /// To `Kill`.
-    Killed(Result<(), KillError>),
-    /// To `Info`.
-    Info(Result<ProcInfo, InfoError>),
-    /// To `Wait`: how the process ended.
-    Waited(Result<ExitStatus, WaitError>),
-    /// To `Ps`.
-    Ps(PsReply),
 }
 
 /// Something that happened to the agent.
@@ -224,13 +161,8 @@ pub enum Notice {
         /// What it noticed.
         notice: FedNotice,
     },
-    /// A spawn request was placed.
-    Placed {
-        /// Its processes.
-        processes: u32,
-        /// Whether all landed in the requester's level-0 group.
-        local: bool,
-    },
+    /// A service noticed something.
+    Service(ServiceNotice),
 }
 
 /// One Nefele agent.
@@ -250,10 +182,33 @@ pub struct Agent {
     discovery: Discovery,
     neighbours_seen: u64,
     federations: Vec<Federation>,
-    placement: Placement,
+    /// Per federation instance: this agent's level-0 group as last seen (leader and
+    /// epoch), to tell the services when it changes.
+    groups_seen: Vec<Option<(NodeId, u64)>>,
+    services: Services,
+    /// Events waiting to be routed to every service.
+    events: VecDeque<ServiceEvent>,
     outputs: VecDeque<Output>,
     /// The earliest deadline of all services, refreshed at the end of every call.
     next_deadline: Option<Time>,
+}
+
+/// The context of a service riding `instance`: a read-only view of that instance
+/// (an empty one if this agent does not run it).
+fn context(identity: Identity, federations: &[Federation], instance: u8) -> Context<'_> {
+    let fed = federations.iter().find(|f| f.config().instance == instance);
+    Context {
+        me: identity,
+        tree: TreeView::new(identity.node, fed),
+    }
+}
+
+fn envelope(identity: Identity, body: Message) -> Envelope {
+    Envelope {
+        from: identity.node,
+        incarnation: identity.incarnation,
+        body,
+    }
 }
 
 impl Agent {
@@ -263,11 +218,14 @@ impl Agent {
     pub fn new(config: AgentConfig, identity: Identity, seed: u64, now: Time) -> Self {
         let mut root = ChaCha8Rng::seed_from_u64(seed);
         let discovery_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
-        let placement = Placement::new(identity.node, identity.incarnation, config.placement);
-        let federations = config
+        let federations: Vec<Federation> = config
             .federations
             .into_iter()
-            .map(|f| Federation::new(identity.node, f, ChaCha8Rng::seed_from_u64(root.next_u64())))
+            .map(|f| {
+                let unknown = Payload::unknown(&config.services, f.instance);
+                let rng = ChaCha8Rng::seed_from_u64(root.next_u64());
+                Federation::new(identity.node, f, rng, unknown)
+            })
             .collect();
         let mut agent = Agent {
             identity,
@@ -275,8 +233,10 @@ impl Agent {
             resources: HostResources::default(),
             discovery: Discovery::new(identity.node, config.discovery, discovery_rng),
             neighbours_seen: 0,
+            groups_seen: vec![None; federations.len()],
             federations,
-            placement,
+            services: Services::new(identity, config.services, seed),
+            events: VecDeque::new(),
             outputs: VecDeque::new(),
             next_deadline: None,
         };
@@ -286,6 +246,7 @@ impl Agent {
         }
         agent.route_discovery();
         agent.route_federations();
+        agent.route_services(now);
         agent.end_of_call();
         agent
     }
@@ -297,6 +258,7 @@ impl Agent {
             f.leave(now);
         }
         self.route_federations();
+        self.route_services(now);
         self.end_of_call();
     }
 
@@ -306,24 +268,36 @@ impl Agent {
         self.last_now = self.last_now.max(now);
         match input {
             Input::Message(envelope) => self.handle_message(now, envelope),
-            Input::Timeout => {
-                self.discovery.handle_timeout(now);
-                self.route_discovery();
-                for f in &mut self.federations {
-                    if f.next_timeout().is_some_and(|t| t <= now) {
-                        f.handle_timeout(now);
-                    }
+            Input::Timeout => self.handle_timeout(now),
+            Input::Host(event) => {
+                if let HostEvent::Resources(resources) = &event {
+                    self.resources = resources.clone();
                 }
-                self.route_federations();
-                if self.placement.next_timeout().is_some_and(|t| t <= now) {
-                    self.placement.handle_timeout(now, self.federations.first());
-                }
+                self.events.push_back(ServiceEvent::Host(event));
             }
-            Input::Host(event) => self.handle_host(now, event),
             Input::Api { request, call } => self.handle_api(now, request, call),
         }
-        self.route_placement();
+        self.route_services(now);
         self.end_of_call();
+    }
+
+    fn handle_timeout(&mut self, now: Time) {
+        self.discovery.handle_timeout(now);
+        self.route_discovery();
+        for f in &mut self.federations {
+            if f.next_timeout().is_some_and(|t| t <= now) {
+                f.handle_timeout(now);
+            }
+        }
+        self.route_federations();
+        // What the federation just did (removals) reaches the services before their timers.
+        self.route_services(now);
+        let (identity, federations) = (self.identity, &self.federations);
+        self.services.for_each(|s| {
+            if s.next_timeout().is_some_and(|t| t <= now) {
+                s.handle_timeout(now, &context(identity, federations, s.instance()));
+            }
+        });
     }
 
     fn handle_message(&mut self, now: Time, envelope: Envelope) {
@@ -348,83 +322,82 @@ impl Agent {
                     self.route_federations();
                 }
             }
-            Message::Placement(msg) => {
-                self.placement
-                    .handle_message(now, self.federations.first(), from, msg);
+            service_msg => {
+                let (identity, federations) = (self.identity, &self.federations);
+                self.services.deliver(now, from, service_msg, |instance| {
+                    context(identity, federations, instance)
+                });
             }
         }
-    }
-
-    fn handle_host(&mut self, now: Time, event: HostEvent) {
-        // Placement keeps its own account of what its processes commit; the summary the
-        // federation carries up is what placement has neither committed nor reserved.
-        if let HostEvent::Resources(resources) = &event {
-            self.resources = resources.clone();
-        }
-        self.placement.handle_host(now, event);
     }
 
     fn handle_api(&mut self, now: Time, request: RequestId, call: ApiCall) {
-        let fed = self.federations.first();
-        let p = &mut self.placement;
-        match call {
-            ApiCall::Neighbours => {
-                let reply = ApiReply::Neighbours(
-                    self.discovery
-                        .neighbours()
-                        .map(|(id, n)| (id, n.incarnation))
-                        .collect(),
-                );
-                self.outputs.push_back(Output::ApiReply { request, reply });
-            }
-            ApiCall::Spawn { tenant, spec } => {
-                p.handle_spawn(now, fed, request, tenant, SpawnKind::Spawn(spec));
-            }
-            ApiCall::NSpawn { tenant, n, spec } => {
-                p.handle_spawn(now, fed, request, tenant, SpawnKind::NSpawn(n, spec));
-            }
-            ApiCall::CSpawn { tenant, specs } => {
-                p.handle_spawn(now, fed, request, tenant, SpawnKind::CSpawn(specs));
-            }
-            ApiCall::Kill {
-                tenant,
-                pid,
-                signal,
-            } => p.handle_pid_call(now, request, tenant, pid, PidOp::Kill(signal)),
-            ApiCall::Info { tenant, pid } => {
-                p.handle_pid_call(now, request, tenant, pid, PidOp::Info);
-            }
-            ApiCall::Wait { tenant, pid } => {
-                p.handle_pid_call(now, request, tenant, pid, PidOp::Wait);
-            }
-            ApiCall::Ps { tenant } => p.handle_ps(now, fed, request, tenant),
+        if call == ApiCall::Neighbours {
+            let reply = ApiReply::Neighbours(
+                self.discovery
+                    .neighbours()
+                    .map(|(id, n)| (id, n.incarnation))
+                    .collect(),
+            );
+            self.outputs.push_back(Output::ApiReply { request, reply });
+            return;
         }
+        let (identity, federations) = (self.identity, &self.federations);
+        let mut call = Some(call);
+        self.services.for_each(|s| {
+            if let Some(c) = call.take() {
+                call = s
+                    .handle_api(
+                        now,
+                        request,
+                        c,
+                        &context(identity, federations, s.instance()),
+                    )
+                    .err();
+            }
+        });
+        // Every call has an owner (a test of the registry checks it).
+        debug_assert!(call.is_none(), "no service owns {call:?}");
     }
 
-    fn route_placement(&mut self) {
-        while let Some(out) = self.placement.poll_output() {
-            let output = match out {
-                PlacementOutput::Send(to, msg) => Output::Send {
-                    to,
-                    envelope: self.envelope(Message::Placement(msg)),
-                },
-                PlacementOutput::Host(command) => Output::Host(command),
-                PlacementOutput::Reply(request, reply) => Output::ApiReply { request, reply },
-                PlacementOutput::Placed { processes, local } => {
-                    Output::Notice(Notice::Placed { processes, local })
+    /// Drains every service's outputs and routes the events they raise (and those
+    /// queued before) to every service, until nothing is left; then hands the
+    /// services' summary parts to the federation instances they ride.
+    fn route_services(&mut self, now: Time) {
+        loop {
+            let (identity, outputs, events) = (self.identity, &mut self.outputs, &mut self.events);
+            self.services.for_each(|s| {
+                while let Some(out) = s.poll_output() {
+                    let output = match out {
+                        ServiceOutput::Send(to, msg) => Output::Send {
+                            to,
+                            envelope: envelope(identity, msg),
+                        },
+                        ServiceOutput::Host(command) => Output::Host(command),
+                        ServiceOutput::Reply(request, reply) => Output::ApiReply { request, reply },
+                        ServiceOutput::Event(event) => {
+                            events.push_back(event);
+                            continue;
+                        }
+                        ServiceOutput::Notice(notice) => Output::Notice(Notice::Service(notice)),
+                    };
+                    outputs.push_back(output);
                 }
+            });
+            let Some(event) = self.events.pop_front() else {
+                break;
             };
-            self.outputs.push_back(output);
+            let federations = &self.federations;
+            self.services.for_each(|s| {
+                s.handle_event(now, &event, &context(identity, federations, s.instance()));
+            });
         }
-        let free = self.placement.free();
-        let tenants = self.placement.own_tenants();
         for f in &mut self.federations {
-            f.set_own_summary(u64::from(free.cpu_millicores), free.memory_bytes);
-            f.set_own_tenants(tenants);
-        }
-        // Placement walks the first tree: registrations are with its leaders.
-        if let Some(f) = self.federations.first_mut() {
-            f.set_registered_tenants(self.placement.registered_tenants());
+            let instance = f.config().instance;
+            f.set_own_payload(self.services.own_payload(instance));
+            for level in 0..f.seats().len() {
+                f.set_pinned(level, self.services.pinned_payload(instance, level));
+            }
         }
     }
 
@@ -432,11 +405,11 @@ impl Agent {
         while let Some(out) = self.discovery.poll_output() {
             let output = match out {
                 DiscoveryOutput::Broadcast(msg) => Output::Broadcast {
-                    envelope: self.envelope(Message::Discovery(msg)),
+                    envelope: envelope(self.identity, Message::Discovery(msg)),
                 },
                 DiscoveryOutput::Send(to, msg) => Output::Send {
                     to,
-                    envelope: self.envelope(Message::Discovery(msg)),
+                    envelope: envelope(self.identity, Message::Discovery(msg)),
                 },
             };
             self.outputs.push_back(output);
@@ -450,32 +423,39 @@ impl Agent {
         }
     }
 
+    /// Carries the federations' messages out, and turns their removals and changes
+    /// of this agent's level-0 group into events for the services.
     fn route_federations(&mut self) {
-        for i in 0..self.federations.len() {
-            let instance = self.federations[i].config().instance;
-            while let Some(out) = self.federations[i].poll_output() {
+        for (f, seen) in self.federations.iter_mut().zip(&mut self.groups_seen) {
+            let instance = f.config().instance;
+            while let Some(out) = f.poll_output() {
                 let output = match out {
                     FedOutput::Send(to, body) => Output::Send {
                         to,
-                        envelope: self.envelope(Message::Federation(FedMsg { instance, body })),
+                        envelope: envelope(
+                            self.identity,
+                            Message::Federation(FedMsg { instance, body }),
+                        ),
                     },
                     FedOutput::Notice(notice) => {
-                        if let FedNotice::Removed { node, level: 0 } = notice {
-                            self.placement.host_removed(self.federations.first(), node);
+                        if let FedNotice::Removed { node, level } = notice {
+                            self.events.push_back(ServiceEvent::HostRemoved {
+                                instance,
+                                node,
+                                level,
+                            });
                         }
                         Output::Notice(Notice::Federation { instance, notice })
                     }
                 };
                 self.outputs.push_back(output);
             }
-        }
-    }
-
-    fn envelope(&self, body: Message) -> Envelope {
-        Envelope {
-            from: self.identity.node,
-            incarnation: self.identity.incarnation,
-            body,
+            let group = f.seats().first().map(|s| (s.view().leader, s.view().epoch));
+            if group != *seen {
+                *seen = group;
+                self.events
+                    .push_back(ServiceEvent::GroupChanged { instance });
+            }
         }
     }
 
@@ -496,7 +476,7 @@ impl Agent {
             .iter()
             .filter_map(Federation::next_timeout)
             .chain(self.discovery.next_timeout())
-            .chain(self.placement.next_timeout())
+            .chain(self.services.next_timeout())
             .min();
     }
 
@@ -515,7 +495,7 @@ impl Agent {
     /// Placement and the namespace, for inspection by checkers and tests.
     #[must_use]
     pub fn placement(&self) -> &Placement {
-        &self.placement
+        &self.services.placement
     }
 
     /// Neighbour discovery, for inspection by checkers and tests.
@@ -533,7 +513,8 @@ impl Agent {
     /// Every call ends here: refresh the cached deadline, then check the invariants.
     fn end_of_call(&mut self) {
         self.refresh_deadline();
-        debug_assert!(self.placement.invariants(), "placement accounting broken");
+        debug_assert!(self.services.invariants(), "a service's invariants broke");
+        debug_assert!(self.events.is_empty(), "every event was routed");
         debug_assert!(
             self.discovery
                 .neighbours()
@@ -568,8 +549,13 @@ mod tests {
     fn a_presence_timeout_past_the_create_timeout_is_refused() {
         let mut config = AgentConfig::default();
         assert_eq!(config.validate(), Ok(()));
-        config.placement.presence_timeout = config.placement.create_timeout;
-        assert_eq!(config.validate(), Err(AgentConfigError::PresenceTimeout));
+        config.services.placement.presence_timeout = config.services.placement.create_timeout;
+        assert_eq!(
+            config.validate(),
+            Err(AgentConfigError::Service(ServiceConfigError::Placement(
+                crate::placement::PlacementConfigError::PresenceTimeout
+            )))
+        );
     }
 
     #[test]

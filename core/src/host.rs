@@ -8,73 +8,11 @@
 //! location is decided by placement, never by the caller.
 
 use crate::ids::{Pid, TenantId};
+pub use nefele_api::spec::{
+    Affinity, ExitStatus, Limits, ProcSpec, ResourcePolicy, Signal, WorkloadProfile,
+};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-
-/// What a developer asks to run. No field names a server.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct ProcSpec {
-    /// The executable, as an absolute path on the host.
-    pub path: String,
-    /// Arguments, `argv[0]` included.
-    pub argv: Vec<String>,
-    /// Environment, as `KEY=VALUE` strings.
-    pub envp: Vec<String>,
-    /// Where the process may or must run relative to others.
-    pub affinity: Vec<Affinity>,
-    /// What the process reserves and the limits it runs under.
-    pub resources: ResourcePolicy,
-    /// What the developer expects the process to use; placement refines it from history.
-    pub profile: Option<WorkloadProfile>,
-}
-
-/// A placement rule relative to other processes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Affinity {
-    /// On the same server as the other processes with this tag.
-    Together(String),
-    /// On a different server from every other process with this tag (failover).
-    Apart(String),
-    /// Across racks, as evenly as capacity allows, with the others of this tag.
-    Spread(String),
-    /// As close as the latency gradient allows to this process.
-    Near(Pid),
-}
-
-/// Reservations and limits. `None` means "fill from tenant defaults, history, then global defaults".
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct ResourcePolicy {
-    /// Reserved cpu, in millicores (1000 = one core).
-    pub cpu_millicores: Option<u32>,
-    /// Reserved memory, in bytes.
-    pub memory_bytes: Option<u64>,
-    /// Reserved accelerators (whole devices).
-    pub accelerators: Option<u32>,
-    /// Hard limits the host enforces.
-    pub limits: Limits,
-}
-
-/// Hard limits enforced by the host (cgroups on Linux). `None` means unlimited.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct Limits {
-    /// Cpu quota, in millicores.
-    pub cpu_millicores: Option<u32>,
-    /// Memory limit, in bytes; going over it gets the process OOM-killed.
-    pub memory_bytes: Option<u64>,
-    /// Maximum number of tasks (processes and threads).
-    pub pids: Option<u32>,
-}
-
-/// What a process is expected to use over its life.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct WorkloadProfile {
-    /// Expected average cpu use, in millicores.
-    pub cpu_millicores: u32,
-    /// Expected peak memory, in bytes.
-    pub memory_bytes: u64,
-    /// Expected run time; `None` for a service that runs until killed.
-    pub duration: Option<Duration>,
-}
 
 /// A server's capacity and traits, as the host reports them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -93,17 +31,6 @@ pub struct HostResources {
     pub committed_cpu_millicores: u32,
     /// Memory currently reserved by running processes, in bytes.
     pub committed_memory_bytes: u64,
-}
-
-/// A signal to deliver, in the host's terms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Signal {
-    /// Ask to stop (SIGTERM), then force (SIGKILL) after the host's grace period.
-    Terminate,
-    /// Stop at once (SIGKILL).
-    Kill,
-    /// Any other signal, by its Linux number.
-    Raw(i32),
 }
 
 /// What the core asks a host to do.
@@ -126,19 +53,6 @@ pub enum HostCommand {
         /// What to deliver.
         signal: Signal,
     },
-}
-
-/// How a process ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ExitStatus {
-    /// It exited with this code.
-    Code(i32),
-    /// A signal ended it.
-    Signaled(i32),
-    /// The host killed it for going over its memory limit.
-    OutOfMemory,
-    /// The host lost track of it (the host or its agent died and it could not be re-adopted).
-    Lost,
 }
 
 /// What a process used over its life, as measured by the host.

@@ -1,13 +1,14 @@
 //! nefele-core: the sans-IO Nefele agent.
 //!
 //! This crate is the same code in a 10,000-node simulation and in `nefeled` on a
-//! real server (DESIGN.md §3). It performs no I/O, starts no thread, reads no
+//! real server. It performs no I/O, starts no thread, reads no
 //! clock and draws from no global RNG: time comes in as a [`Time`] on every
 //! call, randomness from RNGs seeded at construction, and all iteration that can
 //! reach an output runs over ordered maps. `clippy.toml` in this crate enforces
 //! that mechanically.
 //!
-//! Entry point: [`Agent`]. The outside world is abstracted by the [`Transport`]
+//! Entry point: [`Agent`], a router between services that plug in through the
+//! seam in [`service`]. The outside world is abstracted by the [`Transport`]
 //! and [`Host`] traits; wire messages are [`wire::Envelope`]s.
 
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod federation;
 pub mod host;
 pub mod ids;
 pub mod placement;
+pub mod service;
 pub mod time;
 pub mod timer;
 pub mod transport;

@@ -78,12 +78,12 @@
 
 mod protocol;
 mod seat;
-mod tenants;
 #[cfg(test)]
 mod tests;
 pub mod view;
 
 use crate::ids::NodeId;
+use crate::service::Payload;
 use crate::time::Time;
 use crate::timer::TimerTable;
 use rand::Rng;
@@ -93,7 +93,6 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 pub use seat::Seat;
-pub use tenants::TenantFilter;
 pub use view::{Level, Summary, View};
 
 /// The parameters of one federation instance.
@@ -340,7 +339,7 @@ const MAX_CONTACTS: usize = 32;
 ///
 /// Call order: [`Federation::boot`] once; then [`Federation::handle_message`],
 /// [`Federation::handle_timeout`], [`Federation::set_neighbours`] and
-/// [`Federation::set_own_summary`] as inputs come; drain
+/// [`Federation::set_own_payload`] as inputs come; drain
 /// [`Federation::poll_output`] after each call; [`Federation::next_timeout`] says
 /// when to call `handle_timeout` next.
 #[derive(Debug)]
@@ -350,9 +349,11 @@ pub struct Federation {
     rng: ChaCha8Rng,
     seats: Vec<Seat>,
     own: Summary,
-    /// Per level: tenants that members registered with this agent as their leader
-    /// and that their beats may not show yet (placement keeps these).
-    registered: Vec<TenantFilter>,
+    /// What a member whose beat has not arrived yet counts as.
+    unknown_member: Payload,
+    /// Per level: what the services count in the group this agent leads there
+    /// besides its members' beats (state registered with this agent as leader).
+    pinned: Vec<Payload>,
     neighbours: Vec<NodeId>,
     contacts: VecDeque<NodeId>,
     /// Agents to probe before any other (the ancestors of a group this agent took over).
@@ -367,10 +368,16 @@ pub struct Federation {
 }
 
 impl Federation {
-    /// The instance `config` for agent `me`, drawing jitter from `rng`.
+    /// The instance `config` for agent `me`, drawing jitter from `rng`; a member not
+    /// heard from yet counts as `unknown_member` in summaries.
     /// The configuration must have passed [`FederationConfig::validate`].
     #[must_use]
-    pub fn new(me: NodeId, config: FederationConfig, rng: ChaCha8Rng) -> Self {
+    pub fn new(
+        me: NodeId,
+        config: FederationConfig,
+        rng: ChaCha8Rng,
+        unknown_member: Payload,
+    ) -> Self {
         Federation {
             me,
             config,
@@ -379,9 +386,10 @@ impl Federation {
             own: Summary {
                 agents: 1,
                 group_size: 1,
-                ..Summary::default()
+                payload: Payload::default(),
             },
-            registered: Vec::new(),
+            unknown_member,
+            pinned: Vec::new(),
             neighbours: Vec::new(),
             contacts: VecDeque::new(),
             priority_contacts: VecDeque::new(),
@@ -409,26 +417,21 @@ impl Federation {
         self.neighbours = neighbours;
     }
 
-    /// This agent's own capacity, reported up the hierarchy.
-    pub fn set_own_summary(&mut self, free_cpu_millicores: u64, free_memory_bytes: u64) {
-        self.own.free_cpu_millicores = free_cpu_millicores;
-        self.own.free_memory_bytes = free_memory_bytes;
-        self.own.largest_free_cpu_millicores = free_cpu_millicores;
-        self.own.largest_free_memory_bytes = free_memory_bytes;
+    /// What the services report of this agent itself, up the hierarchy.
+    pub fn set_own_payload(&mut self, payload: Payload) {
+        self.own.payload = payload;
     }
 
-    /// The tenants with processes on this agent, reported up the hierarchy.
-    pub fn set_own_tenants(&mut self, tenants: TenantFilter) {
-        self.own.tenants = tenants;
-    }
-
-    /// Entry `k`: the tenants members of the group this agent leads at level `k`
-    /// registered with it, which their beats may not show yet. They count in the
-    /// group's summary as if a member had reported them.
-    pub fn set_registered_tenants(&mut self, registered: &[TenantFilter]) {
-        if self.registered != registered {
-            self.registered = registered.to_vec();
+    /// What the services count in the group this agent leads at `level` besides
+    /// its members' beats.
+    pub fn set_pinned(&mut self, level: usize, payload: Payload) {
+        if level >= self.pinned.len() {
+            if payload == Payload::default() {
+                return;
+            }
+            self.pinned.resize(level + 1, Payload::default());
         }
+        self.pinned[level] = payload;
     }
 
     /// The summary of the group this agent leads at `level` (the sum of its members'
@@ -523,8 +526,8 @@ impl Federation {
         let seat = &self.seats[level];
         let mut total = Summary {
             group_size: seat.view.members.len() as u32,
-            tenants: self.registered.get(level).copied().unwrap_or_default(),
-            ..Summary::default()
+            agents: 0,
+            payload: self.pinned.get(level).copied().unwrap_or_default(),
         };
         for m in &seat.view.members {
             let part = if *m == self.me {
@@ -532,8 +535,8 @@ impl Federation {
             } else {
                 seat.summaries.get(m).copied().unwrap_or(Summary {
                     agents: 1,
-                    tenants: TenantFilter::ALL,
-                    ..Summary::default()
+                    group_size: 0,
+                    payload: self.unknown_member,
                 })
             };
             total = total.plus(part);

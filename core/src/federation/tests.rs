@@ -23,7 +23,10 @@ impl Net {
         let agents = (0..nodes)
             .map(|i| {
                 let rng = ChaCha8Rng::seed_from_u64(u64::from(i));
-                (NodeId(i), Federation::new(NodeId(i), config.clone(), rng))
+                (
+                    NodeId(i),
+                    Federation::new(NodeId(i), config.clone(), rng, Default::default()),
+                )
             })
             .collect();
         Net {

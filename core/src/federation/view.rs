@@ -8,8 +8,8 @@
 //! grows with every change the leader makes, so a member keeps the newest view
 //! of its leader.
 
-use super::tenants::TenantFilter;
 use crate::ids::NodeId;
+use crate::service::Payload;
 use serde::{Deserialize, Serialize};
 
 /// A level of the hierarchy: 0 for groups of agents, `k + 1` for groups of level-`k` leaders.
@@ -109,47 +109,27 @@ impl View {
     }
 }
 
-/// What a subtree holds, summed up the hierarchy by the leaders. Placement fills
-/// and reads the capacity fields and the tenants.
+/// What a subtree holds, summed up the hierarchy by the leaders: the federation's
+/// own counts, and a [`Payload`] with one part per service that rides this
+/// instance (the federation sums it without knowing what it holds).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// Live agents in the subtree.
     pub agents: u32,
     /// Members of the group that this summary's sender leads (1 for a single agent).
     pub group_size: u32,
-    /// Free cpu in the subtree, in millicores.
-    pub free_cpu_millicores: u64,
-    /// Free memory in the subtree, in bytes.
-    pub free_memory_bytes: u64,
-    /// The most free cpu on one agent of the subtree, in millicores.
-    pub largest_free_cpu_millicores: u64,
-    /// The most free memory on one agent of the subtree (maybe another agent), in bytes.
-    pub largest_free_memory_bytes: u64,
-    /// The tenants with processes in the subtree (`ps` visits only subtrees that may hold its tenant).
-    pub tenants: TenantFilter,
+    /// The services' parts.
+    pub payload: Payload,
 }
 
 impl Summary {
-    /// The sum of two subtrees (group size is not summed: it belongs to the sender; the
-    /// largest free amounts are the larger of the two).
+    /// The sum of two subtrees (group size is not summed: it belongs to the sender).
     #[must_use]
     pub fn plus(self, other: Summary) -> Summary {
         Summary {
             agents: self.agents.saturating_add(other.agents),
             group_size: self.group_size,
-            free_cpu_millicores: self
-                .free_cpu_millicores
-                .saturating_add(other.free_cpu_millicores),
-            free_memory_bytes: self
-                .free_memory_bytes
-                .saturating_add(other.free_memory_bytes),
-            largest_free_cpu_millicores: self
-                .largest_free_cpu_millicores
-                .max(other.largest_free_cpu_millicores),
-            largest_free_memory_bytes: self
-                .largest_free_memory_bytes
-                .max(other.largest_free_memory_bytes),
-            tenants: self.tenants.union(other.tenants),
+            payload: self.payload.plus(other.payload),
         }
     }
 }

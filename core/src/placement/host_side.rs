@@ -9,10 +9,12 @@
 
 use super::api::{Demand, DistanceClass, ProcInfo, ProcState};
 use super::msg::{CreateItem, PidAnswer, PidOp, PlacementMsg, ReqKey, Shape};
-use super::{Placement, PlacementOutput, Timer, Want};
-use crate::federation::Federation;
+use super::summary::PlacementSummary;
+use super::{Placement, Timer, Want};
 use crate::host::{ExitStatus, HostCommand, Usage};
 use crate::ids::{NodeId, Pid, TenantId};
+use crate::service::TreeView;
+use crate::service::{ServiceEvent, ServiceOutput};
 use crate::time::Time;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -242,6 +244,11 @@ impl Placement {
             created.push((item.index, pid));
             self.committed = self.committed.plus(item.demand);
             self.presence.entered(item.tenant);
+            self.outbox
+                .push_back(ServiceOutput::Event(ServiceEvent::ProcessStarted {
+                    pid,
+                    tenant: item.tenant,
+                }));
             self.host.table.insert(
                 pid,
                 ProcEntry {
@@ -271,7 +278,7 @@ impl Placement {
             self.set_timer(deadline, Timer::Provisional(key));
         }
         for s in starts {
-            self.outbox.push_back(PlacementOutput::Host(s));
+            self.outbox.push_back(ServiceOutput::Host(s));
         }
         if last {
             self.release(key);
@@ -282,7 +289,7 @@ impl Placement {
     pub(super) fn on_create(
         &mut self,
         now: Time,
-        fed: Option<&Federation>,
+        tree: &TreeView<'_>,
         from: NodeId,
         key: ReqKey,
         items: Vec<CreateItem>,
@@ -295,7 +302,7 @@ impl Placement {
             return;
         };
         match self.create(now, key, items, last) {
-            Some(pids) => self.deliver_created(now, fed, tenant, key, pids),
+            Some(pids) => self.deliver_created(now, tree, tenant, key, pids),
             None if self.host.done.contains(&key) => {}
             None => self.send(from, PlacementMsg::CreateRefused { key }),
         }
@@ -378,6 +385,7 @@ impl Placement {
         }
         self.committed = self.committed.plus(demand);
         self.presence.entered(tenant);
+        self.event(ServiceEvent::ProcessStarted { pid, tenant });
         self.host.table.insert(
             pid,
             ProcEntry {
@@ -416,6 +424,11 @@ impl Placement {
         let (demand, hidden, tenant, requester) = (e.demand, e.hidden, e.tenant, e.key.requester);
         let path = e.path.clone();
         self.committed = self.committed.minus(demand);
+        self.event(ServiceEvent::ProcessExited {
+            pid,
+            tenant,
+            status,
+        });
         if hidden {
             self.host.table.remove(&pid);
             self.presence_left(tenant);
@@ -487,7 +500,7 @@ impl Placement {
             (_, ProcState::Exited(s)) => Some(PidAnswer::Exited(s)),
             (PidOp::Kill(signal), _) => {
                 self.outbox
-                    .push_back(PlacementOutput::Host(HostCommand::Kill { pid, signal }));
+                    .push_back(ServiceOutput::Host(HostCommand::Kill { pid, signal }));
                 Some(PidAnswer::Signalled)
             }
             (PidOp::Wait, _) => {
@@ -516,7 +529,7 @@ impl Placement {
 
     fn pid_answer_to(&mut self, node: NodeId, token: u64, answer: PidAnswer) {
         if node == self.me {
-            self.finish_op(None, token, answer);
+            self.finish_op(&TreeView::empty(self.me), token, answer);
         } else {
             self.send(node, PlacementMsg::PidAns { token, answer });
         }
@@ -548,16 +561,16 @@ impl Placement {
     pub(super) fn on_find_room(
         &mut self,
         now: Time,
-        fed: Option<&Federation>,
+        tree: &TreeView<'_>,
         key: ReqKey,
         level: u8,
         want: Want,
         skip: NodeId,
     ) {
         let Want { min, need, hosts } = want;
-        let seat = fed.and_then(|f| f.seats().get(usize::from(level)));
+        let seat = tree.group(level);
         let Some(seat) = seat.filter(|s| s.view().leader == self.me) else {
-            self.send_candidates(now, fed, key, Vec::new());
+            self.send_candidates(now, tree, key, Vec::new());
             return;
         };
         let mut roomy: Vec<(u64, u64, NodeId)> = seat
@@ -565,12 +578,13 @@ impl Placement {
             .iter()
             .filter(|(m, _)| **m != skip && **m != key.requester)
             // No agent of the subtree has room for the smallest process.
-            .filter(|(_, s)| {
+            .map(|(m, s)| (m, s.agents, PlacementSummary::of(s)))
+            .filter(|(_, _, s)| {
                 s.largest_free_cpu_millicores >= u64::from(min.cpu_millicores)
                     && s.largest_free_memory_bytes >= min.memory_bytes
             })
-            .map(|(m, s)| {
-                let agents = u64::from(s.agents.max(1));
+            .map(|(m, agents_in, s)| {
+                let agents = u64::from(agents_in.max(1));
                 let units = units_within(s.free_cpu_millicores, s.free_memory_bytes, min);
                 // A subtree whose average host has no room for a unit is fragmented
                 // for it: only an outlier may fit one, so count it for one at most.
@@ -580,7 +594,7 @@ impl Placement {
                     min,
                 );
                 let units = if per_host == 0 { units.min(1) } else { units };
-                (units, u64::from(s.agents), *m)
+                (units, u64::from(agents_in), *m)
             })
             .filter(|(units, _, _)| *units > 0)
             .collect();
@@ -604,12 +618,12 @@ impl Placement {
             .map(|(_, _, n)| *n)
             .collect();
         if level == 0 || chosen.is_empty() {
-            self.send_candidates(now, fed, key, chosen);
+            self.send_candidates(now, tree, key, chosen);
             return;
         }
         for child in chosen {
             if child == self.me {
-                self.on_find_room(now, fed, key, level - 1, want, skip);
+                self.on_find_room(now, tree, key, level - 1, want, skip);
             } else {
                 let msg = PlacementMsg::FindRoom {
                     key,
@@ -624,15 +638,9 @@ impl Placement {
         }
     }
 
-    fn send_candidates(
-        &mut self,
-        now: Time,
-        fed: Option<&Federation>,
-        key: ReqKey,
-        hosts: Vec<NodeId>,
-    ) {
+    fn send_candidates(&mut self, now: Time, tree: &TreeView<'_>, key: ReqKey, hosts: Vec<NodeId>) {
         if key.requester == self.me {
-            self.add_candidates(now, fed, key, &hosts);
+            self.add_candidates(now, tree, key, &hosts);
         } else {
             self.send(key.requester, PlacementMsg::Candidates { key, hosts });
         }

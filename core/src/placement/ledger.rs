@@ -26,8 +26,8 @@
 use super::api::{Demand, ProcInfo, ProcState};
 use super::msg::{batches, LedgerItem, PlacementMsg};
 use super::{Placement, ProcEntry, Timer};
-use crate::federation::Federation;
 use crate::ids::{NodeId, Pid, TenantId};
+use crate::service::{ServiceEvent, TreeView};
 use crate::time::Time;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -97,8 +97,8 @@ impl Ledger {
 }
 
 /// The keepers of `me`'s table: its level-0 leader and heir, itself excluded.
-fn keepers(me: NodeId, fed: Option<&Federation>) -> Vec<NodeId> {
-    let Some(view) = fed.and_then(|f| f.seats().first()).map(|s| s.view()) else {
+fn keepers(me: NodeId, tree: &TreeView<'_>) -> Vec<NodeId> {
+    let Some(view) = tree.group(0).map(|g| g.view()) else {
         return Vec::new();
     };
     let heir = view.members.iter().find(|&&m| m != view.leader).copied();
@@ -128,17 +128,17 @@ impl Placement {
     }
 
     /// The flush after a change.
-    pub(super) fn ledger_flush_due(&mut self, now: Time, fed: Option<&Federation>) {
+    pub(super) fn ledger_flush_due(&mut self, now: Time, tree: &TreeView<'_>) {
         self.ledger.flush_armed = false;
-        self.report_table(now, fed);
+        self.report_table(now, tree);
     }
 
     /// The periodic work: report changes to the keepers, and as a leader turn the
     /// copies of departed hosts into lost entries.
-    pub(super) fn ledger_due(&mut self, now: Time, fed: Option<&Federation>) {
+    pub(super) fn ledger_due(&mut self, now: Time, tree: &TreeView<'_>) {
         self.set_timer(now + self.config.ledger_period, Timer::Ledger);
-        self.report_table(now, fed);
-        self.settle_departed(now, fed);
+        self.report_table(now, tree);
+        self.settle_departed(now, tree);
         self.ledger.lost.retain(|_, (_, _, until)| *until > now);
         self.refresh_own_tenants();
         self.prune_presence(now);
@@ -147,8 +147,8 @@ impl Placement {
     /// Sends the keepers what changed since the last report (everything to a new
     /// keeper, and to all at a refresh). Only the pids marked changed are looked at:
     /// this runs on every flush of every agent, and a table holds thousands.
-    fn report_table(&mut self, now: Time, fed: Option<&Federation>) {
-        let keepers = keepers(self.me, fed);
+    fn report_table(&mut self, now: Time, tree: &TreeView<'_>) {
+        let keepers = keepers(self.me, tree);
         let refresh = now.saturating_since(self.ledger.last_refresh) >= self.config.ledger_refresh;
         if refresh {
             self.ledger.last_refresh = now;
@@ -255,8 +255,8 @@ impl Placement {
     }
 
     /// Copies of hosts that left the group: lost, at a leader; dropped elsewhere.
-    fn settle_departed(&mut self, now: Time, fed: Option<&Federation>) {
-        let Some(view) = fed.and_then(|f| f.seats().first()).map(|s| s.view()) else {
+    fn settle_departed(&mut self, now: Time, tree: &TreeView<'_>) {
+        let Some(view) = tree.group(0).map(|g| g.view()) else {
             return;
         };
         let departed: Vec<NodeId> = self
@@ -274,7 +274,9 @@ impl Placement {
             };
             if leading {
                 for (pid, held) in copy {
+                    let tenant = held.tenant;
                     self.ledger.lost.insert(pid, (host, held, until));
+                    self.event(ServiceEvent::ProcessLost { pid, tenant });
                 }
             }
         }

@@ -97,17 +97,21 @@ pub mod msg;
 mod presence;
 mod ps;
 mod requester;
+pub mod summary;
+pub mod tenants;
 
-use crate::agent::{ApiReply, RequestId};
-use crate::federation::{Federation, TenantFilter};
+use crate::agent::Identity;
 use crate::host::{HostCommand, HostEvent, HostResources, ProcSpec, Signal};
 use crate::ids::{Incarnation, NodeId, Pid, PidMinter, TenantId};
+use crate::service::{Context, Service, ServiceEvent, ServiceOutput, TreeView};
 use crate::time::Time;
 use api::Demand;
 use msg::{PlacementMsg, ReqKey};
+use nefele_api::calls::{ApiCall, ApiReply, RequestId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
+use summary::PlacementSummary;
 
 pub use host_side::ProcEntry;
 pub use requester::SpawnKind;
@@ -128,6 +132,9 @@ pub struct PartialDemand {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlacementConfig {
+    /// The federation instance placement rides: its groups are the offer groups,
+    /// its summaries carry placement's part, its removals end waits as lost.
+    pub instance: u8,
     /// How long a peer holds a reservation for a request.
     pub lease: Duration,
     /// How long the requester waits for its group's offers.
@@ -181,6 +188,7 @@ pub struct PlacementConfig {
 impl Default for PlacementConfig {
     fn default() -> Self {
         PlacementConfig {
+            instance: 0,
             lease: Duration::from_millis(300),
             offer_timeout: Duration::from_millis(2),
             escalate_timeout: Duration::from_millis(4),
@@ -209,25 +217,6 @@ impl Default for PlacementConfig {
     }
 }
 
-/// What placement asks the agent to do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PlacementOutput {
-    /// Send a message to another agent.
-    Send(NodeId, PlacementMsg),
-    /// Have the host start or kill a process.
-    Host(HostCommand),
-    /// Answer a local client.
-    Reply(RequestId, ApiReply),
-    /// A spawn request was placed: how many processes, and whether every one landed in
-    /// the requester's level-0 group.
-    Placed {
-        /// Processes placed.
-        processes: u32,
-        /// All within the level-0 group.
-        local: bool,
-    },
-}
-
 /// What a timer entry is for. Stale entries (whose state moved on) are ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
@@ -252,9 +241,8 @@ struct Estimate {
 
 /// The placement and namespace service of one agent.
 ///
-/// Call order: [`Placement::new`]; [`Placement::set_capacity`] when the host reports
-/// resources; then `handle_*` for inputs; drain [`Placement::poll_output`] after each
-/// call; [`Placement::next_timeout`] says when to call [`Placement::handle_timeout`].
+/// Driven through [`Service`] (see its call order); the host's capacity arrives as
+/// a [`HostEvent::Resources`].
 #[derive(Debug)]
 pub struct Placement {
     me: NodeId,
@@ -273,7 +261,7 @@ pub struct Placement {
     /// The first of `timers` (`NEVER` if none): the agent asks for it after every
     /// call, and a tree of thousands of timers is slow to descend.
     next_timer: Time,
-    outbox: VecDeque<PlacementOutput>,
+    outbox: VecDeque<ServiceOutput<PlacementMsg>>,
 }
 
 impl Placement {
@@ -314,20 +302,6 @@ impl Placement {
         self.capacity.minus(self.committed).minus(self.reserved)
     }
 
-    /// The tenants with processes here (and, at a level-0 leader, lost ones), for
-    /// this agent's federation summary.
-    #[must_use]
-    pub fn own_tenants(&self) -> TenantFilter {
-        self.presence.own()
-    }
-
-    /// Per level, the tenants members registered with this agent as their leader,
-    /// which the federation counts in that group's summary (see `presence`).
-    #[must_use]
-    pub fn registered_tenants(&self) -> &[TenantFilter] {
-        self.presence.pinned()
-    }
-
     /// Capacity, committed and reserved, for checkers.
     #[must_use]
     pub fn accounting(&self) -> (Demand, Demand, Demand) {
@@ -350,42 +324,12 @@ impl Placement {
         self.req.pending.len()
     }
 
-    /// A client call on one pid: `kill`, `info` or `wait`.
-    pub fn handle_pid_call(
-        &mut self,
-        now: Time,
-        request: RequestId,
-        tenant: TenantId,
-        pid: Pid,
-        op: msg::PidOp,
-    ) {
-        self.start_pid_op(now, request, tenant, pid, op);
-    }
-
-    /// A client call: `ps(tenant)` over the whole tree.
-    pub fn handle_ps(
-        &mut self,
-        now: Time,
-        fed: Option<&Federation>,
-        request: RequestId,
-        tenant: TenantId,
-    ) {
-        self.walk_for(now, fed, ps::PsFor::Reply(request), tenant);
-    }
-
-    /// A message from another agent.
-    pub fn handle_message(
-        &mut self,
-        now: Time,
-        fed: Option<&Federation>,
-        from: NodeId,
-        msg: PlacementMsg,
-    ) {
+    fn on_message(&mut self, now: Time, tree: &TreeView<'_>, from: NodeId, msg: PlacementMsg) {
         self.host_heard(from);
         match msg {
             PlacementMsg::OfferReq { key, shapes } => self.on_offer_req(now, from, key, &shapes),
             PlacementMsg::Offer { key, counts, free } => {
-                self.on_offer(now, fed, from, key, counts, free);
+                self.on_offer(now, tree, from, key, counts, free);
             }
             PlacementMsg::FindRoom {
                 key,
@@ -396,11 +340,11 @@ impl Placement {
                 skip,
             } => {
                 let want = Want { min, need, hosts };
-                self.on_find_room(now, fed, key, level, want, skip);
+                self.on_find_room(now, tree, key, level, want, skip);
             }
-            PlacementMsg::Candidates { key, hosts } => self.on_candidates(now, fed, key, &hosts),
+            PlacementMsg::Candidates { key, hosts } => self.on_candidates(now, tree, key, &hosts),
             PlacementMsg::Create { key, items, last } => {
-                self.on_create(now, fed, from, key, items, last);
+                self.on_create(now, tree, from, key, items, last);
             }
             PlacementMsg::Created { key, pids } => self.on_created(now, from, key, &pids),
             PlacementMsg::CreateRefused { key } => self.on_create_refused(now, key),
@@ -413,28 +357,28 @@ impl Placement {
                 pid,
                 op,
             } => self.on_pid_req(now, from, token, tenant, pid, op),
-            PlacementMsg::PidAns { token, answer } => self.on_pid_answer(fed, token, answer),
+            PlacementMsg::PidAns { token, answer } => self.on_pid_answer(tree, token, answer),
             PlacementMsg::PsWalk {
                 token,
                 tenant,
                 asker,
                 level,
-            } => self.on_ps_walk(now, fed, token, tenant, asker, level),
+            } => self.on_ps_walk(now, tree, token, tenant, asker, level),
             PlacementMsg::PsExpect {
                 token,
                 level,
                 members,
-            } => self.on_ps_expect(fed, from, token, level, &members),
+            } => self.on_ps_expect(tree, from, token, level, &members),
             PlacementMsg::PsReq {
                 token,
                 tenant,
                 asker,
-            } => self.on_ps_req(now, fed, token, tenant, asker),
+            } => self.on_ps_req(now, tree, token, tenant, asker),
             PlacementMsg::PsAns {
                 token,
                 entries,
                 batches,
-            } => self.on_ps_answer(fed, from, token, entries, batches),
+            } => self.on_ps_answer(tree, from, token, entries, batches),
             PlacementMsg::Ran {
                 tenant,
                 path,
@@ -450,21 +394,20 @@ impl Placement {
                 token,
                 level,
                 tenant,
-            } => self.on_present(now, fed, from, token, level, tenant),
-            PlacementMsg::PresentAck { token } => self.presence_settled(now, fed, token),
+            } => self.on_present(now, tree, from, token, level, tenant),
+            PlacementMsg::PresentAck { token } => self.presence_settled(now, tree, token),
         }
     }
 
-    /// An event from the host.
-    pub fn handle_host(&mut self, now: Time, event: HostEvent) {
+    fn on_host_event(&mut self, now: Time, event: &HostEvent) {
         match event {
             // Entries are made at creation; the host's confirmation changes nothing.
             HostEvent::Started { .. } => {}
             HostEvent::StartFailed { pid, .. } => {
-                self.on_exited(now, pid, crate::host::ExitStatus::Code(127), None);
+                self.on_exited(now, *pid, crate::host::ExitStatus::Code(127), None);
             }
             HostEvent::Exited { pid, status, usage } => {
-                self.on_exited(now, pid, status, Some(usage));
+                self.on_exited(now, *pid, *status, Some(*usage));
             }
             HostEvent::Adopted {
                 pid,
@@ -475,21 +418,20 @@ impl Placement {
                 age,
             } => {
                 let demand = Demand {
-                    cpu_millicores,
-                    memory_bytes,
+                    cpu_millicores: *cpu_millicores,
+                    memory_bytes: *memory_bytes,
                     accelerators: 0,
                 };
-                self.adopt(now, pid, tenant, command, demand, age);
+                self.adopt(now, *pid, *tenant, command.clone(), demand, *age);
             }
             HostEvent::Resources(r) => {
-                self.set_capacity(&r);
+                self.set_capacity(r);
                 self.arm_ledger(now);
             }
         }
     }
 
-    /// Fires every timer due at `now`.
-    pub fn handle_timeout(&mut self, now: Time, fed: Option<&Federation>) {
+    fn on_timeout(&mut self, now: Time, tree: &TreeView<'_>) {
         while let Some(&(at, timer)) = self.timers.first() {
             if at > now {
                 break;
@@ -498,30 +440,19 @@ impl Placement {
             match timer {
                 Timer::Lease(key) => self.expire_lease(now, key),
                 Timer::Provisional(key) => self.provisional_due(now, key),
-                Timer::Request(seq) => self.request_due(now, fed, seq),
+                Timer::Request(seq) => self.request_due(now, tree, seq),
                 Timer::Op(token) => {
-                    self.op_due(now, fed, token);
-                    self.ps_due(now, fed, token);
+                    self.op_due(now, tree, token);
+                    self.ps_due(now, tree, token);
                 }
                 Timer::Forget(pid) => self.forget(now, pid),
                 Timer::Done(key) => self.forget_completed(now, key),
-                Timer::Ledger => self.ledger_due(now, fed),
-                Timer::LedgerFlush => self.ledger_flush_due(now, fed),
-                Timer::Presence(token) => self.presence_settled(now, fed, token),
+                Timer::Ledger => self.ledger_due(now, tree),
+                Timer::LedgerFlush => self.ledger_flush_due(now, tree),
+                Timer::Presence(token) => self.presence_settled(now, tree, token),
             }
         }
         self.next_timer = self.timers.first().map_or(Time::NEVER, |(t, _)| *t);
-    }
-
-    /// The next output, if any.
-    pub fn poll_output(&mut self) -> Option<PlacementOutput> {
-        self.outbox.pop_front()
-    }
-
-    /// When [`Placement::handle_timeout`] must be called next.
-    #[must_use]
-    pub fn next_timeout(&self) -> Option<Time> {
-        (self.next_timer != Time::NEVER).then_some(self.next_timer)
     }
 
     /// Checks the service's invariants (debug builds and the simulator).
@@ -541,17 +472,20 @@ impl Placement {
     }
 
     fn send(&mut self, to: NodeId, msg: PlacementMsg) {
-        self.outbox.push_back(PlacementOutput::Send(to, msg));
+        self.outbox.push_back(ServiceOutput::Send(to, msg));
     }
 
     fn reply(&mut self, request: RequestId, reply: ApiReply) {
-        self.outbox
-            .push_back(PlacementOutput::Reply(request, reply));
+        self.outbox.push_back(ServiceOutput::Reply(request, reply));
+    }
+
+    fn event(&mut self, event: ServiceEvent) {
+        self.outbox.push_back(ServiceOutput::Event(event));
     }
 
     fn kill_process(&mut self, pid: Pid) {
         self.outbox
-            .push_back(PlacementOutput::Host(HostCommand::Kill {
+            .push_back(ServiceOutput::Host(HostCommand::Kill {
                 pid,
                 signal: Signal::Kill,
             }));
@@ -619,6 +553,135 @@ impl Placement {
     }
 }
 
+impl Service for Placement {
+    type Msg = PlacementMsg;
+    type Config = PlacementConfig;
+    type Summary = PlacementSummary;
+    type ConfigError = PlacementConfigError;
+
+    fn validate(config: &PlacementConfig) -> Result<(), PlacementConfigError> {
+        if config.presence_timeout >= config.create_timeout {
+            return Err(PlacementConfigError::PresenceTimeout);
+        }
+        Ok(())
+    }
+
+    fn instance(config: &PlacementConfig) -> u8 {
+        config.instance
+    }
+
+    fn new(me: Identity, config: PlacementConfig, _seed: u64) -> Self {
+        // Placement draws nothing at random: its spreading comes from request keys.
+        Placement::new(me.node, me.incarnation, config)
+    }
+
+    fn config(&self) -> &PlacementConfig {
+        &self.config
+    }
+
+    fn kind(msg: &PlacementMsg) -> &'static str {
+        msg.kind()
+    }
+
+    fn handle_message(&mut self, now: Time, from: NodeId, msg: PlacementMsg, ctx: &Context<'_>) {
+        self.on_message(now, &ctx.tree, from, msg);
+    }
+
+    fn handle_timeout(&mut self, now: Time, ctx: &Context<'_>) {
+        self.on_timeout(now, &ctx.tree);
+    }
+
+    fn handle_event(&mut self, now: Time, event: &ServiceEvent, ctx: &Context<'_>) {
+        match event {
+            ServiceEvent::Host(e) => self.on_host_event(now, e),
+            // Only the level-0 group of its own instance keeps this agent's view of a
+            // host's liveness; a removal in another instance says nothing about it.
+            ServiceEvent::HostRemoved {
+                instance,
+                node,
+                level: 0,
+            } if *instance == self.config.instance => self.host_removed(&ctx.tree, *node),
+            _ => {}
+        }
+    }
+
+    fn handle_api(
+        &mut self,
+        now: Time,
+        request: RequestId,
+        call: ApiCall,
+        ctx: &Context<'_>,
+    ) -> Result<(), ApiCall> {
+        let tree = &ctx.tree;
+        match call {
+            ApiCall::Spawn { tenant, spec } => {
+                self.handle_spawn(now, tree, request, tenant, SpawnKind::Spawn(spec));
+            }
+            ApiCall::NSpawn { tenant, n, spec } => {
+                self.handle_spawn(now, tree, request, tenant, SpawnKind::NSpawn(n, spec));
+            }
+            ApiCall::CSpawn { tenant, specs } => {
+                self.handle_spawn(now, tree, request, tenant, SpawnKind::CSpawn(specs));
+            }
+            ApiCall::Kill {
+                tenant,
+                pid,
+                signal,
+            } => self.start_pid_op(now, request, tenant, pid, msg::PidOp::Kill(signal)),
+            ApiCall::Info { tenant, pid } => {
+                self.start_pid_op(now, request, tenant, pid, msg::PidOp::Info);
+            }
+            ApiCall::Wait { tenant, pid } => {
+                self.start_pid_op(now, request, tenant, pid, msg::PidOp::Wait);
+            }
+            ApiCall::Ps { tenant } => self.walk_for(now, tree, ps::PsFor::Reply(request), tenant),
+            other @ ApiCall::Neighbours => return Err(other),
+        }
+        Ok(())
+    }
+
+    fn poll_output(&mut self) -> Option<ServiceOutput<PlacementMsg>> {
+        self.outbox.pop_front()
+    }
+
+    fn next_timeout(&self) -> Option<Time> {
+        (self.next_timer != Time::NEVER).then_some(self.next_timer)
+    }
+
+    fn own_summary(&self) -> PlacementSummary {
+        let free = self.free();
+        PlacementSummary {
+            free_cpu_millicores: u64::from(free.cpu_millicores),
+            free_memory_bytes: free.memory_bytes,
+            largest_free_cpu_millicores: u64::from(free.cpu_millicores),
+            largest_free_memory_bytes: free.memory_bytes,
+            tenants: self.presence.own(),
+        }
+    }
+
+    fn pinned_summary(&self, level: usize) -> Option<PlacementSummary> {
+        self.presence
+            .pinned()
+            .get(level)
+            .map(|&tenants| PlacementSummary {
+                tenants,
+                ..PlacementSummary::default()
+            })
+    }
+
+    fn invariants(&self) -> bool {
+        Placement::invariants(self)
+    }
+}
+
+/// Why a placement configuration is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementConfigError {
+    /// A host would hold back `Created` for longer than the requester waits for it.
+    #[error("presence_timeout must be shorter than create_timeout")]
+    PresenceTimeout,
+}
+
 /// What a search for room looks for.
 #[derive(Clone, Copy, Debug)]
 struct Want {
@@ -628,12 +691,6 @@ struct Want {
     need: Demand,
     /// The distinct hosts still needed.
     hosts: u16,
-}
-
-/// The level-0 group of this agent (itself included), or just itself without a seat.
-fn group_of(me: NodeId, fed: Option<&Federation>) -> Vec<NodeId> {
-    fed.and_then(|f| f.seats().first())
-        .map_or_else(|| vec![me], |s| s.view().members.clone())
 }
 
 #[cfg(test)]
@@ -666,16 +723,31 @@ mod tests {
         }
     }
 
-    fn drain(p: &mut Placement) -> Vec<PlacementOutput> {
-        std::iter::from_fn(|| p.poll_output()).collect()
+    type Out = ServiceOutput<PlacementMsg>;
+
+    fn ctx() -> Context<'static> {
+        Context {
+            me: Identity {
+                node: NodeId(1),
+                incarnation: Incarnation(1),
+            },
+            tree: TreeView::empty(NodeId(1)),
+        }
+    }
+
+    /// Every output but the events for other services.
+    fn drain(p: &mut Placement) -> Vec<Out> {
+        std::iter::from_fn(|| p.poll_output())
+            .filter(|o| !matches!(o, ServiceOutput::Event(_)))
+            .collect()
     }
 
     /// Fires timers until `request` is answered; its reply, if it ever is.
     fn reply_after_timeouts(p: &mut Placement, request: RequestId) -> Option<ApiReply> {
         while let Some(t) = p.next_timeout() {
-            p.handle_timeout(t, None);
+            p.handle_timeout(t, &ctx());
             let reply = drain(p).into_iter().find_map(|out| match out {
-                PlacementOutput::Reply(r, reply) if r == request => Some(reply),
+                Out::Reply(r, reply) if r == request => Some(reply),
                 _ => None,
             });
             if reply.is_some() {
@@ -692,7 +764,14 @@ mod tests {
     #[test]
     fn a_stale_ps_walk_is_not_answered_as_an_empty_group() {
         let mut p = solo();
-        p.on_ps_walk(Time::from_secs(1), None, 7, TenantId(1), NodeId(9), 2);
+        p.on_ps_walk(
+            Time::from_secs(1),
+            &ctx().tree,
+            7,
+            TenantId(1),
+            NodeId(9),
+            2,
+        );
         assert_eq!(drain(&mut p), Vec::new());
     }
 
@@ -724,10 +803,10 @@ mod tests {
             items: vec![item],
             last: true,
         };
-        host.handle_message(Time::ZERO, None, requester, create);
+        host.handle_message(Time::ZERO, requester, create, &ctx());
         let started = drain(&mut host)
             .iter()
-            .any(|o| matches!(o, PlacementOutput::Host(HostCommand::Start { .. })));
+            .any(|o| matches!(o, Out::Host(HostCommand::Start { .. })));
         assert!(started);
         let config = PlacementConfig::default();
         let (mut queries, mut killed_at) = (0, None);
@@ -735,13 +814,13 @@ mod tests {
             if t > Time::ZERO + config.orphan_timeout * 2 {
                 break;
             }
-            host.handle_timeout(t, None);
+            host.handle_timeout(t, &ctx());
             for out in drain(&mut host) {
                 match out {
-                    PlacementOutput::Send(to, PlacementMsg::Query { .. }) if to == requester => {
+                    Out::Send(to, PlacementMsg::Query { .. }) if to == requester => {
                         queries += 1;
                     }
-                    PlacementOutput::Host(HostCommand::Kill { .. }) => {
+                    Out::Host(HostCommand::Kill { .. }) => {
                         killed_at.get_or_insert(t);
                     }
                     _ => {}
@@ -771,9 +850,9 @@ mod tests {
         });
         let (tenant, pid) = (TenantId(1), Pid::new(NodeId(1), Incarnation(1), 7));
         let now = Time::from_secs(100);
-        p.handle_host(
+        p.on_host_event(
             now,
-            HostEvent::Adopted {
+            &HostEvent::Adopted {
                 pid,
                 tenant,
                 command: "/bin/sleep".into(),
@@ -787,30 +866,27 @@ mod tests {
             500,
             "its reservation counts"
         );
-        p.handle_pid_call(now, RequestId(1), tenant, pid, msg::PidOp::Info);
+        p.start_pid_op(now, RequestId(1), tenant, pid, msg::PidOp::Info);
         let info = match drain(&mut p).pop() {
-            Some(PlacementOutput::Reply(_, ApiReply::Info(Ok(info)))) => info,
+            Some(Out::Reply(_, ApiReply::Info(Ok(info)))) => info,
             other => panic!("unexpected {other:?}"),
         };
         assert_eq!(info.state, api::ProcState::Running);
         assert_eq!(info.command, "/bin/sleep");
         assert_eq!(info.age, Duration::from_secs(40));
-        p.handle_pid_call(now, RequestId(2), TenantId(9), pid, msg::PidOp::Info);
+        p.start_pid_op(now, RequestId(2), TenantId(9), pid, msg::PidOp::Info);
         assert!(matches!(
             drain(&mut p).pop(),
-            Some(PlacementOutput::Reply(_, ApiReply::Info(Err(_))))
+            Some(Out::Reply(_, ApiReply::Info(Err(_))))
         ));
-        p.handle_pid_call(now, RequestId(3), tenant, pid, msg::PidOp::Wait);
+        p.start_pid_op(now, RequestId(3), tenant, pid, msg::PidOp::Wait);
         assert!(drain(&mut p).is_empty(), "wait answers at the exit");
         let status = crate::host::ExitStatus::Code(3);
         let usage = crate::host::Usage::default();
-        p.handle_host(now, HostEvent::Exited { pid, status, usage });
+        p.on_host_event(now, &HostEvent::Exited { pid, status, usage });
         assert_eq!(
             drain(&mut p).pop(),
-            Some(PlacementOutput::Reply(
-                RequestId(3),
-                ApiReply::Waited(Ok(status))
-            ))
+            Some(Out::Reply(RequestId(3), ApiReply::Waited(Ok(status))))
         );
         assert_eq!(p.accounting().1, Demand::default());
         assert!(p.invariants());
@@ -825,20 +901,20 @@ mod tests {
         let (tenant, dead) = (TenantId(1), NodeId(5));
         let pid = Pid::new(dead, Incarnation(1), 3);
         let now = Time::from_secs(10);
-        p.handle_pid_call(now, RequestId(1), tenant, pid, msg::PidOp::Wait);
+        p.start_pid_op(now, RequestId(1), tenant, pid, msg::PidOp::Wait);
         let asked = drain(&mut p)
             .iter()
-            .any(|o| matches!(o, PlacementOutput::Send(to, _) if *to == dead));
+            .any(|o| matches!(o, Out::Send(to, _) if *to == dead));
         assert!(asked, "the wait asks the pid's host");
-        p.host_removed(None, dead);
+        p.host_removed(&ctx().tree, dead);
         assert_eq!(
             drain(&mut p),
-            vec![PlacementOutput::Reply(
+            vec![Out::Reply(
                 RequestId(1),
                 ApiReply::Waited(Ok(crate::host::ExitStatus::Lost))
             )]
         );
-        p.handle_pid_call(
+        p.start_pid_op(
             now,
             RequestId(2),
             tenant,
@@ -848,17 +924,17 @@ mod tests {
         drain(&mut p);
         let reply = reply_after_timeouts(&mut p, RequestId(2));
         assert_eq!(reply, Some(ApiReply::Killed(Err(api::KillError::Lost))));
-        p.handle_pid_call(now, RequestId(4), tenant, pid, msg::PidOp::Info);
+        p.start_pid_op(now, RequestId(4), tenant, pid, msg::PidOp::Info);
         drain(&mut p);
-        p.host_removed(None, dead);
+        p.host_removed(&ctx().tree, dead);
         let state = drain(&mut p).into_iter().find_map(|o| match o {
-            PlacementOutput::Reply(RequestId(4), ApiReply::Info(Ok(i))) => Some(i.state),
+            Out::Reply(RequestId(4), ApiReply::Info(Ok(i))) => Some(i.state),
             _ => None,
         });
         assert_eq!(state, Some(api::ProcState::Lost));
         // Heard from again (e.g. after a partition): silence means unreachable again.
         p.host_heard(dead);
-        p.handle_pid_call(now, RequestId(3), tenant, pid, msg::PidOp::Info);
+        p.start_pid_op(now, RequestId(3), tenant, pid, msg::PidOp::Info);
         drain(&mut p);
         let reply = reply_after_timeouts(&mut p, RequestId(3));
         assert_eq!(
@@ -889,7 +965,7 @@ mod tests {
                 memory_bytes: 1,
                 age: Duration::ZERO,
             };
-            p.handle_host(now, event);
+            p.on_host_event(now, &event);
         }
         drain(&mut p);
         let ps_req = PlacementMsg::PsReq {
@@ -897,10 +973,10 @@ mod tests {
             tenant,
             asker: NodeId(2),
         };
-        p.handle_message(now, None, NodeId(2), ps_req);
+        p.handle_message(now, NodeId(2), ps_req, &ctx());
         let mut received = 0;
         for out in drain(&mut p) {
-            let PlacementOutput::Send(NodeId(2), m @ PlacementMsg::PsAns { .. }) = out else {
+            let Out::Send(NodeId(2), m @ PlacementMsg::PsAns { .. }) = out else {
                 panic!("unexpected {out:?}");
             };
             if let PlacementMsg::PsAns { entries, .. } = &m {
@@ -921,32 +997,32 @@ mod tests {
     fn a_single_agent_places_locally_without_messages() {
         let mut p = solo();
         let kind = SpawnKind::NSpawn(3, spec(Some(1000)));
-        p.handle_spawn(Time::ZERO, None, RequestId(1), TenantId(1), kind);
+        p.handle_spawn(Time::ZERO, &ctx().tree, RequestId(1), TenantId(1), kind);
         let out = drain(&mut p);
-        assert!(!out.iter().any(|o| matches!(o, PlacementOutput::Send(..))));
+        assert!(!out.iter().any(|o| matches!(o, Out::Send(..))));
         let starts = out
             .iter()
-            .filter(|o| matches!(o, PlacementOutput::Host(HostCommand::Start { .. })))
+            .filter(|o| matches!(o, Out::Host(HostCommand::Start { .. })))
             .count();
         assert_eq!(starts, 3);
         assert!(matches!(
             out.last(),
-            Some(PlacementOutput::Reply(RequestId(1), ApiReply::Spawned(Ok(pids)))) if pids.len() == 3
+            Some(Out::Reply(RequestId(1), ApiReply::Spawned(Ok(pids)))) if pids.len() == 3
         ));
         assert!(p.invariants());
         // One more core is free: two more do not fit (short of cpu, in total), and
         // nothing is left behind.
         let kind = SpawnKind::NSpawn(2, spec(Some(1000)));
-        p.handle_spawn(Time::ZERO, None, RequestId(2), TenantId(1), kind);
+        p.handle_spawn(Time::ZERO, &ctx().tree, RequestId(2), TenantId(1), kind);
         let mut out = drain(&mut p);
         // It retries once, after a backoff, in case competing requests held the room.
         while let Some(t) = p.next_timeout().filter(|_| out.is_empty()) {
-            p.handle_timeout(t, None);
+            p.handle_timeout(t, &ctx());
             out = drain(&mut p);
         }
         assert_eq!(
             out.last(),
-            Some(&PlacementOutput::Reply(
+            Some(&Out::Reply(
                 RequestId(2),
                 ApiReply::Spawned(Err(SpawnError::Short {
                     resource: Resource::Cpu

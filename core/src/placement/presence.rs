@@ -44,9 +44,10 @@
 //! exactly once (acked, timed out, or at once).
 
 use super::msg::{PlacementMsg, ReqKey};
+use super::tenants::TenantFilter;
 use super::{Placement, Timer};
-use crate::federation::{Federation, TenantFilter};
 use crate::ids::{NodeId, Pid, TenantId};
+use crate::service::TreeView;
 use crate::time::Time;
 use std::collections::BTreeMap;
 
@@ -165,7 +166,7 @@ impl Placement {
     pub(super) fn deliver_created(
         &mut self,
         now: Time,
-        fed: Option<&Federation>,
+        tree: &TreeView<'_>,
         tenant: TenantId,
         key: ReqKey,
         pids: Vec<(u16, Pid)>,
@@ -176,7 +177,7 @@ impl Placement {
             key,
             pids,
         };
-        self.register(now, fed, 0, tenant, Some(waiter));
+        self.register(now, tree, 0, tenant, Some(waiter));
     }
 
     /// Registers `tenant` with the leader of this agent's group at `level`, then
@@ -184,7 +185,7 @@ impl Placement {
     fn register(
         &mut self,
         now: Time,
-        fed: Option<&Federation>,
+        tree: &TreeView<'_>,
         level: u8,
         tenant: TenantId,
         waiter: Option<Waiter>,
@@ -197,16 +198,13 @@ impl Placement {
             Some(Up::Done { until }) if *until > now => return self.release_waiter(now, waiter),
             _ => {}
         }
-        let Some(view) = fed
-            .and_then(|f| f.seats().get(usize::from(level)))
-            .map(|s| s.view())
-        else {
+        let Some(view) = tree.group(level).map(|g| g.view()) else {
             // Above the top (or no tree yet): nobody to tell.
             return self.release_waiter(now, waiter);
         };
         if view.leader == self.me {
             // This agent's own summary for the level above holds the tenant already.
-            return self.register(now, fed, level + 1, tenant, waiter);
+            return self.register(now, tree, level + 1, tenant, waiter);
         }
         let token = self.next_token();
         let leader = view.leader;
@@ -232,21 +230,17 @@ impl Placement {
     pub(super) fn on_present(
         &mut self,
         now: Time,
-        fed: Option<&Federation>,
+        tree: &TreeView<'_>,
         from: NodeId,
         token: u64,
         level: u8,
         tenant: TenantId,
     ) {
-        let Some(f) = fed else {
-            return self.release_waiter(now, Some(Waiter::Member { node: from, token }));
-        };
-        let leads = f
-            .seats()
-            .get(usize::from(level))
-            .is_some_and(|s| s.view().leader == self.me && s.view().contains(from));
+        let leads = tree
+            .group(level)
+            .is_some_and(|g| g.led_by_me() && g.view().contains(from));
         if leads {
-            let until = now + f.config().period * PIN_PERIODS;
+            let until = now + tree.period() * PIN_PERIODS;
             self.presence
                 .pins
                 .entry((level, from))
@@ -255,7 +249,7 @@ impl Placement {
             add_pinned(&mut self.presence.pinned, level, tenant);
             self.register(
                 now,
-                fed,
+                tree,
                 level + 1,
                 tenant,
                 Some(Waiter::Member { node: from, token }),
@@ -267,19 +261,20 @@ impl Placement {
     }
 
     /// The registration `token` is through (acked), or given up on (timed out).
-    pub(super) fn presence_settled(&mut self, now: Time, fed: Option<&Federation>, token: u64) {
+    pub(super) fn presence_settled(&mut self, now: Time, tree: &TreeView<'_>, token: u64) {
         let Some((level, tenant)) = self.presence.pending.remove(&token) else {
             return;
         };
         let Some(Up::Pending { waiters, .. }) = self.presence.up.remove(&(level, tenant)) else {
             return;
         };
-        let until = match (level, fed) {
+        let until = match level {
             // A host's own registration holds while the tenant stays in its table.
-            (0, _) if self.presence.counts.contains_key(&tenant) => Some(Time::NEVER),
-            (0, _) | (_, None) => None,
+            0 if self.presence.counts.contains_key(&tenant) => Some(Time::NEVER),
+            0 => None,
+            _ if tree.period().is_zero() => None,
             // A leader's holds while the parent's pin surely does (see the module doc).
-            (_, Some(f)) => Some(now + f.config().period * REUSE_PERIODS),
+            _ => Some(now + tree.period() * REUSE_PERIODS),
         };
         if let Some(until) = until {
             self.presence.up.insert((level, tenant), Up::Done { until });

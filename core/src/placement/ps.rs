@@ -20,10 +20,11 @@
 use super::api::ProcState;
 use super::api::{ProcInfo, PsReply};
 use super::msg::{batches, PlacementMsg};
+use super::summary::PlacementSummary;
 use super::{Placement, Timer};
 use crate::agent::{ApiReply, RequestId};
-use crate::federation::Federation;
 use crate::ids::{NodeId, Pid, TenantId};
+use crate::service::TreeView;
 use crate::time::Time;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,11 +78,11 @@ impl Placement {
     pub(super) fn walk_for(
         &mut self,
         now: Time,
-        fed: Option<&Federation>,
+        tree: &TreeView<'_>,
         purpose: PsFor,
         tenant: TenantId,
     ) {
-        let view = fed.and_then(|f| f.seats().first()).map(|s| s.view());
+        let view = tree.group(0).map(|g| g.view());
         let (level, root) = match view {
             Some(v) => match v.ancestors.last() {
                 Some(root) => (v.ancestors.len() as u8, *root),
@@ -106,13 +107,13 @@ impl Placement {
             },
         );
         self.set_timer(deadline, Timer::Op(token));
-        self.forward_walk(now, fed, root, token, tenant, level);
+        self.forward_walk(now, tree, root, token, tenant, level);
     }
 
     fn forward_walk(
         &mut self,
         now: Time,
-        fed: Option<&Federation>,
+        tree: &TreeView<'_>,
         to: NodeId,
         token: u64,
         tenant: TenantId,
@@ -120,7 +121,7 @@ impl Placement {
     ) {
         let asker = self.me;
         if to == self.me {
-            self.on_ps_walk(now, fed, token, tenant, asker, level);
+            self.on_ps_walk(now, tree, token, tenant, asker, level);
         } else {
             let msg = PlacementMsg::PsWalk {
                 token,
@@ -136,13 +137,13 @@ impl Placement {
     pub(super) fn on_ps_walk(
         &mut self,
         now: Time,
-        fed: Option<&Federation>,
+        tree: &TreeView<'_>,
         token: u64,
         tenant: TenantId,
         asker: NodeId,
         level: u8,
     ) {
-        let seat = fed.and_then(|f| f.seats().get(usize::from(level)));
+        let seat = tree.group(level);
         // A stale walk (this agent no longer leads that group) is not answered: the
         // asker counts it unanswered at its deadline, instead of taking the group
         // for empty and listing its processes as if they did not exist.
@@ -152,9 +153,9 @@ impl Placement {
         // Only the subtrees the tenant index says may hold the tenant.
         let mine = match level {
             0 => Some(self.presence.own()),
-            _ => fed
-                .and_then(|f| f.group_summary(level - 1))
-                .map(|s| s.tenants),
+            _ => tree
+                .group_summary(level - 1)
+                .map(|s| PlacementSummary::of(&s).tenants),
         };
         let members: Vec<NodeId> = seat
             .view()
@@ -165,15 +166,17 @@ impl Placement {
                 let summary = if m == self.me {
                     mine
                 } else {
-                    seat.summaries().get(&m).map(|s| s.tenants)
+                    seat.summaries()
+                        .get(&m)
+                        .map(|s| PlacementSummary::of(s).tenants)
                 };
                 self.presence.must_visit(level, m, summary, tenant)
             })
             .collect();
-        self.expect(fed, asker, token, level, members.clone());
+        self.expect(tree, asker, token, level, members.clone());
         for m in members {
             match (level, m == self.me) {
-                (0, true) => self.on_ps_req(now, fed, token, tenant, asker),
+                (0, true) => self.on_ps_req(now, tree, token, tenant, asker),
                 (0, false) => self.send(
                     m,
                     PlacementMsg::PsReq {
@@ -182,7 +185,7 @@ impl Placement {
                         asker,
                     },
                 ),
-                (_, true) => self.on_ps_walk(now, fed, token, tenant, asker, level - 1),
+                (_, true) => self.on_ps_walk(now, tree, token, tenant, asker, level - 1),
                 (_, false) => {
                     let msg = PlacementMsg::PsWalk {
                         token,
@@ -198,7 +201,7 @@ impl Placement {
 
     fn expect(
         &mut self,
-        fed: Option<&Federation>,
+        tree: &TreeView<'_>,
         asker: NodeId,
         token: u64,
         level: u8,
@@ -206,7 +209,7 @@ impl Placement {
     ) {
         if asker == self.me {
             let me = self.me;
-            self.on_ps_expect(fed, me, token, level, &members);
+            self.on_ps_expect(tree, me, token, level, &members);
         } else {
             let msg = PlacementMsg::PsExpect {
                 token,
@@ -221,7 +224,7 @@ impl Placement {
     pub(super) fn on_ps_req(
         &mut self,
         now: Time,
-        fed: Option<&Federation>,
+        tree: &TreeView<'_>,
         token: u64,
         tenant: TenantId,
         asker: NodeId,
@@ -236,7 +239,7 @@ impl Placement {
         for entries in batches.into_iter().take(usize::from(n)) {
             if asker == self.me {
                 let me = self.me;
-                self.on_ps_answer(fed, me, token, entries, n);
+                self.on_ps_answer(tree, me, token, entries, n);
             } else {
                 let msg = PlacementMsg::PsAns {
                     token,
@@ -250,7 +253,7 @@ impl Placement {
 
     pub(super) fn on_ps_expect(
         &mut self,
-        fed: Option<&Federation>,
+        tree: &TreeView<'_>,
         from: NodeId,
         token: u64,
         level: u8,
@@ -265,12 +268,12 @@ impl Placement {
             // Its own walk has not been announced yet (messages overtake each other).
             w.early.insert((level, from), members.to_vec());
         }
-        self.finish_ps_if_done(fed, token);
+        self.finish_ps_if_done(tree, token);
     }
 
     pub(super) fn on_ps_answer(
         &mut self,
-        fed: Option<&Federation>,
+        tree: &TreeView<'_>,
         from: NodeId,
         token: u64,
         entries: Vec<ProcInfo>,
@@ -296,32 +299,32 @@ impl Placement {
             w.answered.insert(from);
             w.hosts.remove(&from);
         }
-        self.finish_ps_if_done(fed, token);
+        self.finish_ps_if_done(tree, token);
     }
 
-    fn finish_ps_if_done(&mut self, fed: Option<&Federation>, token: u64) {
+    fn finish_ps_if_done(&mut self, tree: &TreeView<'_>, token: u64) {
         if self
             .req
             .ps
             .get(&token)
             .is_some_and(|w| w.walks.is_empty() && w.hosts.is_empty())
         {
-            self.finish_ps(fed, token);
+            self.finish_ps(tree, token);
         }
     }
 
-    pub(super) fn ps_due(&mut self, now: Time, fed: Option<&Federation>, token: u64) {
+    pub(super) fn ps_due(&mut self, now: Time, tree: &TreeView<'_>, token: u64) {
         if self.req.ps.get(&token).is_some_and(|w| w.deadline <= now) {
-            self.finish_ps(fed, token);
+            self.finish_ps(tree, token);
         }
     }
 
-    fn finish_ps(&mut self, fed: Option<&Federation>, token: u64) {
+    fn finish_ps(&mut self, tree: &TreeView<'_>, token: u64) {
         let Some(mut w) = self.req.ps.remove(&token) else {
             return;
         };
         for e in &mut w.entries {
-            e.distance = self.distance(fed, e.host);
+            e.distance = self.distance(tree, e.host);
         }
         // A live answer beats a `Lost` one for the same pid (a host that moved to
         // another group, or came back, is not lost).
@@ -338,7 +341,7 @@ impl Placement {
             }
             PsFor::Resolve { token, pid } => {
                 let found = w.entries.iter().find(|e| e.pid == pid).map(|e| e.state);
-                self.resolved(fed, token, found);
+                self.resolved(tree, token, found);
             }
         }
     }

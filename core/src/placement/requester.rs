@@ -13,11 +13,12 @@ use super::api::{
 use super::msg::{size_of, CreateItem, PidAnswer, PidOp, PlacementMsg, ReqKey, Shape};
 use super::msg::{BATCH_BYTES, MAX_SHAPES};
 use super::ps::PsFor;
-use super::{group_of, Placement, PlacementOutput, Timer, Want};
+use super::{Placement, Timer, Want};
 use crate::agent::{ApiReply, RequestId};
-use crate::federation::Federation;
 use crate::host::{Affinity, ExitStatus, ProcSpec};
 use crate::ids::{NodeId, Pid, TenantId};
+use crate::service::TreeView;
+use crate::service::{ServiceNotice, ServiceOutput};
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -354,7 +355,7 @@ impl Placement {
     pub fn handle_spawn(
         &mut self,
         now: Time,
-        fed: Option<&Federation>,
+        tree: &TreeView<'_>,
         request: RequestId,
         tenant: TenantId,
         kind: SpawnKind,
@@ -394,13 +395,13 @@ impl Placement {
             deadline: now,
             plan: BTreeMap::new(),
             pids: BTreeMap::new(),
-            group: group_of(self.me, fed),
+            group: tree.local_group(),
             near,
             retried: false,
             since: now,
         };
         self.req.pending.insert(key.seq, p);
-        self.begin(now, fed, key.seq);
+        self.begin(now, tree, key.seq);
     }
 
     fn next_key(&mut self) -> ReqKey {
@@ -413,12 +414,12 @@ impl Placement {
     }
 
     /// One attempt: the local host first, then the group (and the hosts of `near` pids).
-    fn begin(&mut self, now: Time, fed: Option<&Federation>, seq: u64) {
+    fn begin(&mut self, now: Time, tree: &TreeView<'_>, seq: u64) {
         let Some(mut p) = self.req.pending.remove(&seq) else {
             return;
         };
         p.phase = Phase::Offers;
-        p.group = group_of(self.me, fed);
+        p.group = tree.local_group();
         let key = p.key;
         let counts = self.reserve(now, key, &p.shapes);
         p.room
@@ -426,7 +427,7 @@ impl Placement {
         p.offers.insert(self.me, counts);
         if let Ok(chosen) = plan(self.me, &p) {
             self.req.pending.insert(seq, p);
-            return self.commit(now, fed, seq, chosen);
+            return self.commit(now, tree, seq, chosen);
         }
         let peers: Vec<NodeId> = p
             .group
@@ -447,7 +448,7 @@ impl Placement {
         }
         self.req.pending.insert(seq, p);
         if self.req.pending[&seq].asked.len() == 1 {
-            self.escalate(now, fed, seq);
+            self.escalate(now, tree, seq);
         } else {
             self.set_deadline(seq, now + self.config.offer_timeout);
         }
@@ -467,7 +468,7 @@ impl Placement {
     pub(super) fn on_offer(
         &mut self,
         now: Time,
-        fed: Option<&Federation>,
+        tree: &TreeView<'_>,
         from: NodeId,
         key: ReqKey,
         counts: Vec<u16>,
@@ -493,27 +494,25 @@ impl Placement {
         };
         p.room.insert(from, free.plus(held(&p.shapes, &counts)));
         p.offers.insert(from, counts);
-        self.settle(now, fed, seq);
+        self.settle(now, tree, seq);
     }
 
     /// Everyone asked has answered: commit at once if it fits, else go one level up
     /// at once (candidates still on their way from this level are asked all the
     /// same when they come). At the top, wait for the deadline: candidates from
     /// other subtrees may still come, and failing there is final.
-    fn settle(&mut self, now: Time, fed: Option<&Federation>, seq: u64) {
+    fn settle(&mut self, now: Time, tree: &TreeView<'_>, seq: u64) {
         let Some(p) = self.req.pending.get(&seq) else {
             return;
         };
         if p.phase != Phase::Offers || p.offers.len() < p.asked.len() {
             return;
         }
-        let levels_above = fed
-            .and_then(|f| f.seats().first())
-            .map_or(0, |s| s.view().ancestors.len());
+        let levels_above = tree.ancestors().len();
         match plan(self.me, p) {
-            Ok(chosen) => self.commit(now, fed, seq, chosen),
+            Ok(chosen) => self.commit(now, tree, seq, chosen),
             Err(_) if usize::from(p.level) < levels_above || p.deadline <= now => {
-                self.escalate(now, fed, seq);
+                self.escalate(now, tree, seq);
             }
             Err(_) => {}
         }
@@ -524,7 +523,7 @@ impl Placement {
     pub(super) fn add_candidates(
         &mut self,
         now: Time,
-        fed: Option<&Federation>,
+        tree: &TreeView<'_>,
         key: ReqKey,
         hosts: &[NodeId],
     ) {
@@ -542,7 +541,7 @@ impl Placement {
             .filter(|h| p.asked.insert(*h))
             .collect();
         if fresh.is_empty() {
-            return self.settle(now, fed, key.seq);
+            return self.settle(now, tree, key.seq);
         }
         let shapes = share(p, fresh.len());
         for h in fresh {
@@ -557,16 +556,16 @@ impl Placement {
     pub(super) fn on_candidates(
         &mut self,
         now: Time,
-        fed: Option<&Federation>,
+        tree: &TreeView<'_>,
         key: ReqKey,
         hosts: &[NodeId],
     ) {
         if self.mine(key) {
-            self.add_candidates(now, fed, key, hosts);
+            self.add_candidates(now, tree, key, hosts);
         }
     }
 
-    pub(super) fn request_due(&mut self, now: Time, fed: Option<&Federation>, seq: u64) {
+    pub(super) fn request_due(&mut self, now: Time, tree: &TreeView<'_>, seq: u64) {
         let Some(p) = self.req.pending.get(&seq) else {
             return;
         };
@@ -574,28 +573,28 @@ impl Placement {
             return;
         }
         match p.phase {
-            Phase::Backoff => self.begin(now, fed, seq),
-            Phase::Offers => self.consolidate(now, fed, seq),
+            Phase::Backoff => self.begin(now, tree, seq),
+            Phase::Offers => self.consolidate(now, tree, seq),
             Phase::Creating => self.fail(now, seq, SpawnError::Aborted),
         }
     }
 
-    fn consolidate(&mut self, now: Time, fed: Option<&Federation>, seq: u64) {
+    fn consolidate(&mut self, now: Time, tree: &TreeView<'_>, seq: u64) {
         let Some(p) = self.req.pending.get(&seq) else {
             return;
         };
         match plan(self.me, p) {
-            Ok(chosen) => self.commit(now, fed, seq, chosen),
-            Err(_) => self.escalate(now, fed, seq),
+            Ok(chosen) => self.commit(now, tree, seq, chosen),
+            Err(_) => self.escalate(now, tree, seq),
         }
     }
 
     /// Asks the next level up for hosts with room, or fails when there is none.
-    fn escalate(&mut self, now: Time, fed: Option<&Federation>, seq: u64) {
+    fn escalate(&mut self, now: Time, tree: &TreeView<'_>, seq: u64) {
         let Some(p) = self.req.pending.get_mut(&seq) else {
             return;
         };
-        let view = fed.and_then(|f| f.seats().first()).map(|s| s.view());
+        let view = tree.group(0).map(|g| g.view());
         let ancestors = view.map(|v| v.ancestors.clone()).unwrap_or_default();
         let level = p.level + 1;
         // Ancestors are one per level: the leader of the group at `level` is asked.
@@ -630,7 +629,7 @@ impl Placement {
         // The deadline first: the search may settle before `on_find_room` returns.
         self.set_deadline(seq, now + self.config.escalate_timeout);
         if target == self.me {
-            self.on_find_room(now, fed, key, level, Want { min, need, hosts }, skip);
+            self.on_find_room(now, tree, key, level, Want { min, need, hosts }, skip);
         } else {
             let msg = PlacementMsg::FindRoom {
                 key,
@@ -648,7 +647,7 @@ impl Placement {
     fn commit(
         &mut self,
         now: Time,
-        fed: Option<&Federation>,
+        tree: &TreeView<'_>,
         seq: u64,
         chosen: BTreeMap<NodeId, Vec<u16>>,
     ) {
@@ -697,7 +696,7 @@ impl Placement {
         for (host, items, last) in batches {
             if host == self.me {
                 match self.create(now, key, items, last) {
-                    Some(pids) => self.deliver_created(now, fed, tenant, key, pids),
+                    Some(pids) => self.deliver_created(now, tree, tenant, key, pids),
                     None => return self.fail(now, seq, SpawnError::Aborted),
                 }
             } else {
@@ -740,10 +739,11 @@ impl Placement {
         let until = now + self.config.orphan_timeout + self.config.confirm_timeout * 4;
         self.req.completed.insert(key.seq, until);
         self.set_timer(until, Timer::Done(key));
-        self.outbox.push_back(PlacementOutput::Placed {
-            processes: p.items.len() as u32,
-            local,
-        });
+        self.outbox
+            .push_back(ServiceOutput::Notice(ServiceNotice::Placed {
+                processes: p.items.len() as u32,
+                local,
+            }));
         let pids = p.pids.into_values().collect();
         self.reply(p.request, ApiReply::Spawned(Ok(pids)));
     }
@@ -892,7 +892,7 @@ impl Placement {
         });
         if host == self.me {
             if let Some(answer) = self.answer_pid(now, self.me, token, tenant, pid, op) {
-                self.finish_op(None, token, answer);
+                self.finish_op(&TreeView::empty(self.me), token, answer);
             }
         } else {
             self.send(
@@ -907,17 +907,12 @@ impl Placement {
         }
     }
 
-    pub(super) fn on_pid_answer(
-        &mut self,
-        fed: Option<&Federation>,
-        token: u64,
-        answer: PidAnswer,
-    ) {
-        self.finish_op(fed, token, answer);
+    pub(super) fn on_pid_answer(&mut self, tree: &TreeView<'_>, token: u64, answer: PidAnswer) {
+        self.finish_op(tree, token, answer);
     }
 
     /// Completes the call `token` with `answer` (a `Waiting` only resets the wait's retries).
-    pub(super) fn finish_op(&mut self, fed: Option<&Federation>, token: u64, answer: PidAnswer) {
+    pub(super) fn finish_op(&mut self, tree: &TreeView<'_>, token: u64, answer: PidAnswer) {
         if answer == PidAnswer::Waiting {
             if let Some(op) = self.req.ops.get_mut(&token) {
                 op.retries = 0;
@@ -937,7 +932,7 @@ impl Placement {
             }),
             OpKind::Info => ApiReply::Info(match answer {
                 PidAnswer::Info(mut i) => {
-                    i.distance = self.distance(fed, i.host);
+                    i.distance = self.distance(tree, i.host);
                     Ok(i)
                 }
                 PidAnswer::Exited(s) => Ok(ProcInfo {
@@ -951,7 +946,7 @@ impl Placement {
                         s => ProcState::Exited(s),
                     },
                     age: Duration::ZERO,
-                    distance: self.distance(fed, pid.origin()),
+                    distance: self.distance(tree, pid.origin()),
                 }),
                 _ => Err(InfoError::NoSuchProcess),
             }),
@@ -965,7 +960,7 @@ impl Placement {
 
     /// The federation removed `host`: every call waiting on one of its pids ends `Lost`
     /// now, and later ones end `Lost` when it stays silent.
-    pub fn host_removed(&mut self, fed: Option<&Federation>, host: NodeId) {
+    pub fn host_removed(&mut self, tree: &TreeView<'_>, host: NodeId) {
         if self.req.lost_hosts.len() >= MAX_LOST_HOSTS {
             self.req.lost_hosts.pop_first();
         }
@@ -978,7 +973,7 @@ impl Placement {
             .map(|(t, _)| *t)
             .collect();
         for token in tokens {
-            self.finish_op(fed, token, PidAnswer::Exited(ExitStatus::Lost));
+            self.finish_op(tree, token, PidAnswer::Exited(ExitStatus::Lost));
         }
     }
 
@@ -987,10 +982,10 @@ impl Placement {
         self.req.lost_hosts.remove(&host);
     }
 
-    pub(super) fn distance(&self, fed: Option<&Federation>, host: NodeId) -> DistanceClass {
+    pub(super) fn distance(&self, tree: &TreeView<'_>, host: NodeId) -> DistanceClass {
         if host == self.me {
             DistanceClass::SameHost
-        } else if group_of(self.me, fed).contains(&host) {
+        } else if tree.local_group().contains(&host) {
             DistanceClass::SameGroup
         } else {
             DistanceClass::SameDc
@@ -1001,7 +996,7 @@ impl Placement {
     /// again (and, at its 1st, 2nd, 4th and 8th silence, also walks the tree to see
     /// whether the process is lost); a `kill` or `info` walks the tree once before it
     /// ends `Unreachable`. A host the federation removed ends the call `Lost` at once.
-    pub(super) fn op_due(&mut self, now: Time, fed: Option<&Federation>, token: u64) {
+    pub(super) fn op_due(&mut self, now: Time, tree: &TreeView<'_>, token: u64) {
         let Some(op) = self.req.ops.get_mut(&token) else {
             return;
         };
@@ -1009,12 +1004,12 @@ impl Placement {
             return;
         }
         if self.req.lost_hosts.contains(&op.pid.origin()) {
-            self.finish_op(fed, token, PidAnswer::Exited(ExitStatus::Lost));
+            self.finish_op(tree, token, PidAnswer::Exited(ExitStatus::Lost));
             return;
         }
         let (tenant, pid) = (op.tenant, op.pid);
         // Outside a tree there is nothing to walk.
-        let can_walk = !op.resolving && fed.is_some_and(|f| !f.seats().is_empty());
+        let can_walk = !op.resolving && tree.in_tree();
         if op.kind == OpKind::Wait && op.retries < self.config.wait_retries {
             op.retries += 1;
             op.deadline = now + self.config.wait_poll;
@@ -1030,14 +1025,14 @@ impl Placement {
             };
             self.send(pid.origin(), msg);
             if walk {
-                self.walk_for(now, fed, PsFor::Resolve { token, pid }, tenant);
+                self.walk_for(now, tree, PsFor::Resolve { token, pid }, tenant);
             }
             return;
         }
         if op.kind != OpKind::Wait && can_walk {
             op.resolving = true;
             op.deadline = Time::NEVER;
-            return self.walk_for(now, fed, PsFor::Resolve { token, pid }, tenant);
+            return self.walk_for(now, tree, PsFor::Resolve { token, pid }, tenant);
         }
         self.op_unreachable(token);
     }
@@ -1046,19 +1041,14 @@ impl Placement {
     /// `Lost` (by the level-0 leader of a host that left its group), the call ends
     /// `Lost`; otherwise (listed live, or not listed: its host may not have been
     /// settled as gone yet) a `wait` goes on waiting and the others end `Unreachable`.
-    pub(super) fn resolved(
-        &mut self,
-        fed: Option<&Federation>,
-        token: u64,
-        found: Option<ProcState>,
-    ) {
+    pub(super) fn resolved(&mut self, tree: &TreeView<'_>, token: u64, found: Option<ProcState>) {
         let Some(op) = self.req.ops.get_mut(&token) else {
             return;
         };
         op.resolving = false;
         match found {
             Some(ProcState::Lost) => {
-                self.finish_op(fed, token, PidAnswer::Exited(ExitStatus::Lost));
+                self.finish_op(tree, token, PidAnswer::Exited(ExitStatus::Lost));
             }
             _ if op.kind == OpKind::Wait => {}
             _ => self.op_unreachable(token),

@@ -1,5 +1,6 @@
 //! Wire messages between agents: one versioned [`Envelope`] around a
-//! [`Message`] whose variants belong each to one service.
+//! [`Message`] whose variants belong each to one service (the service registry,
+//! `crate::service::registry`, lists them).
 //!
 //! The byte format lives behind [`codec`] alone, so that the encoding can be
 //! swapped without touching a service. Every message a service sends is kept
@@ -8,12 +9,10 @@
 
 pub mod codec;
 
-use crate::discovery::DiscoveryMsg;
-use crate::federation::FedMsg;
 use crate::ids::{Incarnation, NodeId};
-use crate::placement::msg::PlacementMsg;
 use serde::{Deserialize, Serialize};
 
+pub use crate::service::Message;
 pub use codec::{decode, encode, encode_into, encoded_len, DecodeError, EncodeError};
 
 /// The size every control message must stay under, in encoded bytes (one datagram).
@@ -28,27 +27,4 @@ pub struct Envelope {
     pub incarnation: Incarnation,
     /// The service message.
     pub body: Message,
-}
-
-/// A message of one service.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Message {
-    /// Neighbour discovery in the broadcast domain.
-    Discovery(DiscoveryMsg),
-    /// Boot federation (one of possibly several instances).
-    Federation(FedMsg),
-    /// Placement and the namespace.
-    Placement(PlacementMsg),
-}
-
-impl Message {
-    /// A short, stable name of the message kind, for traces.
-    #[must_use]
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Message::Discovery(m) => m.kind(),
-            Message::Federation(m) => m.body.kind(),
-            Message::Placement(m) => m.kind(),
-        }
-    }
 }

@@ -14,10 +14,10 @@ use crate::proto::{
     self, AgentFrame, Call, ClientFrame, MembersView, ProtocolError, Reply, MAX_REPLY_BYTES,
     MAX_REQUEST_BYTES, PROTOCOL_VERSION,
 };
-use nefele_core::agent::ApiReply;
-use nefele_core::host::{ExitStatus, ProcSpec, Signal};
-use nefele_core::ids::{NodeId, Pid, TenantId};
-use nefele_core::placement::api::{InfoError, KillError, ProcInfo, PsReply, SpawnError, WaitError};
+use nefele_api::calls::ApiReply;
+use nefele_api::ids::{NodeId, Pid, TenantId};
+use nefele_api::replies::{InfoError, KillError, ProcInfo, PsReply, SpawnError, WaitError};
+use nefele_api::spec::{ExitStatus, ProcSpec, Signal};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

@@ -17,11 +17,11 @@
 
 use crate::client::{Client, ClientError};
 use crate::proto::ProtocolError;
-use nefele_core::host::{ExitStatus, ProcSpec, ResourcePolicy, Signal};
-use nefele_core::ids::{Incarnation, NodeId, Pid};
-use nefele_core::placement::api::{
+use nefele_api::ids::{Incarnation, NodeId, Pid};
+use nefele_api::replies::{
     DistanceClass, InfoError, KillError, ProcInfo, ProcState, Resource, SpawnError, WaitError,
 };
+use nefele_api::spec::{ExitStatus, ProcSpec, ResourcePolicy, Signal};
 use std::ffi::{c_char, c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

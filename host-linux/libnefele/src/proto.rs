@@ -22,11 +22,17 @@
 //! wrong, and the agent closes that connection only; the agent itself lives on.
 //! The tenant is never part of a call: the agent fills it from the connection's
 //! authentication, so a client cannot act for another tenant.
+//!
+//! # Versions
+//! - 1: the protocol as it stands. The reply types (`ApiReply` and the error
+//!   enums) moved from the agent's core into the small `nefele-api` crate, so a
+//!   client no longer links the core; their encoding did not change, so neither
+//!   did the version.
 
 use bincode::Options;
-use nefele_core::agent::ApiReply;
-use nefele_core::host::{ProcSpec, Signal};
-use nefele_core::ids::{Incarnation, NodeId, Pid, TenantId};
+use nefele_api::calls::ApiReply;
+use nefele_api::ids::{Incarnation, NodeId, Pid, TenantId};
+use nefele_api::spec::{ProcSpec, Signal};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.

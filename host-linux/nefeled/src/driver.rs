@@ -433,9 +433,7 @@ fn log_notice(notice: Notice) {
         Notice::Federation { instance, notice } => {
             tracing::info!(instance, ?notice, "federation");
         }
-        Notice::Placed { processes, local } => {
-            tracing::debug!(processes, local, "request placed");
-        }
+        Notice::Service(notice) => tracing::debug!(?notice, "service"),
     }
 }
 

@@ -12,6 +12,7 @@ use crate::host_link::HostLink;
 use nefele_core::agent::{Agent, AgentConfig, Identity};
 use nefele_core::ids::{Incarnation, NodeId};
 use nefele_core::placement::PlacementConfig;
+use nefele_core::service::ServicesConfig;
 use nefele_core::Time;
 use nefele_transport_tcp::{BindError, ClusterKey, TcpConfig, TcpTransport};
 use std::net::SocketAddr;
@@ -59,16 +60,18 @@ impl RuntimeConfig {
     #[must_use]
     pub fn agent_defaults() -> AgentConfig {
         AgentConfig {
-            placement: PlacementConfig {
-                offer_timeout: Duration::from_millis(50),
-                escalate_timeout: Duration::from_millis(100),
-                create_timeout: Duration::from_secs(2),
-                gang_patience: Duration::from_secs(3),
-                presence_timeout: Duration::from_millis(500),
-                confirm_timeout: Duration::from_secs(2),
-                op_timeout: Duration::from_secs(1),
-                ps_timeout: Duration::from_secs(2),
-                ..PlacementConfig::default()
+            services: ServicesConfig {
+                placement: PlacementConfig {
+                    offer_timeout: Duration::from_millis(50),
+                    escalate_timeout: Duration::from_millis(100),
+                    create_timeout: Duration::from_secs(2),
+                    gang_patience: Duration::from_secs(3),
+                    presence_timeout: Duration::from_millis(500),
+                    confirm_timeout: Duration::from_secs(2),
+                    op_timeout: Duration::from_secs(1),
+                    ps_timeout: Duration::from_secs(2),
+                    ..PlacementConfig::default()
+                },
             },
             ..AgentConfig::default()
         }

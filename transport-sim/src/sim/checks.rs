@@ -66,7 +66,7 @@ impl Simulation {
             self.checker.record(self.now, "federation", result, settled);
         }
         // Placement's invariants hold at all times, faults or not.
-        let p = &self.config.agent.placement;
+        let p = &self.config.agent.services.placement;
         let grace = p.lease + p.create_timeout + p.confirm_timeout * 2 + self.config.check.interval;
         let sample = self.config.workload.as_ref().is_some_and(|w| {
             let t = self.now.saturating_since(Time::ZERO);

@@ -28,6 +28,7 @@ use crate::trace::{Packet, TraceEvent, TraceHasher, TraceWriter};
 use fault_injection::validate_fault;
 use nefele_core::federation::FedNotice;
 use nefele_core::host::{ExitStatus, HostEvent};
+use nefele_core::service::ServiceNotice;
 use nefele_core::wire::{self, Envelope};
 use nefele_core::{
     Agent, AgentConfig, AgentConfigError, ApiCall, Identity, Incarnation, Input, NodeId, Notice,
@@ -551,7 +552,9 @@ impl Simulation {
                     }
                 }
                 Output::Notice(Notice::Federation { notice, .. }) => self.on_notice(node, notice),
-                Output::Notice(Notice::Placed { local, .. }) => self.placement.on_placed(local),
+                Output::Notice(Notice::Service(ServiceNotice::Placed { local, .. })) => {
+                    self.placement.on_placed(local);
+                }
             }
         }
         let host = &mut self.hosts[node.0 as usize];

@@ -1,0 +1,65 @@
+//! Placement's part of the federation summaries: the free capacity of a
+//! subtree, its largest free host, and the tenants it may hold.
+//!
+//! Leaders sum their members' parts as they sum the federation's own counts;
+//! a member not heard from yet counts as [`PlacementSummary::UNKNOWN`]: no room
+//! (so no request is sent there on a guess) and every tenant (so `ps` still
+//! visits it).
+
+use super::tenants::TenantFilter;
+use crate::federation::Summary;
+use crate::service::SummaryPart;
+use serde::{Deserialize, Serialize};
+
+/// What placement reports of a subtree.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementSummary {
+    /// Free cpu in the subtree, in millicores.
+    pub free_cpu_millicores: u64,
+    /// Free memory in the subtree, in bytes.
+    pub free_memory_bytes: u64,
+    /// The most free cpu on one agent of the subtree, in millicores.
+    pub largest_free_cpu_millicores: u64,
+    /// The most free memory on one agent of the subtree (maybe another agent), in bytes.
+    pub largest_free_memory_bytes: u64,
+    /// The tenants with processes in the subtree (`ps` visits only subtrees that may hold its tenant).
+    pub tenants: TenantFilter,
+}
+
+impl PlacementSummary {
+    /// Placement's part of `summary` (a summary without one, from an agent that
+    /// does not run placement on this instance, holds nothing).
+    #[must_use]
+    pub fn of(summary: &Summary) -> PlacementSummary {
+        summary.payload.placement.unwrap_or_default()
+    }
+}
+
+impl SummaryPart for PlacementSummary {
+    const UNKNOWN: Self = PlacementSummary {
+        free_cpu_millicores: 0,
+        free_memory_bytes: 0,
+        largest_free_cpu_millicores: 0,
+        largest_free_memory_bytes: 0,
+        tenants: TenantFilter::ALL,
+    };
+
+    /// Sums the free amounts; the largest free amounts are the larger of the two.
+    fn plus(self, other: Self) -> Self {
+        PlacementSummary {
+            free_cpu_millicores: self
+                .free_cpu_millicores
+                .saturating_add(other.free_cpu_millicores),
+            free_memory_bytes: self
+                .free_memory_bytes
+                .saturating_add(other.free_memory_bytes),
+            largest_free_cpu_millicores: self
+                .largest_free_cpu_millicores
+                .max(other.largest_free_cpu_millicores),
+            largest_free_memory_bytes: self
+                .largest_free_memory_bytes
+                .max(other.largest_free_memory_bytes),
+            tenants: self.tenants.union(other.tenants),
+        }
+    }
+}

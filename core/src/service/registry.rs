@@ -1,0 +1,243 @@
+//! The registry: the one list of the services that ride the federation tree.
+//!
+//! Each line of `services!` names a service's field and type. From it come
+//! the wire tag of its messages (a variant of [`Message`] after discovery's and
+//! federation's, by position, so the list is append-only), its config section (a field of [`ServicesConfig`]),
+//! its slot in the summaries (a field of [`Payload`]), its seed (from its field
+//! name) and its place in the routing order (list order; every routing loop
+//! visits services in it, so outputs are deterministic).
+
+use super::{Context, Service, ServiceEvent, ServiceOutput, SummaryPart};
+use crate::agent::Identity;
+use crate::discovery::DiscoveryMsg;
+use crate::federation::FedMsg;
+use crate::ids::NodeId;
+use crate::placement::Placement;
+use crate::time::Time;
+use nefele_api::calls::{ApiCall, RequestId};
+use serde::{Deserialize, Serialize};
+
+/// A service as the agent drives it, its message type erased to [`Message`].
+pub(crate) trait Runner {
+    /// The federation instance it rides.
+    fn instance(&self) -> u8;
+    fn handle_timeout(&mut self, now: Time, ctx: &Context<'_>);
+    fn handle_event(&mut self, now: Time, event: &ServiceEvent, ctx: &Context<'_>);
+    fn handle_api(
+        &mut self,
+        now: Time,
+        request: RequestId,
+        call: ApiCall,
+        ctx: &Context<'_>,
+    ) -> Result<(), ApiCall>;
+    fn poll_output(&mut self) -> Option<ServiceOutput<Message>>;
+    fn next_timeout(&self) -> Option<Time>;
+    fn invariants(&self) -> bool;
+}
+
+macro_rules! services {
+    ($( $(#[$doc:meta])* $field:ident: $ty:ident ),+ $(,)?) => {
+        /// A message between agents, of one service (the variant is its wire tag).
+        #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum Message {
+            /// Neighbour discovery in the broadcast domain.
+            Discovery(DiscoveryMsg),
+            /// Boot federation (one of possibly several instances).
+            Federation(FedMsg),
+            $( $(#[$doc])* $ty(<$ty as Service>::Msg), )+
+        }
+
+        impl Message {
+            /// A short, stable name of the message kind, for traces.
+            #[must_use]
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    Message::Discovery(m) => m.kind(),
+                    Message::Federation(m) => m.body.kind(),
+                    $( Message::$ty(m) => <$ty as Service>::kind(m), )+
+                }
+            }
+        }
+
+        $( impl From<<$ty as Service>::Msg> for Message {
+            fn from(msg: <$ty as Service>::Msg) -> Self {
+                Message::$ty(msg)
+            }
+        } )+
+
+        /// Every tree-riding service's configuration, one section each.
+        #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(default)]
+        pub struct ServicesConfig {
+            $( $(#[$doc])* pub $field: <$ty as Service>::Config, )+
+        }
+
+        /// Why a service's configuration is refused.
+        #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+        pub enum ServiceConfigError {
+            $( $(#[$doc])* #[error("{service}: {0}", service = stringify!($field))]
+               $ty(<$ty as Service>::ConfigError), )+
+        }
+
+        impl ServicesConfig {
+            /// Checks every service's section.
+            pub fn validate(&self) -> Result<(), ServiceConfigError> {
+                $( <$ty as Service>::validate(&self.$field).map_err(ServiceConfigError::$ty)?; )+
+                Ok(())
+            }
+
+            /// The federation instances the services ride, in registry order.
+            #[must_use]
+            pub fn instances(&self) -> Vec<u8> {
+                vec![$( <$ty as Service>::instance(&self.$field), )+]
+            }
+        }
+
+        /// What a subtree summary carries for the services: one part per service,
+        /// present only in the beats of the instance that service rides.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct Payload {
+            $( $(#[$doc])* pub $field: Option<<$ty as Service>::Summary>, )+
+        }
+
+        impl Payload {
+            /// The payload of two subtrees together (a part missing on one side is
+            /// the other side's).
+            #[must_use]
+            pub fn plus(self, other: Payload) -> Payload {
+                Payload {
+                    $( $field: match (self.$field, other.$field) {
+                        (Some(a), Some(b)) => Some(a.plus(b)),
+                        (a, b) => a.or(b),
+                    }, )+
+                }
+            }
+
+            /// What a member not heard from yet counts as in instance `instance`.
+            #[must_use]
+            pub fn unknown(config: &ServicesConfig, instance: u8) -> Payload {
+                Payload {
+                    $( $field: (<$ty as Service>::instance(&config.$field) == instance)
+                        .then_some(<<$ty as Service>::Summary as SummaryPart>::UNKNOWN), )+
+                }
+            }
+        }
+
+        /// The tree-riding services of one agent.
+        #[derive(Debug)]
+        pub(crate) struct Services {
+            $( pub(crate) $field: $ty, )+
+        }
+
+        impl Services {
+            pub(crate) fn new(me: Identity, config: ServicesConfig, root_seed: u64) -> Self {
+                Services {
+                    $( $field: <$ty as Service>::new(
+                        me,
+                        config.$field,
+                        super::seed_for(root_seed, stringify!($field)),
+                    ), )+
+                }
+            }
+
+            /// Hands `msg` to its service, with the context `ctx` builds for it.
+            /// Discovery and federation messages are the agent's, and never come here.
+            pub(crate) fn deliver<'a>(
+                &mut self,
+                now: Time,
+                from: NodeId,
+                msg: Message,
+                ctx: impl Fn(u8) -> Context<'a>,
+            ) {
+                match msg {
+                    $( Message::$ty(m) => {
+                        let ctx = ctx(Runner::instance(&self.$field));
+                        self.$field.handle_message(now, from, m, &ctx);
+                    } )+
+                    Message::Discovery(_) | Message::Federation(_) => {
+                        debug_assert!(false, "the agent routes discovery and federation itself");
+                    }
+                }
+            }
+
+            /// Calls `f` on every service, in registry order.
+            pub(crate) fn for_each(&mut self, mut f: impl FnMut(&mut dyn Runner)) {
+                $( f(&mut self.$field); )+
+            }
+
+            /// Whether every service's invariants hold.
+            pub(crate) fn invariants(&self) -> bool {
+                true $( && Runner::invariants(&self.$field) )+
+            }
+
+            /// The earliest deadline of every service.
+            pub(crate) fn next_timeout(&self) -> Option<Time> {
+                [$( Runner::next_timeout(&self.$field), )+].into_iter().flatten().min()
+            }
+
+            /// This agent's own payload in instance `instance`.
+            pub(crate) fn own_payload(&self, instance: u8) -> Payload {
+                Payload {
+                    $( $field: (Runner::instance(&self.$field) == instance)
+                        .then(|| self.$field.own_summary()), )+
+                }
+            }
+
+            /// What the group this agent leads at `level` of `instance` counts besides
+            /// its members' beats.
+            pub(crate) fn pinned_payload(&self, instance: u8, level: usize) -> Payload {
+                Payload {
+                    $( $field: if Runner::instance(&self.$field) == instance {
+                        self.$field.pinned_summary(level)
+                    } else {
+                        None
+                    }, )+
+                }
+            }
+        }
+    };
+}
+
+services! {
+    /// Placement and the namespace.
+    placement: Placement,
+}
+
+impl<S: Service> Runner for S
+where
+    S::Msg: Into<Message>,
+{
+    fn instance(&self) -> u8 {
+        S::instance(self.config())
+    }
+    fn handle_timeout(&mut self, now: Time, ctx: &Context<'_>) {
+        Service::handle_timeout(self, now, ctx);
+    }
+    fn handle_event(&mut self, now: Time, event: &ServiceEvent, ctx: &Context<'_>) {
+        Service::handle_event(self, now, event, ctx);
+    }
+    fn handle_api(
+        &mut self,
+        now: Time,
+        request: RequestId,
+        call: ApiCall,
+        ctx: &Context<'_>,
+    ) -> Result<(), ApiCall> {
+        Service::handle_api(self, now, request, call, ctx)
+    }
+    fn poll_output(&mut self) -> Option<ServiceOutput<Message>> {
+        Service::poll_output(self).map(|out| match out {
+            ServiceOutput::Send(to, m) => ServiceOutput::Send(to, m.into()),
+            ServiceOutput::Host(c) => ServiceOutput::Host(c),
+            ServiceOutput::Reply(r, reply) => ServiceOutput::Reply(r, reply),
+            ServiceOutput::Event(e) => ServiceOutput::Event(e),
+            ServiceOutput::Notice(n) => ServiceOutput::Notice(n),
+        })
+    }
+    fn next_timeout(&self) -> Option<Time> {
+        Service::next_timeout(self)
+    }
+    fn invariants(&self) -> bool {
+        Service::invariants(self)
+    }
+}

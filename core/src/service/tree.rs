@@ -1,0 +1,103 @@
+//! The read-only view of one federation instance that a service gets on every
+//! call: this agent's seats and groups at each level, their leaders and
+//! ancestors, the members' subtree summaries, and the protocol period.
+//!
+//! A [`TreeView`] borrows the federation for the length of one call and exposes
+//! nothing that could change it; an agent outside any tree (or riding an
+//! instance it does not run) gets an empty view, in which it is a group of one.
+
+use crate::federation::{Federation, Level, Seat, Summary, View};
+use crate::ids::NodeId;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A read-only view of the federation instance a service rides.
+#[derive(Clone, Copy, Debug)]
+pub struct TreeView<'a> {
+    me: NodeId,
+    fed: Option<&'a Federation>,
+}
+
+impl<'a> TreeView<'a> {
+    /// The view of `fed` (or an empty one) for agent `me`.
+    #[must_use]
+    pub(crate) fn new(me: NodeId, fed: Option<&'a Federation>) -> Self {
+        TreeView { me, fed }
+    }
+
+    /// A view of no tree: the agent is alone.
+    #[must_use]
+    pub fn empty(me: NodeId) -> Self {
+        TreeView { me, fed: None }
+    }
+
+    /// Whether this agent holds a seat (it belongs to a tree).
+    #[must_use]
+    pub fn in_tree(&self) -> bool {
+        self.fed.is_some_and(|f| !f.seats().is_empty())
+    }
+
+    /// This agent's group at `level`, if it holds a seat there.
+    #[must_use]
+    pub fn group(&self, level: Level) -> Option<GroupView<'a>> {
+        let seat = self.fed?.seats().get(usize::from(level))?;
+        Some(GroupView { me: self.me, seat })
+    }
+
+    /// The members of this agent's level-0 group (itself included), or just itself
+    /// outside a tree.
+    #[must_use]
+    pub fn local_group(&self) -> Vec<NodeId> {
+        self.group(0)
+            .map_or_else(|| vec![self.me], |g| g.view().members.clone())
+    }
+
+    /// The leaders above this agent's level-0 group, one per level, nearest first
+    /// (see [`View::ancestors`]); empty outside a tree and at the root.
+    #[must_use]
+    pub fn ancestors(&self) -> &'a [NodeId] {
+        self.group(0)
+            .map_or(&[], |g| g.seat.view().ancestors.as_slice())
+    }
+
+    /// The summary of the group this agent leads at `level` (its members' subtrees
+    /// summed), or `None` if it leads none there.
+    #[must_use]
+    pub fn group_summary(&self, level: Level) -> Option<Summary> {
+        self.fed?.group_summary(level)
+    }
+
+    /// The instance's protocol period (zero outside a tree).
+    #[must_use]
+    pub fn period(&self) -> Duration {
+        self.fed.map_or(Duration::ZERO, |f| f.config().period)
+    }
+}
+
+/// This agent's seat in one group, read-only.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupView<'a> {
+    me: NodeId,
+    seat: &'a Seat,
+}
+
+impl<'a> GroupView<'a> {
+    /// The group's membership, as its leader published it.
+    #[must_use]
+    pub fn view(&self) -> &'a View {
+        self.seat.view()
+    }
+
+    /// Whether this agent leads the group.
+    #[must_use]
+    pub fn led_by_me(&self) -> bool {
+        self.seat.view().leader == self.me
+    }
+
+    /// Leader side: each member's subtree summary as it last reported it (empty at
+    /// a plain member).
+    #[must_use]
+    pub fn summaries(&self) -> &'a BTreeMap<NodeId, Summary> {
+        self.seat.summaries()
+    }
+}
