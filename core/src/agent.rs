@@ -532,6 +532,8 @@ impl Agent {
 mod tests {
     use super::*;
     use crate::discovery::DiscoveryMsg;
+    use crate::host::{ProcSpec, Signal};
+    use crate::ids::{Pid, TenantId};
 
     fn agent(node: u32) -> Agent {
         Agent::new(
@@ -595,6 +597,73 @@ mod tests {
                 reply: ApiReply::Neighbours(vec![(NodeId(2), Incarnation(4))]),
             })
         );
+    }
+
+    /// Every client call has a service that owns it: none is dropped unanswered.
+    #[test]
+    fn every_api_call_has_an_owner() {
+        let (tenant, pid) = (TenantId(1), Pid::new(NodeId(1), Incarnation(1), 1));
+        let spec = ProcSpec {
+            path: "/bin/true".into(),
+            ..ProcSpec::default()
+        };
+        let calls = [
+            ApiCall::Neighbours,
+            ApiCall::Spawn {
+                tenant,
+                spec: spec.clone(),
+            },
+            ApiCall::NSpawn {
+                tenant,
+                n: 2,
+                spec: spec.clone(),
+            },
+            ApiCall::CSpawn {
+                tenant,
+                specs: vec![spec],
+            },
+            ApiCall::Kill {
+                tenant,
+                pid,
+                signal: Signal::Kill,
+            },
+            ApiCall::Info { tenant, pid },
+            ApiCall::Ps { tenant },
+            ApiCall::Wait { tenant, pid },
+        ];
+        for call in calls {
+            let mut a = agent(1);
+            let request = RequestId(9);
+            let t = Time::from_millis(1);
+            a.handle(
+                t,
+                Input::Host(HostEvent::Resources(HostResources {
+                    cores: 4,
+                    cpu_millicores: 4000,
+                    memory_bytes: 8 << 30,
+                    ..HostResources::default()
+                })),
+            );
+            a.handle(
+                t,
+                Input::Api {
+                    request,
+                    call: call.clone(),
+                },
+            );
+            let mut answered = false;
+            for _ in 0..10_000 {
+                while let Some(out) = a.poll_output() {
+                    answered |= matches!(out, Output::ApiReply { request: r, .. } if r == request);
+                }
+                if answered {
+                    break;
+                }
+                let t = a.next_timeout().unwrap();
+                a.handle(t, Input::Timeout);
+            }
+            assert!(answered, "{call:?} got no answer");
+        }
     }
 
     #[test]

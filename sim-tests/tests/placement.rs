@@ -3,6 +3,7 @@
 //! faults during `c_spawn`, `ps` over the whole tree, and the shipped `place-*`
 //! scenarios.
 
+use nefele_core::federation::FederationConfig;
 use nefele_core::host::{Affinity, ExitStatus, ResourcePolicy, Signal};
 use nefele_core::placement::api::{
     InfoError, KillError, ProcState, Resource, SpawnError, WaitError,
@@ -753,4 +754,57 @@ proptest! {
     fn ps_lists_every_spawned_process_of_its_tenant(seed in 0u64..1_000_000, nodes in 30u32..150) {
         ps_matches_spawns(seed, nodes, 25)?;
     }
+}
+
+/// Placement rides the federation instance it names, and only that instance's
+/// beats carry its part of the summaries (the README's two-instance example, with
+/// placement on the second). Before the service seam placement always used the
+/// first instance, and its capacity and tenants rode every instance's beats.
+#[test]
+fn placement_rides_the_instance_it_names_and_only_its_beats_carry_it() {
+    let mut config = cluster(120, 8);
+    config.agent.federations = vec![
+        FederationConfig {
+            instance: 0,
+            name: "logs".into(),
+            min_group: 16,
+            max_group: 32,
+            ..FederationConfig::default()
+        },
+        FederationConfig {
+            instance: 1,
+            name: "placement".into(),
+            ..FederationConfig::default()
+        },
+    ];
+    config.agent.services.placement.instance = 1;
+    let mut sim = booted(config);
+    let tenant = TenantId(5);
+    let call = ApiCall::NSpawn {
+        tenant,
+        n: 4,
+        spec: proc(500, 60_000, 0),
+    };
+    let spawned: BTreeSet<Pid> = pids(ask(&mut sim, 3, call, 100).0).into_iter().collect();
+    assert_eq!(spawned.len(), 4);
+    let (listed, unanswered) = listing(ask(&mut sim, 90, ApiCall::Ps { tenant }, 1500).0);
+    assert_eq!((listed, unanswered), (spawned, 0));
+    let mut summaries = [0usize; 2];
+    for n in 0..120 {
+        let agent = sim.agent(NodeId(n)).expect("up");
+        for (i, f) in agent.federations().iter().enumerate() {
+            for seat in f.seats() {
+                for s in seat.summaries().values() {
+                    summaries[i] += 1;
+                    assert_eq!(
+                        s.payload.placement.is_some(),
+                        f.config().instance == 1,
+                        "instance {} carries placement's part: {s:?}",
+                        f.config().instance
+                    );
+                }
+            }
+        }
+    }
+    assert!(summaries.iter().all(|&n| n > 0), "{summaries:?}");
 }

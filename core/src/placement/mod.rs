@@ -943,6 +943,67 @@ mod tests {
         );
     }
 
+    /// Regression: the agent ended placement's waits as `Lost` on a removal in any
+    /// federation instance. Only a level-0 removal in the instance placement rides
+    /// says a host is gone.
+    #[test]
+    fn only_a_removal_in_placements_own_instance_ends_waits_as_lost() {
+        let mut p = solo();
+        let (tenant, dead) = (TenantId(1), NodeId(5));
+        let pid = Pid::new(dead, Incarnation(1), 3);
+        let now = Time::from_secs(10);
+        p.start_pid_op(now, RequestId(1), tenant, pid, msg::PidOp::Wait);
+        drain(&mut p);
+        let removed = |instance, level| ServiceEvent::HostRemoved {
+            instance,
+            node: dead,
+            level,
+        };
+        p.handle_event(now, &removed(1, 0), &ctx());
+        p.handle_event(now, &removed(0, 1), &ctx());
+        assert_eq!(drain(&mut p), Vec::new(), "the wait goes on");
+        p.handle_event(now, &removed(0, 0), &ctx());
+        assert_eq!(
+            drain(&mut p),
+            vec![Out::Reply(
+                RequestId(1),
+                ApiReply::Waited(Ok(crate::host::ExitStatus::Lost))
+            )]
+        );
+    }
+
+    /// The other services learn of every process this host starts and ends.
+    #[test]
+    fn process_starts_and_exits_are_told_to_the_other_services() {
+        let mut p = solo();
+        let kind = SpawnKind::Spawn(spec(Some(1000)));
+        p.handle_spawn(Time::ZERO, &ctx().tree, RequestId(1), TenantId(3), kind);
+        let events = |p: &mut Placement| -> Vec<ServiceEvent> {
+            std::iter::from_fn(|| p.poll_output())
+                .filter_map(|o| match o {
+                    ServiceOutput::Event(e) => Some(e),
+                    _ => None,
+                })
+                .collect()
+        };
+        let started = events(&mut p);
+        let [ServiceEvent::ProcessStarted { pid, tenant }] = started[..] else {
+            panic!("expected one start, got {started:?}");
+        };
+        assert_eq!(tenant, TenantId(3));
+        let status = crate::host::ExitStatus::Code(0);
+        let usage = crate::host::Usage::default();
+        p.on_host_event(Time::ZERO, &HostEvent::Exited { pid, status, usage });
+        assert_eq!(
+            events(&mut p),
+            vec![ServiceEvent::ProcessExited {
+                pid,
+                tenant,
+                status
+            }]
+        );
+    }
+
     /// Regression: `ps` answers were cut into batches sized from the first entry, so a
     /// short first command followed by long ones made `PsAns` messages over the MTU.
     #[test]
