@@ -345,18 +345,16 @@ impl Agent {
         let (identity, federations) = (self.identity, &self.federations);
         let mut call = Some(call);
         self.services.for_each(|s| {
-            if let Some(c) = call.take() {
-                call = s
-                    .handle_api(
-                        now,
-                        request,
-                        c,
-                        &context(identity, federations, s.instance()),
-                    )
-                    .err();
+            if let Some(c) = call.take_if(|c| s.owns(c)) {
+                s.handle_api(
+                    now,
+                    request,
+                    c,
+                    &context(identity, federations, s.instance()),
+                );
             }
         });
-        // Every call has an owner (a test of the registry checks it).
+        // Every call has an owner (`every_api_call_has_an_owner` checks it).
         debug_assert!(call.is_none(), "no service owns {call:?}");
     }
 

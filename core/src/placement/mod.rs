@@ -605,13 +605,11 @@ impl Service for Placement {
         }
     }
 
-    fn handle_api(
-        &mut self,
-        now: Time,
-        request: RequestId,
-        call: ApiCall,
-        ctx: &Context<'_>,
-    ) -> Result<(), ApiCall> {
+    fn owns(call: &ApiCall) -> bool {
+        !matches!(call, ApiCall::Neighbours)
+    }
+
+    fn handle_api(&mut self, now: Time, request: RequestId, call: ApiCall, ctx: &Context<'_>) {
         let tree = &ctx.tree;
         match call {
             ApiCall::Spawn { tenant, spec } => {
@@ -635,9 +633,8 @@ impl Service for Placement {
                 self.start_pid_op(now, request, tenant, pid, msg::PidOp::Wait);
             }
             ApiCall::Ps { tenant } => self.walk_for(now, tree, ps::PsFor::Reply(request), tenant),
-            other @ ApiCall::Neighbours => return Err(other),
+            ApiCall::Neighbours => debug_assert!(false, "discovery's call"),
         }
-        Ok(())
     }
 
     fn poll_output(&mut self) -> Option<ServiceOutput<PlacementMsg>> {

@@ -7,7 +7,7 @@
 //! - inputs: [`Service::handle_message`] (its own wire message, already
 //!   validated), [`Service::handle_timeout`], [`Service::handle_event`] (host
 //!   events and what other services did), [`Service::handle_api`] (the client
-//!   calls it owns);
+//!   calls it [owns](Service::owns));
 //! - outputs: drained with [`Service::poll_output`] after every input;
 //! - timers: [`Service::next_timeout`];
 //! - the tree: every input comes with a [`Context`] whose [`TreeView`] is a
@@ -178,15 +178,12 @@ pub trait Service: Debug + Sized {
     /// Something happened (see [`ServiceEvent`]). Services ignore what they do not need.
     fn handle_event(&mut self, now: Time, event: &ServiceEvent, ctx: &Context<'_>);
 
-    /// A local client's call: the service answers it (now or later, through a
-    /// [`ServiceOutput::Reply`]) if it owns it, or gives it back.
-    fn handle_api(
-        &mut self,
-        now: Time,
-        request: RequestId,
-        call: ApiCall,
-        ctx: &Context<'_>,
-    ) -> Result<(), ApiCall>;
+    /// Whether `call` is one of the client calls this service answers.
+    fn owns(call: &ApiCall) -> bool;
+
+    /// A local client's call that it [owns](Service::owns): the service answers it,
+    /// now or later, with a [`ServiceOutput::Reply`].
+    fn handle_api(&mut self, now: Time, request: RequestId, call: ApiCall, ctx: &Context<'_>);
 
     /// The next output, if any.
     fn poll_output(&mut self) -> Option<ServiceOutput<Self::Msg>>;

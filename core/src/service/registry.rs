@@ -23,13 +23,8 @@ pub(crate) trait Runner {
     fn instance(&self) -> u8;
     fn handle_timeout(&mut self, now: Time, ctx: &Context<'_>);
     fn handle_event(&mut self, now: Time, event: &ServiceEvent, ctx: &Context<'_>);
-    fn handle_api(
-        &mut self,
-        now: Time,
-        request: RequestId,
-        call: ApiCall,
-        ctx: &Context<'_>,
-    ) -> Result<(), ApiCall>;
+    fn owns(&self, call: &ApiCall) -> bool;
+    fn handle_api(&mut self, now: Time, request: RequestId, call: ApiCall, ctx: &Context<'_>);
     fn poll_output(&mut self) -> Option<ServiceOutput<Message>>;
     fn next_timeout(&self) -> Option<Time>;
     fn invariants(&self) -> bool;
@@ -216,14 +211,11 @@ where
     fn handle_event(&mut self, now: Time, event: &ServiceEvent, ctx: &Context<'_>) {
         Service::handle_event(self, now, event, ctx);
     }
-    fn handle_api(
-        &mut self,
-        now: Time,
-        request: RequestId,
-        call: ApiCall,
-        ctx: &Context<'_>,
-    ) -> Result<(), ApiCall> {
-        Service::handle_api(self, now, request, call, ctx)
+    fn owns(&self, call: &ApiCall) -> bool {
+        S::owns(call)
+    }
+    fn handle_api(&mut self, now: Time, request: RequestId, call: ApiCall, ctx: &Context<'_>) {
+        Service::handle_api(self, now, request, call, ctx);
     }
     fn poll_output(&mut self) -> Option<ServiceOutput<Message>> {
         Service::poll_output(self).map(|out| match out {

@@ -1,0 +1,598 @@
+//! The requester side of placement: a client's spawn request from validation to
+//! reply (local attempt, group offers, escalation, commit, confirm or abort), and
+//! the client calls on pids (`kill`, `info`, `wait`).
+//!
+//! Invariant: a request is answered exactly once; after its answer, every host
+//! that holds something of it has been sent `Confirm` (success) or `Abort`
+//! (failure), and a late `Offer` for it is answered with `Abort`.
+//!
+//! The pure decisions live in `planner`; the calls on one pid in `pid_calls`.
+
+mod pid_calls;
+mod planner;
+
+use pid_calls::Op;
+pub(super) use planner::mix;
+use planner::{
+    aggregate_short, expand, held, may_retry, near_hosts, plan, share, uncovered, units_of,
+};
+
+use super::api::{Demand, Resource, SpawnError};
+use super::msg::BATCH_BYTES;
+use super::msg::{size_of, CreateItem, PlacementMsg, ReqKey, Shape};
+use super::{Placement, Timer, Want};
+use crate::agent::{ApiReply, RequestId};
+use crate::host::ProcSpec;
+use crate::ids::{NodeId, Pid, TenantId};
+use crate::service::TreeView;
+use crate::service::{ServiceNotice, ServiceOutput};
+use crate::time::Time;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Which spawn call a client made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpawnKind {
+    /// One process.
+    Spawn(ProcSpec),
+    /// `n` identical processes, atomically.
+    NSpawn(u32, ProcSpec),
+    /// Different processes, atomically.
+    CSpawn(Vec<ProcSpec>),
+}
+
+/// Processes that must share a host (a `together` tag), placed as one.
+#[derive(Clone, Debug)]
+struct Unit {
+    items: Vec<u16>,
+    shape: usize,
+    apart: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting out a backoff before a second attempt.
+    Backoff,
+    Offers,
+    Creating,
+}
+
+#[derive(Debug)]
+pub(super) struct Pending {
+    request: RequestId,
+    key: ReqKey,
+    tenant: TenantId,
+    items: Vec<(ProcSpec, Demand)>,
+    units: Vec<Unit>,
+    shapes: Vec<Shape>,
+    phase: Phase,
+    asked: BTreeSet<NodeId>,
+    offers: BTreeMap<NodeId, Vec<u16>>,
+    /// What each answering host had before it reserved for this request.
+    room: BTreeMap<NodeId, Demand>,
+    level: u8,
+    deadline: Time,
+    plan: BTreeMap<NodeId, Vec<u16>>,
+    pids: BTreeMap<u16, Pid>,
+    group: Vec<NodeId>,
+    near: Vec<NodeId>,
+    /// This is a later attempt (an earlier one lost to competing requests).
+    retried: bool,
+    /// When the client asked.
+    since: Time,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct RequesterState {
+    pub(super) pending: BTreeMap<u64, Pending>,
+    next_seq: u64,
+    ops: BTreeMap<u64, Op>,
+    next_token: u64,
+    /// Requests confirmed, kept so that a host's `Query` can be answered.
+    completed: BTreeMap<u64, Time>,
+    /// `ps` walks in flight.
+    pub(super) ps: BTreeMap<u64, super::ps::PsWalk>,
+    /// Hosts the federation removed for silence, until they are heard from again: a
+    /// call on one of their pids that stays unanswered ends `Lost`, not `Unreachable`.
+    lost_hosts: BTreeSet<NodeId>,
+}
+
+/// The most removed hosts remembered (past it, the lowest node id is forgotten first).
+const MAX_LOST_HOSTS: usize = 4096;
+
+impl Placement {
+    /// A client call: `spawn`, `n_spawn` or `c_spawn`.
+    pub fn handle_spawn(
+        &mut self,
+        now: Time,
+        tree: &TreeView<'_>,
+        request: RequestId,
+        tenant: TenantId,
+        kind: SpawnKind,
+    ) {
+        let near: Vec<NodeId> = match &kind {
+            SpawnKind::Spawn(s) | SpawnKind::NSpawn(_, s) => near_hosts(s),
+            SpawnKind::CSpawn(v) => v.iter().flat_map(near_hosts).collect(),
+        };
+        let specs = match expand(kind, self.config.max_processes) {
+            Ok(s) => s,
+            Err(e) => return self.reply(request, ApiReply::Spawned(Err(e))),
+        };
+        let items: Vec<(ProcSpec, Demand)> = specs
+            .into_iter()
+            .map(|s| {
+                let d = self.demand_of(tenant, &s);
+                (s, d)
+            })
+            .collect();
+        let (units, shapes) = match units_of(&items) {
+            Ok(x) => x,
+            Err(e) => return self.reply(request, ApiReply::Spawned(Err(e))),
+        };
+        let key = self.next_key();
+        let p = Pending {
+            request,
+            key,
+            tenant,
+            items,
+            units,
+            shapes,
+            phase: Phase::Offers,
+            asked: BTreeSet::from([self.me]),
+            offers: BTreeMap::new(),
+            room: BTreeMap::new(),
+            level: 0,
+            deadline: now,
+            plan: BTreeMap::new(),
+            pids: BTreeMap::new(),
+            group: tree.local_group(),
+            near,
+            retried: false,
+            since: now,
+        };
+        self.req.pending.insert(key.seq, p);
+        self.begin(now, tree, key.seq);
+    }
+
+    fn next_key(&mut self) -> ReqKey {
+        self.req.next_seq += 1;
+        ReqKey {
+            requester: self.me,
+            incarnation: self.incarnation,
+            seq: self.req.next_seq,
+        }
+    }
+
+    /// One attempt: the local host first, then the group (and the hosts of `near` pids).
+    fn begin(&mut self, now: Time, tree: &TreeView<'_>, seq: u64) {
+        let Some(mut p) = self.req.pending.remove(&seq) else {
+            return;
+        };
+        p.phase = Phase::Offers;
+        p.group = tree.local_group();
+        let key = p.key;
+        let counts = self.reserve(now, key, &p.shapes);
+        p.room
+            .insert(self.me, self.free().plus(held(&p.shapes, &counts)));
+        p.offers.insert(self.me, counts);
+        if let Ok(chosen) = plan(self.me, &p) {
+            self.req.pending.insert(seq, p);
+            return self.commit(now, tree, seq, chosen);
+        }
+        let peers: Vec<NodeId> = p
+            .group
+            .iter()
+            .chain(p.near.iter())
+            .copied()
+            .filter(|n| *n != self.me && !p.asked.contains(n))
+            .collect();
+        let shapes = share(&p, peers.len());
+        for n in peers {
+            if p.asked.insert(n) {
+                let msg = PlacementMsg::OfferReq {
+                    key,
+                    shapes: shapes.clone(),
+                };
+                self.send(n, msg);
+            }
+        }
+        self.req.pending.insert(seq, p);
+        if self.req.pending[&seq].asked.len() == 1 {
+            self.escalate(now, tree, seq);
+        } else {
+            self.set_deadline(seq, now + self.config.offer_timeout);
+        }
+    }
+
+    fn set_deadline(&mut self, seq: u64, at: Time) {
+        if let Some(p) = self.req.pending.get_mut(&seq) {
+            p.deadline = at;
+            self.set_timer(at, Timer::Request(seq));
+        }
+    }
+
+    fn mine(&self, key: ReqKey) -> bool {
+        key.requester == self.me && key.incarnation == self.incarnation
+    }
+
+    pub(super) fn on_offer(
+        &mut self,
+        now: Time,
+        tree: &TreeView<'_>,
+        from: NodeId,
+        key: ReqKey,
+        counts: Vec<u16>,
+        free: Demand,
+    ) {
+        let reserved_any = counts.iter().any(|c| *c > 0);
+        let seq = key.seq;
+        let usable = self.mine(key)
+            && self.req.pending.get(&seq).is_some_and(|p| {
+                p.phase == Phase::Offers
+                    && p.asked.contains(&from)
+                    && counts.len() == p.shapes.len()
+            });
+        if !usable {
+            // Late or unknown: free what the peer holds for it.
+            if reserved_any {
+                self.send(from, PlacementMsg::Abort { key });
+            }
+            return;
+        }
+        let Some(p) = self.req.pending.get_mut(&seq) else {
+            return;
+        };
+        p.room.insert(from, free.plus(held(&p.shapes, &counts)));
+        p.offers.insert(from, counts);
+        self.settle(now, tree, seq);
+    }
+
+    /// Everyone asked has answered: commit at once if it fits, else go one level up
+    /// at once (candidates still on their way from this level are asked all the
+    /// same when they come). At the top, wait for the deadline: candidates from
+    /// other subtrees may still come, and failing there is final.
+    fn settle(&mut self, now: Time, tree: &TreeView<'_>, seq: u64) {
+        let Some(p) = self.req.pending.get(&seq) else {
+            return;
+        };
+        if p.phase != Phase::Offers || p.offers.len() < p.asked.len() {
+            return;
+        }
+        let levels_above = tree.ancestors().len();
+        match plan(self.me, p) {
+            Ok(chosen) => self.commit(now, tree, seq, chosen),
+            Err(_) if usize::from(p.level) < levels_above || p.deadline <= now => {
+                self.escalate(now, tree, seq);
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Asks `hosts` found for `key` for offers; when none is new and everyone asked has
+    /// answered, the search settles now rather than at the deadline.
+    pub(super) fn add_candidates(
+        &mut self,
+        now: Time,
+        tree: &TreeView<'_>,
+        key: ReqKey,
+        hosts: &[NodeId],
+    ) {
+        let Some(p) = self
+            .req
+            .pending
+            .get_mut(&key.seq)
+            .filter(|p| p.key == key && p.phase == Phase::Offers)
+        else {
+            return;
+        };
+        let fresh: Vec<NodeId> = hosts
+            .iter()
+            .copied()
+            .filter(|h| p.asked.insert(*h))
+            .collect();
+        if fresh.is_empty() {
+            return self.settle(now, tree, key.seq);
+        }
+        let shapes = share(p, fresh.len());
+        for h in fresh {
+            let msg = PlacementMsg::OfferReq {
+                key,
+                shapes: shapes.clone(),
+            };
+            self.send(h, msg);
+        }
+    }
+
+    pub(super) fn on_candidates(
+        &mut self,
+        now: Time,
+        tree: &TreeView<'_>,
+        key: ReqKey,
+        hosts: &[NodeId],
+    ) {
+        if self.mine(key) {
+            self.add_candidates(now, tree, key, hosts);
+        }
+    }
+
+    pub(super) fn request_due(&mut self, now: Time, tree: &TreeView<'_>, seq: u64) {
+        let Some(p) = self.req.pending.get(&seq) else {
+            return;
+        };
+        if p.deadline > now {
+            return;
+        }
+        match p.phase {
+            Phase::Backoff => self.begin(now, tree, seq),
+            Phase::Offers => self.consolidate(now, tree, seq),
+            Phase::Creating => self.fail(now, seq, SpawnError::Aborted),
+        }
+    }
+
+    fn consolidate(&mut self, now: Time, tree: &TreeView<'_>, seq: u64) {
+        let Some(p) = self.req.pending.get(&seq) else {
+            return;
+        };
+        match plan(self.me, p) {
+            Ok(chosen) => self.commit(now, tree, seq, chosen),
+            Err(_) => self.escalate(now, tree, seq),
+        }
+    }
+
+    /// Asks the next level up for hosts with room, or fails when there is none.
+    fn escalate(&mut self, now: Time, tree: &TreeView<'_>, seq: u64) {
+        let Some(p) = self.req.pending.get_mut(&seq) else {
+            return;
+        };
+        let view = tree.group(0).map(|g| g.view());
+        let ancestors = view.map(|v| v.ancestors.clone()).unwrap_or_default();
+        let level = p.level + 1;
+        // Ancestors are one per level: the leader of the group at `level` is asked.
+        let Some(&target) = ancestors.get(usize::from(level) - 1) else {
+            let short = plan(self.me, p).err().unwrap_or(Resource::Hosts);
+            let impossible = matches!(
+                short,
+                Resource::Cpu | Resource::Memory | Resource::Accelerators
+            );
+            if !may_retry(self.config.gang_patience, now, p, impossible) {
+                let resource = match short {
+                    Resource::Hosts => aggregate_short(p).unwrap_or(Resource::Hosts),
+                    single => single,
+                };
+                return self.fail(now, seq, SpawnError::Short { resource });
+            }
+            return self.retry(now, seq);
+        };
+        p.level = level;
+        let skip = if level == 1 {
+            view.map_or(self.me, |v| v.leader)
+        } else {
+            ancestors[usize::from(level) - 2]
+        };
+        let min = p.shapes.iter().map(|s| s.demand).min().unwrap_or_default();
+        let (need, missing_units) = uncovered(p);
+        // Hosts to look for: one per `apart` unit, and at least one per unit still
+        // missing (a host that covers the shortfall in sum may take only a part of it).
+        let apart = p.units.iter().filter(|u| u.apart.is_some()).count();
+        let hosts = apart.max(missing_units).min(256) as u16;
+        let key = p.key;
+        // The deadline first: the search may settle before `on_find_room` returns.
+        self.set_deadline(seq, now + self.config.escalate_timeout);
+        if target == self.me {
+            self.on_find_room(now, tree, key, level, Want { min, need, hosts }, skip);
+        } else {
+            let msg = PlacementMsg::FindRoom {
+                key,
+                level,
+                min,
+                need,
+                hosts,
+                skip,
+            };
+            self.send(target, msg);
+        }
+    }
+
+    /// Sends the creations (batched under the MTU) and frees what is not used.
+    fn commit(
+        &mut self,
+        now: Time,
+        tree: &TreeView<'_>,
+        seq: u64,
+        chosen: BTreeMap<NodeId, Vec<u16>>,
+    ) {
+        let Some(p) = self.req.pending.get_mut(&seq) else {
+            return;
+        };
+        p.phase = Phase::Creating;
+        p.plan = chosen;
+        let (key, tenant) = (p.key, p.tenant);
+        let unused: Vec<NodeId> = p
+            .offers
+            .iter()
+            .filter(|(h, c)| !p.plan.contains_key(h) && c.iter().any(|n| *n > 0))
+            .map(|(h, _)| *h)
+            .collect();
+        let mut batches: Vec<(NodeId, Vec<CreateItem>, bool)> = Vec::new();
+        for (host, idx) in &p.plan {
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            for &i in idx {
+                let (spec, demand) = &p.items[usize::from(i)];
+                let item = CreateItem {
+                    index: i,
+                    tenant: p.tenant,
+                    demand: *demand,
+                    spec: spec.clone(),
+                };
+                let len = size_of(&item);
+                if bytes + len > BATCH_BYTES && !batch.is_empty() {
+                    batches.push((*host, std::mem::take(&mut batch), false));
+                    bytes = 0;
+                }
+                bytes += len;
+                batch.push(item);
+            }
+            batches.push((*host, batch, true));
+        }
+        for h in unused {
+            if h == self.me {
+                self.release(key);
+            } else {
+                self.send(h, PlacementMsg::Abort { key });
+            }
+        }
+        self.set_deadline(seq, now + self.config.create_timeout);
+        for (host, items, last) in batches {
+            if host == self.me {
+                match self.create(now, key, items, last) {
+                    Some(pids) => self.deliver_created(now, tree, tenant, key, pids),
+                    None => return self.fail(now, seq, SpawnError::Aborted),
+                }
+            } else {
+                self.send(host, PlacementMsg::Create { key, items, last });
+            }
+        }
+    }
+
+    pub(super) fn on_created(&mut self, now: Time, from: NodeId, key: ReqKey, pids: &[(u16, Pid)]) {
+        if !self.mine(key) {
+            return;
+        }
+        let Some(p) = self.req.pending.get_mut(&key.seq) else {
+            return;
+        };
+        let Some(mine) = p.plan.get(&from) else {
+            return;
+        };
+        for (i, pid) in pids {
+            if mine.contains(i) {
+                p.pids.insert(*i, *pid);
+            }
+        }
+        if p.pids.len() < p.items.len() {
+            return;
+        }
+        let Some(p) = self.req.pending.remove(&key.seq) else {
+            return;
+        };
+        let local = p.plan.keys().all(|h| p.group.contains(h));
+        for host in p.plan.keys() {
+            if *host == self.me {
+                self.on_confirm(now, key);
+            } else {
+                self.send(*host, PlacementMsg::Confirm { key });
+            }
+        }
+        // Hosts ask about unconfirmed processes for up to `orphan_timeout`: answer
+        // them for longer than that.
+        let until = now + self.config.orphan_timeout + self.config.confirm_timeout * 4;
+        self.req.completed.insert(key.seq, until);
+        self.set_timer(until, Timer::Done(key));
+        self.outbox
+            .push_back(ServiceOutput::Notice(ServiceNotice::Placed {
+                processes: p.items.len() as u32,
+                local,
+            }));
+        let pids = p.pids.into_values().collect();
+        self.reply(p.request, ApiReply::Spawned(Ok(pids)));
+    }
+
+    pub(super) fn on_create_refused(&mut self, now: Time, key: ReqKey) {
+        if self.mine(key) && self.req.pending.contains_key(&key.seq) {
+            self.fail(now, key.seq, SpawnError::Aborted);
+        }
+    }
+
+    /// Releases everything the request holds and starts it again under a new key after
+    /// a backoff drawn from the key (so that two competing requests retry apart).
+    fn retry(&mut self, now: Time, seq: u64) {
+        let Some(mut p) = self.req.pending.remove(&seq) else {
+            return;
+        };
+        self.release_all(now, &p);
+        let key = self.next_key();
+        let spread = self.config.offer_timeout.as_nanos().max(1) as u64 * 8;
+        let backoff = Duration::from_nanos(
+            mix(u64::from(key.requester.0) ^ key.seq.rotate_left(32)) % spread,
+        );
+        p.key = key;
+        p.retried = true;
+        p.phase = Phase::Backoff;
+        p.offers.clear();
+        p.room.clear();
+        p.asked = BTreeSet::from([self.me]);
+        p.level = 0;
+        p.plan.clear();
+        p.pids.clear();
+        self.req.pending.insert(key.seq, p);
+        self.set_deadline(key.seq, now + self.config.offer_timeout + backoff);
+    }
+
+    /// Tells every host that may hold something of `p` to drop it.
+    fn release_all(&mut self, now: Time, p: &Pending) {
+        let holders: BTreeSet<NodeId> = p
+            .offers
+            .iter()
+            .filter(|(_, c)| c.iter().any(|n| *n > 0))
+            .map(|(h, _)| *h)
+            .chain(p.plan.keys().copied())
+            .collect();
+        for h in holders {
+            if h == self.me {
+                self.on_abort(now, p.key);
+            } else {
+                self.send(h, PlacementMsg::Abort { key: p.key });
+            }
+        }
+    }
+
+    /// Ends a request with `error`: every host that may hold something of it is told.
+    fn fail(&mut self, now: Time, seq: u64, error: SpawnError) {
+        let Some(p) = self.req.pending.remove(&seq) else {
+            return;
+        };
+        self.release_all(now, &p);
+        self.reply(p.request, ApiReply::Spawned(Err(error)));
+    }
+
+    /// A host asks whether a provisional request is still wanted.
+    pub(super) fn on_query(&mut self, from: NodeId, key: ReqKey) {
+        if self.mine(key) && self.req.pending.contains_key(&key.seq) {
+            return; // Still being decided: the requester's own deadline settles it.
+        }
+        let confirmed = self.mine(key) && self.req.completed.contains_key(&key.seq);
+        let msg = if confirmed {
+            PlacementMsg::Confirm { key }
+        } else {
+            PlacementMsg::Abort { key }
+        };
+        if from == self.me {
+            let now = self
+                .host
+                .provisional
+                .get(&key)
+                .map_or(Time::ZERO, |p| p.deadline);
+            if confirmed {
+                self.on_confirm(now, key);
+            } else {
+                self.on_abort(now, key);
+            }
+        } else {
+            self.send(from, msg);
+        }
+    }
+
+    pub(super) fn forget_completed(&mut self, now: Time, key: ReqKey) {
+        if self.mine(key) && self.req.completed.get(&key.seq).is_some_and(|t| *t <= now) {
+            self.req.completed.remove(&key.seq);
+        }
+    }
+
+    /// A token no other call of this agent's life has used.
+    pub(super) fn next_token(&mut self) -> u64 {
+        self.req.next_token += 1;
+        self.req.next_token
+    }
+}

@@ -1,0 +1,432 @@
+//! The pure decisions of a spawn request: how a call expands into processes
+//! and units of shapes, how offers are shared out between peers, which host takes
+//! which unit (apart units matched by augmenting paths, not greedily), what is
+//! still uncovered, and what ran short. No I/O and no state of its own: each
+//! function reads a [`Pending`] request and answers, so each is tested by tables.
+
+use super::{Pending, SpawnKind, Unit};
+use crate::host::{Affinity, ProcSpec};
+use crate::ids::NodeId;
+use crate::placement::api::{Demand, Resource, SpawnError};
+use crate::placement::msg::{size_of, Shape, BATCH_BYTES, MAX_SHAPES};
+use crate::time::Time;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Expands a spawn call into its processes, or says why it is malformed.
+pub(super) fn expand(kind: SpawnKind, max: u16) -> Result<Vec<ProcSpec>, SpawnError> {
+    let specs = match kind {
+        SpawnKind::Spawn(s) => vec![s],
+        SpawnKind::NSpawn(n, s) if n as usize <= usize::from(max) => vec![s; n as usize],
+        SpawnKind::NSpawn(n, _) => {
+            return Err(SpawnError::Invalid(format!(
+                "{n} processes, the most is {max}"
+            )))
+        }
+        SpawnKind::CSpawn(v) => v,
+    };
+    if specs.is_empty() || specs.len() > usize::from(max) {
+        return Err(SpawnError::Invalid(format!(
+            "{} processes; a request holds 1..={max}",
+            specs.len()
+        )));
+    }
+    for s in &specs {
+        if s.path.is_empty() {
+            return Err(SpawnError::Invalid("empty path".to_owned()));
+        }
+        if size_of(s) > BATCH_BYTES - 64 {
+            return Err(SpawnError::Invalid(format!(
+                "a spec of {} bytes does not fit one message",
+                size_of(s)
+            )));
+        }
+    }
+    Ok(specs)
+}
+
+/// Groups processes into units (one per `together` tag, one per untagged process)
+/// and units into shapes (same demand, same apart-ness).
+pub(super) fn units_of(
+    items: &[(ProcSpec, Demand)],
+) -> Result<(Vec<Unit>, Vec<Shape>), SpawnError> {
+    let mut tags: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut apart_ids: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut units: Vec<(Vec<u16>, Demand, Option<u32>)> = Vec::new();
+    for (i, (spec, demand)) in items.iter().enumerate() {
+        let mut apart = None;
+        let mut together = None;
+        for a in &spec.affinity {
+            match a {
+                Affinity::Together(t) => together = Some(t.as_str()),
+                Affinity::Apart(t) | Affinity::Spread(t) => {
+                    let next = apart_ids.len() as u32;
+                    apart = Some(*apart_ids.entry(t.as_str()).or_insert(next));
+                }
+                Affinity::Near(_) => {}
+            }
+        }
+        let at = match together {
+            Some(t) => *tags.entry(t).or_insert_with(|| {
+                units.push((Vec::new(), Demand::default(), None));
+                units.len() - 1
+            }),
+            None => {
+                units.push((Vec::new(), Demand::default(), None));
+                units.len() - 1
+            }
+        };
+        let u = &mut units[at];
+        if apart.is_some() && u.2.is_some_and(|x| Some(x) == apart) && !u.0.is_empty() {
+            return Err(SpawnError::Invalid(
+                "processes both together and apart".to_owned(),
+            ));
+        }
+        u.0.push(i as u16);
+        u.1 = u.1.plus(*demand);
+        u.2 = u.2.or(apart);
+    }
+    let mut shapes: Vec<Shape> = Vec::new();
+    let mut out = Vec::with_capacity(units.len());
+    for (items, demand, apart) in units {
+        let one = apart.is_some();
+        let shape = match shapes
+            .iter()
+            .position(|s| s.demand == demand && s.one_per_host == one)
+        {
+            Some(k) => k,
+            None => {
+                shapes.push(Shape {
+                    demand,
+                    count: 0,
+                    one_per_host: one,
+                });
+                shapes.len() - 1
+            }
+        };
+        shapes[shape].count += 1;
+        out.push(Unit {
+            items,
+            shape,
+            apart,
+        });
+    }
+    if shapes.len() > MAX_SHAPES {
+        return Err(SpawnError::Invalid(format!(
+            "{} distinct process shapes, the most is {MAX_SHAPES}",
+            shapes.len()
+        )));
+    }
+    Ok((out, shapes))
+}
+
+/// Whether a request that the search up to the root could not place starts again
+/// (releasing everything it holds). A single process does not: the whole tree was
+/// searched for it, and it fails fast, which keeps placement latency short and leaves
+/// the room to requests that need it on several hosts at once. A gang (several units)
+/// does while younger than `patience`: it needs room on many hosts at the same time
+/// and loses mostly to transient contention (the leases of competing requests,
+/// processes about to exit), so it tries again after a backoff until then; past it,
+/// once more unless a unit is larger than any room heard of (`impossible`).
+pub(super) fn may_retry(patience: Duration, now: Time, p: &Pending, impossible: bool) -> bool {
+    let gang = p.units.len() > 1;
+    gang && (now.saturating_since(p.since) < patience || !(p.retried || impossible))
+}
+
+/// When every unit fits some host but the request does not fit: the resource of
+/// which the whole request needs more than all the hosts heard from have free, if
+/// one does (else it is the packing, `Hosts`).
+pub(super) fn aggregate_short(p: &Pending) -> Option<Resource> {
+    let need = p
+        .units
+        .iter()
+        .fold(Demand::default(), |a, u| a.plus(p.shapes[u.shape].demand));
+    let room = p.room.values().fold(Demand::default(), |a, r| a.plus(*r));
+    room.short_of(need)
+}
+
+/// Assigns every unit a host from the offers (this agent first, then its group, then
+/// the rest, each in id order; largest units first), or says what is short.
+///
+/// Units without an `apart` rule take the first host with an offer of their shape.
+/// The units of one `apart` tag need distinct hosts: they are matched to hosts
+/// (greedily, then by augmenting paths for any unit left over), so the order of
+/// the choices never fails a tag that some assignment could place. The two kinds
+/// never compete for an offer: `apart` units have shapes of their own.
+pub(super) fn plan(me: NodeId, p: &Pending) -> Result<BTreeMap<NodeId, Vec<u16>>, Resource> {
+    let mut avail = p.offers.clone();
+    let mut hosts: Vec<NodeId> = avail.keys().copied().collect();
+    hosts.sort_by_key(|h| (*h != me, !p.group.contains(h), *h));
+    let mut order: Vec<usize> = (0..p.units.len()).collect();
+    order.sort_by_key(|u| std::cmp::Reverse(p.shapes[p.units[*u].shape].demand));
+    let mut out: BTreeMap<NodeId, Vec<u16>> = BTreeMap::new();
+    let mut tags: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for u in order {
+        let unit = &p.units[u];
+        if let Some(t) = unit.apart {
+            tags.entry(t).or_default().push(u);
+            continue;
+        }
+        let Some(h) = hosts.iter().copied().find(|h| avail[h][unit.shape] > 0) else {
+            return Err(short_for(p, unit.shape));
+        };
+        if let Some(c) = avail.get_mut(&h) {
+            c[unit.shape] -= 1;
+        }
+        out.entry(h).or_default().extend(unit.items.iter().copied());
+    }
+    for units in tags.values() {
+        let matched = match_apart(p, &hosts, &avail, units)?;
+        for (h, u) in matched {
+            let unit = &p.units[u];
+            if let Some(c) = avail.get_mut(&h) {
+                c[unit.shape] -= 1;
+            }
+            out.entry(h).or_default().extend(unit.items.iter().copied());
+        }
+    }
+    Ok(out)
+}
+
+/// What is short for a unit of `shape` that no offer takes.
+pub(super) fn short_for(p: &Pending, shape: usize) -> Resource {
+    let demand = p.shapes[shape].demand;
+    let best = p.room.values().fold(Demand::default(), |a, r| Demand {
+        cpu_millicores: a.cpu_millicores.max(r.cpu_millicores),
+        memory_bytes: a.memory_bytes.max(r.memory_bytes),
+        accelerators: a.accelerators.max(r.accelerators),
+    });
+    best.short_of(demand).unwrap_or(Resource::Hosts)
+}
+
+/// A host for each of `units` (one `apart` tag), no host twice, each with an offer
+/// of its unit's shape: a maximum bipartite matching (Kuhn), started from the greedy
+/// choice so that the common case costs one pass.
+pub(super) fn match_apart(
+    p: &Pending,
+    hosts: &[NodeId],
+    avail: &BTreeMap<NodeId, Vec<u16>>,
+    units: &[usize],
+) -> Result<BTreeMap<NodeId, usize>, Resource> {
+    let fits = |h: &NodeId, u: usize| avail[h][p.units[u].shape] > 0;
+    let mut taken: BTreeMap<NodeId, usize> = BTreeMap::new();
+    let mut left = Vec::new();
+    for &u in units {
+        match hosts.iter().find(|h| !taken.contains_key(h) && fits(h, u)) {
+            Some(h) => {
+                taken.insert(*h, u);
+            }
+            None => left.push(u),
+        }
+    }
+    for u in left {
+        let mut seen = BTreeSet::new();
+        if !augment(u, hosts, &fits, &mut taken, &mut seen) {
+            return Err(short_for(p, p.units[u].shape));
+        }
+    }
+    Ok(taken)
+}
+
+/// Finds `u` a host, moving earlier units to other hosts along an augmenting path.
+pub(super) fn augment(
+    u: usize,
+    hosts: &[NodeId],
+    fits: &impl Fn(&NodeId, usize) -> bool,
+    taken: &mut BTreeMap<NodeId, usize>,
+    seen: &mut BTreeSet<NodeId>,
+) -> bool {
+    for h in hosts {
+        if !fits(h, u) || !seen.insert(*h) {
+            continue;
+        }
+        let free = match taken.get(h) {
+            None => true,
+            Some(&other) => augment(other, hosts, fits, taken, seen),
+        };
+        if free {
+            taken.insert(*h, u);
+            return true;
+        }
+    }
+    false
+}
+
+/// What to ask each of `peers` new peers for: the uncovered units of each shape, split
+/// between them with a margin of two (so that a gang does not hold a whole group's
+/// capacity while it decides, which would starve the requests beside it).
+pub(super) fn share(p: &Pending, peers: usize) -> Vec<Shape> {
+    let mut shapes = p.shapes.clone();
+    for (k, s) in shapes.iter_mut().enumerate() {
+        let uncovered = u32::from(s.count).saturating_sub(offered(p, k)).max(1);
+        let per = uncovered.div_ceil(peers.max(1) as u32).saturating_mul(2);
+        s.count = per.min(u32::from(s.count)).max(1) as u16;
+    }
+    shapes
+}
+
+/// What the offers so far leave uncovered, shape by shape (an offer of one shape
+/// does not cover another), and how many units that is; the whole request when
+/// every shape is covered in number but the plan still fails (affinity, or the
+/// packing of `together` units).
+pub(super) fn uncovered(p: &Pending) -> (Demand, usize) {
+    let missing: Vec<u16> = (0..p.shapes.len())
+        .map(|k| {
+            let short = u32::from(p.shapes[k].count).saturating_sub(offered(p, k));
+            u16::try_from(short).unwrap_or(u16::MAX)
+        })
+        .collect();
+    let units: usize = missing.iter().map(|m| usize::from(*m)).sum();
+    if units > 0 {
+        return (held(&p.shapes, &missing), units);
+    }
+    let all: Vec<u16> = p.shapes.iter().map(|s| s.count).collect();
+    (held(&p.shapes, &all), p.units.len())
+}
+
+/// Units of shape `k` offered so far, by every host together.
+pub(super) fn offered(p: &Pending, k: usize) -> u32 {
+    p.offers.values().map(|c| u32::from(c[k])).sum()
+}
+
+/// What `counts` of `shapes` reserve together.
+pub(super) fn held(shapes: &[Shape], counts: &[u16]) -> Demand {
+    shapes
+        .iter()
+        .zip(counts)
+        .fold(Demand::default(), |a, (s, c)| {
+            (0..*c).fold(a, |a, _| a.plus(s.demand))
+        })
+}
+
+/// The hosts of the pids a spec wants to be near.
+pub(super) fn near_hosts(spec: &ProcSpec) -> Vec<NodeId> {
+    spec.affinity
+        .iter()
+        .filter_map(|a| match a {
+            Affinity::Near(pid) => Some(pid.origin()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// SplitMix64's finaliser: a stable mix for deriving backoffs from keys.
+pub(in crate::placement) fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Phase;
+    use super::*;
+    use crate::agent::RequestId;
+    use crate::ids::Incarnation;
+    use crate::ids::TenantId;
+    use crate::placement::msg::ReqKey;
+
+    fn pending(demands: &[u32]) -> Pending {
+        let items: Vec<(ProcSpec, Demand)> = demands
+            .iter()
+            .map(|&cpu| {
+                let demand = Demand {
+                    cpu_millicores: cpu,
+                    memory_bytes: 1 << 20,
+                    accelerators: 0,
+                };
+                (ProcSpec::default(), demand)
+            })
+            .collect();
+        let (units, shapes) = units_of(&items).expect("valid");
+        Pending {
+            request: RequestId(1),
+            key: ReqKey {
+                requester: NodeId(1),
+                incarnation: Incarnation(1),
+                seq: 1,
+            },
+            tenant: TenantId(1),
+            items,
+            units,
+            shapes,
+            phase: Phase::Offers,
+            asked: BTreeSet::new(),
+            offers: BTreeMap::new(),
+            room: BTreeMap::new(),
+            level: 0,
+            deadline: Time::ZERO,
+            plan: BTreeMap::new(),
+            pids: BTreeMap::new(),
+            group: Vec::new(),
+            near: Vec::new(),
+            retried: false,
+            since: Time::ZERO,
+        }
+    }
+
+    /// Regression: `apart` units were given hosts greedily, largest first, so a large
+    /// unit could take the only host a smaller one fitted and the request failed
+    /// `Short { Hosts }` although an assignment existed.
+    #[test]
+    fn apart_units_are_matched_not_taken_greedily() {
+        let mut p = pending(&[4000, 100]);
+        for u in &mut p.units {
+            u.apart = Some(0);
+        }
+        for s in &mut p.shapes {
+            s.one_per_host = true;
+        }
+        let (big, small) = (p.units[0].shape, p.units[1].shape);
+        let mut offer = |host: u32, shapes: &[usize]| {
+            let mut counts = vec![0; p.shapes.len()];
+            for &k in shapes {
+                counts[k] = 1;
+            }
+            p.offers.insert(NodeId(host), counts);
+        };
+        offer(2, &[big, small]);
+        offer(3, &[big]);
+        let chosen = plan(NodeId(1), &p).expect("an assignment exists");
+        assert_eq!(chosen[&NodeId(2)], p.units[1].items);
+        assert_eq!(chosen[&NodeId(3)], p.units[0].items);
+    }
+
+    /// Regression: escalation asked for "total minus everything offered", so offers of
+    /// one shape hid the shortfall of another; a collection whose small processes were
+    /// over-offered escalated asking for nothing, got no candidates and failed
+    /// `Short { Hosts }` on a DC with room to spare.
+    #[test]
+    fn the_shortfall_is_counted_per_shape() {
+        let mut p = pending(&[100, 100, 100, 4000]);
+        // Two hosts offered three small ones each, nobody the large one.
+        p.offers.insert(NodeId(2), vec![3, 0]);
+        p.offers.insert(NodeId(3), vec![3, 0]);
+        let (need, units) = uncovered(&p);
+        assert_eq!((need.cpu_millicores, units), (4000, 1));
+        // Everything is covered in number but the plan failed: look for room for all.
+        p.offers.insert(NodeId(4), vec![0, 1]);
+        let (need, units) = uncovered(&p);
+        assert_eq!((need.cpu_millicores, units), (4300, 4));
+    }
+
+    /// A single process that the whole tree could not place fails rather than starting
+    /// over (it used to retry once); a gang starts over while younger than its patience,
+    /// and once more after that.
+    #[test]
+    fn only_gangs_start_over_and_only_within_their_patience() {
+        let patience = Duration::from_millis(150);
+        let at = |ms| Time::ZERO + Duration::from_millis(ms);
+        let single = pending(&[1000]);
+        assert!(!may_retry(patience, at(1), &single, false));
+        let mut gang = pending(&[1000, 1000, 1000]);
+        assert!(may_retry(patience, at(100), &gang, true));
+        gang.retried = true;
+        assert!(may_retry(patience, at(149), &gang, false));
+        assert!(!may_retry(patience, at(150), &gang, false));
+        gang.retried = false;
+        assert!(may_retry(patience, at(400), &gang, false));
+        assert!(!may_retry(patience, at(400), &gang, true));
+    }
+}
