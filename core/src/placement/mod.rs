@@ -97,6 +97,7 @@ pub mod msg;
 mod presence;
 mod ps;
 mod requester;
+pub mod validate;
 
 use crate::agent::{ApiReply, RequestId};
 use crate::federation::{Federation, TenantFilter};

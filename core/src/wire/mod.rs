@@ -7,6 +7,7 @@
 //! the cluster size, so each fits one datagram.
 
 pub mod codec;
+pub mod validate;
 
 use crate::discovery::DiscoveryMsg;
 use crate::federation::FedMsg;
@@ -15,6 +16,7 @@ use crate::placement::msg::PlacementMsg;
 use serde::{Deserialize, Serialize};
 
 pub use codec::{decode, encode, encode_into, encoded_len, DecodeError, EncodeError};
+pub use validate::Reject;
 
 /// The size every control message must stay under, in encoded bytes (one datagram).
 pub const CONTROL_MTU: usize = 1400;
