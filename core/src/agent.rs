@@ -6,20 +6,23 @@
 //!
 //! Invariants kept here: outputs leave in the order the services produced them;
 //! every message sent carries this agent's id and incarnation; a message from
-//! another agent never panics the agent (it was decoded already, and services
-//! ignore what does not fit their state).
+//! another agent never panics the agent (it was decoded already, it is validated
+//! before any service sees it, see [`crate::wire::validate`], and services ignore
+//! what does not fit their state).
 
-use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryOutput};
+use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryConfigError, DiscoveryOutput};
 use crate::federation::{
     FedMsg, FedNotice, FedOutput, Federation, FederationConfig, FederationConfigError,
 };
 use crate::host::{ExitStatus, HostCommand, HostEvent, HostResources, ProcSpec, Signal};
 use crate::ids::{Incarnation, NodeId, Pid, TenantId};
+use crate::incarnations::Incarnations;
 use crate::placement::api::{InfoError, KillError, ProcInfo, PsReply, SpawnError, WaitError};
 use crate::placement::msg::PidOp;
+use crate::placement::validate::PlacementConfigError;
 use crate::placement::{Placement, PlacementConfig, PlacementOutput, SpawnKind};
 use crate::time::Time;
-use crate::wire::{Envelope, Message};
+use crate::wire::{Envelope, Message, Reject};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -58,6 +61,12 @@ pub enum AgentConfigError {
     /// Two federation instances share a number.
     #[error("two federation instances are numbered {0}")]
     DuplicateInstance(u8),
+    /// Discovery is misconfigured.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryConfigError),
+    /// Placement is misconfigured.
+    #[error(transparent)]
+    Placement(#[from] PlacementConfigError),
     /// A host would hold back `Created` for longer than the requester waits for it.
     #[error("placement: presence_timeout must be shorter than create_timeout")]
     PresenceTimeout,
@@ -66,6 +75,8 @@ pub enum AgentConfigError {
 impl AgentConfig {
     /// Checks every parameter.
     pub fn validate(&self) -> Result<(), AgentConfigError> {
+        self.discovery.validate()?;
+        self.placement.validate()?;
         let mut seen = std::collections::BTreeSet::new();
         for f in &self.federations {
             f.validate()?;
@@ -224,6 +235,13 @@ pub enum Notice {
         /// What it noticed.
         notice: FedNotice,
     },
+    /// A message from `from` failed validation and was dropped (see [`Reject`]).
+    Rejected {
+        /// The sender the envelope names.
+        from: NodeId,
+        /// Why.
+        reason: Reject,
+    },
     /// A spawn request was placed.
     Placed {
         /// Its processes.
@@ -252,6 +270,8 @@ pub struct Agent {
     federations: Vec<Federation>,
     placement: Placement,
     outputs: VecDeque<Output>,
+    /// The newest life of each peer heard from (messages of older lives are dropped).
+    incarnations: Incarnations,
     /// The earliest deadline of all services, refreshed at the end of every call.
     next_deadline: Option<Time>,
 }
@@ -278,6 +298,7 @@ impl Agent {
             federations,
             placement,
             outputs: VecDeque::new(),
+            incarnations: Incarnations::default(),
             next_deadline: None,
         };
         agent.discovery.boot(now);
@@ -327,6 +348,11 @@ impl Agent {
     }
 
     fn handle_message(&mut self, now: Time, envelope: Envelope) {
+        if let Err(reason) = self.incarnations.admit(&envelope) {
+            let from = envelope.from;
+            let notice = Notice::Rejected { from, reason };
+            return self.outputs.push_back(Output::Notice(notice));
+        }
         let Envelope {
             from,
             incarnation,

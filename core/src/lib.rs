@@ -18,6 +18,7 @@ pub mod discovery;
 pub mod federation;
 pub mod host;
 pub mod ids;
+pub mod incarnations;
 pub mod placement;
 pub mod time;
 pub mod timer;

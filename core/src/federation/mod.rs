@@ -580,7 +580,7 @@ impl Federation {
                 let seat = &mut self.seats[level];
                 if seat.view.ancestors != ancestors {
                     seat.view.ancestors = ancestors;
-                    seat.view.epoch += 1;
+                    seat.view.epoch = seat.view.epoch.saturating_add(1);
                     seat.dirty = true;
                 }
             }

@@ -499,7 +499,7 @@ impl Federation {
         ancestors.extend(self.ancestors_of(level));
         let Some(mut new_view) = View::of(
             level as Level,
-            self.seats[level].view.epoch + 1,
+            self.seats[level].view.epoch.saturating_add(1),
             other.to_vec(),
             ancestors,
         ) else {
@@ -646,7 +646,9 @@ impl Federation {
                 let rest: Vec<NodeId> = seat.others(self.me);
                 let parent = above;
                 let ancestors = parent.into_iter().collect();
-                if let Some(handed) = View::of(lvl, seat.view.epoch + 1, rest, ancestors) {
+                if let Some(handed) =
+                    View::of(lvl, seat.view.epoch.saturating_add(1), rest, ancestors)
+                {
                     for m in &handed.members {
                         self.send(*m, FedBody::View(handed.clone()));
                     }

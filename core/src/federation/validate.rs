@@ -84,7 +84,11 @@ mod tests {
         v.ancestors = vec![NodeId(9); 300];
         assert!(matches!(
             v.validate(),
-            Err(Reject::TooMany { what: "fed.view.ancestors", len: 300, .. })
+            Err(Reject::TooMany {
+                what: "fed.view.ancestors",
+                len: 300,
+                ..
+            })
         ));
         let mut v = view();
         v.members = (0..300).map(NodeId).collect();
@@ -97,7 +101,21 @@ mod tests {
         assert_eq!(v.validate(), Err(Reject::Malformed { what: "fed.view" }));
         let mut v = view();
         v.level = 200;
-        assert!(matches!(v.validate(), Err(Reject::Level { level: 200, .. })));
+        assert!(matches!(
+            v.validate(),
+            Err(Reject::Level { level: 200, .. })
+        ));
+    }
+
+    /// Regression (behind the boundary check): a view with epoch `u64::MAX` overflowed
+    /// `epoch += 1` at the next change; the epoch now stays at the top.
+    #[test]
+    fn a_change_at_the_largest_epoch_saturates() {
+        let mut v = view();
+        v.epoch = u64::MAX;
+        assert!(v.insert(NodeId(5)));
+        assert!(v.remove(NodeId(1)));
+        assert_eq!(v.epoch, u64::MAX);
     }
 
     #[test]

@@ -603,7 +603,11 @@ impl Placement {
         let w = u64::from(e.runs.min(7));
         e.cpu_millicores =
             ((u64::from(e.cpu_millicores) * w + u64::from(cpu_millicores)) / (w + 1)) as u32;
-        e.memory_bytes = (e.memory_bytes.saturating_mul(w) + memory_bytes) / (w + 1);
+        e.memory_bytes = e
+            .memory_bytes
+            .saturating_mul(w)
+            .saturating_add(memory_bytes)
+            / (w + 1);
         e.runs = e.runs.saturating_add(1);
     }
 

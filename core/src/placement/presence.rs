@@ -206,7 +206,7 @@ impl Placement {
         };
         if view.leader == self.me {
             // This agent's own summary for the level above holds the tenant already.
-            return self.register(now, fed, level + 1, tenant, waiter);
+            return self.register(now, fed, level.saturating_add(1), tenant, waiter);
         }
         let token = self.next_token();
         let leader = view.leader;
@@ -256,7 +256,7 @@ impl Placement {
             self.register(
                 now,
                 fed,
-                level + 1,
+                level.saturating_add(1),
                 tenant,
                 Some(Waiter::Member { node: from, token }),
             );

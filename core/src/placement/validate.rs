@@ -229,6 +229,77 @@ mod tests {
         assert!(matches!(expect.validate(), Err(Reject::TooMany { .. })));
     }
 
+    /// Regression (behind the boundary check): a view with more than 255 ancestors let
+    /// a spawn escalate past level 255, and `level + 1: u8` overflowed. The request now
+    /// fails when the levels run out.
+    #[test]
+    fn escalation_past_the_last_level_fails_the_request() {
+        use crate::agent::{ApiReply, RequestId};
+        use crate::federation::{FedBody, Federation, FederationConfig, View};
+        use crate::host::{HostResources, ProcSpec, ResourcePolicy};
+        use crate::placement::{Placement, PlacementOutput, SpawnKind};
+        use crate::time::Time;
+        use crate::HostEvent;
+        use rand::SeedableRng;
+
+        let config = FederationConfig::default();
+        let rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut fed = Federation::new(NodeId(1), config, rng);
+        fed.boot(Time::ZERO);
+        let view = View {
+            level: 0,
+            leader: NodeId(0),
+            epoch: 5,
+            members: vec![NodeId(0), NodeId(1)],
+            ancestors: (2..302).map(NodeId).collect(),
+        };
+        fed.handle_message(Time::from_millis(1), NodeId(0), FedBody::View(view));
+        assert_eq!(fed.seats()[0].view().ancestors.len(), 300);
+        let mut p = Placement::new(NodeId(1), Incarnation(1), PlacementConfig::default());
+        p.handle_host(
+            Time::ZERO,
+            HostEvent::Resources(HostResources {
+                cores: 1,
+                cpu_millicores: 1000,
+                memory_bytes: 1 << 30,
+                cpu_speed: 1000,
+                ..HostResources::default()
+            }),
+        );
+        let spec = ProcSpec {
+            path: "/bin/x".into(),
+            resources: ResourcePolicy {
+                cpu_millicores: Some(1_000_000),
+                ..ResourcePolicy::default()
+            },
+            ..ProcSpec::default()
+        };
+        let kind = SpawnKind::Spawn(spec);
+        p.handle_spawn(
+            Time::from_millis(2),
+            Some(&fed),
+            RequestId(1),
+            TenantId(1),
+            kind,
+        );
+        let mut reply = None;
+        while let Some(t) = p.next_timeout().filter(|t| *t < Time::from_secs(10)) {
+            p.handle_timeout(t, Some(&fed));
+            while let Some(out) = p.poll_output() {
+                if let PlacementOutput::Reply(RequestId(1), r) = out {
+                    reply = Some(r);
+                }
+            }
+            if reply.is_some() {
+                break;
+            }
+        }
+        assert!(
+            matches!(reply, Some(ApiReply::Spawned(Err(_)))),
+            "{reply:?}"
+        );
+    }
+
     #[test]
     fn config_durations_are_bounded() {
         let mut c = PlacementConfig::default();

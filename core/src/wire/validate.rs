@@ -168,7 +168,11 @@ mod tests {
         };
         assert!(matches!(
             env.validate(),
-            Err(Reject::TooMany { what: "hello.peers", len: 100_000, .. })
+            Err(Reject::TooMany {
+                what: "hello.peers",
+                len: 100_000,
+                ..
+            })
         ));
     }
 }

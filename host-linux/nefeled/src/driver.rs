@@ -436,6 +436,9 @@ fn log_notice(notice: Notice) {
         Notice::Placed { processes, local } => {
             tracing::debug!(processes, local, "request placed");
         }
+        Notice::Rejected { from, reason } => {
+            tracing::debug!(?from, %reason, "peer message rejected");
+        }
     }
 }
 
