@@ -4,7 +4,7 @@
 
 use super::seat::Seat;
 use super::view::{Level, View};
-use super::{FedBody, FedNotice, Federation, FAST_PROBES, MAX_HOPS};
+use super::{FedBody, FedNotice, Federation, FAST_PROBES, MAX_ANCESTORS, MAX_HOPS};
 use crate::ids::NodeId;
 use crate::time::Time;
 use rand::Rng;
@@ -497,6 +497,7 @@ impl Federation {
         };
         let mut ancestors = vec![self.me];
         ancestors.extend(self.ancestors_of(level));
+        ancestors.truncate(MAX_ANCESTORS); // what receivers accept (federation::validate)
         let Some(mut new_view) = View::of(
             level as Level,
             self.seats[level].view.epoch.saturating_add(1),

@@ -4,7 +4,8 @@
 //! The byte format lives behind [`codec`] alone, so that the encoding can be
 //! swapped without touching a service. Every message a service sends is kept
 //! small: control messages stay under [`CONTROL_MTU`] bytes encoded, whatever
-//! the cluster size, so each fits one datagram.
+//! the cluster size, so each fits one datagram. A decoded envelope is checked by
+//! [`validate`] before any service sees it.
 
 pub mod codec;
 pub mod validate;
