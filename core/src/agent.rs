@@ -19,15 +19,17 @@
 //!
 //! Invariants kept here: outputs leave in the order the services produced them;
 //! every message sent carries this agent's id and incarnation; a message from
-//! another agent never panics the agent (it was decoded already, and services
-//! ignore what does not fit their state).
+//! another agent never panics the agent (it was decoded already, it is validated
+//! before any service sees it, see [`crate::wire::validate`], and services ignore
+//! what does not fit their state).
 
-use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryOutput};
+use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryConfigError, DiscoveryOutput};
 use crate::federation::{
     FedMsg, FedNotice, FedOutput, Federation, FederationConfig, FederationConfigError,
 };
 use crate::host::{HostCommand, HostEvent, HostResources};
 use crate::ids::{Incarnation, NodeId};
+use crate::incarnations::Incarnations;
 use crate::placement::Placement;
 use crate::service::registry::Services;
 use crate::service::{
@@ -35,7 +37,7 @@ use crate::service::{
     ServicesConfig, TreeView,
 };
 use crate::time::Time;
-use crate::wire::{Envelope, Message};
+use crate::wire::{Envelope, Message, Reject};
 pub use nefele_api::calls::{ApiCall, ApiReply, RequestId};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -79,11 +81,15 @@ pub enum AgentConfigError {
     /// A service is misconfigured.
     #[error(transparent)]
     Service(#[from] ServiceConfigError),
+    /// Discovery is misconfigured.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryConfigError),
 }
 
 impl AgentConfig {
     /// Checks every parameter.
     pub fn validate(&self) -> Result<(), AgentConfigError> {
+        self.discovery.validate()?;
         let mut seen = std::collections::BTreeSet::new();
         for f in &self.federations {
             f.validate()?;
@@ -163,6 +169,13 @@ pub enum Notice {
     },
     /// A service noticed something.
     Service(ServiceNotice),
+    /// A message from `from` failed validation and was dropped (see [`Reject`]).
+    Rejected {
+        /// The sender the envelope names.
+        from: NodeId,
+        /// Why.
+        reason: Reject,
+    },
 }
 
 /// One Nefele agent.
@@ -189,6 +202,8 @@ pub struct Agent {
     /// Events waiting to be routed to every service.
     events: VecDeque<ServiceEvent>,
     outputs: VecDeque<Output>,
+    /// The newest life of each peer heard from (messages of older lives are dropped).
+    incarnations: Incarnations,
     /// The earliest deadline of all services, refreshed at the end of every call.
     next_deadline: Option<Time>,
 }
@@ -238,6 +253,7 @@ impl Agent {
             services: Services::new(identity, config.services, seed),
             events: VecDeque::new(),
             outputs: VecDeque::new(),
+            incarnations: Incarnations::default(),
             next_deadline: None,
         };
         agent.discovery.boot(now);
@@ -301,6 +317,11 @@ impl Agent {
     }
 
     fn handle_message(&mut self, now: Time, envelope: Envelope) {
+        if let Err(reason) = self.incarnations.admit(&envelope) {
+            let from = envelope.from;
+            let notice = Notice::Rejected { from, reason };
+            return self.outputs.push_back(Output::Notice(notice));
+        }
         let Envelope {
             from,
             incarnation,

@@ -20,6 +20,7 @@
 use crate::ids::{Incarnation, NodeId};
 use crate::time::Time;
 use crate::timer::TimerTable;
+use crate::wire::validate::{check_len, Reject};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,51 @@ impl Default for DiscoveryConfig {
     }
 }
 
+/// The most peers a `Hello` may list (and so the most `hello_peers` may be): 256 ids
+/// keep a `Hello` under one datagram.
+pub const MAX_HELLO_PEERS: usize = 256;
+
+/// The longest period or timeout a configuration may set.
+pub const MAX_CONFIG_PERIOD: Duration = Duration::from_secs(3600);
+
+/// Why a discovery configuration is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiscoveryConfigError {
+    /// A period or timeout is zero or longer than [`MAX_CONFIG_PERIOD`].
+    #[error("discovery.{field}: must be more than zero and at most one hour")]
+    Duration {
+        /// The field.
+        field: &'static str,
+    },
+    /// Neighbours would be dropped between two heartbeats.
+    #[error("discovery: neighbour_timeout must be longer than heartbeat_period")]
+    Timeout,
+    /// `hello_peers` above [`MAX_HELLO_PEERS`].
+    #[error("discovery.hello_peers: at most {MAX_HELLO_PEERS}")]
+    HelloPeers,
+}
+
+impl DiscoveryConfig {
+    /// Checks the parameters.
+    pub fn validate(&self) -> Result<(), DiscoveryConfigError> {
+        for (field, d) in [
+            ("heartbeat_period", self.heartbeat_period),
+            ("neighbour_timeout", self.neighbour_timeout),
+        ] {
+            if d.is_zero() || d > MAX_CONFIG_PERIOD {
+                return Err(DiscoveryConfigError::Duration { field });
+            }
+        }
+        if self.neighbour_timeout <= self.heartbeat_period {
+            return Err(DiscoveryConfigError::Timeout);
+        }
+        if self.hello_peers > MAX_HELLO_PEERS {
+            return Err(DiscoveryConfigError::HelloPeers);
+        }
+        Ok(())
+    }
+}
+
 /// A discovery message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DiscoveryMsg {
@@ -66,6 +112,15 @@ pub enum DiscoveryMsg {
 }
 
 impl DiscoveryMsg {
+    /// Checks the message's bounds at the boundary (see [`crate::wire::validate`]): a
+    /// `Hello` lists at most [`MAX_HELLO_PEERS`] peers.
+    pub fn validate(&self) -> Result<(), Reject> {
+        match self {
+            DiscoveryMsg::Announce | DiscoveryMsg::Heartbeat => Ok(()),
+            DiscoveryMsg::Hello { peers } => check_len("hello.peers", peers.len(), MAX_HELLO_PEERS),
+        }
+    }
+
     /// A short, stable name of the message kind, for traces.
     #[must_use]
     pub fn kind(&self) -> &'static str {

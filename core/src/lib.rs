@@ -19,6 +19,7 @@ pub mod discovery;
 pub mod federation;
 pub mod host;
 pub mod ids;
+pub mod incarnations;
 pub mod placement;
 pub mod service;
 pub mod time;

@@ -114,6 +114,49 @@ fn a_bad_scenario_file_exits_2_naming_file_line_and_field() {
     }
 }
 
+/// Regression: `period = "500000000000y"` panicked in `Duration * u32` instead of
+/// being refused; every duration of a scenario file now has an upper bound.
+#[test]
+fn a_huge_duration_exits_2_naming_the_field() {
+    let dir = scratch("huge_duration");
+    let huge = "\"500000000000y\"";
+    let cases = [
+        (
+            "huge_period.toml",
+            format!("nodes = 10\n\n[[federation]]\nname = \"placement\"\nperiod = {huge}\n"),
+            &["huge_period.toml", ":5:", "federation.period"][..],
+        ),
+        (
+            "long_period.toml",
+            "nodes = 10\n\n[[federation]]\nname = \"placement\"\nperiod = \"2h\"\n".to_owned(),
+            &["long_period.toml", "period"][..],
+        ),
+        (
+            "huge_heartbeat.toml",
+            format!("nodes = 10\n\n[discovery]\nheartbeat_period = {huge}\n"),
+            &["huge_heartbeat.toml", ":4:", "discovery.heartbeat_period"][..],
+        ),
+        (
+            "huge_run.toml",
+            format!("nodes = 10\nduration = {huge}\n"),
+            &["huge_run.toml", ":2:", "duration"][..],
+        ),
+        (
+            "huge_fault.toml",
+            format!("nodes = 10\n\n[[faults]]\nat = {huge}\ncrash = {{ node = 1 }}\n"),
+            &["huge_fault.toml", ":3:", "faults[0]: at"][..],
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("scenario written");
+        let Some(output) = nefele_sim_run(&[os("--scenario"), path.as_os_str()]) else {
+            return;
+        };
+        assert_refused(&output, expected);
+    }
+}
+
 #[test]
 fn bad_input_leaves_no_file_behind() {
     let dir = scratch("nothing_half_written");

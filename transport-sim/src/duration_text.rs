@@ -4,10 +4,20 @@
 use serde::{Deserialize, Deserializer, Serializer};
 use std::time::Duration;
 
-/// Parses a duration such as `"60s"` or `"250ms"`, with an error that says what was expected.
+/// The longest duration a scenario file or a flag may state: a year of simulated time,
+/// far beyond any run, so that the products and sums the simulator and the agents
+/// compute from durations cannot overflow.
+pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses a duration such as `"60s"` or `"250ms"`, at most [`MAX`], with an error that
+/// says what was expected.
 pub fn parse(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{text:?} is not a duration like \"60s\" or \"250ms\" ({e})"))
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration like \"60s\" or \"250ms\" ({e})"))?;
+    if d > MAX {
+        return Err(format!("{text:?} is longer than a year, the most accepted"));
+    }
+    Ok(d)
 }
 
 /// Serializes a duration as text.
@@ -51,5 +61,9 @@ mod tests {
         assert_eq!(super::parse("1500ms"), Ok(Duration::from_millis(1500)));
         assert_eq!(super::parse("2m 30s"), Ok(Duration::from_secs(150)));
         assert!(super::parse("soon").unwrap_err().contains("\"soon\""));
+        assert_eq!(super::parse("365d"), Ok(super::MAX));
+        assert!(super::parse("500000000000y")
+            .unwrap_err()
+            .contains("longer than"));
     }
 }

@@ -104,8 +104,8 @@ struct ScenarioFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DiscoveryEntry {
-    heartbeat_period: Option<String>,
-    neighbour_timeout: Option<String>,
+    heartbeat_period: Option<Spanned<String>>,
+    neighbour_timeout: Option<Spanned<String>>,
 }
 
 /// One federation instance, as a scenario file states it; unset fields keep the defaults.
@@ -115,18 +115,25 @@ struct FederationEntry {
     name: String,
     min_group: Option<usize>,
     max_group: Option<usize>,
-    period: Option<String>,
+    period: Option<Spanned<String>>,
     suspect_periods: Option<u32>,
     remove_periods: Option<u32>,
-    probe_period: Option<String>,
+    probe_period: Option<Spanned<String>>,
 }
 
 impl FederationEntry {
-    fn into_config(self, instance: u8) -> Result<FederationConfig, String> {
+    /// The instance's configuration; on error, the line (of the field, when it is a
+    /// duration) and a message naming the field.
+    fn into_config(self, instance: u8, file: &str) -> Result<FederationConfig, (usize, String)> {
         let d = FederationConfig::default();
-        let duration = |field: &str, text: Option<String>, default| {
+        let duration = |field: &str, text: Option<Spanned<String>>, default| {
             text.map_or(Ok(default), |t| {
-                crate::duration_text::parse(&t).map_err(|e| format!("federation.{field}: {e}"))
+                crate::duration_text::parse(t.get_ref()).map_err(|e| {
+                    (
+                        line_of(file, t.span().start),
+                        format!("federation.{field}: {e}"),
+                    )
+                })
             })
         };
         let config = FederationConfig {
@@ -140,7 +147,7 @@ impl FederationEntry {
             seeds: Vec::new(),
             name: self.name,
         };
-        config.validate().map_err(|e| e.to_string())?;
+        config.validate().map_err(|e| (1, e.to_string()))?;
         Ok(config)
     }
 }
@@ -287,9 +294,14 @@ pub fn parse(text: &str, default_name: &str) -> Result<Scenario, (usize, String)
     }
     let mut agent = defaults.agent;
     if let Some(d) = file.discovery {
-        let field = |name: &str, text: Option<String>, default| {
-            text.map_or(Ok(default), |t| {
-                crate::duration_text::parse(&t).map_err(|e| (1, format!("discovery.{name}: {e}")))
+        let field = |name: &str, t: Option<Spanned<String>>, default| {
+            t.map_or(Ok(default), |t| {
+                crate::duration_text::parse(t.get_ref()).map_err(|e| {
+                    (
+                        line_of(text, t.span().start),
+                        format!("discovery.{name}: {e}"),
+                    )
+                })
             })
         };
         agent.discovery.heartbeat_period = field(
@@ -319,9 +331,8 @@ pub fn parse(text: &str, default_name: &str) -> Result<Scenario, (usize, String)
         agent.federations = entries
             .into_iter()
             .enumerate()
-            .map(|(i, e)| e.into_config(i as u8))
-            .collect::<Result<_, _>>()
-            .map_err(|e| (1, e))?;
+            .map(|(i, e)| e.into_config(i as u8, text))
+            .collect::<Result<_, _>>()?;
     }
     let config = SimConfig {
         seed: file.seed.unwrap_or(defaults.seed),

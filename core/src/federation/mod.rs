@@ -80,6 +80,7 @@ mod protocol;
 mod seat;
 #[cfg(test)]
 mod tests;
+pub mod validate;
 pub mod view;
 
 use crate::ids::NodeId;
@@ -156,12 +157,23 @@ pub enum FederationConfigError {
         max: usize,
     },
     /// Timing that cannot work.
-    #[error("federation {name}: period must be positive and remove_periods > suspect_periods > 0")]
+    #[error("federation {name}: period must be positive and {MAX_PERIODS} >= remove_periods > suspect_periods > 0")]
     Timing {
         /// The instance.
         name: String,
     },
+    /// A period longer than [`MAX_CONFIG_PERIOD`](crate::discovery::MAX_CONFIG_PERIOD).
+    #[error("federation {name}: {field} must be at most one hour")]
+    Duration {
+        /// The instance.
+        name: String,
+        /// The field.
+        field: &'static str,
+    },
 }
+
+/// The most periods `remove_periods` may count (so timeouts stay within hours).
+pub const MAX_PERIODS: u32 = 1000;
 
 impl FederationConfig {
     /// Checks the parameters.
@@ -182,10 +194,19 @@ impl FederationConfig {
         if self.period.is_zero()
             || self.suspect_periods == 0
             || self.remove_periods <= self.suspect_periods
+            || self.remove_periods > MAX_PERIODS
         {
             return Err(FederationConfigError::Timing {
                 name: self.name.clone(),
             });
+        }
+        for (field, d) in [("period", self.period), ("probe_period", self.probe_period)] {
+            if d > crate::discovery::MAX_CONFIG_PERIOD {
+                return Err(FederationConfigError::Duration {
+                    name: self.name.clone(),
+                    field,
+                });
+            }
         }
         Ok(())
     }
@@ -562,7 +583,7 @@ impl Federation {
                 let seat = &mut self.seats[level];
                 if seat.view.ancestors != ancestors {
                     seat.view.ancestors = ancestors;
-                    seat.view.epoch += 1;
+                    seat.view.epoch = seat.view.epoch.saturating_add(1);
                     seat.dirty = true;
                 }
             }

@@ -4,7 +4,7 @@
 
 use super::seat::Seat;
 use super::view::{Level, View};
-use super::{FedBody, FedNotice, Federation, FAST_PROBES, MAX_HOPS};
+use super::{FedBody, FedNotice, Federation, FAST_PROBES, MAX_ANCESTORS, MAX_HOPS};
 use crate::ids::NodeId;
 use crate::time::Time;
 use rand::Rng;
@@ -497,9 +497,10 @@ impl Federation {
         };
         let mut ancestors = vec![self.me];
         ancestors.extend(self.ancestors_of(level));
+        ancestors.truncate(MAX_ANCESTORS); // what receivers accept (federation::validate)
         let Some(mut new_view) = View::of(
             level as Level,
-            self.seats[level].view.epoch + 1,
+            self.seats[level].view.epoch.saturating_add(1),
             other.to_vec(),
             ancestors,
         ) else {
@@ -646,7 +647,9 @@ impl Federation {
                 let rest: Vec<NodeId> = seat.others(self.me);
                 let parent = above;
                 let ancestors = parent.into_iter().collect();
-                if let Some(handed) = View::of(lvl, seat.view.epoch + 1, rest, ancestors) {
+                if let Some(handed) =
+                    View::of(lvl, seat.view.epoch.saturating_add(1), rest, ancestors)
+                {
                     for m in &handed.members {
                         self.send(*m, FedBody::View(handed.clone()));
                     }

@@ -78,7 +78,7 @@ impl View {
             Ok(_) => false,
             Err(at) => {
                 self.members.insert(at, node);
-                self.epoch += 1;
+                self.epoch = self.epoch.saturating_add(1);
                 true
             }
         }
@@ -95,7 +95,7 @@ impl View {
                         self.leader = *first;
                     }
                 }
-                self.epoch += 1;
+                self.epoch = self.epoch.saturating_add(1);
                 true
             }
             Err(_) => false,

@@ -610,8 +610,8 @@ impl Placement {
             .iter()
             .take_while(|(u, a, _)| {
                 let more = units < want_units || agents < want_agents;
-                units += u;
-                agents += a;
+                units = units.saturating_add(*u);
+                agents = agents.saturating_add(*a);
                 more
             })
             .take(64)

@@ -45,7 +45,8 @@ pub(super) struct Held {
 
 impl Held {
     fn age(&self, now: Time) -> Duration {
-        now.saturating_since(self.reported) + self.age_then
+        now.saturating_since(self.reported)
+            .saturating_add(self.age_then)
     }
 }
 
@@ -280,5 +281,24 @@ impl Placement {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a peer-sent age of `Duration::MAX` overflowed `Duration + Duration`
+    /// (a panic in release builds too) when a `ps` listed the entry.
+    #[test]
+    fn a_huge_reported_age_saturates() {
+        let held = Held {
+            tenant: TenantId(1),
+            command: "/bin/x".to_owned(),
+            demand: Demand::default(),
+            reported: Time::ZERO,
+            age_then: Duration::MAX,
+        };
+        assert_eq!(held.age(Time::from_secs(1)), Duration::MAX);
     }
 }

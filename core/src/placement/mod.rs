@@ -99,6 +99,9 @@ mod ps;
 mod requester;
 pub mod summary;
 pub mod tenants;
+pub mod validate;
+
+pub use validate::PlacementConfigError;
 
 use crate::agent::Identity;
 use crate::host::{HostCommand, HostEvent, HostResources, ProcSpec, Signal};
@@ -536,7 +539,11 @@ impl Placement {
         let w = u64::from(e.runs.min(7));
         e.cpu_millicores =
             ((u64::from(e.cpu_millicores) * w + u64::from(cpu_millicores)) / (w + 1)) as u32;
-        e.memory_bytes = (e.memory_bytes.saturating_mul(w) + memory_bytes) / (w + 1);
+        e.memory_bytes = e
+            .memory_bytes
+            .saturating_mul(w)
+            .saturating_add(memory_bytes)
+            / (w + 1);
         e.runs = e.runs.saturating_add(1);
     }
 
@@ -560,10 +567,7 @@ impl Service for Placement {
     type ConfigError = PlacementConfigError;
 
     fn validate(config: &PlacementConfig) -> Result<(), PlacementConfigError> {
-        if config.presence_timeout >= config.create_timeout {
-            return Err(PlacementConfigError::PresenceTimeout);
-        }
-        Ok(())
+        config.validate()
     }
 
     fn instance(config: &PlacementConfig) -> u8 {
@@ -581,6 +585,10 @@ impl Service for Placement {
 
     fn kind(msg: &PlacementMsg) -> &'static str {
         msg.kind()
+    }
+
+    fn validate_msg(msg: &PlacementMsg) -> Result<(), crate::wire::Reject> {
+        msg.validate()
     }
 
     fn handle_message(&mut self, now: Time, from: NodeId, msg: PlacementMsg, ctx: &Context<'_>) {
@@ -669,14 +677,6 @@ impl Service for Placement {
     fn invariants(&self) -> bool {
         Placement::invariants(self)
     }
-}
-
-/// Why a placement configuration is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PlacementConfigError {
-    /// A host would hold back `Created` for longer than the requester waits for it.
-    #[error("presence_timeout must be shorter than create_timeout")]
-    PresenceTimeout,
 }
 
 /// What a search for room looks for.

@@ -204,7 +204,7 @@ impl Placement {
         };
         if view.leader == self.me {
             // This agent's own summary for the level above holds the tenant already.
-            return self.register(now, tree, level + 1, tenant, waiter);
+            return self.register(now, tree, level.saturating_add(1), tenant, waiter);
         }
         let token = self.next_token();
         let leader = view.leader;
@@ -250,7 +250,7 @@ impl Placement {
             self.register(
                 now,
                 tree,
-                level + 1,
+                level.saturating_add(1),
                 tenant,
                 Some(Waiter::Member { node: from, token }),
             );

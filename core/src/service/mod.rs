@@ -41,6 +41,7 @@ use crate::agent::Identity;
 use crate::host::{ExitStatus, HostCommand, HostEvent};
 use crate::ids::{NodeId, Pid, TenantId};
 use crate::time::Time;
+use crate::wire::Reject;
 use nefele_api::calls::{ApiCall, ApiReply, RequestId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -168,6 +169,10 @@ pub trait Service: Debug + Sized {
 
     /// A short, stable name of the kind of `msg`, for traces.
     fn kind(msg: &Self::Msg) -> &'static str;
+
+    /// Checks a decoded message from a peer against the service's bounds (counts,
+    /// levels, durations), before the service sees it.
+    fn validate_msg(msg: &Self::Msg) -> Result<(), Reject>;
 
     /// A message from another agent, validated already.
     fn handle_message(&mut self, now: Time, from: NodeId, msg: Self::Msg, ctx: &Context<'_>);

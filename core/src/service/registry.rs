@@ -14,6 +14,7 @@ use crate::federation::FedMsg;
 use crate::ids::NodeId;
 use crate::placement::Placement;
 use crate::time::Time;
+use crate::wire::Reject;
 use nefele_api::calls::{ApiCall, RequestId};
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,16 @@ macro_rules! services {
                     Message::Discovery(m) => m.kind(),
                     Message::Federation(m) => m.body.kind(),
                     $( Message::$ty(m) => <$ty as Service>::kind(m), )+
+                }
+            }
+
+            /// Checks the message against the bounds of its service (see
+            /// [`crate::wire::validate`]).
+            pub fn validate(&self) -> Result<(), Reject> {
+                match self {
+                    Message::Discovery(m) => m.validate(),
+                    Message::Federation(m) => m.validate(),
+                    $( Message::$ty(m) => <$ty as Service>::validate_msg(m), )+
                 }
             }
         }

@@ -5,15 +5,18 @@
 //! The byte format lives behind [`codec`] alone, so that the encoding can be
 //! swapped without touching a service. Every message a service sends is kept
 //! small: control messages stay under [`CONTROL_MTU`] bytes encoded, whatever
-//! the cluster size, so each fits one datagram.
+//! the cluster size, so each fits one datagram. A decoded envelope is checked by
+//! [`validate`] before any service sees it.
 
 pub mod codec;
+pub mod validate;
 
 use crate::ids::{Incarnation, NodeId};
 use serde::{Deserialize, Serialize};
 
 pub use crate::service::Message;
 pub use codec::{decode, encode, encode_into, encoded_len, DecodeError, EncodeError};
+pub use validate::Reject;
 
 /// The size every control message must stay under, in encoded bytes (one datagram).
 pub const CONTROL_MTU: usize = 1400;

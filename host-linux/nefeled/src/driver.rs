@@ -434,6 +434,9 @@ fn log_notice(notice: Notice) {
             tracing::info!(instance, ?notice, "federation");
         }
         Notice::Service(notice) => tracing::debug!(?notice, "service"),
+        Notice::Rejected { from, reason } => {
+            tracing::debug!(?from, %reason, "peer message rejected");
+        }
     }
 }
 

@@ -292,6 +292,8 @@ fn print_summary(r: &Report, description: Option<&str>) {
         r.peak_rss_bytes as f64 / (1 << 20) as f64,
         r.rss_bytes_per_agent
     );
+    let rejected: u64 = r.stats.rejected.values().sum();
+    println!("rejected peer messages {rejected} {:?}", r.stats.rejected);
     let f = &r.federation;
     if let Some(p) = &f.primary {
         let secs = |s: Option<f64>| s.map_or_else(|| "never".to_owned(), |s| format!("{s:.2}s"));

@@ -109,6 +109,10 @@ pub struct Stats {
     pub detection_ms: Vec<f64>,
     /// Agents removed from a group for silence although up and reachable (stalled or lossy).
     pub false_removals: u64,
+    /// Peer messages agents rejected at the boundary, by reason
+    /// ([`Reject::kind`](nefele_core::wire::Reject::kind)); none in a healthy run but
+    /// stale incarnations after a restart.
+    pub rejected: std::collections::BTreeMap<&'static str, u64>,
 }
 
 enum Event {
@@ -554,6 +558,9 @@ impl Simulation {
                 Output::Notice(Notice::Federation { notice, .. }) => self.on_notice(node, notice),
                 Output::Notice(Notice::Service(ServiceNotice::Placed { local, .. })) => {
                     self.placement.on_placed(local);
+                }
+                Output::Notice(Notice::Rejected { reason, .. }) => {
+                    *self.stats.rejected.entry(reason.kind()).or_default() += 1;
                 }
             }
         }

@@ -347,9 +347,13 @@ impl Placement {
         };
         let view = tree.group(0).map(|g| g.view());
         let ancestors = view.map(|v| v.ancestors.clone()).unwrap_or_default();
-        let level = p.level + 1;
-        // Ancestors are one per level: the leader of the group at `level` is asked.
-        let Some(&target) = ancestors.get(usize::from(level) - 1) else {
+        // Ancestors are one per level: the leader of the group at `level` is asked. Past
+        // the last level a `u8` counts, there is no one to ask (checked: a peer's view
+        // may list any number of ancestors).
+        let level = p.level.checked_add(1);
+        let Some((level, &target)) =
+            level.and_then(|l| Some((l, ancestors.get(usize::from(l) - 1)?)))
+        else {
             let short = plan(self.me, p).err().unwrap_or(Resource::Hosts);
             let impossible = matches!(
                 short,
