@@ -87,9 +87,7 @@ pub fn record_skip(reason: &str) {
             .append(true)
             .open(&path)
             .and_then(|mut f| f.write_all(line.as_bytes()))
-            .unwrap_or_else(|e| {
-                panic!("cannot record a skip in {SKIP_LOG_VAR}={path:?}: {e}")
-            });
+            .unwrap_or_else(|e| panic!("cannot record a skip in {SKIP_LOG_VAR}={path:?}: {e}"));
     }
 }
 
