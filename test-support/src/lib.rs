@@ -54,6 +54,23 @@ pub fn require(present: bool, what: &str) -> bool {
     false
 }
 
+/// [`require`] for a prerequisite found by something that says why it is missing:
+/// `Some(value)`, or (under CI) a panic naming `what` and why, or (elsewhere) a
+/// recorded skip and `None`.
+///
+/// # Panics
+/// Under CI when `found` is an error; when the skip cannot be recorded.
+#[must_use]
+pub fn require_ok<T, E: std::fmt::Display>(found: Result<T, E>, what: &str) -> Option<T> {
+    match found {
+        Ok(value) => Some(value),
+        Err(why) => {
+            let _ = require(false, &format!("{what} ({why})"));
+            None
+        }
+    }
+}
+
 /// Whether the calling test may go on, given whether this machine has `what`, a
 /// property no install step changes (e.g. "a kernel that reports exit status
 /// through pidfds (Linux 6.15+)"). When it has not, records the skip (under CI too,
@@ -77,7 +94,9 @@ pub fn machine_has(present: bool, what: &str) -> bool {
 /// skip would count as a pass.
 pub fn record_skip(reason: &str) {
     let line = format!("SKIPPED: {}: {reason}\n", test_name());
-    // Straight to the file descriptor: the harness captures `eprintln!` only.
+    // Straight to the file descriptor: the harness captures `eprintln!` only. (Not in
+    // this crate's own test, whose made-up skips would read as real ones in a log.)
+    #[cfg(not(test))]
     let _ = std::io::stderr().write_all(line.as_bytes());
     if let Some(path) = std::env::var_os(SKIP_LOG_VAR) {
         // One write of one short line with O_APPEND: lines of tests running in
@@ -124,9 +143,15 @@ mod tests {
         assert!(require(true, "a thing"));
         assert!(!require(false, "a C compiler"));
         assert!(!machine_has(false, "Linux 6.15+"));
+        assert_eq!(require_ok(Ok::<_, String>(7), "seven"), Some(7));
+        assert_eq!(require_ok(Err::<u8, _>("not built"), "a binary"), None);
         std::env::set_var(CI_VAR, "1");
         assert!(!machine_has(false, "an RDMA device"));
+        // Quietly: the expected panic's message would read as a real failure in a log.
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
         let failure = std::panic::catch_unwind(|| require(false, "root")).unwrap_err();
+        std::panic::set_hook(hook);
         let message = failure.downcast_ref::<String>().unwrap();
         assert!(message.contains("missing prerequisite: root"), "{message}");
         std::env::remove_var(CI_VAR);
@@ -135,11 +160,12 @@ mod tests {
         let name = "tests::a_missing_prerequisite_skips_outside_ci_and_fails_under_ci";
         let lines = std::fs::read_to_string(&log).unwrap();
         let lines: Vec<&str> = lines.lines().collect();
-        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines.len(), 4, "{lines:?}");
         assert!(lines[0].starts_with("SKIPPED: nefele_test_support::") && lines[0].contains(name));
         assert!(lines[0].ends_with(": needs a C compiler"), "{}", lines[0]);
         assert!(lines[1].ends_with(": this machine lacks Linux 6.15+"));
-        assert!(lines[2].ends_with(": this machine lacks an RDMA device"));
+        assert!(lines[2].ends_with(": needs a binary (not built)"));
+        assert!(lines[3].ends_with(": this machine lacks an RDMA device"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
