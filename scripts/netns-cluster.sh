@@ -13,7 +13,8 @@
 # host 4; the C example (libnefele's C ABI) spawns, lists and kills on host 2.
 #
 # Needs root, iproute2, util-linux (unshare), python3 (reads `nef --json`) and
-# cc (the C example; skipped without). Binaries are built with cargo (debug for
+# cc (the C example). Without one of them the test is skipped (and the skip
+# recorded in $NEFELE_SKIP_LOG), or fails under CI (NEFELE_CI=1). Binaries are built with cargo (debug for
 # `test`, release for `bench`) unless $NEFELE_BIN_DIR names a directory that
 # holds nefeled, nef and libnefele.so.
 #
@@ -36,6 +37,22 @@ WORK=${WORK:-}
 
 say() { printf '[netns-cluster] %s\n' "$*" >&2; }
 fail() { say "FAIL: $*"; exit 1; }
+
+# A missing prerequisite (WHAT) of the test or of its part NAME: under CI
+# (NEFELE_CI=1, set by .ci/run) it fails the run, naming what is missing; elsewhere
+# that part is skipped and the skip recorded, as the Rust tests do
+# (test-support/src/lib.rs): a line on stderr and in $NEFELE_SKIP_LOG when set.
+missing() {
+    local name=$1 what=$2
+    if [ "${NEFELE_CI:-}" = 1 ]; then
+        fail "missing prerequisite: $what (NEFELE_CI=1: CI must provide it, so this fails instead of skipping)"
+    fi
+    local line="SKIPPED: $name: needs $what"
+    say "$line"
+    if [ -n "${NEFELE_SKIP_LOG:-}" ]; then
+        printf '%s\n' "$line" >>"$NEFELE_SKIP_LOG" || fail "cannot record the skip in $NEFELE_SKIP_LOG"
+    fi
+}
 
 host_ns() { printf '%sh%d' "$TAG" "$1"; }
 host_ip() { printf '10.77.%d.%d' "$SUBNET" "$1"; }
@@ -69,13 +86,18 @@ cleanup() {
 }
 
 require() {
-    [ "$(id -u)" -eq 0 ] || { say "SKIP: needs root (network namespaces, cgroups)"; exit 0; }
-    command -v ip >/dev/null || { say "SKIP: needs iproute2 (ip)"; exit 0; }
-    command -v unshare >/dev/null || { say "SKIP: needs util-linux (unshare)"; exit 0; }
-    command -v python3 >/dev/null || { say "SKIP: needs python3"; exit 0; }
+    local me="netns-cluster ($MODE)"
+    [ "$(id -u)" -eq 0 ] || { missing "$me" "root (network namespaces, cgroups)"; exit 0; }
+    command -v ip >/dev/null || { missing "$me" "iproute2 (ip)"; exit 0; }
+    command -v unshare >/dev/null || { missing "$me" "util-linux (unshare)"; exit 0; }
+    command -v python3 >/dev/null || { missing "$me" "python3"; exit 0; }
+    # Checked here too, so that CI fails before booting a cluster.
+    if [ "$MODE" = test ] && [ "${NEFELE_CI:-}" = 1 ]; then
+        command -v cc >/dev/null || missing "$me" "a C compiler (cc)"
+    fi
     if [ -z "${NEFELE_BIN_DIR:-}" ]; then
         say "building nefeled and nef ($PROFILE)"
-        cargo build --profile "${PROFILE/debug/dev}" -p nefele-daemon -p nefele-cli -p nefele >&2
+        cargo build --locked --profile "${PROFILE/debug/dev}" -p nefele-daemon -p nefele-cli -p nefele >&2
     fi
     [ -x "$BIN_DIR/nefeled" ] && [ -x "$BIN_DIR/nef" ] || fail "no nefeled or nef in $BIN_DIR"
 }
@@ -272,7 +294,7 @@ run_test() {
         LD_LIBRARY_PATH="$BIN_DIR" "$WORK/spawn" "$WORK/h2/api.sock" test-token >&2 \
             || fail "the C example failed"
     else
-        say "SKIP the C example: no C compiler (cc)"
+        missing "netns-cluster (test): the C example" "a C compiler (cc)"
     fi
     say "PASS"
 }

@@ -10,7 +10,8 @@
 //!
 //! Modules: [`sys`] (the syscall boundary, the only `unsafe`), [`cgroup`]
 //! (detection, limits, usage), [`state`] (durable record), [`logs`], [`resources`],
-//! [`error`], and [`adapter`] (the decision logic tying them together).
+//! [`error`], and [`adapter`] (the decision logic tying them together); with the
+//! `testing` feature, `testing` (a recording double of [`sys`] for tests).
 
 pub mod adapter;
 pub mod cgroup;
@@ -19,8 +20,10 @@ pub mod logs;
 pub mod resources;
 pub mod state;
 pub mod sys;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use adapter::{Config, LinuxHost};
 pub use cgroup::{Cgroups, Support, Unenforceable};
 pub use error::{HostError, StartError};
-pub use sys::{RealSys, RecordingSys, Sys};
+pub use sys::{RealSys, Sys};

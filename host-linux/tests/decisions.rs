@@ -4,8 +4,9 @@
 use nefele_core::host::{ExitStatus, Limits, ResourcePolicy, Signal, StartFailure};
 use nefele_core::{Host, HostCommand, HostEvent, Incarnation, NodeId, Pid, ProcSpec, TenantId};
 use nefele_host_linux::cgroup::{parse_self_cgroup, parse_v1_mounts, ProcCgroup};
-use nefele_host_linux::sys::{Call, Reaped, Rusage, SysError};
-use nefele_host_linux::{Cgroups, Config, LinuxHost, RecordingSys};
+use nefele_host_linux::sys::{Reaped, Rusage, SysError};
+use nefele_host_linux::testing::{Call, RecordingSys};
+use nefele_host_linux::{Cgroups, Config, LinuxHost};
 use nix::errno::Errno;
 use std::time::Duration;
 

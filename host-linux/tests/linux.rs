@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    eprintln!("{test}: skipped: needs root (namespaces and cgroups); run as uid 0");
-    false
+/// Whether this test can run: it needs root (else fails under CI, skips elsewhere).
+fn root() -> bool {
+    nefele_test_support::require(
+        nix::unistd::geteuid().is_root(),
+        "root (namespaces and cgroups; run as uid 0)",
+    )
 }
 
 struct Fixture {
@@ -220,7 +220,7 @@ fn read(path: &Path) -> String {
 
 #[test]
 fn exit_code_logs_and_usage_are_reported() {
-    if !root_or_skip("exit_code_logs_and_usage_are_reported") {
+    if !root() {
         return;
     }
     let mut f = fixture("exit");
@@ -254,7 +254,7 @@ fn exit_code_logs_and_usage_are_reported() {
 
 #[test]
 fn a_memory_hog_is_oom_killed_and_reported_so() {
-    if !root_or_skip("a_memory_hog_is_oom_killed_and_reported_so") {
+    if !root() {
         return;
     }
     let mut f = fixture("oom");
@@ -281,7 +281,7 @@ fn a_memory_hog_is_oom_killed_and_reported_so() {
 
 #[test]
 fn limits_are_visible_in_the_cgroup_and_terminate_kills() {
-    if !root_or_skip("limits_are_visible_in_the_cgroup_and_terminate_kills") {
+    if !root() {
         return;
     }
     let mut f = fixture("limits");
@@ -323,7 +323,7 @@ fn limits_are_visible_in_the_cgroup_and_terminate_kills() {
 
 #[test]
 fn a_process_tree_is_killed_after_the_grace_period() {
-    if !root_or_skip("a_process_tree_is_killed_after_the_grace_period") {
+    if !root() {
         return;
     }
     let mut f = fixture("tree");
@@ -366,7 +366,7 @@ fn ns(os_pid: i32, kind: &str) -> PathBuf {
 
 #[test]
 fn tenants_are_isolated_and_share_their_own_namespaces() {
-    if !root_or_skip("tenants_are_isolated_and_share_their_own_namespaces") {
+    if !root() {
         return;
     }
     let mut f = fixture("iso");
@@ -453,7 +453,7 @@ fn tenants_are_isolated_and_share_their_own_namespaces() {
 
 #[test]
 fn a_recreated_adapter_readopts_running_processes_and_reports_ended_ones() {
-    if !root_or_skip("a_recreated_adapter_readopts_running_processes_and_reports_ended_ones") {
+    if !root() {
         return;
     }
     let mut f = fixture("readopt");
@@ -504,7 +504,7 @@ fn a_recreated_adapter_readopts_running_processes_and_reports_ended_ones() {
 
 #[test]
 fn bad_specs_are_rejected_with_the_right_reason() {
-    if !root_or_skip("bad_specs_are_rejected_with_the_right_reason") {
+    if !root() {
         return;
     }
     let mut f = fixture("bad");
@@ -620,25 +620,25 @@ fn play_role_if_asked() {
 }
 
 /// Plays a helper role and exits if this run was started as one; otherwise whether
-/// `test` can run here (root, and a kernel that reports an adopted process's exit
-/// status), having said why not.
-fn adoption_test_runs(test: &str) -> bool {
+/// this test can run here: root (else fails under CI), and a kernel that reports an
+/// adopted process's exit status (else skipped, a property of the machine).
+fn adoption_test_runs() -> bool {
     play_role_if_asked();
-    root_or_skip(test) && adopted_exit_status_or_skip(test)
+    root() && adopted_exit_status()
 }
 
-/// Whether this kernel reports an adopted process's exit status (else says why not).
-fn adopted_exit_status_or_skip(test: &str) -> bool {
-    if nefele_host_linux::sys::adopted_exit_status_supported() {
-        return true;
-    }
+/// Whether this kernel reports an adopted process's exit status (else the test is
+/// recorded as skipped).
+fn adopted_exit_status() -> bool {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    eprintln!(
-        "{test}: skipped: kernel {} does not report exit status through pidfds \
-         (PIDFD_INFO_EXIT needs Linux 6.15+)",
-        release.trim()
-    );
-    false
+    nefele_test_support::machine_has(
+        nefele_host_linux::sys::adopted_exit_status_supported(),
+        &format!(
+            "a kernel that reports exit status through pidfds (PIDFD_INFO_EXIT, Linux 6.15+; \
+             this one is {})",
+            release.trim()
+        ),
+    )
 }
 
 /// Starts `script` as `pid(1)` of tenant 40 through an adapter in another process,
@@ -755,7 +755,7 @@ fn adopted_orphan_ends(
 #[test]
 fn an_adopted_process_that_exits_is_reported_with_its_exit_code() {
     let test = "an_adopted_process_that_exits_is_reported_with_its_exit_code";
-    if !adoption_test_runs(test) {
+    if !adoption_test_runs() {
         return;
     }
     let (status, _) = adopted_orphan_ends(test, "orphan-code", "exit 7", false);
@@ -765,7 +765,7 @@ fn an_adopted_process_that_exits_is_reported_with_its_exit_code() {
 #[test]
 fn an_adopted_process_killed_by_a_signal_is_reported_with_the_signal() {
     let test = "an_adopted_process_killed_by_a_signal_is_reported_with_the_signal";
-    if !adoption_test_runs(test) {
+    if !adoption_test_runs() {
         return;
     }
     let script = "kill -TERM $$; sleep 5";
@@ -776,7 +776,7 @@ fn an_adopted_process_killed_by_a_signal_is_reported_with_the_signal() {
 #[test]
 fn an_adopted_process_its_parent_does_not_reap_is_reported_lost_after_a_bounded_wait() {
     let test = "an_adopted_process_its_parent_does_not_reap_is_reported_lost_after_a_bounded_wait";
-    if !adoption_test_runs(test) {
+    if !adoption_test_runs() {
         return;
     }
     let (status, took) = adopted_orphan_ends(test, "orphan-lazy", "exit 7", true);

@@ -9,8 +9,9 @@ use nefele_core::Time;
 use nefele_sim::faults::{FaultAction, RandomFaults, Selector};
 use nefele_sim::network::NetworkConfig;
 use nefele_sim::SimConfig;
-use nefele_sim_tests::{fault, nefele_sim_command, run, small_config};
+use nefele_sim_tests::{fault, nefele_sim_binary, run, small_config};
 use std::collections::BTreeSet;
+use std::process::Command;
 use std::time::Duration;
 
 /// Everything on: loss, duplication, reordering, random faults of every kind, and a
@@ -103,7 +104,8 @@ fn pinned_hash_of_a_small_run() {
 
 #[test]
 fn binary_prints_the_same_hash_as_the_library_run_after_run() {
-    let Some(mut command) = nefele_sim_command() else {
+    let binary = nefele_test_support::require_ok(nefele_sim_binary(), "the nefele-sim binary");
+    let Some(binary) = binary else {
         return;
     };
     let args = [
@@ -124,14 +126,17 @@ fn binary_prints_the_same_hash_as_the_library_run_after_run() {
         "1s",
         "--quiet",
     ];
-    let last_line = |command: &mut std::process::Command| {
-        let out = command.args(args).output().expect("nefele-sim runs");
+    let last_line = || {
+        let out = Command::new(&binary)
+            .args(args)
+            .output()
+            .expect("nefele-sim runs");
         assert!(out.status.success(), "{out:?}");
         let stdout = String::from_utf8(out.stdout).expect("utf-8");
         stdout.lines().last().expect("a summary").to_owned()
     };
-    let first = last_line(&mut command);
-    let second = last_line(&mut nefele_sim_command().expect("built once already"));
+    let first = last_line();
+    let second = last_line();
 
     let hash = first
         .strip_prefix("trace_hash=")

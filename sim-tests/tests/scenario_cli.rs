@@ -3,21 +3,22 @@
 //! no file behind; `--report` writes the documented JSON fields; `--trace` writes
 //! valid Chrome trace-event JSON, or JSON lines for a `.jsonl` name.
 //!
-//! The binary is built by [`nefele_sim_command`] if needed; without cargo the tests
-//! say so and skip.
+//! The binary is built by [`nefele_sim_binary`] if needed; without it the tests fail
+//! under CI (`NEFELE_CI=1`) and are skipped elsewhere, naming why.
 
 use nefele_sim::scenario;
 use nefele_sim::Simulation;
-use nefele_sim_tests::{nefele_sim_command, scratch_dir};
+use nefele_sim_tests::{nefele_sim_binary, scratch_dir};
 use serde_json::Value;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-/// Runs `nefele-sim run <args> --quiet`; `None` if there is no binary to run.
+/// Runs `nefele-sim run <args> --quiet`; `None` if there is no binary to run (the
+/// test is then recorded as skipped, or fails under CI).
 fn nefele_sim_run(args: &[&OsStr]) -> Option<Output> {
-    let mut command = nefele_sim_command()?;
-    let output = command
+    let binary = nefele_test_support::require_ok(nefele_sim_binary(), "the nefele-sim binary")?;
+    let output = std::process::Command::new(binary)
         .arg("run")
         .args(args)
         .arg("--quiet")
