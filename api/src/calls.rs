@@ -54,7 +54,8 @@ pub enum ApiCall {
         /// The process.
         pid: Pid,
     },
-    /// The tenant's processes (those of this agent's level-0 group, for now).
+    /// The tenant's processes, in the whole cluster (only the subtrees that may hold
+    /// the tenant are visited).
     Ps {
         /// The caller's tenant.
         tenant: TenantId,

@@ -3,7 +3,8 @@
 //! A transport addresses peers by [`NodeId`] and carries opaque frames (the
 //! bytes of one [`crate::wire::Envelope`]). It promises nothing about delivery:
 //! frames may be lost, duplicated or reordered, and the protocols above are
-//! built for that. The simulator, TCP and RDMA implement this trait.
+//! built for that. TCP (`transport-tcp`) and RDMA (`transport-rdma`) implement this trait; the
+//! simulator drives agents directly through its own network model.
 
 use crate::ids::NodeId;
 

@@ -1,5 +1,5 @@
 //! nefele-host-linux: the Linux implementation of `nefele_core::Host`
-//! (DESIGN.md §6).
+//! (ARCHITECTURE.md §2 and §5).
 //!
 //! [`LinuxHost`] starts tenant processes in per-tenant Linux namespaces (pid,
 //! mount with its own /proc, uts, ipc, net with loopback up) under cgroup limits

@@ -6,7 +6,7 @@
 //! - [`fault`]: a scheduled fault, briefly.
 //! - [`scenario_toml`]: a run's configuration as a scenario file, so a failing
 //!   property test leaves behind a file that `nefele-sim run --scenario` replays.
-//! - [`nefele_sim_command`]: the `nefele-sim` binary of this build, for tests of its CLI.
+//! - [`nefele_sim_binary`]: the `nefele-sim` binary of this build, for tests of its CLI.
 
 use nefele_core::{NodeId, Time};
 use nefele_sim::faults::{Fault, FaultAction};
@@ -230,19 +230,6 @@ fn duration_text(d: Duration) -> toml::Value {
 
 fn value<T: serde::Serialize>(part: &T) -> toml::Value {
     toml::Value::try_from(part).expect("a configuration part serializes to TOML")
-}
-
-/// A command running the `nefele-sim` binary of this build, or `None` (after saying
-/// why on stderr, so the skipped test shows it) when there is no binary to run.
-#[must_use]
-pub fn nefele_sim_command() -> Option<Command> {
-    match nefele_sim_binary() {
-        Ok(binary) => Some(Command::new(binary)),
-        Err(why) => {
-            eprintln!("skipped: no nefele-sim binary: {why}");
-            None
-        }
-    }
 }
 
 /// The `nefele-sim` binary of this build, built first if needed, or why there is none.

@@ -1,4 +1,4 @@
-//! Determinism (issue 2, "Done means"): the same seed gives the same trace hash, run
+//! Determinism: the same seed gives the same trace hash, run
 //! after run, through the library or the `nefele-sim` binary, in debug or release
 //! builds; different seeds give different hashes.
 //!

@@ -3,7 +3,7 @@
 //! knows exactly the live agents of its rack) has no violation. Shown on a perfect
 //! network, on a lossy, duplicating, reordering one, after scripted faults, and, as a
 //! property, after random fault schedules on 1 to 200 nodes (safety phase with faults,
-//! then a liveness phase after the heal; STYLE practice 8).
+//! then a liveness phase after the heal; faults in two phases: safety, then liveness).
 //!
 //! A failing property case prints its seed and writes a scenario file that replays it
 //! with `nefele-sim run --scenario <file>`.

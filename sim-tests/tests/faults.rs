@@ -1,4 +1,4 @@
-//! Faults really act (issue 2, "Done means"): partitions (both ways and one way),
+//! Faults really act: partitions (both ways and one way),
 //! crashes and restarts, pauses, loss, duplication, reordering and clock skew do to
 //! the cluster what they say, seen in the trace (read back from JSON lines) and in
 //! the agents' own state. Small clusters, a few simulated seconds each.

@@ -1,4 +1,4 @@
-//! Boot federation over the simulator (DESIGN.md §4 "Federation"): the hierarchy
+//! Boot federation over the simulator (ARCHITECTURE.md §3): the hierarchy
 //! forms from any cluster size, repairs itself after each kind of fault, keeps
 //! its invariants under random fault schedules, and its shape is pinned by a
 //! snapshot so that protocol changes show up in review.

@@ -1,4 +1,4 @@
-//! Placement and the namespace over the simulator (issue 4; DESIGN.md §4
+//! Placement and the namespace over the simulator (ARCHITECTURE.md §3 and §5;
 //! "Placement", "Namespace"): the API end to end, atomic gangs, competing gangs,
 //! faults during `c_spawn`, `ps` over the whole tree, and the shipped `place-*`
 //! scenarios.

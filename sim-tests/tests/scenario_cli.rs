@@ -1,4 +1,4 @@
-//! The `nefele-sim` binary's contract (issue 2): bad flags and bad scenario files exit
+//! The `nefele-sim` binary's contract: bad flags and bad scenario files exit
 //! with code 2 and a message naming the flag, or the file, line and field, and leave
 //! no file behind; `--report` writes the documented JSON fields; `--trace` writes
 //! valid Chrome trace-event JSON, or JSON lines for a `.jsonl` name.

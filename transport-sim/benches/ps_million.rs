@@ -1,4 +1,4 @@
-//! `ps` of one tenant holding 1,000,000 processes over 10,000 hosts (issue 4): boots
+//! `ps` of one tenant holding 1,000,000 processes over 10,000 hosts: boots
 //! the DC, places the processes with `n_spawn` gangs of 1,000 from 1,000 different
 //! hosts, then asks `ps` from one host and prints how long the simulated walk took,
 //! how many processes it listed and how many hosts did not answer.

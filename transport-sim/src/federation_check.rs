@@ -1,5 +1,5 @@
 //! The federation's cluster-wide invariants and measurements, checked from
-//! outside the agents (the list, DESIGN.md §4 "Federation"):
+//! outside the agents (ARCHITECTURE.md §6):
 //!
 //! - every live agent holds a seat in exactly one level-0 group;
 //! - every group's members agree with its leader on membership, epoch and leader;

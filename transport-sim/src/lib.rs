@@ -1,5 +1,5 @@
 //! nefele-sim: a deterministic discrete-event simulator of a Nefele datacenter
-//! (DESIGN.md §5).
+//! (ARCHITECTURE.md §6).
 //!
 //! A single-threaded loop ([`sim::Simulation`]) drives `nefele_core::Agent`s
 //! directly over a simulated [`topology`] and [`network`], injects [`faults`],

@@ -34,7 +34,8 @@
 //! can be replaced with `[[federation]]` tables (`name`, `min_group`, `max_group`,
 //! `period`, `suspect_periods`, `remove_periods`, `probe_period`); an empty list,
 //! `federation = []`, runs discovery alone. `[discovery]` sets `heartbeat_period`
-//! (default 10 s) and `neighbour_timeout` (default 33 s).
+//! (default 10 s) and `neighbour_timeout` (default 33 s). `[placement]` sets
+//! `instance`, the federation instance placement rides (default 0; it must exist).
 
 use crate::config::{CheckConfig, SimConfig};
 use crate::faults::{Fault, FaultAction, RandomFaults, Selector};
@@ -97,7 +98,16 @@ struct ScenarioFile {
     random_faults: Option<RandomFaults>,
     discovery: Option<DiscoveryEntry>,
     federation: Option<Vec<FederationEntry>>,
+    placement: Option<PlacementEntry>,
     workload: Option<crate::workload::WorkloadConfig>,
+}
+
+/// Placement's settings a scenario file may change.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlacementEntry {
+    /// The federation instance placement rides.
+    instance: Option<u8>,
 }
 
 /// Neighbour discovery's timing, as a scenario file states it.
@@ -334,6 +344,15 @@ pub fn parse(text: &str, default_name: &str) -> Result<Scenario, (usize, String)
             .map(|(i, e)| e.into_config(i as u8, text))
             .collect::<Result<_, _>>()?;
     }
+    if let Some(instance) = file.placement.and_then(|p| p.instance) {
+        if !agent.federations.iter().any(|f| f.instance == instance) {
+            return Err((
+                1,
+                format!("placement.instance: no federation instance {instance}"),
+            ));
+        }
+        agent.services.placement.instance = instance;
+    }
     let config = SimConfig {
         seed: file.seed.unwrap_or(defaults.seed),
         nodes: file.nodes.unwrap_or(defaults.nodes),
@@ -443,6 +462,15 @@ mod tests {
     fn bad_probability_is_refused() {
         let (_, msg) = parse("[network]\nloss = 2.0\n", "s").unwrap_err();
         assert!(msg.contains("network.loss"), "{msg}");
+    }
+
+    #[test]
+    fn placement_rides_the_instance_the_file_names() {
+        let two = "[[federation]]\nname = \"a\"\n[[federation]]\nname = \"b\"\n";
+        let s = parse(&format!("{two}[placement]\ninstance = 1\n"), "s").unwrap();
+        assert_eq!(s.config.agent.services.placement.instance, 1);
+        let err = parse(&format!("{two}[placement]\ninstance = 2\n"), "s").unwrap_err();
+        assert!(err.1.contains("placement.instance"), "{err:?}");
     }
 
     #[test]

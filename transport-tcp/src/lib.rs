@@ -1,4 +1,4 @@
-//! nefele-transport-tcp: the TCP transport between agents (DESIGN.md §6).
+//! nefele-transport-tcp: the TCP transport between agents (ARCHITECTURE.md §2).
 //!
 //! Each pair of agents keeps one TCP connection (TCP_NODELAY), authenticated
 //! with the cluster key by a challenge-response handshake before any frame

@@ -1,4 +1,4 @@
-//! Placement and the namespace (DESIGN.md §4 "Placement", "Namespace"): where
+//! Placement and the namespace (ARCHITECTURE.md §3 and §5): where
 //! processes run, their global pids, and the process table.
 //!
 //! # What this service owns

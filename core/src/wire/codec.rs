@@ -18,7 +18,11 @@ use bincode::Options;
 /// The first bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"NFLE";
 /// The protocol version this build speaks.
-pub const VERSION: u16 = 1;
+///
+/// - 1: the first.
+/// - 2: federation summaries carry a payload with one optional part per service
+///   that rides the tree (placement's capacity and tenant filter moved there).
+pub const VERSION: u16 = 2;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.

@@ -1,4 +1,4 @@
-//! nefeled: the Nefele agent runtime on a real server (DESIGN.md §6), and the same
+//! nefeled: the Nefele agent runtime on a real server (ARCHITECTURE.md §5), and the same
 //! runtime under madsim (`--cfg madsim`) for deterministic cluster tests.
 //!
 //! Modules, each with one job: [`config`] (the TOML file and the flags),
