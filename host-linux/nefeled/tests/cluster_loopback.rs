@@ -141,11 +141,20 @@ async fn three_agents_federate_and_serve_a_client() {
         .shutdown(Duration::from_millis(300))
         .await
         .unwrap();
-    let Reply::Members(m) = call(&mut s, 102, Call::Members).await else {
-        panic!("members")
-    };
-    assert!(
-        m.groups[0].members.iter().all(|m| m.node != NodeId(2)),
-        "{m:?}"
-    );
+    // Failure detection needs remove_periods + 1 = 5 silent periods (1.5 s); the
+    // leave must show well before, even on a loaded machine.
+    let left_by = tokio::time::Instant::now() + Duration::from_millis(750);
+    for id in 102.. {
+        let Reply::Members(m) = call(&mut s, id, Call::Members).await else {
+            panic!("members")
+        };
+        if m.groups[0].members.iter().all(|m| m.node != NodeId(2)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < left_by,
+            "still a member: {m:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
