@@ -145,6 +145,14 @@ impl FakeFabric {
         (f.inline_sends, f.sends)
     }
 
+    /// Moves every queue pair to ERROR, as a fabric fault would (the hosts and
+    /// their TCP connections stay up).
+    pub fn break_links(&self) {
+        for qp in self.lock().qps.values_mut() {
+            qp.fail();
+        }
+    }
+
     /// Queue pairs alive on the fabric.
     #[must_use]
     pub fn queue_pairs(&self) -> usize {

@@ -31,7 +31,6 @@ use rdma_sys::*;
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::collections::BTreeMap;
 use std::ffi::CStr;
-use std::future::Future;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::ptr;
@@ -369,7 +368,7 @@ impl Verbs for IbVerbs {
         // credit word the NIC writes meanwhile is seen whole, old or new.
         unsafe {
             let src = region.buf.add(offset);
-            if out.len() == 8 && offset % 8 == 0 {
+            if out.len() == 8 && offset.is_multiple_of(8) {
                 let word = ptr::read_volatile(src.cast::<u64>());
                 out.copy_from_slice(&word.to_ne_bytes());
             } else {
@@ -591,7 +590,7 @@ impl Verbs for IbVerbs {
                         max: self.max_inline,
                     });
                 }
-                flags = flags | ibv_send_flags::IBV_SEND_INLINE;
+                flags |= ibv_send_flags::IBV_SEND_INLINE;
                 // Inline data is copied by `ibv_post_send`; no key is needed.
                 ibv_sge {
                     addr: bytes.as_ptr() as u64,
@@ -669,32 +668,31 @@ impl Verbs for IbVerbs {
         check(unsafe { ibv_req_notify_cq(cq, 0) }, "ibv_req_notify_cq")
     }
 
-    fn wait(&self) -> impl Future<Output = ()> + Send + '_ {
-        async move {
-            let Some(fd) = &self.channel_fd else {
+    async fn wait(&self) {
+        let Some(fd) = &self.channel_fd else {
+            return std::future::pending().await;
+        };
+        loop {
+            let Ok(mut guard) = fd.readable().await else {
                 return std::future::pending().await;
             };
+            let mut got = false;
             loop {
-                let Ok(mut guard) = fd.readable().await else {
-                    return std::future::pending().await;
-                };
-                let mut got = false;
-                loop {
-                    let mut cq = ptr::null_mut();
-                    let mut context = ptr::null_mut();
-                    // SAFETY: a live, non-blocking channel; each event is acked at once,
-                    // so destroying its queue later never waits for an ack.
-                    let rc = unsafe { ibv_get_cq_event(self.channel, &mut cq, &mut context) };
-                    if rc != 0 {
-                        break;
-                    }
-                    unsafe { ibv_ack_cq_events(cq, 1) };
-                    got = true;
+                let mut cq = ptr::null_mut();
+                let mut context = ptr::null_mut();
+                // SAFETY: a live, non-blocking channel; each event is acked at once,
+                // so destroying its queue later never waits for an ack.
+                let rc = unsafe { ibv_get_cq_event(self.channel, &mut cq, &mut context) };
+                if rc != 0 {
+                    break;
                 }
-                guard.clear_ready();
-                if got {
-                    return;
-                }
+                // SAFETY: `cq` is the live queue the event was for.
+                unsafe { ibv_ack_cq_events(cq, 1) };
+                got = true;
+            }
+            guard.clear_ready();
+            if got {
+                return;
             }
         }
     }

@@ -165,7 +165,7 @@ pub struct QpCaps {
 }
 
 /// The verbs one transport uses. See the module docs for the contract.
-pub trait Verbs: Send {
+pub trait Verbs: Send + Sync {
     /// The device and port in use, for logs ("mlx5_0 port 1", "fake").
     fn describe(&self) -> String;
     /// The largest inline send, in bytes.
