@@ -47,7 +47,7 @@ pub enum DeviceError {
         root: PathBuf,
     },
     /// The configured device does not exist.
-    #[error("RDMA device `{name}` not found (devices: {found:?}); fix the `rdma_device` setting")]
+    #[error("RDMA device `{name}` not found (devices: {found:?}); name one of these")]
     NoSuchDevice {
         /// The name asked for.
         name: String,

@@ -28,6 +28,7 @@
 //! `transport` (the public handle, per-peer path choice and fallback).
 
 #![cfg_attr(not(feature = "verbs"), forbid(unsafe_code))]
+#![cfg_attr(feature = "verbs", deny(unsafe_code))]
 #![deny(missing_docs, unreachable_pub)]
 
 mod control;
@@ -35,6 +36,7 @@ pub mod device;
 pub mod fake;
 mod frame;
 #[cfg(feature = "verbs")]
+#[allow(unsafe_code)] // The FFI to libibverbs; every block says why it is sound.
 pub mod ibverbs;
 mod link;
 mod poller;
