@@ -279,11 +279,6 @@ impl<V: Verbs, C: Carrier> RdmaTransport<V, C> {
         &self.carrier
     }
 
-    /// The carrier, mutably.
-    pub fn carrier_mut(&mut self) -> &mut C {
-        &mut self.carrier
-    }
-
     /// Which path frames to `peer` take now.
     #[must_use]
     pub fn path(&self, peer: NodeId) -> PeerPath {
