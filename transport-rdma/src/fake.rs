@@ -47,6 +47,7 @@ struct Fabric {
 struct Mr {
     owner: u32,
     bytes: Vec<u8>,
+    remote_write: bool,
 }
 
 #[derive(Debug)]
@@ -214,6 +215,7 @@ impl FakeVerbs {
                 match fabric.mrs.get_mut(&mr) {
                     Some(m)
                         if m.owner == owner
+                            && m.remote_write
                             && mr == dest.rkey
                             && offset + bytes.len() <= m.bytes.len()
                             && bytes.len() <= dest.len as usize =>
@@ -283,7 +285,7 @@ impl Verbs for FakeVerbs {
         self.max_inline
     }
 
-    fn register(&mut self, len: usize) -> Result<MrId, VerbsError> {
+    fn register(&mut self, len: usize, remote_write: bool) -> Result<MrId, VerbsError> {
         if self.registered + len > self.memlock_bytes {
             return Err(VerbsError::Memlock {
                 bytes: len,
@@ -299,6 +301,7 @@ impl Verbs for FakeVerbs {
             Mr {
                 owner: self.id,
                 bytes: vec![0; len],
+                remote_write,
             },
         );
         Ok(MrId(id))
@@ -474,5 +477,86 @@ impl Drop for FakeVerbs {
         let mut f = self.fabric.lock();
         f.qps.retain(|_, q| q.owner != self.id);
         f.mrs.retain(|_, m| m.owner != self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connected(fabric: &FakeFabric) -> [(FakeVerbs, QpId); 2] {
+        let caps = QpCaps {
+            send_depth: 4,
+            recv_depth: 4,
+        };
+        let mut sides = [fabric.verbs(16, 1 << 16), fabric.verbs(16, 1 << 16)].map(|mut v| {
+            let qp = v.create_qp(caps).unwrap();
+            v.to_init(qp).unwrap();
+            (v, qp)
+        });
+        let ends = [
+            sides[0].0.endpoint(sides[0].1),
+            sides[1].0.endpoint(sides[1].1),
+        ];
+        for (i, (v, qp)) in sides.iter_mut().enumerate() {
+            v.to_rtr(*qp, &ends[1 - i]).unwrap();
+            v.to_rts(*qp).unwrap();
+        }
+        sides
+    }
+
+    fn write_to(region: RemoteMr, v: &mut FakeVerbs, qp: QpId) -> Result<u32, WcStatus> {
+        let src = v.register(8, false).unwrap();
+        let op = SendOp::Write {
+            mr: src,
+            offset: 0,
+            len: 8,
+            remote: region,
+        };
+        v.post_send(qp, 1, op).unwrap();
+        let mut out = Vec::new();
+        v.poll(qp, Queue::Send, 8, &mut out).unwrap();
+        out[0].result
+    }
+
+    #[test]
+    fn writes_reach_only_regions_registered_for_remote_write() {
+        let fabric = FakeFabric::new();
+        let [(mut a, qa), (mut b, _)] = connected(&fabric);
+        let word = b.register(8, true).unwrap();
+        assert_eq!(write_to(b.remote(word), &mut a, qa), Ok(0));
+        let ring = b.register(64, false).unwrap();
+        assert_eq!(
+            write_to(b.remote(ring), &mut a, qa),
+            Err(WcStatus::RemoteAccess)
+        );
+    }
+
+    #[test]
+    fn a_send_before_rts_is_refused_and_after_an_error_is_flushed() {
+        let fabric = FakeFabric::new();
+        let mut v = fabric.verbs(16, 1 << 16);
+        let qp = v
+            .create_qp(QpCaps {
+                send_depth: 2,
+                recv_depth: 2,
+            })
+            .unwrap();
+        assert_eq!(
+            v.post_send(qp, 1, SendOp::SendInline(b"x")),
+            Err(VerbsError::State(QpState::Reset))
+        );
+        assert!(matches!(v.to_rts(qp), Err(VerbsError::Transition(_))));
+        let [(mut a, qa), (b, _)] = connected(&fabric);
+        drop(b); // the peer is gone
+        a.post_send(qa, 1, SendOp::SendInline(b"x")).unwrap();
+        a.post_send(qa, 2, SendOp::SendInline(b"y")).unwrap();
+        let mut out = Vec::new();
+        a.poll(qa, Queue::Send, 8, &mut out).unwrap();
+        let results: Vec<_> = out.iter().map(|c| c.result).collect();
+        assert_eq!(
+            results,
+            [Err(WcStatus::RetryExceeded), Err(WcStatus::Flushed)]
+        );
     }
 }

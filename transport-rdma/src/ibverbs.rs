@@ -5,7 +5,7 @@
 //! creates the protection domain and one completion channel, whose fd is
 //! non-blocking and registered with tokio so [`Verbs::wait`] sleeps without a
 //! thread. The set-up follows `rc_pingpong.c`: memory registered with local
-//! write and remote write access; per queue pair a send and a receive
+//! write access, and remote write only for the credit word; per queue pair a send and a receive
 //! completion queue on the channel; INIT (port, pkey 0, access flags), RTR
 //! (path MTU = the port's active MTU, the remote QPN, LID and PSN, a GRH when
 //! the remote GID is set — RoCE), RTS (timeout 14, retry count 7, and
@@ -286,7 +286,7 @@ impl Verbs for IbVerbs {
         self.max_inline
     }
 
-    fn register(&mut self, len: usize) -> Result<MrId, VerbsError> {
+    fn register(&mut self, len: usize, remote_write: bool) -> Result<MrId, VerbsError> {
         let layout =
             Layout::from_size_align(len.max(1).next_multiple_of(PAGE), PAGE).map_err(|e| {
                 VerbsError::Call {
@@ -299,9 +299,11 @@ impl Verbs for IbVerbs {
         if buf.is_null() {
             std::alloc::handle_alloc_error(layout);
         }
-        let access = (ibv_access_flags::IBV_ACCESS_LOCAL_WRITE
-            | ibv_access_flags::IBV_ACCESS_REMOTE_WRITE)
-            .0 as i32;
+        let mut access = ibv_access_flags::IBV_ACCESS_LOCAL_WRITE;
+        if remote_write {
+            access |= ibv_access_flags::IBV_ACCESS_REMOTE_WRITE;
+        }
+        let access = access.0 as i32;
         // SAFETY: `buf` is `layout.size()` bytes owned here until `deregister`.
         let mr = unsafe { ibv_reg_mr(self.pd, buf.cast(), layout.size(), access) };
         if mr.is_null() {

@@ -8,10 +8,17 @@
 //! authenticated before any RDMA resource is named to it ([`control`]).
 //!
 //! Frame protection: over TCP, frames get what transport-tcp gives them. Over
-//! RDMA, frames are neither encrypted nor MACed by this crate: the RC
-//! connection is reachable only by the authenticated peer's queue pair (its
-//! number and the rkey of the credit word were told to that peer alone), and
-//! the fabric is trusted like the datacenter network. A deployment that must
+//! RDMA, frames are neither encrypted nor MACed by this crate: an RC queue pair
+//! accepts packets only from the one remote queue pair it was connected to,
+//! whose number was learnt over the authenticated TCP connection; the rings take
+//! only SENDs, and the one region open to RDMA WRITE is each link's 8-byte
+//! credit word, whose address and rkey were told to that peer alone. The fabric
+//! is trusted like the datacenter network (an attacker on it who forges
+//! packets is out of scope). Residual: every link shares one protection
+//! domain, so an authenticated peer that guessed another link's credit-word
+//! address and rkey could corrupt that counter; the owner then sees an
+//! impossible count and tears the link down (a denial of service between
+//! authenticated agents, never a read of anyone's frames). A deployment that must
 //! protect frames on the fabric runs TCP (or adds fabric encryption).
 //!
 //! Modules, each owning one job:

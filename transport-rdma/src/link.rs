@@ -10,6 +10,9 @@
 //!                                         [8..16) the source of our writes of the peer's count
 //! ```
 //!
+//! Only the credit region accepts RDMA WRITEs; the rings take SENDs into posted
+//! receives, which only this link's connected queue pair can deliver.
+//!
 //! Send path: a frame waits in a bounded byte queue (its limit is the
 //! transport's back-pressure); [`Link::flush`] cuts it into fragments
 //! ([`crate::frame`]) and posts each as a SEND — inline when header and
@@ -132,8 +135,8 @@ impl Link {
         max_frame: usize,
         queue_limit: usize,
     ) -> Result<Link, VerbsError> {
-        let send_mr = v.register(geometry.slot_size * geometry.send_slots as usize)?;
-        let recv_mr = match v.register(geometry.slot_size * geometry.recv_slots as usize) {
+        let send_mr = v.register(geometry.slot_size * geometry.send_slots as usize, false)?;
+        let recv_mr = match v.register(geometry.slot_size * geometry.recv_slots as usize, false) {
             Ok(mr) => mr,
             Err(e) => {
                 v.deregister(send_mr);
@@ -143,7 +146,7 @@ impl Link {
         let regions = [send_mr, recv_mr];
         let undo = |v: &mut V, regions: &[MrId]| regions.iter().for_each(|&mr| v.deregister(mr));
         let credit_mr = v
-            .register(CREDIT_REGION)
+            .register(CREDIT_REGION, true)
             .inspect_err(|_| undo(v, &regions))?;
         let regions = [send_mr, recv_mr, credit_mr];
         let qp = v

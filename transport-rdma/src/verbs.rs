@@ -170,8 +170,9 @@ pub trait Verbs: Send + Sync {
     fn describe(&self) -> String;
     /// The largest inline send, in bytes.
     fn max_inline(&self) -> usize;
-    /// Registers `len` zeroed bytes for local and remote read and write.
-    fn register(&mut self, len: usize) -> Result<MrId, VerbsError>;
+    /// Registers `len` zeroed bytes for local write and, when `remote_write`,
+    /// for RDMA WRITEs from peers (only the credit word needs it).
+    fn register(&mut self, len: usize, remote_write: bool) -> Result<MrId, VerbsError>;
     /// Deregisters and frees a region.
     fn deregister(&mut self, mr: MrId);
     /// What a peer needs to RDMA-write into `mr`.
