@@ -45,6 +45,9 @@ pub struct FileConfig {
     pub api_socket: Option<PathBuf>,
     /// `text` (default) or `json`.
     pub log_format: Option<String>,
+    /// The transport between agents: `tcp` (default) or `rdma` (RDMA where both
+    /// ends have a device, TCP otherwise; see transport-rdma).
+    pub transport: Option<String>,
     /// The cgroup directory this agent's processes go under (default `nefele`); agents
     /// sharing a machine (tests in network namespaces) need one each.
     pub cgroup_name: Option<String>,
@@ -155,6 +158,8 @@ pub struct Overrides {
     pub api_socket: Option<PathBuf>,
     /// `--log-format`.
     pub log_format: Option<String>,
+    /// `--transport`.
+    pub transport: Option<String>,
     /// `--cgroup-name`.
     pub cgroup_name: Option<String>,
     /// `--seed` (repeatable); replaces the file's discovery.
@@ -181,6 +186,16 @@ pub enum Discovery {
         /// The UDP port.
         port: u16,
     },
+}
+
+/// The transport between agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// Authenticated TCP to every peer.
+    Tcp,
+    /// RDMA to each peer where both ends have a usable device, TCP otherwise;
+    /// a host without one uses TCP and says why in one log line.
+    Rdma,
 }
 
 /// How logs are written.
@@ -229,6 +244,8 @@ pub struct Config {
     pub resources: Option<ResourceOverride>,
     /// The log format.
     pub log_format: LogFormat,
+    /// The transport between agents.
+    pub transport: TransportKind,
     /// The cgroup directory of this agent's processes.
     pub cgroup_name: String,
 }
@@ -363,6 +380,19 @@ impl Config {
             }
         };
 
+        let transport_origin = pick(flags.transport.is_some());
+        let transport = match flags.transport.or(file.transport).as_deref() {
+            None | Some("tcp") => TransportKind::Tcp,
+            Some("rdma") => TransportKind::Rdma,
+            Some(other) => {
+                return Err(invalid(
+                    transport_origin,
+                    "transport",
+                    format!("`{other}` is neither `tcp` nor `rdma`"),
+                ))
+            }
+        };
+
         let resources = match (flags.cpu_millicores, flags.memory_bytes) {
             (Some(cpu_millicores), Some(memory_bytes)) => Some(ResourceOverride {
                 cpu_millicores,
@@ -413,6 +443,7 @@ impl Config {
             tenants: resolve_tenants(&file_origin, file.tenants)?,
             resources,
             log_format,
+            transport,
             cgroup_name,
         })
     }
@@ -769,6 +800,33 @@ mod tests {
             Overrides::default(),
         );
         assert!(e.contains("`log_format`") && e.contains("xml"), "{e}");
+
+        let e = error_of(
+            &format!("{MINIMAL}\ntransport = \"infiniband\""),
+            Overrides::default(),
+        );
+        assert!(
+            e.contains("`transport`") && e.contains("neither `tcp` nor `rdma`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_transport_is_tcp_unless_rdma_is_asked_for() {
+        let config = resolve(MINIMAL, Overrides::default()).unwrap();
+        assert_eq!(config.transport, TransportKind::Tcp);
+        let config = resolve(
+            &format!("{MINIMAL}\ntransport = \"rdma\""),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.transport, TransportKind::Rdma);
+        let flags = Overrides {
+            transport: Some("tcp".into()),
+            ..Overrides::default()
+        };
+        let config = resolve(&format!("{MINIMAL}\ntransport = \"rdma\""), flags).unwrap();
+        assert_eq!(config.transport, TransportKind::Tcp);
     }
 
     #[test]

@@ -18,12 +18,13 @@
 use crate::beacon::{AddressBook, Beacon, BeaconCodec, BeaconSocket, DropLog, SEED_RETRY};
 use crate::handle::Request;
 use crate::host_link::HostLink;
+use crate::transport::AgentTransport;
 use nefele::proto::{Call, GroupView, Member, MembersView, Reply};
 use nefele_core::agent::{Agent, ApiCall, Input, Notice, Output, RequestId};
 use nefele_core::ids::{NodeId, TenantId};
 use nefele_core::wire::codec::{self, DEFAULT_MAX_FRAME};
-use nefele_core::{Time, Transport, TransportEvent};
-use nefele_transport_tcp::{TcpTransport, TransportError};
+use nefele_core::{Time, TransportEvent};
+use nefele_transport_tcp::TransportError;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -48,7 +49,7 @@ pub(crate) struct Driver {
     agent: Agent,
     /// When the driver started: the core's time zero.
     epoch: Instant,
-    transport: TcpTransport,
+    transport: AgentTransport,
     beacons: BeaconSocket,
     codec: BeaconCodec,
     book: AddressBook,
@@ -70,7 +71,7 @@ pub(crate) struct Driver {
 pub(crate) struct Parts {
     pub(crate) agent: Agent,
     pub(crate) epoch: Instant,
-    pub(crate) transport: TcpTransport,
+    pub(crate) transport: AgentTransport,
     pub(crate) beacons: BeaconSocket,
     pub(crate) codec: BeaconCodec,
     pub(crate) listen: SocketAddr,
@@ -457,7 +458,7 @@ mod tests {
     use nefele_core::discovery::DiscoveryMsg;
     use nefele_core::ids::Incarnation;
     use nefele_core::wire::{Envelope, Message};
-    use nefele_transport_tcp::{ClusterKey, TcpConfig};
+    use nefele_transport_tcp::{ClusterKey, TcpConfig, TcpTransport};
 
     const KEY: &[u8] = b"the driver test key, long enough";
 
@@ -481,7 +482,7 @@ mod tests {
         Driver::new(Parts {
             agent: Agent::new(AgentConfig::default(), identity, 1, Time::ZERO),
             epoch: Instant::now(),
-            transport,
+            transport: AgentTransport::Tcp(transport),
             beacons,
             codec: BeaconCodec::new(key),
             listen,

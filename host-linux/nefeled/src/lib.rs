@@ -3,7 +3,8 @@
 //!
 //! Modules, each with one job: [`config`] (the TOML file and the flags),
 //! [`identity`] (node id and incarnation, durable), [`beacon`] (UDP discovery
-//! beacons and the address book), `driver` (the task that owns the core agent),
+//! beacons and the address book), `driver` (the task that owns the core agent), `transport` (TCP, or RDMA
+//! with per-peer fallback, as configured),
 //! [`host_link`] (the channels to a host backend), [`sim_host`] (the in-memory
 //! host), `linux_host` (the Linux adapter on its own thread), [`handle`] (the
 //! in-process API), `api_server` (the Unix-socket API) and [`runtime`] (starting
@@ -24,7 +25,8 @@ pub mod identity;
 pub mod linux_host;
 pub mod runtime;
 pub mod sim_host;
+mod transport;
 
 pub use driver::DriverStats;
 pub use handle::{AgentHandle, RuntimeGone};
-pub use runtime::{start, Runtime, RuntimeConfig, StartError};
+pub use runtime::{start, start_with, Runtime, RuntimeConfig, StartError};

@@ -6,15 +6,17 @@
 //! `nefeled` on a server and each simulated agent in the madsim tests.
 
 use crate::beacon::{BeaconCodec, BeaconSocket, Targets};
+use crate::config::TransportKind;
 use crate::driver::{Driver, DriverStats, Parts};
 use crate::handle::{AgentHandle, REQUEST_QUEUE};
 use crate::host_link::HostLink;
+use crate::transport::AgentTransport;
 use nefele_core::agent::{Agent, AgentConfig, Identity};
 use nefele_core::ids::{Incarnation, NodeId};
 use nefele_core::placement::PlacementConfig;
 use nefele_core::service::ServicesConfig;
 use nefele_core::Time;
-use nefele_transport_tcp::{BindError, ClusterKey, TcpConfig, TcpTransport};
+use nefele_transport_tcp::{BindError, ClusterKey, TcpConfig};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -108,12 +110,22 @@ pub struct Runtime {
     pub driver: JoinHandle<DriverStats>,
 }
 
-/// Starts an agent with `host` as its host backend. Must be called in a tokio runtime.
+/// Starts an agent with `host` as its host backend, over TCP. Must be called in a tokio runtime.
 pub async fn start(config: RuntimeConfig, host: HostLink) -> Result<Runtime, StartError> {
+    start_with(config, host, TransportKind::Tcp).await
+}
+
+/// Starts an agent over the transport `kind` (RDMA falls back to TCP, with one
+/// log line, on a host that cannot use it). Must be called in a tokio runtime.
+pub async fn start_with(
+    config: RuntimeConfig,
+    host: HostLink,
+    kind: TransportKind,
+) -> Result<Runtime, StartError> {
     config.agent.validate()?;
     let node = config.identity.node;
-    let transport =
-        TcpTransport::bind(TcpConfig::new(node, config.listen, config.key.clone())).await?;
+    let tcp = TcpConfig::new(node, config.listen, config.key.clone());
+    let transport = AgentTransport::bind(kind, tcp).await?;
     let local_addr = transport.local_addr();
     // Broadcasts reach only a socket bound to the unspecified address.
     let bind = match config.beacons {

@@ -72,6 +72,9 @@ mod daemon {
         /// `text` or `json`.
         #[arg(long)]
         log_format: Option<String>,
+        /// `tcp` or `rdma` (RDMA per peer where both ends can, TCP otherwise).
+        #[arg(long)]
+        transport: Option<String>,
         /// The cgroup directory of this agent's processes (one per agent on a machine).
         #[arg(long)]
         cgroup_name: Option<String>,
@@ -92,6 +95,7 @@ mod daemon {
                 cluster_key_file: self.cluster_key_file.clone(),
                 api_socket: self.api_socket.clone(),
                 log_format: self.log_format.clone(),
+                transport: self.transport.clone(),
                 cgroup_name: self.cgroup_name.clone(),
                 seeds: self.seeds.clone(),
                 broadcast_interface: self.broadcast_interface.clone(),
@@ -189,7 +193,8 @@ mod daemon {
         let api = ApiServer::bind(&config.api_socket)
             .await
             .map_err(|e| e.to_string())?;
-        let runtime = runtime::start(
+        let transport = config.transport;
+        let runtime = runtime::start_with(
             RuntimeConfig {
                 identity,
                 listen: config.listen,
@@ -199,6 +204,7 @@ mod daemon {
                 rng_seed: rand::RngCore::next_u64(&mut rand::rngs::OsRng),
             },
             host,
+            transport,
         )
         .await
         .map_err(|e| e.to_string())?;
