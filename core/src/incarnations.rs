@@ -1,14 +1,20 @@
 //! The newest incarnation heard from each peer, so that messages from an older life
 //! of a node are dropped for every service (the promise of [`crate::wire::Envelope`]).
 //!
-//! Owns a bounded map from node to the newest incarnation seen, with its last use.
-//! Invariants: at most `capacity` nodes are remembered; when a new node comes and the
-//! map is full, the node heard from least recently is forgotten (deterministic: ties
-//! cannot happen, every admission gets its own sequence number); an incarnation is
-//! recorded only from a message that passed validation. A forgotten node's next
-//! message is taken whatever its incarnation, so an older life's message can still
-//! slip through after eviction: services must (and do) cope with that, as they did
-//! before this check existed.
+//! Owns a bounded map from node to the newest incarnation seen, with when it was
+//! last admitted through the map, and in front of it a small direct-mapped cache of
+//! recent (node, incarnation) pairs: most messages come from a few dozen peers (the
+//! rack, the groups), and the cache answers them without walking the map, whose
+//! nodes are cold in a simulation of thousands of agents.
+//!
+//! Invariants: every pair in the cache is also in the map, with the same
+//! incarnation; at most `capacity` nodes are remembered; when a new node comes and
+//! the map is full, the half admitted through the map least recently is forgotten at
+//! once (deterministic: every admission gets its own sequence number), and so are
+//! its cache slots; an incarnation is recorded only from a message that passed
+//! validation. A forgotten node's next message is taken whatever its incarnation, so
+//! an older life's message can still slip through after eviction: services must
+//! (and do) cope with that, as they did before this check existed.
 
 use crate::ids::{Incarnation, NodeId};
 use crate::wire::{Envelope, Reject};
@@ -19,14 +25,17 @@ use std::collections::BTreeMap;
 /// kilobytes at most.
 pub const DEFAULT_CAPACITY: usize = 4096;
 
+/// Slots of the cache of recent peers.
+const RECENT_SLOTS: usize = 32;
+
 /// The newest incarnation of each recently heard peer (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Incarnations {
     capacity: usize,
-    /// Node → (newest incarnation, sequence of its last admission).
+    /// Recent (node, incarnation) pairs, one slot per node hash; each also in `newest`.
+    recent: [Option<(NodeId, Incarnation)>; RECENT_SLOTS],
+    /// Node → (newest incarnation, sequence of its last admission through the map).
     newest: BTreeMap<NodeId, (Incarnation, u64)>,
-    /// Sequence of last admission → node: the eviction order.
-    by_use: BTreeMap<u64, NodeId>,
     next_seq: u64,
 }
 
@@ -42,8 +51,8 @@ impl Incarnations {
     pub fn new(capacity: usize) -> Self {
         Incarnations {
             capacity: capacity.max(1),
+            recent: [None; RECENT_SLOTS],
             newest: BTreeMap::new(),
-            by_use: BTreeMap::new(),
             next_seq: 0,
         }
     }
@@ -59,26 +68,47 @@ impl Incarnations {
     /// Records that `node` spoke in `incarnation`; `Err` if that life is older than one
     /// heard before (then nothing changes).
     pub fn note(&mut self, node: NodeId, incarnation: Incarnation) -> Result<(), Reject> {
+        let slot = slot_of(node);
+        if let Some((n, known)) = self.recent[slot] {
+            if n == node && incarnation <= known {
+                return if incarnation == known {
+                    Ok(())
+                } else {
+                    Err(Reject::StaleIncarnation)
+                };
+            }
+        }
         let seq = self.next_seq;
         if let Some((newest, used)) = self.newest.get_mut(&node) {
             if incarnation < *newest {
                 return Err(Reject::StaleIncarnation);
             }
             *newest = incarnation;
-            self.by_use.remove(used);
             *used = seq;
         } else {
             if self.newest.len() >= self.capacity {
-                if let Some((_, oldest)) = self.by_use.pop_first() {
-                    self.newest.remove(&oldest);
-                }
+                self.forget_least_recent_half();
             }
             self.newest.insert(node, (incarnation, seq));
         }
-        self.by_use.insert(seq, node);
+        self.recent[slot] = Some((node, incarnation));
         self.next_seq += 1;
-        debug_assert_eq!(self.newest.len(), self.by_use.len());
+        debug_assert!(self.newest.len() <= self.capacity);
         Ok(())
+    }
+
+    /// Forgets the half of the peers admitted through the map least recently, and
+    /// their cache slots.
+    fn forget_least_recent_half(&mut self) {
+        let mut uses: Vec<u64> = self.newest.values().map(|(_, used)| *used).collect();
+        let forget = uses.len() - uses.len() / 2;
+        let (_, &mut cut, _) = uses.select_nth_unstable(forget - 1);
+        self.newest.retain(|_, (_, used)| *used > cut);
+        for slot in &mut self.recent {
+            if slot.is_some_and(|(n, _)| !self.newest.contains_key(&n)) {
+                *slot = None;
+            }
+        }
     }
 
     /// The newest incarnation remembered for `node`.
@@ -98,6 +128,11 @@ impl Incarnations {
     pub fn is_empty(&self) -> bool {
         self.newest.is_empty()
     }
+}
+
+/// The cache slot of `node` (Fibonacci hashing of its id).
+fn slot_of(node: NodeId) -> usize {
+    (node.0.wrapping_mul(0x9e37_79b9) >> 27) as usize % RECENT_SLOTS
 }
 
 #[cfg(test)]
@@ -122,15 +157,40 @@ mod tests {
     }
 
     #[test]
-    fn the_least_recently_heard_is_evicted_at_capacity() {
+    fn the_oldest_admission_is_forgotten_at_capacity() {
         let mut m = Incarnations::new(2);
         m.note(NodeId(1), Incarnation(5)).unwrap();
         m.note(NodeId(2), Incarnation(5)).unwrap();
-        m.note(NodeId(1), Incarnation(5)).unwrap(); // 2 is now the least recent
+        m.note(NodeId(1), Incarnation(5)).unwrap(); // answered by the cache
         m.note(NodeId(3), Incarnation(5)).unwrap();
         assert_eq!(m.len(), 2);
-        assert_eq!(m.newest(NodeId(2)), None);
-        assert_eq!(m.newest(NodeId(1)), Some(Incarnation(5)));
+        assert_eq!(m.newest(NodeId(1)), None);
+        assert_eq!(m.newest(NodeId(2)), Some(Incarnation(5)));
         assert_eq!(m.newest(NodeId(3)), Some(Incarnation(5)));
+        // Forgotten, its cache slot too: its next message is taken and remembered.
+        assert_eq!(m.note(NodeId(1), Incarnation(4)), Ok(()));
+        assert_eq!(
+            m.note(NodeId(1), Incarnation(3)),
+            Err(Reject::StaleIncarnation)
+        );
+    }
+
+    #[test]
+    fn at_capacity_the_older_half_goes_and_the_bound_holds() {
+        let mut m = Incarnations::new(8);
+        for n in 0..8 {
+            m.note(NodeId(n), Incarnation(1)).unwrap();
+        }
+        // A new life goes through the map and counts as a recent admission.
+        m.note(NodeId(0), Incarnation(2)).unwrap();
+        m.note(NodeId(100), Incarnation(1)).unwrap();
+        let kept: Vec<u32> = (0..101)
+            .filter(|&n| m.newest(NodeId(n)).is_some())
+            .collect();
+        assert_eq!(kept, vec![0, 5, 6, 7, 100]);
+        for n in 200..1000 {
+            m.note(NodeId(n), Incarnation(1)).unwrap();
+            assert!(m.len() <= 8);
+        }
     }
 }
