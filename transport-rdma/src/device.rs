@@ -10,7 +10,6 @@
 //! panics on what sysfs or `/proc` contain.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Where the kernel lists RDMA devices.
@@ -165,35 +164,10 @@ pub fn check_memlock(limit: Option<u64>, need: u64) -> Result<(), DeviceError> {
     }
 }
 
-/// For tests and benchmarks that need a device: `true` when one exists;
-/// otherwise prints `SKIPPED: <test>: <reason>`, appends the same line to the
-/// file named by `NEFELE_SKIP_LOG` when set (CI counts it as skipped), and
-/// returns `false` so the caller returns.
+/// Whether this machine shows any RDMA device (`/sys/class/infiniband` non-empty).
 #[must_use]
-pub fn device_or_skip(test: &str) -> bool {
-    let reason = if scan(Path::new(SYSFS_ROOT)).is_empty() {
-        format!("no RDMA device ({SYSFS_ROOT} is empty)")
-    } else if cfg!(feature = "verbs") {
-        return true;
-    } else {
-        "built without the `verbs` feature".to_owned()
-    };
-    let line = format!("SKIPPED: {test}: {reason}");
-    println!("{line}");
-    if let Some(path) = std::env::var_os("NEFELE_SKIP_LOG") {
-        let appended = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| writeln!(f, "{line}"));
-        if let Err(e) = appended {
-            eprintln!(
-                "cannot append to NEFELE_SKIP_LOG {}: {e}",
-                Path::new(&path).display()
-            );
-        }
-    }
-    false
+pub fn any_device() -> bool {
+    !scan(Path::new(SYSFS_ROOT)).is_empty()
 }
 
 #[cfg(test)]
