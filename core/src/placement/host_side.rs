@@ -13,6 +13,7 @@ use super::summary::PlacementSummary;
 use super::{Placement, Timer, Want};
 use crate::host::{ExitStatus, HostCommand, Usage};
 use crate::ids::{NodeId, Pid, TenantId};
+use crate::mix::splitmix64;
 use crate::service::TreeView;
 use crate::service::{ServiceEvent, ServiceOutput};
 use crate::time::Time;
@@ -600,7 +601,7 @@ impl Placement {
             .collect();
         if !roomy.is_empty() {
             let salt = u64::from(key.requester.0) << 40 ^ key.seq << 8 ^ u64::from(level);
-            let start = super::requester::mix(salt) % roomy.len() as u64;
+            let start = splitmix64(salt) % roomy.len() as u64;
             roomy.rotate_left(start as usize);
         }
         let want_units = units_needed(need, min).saturating_mul(2);

@@ -28,6 +28,7 @@ use crate::trace::{Packet, TraceEvent, TraceHasher, TraceWriter};
 use fault_injection::validate_fault;
 use nefele_core::federation::FedNotice;
 use nefele_core::host::{ExitStatus, HostEvent};
+use nefele_core::mix::splitmix64;
 use nefele_core::service::ServiceNotice;
 use nefele_core::wire::{self, Envelope};
 use nefele_core::{
@@ -413,7 +414,9 @@ impl Simulation {
             node,
             incarnation: host.incarnation,
         };
-        let seed = mix(self.agent_seed ^ mix(u64::from(node.0)) ^ u64::from(host.incarnation.0));
+        let seed = splitmix64(
+            self.agent_seed ^ splitmix64(u64::from(node.0)) ^ u64::from(host.incarnation.0),
+        );
         let local = host.clock.local(self.now);
         let mut agent = Agent::new(self.config.agent.clone(), identity, seed, local);
         agent.handle(
@@ -793,14 +796,6 @@ impl Simulation {
             None => Ok(()),
         }
     }
-}
-
-/// SplitMix64's finaliser: a stable 64-bit mix for deriving seeds.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ mod pid_calls;
 mod planner;
 
 use pid_calls::Op;
-pub(super) use planner::mix;
+
 use planner::{
     aggregate_short, expand, held, may_retry, near_hosts, plan, share, uncovered, units_of,
 };
@@ -24,6 +24,7 @@ use super::{Placement, Timer, Want};
 use crate::agent::{ApiReply, RequestId};
 use crate::host::ProcSpec;
 use crate::ids::{NodeId, Pid, TenantId};
+use crate::mix::splitmix64;
 use crate::service::TreeView;
 use crate::service::{ServiceNotice, ServiceOutput};
 use crate::time::Time;
@@ -519,7 +520,7 @@ impl Placement {
         let key = self.next_key();
         let spread = self.config.offer_timeout.as_nanos().max(1) as u64 * 8;
         let backoff = Duration::from_nanos(
-            mix(u64::from(key.requester.0) ^ key.seq.rotate_left(32)) % spread,
+            splitmix64(u64::from(key.requester.0) ^ key.seq.rotate_left(32)) % spread,
         );
         p.key = key;
         p.retried = true;

@@ -310,14 +310,6 @@ pub(super) fn near_hosts(spec: &ProcSpec) -> Vec<NodeId> {
         .collect()
 }
 
-/// SplitMix64's finaliser: a stable mix for deriving backoffs from keys.
-pub(in crate::placement) fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::Phase;
