@@ -30,7 +30,6 @@ use crate::federation::{
 use crate::host::{HostCommand, HostEvent, HostResources};
 use crate::ids::{Incarnation, NodeId};
 use crate::incarnations::Incarnations;
-use crate::placement::Placement;
 use crate::service::registry::Services;
 use crate::service::{
     Context, Payload, ServiceConfigError, ServiceEvent, ServiceNotice, ServiceOutput,
@@ -511,10 +510,10 @@ impl Agent {
         &self.resources
     }
 
-    /// Placement and the namespace, for inspection by checkers and tests.
+    /// The tree-riding services, for inspection by checkers and tests.
     #[must_use]
-    pub fn placement(&self) -> &Placement {
-        &self.services.placement
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     /// Neighbour discovery, for inspection by checkers and tests.

@@ -323,7 +323,8 @@ fn history_fills_what_the_spec_leaves_out() {
     let estimate = sim
         .agent(NodeId(4))
         .unwrap()
-        .placement()
+        .services()
+        .placement
         .estimate(TenantId(1), "/bin/worker")
         .expect("the run was learnt");
     assert!(

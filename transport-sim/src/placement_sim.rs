@@ -323,7 +323,7 @@ impl PlacementSim {
         let (mut used_cpu, mut cap_cpu, mut used_mem, mut cap_mem) = (0u64, 0u64, 0u64, 0u64);
         for (i, a) in agents.iter().enumerate() {
             let Some(a) = a else { continue };
-            let p = a.placement();
+            let p = &a.services().placement;
             let (cap, committed, reserved) = p.accounting();
             if !p.invariants() || !cap.covers(committed.plus(reserved)) {
                 capacity = Err(format!(

@@ -34,7 +34,7 @@
 pub mod registry;
 mod tree;
 
-pub use registry::{Message, Payload, ServiceConfigError, ServicesConfig};
+pub use registry::{Message, Payload, ServiceConfigError, Services, ServicesConfig};
 pub use tree::{GroupView, TreeView};
 
 use crate::agent::Identity;

@@ -129,10 +129,11 @@ macro_rules! services {
             }
         }
 
-        /// The tree-riding services of one agent.
+        /// The tree-riding services of one agent (read-only outside the core: the
+        /// agent drives them).
         #[derive(Debug)]
-        pub(crate) struct Services {
-            $( pub(crate) $field: $ty, )+
+        pub struct Services {
+            $( $(#[$doc])* pub $field: $ty, )+
         }
 
         impl Services {
