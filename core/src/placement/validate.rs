@@ -241,18 +241,13 @@ mod tests {
     #[test]
     fn escalation_past_the_last_level_fails_the_request() {
         use crate::agent::{ApiReply, RequestId};
-        use crate::federation::{FedBody, Federation, FederationConfig, View};
+        use crate::federation::View;
         use crate::host::{HostResources, ProcSpec, ResourcePolicy};
         use crate::placement::{Placement, SpawnKind};
         use crate::service::{Context, Service, ServiceOutput, TreeView};
         use crate::time::Time;
         use crate::HostEvent;
-        use rand::SeedableRng;
 
-        let config = FederationConfig::default();
-        let rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        let mut fed = Federation::new(NodeId(1), config, rng, Default::default());
-        fed.boot(Time::ZERO);
         let view = View {
             level: 0,
             leader: NodeId(0),
@@ -260,8 +255,8 @@ mod tests {
             members: vec![NodeId(0), NodeId(1)],
             ancestors: (2..302).map(NodeId).collect(),
         };
-        fed.handle_message(Time::from_millis(1), NodeId(0), FedBody::View(view));
-        assert_eq!(fed.seats()[0].view().ancestors.len(), 300);
+        let tree = TreeView::member_of(NodeId(1), view);
+        assert_eq!(tree.ancestors().len(), 300);
         let mut p = Placement::new(NodeId(1), Incarnation(1), PlacementConfig::default());
         p.on_host_event(
             Time::ZERO,
@@ -287,7 +282,7 @@ mod tests {
                 node: NodeId(1),
                 incarnation: Incarnation(1),
             },
-            tree: TreeView::new(NodeId(1), Some(&fed)),
+            tree,
         };
         p.handle_spawn(
             Time::from_millis(2),

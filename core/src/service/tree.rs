@@ -31,6 +31,21 @@ impl<'a> TreeView<'a> {
         TreeView { me, fed: None }
     }
 
+    /// For tests: the view of agent `me` as a plain member of the level-0 group
+    /// `view`, taken as its leader pushed it (whatever its bounds: this is behind the
+    /// boundary check). The federation behind it is leaked.
+    #[cfg(test)]
+    pub(crate) fn member_of(me: NodeId, view: View) -> TreeView<'static> {
+        use crate::federation::{FedBody, FederationConfig};
+        use crate::time::Time;
+        use rand::SeedableRng;
+        let rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut fed = Federation::new(me, FederationConfig::default(), rng, Default::default());
+        fed.boot(Time::ZERO);
+        fed.handle_message(Time::from_millis(1), view.leader, FedBody::View(view));
+        TreeView::new(me, Some(Box::leak(Box::new(fed))))
+    }
+
     /// Whether this agent holds a seat (it belongs to a tree).
     #[must_use]
     pub fn in_tree(&self) -> bool {
