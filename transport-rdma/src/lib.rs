@@ -1,4 +1,4 @@
-//! nefele-transport-rdma: the RDMA transport between agents (DESIGN.md §2, §6),
+//! nefele-transport-rdma: the RDMA transport between agents (ARCHITECTURE.md §2),
 //! with the same contract as transport-tcp ([`nefele_core::Transport`]).
 //!
 //! Per peer, frames go over an RDMA reliable connection when both ends have a
@@ -25,7 +25,7 @@
 //! [`verbs`] (the small trait over the verbs used, and its types),
 //! [`fake`] (an in-memory fabric implementing it),
 //! `ibverbs` (libibverbs through rdma-sys; feature `verbs`; the only unsafe code),
-//! [`device`] (sysfs discovery, port choice, memlock, the test skip rule),
+//! [`device`] (sysfs discovery, port choice, memlock),
 //! [`qp`] (the queue pair state machine),
 //! `frame` (fragments in ring slots, reassembly),
 //! `ring` (slot rings and credit arithmetic),
