@@ -196,7 +196,11 @@ pub struct Agent {
     federations: Vec<Federation>,
     /// Per federation instance: this agent's level-0 group as last seen (leader and
     /// epoch), to tell the services when it changes.
-    groups_seen: Vec<Option<(NodeId, u64)>>,
+    groups_seen: Vec<Option<(NodeId, u64, usize)>>,
+    /// The services may have changed their summary parts, or a federation its seats,
+    /// since the parts were last handed to the federations (most calls are discovery
+    /// or federation messages that touch no service: they skip the hand-over).
+    parts_stale: bool,
     services: Services,
     /// Events waiting to be routed to every service.
     events: VecDeque<ServiceEvent>,
@@ -248,6 +252,7 @@ impl Agent {
             discovery: Discovery::new(identity.node, config.discovery, discovery_rng),
             neighbours_seen: 0,
             groups_seen: vec![None; federations.len()],
+            parts_stale: true,
             federations,
             services: Services::new(identity, config.services, seed),
             events: VecDeque::new(),
@@ -285,6 +290,7 @@ impl Agent {
             Input::Message(envelope) => self.handle_message(now, envelope),
             Input::Timeout => self.handle_timeout(now),
             Input::Host(event) => {
+                self.parts_stale = true;
                 if let HostEvent::Resources(resources) = &event {
                     self.resources = resources.clone();
                 }
@@ -307,9 +313,11 @@ impl Agent {
         self.route_federations();
         // What the federation just did (removals) reaches the services before their timers.
         self.route_services(now);
-        let (identity, federations) = (self.identity, &self.federations);
+        let (identity, federations, stale) =
+            (self.identity, &self.federations, &mut self.parts_stale);
         self.services.for_each(|s| {
             if s.next_timeout().is_some_and(|t| t <= now) {
+                *stale = true;
                 s.handle_timeout(now, &context(identity, federations, s.instance()));
             }
         });
@@ -343,6 +351,7 @@ impl Agent {
                 }
             }
             service_msg => {
+                self.parts_stale = true;
                 let (identity, federations) = (self.identity, &self.federations);
                 self.services.deliver(now, from, service_msg, |instance| {
                     context(identity, federations, instance)
@@ -362,6 +371,7 @@ impl Agent {
             self.outputs.push_back(Output::ApiReply { request, reply });
             return;
         }
+        self.parts_stale = true;
         let (identity, federations) = (self.identity, &self.federations);
         let mut call = Some(call);
         self.services.for_each(|s| {
@@ -405,10 +415,14 @@ impl Agent {
             let Some(event) = self.events.pop_front() else {
                 break;
             };
+            self.parts_stale = true;
             let federations = &self.federations;
             self.services.for_each(|s| {
                 s.handle_event(now, &event, &context(identity, federations, s.instance()));
             });
+        }
+        if !std::mem::take(&mut self.parts_stale) {
+            return;
         }
         for f in &mut self.federations {
             let instance = f.config().instance;
@@ -468,9 +482,14 @@ impl Agent {
                 };
                 self.outputs.push_back(output);
             }
-            let group = f.seats().first().map(|s| (s.view().leader, s.view().epoch));
+            let seats = f.seats().len();
+            let group = f
+                .seats()
+                .first()
+                .map(|s| (s.view().leader, s.view().epoch, seats));
             if group != *seen {
                 *seen = group;
+                self.parts_stale = true;
                 self.events
                     .push_back(ServiceEvent::GroupChanged { instance });
             }
