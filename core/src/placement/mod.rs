@@ -896,6 +896,42 @@ mod tests {
         assert!(p.invariants());
     }
 
+    /// Regression (found by the `agent_inputs` fuzz target): the age a host reports
+    /// for an adopted process (read from its state file) was added to the time since
+    /// adoption unchecked, so `info` or `ps` on a process adopted with a huge age
+    /// panicked, in release builds too. The age is capped at what a peer accepts.
+    #[test]
+    fn a_huge_adopted_age_is_capped() {
+        let mut p = solo();
+        let (tenant, pid) = (TenantId(1), Pid::new(NodeId(1), Incarnation(1), 7));
+        let now = Time::from_secs(100);
+        p.on_host_event(
+            now,
+            &HostEvent::Adopted {
+                pid,
+                tenant,
+                command: "/bin/sleep".into(),
+                cpu_millicores: 1,
+                memory_bytes: 1,
+                age: Duration::MAX,
+            },
+        );
+        drain(&mut p);
+        p.start_pid_op(
+            now + Duration::from_secs(1),
+            RequestId(1),
+            tenant,
+            pid,
+            msg::PidOp::Info,
+        );
+        match drain(&mut p).pop() {
+            Some(Out::Reply(_, ApiReply::Info(Ok(info)))) => {
+                assert_eq!(info.age, crate::wire::validate::MAX_PEER_DURATION);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
     /// Regression (found by the `agent_inputs` fuzz target): a host that reports its
     /// adopted processes before its capacity (host-linux's adapter queues `Adopted` at
     /// open, ahead of `Resources`), or whose capacity shrinks below what it runs, broke
