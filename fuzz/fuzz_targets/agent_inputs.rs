@@ -20,13 +20,12 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use nefele_core::wire::codec::{DEFAULT_MAX_FRAME, MAGIC, VERSION};
-use nefele_core::wire::{decode, encoded_len, Envelope, Message, CONTROL_MTU};
+use nefele_core::wire::codec::DEFAULT_MAX_FRAME;
+use nefele_core::wire::{decode, Envelope, Message};
 use nefele_core::{
-    Agent, AgentConfig, ApiCall, ApiReply, HostEvent, Identity, Incarnation, Input, NodeId,
-    Output, RequestId, Time,
+    Agent, AgentConfig, ApiCall, HostEvent, Identity, Incarnation, Input, NodeId, Time,
 };
-use std::collections::BTreeSet;
+use nefele_fuzz::{drain, with_header, Calls};
 use std::time::Duration;
 
 #[derive(Arbitrary, Debug)]
@@ -61,83 +60,6 @@ enum Step {
     Host(HostEvent),
     /// A local client calls the API (the harness numbers the calls).
     Api(ApiCall),
-}
-
-/// The API calls made so far, and which are answered.
-#[derive(Default)]
-struct Calls {
-    next: u64,
-    pending: BTreeSet<RequestId>,
-    answered: BTreeSet<RequestId>,
-}
-
-impl Calls {
-    fn ask(&mut self) -> RequestId {
-        let request = RequestId(self.next);
-        self.next += 1;
-        self.pending.insert(request);
-        request
-    }
-
-    fn reply(&mut self, request: RequestId) {
-        assert!(
-            !self.answered.contains(&request),
-            "two replies to {request:?}"
-        );
-        assert!(
-            self.pending.remove(&request),
-            "a reply to {request:?}, never asked"
-        );
-        self.answered.insert(request);
-    }
-}
-
-/// Drains the agent's outputs and checks each.
-fn drain(agent: &mut Agent, calls: &mut Calls) {
-    let me = agent.identity();
-    while let Some(output) = agent.poll_output() {
-        match output {
-            Output::Send { to, envelope } => {
-                assert_ne!(to, me.node, "an agent never sends to itself");
-                check_envelope(me, &envelope);
-            }
-            Output::Broadcast { envelope } => check_envelope(me, &envelope),
-            Output::ApiReply { request, reply } => {
-                if let ApiReply::Neighbours(list) = &reply {
-                    assert!(list.iter().all(|(id, _)| *id != me.node));
-                    assert!(
-                        list.windows(2).all(|w| w[0].0 < w[1].0),
-                        "neighbours in id order"
-                    );
-                }
-                calls.reply(request);
-            }
-            // Host commands follow spawn and kill requests; notices (rejects among
-            // them) are for logs. Any is acceptable here: what matters is that nothing
-            // panicked.
-            Output::Host(_) | Output::Notice(_) => {}
-        }
-    }
-}
-
-fn check_envelope(me: Identity, envelope: &Envelope) {
-    assert_eq!(
-        (envelope.from, envelope.incarnation),
-        (me.node, me.incarnation)
-    );
-    let len = encoded_len(envelope);
-    assert!(
-        len < CONTROL_MTU,
-        "a {len}-byte message exceeds the {CONTROL_MTU}-byte MTU: {envelope:?}"
-    );
-}
-
-/// `body` behind a valid header, decoded as a driver would.
-fn with_header(body: &[u8]) -> Option<Envelope> {
-    let mut frame = Vec::from(MAGIC);
-    frame.extend_from_slice(&VERSION.to_le_bytes());
-    frame.extend_from_slice(body);
-    decode(&frame, DEFAULT_MAX_FRAME).ok()
 }
 
 fuzz_target!(|run: Run| {
@@ -190,10 +112,7 @@ fuzz_target!(|run: Run| {
         agent.handle(now, input);
         drain(&mut agent, &mut calls);
         if let Some(request) = neighbours {
-            assert!(
-                calls.answered.contains(&request),
-                "Neighbours is answered at once"
-            );
+            assert!(calls.answered(request), "Neighbours is answered at once");
         }
         assert!(agent.next_timeout().is_some(), "a timer is always pending");
     }
