@@ -92,8 +92,8 @@
 //! reserved never exceeds capacity by this service's doing. The host may still
 //! report less capacity than it runs (adopted processes reported before its
 //! capacity, or a capacity that shrank): that is a fact, not a broken invariant;
-//! nothing is free then (see [`Placement::free`]), and the simulator, whose hosts
-//! do neither, checks the sum against capacity itself.
+//! nothing is free then (see [`Placement::free`]). The simulator checks the sum
+//! against capacity itself.
 
 pub mod api;
 mod host_side;
@@ -934,9 +934,10 @@ mod tests {
 
     /// Regression (found by the `agent_inputs` fuzz target): a host that reports its
     /// adopted processes before its capacity (host-linux's adapter queues `Adopted` at
-    /// open, ahead of `Resources`), or whose capacity shrinks below what it runs, broke
-    /// the invariant check, and so panicked a debug build. The host's word stands:
-    /// nothing is free, nothing is reserved, the invariants hold.
+    /// open, ahead of `Resources`; nefeled happens to send `Resources` first), or whose
+    /// capacity is below what it runs (nefeled restarted with a smaller resource
+    /// override while its processes run), broke the invariant check, and so panicked
+    /// a debug build. The host's word stands: nothing is free, the invariants hold.
     #[test]
     fn a_host_running_more_than_its_capacity_breaks_no_invariant() {
         let mut p = Placement::new(NodeId(1), Incarnation(2), PlacementConfig::default());
