@@ -188,6 +188,7 @@ pub struct ProcInfo {
     /// Its life stage.
     pub state: ProcState,
     /// Time since it was created.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub age: Duration,
     /// Its distance from the asking agent (filled by the asking agent).
     pub distance: DistanceClass,

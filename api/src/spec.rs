@@ -73,6 +73,7 @@ pub struct WorkloadProfile {
     /// Expected peak memory, in bytes.
     pub memory_bytes: u64,
     /// Expected run time; `None` for a service that runs until killed.
+    #[serde(default, deserialize_with = "crate::duration::option::deserialize")]
     pub duration: Option<Duration>,
 }
 

@@ -296,6 +296,7 @@ pub struct LedgerItem {
     /// What it reserved.
     pub demand: Demand,
     /// How long it has existed (ages travel, clocks do not).
+    #[serde(deserialize_with = "nefele_api::duration::deserialize")]
     pub age: Duration,
 }
 
