@@ -7,10 +7,12 @@ use crate::spec::{ExitStatus, ProcSpec, Signal};
 use serde::{Deserialize, Serialize};
 
 /// A local client's request id, chosen by the driver to match replies to calls.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RequestId(pub u64);
 
 /// A call from a local client.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ApiCall {
     /// The agents this agent currently sees in its broadcast domain.
@@ -70,6 +72,7 @@ pub enum ApiCall {
 }
 
 /// The answer to an [`ApiCall`].
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ApiReply {
     /// The live neighbours, in id order, with their incarnations.

@@ -110,6 +110,57 @@ impl FromStr for Pid {
     }
 }
 
+/// `Arbitrary` for the ids (the `arbitrary` feature, for the fuzz targets): mostly
+/// small values, so that the ids a fuzzer makes up collide with one another and with
+/// those of the agent under test (its own node, its peers, the pids it minted, the
+/// tenants it serves); now and then any value.
+#[cfg(feature = "arbitrary")]
+mod fuzzing {
+    use super::{Incarnation, NodeId, Pid, TenantId};
+    use arbitrary::{Arbitrary, Result, Unstructured};
+
+    /// Below `small` seven times in eight, else any value.
+    fn small_or_any(u: &mut Unstructured<'_>, small: u8) -> Result<u64> {
+        let b = u8::arbitrary(u)?;
+        if b < 224 {
+            Ok(u64::from(b % small))
+        } else {
+            u64::arbitrary(u)
+        }
+    }
+
+    fn small_u32(u: &mut Unstructured<'_>, small: u8) -> Result<u32> {
+        // A value past `u32::MAX` keeps its low bits: still any `u32`.
+        Ok(small_or_any(u, small)? as u32)
+    }
+
+    impl<'a> Arbitrary<'a> for NodeId {
+        fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+            small_u32(u, 8).map(NodeId)
+        }
+    }
+
+    impl<'a> Arbitrary<'a> for Incarnation {
+        fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+            small_u32(u, 4).map(Incarnation)
+        }
+    }
+
+    impl<'a> Arbitrary<'a> for TenantId {
+        fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+            small_u32(u, 4).map(TenantId)
+        }
+    }
+
+    impl<'a> Arbitrary<'a> for Pid {
+        fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+            let origin = NodeId::arbitrary(u)?;
+            let incarnation = Incarnation::arbitrary(u)?;
+            Ok(Pid::new(origin, incarnation, small_or_any(u, 16)?))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

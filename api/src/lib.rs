@@ -5,7 +5,8 @@
 //! - [`spec`]: what to run ([`ProcSpec`]) and its placement and resource policy,
 //!   signals, exit statuses;
 //! - [`calls`]: [`ApiCall`] and [`ApiReply`], matched by a driver's [`RequestId`];
-//! - [`replies`]: process entries and one error enum per operation.
+//! - [`replies`]: process entries and one error enum per operation;
+//! - [`duration`]: the strict deserializer of the durations in messages.
 //!
 //! Everything here is plain data with serde derives; changing a type's shape
 //! changes the client protocol, whose version libnefele's `proto` module keeps.
@@ -14,6 +15,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod calls;
+pub mod duration;
 pub mod ids;
 pub mod replies;
 pub mod spec;

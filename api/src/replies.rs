@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// What one process reserves on its host.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Demand {
     /// Cpu, in millicores.
@@ -65,6 +66,7 @@ impl Demand {
 }
 
 /// A resource a request can be short of.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Resource {
     /// No reachable host has this much free cpu.
@@ -80,6 +82,7 @@ pub enum Resource {
 
 /// Why `spawn`, `n_spawn` or `c_spawn` failed. No process of the request is left
 /// running and no reservation is held (leases run out by themselves).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum SpawnError {
     /// The request is malformed (empty, too many processes, empty path, a spec that does
@@ -100,6 +103,7 @@ pub enum SpawnError {
 }
 
 /// Why `kill` failed. Nothing changed.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum KillError {
     /// No process with this pid belongs to the caller's tenant (it never existed, or it
@@ -118,6 +122,7 @@ pub enum KillError {
 }
 
 /// Why `info` failed. Nothing changed.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum InfoError {
     /// As for [`KillError::NoSuchProcess`].
@@ -129,6 +134,7 @@ pub enum InfoError {
 }
 
 /// Why `wait` failed. Nothing changed.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum WaitError {
     /// As for [`KillError::NoSuchProcess`].
@@ -140,6 +146,7 @@ pub enum WaitError {
 }
 
 /// The life stage of a process, as `info` and `ps` report it.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProcState {
     /// Created, its request not yet confirmed by the requester.
@@ -153,6 +160,7 @@ pub enum ProcState {
 }
 
 /// How far a process is from the agent that asked about it.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DistanceClass {
     /// On the asking agent's own server.
@@ -164,6 +172,7 @@ pub enum DistanceClass {
 }
 
 /// One process table entry, as a tenant sees it.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcInfo {
     /// The process.
@@ -179,12 +188,14 @@ pub struct ProcInfo {
     /// Its life stage.
     pub state: ProcState,
     /// Time since it was created.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub age: Duration,
     /// Its distance from the asking agent (filled by the asking agent).
     pub distance: DistanceClass,
 }
 
 /// The answer to `ps`.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PsReply {
     /// The tenant's processes, in pid order.

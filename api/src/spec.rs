@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// What a developer asks to run. No field names a server.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ProcSpec {
     /// The executable, as an absolute path on the host.
@@ -24,6 +25,7 @@ pub struct ProcSpec {
 }
 
 /// A placement rule relative to other processes.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Affinity {
     /// On the same server as the other processes with this tag.
@@ -37,6 +39,7 @@ pub enum Affinity {
 }
 
 /// Reservations and limits. `None` means "fill from tenant defaults, history, then global defaults".
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ResourcePolicy {
     /// Reserved cpu, in millicores (1000 = one core).
@@ -50,6 +53,7 @@ pub struct ResourcePolicy {
 }
 
 /// Hard limits enforced by the host (cgroups on Linux). `None` means unlimited.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Limits {
     /// Cpu quota, in millicores.
@@ -61,6 +65,7 @@ pub struct Limits {
 }
 
 /// What a process is expected to use over its life.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct WorkloadProfile {
     /// Expected average cpu use, in millicores.
@@ -68,10 +73,12 @@ pub struct WorkloadProfile {
     /// Expected peak memory, in bytes.
     pub memory_bytes: u64,
     /// Expected run time; `None` for a service that runs until killed.
+    #[serde(default, deserialize_with = "crate::duration::option::deserialize")]
     pub duration: Option<Duration>,
 }
 
 /// A signal to deliver, in the host's terms.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Signal {
     /// Ask to stop (SIGTERM), then force (SIGKILL) after the host's grace period.
@@ -83,6 +90,7 @@ pub enum Signal {
 }
 
 /// How a process ended.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExitStatus {
     /// It exited with this code.

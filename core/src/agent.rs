@@ -324,6 +324,12 @@ impl Agent {
     }
 
     fn handle_message(&mut self, now: Time, envelope: Envelope) {
+        // A message naming this agent as its sender is a broadcast looped back, or
+        // comes from another agent configured with the same id: answering it would
+        // be sending to itself. Dropped quietly, as discovery always did.
+        if envelope.from == self.identity.node {
+            return;
+        }
         if let Err(reason) = self.incarnations.admit(&envelope) {
             let from = envelope.from;
             let notice = Notice::Rejected { from, reason };
@@ -633,6 +639,39 @@ mod tests {
                 request: RequestId(9),
                 reply: ApiReply::Neighbours(vec![(NodeId(2), Incarnation(4))]),
             })
+        );
+    }
+
+    /// Regression (found by the `agent_inputs` fuzz target): a placement request that
+    /// names this agent as its sender (another life of the same id) was answered, to
+    /// this agent itself.
+    #[test]
+    fn a_message_from_its_own_id_is_dropped() {
+        let mut a = agent(1);
+        while a.poll_output().is_some() {}
+        let offer_req = crate::placement::msg::PlacementMsg::OfferReq {
+            key: crate::placement::msg::ReqKey {
+                requester: NodeId(0),
+                incarnation: Incarnation(0),
+                seq: 0,
+            },
+            shapes: Vec::new(),
+        };
+        let env = Envelope {
+            from: NodeId(1),
+            incarnation: Incarnation(3),
+            body: Message::Placement(offer_req),
+        };
+        a.handle(Time::from_millis(10), Input::Message(env));
+        let mut outputs = Vec::new();
+        while let Some(out) = a.poll_output() {
+            outputs.push(out);
+        }
+        assert!(
+            !outputs
+                .iter()
+                .any(|o| matches!(o, Output::Send { to, .. } if *to == NodeId(1))),
+            "{outputs:?}"
         );
     }
 

@@ -98,6 +98,7 @@ impl DiscoveryConfig {
 }
 
 /// A discovery message.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DiscoveryMsg {
     /// "I am here": broadcast at boot, or unicast to a peer learned from a `Hello`.

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// A server's capacity and traits, as the host reports them.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct HostResources {
     /// Logical cores.
@@ -34,6 +35,7 @@ pub struct HostResources {
 }
 
 /// What the core asks a host to do.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostCommand {
     /// Start `spec` for `tenant` under the global id `pid`. Idempotent: starting a pid
@@ -56,6 +58,7 @@ pub enum HostCommand {
 }
 
 /// What a process used over its life, as measured by the host.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Usage {
     /// Cpu time, user plus system.
@@ -67,6 +70,7 @@ pub struct Usage {
 }
 
 /// Why a host could not start a process.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StartFailure {
     /// The executable does not exist.
@@ -86,6 +90,7 @@ pub enum StartFailure {
 }
 
 /// What a host reports to the core.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostEvent {
     /// The process `pid` is running.

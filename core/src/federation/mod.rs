@@ -219,6 +219,7 @@ impl FederationConfig {
 }
 
 /// A federation message, tagged with its instance.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FedMsg {
     /// The federation instance.
@@ -228,6 +229,7 @@ pub struct FedMsg {
 }
 
 /// The messages of the protocol (see the module documentation).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FedBody {
     /// `joiner` wants a seat at `level`.

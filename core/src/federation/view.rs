@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub type Level = u8;
 
 /// A group's membership.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct View {
     /// The group's level.
@@ -112,6 +113,7 @@ impl View {
 /// What a subtree holds, summed up the hierarchy by the leaders: the federation's
 /// own counts, and a [`Payload`] with one part per service that rides this
 /// instance (the federation sums it without knowing what it holds).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// Live agents in the subtree.

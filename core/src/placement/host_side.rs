@@ -17,6 +17,7 @@ use crate::mix::splitmix64;
 use crate::service::TreeView;
 use crate::service::{ServiceEvent, ServiceOutput};
 use crate::time::Time;
+use crate::wire::validate::MAX_PEER_DURATION;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
@@ -60,10 +61,14 @@ pub struct ProcEntry {
 }
 
 impl ProcEntry {
-    /// How long it has existed at `now`.
+    /// How long it has existed at `now`, at most [`MAX_PEER_DURATION`] (the host
+    /// reports any age it read on adoption; the age travels to peers, which accept
+    /// no more).
     #[must_use]
     pub fn age(&self, now: Time) -> Duration {
-        now.saturating_since(self.created) + self.age_at_adoption
+        now.saturating_since(self.created)
+            .saturating_add(self.age_at_adoption)
+            .min(MAX_PEER_DURATION)
     }
 
     /// What `info` and `ps` tell about this process, hosted by `host`, at `now`.

@@ -14,6 +14,7 @@ pub const MAX_SHAPES: usize = 48;
 pub const BATCH_BYTES: usize = 1100;
 
 /// A request, cluster-wide: its requester, the requester's life, and a sequence.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ReqKey {
     /// The agent that placed the request.
@@ -25,6 +26,7 @@ pub struct ReqKey {
 }
 
 /// `count` processes (or together-units) of one `demand`.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shape {
     /// What each one reserves.
@@ -36,6 +38,7 @@ pub struct Shape {
 }
 
 /// One process to create.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateItem {
     /// Its index in the request (the idempotence key, with the request's key).
@@ -49,6 +52,7 @@ pub struct CreateItem {
 }
 
 /// What the host of a pid answers about it.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PidAnswer {
     /// No such process for this tenant.
@@ -64,6 +68,7 @@ pub enum PidAnswer {
 }
 
 /// What to do with a pid.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PidOp {
     /// Report its entry.
@@ -75,6 +80,7 @@ pub enum PidOp {
 }
 
 /// A placement or namespace message between agents.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PlacementMsg {
     /// Requester → peer: offer what you can take of `shapes`, and hold it under a lease.
@@ -278,6 +284,7 @@ impl PlacementMsg {
 }
 
 /// One process as a host reports it to the keepers of its table.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerItem {
     /// The process.
@@ -289,6 +296,7 @@ pub struct LedgerItem {
     /// What it reserved.
     pub demand: Demand,
     /// How long it has existed (ages travel, clocks do not).
+    #[serde(deserialize_with = "nefele_api::duration::deserialize")]
     pub age: Duration,
 }
 

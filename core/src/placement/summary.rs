@@ -12,6 +12,7 @@ use crate::service::SummaryPart;
 use serde::{Deserialize, Serialize};
 
 /// What placement reports of a subtree.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlacementSummary {
     /// Free cpu in the subtree, in millicores.

@@ -16,6 +16,7 @@ const WORDS: usize = 8;
 const BITS: u64 = (WORDS * 64) as u64;
 
 /// A set of tenants that may hold false positives, never false negatives.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantFilter([u64; WORDS]);
 

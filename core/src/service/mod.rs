@@ -29,7 +29,10 @@
 //! position: append only), a config section (its field name), a slot in the
 //! summaries and its place in the routing order. Its RNG seed derives from the
 //! root seed and its name ([`seed_for`]), so adding a service changes no other
-//! service's randomness.
+//! service's randomness. Its message and summary part derive `arbitrary::Arbitrary`
+//! under the crate's `arbitrary` feature (`#[cfg_attr(feature = "arbitrary",
+//! derive(arbitrary::Arbitrary))]`), or the fuzz targets in `fuzz/`, which build
+//! well-formed messages of every service, do not compile.
 
 pub mod registry;
 mod tree;

@@ -34,6 +34,7 @@ pub(crate) trait Runner {
 macro_rules! services {
     ($( $(#[$doc:meta])* $field:ident: $ty:ident ),+ $(,)?) => {
         /// A message between agents, of one service (the variant is its wire tag).
+        #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
         #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
         pub enum Message {
             /// Neighbour discovery in the broadcast domain.
@@ -101,6 +102,7 @@ macro_rules! services {
 
         /// What a subtree summary carries for the services: one part per service,
         /// present only in the beats of the instance that service rides.
+        #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
         pub struct Payload {
             $( $(#[$doc])* pub $field: Option<<$ty as Service>::Summary>, )+

@@ -216,6 +216,42 @@ mod tests {
         ));
     }
 
+    /// Regression (found by the `decode_envelope` fuzz target): a duration whose
+    /// nanoseconds made a second or more decoded (serde carried them into the
+    /// seconds), so the envelope did not encode back to its frame. Such a frame is now
+    /// malformed.
+    #[test]
+    fn a_duration_with_a_second_of_nanos_is_malformed() {
+        use crate::placement::api::Demand;
+        use crate::placement::msg::{LedgerItem, PlacementMsg};
+        use std::time::Duration;
+        let item = LedgerItem {
+            pid: crate::ids::Pid::new(NodeId(9), Incarnation(2), 1),
+            tenant: crate::ids::TenantId(1),
+            command: "/bin/x".into(),
+            demand: Demand::default(),
+            age: Duration::new(5, 0),
+        };
+        let envelope = Envelope {
+            body: Message::Placement(PlacementMsg::Ledger {
+                reset: true,
+                present: vec![item],
+                ended: Vec::new(),
+            }),
+            ..sample()
+        };
+        let mut frame = encode(&envelope, DEFAULT_MAX_FRAME).unwrap();
+        assert_eq!(decode(&frame, DEFAULT_MAX_FRAME), Ok(envelope));
+        // The age's nanoseconds come just before the empty `ended` (its 8-byte length).
+        let at = frame.len() - 8 - 4;
+        assert_eq!(frame[at..at + 4], [0; 4]);
+        frame[at..at + 4].copy_from_slice(&1_000_000_000u32.to_le_bytes());
+        assert!(matches!(
+            decode(&frame, DEFAULT_MAX_FRAME),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
     #[test]
     fn encode_respects_the_limit() {
         assert!(matches!(

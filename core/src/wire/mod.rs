@@ -22,6 +22,7 @@ pub use validate::Reject;
 pub const CONTROL_MTU: usize = 1400;
 
 /// One agent-to-agent message: who sent it, in which life, and what it says.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     /// The sending agent.
