@@ -267,16 +267,3 @@ fn placement_and_federation_messages_from_an_older_life_are_dropped() {
     assert!(rejects(&out).is_empty());
     assert!(!sent_to(&out, 2).is_empty(), "not answered: {out:?}");
 }
-
-/// A life first heard through placement counts for discovery too: the agent keeps one
-/// record of lives for every service.
-#[test]
-fn a_newer_life_heard_by_any_service_makes_older_discovery_messages_stale() {
-    let mut a = agent(1);
-    let out = deliver(&mut a, Time::from_millis(1), 2, 5, offer_req(1));
-    assert!(rejects(&out).is_empty());
-    let hb = Message::Discovery(nefele_core::discovery::DiscoveryMsg::Heartbeat);
-    let out = deliver(&mut a, Time::from_millis(2), 2, 4, hb);
-    assert_eq!(rejects(&out), [Reject::StaleIncarnation]);
-    assert_eq!(a.discovery().neighbour_count(), 0);
-}
