@@ -330,9 +330,7 @@ impl Agent {
         if envelope.from == self.identity.node {
             return;
         }
-        let discovery = &self.discovery;
-        let discovery_knows = || discovery.incarnation_of(envelope.from);
-        if let Err(reason) = self.incarnations.admit(&envelope, discovery_knows) {
+        if let Err(reason) = self.incarnations.admit(&envelope) {
             let from = envelope.from;
             let notice = Notice::Rejected { from, reason };
             return self.outputs.push_back(Output::Notice(notice));

@@ -339,14 +339,6 @@ impl Discovery {
         self.neighbours.len()
     }
 
-    /// The life of neighbour `node` last heard, if it is a neighbour.
-    #[must_use]
-    pub fn incarnation_of(&self, node: NodeId) -> Option<Incarnation> {
-        self.position(node)
-            .ok()
-            .map(|at| self.neighbours[at].1.incarnation)
-    }
-
     fn jittered_period(&mut self) -> Duration {
         let period = self.config.heartbeat_period;
         let tenth = period / 10;

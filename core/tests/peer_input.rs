@@ -252,8 +252,8 @@ fn an_offer_req_with_too_many_shapes_is_not_served() {
 #[test]
 fn placement_and_federation_messages_from_an_older_life_are_dropped() {
     let mut a = agent(1);
-    let hb = Message::Discovery(nefele_core::discovery::DiscoveryMsg::Heartbeat);
-    deliver(&mut a, Time::from_millis(1), 2, 5, hb);
+    let ack = fed(FedBody::ProbeAck { level: 0 });
+    deliver(&mut a, Time::from_millis(1), 2, 5, ack);
     // Node 2 restarted in incarnation 5; a request of its incarnation 4 is stale.
     let out = deliver(&mut a, Time::from_millis(2), 2, 4, offer_req(1));
     assert!(sent_to(&out, 2).is_empty(), "answered: {out:?}");
