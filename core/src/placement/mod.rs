@@ -746,6 +746,19 @@ mod tests {
             .collect()
     }
 
+    /// The host re-adopted `pid` of `tenant` (running `/bin/sleep`, reserving `cpu`
+    /// millicores and `memory` bytes, running for `age`).
+    fn adopted(pid: Pid, tenant: TenantId, cpu: u32, memory: u64, age: Duration) -> HostEvent {
+        HostEvent::Adopted {
+            pid,
+            tenant,
+            command: "/bin/sleep".into(),
+            cpu_millicores: cpu,
+            memory_bytes: memory,
+            age,
+        }
+    }
+
     /// Fires timers until `request` is answered; its reply, if it ever is.
     fn reply_after_timeouts(p: &mut Placement, request: RequestId) -> Option<ApiReply> {
         while let Some(t) = p.next_timeout() {
@@ -856,14 +869,7 @@ mod tests {
         let now = Time::from_secs(100);
         p.on_host_event(
             now,
-            &HostEvent::Adopted {
-                pid,
-                tenant,
-                command: "/bin/sleep".into(),
-                cpu_millicores: 500,
-                memory_bytes: 1 << 20,
-                age: Duration::from_secs(40),
-            },
+            &adopted(pid, tenant, 500, 1 << 20, Duration::from_secs(40)),
         );
         assert_eq!(
             p.accounting().1.cpu_millicores,
@@ -905,17 +911,7 @@ mod tests {
         let mut p = solo();
         let (tenant, pid) = (TenantId(1), Pid::new(NodeId(1), Incarnation(1), 7));
         let now = Time::from_secs(100);
-        p.on_host_event(
-            now,
-            &HostEvent::Adopted {
-                pid,
-                tenant,
-                command: "/bin/sleep".into(),
-                cpu_millicores: 1,
-                memory_bytes: 1,
-                age: Duration::MAX,
-            },
-        );
+        p.on_host_event(now, &adopted(pid, tenant, 1, 1, Duration::MAX));
         drain(&mut p);
         p.start_pid_op(
             now + Duration::from_secs(1),
@@ -944,14 +940,13 @@ mod tests {
         let now = Time::from_secs(1);
         p.on_host_event(
             now,
-            &HostEvent::Adopted {
-                pid: Pid::new(NodeId(1), Incarnation(1), 7),
-                tenant: TenantId(1),
-                command: "/bin/sleep".into(),
-                cpu_millicores: 500,
-                memory_bytes: 1 << 20,
-                age: Duration::ZERO,
-            },
+            &adopted(
+                Pid::new(NodeId(1), Incarnation(1), 7),
+                TenantId(1),
+                500,
+                1 << 20,
+                Duration::ZERO,
+            ),
         );
         assert!(p.invariants(), "adopted before the capacity is known");
         assert_eq!(p.free(), Demand::default());
