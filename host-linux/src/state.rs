@@ -25,6 +25,7 @@
 use crate::cgroup::ProcCgroup;
 use crate::error::HostError;
 use nefele_core::TenantId;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::Write;
@@ -81,12 +82,17 @@ pub struct State {
 
 /// Reads the state at `path`; a missing file is an empty state.
 pub fn load(path: &Path) -> Result<State, HostError> {
+    load_json(path)
+}
+
+/// Reads the JSON file at `path`; a missing file is the default value.
+pub fn load_json<T: DeserializeOwned + Default>(path: &Path) -> Result<T, HostError> {
     match fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| HostError::CorruptState {
             path: path.to_owned(),
             detail: e.to_string(),
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
         Err(source) => Err(HostError::State {
             path: path.to_owned(),
             source,
@@ -96,12 +102,18 @@ pub fn load(path: &Path) -> Result<State, HostError> {
 
 /// Replaces the state at `path` with `state`, atomically, and durably if `fsync`.
 pub fn save(path: &Path, state: &State, fsync: bool) -> Result<(), HostError> {
+    save_json(path, state, fsync)
+}
+
+/// Replaces the JSON file at `path` with `value`, atomically (temporary file, then
+/// rename), and durably if `fsync` (the file, then its directory).
+pub fn save_json<T: Serialize>(path: &Path, value: &T, fsync: bool) -> Result<(), HostError> {
     let err = |p: &Path| {
         let p = p.to_owned();
         move |source| HostError::State { path: p, source }
     };
     let tmp = path.with_extension("tmp");
-    let bytes = serde_json::to_vec(state).map_err(|e| HostError::CorruptState {
+    let bytes = serde_json::to_vec(value).map_err(|e| HostError::CorruptState {
         path: path.to_owned(),
         detail: e.to_string(),
     })?;

@@ -123,7 +123,7 @@ fn a_refused_syscall_is_reported_with_its_name_and_nothing_is_left() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = RecordingSys::new();
     s.fail_next_spawn = Some(SysError {
-        op: "setns(CLONE_NEWNET)",
+        op: "setns(CLONE_NEWNET)".into(),
         errno: Errno::EPERM,
     });
     let mut h = host(&dir, s);
@@ -151,7 +151,7 @@ fn a_refused_syscall_is_reported_with_its_name_and_nothing_is_left() {
     assert_eq!(h.holder(TenantId(3)), None);
 
     sys(&mut h).fail_next_holder = Some(SysError {
-        op: "clone(CLONE_NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET)",
+        op: "clone(CLONE_NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET)".into(),
         errno: Errno::EAGAIN,
     });
     start(&mut h, pid(2), 3);
