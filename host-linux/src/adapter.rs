@@ -21,7 +21,7 @@
 use crate::cgroup::{Cgroups, ProcCgroup, Support};
 use crate::error::{HostError, StartError};
 use crate::idmap::IdRanges;
-use crate::rootfs::Rootfs;
+use crate::rootfs::{Lookup, Rootfs};
 use crate::logs::{self, LogPaths};
 use crate::resources::Capacity;
 use crate::state::{self, HolderRecord, ProcRecord, State};
@@ -189,8 +189,11 @@ fn validate(spec: &ProcSpec) -> Result<Launch, StartError> {
 /// Checks that `path`, as the tenant's view shows it, is an executable file.
 fn check_executable(path: &str, view: &Rootfs) -> Result<(), StartError> {
     let p = Path::new(path);
-    let Some(host) = view.host_path(p) else {
-        return Err(StartError::ExecutableMissing(p.to_owned()));
+    let host = match view.lookup(p) {
+        Lookup::Host(host) => host,
+        // The tenant's own files (its /tmp): execve inside will tell.
+        Lookup::Private => return Ok(()),
+        Lookup::Missing => return Err(StartError::ExecutableMissing(p.to_owned())),
     };
     let meta = std::fs::metadata(&host).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => StartError::ExecutableMissing(p.to_owned()),

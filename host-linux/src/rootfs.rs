@@ -20,7 +20,8 @@
 //! Nothing else of the host is reachable: not the agent's data directory (state,
 //! logs of every tenant), sockets, configuration or key. Paths the operator names
 //! as hidden (the agent passes its key, configuration and socket) are covered
-//! (an empty read-only tmpfs over a directory, `/dev/null` over a file) wherever
+//! (an empty read-only tmpfs over a directory, an empty file of mode 000 over a
+//! file) wherever
 //! the view would otherwise show them, e.g. a key kept under `/usr/local`.
 //!
 //! Invariants: every mount is made in the holder's mount namespace only (`/` is
@@ -65,6 +66,8 @@ pub const ETC_ENTRIES: [&str; 22] = [
     "mime.types",
     "shells",
 ];
+/// The empty, mode 000 file bound over hidden files.
+const HIDDEN_FILE: &str = "/.hidden";
 /// Device nodes shown in `/dev`.
 pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
@@ -92,8 +95,8 @@ pub enum MountOp {
     },
     /// `mkdir(2)` with mode 0755 (the mode given for `tmp`-like directories is set by their mount).
     Mkdir(CString),
-    /// Creates an empty file, as the target of a bind mount of a file.
-    Touch(CString),
+    /// Creates an empty file with this mode, as the target or source of a bind mount.
+    Touch(CString, libc::mode_t),
     /// `symlink(target, link)`.
     Symlink {
         /// What the link points to.
@@ -119,6 +122,21 @@ pub struct Rootfs {
     binds: Vec<(PathBuf, PathBuf)>,
     /// `(path in the view, target)` of the symlinks made at the top of the view.
     links: Vec<(PathBuf, PathBuf)>,
+    /// Paths of the view that are the tenant's own (its tmpfs mounts, its /proc,
+    /// the directories of the root): nothing of the host is behind them.
+    private: Vec<PathBuf>,
+}
+
+/// What a path of the view leads to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// This file of the host.
+    Host(PathBuf),
+    /// Something of the tenant's own (a tmpfs, its /proc): only the tenant's
+    /// processes can tell what is there.
+    Private,
+    /// Nothing.
+    Missing,
 }
 
 fn cstr(p: &Path) -> CString {
@@ -164,6 +182,7 @@ impl Rootfs {
             data_dir: data_dir.to_owned(),
             binds: Vec::new(),
             links: Vec::new(),
+            private: vec![PathBuf::from("/")],
         };
         r.mount(
             "make / private",
@@ -211,6 +230,10 @@ impl Rootfs {
             None,
         );
         r.tmpfs(Path::new("/tmp"));
+        // Under these, everything is the tenant's own.
+        for own in ["/proc", "/tmp", "/dev/shm"] {
+            r.private.push(PathBuf::from(own));
+        }
         let data = Path::new(DATA_MOUNT);
         r.mkdir(data);
         r.push(
@@ -267,6 +290,7 @@ impl Rootfs {
     }
 
     fn mkdir(&mut self, view: &Path) {
+        self.private.push(view.to_owned());
         let at = staged(view);
         self.push(format!("mkdir {}", at.display()), MountOp::Mkdir(cstr(&at)));
     }
@@ -327,7 +351,10 @@ impl Rootfs {
         if meta.is_dir() {
             self.mkdir(path);
         } else {
-            self.push(format!("create {}", at.display()), MountOp::Touch(cstr(&at)));
+            self.push(
+                format!("create {}", at.display()),
+                MountOp::Touch(cstr(&at), 0o444),
+            );
         }
         self.mount(
             "bind",
@@ -363,9 +390,18 @@ impl Rootfs {
                 Some("size=0"),
             );
         } else {
+            // An empty file nobody may open (the tenant has no capability to
+            // override its mode), made once at the root of the view.
+            let cover = staged(Path::new(HIDDEN_FILE));
+            if !self.names.iter().any(|n| n.starts_with("create the cover")) {
+                self.push(
+                    "create the cover of hidden files".to_owned(),
+                    MountOp::Touch(cstr(&cover), 0),
+                );
+            }
             self.mount(
                 "cover a hidden file",
-                Some("/dev/null"),
+                Some(&cover.to_string_lossy()),
                 &at,
                 None,
                 libc::MS_BIND,
@@ -374,43 +410,86 @@ impl Rootfs {
         }
     }
 
-    /// Where the view's `path` (absolute) leads on the host, following symlinks as
-    /// a process of the tenant would (at most 40); `None` if the view does not
-    /// show it.
-    pub fn host_path(&self, path: &Path) -> Option<PathBuf> {
-        let mut view = normalize(path)?;
+    /// Where the view's `path` (absolute) leads, following symlinks as a process of
+    /// the tenant would (at most 40 of them).
+    pub fn lookup(&self, path: &Path) -> Lookup {
+        let Some(mut view) = normalize(path) else {
+            return Lookup::Missing;
+        };
         'hops: for _ in 0..40 {
             if let Some((link, target)) = self.links.iter().find(|(l, _)| view.starts_with(l)) {
-                let rest = view.strip_prefix(link).ok()?.to_owned();
+                let rest: PathBuf = view.strip_prefix(link).unwrap_or(Path::new("")).into();
                 let parent = link.parent().unwrap_or(Path::new("/"));
-                view = normalize(&parent.join(target).join(rest))?;
+                match normalize(&parent.join(target).join(rest)) {
+                    Some(v) => view = v,
+                    None => return Lookup::Missing,
+                }
                 continue;
             }
-            let (bind_view, bind_host) = self
+            let bind = self
                 .binds
                 .iter()
                 .filter(|(v, _)| view.starts_with(v))
-                .max_by_key(|(v, _)| v.as_os_str().len())?;
-            let rest = view.strip_prefix(bind_view).ok()?;
+                .max_by_key(|(v, _)| v.as_os_str().len());
+            let Some((bind_view, bind_host)) = bind else {
+                return self.private_or_missing(&view);
+            };
+            let rest: Vec<_> = view
+                .strip_prefix(bind_view)
+                .unwrap_or(Path::new(""))
+                .components()
+                .collect();
             let mut host = bind_host.clone();
             let mut walked = bind_view.clone();
-            let parts: Vec<_> = rest.components().collect();
-            for (i, part) in parts.iter().enumerate() {
+            for (i, part) in rest.iter().enumerate() {
                 host.push(part);
                 walked.push(part);
-                let is_link = std::fs::symlink_metadata(&host)
-                    .is_ok_and(|m| m.file_type().is_symlink());
+                let is_link =
+                    std::fs::symlink_metadata(&host).is_ok_and(|m| m.file_type().is_symlink());
                 if is_link {
-                    let target = std::fs::read_link(&host).ok()?;
-                    let after: PathBuf = parts[i + 1..].iter().collect();
+                    let Ok(target) = std::fs::read_link(&host) else {
+                        return Lookup::Missing;
+                    };
+                    let after: PathBuf = rest[i + 1..].iter().collect();
                     let parent = walked.parent().unwrap_or(Path::new("/"));
-                    view = normalize(&parent.join(target).join(after))?;
+                    match normalize(&parent.join(target).join(after)) {
+                        Some(v) => view = v,
+                        None => return Lookup::Missing,
+                    }
                     continue 'hops;
                 }
             }
-            return Some(host);
+            return Lookup::Host(host);
         }
-        None
+        Lookup::Missing
+    }
+
+    /// A path no bind mount shows: the tenant's own if it is a directory of the
+    /// root or under one of its private mounts, else absent.
+    fn private_or_missing(&self, view: &Path) -> Lookup {
+        let under_mount = self
+            .private
+            .iter()
+            .filter(|p| p.as_os_str() != "/")
+            .any(|p| view.starts_with(p) && !self.is_plain_dir(p));
+        if under_mount || self.private.iter().any(|p| p == view) {
+            Lookup::Private
+        } else {
+            Lookup::Missing
+        }
+    }
+
+    /// Whether `p` is a directory made on the root (not a mount of its own).
+    fn is_plain_dir(&self, p: &Path) -> bool {
+        !["/proc", "/tmp", "/dev/shm"].iter().any(|m| p == Path::new(m))
+    }
+
+    /// The host file the view's `path` leads to, if it leads to one.
+    pub fn host_path(&self, path: &Path) -> Option<PathBuf> {
+        match self.lookup(path) {
+            Lookup::Host(p) => Some(p),
+            Lookup::Private | Lookup::Missing => None,
+        }
     }
 }
 
@@ -457,6 +536,12 @@ mod tests {
         assert_eq!(r.host_path(Path::new("/root")), None);
         assert_eq!(r.host_path(Path::new("/var/lib")), None);
         assert_eq!(r.host_path(Path::new("relative")), None);
+        assert_eq!(r.lookup(Path::new("/tmp/x")), Lookup::Private);
+        assert_eq!(r.lookup(Path::new("/tmp")), Lookup::Private);
+        assert_eq!(r.lookup(Path::new("/proc/self/exe")), Lookup::Private);
+        assert_eq!(r.lookup(Path::new("/etc")), Lookup::Private);
+        assert_eq!(r.lookup(Path::new("/etc/nefele/key")), Lookup::Missing);
+        assert_eq!(r.lookup(Path::new("/var")), Lookup::Missing);
         assert!(!r.names.iter().any(|n| n == "bind (/tmp/etc)"), "not all of /etc");
         assert!(matches!(r.ops.last(), Some(MountOp::Mount { .. })));
         assert!(r.ops.iter().any(|op| matches!(op, MountOp::Pivot(_))));

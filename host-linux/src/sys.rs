@@ -483,11 +483,11 @@ fn apply_mount_op(op: &MountOp, data_src: &CStr) -> bool {
                 ) == 0
             }
             MountOp::Mkdir(path) => libc::mkdir(path.as_ptr(), 0o755) == 0,
-            MountOp::Touch(path) => {
+            MountOp::Touch(path, mode) => {
                 let fd = libc::open(
                     path.as_ptr(),
                     libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
-                    0o444,
+                    *mode,
                 );
                 fd >= 0 && libc::close(fd) == 0
             }
@@ -512,7 +512,7 @@ struct HolderArgs {
     null_fd: RawFd,
     hostname: Vec<u8>,
     ops: Vec<MountOp>,
-    data_src: CString,
+    data_dir: CString,
     last_cap: u32,
 }
 
@@ -529,6 +529,21 @@ fn holder_main(a: &HolderArgs) -> isize {
     if unsafe { libc::read(a.go_fd, (&mut go as *mut u8).cast(), 1) } != 1 {
         return fail();
     }
+    // Opened while this process is still the host's id 0 (unmapped here), which may
+    // search the agent's data directory; bound later through /proc/self/fd. It is
+    // opened in this mount namespace, as a bind mount's source must be.
+    // SAFETY: open(2) of a NUL-terminated path.
+    let data_fd = unsafe {
+        libc::open(
+            a.data_dir.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if data_fd < 0 {
+        return fail();
+    }
+    let mut buf = [0u8; 32];
+    let data_src = fd_path(data_fd, &mut buf);
     if !become_tenant_root(fd, 1) {
         return fail();
     }
@@ -544,7 +559,7 @@ fn holder_main(a: &HolderArgs) -> isize {
     let first = HOLDER_STEPS.len() as u16;
     for (i, op) in a.ops.iter().enumerate() {
         report_step(fd, first + i as u16);
-        if !apply_mount_op(op, &a.data_src) {
+        if !apply_mount_op(op, data_src) {
             return fail();
         }
     }
@@ -614,21 +629,37 @@ fn abandon_holder(pid: i32) {
 
 /// Gives the tenant's data directory to its id 0 (mode 0700), so that the
 /// tenant, and no other, may use it.
-fn own_data_dir(dir: &std::path::Path, ids: IdRange) -> Result<File, SysError> {
+fn own_data_dir(dir: &std::path::Path, ids: IdRange) -> Result<(), SysError> {
     std::os::unix::fs::chown(dir, Some(ids.base), Some(ids.base))
         .map_err(|e| SysError::io("chown the tenant's data directory", &e))?;
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .map_err(|e| SysError::io("chmod the tenant's data directory", &e))?;
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(dir)
-        .map_err(|e| SysError::io("open the tenant's data directory", &e))
+        .map_err(|e| SysError::io("chmod the tenant's data directory", &e))
+}
+
+/// `/proc/self/fd/<fd>` as a NUL-terminated string in `buf` (async-signal-safe).
+fn fd_path(fd: RawFd, buf: &mut [u8; 32]) -> &CStr {
+    let prefix = b"/proc/self/fd/";
+    buf[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 10];
+    let (mut n, mut len) = (fd.unsigned_abs(), 0);
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[prefix.len() + i] = digits[len - 1 - i];
+    }
+    buf[prefix.len() + len] = 0;
+    CStr::from_bytes_until_nul(&buf[..]).unwrap_or(c"/")
 }
 
 impl Sys for RealSys {
     fn spawn_holder(&mut self, plan: &HolderPlan) -> Result<i32, SysError> {
-        let data = own_data_dir(&plan.rootfs.data_dir, plan.ids)?;
+        own_data_dir(&plan.rootfs.data_dir, plan.ids)?;
         let (status_r, status_w) = pipe_cloexec()?;
         let (go_r, mut go_w) = pipe_cloexec()?;
         let args = HolderArgs {
@@ -637,8 +668,8 @@ impl Sys for RealSys {
             null_fd: self.dev_null.as_raw_fd(),
             hostname: plan.hostname.as_bytes().to_vec(),
             ops: plan.rootfs.ops.clone(),
-            data_src: CString::new(format!("/proc/self/fd/{}", data.as_raw_fd()))
-                .unwrap_or_default(),
+            data_dir: CString::new(plan.rootfs.data_dir.as_os_str().as_encoded_bytes())
+                .map_err(|_| SysError::new("the data directory's path", Errno::EINVAL))?,
             last_cap: self.last_cap,
         };
         let mut stack = vec![0u8; 256 * 1024];
@@ -668,7 +699,6 @@ impl Sys for RealSys {
             return Err(e);
         }
         let progress = read_progress(status_r);
-        drop(data);
         if !progress.ready {
             abandon_holder(pid);
             let first = HOLDER_STEPS.len();
