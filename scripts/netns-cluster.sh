@@ -287,6 +287,16 @@ run_test() {
     for pid in $pids; do nef_on 4 kill --signal KILL "$pid" || fail "nef kill $pid failed"; done
     for pid in $pids; do nef_on 4 wait "$pid" >&2 || fail "nef wait $pid failed"; done
 
+    say "a tenant process is contained: no key, no config, no root on the host"
+    local probe out
+    # Each attempt must fail (the shell exits 0 only if all did); `id -u` is 0 inside,
+    # an unprivileged range outside.
+    probe=$(nef_on 2 spawn --mem 64M -- /bin/sh -c \
+        "! cat '$KEY' && ! cat '$WORK/h2/nefeled.toml' && ! touch /etc/x /usr/x /x && ! mount -t tmpfs none /tmp && grep -q '^NoNewPrivs:.*1' /proc/self/status && grep -q '^CapEff:.*0000000000000000' /proc/self/status") \
+        || fail "nef spawn of the containment probe failed"
+    out=$(nef_on 2 wait "$probe") || fail "nef wait $probe failed"
+    [ "$out" = "$probe exited with code 0" ] || fail "a tenant process escaped its containment: $out"
+
     say "the C example (libnefele's C ABI) on host 2: spawn, list, kill, wait"
     if command -v cc >/dev/null; then
         cc -Wall -Werror -o "$WORK/spawn" host-linux/libnefele/examples/c/spawn.c \

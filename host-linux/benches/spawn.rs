@@ -1,6 +1,11 @@
-//! Start-to-exit latency of `/bin/true` through the adapter (namespaces and cgroup
-//! limits), against `unshare --pid --fork --mount-proc --uts --ipc --net` and a plain
-//! fork/exec; then spawn/kill cycles, checking that nothing is left behind.
+//! Start-to-exit latency of `/bin/true` through the adapter with its full
+//! isolation (user, pid, mount with its own root, uts, ipc, net and cgroup
+//! namespaces, no capability, seccomp, cgroup limits), side by side in one run
+//! with `unshare -U -r --pid --fork --mount-proc --uts --ipc --net`, with `bwrap`
+//! (the same namespaces and a like view: read-only /usr, its own /proc, /dev,
+//! /tmp) and a plain fork/exec; then spawn/kill cycles, checking that nothing is
+//! left behind. `ratio_vs_unshare` (the last line) is the adapter's p50 over
+//! unshare's.
 //!
 //! Run as root: `cargo bench -p nefele-host-linux --bench spawn`.
 //! Counts: `NEFELE_BENCH_N` (default 1000) and `NEFELE_BENCH_CYCLES` (default 10000).
@@ -128,6 +133,68 @@ fn leftover_cgroups(name: &str) -> usize {
     walk(Path::new("/sys/fs/cgroup"), name, 4)
 }
 
+/// Runs `program args` `n` times; the latency of each run.
+fn time_command(program: &str, args: &[&str], n: usize) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let status = Command::new(program).args(args).status();
+        assert!(
+            status.as_ref().is_ok_and(|s| s.success()),
+            "{program} {args:?}: {status:?}"
+        );
+        samples.push(t0.elapsed());
+    }
+    samples
+}
+
+fn bwrap_available() -> bool {
+    Command::new("bwrap")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// bwrap with the adapter's namespaces and a like view of the file system.
+fn bwrap_args() -> Vec<&'static str> {
+    let mut args = vec![
+        "--unshare-user",
+        "--uid",
+        "0",
+        "--gid",
+        "0",
+        "--unshare-pid",
+        "--unshare-uts",
+        "--unshare-ipc",
+        "--unshare-net",
+        "--unshare-cgroup",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+    ];
+    for dir in ["/bin", "/sbin", "/lib", "/lib64"] {
+        let path = Path::new(dir);
+        match std::fs::read_link(path) {
+            Ok(target) => {
+                let target: &'static str = target.to_string_lossy().into_owned().leak();
+                args.extend(["--symlink", target, dir]);
+            }
+            Err(_) if path.exists() => args.extend(["--ro-bind", dir, dir]),
+            Err(_) => {}
+        }
+    }
+    args.extend([
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "/bin/true",
+    ]);
+    args
+}
+
 /// Starts and reaps `n` `/bin/true` through the adapter; start-to-exit latencies.
 fn run_adapter(
     host: &mut LinuxHost<RealSys>,
@@ -182,24 +249,19 @@ fn main() {
     host.set_fsync_state(true);
     let adapter_fsync = run_adapter(&mut host, tenant, &mut next_pid, n.div_ceil(5));
     host.set_fsync_state(false);
-    let mut unshare = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t0 = Instant::now();
-        let ok = Command::new("unshare")
-            .args([
-                "--pid",
-                "--fork",
-                "--mount-proc",
-                "--uts",
-                "--ipc",
-                "--net",
-                "/bin/true",
-            ])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "unshare failed");
-        unshare.push(t0.elapsed());
-    }
+    let unshare_args = [
+        "-U",
+        "-r",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--uts",
+        "--ipc",
+        "--net",
+        "/bin/true",
+    ];
+    let unshare = time_command("unshare", &unshare_args, n);
+    let bwrap = bwrap_available().then(|| time_command("bwrap", &bwrap_args(), n));
     let mut plain = Vec::with_capacity(n);
     for _ in 0..n {
         let t0 = Instant::now();
@@ -238,7 +300,8 @@ fn main() {
     let leftover_ns = namespaces().difference(&ns_before).count();
 
     report("fork/exec", plain);
-    let p50_unshare = report("unshare", unshare);
+    let p50_unshare = report("unshare -U -r", unshare);
+    let p50_bwrap = bwrap.map(|b| report("bwrap", b));
     let p50_adapter_fsync = report("adapter+fsync", adapter_fsync);
     let p50_adapter = report("adapter", adapter);
     report("kill", kills);
@@ -249,6 +312,13 @@ fn main() {
         leftover_ns,
         host.holder(tenant)
     );
+    match p50_bwrap {
+        Some(b) => println!(
+            "ratio_vs_bwrap={:.2}",
+            p50_adapter.as_secs_f64() / b.as_secs_f64()
+        ),
+        None => println!("ratio_vs_bwrap: bwrap not installed (apt-get install bubblewrap)"),
+    }
     // Both ratios; the one without fsync stays last (scripts read the last line).
     println!(
         "ratio_vs_unshare_fsync={:.2}",

@@ -47,7 +47,11 @@ fn attempt(op: &str, arg: &str) -> Result<String, std::io::Error> {
                 0,
                 std::ptr::null(),
             );
-            if r == 0 { Ok(String::new()) } else { Err(errno()) }
+            if r == 0 {
+                Ok(String::new())
+            } else {
+                Err(errno())
+            }
         },
         "umount" => unsafe {
             if libc::umount2(c(arg).as_ptr(), libc::MNT_DETACH) == 0 {
@@ -74,9 +78,18 @@ fn attempt(op: &str, arg: &str) -> Result<String, std::io::Error> {
         }
         "module" => {
             let r = unsafe {
-                libc::syscall(libc::SYS_init_module, std::ptr::null::<u8>(), 0usize, c("").as_ptr())
+                libc::syscall(
+                    libc::SYS_init_module,
+                    std::ptr::null::<u8>(),
+                    0usize,
+                    c("").as_ptr(),
+                )
             };
-            if r == 0 { Ok(String::new()) } else { Err(errno()) }
+            if r == 0 {
+                Ok(String::new())
+            } else {
+                Err(errno())
+            }
         }
         "mknod" => {
             let dev = libc::makedev(8, 0);
@@ -87,7 +100,10 @@ fn attempt(op: &str, arg: &str) -> Result<String, std::io::Error> {
             }
         }
         "open" => {
-            std::fs::OpenOptions::new().read(true).write(true).open(arg)?;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(arg)?;
             Ok(String::new())
         }
         "mount-cgroup" => {
@@ -101,7 +117,11 @@ fn attempt(op: &str, arg: &str) -> Result<String, std::io::Error> {
                     std::ptr::null(),
                 )
             };
-            if r == 0 { Ok(String::new()) } else { Err(errno()) }
+            if r == 0 {
+                Ok(String::new())
+            } else {
+                Err(errno())
+            }
         }
         "connect" => {
             let addr: std::net::SocketAddr = arg
@@ -117,7 +137,11 @@ fn attempt(op: &str, arg: &str) -> Result<String, std::io::Error> {
             } else {
                 unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0) }
             };
-            if r == 0 { Ok(String::new()) } else { Err(errno()) }
+            if r == 0 {
+                Ok(String::new())
+            } else {
+                Err(errno())
+            }
         }
         "forks" => {
             let n: usize = arg.parse().unwrap_or(0);
@@ -147,7 +171,15 @@ fn attempt(op: &str, arg: &str) -> Result<String, std::io::Error> {
         }
         "status" => {
             let s = std::fs::read_to_string("/proc/self/status")?;
-            let keep = ["Uid:", "Gid:", "CapEff:", "CapPrm:", "CapBnd:", "NoNewPrivs:", "Seccomp:"];
+            let keep = [
+                "Uid:",
+                "Gid:",
+                "CapEff:",
+                "CapPrm:",
+                "CapBnd:",
+                "NoNewPrivs:",
+                "Seccomp:",
+            ];
             Ok(s.lines()
                 .filter(|l| keep.iter().any(|k| l.starts_with(k)))
                 .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))

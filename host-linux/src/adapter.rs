@@ -21,9 +21,9 @@
 use crate::cgroup::{Cgroups, ProcCgroup, Support};
 use crate::error::{HostError, StartError};
 use crate::idmap::IdRanges;
-use crate::rootfs::{Lookup, Rootfs};
 use crate::logs::{self, LogPaths};
 use crate::resources::Capacity;
+use crate::rootfs::{Lookup, Rootfs};
 use crate::state::{self, HolderRecord, ProcRecord, State};
 use crate::sys::{HolderPlan, Reaped, SpawnPlan, Sys};
 use nefele_core::host::{ExitStatus, Limits, Signal, Usage};

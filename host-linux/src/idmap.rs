@@ -133,6 +133,9 @@ mod tests {
         ids.range(TenantId(1)).unwrap();
         ids.range(TenantId(2)).unwrap();
         assert!(ids.range(TenantId(3)).is_err());
-        assert!(ids.range(TenantId(1)).is_ok(), "existing ranges still served");
+        assert!(
+            ids.range(TenantId(1)).is_ok(),
+            "existing ranges still served"
+        );
     }
 }

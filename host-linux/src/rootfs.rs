@@ -372,7 +372,10 @@ impl Rootfs {
 
     /// Covers the host's `path` if the view shows it.
     fn hide(&mut self, path: &Path) {
-        let shown = self.binds.iter().any(|(view, host)| view == host && path.starts_with(host));
+        let shown = self
+            .binds
+            .iter()
+            .any(|(view, host)| view == host && path.starts_with(host));
         let Ok(meta) = std::fs::metadata(path) else {
             return;
         };
@@ -481,7 +484,9 @@ impl Rootfs {
 
     /// Whether `p` is a directory made on the root (not a mount of its own).
     fn is_plain_dir(&self, p: &Path) -> bool {
-        !["/proc", "/tmp", "/dev/shm"].iter().any(|m| p == Path::new(m))
+        !["/proc", "/tmp", "/dev/shm"]
+            .iter()
+            .any(|m| p == Path::new(m))
     }
 
     /// The host file the view's `path` leads to, if it leads to one.
@@ -523,12 +528,17 @@ mod tests {
         std::fs::write(data.join("prog"), "#!/bin/sh\n").unwrap();
         let r = Rootfs::plan(&data, &[]);
         assert_eq!(r.ops.len(), r.names.len());
-        assert_eq!(r.host_path(Path::new("/data/prog")), Some(data.join("prog")));
+        assert_eq!(
+            r.host_path(Path::new("/data/prog")),
+            Some(data.join("prog"))
+        );
         assert_eq!(
             r.host_path(Path::new("/data/../data/./prog")),
             Some(data.join("prog"))
         );
-        let sh = r.host_path(Path::new("/bin/sh")).expect("/bin/sh in the view");
+        let sh = r
+            .host_path(Path::new("/bin/sh"))
+            .expect("/bin/sh in the view");
         assert!(sh.starts_with("/usr") || sh.starts_with("/bin"), "{sh:?}");
         // The agent's files, the rest of /etc and the host's /tmp are not shown.
         assert_eq!(r.host_path(dir.path()), None);
@@ -542,7 +552,10 @@ mod tests {
         assert_eq!(r.lookup(Path::new("/etc")), Lookup::Private);
         assert_eq!(r.lookup(Path::new("/etc/nefele/key")), Lookup::Missing);
         assert_eq!(r.lookup(Path::new("/var")), Lookup::Missing);
-        assert!(!r.names.iter().any(|n| n == "bind (/tmp/etc)"), "not all of /etc");
+        assert!(
+            !r.names.iter().any(|n| n == "bind (/tmp/etc)"),
+            "not all of /etc"
+        );
         assert!(matches!(r.ops.last(), Some(MountOp::Mount { .. })));
         assert!(r.ops.iter().any(|op| matches!(op, MountOp::Pivot(_))));
     }
@@ -552,7 +565,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // /usr/bin exists everywhere this runs; a hidden path there must be covered,
         // a hidden path outside the view needs nothing.
-        let r = Rootfs::plan(dir.path(), &[PathBuf::from("/usr/bin"), dir.path().join("x")]);
+        let r = Rootfs::plan(
+            dir.path(),
+            &[PathBuf::from("/usr/bin"), dir.path().join("x")],
+        );
         let covers: Vec<&String> = r.names.iter().filter(|n| n.starts_with("cover")).collect();
         assert_eq!(covers.len(), 1, "{covers:?}");
         assert!(covers[0].contains("/tmp/usr/bin"));

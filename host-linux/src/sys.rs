@@ -21,12 +21,11 @@
 use crate::idmap::IdRange;
 use crate::rootfs::{MountOp, Rootfs};
 use nix::errno::Errno;
+use nix::sched::CloneFlags;
 use seccompiler::BpfProgram;
 use std::borrow::Cow;
-use std::sync::Arc;
-use std::ffi::{CStr, CString};
-use nix::sched::CloneFlags;
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::{CStr, CString};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -34,6 +33,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long an adopted process that exited may wait to be reaped by its new parent
@@ -491,9 +491,7 @@ fn apply_mount_op(op: &MountOp, data_src: &CStr) -> bool {
                 );
                 fd >= 0 && libc::close(fd) == 0
             }
-            MountOp::Symlink { target, link } => {
-                libc::symlink(target.as_ptr(), link.as_ptr()) == 0
-            }
+            MountOp::Symlink { target, link } => libc::symlink(target.as_ptr(), link.as_ptr()) == 0,
             MountOp::Pivot(stage) => {
                 let here = c".";
                 libc::chdir(stage.as_ptr()) == 0
@@ -680,7 +678,12 @@ impl Sys for RealSys {
         let pid = unsafe {
             nix::sched::clone(body, &mut stack, holder_clone_flags(), Some(libc::SIGCHLD))
         }
-        .map_err(|e| SysError::new("clone(CLONE_NEWUSER|NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET|NEWCGROUP)", e))?
+        .map_err(|e| {
+            SysError::new(
+                "clone(CLONE_NEWUSER|NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET|NEWCGROUP)",
+                e,
+            )
+        })?
         .as_raw();
         drop(status_w);
         drop(go_r);

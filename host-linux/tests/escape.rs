@@ -51,7 +51,11 @@ fn probe(f: &mut Fixture, n: u64, attempts: &[String], limits: Limits) -> BTreeM
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let p = pid(n);
     start(&mut f.host, p, ATTACKER, spec(&argv, limits));
-    assert_eq!(exit_of(&mut f.host, p).0, ExitStatus::Code(0), "the probe ran");
+    assert_eq!(
+        exit_of(&mut f.host, p).0,
+        ExitStatus::Code(0),
+        "the probe ran"
+    );
     let logs = f.host.log_paths(p);
     let out = read(&logs.stdout);
     let results: BTreeMap<String, String> = out
@@ -72,12 +76,18 @@ fn probe(f: &mut Fixture, n: u64, attempts: &[String], limits: Limits) -> BTreeM
 
 fn assert_denied(results: &BTreeMap<String, String>, attempt: &str, what: &str) {
     let r = &results[attempt];
-    assert!(r.starts_with("denied"), "{what}: `{attempt}` succeeded: {r}");
+    assert!(
+        r.starts_with("denied"),
+        "{what}: `{attempt}` succeeded: {r}"
+    );
 }
 
 fn assert_allowed(results: &BTreeMap<String, String>, attempt: &str, what: &str) {
     let r = &results[attempt];
-    assert!(r.starts_with("ok"), "{what} (a control): `{attempt}` failed: {r}");
+    assert!(
+        r.starts_with("ok"),
+        "{what} (a control): `{attempt}` failed: {r}"
+    );
 }
 
 #[test]
@@ -226,7 +236,11 @@ fn a_tenant_process_cannot_escape_its_containment() {
         alive(victim_os),
         "the victim survived the attacker's attempts"
     );
-    assert_eq!(read(&victim_data), "data-secret\n", "victim's data untouched");
+    assert_eq!(
+        read(&victim_data),
+        "data-secret\n",
+        "victim's data untouched"
+    );
     // Seen from the host, a tenant's root is an unprivileged user without capabilities.
     let host_status = read(Path::new(&format!("/proc/{victim_os}/status")));
     let uid: u32 = host_status
@@ -235,8 +249,14 @@ fn a_tenant_process_cannot_escape_its_containment() {
         .and_then(|l| l.split_whitespace().next())
         .and_then(|u| u.parse().ok())
         .unwrap();
-    assert!(uid >= DEFAULT_FIRST_ID, "host uid {uid} is in the tenants' range");
-    assert!(host_status.contains("CapEff:\t0000000000000000"), "{host_status}");
+    assert!(
+        uid >= DEFAULT_FIRST_ID,
+        "host uid {uid} is in the tenants' range"
+    );
+    assert!(
+        host_status.contains("CapEff:\t0000000000000000"),
+        "{host_status}"
+    );
     // What it wrote stays in its own data directory, owned by its range.
     let own = f.host.tenant_data_dir(TenantId(ATTACKER)).join("ok");
     assert_eq!(read(&own), "escaped\n");

@@ -2,7 +2,6 @@
 //! Every test uses its own data directory and cgroup base, so tests run in
 //! parallel; each checks that it left no cgroup, holder or process behind.
 
-
 mod common;
 
 use common::*;

@@ -170,7 +170,12 @@ pub fn exits_of(host: &mut LinuxHost<RealSys>, pids: &[Pid]) -> BTreeMap<Pid, Ex
 }
 
 /// Sends `signal` to `pid` and waits for it to end with `expected`.
-pub fn kill_expecting(host: &mut LinuxHost<RealSys>, pid: Pid, signal: Signal, expected: ExitStatus) {
+pub fn kill_expecting(
+    host: &mut LinuxHost<RealSys>,
+    pid: Pid,
+    signal: Signal,
+    expected: ExitStatus,
+) {
     host.execute(HostCommand::Kill { pid, signal }).unwrap();
     assert_eq!(exit_of(host, pid).0, expected);
 }
@@ -217,4 +222,3 @@ pub fn alive(os_pid: i32) -> bool {
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
-
