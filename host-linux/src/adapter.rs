@@ -134,6 +134,8 @@ pub struct LinuxHost<S: Sys> {
     resources_changed: bool,
     next_log_check: Instant,
     ids: IdRanges,
+    /// Each tenant's view, planned once (it depends only on this host's files).
+    views: BTreeMap<TenantId, Rootfs>,
 }
 
 impl LinuxHost<crate::sys::RealSys> {
@@ -255,6 +257,7 @@ impl<S: Sys> LinuxHost<S> {
             resources_changed: true,
             next_log_check: Instant::now(),
             ids,
+            views: BTreeMap::new(),
         };
         host.readopt(saved);
         host.persist()?;
@@ -477,13 +480,16 @@ impl<S: Sys> LinuxHost<S> {
 
     fn start(&mut self, pid: Pid, tenant: TenantId, spec: &ProcSpec) -> Result<(), StartError> {
         let launch = validate(spec)?;
-        let view = self.tenant_view(tenant);
-        let data_dir = view.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|source| StartError::Log {
-            path: data_dir.clone(),
-            source,
-        })?;
-        check_executable(&launch.0, &view)?;
+        if !self.views.contains_key(&tenant) {
+            let view = self.tenant_view(tenant);
+            std::fs::create_dir_all(&view.data_dir).map_err(|source| StartError::Log {
+                path: view.data_dir.clone(),
+                source,
+            })?;
+            self.views.insert(tenant, view);
+        }
+        let view = &self.views[&tenant];
+        check_executable(&launch.0, view)?;
         let tenant_limits = self
             .config
             .tenant_limits
@@ -502,7 +508,7 @@ impl<S: Sys> LinuxHost<S> {
             let holder = self.sys.spawn_holder(&HolderPlan {
                 hostname: format!("nefele-{tenant}"),
                 ids,
-                rootfs: view,
+                rootfs: view.clone(),
             })?;
             let start_ticks = self.sys.start_ticks(holder).unwrap_or(0);
             self.tenants.insert(
