@@ -518,3 +518,41 @@ fn an_idle_tenant_keeps_its_holder_for_the_linger_time_then_loses_it() {
     assert!(sys(&mut h).calls.contains(&Call::EndHolder(holder)));
     assert_eq!(h.holder(TenantId(7)), None);
 }
+
+#[test]
+fn a_process_without_limits_gets_its_reservation_and_the_default_pids_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let base = root.path().join("nefele");
+    let mut config = Config::new(dir.path());
+    config.tenant_linger = Duration::from_secs(60);
+    let cg = Cgroups::v2(base.clone(), "cpu memory pids");
+    let mut h = LinuxHost::with(config, RecordingSys::new(), cg).unwrap();
+    // Reserves 500m and 1 MiB (true_spec), sets no limit.
+    start(&mut h, pid(1), 6);
+    // Sets its own memory and pids limits: those win.
+    let own = Limits {
+        memory_bytes: Some(4 << 20),
+        pids: Some(8),
+        ..Default::default()
+    };
+    h.execute(HostCommand::Start {
+        pid: pid(2),
+        tenant: TenantId(6),
+        spec: true_spec(own),
+    })
+    .unwrap();
+    assert_eq!(drain(&mut h).len(), 2, "both started");
+    let read = |p: &str| std::fs::read_to_string(base.join(p)).unwrap();
+    let p1 = format!("t6/p{}", pid(1));
+    assert_eq!(read(&format!("{p1}/cpu.max")), "50000 100000");
+    assert_eq!(read(&format!("{p1}/memory.max")), (1u64 << 20).to_string());
+    assert_eq!(
+        read(&format!("{p1}/pids.max")),
+        nefele_host_linux::adapter::DEFAULT_PIDS.to_string()
+    );
+    let p2 = format!("t6/p{}", pid(2));
+    assert_eq!(read(&format!("{p2}/cpu.max")), "50000 100000");
+    assert_eq!(read(&format!("{p2}/memory.max")), (4u64 << 20).to_string());
+    assert_eq!(read(&format!("{p2}/pids.max")), "8");
+}
