@@ -204,7 +204,7 @@ const CHILD_STEPS: [&str; 14] = [
 /// Steps of holder setup before its file system view (whose steps follow, named by
 /// the plan), reported the same way; then [`HOLDER_LAST`], then [`READY`].
 const HOLDER_STEPS: [&str; 6] = [
-    "wait for the id map",
+    "wait for the id map; open the data directory",
     "setresgid",
     "setgroups",
     "setresuid",
