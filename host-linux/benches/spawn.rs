@@ -4,8 +4,15 @@
 //! with `unshare -U -r --pid --fork --mount-proc --uts --ipc --net`, with `bwrap`
 //! (the same namespaces and a like view: read-only /usr, its own /proc, /dev,
 //! /tmp) and a plain fork/exec; then spawn/kill cycles, checking that nothing is
-//! left behind. `ratio_vs_unshare` (the last line) is the adapter's p50 over
-//! unshare's.
+//! left behind. The four are timed in turn, run after run, so that the load of a
+//! shared machine falls on each alike. `ratio_vs_unshare` (the last line) is the
+//! adapter's p50 over unshare's.
+//!
+//! The adapter's data directory (state file, two log files per process) is a
+//! temporary directory: `TMPDIR` chooses its file system. On ext4 with many
+//! recent deletions (a build machine), creating the log files dominates a start
+//! (the inode allocator skips recently deleted inodes); compare with
+//! `TMPDIR=/dev/shm`.
 //!
 //! Run as root: `cargo bench -p nefele-host-linux --bench spawn`.
 //! Counts: `NEFELE_BENCH_N` (default 1000) and `NEFELE_BENCH_CYCLES` (default 10000).
@@ -133,19 +140,15 @@ fn leftover_cgroups(name: &str) -> usize {
     walk(Path::new("/sys/fs/cgroup"), name, 4)
 }
 
-/// Runs `program args` `n` times; the latency of each run.
-fn time_command(program: &str, args: &[&str], n: usize) -> Vec<Duration> {
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t0 = Instant::now();
-        let status = Command::new(program).args(args).status();
-        assert!(
-            status.as_ref().is_ok_and(|s| s.success()),
-            "{program} {args:?}: {status:?}"
-        );
-        samples.push(t0.elapsed());
-    }
-    samples
+/// Runs `program args` once; how long it took.
+fn time_command(program: &str, args: &[&str]) -> Duration {
+    let t0 = Instant::now();
+    let status = Command::new(program).args(args).status();
+    assert!(
+        status.as_ref().is_ok_and(|s| s.success()),
+        "{program} {args:?}: {status:?}"
+    );
+    t0.elapsed()
 }
 
 fn bwrap_available() -> bool {
@@ -195,27 +198,17 @@ fn bwrap_args() -> Vec<&'static str> {
     args
 }
 
-/// Starts and reaps `n` `/bin/true` through the adapter; start-to-exit latencies.
-fn run_adapter(
-    host: &mut LinuxHost<RealSys>,
-    tenant: TenantId,
-    next_pid: &mut impl FnMut() -> Pid,
-    n: usize,
-) -> Vec<Duration> {
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let pid = next_pid();
-        let t0 = Instant::now();
-        host.execute(HostCommand::Start {
-            pid,
-            tenant,
-            spec: spec(&["/bin/true"]),
-        })
-        .expect("start");
-        wait_for(host, pid, true);
-        samples.push(t0.elapsed());
-    }
-    samples
+/// Starts and reaps one `/bin/true` through the adapter; its start-to-exit latency.
+fn run_adapter(host: &mut LinuxHost<RealSys>, tenant: TenantId, pid: Pid) -> Duration {
+    let t0 = Instant::now();
+    host.execute(HostCommand::Start {
+        pid,
+        tenant,
+        spec: spec(&["/bin/true"]),
+    })
+    .expect("start");
+    wait_for(host, pid, true);
+    t0.elapsed()
 }
 
 fn main() {
@@ -245,10 +238,6 @@ fn main() {
         Pid::new(NodeId(1), Incarnation(1), seq)
     };
 
-    let adapter = run_adapter(&mut host, tenant, &mut next_pid, n);
-    host.set_fsync_state(true);
-    let adapter_fsync = run_adapter(&mut host, tenant, &mut next_pid, n.div_ceil(5));
-    host.set_fsync_state(false);
     let unshare_args = [
         "-U",
         "-r",
@@ -260,16 +249,23 @@ fn main() {
         "--net",
         "/bin/true",
     ];
-    let unshare = time_command("unshare", &unshare_args, n);
-    let bwrap = bwrap_available().then(|| time_command("bwrap", &bwrap_args(), n));
-    let mut plain = Vec::with_capacity(n);
+    let bwrap_args = bwrap_available().then(bwrap_args);
+    // Interleaved, so that the load of a shared machine falls on each alike.
+    let (mut adapter, mut unshare, mut bwrap, mut plain) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
-        let t0 = Instant::now();
-        assert!(Command::new("/bin/true")
-            .status()
-            .is_ok_and(|s| s.success()));
-        plain.push(t0.elapsed());
+        adapter.push(run_adapter(&mut host, tenant, next_pid()));
+        unshare.push(time_command("unshare", &unshare_args));
+        if let Some(args) = &bwrap_args {
+            bwrap.push(time_command("bwrap", args));
+        }
+        plain.push(time_command("/bin/true", &[]));
     }
+    host.set_fsync_state(true);
+    let adapter_fsync: Vec<Duration> = (0..n.div_ceil(5))
+        .map(|_| run_adapter(&mut host, tenant, next_pid()))
+        .collect();
+    host.set_fsync_state(false);
 
     let mut kills = Vec::with_capacity(cycles);
     for _ in 0..cycles {
@@ -301,7 +297,7 @@ fn main() {
 
     report("fork/exec", plain);
     let p50_unshare = report("unshare -U -r", unshare);
-    let p50_bwrap = bwrap.map(|b| report("bwrap", b));
+    let p50_bwrap = bwrap_args.map(|_| report("bwrap", bwrap));
     let p50_adapter_fsync = report("adapter+fsync", adapter_fsync);
     let p50_adapter = report("adapter", adapter);
     report("kill", kills);
