@@ -26,7 +26,7 @@ use crate::resources::Capacity;
 use crate::rootfs::{Lookup, Rootfs};
 use crate::state::{self, HolderRecord, ProcRecord, State};
 use crate::sys::{HolderPlan, Reaped, SpawnPlan, Sys};
-use nefele_core::host::{ExitStatus, Limits, Signal, Usage};
+use nefele_core::host::{ExitStatus, Limits, Signal, StartFailure, Usage};
 use nefele_core::{Host, HostCommand, HostEvent, HostResources, Pid, ProcSpec, TenantId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Read;
@@ -117,6 +117,9 @@ struct Proc {
     kill_deadline: Option<Instant>,
     /// Set once reaped; the process waits here until its cgroup is removed.
     reaped: Option<(Reaped, Instant)>,
+    /// Reported `StartFailed` (it could not be recorded, so it was killed): its
+    /// end is not reported.
+    unreported: bool,
 }
 
 /// The Linux host adapter.
@@ -309,6 +312,7 @@ impl<S: Sys> LinuxHost<S> {
                     started,
                     kill_deadline: None,
                     reaped,
+                    unreported: false,
                 },
             );
             if !alive {
@@ -537,6 +541,7 @@ impl<S: Sys> LinuxHost<S> {
                         started,
                         kill_deadline: None,
                         reaped: None,
+                        unreported: false,
                     },
                 );
                 Ok(())
@@ -717,8 +722,10 @@ impl<S: Sys> LinuxHost<S> {
         }
         self.persist_or_log();
         self.resources_changed = true;
-        self.events
-            .push_back(HostEvent::Exited { pid, status, usage });
+        if !p.unreported {
+            self.events
+                .push_back(HostEvent::Exited { pid, status, usage });
+        }
     }
 
     /// Non-blocking progress: reaps what ended, retries busy cleanups, escalates
@@ -805,9 +812,22 @@ impl<S: Sys> Host for LinuxHost<S> {
                 match self.start(pid, tenant, &spec) {
                     Ok(()) => {
                         self.resources_changed = true;
-                        let saved = self.persist();
+                        if let Err(e) = self.persist() {
+                            // Unrecorded, it would be killed as unknown by the next
+                            // agent: end it now, and say it did not start.
+                            tracing::error!(%e, %pid, "process not recorded; killing it");
+                            if let Some(p) = self.procs.get_mut(&pid) {
+                                p.unreported = true;
+                            }
+                            self.signal_tree(pid, libc::SIGKILL);
+                            self.events.push_back(HostEvent::StartFailed {
+                                pid,
+                                reason: StartFailure::Other,
+                                detail: format!("the host could not record the process: {e}"),
+                            });
+                            return Err(e);
+                        }
                         self.events.push_back(HostEvent::Started { pid });
-                        saved?;
                     }
                     Err(e) => {
                         self.finished.insert(pid);

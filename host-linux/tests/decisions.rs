@@ -556,3 +556,39 @@ fn a_process_without_limits_gets_its_reservation_and_the_default_pids_limit() {
     assert_eq!(read(&format!("{p2}/memory.max")), (4u64 << 20).to_string());
     assert_eq!(read(&format!("{p2}/pids.max")), "8");
 }
+
+#[test]
+fn a_process_that_cannot_be_recorded_is_killed_and_reported_not_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = host(&dir, RecordingSys::new());
+    // The state file's temporary file cannot be written: a directory is in its way.
+    let blocker = dir.path().join("host-state.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let result = h.execute(HostCommand::Start {
+        pid: pid(1),
+        tenant: TenantId(4),
+        spec: true_spec(Limits::default()),
+    });
+    assert!(result.is_err(), "the failed save is the host's error too");
+    match &drain(&mut h)[..] {
+        [HostEvent::StartFailed {
+            reason: StartFailure::Other,
+            detail,
+            ..
+        }] => assert!(detail.contains("could not record"), "{detail}"),
+        other => panic!("expected StartFailed only, got {other:?}"),
+    }
+    let os_pid = h.os_pid(pid(1)).expect("still tracked until it is reaped");
+    assert!(
+        sys(&mut h)
+            .calls
+            .contains(&Call::Signal(os_pid, libc::SIGKILL)),
+        "the unrecorded process is killed"
+    );
+    std::fs::remove_dir(&blocker).unwrap();
+    sys(&mut h).end(os_pid, Reaped::Signaled(libc::SIGKILL, Rusage::default()));
+    assert!(drain(&mut h).is_empty(), "its end is not reported");
+    assert_eq!(h.os_pid(pid(1)), None);
+    start(&mut h, pid(2), 4);
+    assert_eq!(drain(&mut h), vec![HostEvent::Started { pid: pid(2) }]);
+}
