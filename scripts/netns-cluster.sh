@@ -10,7 +10,9 @@
 # lands on several hosts and `nef ps` on host 3 lists all 8; SIGKILL to an agent
 # that runs some of them: ps reports those lost and the rest running; restarting
 # it re-adopts them (all 8 running again); `nef kill`/`nef wait` end them from
-# host 4; the C example (libnefele's C ABI) spawns, lists and kills on host 2.
+# host 4; a tenant process on host 2 finds neither the key nor the agent's
+# config, cannot write outside /data and /tmp nor mount, and has no capability
+# and no_new_privs; the C example (libnefele's C ABI) spawns, lists and kills on host 2.
 #
 # Needs root, iproute2, util-linux (unshare), python3 (reads `nef --json`) and
 # cc (the C example). Without one of them the test is skipped (and the skip

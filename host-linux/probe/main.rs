@@ -5,7 +5,7 @@
 //!
 //! Attempts: `read:PATH`, `write:PATH`, `mount`, `umount:PATH`, `setns:PATH`,
 //! `unshare-user`, `module`, `mknod:PATH` (a block device), `open:PATH`,
-//! `mount-cgroup`, `connect:IP:PORT`, `kill:PID`, `ptrace:PID`, `forks:N` (prints
+//! `mount-cgroup`, `connect:IP:PORT`, `unix:PATH` or `unix:@ABSTRACT`, `kill:PID`, `ptrace:PID`, `forks:N` (prints
 //! how many of N sleeping children it could fork, then ends them), `status`
 //! (prints its id, capability, no_new_privs and seccomp lines of /proc/self/status).
 
@@ -128,6 +128,19 @@ fn attempt(op: &str, arg: &str) -> Result<String, std::io::Error> {
                 .parse()
                 .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
             std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+            Ok(String::new())
+        }
+        "unix" => {
+            // `@name` is an abstract socket (bound to a network namespace).
+            let stream = match arg.strip_prefix('@') {
+                Some(name) => {
+                    use std::os::linux::net::SocketAddrExt;
+                    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                    std::os::unix::net::UnixStream::connect_addr(&addr)
+                }
+                None => std::os::unix::net::UnixStream::connect(arg),
+            };
+            stream?;
             Ok(String::new())
         }
         "kill" | "ptrace" => {

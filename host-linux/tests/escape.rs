@@ -139,9 +139,17 @@ fn a_tenant_process_cannot_escape_its_containment() {
         nefele_host_linux::cgroup::ProcCgroup::V2(dir) => dir.clone(),
         nefele_host_linux::cgroup::ProcCgroup::None => PathBuf::from("/sys/fs/cgroup"),
     };
-    // A service on the host's loopback.
+    // A service on the host's loopback, the agent's socket, an abstract socket.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let socket = agent.join("api.sock");
+    let _api = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let abstract_name = format!("nefele-escape-{}", std::process::id());
+    let _abstract = {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(&abstract_name).unwrap();
+        std::os::unix::net::UnixListener::bind_addr(&addr).unwrap()
+    };
 
     let d = |p: &Path| p.display().to_string();
     let attempts: Vec<String> = [
@@ -181,6 +189,8 @@ fn a_tenant_process_cannot_escape_its_containment() {
         format!("kill:{victim_os}"),
         format!("ptrace:{victim_os}"),
         "ptrace:1".to_owned(),
+        format!("unix:{}", d(&socket)),
+        format!("unix:@{abstract_name}"),
         "status".to_owned(),
     ]
     .into();
@@ -221,6 +231,8 @@ fn a_tenant_process_cannot_escape_its_containment() {
     assert_denied(&r, a(33), "kill another tenant's process by host pid");
     assert_denied(&r, a(34), "ptrace another tenant's process by host pid");
     assert_denied(&r, a(35), "ptrace its own pid 1");
+    assert_denied(&r, a(36), "connect to the agent's API socket");
+    assert_denied(&r, a(37), "connect to an abstract socket of the host");
     let status = &r["status"];
     for want in [
         "Uid: 0 0 0 0",
