@@ -159,7 +159,7 @@ mod daemon {
                 return ExitCode::FAILURE;
             }
         };
-        match rt.block_on(run(config, key, args.sim_host)) {
+        match rt.block_on(run(config, args.config.clone(), key, args.sim_host)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");
@@ -169,7 +169,12 @@ mod daemon {
         }
     }
 
-    async fn run(config: Config, key: ClusterKey, sim_host: bool) -> Result<(), String> {
+    async fn run(
+        config: Config,
+        config_path: Option<PathBuf>,
+        key: ClusterKey,
+        sim_host: bool,
+    ) -> Result<(), String> {
         let beacons = match &config.discovery {
             Discovery::Seeds(seeds) => Targets::Seeds(seeds.clone()),
             Discovery::Broadcast { interface, port } => {
@@ -183,9 +188,18 @@ mod daemon {
         let host = if sim_host {
             sim_host::spawn(config.resources.unwrap_or(SIM_HOST_CAPACITY))
         } else {
+            // No tenant may see the agent's key, configuration, socket or data,
+            // even where its view shows the directory they are in.
+            let mut hidden = vec![
+                config.cluster_key_file.clone(),
+                config.api_socket.clone(),
+                config.data_dir.clone(),
+            ];
+            hidden.extend(config_path.clone());
             let host_config = nefele_host_linux::Config {
                 cgroup_name: config.cgroup_name.clone(),
                 tenant_limits: config.tenant_limits(),
+                hidden,
                 ..nefele_host_linux::Config::new(config.data_dir.join("host"))
             };
             linux_host::spawn(host_config, config.resources).map_err(|e| e.to_string())?
