@@ -6,6 +6,7 @@
 //! handshake timeout; a refused peer is logged with its address and the id it
 //! claimed, and is closed having received no proof and no frame.
 
+use crate::auth::SessionKeys;
 use crate::handshake::{self, HandshakeError, Verdict};
 use crate::registry::ConnectionInfo;
 use crate::shared::{Refused, Shared};
@@ -42,9 +43,9 @@ async fn accept_one(
     permit: OwnedSemaphorePermit,
 ) {
     match authenticate(&shared, &mut stream, remote).await {
-        Ok(Some(admitted)) => {
+        Ok(Some((admitted, keys))) => {
             drop(permit);
-            shared.spawn_connection(admitted, stream);
+            shared.spawn_connection(admitted, stream, &keys);
         }
         Ok(None) => {}
         Err(err) => tracing::warn!(%remote, %err, "refused inbound connection"),
@@ -56,13 +57,13 @@ async fn authenticate(
     shared: &Arc<Shared>,
     stream: &mut TcpStream,
     remote: SocketAddr,
-) -> Result<Option<crate::shared::Admitted>, HandshakeError> {
+) -> Result<Option<(crate::shared::Admitted, SessionKeys)>, HandshakeError> {
     let settings = &shared.settings;
     stream.set_nodelay(true)?;
     let local_addr = stream.local_addr()?;
     let verified = timeout(
         settings.handshake_timeout,
-        handshake::accept_verify(stream, settings.me, &settings.key),
+        handshake::accept_verify(stream, settings.me, &settings.secrets),
     )
     .await
     .map_err(|_| HandshakeError::Timeout)??;
@@ -79,12 +80,12 @@ async fn authenticate(
     };
     timeout(
         settings.handshake_timeout,
-        handshake::accept_finish(stream, &verified, &settings.key, verdict),
+        handshake::accept_finish(stream, &verified, &settings.secrets, verdict),
     )
     .await
     .map_err(|_| HandshakeError::Timeout)??;
     if admitted.is_none() {
         tracing::debug!(%peer, %remote, "pair already connected; closing the duplicate");
     }
-    Ok(admitted)
+    Ok(admitted.map(|a| (a, verified.keys().clone())))
 }

@@ -9,7 +9,7 @@
 //! aborted. Lock order: the registry lock, then a queue or inbox lock, never
 //! the reverse.
 
-use crate::auth::ClusterKey;
+use crate::auth::{Secrets, SessionKeys};
 use crate::backoff::BackoffConfig;
 use crate::connection::{Connection, ConnectionError, Ended};
 use crate::inbox::Inbox;
@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 #[derive(Debug)]
 pub(crate) struct Settings {
     pub(crate) me: NodeId,
-    pub(crate) key: ClusterKey,
+    pub(crate) secrets: Secrets,
     pub(crate) max_frame: usize,
     pub(crate) connect_timeout: Duration,
     pub(crate) handshake_timeout: Duration,
@@ -126,13 +126,19 @@ impl Shared {
     }
 
     /// Runs an admitted connection in its own task.
-    pub(crate) fn spawn_connection(self: &Arc<Self>, admitted: Admitted, stream: TcpStream) {
+    pub(crate) fn spawn_connection(
+        self: &Arc<Self>,
+        admitted: Admitted,
+        stream: TcpStream,
+        keys: &SessionKeys,
+    ) {
         let Admitted { guard, queue } = admitted;
         let (peer, id) = (guard.peer, guard.id);
         let connection = Connection::new(
             stream,
             peer,
             id,
+            keys,
             queue,
             self.inbox.clone(),
             self.settings.max_frame,
