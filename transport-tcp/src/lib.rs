@@ -4,7 +4,7 @@
 //! with the cluster key (and optionally per-node keys) by a handshake that also
 //! agrees fresh session keys, before any frame crosses it. Frames are
 //! length-prefixed core envelopes, carried in encrypted, authenticated,
-//! sequenced records (ChaCha20-Poly1305), so a party on the path can neither
+//! sequenced records (AES-256-GCM), so a party on the path can neither
 //! read, inject, alter, replay nor reorder them. Every peer has a
 //! bounded send queue that is also the write coalescer; received frames go to a
 //! bounded inbox that the driver drains in batches. Connections are dialed from
