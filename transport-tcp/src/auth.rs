@@ -375,8 +375,9 @@ mod tests {
         assert!(!swapped.verify(&key(1), Role::Dialer, &proof));
     }
 
-    #[test]
-    fn both_sides_derive_mirrored_keys_that_differ_per_direction() {
+    // A tokio test so that `--cfg madsim` runs it in madsim's runtime (its entropy).
+    #[tokio::test]
+    async fn both_sides_derive_mirrored_keys_that_differ_per_direction() {
         let d = Fresh::new(NodeId(1), false);
         let a = Fresh::new(NodeId(2), false);
         let t = Transcript {
@@ -393,8 +394,9 @@ mod tests {
         assert_ne!(t.session_keys(&key(2), &sd, Role::Dialer).send, kd.send);
     }
 
-    #[test]
-    fn a_low_order_ephemeral_key_is_refused() {
+    // A tokio test so that `--cfg madsim` runs it in madsim's runtime (its entropy).
+    #[tokio::test]
+    async fn a_low_order_ephemeral_key_is_refused() {
         let me = Fresh::new(NodeId(1), false);
         let mut peer = hello(2, 0);
         peer.ephemeral = [0; DH_LEN];

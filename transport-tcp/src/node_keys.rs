@@ -270,8 +270,9 @@ impl fmt::Debug for NodeKeys {
 mod tests {
     use super::*;
 
-    #[test]
-    fn issued_keys_round_trip_and_prove_only_their_own_id() {
+    // A tokio test so that `--cfg madsim` runs it in madsim's runtime (its entropy).
+    #[tokio::test]
+    async fn issued_keys_round_trip_and_prove_only_their_own_id() {
         let ca = ClusterAuthority::generate();
         let one = ca.issue(NodeId(1));
         let two = NodeKeys::from_text(&ca.issue(NodeId(2)).to_text()).unwrap();
@@ -298,8 +299,9 @@ mod tests {
         assert_eq!(ca_again.signing.as_bytes(), ca.signing.as_bytes());
     }
 
-    #[test]
-    fn bad_text_is_a_named_error_and_secrets_never_print() {
+    // A tokio test so that `--cfg madsim` runs it in madsim's runtime (its entropy).
+    #[tokio::test]
+    async fn bad_text_is_a_named_error_and_secrets_never_print() {
         let ca = ClusterAuthority::generate();
         let text = ca.issue(NodeId(4)).to_text();
         for bad in [
