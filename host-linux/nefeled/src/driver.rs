@@ -16,7 +16,7 @@
 //! that the runtime is gone (its reply channel is dropped).
 
 use crate::beacon::{AddressBook, Beacon, BeaconCodec, BeaconSocket, DropLog, SEED_RETRY};
-use crate::handle::Request;
+use crate::handle::{Hold, Request};
 use crate::host_link::HostLink;
 use crate::transport::AgentTransport;
 use nefele::proto::{Call, GroupView, Member, MembersView, Reply};
@@ -57,7 +57,8 @@ pub(crate) struct Driver {
     listen: SocketAddr,
     host: HostLink,
     requests: mpsc::Receiver<Request>,
-    pending: BTreeMap<RequestId, oneshot::Sender<Reply>>,
+    /// Calls the agent works on: where the answer goes, and what to drop with it.
+    pending: BTreeMap<RequestId, (oneshot::Sender<Reply>, Option<Hold>)>,
     next_request: u64,
     stats: DriverStats,
     drop_log: DropLog,
@@ -134,7 +135,7 @@ impl Driver {
                     }
                 },
                 request = self.requests.recv() => match request {
-                    Some(Request::Call { tenant, call, reply }) => self.on_call(tenant, call, reply),
+                    Some(Request::Call { tenant, call, reply, hold }) => self.on_call(tenant, call, reply, hold),
                     Some(Request::Shutdown { grace, done }) => break (Instant::now() + grace, Some(done)),
                     None => break (Instant::now(), None),
                 },
@@ -284,7 +285,13 @@ impl Driver {
         }
     }
 
-    fn on_call(&mut self, tenant: TenantId, call: Call, reply: oneshot::Sender<Reply>) {
+    fn on_call(
+        &mut self,
+        tenant: TenantId,
+        call: Call,
+        reply: oneshot::Sender<Reply>,
+        hold: Option<Hold>,
+    ) {
         let call = match call {
             Call::Members => {
                 let _ = reply.send(Reply::Members(self.members()));
@@ -304,7 +311,7 @@ impl Driver {
         };
         self.next_request += 1;
         let request = RequestId(self.next_request);
-        self.pending.insert(request, reply);
+        self.pending.insert(request, (reply, hold));
         self.input(Input::Api { request, call });
     }
 
@@ -384,7 +391,7 @@ impl Driver {
                     Err(e) => tracing::warn!(error = %e, "broadcast not encoded"),
                 },
                 Output::ApiReply { request, reply } => {
-                    if let Some(caller) = self.pending.remove(&request) {
+                    if let Some((caller, _hold)) = self.pending.remove(&request) {
                         // A caller that gave up has dropped its end; nothing to do.
                         let _ = caller.send(Reply::Api(reply));
                     }
