@@ -15,6 +15,15 @@
 //! introduction (a beacon without a frame), so a joiner learns the cluster's
 //! addresses without waiting for the next heartbeat.
 //!
+//! Freshness ([`Freshness`]): a beacon carries its sender's incarnation, a
+//! counter the sender raises with every beacon, and the sender's wall clock
+//! (Unix milliseconds). A receiver refuses a beacon whose time is more than
+//! [`BEACON_WINDOW`] from its own clock, or whose `(incarnation, counter)` is not
+//! above the highest it has accepted from that sender: a recorded beacon
+//! replayed later, or twice, teaches nothing. (A receiver that restarted may
+//! accept one replay from within the window; the clocks of a cluster must agree
+//! within the window, e.g. by NTP.)
+//!
 //! Datagrams get lost (and a seed may start after its joiners), so the driver
 //! repeats its last broadcast to every seed it has not heard from yet, every
 //! [`SEED_RETRY`], and introductions carry that last broadcast too: the agent
@@ -23,17 +32,19 @@
 //! A beacon's UDP port is its sender's TCP listen port: a seed `ip:port` names both.
 
 use hmac::{Hmac, Mac};
-use nefele_core::ids::NodeId;
+use nefele_core::ids::{Incarnation, NodeId};
 use nefele_transport_tcp::ClusterKey;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-/// The first bytes of every beacon datagram (format version 1).
-pub const MAGIC: [u8; 4] = *b"NFB1";
+/// The first bytes of every beacon datagram (format version 2: with freshness).
+pub const MAGIC: [u8; 4] = *b"NFB2";
 /// Domain separation of the beacon MAC from the TCP handshake's.
-pub const LABEL: &[u8] = b"nefele-beacon-v1";
+pub const LABEL: &[u8] = b"nefele-beacon-v2";
+/// How far a beacon's time may be from the receiver's clock, either way.
+pub const BEACON_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 /// Bytes of the tag.
 pub const TAG_LEN: usize = 32;
 /// The largest datagram sent or accepted (the largest UDP payload over IPv4).
@@ -48,6 +59,12 @@ pub const PEERS_PER_BEACON: usize = 32;
 pub struct Beacon {
     /// The sending agent.
     pub sender: NodeId,
+    /// The sender's current life.
+    pub incarnation: Incarnation,
+    /// Raised by the sender with every beacon of this life.
+    pub counter: u64,
+    /// The sender's wall clock when it sealed the beacon, in Unix milliseconds.
+    pub sent_at_ms: u64,
     /// Where it listens for agents (TCP), and receives beacons (UDP).
     pub listen: SocketAddr,
     /// Other agents the sender has heard from, with their listen addresses.
@@ -71,6 +88,67 @@ pub enum BeaconError {
     /// The tag matched but the body does not decode (a bug of the sender).
     #[error("malformed body: {0}")]
     Body(String),
+    /// The beacon's time is outside the window around this agent's clock.
+    #[error("beacon from {sender} is {skew_ms} ms away from this agent's clock")]
+    Stale {
+        /// Its sender.
+        sender: NodeId,
+        /// How far its time is from ours.
+        skew_ms: u64,
+    },
+    /// A beacon at or below the highest already accepted from its sender: a replay.
+    #[error("beacon from {sender} replayed (counter {counter} of {incarnation} already passed)")]
+    Replayed {
+        /// Its sender.
+        sender: NodeId,
+        /// Its life.
+        incarnation: Incarnation,
+        /// Its counter.
+        counter: u64,
+    },
+}
+
+/// The wall clock in Unix milliseconds (madsim's simulated clock under `--cfg madsim`).
+#[must_use]
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The highest `(incarnation, counter)` accepted from each sender (see the module docs).
+///
+/// Holds one entry per sender that proved it holds the cluster key.
+#[derive(Debug, Default)]
+pub struct Freshness {
+    last: BTreeMap<NodeId, (Incarnation, u64)>,
+}
+
+impl Freshness {
+    /// Accepts `beacon` at `now_ms` if it is fresh, and remembers it.
+    pub fn check(&mut self, beacon: &Beacon, now_ms: u64) -> Result<(), BeaconError> {
+        let skew_ms = now_ms.abs_diff(beacon.sent_at_ms);
+        if u128::from(skew_ms) > BEACON_WINDOW.as_millis() {
+            return Err(BeaconError::Stale {
+                sender: beacon.sender,
+                skew_ms,
+            });
+        }
+        let seen = (beacon.incarnation, beacon.counter);
+        if self
+            .last
+            .get(&beacon.sender)
+            .is_some_and(|&last| seen <= last)
+        {
+            return Err(BeaconError::Replayed {
+                sender: beacon.sender,
+                incarnation: beacon.incarnation,
+                counter: beacon.counter,
+            });
+        }
+        self.last.insert(beacon.sender, seen);
+        Ok(())
+    }
 }
 
 fn options() -> impl bincode::Options {
@@ -384,6 +462,9 @@ mod tests {
     fn beacon() -> Beacon {
         Beacon {
             sender: NodeId(7),
+            incarnation: Incarnation(2),
+            counter: 10,
+            sent_at_ms: 1_000_000,
             listen: "10.0.0.7:7600".parse().unwrap(),
             peers: vec![(NodeId(2), "10.0.0.2:7600".parse().unwrap())],
             frame: Some(vec![1, 2, 3]),
@@ -425,6 +506,8 @@ mod tests {
         // A well-tagged body that is garbage (a length claiming 2^60 peers) is refused.
         let mut signed = MAGIC.to_vec();
         signed.extend_from_slice(&[0, 0, 0, 7]);
+        // Incarnation, counter, time.
+        signed.extend_from_slice(&[0; 20]);
         signed.extend_from_slice(&[0; 10]);
         signed.extend_from_slice(&(1u64 << 60).to_be_bytes());
         let mut mac = c.mac();
@@ -459,6 +542,68 @@ mod tests {
             c.open(&c.seal(&b).unwrap()),
             Err(BeaconError::Body(_))
         ));
+    }
+
+    #[test]
+    fn stale_and_replayed_beacons_are_refused() {
+        let mut fresh = Freshness::default();
+        let now = 1_000_000;
+        let b = beacon();
+        assert_eq!(fresh.check(&b, now), Ok(()));
+        assert!(matches!(
+            fresh.check(&b, now),
+            Err(BeaconError::Replayed { .. })
+        ));
+        let older = Beacon {
+            counter: 9,
+            ..beacon()
+        };
+        assert!(matches!(
+            fresh.check(&older, now),
+            Err(BeaconError::Replayed { .. })
+        ));
+        let next = Beacon {
+            counter: 11,
+            ..beacon()
+        };
+        assert_eq!(fresh.check(&next, now + 5), Ok(()));
+        // A new life starts its counter again, and its old life's beacons are refused.
+        let reborn = Beacon {
+            incarnation: Incarnation(3),
+            counter: 0,
+            ..beacon()
+        };
+        assert_eq!(fresh.check(&reborn, now), Ok(()));
+        assert!(fresh
+            .check(
+                &Beacon {
+                    counter: 12,
+                    ..beacon()
+                },
+                now
+            )
+            .is_err());
+        // Outside the window either way.
+        let window = BEACON_WINDOW.as_millis() as u64;
+        let late = Beacon {
+            counter: 1,
+            ..reborn.clone()
+        };
+        assert!(matches!(
+            fresh.check(&late, now + window + 1),
+            Err(BeaconError::Stale { .. })
+        ));
+        assert!(matches!(
+            fresh.check(&late, now - window - 1),
+            Err(BeaconError::Stale { .. })
+        ));
+        assert_eq!(fresh.check(&late, now + window), Ok(()));
+        // Other senders are independent.
+        let other = Beacon {
+            sender: NodeId(8),
+            ..beacon()
+        };
+        assert_eq!(fresh.check(&other, now), Ok(()));
     }
 
     #[test]
