@@ -715,9 +715,14 @@ impl<S: Sys> Host for LinuxHost<S> {
                 match self.start(pid, tenant, &spec) {
                     Ok(()) => {
                         self.resources_changed = true;
-                        let saved = self.persist();
+                        // `Started` only once the record is durable: an unrecorded
+                        // process would be killed as a stranger at the next restart,
+                        // so it is killed now and its exit reported as usual.
+                        if let Err(e) = self.persist() {
+                            self.kill(pid, Signal::Kill);
+                            return Err(e);
+                        }
                         self.events.push_back(HostEvent::Started { pid });
-                        saved?;
                     }
                     Err(e) => {
                         self.finished.insert(pid);

@@ -518,3 +518,31 @@ fn an_idle_tenant_keeps_its_holder_for_the_linger_time_then_loses_it() {
     assert!(sys(&mut h).calls.contains(&Call::EndHolder(holder)));
     assert_eq!(h.holder(TenantId(7)), None);
 }
+
+#[test]
+fn a_process_whose_record_cannot_be_saved_is_not_reported_started_and_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = host(&dir, RecordingSys::new());
+    // The state file's place is taken by a non-empty directory: the save's rename fails.
+    let blocker = dir.path().join("host-state.json");
+    let _ = std::fs::remove_file(&blocker);
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    let result = h.execute(HostCommand::Start {
+        pid: pid(1),
+        tenant: TenantId(7),
+        spec: true_spec(Limits::default()),
+    });
+    assert!(result.is_err(), "the failed save is reported");
+    let events = drain(&mut h);
+    assert!(
+        !events.contains(&HostEvent::Started { pid: pid(1) }),
+        "{events:?}"
+    );
+    let killed = sys(&mut h).calls.iter().any(|c| {
+        matches!(
+            c,
+            Call::Signal(_, libc::SIGKILL) | Call::SignalTree(_, libc::SIGKILL)
+        )
+    });
+    assert!(killed, "{:?}", sys(&mut h).calls);
+}
