@@ -362,7 +362,8 @@ fn nef_takes_its_token_from_the_environment_or_a_file() {
     std::fs::write(&file, "alice\n").unwrap();
     let bad = dir.path().join("bad-token");
     std::fs::write(&bad, "mallory\n").unwrap();
-    let ways: [(&str, Box<dyn Fn(&mut Command) -> &mut Command>); 3] = [
+    type Auth<'a> = Box<dyn Fn(&mut Command) -> &mut Command + 'a>;
+    let ways: [(&str, Auth); 3] = [
         ("env", Box::new(|c| c.env("NEFELE_TOKEN", "alice"))),
         (
             "--token-file",

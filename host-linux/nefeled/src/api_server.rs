@@ -560,7 +560,7 @@ mod tests {
                     hold,
                 } = request
                 {
-                    match call {
+                    match *call {
                         Call::Wait(_) => waiting.push((tenant, reply, hold)),
                         Call::Kill { .. } => {
                             for (tenant, reply, _hold) in waiting.drain(..) {

@@ -145,7 +145,7 @@ impl Driver {
                     }
                 },
                 request = self.requests.recv() => match request {
-                    Some(Request::Call { tenant, call, reply, hold }) => self.on_call(tenant, call, reply, hold),
+                    Some(Request::Call { tenant, call, reply, hold }) => self.on_call(tenant, *call, reply, hold),
                     Some(Request::Shutdown { grace, done }) => break (Instant::now() + grace, Some(done)),
                     None => break (Instant::now(), None),
                 },

@@ -33,7 +33,7 @@ pub(crate) enum Request {
     /// Answer `call` for `tenant` on `reply`.
     Call {
         tenant: TenantId,
-        call: Call,
+        call: Box<Call>,
         reply: oneshot::Sender<Reply>,
         hold: Option<Hold>,
     },
@@ -78,7 +78,7 @@ impl AgentHandle {
         self.requests
             .send(Request::Call {
                 tenant,
-                call,
+                call: Box::new(call),
                 reply,
                 hold,
             })
