@@ -553,6 +553,18 @@ pub enum PrivateFileError {
         /// The cause.
         source: std::io::Error,
     },
+    /// Group or others may write it.
+    #[error(
+        "{path} ({what}) is writable by group or others (mode {mode:04o}); make it 0600 or 0644"
+    )]
+    Writable {
+        /// The file.
+        path: PathBuf,
+        /// What the file holds.
+        what: &'static str,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// Group or others may read or write it.
     #[error("{path} ({what}) is accessible to group or others (mode {mode:04o}); make it 0600 (chmod 600 {path})")]
     Exposed {
@@ -565,16 +577,35 @@ pub enum PrivateFileError {
     },
 }
 
-/// Refuses `path` (holding `what`) when group or others may access it.
-pub fn check_private(path: &Path, what: &'static str) -> Result<(), PrivateFileError> {
+/// The permission bits of `path`.
+fn mode_of(path: &Path) -> Result<u32, PrivateFileError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|source| PrivateFileError::Read {
         path: path.to_owned(),
         source,
     })?;
-    let mode = meta.permissions().mode() & 0o7777;
+    Ok(meta.permissions().mode() & 0o7777)
+}
+
+/// Refuses `path` (holding `what`) when group or others may access it.
+pub fn check_private(path: &Path, what: &'static str) -> Result<(), PrivateFileError> {
+    let mode = mode_of(path)?;
     if mode & 0o077 != 0 {
         return Err(PrivateFileError::Exposed {
+            path: path.to_owned(),
+            what,
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses `path` (holding `what`) when group or others may write it (they
+/// could name their own key file, or add a token).
+pub fn check_not_writable(path: &Path, what: &'static str) -> Result<(), PrivateFileError> {
+    let mode = mode_of(path)?;
+    if mode & 0o022 != 0 {
+        return Err(PrivateFileError::Writable {
             path: path.to_owned(),
             what,
             mode,

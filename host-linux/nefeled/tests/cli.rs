@@ -63,6 +63,7 @@ fn check_config_accepts_a_good_file_and_names_what_is_wrong_in_a_bad_one() {
         ),
     )
     .unwrap();
+    chmod(&good, 0o644);
     let (ok, text) = check(&good, &[]);
     assert!(ok, "{text}");
     assert!(text.contains("configuration is valid"), "{text}");
@@ -80,6 +81,7 @@ fn check_config_accepts_a_good_file_and_names_what_is_wrong_in_a_bad_one() {
         ),
     )
     .unwrap();
+    chmod(&bad, 0o644);
     let (ok, text) = check(&bad, &[]);
     assert!(!ok);
     assert!(text.contains("bad.toml") && text.contains("id"), "{text}");
@@ -119,6 +121,7 @@ fn secret_files_readable_by_others_are_refused_naming_the_file() {
     let config = dir.path().join("nefeled.toml");
     let base = format!("cluster_key_file = \"{}\"\n", key.display());
     std::fs::write(&config, &base).unwrap();
+    chmod(&config, 0o644);
     let (ok, text) = check(&config, &[]);
     assert!(!ok, "{text}");
     assert!(
@@ -154,6 +157,13 @@ fn secret_files_readable_by_others_are_refused_naming_the_file() {
     chmod(&config, 0o644);
     let (ok, text) = check(&config, &[]);
     assert!(ok, "{text}");
+    // Nobody but its owner may write the configuration, whatever it holds.
+    chmod(&config, 0o664);
+    let (ok, text) = check(&config, &[]);
+    assert!(
+        !ok && text.contains("writable by group or others"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -199,6 +209,7 @@ fn node_keys_are_issued_private_and_checked_against_the_node_id() {
             ),
         )
         .unwrap();
+        chmod(&config, 0o644);
     };
     write(3);
     let (ok, text) = check(&config, &[]);

@@ -18,8 +18,8 @@ mod daemon {
     use nefeled::api_server::ApiServer;
     use nefeled::beacon::{broadcast_address, Targets};
     use nefeled::config::{
-        check_private, read_private, Config, Discovery, FileConfig, LogFormat, Overrides,
-        ResourceOverride, TokenHash,
+        check_not_writable, check_private, read_private, Config, Discovery, FileConfig, LogFormat,
+        Overrides, ResourceOverride, TokenHash,
     };
     use nefeled::{identity, linux_host, runtime, sim_host, RuntimeConfig};
     use std::net::SocketAddr;
@@ -140,9 +140,13 @@ mod daemon {
         };
         let config = Config::resolve(args.config.as_deref(), file, args.overrides())
             .map_err(|e| e.to_string())?;
-        if let (Some(path), true) = (&args.config, config.plaintext_tokens) {
-            check_private(path, "a configuration holding tokens in clear")
-                .map_err(|e| format!("{e}, or write the tokens hashed (nefeled --hash-token)"))?;
+        if let Some(path) = &args.config {
+            check_not_writable(path, "the configuration").map_err(|e| e.to_string())?;
+            if config.plaintext_tokens {
+                check_private(path, "a configuration holding tokens in clear").map_err(|e| {
+                    format!("{e}, or write the tokens hashed (nefeled --hash-token)")
+                })?;
+            }
         }
         let key_path = &config.cluster_key_file;
         let bytes = read_private(key_path, "the cluster key").map_err(|e| e.to_string())?;
