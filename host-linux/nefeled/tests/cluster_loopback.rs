@@ -11,7 +11,7 @@ use nefele::proto::{
 use nefele_core::agent::ApiReply;
 use nefele_core::host::ProcSpec;
 use nefele_core::ids::{NodeId, TenantId};
-use nefele_transport_tcp::ClusterKey;
+use nefele_transport_tcp::{ClusterAuthority, ClusterKey, NodeKeys};
 use nefeled::api_server::{ApiServer, Authenticator};
 use nefeled::config::ResourceOverride;
 use nefeled::{sim_host, RuntimeConfig};
@@ -34,8 +34,19 @@ impl Authenticator for OneTenant {
 }
 
 async fn start(node: u32, seeds: Vec<SocketAddr>) -> nefeled::Runtime {
+    start_with_keys(node, seeds, None).await
+}
+
+async fn start_with_keys(
+    node: u32,
+    seeds: Vec<SocketAddr>,
+    node_keys: Option<NodeKeys>,
+) -> nefeled::Runtime {
     let key = ClusterKey::new(b"loopback cluster key, long enough").unwrap();
-    let config = RuntimeConfig::loopback(NodeId(node), seeds, key);
+    let config = RuntimeConfig {
+        node_keys,
+        ..RuntimeConfig::loopback(NodeId(node), seeds, key)
+    };
     let capacity = ResourceOverride {
         cpu_millicores: 1000,
         memory_bytes: 4 << 30,
@@ -154,6 +165,32 @@ async fn three_agents_federate_and_serve_a_client() {
         assert!(
             tokio::time::Instant::now() < left_by,
             "still a member: {m:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_with_per_node_keys_federate() {
+    let ca = ClusterAuthority::generate();
+    let first = start_with_keys(1, vec![], Some(ca.issue(NodeId(1)))).await;
+    let _second = start_with_keys(2, vec![first.local_addr], Some(ca.issue(NodeId(2)))).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let Ok(Reply::Members(m)) = first.handle.call(TenantId(7), Call::Members).await else {
+            panic!("expected members")
+        };
+        let top: BTreeSet<NodeId> = m
+            .groups
+            .last()
+            .map(|g| g.members.iter().map(|m| m.node).collect())
+            .unwrap_or_default();
+        if top == BTreeSet::from([NodeId(1), NodeId(2)]) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not federated: {m:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
