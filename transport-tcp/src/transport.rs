@@ -58,6 +58,9 @@ pub struct TcpConfig {
     pub backoff: BackoffConfig,
     /// The most inbound handshakes in progress at once.
     pub max_pending_handshakes: usize,
+    /// The most inbound handshakes in progress at once from one IP address, so
+    /// that one stranger cannot hold every handshake slot.
+    pub max_pending_handshakes_per_ip: usize,
 }
 
 impl TcpConfig {
@@ -78,6 +81,7 @@ impl TcpConfig {
             handshake_timeout: Duration::from_secs(5),
             backoff: BackoffConfig::default(),
             max_pending_handshakes: 64,
+            max_pending_handshakes_per_ip: 8,
         }
     }
 
@@ -91,7 +95,10 @@ impl TcpConfig {
                 max_frame: self.max_frame,
             });
         }
-        if self.inbox_bytes == 0 || self.max_pending_handshakes == 0 {
+        if self.inbox_bytes == 0
+            || self.max_pending_handshakes == 0
+            || self.max_pending_handshakes_per_ip == 0
+        {
             return Err(ConfigError::Zero);
         }
         if let Some(keys) = &self.node_keys {
@@ -125,8 +132,10 @@ pub enum ConfigError {
         /// The configured frame limit.
         max_frame: usize,
     },
-    /// `inbox_bytes` or `max_pending_handshakes` is zero.
-    #[error("inbox_bytes and max_pending_handshakes must be positive")]
+    /// `inbox_bytes` or a handshake limit is zero.
+    #[error(
+        "inbox_bytes, max_pending_handshakes and max_pending_handshakes_per_ip must be positive"
+    )]
     Zero,
     /// The per-node keys are another node's.
     #[error("this node is {node} but its per-node keys are {keys}'s")]
@@ -214,6 +223,7 @@ impl TcpTransport {
             registry,
             config.inbox_bytes,
             config.max_pending_handshakes,
+            config.max_pending_handshakes_per_ip,
         ));
         let listener = tokio::spawn(listener::run(shared.clone(), listener)).abort_handle();
         tracing::info!(node = %config.node, %local_addr, "tcp transport listening");

@@ -247,3 +247,27 @@ async fn without_per_node_keys_a_key_holder_can_take_over_an_id_as_security_md_s
     wait_up(&mut impostor, 1).await;
     wait_for(&mut one, |e| *e == TransportEvent::PeerDown(NodeId(2))).await;
 }
+
+#[tokio::test]
+async fn one_address_cannot_hold_every_handshake_slot() {
+    let mut config = config(1, 1);
+    config.max_pending_handshakes_per_ip = 2;
+    config.handshake_timeout = Duration::from_secs(5);
+    let a = TcpTransport::bind(config).await.unwrap();
+    // Silent strangers from 127.0.0.1 hold its two slots; a third is closed at once.
+    let _held = [
+        TcpStream::connect(addr(&a)).await.unwrap(),
+        TcpStream::connect(addr(&a)).await.unwrap(),
+    ];
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut third = TcpStream::connect(addr(&a)).await.unwrap();
+    let mut buf = [0; 1];
+    let read = tokio::time::timeout(Duration::from_secs(1), third.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    // Another address still gets a handshake slot (kept open, waiting for its hello).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = socket.connect(addr(&a)).await.unwrap();
+    let read = tokio::time::timeout(Duration::from_millis(500), other.read(&mut buf)).await;
+    assert!(read.is_err(), "the other address was closed: {read:?}");
+}
