@@ -43,6 +43,6 @@ mod transport;
 
 pub use auth::{ClusterKey, KeyError, MIN_KEY_LEN};
 pub use backoff::BackoffConfig;
-pub use node_keys::{ClusterAuthority, NodeKeys, NodeKeysError};
+pub use node_keys::{ClusterAuthority, NodeKeys, NodeKeysError, IDENTITY_LEN};
 pub use registry::ConnectionInfo;
 pub use transport::{BindError, ConfigError, TcpConfig, TcpTransport, TransportError};

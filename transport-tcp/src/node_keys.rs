@@ -20,8 +20,8 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use nefele_core::NodeId;
 use std::fmt;
 
-/// Bytes of an identity in the handshake: public key, certificate, transcript signature.
-pub(crate) const IDENTITY_LEN: usize = 32 + 64 + 64;
+/// Bytes of an identity: public key, certificate, signature of the message it vouches for.
+pub const IDENTITY_LEN: usize = 32 + 64 + 64;
 /// Domain separation of certificates.
 const CERT_LABEL: &[u8] = b"nefele-node-cert-v1";
 const AUTHORITY_TAG: &str = "nefele-authority-v1";
@@ -218,8 +218,10 @@ impl NodeKeys {
         Ok(keys)
     }
 
-    /// This node's identity message for a handshake whose transcript signs as `signed`.
-    pub(crate) fn identity(&self, signed: &[u8]) -> [u8; IDENTITY_LEN] {
+    /// This node's identity vouching for `signed` (in the handshake: the transcript;
+    /// other users, e.g. discovery beacons, must domain-separate what they sign).
+    #[must_use]
+    pub fn identity(&self, signed: &[u8]) -> [u8; IDENTITY_LEN] {
         let mut out = [0; IDENTITY_LEN];
         out[..32].copy_from_slice(self.signing.verifying_key().as_bytes());
         out[32..96].copy_from_slice(&self.cert.to_bytes());
@@ -227,8 +229,9 @@ impl NodeKeys {
         out
     }
 
-    /// Checks that `identity` proves `claimed`, for a transcript that signs as `signed`.
-    pub(crate) fn verify_peer(
+    /// Checks that `identity` proves `claimed` (certified by this node's
+    /// authority) and vouches for `signed`.
+    pub fn verify_peer(
         &self,
         claimed: NodeId,
         identity: &[u8; IDENTITY_LEN],

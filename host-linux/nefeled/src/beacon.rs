@@ -15,6 +15,13 @@
 //! introduction (a beacon without a frame), so a joiner learns the cluster's
 //! addresses without waiting for the next heartbeat.
 //!
+//! With per-node keys, beacons are also signed: the datagram is
+//! `SIGNED_MAGIC || body || identity || tag`, where `identity` is the sender's
+//! node key vouching for `SIGN_LABEL || SIGNED_MAGIC || body` (see
+//! `nefele_transport_tcp::node_keys`), and the tag covers the identity too. An
+//! agent with per-node keys refuses unsigned beacons and beacons whose identity
+//! does not prove their sender's id; one without ignores the identity.
+//!
 //! Freshness ([`Freshness`]): a beacon carries its sender's incarnation, a
 //! counter the sender raises with every beacon, and the sender's wall clock
 //! (Unix milliseconds). A receiver refuses a beacon whose time is more than
@@ -33,7 +40,7 @@
 
 use hmac::{Hmac, Mac};
 use nefele_core::ids::{Incarnation, NodeId};
-use nefele_transport_tcp::ClusterKey;
+use nefele_transport_tcp::{ClusterKey, NodeKeys, NodeKeysError, IDENTITY_LEN};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::collections::BTreeMap;
@@ -41,8 +48,12 @@ use std::net::SocketAddr;
 
 /// The first bytes of every beacon datagram (format version 2: with freshness).
 pub const MAGIC: [u8; 4] = *b"NFB2";
+/// The first bytes of a beacon signed with its sender's node key.
+pub const SIGNED_MAGIC: [u8; 4] = *b"NFS2";
 /// Domain separation of the beacon MAC from the TCP handshake's.
 pub const LABEL: &[u8] = b"nefele-beacon-v2";
+/// Domain separation of the node-key signature of beacons.
+const SIGN_LABEL: &[u8] = b"nefele-beacon-sig-v2";
 /// How far a beacon's time may be from the receiver's clock, either way.
 pub const BEACON_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 /// Bytes of the tag.
@@ -85,6 +96,9 @@ pub enum BeaconError {
     /// The tag does not match: another cluster's key, or tampering.
     #[error("bad MAC (wrong cluster key?)")]
     Mac,
+    /// Per-node keys are on and the beacon does not prove its sender's id.
+    #[error("per-node key check failed: {0}")]
+    Identity(NodeKeysError),
     /// The tag matched but the body does not decode (a bug of the sender).
     #[error("malformed body: {0}")]
     Body(String),
@@ -160,17 +174,32 @@ fn options() -> impl bincode::Options {
         .with_limit(MAX_DATAGRAM as u64)
 }
 
-/// Seals and opens beacons with the cluster key.
+/// Seals and opens beacons with the cluster key (and this node's keys, when on).
 #[derive(Clone, Debug)]
 pub struct BeaconCodec {
     key: ClusterKey,
+    node_keys: Option<NodeKeys>,
+}
+
+/// What a node key signs for a beacon whose signed part (magic and body) is `signed`.
+fn to_sign(signed: &[u8]) -> Vec<u8> {
+    [SIGN_LABEL, signed].concat()
 }
 
 impl BeaconCodec {
     /// A codec for `key`.
     #[must_use]
     pub fn new(key: ClusterKey) -> Self {
-        BeaconCodec { key }
+        BeaconCodec {
+            key,
+            node_keys: None,
+        }
+    }
+
+    /// A codec for `key` that signs with, and requires, per-node keys.
+    #[must_use]
+    pub fn with_node_keys(key: ClusterKey, node_keys: Option<NodeKeys>) -> Self {
+        BeaconCodec { key, node_keys }
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -184,8 +213,17 @@ impl BeaconCodec {
     #[must_use]
     pub fn seal(&self, beacon: &Beacon) -> Option<Vec<u8>> {
         use bincode::Options;
-        let mut out = MAGIC.to_vec();
+        let magic = if self.node_keys.is_some() {
+            SIGNED_MAGIC
+        } else {
+            MAGIC
+        };
+        let mut out = magic.to_vec();
         options().serialize_into(&mut out, beacon).ok()?;
+        if let Some(keys) = &self.node_keys {
+            let identity = keys.identity(&to_sign(&out));
+            out.extend_from_slice(&identity);
+        }
         if out.len() + TAG_LEN > MAX_DATAGRAM {
             return None;
         }
@@ -202,15 +240,35 @@ impl BeaconCodec {
             return Err(BeaconError::Size(datagram.len()));
         }
         let (signed, tag) = datagram.split_at(datagram.len() - TAG_LEN);
-        if signed[..MAGIC.len()] != MAGIC {
-            return Err(BeaconError::Magic);
-        }
+        let has_identity = match &signed[..MAGIC.len()] {
+            m if m == MAGIC => false,
+            m if m == SIGNED_MAGIC => true,
+            _ => return Err(BeaconError::Magic),
+        };
         let mut mac = self.mac();
         mac.update(signed);
         mac.verify_slice(tag).map_err(|_| BeaconError::Mac)?;
+        let (body, identity) = if has_identity {
+            let at = signed
+                .len()
+                .checked_sub(IDENTITY_LEN)
+                .filter(|&at| at >= MAGIC.len())
+                .ok_or(BeaconError::Size(datagram.len()))?;
+            signed.split_at(at)
+        } else {
+            (signed, &[][..])
+        };
         let beacon: Beacon = options()
-            .deserialize(&signed[MAGIC.len()..])
+            .deserialize(&body[MAGIC.len()..])
             .map_err(|e| BeaconError::Body(e.to_string()))?;
+        // Without per-node keys of our own, an identity cannot be checked: ignored.
+        if let Some(keys) = &self.node_keys {
+            let identity: &[u8; IDENTITY_LEN] = identity
+                .try_into()
+                .map_err(|_| BeaconError::Identity(NodeKeysError::Missing(beacon.sender)))?;
+            keys.verify_peer(beacon.sender, identity, &to_sign(body))
+                .map_err(BeaconError::Identity)?;
+        }
         // Each listed peer is dialed: a sender lists no more than its sample.
         if beacon.peers.len() > PEERS_PER_BEACON {
             return Err(BeaconError::Body(format!(
@@ -604,6 +662,39 @@ mod tests {
             ..beacon()
         };
         assert_eq!(fresh.check(&other, now), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn with_per_node_keys_beacons_prove_their_sender() {
+        use nefele_transport_tcp::ClusterAuthority;
+        let key = ClusterKey::new(KEY).unwrap();
+        let ca = ClusterAuthority::generate();
+        let keyed = |n: u32| BeaconCodec::with_node_keys(key.clone(), Some(ca.issue(NodeId(n))));
+        let seven = keyed(7).seal(&beacon()).unwrap();
+        assert_eq!(keyed(1).open(&seven), Ok(beacon()));
+        // An agent without per-node keys still reads it.
+        assert_eq!(codec(KEY).open(&seven), Ok(beacon()));
+        // A key holder signing as node 8 while claiming 7, an unsigned beacon, and
+        // a foreign authority's keys for 7 are refused.
+        let claims_seven = keyed(8).seal(&beacon()).unwrap();
+        assert_eq!(
+            keyed(1).open(&claims_seven),
+            Err(BeaconError::Identity(NodeKeysError::BadCertificate(
+                NodeId(7)
+            )))
+        );
+        assert_eq!(
+            keyed(1).open(&codec(KEY).seal(&beacon()).unwrap()),
+            Err(BeaconError::Identity(NodeKeysError::Missing(NodeId(7))))
+        );
+        let foreign = BeaconCodec::with_node_keys(
+            key.clone(),
+            Some(ClusterAuthority::generate().issue(NodeId(7))),
+        );
+        assert!(matches!(
+            keyed(1).open(&foreign.seal(&beacon()).unwrap()),
+            Err(BeaconError::Identity(_))
+        ));
     }
 
     #[test]

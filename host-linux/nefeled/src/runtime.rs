@@ -128,7 +128,7 @@ pub async fn start_with(
     config.agent.validate()?;
     let node = config.identity.node;
     let tcp = TcpConfig {
-        node_keys: config.node_keys,
+        node_keys: config.node_keys.clone(),
         ..TcpConfig::new(node, config.listen, config.key.clone())
     };
     let transport = AgentTransport::bind(kind, tcp).await?;
@@ -149,7 +149,7 @@ pub async fn start_with(
         epoch,
         transport,
         beacons,
-        codec: BeaconCodec::new(config.key),
+        codec: BeaconCodec::with_node_keys(config.key, config.node_keys),
         listen: local_addr,
         host,
         requests: rx,
