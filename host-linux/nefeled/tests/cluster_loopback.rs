@@ -170,28 +170,44 @@ async fn three_agents_federate_and_serve_a_client() {
     }
 }
 
+/// The top group of `runtime`'s agent, with the addresses it knows.
+async fn top_group(runtime: &nefeled::Runtime) -> Vec<(NodeId, Option<String>)> {
+    let Ok(Reply::Members(m)) = runtime.handle.call(TenantId(7), Call::Members).await else {
+        panic!("expected members")
+    };
+    m.groups
+        .last()
+        .map(|g| g.members.iter().map(|m| (m.node, m.addr.clone())).collect())
+        .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agents_with_per_node_keys_federate() {
+async fn agents_with_per_node_keys_federate_and_a_key_holder_cannot_pose_as_one() {
     let ca = ClusterAuthority::generate();
     let first = start_with_keys(1, vec![], Some(ca.issue(NodeId(1)))).await;
-    let _second = start_with_keys(2, vec![first.local_addr], Some(ca.issue(NodeId(2)))).await;
+    let second = start_with_keys(2, vec![first.local_addr], Some(ca.issue(NodeId(2)))).await;
+    let real = vec![
+        (NodeId(1), Some(first.local_addr.to_string())),
+        (NodeId(2), Some(second.local_addr.to_string())),
+    ];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let Ok(Reply::Members(m)) = first.handle.call(TenantId(7), Call::Members).await else {
-            panic!("expected members")
-        };
-        let top: BTreeSet<NodeId> = m
-            .groups
-            .last()
-            .map(|g| g.members.iter().map(|m| m.node).collect())
-            .unwrap_or_default();
-        if top == BTreeSet::from([NodeId(1), NodeId(2)]) {
-            return;
-        }
+    while top_group(&first).await != real {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "not federated: {m:?}"
+            "not federated: {:?}",
+            top_group(&first).await
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A holder of the cluster key posing as node 2, with keys of its own making,
+    // and one claiming a new id: neither is heard, node 2 keeps its place.
+    let foreign = ClusterAuthority::generate();
+    let _impostor =
+        start_with_keys(2, vec![first.local_addr], Some(foreign.issue(NodeId(2)))).await;
+    let _stranger =
+        start_with_keys(3, vec![first.local_addr], Some(foreign.issue(NodeId(3)))).await;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(top_group(&first).await, real);
     }
 }
