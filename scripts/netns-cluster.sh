@@ -142,7 +142,7 @@ MODE=$2
 NEFELED=$(realpath "$BIN_DIR/nefeled")
 NEF=$(realpath "$BIN_DIR/nef")
 KEY="$WORK/cluster.key"
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$KEY"
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$KEY")
 declare -A AGENT_PID
 
 # nef as a client of host $1's agent. The API is a Unix socket, a file: no need
@@ -178,6 +178,7 @@ name = "test"
 id = 1
 tokens = ["test-token"]
 EOF
+    chmod 600 "$WORK/h$i/nefeled.toml" # it holds a token in clear
 }
 
 start_agent() {
