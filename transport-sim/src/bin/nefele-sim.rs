@@ -38,6 +38,67 @@ struct Cli {
 enum Command {
     /// Run one seeded simulation and print a summary ending with `trace_hash=<hex>`.
     Run(RunArgs),
+    /// Run many seeds, each drawing a whole configuration; print a table of failures by
+    /// invariant and write a replayable scenario file per failing seed (exit 1 if any).
+    Swarm(SwarmArgs),
+    /// Cut a failing scenario down while it still fails the same invariant.
+    Shrink(ShrinkArgs),
+}
+
+#[derive(Args)]
+struct SwarmArgs {
+    /// Seeds to run.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 1)]
+    first_seed: u64,
+    /// Start no new seed after this much wall time (e.g. 10m); the seeds run are then
+    /// the first ones, as many as the time allowed.
+    #[arg(long, value_parser = parse_duration)]
+    budget: Option<Duration>,
+    /// Seeds run at once [default: the number of cores].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    jobs: Option<u64>,
+    /// Where failing seeds' scenario files go.
+    #[arg(long, value_name = "DIR", default_value = "swarm-failures")]
+    out: PathBuf,
+    /// The fewest agents a seed draws.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    min_nodes: u32,
+    /// The most agents a seed draws.
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_nodes: u32,
+    /// The shortest simulated run a seed draws (raised to fit its quiet phase).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    min_duration: Duration,
+    /// The longest simulated run a seed draws.
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    max_duration: Duration,
+    /// No line per seed on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct ShrinkArgs {
+    /// The failing scenario file.
+    file: PathBuf,
+    /// Where the shrunk scenario goes [default: FILE with `.shrunk.toml` for `.toml`].
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// The invariant to keep failing [default: the first the scenario fails].
+    #[arg(long)]
+    invariant: Option<String>,
+    /// Candidates run at once [default: the number of cores].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    jobs: Option<u64>,
+    /// Runs at most.
+    #[arg(long, default_value_t = 300)]
+    max_runs: u32,
+    /// Stop searching after this much wall time (e.g. 5m); the smallest so far is written.
+    #[arg(long, value_parser = parse_duration)]
+    budget: Option<Duration>,
 }
 
 #[derive(Args)]
@@ -124,8 +185,12 @@ fn io_failure(path: &Path, e: impl std::fmt::Display) -> Failure {
 }
 
 fn main() -> ExitCode {
-    let Command::Run(args) = Cli::parse().command;
-    match run(args) {
+    let result = match Cli::parse().command {
+        Command::Run(args) => run(args),
+        Command::Swarm(args) => swarm(&args),
+        Command::Shrink(args) => shrink(&args),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("error: {}", f.message);
@@ -355,6 +420,188 @@ fn print_summary(r: &Report, description: Option<&str>) {
         ),
     }
     println!("trace_hash={}", r.trace_hash);
+}
+
+fn jobs(flag: Option<u64>) -> usize {
+    flag.map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        |j| j as usize,
+    )
+}
+
+/// `true` until `budget` has passed since now (always, without one).
+fn before(budget: Option<Duration>) -> impl Fn() -> bool + Sync {
+    let deadline = budget.map(|b| Instant::now() + b);
+    move || deadline.is_none_or(|d| Instant::now() < d)
+}
+
+/// Writes `text` to `path` through a temporary name.
+fn write_file(path: &Path, text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let (pending, mut file) = PendingFile::create(path)?;
+    if let Err(e) = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+    {
+        pending.abandon();
+        return Err(io_failure(path, e));
+    }
+    pending.commit()
+}
+
+fn swarm(args: &SwarmArgs) -> Result<(), Failure> {
+    use nefele_sim::swarm::{self, Limits, Summary};
+    let limits = Limits {
+        min_nodes: args.min_nodes,
+        max_nodes: args.max_nodes,
+        min_duration: args.min_duration,
+        max_duration: args.max_duration,
+    };
+    limits
+        .validate()
+        .map_err(|e| bad_input(format!("--min-/--max-{e}")))?;
+    let end = args
+        .first_seed
+        .checked_add(args.seeds)
+        .ok_or_else(|| bad_input("--first-seed + --seeds overflows"))?;
+    std::fs::create_dir_all(&args.out).map_err(|e| io_failure(&args.out, e))?;
+    let write_error = std::sync::Mutex::new(None);
+    let on_outcome = |o: &swarm::SeedOutcome| {
+        let Some(first) = o.first_failure() else {
+            if !args.quiet {
+                eprintln!(
+                    "seed {}: ok ({} agents, {:?})",
+                    o.seed, o.config.nodes, o.config.duration
+                );
+            }
+            return;
+        };
+        let path = args.out.join(format!("swarm-seed-{}.toml", o.seed));
+        let text = format!(
+            "# nefele-sim swarm, seed {}: {} at {:.3}s: {}\n# replay: nefele-sim run --scenario {}\n# shrink: nefele-sim shrink {}\n{}",
+            o.seed,
+            first.first.invariant,
+            first.first.at_s,
+            first.first.message.replace('\n', " "),
+            path.display(),
+            path.display(),
+            nefele_sim::scenario_toml::to_toml(&swarm::name(o.seed), &o.config),
+        );
+        let written = write_file(&path, &text);
+        eprintln!(
+            "seed {}: FAILED {} at {:.3}s: {} (replay: nefele-sim run --scenario {})",
+            o.seed,
+            first.first.invariant,
+            first.first.at_s,
+            first.first.message,
+            path.display()
+        );
+        if let Err(e) = written {
+            write_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get_or_insert(e);
+        }
+    };
+    let started = Instant::now();
+    let outcomes = swarm::run_seeds(
+        args.first_seed..end,
+        &limits,
+        jobs(args.jobs),
+        &|_| {},
+        &before(args.budget),
+        &on_outcome,
+    );
+    let summary = Summary::of(&outcomes);
+    print!("{summary}");
+    eprintln!(
+        "{} seeds in {:.1} s wall",
+        outcomes.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(e) = write_error
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        return Err(e);
+    }
+    if summary.passed() {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: 1,
+            message: format!(
+                "{} of {} seeds failed; their scenarios are in {}",
+                summary.failures.len(),
+                outcomes.len(),
+                args.out.display()
+            ),
+        })
+    }
+}
+
+fn shrink(args: &ShrinkArgs) -> Result<(), Failure> {
+    use nefele_sim::shrink::{self, Options};
+    let scenario = scenario::load(&args.file).map_err(bad_input)?;
+    let target = match &args.invariant {
+        Some(name) => name.clone(),
+        None => {
+            let outcome = nefele_sim::swarm::run_config(scenario.config.clone(), &|_| {});
+            match outcome.first_failure() {
+                Some(f) => f.first.invariant.to_owned(),
+                None => {
+                    return Err(Failure {
+                        code: 1,
+                        message: format!("{}: fails no invariant", args.file.display()),
+                    })
+                }
+            }
+        }
+    };
+    let out = args.out.clone().unwrap_or_else(|| {
+        let mut name = args.file.with_extension("").into_os_string();
+        name.push(".shrunk.toml");
+        PathBuf::from(name)
+    });
+    eprintln!(
+        "shrinking {} ({}) while it fails {target}",
+        args.file.display(),
+        shrink::size(&scenario.config)
+    );
+    let judge = shrink::fails(&target, &|_| {});
+    let keep_going = before(args.budget);
+    let options = Options {
+        jobs: jobs(args.jobs),
+        max_runs: args.max_runs,
+        keep_going: &keep_going,
+    };
+    let shrunk =
+        shrink::shrink(scenario.config.clone(), &target, &judge, &options).map_err(|e| {
+            Failure {
+                code: 1,
+                message: format!("{}: {e}", args.file.display()),
+            }
+        })?;
+    for step in &shrunk.steps {
+        eprintln!("  kept: {step}");
+    }
+    let text = format!(
+        "# nefele-sim shrink of {}: fails {target} at {:.3}s ({} runs)\n{}",
+        args.file.display(),
+        shrunk.fails_at.as_secs_f64(),
+        shrunk.runs,
+        nefele_sim::scenario_toml::to_toml(&format!("{}-shrunk", scenario.name), &shrunk.config),
+    );
+    write_file(&out, &text)?;
+    println!(
+        "shrunk {} to {}: fails {target} at {:.3}s; {} runs; written to {}",
+        shrink::size(&scenario.config),
+        shrink::size(&shrunk.config),
+        shrunk.fails_at.as_secs_f64(),
+        shrunk.runs,
+        out.display()
+    );
+    Ok(())
 }
 
 /// The process's peak resident memory (VmHWM), or 0 where /proc does not say.

@@ -774,6 +774,13 @@ impl Simulation {
         self.checker.report()
     }
 
+    /// The whole fault schedule: the configured faults, then those drawn by random
+    /// mode (so a random schedule can be written out as an explicit list).
+    #[must_use]
+    pub fn fault_schedule(&self) -> &[Fault] {
+        &self.faults
+    }
+
     /// The configuration the run started with.
     #[must_use]
     pub fn config(&self) -> &SimConfig {
