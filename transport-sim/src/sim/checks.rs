@@ -9,10 +9,12 @@ use std::time::Duration;
 
 impl Simulation {
     /// How long the cluster has been free of faults; `None` while one is in force
-    /// (a partition, a stall) or agents are still booting. A stall counts until it
-    /// ends: a host that resumes comes back with stale views, as from a fault.
+    /// (a partition, a stall, a loss other than the configured one) or agents are
+    /// still booting. A stall counts until it ends: a host that resumes comes back
+    /// with stale views, as from a fault.
     fn quiet_for(&self, paused: &[bool]) -> Option<Duration> {
-        if self.network.is_partitioned() || paused.contains(&true) {
+        let loss_fault = self.network.config().loss != self.config.network.loss;
+        if self.network.is_partitioned() || paused.contains(&true) || loss_fault {
             return None;
         }
         let resumed = self
