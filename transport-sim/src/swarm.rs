@@ -331,6 +331,31 @@ impl SeedOutcome {
     }
 }
 
+/// The scenario file that replays `outcome`'s run, to be written at `path`: comment
+/// lines naming the failure and the commands to replay and shrink it, then the
+/// scenario (see [`crate::scenario_toml`]).
+#[must_use]
+pub fn failure_file(outcome: &SeedOutcome, path: &std::path::Path) -> String {
+    let what = outcome.first_failure().map_or_else(
+        || "passed".to_owned(),
+        |f| {
+            format!(
+                "{} at {:.3}s: {}",
+                f.first.invariant,
+                f.first.at_s,
+                f.first.message.replace('\n', " ")
+            )
+        },
+    );
+    format!(
+        "# nefele-sim swarm, seed {}: {what}\n# replay: nefele-sim run --scenario {}\n# shrink: nefele-sim shrink {}\n{}",
+        outcome.seed,
+        path.display(),
+        path.display(),
+        crate::scenario_toml::to_toml(&name(outcome.seed), &outcome.config),
+    )
+}
+
 /// Runs `config` to its end, after `prepare` (which may add invariants), and returns
 /// the outcome.
 pub fn run_config(config: SimConfig, prepare: &(dyn Fn(&mut Simulation) + Sync)) -> SeedOutcome {

@@ -477,16 +477,7 @@ fn swarm(args: &SwarmArgs) -> Result<(), Failure> {
             return;
         };
         let path = args.out.join(format!("swarm-seed-{}.toml", o.seed));
-        let text = format!(
-            "# nefele-sim swarm, seed {}: {} at {:.3}s: {}\n# replay: nefele-sim run --scenario {}\n# shrink: nefele-sim shrink {}\n{}",
-            o.seed,
-            first.first.invariant,
-            first.first.at_s,
-            first.first.message.replace('\n', " "),
-            path.display(),
-            path.display(),
-            nefele_sim::scenario_toml::to_toml(&swarm::name(o.seed), &o.config),
-        );
+        let text = swarm::failure_file(o, &path);
         let written = write_file(&path, &text);
         eprintln!(
             "seed {}: FAILED {} at {:.3}s: {} (replay: nefele-sim run --scenario {})",
