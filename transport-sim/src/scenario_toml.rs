@@ -69,30 +69,29 @@ pub fn to_toml(name: &str, config: &SimConfig) -> String {
     if let Some(random) = &config.random_faults {
         top.insert("random_faults".into(), value(random));
     }
-    let faults = config
-        .faults
-        .iter()
-        .map(|fault| {
-            let mut entry = toml::Table::new();
-            entry.insert("at".into(), duration_text(fault.at));
-            if let Some(d) = fault.duration {
-                entry.insert("duration".into(), duration_text(d));
-            }
-            match &fault.action {
-                // A unit variant serializes as a string; the file spells it `heal = true`.
-                FaultAction::Heal => {
-                    entry.insert("heal".into(), Value::Boolean(true));
+    let mut text = toml::to_string(&top).expect("a TOML table serializes");
+    // Faults are written by hand, one `[[faults]]` entry each with its action as an
+    // inline table (`partition = { a = { rack = 3 }, b = "all", asymmetric = false }`),
+    // which reads far better than the nested tables the serializer would write.
+    for fault in &config.faults {
+        text.push_str(&format!("\n[[faults]]\nat = {}\n", duration_text(fault.at)));
+        if let Some(d) = fault.duration {
+            text.push_str(&format!("duration = {}\n", duration_text(d)));
+        }
+        match &fault.action {
+            // A unit variant serializes as a string; the file spells it `heal = true`.
+            FaultAction::Heal => text.push_str("heal = true\n"),
+            action => match value(action) {
+                Value::Table(t) => {
+                    for (key, v) in t {
+                        text.push_str(&format!("{key} = {v}\n"));
+                    }
                 }
-                action => match value(action) {
-                    Value::Table(t) => entry.extend(t),
-                    other => panic!("fault action {other} is not a table"),
-                },
-            }
-            Value::Table(entry)
-        })
-        .collect();
-    top.insert("faults".into(), Value::Array(faults));
-    toml::to_string(&top).expect("a TOML table serializes")
+                other => panic!("fault action {other} is not a table"),
+            },
+        }
+    }
+    text
 }
 
 /// One `[[federation]]` entry (the seed list is the simulator's, not the file's).
