@@ -53,6 +53,10 @@ pub fn fails<'a>(
     }
 }
 
+/// A pass: from the current configuration and the time it fails, smaller candidates
+/// described in words, in the order to try them.
+type Pass = fn(&SimConfig, Duration) -> Vec<(String, SimConfig)>;
+
 /// Limits on the search.
 pub struct Options<'a> {
     /// Candidates run at once.
@@ -122,7 +126,7 @@ pub fn shrink(
         judge,
         options,
     };
-    let passes: [fn(&SimConfig, Duration) -> Vec<(String, SimConfig)>; 8] = [
+    let passes: [Pass; 8] = [
         truncate,
         materialize,
         drop_faults,
