@@ -145,6 +145,9 @@ struct RunArgs {
     /// Write the trace here (Chrome trace JSON, or JSON lines if the name ends in .jsonl).
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
+    /// Write a self-contained HTML page of plots over simulated time here.
+    #[arg(long, value_name = "FILE.html")]
+    html: Option<PathBuf>,
     /// The trace's format, if not implied by its name.
     #[arg(long, value_enum, requires = "trace")]
     trace_format: Option<TraceFormat>,
@@ -284,6 +287,9 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         None => None,
     };
 
+    if args.html.is_some() {
+        sim.record_timeline();
+    }
     let duration = scenario.config.duration;
     let bar = progress_bar(duration, args.quiet);
     let started = Instant::now();
@@ -314,7 +320,16 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         }
         pending.commit()?;
     }
-    print_summary(&report, scenario.description.as_deref());
+    let summary = summary_lines(&report, scenario.description.as_deref());
+    if let (Some(path), Some(timeline)) = (&args.html, sim.timeline()) {
+        let title = format!("nefele-sim: {} (seed {})", scenario.name, report.seed);
+        let page =
+            nefele_sim::html::page(&title, &summary, timeline).map_err(|e| io_failure(path, e))?;
+        write_file(path, &page)?;
+    }
+    for line in &summary {
+        println!("{line}");
+    }
     Ok(())
 }
 
@@ -332,15 +347,17 @@ fn progress_bar(duration: Duration, quiet: bool) -> ProgressBar {
     bar
 }
 
-fn print_summary(r: &Report, description: Option<&str>) {
-    println!(
+/// The run's summary, line by line, ending with `trace_hash=<hex>`.
+fn summary_lines(r: &Report, description: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    out.push(format!(
         "scenario {}: {} agents, seed {}, {:.1} simulated s in {:.2} s wall",
         r.scenario, r.nodes, r.seed, r.sim_seconds, r.wall_seconds
-    );
+    ));
     if let Some(d) = description {
-        println!("  {d}");
+        out.push(format!("  {d}"));
     }
-    println!(
+    out.push(format!(
         "events {} ({:.0}/s); messages delivered {}, dropped {} (loss {}, partition {}, down {}); faults {}",
         r.events,
         r.events_per_second,
@@ -350,19 +367,22 @@ fn print_summary(r: &Report, description: Option<&str>) {
         r.stats.dropped_partition,
         r.stats.dropped_down,
         r.stats.faults,
-    );
-    println!(
+    ));
+    out.push(format!(
         "largest message {} bytes; peak memory {:.1} MiB ({} bytes per agent)",
         r.stats.max_message_bytes,
         r.peak_rss_bytes as f64 / (1 << 20) as f64,
         r.rss_bytes_per_agent
-    );
+    ));
     let rejected: u64 = r.stats.rejected.values().sum();
-    println!("rejected peer messages {rejected} {:?}", r.stats.rejected);
+    out.push(format!(
+        "rejected peer messages {rejected} {:?}",
+        r.stats.rejected
+    ));
     let f = &r.federation;
     if let Some(p) = &f.primary {
         let secs = |s: Option<f64>| s.map_or_else(|| "never".to_owned(), |s| format!("{s:.2}s"));
-        println!(
+        out.push(format!(
             "federation {}: converged at {}, {} top group(s), depth {}, {} groups (largest {}), last repair {}, {:.1} msgs/agent/s, detection p99 {}, false removals {}",
             p.name,
             secs(p.converged_at_s),
@@ -374,9 +394,9 @@ fn print_summary(r: &Report, description: Option<&str>) {
             f.control_msgs_per_agent_per_s,
             f.detection_p99_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0}ms")),
             f.false_removals,
-        );
+        ));
         if let Some(why) = &p.last_failure {
-            println!("  not converged at the end: {why}");
+            out.push(format!("  not converged at the end: {why}"));
         }
     }
     let placers = r.placement.iter().flat_map(|p| {
@@ -389,7 +409,7 @@ fn print_summary(r: &Report, description: Option<&str>) {
     for (name, n) in placers {
         let Some(n) = n else { continue };
         let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}ms"));
-        println!(
+        out.push(format!(
             "placement {name}: {} requests, {} placed ({} gangs of {}), {} rejected, {} unanswered, {} processes; utilisation cpu {:.1}% mem {:.1}%; latency p50 {} p99 {} (placed p50 {} p99 {}, rejected p99 {}); {:.1} msgs/request; local {:.1}%",
             n.requests,
             n.placed_requests,
@@ -407,19 +427,20 @@ fn print_summary(r: &Report, description: Option<&str>) {
             ms(n.rejected_latency_p99_ms),
             n.msgs_per_request,
             n.local_fraction * 100.0,
-        );
+        ));
     }
     match &r.invariants.first_violation {
-        None => println!(
+        None => out.push(format!(
             "invariants: {} checks, {} violations",
             r.invariants.checks, r.invariants.violations
-        ),
-        Some(v) => println!(
+        )),
+        Some(v) => out.push(format!(
             "invariants: {} checks, {} violations; first at {:.3}s: {}: {}",
             r.invariants.checks, r.invariants.violations, v.at_s, v.invariant, v.message
-        ),
+        )),
     }
-    println!("trace_hash={}", r.trace_hash);
+    out.push(format!("trace_hash={}", r.trace_hash));
+    out
 }
 
 fn jobs(flag: Option<u64>) -> usize {

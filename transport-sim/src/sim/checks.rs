@@ -80,6 +80,29 @@ impl Simulation {
         for (name, result) in results {
             self.checker.record(self.now, name, result, true);
         }
+        if let Some(timeline) = &mut self.timeline {
+            let federation = self.federation.reports().first();
+            let shape = federation.map(|f| f.shape.clone()).unwrap_or_default();
+            let (requests, placed, rejected) = self.placement.counts();
+            let utilization = self.placement.last_utilization();
+            let (placed_ns, rejected_ns) = self.placement.latencies_ns();
+            let sample = crate::timeline::Sample {
+                t_s: now.as_secs_f64(),
+                live_agents: agents.iter().filter(|a| a.is_some()).count() as u32,
+                groups: shape.groups,
+                depth: shape.depth,
+                top_groups: shape.top_groups,
+                federation_holds: federation.is_some_and(|f| f.holds_at_end),
+                requests,
+                placed,
+                rejected,
+                cpu_utilization: sample.then(|| utilization.map(|u| u.0)).flatten(),
+                memory_utilization: sample.then(|| utilization.map(|u| u.1)).flatten(),
+                violations: self.checker.report().violations,
+                ..crate::timeline::Sample::default()
+            };
+            timeline.sample(sample, placed_ns, rejected_ns);
+        }
         self.max_frame_since_check = 0;
     }
 }
