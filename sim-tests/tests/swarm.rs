@@ -289,3 +289,29 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
         "{stdout}"
     );
 }
+
+/// Failures the swarm found, shrunk (`tests/regressions/swarm/`): each must pass once
+/// its cause is fixed. Ignored until then: placement's all-or-nothing bug under loss
+/// and duplication (issue 15) is being fixed in `core/src/placement` elsewhere; run
+/// with `cargo test -p nefele-sim-tests --test swarm -- --ignored`.
+#[test]
+#[ignore = "placement.all_or_nothing under loss: fixed in core/src/placement on another branch"]
+fn shrunk_swarm_failures_pass() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the regressions directory")
+        .map(|e| e.expect("an entry").path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for file in files {
+        let config = scenario::load(&file).expect("a valid scenario").config;
+        let outcome = swarm::run_config(config, &|_| {});
+        assert!(
+            outcome.failures.is_empty(),
+            "{}: {:?}",
+            file.display(),
+            outcome.first_failure()
+        );
+    }
+}
