@@ -315,3 +315,49 @@ fn shrunk_swarm_failures_pass() {
         );
     }
 }
+
+/// Bad bounds exit 2 naming them; shrinking a scenario that fails nothing exits 1
+/// saying so, and writes nothing.
+#[test]
+fn the_commands_refuse_what_they_cannot_do() {
+    let Some(binary) =
+        nefele_test_support::require_ok(nefele_sim_binary(), "the nefele-sim binary")
+    else {
+        return;
+    };
+    let dir = scratch("swarm_refusals");
+    let bounds = Command::new(&binary)
+        .args([
+            "swarm",
+            "--seeds",
+            "1",
+            "--min-nodes",
+            "100",
+            "--max-nodes",
+            "50",
+        ])
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .expect("nefele-sim runs");
+    let message = String::from_utf8_lossy(&bounds.stderr);
+    assert_eq!(bounds.status.code(), Some(2), "{message}");
+    assert!(message.contains("nodes"), "{message}");
+
+    let passing = dir.join("quiet.toml");
+    std::fs::write(&passing, "nodes = 20\nduration = \"3s\"\n").expect("written");
+    let shrink = Command::new(&binary)
+        .arg("shrink")
+        .arg(&passing)
+        .output()
+        .expect("nefele-sim runs");
+    let message = String::from_utf8_lossy(&shrink.stderr);
+    assert_eq!(shrink.status.code(), Some(1), "{message}");
+    assert!(message.contains("fails no invariant"), "{message}");
+    let mut left: Vec<_> = std::fs::read_dir(&dir)
+        .expect("scratch")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["quiet.toml"], "nothing written");
+}

@@ -1,10 +1,12 @@
-//! `nefele-sim`: runs a seeded simulation of a Nefele datacenter.
+//! `nefele-sim`: runs a seeded simulation of a Nefele datacenter (`run`), many seeds
+//! of drawn configurations (`swarm`, see `nefele_sim::swarm`), and cuts a failing
+//! scenario down (`shrink`, see `nefele_sim::shrink`).
 //!
 //! `nefele-sim run` with no flags simulates 1,000 agents for 60 simulated
 //! seconds. Flags override the scenario file, which overrides the defaults.
 //! Bad flags or a bad scenario file exit with code 2 before anything runs, and
-//! the report and trace files are written under temporary names and renamed
-//! into place only when complete.
+//! the report, trace, page and scenario files are written under temporary names and
+//! renamed into place only when complete. `swarm` exits with code 1 if a seed fails.
 
 use clap::{Args, Parser, Subcommand};
 
@@ -485,7 +487,6 @@ fn swarm(args: &SwarmArgs) -> Result<(), Failure> {
         .first_seed
         .checked_add(args.seeds)
         .ok_or_else(|| bad_input("--first-seed + --seeds overflows"))?;
-    std::fs::create_dir_all(&args.out).map_err(|e| io_failure(&args.out, e))?;
     let write_error = std::sync::Mutex::new(None);
     let on_outcome = |o: &swarm::SeedOutcome| {
         let Some(first) = o.first_failure() else {
@@ -499,7 +500,9 @@ fn swarm(args: &SwarmArgs) -> Result<(), Failure> {
         };
         let path = args.out.join(format!("swarm-seed-{}.toml", o.seed));
         let text = swarm::failure_file(o, &path);
-        let written = write_file(&path, &text);
+        let written = std::fs::create_dir_all(&args.out)
+            .map_err(|e| io_failure(&args.out, e))
+            .and_then(|()| write_file(&path, &text));
         eprintln!(
             "seed {}: FAILED {} at {:.3}s: {} (replay: nefele-sim run --scenario {})",
             o.seed,
