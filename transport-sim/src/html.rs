@@ -1,6 +1,6 @@
 //! Pictures of a run: one self-contained HTML page of SVG plots over simulated time
 //! (`nefele-sim run --html FILE`), drawn from a [`Timeline`] with plotters' SVG
-//! backend. No script, no style sheet and nothing fetched: the page is the plots,
+//! backend; and of a swarm (`nefele-sim swarm --html FILE`): its summary and its seeds. No script, no style sheet and nothing fetched: the page is the plots,
 //! the run's summary lines and the list of faults.
 //!
 //! Plots: messages delivered per second by kind (the eight busiest kinds, the rest
@@ -8,6 +8,7 @@
 //! depth and top groups; placement's requests, placements and rejections per second;
 //! reply latency p50 and p99; utilisation; violations so far.
 
+use crate::swarm::{SeedOutcome, Summary};
 use crate::timeline::{Sample, Timeline};
 use plotters::prelude::*;
 use std::collections::BTreeMap;
@@ -122,6 +123,60 @@ pub fn page(title: &str, summary: &[String], timeline: &Timeline) -> Result<Stri
         );
     }
     html.push_str("</table>\n</body></html>\n");
+    Ok(html)
+}
+
+/// The page of a swarm: its summary table, and every seed as a point (agents against
+/// simulated seconds), green if it passed and red if it failed.
+pub fn swarm_page(summary: &Summary, outcomes: &[SeedOutcome]) -> Result<String, HtmlError> {
+    let mut html = String::new();
+    let _ = write!(
+        html,
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>nefele-sim swarm</title></head>\n\
+         <body style=\"font-family: sans-serif; max-width: {WIDTH}px; margin: auto\">\n\
+         <h1>nefele-sim swarm</h1>\n<pre>{}</pre>\n<h2>Seeds: agents and simulated time (red: failed)</h2>\n",
+        escape(&summary.to_string())
+    );
+    let x_max = outcomes
+        .iter()
+        .map(|o| f64::from(o.config.nodes))
+        .fold(1.0, f64::max)
+        * 1.05;
+    let y_max = outcomes
+        .iter()
+        .map(|o| o.config.duration.as_secs_f64())
+        .fold(1.0, f64::max)
+        * 1.05;
+    let mut svg = String::new();
+    let drawn: Result<(), String> = (|| {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT * 3 / 2)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut c = ChartBuilder::on(&root)
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+            .map_err(|e| e.to_string())?;
+        c.configure_mesh()
+            .x_desc("agents")
+            .y_desc("simulated s")
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let (pass, fail) = (RGBColor(40, 160, 60), RGBColor(220, 40, 40));
+        c.draw_series(outcomes.iter().map(|o| {
+            let color = if o.failed() { fail } else { pass };
+            let at = (f64::from(o.config.nodes), o.config.duration.as_secs_f64());
+            Circle::new(at, if o.failed() { 5 } else { 3 }, color.filled())
+        }))
+        .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())
+    })();
+    drawn.map_err(|message| HtmlError {
+        chart: "seeds".to_owned(),
+        message,
+    })?;
+    html.push_str(&svg);
+    html.push_str("\n</body></html>\n");
     Ok(html)
 }
 
@@ -309,5 +364,21 @@ mod tests {
         assert!(html.contains("test &lt;run&gt;") && html.contains("line &amp; more"));
         assert!(html.contains("restart n7"), "the fault list");
         assert!(html.contains("discovery."), "message kinds in the legend");
+    }
+
+    #[test]
+    fn a_swarm_s_page_has_its_summary_and_a_point_per_seed() {
+        let limits = crate::swarm::Limits {
+            min_nodes: 10,
+            max_nodes: 20,
+            min_duration: Duration::from_secs(20),
+            max_duration: Duration::from_secs(20),
+        };
+        let outcomes = crate::swarm::run_seeds(1..4, &limits, 1, &|_| {}, &|| true, &|_| {});
+        let summary = Summary::of(&outcomes);
+        let html = swarm_page(&summary, &outcomes).expect("drawn");
+        assert!(html.contains("swarm: 3 seeds (1..=3)"), "{html}");
+        assert_eq!(html.matches("<circle").count(), 3, "{html}");
+        assert!(!html.contains("<script"));
     }
 }

@@ -77,6 +77,9 @@ struct SwarmArgs {
     /// The longest simulated run a seed draws.
     #[arg(long, default_value = "90s", value_parser = parse_duration)]
     max_duration: Duration,
+    /// Write the summary and a plot of the seeds as a self-contained HTML page here.
+    #[arg(long, value_name = "FILE.html")]
+    html: Option<PathBuf>,
     /// No line per seed on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -528,6 +531,11 @@ fn swarm(args: &SwarmArgs) -> Result<(), Failure> {
         &on_outcome,
     );
     let summary = Summary::of(&outcomes);
+    if let Some(path) = &args.html {
+        let page =
+            nefele_sim::html::swarm_page(&summary, &outcomes).map_err(|e| io_failure(path, e))?;
+        write_file(path, &page)?;
+    }
     print!("{summary}");
     eprintln!(
         "{} seeds in {:.1} s wall",
