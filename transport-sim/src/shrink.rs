@@ -473,7 +473,7 @@ mod tests {
         let candidates = drop_faults(&faults(5), Duration::ZERO);
         let left: Vec<usize> = candidates.iter().map(|(_, c)| c.faults.len()).collect();
         // all; halves of 3 and 2; then chunks of 2 (2, 2, 1); then single faults.
-        assert_eq!(left, vec![0, 2, 3, 3, 3, 4, 4, 4, 4, 4]);
+        assert_eq!(left, vec![0, 2, 3, 3, 3, 4, 4, 4, 4, 4, 4]);
     }
 
     #[test]
