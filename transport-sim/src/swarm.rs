@@ -139,8 +139,7 @@ pub fn draw(seed: u64, limits: &Limits) -> SimConfig {
     let quiet = quiet_phase(&config);
     let min = limits.min_duration.max(quiet + Duration::from_secs(10));
     let max = limits.max_duration.max(min);
-    config.duration =
-        Duration::from_secs(rng.gen_range(min.as_secs()..=max.as_secs().max(min.as_secs())));
+    config.duration = Duration::from_secs(rng.gen_range(min.as_secs()..=max.as_secs()));
     let faults_end = config.duration - quiet;
 
     if rng.gen_bool(0.75) {
