@@ -30,12 +30,17 @@ impl Simulation {
 
     pub(super) fn check(&mut self) {
         let now = self.now;
+        // How long after a failed reply its processes may still run, and after its
+        // expiry a lease may still be held (the hosts' timeouts).
+        let p = &self.config.agent.services.placement;
+        let grace = p.lease + p.create_timeout + p.confirm_timeout * 2 + self.config.check.interval;
         let locals: Vec<Time> = self
             .hosts
             .iter()
             .map(|h| {
-                // A paused host runs no timers: its leases wait with it.
-                if h.paused_until > now {
+                // A paused host runs no timers: its leases wait with it, and once it
+                // resumes it has the grace period to release those that expired.
+                if h.paused_until > now || now.saturating_since(h.paused_until) < grace {
                     Time::ZERO
                 } else {
                     h.clock.reading(now)
@@ -68,8 +73,6 @@ impl Simulation {
             self.checker.record(self.now, "federation", result, settled);
         }
         // Placement's invariants hold at all times, faults or not.
-        let p = &self.config.agent.services.placement;
-        let grace = p.lease + p.create_timeout + p.confirm_timeout * 2 + self.config.check.interval;
         let sample = self.config.workload.as_ref().is_some_and(|w| {
             let t = self.now.saturating_since(Time::ZERO);
             t >= w.start && w.stop.is_none_or(|s| t <= s)
