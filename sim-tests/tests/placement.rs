@@ -809,3 +809,21 @@ fn placement_rides_the_instance_it_names_and_only_its_beats_carry_it() {
     }
     assert!(summaries.iter().all(|&n| n > 0), "{summaries:?}");
 }
+
+/// Regression (issue 15): issue 15's `place-chaos` shrunk by hand (40 hosts, 7 s,
+/// loss, duplication, reordering and racks cut off). A single lost `Create` or
+/// `Created` failed a whole gang, and a host cut off from the requester could not
+/// hear the `Abort`: its processes outlived the grace, which the check demanded of
+/// hosts that could not be told. It failed `placement.all_or_nothing` before the fix.
+#[test]
+fn the_shrunk_place_chaos_scenario_holds_its_invariants() {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/place-chaos-shrunk.toml");
+    let s = nefele_sim::scenario::load(&path).unwrap();
+    let mut sim = Simulation::new(s.config).unwrap();
+    sim.run(|_| {});
+    let inv = sim.invariants();
+    assert_eq!(inv.violations, 0, "{inv:?}");
+    let figures = sim.placement_figures();
+    assert!(figures.placed_gang_requests > 300, "{figures:?}");
+}

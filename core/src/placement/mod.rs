@@ -48,9 +48,11 @@
 //!    the requester sends `Confirm` and replies to its client. Hosts that
 //!    reserved but were not chosen get `Abort`, which frees their lease at once.
 //! 6. **Failure**: if the request cannot be covered, it fails with the resource
-//!    that is short. If a chosen host does not answer `Created` within
-//!    `create_timeout`, the requester sends `Abort` everywhere (hosts kill the
-//!    request's processes) and replies `Aborted`. A host holding provisional
+//!    that is short. A chosen host whose `Created` has not come is sent its
+//!    `Create` again every quarter of `create_timeout` (creation is idempotent, so
+//!    one lost message does not fail a gang); if it still has not answered
+//!    `Created` within `create_timeout`, the requester sends `Abort` everywhere
+//!    (hosts kill the request's processes) and replies `Aborted`. A host holding provisional
 //!    processes unconfirmed after `confirm_timeout` asks the requester (`Query`),
 //!    and asks again every `confirm_timeout` while it is silent; an unknown or
 //!    aborted request, or silence for `orphan_timeout` since the processes were

@@ -82,7 +82,40 @@ pub(super) struct Pending {
     retried: bool,
     /// When the client asked.
     since: Time,
+    /// While creating: when the request fails if a `Created` is still missing.
+    creating_until: Time,
 }
+
+impl Pending {
+    /// The `Create` messages for `host`'s share of the plan, batched under the MTU;
+    /// the flag marks the last one.
+    fn batches_for(&self, host: NodeId) -> Vec<(Vec<CreateItem>, bool)> {
+        let mut batches = Vec::new();
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for &i in self.plan.get(&host).map_or(&[][..], Vec::as_slice) {
+            let (spec, demand) = &self.items[usize::from(i)];
+            let item = CreateItem {
+                index: i,
+                tenant: self.tenant,
+                demand: *demand,
+                spec: spec.clone(),
+            };
+            let len = size_of(&item);
+            if bytes + len > BATCH_BYTES && !batch.is_empty() {
+                batches.push((std::mem::take(&mut batch), false));
+                bytes = 0;
+            }
+            bytes += len;
+            batch.push(item);
+        }
+        batches.push((batch, true));
+        batches
+    }
+}
+
+/// How many times, at most, the requester sends a host's `Create` within `create_timeout`.
+const CREATE_SENDS: u32 = 4;
 
 #[derive(Debug, Default)]
 pub(super) struct RequesterState {
@@ -151,6 +184,7 @@ impl Placement {
             near,
             retried: false,
             since: now,
+            creating_until: now,
         };
         self.req.pending.insert(key.seq, p);
         self.begin(now, tree, key.seq);
@@ -327,7 +361,7 @@ impl Placement {
         match p.phase {
             Phase::Backoff => self.begin(now, tree, seq),
             Phase::Offers => self.consolidate(now, tree, seq),
-            Phase::Creating => self.fail(now, seq, SpawnError::Aborted),
+            Phase::Creating => self.creating_due(now, seq),
         }
     }
 
@@ -412,6 +446,7 @@ impl Placement {
         };
         p.phase = Phase::Creating;
         p.plan = chosen;
+        p.creating_until = now + self.config.create_timeout;
         let (key, tenant) = (p.key, p.tenant);
         let unused: Vec<NodeId> = p
             .offers
@@ -419,28 +454,11 @@ impl Placement {
             .filter(|(h, c)| !p.plan.contains_key(h) && c.iter().any(|n| *n > 0))
             .map(|(h, _)| *h)
             .collect();
-        let mut batches: Vec<(NodeId, Vec<CreateItem>, bool)> = Vec::new();
-        for (host, idx) in &p.plan {
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            for &i in idx {
-                let (spec, demand) = &p.items[usize::from(i)];
-                let item = CreateItem {
-                    index: i,
-                    tenant: p.tenant,
-                    demand: *demand,
-                    spec: spec.clone(),
-                };
-                let len = size_of(&item);
-                if bytes + len > BATCH_BYTES && !batch.is_empty() {
-                    batches.push((*host, std::mem::take(&mut batch), false));
-                    bytes = 0;
-                }
-                bytes += len;
-                batch.push(item);
-            }
-            batches.push((*host, batch, true));
-        }
+        let batches: Vec<(NodeId, Vec<CreateItem>, bool)> = p
+            .plan
+            .keys()
+            .flat_map(|h| p.batches_for(*h).into_iter().map(|(i, l)| (*h, i, l)))
+            .collect();
         for h in unused {
             if h == self.me {
                 self.release(key);
@@ -448,7 +466,7 @@ impl Placement {
                 self.send(h, PlacementMsg::Abort { key });
             }
         }
-        self.set_deadline(seq, now + self.config.create_timeout);
+        self.set_deadline(seq, now + self.create_resend());
         for (host, items, last) in batches {
             if host == self.me {
                 match self.create(now, key, items, last) {
@@ -459,6 +477,35 @@ impl Placement {
                 self.send(host, PlacementMsg::Create { key, items, last });
             }
         }
+    }
+
+    /// How long the requester waits for a host's `Created` before it sends that
+    /// host's `Create` again (a lost message must not abort a whole gang).
+    fn create_resend(&self) -> Duration {
+        self.config.create_timeout / CREATE_SENDS
+    }
+
+    /// Still creating: sends `Create` again to every chosen host whose `Created` has not
+    /// come (creation is idempotent per index), or fails once `create_timeout` is up.
+    fn creating_due(&mut self, now: Time, seq: u64) {
+        let Some(p) = self.req.pending.get(&seq) else {
+            return;
+        };
+        if now >= p.creating_until {
+            return self.fail(now, seq, SpawnError::Aborted);
+        }
+        let key = p.key;
+        let silent: Vec<(NodeId, Vec<CreateItem>, bool)> = p
+            .plan
+            .iter()
+            .filter(|(h, idx)| **h != self.me && idx.iter().any(|i| !p.pids.contains_key(i)))
+            .flat_map(|(h, _)| p.batches_for(*h).into_iter().map(|(i, l)| (*h, i, l)))
+            .collect();
+        let next = (now + self.create_resend()).min(p.creating_until);
+        for (host, items, last) in silent {
+            self.send(host, PlacementMsg::Create { key, items, last });
+        }
+        self.set_deadline(seq, next);
     }
 
     pub(super) fn on_created(&mut self, now: Time, from: NodeId, key: ReqKey, pids: &[(u16, Pid)]) {
@@ -599,5 +646,80 @@ impl Placement {
     pub(super) fn next_token(&mut self) -> u64 {
         self.req.next_token += 1;
         self.req.next_token
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::HostResources;
+    use crate::ids::Incarnation;
+    use crate::placement::PlacementConfig;
+    use crate::service::Service;
+
+    type Out = ServiceOutput<PlacementMsg>;
+
+    /// A requester whose request for two processes is committed to host 2, creating.
+    fn creating() -> (Placement, ReqKey) {
+        let mut p = Placement::new(NodeId(1), Incarnation(1), PlacementConfig::default());
+        p.set_capacity(&HostResources::default());
+        let pending = planner::tests::pending(&[500, 500]);
+        let key = pending.key;
+        p.req.pending.insert(key.seq, pending);
+        let tree = TreeView::empty(NodeId(1));
+        let plan = BTreeMap::from([(NodeId(2), vec![0, 1])]);
+        p.commit(Time::ZERO, &tree, key.seq, plan);
+        (p, key)
+    }
+
+    /// The creations sent to host 2 and the reply, as the requester's timers fire up
+    /// to `until`.
+    fn run(p: &mut Placement, until: Time) -> (usize, Option<ApiReply>) {
+        let tree = TreeView::empty(NodeId(1));
+        let (mut creates, mut reply) = (0, None);
+        loop {
+            for out in std::iter::from_fn(|| p.poll_output()) {
+                match out {
+                    Out::Send(NodeId(2), PlacementMsg::Create { .. }) => creates += 1,
+                    Out::Reply(_, r) => reply = Some(r),
+                    _ => {}
+                }
+            }
+            match p.next_timeout().filter(|t| *t <= until) {
+                Some(t) => p.on_timeout(t, &tree),
+                None => return (creates, reply),
+            }
+        }
+    }
+
+    /// Regression (issue 15): one lost `Create` or `Created` failed the whole request
+    /// at `create_timeout`, so under 1% loss about a third of the 32-host gangs
+    /// failed, and each failure left processes that hosts cut off from the requester
+    /// could not be told to kill. The requester now sends `Create` again to a silent
+    /// host before it gives up.
+    #[test]
+    fn a_silent_host_gets_its_create_again_before_the_request_fails() {
+        let (mut p, key) = creating();
+        let timeout = p.config.create_timeout;
+        let (creates, reply) = run(&mut p, Time::ZERO + timeout / 2);
+        assert_eq!(reply, None);
+        assert!(creates >= 2, "{creates} creates sent in half the timeout");
+        let pids = [
+            (0, Pid::new(NodeId(2), Incarnation(1), 1)),
+            (1, Pid::new(NodeId(2), Incarnation(1), 2)),
+        ];
+        p.on_created(Time::ZERO + timeout / 2, NodeId(2), key, &pids);
+        let (_, reply) = run(&mut p, Time::ZERO + timeout * 2);
+        assert!(
+            matches!(reply, Some(ApiReply::Spawned(Ok(ref v))) if v.len() == 2),
+            "{reply:?}"
+        );
+
+        // A host that stays silent still fails the request at `create_timeout`, and
+        // no more than `CREATE_SENDS` creations were sent.
+        let (mut p, _) = creating();
+        let (creates, reply) = run(&mut p, Time::ZERO + timeout * 2);
+        assert_eq!(reply, Some(ApiReply::Spawned(Err(SpawnError::Aborted))));
+        assert_eq!(creates, CREATE_SENDS as usize);
     }
 }
