@@ -33,10 +33,10 @@ pub(super) struct Lease {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Provisional {
     pub(super) pids: BTreeMap<u16, Pid>,
-    pub(super) queried: bool,
+    /// When the requester is asked (again).
     pub(super) deadline: Time,
-    /// When the first of these processes was created (the orphan clock starts here).
-    pub(super) created: Time,
+    /// The wait before the next query but one (doubles up to `query_backoff_max`).
+    pub(super) backoff: Duration,
 }
 
 /// One process this agent hosts.
@@ -234,9 +234,8 @@ impl Placement {
             fresh = true;
             super::host_side::Provisional {
                 pids: BTreeMap::new(),
-                queried: false,
                 deadline,
-                created: now,
+                backoff: self.config.confirm_timeout,
             }
         });
         let mut starts = Vec::new();
@@ -358,20 +357,16 @@ impl Placement {
         if p.deadline > now {
             return;
         }
-        if p.queried && now.saturating_since(p.created) >= self.config.orphan_timeout {
-            // The requester stayed silent all along: an orphan of a crashed requester.
-            self.on_abort(now, key);
+        // Ask (again), waiting longer each time: silence alone never kills (a
+        // partitioned requester answers once the partition heals; see the module docs).
+        p.backoff = (p.backoff * 2).min(self.config.query_backoff_max);
+        p.deadline = now + p.backoff;
+        let at = p.deadline;
+        self.set_timer(at, Timer::Provisional(key));
+        if key.requester == self.me {
+            self.on_query(self.me, key);
         } else {
-            // Ask (again): a partitioned requester answers once the partition heals.
-            p.queried = true;
-            p.deadline = now + self.config.confirm_timeout;
-            let at = p.deadline;
-            self.set_timer(at, Timer::Provisional(key));
-            if key.requester == self.me {
-                self.on_query(self.me, key);
-            } else {
-                self.send(key.requester, PlacementMsg::Query { key });
-            }
+            self.send(key.requester, PlacementMsg::Query { key });
         }
     }
 

@@ -76,7 +76,8 @@ impl Simulation {
         let interval = self.config.check.interval;
         let grace = Grace {
             after_reply: p.lease + p.create_timeout + p.confirm_timeout * 2 + interval,
-            settle: p.confirm_timeout * 4 + interval,
+            // The host's next query (at most `query_backoff_max` away), then a few more.
+            settle: p.query_backoff_max + p.confirm_timeout * 4 + interval,
         };
         // Connected: both up and running, neither direction cut, and a network that
         // loses few enough messages for a query and its answer to pass within `settle`.

@@ -114,6 +114,9 @@ impl Pending {
     }
 }
 
+/// The most failed requests a requester remembers (past it, the oldest is forgotten).
+pub const MAX_FAILED: usize = 4096;
+
 /// How many times, at most, the requester sends a host's `Create` within `create_timeout`.
 const CREATE_SENDS: u32 = 4;
 
@@ -123,8 +126,10 @@ pub(super) struct RequesterState {
     next_seq: u64,
     ops: BTreeMap<u64, Op>,
     next_token: u64,
-    /// Requests confirmed, kept so that a host's `Query` can be answered.
-    completed: BTreeMap<u64, Time>,
+    /// Requests of this life that failed after their `Create`s were sent, with when
+    /// they are forgotten, so that a host's `Query` is answered `Abort` (see the
+    /// module docs of `placement`: any other request is presumed placed).
+    failed: BTreeMap<u64, Time>,
     /// `ps` walks in flight.
     pub(super) ps: BTreeMap<u64, super::ps::PsWalk>,
     /// Hosts the federation removed for silence, until they are heard from again: a
@@ -537,11 +542,6 @@ impl Placement {
                 self.send(*host, PlacementMsg::Confirm { key });
             }
         }
-        // Hosts ask about unconfirmed processes for up to `orphan_timeout`: answer
-        // them for longer than that.
-        let until = now + self.config.orphan_timeout + self.config.confirm_timeout * 4;
-        self.req.completed.insert(key.seq, until);
-        self.set_timer(until, Timer::Done(key));
         self.outbox
             .push_back(ServiceOutput::Notice(ServiceNotice::Placed {
                 processes: p.items.len() as u32,
@@ -605,6 +605,15 @@ impl Placement {
         let Some(p) = self.req.pending.remove(&seq) else {
             return;
         };
+        if p.phase == Phase::Creating {
+            // Hosts may hold processes of it: remember to answer their queries `Abort`.
+            if self.req.failed.len() >= MAX_FAILED {
+                self.req.failed.pop_first();
+            }
+            let until = now + self.config.failed_retention;
+            self.req.failed.insert(seq, until);
+            self.set_timer(until, Timer::Done(p.key));
+        }
         self.release_all(now, &p);
         self.reply(p.request, ApiReply::Spawned(Err(error)));
     }
@@ -614,7 +623,11 @@ impl Placement {
         if self.mine(key) && self.req.pending.contains_key(&key.seq) {
             return; // Still being decided: the requester's own deadline settles it.
         }
-        let confirmed = self.mine(key) && self.req.completed.contains_key(&key.seq);
+        // Presumed commit: a request of this life that sent `Create` and is not
+        // recorded as failed was placed; an earlier life's requests are all dead.
+        let confirmed = self.mine(key)
+            && key.seq <= self.req.next_seq
+            && !self.req.failed.contains_key(&key.seq);
         let msg = if confirmed {
             PlacementMsg::Confirm { key }
         } else {
@@ -636,9 +649,9 @@ impl Placement {
         }
     }
 
-    pub(super) fn forget_completed(&mut self, now: Time, key: ReqKey) {
-        if self.mine(key) && self.req.completed.get(&key.seq).is_some_and(|t| *t <= now) {
-            self.req.completed.remove(&key.seq);
+    pub(super) fn forget_failed(&mut self, now: Time, key: ReqKey) {
+        if self.mine(key) && self.req.failed.get(&key.seq).is_some_and(|t| *t <= now) {
+            self.req.failed.remove(&key.seq);
         }
     }
 
@@ -670,6 +683,15 @@ mod tests {
         let plan = BTreeMap::from([(NodeId(2), vec![0, 1])]);
         p.commit(Time::ZERO, &tree, key.seq, plan);
         (p, key)
+    }
+
+    /// The key of this requester's first request.
+    fn key_of(p: &Placement) -> ReqKey {
+        ReqKey {
+            requester: p.me,
+            incarnation: p.incarnation,
+            seq: 1,
+        }
     }
 
     /// The creations sent to host 2 and the reply, as the requester's timers fire up
@@ -719,7 +741,15 @@ mod tests {
         // no more than `CREATE_SENDS` creations were sent.
         let (mut p, _) = creating();
         let (creates, reply) = run(&mut p, Time::ZERO + timeout * 2);
+        assert!(p.req.pending.is_empty());
         assert_eq!(reply, Some(ApiReply::Spawned(Err(SpawnError::Aborted))));
         assert_eq!(creates, CREATE_SENDS as usize);
+        // A host asking later about it is told `Abort` (it is recorded as failed).
+        let key = key_of(&p);
+        assert!(p.req.failed.contains_key(&key.seq), "recorded as failed");
+        p.on_query(NodeId(2), key);
+        let abort = std::iter::from_fn(|| p.poll_output())
+            .any(|o| o == Out::Send(NodeId(2), PlacementMsg::Abort { key }));
+        assert!(abort);
     }
 }
