@@ -386,8 +386,11 @@ impl Placement {
             }
             PlacementMsg::Created { key, pids } => self.on_created(now, from, key, &pids),
             PlacementMsg::CreateRefused { key } => self.on_create_refused(now, key),
-            PlacementMsg::Confirm { key } => self.on_confirm(now, key),
-            PlacementMsg::Abort { key } => self.on_abort(now, key),
+            // Only a request's requester decides its outcome (issue 16): another
+            // agent's word would keep or kill processes that are not its own.
+            PlacementMsg::Confirm { key } if from == key.requester => self.on_confirm(now, key),
+            PlacementMsg::Abort { key } if from == key.requester => self.on_abort(now, key),
+            PlacementMsg::Confirm { .. } | PlacementMsg::Abort { .. } => {}
             PlacementMsg::Query { key } => self.on_query(from, key),
             PlacementMsg::PidReq {
                 token,
@@ -395,7 +398,9 @@ impl Placement {
                 pid,
                 op,
             } => self.on_pid_req(now, from, token, tenant, pid, op),
-            PlacementMsg::PidAns { token, answer } => self.on_pid_answer(tree, token, answer),
+            PlacementMsg::PidAns { token, answer } => {
+                self.on_pid_answer(tree, from, token, answer);
+            }
             PlacementMsg::PsWalk {
                 token,
                 tenant,
@@ -822,6 +827,41 @@ mod tests {
         assert_eq!(drain(&mut p), Vec::new());
     }
 
+    /// One process of 500 millicores and 1 MiB, index 0 of request `key`.
+    fn item() -> CreateItem {
+        CreateItem {
+            index: 0,
+            tenant: TenantId(1),
+            demand: Demand {
+                cpu_millicores: 500,
+                memory_bytes: 1 << 20,
+                accelerators: 0,
+            },
+            spec: spec(Some(500)),
+        }
+    }
+
+    /// `host` offers room for `item()` to `key`'s requester, which then creates it:
+    /// whether the host started it.
+    fn offered_and_created(host: &mut Placement, key: ReqKey) -> bool {
+        let shapes = vec![Shape {
+            demand: item().demand,
+            count: 1,
+            one_per_host: false,
+        }];
+        let req = PlacementMsg::OfferReq { key, shapes };
+        host.handle_message(Time::ZERO, key.requester, req, &ctx());
+        let create = PlacementMsg::Create {
+            key,
+            items: vec![item()],
+            last: true,
+        };
+        host.handle_message(Time::ZERO, key.requester, create, &ctx());
+        drain(host)
+            .iter()
+            .any(|o| matches!(o, Out::Host(HostCommand::Start { .. })))
+    }
+
     /// Regression (issue 15, 2PC's blocking problem): a host killed the unconfirmed
     /// processes of a request once its requester had been silent for
     /// `orphan_timeout`, so a request reported placed lost them after a partition
@@ -837,28 +877,7 @@ mod tests {
             incarnation: Incarnation(1),
             seq: 1,
         };
-        let created = |host: &mut Placement| {
-            let item = CreateItem {
-                index: 0,
-                tenant: TenantId(1),
-                demand: Demand {
-                    cpu_millicores: 500,
-                    memory_bytes: 1 << 20,
-                    accelerators: 0,
-                },
-                spec: spec(Some(500)),
-            };
-            let create = PlacementMsg::Create {
-                key,
-                items: vec![item],
-                last: true,
-            };
-            host.handle_message(Time::ZERO, requester, create, &ctx());
-            let started = drain(host)
-                .iter()
-                .any(|o| matches!(o, Out::Host(HostCommand::Start { .. })));
-            assert!(started);
-        };
+        let created = |host: &mut Placement| assert!(offered_and_created(host, key));
         // Queries (and kills) while the timers fire up to `until`.
         let silence = |host: &mut Placement, until: Time| {
             let (mut queries, mut killed) = (0, false);
@@ -951,6 +970,68 @@ mod tests {
                 PlacementMsg::Abort { key: key(99, 1) }
             )],
             "a request not yet made"
+        );
+    }
+
+    /// Issue 16: only a request's requester confirms or aborts it. An `Abort` or
+    /// `Confirm` from another agent (forged, or misrouted) used to kill or keep the
+    /// processes all the same.
+    #[test]
+    fn only_the_requester_confirms_or_aborts_its_request() {
+        let requester = NodeId(2);
+        let key = ReqKey {
+            requester,
+            incarnation: Incarnation(1),
+            seq: 1,
+        };
+        let mut host = solo();
+        assert!(offered_and_created(&mut host, key));
+        let state = |host: &Placement| host.processes().next().map(|(_, e)| e.state);
+        host.handle_message(Time::ZERO, NodeId(3), PlacementMsg::Abort { key }, &ctx());
+        host.handle_message(Time::ZERO, NodeId(3), PlacementMsg::Confirm { key }, &ctx());
+        assert_eq!(
+            drain(&mut host),
+            Vec::new(),
+            "a third party's word is ignored"
+        );
+        assert_eq!(state(&host), Some(api::ProcState::Provisional));
+        host.handle_message(Time::ZERO, requester, PlacementMsg::Confirm { key }, &ctx());
+        assert_eq!(state(&host), Some(api::ProcState::Running));
+    }
+
+    /// Issue 16: only the host of a pid answers a call on it. Any agent's `PidAns`
+    /// with the right token used to end the call.
+    #[test]
+    fn only_the_pids_host_answers_a_call_on_it() {
+        let mut p = solo();
+        let pid = Pid::new(NodeId(5), Incarnation(1), 3);
+        let now = Time::from_secs(1);
+        p.start_pid_op(
+            now,
+            RequestId(1),
+            TenantId(1),
+            pid,
+            msg::PidOp::Kill(Signal::Kill),
+        );
+        let token = drain(&mut p).into_iter().find_map(|o| match o {
+            Out::Send(NodeId(5), PlacementMsg::PidReq { token, .. }) => Some(token),
+            _ => None,
+        });
+        let token = token.expect("the pid's host is asked");
+        let answer = || PlacementMsg::PidAns {
+            token,
+            answer: msg::PidAnswer::Signalled,
+        };
+        p.handle_message(now, NodeId(6), answer(), &ctx());
+        assert_eq!(
+            drain(&mut p),
+            Vec::new(),
+            "another host's answer is ignored"
+        );
+        p.handle_message(now, NodeId(5), answer(), &ctx());
+        assert_eq!(
+            drain(&mut p),
+            vec![Out::Reply(RequestId(1), ApiReply::Killed(Ok(())))]
         );
     }
 
