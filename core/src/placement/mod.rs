@@ -862,6 +862,33 @@ mod tests {
             .any(|o| matches!(o, Out::Host(HostCommand::Start { .. })))
     }
 
+    /// Issue 16: a host creates processes only for a request it offered room to. Any
+    /// agent could make a host start processes by naming itself the requester of a
+    /// made-up request.
+    #[test]
+    fn a_create_needs_an_offer_behind_it() {
+        let key = ReqKey {
+            requester: NodeId(2),
+            incarnation: Incarnation(1),
+            seq: 1,
+        };
+        let mut host = solo();
+        let create = PlacementMsg::Create {
+            key,
+            items: vec![item()],
+            last: true,
+        };
+        host.handle_message(Time::ZERO, NodeId(2), create, &ctx());
+        assert_eq!(
+            drain(&mut host),
+            vec![Out::Send(NodeId(2), PlacementMsg::CreateRefused { key })],
+            "no offer"
+        );
+        let key = ReqKey { seq: 2, ..key };
+        assert!(offered_and_created(&mut host, key));
+        assert!(host.invariants());
+    }
+
     /// Regression (issue 15, 2PC's blocking problem): a host killed the unconfirmed
     /// processes of a request once its requester had been silent for
     /// `orphan_timeout`, so a request reported placed lost them after a partition
