@@ -15,14 +15,20 @@
 //!   check interval);
 //! - `placement.all_or_nothing`: a request answered with pids started exactly that
 //!   many processes; a failed request has no process left running once its
-//!   hosts' confirm timeouts have passed.
+//!   hosts' confirm timeouts have passed, on every host that could hear its
+//!   requester all that time. A host that cannot (cut off from the requester in
+//!   either direction, stalled, or with its requester down) keeps the processes
+//!   until it can learn the outcome: no protocol tells a host what it cannot hear
+//!   (the 2PC blocking problem), so from the grace on, the check waits for each
+//!   such host to have been connected to the requester for `settle` (its next
+//!   query and the answer) and then requires its processes gone.
 
 use crate::workload::{env_number, Generated};
 use nefele_core::host::{ExitStatus, HostCommand, HostEvent, Usage};
 use nefele_core::placement::api::{Resource, SpawnError};
 use nefele_core::{Agent, ApiReply, NodeId, Pid, Time};
 use serde::Serialize;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 /// One simulated process.
@@ -66,6 +72,9 @@ pub struct PlacementFigures {
     pub rejections: BTreeMap<&'static str, u64>,
     /// Requests never answered by the end of the run.
     pub unanswered_requests: u64,
+    /// Failed requests whose processes outlived the grace on a host cut off from the
+    /// requester (they must end once it is connected again).
+    pub in_doubt_requests: u64,
     /// Processes placed.
     pub placed_processes: u64,
     /// Gang requests issued (`n_spawn`/`c_spawn` of two or more).
@@ -94,6 +103,17 @@ pub struct PlacementFigures {
     pub local_fraction: f64,
 }
 
+/// How long the processes of a failed request may outlive its reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grace {
+    /// After the reply, on a host that heard the requester all along (the hosts'
+    /// lease, create and confirm timeouts); also how long a lease may outlive its expiry.
+    pub after_reply: Duration,
+    /// After a host cut off from the requester is connected again (its next query and
+    /// the answer).
+    pub settle: Duration,
+}
+
 /// Time-averaged utilisation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Utilization {
@@ -109,9 +129,15 @@ pub struct PlacementSim {
     procs: Vec<BTreeMap<Pid, SimProc>>,
     pid_hosts: BTreeMap<Pid, NodeId>,
     started_by_req: BTreeMap<u64, u32>,
-    running_by_req: BTreeMap<u64, u32>,
+    /// The running processes of each request (entries emptied are removed).
+    running_by_req: BTreeMap<u64, BTreeSet<Pid>>,
     issued: BTreeMap<u64, Issued>,
-    failed: VecDeque<(Time, u64)>,
+    /// Failed requests in reply order: (reply time, request, requester).
+    failed: VecDeque<(Time, u64, NodeId)>,
+    /// Failed requests past their grace that still had processes then, on hosts that
+    /// could not hear the requester: for each such host, since when it has been
+    /// connected to the requester without a break (`None`: not connected now).
+    in_doubt: BTreeMap<u64, (NodeId, BTreeMap<NodeId, Option<Time>>)>,
     next_request: u64,
     /// Request-to-reply times of placed and of rejected requests.
     placed_ns: Vec<u64>,
@@ -191,7 +217,7 @@ impl PlacementSim {
                 host.insert(pid, p);
                 if let Some(r) = req {
                     *self.started_by_req.entry(r).or_default() += 1;
-                    *self.running_by_req.entry(r).or_default() += 1;
+                    self.running_by_req.entry(r).or_default().insert(pid);
                 }
                 vec![
                     ProcAction::Report(HostEvent::Started { pid }),
@@ -214,11 +240,7 @@ impl PlacementSim {
         status: ExitStatus,
     ) -> Option<HostEvent> {
         let p = self.procs[node.0 as usize].remove(&pid)?;
-        if let Some(r) = p.req {
-            if let Some(n) = self.running_by_req.get_mut(&r) {
-                *n -= 1;
-            }
-        }
+        self.stopped(pid, p.req);
         let wall = now.saturating_since(p.started);
         Some(HostEvent::Exited {
             pid,
@@ -233,17 +255,24 @@ impl PlacementSim {
 
     /// `node` crashed: its processes vanish.
     pub fn crash(&mut self, node: NodeId) {
-        for (_, p) in std::mem::take(&mut self.procs[node.0 as usize]) {
-            if let Some(r) = p.req {
-                if let Some(n) = self.running_by_req.get_mut(&r) {
-                    *n -= 1;
-                }
+        for (pid, p) in std::mem::take(&mut self.procs[node.0 as usize]) {
+            self.stopped(pid, p.req);
+        }
+    }
+
+    /// `pid` of request `req` no longer runs.
+    fn stopped(&mut self, pid: Pid, req: Option<u64>) {
+        let Some(r) = req else { return };
+        if let Some(running) = self.running_by_req.get_mut(&r) {
+            running.remove(&pid);
+            if running.is_empty() {
+                self.running_by_req.remove(&r);
             }
         }
     }
 
-    /// A reply reached the client of `request`.
-    pub fn on_reply(&mut self, now: Time, request: u64, reply: ApiReply) {
+    /// A reply from the agent of `requester` reached the client of `request`.
+    pub fn on_reply(&mut self, now: Time, requester: NodeId, request: u64, reply: ApiReply) {
         let Some(issued) = self.issued.remove(&request) else {
             return;
         };
@@ -274,7 +303,7 @@ impl PlacementSim {
                 self.rejected_ns.push(latency);
                 self.figures.rejected_requests += 1;
                 *self.figures.rejections.entry(cause(&e)).or_default() += 1;
-                self.failed.push_back((now, request));
+                self.failed.push_back((now, request, requester));
             }
             _ => {}
         }
@@ -299,18 +328,79 @@ impl PlacementSim {
     /// Processes running now, of request `req`.
     #[must_use]
     pub fn running_of(&self, req: u64) -> u32 {
-        self.running_by_req.get(&req).copied().unwrap_or(0)
+        self.running_by_req.get(&req).map_or(0, |r| r.len() as u32)
     }
 
-    /// Evaluates the placement invariants; `locals` is each host's clock now; `grace` is
-    /// how long after a failed reply its processes may still run (the hosts' confirm
-    /// timeouts). Samples utilisation when `sample` is set.
+    /// The hosts running processes of `req` now.
+    fn hosts_of(&self, req: u64) -> BTreeSet<NodeId> {
+        self.running_by_req
+            .get(&req)
+            .into_iter()
+            .flatten()
+            .filter_map(|pid| self.pid_hosts.get(pid).copied())
+            .collect()
+    }
+
+    /// `placement.all_or_nothing` for failed requests (see the module docs): `timing`
+    /// gives the grace after the reply and the settle time after connection;
+    /// `connected(host, requester)` says whether they hear each other now.
+    fn check_failed(
+        &mut self,
+        now: Time,
+        timing: Grace,
+        connected: &dyn Fn(NodeId, NodeId) -> bool,
+    ) -> Result<(), String> {
+        while let Some(&(at, req, requester)) = self.failed.front() {
+            if at + timing.after_reply > now {
+                break;
+            }
+            self.failed.pop_front();
+            let hosts = self.hosts_of(req);
+            if !hosts.is_empty() {
+                self.figures.in_doubt_requests += 1;
+                let hosts = hosts.into_iter().map(|h| (h, None)).collect();
+                self.in_doubt.insert(req, (requester, hosts));
+            }
+        }
+        let mut result = Ok(());
+        let reqs: Vec<u64> = self.in_doubt.keys().copied().collect();
+        for req in reqs {
+            let running = self.hosts_of(req);
+            let Some((requester, hosts)) = self.in_doubt.get_mut(&req) else {
+                continue;
+            };
+            hosts.retain(|h, _| running.contains(h));
+            for (host, since) in hosts.iter_mut() {
+                if !connected(*host, *requester) {
+                    *since = None;
+                    continue;
+                }
+                let from = *since.get_or_insert(now);
+                if now.saturating_since(from) >= timing.settle {
+                    result = Err(format!(
+                        "failed request {req} still has processes running on {host}, \
+                         connected to its requester {requester} since {from}"
+                    ));
+                }
+            }
+            if hosts.is_empty() {
+                self.in_doubt.remove(&req);
+            }
+        }
+        result
+    }
+
+    /// Evaluates the placement invariants; `locals` is each host's clock now; `grace`
+    /// says how long the processes of a failed request may still run (see the module
+    /// docs), `connected(a, b)` whether agents `a` and `b` hear each other now.
+    /// Samples utilisation when `sample` is set.
     pub fn check(
         &mut self,
         now: Time,
         agents: &[Option<&Agent>],
         locals: &[Time],
-        grace: Duration,
+        grace: Grace,
+        connected: &dyn Fn(NodeId, NodeId) -> bool,
         sample: bool,
     ) -> Vec<(&'static str, Result<(), String>)> {
         let mut out: Vec<(&'static str, Result<(), String>)> = self
@@ -332,7 +422,7 @@ impl PlacementSim {
             }
             // On the host's own clock (it may be skewed).
             let local = locals[i];
-            if let Some((key, exp)) = p.leases().find(|(_, e)| *e + grace < local) {
+            if let Some((key, exp)) = p.leases().find(|(_, e)| *e + grace.after_reply < local) {
                 leak = Err(format!(
                     "n{i}: lease of {key:?} expired at {exp} still held"
                 ));
@@ -344,19 +434,7 @@ impl PlacementSim {
         }
         out.push(("placement.capacity", capacity));
         out.push(("placement.lease_leak", leak));
-        let mut aon = Ok(());
-        while let Some(&(at, req)) = self.failed.front() {
-            if at + grace > now {
-                break;
-            }
-            self.failed.pop_front();
-            let n = self.running_of(req);
-            if n > 0 {
-                aon = Err(format!(
-                    "failed request {req} still has {n} processes running"
-                ));
-            }
-        }
+        let aon = self.check_failed(now, grace, connected);
         out.push(("placement.all_or_nothing", aon));
         if sample && cap_cpu > 0 && cap_mem > 0 {
             self.util_samples.push((
@@ -452,4 +530,89 @@ pub(crate) fn peak(samples: &[(f64, f64)]) -> Utilization {
             cpu: s.0,
             memory: s.1,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nefele_core::{Incarnation, ProcSpec, TenantId};
+
+    const REQUESTER: NodeId = NodeId(0);
+    const HOST: NodeId = NodeId(1);
+
+    /// Request 1 failed at 1 s with one process left on `HOST`.
+    fn failed_with_a_process_left() -> PlacementSim {
+        let mut sim = PlacementSim::new(2);
+        let id = sim.issue(Time::ZERO, None);
+        let spec = ProcSpec {
+            envp: vec![
+                format!("NEFELE_SIM_REQ={id}"),
+                "NEFELE_SIM_RUN_MS=600000".into(),
+            ],
+            ..ProcSpec::default()
+        };
+        let pid = Pid::new(HOST, Incarnation(1), 1);
+        let start = HostCommand::Start {
+            pid,
+            tenant: TenantId(1),
+            spec,
+        };
+        sim.execute(Time::ZERO, HOST, start);
+        sim.issued.get_mut(&id).expect("issued").workload = true;
+        let failed = ApiReply::Spawned(Err(SpawnError::Aborted));
+        sim.on_reply(Time::from_secs(1), REQUESTER, id, failed);
+        sim
+    }
+
+    /// The all-or-nothing result of checks every 250 ms from 1 s to `until`, with
+    /// `connected` telling whether the host hears the requester at each.
+    fn checks(
+        sim: &mut PlacementSim,
+        until: Time,
+        connected: impl Fn(Time) -> bool,
+    ) -> Result<(), String> {
+        let grace = Grace {
+            after_reply: Duration::from_secs(2),
+            settle: Duration::from_secs(1),
+        };
+        let mut now = Time::from_secs(1);
+        while now <= until {
+            let link = |_: NodeId, _: NodeId| connected(now);
+            let results = sim.check(now, &[], &[], grace, &link, false);
+            let (_, aon) = results
+                .into_iter()
+                .find(|(n, _)| *n == "placement.all_or_nothing")
+                .expect("checked");
+            aon?;
+            now = now + Duration::from_millis(250);
+        }
+        Ok(())
+    }
+
+    /// Regression (issue 15): a failed request's process on a host cut off from its
+    /// requester was reported as soon as the grace after the reply had passed, though
+    /// nothing could reach the host to end it. It is reported once the host has heard
+    /// the requester for the settle time and still runs it, and never before.
+    #[test]
+    fn a_failed_requests_process_must_end_once_its_host_hears_the_requester() {
+        // Cut off until 10 s: nothing to report, however long that is.
+        let mut sim = failed_with_a_process_left();
+        assert_eq!(checks(&mut sim, Time::from_secs(10), |_| false), Ok(()));
+        assert_eq!(sim.figures().in_doubt_requests, 1);
+        // Connected from 10 s on and still running at 11 s: reported.
+        let err = checks(&mut sim, Time::from_secs(12), |t| t >= Time::from_secs(10));
+        assert!(err.is_err_and(|e| e.contains("connected to its requester n0 since 10")));
+
+        // Connected all along: reported once the grace after the reply is over and the
+        // host has been connected for the settle time.
+        let mut sim = failed_with_a_process_left();
+        assert!(checks(&mut sim, Time::from_secs(4), |_| true).is_err());
+
+        // Ended once connected: nothing to report.
+        let mut sim = failed_with_a_process_left();
+        assert_eq!(checks(&mut sim, Time::from_secs(5), |_| false), Ok(()));
+        let pid = Pid::new(HOST, Incarnation(1), 1);
+        sim.end(Time::from_secs(5), HOST, pid, ExitStatus::Signaled(9));
+        assert_eq!(checks(&mut sim, Time::from_secs(20), |_| true), Ok(()));
+    }
 }

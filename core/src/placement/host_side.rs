@@ -4,7 +4,8 @@
 //! (`FindRoom`) that leaders serve.
 //!
 //! Invariants: `reserved` is the sum of the leases; a request key in `done` is
-//! never created again (a duplicated or late `Create` does nothing); an entry
+//! never created again (a duplicated or late `Create` does nothing); processes are
+//! created only for a key in `offered` (this host offered room to that request); an entry
 //! whose request was aborted is hidden from tenants and dropped when it exits.
 
 use super::api::{Demand, DistanceClass, ProcInfo, ProcState};
@@ -33,10 +34,10 @@ pub(super) struct Lease {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Provisional {
     pub(super) pids: BTreeMap<u16, Pid>,
-    pub(super) queried: bool,
+    /// When the requester is asked (again).
     pub(super) deadline: Time,
-    /// When the first of these processes was created (the orphan clock starts here).
-    pub(super) created: Time,
+    /// The wait before the next query but one (doubles up to `query_backoff_max`).
+    pub(super) backoff: Duration,
 }
 
 /// One process this agent hosts.
@@ -123,6 +124,9 @@ pub(super) struct HostState {
     pub(super) provisional: BTreeMap<ReqKey, Provisional>,
     /// Requests confirmed or aborted here, kept for a while against late duplicates.
     pub(super) done: DoneKeys,
+    /// Requests this host offered room to (a lease, possibly run out since), kept for
+    /// `exit_retention`: only these may create processes here.
+    pub(super) offered: DoneKeys,
     pub(super) table: BTreeMap<Pid, ProcEntry>,
     pub(super) waiters: BTreeMap<Pid, Vec<(NodeId, u64)>>,
 }
@@ -159,6 +163,8 @@ impl Placement {
             }
         }
         if counts.iter().any(|c| *c > 0) {
+            let until = now + self.config.exit_retention;
+            self.host.offered.insert(now, key, until);
             let expires = now + self.config.lease;
             self.reserved = self.reserved.plus(total);
             self.host.leases.insert(
@@ -204,9 +210,16 @@ impl Placement {
             return None;
         }
         let known = self.host.provisional.get(&key);
+        // New processes only for a request this host offered room to (issue 16): any
+        // agent could otherwise start processes here by naming itself the requester
+        // of a made-up request. Items already created are answered again regardless.
+        let is_new = |i: &&CreateItem| !known.is_some_and(|p| p.pids.contains_key(&i.index));
+        if items.iter().any(|i| is_new(&i)) && !self.host.offered.contains(&key) {
+            return None;
+        }
         let new_demand = items
             .iter()
-            .filter(|i| !known.is_some_and(|p| p.pids.contains_key(&i.index)))
+            .filter(is_new)
             .fold(Demand::default(), |a, i| a.plus(i.demand));
         let lease = self
             .host
@@ -234,9 +247,8 @@ impl Placement {
             fresh = true;
             super::host_side::Provisional {
                 pids: BTreeMap::new(),
-                queried: false,
                 deadline,
-                created: now,
+                backoff: self.config.confirm_timeout,
             }
         });
         let mut starts = Vec::new();
@@ -358,20 +370,16 @@ impl Placement {
         if p.deadline > now {
             return;
         }
-        if p.queried && now.saturating_since(p.created) >= self.config.orphan_timeout {
-            // The requester stayed silent all along: an orphan of a crashed requester.
-            self.on_abort(now, key);
+        // Ask (again), waiting longer each time: silence alone never kills (a
+        // partitioned requester answers once the partition heals; see the module docs).
+        p.backoff = (p.backoff * 2).min(self.config.query_backoff_max);
+        p.deadline = now + p.backoff;
+        let at = p.deadline;
+        self.set_timer(at, Timer::Provisional(key));
+        if key.requester == self.me {
+            self.on_query(self.me, key);
         } else {
-            // Ask (again): a partitioned requester answers once the partition heals.
-            p.queried = true;
-            p.deadline = now + self.config.confirm_timeout;
-            let at = p.deadline;
-            self.set_timer(at, Timer::Provisional(key));
-            if key.requester == self.me {
-                self.on_query(self.me, key);
-            } else {
-                self.send(key.requester, PlacementMsg::Query { key });
-            }
+            self.send(key.requester, PlacementMsg::Query { key });
         }
     }
 

@@ -48,17 +48,44 @@
 //!    the requester sends `Confirm` and replies to its client. Hosts that
 //!    reserved but were not chosen get `Abort`, which frees their lease at once.
 //! 6. **Failure**: if the request cannot be covered, it fails with the resource
-//!    that is short. If a chosen host does not answer `Created` within
-//!    `create_timeout`, the requester sends `Abort` everywhere (hosts kill the
-//!    request's processes) and replies `Aborted`. A host holding provisional
-//!    processes unconfirmed after `confirm_timeout` asks the requester (`Query`),
-//!    and asks again every `confirm_timeout` while it is silent; an unknown or
-//!    aborted request, or silence for `orphan_timeout` since the processes were
-//!    created (a crashed requester), gets them killed. Requesters remember
-//!    completed requests for longer than that, so a partition shorter than
-//!    `orphan_timeout` never kills the processes of a committed request. So no
-//!    process of a failed request stays running, and no reservation outlives its
-//!    lease.
+//!    that is short. A chosen host whose `Created` has not come is sent its
+//!    `Create` again every quarter of `create_timeout` (creation is idempotent, so
+//!    one lost message does not fail a gang); if it still has not answered
+//!    `Created` within `create_timeout`, the requester sends `Abort` everywhere
+//!    (hosts kill the request's processes) and replies `Aborted`.
+//! 7. **In doubt** (2PC's blocking problem): a host holding provisional processes
+//!    unconfirmed after `confirm_timeout` asks the requester (`Query`), and asks
+//!    again while it is silent, each wait twice the last, up to
+//!    `query_backoff_max`. Silence alone never kills: a requester cut off by a
+//!    partition may have answered its client `Spawned`. The processes are killed
+//!    only when the requester says `Abort` (it failed the request, or it is a
+//!    newer life of the requester, which knows none of its earlier life's
+//!    requests: the requester is known dead). They are kept when it says
+//!    `Confirm`. A removal by the federation (`HostRemoved`) is *not* taken as
+//!    death: a partition removes live agents too, and the removed requester may
+//!    have answered `Spawned` (the partition property test in `sim-tests` lost
+//!    processes of placed gangs that way). The requester answers from what it knows: a request
+//!    of its own life still in flight gets no answer yet (its own deadline settles
+//!    it); one that failed after its `Create`s were sent gets `Abort`; any other
+//!    of its life gets `Confirm` (*presumed commit*: a host holds something of a
+//!    request only once `Create` was sent, and such a request either is placed or
+//!    is recorded as failed). So a request answered `Spawned` never loses a
+//!    process to a partition, however long, and one answered failed loses its
+//!    processes as soon as each host can hear the requester again.
+//!
+//!    What bounds the waiting: a provisional entry holds its processes' demand
+//!    as committed, so the host's capacity bounds the entries, and each asks at
+//!    most once per `query_backoff_max`. The requester remembers a failed request
+//!    for `failed_retention` and at most [`MAX_FAILED`] of them (the oldest is
+//!    forgotten first): a host cut off for longer than that from a requester whose
+//!    request failed is then told `Confirm`, and the processes run on visibly, as
+//!    the tenant's, until they exit or are killed. A requester that dies for good
+//!    and whose node never comes back is never known dead: its provisional
+//!    processes stay (hidden from nobody, counted against capacity) until they
+//!    exit or are killed.
+//!
+//!    So no process of a failed request stays running once its hosts can hear the
+//!    requester, and no reservation outlives its lease.
 //!
 //! **The tenant index** (the `presence` module): each agent's federation summary
 //! carries the tenants of its subtree; the first process of a tenant on a host is
@@ -123,6 +150,7 @@ use summary::PlacementSummary;
 
 pub use host_side::ProcEntry;
 pub use requester::SpawnKind;
+pub use requester::MAX_FAILED;
 
 /// Partial defaults: each field left `None` falls through to the next source.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,11 +185,12 @@ pub struct PlacementConfig {
     /// How long a host keeps provisional processes unconfirmed before it asks the
     /// requester, and then how often it asks again while the requester is silent.
     pub confirm_timeout: Duration,
-    /// How long a host keeps asking a silent requester before it takes it for dead and
-    /// kills the request's processes. A requester remembers the requests it completed
-    /// at least this long, so a host cut off by a partition shorter than this learns
-    /// the outcome when the partition heals instead of killing committed processes.
-    pub orphan_timeout: Duration,
+    /// The longest a host waits between two queries to a silent requester (the waits
+    /// double from `confirm_timeout`). Silence never kills (see the module docs).
+    pub query_backoff_max: Duration,
+    /// How long a requester remembers a request that failed after its `Create`s were
+    /// sent, to answer `Abort` to hosts that ask (any other request is presumed placed).
+    pub failed_retention: Duration,
     /// How long `info` and `kill` wait for remote answers.
     pub op_timeout: Duration,
     /// How long `ps` waits for the whole tree.
@@ -203,7 +232,8 @@ impl Default for PlacementConfig {
             create_timeout: Duration::from_millis(50),
             gang_patience: Duration::from_millis(150),
             confirm_timeout: Duration::from_millis(500),
-            orphan_timeout: Duration::from_secs(30),
+            query_backoff_max: Duration::from_secs(4),
+            failed_retention: Duration::from_secs(600),
             op_timeout: Duration::from_millis(50),
             ps_timeout: Duration::from_secs(1),
             wait_poll: Duration::from_secs(2),
@@ -356,8 +386,11 @@ impl Placement {
             }
             PlacementMsg::Created { key, pids } => self.on_created(now, from, key, &pids),
             PlacementMsg::CreateRefused { key } => self.on_create_refused(now, key),
-            PlacementMsg::Confirm { key } => self.on_confirm(now, key),
-            PlacementMsg::Abort { key } => self.on_abort(now, key),
+            // Only a request's requester decides its outcome (issue 16): another
+            // agent's word would keep or kill processes that are not its own.
+            PlacementMsg::Confirm { key } if from == key.requester => self.on_confirm(now, key),
+            PlacementMsg::Abort { key } if from == key.requester => self.on_abort(now, key),
+            PlacementMsg::Confirm { .. } | PlacementMsg::Abort { .. } => {}
             PlacementMsg::Query { key } => self.on_query(from, key),
             PlacementMsg::PidReq {
                 token,
@@ -365,7 +398,9 @@ impl Placement {
                 pid,
                 op,
             } => self.on_pid_req(now, from, token, tenant, pid, op),
-            PlacementMsg::PidAns { token, answer } => self.on_pid_answer(tree, token, answer),
+            PlacementMsg::PidAns { token, answer } => {
+                self.on_pid_answer(tree, from, token, answer);
+            }
             PlacementMsg::PsWalk {
                 token,
                 tenant,
@@ -454,7 +489,7 @@ impl Placement {
                     self.ps_due(now, tree, token);
                 }
                 Timer::Forget(pid) => self.forget(now, pid),
-                Timer::Done(key) => self.forget_completed(now, key),
+                Timer::Done(key) => self.forget_failed(now, key),
                 Timer::Ledger => self.ledger_due(now, tree),
                 Timer::LedgerFlush => self.ledger_flush_due(now, tree),
                 Timer::Presence(token) => self.presence_settled(now, tree, token),
@@ -799,20 +834,9 @@ mod tests {
         assert_eq!(drain(&mut p), Vec::new());
     }
 
-    /// Regression: a host whose `Confirm` was lost while the requester was cut off
-    /// killed the processes of a committed request once two confirm timeouts had
-    /// passed. It now keeps asking until `orphan_timeout`, and only then takes the
-    /// requester for dead.
-    #[test]
-    fn a_silent_requester_is_asked_until_the_orphan_timeout_before_its_processes_die() {
-        let mut host = solo();
-        let requester = NodeId(2);
-        let key = ReqKey {
-            requester,
-            incarnation: Incarnation(1),
-            seq: 1,
-        };
-        let item = CreateItem {
+    /// One process of 500 millicores and 1 MiB, index 0 of request `key`.
+    fn item() -> CreateItem {
+        CreateItem {
             index: 0,
             tenant: TenantId(1),
             demand: Demand {
@@ -821,44 +845,227 @@ mod tests {
                 accelerators: 0,
             },
             spec: spec(Some(500)),
-        };
+        }
+    }
+
+    /// `host` offers room for `item()` to `key`'s requester, which then creates it:
+    /// whether the host started it.
+    fn offered_and_created(host: &mut Placement, key: ReqKey) -> bool {
+        let shapes = vec![Shape {
+            demand: item().demand,
+            count: 1,
+            one_per_host: false,
+        }];
+        let req = PlacementMsg::OfferReq { key, shapes };
+        host.handle_message(Time::ZERO, key.requester, req, &ctx());
         let create = PlacementMsg::Create {
             key,
-            items: vec![item],
+            items: vec![item()],
             last: true,
         };
-        host.handle_message(Time::ZERO, requester, create, &ctx());
-        let started = drain(&mut host)
+        host.handle_message(Time::ZERO, key.requester, create, &ctx());
+        drain(host)
             .iter()
-            .any(|o| matches!(o, Out::Host(HostCommand::Start { .. })));
-        assert!(started);
-        let config = PlacementConfig::default();
-        let (mut queries, mut killed_at) = (0, None);
-        while let Some(t) = host.next_timeout() {
-            if t > Time::ZERO + config.orphan_timeout * 2 {
-                break;
-            }
-            host.handle_timeout(t, &ctx());
-            for out in drain(&mut host) {
-                match out {
-                    Out::Send(to, PlacementMsg::Query { .. }) if to == requester => {
-                        queries += 1;
+            .any(|o| matches!(o, Out::Host(HostCommand::Start { .. })))
+    }
+
+    /// Issue 16: a host creates processes only for a request it offered room to. Any
+    /// agent could make a host start processes by naming itself the requester of a
+    /// made-up request.
+    #[test]
+    fn a_create_needs_an_offer_behind_it() {
+        let key = ReqKey {
+            requester: NodeId(2),
+            incarnation: Incarnation(1),
+            seq: 1,
+        };
+        let mut host = solo();
+        let create = PlacementMsg::Create {
+            key,
+            items: vec![item()],
+            last: true,
+        };
+        host.handle_message(Time::ZERO, NodeId(2), create, &ctx());
+        assert_eq!(
+            drain(&mut host),
+            vec![Out::Send(NodeId(2), PlacementMsg::CreateRefused { key })],
+            "no offer"
+        );
+        let key = ReqKey { seq: 2, ..key };
+        assert!(offered_and_created(&mut host, key));
+        assert!(host.invariants());
+    }
+
+    /// Regression (issue 15, 2PC's blocking problem): a host killed the unconfirmed
+    /// processes of a request once its requester had been silent for
+    /// `orphan_timeout`, so a request reported placed lost them after a partition
+    /// longer than that. Silence alone now never kills, nor does a removal by the
+    /// federation (a partition removes live requesters too): the host asks with a
+    /// growing wait (bounded traffic), and kills only when the requester (or its newer
+    /// life) answers `Abort`.
+    #[test]
+    fn a_silent_requester_keeps_its_processes_until_known_dead() {
+        let requester = NodeId(2);
+        let key = ReqKey {
+            requester,
+            incarnation: Incarnation(1),
+            seq: 1,
+        };
+        let created = |host: &mut Placement| assert!(offered_and_created(host, key));
+        // Queries (and kills) while the timers fire up to `until`.
+        let silence = |host: &mut Placement, until: Time| {
+            let (mut queries, mut killed) = (0, false);
+            while let Some(t) = host.next_timeout().filter(|t| *t <= until) {
+                host.handle_timeout(t, &ctx());
+                for out in drain(host) {
+                    match out {
+                        Out::Send(to, PlacementMsg::Query { .. }) if to == requester => {
+                            queries += 1;
+                        }
+                        Out::Host(HostCommand::Kill { .. }) => killed = true,
+                        _ => {}
                     }
-                    Out::Host(HostCommand::Kill { .. }) => {
-                        killed_at.get_or_insert(t);
-                    }
-                    _ => {}
                 }
             }
-        }
-        let killed_at = killed_at.expect("an orphan is killed in the end");
+            (queries, killed)
+        };
+        let mut host = solo();
+        created(&mut host);
+        let hour = Time::from_secs(3600);
+        let (queries, killed) = silence(&mut host, hour);
+        assert!(!killed, "silence alone killed the processes");
+        let most = 3600 / host.config.query_backoff_max.as_secs() + 8;
         assert!(
-            killed_at >= Time::ZERO + config.orphan_timeout,
-            "killed at {killed_at}"
+            (10..=most).contains(&queries),
+            "{queries} queries in an hour"
         );
-        assert!(
-            queries > 10,
-            "the silent requester was asked {queries} times"
+        // Removed by the federation from this host's group: maybe only cut off.
+        let removed = ServiceEvent::HostRemoved {
+            instance: 0,
+            node: requester,
+            level: 0,
+        };
+        host.handle_event(hour, &removed, &ctx());
+        let killed = drain(&mut host)
+            .iter()
+            .any(|o| matches!(o, Out::Host(HostCommand::Kill { .. })));
+        assert!(!killed, "a removal is not a death");
+
+        // A newer life of the requester (or the requester itself) answers `Abort`.
+        let mut host = solo();
+        created(&mut host);
+        silence(&mut host, hour);
+        host.handle_message(hour, requester, PlacementMsg::Abort { key }, &ctx());
+        let killed = drain(&mut host)
+            .iter()
+            .any(|o| matches!(o, Out::Host(HostCommand::Kill { .. })));
+        assert!(killed);
+    }
+
+    /// The requester's answers to a host's `Query` (presumed commit): a placed request
+    /// is confirmed however late the host asks; a request that failed after its
+    /// `Create`s were sent is aborted; a request of an earlier life is aborted.
+    #[test]
+    fn a_requester_confirms_placed_requests_however_late_it_is_asked() {
+        let mut p = solo();
+        // Placed locally (no message), asked an hour later by a host.
+        let kind = SpawnKind::Spawn(spec(Some(1000)));
+        p.handle_spawn(Time::ZERO, &ctx().tree, RequestId(1), TenantId(1), kind);
+        drain(&mut p);
+        let key = |seq, life| ReqKey {
+            requester: NodeId(1),
+            incarnation: Incarnation(life),
+            seq,
+        };
+        let hour = Time::from_secs(3600);
+        while let Some(t) = p.next_timeout().filter(|t| *t <= hour) {
+            p.handle_timeout(t, &ctx());
+        }
+        drain(&mut p);
+        let answer = |p: &mut Placement, k| {
+            p.handle_message(hour, NodeId(5), PlacementMsg::Query { key: k }, &ctx());
+            drain(p)
+        };
+        assert_eq!(
+            answer(&mut p, key(1, 1)),
+            vec![Out::Send(
+                NodeId(5),
+                PlacementMsg::Confirm { key: key(1, 1) }
+            )]
+        );
+        assert_eq!(
+            answer(&mut p, key(1, 0)),
+            vec![Out::Send(NodeId(5), PlacementMsg::Abort { key: key(1, 0) })]
+        );
+        assert_eq!(
+            answer(&mut p, key(99, 1)),
+            vec![Out::Send(
+                NodeId(5),
+                PlacementMsg::Abort { key: key(99, 1) }
+            )],
+            "a request not yet made"
+        );
+    }
+
+    /// Issue 16: only a request's requester confirms or aborts it. An `Abort` or
+    /// `Confirm` from another agent (forged, or misrouted) used to kill or keep the
+    /// processes all the same.
+    #[test]
+    fn only_the_requester_confirms_or_aborts_its_request() {
+        let requester = NodeId(2);
+        let key = ReqKey {
+            requester,
+            incarnation: Incarnation(1),
+            seq: 1,
+        };
+        let mut host = solo();
+        assert!(offered_and_created(&mut host, key));
+        let state = |host: &Placement| host.processes().next().map(|(_, e)| e.state);
+        host.handle_message(Time::ZERO, NodeId(3), PlacementMsg::Abort { key }, &ctx());
+        host.handle_message(Time::ZERO, NodeId(3), PlacementMsg::Confirm { key }, &ctx());
+        assert_eq!(
+            drain(&mut host),
+            Vec::new(),
+            "a third party's word is ignored"
+        );
+        assert_eq!(state(&host), Some(api::ProcState::Provisional));
+        host.handle_message(Time::ZERO, requester, PlacementMsg::Confirm { key }, &ctx());
+        assert_eq!(state(&host), Some(api::ProcState::Running));
+    }
+
+    /// Issue 16: only the host of a pid answers a call on it. Any agent's `PidAns`
+    /// with the right token used to end the call.
+    #[test]
+    fn only_the_pids_host_answers_a_call_on_it() {
+        let mut p = solo();
+        let pid = Pid::new(NodeId(5), Incarnation(1), 3);
+        let now = Time::from_secs(1);
+        p.start_pid_op(
+            now,
+            RequestId(1),
+            TenantId(1),
+            pid,
+            msg::PidOp::Kill(Signal::Kill),
+        );
+        let token = drain(&mut p).into_iter().find_map(|o| match o {
+            Out::Send(NodeId(5), PlacementMsg::PidReq { token, .. }) => Some(token),
+            _ => None,
+        });
+        let token = token.expect("the pid's host is asked");
+        let answer = || PlacementMsg::PidAns {
+            token,
+            answer: msg::PidAnswer::Signalled,
+        };
+        p.handle_message(now, NodeId(6), answer(), &ctx());
+        assert_eq!(
+            drain(&mut p),
+            Vec::new(),
+            "another host's answer is ignored"
+        );
+        p.handle_message(now, NodeId(5), answer(), &ctx());
+        assert_eq!(
+            drain(&mut p),
+            vec![Out::Reply(RequestId(1), ApiReply::Killed(Ok(())))]
         );
     }
 

@@ -4,8 +4,14 @@
 
 use super::Simulation;
 use crate::checker::ClusterView;
-use nefele_core::{Agent, Time};
+use crate::placement_sim::Grace;
+use nefele_core::{Agent, NodeId, Time};
 use std::time::Duration;
+
+/// The highest loss under which a host cut off from a requester is expected to learn
+/// a request's outcome within the settle time once connected again (above it, as
+/// under a loss fault, a query and its answer may need many more tries).
+const MAX_SETTLING_LOSS: f64 = 0.02;
 
 impl Simulation {
     /// How long the cluster has been free of faults; `None` while one is in force
@@ -73,13 +79,26 @@ impl Simulation {
             self.checker.record(self.now, "federation", result, settled);
         }
         // Placement's invariants hold at all times, faults or not.
+        let interval = self.config.check.interval;
+        let grace = Grace {
+            after_reply: grace,
+            // The host's next query (at most `query_backoff_max` away), then a few more.
+            settle: p.query_backoff_max + p.confirm_timeout * 4 + interval,
+        };
+        // Connected: both up and running, neither direction cut, and a network that
+        // loses few enough messages for a query and its answer to pass within `settle`.
+        let reliable = self.network.config().loss <= MAX_SETTLING_LOSS;
+        let connected = |a: NodeId, b: NodeId| {
+            let up = |n: NodeId| agents[n.0 as usize].is_some() && !paused[n.0 as usize];
+            reliable && up(a) && up(b) && !self.network.blocked(a, b) && !self.network.blocked(b, a)
+        };
         let sample = self.config.workload.as_ref().is_some_and(|w| {
             let t = self.now.saturating_since(Time::ZERO);
             t >= w.start && w.stop.is_none_or(|s| t <= s)
         });
         let results = self
             .placement
-            .check(self.now, &agents, &locals, grace, sample);
+            .check(self.now, &agents, &locals, grace, &connected, sample);
         for (name, result) in results {
             self.checker.record(self.now, name, result, true);
         }

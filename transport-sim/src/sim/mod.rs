@@ -558,7 +558,7 @@ impl Simulation {
                     }
                 }
                 Output::ApiReply { request, reply } => {
-                    self.placement.on_reply(self.now, request.0, reply);
+                    self.placement.on_reply(self.now, node, request.0, reply);
                 }
                 Output::Host(command) => {
                     for action in self.placement.execute(self.now, node, command) {

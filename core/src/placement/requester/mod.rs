@@ -82,7 +82,43 @@ pub(super) struct Pending {
     retried: bool,
     /// When the client asked.
     since: Time,
+    /// While creating: when the request fails if a `Created` is still missing.
+    creating_until: Time,
 }
+
+impl Pending {
+    /// The `Create` messages for `host`'s share of the plan, batched under the MTU;
+    /// the flag marks the last one.
+    fn batches_for(&self, host: NodeId) -> Vec<(Vec<CreateItem>, bool)> {
+        let mut batches = Vec::new();
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for &i in self.plan.get(&host).map_or(&[][..], Vec::as_slice) {
+            let (spec, demand) = &self.items[usize::from(i)];
+            let item = CreateItem {
+                index: i,
+                tenant: self.tenant,
+                demand: *demand,
+                spec: spec.clone(),
+            };
+            let len = size_of(&item);
+            if bytes + len > BATCH_BYTES && !batch.is_empty() {
+                batches.push((std::mem::take(&mut batch), false));
+                bytes = 0;
+            }
+            bytes += len;
+            batch.push(item);
+        }
+        batches.push((batch, true));
+        batches
+    }
+}
+
+/// The most failed requests a requester remembers (past it, the oldest is forgotten).
+pub const MAX_FAILED: usize = 4096;
+
+/// How many times, at most, the requester sends a host's `Create` within `create_timeout`.
+const CREATE_SENDS: u32 = 4;
 
 #[derive(Debug, Default)]
 pub(super) struct RequesterState {
@@ -90,8 +126,10 @@ pub(super) struct RequesterState {
     next_seq: u64,
     ops: BTreeMap<u64, Op>,
     next_token: u64,
-    /// Requests confirmed, kept so that a host's `Query` can be answered.
-    completed: BTreeMap<u64, Time>,
+    /// Requests of this life that failed after their `Create`s were sent, with when
+    /// they are forgotten, so that a host's `Query` is answered `Abort` (see the
+    /// module docs of `placement`: any other request is presumed placed).
+    failed: BTreeMap<u64, Time>,
     /// `ps` walks in flight.
     pub(super) ps: BTreeMap<u64, super::ps::PsWalk>,
     /// Hosts the federation removed for silence, until they are heard from again: a
@@ -151,6 +189,7 @@ impl Placement {
             near,
             retried: false,
             since: now,
+            creating_until: now,
         };
         self.req.pending.insert(key.seq, p);
         self.begin(now, tree, key.seq);
@@ -327,7 +366,7 @@ impl Placement {
         match p.phase {
             Phase::Backoff => self.begin(now, tree, seq),
             Phase::Offers => self.consolidate(now, tree, seq),
-            Phase::Creating => self.fail(now, seq, SpawnError::Aborted),
+            Phase::Creating => self.creating_due(now, seq),
         }
     }
 
@@ -412,6 +451,7 @@ impl Placement {
         };
         p.phase = Phase::Creating;
         p.plan = chosen;
+        p.creating_until = now + self.config.create_timeout;
         let (key, tenant) = (p.key, p.tenant);
         let unused: Vec<NodeId> = p
             .offers
@@ -419,28 +459,11 @@ impl Placement {
             .filter(|(h, c)| !p.plan.contains_key(h) && c.iter().any(|n| *n > 0))
             .map(|(h, _)| *h)
             .collect();
-        let mut batches: Vec<(NodeId, Vec<CreateItem>, bool)> = Vec::new();
-        for (host, idx) in &p.plan {
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            for &i in idx {
-                let (spec, demand) = &p.items[usize::from(i)];
-                let item = CreateItem {
-                    index: i,
-                    tenant: p.tenant,
-                    demand: *demand,
-                    spec: spec.clone(),
-                };
-                let len = size_of(&item);
-                if bytes + len > BATCH_BYTES && !batch.is_empty() {
-                    batches.push((*host, std::mem::take(&mut batch), false));
-                    bytes = 0;
-                }
-                bytes += len;
-                batch.push(item);
-            }
-            batches.push((*host, batch, true));
-        }
+        let batches: Vec<(NodeId, Vec<CreateItem>, bool)> = p
+            .plan
+            .keys()
+            .flat_map(|h| p.batches_for(*h).into_iter().map(|(i, l)| (*h, i, l)))
+            .collect();
         for h in unused {
             if h == self.me {
                 self.release(key);
@@ -448,7 +471,7 @@ impl Placement {
                 self.send(h, PlacementMsg::Abort { key });
             }
         }
-        self.set_deadline(seq, now + self.config.create_timeout);
+        self.set_deadline(seq, now + self.create_resend());
         for (host, items, last) in batches {
             if host == self.me {
                 match self.create(now, key, items, last) {
@@ -459,6 +482,35 @@ impl Placement {
                 self.send(host, PlacementMsg::Create { key, items, last });
             }
         }
+    }
+
+    /// How long the requester waits for a host's `Created` before it sends that
+    /// host's `Create` again (a lost message must not abort a whole gang).
+    fn create_resend(&self) -> Duration {
+        self.config.create_timeout / CREATE_SENDS
+    }
+
+    /// Still creating: sends `Create` again to every chosen host whose `Created` has not
+    /// come (creation is idempotent per index), or fails once `create_timeout` is up.
+    fn creating_due(&mut self, now: Time, seq: u64) {
+        let Some(p) = self.req.pending.get(&seq) else {
+            return;
+        };
+        if now >= p.creating_until {
+            return self.fail(now, seq, SpawnError::Aborted);
+        }
+        let key = p.key;
+        let silent: Vec<(NodeId, Vec<CreateItem>, bool)> = p
+            .plan
+            .iter()
+            .filter(|(h, idx)| **h != self.me && idx.iter().any(|i| !p.pids.contains_key(i)))
+            .flat_map(|(h, _)| p.batches_for(*h).into_iter().map(|(i, l)| (*h, i, l)))
+            .collect();
+        let next = (now + self.create_resend()).min(p.creating_until);
+        for (host, items, last) in silent {
+            self.send(host, PlacementMsg::Create { key, items, last });
+        }
+        self.set_deadline(seq, next);
     }
 
     pub(super) fn on_created(&mut self, now: Time, from: NodeId, key: ReqKey, pids: &[(u16, Pid)]) {
@@ -490,11 +542,6 @@ impl Placement {
                 self.send(*host, PlacementMsg::Confirm { key });
             }
         }
-        // Hosts ask about unconfirmed processes for up to `orphan_timeout`: answer
-        // them for longer than that.
-        let until = now + self.config.orphan_timeout + self.config.confirm_timeout * 4;
-        self.req.completed.insert(key.seq, until);
-        self.set_timer(until, Timer::Done(key));
         self.outbox
             .push_back(ServiceOutput::Notice(ServiceNotice::Placed {
                 processes: p.items.len() as u32,
@@ -558,6 +605,15 @@ impl Placement {
         let Some(p) = self.req.pending.remove(&seq) else {
             return;
         };
+        if p.phase == Phase::Creating {
+            // Hosts may hold processes of it: remember to answer their queries `Abort`.
+            if self.req.failed.len() >= MAX_FAILED {
+                self.req.failed.pop_first();
+            }
+            let until = now + self.config.failed_retention;
+            self.req.failed.insert(seq, until);
+            self.set_timer(until, Timer::Done(p.key));
+        }
         self.release_all(now, &p);
         self.reply(p.request, ApiReply::Spawned(Err(error)));
     }
@@ -567,7 +623,11 @@ impl Placement {
         if self.mine(key) && self.req.pending.contains_key(&key.seq) {
             return; // Still being decided: the requester's own deadline settles it.
         }
-        let confirmed = self.mine(key) && self.req.completed.contains_key(&key.seq);
+        // Presumed commit: a request of this life that sent `Create` and is not
+        // recorded as failed was placed; an earlier life's requests are all dead.
+        let confirmed = self.mine(key)
+            && key.seq <= self.req.next_seq
+            && !self.req.failed.contains_key(&key.seq);
         let msg = if confirmed {
             PlacementMsg::Confirm { key }
         } else {
@@ -589,9 +649,9 @@ impl Placement {
         }
     }
 
-    pub(super) fn forget_completed(&mut self, now: Time, key: ReqKey) {
-        if self.mine(key) && self.req.completed.get(&key.seq).is_some_and(|t| *t <= now) {
-            self.req.completed.remove(&key.seq);
+    pub(super) fn forget_failed(&mut self, now: Time, key: ReqKey) {
+        if self.mine(key) && self.req.failed.get(&key.seq).is_some_and(|t| *t <= now) {
+            self.req.failed.remove(&key.seq);
         }
     }
 
@@ -599,5 +659,97 @@ impl Placement {
     pub(super) fn next_token(&mut self) -> u64 {
         self.req.next_token += 1;
         self.req.next_token
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::HostResources;
+    use crate::ids::Incarnation;
+    use crate::placement::PlacementConfig;
+    use crate::service::Service;
+
+    type Out = ServiceOutput<PlacementMsg>;
+
+    /// A requester whose request for two processes is committed to host 2, creating.
+    fn creating() -> (Placement, ReqKey) {
+        let mut p = Placement::new(NodeId(1), Incarnation(1), PlacementConfig::default());
+        p.set_capacity(&HostResources::default());
+        let pending = planner::tests::pending(&[500, 500]);
+        let key = pending.key;
+        p.req.pending.insert(key.seq, pending);
+        let tree = TreeView::empty(NodeId(1));
+        let plan = BTreeMap::from([(NodeId(2), vec![0, 1])]);
+        p.commit(Time::ZERO, &tree, key.seq, plan);
+        (p, key)
+    }
+
+    /// The key of this requester's first request.
+    fn key_of(p: &Placement) -> ReqKey {
+        ReqKey {
+            requester: p.me,
+            incarnation: p.incarnation,
+            seq: 1,
+        }
+    }
+
+    /// The creations sent to host 2 and the reply, as the requester's timers fire up
+    /// to `until`.
+    fn run(p: &mut Placement, until: Time) -> (usize, Option<ApiReply>) {
+        let tree = TreeView::empty(NodeId(1));
+        let (mut creates, mut reply) = (0, None);
+        loop {
+            for out in std::iter::from_fn(|| p.poll_output()) {
+                match out {
+                    Out::Send(NodeId(2), PlacementMsg::Create { .. }) => creates += 1,
+                    Out::Reply(_, r) => reply = Some(r),
+                    _ => {}
+                }
+            }
+            match p.next_timeout().filter(|t| *t <= until) {
+                Some(t) => p.on_timeout(t, &tree),
+                None => return (creates, reply),
+            }
+        }
+    }
+
+    /// Regression (issue 15): one lost `Create` or `Created` failed the whole request
+    /// at `create_timeout`, so under 1% loss about a third of the 32-host gangs
+    /// failed, and each failure left processes that hosts cut off from the requester
+    /// could not be told to kill. The requester now sends `Create` again to a silent
+    /// host before it gives up.
+    #[test]
+    fn a_silent_host_gets_its_create_again_before_the_request_fails() {
+        let (mut p, key) = creating();
+        let timeout = p.config.create_timeout;
+        let (creates, reply) = run(&mut p, Time::ZERO + timeout / 2);
+        assert_eq!(reply, None);
+        assert!(creates >= 2, "{creates} creates sent in half the timeout");
+        let pids = [
+            (0, Pid::new(NodeId(2), Incarnation(1), 1)),
+            (1, Pid::new(NodeId(2), Incarnation(1), 2)),
+        ];
+        p.on_created(Time::ZERO + timeout / 2, NodeId(2), key, &pids);
+        let (_, reply) = run(&mut p, Time::ZERO + timeout * 2);
+        assert!(
+            matches!(reply, Some(ApiReply::Spawned(Ok(ref v))) if v.len() == 2),
+            "{reply:?}"
+        );
+
+        // A host that stays silent still fails the request at `create_timeout`, and
+        // no more than `CREATE_SENDS` creations were sent.
+        let (mut p, _) = creating();
+        let (creates, reply) = run(&mut p, Time::ZERO + timeout * 2);
+        assert!(p.req.pending.is_empty());
+        assert_eq!(reply, Some(ApiReply::Spawned(Err(SpawnError::Aborted))));
+        assert_eq!(creates, CREATE_SENDS as usize);
+        // A host asking later about it is told `Abort` (it is recorded as failed).
+        let key = key_of(&p);
+        assert!(p.req.failed.contains_key(&key.seq), "recorded as failed");
+        p.on_query(NodeId(2), key);
+        let abort = std::iter::from_fn(|| p.poll_output())
+            .any(|o| o == Out::Send(NodeId(2), PlacementMsg::Abort { key }));
+        assert!(abort);
     }
 }

@@ -100,13 +100,22 @@ impl Placement {
         }
     }
 
+    /// `from` answers the call `token`: only the host of the call's pid may (issue 16).
     pub(in crate::placement) fn on_pid_answer(
         &mut self,
         tree: &TreeView<'_>,
+        from: NodeId,
         token: u64,
         answer: PidAnswer,
     ) {
-        self.finish_op(tree, token, answer);
+        if self
+            .req
+            .ops
+            .get(&token)
+            .is_some_and(|op| op.pid.origin() == from)
+        {
+            self.finish_op(tree, token, answer);
+        }
     }
 
     /// Completes the call `token` with `answer` (a `Waiting` only resets the wait's retries).

@@ -311,7 +311,7 @@ pub(super) fn near_hosts(spec: &ProcSpec) -> Vec<NodeId> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::Phase;
     use super::*;
     use crate::agent::RequestId;
@@ -319,7 +319,9 @@ mod tests {
     use crate::ids::TenantId;
     use crate::placement::msg::ReqKey;
 
-    fn pending(demands: &[u32]) -> Pending {
+    /// A request of one process per entry of `demands` (millicores, 1 MiB each), key
+    /// (node 1, life 1, seq 1), asking for offers.
+    pub(in crate::placement::requester) fn pending(demands: &[u32]) -> Pending {
         let items: Vec<(ProcSpec, Demand)> = demands
             .iter()
             .map(|&cpu| {
@@ -355,6 +357,7 @@ mod tests {
             near: Vec::new(),
             retried: false,
             since: Time::ZERO,
+            creating_until: Time::ZERO,
         }
     }
 
