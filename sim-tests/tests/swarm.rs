@@ -290,12 +290,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
     );
 }
 
-/// Failures the swarm found, shrunk (`tests/regressions/swarm/`): each must pass once
-/// its cause is fixed. Ignored until then: placement's all-or-nothing bug under loss
-/// and duplication (issue 15) is being fixed in `core/src/placement` elsewhere; run
-/// with `cargo test -p nefele-sim-tests --test swarm -- --ignored`.
+/// Failures the swarm found, shrunk (`tests/regressions/swarm/`), each failing
+/// `placement.all_or_nothing` before the requester resent `Create` to silent hosts
+/// and the check waited for cut-off hosts to hear their requester.
 #[test]
-#[ignore = "placement.all_or_nothing under loss: fixed in core/src/placement on another branch"]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
