@@ -9,7 +9,20 @@
 //!   each unknown listed peer a unicast `Announce`, and their `Hello` proves
 //!   them alive.
 //! - Every `heartbeat_period` (with ±10% seeded jitter, so a rack does not beat
-//!   in lockstep) an agent broadcasts [`DiscoveryMsg::Heartbeat`].
+//!   in lockstep) an agent broadcasts [`DiscoveryMsg::Heartbeat`]. Its first
+//!   [`BOOT_BEATS`] heartbeats come one probe interval apart instead: a neighbour
+//!   that missed the `Announce` (and the answers that would have named this agent)
+//!   learns of it within seconds, not after the next two lost periods.
+//! - A neighbour that missed two heartbeats (silent for more than
+//!   [`PROBE_AFTER_BEATS`] jittered periods) is probed: every
+//!   `heartbeat_period / PROBE_ROUNDS` it is sent a unicast `Announce`, whose
+//!   `Hello` answer proves it alive. So a neighbour is forgotten only if its
+//!   heartbeats *and* every probe round until the timeout are lost, not after a
+//!   few unlucky datagrams (SWIM's lesson: ask before you give up on someone).
+//!   A peer a `Hello` named is announced to again every probe round until it
+//!   answers (or the next sweep forgets the attempt), at most
+//!   [`MAX_ANNOUNCE_RETRIES`] peers a round, so a `Hello` full of made-up ids
+//!   cannot turn one datagram into hundreds every round.
 //! - A neighbour not heard from for `neighbour_timeout` is dropped.
 //! - A message from an older incarnation of a known neighbour is stale and
 //!   ignored; a newer incarnation replaces the old one (the peer restarted).
@@ -51,6 +64,20 @@ impl Default for DiscoveryConfig {
         }
     }
 }
+
+/// Probe rounds per heartbeat period (see the module docs).
+pub const PROBE_ROUNDS: u32 = 8;
+
+/// The most unanswered peers one probe round announces to again.
+pub const MAX_ANNOUNCE_RETRIES: usize = 16;
+
+/// Heartbeats sent quickly after boot (see the module docs).
+pub const BOOT_BEATS: u32 = 3;
+
+/// Heartbeat periods, jitter included, a neighbour must have been silent before it
+/// is probed: two full periods at their longest (+10%), so only a neighbour whose
+/// last two heartbeats were lost is probed.
+pub const PROBE_AFTER_BEATS: f64 = 2.2;
 
 /// The most peers a `Hello` may list (and so the most `hello_peers` may be): 256 ids
 /// keep a `Hello` under one datagram.
@@ -155,6 +182,7 @@ pub struct Neighbour {
 enum DiscoveryTimer {
     Heartbeat,
     Sweep,
+    Probe,
 }
 
 /// The discovery state machine of one agent.
@@ -175,6 +203,8 @@ pub struct Discovery {
     changes: u64,
     /// Peers learned from a `Hello` and sent an `Announce`, not heard from yet.
     announced: BTreeSet<NodeId>,
+    /// Quick heartbeats still to send after boot.
+    boot_beats: u32,
 }
 
 impl Discovery {
@@ -190,6 +220,7 @@ impl Discovery {
             outbox: VecDeque::new(),
             changes: 0,
             announced: BTreeSet::new(),
+            boot_beats: 0,
         }
     }
 
@@ -197,10 +228,13 @@ impl Discovery {
     pub fn boot(&mut self, now: Time) {
         self.outbox
             .push_back(DiscoveryOutput::Broadcast(DiscoveryMsg::Announce));
-        let first = self.jittered_period();
-        self.timers.set(DiscoveryTimer::Heartbeat, now + first);
+        self.boot_beats = BOOT_BEATS;
+        self.timers
+            .set(DiscoveryTimer::Heartbeat, now + self.probe_interval());
         self.timers
             .set(DiscoveryTimer::Sweep, now + self.config.heartbeat_period);
+        self.timers
+            .set(DiscoveryTimer::Probe, now + self.probe_interval());
     }
 
     /// Takes a message from `from` (in its life `incarnation`).
@@ -228,7 +262,8 @@ impl Discovery {
             }
             DiscoveryMsg::Hello { peers } => {
                 for &peer in peers.iter().take(self.config.hello_peers) {
-                    // Each unknown peer is announced to once, however many Hellos list it.
+                    // Each unknown peer is announced to once here, however many Hellos list
+                    // it; the probe rounds retry those that do not answer.
                     if peer != self.me
                         && self.position(peer).is_err()
                         && self.announced.insert(peer)
@@ -289,7 +324,13 @@ impl Discovery {
                 DiscoveryTimer::Heartbeat => {
                     self.outbox
                         .push_back(DiscoveryOutput::Broadcast(DiscoveryMsg::Heartbeat));
-                    let next = self.jittered_period();
+                    let next = if self.boot_beats > 1 {
+                        self.boot_beats -= 1;
+                        self.probe_interval()
+                    } else {
+                        self.boot_beats = 0;
+                        self.jittered_period()
+                    };
                     self.timers.set(DiscoveryTimer::Heartbeat, now + next);
                 }
                 DiscoveryTimer::Sweep => {
@@ -306,9 +347,35 @@ impl Discovery {
                     self.timers
                         .set(DiscoveryTimer::Sweep, now + self.config.heartbeat_period);
                 }
+                DiscoveryTimer::Probe => {
+                    self.probe_silent(now);
+                    self.timers
+                        .set(DiscoveryTimer::Probe, now + self.probe_interval());
+                }
             }
         }
         debug_assert!(self.position(self.me).is_err());
+    }
+
+    /// Sends a unicast `Announce` to every neighbour silent for longer than
+    /// [`PROBE_AFTER_BEATS`] heartbeat periods, and again to every peer a `Hello`
+    /// named that has not answered yet; the `Hello` they answer refreshes them.
+    fn probe_silent(&mut self, now: Time) {
+        let after = self.config.heartbeat_period.mul_f64(PROBE_AFTER_BEATS);
+        let silent = self
+            .neighbours
+            .iter()
+            .filter(|(_, n)| now.saturating_since(n.last_heard) > after)
+            .map(|(id, _)| *id);
+        let unanswered = self.announced.iter().copied().take(MAX_ANNOUNCE_RETRIES);
+        for peer in silent.chain(unanswered) {
+            self.outbox
+                .push_back(DiscoveryOutput::Send(peer, DiscoveryMsg::Announce));
+        }
+    }
+
+    fn probe_interval(&self) -> Duration {
+        self.config.heartbeat_period / PROBE_ROUNDS
     }
 
     /// The next output, if any.
