@@ -19,10 +19,13 @@
 //!   `Hello` answer proves it alive. So a neighbour is forgotten only if its
 //!   heartbeats *and* every probe round until the timeout are lost, not after a
 //!   few unlucky datagrams (SWIM's lesson: ask before you give up on someone).
-//!   A peer a `Hello` named is announced to again every probe round until it
-//!   answers (or the next sweep forgets the attempt), at most
-//!   [`MAX_ANNOUNCE_RETRIES`] peers a round, so a `Hello` full of made-up ids
-//!   cannot turn one datagram into hundreds every round.
+//! - An agent that may not know this one is *introduced* to with a unicast
+//!   `Announce`: a peer a `Hello` names that this agent does not know, and a
+//!   neighbour first heard by its heartbeat (it missed this agent's `Announce`,
+//!   or this agent missed its own). The `Announce` is repeated every probe round
+//!   until the peer answers with a `Hello` or a heartbeat period has passed, at
+//!   most [`MAX_ANNOUNCE_RETRIES`] peers a round (so a `Hello` full of made-up
+//!   ids cannot turn one datagram into hundreds every round).
 //! - A neighbour not heard from for `neighbour_timeout` is dropped.
 //! - A message from an older incarnation of a known neighbour is stale and
 //!   ignored; a newer incarnation replaces the old one (the peer restarted).
@@ -37,7 +40,7 @@ use crate::wire::validate::{check_len, Reject};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 /// Discovery parameters.
@@ -178,6 +181,17 @@ pub struct Neighbour {
     pub last_heard: Time,
 }
 
+/// What a message says of its sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Heard {
+    /// From an older life of a known neighbour: ignored.
+    Stale,
+    /// From a known neighbour.
+    Known,
+    /// From an agent not known before (now a neighbour).
+    New,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum DiscoveryTimer {
     Heartbeat,
@@ -201,8 +215,9 @@ pub struct Discovery {
     timers: TimerTable<DiscoveryTimer>,
     outbox: VecDeque<DiscoveryOutput>,
     changes: u64,
-    /// Peers learned from a `Hello` and sent an `Announce`, not heard from yet.
-    announced: BTreeSet<NodeId>,
+    /// Peers sent a unicast `Announce` (introduced) whose `Hello` has not come yet,
+    /// with when the first was sent.
+    announced: BTreeMap<NodeId, Time>,
     /// Quick heartbeats still to send after boot.
     boot_beats: u32,
 }
@@ -219,7 +234,7 @@ impl Discovery {
             timers: TimerTable::default(),
             outbox: VecDeque::new(),
             changes: 0,
-            announced: BTreeSet::new(),
+            announced: BTreeMap::new(),
             boot_beats: 0,
         }
     }
@@ -245,7 +260,11 @@ impl Discovery {
         incarnation: Incarnation,
         msg: &DiscoveryMsg,
     ) {
-        if from == self.me || !self.note_alive(now, from, incarnation) {
+        if from == self.me {
+            return;
+        }
+        let heard = self.note_alive(now, from, incarnation);
+        if heard == Heard::Stale {
             return;
         }
         match msg {
@@ -261,34 +280,40 @@ impl Discovery {
                     .push_back(DiscoveryOutput::Send(from, DiscoveryMsg::Hello { peers }));
             }
             DiscoveryMsg::Hello { peers } => {
+                // The answer to our Announce: `from` knows us now.
+                self.announced.remove(&from);
                 for &peer in peers.iter().take(self.config.hello_peers) {
-                    // Each unknown peer is announced to once here, however many Hellos list
-                    // it; the probe rounds retry those that do not answer.
-                    if peer != self.me
-                        && self.position(peer).is_err()
-                        && self.announced.insert(peer)
-                    {
-                        self.outbox
-                            .push_back(DiscoveryOutput::Send(peer, DiscoveryMsg::Announce));
+                    if peer != self.me && self.position(peer).is_err() {
+                        self.introduce(now, peer);
                     }
                 }
             }
+            // A neighbour first heard by its heartbeat missed our Announce, or we missed
+            // its own and the answers naming it: it may not know us either.
+            DiscoveryMsg::Heartbeat if heard == Heard::New => self.introduce(now, from),
             DiscoveryMsg::Heartbeat => {}
         }
     }
 
-    /// Records that `from` is alive in `incarnation`; false if the message is from an older life.
-    fn note_alive(&mut self, now: Time, from: NodeId, incarnation: Incarnation) -> bool {
-        if !self.announced.is_empty() {
-            self.announced.remove(&from);
+    /// Announces this agent to `peer`, which may not know it: once here, however many
+    /// messages ask for it; the probe rounds retry until `peer` answers with a `Hello`.
+    fn introduce(&mut self, now: Time, peer: NodeId) {
+        if let std::collections::btree_map::Entry::Vacant(e) = self.announced.entry(peer) {
+            e.insert(now);
+            self.outbox
+                .push_back(DiscoveryOutput::Send(peer, DiscoveryMsg::Announce));
         }
+    }
+
+    /// Records that `from` is alive in `incarnation`.
+    fn note_alive(&mut self, now: Time, from: NodeId, incarnation: Incarnation) -> Heard {
         match self.position(from) {
-            Ok(at) if incarnation < self.neighbours[at].1.incarnation => false,
+            Ok(at) if incarnation < self.neighbours[at].1.incarnation => Heard::Stale,
             Ok(at) => {
                 let n = &mut self.neighbours[at].1;
                 n.incarnation = incarnation;
                 n.last_heard = now;
-                true
+                Heard::Known
             }
             Err(at) => {
                 self.changes += 1;
@@ -302,7 +327,7 @@ impl Discovery {
                         },
                     ),
                 );
-                true
+                Heard::New
             }
         }
     }
@@ -341,9 +366,6 @@ impl Discovery {
                     if self.neighbours.len() != before {
                         self.changes += 1;
                     }
-                    // Peers that never answered an Announce are forgotten, so a later Hello
-                    // that lists them again leads to a new attempt.
-                    self.announced.clear();
                     self.timers
                         .set(DiscoveryTimer::Sweep, now + self.config.heartbeat_period);
                 }
@@ -358,16 +380,20 @@ impl Discovery {
     }
 
     /// Sends a unicast `Announce` to every neighbour silent for longer than
-    /// [`PROBE_AFTER_BEATS`] heartbeat periods, and again to every peer a `Hello`
-    /// named that has not answered yet; the `Hello` they answer refreshes them.
+    /// [`PROBE_AFTER_BEATS`] heartbeat periods, and again to every peer introduced to
+    /// within the last heartbeat period that has not answered yet; the `Hello` they
+    /// answer refreshes them. Older introductions are given up: a later one starts over.
     fn probe_silent(&mut self, now: Time) {
-        let after = self.config.heartbeat_period.mul_f64(PROBE_AFTER_BEATS);
+        let period = self.config.heartbeat_period;
+        self.announced
+            .retain(|_, since| now.saturating_since(*since) < period);
+        let after = period.mul_f64(PROBE_AFTER_BEATS);
         let silent = self
             .neighbours
             .iter()
             .filter(|(_, n)| now.saturating_since(n.last_heard) > after)
             .map(|(id, _)| *id);
-        let unanswered = self.announced.iter().copied().take(MAX_ANNOUNCE_RETRIES);
+        let unanswered = self.announced.keys().copied().take(MAX_ANNOUNCE_RETRIES);
         for peer in silent.chain(unanswered) {
             self.outbox
                 .push_back(DiscoveryOutput::Send(peer, DiscoveryMsg::Announce));
