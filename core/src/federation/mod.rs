@@ -379,8 +379,10 @@ pub enum FedOutput {
 const MAX_HOPS: u8 = 32;
 /// The most ancestors a view lists (deeper than any hierarchy the depth bound allows).
 const MAX_ANCESTORS: usize = 16;
-/// Probes a new root makes every period before slowing to `probe_period`.
-const FAST_PROBES: u32 = 5;
+/// Probes a new root makes every period before slowing to `probe_period`: six
+/// seconds' worth, so that the roots left at the end of a boot under 10% loss (where a
+/// probe and its answer cross several lossy hops) still merge within a few periods.
+const FAST_PROBES: u32 = 20;
 const MAX_CONTACTS: usize = 32;
 
 /// One federation instance of one agent.
