@@ -384,6 +384,10 @@ const MAX_ANCESTORS: usize = 16;
 /// probe and its answer cross several lossy hops) still merge within a few periods.
 const FAST_PROBES: u32 = 20;
 const MAX_CONTACTS: usize = 32;
+/// Copies of a changed view pushed to each member.
+const VIEW_COPIES: usize = 2;
+/// Times a groupless agent asks the leader a merge sent it to before it asks its neighbours.
+const JOIN_TARGET_TRIES: u32 = 3;
 
 /// One federation instance of one agent.
 ///
@@ -410,6 +414,8 @@ pub struct Federation {
     priority_contacts: VecDeque<NodeId>,
     contact_cursor: usize,
     join_attempts: u32,
+    /// The leader a merge or dissolve sent this agent to, asked first when groupless.
+    join_target: Option<NodeId>,
     next_join: Time,
     next_probe: Time,
     fast_probes: u32,
@@ -447,6 +453,7 @@ impl Federation {
             priority_contacts: VecDeque::new(),
             contact_cursor: 0,
             join_attempts: 0,
+            join_target: None,
             next_join: Time::ZERO,
             next_probe: Time::NEVER,
             fast_probes: 0,
@@ -607,7 +614,8 @@ impl Federation {
         self.outbox.push_back(FedOutput::Notice(notice));
     }
 
-    /// Pushes every changed view to its members, with its ancestors brought up to date.
+    /// Pushes every changed view to its members ([`VIEW_COPIES`] times), with its
+    /// ancestors brought up to date.
     fn flush(&mut self) {
         for level in 0..self.seats.len() {
             if self.seats[level].led_by(self.me) {
@@ -622,9 +630,14 @@ impl Federation {
             if !std::mem::take(&mut self.seats[level].dirty) {
                 continue;
             }
+            // Sent twice: a member whose only copy is lost disagrees with its leader
+            // until its next beat shows the old epoch. Views change rarely (joins,
+            // removals, splits), so the copy costs little.
             let view = self.seats[level].view.clone();
             for m in &view.members {
-                self.send(*m, FedBody::View(view.clone()));
+                for _ in 0..VIEW_COPIES {
+                    self.send(*m, FedBody::View(view.clone()));
+                }
             }
         }
         debug_assert!(

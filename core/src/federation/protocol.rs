@@ -4,7 +4,9 @@
 
 use super::seat::Seat;
 use super::view::{Level, View};
-use super::{FedBody, FedNotice, Federation, FAST_PROBES, MAX_ANCESTORS, MAX_HOPS};
+use super::{
+    FedBody, FedNotice, Federation, FAST_PROBES, JOIN_TARGET_TRIES, MAX_ANCESTORS, MAX_HOPS,
+};
 use crate::ids::NodeId;
 use crate::time::Time;
 use rand::Rng;
@@ -42,10 +44,23 @@ impl Federation {
     }
 
     /// A groupless agent asks a rack neighbour for a level-0 seat, trying the lowest
-    /// ids first; with no neighbour (or none answering) it founds its own group.
+    /// ids first; with no neighbour (or none answering) it founds its own group. An
+    /// agent sent to a group (a merge, a dissolve) asks that group's leader again
+    /// every period first, [`JOIN_TARGET_TRIES`] times: one lost `Attach` must not
+    /// leave it groupless for several periods and then in another group.
     fn try_join(&mut self, now: Time) {
         if now < self.next_join {
             return;
+        }
+        if let Some(target) = self.join_target {
+            if self.join_attempts < JOIN_TARGET_TRIES {
+                self.join_attempts += 1;
+                self.next_join = now + self.config.period;
+                self.send(target, attach(self.me, 0));
+                return;
+            }
+            self.join_target = None;
+            self.join_attempts = 0;
         }
         let attempt = self.join_attempts as usize;
         self.join_attempts += 1;
@@ -436,7 +451,8 @@ impl Federation {
         if level > 0 {
             self.became_root(now);
         } else {
-            self.next_join = now + self.config.period * 2;
+            self.join_target = (target != self.me).then_some(target);
+            self.next_join = now + self.config.period;
             self.join_attempts = 0;
         }
     }
@@ -571,6 +587,7 @@ impl Federation {
                 let leads = view.leader == self.me;
                 self.seats.push(Seat::new(view, now));
                 self.join_attempts = 0;
+                self.join_target = None;
                 if leads {
                     self.seek_parent(now, l);
                 }
@@ -652,6 +669,7 @@ impl Federation {
             if l == 0 {
                 self.next_join = now;
                 self.join_attempts = 0;
+                self.join_target = None;
             } else {
                 self.became_root(now);
             }
@@ -691,6 +709,7 @@ impl Federation {
         self.seats.truncate(level);
         if level == 0 {
             self.next_join = now + self.config.period * 2;
+            self.join_target = None;
         }
     }
 
