@@ -249,9 +249,12 @@ fn short_stalls_are_suspected_but_not_removed() {
 /// Loss tolerance (issue 15; at 2,000 agents and 10% loss, 13 live agents were
 /// removed and 58 violations followed): under 10% uniform loss and no other fault, no
 /// agent that is up and reachable is removed, and every invariant holds throughout.
+/// With this seed, before indirect probes and discovery's probes, one live agent was
+/// removed and 8 checks failed (a member behind its leader's view, neighbours
+/// forgotten).
 #[test]
 fn ten_percent_loss_removes_no_live_agent() {
-    let mut config = cluster(300, 3, secs(40));
+    let mut config = cluster(300, 5, secs(40));
     config.network.loss = 0.1;
     let sim = run(config);
     assert_healthy(&sim);
@@ -259,7 +262,8 @@ fn ten_percent_loss_removes_no_live_agent() {
 }
 
 /// Under 10% loss, crashes are still suspected within three periods (p99), and
-/// removed, with no live agent removed on the way.
+/// removed, with no live agent removed on the way. With this seed, before, 17 checks
+/// failed after the crash (an agent left in no level-0 group).
 #[test]
 fn crashes_under_ten_percent_loss_are_detected_within_three_periods() {
     let mut config = cluster(300, 4, secs(30));
