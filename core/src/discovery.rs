@@ -559,7 +559,10 @@ mod tests {
     /// Runs `d`'s timers up to `until_ms` and returns what it sent on the way.
     fn run_until(d: &mut Discovery, until_ms: u64) -> Vec<DiscoveryOutput> {
         let mut sent = Vec::new();
-        while let Some(at) = d.next_timeout().filter(|t| *t <= Time::from_millis(until_ms)) {
+        while let Some(at) = d
+            .next_timeout()
+            .filter(|t| *t <= Time::from_millis(until_ms))
+        {
             d.handle_timeout(at);
             sent.extend(drain(d));
         }
@@ -611,7 +614,11 @@ mod tests {
         heartbeat(&mut d, 20, 2);
         assert_eq!(announces_to(&drain(&mut d), 2), 0, "once per introduction");
         let sent = run_until(&mut d, 400);
-        assert_eq!(announces_to(&sent, 2), 3, "retried every probe round: {sent:?}");
+        assert_eq!(
+            announces_to(&sent, 2),
+            3,
+            "retried every probe round: {sent:?}"
+        );
         d.handle_message(
             Time::from_millis(400),
             NodeId(2),
@@ -635,7 +642,10 @@ mod tests {
         d.handle_message(Time::ZERO, NodeId(2), Incarnation(0), &hello);
         assert_eq!(drain(&mut d).len(), 64, "each named peer announced to once");
         let sent = run_until(&mut d, 125);
-        let retries = sent.iter().filter(|o| matches!(o, DiscoveryOutput::Send(..))).count();
+        let retries = sent
+            .iter()
+            .filter(|o| matches!(o, DiscoveryOutput::Send(..)))
+            .count();
         assert_eq!(retries, MAX_ANNOUNCE_RETRIES);
         let sent = run_until(&mut d, 1_200);
         let late = sent
@@ -645,7 +655,9 @@ mod tests {
         assert!(late <= MAX_ANNOUNCE_RETRIES * PROBE_ROUNDS as usize);
         let sent = run_until(&mut d, 1_500);
         assert!(
-            !sent.iter().any(|o| matches!(o, DiscoveryOutput::Send(n, _) if n.0 >= 100)),
+            !sent
+                .iter()
+                .any(|o| matches!(o, DiscoveryOutput::Send(n, _) if n.0 >= 100)),
             "given up after a period: {sent:?}"
         );
     }

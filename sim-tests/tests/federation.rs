@@ -268,16 +268,16 @@ fn ten_percent_loss_removes_no_live_agent() {
 fn crashes_under_ten_percent_loss_are_detected_within_three_periods() {
     let mut config = cluster(300, 4, secs(30));
     config.network.loss = 0.1;
-    config.faults = vec![fault(
-        15,
-        FaultAction::Crash(Selector::Fraction(0.1)),
-        None,
-    )];
+    config.faults = vec![fault(15, FaultAction::Crash(Selector::Fraction(0.1)), None)];
     let sim = run(config);
     assert_healthy(&sim);
     assert_eq!(sim.stats().false_removals, 0);
     let mut detections = sim.stats().detection_ms.clone();
-    assert!(detections.len() >= 25, "{} crashes detected", detections.len());
+    assert!(
+        detections.len() >= 25,
+        "{} crashes detected",
+        detections.len()
+    );
     detections.sort_by(f64::total_cmp);
     let p99 = detections[(detections.len() * 99).div_ceil(100) - 1];
     let bound = FederationConfig::default().period.as_secs_f64() * 3e3;

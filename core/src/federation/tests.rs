@@ -274,7 +274,10 @@ fn a_member_reachable_only_through_others_is_not_removed() {
             .count();
         assert!(net.listed_by_n0(3), "n3 removed at {at}");
     }
-    assert!(direct_probes >= 2, "n0 probed n3 in several rounds ({direct_probes})");
+    assert!(
+        direct_probes >= 2,
+        "n0 probed n3 in several rounds ({direct_probes})"
+    );
 }
 
 /// A member that is really gone is still removed, within the detection timeout, and
@@ -292,7 +295,9 @@ fn a_dead_member_is_probed_every_tick_and_removed_in_time() {
             removed_at.get_or_insert(at);
             continue;
         }
-        let suspected = net.agents[&NodeId(0)].seats[0].suspects.contains(&NodeId(3));
+        let suspected = net.agents[&NodeId(0)].seats[0]
+            .suspects
+            .contains(&NodeId(3));
         if !suspected {
             continue;
         }
