@@ -22,12 +22,10 @@
 //!   point, up to [`MAX_HEALTH`]; each tick without such evidence takes a point
 //!   back. The bound is part of [`FederationConfig::detection_timeout`].
 //!
-//! Invariants: a helper relays only to a member of its own group at that level
-//! (one datagram per request), and a suspect answers a relayed probe with `ProbeAck` only to a member of
-//! its own group there (a leader answers anyone else `Leave`, one datagram, as it
-//! answers a direct probe), so a relayed probe never makes an agent say more than a
-//! direct one; every round sends at most `1 + 2 × INDIRECT_PROBES` messages per
-//! suspect.
+//! Invariants: a helper relays only between two members of its own group at that
+//! level, and a suspect answers a relayed probe only from a member of its own group
+//! there, so these messages cannot be used to make an agent talk to strangers; every
+//! round sends at most `1 + 2 × INDIRECT_PROBES` messages per suspect.
 //!
 //! [`FederationConfig::detection_timeout`]: super::FederationConfig::detection_timeout
 
@@ -107,37 +105,26 @@ impl Federation {
         }
     }
 
-    /// `origin` asks us to probe `target` at `level`: relayed only if `target` is a
-    /// member of our group there. `origin` need not be one: a member whose leader
-    /// dropped it while the `Leave` was lost asks through the members it still knows,
-    /// and the leader's `Leave` must reach it that way too.
+    /// `origin` asks us to probe `target` at `level`: relayed only if both are members
+    /// of our group there.
     pub(super) fn on_probe_req(&mut self, origin: NodeId, level: Level, target: NodeId) {
-        let known = self
+        let shared = self
             .seats
             .get(level as usize)
-            .is_some_and(|s| s.view.contains(target));
-        if known && target != self.me && target != origin {
+            .is_some_and(|s| s.view.contains(origin) && s.view.contains(target));
+        if shared && target != self.me && target != origin {
             self.send(target, FedBody::ProbeFor { level, origin });
         }
     }
 
     /// `origin` asks, through a helper, whether we are alive at `level`: answered
-    /// straight to `origin` if it is a member of our group there; a leader that does
-    /// not list `origin` answers `Leave`, as it answers a direct `Probe` (a member
-    /// that lost every `Leave` its beats got must not take over a group it is not
-    /// in). Being probed by a peer that watches us means our own messages are being
-    /// lost.
+    /// straight to `origin` if it is a member of our group there. Being probed by a
+    /// peer that watches us means our own messages are being lost.
     pub(super) fn on_probe_for(&mut self, origin: NodeId, level: Level) {
         let Some(seat) = self.seats.get(level as usize) else {
             return;
         };
-        if origin == self.me {
-            return;
-        }
-        if !seat.view.contains(origin) {
-            if seat.led_by(self.me) {
-                self.send(origin, FedBody::Leave { level });
-            }
+        if origin == self.me || !seat.view.contains(origin) {
             return;
         }
         if self.watches_me(origin, level) {
