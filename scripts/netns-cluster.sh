@@ -10,7 +10,9 @@
 # lands on several hosts and `nef ps` on host 3 lists all 8; SIGKILL to an agent
 # that runs some of them: ps reports those lost and the rest running; restarting
 # it re-adopts them (all 8 running again); `nef kill`/`nef wait` end them from
-# host 4; the C example (libnefele's C ABI) spawns, lists and kills on host 2.
+# host 4; a tenant process on host 2 finds neither the key nor the agent's
+# config, cannot write outside /data and /tmp nor mount, and has no capability
+# and no_new_privs; the C example (libnefele's C ABI) spawns, lists and kills on host 2.
 #
 # Needs root, iproute2, util-linux (unshare), python3 (reads `nef --json`) and
 # cc (the C example). Without one of them the test is skipped (and the skip
@@ -140,7 +142,7 @@ MODE=$2
 NEFELED=$(realpath "$BIN_DIR/nefeled")
 NEF=$(realpath "$BIN_DIR/nef")
 KEY="$WORK/cluster.key"
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$KEY"
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$KEY")
 declare -A AGENT_PID
 
 # nef as a client of host $1's agent. The API is a Unix socket, a file: no need
@@ -176,6 +178,7 @@ name = "test"
 id = 1
 tokens = ["test-token"]
 EOF
+    chmod 600 "$WORK/h$i/nefeled.toml" # it holds a token in clear
 }
 
 start_agent() {
@@ -286,6 +289,16 @@ run_test() {
     say "killing the 8 sleepers from host 4"
     for pid in $pids; do nef_on 4 kill --signal KILL "$pid" || fail "nef kill $pid failed"; done
     for pid in $pids; do nef_on 4 wait "$pid" >&2 || fail "nef wait $pid failed"; done
+
+    say "a tenant process is contained: no key, no config, no root on the host"
+    local probe out
+    # Each attempt must fail (the shell exits 0 only if all did); `id -u` is 0 inside,
+    # an unprivileged range outside.
+    probe=$(nef_on 2 spawn --mem 64M -- /bin/sh -c \
+        "! cat '$KEY' && ! cat '$WORK/h2/nefeled.toml' && ! touch /etc/x /usr/x /x && ! mount -t tmpfs none /tmp && grep -q '^NoNewPrivs:.*1' /proc/self/status && grep -q '^CapEff:.*0000000000000000' /proc/self/status") \
+        || fail "nef spawn of the containment probe failed"
+    out=$(nef_on 2 wait "$probe") || fail "nef wait $probe failed"
+    [ "$out" = "$probe exited with code 0" ] || fail "a tenant process escaped its containment: $out"
 
     say "the C example (libnefele's C ABI) on host 2: spawn, list, kill, wait"
     if command -v cc >/dev/null; then

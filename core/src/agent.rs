@@ -9,8 +9,8 @@
 //! - every other wire message to its service (the registry in
 //!   [`crate::service::registry`] lists them), with a [`Context`] whose
 //!   [`TreeView`] shows the federation instance that service rides;
-//! - host events and what services did ([`ServiceEvent`]) to every service, in
-//!   registry order; federation removals and changes of this agent's level-0
+//! - host events and what services did ([`ServiceEvent`]) to every service that
+//!   wants them, in registry order (an event nobody wants is dropped); federation removals and changes of this agent's level-0
 //!   group become events too;
 //! - each service's summary part into the beats of the instance it rides;
 //! - API calls to the service that owns them.
@@ -32,8 +32,7 @@ use crate::ids::{Incarnation, NodeId};
 use crate::incarnations::Incarnations;
 use crate::service::registry::Services;
 use crate::service::{
-    Context, Payload, ServiceConfigError, ServiceEvent, ServiceNotice, ServiceOutput,
-    ServicesConfig, TreeView,
+    Context, Payload, ServiceConfigError, ServiceEvent, ServiceNotice, ServicesConfig, TreeView,
 };
 use crate::time::Time;
 use crate::wire::{Envelope, Message, Reject};
@@ -108,6 +107,18 @@ pub struct Identity {
     pub node: NodeId,
     /// Bumped by the host on every start, before the agent mints anything.
     pub incarnation: Incarnation,
+}
+
+impl Identity {
+    /// `body` as sent by this agent.
+    #[must_use]
+    pub fn envelope(self, body: Message) -> Envelope {
+        Envelope {
+            from: self.node,
+            incarnation: self.incarnation,
+            body,
+        }
+    }
 }
 
 /// Something that happened to the agent.
@@ -202,7 +213,7 @@ pub struct Agent {
     /// or federation messages that touch no service: they skip the hand-over).
     parts_stale: bool,
     services: Services,
-    /// Events waiting to be routed to every service.
+    /// Events waiting to be routed to the services that want them.
     events: VecDeque<ServiceEvent>,
     outputs: VecDeque<Output>,
     /// The newest life of each peer heard from (messages of older lives are dropped).
@@ -218,14 +229,6 @@ fn context(identity: Identity, federations: &[Federation], instance: u8) -> Cont
     Context {
         me: identity,
         tree: TreeView::new(identity.node, fed),
-    }
-}
-
-fn envelope(identity: Identity, body: Message) -> Envelope {
-    Envelope {
-        from: identity.node,
-        incarnation: identity.incarnation,
-        body,
     }
 }
 
@@ -395,36 +398,25 @@ impl Agent {
     }
 
     /// Drains every service's outputs and routes the events they raise (and those
-    /// queued before) to every service, until nothing is left; then hands the
+    /// queued before) to the services that want them, until nothing is left; then hands the
     /// services' summary parts to the federation instances they ride.
     fn route_services(&mut self, now: Time) {
         loop {
             let (identity, outputs, events) = (self.identity, &mut self.outputs, &mut self.events);
-            self.services.for_each(|s| {
-                while let Some(out) = s.poll_output() {
-                    let output = match out {
-                        ServiceOutput::Send(to, msg) => Output::Send {
-                            to,
-                            envelope: envelope(identity, msg),
-                        },
-                        ServiceOutput::Host(command) => Output::Host(command),
-                        ServiceOutput::Reply(request, reply) => Output::ApiReply { request, reply },
-                        ServiceOutput::Event(event) => {
-                            events.push_back(event);
-                            continue;
-                        }
-                        ServiceOutput::Notice(notice) => Output::Notice(Notice::Service(notice)),
-                    };
-                    outputs.push_back(output);
-                }
-            });
+            self.services
+                .for_each(|s| s.drain_into(identity, outputs, events));
             let Some(event) = self.events.pop_front() else {
                 break;
             };
+            if !self.services.want(&event) {
+                continue;
+            }
             self.parts_stale = true;
             let federations = &self.federations;
             self.services.for_each(|s| {
-                s.handle_event(now, &event, &context(identity, federations, s.instance()));
+                if s.wants(&event) {
+                    s.handle_event(now, &event, &context(identity, federations, s.instance()));
+                }
             });
         }
         if !std::mem::take(&mut self.parts_stale) {
@@ -443,11 +435,11 @@ impl Agent {
         while let Some(out) = self.discovery.poll_output() {
             let output = match out {
                 DiscoveryOutput::Broadcast(msg) => Output::Broadcast {
-                    envelope: envelope(self.identity, Message::Discovery(msg)),
+                    envelope: self.identity.envelope(Message::Discovery(msg)),
                 },
                 DiscoveryOutput::Send(to, msg) => Output::Send {
                     to,
-                    envelope: envelope(self.identity, Message::Discovery(msg)),
+                    envelope: self.identity.envelope(Message::Discovery(msg)),
                 },
             };
             self.outputs.push_back(output);
@@ -470,10 +462,9 @@ impl Agent {
                 let output = match out {
                     FedOutput::Send(to, body) => Output::Send {
                         to,
-                        envelope: envelope(
-                            self.identity,
-                            Message::Federation(FedMsg { instance, body }),
-                        ),
+                        envelope: self
+                            .identity
+                            .envelope(Message::Federation(FedMsg { instance, body })),
                     },
                     FedOutput::Notice(notice) => {
                         if let FedNotice::Removed { node, level } = notice {

@@ -1,6 +1,18 @@
-//! Start-to-exit latency of `/bin/true` through the adapter (namespaces and cgroup
-//! limits), against `unshare --pid --fork --mount-proc --uts --ipc --net` and a plain
-//! fork/exec; then spawn/kill cycles, checking that nothing is left behind.
+//! Start-to-exit latency of `/bin/true` through the adapter with its full
+//! isolation (user, pid, mount with its own root, uts, ipc, net and cgroup
+//! namespaces, no capability, seccomp, cgroup limits), side by side in one run
+//! with `unshare -U -r --pid --fork --mount-proc --uts --ipc --net`, with `bwrap`
+//! (the same namespaces and a like view: read-only /usr, its own /proc, /dev,
+//! /tmp) and a plain fork/exec; then spawn/kill cycles, checking that nothing is
+//! left behind. The four are timed in turn, run after run, so that the load of a
+//! shared machine falls on each alike. `ratio_vs_unshare` (the last line) is the
+//! adapter's p50 over unshare's.
+//!
+//! The adapter's data directory (state file, two log files per process) is a
+//! temporary directory: `TMPDIR` chooses its file system. On ext4 with many
+//! recent deletions (a build machine), creating the log files dominates a start
+//! (the inode allocator skips recently deleted inodes); compare with
+//! `TMPDIR=/dev/shm`.
 //!
 //! Run as root: `cargo bench -p nefele-host-linux --bench spawn`.
 //! Counts: `NEFELE_BENCH_N` (default 1000) and `NEFELE_BENCH_CYCLES` (default 10000).
@@ -128,27 +140,75 @@ fn leftover_cgroups(name: &str) -> usize {
     walk(Path::new("/sys/fs/cgroup"), name, 4)
 }
 
-/// Starts and reaps `n` `/bin/true` through the adapter; start-to-exit latencies.
-fn run_adapter(
-    host: &mut LinuxHost<RealSys>,
-    tenant: TenantId,
-    next_pid: &mut impl FnMut() -> Pid,
-    n: usize,
-) -> Vec<Duration> {
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let pid = next_pid();
-        let t0 = Instant::now();
-        host.execute(HostCommand::Start {
-            pid,
-            tenant,
-            spec: spec(&["/bin/true"]),
-        })
-        .expect("start");
-        wait_for(host, pid, true);
-        samples.push(t0.elapsed());
+/// Runs `program args` once; how long it took.
+fn time_command(program: &str, args: &[&str]) -> Duration {
+    let t0 = Instant::now();
+    let status = Command::new(program).args(args).status();
+    assert!(
+        status.as_ref().is_ok_and(|s| s.success()),
+        "{program} {args:?}: {status:?}"
+    );
+    t0.elapsed()
+}
+
+fn bwrap_available() -> bool {
+    Command::new("bwrap")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// bwrap with the adapter's namespaces and a like view of the file system.
+fn bwrap_args() -> Vec<&'static str> {
+    let mut args = vec![
+        "--unshare-user",
+        "--uid",
+        "0",
+        "--gid",
+        "0",
+        "--unshare-pid",
+        "--unshare-uts",
+        "--unshare-ipc",
+        "--unshare-net",
+        "--unshare-cgroup",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+    ];
+    for dir in ["/bin", "/sbin", "/lib", "/lib64"] {
+        let path = Path::new(dir);
+        match std::fs::read_link(path) {
+            Ok(target) => {
+                let target: &'static str = target.to_string_lossy().into_owned().leak();
+                args.extend(["--symlink", target, dir]);
+            }
+            Err(_) if path.exists() => args.extend(["--ro-bind", dir, dir]),
+            Err(_) => {}
+        }
     }
-    samples
+    args.extend([
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "/bin/true",
+    ]);
+    args
+}
+
+/// Starts and reaps one `/bin/true` through the adapter; its start-to-exit latency.
+fn run_adapter(host: &mut LinuxHost<RealSys>, tenant: TenantId, pid: Pid) -> Duration {
+    let t0 = Instant::now();
+    host.execute(HostCommand::Start {
+        pid,
+        tenant,
+        spec: spec(&["/bin/true"]),
+    })
+    .expect("start");
+    wait_for(host, pid, true);
+    t0.elapsed()
 }
 
 fn main() {
@@ -178,36 +238,34 @@ fn main() {
         Pid::new(NodeId(1), Incarnation(1), seq)
     };
 
-    let adapter = run_adapter(&mut host, tenant, &mut next_pid, n);
+    let unshare_args = [
+        "-U",
+        "-r",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--uts",
+        "--ipc",
+        "--net",
+        "/bin/true",
+    ];
+    let bwrap_args = bwrap_available().then(bwrap_args);
+    // Interleaved, so that the load of a shared machine falls on each alike.
+    let (mut adapter, mut unshare, mut bwrap, mut plain) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        adapter.push(run_adapter(&mut host, tenant, next_pid()));
+        unshare.push(time_command("unshare", &unshare_args));
+        if let Some(args) = &bwrap_args {
+            bwrap.push(time_command("bwrap", args));
+        }
+        plain.push(time_command("/bin/true", &[]));
+    }
     host.set_fsync_state(true);
-    let adapter_fsync = run_adapter(&mut host, tenant, &mut next_pid, n.div_ceil(5));
+    let adapter_fsync: Vec<Duration> = (0..n.div_ceil(5))
+        .map(|_| run_adapter(&mut host, tenant, next_pid()))
+        .collect();
     host.set_fsync_state(false);
-    let mut unshare = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t0 = Instant::now();
-        let ok = Command::new("unshare")
-            .args([
-                "--pid",
-                "--fork",
-                "--mount-proc",
-                "--uts",
-                "--ipc",
-                "--net",
-                "/bin/true",
-            ])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "unshare failed");
-        unshare.push(t0.elapsed());
-    }
-    let mut plain = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t0 = Instant::now();
-        assert!(Command::new("/bin/true")
-            .status()
-            .is_ok_and(|s| s.success()));
-        plain.push(t0.elapsed());
-    }
 
     let mut kills = Vec::with_capacity(cycles);
     for _ in 0..cycles {
@@ -238,7 +296,8 @@ fn main() {
     let leftover_ns = namespaces().difference(&ns_before).count();
 
     report("fork/exec", plain);
-    let p50_unshare = report("unshare", unshare);
+    let p50_unshare = report("unshare -U -r", unshare);
+    let p50_bwrap = bwrap_args.map(|_| report("bwrap", bwrap));
     let p50_adapter_fsync = report("adapter+fsync", adapter_fsync);
     let p50_adapter = report("adapter", adapter);
     report("kill", kills);
@@ -249,6 +308,13 @@ fn main() {
         leftover_ns,
         host.holder(tenant)
     );
+    match p50_bwrap {
+        Some(b) => println!(
+            "ratio_vs_bwrap={:.2}",
+            p50_adapter.as_secs_f64() / b.as_secs_f64()
+        ),
+        None => println!("ratio_vs_bwrap: bwrap not installed (apt-get install bubblewrap)"),
+    }
     // Both ratios; the one without fsync stays last (scripts read the last line).
     println!(
         "ratio_vs_unshare_fsync={:.2}",

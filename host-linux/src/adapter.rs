@@ -20,11 +20,13 @@
 
 use crate::cgroup::{Cgroups, ProcCgroup, Support};
 use crate::error::{HostError, StartError};
+use crate::idmap::IdRanges;
 use crate::logs::{self, LogPaths};
 use crate::resources::Capacity;
+use crate::rootfs::{Lookup, Rootfs};
 use crate::state::{self, HolderRecord, ProcRecord, State};
-use crate::sys::{Reaped, SpawnPlan, Sys};
-use nefele_core::host::{ExitStatus, Limits, Signal, Usage};
+use crate::sys::{HolderPlan, Reaped, SpawnPlan, Sys};
+use nefele_core::host::{ExitStatus, Limits, Signal, StartFailure, Usage};
 use nefele_core::{Host, HostCommand, HostEvent, HostResources, Pid, ProcSpec, TenantId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Read;
@@ -35,6 +37,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// How long a cgroup may stay busy after its process ended before the adapter
 /// gives up removing it (and reports the exit anyway, with a warning).
 const CLEANUP_GIVE_UP: Duration = Duration::from_secs(5);
+/// The pids limit of a process that sets none (see [`Config::default_limits`]).
+pub const DEFAULT_PIDS: u32 = 1024;
 /// How often log sizes are checked against the cap.
 const LOG_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long [`LinuxHost::wait_event`] sleeps at most between retries of a busy cgroup.
@@ -60,6 +64,16 @@ pub struct Config {
     /// How long a tenant's namespaces and cgroup outlive its last process, ready for
     /// its next one; zero removes them at once.
     pub tenant_linger: Duration,
+    /// Limits of a process that neither sets a limit nor reserves the quantity
+    /// (a reservation is its limit otherwise); `pids` applies to every process
+    /// without an explicit pids limit. A limit the host cannot enforce is left out
+    /// of these defaults (an explicit one fails the start instead).
+    pub default_limits: Limits,
+    /// The first host id of the tenants' id ranges (see [`crate::idmap`]).
+    pub first_tenant_id: u32,
+    /// Host paths no tenant may see even where its view shows the directory they
+    /// are in (the agent's key, configuration and socket): covered in every view.
+    pub hidden: Vec<PathBuf>,
 }
 
 impl Config {
@@ -74,6 +88,13 @@ impl Config {
             tenant_limits: BTreeMap::new(),
             fsync_state: true,
             tenant_linger: Duration::from_secs(1),
+            default_limits: Limits {
+                cpu_millicores: None,
+                memory_bytes: None,
+                pids: Some(DEFAULT_PIDS),
+            },
+            first_tenant_id: crate::idmap::DEFAULT_FIRST_ID,
+            hidden: Vec::new(),
         }
     }
 }
@@ -96,6 +117,9 @@ struct Proc {
     kill_deadline: Option<Instant>,
     /// Set once reaped; the process waits here until its cgroup is removed.
     reaped: Option<(Reaped, Instant)>,
+    /// Reported `StartFailed` (it could not be recorded, so it was killed): its
+    /// end is not reported.
+    unreported: bool,
 }
 
 /// The Linux host adapter.
@@ -112,6 +136,9 @@ pub struct LinuxHost<S: Sys> {
     events: VecDeque<HostEvent>,
     resources_changed: bool,
     next_log_check: Instant,
+    ids: IdRanges,
+    /// Each tenant's view, planned once (it depends only on this host's files).
+    views: BTreeMap<TenantId, Rootfs>,
 }
 
 impl LinuxHost<crate::sys::RealSys> {
@@ -164,10 +191,16 @@ fn validate(spec: &ProcSpec) -> Result<Launch, StartError> {
     Ok((spec.path.clone(), argv, env))
 }
 
-/// Checks that `path` is an executable file this host can run.
-fn check_executable(path: &str) -> Result<(), StartError> {
+/// Checks that `path`, as the tenant's view shows it, is an executable file.
+fn check_executable(path: &str, view: &Rootfs) -> Result<(), StartError> {
     let p = Path::new(path);
-    let meta = std::fs::metadata(p).map_err(|e| match e.kind() {
+    let host = match view.lookup(p) {
+        Lookup::Host(host) => host,
+        // The tenant's own files (its /tmp): execve inside will tell.
+        Lookup::Private => return Ok(()),
+        Lookup::Missing => return Err(StartError::ExecutableMissing(p.to_owned())),
+    };
+    let meta = std::fs::metadata(&host).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => StartError::ExecutableMissing(p.to_owned()),
         std::io::ErrorKind::PermissionDenied => {
             StartError::PermissionDenied(format!("stat {path}"))
@@ -190,7 +223,7 @@ fn check_executable(path: &str) -> Result<(), StartError> {
         return not_exec("no execute permission");
     }
     let mut magic = [0u8; 4];
-    let read = std::fs::File::open(p).and_then(|mut f| f.read(&mut magic));
+    let read = std::fs::File::open(&host).and_then(|mut f| f.read(&mut magic));
     match read {
         Ok(n) if (n == 4 && magic == *b"\x7fELF") || (n >= 2 && magic[..2] == *b"#!") => Ok(()),
         Ok(_) => not_exec("neither an ELF binary nor a #! script"),
@@ -213,6 +246,7 @@ impl<S: Sys> LinuxHost<S> {
             source,
         })?;
         let saved = state::load(&state_path(&config))?;
+        let ids = IdRanges::open(&config.data_dir, config.first_tenant_id)?;
         let mut host = LinuxHost {
             sys,
             config,
@@ -225,6 +259,8 @@ impl<S: Sys> LinuxHost<S> {
             events: VecDeque::new(),
             resources_changed: true,
             next_log_check: Instant::now(),
+            ids,
+            views: BTreeMap::new(),
         };
         host.readopt(saved);
         host.persist()?;
@@ -276,6 +312,7 @@ impl<S: Sys> LinuxHost<S> {
                     started,
                     kill_deadline: None,
                     reaped,
+                    unreported: false,
                 },
             );
             if !alive {
@@ -406,20 +443,77 @@ impl<S: Sys> LinuxHost<S> {
         }
     }
 
+    /// The data directory of `tenant` on this host (`/data` in its view); it
+    /// exists once the tenant has had a process here.
+    pub fn tenant_data_dir(&self, tenant: TenantId) -> PathBuf {
+        self.config
+            .data_dir
+            .join("tenants")
+            .join(format!("t{}", tenant.0))
+    }
+
+    /// The file system view of `tenant`'s processes.
+    pub fn tenant_view(&self, tenant: TenantId) -> Rootfs {
+        Rootfs::plan(&self.tenant_data_dir(tenant), &self.config.hidden)
+    }
+
+    /// The limits a process runs under: each explicit limit, else its reservation
+    /// (cpu, memory), else the configured default where this host can enforce it.
+    fn effective_limits(&self, spec: &ProcSpec) -> Limits {
+        let asked = &spec.resources.limits;
+        let r = &spec.resources;
+        let d = &self.config.default_limits;
+        let fill = Limits {
+            cpu_millicores: r.cpu_millicores.filter(|&c| c > 0).or(d.cpu_millicores),
+            memory_bytes: r.memory_bytes.filter(|&m| m > 0).or(d.memory_bytes),
+            pids: d.pids,
+        };
+        let support = self.cgroups.support();
+        let can = |kind| !support.unenforceable.iter().any(|(k, _)| *k == kind);
+        use crate::cgroup::LimitKind;
+        Limits {
+            cpu_millicores: asked
+                .cpu_millicores
+                .or(fill.cpu_millicores.filter(|_| can(LimitKind::Cpu))),
+            memory_bytes: asked
+                .memory_bytes
+                .or(fill.memory_bytes.filter(|_| can(LimitKind::Memory))),
+            pids: asked.pids.or(fill.pids.filter(|_| can(LimitKind::Pids))),
+        }
+    }
+
     fn start(&mut self, pid: Pid, tenant: TenantId, spec: &ProcSpec) -> Result<(), StartError> {
         let launch = validate(spec)?;
-        check_executable(&launch.0)?;
-        let limits = &spec.resources.limits;
+        if !self.views.contains_key(&tenant) {
+            let view = self.tenant_view(tenant);
+            std::fs::create_dir_all(&view.data_dir).map_err(|source| StartError::Log {
+                path: view.data_dir.clone(),
+                source,
+            })?;
+            self.views.insert(tenant, view);
+        }
+        let view = &self.views[&tenant];
+        check_executable(&launch.0, view)?;
         let tenant_limits = self
             .config
             .tenant_limits
             .get(&tenant)
             .cloned()
             .unwrap_or_default();
-        self.cgroups.check(limits)?;
+        self.cgroups.check(&spec.resources.limits)?;
         self.cgroups.check(&tenant_limits)?;
         if !self.tenants.contains_key(&tenant) {
-            let holder = self.sys.spawn_holder(&format!("nefele-{tenant}"))?;
+            let ids = self.ids.range(tenant).map_err(|e| {
+                StartError::Syscall(crate::sys::SysError {
+                    op: format!("allocate the tenant's host ids: {e}").into(),
+                    errno: nix::errno::Errno::ENOSPC,
+                })
+            })?;
+            let holder = self.sys.spawn_holder(&HolderPlan {
+                hostname: format!("nefele-{tenant}"),
+                ids,
+                rootfs: view.clone(),
+            })?;
             let start_ticks = self.sys.start_ticks(holder).unwrap_or(0);
             self.tenants.insert(
                 tenant,
@@ -447,6 +541,7 @@ impl<S: Sys> LinuxHost<S> {
                         started,
                         kill_deadline: None,
                         reaped: None,
+                        unreported: false,
                     },
                 );
                 Ok(())
@@ -469,10 +564,10 @@ impl<S: Sys> LinuxHost<S> {
         tenant_limits: &Limits,
     ) -> Result<ProcRecord, StartError> {
         let holder = self.tenants.get(&tenant).map_or(0, |t| t.holder);
-        let limits = &spec.resources.limits;
+        let limits = self.effective_limits(spec);
         let cgroup = self
             .cgroups
-            .create(tenant, &proc_dir_name(pid), limits, tenant_limits)?;
+            .create(tenant, &proc_dir_name(pid), &limits, tenant_limits)?;
         let logs = LogPaths::new(&self.config.data_dir, pid);
         let plan = SpawnPlan {
             path,
@@ -627,8 +722,10 @@ impl<S: Sys> LinuxHost<S> {
         }
         self.persist_or_log();
         self.resources_changed = true;
-        self.events
-            .push_back(HostEvent::Exited { pid, status, usage });
+        if !p.unreported {
+            self.events
+                .push_back(HostEvent::Exited { pid, status, usage });
+        }
     }
 
     /// Non-blocking progress: reaps what ended, retries busy cleanups, escalates
@@ -715,9 +812,22 @@ impl<S: Sys> Host for LinuxHost<S> {
                 match self.start(pid, tenant, &spec) {
                     Ok(()) => {
                         self.resources_changed = true;
-                        let saved = self.persist();
+                        if let Err(e) = self.persist() {
+                            // Unrecorded, it would be killed as unknown by the next
+                            // agent: end it now, and say it did not start.
+                            tracing::error!(%e, %pid, "process not recorded; killing it");
+                            if let Some(p) = self.procs.get_mut(&pid) {
+                                p.unreported = true;
+                            }
+                            self.signal_tree(pid, libc::SIGKILL);
+                            self.events.push_back(HostEvent::StartFailed {
+                                pid,
+                                reason: StartFailure::Other,
+                                detail: format!("the host could not record the process: {e}"),
+                            });
+                            return Err(e);
+                        }
                         self.events.push_back(HostEvent::Started { pid });
-                        saved?;
                     }
                     Err(e) => {
                         self.finished.insert(pid);

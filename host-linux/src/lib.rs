@@ -16,8 +16,11 @@
 pub mod adapter;
 pub mod cgroup;
 pub mod error;
+pub mod idmap;
 pub mod logs;
 pub mod resources;
+pub mod rootfs;
+pub mod seccomp;
 pub mod state;
 pub mod sys;
 #[cfg(feature = "testing")]

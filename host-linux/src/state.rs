@@ -3,8 +3,12 @@
 //! ended while it was down.
 //!
 //! Invariant: the file on disk is always a complete, valid snapshot. It is
-//! replaced atomically (write a temporary file, fsync it, rename it over the old
-//! one, fsync the directory), so a crash leaves either the old or the new state.
+//! replaced atomically (write the temporary file `<name>.tmp`, fsync it, swap it
+//! with the old one, fsync the directory), so a crash leaves either the old or
+//! the new state. The swap is `renameat2(RENAME_EXCHANGE)`: the old snapshot
+//! becomes the next temporary file, so no update creates or deletes an inode
+//! (on ext4, creating files amid recent deletions dominated the cost of a
+//! start); where the file system cannot exchange, a plain rename does.
 //!
 //! What must be durable before `Started` is reported: the process's record must be
 //! in the file that the rename installed. That alone guarantees the promise that
@@ -25,6 +29,7 @@
 use crate::cgroup::ProcCgroup;
 use crate::error::HostError;
 use nefele_core::TenantId;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::Write;
@@ -81,12 +86,17 @@ pub struct State {
 
 /// Reads the state at `path`; a missing file is an empty state.
 pub fn load(path: &Path) -> Result<State, HostError> {
+    load_json(path)
+}
+
+/// Reads the JSON file at `path`; a missing file is the default value.
+pub fn load_json<T: DeserializeOwned + Default>(path: &Path) -> Result<T, HostError> {
     match fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| HostError::CorruptState {
             path: path.to_owned(),
             detail: e.to_string(),
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
         Err(source) => Err(HostError::State {
             path: path.to_owned(),
             source,
@@ -96,21 +106,33 @@ pub fn load(path: &Path) -> Result<State, HostError> {
 
 /// Replaces the state at `path` with `state`, atomically, and durably if `fsync`.
 pub fn save(path: &Path, state: &State, fsync: bool) -> Result<(), HostError> {
+    save_json(path, state, fsync)
+}
+
+/// Replaces the JSON file at `path` with `value`, atomically (temporary file, then
+/// rename), and durably if `fsync` (the file, then its directory).
+pub fn save_json<T: Serialize>(path: &Path, value: &T, fsync: bool) -> Result<(), HostError> {
     let err = |p: &Path| {
         let p = p.to_owned();
         move |source| HostError::State { path: p, source }
     };
     let tmp = path.with_extension("tmp");
-    let bytes = serde_json::to_vec(state).map_err(|e| HostError::CorruptState {
+    let bytes = serde_json::to_vec(value).map_err(|e| HostError::CorruptState {
         path: path.to_owned(),
         detail: e.to_string(),
     })?;
+    // Truncating and rewriting keeps the temporary file's inode.
     let mut file = File::create(&tmp).map_err(err(&tmp))?;
     file.write_all(&bytes).map_err(err(&tmp))?;
     if fsync {
         file.sync_all().map_err(err(&tmp))?;
     }
-    fs::rename(&tmp, path).map_err(err(path))?;
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    match renameat2(AT_FDCWD, &tmp, AT_FDCWD, path, RenameFlags::RENAME_EXCHANGE) {
+        Ok(()) => {}
+        // No old file to exchange with, or a file system that cannot exchange.
+        Err(_) => fs::rename(&tmp, path).map_err(err(path))?,
+    }
     if !fsync {
         return Ok(());
     }
@@ -121,6 +143,29 @@ pub fn save(path: &Path, state: &State, fsync: bool) -> Result<(), HostError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_save_replaces_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        for n in 1..=3 {
+            let state = State {
+                holders: (0..n)
+                    .map(|i| HolderRecord {
+                        tenant: TenantId(i),
+                        os_pid: 10,
+                        start_ticks: 1,
+                    })
+                    .collect(),
+                procs: Vec::new(),
+            };
+            save(&path, &state, n % 2 == 0).unwrap();
+            assert_eq!(load(&path).unwrap(), state);
+        }
+        // One smaller snapshot after larger ones: nothing of the old is left.
+        save(&path, &State::default(), false).unwrap();
+        assert_eq!(load(&path).unwrap(), State::default());
+    }
 
     #[test]
     fn a_state_file_without_commands_still_loads() {

@@ -18,16 +18,22 @@
 //!
 //! Cgroup files are plain files and are handled by [`crate::cgroup`], not here.
 
+use crate::idmap::IdRange;
+use crate::rootfs::{MountOp, Rootfs};
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
+use seccompiler::BpfProgram;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::{CStr, CString};
 use std::fs::{File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long an adopted process that exited may wait to be reaped by its new parent
@@ -41,17 +47,20 @@ pub const ADOPTED_REAP_WAIT: Duration = Duration::from_secs(1);
 #[error("{op} failed: {errno} ({})", errno.desc())]
 pub struct SysError {
     /// The syscall or step, e.g. `"setns(CLONE_NEWNET)"` or `"execve"`.
-    pub op: &'static str,
+    pub op: Cow<'static, str>,
     /// What the kernel said.
     pub errno: Errno,
 }
 
 impl SysError {
-    fn new(op: &'static str, errno: Errno) -> Self {
-        SysError { op, errno }
+    fn new(op: impl Into<Cow<'static, str>>, errno: Errno) -> Self {
+        SysError {
+            op: op.into(),
+            errno,
+        }
     }
 
-    fn io(op: &'static str, e: &std::io::Error) -> Self {
+    fn io(op: impl Into<Cow<'static, str>>, e: &std::io::Error) -> Self {
         SysError::new(op, Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
     }
 }
@@ -73,6 +82,17 @@ pub struct SpawnPlan {
     pub stdout: PathBuf,
     /// Where stderr goes (appended).
     pub stderr: PathBuf,
+}
+
+/// Everything needed to create one tenant's namespaces, prepared before any clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HolderPlan {
+    /// The uts namespace's host name.
+    pub hostname: String,
+    /// The host ids the tenant's user namespace maps its ids `0..65536` to.
+    pub ids: IdRange,
+    /// The file system view (its data directory exists and is the tenant's).
+    pub rootfs: Rootfs,
 }
 
 /// How a reaped process ended, with what `wait4` measured.
@@ -101,11 +121,14 @@ pub struct Rusage {
 
 /// The kernel, as the adapter needs it.
 pub trait Sys {
-    /// Creates a tenant's namespaces (pid, mount with its own /proc, uts named
-    /// `hostname`, ipc, net with loopback up) with a holder process as their pid 1;
-    /// returns the holder's pid once the namespaces are ready.
-    fn spawn_holder(&mut self, hostname: &str) -> Result<i32, SysError>;
-    /// Starts a process in the holder's namespaces as `plan` says; returns its pid.
+    /// Creates a tenant's namespaces (user mapping its ids to `plan.ids`, pid, mount
+    /// with the view of `plan.rootfs`, uts named `plan.hostname`, ipc, net with
+    /// loopback up, cgroup) with a holder process as their pid 1, which keeps no
+    /// capability once they are ready; returns the holder's pid then.
+    fn spawn_holder(&mut self, plan: &HolderPlan) -> Result<i32, SysError>;
+    /// Starts a process in the holder's namespaces as `plan` says, as the tenant's
+    /// id 0 without any capability, with `no_new_privs`, in its own cgroup
+    /// namespace, under the seccomp filter of [`crate::seccomp`]; returns its pid.
     fn spawn(&mut self, plan: &SpawnPlan) -> Result<i32, SysError>;
     /// Starts tracking a process this instance did not spawn (re-adoption), if it is
     /// alive and its start time is still `start_ticks`; returns whether it is.
@@ -142,12 +165,17 @@ pub struct RealSys {
     own_pid_ns: File,
     /// /dev/null, for the holder's standard streams.
     dev_null: File,
+    /// The seccomp filters of tenant processes ([`crate::seccomp`]), compiled once.
+    filters: Arc<[BpfProgram; 2]>,
+    /// The highest capability number this kernel knows (every one is dropped).
+    last_cap: u32,
 }
 
 /// The namespace files of one holder, in the order a new process joins them.
 #[derive(Debug)]
 struct HolderNs {
     pid: File,
+    user: File,
     net: File,
     ipc: File,
     uts: File,
@@ -155,25 +183,52 @@ struct HolderNs {
 }
 
 /// Steps a spawned child reports through its status pipe before performing them,
-/// so a failure names the step; the index is the byte written.
-const CHILD_STEPS: [&str; 7] = [
+/// so a failure names the step; the index is the step number written.
+const CHILD_STEPS: [&str; 14] = [
     "write cgroup.procs",
+    "setns(CLONE_NEWUSER)",
     "setns(CLONE_NEWNET)",
     "setns(CLONE_NEWIPC)",
     "setns(CLONE_NEWUTS)",
     "setns(CLONE_NEWNS)",
+    "setresgid",
+    "setgroups",
+    "setresuid",
+    "unshare(CLONE_NEWCGROUP)",
     "setsid",
+    "drop capabilities",
+    "seccomp",
     "execve",
 ];
 
-/// Steps of holder setup, reported the same way; `HOLDER_READY` means all done.
-const HOLDER_STEPS: [&str; 4] = [
-    "mount(MS_REC|MS_PRIVATE, /)",
-    "mount(proc, /proc)",
+/// Steps of holder setup before its file system view (whose steps follow, named by
+/// the plan), reported the same way; then [`HOLDER_LAST`], then [`READY`].
+const HOLDER_STEPS: [&str; 6] = [
+    "wait for the id map; open the data directory",
+    "setresgid",
+    "setgroups",
+    "setresuid",
     "sethostname",
     "ioctl(SIOCSIFFLAGS, lo up)",
 ];
-const HOLDER_READY: u8 = 0xff;
+/// The holder's last step, after its view.
+const HOLDER_LAST: &str = "drop the holder's capabilities";
+/// Written after a step, then the errno (4 bytes, native order): that step failed.
+const FAILED: u16 = 0xfffe;
+/// Written once the holder is ready.
+const READY: u16 = 0xffff;
+
+/// The user namespace flags of a holder: the user namespace first, so that every
+/// other one is owned by it (and the mounts it inherits are locked).
+fn holder_clone_flags() -> CloneFlags {
+    CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWCGROUP
+}
 
 impl RealSys {
     /// Opens the handles the real implementation keeps for its whole life.
@@ -185,12 +240,28 @@ impl RealSys {
             .write(true)
             .open("/dev/null")
             .map_err(|e| SysError::io("open /dev/null", &e))?;
+        let compile = |f: Result<BpfProgram, seccompiler::Error>| {
+            f.map_err(|e| {
+                tracing::error!(%e, "seccomp filter not compiled");
+                SysError::new("compile the seccomp filter", Errno::EINVAL)
+            })
+        };
+        let filters = Arc::new([
+            compile(crate::seccomp::tenant_filter())?,
+            compile(crate::seccomp::clone3_filter())?,
+        ]);
+        let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(63);
         Ok(RealSys {
             pidfds: BTreeMap::new(),
             awaiting_reap: BTreeMap::new(),
             holder_ns: HashMap::new(),
             own_pid_ns,
             dev_null,
+            filters,
+            last_cap,
         })
     }
 
@@ -201,6 +272,7 @@ impl RealSys {
         };
         Ok(HolderNs {
             pid: open("pid")?,
+            user: open("user")?,
             net: open("net")?,
             ipc: open("ipc")?,
             uts: open("uts")?,
@@ -227,17 +299,38 @@ fn pidfd_open(pid: i32) -> Result<OwnedFd, SysError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// Reads the step bytes a child wrote before exec'ing or failing; the last is the failing step.
-fn last_step(mut pipe: File) -> Option<u8> {
-    let mut buf = [0u8; 16];
-    let mut last = None;
-    while let Ok(n) = pipe.read(&mut buf) {
-        if n == 0 {
-            break;
+/// What a child reported through its status pipe before it exec'ed, failed or
+/// became ready.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Progress {
+    /// The last step it started.
+    step: Option<u16>,
+    /// Why that step failed, if it said.
+    errno: Option<Errno>,
+    /// Whether it reported [`READY`].
+    ready: bool,
+}
+
+/// Reads what a child wrote to its status pipe until the pipe closes.
+fn read_progress(mut pipe: File) -> Progress {
+    let mut bytes = Vec::new();
+    let _ = pipe.read_to_end(&mut bytes);
+    let mut p = Progress::default();
+    let mut rest = &bytes[..];
+    while let [a, b, tail @ ..] = rest {
+        rest = tail;
+        match u16::from_ne_bytes([*a, *b]) {
+            READY => p.ready = true,
+            FAILED => {
+                if let [e0, e1, e2, e3, ..] = rest {
+                    p.errno = Some(Errno::from_raw(i32::from_ne_bytes([*e0, *e1, *e2, *e3])));
+                }
+                break;
+            }
+            step => p.step = Some(step),
         }
-        last = Some(buf[n - 1]);
     }
-    last
+    p
 }
 
 /// Reads the start time (field 22 of /proc/<pid>/stat) of `pid`.
@@ -254,62 +347,236 @@ fn pipe_cloexec() -> Result<(File, File), SysError> {
     Ok((File::from(r), File::from(w)))
 }
 
-/// Writes one step byte to the status pipe (async-signal-safe).
-fn report_step(fd: RawFd, step: u8) {
-    // SAFETY: write(2) on a valid fd with a one-byte buffer on the stack.
+/// Writes one step number to the status pipe (async-signal-safe).
+fn report_step(fd: RawFd, step: u16) {
+    let bytes = step.to_ne_bytes();
+    // SAFETY: write(2) on a valid fd with a buffer on the stack.
     unsafe {
-        libc::write(fd, (&step as *const u8).cast(), 1);
+        libc::write(fd, bytes.as_ptr().cast(), bytes.len());
     }
 }
 
+/// Reports that the last step failed with the current errno (async-signal-safe).
+fn report_failure(fd: RawFd) {
+    let errno = Errno::last_raw();
+    let mut bytes = [0u8; 6];
+    bytes[..2].copy_from_slice(&FAILED.to_ne_bytes());
+    bytes[2..].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: write(2) on a valid fd with a buffer on the stack.
+    unsafe {
+        libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+    }
+}
+
+/// `struct __user_cap_header_struct` of capset(2).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// `struct __user_cap_data_struct` of capset(2).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit capability sets, two `CapData`.
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+/// Securebits: root (id 0) gains nothing on exec, id changes do not touch
+/// capabilities, ambient capabilities cannot be raised; each locked.
+const SECUREBITS_LOCKED_NOROOT: libc::c_ulong = 0b1110_1111;
+
+/// Gives up every capability for good (async-signal-safe): locked securebits,
+/// an empty bounding set, no ambient capability, and empty effective, permitted
+/// and inheritable sets.
+fn drop_capabilities(last_cap: u32) -> bool {
+    // SAFETY: prctl and capset with integer arguments and pointers to live locals.
+    unsafe {
+        if libc::prctl(libc::PR_SET_SECUREBITS, SECUREBITS_LOCKED_NOROOT, 0, 0, 0) != 0 {
+            return false;
+        }
+        for cap in 0..=last_cap {
+            if libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) != 0
+                && Errno::last() != Errno::EINVAL
+            {
+                return false;
+            }
+        }
+        if libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            return false;
+        }
+        let header = CapHeader {
+            version: CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let none = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        libc::syscall(libc::SYS_capset, &header, none.as_ptr()) == 0
+    }
+}
+
+/// Becomes the tenant's id 0 (gid, no supplementary groups, uid), which the user
+/// namespace maps to the tenant's first host id (async-signal-safe); reports each
+/// step from `first`; returns whether all went well.
+fn become_tenant_root(status_fd: RawFd, first: u16) -> bool {
+    // SAFETY: setresgid/setgroups/setresuid with integer arguments and no pointer
+    // (setgroups with an empty list).
+    unsafe {
+        report_step(status_fd, first);
+        if libc::setresgid(0, 0, 0) != 0 {
+            return false;
+        }
+        report_step(status_fd, first + 1);
+        if libc::setgroups(0, std::ptr::null()) != 0 {
+            return false;
+        }
+        report_step(status_fd, first + 2);
+        libc::setresuid(0, 0, 0) == 0
+    }
+}
+
+/// Carries out one step of a file system view (async-signal-safe: the strings were
+/// prepared before the clone); `data_src` is the path of the data directory's fd.
+fn apply_mount_op(op: &MountOp, data_src: &CStr) -> bool {
+    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: every pointer is null or a NUL-terminated string that lives for the
+    // call; the calls take no other memory.
+    unsafe {
+        match op {
+            MountOp::Mount {
+                src,
+                dst,
+                fstype,
+                flags,
+                data,
+            } => {
+                libc::mount(
+                    ptr(src),
+                    dst.as_ptr(),
+                    ptr(fstype),
+                    *flags,
+                    ptr(data).cast(),
+                ) == 0
+            }
+            MountOp::BindData { dst } => {
+                let flags = libc::MS_BIND | libc::MS_REC;
+                libc::mount(
+                    data_src.as_ptr(),
+                    dst.as_ptr(),
+                    std::ptr::null(),
+                    flags,
+                    std::ptr::null(),
+                ) == 0
+            }
+            MountOp::Mkdir(path) => libc::mkdir(path.as_ptr(), 0o755) == 0,
+            MountOp::Touch(path, mode) => {
+                let fd = libc::open(
+                    path.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    *mode,
+                );
+                fd >= 0 && libc::close(fd) == 0
+            }
+            MountOp::Symlink { target, link } => libc::symlink(target.as_ptr(), link.as_ptr()) == 0,
+            MountOp::Pivot(stage) => {
+                let here = c".";
+                libc::chdir(stage.as_ptr()) == 0
+                    && libc::syscall(libc::SYS_pivot_root, here.as_ptr(), here.as_ptr()) == 0
+                    && libc::umount2(here.as_ptr(), libc::MNT_DETACH) == 0
+                    && libc::chdir(c"/".as_ptr()) == 0
+            }
+        }
+    }
+}
+
+/// What the holder needs, prepared before the clone.
+struct HolderArgs {
+    status_fd: RawFd,
+    go_fd: RawFd,
+    null_fd: RawFd,
+    hostname: Vec<u8>,
+    ops: Vec<MountOp>,
+    data_dir: CString,
+    last_cap: u32,
+}
+
 /// Holder body, run in the cloned child: async-signal-safe syscalls only.
-fn holder_main(status_fd: RawFd, null_fd: RawFd, hostname: &[u8]) -> isize {
-    use nix::mount::{mount, MsFlags};
-    let fail = |step: usize| -> isize {
-        report_step(status_fd, step as u8);
+fn holder_main(a: &HolderArgs) -> isize {
+    let fd = a.status_fd;
+    let fail = || -> isize {
+        report_failure(fd);
         1
     };
-    report_step(status_fd, 0);
-    if mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .is_err()
-    {
-        return fail(0);
+    report_step(fd, 0);
+    let mut go = 0u8;
+    // SAFETY: read(2) of one byte into a local.
+    if unsafe { libc::read(a.go_fd, (&mut go as *mut u8).cast(), 1) } != 1 {
+        return fail();
     }
-    report_step(status_fd, 1);
-    let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    if mount(
-        Some("proc"),
-        "/proc",
-        Some("proc"),
-        proc_flags,
-        None::<&str>,
-    )
-    .is_err()
-    {
-        return fail(1);
+    // Opened while this process is still the host's id 0 (unmapped here), which may
+    // search the agent's data directory; bound later through /proc/self/fd. It is
+    // opened in this mount namespace, as a bind mount's source must be.
+    // SAFETY: open(2) of a NUL-terminated path.
+    let data_fd = unsafe {
+        libc::open(
+            a.data_dir.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if data_fd < 0 {
+        return fail();
     }
-    report_step(status_fd, 2);
+    let mut buf = [0u8; 32];
+    let data_src = fd_path(data_fd, &mut buf);
+    if !become_tenant_root(fd, 1) {
+        return fail();
+    }
+    report_step(fd, 4);
     // SAFETY: sethostname with a pointer/length pair into a live slice.
-    if unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) } != 0 {
-        return fail(2);
+    if unsafe { libc::sethostname(a.hostname.as_ptr().cast(), a.hostname.len()) } != 0 {
+        return fail();
     }
-    report_step(status_fd, 3);
+    report_step(fd, 5);
     if !loopback_up() {
-        return fail(3);
+        return fail();
     }
-    // SAFETY: dup2/close_range/close on fds this process owns; nothing in this
-    // process uses the closed fds afterwards.
+    let first = HOLDER_STEPS.len() as u16;
+    for (i, op) in a.ops.iter().enumerate() {
+        report_step(fd, first + i as u16);
+        if !apply_mount_op(op, data_src) {
+            return fail();
+        }
+    }
+    report_step(fd, first + a.ops.len() as u16);
+    // Nothing of the tenant may read or drive its pid 1: not dumpable, no capability.
+    // SAFETY: prctl with integer arguments.
+    let private = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } == 0
+        // SAFETY: as above.
+        && unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == 0;
+    if !private || !drop_capabilities(a.last_cap) {
+        return fail();
+    }
+    // SAFETY: dup2/close_range on fds this process owns; nothing in this process
+    // uses the closed fds afterwards.
     unsafe {
-        libc::dup2(null_fd, 0);
-        libc::dup2(null_fd, 1);
-        libc::dup2(null_fd, 2);
-        report_step(status_fd, HOLDER_READY);
+        libc::dup2(a.null_fd, 0);
+        libc::dup2(a.null_fd, 1);
+        libc::dup2(a.null_fd, 2);
+        report_step(fd, READY);
         libc::close_range(3, u32::MAX, 0);
     }
     // Pid 1 of the tenant: reap orphans forever, until the adapter kills it.
@@ -348,33 +615,107 @@ fn loopback_up() -> bool {
     }
 }
 
+/// Kills and reaps a holder that did not become ready.
+fn abandon_holder(pid: i32) {
+    let mut status = 0;
+    // SAFETY: kill and waitpid on our own child, with a valid status pointer.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, &mut status, 0);
+    }
+}
+
+/// Gives the tenant's data directory to its id 0 (mode 0700), so that the
+/// tenant, and no other, may use it.
+fn own_data_dir(dir: &std::path::Path, ids: IdRange) -> Result<(), SysError> {
+    std::os::unix::fs::chown(dir, Some(ids.base), Some(ids.base))
+        .map_err(|e| SysError::io("chown the tenant's data directory", &e))?;
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(|e| SysError::io("chmod the tenant's data directory", &e))
+}
+
+/// `/proc/self/fd/<fd>` as a NUL-terminated string in `buf` (async-signal-safe).
+fn fd_path(fd: RawFd, buf: &mut [u8; 32]) -> &CStr {
+    let prefix = b"/proc/self/fd/";
+    buf[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 10];
+    let (mut n, mut len) = (fd.unsigned_abs(), 0);
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[prefix.len() + i] = digits[len - 1 - i];
+    }
+    buf[prefix.len() + len] = 0;
+    CStr::from_bytes_until_nul(&buf[..]).unwrap_or(c"/")
+}
+
 impl Sys for RealSys {
-    fn spawn_holder(&mut self, hostname: &str) -> Result<i32, SysError> {
+    fn spawn_holder(&mut self, plan: &HolderPlan) -> Result<i32, SysError> {
+        own_data_dir(&plan.rootfs.data_dir, plan.ids)?;
         let (status_r, status_w) = pipe_cloexec()?;
-        let status_fd = status_w.as_raw_fd();
-        let null_fd = self.dev_null.as_raw_fd();
-        let name = hostname.as_bytes().to_vec();
-        let mut stack = vec![0u8; 64 * 1024];
-        let flags = CloneFlags::CLONE_NEWPID
-            | CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWNET;
-        let body = Box::new(move || holder_main(status_fd, null_fd, &name));
+        let (go_r, mut go_w) = pipe_cloexec()?;
+        let args = HolderArgs {
+            status_fd: status_w.as_raw_fd(),
+            go_fd: go_r.as_raw_fd(),
+            null_fd: self.dev_null.as_raw_fd(),
+            hostname: plan.hostname.as_bytes().to_vec(),
+            ops: plan.rootfs.ops.clone(),
+            data_dir: CString::new(plan.rootfs.data_dir.as_os_str().as_encoded_bytes())
+                .map_err(|_| SysError::new("the data directory's path", Errno::EINVAL))?,
+            last_cap: self.last_cap,
+        };
+        let mut stack = vec![0u8; 256 * 1024];
+        let body = Box::new(|| holder_main(&args));
         // SAFETY: the child gets a copy of this address space (no CLONE_VM) and runs
         // `holder_main`, which only makes async-signal-safe syscalls on data prepared
         // above; it never returns to Rust code of the parent's threads.
-        let pid = unsafe { nix::sched::clone(body, &mut stack, flags, Some(libc::SIGCHLD)) }
-            .map_err(|e| SysError::new("clone(CLONE_NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET)", e))?
-            .as_raw();
+        let pid = unsafe {
+            nix::sched::clone(body, &mut stack, holder_clone_flags(), Some(libc::SIGCHLD))
+        }
+        .map_err(|e| {
+            SysError::new(
+                "clone(CLONE_NEWUSER|NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET|NEWCGROUP)",
+                e,
+            )
+        })?
+        .as_raw();
         drop(status_w);
-        let step = last_step(status_r);
-        if step != Some(HOLDER_READY) {
-            let mut status = 0;
-            // SAFETY: reaping our own child with a valid status pointer.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
-            let op = step.and_then(|s| HOLDER_STEPS.get(usize::from(s))).copied();
-            return Err(SysError::new(op.unwrap_or("holder setup"), Errno::EPERM));
+        drop(go_r);
+        let line = plan.ids.map_line();
+        let mapped = ["uid_map", "gid_map"].iter().try_for_each(|file| {
+            std::fs::write(format!("/proc/{pid}/{file}"), &line)
+                .map_err(|e| SysError::io("write the user namespace's id map", &e))
+        });
+        let go = mapped.and_then(|()| {
+            go_w.write_all(&[1])
+                .map_err(|e| SysError::io("start the holder", &e))
+        });
+        drop(go_w);
+        if let Err(e) = go {
+            abandon_holder(pid);
+            return Err(e);
+        }
+        let progress = read_progress(status_r);
+        if !progress.ready {
+            abandon_holder(pid);
+            let first = HOLDER_STEPS.len();
+            let op = progress.step.map(usize::from).map(|s| match s {
+                s if s < first => Cow::Borrowed(HOLDER_STEPS[s]),
+                s if s - first < plan.rootfs.names.len() => {
+                    Cow::Owned(plan.rootfs.names[s - first].clone())
+                }
+                _ => Cow::Borrowed(HOLDER_LAST),
+            });
+            return Err(SysError::new(
+                op.unwrap_or(Cow::Borrowed("holder setup")),
+                progress.errno.unwrap_or(Errno::EPERM),
+            ));
         }
         let ns = RealSys::open_holder_ns(pid).and_then(|ns| self.track(pid).map(|()| ns));
         match ns {
@@ -416,7 +757,8 @@ impl Sys for RealSys {
             cgroup_fds.push(file);
         }
         let raw_cgroups: Vec<RawFd> = cgroup_fds.iter().map(AsRawFd::as_raw_fd).collect();
-        let joins: [(RawFd, CloneFlags); 4] = [
+        let joins: [(RawFd, CloneFlags); 5] = [
+            (ns.user.as_raw_fd(), CloneFlags::CLONE_NEWUSER),
             (ns.net.as_raw_fd(), CloneFlags::CLONE_NEWNET),
             (ns.ipc.as_raw_fd(), CloneFlags::CLONE_NEWIPC),
             (ns.uts.as_raw_fd(), CloneFlags::CLONE_NEWUTS),
@@ -424,6 +766,8 @@ impl Sys for RealSys {
         ];
         let (status_r, status_w) = pipe_cloexec()?;
         let status_fd = status_w.as_raw_fd();
+        let last_cap = self.last_cap;
+        let filters = Arc::clone(&self.filters);
 
         let (arg0, args) = plan
             .argv
@@ -442,26 +786,48 @@ impl Sys for RealSys {
             .stdout(stdout)
             .stderr(stderr);
         // SAFETY: the closure runs in the forked child and makes only async-signal-safe
-        // syscalls (write, setns, setsid) on fds opened above; it allocates nothing.
+        // syscalls on fds and data prepared above; it allocates nothing.
         unsafe {
             command.pre_exec(move || {
+                let failed = || Err(std::io::Error::last_os_error());
                 report_step(status_fd, 0);
                 for &fd in &raw_cgroups {
                     if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                        return Err(std::io::Error::last_os_error());
+                        return failed();
                     }
                 }
                 for (i, &(fd, kind)) in joins.iter().enumerate() {
-                    report_step(status_fd, (i + 1) as u8);
+                    report_step(status_fd, (i + 1) as u16);
                     if libc::setns(fd, kind.bits()) != 0 {
-                        return Err(std::io::Error::last_os_error());
+                        return failed();
                     }
                 }
-                report_step(status_fd, 5);
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
+                if !become_tenant_root(status_fd, 6) {
+                    return failed();
                 }
-                report_step(status_fd, 6);
+                report_step(status_fd, 9);
+                if libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
+                    return failed();
+                }
+                report_step(status_fd, 10);
+                if libc::setsid() < 0 {
+                    return failed();
+                }
+                report_step(status_fd, 11);
+                if !drop_capabilities(last_cap) {
+                    return failed();
+                }
+                report_step(status_fd, 12);
+                for filter in filters.iter() {
+                    // Sets no_new_privs first, then installs the filter.
+                    if let Err(e) = seccompiler::apply_filter(filter) {
+                        return Err(match e {
+                            seccompiler::Error::Prctl(e) | seccompiler::Error::Seccomp(e) => e,
+                            _ => std::io::Error::from_raw_os_error(libc::EINVAL),
+                        });
+                    }
+                }
+                report_step(status_fd, 13);
                 Ok(())
             });
         }
@@ -474,10 +840,13 @@ impl Sys for RealSys {
         drop(command);
         drop(status_w);
         drop(cgroup_fds);
-        let step = last_step(status_r);
+        let progress = read_progress(status_r);
         restored.map_err(|e| SysError::new("setns(CLONE_NEWPID) back", e))?;
         let child = spawned.map_err(|e| {
-            let op = step.and_then(|s| CHILD_STEPS.get(usize::from(s))).copied();
+            let op = progress
+                .step
+                .and_then(|s| CHILD_STEPS.get(usize::from(s)))
+                .copied();
             SysError::io(op.unwrap_or("fork"), &e)
         })?;
         let pid = child.id() as i32;

@@ -3,7 +3,7 @@
 //! when told. Not part of the normal API: only with the `testing` feature (which
 //! this crate's own tests enable through a dev-dependency on itself).
 
-use crate::sys::{Reaped, SpawnPlan, Sys, SysError};
+use crate::sys::{HolderPlan, Reaped, SpawnPlan, Sys, SysError};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -70,8 +70,8 @@ impl RecordingSys {
 }
 
 impl Sys for RecordingSys {
-    fn spawn_holder(&mut self, hostname: &str) -> Result<i32, SysError> {
-        self.calls.push(Call::SpawnHolder(hostname.to_owned()));
+    fn spawn_holder(&mut self, plan: &HolderPlan) -> Result<i32, SysError> {
+        self.calls.push(Call::SpawnHolder(plan.hostname.clone()));
         match self.fail_next_holder.take() {
             Some(e) => Err(e),
             None => Ok(self.fresh()),

@@ -123,7 +123,7 @@ fn a_refused_syscall_is_reported_with_its_name_and_nothing_is_left() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = RecordingSys::new();
     s.fail_next_spawn = Some(SysError {
-        op: "setns(CLONE_NEWNET)",
+        op: "setns(CLONE_NEWNET)".into(),
         errno: Errno::EPERM,
     });
     let mut h = host(&dir, s);
@@ -151,7 +151,7 @@ fn a_refused_syscall_is_reported_with_its_name_and_nothing_is_left() {
     assert_eq!(h.holder(TenantId(3)), None);
 
     sys(&mut h).fail_next_holder = Some(SysError {
-        op: "clone(CLONE_NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET)",
+        op: "clone(CLONE_NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET)".into(),
         errno: Errno::EAGAIN,
     });
     start(&mut h, pid(2), 3);
@@ -517,4 +517,78 @@ fn an_idle_tenant_keeps_its_holder_for_the_linger_time_then_loses_it() {
     assert!(h.wait_event(Duration::from_millis(300)).is_none());
     assert!(sys(&mut h).calls.contains(&Call::EndHolder(holder)));
     assert_eq!(h.holder(TenantId(7)), None);
+}
+
+#[test]
+fn a_process_without_limits_gets_its_reservation_and_the_default_pids_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let base = root.path().join("nefele");
+    let mut config = Config::new(dir.path());
+    config.tenant_linger = Duration::from_secs(60);
+    let cg = Cgroups::v2(base.clone(), "cpu memory pids");
+    let mut h = LinuxHost::with(config, RecordingSys::new(), cg).unwrap();
+    // Reserves 500m and 1 MiB (true_spec), sets no limit.
+    start(&mut h, pid(1), 6);
+    // Sets its own memory and pids limits: those win.
+    let own = Limits {
+        memory_bytes: Some(4 << 20),
+        pids: Some(8),
+        ..Default::default()
+    };
+    h.execute(HostCommand::Start {
+        pid: pid(2),
+        tenant: TenantId(6),
+        spec: true_spec(own),
+    })
+    .unwrap();
+    assert_eq!(drain(&mut h).len(), 2, "both started");
+    let read = |p: &str| std::fs::read_to_string(base.join(p)).unwrap();
+    let p1 = format!("t6/p{}", pid(1));
+    assert_eq!(read(&format!("{p1}/cpu.max")), "50000 100000");
+    assert_eq!(read(&format!("{p1}/memory.max")), (1u64 << 20).to_string());
+    assert_eq!(
+        read(&format!("{p1}/pids.max")),
+        nefele_host_linux::adapter::DEFAULT_PIDS.to_string()
+    );
+    let p2 = format!("t6/p{}", pid(2));
+    assert_eq!(read(&format!("{p2}/cpu.max")), "50000 100000");
+    assert_eq!(read(&format!("{p2}/memory.max")), (4u64 << 20).to_string());
+    assert_eq!(read(&format!("{p2}/pids.max")), "8");
+}
+
+#[test]
+fn a_process_that_cannot_be_recorded_is_killed_and_reported_not_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = host(&dir, RecordingSys::new());
+    // The state file's temporary file cannot be written: a directory is in its way.
+    let blocker = dir.path().join("host-state.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let result = h.execute(HostCommand::Start {
+        pid: pid(1),
+        tenant: TenantId(4),
+        spec: true_spec(Limits::default()),
+    });
+    assert!(result.is_err(), "the failed save is the host's error too");
+    match &drain(&mut h)[..] {
+        [HostEvent::StartFailed {
+            reason: StartFailure::Other,
+            detail,
+            ..
+        }] => assert!(detail.contains("could not record"), "{detail}"),
+        other => panic!("expected StartFailed only, got {other:?}"),
+    }
+    let os_pid = h.os_pid(pid(1)).expect("still tracked until it is reaped");
+    assert!(
+        sys(&mut h)
+            .calls
+            .contains(&Call::Signal(os_pid, libc::SIGKILL)),
+        "the unrecorded process is killed"
+    );
+    std::fs::remove_dir(&blocker).unwrap();
+    sys(&mut h).end(os_pid, Reaped::Signaled(libc::SIGKILL, Rusage::default()));
+    assert!(drain(&mut h).is_empty(), "its end is not reported");
+    assert_eq!(h.os_pid(pid(1)), None);
+    start(&mut h, pid(2), 4);
+    assert_eq!(drain(&mut h), vec![HostEvent::Started { pid: pid(2) }]);
 }

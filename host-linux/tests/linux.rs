@@ -2,221 +2,16 @@
 //! Every test uses its own data directory and cgroup base, so tests run in
 //! parallel; each checks that it left no cgroup, holder or process behind.
 
-use nefele_core::host::{ExitStatus, Limits, ResourcePolicy, Signal, StartFailure};
-use nefele_core::{Host, HostCommand, HostEvent, Incarnation, NodeId, Pid, ProcSpec, TenantId};
-use nefele_host_linux::sys::proc_start_ticks;
-use nefele_host_linux::{state, Config, LinuxHost, RealSys};
-use std::collections::BTreeMap;
+mod common;
+
+use common::*;
+use nefele_core::host::{ExitStatus, Limits, Signal, StartFailure};
+use nefele_core::{Host, HostCommand, HostEvent, ProcSpec, TenantId};
+use nefele_host_linux::{Config, LinuxHost};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Whether this test can run: it needs root (else fails under CI, skips elsewhere).
-fn root() -> bool {
-    nefele_test_support::require(
-        nix::unistd::geteuid().is_root(),
-        "root (namespaces and cgroups; run as uid 0)",
-    )
-}
-
-struct Fixture {
-    host: LinuxHost<RealSys>,
-    config: Config,
-    /// Declared before `_dir`: it reads the state file in it.
-    _guard: PanicCleanup,
-    _dir: tempfile::TempDir,
-}
-
-/// When a test panics, kills what its adapter recorded (holders and processes, pid
-/// reuse checked) and removes its cgroup directories, so that a failed test leaves
-/// nothing behind either.
-struct PanicCleanup(Config);
-
-impl Drop for PanicCleanup {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        let saved = state::load(&self.0.data_dir.join("host-state.json")).unwrap_or_default();
-        let recorded = saved.holders.iter().map(|h| (h.os_pid, h.start_ticks));
-        let procs = saved.procs.iter().map(|p| (p.os_pid, p.start_ticks));
-        for (os_pid, ticks) in procs.chain(recorded) {
-            if proc_start_ticks(os_pid) == Some(ticks) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(os_pid),
-                    nix::sys::signal::SIGKILL,
-                );
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        let mut found = Vec::new();
-        find_dirs(
-            Path::new("/sys/fs/cgroup"),
-            &self.0.cgroup_name,
-            4,
-            &mut found,
-        );
-        for top in found {
-            remove_tree(&top);
-        }
-    }
-}
-
-/// Removes a cgroup directory and its children, deepest first.
-fn remove_tree(dir: &Path) {
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            remove_tree(&e.path());
-        }
-    }
-    let _ = std::fs::remove_dir(dir);
-}
-
-/// The settings of a test's adapter: its own data directory and cgroup base.
-fn test_config(dir: &Path, name: &str) -> Config {
-    let mut config = Config::new(dir);
-    config.cgroup_name = format!("nefele-test-{name}-{}", std::process::id());
-    config.kill_grace = Duration::from_millis(200);
-    config.tenant_linger = Duration::ZERO;
-    config
-}
-
-fn fixture(name: &str) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let config = test_config(dir.path(), name);
-    let host = LinuxHost::open(config.clone()).unwrap();
-    Fixture {
-        host,
-        _guard: PanicCleanup(config.clone()),
-        config,
-        _dir: dir,
-    }
-}
-
-fn pid(n: u64) -> Pid {
-    Pid::new(NodeId(1), Incarnation(1), n)
-}
-
-fn spec(argv: &[&str], limits: Limits) -> ProcSpec {
-    ProcSpec {
-        path: argv[0].to_owned(),
-        argv: argv.iter().map(|s| s.to_string()).collect(),
-        envp: vec!["PATH=/usr/bin:/bin:/usr/sbin:/sbin".to_owned()],
-        resources: ResourcePolicy {
-            limits,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-}
-
-fn sh(script: &str) -> ProcSpec {
-    spec(&["/bin/sh", "-c", script], Limits::default())
-}
-
-fn start(host: &mut LinuxHost<RealSys>, p: Pid, tenant: u32, spec: ProcSpec) {
-    host.execute(HostCommand::Start {
-        pid: p,
-        tenant: TenantId(tenant),
-        spec,
-    })
-    .unwrap();
-    match next_event(host, p) {
-        HostEvent::Started { .. } => {}
-        other => panic!("expected Started, got {other:?}"),
-    }
-}
-
-/// The next event about `p` (Resources skipped), within 10 s.
-fn next_event(host: &mut LinuxHost<RealSys>, p: Pid) -> HostEvent {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        match host.wait_event(Duration::from_millis(100)) {
-            Some(HostEvent::Resources(_)) | None => {}
-            Some(
-                e @ (HostEvent::Started { pid, .. }
-                | HostEvent::StartFailed { pid, .. }
-                | HostEvent::Exited { pid, .. }
-                | HostEvent::Adopted { pid, .. }),
-            ) => {
-                assert_eq!(pid, p, "event about another pid: {e:?}");
-                return e;
-            }
-        }
-    }
-    panic!("no event about {p} within 10 s");
-}
-
-/// How each of `pids` ended, whatever the order of their exits (within 10 s).
-fn exits_of(host: &mut LinuxHost<RealSys>, pids: &[Pid]) -> BTreeMap<Pid, ExitStatus> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut exits = BTreeMap::new();
-    while exits.len() < pids.len() && Instant::now() < deadline {
-        match host.wait_event(Duration::from_millis(100)) {
-            Some(HostEvent::Exited { pid, status, .. }) if pids.contains(&pid) => {
-                exits.insert(pid, status);
-            }
-            Some(HostEvent::Resources(_)) | None => {}
-            Some(other) => panic!("unexpected event while waiting for {pids:?}: {other:?}"),
-        }
-    }
-    assert_eq!(
-        exits.len(),
-        pids.len(),
-        "not all of {pids:?} exited within 10 s"
-    );
-    exits
-}
-
-/// Sends `signal` to `pid` and waits for it to end with `expected`.
-fn kill_expecting(host: &mut LinuxHost<RealSys>, pid: Pid, signal: Signal, expected: ExitStatus) {
-    host.execute(HostCommand::Kill { pid, signal }).unwrap();
-    assert_eq!(exit_of(host, pid).0, expected);
-}
-
-fn exit_of(host: &mut LinuxHost<RealSys>, p: Pid) -> (ExitStatus, nefele_core::host::Usage) {
-    match next_event(host, p) {
-        HostEvent::Exited { status, usage, .. } => (status, usage),
-        other => panic!("expected Exited, got {other:?}"),
-    }
-}
-
-fn find_dirs(dir: &Path, name: &str, depth: u32, found: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        if !e.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        if e.file_name() == name {
-            found.push(e.path());
-        } else if depth > 0 {
-            find_dirs(&e.path(), name, depth - 1, found);
-        }
-    }
-}
-
-/// No cgroup directory of this fixture is left anywhere under /sys/fs/cgroup.
-fn assert_clean(f: &Fixture) {
-    let mut found = Vec::new();
-    find_dirs(
-        Path::new("/sys/fs/cgroup"),
-        &f.config.cgroup_name,
-        4,
-        &mut found,
-    );
-    assert!(found.is_empty(), "leftover cgroups: {found:?}");
-}
-
-fn alive(os_pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(os_pid), None).is_ok()
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
 
 #[test]
 fn exit_code_logs_and_usage_are_reported() {
@@ -390,7 +185,7 @@ fn tenants_are_isolated_and_share_their_own_namespaces() {
         f.host.os_pid(b1).unwrap(),
     );
     let me = std::process::id() as i32;
-    for kind in ["pid", "mnt", "uts", "ipc", "net"] {
+    for kind in ["pid", "mnt", "uts", "ipc", "net", "user"] {
         assert_eq!(
             ns(a1_os, kind),
             ns(a2_os, kind),
@@ -508,10 +303,12 @@ fn bad_specs_are_rejected_with_the_right_reason() {
         return;
     }
     let mut f = fixture("bad");
-    let dir = tempfile::tempdir().unwrap();
-    let text = dir.path().join("text");
+    // The executables are looked up in the tenant's view: its data directory is /data.
+    let data = f.host.tenant_data_dir(TenantId(30));
+    std::fs::create_dir_all(&data).unwrap();
+    let text = data.join("text");
     std::fs::write(&text, "just words").unwrap();
-    let plain = dir.path().join("plain");
+    let plain = data.join("plain");
     std::fs::write(&plain, "#!/bin/sh\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&text, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -521,11 +318,11 @@ fn bad_specs_are_rejected_with_the_right_reason() {
             StartFailure::NotFound,
         ),
         (
-            spec(&[plain.to_str().unwrap()], Limits::default()),
+            spec(&["/data/plain"], Limits::default()),
             StartFailure::NotExecutable,
         ),
         (
-            spec(&[text.to_str().unwrap()], Limits::default()),
+            spec(&["/data/text"], Limits::default()),
             StartFailure::NotExecutable,
         ),
         (
@@ -719,11 +516,9 @@ fn adopted_orphan_ends(
     let dir = tempfile::tempdir().unwrap();
     let config = test_config(dir.path(), name);
     let guard = PanicCleanup(config.clone());
-    let go = dir.path().join("go");
-    let script = format!(
-        "while [ ! -e '{}' ]; do sleep 0.02; done; {script}",
-        go.display()
-    );
+    // The tenant's data directory, /data in its view (made by its first start).
+    let go = dir.path().join("tenants/t40/go");
+    let script = format!("while [ ! -e /data/go ]; do sleep 0.02; done; {script}");
     let reap_when = dir.path().join("reap");
     let reaper = start_orphan(test, &config, &script, lazy_parent.then_some(&*reap_when));
     let mut f = Fixture {

@@ -160,77 +160,8 @@ pub fn scratch_dir(base: &str, name: &str) -> PathBuf {
 }
 
 /// `config` as a scenario file that `nefele_sim::scenario::parse` reads back to the
-/// same run (agent settings aside: scenario files do not set them).
-///
-/// # Panics
-/// If a part of the configuration does not serialize (it always does).
-#[must_use]
-pub fn scenario_toml(name: &str, config: &SimConfig) -> String {
-    use toml::Value;
-    let mut top = toml::Table::new();
-    top.insert("name".into(), Value::String(name.to_owned()));
-    top.insert("seed".into(), Value::Integer(config.seed as i64));
-    top.insert("nodes".into(), Value::Integer(i64::from(config.nodes)));
-    top.insert("duration".into(), duration_text(config.duration));
-    top.insert("boot_spread".into(), duration_text(config.boot_spread));
-    top.insert("topology".into(), value(&config.topology));
-    top.insert("network".into(), value(&config.network));
-    top.insert("check".into(), value(&config.check));
-    let mut discovery = toml::Table::new();
-    let d = &config.agent.discovery;
-    discovery.insert("heartbeat_period".into(), duration_text(d.heartbeat_period));
-    discovery.insert(
-        "neighbour_timeout".into(),
-        duration_text(d.neighbour_timeout),
-    );
-    top.insert("discovery".into(), Value::Table(discovery));
-    if let Some(down) = &config.start_down {
-        top.insert("start_down".into(), value(down));
-    }
-    if let Some(random) = &config.random_faults {
-        top.insert("random_faults".into(), value(random));
-    }
-    let faults = config
-        .faults
-        .iter()
-        .map(|fault| {
-            let mut entry = toml::Table::new();
-            entry.insert("at".into(), duration_text(fault.at));
-            if let Some(d) = fault.duration {
-                entry.insert("duration".into(), duration_text(d));
-            }
-            match &fault.action {
-                // A unit variant serializes as a string; the file spells it `heal = true`.
-                FaultAction::Heal => {
-                    entry.insert("heal".into(), Value::Boolean(true));
-                }
-                action => match value(action) {
-                    Value::Table(t) => entry.extend(t),
-                    other => panic!("fault action {other} is not a table"),
-                },
-            }
-            Value::Table(entry)
-        })
-        .collect();
-    top.insert("faults".into(), Value::Array(faults));
-    toml::to_string(&top).expect("a TOML table serializes")
-}
-
-/// `d` as the shortest exact duration text: `"20s"`, `"1500ms"` or `"1234ns"`.
-fn duration_text(d: Duration) -> toml::Value {
-    let text = if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else if d.subsec_millis() * 1_000_000 == d.subsec_nanos() {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{}ns", d.as_nanos())
-    };
-    toml::Value::String(text)
-}
-
-fn value<T: serde::Serialize>(part: &T) -> toml::Value {
-    toml::Value::try_from(part).expect("a configuration part serializes to TOML")
-}
+/// same run (`nefele_sim::scenario_toml::to_toml`).
+pub use nefele_sim::scenario_toml::to_toml as scenario_toml;
 
 /// The `nefele-sim` binary of this build, built first if needed, or why there is none.
 ///

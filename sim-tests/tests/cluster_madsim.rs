@@ -99,6 +99,7 @@ fn boot(i: u32, key: &'static [u8], data: &Path) -> Agent {
                     listen: addr(i),
                     beacons: Targets::Seeds(seeds),
                     key: ClusterKey::new(key).unwrap(),
+                    node_keys: None,
                     agent: RuntimeConfig::agent_defaults(),
                     rng_seed: u64::from(node.0),
                 };

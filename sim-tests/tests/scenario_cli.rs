@@ -1,7 +1,8 @@
 //! The `nefele-sim` binary's contract: bad flags and bad scenario files exit
 //! with code 2 and a message naming the flag, or the file, line and field, and leave
 //! no file behind; `--report` writes the documented JSON fields; `--trace` writes
-//! valid Chrome trace-event JSON, or JSON lines for a `.jsonl` name.
+//! valid Chrome trace-event JSON, or JSON lines for a `.jsonl` name; `--html` writes one
+//! self-contained page of plots.
 //!
 //! The binary is built by [`nefele_sim_binary`] if needed; without it the tests fail
 //! under CI (`NEFELE_CI=1`) and are skipped elsewhere, naming why.
@@ -299,4 +300,38 @@ fn a_zero_check_interval_is_refused() {
         Ok(s) => Simulation::new(s.config).is_err(),
     };
     assert!(refused, "a zero check interval was accepted");
+}
+
+/// `--html` writes one page of plots with no script, and changes nothing in the run.
+#[test]
+fn the_html_page_has_the_plots_and_leaves_the_run_unchanged() {
+    let dir = scratch("html");
+    let page = dir.join("run.html");
+    let base = ["--nodes", "30", "--seed", "4", "--duration", "4s"].map(os);
+    let with_html: Vec<&OsStr> = base
+        .iter()
+        .copied()
+        .chain([os("--html"), page.as_os_str()])
+        .collect();
+    let (Some(plain), Some(pictured)) = (nefele_sim_run(&base), nefele_sim_run(&with_html)) else {
+        return;
+    };
+    assert!(pictured.status.success(), "{}", stderr(&pictured));
+    assert_eq!(files_in(&dir), ["run.html"], "no partial file is left");
+    let last = |o: &Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .last()
+            .map(str::to_owned)
+    };
+    assert_eq!(last(&plain), last(&pictured), "the same trace hash");
+    let html = std::fs::read_to_string(&page).expect("the page");
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert_eq!(html.matches("<svg").count(), 7);
+    for fetch in ["<script", "<link", "src=", "href="] {
+        assert!(
+            !html.contains(fetch),
+            "{fetch}: the page must be self-contained"
+        );
+    }
 }

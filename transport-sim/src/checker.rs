@@ -11,6 +11,7 @@ use crate::topology::Topology;
 use nefele_core::wire::CONTROL_MTU;
 use nefele_core::{Agent, NodeId, Time};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// What an invariant may look at: the whole cluster, read only.
@@ -85,6 +86,34 @@ pub struct InvariantReport {
     pub violations: u64,
     /// The first failure, if any.
     pub first_violation: Option<Violation>,
+    /// Per invariant that failed: how many evaluations failed, and the first of them
+    /// (so a later failure of another invariant is not hidden by the first one).
+    pub by_invariant: BTreeMap<&'static str, InvariantFailures>,
+}
+
+/// The failures of one invariant in a run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct InvariantFailures {
+    /// Evaluations that failed.
+    pub violations: u64,
+    /// The first of them.
+    pub first: Violation,
+}
+
+impl InvariantReport {
+    /// Counts a failed evaluation.
+    fn fail(&mut self, violation: Violation) {
+        self.violations += 1;
+        self.first_violation
+            .get_or_insert_with(|| violation.clone());
+        self.by_invariant
+            .entry(violation.invariant)
+            .and_modify(|f| f.violations += 1)
+            .or_insert(InvariantFailures {
+                violations: 1,
+                first: violation,
+            });
+    }
 }
 
 /// Runs the invariants and counts the results.
@@ -132,8 +161,7 @@ impl Checker {
             }
             self.report.checks += 1;
             if let Err(message) = inv.check(view) {
-                self.report.violations += 1;
-                self.report.first_violation.get_or_insert(Violation {
+                self.report.fail(Violation {
                     at_s: view.now.as_secs_f64(),
                     invariant: inv.name(),
                     message,
@@ -155,8 +183,7 @@ impl Checker {
         }
         self.report.checks += 1;
         if let Err(message) = result {
-            self.report.violations += 1;
-            self.report.first_violation.get_or_insert(Violation {
+            self.report.fail(Violation {
                 at_s: now.as_secs_f64(),
                 invariant: name,
                 message,

@@ -367,6 +367,25 @@ impl PlacementSim {
         out
     }
 
+    /// Requests issued, placed and rejected so far (cheap, for sampling).
+    #[must_use]
+    pub fn counts(&self) -> (u64, u64, u64) {
+        let f = &self.figures;
+        (f.requests, f.placed_requests, f.rejected_requests)
+    }
+
+    /// The last utilisation sample (cpu, memory), if any.
+    #[must_use]
+    pub fn last_utilization(&self) -> Option<(f64, f64)> {
+        self.util_samples.last().copied()
+    }
+
+    /// Request-to-reply times of placed and of rejected requests so far, in reply order, in ns.
+    #[must_use]
+    pub fn latencies_ns(&self) -> (&[u64], &[u64]) {
+        (&self.placed_ns, &self.rejected_ns)
+    }
+
     /// The figures so far.
     #[must_use]
     pub fn figures(&self) -> PlacementFigures {

@@ -142,13 +142,13 @@ async fn dial_once(shared: &Arc<Shared>, peer: NodeId, addr: SocketAddr) -> Resu
         .set_nodelay(true)
         .map_err(|e| DialError::Handshake(e.into()))?;
     let _handshaking = Handshaking::start(shared, peer);
-    let handshake = handshake::dial(&mut stream, settings.me, peer, &settings.key);
-    match timeout(settings.handshake_timeout, handshake).await {
-        Ok(Ok(())) => {}
+    let handshake = handshake::dial(&mut stream, settings.me, peer, &settings.secrets);
+    let keys = match timeout(settings.handshake_timeout, handshake).await {
+        Ok(Ok(keys)) => keys,
         Ok(Err(err)) => return Err(DialError::Handshake(err)),
         Err(_) => return Err(DialError::Handshake(HandshakeError::Timeout)),
-    }
+    };
     let admitted = shared.admit(peer, info).map_err(DialError::Refused)?;
-    shared.spawn_connection(admitted, stream);
+    shared.spawn_connection(admitted, stream, &keys);
     Ok(())
 }

@@ -8,8 +8,10 @@
 //! handshake succeeds; callers bound each phase with a timeout.
 
 use crate::auth::{
-    ClusterKey, Hello, HelloError, Role, Transcript, HELLO_LEN, NONCE_LEN, PROOF_LEN,
+    proof_message_len, Fresh, Hello, HelloError, Role, Secrets, SessionKeys, Transcript, HELLO_LEN,
+    PROOF_LEN,
 };
+use crate::node_keys::{NodeKeysError, IDENTITY_LEN};
 use nefele_core::NodeId;
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -52,6 +54,15 @@ pub(crate) enum HandshakeError {
         /// The id the peer claimed.
         peer: NodeId,
     },
+    /// The peer's ephemeral key is of low order: no secret could be agreed.
+    #[error("{peer} sent a low-order ephemeral key")]
+    WeakKey {
+        /// The id the peer claimed.
+        peer: NodeId,
+    },
+    /// Per-node keys are on and the peer does not prove the id it claims.
+    #[error("per-node key check failed: {0}")]
+    Identity(#[from] NodeKeysError),
     /// The acceptor's verdict byte is unknown.
     #[error("unknown verdict byte {0}")]
     BadVerdict(u8),
@@ -67,6 +78,7 @@ pub(crate) enum HandshakeError {
 #[derive(Debug)]
 pub(crate) struct Verified {
     transcript: Transcript,
+    keys: SessionKeys,
 }
 
 impl Verified {
@@ -74,12 +86,11 @@ impl Verified {
     pub(crate) fn peer(&self) -> NodeId {
         self.transcript.dialer.node
     }
-}
 
-fn fresh_hello(node: NodeId) -> Hello {
-    let mut nonce = [0; NONCE_LEN];
-    crate::entropy::fill(&mut nonce);
-    Hello { node, nonce }
+    /// The connection's session keys, from the acceptor's side.
+    pub(crate) fn keys(&self) -> &SessionKeys {
+        &self.keys
+    }
 }
 
 async fn read_hello<S: AsyncRead + Unpin>(
@@ -113,16 +124,66 @@ async fn read_exact<S: AsyncRead + Unpin>(
     }
 }
 
-/// Runs the dialer's side: succeeds when both sides hold `key`, the peer is
-/// `expected`, and the acceptor keeps the connection.
+/// This side's proof message: the MAC, then its identity when it has per-node keys.
+fn proof_message(transcript: &Transcript, secrets: &Secrets, role: Role) -> Vec<u8> {
+    let mut out = transcript.proof(&secrets.key, role).to_vec();
+    if let Some(keys) = &secrets.node_keys {
+        out.extend_from_slice(&keys.identity(&transcript.signed_by(role)));
+    }
+    out
+}
+
+/// Checks the peer's proof message (playing `role`), read whole into `message`.
+fn check_proof(
+    transcript: &Transcript,
+    secrets: &Secrets,
+    role: Role,
+    message: &[u8],
+) -> Result<(), HandshakeError> {
+    let peer = match role {
+        Role::Dialer => transcript.dialer,
+        Role::Acceptor => transcript.acceptor,
+    };
+    let (proof, identity) = message.split_at(PROOF_LEN);
+    let proof: &[u8; PROOF_LEN] = proof.try_into().expect("split at PROOF_LEN");
+    if !transcript.verify(&secrets.key, role, proof) {
+        return Err(HandshakeError::BadProof { peer: peer.node });
+    }
+    // Without per-node keys of our own, a peer's identity cannot be checked: ignored.
+    if let Some(keys) = &secrets.node_keys {
+        let identity: &[u8; IDENTITY_LEN] = identity
+            .try_into()
+            .map_err(|_| NodeKeysError::Missing(peer.node))?;
+        keys.verify_peer(peer.node, identity, &transcript.signed_by(role))?;
+    }
+    Ok(())
+}
+
+/// The agreed secret's session keys for `role`.
+fn session_keys(
+    fresh: &Fresh,
+    transcript: &Transcript,
+    secrets: &Secrets,
+    role: Role,
+    peer: &Hello,
+) -> Result<SessionKeys, HandshakeError> {
+    let shared = fresh
+        .agree(peer)
+        .ok_or(HandshakeError::WeakKey { peer: peer.node })?;
+    Ok(transcript.session_keys(&secrets.key, &shared, role))
+}
+
+/// Runs the dialer's side: succeeds, with the session keys, when both sides hold
+/// the cluster key (and prove their ids with per-node keys when this side has
+/// them), the peer is `expected`, and the acceptor keeps the connection.
 pub(crate) async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     me: NodeId,
     expected: NodeId,
-    key: &ClusterKey,
-) -> Result<(), HandshakeError> {
-    let dialer = fresh_hello(me);
-    send(stream, &dialer.encode()).await?;
+    secrets: &Secrets,
+) -> Result<SessionKeys, HandshakeError> {
+    let fresh = Fresh::new(me, secrets.node_keys.is_some());
+    send(stream, &fresh.hello.encode()).await?;
     let acceptor = read_hello(stream, me).await?;
     if acceptor.node != expected {
         return Err(HandshakeError::UnexpectedPeer {
@@ -130,19 +191,18 @@ pub(crate) async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
             found: acceptor.node,
         });
     }
-    let transcript = Transcript { dialer, acceptor };
-    send(stream, &transcript.proof(key, Role::Dialer)).await?;
-    let mut reply = [0; PROOF_LEN + 1];
+    let transcript = Transcript {
+        dialer: fresh.hello,
+        acceptor,
+    };
+    let keys = session_keys(&fresh, &transcript, secrets, Role::Dialer, &acceptor)?;
+    send(stream, &proof_message(&transcript, secrets, Role::Dialer)).await?;
+    let mut reply = vec![0; proof_message_len(&acceptor) + 1];
     read_exact(stream, &mut reply).await?;
-    let mut proof = [0; PROOF_LEN];
-    proof.copy_from_slice(&reply[..PROOF_LEN]);
-    if !transcript.verify(key, Role::Acceptor, &proof) {
-        return Err(HandshakeError::BadProof {
-            peer: acceptor.node,
-        });
-    }
-    match reply[PROOF_LEN] {
-        v if v == Verdict::Accept as u8 => Ok(()),
+    let (message, verdict) = reply.split_at(reply.len() - 1);
+    check_proof(&transcript, secrets, Role::Acceptor, message)?;
+    match verdict[0] {
+        v if v == Verdict::Accept as u8 => Ok(keys),
         v if v == Verdict::Duplicate as u8 => Err(HandshakeError::Duplicate),
         other => Err(HandshakeError::BadVerdict(other)),
     }
@@ -152,72 +212,95 @@ pub(crate) async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
 pub(crate) async fn accept_verify<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     me: NodeId,
-    key: &ClusterKey,
+    secrets: &Secrets,
 ) -> Result<Verified, HandshakeError> {
     let dialer = read_hello(stream, me).await?;
-    let acceptor = fresh_hello(me);
-    send(stream, &acceptor.encode()).await?;
-    let transcript = Transcript { dialer, acceptor };
-    let mut proof = [0; PROOF_LEN];
-    read_exact(stream, &mut proof).await?;
-    if !transcript.verify(key, Role::Dialer, &proof) {
-        return Err(HandshakeError::BadProof { peer: dialer.node });
-    }
-    Ok(Verified { transcript })
+    let fresh = Fresh::new(me, secrets.node_keys.is_some());
+    send(stream, &fresh.hello.encode()).await?;
+    let transcript = Transcript {
+        dialer,
+        acceptor: fresh.hello,
+    };
+    let mut message = vec![0; proof_message_len(&dialer)];
+    read_exact(stream, &mut message).await?;
+    check_proof(&transcript, secrets, Role::Dialer, &message)?;
+    let keys = session_keys(&fresh, &transcript, secrets, Role::Acceptor, &dialer)?;
+    Ok(Verified { transcript, keys })
 }
 
-/// Ends the acceptor's side: proves this node holds `key` and states `verdict`.
+/// Ends the acceptor's side: proves this node holds the keys and states `verdict`.
 pub(crate) async fn accept_finish<S: AsyncWrite + Unpin>(
     stream: &mut S,
     verified: &Verified,
-    key: &ClusterKey,
+    secrets: &Secrets,
     verdict: Verdict,
 ) -> Result<(), HandshakeError> {
-    let mut reply = [0; PROOF_LEN + 1];
-    reply[..PROOF_LEN].copy_from_slice(&verified.transcript.proof(key, Role::Acceptor));
-    reply[PROOF_LEN] = verdict as u8;
+    let mut reply = proof_message(&verified.transcript, secrets, Role::Acceptor);
+    reply.push(verdict as u8);
     send(stream, &reply).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::ClusterKey;
+    use crate::node_keys::{ClusterAuthority, NodeKeys};
 
-    fn key(byte: u8) -> ClusterKey {
-        ClusterKey::new(&[byte; 32]).unwrap()
+    fn key(byte: u8) -> Secrets {
+        Secrets {
+            key: ClusterKey::new(&[byte; 32]).unwrap(),
+            node_keys: None,
+        }
     }
 
+    fn with_keys(keys: NodeKeys) -> Secrets {
+        Secrets {
+            node_keys: Some(keys),
+            ..key(1)
+        }
+    }
+
+    type Outcome = (
+        Result<SessionKeys, HandshakeError>,
+        Result<(NodeId, SessionKeys), HandshakeError>,
+    );
+
     async fn run(
-        dialer_key: ClusterKey,
-        acceptor_key: ClusterKey,
+        dialer: Secrets,
+        acceptor: Secrets,
         expected: NodeId,
         verdict: Verdict,
-    ) -> (Result<(), HandshakeError>, Result<NodeId, HandshakeError>) {
+    ) -> Outcome {
         let (mut d, mut a) = tokio::io::duplex(1024);
-        let dialer = async {
-            let result = dial(&mut d, NodeId(1), expected, &dialer_key).await;
+        let dial_side = async {
+            let result = dial(&mut d, NodeId(1), expected, &dialer).await;
             drop(d);
             result
         };
-        let acceptor = async {
-            let verified = accept_verify(&mut a, NodeId(2), &acceptor_key).await;
+        let accept_side = async {
+            let verified = accept_verify(&mut a, NodeId(2), &acceptor).await;
             let outcome = match verified {
-                Ok(v) => accept_finish(&mut a, &v, &acceptor_key, verdict)
+                Ok(v) => accept_finish(&mut a, &v, &acceptor, verdict)
                     .await
-                    .map(|()| v.peer()),
+                    .map(|()| (v.peer(), v.keys().clone())),
                 Err(e) => Err(e),
             };
             drop(a);
             outcome
         };
-        tokio::join!(dialer, acceptor)
+        tokio::join!(dial_side, accept_side)
     }
 
     #[tokio::test]
-    async fn same_key_authenticates_both_sides() {
+    async fn same_key_authenticates_both_sides_and_agrees_on_session_keys() {
         let (d, a) = run(key(1), key(1), NodeId(2), Verdict::Accept).await;
-        assert!(d.is_ok(), "{d:?}");
-        assert_eq!(a.unwrap(), NodeId(1));
+        let d = d.unwrap();
+        let (peer, a) = a.unwrap();
+        assert_eq!(peer, NodeId(1));
+        assert_eq!((d.send, d.recv), (a.recv, a.send));
+        // A second handshake between the same nodes gets fresh keys.
+        let (again, _) = run(key(1), key(1), NodeId(2), Verdict::Accept).await;
+        assert_ne!(again.unwrap().send, d.send);
     }
 
     #[tokio::test]
@@ -258,5 +341,61 @@ mod tests {
             result,
             Err(HandshakeError::Hello(HelloError::BadMagic(_)))
         ));
+    }
+
+    #[tokio::test]
+    async fn per_node_keys_prove_ids_and_refuse_a_key_holder_claiming_another_id() {
+        let ca = ClusterAuthority::generate();
+        let (one, two) = (ca.issue(NodeId(1)), ca.issue(NodeId(2)));
+        let (d, a) = run(
+            with_keys(one),
+            with_keys(two.clone()),
+            NodeId(2),
+            Verdict::Accept,
+        )
+        .await;
+        assert!(d.is_ok() && a.is_ok(), "{d:?} {a:?}");
+        // Node 3's keys, claiming to be node 1: the acceptor refuses before proving.
+        let (d, a) = run(
+            with_keys(ca.issue(NodeId(3))),
+            with_keys(two.clone()),
+            NodeId(2),
+            Verdict::Accept,
+        )
+        .await;
+        assert!(
+            matches!(
+                a,
+                Err(HandshakeError::Identity(NodeKeysError::BadCertificate(
+                    NodeId(1)
+                )))
+            ),
+            "{a:?}"
+        );
+        assert!(matches!(d, Err(HandshakeError::Closed)), "{d:?}");
+        // Only the cluster key, no per-node keys: refused by a node that requires them.
+        let (_, a) = run(key(1), with_keys(two), NodeId(2), Verdict::Accept).await;
+        assert!(
+            matches!(
+                a,
+                Err(HandshakeError::Identity(NodeKeysError::Missing(NodeId(1))))
+            ),
+            "{a:?}"
+        );
+        // The dialer checks the acceptor the same way: one without per-node keys is refused.
+        let (d, _) = run(
+            with_keys(ca.issue(NodeId(1))),
+            key(1),
+            NodeId(2),
+            Verdict::Accept,
+        )
+        .await;
+        assert!(
+            matches!(
+                d,
+                Err(HandshakeError::Identity(NodeKeysError::Missing(NodeId(2))))
+            ),
+            "{d:?}"
+        );
     }
 }

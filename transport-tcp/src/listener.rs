@@ -2,13 +2,15 @@
 //! verdict and hand the connection over.
 //!
 //! Invariants: at most `max_pending_handshakes` unauthenticated connections
-//! are in progress (more are closed at once); each handshake is bounded by the
+//! are in progress, and at most `max_pending_handshakes_per_ip` from one
+//! address (more are closed at once); each handshake is bounded by the
 //! handshake timeout; a refused peer is logged with its address and the id it
 //! claimed, and is closed having received no proof and no frame.
 
+use crate::auth::SessionKeys;
 use crate::handshake::{self, HandshakeError, Verdict};
 use crate::registry::ConnectionInfo;
-use crate::shared::{Refused, Shared};
+use crate::shared::{IpSlot, Refused, Shared};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,12 +22,18 @@ use tokio::time::{sleep, timeout};
 pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener) {
     loop {
         match listener.accept().await {
-            Ok((stream, remote)) => match shared.handshakes.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    tokio::spawn(accept_one(shared.clone(), stream, remote, permit));
+            Ok((stream, remote)) => {
+                let Some(slot) = shared.ip_slot(remote.ip()) else {
+                    tracing::warn!(%remote, "too many handshakes in progress from this address; closing");
+                    continue;
+                };
+                match shared.handshakes.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tokio::spawn(accept_one(shared.clone(), stream, remote, (permit, slot)));
+                    }
+                    Err(_) => tracing::warn!(%remote, "too many handshakes in progress; closing"),
                 }
-                Err(_) => tracing::warn!(%remote, "too many handshakes in progress; closing"),
-            },
+            }
             Err(err) => {
                 // E.g. out of file descriptors: wait instead of spinning.
                 tracing::warn!(%err, "accept failed");
@@ -39,12 +47,12 @@ async fn accept_one(
     shared: Arc<Shared>,
     mut stream: TcpStream,
     remote: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    permit: (OwnedSemaphorePermit, IpSlot),
 ) {
     match authenticate(&shared, &mut stream, remote).await {
-        Ok(Some(admitted)) => {
+        Ok(Some((admitted, keys))) => {
             drop(permit);
-            shared.spawn_connection(admitted, stream);
+            shared.spawn_connection(admitted, stream, &keys);
         }
         Ok(None) => {}
         Err(err) => tracing::warn!(%remote, %err, "refused inbound connection"),
@@ -56,13 +64,13 @@ async fn authenticate(
     shared: &Arc<Shared>,
     stream: &mut TcpStream,
     remote: SocketAddr,
-) -> Result<Option<crate::shared::Admitted>, HandshakeError> {
+) -> Result<Option<(crate::shared::Admitted, SessionKeys)>, HandshakeError> {
     let settings = &shared.settings;
     stream.set_nodelay(true)?;
     let local_addr = stream.local_addr()?;
     let verified = timeout(
         settings.handshake_timeout,
-        handshake::accept_verify(stream, settings.me, &settings.key),
+        handshake::accept_verify(stream, settings.me, &settings.secrets),
     )
     .await
     .map_err(|_| HandshakeError::Timeout)??;
@@ -79,12 +87,12 @@ async fn authenticate(
     };
     timeout(
         settings.handshake_timeout,
-        handshake::accept_finish(stream, &verified, &settings.key, verdict),
+        handshake::accept_finish(stream, &verified, &settings.secrets, verdict),
     )
     .await
     .map_err(|_| HandshakeError::Timeout)??;
     if admitted.is_none() {
         tracing::debug!(%peer, %remote, "pair already connected; closing the duplicate");
     }
-    Ok(admitted)
+    Ok(admitted.map(|a| (a, verified.keys().clone())))
 }

@@ -9,13 +9,15 @@
 //! aborted. Lock order: the registry lock, then a queue or inbox lock, never
 //! the reverse.
 
-use crate::auth::ClusterKey;
+use crate::auth::{Secrets, SessionKeys};
 use crate::backoff::BackoffConfig;
 use crate::connection::{Connection, ConnectionError, Ended};
 use crate::inbox::Inbox;
 use crate::queue::{ConnId, SendQueue};
 use crate::registry::{decide, Conn, ConnectionInfo, Decision, Registry};
 use nefele_core::{NodeId, TransportEvent};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -25,7 +27,7 @@ use tokio::sync::Semaphore;
 #[derive(Debug)]
 pub(crate) struct Settings {
     pub(crate) me: NodeId,
-    pub(crate) key: ClusterKey,
+    pub(crate) secrets: Secrets,
     pub(crate) max_frame: usize,
     pub(crate) connect_timeout: Duration,
     pub(crate) handshake_timeout: Duration,
@@ -39,6 +41,28 @@ pub(crate) struct Shared {
     pub(crate) inbox: Arc<Inbox>,
     /// Permits for inbound handshakes in progress (bounds unauthenticated work).
     pub(crate) handshakes: Arc<Semaphore>,
+    /// Inbound handshakes in progress per remote IP address, at most `per_ip` each.
+    handshakes_by_ip: Mutex<BTreeMap<IpAddr, usize>>,
+    per_ip: usize,
+}
+
+/// One inbound handshake's slot of its remote address; freed when dropped.
+#[derive(Debug)]
+pub(crate) struct IpSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut by_ip = self.shared.lock_by_ip();
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// A connection admitted as its peer's current one, not yet running.
@@ -64,13 +88,37 @@ impl Shared {
         registry: Registry,
         inbox_bytes: usize,
         max_handshakes: usize,
+        per_ip: usize,
     ) -> Self {
         Shared {
             settings,
             registry: Mutex::new(registry),
             inbox: Arc::new(Inbox::new(inbox_bytes)),
             handshakes: Arc::new(Semaphore::new(max_handshakes)),
+            handshakes_by_ip: Mutex::new(BTreeMap::new()),
+            per_ip,
         }
+    }
+
+    fn lock_by_ip(&self) -> MutexGuard<'_, BTreeMap<IpAddr, usize>> {
+        // Each update is one counter change: a poisoned lock is consistent.
+        self.handshakes_by_ip
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// A handshake slot for a connection from `ip`, or `None` when it has its share.
+    pub(crate) fn ip_slot(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let mut by_ip = self.lock_by_ip();
+        let n = by_ip.entry(ip).or_default();
+        if *n >= self.per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            shared: self.clone(),
+            ip,
+        })
     }
 
     pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
@@ -126,13 +174,19 @@ impl Shared {
     }
 
     /// Runs an admitted connection in its own task.
-    pub(crate) fn spawn_connection(self: &Arc<Self>, admitted: Admitted, stream: TcpStream) {
+    pub(crate) fn spawn_connection(
+        self: &Arc<Self>,
+        admitted: Admitted,
+        stream: TcpStream,
+        keys: &SessionKeys,
+    ) {
         let Admitted { guard, queue } = admitted;
         let (peer, id) = (guard.peer, guard.id);
         let connection = Connection::new(
             stream,
             peer,
             id,
+            keys,
             queue,
             self.inbox.clone(),
             self.settings.max_frame,

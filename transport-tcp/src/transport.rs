@@ -9,9 +9,10 @@
 //! [`TransportError::QueueFull`] when the peer is not keeping up. Dropping the
 //! handle closes every connection and stops every task.
 
-use crate::auth::ClusterKey;
+use crate::auth::{ClusterKey, Secrets};
 use crate::backoff::BackoffConfig;
 use crate::frame::{self, FrameError};
+use crate::node_keys::NodeKeys;
 use crate::queue::PushError;
 use crate::registry::{ConnectionInfo, Dialer, Registry};
 use crate::shared::{Settings, Shared};
@@ -38,6 +39,9 @@ pub struct TcpConfig {
     pub listen: SocketAddr,
     /// The cluster's shared secret.
     pub key: ClusterKey,
+    /// This node's per-node keys ([`crate::node_keys`]): when set, every peer
+    /// must prove its id with keys from the same authority.
+    pub node_keys: Option<NodeKeys>,
     /// The address book at start; [`TcpTransport::set_peer`] changes it later.
     pub peers: BTreeMap<NodeId, SocketAddr>,
     /// The largest frame sent or accepted, in bytes.
@@ -54,6 +58,9 @@ pub struct TcpConfig {
     pub backoff: BackoffConfig,
     /// The most inbound handshakes in progress at once.
     pub max_pending_handshakes: usize,
+    /// The most inbound handshakes in progress at once from one IP address, so
+    /// that one stranger cannot hold every handshake slot.
+    pub max_pending_handshakes_per_ip: usize,
 }
 
 impl TcpConfig {
@@ -65,6 +72,7 @@ impl TcpConfig {
             node,
             listen,
             key,
+            node_keys: None,
             peers: BTreeMap::new(),
             max_frame: DEFAULT_MAX_FRAME,
             send_queue_bytes: 1 << 20,
@@ -73,6 +81,7 @@ impl TcpConfig {
             handshake_timeout: Duration::from_secs(5),
             backoff: BackoffConfig::default(),
             max_pending_handshakes: 64,
+            max_pending_handshakes_per_ip: 8,
         }
     }
 
@@ -86,8 +95,19 @@ impl TcpConfig {
                 max_frame: self.max_frame,
             });
         }
-        if self.inbox_bytes == 0 || self.max_pending_handshakes == 0 {
+        if self.inbox_bytes == 0
+            || self.max_pending_handshakes == 0
+            || self.max_pending_handshakes_per_ip == 0
+        {
             return Err(ConfigError::Zero);
+        }
+        if let Some(keys) = &self.node_keys {
+            if keys.node() != self.node {
+                return Err(ConfigError::NodeKeysOfAnotherNode {
+                    node: self.node,
+                    keys: keys.node(),
+                });
+            }
         }
         if self.peers.contains_key(&self.node) {
             return Err(ConfigError::SelfInPeers(self.node));
@@ -112,9 +132,19 @@ pub enum ConfigError {
         /// The configured frame limit.
         max_frame: usize,
     },
-    /// `inbox_bytes` or `max_pending_handshakes` is zero.
-    #[error("inbox_bytes and max_pending_handshakes must be positive")]
+    /// `inbox_bytes` or a handshake limit is zero.
+    #[error(
+        "inbox_bytes, max_pending_handshakes and max_pending_handshakes_per_ip must be positive"
+    )]
     Zero,
+    /// The per-node keys are another node's.
+    #[error("this node is {node} but its per-node keys are {keys}'s")]
+    NodeKeysOfAnotherNode {
+        /// This node.
+        node: NodeId,
+        /// The node the keys were issued to.
+        keys: NodeId,
+    },
     /// The address book names this node.
     #[error("the address book names this node ({0}) as a peer")]
     SelfInPeers(NodeId),
@@ -178,7 +208,10 @@ impl TcpTransport {
         let local_addr = listener.local_addr().map_err(listen_error)?;
         let settings = Settings {
             me: config.node,
-            key: config.key,
+            secrets: Secrets {
+                key: config.key,
+                node_keys: config.node_keys,
+            },
             max_frame: config.max_frame,
             connect_timeout: config.connect_timeout,
             handshake_timeout: config.handshake_timeout,
@@ -190,6 +223,7 @@ impl TcpTransport {
             registry,
             config.inbox_bytes,
             config.max_pending_handshakes,
+            config.max_pending_handshakes_per_ip,
         ));
         let listener = tokio::spawn(listener::run(shared.clone(), listener)).abort_handle();
         tracing::info!(node = %config.node, %local_addr, "tcp transport listening");

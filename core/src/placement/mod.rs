@@ -606,16 +606,23 @@ impl Service for Placement {
         self.on_timeout(now, &ctx.tree);
     }
 
+    /// The host's reports, and removals from this agent's level-0 group of its own
+    /// instance: only that group keeps this agent's view of a host's liveness, and a
+    /// removal in another instance says nothing about it.
+    fn wants(&self, event: &ServiceEvent) -> bool {
+        match event {
+            ServiceEvent::Host(_) => true,
+            ServiceEvent::HostRemoved {
+                instance, level, ..
+            } => *instance == self.config.instance && *level == 0,
+            _ => false,
+        }
+    }
+
     fn handle_event(&mut self, now: Time, event: &ServiceEvent, ctx: &Context<'_>) {
         match event {
             ServiceEvent::Host(e) => self.on_host_event(now, e),
-            // Only the level-0 group of its own instance keeps this agent's view of a
-            // host's liveness; a removal in another instance says nothing about it.
-            ServiceEvent::HostRemoved {
-                instance,
-                node,
-                level: 0,
-            } if *instance == self.config.instance => self.host_removed(&ctx.tree, *node),
+            ServiceEvent::HostRemoved { node, .. } => self.host_removed(&ctx.tree, *node),
             _ => {}
         }
     }
@@ -1046,9 +1053,11 @@ mod tests {
             node: dead,
             level,
         };
-        p.handle_event(now, &removed(1, 0), &ctx());
-        p.handle_event(now, &removed(0, 1), &ctx());
+        // The agent routes an event only to the services that want it.
+        assert!(!p.wants(&removed(1, 0)), "another instance's removal");
+        assert!(!p.wants(&removed(0, 1)), "a removal above level 0");
         assert_eq!(drain(&mut p), Vec::new(), "the wait goes on");
+        assert!(p.wants(&removed(0, 0)));
         p.handle_event(now, &removed(0, 0), &ctx());
         assert_eq!(
             drain(&mut p),

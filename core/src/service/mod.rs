@@ -18,8 +18,8 @@
 //!   [`SummaryPart`] inside the federation's [`Payload`].
 //!
 //! A service never reaches into another's state: it learns what others did
-//! through [`ServiceEvent`]s, which the agent routes to every service in the
-//! order the registry lists them.
+//! through [`ServiceEvent`]s, which the agent routes to every service that
+//! [wants](Service::wants) them, in the order the registry lists them.
 //!
 //! # Adding a service
 //!
@@ -60,7 +60,8 @@ pub struct Context<'a> {
 }
 
 /// Something that happened that services other than its author may care about.
-/// The agent routes each to every service, in registry order.
+/// The agent routes each to every service that [wants](Service::wants) it, in
+/// registry order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServiceEvent {
     /// The host reported something (routed before any service reacts to it).
@@ -183,7 +184,13 @@ pub trait Service: Debug + Sized {
     /// The time reported by [`Service::next_timeout`] has come.
     fn handle_timeout(&mut self, now: Time, ctx: &Context<'_>);
 
-    /// Something happened (see [`ServiceEvent`]). Services ignore what they do not need.
+    /// Whether this service wants to hear of `event`: the agent routes an event only
+    /// to the services that want it, and drops one nobody wants at once (most events
+    /// are process starts and exits, which few services follow).
+    fn wants(&self, event: &ServiceEvent) -> bool;
+
+    /// Something this service wants happened (see [`ServiceEvent`],
+    /// [`Service::wants`]).
     fn handle_event(&mut self, now: Time, event: &ServiceEvent, ctx: &Context<'_>);
 
     /// Whether `call` is one of the client calls this service answers.

@@ -8,7 +8,7 @@
 //! visits services in it, so outputs are deterministic).
 
 use super::{Context, Service, ServiceEvent, ServiceOutput, SummaryPart};
-use crate::agent::Identity;
+use crate::agent::{Identity, Notice, Output};
 use crate::discovery::DiscoveryMsg;
 use crate::federation::FedMsg;
 use crate::ids::NodeId;
@@ -17,6 +17,7 @@ use crate::time::Time;
 use crate::wire::Reject;
 use nefele_api::calls::{ApiCall, RequestId};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 
 /// A service as the agent drives it, its message type erased to [`Message`].
 pub(crate) trait Runner {
@@ -26,7 +27,16 @@ pub(crate) trait Runner {
     fn handle_event(&mut self, now: Time, event: &ServiceEvent, ctx: &Context<'_>);
     fn owns(&self, call: &ApiCall) -> bool;
     fn handle_api(&mut self, now: Time, request: RequestId, call: ApiCall, ctx: &Context<'_>);
-    fn poll_output(&mut self) -> Option<ServiceOutput<Message>>;
+    /// [`Service::wants`].
+    fn wants(&self, event: &ServiceEvent) -> bool;
+    /// Moves every pending output to `outputs` as the agent's (messages wrapped in
+    /// envelopes from `me`), and the events it raised to `events`.
+    fn drain_into(
+        &mut self,
+        me: Identity,
+        outputs: &mut VecDeque<Output>,
+        events: &mut VecDeque<ServiceEvent>,
+    );
     fn next_timeout(&self) -> Option<Time>;
     fn invariants(&self) -> bool;
 }
@@ -174,6 +184,11 @@ macro_rules! services {
                 $( f(&mut self.$field); )+
             }
 
+            /// Whether any service wants to hear of `event`.
+            pub(crate) fn want(&self, event: &ServiceEvent) -> bool {
+                false $( || Runner::wants(&self.$field, event) )+
+            }
+
             /// Whether every service's invariants hold.
             pub(crate) fn invariants(&self) -> bool {
                 true $( && Runner::invariants(&self.$field) )+
@@ -231,14 +246,30 @@ where
     fn handle_api(&mut self, now: Time, request: RequestId, call: ApiCall, ctx: &Context<'_>) {
         Service::handle_api(self, now, request, call, ctx);
     }
-    fn poll_output(&mut self) -> Option<ServiceOutput<Message>> {
-        Service::poll_output(self).map(|out| match out {
-            ServiceOutput::Send(to, m) => ServiceOutput::Send(to, m.into()),
-            ServiceOutput::Host(c) => ServiceOutput::Host(c),
-            ServiceOutput::Reply(r, reply) => ServiceOutput::Reply(r, reply),
-            ServiceOutput::Event(e) => ServiceOutput::Event(e),
-            ServiceOutput::Notice(n) => ServiceOutput::Notice(n),
-        })
+    fn wants(&self, event: &ServiceEvent) -> bool {
+        Service::wants(self, event)
+    }
+    fn drain_into(
+        &mut self,
+        me: Identity,
+        outputs: &mut VecDeque<Output>,
+        events: &mut VecDeque<ServiceEvent>,
+    ) {
+        while let Some(out) = Service::poll_output(self) {
+            outputs.push_back(match out {
+                ServiceOutput::Send(to, m) => Output::Send {
+                    to,
+                    envelope: me.envelope(m.into()),
+                },
+                ServiceOutput::Host(command) => Output::Host(command),
+                ServiceOutput::Reply(request, reply) => Output::ApiReply { request, reply },
+                ServiceOutput::Notice(notice) => Output::Notice(Notice::Service(notice)),
+                ServiceOutput::Event(event) => {
+                    events.push_back(event);
+                    continue;
+                }
+            });
+        }
     }
     fn next_timeout(&self) -> Option<Time> {
         Service::next_timeout(self)

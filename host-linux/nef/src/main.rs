@@ -13,7 +13,28 @@ use nefele::quantity;
 use nefele::{Client, ClientError};
 use nefele_core::host::{Affinity, ProcSpec, ResourcePolicy, Signal};
 use nefele_core::ids::Pid;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The environment variable naming a token file, as `--token-file`.
+const TOKEN_FILE_ENV: &str = "NEFELE_TOKEN_FILE";
+
+/// The first line of `file`, without its line end.
+fn read_token(file: &Path) -> Result<String, ClientError> {
+    let io = |source| ClientError::Io {
+        path: file.to_owned(),
+        source,
+    };
+    let text = std::fs::read_to_string(file).map_err(io)?;
+    let token = text.lines().next().unwrap_or("").trim_end();
+    if token.is_empty() {
+        let empty = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "no token on its first line",
+        );
+        return Err(io(empty));
+    }
+    Ok(token.to_owned())
+}
 use std::process::ExitCode;
 
 /// Spawn, list and kill processes across a Nefele cluster as on one machine.
@@ -24,8 +45,13 @@ struct Cli {
     #[arg(long, global = true, env = SOCKET_ENV)]
     socket: Option<PathBuf>,
     /// The tenant token (without one, the agent maps your uid to a tenant).
+    /// Other local users can read a command line: prefer the environment or --token-file.
     #[arg(long, global = true, env = TOKEN_ENV, hide_env_values = true)]
     token: Option<String>,
+    /// A file whose first line is the tenant token (used when no --token or
+    /// NEFELE_TOKEN is given).
+    #[arg(long, global = true, env = TOKEN_FILE_ENV, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -136,7 +162,12 @@ fn parse_env(s: &str) -> Result<String, String> {
 
 fn run(cli: Cli) -> Result<(), ClientError> {
     let socket = cli.socket.unwrap_or_else(default_socket);
-    let mut client = Client::connect(&socket, cli.token.as_deref())?;
+    let token = match (cli.token, &cli.token_file) {
+        (Some(token), _) => Some(token),
+        (None, Some(file)) => Some(read_token(file)?),
+        (None, None) => None,
+    };
+    let mut client = Client::connect(&socket, token.as_deref())?;
     match cli.command {
         Command::Members { json } => {
             let view = client.members()?;

@@ -107,13 +107,18 @@ impl Cluster {
     }
 
     fn nef(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_nef"))
+        self.nef_as(|c| c.args(["--token", "alice"]), args)
+    }
+
+    /// `nef` with its token given by `auth` (argument, environment or file).
+    fn nef_as(&self, auth: impl FnOnce(&mut Command) -> &mut Command, args: &[&str]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nef"));
+        command
             .arg("--socket")
             .arg(&self.socket)
-            .args(["--token", "alice"])
-            .args(args)
-            .output()
-            .unwrap()
+            .env_remove("NEFELE_TOKEN")
+            .env_remove("NEFELE_TOKEN_FILE");
+        auth(&mut command).args(args).output().unwrap()
     }
 }
 
@@ -347,4 +352,52 @@ fn the_c_example_spawns_lists_and_kills() {
         "{out}"
     );
     assert_eq!(NEFELE_OK, 0);
+}
+
+#[test]
+fn nef_takes_its_token_from_the_environment_or_a_file() {
+    let cluster = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "alice\n").unwrap();
+    let bad = dir.path().join("bad-token");
+    std::fs::write(&bad, "mallory\n").unwrap();
+    type Auth<'a> = Box<dyn Fn(&mut Command) -> &mut Command + 'a>;
+    let ways: [(&str, Auth); 3] = [
+        ("env", Box::new(|c| c.env("NEFELE_TOKEN", "alice"))),
+        (
+            "--token-file",
+            Box::new(|c| c.arg("--token-file").arg(&file)),
+        ),
+        (
+            "NEFELE_TOKEN_FILE",
+            Box::new(|c| c.env("NEFELE_TOKEN_FILE", &file)),
+        ),
+    ];
+    for (how, auth) in ways {
+        let out = cluster.nef_as(auth, &["ps"]);
+        assert!(
+            out.status.success(),
+            "{how}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A token on the command line or in the environment wins over the file.
+    let out = cluster.nef_as(
+        |c| c.env("NEFELE_TOKEN", "alice").arg("--token-file").arg(&bad),
+        &["ps"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cluster.nef_as(|c| c.arg("--token-file").arg(&bad), &["ps"]);
+    assert!(!out.status.success());
+    let out = cluster.nef_as(
+        |c| c.arg("--token-file").arg(dir.path().join("absent")),
+        &["ps"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("nef: ") && err.contains("absent"), "{err}");
 }

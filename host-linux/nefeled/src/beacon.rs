@@ -15,6 +15,22 @@
 //! introduction (a beacon without a frame), so a joiner learns the cluster's
 //! addresses without waiting for the next heartbeat.
 //!
+//! With per-node keys, beacons are also signed: the datagram is
+//! `SIGNED_MAGIC || body || identity || tag`, where `identity` is the sender's
+//! node key vouching for `SIGN_LABEL || SIGNED_MAGIC || body` (see
+//! `nefele_transport_tcp::node_keys`), and the tag covers the identity too. An
+//! agent with per-node keys refuses unsigned beacons and beacons whose identity
+//! does not prove their sender's id; one without ignores the identity.
+//!
+//! Freshness ([`Freshness`]): a beacon carries its sender's incarnation, a
+//! counter the sender raises with every beacon, and the sender's wall clock
+//! (Unix milliseconds). A receiver refuses a beacon whose time is more than
+//! [`BEACON_WINDOW`] from its own clock, or whose `(incarnation, counter)` is not
+//! above the highest it has accepted from that sender: a recorded beacon
+//! replayed later, or twice, teaches nothing. (A receiver that restarted may
+//! accept one replay from within the window; the clocks of a cluster must agree
+//! within the window, e.g. by NTP.)
+//!
 //! Datagrams get lost (and a seed may start after its joiners), so the driver
 //! repeats its last broadcast to every seed it has not heard from yet, every
 //! [`SEED_RETRY`], and introductions carry that last broadcast too: the agent
@@ -23,17 +39,23 @@
 //! A beacon's UDP port is its sender's TCP listen port: a seed `ip:port` names both.
 
 use hmac::{Hmac, Mac};
-use nefele_core::ids::NodeId;
-use nefele_transport_tcp::ClusterKey;
+use nefele_core::ids::{Incarnation, NodeId};
+use nefele_transport_tcp::{ClusterKey, NodeKeys, NodeKeysError, IDENTITY_LEN};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-/// The first bytes of every beacon datagram (format version 1).
-pub const MAGIC: [u8; 4] = *b"NFB1";
+/// The first bytes of every beacon datagram (format version 2: with freshness).
+pub const MAGIC: [u8; 4] = *b"NFB2";
+/// The first bytes of a beacon signed with its sender's node key.
+pub const SIGNED_MAGIC: [u8; 4] = *b"NFS2";
 /// Domain separation of the beacon MAC from the TCP handshake's.
-pub const LABEL: &[u8] = b"nefele-beacon-v1";
+pub const LABEL: &[u8] = b"nefele-beacon-v2";
+/// Domain separation of the node-key signature of beacons.
+const SIGN_LABEL: &[u8] = b"nefele-beacon-sig-v2";
+/// How far a beacon's time may be from the receiver's clock, either way.
+pub const BEACON_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 /// Bytes of the tag.
 pub const TAG_LEN: usize = 32;
 /// The largest datagram sent or accepted (the largest UDP payload over IPv4).
@@ -48,6 +70,12 @@ pub const PEERS_PER_BEACON: usize = 32;
 pub struct Beacon {
     /// The sending agent.
     pub sender: NodeId,
+    /// The sender's current life.
+    pub incarnation: Incarnation,
+    /// Raised by the sender with every beacon of this life.
+    pub counter: u64,
+    /// The sender's wall clock when it sealed the beacon, in Unix milliseconds.
+    pub sent_at_ms: u64,
     /// Where it listens for agents (TCP), and receives beacons (UDP).
     pub listen: SocketAddr,
     /// Other agents the sender has heard from, with their listen addresses.
@@ -68,9 +96,73 @@ pub enum BeaconError {
     /// The tag does not match: another cluster's key, or tampering.
     #[error("bad MAC (wrong cluster key?)")]
     Mac,
+    /// Per-node keys are on and the beacon does not prove its sender's id.
+    #[error("per-node key check failed: {0}")]
+    Identity(NodeKeysError),
     /// The tag matched but the body does not decode (a bug of the sender).
     #[error("malformed body: {0}")]
     Body(String),
+    /// The beacon's time is outside the window around this agent's clock.
+    #[error("beacon from {sender} is {skew_ms} ms away from this agent's clock")]
+    Stale {
+        /// Its sender.
+        sender: NodeId,
+        /// How far its time is from ours.
+        skew_ms: u64,
+    },
+    /// A beacon at or below the highest already accepted from its sender: a replay.
+    #[error("beacon from {sender} replayed (counter {counter} of {incarnation} already passed)")]
+    Replayed {
+        /// Its sender.
+        sender: NodeId,
+        /// Its life.
+        incarnation: Incarnation,
+        /// Its counter.
+        counter: u64,
+    },
+}
+
+/// The wall clock in Unix milliseconds (madsim's simulated clock under `--cfg madsim`).
+#[must_use]
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The highest `(incarnation, counter)` accepted from each sender (see the module docs).
+///
+/// Holds one entry per sender that proved it holds the cluster key.
+#[derive(Debug, Default)]
+pub struct Freshness {
+    last: BTreeMap<NodeId, (Incarnation, u64)>,
+}
+
+impl Freshness {
+    /// Accepts `beacon` at `now_ms` if it is fresh, and remembers it.
+    pub fn check(&mut self, beacon: &Beacon, now_ms: u64) -> Result<(), BeaconError> {
+        let skew_ms = now_ms.abs_diff(beacon.sent_at_ms);
+        if u128::from(skew_ms) > BEACON_WINDOW.as_millis() {
+            return Err(BeaconError::Stale {
+                sender: beacon.sender,
+                skew_ms,
+            });
+        }
+        let seen = (beacon.incarnation, beacon.counter);
+        if self
+            .last
+            .get(&beacon.sender)
+            .is_some_and(|&last| seen <= last)
+        {
+            return Err(BeaconError::Replayed {
+                sender: beacon.sender,
+                incarnation: beacon.incarnation,
+                counter: beacon.counter,
+            });
+        }
+        self.last.insert(beacon.sender, seen);
+        Ok(())
+    }
 }
 
 fn options() -> impl bincode::Options {
@@ -82,17 +174,32 @@ fn options() -> impl bincode::Options {
         .with_limit(MAX_DATAGRAM as u64)
 }
 
-/// Seals and opens beacons with the cluster key.
+/// Seals and opens beacons with the cluster key (and this node's keys, when on).
 #[derive(Clone, Debug)]
 pub struct BeaconCodec {
     key: ClusterKey,
+    node_keys: Option<NodeKeys>,
+}
+
+/// What a node key signs for a beacon whose signed part (magic and body) is `signed`.
+fn to_sign(signed: &[u8]) -> Vec<u8> {
+    [SIGN_LABEL, signed].concat()
 }
 
 impl BeaconCodec {
     /// A codec for `key`.
     #[must_use]
     pub fn new(key: ClusterKey) -> Self {
-        BeaconCodec { key }
+        BeaconCodec {
+            key,
+            node_keys: None,
+        }
+    }
+
+    /// A codec for `key` that signs with, and requires, per-node keys.
+    #[must_use]
+    pub fn with_node_keys(key: ClusterKey, node_keys: Option<NodeKeys>) -> Self {
+        BeaconCodec { key, node_keys }
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -106,8 +213,17 @@ impl BeaconCodec {
     #[must_use]
     pub fn seal(&self, beacon: &Beacon) -> Option<Vec<u8>> {
         use bincode::Options;
-        let mut out = MAGIC.to_vec();
+        let magic = if self.node_keys.is_some() {
+            SIGNED_MAGIC
+        } else {
+            MAGIC
+        };
+        let mut out = magic.to_vec();
         options().serialize_into(&mut out, beacon).ok()?;
+        if let Some(keys) = &self.node_keys {
+            let identity = keys.identity(&to_sign(&out));
+            out.extend_from_slice(&identity);
+        }
         if out.len() + TAG_LEN > MAX_DATAGRAM {
             return None;
         }
@@ -124,15 +240,35 @@ impl BeaconCodec {
             return Err(BeaconError::Size(datagram.len()));
         }
         let (signed, tag) = datagram.split_at(datagram.len() - TAG_LEN);
-        if signed[..MAGIC.len()] != MAGIC {
-            return Err(BeaconError::Magic);
-        }
+        let has_identity = match &signed[..MAGIC.len()] {
+            m if m == MAGIC => false,
+            m if m == SIGNED_MAGIC => true,
+            _ => return Err(BeaconError::Magic),
+        };
         let mut mac = self.mac();
         mac.update(signed);
         mac.verify_slice(tag).map_err(|_| BeaconError::Mac)?;
+        let (body, identity) = if has_identity {
+            let at = signed
+                .len()
+                .checked_sub(IDENTITY_LEN)
+                .filter(|&at| at >= MAGIC.len())
+                .ok_or(BeaconError::Size(datagram.len()))?;
+            signed.split_at(at)
+        } else {
+            (signed, &[][..])
+        };
         let beacon: Beacon = options()
-            .deserialize(&signed[MAGIC.len()..])
+            .deserialize(&body[MAGIC.len()..])
             .map_err(|e| BeaconError::Body(e.to_string()))?;
+        // Without per-node keys of our own, an identity cannot be checked: ignored.
+        if let Some(keys) = &self.node_keys {
+            let identity: &[u8; IDENTITY_LEN] = identity
+                .try_into()
+                .map_err(|_| BeaconError::Identity(NodeKeysError::Missing(beacon.sender)))?;
+            keys.verify_peer(beacon.sender, identity, &to_sign(body))
+                .map_err(BeaconError::Identity)?;
+        }
         // Each listed peer is dialed: a sender lists no more than its sample.
         if beacon.peers.len() > PEERS_PER_BEACON {
             return Err(BeaconError::Body(format!(
@@ -384,6 +520,9 @@ mod tests {
     fn beacon() -> Beacon {
         Beacon {
             sender: NodeId(7),
+            incarnation: Incarnation(2),
+            counter: 10,
+            sent_at_ms: 1_000_000,
             listen: "10.0.0.7:7600".parse().unwrap(),
             peers: vec![(NodeId(2), "10.0.0.2:7600".parse().unwrap())],
             frame: Some(vec![1, 2, 3]),
@@ -425,6 +564,8 @@ mod tests {
         // A well-tagged body that is garbage (a length claiming 2^60 peers) is refused.
         let mut signed = MAGIC.to_vec();
         signed.extend_from_slice(&[0, 0, 0, 7]);
+        // Incarnation, counter, time.
+        signed.extend_from_slice(&[0; 20]);
         signed.extend_from_slice(&[0; 10]);
         signed.extend_from_slice(&(1u64 << 60).to_be_bytes());
         let mut mac = c.mac();
@@ -458,6 +599,101 @@ mod tests {
         assert!(matches!(
             c.open(&c.seal(&b).unwrap()),
             Err(BeaconError::Body(_))
+        ));
+    }
+
+    #[test]
+    fn stale_and_replayed_beacons_are_refused() {
+        let mut fresh = Freshness::default();
+        let now = 1_000_000;
+        let b = beacon();
+        assert_eq!(fresh.check(&b, now), Ok(()));
+        assert!(matches!(
+            fresh.check(&b, now),
+            Err(BeaconError::Replayed { .. })
+        ));
+        let older = Beacon {
+            counter: 9,
+            ..beacon()
+        };
+        assert!(matches!(
+            fresh.check(&older, now),
+            Err(BeaconError::Replayed { .. })
+        ));
+        let next = Beacon {
+            counter: 11,
+            ..beacon()
+        };
+        assert_eq!(fresh.check(&next, now + 5), Ok(()));
+        // A new life starts its counter again, and its old life's beacons are refused.
+        let reborn = Beacon {
+            incarnation: Incarnation(3),
+            counter: 0,
+            ..beacon()
+        };
+        assert_eq!(fresh.check(&reborn, now), Ok(()));
+        assert!(fresh
+            .check(
+                &Beacon {
+                    counter: 12,
+                    ..beacon()
+                },
+                now
+            )
+            .is_err());
+        // Outside the window either way.
+        let window = BEACON_WINDOW.as_millis() as u64;
+        let late = Beacon {
+            counter: 1,
+            ..reborn.clone()
+        };
+        assert!(matches!(
+            fresh.check(&late, now + window + 1),
+            Err(BeaconError::Stale { .. })
+        ));
+        assert!(matches!(
+            fresh.check(&late, now - window - 1),
+            Err(BeaconError::Stale { .. })
+        ));
+        assert_eq!(fresh.check(&late, now + window), Ok(()));
+        // Other senders are independent.
+        let other = Beacon {
+            sender: NodeId(8),
+            ..beacon()
+        };
+        assert_eq!(fresh.check(&other, now), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn with_per_node_keys_beacons_prove_their_sender() {
+        use nefele_transport_tcp::ClusterAuthority;
+        let key = ClusterKey::new(KEY).unwrap();
+        let ca = ClusterAuthority::generate();
+        let keyed = |n: u32| BeaconCodec::with_node_keys(key.clone(), Some(ca.issue(NodeId(n))));
+        let seven = keyed(7).seal(&beacon()).unwrap();
+        assert_eq!(keyed(1).open(&seven), Ok(beacon()));
+        // An agent without per-node keys still reads it.
+        assert_eq!(codec(KEY).open(&seven), Ok(beacon()));
+        // A key holder signing as node 8 while claiming 7, an unsigned beacon, and
+        // a foreign authority's keys for 7 are refused.
+        let claims_seven = keyed(8).seal(&beacon()).unwrap();
+        assert_eq!(
+            keyed(1).open(&claims_seven),
+            Err(BeaconError::Identity(NodeKeysError::BadCertificate(
+                NodeId(7)
+            )))
+        );
+        assert_eq!(
+            keyed(1).open(&codec(KEY).seal(&beacon()).unwrap()),
+            Err(BeaconError::Identity(NodeKeysError::Missing(NodeId(7))))
+        );
+        let foreign = BeaconCodec::with_node_keys(
+            key.clone(),
+            Some(ClusterAuthority::generate().issue(NodeId(7))),
+        );
+        assert!(matches!(
+            keyed(1).open(&foreign.seal(&beacon()).unwrap()),
+            Err(BeaconError::Identity(_))
         ));
     }
 

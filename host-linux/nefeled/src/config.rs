@@ -8,12 +8,19 @@
 //! uids; discovery is exactly one of a seed list or a broadcast interface; tenant
 //! limits are positive amounts.
 //!
+//! Tokens are kept only as SHA-256 hashes, and a presented token is compared
+//! against every stored hash in constant time. The file may hold a token in
+//! clear or as `sha256:<hex>` (`nefeled --hash-token` prints that form); a file
+//! that holds tokens in clear, like the key files, must not be readable by
+//! group or others ([`check_private`]).
+//!
 //! See `nefeled.example.toml` next to this crate's `Cargo.toml` for the format.
 
 use nefele::quantity::{parse_cpu, parse_memory, QuantityError};
 use nefele_core::host::Limits;
 use nefele_core::ids::{NodeId, TenantId};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,6 +48,9 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// A file holding the cluster's shared secret (at least 16 bytes).
     pub cluster_key_file: Option<PathBuf>,
+    /// A file holding this node's per-node keys (`nefeled --issue-node-keys`);
+    /// when set, every peer must prove its node id with keys of the same authority.
+    pub node_keys_file: Option<PathBuf>,
     /// The Unix socket local clients connect to.
     pub api_socket: Option<PathBuf>,
     /// `text` (default) or `json`.
@@ -80,7 +90,7 @@ pub struct FileTenant {
     pub name: String,
     /// The tenant's id in the cluster (the same on every agent).
     pub id: u32,
-    /// Tokens a client may present in its `Hello`.
+    /// Tokens a client may present in its `Hello`: in clear, or `sha256:<hex>`.
     #[serde(default)]
     pub tokens: Vec<String>,
     /// Local uids mapped to this tenant when a client presents no token.
@@ -154,6 +164,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--cluster-key-file`.
     pub cluster_key_file: Option<PathBuf>,
+    /// `--node-keys-file`.
+    pub node_keys_file: Option<PathBuf>,
     /// `--api-socket`.
     pub api_socket: Option<PathBuf>,
     /// `--log-format`.
@@ -214,8 +226,8 @@ pub struct Tenant {
     pub name: String,
     /// Its id.
     pub id: TenantId,
-    /// Tokens that authenticate as it.
-    pub tokens: Vec<String>,
+    /// The SHA-256 hashes of the tokens that authenticate as it.
+    pub token_hashes: Vec<TokenHash>,
     /// Uids that map to it.
     pub uids: Vec<u32>,
     /// Limits on all of its processes on this host together (the host's
@@ -236,6 +248,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The cluster key file.
     pub cluster_key_file: PathBuf,
+    /// The per-node keys file, if per-node keys are on.
+    pub node_keys_file: Option<PathBuf>,
+    /// Whether the file holds a token in clear (then it must be private).
+    pub plaintext_tokens: bool,
     /// The API socket.
     pub api_socket: PathBuf,
     /// The tenants.
@@ -436,6 +452,12 @@ impl Config {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             cluster_key_file,
+            node_keys_file: flags.node_keys_file.or(file.node_keys_file),
+            plaintext_tokens: file
+                .tenants
+                .iter()
+                .flat_map(|t| &t.tokens)
+                .any(|t| !t.starts_with(HASH_PREFIX)),
             api_socket: flags
                 .api_socket
                 .or(file.api_socket)
@@ -448,13 +470,21 @@ impl Config {
         })
     }
 
-    /// The tenant a token authenticates as.
+    /// The tenant a token authenticates as. Compares the token's hash with every
+    /// stored hash, each in constant time, without stopping at a match.
     #[must_use]
     pub fn tenant_by_token(&self, token: &str) -> Option<TenantId> {
-        self.tenants
-            .iter()
-            .find(|t| t.tokens.iter().any(|t| t == token))
-            .map(|t| t.id)
+        use subtle::ConstantTimeEq;
+        let presented = TokenHash::of(token);
+        let mut found = None;
+        for tenant in &self.tenants {
+            for stored in &tenant.token_hashes {
+                if bool::from(stored.0.ct_eq(&presented.0)) {
+                    found = Some(tenant.id);
+                }
+            }
+        }
+        found
     }
 
     /// The tenant a local uid maps to.
@@ -465,6 +495,132 @@ impl Config {
             .find(|t| t.uids.contains(&uid))
             .map(|t| t.id)
     }
+}
+
+/// How a hashed token starts in the file.
+pub const HASH_PREFIX: &str = "sha256:";
+
+/// The SHA-256 hash of a token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    /// The hash of `token`.
+    #[must_use]
+    pub fn of(token: &str) -> Self {
+        TokenHash(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// A token as written in the file: `sha256:<64 hex digits>`, or the token in clear.
+    fn parse(written: &str) -> Result<Self, String> {
+        let Some(hex) = written.strip_prefix(HASH_PREFIX) else {
+            return Ok(TokenHash::of(written));
+        };
+        let bytes = hex.as_bytes();
+        if bytes.len() != 64 {
+            return Err(format!("`{HASH_PREFIX}` must be followed by 64 hex digits"));
+        }
+        let mut out = [0; 32];
+        for (i, pair) in bytes.chunks(2).enumerate() {
+            let text = std::str::from_utf8(pair).map_err(|_| "not hex".to_owned())?;
+            out[i] = u8::from_str_radix(text, 16).map_err(|_| format!("`{text}` is not hex"))?;
+        }
+        Ok(TokenHash(out))
+    }
+
+    /// The form to write in the file instead of the token.
+    #[must_use]
+    pub fn to_config(&self) -> String {
+        let hex: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{HASH_PREFIX}{hex}")
+    }
+}
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenHash(..)")
+    }
+}
+
+/// Why a file that must be private cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivateFileError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Group or others may write it.
+    #[error(
+        "{path} ({what}) is writable by group or others (mode {mode:04o}); make it 0600 or 0644"
+    )]
+    Writable {
+        /// The file.
+        path: PathBuf,
+        /// What the file holds.
+        what: &'static str,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Group or others may read or write it.
+    #[error("{path} ({what}) is accessible to group or others (mode {mode:04o}); make it 0600 (chmod 600 {path})")]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// What the file holds.
+        what: &'static str,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+/// The permission bits of `path`.
+fn mode_of(path: &Path) -> Result<u32, PrivateFileError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|source| PrivateFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(meta.permissions().mode() & 0o7777)
+}
+
+/// Refuses `path` (holding `what`) when group or others may access it.
+pub fn check_private(path: &Path, what: &'static str) -> Result<(), PrivateFileError> {
+    let mode = mode_of(path)?;
+    if mode & 0o077 != 0 {
+        return Err(PrivateFileError::Exposed {
+            path: path.to_owned(),
+            what,
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses `path` (holding `what`) when group or others may write it (they
+/// could name their own key file, or add a token).
+pub fn check_not_writable(path: &Path, what: &'static str) -> Result<(), PrivateFileError> {
+    let mode = mode_of(path)?;
+    if mode & 0o022 != 0 {
+        return Err(PrivateFileError::Writable {
+            path: path.to_owned(),
+            what,
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// Reads a secret file (holding `what`), refusing it when group or others may access it.
+pub fn read_private(path: &Path, what: &'static str) -> Result<Vec<u8>, PrivateFileError> {
+    check_private(path, what)?;
+    std::fs::read(path).map_err(|source| PrivateFileError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn resolve_discovery(
@@ -539,11 +695,14 @@ fn resolve_tenants(origin: &str, tenants: Vec<FileTenant>) -> Result<Vec<Tenant>
                 format!("two tenants are named `{}`", t.name),
             ));
         }
+        let mut token_hashes = Vec::with_capacity(t.tokens.len());
         for token in &t.tokens {
             if token.is_empty() {
                 return Err(invalid(origin, field("tokens"), "empty token"));
             }
-            if let Some(other) = tokens.insert(token.clone(), t.name.clone()) {
+            let hash = TokenHash::parse(token).map_err(|e| invalid(origin, field("tokens"), e))?;
+            token_hashes.push(hash);
+            if let Some(other) = tokens.insert(hash.0, t.name.clone()) {
                 return Err(invalid(
                     origin,
                     field("tokens"),
@@ -567,7 +726,7 @@ fn resolve_tenants(origin: &str, tenants: Vec<FileTenant>) -> Result<Vec<Tenant>
         out.push(Tenant {
             name: t.name,
             id: TenantId(t.id),
-            tokens: t.tokens,
+            token_hashes,
             uids: t.uids,
             limits,
         });
@@ -631,6 +790,10 @@ mod tests {
         assert_eq!(
             config.tenant_by_token("alice-secret-token"),
             Some(TenantId(1))
+        );
+        assert_eq!(
+            config.tenant_by_token("bob-secret-token"),
+            Some(TenantId(2))
         );
         assert_eq!(config.tenant_by_uid(1001), Some(TenantId(2)));
         assert_eq!(config.tenant_by_uid(4242), None);
@@ -875,6 +1038,68 @@ mod tests {
             let e = error_of(&format!("{MINIMAL}\n{tenants}"), Overrides::default());
             assert!(e.contains(&format!("`{field}`")), "{field}: {e}");
         }
+    }
+
+    #[test]
+    fn tokens_are_kept_hashed_and_may_be_written_hashed() {
+        let hashed = TokenHash::of("bob-token").to_config();
+        let text = format!(
+            "{MINIMAL}\n[[tenant]]\nname = \"a\"\nid = 1\ntokens = [\"alice-token\"]\n\
+             [[tenant]]\nname = \"b\"\nid = 2\ntokens = [\"{hashed}\"]\n"
+        );
+        let config = resolve(&text, Overrides::default()).unwrap();
+        assert!(config.plaintext_tokens);
+        assert_eq!(config.tenant_by_token("alice-token"), Some(TenantId(1)));
+        assert_eq!(config.tenant_by_token("bob-token"), Some(TenantId(2)));
+        assert_eq!(
+            config.tenant_by_token(&hashed),
+            None,
+            "the hash is not a token"
+        );
+        assert_eq!(config.tenant_by_token("alice-token "), None);
+        assert!(!format!("{config:?}").contains("alice-token"));
+        let only_hashed =
+            format!("{MINIMAL}\n[[tenant]]\nname = \"b\"\nid = 2\ntokens = [\"{hashed}\"]\n");
+        assert!(
+            !resolve(&only_hashed, Overrides::default())
+                .unwrap()
+                .plaintext_tokens
+        );
+        // The same token in clear for one tenant and hashed for another is a clash.
+        let clash = format!(
+            "{MINIMAL}\n[[tenant]]\nname = \"a\"\nid = 1\ntokens = [\"bob-token\"]\n\
+             [[tenant]]\nname = \"b\"\nid = 2\ntokens = [\"{hashed}\"]\n"
+        );
+        assert!(error_of(&clash, Overrides::default()).contains("`tenant[1].tokens`"));
+        let bad =
+            format!("{MINIMAL}\n[[tenant]]\nname = \"a\"\nid = 1\ntokens = [\"sha256:zz\"]\n");
+        assert!(error_of(&bad, Overrides::default()).contains("64 hex digits"));
+    }
+
+    #[test]
+    fn a_secret_file_readable_by_others_is_refused_naming_the_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("cluster.key");
+        std::fs::write(&key, "0123456789abcdef0123456789abcdef").unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = read_private(&key, "the cluster key")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&key.display().to_string())
+                    && e.contains("the cluster key")
+                    && e.contains("chmod 600"),
+                "{e}"
+            );
+        }
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_private(&key, "the cluster key").unwrap().len(), 32);
+        assert!(matches!(
+            read_private(&dir.path().join("absent"), "the cluster key"),
+            Err(PrivateFileError::Read { .. })
+        ));
     }
 
     #[test]

@@ -15,8 +15,10 @@
 //! every pending call is answered or, when the driver stops, its caller learns
 //! that the runtime is gone (its reply channel is dropped).
 
-use crate::beacon::{AddressBook, Beacon, BeaconCodec, BeaconSocket, DropLog, SEED_RETRY};
-use crate::handle::Request;
+use crate::beacon::{
+    unix_ms, AddressBook, Beacon, BeaconCodec, BeaconSocket, DropLog, Freshness, SEED_RETRY,
+};
+use crate::handle::{Hold, Request};
 use crate::host_link::HostLink;
 use crate::transport::AgentTransport;
 use nefele::proto::{Call, GroupView, Member, MembersView, Reply};
@@ -42,6 +44,8 @@ pub struct DriverStats {
     pub unknown_peer: u64,
     /// Beacon datagrams dropped (bad MAC, malformed, or a bad frame inside).
     pub bad_beacons: u64,
+    /// Authentic beacons refused as replayed or outside the time window.
+    pub stale_beacons: u64,
 }
 
 /// The driver's state. See the module docs.
@@ -53,11 +57,16 @@ pub(crate) struct Driver {
     beacons: BeaconSocket,
     codec: BeaconCodec,
     book: AddressBook,
+    /// The highest beacon accepted from each sender.
+    freshness: Freshness,
+    /// Raised with every beacon this agent seals.
+    beacon_counter: u64,
     /// The address other agents reach this one at, as configured.
     listen: SocketAddr,
     host: HostLink,
     requests: mpsc::Receiver<Request>,
-    pending: BTreeMap<RequestId, oneshot::Sender<Reply>>,
+    /// Calls the agent works on: where the answer goes, and what to drop with it.
+    pending: BTreeMap<RequestId, (oneshot::Sender<Reply>, Option<Hold>)>,
     next_request: u64,
     stats: DriverStats,
     drop_log: DropLog,
@@ -89,6 +98,8 @@ impl Driver {
             beacons: parts.beacons,
             codec: parts.codec,
             book: AddressBook::new(me),
+            freshness: Freshness::default(),
+            beacon_counter: 0,
             listen: parts.listen,
             host: parts.host,
             requests: parts.requests,
@@ -134,7 +145,7 @@ impl Driver {
                     }
                 },
                 request = self.requests.recv() => match request {
-                    Some(Request::Call { tenant, call, reply }) => self.on_call(tenant, call, reply),
+                    Some(Request::Call { tenant, call, reply, hold }) => self.on_call(tenant, *call, reply, hold),
                     Some(Request::Shutdown { grace, done }) => break (Instant::now() + grace, Some(done)),
                     None => break (Instant::now(), None),
                 },
@@ -215,16 +226,21 @@ impl Driver {
         if beacon.sender == me {
             return; // our own broadcast, or a seed list naming ourselves
         }
+        if let Err(e) = self.freshness.check(&beacon, unix_ms()) {
+            self.stats.stale_beacons += 1;
+            self.drop_log.dropped(from, &e);
+            return;
+        }
         // An agent listening on an unspecified address is reached where its beacon came from.
         let listen = if beacon.listen.ip().is_unspecified() {
             SocketAddr::new(from.ip(), beacon.listen.port())
         } else {
             beacon.listen
         };
-        let sender_is_news = self.learn(beacon.sender, listen);
+        let sender_is_news = self.learn(beacon.sender, listen, true);
         let mut introduced = Vec::new();
         for (node, addr) in beacon.peers {
-            if self.learn(node, addr) {
+            if self.learn(node, addr, false) {
                 introduced.push(addr);
             }
         }
@@ -244,8 +260,17 @@ impl Driver {
         }
     }
 
-    /// Records `node`'s address (and tells the transport) if it is news.
-    fn learn(&mut self, node: NodeId, addr: SocketAddr) -> bool {
+    /// Records `node`'s address (and tells the transport) if it is news. A known
+    /// address changes only on the word of the node itself (`own`), and not while
+    /// a connection to it is up: a beacon alone never redirects a live connection,
+    /// and one agent cannot move another's address.
+    fn learn(&mut self, node: NodeId, addr: SocketAddr, own: bool) -> bool {
+        if let Some(known) = self.book.addr(node) {
+            if known != addr && (!own || self.transport.is_connected(node)) {
+                tracing::debug!(peer = %node, %known, offered = %addr, own, "address change not taken");
+                return false;
+            }
+        }
         let news = self.book.learn(node, addr);
         if news {
             tracing::info!(peer = %node, %addr, "learned an agent's address");
@@ -255,8 +280,13 @@ impl Driver {
     }
 
     fn own_beacon(&mut self, frame: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        self.beacon_counter += 1;
+        let identity = self.agent.identity();
         let beacon = Beacon {
-            sender: self.agent.identity().node,
+            sender: identity.node,
+            incarnation: identity.incarnation,
+            counter: self.beacon_counter,
+            sent_at_ms: unix_ms(),
             listen: self.listen,
             peers: self.book.sample(),
             frame,
@@ -284,7 +314,13 @@ impl Driver {
         }
     }
 
-    fn on_call(&mut self, tenant: TenantId, call: Call, reply: oneshot::Sender<Reply>) {
+    fn on_call(
+        &mut self,
+        tenant: TenantId,
+        call: Call,
+        reply: oneshot::Sender<Reply>,
+        hold: Option<Hold>,
+    ) {
         let call = match call {
             Call::Members => {
                 let _ = reply.send(Reply::Members(self.members()));
@@ -304,7 +340,7 @@ impl Driver {
         };
         self.next_request += 1;
         let request = RequestId(self.next_request);
-        self.pending.insert(request, reply);
+        self.pending.insert(request, (reply, hold));
         self.input(Input::Api { request, call });
     }
 
@@ -384,7 +420,7 @@ impl Driver {
                     Err(e) => tracing::warn!(error = %e, "broadcast not encoded"),
                 },
                 Output::ApiReply { request, reply } => {
-                    if let Some(caller) = self.pending.remove(&request) {
+                    if let Some((caller, _hold)) = self.pending.remove(&request) {
                         // A caller that gave up has dropped its end; nothing to do.
                         let _ = caller.send(Reply::Api(reply));
                     }
@@ -500,9 +536,14 @@ mod tests {
         codec::encode(&envelope, DEFAULT_MAX_FRAME).unwrap()
     }
 
+    /// A fresh beacon: now, with a counter above every earlier one's.
     fn beacon(sender: u32, frame: Option<Vec<u8>>) -> Beacon {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Beacon {
             sender: NodeId(sender),
+            incarnation: Incarnation(3),
+            counter: COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            sent_at_ms: unix_ms(),
             listen: SocketAddr::from(([127, 0, 0, 2], 7000 + sender as u16)),
             peers: vec![(NodeId(40), SocketAddr::from(([127, 0, 0, 40], 7040)))],
             frame,
@@ -573,5 +614,71 @@ mod tests {
             d.book.addr(NodeId(2)),
             Some("127.0.0.9:7002".parse().unwrap())
         );
+    }
+
+    #[tokio::test]
+    async fn a_replayed_or_stale_beacon_is_ignored() {
+        let mut d = driver().await;
+        let from = SocketAddr::from(([127, 0, 0, 2], 7002));
+        let mut first = beacon(2, None);
+        first.peers = vec![(NodeId(41), SocketAddr::from(([127, 0, 0, 41], 7041)))];
+        let first = d.codec.seal(&first).unwrap();
+        let second = d
+            .codec
+            .seal(&beacon(2, Some(heartbeat_from(NodeId(2)))))
+            .unwrap();
+        // The later beacon arrives first; the earlier one, replayed, teaches nothing.
+        d.on_datagram(&second, from).await;
+        d.on_datagram(&first, from).await;
+        d.on_datagram(&second, from).await;
+        assert_eq!(d.stats.stale_beacons, 2);
+        assert_eq!(d.book.addr(NodeId(41)), None);
+        assert_eq!(neighbours(&d), vec![NodeId(2)]);
+        // A beacon sealed outside the window is refused however new its counter.
+        let mut old = beacon(3, Some(heartbeat_from(NodeId(3))));
+        old.sent_at_ms -= crate::beacon::BEACON_WINDOW.as_millis() as u64 + 1_000;
+        d.on_datagram(&d.codec.seal(&old).unwrap(), from).await;
+        assert_eq!(d.stats.stale_beacons, 3);
+        assert_eq!(d.book.addr(NodeId(3)), None);
+        assert_eq!(neighbours(&d), vec![NodeId(2)]);
+    }
+
+    #[tokio::test]
+    async fn a_beacon_does_not_move_a_known_address_but_for_its_own_unconnected_node() {
+        let mut d = driver().await;
+        let from = SocketAddr::from(([127, 0, 0, 2], 7002));
+        let first: SocketAddr = "127.0.0.2:7002".parse().unwrap();
+        d.on_datagram(&d.codec.seal(&beacon(2, None)).unwrap(), from)
+            .await;
+        assert_eq!(d.book.addr(NodeId(2)), Some(first));
+        // Another agent's word about node 2 does not move it.
+        let mut gossip = beacon(3, None);
+        gossip.peers = vec![(NodeId(2), "127.0.0.66:6666".parse().unwrap())];
+        d.on_datagram(&d.codec.seal(&gossip).unwrap(), from).await;
+        assert_eq!(d.book.addr(NodeId(2)), Some(first));
+        // Node 2 itself, not connected: it moved.
+        let mut moved = beacon(2, None);
+        moved.listen = "127.0.0.3:7003".parse().unwrap();
+        d.on_datagram(&d.codec.seal(&moved).unwrap(), from).await;
+        assert_eq!(d.book.addr(NodeId(2)), Some(moved.listen));
+        // Node 2 connected (the real one dials in): its beacon naming another address
+        // does not redirect the live connection's peer.
+        let key = ClusterKey::new(KEY).unwrap();
+        let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let two = TcpTransport::bind(TcpConfig::new(NodeId(2), loopback, key))
+            .await
+            .unwrap();
+        two.set_peer(NodeId(1), d.listen);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !d.transport.is_connected(NodeId(2)) {
+            assert!(Instant::now() < deadline, "node 2 never connected");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut elsewhere = beacon(2, None);
+        elsewhere.listen = "127.0.0.4:7004".parse().unwrap();
+        d.on_datagram(&d.codec.seal(&elsewhere).unwrap(), from)
+            .await;
+        assert_eq!(d.book.addr(NodeId(2)), Some(moved.listen));
+        assert!(d.transport.is_connected(NodeId(2)));
     }
 }

@@ -5,6 +5,11 @@
 //! minutes while `Ps` calls come and go). The tenant is an argument here, not
 //! part of the call: the API server fills it from the connection's
 //! authentication, so a client cannot act for another tenant.
+//!
+//! A call may carry a [`Hold`]: the driver keeps it until the agent has
+//! answered the call, also when the caller has gone, and then drops it. The API
+//! server holds its per-tenant budget this way, so that a call counts against
+//! its tenant for as long as the agent works on it.
 
 use nefele::proto::{Call, Reply};
 use nefele_core::ids::{NodeId, TenantId};
@@ -19,14 +24,18 @@ pub(crate) const REQUEST_QUEUE: usize = 1024;
 #[error("the agent runtime is gone")]
 pub struct RuntimeGone;
 
+/// Something the driver keeps until the agent has answered a call (see the module docs).
+pub type Hold = Box<dyn std::any::Any + Send>;
+
 /// What a handle asks the driver.
 #[derive(Debug)]
 pub(crate) enum Request {
     /// Answer `call` for `tenant` on `reply`.
     Call {
         tenant: TenantId,
-        call: Call,
+        call: Box<Call>,
         reply: oneshot::Sender<Reply>,
+        hold: Option<Hold>,
     },
     /// Leave the cluster, keep carrying messages out for `grace`, then stop.
     Shutdown {
@@ -55,12 +64,23 @@ impl AgentHandle {
 
     /// Carries out `call` for `tenant` and returns the agent's answer.
     pub async fn call(&self, tenant: TenantId, call: Call) -> Result<Reply, RuntimeGone> {
+        self.call_holding(tenant, call, None).await
+    }
+
+    /// As [`AgentHandle::call`]; the driver drops `hold` once the agent has answered.
+    pub async fn call_holding(
+        &self,
+        tenant: TenantId,
+        call: Call,
+        hold: Option<Hold>,
+    ) -> Result<Reply, RuntimeGone> {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(Request::Call {
                 tenant,
-                call,
+                call: Box::new(call),
                 reply,
+                hold,
             })
             .await
             .map_err(|_| RuntimeGone)?;

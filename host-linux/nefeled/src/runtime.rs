@@ -16,7 +16,7 @@ use nefele_core::ids::{Incarnation, NodeId};
 use nefele_core::placement::PlacementConfig;
 use nefele_core::service::ServicesConfig;
 use nefele_core::Time;
-use nefele_transport_tcp::{BindError, ClusterKey, TcpConfig};
+use nefele_transport_tcp::{BindError, ClusterKey, NodeKeys, TcpConfig};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -33,6 +33,8 @@ pub struct RuntimeConfig {
     pub beacons: Targets,
     /// The cluster's shared secret.
     pub key: ClusterKey,
+    /// This node's per-node keys, when the cluster uses them.
+    pub node_keys: Option<NodeKeys>,
     /// The core configuration.
     pub agent: AgentConfig,
     /// The seed of the agent's RNG.
@@ -52,6 +54,7 @@ impl RuntimeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             beacons: Targets::Seeds(seeds),
             key,
+            node_keys: None,
             agent: RuntimeConfig::agent_defaults(),
             rng_seed: u64::from(node.0),
         }
@@ -124,7 +127,10 @@ pub async fn start_with(
 ) -> Result<Runtime, StartError> {
     config.agent.validate()?;
     let node = config.identity.node;
-    let tcp = TcpConfig::new(node, config.listen, config.key.clone());
+    let tcp = TcpConfig {
+        node_keys: config.node_keys.clone(),
+        ..TcpConfig::new(node, config.listen, config.key.clone())
+    };
     let transport = AgentTransport::bind(kind, tcp).await?;
     let local_addr = transport.local_addr();
     // Broadcasts reach only a socket bound to the unspecified address.
@@ -143,7 +149,7 @@ pub async fn start_with(
         epoch,
         transport,
         beacons,
-        codec: BeaconCodec::new(config.key),
+        codec: BeaconCodec::with_node_keys(config.key, config.node_keys),
         listen: local_addr,
         host,
         requests: rx,

@@ -62,6 +62,11 @@ impl AgentTransport {
         self.tcp().set_peer(peer, addr);
     }
 
+    /// Whether a connection to `peer` is up.
+    pub(crate) fn is_connected(&self, peer: NodeId) -> bool {
+        self.tcp().connection(peer).is_some()
+    }
+
     /// Waits for the next event.
     pub(crate) async fn next_event(&mut self) -> TransportEvent {
         match self {

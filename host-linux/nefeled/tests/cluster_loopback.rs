@@ -11,7 +11,7 @@ use nefele::proto::{
 use nefele_core::agent::ApiReply;
 use nefele_core::host::ProcSpec;
 use nefele_core::ids::{NodeId, TenantId};
-use nefele_transport_tcp::ClusterKey;
+use nefele_transport_tcp::{ClusterAuthority, ClusterKey, NodeKeys};
 use nefeled::api_server::{ApiServer, Authenticator};
 use nefeled::config::ResourceOverride;
 use nefeled::{sim_host, RuntimeConfig};
@@ -34,8 +34,19 @@ impl Authenticator for OneTenant {
 }
 
 async fn start(node: u32, seeds: Vec<SocketAddr>) -> nefeled::Runtime {
+    start_with_keys(node, seeds, None).await
+}
+
+async fn start_with_keys(
+    node: u32,
+    seeds: Vec<SocketAddr>,
+    node_keys: Option<NodeKeys>,
+) -> nefeled::Runtime {
     let key = ClusterKey::new(b"loopback cluster key, long enough").unwrap();
-    let config = RuntimeConfig::loopback(NodeId(node), seeds, key);
+    let config = RuntimeConfig {
+        node_keys,
+        ..RuntimeConfig::loopback(NodeId(node), seeds, key)
+    };
     let capacity = ResourceOverride {
         cpu_millicores: 1000,
         memory_bytes: 4 << 30,
@@ -156,5 +167,47 @@ async fn three_agents_federate_and_serve_a_client() {
             "still a member: {m:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The top group of `runtime`'s agent, with the addresses it knows.
+async fn top_group(runtime: &nefeled::Runtime) -> Vec<(NodeId, Option<String>)> {
+    let Ok(Reply::Members(m)) = runtime.handle.call(TenantId(7), Call::Members).await else {
+        panic!("expected members")
+    };
+    m.groups
+        .last()
+        .map(|g| g.members.iter().map(|m| (m.node, m.addr.clone())).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_with_per_node_keys_federate_and_a_key_holder_cannot_pose_as_one() {
+    let ca = ClusterAuthority::generate();
+    let first = start_with_keys(1, vec![], Some(ca.issue(NodeId(1)))).await;
+    let second = start_with_keys(2, vec![first.local_addr], Some(ca.issue(NodeId(2)))).await;
+    let real = vec![
+        (NodeId(1), Some(first.local_addr.to_string())),
+        (NodeId(2), Some(second.local_addr.to_string())),
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while top_group(&first).await != real {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not federated: {:?}",
+            top_group(&first).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A holder of the cluster key posing as node 2, with keys of its own making,
+    // and one claiming a new id: neither is heard, node 2 keeps its place.
+    let foreign = ClusterAuthority::generate();
+    let _impostor =
+        start_with_keys(2, vec![first.local_addr], Some(foreign.issue(NodeId(2)))).await;
+    let _stranger =
+        start_with_keys(3, vec![first.local_addr], Some(foreign.issue(NodeId(3)))).await;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(top_group(&first).await, real);
     }
 }

@@ -1,10 +1,12 @@
-//! `nefele-sim`: runs a seeded simulation of a Nefele datacenter.
+//! `nefele-sim`: runs a seeded simulation of a Nefele datacenter (`run`), many seeds
+//! of drawn configurations (`swarm`, see `nefele_sim::swarm`), and cuts a failing
+//! scenario down (`shrink`, see `nefele_sim::shrink`).
 //!
 //! `nefele-sim run` with no flags simulates 1,000 agents for 60 simulated
 //! seconds. Flags override the scenario file, which overrides the defaults.
 //! Bad flags or a bad scenario file exit with code 2 before anything runs, and
-//! the report and trace files are written under temporary names and renamed
-//! into place only when complete.
+//! the report, trace, page and scenario files are written under temporary names and
+//! renamed into place only when complete. `swarm` exits with code 1 if a seed fails.
 
 use clap::{Args, Parser, Subcommand};
 
@@ -38,6 +40,70 @@ struct Cli {
 enum Command {
     /// Run one seeded simulation and print a summary ending with `trace_hash=<hex>`.
     Run(RunArgs),
+    /// Run many seeds, each drawing a whole configuration; print a table of failures by
+    /// invariant and write a replayable scenario file per failing seed (exit 1 if any).
+    Swarm(SwarmArgs),
+    /// Cut a failing scenario down while it still fails the same invariant.
+    Shrink(ShrinkArgs),
+}
+
+#[derive(Args)]
+struct SwarmArgs {
+    /// Seeds to run.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 1)]
+    first_seed: u64,
+    /// Start no new seed after this much wall time (e.g. 10m); the seeds run are then
+    /// the first ones, as many as the time allowed.
+    #[arg(long, value_parser = parse_duration)]
+    budget: Option<Duration>,
+    /// Seeds run at once [default: the number of cores].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    jobs: Option<u64>,
+    /// Where failing seeds' scenario files go.
+    #[arg(long, value_name = "DIR", default_value = "swarm-failures")]
+    out: PathBuf,
+    /// The fewest agents a seed draws.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    min_nodes: u32,
+    /// The most agents a seed draws.
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_nodes: u32,
+    /// The shortest simulated run a seed draws (raised to fit its quiet phase).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    min_duration: Duration,
+    /// The longest simulated run a seed draws.
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    max_duration: Duration,
+    /// Write the summary and a plot of the seeds as a self-contained HTML page here.
+    #[arg(long, value_name = "FILE.html")]
+    html: Option<PathBuf>,
+    /// No line per seed on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct ShrinkArgs {
+    /// The failing scenario file.
+    file: PathBuf,
+    /// Where the shrunk scenario goes [default: FILE with `.shrunk.toml` for `.toml`].
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// The invariant to keep failing [default: the first the scenario fails].
+    #[arg(long)]
+    invariant: Option<String>,
+    /// Candidates run at once [default: the number of cores].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    jobs: Option<u64>,
+    /// Runs at most.
+    #[arg(long, default_value_t = 300)]
+    max_runs: u32,
+    /// Stop searching after this much wall time (e.g. 5m); the smallest so far is written.
+    #[arg(long, value_parser = parse_duration)]
+    budget: Option<Duration>,
 }
 
 #[derive(Args)]
@@ -84,6 +150,9 @@ struct RunArgs {
     /// Write the trace here (Chrome trace JSON, or JSON lines if the name ends in .jsonl).
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
+    /// Write a self-contained HTML page of plots over simulated time here.
+    #[arg(long, value_name = "FILE.html")]
+    html: Option<PathBuf>,
     /// The trace's format, if not implied by its name.
     #[arg(long, value_enum, requires = "trace")]
     trace_format: Option<TraceFormat>,
@@ -124,8 +193,12 @@ fn io_failure(path: &Path, e: impl std::fmt::Display) -> Failure {
 }
 
 fn main() -> ExitCode {
-    let Command::Run(args) = Cli::parse().command;
-    match run(args) {
+    let result = match Cli::parse().command {
+        Command::Run(args) => run(args),
+        Command::Swarm(args) => swarm(&args),
+        Command::Shrink(args) => shrink(&args),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("error: {}", f.message);
@@ -219,6 +292,9 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         None => None,
     };
 
+    if args.html.is_some() {
+        sim.record_timeline();
+    }
     let duration = scenario.config.duration;
     let bar = progress_bar(duration, args.quiet);
     let started = Instant::now();
@@ -249,7 +325,16 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         }
         pending.commit()?;
     }
-    print_summary(&report, scenario.description.as_deref());
+    let summary = summary_lines(&report, scenario.description.as_deref());
+    if let (Some(path), Some(timeline)) = (&args.html, sim.timeline()) {
+        let title = format!("nefele-sim: {} (seed {})", scenario.name, report.seed);
+        let page =
+            nefele_sim::html::page(&title, &summary, timeline).map_err(|e| io_failure(path, e))?;
+        write_file(path, &page)?;
+    }
+    for line in &summary {
+        println!("{line}");
+    }
     Ok(())
 }
 
@@ -267,15 +352,17 @@ fn progress_bar(duration: Duration, quiet: bool) -> ProgressBar {
     bar
 }
 
-fn print_summary(r: &Report, description: Option<&str>) {
-    println!(
+/// The run's summary, line by line, ending with `trace_hash=<hex>`.
+fn summary_lines(r: &Report, description: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    out.push(format!(
         "scenario {}: {} agents, seed {}, {:.1} simulated s in {:.2} s wall",
         r.scenario, r.nodes, r.seed, r.sim_seconds, r.wall_seconds
-    );
+    ));
     if let Some(d) = description {
-        println!("  {d}");
+        out.push(format!("  {d}"));
     }
-    println!(
+    out.push(format!(
         "events {} ({:.0}/s); messages delivered {}, dropped {} (loss {}, partition {}, down {}); faults {}",
         r.events,
         r.events_per_second,
@@ -285,19 +372,22 @@ fn print_summary(r: &Report, description: Option<&str>) {
         r.stats.dropped_partition,
         r.stats.dropped_down,
         r.stats.faults,
-    );
-    println!(
+    ));
+    out.push(format!(
         "largest message {} bytes; peak memory {:.1} MiB ({} bytes per agent)",
         r.stats.max_message_bytes,
         r.peak_rss_bytes as f64 / (1 << 20) as f64,
         r.rss_bytes_per_agent
-    );
+    ));
     let rejected: u64 = r.stats.rejected.values().sum();
-    println!("rejected peer messages {rejected} {:?}", r.stats.rejected);
+    out.push(format!(
+        "rejected peer messages {rejected} {:?}",
+        r.stats.rejected
+    ));
     let f = &r.federation;
     if let Some(p) = &f.primary {
         let secs = |s: Option<f64>| s.map_or_else(|| "never".to_owned(), |s| format!("{s:.2}s"));
-        println!(
+        out.push(format!(
             "federation {}: converged at {}, {} top group(s), depth {}, {} groups (largest {}), last repair {}, {:.1} msgs/agent/s, detection p99 {}, false removals {}",
             p.name,
             secs(p.converged_at_s),
@@ -309,9 +399,9 @@ fn print_summary(r: &Report, description: Option<&str>) {
             f.control_msgs_per_agent_per_s,
             f.detection_p99_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0}ms")),
             f.false_removals,
-        );
+        ));
         if let Some(why) = &p.last_failure {
-            println!("  not converged at the end: {why}");
+            out.push(format!("  not converged at the end: {why}"));
         }
     }
     let placers = r.placement.iter().flat_map(|p| {
@@ -324,7 +414,7 @@ fn print_summary(r: &Report, description: Option<&str>) {
     for (name, n) in placers {
         let Some(n) = n else { continue };
         let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}ms"));
-        println!(
+        out.push(format!(
             "placement {name}: {} requests, {} placed ({} gangs of {}), {} rejected, {} unanswered, {} processes; utilisation cpu {:.1}% mem {:.1}%; latency p50 {} p99 {} (placed p50 {} p99 {}, rejected p99 {}); {:.1} msgs/request; local {:.1}%",
             n.requests,
             n.placed_requests,
@@ -342,19 +432,199 @@ fn print_summary(r: &Report, description: Option<&str>) {
             ms(n.rejected_latency_p99_ms),
             n.msgs_per_request,
             n.local_fraction * 100.0,
-        );
+        ));
     }
     match &r.invariants.first_violation {
-        None => println!(
+        None => out.push(format!(
             "invariants: {} checks, {} violations",
             r.invariants.checks, r.invariants.violations
-        ),
-        Some(v) => println!(
+        )),
+        Some(v) => out.push(format!(
             "invariants: {} checks, {} violations; first at {:.3}s: {}: {}",
             r.invariants.checks, r.invariants.violations, v.at_s, v.invariant, v.message
-        ),
+        )),
     }
-    println!("trace_hash={}", r.trace_hash);
+    out.push(format!("trace_hash={}", r.trace_hash));
+    out
+}
+
+fn jobs(flag: Option<u64>) -> usize {
+    flag.map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        |j| j as usize,
+    )
+}
+
+/// `true` until `budget` has passed since now (always, without one).
+fn before(budget: Option<Duration>) -> impl Fn() -> bool + Sync {
+    let deadline = budget.map(|b| Instant::now() + b);
+    move || deadline.is_none_or(|d| Instant::now() < d)
+}
+
+/// Writes `text` to `path` through a temporary name.
+fn write_file(path: &Path, text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let (pending, mut file) = PendingFile::create(path)?;
+    if let Err(e) = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+    {
+        pending.abandon();
+        return Err(io_failure(path, e));
+    }
+    pending.commit()
+}
+
+fn swarm(args: &SwarmArgs) -> Result<(), Failure> {
+    use nefele_sim::swarm::{self, Limits, Summary};
+    let limits = Limits {
+        min_nodes: args.min_nodes,
+        max_nodes: args.max_nodes,
+        min_duration: args.min_duration,
+        max_duration: args.max_duration,
+    };
+    limits
+        .validate()
+        .map_err(|e| bad_input(format!("--min-/--max-{e}")))?;
+    let end = args
+        .first_seed
+        .checked_add(args.seeds)
+        .ok_or_else(|| bad_input("--first-seed + --seeds overflows"))?;
+    let write_error = std::sync::Mutex::new(None);
+    let on_outcome = |o: &swarm::SeedOutcome| {
+        let Some(first) = o.first_failure() else {
+            if !args.quiet {
+                eprintln!(
+                    "seed {}: ok ({} agents, {:?})",
+                    o.seed, o.config.nodes, o.config.duration
+                );
+            }
+            return;
+        };
+        let path = args.out.join(format!("swarm-seed-{}.toml", o.seed));
+        let text = swarm::failure_file(o, &path);
+        let written = std::fs::create_dir_all(&args.out)
+            .map_err(|e| io_failure(&args.out, e))
+            .and_then(|()| write_file(&path, &text));
+        eprintln!(
+            "seed {}: FAILED {} at {:.3}s: {} (replay: nefele-sim run --scenario {})",
+            o.seed,
+            first.first.invariant,
+            first.first.at_s,
+            first.first.message,
+            path.display()
+        );
+        if let Err(e) = written {
+            write_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get_or_insert(e);
+        }
+    };
+    let started = Instant::now();
+    let outcomes = swarm::run_seeds(
+        args.first_seed..end,
+        &limits,
+        jobs(args.jobs),
+        &|_| {},
+        &before(args.budget),
+        &on_outcome,
+    );
+    let summary = Summary::of(&outcomes);
+    if let Some(path) = &args.html {
+        let page =
+            nefele_sim::html::swarm_page(&summary, &outcomes).map_err(|e| io_failure(path, e))?;
+        write_file(path, &page)?;
+    }
+    print!("{summary}");
+    eprintln!(
+        "{} seeds in {:.1} s wall",
+        outcomes.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(e) = write_error
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        return Err(e);
+    }
+    if summary.passed() {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: 1,
+            message: format!(
+                "{} of {} seeds failed; their scenarios are in {}",
+                summary.failures.len(),
+                outcomes.len(),
+                args.out.display()
+            ),
+        })
+    }
+}
+
+fn shrink(args: &ShrinkArgs) -> Result<(), Failure> {
+    use nefele_sim::shrink::{self, Options};
+    let scenario = scenario::load(&args.file).map_err(bad_input)?;
+    let target = match &args.invariant {
+        Some(name) => name.clone(),
+        None => {
+            let outcome = nefele_sim::swarm::run_config(scenario.config.clone(), &|_| {});
+            match outcome.first_failure() {
+                Some(f) => f.first.invariant.to_owned(),
+                None => {
+                    return Err(Failure {
+                        code: 1,
+                        message: format!("{}: fails no invariant", args.file.display()),
+                    })
+                }
+            }
+        }
+    };
+    let out = args.out.clone().unwrap_or_else(|| {
+        let mut name = args.file.with_extension("").into_os_string();
+        name.push(".shrunk.toml");
+        PathBuf::from(name)
+    });
+    eprintln!(
+        "shrinking {} ({}) while it fails {target}",
+        args.file.display(),
+        shrink::size(&scenario.config)
+    );
+    let judge = shrink::fails(&target, &|_| {});
+    let keep_going = before(args.budget);
+    let options = Options {
+        jobs: jobs(args.jobs),
+        max_runs: args.max_runs,
+        keep_going: &keep_going,
+    };
+    let shrunk =
+        shrink::shrink(scenario.config.clone(), &target, &judge, &options).map_err(|e| {
+            Failure {
+                code: 1,
+                message: format!("{}: {e}", args.file.display()),
+            }
+        })?;
+    for step in &shrunk.steps {
+        eprintln!("  kept: {step}");
+    }
+    let text = format!(
+        "# nefele-sim shrink of {}: fails {target} at {:.3}s ({} runs)\n{}",
+        args.file.display(),
+        shrunk.fails_at.as_secs_f64(),
+        shrunk.runs,
+        nefele_sim::scenario_toml::to_toml(&format!("{}-shrunk", scenario.name), &shrunk.config),
+    );
+    write_file(&out, &text)?;
+    println!(
+        "shrunk {} to {}: fails {target} at {:.3}s; {} runs; written to {}",
+        shrink::size(&scenario.config),
+        shrink::size(&shrunk.config),
+        shrunk.fails_at.as_secs_f64(),
+        shrunk.runs,
+        out.display()
+    );
+    Ok(())
 }
 
 /// The process's peak resident memory (VmHWM), or 0 where /proc does not say.

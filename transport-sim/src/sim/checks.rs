@@ -9,10 +9,12 @@ use std::time::Duration;
 
 impl Simulation {
     /// How long the cluster has been free of faults; `None` while one is in force
-    /// (a partition, a stall) or agents are still booting. A stall counts until it
-    /// ends: a host that resumes comes back with stale views, as from a fault.
+    /// (a partition, a stall, a loss other than the configured one) or agents are
+    /// still booting. A stall counts until it ends: a host that resumes comes back
+    /// with stale views, as from a fault.
     fn quiet_for(&self, paused: &[bool]) -> Option<Duration> {
-        if self.network.is_partitioned() || paused.contains(&true) {
+        let loss_fault = self.network.config().loss != self.config.network.loss;
+        if self.network.is_partitioned() || paused.contains(&true) || loss_fault {
             return None;
         }
         let resumed = self
@@ -28,12 +30,17 @@ impl Simulation {
 
     pub(super) fn check(&mut self) {
         let now = self.now;
+        // How long after a failed reply its processes may still run, and after its
+        // expiry a lease may still be held (the hosts' timeouts).
+        let p = &self.config.agent.services.placement;
+        let grace = p.lease + p.create_timeout + p.confirm_timeout * 2 + self.config.check.interval;
         let locals: Vec<Time> = self
             .hosts
             .iter()
             .map(|h| {
-                // A paused host runs no timers: its leases wait with it.
-                if h.paused_until > now {
+                // A paused host runs no timers: its leases wait with it, and once it
+                // resumes it has the grace period to release those that expired.
+                if h.paused_until > now || now.saturating_since(h.paused_until) < grace {
                     Time::ZERO
                 } else {
                     h.clock.reading(now)
@@ -66,8 +73,6 @@ impl Simulation {
             self.checker.record(self.now, "federation", result, settled);
         }
         // Placement's invariants hold at all times, faults or not.
-        let p = &self.config.agent.services.placement;
-        let grace = p.lease + p.create_timeout + p.confirm_timeout * 2 + self.config.check.interval;
         let sample = self.config.workload.as_ref().is_some_and(|w| {
             let t = self.now.saturating_since(Time::ZERO);
             t >= w.start && w.stop.is_none_or(|s| t <= s)
@@ -77,6 +82,29 @@ impl Simulation {
             .check(self.now, &agents, &locals, grace, sample);
         for (name, result) in results {
             self.checker.record(self.now, name, result, true);
+        }
+        if let Some(timeline) = &mut self.timeline {
+            let federation = self.federation.reports().first();
+            let shape = federation.map(|f| f.shape.clone()).unwrap_or_default();
+            let (requests, placed, rejected) = self.placement.counts();
+            let utilization = self.placement.last_utilization();
+            let (placed_ns, rejected_ns) = self.placement.latencies_ns();
+            let sample = crate::timeline::Sample {
+                t_s: now.as_secs_f64(),
+                live_agents: agents.iter().filter(|a| a.is_some()).count() as u32,
+                groups: shape.groups,
+                depth: shape.depth,
+                top_groups: shape.top_groups,
+                federation_holds: federation.is_some_and(|f| f.holds_at_end),
+                requests,
+                placed,
+                rejected,
+                cpu_utilization: sample.then(|| utilization.map(|u| u.0)).flatten(),
+                memory_utilization: sample.then(|| utilization.map(|u| u.1)).flatten(),
+                violations: self.checker.report().violations,
+                ..crate::timeline::Sample::default()
+            };
+            timeline.sample(sample, placed_ns, rejected_ns);
         }
         self.max_frame_since_check = 0;
     }

@@ -188,6 +188,8 @@ pub struct Simulation {
     workload_seed: u64,
     /// Draws the hosts clients sit on.
     client_rng: ChaCha8Rng,
+    /// Samples for pictures, when asked for.
+    timeline: Option<Box<crate::timeline::Timeline>>,
 }
 
 impl Simulation {
@@ -274,6 +276,7 @@ impl Simulation {
             workload_rng: ChaCha8Rng::seed_from_u64(workload_seed),
             workload_seed,
             client_rng,
+            timeline: None,
             config,
         };
         let mut booting = vec![true; hosts_len];
@@ -307,6 +310,18 @@ impl Simulation {
     /// Records the trace into `writer` as well as into the hash.
     pub fn set_trace_writer(&mut self, writer: TraceWriter) {
         self.writer = Some(writer);
+    }
+
+    /// Keeps a [`Timeline`](crate::timeline::Timeline) of the run from now on (a sample
+    /// at every check), for pictures. It changes nothing in the run.
+    pub fn record_timeline(&mut self) {
+        self.timeline.get_or_insert_with(Box::default);
+    }
+
+    /// The timeline, if [`Simulation::record_timeline`] was called.
+    #[must_use]
+    pub fn timeline(&self) -> Option<&crate::timeline::Timeline> {
+        self.timeline.as_deref()
     }
 
     /// Adds a cluster-wide invariant to the checker.
@@ -397,6 +412,9 @@ impl Simulation {
 
     fn record(&mut self, event: TraceEvent<'_>) {
         self.hasher.record(self.now, &event);
+        if let Some(t) = &mut self.timeline {
+            t.record(self.now, &event);
+        }
         if let Some(w) = &mut self.writer {
             if let Err(e) = w.record(self.now, &event) {
                 self.write_error.get_or_insert(e);
@@ -772,6 +790,13 @@ impl Simulation {
     #[must_use]
     pub fn invariants(&self) -> &InvariantReport {
         self.checker.report()
+    }
+
+    /// The whole fault schedule: the configured faults, then those drawn by random
+    /// mode (so a random schedule can be written out as an explicit list).
+    #[must_use]
+    pub fn fault_schedule(&self) -> &[Fault] {
+        &self.faults
     }
 
     /// The configuration the run started with.

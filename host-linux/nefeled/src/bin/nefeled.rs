@@ -13,10 +13,14 @@ fn main() {}
 #[cfg(not(madsim))]
 mod daemon {
     use clap::Parser;
-    use nefele_transport_tcp::ClusterKey;
+    use nefele_core::ids::NodeId;
+    use nefele_transport_tcp::{ClusterAuthority, ClusterKey, NodeKeys};
     use nefeled::api_server::ApiServer;
     use nefeled::beacon::{broadcast_address, Targets};
-    use nefeled::config::{Config, Discovery, FileConfig, LogFormat, Overrides, ResourceOverride};
+    use nefeled::config::{
+        check_not_writable, check_private, read_private, Config, Discovery, FileConfig, LogFormat,
+        Overrides, ResourceOverride, TokenHash,
+    };
     use nefeled::{identity, linux_host, runtime, sim_host, RuntimeConfig};
     use std::net::SocketAddr;
     use std::path::PathBuf;
@@ -63,9 +67,29 @@ mod daemon {
         /// The data directory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// The cluster key file.
+        /// The cluster key file (mode 0600: refused when group or others may read it).
         #[arg(long)]
         cluster_key_file: Option<PathBuf>,
+        /// This node's per-node keys (mode 0600); turns per-node keys on.
+        #[arg(long)]
+        node_keys_file: Option<PathBuf>,
+        /// Print the `sha256:` form of the token read from standard input, for the
+        /// config's `tokens`, and exit.
+        #[arg(long, exclusive = true)]
+        hash_token: bool,
+        /// Create a cluster authority (for per-node keys) in this new file, and exit.
+        /// Keep it off the agents.
+        #[arg(long, exclusive = true, value_name = "FILE")]
+        new_authority: Option<PathBuf>,
+        /// Issue per-node keys for this node id (with --authority and --out), and exit.
+        #[arg(long, value_name = "NODE", requires_all = ["authority", "out"])]
+        issue_node_keys: Option<u32>,
+        /// The cluster authority file, for --issue-node-keys.
+        #[arg(long, value_name = "FILE", requires = "issue_node_keys")]
+        authority: Option<PathBuf>,
+        /// The new node keys file, for --issue-node-keys.
+        #[arg(long, value_name = "FILE", requires = "issue_node_keys")]
+        out: Option<PathBuf>,
         /// The API socket path.
         #[arg(long)]
         api_socket: Option<PathBuf>,
@@ -93,6 +117,7 @@ mod daemon {
                 listen: self.listen.clone(),
                 data_dir: self.data_dir.clone(),
                 cluster_key_file: self.cluster_key_file.clone(),
+                node_keys_file: self.node_keys_file.clone(),
                 api_socket: self.api_socket.clone(),
                 log_format: self.log_format.clone(),
                 transport: self.transport.clone(),
@@ -106,18 +131,99 @@ mod daemon {
         }
     }
 
-    fn load(args: &Args) -> Result<(Config, ClusterKey), String> {
+    /// The configuration and the secrets it names; every file holding a secret
+    /// (the key files, a config with tokens in clear) must be private.
+    fn load(args: &Args) -> Result<(Config, ClusterKey, Option<NodeKeys>), String> {
         let file = match &args.config {
             Some(path) => FileConfig::load(path).map_err(|e| e.to_string())?,
             None => FileConfig::default(),
         };
         let config = Config::resolve(args.config.as_deref(), file, args.overrides())
             .map_err(|e| e.to_string())?;
+        if let Some(path) = &args.config {
+            check_not_writable(path, "the configuration").map_err(|e| e.to_string())?;
+            if config.plaintext_tokens {
+                check_private(path, "a configuration holding tokens in clear").map_err(|e| {
+                    format!("{e}, or write the tokens hashed (nefeled --hash-token)")
+                })?;
+            }
+        }
         let key_path = &config.cluster_key_file;
-        let bytes = std::fs::read(key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
+        let bytes = read_private(key_path, "the cluster key").map_err(|e| e.to_string())?;
         let key = ClusterKey::new(bytes.trim_ascii_end())
             .map_err(|e| format!("{}: {e}", key_path.display()))?;
-        Ok((config, key))
+        let node_keys = match &config.node_keys_file {
+            None => None,
+            Some(path) => {
+                let bytes = read_private(path, "the node keys").map_err(|e| e.to_string())?;
+                let text = String::from_utf8_lossy(&bytes);
+                let keys =
+                    NodeKeys::from_text(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                if config.node_id.is_some_and(|n| n != keys.node()) {
+                    return Err(format!(
+                        "{}: the keys are {}'s, but this agent is configured as {}",
+                        path.display(),
+                        keys.node(),
+                        config.node_id.map_or(String::new(), |n| n.to_string())
+                    ));
+                }
+                Some(keys)
+            }
+        };
+        Ok((config, key, node_keys))
+    }
+
+    /// Writes `text` to a new file of mode 0600.
+    fn write_new_private(path: &std::path::Path, text: &str) -> Result<(), String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        file.write_all(text.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The key tools: `--hash-token`, `--new-authority`, `--issue-node-keys`.
+    /// `None` when none was asked for.
+    fn key_tool(args: &Args) -> Option<Result<(), String>> {
+        if args.hash_token {
+            let mut token = String::new();
+            return Some(
+                std::io::stdin()
+                    .read_line(&mut token)
+                    .map_err(|e| format!("reading the token: {e}"))
+                    .and_then(|_| {
+                        let token = token.trim_end_matches(['\n', '\r']);
+                        if token.is_empty() {
+                            return Err("no token on standard input".to_owned());
+                        }
+                        println!("{}", TokenHash::of(token).to_config());
+                        Ok(())
+                    }),
+            );
+        }
+        if let Some(path) = &args.new_authority {
+            return Some(write_new_private(
+                path,
+                &ClusterAuthority::generate().to_text(),
+            ));
+        }
+        let (Some(node), Some(authority), Some(out)) =
+            (args.issue_node_keys, &args.authority, &args.out)
+        else {
+            return None;
+        };
+        Some((|| {
+            let bytes =
+                read_private(authority, "the cluster authority").map_err(|e| e.to_string())?;
+            let ca = ClusterAuthority::from_text(&String::from_utf8_lossy(&bytes))
+                .map_err(|e| format!("{}: {e}", authority.display()))?;
+            write_new_private(out, &ca.issue(NodeId(node)).to_text())
+        })())
     }
 
     fn init_logs(format: LogFormat) {
@@ -137,7 +243,16 @@ mod daemon {
 
     pub(crate) fn main() -> ExitCode {
         let args = Args::parse();
-        let (config, key) = match load(&args) {
+        if let Some(done) = key_tool(&args) {
+            return match done {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("nefeled: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        let (config, key, node_keys) = match load(&args) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("nefeled: {e}");
@@ -159,7 +274,7 @@ mod daemon {
                 return ExitCode::FAILURE;
             }
         };
-        match rt.block_on(run(config, key, args.sim_host)) {
+        match rt.block_on(run(config, args.config.clone(), key, node_keys, args.sim_host)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");
@@ -169,7 +284,13 @@ mod daemon {
         }
     }
 
-    async fn run(config: Config, key: ClusterKey, sim_host: bool) -> Result<(), String> {
+    async fn run(
+        config: Config,
+        config_path: Option<PathBuf>,
+        key: ClusterKey,
+        node_keys: Option<NodeKeys>,
+        sim_host: bool,
+    ) -> Result<(), String> {
         let beacons = match &config.discovery {
             Discovery::Seeds(seeds) => Targets::Seeds(seeds.clone()),
             Discovery::Broadcast { interface, port } => {
@@ -178,14 +299,34 @@ mod daemon {
             }
         };
         // The incarnation is durable before the agent exists (see `identity`).
+        private_dir(&config.data_dir)?;
+        let node_id = config.node_id.or(node_keys.as_ref().map(NodeKeys::node));
         let identity =
-            identity::load_and_bump(&config.data_dir, config.node_id).map_err(|e| e.to_string())?;
+            identity::load_and_bump(&config.data_dir, node_id).map_err(|e| e.to_string())?;
+        if let Some(keys) = &node_keys {
+            if keys.node() != identity.node {
+                return Err(format!(
+                    "the node keys are {}'s, but this agent's data directory says it is {}",
+                    keys.node(),
+                    identity.node
+                ));
+            }
+        }
         let host = if sim_host {
             sim_host::spawn(config.resources.unwrap_or(SIM_HOST_CAPACITY))
         } else {
+            // No tenant may see the agent's key, configuration, socket or data,
+            // even where its view shows the directory they are in.
+            let mut hidden = vec![
+                config.cluster_key_file.clone(),
+                config.api_socket.clone(),
+                config.data_dir.clone(),
+            ];
+            hidden.extend(config_path.clone());
             let host_config = nefele_host_linux::Config {
                 cgroup_name: config.cgroup_name.clone(),
                 tenant_limits: config.tenant_limits(),
+                hidden,
                 ..nefele_host_linux::Config::new(config.data_dir.join("host"))
             };
             linux_host::spawn(host_config, config.resources).map_err(|e| e.to_string())?
@@ -200,6 +341,7 @@ mod daemon {
                 listen: config.listen,
                 beacons,
                 key,
+                node_keys,
                 agent: RuntimeConfig::agent_defaults(),
                 rng_seed: rand::RngCore::next_u64(&mut rand::rngs::OsRng),
             },
@@ -230,6 +372,15 @@ mod daemon {
         server.abort();
         let _ = std::fs::remove_file(&api_path);
         Ok(())
+    }
+
+    /// Creates `dir` if needed and makes it 0700: it holds the agent's identity
+    /// and the record of the processes it started.
+    fn private_dir(dir: &std::path::Path) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+            .map_err(|e| format!("{}: {e}", dir.display()))
     }
 
     async fn shutdown_signal() -> &'static str {

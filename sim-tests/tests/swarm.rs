@@ -1,0 +1,379 @@
+//! Swarm testing and shrinking (`nefele_sim::swarm`, `nefele_sim::shrink`, and the
+//! `nefele-sim swarm` and `shrink` commands): the summary does not depend on the
+//! number of threads; a failing seed's scenario file replays the same run (same
+//! failure, same trace hash), through the library and through `nefele-sim run`; the
+//! shrinker's output still fails the same invariant and is smaller.
+//!
+//! The failures these tests need must not depend on bugs of the code under test
+//! (those get fixed): they come from an invariant the test adds ("no host is down
+//! for more than 2 s", which any long crash breaks) or from a network that loses
+//! every message (no protocol converges through it).
+
+use nefele_core::Time;
+use nefele_sim::checker::{ClusterView, Invariant};
+use nefele_sim::faults::{FaultAction, RandomFaults, RandomKind};
+use nefele_sim::shrink::{self, Options};
+use nefele_sim::swarm::{self, Limits, SeedOutcome, Summary};
+use nefele_sim::{scenario, SimConfig, Simulation};
+use nefele_sim_tests::{nefele_sim_binary, scratch_dir, small_config};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// Safety, for these tests only: no host is down for more than 2 s (after boot).
+struct NoLongDowntime;
+
+const LONG_DOWNTIME: &str = "test.no-long-downtime";
+
+impl Invariant for NoLongDowntime {
+    fn name(&self) -> &'static str {
+        LONG_DOWNTIME
+    }
+    fn needs_quiet(&self, _settle: Duration) -> Option<Duration> {
+        None
+    }
+    fn check(&mut self, view: &ClusterView<'_>) -> Result<(), String> {
+        let limit = Duration::from_secs(2);
+        if view.now < Time::ZERO + limit {
+            return Ok(());
+        }
+        match view
+            .down_since
+            .iter()
+            .position(|d| d.is_some_and(|since| view.now.saturating_since(since) > limit))
+        {
+            Some(node) => Err(format!("n{node} has been down for more than 2 s")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn with_downtime_check(sim: &mut Simulation) {
+    sim.add_invariant(Box::new(NoLongDowntime));
+}
+
+/// Small seeds: a debug build runs each in well under a second.
+fn small() -> Limits {
+    Limits {
+        min_nodes: 20,
+        max_nodes: 120,
+        min_duration: Duration::from_secs(20),
+        max_duration: Duration::from_secs(30),
+    }
+}
+
+fn scratch(test: &str) -> std::path::PathBuf {
+    scratch_dir(env!("CARGO_TARGET_TMPDIR"), test)
+}
+
+/// The first of seeds 1.. that fails the test's invariant, run with it.
+fn a_seed_with_long_downtime() -> SeedOutcome {
+    swarm::run_seeds(1..13, &small(), 2, &with_downtime_check, &|| true, &|_| {})
+        .into_iter()
+        .find(|o| o.failures.contains_key(LONG_DOWNTIME))
+        .expect("among 12 seeds, one crashes a host for more than 2 s")
+}
+
+/// The trace hash `nefele-sim run` prints for scenario `file`, or `None` without a
+/// binary (recorded as a skip; a failure under CI).
+fn replayed_hash(file: &Path) -> Option<String> {
+    let binary = nefele_test_support::require_ok(nefele_sim_binary(), "the nefele-sim binary")?;
+    let output = Command::new(binary)
+        .args(["run", "--quiet", "--scenario"])
+        .arg(file)
+        .output()
+        .expect("nefele-sim runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let hash = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("trace_hash="))
+        .expect("a trace_hash line");
+    Some(hash.to_owned())
+}
+
+#[test]
+fn the_summary_does_not_depend_on_the_number_of_threads() {
+    let run = |jobs| swarm::run_seeds(1..7, &small(), jobs, &|_| {}, &|| true, &|_| {});
+    let (one, three) = (run(1), run(3));
+    let hashes = |o: &[SeedOutcome]| -> Vec<(u64, String)> {
+        o.iter().map(|o| (o.seed, o.trace_hash.clone())).collect()
+    };
+    assert_eq!(hashes(&one), hashes(&three));
+    assert_eq!(Summary::of(&one), Summary::of(&three));
+    assert_eq!(
+        Summary::of(&one).to_string(),
+        Summary::of(&three).to_string()
+    );
+    assert_eq!(one.len(), 6);
+}
+
+#[test]
+fn the_swarm_command_prints_the_same_summary_for_one_and_two_jobs() {
+    let Some(binary) =
+        nefele_test_support::require_ok(nefele_sim_binary(), "the nefele-sim binary")
+    else {
+        return;
+    };
+    let dir = scratch("swarm_jobs");
+    let summary = |jobs: &str| {
+        let output = Command::new(&binary)
+            .args(["swarm", "--seeds", "4", "--first-seed", "3", "--quiet"])
+            .args([
+                "--max-nodes",
+                "100",
+                "--max-duration",
+                "25s",
+                "--jobs",
+                jobs,
+            ])
+            .arg("--out")
+            .arg(dir.join(jobs))
+            .output()
+            .expect("nefele-sim runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(stdout.starts_with("swarm: 4 seeds (3..=6)"), "{stdout}");
+        (output.status.code(), stdout)
+    };
+    assert_eq!(summary("1"), summary("2"));
+}
+
+#[test]
+fn a_failing_seed_s_file_replays_the_same_failure() {
+    let failed = a_seed_with_long_downtime();
+    let dir = scratch("swarm_replay");
+    let path = dir.join(format!("swarm-seed-{}.toml", failed.seed));
+    std::fs::write(&path, swarm::failure_file(&failed, &path)).expect("written");
+
+    let loaded = scenario::load(&path).expect("the file is a valid scenario");
+    assert_eq!(loaded.name, swarm::name(failed.seed));
+    let replay = swarm::run_config(loaded.config, &with_downtime_check);
+    assert_eq!(replay.trace_hash, failed.trace_hash);
+    assert_eq!(replay.failures, failed.failures);
+
+    if let Some(hash) = replayed_hash(&path) {
+        assert_eq!(
+            hash, failed.trace_hash,
+            "nefele-sim run replays another run"
+        );
+    }
+}
+
+#[test]
+fn the_shrinker_keeps_the_failure_and_cuts_the_run_down() {
+    let failed = a_seed_with_long_downtime();
+    let start = failed.config;
+    let judge = shrink::fails(LONG_DOWNTIME, &with_downtime_check);
+    let shrink_with = |jobs| {
+        let options = Options {
+            jobs,
+            max_runs: 200,
+            keep_going: &|| true,
+        };
+        shrink::shrink(start.clone(), LONG_DOWNTIME, &judge, &options).expect("it fails")
+    };
+    let shrunk = shrink_with(2);
+    let config = &shrunk.config;
+    assert!(judge(config).is_some(), "the shrunk run no longer fails");
+    assert!(config.faults.len() <= 10, "{}", shrink::size(config));
+    assert!(
+        config.faults.len() < start.faults.len(),
+        "{}",
+        shrink::size(config)
+    );
+    assert!(config.nodes < start.nodes, "{}", shrink::size(config));
+    assert!(config.duration < start.duration, "{}", shrink::size(config));
+    // One crash that lasts is all it takes.
+    assert_eq!(config.faults.len(), 1, "{:?}", config.faults);
+
+    // The same result with one thread (only the runs spent may differ).
+    let text = |c: &SimConfig| nefele_sim::scenario_toml::to_toml("x", c);
+    assert_eq!(text(&shrink_with(1).config), text(config));
+}
+
+#[test]
+fn random_faults_are_written_out_and_cut_one_by_one() {
+    let mut start = small_config(80, 5, Duration::from_secs(25));
+    start.random_faults = Some(RandomFaults {
+        kinds: vec![RandomKind::Crash, RandomKind::Pause, RandomKind::Skew],
+        ..RandomFaults::every(Duration::from_millis(500))
+    });
+    let judge = shrink::fails(LONG_DOWNTIME, &with_downtime_check);
+    let options = Options {
+        jobs: 2,
+        max_runs: 150,
+        keep_going: &|| true,
+    };
+    let shrunk = shrink::shrink(start, LONG_DOWNTIME, &judge, &options).expect("it fails");
+    let config = &shrunk.config;
+    assert!(config.random_faults.is_none(), "{:?}", shrunk.steps);
+    assert!(config.faults.len() <= 10, "{}", shrink::size(config));
+    assert!(
+        config
+            .faults
+            .iter()
+            .any(|f| matches!(f.action, FaultAction::Restart(_) | FaultAction::Crash(_))),
+        "{:?}",
+        config.faults
+    );
+    assert!(judge(config).is_some());
+}
+
+/// The command, on a built-in invariant: with every message lost, discovery never
+/// converges; the shrunk file still fails `discovery-converged`, with fewer hosts,
+/// no more faults and a shorter run.
+#[test]
+fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
+    let Some(binary) =
+        nefele_test_support::require_ok(nefele_sim_binary(), "the nefele-sim binary")
+    else {
+        return;
+    };
+    let dir = scratch("shrink_cli");
+    let file = dir.join("lossy.toml");
+    std::fs::write(
+        &file,
+        r#"
+            name = "lossy"
+            seed = 3
+            nodes = 160
+            duration = "30s"
+            [discovery]
+            heartbeat_period = "1s"
+            neighbour_timeout = "3500ms"
+            [network]
+            loss = 1.0
+            [[faults]]
+            at = "2s"
+            crash = { node = 5 }
+            duration = "3s"
+            [[faults]]
+            at = "4s"
+            pause = { nodes = [1, 2, 3] }
+            duration = "2s"
+        "#,
+    )
+    .expect("written");
+    let out = dir.join("lossy.shrunk.toml");
+    let output = Command::new(&binary)
+        .args([
+            "shrink",
+            "--invariant",
+            "discovery-converged",
+            "--jobs",
+            "2",
+        ])
+        .arg(&file)
+        .output()
+        .expect("nefele-sim runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("fails discovery-converged"), "{stdout}");
+    let shrunk = scenario::load(&out).expect("the shrunk file is a valid scenario");
+    let c = &shrunk.config;
+    assert!(
+        c.nodes < 160 && c.faults.is_empty() && c.duration < Duration::from_secs(30),
+        "{stdout}"
+    );
+    let replay = swarm::run_config(shrunk.config, &|_| {});
+    assert!(
+        replay.failures.contains_key("discovery-converged"),
+        "{stdout}"
+    );
+}
+
+/// Failures the swarm found, shrunk (`tests/regressions/swarm/`): each must pass once
+/// its cause is fixed. Ignored until then: placement's all-or-nothing bug under loss
+/// and duplication (issue 15) is being fixed in `core/src/placement` elsewhere; run
+/// with `cargo test -p nefele-sim-tests --test swarm -- --ignored`.
+#[test]
+#[ignore = "placement.all_or_nothing under loss: fixed in core/src/placement on another branch"]
+fn shrunk_swarm_failures_pass() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the regressions directory")
+        .map(|e| e.expect("an entry").path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let failing: Vec<String> = files
+        .iter()
+        .filter_map(|file| {
+            let config = scenario::load(file).expect("a valid scenario").config;
+            let outcome = swarm::run_config(config, &|_| {});
+            let f = outcome.first_failure()?;
+            Some(format!("{}: {:?}", file.display(), f.first))
+        })
+        .collect();
+    assert!(failing.is_empty(), "{failing:#?}");
+}
+
+/// Bad bounds exit 2 naming them; shrinking a scenario that fails nothing exits 1
+/// saying so, and writes nothing.
+#[test]
+fn the_commands_refuse_what_they_cannot_do() {
+    let Some(binary) =
+        nefele_test_support::require_ok(nefele_sim_binary(), "the nefele-sim binary")
+    else {
+        return;
+    };
+    let dir = scratch("swarm_refusals");
+    let bounds = Command::new(&binary)
+        .args([
+            "swarm",
+            "--seeds",
+            "1",
+            "--min-nodes",
+            "100",
+            "--max-nodes",
+            "50",
+        ])
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .expect("nefele-sim runs");
+    let message = String::from_utf8_lossy(&bounds.stderr);
+    assert_eq!(bounds.status.code(), Some(2), "{message}");
+    assert!(message.contains("nodes"), "{message}");
+
+    let passing = dir.join("quiet.toml");
+    std::fs::write(&passing, "nodes = 20\nduration = \"3s\"\n").expect("written");
+    let shrink = Command::new(&binary)
+        .arg("shrink")
+        .arg(&passing)
+        .output()
+        .expect("nefele-sim runs");
+    let message = String::from_utf8_lossy(&shrink.stderr);
+    assert_eq!(shrink.status.code(), Some(1), "{message}");
+    assert!(message.contains("fails no invariant"), "{message}");
+    let mut left: Vec<_> = std::fs::read_dir(&dir)
+        .expect("scratch")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["quiet.toml"], "nothing written");
+}
+
+/// Regression (swarm seed 261, shrunk to 2 hosts): a lease that expires while its host
+/// is paused cannot be released before the host resumes; the checker blamed the host
+/// at the instant the pause ended (`placement.lease_leak`). A resumed host now gets
+/// the grace period from its resumption.
+#[test]
+fn a_lease_that_expires_during_a_pause_is_not_a_leak_seed_261() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/regressions/swarm-seed-261-lease-after-pause.toml");
+    let mut config = scenario::load(&path).expect("a valid scenario").config;
+    // On past the grace period after the pause, so that a lease still held is caught.
+    config.duration = Duration::from_secs(36);
+    let outcome = swarm::run_config(config, &|_| {});
+    assert!(outcome.checks > 0);
+    assert!(outcome.failures.is_empty(), "{:?}", outcome.first_failure());
+}
