@@ -617,6 +617,8 @@ mod tests {
             body: Message::Discovery(DiscoveryMsg::Heartbeat),
         };
         a.handle(Time::from_millis(10), Input::Message(hb));
+        // Discovery introduces itself to the new neighbour (a unicast Announce).
+        while a.poll_output().is_some() {}
         a.handle(
             Time::from_millis(11),
             Input::Api {

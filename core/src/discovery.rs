@@ -9,7 +9,23 @@
 //!   each unknown listed peer a unicast `Announce`, and their `Hello` proves
 //!   them alive.
 //! - Every `heartbeat_period` (with ±10% seeded jitter, so a rack does not beat
-//!   in lockstep) an agent broadcasts [`DiscoveryMsg::Heartbeat`].
+//!   in lockstep) an agent broadcasts [`DiscoveryMsg::Heartbeat`]. Its first
+//!   [`BOOT_BEATS`] heartbeats come one probe interval apart instead: a neighbour
+//!   that missed the `Announce` (and the answers that would have named this agent)
+//!   learns of it within seconds, not after the next two lost periods.
+//! - A neighbour that missed two heartbeats (silent for more than
+//!   [`PROBE_AFTER_BEATS`] jittered periods) is probed: every
+//!   `heartbeat_period / PROBE_ROUNDS` it is sent a unicast `Announce`, whose
+//!   `Hello` answer proves it alive. So a neighbour is forgotten only if its
+//!   heartbeats *and* every probe round until the timeout are lost, not after a
+//!   few unlucky datagrams (SWIM's lesson: ask before you give up on someone).
+//! - An agent that may not know this one is *introduced* to with a unicast
+//!   `Announce`: a peer a `Hello` names that this agent does not know, and a
+//!   neighbour first heard by its heartbeat (it missed this agent's `Announce`,
+//!   or this agent missed its own). The `Announce` is repeated every probe round
+//!   until the peer answers with a `Hello` or a heartbeat period has passed, at
+//!   most [`MAX_ANNOUNCE_RETRIES`] peers a round (so a `Hello` full of made-up
+//!   ids cannot turn one datagram into hundreds every round).
 //! - A neighbour not heard from for `neighbour_timeout` is dropped.
 //! - A message from an older incarnation of a known neighbour is stale and
 //!   ignored; a newer incarnation replaces the old one (the peer restarted).
@@ -24,7 +40,7 @@ use crate::wire::validate::{check_len, Reject};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 /// Discovery parameters.
@@ -51,6 +67,20 @@ impl Default for DiscoveryConfig {
         }
     }
 }
+
+/// Probe rounds per heartbeat period (see the module docs).
+pub const PROBE_ROUNDS: u32 = 8;
+
+/// The most unanswered peers one probe round announces to again.
+pub const MAX_ANNOUNCE_RETRIES: usize = 16;
+
+/// Heartbeats sent quickly after boot (see the module docs).
+pub const BOOT_BEATS: u32 = 3;
+
+/// Heartbeat periods, jitter included, a neighbour must have been silent before it
+/// is probed: two full periods at their longest (+10%), so only a neighbour whose
+/// last two heartbeats were lost is probed.
+pub const PROBE_AFTER_BEATS: f64 = 2.2;
 
 /// The most peers a `Hello` may list (and so the most `hello_peers` may be): 256 ids
 /// keep a `Hello` under one datagram.
@@ -151,10 +181,22 @@ pub struct Neighbour {
     pub last_heard: Time,
 }
 
+/// What a message says of its sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Heard {
+    /// From an older life of a known neighbour: ignored.
+    Stale,
+    /// From a known neighbour.
+    Known,
+    /// From an agent not known before (now a neighbour).
+    New,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum DiscoveryTimer {
     Heartbeat,
     Sweep,
+    Probe,
 }
 
 /// The discovery state machine of one agent.
@@ -173,8 +215,11 @@ pub struct Discovery {
     timers: TimerTable<DiscoveryTimer>,
     outbox: VecDeque<DiscoveryOutput>,
     changes: u64,
-    /// Peers learned from a `Hello` and sent an `Announce`, not heard from yet.
-    announced: BTreeSet<NodeId>,
+    /// Peers sent a unicast `Announce` (introduced) whose `Hello` has not come yet,
+    /// with when the first was sent.
+    announced: BTreeMap<NodeId, Time>,
+    /// Quick heartbeats still to send after boot.
+    boot_beats: u32,
 }
 
 impl Discovery {
@@ -189,7 +234,8 @@ impl Discovery {
             timers: TimerTable::default(),
             outbox: VecDeque::new(),
             changes: 0,
-            announced: BTreeSet::new(),
+            announced: BTreeMap::new(),
+            boot_beats: 0,
         }
     }
 
@@ -197,10 +243,13 @@ impl Discovery {
     pub fn boot(&mut self, now: Time) {
         self.outbox
             .push_back(DiscoveryOutput::Broadcast(DiscoveryMsg::Announce));
-        let first = self.jittered_period();
-        self.timers.set(DiscoveryTimer::Heartbeat, now + first);
+        self.boot_beats = BOOT_BEATS;
+        self.timers
+            .set(DiscoveryTimer::Heartbeat, now + self.probe_interval());
         self.timers
             .set(DiscoveryTimer::Sweep, now + self.config.heartbeat_period);
+        self.timers
+            .set(DiscoveryTimer::Probe, now + self.probe_interval());
     }
 
     /// Takes a message from `from` (in its life `incarnation`).
@@ -211,7 +260,11 @@ impl Discovery {
         incarnation: Incarnation,
         msg: &DiscoveryMsg,
     ) {
-        if from == self.me || !self.note_alive(now, from, incarnation) {
+        if from == self.me {
+            return;
+        }
+        let heard = self.note_alive(now, from, incarnation);
+        if heard == Heard::Stale {
             return;
         }
         match msg {
@@ -227,33 +280,40 @@ impl Discovery {
                     .push_back(DiscoveryOutput::Send(from, DiscoveryMsg::Hello { peers }));
             }
             DiscoveryMsg::Hello { peers } => {
+                // The answer to our Announce: `from` knows us now.
+                self.announced.remove(&from);
                 for &peer in peers.iter().take(self.config.hello_peers) {
-                    // Each unknown peer is announced to once, however many Hellos list it.
-                    if peer != self.me
-                        && self.position(peer).is_err()
-                        && self.announced.insert(peer)
-                    {
-                        self.outbox
-                            .push_back(DiscoveryOutput::Send(peer, DiscoveryMsg::Announce));
+                    if peer != self.me && self.position(peer).is_err() {
+                        self.introduce(now, peer);
                     }
                 }
             }
+            // A neighbour first heard by its heartbeat missed our Announce, or we missed
+            // its own and the answers naming it: it may not know us either.
+            DiscoveryMsg::Heartbeat if heard == Heard::New => self.introduce(now, from),
             DiscoveryMsg::Heartbeat => {}
         }
     }
 
-    /// Records that `from` is alive in `incarnation`; false if the message is from an older life.
-    fn note_alive(&mut self, now: Time, from: NodeId, incarnation: Incarnation) -> bool {
-        if !self.announced.is_empty() {
-            self.announced.remove(&from);
+    /// Announces this agent to `peer`, which may not know it: once here, however many
+    /// messages ask for it; the probe rounds retry until `peer` answers with a `Hello`.
+    fn introduce(&mut self, now: Time, peer: NodeId) {
+        if let std::collections::btree_map::Entry::Vacant(e) = self.announced.entry(peer) {
+            e.insert(now);
+            self.outbox
+                .push_back(DiscoveryOutput::Send(peer, DiscoveryMsg::Announce));
         }
+    }
+
+    /// Records that `from` is alive in `incarnation`.
+    fn note_alive(&mut self, now: Time, from: NodeId, incarnation: Incarnation) -> Heard {
         match self.position(from) {
-            Ok(at) if incarnation < self.neighbours[at].1.incarnation => false,
+            Ok(at) if incarnation < self.neighbours[at].1.incarnation => Heard::Stale,
             Ok(at) => {
                 let n = &mut self.neighbours[at].1;
                 n.incarnation = incarnation;
                 n.last_heard = now;
-                true
+                Heard::Known
             }
             Err(at) => {
                 self.changes += 1;
@@ -267,7 +327,7 @@ impl Discovery {
                         },
                     ),
                 );
-                true
+                Heard::New
             }
         }
     }
@@ -289,7 +349,13 @@ impl Discovery {
                 DiscoveryTimer::Heartbeat => {
                     self.outbox
                         .push_back(DiscoveryOutput::Broadcast(DiscoveryMsg::Heartbeat));
-                    let next = self.jittered_period();
+                    let next = if self.boot_beats > 1 {
+                        self.boot_beats -= 1;
+                        self.probe_interval()
+                    } else {
+                        self.boot_beats = 0;
+                        self.jittered_period()
+                    };
                     self.timers.set(DiscoveryTimer::Heartbeat, now + next);
                 }
                 DiscoveryTimer::Sweep => {
@@ -300,15 +366,42 @@ impl Discovery {
                     if self.neighbours.len() != before {
                         self.changes += 1;
                     }
-                    // Peers that never answered an Announce are forgotten, so a later Hello
-                    // that lists them again leads to a new attempt.
-                    self.announced.clear();
                     self.timers
                         .set(DiscoveryTimer::Sweep, now + self.config.heartbeat_period);
+                }
+                DiscoveryTimer::Probe => {
+                    self.probe_silent(now);
+                    self.timers
+                        .set(DiscoveryTimer::Probe, now + self.probe_interval());
                 }
             }
         }
         debug_assert!(self.position(self.me).is_err());
+    }
+
+    /// Sends a unicast `Announce` to every neighbour silent for longer than
+    /// [`PROBE_AFTER_BEATS`] heartbeat periods, and again to every peer introduced to
+    /// within the last heartbeat period that has not answered yet; the `Hello` they
+    /// answer refreshes them. Older introductions are given up: a later one starts over.
+    fn probe_silent(&mut self, now: Time) {
+        let period = self.config.heartbeat_period;
+        self.announced
+            .retain(|_, since| now.saturating_since(*since) < period);
+        let after = period.mul_f64(PROBE_AFTER_BEATS);
+        let silent = self
+            .neighbours
+            .iter()
+            .filter(|(_, n)| now.saturating_since(n.last_heard) > after)
+            .map(|(id, _)| *id);
+        let unanswered = self.announced.keys().copied().take(MAX_ANNOUNCE_RETRIES);
+        for peer in silent.chain(unanswered) {
+            self.outbox
+                .push_back(DiscoveryOutput::Send(peer, DiscoveryMsg::Announce));
+        }
+    }
+
+    fn probe_interval(&self) -> Duration {
+        self.config.heartbeat_period / PROBE_ROUNDS
     }
 
     /// The next output, if any.
@@ -399,6 +492,7 @@ mod tests {
             Incarnation(0),
             &DiscoveryMsg::Heartbeat,
         );
+        drain(&mut d); // n2 is introduced to (it may have missed our Announce)
         d.handle_message(
             Time::ZERO,
             NodeId(3),
@@ -451,5 +545,136 @@ mod tests {
         );
         d.handle_timeout(Time::from_secs(4));
         assert_eq!(d.neighbour_count(), 0, "the stale message must not refresh");
+    }
+
+    fn heartbeat(d: &mut Discovery, at_ms: u64, from: u32) {
+        d.handle_message(
+            Time::from_millis(at_ms),
+            NodeId(from),
+            Incarnation(0),
+            &DiscoveryMsg::Heartbeat,
+        );
+    }
+
+    /// Runs `d`'s timers up to `until_ms` and returns what it sent on the way.
+    fn run_until(d: &mut Discovery, until_ms: u64) -> Vec<DiscoveryOutput> {
+        let mut sent = Vec::new();
+        while let Some(at) = d
+            .next_timeout()
+            .filter(|t| *t <= Time::from_millis(until_ms))
+        {
+            d.handle_timeout(at);
+            sent.extend(drain(d));
+        }
+        sent
+    }
+
+    fn announces_to(sent: &[DiscoveryOutput], peer: u32) -> usize {
+        sent.iter()
+            .filter(|o| **o == DiscoveryOutput::Send(NodeId(peer), DiscoveryMsg::Announce))
+            .count()
+    }
+
+    /// Regression (5% loss, 2,000 agents, seed 3: 4 `discovery-converged` violations):
+    /// a neighbour whose heartbeats were lost is probed before the timeout, and its
+    /// answer keeps it. Before, it was forgotten after three lost heartbeats.
+    #[test]
+    fn a_neighbour_that_missed_two_heartbeats_is_probed_and_kept() {
+        let mut d = discovery(1);
+        d.boot(Time::ZERO);
+        let hello = DiscoveryMsg::Hello { peers: vec![] };
+        d.handle_message(Time::ZERO, NodeId(2), Incarnation(0), &hello);
+        drain(&mut d);
+        // Silent for 2.2 periods: no probe yet.
+        let sent = run_until(&mut d, 2_200);
+        assert_eq!(announces_to(&sent, 2), 0, "probed too early: {sent:?}");
+        // Then one probe every eighth of a period until it answers.
+        let sent = run_until(&mut d, 3_000);
+        assert!(announces_to(&sent, 2) >= 5, "probes: {sent:?}");
+        d.handle_message(
+            Time::from_millis(3_000),
+            NodeId(2),
+            Incarnation(0),
+            &DiscoveryMsg::Hello { peers: vec![] },
+        );
+        let sent = run_until(&mut d, 4_100);
+        assert_eq!(announces_to(&sent, 2), 0, "answered: no more probes");
+        assert_eq!(d.neighbour_count(), 1, "kept past the 3.5 s timeout");
+    }
+
+    /// A neighbour first heard by its heartbeat may have missed our `Announce`: it is
+    /// announced to every probe round until its `Hello` says it knows us, and no more.
+    #[test]
+    fn a_neighbour_first_heard_by_its_heartbeat_is_introduced_to_until_it_answers() {
+        let mut d = discovery(1);
+        d.boot(Time::ZERO);
+        drain(&mut d);
+        heartbeat(&mut d, 10, 2);
+        assert_eq!(announces_to(&drain(&mut d), 2), 1);
+        heartbeat(&mut d, 20, 2);
+        assert_eq!(announces_to(&drain(&mut d), 2), 0, "once per introduction");
+        let sent = run_until(&mut d, 400);
+        assert_eq!(
+            announces_to(&sent, 2),
+            3,
+            "retried every probe round: {sent:?}"
+        );
+        d.handle_message(
+            Time::from_millis(400),
+            NodeId(2),
+            Incarnation(0),
+            &DiscoveryMsg::Hello { peers: vec![] },
+        );
+        let sent = run_until(&mut d, 900);
+        assert_eq!(announces_to(&sent, 2), 0);
+    }
+
+    /// Retries of unanswered introductions are bounded per round, and given up after
+    /// a heartbeat period.
+    #[test]
+    fn introductions_are_bounded_and_given_up() {
+        let mut d = discovery(1);
+        d.boot(Time::ZERO);
+        drain(&mut d);
+        let hello = DiscoveryMsg::Hello {
+            peers: (100..164).map(NodeId).collect(),
+        };
+        d.handle_message(Time::ZERO, NodeId(2), Incarnation(0), &hello);
+        assert_eq!(drain(&mut d).len(), 64, "each named peer announced to once");
+        let sent = run_until(&mut d, 125);
+        let retries = sent
+            .iter()
+            .filter(|o| matches!(o, DiscoveryOutput::Send(..)))
+            .count();
+        assert_eq!(retries, MAX_ANNOUNCE_RETRIES);
+        let sent = run_until(&mut d, 1_200);
+        let late = sent
+            .iter()
+            .filter(|o| matches!(o, DiscoveryOutput::Send(n, _) if n.0 >= 100))
+            .count();
+        assert!(late <= MAX_ANNOUNCE_RETRIES * PROBE_ROUNDS as usize);
+        let sent = run_until(&mut d, 1_500);
+        assert!(
+            !sent
+                .iter()
+                .any(|o| matches!(o, DiscoveryOutput::Send(n, _) if n.0 >= 100)),
+            "given up after a period: {sent:?}"
+        );
+    }
+
+    #[test]
+    fn the_first_heartbeats_after_boot_come_quickly() {
+        let mut d = discovery(1);
+        d.boot(Time::ZERO);
+        drain(&mut d);
+        let beats = |sent: &[DiscoveryOutput]| {
+            sent.iter()
+                .filter(|o| **o == DiscoveryOutput::Broadcast(DiscoveryMsg::Heartbeat))
+                .count()
+        };
+        let sent = run_until(&mut d, 500);
+        assert_eq!(beats(&sent), BOOT_BEATS as usize);
+        let sent = run_until(&mut d, 1_200);
+        assert_eq!(beats(&sent), 0, "then one per period");
     }
 }

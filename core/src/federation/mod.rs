@@ -47,6 +47,9 @@
 //!   leader that does not list the prober answers `Leave` instead, so a member
 //!   removed while it stalled learns, when it probes the heirs of a leader that
 //!   died meanwhile, that the heir took the group over without it, and rejoins.
+//! - `ProbeReq` / `ProbeFor`: an indirect check (SWIM): a member asked to probe a
+//!   suspect for another member relays the question, and the suspect answers the
+//!   asker with `ProbeAck` (see [`detect`]).
 //! - `Leave { level }`: "we do not share a group at `level`": a member leaving,
 //!   or a leader disowning an agent that thinks it is a member.
 //! - `MergeReq`, `MergeInto`, `Dissolve`: an undersized group asks its parent
@@ -56,14 +59,16 @@
 //!
 //! One tick every `period`. A leader suspects a member silent for more than
 //! `suspect_periods` periods (so a crash is suspected within one period more
-//! than that), probes it, and removes it after `remove_periods`. Members
+//! than that), probes it directly and through other members every tick while it
+//! stays silent ([`detect`]), and removes it after `remove_periods` (plus up to
+//! [`detect::MAX_HEALTH`] periods while this agent's own health is poor). Members
 //! watch their leader the same way; when they suspect it they also probe the
 //! heirs ahead of them (the members after the leader, lowest id first). A member
-//! takes over after `remove_periods`, plus one period for each heir ahead of it
-//! that answered: so the lowest live heir takes over, even when the heirs before
-//! it died with the leader. A stalled
-//! agent is suspected before it is removed, and one that comes back simply
-//! rejoins.
+//! takes over after `remove_periods`, plus `1 + MAX_HEALTH` periods for each heir
+//! ahead of it that answered: so the lowest live heir takes over, even when the
+//! heirs before it died with the leader, and even when its health delays it. A
+//! stalled agent is suspected before it is removed, and one that comes back
+//! simply rejoins.
 //!
 //! # Why it converges
 //!
@@ -76,6 +81,7 @@
 //! at the same depth, as in a B-tree), undersized groups merge into a sibling,
 //! and a top group of one dissolves. Depth stays within `log_min(N) + 1`.
 
+pub mod detect;
 mod protocol;
 mod seat;
 #[cfg(test)]
@@ -211,10 +217,11 @@ impl FederationConfig {
         Ok(())
     }
 
-    /// How long an agent may be silent before it is removed.
+    /// How long an agent may be silent before it is removed: `remove_periods`, the
+    /// tick that notices, and what poor local health may add ([`detect::MAX_HEALTH`]).
     #[must_use]
     pub fn detection_timeout(&self) -> Duration {
-        self.period * (self.remove_periods + 1)
+        self.period * (self.remove_periods + 1 + detect::MAX_HEALTH)
     }
 }
 
@@ -300,6 +307,22 @@ pub enum FedBody {
         /// Where to attach.
         target: NodeId,
     },
+    // Appended (wire version 3), so the variants above keep their tags.
+    /// Origin → helper: probe `target`, a member of our group at `level`, for me.
+    ProbeReq {
+        /// The group's level.
+        level: Level,
+        /// The suspect.
+        target: NodeId,
+    },
+    /// Helper → suspect: `origin`, a member of our group at `level`, asks whether you
+    /// are alive; answer it with `ProbeAck`.
+    ProbeFor {
+        /// The group's level.
+        level: Level,
+        /// Who asked.
+        origin: NodeId,
+    },
 }
 
 impl FedBody {
@@ -315,6 +338,8 @@ impl FedBody {
             FedBody::ViewReq { .. } => "fed.view_req",
             FedBody::Probe { .. } => "fed.probe",
             FedBody::ProbeAck { .. } => "fed.probe_ack",
+            FedBody::ProbeReq { .. } => "fed.probe_req",
+            FedBody::ProbeFor { .. } => "fed.probe_for",
             FedBody::Leave { .. } => "fed.leave",
             FedBody::MergeReq { .. } => "fed.merge_req",
             FedBody::MergeInto { .. } => "fed.merge_into",
@@ -354,9 +379,15 @@ pub enum FedOutput {
 const MAX_HOPS: u8 = 32;
 /// The most ancestors a view lists (deeper than any hierarchy the depth bound allows).
 const MAX_ANCESTORS: usize = 16;
-/// Probes a new root makes every period before slowing to `probe_period`.
-const FAST_PROBES: u32 = 5;
+/// Probes a new root makes every period before slowing to `probe_period`: six
+/// seconds' worth, so that the roots left at the end of a boot under 10% loss (where a
+/// probe and its answer cross several lossy hops) still merge within a few periods.
+const FAST_PROBES: u32 = 20;
 const MAX_CONTACTS: usize = 32;
+/// Copies of a changed view pushed to each member.
+const VIEW_COPIES: usize = 2;
+/// Times a groupless agent asks the leader a merge sent it to before it asks its neighbours.
+const JOIN_TARGET_TRIES: u32 = 3;
 
 /// One federation instance of one agent.
 ///
@@ -383,11 +414,15 @@ pub struct Federation {
     priority_contacts: VecDeque<NodeId>,
     contact_cursor: usize,
     join_attempts: u32,
+    /// The leader a merge or dissolve sent this agent to, asked first when groupless.
+    join_target: Option<NodeId>,
     next_join: Time,
     next_probe: Time,
     fast_probes: u32,
     timers: TimerTable<()>,
     outbox: VecDeque<FedOutput>,
+    /// Lifeguard's local health: periods added to this agent's timeouts.
+    health: detect::Health,
 }
 
 impl Federation {
@@ -418,11 +453,13 @@ impl Federation {
             priority_contacts: VecDeque::new(),
             contact_cursor: 0,
             join_attempts: 0,
+            join_target: None,
             next_join: Time::ZERO,
             next_probe: Time::NEVER,
             fast_probes: 0,
             timers: TimerTable::default(),
             outbox: VecDeque::new(),
+            health: detect::Health::default(),
         }
     }
 
@@ -577,7 +614,8 @@ impl Federation {
         self.outbox.push_back(FedOutput::Notice(notice));
     }
 
-    /// Pushes every changed view to its members, with its ancestors brought up to date.
+    /// Pushes every changed view to its members ([`VIEW_COPIES`] times), with its
+    /// ancestors brought up to date.
     fn flush(&mut self) {
         for level in 0..self.seats.len() {
             if self.seats[level].led_by(self.me) {
@@ -592,9 +630,14 @@ impl Federation {
             if !std::mem::take(&mut self.seats[level].dirty) {
                 continue;
             }
+            // Sent twice: a member whose only copy is lost disagrees with its leader
+            // until its next beat shows the old epoch. Views change rarely (joins,
+            // removals, splits), so the copy costs little.
             let view = self.seats[level].view.clone();
             for m in &view.members {
-                self.send(*m, FedBody::View(view.clone()));
+                for _ in 0..VIEW_COPIES {
+                    self.send(*m, FedBody::View(view.clone()));
+                }
             }
         }
         debug_assert!(

@@ -4,7 +4,9 @@
 
 use super::seat::Seat;
 use super::view::{Level, View};
-use super::{FedBody, FedNotice, Federation, FAST_PROBES, MAX_ANCESTORS, MAX_HOPS};
+use super::{
+    FedBody, FedNotice, Federation, FAST_PROBES, JOIN_TARGET_TRIES, MAX_ANCESTORS, MAX_HOPS,
+};
 use crate::ids::NodeId;
 use crate::time::Time;
 use rand::Rng;
@@ -38,13 +40,27 @@ impl Federation {
             }
         }
         self.maintain_shape(now);
+        self.health.end_tick();
     }
 
     /// A groupless agent asks a rack neighbour for a level-0 seat, trying the lowest
-    /// ids first; with no neighbour (or none answering) it founds its own group.
+    /// ids first; with no neighbour (or none answering) it founds its own group. An
+    /// agent sent to a group (a merge, a dissolve) asks that group's leader again
+    /// every period first, [`JOIN_TARGET_TRIES`] times: one lost `Attach` must not
+    /// leave it groupless for several periods and then in another group.
     fn try_join(&mut self, now: Time) {
         if now < self.next_join {
             return;
+        }
+        if let Some(target) = self.join_target {
+            if self.join_attempts < JOIN_TARGET_TRIES {
+                self.join_attempts += 1;
+                self.next_join = now + self.config.period;
+                self.send(target, attach(self.me, 0));
+                return;
+            }
+            self.join_target = None;
+            self.join_attempts = 0;
         }
         let attempt = self.join_attempts as usize;
         self.join_attempts += 1;
@@ -74,7 +90,7 @@ impl Federation {
     fn lead_tick(&mut self, now: Time, level: usize) {
         let period = self.config.period;
         let suspect_after = period * self.config.suspect_periods;
-        let remove_after = period * self.config.remove_periods;
+        let remove_after = period * (self.config.remove_periods + self.health.extra_periods());
         let seat = &self.seats[level];
         let epoch = seat.view.epoch;
         let mut beats = Vec::new();
@@ -85,21 +101,27 @@ impl Federation {
             let silence = now.saturating_since(seat.heard.get(&m).copied().unwrap_or(now));
             if silence > remove_after {
                 removals.push(m);
-            } else if silence > suspect_after && !seat.suspects.contains(&m) {
+            } else if silence > suspect_after {
                 suspects.push(m);
             }
+        }
+        // Lifeguard: most of the group silent at once says more about this agent
+        // (deaf, or its own stall) than about the members.
+        if beats.len() >= 2 && (suspects.len() + removals.len()) * 2 > beats.len() {
+            self.health.raise();
         }
         let lvl = level as Level;
         for m in beats {
             self.send(m, FedBody::LeaderBeat { level: lvl, epoch });
         }
         for m in suspects {
-            self.seats[level].suspects.insert(m);
-            self.notice(FedNotice::Suspected {
-                node: m,
-                level: lvl,
-            });
-            self.send(m, FedBody::Probe { level: lvl });
+            if self.seats[level].suspects.insert(m) {
+                self.notice(FedNotice::Suspected {
+                    node: m,
+                    level: lvl,
+                });
+            }
+            self.probe_round(level, m);
         }
         for m in removals {
             self.seats[level].expel(m);
@@ -118,7 +140,8 @@ impl Federation {
         let epoch = seat.view.epoch;
         let silence = now.saturating_since(seat.leader_heard);
         let suspect_after = period * self.config.suspect_periods;
-        let newly_suspected = silence > suspect_after && !seat.leader_suspected;
+        let suspected = silence > suspect_after;
+        let newly_suspected = suspected && !seat.leader_suspected;
         // The heirs ahead of this agent: the members after the leader, lowest id first.
         let ahead: Vec<NodeId> = seat
             .view
@@ -150,7 +173,11 @@ impl Federation {
                 node: leader,
                 level: lvl,
             });
-            self.send(leader, FedBody::Probe { level: lvl });
+        }
+        if suspected {
+            // Every tick until the leader or the takeover answers: one lost probe must
+            // not decide the succession.
+            self.probe_round(level, leader);
             for heir in ahead {
                 self.send(heir, FedBody::Probe { level: lvl });
             }
@@ -158,7 +185,12 @@ impl Federation {
         if level == 0 {
             self.ring_tick(now);
         }
-        if silence > period * (self.config.remove_periods + live_ahead) {
+        // Each live heir ahead delays us by more than the most its health may delay it,
+        // so the succession keeps its order.
+        let wait = self.config.remove_periods
+            + live_ahead * (1 + super::detect::MAX_HEALTH)
+            + self.health.extra_periods();
+        if silence > period * wait {
             self.take_over(now, level);
         }
     }
@@ -361,10 +393,15 @@ impl Federation {
                 let answer = if disowned {
                     FedBody::Leave { level }
                 } else {
+                    if self.watches_me(from, level) {
+                        self.health.raise(); // suspected: our messages are being lost
+                    }
                     FedBody::ProbeAck { level }
                 };
                 self.send(from, answer);
             }
+            FedBody::ProbeReq { level, target } => self.on_probe_req(from, level, target),
+            FedBody::ProbeFor { level, origin } => self.on_probe_for(origin, level),
             FedBody::ProbeAck { level } => {
                 if let Some(seat) = self.seats.get_mut(level as usize) {
                     if seat.led_by(self.me) && seat.view.contains(from) {
@@ -414,7 +451,8 @@ impl Federation {
         if level > 0 {
             self.became_root(now);
         } else {
-            self.next_join = now + self.config.period * 2;
+            self.join_target = (target != self.me).then_some(target);
+            self.next_join = now + self.config.period;
             self.join_attempts = 0;
         }
     }
@@ -549,6 +587,7 @@ impl Federation {
                 let leads = view.leader == self.me;
                 self.seats.push(Seat::new(view, now));
                 self.join_attempts = 0;
+                self.join_target = None;
                 if leads {
                     self.seek_parent(now, l);
                 }
@@ -630,6 +669,7 @@ impl Federation {
             if l == 0 {
                 self.next_join = now;
                 self.join_attempts = 0;
+                self.join_target = None;
             } else {
                 self.became_root(now);
             }
@@ -669,6 +709,7 @@ impl Federation {
         self.seats.truncate(level);
         if level == 0 {
             self.next_join = now + self.config.period * 2;
+            self.join_target = None;
         }
     }
 

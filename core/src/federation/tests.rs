@@ -226,3 +226,172 @@ fn a_member_the_heir_took_over_without_learns_it_from_its_probe() {
         net.agents[&NodeId(4)].seats()[0].view()
     );
 }
+
+// ---- failure detection under loss (see `detect`) ------------------------------
+
+impl Net {
+    /// Fires the timers of every agent but those in `silent` at `at`, then delivers
+    /// what they send except what `drop` picks (lost).
+    fn round(&mut self, at: Time, silent: &[u32], drop: impl Fn(&Msg) -> bool) -> Vec<Msg> {
+        let ids: Vec<u32> = self.agents.keys().map(|n| n.0).collect();
+        for id in ids.into_iter().filter(|id| !silent.contains(id)) {
+            self.tick(id, at);
+        }
+        self.settle(drop)
+    }
+
+    fn listed_by_n0(&self, member: u32) -> bool {
+        self.agents[&NodeId(0)].seats()[0]
+            .view()
+            .contains(NodeId(member))
+    }
+}
+
+/// The leader's ticks, one period apart, from 300 ms after the group formed.
+fn ticks(count: u64) -> impl Iterator<Item = Time> {
+    (1..=count).map(|k| Time::from_millis(1_000 + 300 * k))
+}
+
+/// Regression (10% uniform loss, 2,000 agents, seed 3: 13 live agents removed): a
+/// member whose beats and direct probes are all lost, but whom other members can
+/// reach, stays. Before indirect probes it was removed after `remove_periods`.
+#[test]
+fn a_member_reachable_only_through_others_is_not_removed() {
+    let mut net = Net::group_of_five(5, true);
+    // n3 is alive but nothing passes between n0 and n3 directly, except n3's answers
+    // to probes relayed by the other members.
+    let lost = |(from, to, body): &Msg| {
+        let direct = (*from, *to) == (NodeId(0), NodeId(3))
+            || (*from, *to) == (NodeId(3), NodeId(0)) && !matches!(body, FedBody::ProbeAck { .. });
+        direct || matches!(body, FedBody::Beat { .. } if *from == NodeId(3))
+    };
+    let mut direct_probes = 0;
+    for at in ticks(12) {
+        let dropped = net.round(at, &[], lost);
+        direct_probes += dropped
+            .iter()
+            .filter(|(_, to, b)| *to == NodeId(3) && matches!(b, FedBody::Probe { .. }))
+            .count();
+        assert!(net.listed_by_n0(3), "n3 removed at {at}");
+    }
+    assert!(
+        direct_probes >= 2,
+        "n0 probed n3 in several rounds ({direct_probes})"
+    );
+}
+
+/// A member that is really gone is still removed, within the detection timeout, and
+/// every tick between suspicion and removal is a full probe round: the suspect
+/// directly, and `INDIRECT_PROBES` distinct other members asked to probe it.
+#[test]
+fn a_dead_member_is_probed_every_tick_and_removed_in_time() {
+    let mut net = Net::group_of_five(5, true);
+    let to_n3 = |m: &Msg| m.1 == NodeId(3);
+    let mut removed_at = None;
+    for at in ticks(10) {
+        let listed = net.listed_by_n0(3);
+        let dropped = net.round(at, &[3], |m| to_n3(m) || m.0 == NodeId(0) && !listed);
+        if !net.listed_by_n0(3) {
+            removed_at.get_or_insert(at);
+            continue;
+        }
+        let suspected = net.agents[&NodeId(0)].seats[0]
+            .suspects
+            .contains(&NodeId(3));
+        if !suspected {
+            continue;
+        }
+        let direct = dropped
+            .iter()
+            .filter(|(f, _, b)| *f == NodeId(0) && matches!(b, FedBody::Probe { .. }))
+            .count();
+        assert_eq!(direct, 1, "one direct probe of n3 at {at}");
+    }
+    let removed_at = removed_at.expect("n3 removed");
+    let config = net.agents[&NodeId(0)].config().clone();
+    assert!(removed_at <= Time::from_secs(1) + config.detection_timeout());
+}
+
+/// The helpers a probe round asks: distinct, never the asker or the suspect.
+#[test]
+fn a_probe_round_asks_distinct_other_members() {
+    let mut net = Net::group_of_five(5, true);
+    let n0 = net.agents.get_mut(&NodeId(0)).expect("n0");
+    n0.probe_round(0, NodeId(3));
+    let mut helpers = Vec::new();
+    let mut direct = 0;
+    while let Some(out) = n0.poll_output() {
+        match out {
+            super::FedOutput::Send(to, FedBody::ProbeReq { target, .. }) => {
+                assert_eq!(target, NodeId(3));
+                helpers.push(to);
+            }
+            super::FedOutput::Send(to, FedBody::Probe { .. }) => {
+                assert_eq!(to, NodeId(3));
+                direct += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    helpers.sort();
+    helpers.dedup();
+    assert_eq!(direct, 1);
+    assert_eq!(helpers.len(), super::detect::INDIRECT_PROBES);
+    assert!(!helpers.contains(&NodeId(0)) && !helpers.contains(&NodeId(3)));
+}
+
+/// Helpers relay only between two members of their group, and a suspect answers a
+/// relayed probe only from a member: strangers cannot make agents talk.
+#[test]
+fn relayed_probes_stay_within_the_group() {
+    let mut net = Net::group_of_five(6, false);
+    let req = |target| FedBody::ProbeReq {
+        level: 0,
+        target: NodeId(target),
+    };
+    let probe_for = |origin| FedBody::ProbeFor {
+        level: 0,
+        origin: NodeId(origin),
+    };
+    // n5 is in no group: n1 relays nothing for it, nor to it.
+    net.deliver((NodeId(5), NodeId(1), req(3)));
+    net.deliver((NodeId(0), NodeId(1), req(5)));
+    assert!(net.settle(|_| true).is_empty());
+    // n3 answers no stranger.
+    net.deliver((NodeId(1), NodeId(3), probe_for(5)));
+    assert!(net.settle(|_| true).is_empty());
+    // Between members: n1 relays to n3, and n3 answers n0 directly.
+    net.deliver((NodeId(0), NodeId(1), req(3)));
+    let sent = net.settle(|_| true);
+    assert_eq!(sent, vec![(NodeId(1), NodeId(3), probe_for(0))]);
+    net.deliver(sent[0].clone());
+    let sent = net.settle(|_| true);
+    assert_eq!(
+        sent,
+        vec![(NodeId(3), NodeId(0), FedBody::ProbeAck { level: 0 })]
+    );
+}
+
+/// Lifeguard: a leader that hears none of its members (it is the deaf one) waits up
+/// to `MAX_HEALTH` periods longer before it removes them, and no longer than the
+/// detection timeout.
+#[test]
+fn a_deaf_leader_waits_longer_before_removing() {
+    let mut net = Net::group_of_five(5, true);
+    let config = net.agents[&NodeId(0)].config().clone();
+    let remove_after = config.period * config.remove_periods;
+    let mut removed_at = None;
+    for at in ticks(10) {
+        net.round(at, &[1, 2, 3, 4], |_| true);
+        if !net.listed_by_n0(1) {
+            removed_at.get_or_insert(at);
+        }
+    }
+    let removed_at = removed_at.expect("removed in the end");
+    let healthy_removal = Time::from_secs(1) + remove_after + config.period;
+    assert!(
+        removed_at > healthy_removal,
+        "removed at {removed_at}, as early as a healthy leader would"
+    );
+    assert!(removed_at <= Time::from_secs(1) + config.detection_timeout());
+}

@@ -36,6 +36,8 @@ impl FedBody {
             FedBody::ViewReq { level }
             | FedBody::Probe { level }
             | FedBody::ProbeAck { level }
+            | FedBody::ProbeReq { level, .. }
+            | FedBody::ProbeFor { level, .. }
             | FedBody::Leave { level }
             | FedBody::MergeReq { level }
             | FedBody::MergeInto { level, .. }

@@ -22,7 +22,8 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 /// - 1: the first.
 /// - 2: federation summaries carry a payload with one optional part per service
 ///   that rides the tree (placement's capacity and tenant filter moved there).
-pub const VERSION: u16 = 2;
+/// - 3: federation's indirect probes, `ProbeReq` and `ProbeFor` (appended).
+pub const VERSION: u16 = 3;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.

@@ -1,0 +1,169 @@
+//! Failure detection that survives message loss, the SWIM/Lifeguard way.
+//!
+//! Silence alone no longer removes an agent. Heartbeats (`Beat`, `LeaderBeat`) still
+//! raise the suspicion, but between suspicion and removal this agent asks:
+//!
+//! - **Probe rounds.** Every tick while a peer is suspected (a member, by its leader;
+//!   a leader, by its members), this agent probes it directly (`Probe`) and asks up
+//!   to [`INDIRECT_PROBES`] other members of the group to probe it on its behalf
+//!   (`ProbeReq { target }`). A helper that lists both passes the question on
+//!   (`ProbeFor { origin }`), and the suspect answers the origin directly with
+//!   `ProbeAck`. Each round therefore has `1 + INDIRECT_PROBES` independent paths;
+//!   a live peer is removed only if its heartbeats *and* every path of every round
+//!   until `remove_periods` are lost. Helpers keep no state.
+//! - **Refutation.** A suspect learns that it is suspected from the probes it gets
+//!   (direct or relayed) and refutes by answering each one; its own next heartbeat
+//!   refutes too.
+//! - **Local health (Lifeguard).** An agent whose own messages are being lost cannot
+//!   tell its peers' silence from its own deafness. [`Health`] counts evidence
+//!   that the problem is local (this agent is being probed by the peers that watch
+//!   it, or more than half of the members of a group it leads fell silent at once)
+//!   and lengthens this agent's removal and takeover timeouts by one period per
+//!   point, up to [`MAX_HEALTH`]; each tick without such evidence takes a point
+//!   back. The bound is part of [`FederationConfig::detection_timeout`].
+//!
+//! Invariants: a helper relays only between two members of its own group at that
+//! level, and a suspect answers a relayed probe only from a member of its own group
+//! there, so these messages cannot be used to make an agent talk to strangers; every
+//! round sends at most `1 + 2 × INDIRECT_PROBES` messages per suspect.
+//!
+//! [`FederationConfig::detection_timeout`]: super::FederationConfig::detection_timeout
+
+use super::view::Level;
+use super::{FedBody, Federation};
+use crate::ids::NodeId;
+use rand::Rng;
+
+/// How many other members a probe round asks to probe a suspect on this agent's behalf.
+pub const INDIRECT_PROBES: usize = 3;
+
+/// The most periods local health may add to a removal or takeover timeout.
+pub const MAX_HEALTH: u32 = 2;
+
+/// Lifeguard's local health multiplier, as whole periods added to timeouts.
+///
+/// Raised at most once per tick (a burst of evidence counts once), lowered by one at
+/// the end of every tick that saw none. Invariant: `score <= MAX_HEALTH`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    score: u32,
+    raised: bool,
+}
+
+impl Health {
+    /// Evidence that this agent itself is missing messages.
+    pub fn raise(&mut self) {
+        if !self.raised {
+            self.raised = true;
+            self.score = (self.score + 1).min(MAX_HEALTH);
+        }
+    }
+
+    /// The end of a tick: a tick without evidence takes a point back.
+    pub fn end_tick(&mut self) {
+        if !std::mem::take(&mut self.raised) {
+            self.score = self.score.saturating_sub(1);
+        }
+    }
+
+    /// Periods to add to removal and takeover timeouts now.
+    #[must_use]
+    pub fn extra_periods(&self) -> u32 {
+        self.score
+    }
+}
+
+impl Federation {
+    /// One probe round of `suspect` at `level`: a direct probe, and up to
+    /// [`INDIRECT_PROBES`] members (not this agent, not the suspect, and, for a
+    /// leader, none it suspects too) asked to probe it for us.
+    pub(super) fn probe_round(&mut self, level: usize, suspect: NodeId) {
+        let lvl = level as Level;
+        self.send(suspect, FedBody::Probe { level: lvl });
+        let seat = &self.seats[level];
+        let mut candidates: Vec<NodeId> = seat
+            .view
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != self.me && *m != suspect && !seat.suspects.contains(m))
+            .collect();
+        // A partial Fisher-Yates shuffle: the first `k` are a uniform sample.
+        let k = INDIRECT_PROBES.min(candidates.len());
+        for i in 0..k {
+            let j = self.rng.gen_range(i..candidates.len());
+            candidates.swap(i, j);
+        }
+        for helper in candidates.into_iter().take(k) {
+            self.send(
+                helper,
+                FedBody::ProbeReq {
+                    level: lvl,
+                    target: suspect,
+                },
+            );
+        }
+    }
+
+    /// `origin` asks us to probe `target` at `level`: relayed only if both are members
+    /// of our group there.
+    pub(super) fn on_probe_req(&mut self, origin: NodeId, level: Level, target: NodeId) {
+        let shared = self
+            .seats
+            .get(level as usize)
+            .is_some_and(|s| s.view.contains(origin) && s.view.contains(target));
+        if shared && target != self.me && target != origin {
+            self.send(target, FedBody::ProbeFor { level, origin });
+        }
+    }
+
+    /// `origin` asks, through a helper, whether we are alive at `level`: answered
+    /// straight to `origin` if it is a member of our group there. Being probed by a
+    /// peer that watches us means our own messages are being lost.
+    pub(super) fn on_probe_for(&mut self, origin: NodeId, level: Level) {
+        let Some(seat) = self.seats.get(level as usize) else {
+            return;
+        };
+        if origin == self.me || !seat.view.contains(origin) {
+            return;
+        }
+        if self.watches_me(origin, level) {
+            self.health.raise();
+        }
+        self.send(origin, FedBody::ProbeAck { level });
+    }
+
+    /// Whether `peer` decides on our membership at `level`: our leader there, or (when
+    /// we lead) one of our members, who may take our place.
+    pub(super) fn watches_me(&self, peer: NodeId, level: Level) -> bool {
+        self.seats
+            .get(level as usize)
+            .is_some_and(|s| s.view.leader == peer || (s.led_by(self.me) && s.view.contains(peer)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_rises_once_per_tick_to_its_bound_and_decays() {
+        let mut h = Health::default();
+        h.raise();
+        h.raise();
+        assert_eq!(h.extra_periods(), 1, "a burst within one tick counts once");
+        h.end_tick();
+        assert_eq!(h.extra_periods(), 1, "a tick with evidence keeps the score");
+        for _ in 0..5 {
+            h.raise();
+            h.end_tick();
+        }
+        assert_eq!(h.extra_periods(), MAX_HEALTH);
+        h.end_tick();
+        assert_eq!(h.extra_periods(), MAX_HEALTH - 1);
+        for _ in 0..5 {
+            h.end_tick();
+        }
+        assert_eq!(h.extra_periods(), 0);
+    }
+}
