@@ -274,7 +274,13 @@ mod daemon {
                 return ExitCode::FAILURE;
             }
         };
-        match rt.block_on(run(config, args.config.clone(), key, node_keys, args.sim_host)) {
+        match rt.block_on(run(
+            config,
+            args.config.clone(),
+            key,
+            node_keys,
+            args.sim_host,
+        )) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");
