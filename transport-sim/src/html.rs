@@ -10,6 +10,8 @@
 
 use crate::swarm::{SeedOutcome, Summary};
 use crate::timeline::{Sample, Timeline};
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -150,18 +152,7 @@ pub fn swarm_page(summary: &Summary, outcomes: &[SeedOutcome]) -> Result<String,
     let mut svg = String::new();
     let drawn: Result<(), String> = (|| {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT * 3 / 2)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let mut c = ChartBuilder::on(&root)
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..x_max, 0f64..y_max)
-            .map_err(|e| e.to_string())?;
-        c.configure_mesh()
-            .x_desc("agents")
-            .y_desc("simulated s")
-            .draw()
-            .map_err(|e| e.to_string())?;
+        let mut c = axes(&root, (x_max, "agents"), (y_max, "simulated s"))?;
         let (pass, fail) = (RGBColor(40, 160, 60), RGBColor(220, 40, 40));
         c.draw_series(outcomes.iter().map(|o| {
             let color = if o.failed() { fail } else { pass };
@@ -279,18 +270,7 @@ fn chart(unit: &str, lines: &[Series], marks: &[f64]) -> Result<String, String> 
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let mut c = ChartBuilder::on(&root)
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..x_max, 0f64..y_max)
-            .map_err(|e| e.to_string())?;
-        c.configure_mesh()
-            .x_desc("simulated s")
-            .y_desc(unit)
-            .draw()
-            .map_err(|e| e.to_string())?;
+        let mut c = axes(&root, (x_max, "simulated s"), (y_max, unit))?;
         let mark = RGBColor(220, 40, 40).mix(0.25);
         c.draw_series(
             marks
@@ -319,6 +299,28 @@ fn chart(unit: &str, lines: &[Series], marks: &[f64]) -> Result<String, String> 
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)
+}
+
+/// A white chart filling `root`, from 0 to `x_max` and `y_max`, with its grid and
+/// the axes' names drawn.
+fn axes<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    (x_max, x_desc): (f64, &str),
+    (y_max, y_desc): (f64, &str),
+) -> Result<ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>, String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut c = ChartBuilder::on(root)
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+        .map_err(|e| e.to_string())?;
+    c.configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(c)
 }
 
 /// `text` safe inside HTML.
