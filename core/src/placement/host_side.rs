@@ -13,7 +13,7 @@ use super::msg::{CreateItem, PidAnswer, PidOp, PlacementMsg, ReqKey, Shape};
 use super::summary::PlacementSummary;
 use super::{Placement, Timer, Want};
 use crate::host::{ExitStatus, HostCommand, Usage};
-use crate::ids::{NodeId, Pid, TenantId};
+use crate::ids::{Incarnation, NodeId, Pid, TenantId};
 use crate::mix::splitmix64;
 use crate::service::TreeView;
 use crate::service::{ServiceEvent, ServiceOutput};
@@ -361,6 +361,40 @@ impl Placement {
         }
         self.release(key);
         self.mark_done(now, key);
+    }
+
+    /// `requester` was just heard from, so its link works now: its requests this host
+    /// has asked about and holds unsettled are asked about again within
+    /// `confirm_timeout`, however long their wait had grown. An answer lost on a
+    /// link that works would otherwise wait `query_backoff_max` for the next query
+    /// (the swarm's seed 389: two `Abort` answers lost in a row at 2% loss left a
+    /// failed request's process running 6 s after the partition healed).
+    pub(super) fn requester_heard(&mut self, now: Time, requester: NodeId) {
+        let first = ReqKey {
+            requester,
+            incarnation: Incarnation(0),
+            seq: 0,
+        };
+        let (short, soon) = (
+            self.config.confirm_timeout,
+            now + self.config.confirm_timeout,
+        );
+        let mut due = Vec::new();
+        for (key, p) in self.host.provisional.range_mut(first..) {
+            if key.requester != requester {
+                break;
+            }
+            // Only entries already asked about (their wait has doubled) and not due
+            // sooner anyway; the wait starts over from the shortest.
+            if p.backoff > short && p.deadline > soon {
+                p.backoff = short;
+                p.deadline = soon;
+                due.push(*key);
+            }
+        }
+        for key in due {
+            self.set_timer(soon, Timer::Provisional(key));
+        }
     }
 
     pub(super) fn provisional_due(&mut self, now: Time, key: ReqKey) {

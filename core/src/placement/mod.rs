@@ -73,9 +73,14 @@
 //!    process to a partition, however long, and one answered failed loses its
 //!    processes as soon as each host can hear the requester again.
 //!
+//!    Any placement message from the requester shows its link works: the entries
+//!    already asked about are asked again within `confirm_timeout`, so an answer
+//!    lost on a working link costs one short wait, not `query_backoff_max`.
+//!
 //!    What bounds the waiting: a provisional entry holds its processes' demand
 //!    as committed, so the host's capacity bounds the entries, and each asks at
-//!    most once per `query_backoff_max`. The requester remembers a failed request
+//!    most once per `query_backoff_max` while the requester is silent (at most
+//!    once per `confirm_timeout` while it is heard). The requester remembers a failed request
 //!    for `failed_retention` and at most [`MAX_FAILED`] of them (the oldest is
 //!    forgotten first): a host cut off for longer than that from a requester whose
 //!    request failed is then told `Confirm`, and the processes run on visibly, as
@@ -364,6 +369,7 @@ impl Placement {
 
     fn on_message(&mut self, now: Time, tree: &TreeView<'_>, from: NodeId, msg: PlacementMsg) {
         self.host_heard(from);
+        self.requester_heard(now, from);
         match msg {
             PlacementMsg::OfferReq { key, shapes } => self.on_offer_req(now, from, key, &shapes),
             PlacementMsg::Offer { key, counts, free } => {
@@ -894,6 +900,47 @@ mod tests {
         let key = ReqKey { seq: 2, ..key };
         assert!(offered_and_created(&mut host, key));
         assert!(host.invariants());
+    }
+
+    /// Regression (the swarm's seed 389): a host whose query's answer was lost waited
+    /// `query_backoff_max` to ask again even while the requester's other messages
+    /// were reaching it, so a failed request's process outlived the check's settle
+    /// time. Any message from the requester now brings the next query within
+    /// `confirm_timeout`.
+    #[test]
+    fn hearing_the_requester_brings_the_next_query_forward() {
+        let requester = NodeId(2);
+        let key = ReqKey {
+            requester,
+            incarnation: Incarnation(1),
+            seq: 1,
+        };
+        let mut host = solo();
+        assert!(offered_and_created(&mut host, key));
+        // Queries go unanswered until the wait has grown to its longest.
+        let mut now = Time::ZERO;
+        while let Some(t) = host.next_timeout().filter(|t| *t <= Time::from_secs(30)) {
+            now = t;
+            host.handle_timeout(t, &ctx());
+            drain(&mut host);
+        }
+        let next_query = host.next_timeout().expect("the entry asks again");
+        assert!(next_query.saturating_since(now) > host.config.confirm_timeout);
+        // The requester's link works again: it asks this host for room.
+        let other = ReqKey { seq: 2, ..key };
+        let shapes = vec![];
+        let req = PlacementMsg::OfferReq { key: other, shapes };
+        host.handle_message(now, requester, req, &ctx());
+        drain(&mut host);
+        let soon = now + host.config.confirm_timeout;
+        assert_eq!(host.next_timeout(), Some(soon));
+        host.handle_timeout(soon, &ctx());
+        assert!(
+            drain(&mut host)
+                .iter()
+                .any(|o| matches!(o, Out::Send(to, PlacementMsg::Query { key: k }) if *to == requester && *k == key)),
+            "asked again"
+        );
     }
 
     /// Regression (issue 15, 2PC's blocking problem): a host killed the unconfirmed
