@@ -133,6 +133,9 @@ fn a_tenant_process_cannot_escape_its_containment() {
     wait_for_text(&victim_log, "victim-secret");
     let victim_os = f.host.os_pid(victim).unwrap();
     let victim_data = f.host.tenant_data_dir(TenantId(VICTIM)).join("secret");
+    // Written just after the log line: waited for, not raced (this read once found
+    // the file still empty).
+    wait_for_text(&victim_data, "data-secret");
     assert_eq!(read(&victim_data), "data-secret\n");
     let victim_cgroup = match f.host.cgroup(victim).unwrap() {
         nefele_host_linux::cgroup::ProcCgroup::V1(dirs) => dirs.values().next().unwrap().clone(),
