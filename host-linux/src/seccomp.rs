@@ -131,14 +131,7 @@ pub fn tenant_filter() -> Result<BpfProgram, seccompiler::Error> {
         denied().into_iter().map(|nr| (nr, Vec::new())).collect();
     rules.insert(libc::SYS_unshare, with_namespace_flag());
     rules.insert(libc::SYS_clone, with_namespace_flag());
-    let arch = std::env::consts::ARCH.try_into()?;
-    let deny = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        arch,
-    )?;
-    Ok(deny.try_into()?)
+    failing_with(rules, libc::EPERM)
 }
 
 /// A second filter, installed with [`tenant_filter`]: `clone3` fails with `ENOSYS`.
@@ -146,12 +139,21 @@ pub fn tenant_filter() -> Result<BpfProgram, seccompiler::Error> {
 /// unimplemented and libc falls back to `clone`, whose flags [`tenant_filter`] checks.
 /// (One filter has one action on match; the kernel runs both and keeps the strictest answer.)
 pub fn clone3_filter() -> Result<BpfProgram, seccompiler::Error> {
-    let rules: BTreeMap<i64, Vec<SeccompRule>> = [(libc::SYS_clone3, Vec::new())].into();
+    failing_with([(libc::SYS_clone3, Vec::new())].into(), libc::ENOSYS)
+}
+
+/// A filter for this machine's architecture that fails the calls `rules` match
+/// with `errno` and allows every other.
+fn failing_with(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    errno: libc::c_int,
+) -> Result<BpfProgram, seccompiler::Error> {
     let arch = std::env::consts::ARCH.try_into()?;
+    let errno = errno.unsigned_abs();
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
+        SeccompAction::Errno(errno),
         arch,
     )?;
     Ok(filter.try_into()?)

@@ -171,9 +171,16 @@ pub use nefele_sim::scenario_toml::to_toml as scenario_toml;
 /// target directory and profile as this test executable
 /// (`<target>/<profile dir>/deps/<test>`); when fresh, that is a no-op. Built once per
 /// test process.
-pub fn nefele_sim_binary() -> Result<PathBuf, String> {
+fn nefele_sim_binary() -> Result<PathBuf, String> {
     static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BINARY.get_or_init(build_nefele_sim).clone()
+}
+
+/// The `nefele-sim` binary for a test that runs it ([`nefele_sim_binary`]). `None`
+/// when it cannot be had, which records the test as skipped; under CI
+/// (`NEFELE_CI=1`) that fails the test instead (`nefele_test_support::require_ok`).
+pub fn required_nefele_sim() -> Option<PathBuf> {
+    nefele_test_support::require_ok(nefele_sim_binary(), "the nefele-sim binary")
 }
 
 fn build_nefele_sim() -> Result<PathBuf, String> {

@@ -9,7 +9,7 @@ use nefele_core::Time;
 use nefele_sim::faults::{FaultAction, RandomFaults, Selector};
 use nefele_sim::network::NetworkConfig;
 use nefele_sim::SimConfig;
-use nefele_sim_tests::{fault, nefele_sim_binary, run, small_config};
+use nefele_sim_tests::{fault, required_nefele_sim, run, small_config};
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
@@ -104,8 +104,7 @@ fn pinned_hash_of_a_small_run() {
 
 #[test]
 fn binary_prints_the_same_hash_as_the_library_run_after_run() {
-    let binary = nefele_test_support::require_ok(nefele_sim_binary(), "the nefele-sim binary");
-    let Some(binary) = binary else {
+    let Some(binary) = required_nefele_sim() else {
         return;
     };
     let args = [

@@ -4,12 +4,12 @@
 //! valid Chrome trace-event JSON, or JSON lines for a `.jsonl` name; `--html` writes one
 //! self-contained page of plots.
 //!
-//! The binary is built by [`nefele_sim_binary`] if needed; without it the tests fail
+//! The binary is built by [`required_nefele_sim`] if needed; without it the tests fail
 //! under CI (`NEFELE_CI=1`) and are skipped elsewhere, naming why.
 
 use nefele_sim::scenario;
 use nefele_sim::Simulation;
-use nefele_sim_tests::{nefele_sim_binary, scratch_dir};
+use nefele_sim_tests::{required_nefele_sim, scratch_dir};
 use serde_json::Value;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ use std::process::Output;
 /// Runs `nefele-sim run <args> --quiet`; `None` if there is no binary to run (the
 /// test is then recorded as skipped, or fails under CI).
 fn nefele_sim_run(args: &[&OsStr]) -> Option<Output> {
-    let binary = nefele_test_support::require_ok(nefele_sim_binary(), "the nefele-sim binary")?;
+    let binary = required_nefele_sim()?;
     let output = std::process::Command::new(binary)
         .arg("run")
         .args(args)

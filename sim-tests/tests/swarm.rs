@@ -15,7 +15,7 @@ use nefele_sim::faults::{FaultAction, RandomFaults, RandomKind};
 use nefele_sim::shrink::{self, Options};
 use nefele_sim::swarm::{self, Limits, SeedOutcome, Summary};
 use nefele_sim::{scenario, SimConfig, Simulation};
-use nefele_sim_tests::{nefele_sim_binary, scratch_dir, small_config};
+use nefele_sim_tests::{required_nefele_sim, scratch_dir, small_config};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -77,7 +77,7 @@ fn a_seed_with_long_downtime() -> SeedOutcome {
 /// The trace hash `nefele-sim run` prints for scenario `file`, or `None` without a
 /// binary (recorded as a skip; a failure under CI).
 fn replayed_hash(file: &Path) -> Option<String> {
-    let binary = nefele_test_support::require_ok(nefele_sim_binary(), "the nefele-sim binary")?;
+    let binary = required_nefele_sim()?;
     let output = Command::new(binary)
         .args(["run", "--quiet", "--scenario"])
         .arg(file)
@@ -114,9 +114,7 @@ fn the_summary_does_not_depend_on_the_number_of_threads() {
 
 #[test]
 fn the_swarm_command_prints_the_same_summary_for_one_and_two_jobs() {
-    let Some(binary) =
-        nefele_test_support::require_ok(nefele_sim_binary(), "the nefele-sim binary")
-    else {
+    let Some(binary) = required_nefele_sim() else {
         return;
     };
     let dir = scratch("swarm_jobs");
@@ -228,9 +226,7 @@ fn random_faults_are_written_out_and_cut_one_by_one() {
 /// no more faults and a shorter run.
 #[test]
 fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
-    let Some(binary) =
-        nefele_test_support::require_ok(nefele_sim_binary(), "the nefele-sim binary")
-    else {
+    let Some(binary) = required_nefele_sim() else {
         return;
     };
     let dir = scratch("shrink_cli");
@@ -319,9 +315,7 @@ fn shrunk_swarm_failures_pass() {
 /// saying so, and writes nothing.
 #[test]
 fn the_commands_refuse_what_they_cannot_do() {
-    let Some(binary) =
-        nefele_test_support::require_ok(nefele_sim_binary(), "the nefele-sim binary")
-    else {
+    let Some(binary) = required_nefele_sim() else {
         return;
     };
     let dir = scratch("swarm_refusals");

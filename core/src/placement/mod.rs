@@ -854,6 +854,18 @@ mod tests {
         }
     }
 
+    /// The requester of the host-side tests' requests: another agent.
+    const REQUESTER: NodeId = NodeId(2);
+
+    /// Request `seq` of [`REQUESTER`]'s first life.
+    fn remote_key(seq: u64) -> ReqKey {
+        ReqKey {
+            requester: REQUESTER,
+            incarnation: Incarnation(1),
+            seq,
+        }
+    }
+
     /// `host` offers room for `item()` to `key`'s requester, which then creates it:
     /// whether the host started it.
     fn offered_and_created(host: &mut Placement, key: ReqKey) -> bool {
@@ -880,11 +892,7 @@ mod tests {
     /// made-up request.
     #[test]
     fn a_create_needs_an_offer_behind_it() {
-        let key = ReqKey {
-            requester: NodeId(2),
-            incarnation: Incarnation(1),
-            seq: 1,
-        };
+        let key = remote_key(1);
         let mut host = solo();
         let create = PlacementMsg::Create {
             key,
@@ -909,12 +917,7 @@ mod tests {
     /// `confirm_timeout`.
     #[test]
     fn hearing_the_requester_brings_the_next_query_forward() {
-        let requester = NodeId(2);
-        let key = ReqKey {
-            requester,
-            incarnation: Incarnation(1),
-            seq: 1,
-        };
+        let (requester, key) = (REQUESTER, remote_key(1));
         let mut host = solo();
         assert!(offered_and_created(&mut host, key));
         // Queries go unanswered until the wait has grown to its longest.
@@ -927,9 +930,11 @@ mod tests {
         let next_query = host.next_timeout().expect("the entry asks again");
         assert!(next_query.saturating_since(now) > host.config.confirm_timeout);
         // The requester's link works again: it asks this host for room.
-        let other = ReqKey { seq: 2, ..key };
         let shapes = vec![];
-        let req = PlacementMsg::OfferReq { key: other, shapes };
+        let req = PlacementMsg::OfferReq {
+            key: remote_key(2),
+            shapes,
+        };
         host.handle_message(now, requester, req, &ctx());
         drain(&mut host);
         let soon = now + host.config.confirm_timeout;
@@ -952,12 +957,7 @@ mod tests {
     /// life) answers `Abort`.
     #[test]
     fn a_silent_requester_keeps_its_processes_until_known_dead() {
-        let requester = NodeId(2);
-        let key = ReqKey {
-            requester,
-            incarnation: Incarnation(1),
-            seq: 1,
-        };
+        let (requester, key) = (REQUESTER, remote_key(1));
         let created = |host: &mut Placement| assert!(offered_and_created(host, key));
         // Queries (and kills) while the timers fire up to `until`.
         let silence = |host: &mut Placement, until: Time| {
@@ -1059,12 +1059,7 @@ mod tests {
     /// processes all the same.
     #[test]
     fn only_the_requester_confirms_or_aborts_its_request() {
-        let requester = NodeId(2);
-        let key = ReqKey {
-            requester,
-            incarnation: Incarnation(1),
-            seq: 1,
-        };
+        let (requester, key) = (REQUESTER, remote_key(1));
         let mut host = solo();
         assert!(offered_and_created(&mut host, key));
         let state = |host: &Placement| host.processes().next().map(|(_, e)| e.state);
@@ -1225,11 +1220,7 @@ mod tests {
             count: 2,
             one_per_host: false,
         };
-        let key = msg::ReqKey {
-            requester: NodeId(2),
-            incarnation: Incarnation(1),
-            seq: 1,
-        };
+        let key = remote_key(1);
         assert_eq!(p.reserve(now, key, &[shape]), vec![2]);
         p.set_capacity(&HostResources {
             cpu_millicores: 1000,
