@@ -18,6 +18,7 @@
 //! The service rides federation instance `messaging.instance` (0 by default); its
 //! summary part counts the mailboxes of a subtree.
 
+pub mod fanout;
 pub mod groups;
 pub mod msg;
 pub mod names;
@@ -117,6 +118,9 @@ pub enum MessagingConfigError {
 pub struct MessagingSummary {
     /// The mailboxes (live processes) of the subtree.
     pub mailboxes: u64,
+    /// The groups, topics and tenants the subtree may hold members of (see
+    /// [`fanout`]).
+    pub members: fanout::MemberFilter,
 }
 
 impl MessagingSummary {
@@ -128,11 +132,15 @@ impl MessagingSummary {
 }
 
 impl SummaryPart for MessagingSummary {
-    const UNKNOWN: Self = MessagingSummary { mailboxes: 0 };
+    const UNKNOWN: Self = MessagingSummary {
+        mailboxes: 0,
+        members: fanout::MemberFilter::ALL,
+    };
 
     fn plus(self, other: Self) -> Self {
         MessagingSummary {
             mailboxes: self.mailboxes.saturating_add(other.mailboxes),
+            members: self.members.union(other.members),
         }
     }
 }
@@ -262,10 +270,10 @@ impl Service for Messaging {
     fn new(me: Identity, config: MessagingConfig, _seed: u64) -> Self {
         Messaging {
             post: Post::new(me.node, config.clone()),
+            names: names::Names::new(me.node),
+            groups: groups::Groups::new(me.node, config.fate_timeout),
+            topics: topics::Topics::new(me.node, config.fate_timeout),
             config,
-            names: names::Names::default(),
-            groups: groups::Groups::default(),
-            topics: topics::Topics::default(),
         }
     }
 
@@ -375,6 +383,8 @@ impl Service for Messaging {
     fn own_summary(&self) -> MessagingSummary {
         MessagingSummary {
             mailboxes: self.post.mailbox_count() as u64,
+            members: (self.groups.engine().own_filter())
+                .union(self.topics.engine().own_filter()),
         }
     }
 
@@ -384,5 +394,8 @@ impl Service for Messaging {
 
     fn invariants(&self) -> bool {
         self.post.invariants()
+            && self.names.invariants()
+            && self.groups.invariants()
+            && self.topics.engine().invariants()
     }
 }

