@@ -1015,3 +1015,260 @@ impl Mailboxes for super::post::Post {
         super::post::Post::depth(self, pid)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::federation::{FedBody, Federation, FederationConfig};
+    use crate::ids::Incarnation;
+    use crate::service::Payload;
+    use rand::SeedableRng;
+
+    /// Mailboxes that take everything for their live pids.
+    #[derive(Default)]
+    struct Boxes {
+        live: BTreeSet<Pid>,
+        got: Vec<(Pid, Pid, Vec<u8>)>,
+    }
+
+    impl Mailboxes for Boxes {
+        fn deliver(&mut self, _now: Time, to: Pid, from: Pid, data: &[u8]) -> bool {
+            let ok = self.live.contains(&to);
+            if ok {
+                self.got.push((to, from, data.to_vec()));
+            }
+            ok
+        }
+        fn depth(&self, _pid: Pid) -> u32 {
+            3
+        }
+    }
+
+    fn pid(node: u32, seq: u64) -> Pid {
+        Pid::new(NodeId(node), Incarnation(1), seq)
+    }
+
+    fn group(name: &str) -> Target {
+        Target::group(TenantId(1), name)
+    }
+
+    fn drain(e: &mut Fanout) -> Vec<FanOut> {
+        std::iter::from_fn(|| e.poll()).collect()
+    }
+
+    fn filter_of_targets(targets: &[Target]) -> MemberFilter {
+        let mut f = MemberFilter::EMPTY;
+        targets.iter().for_each(|t| f.insert(t));
+        f
+    }
+
+    /// Agent `me` leading a level-0 group with `members`, each of which beat with its
+    /// member filter. The federation behind it is leaked.
+    fn leader(me: NodeId, members: &[(NodeId, MemberFilter)]) -> TreeView<'static> {
+        let rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut fed = Federation::new(me, FederationConfig::default(), rng, Payload::default());
+        fed.boot(Time::ZERO);
+        for ms in 1..=3 {
+            fed.handle_timeout(Time::from_secs(ms));
+        }
+        let t = Time::from_secs(4);
+        for (m, _) in members {
+            fed.handle_message(t, *m, FedBody::Attach { joiner: *m, level: 0, hops: 0 });
+        }
+        let epoch = fed.seats()[0].view().epoch;
+        for (m, f) in members {
+            let summary = Summary {
+                agents: 1,
+                group_size: 1,
+                payload: Payload {
+                    messaging: Some(MessagingSummary { mailboxes: 1, members: *f }),
+                    ..Payload::default()
+                },
+            };
+            fed.handle_message(t, *m, FedBody::Beat { level: 0, epoch, summary });
+        }
+        TreeView::new(me, Some(Box::leak(Box::new(fed))))
+    }
+
+    #[test]
+    fn memberships_are_bounded_and_go_with_their_process() {
+        let mut e = Fanout::new(NodeId(1), Duration::from_secs(1));
+        let p = pid(1, 1);
+        e.process_started(p, TenantId(1));
+        for i in 0..MAX_PER_PROCESS {
+            assert_eq!(e.join(group(&format!("g{i}")), p, true), Ok(()));
+        }
+        assert_eq!(e.join(group("one-more"), p, true), Err(GroupError::TooMany));
+        assert_eq!(e.join(group(""), p, true), Err(GroupError::Invalid));
+        assert_eq!(e.join(Target::tenant(TenantId(1)), p, true), Err(GroupError::Invalid));
+        assert_eq!(e.join(group("x"), pid(1, 2), false), Err(GroupError::NoSuchProcess));
+        assert_eq!(e.leave(&group("x"), p), Err(GroupError::NotMember));
+        assert!(e.invariants());
+        assert!(e.own_filter().may_contain(&group("g7")));
+        assert!(e.own_filter().may_contain(&Target::tenant(TenantId(1))));
+        e.process_ended(p, TenantId(1));
+        assert!(e.members.is_empty() && e.per_pid.is_empty() && e.procs.is_empty());
+        assert!(!e.own_filter().may_contain(&group("g7")));
+        assert!(e.invariants());
+    }
+
+    #[test]
+    fn filters_never_miss_a_member_and_rarely_invent_one() {
+        let mine: Vec<Target> = (0..100).map(|i| group(&format!("g{i}"))).collect();
+        let f = filter_of_targets(&mine);
+        assert!(mine.iter().all(|t| f.may_contain(t)));
+        let false_positives = (0..10_000)
+            .filter(|i| f.may_contain(&Target::topic(TenantId(2), &format!("x{i}"))))
+            .count();
+        assert!(false_positives < 400, "{false_positives} in 10,000");
+        assert!(MemberFilter::ALL.may_contain(&Target::tenant(TenantId(9))));
+        assert!(!MemberFilter::EMPTY.may_contain(&Target::tenant(TenantId(9))));
+    }
+
+    #[test]
+    fn alone_a_multicast_reaches_each_local_member_once_and_says_how_many() {
+        let me = NodeId(1);
+        let tree = TreeView::empty(me);
+        let mut e = Fanout::new(me, Duration::from_secs(1));
+        let mut boxes = Boxes::default();
+        for s in 1..=3 {
+            boxes.live.insert(pid(1, s));
+            e.process_started(pid(1, s), TenantId(1));
+        }
+        e.join(group("g"), pid(1, 1), true).unwrap();
+        e.join(group("g"), pid(1, 2), true).unwrap();
+        e.join(group("h"), pid(1, 3), true).unwrap();
+        e.send_to_all(Time::ZERO, &tree, RequestId(7), group("g"), pid(1, 3), b"hi".to_vec(), &mut boxes);
+        assert_eq!(
+            drain(&mut e),
+            vec![FanOut::Reply(RequestId(7), ApiReply::Sent(Ok(SendReceipt { reached: 2 })))]
+        );
+        assert_eq!(boxes.got.len(), 2);
+        e.send_to_all(Time::ZERO, &tree, RequestId(8), group("nobody"), pid(1, 3), b"hi".to_vec(), &mut boxes);
+        assert_eq!(drain(&mut e), vec![FanOut::Reply(RequestId(8), ApiReply::Sent(Err(SendError::NoMembers)))]);
+        // Broadcast: every process of the tenant.
+        e.send_to_all(Time::ZERO, &tree, RequestId(9), Target::tenant(TenantId(1)), pid(1, 3), vec![], &mut boxes);
+        assert_eq!(
+            drain(&mut e),
+            vec![FanOut::Reply(RequestId(9), ApiReply::Sent(Ok(SendReceipt { reached: 3 })))]
+        );
+        assert!(e.invariants());
+    }
+
+    #[test]
+    fn a_host_delivers_a_repeated_or_late_publication_to_nobody() {
+        let me = NodeId(1);
+        let tree = TreeView::empty(me);
+        let mut e = Fanout::new(me, Duration::from_secs(1));
+        let mut boxes = Boxes::default();
+        boxes.live.insert(pid(1, 1));
+        let topic = Target::topic(TenantId(1), "t");
+        e.join(topic.clone(), pid(1, 1), true).unwrap();
+        let visit = |seq| FanoutMsg::Visit {
+            token: 1,
+            origin: NodeId(2),
+            target: topic.clone(),
+            carry: Carry::Data { from: pid(2, 1), seq, data: vec![seq as u8] },
+            clock: 0,
+        };
+        for seq in [1, 3, 3, 2, 4] {
+            e.handle_message(Time::ZERO, NodeId(2), visit(seq), &tree, &mut boxes);
+        }
+        let delivered: Vec<u8> = boxes.got.iter().map(|(_, _, d)| d[0]).collect();
+        assert_eq!(delivered, vec![1, 3, 4]);
+        let reached: Vec<u32> = drain(&mut e)
+            .into_iter()
+            .map(|o| match o {
+                FanOut::Send(NodeId(2), FanoutMsg::Answer { reached, parts: 1, .. }) => reached,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(reached, vec![1, 1, 0, 0, 1]);
+    }
+
+    #[test]
+    fn a_leader_walks_only_the_members_whose_filters_may_hold_the_target() {
+        let me = NodeId(1);
+        let g = group("g");
+        let tree = leader(
+            me,
+            &[(NodeId(2), filter_of_targets(&[g.clone()])), (NodeId(3), MemberFilter::EMPTY), (NodeId(4), filter_of_targets(&[group("other")]))],
+        );
+        assert!(tree.group(0).is_some_and(|s| s.led_by_me() && s.view().members.len() == 4), "the test's leader");
+        let mut e = Fanout::new(me, Duration::from_secs(1));
+        let mut boxes = Boxes::default();
+        let walk = FanoutMsg::Walk {
+            token: 5,
+            origin: NodeId(9),
+            level: 0,
+            target: g.clone(),
+            carry: Carry::Data { from: pid(9, 1), seq: 1, data: vec![1] },
+            clock: 0,
+        };
+        e.handle_message(Time::from_secs(4), NodeId(9), walk, &tree, &mut boxes);
+        let out = drain(&mut e);
+        let visited: Vec<NodeId> = out
+            .iter()
+            .filter_map(|o| match o {
+                FanOut::Send(to, FanoutMsg::Visit { .. }) => Some(*to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(visited, vec![NodeId(2)], "{out:?}");
+        assert!(out.contains(&FanOut::Send(NodeId(9), FanoutMsg::Expect { token: 5, level: 0, members: vec![NodeId(2)] })));
+    }
+
+    #[test]
+    fn the_origin_counts_answers_in_any_order_and_times_out_to_unknown() {
+        let me = NodeId(1);
+        // A member of a group led by n2, whose root is n3 (at level 1).
+        let view = crate::federation::View {
+            level: 0,
+            leader: NodeId(2),
+            epoch: 1,
+            members: vec![NodeId(1), NodeId(2)],
+            ancestors: vec![NodeId(3)],
+        };
+        let tree = TreeView::member_of(me, view);
+        let mut e = Fanout::new(me, Duration::from_secs(1));
+        let mut boxes = Boxes::default();
+        e.send_to_all(Time::ZERO, &tree, RequestId(1), group("g"), pid(1, 1), vec![0], &mut boxes);
+        let out = drain(&mut e);
+        assert!(matches!(out.as_slice(), [FanOut::Send(NodeId(3), FanoutMsg::Walk { token: 1, level: 1, .. })]), "{out:?}");
+        let answer = |reached| FanoutMsg::Answer { token: 1, reached, members: vec![], parts: 1, clock: 0 };
+        let expect = |level, members| FanoutMsg::Expect { token: 1, level, members };
+        // The hosts answer before the leaders announce them.
+        e.handle_message(Time::ZERO, NodeId(5), answer(2), &tree, &mut boxes);
+        e.handle_message(Time::ZERO, NodeId(3), expect(1, vec![NodeId(4)]), &tree, &mut boxes);
+        e.handle_message(Time::ZERO, NodeId(6), answer(1), &tree, &mut boxes);
+        assert!(drain(&mut e).is_empty());
+        e.handle_message(Time::ZERO, NodeId(4), expect(0, vec![NodeId(5), NodeId(6)]), &tree, &mut boxes);
+        assert_eq!(drain(&mut e), vec![FanOut::Reply(RequestId(1), ApiReply::Sent(Ok(SendReceipt { reached: 3 })))]);
+        // A walk whose parts never answer ends `Unknown` at its deadline.
+        e.send_to_all(Time::ZERO, &tree, RequestId(2), group("g"), pid(1, 1), vec![0], &mut boxes);
+        drain(&mut e);
+        assert_eq!(e.next_timeout(), Some(Time::from_secs(1)));
+        e.handle_timeout(Time::from_secs(1));
+        assert_eq!(drain(&mut e), vec![FanOut::Reply(RequestId(2), ApiReply::Sent(Err(SendError::Unknown)))]);
+        assert!(e.invariants());
+    }
+
+    #[test]
+    fn a_member_list_holds_each_hosts_own_members_with_rank_and_depth() {
+        let me = NodeId(1);
+        let tree = TreeView::empty(me);
+        let mut e = Fanout::new(me, Duration::from_secs(1));
+        let mut boxes = Boxes::default();
+        e.join(group("g"), pid(1, 2), true).unwrap();
+        e.join(group("g"), pid(1, 1), true).unwrap();
+        let token = e.start_list_walk(Time::ZERO, &tree, group("g"), &mut boxes);
+        let out = drain(&mut e);
+        let [FanOut::Listed { token: t, members: Some(members), .. }] = out.as_slice() else {
+            panic!("{out:?}");
+        };
+        assert_eq!(*t, token);
+        let mut got: Vec<(Pid, u64, u32)> = members.iter().map(|m| (m.pid, m.rank, m.depth)).collect();
+        got.sort();
+        assert_eq!(got, vec![(pid(1, 1), 2, 3), (pid(1, 2), 1, 3)]);
+    }
+}
