@@ -51,7 +51,7 @@ use crate::time::Time;
 use crate::wire::validate::MAX_LEVEL;
 use crate::wire::Reject;
 use nefele_api::calls::{ApiReply, RequestId};
-use nefele_api::messaging::{GroupError, SendError, SendReceipt};
+use nefele_api::messaging::{DistanceClass, GroupError, SendError, SendReceipt};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -208,11 +208,18 @@ impl MemberFilter {
     }
 }
 
-/// What the groups module needs of the mailboxes of this host.
+/// What the fan-out engine needs of the mailboxes of this host.
 pub trait Mailboxes {
-    /// Puts a data message from `from` into the mailbox of the local process `to`;
-    /// `false` if it could not (no such process, or its mailbox is full).
-    fn deliver(&mut self, now: Time, to: Pid, from: Pid, data: &[u8]) -> bool;
+    /// Puts data from `from` (`key`: tenant, from, to; its `seq`-th send to the target, from a host of
+    /// distance `class`) into the mailbox of the local process `to` of `tenant`;
+    /// `false` if it could not (no such process of the tenant, or a full mailbox).
+    fn deliver(
+        &mut self,
+        key: (TenantId, Pid, Pid),
+        seq: u64,
+        data: &[u8],
+        class: DistanceClass,
+    ) -> bool;
     /// How many messages wait in the mailbox of the local process `pid`.
     fn depth(&self, pid: Pid) -> u32;
 }
@@ -355,7 +362,11 @@ impl Fanout {
         if !local {
             return Err(GroupError::NoSuchProcess);
         }
-        if self.members.get(&target).is_some_and(|m| m.contains_key(&pid)) {
+        if self
+            .members
+            .get(&target)
+            .is_some_and(|m| m.contains_key(&pid))
+        {
             return Ok(());
         }
         let count = self.per_pid.get(&pid).copied().unwrap_or(0);
@@ -519,9 +530,15 @@ impl FanoutMsg {
     #[must_use]
     pub fn kind(&self) -> &'static str {
         match self {
-            FanoutMsg::Walk { carry: Carry::Data { .. }, .. } => "walk_data",
+            FanoutMsg::Walk {
+                carry: Carry::Data { .. },
+                ..
+            } => "walk_data",
             FanoutMsg::Walk { .. } => "walk",
-            FanoutMsg::Visit { carry: Carry::Data { .. }, .. } => "visit_data",
+            FanoutMsg::Visit {
+                carry: Carry::Data { .. },
+                ..
+            } => "visit_data",
             FanoutMsg::Visit { .. } => "visit",
             FanoutMsg::Expect { .. } => "expect",
             FanoutMsg::Answer { .. } => "answer",
@@ -531,7 +548,11 @@ impl FanoutMsg {
     /// Checks a peer's message against the bounds. Data sizes are bounded by the
     /// frame size the codec accepts.
     pub fn validate(&self) -> Result<(), Reject> {
-        let target_ok = |t: &Target| t.valid().then_some(()).ok_or(Reject::Malformed { what: "fanout target" });
+        let target_ok = |t: &Target| {
+            t.valid().then_some(()).ok_or(Reject::Malformed {
+                what: "fanout target",
+            })
+        };
         match self {
             FanoutMsg::Walk { level, target, .. } => {
                 if *level > MAX_LEVEL {
@@ -570,7 +591,9 @@ impl FanoutMsg {
                     });
                 }
                 if *parts == 0 || *parts > MAX_PARTS {
-                    return Err(Reject::Malformed { what: "fanout answer parts" });
+                    return Err(Reject::Malformed {
+                        what: "fanout answer parts",
+                    });
                 }
                 Ok(())
             }
@@ -661,7 +684,14 @@ impl Fanout {
         target: Target,
         boxes: &mut dyn Mailboxes,
     ) -> u64 {
-        self.start_walk(now, tree, Purpose::List(target.clone()), target, Carry::List, boxes)
+        self.start_walk(
+            now,
+            tree,
+            Purpose::List(target.clone()),
+            target,
+            Carry::List,
+            boxes,
+        )
     }
 
     fn start_walk(
@@ -701,7 +731,7 @@ impl Fanout {
         self.timers.insert((deadline, token));
         let origin = self.me;
         if root == self.me {
-            self.on_walk(now, tree, token, origin, level, target, carry, boxes);
+            self.on_walk(tree, token, origin, level, target, carry, boxes);
         } else {
             let clock = self.clock;
             self.send_msg(
@@ -722,7 +752,6 @@ impl Fanout {
     /// A message from `from` (validated).
     pub fn handle_message(
         &mut self,
-        now: Time,
         from: NodeId,
         msg: FanoutMsg,
         tree: &TreeView<'_>,
@@ -738,7 +767,7 @@ impl Fanout {
                 clock,
             } => {
                 self.clock = self.clock.max(clock);
-                self.on_walk(now, tree, token, origin, level, target, carry, boxes);
+                self.on_walk(tree, token, origin, level, target, carry, boxes);
             }
             FanoutMsg::Visit {
                 token,
@@ -748,7 +777,7 @@ impl Fanout {
                 clock,
             } => {
                 self.clock = self.clock.max(clock);
-                self.on_visit(now, token, origin, &target, carry, boxes);
+                self.on_visit(tree, token, origin, &target, carry, boxes);
             }
             FanoutMsg::Expect {
                 token,
@@ -772,7 +801,6 @@ impl Fanout {
     #[allow(clippy::too_many_arguments)]
     fn on_walk(
         &mut self,
-        now: Time,
         tree: &TreeView<'_>,
         token: u64,
         origin: NodeId,
@@ -787,7 +815,7 @@ impl Fanout {
             if level == 0 && !tree.in_tree() && origin == self.me {
                 // Outside any tree an agent is a group of one.
                 self.expect(origin, token, 0, vec![self.me]);
-                self.on_visit(now, token, origin, &target, carry, boxes);
+                self.on_visit(tree, token, origin, &target, carry, boxes);
             }
             return;
         };
@@ -813,7 +841,7 @@ impl Fanout {
         let clock = self.clock;
         for m in members {
             match (level, m == self.me) {
-                (0, true) => self.on_visit(now, token, origin, &target, carry.clone(), boxes),
+                (0, true) => self.on_visit(tree, token, origin, &target, carry.clone(), boxes),
                 (0, false) => self.send_msg(
                     m,
                     FanoutMsg::Visit {
@@ -824,7 +852,15 @@ impl Fanout {
                         clock,
                     },
                 ),
-                (_, true) => self.on_walk(now, tree, token, origin, level - 1, target.clone(), carry.clone(), boxes),
+                (_, true) => self.on_walk(
+                    tree,
+                    token,
+                    origin,
+                    level - 1,
+                    target.clone(),
+                    carry.clone(),
+                    boxes,
+                ),
                 (_, false) => self.send_msg(
                     m,
                     FanoutMsg::Walk {
@@ -845,7 +881,14 @@ impl Fanout {
             let me = self.me;
             self.on_expect(me, token, level, &members);
         } else {
-            self.send_msg(origin, FanoutMsg::Expect { token, level, members });
+            self.send_msg(
+                origin,
+                FanoutMsg::Expect {
+                    token,
+                    level,
+                    members,
+                },
+            );
         }
     }
 
@@ -853,7 +896,7 @@ impl Fanout {
     #[allow(clippy::too_many_arguments)]
     fn on_visit(
         &mut self,
-        now: Time,
+        tree: &TreeView<'_>,
         token: u64,
         origin: NodeId,
         target: &Target,
@@ -878,9 +921,10 @@ impl Fanout {
                 let mut reached = 0u32;
                 // Once per (sender, target) at this host: a repeat or a late one is
                 // delivered to none of its members.
+                let class = class_of(self.me, tree, from.origin());
                 if self.order.admit(from, target, seq) {
                     for (pid, _) in local {
-                        if boxes.deliver(now, pid, from, &data) {
+                        if boxes.deliver((target.tenant, from, pid), seq, &data, class) {
                             reached += 1;
                         }
                     }
@@ -957,8 +1001,12 @@ impl Fanout {
         w.reached = w.reached.saturating_add(reached);
         // A host answers for its own processes only.
         let room = MAX_LIST_MEMBERS.saturating_sub(w.members.len());
-        w.members
-            .extend(members.into_iter().filter(|m| m.pid.origin() == from).take(room));
+        w.members.extend(
+            members
+                .into_iter()
+                .filter(|m| m.pid.origin() == from)
+                .take(room),
+        );
         let got = w.got.entry(from).or_default();
         *got += 1;
         if *got >= parts {
@@ -1007,12 +1055,34 @@ impl Fanout {
 }
 
 impl Mailboxes for super::post::Post {
-    fn deliver(&mut self, now: Time, to: Pid, from: Pid, data: &[u8]) -> bool {
-        self.deliver_local(now, to, from, nefele_api::messaging::MailBody::Data(data.to_vec()))
+    fn deliver(
+        &mut self,
+        key: (TenantId, Pid, Pid),
+        seq: u64,
+        data: &[u8],
+        class: DistanceClass,
+    ) -> bool {
+        let body = nefele_api::messaging::MailBody::Data(data.to_vec());
+        self.deliver_local(key, seq, body, class)
     }
 
     fn depth(&self, pid: Pid) -> u32 {
-        super::post::Post::depth(self, pid)
+        super::post::Post::depth(self, pid).map_or(0, |d| u32::try_from(d).unwrap_or(u32::MAX))
+    }
+}
+
+/// The distance class of agent `node` from agent `me` in `tree`.
+#[must_use]
+pub fn class_of(me: NodeId, tree: &TreeView<'_>, node: NodeId) -> DistanceClass {
+    if node == me {
+        DistanceClass::SameHost
+    } else if tree
+        .group(0)
+        .is_some_and(|g| g.view().members.binary_search(&node).is_ok())
+    {
+        DistanceClass::SameGroup
+    } else {
+        DistanceClass::SameDc
     }
 }
 
@@ -1032,7 +1102,13 @@ mod tests {
     }
 
     impl Mailboxes for Boxes {
-        fn deliver(&mut self, _now: Time, to: Pid, from: Pid, data: &[u8]) -> bool {
+        fn deliver(
+            &mut self,
+            (_, from, to): (TenantId, Pid, Pid),
+            _seq: u64,
+            data: &[u8],
+            _class: DistanceClass,
+        ) -> bool {
             let ok = self.live.contains(&to);
             if ok {
                 self.got.push((to, from, data.to_vec()));
@@ -1073,7 +1149,15 @@ mod tests {
         }
         let t = Time::from_secs(4);
         for (m, _) in members {
-            fed.handle_message(t, *m, FedBody::Attach { joiner: *m, level: 0, hops: 0 });
+            fed.handle_message(
+                t,
+                *m,
+                FedBody::Attach {
+                    joiner: *m,
+                    level: 0,
+                    hops: 0,
+                },
+            );
         }
         let epoch = fed.seats()[0].view().epoch;
         for (m, f) in members {
@@ -1081,11 +1165,22 @@ mod tests {
                 agents: 1,
                 group_size: 1,
                 payload: Payload {
-                    messaging: Some(MessagingSummary { mailboxes: 1, members: *f }),
+                    messaging: Some(MessagingSummary {
+                        mailboxes: 1,
+                        members: *f,
+                    }),
                     ..Payload::default()
                 },
             };
-            fed.handle_message(t, *m, FedBody::Beat { level: 0, epoch, summary });
+            fed.handle_message(
+                t,
+                *m,
+                FedBody::Beat {
+                    level: 0,
+                    epoch,
+                    summary,
+                },
+            );
         }
         TreeView::new(me, Some(Box::leak(Box::new(fed))))
     }
@@ -1100,8 +1195,14 @@ mod tests {
         }
         assert_eq!(e.join(group("one-more"), p, true), Err(GroupError::TooMany));
         assert_eq!(e.join(group(""), p, true), Err(GroupError::Invalid));
-        assert_eq!(e.join(Target::tenant(TenantId(1)), p, true), Err(GroupError::Invalid));
-        assert_eq!(e.join(group("x"), pid(1, 2), false), Err(GroupError::NoSuchProcess));
+        assert_eq!(
+            e.join(Target::tenant(TenantId(1)), p, true),
+            Err(GroupError::Invalid)
+        );
+        assert_eq!(
+            e.join(group("x"), pid(1, 2), false),
+            Err(GroupError::NoSuchProcess)
+        );
         assert_eq!(e.leave(&group("x"), p), Err(GroupError::NotMember));
         assert!(e.invariants());
         assert!(e.own_filter().may_contain(&group("g7")));
@@ -1138,19 +1239,55 @@ mod tests {
         e.join(group("g"), pid(1, 1), true).unwrap();
         e.join(group("g"), pid(1, 2), true).unwrap();
         e.join(group("h"), pid(1, 3), true).unwrap();
-        e.send_to_all(Time::ZERO, &tree, RequestId(7), group("g"), pid(1, 3), b"hi".to_vec(), &mut boxes);
+        e.send_to_all(
+            Time::ZERO,
+            &tree,
+            RequestId(7),
+            group("g"),
+            pid(1, 3),
+            b"hi".to_vec(),
+            &mut boxes,
+        );
         assert_eq!(
             drain(&mut e),
-            vec![FanOut::Reply(RequestId(7), ApiReply::Sent(Ok(SendReceipt { reached: 2 })))]
+            vec![FanOut::Reply(
+                RequestId(7),
+                ApiReply::Sent(Ok(SendReceipt { reached: 2 }))
+            )]
         );
         assert_eq!(boxes.got.len(), 2);
-        e.send_to_all(Time::ZERO, &tree, RequestId(8), group("nobody"), pid(1, 3), b"hi".to_vec(), &mut boxes);
-        assert_eq!(drain(&mut e), vec![FanOut::Reply(RequestId(8), ApiReply::Sent(Err(SendError::NoMembers)))]);
-        // Broadcast: every process of the tenant.
-        e.send_to_all(Time::ZERO, &tree, RequestId(9), Target::tenant(TenantId(1)), pid(1, 3), vec![], &mut boxes);
+        e.send_to_all(
+            Time::ZERO,
+            &tree,
+            RequestId(8),
+            group("nobody"),
+            pid(1, 3),
+            b"hi".to_vec(),
+            &mut boxes,
+        );
         assert_eq!(
             drain(&mut e),
-            vec![FanOut::Reply(RequestId(9), ApiReply::Sent(Ok(SendReceipt { reached: 3 })))]
+            vec![FanOut::Reply(
+                RequestId(8),
+                ApiReply::Sent(Err(SendError::NoMembers))
+            )]
+        );
+        // Broadcast: every process of the tenant.
+        e.send_to_all(
+            Time::ZERO,
+            &tree,
+            RequestId(9),
+            Target::tenant(TenantId(1)),
+            pid(1, 3),
+            vec![],
+            &mut boxes,
+        );
+        assert_eq!(
+            drain(&mut e),
+            vec![FanOut::Reply(
+                RequestId(9),
+                ApiReply::Sent(Ok(SendReceipt { reached: 3 }))
+            )]
         );
         assert!(e.invariants());
     }
@@ -1168,18 +1305,27 @@ mod tests {
             token: 1,
             origin: NodeId(2),
             target: topic.clone(),
-            carry: Carry::Data { from: pid(2, 1), seq, data: vec![seq as u8] },
+            carry: Carry::Data {
+                from: pid(2, 1),
+                seq,
+                data: vec![seq as u8],
+            },
             clock: 0,
         };
         for seq in [1, 3, 3, 2, 4] {
-            e.handle_message(Time::ZERO, NodeId(2), visit(seq), &tree, &mut boxes);
+            e.handle_message(NodeId(2), visit(seq), &tree, &mut boxes);
         }
         let delivered: Vec<u8> = boxes.got.iter().map(|(_, _, d)| d[0]).collect();
         assert_eq!(delivered, vec![1, 3, 4]);
         let reached: Vec<u32> = drain(&mut e)
             .into_iter()
             .map(|o| match o {
-                FanOut::Send(NodeId(2), FanoutMsg::Answer { reached, parts: 1, .. }) => reached,
+                FanOut::Send(
+                    NodeId(2),
+                    FanoutMsg::Answer {
+                        reached, parts: 1, ..
+                    },
+                ) => reached,
                 other => panic!("{other:?}"),
             })
             .collect();
@@ -1192,9 +1338,17 @@ mod tests {
         let g = group("g");
         let tree = leader(
             me,
-            &[(NodeId(2), filter_of_targets(&[g.clone()])), (NodeId(3), MemberFilter::EMPTY), (NodeId(4), filter_of_targets(&[group("other")]))],
+            &[
+                (NodeId(2), filter_of_targets(&[g.clone()])),
+                (NodeId(3), MemberFilter::EMPTY),
+                (NodeId(4), filter_of_targets(&[group("other")])),
+            ],
         );
-        assert!(tree.group(0).is_some_and(|s| s.led_by_me() && s.view().members.len() == 4), "the test's leader");
+        assert!(
+            tree.group(0)
+                .is_some_and(|s| s.led_by_me() && s.view().members.len() == 4),
+            "the test's leader"
+        );
         let mut e = Fanout::new(me, Duration::from_secs(1));
         let mut boxes = Boxes::default();
         let walk = FanoutMsg::Walk {
@@ -1202,10 +1356,14 @@ mod tests {
             origin: NodeId(9),
             level: 0,
             target: g.clone(),
-            carry: Carry::Data { from: pid(9, 1), seq: 1, data: vec![1] },
+            carry: Carry::Data {
+                from: pid(9, 1),
+                seq: 1,
+                data: vec![1],
+            },
             clock: 0,
         };
-        e.handle_message(Time::from_secs(4), NodeId(9), walk, &tree, &mut boxes);
+        e.handle_message(NodeId(9), walk, &tree, &mut boxes);
         let out = drain(&mut e);
         let visited: Vec<NodeId> = out
             .iter()
@@ -1215,7 +1373,14 @@ mod tests {
             })
             .collect();
         assert_eq!(visited, vec![NodeId(2)], "{out:?}");
-        assert!(out.contains(&FanOut::Send(NodeId(9), FanoutMsg::Expect { token: 5, level: 0, members: vec![NodeId(2)] })));
+        assert!(out.contains(&FanOut::Send(
+            NodeId(9),
+            FanoutMsg::Expect {
+                token: 5,
+                level: 0,
+                members: vec![NodeId(2)]
+            }
+        )));
     }
 
     #[test]
@@ -1232,24 +1397,80 @@ mod tests {
         let tree = TreeView::member_of(me, view);
         let mut e = Fanout::new(me, Duration::from_secs(1));
         let mut boxes = Boxes::default();
-        e.send_to_all(Time::ZERO, &tree, RequestId(1), group("g"), pid(1, 1), vec![0], &mut boxes);
+        e.send_to_all(
+            Time::ZERO,
+            &tree,
+            RequestId(1),
+            group("g"),
+            pid(1, 1),
+            vec![0],
+            &mut boxes,
+        );
         let out = drain(&mut e);
-        assert!(matches!(out.as_slice(), [FanOut::Send(NodeId(3), FanoutMsg::Walk { token: 1, level: 1, .. })]), "{out:?}");
-        let answer = |reached| FanoutMsg::Answer { token: 1, reached, members: vec![], parts: 1, clock: 0 };
-        let expect = |level, members| FanoutMsg::Expect { token: 1, level, members };
+        assert!(
+            matches!(
+                out.as_slice(),
+                [FanOut::Send(
+                    NodeId(3),
+                    FanoutMsg::Walk {
+                        token: 1,
+                        level: 1,
+                        ..
+                    }
+                )]
+            ),
+            "{out:?}"
+        );
+        let answer = |reached| FanoutMsg::Answer {
+            token: 1,
+            reached,
+            members: vec![],
+            parts: 1,
+            clock: 0,
+        };
+        let expect = |level, members| FanoutMsg::Expect {
+            token: 1,
+            level,
+            members,
+        };
         // The hosts answer before the leaders announce them.
-        e.handle_message(Time::ZERO, NodeId(5), answer(2), &tree, &mut boxes);
-        e.handle_message(Time::ZERO, NodeId(3), expect(1, vec![NodeId(4)]), &tree, &mut boxes);
-        e.handle_message(Time::ZERO, NodeId(6), answer(1), &tree, &mut boxes);
+        e.handle_message(NodeId(5), answer(2), &tree, &mut boxes);
+        e.handle_message(NodeId(3), expect(1, vec![NodeId(4)]), &tree, &mut boxes);
+        e.handle_message(NodeId(6), answer(1), &tree, &mut boxes);
         assert!(drain(&mut e).is_empty());
-        e.handle_message(Time::ZERO, NodeId(4), expect(0, vec![NodeId(5), NodeId(6)]), &tree, &mut boxes);
-        assert_eq!(drain(&mut e), vec![FanOut::Reply(RequestId(1), ApiReply::Sent(Ok(SendReceipt { reached: 3 })))]);
+        e.handle_message(
+            NodeId(4),
+            expect(0, vec![NodeId(5), NodeId(6)]),
+            &tree,
+            &mut boxes,
+        );
+        assert_eq!(
+            drain(&mut e),
+            vec![FanOut::Reply(
+                RequestId(1),
+                ApiReply::Sent(Ok(SendReceipt { reached: 3 }))
+            )]
+        );
         // A walk whose parts never answer ends `Unknown` at its deadline.
-        e.send_to_all(Time::ZERO, &tree, RequestId(2), group("g"), pid(1, 1), vec![0], &mut boxes);
+        e.send_to_all(
+            Time::ZERO,
+            &tree,
+            RequestId(2),
+            group("g"),
+            pid(1, 1),
+            vec![0],
+            &mut boxes,
+        );
         drain(&mut e);
         assert_eq!(e.next_timeout(), Some(Time::from_secs(1)));
         e.handle_timeout(Time::from_secs(1));
-        assert_eq!(drain(&mut e), vec![FanOut::Reply(RequestId(2), ApiReply::Sent(Err(SendError::Unknown)))]);
+        assert_eq!(
+            drain(&mut e),
+            vec![FanOut::Reply(
+                RequestId(2),
+                ApiReply::Sent(Err(SendError::Unknown))
+            )]
+        );
         assert!(e.invariants());
     }
 
@@ -1263,11 +1484,17 @@ mod tests {
         e.join(group("g"), pid(1, 1), true).unwrap();
         let token = e.start_list_walk(Time::ZERO, &tree, group("g"), &mut boxes);
         let out = drain(&mut e);
-        let [FanOut::Listed { token: t, members: Some(members), .. }] = out.as_slice() else {
+        let [FanOut::Listed {
+            token: t,
+            members: Some(members),
+            ..
+        }] = out.as_slice()
+        else {
             panic!("{out:?}");
         };
         assert_eq!(*t, token);
-        let mut got: Vec<(Pid, u64, u32)> = members.iter().map(|m| (m.pid, m.rank, m.depth)).collect();
+        let mut got: Vec<(Pid, u64, u32)> =
+            members.iter().map(|m| (m.pid, m.rank, m.depth)).collect();
         got.sort();
         assert_eq!(got, vec![(pid(1, 1), 2, 3), (pid(1, 2), 1, 3)]);
     }

@@ -23,16 +23,18 @@
 //! Invariants: the lists are bounded ([`MAX_LISTS`], members and waiters too); a
 //! list waits for at most one fetch at a time.
 
-use super::fanout::{FanOut, Fanout, FanoutMsg, Member, Target, MAX_LIST_MEMBERS};
+use super::fanout::{class_of, FanOut, Fanout, FanoutMsg, Member, Target, MAX_LIST_MEMBERS};
 use super::msg::MessagingMsg;
-use super::post::Post;
+use super::post::{Post, ReplyTo};
 use super::Part;
 use crate::ids::{NodeId, Pid};
 use crate::service::{Context, ServiceEvent};
 use crate::time::Time;
 use crate::wire::Reject;
 use nefele_api::calls::{ApiCall, ApiReply, RequestId};
-use nefele_api::messaging::{Dest, DistanceClass, Pattern, SendError};
+use nefele_api::messaging::{
+    Delivery, Dest, DistanceClass, MailBody, Pattern, SendError, SendReceipt,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -43,6 +45,9 @@ pub const MAX_LISTS: usize = 1024;
 pub const MAX_LIST_WAITERS: usize = 256;
 /// How long a member list is used before it is fetched again.
 pub const LIST_TTL: Duration = Duration::from_millis(500);
+/// The most one-member sends an agent follows to try another member if the first
+/// fails (beyond it, a send's failure goes straight to its client).
+pub const MAX_FOLLOWED: usize = 1024;
 
 /// Groups' wire sub-message.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -103,12 +108,30 @@ impl List {
     }
 }
 
+/// A one-member send in flight, kept to try another member if it fails.
+#[derive(Debug)]
+struct Followed {
+    request: RequestId,
+    target: Target,
+    pattern: Pattern,
+    tenant: nefele_api::ids::TenantId,
+    from: Pid,
+    data: Vec<u8>,
+    delivery: Delivery,
+    block: bool,
+    /// The members tried so far.
+    tried: Vec<Pid>,
+}
+
 /// This agent's groups: memberships (in the engine) and member lists.
 #[derive(Debug)]
 pub struct Groups {
     me: NodeId,
     engine: Fanout,
     lists: BTreeMap<Target, List>,
+    /// One-member sends in flight, by their tag at the point-to-point layer.
+    followed: BTreeMap<u64, Followed>,
+    next_tag: u64,
 }
 
 impl Groups {
@@ -119,6 +142,8 @@ impl Groups {
             me,
             engine: Fanout::new(me, fate_timeout),
             lists: BTreeMap::new(),
+            followed: BTreeMap::new(),
+            next_tag: 0,
         }
     }
 
@@ -132,7 +157,9 @@ impl Groups {
     fn flush(&mut self, now: Time, post: &mut Post, ctx: &Context<'_>) {
         while let Some(out) = self.engine.poll() {
             match out {
-                FanOut::Send(to, m) => post.send_msg(to, MessagingMsg::Groups(GroupsMsg::Fanout(m))),
+                FanOut::Send(to, m) => {
+                    post.send_msg(to, MessagingMsg::Groups(GroupsMsg::Fanout(m)))
+                }
                 FanOut::Reply(request, reply) => post.reply(request, reply),
                 FanOut::Listed {
                     token,
@@ -144,7 +171,15 @@ impl Groups {
     }
 
     /// A one-member send: pick from the list (fetching it first, or again, if need be).
-    fn send_one(&mut self, now: Time, request: RequestId, call: ApiCall, target: Target, post: &mut Post, ctx: &Context<'_>) {
+    fn send_one(
+        &mut self,
+        now: Time,
+        request: RequestId,
+        call: ApiCall,
+        target: Target,
+        post: &mut Post,
+        ctx: &Context<'_>,
+    ) {
         if !self.lists.contains_key(&target) {
             if self.lists.len() >= MAX_LISTS {
                 let oldest = self
@@ -163,7 +198,9 @@ impl Groups {
         let Some(list) = self.lists.get_mut(&target) else {
             return;
         };
-        let stale = list.fetched.is_none_or(|t| now.saturating_since(t) >= LIST_TTL);
+        let stale = list
+            .fetched
+            .is_none_or(|t| now.saturating_since(t) >= LIST_TTL);
         let now_or_later = if list.fetched.is_some() {
             Some(call)
         } else if list.waiters.len() < MAX_LIST_WAITERS {
@@ -174,19 +211,33 @@ impl Groups {
         };
         let fetch = stale && list.fetching.is_none();
         if fetch {
-            let token = self.engine.start_list_walk(now, &ctx.tree, target.clone(), post);
+            let token = self
+                .engine
+                .start_list_walk(now, &ctx.tree, target.clone(), post);
             if let Some(l) = self.lists.get_mut(&target) {
                 l.fetching = Some(token);
             }
         }
         if let Some(call) = now_or_later {
-            self.pick_and_send(now, &target, request, call, post, ctx);
+            self.pick_and_send(&target, request, call, post, ctx);
         }
     }
 
     /// The fetch `token` of `target`'s list ended.
-    fn listed(&mut self, now: Time, token: u64, target: &Target, members: Option<Vec<Member>>, post: &mut Post, ctx: &Context<'_>) {
-        let Some(l) = self.lists.get_mut(target).filter(|l| l.fetching == Some(token)) else {
+    fn listed(
+        &mut self,
+        now: Time,
+        token: u64,
+        target: &Target,
+        members: Option<Vec<Member>>,
+        post: &mut Post,
+        ctx: &Context<'_>,
+    ) {
+        let Some(l) = self
+            .lists
+            .get_mut(target)
+            .filter(|l| l.fetching == Some(token))
+        else {
             return;
         };
         l.fetching = None;
@@ -199,34 +250,99 @@ impl Groups {
         }
         l.fetched = Some(now);
         for (request, call) in std::mem::take(&mut l.waiters) {
-            self.pick_and_send(now, target, request, call, post, ctx);
+            self.pick_and_send(target, request, call, post, ctx);
         }
     }
 
-    fn pick_and_send(&mut self, now: Time, target: &Target, request: RequestId, mut call: ApiCall, post: &mut Post, ctx: &Context<'_>) {
-        let me = self.me;
-        let local_group = ctx.tree.local_group();
-        let pattern = match &call {
-            ApiCall::Send {
-                to: Dest::Group { pattern, .. },
-                ..
-            } => *pattern,
-            _ => Pattern::Anycast,
+    fn pick_and_send(
+        &mut self,
+        target: &Target,
+        request: RequestId,
+        call: ApiCall,
+        post: &mut Post,
+        ctx: &Context<'_>,
+    ) {
+        let ApiCall::Send {
+            tenant,
+            from,
+            to: Dest::Group { pattern, .. },
+            data,
+            delivery,
+            block,
+        } = call
+        else {
+            debug_assert!(false, "pick_and_send takes group sends");
+            return;
         };
+        let f = Followed {
+            request,
+            target: target.clone(),
+            pattern,
+            tenant,
+            from,
+            data,
+            delivery,
+            block,
+            tried: Vec::new(),
+        };
+        self.try_next(f, SendError::NoMembers, post, ctx);
+    }
+
+    /// Sends `f` to the member its pattern picks among those not tried yet, or
+    /// answers `last` (the failure of the previous try) if none is left.
+    fn try_next(&mut self, mut f: Followed, last: SendError, post: &mut Post, ctx: &Context<'_>) {
+        let me = self.me;
         let chosen = self
             .lists
-            .get_mut(target)
-            .and_then(|l| pick(l, pattern, |host| distance(me, &local_group, host)));
+            .get_mut(&f.target)
+            .and_then(|l| pick(l, f.pattern, &f.tried, |host| class_of(me, &ctx.tree, host)));
         let Some(pid) = chosen else {
-            return post.reply(request, ApiReply::Sent(Err(SendError::NoMembers)));
+            return post.reply(f.request, ApiReply::Sent(Err(last)));
         };
-        if let Some(l) = self.lists.get_mut(target) {
+        if let Some(l) = self.lists.get_mut(&f.target) {
             *l.sent.entry(pid).or_default() += 1;
         }
-        if let ApiCall::Send { to, .. } = &mut call {
-            *to = Dest::Pid(pid);
+        f.tried.push(pid);
+        let body = MailBody::Data(f.data.clone());
+        let key = (f.tenant, f.from, pid);
+        if self.followed.len() < MAX_FOLLOWED {
+            self.next_tag += 1;
+            let tag = self.next_tag;
+            let (delivery, block) = (f.delivery, f.block);
+            self.followed.insert(tag, f);
+            post.send(key, body, delivery, block, ReplyTo::Tag(tag));
+        } else {
+            post.send(key, body, f.delivery, f.block, ReplyTo::Api(f.request));
         }
-        post.handle_api(now, request, call, ctx);
+    }
+
+    /// The fate of the one-member send `tag`: answered, or tried on the next member
+    /// if the one tried is gone (or, for failover, its fate is unknown: its host may
+    /// have crashed).
+    pub fn on_outcome(
+        &mut self,
+        _now: Time,
+        tag: u64,
+        result: Result<(), SendError>,
+        post: &mut Post,
+        ctx: &Context<'_>,
+    ) {
+        let Some(f) = self.followed.remove(&tag) else {
+            return;
+        };
+        match result {
+            Ok(()) => post.reply(f.request, ApiReply::Sent(Ok(SendReceipt { reached: 1 }))),
+            Err(e @ (SendError::NoSuchProcess | SendError::Exited | SendError::Lost)) => {
+                if let Some(gone) = f.tried.last().copied() {
+                    self.forget(|p| p == gone);
+                }
+                self.try_next(f, e, post, ctx);
+            }
+            Err(SendError::Unknown) if f.pattern == Pattern::Failover => {
+                self.try_next(f, SendError::Unknown, post, ctx);
+            }
+            Err(e) => post.reply(f.request, ApiReply::Sent(Err(e))),
+        }
     }
 
     /// Members that are known gone leave every list.
@@ -251,13 +367,27 @@ impl Groups {
 impl Part for Groups {
     type Msg = GroupsMsg;
 
-    fn handle_message(&mut self, now: Time, from: NodeId, msg: GroupsMsg, post: &mut Post, ctx: &Context<'_>) {
+    fn handle_message(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        msg: GroupsMsg,
+        post: &mut Post,
+        ctx: &Context<'_>,
+    ) {
         let GroupsMsg::Fanout(m) = msg;
-        self.engine.handle_message(now, from, m, &ctx.tree, post);
+        self.engine.handle_message(from, m, &ctx.tree, post);
         self.flush(now, post, ctx);
     }
 
-    fn handle_api(&mut self, now: Time, request: RequestId, call: ApiCall, post: &mut Post, ctx: &Context<'_>) {
+    fn handle_api(
+        &mut self,
+        now: Time,
+        request: RequestId,
+        call: ApiCall,
+        post: &mut Post,
+        ctx: &Context<'_>,
+    ) {
         match call {
             ApiCall::Join { tenant, group, pid } => {
                 let local = post.tenant_of(pid) == Some(tenant);
@@ -295,7 +425,8 @@ impl Part for Groups {
                     post.reply(request, ApiReply::Sent(Err(SendError::NoMembers)));
                 } else if multicast {
                     let data = data.clone();
-                    self.engine.send_to_all(now, &ctx.tree, request, target, from, data, post);
+                    self.engine
+                        .send_to_all(now, &ctx.tree, request, target, from, data, post);
                 } else {
                     self.send_one(now, request, call, target, post, ctx);
                 }
@@ -305,9 +436,17 @@ impl Part for Groups {
         self.flush(now, post, ctx);
     }
 
-    fn handle_event(&mut self, now: Time, event: &ServiceEvent, post: &mut Post, ctx: &Context<'_>) {
+    fn handle_event(
+        &mut self,
+        now: Time,
+        event: &ServiceEvent,
+        post: &mut Post,
+        ctx: &Context<'_>,
+    ) {
         match *event {
-            ServiceEvent::ProcessStarted { pid, tenant } => self.engine.process_started(pid, tenant),
+            ServiceEvent::ProcessStarted { pid, tenant } => {
+                self.engine.process_started(pid, tenant)
+            }
             ServiceEvent::ProcessExited { pid, tenant, .. } => {
                 self.engine.process_ended(pid, tenant);
                 self.forget(|p| p == pid);
@@ -329,18 +468,6 @@ impl Part for Groups {
     }
 }
 
-/// The distance class of `host` from this agent `me`, whose level-0 group is
-/// `local_group`.
-fn distance(me: NodeId, local_group: &[NodeId], host: NodeId) -> DistanceClass {
-    if host == me {
-        DistanceClass::SameHost
-    } else if local_group.contains(&host) {
-        DistanceClass::SameGroup
-    } else {
-        DistanceClass::SameDc
-    }
-}
-
 /// Nearer classes rank lower.
 fn rank_of(class: DistanceClass) -> u8 {
     match class {
@@ -351,10 +478,23 @@ fn rank_of(class: DistanceClass) -> u8 {
     }
 }
 
-/// The member of `list` that `pattern` picks (`None`: the list is empty).
-fn pick(list: &mut List, pattern: Pattern, class: impl Fn(NodeId) -> DistanceClass) -> Option<Pid> {
-    let load = |m: &Member| m.depth.saturating_add(list.sent.get(&m.pid).copied().unwrap_or(0));
-    let members = &list.members;
+/// The member of `list`, other than `exclude`, that `pattern` picks (`None`: none is
+/// left).
+fn pick(
+    list: &mut List,
+    pattern: Pattern,
+    exclude: &[Pid],
+    class: impl Fn(NodeId) -> DistanceClass,
+) -> Option<Pid> {
+    let load = |m: &Member| {
+        m.depth
+            .saturating_add(list.sent.get(&m.pid).copied().unwrap_or(0))
+    };
+    let members: Vec<&Member> = list
+        .members
+        .iter()
+        .filter(|m| !exclude.contains(&m.pid))
+        .collect();
     let chosen = match pattern {
         Pattern::RoundRobin => {
             if members.is_empty() {
@@ -362,14 +502,15 @@ fn pick(list: &mut List, pattern: Pattern, class: impl Fn(NodeId) -> DistanceCla
             } else {
                 let i = (list.turn % members.len() as u64) as usize;
                 list.turn = list.turn.wrapping_add(1);
-                members.get(i)
+                members.get(i).copied()
             }
         }
-        Pattern::LeastLoaded => members.iter().min_by_key(|m| (load(m), m.pid)),
+        Pattern::LeastLoaded => members.iter().copied().min_by_key(|m| (load(m), m.pid)),
         Pattern::Anycast => members
             .iter()
+            .copied()
             .min_by_key(|m| (rank_of(class(m.pid.origin())), load(m), m.pid)),
-        Pattern::Failover => members.iter().min_by_key(|m| (m.rank, m.pid)),
+        Pattern::Failover => members.iter().copied().min_by_key(|m| (m.rank, m.pid)),
         Pattern::Multicast => None,
     };
     chosen.map(|m| m.pid)
@@ -400,7 +541,6 @@ mod tests {
         }
     }
 
-
     #[test]
     fn patterns_pick_as_documented() {
         let class = |host: NodeId| match host.0 {
@@ -408,19 +548,29 @@ mod tests {
             2 => DistanceClass::SameGroup,
             _ => DistanceClass::SameDc,
         };
-        let mut l = list(vec![member(3, 1, 5, 0), member(2, 1, 7, 9), member(1, 1, 6, 50)]);
+        let mut l = list(vec![
+            member(3, 1, 5, 0),
+            member(2, 1, 7, 9),
+            member(1, 1, 6, 50),
+        ]);
         // Anycast: the nearest class first, however loaded.
-        assert_eq!(pick(&mut l, Pattern::Anycast, class), Some(pid(1, 1)));
+        assert_eq!(pick(&mut l, Pattern::Anycast, &[], class), Some(pid(1, 1)));
         // Least-loaded: the shallowest mailbox; what this agent sent counts.
-        assert_eq!(pick(&mut l, Pattern::LeastLoaded, class), Some(pid(3, 1)));
+        assert_eq!(
+            pick(&mut l, Pattern::LeastLoaded, &[], class),
+            Some(pid(3, 1))
+        );
         l.sent.insert(pid(3, 1), 10);
-        assert_eq!(pick(&mut l, Pattern::LeastLoaded, class), Some(pid(2, 1)));
+        assert_eq!(
+            pick(&mut l, Pattern::LeastLoaded, &[], class),
+            Some(pid(2, 1))
+        );
         // Failover: the lowest rank; when it goes, the next.
-        assert_eq!(pick(&mut l, Pattern::Failover, class), Some(pid(3, 1)));
+        assert_eq!(pick(&mut l, Pattern::Failover, &[], class), Some(pid(3, 1)));
         l.members.retain(|m| m.pid != pid(3, 1));
-        assert_eq!(pick(&mut l, Pattern::Failover, class), Some(pid(1, 1)));
+        assert_eq!(pick(&mut l, Pattern::Failover, &[], class), Some(pid(1, 1)));
         l.members.clear();
-        assert_eq!(pick(&mut l, Pattern::Failover, class), None);
+        assert_eq!(pick(&mut l, Pattern::Failover, &[], class), None);
     }
 
     proptest! {
@@ -431,11 +581,10 @@ mod tests {
             let mut l = list((0..n as u64).map(|i| member(i as u32 + 1, i, i, 0)).collect());
             let mut got: BTreeMap<Pid, u64> = BTreeMap::new();
             for _ in 0..(n as u64 * rounds) {
-                *got.entry(pick(&mut l, Pattern::RoundRobin, |_| DistanceClass::SameDc).unwrap()).or_default() += 1;
+                *got.entry(pick(&mut l, Pattern::RoundRobin, &[], |_| DistanceClass::SameDc).unwrap()).or_default() += 1;
             }
             prop_assert_eq!(got.len(), n);
             prop_assert!(got.values().all(|c| *c == rounds));
         }
     }
-
 }

@@ -214,6 +214,15 @@ impl Messaging {
         &self.post
     }
 
+    /// The fates of the sends parts made with a tag go to the part that made them
+    /// (only groups does: its one-member sends).
+    fn route_outcomes(&mut self, now: Time, ctx: &Context<'_>) {
+        while let Some((tag, result)) = self.post.take_outcome() {
+            self.groups
+                .on_outcome(now, tag, result, &mut self.post, ctx);
+        }
+    }
+
     /// Each part's deadline has passed: call it.
     fn run_parts_timeouts(&mut self, now: Time, ctx: &Context<'_>) {
         if self.names.next_timeout().is_some_and(|t| t <= now) {
@@ -290,22 +299,28 @@ impl Service for Messaging {
     }
 
     fn handle_message(&mut self, now: Time, from: NodeId, msg: MessagingMsg, ctx: &Context<'_>) {
+        self.post.begin(now);
         match msg {
             MessagingMsg::Names(m) => self.names.handle_message(now, from, m, &mut self.post, ctx),
             MessagingMsg::Groups(m) => {
-                self.groups.handle_message(now, from, m, &mut self.post, ctx);
+                self.groups
+                    .handle_message(now, from, m, &mut self.post, ctx);
             }
             MessagingMsg::Topics(m) => {
-                self.topics.handle_message(now, from, m, &mut self.post, ctx);
+                self.topics
+                    .handle_message(now, from, m, &mut self.post, ctx);
             }
             other => self.post.handle_message(now, from, other, ctx),
         }
+        self.route_outcomes(now, ctx);
         self.post.end_of_input(now);
     }
 
     fn handle_timeout(&mut self, now: Time, ctx: &Context<'_>) {
+        self.post.begin(now);
         self.post.handle_timeout(now, ctx);
         self.run_parts_timeouts(now, ctx);
+        self.route_outcomes(now, ctx);
         self.post.end_of_input(now);
     }
 
@@ -321,10 +336,12 @@ impl Service for Messaging {
     }
 
     fn handle_event(&mut self, now: Time, event: &ServiceEvent, ctx: &Context<'_>) {
-        self.post.handle_event(now, event, ctx);
+        self.post.begin(now);
+        self.post.handle_event(event, ctx);
         self.names.handle_event(now, event, &mut self.post, ctx);
         self.groups.handle_event(now, event, &mut self.post, ctx);
         self.topics.handle_event(now, event, &mut self.post, ctx);
+        self.route_outcomes(now, ctx);
         self.post.end_of_input(now);
     }
 
@@ -337,6 +354,7 @@ impl Service for Messaging {
     /// names, group calls to groups, topic calls to topics, the rest (receive,
     /// monitors, distance) to the point-to-point layer.
     fn handle_api(&mut self, now: Time, request: RequestId, call: ApiCall, ctx: &Context<'_>) {
+        self.post.begin(now);
         let post = &mut self.post;
         match &call {
             ApiCall::Send { to, .. } => match to {
@@ -361,6 +379,7 @@ impl Service for Messaging {
             }
             _ => post.handle_api(now, request, call, ctx),
         }
+        self.route_outcomes(now, ctx);
         self.post.end_of_input(now);
     }
 
@@ -383,8 +402,7 @@ impl Service for Messaging {
     fn own_summary(&self) -> MessagingSummary {
         MessagingSummary {
             mailboxes: self.post.mailbox_count() as u64,
-            members: (self.groups.engine().own_filter())
-                .union(self.topics.engine().own_filter()),
+            members: (self.groups.engine().own_filter()).union(self.topics.engine().own_filter()),
         }
     }
 

@@ -53,7 +53,7 @@ use crate::service::{Context, ServiceEvent, TreeView};
 use crate::time::Time;
 use crate::wire::Reject;
 use nefele_api::calls::{ApiCall, ApiReply, RequestId};
-use nefele_api::messaging::{Dest, MailBody, NameError, SendError};
+use nefele_api::messaging::{Dest, DistanceClass, MailBody, NameError, SendError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -210,7 +210,11 @@ impl NamesMsg {
 
     /// Checks a peer's message against the bounds (name lengths, batch size).
     pub fn validate(&self) -> Result<(), Reject> {
-        let name_ok = |n: &str| valid_name(n).then_some(()).ok_or(Reject::Malformed { what: "name" });
+        let name_ok = |n: &str| {
+            valid_name(n)
+                .then_some(())
+                .ok_or(Reject::Malformed { what: "name" })
+        };
         match self {
             NamesMsg::Claim { claims } => {
                 if claims.len() > CLAIM_BATCH {
@@ -792,7 +796,16 @@ impl Names {
                     let loser = e.pid;
                     self.remove_entry(now, tree, &key);
                     let (tenant, name) = key.clone();
-                    self.send(now, tree, loser.origin(), NamesMsg::Lost { tenant, name, pid: loser });
+                    self.send(
+                        now,
+                        tree,
+                        loser.origin(),
+                        NamesMsg::Lost {
+                            tenant,
+                            name,
+                            pid: loser,
+                        },
+                    );
                     None
                 }
             }
@@ -886,7 +899,10 @@ impl Names {
                 NameOut::Send(to, m) => post.send_msg(to, MessagingMsg::Names(m)),
                 NameOut::Reply(request, reply) => post.reply(request, reply),
                 NameOut::NameLost { pid, name } => {
-                    post.deliver_local(now, pid, pid, MailBody::NameLost { name });
+                    if let Some(tenant) = post.tenant_of(pid) {
+                        let body = MailBody::NameLost { name };
+                        post.deliver_local((tenant, pid, pid), 0, body, DistanceClass::SameHost);
+                    }
                 }
                 NameOut::Resend(request, call) => post.handle_api(now, request, call, ctx),
             }
@@ -897,19 +913,35 @@ impl Names {
 impl Part for Names {
     type Msg = NamesMsg;
 
-    fn handle_message(&mut self, now: Time, from: NodeId, msg: NamesMsg, post: &mut Post, ctx: &Context<'_>) {
+    fn handle_message(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        msg: NamesMsg,
+        post: &mut Post,
+        ctx: &Context<'_>,
+    ) {
         self.on_message(now, from, msg, &ctx.tree);
         self.flush(now, post, ctx);
     }
 
-    fn handle_api(&mut self, now: Time, request: RequestId, call: ApiCall, post: &mut Post, ctx: &Context<'_>) {
+    fn handle_api(
+        &mut self,
+        now: Time,
+        request: RequestId,
+        call: ApiCall,
+        post: &mut Post,
+        ctx: &Context<'_>,
+    ) {
         let tree = &ctx.tree;
         match call {
             ApiCall::Register { tenant, name, pid } => {
                 let local = post.tenant_of(pid) == Some(tenant);
                 self.register(now, tree, request, (tenant, name, pid), local);
             }
-            ApiCall::Unregister { tenant, name } => self.unregister(now, tree, request, tenant, name),
+            ApiCall::Unregister { tenant, name } => {
+                self.unregister(now, tree, request, tenant, name)
+            }
             ApiCall::Whereis { tenant, name } => self.whereis(now, tree, request, tenant, name),
             ApiCall::Send {
                 tenant,
@@ -930,12 +962,20 @@ impl Part for Names {
         self.flush(now, post, ctx);
     }
 
-    fn handle_event(&mut self, now: Time, event: &ServiceEvent, post: &mut Post, ctx: &Context<'_>) {
+    fn handle_event(
+        &mut self,
+        now: Time,
+        event: &ServiceEvent,
+        post: &mut Post,
+        ctx: &Context<'_>,
+    ) {
         let tree = &ctx.tree;
         match *event {
             ServiceEvent::ProcessExited { pid, .. } => self.process_ended(now, tree, pid),
             ServiceEvent::ProcessLost { pid, .. } => self.cache.retain(|_, (p, _)| *p != pid),
-            ServiceEvent::HostRemoved { node, level, .. } => self.host_removed(now, tree, node, level),
+            ServiceEvent::HostRemoved { node, level, .. } => {
+                self.host_removed(now, tree, node, level)
+            }
             ServiceEvent::GroupChanged { .. } => self.tree_changed(now, tree),
             ServiceEvent::Host(_) | ServiceEvent::ProcessStarted { .. } => {}
         }

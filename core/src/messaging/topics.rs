@@ -147,7 +147,9 @@ impl Topics {
     fn flush(&mut self, post: &mut Post) {
         while let Some(out) = self.engine.poll() {
             match out {
-                FanOut::Send(to, m) => post.send_msg(to, MessagingMsg::Topics(TopicsMsg::Fanout(m))),
+                FanOut::Send(to, m) => {
+                    post.send_msg(to, MessagingMsg::Topics(TopicsMsg::Fanout(m)))
+                }
                 FanOut::Reply(request, reply) => post.reply(request, reply),
                 FanOut::Listed { .. } => debug_assert!(false, "topics fetch no lists"),
             }
@@ -158,13 +160,27 @@ impl Topics {
 impl Part for Topics {
     type Msg = TopicsMsg;
 
-    fn handle_message(&mut self, now: Time, from: NodeId, msg: TopicsMsg, post: &mut Post, ctx: &Context<'_>) {
+    fn handle_message(
+        &mut self,
+        _now: Time,
+        from: NodeId,
+        msg: TopicsMsg,
+        post: &mut Post,
+        ctx: &Context<'_>,
+    ) {
         let TopicsMsg::Fanout(m) = msg;
-        self.engine.handle_message(now, from, m, &ctx.tree, post);
+        self.engine.handle_message(from, m, &ctx.tree, post);
         self.flush(post);
     }
 
-    fn handle_api(&mut self, now: Time, request: RequestId, call: ApiCall, post: &mut Post, ctx: &Context<'_>) {
+    fn handle_api(
+        &mut self,
+        now: Time,
+        request: RequestId,
+        call: ApiCall,
+        post: &mut Post,
+        ctx: &Context<'_>,
+    ) {
         match call {
             ApiCall::Subscribe { tenant, topic, pid } => {
                 let local = post.tenant_of(pid) == Some(tenant);
@@ -188,7 +204,8 @@ impl Part for Topics {
                     post.reply(request, ApiReply::Sent(Err(SendError::TooLarge)));
                 } else {
                     let target = Target::topic(tenant, &topic);
-                    self.engine.send_to_all(now, &ctx.tree, request, target, from, data, post);
+                    self.engine
+                        .send_to_all(now, &ctx.tree, request, target, from, data, post);
                 }
             }
             other => post.reply(request, super::unsupported(&other)),
@@ -196,7 +213,13 @@ impl Part for Topics {
         self.flush(post);
     }
 
-    fn handle_event(&mut self, _now: Time, event: &ServiceEvent, post: &mut Post, _ctx: &Context<'_>) {
+    fn handle_event(
+        &mut self,
+        _now: Time,
+        event: &ServiceEvent,
+        post: &mut Post,
+        _ctx: &Context<'_>,
+    ) {
         if let ServiceEvent::ProcessExited { pid, tenant, .. } = *event {
             self.engine.process_ended(pid, tenant);
         }
