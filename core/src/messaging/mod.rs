@@ -218,8 +218,8 @@ impl Messaging {
     /// (only groups does: its one-member sends).
     fn route_outcomes(&mut self, now: Time, ctx: &Context<'_>) {
         while let Some((tag, result)) = self.post.take_outcome() {
-            self.groups
-                .on_outcome(now, tag, result, &mut self.post, ctx);
+            let post = &mut self.post;
+            self.groups.on_outcome(now, tag, result, post, ctx);
         }
     }
 
@@ -303,12 +303,10 @@ impl Service for Messaging {
         match msg {
             MessagingMsg::Names(m) => self.names.handle_message(now, from, m, &mut self.post, ctx),
             MessagingMsg::Groups(m) => {
-                self.groups
-                    .handle_message(now, from, m, &mut self.post, ctx);
+                self.groups.handle_message(now, from, m, &mut self.post, ctx);
             }
             MessagingMsg::Topics(m) => {
-                self.topics
-                    .handle_message(now, from, m, &mut self.post, ctx);
+                self.topics.handle_message(now, from, m, &mut self.post, ctx);
             }
             other => self.post.handle_message(now, from, other, ctx),
         }
@@ -402,7 +400,7 @@ impl Service for Messaging {
     fn own_summary(&self) -> MessagingSummary {
         MessagingSummary {
             mailboxes: self.post.mailbox_count() as u64,
-            members: (self.groups.engine().own_filter()).union(self.topics.engine().own_filter()),
+            members: self.groups.engine().own_filter().union(self.topics.engine().own_filter()),
         }
     }
 
