@@ -1161,7 +1161,7 @@ mod tests {
         }
         let epoch = fed.seats()[0].view().epoch;
         for (m, f) in members {
-            let summary = Summary {
+            let summary = Box::new(Summary {
                 agents: 1,
                 group_size: 1,
                 payload: Payload {
@@ -1171,7 +1171,7 @@ mod tests {
                     }),
                     ..Payload::default()
                 },
-            };
+            });
             fed.handle_message(
                 t,
                 *m,
@@ -1339,7 +1339,7 @@ mod tests {
         let tree = leader(
             me,
             &[
-                (NodeId(2), filter_of_targets(&[g.clone()])),
+                (NodeId(2), filter_of_targets(std::slice::from_ref(&g))),
                 (NodeId(3), MemberFilter::EMPTY),
                 (NodeId(4), filter_of_targets(&[group("other")])),
             ],

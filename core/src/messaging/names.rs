@@ -276,8 +276,8 @@ enum NameOut {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Waiter {
     Whereis(RequestId),
-    /// A `Send` to the name.
-    Send(RequestId, ApiCall),
+    /// A `Send` to the name (boxed: it holds the whole call).
+    Send(RequestId, Box<ApiCall>),
 }
 
 /// A registration of one of this host's processes.
@@ -493,7 +493,7 @@ impl Names {
             return self.reply(request, ApiReply::Sent(Err(SendError::NoSuchName)));
         }
         let key = (*tenant, name.clone());
-        self.resolve(now, tree, key, Waiter::Send(request, call));
+        self.resolve(now, tree, key, Waiter::Send(request, Box::new(call)));
     }
 
     /// Whether a lookup of `name` would be answered without a message.
@@ -554,10 +554,10 @@ impl Names {
             Waiter::Whereis(request) => self.reply(request, ApiReply::Whereis(result)),
             Waiter::Send(request, mut call) => match result {
                 Ok(pid) => {
-                    if let ApiCall::Send { to, .. } = &mut call {
+                    if let ApiCall::Send { to, .. } = call.as_mut() {
                         *to = Dest::Pid(pid);
                     }
-                    self.out.push_back(NameOut::Resend(request, call));
+                    self.out.push_back(NameOut::Resend(request, *call));
                 }
                 Err(NameError::NoSuchName) => {
                     self.reply(request, ApiReply::Sent(Err(SendError::NoSuchName)));
@@ -1055,10 +1055,10 @@ mod tests {
             prop_assert_eq!(n.directory_holder(T, "n"), Some(winner.pid));
             let mut lost: Vec<Pid> = drain(&mut n)
                 .into_iter()
-                .filter_map(|o| match o {
+                .map(|o| match o {
                     NameOut::Send(to, NamesMsg::Lost { pid, .. }) => {
                         assert_eq!(to, pid.origin());
-                        Some(pid)
+                        pid
                     }
                     other => panic!("{other:?}"),
                 })
