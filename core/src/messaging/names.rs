@@ -670,6 +670,19 @@ impl Names {
 
     /// A message from `from` (maybe this agent).
     fn on_message(&mut self, now: Time, from: NodeId, msg: NamesMsg, tree: &TreeView<'_>) {
+        let for_root = matches!(
+            msg,
+            NamesMsg::Claim { .. }
+                | NamesMsg::Unclaim { .. }
+                | NamesMsg::HostGone { .. }
+                | NamesMsg::Lookup { .. }
+        );
+        if for_root && self.sync_root(now, tree) != self.me {
+            // Sent to a root this agent is not (any more): a directory here would
+            // never be cleared, and an answer from none would be wrong. The sender
+            // sends again to its new root (registrations), or times out (lookups).
+            return;
+        }
         match msg {
             NamesMsg::Claim { claims } => {
                 for c in claims {
@@ -1382,6 +1395,31 @@ mod tests {
                 }
             )]
         );
+    }
+
+    #[test]
+    fn an_agent_that_is_not_the_root_keeps_no_directory_and_answers_no_lookup() {
+        let tree = under(2, 1);
+        let mut n = Names::new(NodeId(2));
+        n.on_message(
+            Time::ZERO,
+            NodeId(7),
+            NamesMsg::Claim {
+                claims: vec![claim(7, 1, 1)],
+            },
+            &tree,
+        );
+        n.on_message(
+            Time::ZERO,
+            NodeId(3),
+            NamesMsg::Lookup {
+                tenant: T,
+                name: "n".to_owned(),
+            },
+            &tree,
+        );
+        assert_eq!(n.directory_len(), 0);
+        assert!(drain(&mut n).is_empty());
     }
 
     #[test]
