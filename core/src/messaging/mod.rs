@@ -265,9 +265,9 @@ impl Service for Messaging {
         Messaging {
             post: Post::new(me.node, config.clone()),
             config,
-            names: names::Names::default(),
-            groups: groups::Groups::default(),
-            topics: topics::Topics::default(),
+            names: Default::default(),
+            groups: Default::default(),
+            topics: Default::default(),
         }
     }
 

@@ -506,11 +506,9 @@ impl Post {
                     self.down_watched(ctx, |w| w == pid, reason);
                 }
             }
-            ServiceEvent::HostRemoved { node, .. } => {
-                if self.hosts.contains_key(&node) {
-                    let reason = DownReason::Lost { host: node };
-                    self.down_watched(ctx, |w| w.origin() == node, reason);
-                }
+            ServiceEvent::HostRemoved { node, .. } if self.hosts.contains_key(&node) => {
+                let reason = DownReason::Lost { host: node };
+                self.down_watched(ctx, |w| w.origin() == node, reason);
             }
             _ => {}
         }
