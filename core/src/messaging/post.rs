@@ -171,7 +171,8 @@ struct OutPair {
 /// The watcher side of the monitors of one remote host's processes.
 #[derive(Debug)]
 struct HostWatch {
-    watches: u32,
+    /// (watched, watcher) of the monitors of its processes held here.
+    watches: BTreeSet<(Pid, Pid)>,
     next_ping: Time,
     /// The nonce and deadline of the ping in flight.
     ping: Option<(u64, Time)>,
@@ -201,6 +202,8 @@ pub struct Post {
     /// (watcher, watched) of the monitors this agent's processes hold.
     watching: BTreeSet<(Pid, Pid)>,
     hosts: BTreeMap<NodeId, HostWatch>,
+    /// No host needs a ping or times one out before this.
+    ping_due: Time,
     nonce: u64,
     acks: BTreeMap<NodeId, Vec<Ack>>,
     ack_flush: Option<Time>,
@@ -257,6 +260,7 @@ impl Post {
             waiters: BTreeSet::new(),
             watching: BTreeSet::new(),
             hosts: BTreeMap::new(),
+            ping_due: Time::NEVER,
             nonce: 0,
             acks: BTreeMap::new(),
             ack_flush: None,
@@ -503,12 +507,11 @@ impl Post {
                 if self.mailboxes.contains_key(&pid) {
                     self.end(pid, Ended::Lost, reason);
                 } else {
-                    self.down_watched(ctx, |w| w == pid, reason);
+                    self.down_watched(ctx, pid.origin(), Some(pid), reason);
                 }
             }
-            ServiceEvent::HostRemoved { node, .. } if self.hosts.contains_key(&node) => {
-                let reason = DownReason::Lost { host: node };
-                self.down_watched(ctx, |w| w.origin() == node, reason);
+            ServiceEvent::HostRemoved { node, .. } => {
+                self.down_watched(ctx, node, None, DownReason::Lost { host: node });
             }
             _ => {}
         }
@@ -569,7 +572,9 @@ impl Post {
                 self.reply(w.request, ApiReply::Received(Ok(Vec::new())));
             }
         }
-        self.ping_hosts(now, ctx);
+        if self.ping_due <= now {
+            self.ping_hosts(now, ctx);
+        }
         if self.ack_flush.is_some_and(|t| t <= now) {
             self.flush_acks();
         }
@@ -599,10 +604,7 @@ impl Post {
             self.resend_q.front().map(|d| d.0),
             self.waiters.first().map(|w| w.0),
             self.ack_flush,
-            self.hosts
-                .values()
-                .map(|h| h.ping.map_or(h.next_ping, |(_, t)| t))
-                .min(),
+            (!self.hosts.is_empty()).then_some(self.ping_due),
         ]
         .into_iter()
         .flatten()
@@ -1173,11 +1175,12 @@ impl Post {
         } else {
             let first_ping = self.now + self.config.monitor_ping;
             let h = self.hosts.entry(host).or_insert(HostWatch {
-                watches: 0,
+                watches: BTreeSet::new(),
                 next_ping: first_ping,
                 ping: None,
             });
-            h.watches += 1;
+            h.watches.insert((watched, watcher));
+            self.ping_due = self.ping_due.min(h.next_ping);
             self.send_msg(
                 host,
                 MessagingMsg::Monitor {
@@ -1236,30 +1239,32 @@ impl Post {
         if let Some(m) = self.mailboxes.get_mut(&watcher) {
             m.monitors -= 1;
         }
-        if watched.origin() != self.me {
-            self.unwatch_host(watched.origin());
-        }
-    }
-
-    fn unwatch_host(&mut self, host: NodeId) {
+        let host = watched.origin();
         if let Some(h) = self.hosts.get_mut(&host) {
-            h.watches -= 1;
-            if h.watches == 0 {
+            h.watches.remove(&(watched, watcher));
+            if h.watches.is_empty() {
                 self.hosts.remove(&host);
             }
         }
     }
 
-    /// Reports `Down(reason)` for every remote watched process `hit` selects, at the
-    /// watcher's agent (its host cannot).
-    fn down_watched(&mut self, ctx: &Context<'_>, hit: impl Fn(Pid) -> bool, reason: DownReason) {
-        let downs: Vec<(Pid, Pid)> = self
-            .watching
-            .iter()
-            .filter(|(_, w)| w.origin() != self.me && hit(*w))
-            .copied()
-            .collect();
-        for (watcher, watched) in downs {
+    /// Reports `Down(reason)` for the watched processes of the remote `host` (only
+    /// `only` if given), at the watcher's agent (their host cannot).
+    fn down_watched(
+        &mut self,
+        ctx: &Context<'_>,
+        host: NodeId,
+        only: Option<Pid>,
+        reason: DownReason,
+    ) {
+        let Some(h) = self.hosts.get(&host) else {
+            return;
+        };
+        let downs: Vec<(Pid, Pid)> = match only {
+            Some(p) => h.watches.range((p, Pid::MIN)..=(p, Pid::MAX)).copied().collect(),
+            None => h.watches.iter().copied().collect(),
+        };
+        for (watched, watcher) in downs {
             self.watch_ended(watcher, watched);
             let class = self.class_of(watched.origin(), ctx);
             let pair = self.inbound.entry((watcher, watched)).or_default();
@@ -1299,9 +1304,14 @@ impl Post {
             self.send_msg(node, MessagingMsg::Ping { nonce });
         }
         for node in silent {
-            self.down_watched(ctx, |w| w.origin() == node, DownReason::Unreachable);
-            self.hosts.remove(&node);
+            self.down_watched(ctx, node, None, DownReason::Unreachable);
         }
+        self.ping_due = self
+            .hosts
+            .values()
+            .map(|h| h.ping.map_or(h.next_ping, |(_, t)| t))
+            .min()
+            .unwrap_or(Time::NEVER);
     }
 
     /// Drops stale deadline entries once a queue holds more than twice the live items.

@@ -655,3 +655,104 @@ fn a_peer_cannot_speak_for_another_agents_processes() {
     assert!(net.recv(b, 10).is_empty());
     assert!(net.wire.is_empty());
 }
+
+#[test]
+fn a_lost_host_or_process_reports_down_lost_and_a_demonitor_stops_it() {
+    let mut net = Net::new(3, &MessagingConfig::default());
+    let watcher = pid(1, 1);
+    let (w2a, w2b, w3) = (pid(2, 1), pid(2, 2), pid(3, 1));
+    net.start(watcher, T);
+    for p in [w2a, w2b, w3] {
+        net.start(p, T);
+    }
+    for watched in [w2a, w2b, w3] {
+        net.call(
+            NodeId(1),
+            ApiCall::Monitor {
+                tenant: T,
+                watcher,
+                watched,
+            },
+        );
+    }
+    net.run();
+    // Placement reports one process of host 2 lost.
+    net.event(NodeId(1), ServiceEvent::ProcessLost { pid: w2a, tenant: T });
+    let lost = |p: Pid, host| MailBody::Down {
+        pid: p,
+        reason: DownReason::Lost { host },
+    };
+    let bodies = |m: Vec<Mail>| m.into_iter().map(|m| m.body).collect::<Vec<_>>();
+    assert_eq!(bodies(net.recv(watcher, 10)), vec![lost(w2a, NodeId(2))]);
+    // Host 3 is removed from the group; host 2's other process is no longer watched.
+    net.call(
+        NodeId(1),
+        ApiCall::Demonitor {
+            tenant: T,
+            watcher,
+            watched: w2b,
+        },
+    );
+    net.run();
+    net.event(
+        NodeId(1),
+        ServiceEvent::HostRemoved {
+            instance: 0,
+            node: NodeId(3),
+            level: 0,
+        },
+    );
+    assert_eq!(bodies(net.recv(watcher, 10)), vec![lost(w3, NodeId(3))]);
+    net.exit(w2b);
+    net.run();
+    assert!(net.recv(watcher, 10).is_empty(), "demonitored");
+    // Nothing left to ping.
+    assert_eq!(net.agents[&NodeId(1)].next_timeout(), None);
+}
+
+#[test]
+fn a_local_monitor_fires_on_exit_behind_the_data() {
+    let mut net = Net::new(1, &MessagingConfig::default());
+    let (watcher, watched) = (pid(1, 1), pid(1, 2));
+    net.start(watcher, T);
+    net.start(watched, T);
+    net.call(
+        NodeId(1),
+        ApiCall::Monitor {
+            tenant: T,
+            watcher,
+            watched,
+        },
+    );
+    net.send(watched, watcher, b"bye", Delivery::AtMostOnce, false);
+    net.exit(watched);
+    let mail = net.recv(watcher, 10);
+    assert_eq!(mail.len(), 2);
+    assert_eq!(mail[0].body, MailBody::Data(b"bye".to_vec()));
+    assert!(matches!(mail[1].body, MailBody::Down { pid, .. } if pid == watched));
+    assert_eq!((mail[0].seq, mail[1].seq), (0, 1));
+    assert_eq!(net.sent, 0);
+}
+
+#[test]
+fn blocked_senders_hear_when_the_receiver_exits_and_bytes_are_a_bound() {
+    let config = MessagingConfig {
+        mailbox_bytes: 4,
+        ..MessagingConfig::default()
+    };
+    let mut net = Net::new(2, &config);
+    let (a, b) = (pid(1, 1), pid(2, 1));
+    net.start(a, T);
+    net.start(b, T);
+    let r = net.send(a, b, b"1234", Delivery::AtMostOnce, false);
+    net.run();
+    assert_eq!(net.reply(r), ok());
+    let full = net.send(a, b, b"5", Delivery::AtMostOnce, false);
+    let blocked = net.send(a, b, b"6", Delivery::Reliable, true);
+    net.run();
+    assert_eq!(net.reply(full), err(SendError::Full));
+    assert_eq!(net.reply(blocked), None);
+    net.exit(b);
+    net.run();
+    assert_eq!(net.reply(blocked), err(SendError::Exited));
+}
