@@ -849,13 +849,10 @@ impl Post {
         }
         if seq < pair.next {
             // A duplicate (reliable) or overtaken (at-most-once).
-            let outcome = if item.reliable {
-                pair.outcomes
-                    .get(&seq)
-                    .copied()
-                    .unwrap_or(Outcome::Delivered)
-            } else {
-                Outcome::Late
+            let outcome = match pair.outcomes.get(&seq) {
+                Some(o) if item.reliable => *o,
+                None if item.reliable => Outcome::Delivered,
+                _ => Outcome::Late,
             };
             self.ack(from, sender, to, seq, outcome);
             return;
@@ -865,6 +862,12 @@ impl Post {
                 pair.early.entry(seq).or_insert(item);
             }
         } else {
+            // An at-most-once item past a gap: the gap's items, should they come
+            // later (a reliable one resent), are late, not delivered.
+            let skipped = (seq - pair.next).min(window);
+            for late in seq - skipped..seq {
+                pair.outcomes.insert(late, Outcome::Late);
+            }
             pair.next = seq + 1;
             self.accept(from, item, ctx);
         }
@@ -890,18 +893,18 @@ impl Post {
         let (sender, to, seq, reliable) = (item.from, item.to, item.seq, item.reliable);
         let class = self.class_of(from, ctx);
         let outcome = self.admit(item, Some(from), class);
-        if reliable && outcome != Outcome::Delivered {
-            let window = u64::from(self.config.credit_window);
-            if let Some(pair) = self.inbound.get_mut(&(to, sender)) {
+        let window = u64::from(self.config.credit_window);
+        if let Some(pair) = self.inbound.get_mut(&(to, sender)) {
+            if reliable && outcome != Outcome::Delivered {
                 pair.outcomes.insert(seq, outcome);
-                let keep = pair.next.saturating_sub(window);
-                while pair
-                    .outcomes
-                    .first_key_value()
-                    .is_some_and(|(s, _)| *s < keep)
-                {
-                    pair.outcomes.pop_first();
-                }
+            }
+            let keep = pair.next.saturating_sub(window);
+            while pair
+                .outcomes
+                .first_key_value()
+                .is_some_and(|(s, _)| *s < keep)
+            {
+                pair.outcomes.pop_first();
             }
         }
         self.ack(from, sender, to, seq, outcome);
