@@ -23,6 +23,8 @@ pub mod groups;
 pub mod msg;
 pub mod names;
 pub mod post;
+#[cfg(test)]
+mod tests;
 pub mod topics;
 
 pub use msg::MessagingMsg;
@@ -303,10 +305,12 @@ impl Service for Messaging {
         match msg {
             MessagingMsg::Names(m) => self.names.handle_message(now, from, m, &mut self.post, ctx),
             MessagingMsg::Groups(m) => {
-                self.groups.handle_message(now, from, m, &mut self.post, ctx);
+                self.groups
+                    .handle_message(now, from, m, &mut self.post, ctx);
             }
             MessagingMsg::Topics(m) => {
-                self.topics.handle_message(now, from, m, &mut self.post, ctx);
+                self.topics
+                    .handle_message(now, from, m, &mut self.post, ctx);
             }
             other => self.post.handle_message(now, from, other, ctx),
         }
@@ -400,7 +404,11 @@ impl Service for Messaging {
     fn own_summary(&self) -> MessagingSummary {
         MessagingSummary {
             mailboxes: self.post.mailbox_count() as u64,
-            members: self.groups.engine().own_filter().union(self.topics.engine().own_filter()),
+            members: self
+                .groups
+                .engine()
+                .own_filter()
+                .union(self.topics.engine().own_filter()),
         }
     }
 

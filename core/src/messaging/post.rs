@@ -171,7 +171,8 @@ struct OutPair {
 /// The watcher side of the monitors of one remote host's processes.
 #[derive(Debug)]
 struct HostWatch {
-    watches: u32,
+    /// (watched, watcher) of the monitors of its processes held here.
+    watches: BTreeSet<(Pid, Pid)>,
     next_ping: Time,
     /// The nonce and deadline of the ping in flight.
     ping: Option<(u64, Time)>,
@@ -201,6 +202,8 @@ pub struct Post {
     /// (watcher, watched) of the monitors this agent's processes hold.
     watching: BTreeSet<(Pid, Pid)>,
     hosts: BTreeMap<NodeId, HostWatch>,
+    /// No host needs a ping or times one out before this.
+    ping_due: Time,
     nonce: u64,
     acks: BTreeMap<NodeId, Vec<Ack>>,
     ack_flush: Option<Time>,
@@ -257,6 +260,7 @@ impl Post {
             waiters: BTreeSet::new(),
             watching: BTreeSet::new(),
             hosts: BTreeMap::new(),
+            ping_due: Time::NEVER,
             nonce: 0,
             acks: BTreeMap::new(),
             ack_flush: None,
@@ -289,7 +293,9 @@ impl Post {
     /// The messages in the mailbox of the local process `pid` (its load).
     #[must_use]
     pub fn depth(&self, pid: Pid) -> Option<usize> {
-        self.mailboxes.get(&pid).map(|m| m.mail.len() + m.parked.len())
+        self.mailboxes
+            .get(&pid)
+            .map(|m| m.mail.len() + m.parked.len())
     }
 
     /// The largest message a process may send (a fan-out checks it as a pid send does).
@@ -537,14 +543,11 @@ impl Post {
                 if self.mailboxes.contains_key(&pid) {
                     self.end(pid, Ended::Lost, reason);
                 } else {
-                    self.down_watched(ctx, |w| w == pid, reason);
+                    self.down_watched(ctx, pid.origin(), Some(pid), reason);
                 }
             }
             ServiceEvent::HostRemoved { node, .. } => {
-                if self.hosts.contains_key(&node) {
-                    let reason = DownReason::Lost { host: node };
-                    self.down_watched(ctx, |w| w.origin() == node, reason);
-                }
+                self.down_watched(ctx, node, None, DownReason::Lost { host: node });
             }
             _ => {}
         }
@@ -556,7 +559,10 @@ impl Post {
                 break;
             }
             self.fate_q.pop_front();
-            if self.flight(from, to, seq).is_some_and(|f| !f.parked && f.deadline == t) {
+            if self
+                .flight(from, to, seq)
+                .is_some_and(|f| !f.parked && f.deadline == t)
+            {
                 self.give_up(from, to, seq);
             }
         }
@@ -565,7 +571,10 @@ impl Post {
                 break;
             }
             self.park_q.pop_front();
-            if self.flight(from, to, seq).is_some_and(|f| f.parked && f.deadline == t) {
+            if self
+                .flight(from, to, seq)
+                .is_some_and(|f| f.parked && f.deadline == t)
+            {
                 self.give_up(from, to, seq);
             }
         }
@@ -599,7 +608,9 @@ impl Post {
                 self.reply(w.request, ApiReply::Received(Ok(Vec::new())));
             }
         }
-        self.ping_hosts(now, ctx);
+        if self.ping_due <= now {
+            self.ping_hosts(now, ctx);
+        }
         if self.ack_flush.is_some_and(|t| t <= now) {
             self.flush_acks();
         }
@@ -629,10 +640,7 @@ impl Post {
             self.resend_q.front().map(|d| d.0),
             self.waiters.first().map(|w| w.0),
             self.ack_flush,
-            self.hosts
-                .values()
-                .map(|h| h.ping.map_or(h.next_ping, |(_, t)| t))
-                .min(),
+            (!self.hosts.is_empty()).then_some(self.ping_due),
         ]
         .into_iter()
         .flatten()
@@ -759,7 +767,10 @@ impl Post {
                 self.park_q.push_back((park_deadline, from, to, seq));
             }
         } else {
-            let Some(flight) = self.outbound.get_mut(&(from, to)).and_then(|p| p.inflight.remove(&seq))
+            let Some(flight) = self
+                .outbound
+                .get_mut(&(from, to))
+                .and_then(|p| p.inflight.remove(&seq))
             else {
                 return;
             };
@@ -767,7 +778,10 @@ impl Post {
             self.settle_reply(flight.reply, result_of(outcome));
         }
         if first_answer && !resent && to.origin() != self.me {
-            self.measure(self.class_of(to.origin(), ctx), now.saturating_since(sent_at));
+            self.measure(
+                self.class_of(to.origin(), ctx),
+                now.saturating_since(sent_at),
+            );
         }
         if outcome != Outcome::Parked {
             self.pump(from, to);
@@ -776,7 +790,11 @@ impl Post {
 
     /// No answer in time: the send ends `Unknown` and frees its credit.
     fn give_up(&mut self, from: Pid, to: Pid, seq: u64) {
-        if let Some(f) = self.outbound.get_mut(&(from, to)).and_then(|p| p.inflight.remove(&seq)) {
+        if let Some(f) = self
+            .outbound
+            .get_mut(&(from, to))
+            .and_then(|p| p.inflight.remove(&seq))
+        {
             self.inflight -= 1;
             self.settle_reply(f.reply, Err(SendError::Unknown));
             self.pump(from, to);
@@ -867,13 +885,10 @@ impl Post {
         }
         if seq < pair.next {
             // A duplicate (reliable) or overtaken (at-most-once).
-            let outcome = if item.reliable {
-                pair.outcomes
-                    .get(&seq)
-                    .copied()
-                    .unwrap_or(Outcome::Delivered)
-            } else {
-                Outcome::Late
+            let outcome = match pair.outcomes.get(&seq) {
+                Some(o) if item.reliable => *o,
+                None if item.reliable => Outcome::Delivered,
+                _ => Outcome::Late,
             };
             self.ack(from, sender, to, seq, outcome);
             return;
@@ -883,6 +898,12 @@ impl Post {
                 pair.early.entry(seq).or_insert(item);
             }
         } else {
+            // An at-most-once item past a gap: the gap's items, should they come
+            // later (a reliable one resent), are late, not delivered.
+            let skipped = (seq - pair.next).min(window);
+            for late in seq - skipped..seq {
+                pair.outcomes.insert(late, Outcome::Late);
+            }
             pair.next = seq + 1;
             self.accept(from, item, ctx);
         }
@@ -908,14 +929,18 @@ impl Post {
         let (sender, to, seq, reliable) = (item.from, item.to, item.seq, item.reliable);
         let class = self.class_of(from, ctx);
         let outcome = self.admit(item, Some(from), class);
-        if reliable && outcome != Outcome::Delivered {
-            let window = u64::from(self.config.credit_window);
-            if let Some(pair) = self.inbound.get_mut(&(to, sender)) {
+        let window = u64::from(self.config.credit_window);
+        if let Some(pair) = self.inbound.get_mut(&(to, sender)) {
+            if reliable && outcome != Outcome::Delivered {
                 pair.outcomes.insert(seq, outcome);
-                let keep = pair.next.saturating_sub(window);
-                while pair.outcomes.first_key_value().is_some_and(|(s, _)| *s < keep) {
-                    pair.outcomes.pop_first();
-                }
+            }
+            let keep = pair.next.saturating_sub(window);
+            while pair
+                .outcomes
+                .first_key_value()
+                .is_some_and(|(s, _)| *s < keep)
+            {
+                pair.outcomes.pop_first();
             }
         }
         self.ack(from, sender, to, seq, outcome);
@@ -923,6 +948,11 @@ impl Post {
 
     /// Puts the item in its (live, same-tenant) mailbox, parks it, or refuses it.
     fn admit(&mut self, item: Item, origin: Option<NodeId>, class: DistanceClass) -> Outcome {
+        if let MailBody::Down { pid, .. } = item.body {
+            if pid == item.from {
+                self.watch_ended(item.to, pid);
+            }
+        }
         let (max_msgs, max_bytes) = (
             self.config.mailbox_messages as usize,
             self.config.mailbox_bytes,
@@ -1041,7 +1071,11 @@ impl Post {
                 self.ack(node, from, to, seq, o);
             }
             None => {
-                if let Some(f) = self.outbound.get_mut(&(from, to)).and_then(|p| p.inflight.remove(&seq)) {
+                if let Some(f) = self
+                    .outbound
+                    .get_mut(&(from, to))
+                    .and_then(|p| p.inflight.remove(&seq))
+                {
                     self.inflight -= 1;
                     self.settle_reply(f.reply, result_of(o));
                     self.pump(from, to);
@@ -1180,11 +1214,12 @@ impl Post {
         } else {
             let first_ping = self.now + self.config.monitor_ping;
             let h = self.hosts.entry(host).or_insert(HostWatch {
-                watches: 0,
+                watches: BTreeSet::new(),
                 next_ping: first_ping,
                 ping: None,
             });
-            h.watches += 1;
+            h.watches.insert((watched, watcher));
+            self.ping_due = self.ping_due.min(h.next_ping);
             self.send_msg(
                 host,
                 MessagingMsg::Monitor {
@@ -1198,12 +1233,7 @@ impl Post {
     }
 
     /// At the watched process's agent: record the watcher, or answer `Down(NoProcess)`.
-    fn on_monitor(
-        &mut self,
-        tenant: TenantId,
-        watcher: Pid,
-        watched: Pid,
-    ) {
+    fn on_monitor(&mut self, tenant: TenantId, watcher: Pid, watched: Pid) {
         match self.mailboxes.get_mut(&watched) {
             Some(m) if m.tenant == tenant => {
                 m.watchers.insert(watcher);
@@ -1226,6 +1256,22 @@ impl Post {
 
     /// Drops the monitor (watcher, watched) on this side, and tells the other.
     fn stop_monitor(&mut self, watcher: Pid, watched: Pid) {
+        if !self.watching.contains(&(watcher, watched)) {
+            return;
+        }
+        self.watch_ended(watcher, watched);
+        let host = watched.origin();
+        if host == self.me {
+            if let Some(m) = self.mailboxes.get_mut(&watched) {
+                m.watchers.remove(&watcher);
+            }
+        } else {
+            self.send_msg(host, MessagingMsg::Demonitor { watcher, watched });
+        }
+    }
+
+    /// The monitor (watcher, watched) has fired: forget it on the watcher's side.
+    fn watch_ended(&mut self, watcher: Pid, watched: Pid) {
         if !self.watching.remove(&(watcher, watched)) {
             return;
         }
@@ -1233,43 +1279,41 @@ impl Post {
             m.monitors -= 1;
         }
         let host = watched.origin();
-        if host == self.me {
-            if let Some(m) = self.mailboxes.get_mut(&watched) {
-                m.watchers.remove(&watcher);
-            }
-            return;
-        }
-        self.unwatch_host(host);
-        self.send_msg(host, MessagingMsg::Demonitor { watcher, watched });
-    }
-
-    fn unwatch_host(&mut self, host: NodeId) {
         if let Some(h) = self.hosts.get_mut(&host) {
-            h.watches -= 1;
-            if h.watches == 0 {
+            h.watches.remove(&(watched, watcher));
+            if h.watches.is_empty() {
                 self.hosts.remove(&host);
             }
         }
     }
 
-    /// Reports `Down(reason)` for every remote watched process `hit` selects, at the
-    /// watcher's agent (its host cannot).
-    fn down_watched(&mut self, ctx: &Context<'_>, hit: impl Fn(Pid) -> bool, reason: DownReason) {
-        let downs: Vec<(Pid, Pid)> = self
-            .watching
-            .iter()
-            .filter(|(_, w)| w.origin() != self.me && hit(*w))
-            .copied()
-            .collect();
-        for (watcher, watched) in downs {
-            self.watching.remove(&(watcher, watched));
-            self.unwatch_host(watched.origin());
+    /// Reports `Down(reason)` for the watched processes of the remote `host` (only
+    /// `only` if given), at the watcher's agent (their host cannot).
+    fn down_watched(
+        &mut self,
+        ctx: &Context<'_>,
+        host: NodeId,
+        only: Option<Pid>,
+        reason: DownReason,
+    ) {
+        let Some(h) = self.hosts.get(&host) else {
+            return;
+        };
+        let downs: Vec<(Pid, Pid)> = match only {
+            Some(p) => h
+                .watches
+                .range((p, Pid::MIN)..=(p, Pid::MAX))
+                .copied()
+                .collect(),
+            None => h.watches.iter().copied().collect(),
+        };
+        for (watched, watcher) in downs {
+            self.watch_ended(watcher, watched);
             let class = self.class_of(watched.origin(), ctx);
             let pair = self.inbound.entry((watcher, watched)).or_default();
             let seq = pair.next;
             pair.next += 1;
             if let Some(m) = self.mailboxes.get_mut(&watcher) {
-                m.monitors -= 1;
                 m.mail.push_back(Mail {
                     from: watched,
                     class,
@@ -1303,9 +1347,14 @@ impl Post {
             self.send_msg(node, MessagingMsg::Ping { nonce });
         }
         for node in silent {
-            self.down_watched(ctx, |w| w.origin() == node, DownReason::Unreachable);
-            self.hosts.remove(&node);
+            self.down_watched(ctx, node, None, DownReason::Unreachable);
         }
+        self.ping_due = self
+            .hosts
+            .values()
+            .map(|h| h.ping.map_or(h.next_ping, |(_, t)| t))
+            .min()
+            .unwrap_or(Time::NEVER);
     }
 
     /// Drops stale deadline entries once a queue holds more than twice the live items.
@@ -1337,4 +1386,3 @@ fn pair_insert(
         pair.inflight.insert(seq, flight);
     }
 }
-
