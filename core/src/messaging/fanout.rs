@@ -42,13 +42,14 @@
 //! Invariants: a walk in flight has exactly one timer; an answer is counted once per
 //! host; every peer-sent list is bounded ([`MAX_EXPECT`], [`MAX_ANSWER`]).
 
+use super::msg::MAX_DATA_BYTES;
 use super::topics::Order;
 use super::MessagingSummary;
 use crate::federation::Summary;
 use crate::ids::{NodeId, Pid, TenantId};
 use crate::service::TreeView;
 use crate::time::Time;
-use crate::wire::validate::MAX_LEVEL;
+use crate::wire::validate::{check_len, MAX_LEVEL};
 use crate::wire::Reject;
 use nefele_api::calls::{ApiReply, RequestId};
 use nefele_api::messaging::{DistanceClass, GroupError, SendError, SendReceipt};
@@ -545,14 +546,25 @@ impl FanoutMsg {
         }
     }
 
-    /// Checks a peer's message against the bounds. Data sizes are bounded by the
-    /// frame size the codec accepts.
+    /// Checks a peer's message against the bounds (data at most
+    /// [`MAX_DATA_BYTES`], levels, list lengths, parts).
     pub fn validate(&self) -> Result<(), Reject> {
         let target_ok = |t: &Target| {
             t.valid().then_some(()).ok_or(Reject::Malformed {
                 what: "fanout target",
             })
         };
+        if let FanoutMsg::Walk {
+            carry: Carry::Data { data, .. },
+            ..
+        }
+        | FanoutMsg::Visit {
+            carry: Carry::Data { data, .. },
+            ..
+        } = self
+        {
+            check_len("fanout data", data.len(), MAX_DATA_BYTES)?;
+        }
         match self {
             FanoutMsg::Walk { level, target, .. } => {
                 if *level > MAX_LEVEL {

@@ -39,7 +39,9 @@
 //!
 //! A name dies with its process: its host unclaims it on exit; when a host is lost,
 //! the leader that removes it tells the root ([`NamesMsg::HostGone`]), which drops
-//! the host's names.
+//! the host's names. Every [`REFRESH`] each host sends its registrations to the root
+//! again, which repairs claims lost on the way, and a root drops an entry nobody
+//! refreshed for [`EXPIRE_AFTER`] (an `Unclaim` or `HostGone` that was lost).
 //!
 //! Invariants: every fresh registration has exactly one timer; the root's host index
 //! lists exactly the directory's entries; every table is bounded (a full one answers a
@@ -80,6 +82,10 @@ pub const CACHE_TTL: Duration = Duration::from_secs(30);
 pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a lookup waits for the root.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a host sends its registrations to the root again.
+pub const REFRESH: Duration = Duration::from_secs(30);
+/// How long a root keeps an entry its host stopped refreshing (three refreshes).
+pub const EXPIRE_AFTER: Duration = Duration::from_secs(90);
 
 /// A name of a tenant.
 type Key = (TenantId, String);
@@ -295,6 +301,8 @@ struct Entry {
     pid: Pid,
     stamp: u64,
     cachers: BTreeSet<NodeId>,
+    /// When its host last sent it.
+    seen: Time,
 }
 
 /// A lookup in flight.
@@ -322,6 +330,8 @@ pub struct Names {
     lookups: BTreeMap<Key, Lookup>,
     /// Deadlines: fresh registrations (`true`) and lookups (`false`).
     timers: BTreeSet<(Time, bool, Key)>,
+    /// The next refresh (armed while this agent holds names or a directory).
+    tick: Option<Time>,
     out: VecDeque<NameOut>,
 }
 
@@ -347,6 +357,7 @@ impl Names {
             cache: BTreeMap::new(),
             lookups: BTreeMap::new(),
             timers: BTreeSet::new(),
+            tick: None,
             out: VecDeque::new(),
         }
     }
@@ -425,6 +436,7 @@ impl Names {
                 fresh: Some((request, deadline)),
             },
         );
+        self.arm_tick(now);
         let claims = vec![Claim {
             tenant,
             name,
@@ -581,9 +593,16 @@ impl Names {
             self.directory.clear();
             self.by_host.clear();
         }
+        self.send_all(now, tree, root, true);
+        root
+    }
+
+    /// Sends this host's registrations to `root` (the fresh ones too if `fresh`).
+    fn send_all(&mut self, now: Time, tree: &TreeView<'_>, root: NodeId, fresh: bool) {
         let claims: Vec<Claim> = self
             .mine
             .iter()
+            .filter(|(_, m)| fresh || m.fresh.is_none())
             .map(|((tenant, name), m)| Claim {
                 tenant: *tenant,
                 name: name.clone(),
@@ -598,7 +617,32 @@ impl Names {
             };
             self.send(now, tree, root, msg);
         }
-        root
+    }
+
+    /// Arms the refresh tick if there is something to refresh or expire.
+    fn arm_tick(&mut self, now: Time) {
+        if self.tick.is_none() && !(self.mine.is_empty() && self.directory.is_empty()) {
+            self.tick = Some(now + REFRESH);
+        }
+    }
+
+    /// The refresh tick: this host's registrations go to the root again (repairing
+    /// any lost on the way), and a root drops the entries no host refreshed within
+    /// [`EXPIRE_AFTER`] (a lost `Unclaim` or `HostGone`).
+    fn refresh(&mut self, now: Time, tree: &TreeView<'_>) {
+        self.tick = None;
+        let root = self.sync_root(now, tree);
+        self.send_all(now, tree, root, false);
+        let expired: Vec<Key> = self
+            .directory
+            .iter()
+            .filter(|(_, e)| e.seen + EXPIRE_AFTER <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            self.remove_entry(now, tree, &key);
+        }
+        self.arm_tick(now);
     }
 
     /// The tree may have changed (call on every group change and tick).
@@ -664,6 +708,9 @@ impl Names {
                     self.answer(w, Err(NameError::Unreachable));
                 }
             }
+        }
+        if self.tick.is_some_and(|t| t <= now) {
+            self.refresh(now, tree);
         }
         self.sync_root(now, tree);
     }
@@ -786,7 +833,12 @@ impl Names {
         self.clock = self.clock.max(c.stamp);
         let key = (c.tenant, c.name.clone());
         let refused = match self.directory.get(&key) {
-            Some(e) if e.pid == c.pid => None,
+            Some(e) if e.pid == c.pid => {
+                if let Some(e) = self.directory.get_mut(&key) {
+                    e.seen = now;
+                }
+                None
+            }
             Some(e) => {
                 let held = Claim {
                     tenant: c.tenant,
@@ -838,8 +890,10 @@ impl Names {
                     pid: c.pid,
                     stamp: c.stamp,
                     cachers: BTreeSet::new(),
+                    seen: now,
                 },
             );
+            self.arm_tick(now);
         }
         if c.fresh {
             let msg = NamesMsg::Verdict {
@@ -1003,7 +1057,8 @@ impl Part for Names {
     }
 
     fn next_timeout(&self) -> Option<Time> {
-        self.timers.first().map(|(t, _, _)| *t)
+        let first = self.timers.first().map(|(t, _, _)| *t);
+        [first, self.tick].into_iter().flatten().min()
     }
 }
 
@@ -1420,6 +1475,85 @@ mod tests {
         );
         assert_eq!(n.directory_len(), 0);
         assert!(drain(&mut n).is_empty());
+    }
+
+    #[test]
+    fn registrations_are_refreshed_and_a_root_expires_what_nobody_refreshes() {
+        // A host: its granted name goes to the root again every REFRESH.
+        let tree = under(2, 1);
+        let mut host = Names::new(NodeId(2));
+        host.register(
+            Time::ZERO,
+            &tree,
+            RequestId(1),
+            (T, "n".to_owned(), pid(2, 1)),
+            true,
+        );
+        host.on_timeout(Time::ZERO + CLAIM_TIMEOUT, &tree);
+        drain(&mut host);
+        assert_eq!(Part::next_timeout(&host), Some(Time::ZERO + REFRESH));
+        host.on_timeout(Time::ZERO + REFRESH, &tree);
+        let out = drain(&mut host);
+        assert!(
+            matches!(out.as_slice(), [NameOut::Send(NodeId(1), NamesMsg::Claim { claims })] if !claims[0].fresh),
+            "{out:?}"
+        );
+        // A root: an entry refreshed stays, one not refreshed goes (its cachers told).
+        let root = NodeId(1);
+        let alone = TreeView::empty(root);
+        let mut n = Names::new(root);
+        let other = Claim {
+            name: "m".to_owned(),
+            ..claim(8, 1, 1)
+        };
+        n.on_message(
+            Time::ZERO,
+            NodeId(7),
+            NamesMsg::Claim {
+                claims: vec![claim(7, 1, 1)],
+            },
+            &alone,
+        );
+        n.on_message(
+            Time::ZERO,
+            NodeId(8),
+            NamesMsg::Claim {
+                claims: vec![other.clone()],
+            },
+            &alone,
+        );
+        n.on_message(
+            Time::ZERO,
+            NodeId(3),
+            NamesMsg::Lookup {
+                tenant: T,
+                name: "n".to_owned(),
+            },
+            &alone,
+        );
+        let mut t = Time::ZERO;
+        while t < Time::ZERO + EXPIRE_AFTER {
+            t = Part::next_timeout(&n).unwrap();
+            n.on_message(
+                t,
+                NodeId(8),
+                NamesMsg::Claim {
+                    claims: vec![other.clone()],
+                },
+                &alone,
+            );
+            n.on_timeout(t, &alone);
+        }
+        assert_eq!(n.directory_holder(T, "n"), None);
+        assert_eq!(n.directory_holder(T, "m"), Some(pid(8, 1)));
+        assert!(drain(&mut n).contains(&NameOut::Send(
+            NodeId(3),
+            NamesMsg::Invalidate {
+                tenant: T,
+                name: "n".to_owned()
+            }
+        )));
+        assert!(n.invariants());
     }
 
     #[test]
