@@ -118,6 +118,7 @@ pub(super) fn kind(msg: &TopicsMsg) -> &'static str {
             "walk" => "topics_walk",
             "visit" => "topics_visit",
             "expect" => "topics_expect",
+            "joined" => "topics_joined",
             _ => "topics_answer",
         },
     }
@@ -162,14 +163,14 @@ impl Part for Topics {
 
     fn handle_message(
         &mut self,
-        _now: Time,
+        now: Time,
         from: NodeId,
         msg: TopicsMsg,
         post: &mut Post,
         ctx: &Context<'_>,
     ) {
         let TopicsMsg::Fanout(m) = msg;
-        self.engine.handle_message(from, m, &ctx.tree, post);
+        self.engine.handle_message(now, from, m, &ctx.tree, post);
         self.flush(post);
     }
 
@@ -184,7 +185,9 @@ impl Part for Topics {
         match call {
             ApiCall::Subscribe { tenant, topic, pid } => {
                 let local = post.tenant_of(pid) == Some(tenant);
-                let result = self.engine.join(Target::topic(tenant, &topic), pid, local);
+                let result =
+                    self.engine
+                        .join(now, &ctx.tree, Target::topic(tenant, &topic), pid, local);
                 post.reply(request, ApiReply::Grouped(result));
             }
             ApiCall::Unsubscribe { tenant, topic, pid } => {
