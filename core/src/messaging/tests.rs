@@ -677,7 +677,13 @@ fn a_lost_host_or_process_reports_down_lost_and_a_demonitor_stops_it() {
     }
     net.run();
     // Placement reports one process of host 2 lost.
-    net.event(NodeId(1), ServiceEvent::ProcessLost { pid: w2a, tenant: T });
+    net.event(
+        NodeId(1),
+        ServiceEvent::ProcessLost {
+            pid: w2a,
+            tenant: T,
+        },
+    );
     let lost = |p: Pid, host| MailBody::Down {
         pid: p,
         reason: DownReason::Lost { host },
@@ -837,7 +843,10 @@ mod random_network {
         net.advance_to(net.now + config.block_timeout * 2);
         net.run();
         collect(&mut net, &mut received);
-        assert!(received.values().all(|n| *n == 1), "a duplicate reached an application");
+        assert!(
+            received.values().all(|n| *n == 1),
+            "a duplicate reached an application"
+        );
         for (r, (_, _, id)) in sends {
             let got = received.contains_key(&id);
             match net.reply(r) {
