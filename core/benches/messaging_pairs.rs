@@ -6,6 +6,9 @@
 //!
 //! Run: `cargo bench -p nefele-core --bench messaging_pairs`.
 
+// A bench measures wall time; the core it drives never reads the clock.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use nefele_api::calls::{ApiCall, ApiReply, RequestId};
 use nefele_api::messaging::{Delivery, Dest};
 use nefele_core::agent::Identity;
