@@ -420,10 +420,8 @@ impl Part for Groups {
                             ..
                         }
                 );
-                if post.tenant_of(from) != Some(tenant) {
-                    post.reply(request, ApiReply::Sent(Err(SendError::NotSender)));
-                } else if data.len() > post.max_message_bytes() {
-                    post.reply(request, ApiReply::Sent(Err(SendError::TooLarge)));
+                if let Err(e) = post.check_send(tenant, from, data.len()) {
+                    post.reply(request, ApiReply::Sent(Err(e)));
                 } else if !target.valid() {
                     post.reply(request, ApiReply::Sent(Err(SendError::NoMembers)));
                 } else if multicast {

@@ -298,12 +298,6 @@ impl Post {
             .map(|m| m.mail.len() + m.parked.len())
     }
 
-    /// The largest message a process may send (a fan-out checks it as a pid send does).
-    #[must_use]
-    pub fn max_message_bytes(&self) -> usize {
-        self.config.max_message_bytes as usize
-    }
-
     /// Puts `body` from `from` into the mailbox of the local process `to` of `tenant`,
     /// outside any pair's numbering: a fan-out's last hop (`seq`: the message's
     /// position among `from`'s sends to that group or topic) or a `NameLost`. `false`
@@ -332,6 +326,19 @@ impl Post {
             self.admit(item, None, class),
             Outcome::Delivered | Outcome::Parked
         )
+    }
+
+    /// Checks a client's send before anything else is done (or copied): the size
+    /// (`TooLarge`), then that `from` is a live local process of `tenant`
+    /// (`NotSender`). Every kind of send starts with it.
+    pub fn check_send(&self, tenant: TenantId, from: Pid, len: usize) -> Result<(), SendError> {
+        if len > self.config.max_message_bytes as usize {
+            Err(SendError::TooLarge)
+        } else if self.tenant_of(from) != Some(tenant) {
+            Err(SendError::NotSender)
+        } else {
+            Ok(())
+        }
     }
 
     /// Answers a local client's call.
@@ -470,13 +477,12 @@ impl Post {
                 block,
             } => {
                 let reply = ReplyTo::Api(request);
-                if data.len() > self.config.max_message_bytes as usize {
-                    self.settle_reply(reply, Err(SendError::TooLarge));
-                } else if self.tenant_of(from) != Some(tenant) {
-                    self.settle_reply(reply, Err(SendError::NotSender));
-                } else {
-                    let body = MailBody::Data(data);
-                    self.send((tenant, from, to), body, delivery, block, reply);
+                match self.check_send(tenant, from, data.len()) {
+                    Ok(()) => {
+                        let body = MailBody::Data(data);
+                        self.send((tenant, from, to), body, delivery, block, reply);
+                    }
+                    Err(e) => self.settle_reply(reply, Err(e)),
                 }
             }
             ApiCall::Recv {
@@ -647,8 +653,8 @@ impl Post {
         .min()
     }
 
-    /// Mailboxes within their capacity (control mail aside), counters true, and
-    /// no pair over its credit.
+    /// Mailboxes within their byte capacity, counters true, and no pair over its
+    /// credit (linear in pairs and mailboxes, not in mail).
     pub(super) fn invariants(&self) -> bool {
         let window = self.config.credit_window as usize;
         let inflight: usize = self.outbound.values().map(|p| p.inflight.len()).sum();
@@ -656,10 +662,10 @@ impl Post {
         inflight == self.inflight
             && blocked == self.blocked
             && self.outbound.values().all(|p| p.inflight.len() <= window)
-            && self.mailboxes.values().all(|m| {
-                m.bytes == m.mail.iter().map(|x| data_len(&x.body)).sum::<u64>()
-                    && m.bytes <= self.config.mailbox_bytes
-            })
+            && self
+                .mailboxes
+                .values()
+                .all(|m| m.bytes <= self.config.mailbox_bytes)
             && self.ended.len() == self.ended_order.len()
     }
 
@@ -683,10 +689,15 @@ impl Post {
     /// Numbers `p` on its pair (which exists and has credit) and sends it.
     fn transmit(&mut self, from: Pid, to: Pid, p: Pending) {
         let now = self.now;
-        let base = self.base(from, to);
+        let (fate, resend) = (self.config.fate_timeout, self.config.resend_interval);
+        let local = to.origin() == self.me;
         let Some(pair) = self.outbound.get_mut(&(from, to)) else {
             return;
         };
+        let base = pair
+            .inflight
+            .first_key_value()
+            .map_or(pair.next, |(s, _)| *s);
         let seq = pair.next;
         pair.next += 1;
         let item = Item {
@@ -699,48 +710,50 @@ impl Post {
             block: p.block,
             body: p.body,
         };
-        if to.origin() == self.me {
-            // Same host: straight into the mailbox, no network.
-            let class = DistanceClass::SameHost;
-            let outcome = match self.receivable(item.tenant, to) {
-                Ok(()) => self.admit(item, None, class),
-                Err(outcome) => outcome,
-            };
-            if outcome == Outcome::Parked {
-                let flight = Flight {
+        if !local {
+            let deadline = now + fate;
+            let copy = p.reliable.then(|| item.clone());
+            pair.inflight.insert(
+                seq,
+                Flight {
                     reply: p.reply,
                     sent_at: now,
-                    deadline: Time::NEVER,
-                    parked: true,
+                    deadline,
+                    parked: false,
                     resent: false,
-                    copy: None,
-                };
-                pair_insert(&mut self.outbound, from, to, seq, flight);
-                self.inflight += 1;
-            } else {
-                self.drop_if_idle(from, to);
-                self.settle_reply(p.reply, result_of(outcome));
+                    copy,
+                },
+            );
+            self.inflight += 1;
+            if p.reliable {
+                self.resend_q.push_back((now + resend, from, to, seq));
             }
+            self.fate_q.push_back((deadline, from, to, seq));
+            self.send_msg(to.origin(), MessagingMsg::Deliver(item));
             return;
         }
-        let deadline = now + self.config.fate_timeout;
-        let copy = p.reliable.then(|| item.clone());
-        if copy.is_some() {
-            self.resend_q
-                .push_back((now + self.config.resend_interval, from, to, seq));
-        }
-        let flight = Flight {
-            reply: p.reply,
-            sent_at: now,
-            deadline,
-            parked: false,
-            resent: false,
-            copy,
+        // Same host: straight into the mailbox, no network.
+        let outcome = match self.receivable(item.tenant, to) {
+            Ok(()) => self.admit(item, None, DistanceClass::SameHost),
+            Err(outcome) => outcome,
         };
-        pair_insert(&mut self.outbound, from, to, seq, flight);
-        self.inflight += 1;
-        self.fate_q.push_back((deadline, from, to, seq));
-        self.send_msg(to.origin(), MessagingMsg::Deliver(item));
+        if outcome == Outcome::Parked {
+            let flight = Flight {
+                reply: p.reply,
+                sent_at: now,
+                deadline: Time::NEVER,
+                parked: true,
+                resent: false,
+                copy: None,
+            };
+            if let Some(pair) = self.outbound.get_mut(&(from, to)) {
+                pair.inflight.insert(seq, flight);
+                self.inflight += 1;
+            }
+        } else {
+            self.drop_if_idle(from, to);
+            self.settle_reply(p.reply, result_of(outcome));
+        }
     }
 
     /// The outcome of item `seq` of the pair: settle it (or park it) and let the
@@ -755,36 +768,37 @@ impl Post {
         outcome: Outcome,
     ) {
         let park_deadline = now + self.config.block_timeout;
-        let Some(flight) = self.flight_mut(from, to, seq) else {
+        let remote = to.origin() != self.me;
+        let Some(pair) = self.outbound.get_mut(&(from, to)) else {
+            return;
+        };
+        let Some(flight) = pair.inflight.get_mut(&seq) else {
             return;
         };
         let first_answer = !flight.parked;
-        let (sent_at, resent) = (flight.sent_at, flight.resent);
+        let measured = (first_answer && !flight.resent && remote).then_some(flight.sent_at);
         if outcome == Outcome::Parked {
             if first_answer {
                 flight.parked = true;
                 flight.deadline = park_deadline;
                 self.park_q.push_back((park_deadline, from, to, seq));
             }
-        } else {
-            let Some(flight) = self
-                .outbound
-                .get_mut(&(from, to))
-                .and_then(|p| p.inflight.remove(&seq))
-            else {
-                return;
-            };
+        } else if let Some(flight) = pair.inflight.remove(&seq) {
+            let waiting = !pair.waiting.is_empty();
+            let idle = !waiting && pair.inflight.is_empty();
             self.inflight -= 1;
             self.settle_reply(flight.reply, result_of(outcome));
+            if waiting {
+                self.pump(from, to);
+            } else if idle {
+                self.drop_if_idle(from, to);
+            }
         }
-        if first_answer && !resent && to.origin() != self.me {
+        if let Some(sent_at) = measured {
             self.measure(
                 self.class_of(to.origin(), ctx),
                 now.saturating_since(sent_at),
             );
-        }
-        if outcome != Outcome::Parked {
-            self.pump(from, to);
         }
     }
 
@@ -893,7 +907,8 @@ impl Post {
             self.ack(from, sender, to, seq, outcome);
             return;
         }
-        if seq > pair.next && (item.reliable || !pair.early.is_empty()) {
+        let release = !pair.early.is_empty();
+        if seq > pair.next && (item.reliable || release) {
             if seq - pair.next <= window {
                 pair.early.entry(seq).or_insert(item);
             }
@@ -905,10 +920,13 @@ impl Post {
                 pair.outcomes.insert(late, Outcome::Late);
             }
             pair.next = seq + 1;
+            if skipped > 0 {
+                trim(pair, window);
+            }
             self.accept(from, item, ctx);
         }
         // Items that were waiting for this one (or for the base to move).
-        while let Some(pair) = self.inbound.get_mut(&(to, sender)) {
+        while let Some(pair) = self.inbound.get_mut(&(to, sender)).filter(|_| release) {
             let Some(entry) = pair.early.first_entry() else {
                 break;
             };
@@ -929,18 +947,11 @@ impl Post {
         let (sender, to, seq, reliable) = (item.from, item.to, item.seq, item.reliable);
         let class = self.class_of(from, ctx);
         let outcome = self.admit(item, Some(from), class);
-        let window = u64::from(self.config.credit_window);
-        if let Some(pair) = self.inbound.get_mut(&(to, sender)) {
-            if reliable && outcome != Outcome::Delivered {
+        if reliable && outcome != Outcome::Delivered {
+            let window = u64::from(self.config.credit_window);
+            if let Some(pair) = self.inbound.get_mut(&(to, sender)) {
                 pair.outcomes.insert(seq, outcome);
-            }
-            let keep = pair.next.saturating_sub(window);
-            while pair
-                .outcomes
-                .first_key_value()
-                .is_some_and(|(s, _)| *s < keep)
-            {
-                pair.outcomes.pop_first();
+                trim(pair, window);
             }
         }
         self.ack(from, sender, to, seq, outcome);
@@ -973,7 +984,9 @@ impl Post {
         if m.parked.is_empty() && (room || control) {
             m.bytes += len;
             m.mail.push_back(mail);
-            self.wake(item.to);
+            if m.waiter.is_some() {
+                self.wake(item.to);
+            }
             return Outcome::Delivered;
         }
         if control || (item.block && m.parked.len() < max_parked) {
@@ -1375,14 +1388,15 @@ impl Post {
     }
 }
 
-fn pair_insert(
-    outbound: &mut BTreeMap<(Pid, Pid), OutPair>,
-    from: Pid,
-    to: Pid,
-    seq: u64,
-    flight: Flight,
-) {
-    if let Some(pair) = outbound.get_mut(&(from, to)) {
-        pair.inflight.insert(seq, flight);
+/// Forgets the outcomes of a pair more than `window` behind its next sequence (the
+/// sender has no item that old in flight).
+fn trim(pair: &mut InPair, window: u64) {
+    let keep = pair.next.saturating_sub(window);
+    while pair
+        .outcomes
+        .first_key_value()
+        .is_some_and(|(s, _)| *s < keep)
+    {
+        pair.outcomes.pop_first();
     }
 }

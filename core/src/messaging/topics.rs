@@ -26,7 +26,7 @@ use crate::service::{Context, ServiceEvent};
 use crate::time::Time;
 use crate::wire::Reject;
 use nefele_api::calls::{ApiCall, ApiReply, RequestId};
-use nefele_api::messaging::{Dest, SendError};
+use nefele_api::messaging::Dest;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -201,10 +201,8 @@ impl Part for Topics {
                 data,
                 ..
             } => {
-                if post.tenant_of(from) != Some(tenant) {
-                    post.reply(request, ApiReply::Sent(Err(SendError::NotSender)));
-                } else if data.len() > post.max_message_bytes() {
-                    post.reply(request, ApiReply::Sent(Err(SendError::TooLarge)));
+                if let Err(e) = post.check_send(tenant, from, data.len()) {
+                    post.reply(request, ApiReply::Sent(Err(e)));
                 } else {
                     let target = Target::topic(tenant, &topic);
                     self.engine
