@@ -46,7 +46,9 @@
 //! watched process sent. A watcher whose watched process is remote pings that host
 //! every `monitor_ping`; a host silent for `fate_timeout` after a ping has its
 //! watched processes reported `Unreachable`, and one the federation removes (or
-//! whose processes placement reports lost) `Lost`. Monitoring a process that does
+//! whose processes placement reports lost) `Lost`. A send to a pid placement
+//! reported lost fails `Lost` at once; one to a removed host (not heard from since)
+//! that gets no answer fails `Lost` rather than `Unknown`. Monitoring a process that does
 //! not exist (or ended) answers `Down(NoProcess)` at once.
 //!
 //! # Distance
@@ -202,6 +204,9 @@ pub struct Post {
     /// (watcher, watched) of the monitors this agent's processes hold.
     watching: BTreeSet<(Pid, Pid)>,
     hosts: BTreeMap<NodeId, HostWatch>,
+    /// Agents the federation removed from this agent's groups and not heard from
+    /// since: a send to them that gets no answer failed `Lost`, not `Unknown`.
+    removed: BTreeSet<NodeId>,
     /// No host needs a ping or times one out before this.
     ping_due: Time,
     nonce: u64,
@@ -260,6 +265,7 @@ impl Post {
             waiters: BTreeSet::new(),
             watching: BTreeSet::new(),
             hosts: BTreeMap::new(),
+            removed: BTreeSet::new(),
             ping_due: Time::NEVER,
             nonce: 0,
             acks: BTreeMap::new(),
@@ -391,6 +397,14 @@ impl Post {
         block: bool,
         reply: ReplyTo,
     ) {
+        if to.origin() != self.me {
+            if let Some(&(t, Ended::Lost)) = self.ended.get(&to) {
+                if t == tenant {
+                    self.settle_reply(reply, Err(SendError::Lost));
+                    return;
+                }
+            }
+        }
         let reliable = delivery == Delivery::Reliable;
         let pending = Pending {
             reply,
@@ -428,6 +442,9 @@ impl Post {
         msg: MessagingMsg,
         ctx: &Context<'_>,
     ) {
+        if !self.removed.is_empty() {
+            self.removed.remove(&from);
+        }
         match msg {
             MessagingMsg::Deliver(item) => self.on_deliver(from, item, ctx),
             MessagingMsg::Acks(acks) => {
@@ -544,15 +561,18 @@ impl Post {
             ServiceEvent::ProcessExited { pid, status, .. } => {
                 self.end(pid, Ended::Exited, DownReason::Exited(status));
             }
-            ServiceEvent::ProcessLost { pid, .. } => {
+            ServiceEvent::ProcessLost { pid, tenant } => {
                 let reason = DownReason::Lost { host: pid.origin() };
                 if self.mailboxes.contains_key(&pid) {
                     self.end(pid, Ended::Lost, reason);
                 } else {
+                    // Later sends to it fail `Lost` at once.
+                    self.remember(pid, tenant, Ended::Lost);
                     self.down_watched(ctx, pid.origin(), Some(pid), reason);
                 }
             }
             ServiceEvent::HostRemoved { node, .. } => {
+                self.removed.insert(node);
                 self.down_watched(ctx, node, None, DownReason::Lost { host: node });
             }
             _ => {}
@@ -810,7 +830,12 @@ impl Post {
             .and_then(|p| p.inflight.remove(&seq))
         {
             self.inflight -= 1;
-            self.settle_reply(f.reply, Err(SendError::Unknown));
+            let fate = if self.removed.contains(&to.origin()) {
+                SendError::Lost
+            } else {
+                SendError::Unknown
+            };
+            self.settle_reply(f.reply, Err(fate));
             self.pump(from, to);
         }
     }

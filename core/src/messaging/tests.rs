@@ -866,3 +866,36 @@ mod random_network {
         }
     }
 }
+
+#[test]
+fn sends_to_a_lost_process_or_a_removed_host_fail_lost() {
+    let config = MessagingConfig::default();
+    let mut net = Net::new(3, &config);
+    let (a, on2, on3) = (pid(1, 1), pid(2, 1), pid(3, 1));
+    net.start(a, T);
+    net.start(on2, T);
+    net.start(on3, T);
+    net.event(
+        NodeId(1),
+        ServiceEvent::ProcessLost {
+            pid: on2,
+            tenant: T,
+        },
+    );
+    let r = net.send(a, on2, b"x", Delivery::AtMostOnce, false);
+    assert_eq!(net.reply(r), err(SendError::Lost));
+    assert!(net.wire.is_empty(), "no message to a known lost process");
+    // A host the federation removed: no answer means lost.
+    net.event(
+        NodeId(1),
+        ServiceEvent::HostRemoved {
+            instance: 0,
+            node: NodeId(3),
+            level: 0,
+        },
+    );
+    let r = net.send(a, on3, b"x", Delivery::AtMostOnce, false);
+    net.wire.clear();
+    net.advance_to(net.now + config.fate_timeout);
+    assert_eq!(net.reply(r), err(SendError::Lost));
+}
