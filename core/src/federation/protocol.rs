@@ -340,7 +340,11 @@ impl Federation {
                         seat.heard.insert(from, now);
                         seat.summaries.insert(from, summary);
                         seat.suspects.remove(&from);
-                        if epoch != seat.view.epoch {
+                        if epoch > seat.view.epoch {
+                            // The member holds a view in our name that we did not write
+                            // (a stale hand-over, see `outrank`): ours must win.
+                            seat.outrank(epoch);
+                        } else if epoch != seat.view.epoch {
                             let view = seat.view.clone();
                             self.send(from, FedBody::View(view));
                         }
@@ -597,6 +601,11 @@ impl Federation {
             return;
         }
         let current = &self.seats[l].view;
+        if current.leader == self.me && view.leader == self.me {
+            // A view of the group we lead, written by someone else: a stale hand-over.
+            self.seats[l].outrank(view.epoch);
+            return;
+        }
         let adopt = if view.leader == current.leader {
             view.epoch > current.epoch
         } else if from == current.leader && current.leader != self.me {

@@ -137,6 +137,24 @@ impl Seat {
         added
     }
 
+    /// Leader side: makes this seat's view newer than `epoch`, the epoch of a view of
+    /// this group that another agent wrote in this agent's name, and pushes it again.
+    ///
+    /// Only the leader writes its group's views, with one exception: an agent that
+    /// hands a group over (a split, a leave, a merge) writes the first view of the
+    /// new leader. When that agent was cut off long enough for the heir to take the
+    /// group over already, its hand-over is stale, and its epoch, counted from its
+    /// own view, may exceed the heir's. Members follow the highest epoch of their
+    /// leader, so they would keep the stale view and refuse every view the leader
+    /// sends. The leader jumps past any epoch written in its name instead, when a
+    /// copy reaches it or a member beats with it.
+    pub(super) fn outrank(&mut self, epoch: u64) {
+        if epoch >= self.view.epoch {
+            self.view.epoch = epoch.saturating_add(1);
+            self.dirty = true;
+        }
+    }
+
     /// Removes `member`; false if it was not a member.
     pub(super) fn expel(&mut self, member: NodeId) -> bool {
         self.heard.remove(&member);

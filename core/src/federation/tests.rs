@@ -7,6 +7,7 @@ use crate::time::Time;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 /// A message in flight.
 type Msg = (NodeId, NodeId, FedBody);
@@ -394,4 +395,90 @@ fn a_deaf_leader_waits_longer_before_removing() {
         "removed at {removed_at}, as early as a healthy leader would"
     );
     assert!(removed_at <= Time::from_secs(1) + config.detection_timeout());
+}
+
+// ---- epochs: one author per leader ----------------------------------------------
+
+impl Net {
+    /// Every agent of `ids` holds exactly the level-0 view its leader holds (what the
+    /// simulator's federation checker demands once faults settle).
+    fn level_0_views_equal(&self, ids: std::ops::Range<u32>) -> Result<(), String> {
+        for (id, agent) in self.agents.range(NodeId(ids.start)..NodeId(ids.end)) {
+            let Some(seat) = agent.seats().first() else {
+                return Err(format!("{id} is in no level-0 group"));
+            };
+            let mine = seat.view();
+            let theirs = self.agents[&mine.leader].seats().first().map(|s| s.view());
+            if theirs != Some(mine) {
+                return Err(format!(
+                    "{id} holds {mine:?}, its leader {} holds {theirs:?}",
+                    mine.leader
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Regression (swarm seed 218: "n112 disagrees with its leader n23 at level 1: epoch 31
+/// vs 28", to the end of the run). A leader, cut off long enough for its heir to take
+/// its group over, comes back and hands its stale view of the group over to that heir
+/// (here by leaving; in the seed, by merging its emptied group away). The stale view
+/// names the heir as leader with an epoch above the heir's own, and the heir's copy is
+/// lost. The members took it (same leader, newer epoch); the heir's own view, older, was
+/// then refused by them for good, and their beats only made the heir resend it.
+#[test]
+fn a_stale_hand_over_in_the_heirs_name_does_not_outrank_the_heir() {
+    stale_hand_over(true);
+}
+
+/// The same with the heir's copy of the stale hand-over delivered: the heir keeps its
+/// own view (it used to take the stale one, dropping members it had kept).
+#[test]
+fn an_heir_keeps_its_own_view_over_a_stale_hand_over() {
+    stale_hand_over(false);
+}
+
+fn stale_hand_over(lose_heirs_copy: bool) {
+    let mut net = Net::group_of_five(5, true);
+    let cut_off = |m: &Msg| m.0 == NodeId(0) || m.1 == NodeId(0);
+    // n0 is cut off: n1 takes the group over, and n2..n4 follow it (and tell n0 so).
+    let mut lost = Vec::new();
+    for at in ticks(12) {
+        lost.extend(net.round(at, &[0], cut_off));
+    }
+    net.level_0_views_equal(0..5)
+        .expect("n1..n4 agree, and n0 leads alone what it still sees");
+    for id in 1..5 {
+        assert_eq!(
+            net.agents[&NodeId(id)].seats()[0].view().leader,
+            NodeId(1),
+            "n{id} follows the heir"
+        );
+    }
+    // Of all that, only n4's `Leave` reaches n0: n0's view moves ahead of n1's.
+    let n4_leaves = (NodeId(4), NodeId(0), FedBody::Leave { level: 0 });
+    assert!(lost.contains(&n4_leaves));
+    net.deliver(n4_leaves);
+    net.settle(cut_off);
+    let stale = net.agents[&NodeId(0)].seats()[0].view().clone();
+    assert_eq!(stale.members, vec![NodeId(0), NodeId(1), NodeId(2), NodeId(3)]);
+    // n0 leaves, handing its stale group to n1 one epoch on, above n1's own.
+    assert!(stale.epoch + 1 > net.agents[&NodeId(1)].seats()[0].view().epoch);
+    let now = net.now;
+    net.agents.get_mut(&NodeId(0)).expect("n0").leave(now);
+    net.flush_outputs(NodeId(0));
+    net.settle(|m| lose_heirs_copy && is_view(m, 0, 1));
+    // n0 is gone; the others run on without loss.
+    let start = net.now;
+    for k in 1..=6 {
+        net.round(start + Duration::from_millis(300) * k, &[0], |_| false);
+    }
+    net.level_0_views_equal(1..5)
+        .expect("every member holds its leader's view");
+    assert_eq!(
+        net.agents[&NodeId(2)].seats()[0].view().members,
+        vec![NodeId(1), NodeId(2), NodeId(3), NodeId(4)],
+        "n1's view, not n0's stale one"
+    );
 }
