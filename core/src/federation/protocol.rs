@@ -182,6 +182,9 @@ impl Federation {
                 self.send(heir, FedBody::Probe { level: lvl });
             }
         }
+        if self.seats[level].foreign {
+            self.send(leader, FedBody::ViewReq { level: lvl });
+        }
         if level == 0 {
             self.ring_tick(now);
         }
@@ -589,7 +592,9 @@ impl Federation {
         if l == self.seats.len() {
             if self.can_take_seat(l) {
                 let leads = view.leader == self.me;
+                let foreign = !leads && from != view.leader;
                 self.seats.push(Seat::new(view, now));
+                self.seats[l].foreign = foreign;
                 self.join_attempts = 0;
                 self.join_target = None;
                 if leads {
@@ -607,7 +612,9 @@ impl Federation {
             return;
         }
         let adopt = if view.leader == current.leader {
+            // The leader's own view wins over one written in its name at the same epoch.
             view.epoch > current.epoch
+                || (view.epoch == current.epoch && from == view.leader && self.seats[l].foreign)
         } else if from == current.leader && current.leader != self.me {
             true // our leader hands us over (split or hand-over)
         } else if current.leader == self.me {
@@ -626,6 +633,7 @@ impl Federation {
         if adopt {
             let old_leader = self.seats[l].view.leader;
             let leads_now = view.leader == self.me;
+            self.seats[l].foreign = !leads_now && from != view.leader;
             self.seats[l].replace_view(view, now);
             if old_leader != self.seats[l].view.leader
                 && old_leader != self.me
