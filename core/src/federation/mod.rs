@@ -41,8 +41,8 @@
 //!   writer was cut off while an heir took over) and outrank the leader's own by
 //!   epoch: so a leader jumps past any epoch written in its name that it hears of (a
 //!   copy, a member's beat), and a member holding a hand-over asks the leader with
-//!   `ViewReq` every period until it has the leader's own view, taken even at the
-//!   same epoch.
+//!   `ViewReq` when the leader beats at the same epoch, and takes the leader's own
+//!   view even at that epoch.
 //! - `Beat` (member → leader, with the member's subtree [`Summary`]) and
 //!   `LeaderBeat` (leader → members), every `period`, carry the view's epoch; a
 //!   member with an older epoch is sent the view (or asks with `ViewReq`).

@@ -182,9 +182,6 @@ impl Federation {
                 self.send(heir, FedBody::Probe { level: lvl });
             }
         }
-        if self.seats[level].foreign {
-            self.send(leader, FedBody::ViewReq { level: lvl });
-        }
         if level == 0 {
             self.ring_tick(now);
         }
@@ -362,7 +359,12 @@ impl Federation {
                     Some(seat) if seat.view.leader == from && !seat.led_by(self.me) => {
                         seat.leader_heard = now;
                         seat.leader_suspected = false;
-                        if epoch > seat.view.epoch {
+                        // A view written by another agent (`Seat::foreign`) at the leader's
+                        // epoch may still differ from the leader's: ask. A leader beats
+                        // only the members it lists, so asking now (rather than as soon
+                        // as the hand-over comes, maybe before the leader has it) cannot
+                        // be answered with `Leave`.
+                        if epoch > seat.view.epoch || (epoch == seat.view.epoch && seat.foreign) {
                             self.send(from, FedBody::ViewReq { level });
                         }
                     }

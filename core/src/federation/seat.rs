@@ -30,8 +30,8 @@ pub struct Seat {
     /// Member side: whether the leader is suspected.
     pub(super) leader_suspected: bool,
     /// Member side: the view was written by another agent than its leader (a hand-over,
-    /// see [`Seat::outrank`]); the member asks the leader for its own every tick until
-    /// it comes, and takes it even at the same epoch.
+    /// see [`Seat::outrank`]); the member asks the leader for its own when the leader
+    /// beats at the same epoch, and takes it even at that epoch.
     pub(super) foreign: bool,
     /// Member side, level 0: when each ring predecessor (nearest first) was last heard from.
     pub(super) ring_heard: [Time; RING_WATCHERS],
