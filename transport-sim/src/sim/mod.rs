@@ -182,6 +182,8 @@ pub struct Simulation {
     scratch: Vec<u8>,
     federation: FederationMonitor,
     down_since: Vec<Option<Time>>,
+    /// When a message of each host was last delivered while that host was down.
+    delivered_while_down: Vec<Time>,
     detected: Vec<bool>,
     window_start: Time,
     window_open: bool,
@@ -273,6 +275,7 @@ impl Simulation {
             scratch: Vec::with_capacity(2048),
             federation: FederationMonitor::new(&config.agent.federations),
             down_since: vec![Some(Time::ZERO); hosts_len],
+            delivered_while_down: vec![Time::ZERO; hosts_len],
             detected: vec![false; hosts_len],
             window_start: Time::ZERO + config.duration.mul_f64(0.75),
             window_open: false,
@@ -501,6 +504,9 @@ impl Simulation {
         let local = host.clock.local(self.now);
         let envelope = Rc::try_unwrap(envelope).unwrap_or_else(|rc| (*rc).clone());
         agent.handle(local, Input::Message(envelope));
+        if self.down_since[packet.from.0 as usize].is_some() {
+            self.delivered_while_down[packet.from.0 as usize] = self.now;
+        }
         self.stats.messages_delivered += 1;
         self.stats.bytes_delivered += u64::from(packet.len);
         self.record(TraceEvent::Deliver(packet));
