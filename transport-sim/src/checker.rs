@@ -30,6 +30,10 @@ pub struct ClusterView<'a> {
     pub max_frame_since_last_check: usize,
     /// When each host went down, if it is down.
     pub down_since: &'a [Option<Time>],
+    /// When a message of each host was last delivered while it was down (one its
+    /// receiver had not read before it went down, held back by the receiver's pause or
+    /// the network); `Time::ZERO` if never.
+    pub delivered_while_down: &'a [Time],
 }
 
 impl ClusterView<'_> {
@@ -40,6 +44,23 @@ impl ClusterView<'_> {
             .enumerate()
             .filter(|(i, _)| !self.paused[*i])
             .filter_map(|(i, a)| a.map(|a| (NodeId(i as u32), a)))
+    }
+
+    /// If host `node` is down: since when it has been silent, as far as the others can
+    /// tell: when it went down, or the last delivery of a message it sent before, if
+    /// later. Agents forget a peer only a timeout after they last heard it.
+    #[must_use]
+    pub fn silent_since(&self, node: NodeId) -> Option<Time> {
+        let i = node.0 as usize;
+        let down = self.down_since.get(i).copied().flatten()?;
+        Some(
+            down.max(
+                self.delivered_while_down
+                    .get(i)
+                    .copied()
+                    .unwrap_or(Time::ZERO),
+            ),
+        )
     }
 
     /// Whether host `node` is up and not stalled.
@@ -221,8 +242,11 @@ impl Invariant for ControlMtu {
 }
 
 /// Liveness: once settled, every live agent knows every live agent of its
-/// broadcast domain, and lists no agent that has been down for longer than the
-/// neighbour timeout (plus a heartbeat period for the sweep). Settled means two
+/// broadcast domain, and lists no agent that has been silent for longer than the
+/// neighbour timeout (plus a heartbeat period for the sweep): down, and no message of
+/// it delivered since ([`ClusterView::silent_since`]; an agent paused while a peer
+/// left reads the peer's last heartbeat when it resumes, and keeps the peer a timeout
+/// from then). Settled means two
 /// heartbeat periods without faults at least: an announcement lost to a fault is
 /// only made up for by the next heartbeat.
 struct DiscoveryConverged {
@@ -243,7 +267,7 @@ impl Invariant for DiscoveryConverged {
     }
     fn check(&mut self, view: &ClusterView<'_>) -> Result<(), String> {
         let long_dead = |n: NodeId| {
-            view.down_since[n.0 as usize]
+            view.silent_since(n)
                 .is_some_and(|since| view.now.saturating_since(since) > self.timeout)
         };
         let mut live_in_domain = Vec::new();

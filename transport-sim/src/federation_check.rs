@@ -7,7 +7,9 @@
 //!   B-tree's root, may be smaller) and a cluster smaller than `min`;
 //! - there is exactly one top group;
 //! - depth ≤ ⌈log_min(N)⌉ + 1;
-//! - no agent dead for longer than the detection timeout appears in any group.
+//! - no agent dead for longer than the detection timeout appears in any group
+//!   (counted from the last delivery of one of its messages, if that came later:
+//!   see [`ClusterView::silent_since`]).
 //!
 //! [`FederationMonitor`] evaluates them for every instance at each check, and
 //! records when they first held (convergence) and how long after the last
@@ -64,10 +66,7 @@ pub fn check_instance(
         }
     }
     let recently_dead = |n: NodeId| {
-        view.down_since
-            .get(n.0 as usize)
-            .copied()
-            .flatten()
+        view.silent_since(n)
             .is_some_and(|since| view.now.saturating_since(since) <= timeout)
     };
     for (id, fed) in &live {
@@ -118,7 +117,7 @@ pub fn check_instance(
             ));
         }
         for m in &v.members {
-            if let Some(since) = view.down_since.get(m.0 as usize).copied().flatten() {
+            if let Some(since) = view.silent_since(*m) {
                 if view.now.saturating_since(since) > timeout {
                     return Err(format!(
                         "group of {leader} at level {level} lists {m}, dead since {since}"

@@ -35,7 +35,14 @@
 //!   leader hands it over (split, hand-over on leave). It answers a view it does
 //!   not take with `Leave`, except one led by a fellow member of its group: that
 //!   may be the new half of a split whose hand-over is still on its way, so it
-//!   waits, and answers that leader's next `LeaderBeat` instead.
+//!   waits, and answers that leader's next `LeaderBeat` instead. A group's views
+//!   are written by its leader alone, except the first one after a hand-over (split,
+//!   leave, merge), written by the agent handing over. That one may be stale (its
+//!   writer was cut off while an heir took over) and outrank the leader's own by
+//!   epoch: so a leader jumps past any epoch written in its name that it hears of (a
+//!   copy, a member's beat), and a member holding a hand-over asks the leader with
+//!   `ViewReq` when the leader beats at the same epoch, and takes the leader's own
+//!   view even at that epoch.
 //! - `Beat` (member → leader, with the member's subtree [`Summary`]) and
 //!   `LeaderBeat` (leader → members), every `period`, carry the view's epoch; a
 //!   member with an older epoch is sent the view (or asks with `ViewReq`).

@@ -340,7 +340,11 @@ impl Federation {
                         seat.heard.insert(from, now);
                         seat.summaries.insert(from, *summary);
                         seat.suspects.remove(&from);
-                        if epoch != seat.view.epoch {
+                        if epoch > seat.view.epoch {
+                            // The member holds a view in our name that we did not write
+                            // (a stale hand-over, see `outrank`): ours must win.
+                            seat.outrank(epoch);
+                        } else if epoch != seat.view.epoch {
                             let view = seat.view.clone();
                             self.send(from, FedBody::View(view));
                         }
@@ -355,7 +359,12 @@ impl Federation {
                     Some(seat) if seat.view.leader == from && !seat.led_by(self.me) => {
                         seat.leader_heard = now;
                         seat.leader_suspected = false;
-                        if epoch > seat.view.epoch {
+                        // A view written by another agent (`Seat::foreign`) at the leader's
+                        // epoch may still differ from the leader's: ask. A leader beats
+                        // only the members it lists, so asking now (rather than as soon
+                        // as the hand-over comes, maybe before the leader has it) cannot
+                        // be answered with `Leave`.
+                        if epoch > seat.view.epoch || (epoch == seat.view.epoch && seat.foreign) {
                             self.send(from, FedBody::ViewReq { level });
                         }
                     }
@@ -585,7 +594,9 @@ impl Federation {
         if l == self.seats.len() {
             if self.can_take_seat(l) {
                 let leads = view.leader == self.me;
+                let foreign = !leads && from != view.leader;
                 self.seats.push(Seat::new(view, now));
+                self.seats[l].foreign = foreign;
                 self.join_attempts = 0;
                 self.join_target = None;
                 if leads {
@@ -597,8 +608,15 @@ impl Federation {
             return;
         }
         let current = &self.seats[l].view;
+        if current.leader == self.me && view.leader == self.me {
+            // A view of the group we lead, written by someone else: a stale hand-over.
+            self.seats[l].outrank(view.epoch);
+            return;
+        }
         let adopt = if view.leader == current.leader {
+            // The leader's own view wins over one written in its name at the same epoch.
             view.epoch > current.epoch
+                || (view.epoch == current.epoch && from == view.leader && self.seats[l].foreign)
         } else if from == current.leader && current.leader != self.me {
             true // our leader hands us over (split or hand-over)
         } else if current.leader == self.me {
@@ -617,6 +635,7 @@ impl Federation {
         if adopt {
             let old_leader = self.seats[l].view.leader;
             let leads_now = view.leader == self.me;
+            self.seats[l].foreign = !leads_now && from != view.leader;
             self.seats[l].replace_view(view, now);
             if old_leader != self.seats[l].view.leader
                 && old_leader != self.me

@@ -29,6 +29,10 @@ pub struct Seat {
     pub(super) leader_heard: Time,
     /// Member side: whether the leader is suspected.
     pub(super) leader_suspected: bool,
+    /// Member side: the view was written by another agent than its leader (a hand-over,
+    /// see [`Seat::outrank`]); the member asks the leader for its own when the leader
+    /// beats at the same epoch, and takes it even at that epoch.
+    pub(super) foreign: bool,
     /// Member side, level 0: when each ring predecessor (nearest first) was last heard from.
     pub(super) ring_heard: [Time; RING_WATCHERS],
     /// Member side, level 0: whether each ring predecessor is suspected.
@@ -50,6 +54,7 @@ impl Seat {
             suspects: BTreeSet::new(),
             leader_heard: now,
             leader_suspected: false,
+            foreign: false,
             ring_heard: [now; RING_WATCHERS],
             ring_suspected: [false; RING_WATCHERS],
             merge_asked: None,
@@ -135,6 +140,26 @@ impl Seat {
         let added = self.view.insert(member);
         self.dirty |= added;
         added
+    }
+
+    /// Leader side: makes this seat's view newer than `epoch`, the epoch of a view of
+    /// this group that another agent wrote in this agent's name, and pushes it again.
+    ///
+    /// Only the leader writes its group's views, with one exception: an agent that
+    /// hands a group over (a split, a leave, a merge) writes the first view of the
+    /// new leader. When that agent was cut off long enough for the heir to take the
+    /// group over already, its hand-over is stale, and its epoch, counted from its
+    /// own view, may exceed the heir's. Members follow the highest epoch of their
+    /// leader, so they would keep the stale view and refuse every view the leader
+    /// sends. The leader jumps past any epoch written in its name instead, when a
+    /// copy reaches it or a member beats with it. A stale hand-over at the leader's own
+    /// epoch cannot be told by its epoch: members ask for the leader's own view after
+    /// any hand-over (`foreign`).
+    pub(super) fn outrank(&mut self, epoch: u64) {
+        if epoch >= self.view.epoch {
+            self.view.epoch = epoch.saturating_add(1);
+            self.dirty = true;
+        }
     }
 
     /// Removes `member`; false if it was not a member.

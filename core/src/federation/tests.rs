@@ -7,6 +7,7 @@ use crate::time::Time;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 /// A message in flight.
 type Msg = (NodeId, NodeId, FedBody);
@@ -394,4 +395,160 @@ fn a_deaf_leader_waits_longer_before_removing() {
         "removed at {removed_at}, as early as a healthy leader would"
     );
     assert!(removed_at <= Time::from_secs(1) + config.detection_timeout());
+}
+
+// ---- epochs: one author per leader ----------------------------------------------
+
+impl Net {
+    /// Every agent of `ids` holds exactly the level-0 view its leader holds (what the
+    /// simulator's federation checker demands once faults settle).
+    fn level_0_views_equal(&self, ids: std::ops::Range<u32>) -> Result<(), String> {
+        for (id, agent) in self.agents.range(NodeId(ids.start)..NodeId(ids.end)) {
+            let Some(seat) = agent.seats().first() else {
+                return Err(format!("{id} is in no level-0 group"));
+            };
+            let mine = seat.view();
+            let theirs = self.agents[&mine.leader].seats().first().map(|s| s.view());
+            if theirs != Some(mine) {
+                return Err(format!(
+                    "{id} holds {mine:?}, its leader {} holds {theirs:?}",
+                    mine.leader
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Regression (swarm seed 218: "n112 disagrees with its leader n23 at level 1: epoch 31
+/// vs 28", to the end of the run). A leader, cut off long enough for its heir to take
+/// its group over, comes back and hands its stale view of the group over to that heir
+/// (here by leaving; in the seed, by merging its emptied group away). The stale view
+/// names the heir as leader with an epoch above the heir's own, and the heir's copy is
+/// lost. The members took it (same leader, newer epoch); the heir's own view, older, was
+/// then refused by them for good, and their beats only made the heir resend it.
+#[test]
+fn a_stale_hand_over_in_the_heirs_name_does_not_outrank_the_heir() {
+    stale_hand_over(true);
+}
+
+/// The same with the heir's copy of the stale hand-over delivered: the heir keeps its
+/// own view (it used to take the stale one, dropping members it had kept).
+#[test]
+fn an_heir_keeps_its_own_view_over_a_stale_hand_over() {
+    stale_hand_over(false);
+}
+
+/// Five agents of n0's group; n0 is cut off long enough for n1 to take the group over
+/// (n2..n4 follow it), and of all that was sent meanwhile only n4's `Leave` reaches n0:
+/// n0's stale view, `[n0, n1, n2, n3]`, is one change ahead of what n1 started from.
+fn heir_took_over_and_old_leader_moved_on() -> Net {
+    let mut net = Net::group_of_five(6, true);
+    let cut_off = |m: &Msg| m.0 == NodeId(0) || m.1 == NodeId(0);
+    let mut lost = Vec::new();
+    for at in ticks(12) {
+        lost.extend(net.round(at, &[0, 5], cut_off));
+    }
+    net.level_0_views_equal(0..5)
+        .expect("n1..n4 agree, and n0 leads alone what it still sees");
+    for id in 1..5 {
+        assert_eq!(
+            net.agents[&NodeId(id)].seats()[0].view().leader,
+            NodeId(1),
+            "n{id} follows the heir"
+        );
+    }
+    let n4_leaves = (NodeId(4), NodeId(0), FedBody::Leave { level: 0 });
+    assert!(lost.contains(&n4_leaves));
+    net.deliver(n4_leaves);
+    net.settle(cut_off);
+    let stale = net.agents[&NodeId(0)].seats()[0].view();
+    assert_eq!(
+        stale.members,
+        vec![NodeId(0), NodeId(1), NodeId(2), NodeId(3)]
+    );
+    net
+}
+
+/// n0 leaves, handing its stale group, `[n1, n2, n3]`, to n1 one epoch on; returns
+/// the hand-over's messages, undelivered.
+fn stale_leave(net: &mut Net) -> Vec<Msg> {
+    let now = net.now;
+    net.agents.get_mut(&NodeId(0)).expect("n0").leave(now);
+    net.flush_outputs(NodeId(0));
+    net.settle(|m| m.0 == NodeId(0))
+}
+
+/// Rounds of every agent but n0 (gone), without loss.
+fn run_on(net: &mut Net, rounds: u32) {
+    let start = net.now;
+    for k in 1..=rounds {
+        net.round(start + Duration::from_millis(300) * k, &[0], |_| false);
+    }
+}
+
+fn stale_hand_over(lose_heirs_copy: bool) {
+    let mut net = heir_took_over_and_old_leader_moved_on();
+    let hand_over = stale_leave(&mut net);
+    let epoch = |m: &Msg| match m {
+        (_, _, FedBody::View(v)) => v.epoch,
+        _ => 0,
+    };
+    assert!(
+        hand_over
+            .iter()
+            .any(|m| epoch(m) > net.agents[&NodeId(1)].seats()[0].view().epoch),
+        "the hand-over's epoch is above n1's own"
+    );
+    for msg in hand_over {
+        if !(lose_heirs_copy && is_view(&msg, 0, 1)) {
+            net.deliver(msg);
+        }
+    }
+    net.settle(|_| false);
+    run_on(&mut net, 6);
+    net.level_0_views_equal(1..5)
+        .expect("every member holds its leader's view");
+    assert_eq!(
+        net.agents[&NodeId(2)].seats()[0].view().members,
+        vec![NodeId(1), NodeId(2), NodeId(3), NodeId(4)],
+        "n1's view, not n0's stale one"
+    );
+}
+
+/// The same race when the heir's view reaches the hand-over's epoch on its own: n1
+/// admits n5 while n0's stale hand-over is on its way, and n2 gets the hand-over but
+/// loses n1's view. n2 then holds a view in n1's name with n1's epoch and other
+/// members, which no epoch comparison can see: a member holding a view its leader did
+/// not write asks the leader for its own, and takes it at the same epoch.
+#[test]
+fn a_stale_hand_over_at_the_heirs_own_epoch_gives_way_to_the_heirs_view() {
+    let mut net = heir_took_over_and_old_leader_moved_on();
+    let hand_over = stale_leave(&mut net);
+    // n5 joins n1; n2 loses both copies of n1's new view, and gets the hand-over.
+    net.deliver((
+        NodeId(5),
+        NodeId(1),
+        FedBody::Attach {
+            joiner: NodeId(5),
+            level: 0,
+            hops: 0,
+        },
+    ));
+    net.settle(|m| is_view(m, 1, 2));
+    let n1 = net.agents[&NodeId(1)].seats()[0].view().clone();
+    assert_eq!(n1.members.len(), 5, "n5 joined n1: {n1:?}");
+    let n2 = net.agents[&NodeId(2)].seats()[0].view().clone();
+    assert!(n2.epoch < n1.epoch);
+    for msg in hand_over {
+        if msg.1 == NodeId(2) {
+            net.deliver(msg);
+        }
+    }
+    let n2 = net.agents[&NodeId(2)].seats()[0].view().clone();
+    assert_eq!((n2.leader, n2.epoch), (NodeId(1), n1.epoch), "{n2:?}");
+    assert_ne!(n2.members, n1.members);
+    run_on(&mut net, 4);
+    net.level_0_views_equal(1..6)
+        .expect("every member holds its leader's view");
 }

@@ -70,6 +70,7 @@ impl Simulation {
             partitioned: self.network.is_partitioned(),
             max_frame_since_last_check: self.max_frame_since_check,
             down_since: &self.down_since,
+            delivered_while_down: &self.delivered_while_down,
         };
         self.checker.run(&view, quiet, settle);
         let results =
