@@ -648,6 +648,7 @@ mod tests {
                 incarnation: Incarnation(0),
                 seq: 0,
             },
+            tenant: crate::ids::TenantId(0),
             shapes: Vec::new(),
         };
         let env = Envelope {

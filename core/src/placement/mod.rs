@@ -371,7 +371,11 @@ impl Placement {
         self.host_heard(from);
         self.requester_heard(now, from);
         match msg {
-            PlacementMsg::OfferReq { key, shapes } => self.on_offer_req(now, from, key, &shapes),
+            PlacementMsg::OfferReq {
+                key,
+                tenant,
+                shapes,
+            } => self.on_offer_req(now, from, key, tenant, &shapes),
             PlacementMsg::Offer { key, counts, free } => {
                 self.on_offer(now, tree, from, key, counts, free);
             }
@@ -429,11 +433,10 @@ impl Placement {
                 batches,
             } => self.on_ps_answer(tree, from, token, entries, batches),
             PlacementMsg::Ran {
-                tenant,
-                path,
+                pid,
                 cpu_millicores,
                 memory_bytes,
-            } => self.learn(tenant, path, cpu_millicores, memory_bytes),
+            } => self.on_ran(from, pid, cpu_millicores, memory_bytes),
             PlacementMsg::Ledger {
                 reset,
                 present,
@@ -874,17 +877,119 @@ mod tests {
             count: 1,
             one_per_host: false,
         }];
-        let req = PlacementMsg::OfferReq { key, shapes };
+        let req = PlacementMsg::OfferReq {
+            key,
+            tenant: item().tenant,
+            shapes,
+        };
         host.handle_message(Time::ZERO, key.requester, req, &ctx());
+        created(host, key, vec![item()])
+    }
+
+    /// `key`'s requester asks `host` to create `items`: whether the host started any.
+    fn created(host: &mut Placement, key: ReqKey, items: Vec<CreateItem>) -> bool {
         let create = PlacementMsg::Create {
             key,
-            items: vec![item()],
+            items,
             last: true,
         };
         host.handle_message(Time::ZERO, key.requester, create, &ctx());
         drain(host)
             .iter()
             .any(|o| matches!(o, Out::Host(HostCommand::Start { .. })))
+    }
+
+    /// Issue 16: a `Create` is held to what its offer was for: the tenant named in
+    /// the `OfferReq` and the demand offered. A key holder could otherwise turn any
+    /// offer into processes of another tenant, or into more than was offered.
+    #[test]
+    fn a_create_is_held_to_the_tenant_and_demand_offered() {
+        let mut host = solo();
+        let offer = |host: &mut Placement, key: ReqKey| {
+            let shapes = vec![Shape {
+                demand: item().demand,
+                count: 1,
+                one_per_host: false,
+            }];
+            let req = PlacementMsg::OfferReq {
+                key,
+                tenant: TenantId(1),
+                shapes,
+            };
+            host.handle_message(Time::ZERO, key.requester, req, &ctx());
+            drain(host);
+        };
+        let other_tenant = CreateItem {
+            tenant: TenantId(2),
+            ..item()
+        };
+        offer(&mut host, remote_key(1));
+        assert!(
+            !created(&mut host, remote_key(1), vec![other_tenant]),
+            "another tenant"
+        );
+        offer(&mut host, remote_key(2));
+        let second = CreateItem { index: 1, ..item() };
+        assert!(
+            !created(&mut host, remote_key(2), vec![item(), second.clone()]),
+            "two for one"
+        );
+        let mut bigger = item();
+        bigger.demand.cpu_millicores += 1;
+        offer(&mut host, remote_key(3));
+        assert!(
+            !created(&mut host, remote_key(3), vec![bigger]),
+            "larger than offered"
+        );
+        // Within the offer, batch by batch: the first fits, a second one does not.
+        offer(&mut host, remote_key(4));
+        assert!(created(&mut host, remote_key(4), vec![item()]));
+        assert!(
+            !created(&mut host, remote_key(4), vec![second]),
+            "beyond the offer"
+        );
+        let repeat = PlacementMsg::Create {
+            key: remote_key(4),
+            items: vec![item()],
+            last: true,
+        };
+        host.handle_message(Time::ZERO, REQUESTER, repeat, &ctx());
+        assert!(
+            matches!(&drain(&mut host)[..], [Out::Send(_, PlacementMsg::Created { pids, .. })] if pids.len() == 1),
+            "a repeat is answered again"
+        );
+        assert!(host.invariants());
+    }
+
+    /// Issue 16: a requester files a `Ran` only when it comes from the host it placed
+    /// the pid on, once, under the tenant and binary it placed: any key holder could
+    /// otherwise steer the history (and so the reservations) of any tenant's binary.
+    #[test]
+    fn ran_is_taken_only_from_the_host_of_a_placed_pid_once() {
+        let mut p = solo();
+        let (host, pid) = (NodeId(3), Pid::new(NodeId(3), Incarnation(1), 7));
+        p.req.runs.expect(pid, host, TenantId(1), "/bin/x".into());
+        let ran = |cpu| PlacementMsg::Ran {
+            pid,
+            cpu_millicores: cpu,
+            memory_bytes: 1 << 20,
+        };
+        p.handle_message(Time::ZERO, NodeId(4), ran(900), &ctx());
+        assert_eq!(p.estimate(TenantId(1), "/bin/x"), None, "not its host");
+        let unplaced = PlacementMsg::Ran {
+            pid: Pid::new(host, Incarnation(1), 8),
+            cpu_millicores: 900,
+            memory_bytes: 1 << 20,
+        };
+        p.handle_message(Time::ZERO, host, unplaced, &ctx());
+        assert_eq!(p.estimate(TenantId(1), "/bin/x"), None, "not placed here");
+        p.handle_message(Time::ZERO, host, ran(100), &ctx());
+        let learnt = p
+            .estimate(TenantId(1), "/bin/x")
+            .expect("its host's report");
+        assert_eq!(learnt.cpu_millicores, 100);
+        p.handle_message(Time::ZERO, host, ran(900), &ctx());
+        assert_eq!(p.estimate(TenantId(1), "/bin/x"), Some(learnt), "once");
     }
 
     /// Issue 16: a host creates processes only for a request it offered room to. Any
@@ -933,6 +1038,7 @@ mod tests {
         let shapes = vec![];
         let req = PlacementMsg::OfferReq {
             key: remote_key(2),
+            tenant: TenantId(1),
             shapes,
         };
         host.handle_message(now, requester, req, &ctx());
@@ -1221,7 +1327,7 @@ mod tests {
             one_per_host: false,
         };
         let key = remote_key(1);
-        assert_eq!(p.reserve(now, key, &[shape]), vec![2]);
+        assert_eq!(p.reserve(now, key, TenantId(1), &[shape]), vec![2]);
         p.set_capacity(&HostResources {
             cpu_millicores: 1000,
             memory_bytes: 8 << 30,
@@ -1482,6 +1588,7 @@ mod tests {
         let big = [
             PlacementMsg::OfferReq {
                 key,
+                tenant: TenantId(u32::MAX),
                 shapes: vec![shape; MAX_SHAPES],
             },
             PlacementMsg::Create {
