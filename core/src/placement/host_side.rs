@@ -626,6 +626,7 @@ impl Placement {
         };
         match (op, e.state) {
             (PidOp::Info, _) => Some(PidAnswer::Info(e.info(pid, self.me, now))),
+            (PidOp::Unwait, _) => None,
             (_, ProcState::Exited(s)) => Some(PidAnswer::Exited(s)),
             (PidOp::Kill(signal), _) => {
                 self.outbox
@@ -651,8 +652,21 @@ impl Placement {
         pid: Pid,
         op: PidOp,
     ) {
+        if op == PidOp::Unwait {
+            return self.unwait(from, token, pid);
+        }
         if let Some(answer) = self.answer_pid(now, from, token, tenant, pid, op) {
             self.send(from, PlacementMsg::PidAns { token, answer });
+        }
+    }
+
+    /// Forgets `asker`'s wait `token` on `pid` (only the asker's own).
+    pub(super) fn unwait(&mut self, asker: NodeId, token: u64, pid: Pid) {
+        if let Some(w) = self.host.waiters.get_mut(&pid) {
+            w.retain(|x| *x != (asker, token));
+            if w.is_empty() {
+                self.host.waiters.remove(&pid);
+            }
         }
     }
 

@@ -1337,6 +1337,99 @@ mod tests {
         assert_eq!(p.free().cpu_millicores, 0);
     }
 
+    /// Issue 16: a `wait` whose client left lived (and counted against its
+    /// tenant) until the process exited. `cancel` forgets it here and at the pid's
+    /// host, where only the asker itself can forget its own wait; nothing answers it.
+    #[test]
+    fn a_cancelled_wait_is_forgotten_here_and_at_the_pids_host() {
+        let (mut host, tenant) = (solo(), TenantId(1));
+        let key = remote_key(1);
+        let shapes = vec![Shape {
+            demand: item().demand,
+            count: 1,
+            one_per_host: false,
+        }];
+        let offer_req = PlacementMsg::OfferReq {
+            key,
+            tenant,
+            shapes,
+        };
+        host.handle_message(Time::ZERO, REQUESTER, offer_req, &ctx());
+        drain(&mut host);
+        let create = PlacementMsg::Create {
+            key,
+            items: vec![item()],
+            last: true,
+        };
+        host.handle_message(Time::ZERO, REQUESTER, create, &ctx());
+        let pid = drain(&mut host)
+            .into_iter()
+            .find_map(|o| match o {
+                Out::Host(HostCommand::Start { pid, .. }) => Some(pid),
+                _ => None,
+            })
+            .expect("created");
+        // A local client and another agent's client wait for it.
+        host.start_pid_op(Time::ZERO, RequestId(1), tenant, pid, msg::PidOp::Wait);
+        let req = |op| PlacementMsg::PidReq {
+            token: 7,
+            tenant,
+            pid,
+            op,
+        };
+        host.handle_message(Time::ZERO, NodeId(3), req(msg::PidOp::Wait), &ctx());
+        drain(&mut host);
+        host.cancel(RequestId(1));
+        host.handle_message(Time::ZERO, NodeId(4), req(msg::PidOp::Unwait), &ctx());
+        assert_eq!(drain(&mut host), vec![], "an unwait is never answered");
+        let (status, usage) = (
+            crate::host::ExitStatus::Code(0),
+            crate::host::Usage::default(),
+        );
+        host.on_host_event(Time::ZERO, &HostEvent::Exited { pid, status, usage });
+        let answered: Vec<Out> = drain(&mut host)
+            .into_iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Out::Reply(..) | Out::Send(_, PlacementMsg::PidAns { .. })
+                )
+            })
+            .collect();
+        let to_3 = PlacementMsg::PidAns {
+            token: 7,
+            answer: msg::PidAnswer::Exited(status),
+        };
+        assert_eq!(
+            answered,
+            vec![Out::Send(NodeId(3), to_3)],
+            "node 4 cannot unwait 3's"
+        );
+        // A remote wait is forgotten at its host too.
+        let remote = Pid::new(NodeId(3), Incarnation(1), 9);
+        host.start_pid_op(Time::ZERO, RequestId(2), tenant, remote, msg::PidOp::Wait);
+        drain(&mut host);
+        host.cancel(RequestId(2));
+        let unwait = PlacementMsg::PidReq {
+            token: 2,
+            tenant,
+            pid: remote,
+            op: msg::PidOp::Unwait,
+        };
+        assert!(
+            matches!(&drain(&mut host)[..], [Out::Send(NodeId(3), m)] if matches!(m, PlacementMsg::PidReq { op: msg::PidOp::Unwait, pid, .. } if *pid == remote)),
+            "expected {unwait:?}"
+        );
+        // Its poll timer finds nothing to ask or answer.
+        let poll = Time::ZERO + host.config.wait_poll;
+        host.handle_timeout(poll, &ctx());
+        let about_it = drain(&mut host).into_iter().any(|o| {
+            matches!(o, Out::Reply(RequestId(2), _))
+                || matches!(o, Out::Send(_, PlacementMsg::PidReq { pid, .. }) if pid == remote)
+        });
+        assert!(!about_it, "a cancelled wait neither polls nor answers");
+    }
+
     /// Regression: a `wait` on a process of a crashed host ended `Unreachable` (or hung
     /// through its retries); once the federation removes the host it ends `Lost`, and
     /// a later call on its pids that stays unanswered ends `Lost` too.

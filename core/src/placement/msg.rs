@@ -77,6 +77,8 @@ pub enum PidOp {
     Kill(crate::host::Signal),
     /// Answer when it exits.
     Wait,
+    /// Forget the asker's wait of this token (its client left); no answer.
+    Unwait,
 }
 
 /// A placement or namespace message between agents.
