@@ -359,13 +359,13 @@ fn history_is_learnt_from_the_hosts_that_ran_the_processes() {
         "{p:?}"
     );
     let placement = &sim.agent(NodeId(4)).unwrap().services().placement;
-    for i in 0..4 {
+    for (i, pid) in p.iter().enumerate() {
         let estimate = placement
             .estimate(TenantId(1), &format!("/bin/worker{i}"))
             .unwrap_or_else(|| {
                 panic!(
                     "the run of /bin/worker{i} on {} was not learnt",
-                    p[i].origin()
+                    pid.origin()
                 )
             });
         assert!(

@@ -292,9 +292,7 @@ impl Placement {
         let new_tenants: BTreeSet<TenantId> =
             items.iter().filter(is_new).map(|i| i.tenant).collect();
         if !new_tenants.is_empty() {
-            let Some(offer) = self.host.offered.get(&key) else {
-                return None;
-            };
+            let offer = self.host.offered.get(&key)?;
             let within = offer.offered.covers(offer.created.plus(new_demand));
             if new_tenants.iter().any(|t| *t != offer.tenant) || !within {
                 return None;

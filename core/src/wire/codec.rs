@@ -23,7 +23,7 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 /// - 2: federation summaries carry a payload with one optional part per service
 ///   that rides the tree (placement's capacity and tenant filter moved there).
 /// - 3: federation's indirect probes, `ProbeReq` and `ProbeFor` (appended).
-/// - 4: placement's `OfferReq` names the request's tenant; `Ran` names the pid
+/// - 4: placement's `OfferReq` names the request's tenant, `PidOp::Unwait`; `Ran` names the pid
 ///   instead of the tenant and binary (issue 16: checks of peers' messages).
 pub const VERSION: u16 = 4;
 /// Bytes before the body.
