@@ -137,6 +137,14 @@ pub enum Input {
         /// The call.
         call: ApiCall,
     },
+    /// The client of call `request` left before its answer: a `wait` is forgotten
+    /// and never answered (its state would otherwise live until the process
+    /// exits); other calls end by themselves within their timeouts, and their
+    /// answer may still come.
+    Cancel {
+        /// The call.
+        request: RequestId,
+    },
 }
 
 /// Something the agent asks the driver to do.
@@ -300,6 +308,7 @@ impl Agent {
                 self.events.push_back(ServiceEvent::Host(event));
             }
             Input::Api { request, call } => self.handle_api(now, request, call),
+            Input::Cancel { request } => self.services.placement.cancel(request),
         }
         self.route_services(now);
         self.end_of_call();
@@ -649,6 +658,7 @@ mod tests {
                 incarnation: Incarnation(0),
                 seq: 0,
             },
+            tenant: crate::ids::TenantId(0),
             shapes: Vec::new(),
         };
         let env = Envelope {

@@ -100,6 +100,7 @@ fn offer_req(shapes: usize) -> Message {
     };
     Message::Placement(PlacementMsg::OfferReq {
         key: key(2),
+        tenant: TenantId(1),
         shapes: vec![shape; shapes],
     })
 }

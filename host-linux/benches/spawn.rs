@@ -4,15 +4,17 @@
 //! with `unshare -U -r --pid --fork --mount-proc --uts --ipc --net`, with `bwrap`
 //! (the same namespaces and a like view: read-only /usr, its own /proc, /dev,
 //! /tmp) and a plain fork/exec; then spawn/kill cycles, checking that nothing is
-//! left behind. The four are timed in turn, run after run, so that the load of a
-//! shared machine falls on each alike. `ratio_vs_unshare` (the last line) is the
+//! left behind. The adapter is timed three ways: as configured for the bench
+//! (state saves not fsynced), with fsynced saves (`adapter+fsync`, the default
+//! of `nefeled`), and without spare log files (`adapter, no spare logs`: each
+//! start creates its two log files, as before the pool). All six are timed in
+//! turn, round after round in a shuffled order, so that the load of a shared
+//! machine falls on each alike. `ratio_vs_unshare` (the last line) is the
 //! adapter's p50 over unshare's.
 //!
 //! The adapter's data directory (state file, two log files per process) is a
-//! temporary directory: `TMPDIR` chooses its file system. On ext4 with many
-//! recent deletions (a build machine), creating the log files dominates a start
-//! (the inode allocator skips recently deleted inodes); compare with
-//! `TMPDIR=/dev/shm`.
+//! temporary directory: `TMPDIR` chooses its file system (ext4, where creating
+//! a file costs about 0.4 ms, against `TMPDIR=/dev/shm`).
 //!
 //! Run as root: `cargo bench -p nefele-host-linux --bench spawn`.
 //! Counts: `NEFELE_BENCH_N` (default 1000) and `NEFELE_BENCH_CYCLES` (default 10000).
@@ -39,13 +41,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn report(name: &str, mut samples: Vec<Duration>) -> Duration {
     if samples.is_empty() {
-        println!("{name:<14} n=0");
+        println!("{name:<22} n=0");
         return Duration::ZERO;
     }
     samples.sort();
     let (p50, p99) = (percentile(&samples, 0.50), percentile(&samples, 0.99));
     println!(
-        "{name:<14} n={:<6} p50={:>8.3} ms  p99={:>8.3} ms",
+        "{name:<22} n={:<6} p50={:>8.3} ms  p99={:>8.3} ms",
         samples.len(),
         ms(p50),
         ms(p99)
@@ -198,6 +200,14 @@ fn bwrap_args() -> Vec<&'static str> {
     args
 }
 
+/// What the bench times (in an order shuffled each round).
+const SUBJECTS: usize = 6;
+const ADAPTER: usize = 0;
+const ADAPTER_FSYNC: usize = 1;
+const NO_SPARES: usize = 2;
+const UNSHARE: usize = 3;
+const BWRAP: usize = 4;
+
 /// Starts and reaps one `/bin/true` through the adapter; its start-to-exit latency.
 fn run_adapter(host: &mut LinuxHost<RealSys>, tenant: TenantId, pid: Pid) -> Duration {
     let t0 = Instant::now();
@@ -228,6 +238,16 @@ fn main() {
     let name = config.cgroup_name.clone();
     let linger = config.tenant_linger;
     println!("tenant_linger={linger:?} (an idle tenant keeps its namespaces that long)");
+    // The same adapter without spare log files (each start creates its two), in
+    // its own data directory and cgroups.
+    let dir_no_spares = tempfile::tempdir().expect("temporary directory");
+    let mut no_spares = LinuxHost::open(Config {
+        data_dir: dir_no_spares.path().to_owned(),
+        cgroup_name: format!("{name}-ns"),
+        log_spares: 0,
+        ..config.clone()
+    })
+    .expect("adapter");
     let mut host = LinuxHost::open(config).expect("adapter");
     println!("cgroups: {:?}", host.support());
     let ns_before = namespaces();
@@ -250,22 +270,43 @@ fn main() {
         "/bin/true",
     ];
     let bwrap_args = bwrap_available().then(bwrap_args);
-    // Interleaved, so that the load of a shared machine falls on each alike.
-    let (mut adapter, mut unshare, mut bwrap, mut plain) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Interleaved, so that the load of a shared machine falls on each alike, in an
+    // order shuffled every round, so that none always follows the same one: the
+    // namespaces unshare and bwrap leave are torn down by the kernel after they
+    // exit, on the time of whatever runs next (in a fixed order, the adapter ran
+    // after bwrap and plain and was charged about twice its own time).
+    let mut samples: [Vec<Duration>; SUBJECTS] = Default::default();
+    let mut order: [usize; SUBJECTS] = std::array::from_fn(|i| i);
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     for _ in 0..n {
-        adapter.push(run_adapter(&mut host, tenant, next_pid()));
-        unshare.push(time_command("unshare", &unshare_args));
-        if let Some(args) = &bwrap_args {
-            bwrap.push(time_command("bwrap", args));
+        for i in (1..SUBJECTS).rev() {
+            // xorshift64: a fixed sequence, the same every run.
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            order.swap(i, (rng % (i as u64 + 1)) as usize);
         }
-        plain.push(time_command("/bin/true", &[]));
+        for subject in order {
+            let took = match subject {
+                ADAPTER => run_adapter(&mut host, tenant, next_pid()),
+                ADAPTER_FSYNC => {
+                    host.set_fsync_state(true);
+                    let took = run_adapter(&mut host, tenant, next_pid());
+                    host.set_fsync_state(false);
+                    took
+                }
+                NO_SPARES => run_adapter(&mut no_spares, tenant, next_pid()),
+                UNSHARE => time_command("unshare", &unshare_args),
+                BWRAP => match &bwrap_args {
+                    Some(args) => time_command("bwrap", args),
+                    None => continue,
+                },
+                _ => time_command("/bin/true", &[]),
+            };
+            samples[subject].push(took);
+        }
     }
-    host.set_fsync_state(true);
-    let adapter_fsync: Vec<Duration> = (0..n.div_ceil(5))
-        .map(|_| run_adapter(&mut host, tenant, next_pid()))
-        .collect();
-    host.set_fsync_state(false);
+    let [adapter, adapter_fsync, adapter_no_spares, unshare, bwrap, plain] = samples;
 
     let mut kills = Vec::with_capacity(cycles);
     for _ in 0..cycles {
@@ -289,8 +330,11 @@ fn main() {
     // The idle tenant's holder and cgroup go after the linger time; then namespace
     // teardown is asynchronous in the kernel once the last process is gone.
     let linger_deadline = Instant::now() + linger + Duration::from_secs(5);
-    while host.holder(tenant).is_some() && Instant::now() < linger_deadline {
-        host.wait_event(Duration::from_millis(100));
+    while (host.holder(tenant).is_some() || no_spares.holder(tenant).is_some())
+        && Instant::now() < linger_deadline
+    {
+        host.wait_event(Duration::from_millis(50));
+        no_spares.wait_event(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(200));
     let leftover_ns = namespaces().difference(&ns_before).count();
@@ -299,15 +343,17 @@ fn main() {
     let p50_unshare = report("unshare -U -r", unshare);
     let p50_bwrap = bwrap_args.map(|_| report("bwrap", bwrap));
     let p50_adapter_fsync = report("adapter+fsync", adapter_fsync);
+    report("adapter, no spare logs", adapter_no_spares);
     let p50_adapter = report("adapter", adapter);
     report("kill", kills);
     println!(
         "after {cycles} spawn/kill cycles: zombies={} leftover_cgroups={} leftover_namespaces={} holder={:?}",
         zombies(),
-        leftover_cgroups(&name),
+        leftover_cgroups(&name) + leftover_cgroups(&format!("{name}-ns")),
         leftover_ns,
         host.holder(tenant)
     );
+    drop(no_spares);
     match p50_bwrap {
         Some(b) => println!(
             "ratio_vs_bwrap={:.2}",

@@ -21,7 +21,7 @@
 use crate::cgroup::{Cgroups, ProcCgroup, Support};
 use crate::error::{HostError, StartError};
 use crate::idmap::IdRanges;
-use crate::logs::{self, LogPaths};
+use crate::logs::{self, LogPaths, LogPool};
 use crate::resources::Capacity;
 use crate::rootfs::{Lookup, Rootfs};
 use crate::state::{self, HolderRecord, ProcRecord, State};
@@ -57,6 +57,10 @@ pub struct Config {
     pub kill_grace: Duration,
     /// Size cap of each log file, in bytes.
     pub log_cap_bytes: u64,
+    /// How many empty log files are kept ready, so that a start renames two
+    /// instead of creating them ([`crate::logs::LogPool`]); zero creates them at
+    /// each start.
+    pub log_spares: usize,
     /// Aggregate limits per tenant on this host; tenants not listed are unlimited.
     pub tenant_limits: BTreeMap<TenantId, Limits>,
     /// Whether state updates are fsynced (see [`crate::state`] for what that buys).
@@ -85,6 +89,7 @@ impl Config {
             cgroup_name: "nefele".to_owned(),
             kill_grace: Duration::from_secs(5),
             log_cap_bytes: 16 << 20,
+            log_spares: 32,
             tenant_limits: BTreeMap::new(),
             fsync_state: true,
             tenant_linger: Duration::from_secs(1),
@@ -139,6 +144,7 @@ pub struct LinuxHost<S: Sys> {
     ids: IdRanges,
     /// Each tenant's view, planned once (it depends only on this host's files).
     views: BTreeMap<TenantId, Rootfs>,
+    log_pool: LogPool,
 }
 
 impl LinuxHost<crate::sys::RealSys> {
@@ -241,10 +247,12 @@ impl<S: Sys> LinuxHost<S> {
     /// accounts for.
     pub fn with(config: Config, sys: S, cgroups: Cgroups) -> Result<Self, HostError> {
         let logs_dir = config.data_dir.join("logs");
-        std::fs::create_dir_all(&logs_dir).map_err(|source| HostError::State {
-            path: logs_dir,
+        let state_err = |source| HostError::State {
+            path: logs_dir.clone(),
             source,
-        })?;
+        };
+        std::fs::create_dir_all(&logs_dir).map_err(state_err)?;
+        let log_pool = LogPool::open(&logs_dir, config.log_spares).map_err(state_err)?;
         let saved = state::load(&state_path(&config))?;
         let ids = IdRanges::open(&config.data_dir, config.first_tenant_id)?;
         let mut host = LinuxHost {
@@ -261,6 +269,7 @@ impl<S: Sys> LinuxHost<S> {
             next_log_check: Instant::now(),
             ids,
             views: BTreeMap::new(),
+            log_pool,
         };
         host.readopt(saved);
         host.persist()?;
@@ -569,6 +578,8 @@ impl<S: Sys> LinuxHost<S> {
             .cgroups
             .create(tenant, &proc_dir_name(pid), &limits, tenant_limits)?;
         let logs = LogPaths::new(&self.config.data_dir, pid);
+        self.log_pool.place(&logs.stdout);
+        self.log_pool.place(&logs.stderr);
         let plan = SpawnPlan {
             path,
             argv,

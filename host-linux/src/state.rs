@@ -10,6 +10,12 @@
 //! (on ext4, creating files amid recent deletions dominated the cost of a
 //! start); where the file system cannot exchange, a plain rename does.
 //!
+//! The temporary file is overwritten in place and cut to the new length, never
+//! truncated to zero first: on ext4 a truncation to zero arms `auto_da_alloc`,
+//! which starts writeback of the file when it is closed, and the next update
+//! then waited for that I/O to truncate it again (about 2 ms a save on a busy
+//! disk, twice per process: at its start and at its end).
+//!
 //! What must be durable before `Started` is reported: the process's record must be
 //! in the file that the rename installed. That alone guarantees the promise that
 //! matters, "a process the agent started is never forgotten after an agent
@@ -21,17 +27,18 @@
 //! so a lost update after power loss forgets nothing that still runs; what the
 //! fsyncs really buy is that the file is never found empty or torn after such a
 //! crash (which `load` would report as [`HostError::CorruptState`] and the agent
-//! would not start). They are therefore on by default (`Config::fsync_state`)
-//! and may be turned off where the file system already orders data before
-//! rename (ext4 `auto_da_alloc`, xfs) and start latency matters. Their cost is
-//! measured by the `spawn` bench (`adapter+fsync` against `adapter`).
+//! would not start). They are therefore on by default (`Config::fsync_state`);
+//! without them no file system orders the data before the swap (the writes are
+//! not a truncate-and-rewrite that ext4's `auto_da_alloc` would flush), so turn
+//! them off only where losing the file to a power cut is acceptable. Their cost
+//! is measured by the `spawn` bench (`adapter+fsync` against `adapter`).
 
 use crate::cgroup::ProcCgroup;
 use crate::error::HostError;
 use nefele_core::TenantId;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -121,9 +128,18 @@ pub fn save_json<T: Serialize>(path: &Path, value: &T, fsync: bool) -> Result<()
         path: path.to_owned(),
         detail: e.to_string(),
     })?;
-    // Truncating and rewriting keeps the temporary file's inode.
-    let mut file = File::create(&tmp).map_err(err(&tmp))?;
+    // Overwritten in place, then cut to length (never to zero: see the module doc).
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&tmp)
+        .map_err(err(&tmp))?;
     file.write_all(&bytes).map_err(err(&tmp))?;
+    let len = bytes.len() as u64;
+    if file.metadata().map_err(err(&tmp))?.len() > len {
+        file.set_len(len).map_err(err(&tmp))?;
+    }
     if fsync {
         file.sync_all().map_err(err(&tmp))?;
     }

@@ -738,13 +738,19 @@ impl Sys for RealSys {
             }
         };
         let ns = &*ns;
+        // An existing file (a spare the adapter placed) is opened without O_CREAT,
+        // which would take the directory's lock.
         let open_log = |path: &PathBuf| {
-            OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o640)
-                .open(path)
-                .map_err(|e| SysError::io("open log file", &e))
+            let existing = OpenOptions::new().append(true).open(path);
+            match existing {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .mode(0o640)
+                    .open(path),
+                other => other,
+            }
+            .map_err(|e| SysError::io("open log file", &e))
         };
         let (stdout, stderr) = (open_log(&plan.stdout)?, open_log(&plan.stderr)?);
         let mut cgroup_fds = Vec::with_capacity(plan.cgroup_procs.len());

@@ -333,6 +333,48 @@ fn history_fills_what_the_spec_leaves_out() {
     );
 }
 
+/// The history of a process placed on another host comes back in that host's `Ran`
+/// (which a requester takes only from the host it placed the pid on): a gang of
+/// binaries kept apart, so that most run elsewhere, is learnt binary by binary.
+#[test]
+fn history_is_learnt_from_the_hosts_that_ran_the_processes() {
+    let mut sim = booted(cluster(10, 7));
+    let specs: Vec<ProcSpec> = (0..4)
+        .map(|i| {
+            let mut spec = proc(500, 50, 0);
+            spec.path = format!("/bin/worker{i}");
+            spec.envp.push("NEFELE_SIM_CPU_MC=300".into());
+            spec.affinity = vec![Affinity::Apart("history".into())];
+            spec
+        })
+        .collect();
+    let call = ApiCall::CSpawn {
+        tenant: TenantId(1),
+        specs,
+    };
+    let (r, _) = ask(&mut sim, 4, call, 500);
+    let p = pids(r);
+    assert!(
+        p.iter().filter(|p| p.origin() != NodeId(4)).count() >= 3,
+        "{p:?}"
+    );
+    let placement = &sim.agent(NodeId(4)).unwrap().services().placement;
+    for (i, pid) in p.iter().enumerate() {
+        let estimate = placement
+            .estimate(TenantId(1), &format!("/bin/worker{i}"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "the run of /bin/worker{i} on {} was not learnt",
+                    pid.origin()
+                )
+            });
+        assert!(
+            (250..=350).contains(&estimate.cpu_millicores),
+            "{estimate:?}"
+        );
+    }
+}
+
 /// c_spawn under random crashes and partitions of a few hosts: every request is
 /// all-or-nothing, no reservation leaks and no pid is duplicated.
 /// Processes of crashed hosts are listed as lost, never forgotten; among the

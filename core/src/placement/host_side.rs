@@ -5,8 +5,13 @@
 //!
 //! Invariants: `reserved` is the sum of the leases; a request key in `done` is
 //! never created again (a duplicated or late `Create` does nothing); processes are
-//! created only for a key in `offered` (this host offered room to that request); an entry
-//! whose request was aborted is hidden from tenants and dropped when it exits.
+//! created only for a key in `offered` (this host offered room to that request),
+//! only of the tenant the offer was for, and together no more than the offer's
+//! demand (issue 16: a peer holding the cluster key cannot make a host run
+//! processes for a request it did not offer to, for another tenant, or larger than
+//! offered; the lease itself need not be live, as a big gang commits after its
+//! leases ran out); an entry whose request was aborted is hidden from tenants and
+//! dropped when it exits.
 
 use super::api::{Demand, DistanceClass, ProcInfo, ProcState};
 use super::msg::{CreateItem, PidAnswer, PidOp, PlacementMsg, ReqKey, Shape};
@@ -87,24 +92,43 @@ impl ProcEntry {
     }
 }
 
-/// Requests this host has finished with (confirmed or aborted), each kept for
-/// `exit_retention` so that a late or duplicated `Create` does nothing. Every key
-/// is kept equally long, so keys expire in the order they came: a queue holds them
-/// in expiry order beside a set for lookups, and no timer is needed. A key
-/// finished twice keeps its first expiry.
-#[derive(Debug, Default)]
-pub(super) struct DoneKeys {
+/// Request keys, with a value each, kept for `exit_retention`: the requests this
+/// host has finished with (confirmed or aborted), so that a late or duplicated
+/// `Create` does nothing, and those it offered room to, with what it offered.
+/// Every key is kept equally long, so keys expire in the order they came: a queue
+/// holds them in expiry order beside a map for lookups, and no timer is needed. A
+/// key added twice keeps its first expiry and value.
+#[derive(Debug)]
+pub(super) struct RetainedKeys<V> {
     expiry: VecDeque<(Time, ReqKey)>,
-    keys: BTreeSet<ReqKey>,
+    keys: BTreeMap<ReqKey, V>,
 }
 
-impl DoneKeys {
+impl<V> Default for RetainedKeys<V> {
+    fn default() -> Self {
+        RetainedKeys {
+            expiry: VecDeque::new(),
+            keys: BTreeMap::new(),
+        }
+    }
+}
+
+impl<V> RetainedKeys<V> {
     pub(super) fn contains(&self, key: &ReqKey) -> bool {
-        self.keys.contains(key)
+        self.keys.contains_key(key)
     }
 
-    /// Adds `key` until `until`, first dropping the keys expired at `now`.
-    fn insert(&mut self, now: Time, key: ReqKey, until: Time) {
+    fn get(&self, key: &ReqKey) -> Option<&V> {
+        self.keys.get(key)
+    }
+
+    fn get_mut(&mut self, key: &ReqKey) -> Option<&mut V> {
+        self.keys.get_mut(key)
+    }
+
+    /// Adds `key` with `value` until `until` unless it is there, first dropping the
+    /// keys expired at `now`; the key's value either way.
+    fn insert(&mut self, now: Time, key: ReqKey, until: Time, value: V) -> &mut V {
         while let Some(&(at, old)) = self.expiry.front() {
             if at > now {
                 break;
@@ -112,10 +136,32 @@ impl DoneKeys {
             self.expiry.pop_front();
             self.keys.remove(&old);
         }
-        if self.keys.insert(key) {
-            self.expiry.push_back((until, key));
+        match self.keys.entry(key) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                self.expiry.push_back((until, key));
+                e.insert(value)
+            }
         }
     }
+}
+
+/// The larger of `a` and `b` in each quantity.
+fn larger(a: Demand, b: Demand) -> Demand {
+    Demand {
+        cpu_millicores: a.cpu_millicores.max(b.cpu_millicores),
+        memory_bytes: a.memory_bytes.max(b.memory_bytes),
+        accelerators: a.accelerators.max(b.accelerators),
+    }
+}
+
+/// What this host offered to one request: processes of `tenant`, together at most
+/// `offered` (the largest of its offers to the request), of which `created` exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Offered {
+    tenant: TenantId,
+    offered: Demand,
+    created: Demand,
 }
 
 #[derive(Debug, Default)]
@@ -123,17 +169,24 @@ pub(super) struct HostState {
     pub(super) leases: BTreeMap<ReqKey, Lease>,
     pub(super) provisional: BTreeMap<ReqKey, Provisional>,
     /// Requests confirmed or aborted here, kept for a while against late duplicates.
-    pub(super) done: DoneKeys,
+    pub(super) done: RetainedKeys<()>,
     /// Requests this host offered room to (a lease, possibly run out since), kept for
-    /// `exit_retention`: only these may create processes here.
-    pub(super) offered: DoneKeys,
+    /// `exit_retention`: only these may create processes here, within the offer.
+    pub(super) offered: RetainedKeys<Offered>,
     pub(super) table: BTreeMap<Pid, ProcEntry>,
     pub(super) waiters: BTreeMap<Pid, Vec<(NodeId, u64)>>,
 }
 
 impl Placement {
-    /// Reserves what this host can take of `shapes` for `key` (idempotent per key).
-    pub(super) fn reserve(&mut self, now: Time, key: ReqKey, shapes: &[Shape]) -> Vec<u16> {
+    /// Reserves what this host can take of `shapes` for `key`, processes of
+    /// `tenant` (idempotent per key).
+    pub(super) fn reserve(
+        &mut self,
+        now: Time,
+        key: ReqKey,
+        tenant: TenantId,
+        shapes: &[Shape],
+    ) -> Vec<u16> {
         if let Some(l) = self.host.leases.get(&key) {
             return l.counts.clone();
         }
@@ -164,7 +217,16 @@ impl Placement {
         }
         if counts.iter().any(|c| *c > 0) {
             let until = now + self.config.exit_retention;
-            self.host.offered.insert(now, key, until);
+            let first = Offered {
+                tenant,
+                offered: total,
+                created: Demand::default(),
+            };
+            let o = self.host.offered.insert(now, key, until, first);
+            // Asked again after its lease ran out: the larger offer bounds the request.
+            if o.tenant == tenant {
+                o.offered = larger(o.offered, total);
+            }
             let expires = now + self.config.lease;
             self.reserved = self.reserved.plus(total);
             self.host.leases.insert(
@@ -180,8 +242,15 @@ impl Placement {
         counts
     }
 
-    pub(super) fn on_offer_req(&mut self, now: Time, from: NodeId, key: ReqKey, shapes: &[Shape]) {
-        let counts = self.reserve(now, key, shapes);
+    pub(super) fn on_offer_req(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        key: ReqKey,
+        tenant: TenantId,
+        shapes: &[Shape],
+    ) {
+        let counts = self.reserve(now, key, tenant, shapes);
         let free = self.free();
         self.send(from, PlacementMsg::Offer { key, counts, free });
     }
@@ -210,17 +279,25 @@ impl Placement {
             return None;
         }
         let known = self.host.provisional.get(&key);
-        // New processes only for a request this host offered room to (issue 16): any
-        // agent could otherwise start processes here by naming itself the requester
-        // of a made-up request. Items already created are answered again regardless.
+        // New processes only for a request this host offered room to, of the tenant
+        // and within the demand it offered (issue 16): any agent could otherwise
+        // start processes here by naming itself the requester of a made-up request,
+        // or for another tenant, or larger than offered. Items already created are
+        // answered again regardless.
         let is_new = |i: &&CreateItem| !known.is_some_and(|p| p.pids.contains_key(&i.index));
-        if items.iter().any(|i| is_new(&i)) && !self.host.offered.contains(&key) {
-            return None;
-        }
         let new_demand = items
             .iter()
             .filter(is_new)
             .fold(Demand::default(), |a, i| a.plus(i.demand));
+        let new_tenants: BTreeSet<TenantId> =
+            items.iter().filter(is_new).map(|i| i.tenant).collect();
+        if !new_tenants.is_empty() {
+            let offer = self.host.offered.get(&key)?;
+            let within = offer.offered.covers(offer.created.plus(new_demand));
+            if new_tenants.iter().any(|t| *t != offer.tenant) || !within {
+                return None;
+            }
+        }
         let lease = self
             .host
             .leases
@@ -229,6 +306,9 @@ impl Placement {
             .unwrap_or_default();
         if !self.free().plus(lease).covers(new_demand) {
             return None;
+        }
+        if let Some(o) = self.host.offered.get_mut(&key) {
+            o.created = o.created.plus(new_demand);
         }
         // Take the new processes out of the request's own reservation first.
         let from_lease = Demand {
@@ -328,7 +408,7 @@ impl Placement {
 
     fn mark_done(&mut self, now: Time, key: ReqKey) {
         let until = now + self.config.exit_retention;
-        self.host.done.insert(now, key, until);
+        self.host.done.insert(now, key, until, ());
     }
 
     /// The request is complete: its processes are kept.
@@ -493,8 +573,7 @@ impl Placement {
                 self.learn(tenant, path, cpu, mem);
             } else {
                 let msg = PlacementMsg::Ran {
-                    tenant,
-                    path,
+                    pid,
                     cpu_millicores: cpu,
                     memory_bytes: mem,
                 };
@@ -545,6 +624,7 @@ impl Placement {
         };
         match (op, e.state) {
             (PidOp::Info, _) => Some(PidAnswer::Info(e.info(pid, self.me, now))),
+            (PidOp::Unwait, _) => None,
             (_, ProcState::Exited(s)) => Some(PidAnswer::Exited(s)),
             (PidOp::Kill(signal), _) => {
                 self.outbox
@@ -570,8 +650,21 @@ impl Placement {
         pid: Pid,
         op: PidOp,
     ) {
+        if op == PidOp::Unwait {
+            return self.unwait(from, token, pid);
+        }
         if let Some(answer) = self.answer_pid(now, from, token, tenant, pid, op) {
             self.send(from, PlacementMsg::PidAns { token, answer });
+        }
+    }
+
+    /// Forgets `asker`'s wait `token` on `pid` (only the asker's own).
+    pub(super) fn unwait(&mut self, asker: NodeId, token: u64, pid: Pid) {
+        if let Some(w) = self.host.waiters.get_mut(&pid) {
+            w.retain(|x| *x != (asker, token));
+            if w.is_empty() {
+                self.host.waiters.remove(&pid);
+            }
         }
     }
 

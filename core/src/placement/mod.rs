@@ -371,7 +371,11 @@ impl Placement {
         self.host_heard(from);
         self.requester_heard(now, from);
         match msg {
-            PlacementMsg::OfferReq { key, shapes } => self.on_offer_req(now, from, key, &shapes),
+            PlacementMsg::OfferReq {
+                key,
+                tenant,
+                shapes,
+            } => self.on_offer_req(now, from, key, tenant, &shapes),
             PlacementMsg::Offer { key, counts, free } => {
                 self.on_offer(now, tree, from, key, counts, free);
             }
@@ -429,11 +433,10 @@ impl Placement {
                 batches,
             } => self.on_ps_answer(tree, from, token, entries, batches),
             PlacementMsg::Ran {
-                tenant,
-                path,
+                pid,
                 cpu_millicores,
                 memory_bytes,
-            } => self.learn(tenant, path, cpu_millicores, memory_bytes),
+            } => self.on_ran(from, pid, cpu_millicores, memory_bytes),
             PlacementMsg::Ledger {
                 reset,
                 present,
@@ -874,17 +877,119 @@ mod tests {
             count: 1,
             one_per_host: false,
         }];
-        let req = PlacementMsg::OfferReq { key, shapes };
+        let req = PlacementMsg::OfferReq {
+            key,
+            tenant: item().tenant,
+            shapes,
+        };
         host.handle_message(Time::ZERO, key.requester, req, &ctx());
+        created(host, key, vec![item()])
+    }
+
+    /// `key`'s requester asks `host` to create `items`: whether the host started any.
+    fn created(host: &mut Placement, key: ReqKey, items: Vec<CreateItem>) -> bool {
         let create = PlacementMsg::Create {
             key,
-            items: vec![item()],
+            items,
             last: true,
         };
         host.handle_message(Time::ZERO, key.requester, create, &ctx());
         drain(host)
             .iter()
             .any(|o| matches!(o, Out::Host(HostCommand::Start { .. })))
+    }
+
+    /// Issue 16: a `Create` is held to what its offer was for: the tenant named in
+    /// the `OfferReq` and the demand offered. A key holder could otherwise turn any
+    /// offer into processes of another tenant, or into more than was offered.
+    #[test]
+    fn a_create_is_held_to_the_tenant_and_demand_offered() {
+        let mut host = solo();
+        let offer = |host: &mut Placement, key: ReqKey| {
+            let shapes = vec![Shape {
+                demand: item().demand,
+                count: 1,
+                one_per_host: false,
+            }];
+            let req = PlacementMsg::OfferReq {
+                key,
+                tenant: TenantId(1),
+                shapes,
+            };
+            host.handle_message(Time::ZERO, key.requester, req, &ctx());
+            drain(host);
+        };
+        let other_tenant = CreateItem {
+            tenant: TenantId(2),
+            ..item()
+        };
+        offer(&mut host, remote_key(1));
+        assert!(
+            !created(&mut host, remote_key(1), vec![other_tenant]),
+            "another tenant"
+        );
+        offer(&mut host, remote_key(2));
+        let second = CreateItem { index: 1, ..item() };
+        assert!(
+            !created(&mut host, remote_key(2), vec![item(), second.clone()]),
+            "two for one"
+        );
+        let mut bigger = item();
+        bigger.demand.cpu_millicores += 1;
+        offer(&mut host, remote_key(3));
+        assert!(
+            !created(&mut host, remote_key(3), vec![bigger]),
+            "larger than offered"
+        );
+        // Within the offer, batch by batch: the first fits, a second one does not.
+        offer(&mut host, remote_key(4));
+        assert!(created(&mut host, remote_key(4), vec![item()]));
+        assert!(
+            !created(&mut host, remote_key(4), vec![second]),
+            "beyond the offer"
+        );
+        let repeat = PlacementMsg::Create {
+            key: remote_key(4),
+            items: vec![item()],
+            last: true,
+        };
+        host.handle_message(Time::ZERO, REQUESTER, repeat, &ctx());
+        assert!(
+            matches!(&drain(&mut host)[..], [Out::Send(_, PlacementMsg::Created { pids, .. })] if pids.len() == 1),
+            "a repeat is answered again"
+        );
+        assert!(host.invariants());
+    }
+
+    /// Issue 16: a requester files a `Ran` only when it comes from the host it placed
+    /// the pid on, once, under the tenant and binary it placed: any key holder could
+    /// otherwise steer the history (and so the reservations) of any tenant's binary.
+    #[test]
+    fn ran_is_taken_only_from_the_host_of_a_placed_pid_once() {
+        let mut p = solo();
+        let (host, pid) = (NodeId(3), Pid::new(NodeId(3), Incarnation(1), 7));
+        p.req.runs.expect(pid, host, TenantId(1), "/bin/x".into());
+        let ran = |cpu| PlacementMsg::Ran {
+            pid,
+            cpu_millicores: cpu,
+            memory_bytes: 1 << 20,
+        };
+        p.handle_message(Time::ZERO, NodeId(4), ran(900), &ctx());
+        assert_eq!(p.estimate(TenantId(1), "/bin/x"), None, "not its host");
+        let unplaced = PlacementMsg::Ran {
+            pid: Pid::new(host, Incarnation(1), 8),
+            cpu_millicores: 900,
+            memory_bytes: 1 << 20,
+        };
+        p.handle_message(Time::ZERO, host, unplaced, &ctx());
+        assert_eq!(p.estimate(TenantId(1), "/bin/x"), None, "not placed here");
+        p.handle_message(Time::ZERO, host, ran(100), &ctx());
+        let learnt = p
+            .estimate(TenantId(1), "/bin/x")
+            .expect("its host's report");
+        assert_eq!(learnt.cpu_millicores, 100);
+        p.handle_message(Time::ZERO, host, ran(900), &ctx());
+        assert_eq!(p.estimate(TenantId(1), "/bin/x"), Some(learnt), "once");
     }
 
     /// Issue 16: a host creates processes only for a request it offered room to. Any
@@ -933,6 +1038,7 @@ mod tests {
         let shapes = vec![];
         let req = PlacementMsg::OfferReq {
             key: remote_key(2),
+            tenant: TenantId(1),
             shapes,
         };
         host.handle_message(now, requester, req, &ctx());
@@ -1221,7 +1327,7 @@ mod tests {
             one_per_host: false,
         };
         let key = remote_key(1);
-        assert_eq!(p.reserve(now, key, &[shape]), vec![2]);
+        assert_eq!(p.reserve(now, key, TenantId(1), &[shape]), vec![2]);
         p.set_capacity(&HostResources {
             cpu_millicores: 1000,
             memory_bytes: 8 << 30,
@@ -1229,6 +1335,99 @@ mod tests {
         });
         assert!(p.invariants(), "capacity shrank below what is held");
         assert_eq!(p.free().cpu_millicores, 0);
+    }
+
+    /// Issue 16: a `wait` whose client left lived (and counted against its
+    /// tenant) until the process exited. `cancel` forgets it here and at the pid's
+    /// host, where only the asker itself can forget its own wait; nothing answers it.
+    #[test]
+    fn a_cancelled_wait_is_forgotten_here_and_at_the_pids_host() {
+        let (mut host, tenant) = (solo(), TenantId(1));
+        let key = remote_key(1);
+        let shapes = vec![Shape {
+            demand: item().demand,
+            count: 1,
+            one_per_host: false,
+        }];
+        let offer_req = PlacementMsg::OfferReq {
+            key,
+            tenant,
+            shapes,
+        };
+        host.handle_message(Time::ZERO, REQUESTER, offer_req, &ctx());
+        drain(&mut host);
+        let create = PlacementMsg::Create {
+            key,
+            items: vec![item()],
+            last: true,
+        };
+        host.handle_message(Time::ZERO, REQUESTER, create, &ctx());
+        let pid = drain(&mut host)
+            .into_iter()
+            .find_map(|o| match o {
+                Out::Host(HostCommand::Start { pid, .. }) => Some(pid),
+                _ => None,
+            })
+            .expect("created");
+        // A local client and another agent's client wait for it.
+        host.start_pid_op(Time::ZERO, RequestId(1), tenant, pid, msg::PidOp::Wait);
+        let req = |op| PlacementMsg::PidReq {
+            token: 7,
+            tenant,
+            pid,
+            op,
+        };
+        host.handle_message(Time::ZERO, NodeId(3), req(msg::PidOp::Wait), &ctx());
+        drain(&mut host);
+        host.cancel(RequestId(1));
+        host.handle_message(Time::ZERO, NodeId(4), req(msg::PidOp::Unwait), &ctx());
+        assert_eq!(drain(&mut host), vec![], "an unwait is never answered");
+        let (status, usage) = (
+            crate::host::ExitStatus::Code(0),
+            crate::host::Usage::default(),
+        );
+        host.on_host_event(Time::ZERO, &HostEvent::Exited { pid, status, usage });
+        let answered: Vec<Out> = drain(&mut host)
+            .into_iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Out::Reply(..) | Out::Send(_, PlacementMsg::PidAns { .. })
+                )
+            })
+            .collect();
+        let to_3 = PlacementMsg::PidAns {
+            token: 7,
+            answer: msg::PidAnswer::Exited(status),
+        };
+        assert_eq!(
+            answered,
+            vec![Out::Send(NodeId(3), to_3)],
+            "node 4 cannot unwait 3's"
+        );
+        // A remote wait is forgotten at its host too.
+        let remote = Pid::new(NodeId(3), Incarnation(1), 9);
+        host.start_pid_op(Time::ZERO, RequestId(2), tenant, remote, msg::PidOp::Wait);
+        drain(&mut host);
+        host.cancel(RequestId(2));
+        let unwait = PlacementMsg::PidReq {
+            token: 2,
+            tenant,
+            pid: remote,
+            op: msg::PidOp::Unwait,
+        };
+        assert!(
+            matches!(&drain(&mut host)[..], [Out::Send(NodeId(3), m)] if matches!(m, PlacementMsg::PidReq { op: msg::PidOp::Unwait, pid, .. } if *pid == remote)),
+            "expected {unwait:?}"
+        );
+        // Its poll timer finds nothing to ask or answer.
+        let poll = Time::ZERO + host.config.wait_poll;
+        host.handle_timeout(poll, &ctx());
+        let about_it = drain(&mut host).into_iter().any(|o| {
+            matches!(o, Out::Reply(RequestId(2), _))
+                || matches!(o, Out::Send(_, PlacementMsg::PidReq { pid, .. }) if pid == remote)
+        });
+        assert!(!about_it, "a cancelled wait neither polls nor answers");
     }
 
     /// Regression: a `wait` on a process of a crashed host ended `Unreachable` (or hung
@@ -1482,6 +1681,7 @@ mod tests {
         let big = [
             PlacementMsg::OfferReq {
                 key,
+                tenant: TenantId(u32::MAX),
                 shapes: vec![shape; MAX_SHAPES],
             },
             PlacementMsg::Create {

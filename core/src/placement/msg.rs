@@ -77,6 +77,8 @@ pub enum PidOp {
     Kill(crate::host::Signal),
     /// Answer when it exits.
     Wait,
+    /// Forget the asker's wait of this token (its client left); no answer.
+    Unwait,
 }
 
 /// A placement or namespace message between agents.
@@ -87,6 +89,9 @@ pub enum PlacementMsg {
     OfferReq {
         /// The request.
         key: ReqKey,
+        /// Whose processes it places: the host creates processes of this tenant
+        /// only, and no more than it offered (issue 16).
+        tenant: TenantId,
         /// What it needs.
         shapes: Vec<Shape>,
     },
@@ -242,11 +247,11 @@ pub enum PlacementMsg {
         token: u64,
     },
     /// Host → requester: what a finished process used, for the requester's history.
+    /// The requester takes it only from the host it placed `pid` on, once, and
+    /// files it under the tenant and binary it placed (issue 16).
     Ran {
-        /// The tenant.
-        tenant: TenantId,
-        /// The binary.
-        path: String,
+        /// The process.
+        pid: Pid,
         /// Observed average cpu.
         cpu_millicores: u32,
         /// Observed peak memory.

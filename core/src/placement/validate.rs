@@ -178,6 +178,7 @@ mod tests {
         };
         PlacementMsg::OfferReq {
             key: key(),
+            tenant: TenantId(1),
             shapes: vec![shape; n],
         }
     }

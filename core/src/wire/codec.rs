@@ -24,7 +24,9 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 ///   that rides the tree (placement's capacity and tenant filter moved there).
 /// - 3: federation's indirect probes, `ProbeReq` and `ProbeFor` (appended).
 /// - 4: the messaging service (a `Message` variant, and its part in the summaries'
-///   payload).
+///   payload); placement's `OfferReq` names the request's tenant, `PidOp::Unwait`
+///   is new, and `Ran` names the pid instead of the tenant and binary (checks of
+///   peers' messages).
 pub const VERSION: u16 = 4;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;

@@ -21,7 +21,8 @@
 //! being read until the agent answers some (a spawn asking for more than the
 //! whole budget is refused). A call counts until the agent has answered it,
 //! also when its client has gone (see [`crate::handle::Hold`]), so closing
-//! connections does not reset a tenant's budget; the connection's own tasks and
+//! connections does not reset a tenant's budget (but a `wait` whose client has
+//! gone is cancelled by the driver, which frees its share); the connection's own tasks and
 //! buffers are freed when it closes. A user who floods the socket slows only
 //! itself, and a tenant only itself.
 

@@ -27,10 +27,13 @@ use nefele_core::ids::{NodeId, TenantId};
 use nefele_core::wire::codec::{self, DEFAULT_MAX_FRAME};
 use nefele_core::{Time, TransportEvent};
 use nefele_transport_tcp::TransportError;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+/// How often pending waits are checked for a caller that left.
+const ABANDONED_SWEEP: Duration = Duration::from_millis(250);
 use tokio::time::Instant;
 
 /// What went wrong along the way, for logs and tests.
@@ -67,6 +70,9 @@ pub(crate) struct Driver {
     requests: mpsc::Receiver<Request>,
     /// Calls the agent works on: where the answer goes, and what to drop with it.
     pending: BTreeMap<RequestId, (oneshot::Sender<Reply>, Option<Hold>)>,
+    /// The pending calls that are waits: when their caller is gone, the agent is
+    /// told to forget them (`Input::Cancel`) and their hold is dropped.
+    waits: BTreeSet<RequestId>,
     next_request: u64,
     stats: DriverStats,
     drop_log: DropLog,
@@ -104,6 +110,7 @@ impl Driver {
             host: parts.host,
             requests: parts.requests,
             pending: BTreeMap::new(),
+            waits: BTreeSet::new(),
             next_request: 0,
             stats: DriverStats::default(),
             drop_log: DropLog::new(Duration::from_secs(10)),
@@ -127,6 +134,8 @@ impl Driver {
         self.drain().await;
         let mut seed_retry = tokio::time::interval(SEED_RETRY);
         seed_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut abandoned = tokio::time::interval(ABANDONED_SWEEP);
+        abandoned.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (grace_end, done) = loop {
             let deadline = self.deadline();
             tokio::select! {
@@ -151,6 +160,7 @@ impl Driver {
                 },
                 () = sleep_until(deadline) => self.input(Input::Timeout),
                 _ = seed_retry.tick() => self.retry_seeds().await,
+                _ = abandoned.tick() => self.cancel_abandoned_waits(),
             }
             self.drain().await;
         };
@@ -340,8 +350,32 @@ impl Driver {
         };
         self.next_request += 1;
         let request = RequestId(self.next_request);
+        if matches!(call, ApiCall::Wait { .. }) {
+            self.waits.insert(request);
+        }
         self.pending.insert(request, (reply, hold));
         self.input(Input::Api { request, call });
+    }
+
+    /// Waits whose caller is gone (its connection closed) are forgotten by the
+    /// agent, and their budget is given back (SECURITY.md, the API socket).
+    fn cancel_abandoned_waits(&mut self) {
+        let gone: Vec<RequestId> = self
+            .waits
+            .iter()
+            .filter(|r| {
+                self.pending
+                    .get(r)
+                    .is_none_or(|(caller, _)| caller.is_closed())
+            })
+            .copied()
+            .collect();
+        for request in gone {
+            self.waits.remove(&request);
+            if self.pending.remove(&request).is_some() {
+                self.input(Input::Cancel { request });
+            }
+        }
     }
 
     /// The groups of the first federation instance, with the addresses known here.
@@ -420,6 +454,7 @@ impl Driver {
                     Err(e) => tracing::warn!(error = %e, "broadcast not encoded"),
                 },
                 Output::ApiReply { request, reply } => {
+                    self.waits.remove(&request);
                     if let Some((caller, _hold)) = self.pending.remove(&request) {
                         // A caller that gave up has dropped its end; nothing to do.
                         let _ = caller.send(Reply::Api(reply));

@@ -29,7 +29,7 @@ use crate::service::TreeView;
 use crate::service::{ServiceNotice, ServiceOutput};
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 /// Which spawn call a client made.
@@ -117,6 +117,46 @@ impl Pending {
 /// The most failed requests a requester remembers (past it, the oldest is forgotten).
 pub const MAX_FAILED: usize = 4096;
 
+/// The most processes placed on other hosts whose `Ran` a requester waits for (past
+/// it, the oldest is forgotten: the history is a hint).
+pub(super) const MAX_EXPECTED_RUNS: usize = 16_384;
+
+/// Processes this requester placed on other hosts, with their host, tenant and
+/// binary: a `Ran` is taken only from the host of its pid, once, and filed under
+/// what was placed, never under what the message says (issue 16).
+#[derive(Debug, Default)]
+pub(super) struct ExpectedRuns {
+    /// In the order they were placed (pids already reported stay until they
+    /// fall off the front, which bounds this queue, and so the map, by
+    /// [`MAX_EXPECTED_RUNS`]).
+    order: VecDeque<Pid>,
+    runs: BTreeMap<Pid, (NodeId, TenantId, String)>,
+}
+
+impl ExpectedRuns {
+    pub(super) fn expect(&mut self, pid: Pid, host: NodeId, tenant: TenantId, path: String) {
+        if self.runs.insert(pid, (host, tenant, path)).is_none() {
+            self.order.push_back(pid);
+        }
+        while self.order.len() > MAX_EXPECTED_RUNS {
+            if let Some(old) = self.order.pop_front() {
+                self.runs.remove(&old);
+            }
+        }
+    }
+
+    /// The tenant and binary of `pid` if `from` is the host it was placed on;
+    /// forgets it.
+    fn take(&mut self, from: NodeId, pid: Pid) -> Option<(TenantId, String)> {
+        if self.runs.get(&pid)?.0 != from {
+            return None;
+        }
+        self.runs
+            .remove(&pid)
+            .map(|(_, tenant, path)| (tenant, path))
+    }
+}
+
 /// How many times, at most, the requester sends a host's `Create` within `create_timeout`.
 const CREATE_SENDS: u32 = 4;
 
@@ -135,6 +175,8 @@ pub(super) struct RequesterState {
     /// Hosts the federation removed for silence, until they are heard from again: a
     /// call on one of their pids that stays unanswered ends `Lost`, not `Unreachable`.
     lost_hosts: BTreeSet<NodeId>,
+    /// Placed processes whose history their host may report.
+    pub(super) runs: ExpectedRuns,
 }
 
 /// The most removed hosts remembered (past it, the lowest node id is forgotten first).
@@ -212,7 +254,7 @@ impl Placement {
         p.phase = Phase::Offers;
         p.group = tree.local_group();
         let key = p.key;
-        let counts = self.reserve(now, key, &p.shapes);
+        let counts = self.reserve(now, key, p.tenant, &p.shapes);
         p.room
             .insert(self.me, self.free().plus(held(&p.shapes, &counts)));
         p.offers.insert(self.me, counts);
@@ -232,6 +274,7 @@ impl Placement {
             if p.asked.insert(n) {
                 let msg = PlacementMsg::OfferReq {
                     key,
+                    tenant: p.tenant,
                     shapes: shapes.clone(),
                 };
                 self.send(n, msg);
@@ -335,9 +378,11 @@ impl Placement {
             return self.settle(now, tree, key.seq);
         }
         let shapes = share(p, fresh.len());
+        let tenant = p.tenant;
         for h in fresh {
             let msg = PlacementMsg::OfferReq {
                 key,
+                tenant,
                 shapes: shapes.clone(),
             };
             self.send(h, msg);
@@ -547,8 +592,32 @@ impl Placement {
                 processes: p.items.len() as u32,
                 local,
             }));
+        for (host, items) in p.plan.iter().filter(|(h, _)| **h != self.me) {
+            for i in items {
+                if let (Some(pid), Some((spec, _))) = (p.pids.get(i), p.items.get(usize::from(*i)))
+                {
+                    self.req
+                        .runs
+                        .expect(*pid, *host, p.tenant, spec.path.clone());
+                }
+            }
+        }
         let pids = p.pids.into_values().collect();
         self.reply(p.request, ApiReply::Spawned(Ok(pids)));
+    }
+
+    /// What `pid` used, as `from` reports it: learnt only if this agent placed
+    /// `pid` on `from` (see [`ExpectedRuns`]).
+    pub(super) fn on_ran(
+        &mut self,
+        from: NodeId,
+        pid: Pid,
+        cpu_millicores: u32,
+        memory_bytes: u64,
+    ) {
+        if let Some((tenant, path)) = self.req.runs.take(from, pid) {
+            self.learn(tenant, path, cpu_millicores, memory_bytes);
+        }
     }
 
     pub(super) fn on_create_refused(&mut self, now: Time, key: ReqKey) {

@@ -62,6 +62,8 @@ impl Placement {
             PidOp::Info => OpKind::Info,
             PidOp::Kill(_) => OpKind::Kill,
             PidOp::Wait => OpKind::Wait,
+            // Not a client's call: only `cancel` sends it.
+            PidOp::Unwait => return,
         };
         let host = pid.origin();
         let wait = if kind == OpKind::Wait {
@@ -273,6 +275,38 @@ impl Placement {
             }
             _ if op.kind == OpKind::Wait => {}
             _ => self.op_unreachable(token),
+        }
+    }
+
+    /// The client of `request` left: its `wait`s are forgotten here and at their
+    /// pids' hosts and never answered. Other calls end by themselves within their
+    /// timeouts (a spawn within `create_timeout`), so they run on and their answer
+    /// finds no client.
+    pub fn cancel(&mut self, request: RequestId) {
+        let tokens: Vec<u64> = self
+            .req
+            .ops
+            .iter()
+            .filter(|(_, op)| op.request == request && op.kind == OpKind::Wait)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in tokens {
+            let Some(op) = self.req.ops.remove(&token) else {
+                continue;
+            };
+            let (tenant, pid) = (op.tenant, op.pid);
+            if pid.origin() == self.me {
+                self.unwait(self.me, token, pid);
+            } else {
+                let op = PidOp::Unwait;
+                let msg = PlacementMsg::PidReq {
+                    token,
+                    tenant,
+                    pid,
+                    op,
+                };
+                self.send(pid.origin(), msg);
+            }
         }
     }
 
