@@ -20,6 +20,7 @@ pub mod faults;
 pub mod federation_check;
 pub mod html;
 pub mod network;
+pub mod nic;
 pub mod placement_sim;
 pub mod report;
 pub mod scenario;

@@ -118,6 +118,9 @@ pub struct Stats {
 
 enum Event {
     Boot(NodeId),
+    /// A message's last bit reaches its receiver's link.
+    Arrive(Packet, Rc<Envelope>),
+    /// The receiver's NIC has the whole message.
     Deliver(Packet, Rc<Envelope>),
     Wake {
         node: NodeId,
@@ -161,6 +164,7 @@ pub struct Simulation {
     config: SimConfig,
     topology: Topology,
     network: Network,
+    nics: crate::nic::Nics,
     now: Time,
     queue: EventQueue<Event>,
     hosts: Vec<SimHost>,
@@ -248,6 +252,7 @@ impl Simulation {
 
         let mut sim = Simulation {
             network: Network::new(config.network.clone()),
+            nics: crate::nic::Nics::new(hosts_len, config.network.nic_gbit),
             hosts: (0..hosts_len).map(|_| SimHost::default()).collect(),
             topology,
             now: Time::ZERO,
@@ -375,6 +380,16 @@ impl Simulation {
                 self.stats.events += 1;
                 if self.hosts[node.0 as usize].agent.is_none() {
                     self.boot(node);
+                }
+            }
+            Event::Arrive(packet, envelope) => {
+                let done = self
+                    .nics
+                    .receive(self.now, packet.from, packet.to, packet.len);
+                if done > self.now {
+                    self.schedule(done, Event::Deliver(packet, envelope));
+                } else {
+                    self.deliver(packet, envelope);
                 }
             }
             Event::Deliver(packet, envelope) => self.deliver(packet, envelope),
@@ -660,9 +675,10 @@ impl Simulation {
         {
             Fate::Dropped(reason) => self.drop_packet(packet, reason),
             Fate::Delivered(first, second) => {
+                let sent = self.nics.transmit(self.now, from, to, len);
                 for latency in std::iter::once(first).chain(second) {
-                    let at = self.now + latency;
-                    self.schedule(at, Event::Deliver(packet, Rc::clone(envelope)));
+                    let at = sent + latency;
+                    self.schedule(at, Event::Arrive(packet, Rc::clone(envelope)));
                 }
             }
         }
