@@ -2,9 +2,14 @@
 //! names a server: location is never a parameter.
 
 use crate::ids::{Incarnation, NodeId, Pid, TenantId};
+use crate::messaging::{
+    Delivery, Dest, DistanceInfo, GroupError, Mail, MonitorError, MsgError, NameError, RecvError,
+    SendError, SendReceipt,
+};
 use crate::replies::{InfoError, KillError, ProcInfo, PsReply, SpawnError, WaitError};
 use crate::spec::{ExitStatus, ProcSpec, Signal};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// A local client's request id, chosen by the driver to match replies to calls.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -69,6 +74,143 @@ pub enum ApiCall {
         /// The process.
         pid: Pid,
     },
+    /// Send `data` from the local process `from` to `to` (messaging).
+    Send {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// The sending process: a live process of the tenant on this host.
+        from: Pid,
+        /// Where it goes.
+        to: Dest,
+        /// The message.
+        data: Vec<u8>,
+        /// Its delivery guarantee.
+        delivery: Delivery,
+        /// Whether to wait for room when the destination mailbox is full (else the
+        /// send fails `Full`).
+        block: bool,
+    },
+    /// Take up to `max` messages from the mailbox of the local process `pid`.
+    Recv {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// The receiving process.
+        pid: Pid,
+        /// The most messages to take.
+        max: u32,
+        /// How long to wait for at least one when the mailbox is empty (`None`:
+        /// answer at once).
+        #[serde(default, deserialize_with = "crate::duration::option::deserialize")]
+        wait: Option<Duration>,
+    },
+    /// Register `name` for the process `pid` in the caller's tenant.
+    Register {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// The name.
+        name: String,
+        /// The process (a live local process of the tenant).
+        pid: Pid,
+    },
+    /// Drop the registration of `name`.
+    Unregister {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// The name.
+        name: String,
+    },
+    /// The process registered under `name`.
+    Whereis {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// The name.
+        name: String,
+    },
+    /// Add the process `pid` to `group`.
+    Join {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// The group.
+        group: String,
+        /// The process (a live local process of the tenant).
+        pid: Pid,
+    },
+    /// Take the process `pid` out of `group`.
+    Leave {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// The group.
+        group: String,
+        /// The process.
+        pid: Pid,
+    },
+    /// Subscribe the process `pid` to `topic`.
+    Subscribe {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// The topic.
+        topic: String,
+        /// The process (a live local process of the tenant).
+        pid: Pid,
+    },
+    /// Cancel the subscription of `pid` to `topic`.
+    Unsubscribe {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// The topic.
+        topic: String,
+        /// The process.
+        pid: Pid,
+    },
+    /// Have `watcher`'s mailbox told when `watched` ends.
+    Monitor {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// The watching process (a live local process of the tenant).
+        watcher: Pid,
+        /// The watched process.
+        watched: Pid,
+    },
+    /// Cancel a monitor.
+    Demonitor {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// The watching process.
+        watcher: Pid,
+        /// The watched process.
+        watched: Pid,
+    },
+    /// How far `to` is from the local process `from`, and the measured round trip.
+    Distance {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// The asking process (a live local process of the tenant).
+        from: Pid,
+        /// The other process.
+        to: Pid,
+    },
+}
+
+impl ApiCall {
+    /// Whether this is a messaging call (answered by the messaging service).
+    #[must_use]
+    pub fn is_messaging(&self) -> bool {
+        matches!(
+            self,
+            ApiCall::Send { .. }
+                | ApiCall::Recv { .. }
+                | ApiCall::Register { .. }
+                | ApiCall::Unregister { .. }
+                | ApiCall::Whereis { .. }
+                | ApiCall::Join { .. }
+                | ApiCall::Leave { .. }
+                | ApiCall::Subscribe { .. }
+                | ApiCall::Unsubscribe { .. }
+                | ApiCall::Monitor { .. }
+                | ApiCall::Demonitor { .. }
+                | ApiCall::Distance { .. }
+        )
+    }
 }
 
 /// The answer to an [`ApiCall`].
@@ -87,4 +229,18 @@ pub enum ApiReply {
     Waited(Result<ExitStatus, WaitError>),
     /// To `Ps`.
     Ps(PsReply),
+    /// To `Send`: once the message's fate is known.
+    Sent(Result<SendReceipt, SendError>),
+    /// To `Recv`: the messages taken, oldest first (maybe none).
+    Received(Result<Vec<Mail>, RecvError>),
+    /// To `Register` and `Unregister`.
+    Named(Result<(), NameError>),
+    /// To `Whereis`.
+    Whereis(Result<Pid, NameError>),
+    /// To `Join`, `Leave`, `Subscribe` and `Unsubscribe`.
+    Grouped(Result<(), GroupError>),
+    /// To `Monitor` and `Demonitor`.
+    Monitored(Result<(), MonitorError>),
+    /// To `Distance`.
+    Distance(Result<DistanceInfo, MsgError>),
 }

@@ -6,6 +6,7 @@
 //!   signals, exit statuses;
 //! - [`calls`]: [`ApiCall`] and [`ApiReply`], matched by a driver's [`RequestId`];
 //! - [`replies`]: process entries and one error enum per operation;
+//! - [`messaging`]: mailboxes, destinations, mail and the messaging errors;
 //! - [`duration`]: the strict deserializer of the durations in messages.
 //!
 //! Everything here is plain data with serde derives; changing a type's shape
@@ -17,6 +18,7 @@
 pub mod calls;
 pub mod duration;
 pub mod ids;
+pub mod messaging;
 pub mod replies;
 pub mod spec;
 

@@ -169,6 +169,8 @@ pub enum DistanceClass {
     SameGroup,
     /// Elsewhere in the DC.
     SameDc,
+    /// Outside the DC (an external service reached through a proxy agent).
+    External,
 }
 
 /// One process table entry, as a tenant sees it.

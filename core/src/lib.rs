@@ -20,6 +20,7 @@ pub mod federation;
 pub mod host;
 pub mod ids;
 pub mod incarnations;
+pub mod messaging;
 pub mod mix;
 pub mod placement;
 pub mod service;

@@ -669,7 +669,7 @@ impl Service for Placement {
     }
 
     fn owns(call: &ApiCall) -> bool {
-        !matches!(call, ApiCall::Neighbours)
+        !matches!(call, ApiCall::Neighbours) && !call.is_messaging()
     }
 
     fn handle_api(&mut self, now: Time, request: RequestId, call: ApiCall, ctx: &Context<'_>) {
@@ -696,7 +696,7 @@ impl Service for Placement {
                 self.start_pid_op(now, request, tenant, pid, msg::PidOp::Wait);
             }
             ApiCall::Ps { tenant } => self.walk_for(now, tree, ps::PsFor::Reply(request), tenant),
-            ApiCall::Neighbours => debug_assert!(false, "discovery's call"),
+            _ => debug_assert!(false, "not placement's call: {call:?}"),
         }
     }
 

@@ -12,6 +12,7 @@ use crate::agent::{Identity, Notice, Output};
 use crate::discovery::DiscoveryMsg;
 use crate::federation::FedMsg;
 use crate::ids::NodeId;
+use crate::messaging::Messaging;
 use crate::placement::Placement;
 use crate::time::Time;
 use crate::wire::Reject;
@@ -225,6 +226,8 @@ macro_rules! services {
 services! {
     /// Placement and the namespace.
     placement: Placement,
+    /// Messaging: mailboxes, sends, names, groups, topics, monitors.
+    messaging: Messaging,
 }
 
 impl<S: Service> Runner for S

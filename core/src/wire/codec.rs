@@ -23,7 +23,9 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 /// - 2: federation summaries carry a payload with one optional part per service
 ///   that rides the tree (placement's capacity and tenant filter moved there).
 /// - 3: federation's indirect probes, `ProbeReq` and `ProbeFor` (appended).
-pub const VERSION: u16 = 3;
+/// - 4: the messaging service (a `Message` variant, and its part in the summaries'
+///   payload).
+pub const VERSION: u16 = 4;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.

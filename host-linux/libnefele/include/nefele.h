@@ -69,7 +69,8 @@ typedef struct {
 #define NEFELE_STATE_EXITED 2
 #define NEFELE_STATE_LOST 3
 
-/* One process table entry. distance: 0 same host, 1 same group, 2 elsewhere. */
+/* One process table entry. distance: 0 same host, 1 same group, 2 elsewhere in the DC,
+   3 external. */
 typedef struct {
     nefele_pid pid;
     uint32_t host;

@@ -291,6 +291,7 @@ fn proc_of(p: &ProcInfo) -> nefele_proc {
             DistanceClass::SameHost => 0,
             DistanceClass::SameGroup => 1,
             DistanceClass::SameDc => 2,
+            DistanceClass::External => 3,
         },
         command,
     }

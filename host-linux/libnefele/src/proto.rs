@@ -27,7 +27,9 @@
 //! - 1: the protocol as it stands. The reply types (`ApiReply` and the error
 //!   enums) moved from the agent's core into the small `nefele-api` crate, so a
 //!   client no longer links the core; their encoding did not change, so neither
-//!   did the version.
+//!   did the version. `ApiReply` has since gained the messaging answers (variants
+//!   appended, so the encoding of the others is unchanged); this protocol does not
+//!   expose the messaging calls yet.
 
 use bincode::Options;
 use nefele_api::calls::ApiReply;

@@ -170,6 +170,7 @@ fn distance(d: DistanceClass) -> &'static str {
         DistanceClass::SameHost => "host",
         DistanceClass::SameGroup => "group",
         DistanceClass::SameDc => "dc",
+        DistanceClass::External => "ext",
     }
 }
 

@@ -77,6 +77,7 @@ impl RuntimeConfig {
                     ps_timeout: Duration::from_secs(2),
                     ..PlacementConfig::default()
                 },
+                ..ServicesConfig::default()
             },
             ..AgentConfig::default()
         }

@@ -1,0 +1,261 @@
+//! Messaging as a client sees it: a mailbox per process, addressed by pid, name,
+//! group or topic, with failure reported and never silent.
+//!
+//! - [`Dest`]: where a send goes; [`Pattern`]: how a group send picks members;
+//!   [`Delivery`]: at-most-once or reliable (at-least-once on the wire, deduplicated
+//!   by the receiving agent, so the application sees each message once).
+//! - [`Mail`]: what a receive returns: the sender's pid (stamped by the sender's
+//!   agent, never by the sender), its [`DistanceClass`], its sequence number on the
+//!   (sender, receiver) pair, and a [`MailBody`] (data, a monitor's `Down`, a lost
+//!   name).
+//! - One error enum per call. A pid, name, group or topic of another tenant answers
+//!   exactly as one that never existed.
+
+use crate::ids::{NodeId, Pid};
+use crate::spec::ExitStatus;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+pub use crate::replies::DistanceClass;
+
+/// Where a send goes.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Dest {
+    /// One process, by its global pid.
+    Pid(Pid),
+    /// The process registered under this name in the caller's tenant.
+    Name(String),
+    /// The members of a group of the caller's tenant, picked by `pattern`.
+    Group {
+        /// The group.
+        group: String,
+        /// Which members get the message.
+        pattern: Pattern,
+    },
+    /// Every subscriber of a topic of the caller's tenant (publish).
+    Topic(String),
+    /// Every process of the caller's tenant.
+    Broadcast,
+    /// A service outside the cluster, through a proxy agent.
+    External {
+        /// Its host name or address.
+        host: String,
+        /// Its TCP port.
+        port: u16,
+    },
+}
+
+/// How a group send picks its members.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Pattern {
+    /// Every member, once.
+    #[default]
+    Multicast,
+    /// One member: the nearest by distance class, then the least loaded.
+    Anycast,
+    /// One member, each in turn.
+    RoundRobin,
+    /// One member: the one whose mailbox holds the fewest messages.
+    LeastLoaded,
+    /// The first live member in rank order (join order).
+    Failover,
+}
+
+/// The delivery guarantee of a send.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Delivery {
+    /// Sent once; its fate (delivered, failed, unknown) is reported.
+    #[default]
+    AtMostOnce,
+    /// Sent again until acknowledged (or until the fate timeout); the receiving agent
+    /// drops duplicates, so the application sees it once.
+    Reliable,
+}
+
+/// One message in a mailbox.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mail {
+    /// The sender (for a `Down`, the watched process).
+    pub from: Pid,
+    /// How far the sender's host is from the receiver's.
+    pub class: DistanceClass,
+    /// The message's position on the (sender, receiver) pair, from 0.
+    pub seq: u64,
+    /// What it says.
+    pub body: MailBody,
+}
+
+/// What a message says.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MailBody {
+    /// Application bytes.
+    Data(Vec<u8>),
+    /// A monitored process ended (delivered after every message it sent to the
+    /// watcher before it ended).
+    Down {
+        /// The watched process.
+        pid: Pid,
+        /// How it ended, as far as the watcher's agent can tell.
+        reason: DownReason,
+    },
+    /// A name this process held was taken from it (see the names module of the core).
+    NameLost {
+        /// The name.
+        name: String,
+    },
+}
+
+/// Why a monitored process is reported down.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DownReason {
+    /// It ended (a kill shows as `Exited(Signaled(..))`).
+    Exited(ExitStatus),
+    /// It was lost with its host.
+    Lost {
+        /// Its host.
+        host: NodeId,
+    },
+    /// Its host stopped answering the watcher's agent.
+    Unreachable,
+    /// It did not exist (or had ended) when the monitor was set.
+    NoProcess,
+}
+
+/// What a successful send reached.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendReceipt {
+    /// The mailboxes the message was put in (1 for a pid send; the members reached
+    /// for a fan-out).
+    pub reached: u32,
+}
+
+/// Why a send failed. A message that failed was not put in any mailbox, except after
+/// `Unknown`, whose fate nobody knows.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum SendError {
+    /// No such process in the caller's tenant (never existed, or another tenant's).
+    #[error("no such process")]
+    NoSuchProcess,
+    /// The destination process has exited.
+    #[error("the process has exited")]
+    Exited,
+    /// The destination process was lost with its host.
+    #[error("the process was lost with its host")]
+    Lost,
+    /// No answer came within the fate timeout (the destination's host is
+    /// unreachable, or an answer was lost): the message may or may not have arrived.
+    #[error("fate unknown: no answer within the fate timeout")]
+    Unknown,
+    /// The destination's mailbox (or the path to it) is full and the send was not
+    /// blocking (or the sender's agent holds too many blocked sends).
+    #[error("the destination mailbox is full")]
+    Full,
+    /// The message is over the size limit; nothing was sent.
+    #[error("the message is over the size limit")]
+    TooLarge,
+    /// No process holds this name in the caller's tenant.
+    #[error("no such name")]
+    NoSuchName,
+    /// The group or topic has no live member (in the caller's tenant).
+    #[error("no members")]
+    NoMembers,
+    /// `from` is not a live process of the caller's tenant on this host.
+    #[error("the sender is not a live local process of the tenant")]
+    NotSender,
+    /// This kind of destination is not served by this agent (yet).
+    #[error("destination not supported")]
+    Unsupported,
+}
+
+/// Why a receive failed.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RecvError {
+    /// The pid is not a live process of the caller's tenant on this host.
+    #[error("no such local process")]
+    NoSuchProcess,
+    /// Another receive of this process is waiting already.
+    #[error("another receive is waiting on this mailbox")]
+    Busy,
+}
+
+/// Why `register`, `unregister` or `whereis` failed.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum NameError {
+    /// No process holds the name in the caller's tenant.
+    #[error("no such name")]
+    NoSuchName,
+    /// Another process of the tenant holds the name.
+    #[error("the name is taken")]
+    Taken,
+    /// The pid is not a live local process of the caller's tenant.
+    #[error("no such local process")]
+    NoSuchProcess,
+    /// The name is empty or too long.
+    #[error("invalid name")]
+    Invalid,
+    /// The name's authority did not answer in time.
+    #[error("the name's authority did not answer")]
+    Unreachable,
+}
+
+/// Why `join`, `leave`, `subscribe` or `unsubscribe` failed.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum GroupError {
+    /// The pid is not a live local process of the caller's tenant.
+    #[error("no such local process")]
+    NoSuchProcess,
+    /// The group or topic name is empty or too long.
+    #[error("invalid group or topic name")]
+    Invalid,
+    /// The process is in too many groups or topics.
+    #[error("too many groups or topics")]
+    TooMany,
+    /// The leave or unsubscribe named a membership that does not exist.
+    #[error("not a member")]
+    NotMember,
+}
+
+/// Why `monitor` or `demonitor` failed.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MonitorError {
+    /// The watcher is not a live local process of the caller's tenant.
+    #[error("the watcher is not a live local process of the tenant")]
+    NoSuchProcess,
+    /// The watcher holds too many monitors.
+    #[error("too many monitors")]
+    TooMany,
+}
+
+/// Why a messaging query (`distance`) failed.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MsgError {
+    /// `from` is not a live local process of the caller's tenant.
+    #[error("no such local process")]
+    NoSuchProcess,
+}
+
+/// The answer to `distance`: the class and the measured round trip of that class.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DistanceInfo {
+    /// How far the other process's host is.
+    pub class: DistanceClass,
+    /// The round-trip time this agent measured to hosts of that class (a moving
+    /// average of acknowledged messages), `None` before any measurement (and always
+    /// zero for `SameHost`).
+    #[serde(default, deserialize_with = "crate::duration::option::deserialize")]
+    pub rtt: Option<Duration>,
+}
