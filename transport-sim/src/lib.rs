@@ -19,6 +19,7 @@ pub mod duration_text;
 pub mod faults;
 pub mod federation_check;
 pub mod html;
+pub mod messaging_sim;
 pub mod network;
 pub mod nic;
 pub mod placement_sim;

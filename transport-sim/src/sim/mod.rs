@@ -21,6 +21,7 @@ use crate::clock::HostClock;
 use crate::config::SimConfig;
 use crate::faults::Fault;
 use crate::federation_check::FederationMonitor;
+use crate::messaging_sim::{MessagingSim, MsgAction, MsgTimer};
 use crate::network::{DropReason, Fate, Network};
 use crate::placement_sim::{PlacementFigures, PlacementSim, ProcAction};
 use crate::topology::{Topology, TopologyError};
@@ -94,13 +95,16 @@ pub struct Stats {
     pub dropped_down: u64,
     /// Bytes delivered (encoded frames).
     pub bytes_delivered: u64,
-    /// The largest frame sent.
+    /// The largest control frame sent (messaging's data messages are counted apart).
     pub max_message_bytes: u64,
+    /// The largest frame of messaging data sent.
+    pub max_data_frame_bytes: u64,
     /// Agent timers fired.
     pub timers_fired: u64,
     /// Faults struck (each undo counts too).
     pub faults: u64,
-    /// Messages sent in the steady-state window (the last quarter of the run).
+    /// Control messages sent in the steady-state window (the last quarter of the
+    /// run): every message but messaging's data and their acks.
     pub window_messages: u64,
     /// Agents up at the start of the steady-state window.
     pub window_agents: u64,
@@ -136,6 +140,8 @@ enum Event {
     },
     /// The workload's next request arrives.
     Arrival,
+    /// A timer of the messaging workload.
+    Msg(MsgTimer),
 }
 
 enum Undo {
@@ -179,6 +185,7 @@ pub struct Simulation {
     checker: Checker,
     last_fault: Option<Time>,
     max_frame_since_check: usize,
+    max_data_frame_since_check: usize,
     scratch: Vec<u8>,
     federation: FederationMonitor,
     down_since: Vec<Option<Time>>,
@@ -194,6 +201,8 @@ pub struct Simulation {
     client_rng: ChaCha8Rng,
     /// Samples for pictures, when asked for.
     timeline: Option<Box<crate::timeline::Timeline>>,
+    /// The messaging workload's processes, when the run has one.
+    messaging: Option<Box<MessagingSim>>,
 }
 
 impl Simulation {
@@ -207,6 +216,9 @@ impl Simulation {
         if let Some(w) = &config.workload {
             w.validate().map_err(SimError::Workload)?;
         }
+        if let Some(m) = &config.messaging {
+            m.validate().map_err(SimError::Workload)?;
+        }
         let mut root = ChaCha8Rng::seed_from_u64(config.seed);
         let mut topo_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
         let net_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
@@ -215,6 +227,7 @@ impl Simulation {
         let agent_seed = root.next_u64();
         let workload_seed = root.next_u64();
         let client_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
+        let messaging_seed = root.next_u64();
         let topology = Topology::build(&config.topology, config.nodes, &mut topo_rng)?;
         let hosts_len = topology.len();
         // Without a configured seed list, the first host of each of the first three
@@ -271,6 +284,7 @@ impl Simulation {
             ),
             last_fault: None,
             max_frame_since_check: 0,
+            max_data_frame_since_check: 0,
             scratch: Vec::with_capacity(2048),
             federation: FederationMonitor::new(&config.agent.federations),
             down_since: vec![Some(Time::ZERO); hosts_len],
@@ -282,6 +296,13 @@ impl Simulation {
             workload_seed,
             client_rng,
             timeline: None,
+            messaging: config.messaging.clone().map(|m| {
+                Box::new(MessagingSim::new(
+                    m,
+                    Time::ZERO + config.duration,
+                    messaging_seed,
+                ))
+            }),
             config,
         };
         let mut booting = vec![true; hosts_len];
@@ -309,6 +330,7 @@ impl Simulation {
         }
         let first_check = Time::ZERO + sim.config.check.interval;
         sim.schedule(first_check, Event::Check);
+        sim.drain_messaging();
         Ok(sim)
     }
 
@@ -418,6 +440,40 @@ impl Simulation {
                 self.stats.events += 1;
                 self.arrival();
             }
+            Event::Msg(timer) => {
+                self.stats.events += 1;
+                if let Some(m) = self.messaging.as_mut() {
+                    let hosts = &self.hosts;
+                    let up = |n: NodeId| hosts[n.0 as usize].agent.is_some();
+                    let dc = self.topology.dc_hosts();
+                    m.on_timer(self.now, timer, &self.placement, &up, dc);
+                }
+            }
+        }
+        self.drain_messaging();
+    }
+
+    /// Carries out what the messaging workload asked for, until it asks for nothing.
+    fn drain_messaging(&mut self) {
+        while let Some(action) = self.messaging.as_mut().and_then(|m| m.pop_action()) {
+            match action {
+                MsgAction::Call(node, request, call) => {
+                    if self.hosts[node.0 as usize].agent.is_some() {
+                        self.deliver_call(node, request, call);
+                    } else if let Some(m) = self.messaging.as_mut() {
+                        m.crash(node);
+                    }
+                }
+                MsgAction::At(at, timer) => self.schedule(at, Event::Msg(timer)),
+                MsgAction::Crash(node) => {
+                    self.stats.faults += 1;
+                    self.last_fault = Some(self.now);
+                    self.federation.fault();
+                    self.crash(node);
+                    let text = format!("crash {node} (messaging workload)");
+                    self.record(TraceEvent::Fault { text: &text });
+                }
+            }
         }
     }
 
@@ -473,6 +529,9 @@ impl Simulation {
 
     fn crash(&mut self, node: NodeId) {
         self.placement.crash(node);
+        if let Some(m) = self.messaging.as_mut() {
+            m.crash(node);
+        }
         let host = &mut self.hosts[node.0 as usize];
         host.agent = None;
         host.paused_until = Time::ZERO;
@@ -572,9 +631,12 @@ impl Simulation {
                         }
                     }
                 }
-                Output::ApiReply { request, reply } => {
-                    self.placement.on_reply(self.now, node, request.0, reply);
-                }
+                Output::ApiReply { request, reply } => match self.messaging.as_mut() {
+                    Some(m) if MessagingSim::owns(request.0) => {
+                        m.on_reply(self.now, request.0, reply, &self.placement);
+                    }
+                    _ => self.placement.on_reply(self.now, node, request.0, reply),
+                },
                 Output::Host(command) => {
                     for action in self.placement.execute(self.now, node, command) {
                         match action {
@@ -650,15 +712,27 @@ impl Simulation {
         wire::encode_into(&envelope, &mut self.scratch, usize::MAX)
             .expect("agent produced an unencodable envelope");
         let len = self.scratch.len();
-        self.max_frame_since_check = self.max_frame_since_check.max(len);
-        self.stats.max_message_bytes = self.stats.max_message_bytes.max(len as u64);
+        if crate::messaging_sim::is_data(&envelope.body) {
+            self.max_data_frame_since_check = self.max_data_frame_since_check.max(len);
+            self.stats.max_data_frame_bytes = self.stats.max_data_frame_bytes.max(len as u64);
+        } else {
+            self.max_frame_since_check = self.max_frame_since_check.max(len);
+            self.stats.max_message_bytes = self.stats.max_message_bytes.max(len as u64);
+        }
         let digest = xxhash_rust::xxh3::xxh3_64(&self.scratch);
         (len as u32, digest, Rc::new(envelope))
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, envelope: &Rc<Envelope>, len: u32, digest: u64) {
         self.stats.messages_sent += 1;
-        self.stats.window_messages += 1;
+        if crate::messaging_sim::is_messaging(&envelope.body) {
+            if let Some(m) = self.messaging.as_mut() {
+                m.on_wire(self.topology.distance(from, to), len);
+            }
+        }
+        if !crate::messaging_sim::is_user_traffic(&envelope.body) {
+            self.stats.window_messages += 1;
+        }
         if matches!(envelope.body, nefele_core::wire::Message::Placement(_)) {
             self.placement.messages += 1;
         }
@@ -756,6 +830,12 @@ impl Simulation {
     #[must_use]
     pub fn run_baseline(&self, baseline: crate::baseline::Baseline) -> PlacementFigures {
         crate::baseline::run(baseline, &self.config, &self.topology, self.workload_seed)
+    }
+
+    /// The messaging figures of the workload so far, if the run has one.
+    #[must_use]
+    pub fn messaging_figures(&self) -> Option<crate::messaging_sim::MessagingFigures> {
+        self.messaging.as_ref().map(|m| m.figures())
     }
 
     /// The placement figures of the workload so far.
