@@ -61,6 +61,11 @@ impl fmt::Display for TenantId {
 pub struct Pid(u128);
 
 impl Pid {
+    /// The lowest pid (for ranges).
+    pub const MIN: Pid = Pid(0);
+    /// The highest pid (for ranges).
+    pub const MAX: Pid = Pid(u128::MAX);
+
     /// Mints the pid for the `sequence`-th process created by `origin` in its `incarnation`.
     #[must_use]
     pub fn new(origin: NodeId, incarnation: Incarnation, sequence: u64) -> Self {

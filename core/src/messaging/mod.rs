@@ -282,6 +282,7 @@ impl Service for Messaging {
     }
 
     fn handle_message(&mut self, now: Time, from: NodeId, msg: MessagingMsg, ctx: &Context<'_>) {
+        self.post.begin(now);
         match msg {
             MessagingMsg::Names(m) => self.names.handle_message(now, from, m, &mut self.post, ctx),
             MessagingMsg::Groups(m) => {
@@ -296,6 +297,7 @@ impl Service for Messaging {
     }
 
     fn handle_timeout(&mut self, now: Time, ctx: &Context<'_>) {
+        self.post.begin(now);
         self.post.handle_timeout(now, ctx);
         self.run_parts_timeouts(now, ctx);
         self.post.end_of_input(now);
@@ -313,7 +315,8 @@ impl Service for Messaging {
     }
 
     fn handle_event(&mut self, now: Time, event: &ServiceEvent, ctx: &Context<'_>) {
-        self.post.handle_event(now, event, ctx);
+        self.post.begin(now);
+        self.post.handle_event(event, ctx);
         self.names.handle_event(now, event, &mut self.post, ctx);
         self.groups.handle_event(now, event, &mut self.post, ctx);
         self.topics.handle_event(now, event, &mut self.post, ctx);
@@ -329,6 +332,7 @@ impl Service for Messaging {
     /// names, group calls to groups, topic calls to topics, the rest (receive,
     /// monitors, distance) to the point-to-point layer.
     fn handle_api(&mut self, now: Time, request: RequestId, call: ApiCall, ctx: &Context<'_>) {
+        self.post.begin(now);
         let post = &mut self.post;
         match &call {
             ApiCall::Send { to, .. } => match to {

@@ -11,7 +11,7 @@
 //! Everything a peer sent is checked by [`validate`] before the service sees it:
 //! data at most [`MAX_DATA_BYTES`], names at most [`MAX_NAME_BYTES`], at most
 //! [`MAX_ACKS`] acks per message, a sequence number below `u64::MAX` (so `seq + 1`
-//! never overflows).
+//! never overflows) and a base at most the sequence number.
 
 use super::groups::GroupsMsg;
 use super::names::NamesMsg;
@@ -84,6 +84,9 @@ pub struct Item {
     pub to: Pid,
     /// Its position on the pair, from 0.
     pub seq: u64,
+    /// Every item of the pair below this one is settled or given up at the sender:
+    /// the receiver stops waiting for those (reliable mode holds early arrivals).
+    pub base: u64,
     /// Reliable: sent again until acknowledged; the receiver drops duplicates and
     /// holds early arrivals until the gap fills.
     pub reliable: bool,
@@ -133,7 +136,7 @@ pub enum Outcome {
 pub fn validate(msg: &MessagingMsg) -> Result<(), Reject> {
     match msg {
         MessagingMsg::Deliver(item) => {
-            if item.seq == u64::MAX {
+            if item.seq == u64::MAX || item.base > item.seq {
                 return Err(Reject::Malformed { what: "messaging seq" });
             }
             validate_body(&item.body)

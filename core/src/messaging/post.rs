@@ -1,22 +1,242 @@
-//! The point-to-point layer of messaging: mailboxes and pid sends.
+//! The point-to-point layer of messaging: mailboxes, pid sends, their fate, monitors
+//! and distance.
 //!
-//! Skeleton: the full layer follows (see the messaging design).
+//! # Mailboxes
+//!
+//! A process of this host has a mailbox from [`ServiceEvent::ProcessStarted`] to
+//! its exit or loss. A mailbox holds at most `mailbox_messages` messages and
+//! `mailbox_bytes` data bytes; control mail (`Down`, `NameLost`) always gets in (it
+//! is bounded by the monitors and names a process holds). When a mailbox goes, a
+//! waiting receive is answered `NoSuchProcess`, blocked messages are answered
+//! `Exited` or `Lost`, watchers get their `Down`, and the pid is remembered (the
+//! last `ended_memory` of them) so that later sends learn `Exited`/`Lost` rather
+//! than `NoSuchProcess`. A pid of another tenant answers as one never seen.
+//!
+//! # A pid send
+//!
+//! The sender's agent checks the size (before any copy) and that `from` is a live
+//! local process of the caller's tenant, then numbers the message on its
+//! (from, to) pair (`seq`, from 0). Same host: it goes straight into the mailbox,
+//! nothing touches the network. Otherwise one [`MessagingMsg::Deliver`] goes to
+//! `to.origin()`, which answers with an [`Ack`] carrying the [`Outcome`]; with no
+//! answer within `fate_timeout` the send ends `Unknown`. Reliable items are sent
+//! again every `resend_interval` until settled (or `Unknown`).
+//!
+//! **Order.** The receiving agent keeps, per pair, the next sequence number it
+//! expects. An at-most-once item at or past it is delivered (a gap is skipped; an
+//! item behind it is dropped as `Late`); a reliable item past it, or any item while
+//! earlier ones wait, is held (at most `credit_window` per pair) until the gap
+//! fills or the sender's `base` (the lowest sequence it has not settled or given up)
+//! moves past it. A reliable duplicate is answered again and delivered never twice.
+//! So every pair is FIFO, and a `Down` sent on the pair after the watched process's
+//! data is delivered after it.
+//!
+//! **Credits.** A pair has at most `credit_window` items in flight (sent and not
+//! settled). Past that a blocking send waits at the sender's agent (at most
+//! `max_blocked` per agent), a non-blocking one fails `Full`. A full mailbox
+//! answers a blocking item `Parked` and holds it (at most `max_parked` per mailbox)
+//! until a receive makes room, then answers `Delivered`; a non-blocking item fails
+//! `Full`. A parked item still holds its pair's credit, so a full mailbox stops
+//! its senders at their agents: nothing is dropped without an error to its sender.
+//!
+//! # Monitors
+//!
+//! The watched process's agent holds its watchers. When it ends, each watcher is
+//! sent `Down` as a reliable item on the pair (watched, watcher), behind what the
+//! watched process sent. A watcher whose watched process is remote pings that host
+//! every `monitor_ping`; a host silent for `fate_timeout` after a ping has its
+//! watched processes reported `Unreachable`, and one the federation removes (or
+//! whose processes placement reports lost) `Lost`. Monitoring a process that does
+//! not exist (or ended) answers `Down(NoProcess)` at once.
+//!
+//! # Distance
+//!
+//! Same host; same level-0 group (the tree view's members); elsewhere in the DC.
+//! Every delivered mail carries its sender's class as the receiver sees it; the
+//! sender measures each first transmission's round trip (send to ack) and keeps a
+//! moving average per class (7/8 old, 1/8 new), which `distance` reports.
+//!
+//! # Timers
+//!
+//! Every remote item has a fate deadline (`fate_timeout` after it was sent), reliable
+//! ones resend deadlines, parked ones a `block_timeout` deadline. Each kind of
+//! deadline is always the same span after the event that sets it, so each lives in a
+//! queue in time order (no tree): entries whose item moved on are skipped when they
+//! come up, and a queue is compacted when it holds more than twice the live items.
 
-use super::msg::MessagingMsg;
+use super::msg::{Ack, Item, MessagingMsg, Outcome, MAX_ACKS};
 use super::MessagingConfig;
 use crate::ids::{NodeId, Pid, TenantId};
 use crate::service::{Context, ServiceEvent, ServiceOutput};
 use crate::time::Time;
 use nefele_api::calls::{ApiCall, ApiReply, RequestId};
-use std::collections::{BTreeMap, VecDeque};
+use nefele_api::messaging::{
+    Delivery, Dest, DistanceClass, DistanceInfo, DownReason, Mail, MailBody, MonitorError,
+    MsgError, RecvError, SendError, SendReceipt,
+};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
 
-/// Mailboxes and the point-to-point path of one agent.
+/// Who learns the fate of a send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyTo {
+    /// A client call: answered `Sent`.
+    Api(RequestId),
+    /// A part of messaging (names, groups, topics): its outcome is queued under this
+    /// tag for [`Post::take_outcome`].
+    Tag(u64),
+    /// Nobody (a `Down`).
+    Nobody,
+}
+
+/// How a local process ended, as remembered for later senders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    Exited,
+    Lost,
+}
+
+/// A blocking item waiting for room in a full mailbox.
+#[derive(Debug)]
+struct Parked {
+    mail: Mail,
+    to: Pid,
+    /// Where the ack goes: `None` for a local sender.
+    origin: Option<NodeId>,
+}
+
+/// A receive waiting for mail.
+#[derive(Clone, Copy, Debug)]
+struct Waiter {
+    request: RequestId,
+    max: u32,
+    deadline: Time,
+}
+
+#[derive(Debug)]
+struct Mailbox {
+    tenant: TenantId,
+    mail: VecDeque<Mail>,
+    bytes: u64,
+    parked: VecDeque<Parked>,
+    waiter: Option<Waiter>,
+    /// The processes (local or remote) told when this one ends.
+    watchers: BTreeSet<Pid>,
+    /// The monitors this process holds as watcher.
+    monitors: u32,
+}
+
+/// Receiving side of one (from, to) pair.
+#[derive(Debug, Default)]
+struct InPair {
+    next: u64,
+    /// Items past `next` held until the gap fills, with their sender's agent.
+    early: BTreeMap<u64, Item>,
+    /// Reliable items behind `next` not answered `Delivered` (parked, full), so
+    /// that a duplicate gets the same answer (trimmed to `credit_window` behind).
+    outcomes: BTreeMap<u64, Outcome>,
+}
+
+/// An item sent and not settled.
+#[derive(Debug)]
+struct Flight {
+    reply: ReplyTo,
+    sent_at: Time,
+    /// The fate deadline of its current state (`Time::NEVER` for a local parked item).
+    deadline: Time,
+    parked: bool,
+    resent: bool,
+    /// A copy for resends (reliable remote items only).
+    copy: Option<Item>,
+}
+
+/// A send waiting for credit.
+#[derive(Debug)]
+struct Pending {
+    reply: ReplyTo,
+    body: MailBody,
+    reliable: bool,
+    block: bool,
+}
+
+/// Sending side of one (from, to) pair.
+#[derive(Debug)]
+struct OutPair {
+    tenant: TenantId,
+    next: u64,
+    inflight: BTreeMap<u64, Flight>,
+    waiting: VecDeque<Pending>,
+}
+
+/// The watcher side of the monitors of one remote host's processes.
+#[derive(Debug)]
+struct HostWatch {
+    watches: u32,
+    next_ping: Time,
+    /// The nonce and deadline of the ping in flight.
+    ping: Option<(u64, Time)>,
+}
+
+/// A deadline queue entry: when, the pair, the sequence number.
+type Due = (Time, Pid, Pid, u64);
+
+/// Mailboxes and the point-to-point path of one agent (see the module docs).
 #[derive(Debug)]
 pub struct Post {
     me: NodeId,
     config: MessagingConfig,
-    mailboxes: BTreeMap<Pid, TenantId>,
+    mailboxes: BTreeMap<Pid, Mailbox>,
+    ended: BTreeMap<Pid, (TenantId, Ended)>,
+    ended_order: VecDeque<Pid>,
+    /// Keyed (to, from).
+    inbound: BTreeMap<(Pid, Pid), InPair>,
+    /// Keyed (from, to).
+    outbound: BTreeMap<(Pid, Pid), OutPair>,
+    inflight: usize,
+    blocked: usize,
+    fate_q: VecDeque<Due>,
+    resend_q: VecDeque<Due>,
+    park_q: VecDeque<Due>,
+    waiters: BTreeSet<(Time, Pid)>,
+    /// (watcher, watched) of the monitors this agent's processes hold.
+    watching: BTreeSet<(Pid, Pid)>,
+    hosts: BTreeMap<NodeId, HostWatch>,
+    nonce: u64,
+    acks: BTreeMap<NodeId, Vec<Ack>>,
+    ack_flush: Option<Time>,
+    /// Measured round trips per class (index: [`class_index`]), in nanoseconds.
+    rtt: [Option<u64>; 4],
+    outcomes: VecDeque<(u64, Result<(), SendError>)>,
     outbox: VecDeque<ServiceOutput<MessagingMsg>>,
+    /// The time of the input being handled.
+    now: Time,
+}
+
+fn class_index(class: DistanceClass) -> usize {
+    match class {
+        DistanceClass::SameHost => 0,
+        DistanceClass::SameGroup => 1,
+        DistanceClass::SameDc => 2,
+        DistanceClass::External => 3,
+    }
+}
+
+fn data_len(body: &MailBody) -> u64 {
+    match body {
+        MailBody::Data(d) => d.len() as u64,
+        MailBody::Down { .. } | MailBody::NameLost { .. } => 0,
+    }
+}
+
+fn result_of(outcome: Outcome) -> Result<(), SendError> {
+    match outcome {
+        Outcome::Delivered | Outcome::Parked => Ok(()),
+        Outcome::Full => Err(SendError::Full),
+        Outcome::NoSuchProcess => Err(SendError::NoSuchProcess),
+        Outcome::Exited => Err(SendError::Exited),
+        Outcome::Lost => Err(SendError::Lost),
+        Outcome::Late => Err(SendError::Unknown),
+    }
 }
 
 impl Post {
@@ -25,20 +245,51 @@ impl Post {
             me,
             config,
             mailboxes: BTreeMap::new(),
+            ended: BTreeMap::new(),
+            ended_order: VecDeque::new(),
+            inbound: BTreeMap::new(),
+            outbound: BTreeMap::new(),
+            inflight: 0,
+            blocked: 0,
+            fate_q: VecDeque::new(),
+            resend_q: VecDeque::new(),
+            park_q: VecDeque::new(),
+            waiters: BTreeSet::new(),
+            watching: BTreeSet::new(),
+            hosts: BTreeMap::new(),
+            nonce: 0,
+            acks: BTreeMap::new(),
+            ack_flush: None,
+            rtt: [None; 4],
+            outcomes: VecDeque::new(),
             outbox: VecDeque::new(),
+            now: Time::ZERO,
         }
     }
+
+    /// Called at the start of every input, before any part acts.
+    pub(super) fn begin(&mut self, now: Time) {
+        self.now = now;
+    }
+
+    // ----- what the parts (names, groups, topics) use -----
 
     /// The tenant of `pid` if it is a live process of this host.
     #[must_use]
     pub fn tenant_of(&self, pid: Pid) -> Option<TenantId> {
-        self.mailboxes.get(&pid).copied()
+        self.mailboxes.get(&pid).map(|m| m.tenant)
     }
 
     /// The live mailboxes of this host.
     #[must_use]
     pub fn mailbox_count(&self) -> usize {
         self.mailboxes.len()
+    }
+
+    /// The messages in the mailbox of the local process `pid` (its load).
+    #[must_use]
+    pub fn depth(&self, pid: Pid) -> Option<usize> {
+        self.mailboxes.get(&pid).map(|m| m.mail.len() + m.parked.len())
     }
 
     /// Answers a local client's call.
@@ -51,51 +302,1003 @@ impl Post {
         self.outbox.push_back(ServiceOutput::Send(to, msg));
     }
 
+    /// The outcome of a send made with [`ReplyTo::Tag`], oldest first.
+    pub fn take_outcome(&mut self) -> Option<(u64, Result<(), SendError>)> {
+        self.outcomes.pop_front()
+    }
+
+    /// The distance class of agent `node` from this one.
+    #[must_use]
+    pub fn class_of(&self, node: NodeId, ctx: &Context<'_>) -> DistanceClass {
+        if node == self.me {
+            DistanceClass::SameHost
+        } else if ctx
+            .tree
+            .group(0)
+            .is_some_and(|g| g.view().members.binary_search(&node).is_ok())
+        {
+            DistanceClass::SameGroup
+        } else {
+            DistanceClass::SameDc
+        }
+    }
+
+    /// The round trip measured to agents of `class` (zero on the same host).
+    #[must_use]
+    pub fn rtt(&self, class: DistanceClass) -> Option<Duration> {
+        if class == DistanceClass::SameHost {
+            return Some(Duration::ZERO);
+        }
+        self.rtt[class_index(class)].map(Duration::from_nanos)
+    }
+
+    /// Sends `body` from the local process `from` (of `tenant`, checked by the
+    /// caller) to the pid `to`: the fate goes to `reply` (see the module docs).
+    pub fn send(
+        &mut self,
+        (tenant, from, to): (TenantId, Pid, Pid),
+        body: MailBody,
+        delivery: Delivery,
+        block: bool,
+        reply: ReplyTo,
+    ) {
+        let reliable = delivery == Delivery::Reliable;
+        let pending = Pending {
+            reply,
+            body,
+            reliable,
+            block,
+        };
+        let window = self.config.credit_window as usize;
+        let pair = self.outbound.entry((from, to)).or_insert_with(|| OutPair {
+            tenant,
+            next: 0,
+            inflight: BTreeMap::new(),
+            waiting: VecDeque::new(),
+        });
+        if pair.waiting.is_empty() && pair.inflight.len() < window {
+            self.transmit(from, to, pending);
+            return;
+        }
+        let control = !matches!(pending.body, MailBody::Data(_));
+        if control || (block && self.blocked < self.config.max_blocked as usize) {
+            pair.waiting.push_back(pending);
+            self.blocked += 1;
+        } else {
+            self.drop_if_idle(from, to);
+            self.settle_reply(reply, Err(SendError::Full));
+        }
+    }
+
+    // ----- inputs -----
+
     pub(super) fn handle_message(
         &mut self,
-        _now: Time,
-        _from: NodeId,
-        _msg: MessagingMsg,
-        _ctx: &Context<'_>,
+        now: Time,
+        from: NodeId,
+        msg: MessagingMsg,
+        ctx: &Context<'_>,
     ) {
-    }
-
-    pub(super) fn handle_api(
-        &mut self,
-        _now: Time,
-        request: RequestId,
-        call: ApiCall,
-        _ctx: &Context<'_>,
-    ) {
-        self.reply(request, super::unsupported(&call));
-    }
-
-    pub(super) fn handle_event(&mut self, _now: Time, event: &ServiceEvent, _ctx: &Context<'_>) {
-        match *event {
-            ServiceEvent::ProcessStarted { pid, tenant } => {
-                self.mailboxes.insert(pid, tenant);
+        match msg {
+            MessagingMsg::Deliver(item) => self.on_deliver(from, item, ctx),
+            MessagingMsg::Acks(acks) => {
+                for ack in acks {
+                    // Only the receiver's agent answers for it.
+                    if ack.to.origin() == from {
+                        self.settle(now, ctx, ack.from, ack.to, ack.seq, ack.outcome);
+                    }
+                }
             }
-            ServiceEvent::ProcessExited { pid, .. } | ServiceEvent::ProcessLost { pid, .. } => {
-                self.mailboxes.remove(&pid);
+            MessagingMsg::Monitor {
+                tenant,
+                watcher,
+                watched,
+            } if watcher.origin() == from => self.on_monitor(tenant, watcher, watched),
+            MessagingMsg::Demonitor { watcher, watched } if watcher.origin() == from => {
+                if let Some(m) = self.mailboxes.get_mut(&watched) {
+                    m.watchers.remove(&watcher);
+                }
+            }
+            MessagingMsg::Ping { nonce } => self.send_msg(from, MessagingMsg::Pong { nonce }),
+            MessagingMsg::Pong { nonce } => {
+                if let Some(h) = self.hosts.get_mut(&from) {
+                    if h.ping.is_some_and(|(n, _)| n == nonce) {
+                        h.ping = None;
+                    }
+                }
             }
             _ => {}
         }
     }
 
-    pub(super) fn handle_timeout(&mut self, _now: Time, _ctx: &Context<'_>) {}
+    pub(super) fn handle_api(
+        &mut self,
+        now: Time,
+        request: RequestId,
+        call: ApiCall,
+        ctx: &Context<'_>,
+    ) {
+        match call {
+            ApiCall::Send {
+                tenant,
+                from,
+                to: Dest::Pid(to),
+                data,
+                delivery,
+                block,
+            } => {
+                let reply = ReplyTo::Api(request);
+                if data.len() > self.config.max_message_bytes as usize {
+                    self.settle_reply(reply, Err(SendError::TooLarge));
+                } else if self.tenant_of(from) != Some(tenant) {
+                    self.settle_reply(reply, Err(SendError::NotSender));
+                } else {
+                    let body = MailBody::Data(data);
+                    self.send((tenant, from, to), body, delivery, block, reply);
+                }
+            }
+            ApiCall::Recv {
+                tenant,
+                pid,
+                max,
+                wait,
+            } => self.on_recv(now, request, tenant, pid, max, wait),
+            ApiCall::Monitor {
+                tenant,
+                watcher,
+                watched,
+            } => {
+                let r = self.start_monitor(tenant, watcher, watched);
+                self.reply(request, ApiReply::Monitored(r));
+            }
+            ApiCall::Demonitor {
+                tenant,
+                watcher,
+                watched,
+            } => {
+                let r = if self.tenant_of(watcher) == Some(tenant) {
+                    self.stop_monitor(watcher, watched);
+                    Ok(())
+                } else {
+                    Err(MonitorError::NoSuchProcess)
+                };
+                self.reply(request, ApiReply::Monitored(r));
+            }
+            ApiCall::Distance { tenant, from, to } => {
+                let r = if self.tenant_of(from) == Some(tenant) {
+                    let class = self.class_of(to.origin(), ctx);
+                    Ok(DistanceInfo {
+                        class,
+                        rtt: self.rtt(class),
+                    })
+                } else {
+                    Err(MsgError::NoSuchProcess)
+                };
+                self.reply(request, ApiReply::Distance(r));
+            }
+            other => self.reply(request, super::unsupported(&other)),
+        }
+    }
 
-    pub(super) fn end_of_input(&mut self, _now: Time) {}
+    pub(super) fn handle_event(&mut self, event: &ServiceEvent, ctx: &Context<'_>) {
+        match *event {
+            ServiceEvent::ProcessStarted { pid, tenant } => {
+                self.mailboxes.entry(pid).or_insert_with(|| Mailbox {
+                    tenant,
+                    mail: VecDeque::new(),
+                    bytes: 0,
+                    parked: VecDeque::new(),
+                    waiter: None,
+                    watchers: BTreeSet::new(),
+                    monitors: 0,
+                });
+            }
+            ServiceEvent::ProcessExited { pid, status, .. } => {
+                self.end(pid, Ended::Exited, DownReason::Exited(status));
+            }
+            ServiceEvent::ProcessLost { pid, .. } => {
+                let reason = DownReason::Lost { host: pid.origin() };
+                if self.mailboxes.contains_key(&pid) {
+                    self.end(pid, Ended::Lost, reason);
+                } else {
+                    self.down_watched(ctx, |w| w == pid, reason);
+                }
+            }
+            ServiceEvent::HostRemoved { node, .. } => {
+                if self.hosts.contains_key(&node) {
+                    let reason = DownReason::Lost { host: node };
+                    self.down_watched(ctx, |w| w.origin() == node, reason);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn handle_timeout(&mut self, now: Time, ctx: &Context<'_>) {
+        while let Some(&(t, from, to, seq)) = self.fate_q.front() {
+            if t > now {
+                break;
+            }
+            self.fate_q.pop_front();
+            if self.flight(from, to, seq).is_some_and(|f| !f.parked && f.deadline == t) {
+                self.give_up(from, to, seq);
+            }
+        }
+        while let Some(&(t, from, to, seq)) = self.park_q.front() {
+            if t > now {
+                break;
+            }
+            self.park_q.pop_front();
+            if self.flight(from, to, seq).is_some_and(|f| f.parked && f.deadline == t) {
+                self.give_up(from, to, seq);
+            }
+        }
+        while let Some(&(t, from, to, seq)) = self.resend_q.front() {
+            if t > now {
+                break;
+            }
+            self.resend_q.pop_front();
+            let base = self.base(from, to);
+            let Some(f) = self.flight_mut(from, to, seq) else {
+                continue;
+            };
+            if f.parked {
+                continue;
+            }
+            if let Some(copy) = f.copy.as_ref() {
+                f.resent = true;
+                let mut item = copy.clone();
+                item.base = base;
+                self.resend_q
+                    .push_back((now + self.config.resend_interval, from, to, seq));
+                self.send_msg(to.origin(), MessagingMsg::Deliver(item));
+            }
+        }
+        while let Some(&(t, pid)) = self.waiters.first() {
+            if t > now {
+                break;
+            }
+            self.waiters.pop_first();
+            if let Some(w) = self.mailboxes.get_mut(&pid).and_then(|m| m.waiter.take()) {
+                self.reply(w.request, ApiReply::Received(Ok(Vec::new())));
+            }
+        }
+        self.ping_hosts(now, ctx);
+        if self.ack_flush.is_some_and(|t| t <= now) {
+            self.flush_acks();
+        }
+        self.compact();
+    }
+
+    /// Called at the end of every input: flushes acks (or schedules their flush).
+    pub(super) fn end_of_input(&mut self, now: Time) {
+        if self.acks.is_empty() {
+            return;
+        }
+        if self.config.ack_delay.is_zero() {
+            self.flush_acks();
+        } else if self.ack_flush.is_none() {
+            self.ack_flush = Some(now + self.config.ack_delay);
+        }
+    }
 
     pub(super) fn poll_output(&mut self) -> Option<ServiceOutput<MessagingMsg>> {
         self.outbox.pop_front()
     }
 
     pub(super) fn next_timeout(&self) -> Option<Time> {
-        let _ = (self.me, &self.config);
-        None
+        [
+            self.fate_q.front().map(|d| d.0),
+            self.park_q.front().map(|d| d.0),
+            self.resend_q.front().map(|d| d.0),
+            self.waiters.first().map(|w| w.0),
+            self.ack_flush,
+            self.hosts
+                .values()
+                .map(|h| h.ping.map_or(h.next_ping, |(_, t)| t))
+                .min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
+    /// Mailboxes within their capacity (control mail aside), counters true, and
+    /// no pair over its credit.
     pub(super) fn invariants(&self) -> bool {
-        true
+        let window = self.config.credit_window as usize;
+        let inflight: usize = self.outbound.values().map(|p| p.inflight.len()).sum();
+        let blocked: usize = self.outbound.values().map(|p| p.waiting.len()).sum();
+        inflight == self.inflight
+            && blocked == self.blocked
+            && self.outbound.values().all(|p| p.inflight.len() <= window)
+            && self.mailboxes.values().all(|m| {
+                m.bytes == m.mail.iter().map(|x| data_len(&x.body)).sum::<u64>()
+                    && m.bytes <= self.config.mailbox_bytes
+            })
+            && self.ended.len() == self.ended_order.len()
+    }
+
+    // ----- sending side -----
+
+    fn flight(&self, from: Pid, to: Pid, seq: u64) -> Option<&Flight> {
+        self.outbound.get(&(from, to))?.inflight.get(&seq)
+    }
+
+    fn flight_mut(&mut self, from: Pid, to: Pid, seq: u64) -> Option<&mut Flight> {
+        self.outbound.get_mut(&(from, to))?.inflight.get_mut(&seq)
+    }
+
+    /// The lowest sequence of the pair not settled or given up.
+    fn base(&self, from: Pid, to: Pid) -> u64 {
+        self.outbound.get(&(from, to)).map_or(0, |p| {
+            p.inflight.first_key_value().map_or(p.next, |(s, _)| *s)
+        })
+    }
+
+    /// Numbers `p` on its pair (which exists and has credit) and sends it.
+    fn transmit(&mut self, from: Pid, to: Pid, p: Pending) {
+        let now = self.now;
+        let base = self.base(from, to);
+        let Some(pair) = self.outbound.get_mut(&(from, to)) else {
+            return;
+        };
+        let seq = pair.next;
+        pair.next += 1;
+        let item = Item {
+            tenant: pair.tenant,
+            from,
+            to,
+            seq,
+            base,
+            reliable: p.reliable,
+            block: p.block,
+            body: p.body,
+        };
+        if to.origin() == self.me {
+            // Same host: straight into the mailbox, no network.
+            let class = DistanceClass::SameHost;
+            let outcome = match self.receivable(item.tenant, to) {
+                Ok(()) => self.admit(item, None, class),
+                Err(outcome) => outcome,
+            };
+            if outcome == Outcome::Parked {
+                let flight = Flight {
+                    reply: p.reply,
+                    sent_at: now,
+                    deadline: Time::NEVER,
+                    parked: true,
+                    resent: false,
+                    copy: None,
+                };
+                pair_insert(&mut self.outbound, from, to, seq, flight);
+                self.inflight += 1;
+            } else {
+                self.drop_if_idle(from, to);
+                self.settle_reply(p.reply, result_of(outcome));
+            }
+            return;
+        }
+        let deadline = now + self.config.fate_timeout;
+        let copy = p.reliable.then(|| item.clone());
+        if copy.is_some() {
+            self.resend_q
+                .push_back((now + self.config.resend_interval, from, to, seq));
+        }
+        let flight = Flight {
+            reply: p.reply,
+            sent_at: now,
+            deadline,
+            parked: false,
+            resent: false,
+            copy,
+        };
+        pair_insert(&mut self.outbound, from, to, seq, flight);
+        self.inflight += 1;
+        self.fate_q.push_back((deadline, from, to, seq));
+        self.send_msg(to.origin(), MessagingMsg::Deliver(item));
+    }
+
+    /// The outcome of item `seq` of the pair: settle it (or park it) and let the
+    /// pair's waiting sends use the credit it frees.
+    fn settle(
+        &mut self,
+        now: Time,
+        ctx: &Context<'_>,
+        from: Pid,
+        to: Pid,
+        seq: u64,
+        outcome: Outcome,
+    ) {
+        let park_deadline = now + self.config.block_timeout;
+        let Some(flight) = self.flight_mut(from, to, seq) else {
+            return;
+        };
+        let first_answer = !flight.parked;
+        let (sent_at, resent) = (flight.sent_at, flight.resent);
+        if outcome == Outcome::Parked {
+            if first_answer {
+                flight.parked = true;
+                flight.deadline = park_deadline;
+                self.park_q.push_back((park_deadline, from, to, seq));
+            }
+        } else {
+            let Some(flight) = self.outbound.get_mut(&(from, to)).and_then(|p| p.inflight.remove(&seq))
+            else {
+                return;
+            };
+            self.inflight -= 1;
+            self.settle_reply(flight.reply, result_of(outcome));
+        }
+        if first_answer && !resent && to.origin() != self.me {
+            self.measure(self.class_of(to.origin(), ctx), now.saturating_since(sent_at));
+        }
+        if outcome != Outcome::Parked {
+            self.pump(from, to);
+        }
+    }
+
+    /// No answer in time: the send ends `Unknown` and frees its credit.
+    fn give_up(&mut self, from: Pid, to: Pid, seq: u64) {
+        if let Some(f) = self.outbound.get_mut(&(from, to)).and_then(|p| p.inflight.remove(&seq)) {
+            self.inflight -= 1;
+            self.settle_reply(f.reply, Err(SendError::Unknown));
+            self.pump(from, to);
+        }
+    }
+
+    /// Sends the pair's waiting items while it has credit; forgets an idle pair.
+    fn pump(&mut self, from: Pid, to: Pid) {
+        let window = self.config.credit_window as usize;
+        loop {
+            let Some(pair) = self.outbound.get_mut(&(from, to)) else {
+                return;
+            };
+            if pair.inflight.len() >= window {
+                return;
+            }
+            let Some(p) = pair.waiting.pop_front() else {
+                break;
+            };
+            self.blocked -= 1;
+            self.transmit(from, to, p);
+        }
+        self.drop_if_idle(from, to);
+    }
+
+    /// Forgets the pair once it is idle and its sender is gone (while the sender
+    /// lives, the pair keeps its numbering).
+    fn drop_if_idle(&mut self, from: Pid, to: Pid) {
+        if self.mailboxes.contains_key(&from) {
+            return;
+        }
+        if self
+            .outbound
+            .get(&(from, to))
+            .is_some_and(|p| p.inflight.is_empty() && p.waiting.is_empty())
+        {
+            self.outbound.remove(&(from, to));
+        }
+    }
+
+    fn settle_reply(&mut self, reply: ReplyTo, result: Result<(), SendError>) {
+        match reply {
+            ReplyTo::Api(request) => {
+                let r = result.map(|()| SendReceipt { reached: 1 });
+                self.reply(request, ApiReply::Sent(r));
+            }
+            ReplyTo::Tag(tag) => self.outcomes.push_back((tag, result)),
+            ReplyTo::Nobody => {}
+        }
+    }
+
+    fn measure(&mut self, class: DistanceClass, rtt: Duration) {
+        let sample = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX);
+        let slot = &mut self.rtt[class_index(class)];
+        *slot = Some(slot.map_or(sample, |old| old - old / 8 + sample / 8));
+    }
+
+    // ----- receiving side -----
+
+    /// Whether a `tenant` item may go to the local `to`; else the outcome. Another
+    /// tenant's process answers as one never seen.
+    fn receivable(&self, tenant: TenantId, to: Pid) -> Result<(), Outcome> {
+        match self.mailboxes.get(&to) {
+            Some(m) if m.tenant == tenant => Ok(()),
+            Some(_) => Err(Outcome::NoSuchProcess),
+            None => Err(match self.ended.get(&to) {
+                Some(&(t, Ended::Exited)) if t == tenant => Outcome::Exited,
+                Some(&(t, Ended::Lost)) if t == tenant => Outcome::Lost,
+                _ => Outcome::NoSuchProcess,
+            }),
+        }
+    }
+
+    fn on_deliver(&mut self, from: NodeId, item: Item, ctx: &Context<'_>) {
+        // An agent speaks only for its own processes.
+        if item.from.origin() != from || item.to.origin() != self.me {
+            return;
+        }
+        let (to, sender, seq) = (item.to, item.from, item.seq);
+        if let Err(outcome) = self.receivable(item.tenant, to) {
+            self.ack(from, sender, to, seq, outcome);
+            return;
+        }
+        let window = u64::from(self.config.credit_window);
+        let pair = self.inbound.entry((to, sender)).or_default();
+        if item.base > pair.next {
+            pair.next = item.base;
+        }
+        if seq < pair.next {
+            // A duplicate (reliable) or overtaken (at-most-once).
+            let outcome = if item.reliable {
+                pair.outcomes
+                    .get(&seq)
+                    .copied()
+                    .unwrap_or(Outcome::Delivered)
+            } else {
+                Outcome::Late
+            };
+            self.ack(from, sender, to, seq, outcome);
+            return;
+        }
+        if seq > pair.next && (item.reliable || !pair.early.is_empty()) {
+            if seq - pair.next <= window {
+                pair.early.entry(seq).or_insert(item);
+            }
+        } else {
+            pair.next = seq + 1;
+            self.accept(from, item, ctx);
+        }
+        // Items that were waiting for this one (or for the base to move).
+        while let Some(pair) = self.inbound.get_mut(&(to, sender)) {
+            let Some(entry) = pair.early.first_entry() else {
+                break;
+            };
+            if *entry.key() > pair.next {
+                break;
+            }
+            let item = entry.remove();
+            if item.seq < pair.next {
+                continue;
+            }
+            pair.next = item.seq + 1;
+            self.accept(from, item, ctx);
+        }
+    }
+
+    /// Admits an in-order remote item and queues its ack.
+    fn accept(&mut self, from: NodeId, item: Item, ctx: &Context<'_>) {
+        let (sender, to, seq, reliable) = (item.from, item.to, item.seq, item.reliable);
+        let class = self.class_of(from, ctx);
+        let outcome = self.admit(item, Some(from), class);
+        if reliable && outcome != Outcome::Delivered {
+            let window = u64::from(self.config.credit_window);
+            if let Some(pair) = self.inbound.get_mut(&(to, sender)) {
+                pair.outcomes.insert(seq, outcome);
+                let keep = pair.next.saturating_sub(window);
+                while pair.outcomes.first_key_value().is_some_and(|(s, _)| *s < keep) {
+                    pair.outcomes.pop_first();
+                }
+            }
+        }
+        self.ack(from, sender, to, seq, outcome);
+    }
+
+    /// Puts the item in its (live, same-tenant) mailbox, parks it, or refuses it.
+    fn admit(&mut self, item: Item, origin: Option<NodeId>, class: DistanceClass) -> Outcome {
+        let (max_msgs, max_bytes) = (
+            self.config.mailbox_messages as usize,
+            self.config.mailbox_bytes,
+        );
+        let max_parked = self.config.max_parked as usize;
+        let Some(m) = self.mailboxes.get_mut(&item.to) else {
+            return Outcome::NoSuchProcess;
+        };
+        let control = !matches!(item.body, MailBody::Data(_));
+        let len = data_len(&item.body);
+        let room = m.mail.len() < max_msgs && m.bytes.saturating_add(len) <= max_bytes;
+        let mail = Mail {
+            from: item.from,
+            class,
+            seq: item.seq,
+            body: item.body,
+        };
+        if m.parked.is_empty() && (room || control) {
+            m.bytes += len;
+            m.mail.push_back(mail);
+            self.wake(item.to);
+            return Outcome::Delivered;
+        }
+        if control || (item.block && m.parked.len() < max_parked) {
+            m.parked.push_back(Parked {
+                mail,
+                to: item.to,
+                origin,
+            });
+            Outcome::Parked
+        } else {
+            Outcome::Full
+        }
+    }
+
+    fn ack(&mut self, to: NodeId, from: Pid, rcpt: Pid, seq: u64, outcome: Outcome) {
+        self.acks.entry(to).or_default().push(Ack {
+            from,
+            to: rcpt,
+            seq,
+            outcome,
+        });
+    }
+
+    fn flush_acks(&mut self) {
+        self.ack_flush = None;
+        for (node, acks) in std::mem::take(&mut self.acks) {
+            let mut acks = acks;
+            while acks.len() > MAX_ACKS {
+                let rest = acks.split_off(MAX_ACKS);
+                self.send_msg(node, MessagingMsg::Acks(acks));
+                acks = rest;
+            }
+            self.send_msg(node, MessagingMsg::Acks(acks));
+        }
+    }
+
+    /// Answers the mailbox's waiting receive if it now has mail.
+    fn wake(&mut self, pid: Pid) {
+        let Some(m) = self.mailboxes.get_mut(&pid) else {
+            return;
+        };
+        if m.mail.is_empty() {
+            return;
+        }
+        if let Some(w) = m.waiter.take() {
+            self.waiters.remove(&(w.deadline, pid));
+            let mail = self.take(pid, w.max);
+            self.reply(w.request, ApiReply::Received(Ok(mail)));
+        }
+    }
+
+    /// Takes up to `max` mails, then lets parked items in while there is room.
+    fn take(&mut self, pid: Pid, max: u32) -> Vec<Mail> {
+        let (max_msgs, max_bytes) = (
+            self.config.mailbox_messages as usize,
+            self.config.mailbox_bytes,
+        );
+        let Some(m) = self.mailboxes.get_mut(&pid) else {
+            return Vec::new();
+        };
+        let n = m.mail.len().min(max as usize);
+        let out: Vec<Mail> = m.mail.drain(..n).collect();
+        m.bytes -= out.iter().map(|x| data_len(&x.body)).sum::<u64>();
+        let mut admitted = Vec::new();
+        while let Some(p) = m.parked.front() {
+            let len = data_len(&p.mail.body);
+            let control = !matches!(p.mail.body, MailBody::Data(_));
+            if !control && (m.mail.len() >= max_msgs || m.bytes.saturating_add(len) > max_bytes) {
+                break;
+            }
+            let Some(p) = m.parked.pop_front() else {
+                break;
+            };
+            m.bytes += len;
+            admitted.push((p.origin, p.mail.from, p.to, p.mail.seq));
+            m.mail.push_back(p.mail);
+        }
+        for (origin, from, to, seq) in admitted {
+            self.parked_settled(origin, from, to, seq, Outcome::Delivered);
+        }
+        out
+    }
+
+    /// A parked item's final outcome goes to its sender.
+    fn parked_settled(&mut self, origin: Option<NodeId>, from: Pid, to: Pid, seq: u64, o: Outcome) {
+        match origin {
+            Some(node) => {
+                if let Some(pair) = self.inbound.get_mut(&(to, from)) {
+                    if o == Outcome::Delivered {
+                        pair.outcomes.remove(&seq);
+                    } else {
+                        pair.outcomes.insert(seq, o);
+                    }
+                }
+                self.ack(node, from, to, seq, o);
+            }
+            None => {
+                if let Some(f) = self.outbound.get_mut(&(from, to)).and_then(|p| p.inflight.remove(&seq)) {
+                    self.inflight -= 1;
+                    self.settle_reply(f.reply, result_of(o));
+                    self.pump(from, to);
+                }
+            }
+        }
+    }
+
+    fn on_recv(
+        &mut self,
+        now: Time,
+        request: RequestId,
+        tenant: TenantId,
+        pid: Pid,
+        max: u32,
+        wait: Option<Duration>,
+    ) {
+        let Some(m) = self.mailboxes.get_mut(&pid).filter(|m| m.tenant == tenant) else {
+            self.reply(request, ApiReply::Received(Err(RecvError::NoSuchProcess)));
+            return;
+        };
+        if m.waiter.is_some() {
+            self.reply(request, ApiReply::Received(Err(RecvError::Busy)));
+            return;
+        }
+        match wait {
+            Some(wait) if m.mail.is_empty() && max > 0 && !wait.is_zero() => {
+                let deadline = now + wait;
+                m.waiter = Some(Waiter {
+                    request,
+                    max,
+                    deadline,
+                });
+                self.waiters.insert((deadline, pid));
+            }
+            _ => {
+                let mail = self.take(pid, max);
+                self.reply(request, ApiReply::Received(Ok(mail)));
+            }
+        }
+    }
+
+    // ----- process ends, monitors -----
+
+    /// The local process `pid` ended: its mailbox goes (see the module docs).
+    fn end(&mut self, pid: Pid, how: Ended, reason: DownReason) {
+        let Some(m) = self.mailboxes.remove(&pid) else {
+            return;
+        };
+        if let Some(w) = m.waiter {
+            self.waiters.remove(&(w.deadline, pid));
+            self.reply(w.request, ApiReply::Received(Err(RecvError::NoSuchProcess)));
+        }
+        let outcome = match how {
+            Ended::Exited => Outcome::Exited,
+            Ended::Lost => Outcome::Lost,
+        };
+        for p in m.parked {
+            self.parked_settled(p.origin, p.mail.from, p.to, p.mail.seq, outcome);
+        }
+        self.remember(pid, m.tenant, how);
+        // Receiving pairs go with the mailbox.
+        let gone: Vec<(Pid, Pid)> = self
+            .inbound
+            .range((pid, Pid::MIN)..=(pid, Pid::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gone {
+            self.inbound.remove(&k);
+        }
+        // Its watchers hear of it behind what it sent them.
+        for watcher in m.watchers {
+            let body = MailBody::Down { pid, reason };
+            self.send(
+                (m.tenant, pid, watcher),
+                body,
+                Delivery::Reliable,
+                true,
+                ReplyTo::Nobody,
+            );
+        }
+        // The monitors it held.
+        let held: Vec<(Pid, Pid)> = self
+            .watching
+            .range((pid, Pid::MIN)..=(pid, Pid::MAX))
+            .copied()
+            .collect();
+        for (_, watched) in held {
+            self.stop_monitor(pid, watched);
+        }
+        // Its sending pairs stay while they have items in flight.
+        let pairs: Vec<(Pid, Pid)> = self
+            .outbound
+            .range((pid, Pid::MIN)..=(pid, Pid::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        for (from, to) in pairs {
+            self.drop_if_idle(from, to);
+        }
+    }
+
+    fn remember(&mut self, pid: Pid, tenant: TenantId, how: Ended) {
+        if self.ended.insert(pid, (tenant, how)).is_none() {
+            self.ended_order.push_back(pid);
+        }
+        while self.ended_order.len() > self.config.ended_memory as usize {
+            if let Some(old) = self.ended_order.pop_front() {
+                self.ended.remove(&old);
+            }
+        }
+    }
+
+    fn start_monitor(
+        &mut self,
+        tenant: TenantId,
+        watcher: Pid,
+        watched: Pid,
+    ) -> Result<(), MonitorError> {
+        let max = self.config.max_monitors;
+        let m = self
+            .mailboxes
+            .get_mut(&watcher)
+            .filter(|m| m.tenant == tenant)
+            .ok_or(MonitorError::NoSuchProcess)?;
+        if self.watching.contains(&(watcher, watched)) {
+            return Ok(());
+        }
+        if m.monitors >= max {
+            return Err(MonitorError::TooMany);
+        }
+        m.monitors += 1;
+        self.watching.insert((watcher, watched));
+        let host = watched.origin();
+        if host == self.me {
+            self.on_monitor(tenant, watcher, watched);
+        } else {
+            let first_ping = self.now + self.config.monitor_ping;
+            let h = self.hosts.entry(host).or_insert(HostWatch {
+                watches: 0,
+                next_ping: first_ping,
+                ping: None,
+            });
+            h.watches += 1;
+            self.send_msg(
+                host,
+                MessagingMsg::Monitor {
+                    tenant,
+                    watcher,
+                    watched,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// At the watched process's agent: record the watcher, or answer `Down(NoProcess)`.
+    fn on_monitor(
+        &mut self,
+        tenant: TenantId,
+        watcher: Pid,
+        watched: Pid,
+    ) {
+        match self.mailboxes.get_mut(&watched) {
+            Some(m) if m.tenant == tenant => {
+                m.watchers.insert(watcher);
+            }
+            _ => {
+                let body = MailBody::Down {
+                    pid: watched,
+                    reason: DownReason::NoProcess,
+                };
+                self.send(
+                    (tenant, watched, watcher),
+                    body,
+                    Delivery::Reliable,
+                    true,
+                    ReplyTo::Nobody,
+                );
+            }
+        }
+    }
+
+    /// Drops the monitor (watcher, watched) on this side, and tells the other.
+    fn stop_monitor(&mut self, watcher: Pid, watched: Pid) {
+        if !self.watching.remove(&(watcher, watched)) {
+            return;
+        }
+        if let Some(m) = self.mailboxes.get_mut(&watcher) {
+            m.monitors -= 1;
+        }
+        let host = watched.origin();
+        if host == self.me {
+            if let Some(m) = self.mailboxes.get_mut(&watched) {
+                m.watchers.remove(&watcher);
+            }
+            return;
+        }
+        self.unwatch_host(host);
+        self.send_msg(host, MessagingMsg::Demonitor { watcher, watched });
+    }
+
+    fn unwatch_host(&mut self, host: NodeId) {
+        if let Some(h) = self.hosts.get_mut(&host) {
+            h.watches -= 1;
+            if h.watches == 0 {
+                self.hosts.remove(&host);
+            }
+        }
+    }
+
+    /// Reports `Down(reason)` for every remote watched process `hit` selects, at the
+    /// watcher's agent (its host cannot).
+    fn down_watched(&mut self, ctx: &Context<'_>, hit: impl Fn(Pid) -> bool, reason: DownReason) {
+        let downs: Vec<(Pid, Pid)> = self
+            .watching
+            .iter()
+            .filter(|(_, w)| w.origin() != self.me && hit(*w))
+            .copied()
+            .collect();
+        for (watcher, watched) in downs {
+            self.watching.remove(&(watcher, watched));
+            self.unwatch_host(watched.origin());
+            let class = self.class_of(watched.origin(), ctx);
+            let pair = self.inbound.entry((watcher, watched)).or_default();
+            let seq = pair.next;
+            pair.next += 1;
+            if let Some(m) = self.mailboxes.get_mut(&watcher) {
+                m.monitors -= 1;
+                m.mail.push_back(Mail {
+                    from: watched,
+                    class,
+                    seq,
+                    body: MailBody::Down {
+                        pid: watched,
+                        reason,
+                    },
+                });
+                self.wake(watcher);
+            }
+        }
+    }
+
+    fn ping_hosts(&mut self, now: Time, ctx: &Context<'_>) {
+        let mut silent = Vec::new();
+        let mut pings = Vec::new();
+        for (&node, h) in &mut self.hosts {
+            match h.ping {
+                Some((_, deadline)) if deadline <= now => silent.push(node),
+                None if h.next_ping <= now => {
+                    self.nonce += 1;
+                    h.ping = Some((self.nonce, now + self.config.fate_timeout));
+                    h.next_ping = now + self.config.monitor_ping;
+                    pings.push((node, self.nonce));
+                }
+                _ => {}
+            }
+        }
+        for (node, nonce) in pings {
+            self.send_msg(node, MessagingMsg::Ping { nonce });
+        }
+        for node in silent {
+            self.down_watched(ctx, |w| w.origin() == node, DownReason::Unreachable);
+            self.hosts.remove(&node);
+        }
+    }
+
+    /// Drops stale deadline entries once a queue holds more than twice the live items.
+    fn compact(&mut self) {
+        let live = self.inflight;
+        let outbound = &self.outbound;
+        let alive = |d: &Due| {
+            outbound
+                .get(&(d.1, d.2))
+                .and_then(|p| p.inflight.get(&d.3))
+                .is_some()
+        };
+        for q in [&mut self.fate_q, &mut self.resend_q, &mut self.park_q] {
+            if q.len() > 2 * live + 1024 {
+                q.retain(alive);
+            }
+        }
     }
 }
+
+fn pair_insert(
+    outbound: &mut BTreeMap<(Pid, Pid), OutPair>,
+    from: Pid,
+    to: Pid,
+    seq: u64,
+    flight: Flight,
+) {
+    if let Some(pair) = outbound.get_mut(&(from, to)) {
+        pair.inflight.insert(seq, flight);
+    }
+}
+
