@@ -286,10 +286,12 @@ impl Service for Messaging {
         match msg {
             MessagingMsg::Names(m) => self.names.handle_message(now, from, m, &mut self.post, ctx),
             MessagingMsg::Groups(m) => {
-                self.groups.handle_message(now, from, m, &mut self.post, ctx);
+                self.groups
+                    .handle_message(now, from, m, &mut self.post, ctx);
             }
             MessagingMsg::Topics(m) => {
-                self.topics.handle_message(now, from, m, &mut self.post, ctx);
+                self.topics
+                    .handle_message(now, from, m, &mut self.post, ctx);
             }
             other => self.post.handle_message(now, from, other, ctx),
         }

@@ -137,7 +137,9 @@ pub fn validate(msg: &MessagingMsg) -> Result<(), Reject> {
     match msg {
         MessagingMsg::Deliver(item) => {
             if item.seq == u64::MAX || item.base > item.seq {
-                return Err(Reject::Malformed { what: "messaging seq" });
+                return Err(Reject::Malformed {
+                    what: "messaging seq",
+                });
             }
             validate_body(&item.body)
         }

@@ -78,4 +78,3 @@ impl Part for Names {
         None
     }
 }
-

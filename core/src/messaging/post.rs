@@ -289,7 +289,9 @@ impl Post {
     /// The messages in the mailbox of the local process `pid` (its load).
     #[must_use]
     pub fn depth(&self, pid: Pid) -> Option<usize> {
-        self.mailboxes.get(&pid).map(|m| m.mail.len() + m.parked.len())
+        self.mailboxes
+            .get(&pid)
+            .map(|m| m.mail.len() + m.parked.len())
     }
 
     /// Answers a local client's call.
@@ -520,7 +522,10 @@ impl Post {
                 break;
             }
             self.fate_q.pop_front();
-            if self.flight(from, to, seq).is_some_and(|f| !f.parked && f.deadline == t) {
+            if self
+                .flight(from, to, seq)
+                .is_some_and(|f| !f.parked && f.deadline == t)
+            {
                 self.give_up(from, to, seq);
             }
         }
@@ -529,7 +534,10 @@ impl Post {
                 break;
             }
             self.park_q.pop_front();
-            if self.flight(from, to, seq).is_some_and(|f| f.parked && f.deadline == t) {
+            if self
+                .flight(from, to, seq)
+                .is_some_and(|f| f.parked && f.deadline == t)
+            {
                 self.give_up(from, to, seq);
             }
         }
@@ -723,7 +731,10 @@ impl Post {
                 self.park_q.push_back((park_deadline, from, to, seq));
             }
         } else {
-            let Some(flight) = self.outbound.get_mut(&(from, to)).and_then(|p| p.inflight.remove(&seq))
+            let Some(flight) = self
+                .outbound
+                .get_mut(&(from, to))
+                .and_then(|p| p.inflight.remove(&seq))
             else {
                 return;
             };
@@ -731,7 +742,10 @@ impl Post {
             self.settle_reply(flight.reply, result_of(outcome));
         }
         if first_answer && !resent && to.origin() != self.me {
-            self.measure(self.class_of(to.origin(), ctx), now.saturating_since(sent_at));
+            self.measure(
+                self.class_of(to.origin(), ctx),
+                now.saturating_since(sent_at),
+            );
         }
         if outcome != Outcome::Parked {
             self.pump(from, to);
@@ -740,7 +754,11 @@ impl Post {
 
     /// No answer in time: the send ends `Unknown` and frees its credit.
     fn give_up(&mut self, from: Pid, to: Pid, seq: u64) {
-        if let Some(f) = self.outbound.get_mut(&(from, to)).and_then(|p| p.inflight.remove(&seq)) {
+        if let Some(f) = self
+            .outbound
+            .get_mut(&(from, to))
+            .and_then(|p| p.inflight.remove(&seq))
+        {
             self.inflight -= 1;
             self.settle_reply(f.reply, Err(SendError::Unknown));
             self.pump(from, to);
@@ -877,7 +895,11 @@ impl Post {
             if let Some(pair) = self.inbound.get_mut(&(to, sender)) {
                 pair.outcomes.insert(seq, outcome);
                 let keep = pair.next.saturating_sub(window);
-                while pair.outcomes.first_key_value().is_some_and(|(s, _)| *s < keep) {
+                while pair
+                    .outcomes
+                    .first_key_value()
+                    .is_some_and(|(s, _)| *s < keep)
+                {
                     pair.outcomes.pop_first();
                 }
             }
@@ -1005,7 +1027,11 @@ impl Post {
                 self.ack(node, from, to, seq, o);
             }
             None => {
-                if let Some(f) = self.outbound.get_mut(&(from, to)).and_then(|p| p.inflight.remove(&seq)) {
+                if let Some(f) = self
+                    .outbound
+                    .get_mut(&(from, to))
+                    .and_then(|p| p.inflight.remove(&seq))
+                {
                     self.inflight -= 1;
                     self.settle_reply(f.reply, result_of(o));
                     self.pump(from, to);
@@ -1162,12 +1188,7 @@ impl Post {
     }
 
     /// At the watched process's agent: record the watcher, or answer `Down(NoProcess)`.
-    fn on_monitor(
-        &mut self,
-        tenant: TenantId,
-        watcher: Pid,
-        watched: Pid,
-    ) {
+    fn on_monitor(&mut self, tenant: TenantId, watcher: Pid, watched: Pid) {
         match self.mailboxes.get_mut(&watched) {
             Some(m) if m.tenant == tenant => {
                 m.watchers.insert(watcher);
@@ -1301,4 +1322,3 @@ fn pair_insert(
         pair.inflight.insert(seq, flight);
     }
 }
-

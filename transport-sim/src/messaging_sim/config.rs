@@ -43,7 +43,8 @@ pub struct MessagingWorkload {
     /// How long one `Recv` waits for mail.
     #[serde(with = "crate::duration_text")]
     pub recv_wait: Duration,
-    /// Processes per spawn request (`n_spawn`).
+    /// Processes per spawn request (`n_spawn`; placement tends to keep a batch on
+    /// one host, so 1 spreads the processes over the requesting hosts).
     pub spawn_batch: u32,
     /// How long a send may go unanswered before `messaging.fate_reported` fails
     /// (the agents' fate timeout plus slack).
@@ -69,7 +70,7 @@ impl Default for MessagingWorkload {
             payload_bytes: 64,
             reliable: false,
             recv_wait: Duration::from_secs(5),
-            spawn_batch: 16,
+            spawn_batch: 1,
             fate_bound: Duration::from_secs(3),
             rr: None,
             pubsub: None,

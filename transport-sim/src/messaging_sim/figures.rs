@@ -128,6 +128,8 @@ pub struct MessagingFigures {
     pub lookups_warm: u64,
     /// `whereis` that needed the network.
     pub lookups_cold: u64,
+    /// `whereis` answered with an error, by error.
+    pub lookups_failed: BTreeMap<String, u64>,
     /// Latency of the cold lookups.
     pub lookup_cold_latency: LatencyFigures,
     /// Set-up calls (register, join, subscribe) that failed, by call and error.

@@ -42,19 +42,17 @@
 mod config;
 mod figures;
 
-pub use config::{
-    FailoverWorkload, GroupWorkload, MessagingWorkload, PubSubWorkload, RrWorkload,
-};
+pub use config::{FailoverWorkload, GroupWorkload, MessagingWorkload, PubSubWorkload, RrWorkload};
 pub use figures::{Histogram, LatencyFigures, MessagingFigures};
 
 use crate::placement_sim::PlacementSim;
 use crate::topology::Distance;
-use nefele_core::messaging::MessagingMsg;
-use nefele_core::wire::Message;
 use nefele_api::messaging::{
     Delivery, Dest, DistanceClass, Mail, MailBody, Pattern, SendError, SendReceipt,
 };
 use nefele_core::host::ResourcePolicy;
+use nefele_core::messaging::MessagingMsg;
+use nefele_core::wire::Message;
 use nefele_core::{ApiCall, ApiReply, NodeId, Pid, ProcSpec, TenantId, Time};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -453,7 +451,11 @@ impl MessagingSim {
                     self.call(
                         node,
                         Pending::Setup("register"),
-                        ApiCall::Register { tenant, name: name.clone(), pid },
+                        ApiCall::Register {
+                            tenant,
+                            name: name.clone(),
+                            pid,
+                        },
                     );
                     self.names.entry((tenant, name)).or_default().push(ix);
                 }
@@ -469,7 +471,8 @@ impl MessagingSim {
                 Role::GroupMember { .. } => self.join(ix),
                 Role::FailoverMember { rank, .. } => {
                     let at = now + Duration::from_millis(50) * rank;
-                    self.actions.push_back(MsgAction::At(at, MsgTimer::Join(ix)));
+                    self.actions
+                        .push_back(MsgAction::At(at, MsgTimer::Join(ix)));
                 }
                 _ => {}
             }
@@ -562,7 +565,9 @@ impl MessagingSim {
                     }
                     (dest, Kind::Request, Some(server_ix))
                 }
-                Role::Publisher { topic } => (Dest::Topic(format!("t{topic}")), Kind::Publish, None),
+                Role::Publisher { topic } => {
+                    (Dest::Topic(format!("t{topic}")), Kind::Publish, None)
+                }
                 Role::GroupClient { group } => {
                     self.group_turn = self.group_turn.wrapping_add(1);
                     let broadcast = self.cfg.groups.as_ref().is_some_and(|g| g.broadcast);
@@ -613,7 +618,11 @@ impl MessagingSim {
         let p = &self.procs[ix as usize];
         let Some(node) = p.node else { return };
         let tenant = p.tenant;
-        self.call(node, Pending::Whereis(now), ApiCall::Whereis { tenant, name });
+        self.call(
+            node,
+            Pending::Whereis(now),
+            ApiCall::Whereis { tenant, name },
+        );
     }
 
     /// Process `ix` sends a message of `kind` to `dest` now.
@@ -625,11 +634,7 @@ impl MessagingSim {
         let tenant = p.tenant;
         self.next_id += 1;
         let id = self.next_id;
-        let mut data = vec![0u8; self.cfg.payload_bytes as usize];
-        data[0..8].copy_from_slice(&id.to_le_bytes());
-        data[8..16].copy_from_slice(&now.as_nanos().to_le_bytes());
-        data[16..20].copy_from_slice(&tenant.0.to_le_bytes());
-        data[20] = kind.code();
+        let data = payload(self.cfg.payload_bytes as usize, id, now, tenant, kind);
         let delivery = if self.cfg.reliable {
             Delivery::Reliable
         } else {
@@ -660,13 +665,7 @@ impl MessagingSim {
     }
 
     /// The agent of `node` answered `request` now.
-    pub fn on_reply(
-        &mut self,
-        now: Time,
-        request: u64,
-        reply: ApiReply,
-        placement: &PlacementSim,
-    ) {
+    pub fn on_reply(&mut self, now: Time, request: u64, reply: ApiReply, placement: &PlacementSim) {
         let Some((_, pending)) = self.pending.remove(&request) else {
             return;
         };
@@ -684,8 +683,12 @@ impl MessagingSim {
                     .entry(format!("spawn: {e:?}"))
                     .or_default() += batch.len() as u64;
             }
-            (Pending::Setup(what), ApiReply::Named(r) ) => self.setup_result(what, r.err().map(|e| format!("{e:?}"))),
-            (Pending::Setup(what), ApiReply::Grouped(r)) => self.setup_result(what, r.err().map(|e| format!("{e:?}"))),
+            (Pending::Setup(what), ApiReply::Named(r)) => {
+                self.setup_result(what, r.err().map(|e| format!("{e:?}")))
+            }
+            (Pending::Setup(what), ApiReply::Grouped(r)) => {
+                self.setup_result(what, r.err().map(|e| format!("{e:?}")))
+            }
             (Pending::Send(id), ApiReply::Sent(result)) => self.sent(id, result),
             (Pending::Recv(ix), ApiReply::Received(result)) => match result {
                 Ok(mails) => {
@@ -703,7 +706,14 @@ impl MessagingSim {
                     }
                 }
             },
-            (Pending::Whereis(at), ApiReply::Whereis(_)) => {
+            (Pending::Whereis(_), ApiReply::Whereis(Err(e))) => {
+                *self
+                    .figures
+                    .lookups_failed
+                    .entry(format!("{e:?}"))
+                    .or_default() += 1;
+            }
+            (Pending::Whereis(at), ApiReply::Whereis(Ok(_))) => {
                 let ns = now.saturating_since(at).as_nanos() as u64;
                 if ns == 0 {
                     self.figures.lookups_warm += 1;
@@ -757,7 +767,10 @@ impl MessagingSim {
         if !self.running(ix, placement) {
             self.violations.push((
                 "messaging.no_ghost",
-                format!("{} mails handed to process {ix}, which has ended", mails.len()),
+                format!(
+                    "{} mails handed to process {ix}, which has ended",
+                    mails.len()
+                ),
             ));
         }
         for mail in mails {
@@ -776,8 +789,10 @@ impl MessagingSim {
 
     fn data(&mut self, now: Time, ix: u32, from: Pid, class: DistanceClass, data: &[u8]) {
         let Some(header) = data.get(..HEADER_BYTES) else {
-            self.violations
-                .push(("messaging.payload", format!("a {}-byte message", data.len())));
+            self.violations.push((
+                "messaging.payload",
+                format!("a {}-byte message", data.len()),
+            ));
             return;
         };
         let word = |r: std::ops::Range<usize>| {
@@ -791,7 +806,10 @@ impl MessagingSim {
         if TenantId(tenant) != me.tenant {
             self.violations.push((
                 "messaging.tenant_isolation",
-                format!("message {id} of tenant {tenant} reached process {ix} of {:?}", me.tenant),
+                format!(
+                    "message {id} of tenant {tenant} reached process {ix} of {:?}",
+                    me.tenant
+                ),
             ));
         }
         let role = me.role;
@@ -816,7 +834,10 @@ impl MessagingSim {
         self.last_seen.insert((from, ix), id);
         self.figures.delivered += 1;
         let ns = now.as_nanos().saturating_sub(sent_at);
-        self.latency.entry(class_name(class)).or_default().record(ns);
+        self.latency
+            .entry(class_name(class))
+            .or_default()
+            .record(ns);
         if let Some(f) = self.flights.get_mut(&id) {
             if self.procs[f.from as usize].pid != Some(from) {
                 self.violations.push((
@@ -868,19 +889,24 @@ impl MessagingSim {
             match f.answered {
                 None if sender.node.is_some_and(up) => {
                     f.flagged = true;
-                    fate = Err(format!("send {id} from process {} unanswered after {age:?}", f.from));
+                    fate = Err(format!(
+                        "send {id} from process {} unanswered after {age:?}",
+                        f.from
+                    ));
                 }
                 Some(r) if r > 0 && f.seen == 0 => {
                     f.flagged = true;
                     let receiver_runs = f.to.is_some_and(|to| {
                         let p = &self.procs[to as usize];
-                        p.pid.zip(p.node)
+                        p.pid
+                            .zip(p.node)
                             .is_some_and(|(pid, node)| placement.host_of(pid) == Some(node))
                     });
                     if f.kind == Kind::Failover {
                         self.figures.failover_lost += 1;
                         if self.cfg.reliable {
-                            failover = Err(format!("failover send {id} answered ok, never received"));
+                            failover =
+                                Err(format!("failover send {id} answered ok, never received"));
                         }
                     } else if receiver_runs {
                         delivered = Err(format!(
@@ -902,9 +928,14 @@ impl MessagingSim {
         }
         let mut names = Ok(());
         for ((tenant, name), holders) in &self.names {
-            let live = holders.iter().filter(|&&h| self.running(h, placement)).count();
+            let live = holders
+                .iter()
+                .filter(|&&h| self.running(h, placement))
+                .count();
             if live > 1 {
-                names = Err(format!("{live} running processes of {tenant:?} hold {name:?}"));
+                names = Err(format!(
+                    "{live} running processes of {tenant:?} hold {name:?}"
+                ));
             }
         }
         out.push(("messaging.names_unique", names, true));
@@ -925,7 +956,11 @@ impl MessagingSim {
     #[must_use]
     pub fn figures(&self) -> MessagingFigures {
         let mut f = self.figures.clone();
-        f.unanswered = self.flights.values().filter(|f| f.answered.is_none()).count() as u64;
+        f.unanswered = self
+            .flights
+            .values()
+            .filter(|f| f.answered.is_none())
+            .count() as u64;
         f.latency = self
             .latency
             .iter()
@@ -934,6 +969,16 @@ impl MessagingSim {
         f.lookup_cold_latency = LatencyFigures::from(&self.lookup_latency);
         f
     }
+}
+
+/// A message of `len` bytes: the header, then zeros.
+fn payload(len: usize, id: u64, now: Time, tenant: TenantId, kind: Kind) -> Vec<u8> {
+    let mut data = vec![0u8; len.max(HEADER_BYTES)];
+    data[0..8].copy_from_slice(&id.to_le_bytes());
+    data[8..16].copy_from_slice(&now.as_nanos().to_le_bytes());
+    data[16..20].copy_from_slice(&tenant.0.to_le_bytes());
+    data[20] = kind.code();
+    data
 }
 
 fn class_name(class: DistanceClass) -> &'static str {
@@ -952,5 +997,177 @@ fn distance_name(d: Distance) -> &'static str {
         Distance::SameRow => "same_row",
         Distance::SameDc => "same_dc",
         Distance::External => "external",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nefele_core::host::HostCommand;
+    use nefele_core::Incarnation;
+
+    /// One request/response pair (processes 0 and 1, tenant 0) running on hosts 0
+    /// and 1, set up; returns the sim, the placement and the pending `Recv` requests
+    /// of the two processes.
+    fn pair() -> (MessagingSim, PlacementSim, [u64; 2]) {
+        let cfg = MessagingWorkload {
+            rr: Some(RrWorkload {
+                pairs: 1,
+                ..RrWorkload::default()
+            }),
+            ..MessagingWorkload::default()
+        };
+        let mut m = MessagingSim::new(cfg, Time::from_secs(60), 1);
+        let mut placement = PlacementSim::new(2);
+        m.actions.clear();
+        m.on_timer(
+            Time::from_secs(3),
+            MsgTimer::Spawn,
+            &placement,
+            &|_| true,
+            2,
+        );
+        let calls: Vec<(NodeId, u64, ApiCall)> = std::iter::from_fn(|| m.pop_action())
+            .filter_map(|a| match a {
+                MsgAction::Call(n, r, c) => Some((n, r, c)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(calls.len(), 2);
+        for (i, (_, request, call)) in calls.into_iter().enumerate() {
+            let ApiCall::Spawn { tenant, spec } = call else {
+                panic!("{call:?}")
+            };
+            let node = NodeId(i as u32);
+            let pid = Pid::new(node, Incarnation(1), 1);
+            placement.execute(
+                Time::from_secs(3),
+                node,
+                HostCommand::Start { pid, tenant, spec },
+            );
+            m.on_reply(
+                Time::from_secs(3),
+                request,
+                ApiReply::Spawned(Ok(vec![pid])),
+                &placement,
+            );
+        }
+        m.on_timer(
+            Time::from_secs(4),
+            MsgTimer::Setup,
+            &placement,
+            &|_| true,
+            2,
+        );
+        let mut recvs = [0; 2];
+        while let Some(a) = m.pop_action() {
+            if let MsgAction::Call(node, request, ApiCall::Recv { .. }) = a {
+                recvs[node.0 as usize] = request;
+            }
+        }
+        (m, placement, recvs)
+    }
+
+    fn mail(from: Pid, id: u64, tenant: u32) -> Mail {
+        Mail {
+            from,
+            class: DistanceClass::SameDc,
+            seq: id,
+            body: MailBody::Data(payload(
+                64,
+                id,
+                Time::ZERO,
+                TenantId(tenant),
+                Kind::Response,
+            )),
+        }
+    }
+
+    fn failures(m: &mut MessagingSim, placement: &PlacementSim) -> Vec<&'static str> {
+        m.check(Time::from_secs(5), placement, &|_| true)
+            .into_iter()
+            .filter(|(_, r, _)| r.is_err())
+            .map(|(name, _, _)| name)
+            .collect()
+    }
+
+    #[test]
+    fn in_order_mail_of_the_tenant_passes_every_check() {
+        let (mut m, placement, recvs) = pair();
+        let server = m.procs[1].pid.unwrap();
+        let mails = vec![mail(server, 1, 0), mail(server, 2, 0)];
+        m.on_reply(
+            Time::from_secs(5),
+            recvs[0],
+            ApiReply::Received(Ok(mails)),
+            &placement,
+        );
+        assert_eq!(failures(&mut m, &placement), Vec::<&str>::new());
+        assert_eq!(m.figures().delivered, 2);
+    }
+
+    #[test]
+    fn reordered_duplicated_and_foreign_mail_are_violations() {
+        let (mut m, placement, recvs) = pair();
+        let server = m.procs[1].pid.unwrap();
+        let mails = vec![
+            mail(server, 5, 0),
+            mail(server, 5, 0),
+            mail(server, 3, 0),
+            mail(server, 9, 1),
+        ];
+        m.on_reply(
+            Time::from_secs(5),
+            recvs[0],
+            ApiReply::Received(Ok(mails)),
+            &placement,
+        );
+        let f = failures(&mut m, &placement);
+        for name in [
+            "messaging.no_duplicate",
+            "messaging.fifo",
+            "messaging.tenant_isolation",
+        ] {
+            assert!(f.contains(&name), "{name} missing from {f:?}");
+        }
+    }
+
+    #[test]
+    fn mail_to_an_ended_process_is_a_ghost_delivery() {
+        let (mut m, mut placement, recvs) = pair();
+        let client = m.procs[0].pid.unwrap();
+        let server = m.procs[1].pid.unwrap();
+        placement.end(
+            Time::from_secs(5),
+            NodeId(0),
+            client,
+            nefele_core::host::ExitStatus::Code(0),
+        );
+        let mails = vec![mail(server, 1, 0)];
+        m.on_reply(
+            Time::from_secs(5),
+            recvs[0],
+            ApiReply::Received(Ok(mails)),
+            &placement,
+        );
+        assert!(failures(&mut m, &placement).contains(&"messaging.no_ghost"));
+    }
+
+    #[test]
+    fn an_unanswered_send_fails_fate_reported_after_the_bound() {
+        let (mut m, placement, _) = pair();
+        m.send(
+            Time::from_secs(5),
+            0,
+            Dest::Pid(m.procs[1].pid.unwrap()),
+            Kind::Request,
+            Some(1),
+        );
+        let early = m.check(Time::from_secs(6), &placement, &|_| true);
+        assert!(early.iter().all(|(_, r, _)| r.is_ok()));
+        let late = m.check(Time::from_secs(9), &placement, &|_| true);
+        assert!(late
+            .iter()
+            .any(|(n, r, _)| *n == "messaging.fate_reported" && r.is_err()));
     }
 }

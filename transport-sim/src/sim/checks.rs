@@ -108,8 +108,8 @@ impl Simulation {
         }
         // Messaging's data messages are bounded by `max_message_bytes` (and the
         // envelope around it), not by the control MTU.
-        let data_bound = self.config.agent.services.messaging.max_message_bytes as usize
-            + DATA_ENVELOPE_BYTES;
+        let data_bound =
+            self.config.agent.services.messaging.max_message_bytes as usize + DATA_ENVELOPE_BYTES;
         let data = self.max_data_frame_since_check;
         let data_ok = if data <= data_bound {
             Ok(())
@@ -118,7 +118,8 @@ impl Simulation {
                 "a {data}-byte data message exceeds max_message_bytes and its envelope ({data_bound})"
             ))
         };
-        self.checker.record(self.now, "messaging.data_size", data_ok, true);
+        self.checker
+            .record(self.now, "messaging.data_size", data_ok, true);
         if let Some(m) = self.messaging.as_mut() {
             let hosts = &self.hosts;
             let up = |n: NodeId| hosts[n.0 as usize].agent.is_some();
