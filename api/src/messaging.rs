@@ -206,6 +206,10 @@ pub enum NameError {
     /// The name's authority did not answer in time.
     #[error("the name's authority did not answer")]
     Unreachable,
+    /// A bounded table (the host's names, its lookups in flight, the directory) is
+    /// full.
+    #[error("too many names or lookups")]
+    TooMany,
 }
 
 /// Why `join`, `leave`, `subscribe` or `unsubscribe` failed.

@@ -18,6 +18,7 @@
 //! The service rides federation instance `messaging.instance` (0 by default); its
 //! summary part counts the mailboxes of a subtree.
 
+pub mod fanout;
 pub mod groups;
 pub mod msg;
 pub mod names;
@@ -117,6 +118,9 @@ pub enum MessagingConfigError {
 pub struct MessagingSummary {
     /// The mailboxes (live processes) of the subtree.
     pub mailboxes: u64,
+    /// The groups, topics and tenants the subtree may hold members of (see
+    /// [`fanout`]).
+    pub members: fanout::MemberFilter,
 }
 
 impl MessagingSummary {
@@ -128,11 +132,15 @@ impl MessagingSummary {
 }
 
 impl SummaryPart for MessagingSummary {
-    const UNKNOWN: Self = MessagingSummary { mailboxes: 0 };
+    const UNKNOWN: Self = MessagingSummary {
+        mailboxes: 0,
+        members: fanout::MemberFilter::ALL,
+    };
 
     fn plus(self, other: Self) -> Self {
         MessagingSummary {
             mailboxes: self.mailboxes.saturating_add(other.mailboxes),
+            members: self.members.union(other.members),
         }
     }
 }
@@ -206,6 +214,15 @@ impl Messaging {
         &self.post
     }
 
+    /// The fates of the sends parts made with a tag go to the part that made them
+    /// (only groups does: its one-member sends).
+    fn route_outcomes(&mut self, now: Time, ctx: &Context<'_>) {
+        while let Some((tag, result)) = self.post.take_outcome() {
+            let post = &mut self.post;
+            self.groups.on_outcome(now, tag, result, post, ctx);
+        }
+    }
+
     /// Each part's deadline has passed: call it.
     fn run_parts_timeouts(&mut self, now: Time, ctx: &Context<'_>) {
         if self.names.next_timeout().is_some_and(|t| t <= now) {
@@ -262,10 +279,10 @@ impl Service for Messaging {
     fn new(me: Identity, config: MessagingConfig, _seed: u64) -> Self {
         Messaging {
             post: Post::new(me.node, config.clone()),
+            names: names::Names::new(me.node),
+            groups: groups::Groups::new(me.node, config.fate_timeout),
+            topics: topics::Topics::new(me.node, config.fate_timeout),
             config,
-            names: names::Names::default(),
-            groups: groups::Groups::default(),
-            topics: topics::Topics::default(),
         }
     }
 
@@ -295,6 +312,7 @@ impl Service for Messaging {
             }
             other => self.post.handle_message(now, from, other, ctx),
         }
+        self.route_outcomes(now, ctx);
         self.post.end_of_input(now);
     }
 
@@ -302,6 +320,7 @@ impl Service for Messaging {
         self.post.begin(now);
         self.post.handle_timeout(now, ctx);
         self.run_parts_timeouts(now, ctx);
+        self.route_outcomes(now, ctx);
         self.post.end_of_input(now);
     }
 
@@ -322,6 +341,7 @@ impl Service for Messaging {
         self.names.handle_event(now, event, &mut self.post, ctx);
         self.groups.handle_event(now, event, &mut self.post, ctx);
         self.topics.handle_event(now, event, &mut self.post, ctx);
+        self.route_outcomes(now, ctx);
         self.post.end_of_input(now);
     }
 
@@ -359,6 +379,7 @@ impl Service for Messaging {
             }
             _ => post.handle_api(now, request, call, ctx),
         }
+        self.route_outcomes(now, ctx);
         self.post.end_of_input(now);
     }
 
@@ -381,6 +402,7 @@ impl Service for Messaging {
     fn own_summary(&self) -> MessagingSummary {
         MessagingSummary {
             mailboxes: self.post.mailbox_count() as u64,
+            members: self.groups.engine().own_filter().union(self.topics.engine().own_filter()),
         }
     }
 
@@ -390,5 +412,8 @@ impl Service for Messaging {
 
     fn invariants(&self) -> bool {
         self.post.invariants()
+            && self.names.invariants()
+            && self.groups.invariants()
+            && self.topics.engine().invariants()
     }
 }

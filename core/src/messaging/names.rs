@@ -1,80 +1,993 @@
-//! Names: per-tenant registration of a name for a pid, lookups and their cache.
+//! Names: `register(name, pid)`, `unregister(name)`, `whereis(name)`, per tenant.
 //!
-//! Placeholder of the messaging skeleton: the `msg-groups` work fills it in. Until
-//! then it has no message and answers every call it owns with an error.
+//! # Where names live
+//!
+//! - A **host** keeps the registrations of its own processes ([`Names::mine`]); they
+//!   are the truth about its names, and they die with its processes.
+//! - The **root** of the federation tree (the last of this agent's ancestors, or the
+//!   level-0 leader of a tree of one group) keeps the *directory* of every name in
+//!   its tree, as soft state: each host sends its registrations there
+//!   ([`NamesMsg::Claim`]), and sends them all again whenever the root it sees
+//!   changes (a new root after a crash, a root that attached under another after a
+//!   partition healed). So no agent is a master: losing any agent loses only the
+//!   names of its own processes, and the directory is rebuilt from the hosts.
+//! - Every agent **caches** answered lookups ([`CACHE_TTL`] at most). The root
+//!   remembers who cached an entry (up to [`MAX_CACHERS`]) and tells them
+//!   ([`NamesMsg::Invalidate`]) when the name is dropped or moves; the TTL bounds the
+//!   staleness of a cache the root could not reach (or forgot, after a root change).
+//!
+//! # Costs
+//!
+//! A warm `whereis` (cache or own host) sends nothing. A cold one is one round trip:
+//! asker → root → asker (none at the root itself), whatever the size of the DC. A
+//! registration is one round trip to the root. The root holds every name of its tree
+//! (up to [`MAX_DIRECTORY`]) and answers every cold lookup: that is the price of the
+//! one-round-trip bound, and caching keeps it low.
+//!
+//! # Under partition: available, healed by a deterministic rule
+//!
+//! Registration stays available on both sides of a partition: each side's tree has
+//! its own root, which grants names of its side; a registration whose root does not
+//! answer within [`CLAIM_TIMEOUT`] is granted anyway. When the sides meet again, the
+//! hosts of the side whose root changed send their registrations to the new root,
+//! which keeps, of two registrations of one name, **the older one: the lower
+//! Lamport stamp, ties broken by the lower pid** ([`Claim::beats`]). The loser's
+//! host drops the name and its process gets a `NameLost` mail. A registration the
+//! root sees for the first time ("fresh") never displaces one it holds: it fails
+//! `Taken`. So within one tree names are first come, first served, and across a heal
+//! the rule above decides, the same wherever it is applied.
+//!
+//! A name dies with its process: its host unclaims it on exit; when a host is lost,
+//! the leader that removes it tells the root ([`NamesMsg::HostGone`]), which drops
+//! the host's names.
+//!
+//! Invariants: every fresh registration has exactly one timer; the root's host index
+//! lists exactly the directory's entries; every table is bounded (a full one answers a
+//! typed error).
 
+use super::msg::MessagingMsg;
 use super::post::Post;
 use super::Part;
-use crate::ids::NodeId;
-use crate::service::{Context, ServiceEvent};
+use crate::ids::{NodeId, Pid, TenantId};
+use crate::service::{Context, ServiceEvent, TreeView};
 use crate::time::Time;
 use crate::wire::Reject;
-use nefele_api::calls::{ApiCall, RequestId};
+use nefele_api::calls::{ApiCall, ApiReply, RequestId};
+use nefele_api::messaging::{Dest, DistanceClass, MailBody, NameError, SendError};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
 
-/// Its wire sub-message (none yet).
+/// The longest name, in bytes.
+pub const MAX_NAME_BYTES: usize = 64;
+/// The most names one host's processes hold.
+pub const MAX_MINE: usize = 4096;
+/// The most names a root's directory holds.
+pub const MAX_DIRECTORY: usize = 1_000_000;
+/// The most entries a lookup cache holds (the oldest goes first).
+pub const MAX_CACHE: usize = 4096;
+/// The most agents a root tells about a change of one name.
+pub const MAX_CACHERS: usize = 64;
+/// The most lookups in flight at one agent.
+pub const MAX_LOOKUPS: usize = 4096;
+/// The most sends waiting for one lookup.
+pub const MAX_WAITERS: usize = 256;
+/// The most claims in one message (each under about 100 bytes: ten fit a datagram).
+pub const CLAIM_BATCH: usize = 10;
+/// How long a cached lookup is believed.
+pub const CACHE_TTL: Duration = Duration::from_secs(30);
+/// How long a registration waits for its root before it is granted anyway.
+pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a lookup waits for the root.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A name of a tenant.
+type Key = (TenantId, String);
+
+/// One registration as a host reports it to its root.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum NamesMsg {}
+pub struct Claim {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The name.
+    pub name: String,
+    /// The holder.
+    pub pid: Pid,
+    /// Its Lamport stamp, fixed when it was registered: lower is older.
+    pub stamp: u64,
+    /// A new registration asking for a verdict (else one the host holds already).
+    pub fresh: bool,
+}
 
-/// No value exists to make up yet.
-#[cfg(feature = "arbitrary")]
-impl<'a> arbitrary::Arbitrary<'a> for NamesMsg {
-    fn arbitrary(_: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
-        Err(arbitrary::Error::IncorrectFormat)
+impl Claim {
+    /// Whether this registration wins over `other`, of the same name, at a heal:
+    /// the older (lower stamp) wins, ties by the lower pid.
+    #[must_use]
+    pub fn beats(&self, other: &Claim) -> bool {
+        (self.stamp, self.pid) < (other.stamp, other.pid)
+    }
+}
+
+/// The names module's wire messages (a part of messaging's).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NamesMsg {
+    /// Host → root: registrations (fresh ones want a [`NamesMsg::Verdict`]).
+    Claim {
+        /// At most [`CLAIM_BATCH`].
+        claims: Vec<Claim>,
+    },
+    /// Root → host: the answer to a fresh claim.
+    Verdict {
+        /// The tenant.
+        tenant: TenantId,
+        /// The name.
+        name: String,
+        /// The claimant.
+        pid: Pid,
+        /// `None`: granted.
+        refused: Option<Refusal>,
+        /// The root's Lamport clock.
+        clock: u64,
+    },
+    /// Host → root: the name is no longer `pid`'s.
+    Unclaim {
+        /// The tenant.
+        tenant: TenantId,
+        /// The name.
+        name: String,
+        /// The former holder.
+        pid: Pid,
+    },
+    /// Leader → root: `node` was removed for silence; its processes are gone.
+    HostGone {
+        /// The host.
+        node: NodeId,
+    },
+    /// Root → host: `pid` lost the name to an older registration.
+    Lost {
+        /// The tenant.
+        tenant: TenantId,
+        /// The name.
+        name: String,
+        /// The loser.
+        pid: Pid,
+    },
+    /// Asker → root: who holds the name?
+    Lookup {
+        /// The tenant.
+        tenant: TenantId,
+        /// The name.
+        name: String,
+    },
+    /// Root → asker: the holder (`None`: nobody).
+    Found {
+        /// The tenant.
+        tenant: TenantId,
+        /// The name.
+        name: String,
+        /// The holder.
+        pid: Option<Pid>,
+        /// Whether the root will tell the asker when it changes (else the asker
+        /// answers with it but does not cache it).
+        watched: bool,
+    },
+    /// Root → cacher: forget what you cached of the name.
+    Invalidate {
+        /// The tenant.
+        tenant: TenantId,
+        /// The name.
+        name: String,
+    },
+}
+
+/// Why a root refused a fresh claim.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// Another process holds the name.
+    Taken,
+    /// The directory is full.
+    Full,
+}
+
+impl NamesMsg {
+    /// A short, stable name of the kind, for traces.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NamesMsg::Claim { .. } => "names_claim",
+            NamesMsg::Verdict { .. } => "names_verdict",
+            NamesMsg::Unclaim { .. } => "names_unclaim",
+            NamesMsg::HostGone { .. } => "names_host_gone",
+            NamesMsg::Lost { .. } => "names_lost",
+            NamesMsg::Lookup { .. } => "names_lookup",
+            NamesMsg::Found { .. } => "names_found",
+            NamesMsg::Invalidate { .. } => "names_invalidate",
+        }
+    }
+
+    /// Checks a peer's message against the bounds (name lengths, batch size).
+    pub fn validate(&self) -> Result<(), Reject> {
+        let name_ok = |n: &str| {
+            valid_name(n)
+                .then_some(())
+                .ok_or(Reject::Malformed { what: "name" })
+        };
+        match self {
+            NamesMsg::Claim { claims } => {
+                if claims.len() > CLAIM_BATCH {
+                    return Err(Reject::TooMany {
+                        what: "names_claim",
+                        len: claims.len(),
+                        max: CLAIM_BATCH,
+                    });
+                }
+                claims.iter().try_for_each(|c| name_ok(&c.name))
+            }
+            NamesMsg::Verdict { name, .. }
+            | NamesMsg::Unclaim { name, .. }
+            | NamesMsg::Lost { name, .. }
+            | NamesMsg::Lookup { name, .. }
+            | NamesMsg::Found { name, .. }
+            | NamesMsg::Invalidate { name, .. } => name_ok(name),
+            NamesMsg::HostGone { .. } => Ok(()),
+        }
     }
 }
 
 /// Checks what a peer sent.
 pub(super) fn validate(msg: &NamesMsg) -> Result<(), Reject> {
-    match *msg {}
+    msg.validate()
 }
 
 /// A short, stable name of the kind of `msg`.
 pub(super) fn kind(msg: &NamesMsg) -> &'static str {
-    match *msg {}
+    msg.kind()
 }
 
-/// Its state (none yet).
-#[derive(Debug, Default)]
-pub struct Names;
+/// Whether `name` may be registered: 1 to [`MAX_NAME_BYTES`] bytes.
+#[must_use]
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAME_BYTES
+}
+
+/// What the names module asks of the messaging service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum NameOut {
+    /// A message to another agent.
+    Send(NodeId, NamesMsg),
+    /// An answer to a local client.
+    Reply(RequestId, ApiReply),
+    /// Put `NameLost { name }` in the mailbox of the local process `pid`.
+    NameLost {
+        /// The process.
+        pid: Pid,
+        /// The name it lost.
+        name: String,
+    },
+    /// Go on with a send to a name, now resolved: `call` is that send with its
+    /// destination replaced by the holder's pid.
+    Resend(RequestId, ApiCall),
+}
+
+/// What waits for a lookup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Waiter {
+    Whereis(RequestId),
+    /// A `Send` to the name.
+    Send(RequestId, ApiCall),
+}
+
+/// A registration of one of this host's processes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Mine {
+    pid: Pid,
+    stamp: u64,
+    /// The client waiting for the root's verdict, and when it stops waiting.
+    fresh: Option<(RequestId, Time)>,
+}
+
+/// A directory entry at a root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    pid: Pid,
+    stamp: u64,
+    cachers: BTreeSet<NodeId>,
+}
+
+/// A lookup in flight.
+#[derive(Debug)]
+struct Lookup {
+    deadline: Time,
+    waiters: Vec<Waiter>,
+}
+
+/// One agent's names: its own registrations, the directory if it is a root, its
+/// cache and its lookups (see the module documentation).
+#[derive(Debug)]
+pub struct Names {
+    me: NodeId,
+    /// The Lamport clock of registrations.
+    clock: u64,
+    /// The root this agent last sent its registrations to.
+    root: Option<NodeId>,
+    mine: BTreeMap<Key, Mine>,
+    directory: BTreeMap<Key, Entry>,
+    /// The directory's names per host of their holder.
+    by_host: BTreeMap<NodeId, BTreeSet<Key>>,
+    /// Cached holders, with when they expire.
+    cache: BTreeMap<Key, (Pid, Time)>,
+    lookups: BTreeMap<Key, Lookup>,
+    /// Deadlines: fresh registrations (`true`) and lookups (`false`).
+    timers: BTreeSet<(Time, bool, Key)>,
+    out: VecDeque<NameOut>,
+}
+
+/// The root of the tree this agent sees.
+fn root_of(me: NodeId, tree: &TreeView<'_>) -> NodeId {
+    match tree.ancestors().last() {
+        Some(root) => *root,
+        None => tree.group(0).map_or(me, |g| g.view().leader),
+    }
+}
+
+impl Names {
+    /// The names of agent `me`.
+    #[must_use]
+    pub fn new(me: NodeId) -> Self {
+        Names {
+            me,
+            clock: 0,
+            root: None,
+            mine: BTreeMap::new(),
+            directory: BTreeMap::new(),
+            by_host: BTreeMap::new(),
+            cache: BTreeMap::new(),
+            lookups: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// Entries in the directory (this agent is a root).
+    #[must_use]
+    pub fn directory_len(&self) -> usize {
+        self.directory.len()
+    }
+
+    /// The holder of `name` in this agent's directory, if it is a root that has one.
+    #[must_use]
+    pub fn directory_holder(&self, tenant: TenantId, name: &str) -> Option<Pid> {
+        self.directory
+            .get(&(tenant, name.to_owned()))
+            .map(|e| e.pid)
+    }
+
+    /// The names this host's processes hold, with their holders.
+    pub fn held(&self) -> impl Iterator<Item = (TenantId, &str, Pid)> + '_ {
+        self.mine.iter().map(|((t, n), m)| (*t, n.as_str(), m.pid))
+    }
+
+    /// Sends `msg` to `to`, or handles it here if `to` is this agent.
+    fn send(&mut self, now: Time, tree: &TreeView<'_>, to: NodeId, msg: NamesMsg) {
+        if to == self.me {
+            self.on_message(now, self.me, msg, tree);
+        } else {
+            self.out.push_back(NameOut::Send(to, msg));
+        }
+    }
+
+    fn reply(&mut self, request: RequestId, reply: ApiReply) {
+        self.out.push_back(NameOut::Reply(request, reply));
+    }
+
+    /// `register(name, pid)`; `local`: `pid` is a live process of `tenant` on this host.
+    pub fn register(
+        &mut self,
+        now: Time,
+        tree: &TreeView<'_>,
+        request: RequestId,
+        (tenant, name, pid): (TenantId, String, Pid),
+        local: bool,
+    ) {
+        let refuse = if !valid_name(&name) {
+            Some(NameError::Invalid)
+        } else if !local {
+            Some(NameError::NoSuchProcess)
+        } else {
+            match self.mine.get(&(tenant, name.clone())) {
+                Some(m) if m.pid == pid && m.fresh.is_none() => {
+                    return self.reply(request, ApiReply::Named(Ok(())))
+                }
+                Some(_) => Some(NameError::Taken),
+                None if self.mine.len() >= MAX_MINE => Some(NameError::TooMany),
+                None => None,
+            }
+        };
+        if let Some(e) = refuse {
+            return self.reply(request, ApiReply::Named(Err(e)));
+        }
+        self.clock += 1;
+        let stamp = self.clock;
+        let deadline = now + CLAIM_TIMEOUT;
+        let key = (tenant, name.clone());
+        self.timers.insert((deadline, true, key.clone()));
+        self.mine.insert(
+            key,
+            Mine {
+                pid,
+                stamp,
+                fresh: Some((request, deadline)),
+            },
+        );
+        let root = self.sync_root(now, tree);
+        let claims = vec![Claim {
+            tenant,
+            name,
+            pid,
+            stamp,
+            fresh: true,
+        }];
+        self.send(now, tree, root, NamesMsg::Claim { claims });
+    }
+
+    /// `unregister(name)`: only the host of the holder can drop a name.
+    pub fn unregister(
+        &mut self,
+        now: Time,
+        tree: &TreeView<'_>,
+        request: RequestId,
+        tenant: TenantId,
+        name: String,
+    ) {
+        let key = (tenant, name);
+        let result = match self.mine.get(&key) {
+            Some(m) if m.fresh.is_none() => {
+                let pid = m.pid;
+                self.drop_mine(now, tree, &key, pid);
+                Ok(())
+            }
+            _ => Err(NameError::NoSuchName),
+        };
+        self.reply(request, ApiReply::Named(result));
+    }
+
+    /// `whereis(name)`.
+    pub fn whereis(
+        &mut self,
+        now: Time,
+        tree: &TreeView<'_>,
+        request: RequestId,
+        tenant: TenantId,
+        name: String,
+    ) {
+        if !valid_name(&name) {
+            return self.reply(request, ApiReply::Whereis(Err(NameError::NoSuchName)));
+        }
+        self.resolve(now, tree, (tenant, name), Waiter::Whereis(request));
+    }
+
+    /// A `Send` to `Dest::Name`: resolved here, then handed back as
+    /// [`NameOut::Resend`] (or answered `NoSuchName`).
+    pub fn send_to_name(
+        &mut self,
+        now: Time,
+        tree: &TreeView<'_>,
+        request: RequestId,
+        call: ApiCall,
+    ) {
+        let ApiCall::Send {
+            tenant,
+            to: Dest::Name(name),
+            ..
+        } = &call
+        else {
+            debug_assert!(false, "send_to_name takes sends to names");
+            return;
+        };
+        if !valid_name(name) {
+            return self.reply(request, ApiReply::Sent(Err(SendError::NoSuchName)));
+        }
+        let key = (*tenant, name.clone());
+        self.resolve(now, tree, key, Waiter::Send(request, call));
+    }
+
+    /// Whether a lookup of `name` would be answered without a message.
+    #[must_use]
+    pub fn is_warm(&self, now: Time, tenant: TenantId, name: &str) -> bool {
+        let key = (tenant, name.to_owned());
+        self.local_answer(now, &key).is_some()
+    }
+
+    fn local_answer(&self, now: Time, key: &Key) -> Option<Pid> {
+        if let Some(m) = self.mine.get(key).filter(|m| m.fresh.is_none()) {
+            return Some(m.pid);
+        }
+        if let Some(e) = self.directory.get(key) {
+            return Some(e.pid);
+        }
+        self.cache
+            .get(key)
+            .filter(|(_, until)| *until > now)
+            .map(|(pid, _)| *pid)
+    }
+
+    fn resolve(&mut self, now: Time, tree: &TreeView<'_>, key: Key, waiter: Waiter) {
+        if let Some(pid) = self.local_answer(now, &key) {
+            return self.answer(waiter, Ok(pid));
+        }
+        let root = self.sync_root(now, tree);
+        if root == self.me {
+            // The root's directory is the answer.
+            return self.answer(waiter, Err(NameError::NoSuchName));
+        }
+        if let Some(l) = self.lookups.get_mut(&key) {
+            if l.waiters.len() < MAX_WAITERS {
+                l.waiters.push(waiter);
+            } else {
+                self.answer(waiter, Err(NameError::TooMany));
+            }
+            return;
+        }
+        if self.lookups.len() >= MAX_LOOKUPS {
+            return self.answer(waiter, Err(NameError::TooMany));
+        }
+        let deadline = now + LOOKUP_TIMEOUT;
+        self.timers.insert((deadline, false, key.clone()));
+        self.lookups.insert(
+            key.clone(),
+            Lookup {
+                deadline,
+                waiters: vec![waiter],
+            },
+        );
+        let (tenant, name) = key;
+        self.send(now, tree, root, NamesMsg::Lookup { tenant, name });
+    }
+
+    fn answer(&mut self, waiter: Waiter, result: Result<Pid, NameError>) {
+        match waiter {
+            Waiter::Whereis(request) => self.reply(request, ApiReply::Whereis(result)),
+            Waiter::Send(request, mut call) => match result {
+                Ok(pid) => {
+                    if let ApiCall::Send { to, .. } = &mut call {
+                        *to = Dest::Pid(pid);
+                    }
+                    self.out.push_back(NameOut::Resend(request, call));
+                }
+                Err(NameError::NoSuchName) => {
+                    self.reply(request, ApiReply::Sent(Err(SendError::NoSuchName)));
+                }
+                Err(_) => self.reply(request, ApiReply::Sent(Err(SendError::Unknown))),
+            },
+        }
+    }
+
+    /// The root this agent sees; if it changed, every registration of this host goes
+    /// to the new one, and a former root forgets its directory.
+    fn sync_root(&mut self, now: Time, tree: &TreeView<'_>) -> NodeId {
+        let root = root_of(self.me, tree);
+        if self.root == Some(root) {
+            return root;
+        }
+        self.root = Some(root);
+        if root != self.me && !self.directory.is_empty() {
+            // Its hosts send their registrations to their new root themselves; the
+            // agents that cached from here fall back on the TTL.
+            self.directory.clear();
+            self.by_host.clear();
+        }
+        let claims: Vec<Claim> = self
+            .mine
+            .iter()
+            .map(|((tenant, name), m)| Claim {
+                tenant: *tenant,
+                name: name.clone(),
+                pid: m.pid,
+                stamp: m.stamp,
+                fresh: m.fresh.is_some(),
+            })
+            .collect();
+        for batch in claims.chunks(CLAIM_BATCH) {
+            let msg = NamesMsg::Claim {
+                claims: batch.to_vec(),
+            };
+            self.send(now, tree, root, msg);
+        }
+        root
+    }
+
+    /// The tree may have changed (call on every group change and tick).
+    pub fn tree_changed(&mut self, now: Time, tree: &TreeView<'_>) {
+        self.sync_root(now, tree);
+    }
+
+    /// The local process `pid` ended: its names go.
+    pub fn process_ended(&mut self, now: Time, tree: &TreeView<'_>, pid: Pid) {
+        let keys: Vec<Key> = self
+            .mine
+            .iter()
+            .filter(|(_, m)| m.pid == pid)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            if let Some(Mine {
+                fresh: Some((request, deadline)),
+                ..
+            }) = self.mine.get(&key).cloned()
+            {
+                self.timers.remove(&(deadline, true, key.clone()));
+                self.reply(request, ApiReply::Named(Err(NameError::NoSuchProcess)));
+            }
+            self.drop_mine(now, tree, &key, pid);
+        }
+        self.cache.retain(|_, (p, _)| *p != pid);
+    }
+
+    /// `node` was removed from a group at `level` that this agent leads: its
+    /// processes are gone, and the root must drop their names.
+    pub fn host_removed(&mut self, now: Time, tree: &TreeView<'_>, node: NodeId, level: u8) {
+        self.cache.retain(|_, (p, _)| p.origin() != node);
+        if tree.group(level).is_some_and(|g| g.led_by_me()) {
+            let root = self.sync_root(now, tree);
+            self.send(now, tree, root, NamesMsg::HostGone { node });
+        }
+    }
+
+    fn drop_mine(&mut self, now: Time, tree: &TreeView<'_>, key: &Key, pid: Pid) {
+        self.mine.remove(key);
+        let root = self.sync_root(now, tree);
+        let (tenant, name) = key.clone();
+        self.send(now, tree, root, NamesMsg::Unclaim { tenant, name, pid });
+    }
+
+    /// Deadlines that came.
+    fn on_timeout(&mut self, now: Time, tree: &TreeView<'_>) {
+        while let Some((t, fresh, key)) = self.timers.first().cloned() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            if fresh {
+                // No verdict in time: granted (availability; see the module doc).
+                if let Some(m) = self.mine.get_mut(&key) {
+                    if let Some((request, _)) = m.fresh.take() {
+                        self.reply(request, ApiReply::Named(Ok(())));
+                    }
+                }
+            } else if let Some(l) = self.lookups.remove(&key) {
+                for w in l.waiters {
+                    self.answer(w, Err(NameError::Unreachable));
+                }
+            }
+        }
+        self.sync_root(now, tree);
+    }
+
+    /// A message from `from` (maybe this agent).
+    fn on_message(&mut self, now: Time, from: NodeId, msg: NamesMsg, tree: &TreeView<'_>) {
+        match msg {
+            NamesMsg::Claim { claims } => {
+                for c in claims {
+                    self.on_claim(now, tree, from, c);
+                }
+            }
+            NamesMsg::Verdict {
+                tenant,
+                name,
+                pid,
+                refused,
+                clock,
+            } => {
+                self.clock = self.clock.max(clock);
+                self.on_verdict(tenant, name, pid, refused);
+            }
+            NamesMsg::Unclaim { tenant, name, pid } => {
+                let key = (tenant, name);
+                if self.directory.get(&key).is_some_and(|e| e.pid == pid) {
+                    self.remove_entry(now, tree, &key);
+                }
+            }
+            NamesMsg::HostGone { node } => {
+                for key in self.by_host.get(&node).cloned().unwrap_or_default() {
+                    self.remove_entry(now, tree, &key);
+                }
+            }
+            NamesMsg::Lost { tenant, name, pid } => {
+                let key = (tenant, name);
+                self.cache.remove(&key);
+                if let Some(m) = self.mine.get(&key).filter(|m| m.pid == pid).cloned() {
+                    self.mine.remove(&key);
+                    if let Some((request, deadline)) = m.fresh {
+                        self.timers.remove(&(deadline, true, key.clone()));
+                        self.reply(request, ApiReply::Named(Err(NameError::Taken)));
+                    } else {
+                        self.out.push_back(NameOut::NameLost { pid, name: key.1 });
+                    }
+                }
+            }
+            NamesMsg::Lookup { tenant, name } => {
+                let key = (tenant, name);
+                let (pid, watched) = match self.directory.get_mut(&key) {
+                    Some(e) if e.cachers.len() < MAX_CACHERS || e.cachers.contains(&from) => {
+                        e.cachers.insert(from);
+                        (Some(e.pid), true)
+                    }
+                    Some(e) => (Some(e.pid), false),
+                    None => (None, false),
+                };
+                let (tenant, name) = key;
+                let msg = NamesMsg::Found {
+                    tenant,
+                    name,
+                    pid,
+                    watched,
+                };
+                self.send(now, tree, from, msg);
+            }
+            NamesMsg::Found {
+                tenant,
+                name,
+                pid,
+                watched,
+            } => {
+                let key = (tenant, name);
+                let Some(l) = self.lookups.remove(&key) else {
+                    return;
+                };
+                self.timers.remove(&(l.deadline, false, key.clone()));
+                if let (Some(pid), true) = (pid, watched) {
+                    self.cache_insert(now, key, pid);
+                }
+                for w in l.waiters {
+                    self.answer(w, pid.ok_or(NameError::NoSuchName));
+                }
+            }
+            NamesMsg::Invalidate { tenant, name } => {
+                self.cache.remove(&(tenant, name));
+            }
+        }
+    }
+
+    fn cache_insert(&mut self, now: Time, key: Key, pid: Pid) {
+        if self.cache.len() >= MAX_CACHE && !self.cache.contains_key(&key) {
+            // The entry that expires first goes.
+            if let Some(oldest) = self
+                .cache
+                .iter()
+                .min_by_key(|(k, (_, until))| (*until, (*k).clone()))
+                .map(|(k, _)| k.clone())
+            {
+                self.cache.remove(&oldest);
+            }
+        }
+        self.cache.insert(key, (pid, now + CACHE_TTL));
+    }
+
+    /// Root side: a host's registration.
+    fn on_claim(&mut self, now: Time, tree: &TreeView<'_>, from: NodeId, c: Claim) {
+        self.clock = self.clock.max(c.stamp);
+        let key = (c.tenant, c.name.clone());
+        let refused = match self.directory.get(&key) {
+            Some(e) if e.pid == c.pid => None,
+            Some(e) => {
+                let held = Claim {
+                    tenant: c.tenant,
+                    name: c.name.clone(),
+                    pid: e.pid,
+                    stamp: e.stamp,
+                    fresh: false,
+                };
+                if c.fresh || held.beats(&c) {
+                    let (tenant, name) = key.clone();
+                    if !c.fresh {
+                        let msg = NamesMsg::Lost {
+                            tenant,
+                            name,
+                            pid: c.pid,
+                        };
+                        self.send(now, tree, c.pid.origin(), msg);
+                    }
+                    Some(Refusal::Taken)
+                } else {
+                    // The newcomer is older: the holder loses the name.
+                    let loser = e.pid;
+                    self.remove_entry(now, tree, &key);
+                    let (tenant, name) = key.clone();
+                    self.send(
+                        now,
+                        tree,
+                        loser.origin(),
+                        NamesMsg::Lost {
+                            tenant,
+                            name,
+                            pid: loser,
+                        },
+                    );
+                    None
+                }
+            }
+            None if self.directory.len() >= MAX_DIRECTORY => Some(Refusal::Full),
+            None => None,
+        };
+        if refused.is_none() && self.directory.get(&key).is_none_or(|e| e.pid != c.pid) {
+            self.by_host
+                .entry(c.pid.origin())
+                .or_default()
+                .insert(key.clone());
+            self.directory.insert(
+                key,
+                Entry {
+                    pid: c.pid,
+                    stamp: c.stamp,
+                    cachers: BTreeSet::new(),
+                },
+            );
+        }
+        if c.fresh {
+            let msg = NamesMsg::Verdict {
+                tenant: c.tenant,
+                name: c.name,
+                pid: c.pid,
+                refused,
+                clock: self.clock,
+            };
+            self.send(now, tree, from, msg);
+        }
+    }
+
+    fn remove_entry(&mut self, now: Time, tree: &TreeView<'_>, key: &Key) {
+        let Some(e) = self.directory.remove(key) else {
+            return;
+        };
+        if let Some(keys) = self.by_host.get_mut(&e.pid.origin()) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_host.remove(&e.pid.origin());
+            }
+        }
+        for cacher in e.cachers {
+            let (tenant, name) = key.clone();
+            self.send(now, tree, cacher, NamesMsg::Invalidate { tenant, name });
+        }
+    }
+
+    /// Host side: the root's answer to a fresh registration.
+    fn on_verdict(&mut self, tenant: TenantId, name: String, pid: Pid, refused: Option<Refusal>) {
+        let key = (tenant, name);
+        let Some(m) = self.mine.get_mut(&key).filter(|m| m.pid == pid) else {
+            return;
+        };
+        let Some((request, deadline)) = m.fresh.take() else {
+            return;
+        };
+        self.timers.remove(&(deadline, true, key.clone()));
+        let result = match refused {
+            None => Ok(()),
+            Some(r) => {
+                self.mine.remove(&key);
+                Err(match r {
+                    Refusal::Taken => NameError::Taken,
+                    Refusal::Full => NameError::TooMany,
+                })
+            }
+        };
+        self.reply(request, ApiReply::Named(result));
+    }
+
+    /// The module's invariants (see the module documentation).
+    #[must_use]
+    pub fn invariants(&self) -> bool {
+        let fresh = self.mine.values().filter(|m| m.fresh.is_some()).count();
+        let fresh_timers = self.timers.iter().filter(|(_, f, _)| *f).count();
+        let indexed: usize = self.by_host.values().map(BTreeSet::len).sum();
+        fresh == fresh_timers
+            && indexed == self.directory.len()
+            && self.lookups.len() == self.timers.len() - fresh_timers
+            && self.mine.len() <= MAX_MINE
+            && self.cache.len() <= MAX_CACHE
+    }
+}
+
+impl Names {
+    /// Moves the outputs to `post`.
+    fn flush(&mut self, now: Time, post: &mut Post, ctx: &Context<'_>) {
+        while let Some(out) = self.out.pop_front() {
+            match out {
+                NameOut::Send(to, m) => post.send_msg(to, MessagingMsg::Names(m)),
+                NameOut::Reply(request, reply) => post.reply(request, reply),
+                NameOut::NameLost { pid, name } => {
+                    if let Some(tenant) = post.tenant_of(pid) {
+                        let body = MailBody::NameLost { name };
+                        post.deliver_local((tenant, pid, pid), 0, body, DistanceClass::SameHost);
+                    }
+                }
+                NameOut::Resend(request, call) => post.handle_api(now, request, call, ctx),
+            }
+        }
+    }
+}
 
 impl Part for Names {
     type Msg = NamesMsg;
 
     fn handle_message(
         &mut self,
-        _now: Time,
-        _from: NodeId,
+        now: Time,
+        from: NodeId,
         msg: NamesMsg,
-        _post: &mut Post,
-        _ctx: &Context<'_>,
+        post: &mut Post,
+        ctx: &Context<'_>,
     ) {
-        match msg {}
+        self.on_message(now, from, msg, &ctx.tree);
+        self.flush(now, post, ctx);
     }
 
     fn handle_api(
         &mut self,
-        _now: Time,
+        now: Time,
         request: RequestId,
         call: ApiCall,
         post: &mut Post,
-        _ctx: &Context<'_>,
+        ctx: &Context<'_>,
     ) {
-        post.reply(request, super::unsupported(&call));
+        let tree = &ctx.tree;
+        match call {
+            ApiCall::Register { tenant, name, pid } => {
+                let local = post.tenant_of(pid) == Some(tenant);
+                self.register(now, tree, request, (tenant, name, pid), local);
+            }
+            ApiCall::Unregister { tenant, name } => {
+                self.unregister(now, tree, request, tenant, name)
+            }
+            ApiCall::Whereis { tenant, name } => self.whereis(now, tree, request, tenant, name),
+            ApiCall::Send {
+                tenant,
+                from,
+                ref data,
+                ..
+            } => {
+                if post.tenant_of(from) != Some(tenant) {
+                    post.reply(request, ApiReply::Sent(Err(SendError::NotSender)));
+                } else if data.len() > post.max_message_bytes() {
+                    post.reply(request, ApiReply::Sent(Err(SendError::TooLarge)));
+                } else {
+                    self.send_to_name(now, tree, request, call);
+                }
+            }
+            other => post.reply(request, super::unsupported(&other)),
+        }
+        self.flush(now, post, ctx);
     }
 
     fn handle_event(
         &mut self,
-        _now: Time,
-        _event: &ServiceEvent,
-        _post: &mut Post,
-        _ctx: &Context<'_>,
+        now: Time,
+        event: &ServiceEvent,
+        post: &mut Post,
+        ctx: &Context<'_>,
     ) {
+        let tree = &ctx.tree;
+        match *event {
+            ServiceEvent::ProcessExited { pid, .. } => self.process_ended(now, tree, pid),
+            ServiceEvent::ProcessLost { pid, .. } => self.cache.retain(|_, (p, _)| *p != pid),
+            ServiceEvent::HostRemoved { node, level, .. } => {
+                self.host_removed(now, tree, node, level)
+            }
+            ServiceEvent::GroupChanged { .. } => self.tree_changed(now, tree),
+            ServiceEvent::Host(_) | ServiceEvent::ProcessStarted { .. } => {}
+        }
+        self.flush(now, post, ctx);
     }
 
-    fn handle_timeout(&mut self, _now: Time, _post: &mut Post, _ctx: &Context<'_>) {}
+    fn handle_timeout(&mut self, now: Time, post: &mut Post, ctx: &Context<'_>) {
+        self.on_timeout(now, &ctx.tree);
+        self.flush(now, post, ctx);
+    }
 
     fn next_timeout(&self) -> Option<Time> {
-        None
+        self.timers.first().map(|(t, _, _)| *t)
     }
 }

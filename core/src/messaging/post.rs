@@ -294,6 +294,42 @@ impl Post {
             .map(|m| m.mail.len() + m.parked.len())
     }
 
+    /// The largest message a process may send (a fan-out checks it as a pid send does).
+    #[must_use]
+    pub fn max_message_bytes(&self) -> usize {
+        self.config.max_message_bytes as usize
+    }
+
+    /// Puts `body` from `from` into the mailbox of the local process `to` of `tenant`,
+    /// outside any pair's numbering: a fan-out's last hop (`seq`: the message's
+    /// position among `from`'s sends to that group or topic) or a `NameLost`. `false`
+    /// if there is no such mailbox or it is full (data is never parked here).
+    pub fn deliver_local(
+        &mut self,
+        (tenant, from, to): (TenantId, Pid, Pid),
+        seq: u64,
+        body: MailBody,
+        class: DistanceClass,
+    ) -> bool {
+        if self.receivable(tenant, to).is_err() {
+            return false;
+        }
+        let item = Item {
+            tenant,
+            from,
+            to,
+            seq,
+            base: 0,
+            reliable: false,
+            block: false,
+            body,
+        };
+        matches!(
+            self.admit(item, None, class),
+            Outcome::Delivered | Outcome::Parked
+        )
+    }
+
     /// Answers a local client's call.
     pub fn reply(&mut self, request: RequestId, reply: ApiReply) {
         self.outbox.push_back(ServiceOutput::Reply(request, reply));

@@ -1,0 +1,1501 @@
+//! The fan-out engine shared by groups, topics and broadcast: who is a member where
+//! (memberships indexed up the hierarchy), and the walk by which one send reaches
+//! every member of a [`Target`] through the federation tree, crossing each tree edge
+//! at most once.
+//!
+//! # Membership, indexed up the hierarchy
+//!
+//! A membership lives at the member's host only ([`Fanout::join`]): a [`Target`] (a
+//! group or a topic of a tenant) maps to the local pids in it, each with its *rank*
+//! (the Lamport stamp of its join: a join that happened after its host heard of
+//! another ranks after it; ties by pid; clocks travel on every walk and answer). The
+//! host's [`MemberFilter`] holds every target it has members of and, if it tracks
+//! processes (groups do, for broadcast), every tenant it runs processes of; it is
+//! this host's share of messaging's summary part, and leaders or their members'
+//! filters up the tree exactly as they sum placement's tenant filter. So the filter
+//! of a subtree may hold a target it does not (a false positive costs a visit) but
+//! never misses one its beats have carried. A join is seen by sends once the beats
+//! carrying it climbed the tree (one federation period per level); a leader that has
+//! not heard a member yet visits it. Memberships go with their process.
+//!
+//! # The walk
+//!
+//!
+//! The sender's agent (the *origin*) sends [`GroupsMsg::Walk`] to the root of its
+//! tree (the last of its level-0 view's ancestors). A leader at level `k > 0`
+//! forwards the walk to the members of its group whose subtree filters may hold the
+//! target (each leads a group at `k - 1`; a member it leads itself is walked
+//! without a message); a level-0 leader sends [`GroupsMsg::Visit`] to the member
+//! hosts whose filters may hold it. Each leader tells the origin whom it forwarded
+//! to ([`GroupsMsg::Expect`]), and each visited host answers the origin directly
+//! ([`GroupsMsg::Answer`]): how many of its mailboxes it reached, or, for a member
+//! list, its members. The origin is done when no walk and no host is outstanding,
+//! or at its deadline; the send's receipt counts the mailboxes reached, `NoMembers`
+//! if none, and `Unknown` if a part never answered.
+//!
+//! So a publication to many subscribers in a remote subtree enters it once, then
+//! fans out inside it; no data goes through a leader that is not on the tree path
+//! to a member, and there is no broker. Messages for one fan-out: one per tree edge
+//! used, one per member host, and the small `Expect`/`Answer` accounting (one per
+//! leader and one per host).
+//!
+//! Invariants: a walk in flight has exactly one timer; an answer is counted once per
+//! host; every peer-sent list is bounded ([`MAX_EXPECT`], [`MAX_ANSWER`]).
+
+use super::topics::Order;
+use super::MessagingSummary;
+use crate::federation::Summary;
+use crate::ids::{NodeId, Pid, TenantId};
+use crate::service::TreeView;
+use crate::time::Time;
+use crate::wire::validate::MAX_LEVEL;
+use crate::wire::Reject;
+use nefele_api::calls::{ApiReply, RequestId};
+use nefele_api::messaging::{DistanceClass, GroupError, SendError, SendReceipt};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+/// The longest group or topic name, in bytes.
+pub const MAX_TARGET_BYTES: usize = 64;
+/// The most groups (or topics) one process is in.
+pub const MAX_PER_PROCESS: u32 = 256;
+/// The most memberships one host holds (per engine).
+pub const MAX_MEMBERSHIPS: usize = 65_536;
+/// The most members a member list keeps.
+pub const MAX_LIST_MEMBERS: usize = 4096;
+
+/// What a group send or a publication is addressed to.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Target {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Which kind of set.
+    pub kind: Kind,
+    /// Its name (empty for [`Kind::Tenant`]).
+    pub name: String,
+}
+
+/// The kinds of [`Target`].
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    /// A process group.
+    Group,
+    /// A pub/sub topic.
+    Topic,
+    /// Every process of the tenant (broadcast).
+    Tenant,
+}
+
+impl Target {
+    /// The group `name` of `tenant`.
+    #[must_use]
+    pub fn group(tenant: TenantId, name: &str) -> Self {
+        Target {
+            tenant,
+            kind: Kind::Group,
+            name: name.to_owned(),
+        }
+    }
+
+    /// The topic `name` of `tenant`.
+    #[must_use]
+    pub fn topic(tenant: TenantId, name: &str) -> Self {
+        Target {
+            tenant,
+            kind: Kind::Topic,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Every process of `tenant`.
+    #[must_use]
+    pub fn tenant(tenant: TenantId) -> Self {
+        Target {
+            tenant,
+            kind: Kind::Tenant,
+            name: String::new(),
+        }
+    }
+
+    /// Whether a peer's target is well formed.
+    #[must_use]
+    pub fn valid(&self) -> bool {
+        match self.kind {
+            Kind::Tenant => self.name.is_empty(),
+            Kind::Group | Kind::Topic => valid_target_name(&self.name),
+        }
+    }
+
+    /// The three bits of the target in a [`MemberFilter`]: a SplitMix64 mix of an
+    /// FNV-1a hash of its parts (stable across runs and machines, as the wire needs).
+    fn bits(&self) -> [u32; 3] {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let kind = match self.kind {
+            Kind::Group => 1u8,
+            Kind::Topic => 2,
+            Kind::Tenant => 3,
+        };
+        let bytes = self
+            .tenant
+            .0
+            .to_le_bytes()
+            .into_iter()
+            .chain([kind])
+            .chain(self.name.bytes());
+        for b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let z = crate::mix::splitmix64(h);
+        let bits = FILTER_BITS as u64;
+        [
+            (z % bits) as u32,
+            ((z >> 21) % bits) as u32,
+            ((z >> 42) % bits) as u32,
+        ]
+    }
+}
+
+/// Whether `name` may name a group or a topic: 1 to [`MAX_TARGET_BYTES`] bytes.
+#[must_use]
+pub fn valid_target_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_TARGET_BYTES
+}
+
+const FILTER_WORDS: usize = 16;
+const FILTER_BITS: usize = FILTER_WORDS * 64;
+
+/// The targets a subtree may hold members of: a 1,024-bit Bloom filter with three
+/// bits per target (about 2% false positives with 100 targets in a subtree). It may
+/// say a target is there when it is not, never the opposite; the union of two
+/// subtrees is the bitwise or.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberFilter([u64; FILTER_WORDS]);
+
+impl MemberFilter {
+    /// Every target (what a subtree not heard from yet may hold).
+    pub const ALL: MemberFilter = MemberFilter([u64::MAX; FILTER_WORDS]);
+    /// No target.
+    pub const EMPTY: MemberFilter = MemberFilter([0; FILTER_WORDS]);
+
+    /// Adds `target`.
+    pub fn insert(&mut self, target: &Target) {
+        for bit in target.bits() {
+            self.0[bit as usize / 64] |= 1 << (bit % 64);
+        }
+    }
+
+    /// Whether `target` may be in the set (false: it certainly is not).
+    #[must_use]
+    pub fn may_contain(&self, target: &Target) -> bool {
+        target
+            .bits()
+            .iter()
+            .all(|bit| self.0[*bit as usize / 64] & (1 << (bit % 64)) != 0)
+    }
+
+    /// The union of two sets.
+    #[must_use]
+    pub fn union(self, other: MemberFilter) -> MemberFilter {
+        let mut words = self.0;
+        for (w, o) in words.iter_mut().zip(other.0) {
+            *w |= o;
+        }
+        MemberFilter(words)
+    }
+}
+
+/// What the fan-out engine needs of the mailboxes of this host.
+pub trait Mailboxes {
+    /// Puts data from `from` (`key`: tenant, from, to; its `seq`-th send to the target, from a host of
+    /// distance `class`) into the mailbox of the local process `to` of `tenant`;
+    /// `false` if it could not (no such process of the tenant, or a full mailbox).
+    fn deliver(
+        &mut self,
+        key: (TenantId, Pid, Pid),
+        seq: u64,
+        data: &[u8],
+        class: DistanceClass,
+    ) -> bool;
+    /// How many messages wait in the mailbox of the local process `pid`.
+    fn depth(&self, pid: Pid) -> u32;
+}
+
+/// What the engine asks of the part that owns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FanOut {
+    /// A message to another agent (the part wraps it in its own sub-message).
+    Send(NodeId, FanoutMsg),
+    /// An answer to a local client.
+    Reply(RequestId, ApiReply),
+    /// The member-list walk `token` for `target` ended with `members` (`None`: no
+    /// answer at all).
+    Listed {
+        /// The walk.
+        token: u64,
+        /// Its target.
+        target: Target,
+        /// What the hosts listed.
+        members: Option<Vec<Member>>,
+    },
+}
+
+/// The member filter of a subtree summary (a summary without messaging's part holds
+/// nothing).
+#[must_use]
+pub fn filter_of(summary: &Summary) -> MemberFilter {
+    MessagingSummary::of(summary).members
+}
+
+/// One agent's memberships of one kind and its walks in flight (see the module
+/// documentation).
+#[derive(Debug)]
+pub struct Fanout {
+    me: NodeId,
+    /// Lamport clock of joins.
+    clock: u64,
+    next_token: u64,
+    /// How long a walk's origin waits for every part of it.
+    walk_timeout: Duration,
+    /// Local memberships: target → member → rank.
+    members: BTreeMap<Target, BTreeMap<Pid, u64>>,
+    /// Memberships per local process.
+    per_pid: BTreeMap<Pid, u32>,
+    /// Live local processes per tenant (only if tracked: see [`Fanout::process_started`]).
+    procs: BTreeMap<TenantId, BTreeSet<Pid>>,
+    /// The targets and tenants of this host.
+    own: MemberFilter,
+    order: Order,
+    walks: BTreeMap<u64, Walk>,
+    /// Walk deadlines.
+    timers: BTreeSet<(Time, u64)>,
+    out: VecDeque<FanOut>,
+}
+
+impl Fanout {
+    /// The engine of agent `me`; a walk's origin waits `walk_timeout` for its parts.
+    #[must_use]
+    pub fn new(me: NodeId, walk_timeout: Duration) -> Self {
+        Fanout {
+            me,
+            clock: 0,
+            next_token: 0,
+            walk_timeout,
+            members: BTreeMap::new(),
+            per_pid: BTreeMap::new(),
+            procs: BTreeMap::new(),
+            own: MemberFilter::EMPTY,
+            order: Order::default(),
+            walks: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// This host's share of the summaries.
+    #[must_use]
+    pub fn own_filter(&self) -> MemberFilter {
+        self.own
+    }
+
+    /// The next output, if any.
+    pub fn poll(&mut self) -> Option<FanOut> {
+        self.out.pop_front()
+    }
+
+    /// When [`Fanout::handle_timeout`] must be called next.
+    #[must_use]
+    pub fn next_timeout(&self) -> Option<Time> {
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    fn reply(&mut self, request: RequestId, reply: ApiReply) {
+        self.out.push_back(FanOut::Reply(request, reply));
+    }
+
+    fn refresh_own(&mut self) {
+        let mut f = MemberFilter::EMPTY;
+        for t in self.members.keys() {
+            f.insert(t);
+        }
+        for t in self.procs.keys() {
+            f.insert(&Target::tenant(*t));
+        }
+        self.own = f;
+    }
+
+    /// A process of this host started: it is reached by broadcasts of its tenant
+    /// (only the engine that serves broadcast calls this).
+    pub fn process_started(&mut self, pid: Pid, tenant: TenantId) {
+        if self.procs.entry(tenant).or_default().insert(pid) {
+            self.own.insert(&Target::tenant(tenant));
+        }
+    }
+
+    /// A process of this host ended: its memberships and its numbering go.
+    pub fn process_ended(&mut self, pid: Pid, tenant: TenantId) {
+        if let Some(ps) = self.procs.get_mut(&tenant) {
+            ps.remove(&pid);
+            if ps.is_empty() {
+                self.procs.remove(&tenant);
+            }
+        }
+        if self.per_pid.remove(&pid).is_some() {
+            for m in self.members.values_mut() {
+                m.remove(&pid);
+            }
+            self.members.retain(|_, m| !m.is_empty());
+        }
+        self.order.ended(pid);
+        self.refresh_own();
+    }
+
+    /// Adds the local process `pid` to `target`; `local`: `pid` is a live process of
+    /// the target's tenant on this host.
+    pub fn join(&mut self, target: Target, pid: Pid, local: bool) -> Result<(), GroupError> {
+        if !target.valid() || target.kind == Kind::Tenant {
+            return Err(GroupError::Invalid);
+        }
+        if !local {
+            return Err(GroupError::NoSuchProcess);
+        }
+        if self
+            .members
+            .get(&target)
+            .is_some_and(|m| m.contains_key(&pid))
+        {
+            return Ok(());
+        }
+        let count = self.per_pid.get(&pid).copied().unwrap_or(0);
+        let total: usize = self.members.values().map(BTreeMap::len).sum();
+        if count >= MAX_PER_PROCESS || total >= MAX_MEMBERSHIPS {
+            return Err(GroupError::TooMany);
+        }
+        self.clock += 1;
+        self.own.insert(&target);
+        self.members
+            .entry(target)
+            .or_default()
+            .insert(pid, self.clock);
+        self.per_pid.insert(pid, count + 1);
+        Ok(())
+    }
+
+    /// Takes `pid` out of `target`.
+    pub fn leave(&mut self, target: &Target, pid: Pid) -> Result<(), GroupError> {
+        let removed = self
+            .members
+            .get_mut(target)
+            .is_some_and(|m| m.remove(&pid).is_some());
+        if !removed {
+            return Err(GroupError::NotMember);
+        }
+        if self.members.get(target).is_some_and(BTreeMap::is_empty) {
+            self.members.remove(target);
+        }
+        if let Some(c) = self.per_pid.get_mut(&pid) {
+            *c -= 1;
+            if *c == 0 {
+                self.per_pid.remove(&pid);
+            }
+        }
+        self.refresh_own();
+        Ok(())
+    }
+
+    /// Walk deadlines that came.
+    pub fn handle_timeout(&mut self, now: Time) {
+        while let Some((t, token)) = self.timers.first().copied() {
+            if t > now {
+                break;
+            }
+            self.finish(token, false);
+        }
+    }
+
+    /// The engine's invariants (see the module documentation).
+    #[must_use]
+    pub fn invariants(&self) -> bool {
+        let own_ok = self.members.keys().all(|t| self.own.may_contain(t))
+            && self
+                .procs
+                .keys()
+                .all(|t| self.own.may_contain(&Target::tenant(*t)));
+        own_ok
+            && self.timers.len() == self.walks.len()
+            && self.per_pid.values().map(|c| *c as usize).sum::<usize>()
+                == self.members.values().map(BTreeMap::len).sum::<usize>()
+    }
+}
+
+/// The most members an `Expect` names (a group is at most 256 members).
+pub const MAX_EXPECT: usize = 256;
+/// The most members in one `Answer` (28 bytes each: forty fit a datagram).
+pub const MAX_ANSWER: usize = 40;
+/// The most parts a host's answer comes in.
+pub const MAX_PARTS: u16 = 1024;
+
+/// One member as a host reports it in a list.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The process.
+    pub pid: Pid,
+    /// Its rank (the Lamport stamp of its join).
+    pub rank: u64,
+    /// Messages waiting in its mailbox when its host answered.
+    pub depth: u32,
+}
+
+/// What a walk carries.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Carry {
+    /// A message for every member: `seq` is its position among `from`'s sends to the
+    /// target.
+    Data {
+        /// The sender.
+        from: Pid,
+        /// Its position (from 1).
+        seq: u64,
+        /// The message.
+        data: Vec<u8>,
+    },
+    /// A request for the members.
+    List,
+}
+
+/// The fan-out walk's wire messages (inside groups' and topics' own).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FanoutMsg {
+    /// Walk the group this agent leads at `level` towards `target`'s members.
+    Walk {
+        /// The origin's walk.
+        token: u64,
+        /// The sender's agent.
+        origin: NodeId,
+        /// The level of the group to walk.
+        level: u8,
+        /// Whom it is for.
+        target: Target,
+        /// What it carries.
+        carry: Carry,
+        /// The origin's Lamport clock of joins.
+        clock: u64,
+    },
+    /// Deliver to (or list) this host's members of `target`.
+    Visit {
+        /// The origin's walk.
+        token: u64,
+        /// The sender's agent.
+        origin: NodeId,
+        /// Whom it is for.
+        target: Target,
+        /// What it carries.
+        carry: Carry,
+        /// The origin's Lamport clock of joins.
+        clock: u64,
+    },
+    /// Leader → origin: the walk of its group at `level` went on at `members`.
+    Expect {
+        /// The origin's walk.
+        token: u64,
+        /// The level of the leader's group.
+        level: u8,
+        /// Level 0: hosts; above: leaders of groups at `level - 1`.
+        members: Vec<NodeId>,
+    },
+    /// Host → origin: what it reached (part `part` of `parts`).
+    Answer {
+        /// The origin's walk.
+        token: u64,
+        /// Mailboxes reached (data), in this part.
+        reached: u32,
+        /// Members (list), in this part.
+        members: Vec<Member>,
+        /// Parts of the host's answer.
+        parts: u16,
+        /// The host's Lamport clock of joins.
+        clock: u64,
+    },
+}
+
+impl FanoutMsg {
+    /// A short, stable name of the kind, for traces. The two that carry data are
+    /// data messages (exempt from the control MTU).
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FanoutMsg::Walk {
+                carry: Carry::Data { .. },
+                ..
+            } => "walk_data",
+            FanoutMsg::Walk { .. } => "walk",
+            FanoutMsg::Visit {
+                carry: Carry::Data { .. },
+                ..
+            } => "visit_data",
+            FanoutMsg::Visit { .. } => "visit",
+            FanoutMsg::Expect { .. } => "expect",
+            FanoutMsg::Answer { .. } => "answer",
+        }
+    }
+
+    /// Checks a peer's message against the bounds. Data sizes are bounded by the
+    /// frame size the codec accepts.
+    pub fn validate(&self) -> Result<(), Reject> {
+        let target_ok = |t: &Target| {
+            t.valid().then_some(()).ok_or(Reject::Malformed {
+                what: "fanout target",
+            })
+        };
+        match self {
+            FanoutMsg::Walk { level, target, .. } => {
+                if *level > MAX_LEVEL {
+                    return Err(Reject::Level {
+                        what: "walk",
+                        level: *level,
+                        max: MAX_LEVEL,
+                    });
+                }
+                target_ok(target)
+            }
+            FanoutMsg::Visit { target, .. } => target_ok(target),
+            FanoutMsg::Expect { level, members, .. } => {
+                if *level > MAX_LEVEL {
+                    return Err(Reject::Level {
+                        what: "expect",
+                        level: *level,
+                        max: MAX_LEVEL,
+                    });
+                }
+                if members.len() > MAX_EXPECT {
+                    return Err(Reject::TooMany {
+                        what: "expect",
+                        len: members.len(),
+                        max: MAX_EXPECT,
+                    });
+                }
+                Ok(())
+            }
+            FanoutMsg::Answer { members, parts, .. } => {
+                if members.len() > MAX_ANSWER {
+                    return Err(Reject::TooMany {
+                        what: "answer",
+                        len: members.len(),
+                        max: MAX_ANSWER,
+                    });
+                }
+                if *parts == 0 || *parts > MAX_PARTS {
+                    return Err(Reject::Malformed {
+                        what: "fanout answer parts",
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Whom a walk answers.
+#[derive(Debug)]
+pub(super) enum Purpose {
+    /// A client's send: reply with the mailboxes reached.
+    Send(RequestId),
+    /// A member list for the sender's agent.
+    List(Target),
+}
+
+/// One walk in flight at its origin.
+#[derive(Debug)]
+pub(super) struct Walk {
+    purpose: Purpose,
+    deadline: Time,
+    /// Leaders (with the level of their group) whose `Expect` is awaited.
+    walks: BTreeSet<(u8, NodeId)>,
+    /// Hosts whose answer is awaited.
+    hosts: BTreeSet<NodeId>,
+    /// Hosts that answered in full (maybe before they were announced).
+    answered: BTreeSet<NodeId>,
+    /// Parts received from hosts that have not answered in full.
+    got: BTreeMap<NodeId, u16>,
+    /// Announcements that overtook the announcement of their walk.
+    early: BTreeMap<(u8, NodeId), Vec<NodeId>>,
+    reached: u32,
+    members: Vec<Member>,
+}
+
+impl Walk {
+    /// The walk of a group at `level` went on at `members`.
+    fn announce(&mut self, level: u8, members: &[NodeId]) {
+        for m in members {
+            if level == 0 {
+                if !self.answered.contains(m) {
+                    self.hosts.insert(*m);
+                }
+            } else if let Some(next) = self.early.remove(&(level - 1, *m)) {
+                self.announce(level - 1, &next);
+            } else {
+                self.walks.insert((level - 1, *m));
+            }
+        }
+    }
+}
+
+impl Fanout {
+    fn send_msg(&mut self, to: NodeId, msg: FanoutMsg) {
+        self.out.push_back(FanOut::Send(to, msg));
+    }
+
+    /// Sends `data` from the local process `from` to every member of `target` (its
+    /// sender and size checked already by the messaging service); the client's
+    /// answer follows as a [`FanOut::Reply`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_to_all(
+        &mut self,
+        now: Time,
+        tree: &TreeView<'_>,
+        request: RequestId,
+        target: Target,
+        from: Pid,
+        data: Vec<u8>,
+        boxes: &mut dyn Mailboxes,
+    ) {
+        if !target.valid() {
+            return self.reply(request, ApiReply::Sent(Err(SendError::NoMembers)));
+        }
+        let Some(seq) = self.order.stamp(from, &target) else {
+            return self.reply(request, ApiReply::Sent(Err(SendError::Full)));
+        };
+        let carry = Carry::Data { from, seq, data };
+        self.start_walk(now, tree, Purpose::Send(request), target, carry, boxes);
+    }
+
+    /// Starts fetching `target`'s member list (answered as [`FanOut::Listed`]);
+    /// returns the walk's token.
+    pub fn start_list_walk(
+        &mut self,
+        now: Time,
+        tree: &TreeView<'_>,
+        target: Target,
+        boxes: &mut dyn Mailboxes,
+    ) -> u64 {
+        self.start_walk(
+            now,
+            tree,
+            Purpose::List(target.clone()),
+            target,
+            Carry::List,
+            boxes,
+        )
+    }
+
+    fn start_walk(
+        &mut self,
+        now: Time,
+        tree: &TreeView<'_>,
+        purpose: Purpose,
+        target: Target,
+        carry: Carry,
+        boxes: &mut dyn Mailboxes,
+    ) -> u64 {
+        let view = tree.group(0).map(|g| g.view());
+        let (level, root) = match view {
+            Some(v) => match v.ancestors.last() {
+                Some(root) => (u8::try_from(v.ancestors.len()).unwrap_or(MAX_LEVEL), *root),
+                None => (0, v.leader),
+            },
+            None => (0, self.me),
+        };
+        self.next_token += 1;
+        let token = self.next_token;
+        let deadline = now + self.walk_timeout;
+        self.walks.insert(
+            token,
+            Walk {
+                purpose,
+                deadline,
+                walks: BTreeSet::from([(level, root)]),
+                hosts: BTreeSet::new(),
+                answered: BTreeSet::new(),
+                got: BTreeMap::new(),
+                early: BTreeMap::new(),
+                reached: 0,
+                members: Vec::new(),
+            },
+        );
+        self.timers.insert((deadline, token));
+        let origin = self.me;
+        if root == self.me {
+            self.on_walk(tree, token, origin, level, target, carry, boxes);
+        } else {
+            let clock = self.clock;
+            self.send_msg(
+                root,
+                FanoutMsg::Walk {
+                    token,
+                    origin,
+                    level,
+                    target,
+                    carry,
+                    clock,
+                },
+            );
+        }
+        token
+    }
+
+    /// A message from `from` (validated).
+    pub fn handle_message(
+        &mut self,
+        from: NodeId,
+        msg: FanoutMsg,
+        tree: &TreeView<'_>,
+        boxes: &mut dyn Mailboxes,
+    ) {
+        match msg {
+            FanoutMsg::Walk {
+                token,
+                origin,
+                level,
+                target,
+                carry,
+                clock,
+            } => {
+                self.clock = self.clock.max(clock);
+                self.on_walk(tree, token, origin, level, target, carry, boxes);
+            }
+            FanoutMsg::Visit {
+                token,
+                origin,
+                target,
+                carry,
+                clock,
+            } => {
+                self.clock = self.clock.max(clock);
+                self.on_visit(tree, token, origin, &target, carry, boxes);
+            }
+            FanoutMsg::Expect {
+                token,
+                level,
+                members,
+            } => self.on_expect(from, token, level, &members),
+            FanoutMsg::Answer {
+                token,
+                reached,
+                members,
+                parts,
+                clock,
+            } => {
+                self.clock = self.clock.max(clock);
+                self.on_answer(from, token, reached, members, parts);
+            }
+        }
+    }
+
+    /// A leader walks its group at `level` for `origin`.
+    #[allow(clippy::too_many_arguments)]
+    fn on_walk(
+        &mut self,
+        tree: &TreeView<'_>,
+        token: u64,
+        origin: NodeId,
+        level: u8,
+        target: Target,
+        carry: Carry,
+        boxes: &mut dyn Mailboxes,
+    ) {
+        // A stale walk (this agent no longer leads that group) is not answered: the
+        // origin counts it unanswered at its deadline.
+        let Some(seat) = tree.group(level).filter(|s| s.led_by_me()) else {
+            if level == 0 && !tree.in_tree() && origin == self.me {
+                // Outside any tree an agent is a group of one.
+                self.expect(origin, token, 0, vec![self.me]);
+                self.on_visit(tree, token, origin, &target, carry, boxes);
+            }
+            return;
+        };
+        let mine = match level {
+            0 => Some(self.own_filter()),
+            _ => tree.group_summary(level - 1).map(|s| filter_of(&s)),
+        };
+        let members: Vec<NodeId> = seat
+            .view()
+            .members
+            .iter()
+            .copied()
+            .filter(|&m| {
+                let filter = if m == self.me {
+                    mine
+                } else {
+                    seat.summaries().get(&m).map(filter_of)
+                };
+                filter.is_none_or(|f| f.may_contain(&target))
+            })
+            .collect();
+        self.expect(origin, token, level, members.clone());
+        let clock = self.clock;
+        for m in members {
+            match (level, m == self.me) {
+                (0, true) => self.on_visit(tree, token, origin, &target, carry.clone(), boxes),
+                (0, false) => self.send_msg(
+                    m,
+                    FanoutMsg::Visit {
+                        token,
+                        origin,
+                        target: target.clone(),
+                        carry: carry.clone(),
+                        clock,
+                    },
+                ),
+                (_, true) => self.on_walk(
+                    tree,
+                    token,
+                    origin,
+                    level - 1,
+                    target.clone(),
+                    carry.clone(),
+                    boxes,
+                ),
+                (_, false) => self.send_msg(
+                    m,
+                    FanoutMsg::Walk {
+                        token,
+                        origin,
+                        level: level - 1,
+                        target: target.clone(),
+                        carry: carry.clone(),
+                        clock,
+                    },
+                ),
+            }
+        }
+    }
+
+    fn expect(&mut self, origin: NodeId, token: u64, level: u8, members: Vec<NodeId>) {
+        if origin == self.me {
+            let me = self.me;
+            self.on_expect(me, token, level, &members);
+        } else {
+            self.send_msg(
+                origin,
+                FanoutMsg::Expect {
+                    token,
+                    level,
+                    members,
+                },
+            );
+        }
+    }
+
+    /// A host delivers to (or lists) its members of `target`, and answers `origin`.
+    #[allow(clippy::too_many_arguments)]
+    fn on_visit(
+        &mut self,
+        tree: &TreeView<'_>,
+        token: u64,
+        origin: NodeId,
+        target: &Target,
+        carry: Carry,
+        boxes: &mut dyn Mailboxes,
+    ) {
+        let local: Vec<(Pid, u64)> = match target.kind {
+            Kind::Tenant => self
+                .procs
+                .get(&target.tenant)
+                .map(|ps| ps.iter().map(|p| (*p, 0)).collect())
+                .unwrap_or_default(),
+            Kind::Group | Kind::Topic => self
+                .members
+                .get(target)
+                .map(|m| m.iter().map(|(p, r)| (*p, *r)).collect())
+                .unwrap_or_default(),
+        };
+        let mut parts: Vec<(u32, Vec<Member>)> = Vec::new();
+        match carry {
+            Carry::Data { from, seq, data } => {
+                let mut reached = 0u32;
+                // Once per (sender, target) at this host: a repeat or a late one is
+                // delivered to none of its members.
+                let class = class_of(self.me, tree, from.origin());
+                if self.order.admit(from, target, seq) {
+                    for (pid, _) in local {
+                        if boxes.deliver((target.tenant, from, pid), seq, &data, class) {
+                            reached += 1;
+                        }
+                    }
+                }
+                parts.push((reached, Vec::new()));
+            }
+            Carry::List => {
+                let members: Vec<Member> = local
+                    .into_iter()
+                    .map(|(pid, rank)| Member {
+                        pid,
+                        rank,
+                        depth: boxes.depth(pid),
+                    })
+                    .collect();
+                parts.extend(
+                    members
+                        .chunks(MAX_ANSWER)
+                        .take(usize::from(MAX_PARTS))
+                        .map(|c| (0, c.to_vec())),
+                );
+                if parts.is_empty() {
+                    parts.push((0, Vec::new()));
+                }
+            }
+        }
+        let n = u16::try_from(parts.len()).unwrap_or(MAX_PARTS);
+        let clock = self.clock;
+        for (reached, members) in parts {
+            if origin == self.me {
+                let me = self.me;
+                self.on_answer(me, token, reached, members, n);
+            } else {
+                self.send_msg(
+                    origin,
+                    FanoutMsg::Answer {
+                        token,
+                        reached,
+                        members,
+                        parts: n,
+                        clock,
+                    },
+                );
+            }
+        }
+    }
+
+    fn on_expect(&mut self, from: NodeId, token: u64, level: u8, members: &[NodeId]) {
+        let Some(w) = self.walks.get_mut(&token) else {
+            return;
+        };
+        if w.walks.remove(&(level, from)) {
+            w.announce(level, members);
+        } else {
+            w.early.insert((level, from), members.to_vec());
+        }
+        self.finish_if_done(token);
+    }
+
+    fn on_answer(
+        &mut self,
+        from: NodeId,
+        token: u64,
+        reached: u32,
+        members: Vec<Member>,
+        parts: u16,
+    ) {
+        let Some(w) = self.walks.get_mut(&token) else {
+            return;
+        };
+        if w.answered.contains(&from) {
+            return;
+        }
+        w.reached = w.reached.saturating_add(reached);
+        // A host answers for its own processes only.
+        let room = MAX_LIST_MEMBERS.saturating_sub(w.members.len());
+        w.members.extend(
+            members
+                .into_iter()
+                .filter(|m| m.pid.origin() == from)
+                .take(room),
+        );
+        let got = w.got.entry(from).or_default();
+        *got += 1;
+        if *got >= parts {
+            w.got.remove(&from);
+            w.answered.insert(from);
+            w.hosts.remove(&from);
+        }
+        self.finish_if_done(token);
+    }
+
+    fn finish_if_done(&mut self, token: u64) {
+        if self
+            .walks
+            .get(&token)
+            .is_some_and(|w| w.walks.is_empty() && w.hosts.is_empty())
+        {
+            self.finish(token, true);
+        }
+    }
+
+    fn finish(&mut self, token: u64, complete: bool) {
+        let Some(w) = self.walks.remove(&token) else {
+            return;
+        };
+        self.timers.remove(&(w.deadline, token));
+        match w.purpose {
+            Purpose::Send(request) => {
+                let result = match (complete, w.reached) {
+                    (true, 0) => Err(SendError::NoMembers),
+                    (true, reached) => Ok(SendReceipt { reached }),
+                    (false, _) => Err(SendError::Unknown),
+                };
+                self.reply(request, ApiReply::Sent(result));
+            }
+            Purpose::List(target) => {
+                // An incomplete list is still the best there is, unless it is empty.
+                let members = (complete || !w.members.is_empty()).then_some(w.members);
+                self.out.push_back(FanOut::Listed {
+                    token,
+                    target,
+                    members,
+                });
+            }
+        }
+    }
+}
+
+impl Mailboxes for super::post::Post {
+    fn deliver(
+        &mut self,
+        key: (TenantId, Pid, Pid),
+        seq: u64,
+        data: &[u8],
+        class: DistanceClass,
+    ) -> bool {
+        let body = nefele_api::messaging::MailBody::Data(data.to_vec());
+        self.deliver_local(key, seq, body, class)
+    }
+
+    fn depth(&self, pid: Pid) -> u32 {
+        super::post::Post::depth(self, pid).map_or(0, |d| u32::try_from(d).unwrap_or(u32::MAX))
+    }
+}
+
+/// The distance class of agent `node` from agent `me` in `tree`.
+#[must_use]
+pub fn class_of(me: NodeId, tree: &TreeView<'_>, node: NodeId) -> DistanceClass {
+    if node == me {
+        DistanceClass::SameHost
+    } else if tree
+        .group(0)
+        .is_some_and(|g| g.view().members.binary_search(&node).is_ok())
+    {
+        DistanceClass::SameGroup
+    } else {
+        DistanceClass::SameDc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::federation::{FedBody, Federation, FederationConfig};
+    use crate::ids::Incarnation;
+    use crate::service::Payload;
+    use rand::SeedableRng;
+
+    /// Mailboxes that take everything for their live pids.
+    #[derive(Default)]
+    struct Boxes {
+        live: BTreeSet<Pid>,
+        got: Vec<(Pid, Pid, Vec<u8>)>,
+    }
+
+    impl Mailboxes for Boxes {
+        fn deliver(
+            &mut self,
+            (_, from, to): (TenantId, Pid, Pid),
+            _seq: u64,
+            data: &[u8],
+            _class: DistanceClass,
+        ) -> bool {
+            let ok = self.live.contains(&to);
+            if ok {
+                self.got.push((to, from, data.to_vec()));
+            }
+            ok
+        }
+        fn depth(&self, _pid: Pid) -> u32 {
+            3
+        }
+    }
+
+    fn pid(node: u32, seq: u64) -> Pid {
+        Pid::new(NodeId(node), Incarnation(1), seq)
+    }
+
+    fn group(name: &str) -> Target {
+        Target::group(TenantId(1), name)
+    }
+
+    fn drain(e: &mut Fanout) -> Vec<FanOut> {
+        std::iter::from_fn(|| e.poll()).collect()
+    }
+
+    fn filter_of_targets(targets: &[Target]) -> MemberFilter {
+        let mut f = MemberFilter::EMPTY;
+        targets.iter().for_each(|t| f.insert(t));
+        f
+    }
+
+    /// Agent `me` leading a level-0 group with `members`, each of which beat with its
+    /// member filter. The federation behind it is leaked.
+    fn leader(me: NodeId, members: &[(NodeId, MemberFilter)]) -> TreeView<'static> {
+        let rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut fed = Federation::new(me, FederationConfig::default(), rng, Payload::default());
+        fed.boot(Time::ZERO);
+        for ms in 1..=3 {
+            fed.handle_timeout(Time::from_secs(ms));
+        }
+        let t = Time::from_secs(4);
+        for (m, _) in members {
+            fed.handle_message(
+                t,
+                *m,
+                FedBody::Attach {
+                    joiner: *m,
+                    level: 0,
+                    hops: 0,
+                },
+            );
+        }
+        let epoch = fed.seats()[0].view().epoch;
+        for (m, f) in members {
+            let summary = Summary {
+                agents: 1,
+                group_size: 1,
+                payload: Payload {
+                    messaging: Some(MessagingSummary {
+                        mailboxes: 1,
+                        members: *f,
+                    }),
+                    ..Payload::default()
+                },
+            };
+            fed.handle_message(
+                t,
+                *m,
+                FedBody::Beat {
+                    level: 0,
+                    epoch,
+                    summary,
+                },
+            );
+        }
+        TreeView::new(me, Some(Box::leak(Box::new(fed))))
+    }
+
+    #[test]
+    fn memberships_are_bounded_and_go_with_their_process() {
+        let mut e = Fanout::new(NodeId(1), Duration::from_secs(1));
+        let p = pid(1, 1);
+        e.process_started(p, TenantId(1));
+        for i in 0..MAX_PER_PROCESS {
+            assert_eq!(e.join(group(&format!("g{i}")), p, true), Ok(()));
+        }
+        assert_eq!(e.join(group("one-more"), p, true), Err(GroupError::TooMany));
+        assert_eq!(e.join(group(""), p, true), Err(GroupError::Invalid));
+        assert_eq!(
+            e.join(Target::tenant(TenantId(1)), p, true),
+            Err(GroupError::Invalid)
+        );
+        assert_eq!(
+            e.join(group("x"), pid(1, 2), false),
+            Err(GroupError::NoSuchProcess)
+        );
+        assert_eq!(e.leave(&group("x"), p), Err(GroupError::NotMember));
+        assert!(e.invariants());
+        assert!(e.own_filter().may_contain(&group("g7")));
+        assert!(e.own_filter().may_contain(&Target::tenant(TenantId(1))));
+        e.process_ended(p, TenantId(1));
+        assert!(e.members.is_empty() && e.per_pid.is_empty() && e.procs.is_empty());
+        assert!(!e.own_filter().may_contain(&group("g7")));
+        assert!(e.invariants());
+    }
+
+    #[test]
+    fn filters_never_miss_a_member_and_rarely_invent_one() {
+        let mine: Vec<Target> = (0..100).map(|i| group(&format!("g{i}"))).collect();
+        let f = filter_of_targets(&mine);
+        assert!(mine.iter().all(|t| f.may_contain(t)));
+        let false_positives = (0..10_000)
+            .filter(|i| f.may_contain(&Target::topic(TenantId(2), &format!("x{i}"))))
+            .count();
+        assert!(false_positives < 400, "{false_positives} in 10,000");
+        assert!(MemberFilter::ALL.may_contain(&Target::tenant(TenantId(9))));
+        assert!(!MemberFilter::EMPTY.may_contain(&Target::tenant(TenantId(9))));
+    }
+
+    #[test]
+    fn alone_a_multicast_reaches_each_local_member_once_and_says_how_many() {
+        let me = NodeId(1);
+        let tree = TreeView::empty(me);
+        let mut e = Fanout::new(me, Duration::from_secs(1));
+        let mut boxes = Boxes::default();
+        for s in 1..=3 {
+            boxes.live.insert(pid(1, s));
+            e.process_started(pid(1, s), TenantId(1));
+        }
+        e.join(group("g"), pid(1, 1), true).unwrap();
+        e.join(group("g"), pid(1, 2), true).unwrap();
+        e.join(group("h"), pid(1, 3), true).unwrap();
+        e.send_to_all(
+            Time::ZERO,
+            &tree,
+            RequestId(7),
+            group("g"),
+            pid(1, 3),
+            b"hi".to_vec(),
+            &mut boxes,
+        );
+        assert_eq!(
+            drain(&mut e),
+            vec![FanOut::Reply(
+                RequestId(7),
+                ApiReply::Sent(Ok(SendReceipt { reached: 2 }))
+            )]
+        );
+        assert_eq!(boxes.got.len(), 2);
+        e.send_to_all(
+            Time::ZERO,
+            &tree,
+            RequestId(8),
+            group("nobody"),
+            pid(1, 3),
+            b"hi".to_vec(),
+            &mut boxes,
+        );
+        assert_eq!(
+            drain(&mut e),
+            vec![FanOut::Reply(
+                RequestId(8),
+                ApiReply::Sent(Err(SendError::NoMembers))
+            )]
+        );
+        // Broadcast: every process of the tenant.
+        e.send_to_all(
+            Time::ZERO,
+            &tree,
+            RequestId(9),
+            Target::tenant(TenantId(1)),
+            pid(1, 3),
+            vec![],
+            &mut boxes,
+        );
+        assert_eq!(
+            drain(&mut e),
+            vec![FanOut::Reply(
+                RequestId(9),
+                ApiReply::Sent(Ok(SendReceipt { reached: 3 }))
+            )]
+        );
+        assert!(e.invariants());
+    }
+
+    #[test]
+    fn a_host_delivers_a_repeated_or_late_publication_to_nobody() {
+        let me = NodeId(1);
+        let tree = TreeView::empty(me);
+        let mut e = Fanout::new(me, Duration::from_secs(1));
+        let mut boxes = Boxes::default();
+        boxes.live.insert(pid(1, 1));
+        let topic = Target::topic(TenantId(1), "t");
+        e.join(topic.clone(), pid(1, 1), true).unwrap();
+        let visit = |seq| FanoutMsg::Visit {
+            token: 1,
+            origin: NodeId(2),
+            target: topic.clone(),
+            carry: Carry::Data {
+                from: pid(2, 1),
+                seq,
+                data: vec![seq as u8],
+            },
+            clock: 0,
+        };
+        for seq in [1, 3, 3, 2, 4] {
+            e.handle_message(NodeId(2), visit(seq), &tree, &mut boxes);
+        }
+        let delivered: Vec<u8> = boxes.got.iter().map(|(_, _, d)| d[0]).collect();
+        assert_eq!(delivered, vec![1, 3, 4]);
+        let reached: Vec<u32> = drain(&mut e)
+            .into_iter()
+            .map(|o| match o {
+                FanOut::Send(
+                    NodeId(2),
+                    FanoutMsg::Answer {
+                        reached, parts: 1, ..
+                    },
+                ) => reached,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(reached, vec![1, 1, 0, 0, 1]);
+    }
+
+    #[test]
+    fn a_leader_walks_only_the_members_whose_filters_may_hold_the_target() {
+        let me = NodeId(1);
+        let g = group("g");
+        let tree = leader(
+            me,
+            &[
+                (NodeId(2), filter_of_targets(&[g.clone()])),
+                (NodeId(3), MemberFilter::EMPTY),
+                (NodeId(4), filter_of_targets(&[group("other")])),
+            ],
+        );
+        assert!(
+            tree.group(0)
+                .is_some_and(|s| s.led_by_me() && s.view().members.len() == 4),
+            "the test's leader"
+        );
+        let mut e = Fanout::new(me, Duration::from_secs(1));
+        let mut boxes = Boxes::default();
+        let walk = FanoutMsg::Walk {
+            token: 5,
+            origin: NodeId(9),
+            level: 0,
+            target: g.clone(),
+            carry: Carry::Data {
+                from: pid(9, 1),
+                seq: 1,
+                data: vec![1],
+            },
+            clock: 0,
+        };
+        e.handle_message(NodeId(9), walk, &tree, &mut boxes);
+        let out = drain(&mut e);
+        let visited: Vec<NodeId> = out
+            .iter()
+            .filter_map(|o| match o {
+                FanOut::Send(to, FanoutMsg::Visit { .. }) => Some(*to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(visited, vec![NodeId(2)], "{out:?}");
+        assert!(out.contains(&FanOut::Send(
+            NodeId(9),
+            FanoutMsg::Expect {
+                token: 5,
+                level: 0,
+                members: vec![NodeId(2)]
+            }
+        )));
+    }
+
+    #[test]
+    fn the_origin_counts_answers_in_any_order_and_times_out_to_unknown() {
+        let me = NodeId(1);
+        // A member of a group led by n2, whose root is n3 (at level 1).
+        let view = crate::federation::View {
+            level: 0,
+            leader: NodeId(2),
+            epoch: 1,
+            members: vec![NodeId(1), NodeId(2)],
+            ancestors: vec![NodeId(3)],
+        };
+        let tree = TreeView::member_of(me, view);
+        let mut e = Fanout::new(me, Duration::from_secs(1));
+        let mut boxes = Boxes::default();
+        e.send_to_all(
+            Time::ZERO,
+            &tree,
+            RequestId(1),
+            group("g"),
+            pid(1, 1),
+            vec![0],
+            &mut boxes,
+        );
+        let out = drain(&mut e);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [FanOut::Send(
+                    NodeId(3),
+                    FanoutMsg::Walk {
+                        token: 1,
+                        level: 1,
+                        ..
+                    }
+                )]
+            ),
+            "{out:?}"
+        );
+        let answer = |reached| FanoutMsg::Answer {
+            token: 1,
+            reached,
+            members: vec![],
+            parts: 1,
+            clock: 0,
+        };
+        let expect = |level, members| FanoutMsg::Expect {
+            token: 1,
+            level,
+            members,
+        };
+        // The hosts answer before the leaders announce them.
+        e.handle_message(NodeId(5), answer(2), &tree, &mut boxes);
+        e.handle_message(NodeId(3), expect(1, vec![NodeId(4)]), &tree, &mut boxes);
+        e.handle_message(NodeId(6), answer(1), &tree, &mut boxes);
+        assert!(drain(&mut e).is_empty());
+        e.handle_message(
+            NodeId(4),
+            expect(0, vec![NodeId(5), NodeId(6)]),
+            &tree,
+            &mut boxes,
+        );
+        assert_eq!(
+            drain(&mut e),
+            vec![FanOut::Reply(
+                RequestId(1),
+                ApiReply::Sent(Ok(SendReceipt { reached: 3 }))
+            )]
+        );
+        // A walk whose parts never answer ends `Unknown` at its deadline.
+        e.send_to_all(
+            Time::ZERO,
+            &tree,
+            RequestId(2),
+            group("g"),
+            pid(1, 1),
+            vec![0],
+            &mut boxes,
+        );
+        drain(&mut e);
+        assert_eq!(e.next_timeout(), Some(Time::from_secs(1)));
+        e.handle_timeout(Time::from_secs(1));
+        assert_eq!(
+            drain(&mut e),
+            vec![FanOut::Reply(
+                RequestId(2),
+                ApiReply::Sent(Err(SendError::Unknown))
+            )]
+        );
+        assert!(e.invariants());
+    }
+
+    #[test]
+    fn a_member_list_holds_each_hosts_own_members_with_rank_and_depth() {
+        let me = NodeId(1);
+        let tree = TreeView::empty(me);
+        let mut e = Fanout::new(me, Duration::from_secs(1));
+        let mut boxes = Boxes::default();
+        e.join(group("g"), pid(1, 2), true).unwrap();
+        e.join(group("g"), pid(1, 1), true).unwrap();
+        let token = e.start_list_walk(Time::ZERO, &tree, group("g"), &mut boxes);
+        let out = drain(&mut e);
+        let [FanOut::Listed {
+            token: t,
+            members: Some(members),
+            ..
+        }] = out.as_slice()
+        else {
+            panic!("{out:?}");
+        };
+        assert_eq!(*t, token);
+        let mut got: Vec<(Pid, u64, u32)> =
+            members.iter().map(|m| (m.pid, m.rank, m.depth)).collect();
+        got.sort();
+        assert_eq!(got, vec![(pid(1, 1), 2, 3), (pid(1, 2), 1, 3)]);
+    }
+}
