@@ -402,7 +402,11 @@ impl Service for Messaging {
     fn own_summary(&self) -> MessagingSummary {
         MessagingSummary {
             mailboxes: self.post.mailbox_count() as u64,
-            members: self.groups.engine().own_filter().union(self.topics.engine().own_filter()),
+            members: self
+                .groups
+                .engine()
+                .own_filter()
+                .union(self.topics.engine().own_filter()),
         }
     }
 

@@ -114,8 +114,12 @@ pub struct MessagingFigures {
     pub unanswered: u64,
     /// Messages an application received twice.
     pub duplicates: u64,
-    /// Messages an application received after a later one of the same sender.
+    /// Messages an application received after a later one of the same sender on
+    /// the same path (point-to-point or fan-out).
     pub order_violations: u64,
+    /// Messages an application received after a later one of the same sender that
+    /// came by the other path (a fan-out overtaken by a pid send or the reverse).
+    pub order_violations_across_paths: u64,
     /// Send-to-receive latency per distance class of the sender
     /// (`same_host`, `same_group`, `same_dc`, `external`).
     pub latency: BTreeMap<&'static str, LatencyFigures>,

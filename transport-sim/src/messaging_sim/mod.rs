@@ -215,7 +215,10 @@ pub struct MessagingSim {
     next_request: u64,
     next_id: u64,
     flights: BTreeMap<u64, Flight>,
-    last_seen: BTreeMap<(Pid, u32), u64>,
+    /// Per (sender, receiver, path), the last message id received.
+    last_seen: BTreeMap<(Pid, u32, u8), (u64, Option<Kind>)>,
+    /// Per (sender, receiver), the last message id received on any path.
+    last_any: BTreeMap<(Pid, u32), u64>,
     names: BTreeMap<(TenantId, String), Vec<u32>>,
     actions: VecDeque<MsgAction>,
     violations: Vec<(&'static str, String)>,
@@ -292,6 +295,7 @@ impl MessagingSim {
             next_id: 0,
             flights: BTreeMap::new(),
             last_seen: BTreeMap::new(),
+            last_any: BTreeMap::new(),
             names: BTreeMap::new(),
             actions: VecDeque::new(),
             violations: Vec::new(),
@@ -560,7 +564,11 @@ impl MessagingSim {
                         }
                     };
                     if rr.by_name && self.rng.gen_bool(rr.lookup_fraction) {
-                        let other = self.rng.gen_range(0..rr.pairs);
+                        // Another server of the same tenant (pairs are dealt to
+                        // tenants in turn), so the name exists for this client.
+                        let tenants = self.cfg.tenants;
+                        let same = (rr.pairs - pair % tenants).div_ceil(tenants);
+                        let other = self.rng.gen_range(0..same) * tenants + pair % tenants;
                         self.lookup(now, ix, format!("rr{other}"));
                     }
                     (dest, Kind::Request, Some(server_ix))
@@ -634,7 +642,17 @@ impl MessagingSim {
         let tenant = p.tenant;
         self.next_id += 1;
         let id = self.next_id;
-        let data = payload(self.cfg.payload_bytes as usize, id, now, tenant, kind);
+        let fan_out = matches!(
+            dest,
+            Dest::Topic(_)
+                | Dest::Broadcast
+                | Dest::Group {
+                    pattern: Pattern::Multicast,
+                    ..
+                }
+        );
+        let mut data = payload(self.cfg.payload_bytes as usize, id, now, tenant, kind);
+        data[21] = u8::from(fan_out);
         let delivery = if self.cfg.reliable {
             Delivery::Reliable
         } else {
@@ -802,6 +820,7 @@ impl MessagingSim {
         };
         let (id, sent_at, tenant) = (word(0..8), word(8..16), word(16..20) as u32);
         let kind = Kind::from_code(header[20]);
+        let path = header[21];
         let me = &self.procs[ix as usize];
         if TenantId(tenant) != me.tenant {
             self.violations.push((
@@ -813,8 +832,13 @@ impl MessagingSim {
             ));
         }
         let role = me.role;
-        match self.last_seen.get(&(from, ix)) {
-            Some(&last) if last == id => {
+        let any = self.last_any.entry((from, ix)).or_default();
+        if *any > id {
+            self.figures.order_violations_across_paths += 1;
+        }
+        *any = (*any).max(id);
+        match self.last_seen.get(&(from, ix, path)) {
+            Some(&(last, _)) if last == id => {
                 self.figures.duplicates += 1;
                 self.violations.push((
                     "messaging.no_duplicate",
@@ -822,16 +846,18 @@ impl MessagingSim {
                 ));
                 return;
             }
-            Some(&last) if last > id => {
+            Some(&(last, last_kind)) if last > id => {
                 self.figures.order_violations += 1;
                 self.violations.push((
                     "messaging.fifo",
-                    format!("message {id} from {from} reached process {ix} after {last}"),
+                    format!(
+                        "message {id} ({kind:?}) from {from} reached process {ix} after {last} ({last_kind:?})"
+                    ),
                 ));
             }
             _ => {}
         }
-        self.last_seen.insert((from, ix), id);
+        self.last_seen.insert((from, ix, path), (id, kind));
         self.figures.delivered += 1;
         let ns = now.as_nanos().saturating_sub(sent_at);
         self.latency
