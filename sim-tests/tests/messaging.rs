@@ -108,6 +108,7 @@ fn everything(reliable: bool, fanout_max: u32) -> MessagingWorkload {
             rate_per_s: 200.0,
             by_name: true,
             lookup_fraction: 0.2,
+            contenders: 1,
         }),
         pubsub: Some(PubSubWorkload {
             topics: 3,

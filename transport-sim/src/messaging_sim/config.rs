@@ -93,6 +93,9 @@ pub struct RrWorkload {
     /// Share of requests preceded by a `whereis` of another server's name
     /// (lookup figures; needs `by_name`).
     pub lookup_fraction: f64,
+    /// Extra servers per pair that also register the pair's name (with `by_name`):
+    /// under a partition both sides may take it, and the heal must leave one.
+    pub contenders: u32,
 }
 
 impl Default for RrWorkload {
@@ -102,6 +105,7 @@ impl Default for RrWorkload {
             rate_per_s: 1000.0,
             by_name: false,
             lookup_fraction: 0.0,
+            contenders: 0,
         }
     }
 }

@@ -138,6 +138,9 @@ pub struct MessagingFigures {
     pub lookup_cold_latency: LatencyFigures,
     /// Set-up calls (register, join, subscribe) that failed, by call and error.
     pub setup_failed: BTreeMap<String, u64>,
+    /// Failover sends that reached a member after later sends of the same client
+    /// (retried there after the primary died).
+    pub failover_reordered: u64,
     /// Failover sends answered with success that no member's application received.
     pub failover_lost: u64,
     /// Request/response exchanges completed (the response reached the client).
