@@ -52,7 +52,7 @@ impl Histogram {
 
     /// Values counted.
     #[must_use]
-    pub fn len(&self) -> u64 {
+    pub fn count(&self) -> u64 {
         self.total
     }
 
@@ -88,7 +88,7 @@ pub struct LatencyFigures {
 impl From<&Histogram> for LatencyFigures {
     fn from(h: &Histogram) -> Self {
         LatencyFigures {
-            count: h.len(),
+            count: h.count(),
             p50_ms: h.quantile_ms(0.5),
             p99_ms: h.quantile_ms(0.99),
         }

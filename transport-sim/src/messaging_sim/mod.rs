@@ -171,7 +171,7 @@ pub enum Stream {
 #[derive(Debug)]
 pub enum MsgAction {
     /// Deliver this client call to the agent of this host now.
-    Call(NodeId, u64, ApiCall),
+    Call(NodeId, u64, Box<ApiCall>),
     /// Fire this timer then.
     At(Time, MsgTimer),
     /// Crash this host (the failover workload's fault).
@@ -337,7 +337,8 @@ impl MessagingSim {
         self.next_request += 1;
         let request = self.next_request;
         self.pending.insert(request, (node, pending));
-        self.actions.push_back(MsgAction::Call(node, request, call));
+        self.actions
+            .push_back(MsgAction::Call(node, request, Box::new(call)));
     }
 
     fn stop(&self) -> Time {
@@ -1065,7 +1066,7 @@ mod tests {
         );
         let calls: Vec<(NodeId, u64, ApiCall)> = std::iter::from_fn(|| m.pop_action())
             .filter_map(|a| match a {
-                MsgAction::Call(n, r, c) => Some((n, r, c)),
+                MsgAction::Call(n, r, c) => Some((n, r, *c)),
                 _ => None,
             })
             .collect();
@@ -1097,8 +1098,10 @@ mod tests {
         );
         let mut recvs = [0; 2];
         while let Some(a) = m.pop_action() {
-            if let MsgAction::Call(node, request, ApiCall::Recv { .. }) = a {
-                recvs[node.0 as usize] = request;
+            if let MsgAction::Call(node, request, call) = a {
+                if matches!(*call, ApiCall::Recv { .. }) {
+                    recvs[node.0 as usize] = request;
+                }
             }
         }
         (m, placement, recvs)

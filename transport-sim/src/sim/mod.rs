@@ -459,7 +459,7 @@ impl Simulation {
             match action {
                 MsgAction::Call(node, request, call) => {
                     if self.hosts[node.0 as usize].agent.is_some() {
-                        self.deliver_call(node, request, call);
+                        self.deliver_call(node, request, *call);
                     } else if let Some(m) = self.messaging.as_mut() {
                         m.crash(node);
                     }
