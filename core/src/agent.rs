@@ -568,6 +568,7 @@ mod tests {
     use crate::discovery::DiscoveryMsg;
     use crate::host::{ProcSpec, Signal};
     use crate::ids::{Pid, TenantId};
+    use nefele_api::messaging::{Delivery, Dest};
 
     fn agent(node: u32) -> Agent {
         Agent::new(
@@ -699,6 +700,68 @@ mod tests {
             ApiCall::Info { tenant, pid },
             ApiCall::Ps { tenant },
             ApiCall::Wait { tenant, pid },
+            ApiCall::Send {
+                tenant,
+                from: pid,
+                to: Dest::Pid(pid),
+                data: vec![1],
+                delivery: Delivery::AtMostOnce,
+                block: false,
+            },
+            ApiCall::Recv {
+                tenant,
+                pid,
+                max: 1,
+                wait: None,
+            },
+            ApiCall::Register {
+                tenant,
+                name: "n".into(),
+                pid,
+            },
+            ApiCall::Unregister {
+                tenant,
+                name: "n".into(),
+            },
+            ApiCall::Whereis {
+                tenant,
+                name: "n".into(),
+            },
+            ApiCall::Join {
+                tenant,
+                group: "g".into(),
+                pid,
+            },
+            ApiCall::Leave {
+                tenant,
+                group: "g".into(),
+                pid,
+            },
+            ApiCall::Subscribe {
+                tenant,
+                topic: "t".into(),
+                pid,
+            },
+            ApiCall::Unsubscribe {
+                tenant,
+                topic: "t".into(),
+                pid,
+            },
+            ApiCall::Monitor {
+                tenant,
+                watcher: pid,
+                watched: pid,
+            },
+            ApiCall::Demonitor {
+                tenant,
+                watcher: pid,
+                watched: pid,
+            },
+            ApiCall::Distance {
+                tenant,
+                from: pid,
+                to: pid,
+            },
         ];
         for call in calls {
             let mut a = agent(1);

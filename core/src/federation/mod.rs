@@ -256,8 +256,9 @@ pub enum FedBody {
         level: Level,
         /// The member's view epoch.
         epoch: u64,
-        /// The member's subtree.
-        summary: Summary,
+        /// The member's subtree (boxed: the services' parts make it the largest
+        /// message by far, and every other message would carry its size).
+        summary: Box<Summary>,
     },
     /// Member → next member in the level-0 ring: alive.
     RingBeat,

@@ -164,7 +164,7 @@ impl Federation {
             FedBody::Beat {
                 level: lvl,
                 epoch,
-                summary,
+                summary: Box::new(summary),
             },
         );
         if newly_suspected {
@@ -338,7 +338,7 @@ impl Federation {
                 match self.seats.get_mut(l) {
                     Some(seat) if seat.led_by(self.me) && seat.view.contains(from) => {
                         seat.heard.insert(from, now);
-                        seat.summaries.insert(from, summary);
+                        seat.summaries.insert(from, *summary);
                         seat.suspects.remove(&from);
                         if epoch != seat.view.epoch {
                             let view = seat.view.clone();

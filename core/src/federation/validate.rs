@@ -64,7 +64,6 @@ impl View {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::federation::Summary;
     use crate::ids::NodeId;
     use crate::wire::validate::MAX_EPOCH;
 
@@ -125,7 +124,7 @@ mod tests {
         let beat = |epoch| FedBody::Beat {
             level: 0,
             epoch,
-            summary: Summary::default(),
+            summary: Box::default(),
         };
         assert_eq!(beat(MAX_EPOCH).validate(), Ok(()));
         assert_eq!(beat(MAX_EPOCH + 1).validate(), Err(Reject::Epoch));

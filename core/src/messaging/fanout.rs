@@ -14,9 +14,13 @@
 //! this host's share of messaging's summary part, and leaders or their members'
 //! filters up the tree exactly as they sum placement's tenant filter. So the filter
 //! of a subtree may hold a target it does not (a false positive costs a visit) but
-//! never misses one its beats have carried. A join is seen by sends once the beats
-//! carrying it climbed the tree (one federation period per level); a leader that has
-//! not heard a member yet visits it. Memberships go with their process.
+//! never misses one its beats have carried. Beats climb one federation period per
+//! level, so the first member of a target on a host also tells every leader above it
+//! at once ([`FanoutMsg::Joined`], naming the member of the leader's group on the way
+//! down), and the leader visits that member for the target for [`PIN_PERIODS`]
+//! periods whatever its summary says: a send reaches the new member once those
+//! messages arrived (one hop after the join, not a period per level; a lost one
+//! leaves the beats). A leader that has not heard a member yet visits it. Memberships go with their process.
 //!
 //! # The walk
 //!
@@ -42,13 +46,14 @@
 //! Invariants: a walk in flight has exactly one timer; an answer is counted once per
 //! host; every peer-sent list is bounded ([`MAX_EXPECT`], [`MAX_ANSWER`]).
 
+use super::msg::MAX_DATA_BYTES;
 use super::topics::Order;
 use super::MessagingSummary;
 use crate::federation::Summary;
 use crate::ids::{NodeId, Pid, TenantId};
 use crate::service::TreeView;
 use crate::time::Time;
-use crate::wire::validate::MAX_LEVEL;
+use crate::wire::validate::{check_len, MAX_LEVEL};
 use crate::wire::Reject;
 use nefele_api::calls::{ApiReply, RequestId};
 use nefele_api::messaging::{DistanceClass, GroupError, SendError, SendReceipt};
@@ -64,6 +69,11 @@ pub const MAX_PER_PROCESS: u32 = 256;
 pub const MAX_MEMBERSHIPS: usize = 65_536;
 /// The most members a member list keeps.
 pub const MAX_LIST_MEMBERS: usize = 4096;
+/// The most targets a leader pins for its members.
+pub const MAX_PINS: usize = 65_536;
+/// How long a leader pins a member's announced target, in federation periods (far
+/// longer than the beats carrying it take to climb).
+pub const PIN_PERIODS: u32 = 10;
 
 /// What a group send or a publication is addressed to.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -269,6 +279,11 @@ pub struct Fanout {
     /// The targets and tenants of this host.
     own: MemberFilter,
     order: Order,
+    /// Targets announced by `Joined` (level, member, target), with when the pin
+    /// ends; at most [`MAX_PINS`].
+    pins: BTreeMap<(u8, NodeId, Target), Time>,
+    /// The time of the input being handled.
+    now: Time,
     walks: BTreeMap<u64, Walk>,
     /// Walk deadlines.
     timers: BTreeSet<(Time, u64)>,
@@ -289,6 +304,8 @@ impl Fanout {
             procs: BTreeMap::new(),
             own: MemberFilter::EMPTY,
             order: Order::default(),
+            pins: BTreeMap::new(),
+            now: Time::ZERO,
             walks: BTreeMap::new(),
             timers: BTreeSet::new(),
             out: VecDeque::new(),
@@ -355,7 +372,15 @@ impl Fanout {
 
     /// Adds the local process `pid` to `target`; `local`: `pid` is a live process of
     /// the target's tenant on this host.
-    pub fn join(&mut self, target: Target, pid: Pid, local: bool) -> Result<(), GroupError> {
+    pub fn join(
+        &mut self,
+        now: Time,
+        tree: &TreeView<'_>,
+        target: Target,
+        pid: Pid,
+        local: bool,
+    ) -> Result<(), GroupError> {
+        self.now = now;
         if !target.valid() || target.kind == Kind::Tenant {
             return Err(GroupError::Invalid);
         }
@@ -376,12 +401,51 @@ impl Fanout {
         }
         self.clock += 1;
         self.own.insert(&target);
+        if !self.members.contains_key(&target) {
+            self.announce(tree, &target);
+        }
         self.members
             .entry(target)
             .or_default()
             .insert(pid, self.clock);
         self.per_pid.insert(pid, count + 1);
         Ok(())
+    }
+
+    /// The first member of `target` on this host: every leader above it pins the
+    /// target for the member of its group on the way down to this host.
+    fn announce(&mut self, tree: &TreeView<'_>, target: &Target) {
+        let Some(view) = tree.group(0).map(|g| g.view()) else {
+            return;
+        };
+        // Level 0: this host itself is the member; level `k + 1` (led by
+        // `ancestors[k]`): the leader of level `k` is.
+        let leaders = std::iter::once(view.leader).chain(view.ancestors.iter().copied());
+        let mut via = self.me;
+        for (level, leader) in leaders.enumerate() {
+            let Ok(level) = u8::try_from(level) else {
+                break;
+            };
+            if leader == self.me {
+                self.pin(tree, level, via, target.clone());
+            } else {
+                let target = target.clone();
+                self.send_msg(leader, FanoutMsg::Joined { level, via, target });
+            }
+            via = leader;
+        }
+    }
+
+    /// Pins `target` for `via` in the group this agent leads at `level`.
+    fn pin(&mut self, tree: &TreeView<'_>, level: u8, via: NodeId, target: Target) {
+        let until = self.now + tree.period() * PIN_PERIODS;
+        if self.pins.len() >= MAX_PINS {
+            let now = self.now;
+            self.pins.retain(|_, t| *t > now);
+        }
+        if self.pins.len() < MAX_PINS || self.pins.contains_key(&(level, via, target.clone())) {
+            self.pins.insert((level, via, target), until);
+        }
     }
 
     /// Takes `pid` out of `target`.
@@ -509,6 +573,17 @@ pub enum FanoutMsg {
         /// Level 0: hosts; above: leaders of groups at `level - 1`.
         members: Vec<NodeId>,
     },
+    /// Host → the leader of its group at `level`: it now has members of `target`,
+    /// in the subtree of `via` (a member of that group): the leader visits `via` for
+    /// `target` before the beats carrying it arrive.
+    Joined {
+        /// The level of the leader's group.
+        level: u8,
+        /// The member whose subtree holds the host.
+        via: NodeId,
+        /// The target.
+        target: Target,
+    },
     /// Host → origin: what it reached (part `part` of `parts`).
     Answer {
         /// The origin's walk.
@@ -541,18 +616,30 @@ impl FanoutMsg {
             } => "visit_data",
             FanoutMsg::Visit { .. } => "visit",
             FanoutMsg::Expect { .. } => "expect",
+            FanoutMsg::Joined { .. } => "joined",
             FanoutMsg::Answer { .. } => "answer",
         }
     }
 
-    /// Checks a peer's message against the bounds. Data sizes are bounded by the
-    /// frame size the codec accepts.
+    /// Checks a peer's message against the bounds (data at most
+    /// [`MAX_DATA_BYTES`], levels, list lengths, parts).
     pub fn validate(&self) -> Result<(), Reject> {
         let target_ok = |t: &Target| {
             t.valid().then_some(()).ok_or(Reject::Malformed {
                 what: "fanout target",
             })
         };
+        if let FanoutMsg::Walk {
+            carry: Carry::Data { data, .. },
+            ..
+        }
+        | FanoutMsg::Visit {
+            carry: Carry::Data { data, .. },
+            ..
+        } = self
+        {
+            check_len("fanout data", data.len(), MAX_DATA_BYTES)?;
+        }
         match self {
             FanoutMsg::Walk { level, target, .. } => {
                 if *level > MAX_LEVEL {
@@ -565,6 +652,16 @@ impl FanoutMsg {
                 target_ok(target)
             }
             FanoutMsg::Visit { target, .. } => target_ok(target),
+            FanoutMsg::Joined { level, target, .. } => {
+                if *level > MAX_LEVEL {
+                    return Err(Reject::Level {
+                        what: "joined",
+                        level: *level,
+                        max: MAX_LEVEL,
+                    });
+                }
+                target_ok(target)
+            }
             FanoutMsg::Expect { level, members, .. } => {
                 if *level > MAX_LEVEL {
                     return Err(Reject::Level {
@@ -703,6 +800,7 @@ impl Fanout {
         carry: Carry,
         boxes: &mut dyn Mailboxes,
     ) -> u64 {
+        self.now = now;
         let view = tree.group(0).map(|g| g.view());
         let (level, root) = match view {
             Some(v) => match v.ancestors.last() {
@@ -752,11 +850,13 @@ impl Fanout {
     /// A message from `from` (validated).
     pub fn handle_message(
         &mut self,
+        now: Time,
         from: NodeId,
         msg: FanoutMsg,
         tree: &TreeView<'_>,
         boxes: &mut dyn Mailboxes,
     ) {
+        self.now = now;
         match msg {
             FanoutMsg::Walk {
                 token,
@@ -784,6 +884,14 @@ impl Fanout {
                 level,
                 members,
             } => self.on_expect(from, token, level, &members),
+            FanoutMsg::Joined { level, via, target } => {
+                let leads = tree
+                    .group(level)
+                    .is_some_and(|g| g.led_by_me() && g.view().contains(via));
+                if leads {
+                    self.pin(tree, level, via, target);
+                }
+            }
             FanoutMsg::Answer {
                 token,
                 reached,
@@ -835,6 +943,10 @@ impl Fanout {
                     seat.summaries().get(&m).map(filter_of)
                 };
                 filter.is_none_or(|f| f.may_contain(&target))
+                    || self
+                        .pins
+                        .get(&(level, m, target.clone()))
+                        .is_some_and(|until| *until > self.now)
             })
             .collect();
         self.expect(origin, token, level, members.clone());
@@ -1161,7 +1273,7 @@ mod tests {
         }
         let epoch = fed.seats()[0].view().epoch;
         for (m, f) in members {
-            let summary = Summary {
+            let summary = Box::new(Summary {
                 agents: 1,
                 group_size: 1,
                 payload: Payload {
@@ -1171,7 +1283,7 @@ mod tests {
                     }),
                     ..Payload::default()
                 },
-            };
+            });
             fed.handle_message(
                 t,
                 *m,
@@ -1191,16 +1303,49 @@ mod tests {
         let p = pid(1, 1);
         e.process_started(p, TenantId(1));
         for i in 0..MAX_PER_PROCESS {
-            assert_eq!(e.join(group(&format!("g{i}")), p, true), Ok(()));
+            assert_eq!(
+                e.join(
+                    Time::ZERO,
+                    &TreeView::empty(NodeId(1)),
+                    group(&format!("g{i}")),
+                    p,
+                    true
+                ),
+                Ok(())
+            );
         }
-        assert_eq!(e.join(group("one-more"), p, true), Err(GroupError::TooMany));
-        assert_eq!(e.join(group(""), p, true), Err(GroupError::Invalid));
         assert_eq!(
-            e.join(Target::tenant(TenantId(1)), p, true),
+            e.join(
+                Time::ZERO,
+                &TreeView::empty(NodeId(1)),
+                group("one-more"),
+                p,
+                true
+            ),
+            Err(GroupError::TooMany)
+        );
+        assert_eq!(
+            e.join(Time::ZERO, &TreeView::empty(NodeId(1)), group(""), p, true),
             Err(GroupError::Invalid)
         );
         assert_eq!(
-            e.join(group("x"), pid(1, 2), false),
+            e.join(
+                Time::ZERO,
+                &TreeView::empty(NodeId(1)),
+                Target::tenant(TenantId(1)),
+                p,
+                true
+            ),
+            Err(GroupError::Invalid)
+        );
+        assert_eq!(
+            e.join(
+                Time::ZERO,
+                &TreeView::empty(NodeId(1)),
+                group("x"),
+                pid(1, 2),
+                false
+            ),
             Err(GroupError::NoSuchProcess)
         );
         assert_eq!(e.leave(&group("x"), p), Err(GroupError::NotMember));
@@ -1236,9 +1381,30 @@ mod tests {
             boxes.live.insert(pid(1, s));
             e.process_started(pid(1, s), TenantId(1));
         }
-        e.join(group("g"), pid(1, 1), true).unwrap();
-        e.join(group("g"), pid(1, 2), true).unwrap();
-        e.join(group("h"), pid(1, 3), true).unwrap();
+        e.join(
+            Time::ZERO,
+            &TreeView::empty(NodeId(1)),
+            group("g"),
+            pid(1, 1),
+            true,
+        )
+        .unwrap();
+        e.join(
+            Time::ZERO,
+            &TreeView::empty(NodeId(1)),
+            group("g"),
+            pid(1, 2),
+            true,
+        )
+        .unwrap();
+        e.join(
+            Time::ZERO,
+            &TreeView::empty(NodeId(1)),
+            group("h"),
+            pid(1, 3),
+            true,
+        )
+        .unwrap();
         e.send_to_all(
             Time::ZERO,
             &tree,
@@ -1300,7 +1466,14 @@ mod tests {
         let mut boxes = Boxes::default();
         boxes.live.insert(pid(1, 1));
         let topic = Target::topic(TenantId(1), "t");
-        e.join(topic.clone(), pid(1, 1), true).unwrap();
+        e.join(
+            Time::ZERO,
+            &TreeView::empty(NodeId(1)),
+            topic.clone(),
+            pid(1, 1),
+            true,
+        )
+        .unwrap();
         let visit = |seq| FanoutMsg::Visit {
             token: 1,
             origin: NodeId(2),
@@ -1313,7 +1486,7 @@ mod tests {
             clock: 0,
         };
         for seq in [1, 3, 3, 2, 4] {
-            e.handle_message(NodeId(2), visit(seq), &tree, &mut boxes);
+            e.handle_message(Time::ZERO, NodeId(2), visit(seq), &tree, &mut boxes);
         }
         let delivered: Vec<u8> = boxes.got.iter().map(|(_, _, d)| d[0]).collect();
         assert_eq!(delivered, vec![1, 3, 4]);
@@ -1339,7 +1512,7 @@ mod tests {
         let tree = leader(
             me,
             &[
-                (NodeId(2), filter_of_targets(&[g.clone()])),
+                (NodeId(2), filter_of_targets(std::slice::from_ref(&g))),
                 (NodeId(3), MemberFilter::EMPTY),
                 (NodeId(4), filter_of_targets(&[group("other")])),
             ],
@@ -1363,7 +1536,7 @@ mod tests {
             },
             clock: 0,
         };
-        e.handle_message(NodeId(9), walk, &tree, &mut boxes);
+        e.handle_message(Time::ZERO, NodeId(9), walk, &tree, &mut boxes);
         let out = drain(&mut e);
         let visited: Vec<NodeId> = out
             .iter()
@@ -1381,6 +1554,80 @@ mod tests {
                 members: vec![NodeId(2)]
             }
         )));
+    }
+
+    #[test]
+    fn a_join_is_walked_to_before_the_beats_carry_it() {
+        // The joining host tells every leader above it which member leads down to it.
+        let view = crate::federation::View {
+            level: 0,
+            leader: NodeId(2),
+            epoch: 1,
+            members: vec![NodeId(2), NodeId(3)],
+            ancestors: vec![NodeId(4), NodeId(5)],
+        };
+        let member = TreeView::member_of(NodeId(3), view);
+        let mut host = Fanout::new(NodeId(3), Duration::from_secs(1));
+        host.join(Time::ZERO, &member, group("g"), pid(3, 1), true)
+            .unwrap();
+        host.join(Time::ZERO, &member, group("g"), pid(3, 2), true)
+            .unwrap();
+        let joined = |level, via| {
+            FanOut::Send(
+                NodeId(via),
+                FanoutMsg::Joined {
+                    level,
+                    via: NodeId(via),
+                    target: group("g"),
+                },
+            )
+        };
+        let want: Vec<FanOut> = [(0, 2, 3), (1, 4, 2), (2, 5, 4)]
+            .into_iter()
+            .map(|(level, to, via)| match joined(level, via) {
+                FanOut::Send(_, m) => FanOut::Send(NodeId(to), m),
+                other => other,
+            })
+            .collect();
+        assert_eq!(
+            drain(&mut host),
+            want,
+            "once per target, to each leader above"
+        );
+        // The leader, whose summary of n3 does not hold the target yet, visits it.
+        let me = NodeId(1);
+        let tree = leader(me, &[(NodeId(3), MemberFilter::EMPTY)]);
+        let mut e = Fanout::new(me, Duration::from_secs(1));
+        let mut boxes = Boxes::default();
+        let walk = || FanoutMsg::Walk {
+            token: 5,
+            origin: NodeId(9),
+            level: 0,
+            target: group("g"),
+            carry: Carry::List,
+            clock: 0,
+        };
+        let visited = |e: &mut Fanout| {
+            drain(e)
+                .into_iter()
+                .filter(|o| matches!(o, FanOut::Send(NodeId(3), FanoutMsg::Visit { .. })))
+                .count()
+        };
+        let t = Time::from_secs(5);
+        e.handle_message(t, NodeId(9), walk(), &tree, &mut boxes);
+        assert_eq!(visited(&mut e), 0);
+        let joined = FanoutMsg::Joined {
+            level: 0,
+            via: NodeId(3),
+            target: group("g"),
+        };
+        e.handle_message(t, NodeId(3), joined, &tree, &mut boxes);
+        e.handle_message(t, NodeId(9), walk(), &tree, &mut boxes);
+        assert_eq!(visited(&mut e), 1);
+        // The pin ends once the beats have long had time to carry the target.
+        let later = t + tree.period() * PIN_PERIODS;
+        e.handle_message(later, NodeId(9), walk(), &tree, &mut boxes);
+        assert_eq!(visited(&mut e), 0);
     }
 
     #[test]
@@ -1434,11 +1681,18 @@ mod tests {
             members,
         };
         // The hosts answer before the leaders announce them.
-        e.handle_message(NodeId(5), answer(2), &tree, &mut boxes);
-        e.handle_message(NodeId(3), expect(1, vec![NodeId(4)]), &tree, &mut boxes);
-        e.handle_message(NodeId(6), answer(1), &tree, &mut boxes);
+        e.handle_message(Time::ZERO, NodeId(5), answer(2), &tree, &mut boxes);
+        e.handle_message(
+            Time::ZERO,
+            NodeId(3),
+            expect(1, vec![NodeId(4)]),
+            &tree,
+            &mut boxes,
+        );
+        e.handle_message(Time::ZERO, NodeId(6), answer(1), &tree, &mut boxes);
         assert!(drain(&mut e).is_empty());
         e.handle_message(
+            Time::ZERO,
             NodeId(4),
             expect(0, vec![NodeId(5), NodeId(6)]),
             &tree,
@@ -1480,8 +1734,22 @@ mod tests {
         let tree = TreeView::empty(me);
         let mut e = Fanout::new(me, Duration::from_secs(1));
         let mut boxes = Boxes::default();
-        e.join(group("g"), pid(1, 2), true).unwrap();
-        e.join(group("g"), pid(1, 1), true).unwrap();
+        e.join(
+            Time::ZERO,
+            &TreeView::empty(NodeId(1)),
+            group("g"),
+            pid(1, 2),
+            true,
+        )
+        .unwrap();
+        e.join(
+            Time::ZERO,
+            &TreeView::empty(NodeId(1)),
+            group("g"),
+            pid(1, 1),
+            true,
+        )
+        .unwrap();
         let token = e.start_list_walk(Time::ZERO, &tree, group("g"), &mut boxes);
         let out = drain(&mut e);
         let [FanOut::Listed {

@@ -74,6 +74,7 @@ pub(super) fn kind(msg: &GroupsMsg) -> &'static str {
             "walk" => "groups_walk",
             "visit" => "groups_visit",
             "expect" => "groups_expect",
+            "joined" => "groups_joined",
             _ => "groups_answer",
         },
     }
@@ -376,7 +377,7 @@ impl Part for Groups {
         ctx: &Context<'_>,
     ) {
         let GroupsMsg::Fanout(m) = msg;
-        self.engine.handle_message(from, m, &ctx.tree, post);
+        self.engine.handle_message(now, from, m, &ctx.tree, post);
         self.flush(now, post, ctx);
     }
 
@@ -391,7 +392,9 @@ impl Part for Groups {
         match call {
             ApiCall::Join { tenant, group, pid } => {
                 let local = post.tenant_of(pid) == Some(tenant);
-                let result = self.engine.join(Target::group(tenant, &group), pid, local);
+                let result =
+                    self.engine
+                        .join(now, &ctx.tree, Target::group(tenant, &group), pid, local);
                 post.reply(request, ApiReply::Grouped(result));
             }
             ApiCall::Leave { tenant, group, pid } => {
@@ -417,10 +420,8 @@ impl Part for Groups {
                             ..
                         }
                 );
-                if post.tenant_of(from) != Some(tenant) {
-                    post.reply(request, ApiReply::Sent(Err(SendError::NotSender)));
-                } else if data.len() > post.max_message_bytes() {
-                    post.reply(request, ApiReply::Sent(Err(SendError::TooLarge)));
+                if let Err(e) = post.check_send(tenant, from, data.len()) {
+                    post.reply(request, ApiReply::Sent(Err(e)));
                 } else if !target.valid() {
                     post.reply(request, ApiReply::Sent(Err(SendError::NoMembers)));
                 } else if multicast {

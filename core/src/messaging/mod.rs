@@ -23,6 +23,8 @@ pub mod groups;
 pub mod msg;
 pub mod names;
 pub mod post;
+#[cfg(test)]
+mod tests;
 pub mod topics;
 
 pub use msg::MessagingMsg;

@@ -39,7 +39,9 @@
 //!
 //! A name dies with its process: its host unclaims it on exit; when a host is lost,
 //! the leader that removes it tells the root ([`NamesMsg::HostGone`]), which drops
-//! the host's names.
+//! the host's names. Every [`REFRESH`] each host sends its registrations to the root
+//! again, which repairs claims lost on the way, and a root drops an entry nobody
+//! refreshed for [`EXPIRE_AFTER`] (an `Unclaim` or `HostGone` that was lost).
 //!
 //! Invariants: every fresh registration has exactly one timer; the root's host index
 //! lists exactly the directory's entries; every table is bounded (a full one answers a
@@ -80,6 +82,10 @@ pub const CACHE_TTL: Duration = Duration::from_secs(30);
 pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a lookup waits for the root.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a host sends its registrations to the root again.
+pub const REFRESH: Duration = Duration::from_secs(30);
+/// How long a root keeps an entry its host stopped refreshing (three refreshes).
+pub const EXPIRE_AFTER: Duration = Duration::from_secs(90);
 
 /// A name of a tenant.
 type Key = (TenantId, String);
@@ -276,8 +282,8 @@ enum NameOut {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Waiter {
     Whereis(RequestId),
-    /// A `Send` to the name.
-    Send(RequestId, ApiCall),
+    /// A `Send` to the name (boxed: it holds the whole call).
+    Send(RequestId, Box<ApiCall>),
 }
 
 /// A registration of one of this host's processes.
@@ -295,6 +301,8 @@ struct Entry {
     pid: Pid,
     stamp: u64,
     cachers: BTreeSet<NodeId>,
+    /// When its host last sent it.
+    seen: Time,
 }
 
 /// A lookup in flight.
@@ -322,6 +330,8 @@ pub struct Names {
     lookups: BTreeMap<Key, Lookup>,
     /// Deadlines: fresh registrations (`true`) and lookups (`false`).
     timers: BTreeSet<(Time, bool, Key)>,
+    /// The next refresh (armed while this agent holds names or a directory).
+    tick: Option<Time>,
     out: VecDeque<NameOut>,
 }
 
@@ -347,6 +357,7 @@ impl Names {
             cache: BTreeMap::new(),
             lookups: BTreeMap::new(),
             timers: BTreeSet::new(),
+            tick: None,
             out: VecDeque::new(),
         }
     }
@@ -409,6 +420,9 @@ impl Names {
         if let Some(e) = refuse {
             return self.reply(request, ApiReply::Named(Err(e)));
         }
+        // The root first: a root seen for the first time gets every registration
+        // held so far, and this one after them.
+        let root = self.sync_root(now, tree);
         self.clock += 1;
         let stamp = self.clock;
         let deadline = now + CLAIM_TIMEOUT;
@@ -422,7 +436,7 @@ impl Names {
                 fresh: Some((request, deadline)),
             },
         );
-        let root = self.sync_root(now, tree);
+        self.arm_tick(now);
         let claims = vec![Claim {
             tenant,
             name,
@@ -491,7 +505,7 @@ impl Names {
             return self.reply(request, ApiReply::Sent(Err(SendError::NoSuchName)));
         }
         let key = (*tenant, name.clone());
-        self.resolve(now, tree, key, Waiter::Send(request, call));
+        self.resolve(now, tree, key, Waiter::Send(request, Box::new(call)));
     }
 
     /// Whether a lookup of `name` would be answered without a message.
@@ -552,10 +566,10 @@ impl Names {
             Waiter::Whereis(request) => self.reply(request, ApiReply::Whereis(result)),
             Waiter::Send(request, mut call) => match result {
                 Ok(pid) => {
-                    if let ApiCall::Send { to, .. } = &mut call {
+                    if let ApiCall::Send { to, .. } = call.as_mut() {
                         *to = Dest::Pid(pid);
                     }
-                    self.out.push_back(NameOut::Resend(request, call));
+                    self.out.push_back(NameOut::Resend(request, *call));
                 }
                 Err(NameError::NoSuchName) => {
                     self.reply(request, ApiReply::Sent(Err(SendError::NoSuchName)));
@@ -579,9 +593,16 @@ impl Names {
             self.directory.clear();
             self.by_host.clear();
         }
+        self.send_all(now, tree, root, true);
+        root
+    }
+
+    /// Sends this host's registrations to `root` (the fresh ones too if `fresh`).
+    fn send_all(&mut self, now: Time, tree: &TreeView<'_>, root: NodeId, fresh: bool) {
         let claims: Vec<Claim> = self
             .mine
             .iter()
+            .filter(|(_, m)| fresh || m.fresh.is_none())
             .map(|((tenant, name), m)| Claim {
                 tenant: *tenant,
                 name: name.clone(),
@@ -596,7 +617,32 @@ impl Names {
             };
             self.send(now, tree, root, msg);
         }
-        root
+    }
+
+    /// Arms the refresh tick if there is something to refresh or expire.
+    fn arm_tick(&mut self, now: Time) {
+        if self.tick.is_none() && !(self.mine.is_empty() && self.directory.is_empty()) {
+            self.tick = Some(now + REFRESH);
+        }
+    }
+
+    /// The refresh tick: this host's registrations go to the root again (repairing
+    /// any lost on the way), and a root drops the entries no host refreshed within
+    /// [`EXPIRE_AFTER`] (a lost `Unclaim` or `HostGone`).
+    fn refresh(&mut self, now: Time, tree: &TreeView<'_>) {
+        self.tick = None;
+        let root = self.sync_root(now, tree);
+        self.send_all(now, tree, root, false);
+        let expired: Vec<Key> = self
+            .directory
+            .iter()
+            .filter(|(_, e)| e.seen + EXPIRE_AFTER <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            self.remove_entry(now, tree, &key);
+        }
+        self.arm_tick(now);
     }
 
     /// The tree may have changed (call on every group change and tick).
@@ -663,11 +709,27 @@ impl Names {
                 }
             }
         }
+        if self.tick.is_some_and(|t| t <= now) {
+            self.refresh(now, tree);
+        }
         self.sync_root(now, tree);
     }
 
     /// A message from `from` (maybe this agent).
     fn on_message(&mut self, now: Time, from: NodeId, msg: NamesMsg, tree: &TreeView<'_>) {
+        let for_root = matches!(
+            msg,
+            NamesMsg::Claim { .. }
+                | NamesMsg::Unclaim { .. }
+                | NamesMsg::HostGone { .. }
+                | NamesMsg::Lookup { .. }
+        );
+        if for_root && self.sync_root(now, tree) != self.me {
+            // Sent to a root this agent is not (any more): a directory here would
+            // never be cleared, and an answer from none would be wrong. The sender
+            // sends again to its new root (registrations), or times out (lookups).
+            return;
+        }
         match msg {
             NamesMsg::Claim { claims } => {
                 for c in claims {
@@ -771,7 +833,12 @@ impl Names {
         self.clock = self.clock.max(c.stamp);
         let key = (c.tenant, c.name.clone());
         let refused = match self.directory.get(&key) {
-            Some(e) if e.pid == c.pid => None,
+            Some(e) if e.pid == c.pid => {
+                if let Some(e) = self.directory.get_mut(&key) {
+                    e.seen = now;
+                }
+                None
+            }
             Some(e) => {
                 let held = Claim {
                     tenant: c.tenant,
@@ -823,8 +890,10 @@ impl Names {
                     pid: c.pid,
                     stamp: c.stamp,
                     cachers: BTreeSet::new(),
+                    seen: now,
                 },
             );
+            self.arm_tick(now);
         }
         if c.fresh {
             let msg = NamesMsg::Verdict {
@@ -949,10 +1018,8 @@ impl Part for Names {
                 ref data,
                 ..
             } => {
-                if post.tenant_of(from) != Some(tenant) {
-                    post.reply(request, ApiReply::Sent(Err(SendError::NotSender)));
-                } else if data.len() > post.max_message_bytes() {
-                    post.reply(request, ApiReply::Sent(Err(SendError::TooLarge)));
+                if let Err(e) = post.check_send(tenant, from, data.len()) {
+                    post.reply(request, ApiReply::Sent(Err(e)));
                 } else {
                     self.send_to_name(now, tree, request, call);
                 }
@@ -988,6 +1055,527 @@ impl Part for Names {
     }
 
     fn next_timeout(&self) -> Option<Time> {
-        self.timers.first().map(|(t, _, _)| *t)
+        let first = self.timers.first().map(|(t, _, _)| *t);
+        [first, self.tick].into_iter().flatten().min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::federation::View;
+    use crate::ids::Incarnation;
+    use proptest::prelude::*;
+
+    const T: TenantId = TenantId(1);
+
+    fn pid(node: u32, seq: u64) -> Pid {
+        Pid::new(NodeId(node), Incarnation(1), seq)
+    }
+
+    fn drain(n: &mut Names) -> Vec<NameOut> {
+        n.out.drain(..).collect()
+    }
+
+    /// `me` as a member of a level-0 group led by `root`, the root of its tree.
+    fn under(me: u32, root: u32) -> TreeView<'static> {
+        let view = View {
+            level: 0,
+            leader: NodeId(root),
+            epoch: 1,
+            members: vec![NodeId(me.min(root)), NodeId(me.max(root))],
+            ancestors: vec![],
+        };
+        TreeView::member_of(NodeId(me), view)
+    }
+
+    fn claim(node: u32, seq: u64, stamp: u64) -> Claim {
+        Claim {
+            tenant: T,
+            name: "n".to_owned(),
+            pid: pid(node, seq),
+            stamp,
+            fresh: false,
+        }
+    }
+
+    proptest! {
+        /// The heal rule: whatever order a root hears established registrations of one
+        /// name in, it keeps the one with the lowest (stamp, pid), and every other
+        /// holder's host is told exactly once that its process lost the name.
+        #[test]
+        fn the_older_registration_wins_a_heal_whatever_the_order(
+            claims in proptest::collection::btree_map((1u32..6, 1u64..4), 0u64..4, 1..6),
+            order in any::<proptest::sample::Index>(),
+        ) {
+            let root = NodeId(100);
+            let tree = TreeView::empty(root);
+            let mut n = Names::new(root);
+            let mut claims: Vec<Claim> = claims.into_iter().map(|((node, seq), stamp)| claim(node, seq, stamp)).collect();
+            let k = order.index(claims.len());
+            claims.rotate_left(k);
+            for c in &claims {
+                n.on_message(Time::ZERO, c.pid.origin(), NamesMsg::Claim { claims: vec![c.clone()] }, &tree);
+            }
+            let winner = claims.iter().min_by_key(|c| (c.stamp, c.pid)).unwrap();
+            prop_assert_eq!(n.directory_holder(T, "n"), Some(winner.pid));
+            let mut lost: Vec<Pid> = drain(&mut n)
+                .into_iter()
+                .map(|o| match o {
+                    NameOut::Send(to, NamesMsg::Lost { pid, .. }) => {
+                        assert_eq!(to, pid.origin());
+                        pid
+                    }
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            lost.sort();
+            let mut losers: Vec<Pid> = claims.iter().map(|c| c.pid).filter(|p| *p != winner.pid).collect();
+            losers.sort();
+            prop_assert_eq!(lost, losers);
+            prop_assert!(n.invariants());
+        }
+    }
+
+    #[test]
+    fn a_fresh_registration_never_displaces_a_held_one() {
+        let root = NodeId(100);
+        let tree = TreeView::empty(root);
+        let mut n = Names::new(root);
+        n.on_message(
+            Time::ZERO,
+            NodeId(1),
+            NamesMsg::Claim {
+                claims: vec![claim(1, 1, 9)],
+            },
+            &tree,
+        );
+        let fresh = Claim {
+            fresh: true,
+            ..claim(2, 1, 0)
+        };
+        n.on_message(
+            Time::ZERO,
+            NodeId(2),
+            NamesMsg::Claim {
+                claims: vec![fresh],
+            },
+            &tree,
+        );
+        assert_eq!(n.directory_holder(T, "n"), Some(pid(1, 1)));
+        assert!(matches!(
+            drain(&mut n).as_slice(),
+            [NameOut::Send(
+                NodeId(2),
+                NamesMsg::Verdict {
+                    refused: Some(Refusal::Taken),
+                    ..
+                }
+            )]
+        ));
+    }
+
+    #[test]
+    fn a_registration_is_one_round_trip_to_the_root_and_the_loser_hears_name_lost() {
+        let (me, root) = (2, 1);
+        let tree = under(me, root);
+        let mut host = Names::new(NodeId(me));
+        let p = pid(me, 1);
+        host.register(
+            Time::ZERO,
+            &tree,
+            RequestId(1),
+            (T, "n".to_owned(), p),
+            true,
+        );
+        let out = drain(&mut host);
+        let [NameOut::Send(to, NamesMsg::Claim { claims })] = out.as_slice() else {
+            panic!("{out:?}");
+        };
+        assert_eq!(
+            (*to, claims.len(), claims[0].fresh),
+            (NodeId(root), 1, true)
+        );
+        let verdict = NamesMsg::Verdict {
+            tenant: T,
+            name: "n".to_owned(),
+            pid: p,
+            refused: None,
+            clock: 50,
+        };
+        host.on_message(Time::ZERO, NodeId(root), verdict, &tree);
+        assert_eq!(
+            drain(&mut host),
+            vec![NameOut::Reply(RequestId(1), ApiReply::Named(Ok(())))]
+        );
+        assert_eq!(host.clock, 50, "the root's clock travels");
+        // Its own name is warm; the same name for another process is taken at once.
+        assert!(host.is_warm(Time::ZERO, T, "n"));
+        host.register(
+            Time::ZERO,
+            &tree,
+            RequestId(2),
+            (T, "n".to_owned(), pid(me, 2)),
+            true,
+        );
+        assert_eq!(
+            drain(&mut host),
+            vec![NameOut::Reply(
+                RequestId(2),
+                ApiReply::Named(Err(NameError::Taken))
+            )]
+        );
+        // A heal took it away: the process is told.
+        host.on_message(
+            Time::ZERO,
+            NodeId(root),
+            NamesMsg::Lost {
+                tenant: T,
+                name: "n".to_owned(),
+                pid: p,
+            },
+            &tree,
+        );
+        assert_eq!(
+            drain(&mut host),
+            vec![NameOut::NameLost {
+                pid: p,
+                name: "n".to_owned()
+            }]
+        );
+        assert!(host.held().next().is_none());
+        assert!(host.invariants());
+    }
+
+    #[test]
+    fn without_a_verdict_a_registration_is_granted_after_the_claim_timeout() {
+        let tree = under(2, 1);
+        let mut host = Names::new(NodeId(2));
+        host.register(
+            Time::ZERO,
+            &tree,
+            RequestId(1),
+            (T, "n".to_owned(), pid(2, 1)),
+            true,
+        );
+        drain(&mut host);
+        assert_eq!(Part::next_timeout(&host), Some(Time::ZERO + CLAIM_TIMEOUT));
+        host.on_timeout(Time::ZERO + CLAIM_TIMEOUT, &tree);
+        assert_eq!(
+            drain(&mut host),
+            vec![NameOut::Reply(RequestId(1), ApiReply::Named(Ok(())))]
+        );
+        assert!(host.invariants());
+    }
+
+    #[test]
+    fn a_cold_lookup_is_one_message_to_the_root_and_a_warm_one_none() {
+        let tree = under(2, 1);
+        let mut asker = Names::new(NodeId(2));
+        let holder = pid(7, 1);
+        asker.whereis(Time::ZERO, &tree, RequestId(1), T, "n".to_owned());
+        asker.whereis(Time::ZERO, &tree, RequestId(2), T, "n".to_owned());
+        assert_eq!(
+            drain(&mut asker),
+            vec![NameOut::Send(
+                NodeId(1),
+                NamesMsg::Lookup {
+                    tenant: T,
+                    name: "n".to_owned()
+                }
+            )],
+            "two lookups of one name share one message"
+        );
+        let found = NamesMsg::Found {
+            tenant: T,
+            name: "n".to_owned(),
+            pid: Some(holder),
+            watched: true,
+        };
+        asker.on_message(Time::ZERO, NodeId(1), found, &tree);
+        assert_eq!(
+            drain(&mut asker),
+            vec![
+                NameOut::Reply(RequestId(1), ApiReply::Whereis(Ok(holder))),
+                NameOut::Reply(RequestId(2), ApiReply::Whereis(Ok(holder)))
+            ]
+        );
+        asker.whereis(Time::from_secs(1), &tree, RequestId(3), T, "n".to_owned());
+        assert_eq!(
+            drain(&mut asker),
+            vec![NameOut::Reply(RequestId(3), ApiReply::Whereis(Ok(holder)))]
+        );
+        // The root says the name moved: the next lookup is cold again.
+        asker.on_message(
+            Time::ZERO,
+            NodeId(1),
+            NamesMsg::Invalidate {
+                tenant: T,
+                name: "n".to_owned(),
+            },
+            &tree,
+        );
+        assert!(!asker.is_warm(Time::from_secs(1), T, "n"));
+        // So is one past the TTL.
+        asker.cache_insert(Time::ZERO, (T, "m".to_owned()), holder);
+        assert!(
+            asker.is_warm(Time::ZERO, T, "m") && !asker.is_warm(Time::ZERO + CACHE_TTL, T, "m")
+        );
+        assert!(asker.invariants());
+    }
+
+    #[test]
+    fn a_send_to_a_name_goes_on_as_a_pid_send() {
+        let tree = under(2, 1);
+        let mut asker = Names::new(NodeId(2));
+        let holder = pid(7, 1);
+        asker.cache_insert(Time::ZERO, (T, "n".to_owned()), holder);
+        let send = |to| ApiCall::Send {
+            tenant: T,
+            from: pid(2, 1),
+            to,
+            data: vec![1],
+            delivery: Default::default(),
+            block: false,
+        };
+        asker.send_to_name(
+            Time::ZERO,
+            &tree,
+            RequestId(4),
+            send(Dest::Name("n".to_owned())),
+        );
+        assert_eq!(
+            drain(&mut asker),
+            vec![NameOut::Resend(RequestId(4), send(Dest::Pid(holder)))]
+        );
+    }
+
+    #[test]
+    fn the_root_tells_cachers_and_drops_the_names_of_ended_processes_and_lost_hosts() {
+        let root = NodeId(1);
+        let tree = TreeView::empty(root);
+        let mut n = Names::new(root);
+        n.on_message(
+            Time::ZERO,
+            NodeId(7),
+            NamesMsg::Claim {
+                claims: vec![claim(7, 1, 1)],
+            },
+            &tree,
+        );
+        let other = Claim {
+            name: "m".to_owned(),
+            ..claim(7, 2, 1)
+        };
+        n.on_message(
+            Time::ZERO,
+            NodeId(7),
+            NamesMsg::Claim {
+                claims: vec![other],
+            },
+            &tree,
+        );
+        n.on_message(
+            Time::ZERO,
+            NodeId(3),
+            NamesMsg::Lookup {
+                tenant: T,
+                name: "n".to_owned(),
+            },
+            &tree,
+        );
+        drain(&mut n);
+        n.on_message(
+            Time::ZERO,
+            NodeId(7),
+            NamesMsg::Unclaim {
+                tenant: T,
+                name: "n".to_owned(),
+                pid: pid(7, 1),
+            },
+            &tree,
+        );
+        assert_eq!(
+            drain(&mut n),
+            vec![NameOut::Send(
+                NodeId(3),
+                NamesMsg::Invalidate {
+                    tenant: T,
+                    name: "n".to_owned()
+                }
+            )]
+        );
+        n.on_message(
+            Time::ZERO,
+            NodeId(2),
+            NamesMsg::HostGone { node: NodeId(7) },
+            &tree,
+        );
+        assert_eq!(n.directory_len(), 0);
+        assert!(n.invariants());
+    }
+
+    #[test]
+    fn a_host_sends_every_registration_to_a_new_root() {
+        let mut host = Names::new(NodeId(2));
+        let old = under(2, 1);
+        host.register(
+            Time::ZERO,
+            &old,
+            RequestId(1),
+            (T, "n".to_owned(), pid(2, 1)),
+            true,
+        );
+        host.on_timeout(Time::ZERO + CLAIM_TIMEOUT, &old);
+        drain(&mut host);
+        let new = under(2, 3);
+        host.tree_changed(Time::from_secs(5), &new);
+        let out = drain(&mut host);
+        assert!(
+            matches!(out.as_slice(), [NameOut::Send(NodeId(3), NamesMsg::Claim { claims })] if claims.len() == 1 && !claims[0].fresh),
+            "{out:?}"
+        );
+        // Its process ends: the root hears it.
+        host.process_ended(Time::from_secs(6), &new, pid(2, 1));
+        assert_eq!(
+            drain(&mut host),
+            vec![NameOut::Send(
+                NodeId(3),
+                NamesMsg::Unclaim {
+                    tenant: T,
+                    name: "n".to_owned(),
+                    pid: pid(2, 1)
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn an_agent_that_is_not_the_root_keeps_no_directory_and_answers_no_lookup() {
+        let tree = under(2, 1);
+        let mut n = Names::new(NodeId(2));
+        n.on_message(
+            Time::ZERO,
+            NodeId(7),
+            NamesMsg::Claim {
+                claims: vec![claim(7, 1, 1)],
+            },
+            &tree,
+        );
+        n.on_message(
+            Time::ZERO,
+            NodeId(3),
+            NamesMsg::Lookup {
+                tenant: T,
+                name: "n".to_owned(),
+            },
+            &tree,
+        );
+        assert_eq!(n.directory_len(), 0);
+        assert!(drain(&mut n).is_empty());
+    }
+
+    #[test]
+    fn registrations_are_refreshed_and_a_root_expires_what_nobody_refreshes() {
+        // A host: its granted name goes to the root again every REFRESH.
+        let tree = under(2, 1);
+        let mut host = Names::new(NodeId(2));
+        host.register(
+            Time::ZERO,
+            &tree,
+            RequestId(1),
+            (T, "n".to_owned(), pid(2, 1)),
+            true,
+        );
+        host.on_timeout(Time::ZERO + CLAIM_TIMEOUT, &tree);
+        drain(&mut host);
+        assert_eq!(Part::next_timeout(&host), Some(Time::ZERO + REFRESH));
+        host.on_timeout(Time::ZERO + REFRESH, &tree);
+        let out = drain(&mut host);
+        assert!(
+            matches!(out.as_slice(), [NameOut::Send(NodeId(1), NamesMsg::Claim { claims })] if !claims[0].fresh),
+            "{out:?}"
+        );
+        // A root: an entry refreshed stays, one not refreshed goes (its cachers told).
+        let root = NodeId(1);
+        let alone = TreeView::empty(root);
+        let mut n = Names::new(root);
+        let other = Claim {
+            name: "m".to_owned(),
+            ..claim(8, 1, 1)
+        };
+        n.on_message(
+            Time::ZERO,
+            NodeId(7),
+            NamesMsg::Claim {
+                claims: vec![claim(7, 1, 1)],
+            },
+            &alone,
+        );
+        n.on_message(
+            Time::ZERO,
+            NodeId(8),
+            NamesMsg::Claim {
+                claims: vec![other.clone()],
+            },
+            &alone,
+        );
+        n.on_message(
+            Time::ZERO,
+            NodeId(3),
+            NamesMsg::Lookup {
+                tenant: T,
+                name: "n".to_owned(),
+            },
+            &alone,
+        );
+        let mut t = Time::ZERO;
+        while t < Time::ZERO + EXPIRE_AFTER {
+            t = Part::next_timeout(&n).unwrap();
+            n.on_message(
+                t,
+                NodeId(8),
+                NamesMsg::Claim {
+                    claims: vec![other.clone()],
+                },
+                &alone,
+            );
+            n.on_timeout(t, &alone);
+        }
+        assert_eq!(n.directory_holder(T, "n"), None);
+        assert_eq!(n.directory_holder(T, "m"), Some(pid(8, 1)));
+        assert!(drain(&mut n).contains(&NameOut::Send(
+            NodeId(3),
+            NamesMsg::Invalidate {
+                tenant: T,
+                name: "n".to_owned()
+            }
+        )));
+        assert!(n.invariants());
+    }
+
+    #[test]
+    fn peer_messages_are_bounded() {
+        let long = "x".repeat(MAX_NAME_BYTES + 1);
+        assert!(NamesMsg::Lookup {
+            tenant: T,
+            name: long
+        }
+        .validate()
+        .is_err());
+        let many = NamesMsg::Claim {
+            claims: vec![claim(1, 1, 1); CLAIM_BATCH + 1],
+        };
+        assert!(many.validate().is_err());
+        let ok = NamesMsg::Claim {
+            claims: vec![claim(1, 1, 1); CLAIM_BATCH],
+        };
+        assert!(ok.validate().is_ok());
+        let bytes = bincode::serialize(&ok).unwrap();
+        assert!(
+            bytes.len() < 1200,
+            "a full claim batch fits a datagram: {}",
+            bytes.len()
+        );
     }
 }

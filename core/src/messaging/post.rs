@@ -171,7 +171,8 @@ struct OutPair {
 /// The watcher side of the monitors of one remote host's processes.
 #[derive(Debug)]
 struct HostWatch {
-    watches: u32,
+    /// (watched, watcher) of the monitors of its processes held here.
+    watches: BTreeSet<(Pid, Pid)>,
     next_ping: Time,
     /// The nonce and deadline of the ping in flight.
     ping: Option<(u64, Time)>,
@@ -201,6 +202,8 @@ pub struct Post {
     /// (watcher, watched) of the monitors this agent's processes hold.
     watching: BTreeSet<(Pid, Pid)>,
     hosts: BTreeMap<NodeId, HostWatch>,
+    /// No host needs a ping or times one out before this.
+    ping_due: Time,
     nonce: u64,
     acks: BTreeMap<NodeId, Vec<Ack>>,
     ack_flush: Option<Time>,
@@ -257,6 +260,7 @@ impl Post {
             waiters: BTreeSet::new(),
             watching: BTreeSet::new(),
             hosts: BTreeMap::new(),
+            ping_due: Time::NEVER,
             nonce: 0,
             acks: BTreeMap::new(),
             ack_flush: None,
@@ -294,12 +298,6 @@ impl Post {
             .map(|m| m.mail.len() + m.parked.len())
     }
 
-    /// The largest message a process may send (a fan-out checks it as a pid send does).
-    #[must_use]
-    pub fn max_message_bytes(&self) -> usize {
-        self.config.max_message_bytes as usize
-    }
-
     /// Puts `body` from `from` into the mailbox of the local process `to` of `tenant`,
     /// outside any pair's numbering: a fan-out's last hop (`seq`: the message's
     /// position among `from`'s sends to that group or topic) or a `NameLost`. `false`
@@ -328,6 +326,19 @@ impl Post {
             self.admit(item, None, class),
             Outcome::Delivered | Outcome::Parked
         )
+    }
+
+    /// Checks a client's send before anything else is done (or copied): the size
+    /// (`TooLarge`), then that `from` is a live local process of `tenant`
+    /// (`NotSender`). Every kind of send starts with it.
+    pub fn check_send(&self, tenant: TenantId, from: Pid, len: usize) -> Result<(), SendError> {
+        if len > self.config.max_message_bytes as usize {
+            Err(SendError::TooLarge)
+        } else if self.tenant_of(from) != Some(tenant) {
+            Err(SendError::NotSender)
+        } else {
+            Ok(())
+        }
     }
 
     /// Answers a local client's call.
@@ -466,13 +477,12 @@ impl Post {
                 block,
             } => {
                 let reply = ReplyTo::Api(request);
-                if data.len() > self.config.max_message_bytes as usize {
-                    self.settle_reply(reply, Err(SendError::TooLarge));
-                } else if self.tenant_of(from) != Some(tenant) {
-                    self.settle_reply(reply, Err(SendError::NotSender));
-                } else {
-                    let body = MailBody::Data(data);
-                    self.send((tenant, from, to), body, delivery, block, reply);
+                match self.check_send(tenant, from, data.len()) {
+                    Ok(()) => {
+                        let body = MailBody::Data(data);
+                        self.send((tenant, from, to), body, delivery, block, reply);
+                    }
+                    Err(e) => self.settle_reply(reply, Err(e)),
                 }
             }
             ApiCall::Recv {
@@ -539,14 +549,11 @@ impl Post {
                 if self.mailboxes.contains_key(&pid) {
                     self.end(pid, Ended::Lost, reason);
                 } else {
-                    self.down_watched(ctx, |w| w == pid, reason);
+                    self.down_watched(ctx, pid.origin(), Some(pid), reason);
                 }
             }
             ServiceEvent::HostRemoved { node, .. } => {
-                if self.hosts.contains_key(&node) {
-                    let reason = DownReason::Lost { host: node };
-                    self.down_watched(ctx, |w| w.origin() == node, reason);
-                }
+                self.down_watched(ctx, node, None, DownReason::Lost { host: node });
             }
             _ => {}
         }
@@ -607,7 +614,9 @@ impl Post {
                 self.reply(w.request, ApiReply::Received(Ok(Vec::new())));
             }
         }
-        self.ping_hosts(now, ctx);
+        if self.ping_due <= now {
+            self.ping_hosts(now, ctx);
+        }
         if self.ack_flush.is_some_and(|t| t <= now) {
             self.flush_acks();
         }
@@ -637,18 +646,15 @@ impl Post {
             self.resend_q.front().map(|d| d.0),
             self.waiters.first().map(|w| w.0),
             self.ack_flush,
-            self.hosts
-                .values()
-                .map(|h| h.ping.map_or(h.next_ping, |(_, t)| t))
-                .min(),
+            (!self.hosts.is_empty()).then_some(self.ping_due),
         ]
         .into_iter()
         .flatten()
         .min()
     }
 
-    /// Mailboxes within their capacity (control mail aside), counters true, and
-    /// no pair over its credit.
+    /// Mailboxes within their byte capacity, counters true, and no pair over its
+    /// credit (linear in pairs and mailboxes, not in mail).
     pub(super) fn invariants(&self) -> bool {
         let window = self.config.credit_window as usize;
         let inflight: usize = self.outbound.values().map(|p| p.inflight.len()).sum();
@@ -656,10 +662,10 @@ impl Post {
         inflight == self.inflight
             && blocked == self.blocked
             && self.outbound.values().all(|p| p.inflight.len() <= window)
-            && self.mailboxes.values().all(|m| {
-                m.bytes == m.mail.iter().map(|x| data_len(&x.body)).sum::<u64>()
-                    && m.bytes <= self.config.mailbox_bytes
-            })
+            && self
+                .mailboxes
+                .values()
+                .all(|m| m.bytes <= self.config.mailbox_bytes)
             && self.ended.len() == self.ended_order.len()
     }
 
@@ -683,10 +689,15 @@ impl Post {
     /// Numbers `p` on its pair (which exists and has credit) and sends it.
     fn transmit(&mut self, from: Pid, to: Pid, p: Pending) {
         let now = self.now;
-        let base = self.base(from, to);
+        let (fate, resend) = (self.config.fate_timeout, self.config.resend_interval);
+        let local = to.origin() == self.me;
         let Some(pair) = self.outbound.get_mut(&(from, to)) else {
             return;
         };
+        let base = pair
+            .inflight
+            .first_key_value()
+            .map_or(pair.next, |(s, _)| *s);
         let seq = pair.next;
         pair.next += 1;
         let item = Item {
@@ -699,48 +710,50 @@ impl Post {
             block: p.block,
             body: p.body,
         };
-        if to.origin() == self.me {
-            // Same host: straight into the mailbox, no network.
-            let class = DistanceClass::SameHost;
-            let outcome = match self.receivable(item.tenant, to) {
-                Ok(()) => self.admit(item, None, class),
-                Err(outcome) => outcome,
-            };
-            if outcome == Outcome::Parked {
-                let flight = Flight {
+        if !local {
+            let deadline = now + fate;
+            let copy = p.reliable.then(|| item.clone());
+            pair.inflight.insert(
+                seq,
+                Flight {
                     reply: p.reply,
                     sent_at: now,
-                    deadline: Time::NEVER,
-                    parked: true,
+                    deadline,
+                    parked: false,
                     resent: false,
-                    copy: None,
-                };
-                pair_insert(&mut self.outbound, from, to, seq, flight);
-                self.inflight += 1;
-            } else {
-                self.drop_if_idle(from, to);
-                self.settle_reply(p.reply, result_of(outcome));
+                    copy,
+                },
+            );
+            self.inflight += 1;
+            if p.reliable {
+                self.resend_q.push_back((now + resend, from, to, seq));
             }
+            self.fate_q.push_back((deadline, from, to, seq));
+            self.send_msg(to.origin(), MessagingMsg::Deliver(item));
             return;
         }
-        let deadline = now + self.config.fate_timeout;
-        let copy = p.reliable.then(|| item.clone());
-        if copy.is_some() {
-            self.resend_q
-                .push_back((now + self.config.resend_interval, from, to, seq));
-        }
-        let flight = Flight {
-            reply: p.reply,
-            sent_at: now,
-            deadline,
-            parked: false,
-            resent: false,
-            copy,
+        // Same host: straight into the mailbox, no network.
+        let outcome = match self.receivable(item.tenant, to) {
+            Ok(()) => self.admit(item, None, DistanceClass::SameHost),
+            Err(outcome) => outcome,
         };
-        pair_insert(&mut self.outbound, from, to, seq, flight);
-        self.inflight += 1;
-        self.fate_q.push_back((deadline, from, to, seq));
-        self.send_msg(to.origin(), MessagingMsg::Deliver(item));
+        if outcome == Outcome::Parked {
+            let flight = Flight {
+                reply: p.reply,
+                sent_at: now,
+                deadline: Time::NEVER,
+                parked: true,
+                resent: false,
+                copy: None,
+            };
+            if let Some(pair) = self.outbound.get_mut(&(from, to)) {
+                pair.inflight.insert(seq, flight);
+                self.inflight += 1;
+            }
+        } else {
+            self.drop_if_idle(from, to);
+            self.settle_reply(p.reply, result_of(outcome));
+        }
     }
 
     /// The outcome of item `seq` of the pair: settle it (or park it) and let the
@@ -755,36 +768,37 @@ impl Post {
         outcome: Outcome,
     ) {
         let park_deadline = now + self.config.block_timeout;
-        let Some(flight) = self.flight_mut(from, to, seq) else {
+        let remote = to.origin() != self.me;
+        let Some(pair) = self.outbound.get_mut(&(from, to)) else {
+            return;
+        };
+        let Some(flight) = pair.inflight.get_mut(&seq) else {
             return;
         };
         let first_answer = !flight.parked;
-        let (sent_at, resent) = (flight.sent_at, flight.resent);
+        let measured = (first_answer && !flight.resent && remote).then_some(flight.sent_at);
         if outcome == Outcome::Parked {
             if first_answer {
                 flight.parked = true;
                 flight.deadline = park_deadline;
                 self.park_q.push_back((park_deadline, from, to, seq));
             }
-        } else {
-            let Some(flight) = self
-                .outbound
-                .get_mut(&(from, to))
-                .and_then(|p| p.inflight.remove(&seq))
-            else {
-                return;
-            };
+        } else if let Some(flight) = pair.inflight.remove(&seq) {
+            let waiting = !pair.waiting.is_empty();
+            let idle = !waiting && pair.inflight.is_empty();
             self.inflight -= 1;
             self.settle_reply(flight.reply, result_of(outcome));
+            if waiting {
+                self.pump(from, to);
+            } else if idle {
+                self.drop_if_idle(from, to);
+            }
         }
-        if first_answer && !resent && to.origin() != self.me {
+        if let Some(sent_at) = measured {
             self.measure(
                 self.class_of(to.origin(), ctx),
                 now.saturating_since(sent_at),
             );
-        }
-        if outcome != Outcome::Parked {
-            self.pump(from, to);
         }
     }
 
@@ -885,27 +899,34 @@ impl Post {
         }
         if seq < pair.next {
             // A duplicate (reliable) or overtaken (at-most-once).
-            let outcome = if item.reliable {
-                pair.outcomes
-                    .get(&seq)
-                    .copied()
-                    .unwrap_or(Outcome::Delivered)
-            } else {
-                Outcome::Late
+            let outcome = match pair.outcomes.get(&seq) {
+                Some(o) if item.reliable => *o,
+                None if item.reliable => Outcome::Delivered,
+                _ => Outcome::Late,
             };
             self.ack(from, sender, to, seq, outcome);
             return;
         }
-        if seq > pair.next && (item.reliable || !pair.early.is_empty()) {
+        let release = !pair.early.is_empty();
+        if seq > pair.next && (item.reliable || release) {
             if seq - pair.next <= window {
                 pair.early.entry(seq).or_insert(item);
             }
         } else {
+            // An at-most-once item past a gap: the gap's items, should they come
+            // later (a reliable one resent), are late, not delivered.
+            let skipped = (seq - pair.next).min(window);
+            for late in seq - skipped..seq {
+                pair.outcomes.insert(late, Outcome::Late);
+            }
             pair.next = seq + 1;
+            if skipped > 0 {
+                trim(pair, window);
+            }
             self.accept(from, item, ctx);
         }
         // Items that were waiting for this one (or for the base to move).
-        while let Some(pair) = self.inbound.get_mut(&(to, sender)) {
+        while let Some(pair) = self.inbound.get_mut(&(to, sender)).filter(|_| release) {
             let Some(entry) = pair.early.first_entry() else {
                 break;
             };
@@ -930,14 +951,7 @@ impl Post {
             let window = u64::from(self.config.credit_window);
             if let Some(pair) = self.inbound.get_mut(&(to, sender)) {
                 pair.outcomes.insert(seq, outcome);
-                let keep = pair.next.saturating_sub(window);
-                while pair
-                    .outcomes
-                    .first_key_value()
-                    .is_some_and(|(s, _)| *s < keep)
-                {
-                    pair.outcomes.pop_first();
-                }
+                trim(pair, window);
             }
         }
         self.ack(from, sender, to, seq, outcome);
@@ -945,6 +959,11 @@ impl Post {
 
     /// Puts the item in its (live, same-tenant) mailbox, parks it, or refuses it.
     fn admit(&mut self, item: Item, origin: Option<NodeId>, class: DistanceClass) -> Outcome {
+        if let MailBody::Down { pid, .. } = item.body {
+            if pid == item.from {
+                self.watch_ended(item.to, pid);
+            }
+        }
         let (max_msgs, max_bytes) = (
             self.config.mailbox_messages as usize,
             self.config.mailbox_bytes,
@@ -965,7 +984,9 @@ impl Post {
         if m.parked.is_empty() && (room || control) {
             m.bytes += len;
             m.mail.push_back(mail);
-            self.wake(item.to);
+            if m.waiter.is_some() {
+                self.wake(item.to);
+            }
             return Outcome::Delivered;
         }
         if control || (item.block && m.parked.len() < max_parked) {
@@ -1206,11 +1227,12 @@ impl Post {
         } else {
             let first_ping = self.now + self.config.monitor_ping;
             let h = self.hosts.entry(host).or_insert(HostWatch {
-                watches: 0,
+                watches: BTreeSet::new(),
                 next_ping: first_ping,
                 ping: None,
             });
-            h.watches += 1;
+            h.watches.insert((watched, watcher));
+            self.ping_due = self.ping_due.min(h.next_ping);
             self.send_msg(
                 host,
                 MessagingMsg::Monitor {
@@ -1247,6 +1269,22 @@ impl Post {
 
     /// Drops the monitor (watcher, watched) on this side, and tells the other.
     fn stop_monitor(&mut self, watcher: Pid, watched: Pid) {
+        if !self.watching.contains(&(watcher, watched)) {
+            return;
+        }
+        self.watch_ended(watcher, watched);
+        let host = watched.origin();
+        if host == self.me {
+            if let Some(m) = self.mailboxes.get_mut(&watched) {
+                m.watchers.remove(&watcher);
+            }
+        } else {
+            self.send_msg(host, MessagingMsg::Demonitor { watcher, watched });
+        }
+    }
+
+    /// The monitor (watcher, watched) has fired: forget it on the watcher's side.
+    fn watch_ended(&mut self, watcher: Pid, watched: Pid) {
         if !self.watching.remove(&(watcher, watched)) {
             return;
         }
@@ -1254,43 +1292,41 @@ impl Post {
             m.monitors -= 1;
         }
         let host = watched.origin();
-        if host == self.me {
-            if let Some(m) = self.mailboxes.get_mut(&watched) {
-                m.watchers.remove(&watcher);
-            }
-            return;
-        }
-        self.unwatch_host(host);
-        self.send_msg(host, MessagingMsg::Demonitor { watcher, watched });
-    }
-
-    fn unwatch_host(&mut self, host: NodeId) {
         if let Some(h) = self.hosts.get_mut(&host) {
-            h.watches -= 1;
-            if h.watches == 0 {
+            h.watches.remove(&(watched, watcher));
+            if h.watches.is_empty() {
                 self.hosts.remove(&host);
             }
         }
     }
 
-    /// Reports `Down(reason)` for every remote watched process `hit` selects, at the
-    /// watcher's agent (its host cannot).
-    fn down_watched(&mut self, ctx: &Context<'_>, hit: impl Fn(Pid) -> bool, reason: DownReason) {
-        let downs: Vec<(Pid, Pid)> = self
-            .watching
-            .iter()
-            .filter(|(_, w)| w.origin() != self.me && hit(*w))
-            .copied()
-            .collect();
-        for (watcher, watched) in downs {
-            self.watching.remove(&(watcher, watched));
-            self.unwatch_host(watched.origin());
+    /// Reports `Down(reason)` for the watched processes of the remote `host` (only
+    /// `only` if given), at the watcher's agent (their host cannot).
+    fn down_watched(
+        &mut self,
+        ctx: &Context<'_>,
+        host: NodeId,
+        only: Option<Pid>,
+        reason: DownReason,
+    ) {
+        let Some(h) = self.hosts.get(&host) else {
+            return;
+        };
+        let downs: Vec<(Pid, Pid)> = match only {
+            Some(p) => h
+                .watches
+                .range((p, Pid::MIN)..=(p, Pid::MAX))
+                .copied()
+                .collect(),
+            None => h.watches.iter().copied().collect(),
+        };
+        for (watched, watcher) in downs {
+            self.watch_ended(watcher, watched);
             let class = self.class_of(watched.origin(), ctx);
             let pair = self.inbound.entry((watcher, watched)).or_default();
             let seq = pair.next;
             pair.next += 1;
             if let Some(m) = self.mailboxes.get_mut(&watcher) {
-                m.monitors -= 1;
                 m.mail.push_back(Mail {
                     from: watched,
                     class,
@@ -1324,9 +1360,14 @@ impl Post {
             self.send_msg(node, MessagingMsg::Ping { nonce });
         }
         for node in silent {
-            self.down_watched(ctx, |w| w.origin() == node, DownReason::Unreachable);
-            self.hosts.remove(&node);
+            self.down_watched(ctx, node, None, DownReason::Unreachable);
         }
+        self.ping_due = self
+            .hosts
+            .values()
+            .map(|h| h.ping.map_or(h.next_ping, |(_, t)| t))
+            .min()
+            .unwrap_or(Time::NEVER);
     }
 
     /// Drops stale deadline entries once a queue holds more than twice the live items.
@@ -1347,14 +1388,15 @@ impl Post {
     }
 }
 
-fn pair_insert(
-    outbound: &mut BTreeMap<(Pid, Pid), OutPair>,
-    from: Pid,
-    to: Pid,
-    seq: u64,
-    flight: Flight,
-) {
-    if let Some(pair) = outbound.get_mut(&(from, to)) {
-        pair.inflight.insert(seq, flight);
+/// Forgets the outcomes of a pair more than `window` behind its next sequence (the
+/// sender has no item that old in flight).
+fn trim(pair: &mut InPair, window: u64) {
+    let keep = pair.next.saturating_sub(window);
+    while pair
+        .outcomes
+        .first_key_value()
+        .is_some_and(|(s, _)| *s < keep)
+    {
+        pair.outcomes.pop_first();
     }
 }

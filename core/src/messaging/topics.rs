@@ -26,7 +26,7 @@ use crate::service::{Context, ServiceEvent};
 use crate::time::Time;
 use crate::wire::Reject;
 use nefele_api::calls::{ApiCall, ApiReply, RequestId};
-use nefele_api::messaging::{Dest, SendError};
+use nefele_api::messaging::Dest;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -118,6 +118,7 @@ pub(super) fn kind(msg: &TopicsMsg) -> &'static str {
             "walk" => "topics_walk",
             "visit" => "topics_visit",
             "expect" => "topics_expect",
+            "joined" => "topics_joined",
             _ => "topics_answer",
         },
     }
@@ -162,14 +163,14 @@ impl Part for Topics {
 
     fn handle_message(
         &mut self,
-        _now: Time,
+        now: Time,
         from: NodeId,
         msg: TopicsMsg,
         post: &mut Post,
         ctx: &Context<'_>,
     ) {
         let TopicsMsg::Fanout(m) = msg;
-        self.engine.handle_message(from, m, &ctx.tree, post);
+        self.engine.handle_message(now, from, m, &ctx.tree, post);
         self.flush(post);
     }
 
@@ -184,7 +185,9 @@ impl Part for Topics {
         match call {
             ApiCall::Subscribe { tenant, topic, pid } => {
                 let local = post.tenant_of(pid) == Some(tenant);
-                let result = self.engine.join(Target::topic(tenant, &topic), pid, local);
+                let result =
+                    self.engine
+                        .join(now, &ctx.tree, Target::topic(tenant, &topic), pid, local);
                 post.reply(request, ApiReply::Grouped(result));
             }
             ApiCall::Unsubscribe { tenant, topic, pid } => {
@@ -198,10 +201,8 @@ impl Part for Topics {
                 data,
                 ..
             } => {
-                if post.tenant_of(from) != Some(tenant) {
-                    post.reply(request, ApiReply::Sent(Err(SendError::NotSender)));
-                } else if data.len() > post.max_message_bytes() {
-                    post.reply(request, ApiReply::Sent(Err(SendError::TooLarge)));
+                if let Err(e) = post.check_send(tenant, from, data.len()) {
+                    post.reply(request, ApiReply::Sent(Err(e)));
                 } else {
                     let target = Target::topic(tenant, &topic);
                     self.engine

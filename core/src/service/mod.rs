@@ -1,7 +1,7 @@
 //! The service seam: how a service plugs into the agent.
 //!
 //! Discovery and federation build the tree; every other service (placement and
-//! the namespace today; messaging and supervision next) *rides* one federation
+//! the namespace, messaging; supervision next) *rides* one federation
 //! instance and is driven the same way, through the [`Service`] trait:
 //!
 //! - inputs: [`Service::handle_message`] (its own wire message, already

@@ -1,0 +1,868 @@
+//! Unit tests of messaging's point-to-point layer: a few agents' services joined by
+//! a hand-driven network (deliver, drop, duplicate, reorder).
+
+use super::msg::{self, Ack, Item, MessagingMsg, Outcome};
+use super::{Messaging, MessagingConfig};
+use crate::agent::Identity;
+use crate::ids::{Incarnation, NodeId, Pid, TenantId};
+use crate::service::{Context, Service, ServiceEvent, ServiceOutput, TreeView};
+use crate::time::Time;
+use crate::wire::Reject;
+use nefele_api::calls::{ApiCall, ApiReply, RequestId};
+use nefele_api::messaging::{
+    Delivery, Dest, DistanceClass, DownReason, Mail, MailBody, RecvError, SendError, SendReceipt,
+};
+use nefele_api::spec::ExitStatus;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+const T: TenantId = TenantId(1);
+
+fn pid(node: u32, seq: u64) -> Pid {
+    Pid::new(NodeId(node), Incarnation(1), seq)
+}
+
+/// Agents 1..=n and the messages between them.
+struct Net {
+    now: Time,
+    agents: BTreeMap<NodeId, Messaging>,
+    wire: VecDeque<(NodeId, NodeId, MessagingMsg)>,
+    replies: BTreeMap<RequestId, ApiReply>,
+    sent: usize,
+    next_request: u64,
+}
+
+impl Net {
+    fn new(n: u32, config: &MessagingConfig) -> Net {
+        let agents = (1..=n)
+            .map(|i| {
+                let me = Identity {
+                    node: NodeId(i),
+                    incarnation: Incarnation(1),
+                };
+                (NodeId(i), Messaging::new(me, config.clone(), 7))
+            })
+            .collect();
+        Net {
+            now: Time::from_millis(1),
+            agents,
+            wire: VecDeque::new(),
+            replies: BTreeMap::new(),
+            sent: 0,
+            next_request: 0,
+        }
+    }
+
+    fn ctx(node: NodeId) -> Context<'static> {
+        Context {
+            me: Identity {
+                node,
+                incarnation: Incarnation(1),
+            },
+            tree: TreeView::empty(node),
+        }
+    }
+
+    fn drain(&mut self, node: NodeId) {
+        let a = self.agents.get_mut(&node).unwrap();
+        assert!(a.invariants());
+        while let Some(out) = a.poll_output() {
+            match out {
+                ServiceOutput::Send(to, m) => {
+                    self.sent += 1;
+                    self.wire.push_back((node, to, m));
+                }
+                ServiceOutput::Reply(r, reply) => {
+                    assert!(
+                        self.replies.insert(r, reply).is_none(),
+                        "one reply per call"
+                    );
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    fn event(&mut self, node: NodeId, event: ServiceEvent) {
+        let now = self.now;
+        self.agents
+            .get_mut(&node)
+            .unwrap()
+            .handle_event(now, &event, &Self::ctx(node));
+        self.drain(node);
+    }
+
+    fn start(&mut self, p: Pid, tenant: TenantId) {
+        self.event(p.origin(), ServiceEvent::ProcessStarted { pid: p, tenant });
+    }
+
+    fn exit(&mut self, p: Pid) {
+        let status = ExitStatus::Code(0);
+        self.event(
+            p.origin(),
+            ServiceEvent::ProcessExited {
+                pid: p,
+                tenant: T,
+                status,
+            },
+        );
+    }
+
+    fn call(&mut self, node: NodeId, call: ApiCall) -> RequestId {
+        self.next_request += 1;
+        let r = RequestId(self.next_request);
+        let now = self.now;
+        self.agents
+            .get_mut(&node)
+            .unwrap()
+            .handle_api(now, r, call, &Self::ctx(node));
+        self.drain(node);
+        r
+    }
+
+    fn send(
+        &mut self,
+        from: Pid,
+        to: Pid,
+        data: &[u8],
+        delivery: Delivery,
+        block: bool,
+    ) -> RequestId {
+        self.call(
+            from.origin(),
+            ApiCall::Send {
+                tenant: T,
+                from,
+                to: Dest::Pid(to),
+                data: data.to_vec(),
+                delivery,
+                block,
+            },
+        )
+    }
+
+    fn recv(&mut self, p: Pid, max: u32) -> Vec<Mail> {
+        let r = self.call(
+            p.origin(),
+            ApiCall::Recv {
+                tenant: T,
+                pid: p,
+                max,
+                wait: None,
+            },
+        );
+        match self.replies.remove(&r) {
+            Some(ApiReply::Received(Ok(m))) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Delivers the next message on the wire (after `advance`).
+    fn step(&mut self) -> bool {
+        let Some((from, to, m)) = self.wire.pop_front() else {
+            return false;
+        };
+        self.deliver(from, to, m);
+        true
+    }
+
+    fn deliver(&mut self, from: NodeId, to: NodeId, m: MessagingMsg) {
+        self.now = self.now + Duration::from_micros(100);
+        assert_eq!(Messaging::validate_msg(&m), Ok(()));
+        let now = self.now;
+        self.agents
+            .get_mut(&to)
+            .unwrap()
+            .handle_message(now, from, m, &Self::ctx(to));
+        self.drain(to);
+    }
+
+    fn run(&mut self) {
+        while self.step() {}
+    }
+
+    /// Moves time to `t`, firing every timeout on the way.
+    fn advance_to(&mut self, t: Time) {
+        loop {
+            let next = self
+                .agents
+                .values()
+                .filter_map(Service::next_timeout)
+                .min()
+                .filter(|n| *n <= t);
+            let Some(next) = next else { break };
+            self.now = self.now.max(next);
+            let nodes: Vec<NodeId> = self.agents.keys().copied().collect();
+            for node in nodes {
+                let now = self.now;
+                let a = self.agents.get_mut(&node).unwrap();
+                if a.next_timeout().is_some_and(|d| d <= now) {
+                    a.handle_timeout(now, &Self::ctx(node));
+                    self.drain(node);
+                }
+            }
+        }
+        self.now = self.now.max(t);
+    }
+
+    fn reply(&mut self, r: RequestId) -> Option<ApiReply> {
+        self.replies.remove(&r)
+    }
+}
+
+fn ok() -> Option<ApiReply> {
+    Some(ApiReply::Sent(Ok(SendReceipt { reached: 1 })))
+}
+
+fn err(e: SendError) -> Option<ApiReply> {
+    Some(ApiReply::Sent(Err(e)))
+}
+
+fn data(mail: &[Mail]) -> Vec<Vec<u8>> {
+    mail.iter()
+        .filter_map(|m| match &m.body {
+            MailBody::Data(d) => Some(d.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_same_host_send_touches_no_network() {
+    let mut net = Net::new(1, &MessagingConfig::default());
+    let (a, b) = (pid(1, 1), pid(1, 2));
+    net.start(a, T);
+    net.start(b, T);
+    for i in 0..3u8 {
+        let r = net.send(a, b, &[i], Delivery::AtMostOnce, false);
+        assert_eq!(net.reply(r), ok());
+    }
+    assert_eq!(net.sent, 0);
+    let mail = net.recv(b, 10);
+    assert_eq!(data(&mail), vec![vec![0], vec![1], vec![2]]);
+    assert!(mail
+        .iter()
+        .all(|m| m.from == a && m.class == DistanceClass::SameHost));
+    assert_eq!(
+        mail.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+}
+
+#[test]
+fn the_sender_must_be_a_live_local_process_of_the_tenant_and_size_is_checked_first() {
+    let config = MessagingConfig {
+        max_message_bytes: 4,
+        ..MessagingConfig::default()
+    };
+    let mut net = Net::new(2, &config);
+    let (a, b, other) = (pid(1, 1), pid(2, 1), pid(1, 2));
+    net.start(a, T);
+    net.start(other, TenantId(2));
+    net.start(b, T);
+    let r = net.send(other, b, b"x", Delivery::AtMostOnce, false);
+    assert_eq!(net.reply(r), err(SendError::NotSender));
+    let r = net.send(pid(1, 9), b, b"x", Delivery::AtMostOnce, false);
+    assert_eq!(net.reply(r), err(SendError::NotSender));
+    let r = net.send(a, b, b"12345", Delivery::AtMostOnce, false);
+    assert_eq!(net.reply(r), err(SendError::TooLarge));
+    assert_eq!(net.sent, 0);
+}
+
+#[test]
+fn a_remote_send_is_one_hop_and_fifo_with_its_class() {
+    let mut net = Net::new(2, &MessagingConfig::default());
+    let (a, b) = (pid(1, 1), pid(2, 1));
+    net.start(a, T);
+    net.start(b, T);
+    let rs: Vec<RequestId> = (0..5u8)
+        .map(|i| net.send(a, b, &[i], Delivery::AtMostOnce, false))
+        .collect();
+    assert!(net
+        .wire
+        .iter()
+        .all(|(f, t, _)| *f == NodeId(1) && *t == NodeId(2)));
+    net.run();
+    for r in rs {
+        assert_eq!(net.reply(r), ok());
+    }
+    let mail = net.recv(b, 10);
+    assert_eq!(data(&mail), (0..5u8).map(|i| vec![i]).collect::<Vec<_>>());
+    assert!(mail
+        .iter()
+        .all(|m| m.class == DistanceClass::SameDc && m.from == a));
+}
+
+#[test]
+fn failures_say_which_and_another_tenants_pid_is_like_none() {
+    let mut net = Net::new(2, &MessagingConfig::default());
+    let (a, gone, theirs) = (pid(1, 1), pid(2, 1), pid(2, 2));
+    net.start(a, T);
+    net.start(gone, T);
+    net.start(theirs, TenantId(2));
+    net.exit(gone);
+    let r1 = net.send(a, gone, b"x", Delivery::AtMostOnce, false);
+    let r2 = net.send(a, pid(2, 99), b"x", Delivery::AtMostOnce, false);
+    let r3 = net.send(a, theirs, b"x", Delivery::AtMostOnce, false);
+    net.run();
+    assert_eq!(net.reply(r1), err(SendError::Exited));
+    assert_eq!(net.reply(r2), err(SendError::NoSuchProcess));
+    assert_eq!(net.reply(r3), err(SendError::NoSuchProcess));
+    // Same host too.
+    let local_gone = pid(1, 2);
+    net.start(local_gone, T);
+    net.exit(local_gone);
+    let r = net.send(a, local_gone, b"x", Delivery::AtMostOnce, false);
+    assert_eq!(net.reply(r), err(SendError::Exited));
+}
+
+#[test]
+fn no_answer_ends_unknown_after_the_fate_timeout() {
+    let config = MessagingConfig::default();
+    let mut net = Net::new(2, &config);
+    let (a, b) = (pid(1, 1), pid(2, 1));
+    net.start(a, T);
+    net.start(b, T);
+    let r = net.send(a, b, b"x", Delivery::AtMostOnce, false);
+    net.wire.clear(); // lost
+    let t0 = net.now;
+    net.advance_to(t0 + config.fate_timeout - Duration::from_millis(1));
+    assert_eq!(net.reply(r), None);
+    net.advance_to(t0 + config.fate_timeout);
+    assert_eq!(net.reply(r), err(SendError::Unknown));
+}
+
+#[test]
+fn reliable_sends_are_resent_and_delivered_once() {
+    let config = MessagingConfig::default();
+    let mut net = Net::new(2, &config);
+    let (a, b) = (pid(1, 1), pid(2, 1));
+    net.start(a, T);
+    net.start(b, T);
+    let r0 = net.send(a, b, b"0", Delivery::Reliable, false);
+    let r1 = net.send(a, b, b"1", Delivery::Reliable, false);
+    // The first is lost, the second arrives twice (before the first).
+    let (_, _, _lost) = net.wire.pop_front().unwrap();
+    let (f, t, second) = net.wire.pop_front().unwrap();
+    net.deliver(f, t, second.clone());
+    net.deliver(f, t, second);
+    assert!(net.recv(b, 10).is_empty(), "held until the gap fills");
+    net.wire.clear(); // acks lost too
+    let t0 = net.now;
+    net.advance_to(t0 + config.resend_interval);
+    net.run();
+    assert_eq!(net.reply(r0), ok());
+    assert_eq!(net.reply(r1), ok());
+    let mail = net.recv(b, 10);
+    assert_eq!(data(&mail), vec![b"0".to_vec(), b"1".to_vec()]);
+    // Later copies change nothing.
+    net.advance_to(net.now + config.fate_timeout * 2);
+    net.run();
+    assert!(net.recv(b, 10).is_empty());
+}
+
+#[test]
+fn an_overtaken_at_most_once_message_is_late_and_order_holds() {
+    let mut net = Net::new(2, &MessagingConfig::default());
+    let (a, b) = (pid(1, 1), pid(2, 1));
+    net.start(a, T);
+    net.start(b, T);
+    let r0 = net.send(a, b, b"0", Delivery::AtMostOnce, false);
+    let r1 = net.send(a, b, b"1", Delivery::AtMostOnce, false);
+    let first = net.wire.pop_front().unwrap();
+    net.run(); // "1" first
+    net.deliver(first.0, first.1, first.2);
+    net.run();
+    assert_eq!(net.reply(r1), ok());
+    assert_eq!(net.reply(r0), err(SendError::Unknown));
+    assert_eq!(data(&net.recv(b, 10)), vec![b"1".to_vec()]);
+}
+
+#[test]
+fn a_full_mailbox_refuses_non_blocking_and_parks_blocking_sends() {
+    let config = MessagingConfig {
+        mailbox_messages: 2,
+        ..MessagingConfig::default()
+    };
+    let mut net = Net::new(2, &config);
+    let (a, b, c) = (pid(1, 1), pid(2, 1), pid(2, 2));
+    net.start(a, T);
+    net.start(b, T);
+    net.start(c, T);
+    for i in 0..2u8 {
+        let r = net.send(a, b, &[i], Delivery::AtMostOnce, false);
+        net.run();
+        assert_eq!(net.reply(r), ok());
+    }
+    let full = net.send(a, b, b"f", Delivery::AtMostOnce, false);
+    net.run();
+    assert_eq!(net.reply(full), err(SendError::Full));
+    let blocked = net.send(a, b, b"b", Delivery::AtMostOnce, true);
+    net.run();
+    let local_blocked = net.send(c, b, b"l", Delivery::AtMostOnce, true);
+    net.run();
+    // Parked: no answer, and the parked message outlives the fate timeout.
+    net.advance_to(net.now + config.fate_timeout * 2);
+    assert_eq!(net.reply(blocked), None);
+    assert_eq!(net.reply(local_blocked), None);
+    let first = net.recv(b, 1);
+    assert_eq!(data(&first), vec![vec![0]]);
+    net.run();
+    assert_eq!(net.reply(blocked), ok());
+    assert_eq!(net.reply(local_blocked), None, "still no room");
+    assert_eq!(
+        data(&net.recv(b, 10)),
+        vec![vec![1], b"b".to_vec()],
+        "parked in order, behind the mail"
+    );
+    assert_eq!(net.reply(local_blocked), ok());
+    assert_eq!(data(&net.recv(b, 10)), vec![b"l".to_vec()]);
+}
+
+#[test]
+fn credits_stop_a_pair_at_the_sender() {
+    let config = MessagingConfig {
+        credit_window: 2,
+        ..MessagingConfig::default()
+    };
+    let mut net = Net::new(2, &config);
+    let (a, b) = (pid(1, 1), pid(2, 1));
+    net.start(a, T);
+    net.start(b, T);
+    let r0 = net.send(a, b, b"0", Delivery::AtMostOnce, false);
+    let r1 = net.send(a, b, b"1", Delivery::AtMostOnce, false);
+    let r2 = net.send(a, b, b"2", Delivery::AtMostOnce, false);
+    assert_eq!(net.reply(r2), err(SendError::Full), "no credit left");
+    let r3 = net.send(a, b, b"3", Delivery::AtMostOnce, true);
+    assert_eq!(net.wire.len(), 2, "the blocking send waits at its agent");
+    net.run();
+    for r in [r0, r1, r3] {
+        assert_eq!(net.reply(r), ok());
+    }
+    assert_eq!(
+        data(&net.recv(b, 10)),
+        vec![b"0".to_vec(), b"1".to_vec(), b"3".to_vec()]
+    );
+}
+
+#[test]
+fn down_comes_after_the_watched_processes_data_even_when_reordered() {
+    let mut net = Net::new(2, &MessagingConfig::default());
+    let (watcher, watched) = (pid(1, 1), pid(2, 1));
+    net.start(watcher, T);
+    net.start(watched, T);
+    let m = net.call(
+        NodeId(1),
+        ApiCall::Monitor {
+            tenant: T,
+            watcher,
+            watched,
+        },
+    );
+    assert_eq!(net.reply(m), Some(ApiReply::Monitored(Ok(()))));
+    net.run();
+    let r = net.send(watched, watcher, b"last words", Delivery::AtMostOnce, false);
+    net.exit(watched);
+    // The Down overtakes the data on the wire.
+    let data_msg = net.wire.pop_front().unwrap();
+    net.run();
+    assert!(
+        net.recv(watcher, 10).is_empty(),
+        "the Down waits for the data"
+    );
+    net.deliver(data_msg.0, data_msg.1, data_msg.2);
+    net.run();
+    assert_eq!(net.reply(r), ok());
+    let mail = net.recv(watcher, 10);
+    assert_eq!(mail.len(), 2);
+    assert_eq!(mail[0].body, MailBody::Data(b"last words".to_vec()));
+    assert_eq!(
+        mail[1].body,
+        MailBody::Down {
+            pid: watched,
+            reason: DownReason::Exited(ExitStatus::Code(0))
+        }
+    );
+}
+
+#[test]
+fn monitoring_a_missing_process_answers_no_process_and_a_silent_host_unreachable() {
+    let config = MessagingConfig::default();
+    let mut net = Net::new(3, &config);
+    let watcher = pid(1, 1);
+    net.start(watcher, T);
+    let missing = pid(2, 7);
+    net.call(
+        NodeId(1),
+        ApiCall::Monitor {
+            tenant: T,
+            watcher,
+            watched: missing,
+        },
+    );
+    net.run();
+    let mail = net.recv(watcher, 10);
+    assert_eq!(
+        mail.iter().map(|m| m.body.clone()).collect::<Vec<_>>(),
+        vec![MailBody::Down {
+            pid: missing,
+            reason: DownReason::NoProcess
+        }]
+    );
+    let far = pid(3, 1);
+    net.start(far, T);
+    net.call(
+        NodeId(1),
+        ApiCall::Monitor {
+            tenant: T,
+            watcher,
+            watched: far,
+        },
+    );
+    net.run();
+    // Host 3 goes silent.
+    net.agents.remove(&NodeId(3));
+    let end = net.now + config.monitor_ping + config.fate_timeout;
+    loop {
+        net.wire.retain(|(_, to, _)| *to != NodeId(3));
+        if net.now >= end {
+            break;
+        }
+        net.advance_to(net.now + Duration::from_millis(100));
+    }
+    let mail = net.recv(watcher, 10);
+    assert_eq!(
+        mail.iter().map(|m| m.body.clone()).collect::<Vec<_>>(),
+        vec![MailBody::Down {
+            pid: far,
+            reason: DownReason::Unreachable
+        }]
+    );
+}
+
+#[test]
+fn recv_waits_for_mail_times_out_and_ends_with_the_process() {
+    let mut net = Net::new(1, &MessagingConfig::default());
+    let (a, b) = (pid(1, 1), pid(1, 2));
+    net.start(a, T);
+    net.start(b, T);
+    let wait = |max| ApiCall::Recv {
+        tenant: T,
+        pid: b,
+        max,
+        wait: Some(Duration::from_millis(10)),
+    };
+    let w = net.call(NodeId(1), wait(5));
+    assert_eq!(net.reply(w), None);
+    let busy = net.call(NodeId(1), wait(5));
+    assert_eq!(
+        net.reply(busy),
+        Some(ApiReply::Received(Err(RecvError::Busy)))
+    );
+    net.send(a, b, b"hi", Delivery::AtMostOnce, false);
+    match net.reply(w) {
+        Some(ApiReply::Received(Ok(m))) => assert_eq!(data(&m), vec![b"hi".to_vec()]),
+        other => panic!("{other:?}"),
+    }
+    let w = net.call(NodeId(1), wait(5));
+    net.advance_to(net.now + Duration::from_millis(10));
+    assert_eq!(net.reply(w), Some(ApiReply::Received(Ok(Vec::new()))));
+    let w = net.call(NodeId(1), wait(5));
+    net.exit(b);
+    assert_eq!(
+        net.reply(w),
+        Some(ApiReply::Received(Err(RecvError::NoSuchProcess)))
+    );
+}
+
+#[test]
+fn distance_reports_the_class_and_the_measured_round_trip() {
+    let mut net = Net::new(2, &MessagingConfig::default());
+    let (a, b) = (pid(1, 1), pid(2, 1));
+    net.start(a, T);
+    net.start(b, T);
+    let ask = |net: &mut Net| {
+        let r = net.call(
+            NodeId(1),
+            ApiCall::Distance {
+                tenant: T,
+                from: a,
+                to: b,
+            },
+        );
+        match net.reply(r) {
+            Some(ApiReply::Distance(Ok(d))) => d,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(ask(&mut net).class, DistanceClass::SameDc);
+    assert_eq!(ask(&mut net).rtt, None);
+    net.send(a, b, b"x", Delivery::AtMostOnce, false);
+    net.run(); // two hops of 100 µs each
+    assert_eq!(ask(&mut net).rtt, Some(Duration::from_micros(200)));
+}
+
+#[test]
+fn peer_sent_bounds_are_checked() {
+    let item = |body, seq, base| {
+        MessagingMsg::Deliver(Item {
+            tenant: T,
+            from: pid(1, 1),
+            to: pid(2, 1),
+            seq,
+            base,
+            reliable: false,
+            block: false,
+            body,
+        })
+    };
+    let big = MailBody::Data(vec![0; msg::MAX_DATA_BYTES + 1]);
+    assert!(matches!(
+        Messaging::validate_msg(&item(big, 0, 0)),
+        Err(Reject::TooMany { .. })
+    ));
+    let fine = MailBody::Data(vec![0; msg::MAX_DATA_BYTES]);
+    assert_eq!(Messaging::validate_msg(&item(fine.clone(), 0, 0)), Ok(()));
+    assert!(Messaging::validate_msg(&item(fine.clone(), u64::MAX, 0)).is_err());
+    assert!(Messaging::validate_msg(&item(fine, 1, 2)).is_err());
+    let ack = Ack {
+        from: pid(1, 1),
+        to: pid(2, 1),
+        seq: 0,
+        outcome: Outcome::Delivered,
+    };
+    let acks = MessagingMsg::Acks(vec![ack; msg::MAX_ACKS + 1]);
+    assert!(Messaging::validate_msg(&acks).is_err());
+}
+
+#[test]
+fn a_peer_cannot_speak_for_another_agents_processes() {
+    let mut net = Net::new(3, &MessagingConfig::default());
+    let (a, b) = (pid(1, 1), pid(2, 1));
+    net.start(a, T);
+    net.start(b, T);
+    let forged = MessagingMsg::Deliver(Item {
+        tenant: T,
+        from: a,
+        to: b,
+        seq: 0,
+        base: 0,
+        reliable: false,
+        block: false,
+        body: MailBody::Data(b"forged".to_vec()),
+    });
+    net.deliver(NodeId(3), NodeId(2), forged);
+    assert!(net.recv(b, 10).is_empty());
+    assert!(net.wire.is_empty());
+}
+
+#[test]
+fn a_lost_host_or_process_reports_down_lost_and_a_demonitor_stops_it() {
+    let mut net = Net::new(3, &MessagingConfig::default());
+    let watcher = pid(1, 1);
+    let (w2a, w2b, w3) = (pid(2, 1), pid(2, 2), pid(3, 1));
+    net.start(watcher, T);
+    for p in [w2a, w2b, w3] {
+        net.start(p, T);
+    }
+    for watched in [w2a, w2b, w3] {
+        net.call(
+            NodeId(1),
+            ApiCall::Monitor {
+                tenant: T,
+                watcher,
+                watched,
+            },
+        );
+    }
+    net.run();
+    // Placement reports one process of host 2 lost.
+    net.event(
+        NodeId(1),
+        ServiceEvent::ProcessLost {
+            pid: w2a,
+            tenant: T,
+        },
+    );
+    let lost = |p: Pid, host| MailBody::Down {
+        pid: p,
+        reason: DownReason::Lost { host },
+    };
+    let bodies = |m: Vec<Mail>| m.into_iter().map(|m| m.body).collect::<Vec<_>>();
+    assert_eq!(bodies(net.recv(watcher, 10)), vec![lost(w2a, NodeId(2))]);
+    // Host 3 is removed from the group; host 2's other process is no longer watched.
+    net.call(
+        NodeId(1),
+        ApiCall::Demonitor {
+            tenant: T,
+            watcher,
+            watched: w2b,
+        },
+    );
+    net.run();
+    net.event(
+        NodeId(1),
+        ServiceEvent::HostRemoved {
+            instance: 0,
+            node: NodeId(3),
+            level: 0,
+        },
+    );
+    assert_eq!(bodies(net.recv(watcher, 10)), vec![lost(w3, NodeId(3))]);
+    net.exit(w2b);
+    net.run();
+    assert!(net.recv(watcher, 10).is_empty(), "demonitored");
+    // Nothing left to ping.
+    assert_eq!(net.agents[&NodeId(1)].next_timeout(), None);
+}
+
+#[test]
+fn a_local_monitor_fires_on_exit_behind_the_data() {
+    let mut net = Net::new(1, &MessagingConfig::default());
+    let (watcher, watched) = (pid(1, 1), pid(1, 2));
+    net.start(watcher, T);
+    net.start(watched, T);
+    net.call(
+        NodeId(1),
+        ApiCall::Monitor {
+            tenant: T,
+            watcher,
+            watched,
+        },
+    );
+    net.send(watched, watcher, b"bye", Delivery::AtMostOnce, false);
+    net.exit(watched);
+    let mail = net.recv(watcher, 10);
+    assert_eq!(mail.len(), 2);
+    assert_eq!(mail[0].body, MailBody::Data(b"bye".to_vec()));
+    assert!(matches!(mail[1].body, MailBody::Down { pid, .. } if pid == watched));
+    assert_eq!((mail[0].seq, mail[1].seq), (0, 1));
+    assert_eq!(net.sent, 0);
+}
+
+#[test]
+fn blocked_senders_hear_when_the_receiver_exits_and_bytes_are_a_bound() {
+    let config = MessagingConfig {
+        mailbox_bytes: 4,
+        ..MessagingConfig::default()
+    };
+    let mut net = Net::new(2, &config);
+    let (a, b) = (pid(1, 1), pid(2, 1));
+    net.start(a, T);
+    net.start(b, T);
+    let r = net.send(a, b, b"1234", Delivery::AtMostOnce, false);
+    net.run();
+    assert_eq!(net.reply(r), ok());
+    let full = net.send(a, b, b"5", Delivery::AtMostOnce, false);
+    let blocked = net.send(a, b, b"6", Delivery::Reliable, true);
+    net.run();
+    assert_eq!(net.reply(full), err(SendError::Full));
+    assert_eq!(net.reply(blocked), None);
+    net.exit(b);
+    net.run();
+    assert_eq!(net.reply(blocked), err(SendError::Exited));
+}
+
+/// Random sends between processes on three agents over a network that drops,
+/// duplicates and reorders (seeded: proptest prints the seed of a failure): every
+/// pair is FIFO, nothing reaches an application twice, every send is answered once
+/// the network is quiet, a send answered delivered was delivered once, and one
+/// answered with a definite failure was not delivered.
+mod random_network {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn run(seed: u64) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let config = MessagingConfig {
+            mailbox_messages: 4,
+            credit_window: 3,
+            ..MessagingConfig::default()
+        };
+        let mut net = Net::new(3, &config);
+        let procs: Vec<Pid> = (1..=3).flat_map(|n| [pid(n, 1), pid(n, 2)]).collect();
+        for p in &procs {
+            net.start(*p, T);
+        }
+        // request -> (from, to, payload id)
+        let mut sends: BTreeMap<RequestId, (Pid, Pid, u32)> = BTreeMap::new();
+        let mut received: BTreeMap<u32, u32> = BTreeMap::new();
+        let mut last_seq: BTreeMap<(Pid, Pid), u64> = BTreeMap::new();
+        let mut collect = |net: &mut Net, received: &mut BTreeMap<u32, u32>| {
+            for p in procs.clone() {
+                for m in net.recv(p, 100) {
+                    if let MailBody::Data(d) = &m.body {
+                        let id = u32::from_le_bytes(d[..4].try_into().unwrap());
+                        *received.entry(id).or_default() += 1;
+                    }
+                    if let Some(prev) = last_seq.insert((m.from, p), m.seq) {
+                        assert!(m.seq > prev, "FIFO broken on {:?}", (m.from, p));
+                    }
+                }
+            }
+        };
+        for id in 0..200u32 {
+            let from = procs[rng.gen_range(0..procs.len())];
+            let to = procs[rng.gen_range(0..procs.len())];
+            let delivery = if rng.gen_bool(0.5) {
+                Delivery::Reliable
+            } else {
+                Delivery::AtMostOnce
+            };
+            let r = net.send(from, to, &id.to_le_bytes(), delivery, rng.gen_bool(0.5));
+            sends.insert(r, (from, to, id));
+            // The network: drop, duplicate, reorder a few messages.
+            for _ in 0..rng.gen_range(0..4) {
+                if net.wire.is_empty() {
+                    break;
+                }
+                let i = rng.gen_range(0..net.wire.len());
+                let (f, t, m) = net.wire.remove(i).unwrap();
+                match rng.gen_range(0..10) {
+                    0 => {}
+                    1 => {
+                        net.deliver(f, t, m.clone());
+                        net.deliver(f, t, m);
+                    }
+                    _ => net.deliver(f, t, m),
+                }
+            }
+            if rng.gen_bool(0.2) {
+                collect(&mut net, &mut received);
+            }
+            net.advance_to(net.now + Duration::from_millis(rng.gen_range(0..30)));
+        }
+        // Quiet network: drain everything, receive everything, let timers run out.
+        for _ in 0..50 {
+            net.run();
+            collect(&mut net, &mut received);
+            net.advance_to(net.now + config.resend_interval);
+        }
+        net.advance_to(net.now + config.block_timeout * 2);
+        net.run();
+        collect(&mut net, &mut received);
+        assert!(
+            received.values().all(|n| *n == 1),
+            "a duplicate reached an application"
+        );
+        for (r, (_, _, id)) in sends {
+            let got = received.contains_key(&id);
+            match net.reply(r) {
+                Some(ApiReply::Sent(Ok(_))) => assert!(got, "send {id} answered delivered"),
+                Some(ApiReply::Sent(Err(SendError::Unknown))) => {}
+                Some(ApiReply::Sent(Err(e))) => assert!(!got, "send {id} failed {e:?}"),
+                other => panic!("send {id} answered {other:?}"),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn fifo_once_and_answered(seed in any::<u64>()) {
+            run(seed);
+        }
+    }
+}
