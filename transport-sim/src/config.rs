@@ -56,6 +56,8 @@ pub struct SimConfig {
     pub check: CheckConfig,
     /// Simulated clients issuing spawn requests, if any.
     pub workload: Option<WorkloadConfig>,
+    /// Simulated processes that talk by messaging, if any.
+    pub messaging: Option<crate::messaging_sim::MessagingWorkload>,
 }
 
 impl Default for SimConfig {
@@ -73,6 +75,7 @@ impl Default for SimConfig {
             random_faults: None,
             check: CheckConfig::default(),
             workload: None,
+            messaging: None,
         }
     }
 }

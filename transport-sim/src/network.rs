@@ -90,6 +90,8 @@ pub struct NetworkConfig {
     /// The most a reordered message is held back.
     #[serde(with = "crate::duration_text")]
     pub reorder_window: Duration,
+    /// Every host NIC's rate in Gbit/s, each way; 0 for no limit ([`crate::nic`]).
+    pub nic_gbit: f64,
 }
 
 impl Default for NetworkConfig {
@@ -100,6 +102,7 @@ impl Default for NetworkConfig {
             duplicate: 0.0,
             reorder: 0.0,
             reorder_window: Duration::from_millis(2),
+            nic_gbit: 25.0,
         }
     }
 }
@@ -117,6 +120,12 @@ impl NetworkConfig {
                     "network.{field}: {p} is not a probability in [0, 1]"
                 ));
             }
+        }
+        if !(self.nic_gbit >= 0.0 && self.nic_gbit.is_finite()) {
+            return Err(format!(
+                "network.nic_gbit: {} is not a rate (Gbit/s, 0 for no limit)",
+                self.nic_gbit
+            ));
         }
         Ok(())
     }

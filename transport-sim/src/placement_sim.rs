@@ -319,6 +319,15 @@ impl PlacementSim {
         std::mem::take(&mut self.replies)
     }
 
+    /// The host `pid` runs on now, if it runs.
+    #[must_use]
+    pub fn host_of(&self, pid: Pid) -> Option<NodeId> {
+        let node = *self.pid_hosts.get(&pid)?;
+        self.procs[node.0 as usize]
+            .contains_key(&pid)
+            .then_some(node)
+    }
+
     /// Processes running now, per host.
     #[must_use]
     pub fn running(&self, node: NodeId) -> usize {

@@ -46,6 +46,9 @@ pub struct Report {
     /// Placement under the workload, when the run has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placement: Option<PlacementReport>,
+    /// Messaging under the `[messaging]` workload, when the run has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messaging: Option<crate::messaging_sim::MessagingFigures>,
 }
 
 /// The placement part of the report: Nefele's figures and, when asked for, the
@@ -157,6 +160,7 @@ impl Report {
                 bfd: None,
                 sparrow: None,
             }),
+            messaging: sim.messaging_figures(),
             stats,
         }
     }

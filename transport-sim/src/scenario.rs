@@ -100,6 +100,7 @@ struct ScenarioFile {
     federation: Option<Vec<FederationEntry>>,
     placement: Option<PlacementEntry>,
     workload: Option<crate::workload::WorkloadConfig>,
+    messaging: Option<crate::messaging_sim::MessagingWorkload>,
 }
 
 /// Placement's settings a scenario file may change.
@@ -367,7 +368,11 @@ pub fn parse(text: &str, default_name: &str) -> Result<Scenario, (usize, String)
         random_faults: file.random_faults,
         check: file.check.unwrap_or(defaults.check),
         workload: file.workload,
+        messaging: file.messaging,
     };
+    if let Some(Err(e)) = config.messaging.as_ref().map(|m| m.validate()) {
+        return Err((1, e));
+    }
     if let Some(Err(e)) = config
         .workload
         .as_ref()

@@ -63,6 +63,9 @@ pub fn to_toml(name: &str, config: &SimConfig) -> String {
     if let Some(workload) = &config.workload {
         top.insert("workload".into(), value(workload));
     }
+    if let Some(messaging) = &config.messaging {
+        top.insert("messaging".into(), value(messaging));
+    }
     if let Some(down) = &config.start_down {
         top.insert("start_down".into(), value(down));
     }

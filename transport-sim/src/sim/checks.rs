@@ -13,6 +13,10 @@ use std::time::Duration;
 /// under a loss fault, a query and its answer may need many more tries).
 const MAX_SETTLING_LOSS: f64 = 0.02;
 
+/// The most bytes a data message's frame adds around its data (header, envelope,
+/// pids, sequence).
+const DATA_ENVELOPE_BYTES: usize = 256;
+
 impl Simulation {
     /// How long the cluster has been free of faults; `None` while one is in force
     /// (a partition, a stall, a loss other than the configured one) or agents are
@@ -103,6 +107,29 @@ impl Simulation {
         for (name, result) in results {
             self.checker.record(self.now, name, result, true);
         }
+        // Messaging's data messages are bounded by `max_message_bytes` (and the
+        // envelope around it), not by the control MTU.
+        let data_bound =
+            self.config.agent.services.messaging.max_message_bytes as usize + DATA_ENVELOPE_BYTES;
+        let data = self.max_data_frame_since_check;
+        let data_ok = if data <= data_bound {
+            Ok(())
+        } else {
+            Err(format!(
+                "a {data}-byte data message exceeds max_message_bytes and its envelope ({data_bound})"
+            ))
+        };
+        self.checker
+            .record(self.now, "messaging.data_size", data_ok, true);
+        if let Some(m) = self.messaging.as_mut() {
+            let hosts = &self.hosts;
+            let up = |n: NodeId| hosts[n.0 as usize].agent.is_some();
+            for (name, result, needs_settle) in m.check(now, &self.placement, &up) {
+                self.checker
+                    .record(now, name, result, settled || !needs_settle);
+            }
+        }
+        self.max_data_frame_since_check = 0;
         if let Some(timeline) = &mut self.timeline {
             let federation = self.federation.reports().first();
             let shape = federation.map(|f| f.shape.clone()).unwrap_or_default();

@@ -21,6 +21,7 @@ use crate::clock::HostClock;
 use crate::config::SimConfig;
 use crate::faults::Fault;
 use crate::federation_check::FederationMonitor;
+use crate::messaging_sim::{MessagingSim, MsgAction, MsgTimer};
 use crate::network::{DropReason, Fate, Network};
 use crate::placement_sim::{PlacementFigures, PlacementSim, ProcAction};
 use crate::topology::{Topology, TopologyError};
@@ -94,13 +95,16 @@ pub struct Stats {
     pub dropped_down: u64,
     /// Bytes delivered (encoded frames).
     pub bytes_delivered: u64,
-    /// The largest frame sent.
+    /// The largest control frame sent (messaging's data messages are counted apart).
     pub max_message_bytes: u64,
+    /// The largest frame of messaging data sent.
+    pub max_data_frame_bytes: u64,
     /// Agent timers fired.
     pub timers_fired: u64,
     /// Faults struck (each undo counts too).
     pub faults: u64,
-    /// Messages sent in the steady-state window (the last quarter of the run).
+    /// Control messages sent in the steady-state window (the last quarter of the
+    /// run): every message but messaging's data and their acks.
     pub window_messages: u64,
     /// Agents up at the start of the steady-state window.
     pub window_agents: u64,
@@ -120,6 +124,9 @@ pub struct Stats {
 
 enum Event {
     Boot(NodeId),
+    /// A message's last bit reaches its receiver's link.
+    Arrive(Packet, Rc<Envelope>),
+    /// The receiver's NIC has the whole message.
     Deliver(Packet, Rc<Envelope>),
     Wake {
         node: NodeId,
@@ -135,6 +142,8 @@ enum Event {
     },
     /// The workload's next request arrives.
     Arrival,
+    /// A timer of the messaging workload.
+    Msg(MsgTimer),
 }
 
 enum Undo {
@@ -165,6 +174,7 @@ pub struct Simulation {
     config: SimConfig,
     topology: Topology,
     network: Network,
+    nics: crate::nic::Nics,
     now: Time,
     queue: EventQueue<Event>,
     hosts: Vec<SimHost>,
@@ -179,6 +189,7 @@ pub struct Simulation {
     checker: Checker,
     last_fault: Option<Time>,
     max_frame_since_check: usize,
+    max_data_frame_since_check: usize,
     scratch: Vec<u8>,
     federation: FederationMonitor,
     down_since: Vec<Option<Time>>,
@@ -196,6 +207,8 @@ pub struct Simulation {
     client_rng: ChaCha8Rng,
     /// Samples for pictures, when asked for.
     timeline: Option<Box<crate::timeline::Timeline>>,
+    /// The messaging workload's processes, when the run has one.
+    messaging: Option<Box<MessagingSim>>,
 }
 
 impl Simulation {
@@ -209,6 +222,9 @@ impl Simulation {
         if let Some(w) = &config.workload {
             w.validate().map_err(SimError::Workload)?;
         }
+        if let Some(m) = &config.messaging {
+            m.validate().map_err(SimError::Workload)?;
+        }
         let mut root = ChaCha8Rng::seed_from_u64(config.seed);
         let mut topo_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
         let net_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
@@ -217,6 +233,7 @@ impl Simulation {
         let agent_seed = root.next_u64();
         let workload_seed = root.next_u64();
         let client_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
+        let messaging_seed = root.next_u64();
         let topology = Topology::build(&config.topology, config.nodes, &mut topo_rng)?;
         let hosts_len = topology.len();
         // Without a configured seed list, the first host of each of the first three
@@ -254,6 +271,7 @@ impl Simulation {
 
         let mut sim = Simulation {
             network: Network::new(config.network.clone()),
+            nics: crate::nic::Nics::new(hosts_len, config.network.nic_gbit),
             hosts: (0..hosts_len).map(|_| SimHost::default()).collect(),
             topology,
             now: Time::ZERO,
@@ -272,6 +290,7 @@ impl Simulation {
             ),
             last_fault: None,
             max_frame_since_check: 0,
+            max_data_frame_since_check: 0,
             scratch: Vec::with_capacity(2048),
             federation: FederationMonitor::new(&config.agent.federations),
             down_since: vec![Some(Time::ZERO); hosts_len],
@@ -284,6 +303,13 @@ impl Simulation {
             workload_seed,
             client_rng,
             timeline: None,
+            messaging: config.messaging.clone().map(|m| {
+                Box::new(MessagingSim::new(
+                    m,
+                    Time::ZERO + config.duration,
+                    messaging_seed,
+                ))
+            }),
             config,
         };
         let mut booting = vec![true; hosts_len];
@@ -311,6 +337,7 @@ impl Simulation {
         }
         let first_check = Time::ZERO + sim.config.check.interval;
         sim.schedule(first_check, Event::Check);
+        sim.drain_messaging();
         Ok(sim)
     }
 
@@ -384,6 +411,16 @@ impl Simulation {
                     self.boot(node);
                 }
             }
+            Event::Arrive(packet, envelope) => {
+                let done = self
+                    .nics
+                    .receive(self.now, packet.from, packet.to, packet.len);
+                if done > self.now {
+                    self.schedule(done, Event::Deliver(packet, envelope));
+                } else {
+                    self.deliver(packet, envelope);
+                }
+            }
             Event::Deliver(packet, envelope) => self.deliver(packet, envelope),
             Event::Wake { node, generation } => self.wake(node, generation),
             Event::Fault(index) => {
@@ -409,6 +446,40 @@ impl Simulation {
             Event::Arrival => {
                 self.stats.events += 1;
                 self.arrival();
+            }
+            Event::Msg(timer) => {
+                self.stats.events += 1;
+                if let Some(m) = self.messaging.as_mut() {
+                    let hosts = &self.hosts;
+                    let up = |n: NodeId| hosts[n.0 as usize].agent.is_some();
+                    let dc = self.topology.dc_hosts();
+                    m.on_timer(self.now, timer, &self.placement, &up, dc);
+                }
+            }
+        }
+        self.drain_messaging();
+    }
+
+    /// Carries out what the messaging workload asked for, until it asks for nothing.
+    fn drain_messaging(&mut self) {
+        while let Some(action) = self.messaging.as_mut().and_then(|m| m.pop_action()) {
+            match action {
+                MsgAction::Call(node, request, call) => {
+                    if self.hosts[node.0 as usize].agent.is_some() {
+                        self.deliver_call(node, request, *call);
+                    } else if let Some(m) = self.messaging.as_mut() {
+                        m.crash(node);
+                    }
+                }
+                MsgAction::At(at, timer) => self.schedule(at, Event::Msg(timer)),
+                MsgAction::Crash(node) => {
+                    self.stats.faults += 1;
+                    self.last_fault = Some(self.now);
+                    self.federation.fault();
+                    self.crash(node);
+                    let text = format!("crash {node} (messaging workload)");
+                    self.record(TraceEvent::Fault { text: &text });
+                }
             }
         }
     }
@@ -466,6 +537,9 @@ impl Simulation {
 
     fn crash(&mut self, node: NodeId) {
         self.placement.crash(node);
+        if let Some(m) = self.messaging.as_mut() {
+            m.crash(node);
+        }
         let host = &mut self.hosts[node.0 as usize];
         host.agent = None;
         host.paused_until = Time::ZERO;
@@ -568,9 +642,12 @@ impl Simulation {
                         }
                     }
                 }
-                Output::ApiReply { request, reply } => {
-                    self.placement.on_reply(self.now, node, request.0, reply);
-                }
+                Output::ApiReply { request, reply } => match self.messaging.as_mut() {
+                    Some(m) if MessagingSim::owns(request.0) => {
+                        m.on_reply(self.now, request.0, reply, &self.placement);
+                    }
+                    _ => self.placement.on_reply(self.now, node, request.0, reply),
+                },
                 Output::Host(command) => {
                     for action in self.placement.execute(self.now, node, command) {
                         match action {
@@ -667,15 +744,27 @@ impl Simulation {
         wire::encode_into(&envelope, &mut self.scratch, usize::MAX)
             .expect("agent produced an unencodable envelope");
         let len = self.scratch.len();
-        self.max_frame_since_check = self.max_frame_since_check.max(len);
-        self.stats.max_message_bytes = self.stats.max_message_bytes.max(len as u64);
+        if crate::messaging_sim::is_data(&envelope.body) {
+            self.max_data_frame_since_check = self.max_data_frame_since_check.max(len);
+            self.stats.max_data_frame_bytes = self.stats.max_data_frame_bytes.max(len as u64);
+        } else {
+            self.max_frame_since_check = self.max_frame_since_check.max(len);
+            self.stats.max_message_bytes = self.stats.max_message_bytes.max(len as u64);
+        }
         let digest = xxhash_rust::xxh3::xxh3_64(&self.scratch);
         (len as u32, digest, Rc::new(envelope))
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, envelope: &Rc<Envelope>, len: u32, digest: u64) {
         self.stats.messages_sent += 1;
-        self.stats.window_messages += 1;
+        if crate::messaging_sim::is_messaging(&envelope.body) {
+            if let Some(m) = self.messaging.as_mut() {
+                m.on_wire(self.topology.distance(from, to), len);
+            }
+        }
+        if !crate::messaging_sim::is_user_traffic(&envelope.body) {
+            self.stats.window_messages += 1;
+        }
         if matches!(envelope.body, nefele_core::wire::Message::Placement(_)) {
             self.placement.messages += 1;
         }
@@ -692,9 +781,10 @@ impl Simulation {
         {
             Fate::Dropped(reason) => self.drop_packet(packet, reason),
             Fate::Delivered(first, second) => {
+                let sent = self.nics.transmit(self.now, from, to, len);
                 for latency in std::iter::once(first).chain(second) {
-                    let at = self.now + latency;
-                    self.schedule(at, Event::Deliver(packet, Rc::clone(envelope)));
+                    let at = sent + latency;
+                    self.schedule(at, Event::Arrive(packet, Rc::clone(envelope)));
                 }
             }
         }
@@ -772,6 +862,12 @@ impl Simulation {
     #[must_use]
     pub fn run_baseline(&self, baseline: crate::baseline::Baseline) -> PlacementFigures {
         crate::baseline::run(baseline, &self.config, &self.topology, self.workload_seed)
+    }
+
+    /// The messaging figures of the workload so far, if the run has one.
+    #[must_use]
+    pub fn messaging_figures(&self) -> Option<crate::messaging_sim::MessagingFigures> {
+        self.messaging.as_ref().map(|m| m.figures())
     }
 
     /// The placement figures of the workload so far.

@@ -1,0 +1,178 @@
+//! Messaging under the simulator (issue 13): the `[messaging]` workload on small
+//! clusters, with and without faults, and a property test over random workloads
+//! and fault schedules whose every messaging invariant must hold. A failing case
+//! prints its seed and writes a scenario file that replays it.
+
+use nefele_sim::faults::{FaultAction, Selector};
+use nefele_sim::messaging_sim::{
+    FailoverWorkload, GroupWorkload, MessagingWorkload, PubSubWorkload, RrWorkload,
+};
+use nefele_sim::{SimConfig, Simulation};
+use nefele_sim_tests::{fault, proptest_cases, run, scenario_toml, small_config};
+use proptest::prelude::*;
+use std::time::Duration;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn rr(pairs: u32, rate: f64) -> MessagingWorkload {
+    MessagingWorkload {
+        start: secs(3),
+        warmup: secs(2),
+        stop: Some(secs(12)),
+        rr: Some(RrWorkload {
+            pairs,
+            rate_per_s: rate,
+            ..RrWorkload::default()
+        }),
+        ..MessagingWorkload::default()
+    }
+}
+
+fn with_messaging(nodes: u32, seed: u64, m: MessagingWorkload) -> SimConfig {
+    let mut config = small_config(nodes, seed, secs(18));
+    config.messaging = Some(m);
+    config
+}
+
+fn violations(sim: &Simulation) -> String {
+    format!("{:#?}", sim.invariants().by_invariant)
+}
+
+#[test]
+fn request_response_pairs_complete_with_no_violation() {
+    let sim = run(with_messaging(40, 3, rr(50, 500.0)));
+    let m = sim.messaging_figures().expect("a messaging workload");
+    assert_eq!(sim.invariants().violations, 0, "{}", violations(&sim));
+    assert_eq!(m.processes_running, 100, "{m:#?}");
+    // About 500/s for 7 s, each answered.
+    assert!(m.rr_completed > 3_000, "{m:#?}");
+    assert_eq!(
+        m.sent,
+        m.sent_ok + m.failed.values().sum::<u64>() + m.unanswered
+    );
+    assert_eq!(m.duplicates + m.order_violations, 0);
+    assert!(m.latency.contains_key("same_dc") || m.latency.contains_key("same_group"));
+}
+
+#[test]
+fn the_same_seed_gives_the_same_messaging_run() {
+    let a = run(with_messaging(30, 9, rr(20, 300.0)));
+    let b = run(with_messaging(30, 9, rr(20, 300.0)));
+    assert_eq!(a.trace_hash(), b.trace_hash());
+    assert_eq!(a.messaging_figures(), b.messaging_figures());
+}
+
+#[test]
+fn sends_to_a_crashed_host_are_reported_failed_not_lost() {
+    let mut config = with_messaging(40, 5, rr(60, 600.0));
+    // A tenth of the hosts crash under load and stay down.
+    config.faults = vec![fault(
+        secs(8),
+        FaultAction::Crash(Selector::Fraction(0.1)),
+        None,
+    )];
+    let sim = run(config);
+    let m = sim.messaging_figures().unwrap();
+    assert_eq!(sim.invariants().violations, 0, "{}", violations(&sim));
+    assert!(
+        m.failed.keys().any(|k| k != "Unsupported"),
+        "some sends to the crashed processes fail: {m:#?}"
+    );
+}
+
+#[test]
+fn a_data_message_above_the_control_mtu_is_not_a_control_mtu_violation() {
+    let mut m = rr(10, 100.0);
+    m.payload_bytes = 8_000;
+    let sim = run(with_messaging(20, 1, m));
+    assert!(
+        sim.stats().max_data_frame_bytes > 8_000,
+        "{:?}",
+        sim.stats()
+    );
+    assert!(sim.stats().max_message_bytes < 1_400);
+    assert_eq!(sim.invariants().violations, 0, "{}", violations(&sim));
+}
+
+/// Everything the workload can do, small.
+fn everything(reliable: bool, fanout_max: u32) -> MessagingWorkload {
+    MessagingWorkload {
+        start: secs(3),
+        warmup: secs(2),
+        stop: Some(secs(12)),
+        reliable,
+        rr: Some(RrWorkload {
+            pairs: 20,
+            rate_per_s: 200.0,
+            by_name: true,
+            lookup_fraction: 0.2,
+            contenders: 1,
+        }),
+        pubsub: Some(PubSubWorkload {
+            topics: 3,
+            fanout_min: 1,
+            fanout_max,
+            rate_per_s: 30.0,
+        }),
+        groups: Some(GroupWorkload {
+            groups: 2,
+            members: 4,
+            clients: 2,
+            rate_per_s: 40.0,
+            broadcast: true,
+        }),
+        failover: Some(FailoverWorkload {
+            groups: 2,
+            members: 3,
+            clients: 2,
+            rate_per_s: 40.0,
+            crash_primaries_at: None,
+        }),
+        ..MessagingWorkload::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: proptest_cases(8), ..ProptestConfig::default() })]
+
+    /// Random workloads (pid and name sends, pub/sub, group patterns, failover,
+    /// reliable or not) under a random fault (crashes, a partition, loss) on 20 to
+    /// 200 hosts: every messaging invariant (and every other) holds.
+    #[test]
+    fn every_messaging_invariant_holds_under_random_workloads_and_faults(
+        nodes in 20u32..200,
+        seed in any::<u64>(),
+        reliable in any::<bool>(),
+        fanout_max in 1u32..40,
+        fault_kind in 0u8..4,
+    ) {
+        let mut config = with_messaging(nodes, seed, everything(reliable, fanout_max));
+        config.duration = secs(20);
+        let lasting = Some(secs(3));
+        config.faults = match fault_kind {
+            0 => Vec::new(),
+            1 => vec![fault(secs(7), FaultAction::Crash(Selector::Fraction(0.1)), None)],
+            2 => vec![fault(
+                secs(7),
+                FaultAction::Partition { a: Selector::Rack(0), b: Selector::All, asymmetric: false },
+                lasting,
+            )],
+            _ => vec![fault(secs(7), FaultAction::Loss(0.05), lasting)],
+        };
+        let sim = run(config.clone());
+        let inv = sim.invariants();
+        if inv.violations > 0 {
+            let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+            let path = dir.join(format!("messaging-seed-{seed}.toml"));
+            let _ = std::fs::write(&path, scenario_toml(&format!("messaging-seed-{seed}"), &config));
+            prop_assert!(
+                false,
+                "seed {seed} (nodes {nodes}): {:#?}\nreplay: nefele-sim run --scenario {}",
+                inv.by_invariant,
+                path.display()
+            );
+        }
+    }
+}
