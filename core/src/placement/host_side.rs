@@ -9,6 +9,7 @@
 //! whose request was aborted is hidden from tenants and dropped when it exits.
 
 use super::api::{Demand, DistanceClass, ProcInfo, ProcState};
+use super::done_keys::DoneKeys;
 use super::msg::{CreateItem, PidAnswer, PidOp, PlacementMsg, ReqKey, Shape};
 use super::summary::PlacementSummary;
 use super::{Placement, Timer, Want};
@@ -19,7 +20,7 @@ use crate::service::TreeView;
 use crate::service::{ServiceEvent, ServiceOutput};
 use crate::time::Time;
 use crate::wire::validate::MAX_PEER_DURATION;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// A reservation held for one request.
@@ -83,37 +84,6 @@ impl ProcEntry {
             state: self.state,
             age: self.age(now),
             distance: DistanceClass::SameHost,
-        }
-    }
-}
-
-/// Requests this host has finished with (confirmed or aborted), each kept for
-/// `exit_retention` so that a late or duplicated `Create` does nothing. Every key
-/// is kept equally long, so keys expire in the order they came: a queue holds them
-/// in expiry order beside a set for lookups, and no timer is needed. A key
-/// finished twice keeps its first expiry.
-#[derive(Debug, Default)]
-pub(super) struct DoneKeys {
-    expiry: VecDeque<(Time, ReqKey)>,
-    keys: BTreeSet<ReqKey>,
-}
-
-impl DoneKeys {
-    pub(super) fn contains(&self, key: &ReqKey) -> bool {
-        self.keys.contains(key)
-    }
-
-    /// Adds `key` until `until`, first dropping the keys expired at `now`.
-    fn insert(&mut self, now: Time, key: ReqKey, until: Time) {
-        while let Some(&(at, old)) = self.expiry.front() {
-            if at > now {
-                break;
-            }
-            self.expiry.pop_front();
-            self.keys.remove(&old);
-        }
-        if self.keys.insert(key) {
-            self.expiry.push_back((until, key));
         }
     }
 }

@@ -128,6 +128,7 @@
 //! against capacity itself.
 
 pub mod api;
+mod done_keys;
 mod host_side;
 mod ledger;
 pub mod msg;
