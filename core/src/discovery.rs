@@ -422,7 +422,7 @@ impl Discovery {
 
     /// The next output, if any.
     pub fn poll_output(&mut self) -> Option<DiscoveryOutput> {
-        self.outbox.pop_front()
+        crate::outbox::take_next(&mut self.outbox)
     }
 
     /// When [`Discovery::handle_timeout`] must be called next.

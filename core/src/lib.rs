@@ -21,6 +21,7 @@ pub mod host;
 pub mod ids;
 pub mod incarnations;
 pub mod mix;
+mod outbox;
 pub mod placement;
 pub mod service;
 pub mod time;

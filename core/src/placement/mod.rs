@@ -702,7 +702,7 @@ impl Service for Placement {
     }
 
     fn poll_output(&mut self) -> Option<ServiceOutput<PlacementMsg>> {
-        self.outbox.pop_front()
+        crate::outbox::take_next(&mut self.outbox)
     }
 
     fn next_timeout(&self) -> Option<Time> {
