@@ -414,7 +414,7 @@ impl Agent {
             let (identity, outputs, events) = (self.identity, &mut self.outputs, &mut self.events);
             self.services
                 .for_each(|s| s.drain_into(identity, outputs, events));
-            let Some(event) = self.events.pop_front() else {
+            let Some(event) = crate::outbox::take_next(&mut self.events) else {
                 break;
             };
             if !self.services.want(&event) {
@@ -504,7 +504,7 @@ impl Agent {
 
     /// The next output, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        crate::outbox::take_next(&mut self.outputs)
     }
 
     /// When `handle(now, Input::Timeout)` must be called next.

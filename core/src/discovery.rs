@@ -220,6 +220,11 @@ pub struct Discovery {
     announced: BTreeMap<NodeId, Time>,
     /// Quick heartbeats still to send after boot.
     boot_beats: u32,
+    /// No neighbour was last heard before this (the earliest `last_heard` at the
+    /// last probe round that looked, or later): while it is recent enough, a probe
+    /// round knows nobody is silent without reading every neighbour, which it did
+    /// eight times a period, missing the cache on each in a large simulation.
+    heard_since: Time,
 }
 
 impl Discovery {
@@ -236,6 +241,7 @@ impl Discovery {
             changes: 0,
             announced: BTreeMap::new(),
             boot_beats: 0,
+            heard_since: Time::ZERO,
         }
     }
 
@@ -388,8 +394,18 @@ impl Discovery {
         self.announced
             .retain(|_, since| now.saturating_since(*since) < period);
         let after = period.mul_f64(PROBE_AFTER_BEATS);
-        let silent = self
-            .neighbours
+        // `last_heard` only moves forward and a new neighbour is heard now, so none
+        // is silent while `heard_since` is recent.
+        let mut looked_at: &[(NodeId, Neighbour)] = &[];
+        if now.saturating_since(self.heard_since) > after {
+            looked_at = &self.neighbours;
+            self.heard_since = looked_at
+                .iter()
+                .map(|(_, n)| n.last_heard)
+                .min()
+                .unwrap_or(now);
+        }
+        let silent = looked_at
             .iter()
             .filter(|(_, n)| now.saturating_since(n.last_heard) > after)
             .map(|(id, _)| *id);
@@ -406,7 +422,7 @@ impl Discovery {
 
     /// The next output, if any.
     pub fn poll_output(&mut self) -> Option<DiscoveryOutput> {
-        self.outbox.pop_front()
+        crate::outbox::take_next(&mut self.outbox)
     }
 
     /// When [`Discovery::handle_timeout`] must be called next.
@@ -600,6 +616,39 @@ mod tests {
         let sent = run_until(&mut d, 4_100);
         assert_eq!(announces_to(&sent, 2), 0, "answered: no more probes");
         assert_eq!(d.neighbour_count(), 1, "kept past the 3.5 s timeout");
+    }
+
+    /// A neighbour falling silent while another keeps beating is probed from the first
+    /// round past 2.2 periods of silence: the rounds that skip reading the neighbours
+    /// (none can be silent yet) never delay a probe.
+    #[test]
+    fn a_neighbour_falling_silent_among_beating_ones_is_probed_on_time() {
+        let mut d = discovery(1);
+        d.boot(Time::ZERO);
+        let hello = DiscoveryMsg::Hello { peers: vec![] };
+        d.handle_message(Time::ZERO, NodeId(2), Incarnation(0), &hello);
+        d.handle_message(Time::ZERO, NodeId(3), Incarnation(0), &hello);
+        drain(&mut d);
+        let mut first_probe = None;
+        for ms in (0..8_000).step_by(125) {
+            if ms % 1_000 == 0 {
+                heartbeat(&mut d, ms, 3);
+                if ms <= 4_000 {
+                    heartbeat(&mut d, ms, 2);
+                }
+            }
+            let sent = run_until(&mut d, ms + 124);
+            assert_eq!(announces_to(&sent, 3), 0, "n3 beats: {sent:?}");
+            if announces_to(&sent, 2) > 0 {
+                first_probe.get_or_insert(ms);
+            }
+        }
+        // Last heard at 4 s, so silent from 6.2 s; rounds are 125 ms apart.
+        let at = first_probe.expect("n2 probed");
+        assert!(
+            (6_100..=6_325).contains(&at),
+            "first probe of n2 at {at} ms"
+        );
     }
 
     /// A neighbour first heard by its heartbeat may have missed our `Announce`: it is

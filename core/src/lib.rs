@@ -22,6 +22,7 @@ pub mod ids;
 pub mod incarnations;
 pub mod messaging;
 pub mod mix;
+mod outbox;
 pub mod placement;
 pub mod service;
 pub mod time;

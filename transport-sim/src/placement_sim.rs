@@ -26,7 +26,7 @@
 use crate::workload::{env_number, Generated};
 use nefele_core::host::{ExitStatus, HostCommand, HostEvent, Usage};
 use nefele_core::placement::api::{Resource, SpawnError};
-use nefele_core::{Agent, ApiReply, NodeId, Pid, Time};
+use nefele_core::{Agent, ApiReply, Incarnation, NodeId, Pid, Time};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -129,8 +129,9 @@ pub struct PlacementSim {
     procs: Vec<BTreeMap<Pid, SimProc>>,
     pid_hosts: BTreeMap<Pid, NodeId>,
     started_by_req: BTreeMap<u64, u32>,
-    /// The running processes of each request (entries emptied are removed).
-    running_by_req: BTreeMap<u64, BTreeSet<Pid>>,
+    /// (request, pid) of every running process of a request: one set rather than a
+    /// set per request, which cost a B-tree node (about 200 bytes) per running request.
+    running_by_req: BTreeSet<(u64, Pid)>,
     issued: BTreeMap<u64, Issued>,
     /// Failed requests in reply order: (reply time, request, requester).
     failed: VecDeque<(Time, u64, NodeId)>,
@@ -217,7 +218,7 @@ impl PlacementSim {
                 host.insert(pid, p);
                 if let Some(r) = req {
                     *self.started_by_req.entry(r).or_default() += 1;
-                    self.running_by_req.entry(r).or_default().insert(pid);
+                    self.running_by_req.insert((r, pid));
                 }
                 vec![
                     ProcAction::Report(HostEvent::Started { pid }),
@@ -262,13 +263,18 @@ impl PlacementSim {
 
     /// `pid` of request `req` no longer runs.
     fn stopped(&mut self, pid: Pid, req: Option<u64>) {
-        let Some(r) = req else { return };
-        if let Some(running) = self.running_by_req.get_mut(&r) {
-            running.remove(&pid);
-            if running.is_empty() {
-                self.running_by_req.remove(&r);
-            }
+        if let Some(r) = req {
+            self.running_by_req.remove(&(r, pid));
         }
+    }
+
+    /// The running processes of request `req`.
+    fn running_pids(&self, req: u64) -> impl Iterator<Item = Pid> + '_ {
+        let first = Pid::new(NodeId(0), Incarnation(0), 0);
+        let last = Pid::new(NodeId(u32::MAX), Incarnation(u32::MAX), u64::MAX);
+        self.running_by_req
+            .range((req, first)..=(req, last))
+            .map(|&(_, pid)| pid)
     }
 
     /// A reply from the agent of `requester` reached the client of `request`.
@@ -337,16 +343,13 @@ impl PlacementSim {
     /// Processes running now, of request `req`.
     #[must_use]
     pub fn running_of(&self, req: u64) -> u32 {
-        self.running_by_req.get(&req).map_or(0, |r| r.len() as u32)
+        self.running_pids(req).count() as u32
     }
 
     /// The hosts running processes of `req` now.
     fn hosts_of(&self, req: u64) -> BTreeSet<NodeId> {
-        self.running_by_req
-            .get(&req)
-            .into_iter()
-            .flatten()
-            .filter_map(|pid| self.pid_hosts.get(pid).copied())
+        self.running_pids(req)
+            .filter_map(|pid| self.pid_hosts.get(&pid).copied())
             .collect()
     }
 
@@ -544,7 +547,7 @@ pub(crate) fn peak(samples: &[(f64, f64)]) -> Utilization {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nefele_core::{Incarnation, ProcSpec, TenantId};
+    use nefele_core::{ProcSpec, TenantId};
 
     const REQUESTER: NodeId = NodeId(0);
     const HOST: NodeId = NodeId(1);

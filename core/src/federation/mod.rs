@@ -542,7 +542,7 @@ impl Federation {
 
     /// The next output, if any.
     pub fn poll_output(&mut self) -> Option<FedOutput> {
-        self.outbox.pop_front()
+        crate::outbox::take_next(&mut self.outbox)
     }
 
     /// When [`Federation::handle_timeout`] must be called next.

@@ -14,6 +14,7 @@
 //! dropped when it exits.
 
 use super::api::{Demand, DistanceClass, ProcInfo, ProcState};
+use super::retained_keys::RetainedKeys;
 use super::msg::{CreateItem, PidAnswer, PidOp, PlacementMsg, ReqKey, Shape};
 use super::summary::PlacementSummary;
 use super::{Placement, Timer, Want};
@@ -24,7 +25,7 @@ use crate::service::TreeView;
 use crate::service::{ServiceEvent, ServiceOutput};
 use crate::time::Time;
 use crate::wire::validate::MAX_PEER_DURATION;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// A reservation held for one request.
@@ -88,60 +89,6 @@ impl ProcEntry {
             state: self.state,
             age: self.age(now),
             distance: DistanceClass::SameHost,
-        }
-    }
-}
-
-/// Request keys, with a value each, kept for `exit_retention`: the requests this
-/// host has finished with (confirmed or aborted), so that a late or duplicated
-/// `Create` does nothing, and those it offered room to, with what it offered.
-/// Every key is kept equally long, so keys expire in the order they came: a queue
-/// holds them in expiry order beside a map for lookups, and no timer is needed. A
-/// key added twice keeps its first expiry and value.
-#[derive(Debug)]
-pub(super) struct RetainedKeys<V> {
-    expiry: VecDeque<(Time, ReqKey)>,
-    keys: BTreeMap<ReqKey, V>,
-}
-
-impl<V> Default for RetainedKeys<V> {
-    fn default() -> Self {
-        RetainedKeys {
-            expiry: VecDeque::new(),
-            keys: BTreeMap::new(),
-        }
-    }
-}
-
-impl<V> RetainedKeys<V> {
-    pub(super) fn contains(&self, key: &ReqKey) -> bool {
-        self.keys.contains_key(key)
-    }
-
-    fn get(&self, key: &ReqKey) -> Option<&V> {
-        self.keys.get(key)
-    }
-
-    fn get_mut(&mut self, key: &ReqKey) -> Option<&mut V> {
-        self.keys.get_mut(key)
-    }
-
-    /// Adds `key` with `value` until `until` unless it is there, first dropping the
-    /// keys expired at `now`; the key's value either way.
-    fn insert(&mut self, now: Time, key: ReqKey, until: Time, value: V) -> &mut V {
-        while let Some(&(at, old)) = self.expiry.front() {
-            if at > now {
-                break;
-            }
-            self.expiry.pop_front();
-            self.keys.remove(&old);
-        }
-        match self.keys.entry(key) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                self.expiry.push_back((until, key));
-                e.insert(value)
-            }
         }
     }
 }

@@ -128,6 +128,7 @@
 //! against capacity itself.
 
 pub mod api;
+mod retained_keys;
 mod host_side;
 mod ledger;
 pub mod msg;
@@ -704,7 +705,7 @@ impl Service for Placement {
     }
 
     fn poll_output(&mut self) -> Option<ServiceOutput<PlacementMsg>> {
-        self.outbox.pop_front()
+        crate::outbox::take_next(&mut self.outbox)
     }
 
     fn next_timeout(&self) -> Option<Time> {
