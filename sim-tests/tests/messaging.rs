@@ -176,3 +176,18 @@ proptest! {
         }
     }
 }
+
+/// The property test's first find (seed 9117139030379720100, 180 hosts, no fault):
+/// two fan-out sends of one sender to different targets (numbered per target)
+/// reached a member of both out of order. Fan-out sends are now numbered per sender and admitted per
+/// member.
+#[test]
+fn two_fan_out_sends_of_one_sender_reach_a_shared_member_in_order() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/regressions/messaging-fifo-seed-9117139030379720100.toml");
+    let config = nefele_sim::scenario::load(&file)
+        .expect("a valid scenario")
+        .config;
+    let sim = run(config);
+    assert_eq!(sim.invariants().violations, 0, "{}", violations(&sim));
+}

@@ -765,7 +765,7 @@ impl Fanout {
         if !target.valid() {
             return self.reply(request, ApiReply::Sent(Err(SendError::NoMembers)));
         }
-        let Some(seq) = self.order.stamp(from, &target) else {
+        let Some(seq) = self.order.stamp(from) else {
             return self.reply(request, ApiReply::Sent(Err(SendError::Full)));
         };
         let carry = Carry::Data { from, seq, data };
@@ -1031,14 +1031,15 @@ impl Fanout {
         match carry {
             Carry::Data { from, seq, data } => {
                 let mut reached = 0u32;
-                // Once per (sender, target) at this host: a repeat or a late one is
-                // delivered to none of its members.
+                // Once per (sender, member): a repeat, or one that comes after a later
+                // fan-out send of the same sender reached the member, is not delivered
+                // to it (FIFO per sender and receiver, across targets).
                 let class = class_of(self.me, tree, from.origin());
-                if self.order.admit(from, target, seq) {
-                    for (pid, _) in local {
-                        if boxes.deliver((target.tenant, from, pid), seq, &data, class) {
-                            reached += 1;
-                        }
+                for (pid, _) in local {
+                    if self.order.admit(from, pid, seq)
+                        && boxes.deliver((target.tenant, from, pid), seq, &data, class)
+                    {
+                        reached += 1;
                     }
                 }
                 parts.push((reached, Vec::new()));

@@ -1,9 +1,12 @@
-//! Pub/sub order: each publication of a publisher on a topic carries its position
-//! (from 1), and a subscriber's host delivers a publication only if it comes after
-//! the last one it delivered from that publisher on that topic. So every live
-//! subscriber gets each publication at most once, in the publisher's order; one
-//! that a reordering network delivers after a later one is dropped (and not counted
-//! as reached in the publisher's receipt).
+//! Fan-out order: each fan-out send of a sender (a publication, a multicast or a
+//! broadcast, whatever its target) carries its position among that sender's fan-out
+//! sends in this engine (from 1), and a member's host delivers it to a member only
+//! if it comes after the last one delivered from that sender to that member. So
+//! every live subscriber gets each publication at most once, in the publisher's
+//! order, and two sends of one sender to different targets that share a member
+//! reach it in the order they were sent (FIFO per sender and receiver); one that a
+//! reordering network or a different tree path delivers after a later one is
+//! dropped (and not counted as reached in the sender's receipt).
 //!
 //! [`Topics`] is the part of messaging that serves `subscribe`, `unsubscribe` and
 //! publications (sends to `Dest::Topic`): a subscription is a membership of the
@@ -31,40 +34,39 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// The most (publisher, topic) pairs a host numbers publications for; a new pair
-/// beyond it is refused (the send fails `Full`).
+/// The most senders a host numbers fan-out sends for; a new one beyond it is
+/// refused (the send fails `Full`).
 pub const MAX_PUBLISHERS: usize = 65_536;
-/// The most (publisher, topic) pairs a host remembers the last delivery of; beyond
-/// it the lowest pair is forgotten (a late duplicate of it could then be delivered
+/// The most (sender, member) pairs a host remembers the last delivery of; beyond it
+/// the lowest pair is forgotten (a late duplicate of it could then be delivered
 /// again: the bound trades memory for that).
 pub const MAX_HEARD: usize = 65_536;
 
-/// Both ends of the order of publications at one host.
+/// Both ends of the order of fan-out sends at one host.
 #[derive(Debug, Default)]
 pub struct Order {
-    /// Publisher side: the last position given, per (local publisher, target).
-    next: BTreeMap<(Pid, Target), u64>,
-    /// Subscriber side: the last position delivered here, per (publisher, target).
-    heard: BTreeMap<(Pid, Target), u64>,
+    /// Sender side: the last position given, per local sender.
+    next: BTreeMap<Pid, u64>,
+    /// Member side: the last position delivered here, per (sender, member).
+    heard: BTreeMap<(Pid, Pid), u64>,
 }
 
 impl Order {
-    /// The position of `from`'s next publication on `target`, or `None` if the table
-    /// is full.
-    pub fn stamp(&mut self, from: Pid, target: &Target) -> Option<u64> {
-        let key = (from, target.clone());
-        if !self.next.contains_key(&key) && self.next.len() >= MAX_PUBLISHERS {
+    /// The position of `from`'s next fan-out send, or `None` if the table is full.
+    pub fn stamp(&mut self, from: Pid) -> Option<u64> {
+        if !self.next.contains_key(&from) && self.next.len() >= MAX_PUBLISHERS {
             return None;
         }
-        let seq = self.next.entry(key).or_default();
+        let seq = self.next.entry(from).or_default();
         *seq += 1;
         Some(*seq)
     }
 
-    /// Whether the publication `seq` of `from` on `target` may be delivered here (it
-    /// comes after every one delivered before); if so, it is recorded as delivered.
-    pub fn admit(&mut self, from: Pid, target: &Target, seq: u64) -> bool {
-        let key = (from, target.clone());
+    /// Whether the fan-out send `seq` of `from` may be delivered to the local member
+    /// `to` (it comes after every one delivered to it before); if so, it is recorded
+    /// as delivered.
+    pub fn admit(&mut self, from: Pid, to: Pid, seq: u64) -> bool {
+        let key = (from, to);
         match self.heard.get_mut(&key) {
             Some(last) if *last >= seq => false,
             Some(last) => {
@@ -81,9 +83,10 @@ impl Order {
         }
     }
 
-    /// The local process `pid` ended: it publishes no more.
+    /// The local process `pid` ended: it sends no more (what it received is kept
+    /// until evicted: a late copy must not reach a later life of nothing).
     pub fn ended(&mut self, pid: Pid) {
-        self.next.retain(|(p, _), _| *p != pid);
+        self.next.remove(&pid);
     }
 
     /// Entries of both tables.
@@ -240,12 +243,8 @@ impl Part for Topics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{Incarnation, NodeId, TenantId};
+    use crate::ids::{Incarnation, NodeId};
     use proptest::prelude::*;
-
-    fn topic() -> Target {
-        Target::topic(TenantId(1), "t")
-    }
 
     proptest! {
         /// Whatever order publications arrive in, and however often, what is admitted
@@ -253,26 +252,50 @@ mod tests {
         #[test]
         fn admitted_positions_strictly_grow(arrivals in proptest::collection::vec(1u64..50, 0..200)) {
             let from = Pid::new(NodeId(1), Incarnation(1), 1);
+            let to = Pid::new(NodeId(2), Incarnation(1), 1);
             let mut order = Order::default();
             let admitted: Vec<u64> = arrivals
                 .iter()
                 .copied()
-                .filter(|s| order.admit(from, &topic(), *s))
+                .filter(|s| order.admit(from, to, *s))
                 .collect();
             prop_assert!(admitted.windows(2).all(|w| w[0] < w[1]), "{admitted:?}");
         }
     }
 
     #[test]
-    fn positions_start_at_one_per_pair_and_go_with_the_publisher() {
+    fn positions_start_at_one_per_sender_and_go_with_it() {
         let a = Pid::new(NodeId(1), Incarnation(1), 1);
         let b = Pid::new(NodeId(1), Incarnation(1), 2);
         let mut order = Order::default();
-        assert_eq!(order.stamp(a, &topic()), Some(1));
-        assert_eq!(order.stamp(a, &topic()), Some(2));
-        assert_eq!(order.stamp(b, &topic()), Some(1));
+        assert_eq!(order.stamp(a), Some(1));
+        assert_eq!(order.stamp(a), Some(2));
+        assert_eq!(order.stamp(b), Some(1));
         order.ended(a);
         assert_eq!(order.len().0, 1);
-        assert_eq!(order.stamp(a, &topic()), Some(1));
+        assert_eq!(order.stamp(a), Some(1));
+    }
+
+    /// The bug the messaging property test found (seed 9117139030379720100): two
+    /// sends of one sender to two targets sharing a member, numbered per target, both
+    /// admitted whatever their arrival order. Numbered per sender and admitted per
+    /// member, the later-sent one arriving first makes the earlier one late.
+    #[test]
+    fn sends_to_two_targets_reach_a_shared_member_in_the_sender_order() {
+        let from = Pid::new(NodeId(1), Incarnation(1), 1);
+        let member = Pid::new(NodeId(2), Incarnation(1), 1);
+        let other = Pid::new(NodeId(2), Incarnation(1), 2);
+        let mut order = Order::default();
+        let first = order.stamp(from).unwrap();
+        let second = order.stamp(from).unwrap();
+        assert!(order.admit(from, member, second));
+        assert!(
+            !order.admit(from, member, first),
+            "delivered after a later send"
+        );
+        assert!(
+            order.admit(from, other, first),
+            "another member keeps its own order"
+        );
     }
 }

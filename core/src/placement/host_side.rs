@@ -14,8 +14,8 @@
 //! dropped when it exits.
 
 use super::api::{Demand, DistanceClass, ProcInfo, ProcState};
-use super::retained_keys::RetainedKeys;
 use super::msg::{CreateItem, PidAnswer, PidOp, PlacementMsg, ReqKey, Shape};
+use super::retained_keys::RetainedKeys;
 use super::summary::PlacementSummary;
 use super::{Placement, Timer, Want};
 use crate::host::{ExitStatus, HostCommand, Usage};

@@ -128,13 +128,13 @@
 //! against capacity itself.
 
 pub mod api;
-mod retained_keys;
 mod host_side;
 mod ledger;
 pub mod msg;
 mod presence;
 mod ps;
 mod requester;
+mod retained_keys;
 pub mod summary;
 pub mod tenants;
 pub mod validate;
