@@ -51,6 +51,7 @@ use super::topics::Order;
 use super::MessagingSummary;
 use crate::federation::Summary;
 use crate::ids::{NodeId, Pid, TenantId};
+use crate::service::walk::WalkProgress;
 use crate::service::TreeView;
 use crate::time::Time;
 use crate::wire::validate::{check_len, MAX_LEVEL};
@@ -712,35 +713,10 @@ pub(super) enum Purpose {
 pub(super) struct Walk {
     purpose: Purpose,
     deadline: Time,
-    /// Leaders (with the level of their group) whose `Expect` is awaited.
-    walks: BTreeSet<(u8, NodeId)>,
-    /// Hosts whose answer is awaited.
-    hosts: BTreeSet<NodeId>,
-    /// Hosts that answered in full (maybe before they were announced).
-    answered: BTreeSet<NodeId>,
-    /// Parts received from hosts that have not answered in full.
-    got: BTreeMap<NodeId, u16>,
-    /// Announcements that overtook the announcement of their walk.
-    early: BTreeMap<(u8, NodeId), Vec<NodeId>>,
+    /// What the walk still waits for.
+    progress: WalkProgress,
     reached: u32,
     members: Vec<Member>,
-}
-
-impl Walk {
-    /// The walk of a group at `level` went on at `members`.
-    fn announce(&mut self, level: u8, members: &[NodeId]) {
-        for m in members {
-            if level == 0 {
-                if !self.answered.contains(m) {
-                    self.hosts.insert(*m);
-                }
-            } else if let Some(next) = self.early.remove(&(level - 1, *m)) {
-                self.announce(level - 1, &next);
-            } else {
-                self.walks.insert((level - 1, *m));
-            }
-        }
-    }
 }
 
 impl Fanout {
@@ -817,11 +793,7 @@ impl Fanout {
             Walk {
                 purpose,
                 deadline,
-                walks: BTreeSet::from([(level, root)]),
-                hosts: BTreeSet::new(),
-                answered: BTreeSet::new(),
-                got: BTreeMap::new(),
-                early: BTreeMap::new(),
+                progress: WalkProgress::new(level, root),
                 reached: 0,
                 members: Vec::new(),
             },
@@ -1089,11 +1061,7 @@ impl Fanout {
         let Some(w) = self.walks.get_mut(&token) else {
             return;
         };
-        if w.walks.remove(&(level, from)) {
-            w.announce(level, members);
-        } else {
-            w.early.insert((level, from), members.to_vec());
-        }
+        w.progress.announced(level, from, members);
         self.finish_if_done(token);
     }
 
@@ -1108,7 +1076,7 @@ impl Fanout {
         let Some(w) = self.walks.get_mut(&token) else {
             return;
         };
-        if w.answered.contains(&from) {
+        if w.progress.has_answered(from) {
             return;
         }
         w.reached = w.reached.saturating_add(reached);
@@ -1120,22 +1088,12 @@ impl Fanout {
                 .filter(|m| m.pid.origin() == from)
                 .take(room),
         );
-        let got = w.got.entry(from).or_default();
-        *got += 1;
-        if *got >= parts {
-            w.got.remove(&from);
-            w.answered.insert(from);
-            w.hosts.remove(&from);
-        }
+        w.progress.part(from, parts);
         self.finish_if_done(token);
     }
 
     fn finish_if_done(&mut self, token: u64) {
-        if self
-            .walks
-            .get(&token)
-            .is_some_and(|w| w.walks.is_empty() && w.hosts.is_empty())
-        {
+        if self.walks.get(&token).is_some_and(|w| w.progress.done()) {
             self.finish(token, true);
         }
     }

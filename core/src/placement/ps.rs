@@ -24,9 +24,9 @@ use super::summary::PlacementSummary;
 use super::{Placement, Timer};
 use crate::agent::{ApiReply, RequestId};
 use crate::ids::{NodeId, Pid, TenantId};
+use crate::service::walk::WalkProgress;
 use crate::service::TreeView;
 use crate::time::Time;
-use std::collections::{BTreeMap, BTreeSet};
 
 /// Whom a walk answers.
 #[derive(Clone, Copy, Debug)]
@@ -43,34 +43,9 @@ pub(super) struct PsWalk {
     purpose: PsFor,
     tenant: TenantId,
     deadline: Time,
-    /// Leaders (with the level of their group) whose `PsExpect` is awaited.
-    walks: BTreeSet<(u8, NodeId)>,
-    /// Hosts whose answer is awaited.
-    hosts: BTreeSet<NodeId>,
-    /// Hosts that answered in full (possibly before they were announced).
-    answered: BTreeSet<NodeId>,
-    /// Batches received so far from hosts that have not answered in full.
-    got: BTreeMap<NodeId, u16>,
-    /// Announcements that overtook the announcement of their walk.
-    early: BTreeMap<(u8, NodeId), Vec<NodeId>>,
+    /// What the walk still waits for.
+    progress: WalkProgress,
     entries: Vec<ProcInfo>,
-}
-
-impl PsWalk {
-    /// The walk of a group at `level` goes on at `members`.
-    fn announce(&mut self, level: u8, members: &[NodeId]) {
-        for m in members {
-            if level == 0 {
-                if !self.answered.contains(m) {
-                    self.hosts.insert(*m);
-                }
-            } else if let Some(next) = self.early.remove(&(level - 1, *m)) {
-                self.announce(level - 1, &next);
-            } else {
-                self.walks.insert((level - 1, *m));
-            }
-        }
-    }
 }
 
 impl Placement {
@@ -98,11 +73,7 @@ impl Placement {
                 purpose,
                 tenant,
                 deadline,
-                walks: BTreeSet::from([(level, root)]),
-                hosts: BTreeSet::new(),
-                answered: BTreeSet::new(),
-                got: BTreeMap::new(),
-                early: BTreeMap::new(),
+                progress: WalkProgress::new(level, root),
                 entries: Vec::new(),
             },
         );
@@ -262,12 +233,7 @@ impl Placement {
         let Some(w) = self.req.ps.get_mut(&token) else {
             return;
         };
-        if w.walks.remove(&(level, from)) {
-            w.announce(level, members);
-        } else {
-            // Its own walk has not been announced yet (messages overtake each other).
-            w.early.insert((level, from), members.to_vec());
-        }
+        w.progress.announced(level, from, members);
         self.finish_ps_if_done(tree, token);
     }
 
@@ -282,7 +248,7 @@ impl Placement {
         let Some(w) = self.req.ps.get_mut(&token) else {
             return;
         };
-        if w.answered.contains(&from) {
+        if w.progress.has_answered(from) {
             return;
         }
         let tenant = w.tenant;
@@ -292,23 +258,12 @@ impl Placement {
                 // A host answers for itself; a leader also for the hosts it lost.
                 .filter(|e| e.tenant == tenant && (e.host == from || e.state == ProcState::Lost)),
         );
-        let got = w.got.entry(from).or_default();
-        *got += 1;
-        if *got >= batches {
-            w.got.remove(&from);
-            w.answered.insert(from);
-            w.hosts.remove(&from);
-        }
+        w.progress.part(from, batches);
         self.finish_ps_if_done(tree, token);
     }
 
     fn finish_ps_if_done(&mut self, tree: &TreeView<'_>, token: u64) {
-        if self
-            .req
-            .ps
-            .get(&token)
-            .is_some_and(|w| w.walks.is_empty() && w.hosts.is_empty())
-        {
+        if self.req.ps.get(&token).is_some_and(|w| w.progress.done()) {
             self.finish_ps(tree, token);
         }
     }
@@ -335,7 +290,7 @@ impl Placement {
             PsFor::Reply(request) => {
                 let reply = PsReply {
                     processes: w.entries,
-                    unanswered: (w.walks.len() + w.hosts.len()) as u32,
+                    unanswered: u32::try_from(w.progress.awaited()).unwrap_or(u32::MAX),
                 };
                 self.reply(request, ApiReply::Ps(reply));
             }

@@ -36,6 +36,7 @@
 
 pub mod registry;
 mod tree;
+pub(crate) mod walk;
 
 pub use registry::{Message, Payload, ServiceConfigError, Services, ServicesConfig};
 pub use tree::{GroupView, TreeView};
