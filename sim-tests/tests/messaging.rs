@@ -135,7 +135,15 @@ fn everything(reliable: bool, fanout_max: u32) -> MessagingWorkload {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: proptest_cases(8), ..ProptestConfig::default() })]
+    // A fixed RNG seed (PROPTEST_RNG_SEED chooses another), so that CI runs the same
+    // cases every time; longer hunts set PROPTEST_CASES and PROPTEST_RNG_SEED.
+    #![proptest_config(ProptestConfig {
+        cases: proptest_cases(8),
+        rng_seed: proptest::test_runner::RngSeed::Fixed(
+            std::env::var("PROPTEST_RNG_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(13),
+        ),
+        ..ProptestConfig::default()
+    })]
 
     /// Random workloads (pid and name sends, pub/sub, group patterns, failover,
     /// reliable or not) under a random fault (crashes, a partition, loss) on 20 to
@@ -190,4 +198,22 @@ fn two_fan_out_sends_of_one_sender_reach_a_shared_member_in_order() {
         .config;
     let sim = run(config);
     assert_eq!(sim.invariants().violations, 0, "{}", violations(&sim));
+}
+
+/// The property test's second find (seed 7862755576870699962, 28 hosts, 10% of the
+/// hosts crashed at 7 s): a round-robin, anycast or least-loaded send whose chosen
+/// member's host had crashed is retried on the next member and reaches it after
+/// later sends of the same sender. That is the retry's nature (as for failover), so
+/// the check counts it rather than failing.
+#[test]
+fn a_one_member_group_send_retried_after_a_crash_may_come_late() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/regressions/messaging-seed-7862755576870699962.toml");
+    let config = nefele_sim::scenario::load(&file)
+        .expect("a valid scenario")
+        .config;
+    let sim = run(config);
+    assert_eq!(sim.invariants().violations, 0, "{}", violations(&sim));
+    let m = sim.messaging_figures().expect("a messaging workload");
+    assert!(m.group_retry_reordered > 0, "{m:#?}");
 }

@@ -141,6 +141,10 @@ pub struct MessagingFigures {
     /// Failover sends that reached a member after later sends of the same client
     /// (retried there after the primary died).
     pub failover_reordered: u64,
+    /// One-member group sends (anycast, round-robin, least-loaded) that reached a
+    /// member after later sends of the same sender: the agent retries a send whose
+    /// chosen member turned out gone on the next member, so the retry can come late.
+    pub group_retry_reordered: u64,
     /// Failover sends answered with success that no member's application received.
     pub failover_lost: u64,
     /// Request/response exchanges completed (the response reached the client).

@@ -857,6 +857,12 @@ impl MessagingSim {
                 // come after later sends that went straight here: counted, allowed.
                 self.figures.failover_reordered += 1;
             }
+            Some(&(last, _)) if last > id && kind == Some(Kind::Group) && path == 0 => {
+                // The same for a one-member group send (anycast, round-robin,
+                // least-loaded) retried on the next member after its first choice
+                // turned out gone: counted, allowed.
+                self.figures.group_retry_reordered += 1;
+            }
             Some(&(last, last_kind)) if last > id => {
                 self.figures.order_violations += 1;
                 self.violations.push((
