@@ -400,7 +400,9 @@ impl Fanout {
         if count >= MAX_PER_PROCESS || total >= MAX_MEMBERSHIPS {
             return Err(GroupError::TooMany);
         }
-        self.clock += 1;
+        // Peers' clocks are taken as they come: one near `u64::MAX` must not
+        // overflow ours.
+        self.clock = self.clock.saturating_add(1);
         self.own.insert(&target);
         if !self.members.contains_key(&target) {
             self.announce(tree, &target);
@@ -1462,6 +1464,29 @@ mod tests {
             })
             .collect();
         assert_eq!(reached, vec![1, 1, 0, 0, 1]);
+    }
+
+    #[test]
+    fn a_peer_clock_at_its_maximum_does_not_overflow_the_next_join() {
+        let me = NodeId(1);
+        let tree = TreeView::empty(me);
+        let mut e = Fanout::new(me, Duration::from_secs(1));
+        let mut boxes = Boxes::default();
+        let topic = Target::topic(TenantId(1), "t");
+        let visit = FanoutMsg::Visit {
+            token: 1,
+            origin: NodeId(2),
+            target: topic.clone(),
+            carry: Carry::Data {
+                from: pid(2, 1),
+                seq: 1,
+                data: vec![1],
+            },
+            clock: u64::MAX,
+        };
+        e.handle_message(Time::ZERO, NodeId(2), visit, &tree, &mut boxes);
+        e.join(Time::ZERO, &tree, topic, pid(1, 1), true).unwrap();
+        assert_eq!(e.clock, u64::MAX, "the clock saturates");
     }
 
     #[test]

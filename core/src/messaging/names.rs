@@ -423,7 +423,9 @@ impl Names {
         // The root first: a root seen for the first time gets every registration
         // held so far, and this one after them.
         let root = self.sync_root(now, tree);
-        self.clock += 1;
+        // Peers' clocks are taken as they come: one near `u64::MAX` must not
+        // overflow ours.
+        self.clock = self.clock.saturating_add(1);
         let stamp = self.clock;
         let deadline = now + CLAIM_TIMEOUT;
         let key = (tenant, name.clone());
@@ -1173,6 +1175,33 @@ mod tests {
                 }
             )]
         ));
+    }
+
+    #[test]
+    fn a_peer_clock_at_its_maximum_does_not_overflow_the_next_registration() {
+        let (me, root) = (2, 1);
+        let tree = under(me, root);
+        let mut host = Names::new(NodeId(me));
+        let verdict = NamesMsg::Verdict {
+            tenant: T,
+            name: "other".to_owned(),
+            pid: pid(me, 9),
+            refused: None,
+            clock: u64::MAX,
+        };
+        host.on_message(Time::ZERO, NodeId(root), verdict, &tree);
+        host.register(
+            Time::ZERO,
+            &tree,
+            RequestId(1),
+            (T, "n".to_owned(), pid(me, 1)),
+            true,
+        );
+        let out = drain(&mut host);
+        let [NameOut::Send(_, NamesMsg::Claim { claims })] = out.as_slice() else {
+            panic!("{out:?}");
+        };
+        assert_eq!(claims[0].stamp, u64::MAX, "the clock saturates");
     }
 
     #[test]
