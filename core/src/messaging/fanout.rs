@@ -901,28 +901,19 @@ impl Fanout {
             }
             return;
         };
-        let mine = match level {
-            0 => Some(self.own_filter()),
-            _ => tree.group_summary(level - 1).map(|s| filter_of(&s)),
-        };
-        let members: Vec<NodeId> = seat
-            .view()
-            .members
-            .iter()
-            .copied()
-            .filter(|&m| {
-                let filter = if m == self.me {
-                    mine
-                } else {
-                    seat.summaries().get(&m).map(filter_of)
-                };
+        let members = tree.members_to_walk(
+            seat,
+            level,
+            || self.own_filter(),
+            filter_of,
+            |m, filter| {
                 filter.is_none_or(|f| f.may_contain(&target))
                     || self
                         .pins
                         .get(&(level, m, target.clone()))
                         .is_some_and(|until| *until > self.now)
-            })
-            .collect();
+            },
+        );
         self.expect(origin, token, level, members.clone());
         let clock = self.clock;
         for m in members {

@@ -122,28 +122,13 @@ impl Placement {
             return;
         };
         // Only the subtrees the tenant index says may hold the tenant.
-        let mine = match level {
-            0 => Some(self.presence.own()),
-            _ => tree
-                .group_summary(level - 1)
-                .map(|s| PlacementSummary::of(&s).tenants),
-        };
-        let members: Vec<NodeId> = seat
-            .view()
-            .members
-            .iter()
-            .copied()
-            .filter(|&m| {
-                let summary = if m == self.me {
-                    mine
-                } else {
-                    seat.summaries()
-                        .get(&m)
-                        .map(|s| PlacementSummary::of(s).tenants)
-                };
-                self.presence.must_visit(level, m, summary, tenant)
-            })
-            .collect();
+        let members = tree.members_to_walk(
+            seat,
+            level,
+            || self.presence.own(),
+            |s| PlacementSummary::of(s).tenants,
+            |m, index| self.presence.must_visit(level, m, index.copied(), tenant),
+        );
         self.expect(tree, asker, token, level, members.clone());
         for m in members {
             match (level, m == self.me) {

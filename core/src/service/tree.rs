@@ -82,6 +82,38 @@ impl<'a> TreeView<'a> {
         self.fed?.group_summary(level)
     }
 
+    /// The members of `seat` (this agent's group at `level`, which it leads) that a
+    /// tree walk must visit, in view order. `index` reads a member's subtree index
+    /// from its summary; this agent's own entry is read fresh instead (`own` at level
+    /// 0, its group summary one level down above), since the copy in `summaries` is
+    /// a beat old. `must_visit` decides from a member's index (`None`: no summary
+    /// yet, so it may hold anything).
+    pub fn members_to_walk<I>(
+        &self,
+        seat: GroupView<'a>,
+        level: Level,
+        own: impl FnOnce() -> I,
+        index: impl Fn(&Summary) -> I,
+        mut must_visit: impl FnMut(NodeId, Option<&I>) -> bool,
+    ) -> Vec<NodeId> {
+        let mine = match level {
+            0 => Some(own()),
+            _ => self.group_summary(level - 1).map(|s| index(&s)),
+        };
+        seat.view()
+            .members
+            .iter()
+            .copied()
+            .filter(|&m| {
+                if m == self.me {
+                    must_visit(m, mine.as_ref())
+                } else {
+                    must_visit(m, seat.summaries().get(&m).map(&index).as_ref())
+                }
+            })
+            .collect()
+    }
+
     /// The instance's protocol period (zero outside a tree).
     #[must_use]
     pub fn period(&self) -> Duration {
