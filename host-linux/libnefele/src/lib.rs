@@ -10,9 +10,10 @@
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 
 pub mod client;
+mod endpoint;
 #[allow(non_camel_case_types)]
 pub mod ffi;
 pub mod proto;
 pub mod quantity;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, SendOptions};

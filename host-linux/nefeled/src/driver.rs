@@ -331,26 +331,13 @@ impl Driver {
         reply: oneshot::Sender<Reply>,
         hold: Option<Hold>,
     ) {
-        let call = match call {
-            Call::Members => {
-                let _ = reply.send(Reply::Members(self.members()));
-                return;
-            }
-            Call::Spawn(spec) => ApiCall::Spawn { tenant, spec },
-            Call::NSpawn { n, spec } => ApiCall::NSpawn { tenant, n, spec },
-            Call::CSpawn(specs) => ApiCall::CSpawn { tenant, specs },
-            Call::Kill { pid, signal } => ApiCall::Kill {
-                tenant,
-                pid,
-                signal,
-            },
-            Call::Info(pid) => ApiCall::Info { tenant, pid },
-            Call::Ps => ApiCall::Ps { tenant },
-            Call::Wait(pid) => ApiCall::Wait { tenant, pid },
+        let Some(call) = call.into_api(tenant) else {
+            let _ = reply.send(Reply::Members(self.members()));
+            return;
         };
         self.next_request += 1;
         let request = RequestId(self.next_request);
-        if matches!(call, ApiCall::Wait { .. }) {
+        if matches!(call, ApiCall::Wait { .. } | ApiCall::Recv { wait: Some(_), .. }) {
             self.waits.insert(request);
         }
         self.pending.insert(request, (reply, hold));
