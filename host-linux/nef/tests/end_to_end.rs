@@ -40,6 +40,8 @@ struct Cluster {
     _runtime: tokio::runtime::Runtime,
     _dir: tempfile::TempDir,
     socket: PathBuf,
+    /// The first agent's API socket (for messaging as its processes).
+    socket1: PathBuf,
 }
 
 async fn agent(node: u32, seeds: Vec<SocketAddr>) -> nefeled::Runtime {
@@ -63,7 +65,8 @@ impl Cluster {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api.sock");
-        let socket = runtime.block_on(async {
+        let path1 = dir.path().join("api1.sock");
+        let (socket, socket1) = runtime.block_on(async {
             let first = agent(1, vec![]).await;
             let seed = first.local_addr;
             let second = agent(2, vec![seed]).await;
@@ -71,14 +74,18 @@ impl Cluster {
             let server = ApiServer::bind(&path).await.unwrap();
             let socket = server.path().to_owned();
             tokio::spawn(server.serve(third.handle.clone(), Arc::new(Tokens)));
+            let server1 = ApiServer::bind(&path1).await.unwrap();
+            let socket1 = server1.path().to_owned();
+            tokio::spawn(server1.serve(first.handle.clone(), Arc::new(Tokens)));
             // The runtimes live as long as the tokio runtime does.
             std::mem::forget((first, second, third));
-            socket
+            (socket, socket1)
         });
         let cluster = Cluster {
             _runtime: runtime,
             _dir: dir,
             socket,
+            socket1,
         };
         cluster.wait_federated();
         cluster
@@ -400,4 +407,128 @@ fn nef_takes_its_token_from_the_environment_or_a_file() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("nef: ") && err.contains("absent"), "{err}");
+}
+
+/// A client of agent `socket` acting as `pid`.
+fn acting(socket: &Path, token: &str, pid: Pid) -> Client {
+    let mut c = Client::connect(socket, Some(token)).unwrap();
+    c.act_as(pid);
+    c
+}
+
+#[test]
+fn processes_on_two_agents_and_on_one_exchange_messages_through_their_agents() {
+    use nefele_api::messaging::{Dest, DistanceClass, MailBody, SendError};
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    // 9 × 300m over three hosts of 1000m: three on each host.
+    let pids = c.n_spawn(9, &sleeper(300)).unwrap();
+    let ps = c.ps().unwrap();
+    let on = |node: u32| -> Vec<Pid> {
+        ps.processes
+            .iter()
+            .filter(|p| p.host == NodeId(node) && pids.contains(&p.pid))
+            .map(|p| p.pid)
+            .collect()
+    };
+    let (here, there) = (on(3), on(1));
+    assert!(here.len() >= 2 && !there.is_empty(), "{ps:?}");
+    let mut a = acting(&cluster.socket, "alice", here[0]);
+    let mut b = acting(&cluster.socket1, "alice", there[0]);
+    // Two hosts, by name, and back by pid.
+    b.register("pong").unwrap();
+    assert_eq!(a.whereis("pong").unwrap(), there[0]);
+    let receipt = a.send(Dest::Name("pong".into()), b"ping").unwrap();
+    assert_eq!(receipt.reached, 1);
+    let got = b.recv(8, Duration::from_secs(5)).unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].from, here[0]);
+    assert_eq!(got[0].body, MailBody::Data(b"ping".to_vec()));
+    assert_ne!(got[0].class, DistanceClass::SameHost);
+    b.send(here[0], b"pong").unwrap();
+    // A pid send on the pair a name send used.
+    a.send(there[0], b"by pid").unwrap();
+    assert_eq!(b.recv(8, Duration::from_secs(5)).unwrap().len(), 1);
+    let back = a.recv(8, Duration::from_secs(5)).unwrap();
+    assert_eq!(back[0].body, MailBody::Data(b"pong".to_vec()));
+    // Same host.
+    let mut a2 = acting(&cluster.socket, "alice", here[1]);
+    a.send(here[1], b"next door").unwrap();
+    let got = a2.recv(8, Duration::from_secs(5)).unwrap();
+    assert_eq!(got[0].class, DistanceClass::SameHost);
+    assert_eq!(a.distance(here[1]).unwrap().class, DistanceClass::SameHost);
+    a.send(here[1], b"second").unwrap();
+    a.send(here[1], b"").unwrap();
+    assert_eq!(a2.recv(8, Duration::from_secs(5)).unwrap().len(), 2);
+    // Same host: a name send, then a pid send on the same pair from a new process.
+    let mut a3 = acting(&cluster.socket, "alice", here[2]);
+    a3.register("three").unwrap();
+    let mut a4 = acting(&cluster.socket, "alice", here[0]);
+    a4.send(Dest::Name("three".into()), b"by name").unwrap();
+    assert_eq!(a3.recv(8, Duration::from_secs(5)).unwrap().len(), 1);
+    let mut a5 = acting(&cluster.socket, "alice", here[0]);
+    a5.send(here[2], b"by pid").unwrap();
+    assert_eq!(a3.recv(8, Duration::from_secs(5)).unwrap().len(), 1);
+    // Nothing waiting: an empty answer at once, and after a short wait.
+    assert!(a2.try_recv(8).unwrap().is_empty());
+    assert!(a2.recv(8, Duration::from_millis(100)).unwrap().is_empty());
+    // Another tenant can neither act as alice's process nor reach it.
+    let mut mallory = acting(&cluster.socket, "bob", here[0]);
+    assert!(matches!(
+        mallory.send(here[1], b"x"),
+        Err(ClientError::Send(SendError::NotSender))
+    ));
+    // A pid on another host is not local: nobody can act as it here.
+    let mut far = acting(&cluster.socket, "alice", there[0]);
+    assert!(matches!(
+        far.send(here[0], b"x"),
+        Err(ClientError::Send(SendError::NotSender))
+    ));
+    // A connection acting as no process is told so before anything is sent.
+    assert!(matches!(c.send(here[0], b"x"), Err(ClientError::NoProcess)));
+}
+
+#[test]
+fn nef_sends_receives_and_looks_up_names() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    let pids = c.n_spawn(9, &sleeper(300)).unwrap();
+    let ps = c.ps().unwrap();
+    let here: Vec<String> = ps
+        .processes
+        .iter()
+        .filter(|p| p.host == NodeId(3) && pids.contains(&p.pid))
+        .map(|p| p.pid.to_string())
+        .collect();
+    let (a, b) = (&here[0], &here[1]);
+    stdout(&cluster.nef(&["--as", b, "register", "bee"]));
+    let names = stdout(&cluster.nef(&["names", "bee", "nobody", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&names).unwrap();
+    assert_eq!(v["bee"], serde_json::Value::String(b.clone()));
+    assert!(v["nobody"].is_null());
+    assert_eq!(
+        stdout(&cluster.nef(&["--as", a, "send", "name:bee", "hello"])),
+        "reached 1\n"
+    );
+    assert_eq!(
+        stdout(&cluster.nef(&["--as", b, "recv", "--data", "--timeout", "5"])),
+        "hello\n"
+    );
+    let none = cluster.nef(&["--as", b, "recv", "--timeout", "0.1"]);
+    assert!(error_line(&none, 1).contains("no message"));
+    // `bee` is also valid pid text: the name wins.
+    let ping = stdout(&cluster.nef(&["--as", a, "ping", "bee", "--count", "1", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(ping.trim()).unwrap();
+    assert_eq!(v["class"], "SameHost");
+    assert_eq!(v["send_rtt_us"].as_array().unwrap().len(), 1);
+    stdout(&cluster.nef(&["--as", b, "recv", "--timeout", "5"]));
+    stdout(&cluster.nef(&["--as", b, "groups", "join", "g"]));
+    let sent = cluster.nef(&["--as", a, "send", "group:g", "to the group"]);
+    assert!(sent.status.success(), "group send: {sent:?}");
+    let json = stdout(&cluster.nef(&["--as", b, "recv", "--json", "--timeout", "5"]));
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["from"], serde_json::Value::String(a.clone()));
+    assert_eq!(v["data"], "to the group");
+    let no_one = cluster.nef(&["send", a, "x"]);
+    assert!(error_line(&no_one, 1).contains("no process to act as"));
 }
