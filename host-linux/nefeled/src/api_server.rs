@@ -860,7 +860,8 @@ mod tests {
             Some(AgentFrame::Welcome {
                 version: PROTOCOL_VERSION,
                 tenant: TenantId(1),
-                node: NodeId(9)
+                node: NodeId(9),
+                pid: None,
             })
         );
         send(
@@ -1237,6 +1238,91 @@ mod tests {
         assert!(matches!(
             recv(&mut s).await,
             Some(AgentFrame::Reply { id: 2, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_process_endpoint_acts_only_as_its_own_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ApiServer::bind(&dir.path().join("api.sock")).await.unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let limits = ApiLimits::default();
+        tokio::spawn(
+            server
+                .with_endpoints(rx)
+                .serve_with(fake_agent(), Arc::new(two_tenants()), limits),
+        );
+        let me = some_pid();
+        let sibling = nefele_core::ids::Pid::new(NodeId(1), nefele_core::ids::Incarnation(1), 2);
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        tx.send(Endpoint {
+            pid: me,
+            tenant: TenantId(5),
+            stream: ours,
+        })
+        .unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        let mut s = UnixStream::from_std(theirs).unwrap();
+        // Any token (here a wrong one): the endpoint is its process's.
+        send(&mut s, &hello(Some("wrong"))).await;
+        assert_eq!(
+            recv(&mut s).await,
+            Some(AgentFrame::Welcome {
+                version: PROTOCOL_VERSION,
+                tenant: TenantId(5),
+                node: NodeId(9),
+                pid: Some(me),
+            })
+        );
+        let send_as = |from| Call::Send {
+            from,
+            to: nefele_api::messaging::Dest::Pid(me),
+            data: b"hi".to_vec(),
+            delivery: nefele_api::messaging::Delivery::AtMostOnce,
+            block: true,
+        };
+        // As a sibling: refused here, typed, and the agent never sees it (the fake
+        // agent would answer a Ps-shaped reply).
+        send(&mut s, &call(1, send_as(sibling))).await;
+        assert_eq!(
+            recv(&mut s).await,
+            Some(AgentFrame::Reply {
+                id: 1,
+                reply: Reply::Api(ApiReply::Sent(Err(SendError::NotSender))),
+            })
+        );
+        for (id, c) in [
+            (2, Call::Recv { pid: sibling, max: 1, wait: None }),
+            (3, Call::Register { name: "n".into(), pid: sibling }),
+            (4, Call::Join { group: "g".into(), pid: sibling }),
+            (5, Call::Monitor { watcher: sibling, watched: me }),
+            (6, Call::Distance { from: sibling, to: me }),
+        ] {
+            let expected = not_entitled(&c);
+            send(&mut s, &call(id, c)).await;
+            assert_eq!(
+                recv(&mut s).await,
+                Some(AgentFrame::Reply {
+                    id,
+                    reply: Reply::Api(expected),
+                })
+            );
+        }
+        // As itself: carried to the agent, for the endpoint's tenant.
+        send(&mut s, &call(7, send_as(me))).await;
+        let Some(AgentFrame::Reply {
+            id: 7,
+            reply: Reply::Api(ApiReply::Ps(ps)),
+        }) = recv(&mut s).await
+        else {
+            panic!("expected the fake agent's answer")
+        };
+        assert_eq!(ps.unanswered, 5, "the call ran as the endpoint's tenant");
+        // The next program of the process says Hello again on the same endpoint.
+        send(&mut s, &hello(None)).await;
+        assert!(matches!(
+            recv(&mut s).await,
+            Some(AgentFrame::Welcome { pid: Some(p), .. }) if p == me
         ));
     }
 
