@@ -12,7 +12,11 @@
 # it re-adopts them (all 8 running again); `nef kill`/`nef wait` end them from
 # host 4; a tenant process on host 2 finds neither the key nor the agent's
 # config, cannot write outside /data and /tmp nor mount, and has no capability
-# and no_new_privs; the C example (libnefele's C ABI) spawns, lists and kills on host 2.
+# and no_new_privs; the C example (libnefele's C ABI) spawns, lists and kills on host 2;
+# messaging: two tenant processes on two hosts, then two on one host, exchange a
+# ping and a pong by name and by pid through their agents (`nef` run inside each
+# process, through the endpoint it inherited), and a process sending as its
+# sibling's pid gets the typed refusal.
 #
 # Needs root, iproute2, util-linux (unshare), python3 (reads `nef --json`) and
 # cc (the C example). Without one of them the test is skipped (and the skip
@@ -309,7 +313,72 @@ run_test() {
     else
         missing "netns-cluster (test): the C example" "a C compiler (cc)"
     fi
+    run_messaging
     say "PASS"
+}
+
+# Host of pid $1, from ps on host 1.
+host_of() {
+    nef_on 1 ps --json | python3 -c 'import json,sys; print(next(p["host"] for p in json.load(sys.stdin)["processes"] if p["pid"]==sys.argv[1]))' "$1"
+}
+
+# Each process of a pair waits for its orders ("ping PEER" or "pong PEER"), then
+# the pinger sends `ping` to the name ponger (retrying until the ponger has
+# registered it), the ponger answers `pong` to the pinger's pid.
+PAIR_SCRIPT='N=/data/nef
+set -- $($N recv --data --timeout 30) || exit 2
+if [ "$1" = pong ]; then
+  $N register ponger || exit 3
+  m=$($N recv --data --timeout 30) && [ "$m" = ping ] && $N send "$2" pong
+else
+  i=0; until $N send name:ponger ping; do i=$((i+1)); [ $i -lt 100 ] || exit 4; sleep 0.1; done
+  m=$($N recv --data --timeout 30) && [ "$m" = pong ]
+fi'
+
+# Spawns a pair with affinity $1 (--apart/--together), gives them their orders,
+# and checks both end with code 0; $2 says what must hold of their hosts.
+ping_pong() {
+    local affinity=$1 hosts=$2 pids a b ha hb out
+    pids=$(nef_on 1 spawn -n 2 --mem 64M "$affinity" "pp$RANDOM" -- /bin/sh -c "$PAIR_SCRIPT") \
+        || fail "spawn of the pair failed"
+    a=$(sed -n 1p <<<"$pids"); b=$(sed -n 2p <<<"$pids")
+    ha=$(host_of "$a"); hb=$(host_of "$b")
+    say "pair: $a on host $ha, $b on host $hb"
+    if [ "$hosts" = different ]; then [ "$ha" != "$hb" ] || fail "--apart put both on host $ha"
+    else [ "$ha" = "$hb" ] || fail "--together put them on hosts $ha and $hb"; fi
+    # Orders, sent as each process to itself through its own host's agent.
+    nef_on "$ha" --as "$a" send "$a" "pong $b" >/dev/null || fail "orders to $a not sent"
+    nef_on "$hb" --as "$b" send "$b" "ping $a" >/dev/null || fail "orders to $b not sent"
+    for pid in $a $b; do
+        out=$(nef_on 1 wait "$pid") || fail "nef wait $pid failed"
+        [ "$out" = "$pid exited with code 0" ] || { tail -n 5 "$WORK"/h*/data/host/logs/*"$pid"* >&2 2>/dev/null; fail "ping-pong process: $out"; }
+    done
+}
+
+run_messaging() {
+    say "messaging: nef inside tenant processes, through their inherited endpoints"
+    local i dir
+    for i in $(seq 1 "$HOSTS"); do
+        dir="$WORK/h$i/data/host/tenants/t1"
+        mkdir -p "$dir"
+        install -m 0755 "$NEF" "$dir/nef"
+    done
+    ping_pong --apart different
+    say "ping-pong between two hosts: ok"
+    ping_pong --together same
+    say "ping-pong on one host: ok"
+
+    say "a process sending as its sibling's pid is refused"
+    local pids h s hh out
+    pids=$(nef_on 1 spawn -n 2 --mem 64M --together "hh$RANDOM" -- /bin/sh -c \
+        'N=/data/nef; s=$($N recv --data --timeout 30) || exit 2; $N --as "$s" send "$s" x 2>/tmp/err; [ $? -eq 1 ] && grep -q "not a live local process" /tmp/err') \
+        || fail "spawn of the hostile pair failed"
+    h=$(sed -n 1p <<<"$pids"); s=$(sed -n 2p <<<"$pids")
+    hh=$(host_of "$h")
+    nef_on "$hh" --as "$h" send "$h" "$s" >/dev/null || fail "orders to $h not sent"
+    out=$(nef_on 1 wait "$h") || fail "nef wait $h failed"
+    [ "$out" = "$h exited with code 0" ] || fail "the hostile process was not refused as it should be: $out"
+    nef_on 1 kill --signal KILL "$s" || true
 }
 
 # Prints p50 of a list of numbers on stdin.
