@@ -192,7 +192,9 @@ impl Client {
             .filter(|fd| *fd > 2)
             .ok_or_else(|| ClientError::NoEndpoint(format!("{FD_ENV}={text:?}")))?;
         if ENDPOINT_TAKEN.swap(true, Ordering::SeqCst) {
-            return Err(ClientError::NoEndpoint("taken already by this program".into()));
+            return Err(ClientError::NoEndpoint(
+                "taken already by this program".into(),
+            ));
         }
         let stream = crate::endpoint::adopt(fd).map_err(|source| ClientError::Io {
             path: PathBuf::from(format!("fd {fd}")),
@@ -201,7 +203,11 @@ impl Client {
         Client::greet(stream, PathBuf::from(format!("{FD_ENV}={fd}")), None)
     }
 
-    fn greet(stream: UnixStream, path: PathBuf, token: Option<&str>) -> Result<Client, ClientError> {
+    fn greet(
+        stream: UnixStream,
+        path: PathBuf,
+        token: Option<&str>,
+    ) -> Result<Client, ClientError> {
         let mut client = Client {
             stream,
             path,

@@ -741,10 +741,7 @@ pub unsafe extern "C" fn nefele_recv(
         let mails = if timeout_ms == 0 {
             c.try_recv(1)
         } else {
-            c.recv(
-                1,
-                std::time::Duration::from_millis(u64::from(timeout_ms)),
-            )
+            c.recv(1, std::time::Duration::from_millis(u64::from(timeout_ms)))
         }
         .map_err(|e| code_of(&e))?;
         let mail = mails.into_iter().next().ok_or(NEFELE_ETIMEDOUT)?;

@@ -13,10 +13,10 @@ use nefele::client::{default_socket, SOCKET_ENV, TOKEN_ENV};
 use nefele::quantity;
 use nefele::{Client, ClientError, SendOptions};
 use nefele_api::messaging::{Delivery, Dest};
-use std::time::{Duration, Instant};
 use nefele_core::host::{Affinity, ProcSpec, ResourcePolicy, Signal};
 use nefele_core::ids::Pid;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The environment variable naming a token file, as `--token-file`.
 const TOKEN_FILE_ENV: &str = "NEFELE_TOKEN_FILE";
@@ -434,9 +434,9 @@ fn ping(client: &mut Client, target: &str, count: u32, json: bool) -> Result<(),
         });
         println!("{value}");
     } else {
-        let agent = info
-            .rtt
-            .map_or("not measured yet".to_owned(), |d| format!("{:.0} µs", micros(d)));
+        let agent = info.rtt.map_or("not measured yet".to_owned(), |d| {
+            format!("{:.0} µs", micros(d))
+        });
         println!("{pid}: {:?}, agent-measured round trip {agent}", info.class);
         for (i, d) in rtts.iter().enumerate() {
             println!("send {}: {:.0} µs", i + 1, micros(*d));

@@ -45,11 +45,9 @@ use nefele::proto::{
     PROTOCOL_VERSION,
 };
 use nefele::proto::{Call, Reply};
+use nefele_api::messaging::{GroupError, MonitorError, MsgError, NameError, RecvError, SendError};
 use nefele_core::agent::ApiReply;
 use nefele_core::ids::{Pid, TenantId};
-use nefele_api::messaging::{
-    GroupError, MonitorError, MsgError, NameError, RecvError, SendError,
-};
 use nefele_core::placement::api::SpawnError;
 use std::collections::BTreeMap;
 use std::io;
@@ -564,16 +562,13 @@ async fn scoped_call(
 ) -> Result<Reply, crate::handle::RuntimeGone> {
     if let (Some(me), Call::Unregister { name }) = (scope.pid(), &call) {
         let holder = agent
-            .call(
-                scope.tenant(),
-                Call::Whereis {
-                    name: name.clone(),
-                },
-            )
+            .call(scope.tenant(), Call::Whereis { name: name.clone() })
             .await?;
         match holder {
             Reply::Api(ApiReply::Whereis(Ok(p))) if p == me => {}
-            Reply::Api(ApiReply::Whereis(Err(e))) => return Ok(Reply::Api(ApiReply::Named(Err(e)))),
+            Reply::Api(ApiReply::Whereis(Err(e))) => {
+                return Ok(Reply::Api(ApiReply::Named(Err(e))))
+            }
             _ => return Ok(Reply::Api(not_entitled(&call))),
         }
     }
@@ -1247,11 +1242,11 @@ mod tests {
         let server = ApiServer::bind(&dir.path().join("api.sock")).await.unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let limits = ApiLimits::default();
-        tokio::spawn(
-            server
-                .with_endpoints(rx)
-                .serve_with(fake_agent(), Arc::new(two_tenants()), limits),
-        );
+        tokio::spawn(server.with_endpoints(rx).serve_with(
+            fake_agent(),
+            Arc::new(two_tenants()),
+            limits,
+        ));
         let me = some_pid();
         let sibling = nefele_core::ids::Pid::new(NodeId(1), nefele_core::ids::Incarnation(1), 2);
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -1292,11 +1287,42 @@ mod tests {
             })
         );
         for (id, c) in [
-            (2, Call::Recv { pid: sibling, max: 1, wait: None }),
-            (3, Call::Register { name: "n".into(), pid: sibling }),
-            (4, Call::Join { group: "g".into(), pid: sibling }),
-            (5, Call::Monitor { watcher: sibling, watched: me }),
-            (6, Call::Distance { from: sibling, to: me }),
+            (
+                2,
+                Call::Recv {
+                    pid: sibling,
+                    max: 1,
+                    wait: None,
+                },
+            ),
+            (
+                3,
+                Call::Register {
+                    name: "n".into(),
+                    pid: sibling,
+                },
+            ),
+            (
+                4,
+                Call::Join {
+                    group: "g".into(),
+                    pid: sibling,
+                },
+            ),
+            (
+                5,
+                Call::Monitor {
+                    watcher: sibling,
+                    watched: me,
+                },
+            ),
+            (
+                6,
+                Call::Distance {
+                    from: sibling,
+                    to: me,
+                },
+            ),
         ] {
             let expected = not_entitled(&c);
             send(&mut s, &call(id, c)).await;

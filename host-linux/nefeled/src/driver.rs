@@ -337,7 +337,10 @@ impl Driver {
         };
         self.next_request += 1;
         let request = RequestId(self.next_request);
-        if matches!(call, ApiCall::Wait { .. } | ApiCall::Recv { wait: Some(_), .. }) {
+        if matches!(
+            call,
+            ApiCall::Wait { .. } | ApiCall::Recv { wait: Some(_), .. }
+        ) {
             self.waits.insert(request);
         }
         self.pending.insert(request, (reply, hold));
