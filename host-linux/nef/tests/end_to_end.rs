@@ -297,14 +297,16 @@ fn cdylib_dir() -> PathBuf {
         .to_owned()
 }
 
-#[test]
-fn the_c_example_spawns_lists_and_kills() {
+/// Builds the C example `name` with `-Wall -Werror` and runs it against a fresh
+/// cluster; `None` when no compiler is found (recorded as a skip, or a failure
+/// under CI).
+fn run_c_example(name: &str) -> Option<String> {
     let cc = ["cc", "gcc", "clang"]
         .into_iter()
         .find(|cc| Command::new(cc).arg("--version").output().is_ok());
     // Under CI (which installs gcc) a missing compiler fails the test.
     if !nefele_test_support::require(cc.is_some(), "a C compiler (cc, gcc or clang) on PATH") {
-        return;
+        return None;
     }
     let cc = cc.expect("found");
     let lib = cdylib_dir();
@@ -314,13 +316,13 @@ fn the_c_example_spawns_lists_and_kills() {
     );
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../libnefele");
     let cluster = Cluster::start();
-    let exe = cluster._dir.path().join("spawn");
+    let exe = cluster._dir.path().join(name);
     let built = Command::new(cc)
         .arg("-Wall")
         .arg("-Werror")
         .arg("-o")
         .arg(&exe)
-        .arg(crate_dir.join("examples/c/spawn.c"))
+        .arg(crate_dir.join(format!("examples/c/{name}.c")))
         .arg("-I")
         .arg(crate_dir.join("include"))
         .arg("-L")
@@ -339,12 +341,20 @@ fn the_c_example_spawns_lists_and_kills() {
         .env("LD_LIBRARY_PATH", &lib)
         .output()
         .unwrap();
-    let out = String::from_utf8_lossy(&ran.stdout);
+    let out = String::from_utf8_lossy(&ran.stdout).into_owned();
     assert!(
         ran.status.success(),
         "{out}{}",
         String::from_utf8_lossy(&ran.stderr)
     );
+    Some(out)
+}
+
+#[test]
+fn the_c_example_spawns_lists_and_kills() {
+    let Some(out) = run_c_example("spawn") else {
+        return;
+    };
     assert_eq!(
         out.lines().filter(|l| l.starts_with("spawned ")).count(),
         3,
@@ -359,6 +369,17 @@ fn the_c_example_spawns_lists_and_kills() {
         "{out}"
     );
     assert_eq!(NEFELE_OK, 0);
+}
+
+#[test]
+fn the_c_messaging_example_registers_looks_up_sends_and_receives() {
+    let Some(out) = run_c_example("messaging") else {
+        return;
+    };
+    assert_eq!(
+        out,
+        "whereis c-reader: ok\nreceived hello\nreceived world\nempty and too small: ok (8 bytes)\n"
+    );
 }
 
 #[test]
