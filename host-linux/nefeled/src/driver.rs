@@ -70,8 +70,9 @@ pub(crate) struct Driver {
     requests: mpsc::Receiver<Request>,
     /// Calls the agent works on: where the answer goes, and what to drop with it.
     pending: BTreeMap<RequestId, (oneshot::Sender<Reply>, Option<Hold>)>,
-    /// The pending calls that are waits: when their caller is gone, the agent is
-    /// told to forget them (`Input::Cancel`) and their hold is dropped.
+    /// The pending calls that are waits (for a process's end, or a receive waiting
+    /// for mail): when their caller is gone, the agent is told to forget them
+    /// (`Input::Cancel`) and their hold is dropped.
     waits: BTreeSet<RequestId>,
     next_request: u64,
     stats: DriverStats,
