@@ -4,7 +4,7 @@
 # the machine's own network is never touched.
 #
 #   scripts/netns-cluster.sh test    # the end-to-end test (.ci/run calls it)
-#   scripts/netns-cluster.sh bench   # convergence and spawn round-trip figures
+#   scripts/netns-cluster.sh bench   # convergence, spawn round trip, messaging request/response
 #
 # The test: the four agents form one top group; `nef spawn -n 8` from host 1
 # lands on several hosts and `nef ps` on host 3 lists all 8; SIGKILL to an agent
@@ -104,6 +104,9 @@ require() {
     if [ -z "${NEFELE_BIN_DIR:-}" ]; then
         say "building nefeled and nef ($PROFILE)"
         cargo build --locked --profile "${PROFILE/debug/dev}" -p nefele-daemon -p nefele-cli -p nefele >&2
+        if [ "$MODE" = bench ]; then
+            cargo build --locked --profile "$PROFILE" -p nefele --example rr >&2
+        fi
     fi
     [ -x "$BIN_DIR/nefeled" ] && [ -x "$BIN_DIR/nef" ] || fail "no nefeled or nef in $BIN_DIR"
 }
@@ -400,6 +403,66 @@ run_bench() {
     nef_on 1 spawn -n 100 --cpu 30m --mem 8M -- /bin/sleep 5 >/dev/null || fail "n_spawn failed"
     echo "n_spawn_100_ms=$(( $(now_ms) - t0 )) (100 × 30m over hosts of 1000m)"
     echo "hosts_used=$(nef_on 1 ps --json | python3 -c 'import json,sys; v=json.load(sys.stdin); print(len({p["host"] for p in v["processes"] if p["state"]=="Running"}))')"
+    bench_messaging
+}
+
+# The `rr` line (n=.. p50_us=.. p99_us=..) in the stdout log of pid $2 on host $1.
+rr_result() {
+    grep -h '^n=' "$WORK/h$1/data/host/logs/$2.out" 2>/dev/null | tail -n 1
+}
+
+# p50 of an rr result line.
+p50_of() { sed -n 's/.*p50_us=\([0-9.]*\).*/\1/p' <<<"$1"; }
+
+# 64-byte request/response between two tenant processes through Nefele (libnefele's
+# rr example, through each process's endpoint), against raw sockets between the
+# same network namespaces: TCP for two hosts, a Unix socket for one. Each Nefele
+# round trip is a send (answered once the receiving agent has the message) and a
+# receive of the answer. $NEFELE_BENCH_RR round trips each (default 5000).
+bench_messaging() {
+    local rr n=${NEFELE_BENCH_RR:-5000} i dir
+    sleep 6 # the sleepers of the spawn figures end (their cpu is reserved)
+    rr=$(realpath "$BIN_DIR/examples/rr") || fail "no rr example in $BIN_DIR/examples"
+    for i in $(seq 1 "$HOSTS"); do
+        dir="$WORK/h$i/data/host/tenants/t1"
+        mkdir -p "$dir"
+        install -m 0755 "$NEF" "$dir/nef"
+        install -m 0755 "$rr" "$dir/rr"
+    done
+    local affinity where pids a b ha hb nefele raw port=7700
+    for affinity in apart together; do
+        # Each waits for its orders (rr's arguments), then becomes rr.
+        pids=$(nef_on 1 spawn -n 2 --cpu 450m --mem 64M "--$affinity" "rr$affinity" -- /bin/sh -c \
+            'set -- $(/data/nef recv --data --timeout 60) && exec /data/rr "$@"') || fail "spawn of the rr pair failed"
+        a=$(sed -n 1p <<<"$pids"); b=$(sed -n 2p <<<"$pids")
+        ha=$(host_of "$a"); hb=$(host_of "$b")
+        nef_on "$ha" --as "$a" send "$a" "echo" >/dev/null || fail "orders to $a"
+        nef_on "$hb" --as "$b" send "$b" "client $a $n 64" >/dev/null || fail "orders to $b"
+        nef_on 1 wait "$b" >/dev/null || fail "wait $b"
+        nef_on 1 kill --signal KILL "$a" >/dev/null || true
+        nefele=$(rr_result "$hb" "$b")
+        [ -n "$nefele" ] || fail "no result from the rr client $b on host $hb"
+        if [ "$affinity" = apart ]; then
+            where="2hosts"
+            ip netns exec "$(host_ns "$ha")" "$rr" tcp-echo "$(host_ip "$ha"):$port" &
+            sleep 0.3
+            raw=$(ip netns exec "$(host_ns "$hb")" "$rr" tcp-client "$(host_ip "$ha"):$port" "$n" 64) \
+                || fail "raw tcp client failed"
+            wait
+            echo "rr64_2hosts_nefele: $nefele (hosts $ha and $hb)"
+            echo "rr64_2hosts_tcp:    $raw"
+        else
+            where="samehost"
+            ip netns exec "$(host_ns "$ha")" "$rr" unix-echo "$WORK/rr.sock" &
+            sleep 0.3
+            raw=$(ip netns exec "$(host_ns "$ha")" "$rr" unix-client "$WORK/rr.sock" "$n" 64) \
+                || fail "raw unix client failed"
+            wait
+            echo "rr64_samehost_nefele: $nefele (host $ha)"
+            echo "rr64_samehost_unix:   $raw"
+        fi
+        echo "rr64_${where}_p50_ratio=$(python3 -c 'import sys; print(round(float(sys.argv[1])/float(sys.argv[2]), 2))' "$(p50_of "$nefele")" "$(p50_of "$raw")")"
+    done
 }
 
 case "$MODE" in

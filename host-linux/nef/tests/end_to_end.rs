@@ -505,6 +505,19 @@ fn processes_on_two_agents_and_on_one_exchange_messages_through_their_agents() {
         far.send(here[0], b"x"),
         Err(ClientError::Send(SendError::NotSender))
     ));
+    // Over the size limit: a typed error, nothing delivered, the agent lives on;
+    // over the frame limit: refused by the client before it is sent.
+    assert!(matches!(
+        a.send(here[1], &vec![0; 60_001]),
+        Err(ClientError::Send(SendError::TooLarge))
+    ));
+    assert!(matches!(
+        a.send(here[1], &vec![0; 2 << 20]),
+        Err(ClientError::Protocol(_))
+    ));
+    assert!(a2.try_recv(8).unwrap().is_empty());
+    a.send(here[1], b"still here").unwrap();
+    assert_eq!(a2.recv(8, Duration::from_secs(5)).unwrap().len(), 1);
     // A connection acting as no process is told so before anything is sent.
     assert!(matches!(c.send(here[0], b"x"), Err(ClientError::NoProcess)));
 }
@@ -552,4 +565,81 @@ fn nef_sends_receives_and_looks_up_names() {
     assert_eq!(v["data"], "to the group");
     let no_one = cluster.nef(&["send", a, "x"]);
     assert!(error_line(&no_one, 1).contains("no process to act as"));
+}
+
+#[test]
+fn topics_groups_and_monitors_work_across_agents_and_a_poll_loop_receives() {
+    use nefele_api::messaging::{Dest, MailBody, Pattern};
+    use std::os::fd::AsRawFd;
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    let pids = c.n_spawn(9, &sleeper(300)).unwrap();
+    let ps = c.ps().unwrap();
+    let on = |node: u32| -> Vec<Pid> {
+        ps.processes
+            .iter()
+            .filter(|p| p.host == NodeId(node) && pids.contains(&p.pid))
+            .map(|p| p.pid)
+            .collect()
+    };
+    let (here, there) = (on(3), on(1));
+    let mut a = acting(&cluster.socket, "alice", here[0]);
+    let mut b = acting(&cluster.socket1, "alice", there[0]);
+    let mut b2 = acting(&cluster.socket1, "alice", there[1]);
+    // A topic with subscribers on another host.
+    b.subscribe("news").unwrap();
+    b2.subscribe("news").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reached = loop {
+        let r = a.publish("news", b"extra").unwrap().reached;
+        if r == 2 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(reached, 2);
+    for s in [&mut b, &mut b2] {
+        let got = s.recv(64, Duration::from_secs(5)).unwrap();
+        assert!(got
+            .iter()
+            .any(|m| m.body == MailBody::Data(b"extra".to_vec())));
+    }
+    // A failover group: the first member to join answers.
+    b.join("svc").unwrap();
+    b2.join("svc").unwrap();
+    let to_group = Dest::Group {
+        group: "svc".into(),
+        pattern: Pattern::Failover,
+    };
+    assert_eq!(a.send(to_group, b"job").unwrap().reached, 1);
+    let got = b.recv(64, Duration::from_secs(5)).unwrap();
+    assert!(got
+        .iter()
+        .any(|m| m.body == MailBody::Data(b"job".to_vec())));
+    // A monitor: killing the watched process puts a Down in the watcher's mailbox,
+    // received here through the poll-loop interface.
+    a.monitor(there[1]).unwrap();
+    a.arm(8).unwrap();
+    c.kill(there[1], Signal::Kill).unwrap();
+    assert!(
+        a.armed_ready() || poll_in(a.as_raw_fd(), 5000) > 0,
+        "no answer within 5 s"
+    );
+    let got = a.take_armed().unwrap();
+    assert!(
+        got.iter()
+            .any(|m| matches!(m.body, MailBody::Down { pid, .. } if pid == there[1])),
+        "{got:?}"
+    );
+}
+
+/// poll(2) for input on `fd`, up to `ms` milliseconds: > 0 when readable.
+fn poll_in(fd: i32, ms: i32) -> i32 {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the duration of the call.
+    unsafe { libc::poll(&mut p, 1, ms) }
 }
