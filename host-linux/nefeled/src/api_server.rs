@@ -23,7 +23,10 @@
 //! also when its client has gone (see [`crate::handle::Hold`]), so closing
 //! connections does not reset a tenant's budget (but a `wait` whose client has
 //! gone is cancelled by the driver, which frees its share); the connection's own tasks and
-//! buffers are freed when it closes. A user who floods the socket slows only
+//! buffers are freed when it closes. A messaging receive is not counted: it waits
+//! in its process's mailbox, one per mailbox (another answers `Busy` at once), so
+//! the tenant's processes bound them, and counting them would let processes
+//! blocked in receives stall the sends that would wake them. A user who floods the socket slows only
 //! itself, and a tenant only itself.
 //!
 //! **Process endpoints.** Besides the socket, the server serves the endpoints the
@@ -558,7 +561,7 @@ async fn scoped_call(
     agent: &AgentHandle,
     scope: Scope,
     call: Call,
-    hold: crate::handle::Hold,
+    hold: Option<crate::handle::Hold>,
 ) -> Result<Reply, crate::handle::RuntimeGone> {
     if let (Some(me), Call::Unregister { name }) = (scope.pid(), &call) {
         let holder = agent
@@ -572,7 +575,7 @@ async fn scoped_call(
             _ => return Ok(Reply::Api(not_entitled(&call))),
         }
     }
-    agent.call_holding(scope.tenant(), call, Some(hold)).await
+    agent.call_holding(scope.tenant(), call, hold).await
 }
 
 /// Authenticates a `Hello`: the token first, then the peer's uid.
@@ -707,10 +710,18 @@ async fn serve_calls(
                         continue;
                     }
                 }
-                let budget = admission.reserve(tenant, processes).await;
+                // A receive waits in its mailbox (one per mailbox, the rest answer
+                // Busy at once), so the tenant's processes bound them: counting them
+                // would let a tenant's processes blocked in receives stall the
+                // very sends that would wake them.
+                let budget = if matches!(call, Call::Recv { .. }) {
+                    None
+                } else {
+                    Some(admission.reserve(tenant, processes).await)
+                };
                 let (agent, out) = (agent.clone(), out.clone());
                 calls.spawn(async move {
-                    let hold: crate::handle::Hold = Box::new(budget);
+                    let hold = budget.map(|b| Box::new(b) as crate::handle::Hold);
                     let frame = match scoped_call(&agent, scope, call, hold).await {
                         Ok(reply) => Outgoing::Frame(AgentFrame::Reply { id, reply }),
                         Err(_) => Outgoing::Close(ProtocolError::ShuttingDown),
@@ -779,7 +790,9 @@ mod tests {
                 } = request
                 {
                     match *call {
-                        Call::Wait(_) => waiting.push((tenant, reply, hold)),
+                        Call::Wait(_) | Call::Recv { wait: Some(_), .. } => {
+                            waiting.push((tenant, reply, hold));
+                        }
                         Call::Kill { .. } => {
                             for (tenant, reply, _hold) in waiting.drain(..) {
                                 let _ = reply.send(answer(tenant));
@@ -1194,6 +1207,31 @@ mod tests {
             Some(AgentFrame::Reply { id: 2, .. })
         ));
         let reply = tokio::time::timeout(Duration::from_secs(5), recv(&mut tenant1)).await;
+        assert!(
+            matches!(reply, Ok(Some(AgentFrame::Reply { id: 3, .. }))),
+            "{reply:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn receives_waiting_for_mail_do_not_use_up_the_tenants_budget() {
+        let limits = ApiLimits {
+            calls_per_tenant: 1,
+            ..ApiLimits::default()
+        };
+        let (_dir, path) = server_with(two_tenants(), limits).await;
+        let mut s = connect_as(&path, Some("secret")).await;
+        let waiting = |pid| Call::Recv {
+            pid,
+            max: 1,
+            wait: Some(Duration::from_secs(60)),
+        };
+        let other = nefele_core::ids::Pid::new(NodeId(1), nefele_core::ids::Incarnation(1), 2);
+        send(&mut s, &call(1, waiting(some_pid()))).await;
+        send(&mut s, &call(2, waiting(other))).await;
+        // Both wait in the agent, yet the tenant's one call still goes through.
+        send(&mut s, &call(3, Call::Ps)).await;
+        let reply = tokio::time::timeout(Duration::from_secs(5), recv(&mut s)).await;
         assert!(
             matches!(reply, Ok(Some(AgentFrame::Reply { id: 3, .. }))),
             "{reply:?}"
