@@ -4,7 +4,10 @@
 //!
 //! - `rr echo`: inside Nefele, answers every message to its sender, forever.
 //! - `rr client PID N SIZE`: inside Nefele, sends N messages of SIZE bytes to PID,
-//!   each after the answer to the last, and prints `p50_us=.. p99_us=..`.
+//!   each after the answer to the last, and prints `n=.. p50_us=.. p99_us=..`;
+//!   first with a receive called after each send returns (`plain`), then with the
+//!   receive armed before the send ([`Client::arm`]), as a latency-minded program
+//!   would (`armed`).
 //! - `rr tcp-echo ADDR` / `rr tcp-client ADDR N SIZE`: the same over one TCP
 //!   connection (`TCP_NODELAY`).
 //! - `rr unix-echo PATH` / `rr unix-client PATH N SIZE`: the same over a Unix
@@ -24,7 +27,14 @@ fn main() {
     let num = |i: usize| -> usize { arg(i).parse().expect("a number") };
     match arg(0) {
         "echo" => echo(),
-        "client" => report(client(arg(1).parse().expect("a pid"), num(2), num(3))),
+        "client" => {
+            let mut c = Client::connect_default().expect("connect");
+            let peer: Pid = arg(1).parse().expect("a pid");
+            print!("plain: ");
+            report(client(&mut c, peer, num(2), num(3), false));
+            print!("armed: ");
+            report(client(&mut c, peer, num(2), num(3), true));
+        }
         "tcp-echo" => {
             let l = std::net::TcpListener::bind(arg(1)).expect("bind");
             let (s, _) = l.accept().expect("accept");
@@ -64,15 +74,20 @@ fn echo() {
     }
 }
 
-fn client(peer: Pid, n: usize, size: usize) -> Vec<Duration> {
-    let mut c = Client::connect_default().expect("connect");
+fn client(c: &mut Client, peer: Pid, n: usize, size: usize, armed: bool) -> Vec<Duration> {
     let data = vec![7u8; size];
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let t0 = Instant::now();
-        c.send(peer, &data).expect("send");
-        let got = c.recv(1, Duration::from_secs(10)).expect("recv");
-        assert_eq!(got.len(), 1, "no answer within 10 s");
+        let got = if armed {
+            c.arm(1).expect("arm");
+            c.send(peer, &data).expect("send");
+            c.take_armed().expect("recv")
+        } else {
+            c.send(peer, &data).expect("send");
+            c.recv(1, Duration::from_secs(10)).expect("recv")
+        };
+        assert_eq!(got.len(), 1, "no answer in time");
         samples.push(t0.elapsed());
     }
     samples
