@@ -563,6 +563,34 @@ fn nef_sends_receives_and_looks_up_names() {
     let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(v["from"], serde_json::Value::String(a.clone()));
     assert_eq!(v["data"], "to the group");
+    // `nef sub` prints what arrives until it is stopped; `nef pub` publishes.
+    let mut sub = Command::new(env!("CARGO_BIN_EXE_nef"))
+        .args(["--socket"])
+        .arg(&cluster.socket)
+        .args(["--token", "alice", "--as", b, "sub", "news", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // Until the subscription is in place: no members, or reached 0.
+        let published = cluster.nef(&["--as", a, "pub", "news", "extra"]);
+        if published.status.success() && published.stdout == b"reached 1\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never subscribed: {published:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(sub.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    sub.kill().unwrap();
+    sub.wait().unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["data"], "extra");
     let no_one = cluster.nef(&["send", a, "x"]);
     assert!(error_line(&no_one, 1).contains("no process to act as"));
 }
