@@ -466,6 +466,52 @@ mod tests {
     }
 
     #[test]
+    fn messaging_calls_round_trip_and_carry_the_connections_tenant() {
+        let me = Pid::new(NodeId(2), Incarnation(1), 5);
+        let call = Call::Recv {
+            pid: me,
+            max: 3,
+            wait: Some(std::time::Duration::from_millis(1500)),
+        };
+        let frame = ClientFrame::Call {
+            id: 9,
+            call: call.clone(),
+        };
+        let bytes = encode(&frame, MAX_REQUEST_BYTES).unwrap();
+        let back: ClientFrame = decode(&bytes[4..], MAX_REQUEST_BYTES).unwrap();
+        assert_eq!(back, frame);
+        assert_eq!(call.acts_as(), Some(me));
+        assert_eq!(
+            call.into_api(TenantId(4)),
+            Some(ApiCall::Recv {
+                tenant: TenantId(4),
+                pid: me,
+                max: 3,
+                wait: Some(std::time::Duration::from_millis(1500)),
+            })
+        );
+        assert_eq!(Call::Members.into_api(TenantId(4)), None);
+        assert_eq!(Call::Whereis { name: "x".into() }.acts_as(), None);
+    }
+
+    #[test]
+    fn a_wait_with_nanoseconds_past_a_second_is_refused() {
+        let frame = ClientFrame::Call {
+            id: 1,
+            call: Call::Recv {
+                pid: Pid::new(NodeId(1), Incarnation(1), 1),
+                max: 1,
+                wait: Some(std::time::Duration::from_nanos(7)),
+            },
+        };
+        let mut bytes = encode(&frame, MAX_REQUEST_BYTES).unwrap();
+        // The duration's nanos (u32) are the frame's last four bytes.
+        let n = bytes.len();
+        bytes[n - 4..].copy_from_slice(&2_000_000_000u32.to_be_bytes());
+        assert!(decode::<ClientFrame>(&bytes[4..], MAX_REQUEST_BYTES).is_err());
+    }
+
+    #[test]
     fn oversized_prefix_is_refused_before_reading() {
         let err = check_len((MAX_REQUEST_BYTES + 1).to_be_bytes(), MAX_REQUEST_BYTES);
         assert!(matches!(err, Err(ProtocolError::TooLarge { .. })));
