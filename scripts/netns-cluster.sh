@@ -4,7 +4,7 @@
 # the machine's own network is never touched.
 #
 #   scripts/netns-cluster.sh test    # the end-to-end test (.ci/run calls it)
-#   scripts/netns-cluster.sh bench   # convergence and spawn round-trip figures
+#   scripts/netns-cluster.sh bench   # convergence, spawn round trip, messaging request/response
 #
 # The test: the four agents form one top group; `nef spawn -n 8` from host 1
 # lands on several hosts and `nef ps` on host 3 lists all 8; SIGKILL to an agent
@@ -12,7 +12,11 @@
 # it re-adopts them (all 8 running again); `nef kill`/`nef wait` end them from
 # host 4; a tenant process on host 2 finds neither the key nor the agent's
 # config, cannot write outside /data and /tmp nor mount, and has no capability
-# and no_new_privs; the C example (libnefele's C ABI) spawns, lists and kills on host 2.
+# and no_new_privs; the C example (libnefele's C ABI) spawns, lists and kills on host 2;
+# messaging: two tenant processes on two hosts, then two on one host, exchange a
+# ping and a pong by name and by pid through their agents (`nef` run inside each
+# process, through the endpoint it inherited), and a process sending as its
+# sibling's pid gets the typed refusal.
 #
 # Needs root, iproute2, util-linux (unshare), python3 (reads `nef --json`) and
 # cc (the C example). Without one of them the test is skipped (and the skip
@@ -100,6 +104,9 @@ require() {
     if [ -z "${NEFELE_BIN_DIR:-}" ]; then
         say "building nefeled and nef ($PROFILE)"
         cargo build --locked --profile "${PROFILE/debug/dev}" -p nefele-daemon -p nefele-cli -p nefele >&2
+        if [ "$MODE" = bench ]; then
+            cargo build --locked --profile "$PROFILE" -p nefele --example rr >&2
+        fi
     fi
     [ -x "$BIN_DIR/nefeled" ] && [ -x "$BIN_DIR/nef" ] || fail "no nefeled or nef in $BIN_DIR"
 }
@@ -309,7 +316,72 @@ run_test() {
     else
         missing "netns-cluster (test): the C example" "a C compiler (cc)"
     fi
+    run_messaging
     say "PASS"
+}
+
+# Host of pid $1, from ps on host 1.
+host_of() {
+    nef_on 1 ps --json | python3 -c 'import json,sys; print(next(p["host"] for p in json.load(sys.stdin)["processes"] if p["pid"]==sys.argv[1]))' "$1"
+}
+
+# Each process of a pair waits for its orders ("ping PEER" or "pong PEER"), then
+# the pinger sends `ping` to the name ponger (retrying until the ponger has
+# registered it), the ponger answers `pong` to the pinger's pid.
+PAIR_SCRIPT='N=/data/nef
+set -- $($N recv --data --timeout 30) || exit 2
+if [ "$1" = pong ]; then
+  $N register ponger || exit 3
+  m=$($N recv --data --timeout 30) && [ "$m" = ping ] && $N send "$2" pong
+else
+  i=0; until $N send name:ponger ping; do i=$((i+1)); [ $i -lt 100 ] || exit 4; sleep 0.1; done
+  m=$($N recv --data --timeout 30) && [ "$m" = pong ]
+fi'
+
+# Spawns a pair with affinity $1 (--apart/--together), gives them their orders,
+# and checks both end with code 0; $2 says what must hold of their hosts.
+ping_pong() {
+    local affinity=$1 hosts=$2 pids a b ha hb out
+    pids=$(nef_on 1 spawn -n 2 --mem 64M "$affinity" "pp$RANDOM" -- /bin/sh -c "$PAIR_SCRIPT") \
+        || fail "spawn of the pair failed"
+    a=$(sed -n 1p <<<"$pids"); b=$(sed -n 2p <<<"$pids")
+    ha=$(host_of "$a"); hb=$(host_of "$b")
+    say "pair: $a on host $ha, $b on host $hb"
+    if [ "$hosts" = different ]; then [ "$ha" != "$hb" ] || fail "--apart put both on host $ha"
+    else [ "$ha" = "$hb" ] || fail "--together put them on hosts $ha and $hb"; fi
+    # Orders, sent as each process to itself through its own host's agent.
+    nef_on "$ha" --as "$a" send "$a" "pong $b" >/dev/null || fail "orders to $a not sent"
+    nef_on "$hb" --as "$b" send "$b" "ping $a" >/dev/null || fail "orders to $b not sent"
+    for pid in $a $b; do
+        out=$(nef_on 1 wait "$pid") || fail "nef wait $pid failed"
+        [ "$out" = "$pid exited with code 0" ] || { tail -n 5 "$WORK"/h*/data/host/logs/*"$pid"* >&2 2>/dev/null; fail "ping-pong process: $out"; }
+    done
+}
+
+run_messaging() {
+    say "messaging: nef inside tenant processes, through their inherited endpoints"
+    local i dir
+    for i in $(seq 1 "$HOSTS"); do
+        dir="$WORK/h$i/data/host/tenants/t1"
+        mkdir -p "$dir"
+        install -m 0755 "$NEF" "$dir/nef"
+    done
+    ping_pong --apart different
+    say "ping-pong between two hosts: ok"
+    ping_pong --together same
+    say "ping-pong on one host: ok"
+
+    say "a process sending as its sibling's pid is refused"
+    local pids h s hh out
+    pids=$(nef_on 1 spawn -n 2 --mem 64M --together "hh$RANDOM" -- /bin/sh -c \
+        'N=/data/nef; s=$($N recv --data --timeout 30) || exit 2; $N --as "$s" send "$s" x 2>/tmp/err; [ $? -eq 1 ] && grep -q "not a live local process" /tmp/err') \
+        || fail "spawn of the hostile pair failed"
+    h=$(sed -n 1p <<<"$pids"); s=$(sed -n 2p <<<"$pids")
+    hh=$(host_of "$h")
+    nef_on "$hh" --as "$h" send "$h" "$s" >/dev/null || fail "orders to $h not sent"
+    out=$(nef_on 1 wait "$h") || fail "nef wait $h failed"
+    [ "$out" = "$h exited with code 0" ] || fail "the hostile process was not refused as it should be: $out"
+    nef_on 1 kill --signal KILL "$s" || true
 }
 
 # Prints p50 of a list of numbers on stdin.
@@ -331,6 +403,71 @@ run_bench() {
     nef_on 1 spawn -n 100 --cpu 30m --mem 8M -- /bin/sleep 5 >/dev/null || fail "n_spawn failed"
     echo "n_spawn_100_ms=$(( $(now_ms) - t0 )) (100 × 30m over hosts of 1000m)"
     echo "hosts_used=$(nef_on 1 ps --json | python3 -c 'import json,sys; v=json.load(sys.stdin); print(len({p["host"] for p in v["processes"] if p["state"]=="Running"}))')"
+    bench_messaging
+}
+
+# The `rr` line $3 (plain or armed: n=.. p50_us=.. p99_us=..) in the stdout log of
+# pid $2 on host $1.
+rr_result() {
+    sed -n "s/^$3: //p" "$WORK/h$1/data/host/logs/$2.out" 2>/dev/null | tail -n 1
+}
+
+# p50 of an rr result line.
+p50_of() { sed -n 's/.*p50_us=\([0-9.]*\).*/\1/p' <<<"$1"; }
+
+# 64-byte request/response between two tenant processes through Nefele (libnefele's
+# rr example, through each process's endpoint), against raw sockets between the
+# same network namespaces: TCP for two hosts, a Unix socket for one. Each Nefele
+# round trip is a send (answered once the receiving agent has the message) and a
+# receive of the answer. $NEFELE_BENCH_RR round trips each (default 5000).
+bench_messaging() {
+    local rr n=${NEFELE_BENCH_RR:-5000} i dir
+    sleep 6 # the sleepers of the spawn figures end (their cpu is reserved)
+    rr=$(realpath "$BIN_DIR/examples/rr") || fail "no rr example in $BIN_DIR/examples"
+    for i in $(seq 1 "$HOSTS"); do
+        dir="$WORK/h$i/data/host/tenants/t1"
+        mkdir -p "$dir"
+        install -m 0755 "$NEF" "$dir/nef"
+        install -m 0755 "$rr" "$dir/rr"
+    done
+    local affinity where pids a b ha hb nefele armed raw port=7700
+    for affinity in apart together; do
+        # Each waits for its orders (rr's arguments), then becomes rr.
+        pids=$(nef_on 1 spawn -n 2 --cpu 450m --mem 64M "--$affinity" "rr$affinity" -- /bin/sh -c \
+            'set -- $(/data/nef recv --data --timeout 60) && exec /data/rr "$@"') || fail "spawn of the rr pair failed"
+        a=$(sed -n 1p <<<"$pids"); b=$(sed -n 2p <<<"$pids")
+        ha=$(host_of "$a"); hb=$(host_of "$b")
+        nef_on "$ha" --as "$a" send "$a" "echo" >/dev/null || fail "orders to $a"
+        nef_on "$hb" --as "$b" send "$b" "client $a $n 64" >/dev/null || fail "orders to $b"
+        nef_on 1 wait "$b" >/dev/null || fail "wait $b"
+        nef_on 1 kill --signal KILL "$a" >/dev/null || true
+        nefele=$(rr_result "$hb" "$b" plain)
+        armed=$(rr_result "$hb" "$b" armed)
+        [ -n "$nefele" ] && [ -n "$armed" ] || fail "no result from the rr client $b on host $hb"
+        if [ "$affinity" = apart ]; then
+            where="2hosts"
+            ip netns exec "$(host_ns "$ha")" "$rr" tcp-echo "$(host_ip "$ha"):$port" &
+            sleep 0.3
+            raw=$(ip netns exec "$(host_ns "$hb")" "$rr" tcp-client "$(host_ip "$ha"):$port" "$n" 64) \
+                || fail "raw tcp client failed"
+            wait
+            echo "rr64_2hosts_nefele: $nefele (hosts $ha and $hb)"
+            echo "rr64_2hosts_nefele_armed: $armed"
+            echo "rr64_2hosts_tcp:    $raw"
+        else
+            where="samehost"
+            ip netns exec "$(host_ns "$ha")" "$rr" unix-echo "$WORK/rr.sock" &
+            sleep 0.3
+            raw=$(ip netns exec "$(host_ns "$ha")" "$rr" unix-client "$WORK/rr.sock" "$n" 64) \
+                || fail "raw unix client failed"
+            wait
+            echo "rr64_samehost_nefele: $nefele (host $ha)"
+            echo "rr64_samehost_nefele_armed: $armed"
+            echo "rr64_samehost_unix:   $raw"
+        fi
+        local ratio='import sys; print(round(float(sys.argv[1])/float(sys.argv[2]), 2))'
+        echo "rr64_${where}_p50_ratio=$(python3 -c "$ratio" "$(p50_of "$nefele")" "$(p50_of "$raw")") armed=$(python3 -c "$ratio" "$(p50_of "$armed")" "$(p50_of "$raw")")"
+    done
 }
 
 case "$MODE" in

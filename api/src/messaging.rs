@@ -46,6 +46,12 @@ pub enum Dest {
     },
 }
 
+impl From<Pid> for Dest {
+    fn from(pid: Pid) -> Self {
+        Dest::Pid(pid)
+    }
+}
+
 /// How a group send picks its members.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -139,8 +139,9 @@ pub enum Input {
     },
     /// The client of call `request` left before its answer: a `wait` is forgotten
     /// and never answered (its state would otherwise live until the process
-    /// exits); other calls end by themselves within their timeouts, and their
-    /// answer may still come.
+    /// exits), and so is a receive waiting for mail (its mailbox would answer
+    /// `Busy` until the wait's deadline); other calls end by themselves within
+    /// their timeouts, and their answer may still come.
     Cancel {
         /// The call.
         request: RequestId,
@@ -308,7 +309,10 @@ impl Agent {
                 self.events.push_back(ServiceEvent::Host(event));
             }
             Input::Api { request, call } => self.handle_api(now, request, call),
-            Input::Cancel { request } => self.services.placement.cancel(request),
+            Input::Cancel { request } => {
+                self.services.placement.cancel(request);
+                self.services.messaging.cancel(request);
+            }
         }
         self.route_services(now);
         self.end_of_call();

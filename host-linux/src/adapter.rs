@@ -30,7 +30,9 @@ use nefele_core::host::{ExitStatus, Limits, Signal, StartFailure, Usage};
 use nefele_core::{Host, HostCommand, HostEvent, HostResources, Pid, ProcSpec, TenantId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -78,6 +80,10 @@ pub struct Config {
     /// Host paths no tenant may see even where its view shows the directory they
     /// are in (the agent's key, configuration and socket): covered in every view.
     pub hidden: Vec<PathBuf>,
+    /// Whether each process gets a messaging endpoint: one end of a Unix socket
+    /// pair kept open across exec, named by `NEFELE_FD` (with `NEFELE_PID`); the
+    /// other end is handed out by [`LinuxHost::take_endpoints`].
+    pub endpoints: bool,
 }
 
 impl Config {
@@ -100,6 +106,7 @@ impl Config {
             },
             first_tenant_id: crate::idmap::DEFAULT_FIRST_ID,
             hidden: Vec::new(),
+            endpoints: false,
         }
     }
 }
@@ -145,6 +152,33 @@ pub struct LinuxHost<S: Sys> {
     /// Each tenant's view, planned once (it depends only on this host's files).
     views: BTreeMap<TenantId, Rootfs>,
     log_pool: LogPool,
+    /// The agent's ends of the endpoints of processes started since the last
+    /// [`LinuxHost::take_endpoints`].
+    endpoints: Vec<(Pid, TenantId, UnixStream)>,
+}
+
+/// The environment variable naming a process's endpoint descriptor.
+pub const ENDPOINT_FD_ENV: &str = "NEFELE_FD";
+/// The environment variable holding a process's pid.
+pub const ENDPOINT_PID_ENV: &str = "NEFELE_PID";
+
+/// A connected socket pair: the agent's end, and the process's (a descriptor
+/// above 2, so that setting up its standard streams cannot replace it).
+fn endpoint_pair() -> Result<(UnixStream, UnixStream), StartError> {
+    let failed = |e: std::io::Error| {
+        StartError::Syscall(crate::sys::SysError {
+            op: format!("socketpair for the endpoint: {e}").into(),
+            errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })
+    };
+    let (ours, theirs) = UnixStream::pair().map_err(failed)?;
+    // try_clone duplicates to the lowest free descriptor >= 3, close-on-exec.
+    let theirs = if theirs.as_raw_fd() <= 2 {
+        theirs.try_clone().map_err(failed)?
+    } else {
+        theirs
+    };
+    Ok((ours, theirs))
 }
 
 impl LinuxHost<crate::sys::RealSys> {
@@ -270,6 +304,7 @@ impl<S: Sys> LinuxHost<S> {
             ids,
             views: BTreeMap::new(),
             log_pool,
+            endpoints: Vec::new(),
         };
         host.readopt(saved);
         host.persist()?;
@@ -452,6 +487,12 @@ impl<S: Sys> LinuxHost<S> {
         }
     }
 
+    /// The agent's ends of the endpoints of the processes started since the last
+    /// call (empty unless [`Config::endpoints`]).
+    pub fn take_endpoints(&mut self) -> Vec<(Pid, TenantId, UnixStream)> {
+        std::mem::take(&mut self.endpoints)
+    }
+
     /// The data directory of `tenant` on this host (`/data` in its view); it
     /// exists once the tenant has had a process here.
     pub fn tenant_data_dir(&self, tenant: TenantId) -> PathBuf {
@@ -573,6 +614,17 @@ impl<S: Sys> LinuxHost<S> {
         tenant_limits: &Limits,
     ) -> Result<ProcRecord, StartError> {
         let holder = self.tenants.get(&tenant).map_or(0, |t| t.holder);
+        let endpoint = if self.config.endpoints {
+            Some(endpoint_pair()?)
+        } else {
+            None
+        };
+        let mut env = env;
+        if let Some((_, theirs)) = &endpoint {
+            // Last, so that a tenant's own entries of these names do not count.
+            env.push((ENDPOINT_FD_ENV.into(), theirs.as_raw_fd().to_string()));
+            env.push((ENDPOINT_PID_ENV.into(), pid.to_string()));
+        }
         let limits = self.effective_limits(spec);
         let cgroup = self
             .cgroups
@@ -588,6 +640,7 @@ impl<S: Sys> LinuxHost<S> {
             cgroup_procs: Cgroups::procs_files(&cgroup),
             stdout: logs.stdout.clone(),
             stderr: logs.stderr.clone(),
+            endpoint: endpoint.as_ref().map(|(_, theirs)| theirs.as_raw_fd()),
         };
         let os_pid = match self.sys.spawn(&plan) {
             Ok(os_pid) => os_pid,
@@ -598,6 +651,10 @@ impl<S: Sys> LinuxHost<S> {
                 return Err(e.into());
             }
         };
+        if let Some((ours, _theirs)) = endpoint {
+            // The process holds its end now; ours goes to the agent's API server.
+            self.endpoints.push((pid, tenant, ours));
+        }
         Ok(ProcRecord {
             pid: pid.to_string(),
             tenant,

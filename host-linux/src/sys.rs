@@ -78,6 +78,9 @@ pub struct SpawnPlan {
     pub holder: i32,
     /// `cgroup.procs` files the process moves itself into before exec.
     pub cgroup_procs: Vec<PathBuf>,
+    /// A descriptor (above 2) the process keeps open across exec: its messaging
+    /// endpoint (every other descriptor of the agent is close-on-exec).
+    pub endpoint: Option<RawFd>,
     /// Where stdout goes (appended).
     pub stdout: PathBuf,
     /// Where stderr goes (appended).
@@ -774,6 +777,7 @@ impl Sys for RealSys {
         let status_fd = status_w.as_raw_fd();
         let last_cap = self.last_cap;
         let filters = Arc::clone(&self.filters);
+        let endpoint = plan.endpoint;
 
         let (arg0, args) = plan
             .argv
@@ -834,6 +838,12 @@ impl Sys for RealSys {
                     }
                 }
                 report_step(status_fd, 13);
+                // The endpoint survives exec: clear its close-on-exec flag.
+                if let Some(fd) = endpoint {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return failed();
+                    }
+                }
                 Ok(())
             });
         }

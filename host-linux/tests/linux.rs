@@ -48,6 +48,41 @@ fn exit_code_logs_and_usage_are_reported() {
 }
 
 #[test]
+fn a_process_inherits_its_endpoint_and_the_agent_keeps_the_other_end() {
+    if !root() {
+        return;
+    }
+    let mut f = fixture_with("endpoint", |c| c.endpoints = true);
+    let p = pid(1);
+    // Written through the inherited descriptor, from inside every namespace and
+    // under seccomp; and the descriptor is a socket. (bash: dash takes no
+    // descriptor above 9 in a redirection.)
+    let script = r#"[ -S "/proc/self/fd/$NEFELE_FD" ] && printf '%s' "$NEFELE_PID" >&"$NEFELE_FD""#;
+    start(
+        &mut f.host,
+        p,
+        1,
+        spec(&["/bin/bash", "-c", script], Limits::default()),
+    );
+    let (status, _) = exit_of(&mut f.host, p);
+    assert_eq!(
+        status,
+        ExitStatus::Code(0),
+        "{}",
+        read(&f.host.log_paths(p).stderr)
+    );
+    let mut endpoints = f.host.take_endpoints();
+    assert_eq!(endpoints.len(), 1);
+    let (who, tenant, mut ours) = endpoints.remove(0);
+    assert_eq!((who, tenant), (p, TenantId(1)));
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut ours, &mut said).unwrap();
+    assert_eq!(said, p.to_string(), "the process's end closed with it");
+    assert!(f.host.take_endpoints().is_empty());
+    assert_clean(&f);
+}
+
+#[test]
 fn a_memory_hog_is_oom_killed_and_reported_so() {
     if !root() {
         return;

@@ -210,6 +210,12 @@ pub struct Messaging {
 }
 
 impl Messaging {
+    /// The client of call `request` left: a receive waiting for mail is forgotten
+    /// (see [`Post`]); any other call is left to end by itself.
+    pub fn cancel(&mut self, request: RequestId) {
+        self.post.cancel(request);
+    }
+
     /// The point-to-point layer (mailboxes), read-only, for checkers and tests.
     #[must_use]
     pub fn post(&self) -> &Post {

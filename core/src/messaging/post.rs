@@ -1156,6 +1156,21 @@ impl Post {
         }
     }
 
+    /// The client of the receive `request` left: its waiter goes, unanswered, so
+    /// the mailbox takes the next receive at once instead of answering `Busy`
+    /// until the wait's deadline. A scan of the mailboxes: cancels are rare.
+    pub(super) fn cancel(&mut self, request: RequestId) {
+        let found = self
+            .mailboxes
+            .iter_mut()
+            .find(|(_, m)| m.waiter.is_some_and(|w| w.request == request));
+        if let Some((&pid, m)) = found {
+            if let Some(w) = m.waiter.take() {
+                self.waiters.remove(&(w.deadline, pid));
+            }
+        }
+    }
+
     // ----- process ends, monitors -----
 
     /// The local process `pid` ended: its mailbox goes (see the module docs).

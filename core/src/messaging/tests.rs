@@ -576,6 +576,35 @@ fn recv_waits_for_mail_times_out_and_ends_with_the_process() {
 }
 
 #[test]
+fn a_cancelled_receive_frees_its_mailbox_at_once() {
+    let mut net = Net::new(1, &MessagingConfig::default());
+    let (a, b) = (pid(1, 1), pid(1, 2));
+    net.start(a, T);
+    net.start(b, T);
+    let wait = ApiCall::Recv {
+        tenant: T,
+        pid: b,
+        max: 5,
+        wait: Some(Duration::from_secs(60)),
+    };
+    let gone = net.call(NodeId(1), wait.clone());
+    // Its client left (the driver says so): the next receive is not `Busy`.
+    net.agents.get_mut(&NodeId(1)).unwrap().cancel(gone);
+    let next = net.call(NodeId(1), wait);
+    assert_eq!(net.reply(next), None, "waiting, not Busy");
+    net.send(a, b, b"hi", Delivery::AtMostOnce, false);
+    match net.reply(next) {
+        Some(ApiReply::Received(Ok(m))) => assert_eq!(data(&m), vec![b"hi".to_vec()]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        net.reply(gone),
+        None,
+        "a cancelled receive is never answered"
+    );
+}
+
+#[test]
 fn distance_reports_the_class_and_the_measured_round_trip() {
     let mut net = Net::new(2, &MessagingConfig::default());
     let (a, b) = (pid(1, 1), pid(2, 1));

@@ -38,6 +38,15 @@ extern "C" {
 #define NEFELE_EREQUEST (-14)           /* the agent found the request malformed */
 #define NEFELE_ERANGE (-15)             /* buffer too small */
 #define NEFELE_EINTERNAL (-16)          /* a bug in libnefele */
+#define NEFELE_ENOTSELF (-17)           /* messaging: not a live local process of the tenant (on a process's endpoint: not itself) */
+#define NEFELE_ENONAME (-18)            /* messaging: no such name */
+#define NEFELE_ETAKEN (-19)             /* messaging: the name is taken */
+#define NEFELE_EFULL (-20)              /* messaging: the destination mailbox is full */
+#define NEFELE_ETOOLARGE (-21)          /* messaging: the message is over the size limit */
+#define NEFELE_EUNKNOWN (-22)           /* messaging: fate unknown (no answer in time) */
+#define NEFELE_ETIMEDOUT (-23)          /* messaging: no message within the timeout */
+#define NEFELE_EMSG (-24)               /* messaging: another failure */
+#define NEFELE_ENOENDPOINT (-25)        /* no Nefele endpoint ($NEFELE_FD) */
 
 /* A global pid: 128 bits; its text form is hi then lo in hex. */
 typedef struct {
@@ -108,6 +117,26 @@ int nefele_ps(nefele_client *client, nefele_proc **out, size_t *count, uint32_t 
 void nefele_ps_free(nefele_proc *procs, size_t count);
 /* Blocks until the process ends. */
 int nefele_wait(nefele_client *client, nefele_pid pid, nefele_exit *out);
+
+/* Messaging. A process started by Nefele inherits an endpoint: a connected socket
+ * on the descriptor named by $NEFELE_FD (its pid, as text, is in $NEFELE_PID).
+ * nefele_connect_self uses it; calls on it act as that process and no other.
+ * A program outside Nefele connects with a token and names the process of its
+ * tenant (on the agent's host) to act as with nefele_act_as. */
+int nefele_connect_self(nefele_client **out);
+int nefele_act_as(nefele_client *client, nefele_pid pid);
+/* The process the client acts as; NEFELE_ENOTSELF if none. */
+int nefele_self(nefele_client *client, nefele_pid *out);
+/* Sends len bytes (waits for room at a full mailbox); returns once delivered or failed. */
+int nefele_send(nefele_client *client, nefele_pid to, const void *data, size_t len);
+int nefele_send_name(nefele_client *client, const char *name, const void *data, size_t len);
+/* One message, waiting up to timeout_ms (0: none): sender to *from, bytes to buf
+ * (room for cap), their count to *len. NEFELE_ETIMEDOUT when none came;
+ * NEFELE_ERANGE when it did not fit (dropped; *len says its size). */
+int nefele_recv(nefele_client *client, uint32_t timeout_ms, nefele_pid *from, void *buf,
+                size_t cap, size_t *len);
+int nefele_register(nefele_client *client, const char *name);
+int nefele_whereis(nefele_client *client, const char *name, nefele_pid *out);
 
 const char *nefele_strerror(int code);
 /* Writes the pid's text (up to 32 hex digits and a NUL) to buf; 33 bytes suffice. */

@@ -9,6 +9,26 @@
 //!
 //! Invariant: no reply larger than [`MAX_REPLY_BYTES`] is ever allocated; a
 //! length prefix over it is refused before its payload is read.
+//!
+//! # Endpoints: how a process started by Nefele finds its agent
+//! The agent starts every process with one end of a Unix socket pair open on the
+//! descriptor named by `NEFELE_FD` (and its own pid, as text, in `NEFELE_PID`).
+//! That socket is already the process's connection: it needs no path in the file
+//! system (the process's mount and network namespaces show none of the host's),
+//! no token, and it is scoped to that one process: a messaging call on it that
+//! names another pid is refused. [`Client::connect_default`] uses it when
+//! `NEFELE_FD` is set, so the same program runs inside Nefele (as itself) and
+//! outside (with a token, acting as a process named by [`Client::act_as`]). The
+//! descriptor is inherited by the process's children (a shell script's commands
+//! may each open it in turn, one at a time: the agent answers each new `Hello`);
+//! one program takes it at most once ([`Client::from_endpoint`]).
+//!
+//! # Receiving in a poll loop
+//! [`Client::arm`] asks the agent for the next mail without waiting for it; the
+//! connection's descriptor ([`std::os::fd::AsRawFd`]) turns readable when the
+//! answer comes, and [`Client::take_armed`] reads it. Another call made
+//! meanwhile may read that answer first: it is kept, and
+//! [`Client::armed_ready`] says so (check it before sleeping in `poll`).
 
 use crate::proto::{
     self, AgentFrame, Call, ClientFrame, MembersView, ProtocolError, Reply, MAX_REPLY_BYTES,
@@ -16,11 +36,18 @@ use crate::proto::{
 };
 use nefele_api::calls::ApiReply;
 use nefele_api::ids::{NodeId, Pid, TenantId};
+use nefele_api::messaging::{
+    Delivery, Dest, DistanceInfo, GroupError, Mail, MonitorError, MsgError, NameError, RecvError,
+    SendError, SendReceipt,
+};
 use nefele_api::replies::{InfoError, KillError, ProcInfo, PsReply, SpawnError, WaitError};
 use nefele_api::spec::{ExitStatus, ProcSpec, Signal};
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// Where the agent listens when nothing else is said.
 pub const DEFAULT_SOCKET: &str = "/run/nefele/api.sock";
@@ -28,6 +55,17 @@ pub const DEFAULT_SOCKET: &str = "/run/nefele/api.sock";
 pub const SOCKET_ENV: &str = "NEFELE_SOCKET";
 /// The environment variable holding the tenant token.
 pub const TOKEN_ENV: &str = "NEFELE_TOKEN";
+/// The environment variable naming the inherited endpoint descriptor of a process
+/// started by Nefele (see the module docs).
+pub const FD_ENV: &str = "NEFELE_FD";
+/// The environment variable holding the pid of a process started by Nefele.
+pub const PID_ENV: &str = "NEFELE_PID";
+/// How long an armed receive ([`Client::arm`]) waits at the agent before it
+/// answers with no mail (the caller arms again).
+pub const ARM_WAIT: Duration = Duration::from_secs(60);
+
+/// Whether this program has taken its endpoint descriptor already.
+static ENDPOINT_TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +96,42 @@ pub enum ClientError {
     /// A wait failed.
     #[error(transparent)]
     Wait(#[from] WaitError),
+    /// A send failed.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// A receive failed.
+    #[error(transparent)]
+    Recv(#[from] RecvError),
+    /// A name call failed.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// A group or topic call failed.
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    /// A monitor call failed.
+    #[error(transparent)]
+    Monitor(#[from] MonitorError),
+    /// A messaging query failed.
+    #[error(transparent)]
+    Msg(#[from] MsgError),
+    /// A messaging call on a connection that acts as no process: outside Nefele,
+    /// name one with [`Client::act_as`].
+    #[error("no process to act as: outside Nefele, name one of your tenant's processes on this agent's host")]
+    NoProcess,
+    /// `NEFELE_FD` is not set, not a descriptor number, not a socket, or was taken
+    /// already by this program.
+    #[error("no Nefele endpoint: {0}")]
+    NoEndpoint(String),
+}
+
+/// How a send is made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    /// At-most-once (the default) or reliable.
+    pub delivery: Delivery,
+    /// Fail `Full` at a full mailbox instead of waiting for room (the default waits,
+    /// so a slow receiver slows its senders).
+    pub no_block: bool,
 }
 
 /// The socket path: `NEFELE_SOCKET` if set, else [`DEFAULT_SOCKET`].
@@ -73,7 +147,25 @@ pub struct Client {
     path: PathBuf,
     tenant: TenantId,
     node: NodeId,
+    /// The process this connection's endpoint is scoped to, if any.
+    scope: Option<Pid>,
+    /// The process messaging calls act for.
+    me: Option<Pid>,
     next_id: u64,
+    /// The id of the armed receive, if one is out.
+    armed: Option<u64>,
+    /// The armed receive's answer, read by another call.
+    armed_answer: Option<Reply>,
+}
+
+/// A first call id unlike the last program's on the same endpoint, so that a late
+/// answer to a call of a program that used the endpoint before is never taken for
+/// an answer of this one.
+fn first_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (nanos ^ (u64::from(std::process::id()) << 40)) | 1
 }
 
 impl Client {
@@ -85,33 +177,97 @@ impl Client {
             path: path.clone(),
             source,
         })?;
+        Client::greet(stream, path, token)
+    }
+
+    /// The connection of a process started by Nefele: the endpoint descriptor its
+    /// agent handed it (`NEFELE_FD`), scoped to that process (see the module docs).
+    /// A program takes its endpoint at most once.
+    pub fn from_endpoint() -> Result<Client, ClientError> {
+        let text = std::env::var(FD_ENV)
+            .map_err(|_| ClientError::NoEndpoint(format!("{FD_ENV} is not set")))?;
+        let fd: RawFd = text
+            .parse()
+            .ok()
+            .filter(|fd| *fd > 2)
+            .ok_or_else(|| ClientError::NoEndpoint(format!("{FD_ENV}={text:?}")))?;
+        if ENDPOINT_TAKEN.swap(true, Ordering::SeqCst) {
+            return Err(ClientError::NoEndpoint(
+                "taken already by this program".into(),
+            ));
+        }
+        let stream = crate::endpoint::adopt(fd).map_err(|source| ClientError::Io {
+            path: PathBuf::from(format!("fd {fd}")),
+            source,
+        })?;
+        Client::greet(stream, PathBuf::from(format!("{FD_ENV}={fd}")), None)
+    }
+
+    fn greet(
+        stream: UnixStream,
+        path: PathBuf,
+        token: Option<&str>,
+    ) -> Result<Client, ClientError> {
         let mut client = Client {
             stream,
             path,
             tenant: TenantId(0),
             node: NodeId(0),
-            next_id: 1,
+            scope: None,
+            me: None,
+            next_id: first_id(),
+            armed: None,
+            armed_answer: None,
         };
-        client.send(&ClientFrame::Hello {
+        client.write_frame(&ClientFrame::Hello {
             version: PROTOCOL_VERSION,
             token: token.map(str::to_owned),
         })?;
-        match client.receive()? {
-            AgentFrame::Welcome { tenant, node, .. } => {
-                client.tenant = tenant;
-                client.node = node;
-                Ok(client)
+        loop {
+            match client.receive()? {
+                AgentFrame::Welcome {
+                    tenant, node, pid, ..
+                } => {
+                    client.tenant = tenant;
+                    client.node = node;
+                    client.scope = pid;
+                    client.me = pid;
+                    return Ok(client);
+                }
+                // A late answer to a program that used this endpoint before.
+                AgentFrame::Reply { .. } => {}
+                AgentFrame::Error(e) => return Err(e.into()),
             }
-            AgentFrame::Error(e) => Err(e.into()),
-            other => Err(ClientError::Unexpected(format!("{other:?} before Welcome"))),
         }
     }
 
-    /// Connects as [`Client::connect`] does, to [`default_socket`] with the token
-    /// from `NEFELE_TOKEN` if set.
+    /// The process's own endpoint when `NEFELE_FD` is set (inside Nefele); else
+    /// [`default_socket`] with the token from `NEFELE_TOKEN` if set.
     pub fn connect_default() -> Result<Client, ClientError> {
+        if std::env::var_os(FD_ENV).is_some() {
+            return Client::from_endpoint();
+        }
         let token = std::env::var(TOKEN_ENV).ok();
         Client::connect(default_socket(), token.as_deref())
+    }
+
+    /// The process this connection's messaging calls act for: its own on a
+    /// process endpoint, else the one named by [`Client::act_as`].
+    #[must_use]
+    pub fn me(&self) -> Option<Pid> {
+        self.me
+    }
+
+    /// The process this connection is scoped to (its endpoint's), if any.
+    #[must_use]
+    pub fn scope(&self) -> Option<Pid> {
+        self.scope
+    }
+
+    /// Makes messaging calls act for `pid` (a process of this tenant on the
+    /// agent's host). On a process endpoint every other pid is refused by the agent.
+    pub fn act_as(&mut self, pid: Pid) {
+        self.me = Some(pid);
     }
 
     /// The tenant this connection acts for.
@@ -187,6 +343,210 @@ impl Client {
         }
     }
 
+    fn acting(&self) -> Result<Pid, ClientError> {
+        self.me.ok_or(ClientError::NoProcess)
+    }
+
+    /// Sends `data` to `to`, waiting for room at a full mailbox, at most once.
+    /// Returns once the message's fate is known.
+    pub fn send(&mut self, to: impl Into<Dest>, data: &[u8]) -> Result<SendReceipt, ClientError> {
+        self.send_with(to, data, SendOptions::default())
+    }
+
+    /// Sends `data` to `to` as `options` say.
+    pub fn send_with(
+        &mut self,
+        to: impl Into<Dest>,
+        data: &[u8],
+        options: SendOptions,
+    ) -> Result<SendReceipt, ClientError> {
+        let call = Call::Send {
+            from: self.acting()?,
+            to: to.into(),
+            data: data.to_vec(),
+            delivery: options.delivery,
+            block: !options.no_block,
+        };
+        match self.api(call)? {
+            ApiReply::Sent(r) => Ok(r?),
+            other => Err(mismatch("send", &other)),
+        }
+    }
+
+    /// Publishes `data` to every subscriber of `topic`.
+    pub fn publish(&mut self, topic: &str, data: &[u8]) -> Result<SendReceipt, ClientError> {
+        self.send(Dest::Topic(topic.to_owned()), data)
+    }
+
+    /// Takes up to `max` messages, waiting up to `timeout` for the first (an empty
+    /// answer: none came).
+    pub fn recv(&mut self, max: u32, timeout: Duration) -> Result<Vec<Mail>, ClientError> {
+        self.received(max, Some(timeout))
+    }
+
+    /// Takes up to `max` messages already in the mailbox, without waiting.
+    pub fn try_recv(&mut self, max: u32) -> Result<Vec<Mail>, ClientError> {
+        self.received(max, None)
+    }
+
+    fn received(&mut self, max: u32, wait: Option<Duration>) -> Result<Vec<Mail>, ClientError> {
+        let pid = self.acting()?;
+        match self.api(Call::Recv { pid, max, wait })? {
+            ApiReply::Received(r) => Ok(r?),
+            other => Err(mismatch("recv", &other)),
+        }
+    }
+
+    /// Asks for up to `max` messages without waiting for the answer (see the module
+    /// docs); nothing is sent when a receive is armed already.
+    pub fn arm(&mut self, max: u32) -> Result<(), ClientError> {
+        if self.armed.is_some() {
+            return Ok(());
+        }
+        let pid = self.acting()?;
+        let id = self.next_call_id();
+        self.write_frame(&ClientFrame::Call {
+            id,
+            call: Call::Recv {
+                pid,
+                max,
+                wait: Some(ARM_WAIT),
+            },
+        })?;
+        self.armed = Some(id);
+        Ok(())
+    }
+
+    /// Whether the armed receive's answer was read already by another call.
+    #[must_use]
+    pub fn armed_ready(&self) -> bool {
+        self.armed_answer.is_some()
+    }
+
+    /// The armed receive's answer: blocks until it comes (call it once the
+    /// descriptor is readable, or [`Client::armed_ready`]); empty when nothing came
+    /// within [`ARM_WAIT`]. Disarms.
+    pub fn take_armed(&mut self) -> Result<Vec<Mail>, ClientError> {
+        let Some(id) = self.armed else {
+            return Err(ClientError::Unexpected("no receive is armed".into()));
+        };
+        let reply = match self.armed_answer.take() {
+            Some(reply) => reply,
+            None => self.await_reply(id)?,
+        };
+        self.armed = None;
+        match reply {
+            Reply::Api(ApiReply::Received(r)) => Ok(r?),
+            Reply::Api(other) => Err(mismatch("recv", &other)),
+            Reply::Members(_) => Err(ClientError::Unexpected("members for a recv".into())),
+        }
+    }
+
+    /// Registers `name` for this process.
+    pub fn register(&mut self, name: &str) -> Result<(), ClientError> {
+        let pid = self.acting()?;
+        self.named(Call::Register {
+            name: name.to_owned(),
+            pid,
+        })
+    }
+
+    /// Drops the registration of `name` (on a process endpoint: only its own).
+    pub fn unregister(&mut self, name: &str) -> Result<(), ClientError> {
+        self.named(Call::Unregister {
+            name: name.to_owned(),
+        })
+    }
+
+    fn named(&mut self, call: Call) -> Result<(), ClientError> {
+        match self.api(call)? {
+            ApiReply::Named(r) => Ok(r?),
+            other => Err(mismatch("register", &other)),
+        }
+    }
+
+    /// The process registered under `name` in this tenant.
+    pub fn whereis(&mut self, name: &str) -> Result<Pid, ClientError> {
+        match self.api(Call::Whereis {
+            name: name.to_owned(),
+        })? {
+            ApiReply::Whereis(r) => Ok(r?),
+            other => Err(mismatch("whereis", &other)),
+        }
+    }
+
+    /// Joins `group`.
+    pub fn join(&mut self, group: &str) -> Result<(), ClientError> {
+        let pid = self.acting()?;
+        self.grouped(Call::Join {
+            group: group.to_owned(),
+            pid,
+        })
+    }
+
+    /// Leaves `group`.
+    pub fn leave(&mut self, group: &str) -> Result<(), ClientError> {
+        let pid = self.acting()?;
+        self.grouped(Call::Leave {
+            group: group.to_owned(),
+            pid,
+        })
+    }
+
+    /// Subscribes to `topic`.
+    pub fn subscribe(&mut self, topic: &str) -> Result<(), ClientError> {
+        let pid = self.acting()?;
+        self.grouped(Call::Subscribe {
+            topic: topic.to_owned(),
+            pid,
+        })
+    }
+
+    /// Cancels the subscription to `topic`.
+    pub fn unsubscribe(&mut self, topic: &str) -> Result<(), ClientError> {
+        let pid = self.acting()?;
+        self.grouped(Call::Unsubscribe {
+            topic: topic.to_owned(),
+            pid,
+        })
+    }
+
+    fn grouped(&mut self, call: Call) -> Result<(), ClientError> {
+        match self.api(call)? {
+            ApiReply::Grouped(r) => Ok(r?),
+            other => Err(mismatch("join", &other)),
+        }
+    }
+
+    /// Has this process's mailbox told (a `Down` mail) when `watched` ends.
+    pub fn monitor(&mut self, watched: Pid) -> Result<(), ClientError> {
+        let watcher = self.acting()?;
+        self.monitored(Call::Monitor { watcher, watched })
+    }
+
+    /// Cancels a monitor.
+    pub fn demonitor(&mut self, watched: Pid) -> Result<(), ClientError> {
+        let watcher = self.acting()?;
+        self.monitored(Call::Demonitor { watcher, watched })
+    }
+
+    fn monitored(&mut self, call: Call) -> Result<(), ClientError> {
+        match self.api(call)? {
+            ApiReply::Monitored(r) => Ok(r?),
+            other => Err(mismatch("monitor", &other)),
+        }
+    }
+
+    /// How far `to` is from this process, and the round trip measured to hosts of
+    /// that distance.
+    pub fn distance(&mut self, to: Pid) -> Result<DistanceInfo, ClientError> {
+        let from = self.acting()?;
+        match self.api(Call::Distance { from, to })? {
+            ApiReply::Distance(r) => Ok(r?),
+            other => Err(mismatch("distance", &other)),
+        }
+    }
+
     fn spawned(&mut self, call: Call) -> Result<Vec<Pid>, ClientError> {
         match self.api(call)? {
             ApiReply::Spawned(r) => Ok(r?),
@@ -201,14 +561,27 @@ impl Client {
         }
     }
 
+    fn next_call_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        id
+    }
+
     /// Sends `call` and reads frames until its reply.
     fn call(&mut self, call: Call) -> Result<Reply, ClientError> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.send(&ClientFrame::Call { id, call })?;
+        let id = self.next_call_id();
+        self.write_frame(&ClientFrame::Call { id, call })?;
+        self.await_reply(id)
+    }
+
+    /// Reads frames until the reply to `id`, keeping the armed receive's answer.
+    fn await_reply(&mut self, id: u64) -> Result<Reply, ClientError> {
         loop {
             match self.receive()? {
                 AgentFrame::Reply { id: got, reply } if got == id => return Ok(reply),
+                AgentFrame::Reply { id: got, reply } if Some(got) == self.armed => {
+                    self.armed_answer = Some(reply);
+                }
                 // A reply to an earlier call abandoned by an error: skip it.
                 AgentFrame::Reply { .. } => {}
                 AgentFrame::Error(e) => return Err(e.into()),
@@ -219,7 +592,7 @@ impl Client {
         }
     }
 
-    fn send(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
+    fn write_frame(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
         let bytes = proto::encode(frame, MAX_REQUEST_BYTES)
             .map_err(|e| ProtocolError::Malformed(format!("request not encodable: {e}")))?;
         self.stream.write_all(&bytes).map_err(|e| self.io(e))
@@ -244,6 +617,14 @@ impl Client {
             path: self.path.clone(),
             source,
         }
+    }
+}
+
+impl AsRawFd for Client {
+    /// The connection's descriptor: readable when an answer (an armed receive's)
+    /// has come.
+    fn as_raw_fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
     }
 }
 

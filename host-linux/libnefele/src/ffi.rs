@@ -18,6 +18,9 @@
 use crate::client::{Client, ClientError};
 use crate::proto::ProtocolError;
 use nefele_api::ids::{Incarnation, NodeId, Pid};
+use nefele_api::messaging::{
+    GroupError, MailBody, MonitorError, MsgError, NameError, RecvError, SendError,
+};
 use nefele_api::replies::{
     DistanceClass, InfoError, KillError, ProcInfo, ProcState, Resource, SpawnError, WaitError,
 };
@@ -59,6 +62,26 @@ pub const NEFELE_EREQUEST: c_int = -14;
 pub const NEFELE_ERANGE: c_int = -15;
 /// A bug in libnefele (a panic was caught).
 pub const NEFELE_EINTERNAL: c_int = -16;
+/// Messaging: the process acted for is not a live local process of the tenant
+/// (on a process's own endpoint: any pid but its own).
+pub const NEFELE_ENOTSELF: c_int = -17;
+/// Messaging: no process holds the name.
+pub const NEFELE_ENONAME: c_int = -18;
+/// Messaging: the name is taken by another process.
+pub const NEFELE_ETAKEN: c_int = -19;
+/// Messaging: the destination mailbox is full (a non-blocking send).
+pub const NEFELE_EFULL: c_int = -20;
+/// Messaging: the message is over the size limit.
+pub const NEFELE_ETOOLARGE: c_int = -21;
+/// Messaging: the send's fate is unknown (no answer in time).
+pub const NEFELE_EUNKNOWN: c_int = -22;
+/// Messaging: no message came within the timeout.
+pub const NEFELE_ETIMEDOUT: c_int = -23;
+/// Messaging: another failure (no members, busy mailbox, invalid name, too many,
+/// not supported); `nefele_strerror` says only this much.
+pub const NEFELE_EMSG: c_int = -24;
+/// No Nefele endpoint (`NEFELE_FD` unset, invalid, or taken already).
+pub const NEFELE_ENOENDPOINT: c_int = -25;
 
 /// A global pid: 128 bits, whose hex text is `hi` then `lo`.
 #[repr(C)]
@@ -178,7 +201,31 @@ fn code_of(e: &ClientError) -> c_int {
         ClientError::Kill(KillError::Lost) => NEFELE_ELOST,
         ClientError::Kill(KillError::Unreachable)
         | ClientError::Info(InfoError::Unreachable)
-        | ClientError::Wait(WaitError::Unreachable) => NEFELE_EUNREACHABLE,
+        | ClientError::Wait(WaitError::Unreachable)
+        | ClientError::Name(NameError::Unreachable) => NEFELE_EUNREACHABLE,
+        ClientError::Send(SendError::NotSender)
+        | ClientError::Recv(RecvError::NoSuchProcess)
+        | ClientError::Name(NameError::NoSuchProcess)
+        | ClientError::Group(GroupError::NoSuchProcess)
+        | ClientError::Monitor(MonitorError::NoSuchProcess)
+        | ClientError::Msg(MsgError::NoSuchProcess)
+        | ClientError::NoProcess => NEFELE_ENOTSELF,
+        ClientError::Send(SendError::NoSuchProcess) => NEFELE_ENOSUCH,
+        ClientError::Send(SendError::Exited) => NEFELE_EEXITED,
+        ClientError::Send(SendError::Lost) => NEFELE_ELOST,
+        ClientError::Send(SendError::Unknown) => NEFELE_EUNKNOWN,
+        ClientError::Send(SendError::Full) => NEFELE_EFULL,
+        ClientError::Send(SendError::TooLarge) => NEFELE_ETOOLARGE,
+        ClientError::Send(SendError::NoSuchName) | ClientError::Name(NameError::NoSuchName) => {
+            NEFELE_ENONAME
+        }
+        ClientError::Name(NameError::Taken) => NEFELE_ETAKEN,
+        ClientError::Send(SendError::NoMembers | SendError::Unsupported)
+        | ClientError::Recv(RecvError::Busy)
+        | ClientError::Name(NameError::Invalid | NameError::TooMany)
+        | ClientError::Group(_)
+        | ClientError::Monitor(MonitorError::TooMany) => NEFELE_EMSG,
+        ClientError::NoEndpoint(_) => NEFELE_ENOENDPOINT,
     }
 }
 
@@ -563,6 +610,196 @@ pub unsafe extern "C" fn nefele_wait(
     })
 }
 
+/// Connects through this process's own endpoint (a process started by Nefele:
+/// `NEFELE_FD`); messaging calls act as this process.
+///
+/// # Safety
+/// `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn nefele_connect_self(out: *mut *mut nefele_client) -> c_int {
+    guarded(|| {
+        if out.is_null() {
+            return Err(NEFELE_EINVAL);
+        }
+        let c = Client::from_endpoint().map_err(|e| code_of(&e))?;
+        // SAFETY: `out` is non-NULL and writable by contract.
+        unsafe { out.write(Box::into_raw(Box::new(nefele_client(c)))) };
+        Ok(())
+    })
+}
+
+/// Makes messaging calls of `c` act as `pid` (a tenant connection; on a process's
+/// own endpoint any other pid is refused with `NEFELE_ENOTSELF`).
+///
+/// # Safety
+/// `c` is an open handle.
+#[no_mangle]
+pub unsafe extern "C" fn nefele_act_as(c: *mut nefele_client, pid: nefele_pid) -> c_int {
+    guarded(|| {
+        // SAFETY: by contract.
+        unsafe { client(c) }?.act_as(pid.into());
+        Ok(())
+    })
+}
+
+/// The process messaging calls of `c` act as, to `out`; `NEFELE_ENOTSELF` if none.
+///
+/// # Safety
+/// `c` is an open handle; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn nefele_self(c: *mut nefele_client, out: *mut nefele_pid) -> c_int {
+    guarded(|| {
+        // SAFETY: by contract.
+        let me = unsafe { client(c) }?.me().ok_or(NEFELE_ENOTSELF)?;
+        if out.is_null() {
+            return Err(NEFELE_EINVAL);
+        }
+        // SAFETY: `out` is non-NULL and writable.
+        unsafe { out.write(me.into()) };
+        Ok(())
+    })
+}
+
+/// The `len` bytes at `data` (NULL allowed when `len` is 0).
+///
+/// # Safety
+/// `data` is readable for `len` bytes when non-NULL.
+unsafe fn bytes<'a>(data: *const u8, len: usize) -> Result<&'a [u8], c_int> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if data.is_null() {
+        return Err(NEFELE_EINVAL);
+    }
+    // SAFETY: non-NULL and readable for `len` bytes by contract.
+    Ok(unsafe { std::slice::from_raw_parts(data, len) })
+}
+
+/// Sends `len` bytes to `to`, waiting for room at a full mailbox; returns once the
+/// message's fate is known.
+///
+/// # Safety
+/// `c` is an open handle; `data` readable for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn nefele_send(
+    c: *mut nefele_client,
+    to: nefele_pid,
+    data: *const u8,
+    len: usize,
+) -> c_int {
+    guarded(|| {
+        // SAFETY: by contract.
+        let (c, data) = unsafe { (client(c)?, bytes(data, len)?) };
+        c.send(Pid::from(to), data).map_err(|e| code_of(&e))?;
+        Ok(())
+    })
+}
+
+/// Sends `len` bytes to the process registered as `name`.
+///
+/// # Safety
+/// As for `nefele_send`; `name` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn nefele_send_name(
+    c: *mut nefele_client,
+    name: *const c_char,
+    data: *const u8,
+    len: usize,
+) -> c_int {
+    guarded(|| {
+        // SAFETY: by contract.
+        let (c, name, data) = unsafe { (client(c)?, text(name)?, bytes(data, len)?) };
+        c.send(nefele_api::messaging::Dest::Name(name.to_owned()), data)
+            .map_err(|e| code_of(&e))?;
+        Ok(())
+    })
+}
+
+/// Receives one message, waiting up to `timeout_ms` (0: do not wait): its sender
+/// to `from`, its bytes to `buf` (room for `cap`), their number to `len`.
+/// `NEFELE_ETIMEDOUT` when none came; `NEFELE_ERANGE` when it does not fit (the
+/// message is dropped; `len` says its size). A monitor's or a lost name's notice
+/// arrives as an empty message from the process concerned.
+///
+/// # Safety
+/// `c` is an open handle; `from`, `len` writable; `buf` writable for `cap` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn nefele_recv(
+    c: *mut nefele_client,
+    timeout_ms: u32,
+    from: *mut nefele_pid,
+    buf: *mut u8,
+    cap: usize,
+    len: *mut usize,
+) -> c_int {
+    guarded(|| {
+        // SAFETY: by contract.
+        let c = unsafe { client(c) }?;
+        if from.is_null() || len.is_null() || (buf.is_null() && cap > 0) {
+            return Err(NEFELE_EINVAL);
+        }
+        let mails = if timeout_ms == 0 {
+            c.try_recv(1)
+        } else {
+            c.recv(1, std::time::Duration::from_millis(u64::from(timeout_ms)))
+        }
+        .map_err(|e| code_of(&e))?;
+        let mail = mails.into_iter().next().ok_or(NEFELE_ETIMEDOUT)?;
+        let data = match mail.body {
+            MailBody::Data(d) => d,
+            MailBody::Down { .. } | MailBody::NameLost { .. } => Vec::new(),
+        };
+        // SAFETY: `from` and `len` are non-NULL and writable.
+        unsafe {
+            from.write(mail.from.into());
+            len.write(data.len());
+        }
+        if data.len() > cap {
+            return Err(NEFELE_ERANGE);
+        }
+        // SAFETY: `buf` is writable for `cap >= data.len()` bytes (non-NULL when
+        // `cap > 0`; nothing is copied when `data` is empty).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len()) };
+        Ok(())
+    })
+}
+
+/// Registers `name` for the process `c` acts as.
+///
+/// # Safety
+/// `c` is an open handle; `name` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn nefele_register(c: *mut nefele_client, name: *const c_char) -> c_int {
+    guarded(|| {
+        // SAFETY: by contract.
+        let (c, name) = unsafe { (client(c)?, text(name)?) };
+        c.register(name).map_err(|e| code_of(&e))
+    })
+}
+
+/// The process registered as `name`, to `out`.
+///
+/// # Safety
+/// `c` is an open handle; `name` NUL-terminated; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn nefele_whereis(
+    c: *mut nefele_client,
+    name: *const c_char,
+    out: *mut nefele_pid,
+) -> c_int {
+    guarded(|| {
+        // SAFETY: by contract.
+        let (c, name) = unsafe { (client(c)?, text(name)?) };
+        if out.is_null() {
+            return Err(NEFELE_EINVAL);
+        }
+        let pid = c.whereis(name).map_err(|e| code_of(&e))?;
+        // SAFETY: `out` is non-NULL and writable.
+        unsafe { out.write(pid.into()) };
+        Ok(())
+    })
+}
+
 /// A static, NUL-terminated description of an error code.
 #[no_mangle]
 pub extern "C" fn nefele_strerror(code: c_int) -> *const c_char {
@@ -584,6 +821,15 @@ pub extern "C" fn nefele_strerror(code: c_int) -> *const c_char {
         NEFELE_EREQUEST => c"invalid request",
         NEFELE_ERANGE => c"buffer too small",
         NEFELE_EINTERNAL => c"internal error in libnefele",
+        NEFELE_ENOTSELF => c"not a live local process of the tenant (or not this process)",
+        NEFELE_ENONAME => c"no such name",
+        NEFELE_ETAKEN => c"the name is taken",
+        NEFELE_EFULL => c"the destination mailbox is full",
+        NEFELE_ETOOLARGE => c"the message is over the size limit",
+        NEFELE_EUNKNOWN => c"fate unknown: no answer in time",
+        NEFELE_ETIMEDOUT => c"no message within the timeout",
+        NEFELE_EMSG => c"messaging call failed",
+        NEFELE_ENOENDPOINT => c"no Nefele endpoint (NEFELE_FD)",
         _ => c"unknown error code",
     };
     s.as_ptr()
@@ -658,11 +904,11 @@ mod tests {
 
     #[test]
     fn every_code_has_its_own_words() {
-        let words: std::collections::BTreeSet<_> = (NEFELE_EINTERNAL..=NEFELE_OK)
+        let words: std::collections::BTreeSet<_> = (NEFELE_ENOENDPOINT..=NEFELE_OK)
             // SAFETY: nefele_strerror returns a static NUL-terminated string.
             .map(|c| unsafe { CStr::from_ptr(nefele_strerror(c)) }.to_owned())
             .collect();
-        assert_eq!(words.len(), (NEFELE_OK - NEFELE_EINTERNAL + 1) as usize);
+        assert_eq!(words.len(), (NEFELE_OK - NEFELE_ENOENDPOINT + 1) as usize);
     }
 
     #[test]

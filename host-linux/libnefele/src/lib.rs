@@ -2,7 +2,10 @@
 //!
 //! - [`proto`]: the versioned request/response protocol both sides speak; the
 //!   agent's API server and this client share it, so they cannot drift apart.
-//! - [`client`]: the Rust client ([`Client`]), blocking, one call at a time.
+//! - [`client`]: the Rust client ([`Client`]), blocking, one call at a time:
+//!   processes (spawn, ps, kill, wait) and messaging (send, receive, names,
+//!   groups, topics, monitors, distance). A process started by Nefele connects
+//!   through the endpoint it inherited (`NEFELE_FD`), with no configuration.
 //! - [`ffi`]: the C ABI over the client, declared in `include/nefele.h`.
 //! - [`quantity`]: strict parsing and display of cpu and memory amounts (`500m`,
 //!   `512M`), shared by `nef` flags and the `nefeled` configuration.
@@ -10,9 +13,10 @@
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 
 pub mod client;
+mod endpoint;
 #[allow(non_camel_case_types)]
 pub mod ffi;
 pub mod proto;
 pub mod quantity;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, SendOptions};

@@ -28,17 +28,29 @@
 //!   enums) moved from the agent's core into the small `nefele-api` crate, so a
 //!   client no longer links the core; their encoding did not change, so neither
 //!   did the version. `ApiReply` has since gained the messaging answers (variants
-//!   appended, so the encoding of the others is unchanged); this protocol does not
-//!   expose the messaging calls yet.
+//!   appended, so the encoding of the others is unchanged).
+//! - 2: the messaging calls ([`Call::Send`] to [`Call::Distance`], appended), and
+//!   `Welcome` names the process a connection is scoped to (`pid`): `Some` on a
+//!   process's own endpoint (the socket its agent handed it at start, see
+//!   [`crate::client::Client::from_endpoint`]), `None` on a tenant connection.
+//!
+//! # Who a connection may act as
+//! A messaging call names the process it acts for (`from`, `pid`, `watcher`). On a
+//! process's endpoint that must be the process itself: any other pid is answered
+//! as a pid that is not a live local process of the tenant (`NotSender`,
+//! `NoSuchProcess`), without reaching the agent. A tenant connection (token or
+//! uid) may act as any live process of its tenant on the agent's host; the agent
+//! checks that.
 
 use bincode::Options;
-use nefele_api::calls::ApiReply;
+use nefele_api::calls::{ApiCall, ApiReply};
 use nefele_api::ids::{Incarnation, NodeId, Pid, TenantId};
+use nefele_api::messaging::{Delivery, Dest};
 use nefele_api::spec::{ProcSpec, Signal};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The largest client-to-agent payload.
 pub const MAX_REQUEST_BYTES: u32 = 1 << 20;
 /// The largest agent-to-client payload (a `ps` of a large tenant can be long).
@@ -92,6 +104,175 @@ pub enum Call {
     Ps,
     /// Answer when the process ends.
     Wait(Pid),
+    /// Send `data` as the local process `from` to `to`.
+    Send {
+        /// The sending process.
+        from: Pid,
+        /// Where it goes.
+        to: Dest,
+        /// The message.
+        data: Vec<u8>,
+        /// Its delivery guarantee.
+        delivery: Delivery,
+        /// Wait for room at a full mailbox (else fail `Full`).
+        block: bool,
+    },
+    /// Take up to `max` messages from the mailbox of the local process `pid`,
+    /// waiting up to `wait` for one (`None`: answer at once).
+    Recv {
+        /// The receiving process.
+        pid: Pid,
+        /// The most messages to take.
+        max: u32,
+        /// How long to wait when the mailbox is empty.
+        #[serde(
+            default,
+            deserialize_with = "nefele_api::duration::option::deserialize"
+        )]
+        wait: Option<std::time::Duration>,
+    },
+    /// Register `name` for the local process `pid`.
+    Register {
+        /// The name.
+        name: String,
+        /// The process.
+        pid: Pid,
+    },
+    /// Drop the registration of `name` (on a process endpoint: only its own).
+    Unregister {
+        /// The name.
+        name: String,
+    },
+    /// The process registered under `name`.
+    Whereis {
+        /// The name.
+        name: String,
+    },
+    /// Add `pid` to `group`.
+    Join {
+        /// The group.
+        group: String,
+        /// The process.
+        pid: Pid,
+    },
+    /// Take `pid` out of `group`.
+    Leave {
+        /// The group.
+        group: String,
+        /// The process.
+        pid: Pid,
+    },
+    /// Subscribe `pid` to `topic`.
+    Subscribe {
+        /// The topic.
+        topic: String,
+        /// The process.
+        pid: Pid,
+    },
+    /// Cancel the subscription of `pid` to `topic`.
+    Unsubscribe {
+        /// The topic.
+        topic: String,
+        /// The process.
+        pid: Pid,
+    },
+    /// Tell `watcher`'s mailbox when `watched` ends.
+    Monitor {
+        /// The watching process.
+        watcher: Pid,
+        /// The watched process.
+        watched: Pid,
+    },
+    /// Cancel a monitor.
+    Demonitor {
+        /// The watching process.
+        watcher: Pid,
+        /// The watched process.
+        watched: Pid,
+    },
+    /// How far `to` is from `from`, and the measured round trip of that class.
+    Distance {
+        /// The asking process.
+        from: Pid,
+        /// The other process.
+        to: Pid,
+    },
+}
+
+impl Call {
+    /// The agent's call for this one made by `tenant` (the connection's); `None`
+    /// for [`Call::Members`], which the driver answers itself.
+    #[must_use]
+    pub fn into_api(self, tenant: TenantId) -> Option<ApiCall> {
+        Some(match self {
+            Call::Members => return None,
+            Call::Spawn(spec) => ApiCall::Spawn { tenant, spec },
+            Call::NSpawn { n, spec } => ApiCall::NSpawn { tenant, n, spec },
+            Call::CSpawn(specs) => ApiCall::CSpawn { tenant, specs },
+            Call::Kill { pid, signal } => ApiCall::Kill {
+                tenant,
+                pid,
+                signal,
+            },
+            Call::Info(pid) => ApiCall::Info { tenant, pid },
+            Call::Ps => ApiCall::Ps { tenant },
+            Call::Wait(pid) => ApiCall::Wait { tenant, pid },
+            Call::Send {
+                from,
+                to,
+                data,
+                delivery,
+                block,
+            } => ApiCall::Send {
+                tenant,
+                from,
+                to,
+                data,
+                delivery,
+                block,
+            },
+            Call::Recv { pid, max, wait } => ApiCall::Recv {
+                tenant,
+                pid,
+                max,
+                wait,
+            },
+            Call::Register { name, pid } => ApiCall::Register { tenant, name, pid },
+            Call::Unregister { name } => ApiCall::Unregister { tenant, name },
+            Call::Whereis { name } => ApiCall::Whereis { tenant, name },
+            Call::Join { group, pid } => ApiCall::Join { tenant, group, pid },
+            Call::Leave { group, pid } => ApiCall::Leave { tenant, group, pid },
+            Call::Subscribe { topic, pid } => ApiCall::Subscribe { tenant, topic, pid },
+            Call::Unsubscribe { topic, pid } => ApiCall::Unsubscribe { tenant, topic, pid },
+            Call::Monitor { watcher, watched } => ApiCall::Monitor {
+                tenant,
+                watcher,
+                watched,
+            },
+            Call::Demonitor { watcher, watched } => ApiCall::Demonitor {
+                tenant,
+                watcher,
+                watched,
+            },
+            Call::Distance { from, to } => ApiCall::Distance { tenant, from, to },
+        })
+    }
+
+    /// The local process a messaging call acts for, if it names one.
+    #[must_use]
+    pub fn acts_as(&self) -> Option<Pid> {
+        match self {
+            Call::Send { from, .. } | Call::Distance { from, .. } => Some(*from),
+            Call::Recv { pid, .. }
+            | Call::Register { pid, .. }
+            | Call::Join { pid, .. }
+            | Call::Leave { pid, .. }
+            | Call::Subscribe { pid, .. }
+            | Call::Unsubscribe { pid, .. } => Some(*pid),
+            Call::Monitor { watcher, .. } | Call::Demonitor { watcher, .. } => Some(*watcher),
+            _ => None,
+        }
+    }
 }
 
 /// A frame from the agent to the client.
@@ -105,6 +286,8 @@ pub enum AgentFrame {
         tenant: TenantId,
         /// The agent answering.
         node: NodeId,
+        /// The process this connection is scoped to (its own endpoint), if any.
+        pid: Option<Pid>,
     },
     /// The answer to the call `id`.
     Reply {
@@ -280,6 +463,52 @@ mod tests {
         assert_eq!(len, bytes.len() - 4);
         let back: ClientFrame = decode(&bytes[4..], MAX_REQUEST_BYTES).unwrap();
         assert_eq!(back, call);
+    }
+
+    #[test]
+    fn messaging_calls_round_trip_and_carry_the_connections_tenant() {
+        let me = Pid::new(NodeId(2), Incarnation(1), 5);
+        let call = Call::Recv {
+            pid: me,
+            max: 3,
+            wait: Some(std::time::Duration::from_millis(1500)),
+        };
+        let frame = ClientFrame::Call {
+            id: 9,
+            call: call.clone(),
+        };
+        let bytes = encode(&frame, MAX_REQUEST_BYTES).unwrap();
+        let back: ClientFrame = decode(&bytes[4..], MAX_REQUEST_BYTES).unwrap();
+        assert_eq!(back, frame);
+        assert_eq!(call.acts_as(), Some(me));
+        assert_eq!(
+            call.into_api(TenantId(4)),
+            Some(ApiCall::Recv {
+                tenant: TenantId(4),
+                pid: me,
+                max: 3,
+                wait: Some(std::time::Duration::from_millis(1500)),
+            })
+        );
+        assert_eq!(Call::Members.into_api(TenantId(4)), None);
+        assert_eq!(Call::Whereis { name: "x".into() }.acts_as(), None);
+    }
+
+    #[test]
+    fn a_wait_with_nanoseconds_past_a_second_is_refused() {
+        let frame = ClientFrame::Call {
+            id: 1,
+            call: Call::Recv {
+                pid: Pid::new(NodeId(1), Incarnation(1), 1),
+                max: 1,
+                wait: Some(std::time::Duration::from_nanos(7)),
+            },
+        };
+        let mut bytes = encode(&frame, MAX_REQUEST_BYTES).unwrap();
+        // The duration's nanos (u32) are the frame's last four bytes.
+        let n = bytes.len();
+        bytes[n - 4..].copy_from_slice(&2_000_000_000u32.to_be_bytes());
+        assert!(decode::<ClientFrame>(&bytes[4..], MAX_REQUEST_BYTES).is_err());
     }
 
     #[test]

@@ -5,15 +5,18 @@
 //! stderr, `nef: <what went wrong>`, and the exit status is 2 for a usage error,
 //! 1 for anything else.
 
+mod msg;
 mod render;
 
 use clap::{Args, Parser, Subcommand};
 use nefele::client::{default_socket, SOCKET_ENV, TOKEN_ENV};
 use nefele::quantity;
-use nefele::{Client, ClientError};
+use nefele::{Client, ClientError, SendOptions};
+use nefele_api::messaging::{Delivery, Dest};
 use nefele_core::host::{Affinity, ProcSpec, ResourcePolicy, Signal};
 use nefele_core::ids::Pid;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The environment variable naming a token file, as `--token-file`.
 const TOKEN_FILE_ENV: &str = "NEFELE_TOKEN_FILE";
@@ -52,6 +55,11 @@ struct Cli {
     /// NEFELE_TOKEN is given).
     #[arg(long, global = true, env = TOKEN_FILE_ENV, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// The process messaging commands act as: one of your tenant's processes on
+    /// this agent's host. Inside a process started by Nefele (NEFELE_FD set, no
+    /// --socket), nef connects through the process's own endpoint and acts as it.
+    #[arg(long = "as", global = true, value_name = "PID")]
+    act_as: Option<Pid>,
     #[command(subcommand)]
     command: Command,
 }
@@ -90,6 +98,98 @@ enum Command {
         /// The process.
         pid: Pid,
     },
+    /// Send a message: to a pid, name:NAME, group:GROUP[:PATTERN], topic:TOPIC or all.
+    Send {
+        /// Where it goes.
+        #[arg(value_parser = msg::parse_dest)]
+        to: Dest,
+        /// What it says.
+        message: String,
+        /// Sent again until acknowledged (the receiver sees it once).
+        #[arg(long)]
+        reliable: bool,
+        /// Fail at a full mailbox instead of waiting for room.
+        #[arg(long)]
+        no_block: bool,
+    },
+    /// Take messages from the mailbox; fails if none comes within the timeout.
+    Recv {
+        /// Seconds to wait for the first message (0: do not wait).
+        #[arg(long, default_value = "10", value_parser = parse_seconds)]
+        timeout: Duration,
+        /// The most messages to take.
+        #[arg(long, default_value_t = 1)]
+        max: u32,
+        /// Print only the messages' bytes, one per line.
+        #[arg(long, conflicts_with = "json")]
+        data: bool,
+        /// Print one JSON object per message.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register a name for the process.
+    Register {
+        /// The name.
+        name: String,
+    },
+    /// Drop a name.
+    Unregister {
+        /// The name.
+        name: String,
+    },
+    /// Where names are registered: one line (or JSON entry) per name, `-` if none.
+    Names {
+        /// The names to look up.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Print JSON ({name: pid or null}).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join or leave a group.
+    Groups {
+        /// `join` or `leave`.
+        #[arg(value_parser = ["join", "leave"])]
+        action: String,
+        /// The group.
+        group: String,
+    },
+    /// Publish a message to a topic.
+    Pub {
+        /// The topic.
+        topic: String,
+        /// What it says.
+        message: String,
+    },
+    /// Subscribe to topics and print what arrives until interrupted.
+    Sub {
+        /// The topics.
+        #[arg(required = true)]
+        topics: Vec<String>,
+        /// Print one JSON object per message.
+        #[arg(long)]
+        json: bool,
+    },
+    /// How far a process is (distance class), the round trip the agent measures to
+    /// that class, and the round trip of `--count` empty messages sent to it (they
+    /// land in its mailbox).
+    Ping {
+        /// A pid, or a registered name.
+        target: String,
+        /// Empty messages to time (0: only the class and the agent's measurement).
+        #[arg(long, default_value_t = 3)]
+        count: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds"))
 }
 
 #[derive(Args)]
@@ -161,13 +261,21 @@ fn parse_env(s: &str) -> Result<String, String> {
 }
 
 fn run(cli: Cli) -> Result<(), ClientError> {
+    let endpoint = cli.socket.is_none() && std::env::var_os(nefele::client::FD_ENV).is_some();
     let socket = cli.socket.unwrap_or_else(default_socket);
     let token = match (cli.token, &cli.token_file) {
         (Some(token), _) => Some(token),
         (None, Some(file)) => Some(read_token(file)?),
         (None, None) => None,
     };
-    let mut client = Client::connect(&socket, token.as_deref())?;
+    let mut client = if endpoint {
+        Client::from_endpoint()?
+    } else {
+        Client::connect(&socket, token.as_deref())?
+    };
+    if let Some(pid) = cli.act_as {
+        client.act_as(pid);
+    }
     match cli.command {
         Command::Members { json } => {
             let view = client.members()?;
@@ -202,6 +310,137 @@ fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Kill { pid, signal } => client.kill(pid, signal)?,
         Command::Info { pid } => print!("{}", render::info(&client.info(pid)?)),
         Command::Wait { pid } => println!("{pid} {}", render::exit(client.wait(pid)?)),
+        Command::Send {
+            to,
+            message,
+            reliable,
+            no_block,
+        } => {
+            let options = SendOptions {
+                delivery: if reliable {
+                    Delivery::Reliable
+                } else {
+                    Delivery::AtMostOnce
+                },
+                no_block,
+            };
+            let receipt = client.send_with(to, message.as_bytes(), options)?;
+            println!("reached {}", receipt.reached);
+        }
+        Command::Recv {
+            timeout,
+            max,
+            data,
+            json,
+        } => {
+            let mails = if timeout.is_zero() {
+                client.try_recv(max)?
+            } else {
+                client.recv(max, timeout)?
+            };
+            if mails.is_empty() {
+                return Err(ClientError::Unexpected(format!(
+                    "no message within {}s",
+                    timeout.as_secs_f64()
+                )));
+            }
+            for mail in &mails {
+                let line = if json {
+                    msg::mail_json(mail)
+                } else if data {
+                    msg::mail_data(mail)
+                } else {
+                    msg::mail_text(mail)
+                };
+                println!("{line}");
+            }
+        }
+        Command::Register { name } => client.register(&name)?,
+        Command::Unregister { name } => client.unregister(&name)?,
+        Command::Names { names, json } => {
+            let mut found = serde_json::Map::new();
+            for name in names {
+                let pid = match client.whereis(&name) {
+                    Ok(pid) => Some(pid),
+                    Err(ClientError::Name(nefele_api::messaging::NameError::NoSuchName)) => None,
+                    Err(e) => return Err(e),
+                };
+                if !json {
+                    println!("{name} {}", pid.map_or("-".to_owned(), |p| p.to_string()));
+                }
+                found.insert(name, pid.map(|p| p.to_string()).into());
+            }
+            if json {
+                println!("{}", serde_json::Value::Object(found));
+            }
+        }
+        Command::Groups { action, group } => match action.as_str() {
+            "join" => client.join(&group)?,
+            _ => client.leave(&group)?,
+        },
+        Command::Pub { topic, message } => {
+            let receipt = client.publish(&topic, message.as_bytes())?;
+            println!("reached {}", receipt.reached);
+        }
+        Command::Sub { topics, json } => {
+            for topic in &topics {
+                client.subscribe(topic)?;
+            }
+            loop {
+                // Short waits, so that an interrupted nef leaves no long receive behind.
+                for mail in client.recv(64, Duration::from_secs(1))? {
+                    let line = if json {
+                        msg::mail_json(&mail)
+                    } else {
+                        msg::mail_text(&mail)
+                    };
+                    println!("{line}");
+                }
+            }
+        }
+        Command::Ping {
+            target,
+            count,
+            json,
+        } => ping(&mut client, &target, count, json)?,
+    }
+    Ok(())
+}
+
+/// `nef ping`: the class, the agent's measured round trip, and timed empty sends.
+fn ping(client: &mut Client, target: &str, count: u32, json: bool) -> Result<(), ClientError> {
+    // A name first: short names like `bee` are valid pid text too.
+    let pid = match client.whereis(target) {
+        Ok(pid) => pid,
+        Err(ClientError::Name(nefele_api::messaging::NameError::NoSuchName)) => target
+            .parse::<Pid>()
+            .map_err(|_| ClientError::Name(nefele_api::messaging::NameError::NoSuchName))?,
+        Err(e) => return Err(e),
+    };
+    let info = client.distance(pid)?;
+    let mut rtts = Vec::new();
+    for _ in 0..count {
+        let t0 = Instant::now();
+        client.send(Dest::Pid(pid), &[])?;
+        rtts.push(t0.elapsed());
+    }
+    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    if json {
+        let value = serde_json::json!({
+            "pid": pid.to_string(),
+            "class": format!("{:?}", info.class),
+            "agent_rtt_us": info.rtt.map(micros),
+            "send_rtt_us": rtts.iter().map(|d| micros(*d)).collect::<Vec<_>>(),
+        });
+        println!("{value}");
+    } else {
+        let agent = info.rtt.map_or("not measured yet".to_owned(), |d| {
+            format!("{:.0} µs", micros(d))
+        });
+        println!("{pid}: {:?}, agent-measured round trip {agent}", info.class);
+        for (i, d) in rtts.iter().enumerate() {
+            println!("send {}: {:.0} µs", i + 1, micros(*d));
+        }
     }
     Ok(())
 }

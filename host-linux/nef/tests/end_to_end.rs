@@ -40,6 +40,8 @@ struct Cluster {
     _runtime: tokio::runtime::Runtime,
     _dir: tempfile::TempDir,
     socket: PathBuf,
+    /// The first agent's API socket (for messaging as its processes).
+    socket1: PathBuf,
 }
 
 async fn agent(node: u32, seeds: Vec<SocketAddr>) -> nefeled::Runtime {
@@ -63,7 +65,8 @@ impl Cluster {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api.sock");
-        let socket = runtime.block_on(async {
+        let path1 = dir.path().join("api1.sock");
+        let (socket, socket1) = runtime.block_on(async {
             let first = agent(1, vec![]).await;
             let seed = first.local_addr;
             let second = agent(2, vec![seed]).await;
@@ -71,14 +74,18 @@ impl Cluster {
             let server = ApiServer::bind(&path).await.unwrap();
             let socket = server.path().to_owned();
             tokio::spawn(server.serve(third.handle.clone(), Arc::new(Tokens)));
+            let server1 = ApiServer::bind(&path1).await.unwrap();
+            let socket1 = server1.path().to_owned();
+            tokio::spawn(server1.serve(first.handle.clone(), Arc::new(Tokens)));
             // The runtimes live as long as the tokio runtime does.
             std::mem::forget((first, second, third));
-            socket
+            (socket, socket1)
         });
         let cluster = Cluster {
             _runtime: runtime,
             _dir: dir,
             socket,
+            socket1,
         };
         cluster.wait_federated();
         cluster
@@ -290,14 +297,16 @@ fn cdylib_dir() -> PathBuf {
         .to_owned()
 }
 
-#[test]
-fn the_c_example_spawns_lists_and_kills() {
+/// Builds the C example `name` with `-Wall -Werror` and runs it against a fresh
+/// cluster; `None` when no compiler is found (recorded as a skip, or a failure
+/// under CI).
+fn run_c_example(name: &str) -> Option<String> {
     let cc = ["cc", "gcc", "clang"]
         .into_iter()
         .find(|cc| Command::new(cc).arg("--version").output().is_ok());
     // Under CI (which installs gcc) a missing compiler fails the test.
     if !nefele_test_support::require(cc.is_some(), "a C compiler (cc, gcc or clang) on PATH") {
-        return;
+        return None;
     }
     let cc = cc.expect("found");
     let lib = cdylib_dir();
@@ -307,13 +316,13 @@ fn the_c_example_spawns_lists_and_kills() {
     );
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../libnefele");
     let cluster = Cluster::start();
-    let exe = cluster._dir.path().join("spawn");
+    let exe = cluster._dir.path().join(name);
     let built = Command::new(cc)
         .arg("-Wall")
         .arg("-Werror")
         .arg("-o")
         .arg(&exe)
-        .arg(crate_dir.join("examples/c/spawn.c"))
+        .arg(crate_dir.join(format!("examples/c/{name}.c")))
         .arg("-I")
         .arg(crate_dir.join("include"))
         .arg("-L")
@@ -332,12 +341,20 @@ fn the_c_example_spawns_lists_and_kills() {
         .env("LD_LIBRARY_PATH", &lib)
         .output()
         .unwrap();
-    let out = String::from_utf8_lossy(&ran.stdout);
+    let out = String::from_utf8_lossy(&ran.stdout).into_owned();
     assert!(
         ran.status.success(),
         "{out}{}",
         String::from_utf8_lossy(&ran.stderr)
     );
+    Some(out)
+}
+
+#[test]
+fn the_c_example_spawns_lists_and_kills() {
+    let Some(out) = run_c_example("spawn") else {
+        return;
+    };
     assert_eq!(
         out.lines().filter(|l| l.starts_with("spawned ")).count(),
         3,
@@ -352,6 +369,17 @@ fn the_c_example_spawns_lists_and_kills() {
         "{out}"
     );
     assert_eq!(NEFELE_OK, 0);
+}
+
+#[test]
+fn the_c_messaging_example_registers_looks_up_sends_and_receives() {
+    let Some(out) = run_c_example("messaging") else {
+        return;
+    };
+    assert_eq!(
+        out,
+        "whereis c-reader: ok\nreceived hello\nreceived world\nempty and too small: ok (8 bytes)\n"
+    );
 }
 
 #[test]
@@ -400,4 +428,246 @@ fn nef_takes_its_token_from_the_environment_or_a_file() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("nef: ") && err.contains("absent"), "{err}");
+}
+
+/// A client of agent `socket` acting as `pid`.
+fn acting(socket: &Path, token: &str, pid: Pid) -> Client {
+    let mut c = Client::connect(socket, Some(token)).unwrap();
+    c.act_as(pid);
+    c
+}
+
+#[test]
+fn processes_on_two_agents_and_on_one_exchange_messages_through_their_agents() {
+    use nefele_api::messaging::{Dest, DistanceClass, MailBody, SendError};
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    // 9 × 300m over three hosts of 1000m: three on each host.
+    let pids = c.n_spawn(9, &sleeper(300)).unwrap();
+    let ps = c.ps().unwrap();
+    let on = |node: u32| -> Vec<Pid> {
+        ps.processes
+            .iter()
+            .filter(|p| p.host == NodeId(node) && pids.contains(&p.pid))
+            .map(|p| p.pid)
+            .collect()
+    };
+    let (here, there) = (on(3), on(1));
+    assert!(here.len() >= 2 && !there.is_empty(), "{ps:?}");
+    let mut a = acting(&cluster.socket, "alice", here[0]);
+    let mut b = acting(&cluster.socket1, "alice", there[0]);
+    // Two hosts, by name, and back by pid.
+    b.register("pong").unwrap();
+    assert_eq!(a.whereis("pong").unwrap(), there[0]);
+    let receipt = a.send(Dest::Name("pong".into()), b"ping").unwrap();
+    assert_eq!(receipt.reached, 1);
+    let got = b.recv(8, Duration::from_secs(5)).unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].from, here[0]);
+    assert_eq!(got[0].body, MailBody::Data(b"ping".to_vec()));
+    assert_ne!(got[0].class, DistanceClass::SameHost);
+    b.send(here[0], b"pong").unwrap();
+    // A pid send on the pair a name send used.
+    a.send(there[0], b"by pid").unwrap();
+    assert_eq!(b.recv(8, Duration::from_secs(5)).unwrap().len(), 1);
+    let back = a.recv(8, Duration::from_secs(5)).unwrap();
+    assert_eq!(back[0].body, MailBody::Data(b"pong".to_vec()));
+    // Same host.
+    let mut a2 = acting(&cluster.socket, "alice", here[1]);
+    a.send(here[1], b"next door").unwrap();
+    let got = a2.recv(8, Duration::from_secs(5)).unwrap();
+    assert_eq!(got[0].class, DistanceClass::SameHost);
+    assert_eq!(a.distance(here[1]).unwrap().class, DistanceClass::SameHost);
+    a.send(here[1], b"second").unwrap();
+    a.send(here[1], b"").unwrap();
+    assert_eq!(a2.recv(8, Duration::from_secs(5)).unwrap().len(), 2);
+    // Same host: a name send, then a pid send on the same pair from a new process.
+    let mut a3 = acting(&cluster.socket, "alice", here[2]);
+    a3.register("three").unwrap();
+    let mut a4 = acting(&cluster.socket, "alice", here[0]);
+    a4.send(Dest::Name("three".into()), b"by name").unwrap();
+    assert_eq!(a3.recv(8, Duration::from_secs(5)).unwrap().len(), 1);
+    let mut a5 = acting(&cluster.socket, "alice", here[0]);
+    a5.send(here[2], b"by pid").unwrap();
+    assert_eq!(a3.recv(8, Duration::from_secs(5)).unwrap().len(), 1);
+    // Nothing waiting: an empty answer at once, and after a short wait.
+    assert!(a2.try_recv(8).unwrap().is_empty());
+    assert!(a2.recv(8, Duration::from_millis(100)).unwrap().is_empty());
+    // Another tenant can neither act as alice's process nor reach it.
+    let mut mallory = acting(&cluster.socket, "bob", here[0]);
+    assert!(matches!(
+        mallory.send(here[1], b"x"),
+        Err(ClientError::Send(SendError::NotSender))
+    ));
+    // A pid on another host is not local: nobody can act as it here.
+    let mut far = acting(&cluster.socket, "alice", there[0]);
+    assert!(matches!(
+        far.send(here[0], b"x"),
+        Err(ClientError::Send(SendError::NotSender))
+    ));
+    // Over the size limit: a typed error, nothing delivered, the agent lives on;
+    // over the frame limit: refused by the client before it is sent.
+    assert!(matches!(
+        a.send(here[1], &vec![0; 60_001]),
+        Err(ClientError::Send(SendError::TooLarge))
+    ));
+    assert!(matches!(
+        a.send(here[1], &vec![0; 2 << 20]),
+        Err(ClientError::Protocol(_))
+    ));
+    assert!(a2.try_recv(8).unwrap().is_empty());
+    a.send(here[1], b"still here").unwrap();
+    assert_eq!(a2.recv(8, Duration::from_secs(5)).unwrap().len(), 1);
+    // A connection acting as no process is told so before anything is sent.
+    assert!(matches!(c.send(here[0], b"x"), Err(ClientError::NoProcess)));
+}
+
+#[test]
+fn nef_sends_receives_and_looks_up_names() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    let pids = c.n_spawn(9, &sleeper(300)).unwrap();
+    let ps = c.ps().unwrap();
+    let here: Vec<String> = ps
+        .processes
+        .iter()
+        .filter(|p| p.host == NodeId(3) && pids.contains(&p.pid))
+        .map(|p| p.pid.to_string())
+        .collect();
+    let (a, b) = (&here[0], &here[1]);
+    stdout(&cluster.nef(&["--as", b, "register", "bee"]));
+    let names = stdout(&cluster.nef(&["names", "bee", "nobody", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&names).unwrap();
+    assert_eq!(v["bee"], serde_json::Value::String(b.clone()));
+    assert!(v["nobody"].is_null());
+    assert_eq!(
+        stdout(&cluster.nef(&["--as", a, "send", "name:bee", "hello"])),
+        "reached 1\n"
+    );
+    assert_eq!(
+        stdout(&cluster.nef(&["--as", b, "recv", "--data", "--timeout", "5"])),
+        "hello\n"
+    );
+    let none = cluster.nef(&["--as", b, "recv", "--timeout", "0.1"]);
+    assert!(error_line(&none, 1).contains("no message"));
+    // `bee` is also valid pid text: the name wins.
+    let ping = stdout(&cluster.nef(&["--as", a, "ping", "bee", "--count", "1", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(ping.trim()).unwrap();
+    assert_eq!(v["class"], "SameHost");
+    assert_eq!(v["send_rtt_us"].as_array().unwrap().len(), 1);
+    stdout(&cluster.nef(&["--as", b, "recv", "--timeout", "5"]));
+    stdout(&cluster.nef(&["--as", b, "groups", "join", "g"]));
+    let sent = cluster.nef(&["--as", a, "send", "group:g", "to the group"]);
+    assert!(sent.status.success(), "group send: {sent:?}");
+    let json = stdout(&cluster.nef(&["--as", b, "recv", "--json", "--timeout", "5"]));
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["from"], serde_json::Value::String(a.clone()));
+    assert_eq!(v["data"], "to the group");
+    // `nef sub` prints what arrives until it is stopped; `nef pub` publishes.
+    let mut sub = Command::new(env!("CARGO_BIN_EXE_nef"))
+        .args(["--socket"])
+        .arg(&cluster.socket)
+        .args(["--token", "alice", "--as", b, "sub", "news", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // Until the subscription is in place: no members, or reached 0.
+        let published = cluster.nef(&["--as", a, "pub", "news", "extra"]);
+        if published.status.success() && published.stdout == b"reached 1\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never subscribed: {published:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(sub.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    sub.kill().unwrap();
+    sub.wait().unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["data"], "extra");
+    let no_one = cluster.nef(&["send", a, "x"]);
+    assert!(error_line(&no_one, 1).contains("no process to act as"));
+}
+
+#[test]
+fn topics_groups_and_monitors_work_across_agents_and_a_poll_loop_receives() {
+    use nefele_api::messaging::{Dest, MailBody, Pattern};
+    use std::os::fd::AsRawFd;
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    let pids = c.n_spawn(9, &sleeper(300)).unwrap();
+    let ps = c.ps().unwrap();
+    let on = |node: u32| -> Vec<Pid> {
+        ps.processes
+            .iter()
+            .filter(|p| p.host == NodeId(node) && pids.contains(&p.pid))
+            .map(|p| p.pid)
+            .collect()
+    };
+    let (here, there) = (on(3), on(1));
+    let mut a = acting(&cluster.socket, "alice", here[0]);
+    let mut b = acting(&cluster.socket1, "alice", there[0]);
+    let mut b2 = acting(&cluster.socket1, "alice", there[1]);
+    // A topic with subscribers on another host.
+    b.subscribe("news").unwrap();
+    b2.subscribe("news").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reached = loop {
+        let r = a.publish("news", b"extra").unwrap().reached;
+        if r == 2 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(reached, 2);
+    for s in [&mut b, &mut b2] {
+        let got = s.recv(64, Duration::from_secs(5)).unwrap();
+        assert!(got
+            .iter()
+            .any(|m| m.body == MailBody::Data(b"extra".to_vec())));
+    }
+    // A failover group: the first member to join answers.
+    b.join("svc").unwrap();
+    b2.join("svc").unwrap();
+    let to_group = Dest::Group {
+        group: "svc".into(),
+        pattern: Pattern::Failover,
+    };
+    assert_eq!(a.send(to_group, b"job").unwrap().reached, 1);
+    let got = b.recv(64, Duration::from_secs(5)).unwrap();
+    assert!(got
+        .iter()
+        .any(|m| m.body == MailBody::Data(b"job".to_vec())));
+    // A monitor: killing the watched process puts a Down in the watcher's mailbox,
+    // received here through the poll-loop interface.
+    a.monitor(there[1]).unwrap();
+    a.arm(8).unwrap();
+    c.kill(there[1], Signal::Kill).unwrap();
+    assert!(
+        a.armed_ready() || poll_in(a.as_raw_fd(), 5000) > 0,
+        "no answer within 5 s"
+    );
+    let got = a.take_armed().unwrap();
+    assert!(
+        got.iter()
+            .any(|m| matches!(m.body, MailBody::Down { pid, .. } if pid == there[1])),
+        "{got:?}"
+    );
+}
+
+/// poll(2) for input on `fd`, up to `ms` milliseconds: > 0 when readable.
+fn poll_in(fd: i32, ms: i32) -> i32 {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the duration of the call.
+    unsafe { libc::poll(&mut p, 1, ms) }
 }

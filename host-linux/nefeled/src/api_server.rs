@@ -23,8 +23,24 @@
 //! also when its client has gone (see [`crate::handle::Hold`]), so closing
 //! connections does not reset a tenant's budget (but a `wait` whose client has
 //! gone is cancelled by the driver, which frees its share); the connection's own tasks and
-//! buffers are freed when it closes. A user who floods the socket slows only
+//! buffers are freed when it closes. A messaging receive is not counted: it waits
+//! in its process's mailbox, one per mailbox (another answers `Busy` at once), so
+//! the tenant's processes bound them, and counting them would let processes
+//! blocked in receives stall the sends that would wake them. A user who floods the socket slows only
 //! itself, and a tenant only itself.
+//!
+//! **Process endpoints.** Besides the socket, the server serves the endpoints the
+//! host backend hands it ([`Endpoint`]: the agent's end of a socket pair whose
+//! other end a process inherited at start, see libnefele's client docs). An
+//! endpoint is authenticated by construction: its `Hello` (which may come again,
+//! from each program of the process in turn) is answered `Welcome` with the
+//! process's tenant and pid, whatever token it carries. Every messaging call on it
+//! must act as that pid ([`Call::acts_as`]); one naming another pid is answered
+//! here, without reaching the agent, exactly as the agent answers a pid that is not
+//! a live local process of the tenant (`NotSender`, `NoSuchProcess`), and an
+//! `Unregister` is carried out only for a name the process holds. Endpoints are
+//! not counted against the per-uid connection limit (the host backend makes one
+//! per process), but their calls count against their tenant's budget.
 
 use crate::handle::AgentHandle;
 use nefele::proto::{
@@ -32,8 +48,9 @@ use nefele::proto::{
     PROTOCOL_VERSION,
 };
 use nefele::proto::{Call, Reply};
+use nefele_api::messaging::{GroupError, MonitorError, MsgError, NameError, RecvError, SendError};
 use nefele_core::agent::ApiReply;
-use nefele_core::ids::TenantId;
+use nefele_core::ids::{Pid, TenantId};
 use nefele_core::placement::api::SpawnError;
 use std::collections::BTreeMap;
 use std::io;
@@ -119,11 +136,67 @@ pub enum ServeError {
     },
 }
 
+/// The agent's end of a process's endpoint, from the host backend.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// The process the endpoint is scoped to.
+    pub pid: Pid,
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// The agent's end of the socket pair.
+    pub stream: std::os::unix::net::UnixStream,
+}
+
+/// Where endpoints come from: the host backend's side of this channel.
+pub type EndpointReceiver = mpsc::UnboundedReceiver<Endpoint>;
+
+/// What a connection may act as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Any live local process of the tenant (the agent checks).
+    Tenant(TenantId),
+    /// Only this process, of this tenant: a process's own endpoint.
+    Process(TenantId, Pid),
+}
+
+impl Scope {
+    fn tenant(self) -> TenantId {
+        match self {
+            Scope::Tenant(t) | Scope::Process(t, _) => t,
+        }
+    }
+
+    fn pid(self) -> Option<Pid> {
+        match self {
+            Scope::Tenant(_) => None,
+            Scope::Process(_, p) => Some(p),
+        }
+    }
+}
+
+/// The answer to a call that acts as a pid its connection may not act as: the
+/// agent's own answer for a pid that is not a live local process of the tenant.
+fn not_entitled(call: &Call) -> ApiReply {
+    match call {
+        Call::Send { .. } => ApiReply::Sent(Err(SendError::NotSender)),
+        Call::Recv { .. } => ApiReply::Received(Err(RecvError::NoSuchProcess)),
+        Call::Register { .. } | Call::Unregister { .. } => {
+            ApiReply::Named(Err(NameError::NoSuchProcess))
+        }
+        Call::Monitor { .. } | Call::Demonitor { .. } => {
+            ApiReply::Monitored(Err(MonitorError::NoSuchProcess))
+        }
+        Call::Distance { .. } => ApiReply::Distance(Err(MsgError::NoSuchProcess)),
+        _ => ApiReply::Grouped(Err(GroupError::NoSuchProcess)),
+    }
+}
+
 /// A bound API socket.
 #[derive(Debug)]
 pub struct ApiServer {
     listener: UnixListener,
     path: PathBuf,
+    endpoints: Option<EndpointReceiver>,
 }
 
 impl ApiServer {
@@ -154,7 +227,15 @@ impl ApiServer {
         Ok(ApiServer {
             listener,
             path: path.to_owned(),
+            endpoints: None,
         })
+    }
+
+    /// Serves also the process endpoints that come on `endpoints`.
+    #[must_use]
+    pub fn with_endpoints(mut self, endpoints: EndpointReceiver) -> Self {
+        self.endpoints = Some(endpoints);
+        self
     }
 
     /// The socket's path.
@@ -170,14 +251,25 @@ impl ApiServer {
 
     /// Accepts connections forever, each served by its own task, under `limits`.
     pub async fn serve_with(
-        self,
+        mut self,
         agent: AgentHandle,
         auth: Arc<dyn Authenticator>,
         limits: ApiLimits,
     ) {
         let admission = Arc::new(Admission::new(limits));
+        let mut endpoints = self.endpoints.take();
         loop {
-            match self.listener.accept().await {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                endpoint = next_endpoint(&mut endpoints) => {
+                    match endpoint {
+                        Some(e) => serve_endpoint(e, &agent, &admission),
+                        None => endpoints = None,
+                    }
+                    continue;
+                }
+            };
+            match accepted {
                 Ok((stream, _)) => {
                     // No credentials (never on Linux for a Unix socket) maps to no uid anyone configured.
                     let uid = stream.peer_cred().map_or(u32::MAX, |c| c.uid());
@@ -201,6 +293,89 @@ impl ApiServer {
             }
         }
     }
+}
+
+/// The next endpoint, or never when there is no (more) source of them.
+async fn next_endpoint(endpoints: &mut Option<EndpointReceiver>) -> Option<Endpoint> {
+    match endpoints {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves one process endpoint on its own task.
+fn serve_endpoint(endpoint: Endpoint, agent: &AgentHandle, admission: &Arc<Admission>) {
+    let stream = match endpoint
+        .stream
+        .set_nonblocking(true)
+        .and_then(|()| UnixStream::from_std(endpoint.stream))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(pid = %endpoint.pid, error = %e, "endpoint not served");
+            return;
+        }
+    };
+    let scope = Scope::Process(endpoint.tenant, endpoint.pid);
+    let (agent, admission) = (agent.clone(), admission.clone());
+    tokio::spawn(async move {
+        let (mut reader, writer) = stream.into_split();
+        let (out, outgoing) = mpsc::channel(WRITE_QUEUE);
+        let writer = tokio::spawn(write_frames(writer, outgoing));
+        // A process may leave its endpoint unused as long as it likes: no Hello timeout.
+        if let Some(scope) = greet_endpoint(&mut reader, scope, &agent, &out).await {
+            serve_calls(&mut reader, scope, &agent, &out, &admission).await;
+        }
+        drop(out);
+        let _ = writer.await;
+    });
+}
+
+/// Reads an endpoint's `Hello` (any token) and answers it with the process's scope.
+async fn greet_endpoint(
+    reader: &mut OwnedReadHalf,
+    scope: Scope,
+    agent: &AgentHandle,
+    out: &mpsc::Sender<Outgoing>,
+) -> Option<Scope> {
+    match read_frame(reader, MAX_HELLO_BYTES).await {
+        Ok(ClientFrame::Hello { version, .. }) => welcome(version, scope, agent, out).await,
+        Ok(ClientFrame::Call { id, .. }) => {
+            let e = ProtocolError::Unexpected(format!("call {id} before Hello"));
+            let _ = out.send(Outgoing::Close(e)).await;
+            None
+        }
+        Err(ReadError::Protocol(e)) => {
+            let _ = out.send(Outgoing::Close(e)).await;
+            None
+        }
+        Err(ReadError::Closed) => None,
+    }
+}
+
+/// Answers a `Hello` of `version` on a connection of `scope`.
+async fn welcome(
+    version: u16,
+    scope: Scope,
+    agent: &AgentHandle,
+    out: &mpsc::Sender<Outgoing>,
+) -> Option<Scope> {
+    if version != PROTOCOL_VERSION {
+        let e = ProtocolError::Version {
+            client: version,
+            agent: PROTOCOL_VERSION,
+        };
+        let _ = out.send(Outgoing::Close(e)).await;
+        return None;
+    }
+    let welcome = AgentFrame::Welcome {
+        version: PROTOCOL_VERSION,
+        tenant: scope.tenant(),
+        node: agent.node(),
+        pid: scope.pid(),
+    };
+    out.send(Outgoing::Frame(welcome)).await.ok()?;
+    Some(scope)
 }
 
 /// What a connection's writer task is asked to write.
@@ -380,6 +555,29 @@ async fn write_frames(mut writer: OwnedWriteHalf, mut outgoing: mpsc::Receiver<O
     let _ = writer.shutdown().await;
 }
 
+/// Carries out `call` for `scope`: on a process endpoint, an `Unregister` only of
+/// a name the process holds.
+async fn scoped_call(
+    agent: &AgentHandle,
+    scope: Scope,
+    call: Call,
+    hold: Option<crate::handle::Hold>,
+) -> Result<Reply, crate::handle::RuntimeGone> {
+    if let (Some(me), Call::Unregister { name }) = (scope.pid(), &call) {
+        let holder = agent
+            .call(scope.tenant(), Call::Whereis { name: name.clone() })
+            .await?;
+        match holder {
+            Reply::Api(ApiReply::Whereis(Ok(p))) if p == me => {}
+            Reply::Api(ApiReply::Whereis(Err(e))) => {
+                return Ok(Reply::Api(ApiReply::Named(Err(e))))
+            }
+            _ => return Ok(Reply::Api(not_entitled(&call))),
+        }
+    }
+    agent.call_holding(scope.tenant(), call, hold).await
+}
+
 /// Authenticates a `Hello`: the token first, then the peer's uid.
 fn authenticate(
     token: Option<&str>,
@@ -406,7 +604,7 @@ async fn serve_connection(
     if let Some(tenant) = greet(&mut reader, uid, timeout, &agent, &*auth, &out).await {
         admitted.unauthenticated = None;
         let admission = admitted.admission.clone();
-        serve_calls(&mut reader, tenant, &agent, &out, &admission).await;
+        serve_calls(&mut reader, Scope::Tenant(tenant), &agent, &out, &admission).await;
     }
     drop(out);
     let _ = writer.await;
@@ -447,6 +645,7 @@ async fn greet(
                 version: PROTOCOL_VERSION,
                 tenant,
                 node: agent.node(),
+                pid: None,
             };
             out.send(Outgoing::Frame(welcome)).await.ok()?;
             Some(tenant)
@@ -462,11 +661,12 @@ async fn greet(
 /// Answers calls until the client leaves or sends something wrong.
 async fn serve_calls(
     reader: &mut OwnedReadHalf,
-    tenant: TenantId,
+    scope: Scope,
     agent: &AgentHandle,
     out: &mpsc::Sender<Outgoing>,
     admission: &Arc<Admission>,
 ) {
+    let tenant = scope.tenant();
     let limits = &admission.limits;
     // Dropping the set when the client leaves abandons its calls still waiting
     // (their budget stays held by the driver until the agent answers).
@@ -497,16 +697,44 @@ async fn serve_calls(
                     }
                     continue;
                 }
-                let budget = admission.reserve(tenant, processes).await;
+                if let Some(me) = scope.pid() {
+                    if call.acts_as().is_some_and(|p| p != me) {
+                        let reply = Reply::Api(not_entitled(&call));
+                        if out
+                            .send(Outgoing::Frame(AgentFrame::Reply { id, reply }))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+                // A receive waits in its mailbox (one per mailbox, the rest answer
+                // Busy at once), so the tenant's processes bound them: counting them
+                // would let a tenant's processes blocked in receives stall the
+                // very sends that would wake them.
+                let budget = if matches!(call, Call::Recv { .. }) {
+                    None
+                } else {
+                    Some(admission.reserve(tenant, processes).await)
+                };
                 let (agent, out) = (agent.clone(), out.clone());
                 calls.spawn(async move {
-                    let hold: crate::handle::Hold = Box::new(budget);
-                    let frame = match agent.call_holding(tenant, call, Some(hold)).await {
+                    let hold = budget.map(|b| Box::new(b) as crate::handle::Hold);
+                    let frame = match scoped_call(&agent, scope, call, hold).await {
                         Ok(reply) => Outgoing::Frame(AgentFrame::Reply { id, reply }),
                         Err(_) => Outgoing::Close(ProtocolError::ShuttingDown),
                     };
                     let _ = out.send(frame).await;
                 });
+                continue;
+            }
+            // A process's programs share its endpoint one after another: each says Hello.
+            Ok(ClientFrame::Hello { version, .. }) if scope.pid().is_some() => {
+                if welcome(version, scope, agent, out).await.is_none() {
+                    return;
+                }
                 continue;
             }
             Ok(ClientFrame::Hello { .. }) => ProtocolError::Unexpected("a second Hello".into()),
@@ -562,7 +790,9 @@ mod tests {
                 } = request
                 {
                     match *call {
-                        Call::Wait(_) => waiting.push((tenant, reply, hold)),
+                        Call::Wait(_) | Call::Recv { wait: Some(_), .. } => {
+                            waiting.push((tenant, reply, hold));
+                        }
                         Call::Kill { .. } => {
                             for (tenant, reply, _hold) in waiting.drain(..) {
                                 let _ = reply.send(answer(tenant));
@@ -638,7 +868,8 @@ mod tests {
             Some(AgentFrame::Welcome {
                 version: PROTOCOL_VERSION,
                 tenant: TenantId(1),
-                node: NodeId(9)
+                node: NodeId(9),
+                pid: None,
             })
         );
         send(
@@ -983,6 +1214,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn receives_waiting_for_mail_do_not_use_up_the_tenants_budget() {
+        let limits = ApiLimits {
+            calls_per_tenant: 1,
+            ..ApiLimits::default()
+        };
+        let (_dir, path) = server_with(two_tenants(), limits).await;
+        let mut s = connect_as(&path, Some("secret")).await;
+        let waiting = |pid| Call::Recv {
+            pid,
+            max: 1,
+            wait: Some(Duration::from_secs(60)),
+        };
+        let other = nefele_core::ids::Pid::new(NodeId(1), nefele_core::ids::Incarnation(1), 2);
+        send(&mut s, &call(1, waiting(some_pid()))).await;
+        send(&mut s, &call(2, waiting(other))).await;
+        // Both wait in the agent, yet the tenant's one call still goes through.
+        send(&mut s, &call(3, Call::Ps)).await;
+        let reply = tokio::time::timeout(Duration::from_secs(5), recv(&mut s)).await;
+        assert!(
+            matches!(reply, Ok(Some(AgentFrame::Reply { id: 3, .. }))),
+            "{reply:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_tenants_requested_processes_are_bounded() {
         let limits = ApiLimits {
             processes_per_tenant: 10,
@@ -1015,6 +1271,122 @@ mod tests {
         assert!(matches!(
             recv(&mut s).await,
             Some(AgentFrame::Reply { id: 2, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_process_endpoint_acts_only_as_its_own_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ApiServer::bind(&dir.path().join("api.sock")).await.unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let limits = ApiLimits::default();
+        tokio::spawn(server.with_endpoints(rx).serve_with(
+            fake_agent(),
+            Arc::new(two_tenants()),
+            limits,
+        ));
+        let me = some_pid();
+        let sibling = nefele_core::ids::Pid::new(NodeId(1), nefele_core::ids::Incarnation(1), 2);
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        tx.send(Endpoint {
+            pid: me,
+            tenant: TenantId(5),
+            stream: ours,
+        })
+        .unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        let mut s = UnixStream::from_std(theirs).unwrap();
+        // Any token (here a wrong one): the endpoint is its process's.
+        send(&mut s, &hello(Some("wrong"))).await;
+        assert_eq!(
+            recv(&mut s).await,
+            Some(AgentFrame::Welcome {
+                version: PROTOCOL_VERSION,
+                tenant: TenantId(5),
+                node: NodeId(9),
+                pid: Some(me),
+            })
+        );
+        let send_as = |from| Call::Send {
+            from,
+            to: nefele_api::messaging::Dest::Pid(me),
+            data: b"hi".to_vec(),
+            delivery: nefele_api::messaging::Delivery::AtMostOnce,
+            block: true,
+        };
+        // As a sibling: refused here, typed, and the agent never sees it (the fake
+        // agent would answer a Ps-shaped reply).
+        send(&mut s, &call(1, send_as(sibling))).await;
+        assert_eq!(
+            recv(&mut s).await,
+            Some(AgentFrame::Reply {
+                id: 1,
+                reply: Reply::Api(ApiReply::Sent(Err(SendError::NotSender))),
+            })
+        );
+        for (id, c) in [
+            (
+                2,
+                Call::Recv {
+                    pid: sibling,
+                    max: 1,
+                    wait: None,
+                },
+            ),
+            (
+                3,
+                Call::Register {
+                    name: "n".into(),
+                    pid: sibling,
+                },
+            ),
+            (
+                4,
+                Call::Join {
+                    group: "g".into(),
+                    pid: sibling,
+                },
+            ),
+            (
+                5,
+                Call::Monitor {
+                    watcher: sibling,
+                    watched: me,
+                },
+            ),
+            (
+                6,
+                Call::Distance {
+                    from: sibling,
+                    to: me,
+                },
+            ),
+        ] {
+            let expected = not_entitled(&c);
+            send(&mut s, &call(id, c)).await;
+            assert_eq!(
+                recv(&mut s).await,
+                Some(AgentFrame::Reply {
+                    id,
+                    reply: Reply::Api(expected),
+                })
+            );
+        }
+        // As itself: carried to the agent, for the endpoint's tenant.
+        send(&mut s, &call(7, send_as(me))).await;
+        let Some(AgentFrame::Reply {
+            id: 7,
+            reply: Reply::Api(ApiReply::Ps(ps)),
+        }) = recv(&mut s).await
+        else {
+            panic!("expected the fake agent's answer")
+        };
+        assert_eq!(ps.unanswered, 5, "the call ran as the endpoint's tenant");
+        // The next program of the process says Hello again on the same endpoint.
+        send(&mut s, &hello(None)).await;
+        assert!(matches!(
+            recv(&mut s).await,
+            Some(AgentFrame::Welcome { pid: Some(p), .. }) if p == me
         ));
     }
 

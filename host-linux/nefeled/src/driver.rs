@@ -70,8 +70,9 @@ pub(crate) struct Driver {
     requests: mpsc::Receiver<Request>,
     /// Calls the agent works on: where the answer goes, and what to drop with it.
     pending: BTreeMap<RequestId, (oneshot::Sender<Reply>, Option<Hold>)>,
-    /// The pending calls that are waits: when their caller is gone, the agent is
-    /// told to forget them (`Input::Cancel`) and their hold is dropped.
+    /// The pending calls that are waits (for a process's end, or a receive waiting
+    /// for mail): when their caller is gone, the agent is told to forget them
+    /// (`Input::Cancel`) and their hold is dropped.
     waits: BTreeSet<RequestId>,
     next_request: u64,
     stats: DriverStats,
@@ -331,26 +332,16 @@ impl Driver {
         reply: oneshot::Sender<Reply>,
         hold: Option<Hold>,
     ) {
-        let call = match call {
-            Call::Members => {
-                let _ = reply.send(Reply::Members(self.members()));
-                return;
-            }
-            Call::Spawn(spec) => ApiCall::Spawn { tenant, spec },
-            Call::NSpawn { n, spec } => ApiCall::NSpawn { tenant, n, spec },
-            Call::CSpawn(specs) => ApiCall::CSpawn { tenant, specs },
-            Call::Kill { pid, signal } => ApiCall::Kill {
-                tenant,
-                pid,
-                signal,
-            },
-            Call::Info(pid) => ApiCall::Info { tenant, pid },
-            Call::Ps => ApiCall::Ps { tenant },
-            Call::Wait(pid) => ApiCall::Wait { tenant, pid },
+        let Some(call) = call.into_api(tenant) else {
+            let _ = reply.send(Reply::Members(self.members()));
+            return;
         };
         self.next_request += 1;
         let request = RequestId(self.next_request);
-        if matches!(call, ApiCall::Wait { .. }) {
+        if matches!(
+            call,
+            ApiCall::Wait { .. } | ApiCall::Recv { wait: Some(_), .. }
+        ) {
             self.waits.insert(request);
         }
         self.pending.insert(request, (reply, hold));

@@ -8,12 +8,14 @@
 //! directory. With a capacity override (tests), every `Resources` event carries
 //! the configured capacity instead of the machine's.
 
+use crate::api_server::Endpoint;
 use crate::config::ResourceOverride;
 use crate::host_link::{self, BackendEnds, HostLink};
 use nefele_core::host::{Host, HostEvent, HostResources};
 use nefele_host_linux::{Config, HostError, LinuxHost};
 use std::time::Duration;
 use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::mpsc::UnboundedSender;
 
 /// The longest a queued command waits for the thread.
 const POLL: Duration = Duration::from_millis(5);
@@ -29,16 +31,19 @@ pub enum LinuxHostError {
     Thread(std::io::Error),
 }
 
-/// Opens the Linux adapter with `config` and runs it on its own thread.
+/// Opens the Linux adapter with `config` and runs it on its own thread; with
+/// `endpoints`, every process gets a messaging endpoint whose agent end goes there.
 pub fn spawn(
-    config: Config,
+    mut config: Config,
     capacity: Option<ResourceOverride>,
+    endpoints: Option<UnboundedSender<Endpoint>>,
 ) -> Result<HostLink, LinuxHostError> {
+    config.endpoints = endpoints.is_some();
     let host = LinuxHost::open(config)?;
     let (link, ends) = host_link::pair();
     std::thread::Builder::new()
         .name("nefele-host".into())
-        .spawn(move || run(host, ends, capacity))
+        .spawn(move || run(host, ends, capacity, endpoints))
         .map_err(LinuxHostError::Thread)?;
     Ok(link)
 }
@@ -56,6 +61,7 @@ fn run<S: nefele_host_linux::Sys>(
     mut host: LinuxHost<S>,
     mut ends: BackendEnds,
     capacity: Option<ResourceOverride>,
+    endpoints: Option<UnboundedSender<Endpoint>>,
 ) {
     let forward = |event: HostEvent| match event {
         HostEvent::Resources(r) => HostEvent::Resources(with_capacity(r, capacity)),
@@ -74,6 +80,16 @@ fn run<S: nefele_host_linux::Sys>(
                 Ok(command) => {
                     if let Err(e) = host.execute(command) {
                         tracing::error!(error = %e, "host command failed");
+                    }
+                    for (pid, tenant, stream) in host.take_endpoints() {
+                        if let Some(tx) = &endpoints {
+                            // The API server gone means the agent is stopping.
+                            let _ = tx.send(Endpoint {
+                                pid,
+                                tenant,
+                                stream,
+                            });
+                        }
                     }
                 }
                 Err(TryRecvError::Empty) => break,

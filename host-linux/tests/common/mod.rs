@@ -83,8 +83,14 @@ pub fn test_config(dir: &Path, name: &str) -> Config {
 }
 
 pub fn fixture(name: &str) -> Fixture {
+    fixture_with(name, |_| {})
+}
+
+/// A fixture whose configuration `edit` changed first.
+pub fn fixture_with(name: &str, edit: impl FnOnce(&mut Config)) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let config = test_config(dir.path(), name);
+    let mut config = test_config(dir.path(), name);
+    edit(&mut config);
     let host = LinuxHost::open(config.clone()).unwrap();
     Fixture {
         host,

@@ -318,6 +318,7 @@ mod daemon {
                 ));
             }
         }
+        let (endpoints_tx, endpoints) = tokio::sync::mpsc::unbounded_channel();
         let host = if sim_host {
             sim_host::spawn(config.resources.unwrap_or(SIM_HOST_CAPACITY))
         } else {
@@ -335,11 +336,13 @@ mod daemon {
                 hidden,
                 ..nefele_host_linux::Config::new(config.data_dir.join("host"))
             };
-            linux_host::spawn(host_config, config.resources).map_err(|e| e.to_string())?
+            linux_host::spawn(host_config, config.resources, Some(endpoints_tx))
+                .map_err(|e| e.to_string())?
         };
         let api = ApiServer::bind(&config.api_socket)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .with_endpoints(endpoints);
         let transport = config.transport;
         let runtime = runtime::start_with(
             RuntimeConfig {

@@ -1,0 +1,133 @@
+//! rr: 64-byte request/response, through Nefele and over raw sockets, for the
+//! messaging benchmark (`scripts/netns-cluster.sh bench`). One binary plays every
+//! side so both paths run the same loop:
+//!
+//! - `rr echo`: inside Nefele, answers every message to its sender, forever.
+//! - `rr client PID N SIZE`: inside Nefele, sends N messages of SIZE bytes to PID,
+//!   each after the answer to the last, and prints `n=.. p50_us=.. p99_us=..`;
+//!   first with a receive called after each send returns (`plain`), then with the
+//!   receive armed before the send ([`Client::arm`]), as a latency-minded program
+//!   would (`armed`).
+//! - `rr tcp-echo ADDR` / `rr tcp-client ADDR N SIZE`: the same over one TCP
+//!   connection (`TCP_NODELAY`).
+//! - `rr unix-echo PATH` / `rr unix-client PATH N SIZE`: the same over a Unix
+//!   stream socket.
+//!
+//! The first tenth of the round trips (at least one) warm up and are not counted.
+
+use nefele::Client;
+use nefele_api::ids::Pid;
+use nefele_api::messaging::MailBody;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| -> &str { args.get(i).map_or("", String::as_str) };
+    let num = |i: usize| -> usize { arg(i).parse().expect("a number") };
+    match arg(0) {
+        "echo" => echo(),
+        "client" => {
+            let mut c = Client::connect_default().expect("connect");
+            let peer: Pid = arg(1).parse().expect("a pid");
+            print!("plain: ");
+            report(client(&mut c, peer, num(2), num(3), false));
+            print!("armed: ");
+            report(client(&mut c, peer, num(2), num(3), true));
+        }
+        "tcp-echo" => {
+            let l = std::net::TcpListener::bind(arg(1)).expect("bind");
+            let (s, _) = l.accept().expect("accept");
+            s.set_nodelay(true).expect("nodelay");
+            stream_echo(s);
+        }
+        "tcp-client" => {
+            let s = std::net::TcpStream::connect(arg(1)).expect("connect");
+            s.set_nodelay(true).expect("nodelay");
+            report(stream_client(s, num(2), num(3)));
+        }
+        "unix-echo" => {
+            let _ = std::fs::remove_file(arg(1));
+            let l = std::os::unix::net::UnixListener::bind(arg(1)).expect("bind");
+            let (s, _) = l.accept().expect("accept");
+            stream_echo(s);
+        }
+        "unix-client" => {
+            let s = std::os::unix::net::UnixStream::connect(arg(1)).expect("connect");
+            report(stream_client(s, num(2), num(3)));
+        }
+        _ => {
+            eprintln!("usage: rr echo | client PID N SIZE | tcp-echo ADDR | tcp-client ADDR N SIZE | unix-echo PATH | unix-client PATH N SIZE");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn echo() {
+    let mut c = Client::connect_default().expect("connect");
+    loop {
+        for mail in c.recv(64, Duration::from_secs(60)).expect("recv") {
+            if let MailBody::Data(d) = mail.body {
+                c.send(mail.from, &d).expect("send");
+            }
+        }
+    }
+}
+
+fn client(c: &mut Client, peer: Pid, n: usize, size: usize, armed: bool) -> Vec<Duration> {
+    let data = vec![7u8; size];
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let got = if armed {
+            c.arm(1).expect("arm");
+            c.send(peer, &data).expect("send");
+            c.take_armed().expect("recv")
+        } else {
+            c.send(peer, &data).expect("send");
+            c.recv(1, Duration::from_secs(10)).expect("recv")
+        };
+        assert_eq!(got.len(), 1, "no answer in time");
+        samples.push(t0.elapsed());
+    }
+    samples
+}
+
+fn stream_echo(mut s: impl Read + Write) {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(k) => s.write_all(&buf[..k]).expect("write"),
+        }
+    }
+}
+
+fn stream_client(mut s: impl Read + Write, n: usize, size: usize) -> Vec<Duration> {
+    let data = vec![7u8; size];
+    let mut back = vec![0u8; size];
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        s.write_all(&data).expect("write");
+        s.read_exact(&mut back).expect("read");
+        samples.push(t0.elapsed());
+    }
+    samples
+}
+
+fn report(mut samples: Vec<Duration>) {
+    let warm = (samples.len() / 10).max(1).min(samples.len());
+    let mut counted: Vec<Duration> = samples.split_off(warm);
+    counted.sort();
+    let at = |p: f64| {
+        let i = ((counted.len() as f64 * p).ceil() as usize).clamp(1, counted.len()) - 1;
+        counted[i].as_secs_f64() * 1e6
+    };
+    println!(
+        "n={} p50_us={:.1} p99_us={:.1}",
+        counted.len(),
+        at(0.50),
+        at(0.99)
+    );
+}
