@@ -1,6 +1,6 @@
 //! [`LinuxHost`]: the `nefele_core::Host` of a Linux server. It owns the table of
 //! processes it started, their tenants' namespaces (one holder per tenant), their
-//! cgroups, and the durable state file.
+//! cgroups, and the state file of this boot ([`crate::state`]).
 //!
 //! Call order: [`Host::execute`] for each command; then drain [`Host::poll_event`]
 //! (non-blocking) until `None` whenever the host may have progressed, or block in
@@ -12,7 +12,8 @@
 //!   first process and ended that long after the last is cleaned up, so that a
 //!   tenant starting processes one after another does not rebuild its namespaces
 //!   and cgroup each time);
-//! - a process is in the durable state before `Started` is reported, and leaves it
+//! - a process is in this boot's state file (which outlives the agent, not the
+//!   boot: [`crate::state`]) before `Started` is reported, and leaves it
 //!   before `Exited` is reported; `Exited` means its cgroup is gone;
 //! - `Start` of a pid that runs or ran is ignored; `Kill` of an unknown pid too;
 //! - every process re-read from the state file at open is reported `Adopted`

@@ -125,6 +125,6 @@ mod tests {
         assert!(w.consistent(ME));
         assert!(w.add(ME, pid(9), bad, u64::MAX));
         assert!(w.take(ME, pid(9)).len() == 1 && w.consistent(ME));
-        assert!(w.by_pid.get(&pid(9)).is_none());
+        assert!(!w.by_pid.contains_key(&pid(9)));
     }
 }

@@ -747,25 +747,22 @@ mod tests {
             age: Duration::ZERO,
         };
         backend.events.send(adopted).unwrap();
+        // Each call is queued at once (the queue has room: calls go one at a time).
         let call = |call: Call, hold: Option<Hold>| {
             let (reply, answer) = oneshot::channel();
-            let tx = tx.clone();
-            async move {
-                tx.send(Request::Call {
-                    tenant,
-                    call: Box::new(call),
-                    reply,
-                    hold,
-                })
-                .await
-                .unwrap();
-                answer
-            }
+            tx.try_send(Request::Call {
+                tenant,
+                call: Box::new(call),
+                reply,
+                hold,
+            })
+            .unwrap();
+            answer
         };
         // The process is in the agent's table once `info` finds it.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let answer = call(Call::Info(pid), None).await.await.unwrap();
+            let answer = call(Call::Info(pid), None).await.unwrap();
             if matches!(answer, Reply::Api(ApiReply::Info(Ok(_)))) {
                 break;
             }
@@ -773,8 +770,8 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let (left, stays) = (Arc::new(()), Arc::new(()));
-        let gone = call(Call::Wait(pid), Some(Box::new(left.clone()))).await;
-        let waiting = call(Call::Wait(pid), Some(Box::new(stays.clone()))).await;
+        let gone = call(Call::Wait(pid), Some(Box::new(left.clone())));
+        let waiting = call(Call::Wait(pid), Some(Box::new(stays.clone())));
         drop(gone);
         let t0 = Instant::now();
         while Arc::strong_count(&left) > 1 {
