@@ -1,6 +1,6 @@
 //! [`LinuxHost`]: the `nefele_core::Host` of a Linux server. It owns the table of
 //! processes it started, their tenants' namespaces (one holder per tenant), their
-//! cgroups, and the durable state file.
+//! cgroups, and the state file of this boot ([`crate::state`]).
 //!
 //! Call order: [`Host::execute`] for each command; then drain [`Host::poll_event`]
 //! (non-blocking) until `None` whenever the host may have progressed, or block in
@@ -12,7 +12,8 @@
 //!   first process and ended that long after the last is cleaned up, so that a
 //!   tenant starting processes one after another does not rebuild its namespaces
 //!   and cgroup each time);
-//! - a process is in the durable state before `Started` is reported, and leaves it
+//! - a process is in this boot's state file (which outlives the agent, not the
+//!   boot: [`crate::state`]) before `Started` is reported, and leaves it
 //!   before `Exited` is reported; `Exited` means its cgroup is gone;
 //! - `Start` of a pid that runs or ran is ignored; `Kill` of an unknown pid too;
 //! - every process re-read from the state file at open is reported `Adopted`
@@ -65,8 +66,6 @@ pub struct Config {
     pub log_spares: usize,
     /// Aggregate limits per tenant on this host; tenants not listed are unlimited.
     pub tenant_limits: BTreeMap<TenantId, Limits>,
-    /// Whether state updates are fsynced (see [`crate::state`] for what that buys).
-    pub fsync_state: bool,
     /// How long a tenant's namespaces and cgroup outlive its last process, ready for
     /// its next one; zero removes them at once.
     pub tenant_linger: Duration,
@@ -97,7 +96,6 @@ impl Config {
             log_cap_bytes: 16 << 20,
             log_spares: 32,
             tenant_limits: BTreeMap::new(),
-            fsync_state: true,
             tenant_linger: Duration::from_secs(1),
             default_limits: Limits {
                 cpu_millicores: None,
@@ -155,6 +153,8 @@ pub struct LinuxHost<S: Sys> {
     /// The agent's ends of the endpoints of processes started since the last
     /// [`LinuxHost::take_endpoints`].
     endpoints: Vec<(Pid, TenantId, UnixStream)>,
+    /// This boot's state file ([`crate::state`]).
+    state_path: PathBuf,
 }
 
 /// The environment variable naming a process's endpoint descriptor.
@@ -275,10 +275,11 @@ fn check_executable(path: &str, view: &Rootfs) -> Result<(), StartError> {
 }
 
 impl<S: Sys> LinuxHost<S> {
-    /// An adapter over `sys` and `cgroups`: reads the state file in `config.data_dir`,
-    /// queues `Adopted` for every process it records (running or not), then `Exited`
-    /// for those that ended while no adapter watched, and removes cgroups no record
-    /// accounts for.
+    /// An adapter over `sys` and `cgroups`: reads the state files in
+    /// `config.data_dir`, queues `Adopted` for every process they record (running
+    /// or not), then `Exited` for those that ended while no adapter watched (every
+    /// process of an earlier boot), removes cgroups no record accounts for, saves
+    /// this boot's state and deletes earlier boots' files.
     pub fn with(config: Config, sys: S, cgroups: Cgroups) -> Result<Self, HostError> {
         let logs_dir = config.data_dir.join("logs");
         let state_err = |source| HostError::State {
@@ -287,7 +288,8 @@ impl<S: Sys> LinuxHost<S> {
         };
         std::fs::create_dir_all(&logs_dir).map_err(state_err)?;
         let log_pool = LogPool::open(&logs_dir, config.log_spares).map_err(state_err)?;
-        let saved = state::load(&state_path(&config))?;
+        let found = state::load_boots(&config.data_dir, sys.boot_id())?;
+        let state_path = state::boot_path(&config.data_dir, sys.boot_id())?;
         let ids = IdRanges::open(&config.data_dir, config.first_tenant_id)?;
         let mut host = LinuxHost {
             sys,
@@ -305,13 +307,22 @@ impl<S: Sys> LinuxHost<S> {
             views: BTreeMap::new(),
             log_pool,
             endpoints: Vec::new(),
+            state_path,
         };
-        host.readopt(saved);
+        host.readopt(found.current, found.earlier);
         host.persist()?;
+        for file in found.stale {
+            if let Err(e) = std::fs::remove_file(&file) {
+                tracing::warn!(%e, ?file, "state file of an earlier boot not deleted");
+            }
+        }
         Ok(host)
     }
 
-    fn readopt(&mut self, saved: State) {
+    /// Takes back the processes of `saved` (this boot's state) that still run, and
+    /// reports the others ended; reports every record of `earlier` (earlier boots)
+    /// ended without trying to adopt it.
+    fn readopt(&mut self, saved: State, earlier: Vec<ProcRecord>) {
         for h in saved.holders {
             if self.sys.adopt(h.os_pid, h.start_ticks) {
                 self.tenants.insert(
@@ -326,19 +337,23 @@ impl<S: Sys> LinuxHost<S> {
             }
         }
         let now_ms = unix_ms_now();
-        for record in saved.procs {
+        let records = saved.procs.into_iter().map(|r| (r, true));
+        for (record, this_boot) in records.chain(earlier.into_iter().map(|r| (r, false))) {
             let Ok(pid) = record.pid.parse::<Pid>() else {
                 continue;
             };
             let age = Duration::from_millis(now_ms.saturating_sub(record.started_unix_ms));
             let started = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
             let tenant_alive = self.tenants.contains_key(&record.tenant);
-            let alive = tenant_alive && self.sys.adopt(record.os_pid, record.start_ticks);
+            let alive =
+                this_boot && tenant_alive && self.sys.adopt(record.os_pid, record.start_ticks);
             // Counted even if it ended: its cleanup below uncounts it.
             if let Some(t) = self.tenants.get_mut(&record.tenant) {
                 t.members += 1;
             }
-            self.by_os_pid.insert(record.os_pid, pid);
+            if alive {
+                self.by_os_pid.insert(record.os_pid, pid);
+            }
             let reaped = (!alive).then(|| (Reaped::Unknown, Instant::now()));
             // Adopted comes first, so that the core knows the pid before any Exited.
             self.events.push_back(HostEvent::Adopted {
@@ -401,11 +416,6 @@ impl<S: Sys> LinuxHost<S> {
         &mut self.sys
     }
 
-    /// Turns fsync of state updates on or off (see [`Config::fsync_state`]).
-    pub fn set_fsync_state(&mut self, fsync: bool) {
-        self.config.fsync_state = fsync;
-    }
-
     /// Which limits this host can enforce, and through what.
     pub fn support(&self) -> Support {
         self.cgroups.support()
@@ -419,6 +429,11 @@ impl<S: Sys> LinuxHost<S> {
     /// The log files of `pid` (which exist once it started).
     pub fn log_paths(&self, pid: Pid) -> LogPaths {
         LogPaths::new(&self.config.data_dir, pid)
+    }
+
+    /// This boot's state file ([`crate::state`]).
+    pub fn state_path(&self) -> &Path {
+        &self.state_path
     }
 
     /// The pid on this host of a running process, if it is in the table.
@@ -474,11 +489,7 @@ impl<S: Sys> LinuxHost<S> {
                 .collect(),
             procs: self.procs.values().map(|p| p.record.clone()).collect(),
         };
-        state::save(
-            &state_path(&self.config),
-            &snapshot,
-            self.config.fsync_state,
-        )
+        state::save(&self.state_path, &snapshot)
     }
 
     fn persist_or_log(&mut self) {
@@ -758,7 +769,11 @@ impl<S: Sys> LinuxHost<S> {
         let Some(p) = self.procs.remove(&pid) else {
             return;
         };
-        self.by_os_pid.remove(&p.record.os_pid);
+        // Only its own entry: a record that ended before a restart may name a host
+        // pid the kernel has given since to a process the table tracks.
+        if self.by_os_pid.get(&p.record.os_pid) == Some(&pid) {
+            self.by_os_pid.remove(&p.record.os_pid);
+        }
         self.finished.insert(pid);
         let oom = stats.oom_kills > 0;
         let (status, rusage) = match how {
@@ -862,10 +877,6 @@ impl<S: Sys> LinuxHost<S> {
             )
         })
     }
-}
-
-fn state_path(config: &Config) -> PathBuf {
-    config.data_dir.join("host-state.json")
 }
 
 impl<S: Sys> Host for LinuxHost<S> {

@@ -126,7 +126,7 @@ impl CgroupError {
     }
 }
 
-/// The cgroup directories of one process, recorded in the durable state.
+/// The cgroup directories of one process, recorded in the state file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProcCgroup {
     /// One directory per v1 controller (co-mounted controllers share one).

@@ -5,11 +5,11 @@
 //! mount with its own /proc, uts, ipc, net with loopback up) under cgroup limits
 //! (v2, or v1 on legacy and hybrid hosts), reaps them with their exit status, OOM
 //! kills and usage, logs their output, kills whole process trees, reports the
-//! host's resources, and keeps a durable record so that a restarted agent
+//! host's resources, and keeps a record (per boot) so that a restarted agent
 //! re-adopts what still runs.
 //!
 //! Modules: [`sys`] (the syscall boundary, the only `unsafe`), [`cgroup`]
-//! (detection, limits, usage), [`state`] (durable record), [`logs`], [`resources`],
+//! (detection, limits, usage), [`state`] (the record, and what survives a power loss), [`logs`], [`resources`],
 //! [`error`], and [`adapter`] (the decision logic tying them together); with the
 //! `testing` feature, `testing` (a recording double of [`sys`] for tests).
 

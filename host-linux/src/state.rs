@@ -1,37 +1,49 @@
-//! Durable local state: what the adapter started and the tenants' holders, so that
-//! a restarted agent re-adopts processes still running and reports those that
+//! Local state: what the adapter started and the tenants' holders, so that a
+//! restarted agent re-adopts processes still running and reports those that
 //! ended while it was down.
 //!
-//! Invariant: the file on disk is always a complete, valid snapshot. It is
-//! replaced atomically (write the temporary file `<name>.tmp`, fsync it, swap it
-//! with the old one, fsync the directory), so a crash leaves either the old or
-//! the new state. The swap is `renameat2(RENAME_EXCHANGE)`: the old snapshot
-//! becomes the next temporary file, so no update creates or deletes an inode
-//! (on ext4, creating files amid recent deletions dominated the cost of a
-//! start); where the file system cannot exchange, a plain rename does.
+//! The records describe processes, and no process outlives the boot it was
+//! started in; so the state is kept per boot, in `<data>/host-state.<boot
+//! id>.json` (the kernel's `/proc/sys/kernel/random/boot_id`), and it is never
+//! fsynced: no start or exit waits for the disk.
 //!
-//! The temporary file is overwritten in place and cut to the new length, never
-//! truncated to zero first: on ext4 a truncation to zero arms `auto_da_alloc`,
-//! which starts writeback of the file when it is closed, and the next update
-//! then waited for that I/O to truncate it again (about 2 ms a save on a busy
-//! disk, twice per process: at its start and at its end).
+//! Invariant: this boot's file is always a complete, valid snapshot. It is
+//! replaced atomically (write the temporary file `<name>.tmp`, swap it with the
+//! old one), so an agent that crashes at any point leaves either the old or the
+//! new state. The swap is `renameat2(RENAME_EXCHANGE)`: the old snapshot becomes
+//! the next temporary file, so no update creates or deletes an inode (on ext4,
+//! creating files amid recent deletions dominated the cost of a start); where the
+//! file system cannot exchange, a plain rename does. The temporary file is
+//! overwritten in place and cut to the new length, never truncated to zero first:
+//! on ext4 a truncation to zero arms `auto_da_alloc`, which starts writeback of
+//! the file when it is closed, and the next update then waited for that I/O.
 //!
-//! What must be durable before `Started` is reported: the process's record must be
-//! in the file that the rename installed. That alone guarantees the promise that
-//! matters, "a process the agent started is never forgotten after an agent
-//! crash": the page cache outlives the agent, so a restarted agent on the same
-//! boot reads the record and re-adopts the process (or reports it ended).
+//! What survives what:
+//! - **An agent crash** (any exit, `SIGKILL`, OOM kill) keeps everything: the
+//!   page cache outlives the agent, so a restarted agent on the same boot reads
+//!   every record of a process whose `Started` was reported (the record is in the
+//!   file the swap installed before that) and re-adopts the process, or reports
+//!   it ended.
+//! - **A power loss or kernel crash** ends every process, and with them what the
+//!   records are for. The files of that boot may then be stale, torn or missing:
+//!   at the next start the adapter reads what it can of each earlier boot's file
+//!   (a file that does not parse is skipped with a warning, never an error),
+//!   reports each record it read as `Adopted` then `Exited` with
+//!   `ExitStatus::Lost` (never adopting a process of another boot, even one whose
+//!   host pid and start time match by chance), and deletes the files. A record
+//!   lost this way changes nothing a client sees: the core answers `Lost` for a
+//!   pid of an earlier incarnation of this agent that was not re-adopted.
+//! - What must outlive a power loss is made durable where it is decided, not per
+//!   process: the agent's incarnation (`nefeled`'s `identity.toml`, fsynced
+//!   before the agent mints its first pid, so no pid is ever minted twice) and
+//!   each tenant's host id range ([`crate::idmap`], fsynced when a tenant first
+//!   runs on this host). Log files are written by the processes without fsync:
+//!   after a power loss their last output may be missing.
 //!
-//! The fsyncs (file, then directory) add protection against power loss or a
-//! kernel crash only. The processes the records describe cannot outlive a reboot,
-//! so a lost update after power loss forgets nothing that still runs; what the
-//! fsyncs really buy is that the file is never found empty or torn after such a
-//! crash (which `load` would report as [`HostError::CorruptState`] and the agent
-//! would not start). They are therefore on by default (`Config::fsync_state`);
-//! without them no file system orders the data before the swap (the writes are
-//! not a truncate-and-rewrite that ext4's `auto_da_alloc` would flush), so turn
-//! them off only where losing the file to a power cut is acceptable. Their cost
-//! is measured by the `spawn` bench (`adapter+fsync` against `adapter`).
+//! A state file of an unknown boot (`host-state.json`, written by agents before
+//! the state was kept per boot) is read as this boot's, its processes adopted if
+//! their host pid and start time still match, and deleted once this boot's file
+//! is written.
 
 use crate::cgroup::ProcCgroup;
 use crate::error::HostError;
@@ -91,6 +103,86 @@ pub struct State {
     pub procs: Vec<ProcRecord>,
 }
 
+/// The state file of agents from before the state was kept per boot.
+const LEGACY_FILE: &str = "host-state.json";
+/// The prefix and suffix of a per-boot state file's name.
+const PREFIX: &str = "host-state.";
+const SUFFIX: &str = ".json";
+
+/// The state file of boot `boot_id` in `data_dir`; an id that is not a plain
+/// token (letters, digits, dashes) is refused.
+pub fn boot_path(data_dir: &Path, boot_id: &str) -> Result<PathBuf, HostError> {
+    let plain = !boot_id.is_empty()
+        && boot_id.len() <= 64
+        && boot_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !plain {
+        return Err(HostError::CorruptState {
+            path: data_dir.to_owned(),
+            detail: format!("boot id {boot_id:?} is not a plain token"),
+        });
+    }
+    Ok(data_dir.join(format!("{PREFIX}{boot_id}{SUFFIX}")))
+}
+
+/// What [`load_boots`] found in a data directory.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The state of this boot (its file, else the legacy file): its processes may run.
+    pub current: State,
+    /// The records read from earlier boots' files: none of their processes runs.
+    pub earlier: Vec<ProcRecord>,
+    /// Files to delete once this boot's state is saved (earlier boots' files,
+    /// the legacy one, and their temporary files).
+    pub stale: Vec<PathBuf>,
+}
+
+/// Reads the state of boot `boot_id` in `data_dir` (a missing file is an empty
+/// state; a corrupt one is an error), and what can be read of every other
+/// boot's file (see the module doc).
+pub fn load_boots(data_dir: &Path, boot_id: &str) -> Result<Found, HostError> {
+    let path = boot_path(data_dir, boot_id)?;
+    let own_tmp = path.with_extension("tmp");
+    let legacy = data_dir.join(LEGACY_FILE);
+    let legacy_is_current = !path.exists() && legacy.exists();
+    let current = load(if legacy_is_current { &legacy } else { &path })?;
+    let entries = fs::read_dir(data_dir).map_err(|source| HostError::State {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    let mut stale: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| *p != path && *p != own_tmp)
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with(PREFIX) && (n.ends_with(SUFFIX) || n.ends_with(".tmp"))
+            })
+        })
+        .collect();
+    stale.sort();
+    let mut earlier: Vec<ProcRecord> = Vec::new();
+    for file in &stale {
+        let snapshot = file.extension().is_some_and(|e| e == "json");
+        if !snapshot || (legacy_is_current && *file == legacy) {
+            continue;
+        }
+        match load(file) {
+            Ok(state) => earlier.extend(state.procs),
+            Err(e) => tracing::warn!(%e, "state file of an earlier boot not read; skipped"),
+        }
+    }
+    // A pid is reported once: this boot's record wins, then the first file's.
+    let mut seen: std::collections::BTreeSet<String> =
+        current.procs.iter().map(|p| p.pid.clone()).collect();
+    earlier.retain(|r| seen.insert(r.pid.clone()));
+    Ok(Found {
+        current,
+        earlier,
+        stale,
+    })
+}
+
 /// Reads the state at `path`; a missing file is an empty state.
 pub fn load(path: &Path) -> Result<State, HostError> {
     load_json(path)
@@ -111,9 +203,10 @@ pub fn load_json<T: DeserializeOwned + Default>(path: &Path) -> Result<T, HostEr
     }
 }
 
-/// Replaces the state at `path` with `state`, atomically, and durably if `fsync`.
-pub fn save(path: &Path, state: &State, fsync: bool) -> Result<(), HostError> {
-    save_json(path, state, fsync)
+/// Replaces the state at `path` with `state`, atomically (never fsynced: see the
+/// module doc).
+pub fn save(path: &Path, state: &State) -> Result<(), HostError> {
+    save_json(path, state, false)
 }
 
 /// Replaces the JSON file at `path` with `value`, atomically (temporary file, then
@@ -175,12 +268,24 @@ mod tests {
                     .collect(),
                 procs: Vec::new(),
             };
-            save(&path, &state, n % 2 == 0).unwrap();
+            save_json(&path, &state, n % 2 == 0).unwrap();
             assert_eq!(load(&path).unwrap(), state);
         }
         // One smaller snapshot after larger ones: nothing of the old is left.
-        save(&path, &State::default(), false).unwrap();
+        save(&path, &State::default()).unwrap();
         assert_eq!(load(&path).unwrap(), State::default());
+    }
+
+    #[test]
+    fn boot_ids_must_be_plain_tokens() {
+        let dir = Path::new("/d");
+        assert_eq!(
+            boot_path(dir, "1f0e-Ab").unwrap(),
+            Path::new("/d/host-state.1f0e-Ab.json")
+        );
+        for bad in ["", "../x", "a/b", "a.b", &"a".repeat(65)] {
+            assert!(boot_path(dir, bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -152,11 +152,19 @@ pub trait Sys {
     fn end_holder(&mut self, holder: i32);
     /// Waits up to `timeout` for tracked processes to end; returns those that did.
     fn ended(&mut self, timeout: Duration) -> Vec<i32>;
+    /// This boot's id (`/proc/sys/kernel/random/boot_id`): no process of another
+    /// boot runs (the state file is kept per boot, [`crate::state`]).
+    fn boot_id(&self) -> &str;
 }
+
+/// Where the kernel tells this boot's id.
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
 /// The real kernel.
 #[derive(Debug)]
 pub struct RealSys {
+    /// This boot's id, read once.
+    boot_id: String,
     /// pidfds of every tracked process (tenant processes and holders).
     pidfds: BTreeMap<i32, OwnedFd>,
     /// Adopted processes that exited but are not yet reaped by their new parent, so
@@ -257,7 +265,12 @@ impl RealSys {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(63);
+        let boot_id = std::fs::read_to_string(BOOT_ID)
+            .map_err(|e| SysError::io("read the boot id", &e))?
+            .trim()
+            .to_owned();
         Ok(RealSys {
+            boot_id,
             pidfds: BTreeMap::new(),
             awaiting_reap: BTreeMap::new(),
             holder_ns: HashMap::new(),
@@ -659,6 +672,10 @@ fn fd_path(fd: RawFd, buf: &mut [u8; 32]) -> &CStr {
 }
 
 impl Sys for RealSys {
+    fn boot_id(&self) -> &str {
+        &self.boot_id
+    }
+
     fn spawn_holder(&mut self, plan: &HolderPlan) -> Result<i32, SysError> {
         own_data_dir(&plan.rootfs.data_dir, plan.ids)?;
         let (status_r, status_w) = pipe_cloexec()?;

@@ -42,14 +42,20 @@ pub struct RecordingSys {
     /// Whether adopted processes end with their real status, as on Linux 6.15+
     /// (`PIDFD_INFO_EXIT`); otherwise they end `Unknown`.
     pub foreign_exit_status: bool,
+    /// The boot id it reports: a test "reboots" the host by changing it.
+    pub boot_id: String,
     next_pid: i32,
 }
 
 impl RecordingSys {
-    /// A double whose first pid is 1000.
+    /// The boot id of a new double.
+    pub const FIRST_BOOT: &'static str = "0b00-1";
+
+    /// A double whose first pid is 1000, in boot [`RecordingSys::FIRST_BOOT`].
     pub fn new() -> Self {
         RecordingSys {
             next_pid: 1000,
+            boot_id: Self::FIRST_BOOT.to_owned(),
             ..Default::default()
         }
     }
@@ -126,5 +132,9 @@ impl Sys for RecordingSys {
 
     fn ended(&mut self, _timeout: Duration) -> Vec<i32> {
         self.exits.keys().copied().collect()
+    }
+
+    fn boot_id(&self) -> &str {
+        &self.boot_id
     }
 }

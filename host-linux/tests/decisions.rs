@@ -6,8 +6,9 @@ use nefele_core::{Host, HostCommand, HostEvent, Incarnation, NodeId, Pid, ProcSp
 use nefele_host_linux::cgroup::{parse_self_cgroup, parse_v1_mounts, ProcCgroup};
 use nefele_host_linux::sys::{Reaped, Rusage, SysError};
 use nefele_host_linux::testing::{Call, RecordingSys};
-use nefele_host_linux::{Cgroups, Config, LinuxHost};
+use nefele_host_linux::{state, Cgroups, Config, LinuxHost};
 use nix::errno::Errno;
+use std::path::Path;
 use std::time::Duration;
 
 fn pid(n: u64) -> Pid {
@@ -369,18 +370,152 @@ fn an_adopted_process_ends_with_its_real_status_where_the_kernel_reports_it() {
 }
 
 #[test]
-fn a_corrupt_state_file_is_a_typed_error() {
+fn a_corrupt_state_file_of_this_boot_is_a_typed_error() {
+    let this_boot = state::boot_path(Path::new(""), RecordingSys::FIRST_BOOT).unwrap();
+    // This boot's file, and the file of agents from before per-boot state (read
+    // as this boot's).
+    for name in [this_boot.to_str().unwrap(), "host-state.json"] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(name), "{not json").unwrap();
+        let err = LinuxHost::with(
+            Config::new(dir.path()),
+            RecordingSys::new(),
+            Cgroups::none(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, nefele_host_linux::HostError::CorruptState { .. }),
+            "{name}: {err}"
+        );
+    }
+}
+
+/// After a power loss: the state file of the earlier boot may be torn. It is
+/// skipped (the agent starts) and deleted.
+#[test]
+fn a_torn_state_file_of_an_earlier_boot_is_skipped_and_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("host-state.json"), "{not json").unwrap();
-    let err = LinuxHost::with(
-        Config::new(dir.path()),
-        RecordingSys::new(),
-        Cgroups::none(),
-    )
-    .unwrap_err();
+    let old = state::boot_path(dir.path(), RecordingSys::FIRST_BOOT).unwrap();
+    std::fs::write(&old, "{\"holders\":[],\"procs\":[{\"pid\":").unwrap();
+    let mut s = RecordingSys::new();
+    s.boot_id = "0b00-2".into();
+    let mut h = host(&dir, s);
+    assert_eq!(drain(&mut h), Vec::new());
+    assert!(!old.exists(), "the earlier boot's file is deleted");
+    assert!(state::boot_path(dir.path(), "0b00-2").unwrap().exists());
+}
+
+/// After a reboot no process of the earlier boot runs: each record is reported
+/// ended, never adopted, even where a process of the new boot has the same host
+/// pid and start time (the pid-reuse guard cannot tell boots apart).
+#[test]
+fn processes_of_an_earlier_boot_are_reported_lost_and_never_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = host(&dir, RecordingSys::new());
+    start(&mut h, pid(1), 1);
+    start(&mut h, pid(2), 2);
+    drain(&mut h);
+    let alive = std::mem::take(&mut sys(&mut h).alive);
+    drop(h);
+
+    let mut s = RecordingSys::new();
+    s.boot_id = "0b00-2".into();
+    s.alive = alive;
+    let mut h = host(&dir, s);
+    let events = drain(&mut h);
+    let adopted: Vec<Pid> = events
+        .iter()
+        .filter_map(|e| match e {
+            HostEvent::Adopted { pid, .. } => Some(*pid),
+            _ => None,
+        })
+        .collect();
+    let lost: Vec<Pid> = events
+        .iter()
+        .filter_map(|e| match e {
+            HostEvent::Exited {
+                pid,
+                status: ExitStatus::Lost,
+                ..
+            } => Some(*pid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(adopted, vec![pid(1), pid(2)], "{events:?}");
+    assert_eq!(lost, vec![pid(1), pid(2)], "{events:?}");
+    assert_eq!(events.len(), 4, "{events:?}");
     assert!(
-        matches!(err, nefele_host_linux::HostError::CorruptState { .. }),
-        "{err}"
+        !sys(&mut h)
+            .calls
+            .iter()
+            .any(|c| matches!(c, Call::Adopt(_))),
+        "nothing of another boot is adopted"
+    );
+    assert_eq!(h.holder(TenantId(1)), None);
+    assert!(!state::boot_path(dir.path(), RecordingSys::FIRST_BOOT)
+        .unwrap()
+        .exists());
+    // A second restart in the new boot reports nothing again.
+    drop(h);
+    let mut s = RecordingSys::new();
+    s.boot_id = "0b00-2".into();
+    let mut h = host(&dir, s);
+    assert_eq!(drain(&mut h), Vec::new());
+}
+
+/// An agent upgraded while its processes run: the state file of agents from
+/// before per-boot state is read as this boot's (its processes re-adopted), then
+/// replaced by this boot's file.
+#[test]
+fn a_state_file_from_before_per_boot_state_is_taken_as_this_boots() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = host(&dir, RecordingSys::new());
+    start(&mut h, pid(1), 1);
+    drain(&mut h);
+    let os1 = h.os_pid(pid(1)).unwrap();
+    let alive = std::mem::take(&mut sys(&mut h).alive);
+    drop(h);
+    let this_boot = state::boot_path(dir.path(), RecordingSys::FIRST_BOOT).unwrap();
+    let legacy = dir.path().join("host-state.json");
+    std::fs::rename(&this_boot, &legacy).unwrap();
+
+    let mut s = RecordingSys::new();
+    s.alive = alive;
+    let mut h = host(&dir, s);
+    assert!(matches!(drain(&mut h)[..], [HostEvent::Adopted { .. }]));
+    assert_eq!(h.os_pid(pid(1)), Some(os1));
+    assert!(!legacy.exists() && this_boot.exists());
+}
+
+/// Regression: a record that ended while the agent was down, whose host pid the
+/// kernel has given since to another recorded process, took that process's entry
+/// with it when it was cleaned up, so the live process's end was never reported.
+#[test]
+fn a_dead_record_does_not_take_the_host_pid_of_a_live_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = host(&dir, RecordingSys::new());
+    start(&mut h, pid(1), 1);
+    start(&mut h, pid(2), 1);
+    drain(&mut h);
+    let os1 = h.os_pid(pid(1)).unwrap();
+    let alive = std::mem::take(&mut sys(&mut h).alive);
+    drop(h);
+    // pid 2 ended; its host pid went to pid 1 (written after it: pid order).
+    let path = state::boot_path(dir.path(), RecordingSys::FIRST_BOOT).unwrap();
+    let mut saved = state::load(&path).unwrap();
+    saved.procs[1].os_pid = os1;
+    saved.procs[1].start_ticks = 1;
+    state::save(&path, &saved).unwrap();
+
+    let mut s = RecordingSys::new();
+    s.alive = alive;
+    let mut h = host(&dir, s);
+    drain(&mut h);
+    assert_eq!(h.os_pid(pid(1)), Some(os1));
+    sys(&mut h).end(os1, Reaped::Code(0, Rusage::default()));
+    assert!(
+        matches!(drain(&mut h)[..], [HostEvent::Exited { pid: p, .. }] if p == pid(1)),
+        "the live process's end is reported"
     );
 }
 
@@ -562,7 +697,9 @@ fn a_process_that_cannot_be_recorded_is_killed_and_reported_not_started() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = host(&dir, RecordingSys::new());
     // The state file's temporary file cannot be written: a directory is in its way.
-    let blocker = dir.path().join("host-state.tmp");
+    let blocker = state::boot_path(dir.path(), RecordingSys::FIRST_BOOT)
+        .unwrap()
+        .with_extension("tmp");
     std::fs::create_dir(&blocker).unwrap();
     let result = h.execute(HostCommand::Start {
         pid: pid(1),

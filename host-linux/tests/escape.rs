@@ -163,7 +163,7 @@ fn a_tenant_process_cannot_escape_its_containment() {
         format!("read:{}", d(&victim_data)),
         format!("read:/proc/{victim_os}/root/data/secret"),
         "read:/etc/shadow".to_owned(),
-        format!("read:{}", d(&f.config.data_dir.join("host-state.json"))),
+        format!("read:{}", d(f.host.state_path())),
         "write:/usr/bin/escaped".to_owned(),
         "write:/etc/passwd".to_owned(),
         "write:/escaped".to_owned(),

@@ -121,7 +121,7 @@ pub(super) struct HostState {
     /// `exit_retention`: only these may create processes here, within the offer.
     pub(super) offered: RetainedKeys<Offered>,
     pub(super) table: BTreeMap<Pid, ProcEntry>,
-    pub(super) waiters: BTreeMap<Pid, Vec<(NodeId, u64)>>,
+    pub(super) waiters: super::waiters::Waiters,
 }
 
 impl Placement {
@@ -510,7 +510,7 @@ impl Placement {
             return;
         }
         self.ledger_changed(now, pid);
-        for (node, token) in self.host.waiters.remove(&pid).unwrap_or_default() {
+        for (node, token) in self.host.waiters.take(self.me, pid) {
             self.pid_answer_to(node, token, PidAnswer::Exited(status));
         }
         if let Some(u) = usage.filter(|u| !u.wall_time.is_zero()) {
@@ -541,7 +541,7 @@ impl Placement {
             return;
         };
         self.host.table.remove(&pid);
-        self.host.waiters.remove(&pid);
+        self.host.waiters.take(self.me, pid);
         self.presence_left(tenant);
     }
 
@@ -579,11 +579,9 @@ impl Placement {
                 Some(PidAnswer::Signalled)
             }
             (PidOp::Wait, _) => {
-                let w = self.host.waiters.entry(pid).or_default();
-                if !w.contains(&(asker, token)) {
-                    w.push((asker, token));
-                }
-                (asker != self.me).then_some(PidAnswer::Waiting)
+                // Over its bound, a peer's wait is not registered and not answered.
+                let registered = self.host.waiters.add(self.me, pid, asker, token);
+                (registered && asker != self.me).then_some(PidAnswer::Waiting)
             }
         }
     }
@@ -607,12 +605,7 @@ impl Placement {
 
     /// Forgets `asker`'s wait `token` on `pid` (only the asker's own).
     pub(super) fn unwait(&mut self, asker: NodeId, token: u64, pid: Pid) {
-        if let Some(w) = self.host.waiters.get_mut(&pid) {
-            w.retain(|x| *x != (asker, token));
-            if w.is_empty() {
-                self.host.waiters.remove(&pid);
-            }
-        }
+        self.host.waiters.remove(self.me, pid, asker, token);
     }
 
     fn pid_answer_to(&mut self, node: NodeId, token: u64, answer: PidAnswer) {

@@ -138,6 +138,7 @@ mod retained_keys;
 pub mod summary;
 pub mod tenants;
 pub mod validate;
+mod waiters;
 
 pub use validate::PlacementConfigError;
 
@@ -1429,6 +1430,79 @@ mod tests {
                 || matches!(o, Out::Send(_, PlacementMsg::PidReq { pid, .. }) if pid == remote)
         });
         assert!(!about_it, "a cancelled wait neither polls nor answers");
+    }
+
+    /// Issue 16: any peer could register waits on a process here with made-up
+    /// tokens, each kept until the process exits. One peer now holds at most
+    /// `MAX_WAITS_PER_PEER` waits here: more are neither registered nor answered,
+    /// and another peer's waits still are.
+    #[test]
+    fn one_peer_cannot_register_waits_without_bound() {
+        let mut p = solo();
+        let (tenant, pid) = (TenantId(1), Pid::new(NodeId(1), Incarnation(1), 7));
+        let now = Time::from_secs(1);
+        p.on_host_event(now, &adopted(pid, tenant, 1, 1, Duration::from_secs(1)));
+        drain(&mut p);
+        let wait = |token| PlacementMsg::PidReq {
+            token,
+            tenant,
+            pid,
+            op: msg::PidOp::Wait,
+        };
+        let waiting = |p: &mut Placement| {
+            drain(p)
+                .iter()
+                .filter(|o| {
+                    matches!(
+                        o,
+                        Out::Send(
+                            _,
+                            PlacementMsg::PidAns {
+                                answer: msg::PidAnswer::Waiting,
+                                ..
+                            }
+                        )
+                    )
+                })
+                .count()
+        };
+        let bound = waiters::MAX_WAITS_PER_PEER as u64;
+        for token in 0..bound {
+            p.handle_message(now, NodeId(6), wait(token), &ctx());
+        }
+        assert_eq!(waiting(&mut p), bound as usize);
+        p.handle_message(now, NodeId(6), wait(bound), &ctx());
+        assert_eq!(waiting(&mut p), 0, "over the bound: not registered");
+        p.handle_message(now, NodeId(6), wait(0), &ctx());
+        assert_eq!(waiting(&mut p), 1, "a registered wait polled again");
+        p.handle_message(now, NodeId(5), wait(bound), &ctx());
+        assert_eq!(waiting(&mut p), 1, "another peer is not affected");
+        // Once the process exits, the peer has room again.
+        let (status, usage) = (
+            crate::host::ExitStatus::Code(0),
+            crate::host::Usage::default(),
+        );
+        p.on_host_event(now, &HostEvent::Exited { pid, status, usage });
+        let told = drain(&mut p)
+            .iter()
+            .filter(|o| matches!(o, Out::Send(_, PlacementMsg::PidAns { .. })))
+            .count();
+        assert_eq!(
+            told,
+            bound as usize + 1,
+            "every registered wait is answered once"
+        );
+        let other = Pid::new(NodeId(1), Incarnation(1), 8);
+        p.on_host_event(now, &adopted(other, tenant, 1, 1, Duration::from_secs(1)));
+        drain(&mut p);
+        let wait_other = PlacementMsg::PidReq {
+            token: bound + 1,
+            tenant,
+            pid: other,
+            op: msg::PidOp::Wait,
+        };
+        p.handle_message(now, NodeId(6), wait_other, &ctx());
+        assert_eq!(waiting(&mut p), 1);
     }
 
     /// Regression: a `wait` on a process of a crashed host ended `Unreachable` (or hung

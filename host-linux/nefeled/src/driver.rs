@@ -525,6 +525,13 @@ mod tests {
     const KEY: &[u8] = b"the driver test key, long enough";
 
     async fn driver() -> Driver {
+        let (_tx, requests) = mpsc::channel(1);
+        let (d, _backend) = driver_with(requests).await;
+        d
+    }
+
+    /// A driver taking its calls from `requests`, with the backend's ends of its host link.
+    async fn driver_with(requests: mpsc::Receiver<Request>) -> (Driver, host_link::BackendEnds) {
         let me = NodeId(1);
         let key = ClusterKey::new(KEY).unwrap();
         let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -535,13 +542,12 @@ mod tests {
         let beacons = BeaconSocket::bind(listen, Targets::Seeds(vec![]))
             .await
             .unwrap();
-        let (host, _backend) = host_link::pair();
-        let (_tx, requests) = mpsc::channel(1);
+        let (host, backend) = host_link::pair();
         let identity = Identity {
             node: me,
             incarnation: Incarnation(1),
         };
-        Driver::new(Parts {
+        let d = Driver::new(Parts {
             agent: Agent::new(AgentConfig::default(), identity, 1, Time::ZERO),
             epoch: Instant::now(),
             transport: AgentTransport::Tcp(transport),
@@ -550,7 +556,8 @@ mod tests {
             listen,
             host,
             requests,
-        })
+        });
+        (d, backend)
     }
 
     fn heartbeat_from(node: NodeId) -> Vec<u8> {
@@ -706,5 +713,83 @@ mod tests {
             .await;
         assert_eq!(d.book.addr(NodeId(2)), Some(moved.listen));
         assert!(d.transport.is_connected(NodeId(2)));
+    }
+
+    /// The running driver's sweep (every `ABANDONED_SWEEP`) finds a wait whose
+    /// caller has gone, tells the agent to forget it and drops its hold (the API
+    /// server's budget); a wait whose caller is still there keeps its hold until
+    /// it is answered.
+    #[tokio::test]
+    async fn the_sweep_cancels_the_waits_of_callers_that_left() {
+        use nefele_core::agent::ApiReply;
+        use nefele_core::host::{ExitStatus, HostEvent, Usage};
+        use nefele_core::ids::Pid;
+        use std::sync::Arc;
+        let (tx, requests) = mpsc::channel(8);
+        let (d, backend) = driver_with(requests).await;
+        let running = tokio::spawn(d.run());
+        let (tenant, pid) = (TenantId(1), Pid::new(NodeId(1), Incarnation(0), 7));
+        let adopted = HostEvent::Adopted {
+            pid,
+            tenant,
+            command: "/bin/sleep".into(),
+            cpu_millicores: 1,
+            memory_bytes: 1,
+            age: Duration::ZERO,
+        };
+        backend.events.send(adopted).unwrap();
+        // Each call is queued at once (the queue has room: calls go one at a time).
+        let call = |call: Call, hold: Option<Hold>| {
+            let (reply, answer) = oneshot::channel();
+            tx.try_send(Request::Call {
+                tenant,
+                call: Box::new(call),
+                reply,
+                hold,
+            })
+            .unwrap();
+            answer
+        };
+        // The process is in the agent's table once `info` finds it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let answer = call(Call::Info(pid), None).await.unwrap();
+            if matches!(answer, Reply::Api(ApiReply::Info(Ok(_)))) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never adopted: {answer:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (left, stays) = (Arc::new(()), Arc::new(()));
+        let gone = call(Call::Wait(pid), Some(Box::new(left.clone())));
+        let waiting = call(Call::Wait(pid), Some(Box::new(stays.clone())));
+        drop(gone);
+        let t0 = Instant::now();
+        while Arc::strong_count(&left) > 1 {
+            // A bound for a loaded machine, not a measure of the sweep's period.
+            assert!(
+                t0.elapsed() < ABANDONED_SWEEP * 40,
+                "the abandoned wait still holds its budget"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(ABANDONED_SWEEP * 2).await;
+        assert_eq!(Arc::strong_count(&stays), 2, "a live caller's wait is kept");
+        let (status, usage) = (ExitStatus::Code(3), Usage::default());
+        backend
+            .events
+            .send(HostEvent::Exited { pid, status, usage })
+            .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the live wait is answered")
+            .unwrap();
+        assert_eq!(answer, Reply::Api(ApiReply::Waited(Ok(status))));
+        assert_eq!(
+            Arc::strong_count(&stays),
+            1,
+            "its hold is dropped with the answer"
+        );
+        running.abort();
     }
 }

@@ -38,7 +38,10 @@ impl Drop for PanicCleanup {
         if !std::thread::panicking() {
             return;
         }
-        let saved = state::load(&self.0.data_dir.join("host-state.json")).unwrap_or_default();
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        let saved = state::load_boots(&self.0.data_dir, boot.trim())
+            .map(|found| found.current)
+            .unwrap_or_default();
         let recorded = saved.holders.iter().map(|h| (h.os_pid, h.start_ticks));
         let procs = saved.procs.iter().map(|p| (p.os_pid, p.start_ticks));
         for (os_pid, ticks) in procs.chain(recorded) {

@@ -558,8 +558,12 @@ impl Placement {
         self.set_deadline(seq, next);
     }
 
+    /// The pids `from` created for request `key`: taken only for the items planned
+    /// on `from`, and only if `from` minted them (a pid names its minting host), so
+    /// that no host can hand the client another host's pids, which would point its
+    /// sends, waits and kills at processes it does not own.
     pub(super) fn on_created(&mut self, now: Time, from: NodeId, key: ReqKey, pids: &[(u16, Pid)]) {
-        if !self.mine(key) {
+        if !self.mine(key) || pids.iter().any(|(_, pid)| pid.origin() != from) {
             return;
         }
         let Some(p) = self.req.pending.get_mut(&key.seq) else {
@@ -820,5 +824,31 @@ mod tests {
         let abort = std::iter::from_fn(|| p.poll_output())
             .any(|o| o == Out::Send(NodeId(2), PlacementMsg::Abort { key }));
         assert!(abort);
+    }
+
+    /// Issue 16: the pids of a `Created` must be minted by the host that sends it.
+    /// A host could otherwise hand the client pids of processes on other hosts
+    /// (another tenant's), which its later sends, waits and kills would then reach.
+    #[test]
+    fn created_pids_must_be_minted_by_their_sender() {
+        let (mut p, key) = creating();
+        let timeout = p.config.create_timeout;
+        let foreign = [
+            (0, Pid::new(NodeId(2), Incarnation(1), 1)),
+            (1, Pid::new(NodeId(7), Incarnation(1), 9)),
+        ];
+        p.on_created(Time::ZERO, NodeId(2), key, &foreign);
+        let (_, reply) = run(&mut p, Time::ZERO + timeout / 2);
+        assert_eq!(reply, None, "a pid of node 7 from node 2 is not taken");
+        let own = [
+            (0, Pid::new(NodeId(2), Incarnation(1), 1)),
+            (1, Pid::new(NodeId(2), Incarnation(1), 2)),
+        ];
+        p.on_created(Time::ZERO + timeout / 2, NodeId(2), key, &own);
+        let (_, reply) = run(&mut p, Time::ZERO + timeout * 2);
+        assert_eq!(
+            reply,
+            Some(ApiReply::Spawned(Ok(own.iter().map(|(_, p)| *p).collect())))
+        );
     }
 }
