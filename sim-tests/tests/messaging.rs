@@ -217,3 +217,30 @@ fn a_one_member_group_send_retried_after_a_crash_may_come_late() {
     let m = sim.messaging_figures().expect("a messaging workload");
     assert!(m.group_retry_reordered > 0, "{m:#?}");
 }
+
+/// `msg-rr` has no fault, yet latency jitter swaps two messages of a pair now and
+/// then. With `reorder_wait` zero (the receiver skips a gap at once) the earlier one
+/// is dropped and `messaging.known_fates` fails; with the default wait every send
+/// succeeds.
+#[test]
+fn jitter_alone_costs_no_message_in_a_run_without_faults() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/msg-rr.toml");
+    let config = nefele_sim::scenario::load(&file)
+        .expect("a valid scenario")
+        .config;
+    let mut no_wait = config.clone();
+    no_wait.agent.services.messaging.reorder_wait = Duration::ZERO;
+    let sim = run(no_wait);
+    let known = sim
+        .invariants()
+        .by_invariant
+        .get("messaging.known_fates")
+        .map_or(0, |v| v.violations);
+    assert!(known > 0, "{}", violations(&sim));
+
+    let sim = run(config);
+    assert_eq!(sim.invariants().violations, 0, "{}", violations(&sim));
+    let m = sim.messaging_figures().expect("a messaging workload");
+    assert!(m.failed.is_empty(), "{m:#?}");
+    assert_eq!(m.sent, m.sent_ok, "{m:#?}");
+}

@@ -57,6 +57,10 @@ pub struct MessagingConfig {
     pub fate_timeout: Duration,
     /// How often a reliable message is sent again while unacknowledged.
     pub resend_interval: Duration,
+    /// How long the receiving agent holds an at-most-once message that came after a
+    /// gap in its pair's sequence, waiting for the gap to fill, before it skips the
+    /// gap (zero: it skips at once). It should exceed the network's jitter.
+    pub reorder_wait: Duration,
     /// How long a blocking send waits for room in a full mailbox before it answers
     /// `Unknown` (counted from the receiver's `Parked`).
     pub block_timeout: Duration,
@@ -91,6 +95,7 @@ impl Default for MessagingConfig {
             max_message_bytes: 60_000,
             fate_timeout: Duration::from_millis(500),
             resend_interval: Duration::from_millis(50),
+            reorder_wait: Duration::from_millis(1),
             block_timeout: Duration::from_secs(10),
             credit_window: 256,
             max_parked: 1024,

@@ -35,6 +35,11 @@
 //! - `messaging.names_unique`: no two running processes hold one name of a tenant
 //!   (each `Register` that succeeded counts until a `NameLost` or the process ends).
 //!
+//! In a run without faults, loss, duplication or reordering (see
+//! [`MessagingSim::faultless`]), on every answer:
+//! - `messaging.known_fates`: no send ends `Unknown` or `Overtaken` (jitter alone
+//!   must not cost a message).
+//!
 //! And at every check, faults or not, with `reliable`:
 //! - `messaging.failover_lossless`: a failover send answered with success reaches
 //!   some member's application within `fate_bound`.
@@ -227,6 +232,8 @@ pub struct MessagingSim {
     lookup_latency: Histogram,
     figures: MessagingFigures,
     group_turn: u32,
+    /// The run has no fault of any kind: every fate must be a known one.
+    faultless: bool,
 }
 
 impl MessagingSim {
@@ -309,6 +316,7 @@ impl MessagingSim {
             lookup_latency: Histogram::default(),
             figures,
             group_turn: 0,
+            faultless: false,
             cfg,
         };
         let start = Time::ZERO + sim.cfg.start;
@@ -320,6 +328,14 @@ impl MessagingSim {
                 .push_back(MsgAction::At(Time::ZERO + at, MsgTimer::CrashPrimaries));
         }
         sim
+    }
+
+    /// Declares the run free of faults, loss, duplication and reordering, which
+    /// turns on `messaging.known_fates`.
+    #[must_use]
+    pub fn faultless(mut self, faultless: bool) -> Self {
+        self.faultless = faultless;
+        self
     }
 
     /// Whether `request` is one of this workload's calls.
@@ -771,6 +787,12 @@ impl MessagingSim {
             }
             Err(e) => {
                 *self.figures.failed.entry(format!("{e:?}")).or_default() += 1;
+                if self.faultless && matches!(e, SendError::Unknown | SendError::Overtaken) {
+                    self.violations.push((
+                        "messaging.known_fates",
+                        format!("send {id} ended {e:?} in a run without faults"),
+                    ));
+                }
                 0
             }
         };

@@ -304,11 +304,18 @@ impl Simulation {
             client_rng,
             timeline: None,
             messaging: config.messaging.clone().map(|m| {
-                Box::new(MessagingSim::new(
-                    m,
-                    Time::ZERO + config.duration,
-                    messaging_seed,
-                ))
+                let faultless = config.faults.is_empty()
+                    && config.random_faults.is_none()
+                    && config.network.loss <= 0.0
+                    && config.network.duplicate <= 0.0
+                    && config.network.reorder <= 0.0
+                    && m.failover
+                        .as_ref()
+                        .is_none_or(|f| f.crash_primaries_at.is_none());
+                Box::new(
+                    MessagingSim::new(m, Time::ZERO + config.duration, messaging_seed)
+                        .faultless(faultless),
+                )
             }),
             config,
         };
