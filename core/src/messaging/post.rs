@@ -41,6 +41,14 @@
 //! `Full`. A parked item still holds its pair's credit, so a full mailbox stops
 //! its senders at their agents: nothing is dropped without an error to its sender.
 //!
+//! **Idle pairs.** The receiving side of a pair is kept while its receiver lives,
+//! but forgotten once it holds nothing (no held or parked item) and no item came for
+//! `pair_idle`: by then every earlier item of the pair is settled or given up at the
+//! sender, so the next item's `base` is at or past everything sent before, and the
+//! pair starts again there. (A copy of an old item that the network held for longer
+//! than `pair_idle` could then be delivered twice.) The sending side of a pair lives
+//! as long as its sender, since it holds the numbering.
+//!
 //! # Monitors
 //!
 //! The watched process's agent holds its watchers. When it ends, each watcher is
@@ -139,6 +147,8 @@ struct InPair {
     /// When the gaps before the held at-most-once items are skipped (set while
     /// `early` holds one).
     skip_at: Option<Time>,
+    /// When an item of the pair last came.
+    touched: Time,
     /// Reliable items behind `next` not answered `Delivered` (parked, full), so
     /// that a duplicate gets the same answer (trimmed to `credit_window` behind).
     outcomes: BTreeMap<u64, Outcome>,
@@ -218,6 +228,8 @@ pub struct Post {
     removed: BTreeSet<NodeId>,
     /// No host needs a ping or times one out before this.
     ping_due: Time,
+    /// When idle receiving pairs are next forgotten.
+    sweep_due: Time,
     nonce: u64,
     acks: BTreeMap<NodeId, Vec<Ack>>,
     ack_flush: Option<Time>,
@@ -277,6 +289,7 @@ impl Post {
             hosts: BTreeMap::new(),
             removed: BTreeSet::new(),
             ping_due: Time::NEVER,
+            sweep_due: Time::NEVER,
             nonce: 0,
             acks: BTreeMap::new(),
             ack_flush: None,
@@ -654,6 +667,9 @@ impl Post {
         if self.ping_due <= now {
             self.ping_hosts(now, ctx);
         }
+        if self.sweep_due <= now {
+            self.forget_idle_pairs(now);
+        }
         if self.ack_flush.is_some_and(|t| t <= now) {
             self.flush_acks();
         }
@@ -685,10 +701,17 @@ impl Post {
             self.waiters.first().map(|w| w.0),
             self.ack_flush,
             (!self.hosts.is_empty()).then_some(self.ping_due),
+            (!self.inbound.is_empty()).then_some(self.sweep_due),
         ]
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// The receiving pairs this agent keeps (see [`MessagingConfig::pair_idle`]).
+    #[must_use]
+    pub fn inbound_pairs(&self) -> usize {
+        self.inbound.len()
     }
 
     /// Mailboxes within their byte capacity, counters true, and no pair over its
@@ -937,7 +960,9 @@ impl Post {
         }
         let window = u64::from(self.config.credit_window);
         let hold = !self.config.reorder_wait.is_zero();
+        self.sweep_due = self.sweep_due.min(self.now + self.config.pair_idle);
         let pair = self.inbound.entry((to, sender)).or_default();
+        pair.touched = self.now;
         if item.base > pair.next {
             pair.next = item.base;
         }
@@ -1406,7 +1431,9 @@ impl Post {
         for (watched, watcher) in downs {
             self.watch_ended(watcher, watched);
             let class = self.class_of(watched.origin(), ctx);
+            self.sweep_due = self.sweep_due.min(self.now + self.config.pair_idle);
             let pair = self.inbound.entry((watcher, watched)).or_default();
+            pair.touched = self.now;
             let seq = pair.next;
             pair.next += 1;
             if let Some(m) = self.mailboxes.get_mut(&watcher) {
@@ -1451,6 +1478,23 @@ impl Post {
             .map(|h| h.ping.map_or(h.next_ping, |(_, t)| t))
             .min()
             .unwrap_or(Time::NEVER);
+    }
+
+    /// Forgets the receiving pairs that hold nothing (no item waiting for a gap, none
+    /// parked) and got no item for `pair_idle`; runs every `pair_idle / 2`. A later
+    /// item of the pair starts it again at its `base` (see the module docs).
+    fn forget_idle_pairs(&mut self, now: Time) {
+        let idle = self.config.pair_idle;
+        self.inbound.retain(|_, p| {
+            !(p.early.is_empty()
+                && now.saturating_since(p.touched) >= idle
+                && !p.outcomes.values().any(|o| *o == Outcome::Parked))
+        });
+        self.sweep_due = if self.inbound.is_empty() {
+            Time::NEVER
+        } else {
+            now + idle / 2
+        };
     }
 
     /// Drops stale deadline entries once a queue holds more than twice the live items.
