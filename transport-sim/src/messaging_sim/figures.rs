@@ -162,6 +162,8 @@ pub struct MessagingFigures {
     /// Messaging's wire messages sent from the first traffic arrival on (set-up
     /// excluded), over all kinds.
     pub wire_messages_in_traffic: u64,
+    /// The same by kind of messaging message (`msg_deliver`, `topics_visit_data`, ...).
+    pub wire_in_traffic_by_kind: BTreeMap<&'static str, u64>,
 }
 
 #[cfg(test)]

@@ -90,12 +90,6 @@ pub fn is_user_traffic(message: &Message) -> bool {
     )
 }
 
-/// Whether a wire message is messaging's (for the bytes per link class).
-#[must_use]
-pub fn is_messaging(message: &Message) -> bool {
-    matches!(message, Message::Messaging(_))
-}
-
 /// What a simulated process does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
@@ -1045,10 +1039,18 @@ impl MessagingSim {
         out
     }
 
-    /// A wire message of messaging of `len` bytes crossed a link of class `distance`.
-    pub fn on_wire(&mut self, distance: Distance, len: u32) {
+    /// A wire message of messaging of kind `kind` and `len` bytes crossed a link of
+    /// class `distance`.
+    pub fn on_wire(&mut self, distance: Distance, len: u32, kind: &'static str) {
         self.figures.wire_messages += 1;
-        self.figures.wire_messages_in_traffic += u64::from(self.in_traffic);
+        if self.in_traffic {
+            self.figures.wire_messages_in_traffic += 1;
+            *self
+                .figures
+                .wire_in_traffic_by_kind
+                .entry(kind)
+                .or_default() += 1;
+        }
         *self
             .figures
             .bytes_by_link

@@ -764,9 +764,10 @@ impl Simulation {
 
     fn send(&mut self, from: NodeId, to: NodeId, envelope: &Rc<Envelope>, len: u32, digest: u64) {
         self.stats.messages_sent += 1;
-        if crate::messaging_sim::is_messaging(&envelope.body) {
+        if let nefele_core::wire::Message::Messaging(msg) = &envelope.body {
             if let Some(m) = self.messaging.as_mut() {
-                m.on_wire(self.topology.distance(from, to), len);
+                let kind = nefele_core::messaging::msg::kind(msg);
+                m.on_wire(self.topology.distance(from, to), len, kind);
             }
         }
         if !crate::messaging_sim::is_user_traffic(&envelope.body) {
