@@ -1013,11 +1013,7 @@ impl Post {
         let Some(pair) = self.inbound.get_mut(&(to, sender)) else {
             return;
         };
-        if !pair
-            .early
-            .first_key_value()
-            .is_some_and(|(_, i)| !i.reliable)
-        {
+        if pair.early.first_key_value().is_none_or(|(_, i)| i.reliable) {
             pair.skip_at = None;
         } else if pair.skip_at.is_none() {
             pair.skip_at = Some(at);
