@@ -179,6 +179,11 @@ pub enum SendError {
     /// This kind of destination is not served by this agent (yet).
     #[error("destination not supported")]
     Unsupported,
+    /// Not delivered: an at-most-once message that reached the receiver's agent
+    /// after a later message of the same (sender, receiver) pair had been delivered
+    /// (its gap skipped after `reorder_wait`), dropped to keep the pair FIFO.
+    #[error("overtaken by a later message of the pair; not delivered")]
+    Overtaken,
 }
 
 /// Why a receive failed.

@@ -57,6 +57,10 @@ pub struct MessagingConfig {
     pub fate_timeout: Duration,
     /// How often a reliable message is sent again while unacknowledged.
     pub resend_interval: Duration,
+    /// How long the receiving agent holds an at-most-once message that came after a
+    /// gap in its pair's sequence, waiting for the gap to fill, before it skips the
+    /// gap (zero: it skips at once). It should exceed the network's jitter.
+    pub reorder_wait: Duration,
     /// How long a blocking send waits for room in a full mailbox before it answers
     /// `Unknown` (counted from the receiver's `Parked`).
     pub block_timeout: Duration,
@@ -76,6 +80,9 @@ pub struct MessagingConfig {
     pub ack_delay: Duration,
     /// The most monitors one process holds.
     pub max_monitors: u32,
+    /// How long a receiving pair that holds nothing is kept without an item before
+    /// it is forgotten (far above `fate_timeout`; see [`post`]).
+    pub pair_idle: Duration,
     /// How often an agent pings the hosts of the remote processes its processes
     /// watch; a host silent for `fate_timeout` after a ping has them reported
     /// `Unreachable`.
@@ -91,6 +98,7 @@ impl Default for MessagingConfig {
             max_message_bytes: 60_000,
             fate_timeout: Duration::from_millis(500),
             resend_interval: Duration::from_millis(50),
+            reorder_wait: Duration::from_millis(1),
             block_timeout: Duration::from_secs(10),
             credit_window: 256,
             max_parked: 1024,
@@ -98,6 +106,7 @@ impl Default for MessagingConfig {
             ended_memory: 4096,
             ack_delay: Duration::ZERO,
             max_monitors: 1024,
+            pair_idle: Duration::from_secs(10),
             monitor_ping: Duration::from_secs(1),
         }
     }
@@ -112,6 +121,9 @@ pub enum MessagingConfigError {
     /// A bound that must be positive is zero.
     #[error("{0} must be positive")]
     Zero(&'static str),
+    /// `pair_idle` is not above `fate_timeout`.
+    #[error("pair_idle must exceed fate_timeout")]
+    PairIdle,
 }
 
 /// Messaging's part of the federation summaries.
@@ -272,10 +284,14 @@ impl Service for Messaging {
             ("resend_interval", config.resend_interval),
             ("block_timeout", config.block_timeout),
             ("monitor_ping", config.monitor_ping),
+            ("pair_idle", config.pair_idle),
         ] {
             if d.is_zero() {
                 return Err(MessagingConfigError::Zero(what));
             }
+        }
+        if config.pair_idle <= config.fate_timeout {
+            return Err(MessagingConfigError::PairIdle);
         }
         Ok(())
     }

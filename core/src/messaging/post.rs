@@ -23,13 +23,15 @@
 //! again every `resend_interval` until settled (or `Unknown`).
 //!
 //! **Order.** The receiving agent keeps, per pair, the next sequence number it
-//! expects. An at-most-once item at or past it is delivered (a gap is skipped; an
-//! item behind it is dropped as `Late`); a reliable item past it, or any item while
-//! earlier ones wait, is held (at most `credit_window` per pair) until the gap
-//! fills or the sender's `base` (the lowest sequence it has not settled or given up)
-//! moves past it. A reliable duplicate is answered again and delivered never twice.
-//! So every pair is FIFO, and a `Down` sent on the pair after the watched process's
-//! data is delivered after it.
+//! expects. An item at it is delivered. An item past it (a gap) is held (at most
+//! `credit_window` per pair) until the gap fills or the sender's `base` (the lowest
+//! sequence it has not settled or given up) moves past it; an at-most-once item is
+//! held at most `reorder_wait` (from the first such item held), then the gap before
+//! it is skipped, so jitter that swaps two messages of a pair costs a short wait,
+//! not a message. An item behind it (its gap was skipped) is dropped and its sender
+//! told `Overtaken`. A reliable duplicate is answered again and delivered never
+//! twice. So every pair is FIFO, and a `Down` sent on the pair after the watched
+//! process's data is delivered after it.
 //!
 //! **Credits.** A pair has at most `credit_window` items in flight (sent and not
 //! settled). Past that a blocking send waits at the sender's agent (at most
@@ -38,6 +40,14 @@
 //! until a receive makes room, then answers `Delivered`; a non-blocking item fails
 //! `Full`. A parked item still holds its pair's credit, so a full mailbox stops
 //! its senders at their agents: nothing is dropped without an error to its sender.
+//!
+//! **Idle pairs.** The receiving side of a pair is kept while its receiver lives,
+//! but forgotten once it holds nothing (no held or parked item) and no item came for
+//! `pair_idle`: by then every earlier item of the pair is settled or given up at the
+//! sender, so the next item's `base` is at or past everything sent before, and the
+//! pair starts again there. (A copy of an old item that the network held for longer
+//! than `pair_idle` could then be delivered twice.) The sending side of a pair lives
+//! as long as its sender, since it holds the numbering.
 //!
 //! # Monitors
 //!
@@ -134,6 +144,11 @@ struct InPair {
     next: u64,
     /// Items past `next` held until the gap fills, with their sender's agent.
     early: BTreeMap<u64, Item>,
+    /// When the gaps before the held at-most-once items are skipped (set while
+    /// `early` holds one).
+    skip_at: Option<Time>,
+    /// When an item of the pair last came.
+    touched: Time,
     /// Reliable items behind `next` not answered `Delivered` (parked, full), so
     /// that a duplicate gets the same answer (trimmed to `credit_window` behind).
     outcomes: BTreeMap<u64, Outcome>,
@@ -183,6 +198,9 @@ struct HostWatch {
 /// A deadline queue entry: when, the pair, the sequence number.
 type Due = (Time, Pid, Pid, u64);
 
+/// A receiving pair's gap-skip deadline: when, then the pair as (to, from).
+type SkipDue = (Time, Pid, Pid);
+
 /// Mailboxes and the point-to-point path of one agent (see the module docs).
 #[derive(Debug)]
 pub struct Post {
@@ -200,6 +218,7 @@ pub struct Post {
     fate_q: VecDeque<Due>,
     resend_q: VecDeque<Due>,
     park_q: VecDeque<Due>,
+    skip_q: VecDeque<SkipDue>,
     waiters: BTreeSet<(Time, Pid)>,
     /// (watcher, watched) of the monitors this agent's processes hold.
     watching: BTreeSet<(Pid, Pid)>,
@@ -209,6 +228,8 @@ pub struct Post {
     removed: BTreeSet<NodeId>,
     /// No host needs a ping or times one out before this.
     ping_due: Time,
+    /// When idle receiving pairs are next forgotten.
+    sweep_due: Time,
     nonce: u64,
     acks: BTreeMap<NodeId, Vec<Ack>>,
     ack_flush: Option<Time>,
@@ -243,7 +264,7 @@ fn result_of(outcome: Outcome) -> Result<(), SendError> {
         Outcome::NoSuchProcess => Err(SendError::NoSuchProcess),
         Outcome::Exited => Err(SendError::Exited),
         Outcome::Lost => Err(SendError::Lost),
-        Outcome::Late => Err(SendError::Unknown),
+        Outcome::Late => Err(SendError::Overtaken),
     }
 }
 
@@ -262,11 +283,13 @@ impl Post {
             fate_q: VecDeque::new(),
             resend_q: VecDeque::new(),
             park_q: VecDeque::new(),
+            skip_q: VecDeque::new(),
             waiters: BTreeSet::new(),
             watching: BTreeSet::new(),
             hosts: BTreeMap::new(),
             removed: BTreeSet::new(),
             ping_due: Time::NEVER,
+            sweep_due: Time::NEVER,
             nonce: 0,
             acks: BTreeMap::new(),
             ack_flush: None,
@@ -625,6 +648,13 @@ impl Post {
                 self.send_msg(to.origin(), MessagingMsg::Deliver(item));
             }
         }
+        while let Some(&(t, to, from)) = self.skip_q.front() {
+            if t > now {
+                break;
+            }
+            self.skip_q.pop_front();
+            self.skip_gaps(to, from, t, ctx);
+        }
         while let Some(&(t, pid)) = self.waiters.first() {
             if t > now {
                 break;
@@ -636,6 +666,9 @@ impl Post {
         }
         if self.ping_due <= now {
             self.ping_hosts(now, ctx);
+        }
+        if self.sweep_due <= now {
+            self.forget_idle_pairs(now);
         }
         if self.ack_flush.is_some_and(|t| t <= now) {
             self.flush_acks();
@@ -664,13 +697,21 @@ impl Post {
             self.fate_q.front().map(|d| d.0),
             self.park_q.front().map(|d| d.0),
             self.resend_q.front().map(|d| d.0),
+            self.skip_q.front().map(|d| d.0),
             self.waiters.first().map(|w| w.0),
             self.ack_flush,
             (!self.hosts.is_empty()).then_some(self.ping_due),
+            (!self.inbound.is_empty()).then_some(self.sweep_due),
         ]
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// The receiving pairs this agent keeps (see [`MessagingConfig::pair_idle`]).
+    #[must_use]
+    pub fn inbound_pairs(&self) -> usize {
+        self.inbound.len()
     }
 
     /// Mailboxes within their byte capacity, counters true, and no pair over its
@@ -918,40 +959,43 @@ impl Post {
             return;
         }
         let window = u64::from(self.config.credit_window);
+        let hold = !self.config.reorder_wait.is_zero();
+        self.sweep_due = self.sweep_due.min(self.now + self.config.pair_idle);
         let pair = self.inbound.entry((to, sender)).or_default();
+        pair.touched = self.now;
         if item.base > pair.next {
             pair.next = item.base;
         }
         if seq < pair.next {
-            // A duplicate (reliable) or overtaken (at-most-once).
+            // Overtaken (its gap was skipped) or a duplicate. An at-most-once
+            // duplicate gets no answer: the first copy's answer is its fate.
             let outcome = match pair.outcomes.get(&seq) {
-                Some(o) if item.reliable => *o,
-                None if item.reliable => Outcome::Delivered,
-                _ => Outcome::Late,
+                Some(o) if item.reliable => Some(*o),
+                None if item.reliable => Some(Outcome::Delivered),
+                Some(Outcome::Late) => Some(Outcome::Late),
+                _ => None,
             };
-            self.ack(from, sender, to, seq, outcome);
+            if let Some(outcome) = outcome {
+                self.ack(from, sender, to, seq, outcome);
+            }
             return;
         }
-        let release = !pair.early.is_empty();
-        if seq > pair.next && (item.reliable || release) {
+        if seq > pair.next && (item.reliable || hold || !pair.early.is_empty()) {
             if seq - pair.next <= window {
                 pair.early.entry(seq).or_insert(item);
             }
         } else {
-            // An at-most-once item past a gap: the gap's items, should they come
-            // later (a reliable one resent), are late, not delivered.
-            let skipped = (seq - pair.next).min(window);
-            for late in seq - skipped..seq {
-                pair.outcomes.insert(late, Outcome::Late);
-            }
+            skip_to(pair, seq, window);
             pair.next = seq + 1;
-            if skipped > 0 {
-                trim(pair, window);
-            }
             self.accept(from, item, ctx);
         }
-        // Items that were waiting for this one (or for the base to move).
-        while let Some(pair) = self.inbound.get_mut(&(to, sender)).filter(|_| release) {
+        self.release(to, sender, ctx);
+    }
+
+    /// Delivers the pair's held items that are next in order, then sets (or clears)
+    /// its gap-skip deadline.
+    fn release(&mut self, to: Pid, sender: Pid, ctx: &Context<'_>) {
+        while let Some(pair) = self.inbound.get_mut(&(to, sender)) {
             let Some(entry) = pair.early.first_entry() else {
                 break;
             };
@@ -963,7 +1007,42 @@ impl Post {
                 continue;
             }
             pair.next = item.seq + 1;
-            self.accept(from, item, ctx);
+            self.accept(item.from.origin(), item, ctx);
+        }
+        let at = self.now + self.config.reorder_wait;
+        let Some(pair) = self.inbound.get_mut(&(to, sender)) else {
+            return;
+        };
+        if pair.early.first_key_value().is_none_or(|(_, i)| i.reliable) {
+            pair.skip_at = None;
+        } else if pair.skip_at.is_none() {
+            pair.skip_at = Some(at);
+            self.skip_q.push_back((at, to, sender));
+        }
+    }
+
+    /// The pair's `reorder_wait` is over (if `due` is still its deadline): the gaps
+    /// before its held at-most-once items are skipped and what follows is delivered,
+    /// up to the first reliable item still waiting for its gap.
+    fn skip_gaps(&mut self, to: Pid, sender: Pid, due: Time, ctx: &Context<'_>) {
+        let window = u64::from(self.config.credit_window);
+        let Some(pair) = self
+            .inbound
+            .get_mut(&(to, sender))
+            .filter(|p| p.skip_at == Some(due))
+        else {
+            return;
+        };
+        pair.skip_at = None;
+        loop {
+            self.release(to, sender, ctx);
+            let Some(pair) = self.inbound.get_mut(&(to, sender)) else {
+                return;
+            };
+            match pair.early.first_key_value() {
+                Some((&seq, item)) if !item.reliable => skip_to(pair, seq, window),
+                _ => return,
+            }
         }
     }
 
@@ -1363,7 +1442,9 @@ impl Post {
         for (watched, watcher) in downs {
             self.watch_ended(watcher, watched);
             let class = self.class_of(watched.origin(), ctx);
+            self.sweep_due = self.sweep_due.min(self.now + self.config.pair_idle);
             let pair = self.inbound.entry((watcher, watched)).or_default();
+            pair.touched = self.now;
             let seq = pair.next;
             pair.next += 1;
             if let Some(m) = self.mailboxes.get_mut(&watcher) {
@@ -1410,6 +1491,23 @@ impl Post {
             .unwrap_or(Time::NEVER);
     }
 
+    /// Forgets the receiving pairs that hold nothing (no item waiting for a gap, none
+    /// parked) and got no item for `pair_idle`; runs every `pair_idle / 2`. A later
+    /// item of the pair starts it again at its `base` (see the module docs).
+    fn forget_idle_pairs(&mut self, now: Time) {
+        let idle = self.config.pair_idle;
+        self.inbound.retain(|_, p| {
+            !(p.early.is_empty()
+                && now.saturating_since(p.touched) >= idle
+                && !p.outcomes.values().any(|o| *o == Outcome::Parked))
+        });
+        self.sweep_due = if self.inbound.is_empty() {
+            Time::NEVER
+        } else {
+            now + idle / 2
+        };
+    }
+
     /// Drops stale deadline entries once a queue holds more than twice the live items.
     fn compact(&mut self) {
         let live = self.inflight;
@@ -1425,6 +1523,19 @@ impl Post {
                 q.retain(alive);
             }
         }
+    }
+}
+
+/// Moves the pair's next expected sequence to `seq` (at or past it): the items of the
+/// gap, should they come later, are late, not delivered.
+fn skip_to(pair: &mut InPair, seq: u64, window: u64) {
+    let skipped = seq.saturating_sub(pair.next).min(window);
+    for late in seq - skipped..seq {
+        pair.outcomes.insert(late, Outcome::Late);
+    }
+    pair.next = pair.next.max(seq);
+    if skipped > 0 {
+        trim(pair, window);
     }
 }
 

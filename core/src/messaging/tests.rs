@@ -361,9 +361,60 @@ fn reliable_sends_are_resent_and_delivered_once() {
     assert!(net.recv(b, 10).is_empty());
 }
 
+/// Jitter that swaps two at-most-once messages of a pair costs a short wait at the
+/// receiver, not a message (before `reorder_wait`, the first ended `Unknown`).
 #[test]
-fn an_overtaken_at_most_once_message_is_late_and_order_holds() {
-    let mut net = Net::new(2, &MessagingConfig::default());
+fn swapped_at_most_once_messages_both_arrive_in_order_within_the_reorder_wait() {
+    let config = MessagingConfig::default();
+    let mut net = Net::new(2, &config);
+    let (a, b) = (pid(1, 1), pid(2, 1));
+    net.start(a, T);
+    net.start(b, T);
+    let r0 = net.send(a, b, b"0", Delivery::AtMostOnce, false);
+    let r1 = net.send(a, b, b"1", Delivery::AtMostOnce, false);
+    let first = net.wire.pop_front().unwrap();
+    net.step(); // "1" first: held for the gap
+    assert!(net.recv(b, 10).is_empty(), "held until the gap fills");
+    net.deliver(first.0, first.1, first.2);
+    net.run();
+    assert_eq!(net.reply(r0), ok());
+    assert_eq!(net.reply(r1), ok());
+    assert_eq!(data(&net.recv(b, 10)), vec![b"0".to_vec(), b"1".to_vec()]);
+}
+
+#[test]
+fn an_at_most_once_message_later_than_the_reorder_wait_is_overtaken_and_order_holds() {
+    let config = MessagingConfig::default();
+    let mut net = Net::new(2, &config);
+    let (a, b) = (pid(1, 1), pid(2, 1));
+    net.start(a, T);
+    net.start(b, T);
+    let r0 = net.send(a, b, b"0", Delivery::AtMostOnce, false);
+    let r1 = net.send(a, b, b"1", Delivery::AtMostOnce, false);
+    let r2 = net.send(a, b, b"2", Delivery::AtMostOnce, false);
+    let first = net.wire.pop_front().unwrap();
+    net.step(); // "1", then "2": both held
+    net.step();
+    let held = net.now;
+    net.advance_to(held + config.reorder_wait - Duration::from_micros(150));
+    assert!(net.recv(b, 10).is_empty(), "held for the reorder wait");
+    net.advance_to(held + config.reorder_wait);
+    net.run();
+    assert_eq!(net.reply(r1), ok());
+    assert_eq!(net.reply(r2), ok());
+    net.deliver(first.0, first.1, first.2); // "0", too late
+    net.run();
+    assert_eq!(net.reply(r0), err(SendError::Overtaken));
+    assert_eq!(data(&net.recv(b, 10)), vec![b"1".to_vec(), b"2".to_vec()]);
+}
+
+#[test]
+fn with_no_reorder_wait_an_overtaken_message_is_dropped_at_once() {
+    let config = MessagingConfig {
+        reorder_wait: Duration::ZERO,
+        ..MessagingConfig::default()
+    };
+    let mut net = Net::new(2, &config);
     let (a, b) = (pid(1, 1), pid(2, 1));
     net.start(a, T);
     net.start(b, T);
@@ -374,7 +425,7 @@ fn an_overtaken_at_most_once_message_is_late_and_order_holds() {
     net.deliver(first.0, first.1, first.2);
     net.run();
     assert_eq!(net.reply(r1), ok());
-    assert_eq!(net.reply(r0), err(SendError::Unknown));
+    assert_eq!(net.reply(r0), err(SendError::Overtaken));
     assert_eq!(data(&net.recv(b, 10)), vec![b"1".to_vec()]);
 }
 
@@ -741,7 +792,8 @@ fn a_lost_host_or_process_reports_down_lost_and_a_demonitor_stops_it() {
     net.exit(w2b);
     net.run();
     assert!(net.recv(watcher, 10).is_empty(), "demonitored");
-    // Nothing left to ping.
+    // Nothing left to ping, and the idle pairs of the `Down`s go in time.
+    net.advance_to(net.now + MessagingConfig::default().pair_idle * 2);
     assert_eq!(net.agents[&NodeId(1)].next_timeout(), None);
 }
 
@@ -927,4 +979,49 @@ fn sends_to_a_lost_process_or_a_removed_host_fail_lost() {
     net.wire.clear();
     net.advance_to(net.now + config.fate_timeout);
     assert_eq!(net.reply(r), err(SendError::Lost));
+}
+
+/// A long-lived receiver does not keep a pair for every sender it ever heard from:
+/// idle pairs go after `pair_idle`, and a sender that comes back later is delivered
+/// in order from where it is.
+#[test]
+fn idle_receiving_pairs_are_forgotten_and_start_again_at_the_base() {
+    let config = MessagingConfig::default();
+    let mut net = Net::new(2, &config);
+    let b = pid(2, 1);
+    net.start(b, T);
+    let senders: Vec<Pid> = (1..=50).map(|i| pid(1, i)).collect();
+    for &a in &senders {
+        net.start(a, T);
+        let r = net.send(a, b, b"x", Delivery::Reliable, false);
+        net.run();
+        assert_eq!(net.reply(r), ok());
+    }
+    let inbound = |net: &Net| net.agents[&NodeId(2)].post().inbound_pairs();
+    assert_eq!(inbound(&net), 50);
+    assert_eq!(net.recv(b, 100).len(), 50);
+    net.advance_to(net.now + config.pair_idle * 2);
+    assert_eq!(inbound(&net), 0, "idle pairs are forgotten");
+    // A sender that comes back goes on numbering; the receiver starts at its base.
+    let a = senders[0];
+    let r1 = net.send(a, b, b"1", Delivery::Reliable, false);
+    let r2 = net.send(a, b, b"2", Delivery::AtMostOnce, false);
+    net.run();
+    assert_eq!((net.reply(r1), net.reply(r2)), (ok(), ok()));
+    let mail = net.recv(b, 10);
+    assert_eq!(data(&mail), vec![b"1".to_vec(), b"2".to_vec()]);
+    assert_eq!(mail[0].seq, 1, "the pair's numbering went on");
+    assert_eq!(inbound(&net), 1);
+}
+
+#[test]
+fn pair_idle_must_exceed_the_fate_timeout() {
+    let config = MessagingConfig {
+        pair_idle: Duration::from_millis(100),
+        ..MessagingConfig::default()
+    };
+    assert_eq!(
+        Messaging::validate(&config),
+        Err(super::MessagingConfigError::PairIdle)
+    );
 }

@@ -18,6 +18,7 @@
 //!
 //! Every kind is optional; a section with none of them spawns nothing.
 
+use nefele_api::messaging::Pattern;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -145,9 +146,12 @@ pub struct GroupWorkload {
     pub members: u32,
     /// Clients per group.
     pub clients: u32,
-    /// Group sends per simulated second over all groups (patterns in turn:
-    /// multicast, anycast, round robin, least loaded; and broadcasts if `broadcast`).
+    /// Group sends per simulated second over all groups (`patterns` in turn, then a
+    /// broadcast if `broadcast`).
     pub rate_per_s: f64,
+    /// The patterns the clients use in turn (default: multicast, anycast, round
+    /// robin, least loaded).
+    pub patterns: Vec<Pattern>,
     /// Also send to `Broadcast` (every process of the tenant) now and then.
     pub broadcast: bool,
 }
@@ -159,6 +163,12 @@ impl Default for GroupWorkload {
             members: 8,
             clients: 2,
             rate_per_s: 100.0,
+            patterns: vec![
+                Pattern::Multicast,
+                Pattern::Anycast,
+                Pattern::RoundRobin,
+                Pattern::LeastLoaded,
+            ],
             broadcast: false,
         }
     }
@@ -229,6 +239,9 @@ impl MessagingWorkload {
         }
         if let Some(g) = &self.groups {
             rate(g.rate_per_s, "groups")?;
+            if g.patterns.is_empty() && !g.broadcast {
+                return Err("messaging.groups: no pattern and no broadcast".into());
+            }
             if g.members == 0 || g.clients == 0 {
                 return Err("messaging.groups: members and clients must be at least 1".into());
             }

@@ -149,6 +149,21 @@ pub struct MessagingFigures {
     pub failover_lost: u64,
     /// Request/response exchanges completed (the response reached the client).
     pub rr_completed: u64,
+    /// Round-robin group sends received by members.
+    pub round_robin_received: u64,
+    /// Over the groups that got round-robin sends, the largest relative deviation of
+    /// a member's share from the uniform one (`|count / mean - 1|`).
+    pub round_robin_max_deviation: Option<f64>,
+    /// Per failover group, the time from the crash of the primaries' hosts to the
+    /// first failover send received by another member (the takeover).
+    pub failover_takeover: LatencyFigures,
+    /// The longest takeover, in simulated ms.
+    pub failover_takeover_max_ms: Option<f64>,
+    /// Messaging's wire messages sent from the first traffic arrival on (set-up
+    /// excluded), over all kinds.
+    pub wire_messages_in_traffic: u64,
+    /// The same by kind of messaging message (`msg_deliver`, `topics_visit_data`, ...).
+    pub wire_in_traffic_by_kind: BTreeMap<&'static str, u64>,
 }
 
 #[cfg(test)]

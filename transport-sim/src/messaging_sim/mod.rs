@@ -35,6 +35,11 @@
 //! - `messaging.names_unique`: no two running processes hold one name of a tenant
 //!   (each `Register` that succeeded counts until a `NameLost` or the process ends).
 //!
+//! In a run without faults, loss, duplication or reordering (see
+//! [`MessagingSim::faultless`]), on every answer:
+//! - `messaging.known_fates`: no send ends `Unknown` or `Overtaken` (jitter alone
+//!   must not cost a message).
+//!
 //! And at every check, faults or not, with `reliable`:
 //! - `messaging.failover_lossless`: a failover send answered with success reaches
 //!   some member's application within `fate_bound`.
@@ -56,7 +61,7 @@ use nefele_core::wire::Message;
 use nefele_core::{ApiCall, ApiReply, NodeId, Pid, ProcSpec, TenantId, Time};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 /// The simulator's header at the front of every message.
@@ -83,12 +88,6 @@ pub fn is_user_traffic(message: &Message) -> bool {
         message,
         Message::Messaging(MessagingMsg::Deliver(_) | MessagingMsg::Acks(_))
     )
-}
-
-/// Whether a wire message is messaging's (for the bytes per link class).
-#[must_use]
-pub fn is_messaging(message: &Message) -> bool {
-    matches!(message, Message::Messaging(_))
 }
 
 /// What a simulated process does.
@@ -227,6 +226,15 @@ pub struct MessagingSim {
     lookup_latency: Histogram,
     figures: MessagingFigures,
     group_turn: u32,
+    /// The run has no fault of any kind: every fate must be a known one.
+    faultless: bool,
+    /// Round-robin sends received, per member.
+    round_robin: BTreeMap<u32, u64>,
+    /// Failover groups whose takeover was seen.
+    takeover: BTreeSet<u32>,
+    takeover_latency: Histogram,
+    /// A traffic arrival has come.
+    in_traffic: bool,
 }
 
 impl MessagingSim {
@@ -309,6 +317,11 @@ impl MessagingSim {
             lookup_latency: Histogram::default(),
             figures,
             group_turn: 0,
+            faultless: false,
+            round_robin: BTreeMap::new(),
+            takeover: BTreeSet::new(),
+            takeover_latency: Histogram::default(),
+            in_traffic: false,
             cfg,
         };
         let start = Time::ZERO + sim.cfg.start;
@@ -320,6 +333,14 @@ impl MessagingSim {
                 .push_back(MsgAction::At(Time::ZERO + at, MsgTimer::CrashPrimaries));
         }
         sim
+    }
+
+    /// Declares the run free of faults, loss, duplication and reordering, which
+    /// turns on `messaging.known_fates`.
+    #[must_use]
+    pub fn faultless(mut self, faultless: bool) -> Self {
+        self.faultless = faultless;
+        self
     }
 
     /// Whether `request` is one of this workload's calls.
@@ -393,7 +414,10 @@ impl MessagingSim {
                     self.join(ix);
                 }
             }
-            MsgTimer::Traffic(stream) => self.arrival(now, stream, placement),
+            MsgTimer::Traffic(stream) => {
+                self.in_traffic = true;
+                self.arrival(now, stream, placement);
+            }
             MsgTimer::CrashPrimaries => {
                 let mut nodes: Vec<NodeId> = self
                     .procs
@@ -580,13 +604,9 @@ impl MessagingSim {
                 }
                 Role::GroupClient { group } => {
                     self.group_turn = self.group_turn.wrapping_add(1);
-                    let broadcast = self.cfg.groups.as_ref().is_some_and(|g| g.broadcast);
-                    let patterns = [
-                        Pattern::Multicast,
-                        Pattern::Anycast,
-                        Pattern::RoundRobin,
-                        Pattern::LeastLoaded,
-                    ];
+                    let g = self.cfg.groups.as_ref();
+                    let broadcast = g.is_some_and(|g| g.broadcast);
+                    let patterns = g.map_or(&[][..], |g| &g.patterns[..]);
                     let turn = self.group_turn as usize % (patterns.len() + usize::from(broadcast));
                     let dest = match patterns.get(turn) {
                         Some(&pattern) => Dest::Group {
@@ -655,6 +675,13 @@ impl MessagingSim {
         );
         let mut data = payload(self.cfg.payload_bytes as usize, id, now, tenant, kind);
         data[21] = u8::from(fan_out);
+        data[22] = u8::from(matches!(
+            dest,
+            Dest::Group {
+                pattern: Pattern::RoundRobin,
+                ..
+            }
+        ));
         let delivery = if self.cfg.reliable {
             Delivery::Reliable
         } else {
@@ -771,6 +798,12 @@ impl MessagingSim {
             }
             Err(e) => {
                 *self.figures.failed.entry(format!("{e:?}")).or_default() += 1;
+                if self.faultless && matches!(e, SendError::Unknown | SendError::Overtaken) {
+                    self.violations.push((
+                        "messaging.known_fates",
+                        format!("send {id} ended {e:?} in a run without faults"),
+                    ));
+                }
                 0
             }
         };
@@ -827,6 +860,7 @@ impl MessagingSim {
         let (id, sent_at, tenant) = (word(0..8), word(8..16), word(16..20) as u32);
         let kind = Kind::from_code(header[20]);
         let path = header[21];
+        let round_robin = header[22] == 1;
         let me = &self.procs[ix as usize];
         if TenantId(tenant) != me.tenant {
             self.violations.push((
@@ -876,6 +910,26 @@ impl MessagingSim {
         }
         self.last_seen.insert((from, ix, path), (id, kind));
         self.figures.delivered += 1;
+        if round_robin && kind == Some(Kind::Group) {
+            self.figures.round_robin_received += 1;
+            *self.round_robin.entry(ix).or_default() += 1;
+        }
+        if let (Some(Kind::Failover), Role::FailoverMember { group, rank }) = (kind, role) {
+            let crash = self
+                .cfg
+                .failover
+                .as_ref()
+                .and_then(|f| f.crash_primaries_at);
+            if let Some(crash) = crash
+                .map(|c| Time::ZERO + c)
+                .filter(|c| rank > 0 && now >= *c)
+            {
+                if self.takeover.insert(group) {
+                    self.takeover_latency
+                        .record(now.saturating_since(crash).as_nanos() as u64);
+                }
+            }
+        }
         let ns = now.as_nanos().saturating_sub(sent_at);
         self.latency
             .entry(class_name(class))
@@ -985,9 +1039,18 @@ impl MessagingSim {
         out
     }
 
-    /// A wire message of messaging of `len` bytes crossed a link of class `distance`.
-    pub fn on_wire(&mut self, distance: Distance, len: u32) {
+    /// A wire message of messaging of kind `kind` and `len` bytes crossed a link of
+    /// class `distance`.
+    pub fn on_wire(&mut self, distance: Distance, len: u32, kind: &'static str) {
         self.figures.wire_messages += 1;
+        if self.in_traffic {
+            self.figures.wire_messages_in_traffic += 1;
+            *self
+                .figures
+                .wire_in_traffic_by_kind
+                .entry(kind)
+                .or_default() += 1;
+        }
         *self
             .figures
             .bytes_by_link
@@ -1010,7 +1073,34 @@ impl MessagingSim {
             .map(|(k, h)| (*k, LatencyFigures::from(h)))
             .collect();
         f.lookup_cold_latency = LatencyFigures::from(&self.lookup_latency);
+        f.round_robin_max_deviation = self.round_robin_deviation();
+        f.failover_takeover = LatencyFigures::from(&self.takeover_latency);
+        f.failover_takeover_max_ms = self.takeover_latency.quantile_ms(1.0);
         f
+    }
+
+    /// Over the groups whose members got round-robin sends, the largest relative
+    /// deviation of one member's count from its group's mean (members that got none
+    /// count as zero).
+    fn round_robin_deviation(&self) -> Option<f64> {
+        let mut per_group: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        for (ix, p) in self.procs.iter().enumerate() {
+            if let Role::GroupMember { group } = p.role {
+                let n = self.round_robin.get(&(ix as u32)).copied().unwrap_or(0);
+                per_group.entry(group).or_default().push(n);
+            }
+        }
+        per_group
+            .values()
+            .filter(|counts| counts.iter().any(|c| *c > 0))
+            .map(|counts| {
+                let mean = counts.iter().sum::<u64>() as f64 / counts.len() as f64;
+                counts
+                    .iter()
+                    .map(|c| (*c as f64 / mean - 1.0).abs())
+                    .fold(0.0, f64::max)
+            })
+            .reduce(f64::max)
     }
 }
 

@@ -304,11 +304,18 @@ impl Simulation {
             client_rng,
             timeline: None,
             messaging: config.messaging.clone().map(|m| {
-                Box::new(MessagingSim::new(
-                    m,
-                    Time::ZERO + config.duration,
-                    messaging_seed,
-                ))
+                let faultless = config.faults.is_empty()
+                    && config.random_faults.is_none()
+                    && config.network.loss <= 0.0
+                    && config.network.duplicate <= 0.0
+                    && config.network.reorder <= 0.0
+                    && m.failover
+                        .as_ref()
+                        .is_none_or(|f| f.crash_primaries_at.is_none());
+                Box::new(
+                    MessagingSim::new(m, Time::ZERO + config.duration, messaging_seed)
+                        .faultless(faultless),
+                )
             }),
             config,
         };
@@ -757,9 +764,10 @@ impl Simulation {
 
     fn send(&mut self, from: NodeId, to: NodeId, envelope: &Rc<Envelope>, len: u32, digest: u64) {
         self.stats.messages_sent += 1;
-        if crate::messaging_sim::is_messaging(&envelope.body) {
+        if let nefele_core::wire::Message::Messaging(msg) = &envelope.body {
             if let Some(m) = self.messaging.as_mut() {
-                m.on_wire(self.topology.distance(from, to), len);
+                let kind = nefele_core::messaging::msg::kind(msg);
+                m.on_wire(self.topology.distance(from, to), len, kind);
             }
         }
         if !crate::messaging_sim::is_user_traffic(&envelope.body) {
