@@ -82,6 +82,9 @@ pub const NEFELE_ETIMEDOUT: c_int = -23;
 pub const NEFELE_EMSG: c_int = -24;
 /// No Nefele endpoint (`NEFELE_FD` unset, invalid, or taken already).
 pub const NEFELE_ENOENDPOINT: c_int = -25;
+/// Messaging: overtaken by a later message of the same pair and dropped to keep
+/// the pair in order (delivery is at-most-once; the reliable mode does not drop).
+pub const NEFELE_EOVERTAKEN: c_int = -26;
 
 /// A global pid: 128 bits, whose hex text is `hi` then `lo`.
 #[repr(C)]
@@ -226,6 +229,7 @@ fn code_of(e: &ClientError) -> c_int {
         | ClientError::Group(_)
         | ClientError::Monitor(MonitorError::TooMany) => NEFELE_EMSG,
         ClientError::NoEndpoint(_) => NEFELE_ENOENDPOINT,
+        ClientError::Send(SendError::Overtaken) => NEFELE_EOVERTAKEN,
     }
 }
 
@@ -830,6 +834,7 @@ pub extern "C" fn nefele_strerror(code: c_int) -> *const c_char {
         NEFELE_ETIMEDOUT => c"no message within the timeout",
         NEFELE_EMSG => c"messaging call failed",
         NEFELE_ENOENDPOINT => c"no Nefele endpoint (NEFELE_FD)",
+        NEFELE_EOVERTAKEN => c"overtaken by a later message of the pair; not delivered",
         _ => c"unknown error code",
     };
     s.as_ptr()
@@ -904,11 +909,11 @@ mod tests {
 
     #[test]
     fn every_code_has_its_own_words() {
-        let words: std::collections::BTreeSet<_> = (NEFELE_ENOENDPOINT..=NEFELE_OK)
+        let words: std::collections::BTreeSet<_> = (NEFELE_EOVERTAKEN..=NEFELE_OK)
             // SAFETY: nefele_strerror returns a static NUL-terminated string.
             .map(|c| unsafe { CStr::from_ptr(nefele_strerror(c)) }.to_owned())
             .collect();
-        assert_eq!(words.len(), (NEFELE_OK - NEFELE_ENOENDPOINT + 1) as usize);
+        assert_eq!(words.len(), (NEFELE_OK - NEFELE_EOVERTAKEN + 1) as usize);
     }
 
     #[test]
