@@ -13,7 +13,9 @@
 //!   wants them, in registry order (an event nobody wants is dropped); federation removals and changes of this agent's level-0
 //!   group become events too;
 //! - each service's summary part into the beats of the instance it rides;
-//! - API calls to the service that owns them.
+//! - API calls to the service that owns them, a client's or another service's
+//!   ([`ServiceOutput::Call`](crate::service::ServiceOutput::Call), whose answer
+//!   comes back as an event).
 //!
 //! Adding a service touches nothing here: see [`crate::service`].
 //!
@@ -223,6 +225,8 @@ pub struct Agent {
     services: Services,
     /// Events waiting to be routed to the services that want them.
     events: VecDeque<ServiceEvent>,
+    /// Calls services made on other services, waiting to be routed to their owner.
+    calls: VecDeque<(RequestId, ApiCall)>,
     outputs: VecDeque<Output>,
     /// The newest life of each peer heard from (messages of older lives are dropped).
     incarnations: Incarnations,
@@ -267,6 +271,7 @@ impl Agent {
             federations,
             services: Services::new(identity, config.services, seed),
             events: VecDeque::new(),
+            calls: VecDeque::new(),
             outputs: VecDeque::new(),
             incarnations: Incarnations::default(),
             next_deadline: None,
@@ -406,14 +411,24 @@ impl Agent {
         debug_assert!(call.is_none(), "no service owns {call:?}");
     }
 
-    /// Drains every service's outputs and routes the events they raise (and those
-    /// queued before) to the services that want them, until nothing is left; then hands the
+    /// Drains every service's outputs, routes the calls they make on each other to
+    /// their owners and the events they raise (and those queued before) to the
+    /// services that want them, until nothing is left; then hands the
     /// services' summary parts to the federation instances they ride.
     fn route_services(&mut self, now: Time) {
         loop {
-            let (identity, outputs, events) = (self.identity, &mut self.outputs, &mut self.events);
+            let (identity, outputs, events, calls) = (
+                self.identity,
+                &mut self.outputs,
+                &mut self.events,
+                &mut self.calls,
+            );
             self.services
-                .for_each(|s| s.drain_into(identity, outputs, events));
+                .for_each(|s| s.drain_into(identity, outputs, events, calls));
+            if let Some((request, call)) = self.calls.pop_front() {
+                self.handle_api(now, request, call);
+                continue;
+            }
             let Some(event) = crate::outbox::take_next(&mut self.events) else {
                 break;
             };
