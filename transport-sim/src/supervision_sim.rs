@@ -380,3 +380,81 @@ impl SupervisionSim {
         f
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nefele_core::host::{HostCommand, HostEvent};
+    use nefele_core::Incarnation;
+
+    fn small() -> SupervisionWorkload {
+        SupervisionWorkload {
+            children: 2,
+            crash_loop: 1,
+            ..SupervisionWorkload::default()
+        }
+    }
+
+    fn pid(n: u64) -> Pid {
+        Pid::new(NodeId(0), Incarnation(1), n)
+    }
+
+    /// Starts `pid` for real on host 0 of `placement` and tells `sim`.
+    fn start(sim: &mut SupervisionSim, placement: &mut PlacementSim, now: Time, pid: Pid, slot: u64) {
+        let spec = ProcSpec {
+            envp: vec![format!("NEFELE_SIM_RUN_MS={}", u32::MAX)],
+            ..ProcSpec::default()
+        };
+        let tenant = TenantId(1);
+        let started = placement.execute(now, NodeId(0), HostCommand::Start { pid, tenant, spec });
+        assert!(started.contains(&crate::placement_sim::ProcAction::Report(HostEvent::Started { pid })));
+        sim.started(now, pid, slot);
+    }
+
+    fn failed(results: &[(&'static str, Result<(), String>)], name: &str) -> bool {
+        results.iter().any(|(n, r)| *n == name && r.is_err())
+    }
+
+    #[test]
+    fn a_slot_down_past_the_bound_fails_once() {
+        let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
+        let mut placement = PlacementSim::new(1);
+        start(&mut sim, &mut placement, Time::from_secs(3), pid(1), slot(0, 0));
+        placement.crash(NodeId(0));
+        sim.reconcile(Time::from_secs(4), &placement);
+        let within = sim.check(Time::from_secs(6), &placement);
+        assert!(!failed(&within, "supervision.restarted"));
+        let late = sim.check(Time::from_millis(7100), &placement);
+        assert!(failed(&late, "supervision.restarted"), "{late:?}");
+        let again = sim.check(Time::from_secs(8), &placement);
+        assert!(!failed(&again, "supervision.restarted"), "counted once per down time");
+        start(&mut sim, &mut placement, Time::from_secs(9), pid(2), slot(0, 0));
+        assert_eq!(sim.figures().restarts, 1);
+        assert_eq!(sim.figures().restart_latency_p50_ms, Some(5000.0));
+    }
+
+    #[test]
+    fn two_lives_of_a_slot_at_once_and_a_given_up_slot_running_fail() {
+        let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
+        let mut placement = PlacementSim::new(1);
+        let t = Time::from_secs(3);
+        start(&mut sim, &mut placement, t, pid(1), slot(0, 0));
+        start(&mut sim, &mut placement, t, pid(2), slot(0, 0));
+        assert!(failed(&sim.check(t, &placement), "supervision.no_twin"));
+        start(&mut sim, &mut placement, t, pid(3), slot(0, 1));
+        sim.gave_up(Some(pid(3)));
+        assert!(failed(&sim.check(t, &placement), "supervision.loop_stopped"));
+    }
+
+    #[test]
+    fn a_looping_slot_never_given_up_fails() {
+        let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
+        let mut placement = PlacementSim::new(1);
+        start(&mut sim, &mut placement, Time::from_secs(3), pid(1), slot(0, 1));
+        placement.crash(NodeId(0));
+        sim.reconcile(Time::from_secs(4), &placement);
+        assert!(!failed(&sim.check(Time::from_secs(5), &placement), "supervision.loop_stopped"));
+        let late = sim.check(Time::from_secs(60), &placement);
+        assert!(failed(&late, "supervision.loop_stopped"), "{late:?}");
+    }
+}
