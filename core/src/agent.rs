@@ -695,8 +695,13 @@ mod tests {
     }
 
     /// Every client call has a service that owns it: none is dropped unanswered.
+    /// (Regression: placement claimed every call but messaging's, so it took the
+    /// supervision calls, and debug builds panicked.)
     #[test]
     fn every_api_call_has_an_owner() {
+        use nefele_api::supervision::{
+            Intensity, RestartPolicy, Strategy, SupervisedSpawn, SupervisionSpec, SupervisorId,
+        };
         let (tenant, pid) = (TenantId(1), Pid::new(NodeId(1), Incarnation(1), 1));
         let spec = ProcSpec {
             path: "/bin/true".into(),
@@ -715,7 +720,7 @@ mod tests {
             },
             ApiCall::CSpawn {
                 tenant,
-                specs: vec![spec],
+                specs: vec![spec.clone()],
             },
             ApiCall::Kill {
                 tenant,
@@ -786,6 +791,27 @@ mod tests {
                 tenant,
                 from: pid,
                 to: pid,
+            },
+            ApiCall::SpawnSupervised {
+                tenant,
+                spawn: SupervisedSpawn::N(2, spec.clone()),
+                supervision: SupervisionSpec {
+                    strategy: Strategy::OneForOne,
+                    intensity: Intensity {
+                        max_restarts: 1,
+                        period: std::time::Duration::from_secs(1),
+                    },
+                    policies: vec![RestartPolicy::Permanent],
+                },
+            },
+            ApiCall::Supervisors { tenant },
+            ApiCall::StopSupervisor {
+                tenant,
+                id: SupervisorId {
+                    origin: NodeId(1),
+                    incarnation: Incarnation(1),
+                    sequence: 0,
+                },
             },
         ];
         for call in calls {
