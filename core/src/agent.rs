@@ -134,7 +134,9 @@ pub enum Input {
     Host(HostEvent),
     /// A local client called the API.
     Api {
-        /// The driver's id for this call; the reply carries it back.
+        /// The driver's id for this call; the reply carries it back. Its top bit
+        /// must be clear (ids with it set are the services' own calls, see
+        /// [`crate::service::internal_request`]): a call with it set is ignored.
         request: RequestId,
         /// The call.
         call: ApiCall,
@@ -312,7 +314,13 @@ impl Agent {
                 }
                 self.events.push_back(ServiceEvent::Host(event));
             }
-            Input::Api { request, call } => self.handle_api(now, request, call),
+            Input::Api { request, call } => {
+                if crate::service::is_internal(request) {
+                    debug_assert!(false, "a driver used an internal request id: {request:?}");
+                } else {
+                    self.handle_api(now, request, call);
+                }
+            }
             Input::Cancel { request } => self.services.placement.cancel(request),
         }
         self.route_services(now);

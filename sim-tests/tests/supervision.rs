@@ -86,7 +86,10 @@ fn a_group_of_100_outlives_10_of_its_50_hosts_and_can_be_stopped() {
     let other = ApiCall::Supervisors {
         tenant: TenantId(9),
     };
-    assert_eq!(call(&mut sim, NodeId(7), other), ApiReply::Supervisors(Vec::new()));
+    assert_eq!(
+        call(&mut sim, NodeId(7), other),
+        ApiReply::Supervisors(Vec::new())
+    );
     // Stopping it stops every child.
     let id = sup.id;
     let stop = ApiCall::StopSupervisor { tenant, id };

@@ -33,11 +33,11 @@
 //! of a life to the start of the next) p50 and p99.
 
 use crate::placement_sim::PlacementSim;
-use nefele_core::{ApiCall, NodeId, Pid, TenantId, Time};
 use nefele_api::spec::ProcSpec;
 use nefele_api::supervision::{
     Intensity, RestartPolicy, Strategy, SupervisedSpawn, SupervisionSpec,
 };
+use nefele_core::{ApiCall, NodeId, Pid, TenantId, Time};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -400,14 +400,22 @@ mod tests {
     }
 
     /// Starts `pid` for real on host 0 of `placement` and tells `sim`.
-    fn start(sim: &mut SupervisionSim, placement: &mut PlacementSim, now: Time, pid: Pid, slot: u64) {
+    fn start(
+        sim: &mut SupervisionSim,
+        placement: &mut PlacementSim,
+        now: Time,
+        pid: Pid,
+        slot: u64,
+    ) {
         let spec = ProcSpec {
             envp: vec![format!("NEFELE_SIM_RUN_MS={}", u32::MAX)],
             ..ProcSpec::default()
         };
         let tenant = TenantId(1);
         let started = placement.execute(now, NodeId(0), HostCommand::Start { pid, tenant, spec });
-        assert!(started.contains(&crate::placement_sim::ProcAction::Report(HostEvent::Started { pid })));
+        assert!(started.contains(&crate::placement_sim::ProcAction::Report(
+            HostEvent::Started { pid }
+        )));
         sim.started(now, pid, slot);
     }
 
@@ -419,7 +427,13 @@ mod tests {
     fn a_slot_down_past_the_bound_fails_once() {
         let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
         let mut placement = PlacementSim::new(1);
-        start(&mut sim, &mut placement, Time::from_secs(3), pid(1), slot(0, 0));
+        start(
+            &mut sim,
+            &mut placement,
+            Time::from_secs(3),
+            pid(1),
+            slot(0, 0),
+        );
         placement.crash(NodeId(0));
         sim.reconcile(Time::from_secs(4), &placement);
         let within = sim.check(Time::from_secs(6), &placement);
@@ -427,8 +441,17 @@ mod tests {
         let late = sim.check(Time::from_millis(7100), &placement);
         assert!(failed(&late, "supervision.restarted"), "{late:?}");
         let again = sim.check(Time::from_secs(8), &placement);
-        assert!(!failed(&again, "supervision.restarted"), "counted once per down time");
-        start(&mut sim, &mut placement, Time::from_secs(9), pid(2), slot(0, 0));
+        assert!(
+            !failed(&again, "supervision.restarted"),
+            "counted once per down time"
+        );
+        start(
+            &mut sim,
+            &mut placement,
+            Time::from_secs(9),
+            pid(2),
+            slot(0, 0),
+        );
         assert_eq!(sim.figures().restarts, 1);
         assert_eq!(sim.figures().restart_latency_p50_ms, Some(5000.0));
     }
@@ -443,17 +466,29 @@ mod tests {
         assert!(failed(&sim.check(t, &placement), "supervision.no_twin"));
         start(&mut sim, &mut placement, t, pid(3), slot(0, 1));
         sim.gave_up(Some(pid(3)));
-        assert!(failed(&sim.check(t, &placement), "supervision.loop_stopped"));
+        assert!(failed(
+            &sim.check(t, &placement),
+            "supervision.loop_stopped"
+        ));
     }
 
     #[test]
     fn a_looping_slot_never_given_up_fails() {
         let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
         let mut placement = PlacementSim::new(1);
-        start(&mut sim, &mut placement, Time::from_secs(3), pid(1), slot(0, 1));
+        start(
+            &mut sim,
+            &mut placement,
+            Time::from_secs(3),
+            pid(1),
+            slot(0, 1),
+        );
         placement.crash(NodeId(0));
         sim.reconcile(Time::from_secs(4), &placement);
-        assert!(!failed(&sim.check(Time::from_secs(5), &placement), "supervision.loop_stopped"));
+        assert!(!failed(
+            &sim.check(Time::from_secs(5), &placement),
+            "supervision.loop_stopped"
+        ));
         let late = sim.check(Time::from_secs(60), &placement);
         assert!(failed(&late, "supervision.loop_stopped"), "{late:?}");
     }

@@ -49,9 +49,7 @@ use crate::time::Time;
 use crate::wire::Reject;
 use nefele_api::calls::{ApiCall, ApiReply, RequestId};
 use nefele_api::spec::{ExitStatus, Signal};
-use nefele_api::supervision::{
-    SupervisedSpawn, SupervisionError, SupervisorId, SupervisorState,
-};
+use nefele_api::supervision::{SupervisedSpawn, SupervisionError, SupervisorId, SupervisorState};
 use nefele_api::SpawnError;
 use record::{Act, Child, Phase, Record};
 use serde::{Deserialize, Serialize};
@@ -260,7 +258,14 @@ impl Supervision {
                         Ok([spec]) => ApiCall::Spawn { tenant, spec },
                         Err(specs) => ApiCall::CSpawn { tenant, specs },
                     };
-                    self.call(call, Pending::Spawn { sup, tenant, children });
+                    self.call(
+                        call,
+                        Pending::Spawn {
+                            sup,
+                            tenant,
+                            children,
+                        },
+                    );
                 }
             }
         }
@@ -320,21 +325,8 @@ impl Supervision {
         }
         let (specs, call) = match spawn {
             SupervisedSpawn::One(s) => (vec![s.clone()], ApiCall::Spawn { tenant, spec: s }),
-            SupervisedSpawn::N(n, s) => (
-                vec![s.clone()],
-                ApiCall::NSpawn {
-                    tenant,
-                    n,
-                    spec: s,
-                },
-            ),
-            SupervisedSpawn::C(specs) => (
-                specs.clone(),
-                ApiCall::CSpawn {
-                    tenant,
-                    specs,
-                },
-            ),
+            SupervisedSpawn::N(n, s) => (vec![s.clone()], ApiCall::NSpawn { tenant, n, spec: s }),
+            SupervisedSpawn::C(specs) => (specs.clone(), ApiCall::CSpawn { tenant, specs }),
         };
         let id = SupervisorId {
             origin: self.me.node,
@@ -345,7 +337,9 @@ impl Supervision {
         let children = (0..n)
             .map(|i| Child {
                 spec: if specs.len() == 1 { 0 } else { i as u32 },
-                policy: spec.policy(i).unwrap_or(nefele_api::supervision::RestartPolicy::Permanent),
+                policy: spec
+                    .policy(i)
+                    .unwrap_or(nefele_api::supervision::RestartPolicy::Permanent),
                 pid: None,
                 phase: Phase::Spawning,
                 restarts: 0,
@@ -682,16 +676,17 @@ impl Supervision {
     }
 
     /// Keeper side: a fragment of `from`'s record of `sup`.
-    fn on_replica(
-        &mut self,
-        now: Time,
-        from: NodeId,
-        sup: SupervisorId,
-        version: u64,
-        part: u16,
-        parts: u16,
-    bytes: Vec<u8>,
-    ) {
+    fn on_replica(&mut self, now: Time, from: NodeId, msg: SupervisionMsg) {
+        let SupervisionMsg::Replica {
+            sup,
+            version,
+            part,
+            parts,
+            bytes,
+        } = msg
+        else {
+            return;
+        };
         if self.sups.contains_key(&sup) {
             return;
         }
@@ -702,13 +697,10 @@ impl Supervision {
         {
             return;
         }
-        let partial = self
-            .partial
-            .entry((from, sup))
-            .or_insert_with(|| Partial {
-                version,
-                parts: Vec::new(),
-            });
+        let partial = self.partial.entry((from, sup)).or_insert_with(|| Partial {
+            version,
+            parts: Vec::new(),
+        });
         if partial.version > version {
             return;
         }
@@ -744,21 +736,20 @@ impl Supervision {
         };
         let view = group.view();
         let leading = group.led_by_me();
-        let mut adopt = Vec::new();
+        // Copies to take over (as the leader) or drop (past `hold`).
+        let mut settle = Vec::new();
         for (id, c) in &mut self.copies {
             if view.contains(c.home) {
                 c.away_since = None;
                 continue;
             }
             let since = *c.away_since.get_or_insert(now);
-            if leading {
-                adopt.push(*id);
-            } else if now.saturating_since(since) >= self.config.hold {
-                adopt.push(*id);
+            if leading || now.saturating_since(since) >= self.config.hold {
+                settle.push(*id);
             }
         }
         self.partial.retain(|(home, _), _| view.contains(*home));
-        for id in adopt {
+        for id in settle {
             let Some(c) = self.copies.remove(&id) else {
                 continue;
             };
@@ -786,7 +777,14 @@ impl Supervision {
         }
     }
 
-    fn stop(&mut self, now: Time, request: RequestId, tenant: nefele_api::TenantId, id: SupervisorId, ctx: &Context<'_>) {
+    fn stop(
+        &mut self,
+        now: Time,
+        request: RequestId,
+        tenant: nefele_api::TenantId,
+        id: SupervisorId,
+        ctx: &Context<'_>,
+    ) {
         let Some(s) = self.sups.get_mut(&id).filter(|s| s.rec.tenant == tenant) else {
             let reply = ApiReply::SupervisorStopped(Err(SupervisionError::NoSuchSupervisor));
             return self.outbox.push_back(ServiceOutput::Reply(request, reply));
@@ -872,13 +870,7 @@ impl Service for Supervision {
                 ended,
                 unknown,
             } => self.on_status(now, from, sup, answer, ended, unknown),
-            SupervisionMsg::Replica {
-                sup,
-                version,
-                part,
-                parts,
-                bytes,
-            } => self.on_replica(now, from, sup, version, part, parts, bytes),
+            replica @ SupervisionMsg::Replica { .. } => self.on_replica(now, from, replica),
             SupervisionMsg::Forget { sup } => {
                 if self.copies.get(&sup).is_some_and(|c| c.home == from) {
                     self.copies.remove(&sup);

@@ -115,10 +115,10 @@ impl Record {
         self.children.len() <= MAX_CHILDREN
             && self.specs.len() <= MAX_CHILDREN
             && self.history.len() <= MAX_HISTORY
-            && self.children.iter().all(|c| {
-                (c.spec as usize) < self.specs.len()
-                    && c.recent.len() <= MAX_HISTORY
-            })
+            && self
+                .children
+                .iter()
+                .all(|c| (c.spec as usize) < self.specs.len() && c.recent.len() <= MAX_HISTORY)
             && self.consistent()
     }
 
@@ -131,9 +131,9 @@ impl Record {
 
     /// The child whose current pid is `pid`.
     pub(super) fn child_of(&self, pid: Pid) -> Option<usize> {
-        self.children.iter().position(|c| {
-            c.pid == Some(pid) && matches!(c.phase, Phase::Running | Phase::Stopping)
-        })
+        self.children
+            .iter()
+            .position(|c| c.pid == Some(pid) && matches!(c.phase, Phase::Running | Phase::Stopping))
     }
 
     fn push_history(&mut self, record: RestartRecord) {
@@ -390,9 +390,15 @@ mod tests {
     fn one_for_one_restarts_the_child_alone_until_its_intensity() {
         let mut r = record(Strategy::OneForOne, 3, 2);
         let t = Time::from_secs(1);
-        assert_eq!(r.child_ended(t, 1, ExitStatus::Code(1)), vec![Act::Spawn(vec![1])]);
+        assert_eq!(
+            r.child_ended(t, 1, ExitStatus::Code(1)),
+            vec![Act::Spawn(vec![1])]
+        );
         assert_eq!(r.spawned(&[1], &[pid(10)]), vec![(pid(10), t)]);
-        assert_eq!(r.child_ended(t, 1, ExitStatus::Lost), vec![Act::Spawn(vec![1])]);
+        assert_eq!(
+            r.child_ended(t, 1, ExitStatus::Lost),
+            vec![Act::Spawn(vec![1])]
+        );
         r.spawned(&[1], &[pid(11)]);
         // The third end within the period gives it up; the others run on.
         assert_eq!(
@@ -408,7 +414,10 @@ mod tests {
         r.child_ended(t, 0, ExitStatus::Code(1));
         r.spawned(&[0], &[pid(10)]);
         let later = Time::from_secs(20);
-        assert_eq!(r.child_ended(later, 0, ExitStatus::Code(1)), vec![Act::Spawn(vec![0])]);
+        assert_eq!(
+            r.child_ended(later, 0, ExitStatus::Code(1)),
+            vec![Act::Spawn(vec![0])]
+        );
     }
 
     #[test]
@@ -418,10 +427,16 @@ mod tests {
         let acts = r.child_ended(t, 0, ExitStatus::Lost);
         assert_eq!(acts, vec![Act::Kill(pid(1)), Act::Kill(pid(2))]);
         assert!(r.child_ended(t, 1, ExitStatus::Signaled(9)).is_empty());
-        assert_eq!(r.child_ended(t, 2, ExitStatus::Signaled(9)), vec![Act::Spawn(vec![0, 1, 2])]);
+        assert_eq!(
+            r.child_ended(t, 2, ExitStatus::Signaled(9)),
+            vec![Act::Spawn(vec![0, 1, 2])]
+        );
         let restarted = r.spawned(&[0, 1, 2], &[pid(10), pid(11), pid(12)]);
         assert_eq!(restarted.len(), 3);
-        assert_eq!(r.children[1].restarts, 0, "a sibling's restart does not count");
+        assert_eq!(
+            r.children[1].restarts, 0,
+            "a sibling's restart does not count"
+        );
         assert_eq!(r.history[1].cause, RestartCause::Sibling);
     }
 

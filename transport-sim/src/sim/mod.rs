@@ -327,9 +327,10 @@ impl Simulation {
             workload_seed,
             client_rng,
             timeline: None,
-            supervision: config.supervision.clone().map(|s| {
-                Box::new(SupervisionSim::new(s, restart_detection(&config.agent)))
-            }),
+            supervision: config
+                .supervision
+                .clone()
+                .map(|s| Box::new(SupervisionSim::new(s, restart_detection(&config.agent)))),
             messaging: config.messaging.clone().map(|m| {
                 Box::new(MessagingSim::new(
                     m,
