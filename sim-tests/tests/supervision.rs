@@ -132,3 +132,33 @@ fn the_supervisor_outlives_its_own_host() {
         .count();
     assert_eq!(running, 99, "{:#?}", list[0]);
 }
+
+/// One-for-all over 10 children, one crashing in a loop: each of its restarts
+/// stops the other nine first and starts all ten again (never two lives of a child
+/// at once), and its give-up stops the whole group. Rest-for-one with the looping
+/// child last restarts it alone, and its give-up too stops the group.
+#[test]
+fn tied_strategies_restart_together_and_give_up_together() {
+    for (strategy, restarts) in [("one-for-all", 30), ("rest-for-one", 3)] {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../scenarios/supervise-100-home.toml");
+        let mut config = nefele_sim::scenario::load(&file)
+            .expect("a valid scenario")
+            .config;
+        let w = config.supervision.as_mut().expect("a supervision workload");
+        w.strategy = strategy.to_owned();
+        w.children = 10;
+        let mut sim = Simulation::new(config).expect("a valid configuration");
+        sim.run(|_| {});
+        let inv = sim.invariants();
+        assert_eq!(inv.violations, 0, "{strategy}: {:#?}", inv.by_invariant);
+        let f = sim.supervision_figures().expect("a supervision workload");
+        assert_eq!(
+            (f.restarts, f.give_ups),
+            (restarts, 1),
+            "{strategy}: {f:#?}"
+        );
+        let left: usize = (0..50).map(|n| sim.placement().running(NodeId(n))).sum();
+        assert_eq!(left, 0, "{strategy}: the group was given up");
+    }
+}

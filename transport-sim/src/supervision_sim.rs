@@ -162,9 +162,12 @@ impl SupervisionWorkload {
     }
 }
 
+/// Slot numbers of one group are below the next group's by this much.
+const GROUP_STRIDE: u64 = 1_000_000;
+
 /// The slot number of child `i` of group `g`.
 fn slot(g: u32, i: u32) -> u64 {
-    u64::from(g) * 1_000_000 + u64::from(i)
+    u64::from(g) * GROUP_STRIDE + u64::from(i)
 }
 
 /// The supervision figures of a run.
@@ -197,7 +200,8 @@ struct Slot {
     down_since: Option<Time>,
     /// Already reported late in this down time.
     late: bool,
-    given_up: bool,
+    /// When the agent gave it up (its own give-up, or its group's).
+    given_up: Option<Time>,
     looping: bool,
 }
 
@@ -285,7 +289,7 @@ impl SupervisionSim {
                 format!("slot {slot} runs {} at once", list.join(", ")),
             ));
         }
-        if s.given_up {
+        if s.given_up.is_some() {
             self.violations.push((
                 "supervision.loop_stopped",
                 format!("slot {slot} started {pid} after it was given up"),
@@ -305,14 +309,20 @@ impl SupervisionSim {
         }
     }
 
-    /// The agent gave up the child whose last process was `pid`.
-    pub fn gave_up(&mut self, pid: Option<Pid>) {
+    /// The agent gave up the child whose last process was `pid` at `now`; under
+    /// one-for-all and rest-for-one that gives up its whole group (the agent stops
+    /// every sibling).
+    pub fn gave_up(&mut self, now: Time, pid: Option<Pid>) {
         self.figures.give_ups += 1;
         let Some(slot) = pid.and_then(|p| self.slot_of.get(&p)).copied() else {
             return;
         };
-        if let Some(s) = self.slots.get_mut(&slot) {
-            s.given_up = true;
+        let tied = self.workload.strategy() != Ok(Strategy::OneForOne);
+        let group = slot / GROUP_STRIDE;
+        for (n, s) in &mut self.slots {
+            if *n == slot || (tied && n / GROUP_STRIDE == group) {
+                s.given_up.get_or_insert(now);
+            }
         }
     }
 
@@ -339,9 +349,10 @@ impl SupervisionSim {
             * (self.workload.max_restarts + 2)
             + self.bound;
         for (slot, s) in &mut self.slots {
-            if s.given_up {
-                if !s.running.is_empty() {
-                    stopped = Err(format!("slot {slot} given up but still running"));
+            if let Some(at) = s.given_up {
+                // Its siblings get the time of a kill to stop.
+                if !s.running.is_empty() && now.saturating_since(at) > self.bound {
+                    stopped = Err(format!("slot {slot} given up at {at} but still running"));
                 }
                 continue;
             }
@@ -465,9 +476,21 @@ mod tests {
         start(&mut sim, &mut placement, t, pid(2), slot(0, 0));
         assert!(failed(&sim.check(t, &placement), "supervision.no_twin"));
         start(&mut sim, &mut placement, t, pid(3), slot(0, 1));
-        sim.gave_up(Some(pid(3)));
-        assert!(failed(
+        sim.gave_up(t, Some(pid(3)));
+        // Still running when given up: it has the time of a kill to stop.
+        assert!(!failed(
             &sim.check(t, &placement),
+            "supervision.loop_stopped"
+        ));
+        let later = Time::from_secs(7);
+        assert!(failed(
+            &sim.check(later, &placement),
+            "supervision.loop_stopped"
+        ));
+        // Started again after the give-up.
+        start(&mut sim, &mut placement, later, pid(4), slot(0, 1));
+        assert!(failed(
+            &sim.check(later, &placement),
             "supervision.loop_stopped"
         ));
     }

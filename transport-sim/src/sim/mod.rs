@@ -735,7 +735,7 @@ impl Simulation {
                 }
                 Output::Notice(Notice::Service(ServiceNotice::GaveUp { pid })) => {
                     if let Some(s) = self.supervision.as_mut() {
-                        s.gave_up(pid);
+                        s.gave_up(self.now, pid);
                     }
                 }
                 Output::Notice(Notice::Rejected { reason, .. }) => {
