@@ -154,6 +154,31 @@ impl fmt::Display for SupervisorId {
     }
 }
 
+impl std::str::FromStr for SupervisorId {
+    type Err = String;
+
+    /// Reads what [`fmt::Display`] writes: `s<origin>.<incarnation>.<sequence>`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a supervisor id (s<node>.<life>.<n>)");
+        let mut parts = s.strip_prefix('s').ok_or_else(bad)?.split('.');
+        let mut next = || {
+            parts
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+                .ok_or_else(bad)
+        };
+        let id = SupervisorId {
+            origin: NodeId(next()?),
+            incarnation: Incarnation(next()?),
+            sequence: next()?,
+        };
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(id)
+    }
+}
+
 /// Where a supervisor stands.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,6 +287,19 @@ pub enum SupervisionError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_reads_back_what_it_prints() {
+        let id = SupervisorId {
+            origin: NodeId(7),
+            incarnation: Incarnation(2),
+            sequence: 31,
+        };
+        assert_eq!(id.to_string().parse::<SupervisorId>(), Ok(id));
+        for bad in ["", "s", "7.2.31", "s7.2", "s7.2.31.1", "s7.x.1", "s-1.2.3"] {
+            assert!(bad.parse::<SupervisorId>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn policies_restart_what_they_say() {

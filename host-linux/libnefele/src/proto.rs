@@ -29,12 +29,14 @@
 //!   client no longer links the core; their encoding did not change, so neither
 //!   did the version. `ApiReply` has since gained the messaging answers (variants
 //!   appended, so the encoding of the others is unchanged); this protocol does not
-//!   expose the messaging calls yet.
+//!   expose the messaging calls yet. The supervision calls and answers were
+//!   appended the same way.
 
 use bincode::Options;
 use nefele_api::calls::ApiReply;
 use nefele_api::ids::{Incarnation, NodeId, Pid, TenantId};
 use nefele_api::spec::{ProcSpec, Signal};
+use nefele_api::supervision::{SupervisedSpawn, SupervisionSpec, SupervisorId};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
@@ -92,6 +94,18 @@ pub enum Call {
     Ps,
     /// Answer when the process ends.
     Wait(Pid),
+    /// Spawn under a new supervisor run by the agent called (appended: the
+    /// encoding of the calls above is unchanged).
+    SpawnSupervised {
+        /// What to run.
+        spawn: SupervisedSpawn,
+        /// How to supervise it.
+        supervision: SupervisionSpec,
+    },
+    /// The supervisors the agent called runs for the caller's tenant.
+    Supervisors,
+    /// Stop a supervisor the agent called runs, and its children.
+    StopSupervisor(SupervisorId),
 }
 
 /// A frame from the agent to the client.

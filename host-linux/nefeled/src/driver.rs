@@ -347,6 +347,13 @@ impl Driver {
             Call::Info(pid) => ApiCall::Info { tenant, pid },
             Call::Ps => ApiCall::Ps { tenant },
             Call::Wait(pid) => ApiCall::Wait { tenant, pid },
+            Call::SpawnSupervised { spawn, supervision } => ApiCall::SpawnSupervised {
+                tenant,
+                spawn,
+                supervision,
+            },
+            Call::Supervisors => ApiCall::Supervisors { tenant },
+            Call::StopSupervisor(id) => ApiCall::StopSupervisor { tenant, id },
         };
         self.next_request += 1;
         let request = RequestId(self.next_request);
