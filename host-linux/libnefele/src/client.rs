@@ -192,6 +192,7 @@ impl Client {
         spawn: SupervisedSpawn,
         supervision: SupervisionSpec,
     ) -> Result<(SupervisorId, Vec<Pid>), ClientError> {
+        let spawn = Box::new(spawn);
         match self.api(Call::SpawnSupervised { spawn, supervision })? {
             ApiReply::SpawnedSupervised(r) => Ok(r?),
             other => Err(mismatch("spawn_supervised", &other)),

@@ -97,8 +97,8 @@ pub enum Call {
     /// Spawn under a new supervisor run by the agent called (appended: the
     /// encoding of the calls above is unchanged).
     SpawnSupervised {
-        /// What to run.
-        spawn: SupervisedSpawn,
+        /// What to run (boxed for size; encoded as the value).
+        spawn: Box<SupervisedSpawn>,
         /// How to supervise it.
         supervision: SupervisionSpec,
     },

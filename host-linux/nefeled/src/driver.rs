@@ -349,7 +349,7 @@ impl Driver {
             Call::Wait(pid) => ApiCall::Wait { tenant, pid },
             Call::SpawnSupervised { spawn, supervision } => ApiCall::SpawnSupervised {
                 tenant,
-                spawn,
+                spawn: *spawn,
                 supervision,
             },
             Call::Supervisors => ApiCall::Supervisors { tenant },
