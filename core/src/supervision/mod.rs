@@ -25,9 +25,12 @@
 //!   that a leader that dies is replaced by one that has them. Non-leaders drop
 //!   copies of departed homes after `hold`.
 //!
-//! A home presumed lost that was only cut off may still run its supervisors, and a
-//! host presumed lost its children: a pid given up as lost is killed when its host
-//! answers again (`abandoned`). A restart whose spawn was in flight when its home
+//! A home presumed lost that was only stalled or cut off may still run its
+//! supervisors when it comes back: its first record sent to the leader that took
+//! them over gets a `Forget` back, and it steps down. A host presumed lost may still
+//! run its children: a pid given up as lost is killed when its host answers again
+//! (`abandoned`); until then the child runs twice (no lease fences a cut-off host).
+//! A home that was stalled gives its children's hosts a fresh `lost_after`. A restart whose spawn was in flight when its home
 //! died is spawned again by the new home (placement kills the old request's
 //! processes once their requester is gone, after its orphan timeout): until then
 //! the child may run twice.
@@ -585,6 +588,17 @@ impl Supervision {
 
     /// The periodic work: probes, silent hosts, retries, copies, take-overs.
     fn tick(&mut self, now: Time, ctx: &Context<'_>) {
+        // A tick this late means this agent was stalled: the silence of its
+        // children's hosts is its own (it sent no probe), so they get a fresh
+        // `lost_after` rather than being found lost all at once.
+        if self
+            .next_tick
+            .is_some_and(|due| now.saturating_since(due) >= self.config.probe_period)
+        {
+            for t in self.heard.values_mut() {
+                *t = now;
+            }
+        }
         self.next_tick = None;
         // Hosts silent too long: their children are lost.
         let silent: Vec<NodeId> = self
@@ -676,7 +690,7 @@ impl Supervision {
     }
 
     /// Keeper side: a fragment of `from`'s record of `sup`.
-    fn on_replica(&mut self, now: Time, from: NodeId, msg: SupervisionMsg) {
+    fn on_replica(&mut self, now: Time, from: NodeId, msg: SupervisionMsg, ctx_leads: bool) {
         let SupervisionMsg::Replica {
             sup,
             version,
@@ -688,6 +702,11 @@ impl Supervision {
             return;
         };
         if self.sups.contains_key(&sup) {
+            // Another agent runs it too: it was taken over from that one while it
+            // was away. The leader (the one that took it over) tells it to step down.
+            if ctx_leads {
+                self.send(from, SupervisionMsg::Forget { sup });
+            }
             return;
         }
         if self
@@ -870,12 +889,22 @@ impl Service for Supervision {
                 ended,
                 unknown,
             } => self.on_status(now, from, sup, answer, ended, unknown),
-            replica @ SupervisionMsg::Replica { .. } => self.on_replica(now, from, replica),
+            replica @ SupervisionMsg::Replica { .. } => {
+                let leads = ctx.tree.group(0).is_some_and(|g| g.led_by_me());
+                self.on_replica(now, from, replica, leads);
+            }
             SupervisionMsg::Forget { sup } => {
                 if self.copies.get(&sup).is_some_and(|c| c.home == from) {
                     self.copies.remove(&sup);
                 }
                 self.partial.remove(&(from, sup));
+                // From this agent's level-0 leader about a supervisor it runs: the
+                // leader took it over while this agent was away (stalled or cut
+                // off); this agent steps down, leaving the children to the leader.
+                let leader = ctx.tree.group(0).map(|g| g.view().leader);
+                if leader == Some(from) && self.sups.contains_key(&sup) {
+                    self.sups.remove(&sup);
+                }
             }
         }
         self.replicate(now, ctx);
