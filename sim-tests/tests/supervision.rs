@@ -162,3 +162,32 @@ fn tied_strategies_restart_together_and_give_up_together() {
         assert_eq!(left, 0, "{strategy}: the group was given up");
     }
 }
+
+/// Regression: a home stalled for longer than `lost_after` (but not long enough for
+/// its group to remove it) found every child's host silent at its first tick after
+/// the stall and restarted every child, while all still ran (twins). The silence
+/// was its own: the hosts now get a fresh `lost_after`.
+#[test]
+fn a_stalled_home_does_not_restart_children_that_run() {
+    use nefele_sim::faults::{Fault, FaultAction, Selector};
+    let file =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/supervise-100.toml");
+    let mut config = nefele_sim::scenario::load(&file)
+        .expect("a valid scenario")
+        .config;
+    config.agent.services.supervision.lost_after = Duration::from_millis(800);
+    config.faults = vec![Fault {
+        at: Duration::from_secs(10),
+        action: FaultAction::Pause(Selector::Node(7)),
+        duration: Some(Duration::from_millis(1000)),
+        line: None,
+    }];
+    let mut sim = Simulation::new(config).expect("a valid configuration");
+    sim.run(|_| {});
+    let inv = sim.invariants();
+    assert_eq!(inv.violations, 0, "{:#?}", inv.by_invariant);
+    let f = sim.supervision_figures().expect("a supervision workload");
+    // The looping child's three restarts only.
+    assert_eq!((f.restarts, f.give_ups), (3, 1), "{f:#?}");
+    assert_eq!(homes(&sim), vec![NodeId(7)], "not taken over");
+}
