@@ -26,8 +26,9 @@
 //!   copies of departed homes after `hold`.
 //!
 //! A home presumed lost that was only stalled or cut off may still run its
-//! supervisors when it comes back: its first record sent to the leader that took
-//! them over gets a `Forget` back, and it steps down. A host presumed lost may still
+//! supervisors when it comes back: when one of the two homes gets the other's
+//! record, the later take-over wins (record versions count take-overs) and the
+//! other steps down on `Forget`. A host presumed lost may still
 //! run its children: a pid given up as lost is killed when its host answers again
 //! (`abandoned`); until then the child runs twice (no lease fences a cut-off host).
 //! A home that was stalled gives its children's hosts a fresh `lost_after`. A restart whose spawn was in flight when its home
@@ -114,11 +115,16 @@ impl SummaryPart for SupervisionSummary {
     }
 }
 
+/// One take-over in a record's version: a take-over's version is above every
+/// version of the record before it, whatever their changes.
+const TAKE_OVER: u64 = 1 << 32;
+
 /// A supervisor run here.
 #[derive(Debug)]
 struct Sup {
     rec: Record,
-    /// Its record's version (bumped on every change).
+    /// Its record's version: the take-overs so far in the high 32 bits (see
+    /// [`TAKE_OVER`]), changes since the last one below (bumped on every change).
     version: u64,
     /// Changed since last sent to the keepers.
     dirty: bool,
@@ -176,6 +182,8 @@ pub struct Supervision {
     ended: BTreeMap<Pid, ExitStatus>,
     ended_order: VecDeque<Pid>,
     watchers: BTreeMap<Pid, (NodeId, SupervisorId)>,
+    /// The home of each supervisor watching here, with its take-over epoch.
+    owners: BTreeMap<SupervisorId, (u32, NodeId)>,
     /// Keeper side.
     copies: BTreeMap<SupervisorId, Copy>,
     partial: BTreeMap<(NodeId, SupervisorId), Partial>,
@@ -460,6 +468,7 @@ impl Supervision {
         let Some(s) = self.sups.get(&sup) else {
             return;
         };
+        let epoch = (s.version / TAKE_OVER) as u32;
         let mut by_host: BTreeMap<NodeId, Vec<Pid>> = BTreeMap::new();
         let pids = s
             .rec
@@ -474,17 +483,31 @@ impl Supervision {
         for (host, pids) in by_host {
             for chunk in pids.chunks(msg::MAX_PIDS) {
                 if host == self.me.node {
-                    self.on_watch(now, host, sup, chunk.to_vec());
+                    self.on_watch(now, host, sup, epoch, chunk.to_vec());
                 } else {
                     let pids = chunk.to_vec();
-                    self.send(host, SupervisionMsg::Watch { sup, pids });
+                    self.send(host, SupervisionMsg::Watch { sup, epoch, pids });
                 }
             }
         }
     }
 
-    /// Host side: a home asks about `pids`.
-    fn on_watch(&mut self, now: Time, from: NodeId, sup: SupervisorId, pids: Vec<Pid>) {
+    /// Host side: a home asks about `pids`. A home of an earlier take-over than
+    /// another that watches here (or of the same, from a higher node) is told to step
+    /// down.
+    fn on_watch(&mut self, now: Time, from: NodeId, sup: SupervisorId, epoch: u32, pids: Vec<Pid>) {
+        let owner = *self.owners.entry(sup).or_insert((epoch, from));
+        if owner.1 != from {
+            if (epoch, std::cmp::Reverse(from)) < (owner.0, std::cmp::Reverse(owner.1)) {
+                if from == self.me.node {
+                    self.sups.remove(&sup);
+                } else {
+                    self.send(from, SupervisionMsg::Forget { sup });
+                }
+                return;
+            }
+            self.owners.insert(sup, (epoch, from));
+        }
         let (mut ended, mut unknown) = (Vec::new(), Vec::new());
         for pid in pids {
             if pid.origin() != self.me.node {
@@ -632,6 +655,9 @@ impl Supervision {
             })
             .collect();
         self.heard.retain(|h, _| watched.contains(h));
+        // Host side: owners of supervisors that no longer watch anything here.
+        let watching: BTreeSet<SupervisorId> = self.watchers.values().map(|(_, s)| *s).collect();
+        self.owners.retain(|s, _| watching.contains(s));
         self.take_over(now, ctx);
         self.replicate(now, ctx);
         self.arm(now);
@@ -690,7 +716,7 @@ impl Supervision {
     }
 
     /// Keeper side: a fragment of `from`'s record of `sup`.
-    fn on_replica(&mut self, now: Time, from: NodeId, msg: SupervisionMsg, ctx_leads: bool) {
+    fn on_replica(&mut self, now: Time, from: NodeId, msg: SupervisionMsg) {
         let SupervisionMsg::Replica {
             sup,
             version,
@@ -701,13 +727,16 @@ impl Supervision {
         else {
             return;
         };
-        if self.sups.contains_key(&sup) {
-            // Another agent runs it too: it was taken over from that one while it
-            // was away. The leader (the one that took it over) tells it to step down.
-            if ctx_leads {
+        if let Some(mine) = self.sups.get(&sup).map(|s| s.version) {
+            // Another agent runs it too: one of the two took it over while the other
+            // was away (stalled or cut off). The later take-over wins (then the
+            // lower node): the other steps down, leaving the children to it.
+            let (theirs, mine) = (version / TAKE_OVER, mine / TAKE_OVER);
+            if (mine, from) > (theirs, self.me.node) {
                 self.send(from, SupervisionMsg::Forget { sup });
+                return;
             }
-            return;
+            self.sups.remove(&sup);
         }
         if self
             .copies
@@ -784,7 +813,7 @@ impl Supervision {
                 id,
                 Sup {
                     rec,
-                    version: c.version + 1,
+                    version: (c.version / TAKE_OVER + 1) * TAKE_OVER,
                     dirty: true,
                     client: None,
                     abandoned: BTreeSet::new(),
@@ -859,6 +888,7 @@ impl Service for Supervision {
             ended: BTreeMap::new(),
             ended_order: VecDeque::new(),
             watchers: BTreeMap::new(),
+            owners: BTreeMap::new(),
             copies: BTreeMap::new(),
             partial: BTreeMap::new(),
             keepers: Vec::new(),
@@ -882,29 +912,24 @@ impl Service for Supervision {
 
     fn handle_message(&mut self, now: Time, from: NodeId, msg: SupervisionMsg, ctx: &Context<'_>) {
         match msg {
-            SupervisionMsg::Watch { sup, pids } => self.on_watch(now, from, sup, pids),
+            SupervisionMsg::Watch { sup, epoch, pids } => {
+                self.on_watch(now, from, sup, epoch, pids);
+            }
             SupervisionMsg::Status {
                 sup,
                 answer,
                 ended,
                 unknown,
             } => self.on_status(now, from, sup, answer, ended, unknown),
-            replica @ SupervisionMsg::Replica { .. } => {
-                let leads = ctx.tree.group(0).is_some_and(|g| g.led_by_me());
-                self.on_replica(now, from, replica, leads);
-            }
+            replica @ SupervisionMsg::Replica { .. } => self.on_replica(now, from, replica),
             SupervisionMsg::Forget { sup } => {
                 if self.copies.get(&sup).is_some_and(|c| c.home == from) {
                     self.copies.remove(&sup);
                 }
                 self.partial.remove(&(from, sup));
-                // From this agent's level-0 leader about a supervisor it runs: the
-                // leader took it over while this agent was away (stalled or cut
-                // off); this agent steps down, leaving the children to the leader.
-                let leader = ctx.tree.group(0).map(|g| g.view().leader);
-                if leader == Some(from) && self.sups.contains_key(&sup) {
-                    self.sups.remove(&sup);
-                }
+                // About a supervisor it runs: `from` runs it too and won (see
+                // `on_replica`); this agent steps down, leaving the children to it.
+                self.sups.remove(&sup);
             }
         }
         self.replicate(now, ctx);

@@ -34,6 +34,9 @@ pub enum SupervisionMsg {
     Watch {
         /// The supervisor.
         sup: SupervisorId,
+        /// How often it was taken over (a host tells a home with fewer, or as
+        /// many from a higher node, that another home runs it: `Forget`).
+        epoch: u32,
         /// Its processes on the receiving host.
         pids: Vec<Pid>,
     },
@@ -63,7 +66,9 @@ pub enum SupervisionMsg {
         /// The fragment.
         bytes: Vec<u8>,
     },
-    /// Home to keeper: the supervisor ended (stopped); drop its copy.
+    /// Home to keeper: the supervisor ended (stopped); drop its copy. To a home
+    /// (from a home or a child's host): another home runs it since a later
+    /// take-over; step down.
     Forget {
         /// The supervisor.
         sup: SupervisorId,
@@ -122,6 +127,7 @@ mod tests {
         let pid = Pid::new(NodeId(1), Incarnation(1), 1);
         let watch = |n| SupervisionMsg::Watch {
             sup: sup(),
+            epoch: 0,
             pids: vec![pid; n],
         };
         assert!(validate(&watch(MAX_PIDS)).is_ok());
@@ -146,6 +152,7 @@ mod tests {
         let msgs = [
             SupervisionMsg::Watch {
                 sup: sup(),
+                epoch: u32::MAX,
                 pids: vec![pid; MAX_PIDS],
             },
             SupervisionMsg::Status {
