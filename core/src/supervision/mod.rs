@@ -220,12 +220,6 @@ impl Supervision {
             .collect()
     }
 
-    /// The ids of the copies this agent keeps for other homes.
-    #[must_use]
-    pub fn copies(&self) -> Vec<SupervisorId> {
-        self.copies.keys().copied().collect()
-    }
-
     fn send(&mut self, to: NodeId, msg: SupervisionMsg) {
         self.outbox.push_back(ServiceOutput::Send(to, msg));
     }
