@@ -8,6 +8,9 @@ use crate::messaging::{
 };
 use crate::replies::{InfoError, KillError, ProcInfo, PsReply, SpawnError, WaitError};
 use crate::spec::{ExitStatus, ProcSpec, Signal};
+use crate::supervision::{
+    SupervisedSpawn, SupervisionError, SupervisionSpec, SupervisorId, SupervisorInfo,
+};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -189,9 +192,43 @@ pub enum ApiCall {
         /// The other process.
         to: Pid,
     },
+    /// Spawn like `spawn`, `n_spawn` or `c_spawn`, under a new supervisor (answered
+    /// by the supervision service, which spawns through placement).
+    SpawnSupervised {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// What to run.
+        spawn: SupervisedSpawn,
+        /// How to supervise it.
+        supervision: SupervisionSpec,
+    },
+    /// The tenant's supervisors run by the agent called, with their children and
+    /// restart history.
+    Supervisors {
+        /// The caller's tenant.
+        tenant: TenantId,
+    },
+    /// Stop a supervisor run by the agent called, and every child of it.
+    StopSupervisor {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// The supervisor.
+        id: SupervisorId,
+    },
 }
 
 impl ApiCall {
+    /// Whether this is a supervision call (answered by the supervision service).
+    #[must_use]
+    pub fn is_supervision(&self) -> bool {
+        matches!(
+            self,
+            ApiCall::SpawnSupervised { .. }
+                | ApiCall::Supervisors { .. }
+                | ApiCall::StopSupervisor { .. }
+        )
+    }
+
     /// Whether this is a messaging call (answered by the messaging service).
     #[must_use]
     pub fn is_messaging(&self) -> bool {
@@ -243,4 +280,10 @@ pub enum ApiReply {
     Monitored(Result<(), MonitorError>),
     /// To `Distance`.
     Distance(Result<DistanceInfo, MsgError>),
+    /// To `SpawnSupervised`: the supervisor and every pid, in the order of the specs.
+    SpawnedSupervised(Result<(SupervisorId, Vec<Pid>), SpawnError>),
+    /// To `Supervisors`, in id order.
+    Supervisors(Vec<SupervisorInfo>),
+    /// To `StopSupervisor`.
+    SupervisorStopped(Result<(), SupervisionError>),
 }

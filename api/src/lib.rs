@@ -7,6 +7,7 @@
 //! - [`calls`]: [`ApiCall`] and [`ApiReply`], matched by a driver's [`RequestId`];
 //! - [`replies`]: process entries and one error enum per operation;
 //! - [`messaging`]: mailboxes, destinations, mail and the messaging errors;
+//! - [`supervision`]: supervisors' specs, children and restart history;
 //! - [`duration`]: the strict deserializer of the durations in messages.
 //!
 //! Everything here is plain data with serde derives; changing a type's shape
@@ -21,6 +22,7 @@ pub mod ids;
 pub mod messaging;
 pub mod replies;
 pub mod spec;
+pub mod supervision;
 
 pub use calls::{ApiCall, ApiReply, RequestId};
 pub use ids::{Incarnation, NodeId, ParsePidError, Pid, TenantId};

@@ -13,7 +13,9 @@
 //!   wants them, in registry order (an event nobody wants is dropped); federation removals and changes of this agent's level-0
 //!   group become events too;
 //! - each service's summary part into the beats of the instance it rides;
-//! - API calls to the service that owns them.
+//! - API calls to the service that owns them, a client's or another service's
+//!   ([`ServiceOutput::Call`](crate::service::ServiceOutput::Call), whose answer
+//!   comes back as an event).
 //!
 //! Adding a service touches nothing here: see [`crate::service`].
 //!
@@ -132,7 +134,9 @@ pub enum Input {
     Host(HostEvent),
     /// A local client called the API.
     Api {
-        /// The driver's id for this call; the reply carries it back.
+        /// The driver's id for this call; the reply carries it back. Its top bit
+        /// must be clear (ids with it set are the services' own calls, see
+        /// [`crate::service::internal_request`]): a call with it set is ignored.
         request: RequestId,
         /// The call.
         call: ApiCall,
@@ -224,6 +228,8 @@ pub struct Agent {
     services: Services,
     /// Events waiting to be routed to the services that want them.
     events: VecDeque<ServiceEvent>,
+    /// Calls services made on other services, waiting to be routed to their owner.
+    calls: VecDeque<(RequestId, ApiCall)>,
     outputs: VecDeque<Output>,
     /// The newest life of each peer heard from (messages of older lives are dropped).
     incarnations: Incarnations,
@@ -268,6 +274,7 @@ impl Agent {
             federations,
             services: Services::new(identity, config.services, seed),
             events: VecDeque::new(),
+            calls: VecDeque::new(),
             outputs: VecDeque::new(),
             incarnations: Incarnations::default(),
             next_deadline: None,
@@ -308,7 +315,13 @@ impl Agent {
                 }
                 self.events.push_back(ServiceEvent::Host(event));
             }
-            Input::Api { request, call } => self.handle_api(now, request, call),
+            // A driver's request id never has the internal bit (the seam's calls
+            // between services use it): such a call is ignored, not answered.
+            Input::Api { request, call } => {
+                if !crate::service::is_internal(request) {
+                    self.handle_api(now, request, call);
+                }
+            }
             Input::Cancel { request } => {
                 self.services.placement.cancel(request);
                 self.services.messaging.cancel(request);
@@ -410,14 +423,24 @@ impl Agent {
         debug_assert!(call.is_none(), "no service owns {call:?}");
     }
 
-    /// Drains every service's outputs and routes the events they raise (and those
-    /// queued before) to the services that want them, until nothing is left; then hands the
+    /// Drains every service's outputs, routes the calls they make on each other to
+    /// their owners and the events they raise (and those queued before) to the
+    /// services that want them, until nothing is left; then hands the
     /// services' summary parts to the federation instances they ride.
     fn route_services(&mut self, now: Time) {
         loop {
-            let (identity, outputs, events) = (self.identity, &mut self.outputs, &mut self.events);
+            let (identity, outputs, events, calls) = (
+                self.identity,
+                &mut self.outputs,
+                &mut self.events,
+                &mut self.calls,
+            );
             self.services
-                .for_each(|s| s.drain_into(identity, outputs, events));
+                .for_each(|s| s.drain_into(identity, outputs, events, calls));
+            if let Some((request, call)) = self.calls.pop_front() {
+                self.handle_api(now, request, call);
+                continue;
+            }
             let Some(event) = crate::outbox::take_next(&mut self.events) else {
                 break;
             };
@@ -684,8 +707,13 @@ mod tests {
     }
 
     /// Every client call has a service that owns it: none is dropped unanswered.
+    /// (Regression: placement claimed every call but messaging's, so it took the
+    /// supervision calls, and debug builds panicked.)
     #[test]
     fn every_api_call_has_an_owner() {
+        use nefele_api::supervision::{
+            Intensity, RestartPolicy, Strategy, SupervisedSpawn, SupervisionSpec, SupervisorId,
+        };
         let (tenant, pid) = (TenantId(1), Pid::new(NodeId(1), Incarnation(1), 1));
         let spec = ProcSpec {
             path: "/bin/true".into(),
@@ -704,7 +732,7 @@ mod tests {
             },
             ApiCall::CSpawn {
                 tenant,
-                specs: vec![spec],
+                specs: vec![spec.clone()],
             },
             ApiCall::Kill {
                 tenant,
@@ -775,6 +803,27 @@ mod tests {
                 tenant,
                 from: pid,
                 to: pid,
+            },
+            ApiCall::SpawnSupervised {
+                tenant,
+                spawn: SupervisedSpawn::N(2, spec.clone()),
+                supervision: SupervisionSpec {
+                    strategy: Strategy::OneForOne,
+                    intensity: Intensity {
+                        max_restarts: 1,
+                        period: std::time::Duration::from_secs(1),
+                    },
+                    policies: vec![RestartPolicy::Permanent],
+                },
+            },
+            ApiCall::Supervisors { tenant },
+            ApiCall::StopSupervisor {
+                tenant,
+                id: SupervisorId {
+                    origin: NodeId(1),
+                    incarnation: Incarnation(1),
+                    sequence: 0,
+                },
             },
         ];
         for call in calls {

@@ -25,6 +25,7 @@ pub mod mix;
 mod outbox;
 pub mod placement;
 pub mod service;
+pub mod supervision;
 pub mod time;
 pub mod timer;
 pub mod transport;

@@ -58,6 +58,8 @@ pub struct SimConfig {
     pub workload: Option<WorkloadConfig>,
     /// Simulated processes that talk by messaging, if any.
     pub messaging: Option<crate::messaging_sim::MessagingWorkload>,
+    /// Supervised groups, if any.
+    pub supervision: Option<crate::supervision_sim::SupervisionWorkload>,
 }
 
 impl Default for SimConfig {
@@ -76,6 +78,7 @@ impl Default for SimConfig {
             check: CheckConfig::default(),
             workload: None,
             messaging: None,
+            supervision: None,
         }
     }
 }

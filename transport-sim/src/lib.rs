@@ -28,6 +28,7 @@ pub mod scenario;
 pub mod scenario_toml;
 pub mod shrink;
 pub mod sim;
+pub mod supervision_sim;
 pub mod swarm;
 pub mod timeline;
 pub mod topology;

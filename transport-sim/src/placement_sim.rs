@@ -3,7 +3,8 @@
 //! the placement figures of the report, and the placement invariants.
 //!
 //! A simulated process runs for its real run time (from its spec's
-//! `NEFELE_SIM_RUN_MS`, else one second) and then exits with code 0 and its
+//! `NEFELE_SIM_RUN_MS`, else one second) and then exits with code 0 (or
+//! `NEFELE_SIM_EXIT_CODE`) and its
 //! real usage; a kill ends it at once. A crashed host's processes vanish with
 //! it (the agent's next life reports them `lost`).
 //!
@@ -38,6 +39,8 @@ struct SimProc {
     req: Option<u64>,
     cpu_millicores: u32,
     memory_bytes: u64,
+    /// The code it exits with at the end of its run (`NEFELE_SIM_EXIT_CODE`, else 0).
+    exit_code: i32,
 }
 
 /// What the simulator must schedule after a host command.
@@ -214,6 +217,9 @@ impl PlacementSim {
                         .and_then(|c| u32::try_from(c).ok())
                         .unwrap_or(0),
                     memory_bytes: env_number(&spec.envp, "MEM").unwrap_or(0),
+                    exit_code: env_number(&spec.envp, "EXIT_CODE")
+                        .and_then(|c| i32::try_from(c).ok())
+                        .unwrap_or(0),
                 };
                 host.insert(pid, p);
                 if let Some(r) = req {
@@ -252,6 +258,15 @@ impl PlacementSim {
                 wall_time: wall,
             },
         })
+    }
+
+    /// How `pid` on `node` exits at the end of its run.
+    #[must_use]
+    pub fn exit_status(&self, node: NodeId, pid: Pid) -> ExitStatus {
+        let code = self.procs[node.0 as usize]
+            .get(&pid)
+            .map_or(0, |p| p.exit_code);
+        ExitStatus::Code(code)
     }
 
     /// `node` crashed: its processes vanish.

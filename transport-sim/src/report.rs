@@ -49,6 +49,9 @@ pub struct Report {
     /// Messaging under the `[messaging]` workload, when the run has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messaging: Option<crate::messaging_sim::MessagingFigures>,
+    /// Supervision under the `[supervision]` workload, when the run has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supervision: Option<crate::supervision_sim::SupervisionFigures>,
 }
 
 /// The placement part of the report: Nefele's figures and, when asked for, the
@@ -87,7 +90,7 @@ pub struct FederationSummary {
 }
 
 /// The `q`-quantile of `values` (nearest rank), if any.
-fn quantile(values: &[f64], q: f64) -> Option<f64> {
+pub(crate) fn quantile(values: &[f64], q: f64) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
@@ -161,6 +164,7 @@ impl Report {
                 sparrow: None,
             }),
             messaging: sim.messaging_figures(),
+            supervision: sim.supervision_figures(),
             stats,
         }
     }

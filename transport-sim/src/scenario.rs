@@ -101,6 +101,7 @@ struct ScenarioFile {
     placement: Option<PlacementEntry>,
     workload: Option<crate::workload::WorkloadConfig>,
     messaging: Option<crate::messaging_sim::MessagingWorkload>,
+    supervision: Option<crate::supervision_sim::SupervisionWorkload>,
 }
 
 /// Placement's settings a scenario file may change.
@@ -369,7 +370,11 @@ pub fn parse(text: &str, default_name: &str) -> Result<Scenario, (usize, String)
         check: file.check.unwrap_or(defaults.check),
         workload: file.workload,
         messaging: file.messaging,
+        supervision: file.supervision,
     };
+    if let Some(Err(e)) = config.supervision.as_ref().map(|s| s.validate()) {
+        return Err((1, e));
+    }
     if let Some(Err(e)) = config.messaging.as_ref().map(|m| m.validate()) {
         return Err((1, e));
     }

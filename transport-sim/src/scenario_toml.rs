@@ -63,6 +63,9 @@ pub fn to_toml(name: &str, config: &SimConfig) -> String {
     if let Some(workload) = &config.workload {
         top.insert("workload".into(), value(workload));
     }
+    if let Some(supervision) = &config.supervision {
+        top.insert("supervision".into(), value(supervision));
+    }
     if let Some(messaging) = &config.messaging {
         top.insert("messaging".into(), value(messaging));
     }

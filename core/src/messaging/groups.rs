@@ -454,7 +454,9 @@ impl Part for Groups {
             }
             ServiceEvent::ProcessLost { pid, .. } => self.forget(|p| p == pid),
             ServiceEvent::HostRemoved { node, .. } => self.forget(|p| p.origin() == node),
-            ServiceEvent::Host(_) | ServiceEvent::GroupChanged { .. } => {}
+            ServiceEvent::Host(_)
+            | ServiceEvent::GroupChanged { .. }
+            | ServiceEvent::Answered { .. } => {}
         }
         self.flush(now, post, ctx);
     }

@@ -1046,7 +1046,9 @@ impl Part for Names {
                 self.host_removed(now, tree, node, level)
             }
             ServiceEvent::GroupChanged { .. } => self.tree_changed(now, tree),
-            ServiceEvent::Host(_) | ServiceEvent::ProcessStarted { .. } => {}
+            ServiceEvent::Host(_)
+            | ServiceEvent::ProcessStarted { .. }
+            | ServiceEvent::Answered { .. } => {}
         }
         self.flush(now, post, ctx);
     }

@@ -674,7 +674,7 @@ impl Service for Placement {
     }
 
     fn owns(call: &ApiCall) -> bool {
-        !matches!(call, ApiCall::Neighbours) && !call.is_messaging()
+        !matches!(call, ApiCall::Neighbours) && !call.is_messaging() && !call.is_supervision()
     }
 
     fn handle_api(&mut self, now: Time, request: RequestId, call: ApiCall, ctx: &Context<'_>) {

@@ -107,6 +107,31 @@ pub enum ServiceEvent {
         /// The instance.
         instance: u8,
     },
+    /// A service's own call to another service ([`ServiceOutput::Call`]) was
+    /// answered; `request` is internal (see [`internal_request`]). Routed, like every
+    /// event, to the services that want it: the caller recognises its ids.
+    Answered {
+        /// The call.
+        request: RequestId,
+        /// Its answer.
+        reply: ApiReply,
+    },
+}
+
+/// The top bit of a [`RequestId`] marks a call a service made to another service
+/// ([`ServiceOutput::Call`]); drivers number their clients' calls below it.
+const INTERNAL_REQUEST: u64 = 1 << 63;
+
+/// The internal request id numbered `n` (its top bit set).
+#[must_use]
+pub fn internal_request(n: u64) -> RequestId {
+    RequestId(n | INTERNAL_REQUEST)
+}
+
+/// Whether `request` is a service's own call rather than a client's.
+#[must_use]
+pub fn is_internal(request: RequestId) -> bool {
+    request.0 & INTERNAL_REQUEST != 0
 }
 
 /// What a service asks the agent to do.
@@ -116,8 +141,14 @@ pub enum ServiceOutput<M> {
     Send(NodeId, M),
     /// Have the host start or kill a process.
     Host(HostCommand),
-    /// Answer a local client's call.
+    /// Answer a local client's call (or another service's: an
+    /// [internal](is_internal) request's answer comes back as
+    /// [`ServiceEvent::Answered`]).
     Reply(RequestId, ApiReply),
+    /// Make a client call on this agent, answered by the service that owns it, under
+    /// an [internal](internal_request) request id of the caller's choosing (e.g.
+    /// supervision spawning through placement).
+    Call(RequestId, ApiCall),
     /// Tell the other services (see [`ServiceEvent`]).
     Event(ServiceEvent),
     /// Something worth logging (the simulator counts these).
@@ -133,6 +164,20 @@ pub enum ServiceNotice {
         processes: u32,
         /// Whether all landed in the requester's level-0 group.
         local: bool,
+    },
+    /// A supervised child was started again (`latency`: from its end or loss, as the
+    /// supervisor learned it, to its new pid).
+    Restarted {
+        /// The new process.
+        pid: Pid,
+        /// How long the restart took.
+        latency: std::time::Duration,
+    },
+    /// A supervised child went past its intensity and was given up (stopped, not
+    /// restarted).
+    GaveUp {
+        /// Its last process.
+        pid: Option<Pid>,
     },
 }
 

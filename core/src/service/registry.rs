@@ -14,6 +14,7 @@ use crate::federation::FedMsg;
 use crate::ids::NodeId;
 use crate::messaging::Messaging;
 use crate::placement::Placement;
+use crate::supervision::Supervision;
 use crate::time::Time;
 use crate::wire::Reject;
 use nefele_api::calls::{ApiCall, RequestId};
@@ -31,12 +32,14 @@ pub(crate) trait Runner {
     /// [`Service::wants`].
     fn wants(&self, event: &ServiceEvent) -> bool;
     /// Moves every pending output to `outputs` as the agent's (messages wrapped in
-    /// envelopes from `me`), and the events it raised to `events`.
+    /// envelopes from `me`), the events it raised (and the answers to its internal
+    /// calls) to `events`, and the calls it makes on other services to `calls`.
     fn drain_into(
         &mut self,
         me: Identity,
         outputs: &mut VecDeque<Output>,
         events: &mut VecDeque<ServiceEvent>,
+        calls: &mut VecDeque<(RequestId, ApiCall)>,
     );
     fn next_timeout(&self) -> Option<Time>;
     fn invariants(&self) -> bool;
@@ -228,6 +231,8 @@ services! {
     placement: Placement,
     /// Messaging: mailboxes, sends, names, groups, topics, monitors.
     messaging: Messaging,
+    /// Supervision: supervisors of tenant processes, replicated at their keepers.
+    supervision: Supervision,
 }
 
 impl<S: Service> Runner for S
@@ -257,6 +262,7 @@ where
         me: Identity,
         outputs: &mut VecDeque<Output>,
         events: &mut VecDeque<ServiceEvent>,
+        calls: &mut VecDeque<(RequestId, ApiCall)>,
     ) {
         while let Some(out) = Service::poll_output(self) {
             outputs.push_back(match out {
@@ -265,7 +271,15 @@ where
                     envelope: me.envelope(m.into()),
                 },
                 ServiceOutput::Host(command) => Output::Host(command),
+                ServiceOutput::Reply(request, reply) if super::is_internal(request) => {
+                    events.push_back(ServiceEvent::Answered { request, reply });
+                    continue;
+                }
                 ServiceOutput::Reply(request, reply) => Output::ApiReply { request, reply },
+                ServiceOutput::Call(request, call) => {
+                    calls.push_back((request, call));
+                    continue;
+                }
                 ServiceOutput::Notice(notice) => Output::Notice(Notice::Service(notice)),
                 ServiceOutput::Event(event) => {
                     events.push_back(event);

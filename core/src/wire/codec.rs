@@ -27,7 +27,9 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 ///   payload); placement's `OfferReq` names the request's tenant, `PidOp::Unwait`
 ///   is new, and `Ran` names the pid instead of the tenant and binary (checks of
 ///   peers' messages).
-pub const VERSION: u16 = 4;
+/// - 5: the supervision service (a `Message` variant, and its empty part in the
+///   summaries' payload).
+pub const VERSION: u16 = 5;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.

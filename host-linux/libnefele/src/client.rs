@@ -42,6 +42,9 @@ use nefele_api::messaging::{
 };
 use nefele_api::replies::{InfoError, KillError, ProcInfo, PsReply, SpawnError, WaitError};
 use nefele_api::spec::{ExitStatus, ProcSpec, Signal};
+use nefele_api::supervision::{
+    SupervisedSpawn, SupervisionError, SupervisionSpec, SupervisorId, SupervisorInfo,
+};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -122,6 +125,9 @@ pub enum ClientError {
     /// already by this program.
     #[error("no Nefele endpoint: {0}")]
     NoEndpoint(String),
+    /// A supervision call failed.
+    #[error(transparent)]
+    Supervision(#[from] SupervisionError),
 }
 
 /// How a send is made.
@@ -332,6 +338,37 @@ impl Client {
         match self.api(Call::Wait(pid))? {
             ApiReply::Waited(r) => Ok(r?),
             other => Err(mismatch("wait", &other)),
+        }
+    }
+
+    /// Spawns under a new supervisor, run by the agent called; answers its id and
+    /// the pids in spec order.
+    pub fn spawn_supervised(
+        &mut self,
+        spawn: SupervisedSpawn,
+        supervision: SupervisionSpec,
+    ) -> Result<(SupervisorId, Vec<Pid>), ClientError> {
+        let spawn = Box::new(spawn);
+        match self.api(Call::SpawnSupervised { spawn, supervision })? {
+            ApiReply::SpawnedSupervised(r) => Ok(r?),
+            other => Err(mismatch("spawn_supervised", &other)),
+        }
+    }
+
+    /// The supervisors the agent called runs for this tenant, with their children
+    /// and restart history.
+    pub fn supervisors(&mut self) -> Result<Vec<SupervisorInfo>, ClientError> {
+        match self.api(Call::Supervisors)? {
+            ApiReply::Supervisors(list) => Ok(list),
+            other => Err(mismatch("supervisors", &other)),
+        }
+    }
+
+    /// Stops a supervisor the agent called runs, and every child of it.
+    pub fn stop_supervisor(&mut self, id: SupervisorId) -> Result<(), ClientError> {
+        match self.api(Call::StopSupervisor(id))? {
+            ApiReply::SupervisorStopped(r) => Ok(r?),
+            other => Err(mismatch("stop_supervisor", &other)),
         }
     }
 

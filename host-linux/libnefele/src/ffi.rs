@@ -25,6 +25,7 @@ use nefele_api::replies::{
     DistanceClass, InfoError, KillError, ProcInfo, ProcState, Resource, SpawnError, WaitError,
 };
 use nefele_api::spec::{ExitStatus, ProcSpec, ResourcePolicy, Signal};
+use nefele_api::supervision::SupervisionError;
 use std::ffi::{c_char, c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -199,7 +200,9 @@ fn code_of(e: &ClientError) -> c_int {
         ClientError::Spawn(SpawnError::Aborted) => NEFELE_EABORTED,
         ClientError::Kill(KillError::NoSuchProcess)
         | ClientError::Info(InfoError::NoSuchProcess)
-        | ClientError::Wait(WaitError::NoSuchProcess) => NEFELE_ENOSUCH,
+        | ClientError::Wait(WaitError::NoSuchProcess)
+        // The C ABI has no supervision calls yet; no such supervisor reads as this.
+        | ClientError::Supervision(SupervisionError::NoSuchSupervisor) => NEFELE_ENOSUCH,
         ClientError::Kill(KillError::Exited) => NEFELE_EEXITED,
         ClientError::Kill(KillError::Lost) => NEFELE_ELOST,
         ClientError::Kill(KillError::Unreachable)

@@ -33,6 +33,8 @@
 //!   `Welcome` names the process a connection is scoped to (`pid`): `Some` on a
 //!   process's own endpoint (the socket its agent handed it at start, see
 //!   [`crate::client::Client::from_endpoint`]), `None` on a tenant connection.
+//!   The supervision calls and answers ([`Call::SpawnSupervised`] to
+//!   [`Call::StopSupervisor`]) are appended after them.
 //!
 //! # Who a connection may act as
 //! A messaging call names the process it acts for (`from`, `pid`, `watcher`). On a
@@ -47,6 +49,7 @@ use nefele_api::calls::{ApiCall, ApiReply};
 use nefele_api::ids::{Incarnation, NodeId, Pid, TenantId};
 use nefele_api::messaging::{Delivery, Dest};
 use nefele_api::spec::{ProcSpec, Signal};
+use nefele_api::supervision::{SupervisedSpawn, SupervisionSpec, SupervisorId};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
@@ -197,6 +200,18 @@ pub enum Call {
         /// The other process.
         to: Pid,
     },
+    /// Spawn under a new supervisor run by the agent called (appended: the
+    /// encoding of the calls above is unchanged).
+    SpawnSupervised {
+        /// What to run (boxed for size; encoded as the value).
+        spawn: Box<SupervisedSpawn>,
+        /// How to supervise it.
+        supervision: SupervisionSpec,
+    },
+    /// The supervisors the agent called runs for the caller's tenant.
+    Supervisors,
+    /// Stop a supervisor the agent called runs, and its children.
+    StopSupervisor(SupervisorId),
 }
 
 impl Call {
@@ -255,6 +270,13 @@ impl Call {
                 watched,
             },
             Call::Distance { from, to } => ApiCall::Distance { tenant, from, to },
+            Call::SpawnSupervised { spawn, supervision } => ApiCall::SpawnSupervised {
+                tenant,
+                spawn: *spawn,
+                supervision,
+            },
+            Call::Supervisors => ApiCall::Supervisors { tenant },
+            Call::StopSupervisor(id) => ApiCall::StopSupervisor { tenant, id },
         })
     }
 

@@ -13,6 +13,9 @@ use nefele::client::{default_socket, SOCKET_ENV, TOKEN_ENV};
 use nefele::quantity;
 use nefele::{Client, ClientError, SendOptions};
 use nefele_api::messaging::{Delivery, Dest};
+use nefele_api::supervision::{
+    Intensity, RestartPolicy, Strategy, SupervisedSpawn, SupervisionSpec, SupervisorId,
+};
 use nefele_core::host::{Affinity, ProcSpec, ResourcePolicy, Signal};
 use nefele_core::ids::Pid;
 use std::path::{Path, PathBuf};
@@ -183,6 +186,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The supervisors the local agent runs for your tenant, their children and
+    /// restart history.
+    Supervisors {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a supervisor the local agent runs, and every child of it.
+    StopSupervisor {
+        /// The supervisor (as `nef supervisors` prints it: s<node>.<life>.<n>).
+        id: SupervisorId,
+    },
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -215,6 +230,19 @@ struct SpawnArgs {
     /// Spread across racks with the other processes with this tag.
     #[arg(long)]
     spread: Option<String>,
+    /// Run the processes under a new supervisor with this strategy (one-for-one,
+    /// one-for-all, rest-for-one); prints `supervisor <id>` before the pids.
+    #[arg(long, value_parser = parse_strategy)]
+    supervise: Option<Strategy>,
+    /// With --supervise: when a child restarts (permanent, transient, temporary).
+    #[arg(long, default_value = "permanent", value_parser = parse_policy)]
+    restart: RestartPolicy,
+    /// With --supervise: the most restarts of one child within --period-secs.
+    #[arg(long, default_value_t = 3)]
+    max_restarts: u32,
+    /// With --supervise: the intensity period, in seconds.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    period_secs: u64,
     /// The executable (an absolute path on the hosts) and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     command: Vec<String>,
@@ -253,6 +281,28 @@ fn parse_signal(s: &str) -> Result<Signal, String> {
     }
 }
 
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    match s {
+        "one-for-one" => Ok(Strategy::OneForOne),
+        "one-for-all" => Ok(Strategy::OneForAll),
+        "rest-for-one" => Ok(Strategy::RestForOne),
+        _ => Err(format!(
+            "{s:?} is not a strategy (one-for-one, one-for-all, rest-for-one)"
+        )),
+    }
+}
+
+fn parse_policy(s: &str) -> Result<RestartPolicy, String> {
+    match s {
+        "permanent" => Ok(RestartPolicy::Permanent),
+        "transient" => Ok(RestartPolicy::Transient),
+        "temporary" => Ok(RestartPolicy::Temporary),
+        _ => Err(format!(
+            "{s:?} is not a restart policy (permanent, transient, temporary)"
+        )),
+    }
+}
+
 fn parse_env(s: &str) -> Result<String, String> {
     match s.split_once('=') {
         Some((k, _)) if !k.is_empty() && !k.contains('\0') => Ok(s.to_owned()),
@@ -286,6 +336,27 @@ fn run(cli: Cli) -> Result<(), ClientError> {
                 );
             } else {
                 print!("{}", render::members(&view));
+            }
+        }
+        Command::Spawn(args) if args.supervise.is_some() => {
+            let spec = args.spec();
+            let spawn = if args.count == 1 {
+                SupervisedSpawn::One(spec)
+            } else {
+                SupervisedSpawn::N(args.count, spec)
+            };
+            let supervision = SupervisionSpec {
+                strategy: args.supervise.unwrap_or(Strategy::OneForOne),
+                intensity: Intensity {
+                    max_restarts: args.max_restarts,
+                    period: std::time::Duration::from_secs(args.period_secs),
+                },
+                policies: vec![args.restart],
+            };
+            let (id, pids) = client.spawn_supervised(spawn, supervision)?;
+            println!("supervisor {id}");
+            for pid in pids {
+                println!("{pid}");
             }
         }
         Command::Spawn(args) => {
@@ -403,6 +474,18 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             count,
             json,
         } => ping(&mut client, &target, count, json)?,
+        Command::Supervisors { json } => {
+            let list = client.supervisors()?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&list).expect("plain data")
+                );
+            } else {
+                print!("{}", render::supervisors(&list));
+            }
+        }
+        Command::StopSupervisor { id } => client.stop_supervisor(id)?,
     }
     Ok(())
 }

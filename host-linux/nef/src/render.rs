@@ -1,5 +1,5 @@
 //! What `nef` prints: the federation tree, the process table (text and JSON),
-//! one process's entry, and how a process ended.
+//! one process's entry, how a process ended, and supervisors.
 //!
 //! Text goes to people and may change; the JSON of `--json` is for programs and
 //! keeps its field names: a process row is `{pid, host, state, exit, cpu_millicores,
@@ -8,6 +8,7 @@
 
 use nefele::proto::MembersView;
 use nefele::quantity::{show_cpu, show_memory};
+use nefele_api::supervision::{ChildState, SupervisorInfo};
 use nefele_core::host::ExitStatus;
 use nefele_core::placement::api::{DistanceClass, ProcInfo, ProcState, PsReply};
 use serde::Serialize;
@@ -95,6 +96,53 @@ pub fn info(p: &ProcInfo) -> String {
         distance(p.distance),
         p.command
     )
+}
+
+/// Supervisors: one line each (id, home, strategy, intensity, state, children
+/// running), then a line per child and per history record, indented.
+pub fn supervisors(list: &[SupervisorInfo]) -> String {
+    let mut out = String::new();
+    for s in list {
+        let running = s
+            .children
+            .iter()
+            .filter(|c| c.state == ChildState::Running)
+            .count();
+        let _ = writeln!(
+            out,
+            "{}  home {}  {:?}  at most {} restarts in {}  {:?}  {running}/{} running",
+            s.id,
+            s.home,
+            s.strategy,
+            s.intensity.max_restarts,
+            age(s.intensity.period),
+            s.state,
+            s.children.len()
+        );
+        for c in &s.children {
+            let pid = c.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
+            let _ = writeln!(
+                out,
+                "  child {:<4} {pid:<34} {:?}  {:?}  restarts {}",
+                c.index, c.policy, c.state, c.restarts
+            );
+        }
+        for r in &s.history {
+            let show = |p: Option<nefele_core::ids::Pid>| {
+                p.map_or_else(|| "-".to_owned(), |p| p.to_string())
+            };
+            let what = if r.gave_up { "gave up" } else { "restarted" };
+            let _ = writeln!(
+                out,
+                "  {what} child {}: {} -> {} ({:?})",
+                r.child,
+                show(r.old),
+                show(r.new),
+                r.cause
+            );
+        }
+    }
+    out
 }
 
 /// How a process ended, in words.

@@ -288,6 +288,66 @@ fn nef_commands_work_end_to_end() {
     assert!(err.contains("no such process"), "{err}");
 }
 
+/// `nef spawn --supervise`: children that end are started again (new pids, in the
+/// history `nef supervisors` prints), and `nef stop-supervisor` stops them all.
+#[test]
+fn nef_supervises_lists_and_stops() {
+    let cluster = Cluster::start();
+    let out = stdout(&cluster.nef(&[
+        "spawn",
+        "--supervise",
+        "one-for-one",
+        "--max-restarts",
+        "100",
+        "-n",
+        "2",
+        "--cpu",
+        "200m",
+        "--",
+        "/bin/sleep",
+        "1",
+    ]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let id = lines[0]
+        .strip_prefix("supervisor ")
+        .expect("the supervisor first");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let listed = stdout(&cluster.nef(&["supervisors"]));
+        if listed.matches("restarted child").count() >= 2 {
+            break listed;
+        }
+        assert!(Instant::now() < deadline, "no restarts: {listed}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(listed.starts_with(id), "{listed}");
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&cluster.nef(&["supervisors", "--json"]))).unwrap();
+    assert_eq!(json[0]["children"].as_array().unwrap().len(), 2, "{json}");
+    assert!(stdout(&cluster.nef(&["stop-supervisor", id])).is_empty());
+    assert_eq!(stdout(&cluster.nef(&["supervisors"])), "");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ps: serde_json::Value =
+            serde_json::from_str(&stdout(&cluster.nef(&["ps", "--json"]))).unwrap();
+        let running = ps["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["state"] == "Running" || p["state"] == "Provisional")
+            .count();
+        if running == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "children still run: {ps}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let err = error_line(&cluster.nef(&["stop-supervisor", id]), 1);
+    assert!(err.contains("no such supervisor"), "{err}");
+    error_line(&cluster.nef(&["stop-supervisor", "not-an-id"]), 2);
+}
+
 /// libnefele.so as cargo built it for this test (a dependency's cdylib stays in deps/).
 fn cdylib_dir() -> PathBuf {
     std::env::current_exe()

@@ -514,6 +514,7 @@ fn requested_processes(call: &Call) -> u64 {
         Call::Spawn(_) => 1,
         Call::NSpawn { n, .. } => u64::from(*n),
         Call::CSpawn(specs) => specs.len() as u64,
+        Call::SpawnSupervised { spawn, .. } => spawn.children() as u64,
         _ => 0,
     }
 }

@@ -129,6 +129,11 @@ impl Simulation {
                     .record(now, name, result, settled || !needs_settle);
             }
         }
+        if let Some(s) = self.supervision.as_mut() {
+            for (name, result) in s.check(now, &self.placement) {
+                self.checker.record(now, name, result, true);
+            }
+        }
         self.max_data_frame_since_check = 0;
         if let Some(timeline) = &mut self.timeline {
             let federation = self.federation.reports().first();

@@ -24,11 +24,12 @@ use crate::federation_check::FederationMonitor;
 use crate::messaging_sim::{MessagingSim, MsgAction, MsgTimer};
 use crate::network::{DropReason, Fate, Network};
 use crate::placement_sim::{PlacementFigures, PlacementSim, ProcAction};
+use crate::supervision_sim::SupervisionSim;
 use crate::topology::{Topology, TopologyError};
 use crate::trace::{Packet, TraceEvent, TraceHasher, TraceWriter};
 use fault_injection::validate_fault;
 use nefele_core::federation::FedNotice;
-use nefele_core::host::{ExitStatus, HostEvent};
+use nefele_core::host::{HostCommand, HostEvent};
 use nefele_core::mix::splitmix64;
 use nefele_core::service::ServiceNotice;
 use nefele_core::wire::{self, Envelope};
@@ -74,6 +75,22 @@ pub enum SimError {
     /// The workload is misconfigured.
     #[error("{0}")]
     Workload(String),
+}
+
+/// How long after a supervised child's host dies its supervisor may take to know
+/// (detection, without placement): the federation's removal time (when the
+/// supervisor's own host died, its group must remove it before the leader takes
+/// over), then supervision's silence bound and one probe period.
+fn restart_detection(agent: &AgentConfig) -> std::time::Duration {
+    let s = &agent.services.supervision;
+    let removal = agent
+        .federations
+        .iter()
+        .find(|f| f.instance == s.instance)
+        .map_or(std::time::Duration::ZERO, |f| {
+            f.period * (f.suspect_periods + f.remove_periods)
+        });
+    removal + s.lost_after + s.probe_period * 2
 }
 
 /// Counters of a run.
@@ -144,6 +161,8 @@ enum Event {
     Arrival,
     /// A timer of the messaging workload.
     Msg(MsgTimer),
+    /// The supervision workload spawns its groups.
+    Supervise,
 }
 
 enum Undo {
@@ -209,6 +228,8 @@ pub struct Simulation {
     timeline: Option<Box<crate::timeline::Timeline>>,
     /// The messaging workload's processes, when the run has one.
     messaging: Option<Box<MessagingSim>>,
+    /// The supervision workload's slots, when the run has one.
+    supervision: Option<Box<SupervisionSim>>,
 }
 
 impl Simulation {
@@ -224,6 +245,9 @@ impl Simulation {
         }
         if let Some(m) = &config.messaging {
             m.validate().map_err(SimError::Workload)?;
+        }
+        if let Some(s) = &config.supervision {
+            s.validate().map_err(SimError::Workload)?;
         }
         let mut root = ChaCha8Rng::seed_from_u64(config.seed);
         let mut topo_rng = ChaCha8Rng::seed_from_u64(root.next_u64());
@@ -303,6 +327,10 @@ impl Simulation {
             workload_seed,
             client_rng,
             timeline: None,
+            supervision: config
+                .supervision
+                .clone()
+                .map(|s| Box::new(SupervisionSim::new(s, restart_detection(&config.agent)))),
             messaging: config.messaging.clone().map(|m| {
                 let faultless = config.faults.is_empty()
                     && config.random_faults.is_none()
@@ -341,6 +369,10 @@ impl Simulation {
         if let Some(w) = &sim.config.workload {
             let at = Time::ZERO + w.start;
             sim.schedule(at, Event::Arrival);
+        }
+        if let Some(s) = &sim.supervision {
+            let at = Time::ZERO + s.start().0;
+            sim.schedule(at, Event::Supervise);
         }
         let first_check = Time::ZERO + sim.config.check.interval;
         sim.schedule(first_check, Event::Check);
@@ -445,10 +477,18 @@ impl Simulation {
                 self.schedule(next, Event::Check);
             }
             Event::ProcExit { node, pid } => {
-                if let Some(e) = self.placement.end(self.now, node, pid, ExitStatus::Code(0)) {
+                let status = self.placement.exit_status(node, pid);
+                if let Some(e) = self.placement.end(self.now, node, pid, status) {
                     self.stats.events += 1;
+                    if let Some(s) = self.supervision.as_mut() {
+                        s.reconcile(self.now, &self.placement);
+                    }
                     self.host_event(node, e);
                 }
+            }
+            Event::Supervise => {
+                self.stats.events += 1;
+                self.supervise();
             }
             Event::Arrival => {
                 self.stats.events += 1;
@@ -544,6 +584,9 @@ impl Simulation {
 
     fn crash(&mut self, node: NodeId) {
         self.placement.crash(node);
+        if let Some(s) = self.supervision.as_mut() {
+            s.reconcile(self.now, &self.placement);
+        }
         if let Some(m) = self.messaging.as_mut() {
             m.crash(node);
         }
@@ -656,7 +699,22 @@ impl Simulation {
                     _ => self.placement.on_reply(self.now, node, request.0, reply),
                 },
                 Output::Host(command) => {
-                    for action in self.placement.execute(self.now, node, command) {
+                    let slot = match &command {
+                        HostCommand::Start { pid, spec, .. } => {
+                            crate::workload::env_number(&spec.envp, "SLOT").map(|s| (*pid, s))
+                        }
+                        HostCommand::Kill { .. } => None,
+                    };
+                    let actions = self.placement.execute(self.now, node, command);
+                    if let Some(s) = self.supervision.as_mut() {
+                        match slot {
+                            Some((pid, slot)) if self.placement.host_of(pid) == Some(node) => {
+                                s.started(self.now, pid, slot);
+                            }
+                            _ => s.reconcile(self.now, &self.placement),
+                        }
+                    }
+                    for action in actions {
                         match action {
                             ProcAction::ExitAt(at, pid) => {
                                 self.schedule(at, Event::ProcExit { node, pid });
@@ -676,6 +734,16 @@ impl Simulation {
                 }
                 Output::Notice(Notice::Service(ServiceNotice::Placed { local, .. })) => {
                     self.placement.on_placed(local);
+                }
+                Output::Notice(Notice::Service(ServiceNotice::Restarted { .. })) => {
+                    if let Some(s) = self.supervision.as_mut() {
+                        s.restarted();
+                    }
+                }
+                Output::Notice(Notice::Service(ServiceNotice::GaveUp { pid })) => {
+                    if let Some(s) = self.supervision.as_mut() {
+                        s.gave_up(self.now, pid);
+                    }
                 }
                 Output::Notice(Notice::Rejected { reason, .. }) => {
                     *self.stats.rejected.entry(reason.kind()).or_default() += 1;
@@ -836,6 +904,18 @@ impl Simulation {
         self.schedule(next, Event::Arrival);
     }
 
+    /// The supervision workload spawns its groups at its home host.
+    fn supervise(&mut self) {
+        let Some(s) = self.supervision.as_ref() else {
+            return;
+        };
+        let node = s.start().1;
+        for call in s.calls() {
+            let id = self.placement.issue(self.now, None);
+            self.deliver_call(node, id, call);
+        }
+    }
+
     fn deliver_call(&mut self, node: NodeId, request: u64, call: ApiCall) {
         let host = &mut self.hosts[node.0 as usize];
         let local = host.clock.local(self.now);
@@ -876,6 +956,12 @@ impl Simulation {
     #[must_use]
     pub fn messaging_figures(&self) -> Option<crate::messaging_sim::MessagingFigures> {
         self.messaging.as_ref().map(|m| m.figures())
+    }
+
+    /// The supervision figures so far, if the run has the workload.
+    #[must_use]
+    pub fn supervision_figures(&self) -> Option<crate::supervision_sim::SupervisionFigures> {
+        self.supervision.as_ref().map(|s| s.figures())
     }
 
     /// The placement figures of the workload so far.

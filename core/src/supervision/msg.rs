@@ -1,0 +1,182 @@
+//! Supervision's wire message ([`SupervisionMsg`]) and its bounds.
+//!
+//! - A supervisor's agent (its *home*) asks each host of its children to watch
+//!   them ([`SupervisionMsg::Watch`], every probe period: also the liveness probe of
+//!   that host); the host answers [`SupervisionMsg::Status`] at once, and again as
+//!   soon as a watched process ends.
+//! - The home copies each supervisor's record to its keepers (the level-0 leader
+//!   and heir) in fragments under one datagram ([`SupervisionMsg::Replica`]), and
+//!   tells them when it ends ([`SupervisionMsg::Forget`]).
+//!
+//! [`validate`] bounds every list a peer sent: at most [`MAX_PIDS`] pids per
+//! message, fragments of at most [`MAX_FRAGMENT`] bytes, at most [`MAX_PARTS`]
+//! fragments per record, and a part number below the count.
+
+use crate::ids::Pid;
+use crate::wire::validate::check_len;
+use crate::wire::Reject;
+use nefele_api::spec::ExitStatus;
+use nefele_api::supervision::SupervisorId;
+use serde::{Deserialize, Serialize};
+
+/// The most pids in one message (with their statuses, under one datagram).
+pub const MAX_PIDS: usize = 40;
+/// The largest fragment of a replicated record.
+pub const MAX_FRAGMENT: usize = 1024;
+/// The most fragments of one record (so a record is at most 4 MiB).
+pub const MAX_PARTS: usize = 4096;
+
+/// A message between two agents' supervision services.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SupervisionMsg {
+    /// Home to a child's host: watch these processes of supervisor `sup`.
+    Watch {
+        /// The supervisor.
+        sup: SupervisorId,
+        /// How often it was taken over (a host tells a home with fewer, or as
+        /// many from a higher node, that another home runs it: `Forget`).
+        epoch: u32,
+        /// Its processes on the receiving host.
+        pids: Vec<Pid>,
+    },
+    /// Host to home: the watched processes that ended, and those it does not know
+    /// (lost with an earlier life of the host).
+    Status {
+        /// The supervisor.
+        sup: SupervisorId,
+        /// Whether this answers a `Watch` (every pid of it not listed runs), rather
+        /// than telling of an end as it happened.
+        answer: bool,
+        /// Ended, with how.
+        ended: Vec<(Pid, ExitStatus)>,
+        /// Unknown here.
+        unknown: Vec<Pid>,
+    },
+    /// Home to keeper: fragment `part` of `parts` of version `version` of the record.
+    Replica {
+        /// The supervisor.
+        sup: SupervisorId,
+        /// The record's version (a newer one replaces the copy).
+        version: u64,
+        /// This fragment's number.
+        part: u16,
+        /// How many fragments the record has.
+        parts: u16,
+        /// The fragment.
+        bytes: Vec<u8>,
+    },
+    /// Home to keeper: the supervisor ended (stopped); drop its copy. To a home
+    /// (from a home or a child's host): another home runs it since a later
+    /// take-over; step down.
+    Forget {
+        /// The supervisor.
+        sup: SupervisorId,
+    },
+}
+
+/// A short, stable name of the kind of `msg`, for traces.
+#[must_use]
+pub fn kind(msg: &SupervisionMsg) -> &'static str {
+    match msg {
+        SupervisionMsg::Watch { .. } => "sup-watch",
+        SupervisionMsg::Status { .. } => "sup-status",
+        SupervisionMsg::Replica { .. } => "sup-replica",
+        SupervisionMsg::Forget { .. } => "sup-forget",
+    }
+}
+
+/// Checks a peer's message against the bounds above.
+pub fn validate(msg: &SupervisionMsg) -> Result<(), Reject> {
+    match msg {
+        SupervisionMsg::Watch { pids, .. } => check_len("sup-watch pids", pids.len(), MAX_PIDS),
+        SupervisionMsg::Status { ended, unknown, .. } => {
+            check_len("sup-status pids", ended.len() + unknown.len(), MAX_PIDS)
+        }
+        SupervisionMsg::Replica {
+            part, parts, bytes, ..
+        } => {
+            check_len("sup-replica bytes", bytes.len(), MAX_FRAGMENT)?;
+            check_len("sup-replica parts", usize::from(*parts), MAX_PARTS)?;
+            if *part >= *parts {
+                return Err(Reject::Malformed {
+                    what: "sup-replica part",
+                });
+            }
+            Ok(())
+        }
+        SupervisionMsg::Forget { .. } => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{Incarnation, NodeId};
+
+    fn sup() -> SupervisorId {
+        SupervisorId {
+            origin: NodeId(1),
+            incarnation: Incarnation(1),
+            sequence: 0,
+        }
+    }
+
+    #[test]
+    fn bounds_are_checked() {
+        let pid = Pid::new(NodeId(1), Incarnation(1), 1);
+        let watch = |n| SupervisionMsg::Watch {
+            sup: sup(),
+            epoch: 0,
+            pids: vec![pid; n],
+        };
+        assert!(validate(&watch(MAX_PIDS)).is_ok());
+        assert!(validate(&watch(MAX_PIDS + 1)).is_err());
+        let replica = |part, parts, len| SupervisionMsg::Replica {
+            sup: sup(),
+            version: 1,
+            part,
+            parts,
+            bytes: vec![0; len],
+        };
+        assert!(validate(&replica(0, 1, MAX_FRAGMENT)).is_ok());
+        assert!(validate(&replica(1, 1, 1)).is_err());
+        assert!(validate(&replica(0, 1, MAX_FRAGMENT + 1)).is_err());
+        assert!(validate(&replica(0, u16::MAX, 1)).is_err());
+    }
+
+    /// The largest message of each kind fits one control datagram.
+    #[test]
+    fn the_largest_messages_fit_a_datagram() {
+        let pid = Pid::new(NodeId(u32::MAX), Incarnation(u32::MAX), u64::MAX);
+        let msgs = [
+            SupervisionMsg::Watch {
+                sup: sup(),
+                epoch: u32::MAX,
+                pids: vec![pid; MAX_PIDS],
+            },
+            SupervisionMsg::Status {
+                sup: sup(),
+                answer: true,
+                ended: vec![(pid, ExitStatus::Code(i32::MIN)); MAX_PIDS],
+                unknown: Vec::new(),
+            },
+            SupervisionMsg::Replica {
+                sup: sup(),
+                version: u64::MAX,
+                part: 0,
+                parts: 1,
+                bytes: vec![0; MAX_FRAGMENT],
+            },
+        ];
+        for m in msgs {
+            let env = crate::agent::Identity {
+                node: NodeId(u32::MAX),
+                incarnation: Incarnation(u32::MAX),
+            }
+            .envelope(m.into());
+            let len = crate::wire::encoded_len(&env);
+            assert!(len <= crate::wire::CONTROL_MTU, "{len}");
+        }
+    }
+}

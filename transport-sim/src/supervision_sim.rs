@@ -1,0 +1,518 @@
+//! The `[supervision]` workload: supervised groups spawned at one host, some of
+//! whose children crash in a loop, and the supervision invariants, checked
+//! outside the agents from the simulated processes themselves.
+//!
+//! ```toml
+//! [supervision]
+//! start = "3s"            # when the groups are spawned
+//! home = 7                # the host whose agent is asked (the supervisor's first home)
+//! groups = 1
+//! children = 100          # per group (n_spawn of one spec)
+//! strategy = "one-for-one"
+//! crash_loop = 1          # children per group (the last ones) that exit 1 after `crash_after`
+//! crash_after = "200ms"
+//! max_restarts = 3        # the intensity: at most 3 restarts in `period`
+//! period = "10s"
+//! cpu_millicores = 2000   # each child's reservation (spreads them over the hosts)
+//! placement_allowance = "1s"
+//! ```
+//!
+//! Every child carries its slot (group and index) in its environment
+//! (`NEFELE_SIM_SLOT`), and keeps it across restarts (the spec is the same), so
+//! the checks see each slot's lives without asking the agents:
+//!
+//! - `supervision.no_twin`: no slot ever has two processes running at once;
+//! - `supervision.restarted`: a slot without a process is running again within the
+//!   restart bound (detection plus placement time: the federation's removal time,
+//!   supervision's `lost_after` and probe period, and `placement_allowance`) of its
+//!   last process's end, unless it was given up (looping children are);
+//! - `supervision.loop_stopped`: a crash-looping slot is given up (the agent says so
+//!   with a notice) within its intensity's restarts, and runs no more after that.
+//!
+//! Figures: restarts seen (new lives of a slot), give-ups, and restart latency (end
+//! of a life to the start of the next) p50 and p99.
+
+use crate::placement_sim::PlacementSim;
+use nefele_api::spec::ProcSpec;
+use nefele_api::supervision::{
+    Intensity, RestartPolicy, Strategy, SupervisedSpawn, SupervisionSpec,
+};
+use nefele_core::{ApiCall, NodeId, Pid, TenantId, Time};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// The supervision workload of a scenario.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisionWorkload {
+    /// When the groups are spawned.
+    #[serde(with = "crate::duration_text")]
+    pub start: Duration,
+    /// The host asked to spawn them.
+    pub home: u32,
+    /// Supervised groups.
+    pub groups: u32,
+    /// Children per group.
+    pub children: u32,
+    /// `one-for-one`, `one-for-all` or `rest-for-one`.
+    pub strategy: String,
+    /// Children per group (the last ones) that exit with code 1 after `crash_after`.
+    pub crash_loop: u32,
+    /// How long a crash-looping child runs.
+    #[serde(with = "crate::duration_text")]
+    pub crash_after: Duration,
+    /// The intensity: restarts…
+    pub max_restarts: u32,
+    /// …within this period.
+    #[serde(with = "crate::duration_text")]
+    pub period: Duration,
+    /// Each child's cpu reservation.
+    pub cpu_millicores: u32,
+    /// The placement time allowed in the restart bound.
+    #[serde(with = "crate::duration_text")]
+    pub placement_allowance: Duration,
+}
+
+impl Default for SupervisionWorkload {
+    fn default() -> Self {
+        SupervisionWorkload {
+            start: Duration::from_secs(3),
+            home: 0,
+            groups: 1,
+            children: 100,
+            strategy: "one-for-one".to_owned(),
+            crash_loop: 1,
+            crash_after: Duration::from_millis(200),
+            max_restarts: 3,
+            period: Duration::from_secs(10),
+            cpu_millicores: 2000,
+            placement_allowance: Duration::from_secs(1),
+        }
+    }
+}
+
+impl SupervisionWorkload {
+    /// Checks the section.
+    pub fn validate(&self) -> Result<(), String> {
+        self.strategy()?;
+        if self.children == 0 || self.crash_loop > self.children {
+            return Err("supervision: children must be positive and at least crash_loop".into());
+        }
+        if self.period.is_zero() {
+            return Err("supervision.period must be positive".into());
+        }
+        Ok(())
+    }
+
+    fn strategy(&self) -> Result<Strategy, String> {
+        match self.strategy.as_str() {
+            "one-for-one" => Ok(Strategy::OneForOne),
+            "one-for-all" => Ok(Strategy::OneForAll),
+            "rest-for-one" => Ok(Strategy::RestForOne),
+            other => Err(format!("supervision.strategy: unknown {other:?}")),
+        }
+    }
+
+    /// The calls that spawn the groups (one per group), at host `home`.
+    #[must_use]
+    pub fn calls(&self) -> Vec<ApiCall> {
+        let strategy = self.strategy().unwrap_or(Strategy::OneForOne);
+        (0..self.groups)
+            .map(|g| {
+                let specs = (0..self.children)
+                    .map(|i| {
+                        let looping = i >= self.children - self.crash_loop;
+                        let run_ms = if looping {
+                            self.crash_after.as_millis() as u64
+                        } else {
+                            u64::from(u32::MAX)
+                        };
+                        ProcSpec {
+                            path: "/bin/child".to_owned(),
+                            argv: vec!["child".to_owned()],
+                            envp: vec![
+                                format!("NEFELE_SIM_SLOT={}", slot(g, i)),
+                                format!("NEFELE_SIM_RUN_MS={run_ms}"),
+                                format!("NEFELE_SIM_EXIT_CODE={}", u8::from(looping)),
+                            ],
+                            resources: nefele_api::ResourcePolicy {
+                                cpu_millicores: Some(self.cpu_millicores),
+                                memory_bytes: Some(1 << 20),
+                                ..Default::default()
+                            },
+                            ..ProcSpec::default()
+                        }
+                    })
+                    .collect();
+                ApiCall::SpawnSupervised {
+                    tenant: TenantId(1 + g),
+                    spawn: SupervisedSpawn::C(specs),
+                    supervision: SupervisionSpec {
+                        strategy,
+                        intensity: Intensity {
+                            max_restarts: self.max_restarts,
+                            period: self.period,
+                        },
+                        policies: vec![RestartPolicy::Permanent],
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
+/// Slot numbers of one group are below the next group's by this much.
+const GROUP_STRIDE: u64 = 1_000_000;
+
+/// The slot number of child `i` of group `g`.
+fn slot(g: u32, i: u32) -> u64 {
+    u64::from(g) * GROUP_STRIDE + u64::from(i)
+}
+
+/// The supervision figures of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SupervisionFigures {
+    /// Children started first.
+    pub children: u64,
+    /// New lives of a slot after its first.
+    pub restarts: u64,
+    /// Children given up (the agents' notices).
+    pub give_ups: u64,
+    /// Restarts the agents reported.
+    pub restarts_reported: u64,
+    /// End of a life to the start of the next, median, in simulated ms.
+    pub restart_latency_p50_ms: Option<f64>,
+    /// The same, 99th percentile.
+    pub restart_latency_p99_ms: Option<f64>,
+    /// The bound the restarts were checked against, in ms.
+    pub restart_bound_ms: f64,
+}
+
+/// One slot's lives.
+#[derive(Debug, Default)]
+struct Slot {
+    /// Its processes started so far.
+    pids: Vec<Pid>,
+    /// Of those, the ones running (by the last reconcile).
+    running: BTreeSet<Pid>,
+    /// When its last life ended, while none runs.
+    down_since: Option<Time>,
+    /// Already reported late in this down time.
+    late: bool,
+    /// When the agent gave it up (its own give-up, or its group's).
+    given_up: Option<Time>,
+    looping: bool,
+}
+
+/// The supervision workload's state in a run.
+#[derive(Debug)]
+pub struct SupervisionSim {
+    workload: SupervisionWorkload,
+    bound: Duration,
+    slots: BTreeMap<u64, Slot>,
+    slot_of: BTreeMap<Pid, u64>,
+    latencies_ms: Vec<f64>,
+    figures: SupervisionFigures,
+    violations: Vec<(&'static str, String)>,
+}
+
+impl SupervisionSim {
+    /// The state for `workload`, with restarts bounded by `bound` (detection plus
+    /// placement time, computed by the simulator from the agents' configuration).
+    #[must_use]
+    pub fn new(workload: SupervisionWorkload, detection: Duration) -> Self {
+        let bound = detection + workload.placement_allowance;
+        let mut slots = BTreeMap::new();
+        for g in 0..workload.groups {
+            for i in 0..workload.children {
+                let looping = i >= workload.children - workload.crash_loop;
+                slots.insert(
+                    slot(g, i),
+                    Slot {
+                        looping,
+                        ..Slot::default()
+                    },
+                );
+            }
+        }
+        SupervisionSim {
+            figures: SupervisionFigures {
+                restart_bound_ms: bound.as_secs_f64() * 1e3,
+                ..SupervisionFigures::default()
+            },
+            workload,
+            bound,
+            slots,
+            slot_of: BTreeMap::new(),
+            latencies_ms: Vec::new(),
+            violations: Vec::new(),
+        }
+    }
+
+    /// When the groups are spawned, and at which host.
+    #[must_use]
+    pub fn start(&self) -> (Duration, NodeId) {
+        (self.workload.start, NodeId(self.workload.home))
+    }
+
+    /// The calls that spawn the groups.
+    #[must_use]
+    pub fn calls(&self) -> Vec<ApiCall> {
+        self.workload.calls()
+    }
+
+    /// A process of slot `slot` started now.
+    pub fn started(&mut self, now: Time, pid: Pid, slot: u64) {
+        let Some(s) = self.slots.get_mut(&slot) else {
+            return;
+        };
+        if self.slot_of.insert(pid, slot).is_some() {
+            return;
+        }
+        if s.pids.is_empty() {
+            self.figures.children += 1;
+        } else {
+            self.figures.restarts += 1;
+        }
+        if let Some(since) = s.down_since.take() {
+            self.latencies_ms
+                .push(now.saturating_since(since).as_secs_f64() * 1e3);
+        }
+        s.late = false;
+        s.pids.push(pid);
+        s.running.insert(pid);
+        if s.running.len() > 1 {
+            let list: Vec<String> = s.running.iter().map(ToString::to_string).collect();
+            self.violations.push((
+                "supervision.no_twin",
+                format!("slot {slot} runs {} at once", list.join(", ")),
+            ));
+        }
+        if s.given_up.is_some() {
+            self.violations.push((
+                "supervision.loop_stopped",
+                format!("slot {slot} started {pid} after it was given up"),
+            ));
+        }
+    }
+
+    /// Processes may have ended (exits, kills, crashes): each slot's running set
+    /// follows the simulated hosts.
+    pub fn reconcile(&mut self, now: Time, placement: &PlacementSim) {
+        for s in self.slots.values_mut() {
+            let before = s.running.len();
+            s.running.retain(|p| placement.host_of(*p).is_some());
+            if before > 0 && s.running.is_empty() {
+                s.down_since = Some(now);
+            }
+        }
+    }
+
+    /// The agent gave up the child whose last process was `pid` at `now`; under
+    /// one-for-all and rest-for-one that gives up its whole group (the agent stops
+    /// every sibling).
+    pub fn gave_up(&mut self, now: Time, pid: Option<Pid>) {
+        self.figures.give_ups += 1;
+        let Some(slot) = pid.and_then(|p| self.slot_of.get(&p)).copied() else {
+            return;
+        };
+        let tied = self.workload.strategy() != Ok(Strategy::OneForOne);
+        let group = slot / GROUP_STRIDE;
+        for (n, s) in &mut self.slots {
+            if *n == slot || (tied && n / GROUP_STRIDE == group) {
+                s.given_up.get_or_insert(now);
+            }
+        }
+    }
+
+    /// The agent reported a restart.
+    pub fn restarted(&mut self) {
+        self.figures.restarts_reported += 1;
+    }
+
+    /// The invariants now.
+    pub fn check(
+        &mut self,
+        now: Time,
+        placement: &PlacementSim,
+    ) -> Vec<(&'static str, Result<(), String>)> {
+        self.reconcile(now, placement);
+        let mut out: Vec<(&'static str, Result<(), String>)> = self
+            .violations
+            .drain(..)
+            .map(|(name, e)| (name, Err(e)))
+            .collect();
+        let mut restarted = Ok(());
+        let mut stopped = Ok(());
+        let loop_bound = (self.workload.crash_after + self.bound)
+            * (self.workload.max_restarts + 2)
+            + self.bound;
+        for (slot, s) in &mut self.slots {
+            if let Some(at) = s.given_up {
+                // Its siblings get the time of a kill to stop.
+                if !s.running.is_empty() && now.saturating_since(at) > self.bound {
+                    stopped = Err(format!("slot {slot} given up at {at} but still running"));
+                }
+                continue;
+            }
+            let Some(since) = s.down_since else {
+                continue;
+            };
+            if s.looping {
+                let first = Time::ZERO + self.workload.start;
+                if now.saturating_since(first) > loop_bound && !s.late {
+                    s.late = true;
+                    stopped = Err(format!(
+                        "crash-looping slot {slot} not given up {:?} after the start",
+                        now.saturating_since(first)
+                    ));
+                }
+            } else if now.saturating_since(since) > self.bound && !s.late {
+                s.late = true;
+                restarted = Err(format!(
+                    "slot {slot} down since {since}, not running again within {:?}",
+                    self.bound
+                ));
+            }
+        }
+        out.push(("supervision.restarted", restarted));
+        out.push(("supervision.loop_stopped", stopped));
+        out.push(("supervision.no_twin", Ok(())));
+        out
+    }
+
+    /// The figures so far.
+    #[must_use]
+    pub fn figures(&self) -> SupervisionFigures {
+        let mut f = self.figures.clone();
+        f.restart_latency_p50_ms = crate::report::quantile(&self.latencies_ms, 0.5);
+        f.restart_latency_p99_ms = crate::report::quantile(&self.latencies_ms, 0.99);
+        f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nefele_core::host::{HostCommand, HostEvent};
+    use nefele_core::Incarnation;
+
+    fn small() -> SupervisionWorkload {
+        SupervisionWorkload {
+            children: 2,
+            crash_loop: 1,
+            ..SupervisionWorkload::default()
+        }
+    }
+
+    fn pid(n: u64) -> Pid {
+        Pid::new(NodeId(0), Incarnation(1), n)
+    }
+
+    /// Starts `pid` for real on host 0 of `placement` and tells `sim`.
+    fn start(
+        sim: &mut SupervisionSim,
+        placement: &mut PlacementSim,
+        now: Time,
+        pid: Pid,
+        slot: u64,
+    ) {
+        let spec = ProcSpec {
+            envp: vec![format!("NEFELE_SIM_RUN_MS={}", u32::MAX)],
+            ..ProcSpec::default()
+        };
+        let tenant = TenantId(1);
+        let started = placement.execute(now, NodeId(0), HostCommand::Start { pid, tenant, spec });
+        assert!(started.contains(&crate::placement_sim::ProcAction::Report(
+            HostEvent::Started { pid }
+        )));
+        sim.started(now, pid, slot);
+    }
+
+    fn failed(results: &[(&'static str, Result<(), String>)], name: &str) -> bool {
+        results.iter().any(|(n, r)| *n == name && r.is_err())
+    }
+
+    #[test]
+    fn a_slot_down_past_the_bound_fails_once() {
+        let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
+        let mut placement = PlacementSim::new(1);
+        start(
+            &mut sim,
+            &mut placement,
+            Time::from_secs(3),
+            pid(1),
+            slot(0, 0),
+        );
+        placement.crash(NodeId(0));
+        sim.reconcile(Time::from_secs(4), &placement);
+        let within = sim.check(Time::from_secs(6), &placement);
+        assert!(!failed(&within, "supervision.restarted"));
+        let late = sim.check(Time::from_millis(7100), &placement);
+        assert!(failed(&late, "supervision.restarted"), "{late:?}");
+        let again = sim.check(Time::from_secs(8), &placement);
+        assert!(
+            !failed(&again, "supervision.restarted"),
+            "counted once per down time"
+        );
+        start(
+            &mut sim,
+            &mut placement,
+            Time::from_secs(9),
+            pid(2),
+            slot(0, 0),
+        );
+        assert_eq!(sim.figures().restarts, 1);
+        assert_eq!(sim.figures().restart_latency_p50_ms, Some(5000.0));
+    }
+
+    #[test]
+    fn two_lives_of_a_slot_at_once_and_a_given_up_slot_running_fail() {
+        let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
+        let mut placement = PlacementSim::new(1);
+        let t = Time::from_secs(3);
+        start(&mut sim, &mut placement, t, pid(1), slot(0, 0));
+        start(&mut sim, &mut placement, t, pid(2), slot(0, 0));
+        assert!(failed(&sim.check(t, &placement), "supervision.no_twin"));
+        start(&mut sim, &mut placement, t, pid(3), slot(0, 1));
+        sim.gave_up(t, Some(pid(3)));
+        // Still running when given up: it has the time of a kill to stop.
+        assert!(!failed(
+            &sim.check(t, &placement),
+            "supervision.loop_stopped"
+        ));
+        let later = Time::from_secs(7);
+        assert!(failed(
+            &sim.check(later, &placement),
+            "supervision.loop_stopped"
+        ));
+        // Started again after the give-up.
+        start(&mut sim, &mut placement, later, pid(4), slot(0, 1));
+        assert!(failed(
+            &sim.check(later, &placement),
+            "supervision.loop_stopped"
+        ));
+    }
+
+    #[test]
+    fn a_looping_slot_never_given_up_fails() {
+        let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
+        let mut placement = PlacementSim::new(1);
+        start(
+            &mut sim,
+            &mut placement,
+            Time::from_secs(3),
+            pid(1),
+            slot(0, 1),
+        );
+        placement.crash(NodeId(0));
+        sim.reconcile(Time::from_secs(4), &placement);
+        assert!(!failed(
+            &sim.check(Time::from_secs(5), &placement),
+            "supervision.loop_stopped"
+        ));
+        let late = sim.check(Time::from_secs(60), &placement);
+        assert!(failed(&late, "supervision.loop_stopped"), "{late:?}");
+    }
+}
