@@ -334,7 +334,8 @@ impl Fanout {
         self.out.push_back(FanOut::Reply(request, reply));
     }
 
-    fn refresh_own(&mut self) {
+    /// The filter of this host's targets and tenants, built from them.
+    fn own_targets(&self) -> MemberFilter {
         let mut f = MemberFilter::EMPTY;
         for t in self.members.keys() {
             f.insert(t);
@@ -342,23 +343,37 @@ impl Fanout {
         for t in self.procs.keys() {
             f.insert(&Target::tenant(*t));
         }
-        self.own = f;
+        f
+    }
+
+    fn refresh_own(&mut self) {
+        self.own = self.own_targets();
     }
 
     /// A process of this host started: it is reached by broadcasts of its tenant
     /// (only the engine that serves broadcast calls this).
     pub fn process_started(&mut self, pid: Pid, tenant: TenantId) {
-        if self.procs.entry(tenant).or_default().insert(pid) {
-            self.own.insert(&Target::tenant(tenant));
+        match self.procs.entry(tenant) {
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                e.get_mut().insert(pid);
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(BTreeSet::from([pid]));
+                self.own.insert(&Target::tenant(tenant));
+            }
         }
     }
 
     /// A process of this host ended: its memberships and its numbering go.
     pub fn process_ended(&mut self, pid: Pid, tenant: TenantId) {
+        // The filter is rebuilt only when its targets change: the last process of a
+        // tenant, or a member, ended (most processes are neither).
+        let mut targets_changed = false;
         if let Some(ps) = self.procs.get_mut(&tenant) {
             ps.remove(&pid);
             if ps.is_empty() {
                 self.procs.remove(&tenant);
+                targets_changed = true;
             }
         }
         if self.per_pid.remove(&pid).is_some() {
@@ -366,9 +381,12 @@ impl Fanout {
                 m.remove(&pid);
             }
             self.members.retain(|_, m| !m.is_empty());
+            targets_changed = true;
         }
         self.order.ended(pid);
-        self.refresh_own();
+        if targets_changed {
+            self.refresh_own();
+        }
     }
 
     /// Adds the local process `pid` to `target`; `local`: `pid` is a live process of
@@ -486,12 +504,9 @@ impl Fanout {
     /// The engine's invariants (see the module documentation).
     #[must_use]
     pub fn invariants(&self) -> bool {
-        let own_ok = self.members.keys().all(|t| self.own.may_contain(t))
-            && self
-                .procs
-                .keys()
-                .all(|t| self.own.may_contain(&Target::tenant(*t)));
-        own_ok
+        // Exactly the filter of the current targets: nothing missing, and nothing
+        // left of a target gone (refreshes are skipped when the targets stay).
+        self.own == self.own_targets()
             && self.timers.len() == self.walks.len()
             && self.per_pid.values().map(|c| *c as usize).sum::<usize>()
                 == self.members.values().map(BTreeMap::len).sum::<usize>()

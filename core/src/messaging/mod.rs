@@ -219,6 +219,11 @@ pub struct Messaging {
     names: names::Names,
     groups: groups::Groups,
     topics: topics::Topics,
+    /// The earliest deadline of the point-to-point layer and the parts, refreshed at
+    /// the end of every input ([`Messaging::end_of_input`]): the agent asks for
+    /// it after every call of every service, and computing it scans every queue of the point-to-point layer and the parts.
+    /// Invariant: equal to [`Messaging::earliest_deadline`] between inputs.
+    deadline: Option<Time>,
 }
 
 impl Messaging {
@@ -241,6 +246,27 @@ impl Messaging {
             let post = &mut self.post;
             self.groups.on_outcome(now, tag, result, post, ctx);
         }
+    }
+
+    /// The earliest deadline of the point-to-point layer and the parts, computed.
+    fn earliest_deadline(&self) -> Option<Time> {
+        [
+            self.post.next_timeout(),
+            self.names.next_timeout(),
+            self.groups.next_timeout(),
+            self.topics.next_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Ends an input: acks leave (or wait for their flush) and the cached deadline
+    /// is computed again. Every input ends here; nothing else changes a deadline
+    /// (draining outputs does not).
+    fn end_of_input(&mut self, now: Time) {
+        self.post.end_of_input(now);
+        self.deadline = self.earliest_deadline();
     }
 
     /// Each part's deadline has passed: call it.
@@ -307,6 +333,7 @@ impl Service for Messaging {
             groups: groups::Groups::new(me.node, config.fate_timeout),
             topics: topics::Topics::new(me.node, config.fate_timeout),
             config,
+            deadline: None,
         }
     }
 
@@ -337,7 +364,7 @@ impl Service for Messaging {
             other => self.post.handle_message(now, from, other, ctx),
         }
         self.route_outcomes(now, ctx);
-        self.post.end_of_input(now);
+        self.end_of_input(now);
     }
 
     fn handle_timeout(&mut self, now: Time, ctx: &Context<'_>) {
@@ -345,7 +372,7 @@ impl Service for Messaging {
         self.post.handle_timeout(now, ctx);
         self.run_parts_timeouts(now, ctx);
         self.route_outcomes(now, ctx);
-        self.post.end_of_input(now);
+        self.end_of_input(now);
     }
 
     fn wants(&self, event: &ServiceEvent) -> bool {
@@ -366,7 +393,7 @@ impl Service for Messaging {
         self.groups.handle_event(now, event, &mut self.post, ctx);
         self.topics.handle_event(now, event, &mut self.post, ctx);
         self.route_outcomes(now, ctx);
-        self.post.end_of_input(now);
+        self.end_of_input(now);
     }
 
     fn owns(call: &ApiCall) -> bool {
@@ -404,7 +431,7 @@ impl Service for Messaging {
             _ => post.handle_api(now, request, call, ctx),
         }
         self.route_outcomes(now, ctx);
-        self.post.end_of_input(now);
+        self.end_of_input(now);
     }
 
     fn poll_output(&mut self) -> Option<ServiceOutput<MessagingMsg>> {
@@ -412,15 +439,7 @@ impl Service for Messaging {
     }
 
     fn next_timeout(&self) -> Option<Time> {
-        [
-            self.post.next_timeout(),
-            self.names.next_timeout(),
-            self.groups.next_timeout(),
-            self.topics.next_timeout(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        self.deadline
     }
 
     fn own_summary(&self) -> MessagingSummary {
@@ -439,7 +458,8 @@ impl Service for Messaging {
     }
 
     fn invariants(&self) -> bool {
-        self.post.invariants()
+        self.deadline == self.earliest_deadline()
+            && self.post.invariants()
             && self.names.invariants()
             && self.groups.invariants()
             && self.topics.engine().invariants()

@@ -1025,3 +1025,74 @@ fn pair_idle_must_exceed_the_fate_timeout() {
         Err(super::MessagingConfigError::PairIdle)
     );
 }
+
+/// The deadline the service reports is cached (see [`Messaging::end_of_input`]): after
+/// every kind of input it is the earliest of the queues of the point-to-point
+/// layer and the parts' timers, as computed from them, and it moves both earlier
+/// (a new wait, a send, a monitor) and later (a settled send, a fired timer).
+#[test]
+fn the_cached_deadline_is_always_the_earliest_of_the_queues() {
+    let config = MessagingConfig::default();
+    let mut net = Net::new(2, &config);
+    let check = |net: &Net| {
+        for (node, a) in &net.agents {
+            assert_eq!(
+                a.next_timeout(),
+                a.earliest_deadline(),
+                "agent {node:?} at {:?}",
+                net.now
+            );
+        }
+    };
+    let (a, b, far) = (pid(1, 1), pid(1, 2), pid(2, 1));
+    assert_eq!(net.agents[&NodeId(1)].next_timeout(), None);
+    net.start(a, T);
+    net.start(b, T);
+    net.start(far, T);
+    check(&net);
+    // A waiting receive sets a deadline 10 ms out.
+    net.call(
+        NodeId(1),
+        ApiCall::Recv {
+            tenant: T,
+            pid: b,
+            max: 1,
+            wait: Some(Duration::from_millis(10)),
+        },
+    );
+    check(&net);
+    let wait_until = net.now + Duration::from_millis(10);
+    assert_eq!(net.agents[&NodeId(1)].next_timeout(), Some(wait_until));
+    // A remote send adds its fate deadline and, reliable, a resend deadline before it.
+    net.send(a, far, b"x", Delivery::Reliable, false);
+    check(&net);
+    let resend = net.now + config.resend_interval;
+    assert_eq!(
+        net.agents[&NodeId(1)].next_timeout(),
+        Some(resend.min(wait_until))
+    );
+    // A monitor of a remote process adds a ping.
+    net.call(
+        NodeId(1),
+        ApiCall::Monitor {
+            tenant: T,
+            watcher: a,
+            watched: far,
+        },
+    );
+    check(&net);
+    // Deliveries, acks and fired timers each leave the cache right.
+    while net.step() {
+        check(&net);
+    }
+    for _ in 0..30 {
+        net.advance_to(net.now + Duration::from_millis(7));
+        check(&net);
+    }
+    net.exit(a);
+    net.exit(b);
+    check(&net);
+    net.run();
+    net.advance_to(net.now + config.block_timeout + config.monitor_ping * 2);
+    check(&net);
+}
