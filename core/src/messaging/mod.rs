@@ -221,7 +221,8 @@ pub struct Messaging {
     topics: topics::Topics,
     /// The earliest deadline of the point-to-point layer and the parts, refreshed at
     /// the end of every input ([`Messaging::end_of_input`]): the agent asks for
-    /// it after every call of every service, and computing it scans every queue of the point-to-point layer and the parts.
+    /// it after every call of every service, and computing it scans every queue
+    /// of the point-to-point layer and the parts.
     /// Invariant: equal to [`Messaging::earliest_deadline`] between inputs.
     deadline: Option<Time>,
 }
