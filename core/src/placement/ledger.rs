@@ -97,18 +97,6 @@ impl Ledger {
     }
 }
 
-/// The keepers of `me`'s table: its level-0 leader and heir, itself excluded.
-fn keepers(me: NodeId, tree: &TreeView<'_>) -> Vec<NodeId> {
-    let Some(view) = tree.group(0).map(|g| g.view()) else {
-        return Vec::new();
-    };
-    let heir = view.members.iter().find(|&&m| m != view.leader).copied();
-    std::iter::once(view.leader)
-        .chain(heir)
-        .filter(|&n| n != me)
-        .collect()
-}
-
 impl Placement {
     /// Starts the periodic ledger timer (once).
     pub(super) fn arm_ledger(&mut self, now: Time) {
@@ -149,7 +137,7 @@ impl Placement {
     /// keeper, and to all at a refresh). Only the pids marked changed are looked at:
     /// this runs on every flush of every agent, and a table holds thousands.
     fn report_table(&mut self, now: Time, tree: &TreeView<'_>) {
-        let keepers = keepers(self.me, tree);
+        let keepers = tree.keepers();
         let refresh = now.saturating_since(self.ledger.last_refresh) >= self.config.ledger_refresh;
         if refresh {
             self.ledger.last_refresh = now;

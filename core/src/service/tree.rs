@@ -67,6 +67,21 @@ impl<'a> TreeView<'a> {
             .map_or_else(|| vec![self.me], |g| g.view().members.clone())
     }
 
+    /// Where this agent's replicated records are kept: its level-0 group's leader
+    /// and heir (the first member after the leader), itself excluded; none outside
+    /// a tree. Placement's ledger and supervision's records both live there.
+    #[must_use]
+    pub fn keepers(&self) -> Vec<NodeId> {
+        let Some(view) = self.group(0).map(|g| g.view()) else {
+            return Vec::new();
+        };
+        let heir = view.members.iter().find(|&&m| m != view.leader).copied();
+        std::iter::once(view.leader)
+            .chain(heir)
+            .filter(|&n| n != self.me)
+            .collect()
+    }
+
     /// The leaders above this agent's level-0 group, one per level, nearest first
     /// (see [`View::ancestors`]); empty outside a tree and at the root.
     #[must_use]

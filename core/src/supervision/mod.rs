@@ -193,18 +193,6 @@ pub struct Supervision {
     outbox: VecDeque<ServiceOutput<SupervisionMsg>>,
 }
 
-/// The keepers of `me`'s records: its level-0 leader and heir, itself excluded.
-fn keepers(me: NodeId, ctx: &Context<'_>) -> Vec<NodeId> {
-    let Some(view) = ctx.tree.group(0).map(|g| g.view()) else {
-        return Vec::new();
-    };
-    let heir = view.members.iter().find(|&&m| m != view.leader).copied();
-    std::iter::once(view.leader)
-        .chain(heir)
-        .filter(|&n| n != me)
-        .collect()
-}
-
 impl Supervision {
     /// The supervisors run here, as a client of `tenant` sees them (all tenants:
     /// `None`), in id order.
@@ -660,7 +648,7 @@ impl Supervision {
     /// Sends changed records to the keepers (all of them to new keepers and at a
     /// refresh).
     fn replicate(&mut self, now: Time, ctx: &Context<'_>) {
-        let keepers = keepers(self.me.node, ctx);
+        let keepers = ctx.tree.keepers();
         let refresh = now.saturating_since(self.last_refresh) >= self.config.refresh;
         if refresh {
             self.last_refresh = now;
@@ -834,7 +822,7 @@ impl Supervision {
         let acts = s.rec.stop(SupervisorState::Stopped);
         self.act(now, id, acts);
         self.sups.remove(&id);
-        for k in keepers(self.me.node, ctx) {
+        for k in ctx.tree.keepers() {
             self.send(k, SupervisionMsg::Forget { sup: id });
         }
         let reply = ApiReply::SupervisorStopped(Ok(()));
