@@ -165,6 +165,13 @@ struct Partial {
     parts: Vec<Option<Vec<u8>>>,
 }
 
+/// The most records one peer may have half-sent to a keeper at once. A record's
+/// fragments are sent back to back, so a well-behaved home rarely has more than one
+/// in flight; past the bound the peer's oldest half (in id order) is dropped (a
+/// refresh sends it again), so a hostile peer can hold at most this many times
+/// [`msg::MAX_PARTS`] fragments of memory at a keeper.
+const MAX_PARTIAL_PER_PEER: usize = 16;
+
 /// The supervision service of one agent.
 #[derive(Debug)]
 pub struct Supervision {
@@ -727,6 +734,14 @@ impl Supervision {
         {
             return;
         }
+        if !self.partial.contains_key(&(from, sup)) {
+            let mut halves = self.partial.keys().filter(|(home, _)| *home == from);
+            if let Some(&oldest) = halves.next() {
+                if 1 + halves.count() >= MAX_PARTIAL_PER_PEER {
+                    self.partial.remove(&oldest);
+                }
+            }
+        }
         let partial = self.partial.entry((from, sup)).or_insert_with(|| Partial {
             version,
             parts: Vec::new(),
@@ -1009,5 +1024,39 @@ impl Service for Supervision {
 
     fn invariants(&self) -> bool {
         self.sups.values().all(|s| s.rec.consistent())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Incarnation;
+
+    #[test]
+    fn a_peer_holds_a_bounded_number_of_half_sent_records_at_a_keeper() {
+        let me = Identity {
+            node: NodeId(1),
+            incarnation: Incarnation(1),
+        };
+        let mut keeper = Supervision::new(me, SupervisionConfig::default(), 0);
+        let (hostile, other) = (NodeId(2), NodeId(3));
+        let half = |sequence| SupervisionMsg::Replica {
+            sup: SupervisorId {
+                origin: hostile,
+                incarnation: Incarnation(1),
+                sequence,
+            },
+            version: 1,
+            part: 0,
+            parts: 2,
+            bytes: vec![0; msg::MAX_FRAGMENT],
+        };
+        keeper.on_replica(Time::ZERO, other, half(0));
+        for sequence in 0..1_000 {
+            keeper.on_replica(Time::ZERO, hostile, half(sequence));
+        }
+        let from = |n: NodeId| keeper.partial.keys().filter(|(h, _)| *h == n).count();
+        assert_eq!(from(hostile), MAX_PARTIAL_PER_PEER);
+        assert_eq!(from(other), 1, "another peer's half is not evicted");
     }
 }
