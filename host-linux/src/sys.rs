@@ -448,20 +448,26 @@ fn drop_capabilities(last_cap: u32) -> bool {
 /// Becomes the tenant's id 0 (gid, no supplementary groups, uid), which the user
 /// namespace maps to the tenant's first host id (async-signal-safe); reports each
 /// step from `first`; returns whether all went well.
+///
+/// Raw system calls, not glibc's wrappers: those make every thread of the process
+/// change ids too (nptl's setxid broadcast), walking the thread list this child
+/// copied from the agent at `clone`. A thread the agent was creating at that moment
+/// stays "being created" in the copy forever, and the wrapper waited for it: the
+/// child hung (seen in CI in the escape test).
 fn become_tenant_root(status_fd: RawFd, first: u16) -> bool {
     // SAFETY: setresgid/setgroups/setresuid with integer arguments and no pointer
-    // (setgroups with an empty list).
+    // (setgroups with an empty list); raw calls touch no memory of the process.
     unsafe {
         report_step(status_fd, first);
-        if libc::setresgid(0, 0, 0) != 0 {
+        if libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0 {
             return false;
         }
         report_step(status_fd, first + 1);
-        if libc::setgroups(0, std::ptr::null()) != 0 {
+        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0 {
             return false;
         }
         report_step(status_fd, first + 2);
-        libc::setresuid(0, 0, 0) == 0
+        libc::syscall(libc::SYS_setresuid, 0, 0, 0) == 0
     }
 }
 

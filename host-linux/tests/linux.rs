@@ -617,3 +617,38 @@ fn an_adopted_process_its_parent_does_not_reap_is_reported_lost_after_a_bounded_
         "reported after {took:?}, not after about {wait:?}"
     );
 }
+
+/// The agent starts processes while its other threads come and go (a tokio runtime
+/// does): the start path must not wait on a thread the agent was creating at the
+/// moment of the clone. glibc's id-changing wrappers did (nptl's setxid broadcast
+/// over the thread list the child copied), and the child hung; a start that does
+/// not report within 10 s fails the test.
+#[test]
+fn processes_start_while_the_agent_creates_threads() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    if !root() {
+        return;
+    }
+    let mut f = fixture("threads");
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            for _ in 0..1_000_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::spawn(|| {}).join().unwrap();
+            }
+        })
+    };
+    for n in 1..=100 {
+        let p = pid(n);
+        start(&mut f.host, p, 1, sh("exit 0"));
+        assert_eq!(exit_of(&mut f.host, p).0, ExitStatus::Code(0));
+    }
+    stop.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
+    assert_clean(&f);
+}
