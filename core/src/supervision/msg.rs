@@ -25,6 +25,10 @@ pub const MAX_PIDS: usize = 40;
 pub const MAX_FRAGMENT: usize = 1024;
 /// The most fragments of one record (so a record is at most 4 MiB).
 pub const MAX_PARTS: usize = 4096;
+/// The highest record version a peer may send: a keeper that takes a record over
+/// moves its version to the next take-over (the next multiple of 2^32), which must
+/// not overflow. Half the range is 2^31 take-overs, more than any record lives.
+pub const MAX_VERSION: u64 = u64::MAX / 2;
 
 /// A message between two agents' supervision services.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -94,8 +98,17 @@ pub fn validate(msg: &SupervisionMsg) -> Result<(), Reject> {
             check_len("sup-status pids", ended.len() + unknown.len(), MAX_PIDS)
         }
         SupervisionMsg::Replica {
-            part, parts, bytes, ..
+            version,
+            part,
+            parts,
+            bytes,
+            ..
         } => {
+            if *version > MAX_VERSION {
+                return Err(Reject::Malformed {
+                    what: "sup-replica version",
+                });
+            }
             check_len("sup-replica bytes", bytes.len(), MAX_FRAGMENT)?;
             check_len("sup-replica parts", usize::from(*parts), MAX_PARTS)?;
             if *part >= *parts {
@@ -178,5 +191,21 @@ mod tests {
             let len = crate::wire::encoded_len(&env);
             assert!(len <= crate::wire::CONTROL_MTU, "{len}");
         }
+    }
+
+    #[test]
+    fn a_replica_version_past_the_last_take_over_is_refused() {
+        let replica = |version| SupervisionMsg::Replica {
+            sup: sup(),
+            version,
+            part: 0,
+            parts: 1,
+            bytes: Vec::new(),
+        };
+        assert!(validate(&replica(MAX_VERSION)).is_ok());
+        assert!(matches!(
+            validate(&replica(u64::MAX)),
+            Err(Reject::Malformed { .. })
+        ));
     }
 }
