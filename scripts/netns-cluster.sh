@@ -16,13 +16,14 @@
 # messaging: two tenant processes on two hosts, then two on one host, exchange a
 # ping and a pong by name and by pid through their agents (`nef` run inside each
 # process, through the endpoint it inherited), and a process sending as its
-# sibling's pid gets the typed refusal.
+# sibling's pid gets the typed refusal; the swarm runs 4 seeds as tenant processes
+# (`nefele-sim swarm --on-cluster`) and prints what a local swarm prints.
 #
 # Needs root, iproute2, util-linux (unshare), python3 (reads `nef --json`) and
 # cc (the C example). Without one of them the test is skipped (and the skip
 # recorded in $NEFELE_SKIP_LOG), or fails under CI (NEFELE_CI=1). Binaries are built with cargo (debug for
 # `test`, release for `bench`) unless $NEFELE_BIN_DIR names a directory that
-# holds nefeled, nef and libnefele.so.
+# holds nefeled, nef, nefele-sim and libnefele.so.
 #
 # Everything the cluster starts runs inside one fresh pid namespace: when the
 # script ends, for any reason, the kernel kills every agent, holder and tenant
@@ -103,7 +104,7 @@ require() {
     fi
     if [ -z "${NEFELE_BIN_DIR:-}" ]; then
         say "building nefeled and nef ($PROFILE)"
-        cargo build --locked --profile "${PROFILE/debug/dev}" -p nefele-daemon -p nefele-cli -p nefele >&2
+        cargo build --locked --profile "${PROFILE/debug/dev}" -p nefele-daemon -p nefele-cli -p nefele -p nefele-sim >&2
         if [ "$MODE" = bench ]; then
             cargo build --locked --profile "$PROFILE" -p nefele --example rr >&2
         fi
@@ -317,6 +318,7 @@ run_test() {
         missing "netns-cluster (test): the C example" "a C compiler (cc)"
     fi
     run_messaging
+    run_swarm
     say "PASS"
 }
 
@@ -382,6 +384,35 @@ run_messaging() {
     out=$(nef_on 1 wait "$h") || fail "nef wait $h failed"
     [ "$out" = "$h exited with code 0" ] || fail "the hostile process was not refused as it should be: $out"
     nef_on 1 kill --signal KILL "$s" || true
+}
+
+# The swarm's seeds as tenant processes (`nefele-sim swarm --on-cluster` from host
+# 1): four small seeds, one worker each, placed by the cluster; the summary must be
+# the one a local swarm of the same seeds prints.
+run_swarm() {
+    say "swarm: 4 seeds as tenant processes on the cluster"
+    local sim=$BIN_DIR/nefele-sim i out local_summary
+    [ -x "$sim" ] || fail "no nefele-sim in $BIN_DIR"
+    for i in $(seq 1 "$HOSTS"); do
+        install -m 0755 "$sim" "$WORK/h$i/data/host/tenants/t1/nefele-sim"
+    done
+    local limits=(--seeds 4 --min-nodes 5 --max-nodes 12 --min-duration 20s --max-duration 25s)
+    out=$(NEFELE_TOKEN=test-token "$sim" swarm --on-cluster --socket "$WORK/h1/api.sock" \
+        --sim-bin /data/nefele-sim --jobs 4 --worker-cpu 200m --worker-memory 128M \
+        --out "$WORK/swarm-failures" "${limits[@]}" 2>&1) \
+        || { printf '%s\n' "$out" >&2; fail "the swarm on the cluster failed"; }
+    printf '%s\n' "$out" >&2
+    local_summary=$("$sim" swarm --quiet --jobs 1 --out "$WORK/swarm-failures" "${limits[@]}" 2>/dev/null) \
+        || fail "the same seeds fail locally"
+    [ "$(grep '^swarm:' <<<"$out")" = "$(grep '^swarm:' <<<"$local_summary")" ] \
+        || fail "the cluster's summary differs from a local swarm's: $(grep '^swarm:' <<<"$local_summary")"
+    grep -q '^swarm: 4 seeds (1..=4), 4 passed, 0 failed' <<<"$out" || fail "not all 4 seeds passed"
+    # A worker that cannot start is a failure by name, never a pass.
+    if out=$(NEFELE_TOKEN=test-token "$sim" swarm --on-cluster --socket "$WORK/h1/api.sock" \
+        --sim-bin /data/no-such-sim --seeds 1 --out "$WORK/swarm-failures" 2>&1); then
+        fail "a swarm whose workers cannot start passed: $out"
+    fi
+    grep -q '^swarm.not-run ' <<<"$out" || fail "no swarm.not-run failure in: $out"
 }
 
 # Prints p50 of a list of numbers on stdin.

@@ -30,6 +30,7 @@ pub mod shrink;
 pub mod sim;
 pub mod supervision_sim;
 pub mod swarm;
+pub mod swarm_cluster;
 pub mod timeline;
 pub mod topology;
 pub mod trace;

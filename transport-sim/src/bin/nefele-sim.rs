@@ -1,6 +1,7 @@
 //! `nefele-sim`: runs a seeded simulation of a Nefele datacenter (`run`), many seeds
 //! of drawn configurations (`swarm`, see `nefele_sim::swarm`), and cuts a failing
-//! scenario down (`shrink`, see `nefele_sim::shrink`).
+//! scenario down (`shrink`, see `nefele_sim::shrink`). `swarm --on-cluster` runs its
+//! seeds as processes on a Nefele cluster (see `nefele_sim::swarm_cluster`).
 //!
 //! `nefele-sim run` with no flags simulates 1,000 agents for 60 simulated
 //! seconds. Flags override the scenario file, which overrides the defaults.
@@ -83,6 +84,69 @@ struct SwarmArgs {
     /// No line per seed on stderr.
     #[arg(long, short)]
     quiet: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Running a swarm's seeds on a Nefele cluster (see `nefele_sim::swarm_cluster`).
+#[derive(Args)]
+struct ClusterArgs {
+    /// Run each seed as a process on the Nefele cluster of the local agent; `--jobs`
+    /// is then the seeds in flight [default: 16].
+    #[arg(long)]
+    on_cluster: bool,
+    /// The local agent's API socket (with --on-cluster) [default: NEFELE_SOCKET, or
+    /// libnefele's default].
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// The tenant token (with --on-cluster) [default: NEFELE_TOKEN; without one, the
+    /// agent maps your uid to a tenant]. Prefer the environment: other local users
+    /// can read a command line.
+    #[arg(long, requires = "on_cluster")]
+    token: Option<String>,
+    /// The nefele-sim each worker runs, as every host's tenants see it (with
+    /// --on-cluster) [default: this binary's path].
+    #[arg(long, value_name = "PATH", requires = "on_cluster")]
+    sim_bin: Option<String>,
+    /// Cpu each worker reserves (with --on-cluster): 500m, 0.5 or 2.
+    #[arg(long, default_value = "1", value_parser = nefele::quantity::parse_cpu)]
+    worker_cpu: u32,
+    /// Memory each worker reserves (with --on-cluster): 512M, 1G.
+    #[arg(long, default_value = "1G", value_parser = nefele::quantity::parse_memory)]
+    worker_memory: u64,
+}
+
+impl ClusterArgs {
+    /// The options of a swarm on the cluster, or `None` for a local one.
+    fn options(
+        &self,
+        jobs: Option<u64>,
+    ) -> Result<Option<nefele_sim::swarm_cluster::ClusterOptions>, Failure> {
+        if !self.on_cluster {
+            return Ok(None);
+        }
+        let sim_bin = match &self.sim_bin {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()
+                .map_err(|e| bad_input(format!("--sim-bin: this binary's path is unknown ({e})")))?
+                .to_string_lossy()
+                .into_owned(),
+        };
+        Ok(Some(nefele_sim::swarm_cluster::ClusterOptions {
+            socket: self
+                .socket
+                .clone()
+                .unwrap_or_else(nefele::client::default_socket),
+            token: self
+                .token
+                .clone()
+                .or_else(|| std::env::var(nefele::client::TOKEN_ENV).ok()),
+            sim_bin,
+            jobs: jobs.map_or(16, |j| j as usize),
+            cpu_millicores: self.worker_cpu,
+            memory_bytes: self.worker_memory,
+        }))
+    }
 }
 
 #[derive(Args)]
@@ -522,14 +586,27 @@ fn swarm(args: &SwarmArgs) -> Result<(), Failure> {
         }
     };
     let started = Instant::now();
-    let outcomes = swarm::run_seeds(
-        args.first_seed..end,
-        &limits,
-        jobs(args.jobs),
-        &|_| {},
-        &before(args.budget),
-        &on_outcome,
-    );
+    let outcomes = match args.cluster.options(args.jobs)? {
+        None => swarm::run_seeds(
+            args.first_seed..end,
+            &limits,
+            jobs(args.jobs),
+            &|_| {},
+            &before(args.budget),
+            &on_outcome,
+        ),
+        Some(options) => nefele_sim::swarm_cluster::run_seeds(
+            args.first_seed..end,
+            &limits,
+            &options,
+            &before(args.budget),
+            &on_outcome,
+        )
+        .map_err(|e| Failure {
+            code: 1,
+            message: e.to_string(),
+        })?,
+    };
     let summary = Summary::of(&outcomes);
     if let Some(path) = &args.html {
         let page =
