@@ -1,6 +1,9 @@
 //! Whole nefeled runtimes (transport, beacons, driver, SimHost) on madsim's
 //! simulated hosts and network: boot and federate, spawn across agents, a crash,
-//! a partition and its healing, a stranger with the wrong cluster key, and replay.
+//! a partition and its healing, a stranger with the wrong cluster key, and replay;
+//! messaging between processes on two agents (order, a partition's visible fates
+//! and a reliable send that outlives a short one, a restart of the receiver's agent:
+//! its processes, names and monitors end), deterministic per seed.
 //!
 //! `RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/madsim cargo test -p nefele-sim-tests --test cluster_madsim`
 //!
@@ -12,9 +15,10 @@
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle, Runtime};
 use nefele::proto::{Call, MembersView, Reply};
+use nefele_api::messaging::{Delivery, Dest, DownReason, Mail, MailBody, NameError, SendError};
 use nefele_core::agent::ApiReply;
-use nefele_core::host::ProcSpec;
-use nefele_core::ids::{Incarnation, NodeId, TenantId};
+use nefele_core::host::{Affinity, ProcSpec};
+use nefele_core::ids::{Incarnation, NodeId, Pid, TenantId};
 use nefele_core::placement::api::{ProcInfo, ProcState, PsReply};
 use nefele_transport_tcp::ClusterKey;
 use nefeled::beacon::Targets;
@@ -414,5 +418,306 @@ fn a_restarted_agent_rejoins_with_a_new_incarnation() {
         converge(&agents, &all, Duration::from_secs(30)).await;
         // The restarted agent serves calls again.
         assert_eq!(n_spawn(&agents, 4, 2).await.len(), 2);
+    });
+}
+
+/// Two processes on different agents of a converged cluster of `n`: (a, agent index
+/// of a, b, agent index of b).
+async fn pair_apart(agents: &[Agent], n: usize) -> (Pid, usize, Pid, usize) {
+    let spec = ProcSpec {
+        affinity: vec![Affinity::Apart("pair".into())],
+        ..spec()
+    };
+    let pids = match agents[0].call(Call::NSpawn { n: 2, spec }).await {
+        Reply::Api(ApiReply::Spawned(Ok(pids))) => pids,
+        other => panic!("n_spawn answered {other:?}"),
+    };
+    let ps = agents[0].ps().await;
+    let index = |pid: Pid| {
+        let host = ps
+            .processes
+            .iter()
+            .find(|p| p.pid == pid)
+            .map(|p| p.host)
+            .expect("ps lists the pair");
+        (0..n)
+            .find(|&i| agents[i].node == host)
+            .expect("a host of the cluster")
+    };
+    let (a, b) = (pids[0], pids[1]);
+    let (ia, ib) = (index(a), index(b));
+    assert_ne!(ia, ib, "apart");
+    (a, ia, b, ib)
+}
+
+async fn send(
+    agent: &Agent,
+    from: Pid,
+    to: Pid,
+    data: &[u8],
+    delivery: Delivery,
+) -> Result<u32, SendError> {
+    let call = Call::Send {
+        from,
+        to: Dest::Pid(to),
+        data: data.to_vec(),
+        delivery,
+        block: false,
+    };
+    match agent.call(call).await {
+        Reply::Api(ApiReply::Sent(result)) => result.map(|r| r.reached),
+        other => panic!("send answered {other:?}"),
+    }
+}
+
+/// Takes what `pid`'s mailbox holds, waiting up to a second for the first.
+async fn recv(agent: &Agent, pid: Pid) -> Vec<Mail> {
+    let call = Call::Recv {
+        pid,
+        max: 1000,
+        wait: Some(Duration::from_secs(1)),
+    };
+    match agent.call(call).await {
+        Reply::Api(ApiReply::Received(Ok(mail))) => mail,
+        Reply::Api(ApiReply::Received(Err(e))) => panic!("recv failed: {e}"),
+        other => panic!("recv answered {other:?}"),
+    }
+}
+
+fn data(mail: &[Mail]) -> Vec<String> {
+    mail.iter()
+        .map(|m| match &m.body {
+            MailBody::Data(d) => String::from_utf8_lossy(d).into_owned(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+fn clog(a: &Agent, b: &Agent, clogged: bool) {
+    let net = NetSim::current();
+    for (x, y) in [(a, b), (b, a)] {
+        if clogged {
+            net.clog_link(x.sim.id(), y.sim.id());
+        } else {
+            net.unclog_link(x.sim.id(), y.sim.id());
+        }
+    }
+}
+
+/// Messaging across two agents through a partition: what was seen.
+async fn messaging_through_a_partition() -> Vec<String> {
+    let data_dir = tempfile::tempdir().unwrap();
+    let agents = boot_cluster(6, data_dir.path()).await;
+    let all: Vec<usize> = (0..6).collect();
+    converge(&agents, &all, Duration::from_secs(60)).await;
+    let (a, ia, b, ib) = pair_apart(&agents, 6).await;
+    let mut seen = vec![format!("pair {a} {b}")];
+
+    // In order, each once.
+    for i in 0..20 {
+        let sent = send(
+            &agents[ia],
+            a,
+            b,
+            format!("m{i}").as_bytes(),
+            Delivery::AtMostOnce,
+        )
+        .await;
+        assert_eq!(sent, Ok(1), "send {i}");
+    }
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        let mail = recv(&agents[ib], b).await;
+        assert!(
+            !mail.is_empty(),
+            "the mailbox stayed empty after {} of 20",
+            got.len()
+        );
+        got.extend(mail);
+    }
+    let expected: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(data(&got), expected);
+    assert!(got.iter().all(|m| m.from == a));
+    assert!(got.windows(2).all(|w| w[0].seq < w[1].seq), "FIFO per pair");
+
+    // Cut off, a send fails visibly within a bounded time: never a silent success.
+    clog(&agents[ia], &agents[ib], true);
+    let start = Instant::now();
+    let cut = send(&agents[ia], a, b, b"cut", Delivery::AtMostOnce).await;
+    let took = start.elapsed();
+    assert!(
+        matches!(cut, Err(SendError::Unknown | SendError::Lost)),
+        "a send across a partition answered {cut:?}"
+    );
+    assert!(took <= Duration::from_secs(5), "its fate took {took:?}");
+    seen.push(format!("across the partition: {cut:?}"));
+
+    // Healed, sends get through again (the transport reconnects).
+    clog(&agents[ia], &agents[ib], false);
+    let healed = Instant::now();
+    while send(&agents[ia], a, b, b"healed", Delivery::AtMostOnce).await != Ok(1) {
+        assert!(
+            healed.elapsed() < Duration::from_secs(10),
+            "no send got through after the heal"
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
+    let mut before = Vec::new();
+    for _ in 0..2 {
+        before.extend(data(&recv(&agents[ib], b).await));
+    }
+    assert!(before.contains(&"healed".to_owned()), "{before:?}");
+    seen.push(format!("after the heal: {before:?}"));
+    clog(&agents[ia], &agents[ib], true);
+
+    // A reliable send outlives a partition shorter than the fate timeout: resent,
+    // delivered once.
+    let healer = {
+        let (x, y) = (agents[ia].sim.id(), agents[ib].sim.id());
+        tokio::spawn(async move {
+            sleep(Duration::from_millis(200)).await;
+            let net = NetSim::current();
+            net.unclog_link(x, y);
+            net.unclog_link(y, x);
+        })
+    };
+    let reliable = send(&agents[ia], a, b, b"reliable", Delivery::Reliable).await;
+    healer.await.unwrap();
+    assert_eq!(
+        reliable,
+        Ok(1),
+        "a reliable send through a 200 ms partition"
+    );
+    let mut after = Vec::new();
+    for _ in 0..3 {
+        after.extend(recv(&agents[ib], b).await);
+    }
+    let after = data(&after);
+    assert_eq!(
+        after.iter().filter(|d| *d == "reliable").count(),
+        1,
+        "delivered once: {after:?}"
+    );
+    assert_eq!(after, ["reliable"]);
+    seen
+}
+
+#[test]
+fn messages_cross_agents_in_order_and_partitions_end_sends_visibly() {
+    let seen = run(19, messaging_through_a_partition());
+    println!("{}", seen.join("\n"));
+}
+
+#[test]
+fn messaging_runs_the_same_for_the_same_seed() {
+    let replay = || {
+        std::thread::spawn(|| run(29, messaging_through_a_partition()))
+            .join()
+            .unwrap()
+    };
+    assert_eq!(replay(), replay(), "same seed, same observations");
+}
+
+#[test]
+fn a_restarted_agents_processes_names_and_monitors_end_for_their_peers() {
+    run(23, async {
+        let data_dir = tempfile::tempdir().unwrap();
+        let agents = boot_cluster(6, data_dir.path()).await;
+        let all: Vec<usize> = (0..6).collect();
+        converge(&agents, &all, Duration::from_secs(60)).await;
+        let (a, ia, b, ib) = pair_apart(&agents, 6).await;
+        let register = Call::Register {
+            name: "svc".into(),
+            pid: b,
+        };
+        assert!(matches!(
+            agents[ib].call(register).await,
+            Reply::Api(ApiReply::Named(Ok(())))
+        ));
+        let monitor = Call::Monitor {
+            watcher: a,
+            watched: b,
+        };
+        assert!(matches!(
+            agents[ia].call(monitor).await,
+            Reply::Api(ApiReply::Monitored(Ok(())))
+        ));
+        assert_eq!(
+            send(&agents[ia], a, b, b"hello", Delivery::AtMostOnce).await,
+            Ok(1)
+        );
+
+        // The receiver's server crashes and comes back: a new agent, without b.
+        Handle::current().kill(agents[ib].sim.id());
+        sleep(Duration::from_secs(1)).await;
+        Handle::current().restart(agents[ib].sim.id());
+        sleep(Duration::from_millis(100)).await;
+        converge(&agents, &all, Duration::from_secs(30)).await;
+
+        // a is told, once, that b is gone.
+        let mut downs = Vec::new();
+        for _ in 0..10 {
+            downs.extend(
+                recv(&agents[ia], a)
+                    .await
+                    .into_iter()
+                    .filter_map(|m| match m.body {
+                        MailBody::Down { pid, reason } => Some((pid, reason)),
+                        _ => None,
+                    }),
+            );
+            if !downs.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(downs.len(), 1, "{downs:?}");
+        assert_eq!(downs[0].0, b);
+        assert!(
+            matches!(
+                downs[0].1,
+                DownReason::Lost { .. } | DownReason::Unreachable | DownReason::NoProcess
+            ),
+            "{downs:?}"
+        );
+        // Sends to b fail by name; its name is gone with it.
+        let to_b = send(&agents[ia], a, b, b"again", Delivery::AtMostOnce).await;
+        assert!(
+            matches!(
+                to_b,
+                Err(SendError::Lost | SendError::NoSuchProcess | SendError::Exited)
+            ),
+            "{to_b:?}"
+        );
+        // Its name goes too. The new life does not know it, so nobody unclaims it:
+        // the root drops it when it is not refreshed (names::EXPIRE_AFTER, 90 s), and
+        // a cache within CACHE_TTL (30 s) after that. Until then a send by name
+        // fails as a send to the dead pid does.
+        let by_name = Call::Send {
+            from: a,
+            to: Dest::Name("svc".into()),
+            data: b"by name".to_vec(),
+            delivery: Delivery::AtMostOnce,
+            block: false,
+        };
+        let sent = agents[ia].call(by_name).await;
+        assert!(
+            !matches!(sent, Reply::Api(ApiReply::Sent(Ok(_)))),
+            "a send to a dead process's name: {sent:?}"
+        );
+        let start = Instant::now();
+        loop {
+            let whereis = agents[ia].call(Call::Whereis { name: "svc".into() }).await;
+            match whereis {
+                Reply::Api(ApiReply::Whereis(Err(NameError::NoSuchName))) => break,
+                Reply::Api(ApiReply::Whereis(Ok(pid))) if pid == b => {}
+                other => panic!("whereis answered {other:?}"),
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(130),
+                "the name of a process lost in a restart is still held"
+            );
+            sleep(Duration::from_secs(5)).await;
+        }
+        println!("the name went {:?} after the restart", start.elapsed());
     });
 }

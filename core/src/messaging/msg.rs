@@ -6,7 +6,7 @@
 //! [`MessagingMsg::Acks`] answers each with its [`Outcome`]. Monitors are set and
 //! cleared at the watched process's agent ([`MessagingMsg::Monitor`],
 //! [`MessagingMsg::Demonitor`]); `Ping`/`Pong` check that the host of a watched
-//! process still answers. Names, groups and topics have their own sub-messages.
+//! process still answers, and with which life (a new life has lost its watchers). Names, groups and topics have their own sub-messages.
 //!
 //! Everything a peer sent is checked by [`validate`] before the service sees it:
 //! data at most [`MAX_DATA_BYTES`], names at most [`MAX_NAME_BYTES`], at most
@@ -16,7 +16,7 @@
 use super::groups::GroupsMsg;
 use super::names::NamesMsg;
 use super::topics::TopicsMsg;
-use crate::ids::{Pid, TenantId};
+use crate::ids::{Incarnation, Pid, TenantId};
 use crate::wire::validate::check_len;
 use crate::wire::Reject;
 use nefele_api::messaging::MailBody;
@@ -63,6 +63,8 @@ pub enum MessagingMsg {
     Pong {
         /// The ping's nonce.
         nonce: u64,
+        /// The answering agent's life.
+        incarnation: Incarnation,
     },
     /// Names (see the `names` module).
     Names(NamesMsg),

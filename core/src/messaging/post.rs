@@ -55,8 +55,14 @@
 //! sent `Down` as a reliable item on the pair (watched, watcher), behind what the
 //! watched process sent. A watcher whose watched process is remote pings that host
 //! every `monitor_ping`; a host silent for `fate_timeout` after a ping has its
-//! watched processes reported `Unreachable`, and one the federation removes (or
-//! whose processes placement reports lost) `Lost`. A send to a pid placement
+//! watched processes reported `Unreachable`. A `Pong` names the answering agent's
+//! life: an agent of a new life has lost the watchers its last life held, so on a
+//! change (or on the first answer, for the watches of pids minted by another life)
+//! the watcher sends its `Monitor`s there again, and the new agent answers
+//! `Down(NoProcess)` for each process it does not run (re-adopted ones are watched
+//! again); without this, a watcher whose watched host restarted before the
+//! federation removed it was never told. The processes of a host the federation
+//! removes (or that placement reports lost) are reported `Lost`. A send to a pid placement
 //! reported lost fails `Lost` at once; one to a removed host (not heard from since)
 //! that gets no answer fails `Lost` rather than `Unknown`. Monitoring a process that does
 //! not exist (or ended) answers `Down(NoProcess)` at once.
@@ -78,7 +84,7 @@
 
 use super::msg::{Ack, Item, MessagingMsg, Outcome, MAX_ACKS};
 use super::MessagingConfig;
-use crate::ids::{NodeId, Pid, TenantId};
+use crate::ids::{Incarnation, NodeId, Pid, TenantId};
 use crate::service::{Context, ServiceEvent, ServiceOutput};
 use crate::time::Time;
 use nefele_api::calls::{ApiCall, ApiReply, RequestId};
@@ -193,6 +199,8 @@ struct HostWatch {
     next_ping: Time,
     /// The nonce and deadline of the ping in flight.
     ping: Option<(u64, Time)>,
+    /// The life its last `Pong` named.
+    life: Option<Incarnation>,
 }
 
 /// A deadline queue entry: when, the pair, the sequence number.
@@ -488,14 +496,11 @@ impl Post {
                     m.watchers.remove(&watcher);
                 }
             }
-            MessagingMsg::Ping { nonce } => self.send_msg(from, MessagingMsg::Pong { nonce }),
-            MessagingMsg::Pong { nonce } => {
-                if let Some(h) = self.hosts.get_mut(&from) {
-                    if h.ping.is_some_and(|(n, _)| n == nonce) {
-                        h.ping = None;
-                    }
-                }
+            MessagingMsg::Ping { nonce } => {
+                let incarnation = ctx.me.incarnation;
+                self.send_msg(from, MessagingMsg::Pong { nonce, incarnation });
             }
+            MessagingMsg::Pong { nonce, incarnation } => self.on_pong(from, nonce, incarnation),
             _ => {}
         }
     }
@@ -1349,6 +1354,7 @@ impl Post {
                 watches: BTreeSet::new(),
                 next_ping: first_ping,
                 ping: None,
+                life: None,
             });
             h.watches.insert((watched, watcher));
             self.ping_due = self.ping_due.min(h.next_ping);
@@ -1362,6 +1368,37 @@ impl Post {
             );
         }
         Ok(())
+    }
+
+    /// A host answered a ping: if it is a new life (see the module docs), the
+    /// monitors it lost are set there again.
+    fn on_pong(&mut self, from: NodeId, nonce: u64, life: Incarnation) {
+        let Some(h) = self.hosts.get_mut(&from) else {
+            return;
+        };
+        if h.ping.is_some_and(|(n, _)| n == nonce) {
+            h.ping = None;
+        }
+        let last = h.life.replace(life);
+        if last == Some(life) {
+            return;
+        }
+        let lost: Vec<(Pid, Pid)> = h
+            .watches
+            .iter()
+            .filter(|(watched, _)| last.is_some() || watched.incarnation() != life)
+            .copied()
+            .collect();
+        for (watched, watcher) in lost {
+            if let Some(tenant) = self.mailboxes.get(&watcher).map(|m| m.tenant) {
+                let again = MessagingMsg::Monitor {
+                    tenant,
+                    watcher,
+                    watched,
+                };
+                self.send_msg(from, again);
+            }
+        }
     }
 
     /// At the watched process's agent: record the watcher, or answer `Down(NoProcess)`.

@@ -30,6 +30,8 @@ struct Net {
     replies: BTreeMap<RequestId, ApiReply>,
     sent: usize,
     next_request: u64,
+    /// Each agent's life (1 unless restarted).
+    lives: BTreeMap<NodeId, Incarnation>,
 }
 
 impl Net {
@@ -50,17 +52,29 @@ impl Net {
             replies: BTreeMap::new(),
             sent: 0,
             next_request: 0,
+            lives: BTreeMap::new(),
         }
     }
 
-    fn ctx(node: NodeId) -> Context<'static> {
+    fn ctx(&self, node: NodeId) -> Context<'static> {
         Context {
-            me: Identity {
-                node,
-                incarnation: Incarnation(1),
-            },
+            me: self.identity(node),
             tree: TreeView::empty(node),
         }
+    }
+
+    fn identity(&self, node: NodeId) -> Identity {
+        let incarnation = self.lives.get(&node).copied().unwrap_or(Incarnation(1));
+        Identity { node, incarnation }
+    }
+
+    /// The agent of `node` crashes and starts again, in its next life: everything it
+    /// held in memory is gone.
+    fn restart(&mut self, node: NodeId, config: &MessagingConfig) {
+        let next = Incarnation(self.identity(node).incarnation.0 + 1);
+        self.lives.insert(node, next);
+        let fresh = Messaging::new(self.identity(node), config.clone(), 7);
+        self.agents.insert(node, fresh);
     }
 
     fn drain(&mut self, node: NodeId) {
@@ -84,11 +98,11 @@ impl Net {
     }
 
     fn event(&mut self, node: NodeId, event: ServiceEvent) {
-        let now = self.now;
+        let (now, ctx) = (self.now, self.ctx(node));
         self.agents
             .get_mut(&node)
             .unwrap()
-            .handle_event(now, &event, &Self::ctx(node));
+            .handle_event(now, &event, &ctx);
         self.drain(node);
     }
 
@@ -111,11 +125,11 @@ impl Net {
     fn call(&mut self, node: NodeId, call: ApiCall) -> RequestId {
         self.next_request += 1;
         let r = RequestId(self.next_request);
-        let now = self.now;
+        let (now, ctx) = (self.now, self.ctx(node));
         self.agents
             .get_mut(&node)
             .unwrap()
-            .handle_api(now, r, call, &Self::ctx(node));
+            .handle_api(now, r, call, &ctx);
         self.drain(node);
         r
     }
@@ -169,11 +183,11 @@ impl Net {
     fn deliver(&mut self, from: NodeId, to: NodeId, m: MessagingMsg) {
         self.now = self.now + Duration::from_micros(100);
         assert_eq!(Messaging::validate_msg(&m), Ok(()));
-        let now = self.now;
+        let (now, ctx) = (self.now, self.ctx(to));
         self.agents
             .get_mut(&to)
             .unwrap()
-            .handle_message(now, from, m, &Self::ctx(to));
+            .handle_message(now, from, m, &ctx);
         self.drain(to);
     }
 
@@ -194,10 +208,10 @@ impl Net {
             self.now = self.now.max(next);
             let nodes: Vec<NodeId> = self.agents.keys().copied().collect();
             for node in nodes {
-                let now = self.now;
+                let (now, ctx) = (self.now, self.ctx(node));
                 let a = self.agents.get_mut(&node).unwrap();
                 if a.next_timeout().is_some_and(|d| d <= now) {
-                    a.handle_timeout(now, &Self::ctx(node));
+                    a.handle_timeout(now, &ctx);
                     self.drain(node);
                 }
             }
@@ -588,6 +602,85 @@ fn monitoring_a_missing_process_answers_no_process_and_a_silent_host_unreachable
             pid: far,
             reason: DownReason::Unreachable
         }]
+    );
+}
+
+#[test]
+fn a_watcher_is_told_when_the_watched_host_restarts_before_anyone_removes_it() {
+    let config = MessagingConfig::default();
+    for restart_before_first_pong in [false, true] {
+        let mut net = Net::new(2, &config);
+        let (watcher, watched) = (pid(1, 1), pid(2, 1));
+        net.start(watcher, T);
+        net.start(watched, T);
+        net.call(
+            NodeId(1),
+            ApiCall::Monitor {
+                tenant: T,
+                watcher,
+                watched,
+            },
+        );
+        net.run();
+        if !restart_before_first_pong {
+            // A ping and its answer from the first life.
+            net.advance_to(net.now + config.monitor_ping);
+            net.run();
+        }
+        // Host 2's agent dies and comes back at once, without the process: no
+        // federation removal, no exit event, and its pings are answered.
+        net.restart(NodeId(2), &config);
+        for _ in 0..3 {
+            net.advance_to(net.now + config.monitor_ping);
+            net.run();
+        }
+        let mail = net.recv(watcher, 10);
+        assert_eq!(
+            mail.iter().map(|m| m.body.clone()).collect::<Vec<_>>(),
+            vec![MailBody::Down {
+                pid: watched,
+                reason: DownReason::NoProcess
+            }],
+            "restart before the first pong: {restart_before_first_pong}"
+        );
+    }
+}
+
+#[test]
+fn a_process_readopted_by_a_new_life_is_watched_again() {
+    let config = MessagingConfig::default();
+    let mut net = Net::new(2, &config);
+    let (watcher, watched) = (pid(1, 1), pid(2, 1));
+    net.start(watcher, T);
+    net.start(watched, T);
+    net.call(
+        NodeId(1),
+        ApiCall::Monitor {
+            tenant: T,
+            watcher,
+            watched,
+        },
+    );
+    net.run();
+    net.advance_to(net.now + config.monitor_ping);
+    net.run();
+    // The agent restarts and re-adopts the process (it keeps its pid).
+    net.restart(NodeId(2), &config);
+    net.start(watched, T);
+    for _ in 0..2 {
+        net.advance_to(net.now + config.monitor_ping);
+        net.run();
+    }
+    assert!(net.recv(watcher, 10).is_empty(), "it still runs");
+    net.exit(watched);
+    net.run();
+    let mail = net.recv(watcher, 10);
+    assert!(
+        matches!(
+            mail.as_slice(),
+            [Mail { body: MailBody::Down { pid, reason: DownReason::Exited(_) }, .. }] if *pid == watched
+        ),
+        "{mail:?}"
     );
 }
 
