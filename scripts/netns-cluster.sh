@@ -16,7 +16,10 @@
 # messaging: two tenant processes on two hosts, then two on one host, exchange a
 # ping and a pong by name and by pid through their agents (`nef` run inside each
 # process, through the endpoint it inherited), and a process sending as its
-# sibling's pid gets the typed refusal; the swarm runs 4 seeds as tenant processes
+# sibling's pid gets the typed refusal; a second tenant's send to the first's pid
+# answers exactly as one to a made-up pid; a publication reaches a subscriber on
+# every host once; a failover group's primary loses its agent (SIGKILL) and reliable
+# sends reach the next member, each once; the swarm runs 4 seeds as tenant processes
 # (`nefele-sim swarm --on-cluster`) and prints what a local swarm prints.
 #
 # Needs root, iproute2, util-linux (unshare), python3 (reads `nef --json`) and
@@ -185,6 +188,11 @@ memory_bytes = 1073741824
 name = "test"
 id = 1
 tokens = ["test-token"]
+
+[[tenant]]
+name = "other"
+id = 2
+tokens = ["other-token"]
 EOF
     chmod 600 "$WORK/h$i/nefeled.toml" # it holds a token in clear
 }
@@ -322,9 +330,18 @@ run_test() {
     say "PASS"
 }
 
-# Host of pid $1, from ps on host 1.
+# As nef_on, for the second tenant.
+other_on() {
+    local i=$1
+    shift
+    "$NEF" --socket "$WORK/h$i/api.sock" --token other-token "$@"
+}
+
+# Host of pid $1, from ps on host 1 (of the second tenant with $2 = other).
 host_of() {
-    nef_on 1 ps --json | python3 -c 'import json,sys; print(next(p["host"] for p in json.load(sys.stdin)["processes"] if p["pid"]==sys.argv[1]))' "$1"
+    local ps=nef_on
+    [ "${2:-}" = other ] && ps=other_on
+    "$ps" 1 ps --json | python3 -c 'import json,sys; print(next(p["host"] for p in json.load(sys.stdin)["processes"] if p["pid"]==sys.argv[1]))' "$1"
 }
 
 # Each process of a pair waits for its orders ("ping PEER" or "pong PEER"), then
@@ -384,6 +401,87 @@ run_messaging() {
     out=$(nef_on 1 wait "$h") || fail "nef wait $h failed"
     [ "$out" = "$h exited with code 0" ] || fail "the hostile process was not refused as it should be: $out"
     nef_on 1 kill --signal KILL "$s" || true
+    run_messaging_patterns
+}
+
+# Two tenants; publish to subscribers on every host; a failover group whose
+# primary's agent is SIGKILLed.
+run_messaging_patterns() {
+    say "another tenant's pid answers exactly as a pid that never existed"
+    local p q hq unknown mine never
+    p=$(nef_on 1 spawn --mem 32M -- /bin/sleep 60) || fail "spawn of tenant 1's process failed"
+    q=$(other_on 1 spawn --mem 32M -- /bin/sleep 60) || fail "spawn of tenant 2's process failed"
+    hq=$(host_of "$q" other)
+    # The same host and life as p, a sequence number nobody reached.
+    unknown=fff${p: -16}
+    mine=$(other_on "$hq" --as "$q" send "$p" x 2>&1) && fail "a send to another tenant's pid succeeded"
+    never=$(other_on "$hq" --as "$q" send "$unknown" x 2>&1) && fail "a send to a made-up pid succeeded"
+    [ "${mine//$p/PID}" = "${never//$unknown/PID}" ] \
+        || fail "another tenant's pid ($mine) answers unlike an unknown one ($never)"
+    say "both answer: ${mine//$p/PID}"
+    nef_on 1 kill --signal KILL "$p" >/dev/null
+    other_on 1 kill --signal KILL "$q" >/dev/null
+
+    say "publish: one subscriber on each of the $HOSTS hosts gets it once"
+    local subs sub h pubr reached out
+    subs=$(nef_on 1 spawn -n "$HOSTS" --mem 32M --apart "subs$RANDOM" -- /bin/sh -c \
+        'm=$(/data/nef recv --max 10 --data --timeout 30) && [ "$m" = news ]') || fail "spawn of the subscribers failed"
+    [ "$(for sub in $subs; do host_of "$sub"; done | sort -u | wc -l)" -eq "$HOSTS" ] \
+        || fail "the subscribers are not on $HOSTS hosts"
+    local subscribing=()
+    for sub in $subs; do
+        # nef sub subscribes, then would print what comes: stopped before anything is published.
+        timeout 2 "$NEF" --socket "$WORK/h$(host_of "$sub")/api.sock" --token test-token --as "$sub" sub news >/dev/null 2>&1 &
+        subscribing+=($!)
+    done
+    wait "${subscribing[@]}" || true
+    pubr=$(nef_on 1 spawn --mem 32M -- /bin/sleep 60) || fail "spawn of the publisher failed"
+    reached=$(nef_on "$(host_of "$pubr")" --as "$pubr" pub news news) || fail "publish failed"
+    [ "$reached" = "reached $HOSTS" ] || fail "publish: $reached, want reached $HOSTS"
+    for sub in $subs; do
+        out=$(nef_on 1 wait "$sub") || fail "nef wait $sub failed"
+        [ "$out" = "$sub exited with code 0" ] || fail "subscriber $sub: $out"
+    done
+    nef_on 1 kill --signal KILL "$pubr" >/dev/null
+
+    say "failover: the primary's agent is SIGKILLed, the next member takes over, reliable sends are not lost"
+    local trio m1 m2 sender hs primary backup hp hb i got
+    trio=$(nef_on 1 spawn -n 3 --mem 32M --apart "fo$RANDOM" -- /bin/sleep 120) || fail "spawn of the failover trio failed"
+    m1=$(sed -n 1p <<<"$trio"); m2=$(sed -n 2p <<<"$trio"); sender=$(sed -n 3p <<<"$trio")
+    for m in $m1 $m2; do nef_on "$(host_of "$m")" --as "$m" groups join svc || fail "join failed"; done
+    hs=$(host_of "$sender")
+    out=$(nef_on "$hs" --as "$sender" send --reliable group:svc:failover first) || fail "the first failover send failed"
+    primary=""
+    for m in $m1 $m2; do
+        if got=$(nef_on "$(host_of "$m")" --as "$m" recv --data --timeout 1 2>/dev/null) && [ "$got" = first ]; then
+            primary=$m
+        fi
+    done
+    [ -n "$primary" ] || fail "no member got the first failover message"
+    if [ "$primary" = "$m1" ]; then backup=$m2; else backup=$m1; fi
+    hp=$(host_of "$primary"); hb=$(host_of "$backup")
+    say "primary $primary on host $hp, backup $backup on host $hb; SIGKILL to agent $hp"
+    kill -KILL "${AGENT_PID[$hp]}"
+    local asker=$hs
+    [ "$asker" = "$hp" ] && fail "the sender shares the primary's host"
+    # Sends go on; once the failure is detected they reach the backup. Each that
+    # succeeded must be there exactly once.
+    local deadline sent=""
+    deadline=$(( $(now_ms) + 20000 ))
+    for i in 1 2 3 4 5; do
+        until out=$(nef_on "$hs" --as "$sender" send --reliable group:svc:failover "after$i" 2>&1); do
+            [ "$(now_ms)" -lt "$deadline" ] || fail "no failover within 20 s: $out"
+            sleep 0.2
+        done
+        sent+="after$i"$'\n'
+    done
+    got=$(nef_on "$hb" --as "$backup" recv --max 100 --data --timeout 5) || fail "the backup got nothing"
+    [ "$(sort <<<"$got")" = "$(sort <<<"${sent%$'\n'}")" ] \
+        || fail "the backup got [$got], want each of [$sent] once"
+    say "the backup took over: got ${got//$'\n'/ }"
+    start_agent "$hp"
+    wait_converged 1 "$HOSTS" >/dev/null || fail "agent $hp did not rejoin"
+    for m in $trio; do nef_on "$hs" kill --signal KILL "$m" >/dev/null 2>&1 || true; done
 }
 
 # The swarm's seeds as tenant processes (`nefele-sim swarm --on-cluster` from host
