@@ -583,6 +583,92 @@ fn processes_on_two_agents_and_on_one_exchange_messages_through_their_agents() {
 }
 
 #[test]
+fn a_mailbox_nobody_reads_pushes_back_and_clients_that_leave_mid_call_harm_nothing() {
+    use nefele::SendOptions;
+    use nefele_api::messaging::{Delivery, MailBody, SendError};
+    use std::io::Write;
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    // 9 × 300m over three hosts of 1000m: three on each host.
+    let pids = c.n_spawn(9, &sleeper(300)).unwrap();
+    let ps = c.ps().unwrap();
+    let on = |node: u32| -> Vec<Pid> {
+        ps.processes
+            .iter()
+            .filter(|p| p.host == NodeId(node) && pids.contains(&p.pid))
+            .map(|p| p.pid)
+            .collect()
+    };
+    let (sender, reader) = (on(3)[0], on(1)[0]);
+    let mut a = acting(&cluster.socket, "alice", sender);
+    // The reader never reads: non-blocking sends fail `Full` after a bounded number.
+    let no_block = SendOptions {
+        delivery: Delivery::AtMostOnce,
+        no_block: true,
+    };
+    let mut accepted = 0u32;
+    let refusal = loop {
+        match a.send_with(reader, b"fill", no_block) {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(
+            accepted < 20_000,
+            "20,000 sends to a mailbox nobody reads, none refused"
+        );
+    };
+    assert!(
+        matches!(refusal, ClientError::Send(SendError::Full)),
+        "{refusal:?}"
+    );
+    println!("{accepted} messages accepted before Full");
+
+    // A blocking send waits for room (backpressure reaches the sending program)...
+    let mut blocked = Command::new(env!("CARGO_BIN_EXE_nef"))
+        .arg("--socket")
+        .arg(&cluster.socket)
+        .args(["--token", "alice", "--as", &sender.to_string()])
+        .args(["send", &reader.to_string(), "blocked"])
+        .env_remove("NEFELE_TOKEN")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        blocked.try_wait().unwrap().is_none(),
+        "a blocking send to a full mailbox returned at once"
+    );
+    // ... and its program dies while it waits.
+    blocked.kill().unwrap();
+    blocked.wait().unwrap();
+    // A client that leaves in the middle of a frame.
+    let mut raw = std::os::unix::net::UnixStream::connect(&cluster.socket).unwrap();
+    raw.write_all(&[0, 0, 0, 100, 1, 2, 3]).unwrap();
+    drop(raw);
+
+    // The agents live on: the reader takes what was accepted (the blocked send may
+    // have landed once room was made, never twice), and new sends get through.
+    let mut b = acting(&cluster.socket1, "alice", reader);
+    let mut taken = Vec::new();
+    loop {
+        let mail = b.recv(1000, Duration::from_millis(500)).unwrap();
+        if mail.is_empty() {
+            break;
+        }
+        taken.extend(mail);
+    }
+    let blocked_landed = taken
+        .iter()
+        .filter(|m| m.body == MailBody::Data(b"blocked".to_vec()))
+        .count();
+    assert!(blocked_landed <= 1, "{blocked_landed}");
+    assert_eq!(taken.len(), accepted as usize + blocked_landed);
+    a.send(reader, b"after").unwrap();
+    let after = b.recv(8, Duration::from_secs(5)).unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].body, MailBody::Data(b"after".to_vec()));
+}
+
+#[test]
 fn nef_sends_receives_and_looks_up_names() {
     let cluster = Cluster::start();
     let mut c = cluster.client();
