@@ -330,7 +330,7 @@ impl Service for Messaging {
     fn new(me: Identity, config: MessagingConfig, _seed: u64) -> Self {
         Messaging {
             post: Post::new(me.node, config.clone()),
-            names: names::Names::new(me.node),
+            names: names::Names::new(me.node, me.incarnation),
             groups: groups::Groups::new(me.node, config.fate_timeout),
             topics: topics::Topics::new(me.node, config.fate_timeout),
             config,

@@ -39,7 +39,12 @@
 //!
 //! A name dies with its process: its host unclaims it on exit; when a host is lost,
 //! the leader that removes it tells the root ([`NamesMsg::HostGone`]), which drops
-//! the host's names. Every [`REFRESH`] each host sends its registrations to the root
+//! the host's names. An agent that restarted holds no names of its last life (not
+//! even those of processes it re-adopted), and may come back before anyone removed
+//! it: with its registrations it tells the root its life ([`NamesMsg::Life`]), and
+//! the first time the root hears of a newer life of a host it drops that host's
+//! names held by pids of earlier lives. (A re-adopted process that registered again
+//! before the root heard the new life loses its name until the next refresh.) Every [`REFRESH`] each host sends its registrations to the root
 //! again, which repairs claims lost on the way, and a root drops an entry nobody
 //! refreshed for [`EXPIRE_AFTER`] (an `Unclaim` or `HostGone` that was lost).
 //!
@@ -50,7 +55,7 @@
 use super::msg::MessagingMsg;
 use super::post::Post;
 use super::Part;
-use crate::ids::{NodeId, Pid, TenantId};
+use crate::ids::{Incarnation, NodeId, Pid, TenantId};
 use crate::service::{Context, ServiceEvent, TreeView};
 use crate::time::Time;
 use crate::wire::Reject;
@@ -186,6 +191,12 @@ pub enum NamesMsg {
         /// The name.
         name: String,
     },
+    /// Host → root, with its registrations: the sending agent's life. Names its
+    /// earlier lives held are gone (see the module docs).
+    Life {
+        /// The sender's incarnation.
+        life: Incarnation,
+    },
 }
 
 /// Why a root refused a fresh claim.
@@ -211,6 +222,7 @@ impl NamesMsg {
             NamesMsg::Lookup { .. } => "names_lookup",
             NamesMsg::Found { .. } => "names_found",
             NamesMsg::Invalidate { .. } => "names_invalidate",
+            NamesMsg::Life { .. } => "names_life",
         }
     }
 
@@ -238,7 +250,7 @@ impl NamesMsg {
             | NamesMsg::Lookup { name, .. }
             | NamesMsg::Found { name, .. }
             | NamesMsg::Invalidate { name, .. } => name_ok(name),
-            NamesMsg::HostGone { .. } => Ok(()),
+            NamesMsg::HostGone { .. } | NamesMsg::Life { .. } => Ok(()),
         }
     }
 }
@@ -317,6 +329,8 @@ struct Lookup {
 #[derive(Debug)]
 pub struct Names {
     me: NodeId,
+    /// This agent's life.
+    life: Incarnation,
     /// The Lamport clock of registrations.
     clock: u64,
     /// The root this agent last sent its registrations to.
@@ -325,6 +339,8 @@ pub struct Names {
     directory: BTreeMap<Key, Entry>,
     /// The directory's names per host of their holder.
     by_host: BTreeMap<NodeId, BTreeSet<Key>>,
+    /// The latest life each host told this root (at most [`MAX_DIRECTORY`]).
+    lives: BTreeMap<NodeId, Incarnation>,
     /// Cached holders, with when they expire.
     cache: BTreeMap<Key, (Pid, Time)>,
     lookups: BTreeMap<Key, Lookup>,
@@ -344,16 +360,18 @@ fn root_of(me: NodeId, tree: &TreeView<'_>) -> NodeId {
 }
 
 impl Names {
-    /// The names of agent `me`.
+    /// The names of agent `me` in its life `life`.
     #[must_use]
-    pub fn new(me: NodeId) -> Self {
+    pub fn new(me: NodeId, life: Incarnation) -> Self {
         Names {
             me,
+            life,
             clock: 0,
             root: None,
             mine: BTreeMap::new(),
             directory: BTreeMap::new(),
             by_host: BTreeMap::new(),
+            lives: BTreeMap::new(),
             cache: BTreeMap::new(),
             lookups: BTreeMap::new(),
             timers: BTreeSet::new(),
@@ -594,13 +612,19 @@ impl Names {
             // agents that cached from here fall back on the TTL.
             self.directory.clear();
             self.by_host.clear();
+            self.lives.clear();
         }
         self.send_all(now, tree, root, true);
         root
     }
 
-    /// Sends this host's registrations to `root` (the fresh ones too if `fresh`).
+    /// Sends this host's life and registrations to `root` (the fresh ones too if
+    /// `fresh`).
     fn send_all(&mut self, now: Time, tree: &TreeView<'_>, root: NodeId, fresh: bool) {
+        // A first life (incarnations start at 1) has no earlier names to drop.
+        if root != self.me && self.life > Incarnation(1) {
+            self.send(now, tree, root, NamesMsg::Life { life: self.life });
+        }
         let claims: Vec<Claim> = self
             .mine
             .iter()
@@ -725,6 +749,7 @@ impl Names {
                 | NamesMsg::Unclaim { .. }
                 | NamesMsg::HostGone { .. }
                 | NamesMsg::Lookup { .. }
+                | NamesMsg::Life { .. }
         );
         if for_root && self.sync_root(now, tree) != self.me {
             // Sent to a root this agent is not (any more): a directory here would
@@ -755,10 +780,12 @@ impl Names {
                 }
             }
             NamesMsg::HostGone { node } => {
+                self.lives.remove(&node);
                 for key in self.by_host.get(&node).cloned().unwrap_or_default() {
                     self.remove_entry(now, tree, &key);
                 }
             }
+            NamesMsg::Life { life } => self.on_life(now, tree, from, life),
             NamesMsg::Lost { tenant, name, pid } => {
                 let key = (tenant, name);
                 self.cache.remove(&key);
@@ -906,6 +933,32 @@ impl Names {
                 clock: self.clock,
             };
             self.send(now, tree, from, msg);
+        }
+    }
+
+    /// Root side: `host` is in its life `life`; the first time this root hears of
+    /// it, the host's names held by pids of earlier lives go.
+    fn on_life(&mut self, now: Time, tree: &TreeView<'_>, host: NodeId, life: Incarnation) {
+        if self.lives.get(&host).is_some_and(|known| *known >= life) {
+            return;
+        }
+        if self.lives.len() < MAX_DIRECTORY || self.lives.contains_key(&host) {
+            self.lives.insert(host, life);
+        }
+        let stale: Vec<Key> = self
+            .by_host
+            .get(&host)
+            .into_iter()
+            .flatten()
+            .filter(|key| {
+                self.directory
+                    .get(*key)
+                    .is_some_and(|e| e.pid.incarnation() < life)
+            })
+            .cloned()
+            .collect();
+        for key in stale {
+            self.remove_entry(now, tree, &key);
         }
     }
 
@@ -1114,7 +1167,7 @@ mod tests {
         ) {
             let root = NodeId(100);
             let tree = TreeView::empty(root);
-            let mut n = Names::new(root);
+            let mut n = Names::new(root, Incarnation(1));
             let mut claims: Vec<Claim> = claims.into_iter().map(|((node, seq), stamp)| claim(node, seq, stamp)).collect();
             let k = order.index(claims.len());
             claims.rotate_left(k);
@@ -1145,7 +1198,7 @@ mod tests {
     fn a_fresh_registration_never_displaces_a_held_one() {
         let root = NodeId(100);
         let tree = TreeView::empty(root);
-        let mut n = Names::new(root);
+        let mut n = Names::new(root, Incarnation(1));
         n.on_message(
             Time::ZERO,
             NodeId(1),
@@ -1183,7 +1236,7 @@ mod tests {
     fn a_peer_clock_at_its_maximum_does_not_overflow_the_next_registration() {
         let (me, root) = (2, 1);
         let tree = under(me, root);
-        let mut host = Names::new(NodeId(me));
+        let mut host = Names::new(NodeId(me), Incarnation(1));
         let verdict = NamesMsg::Verdict {
             tenant: T,
             name: "other".to_owned(),
@@ -1210,7 +1263,7 @@ mod tests {
     fn a_registration_is_one_round_trip_to_the_root_and_the_loser_hears_name_lost() {
         let (me, root) = (2, 1);
         let tree = under(me, root);
-        let mut host = Names::new(NodeId(me));
+        let mut host = Names::new(NodeId(me), Incarnation(1));
         let p = pid(me, 1);
         host.register(
             Time::ZERO,
@@ -1281,7 +1334,7 @@ mod tests {
     #[test]
     fn without_a_verdict_a_registration_is_granted_after_the_claim_timeout() {
         let tree = under(2, 1);
-        let mut host = Names::new(NodeId(2));
+        let mut host = Names::new(NodeId(2), Incarnation(1));
         host.register(
             Time::ZERO,
             &tree,
@@ -1302,7 +1355,7 @@ mod tests {
     #[test]
     fn a_cold_lookup_is_one_message_to_the_root_and_a_warm_one_none() {
         let tree = under(2, 1);
-        let mut asker = Names::new(NodeId(2));
+        let mut asker = Names::new(NodeId(2), Incarnation(1));
         let holder = pid(7, 1);
         asker.whereis(Time::ZERO, &tree, RequestId(1), T, "n".to_owned());
         asker.whereis(Time::ZERO, &tree, RequestId(2), T, "n".to_owned());
@@ -1358,7 +1411,7 @@ mod tests {
     #[test]
     fn a_send_to_a_name_goes_on_as_a_pid_send() {
         let tree = under(2, 1);
-        let mut asker = Names::new(NodeId(2));
+        let mut asker = Names::new(NodeId(2), Incarnation(1));
         let holder = pid(7, 1);
         asker.cache_insert(Time::ZERO, (T, "n".to_owned()), holder);
         let send = |to| ApiCall::Send {
@@ -1385,7 +1438,7 @@ mod tests {
     fn the_root_tells_cachers_and_drops_the_names_of_ended_processes_and_lost_hosts() {
         let root = NodeId(1);
         let tree = TreeView::empty(root);
-        let mut n = Names::new(root);
+        let mut n = Names::new(root, Incarnation(1));
         n.on_message(
             Time::ZERO,
             NodeId(7),
@@ -1447,8 +1500,65 @@ mod tests {
     }
 
     #[test]
+    fn a_hosts_new_life_drops_the_names_of_its_earlier_lives_once() {
+        let root = NodeId(100);
+        let tree = TreeView::empty(root);
+        let mut n = Names::new(root, Incarnation(1));
+        let life = |l| NamesMsg::Life {
+            life: Incarnation(l),
+        };
+        let hear = |n: &mut Names, from: u32, msg: NamesMsg| {
+            n.on_message(Time::ZERO, NodeId(from), msg, &tree);
+        };
+        hear(&mut n, 1, life(1));
+        hear(
+            &mut n,
+            1,
+            NamesMsg::Claim {
+                claims: vec![claim(1, 1, 0)],
+            },
+        );
+        hear(
+            &mut n,
+            2,
+            NamesMsg::Claim {
+                claims: vec![Claim {
+                    name: "m".into(),
+                    ..claim(2, 1, 0)
+                }],
+            },
+        );
+        hear(&mut n, 1, life(1));
+        assert_eq!(n.directory_holder(T, "n"), Some(pid(1, 1)));
+        // Host 1's agent restarted (no removal): its new life holds no names.
+        hear(&mut n, 1, life(2));
+        assert_eq!(n.directory_holder(T, "n"), None);
+        assert_eq!(
+            n.directory_holder(T, "m"),
+            Some(pid(2, 1)),
+            "another host's names stay"
+        );
+        // What the new life registers stays, whatever repeats or lags behind.
+        let second = Claim {
+            pid: Pid::new(NodeId(1), Incarnation(2), 1),
+            ..claim(1, 1, 5)
+        };
+        hear(
+            &mut n,
+            1,
+            NamesMsg::Claim {
+                claims: vec![second.clone()],
+            },
+        );
+        hear(&mut n, 1, life(2));
+        hear(&mut n, 1, life(1));
+        assert_eq!(n.directory_holder(T, "n"), Some(second.pid));
+        assert!(n.invariants());
+    }
+
+    #[test]
     fn a_host_sends_every_registration_to_a_new_root() {
-        let mut host = Names::new(NodeId(2));
+        let mut host = Names::new(NodeId(2), Incarnation(1));
         let old = under(2, 1);
         host.register(
             Time::ZERO,
@@ -1465,6 +1575,18 @@ mod tests {
         assert!(
             matches!(out.as_slice(), [NameOut::Send(NodeId(3), NamesMsg::Claim { claims })] if claims.len() == 1 && !claims[0].fresh),
             "{out:?}"
+        );
+        // An agent in a later life says so first, even with no names.
+        let mut reborn = Names::new(NodeId(4), Incarnation(2));
+        reborn.tree_changed(Time::from_secs(5), &under(4, 3));
+        assert_eq!(
+            drain(&mut reborn),
+            vec![NameOut::Send(
+                NodeId(3),
+                NamesMsg::Life {
+                    life: Incarnation(2)
+                }
+            )]
         );
         // Its process ends: the root hears it.
         host.process_ended(Time::from_secs(6), &new, pid(2, 1));
@@ -1484,7 +1606,7 @@ mod tests {
     #[test]
     fn an_agent_that_is_not_the_root_keeps_no_directory_and_answers_no_lookup() {
         let tree = under(2, 1);
-        let mut n = Names::new(NodeId(2));
+        let mut n = Names::new(NodeId(2), Incarnation(1));
         n.on_message(
             Time::ZERO,
             NodeId(7),
@@ -1510,7 +1632,7 @@ mod tests {
     fn registrations_are_refreshed_and_a_root_expires_what_nobody_refreshes() {
         // A host: its granted name goes to the root again every REFRESH.
         let tree = under(2, 1);
-        let mut host = Names::new(NodeId(2));
+        let mut host = Names::new(NodeId(2), Incarnation(1));
         host.register(
             Time::ZERO,
             &tree,
@@ -1530,7 +1652,7 @@ mod tests {
         // A root: an entry refreshed stays, one not refreshed goes (its cachers told).
         let root = NodeId(1);
         let alone = TreeView::empty(root);
-        let mut n = Names::new(root);
+        let mut n = Names::new(root, Incarnation(1));
         let other = Claim {
             name: "m".to_owned(),
             ..claim(8, 1, 1)
