@@ -406,7 +406,7 @@ run_bench() {
     bench_messaging
 }
 
-# The `rr` line $3 (plain or armed: n=.. p50_us=.. p99_us=..) in the stdout log of
+# The `rr` line $3 (plain or async: n=.. p50_us=.. p99_us=..) in the stdout log of
 # pid $2 on host $1.
 rr_result() {
     sed -n "s/^$3: //p" "$WORK/h$1/data/host/logs/$2.out" 2>/dev/null | tail -n 1
@@ -430,7 +430,7 @@ bench_messaging() {
         install -m 0755 "$NEF" "$dir/nef"
         install -m 0755 "$rr" "$dir/rr"
     done
-    local affinity where pids a b ha hb nefele armed raw port=7700
+    local affinity where pids a b ha hb nefele asynced raw port=7700
     for affinity in apart together; do
         # Each waits for its orders (rr's arguments), then becomes rr.
         pids=$(nef_on 1 spawn -n 2 --cpu 450m --mem 64M "--$affinity" "rr$affinity" -- /bin/sh -c \
@@ -442,8 +442,8 @@ bench_messaging() {
         nef_on 1 wait "$b" >/dev/null || fail "wait $b"
         nef_on 1 kill --signal KILL "$a" >/dev/null || true
         nefele=$(rr_result "$hb" "$b" plain)
-        armed=$(rr_result "$hb" "$b" armed)
-        [ -n "$nefele" ] && [ -n "$armed" ] || fail "no result from the rr client $b on host $hb"
+        asynced=$(rr_result "$hb" "$b" async)
+        [ -n "$nefele" ] && [ -n "$asynced" ] || fail "no result from the rr client $b on host $hb"
         if [ "$affinity" = apart ]; then
             where="2hosts"
             ip netns exec "$(host_ns "$ha")" "$rr" tcp-echo "$(host_ip "$ha"):$port" &
@@ -452,7 +452,7 @@ bench_messaging() {
                 || fail "raw tcp client failed"
             wait
             echo "rr64_2hosts_nefele: $nefele (hosts $ha and $hb)"
-            echo "rr64_2hosts_nefele_armed: $armed"
+            echo "rr64_2hosts_nefele_async: $asynced"
             echo "rr64_2hosts_tcp:    $raw"
         else
             where="samehost"
@@ -462,11 +462,11 @@ bench_messaging() {
                 || fail "raw unix client failed"
             wait
             echo "rr64_samehost_nefele: $nefele (host $ha)"
-            echo "rr64_samehost_nefele_armed: $armed"
+            echo "rr64_samehost_nefele_async: $asynced"
             echo "rr64_samehost_unix:   $raw"
         fi
         local ratio='import sys; print(round(float(sys.argv[1])/float(sys.argv[2]), 2))'
-        echo "rr64_${where}_p50_ratio=$(python3 -c "$ratio" "$(p50_of "$nefele")" "$(p50_of "$raw")") armed=$(python3 -c "$ratio" "$(p50_of "$armed")" "$(p50_of "$raw")")"
+        echo "rr64_${where}_p50_ratio=$(python3 -c "$ratio" "$(p50_of "$nefele")" "$(p50_of "$raw")") async=$(python3 -c "$ratio" "$(p50_of "$asynced")" "$(p50_of "$raw")")"
     done
 }
 

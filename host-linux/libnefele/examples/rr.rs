@@ -5,9 +5,10 @@
 //! - `rr echo`: inside Nefele, answers every message to its sender, forever.
 //! - `rr client PID N SIZE`: inside Nefele, sends N messages of SIZE bytes to PID,
 //!   each after the answer to the last, and prints `n=.. p50_us=.. p99_us=..`;
-//!   first with a receive called after each send returns (`plain`), then with the
-//!   receive armed before the send ([`Client::arm`]), as a latency-minded program
-//!   would (`armed`).
+//!   first with each send waiting for its fate before the receive (`plain`), then
+//!   with sends that return once written to the agent ([`Client::send_async`]),
+//!   their fates read along the way (`async`), as a latency-minded program would.
+//!   The echo sends asynchronously.
 //! - `rr tcp-echo ADDR` / `rr tcp-client ADDR N SIZE`: the same over one TCP
 //!   connection (`TCP_NODELAY`).
 //! - `rr unix-echo PATH` / `rr unix-client PATH N SIZE`: the same over a Unix
@@ -15,7 +16,7 @@
 //!
 //! The first tenth of the round trips (at least one) warm up and are not counted.
 
-use nefele::Client;
+use nefele::{Client, SendOptions};
 use nefele_api::ids::Pid;
 use nefele_api::messaging::MailBody;
 use std::io::{Read, Write};
@@ -32,8 +33,11 @@ fn main() {
             let peer: Pid = arg(1).parse().expect("a pid");
             print!("plain: ");
             report(client(&mut c, peer, num(2), num(3), false));
-            print!("armed: ");
+            print!("async: ");
             report(client(&mut c, peer, num(2), num(3), true));
+            c.settle().expect("fates");
+            let failed = c.take_fates().iter().filter(|(_, f)| f.is_err()).count();
+            assert_eq!(failed, 0, "sends failed");
         }
         "tcp-echo" => {
             let l = std::net::TcpListener::bind(arg(1)).expect("bind");
@@ -68,25 +72,28 @@ fn echo() {
     loop {
         for mail in c.recv(64, Duration::from_secs(60)).expect("recv") {
             if let MailBody::Data(d) = mail.body {
-                c.send(mail.from, &d).expect("send");
+                c.send_async(mail.from, &d, SendOptions::default())
+                    .expect("send");
             }
+        }
+        for (_, fate) in c.take_fates() {
+            fate.expect("the echo's send");
         }
     }
 }
 
-fn client(c: &mut Client, peer: Pid, n: usize, size: usize, armed: bool) -> Vec<Duration> {
+fn client(c: &mut Client, peer: Pid, n: usize, size: usize, asynchronous: bool) -> Vec<Duration> {
     let data = vec![7u8; size];
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let t0 = Instant::now();
-        let got = if armed {
-            c.arm(1).expect("arm");
-            c.send(peer, &data).expect("send");
-            c.take_armed().expect("recv")
+        if asynchronous {
+            c.send_async(peer, &data, SendOptions::default())
+                .expect("send");
         } else {
             c.send(peer, &data).expect("send");
-            c.recv(1, Duration::from_secs(10)).expect("recv")
-        };
+        }
+        let got = c.recv(1, Duration::from_secs(10)).expect("recv");
         assert_eq!(got.len(), 1, "no answer in time");
         samples.push(t0.elapsed());
     }

@@ -18,7 +18,7 @@
 use crate::beacon::{
     unix_ms, AddressBook, Beacon, BeaconCodec, BeaconSocket, DropLog, Freshness, SEED_RETRY,
 };
-use crate::handle::{Hold, Request};
+use crate::handle::{Answer, Hold, Request};
 use crate::host_link::HostLink;
 use crate::transport::AgentTransport;
 use nefele::proto::{Call, GroupView, Member, MembersView, Reply};
@@ -30,7 +30,7 @@ use nefele_transport_tcp::TransportError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// How often pending waits are checked for a caller that left.
 const ABANDONED_SWEEP: Duration = Duration::from_millis(250);
@@ -69,7 +69,7 @@ pub(crate) struct Driver {
     host: HostLink,
     requests: mpsc::Receiver<Request>,
     /// Calls the agent works on: where the answer goes, and what to drop with it.
-    pending: BTreeMap<RequestId, (oneshot::Sender<Reply>, Option<Hold>)>,
+    pending: BTreeMap<RequestId, (Box<dyn Answer>, Option<Hold>)>,
     /// The pending calls that are waits (for a process's end, or a receive waiting
     /// for mail): when their caller is gone, the agent is told to forget them
     /// (`Input::Cancel`) and their hold is dropped.
@@ -329,11 +329,11 @@ impl Driver {
         &mut self,
         tenant: TenantId,
         call: Call,
-        reply: oneshot::Sender<Reply>,
+        reply: Box<dyn Answer>,
         hold: Option<Hold>,
     ) {
         let Some(call) = call.into_api(tenant) else {
-            let _ = reply.send(Reply::Members(self.members()));
+            reply.answer(Reply::Members(self.members()));
             return;
         };
         self.next_request += 1;
@@ -357,7 +357,7 @@ impl Driver {
             .filter(|r| {
                 self.pending
                     .get(r)
-                    .is_none_or(|(caller, _)| caller.is_closed())
+                    .is_none_or(|(caller, _)| caller.abandoned())
             })
             .copied()
             .collect();
@@ -447,8 +447,7 @@ impl Driver {
                 Output::ApiReply { request, reply } => {
                     self.waits.remove(&request);
                     if let Some((caller, _hold)) = self.pending.remove(&request) {
-                        // A caller that gave up has dropped its end; nothing to do.
-                        let _ = caller.send(Reply::Api(reply));
+                        caller.answer(Reply::Api(reply));
                     }
                 }
                 Output::Host(command) => {
@@ -521,6 +520,7 @@ mod tests {
     use nefele_core::ids::Incarnation;
     use nefele_core::wire::{Envelope, Message};
     use nefele_transport_tcp::{ClusterKey, TcpConfig, TcpTransport};
+    use tokio::sync::oneshot;
 
     const KEY: &[u8] = b"the driver test key, long enough";
 
@@ -744,7 +744,7 @@ mod tests {
             tx.try_send(Request::Call {
                 tenant,
                 call: Box::new(call),
-                reply,
+                reply: Box::new(reply),
                 hold,
             })
             .unwrap();
