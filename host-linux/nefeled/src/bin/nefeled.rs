@@ -264,7 +264,7 @@ mod daemon {
             return ExitCode::SUCCESS;
         }
         init_logs(config.log_format);
-        let rt = match tokio::runtime::Builder::new_current_thread()
+        let rt = match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
         {
