@@ -12,6 +12,7 @@ use nefele_core::placement::api::{InfoError, ProcState, Resource, SpawnError};
 use nefele_transport_tcp::ClusterKey;
 use nefeled::api_server::{ApiServer, Authenticator};
 use nefeled::config::ResourceOverride;
+use nefeled::metrics::MetricsServer;
 use nefeled::{sim_host, RuntimeConfig};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ struct Cluster {
     socket: PathBuf,
     /// The first agent's API socket (for messaging as its processes).
     socket1: PathBuf,
+    /// Where the third agent (behind `socket`) serves its metrics.
+    metrics: SocketAddr,
 }
 
 async fn agent(node: u32, seeds: Vec<SocketAddr>) -> nefeled::Runtime {
@@ -66,7 +69,7 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api.sock");
         let path1 = dir.path().join("api1.sock");
-        let (socket, socket1) = runtime.block_on(async {
+        let (socket, socket1, metrics) = runtime.block_on(async {
             let first = agent(1, vec![]).await;
             let seed = first.local_addr;
             let second = agent(2, vec![seed]).await;
@@ -77,15 +80,21 @@ impl Cluster {
             let server1 = ApiServer::bind(&path1).await.unwrap();
             let socket1 = server1.path().to_owned();
             tokio::spawn(server1.serve(first.handle.clone(), Arc::new(Tokens)));
+            let metrics = MetricsServer::bind("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
+            let metrics_addr = metrics.local_addr().unwrap();
+            tokio::spawn(metrics.serve(third.handle.clone()));
             // The runtimes live as long as the tokio runtime does.
             std::mem::forget((first, second, third));
-            (socket, socket1)
+            (socket, socket1, metrics_addr)
         });
         let cluster = Cluster {
             _runtime: runtime,
             _dir: dir,
             socket,
             socket1,
+            metrics,
         };
         cluster.wait_federated();
         cluster
@@ -730,4 +739,26 @@ fn poll_in(fd: i32, ms: i32) -> i32 {
     };
     // SAFETY: one valid pollfd, for the duration of the call.
     unsafe { libc::poll(&mut p, 1, ms) }
+}
+
+/// `nef stats` prints the agent's metrics as it serves them: its node id and the
+/// three-member group it is in; an address where nothing listens is an error.
+#[test]
+fn nef_stats_prints_an_agents_metrics() {
+    let cluster = Cluster::start();
+    let out = cluster.nef(&["stats", "--from", &cluster.metrics.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().any(|l| l == "nefele_node 3"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("nefele_federation_group_members{") && l.ends_with("} 3")),
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let out = cluster.nef(&["stats", "--from", &nobody]);
+    assert!(!out.status.success(), "{out:?}");
 }

@@ -156,6 +156,9 @@ impl Driver {
                 },
                 request = self.requests.recv() => match request {
                     Some(Request::Call { tenant, call, reply, hold }) => self.on_call(tenant, *call, reply, hold),
+                    Some(Request::Metrics { reply }) => {
+                        let _ = reply.send(crate::metrics::render(&self.snapshot()));
+                    }
                     Some(Request::Shutdown { grace, done }) => break (Instant::now() + grace, Some(done)),
                     None => break (Instant::now(), None),
                 },
@@ -366,6 +369,50 @@ impl Driver {
             if self.pending.remove(&request).is_some() {
                 self.input(Input::Cancel { request });
             }
+        }
+    }
+
+    /// What the agent reports to a metrics scrape.
+    fn snapshot(&self) -> crate::metrics::Snapshot {
+        let me = self.agent.identity().node;
+        let services = self.agent.services();
+        let (capacity, committed, reserved) = services.placement.accounting();
+        let seats = self
+            .agent
+            .federations()
+            .first()
+            .map(|f| f.seats())
+            .unwrap_or_default()
+            .iter()
+            .map(|seat| {
+                let v = seat.view();
+                crate::metrics::SeatStats {
+                    level: v.level,
+                    members: v.members.len(),
+                    leader: v.leader == me,
+                    epoch: v.epoch,
+                }
+            })
+            .collect();
+        crate::metrics::Snapshot {
+            node: me.0,
+            neighbours: self.agent.discovery().neighbours().count(),
+            seats,
+            peers_known: self.book.iter().count(),
+            peers_connected: self
+                .book
+                .iter()
+                .filter(|(node, _)| self.transport.is_connected(*node))
+                .count(),
+            cpu_millicores: [capacity, committed, reserved].map(|d| u64::from(d.cpu_millicores)),
+            memory_bytes: [capacity, committed, reserved].map(|d| d.memory_bytes),
+            processes: services.placement.processes().count(),
+            placement_requests: services.placement.requests_in_flight(),
+            mailboxes: services.messaging.post().mailbox_count(),
+            inbound_pairs: services.messaging.post().inbound_pairs(),
+            calls_pending: self.pending.len(),
+            waits_pending: self.waits.len(),
+            driver: self.stats,
         }
     }
 

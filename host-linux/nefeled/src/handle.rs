@@ -66,6 +66,8 @@ pub(crate) enum Request {
         reply: Box<dyn Answer>,
         hold: Option<Hold>,
     },
+    /// Render the agent's metrics (see [`crate::metrics`]).
+    Metrics { reply: oneshot::Sender<String> },
     /// Leave the cluster, keep carrying messages out for `grace`, then stop.
     Shutdown {
         grace: Duration,
@@ -128,6 +130,16 @@ impl AgentHandle {
             })
             .await
             .map_err(|_| RuntimeGone)
+    }
+
+    /// The agent's metrics now, in the Prometheus text format.
+    pub async fn metrics(&self) -> Result<String, RuntimeGone> {
+        let (reply, text) = oneshot::channel();
+        self.requests
+            .send(Request::Metrics { reply })
+            .await
+            .map_err(|_| RuntimeGone)?;
+        text.await.map_err(|_| RuntimeGone)
     }
 
     /// Leaves the cluster cleanly: the agent hands over what it leads and tells its
