@@ -490,8 +490,16 @@ rr_order() {
     nef_on "${RR_HOST[$1]}" --as "$1" send "$1" "$2" >/dev/null || fail "orders to $1"
 }
 
-# The rr line $2 (a prefix) of pid $1.
-rr_line() { rr_result "${RR_HOST[$1]}" "$1" "$2"; }
+# The rr line $2 (a prefix) of pid $1; without one, what the process said on stderr.
+rr_line() {
+    local line
+    line=$(rr_result "${RR_HOST[$1]}" "$1" "$2")
+    if [ -n "$line" ]; then
+        printf '%s' "$line"
+    else
+        printf 'NO RESULT: %s' "$(tail -n 3 "$WORK/h${RR_HOST[$1]}/data/host/logs/$1.err" 2>/dev/null | tr '\n' ' ')"
+    fi
+}
 
 # The other figures of issue 14: one sender's stream of 64-byte messages to another
 # host, a publication to 5 subscribers on 4 hosts, name lookups warm and cold.

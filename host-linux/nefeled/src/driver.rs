@@ -32,6 +32,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// The most client requests taken from the queue before the agent's outputs are drained.
+const CALL_BATCH: usize = 64;
 /// How often pending waits are checked for a caller that left.
 const ABANDONED_SWEEP: Duration = Duration::from_millis(250);
 use tokio::time::Instant;
@@ -137,7 +139,7 @@ impl Driver {
         seed_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut abandoned = tokio::time::interval(ABANDONED_SWEEP);
         abandoned.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (grace_end, done) = loop {
+        let (grace_end, done) = 'run: loop {
             let deadline = self.deadline();
             tokio::select! {
                 event = self.transport.next_event() => self.on_transport(event),
@@ -154,14 +156,25 @@ impl Driver {
                         return self.stats;
                     }
                 },
-                request = self.requests.recv() => match request {
-                    Some(Request::Call { tenant, call, reply, hold }) => self.on_call(tenant, *call, reply, hold),
-                    Some(Request::Metrics { reply }) => {
-                        let _ = reply.send(crate::metrics::render(&self.snapshot()));
+                request = self.requests.recv() => {
+                    // The requests queued already are taken together (up to
+                    // CALL_BATCH), and the agent's outputs drained once after them.
+                    let (mut next, mut taken) = (Some(request), 0);
+                    while let Some(request) = next.take() {
+                        match request {
+                            Some(Request::Call { tenant, call, reply, hold }) => self.on_call(tenant, *call, reply, hold),
+                            Some(Request::Metrics { reply }) => {
+                                let _ = reply.send(crate::metrics::render(&self.snapshot()));
+                            }
+                            Some(Request::Shutdown { grace, done }) => break 'run (Instant::now() + grace, Some(done)),
+                            None => break 'run (Instant::now(), None),
+                        }
+                        taken += 1;
+                        if taken < CALL_BATCH {
+                            next = self.requests.try_recv().ok().map(Some);
+                        }
                     }
-                    Some(Request::Shutdown { grace, done }) => break (Instant::now() + grace, Some(done)),
-                    None => break (Instant::now(), None),
-                },
+                }
                 () = sleep_until(deadline) => self.input(Input::Timeout),
                 _ = seed_retry.tick() => self.retry_seeds().await,
                 _ = abandoned.tick() => self.cancel_abandoned_waits(),
@@ -760,6 +773,37 @@ mod tests {
             .await;
         assert_eq!(d.book.addr(NodeId(2)), Some(moved.listen));
         assert!(d.transport.is_connected(NodeId(2)));
+    }
+
+    /// Many more calls queued at once than the driver takes in one batch are all
+    /// answered, in order (a batch once dropped the request after its last).
+    #[tokio::test]
+    async fn every_queued_call_is_answered_across_batches() {
+        use nefele_core::ids::{Incarnation, Pid};
+        let n = CALL_BATCH * 3 + 5;
+        let (tx, requests) = mpsc::channel(n);
+        let (d, _backend) = driver_with(requests).await;
+        let mut answers = Vec::new();
+        for i in 0..n {
+            let (reply, answer) = oneshot::channel();
+            let pid = Pid::new(NodeId(1), Incarnation(1), i as u64);
+            tx.try_send(Request::Call {
+                tenant: TenantId(1),
+                call: Box::new(Call::Info(pid)),
+                reply: Box::new(reply),
+                hold: None,
+            })
+            .unwrap();
+            answers.push(answer);
+        }
+        let running = tokio::spawn(d.run());
+        for (i, answer) in answers.into_iter().enumerate() {
+            let got = tokio::time::timeout(Duration::from_secs(5), answer)
+                .await
+                .unwrap_or_else(|_| panic!("call {i} never answered"));
+            assert!(got.is_ok(), "call {i} dropped unanswered");
+        }
+        running.abort();
     }
 
     /// The running driver's sweep (every `ABANDONED_SWEEP`) finds a wait whose
