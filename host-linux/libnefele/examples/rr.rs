@@ -139,12 +139,12 @@ fn stream(what: &str, to: Dest, n: usize, size: usize) {
     let data = vec![7u8; size];
     let t0 = Instant::now();
     let mut sent = 0;
-    let (mut failed, mut reached) = (0, 0u64);
+    let (mut failed, mut reached) = (std::collections::BTreeMap::new(), 0u64);
     let mut tally = |fates: Vec<(u64, Result<SendReceipt, SendError>)>| {
         for (_, fate) in fates {
             match fate {
                 Ok(r) => reached += u64::from(r.reached),
-                Err(_) => failed += 1,
+                Err(e) => *failed.entry(format!("{e:?}")).or_insert(0u64) += 1,
             }
         }
     };
@@ -161,8 +161,9 @@ fn stream(what: &str, to: Dest, n: usize, size: usize) {
     c.settle().expect("fates");
     tally(c.take_fates());
     println!(
-        "{what}: n={n} msgs_per_s={:.0} failed={failed} mailboxes_reached={reached}",
-        n as f64 / t0.elapsed().as_secs_f64()
+        "{what}: n={n} msgs_per_s={:.0} failed={} mailboxes_reached={reached} failures={failed:?}",
+        n as f64 / t0.elapsed().as_secs_f64(),
+        failed.values().sum::<u64>()
     );
 }
 

@@ -484,9 +484,10 @@ impl Client {
             }
             let id = self.next_call_id();
             let frame = ClientFrame::Call { id, call };
-            bytes.extend(proto::encode(&frame, MAX_REQUEST_BYTES).map_err(|e| {
-                ProtocolError::Malformed(format!("request not encodable: {e}"))
-            })?);
+            bytes
+                .extend(proto::encode(&frame, MAX_REQUEST_BYTES).map_err(|e| {
+                    ProtocolError::Malformed(format!("request not encodable: {e}"))
+                })?);
             self.owed.insert(id);
             ids.push(id);
             batch += 1;

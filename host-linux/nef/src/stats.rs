@@ -22,7 +22,11 @@ pub(crate) fn fetch(addr: &str) -> Result<String, ClientError> {
     };
     let mut s = TcpStream::connect(addr).map_err(io)?;
     s.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(io)?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(io)?;
     let mut response = String::new();
     s.take(MAX_RESPONSE)
         .read_to_string(&mut response)

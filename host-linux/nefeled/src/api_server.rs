@@ -553,10 +553,7 @@ async fn read_frame(reader: &mut Reader, max: u32) -> Result<ClientFrame, ReadEr
 /// Writes a connection's frames until told to stop (or the client leaves); then
 /// drops the receiver, so the driver sees the connection's pending waits abandoned.
 /// The frames waiting at once go out in one write (up to [`WRITE_BATCH`] bytes).
-async fn write_frames(
-    mut writer: OwnedWriteHalf,
-    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
-) {
+async fn write_frames(mut writer: OwnedWriteHalf, mut outgoing: mpsc::UnboundedReceiver<Outgoing>) {
     let mut bytes = Vec::new();
     let mut next = outgoing.recv().await;
     'frames: while let Some(out) = next.take() {

@@ -9,7 +9,7 @@
 //! ([`crate::AgentHandle::metrics`]); [`render`] turns it into text. Nothing is
 //! kept between scrapes, so a metric is exactly the agent's state at the scrape.
 //!
-//! The server ([`serve`]) answers `GET /metrics` (and `GET /`) with the text, any
+//! The server ([`MetricsServer::serve`]) answers `GET /metrics` (and `GET /`) with the text, any
 //! other request with 404; it reads at most [`MAX_REQUEST`] bytes of a request
 //! and gives a client [`REQUEST_TIMEOUT`] to send it, so a slow or hostile client
 //! holds one task for a bounded time and memory.
@@ -146,7 +146,12 @@ pub fn render(s: &Snapshot) -> String {
         "The epoch of this agent's group, per level",
         s.seats.iter().map(|x| (level(x), x.epoch)),
     );
-    gauge(&mut r, "transport_peers_known", "Agents known by address", s.peers_known as u64);
+    gauge(
+        &mut r,
+        "transport_peers_known",
+        "Agents known by address",
+        s.peers_known as u64,
+    );
     gauge(
         &mut r,
         "transport_peers_connected",
@@ -183,23 +188,48 @@ pub fn render(s: &Snapshot) -> String {
         "Authentic beacons refused as replayed or outside the time window",
         s.driver.stale_beacons,
     );
-    labelled(&mut r, "host_cpu_millicores", "This host's cpu for placement", kinds(s.cpu_millicores));
-    labelled(&mut r, "host_memory_bytes", "This host's memory for placement", kinds(s.memory_bytes));
-    gauge(&mut r, "placement_processes", "Processes in this host's table", s.processes as u64);
+    labelled(
+        &mut r,
+        "host_cpu_millicores",
+        "This host's cpu for placement",
+        kinds(s.cpu_millicores),
+    );
+    labelled(
+        &mut r,
+        "host_memory_bytes",
+        "This host's memory for placement",
+        kinds(s.memory_bytes),
+    );
+    gauge(
+        &mut r,
+        "placement_processes",
+        "Processes in this host's table",
+        s.processes as u64,
+    );
     gauge(
         &mut r,
         "placement_requests_in_flight",
         "Placement requests this agent makes that are not answered",
         s.placement_requests as u64,
     );
-    gauge(&mut r, "messaging_mailboxes", "Mailboxes at this host", s.mailboxes as u64);
+    gauge(
+        &mut r,
+        "messaging_mailboxes",
+        "Mailboxes at this host",
+        s.mailboxes as u64,
+    );
     gauge(
         &mut r,
         "messaging_inbound_pairs",
         "Receiving (sender, receiver) pairs with state at this host",
         s.inbound_pairs as u64,
     );
-    gauge(&mut r, "api_calls_pending", "Client calls the agent works on", s.calls_pending as u64);
+    gauge(
+        &mut r,
+        "api_calls_pending",
+        "Client calls the agent works on",
+        s.calls_pending as u64,
+    );
     gauge(
         &mut r,
         "api_waits_pending",
@@ -309,12 +339,25 @@ mod tests {
             node: 3,
             neighbours: 2,
             seats: vec![
-                SeatStats { level: 0, members: 4, leader: true, epoch: 7 },
-                SeatStats { level: 1, members: 1, leader: false, epoch: 2 },
+                SeatStats {
+                    level: 0,
+                    members: 4,
+                    leader: true,
+                    epoch: 7,
+                },
+                SeatStats {
+                    level: 1,
+                    members: 1,
+                    leader: false,
+                    epoch: 2,
+                },
             ],
             mailboxes: 5,
             cpu_millicores: [1000, 300, 50],
-            driver: DriverStats { bad_frames: 9, ..DriverStats::default() },
+            driver: DriverStats {
+                bad_frames: 9,
+                ..DriverStats::default()
+            },
             ..Snapshot::default()
         };
         let text = render(&s);
@@ -329,7 +372,10 @@ mod tests {
             "nefele_transport_bad_frames_total 9",
             "# TYPE nefele_transport_bad_frames counter",
         ] {
-            assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in\n{text}"
+            );
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
@@ -380,7 +426,10 @@ mod tests {
             {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "never reported: {body}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never reported: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(get(addr, "/other").await.starts_with("HTTP/1.1 404"));
