@@ -4,7 +4,8 @@
 # the machine's own network is never touched.
 #
 #   scripts/netns-cluster.sh test    # the end-to-end test (.ci/run calls it)
-#   scripts/netns-cluster.sh bench   # convergence, spawn round trip, messaging request/response
+#   scripts/netns-cluster.sh bench   # convergence, spawn round trip, messaging request/response,
+#                                    # stream and publication rates, name lookups
 #
 # The test: the four agents form one top group; `nef spawn -n 8` from host 1
 # lands on several hosts and `nef ps` on host 3 lists all 8; SIGKILL to an agent
@@ -535,7 +536,7 @@ run_bench() {
     bench_messaging
 }
 
-# The `rr` line $3 (plain or armed: n=.. p50_us=.. p99_us=..) in the stdout log of
+# The `rr` line $3 (plain or async: n=.. p50_us=.. p99_us=..) in the stdout log of
 # pid $2 on host $1.
 rr_result() {
     sed -n "s/^$3: //p" "$WORK/h$1/data/host/logs/$2.out" 2>/dev/null | tail -n 1
@@ -559,7 +560,7 @@ bench_messaging() {
         install -m 0755 "$NEF" "$dir/nef"
         install -m 0755 "$rr" "$dir/rr"
     done
-    local affinity where pids a b ha hb nefele armed raw port=7700
+    local affinity where pids a b ha hb nefele asynced raw port=7700
     for affinity in apart together; do
         # Each waits for its orders (rr's arguments), then becomes rr.
         pids=$(nef_on 1 spawn -n 2 --cpu 450m --mem 64M "--$affinity" "rr$affinity" -- /bin/sh -c \
@@ -571,8 +572,8 @@ bench_messaging() {
         nef_on 1 wait "$b" >/dev/null || fail "wait $b"
         nef_on 1 kill --signal KILL "$a" >/dev/null || true
         nefele=$(rr_result "$hb" "$b" plain)
-        armed=$(rr_result "$hb" "$b" armed)
-        [ -n "$nefele" ] && [ -n "$armed" ] || fail "no result from the rr client $b on host $hb"
+        asynced=$(rr_result "$hb" "$b" async)
+        [ -n "$nefele" ] && [ -n "$asynced" ] || fail "no result from the rr client $b on host $hb"
         if [ "$affinity" = apart ]; then
             where="2hosts"
             ip netns exec "$(host_ns "$ha")" "$rr" tcp-echo "$(host_ip "$ha"):$port" &
@@ -581,7 +582,7 @@ bench_messaging() {
                 || fail "raw tcp client failed"
             wait
             echo "rr64_2hosts_nefele: $nefele (hosts $ha and $hb)"
-            echo "rr64_2hosts_nefele_armed: $armed"
+            echo "rr64_2hosts_nefele_async: $asynced"
             echo "rr64_2hosts_tcp:    $raw"
         else
             where="samehost"
@@ -591,12 +592,88 @@ bench_messaging() {
                 || fail "raw unix client failed"
             wait
             echo "rr64_samehost_nefele: $nefele (host $ha)"
-            echo "rr64_samehost_nefele_armed: $armed"
+            echo "rr64_samehost_nefele_async: $asynced"
             echo "rr64_samehost_unix:   $raw"
         fi
         local ratio='import sys; print(round(float(sys.argv[1])/float(sys.argv[2]), 2))'
-        echo "rr64_${where}_p50_ratio=$(python3 -c "$ratio" "$(p50_of "$nefele")" "$(p50_of "$raw")") armed=$(python3 -c "$ratio" "$(p50_of "$armed")" "$(p50_of "$raw")")"
+        echo "rr64_${where}_p50_ratio=$(python3 -c "$ratio" "$(p50_of "$nefele")" "$(p50_of "$raw")") async=$(python3 -c "$ratio" "$(p50_of "$asynced")" "$(p50_of "$raw")")"
     done
+    bench_messaging_rates
+}
+
+# Spawns $1 rr processes under the affinity flags $2.. that wait for their orders;
+# prints their pids.
+rr_spawn() {
+    local n=$1
+    shift
+    nef_on 1 spawn -n "$n" --cpu 150m --mem 64M "$@" -- /bin/sh -c \
+        'set -- $(/data/nef recv --data --timeout 60) && exec /data/rr "$@"' || fail "spawn of $n rr processes failed"
+}
+
+# Where each rr process given orders runs (ps forgets a process once it ended).
+declare -A RR_HOST
+
+# Gives rr process $1 its orders $2.
+rr_order() {
+    RR_HOST[$1]=$(host_of "$1")
+    nef_on "${RR_HOST[$1]}" --as "$1" send "$1" "$2" >/dev/null || fail "orders to $1"
+}
+
+# The rr line $2 (a prefix) of pid $1; without one, what the process said on stderr.
+rr_line() {
+    local line
+    line=$(rr_result "${RR_HOST[$1]}" "$1" "$2")
+    if [ -n "$line" ]; then
+        printf '%s' "$line"
+    else
+        printf 'NO RESULT: %s' "$(tail -n 3 "$WORK/h${RR_HOST[$1]}/data/host/logs/$1.err" 2>/dev/null | tr '\n' ' ')"
+    fi
+}
+
+# The other figures of issue 14: one sender's stream of 64-byte messages to another
+# host, a publication to 5 subscribers on 4 hosts, name lookups warm and cold.
+# $NEFELE_BENCH_MSGS messages each (default 200000).
+bench_messaging_rates() {
+    local n=${NEFELE_BENCH_MSGS:-200000} pids a b subs p s k=200
+    pids=$(rr_spawn 2 --apart stream); a=$(sed -n 1p <<<"$pids"); b=$(sed -n 2p <<<"$pids")
+    rr_order "$a" "sink $n"
+    sleep 0.5
+    rr_order "$b" "stream $a $n 64"
+    nef_on 1 wait "$b" >/dev/null; nef_on 1 wait "$a" >/dev/null
+    echo "stream64_2hosts_sender: $(rr_line "$b" stream) (hosts ${RR_HOST[$b]} to ${RR_HOST[$a]})"
+    echo "stream64_2hosts_receiver: $(rr_line "$a" sink)"
+    # Four subscribers one per host, a fifth and the publisher wherever placement puts them.
+    subs=$(rr_spawn 4 --apart subs; rr_spawn 1)
+    p=$(rr_spawn 1)
+    for s in $subs; do rr_order "$s" "sub bench $n"; done
+    sleep 2 # the subscriptions reach the root's filters
+    rr_order "$p" "pub bench $n 64"
+    nef_on 1 wait "$p" >/dev/null
+    echo "pub64_5subs_publisher: $(rr_line "$p" pub)"
+    for s in $subs; do
+        nef_on 1 wait "$s" >/dev/null
+        echo "pub64_5subs_subscriber: $(rr_line "$s" sub) (host ${RR_HOST[$s]})"
+    done
+    # Lookups from a host that is not the root of the tree (which holds the
+    # directory), of names held on a third host.
+    local root
+    root=$(nef_on 1 members --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["root"])')
+    a=""; b=""
+    for p in $(rr_spawn 4 --apart lookup); do
+        RR_HOST[$p]=$(host_of "$p")
+        if [ "${RR_HOST[$p]}" = "$root" ]; then nef_on 1 kill --signal KILL "$p" >/dev/null || true
+        elif [ -z "$a" ]; then a=$p
+        elif [ -z "$b" ]; then b=$p
+        else nef_on 1 kill --signal KILL "$p" >/dev/null || true
+        fi
+    done
+    rr_order "$a" "names bn $k"
+    sleep 2
+    rr_order "$b" "lookup bn $k"
+    nef_on 1 wait "$b" >/dev/null
+    nef_on 1 kill --signal KILL "$a" >/dev/null || true
+    echo "lookup_cold: $(rr_line "$b" lookup_cold) (from host ${RR_HOST[$b]}, names on ${RR_HOST[$a]}, root $root)"
+    echo "lookup_warm: $(rr_line "$b" lookup_warm)"
 }
 
 case "$MODE" in

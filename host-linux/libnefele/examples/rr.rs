@@ -5,9 +5,19 @@
 //! - `rr echo`: inside Nefele, answers every message to its sender, forever.
 //! - `rr client PID N SIZE`: inside Nefele, sends N messages of SIZE bytes to PID,
 //!   each after the answer to the last, and prints `n=.. p50_us=.. p99_us=..`;
-//!   first with a receive called after each send returns (`plain`), then with the
-//!   receive armed before the send ([`Client::arm`]), as a latency-minded program
-//!   would (`armed`).
+//!   first with each send waiting for its fate before the receive (`plain`), then
+//!   with sends that return once written to the agent ([`Client::send_async`]),
+//!   their fates read along the way (`async`), as a latency-minded program would.
+//!   The echo sends asynchronously.
+//! - `rr sink N` / `rr stream PID N SIZE`: one sender's stream of N messages of
+//!   SIZE bytes to PID ([`Client::send_batch`], fates read along the way); the sink
+//!   prints `sink: n=.. msgs_per_s=..` (first to last message), the sender
+//!   `stream: n=.. msgs_per_s=.. failed=..` (first send to last fate).
+//! - `rr sub TOPIC N` / `rr pub TOPIC N SIZE`: the same through a topic; each
+//!   subscriber prints `sub: n=.. msgs_per_s=..`.
+//! - `rr names PREFIX K`: registers PREFIX0 … PREFIX(K-1), then waits forever;
+//!   `rr lookup PREFIX K`: looks each name up twice, cold (the first lookup at this
+//!   agent) then warm, and prints `lookup_cold: ..` and `lookup_warm: ..`.
 //! - `rr tcp-echo ADDR` / `rr tcp-client ADDR N SIZE`: the same over one TCP
 //!   connection (`TCP_NODELAY`).
 //! - `rr unix-echo PATH` / `rr unix-client PATH N SIZE`: the same over a Unix
@@ -15,9 +25,9 @@
 //!
 //! The first tenth of the round trips (at least one) warm up and are not counted.
 
-use nefele::Client;
+use nefele::{Client, SendOptions, MAX_ASYNC_SENDS};
 use nefele_api::ids::Pid;
-use nefele_api::messaging::MailBody;
+use nefele_api::messaging::{Dest, MailBody, SendError, SendReceipt};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -32,8 +42,41 @@ fn main() {
             let peer: Pid = arg(1).parse().expect("a pid");
             print!("plain: ");
             report(client(&mut c, peer, num(2), num(3), false));
-            print!("armed: ");
+            print!("async: ");
             report(client(&mut c, peer, num(2), num(3), true));
+            c.settle().expect("fates");
+            let failed = c.take_fates().iter().filter(|(_, f)| f.is_err()).count();
+            assert_eq!(failed, 0, "sends failed");
+        }
+        "sink" => count_mail("sink", None, num(1)),
+        "sub" => count_mail("sub", Some(arg(1)), num(2)),
+        "stream" => {
+            let peer: Pid = arg(1).parse().expect("a pid");
+            stream("stream", Dest::Pid(peer), num(2), num(3));
+        }
+        "pub" => stream("pub", Dest::Topic(arg(1).to_owned()), num(2), num(3)),
+        "names" => {
+            let mut c = Client::connect_default().expect("connect");
+            for i in 0..num(2) {
+                c.register(&format!("{}{i}", arg(1))).expect("register");
+            }
+            println!("names: registered {}", num(2));
+            loop {
+                let _ = c.recv(1, Duration::from_secs(3600));
+            }
+        }
+        "lookup" => {
+            let mut c = Client::connect_default().expect("connect");
+            for kind in ["cold", "warm"] {
+                let mut samples = Vec::with_capacity(num(2));
+                for i in 0..num(2) {
+                    let t0 = Instant::now();
+                    c.whereis(&format!("{}{i}", arg(1))).expect("whereis");
+                    samples.push(t0.elapsed());
+                }
+                print!("lookup_{kind}: ");
+                report(samples);
+            }
         }
         "tcp-echo" => {
             let l = std::net::TcpListener::bind(arg(1)).expect("bind");
@@ -57,10 +100,71 @@ fn main() {
             report(stream_client(s, num(2), num(3)));
         }
         _ => {
-            eprintln!("usage: rr echo | client PID N SIZE | tcp-echo ADDR | tcp-client ADDR N SIZE | unix-echo PATH | unix-client PATH N SIZE");
+            eprintln!("usage: rr echo | client PID N SIZE | sink N | stream PID N SIZE | sub TOPIC N | pub TOPIC N SIZE | names PREFIX K | lookup PREFIX K | tcp-echo ADDR | tcp-client ADDR N SIZE | unix-echo PATH | unix-client PATH N SIZE");
             std::process::exit(2);
         }
     }
+}
+
+/// Receives `n` data messages (after subscribing to `topic`, if any) and prints
+/// the rate from the first to the last received; gives up after 10 s without mail.
+fn count_mail(what: &str, topic: Option<&str>, n: usize) {
+    let mut c = Client::connect_default().expect("connect");
+    if let Some(topic) = topic {
+        c.subscribe(topic).expect("subscribe");
+    }
+    let (mut got, mut first, mut last) = (0usize, None, Instant::now());
+    while got < n {
+        let mail = c.recv(4096, Duration::from_secs(10)).expect("recv");
+        if mail.is_empty() {
+            break;
+        }
+        last = Instant::now();
+        first.get_or_insert(last);
+        got += mail
+            .iter()
+            .filter(|m| matches!(m.body, MailBody::Data(_)))
+            .count();
+    }
+    let secs = first.map_or(0.0, |t| (last - t).as_secs_f64());
+    println!(
+        "{what}: n={got} msgs_per_s={:.0}",
+        got.saturating_sub(1) as f64 / secs.max(1e-9)
+    );
+}
+
+/// Sends `n` messages of `size` bytes to `to` in batches, then waits for every fate.
+fn stream(what: &str, to: Dest, n: usize, size: usize) {
+    let mut c = Client::connect_default().expect("connect");
+    let data = vec![7u8; size];
+    let t0 = Instant::now();
+    let mut sent = 0;
+    let (mut failed, mut reached) = (std::collections::BTreeMap::new(), 0u64);
+    let mut tally = |fates: Vec<(u64, Result<SendReceipt, SendError>)>| {
+        for (_, fate) in fates {
+            match fate {
+                Ok(r) => reached += u64::from(r.reached),
+                Err(e) => *failed.entry(format!("{e:?}")).or_insert(0u64) += 1,
+            }
+        }
+    };
+    while sent < n {
+        let k = (n - sent).min(MAX_ASYNC_SENDS);
+        c.send_batch(
+            std::iter::repeat_n((to.clone(), data.as_slice()), k),
+            SendOptions::default(),
+        )
+        .expect("send");
+        sent += k;
+        tally(c.take_fates());
+    }
+    c.settle().expect("fates");
+    tally(c.take_fates());
+    println!(
+        "{what}: n={n} msgs_per_s={:.0} failed={} mailboxes_reached={reached} failures={failed:?}",
+        n as f64 / t0.elapsed().as_secs_f64(),
+        failed.values().sum::<u64>()
+    );
 }
 
 fn echo() {
@@ -68,25 +172,28 @@ fn echo() {
     loop {
         for mail in c.recv(64, Duration::from_secs(60)).expect("recv") {
             if let MailBody::Data(d) = mail.body {
-                c.send(mail.from, &d).expect("send");
+                c.send_async(mail.from, &d, SendOptions::default())
+                    .expect("send");
             }
+        }
+        for (_, fate) in c.take_fates() {
+            fate.expect("the echo's send");
         }
     }
 }
 
-fn client(c: &mut Client, peer: Pid, n: usize, size: usize, armed: bool) -> Vec<Duration> {
+fn client(c: &mut Client, peer: Pid, n: usize, size: usize, asynchronous: bool) -> Vec<Duration> {
     let data = vec![7u8; size];
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let t0 = Instant::now();
-        let got = if armed {
-            c.arm(1).expect("arm");
-            c.send(peer, &data).expect("send");
-            c.take_armed().expect("recv")
+        if asynchronous {
+            c.send_async(peer, &data, SendOptions::default())
+                .expect("send");
         } else {
             c.send(peer, &data).expect("send");
-            c.recv(1, Duration::from_secs(10)).expect("recv")
-        };
+        }
+        let got = c.recv(1, Duration::from_secs(10)).expect("recv");
         assert_eq!(got.len(), 1, "no answer in time");
         samples.push(t0.elapsed());
     }

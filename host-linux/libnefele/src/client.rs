@@ -29,6 +29,21 @@
 //! answer comes, and [`Client::take_armed`] reads it. Another call made
 //! meanwhile may read that answer first: it is kept, and
 //! [`Client::armed_ready`] says so (check it before sleeping in `poll`).
+//!
+//! # Sending without waiting for the fate
+//! [`Client::send`] returns once the message's fate is known (the receiving agent
+//! has put it in the mailbox, or why not), a round trip to the receiver's host.
+//! [`Client::send_async`] returns once the call is written to the agent, which
+//! takes a connection's calls in the order written, so a program's sends keep
+//! their order; each fate comes back later and is kept until
+//! [`Client::take_fates`] (or [`Client::settle`], which waits for all). At most
+//! [`MAX_ASYNC_SENDS`] fates may be owed: the next `send_async` first reads fates
+//! until one comes. [`Client::send_batch`] writes many such sends in one write.
+//!
+//! Replies are read into a buffer, many to a system call; before a call returns,
+//! every whole reply already read is put where it belongs (the armed receive's
+//! answer, a fate), so the descriptor's readability and [`Client::armed_ready`]
+//! stay exact for a poll loop.
 
 use crate::proto::{
     self, AgentFrame, Call, ClientFrame, MembersView, ProtocolError, Reply, MAX_REPLY_BYTES,
@@ -66,6 +81,13 @@ pub const PID_ENV: &str = "NEFELE_PID";
 /// How long an armed receive ([`Client::arm`]) waits at the agent before it
 /// answers with no mail (the caller arms again).
 pub const ARM_WAIT: Duration = Duration::from_secs(60);
+
+/// At most this many [`Client::send_async`] fates are owed at once (under the
+/// agent's calls per connection, so a client that writes sends never waits on an
+/// agent that waits for it to read fates).
+pub const MAX_ASYNC_SENDS: usize = 256;
+/// How much a client reads in one system call.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// Whether this program has taken its endpoint descriptor already.
 static ENDPOINT_TAKEN: AtomicBool = AtomicBool::new(false);
@@ -162,6 +184,13 @@ pub struct Client {
     armed: Option<u64>,
     /// The armed receive's answer, read by another call.
     armed_answer: Option<Reply>,
+    /// The ids of the `send_async` calls whose fate has not come.
+    owed: std::collections::BTreeSet<u64>,
+    /// Fates come, not yet taken: (the id `send_async` returned, the fate).
+    fates: Vec<(u64, Result<SendReceipt, SendError>)>,
+    /// Bytes read from the agent, not yet taken as frames: `rbuf[rpos..]`.
+    rbuf: Vec<u8>,
+    rpos: usize,
 }
 
 /// A first call id unlike the last program's on the same endpoint, so that a late
@@ -224,6 +253,10 @@ impl Client {
             next_id: first_id(),
             armed: None,
             armed_answer: None,
+            owed: std::collections::BTreeSet::new(),
+            fates: Vec::new(),
+            rbuf: Vec::new(),
+            rpos: 0,
         };
         client.write_frame(&ClientFrame::Hello {
             version: PROTOCOL_VERSION,
@@ -397,17 +430,95 @@ impl Client {
         data: &[u8],
         options: SendOptions,
     ) -> Result<SendReceipt, ClientError> {
-        let call = Call::Send {
-            from: self.acting()?,
-            to: to.into(),
-            data: data.to_vec(),
-            delivery: options.delivery,
-            block: !options.no_block,
-        };
+        let call = self.send_call(to.into(), data, options)?;
         match self.api(call)? {
             ApiReply::Sent(r) => Ok(r?),
             other => Err(mismatch("send", &other)),
         }
+    }
+
+    fn send_call(&self, to: Dest, data: &[u8], options: SendOptions) -> Result<Call, ClientError> {
+        Ok(Call::Send {
+            from: self.acting()?,
+            to,
+            data: data.to_vec(),
+            delivery: options.delivery,
+            block: !options.no_block,
+        })
+    }
+
+    /// Sends `data` to `to` as `options` say, without waiting for its fate (see the
+    /// module docs): returns the id under which [`Client::take_fates`] gives it.
+    pub fn send_async(
+        &mut self,
+        to: impl Into<Dest>,
+        data: &[u8],
+        options: SendOptions,
+    ) -> Result<u64, ClientError> {
+        let call = self.send_call(to.into(), data, options)?;
+        self.make_room_for(1)?;
+        let id = self.next_call_id();
+        self.write_frame(&ClientFrame::Call { id, call })?;
+        self.owed.insert(id);
+        Ok(id)
+    }
+
+    /// As [`Client::send_async`] for each of `messages` in turn, written to the
+    /// agent together (in writes of up to [`MAX_ASYNC_SENDS`] sends). Returns their ids.
+    pub fn send_batch<'a>(
+        &mut self,
+        messages: impl IntoIterator<Item = (Dest, &'a [u8])>,
+        options: SendOptions,
+    ) -> Result<Vec<u64>, ClientError> {
+        let mut ids = Vec::new();
+        let mut bytes = Vec::new();
+        let mut batch = 0;
+        for (to, data) in messages {
+            let call = self.send_call(to, data, options)?;
+            if batch == MAX_ASYNC_SENDS {
+                self.stream.write_all(&bytes).map_err(|e| self.io(e))?;
+                (bytes, batch) = (Vec::new(), 0);
+            }
+            if batch == 0 {
+                self.make_room_for(MAX_ASYNC_SENDS)?;
+            }
+            let id = self.next_call_id();
+            let frame = ClientFrame::Call { id, call };
+            bytes
+                .extend(proto::encode(&frame, MAX_REQUEST_BYTES).map_err(|e| {
+                    ProtocolError::Malformed(format!("request not encodable: {e}"))
+                })?);
+            self.owed.insert(id);
+            ids.push(id);
+            batch += 1;
+        }
+        self.stream.write_all(&bytes).map_err(|e| self.io(e))?;
+        Ok(ids)
+    }
+
+    /// Reads fates until at most `MAX_ASYNC_SENDS - n` are owed.
+    fn make_room_for(&mut self, n: usize) -> Result<(), ClientError> {
+        while self.owed.len() + n > MAX_ASYNC_SENDS {
+            let frame = self.receive()?;
+            self.take_frame(frame, None)?;
+        }
+        self.put_away_buffered()
+    }
+
+    /// The fates come since the last call, each with the id `send_async` returned.
+    pub fn take_fates(&mut self) -> Vec<(u64, Result<SendReceipt, SendError>)> {
+        std::mem::take(&mut self.fates)
+    }
+
+    /// How many `send_async` fates have not come yet.
+    #[must_use]
+    pub fn fates_owed(&self) -> usize {
+        self.owed.len()
+    }
+
+    /// Waits until every `send_async` fate has come (then in [`Client::take_fates`]).
+    pub fn settle(&mut self) -> Result<(), ClientError> {
+        self.make_room_for(MAX_ASYNC_SENDS)
     }
 
     /// Publishes `data` to every subscriber of `topic`.
@@ -611,22 +722,54 @@ impl Client {
         self.await_reply(id)
     }
 
-    /// Reads frames until the reply to `id`, keeping the armed receive's answer.
+    /// Reads frames until the reply to `id`, keeping the armed receive's answer
+    /// and fates, and then puts away the whole replies read already (see the
+    /// module docs).
     fn await_reply(&mut self, id: u64) -> Result<Reply, ClientError> {
-        loop {
-            match self.receive()? {
-                AgentFrame::Reply { id: got, reply } if got == id => return Ok(reply),
-                AgentFrame::Reply { id: got, reply } if Some(got) == self.armed => {
-                    self.armed_answer = Some(reply);
-                }
-                // A reply to an earlier call abandoned by an error: skip it.
-                AgentFrame::Reply { .. } => {}
-                AgentFrame::Error(e) => return Err(e.into()),
-                AgentFrame::Welcome { .. } => {
-                    return Err(ClientError::Unexpected("a second Welcome".into()))
-                }
+        let reply = loop {
+            let frame = self.receive()?;
+            if let Some(reply) = self.take_frame(frame, Some(id))? {
+                break reply;
+            }
+        };
+        self.put_away_buffered()?;
+        Ok(reply)
+    }
+
+    /// Puts every whole frame read already where it belongs.
+    fn put_away_buffered(&mut self) -> Result<(), ClientError> {
+        while let Some(frame) = self.buffered_frame()? {
+            self.take_frame(frame, None)?;
+        }
+        Ok(())
+    }
+
+    /// Puts `frame` where it belongs; the reply if it answers `wanted`.
+    fn take_frame(
+        &mut self,
+        frame: AgentFrame,
+        wanted: Option<u64>,
+    ) -> Result<Option<Reply>, ClientError> {
+        match frame {
+            AgentFrame::Reply { id, reply } if Some(id) == wanted => return Ok(Some(reply)),
+            AgentFrame::Reply { id, reply } if Some(id) == self.armed => {
+                self.armed_answer = Some(reply);
+            }
+            AgentFrame::Reply { id, reply } if self.owed.remove(&id) => {
+                let fate = match reply {
+                    Reply::Api(ApiReply::Sent(r)) => r,
+                    other => return Err(ClientError::Unexpected(format!("{other:?} for a send"))),
+                };
+                self.fates.push((id, fate));
+            }
+            // A reply to an earlier call abandoned by an error: skip it.
+            AgentFrame::Reply { .. } => {}
+            AgentFrame::Error(e) => return Err(e.into()),
+            AgentFrame::Welcome { .. } => {
+                return Err(ClientError::Unexpected("a second Welcome".into()))
             }
         }
+        Ok(None)
     }
 
     fn write_frame(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
@@ -635,18 +778,48 @@ impl Client {
         self.stream.write_all(&bytes).map_err(|e| self.io(e))
     }
 
+    /// The next frame: from the buffer, else read (blocking).
     fn receive(&mut self) -> Result<AgentFrame, ClientError> {
-        let mut prefix = [0u8; 4];
-        self.stream
-            .read_exact(&mut prefix)
-            .map_err(|e| self.io(e))?;
-        let len = proto::check_len(prefix, MAX_REPLY_BYTES)?;
-        let mut payload = vec![0u8; len];
-        self.stream
-            .read_exact(&mut payload)
-            .map_err(|e| self.io(e))?;
-        proto::decode(&payload, MAX_REPLY_BYTES)
-            .map_err(|e| ProtocolError::Malformed(format!("reply: {e}")).into())
+        loop {
+            if let Some(frame) = self.buffered_frame()? {
+                return Ok(frame);
+            }
+            if self.rpos > 0 {
+                self.rbuf.drain(..self.rpos);
+                self.rpos = 0;
+            }
+            let have = self.rbuf.len();
+            self.rbuf.resize(have + READ_CHUNK, 0);
+            let got = loop {
+                match self.stream.read(&mut self.rbuf[have..]) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    other => break other,
+                }
+            };
+            self.rbuf.truncate(have + *got.as_ref().unwrap_or(&0));
+            match got {
+                Ok(0) => return Err(self.io(std::io::ErrorKind::UnexpectedEof.into())),
+                Ok(_) => {}
+                Err(e) => return Err(self.io(e)),
+            }
+        }
+    }
+
+    /// A whole frame from the buffer, if it holds one. A length prefix over
+    /// [`MAX_REPLY_BYTES`] is refused before its payload is read.
+    fn buffered_frame(&mut self) -> Result<Option<AgentFrame>, ClientError> {
+        let rest = &self.rbuf[self.rpos..];
+        let Some(prefix) = rest.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let len = proto::check_len(*prefix, MAX_REPLY_BYTES)?;
+        let Some(payload) = rest.get(4..4 + len) else {
+            return Ok(None);
+        };
+        let frame = proto::decode(payload, MAX_REPLY_BYTES)
+            .map_err(|e| ProtocolError::Malformed(format!("reply: {e}")))?;
+        self.rpos += 4 + len;
+        Ok(Some(frame))
     }
 
     fn io(&self, source: std::io::Error) -> ClientError {

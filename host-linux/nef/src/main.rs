@@ -7,6 +7,7 @@
 
 mod msg;
 mod render;
+mod stats;
 
 use clap::{Args, Parser, Subcommand};
 use nefele::client::{default_socket, SOCKET_ENV, TOKEN_ENV};
@@ -69,6 +70,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// One agent's metrics (Prometheus text), from the address its `metrics` setting serves them on.
+    Stats {
+        /// The agent's metrics address.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        from: String,
+    },
     /// The federation groups of the local agent, from the top group down.
     Members {
         /// Print JSON instead of a tree.
@@ -311,6 +318,10 @@ fn parse_env(s: &str) -> Result<String, String> {
 }
 
 fn run(cli: Cli) -> Result<(), ClientError> {
+    if let Command::Stats { from } = &cli.command {
+        print!("{}", stats::fetch(from)?);
+        return Ok(());
+    }
     let endpoint = cli.socket.is_none() && std::env::var_os(nefele::client::FD_ENV).is_some();
     let socket = cli.socket.unwrap_or_else(default_socket);
     let token = match (cli.token, &cli.token_file) {
@@ -327,6 +338,8 @@ fn run(cli: Cli) -> Result<(), ClientError> {
         client.act_as(pid);
     }
     match cli.command {
+        // Answered above, without a connection to the agent.
+        Command::Stats { .. } => {}
         Command::Members { json } => {
             let view = client.members()?;
             if json {

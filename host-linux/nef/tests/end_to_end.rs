@@ -12,6 +12,7 @@ use nefele_core::placement::api::{InfoError, ProcState, Resource, SpawnError};
 use nefele_transport_tcp::ClusterKey;
 use nefeled::api_server::{ApiServer, Authenticator};
 use nefeled::config::ResourceOverride;
+use nefeled::metrics::MetricsServer;
 use nefeled::{sim_host, RuntimeConfig};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ struct Cluster {
     socket: PathBuf,
     /// The first agent's API socket (for messaging as its processes).
     socket1: PathBuf,
+    /// Where the third agent (behind `socket`) serves its metrics.
+    metrics: SocketAddr,
 }
 
 async fn agent(node: u32, seeds: Vec<SocketAddr>) -> nefeled::Runtime {
@@ -66,7 +69,7 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api.sock");
         let path1 = dir.path().join("api1.sock");
-        let (socket, socket1) = runtime.block_on(async {
+        let (socket, socket1, metrics) = runtime.block_on(async {
             let first = agent(1, vec![]).await;
             let seed = first.local_addr;
             let second = agent(2, vec![seed]).await;
@@ -77,15 +80,21 @@ impl Cluster {
             let server1 = ApiServer::bind(&path1).await.unwrap();
             let socket1 = server1.path().to_owned();
             tokio::spawn(server1.serve(first.handle.clone(), Arc::new(Tokens)));
+            let metrics = MetricsServer::bind("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
+            let metrics_addr = metrics.local_addr().unwrap();
+            tokio::spawn(metrics.serve(third.handle.clone()));
             // The runtimes live as long as the tokio runtime does.
             std::mem::forget((first, second, third));
-            (socket, socket1)
+            (socket, socket1, metrics_addr)
         });
         let cluster = Cluster {
             _runtime: runtime,
             _dir: dir,
             socket,
             socket1,
+            metrics,
         };
         cluster.wait_federated();
         cluster
@@ -816,4 +825,98 @@ fn poll_in(fd: i32, ms: i32) -> i32 {
     };
     // SAFETY: one valid pollfd, for the duration of the call.
     unsafe { libc::poll(&mut p, 1, ms) }
+}
+
+/// `nef stats` prints the agent's metrics as it serves them: its node id and the
+/// three-member group it is in; an address where nothing listens is an error.
+#[test]
+fn nef_stats_prints_an_agents_metrics() {
+    let cluster = Cluster::start();
+    let out = cluster.nef(&["stats", "--from", &cluster.metrics.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().any(|l| l == "nefele_node 3"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("nefele_federation_group_members{") && l.ends_with("} 3")),
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let out = cluster.nef(&["stats", "--from", &nobody]);
+    assert!(!out.status.success(), "{out:?}");
+}
+
+/// `send_async` and `send_batch` return before the fates; more sends than
+/// `MAX_ASYNC_SENDS` go out (the client reads fates to make room), every fate comes
+/// back `Ok` under the id it was given, the receiver gets them all in the order
+/// sent, and an armed receive's answer read along the way stays ready.
+#[test]
+fn pipelined_sends_keep_their_order_and_report_every_fate() {
+    use nefele::{SendOptions, MAX_ASYNC_SENDS};
+    use nefele_api::messaging::{Dest, MailBody};
+    use std::os::fd::AsRawFd;
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    // 9 × 300m over three hosts of 1000m: three on each host.
+    let pids = c.n_spawn(9, &sleeper(300)).unwrap();
+    let ps = c.ps().unwrap();
+    let on = |node: u32| -> Vec<Pid> {
+        ps.processes
+            .iter()
+            .filter(|p| p.host == NodeId(node) && pids.contains(&p.pid))
+            .map(|p| p.pid)
+            .collect()
+    };
+    let (here, there) = (on(3), on(1)[0]);
+    let mut a = acting(&cluster.socket, "alice", here[0]);
+    // 2n sends stay under the receiver's mailbox capacity (it drains at the end).
+    let n = MAX_ASYNC_SENDS + 7;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let data = (i as u32).to_le_bytes();
+        ids.push(a.send_async(there, &data, SendOptions::default()).unwrap());
+        assert!(a.fates_owed() <= MAX_ASYNC_SENDS);
+    }
+    let batch: Vec<[u8; 4]> = (n..2 * n).map(|i| (i as u32).to_le_bytes()).collect();
+    ids.extend(
+        a.send_batch(
+            batch.iter().map(|d| (Dest::Pid(there), d.as_slice())),
+            SendOptions::default(),
+        )
+        .unwrap(),
+    );
+    // A receive armed now is answered by the agent among the fates still owed.
+    a.arm(1).unwrap();
+    let mut a2 = acting(&cluster.socket, "alice", here[1]);
+    a2.send(here[0], b"wake").unwrap();
+    a.settle().unwrap();
+    assert_eq!(a.fates_owed(), 0);
+    let fates = a.take_fates();
+    assert_eq!(fates.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids);
+    let bad: Vec<_> = fates
+        .iter()
+        .filter(|(_, f)| !matches!(f, Ok(r) if r.reached == 1))
+        .collect();
+    assert!(bad.is_empty(), "{bad:?}");
+    // The answer was read with the fates, or is still on its way: a poll loop
+    // checks `armed_ready` before sleeping on the descriptor.
+    assert!(a.armed_ready() || poll_in(a.as_raw_fd(), 5000) > 0);
+    assert_eq!(
+        a.take_armed().unwrap()[0].body,
+        MailBody::Data(b"wake".to_vec())
+    );
+    let mut b = acting(&cluster.socket1, "alice", there);
+    let mut got = Vec::new();
+    while got.len() < 2 * n {
+        let mail = b.recv(4096, Duration::from_secs(5)).unwrap();
+        assert!(!mail.is_empty(), "only {} of {} came", got.len(), 2 * n);
+        got.extend(mail.into_iter().map(|m| match m.body {
+            MailBody::Data(d) => u32::from_le_bytes(d.try_into().unwrap()),
+            other => panic!("{other:?}"),
+        }));
+    }
+    assert_eq!(got, (0..2 * n as u32).collect::<Vec<_>>());
 }

@@ -42,7 +42,7 @@
 //! not counted against the per-uid connection limit (the host backend makes one
 //! per process), but their calls count against their tenant's budget.
 
-use crate::handle::AgentHandle;
+use crate::handle::{AgentHandle, Answer};
 use nefele::proto::{
     self, AgentFrame, ClientFrame, ProtocolError, MAX_REPLY_BYTES, MAX_REQUEST_BYTES,
     PROTOCOL_VERSION,
@@ -58,14 +58,13 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
 
-/// How many frames may wait for a connection's writer.
-const WRITE_QUEUE: usize = 256;
+/// A connection's writer gathers the frames waiting at once into writes of about this many bytes.
+const WRITE_BATCH: usize = 64 * 1024;
 /// The largest `Hello` frame (a version and a token): all an unauthenticated
 /// connection can make the agent allocate.
 pub const MAX_HELLO_BYTES: u32 = 4096;
@@ -319,34 +318,35 @@ fn serve_endpoint(endpoint: Endpoint, agent: &AgentHandle, admission: &Arc<Admis
     let scope = Scope::Process(endpoint.tenant, endpoint.pid);
     let (agent, admission) = (agent.clone(), admission.clone());
     tokio::spawn(async move {
-        let (mut reader, writer) = stream.into_split();
-        let (out, outgoing) = mpsc::channel(WRITE_QUEUE);
+        let (reader, writer) = stream.into_split();
+        let mut reader = BufReader::new(reader);
+        let (out, outgoing) = mpsc::unbounded_channel();
         let writer = tokio::spawn(write_frames(writer, outgoing));
         // A process may leave its endpoint unused as long as it likes: no Hello timeout.
         if let Some(scope) = greet_endpoint(&mut reader, scope, &agent, &out).await {
             serve_calls(&mut reader, scope, &agent, &out, &admission).await;
         }
-        drop(out);
+        let _ = out.send(Outgoing::Stop);
         let _ = writer.await;
     });
 }
 
 /// Reads an endpoint's `Hello` (any token) and answers it with the process's scope.
 async fn greet_endpoint(
-    reader: &mut OwnedReadHalf,
+    reader: &mut Reader,
     scope: Scope,
     agent: &AgentHandle,
-    out: &mpsc::Sender<Outgoing>,
+    out: &mpsc::UnboundedSender<Outgoing>,
 ) -> Option<Scope> {
     match read_frame(reader, MAX_HELLO_BYTES).await {
-        Ok(ClientFrame::Hello { version, .. }) => welcome(version, scope, agent, out).await,
+        Ok(ClientFrame::Hello { version, .. }) => welcome(version, scope, agent, out),
         Ok(ClientFrame::Call { id, .. }) => {
             let e = ProtocolError::Unexpected(format!("call {id} before Hello"));
-            let _ = out.send(Outgoing::Close(e)).await;
+            let _ = out.send(Outgoing::Close(e));
             None
         }
         Err(ReadError::Protocol(e)) => {
-            let _ = out.send(Outgoing::Close(e)).await;
+            let _ = out.send(Outgoing::Close(e));
             None
         }
         Err(ReadError::Closed) => None,
@@ -354,18 +354,18 @@ async fn greet_endpoint(
 }
 
 /// Answers a `Hello` of `version` on a connection of `scope`.
-async fn welcome(
+fn welcome(
     version: u16,
     scope: Scope,
     agent: &AgentHandle,
-    out: &mpsc::Sender<Outgoing>,
+    out: &mpsc::UnboundedSender<Outgoing>,
 ) -> Option<Scope> {
     if version != PROTOCOL_VERSION {
         let e = ProtocolError::Version {
             client: version,
             agent: PROTOCOL_VERSION,
         };
-        let _ = out.send(Outgoing::Close(e)).await;
+        let _ = out.send(Outgoing::Close(e));
         return None;
     }
     let welcome = AgentFrame::Welcome {
@@ -374,15 +374,29 @@ async fn welcome(
         node: agent.node(),
         pid: scope.pid(),
     };
-    out.send(Outgoing::Frame(welcome)).await.ok()?;
+    out.send(Outgoing::Frame(welcome, None)).ok()?;
     Some(scope)
 }
 
+/// A connection's read side, buffered: a client that sends calls back to back
+/// (pipelined sends) has them read many to a system call.
+type Reader = BufReader<OwnedReadHalf>;
+
 /// What a connection's writer task is asked to write.
 enum Outgoing {
-    Frame(AgentFrame),
+    /// A frame; the permit (a call's place under `calls_per_connection`) is freed
+    /// once it is written.
+    Frame(AgentFrame, Option<OwnedSemaphorePermit>),
     /// Write this error, then close the connection.
     Close(ProtocolError),
+    /// The reader has stopped: write nothing more, close.
+    Stop,
+}
+
+impl Outgoing {
+    fn frame(id: u64, reply: Reply, permit: OwnedSemaphorePermit) -> Outgoing {
+        Outgoing::Frame(AgentFrame::Reply { id, reply }, Some(permit))
+    }
 }
 
 /// Why a frame could not be read.
@@ -519,7 +533,7 @@ fn requested_processes(call: &Call) -> u64 {
     }
 }
 
-async fn read_frame(reader: &mut OwnedReadHalf, max: u32) -> Result<ClientFrame, ReadError> {
+async fn read_frame(reader: &mut Reader, max: u32) -> Result<ClientFrame, ReadError> {
     let mut prefix = [0u8; 4];
     reader
         .read_exact(&mut prefix)
@@ -536,47 +550,70 @@ async fn read_frame(reader: &mut OwnedReadHalf, max: u32) -> Result<ClientFrame,
         .map_err(|e| ReadError::Protocol(ProtocolError::Malformed(e.to_string())))
 }
 
-async fn write_frames(mut writer: OwnedWriteHalf, mut outgoing: mpsc::Receiver<Outgoing>) {
-    while let Some(out) = outgoing.recv().await {
-        let (frame, last) = match out {
-            Outgoing::Frame(f) => (f, false),
-            Outgoing::Close(e) => (AgentFrame::Error(e), true),
-        };
-        let bytes = match proto::encode(&frame, MAX_REPLY_BYTES) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "reply not encodable; closing the connection");
+/// Writes a connection's frames until told to stop (or the client leaves); then
+/// drops the receiver, so the driver sees the connection's pending waits abandoned.
+/// The frames waiting at once go out in one write (up to [`WRITE_BATCH`] bytes).
+async fn write_frames(mut writer: OwnedWriteHalf, mut outgoing: mpsc::UnboundedReceiver<Outgoing>) {
+    let mut bytes = Vec::new();
+    let mut next = outgoing.recv().await;
+    'frames: while let Some(out) = next.take() {
+        bytes.clear();
+        let mut out = out;
+        let mut last = false;
+        loop {
+            let frame = match out {
+                Outgoing::Frame(f, _permit) => f,
+                Outgoing::Close(e) => {
+                    last = true;
+                    AgentFrame::Error(e)
+                }
+                Outgoing::Stop => {
+                    last = true;
+                    break;
+                }
+            };
+            match proto::encode(&frame, MAX_REPLY_BYTES) {
+                Ok(b) => bytes.extend_from_slice(&b),
+                Err(e) => {
+                    tracing::error!(error = %e, "reply not encodable; closing the connection");
+                    break 'frames;
+                }
+            }
+            if last || bytes.len() >= WRITE_BATCH {
                 break;
             }
-        };
+            match outgoing.try_recv() {
+                Ok(more) => out = more,
+                Err(_) => break,
+            }
+        }
         if writer.write_all(&bytes).await.is_err() || last {
             break;
         }
+        next = outgoing.recv().await;
     }
     let _ = writer.shutdown().await;
 }
 
-/// Carries out `call` for `scope`: on a process endpoint, an `Unregister` only of
-/// a name the process holds.
-async fn scoped_call(
+/// An endpoint's `Unregister` of `name`, carried out only when its process `me`
+/// holds the name.
+async fn unregister_own(
     agent: &AgentHandle,
-    scope: Scope,
-    call: Call,
+    tenant: TenantId,
+    me: Pid,
+    name: String,
     hold: Option<crate::handle::Hold>,
 ) -> Result<Reply, crate::handle::RuntimeGone> {
-    if let (Some(me), Call::Unregister { name }) = (scope.pid(), &call) {
-        let holder = agent
-            .call(scope.tenant(), Call::Whereis { name: name.clone() })
-            .await?;
-        match holder {
-            Reply::Api(ApiReply::Whereis(Ok(p))) if p == me => {}
-            Reply::Api(ApiReply::Whereis(Err(e))) => {
-                return Ok(Reply::Api(ApiReply::Named(Err(e))))
-            }
-            _ => return Ok(Reply::Api(not_entitled(&call))),
-        }
+    let holder = agent
+        .call(tenant, Call::Whereis { name: name.clone() })
+        .await?;
+    let call = Call::Unregister { name };
+    match holder {
+        Reply::Api(ApiReply::Whereis(Ok(p))) if p == me => {}
+        Reply::Api(ApiReply::Whereis(Err(e))) => return Ok(Reply::Api(ApiReply::Named(Err(e)))),
+        _ => return Ok(Reply::Api(not_entitled(&call))),
     }
-    agent.call_holding(scope.tenant(), call, hold).await
+    agent.call_holding(tenant, call, hold).await
 }
 
 /// Authenticates a `Hello`: the token first, then the peer's uid.
@@ -598,8 +635,9 @@ async fn serve_connection(
     agent: AgentHandle,
     auth: Arc<dyn Authenticator>,
 ) {
-    let (mut reader, writer) = stream.into_split();
-    let (out, outgoing) = mpsc::channel(WRITE_QUEUE);
+    let (reader, writer) = stream.into_split();
+    let mut reader = BufReader::new(reader);
+    let (out, outgoing) = mpsc::unbounded_channel();
     let writer = tokio::spawn(write_frames(writer, outgoing));
     let timeout = admitted.admission.limits.hello_timeout;
     if let Some(tenant) = greet(&mut reader, uid, timeout, &agent, &*auth, &out).await {
@@ -607,18 +645,18 @@ async fn serve_connection(
         let admission = admitted.admission.clone();
         serve_calls(&mut reader, Scope::Tenant(tenant), &agent, &out, &admission).await;
     }
-    drop(out);
+    let _ = out.send(Outgoing::Stop);
     let _ = writer.await;
 }
 
 /// Reads and answers the `Hello`; the tenant if the connection is authenticated.
 async fn greet(
-    reader: &mut OwnedReadHalf,
+    reader: &mut Reader,
     uid: u32,
     timeout: Duration,
     agent: &AgentHandle,
     auth: &dyn Authenticator,
-    out: &mpsc::Sender<Outgoing>,
+    out: &mpsc::UnboundedSender<Outgoing>,
 ) -> Option<TenantId> {
     let verdict = match tokio::time::timeout(timeout, read_frame(reader, MAX_HELLO_BYTES)).await {
         Err(_) => Err(ProtocolError::Unexpected(format!(
@@ -648,38 +686,42 @@ async fn greet(
                 node: agent.node(),
                 pid: None,
             };
-            out.send(Outgoing::Frame(welcome)).await.ok()?;
+            out.send(Outgoing::Frame(welcome, None)).ok()?;
             Some(tenant)
         }
         Err(e) => {
             tracing::info!(uid, error = %e, "api connection refused");
-            let _ = out.send(Outgoing::Close(e)).await;
+            let _ = out.send(Outgoing::Close(e));
             None
         }
     }
 }
 
 /// Answers calls until the client leaves or sends something wrong.
+///
+/// Each call is queued for the driver straight from here, in the order read, and
+/// the driver hands its answer to the connection's writer ([`ConnAnswer`]): no
+/// task per call, so a call costs two hand-overs (reader to driver, driver to
+/// writer) and a client's calls reach the agent in the order it sent them (a
+/// client may send without waiting for the fate, as libnefele's `send_async`
+/// does). At most `calls_per_connection` answers are owed at once: past that,
+/// the connection is not read.
 async fn serve_calls(
-    reader: &mut OwnedReadHalf,
+    reader: &mut Reader,
     scope: Scope,
     agent: &AgentHandle,
-    out: &mpsc::Sender<Outgoing>,
+    out: &mpsc::UnboundedSender<Outgoing>,
     admission: &Arc<Admission>,
 ) {
     let tenant = scope.tenant();
     let limits = &admission.limits;
-    // Dropping the set when the client leaves abandons its calls still waiting
-    // (their budget stays held by the driver until the agent answers).
-    let mut calls = JoinSet::new();
+    let owed = Arc::new(Semaphore::new(limits.calls_per_connection));
     loop {
         // Reading is never raced against anything: a frame half read and then
         // dropped would desynchronise the stream.
-        while calls.try_join_next().is_some() {}
-        if calls.len() >= limits.calls_per_connection {
-            calls.join_next().await;
-            continue;
-        }
+        let Ok(permit) = owed.clone().acquire_owned().await else {
+            return;
+        };
         let error = match read_frame(reader, MAX_REQUEST_BYTES).await {
             Ok(ClientFrame::Call { id, call }) => {
                 let processes = requested_processes(&call);
@@ -689,11 +731,7 @@ async fn serve_calls(
                         limits.processes_per_tenant
                     ));
                     let reply = Reply::Api(ApiReply::Spawned(Err(refusal)));
-                    if out
-                        .send(Outgoing::Frame(AgentFrame::Reply { id, reply }))
-                        .await
-                        .is_err()
-                    {
+                    if out.send(Outgoing::frame(id, reply, permit)).is_err() {
                         return;
                     }
                     continue;
@@ -701,11 +739,7 @@ async fn serve_calls(
                 if let Some(me) = scope.pid() {
                     if call.acts_as().is_some_and(|p| p != me) {
                         let reply = Reply::Api(not_entitled(&call));
-                        if out
-                            .send(Outgoing::Frame(AgentFrame::Reply { id, reply }))
-                            .await
-                            .is_err()
-                        {
+                        if out.send(Outgoing::frame(id, reply, permit)).is_err() {
                             return;
                         }
                         continue;
@@ -720,20 +754,36 @@ async fn serve_calls(
                 } else {
                     Some(admission.reserve(tenant, processes).await)
                 };
-                let (agent, out) = (agent.clone(), out.clone());
-                calls.spawn(async move {
-                    let hold = budget.map(|b| Box::new(b) as crate::handle::Hold);
-                    let frame = match scoped_call(&agent, scope, call, hold).await {
-                        Ok(reply) => Outgoing::Frame(AgentFrame::Reply { id, reply }),
-                        Err(_) => Outgoing::Close(ProtocolError::ShuttingDown),
-                    };
-                    let _ = out.send(frame).await;
-                });
+                let hold = budget.map(|b| Box::new(b) as crate::handle::Hold);
+                let answer = ConnAnswer {
+                    id,
+                    out: out.clone(),
+                    permit: Some(permit),
+                };
+                if let (Some(me), Call::Unregister { name }) = (scope.pid(), &call) {
+                    // Two calls: a task, so that the reader goes on.
+                    let (agent, name) = (agent.clone(), name.clone());
+                    tokio::spawn(async move {
+                        match unregister_own(&agent, scope.tenant(), me, name, hold).await {
+                            Ok(reply) => Box::new(answer).answer(reply),
+                            Err(_) => drop(answer),
+                        }
+                    });
+                    continue;
+                }
+                if agent
+                    .call_answering(tenant, call, Box::new(answer), hold)
+                    .await
+                    .is_err()
+                {
+                    return; // the answer, dropped, told the client
+                }
                 continue;
             }
             // A process's programs share its endpoint one after another: each says Hello.
             Ok(ClientFrame::Hello { version, .. }) if scope.pid().is_some() => {
-                if welcome(version, scope, agent, out).await.is_none() {
+                drop(permit);
+                if welcome(version, scope, agent, out).is_none() {
                     return;
                 }
                 continue;
@@ -743,8 +793,37 @@ async fn serve_calls(
             Err(ReadError::Closed) => return,
         };
         tracing::info!(%tenant, error = %error, "api connection closed for a bad frame");
-        let _ = out.send(Outgoing::Close(error)).await;
+        let _ = out.send(Outgoing::Close(error));
         return;
+    }
+}
+
+/// Where the driver puts the answer to a connection's call: its writer, as the
+/// reply frame to call `id`. Dropped unanswered (the runtime is gone), it closes
+/// the connection with `ShuttingDown`.
+struct ConnAnswer {
+    id: u64,
+    out: mpsc::UnboundedSender<Outgoing>,
+    /// The call's place under `calls_per_connection`, freed once the reply is written.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Answer for ConnAnswer {
+    fn answer(mut self: Box<Self>, reply: Reply) {
+        if let Some(permit) = self.permit.take() {
+            let _ = self.out.send(Outgoing::frame(self.id, reply, permit));
+        }
+    }
+    fn abandoned(&self) -> bool {
+        self.out.is_closed()
+    }
+}
+
+impl Drop for ConnAnswer {
+    fn drop(&mut self) {
+        if self.permit.take().is_some() {
+            let _ = self.out.send(Outgoing::Close(ProtocolError::ShuttingDown));
+        }
     }
 }
 
@@ -796,12 +875,12 @@ mod tests {
                         }
                         Call::Kill { .. } => {
                             for (tenant, reply, _hold) in waiting.drain(..) {
-                                let _ = reply.send(answer(tenant));
+                                reply.answer(answer(tenant));
                             }
-                            let _ = reply.send(answer(tenant));
+                            reply.answer(answer(tenant));
                         }
                         _ => {
-                            let _ = reply.send(Reply::Api(ApiReply::Ps(PsReply {
+                            reply.answer(Reply::Api(ApiReply::Ps(PsReply {
                                 processes: vec![],
                                 unanswered: tenant.0,
                             })));

@@ -63,6 +63,9 @@ pub struct FileConfig {
     pub cgroup_name: Option<String>,
     /// How to find the other agents.
     pub discovery: Option<FileDiscovery>,
+    /// Where to serve metrics in the Prometheus text format over HTTP (`ip:port`,
+    /// unauthenticated: keep it on loopback or a private network). Off when absent.
+    pub metrics: Option<String>,
     /// Capacity to announce instead of the host's own (for tests).
     pub resources: Option<ResourceOverride>,
     /// The tenants this agent serves.
@@ -264,6 +267,8 @@ pub struct Config {
     pub transport: TransportKind,
     /// The cgroup directory of this agent's processes.
     pub cgroup_name: String,
+    /// Where metrics are served, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Why a configuration is refused.
@@ -443,6 +448,11 @@ impl Config {
             ));
         }
 
+        let metrics = match &file.metrics {
+            Some(text) => Some(parse_addr(&file_origin, "metrics", text)?),
+            None => None,
+        };
+
         Ok(Config {
             node_id: flags.node_id.or(file.node_id).map(NodeId),
             listen,
@@ -467,6 +477,7 @@ impl Config {
             log_format,
             transport,
             cgroup_name,
+            metrics,
         })
     }
 

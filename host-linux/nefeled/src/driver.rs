@@ -18,7 +18,7 @@
 use crate::beacon::{
     unix_ms, AddressBook, Beacon, BeaconCodec, BeaconSocket, DropLog, Freshness, SEED_RETRY,
 };
-use crate::handle::{Hold, Request};
+use crate::handle::{Answer, Hold, Request};
 use crate::host_link::HostLink;
 use crate::transport::AgentTransport;
 use nefele::proto::{Call, GroupView, Member, MembersView, Reply};
@@ -30,8 +30,10 @@ use nefele_transport_tcp::TransportError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+/// The most client requests taken from the queue before the agent's outputs are drained.
+const CALL_BATCH: usize = 64;
 /// How often pending waits are checked for a caller that left.
 const ABANDONED_SWEEP: Duration = Duration::from_millis(250);
 use tokio::time::Instant;
@@ -69,7 +71,7 @@ pub(crate) struct Driver {
     host: HostLink,
     requests: mpsc::Receiver<Request>,
     /// Calls the agent works on: where the answer goes, and what to drop with it.
-    pending: BTreeMap<RequestId, (oneshot::Sender<Reply>, Option<Hold>)>,
+    pending: BTreeMap<RequestId, (Box<dyn Answer>, Option<Hold>)>,
     /// The pending calls that are waits (for a process's end, or a receive waiting
     /// for mail): when their caller is gone, the agent is told to forget them
     /// (`Input::Cancel`) and their hold is dropped.
@@ -137,7 +139,7 @@ impl Driver {
         seed_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut abandoned = tokio::time::interval(ABANDONED_SWEEP);
         abandoned.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (grace_end, done) = loop {
+        let (grace_end, done) = 'run: loop {
             let deadline = self.deadline();
             tokio::select! {
                 event = self.transport.next_event() => self.on_transport(event),
@@ -154,11 +156,25 @@ impl Driver {
                         return self.stats;
                     }
                 },
-                request = self.requests.recv() => match request {
-                    Some(Request::Call { tenant, call, reply, hold }) => self.on_call(tenant, *call, reply, hold),
-                    Some(Request::Shutdown { grace, done }) => break (Instant::now() + grace, Some(done)),
-                    None => break (Instant::now(), None),
-                },
+                request = self.requests.recv() => {
+                    // The requests queued already are taken together (up to
+                    // CALL_BATCH), and the agent's outputs drained once after them.
+                    let (mut next, mut taken) = (Some(request), 0);
+                    while let Some(request) = next.take() {
+                        match request {
+                            Some(Request::Call { tenant, call, reply, hold }) => self.on_call(tenant, *call, reply, hold),
+                            Some(Request::Metrics { reply }) => {
+                                let _ = reply.send(crate::metrics::render(&self.snapshot()));
+                            }
+                            Some(Request::Shutdown { grace, done }) => break 'run (Instant::now() + grace, Some(done)),
+                            None => break 'run (Instant::now(), None),
+                        }
+                        taken += 1;
+                        if taken < CALL_BATCH {
+                            next = self.requests.try_recv().ok().map(Some);
+                        }
+                    }
+                }
                 () = sleep_until(deadline) => self.input(Input::Timeout),
                 _ = seed_retry.tick() => self.retry_seeds().await,
                 _ = abandoned.tick() => self.cancel_abandoned_waits(),
@@ -329,11 +345,11 @@ impl Driver {
         &mut self,
         tenant: TenantId,
         call: Call,
-        reply: oneshot::Sender<Reply>,
+        reply: Box<dyn Answer>,
         hold: Option<Hold>,
     ) {
         let Some(call) = call.into_api(tenant) else {
-            let _ = reply.send(Reply::Members(self.members()));
+            reply.answer(Reply::Members(self.members()));
             return;
         };
         self.next_request += 1;
@@ -357,7 +373,7 @@ impl Driver {
             .filter(|r| {
                 self.pending
                     .get(r)
-                    .is_none_or(|(caller, _)| caller.is_closed())
+                    .is_none_or(|(caller, _)| caller.abandoned())
             })
             .copied()
             .collect();
@@ -366,6 +382,50 @@ impl Driver {
             if self.pending.remove(&request).is_some() {
                 self.input(Input::Cancel { request });
             }
+        }
+    }
+
+    /// What the agent reports to a metrics scrape.
+    fn snapshot(&self) -> crate::metrics::Snapshot {
+        let me = self.agent.identity().node;
+        let services = self.agent.services();
+        let (capacity, committed, reserved) = services.placement.accounting();
+        let seats = self
+            .agent
+            .federations()
+            .first()
+            .map(|f| f.seats())
+            .unwrap_or_default()
+            .iter()
+            .map(|seat| {
+                let v = seat.view();
+                crate::metrics::SeatStats {
+                    level: v.level,
+                    members: v.members.len(),
+                    leader: v.leader == me,
+                    epoch: v.epoch,
+                }
+            })
+            .collect();
+        crate::metrics::Snapshot {
+            node: me.0,
+            neighbours: self.agent.discovery().neighbours().count(),
+            seats,
+            peers_known: self.book.iter().count(),
+            peers_connected: self
+                .book
+                .iter()
+                .filter(|(node, _)| self.transport.is_connected(*node))
+                .count(),
+            cpu_millicores: [capacity, committed, reserved].map(|d| u64::from(d.cpu_millicores)),
+            memory_bytes: [capacity, committed, reserved].map(|d| d.memory_bytes),
+            processes: services.placement.processes().count(),
+            placement_requests: services.placement.requests_in_flight(),
+            mailboxes: services.messaging.post().mailbox_count(),
+            inbound_pairs: services.messaging.post().inbound_pairs(),
+            calls_pending: self.pending.len(),
+            waits_pending: self.waits.len(),
+            driver: self.stats,
         }
     }
 
@@ -447,8 +507,7 @@ impl Driver {
                 Output::ApiReply { request, reply } => {
                     self.waits.remove(&request);
                     if let Some((caller, _hold)) = self.pending.remove(&request) {
-                        // A caller that gave up has dropped its end; nothing to do.
-                        let _ = caller.send(Reply::Api(reply));
+                        caller.answer(Reply::Api(reply));
                     }
                 }
                 Output::Host(command) => {
@@ -521,6 +580,7 @@ mod tests {
     use nefele_core::ids::Incarnation;
     use nefele_core::wire::{Envelope, Message};
     use nefele_transport_tcp::{ClusterKey, TcpConfig, TcpTransport};
+    use tokio::sync::oneshot;
 
     const KEY: &[u8] = b"the driver test key, long enough";
 
@@ -715,6 +775,37 @@ mod tests {
         assert!(d.transport.is_connected(NodeId(2)));
     }
 
+    /// Many more calls queued at once than the driver takes in one batch are all
+    /// answered, in order (a batch once dropped the request after its last).
+    #[tokio::test]
+    async fn every_queued_call_is_answered_across_batches() {
+        use nefele_core::ids::{Incarnation, Pid};
+        let n = CALL_BATCH * 3 + 5;
+        let (tx, requests) = mpsc::channel(n);
+        let (d, _backend) = driver_with(requests).await;
+        let mut answers = Vec::new();
+        for i in 0..n {
+            let (reply, answer) = oneshot::channel();
+            let pid = Pid::new(NodeId(1), Incarnation(1), i as u64);
+            tx.try_send(Request::Call {
+                tenant: TenantId(1),
+                call: Box::new(Call::Info(pid)),
+                reply: Box::new(reply),
+                hold: None,
+            })
+            .unwrap();
+            answers.push(answer);
+        }
+        let running = tokio::spawn(d.run());
+        for (i, answer) in answers.into_iter().enumerate() {
+            let got = tokio::time::timeout(Duration::from_secs(5), answer)
+                .await
+                .unwrap_or_else(|_| panic!("call {i} never answered"));
+            assert!(got.is_ok(), "call {i} dropped unanswered");
+        }
+        running.abort();
+    }
+
     /// The running driver's sweep (every `ABANDONED_SWEEP`) finds a wait whose
     /// caller has gone, tells the agent to forget it and drops its hold (the API
     /// server's budget); a wait whose caller is still there keeps its hold until
@@ -744,7 +835,7 @@ mod tests {
             tx.try_send(Request::Call {
                 tenant,
                 call: Box::new(call),
-                reply,
+                reply: Box::new(reply),
                 hold,
             })
             .unwrap();

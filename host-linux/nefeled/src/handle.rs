@@ -6,6 +6,10 @@
 //! part of the call: the API server fills it from the connection's
 //! authentication, so a client cannot act for another tenant.
 //!
+//! The answer goes wherever the call's [`Answer`] says: a oneshot channel the
+//! caller awaits, or (the API server's fast path) straight to a client
+//! connection's writer, so a call costs the driver's queue and nothing more.
+//!
 //! A call may carry a [`Hold`]: the driver keeps it until the agent has
 //! answered the call, also when the caller has gone, and then drops it. The API
 //! server holds its per-tenant budget this way, so that a call counts against
@@ -27,6 +31,31 @@ pub struct RuntimeGone;
 /// Something the driver keeps until the agent has answered a call (see the module docs).
 pub type Hold = Box<dyn std::any::Any + Send>;
 
+/// Where the driver puts the answer to one call.
+pub trait Answer: Send + 'static {
+    /// Delivers the agent's answer.
+    fn answer(self: Box<Self>, reply: Reply);
+    /// Whether nobody waits for the answer any more (the caller or its
+    /// connection has gone): a wait so abandoned is cancelled.
+    fn abandoned(&self) -> bool;
+}
+
+impl std::fmt::Debug for dyn Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Answer")
+    }
+}
+
+impl Answer for oneshot::Sender<Reply> {
+    fn answer(self: Box<Self>, reply: Reply) {
+        // A caller that gave up has dropped its end; nothing to do.
+        let _ = self.send(reply);
+    }
+    fn abandoned(&self) -> bool {
+        self.is_closed()
+    }
+}
+
 /// What a handle asks the driver.
 #[derive(Debug)]
 pub(crate) enum Request {
@@ -34,9 +63,11 @@ pub(crate) enum Request {
     Call {
         tenant: TenantId,
         call: Box<Call>,
-        reply: oneshot::Sender<Reply>,
+        reply: Box<dyn Answer>,
         hold: Option<Hold>,
     },
+    /// Render the agent's metrics (see [`crate::metrics`]).
+    Metrics { reply: oneshot::Sender<String> },
     /// Leave the cluster, keep carrying messages out for `grace`, then stop.
     Shutdown {
         grace: Duration,
@@ -75,6 +106,21 @@ impl AgentHandle {
         hold: Option<Hold>,
     ) -> Result<Reply, RuntimeGone> {
         let (reply, answer) = oneshot::channel();
+        self.call_answering(tenant, call, Box::new(reply), hold)
+            .await?;
+        answer.await.map_err(|_| RuntimeGone)
+    }
+
+    /// Queues `call` for the driver, which hands the agent's answer to `reply` (and
+    /// drops `hold` then). Returns once the call is queued: calls queued one after
+    /// another reach the agent in that order.
+    pub async fn call_answering(
+        &self,
+        tenant: TenantId,
+        call: Call,
+        reply: Box<dyn Answer>,
+        hold: Option<Hold>,
+    ) -> Result<(), RuntimeGone> {
         self.requests
             .send(Request::Call {
                 tenant,
@@ -83,8 +129,17 @@ impl AgentHandle {
                 hold,
             })
             .await
+            .map_err(|_| RuntimeGone)
+    }
+
+    /// The agent's metrics now, in the Prometheus text format.
+    pub async fn metrics(&self) -> Result<String, RuntimeGone> {
+        let (reply, text) = oneshot::channel();
+        self.requests
+            .send(Request::Metrics { reply })
+            .await
             .map_err(|_| RuntimeGone)?;
-        answer.await.map_err(|_| RuntimeGone)
+        text.await.map_err(|_| RuntimeGone)
     }
 
     /// Leaves the cluster cleanly: the agent hands over what it leads and tells its

@@ -7,8 +7,8 @@
 //! with per-peer fallback, as configured),
 //! [`host_link`] (the channels to a host backend), [`sim_host`] (the in-memory
 //! host), `linux_host` (the Linux adapter on its own thread), [`handle`] (the
-//! in-process API), `api_server` (the Unix-socket API) and [`runtime`] (starting
-//! it all). The Linux host and the Unix socket exist only outside madsim.
+//! in-process API), `api_server` (the Unix-socket API), [`metrics`] (the Prometheus text and its
+//! HTTP server) and [`runtime`] (starting it all). The Linux host and the Unix socket exist only outside madsim.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
@@ -23,6 +23,7 @@ pub mod host_link;
 pub mod identity;
 #[cfg(not(madsim))]
 pub mod linux_host;
+pub mod metrics;
 pub mod runtime;
 pub mod sim_host;
 mod transport;

@@ -361,6 +361,16 @@ mod daemon {
         .map_err(|e| e.to_string())?;
         tracing::info!(socket = %api.path().display(), "api listening");
         let handle = runtime.handle.clone();
+        let metrics = match config.metrics {
+            Some(addr) => {
+                let server = nefeled::metrics::MetricsServer::bind(addr)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(%addr, "metrics served");
+                Some(tokio::spawn(server.serve(handle.clone())))
+            }
+            None => None,
+        };
         let api_path = api.path().to_owned();
         let server = tokio::spawn(api.serve(handle.clone(), Arc::new(config)));
         let mut driver = runtime.driver;
@@ -379,6 +389,9 @@ mod daemon {
             }
         }
         server.abort();
+        if let Some(m) = metrics {
+            m.abort();
+        }
         let _ = std::fs::remove_file(&api_path);
         Ok(())
     }
