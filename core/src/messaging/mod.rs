@@ -331,8 +331,8 @@ impl Service for Messaging {
         Messaging {
             post: Post::new(me.node, config.clone()),
             names: names::Names::new(me.node),
-            groups: groups::Groups::new(me.node, config.fate_timeout),
-            topics: topics::Topics::new(me.node, config.fate_timeout),
+            groups: groups::Groups::new(me.node, config.fate_timeout, config.resend_interval),
+            topics: topics::Topics::new(me.node, config.fate_timeout, config.resend_interval),
             config,
             deadline: None,
         }

@@ -29,7 +29,8 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 ///   peers' messages).
 /// - 5: the supervision service (a `Message` variant, and its empty part in the
 ///   summaries' payload).
-pub const VERSION: u16 = 5;
+/// - 6: messaging's fan-out data says whether it is reliable.
+pub const VERSION: u16 = 6;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.
