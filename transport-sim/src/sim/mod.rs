@@ -340,9 +340,15 @@ impl Simulation {
                     && m.failover
                         .as_ref()
                         .is_none_or(|f| f.crash_primaries_at.is_none());
+                let no_faults = config.faults.is_empty()
+                    && config.random_faults.is_none()
+                    && m.failover
+                        .as_ref()
+                        .is_none_or(|f| f.crash_primaries_at.is_none());
                 Box::new(
                     MessagingSim::new(m, Time::ZERO + config.duration, messaging_seed)
-                        .faultless(faultless),
+                        .faultless(faultless)
+                        .without_faults(no_faults),
                 )
             }),
             config,
