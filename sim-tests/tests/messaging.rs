@@ -273,6 +273,26 @@ fn reliable_fan_out_reaches_every_member_once_despite_loss_duplication_and_reord
     assert_eq!(m.duplicates, 0, "{m:#?}");
 }
 
+/// `msg-external`: calls to an external echo service leave through the proxy agents
+/// and every echo comes back into its caller's mailbox, one external round trip
+/// (two 20 ms one-way latencies) after the call.
+#[test]
+fn external_calls_go_through_a_proxy_and_their_echo_comes_back() {
+    let file =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/msg-external.toml");
+    let config = nefele_sim::scenario::load(&file)
+        .expect("a valid scenario")
+        .config;
+    let sim = run(config);
+    assert_eq!(sim.invariants().violations, 0, "{}", violations(&sim));
+    let m = sim.messaging_figures().expect("a messaging workload");
+    assert!(m.sent > 1000 && m.failed.is_empty(), "{m:#?}");
+    assert_eq!((m.sent_ok, m.delivered), (m.sent, m.sent), "{m:#?}");
+    let external = &m.latency["external"];
+    assert_eq!(external.count, m.sent, "{m:#?}");
+    assert!(external.p50_ms.is_some_and(|p| p >= 40.0), "{m:#?}");
+}
+
 /// Round-robin over equal members is uniform (the issue asks ±5% over 100,000
 /// messages; `scenarios/msg-balance.toml` is that run, this is a tenth of it).
 #[test]

@@ -55,7 +55,10 @@
 mod config;
 mod figures;
 
-pub use config::{FailoverWorkload, GroupWorkload, MessagingWorkload, PubSubWorkload, RrWorkload};
+pub use config::{
+    ExternalWorkload, FailoverWorkload, GroupWorkload, MessagingWorkload, PubSubWorkload,
+    RrWorkload,
+};
 pub use figures::{Histogram, LatencyFigures, MessagingFigures};
 
 use crate::placement_sim::PlacementSim;
@@ -85,7 +88,12 @@ const RECV_MAX: u32 = 256;
 /// bounded by `max_message_bytes` instead).
 #[must_use]
 pub fn is_data(message: &Message) -> bool {
-    matches!(message, Message::Messaging(MessagingMsg::Deliver(_)))
+    match message {
+        Message::Messaging(MessagingMsg::Deliver(_)) => true,
+        // Fan-out steps and external calls that carry data (`*_data` kinds).
+        Message::Messaging(m) => nefele_core::messaging::msg::kind(m).ends_with("_data"),
+        _ => false,
+    }
 }
 
 /// Whether a wire message exists only because of application messages (data and
@@ -94,7 +102,9 @@ pub fn is_data(message: &Message) -> bool {
 pub fn is_user_traffic(message: &Message) -> bool {
     matches!(
         message,
-        Message::Messaging(MessagingMsg::Deliver(_) | MessagingMsg::Acks(_))
+        Message::Messaging(
+            MessagingMsg::Deliver(_) | MessagingMsg::Acks(_) | MessagingMsg::External(_)
+        )
     )
 }
 
@@ -109,6 +119,7 @@ enum Role {
     GroupClient { group: u32 },
     FailoverMember { group: u32, rank: u32 },
     FailoverClient { group: u32 },
+    ExternalClient,
 }
 
 /// The kind of a message, in its header.
@@ -119,6 +130,7 @@ enum Kind {
     Publish,
     Group,
     Failover,
+    External,
 }
 
 impl Kind {
@@ -132,6 +144,7 @@ impl Kind {
             Kind::Publish,
             Kind::Group,
             Kind::Failover,
+            Kind::External,
         ]
         .get(usize::from(c))
         .copied()
@@ -172,6 +185,8 @@ pub enum Stream {
     Groups,
     /// Failover sends.
     Failover,
+    /// Calls to the external echo service.
+    External,
 }
 
 /// What the simulator must do for the workload.
@@ -308,6 +323,11 @@ impl MessagingSim {
                 for _ in 0..f.clients {
                     add(tenant(group), Role::FailoverClient { group });
                 }
+            }
+        }
+        if let Some(e) = &cfg.external {
+            for client in 0..e.clients {
+                add(tenant(client), Role::ExternalClient);
             }
         }
         let figures = MessagingFigures {
@@ -537,6 +557,7 @@ impl MessagingSim {
                 Role::Publisher { .. } => Some(Stream::PubSub),
                 Role::GroupClient { .. } => Some(Stream::Groups),
                 Role::FailoverClient { .. } => Some(Stream::Failover),
+                Role::ExternalClient => Some(Stream::External),
                 _ => None,
             };
             if let Some(s) = stream {
@@ -544,7 +565,14 @@ impl MessagingSim {
             }
         }
         let traffic = Time::ZERO + self.cfg.start + self.cfg.warmup;
-        for s in [Stream::Rr, Stream::PubSub, Stream::Groups, Stream::Failover] {
+        let streams = [
+            Stream::Rr,
+            Stream::PubSub,
+            Stream::Groups,
+            Stream::Failover,
+            Stream::External,
+        ];
+        for s in streams {
             if self.senders.contains_key(&(s as u8)) {
                 self.actions
                     .push_back(MsgAction::At(traffic, MsgTimer::Traffic(s)));
@@ -590,6 +618,7 @@ impl MessagingSim {
             Stream::PubSub => self.cfg.pubsub.as_ref().map_or(0.0, |r| r.rate_per_s),
             Stream::Groups => self.cfg.groups.as_ref().map_or(0.0, |r| r.rate_per_s),
             Stream::Failover => self.cfg.failover.as_ref().map_or(0.0, |r| r.rate_per_s),
+            Stream::External => self.cfg.external.as_ref().map_or(0.0, |r| r.rate_per_s),
         }
     }
 
@@ -650,6 +679,15 @@ impl MessagingSim {
                     },
                     Kind::Failover,
                     None,
+                ),
+                // The echo comes back to the caller itself.
+                Role::ExternalClient => (
+                    Dest::External {
+                        host: "echo.external".into(),
+                        port: 7,
+                    },
+                    Kind::External,
+                    Some(ix),
                 ),
                 _ => return self.next_arrival(now, stream, rate),
             };
@@ -917,6 +955,9 @@ impl MessagingSim {
                     if let Some(holders) = self.names.get_mut(&(tenant, name)) {
                         holders.retain(|h| *h != ix);
                     }
+                }
+                MailBody::External { data, .. } => {
+                    self.data(now, ix, mail.from, mail.class, &data, placement);
                 }
                 MailBody::Down { .. } => {}
             }
