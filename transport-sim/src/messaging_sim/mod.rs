@@ -1455,6 +1455,7 @@ mod tests {
             Dest::Pid(m.procs[1].pid.unwrap()),
             Kind::Request,
             Some(1),
+            &placement,
         );
         let early = m.check(Time::from_secs(6), &placement, &|_| true);
         assert!(early.iter().all(|(_, r, _)| r.is_ok()));
