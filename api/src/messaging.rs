@@ -114,6 +114,17 @@ pub enum MailBody {
         /// The name.
         name: String,
     },
+    /// Bytes an external service sent back on this process's connection to it,
+    /// through a proxy agent (the mail's `from` is the process itself, its class
+    /// `External`).
+    External {
+        /// The external host the process sent to.
+        host: String,
+        /// Its port.
+        port: u16,
+        /// The bytes.
+        data: Vec<u8>,
+    },
 }
 
 /// Why a monitored process is reported down.

@@ -141,6 +141,9 @@ pub enum Input {
         /// The call.
         call: ApiCall,
     },
+    /// The external proxy's driver read from, or lost, a connection (see
+    /// `messaging::external`).
+    External(crate::messaging::external::ExternalEvent),
     /// The client of call `request` left before its answer: a `wait` is forgotten
     /// and never answered (its state would otherwise live until the process
     /// exits), and so is a receive waiting for mail (its mailbox would answer
@@ -176,6 +179,10 @@ pub enum Output {
     },
     /// Have the host start or kill a process.
     Host(HostCommand),
+    /// The external proxy's driver: open, write or close a connection to a host
+    /// outside the cluster (see `messaging::external`; only an agent listed in
+    /// `messaging.proxies` asks this).
+    External(crate::messaging::external::ExternalCommand),
     /// Something worth logging happened (the simulator also counts these).
     Notice(Notice),
 }
@@ -326,6 +333,7 @@ impl Agent {
                 self.services.placement.cancel(request);
                 self.services.messaging.cancel(request);
             }
+            Input::External(event) => self.services.messaging.handle_external(now, event),
         }
         self.route_services(now);
         self.end_of_call();

@@ -89,8 +89,8 @@ pub fn drain(agent: &mut Agent, calls: &mut Calls) -> Vec<Sent> {
                 calls.reply(request);
             }
             Output::Host(command) => sent.push(Sent::Host(command)),
-            // Notices (rejects among them) are for logs.
-            Output::Notice(_) => {}
+            // Notices (rejects among them) are for logs; no proxy is configured.
+            Output::Notice(_) | Output::External(_) => {}
         }
     }
     sent

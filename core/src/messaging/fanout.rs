@@ -43,11 +43,38 @@
 //! used, one per member host, and the small `Expect`/`Answer` accounting (one per
 //! leader and one per host).
 //!
+//! # Reliable fan-out
+//!
+//! A send with [`Delivery::Reliable`] reaches every member whose host the walk
+//! finds exactly once, in its sender's order, over a network that loses,
+//! duplicates and reorders:
+//!
+//! - *Again where missing.* The origin keeps the data while the walk runs; every
+//!   `resend_every` it sends again what it still waits for, straight to the part
+//!   that owes it: the walk to each leader whose `Expect` has not come, the visit
+//!   to each announced host whose `Answer` has not. A host counts a repeat it
+//!   delivered before as reached (its first answer may be the one lost) and does
+//!   not deliver it again ([`Order`]); a host with a member's mailbox full does not
+//!   answer, so the visit comes again (back-pressure, up to the deadline). At the
+//!   deadline (`walk_timeout`) the send ends `Unknown`.
+//! - *One at a time per sender.* While a sender's reliable fan-out send runs, its
+//!   later fan-out sends (of either mode) wait at the origin, at most
+//!   [`MAX_QUEUED`] of them (beyond: `Full`), and start in order when it ends. So
+//!   no later send can overtake it at a member, and [`Order`]'s "after the last
+//!   one delivered" rule, which drops what comes late, never drops a reliable
+//!   send. The cost is throughput: one reliable fan-out send per sender per walk
+//!   (about three tree latencies).
+//! - *Limit.* A member is found through its host's filter or a leader's pin
+//!   ([`FanoutMsg::Joined`], sent once): a membership whose `Joined` was lost is
+//!   reached once the beats carry it up (a few federation periods).
+//!
 //! Invariants: a walk in flight has exactly one timer; an answer is counted once per
-//! host; every peer-sent list is bounded ([`MAX_EXPECT`], [`MAX_ANSWER`]).
+//! host; every peer-sent list is bounded ([`MAX_EXPECT`], [`MAX_ANSWER`]); a sender
+//! with sends waiting ([`Fanout`]'s `busy`) has a reliable walk in flight or is
+//! about to start its next send.
 
 use super::msg::MAX_DATA_BYTES;
-use super::topics::Order;
+use super::topics::{Admit, Order};
 use super::MessagingSummary;
 use crate::federation::Summary;
 use crate::ids::{NodeId, Pid, TenantId};
@@ -57,7 +84,7 @@ use crate::time::Time;
 use crate::wire::validate::{check_len, MAX_LEVEL};
 use crate::wire::Reject;
 use nefele_api::calls::{ApiReply, RequestId};
-use nefele_api::messaging::{DistanceClass, GroupError, SendError, SendReceipt};
+use nefele_api::messaging::{Delivery, DistanceClass, GroupError, SendError, SendReceipt};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -70,6 +97,10 @@ pub const MAX_PER_PROCESS: u32 = 256;
 pub const MAX_MEMBERSHIPS: usize = 65_536;
 /// The most members a member list keeps.
 pub const MAX_LIST_MEMBERS: usize = 4096;
+/// The most fan-out sends of one sender waiting behind its reliable one.
+pub const MAX_QUEUED: usize = 256;
+/// The most reliable fan-out sends one agent runs at once (each holds its data).
+pub const MAX_RELIABLE: usize = 1024;
 /// The most targets a leader pins for its members.
 pub const MAX_PINS: usize = 65_536;
 /// How long a leader pins a member's announced target, in federation periods (far
@@ -222,17 +253,27 @@ impl MemberFilter {
 /// What the fan-out engine needs of the mailboxes of this host.
 pub trait Mailboxes {
     /// Puts data from `from` (`key`: tenant, from, to; its `seq`-th send to the target, from a host of
-    /// distance `class`) into the mailbox of the local process `to` of `tenant`;
-    /// `false` if it could not (no such process of the tenant, or a full mailbox).
+    /// distance `class`) into the mailbox of the local process `to` of `tenant`.
     fn deliver(
         &mut self,
         key: (TenantId, Pid, Pid),
         seq: u64,
         data: &[u8],
         class: DistanceClass,
-    ) -> bool;
+    ) -> Put;
     /// How many messages wait in the mailbox of the local process `pid`.
     fn depth(&self, pid: Pid) -> u32;
+}
+
+/// What became of one delivery into a local mailbox ([`Mailboxes::deliver`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Put {
+    /// It is in the mailbox.
+    Delivered,
+    /// The mailbox is full.
+    Full,
+    /// No such live process of the tenant here.
+    Gone,
 }
 
 /// What the engine asks of the part that owns it.
@@ -271,6 +312,8 @@ pub struct Fanout {
     next_token: u64,
     /// How long a walk's origin waits for every part of it.
     walk_timeout: Duration,
+    /// How often a reliable send's origin sends again what it still waits for.
+    resend_every: Duration,
     /// Local memberships: target → member → rank.
     members: BTreeMap<Target, BTreeMap<Pid, u64>>,
     /// Memberships per local process.
@@ -286,20 +329,37 @@ pub struct Fanout {
     /// The time of the input being handled.
     now: Time,
     walks: BTreeMap<u64, Walk>,
-    /// Walk deadlines.
+    /// Walk timers (deadlines, and a reliable walk's next resend).
     timers: BTreeSet<(Time, u64)>,
+    /// Senders with a reliable fan-out send in flight, and their later fan-out
+    /// sends waiting for it to end (see the module documentation).
+    busy: BTreeMap<Pid, VecDeque<Queued>>,
+    /// Senders whose reliable send ended: their next waiting send starts at the
+    /// end of the input ([`Fanout::start_ready`]).
+    ready: Vec<Pid>,
     out: VecDeque<FanOut>,
 }
 
+/// A fan-out send waiting for its sender's reliable one.
+#[derive(Debug)]
+struct Queued {
+    request: RequestId,
+    target: Target,
+    data: Vec<u8>,
+    reliable: bool,
+}
+
 impl Fanout {
-    /// The engine of agent `me`; a walk's origin waits `walk_timeout` for its parts.
+    /// The engine of agent `me`; a walk's origin waits `walk_timeout` for its parts,
+    /// and sends a reliable walk's missing parts again every `resend_every`.
     #[must_use]
-    pub fn new(me: NodeId, walk_timeout: Duration) -> Self {
+    pub fn new(me: NodeId, walk_timeout: Duration, resend_every: Duration) -> Self {
         Fanout {
             me,
             clock: 0,
             next_token: 0,
             walk_timeout,
+            resend_every,
             members: BTreeMap::new(),
             per_pid: BTreeMap::new(),
             procs: BTreeMap::new(),
@@ -309,6 +369,8 @@ impl Fanout {
             now: Time::ZERO,
             walks: BTreeMap::new(),
             timers: BTreeSet::new(),
+            busy: BTreeMap::new(),
+            ready: Vec::new(),
             out: VecDeque::new(),
         }
     }
@@ -384,6 +446,15 @@ impl Fanout {
             targets_changed = true;
         }
         self.order.ended(pid);
+        // Its waiting sends were never sent; the one in flight runs on.
+        if let Some(queue) = self.busy.get_mut(&pid) {
+            for q in std::mem::take(queue) {
+                self.out.push_back(FanOut::Reply(
+                    q.request,
+                    ApiReply::Sent(Err(SendError::NotSender)),
+                ));
+            }
+        }
         if targets_changed {
             self.refresh_own();
         }
@@ -469,6 +540,28 @@ impl Fanout {
         }
     }
 
+    /// Serves a client's join (or subscribe; `join`) or leave (or unsubscribe) of
+    /// `pid` to `target` and answers it: groups and topics both come here.
+    #[allow(clippy::too_many_arguments)]
+    pub fn serve_membership(
+        &mut self,
+        now: Time,
+        tree: &TreeView<'_>,
+        request: RequestId,
+        target: Target,
+        pid: Pid,
+        join: bool,
+        post: &mut super::post::Post,
+    ) {
+        let result = if join {
+            let local = post.tenant_of(pid) == Some(target.tenant);
+            self.join(now, tree, target, pid, local)
+        } else {
+            self.leave(&target, pid)
+        };
+        post.reply(request, ApiReply::Grouped(result));
+    }
+
     /// Takes `pid` out of `target`.
     pub fn leave(&mut self, target: &Target, pid: Pid) -> Result<(), GroupError> {
         let removed = self
@@ -491,14 +584,34 @@ impl Fanout {
         Ok(())
     }
 
-    /// Walk deadlines that came.
-    pub fn handle_timeout(&mut self, now: Time) {
+    /// Walk timers that came: a walk past its deadline ends, a reliable one before
+    /// it sends its missing parts again.
+    pub fn handle_timeout(&mut self, now: Time, tree: &TreeView<'_>, boxes: &mut dyn Mailboxes) {
+        self.now = now;
         while let Some((t, token)) = self.timers.first().copied() {
             if t > now {
                 break;
             }
-            self.finish(token, false);
+            let again = self
+                .walks
+                .get(&token)
+                .filter(|w| w.deadline > now)
+                .and_then(|w| w.resend.clone());
+            match again {
+                Some(again) => {
+                    let next = (now + self.resend_every)
+                        .min(self.walks.get(&token).map_or(now, |w| w.deadline));
+                    self.timers.remove(&(t, token));
+                    self.timers.insert((next, token));
+                    if let Some(w) = self.walks.get_mut(&token) {
+                        w.timer = next;
+                    }
+                    self.resend(tree, token, again, boxes);
+                }
+                None => self.finish(token, false),
+            }
         }
+        self.start_ready(tree, boxes);
     }
 
     /// The engine's invariants (see the module documentation).
@@ -508,6 +621,15 @@ impl Fanout {
         // left of a target gone (refreshes are skipped when the targets stay).
         self.own == self.own_targets()
             && self.timers.len() == self.walks.len()
+            && self
+                .walks
+                .iter()
+                .all(|(token, w)| self.timers.contains(&(w.timer, *token)))
+            && self.busy.iter().all(|(pid, q)| {
+                q.len() <= MAX_QUEUED
+                    && (self.ready.contains(pid)
+                        || self.walks.values().any(|w| w.holds == Some(*pid)))
+            })
             && self.per_pid.values().map(|c| *c as usize).sum::<usize>()
                 == self.members.values().map(BTreeMap::len).sum::<usize>()
     }
@@ -545,6 +667,8 @@ pub enum Carry {
         seq: u64,
         /// The message.
         data: Vec<u8>,
+        /// Sent with [`Delivery::Reliable`] (see the module documentation).
+        reliable: bool,
     },
     /// A request for the members.
     List,
@@ -730,6 +854,12 @@ pub(super) enum Purpose {
 pub(super) struct Walk {
     purpose: Purpose,
     deadline: Time,
+    /// Its entry in the timers: the deadline, or a reliable walk's next resend.
+    timer: Time,
+    /// A reliable walk's target and data, to send again.
+    resend: Option<(Target, Carry)>,
+    /// The sender whose later fan-out sends wait for this (reliable) one.
+    holds: Option<Pid>,
     /// What the walk still waits for.
     progress: WalkProgress,
     reached: u32,
@@ -742,8 +872,9 @@ impl Fanout {
     }
 
     /// Sends `data` from the local process `from` to every member of `target` (its
-    /// sender and size checked already by the messaging service); the client's
-    /// answer follows as a [`FanOut::Reply`].
+    /// sender and size checked already by the messaging service), by `delivery`;
+    /// the client's answer follows as a [`FanOut::Reply`]. A send of a sender whose
+    /// reliable one is in flight waits for it (see the module documentation).
     #[allow(clippy::too_many_arguments)]
     pub fn send_to_all(
         &mut self,
@@ -753,16 +884,131 @@ impl Fanout {
         target: Target,
         from: Pid,
         data: Vec<u8>,
+        delivery: Delivery,
         boxes: &mut dyn Mailboxes,
     ) {
+        self.now = now;
         if !target.valid() {
             return self.reply(request, ApiReply::Sent(Err(SendError::NoMembers)));
         }
-        let Some(seq) = self.order.stamp(from) else {
-            return self.reply(request, ApiReply::Sent(Err(SendError::Full)));
+        let reliable = delivery == Delivery::Reliable;
+        let q = Queued {
+            request,
+            target,
+            data,
+            reliable,
         };
-        let carry = Carry::Data { from, seq, data };
-        self.start_walk(now, tree, Purpose::Send(request), target, carry, boxes);
+        match self.busy.get_mut(&from) {
+            Some(queue) if queue.len() >= MAX_QUEUED => {
+                self.reply(request, ApiReply::Sent(Err(SendError::Full)));
+            }
+            Some(queue) => queue.push_back(q),
+            None => {
+                self.start_send(tree, from, q, boxes);
+                self.start_ready(tree, boxes);
+            }
+        }
+    }
+
+    /// Starts the fan-out send `q` of `from` (nothing of `from`'s is in flight
+    /// reliably).
+    fn start_send(&mut self, tree: &TreeView<'_>, from: Pid, q: Queued, boxes: &mut dyn Mailboxes) {
+        let reliable_walks = self.walks.values().filter(|w| w.holds.is_some()).count();
+        if q.reliable && reliable_walks >= MAX_RELIABLE {
+            return self.reply(q.request, ApiReply::Sent(Err(SendError::Full)));
+        }
+        let Some(seq) = self.order.stamp(from) else {
+            return self.reply(q.request, ApiReply::Sent(Err(SendError::Full)));
+        };
+        let carry = Carry::Data {
+            from,
+            seq,
+            data: q.data,
+            reliable: q.reliable,
+        };
+        let holds = q.reliable.then_some(from);
+        if holds.is_some() {
+            self.busy.entry(from).or_default();
+        }
+        let purpose = Purpose::Send(q.request);
+        self.start_walk(self.now, tree, purpose, holds, q.target, carry, boxes);
+    }
+
+    /// Starts the next waiting send of each sender whose reliable send ended (which
+    /// may end at once and make its sender ready again).
+    fn start_ready(&mut self, tree: &TreeView<'_>, boxes: &mut dyn Mailboxes) {
+        while let Some(from) = self.ready.pop() {
+            let next = self.busy.get_mut(&from).and_then(VecDeque::pop_front);
+            match next {
+                Some(q) => {
+                    let reliable = q.reliable;
+                    self.start_send(tree, from, q, boxes);
+                    let held = self.walks.values().any(|w| w.holds == Some(from));
+                    if !reliable || !held {
+                        // Nothing of `from` in flight holds the rest back.
+                        self.ready.push(from);
+                    }
+                }
+                None => {
+                    self.busy.remove(&from);
+                }
+            }
+        }
+    }
+
+    /// Sends the parts reliable walk `token` still waits for again, each straight
+    /// to the agent that owes it.
+    fn resend(
+        &mut self,
+        tree: &TreeView<'_>,
+        token: u64,
+        (target, carry): (Target, Carry),
+        boxes: &mut dyn Mailboxes,
+    ) {
+        let Some((walks, hosts)) = self.walks.get(&token).map(|w| w.progress.awaited_parts())
+        else {
+            return;
+        };
+        let (origin, clock) = (self.me, self.clock);
+        for (level, leader) in walks {
+            if leader == self.me {
+                self.on_walk(
+                    tree,
+                    token,
+                    origin,
+                    level,
+                    target.clone(),
+                    carry.clone(),
+                    boxes,
+                );
+            } else {
+                let (target, carry) = (target.clone(), carry.clone());
+                let msg = FanoutMsg::Walk {
+                    token,
+                    origin,
+                    level,
+                    target,
+                    carry,
+                    clock,
+                };
+                self.send_msg(leader, msg);
+            }
+        }
+        for host in hosts {
+            if host == self.me {
+                self.on_visit(tree, token, origin, &target, carry.clone(), boxes);
+            } else {
+                let (target, carry) = (target.clone(), carry.clone());
+                let msg = FanoutMsg::Visit {
+                    token,
+                    origin,
+                    target,
+                    carry,
+                    clock,
+                };
+                self.send_msg(host, msg);
+            }
+        }
     }
 
     /// Starts fetching `target`'s member list (answered as [`FanOut::Listed`]);
@@ -774,21 +1020,18 @@ impl Fanout {
         target: Target,
         boxes: &mut dyn Mailboxes,
     ) -> u64 {
-        self.start_walk(
-            now,
-            tree,
-            Purpose::List(target.clone()),
-            target,
-            Carry::List,
-            boxes,
-        )
+        let purpose = Purpose::List(target.clone());
+        self.start_walk(now, tree, purpose, None, target, Carry::List, boxes)
     }
 
+    /// Starts a walk; `holds`: it is a reliable send of that sender.
+    #[allow(clippy::too_many_arguments)]
     fn start_walk(
         &mut self,
         now: Time,
         tree: &TreeView<'_>,
         purpose: Purpose,
+        holds: Option<Pid>,
         target: Target,
         carry: Carry,
         boxes: &mut dyn Mailboxes,
@@ -805,17 +1048,26 @@ impl Fanout {
         self.next_token += 1;
         let token = self.next_token;
         let deadline = now + self.walk_timeout;
+        let timer = if holds.is_some() {
+            (now + self.resend_every).min(deadline)
+        } else {
+            deadline
+        };
+        let resend = holds.map(|_| (target.clone(), carry.clone()));
         self.walks.insert(
             token,
             Walk {
                 purpose,
                 deadline,
+                timer,
+                resend,
+                holds,
                 progress: WalkProgress::new(level, root),
                 reached: 0,
                 members: Vec::new(),
             },
         );
-        self.timers.insert((deadline, token));
+        self.timers.insert((timer, token));
         let origin = self.me;
         if root == self.me {
             self.on_walk(tree, token, origin, level, target, carry, boxes);
@@ -892,6 +1144,7 @@ impl Fanout {
                 self.on_answer(from, token, reached, members, parts);
             }
         }
+        self.start_ready(tree, boxes);
     }
 
     /// A leader walks its group at `level` for `origin`.
@@ -1009,18 +1262,37 @@ impl Fanout {
         };
         let mut parts: Vec<(u32, Vec<Member>)> = Vec::new();
         match carry {
-            Carry::Data { from, seq, data } => {
+            Carry::Data {
+                from,
+                seq,
+                data,
+                reliable,
+            } => {
                 let mut reached = 0u32;
+                let mut full = false;
                 // Once per (sender, member): a repeat, or one that comes after a later
                 // fan-out send of the same sender reached the member, is not delivered
-                // to it (FIFO per sender and receiver, across targets).
+                // to it (FIFO per sender and receiver, across targets). A reliable
+                // one counts a repeat as reached, and is recorded only once in the
+                // mailbox (so a full one gets it on the next visit).
                 let class = class_of(self.me, tree, from.origin());
                 for (pid, _) in local {
-                    if self.order.admit(from, pid, seq)
-                        && boxes.deliver((target.tenant, from, pid), seq, &data, class)
-                    {
-                        reached += 1;
+                    match self.order.check(from, pid, seq) {
+                        Admit::Late => {}
+                        Admit::Repeat => reached += u32::from(reliable),
+                        Admit::New => {
+                            let put = boxes.deliver((target.tenant, from, pid), seq, &data, class);
+                            if put == Put::Delivered || !reliable {
+                                self.order.record(from, pid, seq);
+                            }
+                            reached += u32::from(put == Put::Delivered);
+                            full |= put == Put::Full;
+                        }
                     }
+                }
+                if reliable && full {
+                    // No answer: the origin visits again (back-pressure).
+                    return;
                 }
                 parts.push((reached, Vec::new()));
             }
@@ -1110,7 +1382,10 @@ impl Fanout {
         let Some(w) = self.walks.remove(&token) else {
             return;
         };
-        self.timers.remove(&(w.deadline, token));
+        self.timers.remove(&(w.timer, token));
+        if let Some(from) = w.holds {
+            self.ready.push(from);
+        }
         match w.purpose {
             Purpose::Send(request) => {
                 let result = match (complete, w.reached) {
@@ -1140,9 +1415,15 @@ impl Mailboxes for super::post::Post {
         seq: u64,
         data: &[u8],
         class: DistanceClass,
-    ) -> bool {
+    ) -> Put {
         let body = nefele_api::messaging::MailBody::Data(data.to_vec());
-        self.deliver_local(key, seq, body, class)
+        if self.deliver_local(key, seq, body, class) {
+            Put::Delivered
+        } else if self.tenant_of(key.2) == Some(key.0) {
+            Put::Full
+        } else {
+            Put::Gone
+        }
     }
 
     fn depth(&self, pid: Pid) -> u32 {
@@ -1177,6 +1458,7 @@ mod tests {
     #[derive(Default)]
     struct Boxes {
         live: BTreeSet<Pid>,
+        full: BTreeSet<Pid>,
         got: Vec<(Pid, Pid, Vec<u8>)>,
     }
 
@@ -1187,17 +1469,22 @@ mod tests {
             _seq: u64,
             data: &[u8],
             _class: DistanceClass,
-        ) -> bool {
-            let ok = self.live.contains(&to);
-            if ok {
+        ) -> Put {
+            if self.full.contains(&to) {
+                Put::Full
+            } else if self.live.contains(&to) {
                 self.got.push((to, from, data.to_vec()));
+                Put::Delivered
+            } else {
+                Put::Gone
             }
-            ok
         }
         fn depth(&self, _pid: Pid) -> u32 {
             3
         }
     }
+
+    const RESEND: Duration = Duration::from_millis(100);
 
     fn pid(node: u32, seq: u64) -> Pid {
         Pid::new(NodeId(node), Incarnation(1), seq)
@@ -1266,7 +1553,7 @@ mod tests {
 
     #[test]
     fn memberships_are_bounded_and_go_with_their_process() {
-        let mut e = Fanout::new(NodeId(1), Duration::from_secs(1));
+        let mut e = Fanout::new(NodeId(1), Duration::from_secs(1), RESEND);
         let p = pid(1, 1);
         e.process_started(p, TenantId(1));
         for i in 0..MAX_PER_PROCESS {
@@ -1342,7 +1629,7 @@ mod tests {
     fn alone_a_multicast_reaches_each_local_member_once_and_says_how_many() {
         let me = NodeId(1);
         let tree = TreeView::empty(me);
-        let mut e = Fanout::new(me, Duration::from_secs(1));
+        let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
         let mut boxes = Boxes::default();
         for s in 1..=3 {
             boxes.live.insert(pid(1, s));
@@ -1379,6 +1666,7 @@ mod tests {
             group("g"),
             pid(1, 3),
             b"hi".to_vec(),
+            Delivery::AtMostOnce,
             &mut boxes,
         );
         assert_eq!(
@@ -1396,6 +1684,7 @@ mod tests {
             group("nobody"),
             pid(1, 3),
             b"hi".to_vec(),
+            Delivery::AtMostOnce,
             &mut boxes,
         );
         assert_eq!(
@@ -1413,6 +1702,7 @@ mod tests {
             Target::tenant(TenantId(1)),
             pid(1, 3),
             vec![],
+            Delivery::AtMostOnce,
             &mut boxes,
         );
         assert_eq!(
@@ -1429,7 +1719,7 @@ mod tests {
     fn a_host_delivers_a_repeated_or_late_publication_to_nobody() {
         let me = NodeId(1);
         let tree = TreeView::empty(me);
-        let mut e = Fanout::new(me, Duration::from_secs(1));
+        let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
         let mut boxes = Boxes::default();
         boxes.live.insert(pid(1, 1));
         let topic = Target::topic(TenantId(1), "t");
@@ -1449,6 +1739,7 @@ mod tests {
                 from: pid(2, 1),
                 seq,
                 data: vec![seq as u8],
+                reliable: false,
             },
             clock: 0,
         };
@@ -1476,7 +1767,7 @@ mod tests {
     fn a_peer_clock_at_its_maximum_does_not_overflow_the_next_join() {
         let me = NodeId(1);
         let tree = TreeView::empty(me);
-        let mut e = Fanout::new(me, Duration::from_secs(1));
+        let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
         let mut boxes = Boxes::default();
         let topic = Target::topic(TenantId(1), "t");
         let visit = FanoutMsg::Visit {
@@ -1487,6 +1778,7 @@ mod tests {
                 from: pid(2, 1),
                 seq: 1,
                 data: vec![1],
+                reliable: false,
             },
             clock: u64::MAX,
         };
@@ -1512,7 +1804,7 @@ mod tests {
                 .is_some_and(|s| s.led_by_me() && s.view().members.len() == 4),
             "the test's leader"
         );
-        let mut e = Fanout::new(me, Duration::from_secs(1));
+        let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
         let mut boxes = Boxes::default();
         let walk = FanoutMsg::Walk {
             token: 5,
@@ -1523,6 +1815,7 @@ mod tests {
                 from: pid(9, 1),
                 seq: 1,
                 data: vec![1],
+                reliable: false,
             },
             clock: 0,
         };
@@ -1557,7 +1850,7 @@ mod tests {
             ancestors: vec![NodeId(4), NodeId(5)],
         };
         let member = TreeView::member_of(NodeId(3), view);
-        let mut host = Fanout::new(NodeId(3), Duration::from_secs(1));
+        let mut host = Fanout::new(NodeId(3), Duration::from_secs(1), RESEND);
         host.join(Time::ZERO, &member, group("g"), pid(3, 1), true)
             .unwrap();
         host.join(Time::ZERO, &member, group("g"), pid(3, 2), true)
@@ -1587,7 +1880,7 @@ mod tests {
         // The leader, whose summary of n3 does not hold the target yet, visits it.
         let me = NodeId(1);
         let tree = leader(me, &[(NodeId(3), MemberFilter::EMPTY)]);
-        let mut e = Fanout::new(me, Duration::from_secs(1));
+        let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
         let mut boxes = Boxes::default();
         let walk = || FanoutMsg::Walk {
             token: 5,
@@ -1632,7 +1925,7 @@ mod tests {
             ancestors: vec![NodeId(3)],
         };
         let tree = TreeView::member_of(me, view);
-        let mut e = Fanout::new(me, Duration::from_secs(1));
+        let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
         let mut boxes = Boxes::default();
         e.send_to_all(
             Time::ZERO,
@@ -1641,6 +1934,7 @@ mod tests {
             group("g"),
             pid(1, 1),
             vec![0],
+            Delivery::AtMostOnce,
             &mut boxes,
         );
         let out = drain(&mut e);
@@ -1703,11 +1997,12 @@ mod tests {
             group("g"),
             pid(1, 1),
             vec![0],
+            Delivery::AtMostOnce,
             &mut boxes,
         );
         drain(&mut e);
         assert_eq!(e.next_timeout(), Some(Time::from_secs(1)));
-        e.handle_timeout(Time::from_secs(1));
+        e.handle_timeout(Time::from_secs(1), &tree, &mut boxes);
         assert_eq!(
             drain(&mut e),
             vec![FanOut::Reply(
@@ -1718,11 +2013,154 @@ mod tests {
         assert!(e.invariants());
     }
 
+    /// A reliable send's origin sends again only what it still waits for (here the
+    /// visit whose answer was lost), straight to the host; the sender's next
+    /// fan-out send waits until the reliable one ends, then goes with the next
+    /// position.
+    #[test]
+    fn a_reliable_walk_sends_its_missing_parts_again_and_holds_the_senders_next_send() {
+        let me = NodeId(1);
+        let view = crate::federation::View {
+            level: 0,
+            leader: NodeId(2),
+            epoch: 1,
+            members: vec![NodeId(1), NodeId(2)],
+            ancestors: vec![NodeId(3)],
+        };
+        let tree = TreeView::member_of(me, view);
+        let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
+        let mut boxes = Boxes::default();
+        let send = |e: &mut Fanout, boxes: &mut Boxes, r, delivery| {
+            e.send_to_all(
+                Time::ZERO,
+                &tree,
+                RequestId(r),
+                group("g"),
+                pid(1, 1),
+                vec![r as u8],
+                delivery,
+                boxes,
+            );
+        };
+        send(&mut e, &mut boxes, 1, Delivery::Reliable);
+        assert_eq!(drain(&mut e).len(), 1, "the walk to the root");
+        send(&mut e, &mut boxes, 2, Delivery::AtMostOnce);
+        assert!(drain(&mut e).is_empty(), "the second send waits");
+        let expect = |level, members| FanoutMsg::Expect {
+            token: 1,
+            level,
+            members,
+        };
+        let answer = |token, reached| FanoutMsg::Answer {
+            token,
+            reached,
+            members: vec![],
+            parts: 1,
+            clock: 0,
+        };
+        let t = Time::ZERO;
+        e.handle_message(t, NodeId(3), expect(1, vec![NodeId(4)]), &tree, &mut boxes);
+        let hosts = vec![NodeId(5), NodeId(6)];
+        e.handle_message(t, NodeId(4), expect(0, hosts), &tree, &mut boxes);
+        e.handle_message(t, NodeId(5), answer(1, 2), &tree, &mut boxes);
+        assert!(drain(&mut e).is_empty());
+        // n6's answer was lost: at the resend, n6 alone is visited again.
+        assert_eq!(e.next_timeout(), Some(t + RESEND));
+        e.handle_timeout(t + RESEND, &tree, &mut boxes);
+        let out = drain(&mut e);
+        assert!(
+            matches!(
+                out.as_slice(),
+                [FanOut::Send(
+                    NodeId(6),
+                    FanoutMsg::Visit {
+                        token: 1,
+                        carry: Carry::Data {
+                            seq: 1,
+                            reliable: true,
+                            ..
+                        },
+                        ..
+                    }
+                )]
+            ),
+            "{out:?}"
+        );
+        e.handle_message(t + RESEND, NodeId(6), answer(1, 1), &tree, &mut boxes);
+        let out = drain(&mut e);
+        assert_eq!(
+            out[0],
+            FanOut::Reply(RequestId(1), ApiReply::Sent(Ok(SendReceipt { reached: 3 })))
+        );
+        assert!(
+            matches!(
+                &out[1..],
+                [FanOut::Send(
+                    NodeId(3),
+                    FanoutMsg::Walk {
+                        token: 2,
+                        carry: Carry::Data {
+                            seq: 2,
+                            reliable: false,
+                            ..
+                        },
+                        ..
+                    }
+                )]
+            ),
+            "{out:?}"
+        );
+        assert!(e.busy.is_empty() && e.invariants());
+    }
+
+    /// At a member's host, a reliable visit finding a full mailbox is not answered
+    /// (so it comes again); once delivered, a repeat is answered as reached and not
+    /// delivered again.
+    #[test]
+    fn a_reliable_visit_waits_for_room_and_a_repeat_counts_without_a_second_copy() {
+        let me = NodeId(1);
+        let tree = TreeView::empty(me);
+        let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
+        let mut boxes = Boxes::default();
+        let member = pid(1, 1);
+        boxes.live.insert(member);
+        boxes.full.insert(member);
+        e.join(Time::ZERO, &tree, group("g"), member, true).unwrap();
+        let visit = FanoutMsg::Visit {
+            token: 1,
+            origin: NodeId(2),
+            target: group("g"),
+            carry: Carry::Data {
+                from: pid(2, 1),
+                seq: 1,
+                data: vec![7],
+                reliable: true,
+            },
+            clock: 0,
+        };
+        let reached = |e: &mut Fanout| -> Vec<u32> {
+            drain(e)
+                .into_iter()
+                .map(|o| match o {
+                    FanOut::Send(NodeId(2), FanoutMsg::Answer { reached, .. }) => reached,
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        e.handle_message(Time::ZERO, NodeId(2), visit.clone(), &tree, &mut boxes);
+        assert!(reached(&mut e).is_empty(), "no answer while full");
+        boxes.full.clear();
+        e.handle_message(Time::ZERO, NodeId(2), visit.clone(), &tree, &mut boxes);
+        e.handle_message(Time::ZERO, NodeId(2), visit, &tree, &mut boxes);
+        assert_eq!(reached(&mut e), vec![1, 1]);
+        assert_eq!(boxes.got.len(), 1, "delivered once");
+    }
+
     #[test]
     fn a_member_list_holds_each_hosts_own_members_with_rank_and_depth() {
         let me = NodeId(1);
         let tree = TreeView::empty(me);
-        let mut e = Fanout::new(me, Duration::from_secs(1));
+        let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
         let mut boxes = Boxes::default();
         e.join(
             Time::ZERO,

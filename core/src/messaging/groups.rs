@@ -138,10 +138,10 @@ pub struct Groups {
 impl Groups {
     /// The groups of agent `me`; a multicast waits `fate_timeout` for its parts.
     #[must_use]
-    pub fn new(me: NodeId, fate_timeout: Duration) -> Self {
+    pub fn new(me: NodeId, fate_timeout: Duration, resend_every: Duration) -> Self {
         Groups {
             me,
-            engine: Fanout::new(me, fate_timeout),
+            engine: Fanout::new(me, fate_timeout, resend_every),
             lists: BTreeMap::new(),
             followed: BTreeMap::new(),
             next_tag: 0,
@@ -390,22 +390,27 @@ impl Part for Groups {
         ctx: &Context<'_>,
     ) {
         match call {
-            ApiCall::Join { tenant, group, pid } => {
-                let local = post.tenant_of(pid) == Some(tenant);
-                let result =
-                    self.engine
-                        .join(now, &ctx.tree, Target::group(tenant, &group), pid, local);
-                post.reply(request, ApiReply::Grouped(result));
+            ApiCall::Join {
+                tenant,
+                ref group,
+                pid,
             }
-            ApiCall::Leave { tenant, group, pid } => {
-                let result = self.engine.leave(&Target::group(tenant, &group), pid);
-                post.reply(request, ApiReply::Grouped(result));
+            | ApiCall::Leave {
+                tenant,
+                ref group,
+                pid,
+            } => {
+                let join = matches!(call, ApiCall::Join { .. });
+                let target = Target::group(tenant, group);
+                self.engine
+                    .serve_membership(now, &ctx.tree, request, target, pid, join, post);
             }
             ApiCall::Send {
                 tenant,
                 from,
                 ref to,
                 ref data,
+                delivery,
                 ..
             } => {
                 let target = match to {
@@ -427,7 +432,7 @@ impl Part for Groups {
                 } else if multicast {
                     let data = data.clone();
                     self.engine
-                        .send_to_all(now, &ctx.tree, request, target, from, data, post);
+                        .send_to_all(now, &ctx.tree, request, target, from, data, delivery, post);
                 } else {
                     self.send_one(now, request, call, target, post, ctx);
                 }
@@ -462,7 +467,7 @@ impl Part for Groups {
     }
 
     fn handle_timeout(&mut self, now: Time, post: &mut Post, ctx: &Context<'_>) {
-        self.engine.handle_timeout(now);
+        self.engine.handle_timeout(now, &ctx.tree, post);
         self.flush(now, post, ctx);
     }
 

@@ -18,6 +18,7 @@
 //! The service rides federation instance `messaging.instance` (0 by default); its
 //! summary part counts the mailboxes of a subtree.
 
+pub mod external;
 pub mod fanout;
 pub mod groups;
 pub mod msg;
@@ -87,6 +88,10 @@ pub struct MessagingConfig {
     /// watch; a host silent for `fate_timeout` after a ping has them reported
     /// `Unreachable`.
     pub monitor_ping: Duration,
+    /// The proxy agents that carry sends to external addresses (the same list on
+    /// every agent; empty: `Dest::External` answers `Unsupported`; see
+    /// [`external`]).
+    pub proxies: Vec<NodeId>,
 }
 
 impl Default for MessagingConfig {
@@ -108,6 +113,7 @@ impl Default for MessagingConfig {
             max_monitors: 1024,
             pair_idle: Duration::from_secs(10),
             monitor_ping: Duration::from_secs(1),
+            proxies: Vec::new(),
         }
     }
 }
@@ -219,6 +225,7 @@ pub struct Messaging {
     names: names::Names,
     groups: groups::Groups,
     topics: topics::Topics,
+    external: external::External,
     /// The earliest deadline of the point-to-point layer and the parts, refreshed at
     /// the end of every input ([`Messaging::end_of_input`]): the agent asks for
     /// it after every call of every service, and computing it scans every queue
@@ -232,6 +239,13 @@ impl Messaging {
     /// (see [`Post`]); any other call is left to end by itself.
     pub fn cancel(&mut self, request: RequestId) {
         self.post.cancel(request);
+    }
+
+    /// The external proxy's driver reported on a connection (see [`external`]).
+    pub fn handle_external(&mut self, now: Time, event: external::ExternalEvent) {
+        self.post.begin(now);
+        self.external.handle_event(now, event, &mut self.post);
+        self.end_of_input(now);
     }
 
     /// The point-to-point layer (mailboxes), read-only, for checkers and tests.
@@ -256,6 +270,7 @@ impl Messaging {
             self.names.next_timeout(),
             self.groups.next_timeout(),
             self.topics.next_timeout(),
+            self.external.next_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -280,6 +295,9 @@ impl Messaging {
         }
         if self.topics.next_timeout().is_some_and(|t| t <= now) {
             self.topics.handle_timeout(now, &mut self.post, ctx);
+        }
+        if self.external.next_timeout().is_some_and(|t| t <= now) {
+            self.external.handle_timeout(now, &mut self.post);
         }
     }
 }
@@ -331,8 +349,9 @@ impl Service for Messaging {
         Messaging {
             post: Post::new(me.node, config.clone()),
             names: names::Names::new(me.node, me.incarnation),
-            groups: groups::Groups::new(me.node, config.fate_timeout),
-            topics: topics::Topics::new(me.node, config.fate_timeout),
+            groups: groups::Groups::new(me.node, config.fate_timeout, config.resend_interval),
+            topics: topics::Topics::new(me.node, config.fate_timeout, config.resend_interval),
+            external: external::External::new(me.node, config.proxies.clone(), config.fate_timeout),
             config,
             deadline: None,
         }
@@ -362,6 +381,7 @@ impl Service for Messaging {
                 self.topics
                     .handle_message(now, from, m, &mut self.post, ctx);
             }
+            MessagingMsg::External(m) => self.external.handle_message(now, from, m, &mut self.post),
             other => self.post.handle_message(now, from, other, ctx),
         }
         self.route_outcomes(now, ctx);
@@ -416,8 +436,24 @@ impl Service for Messaging {
                     self.groups.handle_api(now, request, call, post, ctx);
                 }
                 Dest::Topic(_) => self.topics.handle_api(now, request, call, post, ctx),
-                Dest::External { .. } => {
-                    post.reply(request, ApiReply::Sent(Err(SendError::Unsupported)));
+                Dest::External { host, port } => {
+                    if let ApiCall::Send {
+                        tenant, from, data, ..
+                    } = &call
+                    {
+                        match post.check_send(*tenant, *from, data.len()) {
+                            Err(e) => post.reply(request, ApiReply::Sent(Err(e))),
+                            Ok(()) => self.external.send(
+                                now,
+                                request,
+                                (*tenant, *from),
+                                host.clone(),
+                                *port,
+                                data.clone(),
+                                post,
+                            ),
+                        }
+                    }
                 }
             },
             ApiCall::Register { .. } | ApiCall::Unregister { .. } | ApiCall::Whereis { .. } => {
@@ -464,5 +500,6 @@ impl Service for Messaging {
             && self.names.invariants()
             && self.groups.invariants()
             && self.topics.engine().invariants()
+            && self.external.invariants()
     }
 }

@@ -72,6 +72,8 @@ pub enum MessagingMsg {
     Groups(GroupsMsg),
     /// Pub/sub (see the `topics` module).
     Topics(TopicsMsg),
+    /// The external proxy (see the `external` module).
+    External(super::external::ExternalMsg),
 }
 
 /// One message on the (from, to) pair.
@@ -153,6 +155,7 @@ pub fn validate(msg: &MessagingMsg) -> Result<(), Reject> {
         MessagingMsg::Names(m) => super::names::validate(m),
         MessagingMsg::Groups(m) => super::groups::validate(m),
         MessagingMsg::Topics(m) => super::topics::validate(m),
+        MessagingMsg::External(m) => super::external::validate(m),
     }
 }
 
@@ -162,6 +165,10 @@ pub fn validate_body(body: &MailBody) -> Result<(), Reject> {
         MailBody::Data(data) => check_len("messaging data", data.len(), MAX_DATA_BYTES),
         MailBody::Down { .. } => Ok(()),
         MailBody::NameLost { name } => check_len("messaging name", name.len(), MAX_NAME_BYTES),
+        // Only a proxy's `Back` makes one (see the `external` module).
+        MailBody::External { .. } => Err(Reject::Malformed {
+            what: "external mail in a pid send",
+        }),
     }
 }
 
@@ -178,5 +185,6 @@ pub fn kind(msg: &MessagingMsg) -> &'static str {
         MessagingMsg::Names(m) => super::names::kind(m),
         MessagingMsg::Groups(m) => super::groups::kind(m),
         MessagingMsg::Topics(m) => super::topics::kind(m),
+        MessagingMsg::External(m) => super::external::kind(m),
     }
 }

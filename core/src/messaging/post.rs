@@ -260,7 +260,7 @@ fn class_index(class: DistanceClass) -> usize {
 
 fn data_len(body: &MailBody) -> u64 {
     match body {
-        MailBody::Data(d) => d.len() as u64,
+        MailBody::Data(d) | MailBody::External { data: d, .. } => d.len() as u64,
         MailBody::Down { .. } | MailBody::NameLost { .. } => 0,
     }
 }
@@ -381,6 +381,11 @@ impl Post {
     /// Answers a local client's call.
     pub fn reply(&mut self, request: RequestId, reply: ApiReply) {
         self.outbox.push_back(ServiceOutput::Reply(request, reply));
+    }
+
+    /// Queues an output of another kind (the proxy's driver commands).
+    pub(super) fn push(&mut self, out: ServiceOutput<MessagingMsg>) {
+        self.outbox.push_back(out);
     }
 
     /// Sends `msg` to the messaging service of agent `to`.

@@ -32,6 +32,8 @@ struct Net {
     next_request: u64,
     /// Each agent's life (1 unless restarted).
     lives: BTreeMap<NodeId, Incarnation>,
+    /// Commands for the proxies' drivers.
+    external: Vec<(NodeId, super::external::ExternalCommand)>,
 }
 
 impl Net {
@@ -53,6 +55,7 @@ impl Net {
             sent: 0,
             next_request: 0,
             lives: BTreeMap::new(),
+            external: Vec::new(),
         }
     }
 
@@ -92,6 +95,7 @@ impl Net {
                         "one reply per call"
                     );
                 }
+                ServiceOutput::External(c) => self.external.push((node, c)),
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -1188,4 +1192,119 @@ fn the_cached_deadline_is_always_the_earliest_of_the_queues() {
     net.run();
     net.advance_to(net.now + config.block_timeout + config.monitor_ping * 2);
     check(&net);
+}
+
+/// A send to an external address goes to the proxy the sender's pid picks, which
+/// hands it to its driver on one connection per (process, address); what the
+/// external service answers on it comes back into the sender's mailbox as
+/// `External` mail. Without proxies the send is `Unsupported`; a pid send cannot
+/// carry `External` mail.
+#[test]
+fn an_external_send_goes_out_through_the_proxy_and_its_answer_comes_back() {
+    use super::external::{ExternalCommand, ExternalEvent};
+    let none = MessagingConfig::default();
+    let mut net = Net::new(2, &none);
+    let a = pid(1, 1);
+    net.start(a, T);
+    let out = |net: &mut Net, data: &[u8]| {
+        net.call(
+            NodeId(1),
+            ApiCall::Send {
+                tenant: T,
+                from: a,
+                to: Dest::External {
+                    host: "echo.example".into(),
+                    port: 7,
+                },
+                data: data.to_vec(),
+                delivery: Delivery::AtMostOnce,
+                block: true,
+            },
+        )
+    };
+    let r = out(&mut net, b"x");
+    assert_eq!(
+        net.replies.remove(&r),
+        Some(ApiReply::Sent(Err(SendError::Unsupported)))
+    );
+
+    let config = MessagingConfig {
+        proxies: vec![NodeId(2)],
+        ..MessagingConfig::default()
+    };
+    let mut net = Net::new(2, &config);
+    net.start(a, T);
+    let r1 = out(&mut net, b"ping");
+    let r2 = out(&mut net, b"again");
+    net.run();
+    for r in [r1, r2] {
+        assert_eq!(
+            net.replies.remove(&r),
+            Some(ApiReply::Sent(Ok(SendReceipt { reached: 1 })))
+        );
+    }
+    let cmds = std::mem::take(&mut net.external);
+    let conns: Vec<u64> = cmds
+        .iter()
+        .map(|(node, c)| match c {
+            ExternalCommand::Send {
+                conn, host, port, ..
+            } if *node == NodeId(2) && host == "echo.example" && *port == 7 => *conn,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        conns,
+        vec![conns[0]; 2],
+        "one connection per process and address"
+    );
+    // The echo service answers on the connection.
+    let now = net.now;
+    net.agents.get_mut(&NodeId(2)).unwrap().handle_external(
+        now,
+        ExternalEvent::Data {
+            conn: conns[0],
+            data: b"pong".to_vec(),
+        },
+    );
+    net.drain(NodeId(2));
+    net.run();
+    let mails = net.recv(a, 10);
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].class, DistanceClass::External);
+    assert_eq!(
+        mails[0].body,
+        MailBody::External {
+            host: "echo.example".into(),
+            port: 7,
+            data: b"pong".to_vec()
+        }
+    );
+    // A lost connection is forgotten: the next send opens another.
+    net.agents
+        .get_mut(&NodeId(2))
+        .unwrap()
+        .handle_external(now, ExternalEvent::Closed { conn: conns[0] });
+    out(&mut net, b"3");
+    net.run();
+    assert!(matches!(
+        net.external.as_slice(),
+        [(_, ExternalCommand::Send { conn, .. })] if *conn != conns[0]
+    ));
+    // Only a proxy's `Back` makes external mail: a pid send cannot carry one.
+    let forged = MessagingMsg::Deliver(Item {
+        tenant: T,
+        from: pid(2, 1),
+        to: a,
+        seq: 0,
+        base: 0,
+        reliable: false,
+        block: false,
+        body: MailBody::External {
+            host: "h".into(),
+            port: 1,
+            data: vec![],
+        },
+    });
+    assert!(Messaging::validate_msg(&forged).is_err());
 }

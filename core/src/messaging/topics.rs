@@ -42,6 +42,18 @@ pub const MAX_PUBLISHERS: usize = 65_536;
 /// again: the bound trades memory for that).
 pub const MAX_HEARD: usize = 65_536;
 
+/// Where a fan-out send stands for one member ([`Order::check`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// It comes after every one delivered to the member: deliver it.
+    New,
+    /// It is the last one delivered to the member (a repeat of a reliable send
+    /// whose answer was lost: it counts as reached, and is not delivered again).
+    Repeat,
+    /// A later one was delivered to the member already: it is dropped.
+    Late,
+}
+
 /// Both ends of the order of fan-out sends at one host.
 #[derive(Debug, Default)]
 pub struct Order {
@@ -62,25 +74,26 @@ impl Order {
         Some(*seq)
     }
 
-    /// Whether the fan-out send `seq` of `from` may be delivered to the local member
-    /// `to` (it comes after every one delivered to it before); if so, it is recorded
-    /// as delivered.
-    pub fn admit(&mut self, from: Pid, to: Pid, seq: u64) -> bool {
-        let key = (from, to);
-        match self.heard.get_mut(&key) {
-            Some(last) if *last >= seq => false,
-            Some(last) => {
-                *last = seq;
-                true
-            }
-            None => {
-                if self.heard.len() >= MAX_HEARD {
-                    self.heard.pop_first();
-                }
-                self.heard.insert(key, seq);
-                true
-            }
+    /// Where the fan-out send `seq` of `from` stands for the local member `to`
+    /// (nothing is recorded: see [`Order::record`]).
+    #[must_use]
+    pub fn check(&self, from: Pid, to: Pid, seq: u64) -> Admit {
+        match self.heard.get(&(from, to)) {
+            Some(last) if *last > seq => Admit::Late,
+            Some(last) if *last == seq => Admit::Repeat,
+            _ => Admit::New,
         }
+    }
+
+    /// Records the fan-out send `seq` of `from` as the last one delivered to the
+    /// local member `to` (it must be [`Admit::New`]).
+    pub fn record(&mut self, from: Pid, to: Pid, seq: u64) {
+        let key = (from, to);
+        if !self.heard.contains_key(&key) && self.heard.len() >= MAX_HEARD {
+            self.heard.pop_first();
+        }
+        let last = self.heard.entry(key).or_default();
+        *last = (*last).max(seq);
     }
 
     /// The local process `pid` ended: it sends no more (what it received is kept
@@ -136,9 +149,9 @@ pub struct Topics {
 impl Topics {
     /// The topics of agent `me`; a publication waits `fate_timeout` for its parts.
     #[must_use]
-    pub fn new(me: NodeId, fate_timeout: Duration) -> Self {
+    pub fn new(me: NodeId, fate_timeout: Duration, resend_every: Duration) -> Self {
         Topics {
-            engine: Fanout::new(me, fate_timeout),
+            engine: Fanout::new(me, fate_timeout, resend_every),
         }
     }
 
@@ -186,22 +199,27 @@ impl Part for Topics {
         ctx: &Context<'_>,
     ) {
         match call {
-            ApiCall::Subscribe { tenant, topic, pid } => {
-                let local = post.tenant_of(pid) == Some(tenant);
-                let result =
-                    self.engine
-                        .join(now, &ctx.tree, Target::topic(tenant, &topic), pid, local);
-                post.reply(request, ApiReply::Grouped(result));
+            ApiCall::Subscribe {
+                tenant,
+                ref topic,
+                pid,
             }
-            ApiCall::Unsubscribe { tenant, topic, pid } => {
-                let result = self.engine.leave(&Target::topic(tenant, &topic), pid);
-                post.reply(request, ApiReply::Grouped(result));
+            | ApiCall::Unsubscribe {
+                tenant,
+                ref topic,
+                pid,
+            } => {
+                let join = matches!(call, ApiCall::Subscribe { .. });
+                let target = Target::topic(tenant, topic);
+                self.engine
+                    .serve_membership(now, &ctx.tree, request, target, pid, join, post);
             }
             ApiCall::Send {
                 tenant,
                 from,
                 to: Dest::Topic(topic),
                 data,
+                delivery,
                 ..
             } => {
                 if let Err(e) = post.check_send(tenant, from, data.len()) {
@@ -209,7 +227,7 @@ impl Part for Topics {
                 } else {
                     let target = Target::topic(tenant, &topic);
                     self.engine
-                        .send_to_all(now, &ctx.tree, request, target, from, data, post);
+                        .send_to_all(now, &ctx.tree, request, target, from, data, delivery, post);
                 }
             }
             other => post.reply(request, super::unsupported(&other)),
@@ -230,8 +248,8 @@ impl Part for Topics {
         self.flush(post);
     }
 
-    fn handle_timeout(&mut self, now: Time, post: &mut Post, _ctx: &Context<'_>) {
-        self.engine.handle_timeout(now);
+    fn handle_timeout(&mut self, now: Time, post: &mut Post, ctx: &Context<'_>) {
+        self.engine.handle_timeout(now, &ctx.tree, post);
         self.flush(post);
     }
 
@@ -257,7 +275,13 @@ mod tests {
             let admitted: Vec<u64> = arrivals
                 .iter()
                 .copied()
-                .filter(|s| order.admit(from, to, *s))
+                .filter(|s| {
+                    let new = order.check(from, to, *s) == Admit::New;
+                    if new {
+                        order.record(from, to, *s);
+                    }
+                    new
+                })
                 .collect();
             prop_assert!(admitted.windows(2).all(|w| w[0] < w[1]), "{admitted:?}");
         }
@@ -288,13 +312,17 @@ mod tests {
         let mut order = Order::default();
         let first = order.stamp(from).unwrap();
         let second = order.stamp(from).unwrap();
-        assert!(order.admit(from, member, second));
-        assert!(
-            !order.admit(from, member, first),
+        assert_eq!(order.check(from, member, second), Admit::New);
+        order.record(from, member, second);
+        assert_eq!(
+            order.check(from, member, first),
+            Admit::Late,
             "delivered after a later send"
         );
-        assert!(
-            order.admit(from, other, first),
+        assert_eq!(order.check(from, member, second), Admit::Repeat);
+        assert_eq!(
+            order.check(from, other, first),
+            Admit::New,
             "another member keeps its own order"
         );
     }

@@ -153,6 +153,8 @@ pub enum ServiceOutput<M> {
     Event(ServiceEvent),
     /// Something worth logging (the simulator counts these).
     Notice(ServiceNotice),
+    /// A command for the external proxy's driver (messaging only).
+    External(crate::messaging::external::ExternalCommand),
 }
 
 /// Something a service wants logged or counted.

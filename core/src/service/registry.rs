@@ -271,6 +271,7 @@ where
                     envelope: me.envelope(m.into()),
                 },
                 ServiceOutput::Host(command) => Output::Host(command),
+                ServiceOutput::External(command) => Output::External(command),
                 ServiceOutput::Reply(request, reply) if super::is_internal(request) => {
                     events.push_back(ServiceEvent::Answered { request, reply });
                     continue;

@@ -86,6 +86,14 @@ impl WalkProgress {
         self.walks.is_empty() && self.hosts.is_empty()
     }
 
+    /// The leaders (with their level) and the hosts still awaited.
+    pub(crate) fn awaited_parts(&self) -> (Vec<(u8, NodeId)>, Vec<NodeId>) {
+        (
+            self.walks.iter().copied().collect(),
+            self.hosts.iter().copied().collect(),
+        )
+    }
+
     /// How many leaders and hosts are still awaited.
     pub(crate) fn awaited(&self) -> usize {
         self.walks.len() + self.hosts.len()

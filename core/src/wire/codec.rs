@@ -29,8 +29,9 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 ///   peers' messages).
 /// - 5: the supervision service (a `Message` variant, and its empty part in the
 ///   summaries' payload).
-/// - 6: messaging's `Pong` names the answering agent's life (monitors survive a
-///   quick restart of the watched host).
+/// - 6: messaging's fan-out data says whether it is reliable; its `Pong` names the
+///   answering agent's life (monitors survive a quick restart of the watched host);
+///   names' `Life` (appended).
 pub const VERSION: u16 = 6;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;

@@ -753,7 +753,7 @@ pub unsafe extern "C" fn nefele_recv(
         .map_err(|e| code_of(&e))?;
         let mail = mails.into_iter().next().ok_or(NEFELE_ETIMEDOUT)?;
         let data = match mail.body {
-            MailBody::Data(d) => d,
+            MailBody::Data(d) | MailBody::External { data: d, .. } => d,
             MailBody::Down { .. } | MailBody::NameLost { .. } => Vec::new(),
         };
         // SAFETY: `from` and `len` are non-NULL and writable.

@@ -76,6 +76,10 @@ fn parts(mail: &Mail) -> (&'static str, String) {
         MailBody::Data(d) => ("data", String::from_utf8_lossy(d).into_owned()),
         MailBody::Down { pid, reason } => ("down", format!("{pid} {reason:?}")),
         MailBody::NameLost { name } => ("name_lost", name.clone()),
+        MailBody::External { host, port, data } => (
+            "external",
+            format!("{host}:{port} {}", String::from_utf8_lossy(data)),
+        ),
     }
 }
 

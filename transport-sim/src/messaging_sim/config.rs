@@ -59,6 +59,8 @@ pub struct MessagingWorkload {
     pub groups: Option<GroupWorkload>,
     /// Failover clients of failover groups.
     pub failover: Option<FailoverWorkload>,
+    /// Calls to an external echo service through the proxies.
+    pub external: Option<ExternalWorkload>,
 }
 
 impl Default for MessagingWorkload {
@@ -77,6 +79,28 @@ impl Default for MessagingWorkload {
             pubsub: None,
             groups: None,
             failover: None,
+            external: None,
+        }
+    }
+}
+
+/// Processes that call an external echo service (`Dest::External`) through the
+/// proxy agents (the simulator makes the external sites' hosts, or the seed hosts,
+/// proxies); the echo comes back into the caller's mailbox.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExternalWorkload {
+    /// Calling processes.
+    pub clients: u32,
+    /// Calls per simulated second over all clients.
+    pub rate_per_s: f64,
+}
+
+impl Default for ExternalWorkload {
+    fn default() -> Self {
+        ExternalWorkload {
+            clients: 10,
+            rate_per_s: 100.0,
         }
     }
 }
@@ -244,6 +268,12 @@ impl MessagingWorkload {
             }
             if g.members == 0 || g.clients == 0 {
                 return Err("messaging.groups: members and clients must be at least 1".into());
+            }
+        }
+        if let Some(e) = &self.external {
+            rate(e.rate_per_s, "external")?;
+            if e.clients == 0 {
+                return Err("messaging.external.clients must be at least 1".into());
             }
         }
         if let Some(f) = &self.failover {

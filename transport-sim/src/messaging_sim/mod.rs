@@ -43,11 +43,22 @@
 //! And at every check, faults or not, with `reliable`:
 //! - `messaging.failover_lossless`: a failover send answered with success reaches
 //!   some member's application within `fate_bound`.
+//!
+//! With `reliable`, in a run without crashes or partitions (loss, duplication and
+//! reordering allowed; see [`MessagingSim::without_faults`]), at every check:
+//! - `messaging.fanout_reliable`: a publication, multicast or broadcast answered
+//!   with success reaches, within `fate_bound`, every process that was a confirmed
+//!   subscriber or member (for a broadcast: a process of the tenant, set up) when it
+//!   was sent and still runs (with `messaging.no_duplicate` and `messaging.fifo`:
+//!   each exactly once, in the sender's order).
 
 mod config;
 mod figures;
 
-pub use config::{FailoverWorkload, GroupWorkload, MessagingWorkload, PubSubWorkload, RrWorkload};
+pub use config::{
+    ExternalWorkload, FailoverWorkload, GroupWorkload, MessagingWorkload, PubSubWorkload,
+    RrWorkload,
+};
 pub use figures::{Histogram, LatencyFigures, MessagingFigures};
 
 use crate::placement_sim::PlacementSim;
@@ -77,7 +88,12 @@ const RECV_MAX: u32 = 256;
 /// bounded by `max_message_bytes` instead).
 #[must_use]
 pub fn is_data(message: &Message) -> bool {
-    matches!(message, Message::Messaging(MessagingMsg::Deliver(_)))
+    match message {
+        Message::Messaging(MessagingMsg::Deliver(_)) => true,
+        // Fan-out steps and external calls that carry data (`*_data` kinds).
+        Message::Messaging(m) => nefele_core::messaging::msg::kind(m).ends_with("_data"),
+        _ => false,
+    }
 }
 
 /// Whether a wire message exists only because of application messages (data and
@@ -86,7 +102,9 @@ pub fn is_data(message: &Message) -> bool {
 pub fn is_user_traffic(message: &Message) -> bool {
     matches!(
         message,
-        Message::Messaging(MessagingMsg::Deliver(_) | MessagingMsg::Acks(_))
+        Message::Messaging(
+            MessagingMsg::Deliver(_) | MessagingMsg::Acks(_) | MessagingMsg::External(_)
+        )
     )
 }
 
@@ -101,6 +119,7 @@ enum Role {
     GroupClient { group: u32 },
     FailoverMember { group: u32, rank: u32 },
     FailoverClient { group: u32 },
+    ExternalClient,
 }
 
 /// The kind of a message, in its header.
@@ -111,6 +130,7 @@ enum Kind {
     Publish,
     Group,
     Failover,
+    External,
 }
 
 impl Kind {
@@ -124,6 +144,7 @@ impl Kind {
             Kind::Publish,
             Kind::Group,
             Kind::Failover,
+            Kind::External,
         ]
         .get(usize::from(c))
         .copied()
@@ -164,6 +185,8 @@ pub enum Stream {
     Groups,
     /// Failover sends.
     Failover,
+    /// Calls to the external echo service.
+    External,
 }
 
 /// What the simulator must do for the workload.
@@ -183,7 +206,8 @@ enum Pending {
     Spawn(Vec<u32>),
     Send(u64),
     Recv(u32),
-    Setup(&'static str),
+    /// A subscribe or join of this process.
+    Member(u32),
     Register(u32, String),
     Whereis(Time),
 }
@@ -200,6 +224,8 @@ struct Flight {
     answered: Option<u32>,
     seen: u32,
     flagged: bool,
+    /// A reliable fan-out send: the processes it must still reach.
+    missing: BTreeSet<u32>,
 }
 
 /// The messaging workload of a run.
@@ -228,6 +254,9 @@ pub struct MessagingSim {
     group_turn: u32,
     /// The run has no fault of any kind: every fate must be a known one.
     faultless: bool,
+    /// The run has no crash or partition (the network may lose, duplicate and
+    /// reorder): every live member is reachable.
+    without_faults: bool,
     /// Round-robin sends received, per member.
     round_robin: BTreeMap<u32, u64>,
     /// Failover groups whose takeover was seen.
@@ -235,6 +264,8 @@ pub struct MessagingSim {
     takeover_latency: Histogram,
     /// A traffic arrival has come.
     in_traffic: bool,
+    /// Processes whose subscribe or join succeeded.
+    members: BTreeSet<u32>,
 }
 
 impl MessagingSim {
@@ -294,6 +325,11 @@ impl MessagingSim {
                 }
             }
         }
+        if let Some(e) = &cfg.external {
+            for client in 0..e.clients {
+                add(tenant(client), Role::ExternalClient);
+            }
+        }
         let figures = MessagingFigures {
             processes: procs.len() as u64,
             ..MessagingFigures::default()
@@ -318,10 +354,12 @@ impl MessagingSim {
             figures,
             group_turn: 0,
             faultless: false,
+            without_faults: false,
             round_robin: BTreeMap::new(),
             takeover: BTreeSet::new(),
             takeover_latency: Histogram::default(),
             in_traffic: false,
+            members: BTreeSet::new(),
             cfg,
         };
         let start = Time::ZERO + sim.cfg.start;
@@ -340,6 +378,14 @@ impl MessagingSim {
     #[must_use]
     pub fn faultless(mut self, faultless: bool) -> Self {
         self.faultless = faultless;
+        self
+    }
+
+    /// Declares the run free of crashes and partitions (not of loss, duplication or
+    /// reordering), which turns on `messaging.fanout_reliable` in reliable mode.
+    #[must_use]
+    pub fn without_faults(mut self, without_faults: bool) -> Self {
+        self.without_faults = without_faults;
         self
     }
 
@@ -491,7 +537,7 @@ impl MessagingSim {
                 }
                 Role::Subscriber { topic } => self.call(
                     node,
-                    Pending::Setup("subscribe"),
+                    Pending::Member(ix),
                     ApiCall::Subscribe {
                         tenant,
                         topic: format!("t{topic}"),
@@ -511,6 +557,7 @@ impl MessagingSim {
                 Role::Publisher { .. } => Some(Stream::PubSub),
                 Role::GroupClient { .. } => Some(Stream::Groups),
                 Role::FailoverClient { .. } => Some(Stream::Failover),
+                Role::ExternalClient => Some(Stream::External),
                 _ => None,
             };
             if let Some(s) = stream {
@@ -518,7 +565,14 @@ impl MessagingSim {
             }
         }
         let traffic = Time::ZERO + self.cfg.start + self.cfg.warmup;
-        for s in [Stream::Rr, Stream::PubSub, Stream::Groups, Stream::Failover] {
+        let streams = [
+            Stream::Rr,
+            Stream::PubSub,
+            Stream::Groups,
+            Stream::Failover,
+            Stream::External,
+        ];
+        for s in streams {
             if self.senders.contains_key(&(s as u8)) {
                 self.actions
                     .push_back(MsgAction::At(traffic, MsgTimer::Traffic(s)));
@@ -539,7 +593,7 @@ impl MessagingSim {
         let tenant = p.tenant;
         self.call(
             node,
-            Pending::Setup("join"),
+            Pending::Member(ix),
             ApiCall::Join { tenant, group, pid },
         );
     }
@@ -564,6 +618,7 @@ impl MessagingSim {
             Stream::PubSub => self.cfg.pubsub.as_ref().map_or(0.0, |r| r.rate_per_s),
             Stream::Groups => self.cfg.groups.as_ref().map_or(0.0, |r| r.rate_per_s),
             Stream::Failover => self.cfg.failover.as_ref().map_or(0.0, |r| r.rate_per_s),
+            Stream::External => self.cfg.external.as_ref().map_or(0.0, |r| r.rate_per_s),
         }
     }
 
@@ -625,9 +680,18 @@ impl MessagingSim {
                     Kind::Failover,
                     None,
                 ),
+                // The echo comes back to the caller itself.
+                Role::ExternalClient => (
+                    Dest::External {
+                        host: "echo.external".into(),
+                        port: 7,
+                    },
+                    Kind::External,
+                    Some(ix),
+                ),
                 _ => return self.next_arrival(now, stream, rate),
             };
-            self.send(now, ix, dest, kind, to);
+            self.send(now, ix, dest, kind, to, placement);
         }
         self.next_arrival(now, stream, rate);
     }
@@ -656,7 +720,16 @@ impl MessagingSim {
     }
 
     /// Process `ix` sends a message of `kind` to `dest` now.
-    fn send(&mut self, now: Time, ix: u32, dest: Dest, kind: Kind, to: Option<u32>) {
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &mut self,
+        now: Time,
+        ix: u32,
+        dest: Dest,
+        kind: Kind,
+        to: Option<u32>,
+        placement: &PlacementSim,
+    ) {
         let p = &self.procs[ix as usize];
         let (Some(pid), Some(node)) = (p.pid, p.node) else {
             return;
@@ -687,6 +760,11 @@ impl MessagingSim {
         } else {
             Delivery::AtMostOnce
         };
+        let missing = if self.cfg.reliable && self.without_faults && fan_out {
+            self.fan_out_receivers(tenant, &dest, placement)
+        } else {
+            BTreeSet::new()
+        };
         self.flights.insert(
             id,
             Flight {
@@ -697,6 +775,7 @@ impl MessagingSim {
                 answered: None,
                 seen: 0,
                 flagged: false,
+                missing,
             },
         );
         self.figures.sent += 1;
@@ -709,6 +788,33 @@ impl MessagingSim {
             block: true,
         };
         self.call(node, Pending::Send(id), call);
+    }
+
+    /// The processes a reliable fan-out send to `dest` of `tenant` must reach: the
+    /// confirmed subscribers or members, or for a broadcast every process of the
+    /// tenant that is set up, running now.
+    fn fan_out_receivers(
+        &self,
+        tenant: TenantId,
+        dest: &Dest,
+        placement: &PlacementSim,
+    ) -> BTreeSet<u32> {
+        (0..self.procs.len() as u32)
+            .filter(|&ix| {
+                let p = &self.procs[ix as usize];
+                let chosen = match (dest, p.role) {
+                    (Dest::Topic(t), Role::Subscriber { topic }) => {
+                        *t == format!("t{topic}") && self.members.contains(&ix)
+                    }
+                    (Dest::Group { group: g, .. }, Role::GroupMember { group }) => {
+                        *g == format!("g{group}") && self.members.contains(&ix)
+                    }
+                    (Dest::Broadcast, _) => p.tenant == tenant,
+                    _ => false,
+                };
+                chosen && self.running(ix, placement)
+            })
+            .collect()
     }
 
     /// The agent of `node` answered `request` now.
@@ -737,8 +843,15 @@ impl MessagingSim {
                 }
                 Err(e) => self.setup_result("register", Some(format!("{e:?}"))),
             },
-            (Pending::Setup(what), ApiReply::Grouped(r)) => {
-                self.setup_result(what, r.err().map(|e| format!("{e:?}")))
+            (Pending::Member(ix), ApiReply::Grouped(r)) => {
+                let what = match self.procs[ix as usize].role {
+                    Role::Subscriber { .. } => "subscribe",
+                    _ => "join",
+                };
+                if r.is_ok() {
+                    self.members.insert(ix);
+                }
+                self.setup_result(what, r.err().map(|e| format!("{e:?}")));
             }
             (Pending::Send(id), ApiReply::Sent(result)) => self.sent(id, result),
             (Pending::Recv(ix), ApiReply::Received(result)) => match result {
@@ -809,7 +922,11 @@ impl MessagingSim {
         };
         let done = self.flights.get_mut(&id).is_some_and(|f| {
             f.answered = Some(reached);
-            f.seen >= reached
+            if reached == 0 {
+                // Failed: it owed nothing to anyone.
+                f.missing.clear();
+            }
+            f.seen >= reached && f.missing.is_empty()
         });
         if done {
             self.flights.remove(&id);
@@ -832,19 +949,30 @@ impl MessagingSim {
         }
         for mail in mails {
             match mail.body {
-                MailBody::Data(data) => self.data(now, ix, mail.from, mail.class, &data),
+                MailBody::Data(data) => self.data(now, ix, mail.from, mail.class, &data, placement),
                 MailBody::NameLost { name } => {
                     let tenant = self.procs[ix as usize].tenant;
                     if let Some(holders) = self.names.get_mut(&(tenant, name)) {
                         holders.retain(|h| *h != ix);
                     }
                 }
+                MailBody::External { data, .. } => {
+                    self.data(now, ix, mail.from, mail.class, &data, placement);
+                }
                 MailBody::Down { .. } => {}
             }
         }
     }
 
-    fn data(&mut self, now: Time, ix: u32, from: Pid, class: DistanceClass, data: &[u8]) {
+    fn data(
+        &mut self,
+        now: Time,
+        ix: u32,
+        from: Pid,
+        class: DistanceClass,
+        data: &[u8],
+        placement: &PlacementSim,
+    ) {
         let Some(header) = data.get(..HEADER_BYTES) else {
             self.violations.push((
                 "messaging.payload",
@@ -943,14 +1071,22 @@ impl MessagingSim {
                 ));
             }
             f.seen += 1;
-            if f.answered.is_some_and(|r| f.seen >= r) {
+            f.missing.remove(&ix);
+            if f.answered.is_some_and(|r| f.seen >= r) && f.missing.is_empty() {
                 self.flights.remove(&id);
             }
         }
         match (kind, role) {
             (Some(Kind::Request), Role::RrServer { pair }) => {
                 // The client of pair `pair` is process `pair`.
-                self.send(now, ix, Dest::Pid(from), Kind::Response, Some(pair));
+                self.send(
+                    now,
+                    ix,
+                    Dest::Pid(from),
+                    Kind::Response,
+                    Some(pair),
+                    placement,
+                );
             }
             (Some(Kind::Response), Role::RrClient { .. }) => self.figures.rr_completed += 1,
             _ => {}
@@ -973,6 +1109,7 @@ impl MessagingSim {
         let mut fate = Ok(());
         let mut delivered = Ok(());
         let mut failover = Ok(());
+        let mut fan_out = Ok(());
         let mut stale = Vec::new();
         for (&id, f) in &mut self.flights {
             let age = now.saturating_since(f.at);
@@ -983,6 +1120,23 @@ impl MessagingSim {
                 continue;
             }
             let sender = &self.procs[f.from as usize];
+            if f.answered.is_some_and(|r| r > 0) && !f.missing.is_empty() {
+                let procs = &self.procs;
+                let runs = |ix: &u32| {
+                    let p = &procs[*ix as usize];
+                    p.pid
+                        .zip(p.node)
+                        .is_some_and(|(pid, node)| placement.host_of(pid) == Some(node))
+                };
+                if let Some(ix) = f.missing.iter().find(|ix| runs(ix)) {
+                    f.flagged = true;
+                    fan_out = Err(format!(
+                        "reliable {:?} send {id} answered ok, not received by running process {ix} after {age:?}",
+                        f.kind
+                    ));
+                    continue;
+                }
+            }
             match f.answered {
                 None if sender.node.is_some_and(up) => {
                     f.flagged = true;
@@ -1022,6 +1176,10 @@ impl MessagingSim {
         out.push(("messaging.delivered", delivered, true));
         if self.cfg.reliable && self.cfg.failover.is_some() {
             out.push(("messaging.failover_lossless", failover, false));
+        }
+        let fan_outs = self.cfg.pubsub.is_some() || self.cfg.groups.is_some();
+        if self.cfg.reliable && self.without_faults && fan_outs {
+            out.push(("messaging.fanout_reliable", fan_out, false));
         }
         let mut names = Ok(());
         for ((tenant, name), holders) in &self.names {
@@ -1297,6 +1455,7 @@ mod tests {
             Dest::Pid(m.procs[1].pid.unwrap()),
             Kind::Request,
             Some(1),
+            &placement,
         );
         let early = m.check(Time::from_secs(6), &placement, &|_| true);
         assert!(early.iter().all(|(_, r, _)| r.is_ok()));

@@ -30,6 +30,7 @@ use crate::trace::{Packet, TraceEvent, TraceHasher, TraceWriter};
 use fault_injection::validate_fault;
 use nefele_core::federation::FedNotice;
 use nefele_core::host::{HostCommand, HostEvent};
+use nefele_core::messaging::external::{ExternalCommand, ExternalEvent};
 use nefele_core::mix::splitmix64;
 use nefele_core::service::ServiceNotice;
 use nefele_core::wire::{self, Envelope};
@@ -163,6 +164,12 @@ enum Event {
     Msg(MsgTimer),
     /// The supervision workload spawns its groups.
     Supervise,
+    /// The external echo service answers a proxy (what it was sent, on the same
+    /// connection, one external round trip later).
+    External {
+        node: NodeId,
+        event: ExternalEvent,
+    },
 }
 
 enum Undo {
@@ -270,6 +277,25 @@ impl Simulation {
                 f.seeds = seeds.clone();
             }
         }
+        // External calls leave through the gateway hosts of the external sites (or,
+        // with none, the first host of each of the first three racks); the echo
+        // service behind them is modelled below (`Event::External`).
+        let proxies = &mut config.agent.services.messaging.proxies;
+        if config
+            .messaging
+            .as_ref()
+            .is_some_and(|m| m.external.is_some())
+            && proxies.is_empty()
+        {
+            let gateways: Vec<NodeId> = (topology.dc_hosts()..hosts_len as u32)
+                .map(NodeId)
+                .collect();
+            *proxies = if gateways.is_empty() {
+                seeds.clone()
+            } else {
+                gateways
+            };
+        }
 
         let mut faults = config.faults.clone();
         if let Some(random) = &config.random_faults {
@@ -340,9 +366,15 @@ impl Simulation {
                     && m.failover
                         .as_ref()
                         .is_none_or(|f| f.crash_primaries_at.is_none());
+                let no_faults = config.faults.is_empty()
+                    && config.random_faults.is_none()
+                    && m.failover
+                        .as_ref()
+                        .is_none_or(|f| f.crash_primaries_at.is_none());
                 Box::new(
                     MessagingSim::new(m, Time::ZERO + config.duration, messaging_seed)
-                        .faultless(faultless),
+                        .faultless(faultless)
+                        .without_faults(no_faults),
                 )
             }),
             config,
@@ -475,6 +507,15 @@ impl Simulation {
                 self.check();
                 let next = self.now + self.config.check.interval;
                 self.schedule(next, Event::Check);
+            }
+            Event::External { node, event } => {
+                self.stats.events += 1;
+                let host = &mut self.hosts[node.0 as usize];
+                let local = host.clock.local(self.now);
+                if let Some(agent) = host.agent.as_mut() {
+                    agent.handle(local, Input::External(event));
+                    self.after_handle(node);
+                }
             }
             Event::ProcExit { node, pid } => {
                 let status = self.placement.exit_status(node, pid);
@@ -729,6 +770,12 @@ impl Simulation {
                         }
                     }
                 }
+                Output::External(ExternalCommand::Send { conn, data, .. }) => {
+                    let one_way = self.config.network.latency.external.base;
+                    let event = ExternalEvent::Data { conn, data };
+                    self.schedule(self.now + one_way * 2, Event::External { node, event });
+                }
+                Output::External(ExternalCommand::Close { .. }) => {}
                 Output::Notice(Notice::Federation { instance, notice }) => {
                     self.on_notice(node, instance, notice);
                 }
