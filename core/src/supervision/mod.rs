@@ -1021,6 +1021,13 @@ impl Supervision {
             }
         }
         self.partial.retain(|(home, _), _| view.contains(*home));
+        if leading && !settle.is_empty() {
+            // The new home's authority, asked at once: it grants the old home's
+            // children as soon as its keepers confirm.
+            for k in ctx.tree.keepers() {
+                self.send(k, SupervisionMsg::Alive { at: now.as_nanos() });
+            }
+        }
         for id in settle {
             let Some(c) = self.copies.remove(&id) else {
                 continue;
@@ -1195,9 +1202,17 @@ impl Service for Supervision {
                         self.sups.remove(&sup);
                     }
                 }
+                let before = self.authorized(now);
                 if at <= now.as_nanos() {
                     let t = self.held.entry(from).or_insert(Time::ZERO);
                     *t = (*t).max(Time::from_nanos(at));
+                }
+                // Authorized again (or first after a take-over): grant at once.
+                if !before && self.authorized(now) {
+                    let ids: Vec<SupervisorId> = self.sups.keys().copied().collect();
+                    for sup in ids {
+                        self.watch(now, sup, None);
+                    }
                 }
             }
             replica @ SupervisionMsg::Replica { .. } => self.on_replica(now, from, replica),
