@@ -414,8 +414,10 @@ impl Supervision {
             .collect();
         for pid in expired {
             self.watchers.remove(&pid);
-            if let Some(&(tenant, _)) = self.live.get(&pid) {
+            if let Some((tenant, _)) = self.live.remove(&pid) {
                 self.kill(tenant, pid);
+                // Ended for the homes that ask (its exit, when reported, replaces it).
+                self.remember_end(pid, ExitStatus::Lost);
             }
         }
     }
@@ -791,9 +793,8 @@ impl Supervision {
         }
     }
 
-    /// Host side: a local process ended.
-    fn local_ended(&mut self, now: Time, pid: Pid, status: ExitStatus) {
-        self.live.remove(&pid);
+    /// Host side: remembers how a local process ended (the last `ended_memory`).
+    fn remember_end(&mut self, pid: Pid, status: ExitStatus) {
         if self.ended.insert(pid, status).is_none() {
             self.ended_order.push_back(pid);
         }
@@ -802,6 +803,12 @@ impl Supervision {
                 self.ended.remove(&old);
             }
         }
+    }
+
+    /// Host side: a local process ended.
+    fn local_ended(&mut self, now: Time, pid: Pid, status: ExitStatus) {
+        self.live.remove(&pid);
+        self.remember_end(pid, status);
         if let Some(w) = self.watchers.remove(&pid) {
             self.status_to(now, w.home, w.sup, false, vec![(pid, status)], Vec::new());
         }
@@ -1353,5 +1360,53 @@ mod tests {
         let from = |n: NodeId| keeper.partial.keys().filter(|(h, _)| *h == n).count();
         assert_eq!(from(hostile), MAX_PARTIAL_PER_PEER);
         assert_eq!(from(other), 1, "another peer's half is not evicted");
+    }
+
+    fn kills(s: &mut Supervision) -> Vec<Pid> {
+        std::iter::from_fn(|| s.poll_output())
+            .filter_map(|o| match o {
+                ServiceOutput::Call(_, ApiCall::Kill { pid, .. }) => Some(pid),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The fence: a watched process is kept for a lease from its start, renewed
+    /// only by grants (the host's own earlier clock readings), and killed past it;
+    /// a grant that arrives late cannot revive it. Before leases a cut-off host
+    /// kept its children forever while its home restarted them elsewhere.
+    #[test]
+    fn a_host_kills_a_watched_process_whose_lease_ended() {
+        let me = Identity {
+            node: NodeId(1),
+            incarnation: Incarnation(1),
+        };
+        let config = SupervisionConfig::default();
+        let lease = config.lease;
+        let mut host = Supervision::new(me, config, 0);
+        let home = NodeId(2);
+        let sup = SupervisorId {
+            origin: home,
+            incarnation: Incarnation(1),
+            sequence: 0,
+        };
+        let pid = Pid::new(me.node, me.incarnation, 1);
+        let at = |ms| Time::from_millis(ms);
+        host.enter(at(0));
+        host.live.insert(pid, (nefele_api::TenantId(1), at(0)));
+        host.on_watch(at(100), home, sup, 0, vec![pid], None);
+        // Renewed by a grant of its reading at 1 s: kept until 1 s + lease.
+        host.on_watch(at(1_500), home, sup, 0, vec![pid], Some(at(1_000).as_nanos()));
+        assert_eq!(host.next_timeout(), Some(at(1_000) + lease));
+        host.enter(at(1_000) + lease - Duration::from_millis(1));
+        assert!(kills(&mut host).is_empty(), "killed within its lease");
+        // A grant of an older reading, delivered late, changes nothing.
+        let late = at(1_000) + lease + Duration::from_millis(500);
+        host.enter(late);
+        host.on_watch(late, home, sup, 0, vec![pid], Some(at(1_200).as_nanos()));
+        assert_eq!(kills(&mut host), vec![pid]);
+        host.enter(late + lease);
+        assert!(kills(&mut host).is_empty(), "not watched again");
+        assert!(host.watchers.is_empty());
     }
 }
