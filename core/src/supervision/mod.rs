@@ -43,7 +43,12 @@
 //!   that finds a host lost (silent for `lost_after`, removed from the group, or
 //!   reported lost by the ledger) grants it nothing more and restarts its
 //!   children only once the last ask it echoed to it arrived `slack(lease)` ago:
-//!   by then the host has killed them, or is stalled (the exception).
+//!   by then the host has killed them, or is stalled (the exception). A host
+//!   fences only processes it knows are watched: a lost child whose host never
+//!   confirmed watching it (`kept` in an answer; the record's `leased`) is
+//!   restarted only once its host answers again (which fences it at once, its
+//!   lease from its start long over) or does not know it; on a host that never
+//!   comes back it is not restarted (liveness given up for safety).
 //! - **A home's authority.** A home grants and restarts only while each of its
 //!   keepers confirmed ([`SupervisionMsg::Held`]) an [`SupervisionMsg::Alive`]
 //!   it sent less than `authority` ago. A keeper takes a supervisor over only
@@ -59,10 +64,11 @@
 //!   jump of the clock: the waits on other agents' clocks are pushed back by the
 //!   lateness (`catch_up`).
 //!
-//! Not covered (stated, not fixed): a process spawned by a home that dies before
-//! its first `Watch` reaches the host is never leased (its host does not know it
-//! is supervised), and the new home spawns the child again: the restart in
-//! flight can run twice. A keeper that stopped being one of the home's keepers
+//! Not covered (stated, not fixed): a restart in flight when its home dies is
+//! spawned again by the new home, and the first spawn's process, if placement
+//! started it, is not known to the new home nor leased (its host does not know
+//! it is supervised): the child can run twice until placement's orphan timeout
+//! (only when the first spawn was not confirmed). A keeper that stopped being one of the home's keepers
 //! keeps its copies and may take over without the home's authority accounting
 //! for it; and two level-0 leaders on the two sides of a partition each act.
 //! A pid given up as lost is also killed if its host answers again
@@ -491,6 +497,7 @@ impl Supervision {
                 restarts: 0,
                 recent: Vec::new(),
                 cause: None,
+                leased: false,
             })
             .collect();
         let rec = Record {
@@ -681,7 +688,7 @@ impl Supervision {
             }
             self.owners.insert(sup, (epoch, from));
         }
-        let (mut ended, mut unknown) = (Vec::new(), Vec::new());
+        let (mut ended, mut unknown, mut kept) = (Vec::new(), Vec::new(), Vec::new());
         for pid in pids {
             if pid.origin() != self.me.node {
                 continue;
@@ -699,16 +706,18 @@ impl Supervision {
                 w.home = from;
                 w.sup = sup;
                 w.until = w.until.max(granted.unwrap_or(Time::ZERO));
+                kept.push(pid);
             } else if let Some(status) = self.ended.get(&pid) {
                 ended.push((pid, *status));
             } else {
                 unknown.push(pid);
             }
         }
-        self.status_to(now, from, sup, true, ended, unknown);
+        self.status_to(now, from, sup, true, ended, unknown, kept);
     }
 
     /// Host side: tells `to` about `sup`'s processes here (to itself directly).
+    #[allow(clippy::too_many_arguments)]
     fn status_to(
         &mut self,
         now: Time,
@@ -717,19 +726,20 @@ impl Supervision {
         answer: bool,
         ended: Vec<(Pid, ExitStatus)>,
         unknown: Vec<Pid>,
+        kept: Vec<Pid>,
     ) {
-        let ask = now.as_nanos();
+        let msg = SupervisionMsg::Status {
+            sup,
+            answer,
+            ended,
+            unknown,
+            kept,
+            ask: now.as_nanos(),
+        };
         if to == self.me.node {
             let me = self.me.node;
-            self.on_status(now, me, sup, answer, ended, unknown, ask);
+            self.on_status(now, me, msg);
         } else {
-            let msg = SupervisionMsg::Status {
-                sup,
-                answer,
-                ended,
-                unknown,
-                ask,
-            };
             self.send(to, msg);
         }
     }
@@ -737,17 +747,18 @@ impl Supervision {
     /// Home side: a host told about `sup`'s processes there. Its first answer
     /// here is granted at once (a new home renews the leases of the old one's
     /// children as soon as it can).
-    #[allow(clippy::too_many_arguments)]
-    fn on_status(
-        &mut self,
-        now: Time,
-        from: NodeId,
-        sup: SupervisorId,
-        answer: bool,
-        ended: Vec<(Pid, ExitStatus)>,
-        unknown: Vec<Pid>,
-        ask: u64,
-    ) {
+    fn on_status(&mut self, now: Time, from: NodeId, msg: SupervisionMsg) {
+        let SupervisionMsg::Status {
+            sup,
+            answer,
+            ended,
+            unknown,
+            kept,
+            ask,
+        } = msg
+        else {
+            return;
+        };
         if let Some(t) = self.heard.get_mut(&from) {
             *t = now;
             if answer {
@@ -764,6 +775,15 @@ impl Supervision {
         let Some(s) = self.sups.get_mut(&sup) else {
             return;
         };
+        // Confirmed watched at their host: fenced there from now on.
+        for pid in kept {
+            if let Some(i) = s.rec.child_of(pid) {
+                if !s.rec.children[i].leased {
+                    s.rec.children[i].leased = true;
+                    s.dirty = true;
+                }
+            }
+        }
         if answer {
             // An abandoned pid its host did not list runs after all: kill it.
             let listed: BTreeSet<Pid> = ended
@@ -810,7 +830,8 @@ impl Supervision {
         self.live.remove(&pid);
         self.remember_end(pid, status);
         if let Some(w) = self.watchers.remove(&pid) {
-            self.status_to(now, w.home, w.sup, false, vec![(pid, status)], Vec::new());
+            let ended = vec![(pid, status)];
+            self.status_to(now, w.home, w.sup, false, ended, Vec::new(), Vec::new());
         }
     }
 
@@ -835,8 +856,23 @@ impl Supervision {
             .map(|(h, _)| *h)
             .collect();
         for host in fenced {
+            let mut doubtful = false;
             for (sup, pid) in self.fencing.remove(&host).map(|f| f.1).unwrap_or_default() {
-                self.on_end(now, sup, pid, ExitStatus::Lost);
+                let leased = self.sups.get(&sup).is_none_or(|s| {
+                    s.rec
+                        .child_of(pid)
+                        .is_none_or(|i| s.rec.children[i].leased)
+                });
+                if leased {
+                    self.on_end(now, sup, pid, ExitStatus::Lost);
+                } else {
+                    doubtful = true;
+                }
+            }
+            // A child its host never confirmed watching may run unfenced there:
+            // it is restarted only once its host answers (which fences it).
+            if doubtful {
+                self.heard.insert(host, now);
             }
         }
         // Keepers' confirmations keep this home's authority.
@@ -895,6 +931,13 @@ impl Supervision {
             .copied()
             .collect();
         let mut sends = Vec::new();
+        // Keepers no longer its keepers drop their copies: this home's authority
+        // no longer counts them, so they must not take over from a stale copy.
+        for &k in self.keepers.iter().filter(|k| !keepers.contains(k)) {
+            for id in self.sups.keys() {
+                sends.push((k, SupervisionMsg::Forget { sup: *id }));
+            }
+        }
         for (id, s) in &mut self.sups {
             if s.client.is_some() {
                 continue;
@@ -1014,7 +1057,15 @@ impl Supervision {
         // Copies to take over (as the leader) or drop (past `hold`).
         let mut settle = Vec::new();
         let (alive, authority) = (&self.alive, slack(self.config.authority));
-        let quiet = |home: NodeId| alive.get(&home).is_none_or(|t| now >= *t + authority);
+        // Quiet long enough for its authority to have ended, and not so long that
+        // this copy may be stale (a home sends its keepers `Alive` every probe and
+        // the whole record every `refresh`: a keeper it dropped hears neither).
+        let fresh = self.config.refresh;
+        let quiet = |home: NodeId| {
+            alive.get(&home).is_some_and(|t| {
+                now >= *t + authority && now.saturating_since(*t) <= fresh
+            })
+        };
         for (id, c) in &mut self.copies {
             if view.contains(c.home) {
                 c.away_since = None;
@@ -1023,23 +1074,24 @@ impl Supervision {
             let since = *c.away_since.get_or_insert(now);
             // The leader waits until the home's authority from it has surely
             // ended (the home grants and restarts nothing more).
-            if (leading && quiet(c.home)) || now.saturating_since(since) >= self.config.hold {
-                settle.push(*id);
+            let take = leading && quiet(c.home);
+            if take || now.saturating_since(since) >= self.config.hold {
+                settle.push((*id, take));
             }
         }
         self.partial.retain(|(home, _), _| view.contains(*home));
-        if leading && !settle.is_empty() {
+        if settle.iter().any(|(_, take)| *take) {
             // The new home's authority, asked at once: it grants the old home's
             // children as soon as its keepers confirm.
             for k in ctx.tree.keepers() {
                 self.send(k, SupervisionMsg::Alive { at: now.as_nanos() });
             }
         }
-        for id in settle {
+        for (id, take) in settle {
             let Some(c) = self.copies.remove(&id) else {
                 continue;
             };
-            if !leading {
+            if !take {
                 continue;
             }
             let mut rec = c.rec;
@@ -1191,13 +1243,7 @@ impl Service for Supervision {
             } => {
                 self.on_watch(now, from, sup, epoch, pids, grant);
             }
-            SupervisionMsg::Status {
-                sup,
-                answer,
-                ended,
-                unknown,
-                ask,
-            } => self.on_status(now, from, sup, answer, ended, unknown, ask),
+            status @ SupervisionMsg::Status { .. } => self.on_status(now, from, status),
             SupervisionMsg::Alive { at } => self.on_alive(now, from, at),
             SupervisionMsg::Held { at, forget } => {
                 for (sup, epoch) in forget {

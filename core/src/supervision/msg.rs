@@ -65,6 +65,8 @@ pub enum SupervisionMsg {
         ended: Vec<(Pid, ExitStatus)>,
         /// Unknown here.
         unknown: Vec<Pid>,
+        /// Watched here now, running (an answer's; so fenced by their lease).
+        kept: Vec<Pid>,
         /// The host's clock reading (nanoseconds) when it sent this, for the home
         /// to echo as a grant: a lease counts from before the grant was sent, so a
         /// delayed grant can only shorten it.
@@ -126,9 +128,16 @@ pub fn kind(msg: &SupervisionMsg) -> &'static str {
 pub fn validate(msg: &SupervisionMsg) -> Result<(), Reject> {
     match msg {
         SupervisionMsg::Watch { pids, .. } => check_len("sup-watch pids", pids.len(), MAX_PIDS),
-        SupervisionMsg::Status { ended, unknown, .. } => {
-            check_len("sup-status pids", ended.len() + unknown.len(), MAX_PIDS)
-        }
+        SupervisionMsg::Status {
+            ended,
+            unknown,
+            kept,
+            ..
+        } => check_len(
+            "sup-status pids",
+            ended.len() + unknown.len() + kept.len(),
+            MAX_PIDS,
+        ),
         SupervisionMsg::Replica {
             version,
             part,
@@ -208,6 +217,7 @@ mod tests {
                 answer: true,
                 ended: vec![(pid, ExitStatus::Code(i32::MIN)); MAX_PIDS],
                 unknown: Vec::new(),
+                kept: Vec::new(),
                 ask: u64::MAX,
             },
             SupervisionMsg::Replica {
