@@ -261,5 +261,8 @@ fn no_child_runs_twice_under_random_faults() {
             }
         }
     }
-    assert!(failing.is_empty(), "failing (scenario, seed, twins): {failing:?}");
+    assert!(
+        failing.is_empty(),
+        "failing (scenario, seed, twins): {failing:?}"
+    );
 }

@@ -630,7 +630,10 @@ impl Supervision {
             .map(|p| (p, true));
         for (pid, current) in current.chain(s.abandoned.iter().map(|p| (*p, false))) {
             if only.is_none_or(|h| h == pid.origin()) {
-                by_host.entry((pid.origin(), current)).or_default().push(pid);
+                by_host
+                    .entry((pid.origin(), current))
+                    .or_default()
+                    .push(pid);
             }
         }
         for ((host, current), pids) in by_host {
@@ -858,11 +861,10 @@ impl Supervision {
         for host in fenced {
             let mut doubtful = false;
             for (sup, pid) in self.fencing.remove(&host).map(|f| f.1).unwrap_or_default() {
-                let leased = self.sups.get(&sup).is_none_or(|s| {
-                    s.rec
-                        .child_of(pid)
-                        .is_none_or(|i| s.rec.children[i].leased)
-                });
+                let leased = self
+                    .sups
+                    .get(&sup)
+                    .is_none_or(|s| s.rec.child_of(pid).is_none_or(|i| s.rec.children[i].leased));
                 if leased {
                     self.on_end(now, sup, pid, ExitStatus::Lost);
                 } else {
@@ -1062,9 +1064,9 @@ impl Supervision {
         // the whole record every `refresh`: a keeper it dropped hears neither).
         let fresh = self.config.refresh;
         let quiet = |home: NodeId| {
-            alive.get(&home).is_some_and(|t| {
-                now >= *t + authority && now.saturating_since(*t) <= fresh
-            })
+            alive
+                .get(&home)
+                .is_some_and(|t| now >= *t + authority && now.saturating_since(*t) <= fresh)
         };
         for (id, c) in &mut self.copies {
             if view.contains(c.home) {
@@ -1442,7 +1444,14 @@ mod tests {
         host.live.insert(pid, (nefele_api::TenantId(1), at(0)));
         host.on_watch(at(100), home, sup, 0, vec![pid], None);
         // Renewed by a grant of its reading at 1 s: kept until 1 s + lease.
-        host.on_watch(at(1_500), home, sup, 0, vec![pid], Some(at(1_000).as_nanos()));
+        host.on_watch(
+            at(1_500),
+            home,
+            sup,
+            0,
+            vec![pid],
+            Some(at(1_000).as_nanos()),
+        );
         assert_eq!(host.next_timeout(), Some(at(1_000) + lease));
         host.enter(at(1_000) + lease - Duration::from_millis(1));
         assert!(kills(&mut host).is_empty(), "killed within its lease");

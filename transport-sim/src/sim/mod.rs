@@ -713,7 +713,9 @@ impl Simulation {
                             Some((pid, slot)) if self.placement.host_of(pid) == Some(node) => {
                                 let hosts = &self.hosts;
                                 s.started(self.now, pid, slot, &|n: NodeId| {
-                                    hosts.get(n.0 as usize).map_or(Time::ZERO, |h| h.paused_until)
+                                    hosts
+                                        .get(n.0 as usize)
+                                        .map_or(Time::ZERO, |h| h.paused_until)
                                 });
                             }
                             _ => s.reconcile(self.now, &self.placement),
