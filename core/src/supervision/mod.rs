@@ -937,7 +937,7 @@ impl Supervision {
         // no longer counts them, so they must not take over from a stale copy.
         for &k in self.keepers.iter().filter(|k| !keepers.contains(k)) {
             for id in self.sups.keys() {
-                sends.push((k, SupervisionMsg::Forget { sup: *id }));
+                sends.push((k, SupervisionMsg::Dropped { sup: *id }));
             }
         }
         for (id, s) in &mut self.sups {
@@ -1247,6 +1247,12 @@ impl Service for Supervision {
             }
             status @ SupervisionMsg::Status { .. } => self.on_status(now, from, status),
             SupervisionMsg::Alive { at } => self.on_alive(now, from, at),
+            SupervisionMsg::Dropped { sup } => {
+                if self.copies.get(&sup).is_some_and(|c| c.home == from) {
+                    self.copies.remove(&sup);
+                }
+                self.partial.remove(&(from, sup));
+            }
             SupervisionMsg::Held { at, forget } => {
                 for (sup, epoch) in forget {
                     if self

@@ -102,6 +102,12 @@ pub enum SupervisionMsg {
         /// before it counts this confirmation.
         forget: Vec<(SupervisorId, u32)>,
     },
+    /// Home to a former keeper: no longer one of its keepers; drop the copy of
+    /// `sup` (never a supervisor it runs: unlike `Forget`, not a step-down).
+    Dropped {
+        /// The supervisor.
+        sup: SupervisorId,
+    },
     /// Home to keeper: the supervisor ended (stopped); drop its copy. To a home
     /// (from a home or a child's host): another home runs it since a later
     /// take-over; step down.
@@ -120,6 +126,7 @@ pub fn kind(msg: &SupervisionMsg) -> &'static str {
         SupervisionMsg::Replica { .. } => "sup-replica",
         SupervisionMsg::Forget { .. } => "sup-forget",
         SupervisionMsg::Alive { .. } => "sup-alive",
+        SupervisionMsg::Dropped { .. } => "sup-dropped",
         SupervisionMsg::Held { .. } => "sup-held",
     }
 }
@@ -160,7 +167,9 @@ pub fn validate(msg: &SupervisionMsg) -> Result<(), Reject> {
             Ok(())
         }
         SupervisionMsg::Held { forget, .. } => check_len("sup-held forget", forget.len(), MAX_PIDS),
-        SupervisionMsg::Forget { .. } | SupervisionMsg::Alive { .. } => Ok(()),
+        SupervisionMsg::Forget { .. }
+        | SupervisionMsg::Dropped { .. }
+        | SupervisionMsg::Alive { .. } => Ok(()),
     }
 }
 
