@@ -29,7 +29,7 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 ///   peers' messages).
 /// - 5: the supervision service (a `Message` variant, and its empty part in the
 ///   summaries' payload).
-pub const VERSION: u16 = 5;
+pub const VERSION: u16 = 6;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.
