@@ -236,6 +236,10 @@ mod tests {
                 parts: 1,
                 bytes: vec![0; MAX_FRAGMENT],
             },
+            SupervisionMsg::Held {
+                at: u64::MAX,
+                forget: vec![(sup(), u32::MAX); MAX_PIDS],
+            },
         ];
         for m in msgs {
             let env = crate::agent::Identity {
