@@ -196,9 +196,10 @@ fn a_stalled_home_does_not_restart_children_that_run() {
 /// leader; when it comes back (here into another group, so the two homes never
 /// swap records) its children's hosts, watched by both, tell it that a later
 /// take-over runs the supervisor, and it steps down: one agent runs it. Before,
-/// both ran it to the end. (The children on the stalled host
-/// itself were restarted elsewhere while they still ran: twins, which no lease
-/// fences yet, so this test does not ask for zero violations.)
+/// both ran it to the end. The children on the stalled host itself are restarted
+/// elsewhere once their leases surely ended; their host's agent, stalled, kills
+/// them at its first input after the stall (the stated exception of no_twin), so
+/// the run has no violation (before leases it had twins).
 #[test]
 fn a_home_taken_over_while_stalled_steps_down() {
     use nefele_sim::faults::{Fault, FaultAction, Selector};
@@ -219,11 +220,49 @@ fn a_home_taken_over_while_stalled_steps_down() {
     assert_eq!(homes.len(), 1, "one agent runs the supervisor: {homes:?}");
     assert_ne!(homes[0], NodeId(7), "taken over");
     let inv = sim.invariants();
-    let others: u64 = inv
-        .by_invariant
-        .iter()
-        .filter(|(name, _)| **name != "supervision.no_twin")
-        .map(|(_, v)| v.violations)
-        .sum();
-    assert_eq!(others, 0, "{:#?}", inv.by_invariant);
+    assert_eq!(inv.violations, 0, "{:#?}", inv.by_invariant);
+}
+
+/// No twins under random crashes, stalls, partitions and clock skews (issue 15):
+/// both supervision scenarios with a random fault about every second, over many
+/// seeds; every failing seed is printed with its violations (replay it with
+/// `nefele-sim run --scenario FILE --seed N` and a `[random_faults]` section with
+/// `mean_interval = "1s"`). Stalled hosts' old processes are allowed the stated
+/// exception (`supervision_sim::STALL_GRACE` after the stall).
+#[test]
+fn no_child_runs_twice_under_random_faults() {
+    let seeds: u64 = std::env::var("NEFELE_SUP_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    let mut failing = Vec::new();
+    for name in ["supervise-100.toml", "supervise-100-home.toml"] {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../scenarios")
+            .join(name);
+        for seed in 1..=seeds {
+            let mut config = nefele_sim::scenario::load(&file)
+                .expect("a valid scenario")
+                .config;
+            config.seed = seed;
+            config.random_faults = Some(nefele_sim::faults::RandomFaults::every(
+                Duration::from_secs(1),
+            ));
+            let mut sim = Simulation::new(config).expect("a valid configuration");
+            sim.run(|_| {});
+            let twins = sim
+                .invariants()
+                .by_invariant
+                .get("supervision.no_twin")
+                .map_or(0, |v| v.violations);
+            if twins > 0 {
+                eprintln!("{name} seed {seed}: {twins} supervision.no_twin violations");
+                failing.push((name, seed, twins));
+            }
+        }
+    }
+    assert!(
+        failing.is_empty(),
+        "failing (scenario, seed, twins): {failing:?}"
+    );
 }

@@ -1,6 +1,7 @@
 //! Swarm testing: every seed draws a whole run — cluster size, topology, network
 //! loss, duplication and reordering, discovery and federation timing, a list of
-//! faults of every kind, and a placement workload — and runs it with every checker
+//! faults of every kind, a placement workload and a supervision workload (each in
+//! some seeds) — and runs it with every checker
 //! on. Safety invariants are checked all the time; the faults stop early enough that
 //! each run ends with a quiet phase in which liveness invariants must hold.
 //!
@@ -146,7 +147,31 @@ pub fn draw(seed: u64, limits: &Limits) -> SimConfig {
         config.workload = Some(workload(&mut rng, config.nodes, faults_end));
     }
     config.faults = faults(&mut rng, &config, faults_end);
+    // From a stream of its own, so that adding it left every other draw as it was.
+    let mut srng = ChaCha8Rng::seed_from_u64(splitmix64(seed ^ 0x5355_5045_5256_0000));
+    if srng.gen_bool(0.3) {
+        config.supervision = Some(supervision(&mut srng, config.nodes));
+    }
     config
+}
+
+/// A supervision workload: a group or two of supervised children, spawned at a
+/// random host, one of them perhaps crashing in a loop.
+fn supervision(rng: &mut ChaCha8Rng, nodes: u32) -> crate::supervision_sim::SupervisionWorkload {
+    let children = rng.gen_range(5..=100.min(nodes));
+    crate::supervision_sim::SupervisionWorkload {
+        start: Duration::from_secs(rng.gen_range(2..=6)),
+        home: rng.gen_range(0..nodes),
+        groups: rng.gen_range(1..=2),
+        children,
+        strategy: (*["one-for-one", "one-for-one", "one-for-all", "rest-for-one"]
+            .choose(rng)
+            .unwrap_or(&"one-for-one"))
+        .to_owned(),
+        crash_loop: rng.gen_range(0..=1),
+        cpu_millicores: *[250, 1000, 4000].choose(rng).unwrap_or(&1000),
+        ..crate::supervision_sim::SupervisionWorkload::default()
+    }
 }
 
 /// A placement workload for `nodes` agents.

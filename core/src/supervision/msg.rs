@@ -7,6 +7,10 @@
 //! - The home copies each supervisor's record to its keepers (the level-0 leader
 //!   and heir) in fragments under one datagram ([`SupervisionMsg::Replica`]), and
 //!   tells them when it ends ([`SupervisionMsg::Forget`]).
+//! - Leases: a `Watch` grants its pids a lease that counts from the host's own
+//!   clock reading in an earlier `Status` (its `ask`); the home holds its
+//!   authority to grant from its keepers ([`SupervisionMsg::Alive`],
+//!   [`SupervisionMsg::Held`]). See the service's module doc for the rule.
 //!
 //! [`validate`] bounds every list a peer sent: at most [`MAX_PIDS`] pids per
 //! message, fragments of at most [`MAX_FRAGMENT`] bytes, at most [`MAX_PARTS`]
@@ -43,6 +47,11 @@ pub enum SupervisionMsg {
         epoch: u32,
         /// Its processes on the receiving host.
         pids: Vec<Pid>,
+        /// The lease granted for `pids`: the host's own clock reading (nanoseconds)
+        /// from its latest `Status` answer the home received. The host keeps them
+        /// until that reading plus its lease ([`super::SupervisionConfig::lease`]);
+        /// `None` renews nothing (the pids are only asked about).
+        grant: Option<u64>,
     },
     /// Host to home: the watched processes that ended, and those it does not know
     /// (lost with an earlier life of the host).
@@ -56,6 +65,12 @@ pub enum SupervisionMsg {
         ended: Vec<(Pid, ExitStatus)>,
         /// Unknown here.
         unknown: Vec<Pid>,
+        /// Watched here now, running (an answer's; so fenced by their lease).
+        kept: Vec<Pid>,
+        /// The host's clock reading (nanoseconds) when it sent this, for the home
+        /// to echo as a grant: a lease counts from before the grant was sent, so a
+        /// delayed grant can only shorten it.
+        ask: u64,
     },
     /// Home to keeper: fragment `part` of `parts` of version `version` of the record.
     Replica {
@@ -69,6 +84,29 @@ pub enum SupervisionMsg {
         parts: u16,
         /// The fragment.
         bytes: Vec<u8>,
+    },
+    /// Home to keeper, every probe period: the home still runs its supervisors;
+    /// `at` is its clock reading (nanoseconds), echoed in [`SupervisionMsg::Held`].
+    Alive {
+        /// The home's clock when it sent this.
+        at: u64,
+    },
+    /// Keeper to home: `Alive` of `at` received; this keeper takes over none of
+    /// the home's supervisors before the home's authority from it
+    /// (`at` plus [`super::SupervisionConfig::authority`]) has surely ended.
+    Held {
+        /// The echoed `Alive`.
+        at: u64,
+        /// Supervisors this keeper took over from the home (with their take-over
+        /// epoch): the home steps down from those it runs from an earlier one
+        /// before it counts this confirmation.
+        forget: Vec<(SupervisorId, u32)>,
+    },
+    /// Home to a former keeper: no longer one of its keepers; drop the copy of
+    /// `sup` (never a supervisor it runs: unlike `Forget`, not a step-down).
+    Dropped {
+        /// The supervisor.
+        sup: SupervisorId,
     },
     /// Home to keeper: the supervisor ended (stopped); drop its copy. To a home
     /// (from a home or a child's host): another home runs it since a later
@@ -87,6 +125,9 @@ pub fn kind(msg: &SupervisionMsg) -> &'static str {
         SupervisionMsg::Status { .. } => "sup-status",
         SupervisionMsg::Replica { .. } => "sup-replica",
         SupervisionMsg::Forget { .. } => "sup-forget",
+        SupervisionMsg::Alive { .. } => "sup-alive",
+        SupervisionMsg::Dropped { .. } => "sup-dropped",
+        SupervisionMsg::Held { .. } => "sup-held",
     }
 }
 
@@ -94,9 +135,16 @@ pub fn kind(msg: &SupervisionMsg) -> &'static str {
 pub fn validate(msg: &SupervisionMsg) -> Result<(), Reject> {
     match msg {
         SupervisionMsg::Watch { pids, .. } => check_len("sup-watch pids", pids.len(), MAX_PIDS),
-        SupervisionMsg::Status { ended, unknown, .. } => {
-            check_len("sup-status pids", ended.len() + unknown.len(), MAX_PIDS)
-        }
+        SupervisionMsg::Status {
+            ended,
+            unknown,
+            kept,
+            ..
+        } => check_len(
+            "sup-status pids",
+            ended.len() + unknown.len() + kept.len(),
+            MAX_PIDS,
+        ),
         SupervisionMsg::Replica {
             version,
             part,
@@ -118,7 +166,10 @@ pub fn validate(msg: &SupervisionMsg) -> Result<(), Reject> {
             }
             Ok(())
         }
-        SupervisionMsg::Forget { .. } => Ok(()),
+        SupervisionMsg::Held { forget, .. } => check_len("sup-held forget", forget.len(), MAX_PIDS),
+        SupervisionMsg::Forget { .. }
+        | SupervisionMsg::Dropped { .. }
+        | SupervisionMsg::Alive { .. } => Ok(()),
     }
 }
 
@@ -142,6 +193,7 @@ mod tests {
             sup: sup(),
             epoch: 0,
             pids: vec![pid; n],
+            grant: Some(1),
         };
         assert!(validate(&watch(MAX_PIDS)).is_ok());
         assert!(validate(&watch(MAX_PIDS + 1)).is_err());
@@ -167,12 +219,15 @@ mod tests {
                 sup: sup(),
                 epoch: u32::MAX,
                 pids: vec![pid; MAX_PIDS],
+                grant: Some(u64::MAX),
             },
             SupervisionMsg::Status {
                 sup: sup(),
                 answer: true,
                 ended: vec![(pid, ExitStatus::Code(i32::MIN)); MAX_PIDS],
                 unknown: Vec::new(),
+                kept: Vec::new(),
+                ask: u64::MAX,
             },
             SupervisionMsg::Replica {
                 sup: sup(),
@@ -180,6 +235,10 @@ mod tests {
                 part: 0,
                 parts: 1,
                 bytes: vec![0; MAX_FRAGMENT],
+            },
+            SupervisionMsg::Held {
+                at: u64::MAX,
+                forget: vec![(sup(), u32::MAX); MAX_PIDS],
             },
         ];
         for m in msgs {

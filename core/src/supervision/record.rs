@@ -58,6 +58,10 @@ pub(super) struct Child {
     /// Why it is being restarted, the pid that ended, and when the supervisor
     /// learned it (for the restart's record and latency).
     pub(super) cause: Option<(RestartCause, Option<Pid>, Time)>,
+    /// Its host confirmed watching its pid (so the host fences it: its lease
+    /// applies). A lost child not yet confirmed is restarted only once its host
+    /// answers (see the service's module doc).
+    pub(super) leased: bool,
 }
 
 /// What the service must do after a transition.
@@ -259,6 +263,7 @@ impl Record {
             }
             child.pid = Some(pid);
             child.phase = Phase::Running;
+            child.leased = false;
             if let Some((cause, old, since)) = child.cause.take() {
                 restarted.push((pid, since));
                 self.push_history(RestartRecord {
@@ -375,6 +380,7 @@ mod tests {
                     restarts: 0,
                     recent: Vec::new(),
                     cause: None,
+                    leased: false,
                 })
                 .collect(),
             history: Vec::new(),

@@ -31,7 +31,8 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 ///   summaries' payload).
 /// - 6: messaging's fan-out data says whether it is reliable; its `Pong` names the
 ///   answering agent's life (monitors survive a quick restart of the watched host);
-///   names' `Life` (appended).
+///   names' `Life` (appended); supervision's leases (`Watch` grants, `Status` asks
+///   and `kept`, `Alive`, `Held`, `Dropped`).
 pub const VERSION: u16 = 6;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;

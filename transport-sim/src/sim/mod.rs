@@ -78,10 +78,11 @@ pub enum SimError {
     Workload(String),
 }
 
-/// How long after a supervised child's host dies its supervisor may take to know
-/// (detection, without placement): the federation's removal time (when the
-/// supervisor's own host died, its group must remove it before the leader takes
-/// over), then supervision's silence bound and one probe period.
+/// How long after a supervised child's host dies its supervisor may take to
+/// restart the child (detection, without placement): when the supervisor's own
+/// host died too, its group removes it and the leader waits out its authority
+/// (with supervision's quarter of margin) before taking over; then the lost host's
+/// lease, with the margin, and three probe periods of tick granularity.
 fn restart_detection(agent: &AgentConfig) -> std::time::Duration {
     let s = &agent.services.supervision;
     let removal = agent
@@ -91,7 +92,8 @@ fn restart_detection(agent: &AgentConfig) -> std::time::Duration {
         .map_or(std::time::Duration::ZERO, |f| {
             f.period * (f.suspect_periods + f.remove_periods)
         });
-    removal + s.lost_after + s.probe_period * 2
+    let slack = |d: std::time::Duration| d + d / 4;
+    removal.max(slack(s.authority)) + slack(s.lease).max(s.lost_after) + s.probe_period * 3
 }
 
 /// Counters of a run.
@@ -750,7 +752,12 @@ impl Simulation {
                     if let Some(s) = self.supervision.as_mut() {
                         match slot {
                             Some((pid, slot)) if self.placement.host_of(pid) == Some(node) => {
-                                s.started(self.now, pid, slot);
+                                let hosts = &self.hosts;
+                                s.started(self.now, pid, slot, &|n: NodeId| {
+                                    hosts
+                                        .get(n.0 as usize)
+                                        .map_or(Time::ZERO, |h| h.paused_until)
+                                });
                             }
                             _ => s.reconcile(self.now, &self.placement),
                         }
