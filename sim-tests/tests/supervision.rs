@@ -266,3 +266,26 @@ fn no_child_runs_twice_under_random_faults() {
         "failing (scenario, seed, twins): {failing:?}"
     );
 }
+
+/// A known bug, found by the swarm with supervision drawn (seed 5 of
+/// `nefele-sim swarm --supervision`) and shrunk to 137 hosts and one fault: host 120
+/// is cut off from the rest of its rack (the supervisor's home among them) for 2.6 s,
+/// shorter than a lease, and slot 0 then runs on two hosts at once. Ignored until
+/// fixed (`cargo test -p nefele-sim-tests --test supervision -- --ignored`).
+#[test]
+#[ignore = "known bug: a child runs twice after a partition shorter than its lease"]
+fn a_short_partition_inside_the_homes_rack_makes_no_twin() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/regressions/supervision-twin-after-short-partition.toml");
+    let config = nefele_sim::scenario::load(&file)
+        .expect("a valid scenario")
+        .config;
+    let mut sim = Simulation::new(config).expect("a valid configuration");
+    sim.run(|_| {});
+    let inv = sim.invariants();
+    assert!(
+        !inv.by_invariant.contains_key("supervision.no_twin"),
+        "{:#?}",
+        inv.by_invariant
+    );
+}

@@ -59,6 +59,7 @@ fn small() -> Limits {
         max_nodes: 120,
         min_duration: Duration::from_secs(20),
         max_duration: Duration::from_secs(30),
+        supervision: false,
     }
 }
 

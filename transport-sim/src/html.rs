@@ -375,6 +375,7 @@ mod tests {
             max_nodes: 20,
             min_duration: Duration::from_secs(20),
             max_duration: Duration::from_secs(20),
+            supervision: false,
         };
         let outcomes = crate::swarm::run_seeds(1..4, &limits, 1, &|_| {}, &|| true, &|_| {});
         let summary = Summary::of(&outcomes);

@@ -268,8 +268,9 @@ fn fewer_nodes(c: &SimConfig, _: Duration) -> Vec<(String, SimConfig)> {
         .collect()
 }
 
-/// Folds the selectors of `c`'s faults and `start_down` onto its hosts, racks and rows
-/// (ids modulo their counts; ranges clipped); `None` if the topology is invalid.
+/// Folds the selectors of `c`'s faults, `start_down` and the supervision workload's
+/// home onto its hosts, racks and rows (ids modulo their counts; ranges clipped);
+/// `None` if the topology is invalid.
 fn fit(c: &mut SimConfig) -> Option<()> {
     let topology = Topology::build(&c.topology, c.nodes, &mut ChaCha8Rng::seed_from_u64(0)).ok()?;
     let hosts = topology.len() as u32;
@@ -293,6 +294,9 @@ fn fit(c: &mut SimConfig) -> Option<()> {
         map_selectors(&mut fault.action, &fold);
     }
     c.start_down = c.start_down.as_ref().map(&fold);
+    if let Some(s) = &mut c.supervision {
+        s.home %= hosts;
+    }
     Some(())
 }
 
@@ -488,6 +492,24 @@ mod tests {
         assert!(candidates
             .iter()
             .all(|(_, c)| Simulation::new(c.clone()).is_ok()));
+    }
+
+    #[test]
+    fn fewer_nodes_keep_the_supervision_home_on_a_host() {
+        let mut c = faults(3);
+        c.supervision = Some(crate::supervision_sim::SupervisionWorkload {
+            home: 91,
+            ..Default::default()
+        });
+        for (what, fewer) in fewer_nodes(&c, Duration::ZERO) {
+            assert!(Simulation::new(fewer).is_ok(), "{what}");
+        }
+        // Without the fold, a home past the hosts left is refused, not a panic.
+        c.nodes = 12;
+        assert!(matches!(
+            Simulation::new(c),
+            Err(crate::SimError::Workload(_))
+        ));
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub enum WorkerResult {
 #[must_use]
 pub fn worker_argv(sim_bin: &str, seed: u64, limits: &Limits) -> Vec<String> {
     let ms = |d: Duration| format!("{}ms", d.as_millis());
-    vec![
+    let mut argv = vec![
         sim_bin.to_owned(),
         "swarm".to_owned(),
         "--quiet".to_owned(),
@@ -96,7 +96,11 @@ pub fn worker_argv(sim_bin: &str, seed: u64, limits: &Limits) -> Vec<String> {
         format!("--max-duration={}", ms(limits.max_duration)),
         // The worker's own scenario file is not needed: the caller replays the seed.
         "--out=/tmp/nefele-swarm".to_owned(),
-    ]
+    ];
+    if limits.supervision {
+        argv.push("--supervision".to_owned());
+    }
+    argv
 }
 
 /// What a worker's exit says of its seed.
@@ -264,6 +268,7 @@ mod tests {
             max_nodes: 12,
             min_duration: Duration::from_secs(20),
             max_duration: Duration::from_millis(25_500),
+            supervision: false,
         }
     }
 

@@ -78,6 +78,10 @@ struct SwarmArgs {
     /// The longest simulated run a seed draws.
     #[arg(long, default_value = "90s", value_parser = parse_duration)]
     max_duration: Duration,
+    /// A third of the seeds also draw a supervision workload (off by default: it
+    /// still finds a known bug, a child run twice after a short partition).
+    #[arg(long)]
+    supervision: bool,
     /// Write the summary and a plot of the seeds as a self-contained HTML page here.
     #[arg(long, value_name = "FILE.html")]
     html: Option<PathBuf>,
@@ -546,6 +550,7 @@ fn swarm(args: &SwarmArgs) -> Result<(), Failure> {
         max_nodes: args.max_nodes,
         min_duration: args.min_duration,
         max_duration: args.max_duration,
+        supervision: args.supervision,
     };
     limits
         .validate()

@@ -269,6 +269,16 @@ impl Simulation {
         let messaging_seed = root.next_u64();
         let topology = Topology::build(&config.topology, config.nodes, &mut topo_rng)?;
         let hosts_len = topology.len();
+        if let Some(s) = config
+            .supervision
+            .as_ref()
+            .filter(|s| s.home as usize >= hosts_len)
+        {
+            return Err(SimError::Workload(format!(
+                "supervision.home: host {} does not exist (the run has {hosts_len})",
+                s.home
+            )));
+        }
         // Without a configured seed list, the first host of each of the first three
         // racks serves as a seed, as a small fixed list would on real hosts.
         let seeds: Vec<NodeId> = (0..topology.racks().min(3))
