@@ -713,11 +713,17 @@ mod tests {
         let mut got = Vec::new();
         for (ms, from) in inputs {
             b.handle_into(Time::from_millis(ms), hb(from), &mut lent);
-            assert!(b.poll_output().is_none(), "nothing stays queued in the agent");
+            assert!(
+                b.poll_output().is_none(),
+                "nothing stays queued in the agent"
+            );
             got.extend(lent.drain(..));
         }
         assert_eq!(got.first(), Some(&first));
-        assert!(expected.len() >= 4, "the boot announce, and one to each new neighbour");
+        assert!(
+            expected.len() >= 4,
+            "the boot announce, and one to each new neighbour"
+        );
         assert_eq!(got[1..], expected[..]);
     }
 

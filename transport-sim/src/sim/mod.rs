@@ -41,8 +41,8 @@ use queue::EventQueue;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use std::io;
 use std::collections::VecDeque;
+use std::io;
 use std::rc::Rc;
 
 /// Why a simulation cannot start. Nothing has run.
