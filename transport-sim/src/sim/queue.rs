@@ -4,9 +4,8 @@
 //! A radix heap: the simulation does not schedule an event before the last one it
 //! took, so an event's bucket is the highest bit in which its time differs from
 //! that last time. (Should it ever, a small side heap takes such events first, in
-//! (time, scheduling order), exactly as the binary heap this replaced would.) Taking an
-//! event finds the lowest non-empty bucket in a bit mask and, when bucket 0 is
-//! empty, spreads that bucket into lower ones; each event moves at most
+//! (time, scheduling order), exactly as the binary heap this replaced would.) Taking an event scans at most 65 buckets and, when the lowest
+//! ones are empty, spreads one bucket into lower ones; each event moves at most
 //! 64 times in all and usually a few, where a binary heap sifts through about 20
 //! levels of a heap of hundreds of thousands of events, missing the cache at
 //! each. Events of the same time always share a bucket and keep their order
@@ -21,9 +20,6 @@ use std::collections::{BinaryHeap, VecDeque};
 /// A min-queue of events by time, FIFO among equal times.
 pub(super) struct EventQueue<E> {
     buckets: Vec<VecDeque<(u64, u32)>>,
-    /// Bit `i` is set iff `buckets[i]` is not empty, so that finding the lowest
-    /// non-empty bucket reads one word, not the 65 buckets' headers.
-    filled: u128,
     /// The time of the last event taken.
     last: u64,
     /// Events queued before `last` (which a binary heap would still take first, in
@@ -46,7 +42,6 @@ impl<E> EventQueue<E> {
     pub(super) fn new() -> Self {
         EventQueue {
             buckets: (0..=u64::BITS).map(|_| VecDeque::new()).collect(),
-            filled: 0,
             last: 0,
             past: BinaryHeap::new(),
             seq: 0,
@@ -73,13 +68,8 @@ impl<E> EventQueue<E> {
         if time < self.last {
             self.past.push(Reverse((time, self.seq, slot)));
         } else {
-            self.put(time, slot, bucket(time, self.last));
+            self.buckets[bucket(time, self.last)].push_back((time, slot));
         }
-    }
-
-    fn put(&mut self, time: u64, slot: u32, bucket: usize) {
-        self.buckets[bucket].push_back((time, slot));
-        self.filled |= 1 << bucket;
     }
 
     /// Takes the earliest event if it is due at or before `until`.
@@ -91,11 +81,8 @@ impl<E> EventQueue<E> {
             self.past.pop();
             return self.take(time, slot);
         }
-        if self.filled & 1 == 0 {
-            if self.filled == 0 {
-                return None;
-            }
-            let i = self.filled.trailing_zeros() as usize;
+        if self.buckets[0].is_empty() {
+            let i = self.buckets.iter().position(|b| !b.is_empty())?;
             let min = self.buckets[i].iter().map(|(t, _)| *t).min()?;
             if min > until.as_nanos() {
                 return None;
@@ -103,18 +90,14 @@ impl<E> EventQueue<E> {
             self.last = min;
             let mut spread =
                 std::mem::replace(&mut self.buckets[i], std::mem::take(&mut self.spare));
-            self.filled &= !(1 << i);
             for (time, slot) in spread.drain(..) {
-                self.put(time, slot, bucket(time, min));
+                self.buckets[bucket(time, min)].push_back((time, slot));
             }
             self.spare = spread;
         } else if self.last > until.as_nanos() {
             return None;
         }
         let (time, slot) = self.buckets[0].pop_front()?;
-        if self.buckets[0].is_empty() {
-            self.filled &= !1;
-        }
         self.take(time, slot)
     }
 
@@ -181,8 +164,5 @@ mod tests {
             }
         }
         assert_eq!(taken, expected);
-        for (i, b) in q.buckets.iter().enumerate() {
-            assert_eq!(q.filled >> i & 1 == 1, !b.is_empty(), "bucket {i}");
-        }
     }
 }
