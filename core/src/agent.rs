@@ -308,6 +308,19 @@ impl Agent {
         self.end_of_call();
     }
 
+    /// [`Agent::handle`], with every output appended to `outputs` (those still
+    /// queued here first) instead of being queued for [`Agent::poll_output`].
+    ///
+    /// A driver of many agents that lends the same buffer to every call reuses one
+    /// warm buffer, where each agent's own queue would grow a fresh one per call
+    /// (it gives its buffer back when drained: see `outbox`).
+    pub fn handle_into(&mut self, now: Time, input: Input, outputs: &mut VecDeque<Output>) {
+        outputs.extend(std::iter::from_fn(|| self.poll_output()));
+        std::mem::swap(&mut self.outputs, outputs);
+        self.handle(now, input);
+        std::mem::swap(&mut self.outputs, outputs);
+    }
+
     /// Reacts to `input` at time `now`.
     pub fn handle(&mut self, now: Time, input: Input) {
         debug_assert!(now >= self.last_now, "time went backwards");
@@ -678,6 +691,48 @@ mod tests {
                 reply: ApiReply::Neighbours(vec![(NodeId(2), Incarnation(4))]),
             })
         );
+    }
+
+    /// `handle_into` hands out what `handle` then `poll_output` would, in the same
+    /// order, outputs still queued first, and leaves nothing queued in the agent.
+    #[test]
+    fn handle_into_matches_handle_then_poll() {
+        let hb = |from| {
+            Input::Message(Envelope {
+                from: NodeId(from),
+                incarnation: Incarnation(4),
+                body: Message::Discovery(DiscoveryMsg::Heartbeat),
+            })
+        };
+        let inputs = [(10, 2), (11, 5), (12, 2), (13, 7)];
+        let mut a = agent(1);
+        let mut expected: Vec<Output> = std::iter::from_fn(|| a.poll_output()).collect();
+        for (ms, from) in inputs {
+            a.handle(Time::from_millis(ms), hb(from));
+            expected.extend(std::iter::from_fn(|| a.poll_output()));
+        }
+        // `b` still holds its boot outputs, and the lent buffer one output of its own.
+        let mut b = agent(1);
+        let first = Output::Notice(Notice::Rejected {
+            from: NodeId(9),
+            reason: Reject::StaleIncarnation,
+        });
+        let mut lent = VecDeque::from([first.clone()]);
+        let mut got = Vec::new();
+        for (ms, from) in inputs {
+            b.handle_into(Time::from_millis(ms), hb(from), &mut lent);
+            assert!(
+                b.poll_output().is_none(),
+                "nothing stays queued in the agent"
+            );
+            got.extend(lent.drain(..));
+        }
+        assert_eq!(got.first(), Some(&first));
+        assert!(
+            expected.len() >= 4,
+            "the boot announce, and one to each new neighbour"
+        );
+        assert_eq!(got[1..], expected[..]);
     }
 
     /// Regression (found by the `agent_inputs` fuzz target): a placement request that

@@ -88,8 +88,14 @@ pub enum EncodeError {
 }
 
 fn options(limit: u64) -> impl Options {
+    unlimited().with_limit(limit)
+}
+
+/// The options without a size limit. Encoding uses them: bincode walks a value
+/// twice under a limit (a size pass first, then the writing one), and encoding is
+/// a tenth of a simulation's instructions; the limit is checked on the frame instead.
+fn unlimited() -> impl Options {
     bincode::DefaultOptions::new()
-        .with_limit(limit)
         .with_fixint_encoding()
         .with_little_endian()
         .reject_trailing_bytes()
@@ -104,17 +110,14 @@ pub fn encode_into(
     let start = out.len();
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
-    let body_limit = max_frame.saturating_sub(HEADER_LEN) as u64;
-    match options(body_limit).serialize_into(&mut *out, envelope) {
-        Ok(()) => Ok(()),
-        Err(err) => {
-            out.truncate(start);
-            Err(match *err {
-                bincode::ErrorKind::SizeLimit => EncodeError::TooLarge { limit: max_frame },
-                other => EncodeError::Serialize(other.to_string()),
-            })
-        }
-    }
+    let result = unlimited().serialize_into(&mut *out, envelope);
+    let error = match result {
+        Ok(()) if out.len() - start <= max_frame => return Ok(()),
+        Ok(()) => EncodeError::TooLarge { limit: max_frame },
+        Err(err) => EncodeError::Serialize(err.to_string()),
+    };
+    out.truncate(start);
+    Err(error)
 }
 
 /// The frame of `envelope`, at most `max_frame` bytes long.
@@ -269,6 +272,18 @@ mod tests {
             encode(&sample(), 8),
             Err(EncodeError::TooLarge { limit: 8 })
         ));
+        // A frame of exactly the limit passes, one byte less does not, and a
+        // refused frame leaves the buffer as it was.
+        let len = encode(&sample(), DEFAULT_MAX_FRAME).unwrap().len();
+        assert_eq!(encode(&sample(), len).unwrap().len(), len);
+        let mut out = vec![7u8; 3];
+        assert!(matches!(
+            encode_into(&sample(), &mut out, len - 1),
+            Err(EncodeError::TooLarge { .. })
+        ));
+        assert_eq!(out, [7u8; 3]);
+        encode_into(&sample(), &mut out, len).unwrap();
+        assert_eq!(out.len(), 3 + len);
     }
 
     proptest! {

@@ -42,6 +42,7 @@ use queue::EventQueue;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
 
@@ -219,6 +220,9 @@ pub struct Simulation {
     max_frame_since_check: usize,
     max_data_frame_since_check: usize,
     scratch: Vec<u8>,
+    /// The outputs of the agent being handled, in order: one buffer lent to every
+    /// agent call (`Agent::handle_into`), so no agent grows a fresh one per call.
+    outputs: VecDeque<Output>,
     federation: FederationMonitor,
     down_since: Vec<Option<Time>>,
     /// When a message of each host was last delivered while that host was down.
@@ -354,6 +358,7 @@ impl Simulation {
             max_frame_since_check: 0,
             max_data_frame_since_check: 0,
             scratch: Vec::with_capacity(2048),
+            outputs: VecDeque::new(),
             federation: FederationMonitor::new(&config.agent.federations),
             down_since: vec![Some(Time::ZERO); hosts_len],
             delivered_while_down: vec![Time::ZERO; hosts_len],
@@ -680,7 +685,7 @@ impl Simulation {
         };
         let local = host.clock.local(self.now);
         let envelope = Rc::try_unwrap(envelope).unwrap_or_else(|rc| (*rc).clone());
-        agent.handle(local, Input::Message(envelope));
+        agent.handle_into(local, Input::Message(envelope), &mut self.outputs);
         if self.down_since[packet.from.0 as usize].is_some() {
             self.delivered_while_down[packet.from.0 as usize] = self.now;
         }
@@ -716,7 +721,7 @@ impl Simulation {
         host.wake_at = None;
         let local = host.clock.local(self.now);
         if let Some(agent) = host.agent.as_mut() {
-            agent.handle(local, Input::Timeout);
+            agent.handle_into(local, Input::Timeout, &mut self.outputs);
         }
         self.record(TraceEvent::Timer { node });
         self.after_handle(node);
@@ -724,11 +729,18 @@ impl Simulation {
 
     /// Carries out what `node`'s agent asked for, and schedules its next wake-up.
     fn after_handle(&mut self, node: NodeId) {
+        if let Some(agent) = self.hosts[node.0 as usize].agent.as_mut() {
+            // Outputs of calls made without the lent buffer (boot, leave) come first.
+            let queued = std::iter::from_fn(|| agent.poll_output());
+            self.outputs.extend(queued);
+        }
         loop {
-            let Some(agent) = self.hosts[node.0 as usize].agent.as_mut() else {
+            if self.hosts[node.0 as usize].agent.is_none() {
+                // A host gone down takes its agent's outputs with it.
+                self.outputs.clear();
                 return;
-            };
-            let Some(output) = agent.poll_output() else {
+            }
+            let Some(output) = self.outputs.pop_front() else {
                 break;
             };
             match output {
@@ -781,7 +793,7 @@ impl Simulation {
                                 let host = &mut self.hosts[node.0 as usize];
                                 let local = host.clock.local(self.now);
                                 if let Some(agent) = host.agent.as_mut() {
-                                    agent.handle(local, Input::Host(e));
+                                    agent.handle_into(local, Input::Host(e), &mut self.outputs);
                                 }
                             }
                         }
@@ -937,7 +949,7 @@ impl Simulation {
         let host = &mut self.hosts[node.0 as usize];
         let local = host.clock.local(self.now);
         if let Some(agent) = host.agent.as_mut() {
-            agent.handle(local, Input::Host(event));
+            agent.handle_into(local, Input::Host(event), &mut self.outputs);
             self.after_handle(node);
         }
     }
@@ -985,7 +997,7 @@ impl Simulation {
         let local = host.clock.local(self.now);
         if let Some(agent) = host.agent.as_mut() {
             let request = RequestId(request);
-            agent.handle(local, Input::Api { request, call });
+            agent.handle_into(local, Input::Api { request, call }, &mut self.outputs);
             self.after_handle(node);
         }
     }
