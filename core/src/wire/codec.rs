@@ -29,7 +29,10 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 ///   peers' messages).
 /// - 5: the supervision service (a `Message` variant, and its empty part in the
 ///   summaries' payload).
-pub const VERSION: u16 = 5;
+/// - 6: spawn parameters (issue 14): placement's summary part carries cpu speed
+///   classes, accelerators and racks; `Shape` a cpu class; `Offer` its host's
+///   location; `FindRoom` a cpu class and racks to avoid; `Absent` is new.
+pub const VERSION: u16 = 6;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.
