@@ -21,7 +21,7 @@ use super::{Placement, Timer, Want};
 use crate::host::{ExitStatus, HostCommand, Usage};
 use crate::ids::{Incarnation, NodeId, Pid, TenantId};
 use crate::mix::splitmix64;
-use crate::service::{GroupView, SummaryPart, TreeView};
+use crate::service::TreeView;
 use crate::service::{ServiceEvent, ServiceOutput};
 use crate::time::Time;
 use crate::wire::validate::MAX_PEER_DURATION;
@@ -670,7 +670,7 @@ impl Placement {
             self.send_candidates(now, tree, key, Vec::new());
             return;
         };
-        if let Some(resource) = absent(seat, min, cpu_class) {
+        if let Some(resource) = absent(tree, level, min, cpu_class) {
             if key.requester == self.me {
                 self.on_absent(now, key, resource);
             } else {
@@ -778,21 +778,17 @@ fn units_needed(need: Demand, unit: Demand) -> u64 {
 /// At the leader of the top group (no ancestors), once every member has
 /// reported: the resource no host of the whole tree has, busy or not (a cpu of
 /// `cpu_class` or faster, or as many accelerators as the smallest process asks).
-fn absent(seat: GroupView<'_>, min: Demand, cpu_class: u8) -> Option<Resource> {
+fn absent(tree: &TreeView<'_>, level: u8, min: Demand, cpu_class: u8) -> Option<Resource> {
+    let seat = tree.group(level)?;
     let view = seat.view();
-    let summaries = seat.summaries();
-    if !view.ancestors.is_empty() || view.members.iter().any(|m| !summaries.contains_key(m)) {
+    let heard = |m: &NodeId| *m == view.leader || seat.summaries().contains_key(m);
+    if !view.ancestors.is_empty() || !view.members.iter().all(heard) {
         return None;
     }
-    let tree = view
-        .members
-        .iter()
-        .filter_map(|m| summaries.get(m))
-        .map(PlacementSummary::of)
-        .reduce(SummaryPart::plus)?;
-    if !tree.has_class(cpu_class) {
+    let all = PlacementSummary::of(&tree.group_summary(level)?);
+    if !all.has_class(cpu_class) {
         Some(Resource::CpuClass(cpu_class))
-    } else if tree.max_accelerators < min.accelerators {
+    } else if all.max_accelerators < min.accelerators {
         Some(Resource::Accelerators)
     } else {
         None

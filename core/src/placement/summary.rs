@@ -52,7 +52,6 @@ impl PlacementSummary {
         let at_least = u16::MAX.checked_shl(u32::from(class)).unwrap_or(0);
         self.cpu_classes & at_least != 0
     }
-
 }
 
 impl SummaryPart for PlacementSummary {

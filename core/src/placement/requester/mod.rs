@@ -19,11 +19,11 @@ use planner::{
 };
 
 use super::api::{Demand, Resource, SpawnError};
-use crate::host::Location;
 use super::msg::BATCH_BYTES;
 use super::msg::{size_of, CreateItem, PlacementMsg, ReqKey, Shape};
 use super::{Placement, Timer, Want};
 use crate::agent::{ApiReply, RequestId};
+use crate::host::Location;
 use crate::host::ProcSpec;
 use crate::ids::{NodeId, Pid, TenantId};
 use crate::mix::splitmix64;
@@ -525,13 +525,7 @@ impl Placement {
     }
 
     /// Sends the creations (batched under the MTU) and frees what is not used.
-    fn commit(
-        &mut self,
-        now: Time,
-        tree: &TreeView<'_>,
-        seq: u64,
-        chosen: Plan,
-    ) {
+    fn commit(&mut self, now: Time, tree: &TreeView<'_>, seq: u64, chosen: Plan) {
         let Some(p) = self.req.pending.get_mut(&seq) else {
             return;
         };

@@ -271,8 +271,16 @@ impl Orders {
             hosts
         };
         Orders {
-            pack: if fits(Fit::Pack) { by_room(false) } else { Vec::new() },
-            spread: if fits(Fit::Spread) { by_room(true) } else { Vec::new() },
+            pack: if fits(Fit::Pack) {
+                by_room(false)
+            } else {
+                Vec::new()
+            },
+            spread: if fits(Fit::Spread) {
+                by_room(true)
+            } else {
+                Vec::new()
+            },
             any,
         }
     }
@@ -295,8 +303,8 @@ impl Orders {
 /// the choices never fails a tag that some assignment could place. The units of
 /// a `spread` tag are first matched to distinct racks the same way (each rack
 /// then gives its first host in order with an offer); when the racks that
-/// offered cannot take them all, to distinct hosts, and the tag is reported
-/// unspread. The two kinds never compete for an offer: `apart` units have shapes
+/// offered cannot take them all, as many as they can take go to distinct racks,
+/// the rest to distinct hosts, and the tag is reported unspread. The two kinds never compete for an offer: `apart` units have shapes
 /// of their own.
 pub(super) fn plan(me: NodeId, p: &Pending) -> Result<Plan, Resource> {
     let mut avail = p.offers.clone();
@@ -321,7 +329,10 @@ pub(super) fn plan(me: NodeId, p: &Pending) -> Result<Plan, Resource> {
         if let Some(c) = avail.get_mut(&h) {
             c[unit.shape] -= 1;
         }
-        out.hosts.entry(h).or_default().extend(unit.items.iter().copied());
+        out.hosts
+            .entry(h)
+            .or_default()
+            .extend(unit.items.iter().copied());
     }
     for (tag, units) in &tags {
         let hosts = orders.of(p.units[units[0]].fit);
@@ -331,11 +342,11 @@ pub(super) fn plan(me: NodeId, p: &Pending) -> Result<Plan, Resource> {
         } else {
             None
         };
-        if spread && racked.is_none() {
+        if spread && !racked.as_ref().is_some_and(|r| r.1) {
             out.unspread.push(*tag);
         }
         let matched = match racked {
-            Some(m) => m,
+            Some((m, _)) => m,
             None => match_apart(p, hosts, &avail, units)?,
         };
         for (h, u) in matched {
@@ -343,22 +354,31 @@ pub(super) fn plan(me: NodeId, p: &Pending) -> Result<Plan, Resource> {
             if let Some(c) = avail.get_mut(&h) {
                 c[unit.shape] -= 1;
             }
-            out.hosts.entry(h).or_default().extend(unit.items.iter().copied());
+            out.hosts
+                .entry(h)
+                .or_default()
+                .extend(unit.items.iter().copied());
         }
     }
     Ok(out)
 }
 
-/// A host in a distinct rack for each of `units` (one `spread` tag), if the racks
-/// that offered can take them: a matching of units to racks, then in each rack
-/// its first host in `hosts` order with an offer of the unit's shape.
+/// Hosts for `units` (one `spread` tag) in as many distinct racks as the racks
+/// that offered allow: a maximum matching of units to racks (each rack then
+/// gives its first host in `hosts` order with an offer of the unit's shape), and
+/// the units left over matched to distinct hosts among the rest. Whether every
+/// unit got a rack of its own comes with it; `None` if even that fails (the
+/// caller matches hosts alone then).
 fn match_racks(
     p: &Pending,
     hosts: &[NodeId],
     avail: &BTreeMap<NodeId, Vec<u16>>,
     units: &[usize],
-) -> Option<BTreeMap<NodeId, usize>> {
-    let rack = |h: &NodeId| p.at.get(h).map_or(u32::from(u16::MAX) + 1 + h.0, |l| u32::from(l.rack));
+) -> Option<(BTreeMap<NodeId, usize>, bool)> {
+    let rack = |h: &NodeId| {
+        p.at.get(h)
+            .map_or(u32::from(u16::MAX) + 1 + h.0, |l| u32::from(l.rack))
+    };
     let mut racks: Vec<u32> = Vec::new();
     for h in hosts {
         if !racks.contains(&rack(h)) {
@@ -373,16 +393,25 @@ fn match_racks(
     };
     let fits = |r: &u32, u: usize| host_in(*r, u).is_some();
     let mut taken: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut left = Vec::new();
     for &u in units {
         let mut seen = BTreeSet::new();
         if !augment(u, &racks, &fits, &mut taken, &mut seen) {
-            return None;
+            left.push(u);
         }
     }
-    taken
+    let mut chosen: BTreeMap<NodeId, usize> = taken
         .into_iter()
         .map(|(r, u)| host_in(r, u).map(|h| (h, u)))
-        .collect()
+        .collect::<Option<_>>()?;
+    let rest: Vec<NodeId> = hosts
+        .iter()
+        .copied()
+        .filter(|h| !chosen.contains_key(h))
+        .collect();
+    let spread = left.is_empty();
+    chosen.extend(match_apart(p, &rest, avail, &left).ok()?);
+    Some((chosen, spread))
 }
 
 /// What is short for a unit of `shape` that no offer takes.
@@ -520,6 +549,7 @@ pub(super) mod tests {
     use super::super::Phase;
     use super::*;
     use crate::agent::RequestId;
+    use crate::host::WorkloadProfile;
     use crate::ids::Incarnation;
     use crate::ids::TenantId;
     use crate::placement::msg::ReqKey;
@@ -631,5 +661,149 @@ pub(super) mod tests {
         gang.retried = false;
         assert!(may_retry(patience, at(400), &gang, false));
         assert!(!may_retry(patience, at(400), &gang, true));
+    }
+
+    /// `host` offered `counts` (per shape) with `cpu` millicores of room, from `rack`.
+    fn offer(p: &mut Pending, host: u32, counts: Vec<u16>, cpu: u32, rack: u16) {
+        let room = Demand {
+            cpu_millicores: cpu,
+            memory_bytes: 1 << 30,
+            accelerators: 0,
+        };
+        p.offers.insert(NodeId(host), counts);
+        p.room.insert(NodeId(host), room);
+        p.at.insert(NodeId(host), Location { row: 0, rack });
+    }
+
+    /// A request of `n` processes under one `spread` tag.
+    fn spread(n: usize) -> Pending {
+        let mut p = pending(&vec![100; n]);
+        let spec = ProcSpec {
+            affinity: vec![Affinity::Spread("db".into())],
+            ..ProcSpec::default()
+        };
+        let items: Vec<_> = p.items.iter().map(|(_, d)| (spec.clone(), *d)).collect();
+        let (units, shapes, tags) = units_of(&items, Duration::from_secs(60)).expect("valid");
+        (p.items, p.units, p.shapes, p.tags) = (items, units, shapes, tags);
+        p
+    }
+
+    /// Issue 14: `spread` goes to distinct racks when the offers come from enough
+    /// racks, even where the host order (by id) would fill one rack first; with
+    /// too few racks it takes distinct hosts and names the tag.
+    #[test]
+    fn spread_units_take_distinct_racks_when_offered() {
+        let mut p = spread(3);
+        assert_eq!((p.shapes.len(), p.tags.clone()), (1, vec!["db".to_owned()]));
+        offer(&mut p, 2, vec![1], 4000, 1);
+        offer(&mut p, 3, vec![1], 4000, 1);
+        offer(&mut p, 4, vec![1], 4000, 1);
+        offer(&mut p, 5, vec![1], 4000, 2);
+        offer(&mut p, 6, vec![1], 4000, 3);
+        let chosen = plan(NodeId(1), &p).expect("fits");
+        assert!(chosen.is_spread());
+        let racks: BTreeSet<u16> = chosen.hosts.keys().map(|h| p.at[h].rack).collect();
+        assert_eq!(racks, BTreeSet::from([1, 2, 3]), "{chosen:?}");
+
+        // Two racks for three: distinct hosts, and the tag is reported.
+        let mut p = spread(3);
+        offer(&mut p, 2, vec![1], 4000, 1);
+        offer(&mut p, 3, vec![1], 4000, 1);
+        offer(&mut p, 5, vec![1], 4000, 2);
+        let chosen = plan(NodeId(1), &p).expect("fits on distinct hosts");
+        assert_eq!(chosen.unspread, vec![0]);
+        assert_eq!(chosen.hosts.len(), 3);
+
+        // `apart` alone keeps to hosts: the first three by id, one rack.
+        let mut p = spread(3);
+        for u in &mut p.units {
+            u.spread = false;
+        }
+        offer(&mut p, 2, vec![1], 4000, 1);
+        offer(&mut p, 3, vec![1], 4000, 1);
+        offer(&mut p, 4, vec![1], 4000, 1);
+        offer(&mut p, 5, vec![1], 4000, 2);
+        let chosen = plan(NodeId(1), &p).expect("fits");
+        assert!(chosen.is_spread());
+        let hosts: Vec<u32> = chosen.hosts.keys().map(|h| h.0).collect();
+        assert_eq!(hosts, vec![2, 3, 4]);
+    }
+
+    /// Issue 14: `near(pid)` prefers the pid's host, then its rack, then its row,
+    /// over the host order.
+    #[test]
+    fn near_prefers_the_pids_rack_then_row() {
+        let mut p = pending(&[100]);
+        p.near = vec![NodeId(9)];
+        offer(&mut p, 2, vec![1], 4000, 5);
+        offer(&mut p, 3, vec![1], 4000, 7);
+        offer(&mut p, 4, vec![1], 4000, 1);
+        offer(&mut p, 9, vec![0], 0, 1);
+        p.at.insert(NodeId(3), Location { row: 2, rack: 7 });
+        p.at.insert(NodeId(9), Location { row: 2, rack: 1 });
+        p.at.insert(NodeId(4), Location { row: 2, rack: 1 });
+        let host = |p: &Pending| {
+            *plan(NodeId(1), p)
+                .expect("fits")
+                .hosts
+                .keys()
+                .next()
+                .unwrap()
+        };
+        assert_eq!(host(&p), NodeId(4), "the pid's rack");
+        p.offers.insert(NodeId(4), vec![0]);
+        assert_eq!(host(&p), NodeId(3), "the pid's row");
+        p.offers.insert(NodeId(9), vec![1]);
+        assert_eq!(host(&p), NodeId(9), "the pid's host");
+        p.near.clear();
+        assert_eq!(host(&p), NodeId(2), "without near: by id");
+    }
+
+    /// Issue 14, the profile rule: a short job takes the offer with the least
+    /// room, a long-running one the offer with the most, and one without a
+    /// profile the host order (by id here).
+    #[test]
+    fn profiles_pack_short_jobs_and_spread_long_ones() {
+        let long_run = Duration::from_secs(60);
+        let with = |duration| ProcSpec {
+            profile: Some(WorkloadProfile {
+                cpu_millicores: 100,
+                memory_bytes: 1 << 20,
+                duration,
+            }),
+            ..ProcSpec::default()
+        };
+        assert_eq!(fit_of(&ProcSpec::default(), long_run), Fit::Any);
+        assert_eq!(
+            fit_of(&with(Some(Duration::from_secs(5))), long_run),
+            Fit::Pack
+        );
+        assert_eq!(fit_of(&with(Some(long_run)), long_run), Fit::Spread);
+        assert_eq!(fit_of(&with(None), long_run), Fit::Spread);
+        let chosen = |fit| {
+            let mut p = pending(&[100]);
+            p.units[0].fit = fit;
+            offer(&mut p, 2, vec![1], 3000, 1);
+            offer(&mut p, 3, vec![1], 8000, 1);
+            offer(&mut p, 4, vec![1], 500, 1);
+            plan(NodeId(1), &p)
+                .expect("fits")
+                .hosts
+                .into_keys()
+                .next()
+                .unwrap()
+        };
+        assert_eq!(chosen(Fit::Pack), NodeId(4));
+        assert_eq!(chosen(Fit::Spread), NodeId(3));
+        assert_eq!(chosen(Fit::Any), NodeId(2));
+    }
+
+    /// A shape no host offered, with room enough for it, fails naming its cpu class.
+    #[test]
+    fn a_class_no_offer_meets_is_named() {
+        let mut p = pending(&[100]);
+        p.shapes[0].cpu_class = 9;
+        offer(&mut p, 2, vec![0], 4000, 1);
+        assert_eq!(plan(NodeId(1), &p), Err(Resource::CpuClass(9)));
     }
 }
