@@ -19,4 +19,4 @@ pub mod ffi;
 pub mod proto;
 pub mod quantity;
 
-pub use client::{Client, ClientError, SendOptions};
+pub use client::{Client, ClientError, Placed, SendOptions};

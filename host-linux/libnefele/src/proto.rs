@@ -52,8 +52,10 @@ use nefele_api::spec::{ProcSpec, Signal};
 use nefele_api::supervision::{SupervisedSpawn, SupervisionSpec, SupervisorId};
 use serde::{Deserialize, Serialize};
 
-/// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// The protocol version this crate speaks (3: a spec's resource policy holds a
+/// cpu speed class; `SpawnedUnspread`, `SpawnError::Unavailable` and
+/// `Resource::CpuClass` are appended).
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The largest client-to-agent payload.
 pub const MAX_REQUEST_BYTES: u32 = 1 << 20;
 /// The largest agent-to-client payload (a `ps` of a large tenant can be long).

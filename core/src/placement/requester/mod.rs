@@ -275,7 +275,12 @@ impl Placement {
             .insert(self.me, self.free().plus(held(&p.shapes, &counts)));
         p.offers.insert(self.me, counts);
         p.at.insert(self.me, self.location);
-        if let Some(chosen) = plan(self.me, &p).ok().filter(Plan::is_spread) {
+        // With `near` pids elsewhere, their hosts are asked before this one settles it.
+        let near_here = p.near.is_empty() || p.near.contains(&self.me);
+        if let Some(chosen) = plan(self.me, &p)
+            .ok()
+            .filter(|c| near_here && c.is_spread())
+        {
             self.req.pending.insert(seq, p);
             return self.commit(now, tree, seq, chosen);
         }
