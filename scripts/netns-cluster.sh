@@ -180,6 +180,11 @@ seeds = [${seeds%, }]
 cpu_millicores = 1000
 memory_bytes = 1073741824
 
+# Two hosts per rack: hosts 1 and 2 in rack 1, 3 and 4 in rack 2 (spread, near).
+[host]
+row = 0
+rack = $(( (i + 1) / 2 ))
+
 [[tenant]]
 name = "test"
 id = 1
@@ -297,6 +302,8 @@ run_test() {
     for pid in $pids; do nef_on 4 kill --signal KILL "$pid" || fail "nef kill $pid failed"; done
     for pid in $pids; do nef_on 4 wait "$pid" >&2 || fail "nef wait $pid failed"; done
 
+    run_spawn_parameters
+
     say "a tenant process is contained: no key, no config, no root on the host"
     local probe out
     # Each attempt must fail (the shell exits 0 only if all did); `id -u` is 0 inside,
@@ -318,6 +325,25 @@ run_test() {
     fi
     run_messaging
     say "PASS"
+}
+
+# The spawn parameters (issue 14) on real hosts: spread across the two racks,
+# near a pid's host, and a memory limit the cgroup enforces.
+run_spawn_parameters() {
+    say "spread: two processes of one tag from host 1 go to both racks (1-2, 3-4)"
+    local pids racks p near_pid oom
+    pids=$(nef_on 1 spawn -n 2 --cpu 100m --spread pair -- /bin/sleep 30) || fail "nef spawn --spread failed"
+    racks=$(for p in $pids; do echo $(( ($(host_of "$p") + 1) / 2 )); done | sort -u | wc -l)
+    [ "$racks" -eq 2 ] || fail "spread put both in one rack: $(for p in $pids; do host_of "$p"; done | tr '\n' ' ')"
+    say "near: a process near one on host 3, asked from host 1, runs on host 3"
+    near_pid=$(nef_on 3 spawn --cpu 100m -- /bin/sleep 30) || fail "nef spawn on host 3 failed"
+    p=$(nef_on 1 spawn --cpu 100m --near "$near_pid" -- /bin/sleep 30) || fail "nef spawn --near failed"
+    [ "$(host_of "$p")" -eq 3 ] || fail "near $near_pid (host 3) ran on host $(host_of "$p")"
+    say "a memory limit is a cgroup limit: a 32M process that eats memory is OOM-killed"
+    p=$(nef_on 2 spawn --mem 64M --mem-limit 32M -- /usr/bin/tail /dev/zero) || fail "nef spawn --mem-limit failed"
+    oom=$(nef_on 2 wait "$p") || fail "nef wait $p failed"
+    grep -qi "memory" <<<"$oom" || fail "over its limit, $p ended: $oom"
+    for p in $pids $near_pid; do nef_on 1 kill --signal KILL "$p" >/dev/null 2>&1 || true; done
 }
 
 # Host of pid $1, from ps on host 1.

@@ -119,10 +119,10 @@
 //! answers `Absent` when no host of the tree has them at all: the request fails
 //! at once with `SpawnError::Unavailable` naming the resource.
 //!
-//! Profiles: a unit whose profile expects a short run (under `long_run`) takes
-//! the offer with the least room first (packing), one expected to run long or
-//! forever the offer with the most room (spreading); locality (this host, its
-//! group) still comes first, and a unit without a profile keeps the host order.
+//! Profiles: a unit whose profile expects a long run (`long_run` or more) or no
+//! end takes the offer with the most room first (spreading); any other unit
+//! takes the first in host order (packing, a first fit); locality (this host,
+//! its group) comes first in both.
 //!
 //! Lost hosts: when the federation removes a host for silence (its level-0 group
 //! sees the removal), every `wait`, `kill` or `info` waiting on one of its pids ends
@@ -244,9 +244,9 @@ pub struct PlacementConfig {
     /// tenant new to its subtree registers with the leaders above (see `presence`).
     /// Keep it well under `create_timeout`.
     pub presence_timeout: Duration,
-    /// The profile rule: a process whose profile expects it to end within this is
-    /// packed (the offer with the least room first), one expected to run longer,
-    /// or until killed, is spread (the most room first); see `planner::fit_of`.
+    /// The profile rule: a process whose profile expects it to run this long or
+    /// longer, or until killed, is spread (the offer with the most room first);
+    /// any other is packed (the first offer in host order); see `planner::fit_of`.
     pub long_run: Duration,
 }
 
