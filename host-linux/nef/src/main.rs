@@ -76,7 +76,7 @@ enum Command {
         json: bool,
     },
     /// Start processes somewhere in the cluster; prints their pids, one per line.
-    Spawn(SpawnArgs),
+    Spawn(Box<SpawnArgs>),
     /// Every process of your tenant in the cluster.
     Ps {
         /// Print JSON instead of a table.

@@ -321,6 +321,7 @@ impl Placement {
         key.requester == self.me && key.incarnation == self.incarnation
     }
 
+    #[allow(clippy::too_many_arguments)] // the fields of one `Offer`
     pub(super) fn on_offer(
         &mut self,
         now: Time,

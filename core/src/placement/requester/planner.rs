@@ -72,13 +72,16 @@ pub(super) fn fit_of(spec: &ProcSpec, long_run: Duration) -> Fit {
     }
 }
 
+/// Units, their shapes, and the `apart` and `spread` tags by the id units carry.
+pub(super) type Grouped = (Vec<Unit>, Vec<Shape>, Vec<String>);
+
 /// Groups processes into units (one per `together` tag, one per untagged process)
 /// and units into shapes (same demand, same apart-ness, same cpu class); also the
 /// `apart` and `spread` tags, by the id units carry.
 pub(super) fn units_of(
     items: &[(ProcSpec, Demand)],
     long_run: Duration,
-) -> Result<(Vec<Unit>, Vec<Shape>, Vec<String>), SpawnError> {
+) -> Result<Grouped, SpawnError> {
     let mut tags: BTreeMap<&str, usize> = BTreeMap::new();
     let mut apart_ids: BTreeMap<&str, u32> = BTreeMap::new();
     let mut names: Vec<String> = Vec::new();

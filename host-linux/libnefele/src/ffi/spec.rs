@@ -255,9 +255,9 @@ mod tests {
             memory_limit_bytes: 77,
             accelerators: 77,
             cpu_class: 77,
-            affinity: 1 as *const nefele_affinity,
+            affinity: std::ptr::dangling::<nefele_affinity>(),
             affinity_count: 77,
-            profile: 1 as *const nefele_profile,
+            profile: std::ptr::dangling::<nefele_profile>(),
         };
         // SAFETY: `spec` is a live spec with valid pointers up to its size.
         let got = unsafe { spec_of(&spec) }.expect("an old spec reads");
