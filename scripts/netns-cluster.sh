@@ -339,8 +339,9 @@ run_spawn_parameters() {
     near_pid=$(nef_on 3 spawn --cpu 100m -- /bin/sleep 30) || fail "nef spawn on host 3 failed"
     p=$(nef_on 1 spawn --cpu 100m --near "$near_pid" -- /bin/sleep 30) || fail "nef spawn --near failed"
     [ "$(host_of "$p")" -eq 3 ] || fail "near $near_pid (host 3) ran on host $(host_of "$p")"
-    say "a memory limit is a cgroup limit: a 32M process that eats memory is OOM-killed"
-    p=$(nef_on 2 spawn --mem 64M --mem-limit 32M -- /usr/bin/tail /dev/zero) || fail "nef spawn --mem-limit failed"
+    say "a memory limit is a cgroup limit: a process that eats memory past 64M is OOM-killed"
+    p=$(nef_on 2 spawn --mem 128M --mem-limit 64M -- /bin/sh -c 'a=x; while :; do a="$a$a"; done') \
+        || fail "nef spawn --mem-limit failed"
     oom=$(nef_on 2 wait "$p") || fail "nef wait $p failed"
     grep -qi "memory" <<<"$oom" || fail "over its limit, $p ended: $oom"
     for p in $pids $near_pid; do nef_on 1 kill --signal KILL "$p" >/dev/null 2>&1 || true; done

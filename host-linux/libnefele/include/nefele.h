@@ -70,9 +70,9 @@ typedef struct {
     nefele_pid pid;                 /* near only */
 } nefele_affinity;
 
-/* What a process is expected to use. Placement packs short jobs (expected to end
-   within a minute: the offer with the least room first) and spreads long ones and
-   services (the most room first). */
+/* What a process is expected to use. Placement spreads long jobs (a minute or
+   more) and services (NEFELE_FOREVER) onto the hosts with the most room, and
+   packs the others (the first host in its usual order that fits). */
 #define NEFELE_FOREVER UINT64_MAX
 typedef struct {
     uint32_t cpu_millicores;        /* expected average cpu */

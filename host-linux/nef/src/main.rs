@@ -258,9 +258,9 @@ struct SpawnArgs {
     /// Profile: expected peak memory per process (512M).
     #[arg(long, value_parser = quantity::parse_memory)]
     expect_mem: Option<u64>,
-    /// Profile: expected run time in seconds, or `forever` for a service. Short
-    /// jobs (under a minute) are packed onto the busiest host that fits, long ones
-    /// and services spread onto the emptiest.
+    /// Profile: expected run time in seconds, or `forever` for a service. Long
+    /// jobs (a minute or more) and services spread onto the hosts with the most
+    /// room; shorter ones pack onto the first host that fits.
     #[arg(long, value_parser = parse_run)]
     expect_run: Option<ExpectedRun>,
     /// Run the processes under a new supervisor with this strategy (one-for-one,
