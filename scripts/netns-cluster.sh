@@ -185,6 +185,11 @@ seeds = [${seeds%, }]
 cpu_millicores = 1000
 memory_bytes = 1073741824
 
+# Two hosts per rack: hosts 1 and 2 in rack 1, 3 and 4 in rack 2 (spread, near).
+[host]
+row = 0
+rack = $(( (i + 1) / 2 ))
+
 [[tenant]]
 name = "test"
 id = 1
@@ -307,6 +312,8 @@ run_test() {
     for pid in $pids; do nef_on 4 kill --signal KILL "$pid" || fail "nef kill $pid failed"; done
     for pid in $pids; do nef_on 4 wait "$pid" >&2 || fail "nef wait $pid failed"; done
 
+    run_spawn_parameters
+
     say "a tenant process is contained: no key, no config, no root on the host"
     local probe out
     # Each attempt must fail (the shell exits 0 only if all did); `id -u` is 0 inside,
@@ -329,6 +336,23 @@ run_test() {
     run_messaging
     run_swarm
     say "PASS"
+}
+
+# The spawn parameters (issue 14) on real hosts: spread across the two racks and
+# near a pid's host. (A memory-limit probe here ended with code 127, a failed
+# start, not an OOM kill: not understood yet, so not checked here; the cgroup
+# limits are checked by host-linux's root tests.)
+run_spawn_parameters() {
+    say "spread: two processes of one tag from host 1 go to both racks (1-2, 3-4)"
+    local pids racks p near_pid
+    pids=$(nef_on 1 spawn -n 2 --cpu 100m --spread pair -- /bin/sleep 30) || fail "nef spawn --spread failed"
+    racks=$(for p in $pids; do echo $(( ($(host_of "$p") + 1) / 2 )); done | sort -u | wc -l)
+    [ "$racks" -eq 2 ] || fail "spread put both in one rack: $(for p in $pids; do host_of "$p"; done | tr '\n' ' ')"
+    say "near: a process near one on host 3, asked from host 1, runs on host 3"
+    near_pid=$(nef_on 3 spawn --cpu 100m -- /bin/sleep 30) || fail "nef spawn on host 3 failed"
+    p=$(nef_on 1 spawn --cpu 100m --near "$near_pid" -- /bin/sleep 30) || fail "nef spawn --near failed"
+    [ "$(host_of "$p")" -eq 3 ] || fail "near $near_pid (host 3) ran on host $(host_of "$p")"
+    for q in $pids $near_pid $p; do nef_on 1 kill --signal KILL "$q" >/dev/null 2>&1 || true; done
 }
 
 # As nef_on, for the second tenant.

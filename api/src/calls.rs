@@ -286,4 +286,27 @@ pub enum ApiReply {
     Supervisors(Vec<SupervisorInfo>),
     /// To `StopSupervisor`.
     SupervisorStopped(Result<(), SupervisionError>),
+    /// To `Spawn`, `NSpawn` and `CSpawn` when the request was placed but the
+    /// processes of some `spread` tags share racks (not enough racks had room):
+    /// every pid, in the order of the specs, and those tags. Any other placed
+    /// request is answered `Spawned`.
+    SpawnedUnspread {
+        /// Every pid, in the order of the specs.
+        pids: Vec<Pid>,
+        /// The `spread` tags whose processes could not all go to different racks.
+        tags: Vec<String>,
+    },
+}
+
+impl ApiReply {
+    /// The outcome of a spawn call, whether or not every `spread` tag was spread
+    /// across racks; `None` for the answer to any other call.
+    #[must_use]
+    pub fn spawn_result(self) -> Option<Result<Vec<Pid>, SpawnError>> {
+        match self {
+            ApiReply::Spawned(r) => Some(r),
+            ApiReply::SpawnedUnspread { pids, .. } => Some(Ok(pids)),
+            _ => None,
+        }
+    }
 }

@@ -78,6 +78,8 @@ pub enum Resource {
     /// Each process fits somewhere, but not enough distinct hosts have room for all of
     /// them together under the request's affinity rules.
     Hosts,
+    /// No reachable host has a cpu of this speed class or a faster one.
+    CpuClass(u8),
 }
 
 /// Why `spawn`, `n_spawn` or `c_spawn` failed. No process of the request is left
@@ -100,6 +102,14 @@ pub enum SpawnError {
     /// process already created for the request has been killed.
     #[error("aborted: a chosen host did not answer in time")]
     Aborted,
+    /// No host of the whole cluster has `resource` (a cpu speed class, or as many
+    /// accelerators as one process asks), busy or not: the request failed at once,
+    /// without waiting for room.
+    #[error("no host of the cluster has {resource:?}")]
+    Unavailable {
+        /// What no host has.
+        resource: Resource,
+    },
 }
 
 /// Why `kill` failed. Nothing changed.

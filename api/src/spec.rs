@@ -46,10 +46,26 @@ pub struct ResourcePolicy {
     pub cpu_millicores: Option<u32>,
     /// Reserved memory, in bytes.
     pub memory_bytes: Option<u64>,
-    /// Reserved accelerators (whole devices).
+    /// Reserved accelerators (whole devices); a host without that many never takes it.
     pub accelerators: Option<u32>,
+    /// The slowest cpu speed class the process may run on (see [`cpu_class_of`]);
+    /// `None` runs anywhere. Placement fails at once (`Unavailable`) when no host of
+    /// the cluster has this class or a faster one.
+    #[serde(default)]
+    pub cpu_class: Option<u8>,
     /// Hard limits the host enforces.
     pub limits: Limits,
+}
+
+/// The highest cpu speed class.
+pub const MAX_CPU_CLASS: u8 = 15;
+
+/// The cpu speed class of a host whose relative cpu speed is `cpu_speed` (1000 is
+/// the reference core, a 2 GHz one): one class per 250, from 0 up to
+/// [`MAX_CPU_CLASS`] (so the reference core is class 4, a 3 GHz one class 6).
+#[must_use]
+pub fn cpu_class_of(cpu_speed: u32) -> u8 {
+    u8::try_from(cpu_speed / 250).map_or(MAX_CPU_CLASS, |c| c.min(MAX_CPU_CLASS))
 }
 
 /// Hard limits enforced by the host (cgroups on Linux). `None` means unlimited.

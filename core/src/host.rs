@@ -32,6 +32,22 @@ pub struct HostResources {
     pub committed_cpu_millicores: u32,
     /// Memory currently reserved by running processes, in bytes.
     pub committed_memory_bytes: u64,
+    /// Where the server stands: its failure domains.
+    pub location: Location,
+}
+
+/// A server's failure domains: the rack (one power feed and top-of-rack switch)
+/// inside the row. Rack numbers are unique in the data centre, not per row, so
+/// two hosts share a rack exactly when their `rack` fields are equal.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Location {
+    /// The row of racks.
+    pub row: u16,
+    /// The rack.
+    pub rack: u16,
 }
 
 /// What the core asks a host to do.

@@ -35,7 +35,7 @@ pub use agent::{
     Agent, AgentConfig, AgentConfigError, ApiCall, ApiReply, Identity, Input, Notice, Output,
     RequestId,
 };
-pub use host::{Host, HostCommand, HostEvent, HostResources, ProcSpec};
+pub use host::{Host, HostCommand, HostEvent, HostResources, Location, ProcSpec};
 pub use ids::{Incarnation, NodeId, Pid, PidMinter, TenantId};
 pub use time::Time;
 pub use transport::{Transport, TransportEvent};

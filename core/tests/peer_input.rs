@@ -97,6 +97,7 @@ fn offer_req(shapes: usize) -> Message {
         },
         count: 1,
         one_per_host: false,
+        cpu_class: 0,
     };
     Message::Placement(PlacementMsg::OfferReq {
         key: key(2),

@@ -78,6 +78,8 @@ impl Capacity {
             cpu_speed,
             committed_cpu_millicores: 0,
             committed_memory_bytes: 0,
+            // Where the server stands is configuration (nefeled's `[host]`).
+            location: nefele_core::Location::default(),
         }
     }
 }

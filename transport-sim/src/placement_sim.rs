@@ -302,8 +302,8 @@ impl PlacementSim {
             return;
         }
         let latency = u64::try_from(now.saturating_since(issued.at).as_nanos()).unwrap_or(u64::MAX);
-        match reply {
-            ApiReply::Spawned(Ok(pids)) => {
+        match reply.spawn_result() {
+            Some(Ok(pids)) => {
                 self.placed_ns.push(latency);
                 self.figures.placed_requests += 1;
                 self.figures.placed_gang_requests += u64::from(issued.gang);
@@ -320,13 +320,13 @@ impl PlacementSim {
                     ));
                 }
             }
-            ApiReply::Spawned(Err(e)) => {
+            Some(Err(e)) => {
                 self.rejected_ns.push(latency);
                 self.figures.rejected_requests += 1;
                 *self.figures.rejections.entry(cause(&e)).or_default() += 1;
                 self.failed.push_back((now, request, requester));
             }
-            _ => {}
+            None => {}
         }
     }
 
@@ -543,8 +543,10 @@ fn cause(e: &SpawnError) -> &'static str {
             Resource::Memory => "short_memory",
             Resource::Accelerators => "short_accelerators",
             Resource::Hosts => "short_hosts",
+            Resource::CpuClass(_) => "short_cpu_class",
         },
         SpawnError::Aborted => "aborted",
+        SpawnError::Unavailable { .. } => "unavailable",
     }
 }
 

@@ -312,10 +312,14 @@ impl Topology {
         }
     }
 
-    /// What the host `node` offers, from its class.
+    /// What the host `node` offers, from its class, and where it stands: its rack
+    /// is its broadcast domain, its row its row (an external site is a row of its
+    /// own, the last one a `u16` holds; numbers past a `u16` saturate).
     #[must_use]
     pub fn resources(&self, node: NodeId) -> HostResources {
         let class = &self.class_list[self.classes[node.0 as usize] as usize];
+        let at = self.location(node);
+        let small = |n: u32| u16::try_from(n).unwrap_or(u16::MAX);
         HostResources {
             cores: class.cores,
             cpu_millicores: class.cores * 1000,
@@ -324,6 +328,10 @@ impl Topology {
             cpu_speed: class.cpu_speed,
             committed_cpu_millicores: 0,
             committed_memory_bytes: 0,
+            location: nefele_core::Location {
+                row: at.row.map_or(u16::MAX, small),
+                rack: small(at.domain),
+            },
         }
     }
 }

@@ -28,7 +28,21 @@ impl FedBody {
                 check_len("fed.attach.hops", usize::from(*hops), usize::from(MAX_HOPS))
             }
             FedBody::View(view) => view.validate(),
-            FedBody::Beat { level, epoch, .. } | FedBody::LeaderBeat { level, epoch } => {
+            FedBody::Beat {
+                level,
+                epoch,
+                summary,
+            } => {
+                check_level(self.kind(), *level)?;
+                check_epoch(*epoch)?;
+                if !summary.payload.is_valid() {
+                    return Err(Reject::Malformed {
+                        what: "fed.beat.summary",
+                    });
+                }
+                Ok(())
+            }
+            FedBody::LeaderBeat { level, epoch } => {
                 check_level(self.kind(), *level)?;
                 check_epoch(*epoch)
             }

@@ -13,7 +13,7 @@
 //! leases ran out); an entry whose request was aborted is hidden from tenants and
 //! dropped when it exits.
 
-use super::api::{Demand, DistanceClass, ProcInfo, ProcState};
+use super::api::{Demand, DistanceClass, ProcInfo, ProcState, Resource};
 use super::msg::{CreateItem, PidAnswer, PidOp, PlacementMsg, ReqKey, Shape};
 use super::retained_keys::RetainedKeys;
 use super::summary::PlacementSummary;
@@ -154,7 +154,8 @@ impl Placement {
                 let k = (start + i) % shapes.len();
                 let s = &shapes[k];
                 let cap = if s.one_per_host { 1 } else { s.count };
-                if counts[k] < cap.min(s.count) && free.covers(s.demand) {
+                let fast_enough = s.cpu_class <= self.cpu_class;
+                if counts[k] < cap.min(s.count) && fast_enough && free.covers(s.demand) {
                     free = free.minus(s.demand);
                     total = total.plus(s.demand);
                     counts[k] += 1;
@@ -199,7 +200,16 @@ impl Placement {
     ) {
         let counts = self.reserve(now, key, tenant, shapes);
         let free = self.free();
-        self.send(from, PlacementMsg::Offer { key, counts, free });
+        let at = self.location;
+        self.send(
+            from,
+            PlacementMsg::Offer {
+                key,
+                counts,
+                free,
+                at,
+            },
+        );
     }
 
     pub(super) fn release(&mut self, key: ReqKey) {
@@ -648,13 +658,27 @@ impl Placement {
         want: Want,
         skip: NodeId,
     ) {
-        let Want { min, need, hosts } = want;
+        let Want {
+            min,
+            need,
+            hosts,
+            cpu_class,
+            avoid_racks,
+        } = want;
         let seat = tree.group(level);
         let Some(seat) = seat.filter(|s| s.view().leader == self.me) else {
             self.send_candidates(now, tree, key, Vec::new());
             return;
         };
-        let mut roomy: Vec<(u64, u64, NodeId)> = seat
+        if let Some(resource) = absent(tree, level, min, cpu_class) {
+            if key.requester == self.me {
+                self.on_absent(now, key, resource);
+            } else {
+                self.send(key.requester, PlacementMsg::Absent { key, resource });
+            }
+            return;
+        }
+        let mut roomy: Vec<(u64, u64, NodeId, bool)> = seat
             .summaries()
             .iter()
             .filter(|(m, _)| **m != skip && **m != key.requester)
@@ -663,6 +687,8 @@ impl Placement {
             .filter(|(_, _, s)| {
                 s.largest_free_cpu_millicores >= u64::from(min.cpu_millicores)
                     && s.largest_free_memory_bytes >= min.memory_bytes
+                    && s.largest_free_accelerators >= min.accelerators
+                    && s.has_class(cpu_class)
             })
             .map(|(m, agents_in, s)| {
                 let agents = u64::from(agents_in.max(1));
@@ -675,28 +701,33 @@ impl Placement {
                     min,
                 );
                 let units = if per_host == 0 { units.min(1) } else { units };
-                (units, u64::from(agents_in), *m)
+                let old_racks = s.racks & !avoid_racks == 0;
+                (units, u64::from(agents_in), *m, old_racks)
             })
-            .filter(|(units, _, _)| *units > 0)
+            .filter(|(units, _, _, _)| *units > 0)
             .collect();
         if !roomy.is_empty() {
             let salt = u64::from(key.requester.0) << 40 ^ key.seq << 8 ^ u64::from(level);
             let start = splitmix64(salt) % roomy.len() as u64;
             roomy.rotate_left(start as usize);
         }
+        if avoid_racks != 0 {
+            // `spread`: subtrees with racks not offered from yet first (stable).
+            roomy.sort_by_key(|r| r.3);
+        }
         let want_units = units_needed(need, min).saturating_mul(2);
         let want_agents = u64::from(hosts) * 2;
         let (mut units, mut agents) = (0u64, 0u64);
         let chosen: Vec<NodeId> = roomy
             .iter()
-            .take_while(|(u, a, _)| {
+            .take_while(|(u, a, _, _)| {
                 let more = units < want_units || agents < want_agents;
                 units = units.saturating_add(*u);
                 agents = agents.saturating_add(*a);
                 more
             })
             .take(64)
-            .map(|(_, _, n)| *n)
+            .map(|(_, _, n, _)| *n)
             .collect();
         if level == 0 || chosen.is_empty() {
             self.send_candidates(now, tree, key, chosen);
@@ -713,6 +744,8 @@ impl Placement {
                     need,
                     hosts,
                     skip,
+                    cpu_class,
+                    avoid_racks,
                 };
                 self.send(child, msg);
             }
@@ -740,6 +773,26 @@ fn units_needed(need: Demand, unit: Demand) -> u64 {
     let cpu = u64::from(need.cpu_millicores).div_ceil(u64::from(unit.cpu_millicores.max(1)));
     let memory = need.memory_bytes.div_ceil(unit.memory_bytes.max(1));
     cpu.max(memory).max(1)
+}
+
+/// At the leader of the top group (no ancestors), once every member has
+/// reported: the resource no host of the whole tree has, busy or not (a cpu of
+/// `cpu_class` or faster, or as many accelerators as the smallest process asks).
+fn absent(tree: &TreeView<'_>, level: u8, min: Demand, cpu_class: u8) -> Option<Resource> {
+    let seat = tree.group(level)?;
+    let view = seat.view();
+    let heard = |m: &NodeId| *m == view.leader || seat.summaries().contains_key(m);
+    if !view.ancestors.is_empty() || !view.members.iter().all(heard) {
+        return None;
+    }
+    let all = PlacementSummary::of(&tree.group_summary(level)?);
+    if !all.has_class(cpu_class) {
+        Some(Resource::CpuClass(cpu_class))
+    } else if all.max_accelerators < min.accelerators {
+        Some(Resource::Accelerators)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]

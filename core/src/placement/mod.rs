@@ -103,9 +103,26 @@
 //! the leader lists its processes as `Lost` in `ps` for `lost_retention`.
 //!
 //! Affinity: `together(tag)` → one host; `apart(tag)` → distinct hosts;
-//! `spread(tag)` → distinct hosts too (the core knows no racks; its locality unit
-//! is the level-0 group, and spreading across groups is not done yet);
-//! `near(pid)` → the pid's host is asked for an offer first.
+//! `spread(tag)` → distinct racks when it can (every `Offer` says where its host
+//! stands, `HostResources::location`): a plan that puts some spread tag in too few
+//! racks escalates like a request that does not fit (the search skips the
+//! subtrees already asked and visits first those with racks not offered yet,
+//! from the `racks` bitset of the summaries); at the top it is committed with
+//! distinct hosts and answered `SpawnedUnspread`, naming those tags;
+//! `near(pid)` → the pid's host is asked for an offer first, and hosts are
+//! preferred by nearness to it: its host, its rack, its row, then the rest.
+//!
+//! Heterogeneity: a process may need a cpu speed class (`cpu_class`, or faster)
+//! and accelerators; a host offers only shapes it can take, the summaries carry
+//! the classes and the most accelerators of each subtree (`summary`), the search
+//! descends only into subtrees that have them, and the leader of the top group
+//! answers `Absent` when no host of the tree has them at all: the request fails
+//! at once with `SpawnError::Unavailable` naming the resource.
+//!
+//! Profiles: a unit whose profile expects a long run (`long_run` or more) or no
+//! end takes the offer with the most room first (spreading); any other unit
+//! takes the first in host order (packing, a first fit); locality (this host,
+//! its group) comes first in both.
 //!
 //! Lost hosts: when the federation removes a host for silence (its level-0 group
 //! sees the removal), every `wait`, `kill` or `info` waiting on one of its pids ends
@@ -227,6 +244,10 @@ pub struct PlacementConfig {
     /// tenant new to its subtree registers with the leaders above (see `presence`).
     /// Keep it well under `create_timeout`.
     pub presence_timeout: Duration,
+    /// The profile rule: a process whose profile expects it to run this long or
+    /// longer, or until killed, is spread (the offer with the most room first);
+    /// any other is packed (the first offer in host order); see `planner::fit_of`.
+    pub long_run: Duration,
 }
 
 impl Default for PlacementConfig {
@@ -258,6 +279,7 @@ impl Default for PlacementConfig {
             ledger_refresh: Duration::from_secs(30),
             lost_retention: Duration::from_secs(600),
             presence_timeout: Duration::from_millis(20),
+            long_run: Duration::from_secs(60),
         }
     }
 }
@@ -295,6 +317,9 @@ pub struct Placement {
     config: PlacementConfig,
     minter: PidMinter,
     capacity: Demand,
+    /// Where this host stands and its cpu speed class, from its resources.
+    location: crate::host::Location,
+    cpu_class: u8,
     committed: Demand,
     reserved: Demand,
     host: host_side::HostState,
@@ -319,6 +344,8 @@ impl Placement {
             config,
             minter: PidMinter::new(me, incarnation),
             capacity: Demand::default(),
+            location: crate::host::Location::default(),
+            cpu_class: 0,
             committed: Demand::default(),
             reserved: Demand::default(),
             host: host_side::HostState::default(),
@@ -339,6 +366,8 @@ impl Placement {
             memory_bytes: resources.memory_bytes,
             accelerators: resources.accelerators,
         };
+        self.location = resources.location;
+        self.cpu_class = nefele_api::spec::cpu_class_of(resources.cpu_speed);
     }
 
     /// What this host has neither committed nor reserved.
@@ -378,8 +407,13 @@ impl Placement {
                 tenant,
                 shapes,
             } => self.on_offer_req(now, from, key, tenant, &shapes),
-            PlacementMsg::Offer { key, counts, free } => {
-                self.on_offer(now, tree, from, key, counts, free);
+            PlacementMsg::Offer {
+                key,
+                counts,
+                free,
+                at,
+            } => {
+                self.on_offer(now, tree, from, key, counts, free, at);
             }
             PlacementMsg::FindRoom {
                 key,
@@ -388,10 +422,19 @@ impl Placement {
                 need,
                 hosts,
                 skip,
+                cpu_class,
+                avoid_racks,
             } => {
-                let want = Want { min, need, hosts };
+                let want = Want {
+                    min,
+                    need,
+                    hosts,
+                    cpu_class,
+                    avoid_racks,
+                };
                 self.on_find_room(now, tree, key, level, want, skip);
             }
+            PlacementMsg::Absent { key, resource } => self.on_absent(now, key, resource),
             PlacementMsg::Candidates { key, hosts } => self.on_candidates(now, tree, key, &hosts),
             PlacementMsg::Create { key, items, last } => {
                 self.on_create(now, tree, from, key, items, last);
@@ -721,6 +764,10 @@ impl Service for Placement {
             largest_free_cpu_millicores: u64::from(free.cpu_millicores),
             largest_free_memory_bytes: free.memory_bytes,
             tenants: self.presence.own(),
+            cpu_classes: 1 << self.cpu_class,
+            max_accelerators: self.capacity.accelerators,
+            largest_free_accelerators: free.accelerators.min(self.capacity.accelerators),
+            racks: 1 << (self.location.rack % 64),
         }
     }
 
@@ -748,6 +795,10 @@ struct Want {
     need: Demand,
     /// The distinct hosts still needed.
     hosts: u16,
+    /// The slowest cpu speed class accepted.
+    cpu_class: u8,
+    /// Racks (bit `rack % 64`) to visit last (`spread` rules: the racks offered from).
+    avoid_racks: u64,
 }
 
 #[cfg(test)]
@@ -878,6 +929,7 @@ mod tests {
             demand: item().demand,
             count: 1,
             one_per_host: false,
+            cpu_class: 0,
         }];
         let req = PlacementMsg::OfferReq {
             key,
@@ -912,6 +964,7 @@ mod tests {
                 demand: item().demand,
                 count: 1,
                 one_per_host: false,
+                cpu_class: 0,
             }];
             let req = PlacementMsg::OfferReq {
                 key,
@@ -1327,6 +1380,7 @@ mod tests {
             },
             count: 2,
             one_per_host: false,
+            cpu_class: 0,
         };
         let key = remote_key(1);
         assert_eq!(p.reserve(now, key, TenantId(1), &[shape]), vec![2]);
@@ -1350,6 +1404,7 @@ mod tests {
             demand: item().demand,
             count: 1,
             one_per_host: false,
+            cpu_class: 0,
         }];
         let offer_req = PlacementMsg::OfferReq {
             key,
@@ -1745,6 +1800,7 @@ mod tests {
             demand: Demand::default(),
             count: u16::MAX,
             one_per_host: true,
+            cpu_class: 0,
         };
         let item = CreateItem {
             index: 0,

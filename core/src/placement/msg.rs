@@ -2,8 +2,8 @@
 //! [`crate::wire::CONTROL_MTU`]: requests carry at most [`MAX_SHAPES`] shapes, and
 //! creations and `ps` answers are batched by encoded size.
 
-use super::api::{Demand, ProcInfo};
-use crate::host::{ExitStatus, ProcSpec};
+use super::api::{Demand, ProcInfo, Resource};
+use crate::host::{ExitStatus, Location, ProcSpec};
 use crate::ids::{Incarnation, NodeId, Pid, TenantId};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -35,6 +35,8 @@ pub struct Shape {
     pub count: u16,
     /// At most one of these per host (an `apart` or `spread` rule).
     pub one_per_host: bool,
+    /// The slowest cpu speed class a host may have to take one (0: any).
+    pub cpu_class: u8,
 }
 
 /// One process to create.
@@ -103,6 +105,8 @@ pub enum PlacementMsg {
         counts: Vec<u16>,
         /// Free after the reservation.
         free: Demand,
+        /// Where the offering host stands (`spread` and `near` read it).
+        at: Location,
     },
     /// Requester → leader at `level`: find hosts in your subtree with room for `min`.
     FindRoom {
@@ -118,6 +122,20 @@ pub enum PlacementMsg {
         hosts: u16,
         /// A subtree not to descend into (the requester's own, already asked).
         skip: NodeId,
+        /// The slowest cpu speed class the request's processes accept (the least of
+        /// its shapes': a subtree with no host of it or faster is not descended into).
+        cpu_class: u8,
+        /// With `spread` rules: the racks (bit `rack % 64`) the offers so far come
+        /// from; subtrees with other racks are visited first.
+        avoid_racks: u64,
+    },
+    /// The leader of the top group → requester: no host of the whole tree has
+    /// `resource` (a cpu speed class, or that many accelerators), busy or not.
+    Absent {
+        /// The request.
+        key: ReqKey,
+        /// What no host has.
+        resource: Resource,
     },
     /// Level-0 leader → requester: hosts that seem to have room.
     Candidates {
@@ -268,6 +286,7 @@ impl PlacementMsg {
             PlacementMsg::Offer { .. } => "place.offer",
             PlacementMsg::FindRoom { .. } => "place.find_room",
             PlacementMsg::Candidates { .. } => "place.candidates",
+            PlacementMsg::Absent { .. } => "place.absent",
             PlacementMsg::Create { .. } => "place.create",
             PlacementMsg::Created { .. } => "place.created",
             PlacementMsg::CreateRefused { .. } => "place.create_refused",

@@ -1,5 +1,7 @@
 //! Placement's part of the federation summaries: the free capacity of a
-//! subtree, its largest free host, and the tenants it may hold.
+//! subtree, its largest free host, the tenants it may hold, and what kinds of
+//! host it has (the cpu speed classes, the most accelerators of one host, the
+//! racks), as bitsets and small integers so that a summary stays a few words.
 //!
 //! Leaders sum their members' parts as they sum the federation's own counts;
 //! a member not heard from yet counts as [`PlacementSummary::UNKNOWN`]: no room
@@ -25,6 +27,15 @@ pub struct PlacementSummary {
     pub largest_free_memory_bytes: u64,
     /// The tenants with processes in the subtree (`ps` visits only subtrees that may hold its tenant).
     pub tenants: TenantFilter,
+    /// The cpu speed classes of the subtree's hosts, busy or not: bit `c` for class
+    /// `c` (`nefele_api::spec::cpu_class_of`, at most 15).
+    pub cpu_classes: u16,
+    /// The most accelerators one host of the subtree has, busy or not.
+    pub max_accelerators: u32,
+    /// The most free accelerators on one host of the subtree (at most `max_accelerators`).
+    pub largest_free_accelerators: u32,
+    /// The racks of the subtree's hosts: bit `rack % 64`.
+    pub racks: u64,
 }
 
 impl PlacementSummary {
@@ -33,6 +44,13 @@ impl PlacementSummary {
     #[must_use]
     pub fn of(summary: &Summary) -> PlacementSummary {
         summary.payload.placement.unwrap_or_default()
+    }
+
+    /// Whether some host of the subtree has cpu speed class `class` or a faster one.
+    #[must_use]
+    pub fn has_class(&self, class: u8) -> bool {
+        let at_least = u16::MAX.checked_shl(u32::from(class)).unwrap_or(0);
+        self.cpu_classes & at_least != 0
     }
 }
 
@@ -43,6 +61,10 @@ impl SummaryPart for PlacementSummary {
         largest_free_cpu_millicores: 0,
         largest_free_memory_bytes: 0,
         tenants: TenantFilter::ALL,
+        cpu_classes: 0,
+        max_accelerators: 0,
+        largest_free_accelerators: 0,
+        racks: 0,
     };
 
     /// Sums the free amounts; the largest free amounts are the larger of the two.
@@ -61,6 +83,17 @@ impl SummaryPart for PlacementSummary {
                 .largest_free_memory_bytes
                 .max(other.largest_free_memory_bytes),
             tenants: self.tenants.union(other.tenants),
+            cpu_classes: self.cpu_classes | other.cpu_classes,
+            max_accelerators: self.max_accelerators.max(other.max_accelerators),
+            largest_free_accelerators: self
+                .largest_free_accelerators
+                .max(other.largest_free_accelerators),
+            racks: self.racks | other.racks,
         }
+    }
+
+    /// No host has more accelerators free than the most any host has.
+    fn is_valid(&self) -> bool {
+        self.largest_free_accelerators <= self.max_accelerators
     }
 }

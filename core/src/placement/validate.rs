@@ -11,16 +11,19 @@
 //!   items and ended pids): at most [`MAX_LIST`];
 //! - levels: at most [`MAX_LEVEL`](crate::wire::validate::MAX_LEVEL);
 //! - durations (process ages, expected run times): at most
-//!   [`MAX_PEER_DURATION`](crate::wire::validate::MAX_PEER_DURATION).
+//!   [`MAX_PEER_DURATION`](crate::wire::validate::MAX_PEER_DURATION);
+//! - cpu speed classes: at most [`MAX_CPU_CLASS`]; an `Absent` names a class or
+//!   accelerators, never a resource that is merely busy.
 //!
 //! Pure: it reads the message only.
 
-use super::api::ProcInfo;
+use super::api::{ProcInfo, Resource};
 use super::msg::{CreateItem, LedgerItem, PidAnswer, PlacementMsg, BATCH_BYTES, MAX_SHAPES};
 use super::PlacementConfig;
 use crate::discovery::MAX_CONFIG_PERIOD;
 use crate::federation::validate::MAX_MEMBERS;
 use crate::wire::validate::{check_duration, check_len, check_level, Reject};
+use nefele_api::spec::MAX_CPU_CLASS;
 
 /// The longest list of any other kind a placement message may hold. Lists that can
 /// grow are sent in batches of at most [`BATCH_BYTES`] encoded bytes, every entry
@@ -66,6 +69,7 @@ impl PlacementConfig {
             ("ledger_refresh", c.ledger_refresh),
             ("lost_retention", c.lost_retention),
             ("presence_timeout", c.presence_timeout),
+            ("long_run", c.long_run),
         ];
         for (field, d) in durations {
             if d > MAX_CONFIG_PERIOD {
@@ -84,12 +88,27 @@ impl PlacementMsg {
     pub fn validate(&self) -> Result<(), Reject> {
         match self {
             PlacementMsg::OfferReq { shapes, .. } => {
-                check_len("place.offer_req.shapes", shapes.len(), MAX_SHAPES)
+                check_len("place.offer_req.shapes", shapes.len(), MAX_SHAPES)?;
+                shapes
+                    .iter()
+                    .try_for_each(|s| check_class("place.offer_req.cpu_class", s.cpu_class))
             }
             PlacementMsg::Offer { counts, .. } => {
                 check_len("place.offer.counts", counts.len(), MAX_SHAPES)
             }
-            PlacementMsg::FindRoom { level, .. } => check_level("place.find_room", *level),
+            PlacementMsg::FindRoom {
+                level, cpu_class, ..
+            } => {
+                check_level("place.find_room", *level)?;
+                check_class("place.find_room.cpu_class", *cpu_class)
+            }
+            PlacementMsg::Absent { resource, .. } => match resource {
+                Resource::CpuClass(c) => check_class("place.absent.cpu_class", *c),
+                Resource::Accelerators => Ok(()),
+                Resource::Cpu | Resource::Memory | Resource::Hosts => Err(Reject::Malformed {
+                    what: "place.absent.resource",
+                }),
+            },
             PlacementMsg::Candidates { hosts, .. } => {
                 check_len("place.candidates.hosts", hosts.len(), MAX_LIST)
             }
@@ -136,6 +155,9 @@ impl PlacementMsg {
 
 impl CreateItem {
     fn validate(&self) -> Result<(), Reject> {
+        if let Some(c) = self.spec.resources.cpu_class {
+            check_class("place.create.cpu_class", c)?;
+        }
         match self.spec.profile.as_ref().and_then(|p| p.duration) {
             Some(d) => check_duration("place.create.profile.duration", d),
             None => Ok(()),
@@ -147,6 +169,13 @@ impl LedgerItem {
     fn validate(&self) -> Result<(), Reject> {
         check_duration("ns.ledger.age", self.age)
     }
+}
+
+fn check_class(what: &'static str, class: u8) -> Result<(), Reject> {
+    if class > MAX_CPU_CLASS {
+        return Err(Reject::Malformed { what });
+    }
+    Ok(())
 }
 
 fn validate_info(info: &ProcInfo) -> Result<(), Reject> {
@@ -175,6 +204,7 @@ mod tests {
             demand: Demand::default(),
             count: 1,
             one_per_host: false,
+            cpu_class: 0,
         };
         PlacementMsg::OfferReq {
             key: key(),

@@ -190,6 +190,11 @@ pub trait SummaryPart: Copy + Debug + Eq + Serialize + DeserializeOwned {
     /// The part of two subtrees together.
     #[must_use]
     fn plus(self, other: Self) -> Self;
+    /// Whether a part a peer sent is possible (checked at the boundary: a beat
+    /// carrying an impossible part is refused).
+    fn is_valid(&self) -> bool {
+        true
+    }
 }
 
 /// A service that rides the federation tree (see the module documentation).

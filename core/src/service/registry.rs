@@ -135,6 +135,12 @@ macro_rules! services {
                 }
             }
 
+            /// Whether every part is possible ([`SummaryPart::is_valid`]).
+            #[must_use]
+            pub fn is_valid(&self) -> bool {
+                true $( && self.$field.as_ref().map_or(true, SummaryPart::is_valid) )+
+            }
+
             /// What a member not heard from yet counts as in instance `instance`.
             #[must_use]
             pub fn unknown(config: &ServicesConfig, instance: u8) -> Payload {

@@ -554,9 +554,10 @@ impl Supervision {
         else {
             return;
         };
-        let ApiReply::Spawned(result) = reply else {
+        let Some(result) = reply.clone().spawn_result() else {
             return;
         };
+        let result = &result;
         let Some(s) = self.sups.get_mut(&sup) else {
             // Stopped meanwhile: what it spawned goes too.
             for &pid in result.iter().flatten() {

@@ -32,7 +32,9 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 /// - 6: messaging's fan-out data says whether it is reliable; its `Pong` names the
 ///   answering agent's life (monitors survive a quick restart of the watched host);
 ///   names' `Life` (appended); supervision's leases (`Watch` grants, `Status` asks
-///   and `kept`, `Alive`, `Held`, `Dropped`).
+///   and `kept`, `Alive`, `Held`, `Dropped`); spawn parameters: placement's summary part
+///   carries cpu speed classes, accelerators and racks, `Shape` a cpu class, `Offer`
+///   its host's location, `FindRoom` a cpu class and racks to avoid; `Absent` is new.
 pub const VERSION: u16 = 6;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;

@@ -55,14 +55,55 @@ typedef struct {
     uint64_t lo;
 } nefele_pid;
 
-/* What to run. No field names a server: placement decides. */
+#define NEFELE_ESHORT_CPU_CLASS (-40)      /* no host with room has a cpu of the asked speed class */
+#define NEFELE_EUNAVAIL_CPU_CLASS (-41)    /* no host of the cluster has a cpu of that class */
+#define NEFELE_EUNAVAIL_ACCELERATORS (-42) /* no host of the cluster has that many accelerators */
+
+/* A placement rule. */
+#define NEFELE_AFFINITY_TOGETHER 1 /* same server as the others with tag */
+#define NEFELE_AFFINITY_APART 2    /* a different server from the others with tag */
+#define NEFELE_AFFINITY_SPREAD 3   /* different racks from the others with tag, when it can */
+#define NEFELE_AFFINITY_NEAR 4     /* as near as placement can to pid (its host, rack, row) */
 typedef struct {
+    int kind;                       /* NEFELE_AFFINITY_* */
+    const char *tag;                /* together, apart, spread; NULL for near */
+    nefele_pid pid;                 /* near only */
+} nefele_affinity;
+
+/* What a process is expected to use. Placement spreads long jobs (a minute or
+   more) and services (NEFELE_FOREVER) onto the hosts with the most room, and
+   packs the others (the first host in its usual order that fits). */
+#define NEFELE_FOREVER UINT64_MAX
+typedef struct {
+    uint32_t cpu_millicores;        /* expected average cpu */
+    uint64_t memory_bytes;          /* expected peak memory */
+    uint64_t duration_ms;           /* expected run time; NEFELE_FOREVER for a service */
+} nefele_profile;
+
+/* What to run. No field names a server: placement decides. Start from
+   NEFELE_SPEC_INIT: `size` lets the struct grow without breaking callers built
+   against an older header (fields past a caller's size read as zero; a newer
+   caller's extra fields must be zero for an older library). Zero means "not
+   given" for every number. In an array every element has the same size. */
+typedef struct {
+    uint32_t size;                  /* sizeof(nefele_spec): set by NEFELE_SPEC_INIT */
     const char *path;               /* absolute path of the executable */
     const char *const *argv;        /* argv[0] included, NULL-terminated; may be NULL */
     const char *const *envp;        /* "KEY=VALUE", NULL-terminated; may be NULL */
     uint32_t cpu_millicores;        /* to reserve; 0 lets the agent decide */
     uint64_t memory_bytes;          /* to reserve; 0 lets the agent decide */
+    uint32_t cpu_limit_millicores;  /* cgroup cpu quota; 0: none */
+    uint32_t pids_limit;            /* most tasks; 0: the host's default */
+    uint64_t memory_limit_bytes;    /* over it the process is OOM-killed; 0: none */
+    uint32_t accelerators;          /* devices to reserve */
+    uint32_t cpu_class;             /* slowest cpu speed class accepted (speed/250,
+                                       1000 = a 2 GHz core, so class 4); 0: any */
+    const nefele_affinity *affinity; /* may be NULL when affinity_count is 0 */
+    size_t affinity_count;
+    const nefele_profile *profile;  /* may be NULL */
 } nefele_spec;
+
+#define NEFELE_SPEC_INIT { .size = sizeof(nefele_spec) }
 
 #define NEFELE_EXIT_CODE 0     /* value = exit code */
 #define NEFELE_EXIT_SIGNALED 1 /* value = signal number */

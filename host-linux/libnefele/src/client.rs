@@ -168,6 +168,16 @@ pub fn default_socket() -> PathBuf {
     std::env::var_os(SOCKET_ENV).map_or_else(|| PathBuf::from(DEFAULT_SOCKET), PathBuf::from)
 }
 
+/// A placed spawn request: every pid in spec order, and the `spread` tags whose
+/// processes share racks (not enough racks had room; they are on distinct hosts).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placed {
+    /// The pids, in spec order.
+    pub pids: Vec<Pid>,
+    /// The `spread` tags that could not be spread across racks.
+    pub unspread: Vec<String>,
+}
+
 /// One authenticated connection to the local agent.
 #[derive(Debug)]
 pub struct Client {
@@ -331,15 +341,27 @@ impl Client {
 
     /// Starts `n` identical processes, atomically: all or none.
     pub fn n_spawn(&mut self, n: u32, spec: &ProcSpec) -> Result<Vec<Pid>, ClientError> {
-        self.spawned(Call::NSpawn {
+        Ok(self.n_spawn_placed(n, spec)?.pids)
+    }
+
+    /// Starts different processes, atomically: all or none. Pids come in spec order.
+    pub fn c_spawn(&mut self, specs: &[ProcSpec]) -> Result<Vec<Pid>, ClientError> {
+        Ok(self.c_spawn_placed(specs)?.pids)
+    }
+
+    /// As [`Client::n_spawn`], with the `spread` tags placement could not spread
+    /// across racks.
+    pub fn n_spawn_placed(&mut self, n: u32, spec: &ProcSpec) -> Result<Placed, ClientError> {
+        self.placed(Call::NSpawn {
             n,
             spec: spec.clone(),
         })
     }
 
-    /// Starts different processes, atomically: all or none. Pids come in spec order.
-    pub fn c_spawn(&mut self, specs: &[ProcSpec]) -> Result<Vec<Pid>, ClientError> {
-        self.spawned(Call::CSpawn(specs.to_vec()))
+    /// As [`Client::c_spawn`], with the `spread` tags placement could not spread
+    /// across racks.
+    pub fn c_spawn_placed(&mut self, specs: &[ProcSpec]) -> Result<Placed, ClientError> {
+        self.placed(Call::CSpawn(specs.to_vec()))
     }
 
     /// Delivers `signal` to `pid` and its descendants.
@@ -696,8 +718,19 @@ impl Client {
     }
 
     fn spawned(&mut self, call: Call) -> Result<Vec<Pid>, ClientError> {
+        Ok(self.placed(call)?.pids)
+    }
+
+    fn placed(&mut self, call: Call) -> Result<Placed, ClientError> {
         match self.api(call)? {
-            ApiReply::Spawned(r) => Ok(r?),
+            ApiReply::Spawned(r) => Ok(Placed {
+                pids: r?,
+                unspread: Vec::new(),
+            }),
+            ApiReply::SpawnedUnspread { pids, tags } => Ok(Placed {
+                pids,
+                unspread: tags,
+            }),
             other => Err(mismatch("spawn", &other)),
         }
     }

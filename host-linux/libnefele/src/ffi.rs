@@ -10,10 +10,19 @@
 //! `nefele_close`; the array `nefele_ps` hands out is released by
 //! `nefele_ps_free`. Everything else is owned by the caller.
 //!
-//! This is the only module of the crate with `unsafe`; each block says why it
-//! is sound.
+//! This is the only module of the crate with `unsafe` (with its `spec`
+//! submodule, which reads a `nefele_spec` of any version); each block says why
+//! it is sound.
 
 #![allow(unsafe_code)]
+
+mod spec;
+
+pub use spec::{
+    nefele_affinity, nefele_profile, nefele_spec, NEFELE_AFFINITY_APART, NEFELE_AFFINITY_NEAR,
+    NEFELE_AFFINITY_SPREAD, NEFELE_AFFINITY_TOGETHER, NEFELE_FOREVER,
+};
+use spec::{spec_of, specs_of};
 
 use crate::client::{Client, ClientError};
 use crate::proto::ProtocolError;
@@ -24,7 +33,7 @@ use nefele_api::messaging::{
 use nefele_api::replies::{
     DistanceClass, InfoError, KillError, ProcInfo, ProcState, Resource, SpawnError, WaitError,
 };
-use nefele_api::spec::{ExitStatus, ProcSpec, ResourcePolicy, Signal};
+use nefele_api::spec::{ExitStatus, Signal};
 use nefele_api::supervision::SupervisionError;
 use std::ffi::{c_char, c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -86,6 +95,13 @@ pub const NEFELE_ENOENDPOINT: c_int = -25;
 /// Messaging: overtaken by a later message of the same pair and dropped to keep
 /// the pair in order (delivery is at-most-once; the reliable mode does not drop).
 pub const NEFELE_EOVERTAKEN: c_int = -26;
+/// No host with room has a cpu of the spec's speed class (numbered apart from
+/// the rest, so that other additions do not collide).
+pub const NEFELE_ESHORT_CPU_CLASS: c_int = -40;
+/// No host of the cluster has a cpu of the spec's speed class, busy or not.
+pub const NEFELE_EUNAVAIL_CPU_CLASS: c_int = -41;
+/// No host of the cluster has as many accelerators as the spec asks, busy or not.
+pub const NEFELE_EUNAVAIL_ACCELERATORS: c_int = -42;
 
 /// A global pid: 128 bits, whose hex text is `hi` then `lo`.
 #[repr(C)]
@@ -110,22 +126,6 @@ impl From<nefele_pid> for Pid {
     fn from(p: nefele_pid) -> Self {
         Pid::new(NodeId(p.lo as u32), Incarnation((p.lo >> 32) as u32), p.hi)
     }
-}
-
-/// What to run.
-#[repr(C)]
-#[derive(Debug)]
-pub struct nefele_spec {
-    /// The executable, an absolute path.
-    pub path: *const c_char,
-    /// Arguments, `argv[0]` included, NULL-terminated; may be NULL.
-    pub argv: *const *const c_char,
-    /// `KEY=VALUE` strings, NULL-terminated; may be NULL.
-    pub envp: *const *const c_char,
-    /// Reserved cpu in millicores; 0 lets the agent decide.
-    pub cpu_millicores: u32,
-    /// Reserved memory in bytes; 0 lets the agent decide.
-    pub memory_bytes: u64,
 }
 
 /// How a process ended: `kind` is one of the `NEFELE_EXIT_*` values.
@@ -195,6 +195,14 @@ fn code_of(e: &ClientError) -> c_int {
             Resource::Cpu => NEFELE_ESHORT_CPU,
             Resource::Memory => NEFELE_ESHORT_MEMORY,
             Resource::Accelerators => NEFELE_ESHORT_ACCELERATORS,
+            Resource::Hosts => NEFELE_ESHORT_HOSTS,
+            Resource::CpuClass(_) => NEFELE_ESHORT_CPU_CLASS,
+        },
+        ClientError::Spawn(SpawnError::Unavailable { resource }) => match resource {
+            Resource::CpuClass(_) => NEFELE_EUNAVAIL_CPU_CLASS,
+            Resource::Accelerators => NEFELE_EUNAVAIL_ACCELERATORS,
+            Resource::Cpu => NEFELE_ESHORT_CPU,
+            Resource::Memory => NEFELE_ESHORT_MEMORY,
             Resource::Hosts => NEFELE_ESHORT_HOSTS,
         },
         ClientError::Spawn(SpawnError::Aborted) => NEFELE_EABORTED,
@@ -278,26 +286,6 @@ unsafe fn texts(list: *const *const c_char) -> Result<Vec<String>, c_int> {
         out.push(unsafe { text(item) }?.to_owned());
     }
     Ok(out)
-}
-
-/// The Rust spec of a C spec.
-///
-/// # Safety
-/// As for [`text`] and [`texts`], for each of the spec's pointers.
-unsafe fn spec_of(s: &nefele_spec) -> Result<ProcSpec, c_int> {
-    // SAFETY: forwarded contract.
-    let (path, argv, envp) = unsafe { (text(s.path)?, texts(s.argv)?, texts(s.envp)?) };
-    Ok(ProcSpec {
-        path: path.to_owned(),
-        argv,
-        envp,
-        resources: ResourcePolicy {
-            cpu_millicores: (s.cpu_millicores != 0).then_some(s.cpu_millicores),
-            memory_bytes: (s.memory_bytes != 0).then_some(s.memory_bytes),
-            ..ResourcePolicy::default()
-        },
-        ..ProcSpec::default()
-    })
 }
 
 /// The client behind a handle.
@@ -420,7 +408,7 @@ pub unsafe extern "C" fn nefele_spawn(
 ) -> c_int {
     guarded(|| {
         // SAFETY: contract of this function.
-        let (client, spec) = unsafe { (client(c)?, spec.as_ref().ok_or(NEFELE_EINVAL)?) };
+        let client = unsafe { client(c)? };
         if out.is_null() {
             return Err(NEFELE_EINVAL);
         }
@@ -446,7 +434,7 @@ pub unsafe extern "C" fn nefele_n_spawn(
 ) -> c_int {
     guarded(|| {
         // SAFETY: contract of this function.
-        let (client, spec) = unsafe { (client(c)?, spec.as_ref().ok_or(NEFELE_EINVAL)?) };
+        let client = unsafe { client(c)? };
         if out.is_null() || n == 0 {
             return Err(NEFELE_EINVAL);
         }
@@ -481,13 +469,8 @@ pub unsafe extern "C" fn nefele_c_spawn(
         if specs.is_null() || out.is_null() || count == 0 {
             return Err(NEFELE_EINVAL);
         }
-        // SAFETY: `specs` points to `count` readable specs.
-        let raw = unsafe { std::slice::from_raw_parts(specs, count) };
-        let specs = raw
-            .iter()
-            // SAFETY: each spec's pointers follow the contract.
-            .map(|s| unsafe { spec_of(s) })
-            .collect::<Result<Vec<_>, _>>()?;
+        // SAFETY: `specs` points to `count` readable specs of the first one's size.
+        let specs = unsafe { specs_of(specs, count) }?;
         let pids = client.c_spawn(&specs).map_err(|e| code_of(&e))?;
         if pids.len() != count {
             return Err(NEFELE_EPROTO);
@@ -838,6 +821,9 @@ pub extern "C" fn nefele_strerror(code: c_int) -> *const c_char {
         NEFELE_EMSG => c"messaging call failed",
         NEFELE_ENOENDPOINT => c"no Nefele endpoint (NEFELE_FD)",
         NEFELE_EOVERTAKEN => c"overtaken by a later message of the pair; not delivered",
+        NEFELE_ESHORT_CPU_CLASS => c"no host with room has a cpu of the asked speed class",
+        NEFELE_EUNAVAIL_CPU_CLASS => c"no host of the cluster has a cpu of the asked speed class",
+        NEFELE_EUNAVAIL_ACCELERATORS => c"no host of the cluster has as many accelerators as asked",
         _ => c"unknown error code",
     };
     s.as_ptr()

@@ -19,4 +19,4 @@ pub mod ffi;
 pub mod proto;
 pub mod quantity;
 
-pub use client::{Client, ClientError, SendOptions, MAX_ASYNC_SENDS};
+pub use client::{Client, ClientError, Placed, SendOptions, MAX_ASYNC_SENDS};

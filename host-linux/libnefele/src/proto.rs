@@ -35,6 +35,10 @@
 //!   [`crate::client::Client::from_endpoint`]), `None` on a tenant connection.
 //!   The supervision calls and answers ([`Call::SpawnSupervised`] to
 //!   [`Call::StopSupervisor`]) are appended after them.
+//! - 3: the spawn parameters: a spec's resource policy holds a cpu speed class
+//!   (a field inside `ProcSpec`, so every spawn call's encoding changed);
+//!   `ApiReply::SpawnedUnspread`, `SpawnError::Unavailable` and
+//!   `Resource::CpuClass` are appended.
 //!
 //! # Who a connection may act as
 //! A messaging call names the process it acts for (`from`, `pid`, `watcher`). On a
@@ -53,7 +57,7 @@ use nefele_api::supervision::{SupervisedSpawn, SupervisionSpec, SupervisorId};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The largest client-to-agent payload.
 pub const MAX_REQUEST_BYTES: u32 = 1 << 20;
 /// The largest agent-to-client payload (a `ps` of a large tenant can be long).

@@ -17,7 +17,7 @@ use nefele_api::messaging::{Delivery, Dest};
 use nefele_api::supervision::{
     Intensity, RestartPolicy, Strategy, SupervisedSpawn, SupervisionSpec, SupervisorId,
 };
-use nefele_core::host::{Affinity, ProcSpec, ResourcePolicy, Signal};
+use nefele_core::host::{Affinity, Limits, ProcSpec, ResourcePolicy, Signal, WorkloadProfile};
 use nefele_core::ids::Pid;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -83,7 +83,7 @@ enum Command {
         json: bool,
     },
     /// Start processes somewhere in the cluster; prints their pids, one per line.
-    Spawn(SpawnArgs),
+    Spawn(Box<SpawnArgs>),
     /// Every process of your tenant in the cluster.
     Ps {
         /// Print JSON instead of a table.
@@ -234,9 +234,42 @@ struct SpawnArgs {
     /// Run on a different server from the other processes with this tag.
     #[arg(long)]
     apart: Option<String>,
-    /// Spread across racks with the other processes with this tag.
+    /// Spread across racks with the other processes with this tag (on distinct
+    /// servers at least; a warning names the tag when there were too few racks).
     #[arg(long)]
     spread: Option<String>,
+    /// Run as near as placement can to this process: its server, else its rack,
+    /// else its row (repeatable).
+    #[arg(long, value_parser = parse_pid)]
+    near: Vec<Pid>,
+    /// Cpu limit per process (cgroup quota): 500m, 0.5, 2.
+    #[arg(long, value_parser = quantity::parse_cpu)]
+    cpu_limit: Option<u32>,
+    /// Memory limit per process (over it the process is OOM-killed): 512M, 1G.
+    #[arg(long, value_parser = quantity::parse_memory)]
+    mem_limit: Option<u64>,
+    /// The most tasks (processes and threads) per process tree.
+    #[arg(long)]
+    pids_limit: Option<u32>,
+    /// Accelerator devices to reserve per process.
+    #[arg(long)]
+    accelerators: Option<u32>,
+    /// The slowest cpu speed class accepted, 0 to 15: a host of relative speed s
+    /// (1000 is a 2 GHz core) has class s/250, so 4 is the reference core, 6 a
+    /// 3 GHz one. The spawn fails at once when no host has it.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=15))]
+    cpu_class: Option<u8>,
+    /// Profile: expected average cpu per process (500m, 0.5).
+    #[arg(long, value_parser = quantity::parse_cpu)]
+    expect_cpu: Option<u32>,
+    /// Profile: expected peak memory per process (512M).
+    #[arg(long, value_parser = quantity::parse_memory)]
+    expect_mem: Option<u64>,
+    /// Profile: expected run time in seconds, or `forever` for a service. Long
+    /// jobs (a minute or more) and services spread onto the hosts with the most
+    /// room; shorter ones pack onto the first host that fits.
+    #[arg(long, value_parser = parse_run)]
+    expect_run: Option<ExpectedRun>,
     /// Run the processes under a new supervisor with this strategy (one-for-one,
     /// one-for-all, rest-for-one); prints `supervisor <id>` before the pids.
     #[arg(long, value_parser = parse_strategy)]
@@ -262,19 +295,57 @@ impl SpawnArgs {
             self.apart.clone().map(Affinity::Apart),
             self.spread.clone().map(Affinity::Spread),
         ];
+        let profiled =
+            self.expect_cpu.is_some() || self.expect_mem.is_some() || self.expect_run.is_some();
         ProcSpec {
             path: self.command[0].clone(),
             argv: self.command.clone(),
             envp: self.envs.clone(),
-            affinity: affinity.into_iter().flatten().collect(),
+            affinity: affinity
+                .into_iter()
+                .flatten()
+                .chain(self.near.iter().copied().map(Affinity::Near))
+                .collect(),
             resources: ResourcePolicy {
                 cpu_millicores: self.cpu,
                 memory_bytes: self.mem,
-                ..ResourcePolicy::default()
+                accelerators: self.accelerators,
+                cpu_class: self.cpu_class,
+                limits: Limits {
+                    cpu_millicores: self.cpu_limit,
+                    memory_bytes: self.mem_limit,
+                    pids: self.pids_limit,
+                },
             },
-            profile: None,
+            profile: profiled.then(|| WorkloadProfile {
+                cpu_millicores: self.expect_cpu.or(self.cpu).unwrap_or(0),
+                memory_bytes: self.expect_mem.or(self.mem).unwrap_or(0),
+                duration: match self.expect_run {
+                    Some(ExpectedRun::For(d)) => Some(d),
+                    Some(ExpectedRun::Forever) | None => None,
+                },
+            }),
         }
     }
+}
+
+/// `--expect-run`: seconds, or until killed.
+#[derive(Clone, Copy, Debug)]
+enum ExpectedRun {
+    For(Duration),
+    Forever,
+}
+
+fn parse_run(s: &str) -> Result<ExpectedRun, String> {
+    match s {
+        "forever" => Ok(ExpectedRun::Forever),
+        _ => parse_seconds(s).map(ExpectedRun::For),
+    }
+}
+
+fn parse_pid(s: &str) -> Result<Pid, String> {
+    s.parse::<Pid>()
+        .map_err(|_| format!("{s:?} is not a pid (as nef spawn prints them)"))
 }
 
 fn parse_signal(s: &str) -> Result<Signal, String> {
@@ -374,12 +445,11 @@ fn run(cli: Cli) -> Result<(), ClientError> {
         }
         Command::Spawn(args) => {
             let spec = args.spec();
-            let pids = if args.count == 1 {
-                vec![client.spawn(&spec)?]
-            } else {
-                client.n_spawn(args.count, &spec)?
-            };
-            for pid in pids {
+            let placed = client.n_spawn_placed(args.count, &spec)?;
+            for tag in &placed.unspread {
+                eprintln!("nef: spread {tag:?}: too few racks with room; on distinct servers");
+            }
+            for pid in placed.pids {
                 println!("{pid}");
             }
         }

@@ -12,6 +12,7 @@ use nefele_core::placement::api::{InfoError, ProcState, Resource, SpawnError};
 use nefele_transport_tcp::ClusterKey;
 use nefeled::api_server::{ApiServer, Authenticator};
 use nefeled::config::ResourceOverride;
+use nefeled::host_traits::{FileHost, HostTraits};
 use nefeled::metrics::MetricsServer;
 use nefeled::{sim_host, RuntimeConfig};
 use std::collections::BTreeSet;
@@ -47,6 +48,8 @@ struct Cluster {
     metrics: SocketAddr,
 }
 
+/// Agent `node` stands in rack `node` (row 0); agent 3 alone has a fast cpu
+/// (speed 1600: class 6) and an accelerator.
 async fn agent(node: u32, seeds: Vec<SocketAddr>) -> nefeled::Runtime {
     let key = ClusterKey::new(b"end-to-end cluster key, long enough").unwrap();
     let config = RuntimeConfig::loopback(NodeId(node), seeds, key);
@@ -54,7 +57,13 @@ async fn agent(node: u32, seeds: Vec<SocketAddr>) -> nefeled::Runtime {
         cpu_millicores: 1000,
         memory_bytes: 4 << 30,
     };
-    nefeled::start(config, sim_host::spawn(capacity))
+    let traits = HostTraits::from(FileHost {
+        row: Some(0),
+        rack: Some(node as u16),
+        cpu_speed: (node == 3).then_some(1600),
+        accelerators: (node == 3).then_some(1),
+    });
+    nefeled::start(config, sim_host::spawn_with(capacity, traits))
         .await
         .unwrap()
 }
@@ -919,4 +928,90 @@ fn pipelined_sends_keep_their_order_and_report_every_fate() {
         }));
     }
     assert_eq!(got, (0..2 * n as u32).collect::<Vec<_>>());
+}
+
+/// The hosts of `pids`, from `nef ps --json`.
+fn hosts_of(cluster: &Cluster, pids: &[&str]) -> Vec<u64> {
+    let ps: serde_json::Value =
+        serde_json::from_str(&stdout(&cluster.nef(&["ps", "--json"]))).unwrap();
+    pids.iter()
+        .map(|pid| {
+            ps["processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["pid"] == *pid)
+                .and_then(|p| p["host"].as_u64())
+                .unwrap_or_else(|| panic!("{pid} not in {ps}"))
+        })
+        .collect()
+}
+
+/// Issue 14: every spawn parameter of `nef spawn` reaches placement and has its
+/// effect: `--spread` across the agents' racks, `--near` to a pid's host over
+/// the requester's own, `--cpu-class` and `--accelerators` only where a host
+/// has them (and a class no host has fails at once, naming it), and the limit
+/// and profile flags are taken.
+#[test]
+fn nef_spawn_flags_shape_placement() {
+    let cluster = Cluster::start();
+    let spawn = |flags: &[&str]| {
+        let mut args = vec!["spawn", "--cpu", "100m", "--mem", "16M"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--", "/bin/sleep", "600"]);
+        cluster.nef(&args)
+    };
+    let out = spawn(&["-n", "3", "--spread", "web"]);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spread = stdout(&out);
+    let spread: Vec<&str> = spread.lines().collect();
+    let mut hosts = hosts_of(&cluster, &spread);
+    hosts.sort_unstable();
+    assert_eq!(hosts, vec![1, 2, 3], "one per rack");
+
+    let on_1 = spread[hosts_of(&cluster, &spread)
+        .iter()
+        .position(|h| *h == 1)
+        .unwrap()];
+    let near = stdout(&spawn(&["--near", on_1]));
+    assert_eq!(
+        hosts_of(&cluster, &[near.trim()]),
+        vec![1],
+        "near the pid, not here (3)"
+    );
+
+    let fast = stdout(&spawn(&["-n", "2", "--cpu-class", "6"]));
+    let fast: Vec<&str> = fast.lines().collect();
+    assert_eq!(
+        hosts_of(&cluster, &fast),
+        vec![3, 3],
+        "only agent 3 is class 6"
+    );
+    let gpu = stdout(&spawn(&["--accelerators", "1"]));
+    assert_eq!(hosts_of(&cluster, &[gpu.trim()]), vec![3]);
+
+    let out = spawn(&["--cpu-class", "9"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("CpuClass(9)"), "{said}");
+
+    let limited = spawn(&[
+        "--cpu-limit",
+        "500m",
+        "--mem-limit",
+        "64M",
+        "--pids-limit",
+        "16",
+        "--expect-cpu",
+        "50m",
+        "--expect-mem",
+        "8M",
+        "--expect-run",
+        "forever",
+    ]);
+    assert_eq!(stdout(&limited).lines().count(), 1);
 }

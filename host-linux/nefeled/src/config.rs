@@ -68,6 +68,8 @@ pub struct FileConfig {
     pub metrics: Option<String>,
     /// Capacity to announce instead of the host's own (for tests).
     pub resources: Option<ResourceOverride>,
+    /// Where the server stands, and its cpu speed and accelerators (see `host_traits`).
+    pub host: Option<crate::host_traits::FileHost>,
     /// The tenants this agent serves.
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<FileTenant>,
@@ -261,6 +263,8 @@ pub struct Config {
     pub tenants: Vec<Tenant>,
     /// The capacity override, if any.
     pub resources: Option<ResourceOverride>,
+    /// The server's location, cpu speed and accelerators.
+    pub host: crate::host_traits::HostTraits,
     /// The log format.
     pub log_format: LogFormat,
     /// The transport between agents.
@@ -474,6 +478,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_API_SOCKET)),
             tenants: resolve_tenants(&file_origin, file.tenants)?,
             resources,
+            host: file.host.unwrap_or_default().into(),
             log_format,
             transport,
             cgroup_name,

@@ -5,7 +5,8 @@
 //! [`identity`] (node id and incarnation, durable), [`beacon`] (UDP discovery
 //! beacons and the address book), `driver` (the task that owns the core agent), `transport` (TCP, or RDMA
 //! with per-peer fallback, as configured),
-//! [`host_link`] (the channels to a host backend), [`sim_host`] (the in-memory
+//! [`host_link`] (the channels to a host backend), [`host_traits`] (the server's
+//! location, cpu speed and accelerators), [`sim_host`] (the in-memory
 //! host), `linux_host` (the Linux adapter on its own thread), [`handle`] (the
 //! in-process API), `api_server` (the Unix-socket API), [`metrics`] (the Prometheus text and its
 //! HTTP server) and [`runtime`] (starting it all). The Linux host and the Unix socket exist only outside madsim.
@@ -20,6 +21,7 @@ pub mod config;
 mod driver;
 pub mod handle;
 pub mod host_link;
+pub mod host_traits;
 pub mod identity;
 #[cfg(not(madsim))]
 pub mod linux_host;

@@ -11,6 +11,7 @@
 use crate::api_server::Endpoint;
 use crate::config::ResourceOverride;
 use crate::host_link::{self, BackendEnds, HostLink};
+use crate::host_traits::{measure_accelerators, HostTraits};
 use nefele_core::host::{Host, HostEvent, HostResources};
 use nefele_host_linux::{Config, HostError, LinuxHost};
 use std::time::Duration;
@@ -36,6 +37,7 @@ pub enum LinuxHostError {
 pub fn spawn(
     mut config: Config,
     capacity: Option<ResourceOverride>,
+    traits: HostTraits,
     endpoints: Option<UnboundedSender<Endpoint>>,
 ) -> Result<HostLink, LinuxHostError> {
     config.endpoints = endpoints.is_some();
@@ -43,28 +45,37 @@ pub fn spawn(
     let (link, ends) = host_link::pair();
     std::thread::Builder::new()
         .name("nefele-host".into())
-        .spawn(move || run(host, ends, capacity, endpoints))
+        .spawn(move || run(host, ends, capacity, traits, endpoints))
         .map_err(LinuxHostError::Thread)?;
     Ok(link)
 }
 
-fn with_capacity(mut r: HostResources, capacity: Option<ResourceOverride>) -> HostResources {
+fn with_capacity(
+    mut r: HostResources,
+    capacity: Option<ResourceOverride>,
+    traits: &HostTraits,
+    accelerators: u32,
+) -> HostResources {
     if let Some(c) = capacity {
         r.cores = c.cpu_millicores.div_ceil(1000);
         r.cpu_millicores = c.cpu_millicores;
         r.memory_bytes = c.memory_bytes;
     }
-    r
+    traits.apply(r, accelerators)
 }
 
 fn run<S: nefele_host_linux::Sys>(
     mut host: LinuxHost<S>,
     mut ends: BackendEnds,
     capacity: Option<ResourceOverride>,
+    traits: HostTraits,
     endpoints: Option<UnboundedSender<Endpoint>>,
 ) {
+    let accelerators = measure_accelerators();
     let forward = |event: HostEvent| match event {
-        HostEvent::Resources(r) => HostEvent::Resources(with_capacity(r, capacity)),
+        HostEvent::Resources(r) => {
+            HostEvent::Resources(with_capacity(r, capacity, &traits, accelerators))
+        }
         other => other,
     };
     if ends

@@ -15,8 +15,10 @@
 use crate::config::ResourceOverride;
 use crate::driver::sleep_until;
 use crate::host_link::{self, BackendEnds, HostLink};
+use crate::host_traits::HostTraits;
 use nefele_core::host::{
-    ExitStatus, HostCommand, HostEvent, HostResources, ProcSpec, Signal, StartFailure, Usage,
+    ExitStatus, HostCommand, HostEvent, HostResources, Location, ProcSpec, Signal, StartFailure,
+    Usage,
 };
 use nefele_core::ids::Pid;
 use std::collections::{BTreeMap, BTreeSet};
@@ -68,6 +70,7 @@ fn behaviour(spec: &ProcSpec) -> Result<Behaviour, String> {
 #[derive(Debug)]
 struct SimHost {
     capacity: ResourceOverride,
+    traits: HostTraits,
     running: BTreeMap<Pid, Running>,
     /// Every pid ever started or refused, so a repeated `Start` does nothing.
     seen: BTreeSet<Pid>,
@@ -81,7 +84,7 @@ impl SimHost {
     }
 
     fn resources(&self) -> HostResources {
-        HostResources {
+        let measured = HostResources {
             cores: self.capacity.cpu_millicores.div_ceil(1000),
             cpu_millicores: self.capacity.cpu_millicores,
             memory_bytes: self.capacity.memory_bytes,
@@ -89,7 +92,9 @@ impl SimHost {
             cpu_speed: 1000,
             committed_cpu_millicores: self.running.values().map(|r| r.cpu_millicores).sum(),
             committed_memory_bytes: self.running.values().map(|r| r.memory_bytes).sum(),
-        }
+            location: Location::default(),
+        };
+        self.traits.apply(measured, 0)
     }
 
     fn execute(&mut self, command: HostCommand, now: Instant) {
@@ -168,18 +173,24 @@ impl SimHost {
 /// Starts a SimHost of capacity `capacity` as a task of the current runtime.
 #[must_use]
 pub fn spawn(capacity: ResourceOverride) -> HostLink {
+    spawn_with(capacity, HostTraits::default())
+}
+
+/// As [`spawn`], for a host with `traits` (its location, cpu speed, accelerators).
+pub fn spawn_with(capacity: ResourceOverride, traits: HostTraits) -> HostLink {
     let (link, ends) = host_link::pair();
-    tokio::spawn(run(capacity, ends));
+    tokio::spawn(run(capacity, traits, ends));
     link
 }
 
-async fn run(capacity: ResourceOverride, ends: BackendEnds) {
+async fn run(capacity: ResourceOverride, traits: HostTraits, ends: BackendEnds) {
     let BackendEnds {
         mut commands,
         events,
     } = ends;
     let mut host = SimHost {
         capacity,
+        traits,
         running: BTreeMap::new(),
         seen: BTreeSet::new(),
         events,

@@ -14,7 +14,8 @@ mod planner;
 use pid_calls::Op;
 
 use planner::{
-    aggregate_short, expand, held, may_retry, near_hosts, plan, share, uncovered, units_of,
+    aggregate_short, expand, held, may_retry, near_hosts, plan, share, uncovered, units_of, Fit,
+    Plan,
 };
 
 use super::api::{Demand, Resource, SpawnError};
@@ -22,6 +23,7 @@ use super::msg::BATCH_BYTES;
 use super::msg::{size_of, CreateItem, PlacementMsg, ReqKey, Shape};
 use super::{Placement, Timer, Want};
 use crate::agent::{ApiReply, RequestId};
+use crate::host::Location;
 use crate::host::ProcSpec;
 use crate::ids::{NodeId, Pid, TenantId};
 use crate::mix::splitmix64;
@@ -48,7 +50,12 @@ pub enum SpawnKind {
 struct Unit {
     items: Vec<u16>,
     shape: usize,
+    /// The `apart` or `spread` tag, by its index in `Pending::tags`.
     apart: Option<u32>,
+    /// The tag is a `spread` one: distinct racks first.
+    spread: bool,
+    /// How the unit picks among offers (its profile).
+    fit: Fit,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +85,12 @@ pub(super) struct Pending {
     pids: BTreeMap<u16, Pid>,
     group: Vec<NodeId>,
     near: Vec<NodeId>,
+    /// Where each host that offered stands.
+    at: BTreeMap<NodeId, Location>,
+    /// The `apart` and `spread` tags, by the index units carry.
+    tags: Vec<String>,
+    /// Once planned: the `spread` tags that could not all go to different racks.
+    unspread: Vec<String>,
     /// This is a later attempt (an earlier one lost to competing requests).
     retried: bool,
     /// When the client asked.
@@ -207,7 +220,7 @@ impl Placement {
                 (s, d)
             })
             .collect();
-        let (units, shapes) = match units_of(&items) {
+        let (units, shapes, tags) = match units_of(&items, self.config.long_run) {
             Ok(x) => x,
             Err(e) => return self.reply(request, ApiReply::Spawned(Err(e))),
         };
@@ -229,6 +242,9 @@ impl Placement {
             pids: BTreeMap::new(),
             group: tree.local_group(),
             near,
+            at: BTreeMap::new(),
+            tags,
+            unspread: Vec::new(),
             retried: false,
             since: now,
             creating_until: now,
@@ -258,7 +274,13 @@ impl Placement {
         p.room
             .insert(self.me, self.free().plus(held(&p.shapes, &counts)));
         p.offers.insert(self.me, counts);
-        if let Ok(chosen) = plan(self.me, &p) {
+        p.at.insert(self.me, self.location);
+        // With `near` pids elsewhere, their hosts are asked before this one settles it.
+        let near_here = p.near.is_empty() || p.near.contains(&self.me);
+        if let Some(chosen) = plan(self.me, &p)
+            .ok()
+            .filter(|c| near_here && c.is_spread())
+        {
             self.req.pending.insert(seq, p);
             return self.commit(now, tree, seq, chosen);
         }
@@ -299,6 +321,7 @@ impl Placement {
         key.requester == self.me && key.incarnation == self.incarnation
     }
 
+    #[allow(clippy::too_many_arguments)] // the fields of one `Offer`
     pub(super) fn on_offer(
         &mut self,
         now: Time,
@@ -307,6 +330,7 @@ impl Placement {
         key: ReqKey,
         counts: Vec<u16>,
         free: Demand,
+        at: Location,
     ) {
         let reserved_any = counts.iter().any(|c| *c > 0);
         let seq = key.seq;
@@ -328,13 +352,16 @@ impl Placement {
         };
         p.room.insert(from, free.plus(held(&p.shapes, &counts)));
         p.offers.insert(from, counts);
+        p.at.insert(from, at);
         self.settle(now, tree, seq);
     }
 
-    /// Everyone asked has answered: commit at once if it fits, else go one level up
-    /// at once (candidates still on their way from this level are asked all the
-    /// same when they come). At the top, wait for the deadline: candidates from
-    /// other subtrees may still come, and failing there is final.
+    /// Everyone asked has answered: commit at once if it fits (with every `spread`
+    /// tag across racks), else go one level up at once (candidates still on their
+    /// way from this level are asked all the same when they come). At the top,
+    /// wait for the deadline: candidates from other subtrees may still come, and
+    /// failing there is final (a plan with some `spread` tag in too few racks is
+    /// committed there, and the reply says so).
     fn settle(&mut self, now: Time, tree: &TreeView<'_>, seq: u64) {
         let Some(p) = self.req.pending.get(&seq) else {
             return;
@@ -342,13 +369,13 @@ impl Placement {
         if p.phase != Phase::Offers || p.offers.len() < p.asked.len() {
             return;
         }
-        let levels_above = tree.ancestors().len();
+        let below_top = usize::from(p.level) < tree.ancestors().len();
         match plan(self.me, p) {
-            Ok(chosen) => self.commit(now, tree, seq, chosen),
-            Err(_) if usize::from(p.level) < levels_above || p.deadline <= now => {
-                self.escalate(now, tree, seq);
+            Ok(chosen) if chosen.is_spread() || !below_top && p.deadline <= now => {
+                self.commit(now, tree, seq, chosen);
             }
-            Err(_) => {}
+            _ if below_top || p.deadline <= now => self.escalate(now, tree, seq),
+            _ => {}
         }
     }
 
@@ -419,9 +446,9 @@ impl Placement {
         let Some(p) = self.req.pending.get(&seq) else {
             return;
         };
-        match plan(self.me, p) {
-            Ok(chosen) => self.commit(now, tree, seq, chosen),
-            Err(_) => self.escalate(now, tree, seq),
+        match plan(self.me, p).ok().filter(Plan::is_spread) {
+            Some(chosen) => self.commit(now, tree, seq, chosen),
+            None => self.escalate(now, tree, seq),
         }
     }
 
@@ -439,7 +466,12 @@ impl Placement {
         let Some((level, &target)) =
             level.and_then(|l| Some((l, ancestors.get(usize::from(l) - 1)?)))
         else {
-            let short = plan(self.me, p).err().unwrap_or(Resource::Hosts);
+            // At the top: a plan that leaves some `spread` tag in too few racks is
+            // the best there is.
+            let short = match plan(self.me, p) {
+                Ok(chosen) => return self.commit(now, tree, seq, chosen),
+                Err(short) => short,
+            };
             let impossible = matches!(
                 short,
                 Resource::Cpu | Resource::Memory | Resource::Accelerators
@@ -465,11 +497,24 @@ impl Placement {
         // missing (a host that covers the shortfall in sum may take only a part of it).
         let apart = p.units.iter().filter(|u| u.apart.is_some()).count();
         let hosts = apart.max(missing_units).min(256) as u16;
+        let cpu_class = p.shapes.iter().map(|s| s.cpu_class).min().unwrap_or(0);
+        let avoid_racks = if p.units.iter().any(|u| u.spread) {
+            p.at.values().fold(0u64, |a, l| a | 1 << (l.rack % 64))
+        } else {
+            0
+        };
+        let want = Want {
+            min,
+            need,
+            hosts,
+            cpu_class,
+            avoid_racks,
+        };
         let key = p.key;
         // The deadline first: the search may settle before `on_find_room` returns.
         self.set_deadline(seq, now + self.config.escalate_timeout);
         if target == self.me {
-            self.on_find_room(now, tree, key, level, Want { min, need, hosts }, skip);
+            self.on_find_room(now, tree, key, level, want, skip);
         } else {
             let msg = PlacementMsg::FindRoom {
                 key,
@@ -478,24 +523,25 @@ impl Placement {
                 need,
                 hosts,
                 skip,
+                cpu_class,
+                avoid_racks,
             };
             self.send(target, msg);
         }
     }
 
     /// Sends the creations (batched under the MTU) and frees what is not used.
-    fn commit(
-        &mut self,
-        now: Time,
-        tree: &TreeView<'_>,
-        seq: u64,
-        chosen: BTreeMap<NodeId, Vec<u16>>,
-    ) {
+    fn commit(&mut self, now: Time, tree: &TreeView<'_>, seq: u64, chosen: Plan) {
         let Some(p) = self.req.pending.get_mut(&seq) else {
             return;
         };
         p.phase = Phase::Creating;
-        p.plan = chosen;
+        p.plan = chosen.hosts;
+        p.unspread = chosen
+            .unspread
+            .iter()
+            .filter_map(|t| p.tags.get(*t as usize).cloned())
+            .collect();
         p.creating_until = now + self.config.create_timeout;
         let (key, tenant) = (p.key, p.tenant);
         let unused: Vec<NodeId> = p
@@ -607,7 +653,15 @@ impl Placement {
             }
         }
         let pids = p.pids.into_values().collect();
-        self.reply(p.request, ApiReply::Spawned(Ok(pids)));
+        let reply = if p.unspread.is_empty() {
+            ApiReply::Spawned(Ok(pids))
+        } else {
+            ApiReply::SpawnedUnspread {
+                pids,
+                tags: p.unspread,
+            }
+        };
+        self.reply(p.request, reply);
     }
 
     /// What `pid` used, as `from` reports it: learnt only if this agent placed
@@ -621,6 +675,19 @@ impl Placement {
     ) {
         if let Some((tenant, path)) = self.req.runs.take(from, pid) {
             self.learn(tenant, path, cpu_millicores, memory_bytes);
+        }
+    }
+
+    /// The top of the tree says no host has `resource`: the request cannot be
+    /// placed, busy hosts or not, and fails now.
+    pub(super) fn on_absent(&mut self, now: Time, key: ReqKey, resource: Resource) {
+        let searching = self
+            .req
+            .pending
+            .get(&key.seq)
+            .is_some_and(|p| p.key == key && p.phase == Phase::Offers);
+        if self.mine(key) && searching {
+            self.fail(now, key.seq, SpawnError::Unavailable { resource });
         }
     }
 
@@ -647,6 +714,7 @@ impl Placement {
         p.phase = Phase::Backoff;
         p.offers.clear();
         p.room.clear();
+        p.at.clear();
         p.asked = BTreeSet::from([self.me]);
         p.level = 0;
         p.plan.clear();
@@ -753,7 +821,10 @@ mod tests {
         let key = pending.key;
         p.req.pending.insert(key.seq, pending);
         let tree = TreeView::empty(NodeId(1));
-        let plan = BTreeMap::from([(NodeId(2), vec![0, 1])]);
+        let plan = Plan {
+            hosts: BTreeMap::from([(NodeId(2), vec![0, 1])]),
+            unspread: Vec::new(),
+        };
         p.commit(Time::ZERO, &tree, key.seq, plan);
         (p, key)
     }

@@ -51,7 +51,11 @@ int main(int argc, char **argv) {
 
     /* Enough sleepers that some land on this agent's host. */
     const char *args[] = {"sleep", "600", NULL};
-    nefele_spec spec = {"/bin/sleep", args, NULL, 300, 16 << 20};
+    nefele_spec spec = NEFELE_SPEC_INIT;
+    spec.path = "/bin/sleep";
+    spec.argv = args;
+    spec.cpu_millicores = 300;
+    spec.memory_bytes = 16 << 20;
     nefele_pid pids[N];
     expect(nefele_n_spawn(a, N, &spec, pids), NEFELE_OK, "n_spawn");
     nefele_proc *procs = NULL;

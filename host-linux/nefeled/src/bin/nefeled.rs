@@ -320,7 +320,7 @@ mod daemon {
         }
         let (endpoints_tx, endpoints) = tokio::sync::mpsc::unbounded_channel();
         let host = if sim_host {
-            sim_host::spawn(config.resources.unwrap_or(SIM_HOST_CAPACITY))
+            sim_host::spawn_with(config.resources.unwrap_or(SIM_HOST_CAPACITY), config.host)
         } else {
             // No tenant may see the agent's key, configuration, socket or data,
             // even where its view shows the directory they are in.
@@ -336,8 +336,13 @@ mod daemon {
                 hidden,
                 ..nefele_host_linux::Config::new(config.data_dir.join("host"))
             };
-            linux_host::spawn(host_config, config.resources, Some(endpoints_tx))
-                .map_err(|e| e.to_string())?
+            linux_host::spawn(
+                host_config,
+                config.resources,
+                config.host,
+                Some(endpoints_tx),
+            )
+            .map_err(|e| e.to_string())?
         };
         let api = ApiServer::bind(&config.api_socket)
             .await
