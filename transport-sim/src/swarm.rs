@@ -438,24 +438,44 @@ pub fn run_seeds(
     keep_going: &(dyn Fn() -> bool + Sync),
     on_outcome: &(dyn Fn(&SeedOutcome) + Sync),
 ) -> Vec<SeedOutcome> {
+    let runner = || -> Box<dyn FnMut(u64) -> SeedOutcome + '_> {
+        Box::new(|seed| run_config(draw(seed, limits), prepare))
+    };
+    run_each(seeds, jobs, &runner, keep_going, on_outcome)
+}
+
+/// Runs every seed of `seeds` on `jobs` threads while `keep_going()` says so, each
+/// thread with a runner of its own from `runner()` (which may hold a connection);
+/// calls `on_outcome` as each finishes (in no set order). Returns the outcomes
+/// sorted by seed.
+pub fn run_each<'a>(
+    seeds: Range<u64>,
+    jobs: usize,
+    runner: &(dyn Fn() -> Box<dyn FnMut(u64) -> SeedOutcome + 'a> + Sync),
+    keep_going: &(dyn Fn() -> bool + Sync),
+    on_outcome: &(dyn Fn(&SeedOutcome) + Sync),
+) -> Vec<SeedOutcome> {
     let next = AtomicU64::new(seeds.start);
     let outcomes = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
-            scope.spawn(|| loop {
-                if !keep_going() {
-                    return;
+            scope.spawn(|| {
+                let mut run = runner();
+                loop {
+                    if !keep_going() {
+                        return;
+                    }
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= seeds.end {
+                        return;
+                    }
+                    let outcome = run(seed);
+                    on_outcome(&outcome);
+                    outcomes
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(outcome);
                 }
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= seeds.end {
-                    return;
-                }
-                let outcome = run_config(draw(seed, limits), prepare);
-                on_outcome(&outcome);
-                outcomes
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(outcome);
             });
         }
     });

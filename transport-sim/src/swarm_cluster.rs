@@ -29,8 +29,6 @@ use nefele_api::{ExitStatus, ProcSpec, ResourcePolicy};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// The invariant a seed fails when the cluster could not run it.
@@ -223,39 +221,23 @@ pub fn run_seeds(
     let connect = || Client::connect(&options.socket, options.token.as_deref());
     // Fail at once, with the agent's reason, rather than once per thread.
     drop(connect().map_err(ClusterSwarmError::Connect)?);
-    let next = AtomicU64::new(seeds.start);
-    let outcomes = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..options.jobs.max(1) {
-            scope.spawn(|| {
-                let mut client = connect();
-                loop {
-                    if !keep_going() {
-                        return;
-                    }
-                    let seed = next.fetch_add(1, Ordering::Relaxed);
-                    if seed >= seeds.end {
-                        return;
-                    }
-                    let result = match &mut client {
-                        Ok(client) => run_seed(client, options, seed, limits),
-                        Err(e) => WorkerResult::NotRun(format!("no connection: {e}")),
-                    };
-                    let outcome = outcome(seed, limits, &result);
-                    on_outcome(&outcome);
-                    outcomes
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push(outcome);
-                }
-            });
-        }
-    });
-    let mut outcomes = outcomes
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    outcomes.sort_by_key(|o| o.seed);
-    Ok(outcomes)
+    let runner = || -> Box<dyn FnMut(u64) -> SeedOutcome + '_> {
+        let mut client = connect();
+        Box::new(move |seed| {
+            let result = match &mut client {
+                Ok(client) => run_seed(client, options, seed, limits),
+                Err(e) => WorkerResult::NotRun(format!("no connection: {e}")),
+            };
+            outcome(seed, limits, &result)
+        })
+    };
+    Ok(swarm::run_each(
+        seeds,
+        options.jobs,
+        &runner,
+        keep_going,
+        on_outcome,
+    ))
 }
 
 #[cfg(test)]

@@ -609,23 +609,29 @@ fn monitoring_a_missing_process_answers_no_process_and_a_silent_host_unreachable
     );
 }
 
+/// Two agents; process 1 of agent 1 monitors process 1 of agent 2.
+fn watched_across_two_agents(config: &MessagingConfig) -> (Net, Pid, Pid) {
+    let mut net = Net::new(2, config);
+    let (watcher, watched) = (pid(1, 1), pid(2, 1));
+    net.start(watcher, T);
+    net.start(watched, T);
+    net.call(
+        NodeId(1),
+        ApiCall::Monitor {
+            tenant: T,
+            watcher,
+            watched,
+        },
+    );
+    net.run();
+    (net, watcher, watched)
+}
+
 #[test]
 fn a_watcher_is_told_when_the_watched_host_restarts_before_anyone_removes_it() {
     let config = MessagingConfig::default();
     for restart_before_first_pong in [false, true] {
-        let mut net = Net::new(2, &config);
-        let (watcher, watched) = (pid(1, 1), pid(2, 1));
-        net.start(watcher, T);
-        net.start(watched, T);
-        net.call(
-            NodeId(1),
-            ApiCall::Monitor {
-                tenant: T,
-                watcher,
-                watched,
-            },
-        );
-        net.run();
+        let (mut net, watcher, watched) = watched_across_two_agents(&config);
         if !restart_before_first_pong {
             // A ping and its answer from the first life.
             net.advance_to(net.now + config.monitor_ping);
@@ -653,19 +659,7 @@ fn a_watcher_is_told_when_the_watched_host_restarts_before_anyone_removes_it() {
 #[test]
 fn a_process_readopted_by_a_new_life_is_watched_again() {
     let config = MessagingConfig::default();
-    let mut net = Net::new(2, &config);
-    let (watcher, watched) = (pid(1, 1), pid(2, 1));
-    net.start(watcher, T);
-    net.start(watched, T);
-    net.call(
-        NodeId(1),
-        ApiCall::Monitor {
-            tenant: T,
-            watcher,
-            watched,
-        },
-    );
-    net.run();
+    let (mut net, watcher, watched) = watched_across_two_agents(&config);
     net.advance_to(net.now + config.monitor_ping);
     net.run();
     // The agent restarts and re-adopts the process (it keeps its pid).

@@ -159,6 +159,19 @@ fn sleeper(cpu: u32) -> ProcSpec {
     }
 }
 
+/// Spawns 9 × 300m over the three hosts of 1000m (three on each); the pids on a host.
+fn three_per_host(c: &mut Client) -> impl Fn(u32) -> Vec<Pid> {
+    let pids = c.n_spawn(9, &sleeper(300)).unwrap();
+    let ps = c.ps().unwrap();
+    move |node| {
+        ps.processes
+            .iter()
+            .filter(|p| p.host == NodeId(node) && pids.contains(&p.pid))
+            .map(|p| p.pid)
+            .collect()
+    }
+}
+
 fn stdout(o: &Output) -> String {
     assert!(
         o.status.success(),
@@ -520,18 +533,9 @@ fn processes_on_two_agents_and_on_one_exchange_messages_through_their_agents() {
     use nefele_api::messaging::{Dest, DistanceClass, MailBody, SendError};
     let cluster = Cluster::start();
     let mut c = cluster.client();
-    // 9 × 300m over three hosts of 1000m: three on each host.
-    let pids = c.n_spawn(9, &sleeper(300)).unwrap();
-    let ps = c.ps().unwrap();
-    let on = |node: u32| -> Vec<Pid> {
-        ps.processes
-            .iter()
-            .filter(|p| p.host == NodeId(node) && pids.contains(&p.pid))
-            .map(|p| p.pid)
-            .collect()
-    };
+    let on = three_per_host(&mut c);
     let (here, there) = (on(3), on(1));
-    assert!(here.len() >= 2 && !there.is_empty(), "{ps:?}");
+    assert!(here.len() >= 2 && !there.is_empty(), "{here:?} {there:?}");
     let mut a = acting(&cluster.socket, "alice", here[0]);
     let mut b = acting(&cluster.socket1, "alice", there[0]);
     // Two hosts, by name, and back by pid.
@@ -607,16 +611,7 @@ fn a_mailbox_nobody_reads_pushes_back_and_clients_that_leave_mid_call_harm_nothi
     use std::io::Write;
     let cluster = Cluster::start();
     let mut c = cluster.client();
-    // 9 × 300m over three hosts of 1000m: three on each host.
-    let pids = c.n_spawn(9, &sleeper(300)).unwrap();
-    let ps = c.ps().unwrap();
-    let on = |node: u32| -> Vec<Pid> {
-        ps.processes
-            .iter()
-            .filter(|p| p.host == NodeId(node) && pids.contains(&p.pid))
-            .map(|p| p.pid)
-            .collect()
-    };
+    let on = three_per_host(&mut c);
     let (sender, reader) = (on(3)[0], on(1)[0]);
     let mut a = acting(&cluster.socket, "alice", sender);
     // The reader never reads: non-blocking sends fail `Full` after a bounded number.
@@ -690,13 +685,9 @@ fn a_mailbox_nobody_reads_pushes_back_and_clients_that_leave_mid_call_harm_nothi
 fn nef_sends_receives_and_looks_up_names() {
     let cluster = Cluster::start();
     let mut c = cluster.client();
-    let pids = c.n_spawn(9, &sleeper(300)).unwrap();
-    let ps = c.ps().unwrap();
-    let here: Vec<String> = ps
-        .processes
+    let here: Vec<String> = three_per_host(&mut c)(3)
         .iter()
-        .filter(|p| p.host == NodeId(3) && pids.contains(&p.pid))
-        .map(|p| p.pid.to_string())
+        .map(Pid::to_string)
         .collect();
     let (a, b) = (&here[0], &here[1]);
     stdout(&cluster.nef(&["--as", b, "register", "bee"]));
@@ -765,15 +756,7 @@ fn topics_groups_and_monitors_work_across_agents_and_a_poll_loop_receives() {
     use std::os::fd::AsRawFd;
     let cluster = Cluster::start();
     let mut c = cluster.client();
-    let pids = c.n_spawn(9, &sleeper(300)).unwrap();
-    let ps = c.ps().unwrap();
-    let on = |node: u32| -> Vec<Pid> {
-        ps.processes
-            .iter()
-            .filter(|p| p.host == NodeId(node) && pids.contains(&p.pid))
-            .map(|p| p.pid)
-            .collect()
-    };
+    let on = three_per_host(&mut c);
     let (here, there) = (on(3), on(1));
     let mut a = acting(&cluster.socket, "alice", here[0]);
     let mut b = acting(&cluster.socket1, "alice", there[0]);
@@ -869,16 +852,7 @@ fn pipelined_sends_keep_their_order_and_report_every_fate() {
     use std::os::fd::AsRawFd;
     let cluster = Cluster::start();
     let mut c = cluster.client();
-    // 9 × 300m over three hosts of 1000m: three on each host.
-    let pids = c.n_spawn(9, &sleeper(300)).unwrap();
-    let ps = c.ps().unwrap();
-    let on = |node: u32| -> Vec<Pid> {
-        ps.processes
-            .iter()
-            .filter(|p| p.host == NodeId(node) && pids.contains(&p.pid))
-            .map(|p| p.pid)
-            .collect()
-    };
+    let on = three_per_host(&mut c);
     let (here, there) = (on(3), on(1)[0]);
     let mut a = acting(&cluster.socket, "alice", here[0]);
     // 2n sends stay under the receiver's mailbox capacity (it drains at the end).
