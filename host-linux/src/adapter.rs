@@ -909,6 +909,7 @@ impl<S: Sys> Host for LinuxHost<S> {
                         self.events.push_back(HostEvent::Started { pid });
                     }
                     Err(e) => {
+                        tracing::warn!(%pid, error = %e, "process did not start");
                         self.finished.insert(pid);
                         self.events.push_back(HostEvent::StartFailed {
                             pid,
