@@ -125,14 +125,15 @@ pub fn classify(status: &ExitStatus) -> WorkerResult {
 #[must_use]
 pub fn outcome(seed: u64, limits: &Limits, result: &WorkerResult) -> SeedOutcome {
     let config = swarm::draw(seed, limits);
+    let unreplayed = |config| SeedOutcome {
+        seed,
+        config,
+        checks: 0,
+        failures: BTreeMap::new(),
+        trace_hash: String::new(),
+    };
     match result {
-        WorkerResult::Passed => SeedOutcome {
-            seed,
-            config,
-            checks: 0,
-            failures: BTreeMap::new(),
-            trace_hash: String::new(),
-        },
+        WorkerResult::Passed => unreplayed(config),
         WorkerResult::Failed => {
             let replayed = swarm::run_config(config, &|_| {});
             if replayed.failed() {
@@ -145,17 +146,7 @@ pub fn outcome(seed: u64, limits: &Limits, result: &WorkerResult) -> SeedOutcome
                 )
             }
         }
-        WorkerResult::NotRun(why) => failed_as(
-            SeedOutcome {
-                seed,
-                config,
-                checks: 0,
-                failures: BTreeMap::new(),
-                trace_hash: String::new(),
-            },
-            NOT_RUN,
-            why,
-        ),
+        WorkerResult::NotRun(why) => failed_as(unreplayed(config), NOT_RUN, why),
     }
 }
 
