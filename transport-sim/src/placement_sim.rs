@@ -22,7 +22,11 @@
 //!   until it can learn the outcome: no protocol tells a host what it cannot hear
 //!   (the 2PC blocking problem), so from the grace on, the check waits for each
 //!   such host to have been connected to the requester for `settle` (its next
-//!   query and the answer) and then requires its processes gone.
+//!   query and the answer) and then requires its processes gone;
+//! - `placement.answered`: a workload spawn is answered within `Grace::answer` of
+//!   its call, counted from the last time its requester's agent resumed from a
+//!   stall or had its clock set (its timers run on that clock). A requester that
+//!   crashed (a new life booted after the call) owes nothing: the call died with it.
 
 use crate::workload::{env_number, Generated};
 use nefele_core::host::{ExitStatus, HostCommand, HostEvent, Usage};
@@ -56,6 +60,10 @@ pub enum ProcAction {
 #[derive(Clone, Debug)]
 struct Issued {
     at: Time,
+    /// The agent the call went to (`None`: no agent was up to take it).
+    requester: Option<NodeId>,
+    /// Already reported as unanswered.
+    flagged: bool,
     processes: u32,
     gang: bool,
     workload: bool,
@@ -115,6 +123,18 @@ pub struct Grace {
     /// After a host cut off from the requester is connected again (its next query and
     /// the answer).
     pub settle: Duration,
+    /// How long a spawn may stay unanswered while its requester runs (the
+    /// requester's own timeouts, all of which end in an answer).
+    pub answer: Duration,
+}
+
+/// What the checks need to know of the hosts' agents now.
+pub struct Liveness<'a> {
+    /// Whether agents `a` and `b` hear each other now.
+    pub connected: &'a dyn Fn(NodeId, NodeId) -> bool,
+    /// Since when `node`'s agent has run without a crash, stall or clock change
+    /// (`None`: down or stalled now).
+    pub steady_since: &'a dyn Fn(NodeId) -> Option<Time>,
 }
 
 /// Time-averaged utilisation.
@@ -164,8 +184,14 @@ impl PlacementSim {
         }
     }
 
-    /// A new request id for a client call; `generated` describes a workload request.
-    pub fn issue(&mut self, now: Time, generated: Option<&Generated>) -> u64 {
+    /// A new request id for a client call to `requester`'s agent; `generated`
+    /// describes a workload request.
+    pub fn issue(
+        &mut self,
+        now: Time,
+        requester: Option<NodeId>,
+        generated: Option<&Generated>,
+    ) -> u64 {
         self.next_request += 1;
         let id = self.next_request;
         let (processes, gang, workload) = match generated {
@@ -180,6 +206,8 @@ impl PlacementSim {
             id,
             Issued {
                 at: now,
+                requester,
+                flagged: false,
                 processes,
                 gang,
                 workload,
@@ -269,10 +297,15 @@ impl PlacementSim {
         ExitStatus::Code(code)
     }
 
-    /// `node` crashed: its processes vanish.
+    /// `node` crashed: its processes vanish, and the calls its agent held die with it.
     pub fn crash(&mut self, node: NodeId) {
         for (pid, p) in std::mem::take(&mut self.procs[node.0 as usize]) {
             self.stopped(pid, p.req);
+        }
+        for issued in self.issued.values_mut() {
+            if issued.requester == Some(node) {
+                issued.requester = None;
+            }
         }
     }
 
@@ -417,17 +450,50 @@ impl PlacementSim {
         result
     }
 
+    /// `placement.answered` (see the module docs): the first workload spawn past
+    /// `bound` whose requester has run steadily all that time, flagged once.
+    fn check_answered(
+        &mut self,
+        now: Time,
+        bound: Duration,
+        steady_since: &dyn Fn(NodeId) -> Option<Time>,
+    ) -> Result<(), String> {
+        let mut result = Ok(());
+        for (id, issued) in &mut self.issued {
+            let Some(requester) = issued.requester else {
+                continue;
+            };
+            if !issued.workload || issued.flagged || now.saturating_since(issued.at) < bound {
+                continue;
+            }
+            let Some(since) = steady_since(requester) else {
+                continue;
+            };
+            let from = since.max(issued.at);
+            if now.saturating_since(from) >= bound {
+                issued.flagged = true;
+                if result.is_ok() {
+                    result = Err(format!(
+                        "spawn request {id} to {requester} at {} unanswered at {now}, \
+                         its requester running since {from}",
+                        issued.at
+                    ));
+                }
+            }
+        }
+        result
+    }
+
     /// Evaluates the placement invariants; `locals` is each host's clock now; `grace`
-    /// says how long the processes of a failed request may still run (see the module
-    /// docs), `connected(a, b)` whether agents `a` and `b` hear each other now.
-    /// Samples utilisation when `sample` is set.
+    /// says how long the processes of a failed request may still run and a spawn may
+    /// stay unanswered (see the module docs). Samples utilisation when `sample` is set.
     pub fn check(
         &mut self,
         now: Time,
         agents: &[Option<&Agent>],
         locals: &[Time],
         grace: Grace,
-        connected: &dyn Fn(NodeId, NodeId) -> bool,
+        liveness: &Liveness,
         sample: bool,
     ) -> Vec<(&'static str, Result<(), String>)> {
         let mut out: Vec<(&'static str, Result<(), String>)> = self
@@ -461,8 +527,10 @@ impl PlacementSim {
         }
         out.push(("placement.capacity", capacity));
         out.push(("placement.lease_leak", leak));
-        let aon = self.check_failed(now, grace, connected);
+        let aon = self.check_failed(now, grace, liveness.connected);
         out.push(("placement.all_or_nothing", aon));
+        let answered = self.check_answered(now, grace.answer, liveness.steady_since);
+        out.push(("placement.answered", answered));
         if sample && cap_cpu > 0 && cap_mem > 0 {
             self.util_samples.push((
                 used_cpu as f64 / cap_cpu as f64,
@@ -564,7 +632,7 @@ pub(crate) fn peak(samples: &[(f64, f64)]) -> Utilization {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nefele_core::{ProcSpec, TenantId};
+    use nefele_core::{ApiCall, ProcSpec, TenantId};
 
     const REQUESTER: NodeId = NodeId(0);
     const HOST: NodeId = NodeId(1);
@@ -572,7 +640,7 @@ mod tests {
     /// Request 1 failed at 1 s with one process left on `HOST`.
     fn failed_with_a_process_left() -> PlacementSim {
         let mut sim = PlacementSim::new(2);
-        let id = sim.issue(Time::ZERO, None);
+        let id = sim.issue(Time::ZERO, Some(REQUESTER), None);
         let spec = ProcSpec {
             envp: vec![
                 format!("NEFELE_SIM_REQ={id}"),
@@ -603,11 +671,16 @@ mod tests {
         let grace = Grace {
             after_reply: Duration::from_secs(2),
             settle: Duration::from_secs(1),
+            answer: Duration::from_secs(2),
         };
         let mut now = Time::from_secs(1);
         while now <= until {
             let link = |_: NodeId, _: NodeId| connected(now);
-            let results = sim.check(now, &[], &[], grace, &link, false);
+            let liveness = Liveness {
+                connected: &link,
+                steady_since: &|_| Some(Time::ZERO),
+            };
+            let results = sim.check(now, &[], &[], grace, &liveness, false);
             let (_, aon) = results
                 .into_iter()
                 .find(|(n, _)| *n == "placement.all_or_nothing")
@@ -616,6 +689,65 @@ mod tests {
             now = now + Duration::from_millis(250);
         }
         Ok(())
+    }
+
+    /// The `placement.answered` result of one check at `now`, with the requester
+    /// steady since `since` (`None`: down or stalled).
+    fn answered_at(sim: &mut PlacementSim, now: Time, since: Option<Time>) -> Result<(), String> {
+        let grace = Grace {
+            after_reply: Duration::from_secs(2),
+            settle: Duration::from_secs(1),
+            answer: Duration::from_secs(2),
+        };
+        let liveness = Liveness {
+            connected: &|_, _| true,
+            steady_since: &|_| since,
+        };
+        let results = sim.check(now, &[], &[], grace, &liveness, false);
+        results
+            .into_iter()
+            .find(|(n, _)| *n == "placement.answered")
+            .expect("checked")
+            .1
+    }
+
+    /// A workload spawn issued at 1 s and never answered.
+    fn unanswered_spawn() -> PlacementSim {
+        let mut sim = PlacementSim::new(2);
+        let generated = Generated {
+            call: ApiCall::Neighbours,
+            processes: 1,
+            gang: false,
+        };
+        sim.issue(Time::from_secs(1), Some(REQUESTER), Some(&generated));
+        sim
+    }
+
+    #[test]
+    fn a_spawn_unanswered_while_its_requester_runs_is_reported_once() {
+        let mut sim = unanswered_spawn();
+        let steady = Some(Time::ZERO);
+        assert_eq!(answered_at(&mut sim, Time::from_secs(2), steady), Ok(()));
+        let err = answered_at(&mut sim, Time::from_secs(3), steady);
+        assert!(err.is_err_and(|e| e.contains("spawn request 1 to n0")));
+        assert_eq!(answered_at(&mut sim, Time::from_secs(4), steady), Ok(()));
+    }
+
+    #[test]
+    fn a_stalled_or_crashed_requester_owes_no_answer_until_it_runs_again() {
+        // Stalled now, then resumed at 5 s: the bound counts from the resume.
+        let mut sim = unanswered_spawn();
+        assert_eq!(answered_at(&mut sim, Time::from_secs(4), None), Ok(()));
+        let resumed = Some(Time::from_secs(5));
+        assert_eq!(answered_at(&mut sim, Time::from_secs(6), resumed), Ok(()));
+        assert!(answered_at(&mut sim, Time::from_secs(7), resumed).is_err());
+        // Crashed: the call died with its agent.
+        let mut sim = unanswered_spawn();
+        sim.crash(REQUESTER);
+        assert_eq!(
+            answered_at(&mut sim, Time::from_secs(9), Some(Time::ZERO)),
+            Ok(())
+        );
     }
 
     /// Regression (issue 15): a failed request's process on a host cut off from its

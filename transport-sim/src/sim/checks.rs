@@ -4,7 +4,7 @@
 
 use super::Simulation;
 use crate::checker::ClusterView;
-use crate::placement_sim::Grace;
+use crate::placement_sim::{Grace, Liveness};
 use nefele_core::{Agent, NodeId, Time};
 use std::time::Duration;
 
@@ -16,6 +16,20 @@ const MAX_SETTLING_LOSS: f64 = 0.02;
 /// The most bytes a data message's frame adds around its data (header, envelope,
 /// pids, sequence).
 const DATA_ENVELOPE_BYTES: usize = 256;
+
+/// How long a requester running steadily may take to answer a spawn: every step of
+/// its pipeline ends on a timer of its own (offers, escalation through at most
+/// `MAX_LEVELS` levels, presence, creation, a gang's retries), plus a second for
+/// the messages in between.
+fn answer_bound(p: &nefele_core::placement::PlacementConfig) -> Duration {
+    const MAX_LEVELS: u32 = 16;
+    p.offer_timeout
+        + p.escalate_timeout * MAX_LEVELS
+        + p.presence_timeout
+        + p.create_timeout
+        + p.gang_patience
+        + Duration::from_secs(1)
+}
 
 impl Simulation {
     /// How long the cluster has been free of faults; `None` while one is in force
@@ -89,6 +103,7 @@ impl Simulation {
             after_reply: grace,
             // The host's next query (at most `query_backoff_max` away), then a few more.
             settle: p.query_backoff_max + p.confirm_timeout * 4 + interval,
+            answer: answer_bound(p) + interval,
         };
         // Connected: both up and running, neither direction cut, and a network that
         // loses few enough messages for a query and its answer to pass within `settle`.
@@ -101,9 +116,20 @@ impl Simulation {
             let t = self.now.saturating_since(Time::ZERO);
             t >= w.start && w.stop.is_none_or(|s| t <= s)
         });
+        let hosts = &self.hosts;
+        let steady_since = |n: NodeId| {
+            let h = &hosts[n.0 as usize];
+            let resumed = Some(h.paused_until).filter(|t| *t <= now)?;
+            h.agent.as_ref()?;
+            Some(h.booted_at.max(resumed).max(h.skewed_at))
+        };
+        let liveness = Liveness {
+            connected: &connected,
+            steady_since: &steady_since,
+        };
         let results = self
             .placement
-            .check(self.now, &agents, &locals, grace, &connected, sample);
+            .check(self.now, &agents, &locals, grace, &liveness, sample);
         for (name, result) in results {
             self.checker.record(self.now, name, result, true);
         }

@@ -87,6 +87,7 @@ impl Simulation {
                 let nodes = resolve(hosts, &mut self.fault_rng, &self.topology);
                 for &n in &nodes {
                     self.hosts[n.0 as usize].clock.skew(*offset_ms, *drift_ppm);
+                    self.hosts[n.0 as usize].skewed_at = self.now;
                     // The agent's timers now fall at other simulated times.
                     self.hosts[n.0 as usize].wake_at = None;
                     self.after_handle(n);

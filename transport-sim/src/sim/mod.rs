@@ -188,6 +188,8 @@ struct SimHost {
     /// When the current life booted.
     booted_at: Time,
     paused_until: Time,
+    /// When a fault last set the clock (its timers moved).
+    skewed_at: Time,
     clock: HostClock,
     wake_generation: u64,
     wake_at: Option<Time>,
@@ -970,7 +972,7 @@ impl Simulation {
         let node = (0..16)
             .map(|_| NodeId(self.client_rng.gen_range(0..hosts)))
             .find(|n| self.hosts[n.0 as usize].agent.is_some());
-        let issued = self.placement.issue(self.now, Some(&generated));
+        let issued = self.placement.issue(self.now, node, Some(&generated));
         if let Some(node) = node {
             self.deliver_call(node, issued, generated.call);
         }
@@ -987,7 +989,7 @@ impl Simulation {
         };
         let node = s.start().1;
         for call in s.calls() {
-            let id = self.placement.issue(self.now, None);
+            let id = self.placement.issue(self.now, Some(node), None);
             self.deliver_call(node, id, call);
         }
     }
@@ -1006,7 +1008,7 @@ impl Simulation {
     /// [`Simulation::take_replies`] under the returned id. `None` if the host is down.
     pub fn call(&mut self, node: NodeId, call: ApiCall) -> Option<u64> {
         self.hosts.get(node.0 as usize)?.agent.as_ref()?;
-        let id = self.placement.issue(self.now, None);
+        let id = self.placement.issue(self.now, Some(node), None);
         self.deliver_call(node, id, call);
         Some(id)
     }
