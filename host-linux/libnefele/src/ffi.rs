@@ -709,7 +709,8 @@ pub unsafe extern "C" fn nefele_send_name(
 /// to `from`, its bytes to `buf` (room for `cap`), their number to `len`.
 /// `NEFELE_ETIMEDOUT` when none came; `NEFELE_ERANGE` when it does not fit (the
 /// message is dropped; `len` says its size). A monitor's or a lost name's notice
-/// arrives as an empty message from the process concerned.
+/// arrives as an empty message from the process concerned, and the end of an
+/// external connection as an empty message from the process itself.
 ///
 /// # Safety
 /// `c` is an open handle; `from`, `len` writable; `buf` writable for `cap` bytes.
@@ -737,7 +738,9 @@ pub unsafe extern "C" fn nefele_recv(
         let mail = mails.into_iter().next().ok_or(NEFELE_ETIMEDOUT)?;
         let data = match mail.body {
             MailBody::Data(d) | MailBody::External { data: d, .. } => d,
-            MailBody::Down { .. } | MailBody::NameLost { .. } => Vec::new(),
+            MailBody::Down { .. }
+            | MailBody::NameLost { .. }
+            | MailBody::ExternalClosed { .. } => Vec::new(),
         };
         // SAFETY: `from` and `len` are non-NULL and writable.
         unsafe {

@@ -57,7 +57,7 @@ use nefele_api::supervision::{SupervisedSpawn, SupervisionSpec, SupervisorId};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The largest client-to-agent payload.
 pub const MAX_REQUEST_BYTES: u32 = 1 << 20;
 /// The largest agent-to-client payload (a `ps` of a large tenant can be long).

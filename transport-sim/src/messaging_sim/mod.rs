@@ -959,6 +959,20 @@ impl MessagingSim {
                 MailBody::External { data, .. } => {
                     self.data(now, ix, mail.from, mail.class, &data, placement);
                 }
+                MailBody::ExternalClosed { reason, .. } => {
+                    // The connection ended with an error the process sees: its
+                    // calls whose echo has not come are failed, not lost.
+                    *self
+                        .figures
+                        .failed
+                        .entry(format!("ExternalClosed({reason:?})"))
+                        .or_default() += 1;
+                    for f in self.flights.values_mut() {
+                        if f.from == ix && f.kind == Kind::External && f.seen == 0 {
+                            f.answered = Some(0);
+                        }
+                    }
+                }
                 MailBody::Down { .. } => {}
             }
         }
