@@ -184,7 +184,7 @@ pub struct SendReceipt {
 }
 
 /// Why a send failed. A message that failed was not put in any mailbox, except after
-/// `Unknown`, whose fate nobody knows.
+/// `Unknown`, whose fate nobody knows, and `Partial`, which says how many got it.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum SendError {
@@ -225,6 +225,19 @@ pub enum SendError {
     /// (its gap skipped after `reorder_wait`), dropped to keep the pair FIFO.
     #[error("overtaken by a later message of the pair; not delivered")]
     Overtaken,
+    /// A fan-out send (publish, multicast, broadcast) at most once that was not put
+    /// in every member's mailbox: `reached` got it, `full` had a full mailbox, and
+    /// `overtaken` had already got a later fan-out send of the same sender (the two
+    /// walks crossed; it was dropped to keep the order). Nothing else was missed.
+    #[error("reached {reached} members; not put in {full} full mailboxes and {overtaken} overtaken")]
+    Partial {
+        /// The mailboxes it was put in.
+        reached: u32,
+        /// Members whose mailbox was full.
+        full: u32,
+        /// Members a later send of the sender had reached first.
+        overtaken: u32,
+    },
 }
 
 /// Why a receive failed.

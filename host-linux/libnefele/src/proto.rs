@@ -39,6 +39,9 @@
 //!   (a field inside `ProcSpec`, so every spawn call's encoding changed);
 //!   `ApiReply::SpawnedUnspread`, `SpawnError::Unavailable` and
 //!   `Resource::CpuClass` are appended.
+//! - 4: messaging: `MailBody::ExternalClosed` (an external connection ended, and
+//!   why) and `SendError::Partial` (a fan-out send missed full or overtaken
+//!   members) are appended.
 //!
 //! # Who a connection may act as
 //! A messaging call names the process it acts for (`from`, `pid`, `watcher`). On a
