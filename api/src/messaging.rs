@@ -125,6 +125,36 @@ pub enum MailBody {
         /// The bytes.
         data: Vec<u8>,
     },
+    /// This process's connection to an external service ended: no more of its
+    /// bytes will come, every byte before it came in order, and the next send to
+    /// the address opens a new connection (like a TCP close or reset; the mail's
+    /// `from` is the process itself, its class `External`).
+    ExternalClosed {
+        /// The external host the process sent to.
+        host: String,
+        /// Its port.
+        port: u16,
+        /// Why.
+        reason: ExternalClose,
+    },
+}
+
+/// Why a connection to an external service ended (see [`MailBody::ExternalClosed`]).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExternalClose {
+    /// The external service closed it, or the proxy's connection to it failed.
+    Closed,
+    /// Bytes between this host and the proxy were lost and not recovered within
+    /// the fate timeout (a reset: sends not yet answered may or may not have gone
+    /// out).
+    Reset,
+    /// The process did not take its bytes fast enough: its mailbox stayed full (or
+    /// the proxy's window to it stayed full) for the fate timeout.
+    Overflow,
+    /// The proxy dropped the connection: its table of connections was full, or it
+    /// no longer knew the connection (it restarted).
+    Dropped,
 }
 
 /// Why a monitored process is reported down.
@@ -154,7 +184,7 @@ pub struct SendReceipt {
 }
 
 /// Why a send failed. A message that failed was not put in any mailbox, except after
-/// `Unknown`, whose fate nobody knows.
+/// `Unknown`, whose fate nobody knows, and `Partial`, which says how many got it.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum SendError {
@@ -195,6 +225,19 @@ pub enum SendError {
     /// (its gap skipped after `reorder_wait`), dropped to keep the pair FIFO.
     #[error("overtaken by a later message of the pair; not delivered")]
     Overtaken,
+    /// A fan-out send (publish, multicast, broadcast) at most once that was not put
+    /// in every member's mailbox: `reached` got it, `full` had a full mailbox, and
+    /// `overtaken` had already got a later fan-out send of the same sender (the two
+    /// walks crossed; it was dropped to keep the order). Nothing else was missed.
+    #[error("reached {reached} members; not put in {full} full mailboxes and {overtaken} overtaken")]
+    Partial {
+        /// The mailboxes it was put in.
+        reached: u32,
+        /// Members whose mailbox was full.
+        full: u32,
+        /// Members a later send of the sender had reached first.
+        overtaken: u32,
+    },
 }
 
 /// Why a receive failed.

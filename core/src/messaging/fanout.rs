@@ -37,6 +37,16 @@
 //! or at its deadline; the send's receipt counts the mailboxes reached, `NoMembers`
 //! if none, and `Unknown` if a part never answered.
 //!
+//! # A full mailbox
+//!
+//! Fan-out has no credits and no queue of its own: an at-most-once send that finds
+//! a member's mailbox full is not put in it, and a host's answer says how many of
+//! its members it reached and how many it missed ([`Missed`]: full, or overtaken
+//! by a later send of the same sender, see [`Order`]). A send that missed any
+//! member ends `SendError::Partial { reached, full, overtaken }`, never `Ok`: the
+//! sender always learns that someone did not get it (it does not learn who). A
+//! reliable send waits for room instead (below).
+//!
 //! So a publication to many subscribers in a remote subtree enters it once, then
 //! fans out inside it; no data goes through a leader that is not on the tree path
 //! to a member, and there is no broker. Messages for one fan-out: one per tree edge
@@ -732,6 +742,8 @@ pub enum FanoutMsg {
         token: u64,
         /// Mailboxes reached (data), in this part.
         reached: u32,
+        /// Members the data was not put in (data), in this part.
+        missed: Missed,
         /// Members (list), in this part.
         members: Vec<Member>,
         /// Parts of the host's answer.
@@ -863,7 +875,29 @@ pub(super) struct Walk {
     /// What the walk still waits for.
     progress: WalkProgress,
     reached: u32,
+    missed: Missed,
     members: Vec<Member>,
+}
+
+/// The members a fan-out send's data was not put in (an at-most-once send: a
+/// reliable one visits a host with a full member again instead).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Missed {
+    /// Their mailbox was full.
+    pub full: u32,
+    /// A later fan-out send of the same sender had reached them first (the walks
+    /// crossed), so this one was dropped to keep their order.
+    pub overtaken: u32,
+}
+
+impl Missed {
+    fn plus(self, other: Missed) -> Missed {
+        Missed {
+            full: self.full.saturating_add(other.full),
+            overtaken: self.overtaken.saturating_add(other.overtaken),
+        }
+    }
 }
 
 impl Fanout {
@@ -1064,6 +1098,7 @@ impl Fanout {
                 holds,
                 progress: WalkProgress::new(level, root),
                 reached: 0,
+            missed: Missed::default(),
                 members: Vec::new(),
             },
         );
@@ -1136,12 +1171,13 @@ impl Fanout {
             FanoutMsg::Answer {
                 token,
                 reached,
+                missed,
                 members,
                 parts,
                 clock,
             } => {
                 self.clock = self.clock.max(clock);
-                self.on_answer(from, token, reached, members, parts);
+                self.on_answer(from, token, (reached, missed), members, parts);
             }
         }
         self.start_ready(tree, boxes);
@@ -1260,7 +1296,7 @@ impl Fanout {
                 .map(|m| m.iter().map(|(p, r)| (*p, *r)).collect())
                 .unwrap_or_default(),
         };
-        let mut parts: Vec<(u32, Vec<Member>)> = Vec::new();
+        let mut parts: Vec<(u32, Missed, Vec<Member>)> = Vec::new();
         match carry {
             Carry::Data {
                 from,
@@ -1269,7 +1305,7 @@ impl Fanout {
                 reliable,
             } => {
                 let mut reached = 0u32;
-                let mut full = false;
+                let mut missed = Missed::default();
                 // Once per (sender, member): a repeat, or one that comes after a later
                 // fan-out send of the same sender reached the member, is not delivered
                 // to it (FIFO per sender and receiver, across targets). A reliable
@@ -1278,7 +1314,7 @@ impl Fanout {
                 let class = class_of(self.me, tree, from.origin());
                 for (pid, _) in local {
                     match self.order.check(from, pid, seq) {
-                        Admit::Late => {}
+                        Admit::Late => missed.overtaken += 1,
                         Admit::Repeat => reached += u32::from(reliable),
                         Admit::New => {
                             let put = boxes.deliver((target.tenant, from, pid), seq, &data, class);
@@ -1286,15 +1322,15 @@ impl Fanout {
                                 self.order.record(from, pid, seq);
                             }
                             reached += u32::from(put == Put::Delivered);
-                            full |= put == Put::Full;
+                            missed.full += u32::from(put == Put::Full);
                         }
                     }
                 }
-                if reliable && full {
+                if reliable && missed.full > 0 {
                     // No answer: the origin visits again (back-pressure).
                     return;
                 }
-                parts.push((reached, Vec::new()));
+                parts.push((reached, missed, Vec::new()));
             }
             Carry::List => {
                 let members: Vec<Member> = local
@@ -1309,25 +1345,26 @@ impl Fanout {
                     members
                         .chunks(MAX_ANSWER)
                         .take(usize::from(MAX_PARTS))
-                        .map(|c| (0, c.to_vec())),
+                        .map(|c| (0, Missed::default(), c.to_vec())),
                 );
                 if parts.is_empty() {
-                    parts.push((0, Vec::new()));
+                    parts.push((0, Missed::default(), Vec::new()));
                 }
             }
         }
         let n = u16::try_from(parts.len()).unwrap_or(MAX_PARTS);
         let clock = self.clock;
-        for (reached, members) in parts {
+        for (reached, missed, members) in parts {
             if origin == self.me {
                 let me = self.me;
-                self.on_answer(me, token, reached, members, n);
+                self.on_answer(me, token, (reached, missed), members, n);
             } else {
                 self.send_msg(
                     origin,
                     FanoutMsg::Answer {
                         token,
                         reached,
+                        missed,
                         members,
                         parts: n,
                         clock,
@@ -1349,7 +1386,7 @@ impl Fanout {
         &mut self,
         from: NodeId,
         token: u64,
-        reached: u32,
+        (reached, missed): (u32, Missed),
         members: Vec<Member>,
         parts: u16,
     ) {
@@ -1360,6 +1397,7 @@ impl Fanout {
             return;
         }
         w.reached = w.reached.saturating_add(reached);
+        w.missed = w.missed.plus(missed);
         // A host answers for its own processes only.
         let room = MAX_LIST_MEMBERS.saturating_sub(w.members.len());
         w.members.extend(
@@ -1388,10 +1426,16 @@ impl Fanout {
         }
         match w.purpose {
             Purpose::Send(request) => {
+                let Missed { full, overtaken } = w.missed;
                 let result = match (complete, w.reached) {
+                    (false, _) => Err(SendError::Unknown),
+                    (true, reached) if full > 0 || overtaken > 0 => Err(SendError::Partial {
+                        reached,
+                        full,
+                        overtaken,
+                    }),
                     (true, 0) => Err(SendError::NoMembers),
                     (true, reached) => Ok(SendReceipt { reached }),
-                    (false, _) => Err(SendError::Unknown),
                 };
                 self.reply(request, ApiReply::Sent(result));
             }
@@ -1715,6 +1759,70 @@ mod tests {
         assert!(e.invariants());
     }
 
+    /// A publication at most once that finds a subscriber's mailbox full is not
+    /// answered with success: the publisher learns how many it reached and how
+    /// many were full (before, it was told `reached: 1` and the full one lost it).
+    #[test]
+    fn a_full_subscriber_makes_the_publication_partial() {
+        let me = NodeId(1);
+        let tree = TreeView::empty(me);
+        let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
+        let mut boxes = Boxes::default();
+        let topic = Target::topic(TenantId(1), "t");
+        for s in 1..=2 {
+            boxes.live.insert(pid(1, s));
+            e.join(Time::ZERO, &tree, topic.clone(), pid(1, s), true)
+                .unwrap();
+        }
+        boxes.full.insert(pid(1, 2));
+        let publish = |e: &mut Fanout, boxes: &mut Boxes, r| {
+            e.send_to_all(
+                Time::ZERO,
+                &tree,
+                RequestId(r),
+                topic.clone(),
+                pid(1, 3),
+                b"news".to_vec(),
+                Delivery::AtMostOnce,
+                boxes,
+            );
+            drain(e)
+        };
+        assert_eq!(
+            publish(&mut e, &mut boxes, 1),
+            vec![FanOut::Reply(
+                RequestId(1),
+                ApiReply::Sent(Err(SendError::Partial {
+                    reached: 1,
+                    full: 1,
+                    overtaken: 0
+                }))
+            )]
+        );
+        boxes.full.insert(pid(1, 1));
+        assert_eq!(
+            publish(&mut e, &mut boxes, 2),
+            vec![FanOut::Reply(
+                RequestId(2),
+                ApiReply::Sent(Err(SendError::Partial {
+                    reached: 0,
+                    full: 2,
+                    overtaken: 0
+                }))
+            )],
+            "not NoMembers: there are members, and their mailboxes are full"
+        );
+        boxes.full.clear();
+        assert_eq!(
+            publish(&mut e, &mut boxes, 3),
+            vec![FanOut::Reply(
+                RequestId(3),
+                ApiReply::Sent(Ok(SendReceipt { reached: 2 }))
+            )]
+        );
+        assert!(e.invariants());
+    }
+
     #[test]
     fn a_host_delivers_a_repeated_or_late_publication_to_nobody() {
         let me = NodeId(1);
@@ -1955,6 +2063,7 @@ mod tests {
         let answer = |reached| FanoutMsg::Answer {
             token: 1,
             reached,
+            missed: Missed::default(),
             members: vec![],
             parts: 1,
             clock: 0,
@@ -2054,6 +2163,7 @@ mod tests {
         let answer = |token, reached| FanoutMsg::Answer {
             token,
             reached,
+            missed: Missed::default(),
             members: vec![],
             parts: 1,
             clock: 0,

@@ -23,6 +23,7 @@ pub mod fanout;
 pub mod groups;
 pub mod msg;
 pub mod names;
+pub mod pipe;
 pub mod post;
 #[cfg(test)]
 mod tests;
@@ -351,7 +352,13 @@ impl Service for Messaging {
             names: names::Names::new(me.node, me.incarnation),
             groups: groups::Groups::new(me.node, config.fate_timeout, config.resend_interval),
             topics: topics::Topics::new(me.node, config.fate_timeout, config.resend_interval),
-            external: external::External::new(me.node, config.proxies.clone(), config.fate_timeout),
+            external: external::External::new(
+                me.node,
+                me.incarnation,
+                config.proxies.clone(),
+                config.fate_timeout,
+                config.resend_interval,
+            ),
             config,
             deadline: None,
         }
@@ -413,6 +420,11 @@ impl Service for Messaging {
         self.names.handle_event(now, event, &mut self.post, ctx);
         self.groups.handle_event(now, event, &mut self.post, ctx);
         self.topics.handle_event(now, event, &mut self.post, ctx);
+        if let ServiceEvent::ProcessExited { pid, .. } | ServiceEvent::ProcessLost { pid, .. } =
+            event
+        {
+            self.external.process_ended(*pid, &mut self.post);
+        }
         self.route_outcomes(now, ctx);
         self.end_of_input(now);
     }

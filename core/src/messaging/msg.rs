@@ -166,7 +166,7 @@ pub fn validate_body(body: &MailBody) -> Result<(), Reject> {
         MailBody::Down { .. } => Ok(()),
         MailBody::NameLost { name } => check_len("messaging name", name.len(), MAX_NAME_BYTES),
         // Only a proxy's `Back` makes one (see the `external` module).
-        MailBody::External { .. } => Err(Reject::Malformed {
+        MailBody::External { .. } | MailBody::ExternalClosed { .. } => Err(Reject::Malformed {
             what: "external mail in a pid send",
         }),
     }

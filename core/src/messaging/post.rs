@@ -261,7 +261,7 @@ fn class_index(class: DistanceClass) -> usize {
 fn data_len(body: &MailBody) -> u64 {
     match body {
         MailBody::Data(d) | MailBody::External { data: d, .. } => d.len() as u64,
-        MailBody::Down { .. } | MailBody::NameLost { .. } => 0,
+        MailBody::Down { .. } | MailBody::NameLost { .. } | MailBody::ExternalClosed { .. } => 0,
     }
 }
 
@@ -1086,7 +1086,7 @@ impl Post {
         let Some(m) = self.mailboxes.get_mut(&item.to) else {
             return Outcome::NoSuchProcess;
         };
-        let control = !matches!(item.body, MailBody::Data(_));
+        let control = !matches!(item.body, MailBody::Data(_) | MailBody::External { .. });
         let len = data_len(&item.body);
         let room = m.mail.len() < max_msgs && m.bytes.saturating_add(len) <= max_bytes;
         let mail = Mail {

@@ -9,8 +9,10 @@ use crate::service::{Context, Service, ServiceEvent, ServiceOutput, TreeView};
 use crate::time::Time;
 use crate::wire::Reject;
 use nefele_api::calls::{ApiCall, ApiReply, RequestId};
+use super::external::{ExternalCommand, ExternalEvent, ExternalMsg};
 use nefele_api::messaging::{
-    Delivery, Dest, DistanceClass, DownReason, Mail, MailBody, RecvError, SendError, SendReceipt,
+    Delivery, Dest, DistanceClass, DownReason, ExternalClose, Mail, MailBody, RecvError,
+    SendError, SendReceipt,
 };
 use nefele_api::spec::ExitStatus;
 use std::collections::{BTreeMap, VecDeque};
@@ -1195,7 +1197,6 @@ fn the_cached_deadline_is_always_the_earliest_of_the_queues() {
 /// carry `External` mail.
 #[test]
 fn an_external_send_goes_out_through_the_proxy_and_its_answer_comes_back() {
-    use super::external::{ExternalCommand, ExternalEvent};
     let none = MessagingConfig::default();
     let mut net = Net::new(2, &none);
     let a = pid(1, 1);
@@ -1274,11 +1275,25 @@ fn an_external_send_goes_out_through_the_proxy_and_its_answer_comes_back() {
             data: b"pong".to_vec()
         }
     );
-    // A lost connection is forgotten: the next send opens another.
+    // A closed connection ends with a notice to its process (after its bytes); the
+    // next send opens another.
     net.agents
         .get_mut(&NodeId(2))
         .unwrap()
         .handle_external(now, ExternalEvent::Closed { conn: conns[0] });
+    net.drain(NodeId(2));
+    net.run();
+    assert_eq!(
+        net.recv(a, 10)
+            .into_iter()
+            .map(|m| m.body)
+            .collect::<Vec<_>>(),
+        vec![MailBody::ExternalClosed {
+            host: "echo.example".into(),
+            port: 7,
+            reason: ExternalClose::Closed
+        }]
+    );
     out(&mut net, b"3");
     net.run();
     assert!(matches!(
@@ -1301,4 +1316,210 @@ fn an_external_send_goes_out_through_the_proxy_and_its_answer_comes_back() {
         },
     });
     assert!(Messaging::validate_msg(&forged).is_err());
+}
+
+/// Agent 1 runs process `a`, agent 2 is its proxy.
+fn proxied(config: MessagingConfig) -> (Net, Pid) {
+    let config = MessagingConfig {
+        proxies: vec![NodeId(2)],
+        ..config
+    };
+    let mut net = Net::new(2, &config);
+    let a = pid(1, 1);
+    net.start(a, T);
+    (net, a)
+}
+
+fn ext_send(net: &mut Net, a: Pid, data: &[u8]) -> RequestId {
+    net.call(
+        a.origin(),
+        ApiCall::Send {
+            tenant: T,
+            from: a,
+            to: Dest::External {
+                host: "echo.example".into(),
+                port: 7,
+            },
+            data: data.to_vec(),
+            delivery: Delivery::AtMostOnce,
+            block: false,
+        },
+    )
+}
+
+/// What the proxy's driver was asked to write, in order.
+fn written(net: &mut Net) -> Vec<Vec<u8>> {
+    std::mem::take(&mut net.external)
+        .into_iter()
+        .filter_map(|(_, c)| match c {
+            ExternalCommand::Send { data, .. } => Some(data),
+            ExternalCommand::Close { .. } => None,
+        })
+        .collect()
+}
+
+/// The bytes of the external mail of `mails`.
+fn external_data(mails: &[Mail]) -> Vec<Vec<u8>> {
+    mails
+        .iter()
+        .filter_map(|m| match &m.body {
+            MailBody::External { data, .. } => Some(data.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn is_out(m: &MessagingMsg) -> bool {
+    matches!(m, MessagingMsg::External(ExternalMsg::Out { .. }))
+}
+
+fn is_back(m: &MessagingMsg) -> bool {
+    matches!(m, MessagingMsg::External(ExternalMsg::Back { .. }))
+}
+
+/// The wire reverses, duplicates and loses the pieces of an external connection in
+/// both directions: the driver writes each send once and in order, the process
+/// gets each answer once and in order (the regression of `msg-external` seeds
+/// 101 and 103: unnumbered `Out`/`Back` were reordered by jitter and lost).
+#[test]
+fn an_external_connection_survives_reorder_loss_and_duplicates_on_the_pair() {
+    let (mut net, a) = proxied(MessagingConfig::default());
+    let rs: Vec<_> = (0..4u8).map(|i| ext_send(&mut net, a, &[i])).collect();
+    // The four `Out`s: reversed, the second lost, the first duplicated.
+    let mut outs: Vec<_> = net.wire.drain(..).collect();
+    assert!(outs.iter().all(|(_, _, m)| is_out(m)) && outs.len() == 4);
+    outs.remove(1);
+    outs.reverse();
+    outs.push(outs[2].clone());
+    net.wire.extend(outs);
+    net.run();
+    assert_eq!(written(&mut net), vec![vec![0]], "1 is missing: 2 and 3 wait");
+    net.advance_to(net.now + Duration::from_millis(60));
+    net.run();
+    assert_eq!(written(&mut net), vec![vec![1], vec![2], vec![3]]);
+    for r in rs {
+        assert_eq!(net.reply(r), ok());
+    }
+    // Four answers: the first lost, the rest reversed and duplicated.
+    let conn = 1;
+    for i in 10..14u8 {
+        let now = net.now;
+        let proxy = net.agents.get_mut(&NodeId(2)).unwrap();
+        proxy.handle_external(
+            now,
+            ExternalEvent::Data {
+                conn,
+                data: vec![i],
+            },
+        );
+        net.drain(NodeId(2));
+    }
+    let mut backs: Vec<_> = net.wire.drain(..).collect();
+    assert!(backs.iter().all(|(_, _, m)| is_back(m)) && backs.len() == 4);
+    backs.remove(0);
+    backs.reverse();
+    backs.extend(backs.clone());
+    net.wire.extend(backs);
+    net.run();
+    assert!(external_data(&net.recv(a, 10)).is_empty(), "10 is missing");
+    net.advance_to(net.now + Duration::from_millis(60));
+    net.run();
+    let got = external_data(&net.recv(a, 10));
+    assert_eq!(got, vec![vec![10], vec![11], vec![12], vec![13]]);
+    // Everything is acknowledged: nothing is sent again.
+    net.advance_to(net.now + Duration::from_secs(2));
+    assert!(net.wire.is_empty() && written(&mut net).is_empty());
+    assert!(net.recv(a, 10).is_empty());
+}
+
+/// A gap on the way back that is never filled (the proxy's answers are all lost)
+/// ends the connection with `Reset` after the fate timeout: the process is told, its
+/// unanswered sends fail `Unknown`, the proxy closes its connection, and the next
+/// send opens a new one.
+#[test]
+fn an_external_gap_that_is_never_filled_resets_the_connection() {
+    let (mut net, a) = proxied(MessagingConfig::default());
+    let r = ext_send(&mut net, a, b"q");
+    // The proxy hears nothing more from the agent's side... and vice versa.
+    net.run();
+    assert_eq!(net.reply(r), ok());
+    let now = net.now;
+    let proxy = net.agents.get_mut(&NodeId(2)).unwrap();
+    proxy.handle_external(now, ExternalEvent::Data { conn: 1, data: b"a".to_vec() });
+    proxy.handle_external(now, ExternalEvent::Data { conn: 1, data: b"b".to_vec() });
+    net.drain(NodeId(2));
+    net.wire.pop_front(); // `a` is lost, `b` comes
+    net.run();
+    let pending = ext_send(&mut net, a, b"r");
+    // From now on everything from the proxy to the agent is lost.
+    let end = net.now + Duration::from_secs(1);
+    while net.now < end {
+        while let Some((from, to, m)) = net.wire.pop_front() {
+            if from != NodeId(2) {
+                net.deliver(from, to, m);
+            }
+        }
+        let next = net.now + Duration::from_millis(10);
+        net.advance_to(next);
+    }
+    assert_eq!(net.reply(pending), err(SendError::Unknown));
+    let mails = net.recv(a, 10);
+    assert_eq!(
+        mails.iter().map(|m| m.body.clone()).collect::<Vec<_>>(),
+        vec![MailBody::ExternalClosed {
+            host: "echo.example".into(),
+            port: 7,
+            reason: ExternalClose::Reset
+        }],
+        "b is never handed over before a"
+    );
+    written(&mut net);
+    let r = ext_send(&mut net, a, b"new");
+    net.run();
+    assert_eq!(net.reply(r), ok());
+    assert_eq!(written(&mut net), vec![b"new".to_vec()]);
+}
+
+/// A process that does not read: its answers wait at its agent (the proxy sends
+/// them again) while its mailbox is full, and after the fate timeout the connection
+/// ends `Overflow`, after the answers it took. Nothing is dropped silently.
+#[test]
+fn an_external_connection_to_a_full_mailbox_ends_with_overflow() {
+    let (mut net, a) = proxied(MessagingConfig {
+        mailbox_messages: 1,
+        ..MessagingConfig::default()
+    });
+    ext_send(&mut net, a, b"q");
+    net.run();
+    let now = net.now;
+    let proxy = net.agents.get_mut(&NodeId(2)).unwrap();
+    for d in [b"a", b"b"] {
+        proxy.handle_external(now, ExternalEvent::Data { conn: 1, data: d.to_vec() });
+    }
+    net.drain(NodeId(2));
+    net.run();
+    net.advance_to(net.now + Duration::from_secs(1));
+    net.run();
+    let bodies: Vec<_> = net.recv(a, 10).into_iter().map(|m| m.body).collect();
+    assert_eq!(
+        bodies,
+        vec![
+            MailBody::External {
+                host: "echo.example".into(),
+                port: 7,
+                data: b"a".to_vec()
+            },
+            MailBody::ExternalClosed {
+                host: "echo.example".into(),
+                port: 7,
+                reason: ExternalClose::Overflow
+            }
+        ]
+    );
+    assert!(
+        net.external
+            .iter()
+            .any(|(n, c)| *n == NodeId(2) && matches!(c, ExternalCommand::Close { conn: 1 })),
+        "the proxy closed its connection"
+    );
 }

@@ -6,7 +6,7 @@
 //! order, and two sends of one sender to different targets that share a member
 //! reach it in the order they were sent (FIFO per sender and receiver); one that a
 //! reordering network or a different tree path delivers after a later one is
-//! dropped (and not counted as reached in the sender's receipt).
+//! dropped (and counted as overtaken in the sender's answer: see `fanout`).
 //!
 //! [`Topics`] is the part of messaging that serves `subscribe`, `unsubscribe` and
 //! publications (sends to `Dest::Topic`): a subscription is a membership of the

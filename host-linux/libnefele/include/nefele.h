@@ -48,6 +48,7 @@ extern "C" {
 #define NEFELE_EMSG (-24)               /* messaging: another failure */
 #define NEFELE_ENOENDPOINT (-25)        /* no Nefele endpoint ($NEFELE_FD) */
 #define NEFELE_EOVERTAKEN (-26)         /* messaging: overtaken by a later message of the pair; not delivered */
+#define NEFELE_EPARTIAL (-27)           /* messaging: a fan-out send missed full (or overtaken) members; the others got it */
 
 /* A global pid: 128 bits; its text form is hi then lo in hex. */
 typedef struct {

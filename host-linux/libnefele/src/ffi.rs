@@ -95,6 +95,10 @@ pub const NEFELE_ENOENDPOINT: c_int = -25;
 /// Messaging: overtaken by a later message of the same pair and dropped to keep
 /// the pair in order (delivery is at-most-once; the reliable mode does not drop).
 pub const NEFELE_EOVERTAKEN: c_int = -26;
+/// Messaging: a fan-out send (publish, multicast, broadcast) at most once was not
+/// put in every member's mailbox (some were full, or had a later send of the
+/// sender already); the others got it.
+pub const NEFELE_EPARTIAL: c_int = -27;
 /// No host with room has a cpu of the spec's speed class (numbered apart from
 /// the rest, so that other additions do not collide).
 pub const NEFELE_ESHORT_CPU_CLASS: c_int = -40;
@@ -241,6 +245,7 @@ fn code_of(e: &ClientError) -> c_int {
         | ClientError::Monitor(MonitorError::TooMany) => NEFELE_EMSG,
         ClientError::NoEndpoint(_) => NEFELE_ENOENDPOINT,
         ClientError::Send(SendError::Overtaken) => NEFELE_EOVERTAKEN,
+        ClientError::Send(SendError::Partial { .. }) => NEFELE_EPARTIAL,
     }
 }
 
@@ -709,7 +714,8 @@ pub unsafe extern "C" fn nefele_send_name(
 /// to `from`, its bytes to `buf` (room for `cap`), their number to `len`.
 /// `NEFELE_ETIMEDOUT` when none came; `NEFELE_ERANGE` when it does not fit (the
 /// message is dropped; `len` says its size). A monitor's or a lost name's notice
-/// arrives as an empty message from the process concerned.
+/// arrives as an empty message from the process concerned, and the end of an
+/// external connection as an empty message from the process itself.
 ///
 /// # Safety
 /// `c` is an open handle; `from`, `len` writable; `buf` writable for `cap` bytes.
@@ -737,7 +743,9 @@ pub unsafe extern "C" fn nefele_recv(
         let mail = mails.into_iter().next().ok_or(NEFELE_ETIMEDOUT)?;
         let data = match mail.body {
             MailBody::Data(d) | MailBody::External { data: d, .. } => d,
-            MailBody::Down { .. } | MailBody::NameLost { .. } => Vec::new(),
+            MailBody::Down { .. }
+            | MailBody::NameLost { .. }
+            | MailBody::ExternalClosed { .. } => Vec::new(),
         };
         // SAFETY: `from` and `len` are non-NULL and writable.
         unsafe {
@@ -821,6 +829,7 @@ pub extern "C" fn nefele_strerror(code: c_int) -> *const c_char {
         NEFELE_EMSG => c"messaging call failed",
         NEFELE_ENOENDPOINT => c"no Nefele endpoint (NEFELE_FD)",
         NEFELE_EOVERTAKEN => c"overtaken by a later message of the pair; not delivered",
+        NEFELE_EPARTIAL => c"not put in every member's mailbox (some full or overtaken)",
         NEFELE_ESHORT_CPU_CLASS => c"no host with room has a cpu of the asked speed class",
         NEFELE_EUNAVAIL_CPU_CLASS => c"no host of the cluster has a cpu of the asked speed class",
         NEFELE_EUNAVAIL_ACCELERATORS => c"no host of the cluster has as many accelerators as asked",
@@ -898,11 +907,11 @@ mod tests {
 
     #[test]
     fn every_code_has_its_own_words() {
-        let words: std::collections::BTreeSet<_> = (NEFELE_EOVERTAKEN..=NEFELE_OK)
+        let words: std::collections::BTreeSet<_> = (NEFELE_EPARTIAL..=NEFELE_OK)
             // SAFETY: nefele_strerror returns a static NUL-terminated string.
             .map(|c| unsafe { CStr::from_ptr(nefele_strerror(c)) }.to_owned())
             .collect();
-        assert_eq!(words.len(), (NEFELE_OK - NEFELE_EOVERTAKEN + 1) as usize);
+        assert_eq!(words.len(), (NEFELE_OK - NEFELE_EPARTIAL + 1) as usize);
     }
 
     #[test]

@@ -39,6 +39,9 @@
 //!   (a field inside `ProcSpec`, so every spawn call's encoding changed);
 //!   `ApiReply::SpawnedUnspread`, `SpawnError::Unavailable` and
 //!   `Resource::CpuClass` are appended.
+//! - 4: messaging: `MailBody::ExternalClosed` (an external connection ended, and
+//!   why) and `SendError::Partial` (a fan-out send missed full or overtaken
+//!   members) are appended.
 //!
 //! # Who a connection may act as
 //! A messaging call names the process it acts for (`from`, `pid`, `watcher`). On a
@@ -57,7 +60,7 @@ use nefele_api::supervision::{SupervisedSpawn, SupervisionSpec, SupervisorId};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The largest client-to-agent payload.
 pub const MAX_REQUEST_BYTES: u32 = 1 << 20;
 /// The largest agent-to-client payload (a `ps` of a large tenant can be long).

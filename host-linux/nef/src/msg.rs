@@ -80,6 +80,9 @@ fn parts(mail: &Mail) -> (&'static str, String) {
             "external",
             format!("{host}:{port} {}", String::from_utf8_lossy(data)),
         ),
+        MailBody::ExternalClosed { host, port, reason } => {
+            ("external_closed", format!("{host}:{port} {reason:?}"))
+        }
     }
 }
 

@@ -147,6 +147,8 @@ pub struct PubSubWorkload {
     pub fanout_max: u32,
     /// Publications per simulated second over all topics.
     pub rate_per_s: f64,
+    /// Subscribers per topic that never receive (their mailboxes fill up).
+    pub deaf_subscribers: u32,
 }
 
 impl Default for PubSubWorkload {
@@ -156,6 +158,7 @@ impl Default for PubSubWorkload {
             fanout_min: 1,
             fanout_max: 100,
             rate_per_s: 100.0,
+            deaf_subscribers: 0,
         }
     }
 }

@@ -110,6 +110,10 @@ pub struct MessagingFigures {
     pub delivered: u64,
     /// Sends answered with an error, by error.
     pub failed: BTreeMap<String, u64>,
+    /// Members that fan-out sends answered `Partial` missed: full mailboxes.
+    pub partial_full: u64,
+    /// ... and members that a later send of the same sender had reached first.
+    pub partial_overtaken: u64,
     /// Sends unanswered at the end of the run.
     pub unanswered: u64,
     /// Messages an application received twice.
