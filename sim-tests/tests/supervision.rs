@@ -267,25 +267,25 @@ fn no_child_runs_twice_under_random_faults() {
     );
 }
 
-/// A known bug, found by the swarm with supervision drawn (seed 5 of
-/// `nefele-sim swarm --supervision`) and shrunk to 137 hosts and one fault: host 120
-/// is cut off from the rest of its rack (the supervisor's home among them) for 2.6 s,
-/// shorter than a lease, and slot 0 then runs on two hosts at once. Ignored until
-/// fixed (`cargo test -p nefele-sim-tests --test supervision -- --ignored`).
+/// Regression, found by the swarm with supervision drawn (seed 5 of
+/// `nefele-sim swarm --supervision`) and shrunk to 137 hosts and one fault: host 120,
+/// a keeper of the supervisor's home 136, is cut off from the rest of its rack for
+/// 2.6 s (shorter than a lease). The home dropped it as a keeper and went on; 120,
+/// leading a group of one, took the supervisor over from its stale copy just after
+/// the heal and restarted children the home had already restarted: slot 0 ran on two
+/// hosts. Now a keeper takes over only with more than half of the group it last
+/// heard the home in, and a new home counts no end and spawns nothing for a lease
+/// after its take-over. The run is lengthened past the heal by 15 s.
 #[test]
-#[ignore = "known bug: a child runs twice after a partition shorter than its lease"]
 fn a_short_partition_inside_the_homes_rack_makes_no_twin() {
     let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/regressions/supervision-twin-after-short-partition.toml");
-    let config = nefele_sim::scenario::load(&file)
+    let mut config = nefele_sim::scenario::load(&file)
         .expect("a valid scenario")
         .config;
+    config.duration = Duration::from_secs(46);
     let mut sim = Simulation::new(config).expect("a valid configuration");
     sim.run(|_| {});
     let inv = sim.invariants();
-    assert!(
-        !inv.by_invariant.contains_key("supervision.no_twin"),
-        "{:#?}",
-        inv.by_invariant
-    );
+    assert_eq!(inv.violations, 0, "{:#?}", inv.by_invariant);
 }
