@@ -201,6 +201,10 @@ struct Sup {
     hold: Option<Time>,
     /// Ends reported during the hold, counted once it is over.
     deferred: Vec<(Pid, ExitStatus)>,
+    /// Children whose last spawn was aborted, not spawned again before then: the
+    /// aborted spawn's processes (whose abort their hosts may not have heard)
+    /// end with their lease from their start by then.
+    not_before: BTreeMap<u32, Time>,
 }
 
 /// Host side: a local process a home watches.
@@ -348,10 +352,11 @@ impl Supervision {
                     .outbox
                     .push_back(ServiceOutput::Notice(ServiceNotice::GaveUp { pid })),
                 Act::Spawn(children) => {
-                    let held = self
-                        .sups
-                        .get(&sup)
-                        .is_some_and(|s| s.hold.is_some_and(|t| now < t));
+                    let held = self.sups.get_mut(&sup).is_some_and(|s| {
+                        s.not_before.retain(|_, t| now < *t);
+                        s.hold.is_some_and(|t| now < t)
+                            || children.iter().any(|j| s.not_before.contains_key(j))
+                    });
                     if held || !self.authorized(now) {
                         // Perhaps taken over meanwhile: pending until authorized again.
                         if let Some(s) = self.sups.get_mut(&sup) {
@@ -485,7 +490,11 @@ impl Supervision {
             .values_mut()
             .chain(self.alive.values_mut())
             .chain(self.fencing.values_mut().map(|(t, _)| t))
-            .chain(self.sups.values_mut().filter_map(|s| s.hold.as_mut()))
+            .chain(
+                self.sups
+                    .values_mut()
+                    .flat_map(|s| s.hold.iter_mut().chain(s.not_before.values_mut())),
+            )
         {
             *t = *t + late;
         }
@@ -559,6 +568,7 @@ impl Supervision {
                 from: None,
                 hold: None,
                 deferred: Vec::new(),
+                not_before: BTreeMap::new(),
             },
         );
         let children = (0..n as u32).collect();
@@ -643,8 +653,13 @@ impl Supervision {
                     let reply = ApiReply::SpawnedSupervised(Err(e.clone()));
                     self.outbox.push_back(ServiceOutput::Reply(client, reply));
                 } else {
-                    // Pending again: tried anew at the next tick.
+                    // Pending again: tried anew at the next tick, or once the
+                    // processes an aborted spawn may have left are surely gone.
                     s.rec.spawn_failed(&children);
+                    if *e == SpawnError::Aborted {
+                        let until = now + slack(self.config.lease);
+                        s.not_before.extend(children.iter().map(|&j| (j, until)));
+                    }
                 }
             }
         }
@@ -1181,6 +1196,7 @@ impl Supervision {
                     from: Some(c.home),
                     hold: Some(until),
                     deferred: Vec::new(),
+                    not_before: BTreeMap::new(),
                 },
             );
             let acts = self.sups.get_mut(&id).map(|s| s.rec.spawn_ready());
