@@ -44,7 +44,18 @@ pub(super) struct Provisional {
     pub(super) deadline: Time,
     /// The wait before the next query but one (doubles up to `query_backoff_max`).
     pub(super) backoff: Duration,
+    /// A service's own spawn (a supervisor's child, [`CreateItem::leased`]): still
+    /// unconfirmed then, its processes are killed (see [`LEASED_CONFIRMS`]).
+    pub(super) until: Option<Time>,
 }
+
+/// How many `confirm_timeout`s a host keeps the unconfirmed processes of a
+/// service's own spawn before it kills them. Silence never kills a client's
+/// processes (the module doc's point 7), but a supervisor's child whose spawn it
+/// saw fail (or whose supervisor's home died meanwhile) would run beside its
+/// restart: the supervisor spawns it again only after its lease (3 s by default),
+/// by when such processes are gone. A confirmation lost twice costs a restart.
+const LEASED_CONFIRMS: u32 = 3;
 
 /// One process this agent hosts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -278,6 +289,10 @@ impl Placement {
             self.reserved = self.reserved.minus(from_lease);
         }
         let deadline = now + self.config.confirm_timeout;
+        let until = items
+            .iter()
+            .any(|i| i.leased)
+            .then(|| now + self.config.confirm_timeout * LEASED_CONFIRMS);
         let mut created = Vec::with_capacity(items.len());
         let mut fresh = false;
         let prov = self.host.provisional.entry(key).or_insert_with(|| {
@@ -286,6 +301,7 @@ impl Placement {
                 pids: BTreeMap::new(),
                 deadline,
                 backoff: self.config.confirm_timeout,
+                until,
             }
         });
         let mut starts = Vec::new();
@@ -304,6 +320,7 @@ impl Placement {
                     pid,
                     tenant: item.tenant,
                 }));
+
             self.host.table.insert(
                 pid,
                 ProcEntry {
@@ -441,10 +458,16 @@ impl Placement {
         if p.deadline > now {
             return;
         }
+        if p.until.is_some_and(|t| t <= now) {
+            return self.on_abort(now, key);
+        }
         // Ask (again), waiting longer each time: silence alone never kills (a
         // partitioned requester answers once the partition heals; see the module docs).
         p.backoff = (p.backoff * 2).min(self.config.query_backoff_max);
         p.deadline = now + p.backoff;
+        if let Some(t) = p.until {
+            p.deadline = p.deadline.min(t);
+        }
         let at = p.deadline;
         self.set_timer(at, Timer::Provisional(key));
         if key.requester == self.me {

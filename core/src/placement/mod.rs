@@ -71,7 +71,11 @@
 //!    request only once `Create` was sent, and such a request either is placed or
 //!    is recorded as failed). So a request answered `Spawned` never loses a
 //!    process to a partition, however long, and one answered failed loses its
-//!    processes as soon as each host can hear the requester again.
+//!    processes as soon as each host can hear the requester again. The one
+//!    exception: a service's own spawn (a supervisor's child, `CreateItem::leased`)
+//!    still unconfirmed three `confirm_timeout`s after its creation is killed, so
+//!    that a child whose spawn failed (or whose supervisor moved) cannot run beside
+//!    its restart; its supervisor restarts it if it was placed after all.
 //!
 //!    Any placement message from the requester shows its link works: the entries
 //!    already asked about are asked again within `confirm_timeout`, so an answer
@@ -907,6 +911,7 @@ mod tests {
                 accelerators: 0,
             },
             spec: spec(Some(500)),
+            leased: false,
         }
     }
 
@@ -1807,6 +1812,7 @@ mod tests {
             tenant: TenantId(0),
             demand: Demand::default(),
             spec: spec(Some(1)),
+            leased: false,
         };
         let per = BATCH_BYTES / msg::size_of(&item);
         let big = [

@@ -51,6 +51,10 @@ pub struct CreateItem {
     pub demand: Demand,
     /// What to run.
     pub spec: ProcSpec,
+    /// A service's own spawn (a supervisor's child): its host kills it if it is
+    /// still unconfirmed a few `confirm_timeout`s after its creation (see the
+    /// module doc, point 7).
+    pub leased: bool,
 }
 
 /// What the host of a pid answers about it.

@@ -60,6 +60,18 @@
 //!   within their lease: with the defaults, removal 1.8 s plus the authority's
 //!   1.9 s against a 3 s lease renewed every probe). A home that comes back
 //!   after a take-over is told by the keeper, in `Held`, to step down first.
+//! - **Take-overs need most of the group.** A keeper takes over only while its
+//!   level-0 group holds more than half of the members it had when it last heard
+//!   the home: a keeper cut off from its rack (which the home then stops counting
+//!   as a keeper, so the home keeps its authority) leads a group of one and takes
+//!   nothing over (before, it did, from a stale copy, and restarted children the
+//!   home had restarted already: twins). The price: a home that fails together
+//!   with half of its group or more is not taken over until enough come back.
+//! - **A new home holds back.** For `slack(lease)` from its take-over it spawns
+//!   nothing and counts no end its children's hosts report (they are counted when
+//!   the hold ends): its copy may predate the old home's last restarts, whose
+//!   processes it does not know, and which end with their leases by then (the old
+//!   home's authority ended before the take-over).
 //! - **Clocks.** A tick overdue by a probe period means a stall or a forward
 //!   jump of the clock: the waits on other agents' clocks are pushed back by the
 //!   lateness (`catch_up`).
@@ -70,7 +82,10 @@
 //! it is supervised): the child can run twice until placement's orphan timeout
 //! (only when the first spawn was not confirmed). A keeper that stopped being one of the home's keepers
 //! keeps its copies and may take over without the home's authority accounting
-//! for it; and two level-0 leaders on the two sides of a partition each act.
+//! for it, if it keeps most of its group; and a home cut off with a minority of
+//! its group keeps its authority when its keepers there confirm it, so the two
+//! sides of such a partition can each act (a quorum over the group would close
+//! this).
 //! A pid given up as lost is also killed if its host answers again
 //! (`abandoned`).
 //!
@@ -180,6 +195,16 @@ struct Sup {
     abandoned: BTreeSet<Pid>,
     /// The home it was taken over from (told to step down when it comes back).
     from: Option<NodeId>,
+    /// Taken over: until then (a lease and its slack from the take-over) no child
+    /// is spawned and no end counts, since the copy may be older than the old
+    /// home's last restarts, whose processes end with their leases by then.
+    hold: Option<Time>,
+    /// Ends reported during the hold, counted once it is over.
+    deferred: Vec<(Pid, ExitStatus)>,
+    /// Children whose last spawn was aborted, not spawned again before then: the
+    /// aborted spawn's processes (whose abort their hosts may not have heard)
+    /// end with their lease from their start by then.
+    not_before: BTreeMap<u32, Time>,
 }
 
 /// Host side: a local process a home watches.
@@ -259,6 +284,10 @@ pub struct Supervision {
     held: BTreeMap<NodeId, Time>,
     /// Keeper side: when each home of a copy was last heard (`Alive` or `Replica`).
     alive: BTreeMap<NodeId, Time>,
+    /// Keeper side: this agent's level-0 group (its members) when it last heard
+    /// each home of a copy: a take-over needs more than half of it (see
+    /// [`Supervision::take_over`]).
+    bases: BTreeMap<NodeId, Vec<NodeId>>,
     /// Host side: live local processes (tenant, start), ended ones (bounded,
     /// oldest first), and who watches which.
     live: BTreeMap<Pid, (nefele_api::TenantId, Time)>,
@@ -323,7 +352,12 @@ impl Supervision {
                     .outbox
                     .push_back(ServiceOutput::Notice(ServiceNotice::GaveUp { pid })),
                 Act::Spawn(children) => {
-                    if !self.authorized(now) {
+                    let held = self.sups.get_mut(&sup).is_some_and(|s| {
+                        s.not_before.retain(|_, t| now < *t);
+                        s.hold.is_some_and(|t| now < t)
+                            || children.iter().any(|j| s.not_before.contains_key(j))
+                    });
+                    if held || !self.authorized(now) {
                         // Perhaps taken over meanwhile: pending until authorized again.
                         if let Some(s) = self.sups.get_mut(&sup) {
                             s.rec.spawn_failed(&children);
@@ -360,6 +394,12 @@ impl Supervision {
         let Some(s) = self.sups.get_mut(&sup) else {
             return;
         };
+        if s.hold.is_some_and(|t| now < t) {
+            if !s.deferred.contains(&(pid, status)) {
+                s.deferred.push((pid, status));
+            }
+            return;
+        }
         if s.abandoned.remove(&pid) {
             return;
         }
@@ -450,6 +490,11 @@ impl Supervision {
             .values_mut()
             .chain(self.alive.values_mut())
             .chain(self.fencing.values_mut().map(|(t, _)| t))
+            .chain(
+                self.sups
+                    .values_mut()
+                    .flat_map(|s| s.hold.iter_mut().chain(s.not_before.values_mut())),
+            )
         {
             *t = *t + late;
         }
@@ -521,6 +566,9 @@ impl Supervision {
                 client: Some(request),
                 abandoned: BTreeSet::new(),
                 from: None,
+                hold: None,
+                deferred: Vec::new(),
+                not_before: BTreeMap::new(),
             },
         );
         let children = (0..n as u32).collect();
@@ -605,8 +653,13 @@ impl Supervision {
                     let reply = ApiReply::SpawnedSupervised(Err(e.clone()));
                     self.outbox.push_back(ServiceOutput::Reply(client, reply));
                 } else {
-                    // Pending again: tried anew at the next tick.
+                    // Pending again: tried anew at the next tick, or once the
+                    // processes an aborted spawn may have left are surely gone.
                     s.rec.spawn_failed(&children);
+                    if *e == SpawnError::Aborted {
+                        let until = now + slack(self.config.lease);
+                        s.not_before.extend(children.iter().map(|&j| (j, until)));
+                    }
                 }
             }
         }
@@ -887,6 +940,20 @@ impl Supervision {
             }
         }
         let ids: Vec<SupervisorId> = self.sups.keys().copied().collect();
+        for &sup in &ids {
+            // A take-over's hold is over: the ends reported meanwhile count now.
+            let Some(s) = self
+                .sups
+                .get_mut(&sup)
+                .filter(|s| s.hold.is_some_and(|t| t <= now))
+            else {
+                continue;
+            };
+            s.hold = None;
+            for (pid, status) in std::mem::take(&mut s.deferred) {
+                self.on_end(now, sup, pid, status);
+            }
+        }
         for sup in ids {
             let acts = self.sups.get_mut(&sup).map(|s| s.rec.spawn_ready());
             if let Some(acts) = acts.filter(|a| !a.is_empty()) {
@@ -912,6 +979,7 @@ impl Supervision {
         self.leases.retain(|h, _| watched.contains(h));
         let homes: BTreeSet<NodeId> = self.copies.values().map(|c| c.home).collect();
         self.alive.retain(|h, _| homes.contains(h));
+        self.bases.retain(|h, _| homes.contains(h));
         // Host side: owners of supervisors that no longer watch anything here.
         let watching: BTreeSet<SupervisorId> = self.watchers.values().map(|w| w.sup).collect();
         self.owners.retain(|s, _| watching.contains(s));
@@ -980,7 +1048,7 @@ impl Supervision {
     }
 
     /// Keeper side: a fragment of `from`'s record of `sup`.
-    fn on_replica(&mut self, now: Time, from: NodeId, msg: SupervisionMsg) {
+    fn on_replica(&mut self, now: Time, from: NodeId, msg: SupervisionMsg, group: &[NodeId]) {
         let SupervisionMsg::Replica {
             sup,
             version,
@@ -1003,6 +1071,7 @@ impl Supervision {
             self.sups.remove(&sup);
         }
         self.alive.insert(from, now);
+        self.bases.insert(from, group.to_vec());
         if self
             .copies
             .get(&sup)
@@ -1069,6 +1138,15 @@ impl Supervision {
                 .get(&home)
                 .is_some_and(|t| now >= *t + authority && now.saturating_since(*t) <= fresh)
         };
+        // A side cut off from most of the group the home was last heard in (this
+        // agent alone, or a few hosts of its rack) takes nothing over: the home may
+        // well live on the other side, granting and restarting with keepers there.
+        let bases = &self.bases;
+        let most = |home: NodeId| {
+            bases.get(&home).is_some_and(|base| {
+                2 * base.iter().filter(|m| view.contains(**m)).count() > base.len()
+            })
+        };
         for (id, c) in &mut self.copies {
             if view.contains(c.home) {
                 c.away_since = None;
@@ -1077,7 +1155,7 @@ impl Supervision {
             let since = *c.away_since.get_or_insert(now);
             // The leader waits until the home's authority from it has surely
             // ended (the home grants and restarts nothing more).
-            let take = leading && quiet(c.home);
+            let take = leading && quiet(c.home) && most(c.home);
             if take || now.saturating_since(since) >= self.config.hold {
                 settle.push((*id, take));
             }
@@ -1116,6 +1194,9 @@ impl Supervision {
                     client: None,
                     abandoned: BTreeSet::new(),
                     from: Some(c.home),
+                    hold: Some(until),
+                    deferred: Vec::new(),
+                    not_before: BTreeMap::new(),
                 },
             );
             let acts = self.sups.get_mut(&id).map(|s| s.rec.spawn_ready());
@@ -1127,9 +1208,10 @@ impl Supervision {
     /// Keeper side: home `from` is alive. Confirmed (this keeper then waits
     /// out the home's authority before a take-over), with the supervisors this
     /// agent took over from it, which it must drop first.
-    fn on_alive(&mut self, now: Time, from: NodeId, at: u64) {
+    fn on_alive(&mut self, now: Time, from: NodeId, at: u64, group: &[NodeId]) {
         if self.copies.values().any(|c| c.home == from) {
             self.alive.insert(from, now);
+            self.bases.insert(from, group.to_vec());
         }
         let forget: Vec<(SupervisorId, u32)> = self
             .sups
@@ -1209,6 +1291,7 @@ impl Service for Supervision {
             fencing: BTreeMap::new(),
             held: BTreeMap::new(),
             alive: BTreeMap::new(),
+            bases: BTreeMap::new(),
             live: BTreeMap::new(),
             ended: BTreeMap::new(),
             ended_order: VecDeque::new(),
@@ -1247,7 +1330,9 @@ impl Service for Supervision {
                 self.on_watch(now, from, sup, epoch, pids, grant);
             }
             status @ SupervisionMsg::Status { .. } => self.on_status(now, from, status),
-            SupervisionMsg::Alive { at } => self.on_alive(now, from, at),
+            SupervisionMsg::Alive { at } => {
+                self.on_alive(now, from, at, &ctx.tree.local_group());
+            }
             SupervisionMsg::Dropped { sup } => {
                 if self.copies.get(&sup).is_some_and(|c| c.home == from) {
                     self.copies.remove(&sup);
@@ -1277,7 +1362,9 @@ impl Service for Supervision {
                     }
                 }
             }
-            replica @ SupervisionMsg::Replica { .. } => self.on_replica(now, from, replica),
+            replica @ SupervisionMsg::Replica { .. } => {
+                self.on_replica(now, from, replica, &ctx.tree.local_group());
+            }
             SupervisionMsg::Forget { sup } => {
                 if self.copies.get(&sup).is_some_and(|c| c.home == from) {
                     self.copies.remove(&sup);
@@ -1408,9 +1495,9 @@ mod tests {
             parts: 2,
             bytes: vec![0; msg::MAX_FRAGMENT],
         };
-        keeper.on_replica(Time::ZERO, other, half(0));
+        keeper.on_replica(Time::ZERO, other, half(0), &[]);
         for sequence in 0..1_000 {
-            keeper.on_replica(Time::ZERO, hostile, half(sequence));
+            keeper.on_replica(Time::ZERO, hostile, half(sequence), &[]);
         }
         let from = |n: NodeId| keeper.partial.keys().filter(|(h, _)| *h == n).count();
         assert_eq!(from(hostile), MAX_PARTIAL_PER_PEER);

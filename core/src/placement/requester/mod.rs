@@ -113,6 +113,7 @@ impl Pending {
                 tenant: self.tenant,
                 demand: *demand,
                 spec: spec.clone(),
+                leased: crate::service::is_internal(self.request),
             };
             let len = size_of(&item);
             if bytes + len > BATCH_BYTES && !batch.is_empty() {
