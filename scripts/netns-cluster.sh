@@ -21,7 +21,10 @@
 # answers exactly as one to a made-up pid; a publication reaches a subscriber on
 # every host once; a failover group's primary loses its agent (SIGKILL) and reliable
 # sends reach the next member, each once; the swarm runs 4 seeds as tenant processes
-# (`nefele-sim swarm --on-cluster`) and prints what a local swarm prints.
+# (`nefele-sim swarm --on-cluster`) and prints what a local swarm prints; the
+# external proxy (agent 1, `[proxy]`) carries a tenant process's send from another
+# host to a TCP echo server in the switch namespace (outside every host's
+# namespace) and the echo back, and carries nothing to a port its rules do not allow.
 #
 # Needs root, iproute2, util-linux (unshare), python3 (reads `nef --json`) and
 # cc (the C example). Without one of them the test is skipped (and the skip
@@ -67,6 +70,11 @@ missing() {
 
 host_ns() { printf '%sh%d' "$TAG" "$1"; }
 host_ip() { printf '10.77.%d.%d' "$SUBNET" "$1"; }
+# The switch namespace's own address: the external echo service lives there.
+ext_ip() { printf '10.77.%d.254' "$SUBNET"; }
+# The echo ports: the proxy's rules allow the first only.
+ECHO_PORT=7007
+DENIED_PORT=7008
 cgroup_name() { printf 'nefele-%s-h%d' "$TAG" "$1"; }
 
 cleanup() {
@@ -122,6 +130,7 @@ make_network() {
     ip -n "$SWITCH" link add br0 type bridge
     ip -n "$SWITCH" link set br0 up
     ip -n "$SWITCH" link set lo up
+    ip -n "$SWITCH" addr add "$(ext_ip)/24" dev br0
     for i in $(seq 1 "$HOSTS"); do
         local ns
         ns=$(host_ns "$i")
@@ -189,6 +198,12 @@ memory_bytes = 1073741824
 [host]
 row = 0
 rack = $(( (i + 1) / 2 ))
+
+# Agent 1 is the cluster's external proxy; it may reach the echo port only.
+[proxy]
+agents = [1]
+allow = ["$(ext_ip):$ECHO_PORT"]
+connect_timeout_ms = 2000
 
 [[tenant]]
 name = "test"
@@ -334,6 +349,7 @@ run_test() {
         missing "netns-cluster (test): the C example" "a C compiler (cc)"
     fi
     run_messaging
+    run_external_proxy
     run_swarm
     say "PASS"
 }
@@ -507,6 +523,57 @@ run_messaging_patterns() {
     start_agent "$hp"
     wait_converged 1 "$HOSTS" >/dev/null || fail "agent $hp did not rejoin"
     for m in $trio; do nef_on "$hs" kill --signal KILL "$m" >/dev/null 2>&1 || true; done
+}
+
+# A TCP echo server on the given ports of the switch namespace's address (the
+# pid namespace ends it with the run).
+ECHO_PY='import socketserver, sys, threading
+class Echo(socketserver.BaseRequestHandler):
+    def handle(self):
+        while True:
+            data = self.request.recv(65536)
+            if not data:
+                return
+            self.request.sendall(data)
+class Server(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+servers = [Server((sys.argv[1], int(p)), Echo) for p in sys.argv[2:]]
+for s in servers[1:]:
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+servers[0].serve_forever()'
+
+# The external proxy: a process on a host other than the proxy's (agent 1) sends
+# to the echo server outside the cluster's hosts and gets its bytes back; a send
+# to a port the proxy's rules do not allow (another echo, which would answer)
+# gets nothing back, and the proxy says why.
+run_external_proxy() {
+    say "external proxy: agent 1 carries a send to an echo server outside the hosts"
+    ip netns exec "$SWITCH" python3 -c "$ECHO_PY" "$(ext_ip)" "$ECHO_PORT" "$DENIED_PORT" &
+    local pids p="" h q out got
+    pids=$(nef_on 3 spawn -n 2 --mem 32M --apart "ext$RANDOM" -- /bin/sleep 120) || fail "spawn of the external senders failed"
+    for q in $pids; do
+        [ "$(host_of "$q")" != 1 ] && { p=$q; break; }
+    done
+    [ -n "$p" ] || fail "both processes of an --apart pair on host 1"
+    h=$(host_of "$p")
+    # The echo server may still be starting: a send is retried until its echo comes.
+    local i
+    for i in $(seq 1 20); do
+        out=$(nef_on "$h" --as "$p" send "ext:$(ext_ip):$ECHO_PORT" "hello $i") || fail "external send failed: $out"
+        [ "$out" = "reached 1" ] || fail "external send: $out, want reached 1"
+        if got=$(nef_on "$h" --as "$p" recv --data --timeout 2 2>/dev/null); then break; fi
+    done
+    [ "$got" = "hello $i" ] || fail "the echo through the proxy came back as [$got], want [hello $i]"
+    say "echo from $(ext_ip):$ECHO_PORT to $p on host $h through agent 1: ok ($i tries)"
+    out=$(nef_on "$h" --as "$p" send "ext:$(ext_ip):$DENIED_PORT" "secret") || fail "external send failed: $out"
+    if got=$(nef_on "$h" --as "$p" recv --data --timeout 3 2>/dev/null); then
+        fail "a port outside the proxy's rules answered: [$got]"
+    fi
+    grep -q "$(ext_ip):$DENIED_PORT is not allowed by the proxy's rules" "$WORK/h1/nefeled.log" \
+        || fail "the proxy did not log the refused destination"
+    say "a port outside the rules: nothing carried, refusal logged"
+    for q in $pids; do nef_on 1 kill --signal KILL "$q" >/dev/null 2>&1 || true; done
 }
 
 # The swarm's seeds as tenant processes (`nefele-sim swarm --on-cluster` from host
