@@ -58,6 +58,7 @@ typedef struct {
 #define NEFELE_ESHORT_CPU_CLASS (-40)      /* no host with room has a cpu of the asked speed class */
 #define NEFELE_EUNAVAIL_CPU_CLASS (-41)    /* no host of the cluster has a cpu of that class */
 #define NEFELE_EUNAVAIL_ACCELERATORS (-42) /* no host of the cluster has that many accelerators */
+#define NEFELE_EUNENFORCEABLE_LIMIT (-43)  /* no host with room can enforce a limit the spec asks for */
 
 /* A placement rule. */
 #define NEFELE_AFFINITY_TOGETHER 1 /* same server as the others with tag */

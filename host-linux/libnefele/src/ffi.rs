@@ -102,6 +102,9 @@ pub const NEFELE_ESHORT_CPU_CLASS: c_int = -40;
 pub const NEFELE_EUNAVAIL_CPU_CLASS: c_int = -41;
 /// No host of the cluster has as many accelerators as the spec asks, busy or not.
 pub const NEFELE_EUNAVAIL_ACCELERATORS: c_int = -42;
+/// No host with room can enforce a limit the spec asks for (cpu, memory or pids:
+/// the hosts lack its cgroup controller), so none runs the process.
+pub const NEFELE_EUNENFORCEABLE_LIMIT: c_int = -43;
 
 /// A global pid: 128 bits, whose hex text is `hi` then `lo`.
 #[repr(C)]
@@ -197,6 +200,7 @@ fn code_of(e: &ClientError) -> c_int {
             Resource::Accelerators => NEFELE_ESHORT_ACCELERATORS,
             Resource::Hosts => NEFELE_ESHORT_HOSTS,
             Resource::CpuClass(_) => NEFELE_ESHORT_CPU_CLASS,
+            Resource::Limit(_) => NEFELE_EUNENFORCEABLE_LIMIT,
         },
         ClientError::Spawn(SpawnError::Unavailable { resource }) => match resource {
             Resource::CpuClass(_) => NEFELE_EUNAVAIL_CPU_CLASS,
@@ -204,6 +208,7 @@ fn code_of(e: &ClientError) -> c_int {
             Resource::Cpu => NEFELE_ESHORT_CPU,
             Resource::Memory => NEFELE_ESHORT_MEMORY,
             Resource::Hosts => NEFELE_ESHORT_HOSTS,
+            Resource::Limit(_) => NEFELE_EUNENFORCEABLE_LIMIT,
         },
         ClientError::Spawn(SpawnError::Aborted) => NEFELE_EABORTED,
         ClientError::Kill(KillError::NoSuchProcess)
@@ -824,6 +829,7 @@ pub extern "C" fn nefele_strerror(code: c_int) -> *const c_char {
         NEFELE_ESHORT_CPU_CLASS => c"no host with room has a cpu of the asked speed class",
         NEFELE_EUNAVAIL_CPU_CLASS => c"no host of the cluster has a cpu of the asked speed class",
         NEFELE_EUNAVAIL_ACCELERATORS => c"no host of the cluster has as many accelerators as asked",
+        NEFELE_EUNENFORCEABLE_LIMIT => c"no host with room can enforce a limit the spec asks for",
         _ => c"unknown error code",
     };
     s.as_ptr()

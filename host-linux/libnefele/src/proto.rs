@@ -38,7 +38,10 @@
 //! - 3: the spawn parameters: a spec's resource policy holds a cpu speed class
 //!   (a field inside `ProcSpec`, so every spawn call's encoding changed);
 //!   `ApiReply::SpawnedUnspread`, `SpawnError::Unavailable` and
-//!   `Resource::CpuClass` are appended.
+//!   `Resource::CpuClass` are appended. `Resource::Limit` (no host with room can
+//!   enforce a limit the spec asks for) has since been appended, as the messaging
+//!   answers were to version 1: the encoding of everything else is unchanged, and
+//!   a client of before it fails to decode only that answer.
 //!
 //! # Who a connection may act as
 //! A messaging call names the process it acts for (`from`, `pid`, `watcher`). On a
