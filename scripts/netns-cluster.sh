@@ -357,8 +357,12 @@ run_test() {
     if command -v cc >/dev/null; then
         cc -Wall -Werror -o "$WORK/spawn" host-linux/libnefele/examples/c/spawn.c \
             -I host-linux/libnefele/include -L "$BIN_DIR" -lnefele || fail "the C example does not build"
-        LD_LIBRARY_PATH="$BIN_DIR" "$WORK/spawn" "$WORK/h2/api.sock" test-token >&2 \
-            || fail "the C example failed"
+        out=$(LD_LIBRARY_PATH="$BIN_DIR" "$WORK/spawn" "$WORK/h2/api.sock" test-token) \
+            || { printf '%s\n' "$out" >&2; fail "the C example failed"; }
+        printf '%s\n' "$out" >&2
+        # Three processes spread over two racks: C is told the tag is not spread.
+        grep -qx "spread tags not spread across racks: 1" <<<"$out" \
+            || fail "the C example was not told its spread tag could not be spread"
     else
         missing "netns-cluster (test): the C example" "a C compiler (cc)"
     fi

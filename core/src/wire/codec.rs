@@ -35,7 +35,9 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 ///   and `kept`, `Alive`, `Held`, `Dropped`); spawn parameters: placement's summary part
 ///   carries cpu speed classes, accelerators and racks, `Shape` a cpu class, `Offer`
 ///   its host's location, `FindRoom` a cpu class and racks to avoid; `Absent` is new.
-pub const VERSION: u16 = 6;
+/// - 7: placement's `Shape` carries the kinds of limit its processes ask for (a host
+///   that cannot enforce one offers nothing), and `Resource::Limit` is appended.
+pub const VERSION: u16 = 7;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.

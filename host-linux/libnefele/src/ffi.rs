@@ -437,6 +437,24 @@ pub unsafe extern "C" fn nefele_n_spawn(
     spec: *const nefele_spec,
     out: *mut nefele_pid,
 ) -> c_int {
+    // SAFETY: the same contract, without `unspread`.
+    unsafe { nefele_n_spawn_placed(c, n, spec, out, std::ptr::null_mut()) }
+}
+
+/// As `nefele_n_spawn`; `*unspread` (when `unspread` is not NULL) gets the number
+/// of `spread` tags placement could not spread across racks (their processes are
+/// on distinct servers, some sharing a rack; 0: every tag was spread).
+///
+/// # Safety
+/// As for `nefele_n_spawn`; `unspread` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn nefele_n_spawn_placed(
+    c: *mut nefele_client,
+    n: u32,
+    spec: *const nefele_spec,
+    out: *mut nefele_pid,
+    unspread: *mut usize,
+) -> c_int {
     guarded(|| {
         // SAFETY: contract of this function.
         let client = unsafe { client(c)? };
@@ -445,14 +463,33 @@ pub unsafe extern "C" fn nefele_n_spawn(
         }
         // SAFETY: contract of this function.
         let spec = unsafe { spec_of(spec) }?;
-        let pids = client.n_spawn(n, &spec).map_err(|e| code_of(&e))?;
-        if pids.len() != n as usize {
-            return Err(NEFELE_EPROTO);
-        }
-        // SAFETY: `out` has room for `n` pids.
-        unsafe { write_pids(out, &pids) };
-        Ok(())
+        let placed = client.n_spawn_placed(n, &spec).map_err(|e| code_of(&e))?;
+        // SAFETY: `out` has room for `n` pids; `unspread` is NULL or writable.
+        unsafe { write_placed(&placed, n as usize, out, unspread) }
     })
+}
+
+/// Writes a placed request's pids (`count` of them expected) and its count of
+/// unspread tags.
+///
+/// # Safety
+/// `out` has room for `count` pids; `unspread` is NULL or writable.
+unsafe fn write_placed(
+    placed: &crate::client::Placed,
+    count: usize,
+    out: *mut nefele_pid,
+    unspread: *mut usize,
+) -> Result<(), c_int> {
+    if placed.pids.len() != count {
+        return Err(NEFELE_EPROTO);
+    }
+    // SAFETY: `out` has room for `count` pids.
+    unsafe { write_pids(out, &placed.pids) };
+    if !unspread.is_null() {
+        // SAFETY: not NULL, and writable by the caller's contract.
+        unsafe { unspread.write(placed.unspread.len()) };
+    }
+    Ok(())
 }
 
 /// Starts `count` different processes atomically; their pids go to
@@ -468,6 +505,22 @@ pub unsafe extern "C" fn nefele_c_spawn(
     count: usize,
     out: *mut nefele_pid,
 ) -> c_int {
+    // SAFETY: the same contract, without `unspread`.
+    unsafe { nefele_c_spawn_placed(c, specs, count, out, std::ptr::null_mut()) }
+}
+
+/// As `nefele_c_spawn`, with `*unspread` as in `nefele_n_spawn_placed`.
+///
+/// # Safety
+/// As for `nefele_c_spawn`; `unspread` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn nefele_c_spawn_placed(
+    c: *mut nefele_client,
+    specs: *const nefele_spec,
+    count: usize,
+    out: *mut nefele_pid,
+    unspread: *mut usize,
+) -> c_int {
     guarded(|| {
         // SAFETY: contract of this function.
         let client = unsafe { client(c) }?;
@@ -476,13 +529,9 @@ pub unsafe extern "C" fn nefele_c_spawn(
         }
         // SAFETY: `specs` points to `count` readable specs of the first one's size.
         let specs = unsafe { specs_of(specs, count) }?;
-        let pids = client.c_spawn(&specs).map_err(|e| code_of(&e))?;
-        if pids.len() != count {
-            return Err(NEFELE_EPROTO);
-        }
-        // SAFETY: `out` has room for `count` pids.
-        unsafe { write_pids(out, &pids) };
-        Ok(())
+        let placed = client.c_spawn_placed(&specs).map_err(|e| code_of(&e))?;
+        // SAFETY: `out` has room for `count` pids; `unspread` is NULL or writable.
+        unsafe { write_placed(&placed, count, out, unspread) }
     })
 }
 
