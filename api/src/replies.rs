@@ -80,6 +80,9 @@ pub enum Resource {
     Hosts,
     /// No reachable host has a cpu of this speed class or a faster one.
     CpuClass(u8),
+    /// No reachable host with room can enforce this kind of limit (on Linux: its
+    /// cgroup controller is missing), so none offered to run the process.
+    Limit(crate::spec::Limit),
 }
 
 /// Why `spawn`, `n_spawn` or `c_spawn` failed. No process of the request is left

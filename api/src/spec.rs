@@ -80,6 +80,70 @@ pub struct Limits {
     pub pids: Option<u32>,
 }
 
+/// A kind of limit in [`Limits`] (on Linux, the cgroup controller that enforces it).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Limit {
+    /// [`Limits::cpu_millicores`] (the cpu controller).
+    Cpu,
+    /// [`Limits::memory_bytes`] (the memory controller).
+    Memory,
+    /// [`Limits::pids`] (the pids controller).
+    Pids,
+}
+
+/// A set of [`Limit`] kinds: those a process asks for, or those a host cannot enforce.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitKinds {
+    /// A cpu limit.
+    pub cpu: bool,
+    /// A memory limit.
+    pub memory: bool,
+    /// A task count limit.
+    pub pids: bool,
+}
+
+impl LimitKinds {
+    /// The kinds `limits` sets.
+    #[must_use]
+    pub fn of(limits: &Limits) -> LimitKinds {
+        LimitKinds {
+            cpu: limits.cpu_millicores.is_some(),
+            memory: limits.memory_bytes.is_some(),
+            pids: limits.pids.is_some(),
+        }
+    }
+
+    /// The kinds in either.
+    #[must_use]
+    pub fn union(self, other: LimitKinds) -> LimitKinds {
+        LimitKinds {
+            cpu: self.cpu || other.cpu,
+            memory: self.memory || other.memory,
+            pids: self.pids || other.pids,
+        }
+    }
+
+    /// The first kind in both, if any.
+    #[must_use]
+    pub fn first_common(self, other: LimitKinds) -> Option<Limit> {
+        [
+            (Limit::Cpu, self.cpu && other.cpu),
+            (Limit::Memory, self.memory && other.memory),
+            (Limit::Pids, self.pids && other.pids),
+        ]
+        .into_iter()
+        .find_map(|(kind, both)| both.then_some(kind))
+    }
+
+    /// The first kind in the set, if any.
+    #[must_use]
+    pub fn first(self) -> Option<Limit> {
+        self.first_common(self)
+    }
+}
+
 /// What a process is expected to use over its life.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -9,7 +9,8 @@
 
 use crate::ids::{Pid, TenantId};
 pub use nefele_api::spec::{
-    Affinity, ExitStatus, Limits, ProcSpec, ResourcePolicy, Signal, WorkloadProfile,
+    Affinity, ExitStatus, Limit, LimitKinds, Limits, ProcSpec, ResourcePolicy, Signal,
+    WorkloadProfile,
 };
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -34,6 +35,9 @@ pub struct HostResources {
     pub committed_memory_bytes: u64,
     /// Where the server stands: its failure domains.
     pub location: Location,
+    /// The kinds of limit this host cannot enforce (none by default; on Linux, the
+    /// cgroup controllers it lacks): it takes no process that asks for one.
+    pub unenforced: LimitKinds,
 }
 
 /// A server's failure domains: the rack (one power feed and top-of-rack switch)

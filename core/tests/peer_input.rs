@@ -98,6 +98,7 @@ fn offer_req(shapes: usize) -> Message {
         count: 1,
         one_per_host: false,
         cpu_class: 0,
+        limits: Default::default(),
     };
     Message::Placement(PlacementMsg::OfferReq {
         key: key(2),

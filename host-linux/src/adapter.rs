@@ -943,6 +943,7 @@ impl<S: Sys> Host for LinuxHost<S> {
         HostResources {
             committed_cpu_millicores: cpu,
             committed_memory_bytes: memory,
+            unenforced: self.cgroups.support().unenforced(),
             ..self.capacity.to_resources()
         }
     }

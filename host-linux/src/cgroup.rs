@@ -103,6 +103,19 @@ pub struct Support {
     pub unenforceable: Vec<(LimitKind, String)>,
 }
 
+impl Support {
+    /// The kinds of limit this host cannot enforce, for its resources.
+    #[must_use]
+    pub fn unenforced(&self) -> nefele_core::host::LimitKinds {
+        let missing = |kind| self.unenforceable.iter().any(|(k, _)| *k == kind);
+        nefele_core::host::LimitKinds {
+            cpu: missing(LimitKind::Cpu),
+            memory: missing(LimitKind::Memory),
+            pids: missing(LimitKind::Pids),
+        }
+    }
+}
+
 /// A cgroup file operation the kernel (or file system) refused.
 #[derive(Debug, thiserror::Error)]
 #[error("cgroup {op} {path:?} failed: {source}")]

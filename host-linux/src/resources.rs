@@ -80,6 +80,8 @@ impl Capacity {
             committed_memory_bytes: 0,
             // Where the server stands is configuration (nefeled's `[host]`).
             location: nefele_core::Location::default(),
+            // What the cgroups can enforce is the adapter's to say.
+            unenforced: nefele_core::host::LimitKinds::default(),
         }
     }
 }

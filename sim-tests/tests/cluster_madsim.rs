@@ -106,6 +106,7 @@ fn boot(i: u32, key: &'static [u8], data: &Path) -> Agent {
                     node_keys: None,
                     agent: RuntimeConfig::agent_defaults(),
                     rng_seed: u64::from(node.0),
+                    proxy: nefeled::proxy::ProxyRules::default(),
                 };
                 let runtime = nefeled::start(config, sim_host::spawn(CAPACITY))
                     .await

@@ -612,6 +612,7 @@ fn cause(e: &SpawnError) -> &'static str {
             Resource::Accelerators => "short_accelerators",
             Resource::Hosts => "short_hosts",
             Resource::CpuClass(_) => "short_cpu_class",
+            Resource::Limit(_) => "short_limit",
         },
         SpawnError::Aborted => "aborted",
         SpawnError::Unavailable { .. } => "unavailable",

@@ -332,6 +332,8 @@ impl Topology {
                 row: at.row.map_or(u16::MAX, small),
                 rack: small(at.domain),
             },
+            // A simulated host enforces every limit.
+            unenforced: nefele_core::host::LimitKinds::default(),
         }
     }
 }

@@ -166,7 +166,9 @@ impl Placement {
                 let s = &shapes[k];
                 let cap = if s.one_per_host { 1 } else { s.count };
                 let fast_enough = s.cpu_class <= self.cpu_class;
-                if counts[k] < cap.min(s.count) && fast_enough && free.covers(s.demand) {
+                let enforced = s.limits.first_common(self.unenforced).is_none();
+                if counts[k] < cap.min(s.count) && fast_enough && enforced && free.covers(s.demand)
+                {
                     free = free.minus(s.demand);
                     total = total.plus(s.demand);
                     counts[k] += 1;

@@ -324,6 +324,8 @@ pub struct Placement {
     /// Where this host stands and its cpu speed class, from its resources.
     location: crate::host::Location,
     cpu_class: u8,
+    /// The kinds of limit this host cannot enforce, from its resources.
+    unenforced: nefele_api::spec::LimitKinds,
     committed: Demand,
     reserved: Demand,
     host: host_side::HostState,
@@ -350,6 +352,7 @@ impl Placement {
             capacity: Demand::default(),
             location: crate::host::Location::default(),
             cpu_class: 0,
+            unenforced: nefele_api::spec::LimitKinds::default(),
             committed: Demand::default(),
             reserved: Demand::default(),
             host: host_side::HostState::default(),
@@ -372,6 +375,7 @@ impl Placement {
         };
         self.location = resources.location;
         self.cpu_class = nefele_api::spec::cpu_class_of(resources.cpu_speed);
+        self.unenforced = resources.unenforced;
     }
 
     /// What this host has neither committed nor reserved.
@@ -935,6 +939,7 @@ mod tests {
             count: 1,
             one_per_host: false,
             cpu_class: 0,
+            limits: Default::default(),
         }];
         let req = PlacementMsg::OfferReq {
             key,
@@ -970,6 +975,7 @@ mod tests {
                 count: 1,
                 one_per_host: false,
                 cpu_class: 0,
+                limits: Default::default(),
             }];
             let req = PlacementMsg::OfferReq {
                 key,
@@ -1356,6 +1362,63 @@ mod tests {
     /// capacity is below what it runs (nefeled restarted with a smaller resource
     /// override while its processes run), broke the invariant check, and so panicked
     /// a debug build. The host's word stands: nothing is free, the invariants hold.
+    /// A host that cannot enforce a kind of limit (a Linux host without that
+    /// cgroup controller) offers nothing to a shape that asks for one, and offers
+    /// as before to shapes that do not (it used to take them, and the process
+    /// then failed to start, code 127, after its pid was returned).
+    #[test]
+    fn a_host_offers_nothing_to_a_shape_asking_a_limit_it_cannot_enforce() {
+        use nefele_api::spec::LimitKinds;
+        let mut p = Placement::new(NodeId(1), Incarnation(2), PlacementConfig::default());
+        let now = Time::from_secs(1);
+        p.set_capacity(&HostResources {
+            cpu_millicores: 4000,
+            memory_bytes: 8 << 30,
+            unenforced: LimitKinds {
+                memory: true,
+                ..LimitKinds::default()
+            },
+            ..HostResources::default()
+        });
+        let shape = |limits| Shape {
+            demand: Demand {
+                cpu_millicores: 1000,
+                memory_bytes: 1 << 20,
+                accelerators: 0,
+            },
+            count: 2,
+            one_per_host: false,
+            cpu_class: 0,
+            limits,
+        };
+        let memory = LimitKinds {
+            memory: true,
+            ..LimitKinds::default()
+        };
+        let cpu_and_pids = LimitKinds {
+            cpu: true,
+            pids: true,
+            ..LimitKinds::default()
+        };
+        assert_eq!(
+            p.reserve(now, remote_key(1), TenantId(1), &[shape(memory)]),
+            vec![0]
+        );
+        assert_eq!(
+            p.reserve(now, remote_key(2), TenantId(1), &[shape(cpu_and_pids)]),
+            vec![2]
+        );
+        assert_eq!(
+            p.reserve(
+                now,
+                remote_key(3),
+                TenantId(1),
+                &[shape(memory.union(cpu_and_pids))]
+            ),
+            vec![0]
+        );
+    }
+
     #[test]
     fn a_host_running_more_than_its_capacity_breaks_no_invariant() {
         let mut p = Placement::new(NodeId(1), Incarnation(2), PlacementConfig::default());
@@ -1386,6 +1449,7 @@ mod tests {
             count: 2,
             one_per_host: false,
             cpu_class: 0,
+            limits: Default::default(),
         };
         let key = remote_key(1);
         assert_eq!(p.reserve(now, key, TenantId(1), &[shape]), vec![2]);
@@ -1410,6 +1474,7 @@ mod tests {
             count: 1,
             one_per_host: false,
             cpu_class: 0,
+            limits: Default::default(),
         }];
         let offer_req = PlacementMsg::OfferReq {
             key,
@@ -1806,6 +1871,7 @@ mod tests {
             count: u16::MAX,
             one_per_host: true,
             cpu_class: 0,
+            limits: Default::default(),
         };
         let item = CreateItem {
             index: 0,

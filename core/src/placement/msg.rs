@@ -37,6 +37,9 @@ pub struct Shape {
     pub one_per_host: bool,
     /// The slowest cpu speed class a host may have to take one (0: any).
     pub cpu_class: u8,
+    /// The kinds of limit its processes ask for: a host that cannot enforce one of
+    /// them does not take it.
+    pub limits: nefele_api::spec::LimitKinds,
 }
 
 /// One process to create.

@@ -105,9 +105,12 @@ impl PlacementMsg {
             PlacementMsg::Absent { resource, .. } => match resource {
                 Resource::CpuClass(c) => check_class("place.absent.cpu_class", *c),
                 Resource::Accelerators => Ok(()),
-                Resource::Cpu | Resource::Memory | Resource::Hosts => Err(Reject::Malformed {
-                    what: "place.absent.resource",
-                }),
+                // A limit is never absent cluster-wide: no summary carries limits.
+                Resource::Cpu | Resource::Memory | Resource::Hosts | Resource::Limit(_) => {
+                    Err(Reject::Malformed {
+                        what: "place.absent.resource",
+                    })
+                }
             },
             PlacementMsg::Candidates { hosts, .. } => {
                 check_len("place.candidates.hosts", hosts.len(), MAX_LIST)
@@ -205,6 +208,7 @@ mod tests {
             count: 1,
             one_per_host: false,
             cpu_class: 0,
+            limits: Default::default(),
         };
         PlacementMsg::OfferReq {
             key: key(),

@@ -38,6 +38,8 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 /// - 7: the external proxy's streams: `Out` and `Back` are numbered per stream and
 ///   acknowledged (`OutAck`, `BackAck`), `Taken` is gone, `Abort` and `Dropped` are
 ///   new; mail may say an external connection ended (`ExternalClosed`).
+///   Placement's `Shape` carries the kinds of limit its processes ask for (a host
+///   that cannot enforce one offers nothing), and `Resource::Limit` is appended.
 pub const VERSION: u16 = 7;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;

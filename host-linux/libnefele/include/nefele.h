@@ -59,6 +59,7 @@ typedef struct {
 #define NEFELE_ESHORT_CPU_CLASS (-40)      /* no host with room has a cpu of the asked speed class */
 #define NEFELE_EUNAVAIL_CPU_CLASS (-41)    /* no host of the cluster has a cpu of that class */
 #define NEFELE_EUNAVAIL_ACCELERATORS (-42) /* no host of the cluster has that many accelerators */
+#define NEFELE_EUNENFORCEABLE_LIMIT (-43)  /* no host with room can enforce a limit the spec asks for */
 
 /* A placement rule. */
 #define NEFELE_AFFINITY_TOGETHER 1 /* same server as the others with tag */
@@ -148,6 +149,13 @@ int nefele_spawn(nefele_client *client, const nefele_spec *spec, nefele_pid *out
 int nefele_n_spawn(nefele_client *client, uint32_t n, const nefele_spec *spec, nefele_pid *out);
 /* count different processes, atomically; pids go to out[0..count), in spec order. */
 int nefele_c_spawn(nefele_client *client, const nefele_spec *specs, size_t count, nefele_pid *out);
+/* As nefele_n_spawn and nefele_c_spawn; *unspread (unspread may be NULL) gets the
+ * number of spread tags placement could not spread across racks: their processes
+ * run on distinct servers, some sharing a rack (0: every tag was spread). */
+int nefele_n_spawn_placed(nefele_client *client, uint32_t n, const nefele_spec *spec, nefele_pid *out,
+                          size_t *unspread);
+int nefele_c_spawn_placed(nefele_client *client, const nefele_spec *specs, size_t count, nefele_pid *out,
+                          size_t *unspread);
 
 /* signal: 0 = stop (SIGTERM, then SIGKILL after a grace period), 9 = kill now,
  * any other 1..64 is delivered as is. Reaches the process and its descendants. */

@@ -106,6 +106,9 @@ pub const NEFELE_ESHORT_CPU_CLASS: c_int = -40;
 pub const NEFELE_EUNAVAIL_CPU_CLASS: c_int = -41;
 /// No host of the cluster has as many accelerators as the spec asks, busy or not.
 pub const NEFELE_EUNAVAIL_ACCELERATORS: c_int = -42;
+/// No host with room can enforce a limit the spec asks for (cpu, memory or pids:
+/// the hosts lack its cgroup controller), so none runs the process.
+pub const NEFELE_EUNENFORCEABLE_LIMIT: c_int = -43;
 
 /// A global pid: 128 bits, whose hex text is `hi` then `lo`.
 #[repr(C)]
@@ -201,6 +204,7 @@ fn code_of(e: &ClientError) -> c_int {
             Resource::Accelerators => NEFELE_ESHORT_ACCELERATORS,
             Resource::Hosts => NEFELE_ESHORT_HOSTS,
             Resource::CpuClass(_) => NEFELE_ESHORT_CPU_CLASS,
+            Resource::Limit(_) => NEFELE_EUNENFORCEABLE_LIMIT,
         },
         ClientError::Spawn(SpawnError::Unavailable { resource }) => match resource {
             Resource::CpuClass(_) => NEFELE_EUNAVAIL_CPU_CLASS,
@@ -208,6 +212,7 @@ fn code_of(e: &ClientError) -> c_int {
             Resource::Cpu => NEFELE_ESHORT_CPU,
             Resource::Memory => NEFELE_ESHORT_MEMORY,
             Resource::Hosts => NEFELE_ESHORT_HOSTS,
+            Resource::Limit(_) => NEFELE_EUNENFORCEABLE_LIMIT,
         },
         ClientError::Spawn(SpawnError::Aborted) => NEFELE_EABORTED,
         ClientError::Kill(KillError::NoSuchProcess)
@@ -437,6 +442,24 @@ pub unsafe extern "C" fn nefele_n_spawn(
     spec: *const nefele_spec,
     out: *mut nefele_pid,
 ) -> c_int {
+    // SAFETY: the same contract, without `unspread`.
+    unsafe { nefele_n_spawn_placed(c, n, spec, out, std::ptr::null_mut()) }
+}
+
+/// As `nefele_n_spawn`; `*unspread` (when `unspread` is not NULL) gets the number
+/// of `spread` tags placement could not spread across racks (their processes are
+/// on distinct servers, some sharing a rack; 0: every tag was spread).
+///
+/// # Safety
+/// As for `nefele_n_spawn`; `unspread` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn nefele_n_spawn_placed(
+    c: *mut nefele_client,
+    n: u32,
+    spec: *const nefele_spec,
+    out: *mut nefele_pid,
+    unspread: *mut usize,
+) -> c_int {
     guarded(|| {
         // SAFETY: contract of this function.
         let client = unsafe { client(c)? };
@@ -445,14 +468,33 @@ pub unsafe extern "C" fn nefele_n_spawn(
         }
         // SAFETY: contract of this function.
         let spec = unsafe { spec_of(spec) }?;
-        let pids = client.n_spawn(n, &spec).map_err(|e| code_of(&e))?;
-        if pids.len() != n as usize {
-            return Err(NEFELE_EPROTO);
-        }
-        // SAFETY: `out` has room for `n` pids.
-        unsafe { write_pids(out, &pids) };
-        Ok(())
+        let placed = client.n_spawn_placed(n, &spec).map_err(|e| code_of(&e))?;
+        // SAFETY: `out` has room for `n` pids; `unspread` is NULL or writable.
+        unsafe { write_placed(&placed, n as usize, out, unspread) }
     })
+}
+
+/// Writes a placed request's pids (`count` of them expected) and its count of
+/// unspread tags.
+///
+/// # Safety
+/// `out` has room for `count` pids; `unspread` is NULL or writable.
+unsafe fn write_placed(
+    placed: &crate::client::Placed,
+    count: usize,
+    out: *mut nefele_pid,
+    unspread: *mut usize,
+) -> Result<(), c_int> {
+    if placed.pids.len() != count {
+        return Err(NEFELE_EPROTO);
+    }
+    // SAFETY: `out` has room for `count` pids.
+    unsafe { write_pids(out, &placed.pids) };
+    if !unspread.is_null() {
+        // SAFETY: not NULL, and writable by the caller's contract.
+        unsafe { unspread.write(placed.unspread.len()) };
+    }
+    Ok(())
 }
 
 /// Starts `count` different processes atomically; their pids go to
@@ -468,6 +510,22 @@ pub unsafe extern "C" fn nefele_c_spawn(
     count: usize,
     out: *mut nefele_pid,
 ) -> c_int {
+    // SAFETY: the same contract, without `unspread`.
+    unsafe { nefele_c_spawn_placed(c, specs, count, out, std::ptr::null_mut()) }
+}
+
+/// As `nefele_c_spawn`, with `*unspread` as in `nefele_n_spawn_placed`.
+///
+/// # Safety
+/// As for `nefele_c_spawn`; `unspread` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn nefele_c_spawn_placed(
+    c: *mut nefele_client,
+    specs: *const nefele_spec,
+    count: usize,
+    out: *mut nefele_pid,
+    unspread: *mut usize,
+) -> c_int {
     guarded(|| {
         // SAFETY: contract of this function.
         let client = unsafe { client(c) }?;
@@ -476,13 +534,9 @@ pub unsafe extern "C" fn nefele_c_spawn(
         }
         // SAFETY: `specs` points to `count` readable specs of the first one's size.
         let specs = unsafe { specs_of(specs, count) }?;
-        let pids = client.c_spawn(&specs).map_err(|e| code_of(&e))?;
-        if pids.len() != count {
-            return Err(NEFELE_EPROTO);
-        }
-        // SAFETY: `out` has room for `count` pids.
-        unsafe { write_pids(out, &pids) };
-        Ok(())
+        let placed = client.c_spawn_placed(&specs).map_err(|e| code_of(&e))?;
+        // SAFETY: `out` has room for `count` pids; `unspread` is NULL or writable.
+        unsafe { write_placed(&placed, count, out, unspread) }
     })
 }
 
@@ -833,6 +887,7 @@ pub extern "C" fn nefele_strerror(code: c_int) -> *const c_char {
         NEFELE_ESHORT_CPU_CLASS => c"no host with room has a cpu of the asked speed class",
         NEFELE_EUNAVAIL_CPU_CLASS => c"no host of the cluster has a cpu of the asked speed class",
         NEFELE_EUNAVAIL_ACCELERATORS => c"no host of the cluster has as many accelerators as asked",
+        NEFELE_EUNENFORCEABLE_LIMIT => c"no host with room can enforce a limit the spec asks for",
         _ => c"unknown error code",
     };
     s.as_ptr()

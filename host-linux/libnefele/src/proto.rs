@@ -41,7 +41,8 @@
 //!   `Resource::CpuClass` are appended.
 //! - 4: messaging: `MailBody::ExternalClosed` (an external connection ended, and
 //!   why) and `SendError::Partial` (a fan-out send missed full or overtaken
-//!   members) are appended.
+//!   members) are appended, and `Resource::Limit` (no host with room can
+//!   enforce a limit the spec asks for).
 //!
 //! # Who a connection may act as
 //! A messaging call names the process it acts for (`from`, `pid`, `watcher`). On a

@@ -108,7 +108,9 @@ enum Command {
         /// The process.
         pid: Pid,
     },
-    /// Send a message: to a pid, name:NAME, group:GROUP[:PATTERN], topic:TOPIC or all.
+    /// Send a message: to a pid, name:NAME, group:GROUP[:PATTERN], topic:TOPIC, all, or
+    /// ext:HOST:PORT (a TCP service outside the cluster, through its external proxy;
+    /// the answers arrive as messages).
     Send {
         /// Where it goes.
         #[arg(value_parser = msg::parse_dest)]

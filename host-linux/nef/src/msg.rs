@@ -2,8 +2,10 @@
 //!
 //! A destination is a pid (its hex text), `name:NAME`, `group:GROUP` or
 //! `group:GROUP:PATTERN` (`multicast`, the default, `anycast`, `roundrobin`,
-//! `leastloaded`, `failover`), `topic:TOPIC`, or `all` (every process of the
-//! tenant). The JSON of a received message is `{from, class, seq, kind, data}`:
+//! `leastloaded`, `failover`), `topic:TOPIC`, `all` (every process of the
+//! tenant), or `ext:HOST:PORT` (a TCP service outside the cluster, through the
+//! cluster's external proxy; an IPv6 address in brackets). What the external
+//! service answers arrives as `external` messages. The JSON of a received message is `{from, class, seq, kind, data}`:
 //! `from` the sender's pid text, `kind` one of `data`, `down`, `name_lost`, and
 //! `data` the bytes as UTF-8 (lossy) for `data`, the watched pid for `down`, the
 //! lost name for `name_lost`.
@@ -33,8 +35,33 @@ pub fn parse_dest(s: &str) -> Result<Dest, String> {
             pattern,
         });
     }
+    if let Some(rest) = s.strip_prefix("ext:") {
+        return parse_external(rest);
+    }
     s.parse::<Pid>().map(Dest::Pid).map_err(|_| {
-        format!("{s:?} is not a destination (a pid, name:N, group:G[:PATTERN], topic:T or all)")
+        format!(
+            "{s:?} is not a destination (a pid, name:N, group:G[:PATTERN], topic:T, all or ext:HOST:PORT)"
+        )
+    })
+}
+
+/// `HOST:PORT`, an IPv6 host in brackets.
+fn parse_external(s: &str) -> Result<Dest, String> {
+    let bad = || format!("ext:{s:?} is not ext:HOST:PORT");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if !nefele_core::messaging::external::valid_host(host)
+        || (host.contains(':') && !s.starts_with('['))
+    {
+        return Err(bad());
+    }
+    Ok(Dest::External {
+        host: host.to_owned(),
+        port,
     })
 }
 
@@ -110,10 +137,13 @@ pub fn mail_text(mail: &Mail) -> String {
     format!("{} {:?} #{}: {what}", mail.from, mail.class, mail.seq)
 }
 
-/// Only the bytes of a data message (for scripts); notices print as `mail_text`.
+/// Only the bytes of a data message or of an external service's answer (for
+/// scripts); notices print as `mail_text`.
 pub fn mail_data(mail: &Mail) -> String {
     match &mail.body {
-        MailBody::Data(d) => String::from_utf8_lossy(d).into_owned(),
+        MailBody::Data(d) | MailBody::External { data: d, .. } => {
+            String::from_utf8_lossy(d).into_owned()
+        }
         _ => mail_text(mail),
     }
 }
@@ -125,6 +155,18 @@ mod tests {
     #[test]
     fn destinations_parse() {
         assert_eq!(parse_dest("all"), Ok(Dest::Broadcast));
+        let ext = |host: &str, port| {
+            Ok(Dest::External {
+                host: host.into(),
+                port,
+            })
+        };
+        assert_eq!(parse_dest("ext:10.0.0.1:7"), ext("10.0.0.1", 7));
+        assert_eq!(parse_dest("ext:echo.example:443"), ext("echo.example", 443));
+        assert_eq!(parse_dest("ext:[::1]:80"), ext("::1", 80));
+        for bad in ["ext:", "ext:host", "ext::80", "ext:h:99999", "ext:::1:80"] {
+            assert!(parse_dest(bad).is_err(), "{bad}");
+        }
         assert_eq!(parse_dest("name:db"), Ok(Dest::Name("db".into())));
         assert_eq!(parse_dest("topic:t"), Ok(Dest::Topic("t".into())));
         assert_eq!(

@@ -70,6 +70,9 @@ pub struct FileConfig {
     pub resources: Option<ResourceOverride>,
     /// Where the server stands, and its cpu speed and accelerators (see `host_traits`).
     pub host: Option<crate::host_traits::FileHost>,
+    /// The cluster's external proxies, and where this agent may connect as one
+    /// (see [`crate::proxy::rules`]).
+    pub proxy: Option<crate::proxy::FileProxy>,
     /// The tenants this agent serves.
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<FileTenant>,
@@ -273,6 +276,8 @@ pub struct Config {
     pub cgroup_name: String,
     /// Where metrics are served, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// The cluster's external proxies, and this agent's rules as one.
+    pub proxy: crate::proxy::ProxyConfig,
 }
 
 /// Why a configuration is refused.
@@ -457,6 +462,12 @@ impl Config {
             None => None,
         };
 
+        let proxy = file
+            .proxy
+            .unwrap_or_default()
+            .resolve()
+            .map_err(|(field, e)| invalid(&file_origin, field, e.to_string()))?;
+
         Ok(Config {
             node_id: flags.node_id.or(file.node_id).map(NodeId),
             listen,
@@ -483,6 +494,7 @@ impl Config {
             transport,
             cgroup_name,
             metrics,
+            proxy,
         })
     }
 
@@ -824,6 +836,27 @@ mod tests {
             BTreeMap::from([(TenantId(1), alice)]),
             "bob has no limits"
         );
+    }
+
+    #[test]
+    fn the_proxy_section_is_resolved_and_bad_rules_named() {
+        let text = format!(
+            "{MINIMAL}\n[proxy]\nagents = [2, 1]\nallow = [\"10.1.0.0/16:443\"]\nconnect_timeout_ms = 250\n"
+        );
+        let proxy = resolve(&text, Overrides::default()).unwrap().proxy;
+        assert_eq!(proxy.agents, vec![NodeId(1), NodeId(2)]);
+        assert!(proxy.rules.allows("10.1.2.3:443".parse().unwrap()));
+        assert!(!proxy.rules.allows("127.0.0.1:443".parse().unwrap()));
+        assert_eq!(
+            proxy.rules.connect_timeout,
+            std::time::Duration::from_millis(250)
+        );
+        // Absent: no proxies, nothing allowed.
+        let none = resolve(MINIMAL, Overrides::default()).unwrap().proxy;
+        assert!(none.agents.is_empty() && none.rules.allow.is_empty());
+        let bad = format!("{MINIMAL}\n[proxy]\nallow = [\"10.1.0.0/16\"]\n");
+        let e = resolve(&bad, Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("proxy.allow") && e.contains("no port"), "{e}");
     }
 
     fn limits_of(table: &str) -> Result<Limits, String> {

@@ -5,7 +5,9 @@
 //! requests and the agent's next deadline. After every input it drains
 //! [`Agent::poll_output`]: `Send` is encoded and queued on the transport,
 //! `Broadcast` becomes a beacon, `ApiReply` goes to the caller waiting on that
-//! request id, `Host` goes to the host backend and `Notice` to the log.
+//! request id, `Host` goes to the host backend, `External` to the external proxy's
+//! connections ([`crate::proxy`], whose reports come back as `Input::External`) and
+//! `Notice` to the log.
 //!
 //! Time: the core's [`Time`] is the time elapsed since the driver started, on
 //! `tokio::time::Instant`, so madsim's virtual clock drives it in simulation.
@@ -20,6 +22,7 @@ use crate::beacon::{
 };
 use crate::handle::{Answer, Hold, Request};
 use crate::host_link::HostLink;
+use crate::proxy::{Proxy, ProxyRules, ProxyStats};
 use crate::transport::AgentTransport;
 use nefele::proto::{Call, GroupView, Member, MembersView, Reply};
 use nefele_core::agent::{Agent, ApiCall, Input, Notice, Output, RequestId};
@@ -51,6 +54,8 @@ pub struct DriverStats {
     pub bad_beacons: u64,
     /// Authentic beacons refused as replayed or outside the time window.
     pub stale_beacons: u64,
+    /// The external proxy's connections.
+    pub proxy: ProxyStats,
 }
 
 /// The driver's state. See the module docs.
@@ -69,6 +74,8 @@ pub(crate) struct Driver {
     /// The address other agents reach this one at, as configured.
     listen: SocketAddr,
     host: HostLink,
+    /// The external proxy's connections (none unless this agent is a proxy).
+    proxy: Proxy,
     requests: mpsc::Receiver<Request>,
     /// Calls the agent works on: where the answer goes, and what to drop with it.
     pending: BTreeMap<RequestId, (Box<dyn Answer>, Option<Hold>)>,
@@ -94,6 +101,7 @@ pub(crate) struct Parts {
     pub(crate) codec: BeaconCodec,
     pub(crate) listen: SocketAddr,
     pub(crate) host: HostLink,
+    pub(crate) proxy: ProxyRules,
     pub(crate) requests: mpsc::Receiver<Request>,
 }
 
@@ -111,6 +119,7 @@ impl Driver {
             beacon_counter: 0,
             listen: parts.listen,
             host: parts.host,
+            proxy: Proxy::new(parts.proxy),
             requests: parts.requests,
             pending: BTreeMap::new(),
             waits: BTreeSet::new(),
@@ -175,6 +184,7 @@ impl Driver {
                         }
                     }
                 }
+                event = self.proxy.next() => self.input(Input::External(event)),
                 () = sleep_until(deadline) => self.input(Input::Timeout),
                 _ = seed_retry.tick() => self.retry_seeds().await,
                 _ = abandoned.tick() => self.cancel_abandoned_waits(),
@@ -182,6 +192,7 @@ impl Driver {
             self.drain().await;
         };
         self.leave(grace_end).await;
+        self.stats.proxy = self.proxy.stats();
         tracing::info!(stats = ?self.stats, "agent stopped");
         if let Some(done) = done {
             let _ = done.send(());
@@ -425,7 +436,10 @@ impl Driver {
             inbound_pairs: services.messaging.post().inbound_pairs(),
             calls_pending: self.pending.len(),
             waits_pending: self.waits.len(),
-            driver: self.stats,
+            driver: DriverStats {
+                proxy: self.proxy.stats(),
+                ..self.stats
+            },
         }
     }
 
@@ -515,11 +529,7 @@ impl Driver {
                         tracing::error!("the host backend is gone; command dropped");
                     }
                 }
-                // The proxy's TCP side is not built in nefeled yet: an agent listed
-                // in `messaging.proxies` here loses what it is asked to carry.
-                Output::External(command) => {
-                    tracing::error!(?command, "no external proxy driver in nefeled; dropped");
-                }
+                Output::External(command) => self.proxy.command(command),
                 Output::Notice(notice) => log_notice(notice),
             }
         }
@@ -620,6 +630,7 @@ mod tests {
             codec: BeaconCodec::new(key),
             listen,
             host,
+            proxy: ProxyRules::default(),
             requests,
         });
         (d, backend)

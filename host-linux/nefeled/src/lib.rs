@@ -9,7 +9,7 @@
 //! location, cpu speed and accelerators), [`sim_host`] (the in-memory
 //! host), `linux_host` (the Linux adapter on its own thread), [`handle`] (the
 //! in-process API), `api_server` (the Unix-socket API), [`metrics`] (the Prometheus text and its
-//! HTTP server) and [`runtime`] (starting it all). The Linux host and the Unix socket exist only outside madsim.
+//! HTTP server), [`proxy`] (the external proxy's TCP connections and the `[proxy]` rules) and [`runtime`] (starting it all). The Linux host and the Unix socket exist only outside madsim.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
@@ -26,6 +26,7 @@ pub mod identity;
 #[cfg(not(madsim))]
 pub mod linux_host;
 pub mod metrics;
+pub mod proxy;
 pub mod runtime;
 pub mod sim_host;
 mod transport;

@@ -182,6 +182,20 @@ pub fn render(s: &Snapshot) -> String {
         "Beacon datagrams dropped (bad MAC, malformed, bad frame)",
         s.driver.bad_beacons,
     );
+    let proxy = &s.driver.proxy;
+    labelled(
+        &mut r,
+        "proxy_connections",
+        "External proxy connections, by how they went",
+        [
+            ("connected", proxy.connected),
+            ("denied", proxy.denied),
+            ("connect_failed", proxy.connect_failed),
+            ("overrun", proxy.overrun),
+            ("ended", proxy.ended),
+        ]
+        .map(|(outcome, n)| (vec![("outcome".to_owned(), outcome.to_owned())], n)),
+    );
     counter(
         &mut r,
         "discovery_stale_beacons",

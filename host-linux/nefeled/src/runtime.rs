@@ -10,6 +10,7 @@ use crate::config::TransportKind;
 use crate::driver::{Driver, DriverStats, Parts};
 use crate::handle::{AgentHandle, REQUEST_QUEUE};
 use crate::host_link::HostLink;
+use crate::proxy::ProxyRules;
 use crate::transport::AgentTransport;
 use nefele_core::agent::{Agent, AgentConfig, Identity};
 use nefele_core::ids::{Incarnation, NodeId};
@@ -39,6 +40,9 @@ pub struct RuntimeConfig {
     pub agent: AgentConfig,
     /// The seed of the agent's RNG.
     pub rng_seed: u64,
+    /// Where this agent, if `agent.services.messaging.proxies` lists it, may open
+    /// external connections (default: nowhere).
+    pub proxy: ProxyRules,
 }
 
 impl RuntimeConfig {
@@ -57,6 +61,7 @@ impl RuntimeConfig {
             node_keys: None,
             agent: RuntimeConfig::agent_defaults(),
             rng_seed: u64::from(node.0),
+            proxy: ProxyRules::default(),
         }
     }
 
@@ -153,6 +158,7 @@ pub async fn start_with(
         codec: BeaconCodec::with_node_keys(config.key, config.node_keys),
         listen: local_addr,
         host,
+        proxy: config.proxy,
         requests: rx,
     });
     tracing::info!(%node, incarnation = %config.identity.incarnation, %local_addr, "agent started");

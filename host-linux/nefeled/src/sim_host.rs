@@ -93,6 +93,7 @@ impl SimHost {
             committed_cpu_millicores: self.running.values().map(|r| r.cpu_millicores).sum(),
             committed_memory_bytes: self.running.values().map(|r| r.memory_bytes).sum(),
             location: Location::default(),
+            unenforced: nefele_core::host::LimitKinds::default(),
         };
         self.traits.apply(measured, 0)
     }

@@ -5,7 +5,7 @@
 //! function reads a [`Pending`] request and answers, so each is tested by tables.
 
 use super::{Pending, SpawnKind, Unit};
-use crate::host::{Affinity, Location, ProcSpec};
+use crate::host::{Affinity, LimitKinds, Location, ProcSpec};
 use crate::ids::NodeId;
 use crate::placement::api::{Demand, Resource, SpawnError};
 use crate::placement::msg::{size_of, Shape, BATCH_BYTES, MAX_SHAPES};
@@ -126,6 +126,7 @@ pub(super) fn units_of(
         u.apart = u.apart.or(apart);
         u.spread |= spread;
         u.cpu_class = u.cpu_class.max(spec.resources.cpu_class.unwrap_or(0));
+        u.limits = u.limits.union(LimitKinds::of(&spec.resources.limits));
         if fit_of(spec, long_run) == Fit::Spread {
             u.fit = Fit::Spread;
         }
@@ -135,7 +136,10 @@ pub(super) fn units_of(
     for raw in units {
         let one = raw.apart.is_some();
         let shape = match shapes.iter().position(|s| {
-            s.demand == raw.demand && s.one_per_host == one && s.cpu_class == raw.cpu_class
+            s.demand == raw.demand
+                && s.one_per_host == one
+                && s.cpu_class == raw.cpu_class
+                && s.limits == raw.limits
         }) {
             Some(k) => k,
             None => {
@@ -144,6 +148,7 @@ pub(super) fn units_of(
                     count: 0,
                     one_per_host: one,
                     cpu_class: raw.cpu_class,
+                    limits: raw.limits,
                 });
                 shapes.len() - 1
             }
@@ -174,6 +179,7 @@ struct Raw {
     apart: Option<u32>,
     spread: bool,
     cpu_class: u8,
+    limits: LimitKinds,
     fit: Fit,
 }
 
@@ -395,7 +401,10 @@ fn match_racks(
 /// What is short for a unit of `shape` that no offer takes.
 pub(super) fn short_for(p: &Pending, shape: usize) -> Resource {
     let Shape {
-        demand, cpu_class, ..
+        demand,
+        cpu_class,
+        limits,
+        ..
     } = p.shapes[shape];
     let best = p.room.values().fold(Demand::default(), |a, r| Demand {
         cpu_millicores: a.cpu_millicores.max(r.cpu_millicores),
@@ -406,7 +415,11 @@ pub(super) fn short_for(p: &Pending, shape: usize) -> Resource {
         Some(r) => r,
         // Room enough, but no host offered one: too slow a cpu, as far as it knows.
         None if cpu_class > 0 && offered(p, shape) == 0 => Resource::CpuClass(cpu_class),
-        None => Resource::Hosts,
+        // Or a limit no host could enforce.
+        None => match limits.first().filter(|_| offered(p, shape) == 0) {
+            Some(limit) => Resource::Limit(limit),
+            None => Resource::Hosts,
+        },
     }
 }
 

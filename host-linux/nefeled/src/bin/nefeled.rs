@@ -349,6 +349,8 @@ mod daemon {
             .map_err(|e| e.to_string())?
             .with_endpoints(endpoints);
         let transport = config.transport;
+        let mut agent = RuntimeConfig::agent_defaults();
+        agent.services.messaging.proxies = config.proxy.agents.clone();
         let runtime = runtime::start_with(
             RuntimeConfig {
                 identity,
@@ -356,8 +358,9 @@ mod daemon {
                 beacons,
                 key,
                 node_keys,
-                agent: RuntimeConfig::agent_defaults(),
+                agent,
                 rng_seed: rand::RngCore::next_u64(&mut rand::rngs::OsRng),
+                proxy: config.proxy.rules.clone(),
             },
             host,
             transport,
