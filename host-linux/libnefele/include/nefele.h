@@ -48,6 +48,7 @@ extern "C" {
 #define NEFELE_EMSG (-24)               /* messaging: another failure */
 #define NEFELE_ENOENDPOINT (-25)        /* no Nefele endpoint ($NEFELE_FD) */
 #define NEFELE_EOVERTAKEN (-26)         /* messaging: overtaken by a later message of the pair; not delivered */
+#define NEFELE_ERESTARTED (-27)         /* the agent restarted during the call: its effect is unknown (reconnected) */
 
 /* A global pid: 128 bits; its text form is hi then lo in hex. */
 typedef struct {
