@@ -89,7 +89,7 @@ use nefele_api::spec::{ExitStatus, ProcSpec, Signal};
 use nefele_api::supervision::{
     SupervisedSpawn, SupervisionError, SupervisionSpec, SupervisorId, SupervisorInfo,
 };
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -393,6 +393,11 @@ impl Client {
         let expected = self.scope;
         let path = self.path.clone();
         let connected = reconnect.connect(deadline, |stream, left| {
+            let io = |source| ClientError::Io {
+                path: path.clone(),
+                source,
+            };
+            let stream = stream.map_err(io)?;
             stream
                 .set_read_timeout(Some(left))
                 .map_err(|source| ClientError::Io {

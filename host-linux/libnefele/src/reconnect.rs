@@ -119,22 +119,19 @@ impl Reconnect {
         AgentAddr::parse(&text).map(Reconnect::new)
     }
 
-    /// Connects, retrying with backoff until `deadline`; each connection is offered
-    /// to `greet` (which is given the time left), and the first one it accepts is
-    /// the answer. The last error if none was accepted by then.
-    pub fn connect<T, E: From<io::Error>>(
+    /// Connects, retrying with backoff until `deadline`; each attempt (a connection,
+    /// or why none was made) is offered to `greet` (which is given the time left),
+    /// and the first one it accepts is the answer. The last error if none was
+    /// accepted by then.
+    pub fn connect<T, E>(
         &self,
         deadline: Instant,
-        mut greet: impl FnMut(UnixStream, Duration) -> Result<T, E>,
+        mut greet: impl FnMut(io::Result<UnixStream>, Duration) -> Result<T, E>,
     ) -> Result<T, E> {
         let mut pause = FIRST_PAUSE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let attempt = self
-                .addr
-                .connect()
-                .map_err(E::from)
-                .and_then(|s| greet(s, left.max(Duration::from_millis(1))));
+            let attempt = greet(self.addr.connect(), left.max(Duration::from_millis(1)));
             match attempt {
                 Ok(t) => return Ok(t),
                 Err(e) if Instant::now() >= deadline => return Err(e),
@@ -171,7 +168,7 @@ mod tests {
         let r = Reconnect::new(AgentAddr::Path(dir.join("absent.sock")));
         let started = Instant::now();
         let deadline = started + Duration::from_millis(300);
-        let got: Result<(), io::Error> = r.connect(deadline, |_, _| Ok(()));
+        let got: Result<UnixStream, io::Error> = r.connect(deadline, |s, _| s);
         assert!(got.is_err());
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(300), "{took:?}");

@@ -1614,6 +1614,86 @@ mod tests {
         ));
     }
 
+    /// Identifies every caller as `Ok(pid)`, or refuses it, as told.
+    struct Fixed(Result<nefele_core::ids::Pid, String>);
+
+    impl IdentifyPeer for Fixed {
+        fn identify(&self, _: BorrowedFd<'_>, _: TenantId) -> Result<Pid, String> {
+            self.0.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_caller_on_a_tenant_socket_is_served_as_the_process_it_is_identified_as() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ApiServer::bind(&dir.path().join("api.sock")).await.unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(server.with_endpoints(rx).serve_with(
+            fake_agent(),
+            Arc::new(two_tenants()),
+            ApiLimits::default(),
+        ));
+        let me = some_pid();
+        let sibling = nefele_core::ids::Pid::new(NodeId(1), nefele_core::ids::Incarnation(1), 2);
+        let socket = |name: &str, identify: Fixed| {
+            let path = dir.path().join(name);
+            let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+            tx.send(Handover::Socket(TenantSocket {
+                tenant: TenantId(5),
+                listener,
+                identify: Arc::new(identify),
+            }))
+            .unwrap();
+            path
+        };
+        let known = socket("t5.sock", Fixed(Ok(me)));
+        let mut first = UnixStream::connect(&known).await.unwrap();
+        let s = &mut first;
+        send(s, &hello(Some("any token"))).await;
+        assert_eq!(
+            recv(s).await,
+            Some(AgentFrame::Welcome {
+                version: PROTOCOL_VERSION,
+                tenant: TenantId(5),
+                node: NodeId(9),
+                pid: Some(me),
+            })
+        );
+        // Scoped as an endpoint: never another pid of the tenant.
+        let call_as = Call::Register {
+            name: "n".into(),
+            pid: sibling,
+        };
+        let expected = not_entitled(&call_as);
+        send(s, &call(1, call_as)).await;
+        assert_eq!(
+            recv(s).await,
+            Some(AgentFrame::Reply {
+                id: 1,
+                reply: Reply::Api(expected),
+            })
+        );
+        // A caller the backend does not identify is closed without a word.
+        let refused = socket("other.sock", Fixed(Err("foreign".into())));
+        let mut s = UnixStream::connect(&refused).await.unwrap();
+        send(&mut s, &hello(None)).await;
+        assert!(closed_soon(&mut s).await);
+        assert!(recv(&mut s).await.is_none());
+        // A process holds a bounded number of connections through the socket.
+        let mut held = vec![first];
+        for _ in 1..CONNECTIONS_PER_PROCESS {
+            let mut s = UnixStream::connect(&known).await.unwrap();
+            send(&mut s, &hello(None)).await;
+            assert!(matches!(
+                recv(&mut s).await,
+                Some(AgentFrame::Welcome { .. })
+            ));
+            held.push(s);
+        }
+        let mut over = UnixStream::connect(&known).await.unwrap();
+        assert!(closed_soon(&mut over).await);
+    }
+
     #[tokio::test]
     async fn a_stale_socket_is_replaced_and_a_live_one_is_not() {
         let dir = tempfile::tempdir().unwrap();
