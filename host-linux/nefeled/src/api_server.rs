@@ -1635,18 +1635,19 @@ mod tests {
         ));
         let me = some_pid();
         let sibling = nefele_core::ids::Pid::new(NodeId(1), nefele_core::ids::Incarnation(1), 2);
-        let socket = |name: &str, identify: Fixed| {
-            let path = dir.path().join(name);
+        // One per tenant: a newer one of the same tenant replaces the older.
+        let socket = |tenant: u32, identify: Fixed| {
+            let path = dir.path().join(format!("t{tenant}.sock"));
             let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
             tx.send(Handover::Socket(TenantSocket {
-                tenant: TenantId(5),
+                tenant: TenantId(tenant),
                 listener,
                 identify: Arc::new(identify),
             }))
             .unwrap();
             path
         };
-        let known = socket("t5.sock", Fixed(Ok(me)));
+        let known = socket(5, Fixed(Ok(me)));
         let mut first = UnixStream::connect(&known).await.unwrap();
         let s = &mut first;
         send(s, &hello(Some("any token"))).await;
@@ -1674,7 +1675,7 @@ mod tests {
             })
         );
         // A caller the backend does not identify is closed without a word.
-        let refused = socket("other.sock", Fixed(Err("foreign".into())));
+        let refused = socket(6, Fixed(Err("foreign".into())));
         let mut s = UnixStream::connect(&refused).await.unwrap();
         send(&mut s, &hello(None)).await;
         assert!(closed_soon(&mut s).await);
