@@ -433,6 +433,7 @@ impl Client {
         self.stream = fresh.stream;
         self.tenant = fresh.tenant;
         self.node = fresh.node;
+        self.scope = fresh.scope;
         self.rbuf.clear();
         self.rpos = 0;
         for id in std::mem::take(&mut self.owed) {

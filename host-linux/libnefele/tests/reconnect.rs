@@ -195,3 +195,25 @@ fn without_an_agent_socket_a_broken_endpoint_is_an_io_error() {
         Err(ClientError::Io { .. })
     ));
 }
+
+#[test]
+fn a_program_whose_inherited_endpoint_is_dead_connects_through_the_agent_socket_as_its_process() {
+    let me = pid(1);
+    let name = unique_name("dead-at-start");
+    let listener =
+        UnixListener::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();
+    // The agent that handed out the endpoint is gone before the program starts.
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    drop(ours);
+    let agent = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        welcome(&mut s, me);
+        serve(&mut s, false)
+    });
+    let reconnect = Reconnect::new(AgentAddr::Abstract(name));
+    let mut c = Client::over_endpoint(theirs, PathBuf::from("test"), Some(reconnect)).unwrap();
+    // Before the fix, the reconnection forgot the scope: `NoProcess`.
+    assert_eq!(c.me(), Some(me));
+    assert_eq!(c.recv(1, Duration::from_secs(5)).unwrap().len(), 1);
+    assert_eq!(agent.join().unwrap().len(), 1);
+}

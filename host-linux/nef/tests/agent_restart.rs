@@ -196,20 +196,28 @@ fn spawn(c: &mut Client, argv: &[&str]) -> Pid {
 }
 
 /// Waits (30 s at most) until the text `file` holds past `from` contains `what`;
-/// answers where it was found.
-fn wait_for(file: &Path, from: usize, what: &str, agent_log: &Path) -> usize {
+/// answers where it was found. On failure, shows `context` (logs).
+fn wait_for(file: &Path, from: usize, what: &str, context: &[PathBuf]) -> usize {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(file).unwrap_or_default();
         if let Some(at) = text.get(from..).and_then(|t| t.find(what)) {
             return from + at;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what:?} not in {} past byte {from}:\n{text}\nagent:\n{}",
-            file.display(),
-            std::fs::read_to_string(agent_log).unwrap_or_default()
-        );
+        if Instant::now() >= deadline {
+            let shown: Vec<String> = context
+                .iter()
+                .map(|p| {
+                    let text = std::fs::read_to_string(p).unwrap_or_default();
+                    format!("--- {}:\n{text}", p.display())
+                })
+                .collect();
+            panic!(
+                "{what:?} not in {} past byte {from}:\n{text}\n{}",
+                file.display(),
+                shown.join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -245,19 +253,21 @@ fn a_process_keeps_messaging_across_a_crash_of_its_agent() {
     );
     let logs = |pid| nefele_host_linux::logs::LogPaths::new(&dir.join("host"), pid);
     let heard = logs(subscriber).stdout;
-    let agent_log = dir.join("agent-1.log");
-    wait_for(&heard, 0, "tick-", &agent_log);
+    let context = |life: u32| {
+        let (s, p) = (logs(subscriber), logs(publisher));
+        vec![dir.join(format!("agent-{life}.log")), s.stderr, p.stdout, p.stderr]
+    };
+    wait_for(&heard, 0, "tick-", &context(1));
 
     // The crash, while the subscriber waits in a receive and the publisher loops.
     agent.crash();
     let before = std::fs::read_to_string(&heard).unwrap_or_default().len();
     agent.child = Some(Agent::start(&dir, &cgroup, 2));
-    let agent_log = dir.join("agent-2.log");
     let mut c = connect(&dir);
 
     // The subscriber reconnected and subscribed again; the publisher's new `nef`s
     // reach the agent: publications arrive again.
-    let at = wait_for(&heard, before, "tick-", &agent_log);
+    let at = wait_for(&heard, before, "tick-", &context(2));
     // Reached by pid, with the same pid, in a mailbox of the new life.
     c.act_as(publisher);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -268,13 +278,11 @@ fn a_process_keeps_messaging_across_a_crash_of_its_agent() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    wait_for(&heard, at, "direct after the restart", &agent_log);
-    let ps = c.ps().unwrap();
+    wait_for(&heard, at, "direct after the restart", &context(2));
+    // The same pids, running, in the new life's table.
     for pid in [subscriber, publisher] {
-        assert!(
-            ps.processes.iter().any(|p| p.pid == pid),
-            "{pid} not listed after the restart: {ps:?}"
-        );
+        let info = c.info(pid).unwrap();
+        assert_eq!(info.state, nefele_core::placement::api::ProcState::Running, "{pid}: {info:?}");
     }
     let errors = std::fs::read_to_string(logs(subscriber).stderr).unwrap_or_default();
     assert!(errors.is_empty(), "the subscriber said: {errors}");
