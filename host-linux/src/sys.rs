@@ -700,7 +700,10 @@ pub fn holder_listener(holder: i32) -> Result<std::os::unix::net::UnixListener, 
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    Err(SysError::new("pidfd_getfd(the holder's agent socket)", last))
+    Err(SysError::new(
+        "pidfd_getfd(the holder's agent socket)",
+        last,
+    ))
 }
 
 /// A pidfd of the process at the other end of `stream`, as it was when it

@@ -32,8 +32,10 @@
 //! [`Client::set_reconnect_patience`], one minute by default, then
 //! [`ClientError::AgentGone`]), and registers again its names, joins again its
 //! groups, subscribes again to its topics and monitors again the processes it
-//! watched (what fails is kept for [`Client::take_restore_failures`]). What was
-//! in flight:
+//! watched (what fails is kept for [`Client::take_restore_failures`]). Only what
+//! this client made is made again: a name registered by another program of the
+//! process that has ended since (`nef register` in a script) is lost with the
+//! agent's old life. What was in flight:
 //! - the mailbox of the agent's old life is lost, with every message in it not yet
 //!   received; a receive that was waiting is made again on the new connection;
 //! - a send whose fate had not come fails `Send(Unknown)` (it may or may not have
@@ -73,11 +75,11 @@
 //! answer, a fate), so the descriptor's readability and [`Client::armed_ready`]
 //! stay exact for a poll loop.
 
-use crate::reconnect::Reconnect;
 use crate::proto::{
     self, AgentFrame, Call, ClientFrame, MembersView, ProtocolError, Reply, MAX_REPLY_BYTES,
     MAX_REQUEST_BYTES, PROTOCOL_VERSION,
 };
+use crate::reconnect::Reconnect;
 use nefele_api::calls::ApiReply;
 use nefele_api::ids::{NodeId, Pid, TenantId};
 use nefele_api::messaging::{
@@ -386,7 +388,9 @@ impl Client {
     /// again under its id.
     fn recover(&mut self) -> Result<(), ClientError> {
         let Some(reconnect) = self.reconnect.take() else {
-            return Err(ClientError::NoEndpoint("no agent socket to reconnect to".into()));
+            return Err(ClientError::NoEndpoint(
+                "no agent socket to reconnect to".into(),
+            ));
         };
         let started = Instant::now();
         let deadline = started + reconnect.patience;

@@ -62,12 +62,7 @@ pub(crate) fn send_all(stream: &UnixStream, mut bytes: &[u8]) -> std::io::Result
 
 extern "C" {
     fn fcntl(fd: RawFd, cmd: std::ffi::c_int, ...) -> std::ffi::c_int;
-    fn send(
-        fd: RawFd,
-        buf: *const std::ffi::c_void,
-        len: usize,
-        flags: std::ffi::c_int,
-    ) -> isize;
+    fn send(fd: RawFd, buf: *const std::ffi::c_void, len: usize, flags: std::ffi::c_int) -> isize;
 }
 
 /// `fcntl(fd, F_GETFD)`.

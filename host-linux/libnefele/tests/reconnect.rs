@@ -2,7 +2,9 @@
 //! the first life serves the endpoint and dies mid-call; the second answers on
 //! the agent socket (an abstract name unique to each test).
 
-use nefele::proto::{self, AgentFrame, Call, ClientFrame, Reply, MAX_REPLY_BYTES, MAX_REQUEST_BYTES};
+use nefele::proto::{
+    self, AgentFrame, Call, ClientFrame, Reply, MAX_REPLY_BYTES, MAX_REQUEST_BYTES,
+};
 use nefele::reconnect::{AgentAddr, Reconnect};
 use nefele::{Client, ClientError, SendOptions};
 use nefele_api::calls::ApiReply;
@@ -125,7 +127,10 @@ fn a_broken_connection_is_made_again_and_what_the_process_had_is_made_again() {
     assert!(matches!(&second[1], Call::Join { group, .. } if group == "workers"));
     assert!(matches!(&second[2], Call::Subscribe { topic, .. } if topic == "news"));
     assert!(matches!(&second[3], Call::Monitor { watched, .. } if *watched == pid(3)));
-    assert!(matches!(&second[4], Call::Recv { .. }), "the receive made again");
+    assert!(
+        matches!(&second[4], Call::Recv { .. }),
+        "the receive made again"
+    );
 }
 
 #[test]
@@ -156,7 +161,11 @@ fn a_send_whose_fate_was_lost_fails_unknown_and_the_next_one_goes() {
         Err(ClientError::Send(SendError::Unknown))
     ));
     assert_eq!(c.recv(1, Duration::from_secs(5)).unwrap().len(), 1);
-    assert_eq!(agent.join().unwrap().len(), 1, "nothing to restore, one receive");
+    assert_eq!(
+        agent.join().unwrap().len(),
+        1,
+        "nothing to restore, one receive"
+    );
 }
 
 #[test]

@@ -72,9 +72,8 @@ fn agent_child() {
             cpu_millicores: 8000,
             memory_bytes: 8 << 30,
         };
-        let host =
-            linux_host::spawn(host_config, Some(capacity), HostTraits::default(), Some(tx))
-                .unwrap();
+        let host = linux_host::spawn(host_config, Some(capacity), HostTraits::default(), Some(tx))
+            .unwrap();
         let api = ApiServer::bind(&dir.join("api.sock"))
             .await
             .unwrap()
@@ -232,7 +231,10 @@ fn a_process_keeps_messaging_across_a_crash_of_its_agent() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
     // `nef` where the tenant's processes see it: /data/nef.
-    let tenant_dir = dir.join("host").join("tenants").join(format!("t{}", TENANT.0));
+    let tenant_dir = dir
+        .join("host")
+        .join("tenants")
+        .join(format!("t{}", TENANT.0));
     std::fs::create_dir_all(&tenant_dir).unwrap();
     std::fs::copy(env!("CARGO_BIN_EXE_nef"), tenant_dir.join("nef")).unwrap();
     let cgroup = format!("nefele-test-agent-restart-{}", std::process::id());
@@ -255,7 +257,12 @@ fn a_process_keeps_messaging_across_a_crash_of_its_agent() {
     let heard = logs(subscriber).stdout;
     let context = |life: u32| {
         let (s, p) = (logs(subscriber), logs(publisher));
-        vec![dir.join(format!("agent-{life}.log")), s.stderr, p.stdout, p.stderr]
+        vec![
+            dir.join(format!("agent-{life}.log")),
+            s.stderr,
+            p.stdout,
+            p.stderr,
+        ]
     };
     wait_for(&heard, 0, "tick-", &context(1));
 
@@ -282,7 +289,11 @@ fn a_process_keeps_messaging_across_a_crash_of_its_agent() {
     // The same pids, running, in the new life's table.
     for pid in [subscriber, publisher] {
         let info = c.info(pid).unwrap();
-        assert_eq!(info.state, nefele_core::placement::api::ProcState::Running, "{pid}: {info:?}");
+        assert_eq!(
+            info.state,
+            nefele_core::placement::api::ProcState::Running,
+            "{pid}: {info:?}"
+        );
     }
     let errors = std::fs::read_to_string(logs(subscriber).stderr).unwrap_or_default();
     assert!(errors.is_empty(), "the subscriber said: {errors}");

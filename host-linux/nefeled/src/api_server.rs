@@ -375,7 +375,13 @@ fn serve_endpoint(endpoint: Endpoint, agent: &AgentHandle, admission: &Arc<Admis
         }
     };
     let scope = Scope::Process(endpoint.tenant, endpoint.pid);
-    tokio::spawn(serve_process(stream, scope, agent.clone(), admission.clone(), None));
+    tokio::spawn(serve_process(
+        stream,
+        scope,
+        agent.clone(),
+        admission.clone(),
+        None,
+    ));
 }
 
 /// Accepts on a tenant's agent socket forever: each caller identified as one of
@@ -417,7 +423,13 @@ async fn serve_tenant_socket(socket: TenantSocket, agent: AgentHandle, admission
         };
         tracing::info!(%tenant, %pid, "a process reconnected through its agent socket");
         let scope = Scope::Process(tenant, pid);
-        tokio::spawn(serve_process(stream, scope, agent.clone(), admission.clone(), Some(slot)));
+        tokio::spawn(serve_process(
+            stream,
+            scope,
+            agent.clone(),
+            admission.clone(),
+            Some(slot),
+        ));
     }
 }
 
