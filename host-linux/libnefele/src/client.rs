@@ -447,16 +447,12 @@ impl Client {
         reconnect.count += 1;
         // Restored without reconnecting again from inside (a second break fails
         // the call; the next one reconnects).
-        let restored = self.restore(std::mem::take(&mut reconnect.restore));
-        reconnect.restore = match restored {
-            Ok(kept) => kept,
-            Err((kept, e)) => {
-                reconnect.restore = kept;
-                self.reconnect = Some(reconnect);
-                return Err(e);
-            }
-        };
+        let (kept, broken) = self.restore(std::mem::take(&mut reconnect.restore));
+        reconnect.restore = kept;
         self.reconnect = Some(reconnect);
+        if let Some(e) = broken {
+            return Err(e);
+        }
         if let (Some(id), None) = (self.armed, &self.armed_answer) {
             let pid = self.acting()?;
             let call = Call::Recv {
@@ -469,13 +465,13 @@ impl Client {
         Ok(())
     }
 
-    /// Makes again what `restore` lists; answers what was made again, and keeps
-    /// what failed in `restore_failures`. On a broken connection, what is left to
-    /// make again is kept too, with the error.
+    /// Makes again what `restore` lists; answers what was made again (and what
+    /// could not be tried for a broken connection, with its error), and keeps what
+    /// failed in `restore_failures`.
     fn restore(
         &mut self,
         restore: crate::reconnect::Restore,
-    ) -> Result<crate::reconnect::Restore, (crate::reconnect::Restore, ClientError)> {
+    ) -> (crate::reconnect::Restore, Option<ClientError>) {
         let crate::reconnect::Restore {
             names,
             groups,
@@ -521,10 +517,7 @@ impl Client {
                 kept.monitors.insert(watched);
             }
         }
-        match broken {
-            None => Ok(kept),
-            Some(e) => Err((kept, e)),
-        }
+        (kept, broken)
     }
 
     /// How many times this client connected to its agent again.
