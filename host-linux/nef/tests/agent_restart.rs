@@ -244,7 +244,7 @@ fn a_process_keeps_messaging_across_a_crash_of_its_agent() {
         cgroup: cgroup.clone(),
     };
     let mut c = connect(&dir);
-    let subscriber = spawn(&mut c, &["/data/nef", "sub", "news"]);
+    let subscriber = spawn(&mut c, &["/data/nef", "sub", "--name", "listener", "news"]);
     let publisher = spawn(
         &mut c,
         &[
@@ -265,6 +265,7 @@ fn a_process_keeps_messaging_across_a_crash_of_its_agent() {
         ]
     };
     wait_for(&heard, 0, "tick-", &context(1));
+    assert_eq!(c.whereis("listener").unwrap(), subscriber);
 
     // The crash, while the subscriber waits in a receive and the publisher loops.
     agent.crash();
@@ -286,6 +287,19 @@ fn a_process_keeps_messaging_across_a_crash_of_its_agent() {
         std::thread::sleep(Duration::from_millis(100));
     }
     wait_for(&heard, at, "direct after the restart", &context(2));
+    // Its name was registered again by the subscriber's client (the agent's new
+    // life held none).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.whereis("listener") {
+            Ok(pid) => {
+                assert_eq!(pid, subscriber);
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "whereis listener: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // The same pids, running, in the new life's table.
     for pid in [subscriber, publisher] {
         let info = c.info(pid).unwrap();
