@@ -53,14 +53,13 @@ impl AgentAddr {
         }
     }
 
+    /// Connects without waiting on a full backlog (`WouldBlock`: try again later).
     fn connect(&self) -> io::Result<UnixStream> {
         match self {
-            AgentAddr::Abstract(name) => {
-                use std::os::linux::net::SocketAddrExt;
-                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-                UnixStream::connect_addr(&addr)
+            AgentAddr::Abstract(name) => crate::endpoint::connect(name, true),
+            AgentAddr::Path(path) => {
+                crate::endpoint::connect(path.as_os_str().as_encoded_bytes(), false)
             }
-            AgentAddr::Path(path) => UnixStream::connect(path),
         }
     }
 }
