@@ -158,8 +158,9 @@ pub struct LinuxHost<S: Sys> {
     /// [`LinuxHost::take_endpoints`].
     endpoints: Vec<(Pid, TenantId, UnixStream)>,
     /// Copies of the agent sockets of tenants whose holder started or was
-    /// re-adopted since the last [`LinuxHost::take_listeners`].
-    listeners: Vec<(TenantId, UnixListener)>,
+    /// re-adopted, and (`None`) the tenants whose holder ended, in that order,
+    /// since the last [`LinuxHost::take_listeners`].
+    listeners: Vec<(TenantId, Option<UnixListener>)>,
     /// This boot's state file ([`crate::state`]).
     state_path: PathBuf,
 }
@@ -513,10 +514,11 @@ impl<S: Sys> LinuxHost<S> {
         std::mem::take(&mut self.endpoints)
     }
 
-    /// The agent sockets of the tenants whose holder started or was re-adopted since
-    /// the last call (empty unless [`Config::endpoints`]): see
+    /// The agent sockets of the tenants whose holder started or was re-adopted
+    /// since the last call, and (`None`) the tenants whose holder ended since, in
+    /// the order these happened (empty unless [`Config::endpoints`]): see
     /// [`crate::agent_socket`].
-    pub fn take_listeners(&mut self) -> Vec<(TenantId, UnixListener)> {
+    pub fn take_listeners(&mut self) -> Vec<(TenantId, Option<UnixListener>)> {
         std::mem::take(&mut self.listeners)
     }
 
@@ -531,7 +533,7 @@ impl<S: Sys> LinuxHost<S> {
             return;
         }
         if let Some(listener) = self.sys.holder_listener(holder) {
-            self.listeners.push((tenant, listener));
+            self.listeners.push((tenant, Some(listener)));
         }
     }
 
@@ -720,6 +722,9 @@ impl<S: Sys> LinuxHost<S> {
     fn release_tenant(&mut self, tenant: TenantId) {
         if let Some(t) = self.tenants.remove(&tenant) {
             self.sys.end_holder(t.holder);
+            if self.config.endpoints {
+                self.listeners.push((tenant, None));
+            }
         }
         if let Err(e) = self.cgroups.remove_tenant(tenant) {
             tracing::warn!(%e, %tenant, "tenant cgroup not removed");

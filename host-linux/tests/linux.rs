@@ -399,6 +399,7 @@ fn the_agent_socket_is_handed_to_each_adapter_and_names_its_callers_process() {
     assert_eq!(sockets.len(), 1);
     let (tenant, listener) = sockets.remove(0);
     assert_eq!(tenant, TenantId(21));
+    let listener = listener.unwrap();
     let name = listener.local_addr().unwrap();
     assert_eq!(name.as_abstract_name(), Some(AGENT_SOCKET.as_bytes()));
     let holder = f.host.holder(TenantId(21)).unwrap();
@@ -443,7 +444,7 @@ fn the_agent_socket_is_handed_to_each_adapter_and_names_its_callers_process() {
     };
     let mut sockets = f.host.take_listeners();
     assert_eq!(sockets.len(), 1);
-    let (stream, _) = sockets[0].1.accept().unwrap();
+    let (stream, _) = sockets[0].1.as_ref().unwrap().accept().unwrap();
     assert_eq!(
         identify(&stream, TenantId(21), f.host.cgroups()).unwrap(),
         p
@@ -461,6 +462,14 @@ fn the_agent_socket_is_handed_to_each_adapter_and_names_its_callers_process() {
         Signal::Kill,
         ExitStatus::Signaled(libc::SIGKILL),
     );
+    // Its holder ended with its last process (no linger here): its socket is gone.
+    let gone: Vec<(TenantId, bool)> = f
+        .host
+        .take_listeners()
+        .into_iter()
+        .map(|(t, l)| (t, l.is_some()))
+        .collect();
+    assert_eq!(gone, vec![(TenantId(21), false)]);
     assert_clean(&f);
 }
 

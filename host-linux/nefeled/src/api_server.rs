@@ -49,7 +49,8 @@
 //! connected and its cgroup, never the caller's) and then served exactly as that
 //! process's endpoint; one not identified as a process of the socket's tenant is
 //! closed at once. A process holds at most [`CONNECTIONS_PER_PROCESS`] of these at
-//! once.
+//! once. One socket per tenant is accepted on: a newer one replaces it, and none
+//! once the backend says the tenant's holder ended ([`Handover::SocketGone`]).
 
 use crate::handle::{AgentHandle, Answer};
 use nefele::proto::{
@@ -190,6 +191,9 @@ pub enum Handover {
     Endpoint(Endpoint),
     /// A tenant's agent socket (at its holder's start, or re-adopted after a restart).
     Socket(TenantSocket),
+    /// The tenant's holder ended: its socket is no longer accepted on (the
+    /// connections made through it are served until they close).
+    SocketGone(TenantId),
 }
 
 /// Where endpoints and agent sockets come from: the host backend's side of this channel.
@@ -319,6 +323,11 @@ impl ApiServer {
                             let tenant = s.tenant;
                             let task = tokio::spawn(serve_tenant_socket(s, agent.clone(), admission.clone()));
                             if let Some(old) = sockets.insert(tenant, task) {
+                                old.abort();
+                            }
+                        }
+                        Some(Handover::SocketGone(tenant)) => {
+                            if let Some(old) = sockets.remove(&tenant) {
                                 old.abort();
                             }
                         }
@@ -1705,6 +1714,20 @@ mod tests {
         }
         let mut over = UnixStream::connect(&known).await.unwrap();
         assert!(closed_soon(&mut over).await);
+        // The tenant's holder ended: no more connections through its socket, the
+        // ones made go on.
+        tx.send(Handover::SocketGone(TenantId(5))).unwrap();
+        let refused_at = tokio::time::Instant::now() + Duration::from_secs(5);
+        while UnixStream::connect(&known).await.is_ok() {
+            assert!(tokio::time::Instant::now() < refused_at, "still accepted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let s = &mut held[0];
+        send(s, &call(2, Call::Ps)).await;
+        assert!(matches!(
+            recv(s).await,
+            Some(AgentFrame::Reply { id: 2, .. })
+        ));
     }
 
     #[tokio::test]

@@ -81,11 +81,14 @@ fn run<S: nefele_host_linux::Sys>(
         let Some(tx) = &endpoints else { return };
         // The API server gone means the agent is stopping.
         for (tenant, listener) in host.take_listeners() {
-            let _ = tx.send(Handover::Socket(TenantSocket {
-                tenant,
-                listener,
-                identify: identify.clone(),
-            }));
+            let _ = tx.send(match listener {
+                Some(listener) => Handover::Socket(TenantSocket {
+                    tenant,
+                    listener,
+                    identify: identify.clone(),
+                }),
+                None => Handover::SocketGone(tenant),
+            });
         }
         for (pid, tenant, stream) in host.take_endpoints() {
             let _ = tx.send(Handover::Endpoint(Endpoint {
