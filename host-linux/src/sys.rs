@@ -127,7 +127,9 @@ pub trait Sys {
     /// Creates a tenant's namespaces (user mapping its ids to `plan.ids`, pid, mount
     /// with the view of `plan.rootfs`, uts named `plan.hostname`, ipc, net with
     /// loopback up, cgroup) with a holder process as their pid 1, which keeps no
-    /// capability once they are ready; returns the holder's pid then.
+    /// capability once they are ready and listens, for its whole life, on the
+    /// tenant's agent socket at [`HOLDER_LISTEN_FD`] ([`crate::agent_socket`]);
+    /// returns the holder's pid then.
     fn spawn_holder(&mut self, plan: &HolderPlan) -> Result<i32, SysError>;
     /// Starts a process in the holder's namespaces as `plan` says, as the tenant's
     /// id 0 without any capability, with `no_new_privs`, in its own cgroup
