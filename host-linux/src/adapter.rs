@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -81,7 +81,11 @@ pub struct Config {
     pub hidden: Vec<PathBuf>,
     /// Whether each process gets a messaging endpoint: one end of a Unix socket
     /// pair kept open across exec, named by `NEFELE_FD` (with `NEFELE_PID`); the
-    /// other end is handed out by [`LinuxHost::take_endpoints`].
+    /// other end is handed out by [`LinuxHost::take_endpoints`]. With it, each
+    /// process is told its tenant's agent socket (`NEFELE_AGENT_ADDR`), through
+    /// which it reaches the next agent after a restart, and copies of those
+    /// sockets are handed out by [`LinuxHost::take_listeners`]
+    /// ([`crate::agent_socket`]).
     pub endpoints: bool,
 }
 
@@ -153,6 +157,10 @@ pub struct LinuxHost<S: Sys> {
     /// The agent's ends of the endpoints of processes started since the last
     /// [`LinuxHost::take_endpoints`].
     endpoints: Vec<(Pid, TenantId, UnixStream)>,
+    /// Copies of the agent sockets of tenants whose holder started or was
+    /// re-adopted, and (`None`) the tenants whose holder ended, in that order,
+    /// since the last [`LinuxHost::take_listeners`].
+    listeners: Vec<(TenantId, Option<UnixListener>)>,
     /// This boot's state file ([`crate::state`]).
     state_path: PathBuf,
 }
@@ -307,6 +315,7 @@ impl<S: Sys> LinuxHost<S> {
             views: BTreeMap::new(),
             log_pool,
             endpoints: Vec::new(),
+            listeners: Vec::new(),
             state_path,
         };
         host.readopt(found.current, found.earlier);
@@ -325,6 +334,7 @@ impl<S: Sys> LinuxHost<S> {
     fn readopt(&mut self, saved: State, earlier: Vec<ProcRecord>) {
         for h in saved.holders {
             if self.sys.adopt(h.os_pid, h.start_ticks) {
+                self.take_listener(h.tenant, h.os_pid);
                 self.tenants.insert(
                     h.tenant,
                     Tenant {
@@ -504,6 +514,29 @@ impl<S: Sys> LinuxHost<S> {
         std::mem::take(&mut self.endpoints)
     }
 
+    /// The agent sockets of the tenants whose holder started or was re-adopted
+    /// since the last call, and (`None`) the tenants whose holder ended since, in
+    /// the order these happened (empty unless [`Config::endpoints`]): see
+    /// [`crate::agent_socket`].
+    pub fn take_listeners(&mut self) -> Vec<(TenantId, Option<UnixListener>)> {
+        std::mem::take(&mut self.listeners)
+    }
+
+    /// The cgroups of this host's processes (to tell which process a caller on an
+    /// agent socket belongs to, [`crate::agent_socket::identify`]).
+    pub fn cgroups(&self) -> &Cgroups {
+        &self.cgroups
+    }
+
+    fn take_listener(&mut self, tenant: TenantId, holder: i32) {
+        if !self.config.endpoints {
+            return;
+        }
+        if let Some(listener) = self.sys.holder_listener(holder) {
+            self.listeners.push((tenant, Some(listener)));
+        }
+    }
+
     /// The data directory of `tenant` on this host (`/data` in its view); it
     /// exists once the tenant has had a process here.
     pub fn tenant_data_dir(&self, tenant: TenantId) -> PathBuf {
@@ -576,6 +609,7 @@ impl<S: Sys> LinuxHost<S> {
                 rootfs: view.clone(),
             })?;
             let start_ticks = self.sys.start_ticks(holder).unwrap_or(0);
+            self.take_listener(tenant, holder);
             self.tenants.insert(
                 tenant,
                 Tenant {
@@ -635,6 +669,10 @@ impl<S: Sys> LinuxHost<S> {
             // Last, so that a tenant's own entries of these names do not count.
             env.push((ENDPOINT_FD_ENV.into(), theirs.as_raw_fd().to_string()));
             env.push((ENDPOINT_PID_ENV.into(), pid.to_string()));
+            env.push((
+                crate::agent_socket::AGENT_ADDR_ENV.into(),
+                crate::agent_socket::agent_addr(),
+            ));
         }
         let limits = self.effective_limits(spec);
         let cgroup = self
@@ -684,6 +722,9 @@ impl<S: Sys> LinuxHost<S> {
     fn release_tenant(&mut self, tenant: TenantId) {
         if let Some(t) = self.tenants.remove(&tenant) {
             self.sys.end_holder(t.holder);
+            if self.config.endpoints {
+                self.listeners.push((tenant, None));
+            }
         }
         if let Err(e) = self.cgroups.remove_tenant(tenant) {
             tracing::warn!(%e, %tenant, "tenant cgroup not removed");

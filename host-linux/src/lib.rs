@@ -10,10 +10,12 @@
 //!
 //! Modules: [`sys`] (the syscall boundary, the only `unsafe`), [`cgroup`]
 //! (detection, limits, usage), [`state`] (the record, and what survives a power loss), [`logs`], [`resources`],
-//! [`error`], and [`adapter`] (the decision logic tying them together); with the
+//! [`error`], [`agent_socket`] (how a process reaches an agent that restarted, and
+//! who is calling), and [`adapter`] (the decision logic tying them together); with the
 //! `testing` feature, `testing` (a recording double of [`sys`] for tests).
 
 pub mod adapter;
+pub mod agent_socket;
 pub mod cgroup;
 pub mod error;
 pub mod idmap;

@@ -127,7 +127,9 @@ pub trait Sys {
     /// Creates a tenant's namespaces (user mapping its ids to `plan.ids`, pid, mount
     /// with the view of `plan.rootfs`, uts named `plan.hostname`, ipc, net with
     /// loopback up, cgroup) with a holder process as their pid 1, which keeps no
-    /// capability once they are ready; returns the holder's pid then.
+    /// capability once they are ready and listens, for its whole life, on the
+    /// tenant's agent socket at [`HOLDER_LISTEN_FD`] ([`crate::agent_socket`]);
+    /// returns the holder's pid then.
     fn spawn_holder(&mut self, plan: &HolderPlan) -> Result<i32, SysError>;
     /// Starts a process in the holder's namespaces as `plan` says, as the tenant's
     /// id 0 without any capability, with `no_new_privs`, in its own cgroup
@@ -155,6 +157,13 @@ pub trait Sys {
     /// This boot's id (`/proc/sys/kernel/random/boot_id`): no process of another
     /// boot runs (the state file is kept per boot, [`crate::state`]).
     fn boot_id(&self) -> &str;
+    /// A copy of the agent socket the tenant's holder `holder` listens on
+    /// ([`crate::agent_socket`]), or `None` where there is none (the recording
+    /// double has no holders).
+    fn holder_listener(&mut self, holder: i32) -> Option<std::os::unix::net::UnixListener> {
+        let _ = holder;
+        None
+    }
 }
 
 /// Where the kernel tells this boot's id.
@@ -214,13 +223,14 @@ const CHILD_STEPS: [&str; 14] = [
 
 /// Steps of holder setup before its file system view (whose steps follow, named by
 /// the plan), reported the same way; then [`HOLDER_LAST`], then [`READY`].
-const HOLDER_STEPS: [&str; 6] = [
+const HOLDER_STEPS: [&str; 7] = [
     "wait for the id map; open the data directory",
     "setresgid",
     "setgroups",
     "setresuid",
     "sethostname",
     "ioctl(SIOCSIFFLAGS, lo up)",
+    "listen on the agent socket (abstract @nefele-agent)",
 ];
 /// The holder's last step, after its view.
 const HOLDER_LAST: &str = "drop the holder's capabilities";
@@ -576,6 +586,11 @@ fn holder_main(a: &HolderArgs) -> isize {
     if !loopback_up() {
         return fail();
     }
+    report_step(fd, 6);
+    let listener = agent_listen();
+    if listener < 0 {
+        return fail();
+    }
     let first = HOLDER_STEPS.len() as u16;
     for (i, op) in a.ops.iter().enumerate() {
         report_step(fd, first + i as u16);
@@ -599,7 +614,10 @@ fn holder_main(a: &HolderArgs) -> isize {
         libc::dup2(a.null_fd, 1);
         libc::dup2(a.null_fd, 2);
         report_step(fd, READY);
-        libc::close_range(3, u32::MAX, 0);
+        // The agent socket stays open at a known number, for the agents to come
+        // (`holder_listener`); every other descriptor goes.
+        libc::dup2(listener, HOLDER_LISTEN_FD);
+        libc::close_range(HOLDER_LISTEN_FD as u32 + 1, u32::MAX, 0);
     }
     // Pid 1 of the tenant: reap orphans forever, until the adapter kills it.
     loop {
@@ -614,6 +632,112 @@ fn holder_main(a: &HolderArgs) -> isize {
             unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
         }
     }
+}
+
+/// The descriptor at which a holder keeps its agent socket.
+pub const HOLDER_LISTEN_FD: RawFd = 3;
+
+/// A Unix stream socket bound to the abstract name
+/// [`crate::agent_socket::AGENT_SOCKET`] in the current network namespace and
+/// listening; -1 if any step failed (async-signal-safe).
+fn agent_listen() -> RawFd {
+    let name = crate::agent_socket::AGENT_SOCKET.as_bytes();
+    // SAFETY: socket/bind/listen on a zeroed sockaddr_un on the stack, whose path
+    // (a NUL, then the name) fits (checked by the assertion on the name's length).
+    unsafe {
+        let sock = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if sock < 0 {
+            return -1;
+        }
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (i, b) in name.iter().enumerate() {
+            addr.sun_path[1 + i] = *b as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sa_family_t>() + 1 + name.len();
+        let bound = libc::bind(
+            sock,
+            (&addr as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        ) == 0;
+        if !bound || libc::listen(sock, crate::agent_socket::BACKLOG) != 0 {
+            libc::close(sock);
+            return -1;
+        }
+        sock
+    }
+}
+
+/// A copy of the agent socket held by `holder` (its descriptor
+/// [`HOLDER_LISTEN_FD`], which the holder sets right after it reports ready: so
+/// this retries for a short while), checked to be that socket.
+pub fn holder_listener(holder: i32) -> Result<std::os::unix::net::UnixListener, SysError> {
+    use std::os::linux::net::SocketAddrExt;
+    let pidfd = pidfd_open(holder)?;
+    let mut last = Errno::ENOTSOCK;
+    for _ in 0..200 {
+        // SAFETY: pidfd_getfd takes a pidfd we own and two integers; it returns a
+        // new descriptor (close-on-exec) that we own on success.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_getfd,
+                pidfd.as_raw_fd(),
+                HOLDER_LISTEN_FD,
+                0,
+            )
+        };
+        if fd < 0 {
+            last = Errno::last();
+        } else {
+            // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+            let listener = std::os::unix::net::UnixListener::from(owned);
+            let name = crate::agent_socket::AGENT_SOCKET.as_bytes();
+            if listener
+                .local_addr()
+                .is_ok_and(|a| a.as_abstract_name() == Some(name))
+            {
+                return Ok(listener);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Err(SysError::new(
+        "pidfd_getfd(the holder's agent socket)",
+        last,
+    ))
+}
+
+/// A pidfd of the process at the other end of `stream`, as it was when it
+/// connected (`SO_PEERPIDFD`, Linux 6.5+): it never names another process.
+pub fn peer_pidfd(stream: &impl AsRawFd) -> Result<OwnedFd, SysError> {
+    let mut fd: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the int on the stack.
+    let r = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERPIDFD,
+            (&mut fd as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 || fd < 0 {
+        return Err(SysError::new("getsockopt(SO_PEERPIDFD)", Errno::last()));
+    }
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The pid (in this agent's pid namespace) of the process `pidfd` refers to, while
+/// it runs; `None` once it has ended (its fdinfo says -1).
+pub fn pidfd_pid(pidfd: &OwnedFd) -> Option<i32> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .filter(|&p| p > 0)
 }
 
 /// Sets the loopback interface of the current network namespace up.
@@ -680,6 +804,12 @@ fn fd_path(fd: RawFd, buf: &mut [u8; 32]) -> &CStr {
 impl Sys for RealSys {
     fn boot_id(&self) -> &str {
         &self.boot_id
+    }
+
+    fn holder_listener(&mut self, holder: i32) -> Option<std::os::unix::net::UnixListener> {
+        holder_listener(holder)
+            .inspect_err(|e| tracing::warn!(holder, error = %e, "no agent socket from the holder"))
+            .ok()
     }
 
     fn spawn_holder(&mut self, plan: &HolderPlan) -> Result<i32, SysError> {

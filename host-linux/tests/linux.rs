@@ -332,6 +332,147 @@ fn a_recreated_adapter_readopts_running_processes_and_reports_ended_ones() {
     assert_clean(&f);
 }
 
+/// A child of the test that joins `netns` and the cgroups of `procs_files` (as a
+/// member of a tenant's process tree would be), connects to the abstract agent
+/// socket there and keeps the connection while it sleeps.
+fn caller_in(netns: &Path, procs_files: &[PathBuf]) -> Child {
+    use std::os::unix::process::CommandExt;
+    let ns = std::ffi::CString::new(netns.as_os_str().as_encoded_bytes()).unwrap();
+    let files: Vec<std::ffi::CString> = procs_files
+        .iter()
+        .map(|f| std::ffi::CString::new(f.as_os_str().as_encoded_bytes()).unwrap())
+        .collect();
+    let name = nefele_host_linux::agent_socket::AGENT_SOCKET
+        .as_bytes()
+        .to_vec();
+    let mut command = Command::new("/bin/sleep");
+    command.arg("10");
+    // SAFETY: the closure makes only async-signal-safe syscalls on data prepared
+    // before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            let fail = || Err(std::io::Error::last_os_error());
+            let fd = libc::open(ns.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return fail();
+            }
+            for f in &files {
+                let cg = libc::open(f.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if cg < 0 || libc::write(cg, b"0".as_ptr().cast(), 1) != 1 {
+                    return fail();
+                }
+                libc::close(cg);
+            }
+            let sock = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (i, b) in name.iter().enumerate() {
+                addr.sun_path[1 + i] = *b as libc::c_char;
+            }
+            let len = std::mem::size_of::<libc::sa_family_t>() + 1 + name.len();
+            let addr_ptr = (&addr as *const libc::sockaddr_un).cast();
+            if sock < 0 || libc::connect(sock, addr_ptr, len as libc::socklen_t) != 0 {
+                return fail();
+            }
+            Ok(())
+        });
+    }
+    command.spawn().unwrap()
+}
+
+#[test]
+fn the_agent_socket_is_handed_to_each_adapter_and_names_its_callers_process() {
+    use nefele_host_linux::agent_socket::{identify, PeerError, AGENT_SOCKET};
+    use std::os::linux::net::SocketAddrExt;
+    if !root() {
+        return;
+    }
+    let mut f = fixture_with("agentsock", |c| c.endpoints = true);
+    let p = pid(1);
+    start(
+        &mut f.host,
+        p,
+        21,
+        spec(&["/bin/sleep", "30"], Limits::default()),
+    );
+    let mut sockets = f.host.take_listeners();
+    assert_eq!(sockets.len(), 1);
+    let (tenant, listener) = sockets.remove(0);
+    assert_eq!(tenant, TenantId(21));
+    let listener = listener.unwrap();
+    let name = listener.local_addr().unwrap();
+    assert_eq!(name.as_abstract_name(), Some(AGENT_SOCKET.as_bytes()));
+    let holder = f.host.holder(TenantId(21)).unwrap();
+    let netns = PathBuf::from(format!("/proc/{holder}/ns/net"));
+    let procs = nefele_host_linux::Cgroups::procs_files(f.host.cgroup(p).unwrap());
+
+    // A member of the process's tree, in the tenant's network namespace: named as
+    // the process, and only for its own tenant.
+    let mut member = caller_in(&netns, &procs);
+    let (stream, _) = listener.accept().unwrap();
+    assert_eq!(
+        identify(&stream, TenantId(21), f.host.cgroups()).unwrap(),
+        p
+    );
+    assert!(matches!(
+        identify(&stream, TenantId(22), f.host.cgroups()),
+        Err(PeerError::OtherTenant { .. })
+    ));
+    // In the namespace but in no process's cgroup (the holder's own): refused.
+    let mut stranger = caller_in(&netns, &[]);
+    let (stream, _) = listener.accept().unwrap();
+    assert!(matches!(
+        identify(&stream, TenantId(21), f.host.cgroups()),
+        Err(PeerError::Foreign { .. })
+    ));
+    for c in [&mut member, &mut stranger] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    // The next adapter (a restarted agent) re-adopts the holder and gets the same
+    // socket: a connection made meanwhile waits in its backlog.
+    let dir = f._dir;
+    drop(f.host);
+    drop(listener);
+    let mut late = caller_in(&netns, &procs);
+    let mut f = Fixture {
+        host: LinuxHost::open(f.config.clone()).unwrap(),
+        config: f.config,
+        _guard: f._guard,
+        _dir: dir,
+    };
+    let mut sockets = f.host.take_listeners();
+    assert_eq!(sockets.len(), 1);
+    let (stream, _) = sockets[0].1.as_ref().unwrap().accept().unwrap();
+    assert_eq!(
+        identify(&stream, TenantId(21), f.host.cgroups()).unwrap(),
+        p
+    );
+    let _ = late.kill();
+    let _ = late.wait();
+    sockets.clear();
+    assert!(matches!(
+        next_event(&mut f.host, p),
+        HostEvent::Adopted { .. }
+    ));
+    kill_expecting(
+        &mut f.host,
+        p,
+        Signal::Kill,
+        ExitStatus::Signaled(libc::SIGKILL),
+    );
+    // Its holder ended with its last process (no linger here): its socket is gone.
+    let gone: Vec<(TenantId, bool)> = f
+        .host
+        .take_listeners()
+        .into_iter()
+        .map(|(t, l)| (t, l.is_some()))
+        .collect();
+    assert_eq!(gone, vec![(TenantId(21), false)]);
+    assert_clean(&f);
+}
+
 #[test]
 fn bad_specs_are_rejected_with_the_right_reason() {
     if !root() {

@@ -49,6 +49,7 @@ extern "C" {
 #define NEFELE_ENOENDPOINT (-25)        /* no Nefele endpoint ($NEFELE_FD) */
 #define NEFELE_EOVERTAKEN (-26)         /* messaging: overtaken by a later message of the pair; not delivered */
 #define NEFELE_EPARTIAL (-27)           /* messaging: a fan-out send missed full (or overtaken) members; the others got it */
+#define NEFELE_ERESTARTED (-28)         /* the agent restarted during the call: its effect is unknown (reconnected) */
 
 /* A global pid: 128 bits; its text form is hi then lo in hex. */
 typedef struct {

@@ -23,6 +23,36 @@
 //! may each open it in turn, one at a time: the agent answers each new `Hello`);
 //! one program takes it at most once ([`Client::from_endpoint`]).
 //!
+//! # When the agent restarts
+//! The endpoint dies with the agent that held its other end. A process started by
+//! Nefele is also told its agent socket (`NEFELE_AGENT_ADDR`, see
+//! [`crate::reconnect`]), where the next life of its agent identifies it by the
+//! kernel's word (its cgroup), not by anything it sends. When the connection
+//! breaks, the client connects there again (retrying for at most
+//! [`Client::set_reconnect_patience`], one minute by default, then
+//! [`ClientError::AgentGone`]), and registers again its names, joins again its
+//! groups, subscribes again to its topics and monitors again the processes it
+//! watched (what fails is kept for [`Client::take_restore_failures`]). Only what
+//! this client made is made again: a name registered by another program of the
+//! process that has ended since (`nef register` in a script) is lost with the
+//! agent's old life. What was in flight:
+//! - the mailbox of the agent's old life is lost, with every message in it not yet
+//!   received; a receive that was waiting is made again on the new connection;
+//! - a send whose fate had not come fails `Send(Unknown)` (it may or may not have
+//!   arrived), as do the [`Client::send_async`] fates owed;
+//! - a read-only call (ps, info, wait, whereis, distance, members, supervisors) is
+//!   made again; any other call that was written fails
+//!   [`ClientError::AgentRestarted`] (its effect is unknown: look before trying
+//!   again); a call whose write failed had no effect and is made again;
+//! - the pid stays the same; an armed receive is armed again, but the descriptor
+//!   ([`AsRawFd`]) is a new one: a poll loop takes it again after each call
+//!   ([`Client::reconnects`] counts the reconnections).
+//!
+//! Messages sent to the process while its agent was down fail at their senders'
+//! agents (unreachable host: `Unknown`), and a name may resolve to nothing for up
+//! to the names service's refresh period (30 s) after the restart in a
+//! multi-agent cluster.
+//!
 //! # Receiving in a poll loop
 //! [`Client::arm`] asks the agent for the next mail without waiting for it; the
 //! connection's descriptor ([`std::os::fd::AsRawFd`]) turns readable when the
@@ -49,6 +79,7 @@ use crate::proto::{
     self, AgentFrame, Call, ClientFrame, MembersView, ProtocolError, Reply, MAX_REPLY_BYTES,
     MAX_REQUEST_BYTES, PROTOCOL_VERSION,
 };
+use crate::reconnect::Reconnect;
 use nefele_api::calls::ApiReply;
 use nefele_api::ids::{NodeId, Pid, TenantId};
 use nefele_api::messaging::{
@@ -60,12 +91,12 @@ use nefele_api::spec::{ExitStatus, ProcSpec, Signal};
 use nefele_api::supervision::{
     SupervisedSpawn, SupervisionError, SupervisionSpec, SupervisorId, SupervisorInfo,
 };
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where the agent listens when nothing else is said.
 pub const DEFAULT_SOCKET: &str = "/run/nefele/api.sock";
@@ -150,6 +181,20 @@ pub enum ClientError {
     /// A supervision call failed.
     #[error(transparent)]
     Supervision(#[from] SupervisionError),
+    /// The agent restarted while this call was in flight: whether it took effect is
+    /// unknown. The connection is made again; look before trying again.
+    #[error("the agent restarted during the call; its effect is unknown (connected again)")]
+    AgentRestarted,
+    /// The connection broke and the agent could not be reached again.
+    #[error("the agent is gone: not reached again at {addr} within {waited:?}: {last}")]
+    AgentGone {
+        /// The agent socket tried.
+        addr: String,
+        /// How long it was tried.
+        waited: Duration,
+        /// The last failure.
+        last: String,
+    },
 }
 
 /// How a send is made.
@@ -201,6 +246,13 @@ pub struct Client {
     /// Bytes read from the agent, not yet taken as frames: `rbuf[rpos..]`.
     rbuf: Vec<u8>,
     rpos: usize,
+    /// The most messages the armed receive takes.
+    armed_max: u32,
+    /// How to reach the agent again (a process's endpoint that was told its agent
+    /// socket), and what to make again there.
+    reconnect: Option<Reconnect>,
+    /// What could not be made again after a reconnection.
+    restore_failures: Vec<(String, ClientError)>,
 }
 
 /// A first call id unlike the last program's on the same endpoint, so that a late
@@ -245,15 +297,29 @@ impl Client {
             path: PathBuf::from(format!("fd {fd}")),
             source,
         })?;
-        Client::greet(stream, PathBuf::from(format!("{FD_ENV}={fd}")), None)
+        let path = PathBuf::from(format!("{FD_ENV}={fd}"));
+        Client::over_endpoint(stream, path, Reconnect::from_env())
     }
 
-    fn greet(
+    /// A process's connection over `stream`, which reconnects as `reconnect` says
+    /// when it breaks (also at once, if the agent that handed out `stream` is gone).
+    pub fn over_endpoint(
         stream: UnixStream,
         path: PathBuf,
-        token: Option<&str>,
+        reconnect: Option<Reconnect>,
     ) -> Result<Client, ClientError> {
-        let mut client = Client {
+        let mut client = Client::unwelcomed(stream, path);
+        client.reconnect = reconnect;
+        match client.hello(None) {
+            Err(e) if client.broken(&e) => client.recover()?,
+            other => other?,
+        }
+        client.me = client.scope;
+        Ok(client)
+    }
+
+    fn unwelcomed(stream: UnixStream, path: PathBuf) -> Client {
+        Client {
             stream,
             path,
             tenant: TenantId(0),
@@ -267,26 +333,216 @@ impl Client {
             fates: Vec::new(),
             rbuf: Vec::new(),
             rpos: 0,
-        };
-        client.write_frame(&ClientFrame::Hello {
+            armed_max: 0,
+            reconnect: None,
+            restore_failures: Vec::new(),
+        }
+    }
+
+    fn greet(
+        stream: UnixStream,
+        path: PathBuf,
+        token: Option<&str>,
+    ) -> Result<Client, ClientError> {
+        let mut client = Client::unwelcomed(stream, path);
+        client.hello(token)?;
+        client.me = client.scope;
+        Ok(client)
+    }
+
+    /// Says `Hello` and reads the `Welcome`.
+    fn hello(&mut self, token: Option<&str>) -> Result<(), ClientError> {
+        self.write_frame(&ClientFrame::Hello {
             version: PROTOCOL_VERSION,
             token: token.map(str::to_owned),
         })?;
         loop {
-            match client.receive()? {
+            match self.receive()? {
                 AgentFrame::Welcome {
                     tenant, node, pid, ..
                 } => {
-                    client.tenant = tenant;
-                    client.node = node;
-                    client.scope = pid;
-                    client.me = pid;
-                    return Ok(client);
+                    self.tenant = tenant;
+                    self.node = node;
+                    self.scope = pid;
+                    return Ok(());
                 }
                 // A late answer to a program that used this endpoint before.
                 AgentFrame::Reply { .. } => {}
                 AgentFrame::Error(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// Whether `e` is the connection breaking, on a client that can reconnect.
+    fn broken(&self, e: &ClientError) -> bool {
+        use std::io::ErrorKind as K;
+        self.reconnect.is_some()
+            && matches!(e, ClientError::Io { source, .. } if matches!(
+                source.kind(),
+                K::UnexpectedEof | K::BrokenPipe | K::ConnectionReset | K::ConnectionAborted | K::NotConnected
+            ))
+    }
+
+    /// Connects to the agent again and makes again what this client had made (see
+    /// the module docs). The owed fates become `Unknown`; an armed receive is armed
+    /// again under its id.
+    fn recover(&mut self) -> Result<(), ClientError> {
+        let Some(reconnect) = self.reconnect.take() else {
+            return Err(ClientError::NoEndpoint(
+                "no agent socket to reconnect to".into(),
+            ));
+        };
+        let started = Instant::now();
+        let deadline = started + reconnect.patience;
+        let expected = self.scope;
+        let path = self.path.clone();
+        let connected = reconnect.connect(deadline, |stream, left| {
+            let io = |source| ClientError::Io {
+                path: path.clone(),
+                source,
+            };
+            let stream = stream.map_err(io)?;
+            stream
+                .set_read_timeout(Some(left))
+                .map_err(|source| ClientError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            let mut fresh = Client::unwelcomed(stream, path.clone());
+            fresh.hello(None)?;
+            if expected.is_some() && fresh.scope != expected {
+                return Err(ClientError::Unexpected(format!(
+                    "welcomed as {:?}, not as {expected:?}",
+                    fresh.scope
+                )));
+            }
+            fresh
+                .stream
+                .set_read_timeout(None)
+                .map_err(|e| fresh.io(e))?;
+            Ok::<_, ClientError>(fresh)
+        });
+        let fresh = match connected {
+            Ok(fresh) => fresh,
+            Err(last) => {
+                let gone = ClientError::AgentGone {
+                    addr: reconnect.addr.to_string(),
+                    waited: started.elapsed(),
+                    last: last.to_string(),
+                };
+                self.reconnect = Some(reconnect);
+                return Err(gone);
+            }
+        };
+        self.stream = fresh.stream;
+        self.tenant = fresh.tenant;
+        self.node = fresh.node;
+        self.scope = fresh.scope;
+        self.rbuf.clear();
+        self.rpos = 0;
+        for id in std::mem::take(&mut self.owed) {
+            self.fates.push((id, Err(SendError::Unknown)));
+        }
+        let mut reconnect = reconnect;
+        reconnect.count += 1;
+        // Restored without reconnecting again from inside (a second break fails
+        // the call; the next one reconnects).
+        let (kept, broken) = self.restore(std::mem::take(&mut reconnect.restore));
+        reconnect.restore = kept;
+        self.reconnect = Some(reconnect);
+        if let Some(e) = broken {
+            return Err(e);
+        }
+        if let (Some(id), None) = (self.armed, &self.armed_answer) {
+            let pid = self.acting()?;
+            let call = Call::Recv {
+                pid,
+                max: self.armed_max,
+                wait: Some(ARM_WAIT),
+            };
+            self.write_frame(&ClientFrame::Call { id, call })?;
+        }
+        Ok(())
+    }
+
+    /// Makes again what `restore` lists; answers what was made again (and what
+    /// could not be tried for a broken connection, with its error), and keeps what
+    /// failed in `restore_failures`.
+    fn restore(
+        &mut self,
+        restore: crate::reconnect::Restore,
+    ) -> (crate::reconnect::Restore, Option<ClientError>) {
+        let crate::reconnect::Restore {
+            names,
+            groups,
+            topics,
+            monitors,
+        } = restore;
+        let mut kept = crate::reconnect::Restore::default();
+        let mut broken = None;
+        let mut outcome = |this: &mut Client, what: String, r: Result<(), ClientError>| -> bool {
+            match r {
+                Ok(()) => true,
+                Err(e @ (ClientError::Io { .. } | ClientError::Protocol(_))) => {
+                    broken.get_or_insert(e);
+                    true
+                }
+                Err(e) => {
+                    this.restore_failures.push((what, e));
+                    false
+                }
+            }
+        };
+        for name in names {
+            let r = self.register(&name);
+            if outcome(self, format!("register {name}"), r) {
+                kept.names.insert(name);
+            }
+        }
+        for group in groups {
+            let r = self.join(&group);
+            if outcome(self, format!("join {group}"), r) {
+                kept.groups.insert(group);
+            }
+        }
+        for topic in topics {
+            let r = self.subscribe(&topic);
+            if outcome(self, format!("subscribe {topic}"), r) {
+                kept.topics.insert(topic);
+            }
+        }
+        for watched in monitors {
+            let r = self.monitor(watched);
+            if outcome(self, format!("monitor {watched}"), r) {
+                kept.monitors.insert(watched);
+            }
+        }
+        (kept, broken)
+    }
+
+    /// How many times this client connected to its agent again.
+    #[must_use]
+    pub fn reconnects(&self) -> u64 {
+        self.reconnect.as_ref().map_or(0, |r| r.count)
+    }
+
+    /// What could not be made again after the reconnections so far (a name taken
+    /// meanwhile, a watched process gone), each with what was tried; taken.
+    pub fn take_restore_failures(&mut self) -> Vec<(String, ClientError)> {
+        std::mem::take(&mut self.restore_failures)
+    }
+
+    /// How long to try to reach the agent again when the connection breaks.
+    pub fn set_reconnect_patience(&mut self, patience: Duration) {
+        if let Some(r) = &mut self.reconnect {
+            r.patience = patience;
+        }
+    }
+
+    /// Records (or forgets) what to make again after a reconnection.
+    fn remember(&mut self, edit: impl FnOnce(&mut crate::reconnect::Restore)) {
+        if let Some(r) = &mut self.reconnect {
+            edit(&mut r.restore);
         }
     }
 
@@ -480,7 +736,15 @@ impl Client {
         let call = self.send_call(to.into(), data, options)?;
         self.make_room_for(1)?;
         let id = self.next_call_id();
-        self.write_frame(&ClientFrame::Call { id, call })?;
+        let frame = ClientFrame::Call { id, call };
+        match self.write_frame(&frame) {
+            // Not written: written again on the new connection.
+            Err(e) if self.broken(&e) => {
+                self.recover()?;
+                self.write_frame(&frame)?;
+            }
+            other => other?,
+        }
         self.owed.insert(id);
         Ok(id)
     }
@@ -498,7 +762,7 @@ impl Client {
         for (to, data) in messages {
             let call = self.send_call(to, data, options)?;
             if batch == MAX_ASYNC_SENDS {
-                self.stream.write_all(&bytes).map_err(|e| self.io(e))?;
+                self.write_owed(&bytes)?;
                 (bytes, batch) = (Vec::new(), 0);
             }
             if batch == 0 {
@@ -514,14 +778,31 @@ impl Client {
             ids.push(id);
             batch += 1;
         }
-        self.stream.write_all(&bytes).map_err(|e| self.io(e))?;
+        self.write_owed(&bytes)?;
         Ok(ids)
+    }
+
+    /// Writes sends already counted as owed: if the connection breaks meanwhile,
+    /// some may have reached the agent, so all of them are `Unknown` (the
+    /// reconnection says so), none written again.
+    fn write_owed(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        match self.write_bytes(bytes) {
+            Err(e) if self.broken(&e) => self.recover(),
+            other => other,
+        }
     }
 
     /// Reads fates until at most `MAX_ASYNC_SENDS - n` are owed.
     fn make_room_for(&mut self, n: usize) -> Result<(), ClientError> {
         while self.owed.len() + n > MAX_ASYNC_SENDS {
-            let frame = self.receive()?;
+            let frame = match self.receive() {
+                // Every owed fate becomes Unknown.
+                Err(e) if self.broken(&e) => {
+                    self.recover()?;
+                    continue;
+                }
+                other => other?,
+            };
             self.take_frame(frame, None)?;
         }
         self.put_away_buffered()
@@ -575,16 +856,25 @@ impl Client {
         }
         let pid = self.acting()?;
         let id = self.next_call_id();
-        self.write_frame(&ClientFrame::Call {
+        self.armed = Some(id);
+        self.armed_max = max;
+        let written = self.write_frame(&ClientFrame::Call {
             id,
             call: Call::Recv {
                 pid,
                 max,
                 wait: Some(ARM_WAIT),
             },
-        })?;
-        self.armed = Some(id);
-        Ok(())
+        });
+        match written {
+            // Armed again by the reconnection.
+            Err(e) if self.broken(&e) => self.recover(),
+            Err(e) => {
+                self.armed = None;
+                Err(e)
+            }
+            Ok(()) => Ok(()),
+        }
     }
 
     /// Whether the armed receive's answer was read already by another call.
@@ -602,7 +892,14 @@ impl Client {
         };
         let reply = match self.armed_answer.take() {
             Some(reply) => reply,
-            None => self.await_reply(id)?,
+            None => match self.await_reply(id) {
+                // Armed again by the reconnection.
+                Err(e) if self.broken(&e) => {
+                    self.recover()?;
+                    self.await_reply(id)?
+                }
+                other => other?,
+            },
         };
         self.armed = None;
         match reply {
@@ -618,14 +915,22 @@ impl Client {
         self.named(Call::Register {
             name: name.to_owned(),
             pid,
-        })
+        })?;
+        self.remember(|r| {
+            r.names.insert(name.to_owned());
+        });
+        Ok(())
     }
 
     /// Drops the registration of `name` (on a process endpoint: only its own).
     pub fn unregister(&mut self, name: &str) -> Result<(), ClientError> {
         self.named(Call::Unregister {
             name: name.to_owned(),
-        })
+        })?;
+        self.remember(|r| {
+            r.names.remove(name);
+        });
+        Ok(())
     }
 
     fn named(&mut self, call: Call) -> Result<(), ClientError> {
@@ -651,7 +956,11 @@ impl Client {
         self.grouped(Call::Join {
             group: group.to_owned(),
             pid,
-        })
+        })?;
+        self.remember(|r| {
+            r.groups.insert(group.to_owned());
+        });
+        Ok(())
     }
 
     /// Leaves `group`.
@@ -660,7 +969,11 @@ impl Client {
         self.grouped(Call::Leave {
             group: group.to_owned(),
             pid,
-        })
+        })?;
+        self.remember(|r| {
+            r.groups.remove(group);
+        });
+        Ok(())
     }
 
     /// Subscribes to `topic`.
@@ -669,7 +982,11 @@ impl Client {
         self.grouped(Call::Subscribe {
             topic: topic.to_owned(),
             pid,
-        })
+        })?;
+        self.remember(|r| {
+            r.topics.insert(topic.to_owned());
+        });
+        Ok(())
     }
 
     /// Cancels the subscription to `topic`.
@@ -678,7 +995,11 @@ impl Client {
         self.grouped(Call::Unsubscribe {
             topic: topic.to_owned(),
             pid,
-        })
+        })?;
+        self.remember(|r| {
+            r.topics.remove(topic);
+        });
+        Ok(())
     }
 
     fn grouped(&mut self, call: Call) -> Result<(), ClientError> {
@@ -691,13 +1012,21 @@ impl Client {
     /// Has this process's mailbox told (a `Down` mail) when `watched` ends.
     pub fn monitor(&mut self, watched: Pid) -> Result<(), ClientError> {
         let watcher = self.acting()?;
-        self.monitored(Call::Monitor { watcher, watched })
+        self.monitored(Call::Monitor { watcher, watched })?;
+        self.remember(|r| {
+            r.monitors.insert(watched);
+        });
+        Ok(())
     }
 
     /// Cancels a monitor.
     pub fn demonitor(&mut self, watched: Pid) -> Result<(), ClientError> {
         let watcher = self.acting()?;
-        self.monitored(Call::Demonitor { watcher, watched })
+        self.monitored(Call::Demonitor { watcher, watched })?;
+        self.remember(|r| {
+            r.monitors.remove(&watched);
+        });
+        Ok(())
     }
 
     fn monitored(&mut self, call: Call) -> Result<(), ClientError> {
@@ -748,11 +1077,47 @@ impl Client {
         id
     }
 
-    /// Sends `call` and reads frames until its reply.
+    /// Sends `call` and reads frames until its reply. When the connection breaks
+    /// and is made again (see the module docs): a call not written is written
+    /// again, a read-only one is made again, a send fails `Unknown` and any other
+    /// call `AgentRestarted`.
     fn call(&mut self, call: Call) -> Result<Reply, ClientError> {
+        let again = matches!(
+            call,
+            Call::Recv { .. }
+                | Call::Members
+                | Call::Info(_)
+                | Call::Ps
+                | Call::Wait(_)
+                | Call::Whereis { .. }
+                | Call::Distance { .. }
+                | Call::Supervisors
+        );
+        let is_send = matches!(call, Call::Send { .. });
         let id = self.next_call_id();
-        self.write_frame(&ClientFrame::Call { id, call })?;
-        self.await_reply(id)
+        let bytes = proto::encode(&ClientFrame::Call { id, call }, MAX_REQUEST_BYTES)
+            .map_err(|e| ProtocolError::Malformed(format!("request not encodable: {e}")))?;
+        match self.write_bytes(&bytes) {
+            Err(e) if self.broken(&e) => {
+                self.recover()?;
+                self.write_bytes(&bytes)?;
+            }
+            other => other?,
+        }
+        match self.await_reply(id) {
+            Err(e) if self.broken(&e) => {
+                self.recover()?;
+                if again {
+                    self.write_bytes(&bytes)?;
+                    self.await_reply(id)
+                } else if is_send {
+                    Err(ClientError::Send(SendError::Unknown))
+                } else {
+                    Err(ClientError::AgentRestarted)
+                }
+            }
+            other => other,
+        }
     }
 
     /// Reads frames until the reply to `id`, keeping the armed receive's answer
@@ -808,7 +1173,12 @@ impl Client {
     fn write_frame(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
         let bytes = proto::encode(frame, MAX_REQUEST_BYTES)
             .map_err(|e| ProtocolError::Malformed(format!("request not encodable: {e}")))?;
-        self.stream.write_all(&bytes).map_err(|e| self.io(e))
+        self.write_bytes(&bytes)
+    }
+
+    /// Writes `bytes` whole (never raising `SIGPIPE`: a broken connection is an error).
+    fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        crate::endpoint::send_all(&self.stream, bytes).map_err(|e| self.io(e))
     }
 
     /// The next frame: from the buffer, else read (blocking).

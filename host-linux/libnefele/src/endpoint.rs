@@ -1,10 +1,15 @@
-//! Taking over the endpoint descriptor a process inherited from its agent.
+//! Taking over the endpoint descriptor a process inherited from its agent, and
+//! writing to the agent without `SIGPIPE`.
 //!
 //! The only `unsafe` of the crate outside the C ABI: turning a descriptor number
-//! from the environment into an owned socket. [`adopt`] is called at most once per
+//! from the environment into an owned socket, `send(2)` with `MSG_NOSIGNAL`, and
+//! a connect that does not wait ([`connect`]).
+//! [`adopt`] is called at most once per
 //! program (the caller guarantees it), and refuses a descriptor that is not open or
 //! not a Unix socket, so the stream it returns owns an open socket nobody else in
-//! this program owns.
+//! this program owns. [`send_all`] writes to a stream the caller owns, so that a
+//! C program whose agent died gets an error (and reconnects) instead of being
+//! killed by `SIGPIPE`.
 
 #![allow(unsafe_code)]
 
@@ -26,12 +31,127 @@ pub(crate) fn adopt(fd: RawFd) -> std::io::Result<UnixStream> {
     Ok(stream)
 }
 
+/// Connects to the Unix socket at `path` (`abstract_name`: a name in the abstract
+/// namespace) without waiting: where the listener's backlog is full (no agent
+/// accepts), this fails `WouldBlock` at once instead of blocking until an agent
+/// comes, so a caller's patience bounds its wait. The stream returned blocks.
+pub(crate) fn connect(path: &[u8], abstract_name: bool) -> std::io::Result<UnixStream> {
+    const AF_UNIX: std::ffi::c_int = 1;
+    const SOCK_STREAM: std::ffi::c_int = 1;
+    const SOCK_NONBLOCK: std::ffi::c_int = 0o4000;
+    const SOCK_CLOEXEC: std::ffi::c_int = 0o2000000;
+    #[repr(C)]
+    struct SockaddrUn {
+        family: u16,
+        path: [u8; 108],
+    }
+    let offset = usize::from(abstract_name);
+    // Room for the path and, for a file, its NUL.
+    if path.is_empty() || path.len() + 1 > 108 {
+        return Err(std::io::ErrorKind::InvalidInput.into());
+    }
+    let mut addr = SockaddrUn {
+        family: AF_UNIX as u16,
+        path: [0; 108],
+    };
+    addr.path[offset..offset + path.len()].copy_from_slice(path);
+    let len = 2 + offset + path.len() + usize::from(!abstract_name);
+    // SAFETY: socket(2) takes integers; we own the descriptor it returns.
+    let fd = unsafe { socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just made and nothing else owns it.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    // SAFETY: connect(2) reads `len` bytes (at most the struct's size) of `addr`.
+    let r = unsafe { connect_raw(fd, (&addr as *const SockaddrUn).cast(), len as u32) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+/// Writes all of `bytes` to `stream` with `send(MSG_NOSIGNAL)`.
+pub(crate) fn send_all(stream: &UnixStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const MSG_NOSIGNAL: std::ffi::c_int = 0x4000;
+    while !bytes.is_empty() {
+        // SAFETY: send(2) reads at most `bytes.len()` bytes from a live slice, on a
+        // descriptor `stream` owns for the call.
+        let n = unsafe {
+            send(
+                stream.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        bytes = &bytes[n as usize..];
+    }
+    Ok(())
+}
+
 extern "C" {
     fn fcntl(fd: RawFd, cmd: std::ffi::c_int, ...) -> std::ffi::c_int;
+    fn socket(
+        domain: std::ffi::c_int,
+        kind: std::ffi::c_int,
+        protocol: std::ffi::c_int,
+    ) -> std::ffi::c_int;
+    #[link_name = "connect"]
+    fn connect_raw(fd: RawFd, addr: *const std::ffi::c_void, len: u32) -> std::ffi::c_int;
+    fn send(fd: RawFd, buf: *const std::ffi::c_void, len: usize, flags: std::ffi::c_int) -> isize;
 }
 
 /// `fcntl(fd, F_GETFD)`.
 unsafe fn fcntl_getfd(fd: RawFd) -> std::ffi::c_int {
     const F_GETFD: std::ffi::c_int = 1;
     fcntl(fd, F_GETFD)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_backlog_fails_at_once_instead_of_waiting() {
+        let name = format!("nefele-test-backlog-{}", std::process::id());
+        let listener = {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+            std::os::unix::net::UnixListener::bind_addr(&addr).unwrap()
+        };
+        // Nobody accepts: the backlog fills, then a connect fails WouldBlock.
+        let mut pending = Vec::new();
+        let full = loop {
+            match connect(name.as_bytes(), true) {
+                Ok(s) => pending.push(s),
+                Err(e) => break e,
+            }
+            assert!(pending.len() < 100_000, "the backlog never filled");
+        };
+        assert_eq!(full.kind(), std::io::ErrorKind::WouldBlock, "{full}");
+        // Once one is accepted, a connect goes through again, and blocks as usual.
+        drop(listener.accept().unwrap());
+        let s = connect(name.as_bytes(), true).unwrap();
+        assert!(s.read_timeout().unwrap().is_none());
+        let dir = std::env::temp_dir().join(format!("nefele-test-path-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let by_path = std::os::unix::net::UnixListener::bind(&dir).unwrap();
+        let s = connect(dir.as_os_str().as_encoded_bytes(), false).unwrap();
+        assert!(by_path.accept().is_ok());
+        drop(s);
+        let _ = std::fs::remove_file(&dir);
+    }
 }

@@ -99,6 +99,9 @@ pub const NEFELE_EOVERTAKEN: c_int = -26;
 /// put in every member's mailbox (some were full, or had a later send of the
 /// sender already); the others got it.
 pub const NEFELE_EPARTIAL: c_int = -27;
+/// The agent restarted during the call: its effect is unknown (the connection is
+/// made again).
+pub const NEFELE_ERESTARTED: c_int = -28;
 /// No host with room has a cpu of the spec's speed class (numbered apart from
 /// the rest, so that other additions do not collide).
 pub const NEFELE_ESHORT_CPU_CLASS: c_int = -40;
@@ -251,6 +254,8 @@ fn code_of(e: &ClientError) -> c_int {
         ClientError::NoEndpoint(_) => NEFELE_ENOENDPOINT,
         ClientError::Send(SendError::Overtaken) => NEFELE_EOVERTAKEN,
         ClientError::Send(SendError::Partial { .. }) => NEFELE_EPARTIAL,
+        ClientError::AgentRestarted => NEFELE_ERESTARTED,
+        ClientError::AgentGone { .. } => NEFELE_EIO,
     }
 }
 
@@ -884,6 +889,7 @@ pub extern "C" fn nefele_strerror(code: c_int) -> *const c_char {
         NEFELE_ENOENDPOINT => c"no Nefele endpoint (NEFELE_FD)",
         NEFELE_EOVERTAKEN => c"overtaken by a later message of the pair; not delivered",
         NEFELE_EPARTIAL => c"not put in every member's mailbox (some full or overtaken)",
+        NEFELE_ERESTARTED => c"the agent restarted during the call; its effect is unknown",
         NEFELE_ESHORT_CPU_CLASS => c"no host with room has a cpu of the asked speed class",
         NEFELE_EUNAVAIL_CPU_CLASS => c"no host of the cluster has a cpu of the asked speed class",
         NEFELE_EUNAVAIL_ACCELERATORS => c"no host of the cluster has as many accelerators as asked",
@@ -962,11 +968,11 @@ mod tests {
 
     #[test]
     fn every_code_has_its_own_words() {
-        let words: std::collections::BTreeSet<_> = (NEFELE_EPARTIAL..=NEFELE_OK)
+        let words: std::collections::BTreeSet<_> = (NEFELE_ERESTARTED..=NEFELE_OK)
             // SAFETY: nefele_strerror returns a static NUL-terminated string.
             .map(|c| unsafe { CStr::from_ptr(nefele_strerror(c)) }.to_owned())
             .collect();
-        assert_eq!(words.len(), (NEFELE_OK - NEFELE_EPARTIAL + 1) as usize);
+        assert_eq!(words.len(), (NEFELE_OK - NEFELE_ERESTARTED + 1) as usize);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!   processes (spawn, ps, kill, wait) and messaging (send, receive, names,
 //!   groups, topics, monitors, distance). A process started by Nefele connects
 //!   through the endpoint it inherited (`NEFELE_FD`), with no configuration.
+//! - [`reconnect`]: how such a process finds its agent again after a restart.
 //! - [`ffi`]: the C ABI over the client, declared in `include/nefele.h`.
 //! - [`quantity`]: strict parsing and display of cpu and memory amounts (`500m`,
 //!   `512M`), shared by `nef` flags and the `nefeled` configuration.
@@ -18,5 +19,6 @@ mod endpoint;
 pub mod ffi;
 pub mod proto;
 pub mod quantity;
+pub mod reconnect;
 
 pub use client::{Client, ClientError, Placed, SendOptions, MAX_ASYNC_SENDS};

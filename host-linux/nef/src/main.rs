@@ -178,6 +178,10 @@ enum Command {
         /// The topics.
         #[arg(required = true)]
         topics: Vec<String>,
+        /// Also register this name for the process while it listens (registered
+        /// again, with the subscriptions, if the agent restarts).
+        #[arg(long)]
+        name: Option<String>,
         /// Print one JSON object per message.
         #[arg(long)]
         json: bool,
@@ -538,7 +542,10 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             let receipt = client.publish(&topic, message.as_bytes())?;
             println!("reached {}", receipt.reached);
         }
-        Command::Sub { topics, json } => {
+        Command::Sub { topics, name, json } => {
+            if let Some(name) = &name {
+                client.register(name)?;
+            }
             for topic in &topics {
                 client.subscribe(topic)?;
             }

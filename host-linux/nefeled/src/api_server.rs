@@ -41,6 +41,16 @@
 //! `Unregister` is carried out only for a name the process holds. Endpoints are
 //! not counted against the per-uid connection limit (the host backend makes one
 //! per process), but their calls count against their tenant's budget.
+//!
+//! **Agent sockets.** The host backend also hands over each tenant's agent socket
+//! ([`TenantSocket`]; host-linux's `agent_socket` module), through which a process
+//! whose endpoint died with an earlier agent reaches this one. A caller there is
+//! identified by the backend ([`IdentifyPeer`]: the kernel's word on which process
+//! connected and its cgroup, never the caller's) and then served exactly as that
+//! process's endpoint; one not identified as a process of the socket's tenant is
+//! closed at once. A process holds at most [`CONNECTIONS_PER_PROCESS`] of these at
+//! once. One socket per tenant is accepted on: a newer one replaces it, and none
+//! once the backend says the tenant's holder ended ([`Handover::SocketGone`]).
 
 use crate::handle::{AgentHandle, Answer};
 use nefele::proto::{
@@ -54,6 +64,7 @@ use nefele_core::ids::{Pid, TenantId};
 use nefele_core::placement::api::SpawnError;
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -146,8 +157,50 @@ pub struct Endpoint {
     pub stream: std::os::unix::net::UnixStream,
 }
 
-/// Where endpoints come from: the host backend's side of this channel.
-pub type EndpointReceiver = mpsc::UnboundedReceiver<Endpoint>;
+/// Tells which process of a tenant the caller on one of its agent sockets is.
+pub trait IdentifyPeer: Send + Sync + 'static {
+    /// The process of `tenant` the caller at the other end of `peer` belongs to, or
+    /// why it is refused.
+    fn identify(&self, peer: BorrowedFd<'_>, tenant: TenantId) -> Result<Pid, String>;
+}
+
+/// A tenant's agent socket, from the host backend: every connection accepted on it
+/// is served as the endpoint of the process its caller belongs to.
+pub struct TenantSocket {
+    /// The tenant whose processes connect to it.
+    pub tenant: TenantId,
+    /// The listening socket (a copy of the one its holder keeps).
+    pub listener: std::os::unix::net::UnixListener,
+    /// Who tells which process is calling.
+    pub identify: Arc<dyn IdentifyPeer>,
+}
+
+impl std::fmt::Debug for TenantSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantSocket")
+            .field("tenant", &self.tenant)
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the host backend hands the server.
+#[derive(Debug)]
+pub enum Handover {
+    /// A new process's endpoint.
+    Endpoint(Endpoint),
+    /// A tenant's agent socket (at its holder's start, or re-adopted after a restart).
+    Socket(TenantSocket),
+    /// The tenant's holder ended: its socket is no longer accepted on (the
+    /// connections made through it are served until they close).
+    SocketGone(TenantId),
+}
+
+/// Where endpoints and agent sockets come from: the host backend's side of this channel.
+pub type EndpointReceiver = mpsc::UnboundedReceiver<Handover>;
+
+/// Connections one process may hold at once through its tenant's agent socket.
+pub const CONNECTIONS_PER_PROCESS: usize = 16;
 
 /// What a connection may act as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,12 +310,27 @@ impl ApiServer {
     ) {
         let admission = Arc::new(Admission::new(limits));
         let mut endpoints = self.endpoints.take();
+        // One task per tenant's agent socket; a newer socket of the tenant (its
+        // namespaces were built again) replaces the older.
+        let mut sockets: BTreeMap<TenantId, tokio::task::JoinHandle<()>> = BTreeMap::new();
         loop {
             let accepted = tokio::select! {
                 accepted = self.listener.accept() => accepted,
-                endpoint = next_endpoint(&mut endpoints) => {
-                    match endpoint {
-                        Some(e) => serve_endpoint(e, &agent, &admission),
+                handed = next_endpoint(&mut endpoints) => {
+                    match handed {
+                        Some(Handover::Endpoint(e)) => serve_endpoint(e, &agent, &admission),
+                        Some(Handover::Socket(s)) => {
+                            let tenant = s.tenant;
+                            let task = tokio::spawn(serve_tenant_socket(s, agent.clone(), admission.clone()));
+                            if let Some(old) = sockets.insert(tenant, task) {
+                                old.abort();
+                            }
+                        }
+                        Some(Handover::SocketGone(tenant)) => {
+                            if let Some(old) = sockets.remove(&tenant) {
+                                old.abort();
+                            }
+                        }
                         None => endpoints = None,
                     }
                     continue;
@@ -294,8 +362,8 @@ impl ApiServer {
     }
 }
 
-/// The next endpoint, or never when there is no (more) source of them.
-async fn next_endpoint(endpoints: &mut Option<EndpointReceiver>) -> Option<Endpoint> {
+/// The next handover, or never when there is no (more) source of them.
+async fn next_endpoint(endpoints: &mut Option<EndpointReceiver>) -> Option<Handover> {
     match endpoints {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -316,19 +384,116 @@ fn serve_endpoint(endpoint: Endpoint, agent: &AgentHandle, admission: &Arc<Admis
         }
     };
     let scope = Scope::Process(endpoint.tenant, endpoint.pid);
-    let (agent, admission) = (agent.clone(), admission.clone());
-    tokio::spawn(async move {
-        let (reader, writer) = stream.into_split();
-        let mut reader = BufReader::new(reader);
-        let (out, outgoing) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(write_frames(writer, outgoing));
-        // A process may leave its endpoint unused as long as it likes: no Hello timeout.
-        if let Some(scope) = greet_endpoint(&mut reader, scope, &agent, &out).await {
-            serve_calls(&mut reader, scope, &agent, &out, &admission).await;
+    tokio::spawn(serve_process(
+        stream,
+        scope,
+        agent.clone(),
+        admission.clone(),
+        None,
+    ));
+}
+
+/// Accepts on a tenant's agent socket forever: each caller identified as one of
+/// the tenant's processes is served as that process's endpoint (at most
+/// [`CONNECTIONS_PER_PROCESS`] at once); any other is closed at once.
+async fn serve_tenant_socket(socket: TenantSocket, agent: AgentHandle, admission: Arc<Admission>) {
+    let tenant = socket.tenant;
+    let listener = match socket
+        .listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixListener::from_std(socket.listener))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(%tenant, error = %e, "agent socket not served");
+            return;
         }
-        let _ = out.send(Outgoing::Stop);
-        let _ = writer.await;
-    });
+    };
+    let held: Arc<Mutex<BTreeMap<Pid, usize>>> = Arc::default();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(%tenant, error = %e, "agent socket accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let pid = match socket.identify.identify(stream.as_fd(), tenant) {
+            Ok(pid) => pid,
+            Err(why) => {
+                tracing::warn!(%tenant, %why, "agent socket caller refused");
+                continue;
+            }
+        };
+        let Some(slot) = ProcessSlot::take(&held, pid) else {
+            tracing::debug!(%tenant, %pid, "agent socket caller over its connections");
+            continue;
+        };
+        tracing::info!(%tenant, %pid, "a process reconnected through its agent socket");
+        let scope = Scope::Process(tenant, pid);
+        tokio::spawn(serve_process(
+            stream,
+            scope,
+            agent.clone(),
+            admission.clone(),
+            Some(slot),
+        ));
+    }
+}
+
+/// One of a process's connections through its agent socket, given back when dropped.
+struct ProcessSlot {
+    held: Arc<Mutex<BTreeMap<Pid, usize>>>,
+    pid: Pid,
+}
+
+impl ProcessSlot {
+    fn take(held: &Arc<Mutex<BTreeMap<Pid, usize>>>, pid: Pid) -> Option<ProcessSlot> {
+        let mut map = held.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(pid).or_default();
+        if *n >= CONNECTIONS_PER_PROCESS {
+            return None;
+        }
+        *n += 1;
+        Some(ProcessSlot {
+            held: held.clone(),
+            pid,
+        })
+    }
+}
+
+impl Drop for ProcessSlot {
+    fn drop(&mut self) {
+        let mut map = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.pid) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.pid);
+            }
+        }
+    }
+}
+
+/// Serves a connection scoped to one process (its endpoint, or a connection
+/// through its agent socket) until it closes.
+async fn serve_process(
+    stream: UnixStream,
+    scope: Scope,
+    agent: AgentHandle,
+    admission: Arc<Admission>,
+    _slot: Option<ProcessSlot>,
+) {
+    let (reader, writer) = stream.into_split();
+    let mut reader = BufReader::new(reader);
+    let (out, outgoing) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_frames(writer, outgoing));
+    // A process may leave its endpoint unused as long as it likes: no Hello timeout.
+    if let Some(scope) = greet_endpoint(&mut reader, scope, &agent, &out).await {
+        serve_calls(&mut reader, scope, &agent, &out, &admission).await;
+    }
+    let _ = out.send(Outgoing::Stop);
+    let _ = writer.await;
 }
 
 /// Reads an endpoint's `Hello` (any token) and answers it with the process's scope.
@@ -1368,11 +1533,11 @@ mod tests {
         let me = some_pid();
         let sibling = nefele_core::ids::Pid::new(NodeId(1), nefele_core::ids::Incarnation(1), 2);
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-        tx.send(Endpoint {
+        tx.send(Handover::Endpoint(Endpoint {
             pid: me,
             tenant: TenantId(5),
             stream: ours,
-        })
+        }))
         .unwrap();
         theirs.set_nonblocking(true).unwrap();
         let mut s = UnixStream::from_std(theirs).unwrap();
@@ -1467,6 +1632,101 @@ mod tests {
         assert!(matches!(
             recv(&mut s).await,
             Some(AgentFrame::Welcome { pid: Some(p), .. }) if p == me
+        ));
+    }
+
+    /// Identifies every caller as `Ok(pid)`, or refuses it, as told.
+    struct Fixed(Result<nefele_core::ids::Pid, String>);
+
+    impl IdentifyPeer for Fixed {
+        fn identify(&self, _: BorrowedFd<'_>, _: TenantId) -> Result<Pid, String> {
+            self.0.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_caller_on_a_tenant_socket_is_served_as_the_process_it_is_identified_as() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ApiServer::bind(&dir.path().join("api.sock")).await.unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(server.with_endpoints(rx).serve_with(
+            fake_agent(),
+            Arc::new(two_tenants()),
+            ApiLimits::default(),
+        ));
+        let me = some_pid();
+        let sibling = nefele_core::ids::Pid::new(NodeId(1), nefele_core::ids::Incarnation(1), 2);
+        // One per tenant: a newer one of the same tenant replaces the older.
+        let socket = |tenant: u32, identify: Fixed| {
+            let path = dir.path().join(format!("t{tenant}.sock"));
+            let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+            tx.send(Handover::Socket(TenantSocket {
+                tenant: TenantId(tenant),
+                listener,
+                identify: Arc::new(identify),
+            }))
+            .unwrap();
+            path
+        };
+        let known = socket(5, Fixed(Ok(me)));
+        let mut first = UnixStream::connect(&known).await.unwrap();
+        let s = &mut first;
+        send(s, &hello(Some("any token"))).await;
+        assert_eq!(
+            recv(s).await,
+            Some(AgentFrame::Welcome {
+                version: PROTOCOL_VERSION,
+                tenant: TenantId(5),
+                node: NodeId(9),
+                pid: Some(me),
+            })
+        );
+        // Scoped as an endpoint: never another pid of the tenant.
+        let call_as = Call::Register {
+            name: "n".into(),
+            pid: sibling,
+        };
+        let expected = not_entitled(&call_as);
+        send(s, &call(1, call_as)).await;
+        assert_eq!(
+            recv(s).await,
+            Some(AgentFrame::Reply {
+                id: 1,
+                reply: Reply::Api(expected),
+            })
+        );
+        // A caller the backend does not identify is closed without a word.
+        let refused = socket(6, Fixed(Err("foreign".into())));
+        let mut s = UnixStream::connect(&refused).await.unwrap();
+        send(&mut s, &hello(None)).await;
+        assert!(closed_soon(&mut s).await);
+        assert!(recv(&mut s).await.is_none());
+        // A process holds a bounded number of connections through the socket.
+        let mut held = vec![first];
+        for _ in 1..CONNECTIONS_PER_PROCESS {
+            let mut s = UnixStream::connect(&known).await.unwrap();
+            send(&mut s, &hello(None)).await;
+            assert!(matches!(
+                recv(&mut s).await,
+                Some(AgentFrame::Welcome { .. })
+            ));
+            held.push(s);
+        }
+        let mut over = UnixStream::connect(&known).await.unwrap();
+        assert!(closed_soon(&mut over).await);
+        // The tenant's holder ended: no more connections through its socket, the
+        // ones made go on.
+        tx.send(Handover::SocketGone(TenantId(5))).unwrap();
+        let refused_at = tokio::time::Instant::now() + Duration::from_secs(5);
+        while UnixStream::connect(&known).await.is_ok() {
+            assert!(tokio::time::Instant::now() < refused_at, "still accepted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let s = &mut held[0];
+        send(s, &call(2, Call::Ps)).await;
+        assert!(matches!(
+            recv(s).await,
+            Some(AgentFrame::Reply { id: 2, .. })
         ));
     }
 

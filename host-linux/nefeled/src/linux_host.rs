@@ -8,12 +8,15 @@
 //! directory. With a capacity override (tests), every `Resources` event carries
 //! the configured capacity instead of the machine's.
 
-use crate::api_server::Endpoint;
+use crate::api_server::{Endpoint, Handover, IdentifyPeer, TenantSocket};
 use crate::config::ResourceOverride;
 use crate::host_link::{self, BackendEnds, HostLink};
 use crate::host_traits::{measure_accelerators, HostTraits};
 use nefele_core::host::{Host, HostEvent, HostResources};
-use nefele_host_linux::{Config, HostError, LinuxHost};
+use nefele_core::ids::{Pid, TenantId};
+use nefele_host_linux::{Cgroups, Config, HostError, LinuxHost};
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::mpsc::UnboundedSender;
@@ -38,7 +41,7 @@ pub fn spawn(
     mut config: Config,
     capacity: Option<ResourceOverride>,
     traits: HostTraits,
-    endpoints: Option<UnboundedSender<Endpoint>>,
+    endpoints: Option<UnboundedSender<Handover>>,
 ) -> Result<HostLink, LinuxHostError> {
     config.endpoints = endpoints.is_some();
     let host = LinuxHost::open(config)?;
@@ -69,8 +72,33 @@ fn run<S: nefele_host_linux::Sys>(
     mut ends: BackendEnds,
     capacity: Option<ResourceOverride>,
     traits: HostTraits,
-    endpoints: Option<UnboundedSender<Endpoint>>,
+    endpoints: Option<UnboundedSender<Handover>>,
 ) {
+    let identify: Arc<dyn IdentifyPeer> = Arc::new(ByCgroup(host.cgroups().clone()));
+    // Handed over as soon as there are some: the agent sockets of re-adopted
+    // tenants come from the opening of the adapter, before any command.
+    let hand_over = |host: &mut LinuxHost<S>| {
+        let Some(tx) = &endpoints else { return };
+        // The API server gone means the agent is stopping.
+        for (tenant, listener) in host.take_listeners() {
+            let _ = tx.send(match listener {
+                Some(listener) => Handover::Socket(TenantSocket {
+                    tenant,
+                    listener,
+                    identify: identify.clone(),
+                }),
+                None => Handover::SocketGone(tenant),
+            });
+        }
+        for (pid, tenant, stream) in host.take_endpoints() {
+            let _ = tx.send(Handover::Endpoint(Endpoint {
+                pid,
+                tenant,
+                stream,
+            }));
+        }
+    };
+    hand_over(&mut host);
     let accelerators = measure_accelerators();
     let forward = |event: HostEvent| match event {
         HostEvent::Resources(r) => {
@@ -92,16 +120,7 @@ fn run<S: nefele_host_linux::Sys>(
                     if let Err(e) = host.execute(command) {
                         tracing::error!(error = %e, "host command failed");
                     }
-                    for (pid, tenant, stream) in host.take_endpoints() {
-                        if let Some(tx) = &endpoints {
-                            // The API server gone means the agent is stopping.
-                            let _ = tx.send(Endpoint {
-                                pid,
-                                tenant,
-                                stream,
-                            });
-                        }
-                    }
+                    hand_over(&mut host);
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return,
@@ -115,5 +134,15 @@ fn run<S: nefele_host_linux::Sys>(
                 break;
             }
         }
+    }
+}
+
+/// Identifies a caller on a tenant's agent socket by its cgroup
+/// (`nefele_host_linux::agent_socket::identify`).
+struct ByCgroup(Cgroups);
+
+impl IdentifyPeer for ByCgroup {
+    fn identify(&self, peer: BorrowedFd<'_>, tenant: TenantId) -> Result<Pid, String> {
+        nefele_host_linux::agent_socket::identify(&peer, tenant, &self.0).map_err(|e| e.to_string())
     }
 }
