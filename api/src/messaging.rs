@@ -229,7 +229,9 @@ pub enum SendError {
     /// in every member's mailbox: `reached` got it, `full` had a full mailbox, and
     /// `overtaken` had already got a later fan-out send of the same sender (the two
     /// walks crossed; it was dropped to keep the order). Nothing else was missed.
-    #[error("reached {reached} members; not put in {full} full mailboxes and {overtaken} overtaken")]
+    #[error(
+        "reached {reached} members; not put in {full} full mailboxes and {overtaken} overtaken"
+    )]
     Partial {
         /// The mailboxes it was put in.
         reached: u32,

@@ -554,7 +554,14 @@ impl External {
             } => {
                 // An agent speaks only for its own processes.
                 if pid.origin() == from && from != self.me {
-                    self.on_out(now, (from, stream), seq, (tenant, pid, host, port), data, post);
+                    self.on_out(
+                        now,
+                        (from, stream),
+                        seq,
+                        (tenant, pid, host, port),
+                        data,
+                        post,
+                    );
                 }
             }
             ExternalMsg::OutAck { stream, next } => {
@@ -878,9 +885,10 @@ impl External {
             && self.clients.len() <= MAX_STREAMS
             && self.conns.len() <= MAX_CONNS
             && self.by_conn.len() <= self.conns.len()
-            && self.by_conn.iter().all(|(c, id)| {
-                self.conns.get(id).is_some_and(|conn| conn.conn == Some(*c))
-            })
+            && self
+                .by_conn
+                .iter()
+                .all(|(c, id)| self.conns.get(id).is_some_and(|conn| conn.conn == Some(*c)))
             && self.clients.values().all(|c| c.pipe.invariants())
             && self.conns.values().all(|c| c.pipe.invariants())
     }

@@ -1098,7 +1098,7 @@ impl Fanout {
                 holds,
                 progress: WalkProgress::new(level, root),
                 reached: 0,
-            missed: Missed::default(),
+                missed: Missed::default(),
                 members: Vec::new(),
             },
         );

@@ -1,6 +1,7 @@
 //! Unit tests of messaging's point-to-point layer: a few agents' services joined by
 //! a hand-driven network (deliver, drop, duplicate, reorder).
 
+use super::external::{ExternalCommand, ExternalEvent, ExternalMsg};
 use super::msg::{self, Ack, Item, MessagingMsg, Outcome};
 use super::{Messaging, MessagingConfig};
 use crate::agent::Identity;
@@ -9,10 +10,9 @@ use crate::service::{Context, Service, ServiceEvent, ServiceOutput, TreeView};
 use crate::time::Time;
 use crate::wire::Reject;
 use nefele_api::calls::{ApiCall, ApiReply, RequestId};
-use super::external::{ExternalCommand, ExternalEvent, ExternalMsg};
 use nefele_api::messaging::{
-    Delivery, Dest, DistanceClass, DownReason, ExternalClose, Mail, MailBody, RecvError,
-    SendError, SendReceipt,
+    Delivery, Dest, DistanceClass, DownReason, ExternalClose, Mail, MailBody, RecvError, SendError,
+    SendReceipt,
 };
 use nefele_api::spec::ExitStatus;
 use std::collections::{BTreeMap, VecDeque};
@@ -1393,7 +1393,11 @@ fn an_external_connection_survives_reorder_loss_and_duplicates_on_the_pair() {
     outs.push(outs[2].clone());
     net.wire.extend(outs);
     net.run();
-    assert_eq!(written(&mut net), vec![vec![0]], "1 is missing: 2 and 3 wait");
+    assert_eq!(
+        written(&mut net),
+        vec![vec![0]],
+        "1 is missing: 2 and 3 wait"
+    );
     net.advance_to(net.now + Duration::from_millis(60));
     net.run();
     assert_eq!(written(&mut net), vec![vec![1], vec![2], vec![3]]);
@@ -1445,8 +1449,20 @@ fn an_external_gap_that_is_never_filled_resets_the_connection() {
     assert_eq!(net.reply(r), ok());
     let now = net.now;
     let proxy = net.agents.get_mut(&NodeId(2)).unwrap();
-    proxy.handle_external(now, ExternalEvent::Data { conn: 1, data: b"a".to_vec() });
-    proxy.handle_external(now, ExternalEvent::Data { conn: 1, data: b"b".to_vec() });
+    proxy.handle_external(
+        now,
+        ExternalEvent::Data {
+            conn: 1,
+            data: b"a".to_vec(),
+        },
+    );
+    proxy.handle_external(
+        now,
+        ExternalEvent::Data {
+            conn: 1,
+            data: b"b".to_vec(),
+        },
+    );
     net.drain(NodeId(2));
     net.wire.pop_front(); // `a` is lost, `b` comes
     net.run();
@@ -1494,7 +1510,13 @@ fn an_external_connection_to_a_full_mailbox_ends_with_overflow() {
     let now = net.now;
     let proxy = net.agents.get_mut(&NodeId(2)).unwrap();
     for d in [b"a", b"b"] {
-        proxy.handle_external(now, ExternalEvent::Data { conn: 1, data: d.to_vec() });
+        proxy.handle_external(
+            now,
+            ExternalEvent::Data {
+                conn: 1,
+                data: d.to_vec(),
+            },
+        );
     }
     net.drain(NodeId(2));
     net.run();

@@ -802,9 +802,9 @@ pub unsafe extern "C" fn nefele_recv(
         let mail = mails.into_iter().next().ok_or(NEFELE_ETIMEDOUT)?;
         let data = match mail.body {
             MailBody::Data(d) | MailBody::External { data: d, .. } => d,
-            MailBody::Down { .. }
-            | MailBody::NameLost { .. }
-            | MailBody::ExternalClosed { .. } => Vec::new(),
+            MailBody::Down { .. } | MailBody::NameLost { .. } | MailBody::ExternalClosed { .. } => {
+                Vec::new()
+            }
         };
         // SAFETY: `from` and `len` are non-NULL and writable.
         unsafe {

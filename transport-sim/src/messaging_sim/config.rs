@@ -147,8 +147,12 @@ pub struct PubSubWorkload {
     pub fanout_max: u32,
     /// Publications per simulated second over all topics.
     pub rate_per_s: f64,
-    /// Subscribers per topic that never receive (their mailboxes fill up).
-    pub deaf_subscribers: u32,
+    /// Subscribers per topic that receive only every `slow_recv_every` (at most
+    /// 256 messages each time), so their mailboxes fill up under a fast publisher.
+    pub slow_subscribers: u32,
+    /// How often a slow subscriber receives.
+    #[serde(with = "crate::duration_text")]
+    pub slow_recv_every: Duration,
 }
 
 impl Default for PubSubWorkload {
@@ -158,7 +162,8 @@ impl Default for PubSubWorkload {
             fanout_min: 1,
             fanout_max: 100,
             rate_per_s: 100.0,
-            deaf_subscribers: 0,
+            slow_subscribers: 0,
+            slow_recv_every: Duration::from_secs(2),
         }
     }
 }

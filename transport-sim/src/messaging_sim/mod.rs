@@ -55,7 +55,7 @@
 //! Without `reliable`, in a run without faults, loss, duplication or reordering:
 //! - `messaging.fanout_told`: a publication, multicast or broadcast answered with
 //!   success reaches every such process likewise: one it was not put in (a full
-//!   mailbox, see `pubsub.deaf_subscribers`) must make the answer
+//!   mailbox, see `pubsub.slow_subscribers`) must make the answer
 //!   `SendError::Partial`, never a success.
 
 mod config;
@@ -178,6 +178,8 @@ pub enum MsgTimer {
     Traffic(Stream),
     /// The hosts of the failover primaries crash.
     CrashPrimaries,
+    /// A slow subscriber receives again.
+    Recv(u32),
 }
 
 /// A traffic stream.
@@ -272,8 +274,8 @@ pub struct MessagingSim {
     in_traffic: bool,
     /// Processes whose subscribe or join succeeded.
     members: BTreeSet<u32>,
-    /// Subscribers that never receive (`pubsub.deaf_subscribers`).
-    deaf: BTreeSet<u32>,
+    /// Subscribers that receive only every `pubsub.slow_recv_every`.
+    slow: BTreeSet<u32>,
 }
 
 impl MessagingSim {
@@ -282,7 +284,7 @@ impl MessagingSim {
     pub fn new(cfg: MessagingWorkload, end: Time, seed: u64) -> Self {
         let mut procs = Vec::new();
         let tenant = |k: u32| TenantId(k % cfg.tenants);
-        let mut deaf = BTreeSet::new();
+        let mut slow = BTreeSet::new();
         let mut add = |tenant: TenantId, role: Role| {
             procs.push(Proc {
                 tenant,
@@ -312,8 +314,8 @@ impl MessagingSim {
                 let fanout = p.fanout_min + spread * topic / p.topics.saturating_sub(1).max(1);
                 for k in 0..fanout {
                     let ix = add(tenant(topic), Role::Subscriber { topic });
-                    if k < p.deaf_subscribers {
-                        deaf.insert(ix);
+                    if k < p.slow_subscribers {
+                        slow.insert(ix);
                     }
                 }
             }
@@ -373,7 +375,7 @@ impl MessagingSim {
             takeover_latency: Histogram::default(),
             in_traffic: false,
             members: BTreeSet::new(),
-            deaf,
+            slow,
             cfg,
         };
         let start = Time::ZERO + sim.cfg.start;
@@ -478,6 +480,11 @@ impl MessagingSim {
                 self.in_traffic = true;
                 self.arrival(now, stream, placement);
             }
+            MsgTimer::Recv(ix) => {
+                if self.running(ix, placement) {
+                    self.recv(ix);
+                }
+            }
             MsgTimer::CrashPrimaries => {
                 let mut nodes: Vec<NodeId> = self
                     .procs
@@ -539,9 +546,7 @@ impl MessagingSim {
             let Some(node) = p.node else { continue };
             self.figures.processes_running += 1;
             let (tenant, role) = (p.tenant, p.role);
-            if !self.deaf.contains(&ix) {
-                self.recv(ix);
-            }
+            self.recv(ix);
             match role {
                 Role::RrServer { pair } if self.cfg.rr.as_ref().is_some_and(|r| r.by_name) => {
                     let name = format!("rr{pair}");
@@ -878,8 +883,14 @@ impl MessagingSim {
             (Pending::Recv(ix), ApiReply::Received(result)) => match result {
                 Ok(mails) => {
                     self.received(now, ix, mails, placement);
-                    if self.running(ix, placement) {
-                        self.recv(ix);
+                    let slow = self.slow.contains(&ix);
+                    let every = self.cfg.pubsub.as_ref().map(|p| p.slow_recv_every);
+                    match every.filter(|_| slow) {
+                        Some(every) => self
+                            .actions
+                            .push_back(MsgAction::At(now + every, MsgTimer::Recv(ix))),
+                        None if self.running(ix, placement) => self.recv(ix),
+                        None => {}
                     }
                 }
                 Err(e) => {
