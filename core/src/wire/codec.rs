@@ -34,7 +34,8 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 ///   names' `Life` (appended); supervision's leases (`Watch` grants, `Status` asks
 ///   and `kept`, `Alive`, `Held`, `Dropped`); spawn parameters: placement's summary part
 ///   carries cpu speed classes, accelerators and racks, `Shape` a cpu class, `Offer`
-///   its host's location, `FindRoom` a cpu class and racks to avoid; `Absent` is new.
+///   its host's location, `FindRoom` a cpu class and racks to avoid; `Absent` is new;
+///   `CreateItem.leased` marks a supervisor's spawn.
 pub const VERSION: u16 = 6;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
