@@ -78,11 +78,17 @@
 //!   jump of the clock: the waits on other agents' clocks are pushed back by the
 //!   lateness (`catch_up`).
 //!
-//! Not covered (stated, not fixed): a restart in flight when its home dies is
-//! spawned again by the new home, and the first spawn's process, if placement
-//! started it, is not known to the new home nor leased (its host does not know
-//! it is supervised): the child can run twice until placement's orphan timeout
-//! (only when the first spawn was not confirmed). A keeper that stopped being one of the home's keepers
+//! **Spawns the home never learned of.** A supervisor's spawns are marked for
+//! placement (`CreateItem::leased`): a host kills their processes if still
+//! unconfirmed three `confirm_timeout`s after creation (1.5 s by default, well
+//! within a lease). So an aborted spawn whose `Abort` its host missed, or a
+//! restart in flight when its home dies, leaves no process beside the next
+//! spawn: an aborted child is spawned again only `slack(lease)` later, and a new
+//! home holds back as long.
+//!
+//! Not covered (stated, not fixed): a restart whose spawn was confirmed just
+//! before its home died, its new pid missing from the keepers' copy, runs
+//! unwatched and unleased beside the new home's restart. A keeper that stopped being one of the home's keepers
 //! keeps its copies and may take over without the home's authority accounting
 //! for it, if it keeps most of its group; and a home cut off with a minority of
 //! its group keeps its authority when its keepers there confirm it, so the two
