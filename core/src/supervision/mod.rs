@@ -61,12 +61,14 @@
 //!   1.9 s against a 3 s lease renewed every probe). A home that comes back
 //!   after a take-over is told by the keeper, in `Held`, to step down first.
 //! - **Take-overs need most of the group.** A keeper takes over only while its
-//!   level-0 group holds more than half of the members it had when it last heard
-//!   the home: a keeper cut off from its rack (which the home then stops counting
+//!   level-0 group holds more than half of the members (the home aside) it had
+//!   when it last heard the home: a keeper cut off from its rack (which the home then stops counting
 //!   as a keeper, so the home keeps its authority) leads a group of one and takes
 //!   nothing over (before, it did, from a stale copy, and restarted children the
 //!   home had restarted already: twins). The price: a home that fails together
-//!   with half of its group or more is not taken over until enough come back.
+//!   with half of the rest of its group or more is not taken over (its children
+//!   are not restarted) unless most of the group is back within `refresh` of the
+//!   home's last word (a copy older than that is never taken over).
 //! - **A new home holds back.** For `slack(lease)` from its take-over it spawns
 //!   nothing and counts no end its children's hosts report (they are counted when
 //!   the hold ends): its copy may predate the old home's last restarts, whose
@@ -76,11 +78,17 @@
 //!   jump of the clock: the waits on other agents' clocks are pushed back by the
 //!   lateness (`catch_up`).
 //!
-//! Not covered (stated, not fixed): a restart in flight when its home dies is
-//! spawned again by the new home, and the first spawn's process, if placement
-//! started it, is not known to the new home nor leased (its host does not know
-//! it is supervised): the child can run twice until placement's orphan timeout
-//! (only when the first spawn was not confirmed). A keeper that stopped being one of the home's keepers
+//! **Spawns the home never learned of.** A supervisor's spawns are marked for
+//! placement (`CreateItem::leased`): a host kills their processes if still
+//! unconfirmed three `confirm_timeout`s after creation (1.5 s by default, well
+//! within a lease). So an aborted spawn whose `Abort` its host missed, or a
+//! restart in flight when its home dies, leaves no process beside the next
+//! spawn: an aborted child is spawned again only `slack(lease)` later, and a new
+//! home holds back as long.
+//!
+//! Not covered (stated, not fixed): a restart whose spawn was confirmed just
+//! before its home died, its new pid missing from the keepers' copy, runs
+//! unwatched and unleased beside the new home's restart. A keeper that stopped being one of the home's keepers
 //! keeps its copies and may take over without the home's authority accounting
 //! for it, if it keeps most of its group; and a home cut off with a minority of
 //! its group keeps its authority when its keepers there confirm it, so the two
@@ -1141,10 +1149,13 @@ impl Supervision {
         // A side cut off from most of the group the home was last heard in (this
         // agent alone, or a few hosts of its rack) takes nothing over: the home may
         // well live on the other side, granting and restarting with keepers there.
+        // The home itself is not counted (it is away either way).
         let bases = &self.bases;
         let most = |home: NodeId| {
             bases.get(&home).is_some_and(|base| {
-                2 * base.iter().filter(|m| view.contains(**m)).count() > base.len()
+                let others = base.iter().filter(|m| **m != home);
+                let here = others.clone().filter(|m| view.contains(**m)).count();
+                2 * here > others.count()
             })
         };
         for (id, c) in &mut self.copies {

@@ -40,6 +40,7 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 ///   new; mail may say an external connection ended (`ExternalClosed`).
 ///   Placement's `Shape` carries the kinds of limit its processes ask for (a host
 ///   that cannot enforce one offers nothing), and `Resource::Limit` is appended.
+///   `CreateItem.leased` marks a supervisor's spawn.
 pub const VERSION: u16 = 7;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
