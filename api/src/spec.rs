@@ -95,6 +95,7 @@ pub enum Limit {
 /// A set of [`Limit`] kinds: those a process asks for, or those a host cannot enforce.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LimitKinds {
     /// A cpu limit.
     pub cpu: bool,

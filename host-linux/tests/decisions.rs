@@ -194,6 +194,14 @@ fn limits_without_a_controller_are_refused_before_anything_starts() {
     }
     assert!(sys(&mut h).calls.is_empty());
     assert_eq!(h.support().unenforceable.len(), 3);
+    // The host says so in its resources, so placement sends it no process that
+    // asks for a limit (and the client gets a typed spawn error instead).
+    let all = nefele_core::host::LimitKinds {
+        cpu: true,
+        memory: true,
+        pids: true,
+    };
+    assert_eq!(h.resources().unenforced, all);
 }
 
 #[test]

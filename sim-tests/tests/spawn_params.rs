@@ -1,9 +1,10 @@
 //! The spawn parameters of the paper over the simulator (issue 14): `spread`
 //! across racks (the simulator's racks are the hosts' locations), `near` by
 //! rack, and requests for a cpu speed class or accelerators that no host has
-//! (failing at once, naming the resource) or that only some hosts have.
+//! (failing at once, naming the resource) or that only some hosts have, and
+//! limits that only some hosts, or none, can enforce.
 
-use nefele_core::host::{Affinity, ResourcePolicy};
+use nefele_core::host::{Affinity, LimitKinds, Limits, ResourcePolicy};
 use nefele_core::placement::api::{Resource, SpawnError};
 use nefele_core::{ApiCall, ApiReply, NodeId, Pid, ProcSpec, TenantId, Time};
 use nefele_sim::topology::{HostClass, TopologyConfig};
@@ -28,6 +29,7 @@ fn cluster(seed: u64) -> Simulation {
                 memory_gib: 32,
                 cpu_speed: 1000,
                 accelerators: 0,
+                unenforced: LimitKinds::default(),
                 weight: 3,
             },
             HostClass {
@@ -36,6 +38,7 @@ fn cluster(seed: u64) -> Simulation {
                 memory_gib: 32,
                 cpu_speed: 1600,
                 accelerators: 2,
+                unenforced: LimitKinds::default(),
                 weight: 1,
             },
         ],
@@ -204,4 +207,96 @@ fn classes_and_accelerators_are_honoured_or_refused_at_once() {
             );
         }
     }
+}
+
+/// Eight hosts, those of one class unable to enforce a memory limit (Linux hosts
+/// without the memory controller): a memory-limited process goes to the others,
+/// and where no host can enforce it the spawn fails naming the limit (it used to
+/// be placed anyway, and the process failed to start after its pid was returned).
+#[test]
+fn a_limit_goes_only_where_it_can_be_enforced_or_fails_naming_it() {
+    let no_memory = LimitKinds {
+        memory: true,
+        ..LimitKinds::default()
+    };
+    let class = |name: &str, unenforced, weight| HostClass {
+        name: name.into(),
+        cores: 8,
+        memory_gib: 32,
+        cpu_speed: 1000,
+        accelerators: 0,
+        unenforced,
+        weight,
+    };
+    let cluster_of = |classes| {
+        let config = SimConfig {
+            nodes: 8,
+            seed: 11,
+            duration: Duration::from_secs(30),
+            topology: TopologyConfig {
+                hosts_per_rack: 4,
+                racks_per_row: 2,
+                host_classes: classes,
+                ..TopologyConfig::default()
+            },
+            ..SimConfig::default()
+        };
+        let mut sim = Simulation::new(config).expect("a valid configuration");
+        sim.run_until(Time::from_secs(3));
+        sim
+    };
+    let limited = ResourcePolicy {
+        limits: Limits {
+            memory_bytes: Some(1 << 30),
+            ..Limits::default()
+        },
+        ..ResourcePolicy::default()
+    };
+
+    let mut sim = cluster_of(vec![
+        class("bare", no_memory, 1),
+        class("full", LimitKinds::default(), 1),
+    ]);
+    let able: BTreeSet<NodeId> = (0..8)
+        .map(NodeId)
+        .filter(|n| !sim.topology().resources(*n).unenforced.memory)
+        .collect();
+    assert!(
+        !able.is_empty() && able.len() < 8,
+        "seed 11 draws both classes"
+    );
+    for from in 0..8 {
+        let (reply, _) = ask(
+            &mut sim,
+            from,
+            n_spawn(2, worker(Vec::new(), limited.clone())),
+            300,
+        );
+        let ApiReply::Spawned(Ok(pids)) = reply else {
+            panic!("from {from}: {reply:?}")
+        };
+        for pid in pids {
+            assert!(
+                able.contains(&pid.origin()),
+                "{pid} on a host without memory limits"
+            );
+        }
+    }
+
+    let mut sim = cluster_of(vec![class("bare", no_memory, 1)]);
+    let (reply, _) = ask(&mut sim, 1, n_spawn(1, worker(Vec::new(), limited)), 300);
+    assert_eq!(
+        reply,
+        ApiReply::Spawned(Err(SpawnError::Short {
+            resource: Resource::Limit(nefele_core::host::Limit::Memory)
+        }))
+    );
+    // A process without a limit runs there as before.
+    let (reply, _) = ask(
+        &mut sim,
+        1,
+        n_spawn(1, worker(Vec::new(), ResourcePolicy::default())),
+        300,
+    );
+    assert!(matches!(reply, ApiReply::Spawned(Ok(_))), "{reply:?}");
 }

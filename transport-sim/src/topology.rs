@@ -46,6 +46,10 @@ pub struct HostClass {
     /// Accelerator devices.
     #[serde(default)]
     pub accelerators: u32,
+    /// The kinds of limit hosts of this class cannot enforce (a Linux host without
+    /// some cgroup controller); none by default.
+    #[serde(default)]
+    pub unenforced: nefele_core::host::LimitKinds,
     /// Relative share of hosts of this class.
     pub weight: u32,
 }
@@ -86,6 +90,7 @@ impl Default for TopologyConfig {
                     memory_gib: 128,
                     cpu_speed: 1000,
                     accelerators: 0,
+                    unenforced: nefele_core::host::LimitKinds::default(),
                     weight: 6,
                 },
                 HostClass {
@@ -94,6 +99,7 @@ impl Default for TopologyConfig {
                     memory_gib: 256,
                     cpu_speed: 1300,
                     accelerators: 0,
+                    unenforced: nefele_core::host::LimitKinds::default(),
                     weight: 3,
                 },
                 HostClass {
@@ -102,6 +108,7 @@ impl Default for TopologyConfig {
                     memory_gib: 256,
                     cpu_speed: 1000,
                     accelerators: 4,
+                    unenforced: nefele_core::host::LimitKinds::default(),
                     weight: 1,
                 },
             ],
@@ -332,8 +339,7 @@ impl Topology {
                 row: at.row.map_or(u16::MAX, small),
                 rack: small(at.domain),
             },
-            // A simulated host enforces every limit.
-            unenforced: nefele_core::host::LimitKinds::default(),
+            unenforced: class.unenforced,
         }
     }
 }
