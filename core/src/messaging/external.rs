@@ -699,12 +699,12 @@ impl External {
                         // Its mailbox is full (it stays ready; the proxy sends it
                         // again) or the process ended (the stream goes with it).
                         if post.tenant_of(pid).is_none() {
-                            ended = Some(ExternalClose::Closed);
+                            ended = Some((ExternalClose::Closed, true));
                         }
                         break;
                     }
                 }
-                Piece::End(reason) => ended = Some(*reason),
+                Piece::End(reason) => ended = Some((*reason, false)),
             }
             client.pipe.taken(now);
             if ended.is_some() {
@@ -717,7 +717,7 @@ impl External {
         };
         post.send_msg(from, MessagingMsg::External(ack));
         match ended {
-            Some(reason) => self.end_client(stream, reason, false, post),
+            Some((reason, abort)) => self.end_client(stream, reason, abort, post),
             None => self.reschedule_client(stream),
         }
     }
