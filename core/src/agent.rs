@@ -317,12 +317,20 @@ impl Agent {
     pub fn handle_into(&mut self, now: Time, input: Input, outputs: &mut VecDeque<Output>) {
         outputs.extend(std::iter::from_fn(|| self.poll_output()));
         std::mem::swap(&mut self.outputs, outputs);
-        self.handle(now, input);
+        self.react(now, input);
         std::mem::swap(&mut self.outputs, outputs);
     }
 
     /// Reacts to `input` at time `now`.
     pub fn handle(&mut self, now: Time, input: Input) {
+        self.react(now, input);
+    }
+
+    /// The body of [`Agent::handle`] and [`Agent::handle_into`], inlined in both: a
+    /// call from one to the other copied the whole `Input` (a few hundred bytes) once
+    /// more on every input.
+    #[inline(always)]
+    fn react(&mut self, now: Time, input: Input) {
         debug_assert!(now >= self.last_now, "time went backwards");
         self.last_now = self.last_now.max(now);
         match input {
