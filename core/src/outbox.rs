@@ -14,12 +14,20 @@
 use std::collections::VecDeque;
 
 /// The front of `queue`, giving its buffer back once it is empty.
+///
+/// Most calls find the queue empty (every service is drained after every call into
+/// the agent): that case returns before `pop_front`, whose `Option<T>` of a few
+/// hundred bytes was copied out whole even when `None` (16 million empty takes on
+/// place-10k shrunk to 1,000 hosts, a quarter of its instructions in `memcpy`).
+#[inline]
 pub(crate) fn take_next<T>(queue: &mut VecDeque<T>) -> Option<T> {
-    let next = queue.pop_front();
-    if next.is_none() && queue.capacity() > 0 {
-        *queue = VecDeque::new();
+    if queue.is_empty() {
+        if queue.capacity() > 0 {
+            *queue = VecDeque::new();
+        }
+        return None;
     }
-    next
+    queue.pop_front()
 }
 
 #[cfg(test)]

@@ -206,7 +206,9 @@ macro_rules! services {
 
             /// The earliest deadline of every service.
             pub(crate) fn next_timeout(&self) -> Option<Time> {
-                [$( Runner::next_timeout(&self.$field), )+].into_iter().flatten().min()
+                let mut next: Option<Time> = None;
+                $( next = earliest(next, Runner::next_timeout(&self.$field)); )+
+                next
             }
 
             /// This agent's own payload in instance `instance`.
@@ -239,6 +241,15 @@ services! {
     messaging: Messaging,
     /// Supervision: supervisors of tenant processes, replicated at their keepers.
     supervision: Supervision,
+}
+
+/// The earlier of two optional deadlines (`None` is never).
+#[inline]
+pub(crate) fn earliest(a: Option<Time>, b: Option<Time>) -> Option<Time> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 impl<S: Service> Runner for S
