@@ -259,6 +259,17 @@ struct Client {
     due: Option<Time>,
 }
 
+/// Sends piece `seq` of stream `id` back to its sender's agent, for process `to`.
+fn send_back(post: &mut Post, id: StreamId, to: Pid, seq: u64, piece: Piece) {
+    let back = ExternalMsg::Back {
+        stream: id.1,
+        seq,
+        to,
+        piece,
+    };
+    post.send_msg(id.0, MessagingMsg::External(back));
+}
+
 /// The proxy's side of a stream (its origin may be the proxy itself).
 #[derive(Debug)]
 struct Conn {
@@ -509,13 +520,7 @@ impl External {
         }
         let piece = Piece::End(reason);
         if let Ok(seq) = conn.pipe.push(now, piece.clone(), self.resend, true) {
-            let back = ExternalMsg::Back {
-                stream: id.1,
-                seq,
-                to: conn.key.1,
-                piece,
-            };
-            post.send_msg(id.0, MessagingMsg::External(back));
+            send_back(post, id, conn.key.1, seq, piece);
         }
         self.reschedule_conn(id);
     }
@@ -749,13 +754,7 @@ impl External {
                 match c.pipe.push(now, piece.clone(), self.resend, false) {
                     Err(_) => self.end_conn(now, id, ExternalClose::Overflow, false, post),
                     Ok(seq) => {
-                        let back = ExternalMsg::Back {
-                            stream: id.1,
-                            seq,
-                            to,
-                            piece,
-                        };
-                        post.send_msg(id.0, MessagingMsg::External(back));
+                        send_back(post, id, to, seq, piece);
                         self.reschedule_conn(id);
                     }
                 }
@@ -805,13 +804,7 @@ impl External {
                     }
                     Ok(again) => {
                         for (seq, piece) in again {
-                            let back = ExternalMsg::Back {
-                                stream: id.1,
-                                seq,
-                                to: conn.key.1,
-                                piece,
-                            };
-                            post.send_msg(id.0, MessagingMsg::External(back));
+                            send_back(post, id, conn.key.1, seq, piece);
                         }
                         self.reschedule_conn(id);
                     }
