@@ -60,13 +60,15 @@ int main(int argc, char **argv) {
     int listed = 0;
     for (size_t i = 0; i < count; i++) {
         for (int j = 0; j < N; j++) {
+            /* Provisional: started, its host not yet told the request is placed. */
             if (procs[i].pid.hi == pids[j].hi && procs[i].pid.lo == pids[j].lo &&
-                procs[i].state == NEFELE_STATE_RUNNING) {
+                (procs[i].state == NEFELE_STATE_RUNNING ||
+                 procs[i].state == NEFELE_STATE_PROVISIONAL)) {
                 listed++;
             }
         }
     }
-    printf("ps: %zu processes, %d of ours running, %u agents silent\n", count, listed, unanswered);
+    printf("ps: %zu processes, %d of ours running or provisional, %u agents silent\n", count, listed, unanswered);
     nefele_ps_free(procs, count);
     if (listed != N) {
         fprintf(stderr, "spawn.c: ps listed %d of our %d processes\n", listed, N);
