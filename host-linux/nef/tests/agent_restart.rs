@@ -228,6 +228,15 @@ fn a_process_keeps_messaging_across_a_crash_of_its_agent() {
     if !nefele_test_support::require(root, "root (namespaces and cgroups; run as uid 0)") {
         return;
     }
+    // Agents name a caller on the agent socket by its pidfd; older kernels cannot.
+    let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let named = nefele_host_linux::sys::peer_pidfd(&ours).is_ok();
+    if !nefele_test_support::machine_has(
+        named,
+        "a kernel that names a socket's peer by pidfd (SO_PEERPIDFD, Linux 6.5+)",
+    ) {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
     // `nef` where the tenant's processes see it: /data/nef.
