@@ -7,7 +7,8 @@
  * NEFELE_EINVAL. Strings are NUL-terminated UTF-8.
  *
  * Ownership: a nefele_client comes from nefele_connect and is released with
- * nefele_close; the array nefele_ps returns is released with nefele_ps_free.
+ * nefele_close; the array nefele_ps returns is released with nefele_ps_free,
+ * the one nefele_supervisors returns with nefele_supervisors_free.
  * Everything else is owned by the caller. A client is used by one thread at a
  * time (open one per thread).
  */
@@ -50,6 +51,7 @@ extern "C" {
 #define NEFELE_EOVERTAKEN (-26)         /* messaging: overtaken by a later message of the pair; not delivered */
 #define NEFELE_EPARTIAL (-27)           /* messaging: a fan-out send missed full (or overtaken) members; the others got it */
 #define NEFELE_ERESTARTED (-28)         /* the agent restarted during the call: its effect is unknown (reconnected) */
+#define NEFELE_ENOSUPERVISOR (-29)      /* no such supervisor of the tenant at the agent called */
 
 /* A global pid: 128 bits; its text form is hi then lo in hex. */
 typedef struct {
@@ -169,6 +171,90 @@ int nefele_ps(nefele_client *client, nefele_proc **out, size_t *count, uint32_t 
 void nefele_ps_free(nefele_proc *procs, size_t count);
 /* Blocks until the process ends. */
 int nefele_wait(nefele_client *client, nefele_pid pid, nefele_exit *out);
+
+/* Supervision. A supervisor is a system service of the cluster (not a tenant
+ * process): it starts its children again, through placement, when they end or
+ * are lost with their host, by a restart policy per child and a strategy, up to
+ * an intensity (at most max_restarts restarts of a child within period_ms; one
+ * more gives the child up). It outlives the crash of any single host. */
+#define NEFELE_STRATEGY_ONE_FOR_ONE 0  /* only the child that ended restarts */
+#define NEFELE_STRATEGY_ONE_FOR_ALL 1  /* every child restarts */
+#define NEFELE_STRATEGY_REST_FOR_ONE 2 /* the child that ended and every later one */
+#define NEFELE_RESTART_PERMANENT 0     /* always restarted */
+#define NEFELE_RESTART_TRANSIENT 1     /* restarted unless it exited with code 0 */
+#define NEFELE_RESTART_TEMPORARY 2     /* never restarted */
+typedef struct {
+    uint32_t origin;      /* the agent that created it */
+    uint32_t incarnation; /* that agent's life then */
+    uint32_t sequence;
+} nefele_supervisor_id;
+typedef struct {
+    int strategy;            /* NEFELE_STRATEGY_* */
+    uint32_t max_restarts;   /* most restarts of one child within period_ms */
+    uint64_t period_ms;      /* not 0 */
+    const int *policies;     /* NEFELE_RESTART_*: one for all, or one per child */
+    size_t policy_count;     /* 1, or the number of children */
+} nefele_supervision;
+#define NEFELE_SUPERVISOR_RUNNING 0
+#define NEFELE_SUPERVISOR_GAVE_UP 1 /* past the intensity (one-for-all, rest-for-one): children stopped */
+#define NEFELE_SUPERVISOR_STOPPED 2 /* stopped by a client: children stopped */
+#define NEFELE_CHILD_RUNNING 0
+#define NEFELE_CHILD_RESTARTING 1
+#define NEFELE_CHILD_ENDED 2        /* not restarted by its policy; see exit */
+#define NEFELE_CHILD_GAVE_UP 3      /* past the intensity */
+#define NEFELE_CHILD_STOPPED 4      /* stopped with its supervisor */
+typedef struct {
+    uint32_t index;       /* position in the spawn */
+    int policy;           /* NEFELE_RESTART_* */
+    int has_pid;          /* whether pid is set */
+    nefele_pid pid;       /* current (or last) pid */
+    int state;            /* NEFELE_CHILD_* */
+    nefele_exit exit;     /* when state is NEFELE_CHILD_ENDED */
+    uint32_t restarts;
+} nefele_child;
+#define NEFELE_CAUSE_EXITED 0  /* see exit */
+#define NEFELE_CAUSE_LOST 1    /* lost with its host */
+#define NEFELE_CAUSE_SIBLING 2 /* taken along by a sibling's restart */
+typedef struct {
+    uint32_t child;       /* the child's index */
+    int has_old;
+    nefele_pid old_pid;   /* the pid that ended */
+    int has_new;          /* 0: given up, or not started yet */
+    nefele_pid new_pid;   /* the pid that replaced it */
+    int cause;            /* NEFELE_CAUSE_* */
+    nefele_exit exit;     /* when cause is NEFELE_CAUSE_EXITED */
+    int gave_up;          /* whether this record is the child's give-up */
+} nefele_restart;
+typedef struct {
+    nefele_supervisor_id id;
+    uint32_t home;            /* node id of the agent running it now */
+    int state;                /* NEFELE_SUPERVISOR_* */
+    int strategy;             /* NEFELE_STRATEGY_* */
+    uint32_t max_restarts;
+    uint64_t period_ms;
+    nefele_child *children;   /* in spawn order */
+    size_t child_count;
+    nefele_restart *history;  /* last restarts, oldest first */
+    size_t history_count;
+} nefele_supervisor;
+/* count processes (as nefele_spawn when count is 1, else nefele_c_spawn), all
+ * or none, under a new supervisor: its id to *id_out, pids to pids_out[0..count). */
+int nefele_supervise(nefele_client *client, const nefele_spec *specs, size_t count,
+                     const nefele_supervision *supervision, nefele_supervisor_id *id_out,
+                     nefele_pid *pids_out);
+/* n identical processes under a new supervisor. */
+int nefele_n_supervise(nefele_client *client, uint32_t n, const nefele_spec *spec,
+                       const nefele_supervision *supervision, nefele_supervisor_id *id_out,
+                       nefele_pid *pids_out);
+/* The tenant's supervisors the agent called runs, in id order: *out gets an array
+ * of *count entries (release it, children and history included, with
+ * nefele_supervisors_free). */
+int nefele_supervisors(nefele_client *client, nefele_supervisor **out, size_t *count);
+void nefele_supervisors_free(nefele_supervisor *list, size_t count);
+/* Stops the supervisor and every child of it. */
+int nefele_stop_supervisor(nefele_client *client, nefele_supervisor_id id);
+/* Writes the id's text (s<node>.<life>.<n>, as nef prints it); 34 bytes suffice. */
+int nefele_supervisor_id_to_string(nefele_supervisor_id id, char *buf, size_t len);
 
 /* Messaging. A process started by Nefele inherits an endpoint: a connected socket
  * on the descriptor named by $NEFELE_FD (its pid, as text, is in $NEFELE_PID).

@@ -8,21 +8,33 @@
 //!
 //! Ownership: a `nefele_client` comes from `nefele_connect` and is released by
 //! `nefele_close`; the array `nefele_ps` hands out is released by
-//! `nefele_ps_free`. Everything else is owned by the caller.
+//! `nefele_ps_free`, and the one `nefele_supervisors` hands out by
+//! `nefele_supervisors_free`. Everything else is owned by the caller.
 //!
-//! This is the only module of the crate with `unsafe` (with its `spec`
-//! submodule, which reads a `nefele_spec` of any version); each block says why
-//! it is sound.
+//! This is the only module of the crate with `unsafe` (with its submodules:
+//! `spec`, which reads a `nefele_spec` of any version, and `supervision`, the
+//! supervision calls); each block says why it is sound.
 
 #![allow(unsafe_code)]
 
 mod spec;
+mod supervision;
 
 pub use spec::{
     nefele_affinity, nefele_profile, nefele_spec, NEFELE_AFFINITY_APART, NEFELE_AFFINITY_NEAR,
     NEFELE_AFFINITY_SPREAD, NEFELE_AFFINITY_TOGETHER, NEFELE_FOREVER,
 };
 use spec::{spec_of, specs_of};
+pub use supervision::{
+    nefele_child, nefele_n_supervise, nefele_restart, nefele_stop_supervisor, nefele_supervise,
+    nefele_supervision, nefele_supervisor, nefele_supervisor_id, nefele_supervisor_id_to_string,
+    nefele_supervisors, nefele_supervisors_free, NEFELE_CAUSE_EXITED, NEFELE_CAUSE_LOST,
+    NEFELE_CAUSE_SIBLING, NEFELE_CHILD_ENDED, NEFELE_CHILD_GAVE_UP, NEFELE_CHILD_RESTARTING,
+    NEFELE_CHILD_RUNNING, NEFELE_CHILD_STOPPED, NEFELE_RESTART_PERMANENT, NEFELE_RESTART_TEMPORARY,
+    NEFELE_RESTART_TRANSIENT, NEFELE_STRATEGY_ONE_FOR_ALL, NEFELE_STRATEGY_ONE_FOR_ONE,
+    NEFELE_STRATEGY_REST_FOR_ONE, NEFELE_SUPERVISOR_GAVE_UP, NEFELE_SUPERVISOR_RUNNING,
+    NEFELE_SUPERVISOR_STOPPED,
+};
 
 use crate::client::{Client, ClientError};
 use crate::proto::ProtocolError;
@@ -102,6 +114,9 @@ pub const NEFELE_EPARTIAL: c_int = -27;
 /// The agent restarted during the call: its effect is unknown (the connection is
 /// made again).
 pub const NEFELE_ERESTARTED: c_int = -28;
+/// Supervision: the agent called runs no such supervisor of the caller's tenant
+/// (it never existed, is another tenant's, or another agent runs it).
+pub const NEFELE_ENOSUPERVISOR: c_int = -29;
 /// No host with room has a cpu of the spec's speed class (numbered apart from
 /// the rest, so that other additions do not collide).
 pub const NEFELE_ESHORT_CPU_CLASS: c_int = -40;
@@ -220,9 +235,8 @@ fn code_of(e: &ClientError) -> c_int {
         ClientError::Spawn(SpawnError::Aborted) => NEFELE_EABORTED,
         ClientError::Kill(KillError::NoSuchProcess)
         | ClientError::Info(InfoError::NoSuchProcess)
-        | ClientError::Wait(WaitError::NoSuchProcess)
-        // The C ABI has no supervision calls yet; no such supervisor reads as this.
-        | ClientError::Supervision(SupervisionError::NoSuchSupervisor) => NEFELE_ENOSUCH,
+        | ClientError::Wait(WaitError::NoSuchProcess) => NEFELE_ENOSUCH,
+        ClientError::Supervision(SupervisionError::NoSuchSupervisor) => NEFELE_ENOSUPERVISOR,
         ClientError::Kill(KillError::Exited) => NEFELE_EEXITED,
         ClientError::Kill(KillError::Lost) => NEFELE_ELOST,
         ClientError::Kill(KillError::Unreachable)
@@ -890,6 +904,7 @@ pub extern "C" fn nefele_strerror(code: c_int) -> *const c_char {
         NEFELE_EOVERTAKEN => c"overtaken by a later message of the pair; not delivered",
         NEFELE_EPARTIAL => c"not put in every member's mailbox (some full or overtaken)",
         NEFELE_ERESTARTED => c"the agent restarted during the call; its effect is unknown",
+        NEFELE_ENOSUPERVISOR => c"no such supervisor here",
         NEFELE_ESHORT_CPU_CLASS => c"no host with room has a cpu of the asked speed class",
         NEFELE_EUNAVAIL_CPU_CLASS => c"no host of the cluster has a cpu of the asked speed class",
         NEFELE_EUNAVAIL_ACCELERATORS => c"no host of the cluster has as many accelerators as asked",
@@ -897,6 +912,26 @@ pub extern "C" fn nefele_strerror(code: c_int) -> *const c_char {
         _ => c"unknown error code",
     };
     s.as_ptr()
+}
+
+/// Writes `text` and a NUL to `buf`, which holds `len` bytes; `NEFELE_ERANGE` if
+/// it does not fit.
+///
+/// # Safety
+/// `buf` is NULL or writable for `len` bytes.
+unsafe fn write_text(text: &str, buf: *mut c_char, len: usize) -> Result<(), c_int> {
+    if buf.is_null() {
+        return Err(NEFELE_EINVAL);
+    }
+    if text.len() + 1 > len {
+        return Err(NEFELE_ERANGE);
+    }
+    // SAFETY: `buf` holds `len >= text.len() + 1` writable bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr().cast::<c_char>(), buf, text.len());
+        buf.add(text.len()).write(0);
+    }
+    Ok(())
 }
 
 /// Writes the text form of `pid` (up to 32 hex digits and a NUL) to `buf`, which
@@ -910,21 +945,8 @@ pub unsafe extern "C" fn nefele_pid_to_string(
     buf: *mut c_char,
     len: usize,
 ) -> c_int {
-    guarded(|| {
-        if buf.is_null() {
-            return Err(NEFELE_EINVAL);
-        }
-        let text = Pid::from(pid).to_string();
-        if text.len() + 1 > len {
-            return Err(NEFELE_ERANGE);
-        }
-        // SAFETY: `buf` holds `len >= text.len() + 1` writable bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(text.as_ptr().cast::<c_char>(), buf, text.len());
-            buf.add(text.len()).write(0);
-        }
-        Ok(())
-    })
+    // SAFETY: forwarded contract.
+    guarded(|| unsafe { write_text(&Pid::from(pid).to_string(), buf, len) })
 }
 
 #[cfg(test)]
@@ -968,11 +990,11 @@ mod tests {
 
     #[test]
     fn every_code_has_its_own_words() {
-        let words: std::collections::BTreeSet<_> = (NEFELE_ERESTARTED..=NEFELE_OK)
+        let words: std::collections::BTreeSet<_> = (NEFELE_ENOSUPERVISOR..=NEFELE_OK)
             // SAFETY: nefele_strerror returns a static NUL-terminated string.
             .map(|c| unsafe { CStr::from_ptr(nefele_strerror(c)) }.to_owned())
             .collect();
-        assert_eq!(words.len(), (NEFELE_OK - NEFELE_ERESTARTED + 1) as usize);
+        assert_eq!(words.len(), (NEFELE_OK - NEFELE_ENOSUPERVISOR + 1) as usize);
     }
 
     #[test]

@@ -473,6 +473,21 @@ fn the_c_messaging_example_registers_looks_up_sends_and_receives() {
     );
 }
 
+/// The C supervision calls: a one-for-one supervisor starts its children again
+/// when they end (the restart history says from which pid), and a stopped
+/// supervisor is gone (`NEFELE_ENOSUPERVISOR`).
+#[test]
+fn the_c_supervision_example_restarts_and_stops() {
+    let Some(out) = run_c_example("supervise") else {
+        return;
+    };
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with("supervisor s"), "{out}");
+    assert!(lines[1].starts_with("every child restarted; state 0"), "{out}");
+    assert_eq!(lines[2], "stopped; stopping again: no such supervisor here");
+}
+
 #[test]
 fn nef_takes_its_token_from_the_environment_or_a_file() {
     let cluster = Cluster::start();
