@@ -610,11 +610,11 @@ run_external_proxy() {
     say "echo from $(ext_ip):$ECHO_PORT to $p on host $h through agent 1: ok ($i tries)"
     out=$(nef_on "$h" --as "$p" send "ext:$(ext_ip):$DENIED_PORT" "secret") || fail "external send failed: $out"
     got=$(nef_on "$h" --as "$p" recv --data --timeout 3 2>/dev/null) || true
-    [[ $got == *"[external_closed] $(ext_ip):$DENIED_PORT Closed"* ]] \
-        || fail "a port outside the proxy's rules: [$got], want only its close notice"
+    [[ $got == *"[external_closed] $(ext_ip):$DENIED_PORT Denied"* ]] \
+        || fail "a port outside the proxy's rules: [$got], want only its close notice, saying Denied"
     grep -q "$(ext_ip):$DENIED_PORT is not allowed by the proxy's rules" "$WORK/h1/nefeled.log" \
         || fail "the proxy did not log the refused destination"
-    say "a port outside the rules: nothing carried, the sender told it closed, refusal logged"
+    say "a port outside the rules: nothing carried, the sender told it was denied, refusal logged"
     for q in $pids; do nef_on 1 kill --signal KILL "$q" >/dev/null 2>&1 || true; done
 }
 

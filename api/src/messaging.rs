@@ -143,7 +143,8 @@ pub enum MailBody {
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExternalClose {
-    /// The external service closed it, or the proxy's connection to it failed.
+    /// The external service closed it, or the connection failed once open (a
+    /// reset, a read or write error).
     Closed,
     /// Bytes between this host and the proxy were lost and not recovered within
     /// the fate timeout (a reset: sends not yet answered may or may not have gone
@@ -155,6 +156,14 @@ pub enum ExternalClose {
     /// The proxy dropped the connection: its table of connections was full, or it
     /// no longer knew the connection (it restarted).
     Dropped,
+    /// The proxy's rules allow no address of the destination: nothing was sent.
+    Denied,
+    /// The proxy could not connect: the name did not resolve, the far end refused,
+    /// or no connection came within the proxy's connect timeout. Nothing was sent.
+    Unreachable,
+    /// The external service did not take the bytes fast enough: more than the
+    /// proxy's write buffer waited for it.
+    Overrun,
 }
 
 /// Why a monitored process is reported down.

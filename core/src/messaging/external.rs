@@ -18,7 +18,9 @@
 //! arrives in its mailbox in order and once, until the connection ends; then the
 //! process gets [`MailBody::ExternalClosed`] (after every byte that came before it)
 //! with the reason ([`ExternalClose`]): the far end closed or the proxy's TCP
-//! connection failed (`Closed`), bytes between the agents were lost and not
+//! connection failed once open (`Closed`), the proxy's rules do not allow the
+//! address (`Denied`), the proxy could not connect (`Unreachable`), the external
+//! service did not take its bytes (`Overrun`), bytes between the agents were lost and not
 //! recovered within `fate_timeout` (`Reset`), the process did not take its bytes
 //! (its mailbox stayed full for `fate_timeout`, or more than [`WINDOW`](super::pipe::WINDOW) answers
 //! waited for it: `Overflow`), or the proxy dropped the connection (its table was
@@ -55,8 +57,9 @@
 //! - [`ExternalCommand::Close`]: close `conn` (the proxy forgot it);
 //! - [`ExternalEvent::Data`] (through `Input::External`): bytes read from `conn`, at
 //!   most [`MAX_DATA_BYTES`] per event (the driver cuts longer reads);
-//! - [`ExternalEvent::Closed`]: `conn` failed or the far end closed it; the proxy
-//!   ends the connection (`Closed`), and the next send opens a new one.
+//! - [`ExternalEvent::Closed`]: `conn` ended (the far end closed it, it failed,
+//!   or it never opened) for the reason the driver gives; the proxy ends the
+//!   stream with that reason, and the next send opens a new one.
 //!
 //! Invariants: the tables are bounded ([`MAX_CONNS`] streams at a proxy,
 //! [`MAX_STREAMS`] at a sender's agent, [`WINDOW`](super::pipe::WINDOW) pieces per pipe direction);
@@ -119,10 +122,12 @@ pub enum ExternalEvent {
         /// The bytes.
         data: Vec<u8>,
     },
-    /// Connection `conn` failed or was closed by the far end.
+    /// Connection `conn` ended: it failed, it never opened, or the far end closed it.
     Closed {
         /// The connection.
         conn: u64,
+        /// Why, as the process is told.
+        reason: ExternalClose,
     },
 }
 
@@ -759,9 +764,9 @@ impl External {
                     }
                 }
             }
-            ExternalEvent::Closed { conn } => {
+            ExternalEvent::Closed { conn, reason } => {
                 if let Some(id) = self.by_conn.get(&conn).copied() {
-                    self.end_conn(now, id, ExternalClose::Closed, true, post);
+                    self.end_conn(now, id, reason, true, post);
                 }
             }
         }

@@ -1275,12 +1275,15 @@ fn an_external_send_goes_out_through_the_proxy_and_its_answer_comes_back() {
             data: b"pong".to_vec()
         }
     );
-    // A closed connection ends with a notice to its process (after its bytes); the
-    // next send opens another.
-    net.agents
-        .get_mut(&NodeId(2))
-        .unwrap()
-        .handle_external(now, ExternalEvent::Closed { conn: conns[0] });
+    // A connection that ends gives its process a notice (after its bytes) with the
+    // reason the driver gave; the next send opens another.
+    net.agents.get_mut(&NodeId(2)).unwrap().handle_external(
+        now,
+        ExternalEvent::Closed {
+            conn: conns[0],
+            reason: ExternalClose::Unreachable,
+        },
+    );
     net.drain(NodeId(2));
     net.run();
     assert_eq!(
@@ -1291,7 +1294,7 @@ fn an_external_send_goes_out_through_the_proxy_and_its_answer_comes_back() {
         vec![MailBody::ExternalClosed {
             host: "echo.example".into(),
             port: 7,
-            reason: ExternalClose::Closed
+            reason: ExternalClose::Unreachable
         }]
     );
     out(&mut net, b"3");

@@ -41,7 +41,9 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 ///   Placement's `Shape` carries the kinds of limit its processes ask for (a host
 ///   that cannot enforce one offers nothing), and `Resource::Limit` is appended.
 ///   `CreateItem.leased` marks a supervisor's spawn.
-pub const VERSION: u16 = 7;
+/// - 8: an external connection's end says why it failed: `ExternalClose` gains
+///   `Denied`, `Unreachable` and `Overrun` (appended).
+pub const VERSION: u16 = 8;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.

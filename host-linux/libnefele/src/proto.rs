@@ -43,6 +43,8 @@
 //!   why) and `SendError::Partial` (a fan-out send missed full or overtaken
 //!   members) are appended, and `Resource::Limit` (no host with room can
 //!   enforce a limit the spec asks for).
+//! - 5: `ExternalClose` says why an external connection failed: `Denied`,
+//!   `Unreachable` and `Overrun` are appended.
 //!
 //! # Who a connection may act as
 //! A messaging call names the process it acts for (`from`, `pid`, `watcher`). On a
@@ -61,7 +63,7 @@ use nefele_api::supervision::{SupervisedSpawn, SupervisionSpec, SupervisorId};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// The largest client-to-agent payload.
 pub const MAX_REQUEST_BYTES: u32 = 1 << 20;
 /// The largest agent-to-client payload (a `ps` of a large tenant can be long).

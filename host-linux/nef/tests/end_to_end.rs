@@ -484,7 +484,10 @@ fn the_c_supervision_example_restarts_and_stops() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
     assert!(lines[0].starts_with("supervisor s"), "{out}");
-    assert!(lines[1].starts_with("every child restarted; state 0"), "{out}");
+    assert!(
+        lines[1].starts_with("every child restarted; state 0"),
+        "{out}"
+    );
     assert_eq!(lines[2], "stopped; stopping again: no such supervisor here");
 }
 

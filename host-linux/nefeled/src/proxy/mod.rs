@@ -14,12 +14,14 @@
 //! from the tasks go through a bounded channel, so a driver busy elsewhere slows the
 //! readers and, through TCP, the far ends. Every way a connection ends but the
 //! core's own `Close` (refused, unresolved, connect failure or timeout, reset, far
-//! end closed, overrun) reports `ExternalEvent::Closed` once, with the typed reason
-//! logged and counted in [`ProxyStats`]; the core forgets the connection and its next
-//! send opens a new one.
+//! end closed, overrun) reports `ExternalEvent::Closed` once, with the reason the
+//! process is told ([`ProxyError::close`]: denied, unreachable, overrun, dropped or
+//! closed); the full typed reason is logged and counted in [`ProxyStats`]. The core
+//! forgets the connection and its next send opens a new one.
 
 pub mod rules;
 
+use nefele_api::messaging::ExternalClose;
 use nefele_core::messaging::external::{ExternalCommand, ExternalEvent, MAX_CONNS};
 use nefele_core::messaging::msg::MAX_DATA_BYTES;
 pub use rules::{FileProxy, ProxyConfig, ProxyRules};
@@ -86,6 +88,21 @@ pub enum ProxyError {
     /// The core opened more connections than it may.
     #[error("more than {MAX_CONNS} connections")]
     TooMany,
+}
+
+impl ProxyError {
+    /// What the process whose connection this ended is told.
+    pub fn close(&self) -> ExternalClose {
+        match self {
+            ProxyError::Denied { .. } => ExternalClose::Denied,
+            ProxyError::Resolve { .. }
+            | ProxyError::ConnectTimeout { .. }
+            | ProxyError::Connect { .. } => ExternalClose::Unreachable,
+            ProxyError::Overrun { .. } => ExternalClose::Overrun,
+            ProxyError::TooMany => ExternalClose::Dropped,
+            ProxyError::Io(_) | ProxyError::FarEndClosed => ExternalClose::Closed,
+        }
+    }
 }
 
 /// How the proxy's connections ended, for logs and metrics.
@@ -196,7 +213,8 @@ impl Proxy {
     fn close(&mut self, conn: u64, reason: ProxyError) {
         self.conns.remove(&conn);
         self.log(conn, &reason);
-        self.ready.push_back(ExternalEvent::Closed { conn });
+        let reason = reason.close();
+        self.ready.push_back(ExternalEvent::Closed { conn, reason });
     }
 
     fn log(&mut self, conn: u64, reason: &ProxyError) {
@@ -237,7 +255,8 @@ impl Proxy {
                 Report::Closed { conn, reason } => {
                     self.conns.remove(&conn);
                     self.log(conn, &reason);
-                    return ExternalEvent::Closed { conn };
+                    let reason = reason.close();
+                    return ExternalEvent::Closed { conn, reason };
                 }
             }
         }

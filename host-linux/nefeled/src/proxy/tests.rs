@@ -91,7 +91,13 @@ async fn a_host_name_is_resolved_and_its_address_checked() {
         port: echo.port(),
         data: b"x".to_vec(),
     });
-    assert_eq!(next(&mut p).await, ExternalEvent::Closed { conn: 1 });
+    assert_eq!(
+        next(&mut p).await,
+        ExternalEvent::Closed {
+            conn: 1,
+            reason: ExternalClose::Denied
+        }
+    );
     assert_eq!(p.stats().denied, 1);
 }
 
@@ -106,7 +112,13 @@ async fn a_destination_outside_the_rules_is_closed_without_a_connection() {
     ] {
         let mut p = Proxy::new(rules);
         p.command(send(3, private, b"GET /secrets"));
-        assert_eq!(next(&mut p).await, ExternalEvent::Closed { conn: 3 });
+        assert_eq!(
+            next(&mut p).await,
+            ExternalEvent::Closed {
+                conn: 3,
+                reason: ExternalClose::Denied
+            }
+        );
         assert_eq!(p.stats().denied, 1);
     }
     // Nothing reached the listener (a connection would be queued by now: the
@@ -122,7 +134,13 @@ async fn a_refused_connection_is_reported_closed() {
     drop(listener);
     let mut p = Proxy::new(allowing(&["127.0.0.0/8:*"]));
     p.command(send(1, gone, b"x"));
-    assert_eq!(next(&mut p).await, ExternalEvent::Closed { conn: 1 });
+    assert_eq!(
+        next(&mut p).await,
+        ExternalEvent::Closed {
+            conn: 1,
+            reason: ExternalClose::Unreachable
+        }
+    );
     assert_eq!(p.stats().connect_failed, 1);
     // The core's next send opens a new connection, with a new number.
     let echo = echo_server(1).await;
@@ -141,7 +159,13 @@ async fn a_far_end_that_closes_is_reported_once() {
     let mut p = Proxy::new(allowing(&["127.0.0.1:*"]));
     p.command(send(4, addr, b"hi"));
     assert_eq!(read_back(&mut p, 4, 3).await, b"bye");
-    assert_eq!(next(&mut p).await, ExternalEvent::Closed { conn: 4 });
+    assert_eq!(
+        next(&mut p).await,
+        ExternalEvent::Closed {
+            conn: 4,
+            reason: ExternalClose::Closed
+        }
+    );
     assert_eq!(p.stats().ended, 1);
     assert!(p.conns.is_empty());
 }
@@ -172,7 +196,11 @@ async fn a_far_end_that_does_not_keep_up_is_cut_off() {
         tokio::task::yield_now().await;
     }
     let mut events = Vec::new();
-    while events.last() != Some(&ExternalEvent::Closed { conn: 9 }) {
+    let cut = ExternalEvent::Closed {
+        conn: 9,
+        reason: ExternalClose::Overrun,
+    };
+    while events.last() != Some(&cut) {
         events.push(next(&mut p).await);
     }
     assert_eq!(p.stats().overrun, 1);
