@@ -359,7 +359,7 @@ fn read_progress(mut pipe: File) -> Progress {
     p
 }
 
-/// Reads the start time (field 22 of /proc/<pid>/stat) of `pid`.
+/// Reads the start time (field 22 of `/proc/<pid>/stat`) of `pid`.
 pub fn proc_start_ticks(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may contain spaces.
