@@ -276,6 +276,47 @@ pub struct MessagingSim {
     members: BTreeSet<u32>,
     /// Subscribers that receive only every `pubsub.slow_recv_every`.
     slow: BTreeSet<u32>,
+    /// The processes a fan-out send may have to reach, by its destination: per
+    /// topic name its subscribers, per group name its members, per tenant its
+    /// processes (each list in increasing order). Fixed at the start, so a send
+    /// looks at its own candidates instead of every process.
+    fan_out_index: FanOutIndex,
+}
+
+/// See [`MessagingSim::fan_out_index`].
+#[derive(Debug, Default)]
+struct FanOutIndex {
+    topics: BTreeMap<String, Vec<u32>>,
+    groups: BTreeMap<String, Vec<u32>>,
+    tenants: BTreeMap<TenantId, Vec<u32>>,
+}
+
+impl FanOutIndex {
+    fn new(procs: &[Proc]) -> Self {
+        let mut index = FanOutIndex::default();
+        for (ix, p) in procs.iter().enumerate() {
+            let ix = ix as u32;
+            match p.role {
+                Role::Subscriber { topic } => {
+                    index
+                        .topics
+                        .entry(format!("t{topic}"))
+                        .or_default()
+                        .push(ix);
+                }
+                Role::GroupMember { group } => {
+                    index
+                        .groups
+                        .entry(format!("g{group}"))
+                        .or_default()
+                        .push(ix);
+                }
+                _ => {}
+            }
+            index.tenants.entry(p.tenant).or_default().push(ix);
+        }
+        index
+    }
 }
 
 impl MessagingSim {
@@ -376,8 +417,10 @@ impl MessagingSim {
             in_traffic: false,
             members: BTreeSet::new(),
             slow,
+            fan_out_index: FanOutIndex::default(),
             cfg,
         };
+        sim.fan_out_index = FanOutIndex::new(&sim.procs);
         let start = Time::ZERO + sim.cfg.start;
         sim.actions.push_back(MsgAction::At(start, MsgTimer::Spawn));
         sim.actions
@@ -816,30 +859,27 @@ impl MessagingSim {
         self.call(node, Pending::Send(id), call);
     }
 
-    /// The processes a reliable fan-out send to `dest` of `tenant` must reach: the
-    /// confirmed subscribers or members, or for a broadcast every process of the
-    /// tenant that is set up, running now.
+    /// The processes a fan-out send to `dest` of `tenant` must reach: the confirmed
+    /// subscribers or members, or for a broadcast every process of the tenant that
+    /// is set up, running now.
     fn fan_out_receivers(
         &self,
         tenant: TenantId,
         dest: &Dest,
         placement: &PlacementSim,
     ) -> BTreeSet<u32> {
-        (0..self.procs.len() as u32)
-            .filter(|&ix| {
-                let p = &self.procs[ix as usize];
-                let chosen = match (dest, p.role) {
-                    (Dest::Topic(t), Role::Subscriber { topic }) => {
-                        *t == format!("t{topic}") && self.members.contains(&ix)
-                    }
-                    (Dest::Group { group: g, .. }, Role::GroupMember { group }) => {
-                        *g == format!("g{group}") && self.members.contains(&ix)
-                    }
-                    (Dest::Broadcast, _) => p.tenant == tenant,
-                    _ => false,
-                };
-                chosen && self.running(ix, placement)
-            })
+        let index = &self.fan_out_index;
+        let (candidates, confirmed) = match dest {
+            Dest::Topic(t) => (index.topics.get(t), true),
+            Dest::Group { group, .. } => (index.groups.get(group), true),
+            Dest::Broadcast => (index.tenants.get(&tenant), false),
+            _ => (None, false),
+        };
+        candidates
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|ix| (!confirmed || self.members.contains(ix)) && self.running(*ix, placement))
             .collect()
     }
 
