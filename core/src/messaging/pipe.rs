@@ -316,10 +316,14 @@ mod tests {
     /// them: the sender pushes numbered pieces (waiting while the window is full) and
     /// then its last piece with `force`, the receiver acks after every piece it gets,
     /// both resend and check for stalls at their deadlines, and the receiving
-    /// application sometimes leaves a ready piece untaken for a while.
+    /// application sometimes leaves a ready piece untaken for a while (in one run
+    /// of ten it stops taking for good). The application takes a prefix of what was
+    /// sent, in order, each piece once; once the network is quiet, it has taken
+    /// everything or a side ended (stalled).
     mod random_network {
         use super::*;
         use proptest::prelude::*;
+        use rand::seq::SliceRandom;
         use rand::{Rng, SeedableRng};
         use rand_chacha::ChaCha8Rng;
 
@@ -351,6 +355,8 @@ mod tests {
             end_pushed: bool,
             /// What the receiving application took, in order.
             got: Vec<Piece>,
+            /// The receiving application stops taking after this many pieces.
+            stuck_at: Option<usize>,
             /// Why a side ended, if one did.
             ended: Option<&'static str>,
         }
@@ -376,7 +382,9 @@ mod tests {
             /// The receiving application takes what is ready (`all`), or sometimes not.
             fn take(&mut self, all: bool) {
                 while let Some(piece) = self.rx.ready().copied() {
-                    if !all && self.rng.gen_bool(0.2) {
+                    if self.stuck_at.is_some_and(|n| self.got.len() >= n)
+                        || (!all && self.rng.gen_bool(0.2))
+                    {
                         break;
                     }
                     self.got.push(piece);
@@ -441,6 +449,8 @@ mod tests {
             let total = rng.gen_range(0..300);
             let loss = rng.gen_range(0.0..0.3);
             let duplicate = rng.gen_range(0.0..0.2);
+            let reorder = rng.gen_range(0.0..0.3);
+            let stuck_at = rng.gen_bool(0.1).then(|| rng.gen_range(0..=total as usize));
             let mut r = Run {
                 rng,
                 now: Time::ZERO,
@@ -451,33 +461,45 @@ mod tests {
                 pushed: 0,
                 end_pushed: false,
                 got: Vec::new(),
+                stuck_at,
                 ended: None,
             };
-            // Lossy: the sender pushes as fast as its window lets it; frames are taken
-            // off the wire in random order, some lost, some delivered twice.
-            for _ in 0..2_000 {
+            // Lossy, in rounds of up to 20 ms: the sender pushes what its window
+            // lets it; each frame on the wire is lost, held back for a later round
+            // (overtaken), delivered twice (the copy held back), or delivered, in
+            // random order.
+            for _ in 0..300 {
                 if r.ended.is_some() {
                     break;
                 }
-                match r.rng.gen_range(0..10) {
-                    0..=2 => r.push(),
-                    3..=7 if !r.wire.is_empty() => {
-                        let i = r.rng.gen_range(0..r.wire.len());
-                        let frame = r.wire.swap_remove(i);
-                        if r.rng.gen_bool(loss) {
-                            continue;
-                        }
-                        if r.rng.gen_bool(duplicate) {
-                            r.wire.push(frame);
-                        }
-                        r.deliver(frame, false);
-                    }
-                    _ => {
-                        r.now = r.now + Duration::from_millis(r.rng.gen_range(0..20));
-                        r.take(false);
-                        r.timers();
-                    }
+                // Sometimes a burst that fills the window.
+                let pushes = if r.rng.gen_bool(0.2) {
+                    80
+                } else {
+                    r.rng.gen_range(0..8)
+                };
+                for _ in 0..pushes {
+                    r.push();
                 }
+                let mut frames = std::mem::take(&mut r.wire);
+                frames.shuffle(&mut r.rng);
+                for frame in frames {
+                    if r.rng.gen_bool(loss) {
+                        continue;
+                    }
+                    if r.rng.gen_bool(reorder) {
+                        r.wire.push(frame);
+                        continue;
+                    }
+                    if r.rng.gen_bool(duplicate) {
+                        r.wire.push(frame);
+                    }
+                    r.deliver(frame, false);
+                    r.check();
+                }
+                r.now = r.now + Duration::from_millis(r.rng.gen_range(0..20));
+                r.take(false);
+                r.timers();
                 r.check();
             }
             // Quiet: nothing lost or duplicated (still reordered), the application
