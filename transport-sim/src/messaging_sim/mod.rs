@@ -1399,26 +1399,20 @@ mod tests {
     use nefele_core::host::HostCommand;
     use nefele_core::Incarnation;
 
-    /// One request/response pair (processes 0 and 1, tenant 0) running on hosts 0
-    /// and 1, set up; returns the sim, the placement and the pending `Recv` requests
-    /// of the two processes.
-    fn pair() -> (MessagingSim, PlacementSim, [u64; 2]) {
-        let cfg = MessagingWorkload {
-            rr: Some(RrWorkload {
-                pairs: 1,
-                ..RrWorkload::default()
-            }),
-            ..MessagingWorkload::default()
-        };
+    /// The processes of `cfg`, each spawned on its own host (in the order of the
+    /// spawn calls) and set up, their subscribes and joins confirmed; returns the
+    /// sim, the placement and each process's pending `Recv` request.
+    fn started(cfg: MessagingWorkload) -> (MessagingSim, PlacementSim, BTreeMap<u32, u64>) {
         let mut m = MessagingSim::new(cfg, Time::from_secs(60), 1);
-        let mut placement = PlacementSim::new(2);
+        let hosts = m.procs.len() as u32;
+        let mut placement = PlacementSim::new(hosts as usize);
         m.actions.clear();
         m.on_timer(
             Time::from_secs(3),
             MsgTimer::Spawn,
             &placement,
             &|_| true,
-            2,
+            hosts,
         );
         let calls: Vec<(NodeId, u64, ApiCall)> = std::iter::from_fn(|| m.pop_action())
             .filter_map(|a| match a {
@@ -1426,7 +1420,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(calls.len(), 2);
+        assert_eq!(calls.len(), hosts as usize);
         for (i, (_, request, call)) in calls.into_iter().enumerate() {
             let ApiCall::Spawn { tenant, spec } = call else {
                 panic!("{call:?}")
@@ -1450,17 +1444,39 @@ mod tests {
             MsgTimer::Setup,
             &placement,
             &|_| true,
-            2,
+            hosts,
         );
-        let mut recvs = [0; 2];
+        let mut recvs = BTreeMap::new();
         while let Some(a) = m.pop_action() {
-            if let MsgAction::Call(node, request, call) = a {
-                if matches!(*call, ApiCall::Recv { .. }) {
-                    recvs[node.0 as usize] = request;
+            let MsgAction::Call(_, request, call) = a else {
+                continue;
+            };
+            match *call {
+                ApiCall::Recv { pid, .. } => {
+                    recvs.insert(m.by_pid[&pid], request);
                 }
+                ApiCall::Subscribe { .. } | ApiCall::Join { .. } => {
+                    let ok = ApiReply::Grouped(Ok(()));
+                    m.on_reply(Time::from_secs(4), request, ok, &placement);
+                }
+                _ => {}
             }
         }
         (m, placement, recvs)
+    }
+
+    /// One request/response pair (processes 0 and 1, tenant 0) running on hosts 0
+    /// and 1, set up; returns the sim, the placement and the pending `Recv` requests
+    /// of the two processes.
+    fn pair() -> (MessagingSim, PlacementSim, [u64; 2]) {
+        let (m, placement, recvs) = started(MessagingWorkload {
+            rr: Some(RrWorkload {
+                pairs: 1,
+                ..RrWorkload::default()
+            }),
+            ..MessagingWorkload::default()
+        });
+        (m, placement, [recvs[&0], recvs[&1]])
     }
 
     fn mail(from: Pid, id: u64, tenant: u32) -> Mail {
@@ -1565,5 +1581,96 @@ mod tests {
         assert!(late
             .iter()
             .any(|(n, r, _)| *n == "messaging.fate_reported" && r.is_err()));
+    }
+
+    /// Two topics of two subscribers (processes 1, 2 of tenant 0 and 4, 5 of
+    /// tenant 1; 0 and 3 publish): a publication must reach its own topic's
+    /// confirmed subscribers that run, a broadcast every running process of its
+    /// tenant; one answered with success that misses a subscriber is a
+    /// `messaging.fanout_told` violation, one answered `Partial` is not.
+    #[test]
+    fn a_fan_out_send_must_reach_exactly_the_confirmed_receivers_it_was_sent_to() {
+        let (m, placement, recvs) = started(MessagingWorkload {
+            pubsub: Some(PubSubWorkload {
+                topics: 2,
+                fanout_min: 2,
+                fanout_max: 2,
+                ..PubSubWorkload::default()
+            }),
+            ..MessagingWorkload::default()
+        });
+        let mut m = m.faultless(true);
+        let receivers = |m: &MessagingSim, tenant: u32, dest: Dest| {
+            let set = m.fan_out_receivers(TenantId(tenant), &dest, &placement);
+            set.into_iter().collect::<Vec<_>>()
+        };
+        assert_eq!(receivers(&m, 0, Dest::Topic("t0".into())), vec![1, 2]);
+        assert_eq!(receivers(&m, 1, Dest::Topic("t1".into())), vec![4, 5]);
+        assert_eq!(receivers(&m, 1, Dest::Broadcast), vec![3, 4, 5]);
+        assert_eq!(
+            receivers(&m, 0, Dest::Topic("t9".into())),
+            Vec::<u32>::new()
+        );
+        m.members.remove(&5);
+        assert_eq!(
+            receivers(&m, 1, Dest::Topic("t1".into())),
+            vec![4],
+            "unconfirmed"
+        );
+
+        let publisher = m.procs[0].pid.unwrap();
+        let publish = |m: &mut MessagingSim, answer: Result<SendReceipt, SendError>| {
+            m.send(
+                Time::from_secs(5),
+                0,
+                Dest::Topic("t0".into()),
+                Kind::Publish,
+                None,
+                &placement,
+            );
+            let id = m.next_id;
+            let request = m.pending.keys().copied().max().unwrap();
+            m.on_reply(
+                Time::from_secs(5),
+                request,
+                ApiReply::Sent(answer),
+                &placement,
+            );
+            id
+        };
+        let id = publish(&mut m, Ok(SendReceipt { reached: 2 }));
+        let partial = SendError::Partial {
+            reached: 1,
+            full: 1,
+            overtaken: 0,
+        };
+        let told = publish(&mut m, Err(partial));
+        // Only subscriber 1 gets them.
+        let mails = [id, told]
+            .into_iter()
+            .map(|id| {
+                let mut data = payload(64, id, Time::from_secs(5), TenantId(0), Kind::Publish);
+                data[21] = 1;
+                Mail {
+                    from: publisher,
+                    class: DistanceClass::SameDc,
+                    seq: id,
+                    body: MailBody::Data(data),
+                }
+            })
+            .collect();
+        let ok = ApiReply::Received(Ok(mails));
+        m.on_reply(Time::from_secs(5), recvs[&1], ok, &placement);
+        let failed: Vec<_> = m
+            .check(Time::from_secs(9), &placement, &|_| true)
+            .into_iter()
+            .filter_map(|(name, r, _)| r.err().map(|e| (name, e)))
+            .collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(failed[0].0, "messaging.fanout_told");
+        assert!(
+            failed[0].1.contains(&format!("send {id} answered ok")),
+            "{failed:?}"
+        );
     }
 }
