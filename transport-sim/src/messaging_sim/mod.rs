@@ -276,6 +276,47 @@ pub struct MessagingSim {
     members: BTreeSet<u32>,
     /// Subscribers that receive only every `pubsub.slow_recv_every`.
     slow: BTreeSet<u32>,
+    /// The processes a fan-out send may have to reach, by its destination: per
+    /// topic name its subscribers, per group name its members, per tenant its
+    /// processes (each list in increasing order). Fixed at the start, so a send
+    /// looks at its own candidates instead of every process.
+    fan_out_index: FanOutIndex,
+}
+
+/// See [`MessagingSim::fan_out_index`].
+#[derive(Debug, Default)]
+struct FanOutIndex {
+    topics: BTreeMap<String, Vec<u32>>,
+    groups: BTreeMap<String, Vec<u32>>,
+    tenants: BTreeMap<TenantId, Vec<u32>>,
+}
+
+impl FanOutIndex {
+    fn new(procs: &[Proc]) -> Self {
+        let mut index = FanOutIndex::default();
+        for (ix, p) in procs.iter().enumerate() {
+            let ix = ix as u32;
+            match p.role {
+                Role::Subscriber { topic } => {
+                    index
+                        .topics
+                        .entry(format!("t{topic}"))
+                        .or_default()
+                        .push(ix);
+                }
+                Role::GroupMember { group } => {
+                    index
+                        .groups
+                        .entry(format!("g{group}"))
+                        .or_default()
+                        .push(ix);
+                }
+                _ => {}
+            }
+            index.tenants.entry(p.tenant).or_default().push(ix);
+        }
+        index
+    }
 }
 
 impl MessagingSim {
@@ -376,8 +417,10 @@ impl MessagingSim {
             in_traffic: false,
             members: BTreeSet::new(),
             slow,
+            fan_out_index: FanOutIndex::default(),
             cfg,
         };
+        sim.fan_out_index = FanOutIndex::new(&sim.procs);
         let start = Time::ZERO + sim.cfg.start;
         sim.actions.push_back(MsgAction::At(start, MsgTimer::Spawn));
         sim.actions
@@ -816,30 +859,27 @@ impl MessagingSim {
         self.call(node, Pending::Send(id), call);
     }
 
-    /// The processes a reliable fan-out send to `dest` of `tenant` must reach: the
-    /// confirmed subscribers or members, or for a broadcast every process of the
-    /// tenant that is set up, running now.
+    /// The processes a fan-out send to `dest` of `tenant` must reach: the confirmed
+    /// subscribers or members, or for a broadcast every process of the tenant that
+    /// is set up, running now.
     fn fan_out_receivers(
         &self,
         tenant: TenantId,
         dest: &Dest,
         placement: &PlacementSim,
     ) -> BTreeSet<u32> {
-        (0..self.procs.len() as u32)
-            .filter(|&ix| {
-                let p = &self.procs[ix as usize];
-                let chosen = match (dest, p.role) {
-                    (Dest::Topic(t), Role::Subscriber { topic }) => {
-                        *t == format!("t{topic}") && self.members.contains(&ix)
-                    }
-                    (Dest::Group { group: g, .. }, Role::GroupMember { group }) => {
-                        *g == format!("g{group}") && self.members.contains(&ix)
-                    }
-                    (Dest::Broadcast, _) => p.tenant == tenant,
-                    _ => false,
-                };
-                chosen && self.running(ix, placement)
-            })
+        let index = &self.fan_out_index;
+        let (candidates, confirmed) = match dest {
+            Dest::Topic(t) => (index.topics.get(t), true),
+            Dest::Group { group, .. } => (index.groups.get(group), true),
+            Dest::Broadcast => (index.tenants.get(&tenant), false),
+            _ => (None, false),
+        };
+        candidates
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|ix| (!confirmed || self.members.contains(ix)) && self.running(*ix, placement))
             .collect()
     }
 
@@ -1359,26 +1399,20 @@ mod tests {
     use nefele_core::host::HostCommand;
     use nefele_core::Incarnation;
 
-    /// One request/response pair (processes 0 and 1, tenant 0) running on hosts 0
-    /// and 1, set up; returns the sim, the placement and the pending `Recv` requests
-    /// of the two processes.
-    fn pair() -> (MessagingSim, PlacementSim, [u64; 2]) {
-        let cfg = MessagingWorkload {
-            rr: Some(RrWorkload {
-                pairs: 1,
-                ..RrWorkload::default()
-            }),
-            ..MessagingWorkload::default()
-        };
+    /// The processes of `cfg`, each spawned on its own host (in the order of the
+    /// spawn calls) and set up, their subscribes and joins confirmed; returns the
+    /// sim, the placement and each process's pending `Recv` request.
+    fn started(cfg: MessagingWorkload) -> (MessagingSim, PlacementSim, BTreeMap<u32, u64>) {
         let mut m = MessagingSim::new(cfg, Time::from_secs(60), 1);
-        let mut placement = PlacementSim::new(2);
+        let hosts = m.procs.len() as u32;
+        let mut placement = PlacementSim::new(hosts as usize);
         m.actions.clear();
         m.on_timer(
             Time::from_secs(3),
             MsgTimer::Spawn,
             &placement,
             &|_| true,
-            2,
+            hosts,
         );
         let calls: Vec<(NodeId, u64, ApiCall)> = std::iter::from_fn(|| m.pop_action())
             .filter_map(|a| match a {
@@ -1386,7 +1420,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(calls.len(), 2);
+        assert_eq!(calls.len(), hosts as usize);
         for (i, (_, request, call)) in calls.into_iter().enumerate() {
             let ApiCall::Spawn { tenant, spec } = call else {
                 panic!("{call:?}")
@@ -1410,17 +1444,39 @@ mod tests {
             MsgTimer::Setup,
             &placement,
             &|_| true,
-            2,
+            hosts,
         );
-        let mut recvs = [0; 2];
+        let mut recvs = BTreeMap::new();
         while let Some(a) = m.pop_action() {
-            if let MsgAction::Call(node, request, call) = a {
-                if matches!(*call, ApiCall::Recv { .. }) {
-                    recvs[node.0 as usize] = request;
+            let MsgAction::Call(_, request, call) = a else {
+                continue;
+            };
+            match *call {
+                ApiCall::Recv { pid, .. } => {
+                    recvs.insert(m.by_pid[&pid], request);
                 }
+                ApiCall::Subscribe { .. } | ApiCall::Join { .. } => {
+                    let ok = ApiReply::Grouped(Ok(()));
+                    m.on_reply(Time::from_secs(4), request, ok, &placement);
+                }
+                _ => {}
             }
         }
         (m, placement, recvs)
+    }
+
+    /// One request/response pair (processes 0 and 1, tenant 0) running on hosts 0
+    /// and 1, set up; returns the sim, the placement and the pending `Recv` requests
+    /// of the two processes.
+    fn pair() -> (MessagingSim, PlacementSim, [u64; 2]) {
+        let (m, placement, recvs) = started(MessagingWorkload {
+            rr: Some(RrWorkload {
+                pairs: 1,
+                ..RrWorkload::default()
+            }),
+            ..MessagingWorkload::default()
+        });
+        (m, placement, [recvs[&0], recvs[&1]])
     }
 
     fn mail(from: Pid, id: u64, tenant: u32) -> Mail {
@@ -1525,5 +1581,96 @@ mod tests {
         assert!(late
             .iter()
             .any(|(n, r, _)| *n == "messaging.fate_reported" && r.is_err()));
+    }
+
+    /// Two topics of two subscribers (processes 1, 2 of tenant 0 and 4, 5 of
+    /// tenant 1; 0 and 3 publish): a publication must reach its own topic's
+    /// confirmed subscribers that run, a broadcast every running process of its
+    /// tenant; one answered with success that misses a subscriber is a
+    /// `messaging.fanout_told` violation, one answered `Partial` is not.
+    #[test]
+    fn a_fan_out_send_must_reach_exactly_the_confirmed_receivers_it_was_sent_to() {
+        let (m, placement, recvs) = started(MessagingWorkload {
+            pubsub: Some(PubSubWorkload {
+                topics: 2,
+                fanout_min: 2,
+                fanout_max: 2,
+                ..PubSubWorkload::default()
+            }),
+            ..MessagingWorkload::default()
+        });
+        let mut m = m.faultless(true);
+        let receivers = |m: &MessagingSim, tenant: u32, dest: Dest| {
+            let set = m.fan_out_receivers(TenantId(tenant), &dest, &placement);
+            set.into_iter().collect::<Vec<_>>()
+        };
+        assert_eq!(receivers(&m, 0, Dest::Topic("t0".into())), vec![1, 2]);
+        assert_eq!(receivers(&m, 1, Dest::Topic("t1".into())), vec![4, 5]);
+        assert_eq!(receivers(&m, 1, Dest::Broadcast), vec![3, 4, 5]);
+        assert_eq!(
+            receivers(&m, 0, Dest::Topic("t9".into())),
+            Vec::<u32>::new()
+        );
+        m.members.remove(&5);
+        assert_eq!(
+            receivers(&m, 1, Dest::Topic("t1".into())),
+            vec![4],
+            "unconfirmed"
+        );
+
+        let publisher = m.procs[0].pid.unwrap();
+        let publish = |m: &mut MessagingSim, answer: Result<SendReceipt, SendError>| {
+            m.send(
+                Time::from_secs(5),
+                0,
+                Dest::Topic("t0".into()),
+                Kind::Publish,
+                None,
+                &placement,
+            );
+            let id = m.next_id;
+            let request = m.pending.keys().copied().max().unwrap();
+            m.on_reply(
+                Time::from_secs(5),
+                request,
+                ApiReply::Sent(answer),
+                &placement,
+            );
+            id
+        };
+        let id = publish(&mut m, Ok(SendReceipt { reached: 2 }));
+        let partial = SendError::Partial {
+            reached: 1,
+            full: 1,
+            overtaken: 0,
+        };
+        let told = publish(&mut m, Err(partial));
+        // Only subscriber 1 gets them.
+        let mails = [id, told]
+            .into_iter()
+            .map(|id| {
+                let mut data = payload(64, id, Time::from_secs(5), TenantId(0), Kind::Publish);
+                data[21] = 1;
+                Mail {
+                    from: publisher,
+                    class: DistanceClass::SameDc,
+                    seq: id,
+                    body: MailBody::Data(data),
+                }
+            })
+            .collect();
+        let ok = ApiReply::Received(Ok(mails));
+        m.on_reply(Time::from_secs(5), recvs[&1], ok, &placement);
+        let failed: Vec<_> = m
+            .check(Time::from_secs(9), &placement, &|_| true)
+            .into_iter()
+            .filter_map(|(name, r, _)| r.err().map(|e| (name, e)))
+            .collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(failed[0].0, "messaging.fanout_told");
+        assert!(
+            failed[0].1.contains(&format!("send {id} answered ok")),
+            "{failed:?}"
+        );
     }
 }
