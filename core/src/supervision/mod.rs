@@ -44,11 +44,15 @@
 //!   reported lost by the ledger) grants it nothing more and restarts its
 //!   children only once the last ask it echoed to it arrived `slack(lease)` ago:
 //!   by then the host has killed them, or is stalled (the exception). A host
-//!   fences only processes it knows are watched: a lost child whose host never
-//!   confirmed watching it (`kept` in an answer; the record's `leased`) is
-//!   restarted only once its host answers again (which fences it at once, its
-//!   lease from its start long over) or does not know it; on a host that never
-//!   comes back it is not restarted (liveness given up for safety).
+//!   fences a supervisor's spawn from its start (`ServiceEvent::ProcessStarted`
+//!   says it is one), watched or not: one whose home died before its first
+//!   `Watch` ends with its lease all the same. (Before, such a process was
+//!   fenced only once watched, and a home restarted a lost child its host never
+//!   confirmed watching only once that host answered: a restart confirmed just
+//!   before its home died on a host that died with it was never restarted.)
+//!   A pid its host fences only from its first `Watch` (the record's `leased`
+//!   false: records of agents before this) is still restarted only once its host
+//!   answers again.
 //! - **A home's authority.** A home grants and restarts only while each of its
 //!   keepers confirmed ([`SupervisionMsg::Held`]) an [`SupervisionMsg::Alive`]
 //!   it sent less than `authority` ago. A keeper takes a supervisor over only
@@ -86,9 +90,7 @@
 //! spawn: an aborted child is spawned again only `slack(lease)` later, and a new
 //! home holds back as long.
 //!
-//! Not covered (stated, not fixed): a restart whose spawn was confirmed just
-//! before its home died, its new pid missing from the keepers' copy, runs
-//! unwatched and unleased beside the new home's restart. A keeper that stopped being one of the home's keepers
+//! Not covered (stated, not fixed): a keeper that stopped being one of the home's keepers
 //! keeps its copies and may take over without the home's authority accounting
 //! for it, if it keeps most of its group; and a home cut off with a minority of
 //! its group keeps its authority when its keepers there confirm it, so the two
@@ -302,6 +304,11 @@ pub struct Supervision {
     ended: BTreeMap<Pid, ExitStatus>,
     ended_order: VecDeque<Pid>,
     watchers: BTreeMap<Pid, Watcher>,
+    /// Host side: supervisors' spawns here that no home watches yet, killed at
+    /// this time (a lease from their start) unless a `Watch` comes first: a home
+    /// that dies between a spawn and its first `Watch` leaves the process fenced
+    /// all the same, so its next home can restart it once the lease is over.
+    unwatched: BTreeMap<Pid, Time>,
     /// The home of each supervisor watching here, with its take-over epoch.
     owners: BTreeMap<SupervisorId, (u32, NodeId)>,
     /// Keeper side.
@@ -458,16 +465,20 @@ impl Supervision {
         })
     }
 
-    /// Host side: kills the watched processes whose lease ended.
+    /// Host side: kills the watched (or never watched) supervised processes whose
+    /// lease ended.
     fn fence(&mut self, now: Time) {
         let expired: Vec<Pid> = self
             .watchers
             .iter()
-            .filter(|(_, w)| w.until <= now)
+            .map(|(p, w)| (p, w.until))
+            .chain(self.unwatched.iter().map(|(p, t)| (p, *t)))
+            .filter(|(_, until)| *until <= now)
             .map(|(p, _)| *p)
             .collect();
         for pid in expired {
             self.watchers.remove(&pid);
+            self.unwatched.remove(&pid);
             if let Some((tenant, _)) = self.live.remove(&pid) {
                 self.kill(tenant, pid);
                 // Ended for the homes that ask (its exit, when reported, replaces it).
@@ -763,6 +774,7 @@ impl Supervision {
                 .filter(|g| *g <= now.as_nanos())
                 .map(|g| Time::from_nanos(g) + lease);
             if let Some(&(_, started)) = self.live.get(&pid) {
+                self.unwatched.remove(&pid);
                 let w = self.watchers.entry(pid).or_insert(Watcher {
                     home: from,
                     sup,
@@ -893,6 +905,7 @@ impl Supervision {
     /// Host side: a local process ended.
     fn local_ended(&mut self, now: Time, pid: Pid, status: ExitStatus) {
         self.live.remove(&pid);
+        self.unwatched.remove(&pid);
         self.remember_end(pid, status);
         if let Some(w) = self.watchers.remove(&pid) {
             let ended = vec![(pid, status)];
@@ -1307,6 +1320,7 @@ impl Service for Supervision {
             ended: BTreeMap::new(),
             ended_order: VecDeque::new(),
             watchers: BTreeMap::new(),
+            unwatched: BTreeMap::new(),
             owners: BTreeMap::new(),
             copies: BTreeMap::new(),
             partial: BTreeMap::new(),
@@ -1410,8 +1424,15 @@ impl Service for Supervision {
     fn handle_event(&mut self, now: Time, event: &ServiceEvent, ctx: &Context<'_>) {
         self.enter(now);
         match event {
-            ServiceEvent::ProcessStarted { pid, tenant } => {
+            ServiceEvent::ProcessStarted {
+                pid,
+                tenant,
+                supervised,
+            } => {
                 self.live.insert(*pid, (*tenant, now));
+                if *supervised {
+                    self.unwatched.insert(*pid, now + self.config.lease);
+                }
             }
             ServiceEvent::ProcessExited { pid, status, .. } => {
                 self.local_ended(now, *pid, *status);
@@ -1462,7 +1483,12 @@ impl Service for Supervision {
     }
 
     fn next_timeout(&self) -> Option<Time> {
-        let fence = self.watchers.values().map(|w| w.until).min();
+        let fence = self
+            .watchers
+            .values()
+            .map(|w| w.until)
+            .chain(self.unwatched.values().copied())
+            .min();
         match (self.next_tick, fence) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
