@@ -298,6 +298,11 @@ pub struct Supervision {
     /// each home of a copy: a take-over needs more than half of it (see
     /// [`Supervision::take_over`]).
     bases: BTreeMap<NodeId, Vec<NodeId>>,
+    /// Keeper side: the members of the level-0 group this agent led at the last
+    /// change of its group (`None`: it did not lead), and the members it removed
+    /// since (see [`Supervision::follow_group`]).
+    led: Option<Vec<NodeId>>,
+    removed: BTreeSet<NodeId>,
     /// Host side: live local processes (tenant, start), ended ones (bounded,
     /// oldest first), and who watches which.
     live: BTreeMap<Pid, (nefele_api::TenantId, Time)>,
@@ -1229,6 +1234,38 @@ impl Supervision {
         }
     }
 
+    /// Keeper side: this agent's level-0 group changed. A leader's view loses
+    /// members only by its own removals or by a split, which hands them to another
+    /// group alive: members that left the group it led and still leads, without
+    /// its removing them, are no longer counted in the bases of its copies (the
+    /// majority a take-over needs is of the members still on its side; before, a
+    /// split of a group grown past `max_group` left no majority, and a home that
+    /// died afterwards was never taken over). A home that left that way lives on
+    /// in the other group, whose leader and heir it now sends its records: this
+    /// agent drops its copies.
+    fn follow_group(&mut self, ctx: &Context<'_>) {
+        let led = ctx
+            .tree
+            .group(0)
+            .filter(|g| g.led_by_me())
+            .map(|g| g.view().members.clone());
+        if let (Some(before), Some(after)) = (&self.led, &led) {
+            let moved: BTreeSet<NodeId> = before
+                .iter()
+                .filter(|m| !after.contains(m) && !self.removed.contains(m))
+                .copied()
+                .collect();
+            if !moved.is_empty() {
+                for base in self.bases.values_mut() {
+                    base.retain(|m| !moved.contains(m));
+                }
+                self.copies.retain(|_, c| !moved.contains(&c.home));
+            }
+        }
+        self.removed.clear();
+        self.led = led;
+    }
+
     /// Keeper side: home `from` is alive. Confirmed (this keeper then waits
     /// out the home's authority before a take-over), with the supervisors this
     /// agent took over from it, which it must drop first.
@@ -1316,6 +1353,8 @@ impl Service for Supervision {
             held: BTreeMap::new(),
             alive: BTreeMap::new(),
             bases: BTreeMap::new(),
+            led: None,
+            removed: BTreeSet::new(),
             live: BTreeMap::new(),
             ended: BTreeMap::new(),
             ended_order: VecDeque::new(),
@@ -1444,10 +1483,12 @@ impl Service for Supervision {
                 node,
                 level: 0,
             } if *instance == self.config.instance => {
+                self.removed.insert(*node);
                 self.host_lost(now, *node);
                 self.take_over(now, ctx);
             }
             ServiceEvent::GroupChanged { instance } if *instance == self.config.instance => {
+                self.follow_group(ctx);
                 self.take_over(now, ctx);
             }
             ServiceEvent::Answered { request, reply } => self.on_answer(now, *request, reply),
