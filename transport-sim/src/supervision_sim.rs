@@ -528,6 +528,29 @@ mod tests {
         assert_eq!(sim.figures().restart_latency_p50_ms, Some(5000.0));
     }
 
+    /// A slot down when its supervisor's home is lost is due a bound after that
+    /// loss: the old home's restart died with it (before, the check counted from
+    /// the slot's end only and failed runs where the service was on time).
+    #[test]
+    fn a_home_lost_while_a_slot_is_down_restarts_its_bound() {
+        let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
+        let mut placement = PlacementSim::new(1);
+        start(
+            &mut sim,
+            &mut placement,
+            Time::from_secs(3),
+            pid(1),
+            slot(0, 0),
+        );
+        placement.crash(NodeId(0));
+        sim.reconcile(Time::from_secs(4), &placement);
+        sim.home_lost(Time::from_secs(5));
+        let within = sim.check(Time::from_millis(7100), &placement);
+        assert!(!failed(&within, "supervision.restarted"), "{within:?}");
+        let late = sim.check(Time::from_millis(8100), &placement);
+        assert!(failed(&late, "supervision.restarted"), "{late:?}");
+    }
+
     #[test]
     fn two_lives_of_a_slot_at_once_and_a_given_up_slot_running_fail() {
         let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));

@@ -1636,4 +1636,45 @@ mod tests {
         assert!(kills(&mut host).is_empty(), "not watched again");
         assert!(host.watchers.is_empty());
     }
+
+    /// A supervisor's spawn is fenced from its start even if no home ever watches
+    /// it (its home died between the spawn and its first `Watch`): killed at the
+    /// end of its lease, so the next home knows when it is surely gone. Before,
+    /// only watched processes were fenced, and a new home never restarted such a
+    /// child if its host died too (it waited for that host to answer).
+    #[test]
+    fn a_host_kills_a_supervised_spawn_no_home_ever_watched() {
+        let me = Identity {
+            node: NodeId(1),
+            incarnation: Incarnation(1),
+        };
+        let config = SupervisionConfig::default();
+        let lease = config.lease;
+        let mut host = Supervision::new(me, config, 0);
+        let ctx = Context {
+            me,
+            tree: crate::service::TreeView::empty(me.node),
+        };
+        let spawn = Pid::new(me.node, me.incarnation, 1);
+        let client = Pid::new(me.node, me.incarnation, 2);
+        let at = Time::from_millis(100);
+        for (pid, supervised) in [(spawn, true), (client, false)] {
+            let started = ServiceEvent::ProcessStarted {
+                pid,
+                tenant: nefele_api::TenantId(1),
+                supervised,
+            };
+            host.handle_event(at, &started, &ctx);
+        }
+        assert_eq!(host.next_timeout(), Some(at + lease));
+        host.handle_timeout(at + lease - Duration::from_millis(1), &ctx);
+        assert!(kills(&mut host).is_empty(), "killed within its lease");
+        host.handle_timeout(at + lease, &ctx);
+        assert_eq!(
+            kills(&mut host),
+            vec![spawn],
+            "a client's own process is never fenced"
+        );
+        assert_eq!(host.next_timeout(), None);
+    }
 }
