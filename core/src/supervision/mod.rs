@@ -69,7 +69,9 @@
 //!   when it last heard the home: a keeper cut off from its rack (which the home then stops counting
 //!   as a keeper, so the home keeps its authority) leads a group of one and takes
 //!   nothing over (before, it did, from a stale copy, and restarted children the
-//!   home had restarted already: twins). The price: a home that fails together
+//!   home had restarted already: twins). Members that a split of the group this
+//!   keeper leads handed to another group are no longer counted (they live on,
+//!   elsewhere; see [`Supervision::follow_group`]). The price: a home that fails together
 //!   with half of the rest of its group or more is not taken over (its children
 //!   are not restarted) unless most of the group is back within `refresh` of the
 //!   home's last word (a copy older than that is never taken over).
