@@ -97,7 +97,8 @@
 //! for it, if it keeps most of its group; and a home cut off with a minority of
 //! its group keeps its authority when its keepers there confirm it, so the two
 //! sides of such a partition can each act (a quorum over the group would close
-//! this).
+//! this; swarm seed 5 does it, kept as the ignored sim-test
+//! `a_home_cut_off_with_a_minority_of_its_group_makes_no_twin`).
 //! A pid given up as lost is also killed if its host answers again
 //! (`abandoned`).
 //!
