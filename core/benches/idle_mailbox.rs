@@ -64,6 +64,7 @@ fn main() {
         let started = ServiceEvent::ProcessStarted {
             pid: Pid::new(node, Incarnation(1), u64::from(i)),
             tenant: TenantId(1),
+            supervised: false,
         };
         messaging.handle_event(now, &started, &ctx);
     }

@@ -74,7 +74,11 @@ fn main() {
     let mut now = Time::from_millis(1);
     for (idx, list) in [(0usize, &senders), (1, &receivers)] {
         for &pid in list {
-            let started = ServiceEvent::ProcessStarted { pid, tenant };
+            let started = ServiceEvent::ProcessStarted {
+                pid,
+                tenant,
+                supervised: false,
+            };
             agents[idx].handle_event(now, &started, &ctx(nodes[idx]));
         }
     }

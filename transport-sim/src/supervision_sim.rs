@@ -30,7 +30,12 @@
 //! - `supervision.restarted`: a slot without a process is running again within the
 //!   restart bound (detection plus placement time: the federation's removal time,
 //!   supervision's `lost_after` and probe period, and `placement_allowance`) of its
-//!   last process's end, unless it was given up (looping children are);
+//!   last process's end, unless it was given up (looping children are). The bound
+//!   already covers a take-over when the supervisor's home dies with the child's
+//!   host; when the home is lost later, while the slot is down (its host crashes,
+//!   or its agent stalls), the bound counts again from that loss (from the end of
+//!   a stall): the old home's restart died with it, and the new home's take-over
+//!   and hold start then;
 //! - `supervision.loop_stopped`: a crash-looping slot is given up (the agent says so
 //!   with a notice) within its intensity's restarts, and runs no more after that.
 //!
@@ -208,6 +213,9 @@ struct Slot {
     running: BTreeSet<Pid>,
     /// When its last life ended, while none runs.
     down_since: Option<Time>,
+    /// While none runs: when the restart bound started (its last life's end, or
+    /// a later loss of its supervisor's home).
+    due_from: Option<Time>,
     /// Already reported late in this down time.
     late: bool,
     /// When the agent gave it up (its own give-up, or its group's).
@@ -296,6 +304,7 @@ impl SupervisionSim {
         } else {
             self.figures.restarts += 1;
         }
+        s.due_from = None;
         if let Some(since) = s.down_since.take() {
             self.latencies_ms
                 .push(now.saturating_since(since).as_secs_f64() * 1e3);
@@ -334,6 +343,7 @@ impl SupervisionSim {
             s.running.retain(|p| placement.host_of(*p).is_some());
             if before > 0 && s.running.is_empty() {
                 s.down_since = Some(now);
+                s.due_from = Some(now);
             }
         }
     }
@@ -351,6 +361,16 @@ impl SupervisionSim {
         for (n, s) in &mut self.slots {
             if *n == slot || (tied && n / GROUP_STRIDE == group) {
                 s.given_up.get_or_insert(now);
+            }
+        }
+    }
+
+    /// The supervisor's home was lost (its host crashed) or stalls until `from`:
+    /// the slots down now are due a bound after `from` (see the module doc).
+    pub fn home_lost(&mut self, from: Time) {
+        for s in self.slots.values_mut() {
+            if let Some(t) = s.due_from.as_mut() {
+                *t = (*t).max(from);
             }
         }
     }
@@ -397,7 +417,7 @@ impl SupervisionSim {
                 }
                 continue;
             }
-            let Some(since) = s.down_since else {
+            let (Some(since), Some(due)) = (s.down_since, s.due_from) else {
                 continue;
             };
             if s.looping {
@@ -409,7 +429,7 @@ impl SupervisionSim {
                         now.saturating_since(first)
                     ));
                 }
-            } else if now.saturating_since(since) > self.bound && !s.late {
+            } else if now.saturating_since(due) > self.bound && !s.late {
                 s.late = true;
                 restarted = Err(format!(
                     "slot {slot} down since {since}, not running again within {:?}",
@@ -506,6 +526,29 @@ mod tests {
         );
         assert_eq!(sim.figures().restarts, 1);
         assert_eq!(sim.figures().restart_latency_p50_ms, Some(5000.0));
+    }
+
+    /// A slot down when its supervisor's home is lost is due a bound after that
+    /// loss: the old home's restart died with it (before, the check counted from
+    /// the slot's end only and failed runs where the service was on time).
+    #[test]
+    fn a_home_lost_while_a_slot_is_down_restarts_its_bound() {
+        let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
+        let mut placement = PlacementSim::new(1);
+        start(
+            &mut sim,
+            &mut placement,
+            Time::from_secs(3),
+            pid(1),
+            slot(0, 0),
+        );
+        placement.crash(NodeId(0));
+        sim.reconcile(Time::from_secs(4), &placement);
+        sim.home_lost(Time::from_secs(5));
+        let within = sim.check(Time::from_millis(7100), &placement);
+        assert!(!failed(&within, "supervision.restarted"), "{within:?}");
+        let late = sim.check(Time::from_millis(8100), &placement);
+        assert!(failed(&late, "supervision.restarted"), "{late:?}");
     }
 
     #[test]

@@ -450,7 +450,7 @@ impl Part for Groups {
         ctx: &Context<'_>,
     ) {
         match *event {
-            ServiceEvent::ProcessStarted { pid, tenant } => {
+            ServiceEvent::ProcessStarted { pid, tenant, .. } => {
                 self.engine.process_started(pid, tenant)
             }
             ServiceEvent::ProcessExited { pid, tenant, .. } => {

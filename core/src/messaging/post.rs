@@ -580,7 +580,7 @@ impl Post {
 
     pub(super) fn handle_event(&mut self, event: &ServiceEvent, ctx: &Context<'_>) {
         match *event {
-            ServiceEvent::ProcessStarted { pid, tenant } => {
+            ServiceEvent::ProcessStarted { pid, tenant, .. } => {
                 self.mailboxes.entry(pid).or_insert_with(|| Mailbox {
                     tenant,
                     mail: VecDeque::new(),

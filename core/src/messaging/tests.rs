@@ -113,7 +113,14 @@ impl Net {
     }
 
     fn start(&mut self, p: Pid, tenant: TenantId) {
-        self.event(p.origin(), ServiceEvent::ProcessStarted { pid: p, tenant });
+        self.event(
+            p.origin(),
+            ServiceEvent::ProcessStarted {
+                pid: p,
+                tenant,
+                supervised: false,
+            },
+        );
     }
 
     fn exit(&mut self, p: Pid) {

@@ -321,6 +321,7 @@ impl Placement {
                 .push_back(ServiceOutput::Event(ServiceEvent::ProcessStarted {
                     pid,
                     tenant: item.tenant,
+                    supervised: item.leased,
                 }));
 
             self.host.table.insert(
@@ -495,7 +496,11 @@ impl Placement {
         }
         self.committed = self.committed.plus(demand);
         self.presence.entered(tenant);
-        self.event(ServiceEvent::ProcessStarted { pid, tenant });
+        self.event(ServiceEvent::ProcessStarted {
+            pid,
+            tenant,
+            supervised: false,
+        });
         self.host.table.insert(
             pid,
             ProcEntry {

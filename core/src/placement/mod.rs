@@ -1727,7 +1727,7 @@ mod tests {
                 .collect()
         };
         let started = events(&mut p);
-        let [ServiceEvent::ProcessStarted { pid, tenant }] = started[..] else {
+        let [ServiceEvent::ProcessStarted { pid, tenant, .. }] = started[..] else {
             panic!("expected one start, got {started:?}");
         };
         assert_eq!(tenant, TenantId(3));

@@ -73,6 +73,9 @@ pub enum ServiceEvent {
         pid: Pid,
         /// Its tenant.
         tenant: TenantId,
+        /// A supervisor's spawn (`CreateItem::leased`): supervision fences it from
+        /// its start, watched or not (false for a process adopted after a restart).
+        supervised: bool,
     },
     /// A process of this agent's host ended.
     ProcessExited {

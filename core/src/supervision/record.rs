@@ -58,9 +58,10 @@ pub(super) struct Child {
     /// Why it is being restarted, the pid that ended, and when the supervisor
     /// learned it (for the restart's record and latency).
     pub(super) cause: Option<(RestartCause, Option<Pid>, Time)>,
-    /// Its host confirmed watching its pid (so the host fences it: its lease
-    /// applies). A lost child not yet confirmed is restarted only once its host
-    /// answers (see the service's module doc).
+    /// Its host fences its pid (its lease applies): true from its spawn (a host
+    /// fences a supervisor's spawn from its start), or once its host confirmed
+    /// watching it (`kept`). A lost child not fenced is restarted only once its
+    /// host answers (see the service's module doc).
     pub(super) leased: bool,
 }
 
@@ -263,7 +264,8 @@ impl Record {
             }
             child.pid = Some(pid);
             child.phase = Phase::Running;
-            child.leased = false;
+            // Its host fences a supervisor's spawn from its start, watched or not.
+            child.leased = true;
             if let Some((cause, old, since)) = child.cause.take() {
                 restarted.push((pid, since));
                 self.push_history(RestartRecord {

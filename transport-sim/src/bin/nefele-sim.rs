@@ -79,8 +79,8 @@ struct SwarmArgs {
     #[arg(long, default_value = "90s", value_parser = parse_duration)]
     max_duration: Duration,
     /// A third of the seeds also draw a supervision workload (off by default: seed 5
-    /// of CI's 1..=20 fails supervision.restarted with it, and longer hunts still
-    /// find twins).
+    /// of CI's 1..=20 runs a child twice with it, a split brain after a partition,
+    /// and longer hunts find late restarts).
     #[arg(long)]
     supervision: bool,
     /// Write the summary and a plot of the seeds as a self-contained HTML page here.

@@ -57,6 +57,12 @@ impl Simulation {
                 let nodes = resolve(sel, &mut self.fault_rng, &self.topology);
                 let resume = until.unwrap_or(Time::NEVER);
                 for &n in &nodes {
+                    if self.is_home(n) {
+                        if let Some(s) = self.supervision.as_mut() {
+                            s.reconcile(self.now, &self.placement);
+                            s.home_lost(resume);
+                        }
+                    }
                     if self.hosts[n.0 as usize].agent.is_some() {
                         self.hosts[n.0 as usize].paused_until = resume;
                     }

@@ -642,10 +642,22 @@ impl Simulation {
         }
     }
 
+    /// Whether `node`'s agent runs a supervisor now (it is a supervisor's home).
+    fn is_home(&self, node: NodeId) -> bool {
+        self.hosts[node.0 as usize]
+            .agent
+            .as_ref()
+            .is_some_and(|a| !a.services().supervision.supervisors(None).is_empty())
+    }
+
     fn crash(&mut self, node: NodeId) {
+        let home = self.is_home(node);
         self.placement.crash(node);
         if let Some(s) = self.supervision.as_mut() {
             s.reconcile(self.now, &self.placement);
+            if home {
+                s.home_lost(self.now);
+            }
         }
         if let Some(m) = self.messaging.as_mut() {
             m.crash(node);
