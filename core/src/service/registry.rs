@@ -39,7 +39,7 @@ pub(crate) trait Runner {
         me: Identity,
         outputs: &mut VecDeque<Output>,
         events: &mut VecDeque<ServiceEvent>,
-        calls: &mut VecDeque<(RequestId, ApiCall)>,
+        calls: &mut VecDeque<(RequestId, Box<ApiCall>)>,
     );
     fn next_timeout(&self) -> Option<Time>;
     fn invariants(&self) -> bool;
@@ -194,6 +194,20 @@ macro_rules! services {
                 $( f(&mut self.$field); )+
             }
 
+            /// Drains every service ([`Runner::drain_into`]), in registry order.
+            /// Called directly on each service, not through [`Services::for_each`]:
+            /// most calls find every queue empty, and a direct call lets that check
+            /// be inlined.
+            pub(crate) fn drain_into(
+                &mut self,
+                me: Identity,
+                outputs: &mut VecDeque<Output>,
+                events: &mut VecDeque<ServiceEvent>,
+                calls: &mut VecDeque<(RequestId, Box<ApiCall>)>,
+            ) {
+                $( Runner::drain_into(&mut self.$field, me, outputs, events, calls); )+
+            }
+
             /// Whether any service wants to hear of `event`.
             pub(crate) fn want(&self, event: &ServiceEvent) -> bool {
                 false $( || Runner::wants(&self.$field, event) )+
@@ -274,12 +288,13 @@ where
     fn wants(&self, event: &ServiceEvent) -> bool {
         Service::wants(self, event)
     }
+    #[inline]
     fn drain_into(
         &mut self,
         me: Identity,
         outputs: &mut VecDeque<Output>,
         events: &mut VecDeque<ServiceEvent>,
-        calls: &mut VecDeque<(RequestId, ApiCall)>,
+        calls: &mut VecDeque<(RequestId, Box<ApiCall>)>,
     ) {
         while let Some(out) = Service::poll_output(self) {
             outputs.push_back(match out {
