@@ -490,7 +490,8 @@ impl Agent {
         }
         for f in &mut self.federations {
             let instance = f.config().instance;
-            f.set_own_payload(self.services.own_payload(instance));
+            let services = &self.services;
+            f.write_own_payload(|p| services.write_own_payload(instance, p));
             for level in 0..f.seats().len() {
                 f.set_pinned(level, self.services.pinned_payload(instance, level));
             }

@@ -610,7 +610,10 @@ impl Placement {
             (_, ProcState::Exited(s)) => Some(PidAnswer::Exited(s)),
             (PidOp::Kill(signal), _) => {
                 self.outbox
-                    .push_back(ServiceOutput::Host(Box::new(HostCommand::Kill { pid, signal })));
+                    .push_back(ServiceOutput::Host(Box::new(HostCommand::Kill {
+                        pid,
+                        signal,
+                    })));
                 Some(PidAnswer::Signalled)
             }
             (PidOp::Wait, _) => {
