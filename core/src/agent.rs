@@ -138,8 +138,9 @@ pub enum Input {
         /// must be clear (ids with it set are the services' own calls, see
         /// [`crate::service::internal_request`]): a call with it set is ignored.
         request: RequestId,
-        /// The call.
-        call: ApiCall,
+        /// The call (boxed: the largest calls would make every input, most of them
+        /// peer messages, a few hundred bytes, copied on every call into the agent).
+        call: Box<ApiCall>,
     },
     /// The external proxy's driver read from, or lost, a connection (see
     /// `messaging::external`).
@@ -177,8 +178,9 @@ pub enum Output {
         /// The answer.
         reply: ApiReply,
     },
-    /// Have the host start or kill a process.
-    Host(HostCommand),
+    /// Have the host start or kill a process (boxed: a start carries its whole
+    /// `ProcSpec`, which would make every output, most of them sends, as large).
+    Host(Box<HostCommand>),
     /// The external proxy's driver: open, write or close a connection to a host
     /// outside the cluster (see `messaging::external`; only an agent listed in
     /// `messaging.proxies` asks this).
@@ -236,7 +238,7 @@ pub struct Agent {
     /// Events waiting to be routed to the services that want them.
     events: VecDeque<ServiceEvent>,
     /// Calls services made on other services, waiting to be routed to their owner.
-    calls: VecDeque<(RequestId, ApiCall)>,
+    calls: VecDeque<(RequestId, Box<ApiCall>)>,
     outputs: VecDeque<Output>,
     /// The newest life of each peer heard from (messages of older lives are dropped).
     incarnations: Incarnations,
@@ -424,8 +426,8 @@ impl Agent {
         }
     }
 
-    fn handle_api(&mut self, now: Time, request: RequestId, call: ApiCall) {
-        if call == ApiCall::Neighbours {
+    fn handle_api(&mut self, now: Time, request: RequestId, call: Box<ApiCall>) {
+        if *call == ApiCall::Neighbours {
             let reply = ApiReply::Neighbours(
                 self.discovery
                     .neighbours()
@@ -443,7 +445,7 @@ impl Agent {
                 s.handle_api(
                     now,
                     request,
-                    c,
+                    *c,
                     &context(identity, federations, s.instance()),
                 );
             }
@@ -464,8 +466,7 @@ impl Agent {
                 &mut self.events,
                 &mut self.calls,
             );
-            self.services
-                .for_each(|s| s.drain_into(identity, outputs, events, calls));
+            self.services.drain_into(identity, outputs, events, calls);
             if let Some((request, call)) = self.calls.pop_front() {
                 self.handle_api(now, request, call);
                 continue;
@@ -489,7 +490,8 @@ impl Agent {
         }
         for f in &mut self.federations {
             let instance = f.config().instance;
-            f.set_own_payload(self.services.own_payload(instance));
+            let services = &self.services;
+            f.write_own_payload(|p| services.write_own_payload(instance, p));
             for level in 0..f.seats().len() {
                 f.set_pinned(level, self.services.pinned_payload(instance, level));
             }
@@ -689,7 +691,7 @@ mod tests {
             Time::from_millis(11),
             Input::Api {
                 request: RequestId(9),
-                call: ApiCall::Neighbours,
+                call: Box::new(ApiCall::Neighbours),
             },
         );
         assert_eq!(
@@ -914,7 +916,7 @@ mod tests {
                 t,
                 Input::Api {
                     request,
-                    call: call.clone(),
+                    call: Box::new(call.clone()),
                 },
             );
             let mut answered = false;

@@ -65,6 +65,7 @@ impl Incarnations {
     /// neighbours' lives itself and refuses older ones, and its heartbeats, most of
     /// all messages, would double this map's size and cost. One that fails changes
     /// nothing.
+    #[inline]
     pub fn admit(&mut self, envelope: &Envelope) -> Result<(), Reject> {
         envelope.validate()?;
         let (from, incarnation) = (envelope.from, envelope.incarnation);
@@ -78,6 +79,7 @@ impl Incarnations {
 
     /// Records that `node` spoke in `incarnation`; `Err` if that life is older than one
     /// heard before (then nothing changes).
+    #[inline]
     pub fn note(&mut self, node: NodeId, incarnation: Incarnation) -> Result<(), Reject> {
         let slot = slot_of(node);
         if let Some((n, known)) = self.recent[slot] {
@@ -89,6 +91,19 @@ impl Incarnations {
                 };
             }
         }
+        self.note_through_map(node, incarnation, slot)
+    }
+
+    /// [`Incarnations::note`] past the cache (about one message in ten): kept out of
+    /// line, so that the cache's answer costs no more than its few instructions.
+    #[cold]
+    #[inline(never)]
+    fn note_through_map(
+        &mut self,
+        node: NodeId,
+        incarnation: Incarnation,
+        slot: usize,
+    ) -> Result<(), Reject> {
         let seq = self.next_seq;
         if let Some((newest, used)) = self.newest.get_mut(&node) {
             if incarnation < *newest {
@@ -145,6 +160,7 @@ impl Incarnations {
 }
 
 /// The cache slot of `node` (Fibonacci hashing of its id).
+#[inline]
 fn slot_of(node: NodeId) -> usize {
     (node.0.wrapping_mul(0x9e37_79b9) >> 27) as usize % RECENT_SLOTS
 }

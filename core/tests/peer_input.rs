@@ -147,9 +147,9 @@ fn a_ledger_with_a_huge_age_then_ps_does_not_panic_a_leader() {
         now,
         Input::Api {
             request: RequestId(1),
-            call: ApiCall::Ps {
+            call: Box::new(ApiCall::Ps {
                 tenant: TenantId(7),
-            },
+            }),
         },
     );
     drain(&mut a);
@@ -206,10 +206,10 @@ fn a_view_with_300_ancestors_does_not_panic_a_spawn() {
         Time::from_millis(2),
         Input::Api {
             request: RequestId(1),
-            call: ApiCall::Spawn {
+            call: Box::new(ApiCall::Spawn {
                 tenant: TenantId(1),
                 spec,
-            },
+            }),
         },
     );
     drain(&mut a);

@@ -106,7 +106,10 @@ fuzz_target!(|run: Run| {
                 if call == ApiCall::Neighbours {
                     neighbours = Some(request);
                 }
-                Input::Api { request, call }
+                Input::Api {
+                    request,
+                    call: Box::new(call),
+                }
             }
         };
         agent.handle(now, input);

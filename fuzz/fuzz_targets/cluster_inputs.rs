@@ -359,7 +359,13 @@ fuzz_target!(|run: Run| {
                 let i = cluster.index(agent);
                 let request = cluster.servers[i].calls.ask();
                 let neighbours = call == ApiCall::Neighbours;
-                cluster.handle(i, Input::Api { request, call });
+                cluster.handle(
+                    i,
+                    Input::Api {
+                        request,
+                        call: Box::new(call),
+                    },
+                );
                 if neighbours {
                     assert!(
                         cluster.servers[i].calls.answered(request),

@@ -88,7 +88,7 @@ pub fn drain(agent: &mut Agent, calls: &mut Calls) -> Vec<Sent> {
                 }
                 calls.reply(request);
             }
-            Output::Host(command) => sent.push(Sent::Host(command)),
+            Output::Host(command) => sent.push(Sent::Host(*command)),
             // Notices (rejects among them) are for logs; no proxy is configured.
             Output::Notice(_) | Output::External(_) => {}
         }

@@ -401,7 +401,7 @@ const JOIN_TARGET_TRIES: u32 = 3;
 ///
 /// Call order: [`Federation::boot`] once; then [`Federation::handle_message`],
 /// [`Federation::handle_timeout`], [`Federation::set_neighbours`] and
-/// [`Federation::set_own_payload`] as inputs come; drain
+/// [`Federation::write_own_payload`] as inputs come; drain
 /// [`Federation::poll_output`] after each call; [`Federation::next_timeout`] says
 /// when to call `handle_timeout` next.
 #[derive(Debug)]
@@ -485,21 +485,24 @@ impl Federation {
         self.neighbours = neighbours;
     }
 
-    /// What the services report of this agent itself, up the hierarchy.
-    pub fn set_own_payload(&mut self, payload: Payload) {
-        self.own.payload = payload;
+    /// What the services report of this agent itself, up the hierarchy: `write`
+    /// writes it over the previous one, in place (a payload is a few hundred bytes,
+    /// and the agent hands it over after most calls).
+    pub fn write_own_payload(&mut self, write: impl FnOnce(&mut Payload)) {
+        write(&mut self.own.payload);
     }
 
     /// What the services count in the group this agent leads at `level` besides
-    /// its members' beats.
-    pub fn set_pinned(&mut self, level: usize, payload: Payload) {
-        if level >= self.pinned.len() {
-            if payload == Payload::default() {
-                return;
+    /// its members' beats; `None` for nothing.
+    pub fn set_pinned(&mut self, level: usize, payload: Option<Payload>) {
+        match (self.pinned.get_mut(level), payload) {
+            (Some(pinned), payload) => *pinned = payload.unwrap_or_default(),
+            (None, None) => {}
+            (None, Some(payload)) => {
+                self.pinned.resize(level + 1, Payload::default());
+                self.pinned[level] = payload;
             }
-            self.pinned.resize(level + 1, Payload::default());
         }
-        self.pinned[level] = payload;
     }
 
     /// The summary of the group this agent leads at `level` (the sum of its members'

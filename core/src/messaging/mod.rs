@@ -483,6 +483,7 @@ impl Service for Messaging {
         self.end_of_input(now);
     }
 
+    #[inline]
     fn poll_output(&mut self) -> Option<ServiceOutput<MessagingMsg>> {
         self.post.poll_output()
     }

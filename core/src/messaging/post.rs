@@ -698,6 +698,7 @@ impl Post {
         }
     }
 
+    #[inline]
     pub(super) fn poll_output(&mut self) -> Option<ServiceOutput<MessagingMsg>> {
         self.outbox.pop_front()
     }

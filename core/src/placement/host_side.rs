@@ -343,11 +343,11 @@ impl Placement {
             r.cpu_millicores.get_or_insert(item.demand.cpu_millicores);
             r.memory_bytes.get_or_insert(item.demand.memory_bytes);
             r.accelerators.get_or_insert(item.demand.accelerators);
-            starts.push(HostCommand::Start {
+            starts.push(Box::new(HostCommand::Start {
                 pid,
                 tenant: item.tenant,
                 spec,
-            });
+            }));
         }
         if fresh {
             self.set_timer(deadline, Timer::Provisional(key));
@@ -615,7 +615,10 @@ impl Placement {
             (_, ProcState::Exited(s)) => Some(PidAnswer::Exited(s)),
             (PidOp::Kill(signal), _) => {
                 self.outbox
-                    .push_back(ServiceOutput::Host(HostCommand::Kill { pid, signal }));
+                    .push_back(ServiceOutput::Host(Box::new(HostCommand::Kill {
+                        pid,
+                        signal,
+                    })));
                 Some(PidAnswer::Signalled)
             }
             (PidOp::Wait, _) => {

@@ -592,10 +592,10 @@ impl Placement {
 
     fn kill_process(&mut self, pid: Pid) {
         self.outbox
-            .push_back(ServiceOutput::Host(HostCommand::Kill {
+            .push_back(ServiceOutput::Host(Box::new(HostCommand::Kill {
                 pid,
                 signal: Signal::Kill,
-            }));
+            })));
     }
 
     /// Fills what `spec` leaves out: tenant defaults, then history, then the workload
@@ -756,6 +756,7 @@ impl Service for Placement {
         }
     }
 
+    #[inline]
     fn poll_output(&mut self) -> Option<ServiceOutput<PlacementMsg>> {
         crate::outbox::take_next(&mut self.outbox)
     }
@@ -960,7 +961,7 @@ mod tests {
         host.handle_message(Time::ZERO, key.requester, create, &ctx());
         drain(host)
             .iter()
-            .any(|o| matches!(o, Out::Host(HostCommand::Start { .. })))
+            .any(|o| matches!(o, Out::Host(c) if matches!(**c, HostCommand::Start { .. })))
     }
 
     /// Issue 16: a `Create` is held to what its offer was for: the tenant named in
@@ -1141,7 +1142,7 @@ mod tests {
                         Out::Send(to, PlacementMsg::Query { .. }) if to == requester => {
                             queries += 1;
                         }
-                        Out::Host(HostCommand::Kill { .. }) => killed = true,
+                        Out::Host(c) if matches!(*c, HostCommand::Kill { .. }) => killed = true,
                         _ => {}
                     }
                 }
@@ -1167,7 +1168,7 @@ mod tests {
         host.handle_event(hour, &removed, &ctx());
         let killed = drain(&mut host)
             .iter()
-            .any(|o| matches!(o, Out::Host(HostCommand::Kill { .. })));
+            .any(|o| matches!(o, Out::Host(c) if matches!(**c, HostCommand::Kill { .. })));
         assert!(!killed, "a removal is not a death");
 
         // A newer life of the requester (or the requester itself) answers `Abort`.
@@ -1177,7 +1178,7 @@ mod tests {
         host.handle_message(hour, requester, PlacementMsg::Abort { key }, &ctx());
         let killed = drain(&mut host)
             .iter()
-            .any(|o| matches!(o, Out::Host(HostCommand::Kill { .. })));
+            .any(|o| matches!(o, Out::Host(c) if matches!(**c, HostCommand::Kill { .. })));
         assert!(killed);
     }
 
@@ -1492,7 +1493,10 @@ mod tests {
         let pid = drain(&mut host)
             .into_iter()
             .find_map(|o| match o {
-                Out::Host(HostCommand::Start { pid, .. }) => Some(pid),
+                Out::Host(c) => match *c {
+                    HostCommand::Start { pid, .. } => Some(pid),
+                    HostCommand::Kill { .. } => None,
+                },
                 _ => None,
             })
             .expect("created");
@@ -1803,7 +1807,7 @@ mod tests {
         assert!(!out.iter().any(|o| matches!(o, Out::Send(..))));
         let starts = out
             .iter()
-            .filter(|o| matches!(o, Out::Host(HostCommand::Start { .. })))
+            .filter(|o| matches!(o, Out::Host(c) if matches!(**c, HostCommand::Start { .. })))
             .count();
         assert_eq!(starts, 3);
         assert!(matches!(

@@ -142,16 +142,18 @@ pub fn is_internal(request: RequestId) -> bool {
 pub enum ServiceOutput<M> {
     /// Send `M` to another agent.
     Send(NodeId, M),
-    /// Have the host start or kill a process.
-    Host(HostCommand),
+    /// Have the host start or kill a process (boxed, as in
+    /// [`Output::Host`](crate::agent::Output::Host)).
+    Host(Box<HostCommand>),
     /// Answer a local client's call (or another service's: an
     /// [internal](is_internal) request's answer comes back as
     /// [`ServiceEvent::Answered`]).
     Reply(RequestId, ApiReply),
     /// Make a client call on this agent, answered by the service that owns it, under
     /// an [internal](internal_request) request id of the caller's choosing (e.g.
-    /// supervision spawning through placement).
-    Call(RequestId, ApiCall),
+    /// supervision spawning through placement). Boxed: the largest calls would make
+    /// every output as large.
+    Call(RequestId, Box<ApiCall>),
     /// Tell the other services (see [`ServiceEvent`]).
     Event(ServiceEvent),
     /// Something worth logging (the simulator counts these).

@@ -39,7 +39,7 @@ pub(crate) trait Runner {
         me: Identity,
         outputs: &mut VecDeque<Output>,
         events: &mut VecDeque<ServiceEvent>,
-        calls: &mut VecDeque<(RequestId, ApiCall)>,
+        calls: &mut VecDeque<(RequestId, Box<ApiCall>)>,
     );
     fn next_timeout(&self) -> Option<Time>;
     fn invariants(&self) -> bool;
@@ -194,6 +194,21 @@ macro_rules! services {
                 $( f(&mut self.$field); )+
             }
 
+            /// Drains every service ([`Runner::drain_into`]), in registry order.
+            /// Called directly on each service, not through [`Services::for_each`]:
+            /// most calls find every queue empty, and a direct call lets that check
+            /// be inlined.
+            #[inline]
+            pub(crate) fn drain_into(
+                &mut self,
+                me: Identity,
+                outputs: &mut VecDeque<Output>,
+                events: &mut VecDeque<ServiceEvent>,
+                calls: &mut VecDeque<(RequestId, Box<ApiCall>)>,
+            ) {
+                $( Runner::drain_into(&mut self.$field, me, outputs, events, calls); )+
+            }
+
             /// Whether any service wants to hear of `event`.
             pub(crate) fn want(&self, event: &ServiceEvent) -> bool {
                 false $( || Runner::wants(&self.$field, event) )+
@@ -211,24 +226,24 @@ macro_rules! services {
                 next
             }
 
-            /// This agent's own payload in instance `instance`.
-            pub(crate) fn own_payload(&self, instance: u8) -> Payload {
-                Payload {
-                    $( $field: (Runner::instance(&self.$field) == instance)
-                        .then(|| self.$field.own_summary()), )+
-                }
+            /// Writes this agent's own payload in instance `instance` over `payload`,
+            /// part by part.
+            pub(crate) fn write_own_payload(&self, instance: u8, payload: &mut Payload) {
+                $( payload.$field = (Runner::instance(&self.$field) == instance)
+                    .then(|| self.$field.own_summary()); )+
             }
 
             /// What the group this agent leads at `level` of `instance` counts besides
-            /// its members' beats.
-            pub(crate) fn pinned_payload(&self, instance: u8, level: usize) -> Payload {
-                Payload {
+            /// its members' beats; `None` if no service counts anything there.
+            pub(crate) fn pinned_payload(&self, instance: u8, level: usize) -> Option<Payload> {
+                let payload = Payload {
                     $( $field: if Runner::instance(&self.$field) == instance {
                         self.$field.pinned_summary(level)
                     } else {
                         None
                     }, )+
-                }
+                };
+                (false $( || payload.$field.is_some() )+).then_some(payload)
             }
         }
     };
@@ -250,6 +265,33 @@ pub(crate) fn earliest(a: Option<Time>, b: Option<Time>) -> Option<Time> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
+}
+
+/// Puts one output of a service where it goes: out of the agent (messages wrapped
+/// in envelopes from `me`), to the events, or to the calls.
+#[inline(never)]
+fn route_output<M: Into<Message>>(
+    out: ServiceOutput<M>,
+    me: Identity,
+    outputs: &mut VecDeque<Output>,
+    events: &mut VecDeque<ServiceEvent>,
+    calls: &mut VecDeque<(RequestId, Box<ApiCall>)>,
+) {
+    outputs.push_back(match out {
+        ServiceOutput::Send(to, m) => Output::Send {
+            to,
+            envelope: me.envelope(m.into()),
+        },
+        ServiceOutput::Host(command) => Output::Host(command),
+        ServiceOutput::External(command) => Output::External(command),
+        ServiceOutput::Reply(request, reply) if super::is_internal(request) => {
+            return events.push_back(ServiceEvent::Answered { request, reply });
+        }
+        ServiceOutput::Reply(request, reply) => Output::ApiReply { request, reply },
+        ServiceOutput::Call(request, call) => return calls.push_back((request, call)),
+        ServiceOutput::Notice(notice) => Output::Notice(Notice::Service(notice)),
+        ServiceOutput::Event(event) => return events.push_back(event),
+    });
 }
 
 impl<S: Service> Runner for S
@@ -274,36 +316,18 @@ where
     fn wants(&self, event: &ServiceEvent) -> bool {
         Service::wants(self, event)
     }
+    /// Inlined into [`Services::drain_into`]: most calls find the queue empty, and
+    /// that check then costs a few instructions instead of a call.
+    #[inline(always)]
     fn drain_into(
         &mut self,
         me: Identity,
         outputs: &mut VecDeque<Output>,
         events: &mut VecDeque<ServiceEvent>,
-        calls: &mut VecDeque<(RequestId, ApiCall)>,
+        calls: &mut VecDeque<(RequestId, Box<ApiCall>)>,
     ) {
         while let Some(out) = Service::poll_output(self) {
-            outputs.push_back(match out {
-                ServiceOutput::Send(to, m) => Output::Send {
-                    to,
-                    envelope: me.envelope(m.into()),
-                },
-                ServiceOutput::Host(command) => Output::Host(command),
-                ServiceOutput::External(command) => Output::External(command),
-                ServiceOutput::Reply(request, reply) if super::is_internal(request) => {
-                    events.push_back(ServiceEvent::Answered { request, reply });
-                    continue;
-                }
-                ServiceOutput::Reply(request, reply) => Output::ApiReply { request, reply },
-                ServiceOutput::Call(request, call) => {
-                    calls.push_back((request, call));
-                    continue;
-                }
-                ServiceOutput::Notice(notice) => Output::Notice(Notice::Service(notice)),
-                ServiceOutput::Event(event) => {
-                    events.push_back(event);
-                    continue;
-                }
-            });
+            route_output(out, me, outputs, events, calls);
         }
     }
     fn next_timeout(&self) -> Option<Time> {

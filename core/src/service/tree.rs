@@ -72,14 +72,24 @@ impl<'a> TreeView<'a> {
     /// a tree. Placement's ledger and supervision's records both live there.
     #[must_use]
     pub fn keepers(&self) -> Vec<NodeId> {
+        let mut keepers = Vec::new();
+        self.keepers_into(&mut keepers);
+        keepers
+    }
+
+    /// [`TreeView::keepers`], written over `keepers` (which keeps its buffer: no
+    /// allocation when the keepers are unchanged, as they are on most calls).
+    pub fn keepers_into(&self, keepers: &mut Vec<NodeId>) {
+        keepers.clear();
         let Some(view) = self.group(0).map(|g| g.view()) else {
-            return Vec::new();
+            return;
         };
         let heir = view.members.iter().find(|&&m| m != view.leader).copied();
-        std::iter::once(view.leader)
-            .chain(heir)
-            .filter(|&n| n != self.me)
-            .collect()
+        keepers.extend(
+            std::iter::once(view.leader)
+                .chain(heir)
+                .filter(|&n| n != self.me),
+        );
     }
 
     /// The leaders above this agent's level-0 group, one per level, nearest first

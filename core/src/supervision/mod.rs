@@ -351,7 +351,8 @@ impl Supervision {
         let request = internal_request(self.next_call);
         self.next_call += 1;
         self.calls.insert(request, pending);
-        self.outbox.push_back(ServiceOutput::Call(request, call));
+        self.outbox
+            .push_back(ServiceOutput::Call(request, Box::new(call)));
     }
 
     fn arm(&mut self, now: Time) {
@@ -1020,11 +1021,17 @@ impl Supervision {
     /// Sends changed records to the keepers (all of them to new keepers and at a
     /// refresh).
     fn replicate(&mut self, now: Time, ctx: &Context<'_>) {
-        let keepers = ctx.tree.keepers();
         let refresh = now.saturating_since(self.last_refresh) >= self.config.refresh;
         if refresh {
             self.last_refresh = now;
         }
+        if self.sups.is_empty() {
+            // Nothing to send (most agents run no supervisor): only the keepers are
+            // noted, in place, as the code below would leave them.
+            ctx.tree.keepers_into(&mut self.keepers);
+            return;
+        }
+        let keepers = ctx.tree.keepers();
         let new_keepers: Vec<NodeId> = keepers
             .iter()
             .filter(|k| !self.keepers.contains(k))
@@ -1522,6 +1529,7 @@ impl Service for Supervision {
         self.replicate(now, ctx);
     }
 
+    #[inline]
     fn poll_output(&mut self) -> Option<ServiceOutput<SupervisionMsg>> {
         crate::outbox::take_next(&mut self.outbox)
     }
@@ -1588,7 +1596,10 @@ mod tests {
     fn kills(s: &mut Supervision) -> Vec<Pid> {
         std::iter::from_fn(|| s.poll_output())
             .filter_map(|o| match o {
-                ServiceOutput::Call(_, ApiCall::Kill { pid, .. }) => Some(pid),
+                ServiceOutput::Call(_, call) => match *call {
+                    ApiCall::Kill { pid, .. } => Some(pid),
+                    _ => None,
+                },
                 _ => None,
             })
             .collect()

@@ -372,7 +372,10 @@ impl Driver {
             self.waits.insert(request);
         }
         self.pending.insert(request, (reply, hold));
-        self.input(Input::Api { request, call });
+        self.input(Input::Api {
+            request,
+            call: Box::new(call),
+        });
     }
 
     /// Waits whose caller is gone (its connection closed) are forgotten by the
@@ -525,7 +528,7 @@ impl Driver {
                     }
                 }
                 Output::Host(command) => {
-                    if self.host.commands.send(command).is_err() {
+                    if self.host.commands.send(*command).is_err() {
                         tracing::error!("the host backend is gone; command dropped");
                     }
                 }

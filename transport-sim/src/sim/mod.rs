@@ -778,13 +778,13 @@ impl Simulation {
                     _ => self.placement.on_reply(self.now, node, request.0, reply),
                 },
                 Output::Host(command) => {
-                    let slot = match &command {
+                    let slot = match &*command {
                         HostCommand::Start { pid, spec, .. } => {
                             crate::workload::env_number(&spec.envp, "SLOT").map(|s| (*pid, s))
                         }
                         HostCommand::Kill { .. } => None,
                     };
-                    let actions = self.placement.execute(self.now, node, command);
+                    let actions = self.placement.execute(self.now, node, *command);
                     if let Some(s) = self.supervision.as_mut() {
                         match slot {
                             Some((pid, slot)) if self.placement.host_of(pid) == Some(node) => {
@@ -1011,6 +1011,7 @@ impl Simulation {
         let local = host.clock.local(self.now);
         if let Some(agent) = host.agent.as_mut() {
             let request = RequestId(request);
+            let call = Box::new(call);
             agent.handle_into(local, Input::Api { request, call }, &mut self.outputs);
             self.after_handle(node);
         }
