@@ -27,7 +27,10 @@
 //! The endpoint dies with the agent that held its other end. A process started by
 //! Nefele is also told its agent socket (`NEFELE_AGENT_ADDR`, see
 //! [`crate::reconnect`]), where the next life of its agent identifies it by the
-//! kernel's word (its cgroup), not by anything it sends. When the connection
+//! kernel's word (its cgroup), not by anything it sends; a tenant connection
+//! ([`Client::connect`]) goes back to the socket path it connected to and says its
+//! token again (so a one-shot call whose agent dies under it waits for the
+//! agent's next life, up to the patience). When the connection
 //! breaks, the client connects there again (retrying for at most
 //! [`Client::set_reconnect_patience`], one minute by default, then
 //! [`ClientError::AgentGone`]), and registers again its names, joins again its
@@ -79,7 +82,7 @@ use crate::proto::{
     self, AgentFrame, Call, ClientFrame, MembersView, ProtocolError, Reply, MAX_REPLY_BYTES,
     MAX_REQUEST_BYTES, PROTOCOL_VERSION,
 };
-use crate::reconnect::Reconnect;
+use crate::reconnect::{AgentAddr, Reconnect};
 use nefele_api::calls::ApiReply;
 use nefele_api::ids::{NodeId, Pid, TenantId};
 use nefele_api::messaging::{
@@ -268,13 +271,19 @@ fn first_id() -> u64 {
 impl Client {
     /// Connects to the agent at `path` and authenticates with `token` (or, without
     /// one, by the caller's uid).
+    ///
+    /// The connection is made again, to the same path with the same token, when it
+    /// breaks (see the module docs): the agent's restart costs what was in flight,
+    /// not the client.
     pub fn connect(path: impl AsRef<Path>, token: Option<&str>) -> Result<Client, ClientError> {
         let path = path.as_ref().to_path_buf();
         let stream = UnixStream::connect(&path).map_err(|source| ClientError::Io {
             path: path.clone(),
             source,
         })?;
-        Client::greet(stream, path, token)
+        let mut client = Client::greet(stream, path.clone(), token)?;
+        client.reconnect = Some(Reconnect::new(AgentAddr::Path(path)).with_token(token));
+        Ok(client)
     }
 
     /// The connection of a process started by Nefele: the endpoint descriptor its
@@ -409,7 +418,7 @@ impl Client {
                     source,
                 })?;
             let mut fresh = Client::unwelcomed(stream, path.clone());
-            fresh.hello(None)?;
+            fresh.hello(reconnect.token.as_deref())?;
             if expected.is_some() && fresh.scope != expected {
                 return Err(ClientError::Unexpected(format!(
                     "welcomed as {:?}, not as {expected:?}",

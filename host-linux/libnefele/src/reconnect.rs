@@ -1,15 +1,17 @@
-//! Finding the agent again: what a process's connection needs to survive a restart
-//! of its agent.
+//! Finding the agent again: what a connection needs to survive a restart of its
+//! agent.
 //!
 //! A process started by Nefele is told its agent socket (`NEFELE_AGENT_ADDR`: `@`
-//! and an abstract name in the process's network namespace, or a path). When its
-//! connection breaks (end of file, `EPIPE`, `ECONNRESET`), the client connects
-//! there again ([`Reconnect::connect`]: retries with a backoff from
-//! [`FIRST_PAUSE`] doubling to [`MAX_PAUSE`], for at most the patience,
-//! [`DEFAULT_PATIENCE`] unless set), says `Hello`, and must be welcomed as the same
-//! process; then it registers again the names, joins again the groups,
-//! subscribes again to the topics and monitors again the processes this client
-//! had ([`Restore`]), since the agent's new life holds none of them.
+//! and an abstract name in the process's network namespace, or a path); a tenant
+//! connection (a program outside Nefele) knows the socket path it connected to and
+//! its token ([`Reconnect::token`]). When the connection breaks (end of file,
+//! `EPIPE`, `ECONNRESET`), the client connects there again
+//! ([`Reconnect::connect`]: retries with a backoff from [`FIRST_PAUSE`] doubling to
+//! [`MAX_PAUSE`], for at most the patience, [`DEFAULT_PATIENCE`] unless set), says
+//! `Hello` (with the token again), and must be welcomed as the same process, or as
+//! a tenant connection again; then it registers again the names, joins again the
+//! groups, subscribes again to the topics and monitors again the processes this
+//! client had ([`Restore`]), since the agent's new life holds none of them.
 //!
 //! Invariants: the patience bounds the whole wait, the greeting's included (a
 //! socket whose agent never answers is given up); the restore sets hold exactly
@@ -97,6 +99,10 @@ pub struct Reconnect {
     pub restore: Restore,
     /// How many times the connection was made again.
     pub count: u64,
+    /// The token to say again (a tenant connection); `None` on a process's
+    /// endpoint (the agent names the process by the kernel's word) or for a
+    /// connection the agent authenticates by the caller's uid.
+    pub token: Option<String>,
 }
 
 impl Reconnect {
@@ -108,7 +114,15 @@ impl Reconnect {
             patience: DEFAULT_PATIENCE,
             restore: Restore::default(),
             count: 0,
+            token: None,
         }
+    }
+
+    /// As [`Reconnect::new`], saying `token` in each new `Hello`.
+    #[must_use]
+    pub fn with_token(mut self, token: Option<&str>) -> Reconnect {
+        self.token = token.map(str::to_owned);
+        self
     }
 
     /// From `NEFELE_AGENT_ADDR`, if set.

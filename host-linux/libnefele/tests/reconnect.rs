@@ -226,3 +226,55 @@ fn a_program_whose_inherited_endpoint_is_dead_connects_through_the_agent_socket_
     assert_eq!(c.recv(1, Duration::from_secs(5)).unwrap().len(), 1);
     assert_eq!(agent.join().unwrap().len(), 1);
 }
+
+/// A tenant connection (a token, on the agent's socket path) whose agent restarts:
+/// the client goes back to the same path, says its token again, and the call in
+/// flight (read-only) is made again in the new life.
+#[test]
+fn a_tenant_connection_goes_back_to_its_socket_path_with_its_token() {
+    let path = std::env::temp_dir().join(format!("nefele-test-tenant-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).unwrap();
+    let agent = std::thread::spawn(move || {
+        let mut tokens = Vec::new();
+        for life in 0..2 {
+            let (mut s, _) = listener.accept().unwrap();
+            match read(&mut s) {
+                Some(ClientFrame::Hello { token, .. }) => tokens.push(token),
+                other => panic!("{other:?}"),
+            }
+            write(
+                &mut s,
+                &AgentFrame::Welcome {
+                    version: proto::PROTOCOL_VERSION,
+                    tenant: TenantId(7),
+                    node: NodeId(1),
+                    pid: None,
+                },
+            );
+            let Some(ClientFrame::Call { id, call }) = read(&mut s) else {
+                panic!("no call");
+            };
+            assert!(matches!(call, Call::Whereis { .. }), "{call:?}");
+            if life == 0 {
+                continue; // the crash, with the lookup in flight
+            }
+            write(
+                &mut s,
+                &AgentFrame::Reply {
+                    id,
+                    reply: Reply::Api(ApiReply::Whereis(Ok(pid(9)))),
+                },
+            );
+        }
+        tokens
+    });
+    let mut c = Client::connect(&path, Some("alice")).unwrap();
+    assert_eq!(c.whereis("db").unwrap(), pid(9));
+    assert_eq!(c.reconnects(), 1);
+    assert_eq!(
+        agent.join().unwrap(),
+        vec![Some("alice".to_owned()), Some("alice".to_owned())]
+    );
+    let _ = std::fs::remove_file(&path);
+}

@@ -280,7 +280,8 @@ fn a_process_keeps_messaging_across_a_crash_of_its_agent() {
     agent.crash();
     let before = std::fs::read_to_string(&heard).unwrap_or_default().len();
     agent.child = Some(Agent::start(&dir, &cgroup, 2));
-    let mut c = connect(&dir);
+    // The operator's tenant connection is kept: it goes back to the socket path
+    // with its token on its next call.
 
     // The subscriber reconnected and subscribed again; the publisher's new `nef`s
     // reach the agent: publications arrive again.
@@ -296,6 +297,11 @@ fn a_process_keeps_messaging_across_a_crash_of_its_agent() {
         std::thread::sleep(Duration::from_millis(100));
     }
     wait_for(&heard, at, "direct after the restart", &context(2));
+    assert_eq!(
+        c.reconnects(),
+        1,
+        "the tenant connection was made again once"
+    );
     // Its name was registered again by the subscriber's client (the agent's new
     // life held none).
     let deadline = Instant::now() + Duration::from_secs(10);
