@@ -88,8 +88,8 @@ pub struct Restore {
     pub monitors: BTreeSet<Pid>,
 }
 
-/// How a client reaches its agent again.
-#[derive(Debug)]
+/// How a client reaches its agent again. Its `Debug` hides the token (a client
+/// printed in a log must not carry the tenant's secret).
 pub struct Reconnect {
     /// The agent socket.
     pub addr: AgentAddr,
@@ -103,6 +103,18 @@ pub struct Reconnect {
     /// endpoint (the agent names the process by the kernel's word) or for a
     /// connection the agent authenticates by the caller's uid.
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Reconnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconnect")
+            .field("addr", &self.addr)
+            .field("patience", &self.patience)
+            .field("restore", &self.restore)
+            .field("count", &self.count)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
 }
 
 impl Reconnect {
@@ -160,6 +172,15 @@ impl Reconnect {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_printed_reconnection_hides_its_token() {
+        let r = Reconnect::new(AgentAddr::Path("/run/nefele/api.sock".into()))
+            .with_token(Some("s3cret-token"));
+        let printed = format!("{r:?}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("<hidden>"), "{printed}");
+    }
 
     #[test]
     fn addresses_parse() {
