@@ -368,6 +368,23 @@ fn proc_of(p: &ProcInfo) -> nefele_proc {
     }
 }
 
+/// Leaks `items` as a boxed slice for C: its pointer and length, for [`reclaim`].
+fn leak<T>(items: Box<[T]>) -> (*mut T, usize) {
+    let n = items.len();
+    (Box::into_raw(items).cast::<T>(), n)
+}
+
+/// Frees what [`leak`] returned; NULL is ignored.
+///
+/// # Safety
+/// `ptr` and `n` come from one [`leak`] of a `Box<[T]>`, reclaimed once.
+unsafe fn reclaim<T>(ptr: *mut T, n: usize) {
+    if !ptr.is_null() {
+        // SAFETY: rebuilt from the boxed slice `leak` made, with its length.
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, n)) });
+    }
+}
+
 /// Writes `pids` to `out`, which has room for exactly `pids.len()`.
 ///
 /// # Safety
@@ -628,13 +645,12 @@ pub unsafe extern "C" fn nefele_ps(
             return Err(NEFELE_EINVAL);
         }
         let reply = client.ps().map_err(|e| code_of(&e))?;
-        let procs: Box<[nefele_proc]> = reply.processes.iter().map(proc_of).collect();
-        let n = procs.len();
+        let (procs, n) = leak(reply.processes.iter().map(proc_of).collect());
         // SAFETY: the pointers are non-NULL (or, for `unanswered`, checked) and writable;
         // the array is released by nefele_ps_free with the same length.
         unsafe {
             count.write(n);
-            out.write(Box::into_raw(procs).cast::<nefele_proc>());
+            out.write(procs);
             if let Some(u) = unanswered.as_mut() {
                 *u = reply.unanswered;
             }
@@ -649,10 +665,8 @@ pub unsafe extern "C" fn nefele_ps(
 /// `procs` and `count` are exactly what one `nefele_ps` call returned, freed once.
 #[no_mangle]
 pub unsafe extern "C" fn nefele_ps_free(procs: *mut nefele_proc, count: usize) {
-    if !procs.is_null() {
-        // SAFETY: rebuilt from the boxed slice nefele_ps leaked, with its length.
-        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(procs, count)) });
-    }
+    // SAFETY: `procs` and `count` come from the `leak` in nefele_ps, by contract.
+    unsafe { reclaim(procs, count) };
 }
 
 /// Blocks until `pid` ends; how it ended goes to `out`.

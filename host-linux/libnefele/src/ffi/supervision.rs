@@ -15,13 +15,13 @@
 
 use super::spec::{spec_of, specs_of};
 use super::{
-    client, code_of, exit_of, guarded, nefele_client, nefele_exit, nefele_pid, nefele_spec,
-    write_pids, write_text, NEFELE_EINVAL, NEFELE_EPROTO,
+    client, code_of, exit_of, guarded, leak, nefele_client, nefele_exit, nefele_pid, nefele_spec,
+    reclaim, write_pids, write_text, NEFELE_EINVAL, NEFELE_EPROTO,
 };
 use nefele_api::ids::{Incarnation, NodeId, Pid};
 use nefele_api::supervision::{
     ChildInfo, ChildState, Intensity, RestartCause, RestartPolicy, RestartRecord, Strategy,
-    SupervisedSpawn, SupervisionSpec, SupervisorId, SupervisorInfo, SupervisorState,
+    SupervisedSpawn, SupervisionSpec, SupervisorId, SupervisorInfo, SupervisorState, MAX_CHILDREN,
 };
 use std::ffi::{c_char, c_int};
 use std::time::Duration;
@@ -234,7 +234,8 @@ unsafe fn supervision_of(
 ) -> Result<SupervisionSpec, c_int> {
     // SAFETY: NULL or readable by contract.
     let s = unsafe { s.as_ref() }.ok_or(NEFELE_EINVAL)?;
-    if s.policies.is_null() || s.policy_count == 0 {
+    // One policy, or one per child: anything else is refused before it is read.
+    if s.policies.is_null() || (s.policy_count != 1 && s.policy_count != children) {
         return Err(NEFELE_EINVAL);
     }
     // SAFETY: `policies` holds `policy_count` readable values by contract.
@@ -303,23 +304,6 @@ fn restart_of(r: &RestartRecord) -> nefele_restart {
         cause,
         exit,
         gave_up: flag(r.gave_up),
-    }
-}
-
-/// Leaks `items` as a boxed slice: its pointer and length, for [`reclaim`].
-fn leak<T>(items: Box<[T]>) -> (*mut T, usize) {
-    let n = items.len();
-    (Box::into_raw(items).cast::<T>(), n)
-}
-
-/// Frees what [`leak`] returned.
-///
-/// # Safety
-/// `ptr` and `n` come from one [`leak`] of a `Box<[T]>`, reclaimed once.
-unsafe fn reclaim<T>(ptr: *mut T, n: usize) {
-    if !ptr.is_null() {
-        // SAFETY: rebuilt from the boxed slice `leak` made, with its length.
-        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, n)) });
     }
 }
 
@@ -396,7 +380,8 @@ pub unsafe extern "C" fn nefele_supervise(
     pids_out: *mut nefele_pid,
 ) -> c_int {
     guarded(|| {
-        if specs.is_null() || count == 0 {
+        // More children than a supervisor may have: refused before any spec is read.
+        if specs.is_null() || count == 0 || count > MAX_CHILDREN {
             return Err(NEFELE_EINVAL);
         }
         let spawn = if count == 1 {
