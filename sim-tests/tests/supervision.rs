@@ -7,19 +7,39 @@
 
 use nefele_api::supervision::{ChildState, SupervisorState};
 use nefele_core::{ApiCall, ApiReply, NodeId, TenantId, Time};
-use nefele_sim::Simulation;
+use nefele_sim::{SimConfig, Simulation};
 use std::time::Duration;
 
-fn scenario(name: &str) -> Simulation {
+/// The configuration of the shipped scenario `name`.
+fn scenario_config(name: &str) -> SimConfig {
     let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../scenarios")
         .join(name);
-    let config = nefele_sim::scenario::load(&file)
+    nefele_sim::scenario::load(&file)
         .expect("a valid scenario")
-        .config;
+        .config
+}
+
+/// Runs `config` to its end.
+fn run(config: SimConfig) -> Simulation {
     let mut sim = Simulation::new(config).expect("a valid configuration");
     sim.run(|_| {});
     sim
+}
+
+fn scenario(name: &str) -> Simulation {
+    run(scenario_config(name))
+}
+
+/// The shipped scenario `name` with seed `seed` and a random fault about every
+/// second, run to its end.
+fn under_random_faults(name: &str, seed: u64) -> Simulation {
+    let mut config = scenario_config(name);
+    config.seed = seed;
+    config.random_faults = Some(nefele_sim::faults::RandomFaults::every(
+        Duration::from_secs(1),
+    ));
+    run(config)
 }
 
 /// Calls `call` at `node` and runs until it is answered (at most 5 s).
@@ -237,19 +257,8 @@ fn no_child_runs_twice_under_random_faults() {
         .unwrap_or(12);
     let mut failing = Vec::new();
     for name in ["supervise-100.toml", "supervise-100-home.toml"] {
-        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../scenarios")
-            .join(name);
         for seed in 1..=seeds {
-            let mut config = nefele_sim::scenario::load(&file)
-                .expect("a valid scenario")
-                .config;
-            config.seed = seed;
-            config.random_faults = Some(nefele_sim::faults::RandomFaults::every(
-                Duration::from_secs(1),
-            ));
-            let mut sim = Simulation::new(config).expect("a valid configuration");
-            sim.run(|_| {});
+            let sim = under_random_faults(name, seed);
             let twins = sim
                 .invariants()
                 .by_invariant
@@ -279,8 +288,7 @@ fn regression_passes(name: &str, duration: Option<Duration>) {
     if let Some(d) = duration {
         config.duration = d;
     }
-    let mut sim = Simulation::new(config).expect("a valid configuration");
-    sim.run(|_| {});
+    let sim = run(config);
     let inv = sim.invariants();
     assert_eq!(inv.violations, 0, "{name}: {:#?}", inv.by_invariant);
 }
@@ -322,19 +330,8 @@ fn restarts_during_a_loss_burst_and_a_pause_make_no_twin() {
 /// Runs `name` with a random fault about every second for each of `seeds`, and
 /// asserts that no slot was late or ran twice.
 fn restarted_in_time_under_random_faults(name: &str, seeds: &[u64]) {
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../scenarios")
-        .join(name);
     for &seed in seeds {
-        let mut config = nefele_sim::scenario::load(&file)
-            .expect("a valid scenario")
-            .config;
-        config.seed = seed;
-        config.random_faults = Some(nefele_sim::faults::RandomFaults::every(
-            Duration::from_secs(1),
-        ));
-        let mut sim = Simulation::new(config).expect("a valid configuration");
-        sim.run(|_| {});
+        let sim = under_random_faults(name, seed);
         let inv = sim.invariants();
         assert_eq!(
             inv.violations, 0,
