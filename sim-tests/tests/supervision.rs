@@ -5,8 +5,9 @@
 //! `supervision.loop_stopped`; the API lists the supervisor, its children and
 //! history, and stopping it stops every child.
 
+use nefele_api::spec::Signal;
 use nefele_api::supervision::{ChildState, SupervisorState};
-use nefele_core::{ApiCall, ApiReply, NodeId, TenantId, Time};
+use nefele_core::{ApiCall, ApiReply, NodeId, Pid, TenantId, Time};
 use nefele_sim::{SimConfig, Simulation};
 use std::time::Duration;
 
@@ -373,4 +374,95 @@ fn a_home_that_dies_after_its_group_split_is_taken_over() {
 #[ignore = "known split-brain twin (see the supervision module doc)"]
 fn a_home_cut_off_with_a_minority_of_its_group_makes_no_twin() {
     regression_passes("supervision-twin-split-brain.toml", None);
+}
+
+/// The current pid of child `child` of the one supervisor that `home` runs.
+fn child_pid(sim: &mut Simulation, home: NodeId, child: usize) -> Pid {
+    let ApiReply::Supervisors(list) = call(sim, home, ApiCall::Supervisors { tenant: TENANT })
+    else {
+        panic!("not a supervisors reply");
+    };
+    list[0].children[child].pid.expect("the child runs")
+}
+
+/// `call` at the host of `pid`.
+fn call_at_host(sim: &mut Simulation, pid: Pid, c: ApiCall) -> ApiReply {
+    call(sim, pid.origin(), c)
+}
+
+const TENANT: TenantId = TenantId(1);
+
+/// Names move with a restarted child (issue 15): the names a child held are
+/// registered for its next process, whether its host crashed (here host 1, at
+/// 10 s) or its process was killed on a host that lives. Before, the names died
+/// with the old process and `whereis` answered `NoSuchName`.
+#[test]
+fn a_restarted_childs_names_move_to_its_new_process() {
+    let mut sim = Simulation::new(scenario_config("supervise-100.toml")).expect("valid");
+    sim.run_until(Time::from_secs(5));
+    let home = NodeId(7);
+    let children: Vec<Pid> = (0..99).map(|i| child_pid(&mut sim, home, i)).collect();
+    let on_lost_host = children
+        .iter()
+        .position(|p| p.origin() == NodeId(1))
+        .expect("a child on host 1");
+    let killed = children
+        .iter()
+        .position(|p| {
+            [1, 4, 12, 18, 23, 29, 33, 38, 41, 46, 7]
+                .iter()
+                .all(|&h| p.origin() != NodeId(h))
+        })
+        .expect("a child on a host that lives");
+    let names = [
+        ("lost-with-host", on_lost_host),
+        ("killed-a", killed),
+        ("killed-b", killed),
+    ];
+    for (name, child) in names {
+        let pid = children[child];
+        let register = ApiCall::Register {
+            tenant: TENANT,
+            name: name.to_owned(),
+            pid,
+        };
+        assert_eq!(
+            call_at_host(&mut sim, pid, register),
+            ApiReply::Named(Ok(()))
+        );
+    }
+    // Let the names reach the home before the process goes.
+    sim.run_until(Time::from_secs(6));
+    let kill = ApiCall::Kill {
+        tenant: TENANT,
+        pid: children[killed],
+        signal: Signal::Kill,
+    };
+    assert_eq!(
+        call_at_host(&mut sim, children[killed], kill),
+        ApiReply::Killed(Ok(()))
+    );
+    sim.run_until(Time::from_secs(20));
+    for (name, child) in names {
+        let now = child_pid(&mut sim, home, child);
+        assert_ne!(now, children[child], "child {child} was restarted");
+        let whereis = ApiCall::Whereis {
+            tenant: TENANT,
+            name: name.to_owned(),
+        };
+        assert_eq!(
+            call(&mut sim, NodeId(0), whereis),
+            ApiReply::Whereis(Ok(now)),
+            "{name} held by child {child}'s new process"
+        );
+    }
+    // Another tenant still sees nothing.
+    let other = ApiCall::Whereis {
+        tenant: TenantId(9),
+        name: "killed-a".to_owned(),
+    };
+    assert!(matches!(
+        call(&mut sim, NodeId(0), other),
+        ApiReply::Whereis(Err(_))
+    ));
 }

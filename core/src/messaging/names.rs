@@ -56,7 +56,7 @@ use super::msg::MessagingMsg;
 use super::post::Post;
 use super::Part;
 use crate::ids::{Incarnation, NodeId, Pid, TenantId};
-use crate::service::{Context, ServiceEvent, TreeView};
+use crate::service::{Context, ServiceEvent, ServiceOutput, TreeView};
 use crate::time::Time;
 use crate::wire::Reject;
 use nefele_api::calls::{ApiCall, ApiReply, RequestId};
@@ -288,6 +288,10 @@ enum NameOut {
     /// Go on with a send to a name, now resolved: `call` is that send with its
     /// destination replaced by the holder's pid.
     Resend(RequestId, ApiCall),
+    /// The names the local process `pid` holds changed (a registration granted or
+    /// dropped while it lives): tell the other services
+    /// ([`ServiceEvent::NamesHeld`]).
+    Held(Pid),
 }
 
 /// What waits for a lookup.
@@ -399,6 +403,15 @@ impl Names {
         self.mine.iter().map(|((t, n), m)| (*t, n.as_str(), m.pid))
     }
 
+    /// The names the local process `pid` holds (granted ones), in name order.
+    fn names_of(&self, pid: Pid) -> Vec<String> {
+        self.mine
+            .iter()
+            .filter(|(_, m)| m.pid == pid && m.fresh.is_none())
+            .map(|((_, name), _)| name.clone())
+            .collect()
+    }
+
     /// Sends `msg` to `to`, or handles it here if `to` is this agent.
     fn send(&mut self, now: Time, tree: &TreeView<'_>, to: NodeId, msg: NamesMsg) {
         if to == self.me {
@@ -481,6 +494,7 @@ impl Names {
             Some(m) if m.fresh.is_none() => {
                 let pid = m.pid;
                 self.drop_mine(now, tree, &key, pid);
+                self.out.push_back(NameOut::Held(pid));
                 Ok(())
             }
             _ => Err(NameError::NoSuchName),
@@ -726,7 +740,9 @@ impl Names {
                 // No verdict in time: granted (availability; see the module doc).
                 if let Some(m) = self.mine.get_mut(&key) {
                     if let Some((request, _)) = m.fresh.take() {
+                        let pid = m.pid;
                         self.reply(request, ApiReply::Named(Ok(())));
+                        self.out.push_back(NameOut::Held(pid));
                     }
                 }
             } else if let Some(l) = self.lookups.remove(&key) {
@@ -796,6 +812,7 @@ impl Names {
                         self.reply(request, ApiReply::Named(Err(NameError::Taken)));
                     } else {
                         self.out.push_back(NameOut::NameLost { pid, name: key.1 });
+                        self.out.push_back(NameOut::Held(pid));
                     }
                 }
             }
@@ -998,7 +1015,11 @@ impl Names {
                 })
             }
         };
+        let granted = result.is_ok();
         self.reply(request, ApiReply::Named(result));
+        if granted {
+            self.out.push_back(NameOut::Held(pid));
+        }
     }
 
     /// The module's invariants (see the module documentation).
@@ -1029,6 +1050,10 @@ impl Names {
                     }
                 }
                 NameOut::Resend(request, call) => post.handle_api(now, request, call, ctx),
+                NameOut::Held(pid) => {
+                    let names = self.names_of(pid);
+                    post.push(ServiceOutput::Event(ServiceEvent::NamesHeld { pid, names }));
+                }
             }
         }
     }
@@ -1101,6 +1126,7 @@ impl Part for Names {
             ServiceEvent::GroupChanged { .. } => self.tree_changed(now, tree),
             ServiceEvent::Host(_)
             | ServiceEvent::ProcessStarted { .. }
+            | ServiceEvent::NamesHeld { .. }
             | ServiceEvent::Answered { .. } => {}
         }
         self.flush(now, post, ctx);
@@ -1290,7 +1316,10 @@ mod tests {
         host.on_message(Time::ZERO, NodeId(root), verdict, &tree);
         assert_eq!(
             drain(&mut host),
-            vec![NameOut::Reply(RequestId(1), ApiReply::Named(Ok(())))]
+            vec![
+                NameOut::Reply(RequestId(1), ApiReply::Named(Ok(()))),
+                NameOut::Held(p)
+            ]
         );
         assert_eq!(host.clock, 50, "the root's clock travels");
         // Its own name is warm; the same name for another process is taken at once.
@@ -1322,10 +1351,13 @@ mod tests {
         );
         assert_eq!(
             drain(&mut host),
-            vec![NameOut::NameLost {
-                pid: p,
-                name: "n".to_owned()
-            }]
+            vec![
+                NameOut::NameLost {
+                    pid: p,
+                    name: "n".to_owned()
+                },
+                NameOut::Held(p)
+            ]
         );
         assert!(host.held().next().is_none());
         assert!(host.invariants());
@@ -1347,7 +1379,10 @@ mod tests {
         host.on_timeout(Time::ZERO + CLAIM_TIMEOUT, &tree);
         assert_eq!(
             drain(&mut host),
-            vec![NameOut::Reply(RequestId(1), ApiReply::Named(Ok(())))]
+            vec![
+                NameOut::Reply(RequestId(1), ApiReply::Named(Ok(()))),
+                NameOut::Held(pid(2, 1))
+            ]
         );
         assert!(host.invariants());
     }

@@ -110,6 +110,14 @@ pub enum ServiceEvent {
         /// The instance.
         instance: u8,
     },
+    /// The names a live process of this agent's host holds changed (a registration
+    /// was granted, dropped or lost): all of them now, in name order.
+    NamesHeld {
+        /// The process.
+        pid: Pid,
+        /// Its names.
+        names: Vec<String>,
+    },
     /// A service's own call to another service ([`ServiceOutput::Call`]) was
     /// answered; `request` is internal (see [`internal_request`]). Routed, like every
     /// event, to the services that want it: the caller recognises its ids.

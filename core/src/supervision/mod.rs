@@ -17,7 +17,7 @@
 //!   child is restarted by its policy, strategy and intensity: spawned again through
 //!   placement (same spec, so the same affinity), with a new pid. Its watchers
 //!   through messaging's monitors are told by messaging (the old pid ends or is
-//!   lost); names it held do not move to the new pid (not done).
+//!   lost); the names it held move to the new pid ([`naming`]).
 //! - **Copies for the group** (the keepers' side): as the ledger does, a home sends
 //!   each of its supervisors' records, on every change and every `refresh`, to its
 //!   keepers (its level-0 leader and heir, itself excluded), in fragments under
@@ -106,6 +106,7 @@
 //! the agent called (a supervisor taken over runs at its group's leader).
 
 pub mod msg;
+mod naming;
 mod record;
 
 pub use msg::SupervisionMsg;
@@ -248,6 +249,9 @@ enum Pending {
     },
     /// A kill (its answer matters only as far as the watch says).
     Kill,
+    /// A registration of `name` for the local process `pid`, handed from its
+    /// previous process (see [`naming`]).
+    Register { pid: Pid, name: String },
 }
 
 /// A copy of a supervisor of another home.
@@ -312,6 +316,8 @@ pub struct Supervision {
     ended: BTreeMap<Pid, ExitStatus>,
     ended_order: VecDeque<Pid>,
     watchers: BTreeMap<Pid, Watcher>,
+    /// Host side: the names supervised local processes hold (see [`naming`]).
+    names: BTreeMap<Pid, Vec<String>>,
     /// Host side: supervisors' spawns here that no home watches yet, killed at
     /// this time (a lease from their start) unless a `Watch` comes first: a home
     /// that dies between a spawn and its first `Watch` leaves the process fenced
@@ -571,6 +577,8 @@ impl Supervision {
                 recent: Vec::new(),
                 cause: None,
                 leased: false,
+                names: Vec::new(),
+                handing: None,
             })
             .collect();
         let rec = Record {
@@ -644,7 +652,7 @@ impl Supervision {
         let client = s.client.take();
         match result {
             Ok(pids) => {
-                let restarted = s.rec.spawned(&children, pids);
+                let restarted = s.rec.spawned(&children, pids, now + naming::HAND_OVER);
                 // A pid no child took (the supervisor stopped meanwhile) is killed.
                 let unwanted: Vec<Pid> = pids
                     .iter()
@@ -743,6 +751,9 @@ impl Supervision {
                     self.send(host, msg);
                 }
             }
+            if current {
+                self.hand(now, sup, host);
+            }
         }
     }
 
@@ -799,7 +810,15 @@ impl Supervision {
                 unknown.push(pid);
             }
         }
+        let named: Vec<Pid> = kept
+            .iter()
+            .filter(|p| self.names.contains_key(p))
+            .copied()
+            .collect();
         self.status_to(now, from, sup, true, ended, unknown, kept);
+        for pid in named {
+            self.tell_names(now, pid);
+        }
     }
 
     /// Host side: tells `to` about `sup`'s processes here (to itself directly).
@@ -913,6 +932,7 @@ impl Supervision {
 
     /// Host side: a local process ended.
     fn local_ended(&mut self, now: Time, pid: Pid, status: ExitStatus) {
+        self.names_ended(now, pid);
         self.live.remove(&pid);
         self.unwatched.remove(&pid);
         self.remember_end(pid, status);
@@ -1369,6 +1389,7 @@ impl Service for Supervision {
             ended: BTreeMap::new(),
             ended_order: VecDeque::new(),
             watchers: BTreeMap::new(),
+            names: BTreeMap::new(),
             unwatched: BTreeMap::new(),
             owners: BTreeMap::new(),
             copies: BTreeMap::new(),
@@ -1436,6 +1457,9 @@ impl Service for Supervision {
                     }
                 }
             }
+            names @ (SupervisionMsg::Hand { .. } | SupervisionMsg::Holds { .. }) => {
+                self.on_names_msg(now, from, names);
+            }
             replica @ SupervisionMsg::Replica { .. } => {
                 self.on_replica(now, from, replica, &ctx.tree.local_group());
             }
@@ -1467,6 +1491,7 @@ impl Service for Supervision {
                 | ServiceEvent::ProcessLost { .. }
                 | ServiceEvent::HostRemoved { .. }
                 | ServiceEvent::GroupChanged { .. }
+                | ServiceEvent::NamesHeld { .. }
         ) || matches!(event, ServiceEvent::Answered { request, .. } if self.calls.contains_key(request))
     }
 
@@ -1501,6 +1526,7 @@ impl Service for Supervision {
                 self.follow_group(ctx);
                 self.take_over(now, ctx);
             }
+            ServiceEvent::NamesHeld { pid, names } => self.names_changed(now, *pid, names),
             ServiceEvent::Answered { request, reply } => self.on_answer(now, *request, reply),
             _ => {}
         }

@@ -12,11 +12,16 @@
 //!   authority to grant from its keepers ([`SupervisionMsg::Alive`],
 //!   [`SupervisionMsg::Held`]). See the service's module doc for the rule.
 //!
+//! - Names move with a restarted child: its host tells the home the names a
+//!   watched process holds ([`SupervisionMsg::Holds`]); the home asks the host of
+//!   the child's next process to register them for it ([`SupervisionMsg::Hand`]).
+//!
 //! [`validate`] bounds every list a peer sent: at most [`MAX_PIDS`] pids per
-//! message, fragments of at most [`MAX_FRAGMENT`] bytes, at most [`MAX_PARTS`]
+//! message, at most [`MAX_CHILD_NAMES`] valid names per child, fragments of at most [`MAX_FRAGMENT`] bytes, at most [`MAX_PARTS`]
 //! fragments per record, and a part number below the count.
 
 use crate::ids::Pid;
+use crate::messaging::names::valid_name;
 use crate::wire::validate::check_len;
 use crate::wire::Reject;
 use nefele_api::spec::ExitStatus;
@@ -115,6 +120,28 @@ pub enum SupervisionMsg {
         /// The supervisor.
         sup: SupervisorId,
     },
+    /// Home to a restarted child's host: register these names for `pid`, those it
+    /// does not hold yet (the names its previous process held; sent with every
+    /// `Watch` until the host tells they are held, or the hand-over ends).
+    Hand {
+        /// The supervisor.
+        sup: SupervisorId,
+        /// The child's new process.
+        pid: Pid,
+        /// The names (at most [`MAX_CHILD_NAMES`]).
+        names: Vec<String>,
+    },
+    /// Host to home: every name a watched process holds now (its first
+    /// [`MAX_CHILD_NAMES`] in name order); sent when they change, with every
+    /// answer to a `Watch`, and as the process ends.
+    Holds {
+        /// The supervisor.
+        sup: SupervisorId,
+        /// The process.
+        pid: Pid,
+        /// Its names.
+        names: Vec<String>,
+    },
 }
 
 /// A short, stable name of the kind of `msg`, for traces.
@@ -128,6 +155,22 @@ pub fn kind(msg: &SupervisionMsg) -> &'static str {
         SupervisionMsg::Alive { .. } => "sup-alive",
         SupervisionMsg::Dropped { .. } => "sup-dropped",
         SupervisionMsg::Held { .. } => "sup-held",
+        SupervisionMsg::Hand { .. } => "sup-hand",
+        SupervisionMsg::Holds { .. } => "sup-holds",
+    }
+}
+
+/// The most names of a child that move to its next process when it is restarted.
+pub const MAX_CHILD_NAMES: usize = 8;
+
+/// Whether `names` is a child's list of names: at most [`MAX_CHILD_NAMES`], each a
+/// valid name.
+pub(super) fn check_names(names: &[String]) -> Result<(), Reject> {
+    check_len("sup names", names.len(), MAX_CHILD_NAMES)?;
+    if names.iter().all(|n| valid_name(n)) {
+        Ok(())
+    } else {
+        Err(Reject::Malformed { what: "sup name" })
     }
 }
 
@@ -167,6 +210,9 @@ pub fn validate(msg: &SupervisionMsg) -> Result<(), Reject> {
             Ok(())
         }
         SupervisionMsg::Held { forget, .. } => check_len("sup-held forget", forget.len(), MAX_PIDS),
+        SupervisionMsg::Hand { names, .. } | SupervisionMsg::Holds { names, .. } => {
+            check_names(names)
+        }
         SupervisionMsg::Forget { .. }
         | SupervisionMsg::Dropped { .. }
         | SupervisionMsg::Alive { .. } => Ok(()),
@@ -177,6 +223,7 @@ pub fn validate(msg: &SupervisionMsg) -> Result<(), Reject> {
 mod tests {
     use super::*;
     use crate::ids::{Incarnation, NodeId};
+    use crate::messaging::names::MAX_NAME_BYTES;
 
     fn sup() -> SupervisorId {
         SupervisorId {
@@ -208,6 +255,16 @@ mod tests {
         assert!(validate(&replica(1, 1, 1)).is_err());
         assert!(validate(&replica(0, 1, MAX_FRAGMENT + 1)).is_err());
         assert!(validate(&replica(0, u16::MAX, 1)).is_err());
+        let hand = |names: Vec<String>| SupervisionMsg::Hand {
+            sup: sup(),
+            pid,
+            names,
+        };
+        let name = "n".repeat(MAX_NAME_BYTES);
+        assert!(validate(&hand(vec![name.clone(); MAX_CHILD_NAMES])).is_ok());
+        assert!(validate(&hand(vec![name.clone(); MAX_CHILD_NAMES + 1])).is_err());
+        assert!(validate(&hand(vec![name + "n"])).is_err());
+        assert!(validate(&hand(vec![String::new()])).is_err());
     }
 
     /// The largest message of each kind fits one control datagram.
@@ -239,6 +296,11 @@ mod tests {
             SupervisionMsg::Held {
                 at: u64::MAX,
                 forget: vec![(sup(), u32::MAX); MAX_PIDS],
+            },
+            SupervisionMsg::Holds {
+                sup: sup(),
+                pid,
+                names: vec!["n".repeat(MAX_NAME_BYTES); MAX_CHILD_NAMES],
             },
         ];
         for m in msgs {

@@ -23,7 +23,7 @@ use nefele_api::supervision::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::msg::{MAX_FRAGMENT, MAX_PARTS};
+use super::msg::{check_names, MAX_CHILD_NAMES, MAX_FRAGMENT, MAX_PARTS};
 
 /// Where a child stands at its supervisor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +63,12 @@ pub(super) struct Child {
     /// watching it (`kept`). A lost child not fenced is restarted only once its
     /// host answers (see the service's module doc).
     pub(super) leased: bool,
+    /// The names it holds (its host's latest word), or, while `handing`, the names
+    /// its previous process held, being registered for its current one.
+    pub(super) names: Vec<String>,
+    /// Until when (this home's clock) its names are being handed to its current
+    /// process (`None`: not being handed).
+    pub(super) handing: Option<Time>,
 }
 
 /// What the service must do after a transition.
@@ -120,10 +126,11 @@ impl Record {
         self.children.len() <= MAX_CHILDREN
             && self.specs.len() <= MAX_CHILDREN
             && self.history.len() <= MAX_HISTORY
-            && self
-                .children
-                .iter()
-                .all(|c| (c.spec as usize) < self.specs.len() && c.recent.len() <= MAX_HISTORY)
+            && self.children.iter().all(|c| {
+                (c.spec as usize) < self.specs.len()
+                    && c.recent.len() <= MAX_HISTORY
+                    && check_names(&c.names).is_ok()
+            })
             && self.consistent()
     }
 
@@ -253,7 +260,12 @@ impl Record {
 
     /// The spawn of `children` answered with `pids` (in order); returns the new pids
     /// of those that were restarts, with when their restart began.
-    pub(super) fn spawned(&mut self, children: &[u32], pids: &[Pid]) -> Vec<(Pid, Time)> {
+    pub(super) fn spawned(
+        &mut self,
+        children: &[u32],
+        pids: &[Pid],
+        hand_until: Time,
+    ) -> Vec<(Pid, Time)> {
         let mut restarted = Vec::new();
         for (&j, &pid) in children.iter().zip(pids) {
             let Some(child) = self.children.get_mut(j as usize) else {
@@ -268,6 +280,8 @@ impl Record {
             child.leased = true;
             if let Some((cause, old, since)) = child.cause.take() {
                 restarted.push((pid, since));
+                // Its names move to the new process.
+                child.handing = (!child.names.is_empty()).then_some(hand_until);
                 self.push_history(RestartRecord {
                     child: j,
                     old,
@@ -278,6 +292,28 @@ impl Record {
             }
         }
         restarted
+    }
+
+    /// The host of child `i`'s current process says it holds `names`: those are its
+    /// names, unless its previous process's names are still being handed to it (and
+    /// it does not hold them all yet), when it keeps both. Whether anything changed.
+    pub(super) fn names_held(&mut self, i: usize, names: Vec<String>, now: Time) -> bool {
+        let Some(c) = self.children.get_mut(i) else {
+            return false;
+        };
+        let before = (c.names.clone(), c.handing);
+        let all_held = c.names.iter().all(|n| names.contains(n));
+        if c.handing.is_some_and(|until| now < until) && !all_held {
+            for n in names {
+                if !c.names.contains(&n) && c.names.len() < MAX_CHILD_NAMES {
+                    c.names.push(n);
+                }
+            }
+        } else {
+            c.handing = None;
+            c.names = names;
+        }
+        (c.names.clone(), c.handing) != before
     }
 
     /// The spawn of `children` failed: they are pending again (retried later).
@@ -383,6 +419,8 @@ mod tests {
                     recent: Vec::new(),
                     cause: None,
                     leased: false,
+                    names: Vec::new(),
+                    handing: None,
                 })
                 .collect(),
             history: Vec::new(),
@@ -402,12 +440,12 @@ mod tests {
             r.child_ended(t, 1, ExitStatus::Code(1)),
             vec![Act::Spawn(vec![1])]
         );
-        assert_eq!(r.spawned(&[1], &[pid(10)]), vec![(pid(10), t)]);
+        assert_eq!(r.spawned(&[1], &[pid(10)], Time::ZERO), vec![(pid(10), t)]);
         assert_eq!(
             r.child_ended(t, 1, ExitStatus::Lost),
             vec![Act::Spawn(vec![1])]
         );
-        r.spawned(&[1], &[pid(11)]);
+        r.spawned(&[1], &[pid(11)], Time::ZERO);
         // The third end within the period gives it up; the others run on.
         assert_eq!(
             r.child_ended(t, 1, ExitStatus::Code(1)),
@@ -420,7 +458,7 @@ mod tests {
         // Past the period the count starts again.
         let mut r = record(Strategy::OneForOne, 1, 1);
         r.child_ended(t, 0, ExitStatus::Code(1));
-        r.spawned(&[0], &[pid(10)]);
+        r.spawned(&[0], &[pid(10)], Time::ZERO);
         let later = Time::from_secs(20);
         assert_eq!(
             r.child_ended(later, 0, ExitStatus::Code(1)),
@@ -439,13 +477,49 @@ mod tests {
             r.child_ended(t, 2, ExitStatus::Signaled(9)),
             vec![Act::Spawn(vec![0, 1, 2])]
         );
-        let restarted = r.spawned(&[0, 1, 2], &[pid(10), pid(11), pid(12)]);
+        let restarted = r.spawned(&[0, 1, 2], &[pid(10), pid(11), pid(12)], Time::ZERO);
         assert_eq!(restarted.len(), 3);
         assert_eq!(
             r.children[1].restarts, 0,
             "a sibling's restart does not count"
         );
         assert_eq!(r.history[1].cause, RestartCause::Sibling);
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    /// A child's names are its host's latest word, except while they are handed to
+    /// its new process: then the old names stay until the new process holds them
+    /// all, or the hand-over ends; a child restarted without names hands nothing.
+    #[test]
+    fn a_restarted_childs_names_are_handed_until_held_or_too_late() {
+        let mut r = record(Strategy::OneForOne, 2, 5);
+        let (t, until) = (Time::from_secs(1), Time::from_secs(91));
+        assert!(r.names_held(0, names(&["a", "b"]), t));
+        assert!(!r.names_held(0, names(&["a", "b"]), t), "no change");
+        r.child_ended(t, 0, ExitStatus::Lost);
+        r.child_ended(t, 1, ExitStatus::Lost);
+        r.spawned(&[0], &[pid(10)], until);
+        r.spawned(&[1], &[pid(11)], until);
+        assert_eq!(r.children[0].handing, Some(until));
+        assert_eq!(r.children[1].handing, None, "nothing to hand");
+        // The new process registered a name of its own, and holds one handed.
+        assert!(r.names_held(0, names(&["a", "c"]), t));
+        assert_eq!(r.children[0].names, names(&["a", "b", "c"]));
+        assert_eq!(r.children[0].handing, Some(until));
+        // It holds them all: handed.
+        assert!(r.names_held(0, names(&["a", "b", "c"]), t));
+        assert_eq!(r.children[0].handing, None);
+        // Handing again, and too late: what it holds is what it has.
+        r.child_ended(t, 0, ExitStatus::Lost);
+        r.spawned(&[0], &[pid(12)], until);
+        assert!(r.names_held(0, names(&["b"]), until));
+        assert_eq!(
+            (r.children[0].names.clone(), r.children[0].handing),
+            (names(&["b"]), None)
+        );
     }
 
     #[test]

@@ -43,7 +43,9 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 ///   `CreateItem.leased` marks a supervisor's spawn.
 /// - 8: an external connection's end says why it failed: `ExternalClose` gains
 ///   `Denied`, `Unreachable` and `Overrun` (appended).
-pub const VERSION: u16 = 8;
+/// - 9: names move with a restarted child: supervision's `Hand` and `Holds`
+///   (appended), and a replicated record's children carry their names.
+pub const VERSION: u16 = 9;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.
@@ -201,8 +203,8 @@ mod tests {
             Err(DecodeError::BadMagic { found: *b"XXXX" })
         );
         assert_eq!(
-            decode(b"NFLE\x09\x00", 100),
-            Err(DecodeError::UnsupportedVersion { found: 9 })
+            decode(b"NFLE\x0a\x00", 100),
+            Err(DecodeError::UnsupportedVersion { found: 10 })
         );
         assert_eq!(
             decode(&[0; 101], 100),
