@@ -158,6 +158,25 @@ fn names_are_unique_found_from_anywhere_and_die_with_their_process() {
     );
 }
 
+/// A broadcast reaches the processes of its sender's own host at once, also those
+/// started a moment ago, before a beat carried their tenant up the tree. Before, the
+/// level-0 leader pruned the sender's host by its stale summary, and the broadcast
+/// missed every process there (found by the C example `patterns.c`).
+#[test]
+fn a_broadcast_reaches_the_new_processes_of_its_own_host_at_once() {
+    let mut sim = booted(40, 4);
+    let a = spawn(&mut sim, 9);
+    let b = spawn(&mut sim, 9);
+    assert_eq!(
+        (a.origin(), b.origin()),
+        (NodeId(9), NodeId(9)),
+        "placed here"
+    );
+    let reached = send(&mut sim, a, Dest::Broadcast, b"now").map(|r| r.reached);
+    assert_eq!(reached, Ok(2), "the sender and its neighbour");
+    assert_eq!(data(&recv(&mut sim, b)), vec![b"now".to_vec()]);
+}
+
 #[test]
 fn group_sends_by_every_pattern_and_broadcast() {
     let mut sim = booted(40, 4);

@@ -33,7 +33,10 @@
 //! hosts whose filters may hold it. Each leader tells the origin whom it forwarded
 //! to ([`GroupsMsg::Expect`]), and each visited host answers the origin directly
 //! ([`GroupsMsg::Answer`]): how many of its mailboxes it reached, or, for a member
-//! list, its members. The origin is done when no walk and no host is outstanding,
+//! list, its members. The origin visits its own host first, whatever the leaders'
+//! summaries say of it yet (its own filter is current: a process started a moment
+//! ago is in it); the walk's later visit there is a repeat, neither delivered again
+//! nor counted. The origin is done when no walk and no host is outstanding,
 //! or at its deadline; the send's receipt counts the mailboxes reached, `NoMembers`
 //! if none, and `Unknown` if a part never answered.
 //!
@@ -1104,6 +1107,16 @@ impl Fanout {
         );
         self.timers.insert((timer, token));
         let origin = self.me;
+        // This host's own members first, whatever the leaders' summaries say of it
+        // yet (a process started or a member joined a moment ago is in its own
+        // filter at once, in its leader's only with its next beat). A later visit
+        // through the tree is a repeat: not delivered again, its answer not counted.
+        if self.own.may_contain(&target) {
+            if let Some(w) = self.walks.get_mut(&token) {
+                w.progress.visiting(origin);
+            }
+            self.on_visit(tree, token, origin, &target, carry.clone(), boxes);
+        }
         if root == self.me {
             self.on_walk(tree, token, origin, level, target, carry, boxes);
         } else {

@@ -65,6 +65,14 @@ impl WalkProgress {
         }
     }
 
+    /// The origin visits host `host` itself (its own, whatever the leaders'
+    /// summaries say): its answer is awaited too.
+    pub(crate) fn visiting(&mut self, host: NodeId) {
+        if !self.answered.contains(&host) {
+            self.hosts.insert(host);
+        }
+    }
+
     /// Whether host `from` has answered in full already (a later part is a repeat).
     pub(crate) fn has_answered(&self, from: NodeId) -> bool {
         self.answered.contains(&from)

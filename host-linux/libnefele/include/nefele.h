@@ -268,13 +268,90 @@ int nefele_self(nefele_client *client, nefele_pid *out);
 /* Sends len bytes (waits for room at a full mailbox); returns once delivered or failed. */
 int nefele_send(nefele_client *client, nefele_pid to, const void *data, size_t len);
 int nefele_send_name(nefele_client *client, const char *name, const void *data, size_t len);
+/* Sends to members of a group, picked by pattern; *reached (NULL: not wanted)
+ * gets how many got it. */
+#define NEFELE_PATTERN_MULTICAST 0    /* every member, once */
+#define NEFELE_PATTERN_ANYCAST 1      /* one: the nearest, then the least loaded */
+#define NEFELE_PATTERN_ROUND_ROBIN 2  /* one, each in turn */
+#define NEFELE_PATTERN_LEAST_LOADED 3 /* one: the fewest messages waiting */
+#define NEFELE_PATTERN_FAILOVER 4     /* the first live member in join order */
+int nefele_send_group(nefele_client *client, const char *group, int pattern, const void *data,
+                      size_t len, uint32_t *reached);
+/* Every subscriber of topic gets it once, in the publisher's order. */
+int nefele_publish(nefele_client *client, const char *topic, const void *data, size_t len,
+                   uint32_t *reached);
+/* Every process of the tenant. */
+int nefele_broadcast(nefele_client *client, const void *data, size_t len, uint32_t *reached);
+/* To a service outside the cluster through a proxy agent; what it sends back
+ * arrives as NEFELE_MAIL_EXTERNAL mail. */
+int nefele_send_external(nefele_client *client, const char *host, uint16_t port,
+                         const void *data, size_t len);
+
 /* One message, waiting up to timeout_ms (0: none): sender to *from, bytes to buf
  * (room for cap), their count to *len. NEFELE_ETIMEDOUT when none came;
- * NEFELE_ERANGE when it did not fit (dropped; *len says its size). */
+ * NEFELE_ERANGE when it did not fit (dropped; *len says its size). Mail without
+ * bytes (a monitor's, a lost name's, an external connection's end) arrives as an
+ * empty message from the process concerned: nefele_recv_mail tells them apart. */
 int nefele_recv(nefele_client *client, uint32_t timeout_ms, nefele_pid *from, void *buf,
                 size_t cap, size_t *len);
+
+#define NEFELE_MAIL_DATA 0            /* bytes in buf */
+#define NEFELE_MAIL_DOWN 1            /* a monitored process (from) ended: down_* */
+#define NEFELE_MAIL_NAME_LOST 2       /* a name of this process was taken: text */
+#define NEFELE_MAIL_EXTERNAL 3        /* bytes from text:port, in buf */
+#define NEFELE_MAIL_EXTERNAL_CLOSED 4 /* the connection to text:port ended: close_reason */
+#define NEFELE_DOWN_EXITED 0          /* down_exit says how */
+#define NEFELE_DOWN_LOST 1            /* lost with host down_host */
+#define NEFELE_DOWN_UNREACHABLE 2     /* its host stopped answering */
+#define NEFELE_DOWN_NO_PROCESS 3      /* it did not exist when the monitor was set */
+#define NEFELE_CLOSE_CLOSED 0         /* closed or failed once open */
+#define NEFELE_CLOSE_RESET 1          /* bytes to the proxy lost, not recovered */
+#define NEFELE_CLOSE_OVERFLOW 2       /* this process did not take its bytes */
+#define NEFELE_CLOSE_DROPPED 3        /* the proxy dropped it (full, or restarted) */
+#define NEFELE_CLOSE_DENIED 4         /* the proxy's rules allow no address of it */
+#define NEFELE_CLOSE_UNREACHABLE 5    /* the proxy could not connect */
+#define NEFELE_CLOSE_OVERRUN 6        /* the service did not take the bytes */
+typedef struct {
+    int kind;              /* NEFELE_MAIL_* */
+    nefele_pid from;       /* sender; DOWN: the process that ended; external: itself */
+    int distance;          /* 0 same host, 1 same group, 2 same DC, 3 external */
+    uint64_t seq;          /* position on its (sender, receiver) pair, from 0 */
+    size_t len;            /* DATA, EXTERNAL: bytes (also when they did not fit) */
+    int down_reason;       /* DOWN: NEFELE_DOWN_* */
+    nefele_exit down_exit; /* DOWN, EXITED: how it ended */
+    uint32_t down_host;    /* DOWN, LOST: its host */
+    int close_reason;      /* EXTERNAL_CLOSED: NEFELE_CLOSE_* */
+    uint16_t port;         /* EXTERNAL*: the external port */
+    char text[256];        /* NAME_LOST: the name; EXTERNAL*: the host (NUL-terminated) */
+} nefele_mail;
+/* One mail of any kind, waiting up to timeout_ms (0: none); bytes to buf.
+ * NEFELE_ETIMEDOUT when none came; NEFELE_ERANGE when its bytes did not fit
+ * (dropped; *out is written, out->len says their size). */
+int nefele_recv_mail(nefele_client *client, uint32_t timeout_ms, nefele_mail *out, void *buf,
+                     size_t cap);
+/* For a poll/epoll loop: nefele_arm asks for one mail without waiting; the
+ * descriptor from nefele_fd turns readable when it comes (or after a few seconds
+ * with none); nefele_take_armed then gives it as nefele_recv_mail does
+ * (NEFELE_ETIMEDOUT: none came) and disarms. The descriptor changes when the
+ * connection is made again (the agent restarted): take it after every call. */
+int nefele_fd(nefele_client *client, int *fd);
+int nefele_arm(nefele_client *client);
+int nefele_take_armed(nefele_client *client, nefele_mail *out, void *buf, size_t cap);
+
 int nefele_register(nefele_client *client, const char *name);
+int nefele_unregister(nefele_client *client, const char *name);
 int nefele_whereis(nefele_client *client, const char *name, nefele_pid *out);
+int nefele_join(nefele_client *client, const char *group);
+int nefele_leave(nefele_client *client, const char *group);
+int nefele_subscribe(nefele_client *client, const char *topic);
+int nefele_unsubscribe(nefele_client *client, const char *topic);
+/* The mailbox of the process the client acts as gets NEFELE_MAIL_DOWN when
+ * watched ends, is lost, or stops answering. */
+int nefele_monitor(nefele_client *client, nefele_pid watched);
+int nefele_demonitor(nefele_client *client, nefele_pid watched);
+/* How far `to` is: class to *distance (as nefele_mail.distance), the round trip
+ * measured to hosts of that class to *rtt_ns (-1: none yet). Either may be NULL. */
+int nefele_distance(nefele_client *client, nefele_pid to, int *distance, int64_t *rtt_ns);
 
 const char *nefele_strerror(int code);
 /* Writes the pid's text (up to 32 hex digits and a NUL) to buf; 33 bytes suffice. */

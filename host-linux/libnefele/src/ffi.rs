@@ -12,13 +12,28 @@
 //! `nefele_supervisors_free`. Everything else is owned by the caller.
 //!
 //! This is the only module of the crate with `unsafe` (with its submodules:
-//! `spec`, which reads a `nefele_spec` of any version, and `supervision`, the
-//! supervision calls); each block says why it is sound.
+//! `spec`, which reads a `nefele_spec` of any version, `messaging`, the messaging
+//! calls, and `supervision`, the supervision calls); each block says why it is
+//! sound.
 
 #![allow(unsafe_code)]
 
+mod messaging;
 mod spec;
 mod supervision;
+
+pub use messaging::{
+    nefele_arm, nefele_broadcast, nefele_demonitor, nefele_distance, nefele_fd, nefele_join,
+    nefele_leave, nefele_mail, nefele_monitor, nefele_publish, nefele_recv, nefele_recv_mail,
+    nefele_register, nefele_send, nefele_send_external, nefele_send_group, nefele_send_name,
+    nefele_subscribe, nefele_take_armed, nefele_unregister, nefele_unsubscribe, nefele_whereis,
+    NEFELE_CLOSE_CLOSED, NEFELE_CLOSE_DENIED, NEFELE_CLOSE_DROPPED, NEFELE_CLOSE_OVERFLOW,
+    NEFELE_CLOSE_OVERRUN, NEFELE_CLOSE_RESET, NEFELE_CLOSE_UNREACHABLE, NEFELE_DOWN_EXITED,
+    NEFELE_DOWN_LOST, NEFELE_DOWN_NO_PROCESS, NEFELE_DOWN_UNREACHABLE, NEFELE_MAIL_DATA,
+    NEFELE_MAIL_DOWN, NEFELE_MAIL_EXTERNAL, NEFELE_MAIL_EXTERNAL_CLOSED, NEFELE_MAIL_NAME_LOST,
+    NEFELE_PATTERN_ANYCAST, NEFELE_PATTERN_FAILOVER, NEFELE_PATTERN_LEAST_LOADED,
+    NEFELE_PATTERN_MULTICAST, NEFELE_PATTERN_ROUND_ROBIN,
+};
 
 pub use spec::{
     nefele_affinity, nefele_profile, nefele_spec, NEFELE_AFFINITY_APART, NEFELE_AFFINITY_NEAR,
@@ -39,11 +54,9 @@ pub use supervision::{
 use crate::client::{Client, ClientError};
 use crate::proto::ProtocolError;
 use nefele_api::ids::{Incarnation, NodeId, Pid};
-use nefele_api::messaging::{
-    GroupError, MailBody, MonitorError, MsgError, NameError, RecvError, SendError,
-};
+use nefele_api::messaging::{GroupError, MonitorError, MsgError, NameError, RecvError, SendError};
 use nefele_api::replies::{
-    DistanceClass, InfoError, KillError, ProcInfo, ProcState, Resource, SpawnError, WaitError,
+    InfoError, KillError, ProcInfo, ProcState, Resource, SpawnError, WaitError,
 };
 use nefele_api::spec::{ExitStatus, Signal};
 use nefele_api::supervision::SupervisionError;
@@ -358,12 +371,7 @@ fn proc_of(p: &ProcInfo) -> nefele_proc {
         cpu_millicores: p.demand.cpu_millicores,
         memory_bytes: p.demand.memory_bytes,
         age_ms: u64::try_from(p.age.as_millis()).unwrap_or(u64::MAX),
-        distance: match p.distance {
-            DistanceClass::SameHost => 0,
-            DistanceClass::SameGroup => 1,
-            DistanceClass::SameDc => 2,
-            DistanceClass::External => 3,
-        },
+        distance: messaging::class_of(p.distance),
         command,
     }
 }
@@ -755,134 +763,6 @@ unsafe fn bytes<'a>(data: *const u8, len: usize) -> Result<&'a [u8], c_int> {
     }
     // SAFETY: non-NULL and readable for `len` bytes by contract.
     Ok(unsafe { std::slice::from_raw_parts(data, len) })
-}
-
-/// Sends `len` bytes to `to`, waiting for room at a full mailbox; returns once the
-/// message's fate is known.
-///
-/// # Safety
-/// `c` is an open handle; `data` readable for `len` bytes.
-#[no_mangle]
-pub unsafe extern "C" fn nefele_send(
-    c: *mut nefele_client,
-    to: nefele_pid,
-    data: *const u8,
-    len: usize,
-) -> c_int {
-    guarded(|| {
-        // SAFETY: by contract.
-        let (c, data) = unsafe { (client(c)?, bytes(data, len)?) };
-        c.send(Pid::from(to), data).map_err(|e| code_of(&e))?;
-        Ok(())
-    })
-}
-
-/// Sends `len` bytes to the process registered as `name`.
-///
-/// # Safety
-/// As for `nefele_send`; `name` NUL-terminated.
-#[no_mangle]
-pub unsafe extern "C" fn nefele_send_name(
-    c: *mut nefele_client,
-    name: *const c_char,
-    data: *const u8,
-    len: usize,
-) -> c_int {
-    guarded(|| {
-        // SAFETY: by contract.
-        let (c, name, data) = unsafe { (client(c)?, text(name)?, bytes(data, len)?) };
-        c.send(nefele_api::messaging::Dest::Name(name.to_owned()), data)
-            .map_err(|e| code_of(&e))?;
-        Ok(())
-    })
-}
-
-/// Receives one message, waiting up to `timeout_ms` (0: do not wait): its sender
-/// to `from`, its bytes to `buf` (room for `cap`), their number to `len`.
-/// `NEFELE_ETIMEDOUT` when none came; `NEFELE_ERANGE` when it does not fit (the
-/// message is dropped; `len` says its size). A monitor's or a lost name's notice
-/// arrives as an empty message from the process concerned, and the end of an
-/// external connection as an empty message from the process itself.
-///
-/// # Safety
-/// `c` is an open handle; `from`, `len` writable; `buf` writable for `cap` bytes.
-#[no_mangle]
-pub unsafe extern "C" fn nefele_recv(
-    c: *mut nefele_client,
-    timeout_ms: u32,
-    from: *mut nefele_pid,
-    buf: *mut u8,
-    cap: usize,
-    len: *mut usize,
-) -> c_int {
-    guarded(|| {
-        // SAFETY: by contract.
-        let c = unsafe { client(c) }?;
-        if from.is_null() || len.is_null() || (buf.is_null() && cap > 0) {
-            return Err(NEFELE_EINVAL);
-        }
-        let mails = if timeout_ms == 0 {
-            c.try_recv(1)
-        } else {
-            c.recv(1, std::time::Duration::from_millis(u64::from(timeout_ms)))
-        }
-        .map_err(|e| code_of(&e))?;
-        let mail = mails.into_iter().next().ok_or(NEFELE_ETIMEDOUT)?;
-        let data = match mail.body {
-            MailBody::Data(d) | MailBody::External { data: d, .. } => d,
-            MailBody::Down { .. } | MailBody::NameLost { .. } | MailBody::ExternalClosed { .. } => {
-                Vec::new()
-            }
-        };
-        // SAFETY: `from` and `len` are non-NULL and writable.
-        unsafe {
-            from.write(mail.from.into());
-            len.write(data.len());
-        }
-        if data.len() > cap {
-            return Err(NEFELE_ERANGE);
-        }
-        // SAFETY: `buf` is writable for `cap >= data.len()` bytes (non-NULL when
-        // `cap > 0`; nothing is copied when `data` is empty).
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len()) };
-        Ok(())
-    })
-}
-
-/// Registers `name` for the process `c` acts as.
-///
-/// # Safety
-/// `c` is an open handle; `name` NUL-terminated.
-#[no_mangle]
-pub unsafe extern "C" fn nefele_register(c: *mut nefele_client, name: *const c_char) -> c_int {
-    guarded(|| {
-        // SAFETY: by contract.
-        let (c, name) = unsafe { (client(c)?, text(name)?) };
-        c.register(name).map_err(|e| code_of(&e))
-    })
-}
-
-/// The process registered as `name`, to `out`.
-///
-/// # Safety
-/// `c` is an open handle; `name` NUL-terminated; `out` writable.
-#[no_mangle]
-pub unsafe extern "C" fn nefele_whereis(
-    c: *mut nefele_client,
-    name: *const c_char,
-    out: *mut nefele_pid,
-) -> c_int {
-    guarded(|| {
-        // SAFETY: by contract.
-        let (c, name) = unsafe { (client(c)?, text(name)?) };
-        if out.is_null() {
-            return Err(NEFELE_EINVAL);
-        }
-        let pid = c.whereis(name).map_err(|e| code_of(&e))?;
-        // SAFETY: `out` is non-NULL and writable.
-        unsafe { out.write(pid.into()) };
-        Ok(())
-    })
 }
 
 /// A static, NUL-terminated description of an error code.

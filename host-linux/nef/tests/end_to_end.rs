@@ -473,6 +473,22 @@ fn the_c_messaging_example_registers_looks_up_sends_and_receives() {
     );
 }
 
+/// The C messaging patterns: group sends (multicast, round-robin; a bad pattern is
+/// refused before anything is sent), publish/subscribe, broadcast, unregister,
+/// distance, a monitor's Down mail told apart from data, and a receive armed for
+/// poll(2).
+#[test]
+fn the_c_patterns_example_uses_every_messaging_call() {
+    let Some(out) = run_c_example("patterns") else {
+        return;
+    };
+    assert_eq!(
+        out,
+        "groups: ok\npubsub: ok\nbroadcast: ok\ndistance: same host\n\
+         down: killed by signal 9\npoll: ok\n"
+    );
+}
+
 /// The C supervision calls: a one-for-one supervisor starts its children again
 /// when they end (the restart history says from which pid), and a stopped
 /// supervisor is gone (`NEFELE_ENOSUPERVISOR`).
