@@ -428,6 +428,32 @@ pub unsafe extern "C" fn nefele_recv(
     })
 }
 
+/// Takes one mail with `take` and writes it to `out`, its bytes to `buf`.
+///
+/// # Safety
+/// `c` is an open handle; `out` writable; `buf` writable for `cap` bytes.
+unsafe fn write_mail(
+    c: *mut nefele_client,
+    out: *mut nefele_mail,
+    buf: *mut u8,
+    cap: usize,
+    take: impl FnOnce(&mut Client) -> Result<Mail, c_int>,
+) -> c_int {
+    guarded(|| {
+        // SAFETY: by contract.
+        let c = unsafe { client(c) }?;
+        if out.is_null() || (buf.is_null() && cap > 0) {
+            return Err(NEFELE_EINVAL);
+        }
+        let (mail, data) = mail_of(take(c)?);
+        // SAFETY: `out` is non-NULL and writable; `buf` as `copy_out` needs.
+        unsafe {
+            out.write(mail);
+            copy_out(&data, buf, cap)
+        }
+    })
+}
+
 /// Receives one mail of any kind, waiting up to `timeout_ms` (0: do not wait):
 /// what it is to `out`, its bytes (data and external mail) to `buf` (room for
 /// `cap`). `NEFELE_ETIMEDOUT` when none came; `NEFELE_ERANGE` when its bytes do
@@ -443,19 +469,8 @@ pub unsafe extern "C" fn nefele_recv_mail(
     buf: *mut u8,
     cap: usize,
 ) -> c_int {
-    guarded(|| {
-        // SAFETY: by contract.
-        let c = unsafe { client(c) }?;
-        if out.is_null() || (buf.is_null() && cap > 0) {
-            return Err(NEFELE_EINVAL);
-        }
-        let (mail, data) = mail_of(take_one(c, timeout_ms)?);
-        // SAFETY: `out` is non-NULL and writable; `buf` as `copy_out` needs.
-        unsafe {
-            out.write(mail);
-            copy_out(&data, buf, cap)
-        }
-    })
+    // SAFETY: by contract.
+    unsafe { write_mail(c, out, buf, cap, |c| take_one(c, timeout_ms)) }
 }
 
 /// The descriptor of `c`'s connection, to `fd`, for the caller's own poll or
@@ -506,21 +521,13 @@ pub unsafe extern "C" fn nefele_take_armed(
     buf: *mut u8,
     cap: usize,
 ) -> c_int {
-    guarded(|| {
-        // SAFETY: by contract.
-        let c = unsafe { client(c) }?;
-        if out.is_null() || (buf.is_null() && cap > 0) {
-            return Err(NEFELE_EINVAL);
-        }
-        let mails = c.take_armed().map_err(|e| code_of(&e))?;
-        let mail = mails.into_iter().next().ok_or(NEFELE_ETIMEDOUT)?;
-        let (mail, data) = mail_of(mail);
-        // SAFETY: `out` is non-NULL and writable; `buf` as `copy_out` needs.
-        unsafe {
-            out.write(mail);
-            copy_out(&data, buf, cap)
-        }
-    })
+    // SAFETY: by contract.
+    unsafe {
+        write_mail(c, out, buf, cap, |c| {
+            let mails = c.take_armed().map_err(|e| code_of(&e))?;
+            mails.into_iter().next().ok_or(NEFELE_ETIMEDOUT)
+        })
+    }
 }
 
 /// Runs `f` on the client and the text at `s` (a name, group or topic).
@@ -539,65 +546,36 @@ unsafe fn with_text(
     })
 }
 
-/// Registers `name` for the process `c` acts as.
-///
-/// # Safety
-/// `c` is an open handle; `name` NUL-terminated.
-#[no_mangle]
-pub unsafe extern "C" fn nefele_register(c: *mut nefele_client, name: *const c_char) -> c_int {
-    // SAFETY: by contract.
-    unsafe { with_text(c, name, Client::register) }
+/// Defines C calls that act with one text argument (a name, group or topic) on
+/// the process the client acts as.
+macro_rules! text_calls {
+    ($( $(#[$doc:meta])* $c_name:ident($arg:ident) => $method:path; )+) => {$(
+        $(#[$doc])*
+        ///
+        /// # Safety
+        #[doc = concat!("`c` is an open handle; `", stringify!($arg), "` NUL-terminated.")]
+        #[no_mangle]
+        pub unsafe extern "C" fn $c_name(c: *mut nefele_client, $arg: *const c_char) -> c_int {
+            // SAFETY: by contract.
+            unsafe { with_text(c, $arg, $method) }
+        }
+    )+};
 }
 
-/// Drops the registration of `name` (held by the process `c` acts as, or
-/// another process of its host and tenant).
-///
-/// # Safety
-/// As for `nefele_register`.
-#[no_mangle]
-pub unsafe extern "C" fn nefele_unregister(c: *mut nefele_client, name: *const c_char) -> c_int {
-    // SAFETY: by contract.
-    unsafe { with_text(c, name, Client::unregister) }
-}
-
-/// Joins `group`.
-///
-/// # Safety
-/// `c` is an open handle; `group` NUL-terminated.
-#[no_mangle]
-pub unsafe extern "C" fn nefele_join(c: *mut nefele_client, group: *const c_char) -> c_int {
-    // SAFETY: by contract.
-    unsafe { with_text(c, group, Client::join) }
-}
-
-/// Leaves `group`.
-///
-/// # Safety
-/// As for `nefele_join`.
-#[no_mangle]
-pub unsafe extern "C" fn nefele_leave(c: *mut nefele_client, group: *const c_char) -> c_int {
-    // SAFETY: by contract.
-    unsafe { with_text(c, group, Client::leave) }
-}
-
-/// Subscribes to `topic`.
-///
-/// # Safety
-/// `c` is an open handle; `topic` NUL-terminated.
-#[no_mangle]
-pub unsafe extern "C" fn nefele_subscribe(c: *mut nefele_client, topic: *const c_char) -> c_int {
-    // SAFETY: by contract.
-    unsafe { with_text(c, topic, Client::subscribe) }
-}
-
-/// Cancels the subscription to `topic`.
-///
-/// # Safety
-/// As for `nefele_subscribe`.
-#[no_mangle]
-pub unsafe extern "C" fn nefele_unsubscribe(c: *mut nefele_client, topic: *const c_char) -> c_int {
-    // SAFETY: by contract.
-    unsafe { with_text(c, topic, Client::unsubscribe) }
+text_calls! {
+    /// Registers `name` for the process `c` acts as.
+    nefele_register(name) => Client::register;
+    /// Drops the registration of `name` (held by the process `c` acts as, or
+    /// another process of its host and tenant).
+    nefele_unregister(name) => Client::unregister;
+    /// Joins `group`.
+    nefele_join(group) => Client::join;
+    /// Leaves `group`.
+    nefele_leave(group) => Client::leave;
+    /// Subscribes to `topic`.
+    nefele_subscribe(topic) => Client::subscribe;
+    /// Cancels the subscription to `topic`.
+    nefele_unsubscribe(topic) => Client::unsubscribe;
 }
 
 /// The process registered as `name`, to `out`.
@@ -623,6 +601,22 @@ pub unsafe extern "C" fn nefele_whereis(
     })
 }
 
+/// Runs `f` on the client and `pid`.
+///
+/// # Safety
+/// `c` is an open handle.
+unsafe fn with_pid(
+    c: *mut nefele_client,
+    pid: nefele_pid,
+    f: impl FnOnce(&mut Client, nefele_api::ids::Pid) -> Result<(), crate::client::ClientError>,
+) -> c_int {
+    guarded(|| {
+        // SAFETY: by contract.
+        let c = unsafe { client(c) }?;
+        f(c, pid.into()).map_err(|e| code_of(&e))
+    })
+}
+
 /// Has the mailbox of the process `c` acts as told (`NEFELE_MAIL_DOWN`) when
 /// `watched` ends, is lost, or stops answering.
 ///
@@ -630,11 +624,8 @@ pub unsafe extern "C" fn nefele_whereis(
 /// `c` is an open handle.
 #[no_mangle]
 pub unsafe extern "C" fn nefele_monitor(c: *mut nefele_client, watched: nefele_pid) -> c_int {
-    guarded(|| {
-        // SAFETY: by contract.
-        let c = unsafe { client(c) }?;
-        c.monitor(watched.into()).map_err(|e| code_of(&e))
-    })
+    // SAFETY: by contract.
+    unsafe { with_pid(c, watched, Client::monitor) }
 }
 
 /// Cancels a monitor.
@@ -643,11 +634,8 @@ pub unsafe extern "C" fn nefele_monitor(c: *mut nefele_client, watched: nefele_p
 /// `c` is an open handle.
 #[no_mangle]
 pub unsafe extern "C" fn nefele_demonitor(c: *mut nefele_client, watched: nefele_pid) -> c_int {
-    guarded(|| {
-        // SAFETY: by contract.
-        let c = unsafe { client(c) }?;
-        c.demonitor(watched.into()).map_err(|e| code_of(&e))
-    })
+    // SAFETY: by contract.
+    unsafe { with_pid(c, watched, Client::demonitor) }
 }
 
 /// How far `to` is from the process `c` acts as: its class to `distance` (0 same
