@@ -112,10 +112,10 @@ pub use msg::SupervisionMsg;
 
 use crate::agent::Identity;
 use crate::ids::{NodeId, Pid};
+use crate::service::registry::earliest;
 use crate::service::{
     internal_request, Context, Service, ServiceEvent, ServiceNotice, ServiceOutput, SummaryPart,
 };
-use crate::service::registry::earliest;
 use crate::time::Time;
 use crate::wire::Reject;
 use nefele_api::calls::{ApiCall, ApiReply, RequestId};
