@@ -150,7 +150,8 @@ pub struct Utilization {
 #[derive(Default)]
 pub struct PlacementSim {
     procs: Vec<BTreeMap<Pid, SimProc>>,
-    pid_hosts: BTreeMap<Pid, NodeId>,
+    /// The host each pid was started on (looked up per message, never iterated).
+    pid_hosts: rustc_hash::FxHashMap<Pid, NodeId>,
     started_by_req: BTreeMap<u64, u32>,
     /// (request, pid) of every running process of a request: one set rather than a
     /// set per request, which cost a B-tree node (about 200 bytes) per running request.

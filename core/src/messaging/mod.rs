@@ -35,6 +35,7 @@ pub use post::Post;
 use crate::agent::Identity;
 use crate::federation::Summary;
 use crate::ids::NodeId;
+use crate::service::registry::earliest;
 use crate::service::{Context, Service, ServiceEvent, ServiceOutput, SummaryPart};
 use crate::time::Time;
 use crate::wire::Reject;
@@ -266,16 +267,11 @@ impl Messaging {
 
     /// The earliest deadline of the point-to-point layer and the parts, computed.
     fn earliest_deadline(&self) -> Option<Time> {
-        [
-            self.post.next_timeout(),
-            self.names.next_timeout(),
-            self.groups.next_timeout(),
-            self.topics.next_timeout(),
-            self.external.next_timeout(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        // Written out, as `Post::next_timeout` is: it runs at the end of every input.
+        let mut next = earliest(self.post.next_timeout(), self.names.next_timeout());
+        next = earliest(next, self.groups.next_timeout());
+        next = earliest(next, self.topics.next_timeout());
+        earliest(next, self.external.next_timeout())
     }
 
     /// Ends an input: acks leave (or wait for their flush) and the cached deadline

@@ -85,6 +85,7 @@
 use super::msg::{Ack, Item, MessagingMsg, Outcome, MAX_ACKS};
 use super::MessagingConfig;
 use crate::ids::{Incarnation, NodeId, Pid, TenantId};
+use crate::service::registry::earliest;
 use crate::service::{Context, ServiceEvent, ServiceOutput};
 use crate::time::Time;
 use nefele_api::calls::{ApiCall, ApiReply, RequestId};
@@ -704,19 +705,15 @@ impl Post {
     }
 
     pub(super) fn next_timeout(&self) -> Option<Time> {
-        [
-            self.fate_q.front().map(|d| d.0),
-            self.park_q.front().map(|d| d.0),
-            self.resend_q.front().map(|d| d.0),
-            self.skip_q.front().map(|d| d.0),
-            self.waiters.first().map(|w| w.0),
-            self.ack_flush,
-            (!self.hosts.is_empty()).then_some(self.ping_due),
-            (!self.inbound.is_empty()).then_some(self.sweep_due),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        // Written out: the array, `flatten` and `min` this replaced took three times
+        // the instructions, and it runs at the end of every input.
+        let mut next = earliest(self.fate_q.front().map(|d| d.0), self.ack_flush);
+        next = earliest(next, self.park_q.front().map(|d| d.0));
+        next = earliest(next, self.resend_q.front().map(|d| d.0));
+        next = earliest(next, self.skip_q.front().map(|d| d.0));
+        next = earliest(next, self.waiters.first().map(|w| w.0));
+        next = earliest(next, (!self.hosts.is_empty()).then_some(self.ping_due));
+        earliest(next, (!self.inbound.is_empty()).then_some(self.sweep_due))
     }
 
     /// The receiving pairs this agent keeps (see [`MessagingConfig::pair_idle`]).

@@ -78,6 +78,7 @@ use nefele_core::wire::Message;
 use nefele_core::{ApiCall, ApiReply, NodeId, Pid, ProcSpec, TenantId, Time};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
@@ -245,18 +246,24 @@ pub struct MessagingSim {
     by_pid: BTreeMap<Pid, u32>,
     /// Per traffic stream, the processes that send on it.
     senders: BTreeMap<u8, Vec<u32>>,
-    pending: BTreeMap<u64, (NodeId, Pending)>,
+    /// Calls not answered yet, by request id (looked up on every answer, never
+    /// iterated in an order that reaches an output).
+    pending: FxHashMap<u64, (NodeId, Pending)>,
     next_request: u64,
     next_id: u64,
     flights: BTreeMap<u64, Flight>,
-    /// Per (sender, receiver, path), the last message id received.
-    last_seen: BTreeMap<(Pid, u32, u8), (u64, Option<Kind>)>,
+    /// Per (sender, receiver, path), the last message id received (looked up on
+    /// every receive, never iterated).
+    last_seen: FxHashMap<(Pid, u32, u8), (u64, Option<Kind>)>,
     /// Per (sender, receiver), the last message id received on any path.
-    last_any: BTreeMap<(Pid, u32), u64>,
+    last_any: FxHashMap<(Pid, u32), u64>,
     names: BTreeMap<(TenantId, String), Vec<u32>>,
     actions: VecDeque<MsgAction>,
     violations: Vec<(&'static str, String)>,
-    latency: BTreeMap<&'static str, Histogram>,
+    /// Send-to-receive latency per distance class (index: [`class_index`]).
+    latency: [Option<Histogram>; 4],
+    /// Bytes of messaging on the wire per link class (index: the [`Distance`]).
+    bytes_by_link: [u64; 5],
     lookup_latency: Histogram,
     figures: MessagingFigures,
     group_turn: u32,
@@ -396,16 +403,17 @@ impl MessagingSim {
             procs,
             by_pid: BTreeMap::new(),
             senders: BTreeMap::new(),
-            pending: BTreeMap::new(),
+            pending: FxHashMap::default(),
             next_request: REQUEST_BASE,
             next_id: 0,
             flights: BTreeMap::new(),
-            last_seen: BTreeMap::new(),
-            last_any: BTreeMap::new(),
+            last_seen: FxHashMap::default(),
+            last_any: FxHashMap::default(),
             names: BTreeMap::new(),
             actions: VecDeque::new(),
             violations: Vec::new(),
-            latency: BTreeMap::new(),
+            latency: Default::default(),
+            bytes_by_link: [0; 5],
             lookup_latency: Histogram::default(),
             figures,
             group_turn: 0,
@@ -480,12 +488,13 @@ impl MessagingSim {
 
     /// Host `node` crashed: calls waiting on it will never be answered.
     pub fn crash(&mut self, node: NodeId) {
-        let gone: Vec<u64> = self
+        let mut gone: Vec<u64> = self
             .pending
             .iter()
             .filter(|(_, (n, _))| *n == node)
             .map(|(r, _)| *r)
             .collect();
+        gone.sort_unstable();
         for r in gone {
             if let Some((_, Pending::Send(id))) = self.pending.remove(&r) {
                 self.flights.remove(&id);
@@ -1159,9 +1168,8 @@ impl MessagingSim {
             }
         }
         let ns = now.as_nanos().saturating_sub(sent_at);
-        self.latency
-            .entry(class_name(class))
-            .or_default()
+        self.latency[class_index(class)]
+            .get_or_insert_with(Histogram::default)
             .record(ns);
         if let Some(f) = self.flights.get_mut(&id) {
             if self.procs[f.from as usize].pid != Some(from) {
@@ -1311,26 +1319,28 @@ impl MessagingSim {
                 .entry(kind)
                 .or_default() += 1;
         }
-        *self
-            .figures
-            .bytes_by_link
-            .entry(distance_name(distance))
-            .or_default() += u64::from(len);
+        self.bytes_by_link[distance as usize] += u64::from(len);
     }
 
     /// The figures so far.
     #[must_use]
     pub fn figures(&self) -> MessagingFigures {
         let mut f = self.figures.clone();
+        f.bytes_by_link = DISTANCES
+            .iter()
+            .zip(self.bytes_by_link)
+            .filter(|(_, bytes)| *bytes > 0)
+            .map(|(d, bytes)| (distance_name(*d), bytes))
+            .collect();
         f.unanswered = self
             .flights
             .values()
             .filter(|f| f.answered.is_none())
             .count() as u64;
-        f.latency = self
-            .latency
+        f.latency = CLASSES
             .iter()
-            .map(|(k, h)| (*k, LatencyFigures::from(h)))
+            .zip(&self.latency)
+            .filter_map(|(c, h)| Some((class_name(*c), LatencyFigures::from(h.as_ref()?))))
             .collect();
         f.lookup_cold_latency = LatencyFigures::from(&self.lookup_latency);
         f.round_robin_max_deviation = self.round_robin_deviation();
@@ -1374,6 +1384,23 @@ fn payload(len: usize, id: u64, now: Time, tenant: TenantId, kind: Kind) -> Vec<
     data
 }
 
+/// Every distance class, in the order of [`class_index`].
+const CLASSES: [DistanceClass; 4] = [
+    DistanceClass::SameHost,
+    DistanceClass::SameGroup,
+    DistanceClass::SameDc,
+    DistanceClass::External,
+];
+
+fn class_index(class: DistanceClass) -> usize {
+    match class {
+        DistanceClass::SameHost => 0,
+        DistanceClass::SameGroup => 1,
+        DistanceClass::SameDc => 2,
+        DistanceClass::External => 3,
+    }
+}
+
 fn class_name(class: DistanceClass) -> &'static str {
     match class {
         DistanceClass::SameHost => "same_host",
@@ -1382,6 +1409,15 @@ fn class_name(class: DistanceClass) -> &'static str {
         DistanceClass::External => "external",
     }
 }
+
+/// Every link class, in the order of its discriminant.
+const DISTANCES: [Distance; 5] = [
+    Distance::SameHost,
+    Distance::SameRack,
+    Distance::SameRow,
+    Distance::SameDc,
+    Distance::External,
+];
 
 fn distance_name(d: Distance) -> &'static str {
     match d {

@@ -573,7 +573,7 @@ impl Simulation {
             match action {
                 MsgAction::Call(node, request, call) => {
                     if self.hosts[node.0 as usize].agent.is_some() {
-                        self.deliver_call(node, request, *call);
+                        self.deliver_call(node, request, call);
                     } else if let Some(m) = self.messaging.as_mut() {
                         m.crash(node);
                     }
@@ -986,7 +986,7 @@ impl Simulation {
             .find(|n| self.hosts[n.0 as usize].agent.is_some());
         let issued = self.placement.issue(self.now, node, Some(&generated));
         if let Some(node) = node {
-            self.deliver_call(node, issued, generated.call);
+            self.deliver_call(node, issued, Box::new(generated.call));
         }
         let rate = w.rate_at(t, end).max(1e-3);
         let gap: f64 = -self.workload_rng.gen_range(f64::EPSILON..1.0f64).ln() / rate;
@@ -1002,16 +1002,15 @@ impl Simulation {
         let node = s.start().1;
         for call in s.calls() {
             let id = self.placement.issue(self.now, Some(node), None);
-            self.deliver_call(node, id, call);
+            self.deliver_call(node, id, Box::new(call));
         }
     }
 
-    fn deliver_call(&mut self, node: NodeId, request: u64, call: ApiCall) {
+    fn deliver_call(&mut self, node: NodeId, request: u64, call: Box<ApiCall>) {
         let host = &mut self.hosts[node.0 as usize];
         let local = host.clock.local(self.now);
         if let Some(agent) = host.agent.as_mut() {
             let request = RequestId(request);
-            let call = Box::new(call);
             agent.handle_into(local, Input::Api { request, call }, &mut self.outputs);
             self.after_handle(node);
         }
@@ -1022,7 +1021,7 @@ impl Simulation {
     pub fn call(&mut self, node: NodeId, call: ApiCall) -> Option<u64> {
         self.hosts.get(node.0 as usize)?.agent.as_ref()?;
         let id = self.placement.issue(self.now, Some(node), None);
-        self.deliver_call(node, id, call);
+        self.deliver_call(node, id, Box::new(call));
         Some(id)
     }
 

@@ -11,15 +11,19 @@
 //! each. Events of the same time always share a bucket and keep their order
 //! there (buckets are FIFO, and spreading keeps order), which gives the
 //! scheduling-order tie break. Events sit in a slab; the buckets move 16-byte
-//! (time, slot) pairs only.
+//! (time, slot) pairs only. Buckets are plain vectors (a bucket above 0 is only
+//! ever appended to, then spread whole); bucket 0, which holds only events of the
+//! time last taken, is read from a cursor, so no push pays for a ring buffer.
 
 use nefele_core::Time;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 
 /// A min-queue of events by time, FIFO among equal times.
 pub(super) struct EventQueue<E> {
-    buckets: Vec<VecDeque<(u64, u32)>>,
+    buckets: Vec<Vec<(u64, u32)>>,
+    /// The next entry of bucket 0 to take (those before it are taken).
+    head: usize,
     /// The time of the last event taken.
     last: u64,
     /// Events queued before `last` (which a binary heap would still take first, in
@@ -31,7 +35,7 @@ pub(super) struct EventQueue<E> {
     free: Vec<u32>,
     /// An empty bucket with room, swapped in for the one being spread so that no
     /// bucket gives its allocation back (reallocating them was a tenth of a pop).
-    spare: VecDeque<(u64, u32)>,
+    spare: Vec<(u64, u32)>,
 }
 
 fn bucket(time: u64, last: u64) -> usize {
@@ -41,13 +45,14 @@ fn bucket(time: u64, last: u64) -> usize {
 impl<E> EventQueue<E> {
     pub(super) fn new() -> Self {
         EventQueue {
-            buckets: (0..=u64::BITS).map(|_| VecDeque::new()).collect(),
+            buckets: (0..=u64::BITS).map(|_| Vec::new()).collect(),
+            head: 0,
             last: 0,
             past: BinaryHeap::new(),
             seq: 0,
             slots: Vec::new(),
             free: Vec::new(),
-            spare: VecDeque::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -68,7 +73,7 @@ impl<E> EventQueue<E> {
         if time < self.last {
             self.past.push(Reverse((time, self.seq, slot)));
         } else {
-            self.buckets[bucket(time, self.last)].push_back((time, slot));
+            self.buckets[bucket(time, self.last)].push((time, slot));
         }
     }
 
@@ -81,7 +86,9 @@ impl<E> EventQueue<E> {
             self.past.pop();
             return self.take(time, slot);
         }
-        if self.buckets[0].is_empty() {
+        if self.head == self.buckets[0].len() {
+            self.head = 0;
+            self.buckets[0].clear();
             let i = self.buckets.iter().position(|b| !b.is_empty())?;
             let min = self.buckets[i].iter().map(|(t, _)| *t).min()?;
             if min > until.as_nanos() {
@@ -90,14 +97,16 @@ impl<E> EventQueue<E> {
             self.last = min;
             let mut spread =
                 std::mem::replace(&mut self.buckets[i], std::mem::take(&mut self.spare));
-            for (time, slot) in spread.drain(..) {
-                self.buckets[bucket(time, min)].push_back((time, slot));
+            for &(time, slot) in &spread {
+                self.buckets[bucket(time, min)].push((time, slot));
             }
+            spread.clear();
             self.spare = spread;
         } else if self.last > until.as_nanos() {
             return None;
         }
-        let (time, slot) = self.buckets[0].pop_front()?;
+        let (time, slot) = *self.buckets[0].get(self.head)?;
+        self.head += 1;
         self.take(time, slot)
     }
 
