@@ -509,7 +509,9 @@ impl Federation {
             self.became_root(now);
         } else {
             self.join_target = (target != self.me).then_some(target);
-            self.next_join = now + self.config.period;
+            // Half a period: the retry comes at the first tick at least that far off, not
+            // two periods later when this lands just after a tick.
+            self.next_join = now + self.config.period / 2;
             self.join_attempts = 0;
         }
     }

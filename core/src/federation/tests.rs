@@ -208,6 +208,32 @@ fn a_split_survives_the_loss_of_the_hand_over_to_the_new_leader() {
     }
 }
 
+/// Regression (20% uniform loss, 2,000 agents, seed 119: n1822 in no level-0 group at
+/// 5.5 s). An agent sent to another group (a merge, a dissolve) just after its tick,
+/// whose `Attach` is lost, asks again at its next tick; it used to wait two periods.
+#[test]
+fn an_agent_sent_to_another_group_asks_again_at_its_next_tick() {
+    let mut net = Net::group_of_five(6, true);
+    net.tick(1, Time::from_millis(1_300));
+    net.settle(|_| true);
+    net.now = Time::from_millis(1_301);
+    let dissolve = FedBody::Dissolve {
+        level: 0,
+        target: NodeId(5),
+    };
+    net.deliver((NodeId(0), NodeId(1), dissolve));
+    let attach = |m: &Msg| {
+        matches!(m, (f, t, FedBody::Attach { joiner, level: 0, .. })
+            if *f == NodeId(1) && *t == NodeId(5) && *joiner == NodeId(1))
+    };
+    let lost = net.settle(|_| true);
+    assert!(lost.iter().any(attach), "n1 asks n5: {lost:?}");
+    assert!(net.agents[&NodeId(1)].seats().is_empty());
+    net.tick(1, Time::from_millis(1_600));
+    let sent = net.settle(|_| true);
+    assert!(sent.iter().any(attach), "n1 asks n5 again: {sent:?}");
+}
+
 /// The deferred answer still comes: a fellow member that claims this agent without a
 /// hand-over from its leader is told `Leave` at its next `LeaderBeat`.
 #[test]
