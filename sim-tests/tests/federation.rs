@@ -269,8 +269,8 @@ fn ten_percent_loss_removes_no_live_agent() {
 /// 10 s (the boot is what matters).
 #[test]
 fn loss_10pct_seed_120_converges_at_boot() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../scenarios/loss-10pct.toml");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/loss-10pct.toml");
     let mut config = nefele_sim::scenario::load(&path).unwrap().config;
     config.seed = 120;
     config.duration = secs(10);

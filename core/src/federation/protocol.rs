@@ -479,7 +479,12 @@ impl Federation {
         match seat.claimed_at {
             None => {
                 seat.claimed_at = Some(now);
-                self.send(leader, FedBody::ViewReq { level: level as Level });
+                self.send(
+                    leader,
+                    FedBody::ViewReq {
+                        level: level as Level,
+                    },
+                );
                 true
             }
             Some(at) => now.saturating_since(at) <= wait,

@@ -200,11 +200,15 @@ fn a_split_survives_the_loss_of_the_hand_over_to_the_new_leader() {
     for at in ticks(4) {
         net.round(at, &[], |_| false);
     }
-    net.level_0_agrees(6).expect("every agent in a group that lists it");
+    net.level_0_agrees(6)
+        .expect("every agent in a group that lists it");
     for (id, members) in [(0, vec![0, 1, 2]), (3, vec![3, 4, 5])] {
         let view = net.agents[&NodeId(id)].seats()[0].view();
         assert_eq!(view.leader, NodeId(id), "{view:?}");
-        assert_eq!(view.members, members.into_iter().map(NodeId).collect::<Vec<_>>());
+        assert_eq!(
+            view.members,
+            members.into_iter().map(NodeId).collect::<Vec<_>>()
+        );
     }
 }
 
