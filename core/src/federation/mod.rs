@@ -42,7 +42,12 @@
 //!   epoch: so a leader jumps past any epoch written in its name that it hears of (a
 //!   copy, a member's beat), and a member holding a hand-over asks the leader with
 //!   `ViewReq` when the leader beats at the same epoch, and takes the leader's own
-//!   view even at that epoch.
+//!   view even at that epoch. A split's hand-over may be lost too: the splitting
+//!   leader keeps it `remove_periods` periods and answers a `Beat`, `Probe` or
+//!   `ViewReq` of one of the new half's members with it instead of `Leave`, and a
+//!   plain member beaten by a fellow member as its leader (the hand-over naming it
+//!   leader may be what was lost) asks its own leader with `ViewReq` and answers
+//!   those beats with `Leave` only after `suspect_periods` periods.
 //! - `Beat` (member → leader, with the member's subtree [`Summary`]) and
 //!   `LeaderBeat` (leader → members), every `period`, carry the view's epoch; a
 //!   member with an older epoch is sent the view (or asks with `ViewReq`).

@@ -91,6 +91,9 @@ impl Federation {
         let period = self.config.period;
         let suspect_after = period * self.config.suspect_periods;
         let remove_after = period * (self.config.remove_periods + self.health.extra_periods());
+        // A split's other half has its leader, or has broken up, by the time its members
+        // would have taken over from a leader that never spoke.
+        self.seats[level].forget_hand_overs(now - period * self.config.remove_periods);
         let seat = &self.seats[level];
         let epoch = seat.view.epoch;
         let mut beats = Vec::new();
@@ -349,7 +352,11 @@ impl Federation {
                             self.send(from, FedBody::View(view));
                         }
                     }
-                    _ => self.send(from, FedBody::Leave { level }),
+                    _ => {
+                        if !self.awaits_hand_over(now, from, l) {
+                            self.disown(from, level);
+                        }
+                    }
                 }
             }
             FedBody::LeaderBeat { level, epoch } => {
@@ -378,7 +385,7 @@ impl Federation {
                     let view = seat.view.clone();
                     self.send(from, FedBody::View(view));
                 }
-                _ => self.send(from, FedBody::Leave { level }),
+                _ => self.disown(from, level),
             },
             FedBody::RingBeat => {
                 if let Some(seat) = self.seats.first_mut() {
@@ -399,15 +406,14 @@ impl Federation {
                     .seats
                     .get(level as usize)
                     .is_some_and(|s| s.led_by(self.me) && !s.view.contains(from));
-                let answer = if disowned {
-                    FedBody::Leave { level }
+                if disowned {
+                    self.disown(from, level);
                 } else {
                     if self.watches_me(from, level) {
                         self.health.raise(); // suspected: our messages are being lost
                     }
-                    FedBody::ProbeAck { level }
-                };
-                self.send(from, answer);
+                    self.send(from, FedBody::ProbeAck { level });
+                }
             }
             FedBody::ProbeReq { level, target } => self.on_probe_req(from, level, target),
             FedBody::ProbeFor { level, origin } => self.on_probe_for(origin, level),
@@ -438,6 +444,53 @@ impl Federation {
         }
     }
 
+    /// `from` thinks it shares our group at `level`, and we do not list it: `Leave`, but
+    /// for a member of a split's other half that lost its copy of the hand-over (it
+    /// still follows us): it is sent the hand-over again (see [`Seat::hand_over_for`]).
+    fn disown(&mut self, from: NodeId, level: Level) {
+        let handed = self
+            .seats
+            .get(level as usize)
+            .filter(|s| s.led_by(self.me))
+            .and_then(|s| s.hand_over_for(from))
+            .cloned();
+        match handed {
+            Some(view) => self.send(from, FedBody::View(view)),
+            None => self.send(from, FedBody::Leave { level }),
+        }
+    }
+
+    /// Whether a `Beat` from `from` at `level`, where this agent is a plain member, is
+    /// left unanswered for now: `from` is a fellow member that follows this agent, so our
+    /// leader may have split the group and named us the other half's leader, and our
+    /// copy of the hand-over was lost. Answering `Leave` would dissolve the other half;
+    /// so we ask our leader for our view (it answers with the hand-over it kept, and
+    /// does the same when our own next beat reaches it), and refuse such beats with
+    /// `Leave` only once `suspect_periods` periods have passed without a hand-over.
+    fn awaits_hand_over(&mut self, now: Time, from: NodeId, level: usize) -> bool {
+        let wait = self.config.period * self.config.suspect_periods;
+        let Some(seat) = self.seats.get_mut(level) else {
+            return false;
+        };
+        let leader = seat.view.leader;
+        if leader == self.me || leader == from || !seat.view.contains(from) {
+            return false;
+        }
+        match seat.claimed_at {
+            None => {
+                seat.claimed_at = Some(now);
+                self.send(
+                    leader,
+                    FedBody::ViewReq {
+                        level: level as Level,
+                    },
+                );
+                true
+            }
+            Some(at) => now.saturating_since(at) <= wait,
+        }
+    }
+
     /// Whether this agent may hold a seat at `level` now: it holds every seat below
     /// and leads the one just below.
     fn can_take_seat(&self, level: usize) -> bool {
@@ -461,7 +514,9 @@ impl Federation {
             self.became_root(now);
         } else {
             self.join_target = (target != self.me).then_some(target);
-            self.next_join = now + self.config.period;
+            // Half a period: the retry comes at the first tick at least that far off, not
+            // two periods later when this lands just after a tick.
+            self.next_join = now + self.config.period / 2;
             self.join_attempts = 0;
         }
     }
@@ -562,6 +617,7 @@ impl Federation {
         for m in &new_view.members {
             self.send(*m, FedBody::View(new_view.clone()));
         }
+        self.seats[level].keep_hand_over(new_view, now);
         if level + 1 < self.seats.len() {
             if self.seats[level + 1].led_by(self.me) {
                 self.accept(now, level + 1, new_leader);

@@ -15,6 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// How many ring members watch each plain member of a level-0 group, besides its leader.
 pub(super) const RING_WATCHERS: usize = 2;
 
+/// The most hand-overs a leader keeps per group (splits a few periods apart).
+pub(super) const KEPT_HAND_OVERS: usize = 4;
+
 /// An agent's membership in one group.
 #[derive(Clone, Debug)]
 pub struct Seat {
@@ -39,6 +42,12 @@ pub struct Seat {
     pub(super) ring_suspected: [bool; RING_WATCHERS],
     /// Leader side: when this undersized group last asked its parent for a sibling to merge into.
     pub(super) merge_asked: Option<Time>,
+    /// Leader side: the views this agent handed the other halves of its splits at, and
+    /// when, kept a few periods (see [`Seat::hand_over_for`]); at most [`KEPT_HAND_OVERS`].
+    pub(super) handed: Vec<(View, Time)>,
+    /// Member side: when a fellow member first beat this agent as its leader under this
+    /// view (a split's hand-over naming this agent leader may have been lost).
+    pub(super) claimed_at: Option<Time>,
     /// The view changed and must be pushed to the members.
     pub(super) dirty: bool,
 }
@@ -58,6 +67,8 @@ impl Seat {
             ring_heard: [now; RING_WATCHERS],
             ring_suspected: [false; RING_WATCHERS],
             merge_asked: None,
+            handed: Vec::new(),
+            claimed_at: None,
             dirty: false,
         }
     }
@@ -100,6 +111,7 @@ impl Seat {
             self.suspects.clear();
             self.leader_heard = now;
             self.leader_suspected = false;
+            self.handed.clear();
         }
         self.heard.retain(|m, _| view.contains(*m));
         self.summaries.retain(|m, _| view.contains(*m));
@@ -107,6 +119,7 @@ impl Seat {
         for m in &view.members {
             self.heard.entry(*m).or_insert(now);
         }
+        self.claimed_at = None;
         if view.members != self.view.members {
             self.ring_heard = [now; RING_WATCHERS];
             self.ring_suspected = [false; RING_WATCHERS];
@@ -160,6 +173,36 @@ impl Seat {
             self.view.epoch = epoch.saturating_add(1);
             self.dirty = true;
         }
+    }
+
+    /// Leader side: keeps `view`, the other half of a split handed over at `now`, so
+    /// that a member whose copy was lost can be sent it again.
+    pub(super) fn keep_hand_over(&mut self, view: View, now: Time) {
+        if self.handed.len() == KEPT_HAND_OVERS {
+            self.handed.remove(0);
+        }
+        self.handed.push((view, now));
+    }
+
+    /// Leader side: forgets the hand-overs made before `since`.
+    pub(super) fn forget_hand_overs(&mut self, since: Time) {
+        self.handed.retain(|(_, at)| *at >= since);
+    }
+
+    /// Leader side: the latest hand-over still kept that names `member`, which is no
+    /// longer ours. A member of the other half whose copy of the hand-over was lost
+    /// still follows this agent, and beats or probes it; its new leader, which may be
+    /// the one that lost it, still thinks it follows this agent too. Answering them with
+    /// the hand-over rather than `Leave` keeps the new half together.
+    pub(super) fn hand_over_for(&self, member: NodeId) -> Option<&View> {
+        if self.view.contains(member) {
+            return None;
+        }
+        self.handed
+            .iter()
+            .rev()
+            .map(|(v, _)| v)
+            .find(|v| v.contains(member))
     }
 
     /// Removes `member`; false if it was not a member.

@@ -169,6 +169,75 @@ fn a_split_keeps_a_member_whose_new_leader_speaks_before_the_hand_over() {
     );
 }
 
+/// Regression (10% uniform loss, 2,000 agents, seed 120: 1-9 agents in no level-0
+/// group at 5.5 s). A split's hand-over to the new half's leader is lost, and so is
+/// one member's copy. The leader, still following the splitting leader, used to answer
+/// the new half's beats with `Leave`, and the splitting leader disowned both agents
+/// when they beat it: the new half broke up and its members went groupless. Now the
+/// splitting leader answers them with the hand-over it kept, and the new leader waits
+/// for it before refusing its fellow members' beats.
+#[test]
+fn a_split_survives_the_loss_of_the_hand_over_to_the_new_leader() {
+    let mut net = Net::group_of_five(6, true);
+    // n5 makes six: n0 keeps n0..n2 and hands n3..n5 to n3. The hand-over to n3 (the
+    // new leader) and to n5 are lost.
+    net.deliver((
+        NodeId(5),
+        NodeId(0),
+        FedBody::Attach {
+            joiner: NodeId(5),
+            level: 0,
+            hops: 0,
+        },
+    ));
+    let lost = |m: &Msg| {
+        matches!(m, (f, t, FedBody::View(v)) if *f == NodeId(0) && v.level == 0
+            && (*t == NodeId(3) || *t == NodeId(5)) && v.leader == NodeId(3))
+    };
+    assert_eq!(net.settle(lost).len(), 2, "both hand-overs lost");
+    assert_eq!(net.agents[&NodeId(3)].seats()[0].view().leader, NodeId(0));
+    assert_eq!(net.agents[&NodeId(4)].seats()[0].view().leader, NodeId(3));
+    for at in ticks(4) {
+        net.round(at, &[], |_| false);
+    }
+    net.level_0_agrees(6)
+        .expect("every agent in a group that lists it");
+    for (id, members) in [(0, vec![0, 1, 2]), (3, vec![3, 4, 5])] {
+        let view = net.agents[&NodeId(id)].seats()[0].view();
+        assert_eq!(view.leader, NodeId(id), "{view:?}");
+        assert_eq!(
+            view.members,
+            members.into_iter().map(NodeId).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// Regression (20% uniform loss, 2,000 agents, seed 119: n1822 in no level-0 group at
+/// 5.5 s). An agent sent to another group (a merge, a dissolve) just after its tick,
+/// whose `Attach` is lost, asks again at its next tick; it used to wait two periods.
+#[test]
+fn an_agent_sent_to_another_group_asks_again_at_its_next_tick() {
+    let mut net = Net::group_of_five(6, true);
+    net.tick(1, Time::from_millis(1_300));
+    net.settle(|_| true);
+    net.now = Time::from_millis(1_301);
+    let dissolve = FedBody::Dissolve {
+        level: 0,
+        target: NodeId(5),
+    };
+    net.deliver((NodeId(0), NodeId(1), dissolve));
+    let attach = |m: &Msg| {
+        matches!(m, (f, t, FedBody::Attach { joiner, level: 0, .. })
+            if *f == NodeId(1) && *t == NodeId(5) && *joiner == NodeId(1))
+    };
+    let lost = net.settle(|_| true);
+    assert!(lost.iter().any(attach), "n1 asks n5: {lost:?}");
+    assert!(net.agents[&NodeId(1)].seats().is_empty());
+    net.tick(1, Time::from_millis(1_600));
+    let sent = net.settle(|_| true);
+    assert!(sent.iter().any(attach), "n1 asks n5 again: {sent:?}");
+}
+
 /// The deferred answer still comes: a fellow member that claims this agent without a
 /// hand-over from its leader is told `Leave` at its next `LeaderBeat`.
 #[test]
