@@ -350,6 +350,12 @@ impl Post {
         self.mailboxes.len() + self.unopened.len()
     }
 
+    /// The mailboxes made so far of the live local processes (see the module docs).
+    #[cfg(test)]
+    pub(super) fn opened(&self) -> usize {
+        self.mailboxes.len()
+    }
+
     /// The messages in the mailbox of the local process `pid` (its load).
     #[must_use]
     pub fn depth(&self, pid: Pid) -> Option<usize> {
