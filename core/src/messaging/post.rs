@@ -610,10 +610,10 @@ impl Post {
 
     pub(super) fn handle_event(&mut self, event: &ServiceEvent, ctx: &Context<'_>) {
         match *event {
-            ServiceEvent::ProcessStarted { pid, tenant, .. } => {
-                if !self.mailboxes.contains_key(&pid) {
-                    self.unopened.entry(pid).or_insert(tenant);
-                }
+            ServiceEvent::ProcessStarted { pid, tenant, .. }
+                if !self.mailboxes.contains_key(&pid) =>
+            {
+                self.unopened.entry(pid).or_insert(tenant);
             }
             ServiceEvent::ProcessExited { pid, status, .. } => {
                 self.end(pid, Ended::Exited, DownReason::Exited(status));
