@@ -4,7 +4,9 @@
 //! # Mailboxes
 //!
 //! A process of this host has a mailbox from [`ServiceEvent::ProcessStarted`] to
-//! its exit or loss. A mailbox holds at most `mailbox_messages` messages and
+//! its exit or loss. Most processes never use messaging, so until one is needed (mail
+//! for it, a receive, a monitor) a live process is only its tenant in `unopened`;
+//! the mailbox is made then, empty, which is what it would have held. A mailbox holds at most `mailbox_messages` messages and
 //! `mailbox_bytes` data bytes; control mail (`Down`, `NameLost`) always gets in (it
 //! is bounded by the monitors and names a process holds). When a mailbox goes, a
 //! waiting receive is answered `NoSuchProcess`, blocked messages are answered
@@ -145,6 +147,20 @@ struct Mailbox {
     monitors: u32,
 }
 
+impl Mailbox {
+    fn new(tenant: TenantId) -> Self {
+        Mailbox {
+            tenant,
+            mail: VecDeque::new(),
+            bytes: 0,
+            parked: VecDeque::new(),
+            waiter: None,
+            watchers: BTreeSet::new(),
+            monitors: 0,
+        }
+    }
+}
+
 /// Receiving side of one (from, to) pair.
 #[derive(Debug, Default)]
 struct InPair {
@@ -216,6 +232,9 @@ pub struct Post {
     me: NodeId,
     config: MessagingConfig,
     mailboxes: BTreeMap<Pid, Mailbox>,
+    /// The live local processes without a mailbox yet (never in `mailboxes`), with
+    /// their tenant.
+    unopened: BTreeMap<Pid, TenantId>,
     ended: BTreeMap<Pid, (TenantId, Ended)>,
     ended_order: VecDeque<Pid>,
     /// Keyed (to, from).
@@ -283,6 +302,7 @@ impl Post {
             me,
             config,
             mailboxes: BTreeMap::new(),
+            unopened: BTreeMap::new(),
             ended: BTreeMap::new(),
             ended_order: VecDeque::new(),
             inbound: BTreeMap::new(),
@@ -319,21 +339,31 @@ impl Post {
     /// The tenant of `pid` if it is a live process of this host.
     #[must_use]
     pub fn tenant_of(&self, pid: Pid) -> Option<TenantId> {
-        self.mailboxes.get(&pid).map(|m| m.tenant)
+        match self.mailboxes.get(&pid) {
+            Some(m) => Some(m.tenant),
+            None => self.unopened.get(&pid).copied(),
+        }
     }
 
     /// The live mailboxes of this host.
     #[must_use]
     pub fn mailbox_count(&self) -> usize {
+        self.mailboxes.len() + self.unopened.len()
+    }
+
+    /// The mailboxes made so far of the live local processes (see the module docs).
+    #[cfg(test)]
+    pub(super) fn opened(&self) -> usize {
         self.mailboxes.len()
     }
 
     /// The messages in the mailbox of the local process `pid` (its load).
     #[must_use]
     pub fn depth(&self, pid: Pid) -> Option<usize> {
-        self.mailboxes
-            .get(&pid)
-            .map(|m| m.mail.len() + m.parked.len())
+        match self.mailboxes.get(&pid) {
+            Some(m) => Some(m.mail.len() + m.parked.len()),
+            None => self.unopened.get(&pid).map(|_| 0),
+        }
     }
 
     /// Puts `body` from `from` into the mailbox of the local process `to` of `tenant`,
@@ -581,23 +611,17 @@ impl Post {
 
     pub(super) fn handle_event(&mut self, event: &ServiceEvent, ctx: &Context<'_>) {
         match *event {
-            ServiceEvent::ProcessStarted { pid, tenant, .. } => {
-                self.mailboxes.entry(pid).or_insert_with(|| Mailbox {
-                    tenant,
-                    mail: VecDeque::new(),
-                    bytes: 0,
-                    parked: VecDeque::new(),
-                    waiter: None,
-                    watchers: BTreeSet::new(),
-                    monitors: 0,
-                });
+            ServiceEvent::ProcessStarted { pid, tenant, .. }
+                if !self.mailboxes.contains_key(&pid) =>
+            {
+                self.unopened.entry(pid).or_insert(tenant);
             }
             ServiceEvent::ProcessExited { pid, status, .. } => {
                 self.end(pid, Ended::Exited, DownReason::Exited(status));
             }
             ServiceEvent::ProcessLost { pid, tenant } => {
                 let reason = DownReason::Lost { host: pid.origin() };
-                if self.mailboxes.contains_key(&pid) {
+                if self.tenant_of(pid).is_some() {
                     self.end(pid, Ended::Lost, reason);
                 } else {
                     // Later sends to it fail `Lost` at once.
@@ -739,6 +763,17 @@ impl Post {
     }
 
     // ----- sending side -----
+
+    /// The mailbox of the live local process `pid`, made if it has none yet.
+    fn open(&mut self, pid: Pid) -> Option<&mut Mailbox> {
+        match self.mailboxes.entry(pid) {
+            std::collections::btree_map::Entry::Occupied(e) => Some(e.into_mut()),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let tenant = self.unopened.remove(&pid)?;
+                Some(e.insert(Mailbox::new(tenant)))
+            }
+        }
+    }
 
     fn flight(&self, from: Pid, to: Pid, seq: u64) -> Option<&Flight> {
         self.outbound.get(&(from, to))?.inflight.get(&seq)
@@ -911,7 +946,7 @@ impl Post {
     /// Forgets the pair once it is idle and its sender is gone (while the sender
     /// lives, the pair keeps its numbering).
     fn drop_if_idle(&mut self, from: Pid, to: Pid) {
-        if self.mailboxes.contains_key(&from) {
+        if self.tenant_of(from).is_some() {
             return;
         }
         if self
@@ -945,8 +980,8 @@ impl Post {
     /// Whether a `tenant` item may go to the local `to`; else the outcome. Another
     /// tenant's process answers as one never seen.
     fn receivable(&self, tenant: TenantId, to: Pid) -> Result<(), Outcome> {
-        match self.mailboxes.get(&to) {
-            Some(m) if m.tenant == tenant => Ok(()),
+        match self.tenant_of(to) {
+            Some(t) if t == tenant => Ok(()),
             Some(_) => Err(Outcome::NoSuchProcess),
             None => Err(match self.ended.get(&to) {
                 Some(&(t, Ended::Exited)) if t == tenant => Outcome::Exited,
@@ -1081,7 +1116,7 @@ impl Post {
             self.config.mailbox_bytes,
         );
         let max_parked = self.config.max_parked as usize;
-        let Some(m) = self.mailboxes.get_mut(&item.to) else {
+        let Some(m) = self.open(item.to) else {
             return Outcome::NoSuchProcess;
         };
         let control = !matches!(item.body, MailBody::Data(_) | MailBody::External { .. });
@@ -1218,7 +1253,11 @@ impl Post {
         max: u32,
         wait: Option<Duration>,
     ) {
-        let Some(m) = self.mailboxes.get_mut(&pid).filter(|m| m.tenant == tenant) else {
+        if self.tenant_of(pid) != Some(tenant) {
+            self.reply(request, ApiReply::Received(Err(RecvError::NoSuchProcess)));
+            return;
+        }
+        let Some(m) = self.open(pid) else {
             self.reply(request, ApiReply::Received(Err(RecvError::NoSuchProcess)));
             return;
         };
@@ -1262,8 +1301,12 @@ impl Post {
 
     /// The local process `pid` ended: its mailbox goes (see the module docs).
     fn end(&mut self, pid: Pid, how: Ended, reason: DownReason) {
-        let Some(m) = self.mailboxes.remove(&pid) else {
-            return;
+        let m = match self.mailboxes.remove(&pid) {
+            Some(m) => m,
+            None => match self.unopened.remove(&pid) {
+                Some(tenant) => Mailbox::new(tenant),
+                None => return,
+            },
         };
         if let Some(w) = m.waiter {
             self.waiters.remove(&(w.deadline, pid));
@@ -1335,14 +1378,13 @@ impl Post {
         watched: Pid,
     ) -> Result<(), MonitorError> {
         let max = self.config.max_monitors;
-        let m = self
-            .mailboxes
-            .get_mut(&watcher)
-            .filter(|m| m.tenant == tenant)
-            .ok_or(MonitorError::NoSuchProcess)?;
+        if self.tenant_of(watcher) != Some(tenant) {
+            return Err(MonitorError::NoSuchProcess);
+        }
         if self.watching.contains(&(watcher, watched)) {
             return Ok(());
         }
+        let m = self.open(watcher).ok_or(MonitorError::NoSuchProcess)?;
         if m.monitors >= max {
             return Err(MonitorError::TooMany);
         }
@@ -1393,7 +1435,7 @@ impl Post {
             .copied()
             .collect();
         for (watched, watcher) in lost {
-            if let Some(tenant) = self.mailboxes.get(&watcher).map(|m| m.tenant) {
+            if let Some(tenant) = self.tenant_of(watcher) {
                 let again = MessagingMsg::Monitor {
                     tenant,
                     watcher,
@@ -1406,11 +1448,16 @@ impl Post {
 
     /// At the watched process's agent: record the watcher, or answer `Down(NoProcess)`.
     fn on_monitor(&mut self, tenant: TenantId, watcher: Pid, watched: Pid) {
-        match self.mailboxes.get_mut(&watched) {
-            Some(m) if m.tenant == tenant => {
+        let m = if self.tenant_of(watched) == Some(tenant) {
+            self.open(watched)
+        } else {
+            None
+        };
+        match m {
+            Some(m) => {
                 m.watchers.insert(watcher);
             }
-            _ => {
+            None => {
                 let body = MailBody::Down {
                     pid: watched,
                     reason: DownReason::NoProcess,
@@ -1487,7 +1534,7 @@ impl Post {
             pair.touched = self.now;
             let seq = pair.next;
             pair.next += 1;
-            if let Some(m) = self.mailboxes.get_mut(&watcher) {
+            if let Some(m) = self.open(watcher) {
                 m.mail.push_back(Mail {
                     from: watched,
                     class,

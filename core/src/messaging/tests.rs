@@ -344,6 +344,32 @@ fn failures_say_which_and_another_tenants_pid_is_like_none() {
 }
 
 #[test]
+fn a_mailbox_is_made_only_when_mail_comes_and_unopened_processes_answer_as_before() {
+    let mut net = Net::new(2, &MessagingConfig::default());
+    let (a, b, quiet, remote) = (pid(1, 1), pid(1, 2), pid(1, 3), pid(2, 1));
+    for p in [a, b, quiet, remote] {
+        net.start(p, T);
+    }
+    let opened = |net: &Net, node: u32| net.agents[&NodeId(node)].post.opened();
+    assert_eq!((opened(&net, 1), opened(&net, 2)), (0, 0));
+    // A sender needs no mailbox; the receiver's is made by its first mail.
+    let r = net.send(a, b, b"x", Delivery::AtMostOnce, false);
+    assert_eq!(net.reply(r), ok());
+    let r = net.send(a, remote, b"y", Delivery::Reliable, false);
+    net.run();
+    assert_eq!(net.reply(r), ok());
+    assert_eq!((opened(&net, 1), opened(&net, 2)), (1, 1));
+    assert_eq!(data(&net.recv(b, 8)), vec![b"x".to_vec()]);
+    assert_eq!(data(&net.recv(remote, 8)), vec![b"y".to_vec()]);
+    // One that never had one ends as any other: later sends learn `Exited`.
+    net.exit(quiet);
+    let r = net.send(a, quiet, b"z", Delivery::AtMostOnce, false);
+    assert_eq!(net.reply(r), err(SendError::Exited));
+    assert_eq!(net.agents[&NodeId(1)].post.mailbox_count(), 2);
+    assert_eq!(opened(&net, 1), 1);
+}
+
+#[test]
 fn no_answer_ends_unknown_after_the_fate_timeout() {
     let config = MessagingConfig::default();
     let mut net = Net::new(2, &config);

@@ -257,11 +257,12 @@ impl Orders {
             }
         };
         let mut pack: Vec<NodeId> = p.offers.keys().copied().collect();
-        pack.sort_by_key(|h| (near_rank(h), *h != me, !p.group.contains(h), *h));
+        // Each key once (a comparison would compute two, each scanning the group).
+        pack.sort_by_cached_key(|h| (near_rank(h), *h != me, !p.group.contains(h), *h));
         let mut spread = Vec::new();
         if p.units.iter().any(|u| u.fit == Fit::Spread) {
             spread.clone_from(&pack);
-            spread.sort_by_key(|h| {
+            spread.sort_by_cached_key(|h| {
                 let room = p.room.get(h).copied().unwrap_or_default();
                 let most = (u32::MAX - room.cpu_millicores, u64::MAX - room.memory_bytes);
                 (near_rank(h), *h != me, !p.group.contains(h), most, *h)
