@@ -186,6 +186,23 @@ pub enum DistanceClass {
     External,
 }
 
+impl DistanceClass {
+    /// Every class, nearest first.
+    pub const ALL: [DistanceClass; 4] = [
+        DistanceClass::SameHost,
+        DistanceClass::SameGroup,
+        DistanceClass::SameDc,
+        DistanceClass::External,
+    ];
+
+    /// Its position in [`DistanceClass::ALL`] (nearest first), for tables indexed
+    /// by class.
+    #[must_use]
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// One process table entry, as a tenant sees it.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

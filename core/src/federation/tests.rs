@@ -130,6 +130,20 @@ fn is_view(msg: &Msg, from: u32, to: u32) -> bool {
     matches!(msg, (f, t, FedBody::View(_)) if *f == NodeId(from) && *t == NodeId(to))
 }
 
+/// n5 attaches to n0's full group of five, which splits: n0 keeps n0..n2 and
+/// hands n3..n5 to n3.
+fn sixth_attaches(net: &mut Net) {
+    net.deliver((
+        NodeId(5),
+        NodeId(0),
+        FedBody::Attach {
+            joiner: NodeId(5),
+            level: 0,
+            hops: 0,
+        },
+    ));
+}
+
 /// Regression (the discovery property test, seed 8834910547553055469): a split hands
 /// the new half to its leader and its members at once, and the new leader pushes its
 /// view again at once. When that push overtakes the hand-over, the member must not
@@ -141,15 +155,7 @@ fn a_split_keeps_a_member_whose_new_leader_speaks_before_the_hand_over() {
     let mut net = Net::group_of_five(6, false);
     net.level_0_agrees(5).expect("one group of five");
     // n5 makes six: n0 keeps n0..n2 and hands n3..n5 to n3. Its hand-over to n4 is late.
-    net.deliver((
-        NodeId(5),
-        NodeId(0),
-        FedBody::Attach {
-            joiner: NodeId(5),
-            level: 0,
-            hops: 0,
-        },
-    ));
+    sixth_attaches(&mut net);
     let late = net.settle(|msg| is_view(msg, 0, 4));
     assert_eq!(late.len(), 1, "the hand-over to n4 is held back");
     let n4 = &net.agents[&NodeId(4)];
@@ -181,15 +187,7 @@ fn a_split_survives_the_loss_of_the_hand_over_to_the_new_leader() {
     let mut net = Net::group_of_five(6, true);
     // n5 makes six: n0 keeps n0..n2 and hands n3..n5 to n3. The hand-over to n3 (the
     // new leader) and to n5 are lost.
-    net.deliver((
-        NodeId(5),
-        NodeId(0),
-        FedBody::Attach {
-            joiner: NodeId(5),
-            level: 0,
-            hops: 0,
-        },
-    ));
+    sixth_attaches(&mut net);
     let lost = |m: &Msg| {
         matches!(m, (f, t, FedBody::View(v)) if *f == NodeId(0) && v.level == 0
             && (*t == NodeId(3) || *t == NodeId(5)) && v.leader == NodeId(3))

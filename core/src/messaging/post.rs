@@ -6,8 +6,8 @@
 //! A process of this host has a mailbox from [`ServiceEvent::ProcessStarted`] to
 //! its exit or loss. Most processes never use messaging, so until one is needed (mail
 //! for it, a receive, a monitor) a live process is only its tenant in `unopened`;
-//! the mailbox is made then, empty, which is what it would have held. A mailbox holds at most `mailbox_messages` messages and
-//! `mailbox_bytes` data bytes; control mail (`Down`, `NameLost`) always gets in (it
+//! the mailbox is made then, empty, which is what it would have held. A mailbox
+//! holds at most `mailbox_messages` messages and `mailbox_bytes` data bytes; control mail (`Down`, `NameLost`) always gets in (it
 //! is bounded by the monitors and names a process holds). When a mailbox goes, a
 //! waiting receive is answered `NoSuchProcess`, blocked messages are answered
 //! `Exited` or `Lost`, watchers get their `Down`, and the pid is remembered (the
@@ -261,21 +261,12 @@ pub struct Post {
     nonce: u64,
     acks: BTreeMap<NodeId, Vec<Ack>>,
     ack_flush: Option<Time>,
-    /// Measured round trips per class (index: [`class_index`]), in nanoseconds.
+    /// Measured round trips per class (index: [`DistanceClass::index`]), in nanoseconds.
     rtt: [Option<u64>; 4],
     outcomes: VecDeque<(u64, Result<(), SendError>)>,
     outbox: VecDeque<ServiceOutput<MessagingMsg>>,
     /// The time of the input being handled.
     now: Time,
-}
-
-fn class_index(class: DistanceClass) -> usize {
-    match class {
-        DistanceClass::SameHost => 0,
-        DistanceClass::SameGroup => 1,
-        DistanceClass::SameDc => 2,
-        DistanceClass::External => 3,
-    }
 }
 
 fn data_len(body: &MailBody) -> u64 {
@@ -451,7 +442,7 @@ impl Post {
         if class == DistanceClass::SameHost {
             return Some(Duration::ZERO);
         }
-        self.rtt[class_index(class)].map(Duration::from_nanos)
+        self.rtt[class.index()].map(Duration::from_nanos)
     }
 
     /// Sends `body` from the local process `from` (of `tenant`, checked by the
@@ -971,7 +962,7 @@ impl Post {
 
     fn measure(&mut self, class: DistanceClass, rtt: Duration) {
         let sample = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX);
-        let slot = &mut self.rtt[class_index(class)];
+        let slot = &mut self.rtt[class.index()];
         *slot = Some(slot.map_or(sample, |old| old - old / 8 + sample / 8));
     }
 
@@ -1253,11 +1244,12 @@ impl Post {
         max: u32,
         wait: Option<Duration>,
     ) {
-        if self.tenant_of(pid) != Some(tenant) {
-            self.reply(request, ApiReply::Received(Err(RecvError::NoSuchProcess)));
-            return;
-        }
-        let Some(m) = self.open(pid) else {
+        let opened = if self.tenant_of(pid) == Some(tenant) {
+            self.open(pid)
+        } else {
+            None
+        };
+        let Some(m) = opened else {
             self.reply(request, ApiReply::Received(Err(RecvError::NoSuchProcess)));
             return;
         };

@@ -752,10 +752,8 @@ impl Supervision {
                     self.send(host, msg);
                 }
             }
-            if current {
-                self.hand(now, sup, host);
-            }
         }
+        self.hand(now, sup, only);
     }
 
     /// Host side: a home asks about `pids`. A home of an earlier take-over than

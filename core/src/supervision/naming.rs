@@ -128,9 +128,9 @@ impl Supervision {
         }
     }
 
-    /// Home side: hands the names of `sup`'s restarted children on `host` to their
-    /// new processes, while the hand-over lasts.
-    pub(super) fn hand(&mut self, now: Time, sup: SupervisorId, host: NodeId) {
+    /// Home side: hands the names of `sup`'s restarted children (on `only`, or
+    /// everywhere) to their new processes, while the hand-over lasts.
+    pub(super) fn hand(&mut self, now: Time, sup: SupervisorId, only: Option<NodeId>) {
         let Some(s) = self.sups.get(&sup) else {
             return;
         };
@@ -141,10 +141,10 @@ impl Supervision {
             .filter(|c| c.handing.is_some_and(|until| now < until))
             .filter(|c| matches!(c.phase, Phase::Running))
             .filter_map(|c| c.pid.map(|p| (p, c.names.clone())))
-            .filter(|(p, _)| p.origin() == host)
+            .filter(|(p, _)| only.is_none_or(|h| h == p.origin()))
             .collect();
         for (pid, names) in hands {
-            self.deliver(now, host, SupervisionMsg::Hand { sup, pid, names });
+            self.deliver(now, pid.origin(), SupervisionMsg::Hand { sup, pid, names });
         }
     }
 }

@@ -260,7 +260,7 @@ pub struct MessagingSim {
     names: BTreeMap<(TenantId, String), Vec<u32>>,
     actions: VecDeque<MsgAction>,
     violations: Vec<(&'static str, String)>,
-    /// Send-to-receive latency per distance class (index: [`class_index`]).
+    /// Send-to-receive latency per distance class (index: [`DistanceClass::index`]).
     latency: [Option<Histogram>; 4],
     /// Bytes of messaging on the wire per link class (index: the [`Distance`]).
     bytes_by_link: [u64; 5],
@@ -1168,7 +1168,7 @@ impl MessagingSim {
             }
         }
         let ns = now.as_nanos().saturating_sub(sent_at);
-        self.latency[class_index(class)]
+        self.latency[class.index()]
             .get_or_insert_with(Histogram::default)
             .record(ns);
         if let Some(f) = self.flights.get_mut(&id) {
@@ -1337,7 +1337,7 @@ impl MessagingSim {
             .values()
             .filter(|f| f.answered.is_none())
             .count() as u64;
-        f.latency = CLASSES
+        f.latency = DistanceClass::ALL
             .iter()
             .zip(&self.latency)
             .filter_map(|(c, h)| Some((class_name(*c), LatencyFigures::from(h.as_ref()?))))
@@ -1382,23 +1382,6 @@ fn payload(len: usize, id: u64, now: Time, tenant: TenantId, kind: Kind) -> Vec<
     data[16..20].copy_from_slice(&tenant.0.to_le_bytes());
     data[20] = kind.code();
     data
-}
-
-/// Every distance class, in the order of [`class_index`].
-const CLASSES: [DistanceClass; 4] = [
-    DistanceClass::SameHost,
-    DistanceClass::SameGroup,
-    DistanceClass::SameDc,
-    DistanceClass::External,
-];
-
-fn class_index(class: DistanceClass) -> usize {
-    match class {
-        DistanceClass::SameHost => 0,
-        DistanceClass::SameGroup => 1,
-        DistanceClass::SameDc => 2,
-        DistanceClass::External => 3,
-    }
 }
 
 fn class_name(class: DistanceClass) -> &'static str {
