@@ -44,6 +44,9 @@ pub(super) struct Provisional {
     pub(super) deadline: Time,
     /// The wait before the next query but one (doubles up to `query_backoff_max`).
     pub(super) backoff: Duration,
+    /// Set while the query just sent is to be repeated once at `deadline` (a
+    /// `confirm_timeout` after it): the round after that repeat starts then.
+    pub(super) repeat_then: Option<Time>,
     /// A service's own spawn (a supervisor's child, [`CreateItem::leased`]): still
     /// unconfirmed then, its processes are killed (see [`LEASED_CONFIRMS`]).
     pub(super) until: Option<Time>,
@@ -303,6 +306,7 @@ impl Placement {
                 pids: BTreeMap::new(),
                 deadline,
                 backoff: self.config.confirm_timeout,
+                repeat_then: None,
                 until,
             }
         });
@@ -446,6 +450,7 @@ impl Placement {
             if p.backoff > short && p.deadline > soon {
                 p.backoff = short;
                 p.deadline = soon;
+                p.repeat_then = None;
                 due.push(*key);
             }
         }
@@ -464,10 +469,25 @@ impl Placement {
         if p.until.is_some_and(|t| t <= now) {
             return self.on_abort(now, key);
         }
-        // Ask (again), waiting longer each time: silence alone never kills (a
-        // partitioned requester answers once the partition heals; see the module docs).
-        p.backoff = (p.backoff * 2).min(self.config.query_backoff_max);
-        p.deadline = now + p.backoff;
+        // Ask (again), waiting longer each round: silence alone never kills (a
+        // partitioned requester answers once the partition heals; see the module
+        // docs). A round longer than two repeats asks twice, the second time a
+        // `confirm_timeout` after the first, so that one answer lost on a link that
+        // works costs that short wait, not the whole round.
+        let quick = self.config.confirm_timeout;
+        p.deadline = match p.repeat_then.take() {
+            Some(next_round) => next_round,
+            None => {
+                p.backoff = (p.backoff * 2).min(self.config.query_backoff_max);
+                let next_round = now + p.backoff;
+                if p.backoff > quick * 2 && key.requester != self.me {
+                    p.repeat_then = Some(next_round);
+                    now + quick
+                } else {
+                    next_round
+                }
+            }
+        };
         if let Some(t) = p.until {
             p.deadline = p.deadline.min(t);
         }

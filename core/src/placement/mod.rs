@@ -56,7 +56,9 @@
 //! 7. **In doubt** (2PC's blocking problem): a host holding provisional processes
 //!    unconfirmed after `confirm_timeout` asks the requester (`Query`), and asks
 //!    again while it is silent, each wait twice the last, up to
-//!    `query_backoff_max`. Silence alone never kills: a requester cut off by a
+//!    `query_backoff_max`; a wait longer than two `confirm_timeout`s starts with
+//!    the same query repeated after one, so that a lost answer on a link that
+//!    works costs that short wait, not the whole round. Silence alone never kills: a requester cut off by a
 //!    partition may have answered its client `Spawned`. The processes are killed
 //!    only when the requester says `Abort` (it failed the request, or it is a
 //!    newer life of the requester, which knows none of its earlier life's
@@ -83,7 +85,7 @@
 //!
 //!    What bounds the waiting: a provisional entry holds its processes' demand
 //!    as committed, so the host's capacity bounds the entries, and each asks at
-//!    most once per `query_backoff_max` while the requester is silent (at most
+//!    most twice per `query_backoff_max` while the requester is silent (at most
 //!    once per `confirm_timeout` while it is heard). The requester remembers a failed request
 //!    for `failed_retention` and at most [`MAX_FAILED`] of them (the oldest is
 //!    forgotten first): a host cut off for longer than that from a requester whose
@@ -1121,6 +1123,35 @@ mod tests {
         );
     }
 
+    /// Regression (the swarm's seeds 10341 and 10485): a query whose answer was lost
+    /// on a link that works again was asked next only after the whole round,
+    /// `query_backoff_max`, when the requester had nothing else to send the host; a
+    /// failed request's process outlived the check's settle time. A long round now
+    /// repeats its query after `confirm_timeout`, then waits out the rest.
+    #[test]
+    fn a_long_round_repeats_its_query_once_soon() {
+        let (requester, key) = (REQUESTER, remote_key(1));
+        let mut host = solo();
+        assert!(offered_and_created(&mut host, key));
+        let quick = host.config.confirm_timeout;
+        // When the requester was asked.
+        let mut asked = Vec::new();
+        while let Some(t) = host.next_timeout().filter(|t| *t <= Time::from_secs(40)) {
+            host.handle_timeout(t, &ctx());
+            let query = drain(&mut host).iter().any(
+                |o| matches!(o, Out::Send(to, PlacementMsg::Query { key: k }) if *to == requester && *k == key),
+            );
+            if query {
+                asked.push(t);
+            }
+        }
+        let gaps: Vec<Duration> = asked.windows(2).map(|w| w[1].saturating_since(w[0])).collect();
+        // Once the rounds are long, they alternate: the repeat, then the rest of the round.
+        let max = host.config.query_backoff_max;
+        let tail = &gaps[gaps.len() - 4..];
+        assert_eq!(tail, [max - quick, quick, max - quick, quick].as_slice(), "{gaps:?}");
+    }
+
     /// Regression (issue 15, 2PC's blocking problem): a host killed the unconfirmed
     /// processes of a request once its requester had been silent for
     /// `orphan_timeout`, so a request reported placed lost them after a partition
@@ -1154,7 +1185,7 @@ mod tests {
         let hour = Time::from_secs(3600);
         let (queries, killed) = silence(&mut host, hour);
         assert!(!killed, "silence alone killed the processes");
-        let most = 3600 / host.config.query_backoff_max.as_secs() + 8;
+        let most = 2 * 3600 / host.config.query_backoff_max.as_secs() + 8;
         assert!(
             (10..=most).contains(&queries),
             "{queries} queries in an hour"

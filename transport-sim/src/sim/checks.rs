@@ -101,7 +101,8 @@ impl Simulation {
         let interval = self.config.check.interval;
         let grace = Grace {
             after_reply: grace,
-            // The host's next query (at most `query_backoff_max` away), then a few more.
+            // The host's next query (at most `query_backoff_max` away) and its repeat
+            // a `confirm_timeout` later (one of the two answers lost), then a little more.
             settle: p.query_backoff_max + p.confirm_timeout * 4 + interval,
             answer: answer_bound(p) + interval,
         };
