@@ -1145,11 +1145,18 @@ mod tests {
                 asked.push(t);
             }
         }
-        let gaps: Vec<Duration> = asked.windows(2).map(|w| w[1].saturating_since(w[0])).collect();
+        let gaps: Vec<Duration> = asked
+            .windows(2)
+            .map(|w| w[1].saturating_since(w[0]))
+            .collect();
         // Once the rounds are long, they alternate: the repeat, then the rest of the round.
         let max = host.config.query_backoff_max;
         let tail = &gaps[gaps.len() - 4..];
-        assert_eq!(tail, [max - quick, quick, max - quick, quick].as_slice(), "{gaps:?}");
+        assert_eq!(
+            tail,
+            [max - quick, quick, max - quick, quick].as_slice(),
+            "{gaps:?}"
+        );
     }
 
     /// Regression (issue 15, 2PC's blocking problem): a host killed the unconfirmed

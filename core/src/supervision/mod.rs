@@ -55,7 +55,10 @@
 //!   answers again.
 //! - **A home's authority.** A home grants and restarts only while each of its
 //!   keepers confirmed ([`SupervisionMsg::Held`]) an [`SupervisionMsg::Alive`]
-//!   it sent less than `authority` ago. A keeper takes a supervisor over only
+//!   it sent less than `authority` ago, and so did more than half of the members
+//!   of the group it was last confirmed in (its [`quorum`]: a home cut off with a
+//!   minority of its group cannot act, even when the minority's new leader and
+//!   heir confirm it as keepers). A keeper takes a supervisor over only
 //!   once its home left the group and `slack(authority)` has passed since the
 //!   keeper last heard the home, so the old home's grants have ended; the new
 //!   home then counts every child host's lease as running until
@@ -94,11 +97,10 @@
 //!
 //! Not covered (stated, not fixed): a keeper that stopped being one of the home's keepers
 //! keeps its copies and may take over without the home's authority accounting
-//! for it, if it keeps most of its group; and a home cut off with a minority of
-//! its group keeps its authority when its keepers there confirm it, so the two
-//! sides of such a partition can each act (a quorum over the group would close
-//! this; swarm seed 5 does it, kept as the ignored sim-test
-//! `a_home_cut_off_with_a_minority_of_its_group_makes_no_twin`).
+//! for it, if it keeps most of its group. The two majorities (the home's quorum
+//! and the taking-over leader's view of the group) are counted by each side on
+//! its own, so a partition that is not transitive (a member that both sides hear,
+//! while they do not hear each other) can still let both act.
 //! A pid given up as lost is also killed if its host answers again
 //! (`abandoned`).
 //!
@@ -107,6 +109,7 @@
 
 pub mod msg;
 mod naming;
+mod quorum;
 mod record;
 
 pub use msg::SupervisionMsg;
@@ -300,6 +303,9 @@ pub struct Supervision {
     fencing: BTreeMap<NodeId, (Time, Vec<(SupervisorId, Pid)>)>,
     /// Home side: each keeper's latest confirmed `Alive` (this clock when sent).
     held: BTreeMap<NodeId, Time>,
+    /// Home side: the members of its group whose confirmations its authority
+    /// needs besides its keepers' (empty while it runs no supervisor).
+    quorum: quorum::Quorum,
     /// Keeper side: when each home of a copy was last heard (`Alive` or `Replica`).
     alive: BTreeMap<NodeId, Time>,
     /// Keeper side: this agent's level-0 group (its members) when it last heard
@@ -472,13 +478,29 @@ impl Supervision {
     }
 
     /// Whether this home may grant leases and restart children now: every keeper
-    /// confirmed an `Alive` it sent less than `authority` ago (no keeper: always).
+    /// confirmed an `Alive` it sent less than `authority` ago (no keeper: always),
+    /// and so did most of its group's quorum ([`quorum`]).
     fn authorized(&self, now: Time) -> bool {
         self.keepers.iter().all(|k| {
             self.held
                 .get(k)
                 .is_some_and(|t| now < *t + self.config.authority)
-        })
+        }) && self.quorum.holds(now, self.config.authority)
+    }
+
+    /// Home side: asks its keepers and its quorum to confirm it is alive (the
+    /// quorum first follows the group's membership).
+    fn ask_alive(&mut self, now: Time, ctx: &Context<'_>) {
+        let group = ctx.tree.local_group();
+        let me = self.me.node;
+        self.quorum.follow(now, self.config.authority, me, &group);
+        let mut askees = self.quorum.askees(me, &group);
+        askees.extend(ctx.tree.keepers());
+        askees.sort_unstable();
+        askees.dedup();
+        for to in askees {
+            self.send(to, SupervisionMsg::Alive { at: now.as_nanos() });
+        }
     }
 
     /// Host side: kills the watched (or never watched) supervised processes whose
@@ -980,13 +1002,13 @@ impl Supervision {
                 self.heard.insert(host, now);
             }
         }
-        // Keepers' confirmations keep this home's authority.
+        // Keepers' and the quorum's confirmations keep this home's authority.
         let keepers = ctx.tree.keepers();
         self.held.retain(|k, _| keepers.contains(k));
-        if !self.sups.is_empty() {
-            for &k in &keepers {
-                self.send(k, SupervisionMsg::Alive { at: now.as_nanos() });
-            }
+        if self.sups.is_empty() {
+            self.quorum = quorum::Quorum::default();
+        } else {
+            self.ask_alive(now, ctx);
         }
         let ids: Vec<SupervisorId> = self.sups.keys().copied().collect();
         for &sup in &ids {
@@ -1221,10 +1243,8 @@ impl Supervision {
         self.partial.retain(|(home, _), _| view.contains(*home));
         if settle.iter().any(|(_, take)| *take) {
             // The new home's authority, asked at once: it grants the old home's
-            // children as soon as its keepers confirm.
-            for k in ctx.tree.keepers() {
-                self.send(k, SupervisionMsg::Alive { at: now.as_nanos() });
-            }
+            // children as soon as its keepers and quorum confirm.
+            self.ask_alive(now, ctx);
         }
         for (id, take) in settle {
             let Some(c) = self.copies.remove(&id) else {
@@ -1380,6 +1400,7 @@ impl Service for Supervision {
             leases: BTreeMap::new(),
             fencing: BTreeMap::new(),
             held: BTreeMap::new(),
+            quorum: quorum::Quorum::default(),
             alive: BTreeMap::new(),
             bases: BTreeMap::new(),
             led: None,
@@ -1445,8 +1466,10 @@ impl Service for Supervision {
                 }
                 let before = self.authorized(now);
                 if at <= now.as_nanos() {
+                    let at = Time::from_nanos(at);
                     let t = self.held.entry(from).or_insert(Time::ZERO);
-                    *t = (*t).max(Time::from_nanos(at));
+                    *t = (*t).max(at);
+                    self.quorum.confirm(from, at);
                 }
                 // Authorized again (or first after a take-over): grant at once.
                 if !before && self.authorized(now) {

@@ -1,0 +1,235 @@
+//! A home's quorum: the members of its level-0 group whose confirmations keep
+//! its authority, beside its keepers' (see "A home's authority" in the module
+//! doc of [`super`]).
+//!
+//! A home sends [`SupervisionMsg::Alive`](super::SupervisionMsg::Alive) to the
+//! members of its *base* and of its current group every probe, and each answers
+//! `Held`. The quorum *holds* while more than half of the base (the home aside)
+//! confirmed an `Alive` sent less than `authority` ago; an empty base (a group of
+//! one) holds.
+//!
+//! Invariant: the base never becomes easier to hold for a side cut off from
+//! most of it.
+//! - A member joins the base only while the quorum holds, and once it confirmed
+//!   (so a growing group does not suspend the authority).
+//! - A member that left the group leaves the base once it confirmed an `Alive`
+//!   sent after it left (it lives, on this side: the group was split), or once
+//!   the quorum holds on confirmations of `Alive`s sent after it left (most of
+//!   the base is on this side without it: it crashed, or was cut off alone).
+//!
+//! So a home cut off with a minority of the group it was last confirmed in loses
+//! its authority within `authority` and cannot win it back from that minority,
+//! however soon and however far the minority's view of the group shrinks (its new
+//! leader and heir, who confirm the home as keepers, are not enough): only the
+//! side with most of the group may act, and that side's leader takes the
+//! supervisor over. The price is the same as a take-over's: a home whose group
+//! loses half of its other members at once stops granting and restarting until
+//! enough of them are back.
+
+use crate::ids::NodeId;
+use crate::time::Time;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The members whose confirmations a home's authority needs, and their latest
+/// confirmations.
+#[derive(Debug, Default)]
+pub(super) struct Quorum {
+    /// The group the home was last confirmed in, itself excluded (sorted).
+    base: Vec<NodeId>,
+    /// Each member's latest confirmed `Alive`, on the home's clock when it sent it.
+    confirmed: BTreeMap<NodeId, Time>,
+    /// Members of the base not in the group now, and since when.
+    absent: BTreeMap<NodeId, Time>,
+}
+
+impl Quorum {
+    /// Whether more than half of the base confirmed an `Alive` sent less than
+    /// `authority` before `now`.
+    pub(super) fn holds(&self, now: Time, authority: Duration) -> bool {
+        self.holds_after(Time::ZERO, now, authority)
+    }
+
+    /// [`Quorum::holds`], counting only `Alive`s sent at `since` or later.
+    fn holds_after(&self, since: Time, now: Time, authority: Duration) -> bool {
+        let recent = self
+            .base
+            .iter()
+            .filter(|m| {
+                self.confirmed
+                    .get(m)
+                    .is_some_and(|t| *t >= since && now < *t + authority)
+            })
+            .count();
+        self.base.is_empty() || 2 * recent > self.base.len()
+    }
+
+    /// Who is asked to confirm: the base and the current `group` (members not in
+    /// the base yet are asked before they count), the home itself excluded.
+    pub(super) fn askees(&self, me: NodeId, group: &[NodeId]) -> Vec<NodeId> {
+        let mut askees: Vec<NodeId> = self
+            .base
+            .iter()
+            .chain(group)
+            .copied()
+            .filter(|m| *m != me)
+            .collect();
+        askees.sort_unstable();
+        askees.dedup();
+        askees
+    }
+
+    /// `member` confirmed the `Alive` this home sent at `at`.
+    pub(super) fn confirm(&mut self, member: NodeId, at: Time) {
+        let t = self.confirmed.entry(member).or_insert(at);
+        *t = (*t).max(at);
+    }
+
+    /// The group is now `group` (the home among them): members join and leave the
+    /// base by the rules of the module doc. Confirmations of members in neither
+    /// are dropped.
+    pub(super) fn follow(&mut self, now: Time, authority: Duration, me: NodeId, group: &[NodeId]) {
+        self.absent.retain(|m, _| !group.contains(m));
+        for &m in self.base.iter().filter(|m| !group.contains(m)) {
+            self.absent.entry(m).or_insert(now);
+        }
+        let leaving: Vec<NodeId> = self
+            .absent
+            .iter()
+            .filter(|(m, since)| {
+                self.confirmed.get(m).is_some_and(|t| *t >= **since)
+                    || self.holds_after(**since, now, authority)
+            })
+            .map(|(m, _)| *m)
+            .collect();
+        for m in &leaving {
+            self.absent.remove(m);
+        }
+        self.base.retain(|m| !leaving.contains(m));
+        if self.holds(now, authority) {
+            let (base, confirmed) = (&self.base, &self.confirmed);
+            let joining: Vec<NodeId> = group
+                .iter()
+                .filter(|m| **m != me && !base.contains(m))
+                .filter(|m| confirmed.get(m).is_some_and(|t| now < *t + authority))
+                .copied()
+                .collect();
+            self.base.extend(joining);
+            self.base.sort_unstable();
+        }
+        let (base, confirmed) = (&self.base, &mut self.confirmed);
+        confirmed.retain(|m, _| base.contains(m) || group.contains(m));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AUTHORITY: Duration = Duration::from_millis(1500);
+    const ME: NodeId = NodeId(0);
+
+    fn nodes(ids: std::ops::Range<u32>) -> Vec<NodeId> {
+        ids.map(NodeId).collect()
+    }
+
+    /// A quorum whose base is `group`, every member confirmed at `at`.
+    fn confirmed_in(group: &[NodeId], at: Time) -> Quorum {
+        let mut q = Quorum::default();
+        for &m in group.iter().filter(|m| **m != ME) {
+            q.confirm(m, at);
+        }
+        q.follow(at, AUTHORITY, ME, group);
+        assert_eq!(q.base.len(), group.len() - 1);
+        assert!(q.holds(at, AUTHORITY));
+        q
+    }
+
+    #[test]
+    fn a_group_of_one_holds() {
+        let mut q = Quorum::default();
+        q.follow(Time::ZERO, AUTHORITY, ME, &[ME]);
+        assert!(q.holds(Time::ZERO, AUTHORITY));
+        assert!(q.askees(ME, &[ME]).is_empty());
+    }
+
+    #[test]
+    fn confirmations_expire_after_authority() {
+        let group = nodes(0..5);
+        let q = confirmed_in(&group, Time::ZERO);
+        assert!(q.holds(Time::ZERO + AUTHORITY - Duration::from_nanos(1), AUTHORITY));
+        assert!(!q.holds(Time::ZERO + AUTHORITY, AUTHORITY));
+    }
+
+    /// The split brain this closes: the home is cut off with 4 of the 13 others of
+    /// its group; its side's view drops the rest at once, before the old
+    /// confirmations expire, and its side's members go on confirming. The base
+    /// keeps the others, so the home never holds again until most of them are back.
+    #[test]
+    fn a_minority_cannot_win_back_the_quorum_however_its_view_shrinks() {
+        let group = nodes(0..14);
+        let mut q = confirmed_in(&group, Time::ZERO);
+        let minority = nodes(0..5);
+        let mut now = Time::ZERO;
+        for _ in 0..20 {
+            now = now + Duration::from_millis(300);
+            q.follow(now, AUTHORITY, ME, &minority);
+            for &m in &minority[1..] {
+                q.confirm(m, now);
+            }
+            if now >= Time::ZERO + AUTHORITY {
+                assert!(!q.holds(now, AUTHORITY), "the minority holds at {now}");
+            }
+        }
+        assert_eq!(q.base, nodes(1..14));
+        // The partition heals: the rest confirm again, and the quorum holds.
+        for &m in &group[1..] {
+            q.confirm(m, now);
+        }
+        assert!(q.holds(now, AUTHORITY));
+    }
+
+    /// A member that crashes leaves the base once the rest confirm without it; a
+    /// member handed to another group (still confirming) leaves it at once; members
+    /// that join count once they confirm.
+    #[test]
+    fn the_base_follows_the_group_while_most_confirm() {
+        let group = nodes(0..6);
+        let mut q = confirmed_in(&group, Time::ZERO);
+        // Member 5 crashed and was removed; the others confirm the next round.
+        let smaller = nodes(0..5);
+        let mut now = Time::ZERO + Duration::from_millis(300);
+        q.follow(now, AUTHORITY, ME, &smaller);
+        assert_eq!(
+            q.base,
+            nodes(1..6),
+            "kept until the rest confirm without it"
+        );
+        for &m in &smaller[1..] {
+            q.confirm(m, now);
+        }
+        now = now + Duration::from_millis(300);
+        q.follow(now, AUTHORITY, ME, &smaller);
+        assert_eq!(q.base, nodes(1..5));
+        // A split hands members 3 and 4 to another group; they still confirm.
+        let split = nodes(0..3);
+        q.follow(now, AUTHORITY, ME, &split);
+        q.confirm(NodeId(3), now);
+        q.confirm(NodeId(4), now);
+        now = now + Duration::from_millis(300);
+        q.follow(now, AUTHORITY, ME, &split);
+        assert_eq!(q.base, nodes(1..3));
+        // Members join.
+        let larger = nodes(0..9);
+        assert_eq!(q.askees(ME, &larger), nodes(1..9));
+        q.follow(now, AUTHORITY, ME, &larger);
+        assert_eq!(q.base, nodes(1..3), "unconfirmed members do not count yet");
+        assert!(q.holds(now, AUTHORITY));
+        for m in nodes(1..9) {
+            q.confirm(m, now);
+        }
+        q.follow(now, AUTHORITY, ME, &larger);
+        assert_eq!(q.base, nodes(1..9));
+        assert!(q.holds(now, AUTHORITY));
+    }
+}
