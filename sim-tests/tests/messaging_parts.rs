@@ -177,6 +177,25 @@ fn a_broadcast_reaches_the_new_processes_of_its_own_host_at_once() {
     assert_eq!(data(&recv(&mut sim, b)), vec![b"now".to_vec()]);
 }
 
+/// A broadcast reaches a process on another host as soon as its spawn returned,
+/// before a beat carried its tenant up the tree. Before, the first process of a
+/// tenant on a host was announced only by the beats (a period per level), and a
+/// broadcast at once missed it; now it is pinned up the tree as a group's first
+/// member is.
+#[test]
+fn a_broadcast_reaches_a_new_process_on_another_host_at_once() {
+    for far in [30, 21, 2] {
+        let mut sim = booted(40, 4);
+        let a = spawn(&mut sim, 9);
+        sim.run_until(sim.now() + Duration::from_secs(3));
+        let b = spawn(&mut sim, far);
+        assert_eq!(b.origin(), NodeId(far), "placed there");
+        let reached = send(&mut sim, a, Dest::Broadcast, b"now").map(|r| r.reached);
+        assert_eq!(reached, Ok(2), "the sender and the new process on n{far}");
+        assert_eq!(data(&recv(&mut sim, b)), vec![b"now".to_vec()]);
+    }
+}
+
 #[test]
 fn group_sends_by_every_pattern_and_broadcast() {
     let mut sim = booted(40, 4);

@@ -15,8 +15,9 @@
 //! filters up the tree exactly as they sum placement's tenant filter. So the filter
 //! of a subtree may hold a target it does not (a false positive costs a visit) but
 //! never misses one its beats have carried. Beats climb one federation period per
-//! level, so the first member of a target on a host also tells every leader above it
-//! at once ([`FanoutMsg::Joined`], naming the member of the leader's group on the way
+//! level, so the first member of a target on a host (and, for broadcast, the first
+//! process of a tenant) also tells every leader above it at once
+//! ([`FanoutMsg::Joined`], naming the member of the leader's group on the way
 //! down), and the leader visits that member for the target for [`PIN_PERIODS`]
 //! periods whatever its summary says: a send reaches the new member once those
 //! messages arrived (one hop after the join, not a period per level; a lost one
@@ -426,15 +427,19 @@ impl Fanout {
     }
 
     /// A process of this host started: it is reached by broadcasts of its tenant
-    /// (only the engine that serves broadcast calls this).
-    pub fn process_started(&mut self, pid: Pid, tenant: TenantId) {
+    /// (only the engine that serves broadcast calls this). The first of its tenant
+    /// here is announced up the tree as a group's first member is.
+    pub fn process_started(&mut self, now: Time, tree: &TreeView<'_>, pid: Pid, tenant: TenantId) {
         match self.procs.entry(tenant) {
             std::collections::btree_map::Entry::Occupied(mut e) => {
                 e.get_mut().insert(pid);
             }
             std::collections::btree_map::Entry::Vacant(e) => {
                 e.insert(BTreeSet::from([pid]));
-                self.own.insert(&Target::tenant(tenant));
+                let target = Target::tenant(tenant);
+                self.own.insert(&target);
+                self.now = now;
+                self.announce(tree, &target);
             }
         }
     }
@@ -1612,7 +1617,7 @@ mod tests {
     fn memberships_are_bounded_and_go_with_their_process() {
         let mut e = Fanout::new(NodeId(1), Duration::from_secs(1), RESEND);
         let p = pid(1, 1);
-        e.process_started(p, TenantId(1));
+        e.process_started(Time::ZERO, &TreeView::empty(NodeId(1)), p, TenantId(1));
         for i in 0..MAX_PER_PROCESS {
             assert_eq!(
                 e.join(
@@ -1690,7 +1695,7 @@ mod tests {
         let mut boxes = Boxes::default();
         for s in 1..=3 {
             boxes.live.insert(pid(1, s));
-            e.process_started(pid(1, s), TenantId(1));
+            e.process_started(Time::ZERO, &tree, pid(1, s), TenantId(1));
         }
         e.join(
             Time::ZERO,

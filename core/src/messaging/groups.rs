@@ -451,7 +451,7 @@ impl Part for Groups {
     ) {
         match *event {
             ServiceEvent::ProcessStarted { pid, tenant, .. } => {
-                self.engine.process_started(pid, tenant)
+                self.engine.process_started(now, &ctx.tree, pid, tenant)
             }
             ServiceEvent::ProcessExited { pid, tenant, .. } => {
                 self.engine.process_ended(pid, tenant);
