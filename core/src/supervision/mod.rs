@@ -725,8 +725,10 @@ impl Supervision {
     }
 
     /// Sends `Watch` for `sup`'s processes to their hosts (or to `only`): its
-    /// current children with a grant, while this home is authorized and the host
-    /// is not lost; the pids it gave up as lost without one.
+    /// running children with a grant, while this home is authorized and the host
+    /// is not lost; children being stopped (for a sibling's restart or a stop) and
+    /// the pids it gave up as lost without one, so that their hosts fence them
+    /// within a lease even if the kill was lost.
     fn watch(&mut self, now: Time, sup: SupervisorId, only: Option<NodeId>) {
         let authorized = self.authorized(now);
         let Some(s) = self.sups.get(&sup) else {
@@ -739,18 +741,17 @@ impl Supervision {
             .children
             .iter()
             .filter(|c| matches!(c.phase, Phase::Running | Phase::Stopping))
-            .filter_map(|c| c.pid)
-            .map(|p| (p, true));
-        for (pid, current) in current.chain(s.abandoned.iter().map(|p| (*p, false))) {
+            .filter_map(|c| c.pid.map(|p| (p, c.phase == Phase::Running)));
+        for (pid, granted) in current.chain(s.abandoned.iter().map(|p| (*p, false))) {
             if only.is_none_or(|h| h == pid.origin()) {
                 by_host
-                    .entry((pid.origin(), current))
+                    .entry((pid.origin(), granted))
                     .or_default()
                     .push(pid);
             }
         }
-        for ((host, current), pids) in by_host {
-            let grant = if current && authorized && !self.fencing.contains_key(&host) {
+        for ((host, granted), pids) in by_host {
+            let grant = if granted && authorized && !self.fencing.contains_key(&host) {
                 self.asks.get(&host).map(|&(ask, received)| {
                     let until = received + slack(self.config.lease);
                     let t = self.leases.entry(host).or_insert(until);
