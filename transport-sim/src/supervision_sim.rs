@@ -30,7 +30,10 @@
 //! - `supervision.restarted`: a slot without a process is running again within the
 //!   restart bound (detection plus placement time: the federation's removal time,
 //!   supervision's `lost_after` and probe period, and `placement_allowance`) of its
-//!   last process's end, unless it was given up (looping children are). The bound
+//!   last process's end, unless it was given up (looping children are) or its
+//!   supervisor was lost beyond the design (its home crashed together with at
+//!   least half of the rest of its level-0 group, which keeps the copies: no
+//!   take-over is possible; a rack's crash does it, a single host's never). The bound
 //!   already covers a take-over when the supervisor's home dies with the child's
 //!   host; when the home is lost later, while the slot is down (its host crashes,
 //!   or its agent stalls), the bound counts again from that loss (from the end of
@@ -220,6 +223,9 @@ struct Slot {
     late: bool,
     /// When the agent gave it up (its own give-up, or its group's).
     given_up: Option<Time>,
+    /// Its supervisor was lost beyond the design (see
+    /// [`SupervisionSim::supervisors_lost`]): it owes no restart.
+    orphaned: bool,
     looping: bool,
 }
 
@@ -375,6 +381,22 @@ impl SupervisionSim {
         }
     }
 
+    /// The supervisors of the children `pids` were lost with their home and at
+    /// least half of the rest of its group (a crash beyond the design: no copy
+    /// can be taken over): the slots of their groups owe no restart.
+    pub fn supervisors_lost(&mut self, pids: &[Pid]) {
+        let groups: BTreeSet<u64> = pids
+            .iter()
+            .filter_map(|p| self.slot_of.get(p))
+            .map(|slot| slot / GROUP_STRIDE)
+            .collect();
+        for (n, s) in &mut self.slots {
+            if groups.contains(&(n / GROUP_STRIDE)) {
+                s.orphaned = true;
+            }
+        }
+    }
+
     /// The agent reported a restart.
     pub fn restarted(&mut self) {
         self.figures.restarts_reported += 1;
@@ -420,6 +442,9 @@ impl SupervisionSim {
             let (Some(since), Some(due)) = (s.down_since, s.due_from) else {
                 continue;
             };
+            if s.orphaned {
+                continue;
+            }
             if s.looping {
                 let first = Time::ZERO + self.workload.start;
                 if now.saturating_since(first) > loop_bound && !s.late {

@@ -30,6 +30,7 @@ impl Simulation {
             FaultAction::Crash(sel) | FaultAction::Leave(sel) => {
                 let clean = matches!(fault.action, FaultAction::Leave(_));
                 let nodes = resolve(sel, &mut self.fault_rng, &self.topology);
+                self.note_supervision_lost(&nodes);
                 for &n in &nodes {
                     if clean {
                         self.leave(n);
@@ -44,6 +45,7 @@ impl Simulation {
             }
             FaultAction::Restart(sel) => {
                 let nodes = resolve(sel, &mut self.fault_rng, &self.topology);
+                self.note_supervision_lost(&nodes);
                 for &n in &nodes {
                     self.crash(n);
                 }

@@ -650,6 +650,45 @@ impl Simulation {
             .is_some_and(|a| !a.services().supervision.supervisors(None).is_empty())
     }
 
+    /// Tells the supervision checks of the supervisors that crashing `nodes`
+    /// together loses beyond the design: those whose home crashes with at least half
+    /// of the rest of its level-0 group (members down already count), where the
+    /// copies of its records are kept. No take-over is possible then (see the
+    /// supervision service's module doc), so their slots owe no restart.
+    pub(super) fn note_supervision_lost(&mut self, nodes: &[NodeId]) {
+        if self.supervision.is_none() {
+            return;
+        }
+        let instance = usize::from(self.config.agent.services.supervision.instance);
+        let mut pids = Vec::new();
+        for &n in nodes {
+            let Some(agent) = self.hosts[n.0 as usize].agent.as_ref() else {
+                continue;
+            };
+            let sups = agent.services().supervision.supervisors(None);
+            let group = agent
+                .federations()
+                .get(instance)
+                .and_then(|f| f.seats().first())
+                .map(|seat| seat.view().members.as_slice())
+                .unwrap_or_default();
+            let others: Vec<NodeId> = group.iter().copied().filter(|m| *m != n).collect();
+            let gone = others
+                .iter()
+                .filter(|m| nodes.contains(m) || self.hosts[m.0 as usize].agent.is_none())
+                .count();
+            if !sups.is_empty() && 2 * gone >= others.len() {
+                pids.extend(
+                    sups.iter()
+                        .flat_map(|s| s.children.iter().filter_map(|c| c.pid)),
+                );
+            }
+        }
+        if let Some(s) = self.supervision.as_mut() {
+            s.supervisors_lost(&pids);
+        }
+    }
+
     fn crash(&mut self, node: NodeId) {
         let home = self.is_home(node);
         self.placement.crash(node);
