@@ -31,7 +31,7 @@ use crate::federation::{
 };
 use crate::host::{HostCommand, HostEvent, HostResources};
 use crate::ids::{Incarnation, NodeId};
-use crate::incarnations::Incarnations;
+use crate::incarnations::{Incarnations, Life};
 use crate::service::registry::{earliest, Services};
 use crate::service::{
     Context, Payload, ServiceConfigError, ServiceEvent, ServiceNotice, ServicesConfig, TreeView,
@@ -390,10 +390,17 @@ impl Agent {
         if envelope.from == self.identity.node {
             return;
         }
-        if let Err(reason) = self.incarnations.admit(&envelope) {
-            let from = envelope.from;
-            let notice = Notice::Rejected { from, reason };
-            return self.outputs.push_back(Output::Notice(notice));
+        match self.incarnations.admit(&envelope) {
+            Err(reason) => {
+                let from = envelope.from;
+                let notice = Notice::Rejected { from, reason };
+                return self.outputs.push_back(Output::Notice(notice));
+            }
+            Ok(Life::Newer) => {
+                let node = envelope.from;
+                self.events.push_back(ServiceEvent::PeerRestarted { node });
+            }
+            Ok(Life::Known) => {}
         }
         let Envelope {
             from,

@@ -28,6 +28,16 @@ pub const DEFAULT_CAPACITY: usize = 4096;
 /// Slots of the cache of recent peers.
 const RECENT_SLOTS: usize = 32;
 
+/// What an admitted message says of its sender's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Life {
+    /// The life heard before (or the first heard, or a forgotten node's).
+    Known,
+    /// A newer life than the one heard before: the node restarted, and its earlier
+    /// life (with all it held) is gone.
+    Newer,
+}
+
 /// The newest incarnation of each recently heard peer (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Incarnations {
@@ -66,13 +76,13 @@ impl Incarnations {
     /// all messages, would double this map's size and cost. One that fails changes
     /// nothing.
     #[inline]
-    pub fn admit(&mut self, envelope: &Envelope) -> Result<(), Reject> {
+    pub fn admit(&mut self, envelope: &Envelope) -> Result<Life, Reject> {
         envelope.validate()?;
         let (from, incarnation) = (envelope.from, envelope.incarnation);
         if matches!(envelope.body, Message::Discovery(_)) {
             // Discovery refuses older lives of its neighbours itself; checking its
             // heartbeats here too cost a tenth of a 10,000-agent simulation.
-            return Ok(());
+            return Ok(Life::Known);
         }
         self.note(from, incarnation)
     }
@@ -80,12 +90,12 @@ impl Incarnations {
     /// Records that `node` spoke in `incarnation`; `Err` if that life is older than one
     /// heard before (then nothing changes).
     #[inline]
-    pub fn note(&mut self, node: NodeId, incarnation: Incarnation) -> Result<(), Reject> {
+    pub fn note(&mut self, node: NodeId, incarnation: Incarnation) -> Result<Life, Reject> {
         let slot = slot_of(node);
         if let Some((n, known)) = self.recent[slot] {
             if n == node && incarnation <= known {
                 return if incarnation == known {
-                    Ok(())
+                    Ok(Life::Known)
                 } else {
                     Err(Reject::StaleIncarnation)
                 };
@@ -103,11 +113,15 @@ impl Incarnations {
         node: NodeId,
         incarnation: Incarnation,
         slot: usize,
-    ) -> Result<(), Reject> {
+    ) -> Result<Life, Reject> {
         let seq = self.next_seq;
+        let mut life = Life::Known;
         if let Some((newest, used)) = self.newest.get_mut(&node) {
             if incarnation < *newest {
                 return Err(Reject::StaleIncarnation);
+            }
+            if incarnation > *newest {
+                life = Life::Newer;
             }
             *newest = incarnation;
             *used = seq;
@@ -120,7 +134,7 @@ impl Incarnations {
         self.recent[slot] = Some((node, incarnation));
         self.next_seq += 1;
         debug_assert!(self.newest.len() <= self.capacity);
-        Ok(())
+        Ok(life)
     }
 
     /// Forgets the half of the peers admitted through the map least recently, and
@@ -172,13 +186,14 @@ mod tests {
     #[test]
     fn an_older_life_is_refused_a_newer_one_replaces() {
         let mut m = Incarnations::new(8);
-        assert_eq!(m.note(NodeId(1), Incarnation(3)), Ok(()));
-        assert_eq!(m.note(NodeId(1), Incarnation(3)), Ok(()));
+        assert_eq!(m.note(NodeId(1), Incarnation(3)), Ok(Life::Known));
+        assert_eq!(m.note(NodeId(1), Incarnation(3)), Ok(Life::Known));
         assert_eq!(
             m.note(NodeId(1), Incarnation(2)),
             Err(Reject::StaleIncarnation)
         );
-        assert_eq!(m.note(NodeId(1), Incarnation(4)), Ok(()));
+        assert_eq!(m.note(NodeId(1), Incarnation(4)), Ok(Life::Newer));
+        assert_eq!(m.note(NodeId(1), Incarnation(4)), Ok(Life::Known));
         assert_eq!(m.newest(NodeId(1)), Some(Incarnation(4)));
         assert_eq!(
             m.note(NodeId(1), Incarnation(3)),
@@ -198,7 +213,7 @@ mod tests {
         assert_eq!(m.newest(NodeId(2)), Some(Incarnation(5)));
         assert_eq!(m.newest(NodeId(3)), Some(Incarnation(5)));
         // Forgotten, its cache slot too: its next message is taken and remembered.
-        assert_eq!(m.note(NodeId(1), Incarnation(4)), Ok(()));
+        assert_eq!(m.note(NodeId(1), Incarnation(4)), Ok(Life::Known));
         assert_eq!(
             m.note(NodeId(1), Incarnation(3)),
             Err(Reject::StaleIncarnation)

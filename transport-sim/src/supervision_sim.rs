@@ -381,14 +381,17 @@ impl SupervisionSim {
         }
     }
 
-    /// The supervisors of the children `pids` were lost with their home and at
-    /// least half of the rest of its group (a crash beyond the design: no copy
-    /// can be taken over): the slots of their groups owe no restart.
-    pub fn supervisors_lost(&mut self, pids: &[Pid]) {
-        let groups: BTreeSet<u64> = pids
+    /// A crash loses beyond the design the supervisors of the children `lost`
+    /// (see `Simulation::note_supervision_lost`), except those whose record some
+    /// agent that lives on still runs or keeps (`kept`, their children): the slots
+    /// of the groups lost owe no restart.
+    pub fn supervisors_lost(&mut self, lost: &[Pid], kept: &BTreeSet<Pid>) {
+        let group_of = |p: &Pid| self.slot_of.get(p).map(|slot| slot / GROUP_STRIDE);
+        let kept: BTreeSet<u64> = kept.iter().filter_map(group_of).collect();
+        let groups: BTreeSet<u64> = lost
             .iter()
-            .filter_map(|p| self.slot_of.get(p))
-            .map(|slot| slot / GROUP_STRIDE)
+            .filter_map(group_of)
+            .filter(|g| !kept.contains(g))
             .collect();
         for (n, s) in &mut self.slots {
             if groups.contains(&(n / GROUP_STRIDE)) {

@@ -461,6 +461,7 @@ impl Part for Groups {
             ServiceEvent::HostRemoved { node, .. } => self.forget(|p| p.origin() == node),
             ServiceEvent::Host(_)
             | ServiceEvent::GroupChanged { .. }
+            | ServiceEvent::PeerRestarted { .. }
             | ServiceEvent::NamesHeld { .. }
             | ServiceEvent::Answered { .. } => {}
         }

@@ -1126,6 +1126,7 @@ impl Part for Names {
             ServiceEvent::GroupChanged { .. } => self.tree_changed(now, tree),
             ServiceEvent::Host(_)
             | ServiceEvent::ProcessStarted { .. }
+            | ServiceEvent::PeerRestarted { .. }
             | ServiceEvent::NamesHeld { .. }
             | ServiceEvent::Answered { .. } => {}
         }

@@ -104,6 +104,12 @@ pub enum ServiceEvent {
         /// The level of the group.
         level: u8,
     },
+    /// A newer life of `node` was heard from (it restarted): its earlier life, with
+    /// all it held, is gone, even if its federation never removed it.
+    PeerRestarted {
+        /// The agent.
+        node: NodeId,
+    },
     /// This agent's level-0 group in instance `instance` changed (members, leader
     /// or ancestors), or the agent joined or lost its group.
     GroupChanged {

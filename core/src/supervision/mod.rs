@@ -266,6 +266,9 @@ struct Copy {
     rec: Record,
     /// Since when its home has been out of this agent's level-0 group.
     away_since: Option<Time>,
+    /// Its home restarted (a newer life was heard from): gone, even while its
+    /// node is still in the group.
+    home_restarted: bool,
 }
 
 /// Fragments of a record being received.
@@ -354,6 +357,15 @@ impl Supervision {
             .filter(|s| tenant.is_none_or(|t| s.rec.tenant == t))
             .map(|s| s.rec.info(self.me.node))
             .collect()
+    }
+
+    /// The children (current or last pids) of every supervisor this agent runs or
+    /// keeps a copy of: a supervisor no live agent keeps is lost (for checks).
+    pub fn kept_children(&self) -> impl Iterator<Item = Pid> + '_ {
+        let runs = self.sups.values().map(|s| &s.rec);
+        let copies = self.copies.values().map(|c| &c.rec);
+        runs.chain(copies)
+            .flat_map(|r| r.children.iter().filter_map(|c| c.pid))
     }
 
     fn send(&mut self, to: NodeId, msg: SupervisionMsg) {
@@ -1190,6 +1202,7 @@ impl Supervision {
                     version,
                     rec,
                     away_since: None,
+                    home_restarted: false,
                 },
             );
             self.arm(now);
@@ -1204,6 +1217,7 @@ impl Supervision {
         };
         let view = group.view();
         let leading = group.led_by_me();
+        let heir = view.members.iter().find(|m| **m != view.leader) == Some(&self.me.node);
         // Copies to take over (as the leader) or drop (past `hold`).
         let mut settle = Vec::new();
         let (alive, authority) = (&self.alive, slack(self.config.authority));
@@ -1229,14 +1243,17 @@ impl Supervision {
             })
         };
         for (id, c) in &mut self.copies {
-            if view.contains(c.home) {
+            if view.contains(c.home) && !c.home_restarted {
                 c.away_since = None;
                 continue;
             }
             let since = *c.away_since.get_or_insert(now);
             // The leader waits until the home's authority from it has surely
-            // ended (the home grants and restarts nothing more).
-            let take = leading && quiet(c.home) && most(c.home);
+            // ended (the home grants and restarts nothing more). A home that
+            // restarted while leading the group (and leads it still) is replaced
+            // by its heir.
+            let taker = leading || (c.home_restarted && view.leader == c.home && heir);
+            let take = taker && quiet(c.home) && most(c.home);
             if take || now.saturating_since(since) >= self.config.hold {
                 settle.push((*id, take));
             }
@@ -1513,6 +1530,7 @@ impl Service for Supervision {
                 | ServiceEvent::ProcessExited { .. }
                 | ServiceEvent::ProcessLost { .. }
                 | ServiceEvent::HostRemoved { .. }
+                | ServiceEvent::PeerRestarted { .. }
                 | ServiceEvent::GroupChanged { .. }
                 | ServiceEvent::NamesHeld { .. }
         ) || matches!(event, ServiceEvent::Answered { request, .. } if self.calls.contains_key(request))
@@ -1547,6 +1565,15 @@ impl Service for Supervision {
             }
             ServiceEvent::GroupChanged { instance } if *instance == self.config.instance => {
                 self.follow_group(ctx);
+                self.take_over(now, ctx);
+            }
+            // A home that restarted before its group removed it: its supervisors
+            // are gone with its earlier life (before, a home back within the
+            // detection time was never taken over, and its children never restarted).
+            ServiceEvent::PeerRestarted { node } => {
+                for c in self.copies.values_mut().filter(|c| c.home == *node) {
+                    c.home_restarted = true;
+                }
                 self.take_over(now, ctx);
             }
             ServiceEvent::NamesHeld { pid, names } => self.names_changed(now, *pid, names),

@@ -42,7 +42,7 @@ use queue::EventQueue;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::rc::Rc;
 
@@ -651,41 +651,52 @@ impl Simulation {
     }
 
     /// Tells the supervision checks of the supervisors that crashing `nodes`
-    /// together loses beyond the design: those whose home crashes with at least half
-    /// of the rest of its level-0 group (members down already count), where the
-    /// copies of its records are kept. No take-over is possible then (see the
-    /// supervision service's module doc), so their slots owe no restart.
+    /// together loses beyond the design (no take-over is possible; see the
+    /// supervision service's module doc), so that their slots owe no restart:
+    /// - those whose home crashes with at least half of the rest of its level-0
+    ///   group (members down already count), where the copies of its records are
+    ///   kept;
+    /// - those whose last holders (its home, or keepers of its copies while the
+    ///   home is down) all crash now.
     pub(super) fn note_supervision_lost(&mut self, nodes: &[NodeId]) {
         if self.supervision.is_none() {
             return;
         }
         let instance = usize::from(self.config.agent.services.supervision.instance);
-        let mut pids = Vec::new();
-        for &n in nodes {
-            let Some(agent) = self.hosts[n.0 as usize].agent.as_ref() else {
+        let (mut lost, mut kept, mut home_lost) = (Vec::new(), BTreeSet::new(), Vec::new());
+        for (i, host) in self.hosts.iter().enumerate() {
+            let Some(agent) = host.agent.as_ref() else {
                 continue;
             };
-            let sups = agent.services().supervision.supervisors(None);
+            let node = NodeId(i as u32);
+            let supervision = &agent.services().supervision;
+            if !nodes.contains(&node) {
+                kept.extend(supervision.kept_children());
+                continue;
+            }
+            lost.extend(supervision.kept_children());
             let group = agent
                 .federations()
                 .get(instance)
                 .and_then(|f| f.seats().first())
                 .map(|seat| seat.view().members.as_slice())
                 .unwrap_or_default();
-            let others: Vec<NodeId> = group.iter().copied().filter(|m| *m != n).collect();
+            let others: Vec<NodeId> = group.iter().copied().filter(|m| *m != node).collect();
             let gone = others
                 .iter()
                 .filter(|m| nodes.contains(m) || self.hosts[m.0 as usize].agent.is_none())
                 .count();
-            if !sups.is_empty() && 2 * gone >= others.len() {
-                pids.extend(
+            if 2 * gone >= others.len() {
+                let sups = supervision.supervisors(None);
+                home_lost.extend(
                     sups.iter()
                         .flat_map(|s| s.children.iter().filter_map(|c| c.pid)),
                 );
             }
         }
         if let Some(s) = self.supervision.as_mut() {
-            s.supervisors_lost(&pids);
+            s.supervisors_lost(&home_lost, &BTreeSet::new());
+            s.supervisors_lost(&lost, &kept);
         }
     }
 
