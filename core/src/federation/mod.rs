@@ -51,8 +51,9 @@
 //!   plain member beaten by a fellow member as that member's leader (`Beat`: the
 //!   hand-over naming it leader may be what was lost) or as its own leader
 //!   (`LeaderBeat`: the hand-over to the fellow's half may be what was lost) asks
-//!   its own leader with `ViewReq` and answers those beats with `Leave` only after
-//!   `suspect_periods` periods.
+//!   its own leader with `ViewReq` and answers those beats with `Leave` only once
+//!   its leader has beaten it since (it still lists it) or after `suspect_periods`
+//!   periods.
 //! - `Beat` (member → leader, with the member's subtree [`Summary`]) and
 //!   `LeaderBeat` (leader → members), every `period`, carry the view's epoch; a
 //!   member with an older epoch is sent the view (or asks with `ViewReq`).

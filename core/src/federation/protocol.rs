@@ -473,8 +473,10 @@ impl Federation {
     /// expels us, or follows no one), and the hand-over, when our leader sends it again,
     /// would make us follow a leader that no longer lists us; so we ask our leader for
     /// our view (it answers with the hand-over it kept, and does the same when our own
-    /// next beat reaches it), and refuse such beats with `Leave` only once
-    /// `suspect_periods` periods have passed without a hand-over.
+    /// next beat reaches it), and refuse such beats with `Leave` only once our leader
+    /// has beaten us since (it still lists us: the claim is stale, e.g. an heir's that
+    /// took over too early), or `suspect_periods` periods have passed without a
+    /// hand-over.
     fn awaits_hand_over(&mut self, now: Time, from: NodeId, level: usize) -> bool {
         let wait = self.config.period * self.config.suspect_periods;
         let Some(seat) = self.seats.get_mut(level) else {
@@ -495,7 +497,8 @@ impl Federation {
                 );
                 true
             }
-            Some(at) => now.saturating_since(at) <= wait,
+            // Our leader beating us since proves it still lists us: no hand-over comes.
+            Some(at) => seat.leader_heard <= at && now.saturating_since(at) <= wait,
         }
     }
 

@@ -340,7 +340,7 @@ fn an_agent_sent_to_another_group_asks_again_at_its_next_tick() {
 /// The deferred answer still comes: a fellow member that claims this agent without a
 /// hand-over from its leader is told `Leave` once `suspect_periods` periods have passed
 /// since its first `LeaderBeat`, which only makes this agent ask its own leader for its
-/// view (the hand-over may have been lost).
+/// view (the hand-over may have been lost), or as soon as its leader has beaten it since.
 #[test]
 fn a_fellow_members_claim_without_a_hand_over_is_refused_after_suspect_periods() {
     let mut net = Net::group_of_five(5, false);
@@ -374,6 +374,41 @@ fn a_fellow_members_claim_without_a_hand_over_is_refused_after_suspect_periods()
         vec![(NodeId(4), NodeId(3), FedBody::Leave { level: 0 })]
     );
     assert_eq!(net.agents[&NodeId(4)].seats()[0].view().leader, NodeId(0));
+}
+
+/// A fellow member's claim is refused at once when this agent's leader has beaten it
+/// since the first claim: its leader still lists it, so no hand-over is coming.
+#[test]
+fn a_fellow_members_claim_is_refused_once_the_leader_beats_again() {
+    let mut net = Net::group_of_five(5, false);
+    let epoch = net.agents[&NodeId(0)].seats()[0].view().epoch;
+    let beat = (
+        NodeId(3),
+        NodeId(4),
+        FedBody::LeaderBeat {
+            level: 0,
+            epoch: epoch + 1,
+        },
+    );
+    net.deliver(beat.clone());
+    let answers = net.settle(|_| true);
+    assert_eq!(
+        answers,
+        vec![(NodeId(4), NodeId(0), FedBody::ViewReq { level: 0 })]
+    );
+    net.now = net.now + Duration::from_millis(1);
+    net.deliver((
+        NodeId(0),
+        NodeId(4),
+        FedBody::LeaderBeat { level: 0, epoch },
+    ));
+    net.settle(|_| false);
+    net.deliver(beat);
+    let answers = net.settle(|_| true);
+    assert_eq!(
+        answers,
+        vec![(NodeId(4), NodeId(3), FedBody::Leave { level: 0 })]
+    );
 }
 
 /// Regression (the discovery property test, seed 1254773453019837666): a member removed
