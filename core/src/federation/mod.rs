@@ -28,15 +28,18 @@
 //!   how separate trees (boot, partitions, orphaned subtrees) merge: every
 //!   root probes a contact (seeds, agents it met, rack neighbours) every
 //!   `probe_period` with an `Attach`; an `Attach` that comes back to its sender
-//!   means the contact is in the same tree.
+//!   means the contact is in the same tree, and the root probes the next contact
+//!   at once (once a probe: a root alone probes at its pace). A root that attaches itself to the
+//!   joiner asks the joiner again at its own next probe, in case that `Attach`
+//!   is lost: the joiner's next probes go to other contacts.
 //! - `View`: the leader's membership of a group, pushed to every member when it
 //!   changes. A member follows its current leader: it takes a view from
 //!   another leader only when its own leader is suspected, or when its own
 //!   leader hands it over (split, hand-over on leave). It answers a view it does
 //!   not take with `Leave`, except one led by a fellow member of its group: that
-//!   may be the new half of a split whose hand-over is still on its way, so it
-//!   waits, and answers that leader's next `LeaderBeat` instead. A group's views
-//!   are written by its leader alone, except the first one after a hand-over (split,
+//!   may be the new half of a split whose hand-over is still on its way (or
+//!   lost), so it waits, and answers that leader's `LeaderBeat`s instead (see
+//!   below). A group's views are written by its leader alone, except the first one after a hand-over (split,
 //!   leave, merge), written by the agent handing over. That one may be stale (its
 //!   writer was cut off while an heir took over) and outrank the leader's own by
 //!   epoch: so a leader jumps past any epoch written in its name that it hears of (a
@@ -45,9 +48,12 @@
 //!   view even at that epoch. A split's hand-over may be lost too: the splitting
 //!   leader keeps it `remove_periods` periods and answers a `Beat`, `Probe` or
 //!   `ViewReq` of one of the new half's members with it instead of `Leave`, and a
-//!   plain member beaten by a fellow member as its leader (the hand-over naming it
-//!   leader may be what was lost) asks its own leader with `ViewReq` and answers
-//!   those beats with `Leave` only after `suspect_periods` periods.
+//!   plain member beaten by a fellow member as that member's leader (`Beat`: the
+//!   hand-over naming it leader may be what was lost) or as its own leader
+//!   (`LeaderBeat`: the hand-over to the fellow's half may be what was lost) asks
+//!   its own leader with `ViewReq` and answers those beats with `Leave` only once
+//!   its leader has beaten it since (it still lists it) or after `suspect_periods`
+//!   periods.
 //! - `Beat` (member → leader, with the member's subtree [`Summary`]) and
 //!   `LeaderBeat` (leader → members), every `period`, carry the view's epoch; a
 //!   member with an older epoch is sent the view (or asks with `ViewReq`).
@@ -432,6 +438,9 @@ pub struct Federation {
     next_join: Time,
     next_probe: Time,
     fast_probes: u32,
+    /// The last probe may be followed by one more at once, should it come back (its
+    /// contact is in this agent's own tree).
+    probe_again: bool,
     timers: TimerTable<()>,
     outbox: VecDeque<FedOutput>,
     /// Lifeguard's local health: periods added to this agent's timeouts.
@@ -470,6 +479,7 @@ impl Federation {
             next_join: Time::ZERO,
             next_probe: Time::NEVER,
             fast_probes: 0,
+            probe_again: false,
             timers: TimerTable::default(),
             outbox: VecDeque::new(),
             health: detect::Health::default(),

@@ -318,6 +318,7 @@ impl Federation {
             };
             if let Some(contact) = self.next_contact() {
                 self.send(contact, attach(self.me, top as Level + 1));
+                self.probe_again = true;
             }
         }
     }
@@ -377,7 +378,11 @@ impl Federation {
                     }
                     // Seatless at this level but able to hold it: the view was lost; ask again.
                     None if may_take => self.send(from, FedBody::ViewReq { level }),
-                    _ => self.send(from, FedBody::Leave { level }),
+                    _ => {
+                        if !self.awaits_hand_over(now, from, l) {
+                            self.send(from, FedBody::Leave { level });
+                        }
+                    }
                 }
             }
             FedBody::ViewReq { level } => match self.seats.get(level as usize) {
@@ -460,13 +465,18 @@ impl Federation {
         }
     }
 
-    /// Whether a `Beat` from `from` at `level`, where this agent is a plain member, is
-    /// left unanswered for now: `from` is a fellow member that follows this agent, so our
-    /// leader may have split the group and named us the other half's leader, and our
-    /// copy of the hand-over was lost. Answering `Leave` would dissolve the other half;
-    /// so we ask our leader for our view (it answers with the hand-over it kept, and
-    /// does the same when our own next beat reaches it), and refuse such beats with
-    /// `Leave` only once `suspect_periods` periods have passed without a hand-over.
+    /// Whether a `Beat` or `LeaderBeat` from `from` at `level`, where this agent is a
+    /// plain member, is left unanswered for now: `from` is a fellow member that beats us
+    /// as its leader or as our leader, so our leader may have split the group and handed
+    /// us to the other half (as its leader, or as a member), and our copy of the
+    /// hand-over was lost. Answering `Leave` would break the other half up (its leader
+    /// expels us, or follows no one), and the hand-over, when our leader sends it again,
+    /// would make us follow a leader that no longer lists us; so we ask our leader for
+    /// our view (it answers with the hand-over it kept, and does the same when our own
+    /// next beat reaches it), and refuse such beats with `Leave` only once our leader
+    /// has beaten us since (it still lists us: the claim is stale, e.g. an heir's that
+    /// took over too early), or `suspect_periods` periods have passed without a
+    /// hand-over.
     fn awaits_hand_over(&mut self, now: Time, from: NodeId, level: usize) -> bool {
         let wait = self.config.period * self.config.suspect_periods;
         let Some(seat) = self.seats.get_mut(level) else {
@@ -487,7 +497,8 @@ impl Federation {
                 );
                 true
             }
-            Some(at) => now.saturating_since(at) <= wait,
+            // Our leader beating us since proves it still lists us: no hand-over comes.
+            Some(at) => seat.leader_heard <= at && now.saturating_since(at) <= wait,
         }
     }
 
@@ -553,7 +564,16 @@ impl Federation {
         let top = self.seats.len() - 1;
         let lead_top = self.seats[top].led_by(self.me);
         if joiner == self.me {
-            return; // our own probe came back: the contact is in our tree
+            // Our own probe came back: the contact is in our tree. Most contacts are
+            // (rack neighbours, leaders met in our groups), so a root that waited a
+            // period after each would find another tree slowly: it tries the next
+            // contact at once, once per probe.
+            if l == top + 1 && lead_top && std::mem::take(&mut self.probe_again) {
+                if let Some(contact) = self.next_contact() {
+                    self.send(contact, attach(self.me, level));
+                }
+            }
+            return;
         }
         if l < top || (l == top && lead_top) {
             self.accept(now, l, joiner);
@@ -568,8 +588,13 @@ impl Federation {
             seat.dirty = true;
             self.seats.push(seat);
         } else {
-            // The joiner's tree is taller, or as tall with a lower id: join it instead.
+            // The joiner's tree is taller, or as tall with a lower id: join it instead,
+            // and ask its root again at our next probe in case this `Attach` is lost
+            // (the joiner will not ask again soon: its probes go to contacts in turn).
             self.send(joiner, attach(self.me, top as Level + 1));
+            if !self.priority_contacts.contains(&joiner) {
+                self.priority_contacts.push_front(joiner);
+            }
         }
     }
 
