@@ -28,8 +28,7 @@
 //!   how separate trees (boot, partitions, orphaned subtrees) merge: every
 //!   root probes a contact (seeds, agents it met, rack neighbours) every
 //!   `probe_period` with an `Attach`; an `Attach` that comes back to its sender
-//!   means the contact is in the same tree, and the root probes the next contact
-//!   at once (once a probe: a root alone probes at its pace). A root that attaches itself to the
+//!   means the contact is in the same tree. A root that attaches itself to the
 //!   joiner asks the joiner again at its own next probe, in case that `Attach`
 //!   is lost: the joiner's next probes go to other contacts.
 //! - `View`: the leader's membership of a group, pushed to every member when it
@@ -438,9 +437,6 @@ pub struct Federation {
     next_join: Time,
     next_probe: Time,
     fast_probes: u32,
-    /// The last probe may be followed by one more at once, should it come back (its
-    /// contact is in this agent's own tree).
-    probe_again: bool,
     timers: TimerTable<()>,
     outbox: VecDeque<FedOutput>,
     /// Lifeguard's local health: periods added to this agent's timeouts.
@@ -479,7 +475,6 @@ impl Federation {
             next_join: Time::ZERO,
             next_probe: Time::NEVER,
             fast_probes: 0,
-            probe_again: false,
             timers: TimerTable::default(),
             outbox: VecDeque::new(),
             health: detect::Health::default(),

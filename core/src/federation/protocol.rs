@@ -318,7 +318,6 @@ impl Federation {
             };
             if let Some(contact) = self.next_contact() {
                 self.send(contact, attach(self.me, top as Level + 1));
-                self.probe_again = true;
             }
         }
     }
@@ -564,16 +563,7 @@ impl Federation {
         let top = self.seats.len() - 1;
         let lead_top = self.seats[top].led_by(self.me);
         if joiner == self.me {
-            // Our own probe came back: the contact is in our tree. Most contacts are
-            // (rack neighbours, leaders met in our groups), so a root that waited a
-            // period after each would find another tree slowly: it tries the next
-            // contact at once, once per probe.
-            if l == top + 1 && lead_top && std::mem::take(&mut self.probe_again) {
-                if let Some(contact) = self.next_contact() {
-                    self.send(contact, attach(self.me, level));
-                }
-            }
-            return;
+            return; // our own probe came back: the contact is in our tree
         }
         if l < top || (l == top && lead_top) {
             self.accept(now, l, joiner);
