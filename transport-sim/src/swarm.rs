@@ -48,9 +48,8 @@ pub struct Limits {
     /// Simulated time, at most (unless the quiet phase alone needs more).
     pub max_duration: Duration,
     /// Whether a third of the seeds also draw a supervision workload. Off by
-    /// default: seed 5 of CI's 1..=20 runs a child twice with it (split brain: the
-    /// home cut off with a minority of its group keeps its authority; see the
-    /// supervision service's module doc), and longer hunts find late restarts.
+    /// default: a one-for-all group restarted on a cluster too full to place it
+    /// at once is late, and the check does not excuse it yet.
     pub supervision: bool,
 }
 
