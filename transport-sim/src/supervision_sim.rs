@@ -31,9 +31,11 @@
 //!   restart bound (detection plus placement time: the federation's removal time,
 //!   supervision's `lost_after` and probe period, and `placement_allowance`) of its
 //!   last process's end, unless it was given up (looping children are) or its
-//!   supervisor was lost beyond the design (its home crashed together with at
-//!   least half of the rest of its level-0 group, which keeps the copies: no
-//!   take-over is possible; a rack's crash does it, a single host's never). The bound
+//!   supervisor was lost beyond the design: its home crashed together with at
+//!   least half of the rest of its level-0 group, which keeps the copies, or its
+//!   last holders (the home, or the keepers while the home is down) crashed
+//!   together. No take-over is possible then; a rack's crash does it, a single
+//!   host's never. The bound
 //!   already covers a take-over when the supervisor's home dies with the child's
 //!   host; when the home is lost later, while the slot is down (its host crashes,
 //!   or its agent stalls), the bound counts again from that loss (from the end of

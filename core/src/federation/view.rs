@@ -36,6 +36,12 @@ pub struct View {
 }
 
 impl View {
+    /// The heir: the first member after the leader (none in a group of one).
+    #[must_use]
+    pub fn heir(&self) -> Option<NodeId> {
+        self.members.iter().find(|&&m| m != self.leader).copied()
+    }
+
     /// A new group of one.
     #[must_use]
     pub fn solo(level: Level, me: NodeId, ancestors: Vec<NodeId>) -> Self {

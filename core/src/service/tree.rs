@@ -84,10 +84,9 @@ impl<'a> TreeView<'a> {
         let Some(view) = self.group(0).map(|g| g.view()) else {
             return;
         };
-        let heir = view.members.iter().find(|&&m| m != view.leader).copied();
         keepers.extend(
             std::iter::once(view.leader)
-                .chain(heir)
+                .chain(view.heir())
                 .filter(|&n| n != self.me),
         );
     }

@@ -1217,7 +1217,7 @@ impl Supervision {
         };
         let view = group.view();
         let leading = group.led_by_me();
-        let heir = view.members.iter().find(|m| **m != view.leader) == Some(&self.me.node);
+        let heir = view.heir() == Some(self.me.node);
         // Copies to take over (as the leader) or drop (past `hold`).
         let mut settle = Vec::new();
         let (alive, authority) = (&self.alive, slack(self.config.authority));
