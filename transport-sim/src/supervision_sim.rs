@@ -52,7 +52,7 @@ use nefele_api::spec::ProcSpec;
 use nefele_api::supervision::{
     Intensity, RestartPolicy, Strategy, SupervisedSpawn, SupervisionSpec,
 };
-use nefele_core::{ApiCall, NodeId, Pid, TenantId, Time};
+use nefele_core::{ApiCall, ApiReply, NodeId, Pid, TenantId, Time};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -207,6 +207,9 @@ pub struct SupervisionFigures {
     pub restart_latency_p99_ms: Option<f64>,
     /// The bound the restarts were checked against, in ms.
     pub restart_bound_ms: f64,
+    /// Groups whose supervised spawn was answered with an error: no supervisor
+    /// took them on, so their slots owe no restart.
+    pub refused_groups: u64,
 }
 
 /// One slot's lives.
@@ -228,6 +231,10 @@ struct Slot {
     /// Its supervisor was lost beyond the design (see
     /// [`SupervisionSim::supervisors_lost`]): it owes no restart.
     orphaned: bool,
+    /// Its group's supervised spawn was answered with an error (placement's
+    /// all-or-nothing may have started and then killed some of its processes): no
+    /// supervisor exists, so it owes no restart.
+    refused: bool,
     looping: bool,
 }
 
@@ -244,6 +251,8 @@ pub struct SupervisionSim {
     /// Old processes running beside their slot's replacement while their host's
     /// agent is stalled: (slot, pid, the time by which it must be gone).
     excused: Vec<(u64, Pid, Time)>,
+    /// The groups' supervised spawns not answered yet: request id to group.
+    spawning: BTreeMap<u64, u32>,
 }
 
 impl SupervisionSim {
@@ -277,6 +286,7 @@ impl SupervisionSim {
             latencies_ms: Vec::new(),
             violations: Vec::new(),
             excused: Vec::new(),
+            spawning: BTreeMap::new(),
         }
     }
 
@@ -286,10 +296,32 @@ impl SupervisionSim {
         (self.workload.start, NodeId(self.workload.home))
     }
 
-    /// The calls that spawn the groups.
+    /// The calls that spawn the groups, by group.
     #[must_use]
     pub fn calls(&self) -> Vec<ApiCall> {
         self.workload.calls()
+    }
+
+    /// Group `group`'s spawn was issued as request `request`.
+    pub fn spawning(&mut self, request: u64, group: u32) {
+        self.spawning.insert(request, group);
+    }
+
+    /// A reply to a call issued in the run: if it answers a group's spawn with an
+    /// error, that group has no supervisor and its slots owe no restart.
+    pub fn on_reply(&mut self, request: u64, reply: &ApiReply) {
+        let Some(group) = self.spawning.remove(&request) else {
+            return;
+        };
+        if !matches!(reply, ApiReply::SpawnedSupervised(Err(_))) {
+            return;
+        }
+        self.figures.refused_groups += 1;
+        for (n, s) in &mut self.slots {
+            if n / GROUP_STRIDE == u64::from(group) {
+                s.refused = true;
+            }
+        }
     }
 
     /// A process of slot `slot` started now; `paused_until` tells until when a
@@ -447,7 +479,7 @@ impl SupervisionSim {
             let (Some(since), Some(due)) = (s.down_since, s.due_from) else {
                 continue;
             };
-            if s.orphaned {
+            if s.orphaned || s.refused {
                 continue;
             }
             if s.looping {
@@ -486,6 +518,7 @@ impl SupervisionSim {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nefele_api::SpawnError;
     use nefele_core::host::{HostCommand, HostEvent};
     use nefele_core::Incarnation;
 
@@ -579,6 +612,44 @@ mod tests {
         assert!(!failed(&within, "supervision.restarted"), "{within:?}");
         let late = sim.check(Time::from_millis(8100), &placement);
         assert!(failed(&late, "supervision.restarted"), "{late:?}");
+    }
+
+    /// A group whose supervised spawn failed has no supervisor: the processes
+    /// that placement's all-or-nothing started and then killed owe no restart
+    /// (before, swarm seed 194 failed `supervision.restarted` on such a slot).
+    #[test]
+    fn a_group_whose_spawn_failed_owes_no_restart() {
+        let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
+        let mut placement = PlacementSim::new(1);
+        sim.spawning(7, 0);
+        start(
+            &mut sim,
+            &mut placement,
+            Time::from_secs(3),
+            pid(1),
+            slot(0, 0),
+        );
+        placement.crash(NodeId(0));
+        sim.reconcile(Time::from_secs(3), &placement);
+        sim.on_reply(8, &ApiReply::SpawnedSupervised(Err(SpawnError::Aborted)));
+        let other = sim.check(Time::from_millis(6500), &placement);
+        assert!(
+            failed(&other, "supervision.restarted"),
+            "another call's reply"
+        );
+        sim.on_reply(7, &ApiReply::SpawnedSupervised(Err(SpawnError::Aborted)));
+        start(
+            &mut sim,
+            &mut placement,
+            Time::from_secs(7),
+            pid(2),
+            slot(0, 0),
+        );
+        placement.crash(NodeId(0));
+        sim.reconcile(Time::from_secs(7), &placement);
+        let late = sim.check(Time::from_millis(10_500), &placement);
+        assert!(!failed(&late, "supervision.restarted"), "{late:?}");
+        assert_eq!(sim.figures().refused_groups, 1);
     }
 
     #[test]

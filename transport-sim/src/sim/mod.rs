@@ -821,12 +821,17 @@ impl Simulation {
                         }
                     }
                 }
-                Output::ApiReply { request, reply } => match self.messaging.as_mut() {
-                    Some(m) if MessagingSim::owns(request.0) => {
-                        m.on_reply(self.now, request.0, reply, &self.placement);
+                Output::ApiReply { request, reply } => {
+                    if let Some(s) = self.supervision.as_mut() {
+                        s.on_reply(request.0, &reply);
                     }
-                    _ => self.placement.on_reply(self.now, node, request.0, reply),
-                },
+                    match self.messaging.as_mut() {
+                        Some(m) if MessagingSim::owns(request.0) => {
+                            m.on_reply(self.now, request.0, reply, &self.placement);
+                        }
+                        _ => self.placement.on_reply(self.now, node, request.0, reply),
+                    }
+                }
                 Output::Host(command) => {
                     let slot = match &*command {
                         HostCommand::Start { pid, spec, .. } => {
@@ -1050,8 +1055,11 @@ impl Simulation {
             return;
         };
         let node = s.start().1;
-        for call in s.calls() {
+        for (group, call) in (0..).zip(s.calls()) {
             let id = self.placement.issue(self.now, Some(node), None);
+            if let Some(s) = self.supervision.as_mut() {
+                s.spawning(id, group);
+            }
             self.deliver_call(node, id, Box::new(call));
         }
     }
