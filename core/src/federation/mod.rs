@@ -28,7 +28,9 @@
 //!   how separate trees (boot, partitions, orphaned subtrees) merge: every
 //!   root probes a contact (seeds, agents it met, rack neighbours) every
 //!   `probe_period` with an `Attach`; an `Attach` that comes back to its sender
-//!   means the contact is in the same tree. A root that attaches itself to the
+//!   means the contact is in the same tree: the root leaves that contact out of
+//!   its probes for a few probe periods and probes the next contact at once
+//!   (once per tick). A root that attaches itself to the
 //!   joiner asks the joiner again at its own next probe, in case that `Attach`
 //!   is lost: the joiner's next probes go to other contacts.
 //! - `View`: the leader's membership of a group, pushed to every member when it
@@ -113,7 +115,7 @@ use crate::timer::TimerTable;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 pub use seat::Seat;
@@ -402,6 +404,11 @@ const MAX_ANCESTORS: usize = 16;
 /// probe and its answer cross several lossy hops) still merge within a few periods.
 const FAST_PROBES: u32 = 20;
 const MAX_CONTACTS: usize = 32;
+/// Probe periods for which a contact whose probe came back (so in this agent's
+/// tree) is not probed again: long enough that a root stops spending its probes
+/// on its own tree, short enough that a contact cut off into another tree since
+/// (a partition) is probed again soon after the heal.
+const SAME_TREE_PROBES: u32 = 5;
 /// Copies of a changed view pushed to each member.
 const VIEW_COPIES: usize = 2;
 /// Times a groupless agent asks the leader a merge sent it to before it asks its neighbours.
@@ -431,6 +438,15 @@ pub struct Federation {
     /// Agents to probe before any other (the ancestors of a group this agent took over).
     priority_contacts: VecDeque<NodeId>,
     contact_cursor: usize,
+    /// The contact of this root's latest probe, until its `Attach` comes back.
+    probed: Option<NodeId>,
+    /// The latest probe was the tick's own: if it comes back, the next contact is
+    /// probed at once (once per tick).
+    probe_again: bool,
+    /// Contacts whose probe came back, and when: in this agent's tree, so skipped
+    /// for [`SAME_TREE_PROBES`] probe periods (expired entries are dropped as
+    /// contacts are chosen, so it holds at most the contacts probed meanwhile).
+    same_tree: BTreeMap<NodeId, Time>,
     join_attempts: u32,
     /// The leader a merge or dissolve sent this agent to, asked first when groupless.
     join_target: Option<NodeId>,
@@ -470,6 +486,9 @@ impl Federation {
             contacts: VecDeque::new(),
             priority_contacts: VecDeque::new(),
             contact_cursor: 0,
+            probed: None,
+            probe_again: false,
+            same_tree: BTreeMap::new(),
             join_attempts: 0,
             join_target: None,
             next_join: Time::ZERO,
@@ -708,12 +727,20 @@ impl Federation {
 
     /// The next agent to probe for another tree: every other probe goes to a seed
     /// (in turn), the others to remembered contacts and rack neighbours (in turn),
-    /// skipping this agent and the members of its own seats.
-    fn next_contact(&mut self) -> Option<NodeId> {
+    /// skipping this agent, the members of its own seats and the contacts found in
+    /// its tree lately.
+    fn next_contact(&mut self, now: Time) -> Option<NodeId> {
         if let Some(first) = self.priority_contacts.pop_front() {
             return Some(first);
         }
-        let outside = |n: &NodeId| *n != self.me && !self.seats.iter().any(|s| s.view.contains(*n));
+        let memory = self.config.probe_period * SAME_TREE_PROBES;
+        self.same_tree
+            .retain(|_, found| now.saturating_since(*found) < memory);
+        let outside = |n: &NodeId| {
+            *n != self.me
+                && !self.same_tree.contains_key(n)
+                && !self.seats.iter().any(|s| s.view.contains(*n))
+        };
         let seeds: Vec<NodeId> = self.config.seeds.iter().copied().filter(outside).collect();
         let others: Vec<NodeId> = self
             .contacts

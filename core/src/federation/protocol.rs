@@ -316,9 +316,16 @@ impl Federation {
             } else {
                 now + self.config.probe_period
             };
-            if let Some(contact) = self.next_contact() {
-                self.send(contact, attach(self.me, top as Level + 1));
-            }
+            self.probe_contact(now, top as Level + 1);
+            self.probe_again = true;
+        }
+    }
+
+    /// Sends a root's `Attach` for a seat at `level` to the next contact, if any.
+    fn probe_contact(&mut self, now: Time, level: Level) {
+        self.probed = self.next_contact(now);
+        if let Some(contact) = self.probed {
+            self.send(contact, attach(self.me, level));
         }
     }
 
@@ -563,7 +570,18 @@ impl Federation {
         let top = self.seats.len() - 1;
         let lead_top = self.seats[top].led_by(self.me);
         if joiner == self.me {
-            return; // our own probe came back: the contact is in our tree
+            // Our own probe came back: the contact is in our tree. Most contacts are
+            // (rack neighbours, leaders met in our groups), so a root that waited a
+            // period after each would find another tree slowly: it remembers the
+            // contact as one not to probe for a while, and tries the next one at
+            // once, once per tick.
+            if let Some(contact) = self.probed.take() {
+                self.same_tree.insert(contact, now);
+            }
+            if l == top + 1 && lead_top && std::mem::take(&mut self.probe_again) {
+                self.probe_contact(now, level);
+            }
+            return;
         }
         if l < top || (l == top && lead_top) {
             self.accept(now, l, joiner);
