@@ -27,8 +27,13 @@ use serde::{Deserialize, Serialize};
 pub const MAX_DATA_BYTES: usize = 60_000;
 /// The longest name, group or topic in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
-/// The most acks in one [`MessagingMsg::Acks`].
+/// The most acks in one [`MessagingMsg::Acks`] a peer may send (what a receiver
+/// accepts).
 pub const MAX_ACKS: usize = 1024;
+/// The most acks this agent puts in one [`MessagingMsg::Acks`]: acks are control
+/// messages, so a batch must fit [`crate::wire::CONTROL_MTU`] (an ack encodes in
+/// 44 bytes); a longer batch goes as several messages.
+pub const ACKS_PER_MESSAGE: usize = 28;
 
 /// A message between two agents' messaging services.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]

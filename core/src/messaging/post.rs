@@ -84,7 +84,7 @@
 //! queue in time order (no tree): entries whose item moved on are skipped when they
 //! come up, and a queue is compacted when it holds more than twice the live items.
 
-use super::msg::{Ack, Item, MessagingMsg, Outcome, MAX_ACKS};
+use super::msg::{Ack, Item, MessagingMsg, Outcome, ACKS_PER_MESSAGE};
 use super::MessagingConfig;
 use crate::ids::{Incarnation, NodeId, Pid, TenantId};
 use crate::service::registry::earliest;
@@ -1151,13 +1151,9 @@ impl Post {
     fn flush_acks(&mut self) {
         self.ack_flush = None;
         for (node, acks) in std::mem::take(&mut self.acks) {
-            let mut acks = acks;
-            while acks.len() > MAX_ACKS {
-                let rest = acks.split_off(MAX_ACKS);
-                self.send_msg(node, MessagingMsg::Acks(acks));
-                acks = rest;
+            for batch in acks.chunks(ACKS_PER_MESSAGE) {
+                self.send_msg(node, MessagingMsg::Acks(batch.to_vec()));
             }
-            self.send_msg(node, MessagingMsg::Acks(acks));
         }
     }
 

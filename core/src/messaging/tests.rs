@@ -841,6 +841,72 @@ fn peer_sent_bounds_are_checked() {
     assert!(Messaging::validate_msg(&acks).is_err());
 }
 
+/// Acks are control messages: the largest batch an agent sends fits the control
+/// MTU (before, a burst of deliveries to one agent acked up to 1,024 at once, and
+/// the messaging swarm found 10 kB `msg_acks` frames).
+#[test]
+fn the_largest_ack_batch_fits_the_control_mtu() {
+    use crate::wire::{encoded_len, Envelope, Message, CONTROL_MTU};
+    let ack = Ack {
+        from: Pid::MAX,
+        to: Pid::MAX,
+        seq: u64::MAX - 1,
+        outcome: Outcome::Late,
+    };
+    let env = Envelope {
+        from: NodeId(u32::MAX),
+        incarnation: Incarnation(u32::MAX),
+        body: Message::Messaging(MessagingMsg::Acks(vec![ack; msg::ACKS_PER_MESSAGE])),
+    };
+    assert!(
+        encoded_len(&env) <= CONTROL_MTU,
+        "{} bytes",
+        encoded_len(&env)
+    );
+}
+
+/// Many acks due to one agent at once leave in batches that each fit the MTU, and
+/// every one of them leaves.
+#[test]
+fn a_burst_of_acks_leaves_in_batches_of_at_most_the_bound() {
+    let config = MessagingConfig {
+        ack_delay: Duration::from_millis(10),
+        ..MessagingConfig::default()
+    };
+    let mut net = Net::new(2, &config);
+    let (a, b) = (pid(1, 1), pid(2, 1));
+    net.start(a, T);
+    net.start(b, T);
+    let n = msg::ACKS_PER_MESSAGE * 3 + 1;
+    for seq in 0..n as u64 {
+        let item = MessagingMsg::Deliver(Item {
+            tenant: T,
+            from: a,
+            to: b,
+            seq,
+            base: 0,
+            reliable: false,
+            block: false,
+            body: MailBody::Data(vec![1]),
+        });
+        net.deliver(NodeId(1), NodeId(2), item);
+    }
+    net.advance_to(net.now + Duration::from_millis(20));
+    let batches: Vec<usize> = net
+        .wire
+        .iter()
+        .filter_map(|(from, _, m)| match m {
+            MessagingMsg::Acks(acks) if *from == NodeId(2) => Some(acks.len()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        batches.iter().all(|&k| k <= msg::ACKS_PER_MESSAGE),
+        "{batches:?}"
+    );
+    assert_eq!(batches.iter().sum::<usize>(), n, "{batches:?}");
+}
+
 #[test]
 fn a_peer_cannot_speak_for_another_agents_processes() {
     let mut net = Net::new(3, &MessagingConfig::default());
