@@ -60,6 +60,7 @@ fn small() -> Limits {
         min_duration: Duration::from_secs(20),
         max_duration: Duration::from_secs(30),
         supervision: false,
+        messaging: false,
     }
 }
 

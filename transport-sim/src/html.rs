@@ -376,6 +376,7 @@ mod tests {
             min_duration: Duration::from_secs(20),
             max_duration: Duration::from_secs(20),
             supervision: false,
+            messaging: false,
         };
         let outcomes = crate::swarm::run_seeds(1..4, &limits, 1, &|_| {}, &|| true, &|_| {});
         let summary = Summary::of(&outcomes);

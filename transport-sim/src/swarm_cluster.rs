@@ -98,6 +98,9 @@ pub fn worker_argv(sim_bin: &str, seed: u64, limits: &Limits) -> Vec<String> {
     if limits.supervision {
         argv.push("--supervision".to_owned());
     }
+    if limits.messaging {
+        argv.push("--messaging".to_owned());
+    }
     argv
 }
 
@@ -242,6 +245,7 @@ mod tests {
             min_duration: Duration::from_secs(20),
             max_duration: Duration::from_millis(25_500),
             supervision: false,
+            messaging: false,
         }
     }
 
