@@ -28,7 +28,10 @@
 //!
 //! Registration stays available on both sides of a partition: each side's tree has
 //! its own root, which grants names of its side; a registration whose root does not
-//! answer within [`CLAIM_TIMEOUT`] is granted anyway. When the sides meet again, the
+//! answer within [`CLAIM_TIMEOUT`] is granted anyway, and its claim goes again every
+//! [`CLAIM_TIMEOUT`] until a verdict comes (a refusal then takes the name back with
+//! `NameLost`: so a verdict or claim lost on the way cannot leave two holders of a
+//! name within one tree). When the sides meet again, the
 //! hosts of the side whose root changed send their registrations to the new root,
 //! which keeps, of two registrations of one name, **the older one: the lower
 //! Lamport stamp, ties broken by the lower pid** ([`Claim::beats`]). The loser's
@@ -309,6 +312,17 @@ struct Mine {
     stamp: u64,
     /// The client waiting for the root's verdict, and when it stops waiting.
     fresh: Option<(RequestId, Time)>,
+    /// Granted without the root's verdict (none came in time): the fresh claim goes
+    /// again every [`CLAIM_TIMEOUT`] until one comes, and a refusal then takes the
+    /// name back (`NameLost`). The next deadline.
+    confirm: Option<Time>,
+}
+
+impl Mine {
+    /// The deadline of its timer, if it has one.
+    fn deadline(&self) -> Option<Time> {
+        self.fresh.map(|(_, t)| t).or(self.confirm)
+    }
 }
 
 /// A directory entry at a root.
@@ -467,6 +481,7 @@ impl Names {
                 pid,
                 stamp,
                 fresh: Some((request, deadline)),
+                confirm: None,
             },
         );
         self.arm_tick(now);
@@ -700,11 +715,10 @@ impl Names {
             .collect();
         for key in keys {
             if let Some(Mine {
-                fresh: Some((request, deadline)),
+                fresh: Some((request, _)),
                 ..
             }) = self.mine.get(&key).cloned()
             {
-                self.timers.remove(&(deadline, true, key.clone()));
                 self.reply(request, ApiReply::Named(Err(NameError::NoSuchProcess)));
             }
             self.drop_mine(now, tree, &key, pid);
@@ -723,10 +737,19 @@ impl Names {
     }
 
     fn drop_mine(&mut self, now: Time, tree: &TreeView<'_>, key: &Key, pid: Pid) {
-        self.mine.remove(key);
+        self.remove_mine(key);
         let root = self.sync_root(now, tree);
         let (tenant, name) = key.clone();
         self.send(now, tree, root, NamesMsg::Unclaim { tenant, name, pid });
+    }
+
+    /// Forgets the registration `key` of this host, and its timer.
+    fn remove_mine(&mut self, key: &Key) -> Option<Mine> {
+        let m = self.mine.remove(key)?;
+        if let Some(t) = m.deadline() {
+            self.timers.remove(&(t, true, key.clone()));
+        }
+        Some(m)
     }
 
     /// Deadlines that came.
@@ -737,14 +760,29 @@ impl Names {
             }
             self.timers.pop_first();
             if fresh {
-                // No verdict in time: granted (availability; see the module doc).
-                if let Some(m) = self.mine.get_mut(&key) {
-                    if let Some((request, _)) = m.fresh.take() {
-                        let pid = m.pid;
-                        self.reply(request, ApiReply::Named(Ok(())));
-                        self.out.push_back(NameOut::Held(pid));
-                    }
+                // No verdict in time: granted (availability; see the module doc),
+                // and asked again until a verdict comes.
+                let Some(m) = self.mine.get_mut(&key) else {
+                    continue;
+                };
+                let granted = m.fresh.take().map(|(request, _)| request);
+                m.confirm = Some(now + CLAIM_TIMEOUT);
+                let (pid, stamp) = (m.pid, m.stamp);
+                self.timers.insert((now + CLAIM_TIMEOUT, true, key.clone()));
+                if let Some(request) = granted {
+                    self.reply(request, ApiReply::Named(Ok(())));
+                    self.out.push_back(NameOut::Held(pid));
                 }
+                let root = self.sync_root(now, tree);
+                let (tenant, name) = key;
+                let claims = vec![Claim {
+                    tenant,
+                    name,
+                    pid,
+                    stamp,
+                    fresh: true,
+                }];
+                self.send(now, tree, root, NamesMsg::Claim { claims });
             } else if let Some(l) = self.lookups.remove(&key) {
                 for w in l.waiters {
                     self.answer(w, Err(NameError::Unreachable));
@@ -805,10 +843,9 @@ impl Names {
             NamesMsg::Lost { tenant, name, pid } => {
                 let key = (tenant, name);
                 self.cache.remove(&key);
-                if let Some(m) = self.mine.get(&key).filter(|m| m.pid == pid).cloned() {
-                    self.mine.remove(&key);
-                    if let Some((request, deadline)) = m.fresh {
-                        self.timers.remove(&(deadline, true, key.clone()));
+                if self.mine.get(&key).is_some_and(|m| m.pid == pid) {
+                    let m = self.remove_mine(&key);
+                    if let Some((request, _)) = m.and_then(|m| m.fresh) {
                         self.reply(request, ApiReply::Named(Err(NameError::Taken)));
                     } else {
                         self.out.push_back(NameOut::NameLost { pid, name: key.1 });
@@ -1002,6 +1039,15 @@ impl Names {
             return;
         };
         let Some((request, deadline)) = m.fresh.take() else {
+            // Granted when no verdict came in time: confirmed, or taken back.
+            if let Some(deadline) = m.confirm.take() {
+                self.timers.remove(&(deadline, true, key.clone()));
+                if refused.is_some() {
+                    self.mine.remove(&key);
+                    self.out.push_back(NameOut::NameLost { pid, name: key.1 });
+                    self.out.push_back(NameOut::Held(pid));
+                }
+            }
             return;
         };
         self.timers.remove(&(deadline, true, key.clone()));
@@ -1025,7 +1071,11 @@ impl Names {
     /// The module's invariants (see the module documentation).
     #[must_use]
     pub fn invariants(&self) -> bool {
-        let fresh = self.mine.values().filter(|m| m.fresh.is_some()).count();
+        let fresh = self
+            .mine
+            .values()
+            .filter(|m| m.deadline().is_some())
+            .count();
         let fresh_timers = self.timers.iter().filter(|(_, f, _)| *f).count();
         let indexed: usize = self.by_host.values().map(BTreeSet::len).sum();
         fresh == fresh_timers
@@ -1364,26 +1414,104 @@ mod tests {
         assert!(host.invariants());
     }
 
+    /// Without a verdict in time a registration is granted, and its claim goes
+    /// again until a verdict comes: a refusal then takes the name back. Before, a
+    /// lost verdict (or claim) left two processes of a tenant holding one name
+    /// until the next refresh, 30 s later (the messaging swarm, seed 44).
     #[test]
-    fn without_a_verdict_a_registration_is_granted_after_the_claim_timeout() {
+    fn without_a_verdict_a_registration_is_granted_and_asked_again_until_one_comes() {
         let tree = under(2, 1);
         let mut host = Names::new(NodeId(2), Incarnation(1));
+        let p = pid(2, 1);
         host.register(
             Time::ZERO,
             &tree,
             RequestId(1),
-            (T, "n".to_owned(), pid(2, 1)),
+            (T, "n".to_owned(), p),
             true,
         );
         drain(&mut host);
-        assert_eq!(Part::next_timeout(&host), Some(Time::ZERO + CLAIM_TIMEOUT));
-        host.on_timeout(Time::ZERO + CLAIM_TIMEOUT, &tree);
+        let timeout = Time::ZERO + CLAIM_TIMEOUT;
+        assert_eq!(Part::next_timeout(&host), Some(timeout));
+        host.on_timeout(timeout, &tree);
+        let asked = |out: &[NameOut]| {
+            out.iter().any(|o| {
+                matches!(o, NameOut::Send(to, NamesMsg::Claim { claims })
+                    if *to == NodeId(1) && claims.len() == 1 && claims[0].fresh && claims[0].pid == p)
+            })
+        };
+        let out = drain(&mut host);
+        assert_eq!(
+            out[..2],
+            [
+                NameOut::Reply(RequestId(1), ApiReply::Named(Ok(()))),
+                NameOut::Held(p)
+            ]
+        );
+        assert!(asked(&out), "{out:?}");
+        assert!(host.invariants());
+        // Still no verdict: asked again, and nothing more is answered.
+        let again = timeout + CLAIM_TIMEOUT;
+        assert_eq!(Part::next_timeout(&host), Some(again));
+        host.on_timeout(again, &tree);
+        let out = drain(&mut host);
+        assert!(asked(&out) && out.len() == 1, "{out:?}");
+        // The root holds the name for another process: the name is taken back.
+        let verdict = NamesMsg::Verdict {
+            tenant: T,
+            name: "n".to_owned(),
+            pid: p,
+            refused: Some(Refusal::Taken),
+            clock: 9,
+        };
+        host.on_message(again, NodeId(1), verdict, &tree);
         assert_eq!(
             drain(&mut host),
             vec![
-                NameOut::Reply(RequestId(1), ApiReply::Named(Ok(()))),
-                NameOut::Held(pid(2, 1))
+                NameOut::NameLost {
+                    pid: p,
+                    name: "n".to_owned()
+                },
+                NameOut::Held(p)
             ]
+        );
+        assert!(host.held().next().is_none());
+        assert_eq!(
+            Part::next_timeout(&host).filter(|t| *t <= again + CLAIM_TIMEOUT),
+            None
+        );
+        assert!(host.invariants());
+    }
+
+    /// A verdict that grants the name ends the asking.
+    #[test]
+    fn a_late_grant_confirms_a_name_granted_without_a_verdict() {
+        let tree = under(2, 1);
+        let mut host = Names::new(NodeId(2), Incarnation(1));
+        let p = pid(2, 1);
+        host.register(
+            Time::ZERO,
+            &tree,
+            RequestId(1),
+            (T, "n".to_owned(), p),
+            true,
+        );
+        let timeout = Time::ZERO + CLAIM_TIMEOUT;
+        host.on_timeout(timeout, &tree);
+        drain(&mut host);
+        let verdict = NamesMsg::Verdict {
+            tenant: T,
+            name: "n".to_owned(),
+            pid: p,
+            refused: None,
+            clock: 9,
+        };
+        host.on_message(timeout, NodeId(1), verdict, &tree);
+        assert_eq!(drain(&mut host), vec![]);
+        assert_eq!(host.held().count(), 1);
+        assert_eq!(
+            Part::next_timeout(&host).filter(|t| *t <= timeout + CLAIM_TIMEOUT),
+            None
         );
         assert!(host.invariants());
     }
@@ -1676,7 +1804,14 @@ mod tests {
             (T, "n".to_owned(), pid(2, 1)),
             true,
         );
-        host.on_timeout(Time::ZERO + CLAIM_TIMEOUT, &tree);
+        let granted = NamesMsg::Verdict {
+            tenant: T,
+            name: "n".to_owned(),
+            pid: pid(2, 1),
+            refused: None,
+            clock: 1,
+        };
+        host.on_message(Time::ZERO, NodeId(1), granted, &tree);
         drain(&mut host);
         assert_eq!(Part::next_timeout(&host), Some(Time::ZERO + REFRESH));
         host.on_timeout(Time::ZERO + REFRESH, &tree);
