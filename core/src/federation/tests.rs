@@ -597,7 +597,7 @@ fn a_leader_that_observes_heavy_loss_probes_more_rounds_before_removing() {
         move |(from, to, body): &Msg| {
             matches!(body, FedBody::Beat { .. })
                 && *to == NodeId(0)
-                && (u64::from(from.0) + k) % 4 == 0
+                && (u64::from(from.0) + k).is_multiple_of(4)
         }
     };
     for k in 1..=20 {
