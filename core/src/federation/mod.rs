@@ -80,7 +80,8 @@
 //! `suspect_periods` periods (so a crash is suspected within one period more
 //! than that), probes it directly and through other members every tick while it
 //! stays silent ([`detect`]), and removes it after `remove_periods` (plus up to
-//! [`detect::MAX_HEALTH`] periods while this agent's own health is poor). Members
+//! [`detect::MAX_HEALTH`] periods while this agent's own health is poor, or while it
+//! observes heavy heartbeat loss: more probe rounds before a removal). Members
 //! watch their leader the same way; when they suspect it they also probe the
 //! heirs ahead of them (the members after the leader, lowest id first). A member
 //! takes over after `remove_periods`, plus `1 + MAX_HEALTH` periods for each heir
@@ -237,7 +238,8 @@ impl FederationConfig {
     }
 
     /// How long an agent may be silent before it is removed: `remove_periods`, the
-    /// tick that notices, and what poor local health may add ([`detect::MAX_HEALTH`]).
+    /// tick that notices, and what poor local health or observed loss may add
+    /// ([`detect::MAX_HEALTH`]).
     #[must_use]
     pub fn detection_timeout(&self) -> Duration {
         self.period * (self.remove_periods + 1 + detect::MAX_HEALTH)
@@ -457,6 +459,8 @@ pub struct Federation {
     outbox: VecDeque<FedOutput>,
     /// Lifeguard's local health: periods added to this agent's timeouts.
     health: detect::Health,
+    /// The heartbeat loss this agent observes: periods added to its timeouts too.
+    loss: detect::LossMeter,
 }
 
 impl Federation {
@@ -497,6 +501,7 @@ impl Federation {
             timers: TimerTable::default(),
             outbox: VecDeque::new(),
             health: detect::Health::default(),
+            loss: detect::LossMeter::default(),
         }
     }
 

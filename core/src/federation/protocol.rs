@@ -90,7 +90,7 @@ impl Federation {
     fn lead_tick(&mut self, now: Time, level: usize) {
         let period = self.config.period;
         let suspect_after = period * self.config.suspect_periods;
-        let remove_after = period * (self.config.remove_periods + self.health.extra_periods());
+        let remove_after = period * (self.config.remove_periods + self.extra_periods());
         // A split's other half has its leader, or has broken up, by the time its members
         // would have taken over from a leader that never spoke.
         self.seats[level].forget_hand_overs(now - period * self.config.remove_periods);
@@ -102,6 +102,9 @@ impl Federation {
         for m in seat.view.members.iter().copied().filter(|m| *m != self.me) {
             beats.push(m);
             let silence = now.saturating_since(seat.heard.get(&m).copied().unwrap_or(now));
+            if silence <= suspect_after {
+                self.loss.observe(silence > period);
+            }
             if silence > remove_after {
                 removals.push(m);
             } else if silence > suspect_after {
@@ -144,6 +147,9 @@ impl Federation {
         let silence = now.saturating_since(seat.leader_heard);
         let suspect_after = period * self.config.suspect_periods;
         let suspected = silence > suspect_after;
+        if !suspected {
+            self.loss.observe(silence > period);
+        }
         let newly_suspected = suspected && !seat.leader_suspected;
         // The heirs ahead of this agent: the members after the leader, lowest id first.
         let ahead: Vec<NodeId> = seat
@@ -192,7 +198,7 @@ impl Federation {
         // so the succession keeps its order.
         let wait = self.config.remove_periods
             + live_ahead * (1 + super::detect::MAX_HEALTH)
-            + self.health.extra_periods();
+            + self.extra_periods();
         if silence > period * wait {
             self.take_over(now, level);
         }
@@ -209,7 +215,11 @@ impl Federation {
         }
         for (i, p) in prev.into_iter().enumerate() {
             let seat = &mut self.seats[0];
-            if now.saturating_since(seat.ring_heard[i]) > suspect_after && !seat.ring_suspected[i] {
+            let silence = now.saturating_since(seat.ring_heard[i]);
+            if silence <= suspect_after {
+                self.loss.observe(silence > self.config.period);
+            }
+            if silence > suspect_after && !seat.ring_suspected[i] {
                 seat.ring_suspected[i] = true;
                 self.notice(FedNotice::Suspected { node: p, level: 0 });
             }

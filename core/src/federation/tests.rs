@@ -638,6 +638,64 @@ fn a_deaf_leader_waits_longer_before_removing() {
     assert!(removed_at <= Time::from_secs(1) + config.detection_timeout());
 }
 
+/// Regression (`loss-20pct`: 2,000 agents, 20% uniform loss, one or two live agents
+/// removed on 9 of seeds 101-120, most by their level-0 leader after two probe rounds
+/// whose every path lost a message): a leader that observes heavy heartbeat loss
+/// probes a silent member in more rounds before it removes it, so a live member must
+/// fail them all, and still removes one that is really cut off within the detection
+/// timeout.
+#[test]
+fn a_leader_that_observes_heavy_loss_probes_more_rounds_before_removing() {
+    let mut net = Net::group_of_five(5, true);
+    let config = net.agents[&NodeId(0)].config().clone();
+    let at = |k: u64| Time::from_millis(1_000 + 300 * k);
+    // One beat in four to n0 is lost (25%): one member's each tick, in turn, so none
+    // is ever silent long enough to be suspected.
+    let lossy = |k: u64| {
+        move |(from, to, body): &Msg| {
+            matches!(body, FedBody::Beat { .. })
+                && *to == NodeId(0)
+                && (u64::from(from.0) + k).is_multiple_of(4)
+        }
+    };
+    for k in 1..=20 {
+        net.round(at(k), &[], lossy(k));
+        assert!(
+            (1..5).all(|m| net.listed_by_n0(m)),
+            "a member removed at {}",
+            at(k)
+        );
+    }
+    // From then on nothing passes to or from n3.
+    let cut_off_at = at(20);
+    let mut removed_at = None;
+    let mut rounds = 0;
+    for k in 21..=40 {
+        let lost = lossy(k);
+        let dropped = net.round(at(k), &[], |m| {
+            m.0 == NodeId(3) || m.1 == NodeId(3) || lost(m)
+        });
+        rounds += dropped
+            .iter()
+            .filter(|(f, t, b)| {
+                (*f, *t) == (NodeId(0), NodeId(3)) && matches!(b, FedBody::Probe { .. })
+            })
+            .count();
+        if !net.listed_by_n0(3) {
+            removed_at = Some(at(k));
+            break;
+        }
+    }
+    let removed_at = removed_at.expect("n3 removed in the end");
+    let loss_free_removal = cut_off_at + config.period * (config.remove_periods + 1);
+    assert!(
+        removed_at > loss_free_removal,
+        "removed at {removed_at} after {rounds} probe rounds, as early as without loss"
+    );
+    assert!(rounds >= 4, "only {rounds} probe rounds before the removal");
+    assert!(removed_at <= cut_off_at + config.detection_timeout());
+}
+
 // ---- epochs: one author per leader ----------------------------------------------
 
 impl Net {
