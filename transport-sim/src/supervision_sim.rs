@@ -554,6 +554,19 @@ mod tests {
         sim.started(now, pid, slot, &|_| Time::ZERO);
     }
 
+    /// A process of `slot` starts on host 0 at `at` and is lost with the host at once.
+    fn lost_at_start(
+        sim: &mut SupervisionSim,
+        placement: &mut PlacementSim,
+        at: Time,
+        pid: Pid,
+        slot: u64,
+    ) {
+        start(sim, placement, at, pid, slot);
+        placement.crash(NodeId(0));
+        sim.reconcile(at, placement);
+    }
+
     fn failed(results: &[(&'static str, Result<(), String>)], name: &str) -> bool {
         results.iter().any(|(n, r)| *n == name && r.is_err())
     }
@@ -622,15 +635,13 @@ mod tests {
         let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
         let mut placement = PlacementSim::new(1);
         sim.spawning(7, 0);
-        start(
+        lost_at_start(
             &mut sim,
             &mut placement,
             Time::from_secs(3),
             pid(1),
             slot(0, 0),
         );
-        placement.crash(NodeId(0));
-        sim.reconcile(Time::from_secs(3), &placement);
         sim.on_reply(8, &ApiReply::SpawnedSupervised(Err(SpawnError::Aborted)));
         let other = sim.check(Time::from_millis(6500), &placement);
         assert!(
@@ -638,15 +649,13 @@ mod tests {
             "another call's reply"
         );
         sim.on_reply(7, &ApiReply::SpawnedSupervised(Err(SpawnError::Aborted)));
-        start(
+        lost_at_start(
             &mut sim,
             &mut placement,
             Time::from_secs(7),
             pid(2),
             slot(0, 0),
         );
-        placement.crash(NodeId(0));
-        sim.reconcile(Time::from_secs(7), &placement);
         let late = sim.check(Time::from_millis(10_500), &placement);
         assert!(!failed(&late, "supervision.restarted"), "{late:?}");
         assert_eq!(sim.figures().refused_groups, 1);

@@ -1223,6 +1223,32 @@ mod tests {
         TreeView::member_of(NodeId(me), view)
     }
 
+    /// The root's verdict on `p`'s registration of "n".
+    fn verdict(p: Pid, refused: Option<Refusal>, clock: u64) -> NamesMsg {
+        NamesMsg::Verdict {
+            tenant: T,
+            name: "n".to_owned(),
+            pid: p,
+            refused,
+            clock,
+        }
+    }
+
+    /// Host n2, under root n1, registering "n" for its process `pid(2, 1)` (request 1).
+    fn registering() -> (Names, TreeView<'static>, Pid) {
+        let tree = under(2, 1);
+        let mut host = Names::new(NodeId(2), Incarnation(1));
+        let p = pid(2, 1);
+        host.register(
+            Time::ZERO,
+            &tree,
+            RequestId(1),
+            (T, "n".to_owned(), p),
+            true,
+        );
+        (host, tree, p)
+    }
+
     fn claim(node: u32, seq: u64, stamp: u64) -> Claim {
         Claim {
             tenant: T,
@@ -1339,16 +1365,7 @@ mod tests {
     #[test]
     fn a_registration_is_one_round_trip_to_the_root_and_the_loser_hears_name_lost() {
         let (me, root) = (2, 1);
-        let tree = under(me, root);
-        let mut host = Names::new(NodeId(me), Incarnation(1));
-        let p = pid(me, 1);
-        host.register(
-            Time::ZERO,
-            &tree,
-            RequestId(1),
-            (T, "n".to_owned(), p),
-            true,
-        );
+        let (mut host, tree, p) = registering();
         let out = drain(&mut host);
         let [NameOut::Send(to, NamesMsg::Claim { claims })] = out.as_slice() else {
             panic!("{out:?}");
@@ -1357,14 +1374,7 @@ mod tests {
             (*to, claims.len(), claims[0].fresh),
             (NodeId(root), 1, true)
         );
-        let verdict = NamesMsg::Verdict {
-            tenant: T,
-            name: "n".to_owned(),
-            pid: p,
-            refused: None,
-            clock: 50,
-        };
-        host.on_message(Time::ZERO, NodeId(root), verdict, &tree);
+        host.on_message(Time::ZERO, NodeId(root), verdict(p, None, 50), &tree);
         assert_eq!(
             drain(&mut host),
             vec![
@@ -1420,16 +1430,7 @@ mod tests {
     /// until the next refresh, 30 s later (the messaging swarm, seed 44).
     #[test]
     fn without_a_verdict_a_registration_is_granted_and_asked_again_until_one_comes() {
-        let tree = under(2, 1);
-        let mut host = Names::new(NodeId(2), Incarnation(1));
-        let p = pid(2, 1);
-        host.register(
-            Time::ZERO,
-            &tree,
-            RequestId(1),
-            (T, "n".to_owned(), p),
-            true,
-        );
+        let (mut host, tree, p) = registering();
         drain(&mut host);
         let timeout = Time::ZERO + CLAIM_TIMEOUT;
         assert_eq!(Part::next_timeout(&host), Some(timeout));
@@ -1457,14 +1458,7 @@ mod tests {
         let out = drain(&mut host);
         assert!(asked(&out) && out.len() == 1, "{out:?}");
         // The root holds the name for another process: the name is taken back.
-        let verdict = NamesMsg::Verdict {
-            tenant: T,
-            name: "n".to_owned(),
-            pid: p,
-            refused: Some(Refusal::Taken),
-            clock: 9,
-        };
-        host.on_message(again, NodeId(1), verdict, &tree);
+        host.on_message(again, NodeId(1), verdict(p, Some(Refusal::Taken), 9), &tree);
         assert_eq!(
             drain(&mut host),
             vec![
@@ -1486,27 +1480,11 @@ mod tests {
     /// A verdict that grants the name ends the asking.
     #[test]
     fn a_late_grant_confirms_a_name_granted_without_a_verdict() {
-        let tree = under(2, 1);
-        let mut host = Names::new(NodeId(2), Incarnation(1));
-        let p = pid(2, 1);
-        host.register(
-            Time::ZERO,
-            &tree,
-            RequestId(1),
-            (T, "n".to_owned(), p),
-            true,
-        );
+        let (mut host, tree, p) = registering();
         let timeout = Time::ZERO + CLAIM_TIMEOUT;
         host.on_timeout(timeout, &tree);
         drain(&mut host);
-        let verdict = NamesMsg::Verdict {
-            tenant: T,
-            name: "n".to_owned(),
-            pid: p,
-            refused: None,
-            clock: 9,
-        };
-        host.on_message(timeout, NodeId(1), verdict, &tree);
+        host.on_message(timeout, NodeId(1), verdict(p, None, 9), &tree);
         assert_eq!(drain(&mut host), vec![]);
         assert_eq!(host.held().count(), 1);
         assert_eq!(
@@ -1722,15 +1700,7 @@ mod tests {
 
     #[test]
     fn a_host_sends_every_registration_to_a_new_root() {
-        let mut host = Names::new(NodeId(2), Incarnation(1));
-        let old = under(2, 1);
-        host.register(
-            Time::ZERO,
-            &old,
-            RequestId(1),
-            (T, "n".to_owned(), pid(2, 1)),
-            true,
-        );
+        let (mut host, old, _) = registering();
         host.on_timeout(Time::ZERO + CLAIM_TIMEOUT, &old);
         drain(&mut host);
         let new = under(2, 3);
@@ -1795,23 +1765,8 @@ mod tests {
     #[test]
     fn registrations_are_refreshed_and_a_root_expires_what_nobody_refreshes() {
         // A host: its granted name goes to the root again every REFRESH.
-        let tree = under(2, 1);
-        let mut host = Names::new(NodeId(2), Incarnation(1));
-        host.register(
-            Time::ZERO,
-            &tree,
-            RequestId(1),
-            (T, "n".to_owned(), pid(2, 1)),
-            true,
-        );
-        let granted = NamesMsg::Verdict {
-            tenant: T,
-            name: "n".to_owned(),
-            pid: pid(2, 1),
-            refused: None,
-            clock: 1,
-        };
-        host.on_message(Time::ZERO, NodeId(1), granted, &tree);
+        let (mut host, tree, p) = registering();
+        host.on_message(Time::ZERO, NodeId(1), verdict(p, None, 1), &tree);
         drain(&mut host);
         assert_eq!(Part::next_timeout(&host), Some(Time::ZERO + REFRESH));
         host.on_timeout(Time::ZERO + REFRESH, &tree);
