@@ -283,19 +283,16 @@ impl Federation {
     }
 
     /// Structural upkeep: undersized groups merge, a top group of one dissolves, roots probe.
+    /// An undersized group asks its parent for a sibling at every tick until it has
+    /// merged (the answer takes a round trip, far less than a period): a lost
+    /// `MergeReq` or `MergeInto` costs one period.
     fn maintain_shape(&mut self, now: Time) {
         let mut level = 0;
         // Seats may go while merging, so the bound is re-read every round.
         while level + 1 < self.seats.len() {
             let seat = &self.seats[level];
-            if seat.led_by(self.me)
-                && seat.view.members.len() < self.config.min_group
-                && seat
-                    .merge_asked
-                    .is_none_or(|t| now.saturating_since(t) > self.config.period * 2)
-            {
+            if seat.led_by(self.me) && seat.view.members.len() < self.config.min_group {
                 let parent = self.seats[level + 1].view.leader;
-                self.seats[level].merge_asked = Some(now);
                 if parent == self.me {
                     self.on_merge_req(now, self.me, level as Level);
                 } else {

@@ -40,8 +40,6 @@ pub struct Seat {
     pub(super) ring_heard: [Time; RING_WATCHERS],
     /// Member side, level 0: whether each ring predecessor is suspected.
     pub(super) ring_suspected: [bool; RING_WATCHERS],
-    /// Leader side: when this undersized group last asked its parent for a sibling to merge into.
-    pub(super) merge_asked: Option<Time>,
     /// Leader side: the views this agent handed the other halves of its splits at, and
     /// when, kept a few periods (see [`Seat::hand_over_for`]); at most [`KEPT_HAND_OVERS`].
     pub(super) handed: Vec<(View, Time)>,
@@ -66,7 +64,6 @@ impl Seat {
             foreign: false,
             ring_heard: [now; RING_WATCHERS],
             ring_suspected: [false; RING_WATCHERS],
-            merge_asked: None,
             handed: Vec::new(),
             claimed_at: None,
             dirty: false,

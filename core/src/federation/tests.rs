@@ -360,6 +360,44 @@ fn an_agent_sent_to_another_group_asks_again_at_its_next_tick() {
     assert!(sent.iter().any(attach), "n1 asks n5 again: {sent:?}");
 }
 
+/// Regression (swarm seed 10490: 1,476 agents, 5% loss; a level-2 group of two from
+/// 2.7 s to 5.8 s). An undersized group asks its parent for a sibling again at its
+/// next tick when no answer came; it used to wait two periods, so three lost
+/// `MergeReq`s in a row kept it undersized for three seconds.
+#[test]
+fn an_undersized_group_asks_its_parent_again_at_its_next_tick() {
+    let mut net = Net::group_of_five(6, true);
+    // n5, alone in its rack, founds a group of its own, and attaches to n0's tree.
+    net.tick(5, Time::from_millis(1_300));
+    net.deliver((
+        NodeId(0),
+        NodeId(5),
+        FedBody::Attach {
+            joiner: NodeId(0),
+            level: 1,
+            hops: 0,
+        },
+    ));
+    net.settle(|_| false);
+    assert_eq!(net.agents[&NodeId(5)].seats()[1].view().leader, NodeId(0));
+    let merge_req = |m: &Msg| matches!(m, (f, t, FedBody::MergeReq { level: 0 }) if *f == NodeId(5) && *t == NodeId(0));
+    net.tick(5, Time::from_millis(1_600));
+    let lost = net.settle(|_| true);
+    assert!(
+        lost.iter().any(merge_req),
+        "n5's group of one asks n0: {lost:?}"
+    );
+    net.tick(5, Time::from_millis(1_900));
+    assert!(
+        net.in_flight.iter().any(merge_req),
+        "n5 asks again: {:?}",
+        net.in_flight
+    );
+    net.settle(|_| false);
+    let group = net.agents[&NodeId(5)].seats()[0].view();
+    assert!(group.members.len() >= 2, "n5 merged: {group:?}");
+}
+
 /// The deferred answer still comes: a fellow member that claims this agent without a
 /// hand-over from its leader is told `Leave` once `suspect_periods` periods have passed
 /// since its first `LeaderBeat`, which only makes this agent ask its own leader for its
