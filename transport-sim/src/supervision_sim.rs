@@ -40,7 +40,9 @@
 //!   host; when the home is lost later, while the slot is down (its host crashes,
 //!   or its agent stalls), the bound counts again from that loss (from the end of
 //!   a stall): the old home's restart died with it, and the new home's take-over
-//!   and hold start then;
+//!   and hold start then. A restart that placement refuses for lack of room (the
+//!   agent's `RestartShort` notice) is not late: the bound counts again from each
+//!   refusal (the agent tries again at each tick, and says so each time);
 //! - `supervision.loop_stopped`: a crash-looping slot is given up (the agent says so
 //!   with a notice) within its intensity's restarts, and runs no more after that.
 //!
@@ -210,6 +212,8 @@ pub struct SupervisionFigures {
     /// Groups whose supervised spawn was answered with an error: no supervisor
     /// took them on, so their slots owe no restart.
     pub refused_groups: u64,
+    /// Restarts placement refused for lack of room (the agents' notices).
+    pub restarts_short: u64,
 }
 
 /// One slot's lives.
@@ -431,6 +435,19 @@ impl SupervisionSim {
             if groups.contains(&(n / GROUP_STRIDE)) {
                 s.orphaned = true;
             }
+        }
+    }
+
+    /// Placement refused at `now` to restart the child whose last process was
+    /// `pid`, for lack of room: its restart bound counts again from now.
+    pub fn restart_short(&mut self, now: Time, pid: Option<Pid>) {
+        self.figures.restarts_short += 1;
+        let slot = pid.and_then(|p| self.slot_of.get(&p));
+        if let Some(due) = slot
+            .and_then(|n| self.slots.get_mut(n))
+            .and_then(|s| s.due_from.as_mut())
+        {
+            *due = (*due).max(now);
         }
     }
 
@@ -659,6 +676,28 @@ mod tests {
         let late = sim.check(Time::from_millis(10_500), &placement);
         assert!(!failed(&late, "supervision.restarted"), "{late:?}");
         assert_eq!(sim.figures().refused_groups, 1);
+    }
+
+    /// A restart placement refused for lack of room is not late: its bound counts
+    /// again from each refusal, and runs out when the refusals stop (before, no
+    /// refusal was seen, and a run cut to too few hosts failed
+    /// `supervision.restarted` with the service doing all it could).
+    #[test]
+    fn a_restart_refused_for_lack_of_room_restarts_its_bound() {
+        let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
+        let mut placement = PlacementSim::new(1);
+        let t = Time::from_millis;
+        lost_at_start(&mut sim, &mut placement, t(3_000), pid(1), slot(0, 0));
+        sim.restart_short(t(5_000), Some(pid(9)));
+        sim.restart_short(t(5_000), Some(pid(1)));
+        let within = sim.check(t(7_100), &placement);
+        assert!(!failed(&within, "supervision.restarted"), "{within:?}");
+        sim.restart_short(t(7_500), Some(pid(1)));
+        let within = sim.check(t(10_000), &placement);
+        assert!(!failed(&within, "supervision.restarted"), "{within:?}");
+        let late = sim.check(t(10_600), &placement);
+        assert!(failed(&late, "supervision.restarted"), "{late:?}");
+        assert_eq!(sim.figures().restarts_short, 3);
     }
 
     #[test]

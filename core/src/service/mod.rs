@@ -200,6 +200,15 @@ pub enum ServiceNotice {
         /// Its last process.
         pid: Option<Pid>,
     },
+    /// A supervised child's restart found no room: placement answered that the
+    /// cluster is short of `resource` now, or has none. The supervisor tries again
+    /// at its next tick, and says so again at each refusal.
+    RestartShort {
+        /// The child's last process.
+        pid: Option<Pid>,
+        /// What ran out.
+        resource: nefele_api::Resource,
+    },
 }
 
 /// A service's share of a federation summary: summed up the tree by the leaders.

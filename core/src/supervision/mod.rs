@@ -727,6 +727,15 @@ impl Supervision {
                     // Pending again: tried anew at the next tick, or once the
                     // processes an aborted spawn may have left are surely gone.
                     s.rec.spawn_failed(&children);
+                    if let SpawnError::Short { resource } | SpawnError::Unavailable { resource } =
+                        *e
+                    {
+                        for &j in &children {
+                            let pid = s.rec.children.get(j as usize).and_then(|c| c.pid);
+                            let notice = ServiceNotice::RestartShort { pid, resource };
+                            self.outbox.push_back(ServiceOutput::Notice(notice));
+                        }
+                    }
                     if *e == SpawnError::Aborted {
                         let until = now + slack(self.config.lease);
                         s.not_before.extend(children.iter().map(|&j| (j, until)));
@@ -1769,5 +1778,103 @@ mod tests {
             "a client's own process is never fenced"
         );
         assert_eq!(host.next_timeout(), None);
+    }
+
+    /// Regression (the swarm with `--supervision`, runs cut to few hosts): a restart
+    /// that placement refused for lack of room is retried at the next tick, and the
+    /// agent says so at each refusal (`RestartShort`, naming the child's last
+    /// process), so an operator, and the simulator's restart check, can tell a late
+    /// restart with no room from a lost one. Before, the refusal was silent.
+    #[test]
+    fn a_restart_refused_for_lack_of_room_is_told_and_tried_again() {
+        use nefele_api::supervision::{
+            Intensity, RestartPolicy, Strategy, SupervisedSpawn, SupervisionSpec,
+        };
+        use nefele_api::{ProcSpec, Resource};
+        let me = Identity {
+            node: NodeId(1),
+            incarnation: Incarnation(1),
+        };
+        let mut home = Supervision::new(me, SupervisionConfig::default(), 0);
+        let ctx = Context {
+            me,
+            tree: crate::service::TreeView::empty(me.node),
+        };
+        let tenant = nefele_api::TenantId(1);
+        let spec = SupervisionSpec {
+            strategy: Strategy::OneForOne,
+            intensity: Intensity {
+                max_restarts: 5,
+                period: Duration::from_secs(10),
+            },
+            policies: vec![RestartPolicy::Permanent],
+        };
+        let call = ApiCall::SpawnSupervised {
+            tenant,
+            spawn: SupervisedSpawn::One(ProcSpec::default()),
+            supervision: spec,
+        };
+        let at = Time::from_millis;
+        let spawns = |home: &mut Supervision| -> Vec<RequestId> {
+            std::iter::from_fn(|| home.poll_output())
+                .filter_map(|o| match o {
+                    ServiceOutput::Call(request, call) => matches!(
+                        *call,
+                        ApiCall::Spawn { .. } | ApiCall::NSpawn { .. } | ApiCall::CSpawn { .. }
+                    )
+                    .then_some(request),
+                    _ => None,
+                })
+                .collect()
+        };
+        let answer = |home: &mut Supervision, now: Time, request, reply| {
+            let answered = ServiceEvent::Answered { request, reply };
+            home.handle_event(now, &answered, &ctx);
+        };
+        home.handle_api(at(0), RequestId(7), call, &ctx);
+        let [first] = spawns(&mut home)[..] else {
+            panic!("one spawn")
+        };
+        let pid = Pid::new(me.node, me.incarnation, 1);
+        answer(&mut home, at(10), first, ApiReply::Spawned(Ok(vec![pid])));
+        let started = ServiceEvent::ProcessStarted {
+            pid,
+            tenant,
+            supervised: true,
+        };
+        home.handle_event(at(10), &started, &ctx);
+        let exited = ServiceEvent::ProcessExited {
+            pid,
+            tenant,
+            status: ExitStatus::Code(1),
+        };
+        home.handle_event(at(100), &exited, &ctx);
+        let mut restart = spawns(&mut home);
+        let mut now = at(100);
+        while restart.is_empty() {
+            now = home.next_timeout().expect("a timer while a child is down");
+            home.handle_timeout(now, &ctx);
+            restart = spawns(&mut home);
+        }
+        let short = SpawnError::Short {
+            resource: Resource::Cpu,
+        };
+        answer(&mut home, now, restart[0], ApiReply::Spawned(Err(short)));
+        let notices: Vec<ServiceNotice> = std::iter::from_fn(|| home.poll_output())
+            .filter_map(|o| match o {
+                ServiceOutput::Notice(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            notices,
+            [ServiceNotice::RestartShort {
+                pid: Some(pid),
+                resource: Resource::Cpu
+            }]
+        );
+        let next = home.next_timeout().expect("tried again");
+        home.handle_timeout(next, &ctx);
+        assert_eq!(spawns(&mut home).len(), 1, "the restart is tried again");
     }
 }

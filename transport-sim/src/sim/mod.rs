@@ -890,6 +890,11 @@ impl Simulation {
                         s.gave_up(self.now, pid);
                     }
                 }
+                Output::Notice(Notice::Service(ServiceNotice::RestartShort { pid, .. })) => {
+                    if let Some(s) = self.supervision.as_mut() {
+                        s.restart_short(self.now, pid);
+                    }
+                }
                 Output::Notice(Notice::Rejected { reason, .. }) => {
                     *self.stats.rejected.entry(reason.kind()).or_default() += 1;
                 }
