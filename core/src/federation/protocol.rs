@@ -44,7 +44,9 @@ impl Federation {
     }
 
     /// A groupless agent asks a rack neighbour for a level-0 seat, trying the lowest
-    /// ids first; with no neighbour (or none answering) it founds its own group. An
+    /// ids first, one each period (an answer takes a round trip or two, far less
+    /// than a period); with no neighbour (or none answering) it founds its own
+    /// group. An
     /// agent sent to a group (a merge, a dissolve) asks that group's leader again
     /// every period first, [`JOIN_TARGET_TRIES`] times: one lost `Attach` must not
     /// leave it groupless for several periods and then in another group.
@@ -64,7 +66,7 @@ impl Federation {
         }
         let attempt = self.join_attempts as usize;
         self.join_attempts += 1;
-        self.next_join = now + self.config.period * 2;
+        self.next_join = now + self.config.period;
         match self.neighbours.get(attempt) {
             Some(&target) if attempt < 3 => self.send(target, attach(self.me, 0)),
             _ => self.found(now),

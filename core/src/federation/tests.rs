@@ -360,6 +360,38 @@ fn an_agent_sent_to_another_group_asks_again_at_its_next_tick() {
     assert!(sent.iter().any(attach), "n1 asks n5 again: {sent:?}");
 }
 
+/// Regression (swarm seed 10084: 650 agents, 5% loss; n280 alone in a level-0 group
+/// of one at 5.5 s). A groupless agent whose `Attach` to a rack neighbour went
+/// unanswered asks the next neighbour at its next tick; it used to wait two
+/// periods, so three lost joins cost three seconds before it founded a group of
+/// its own, and it still had to find the others from there.
+#[test]
+fn a_groupless_agent_asks_its_next_neighbour_at_its_next_tick() {
+    let mut net = Net::group_of_five(6, true);
+    net.agents
+        .get_mut(&NodeId(5))
+        .unwrap()
+        .set_neighbours(vec![NodeId(0), NodeId(1), NodeId(2)]);
+    let join = |m: &Msg| match m {
+        (
+            f,
+            t,
+            FedBody::Attach {
+                joiner, level: 0, ..
+            },
+        ) if *f == NodeId(5) && *joiner == NodeId(5) => Some(t.0),
+        _ => None,
+    };
+    let mut asked = Vec::new();
+    for ms in [1_300, 1_600, 1_900] {
+        net.tick(5, Time::from_millis(ms));
+        asked.extend(net.settle(|_| true).iter().filter_map(join));
+    }
+    assert_eq!(asked, [0, 1, 2], "one neighbour a tick");
+    net.tick(5, Time::from_millis(2_200));
+    assert!(net.agents[&NodeId(5)].is_root(), "then it founds a group");
+}
+
 /// Regression (swarm seed 10490: 1,476 agents, 5% loss; a level-2 group of two from
 /// 2.7 s to 5.8 s). An undersized group asks its parent for a sibling again at its
 /// next tick when no answer came; it used to wait two periods, so three lost
