@@ -212,7 +212,8 @@ pub enum SendError {
     #[error("fate unknown: no answer within the fate timeout")]
     Unknown,
     /// The destination's mailbox (or the path to it) is full and the send was not
-    /// blocking (or the sender's agent holds too many blocked sends).
+    /// blocking (or the sender's agent holds too many blocked sends, or a blocking
+    /// send waited `block_timeout` there for its pair's credit); nothing was sent.
     #[error("the destination mailbox is full")]
     Full,
     /// The message is over the size limit; nothing was sent.

@@ -301,6 +301,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// before a leader jumped past the epoch of a stale hand-over written in its name), or
 /// `discovery-converged` (seed 808: before the check counted a dead agent's silence
 /// from the last delivery of its messages, which a paused receiver reads late).
+/// Seed 79 with messaging fails `messaging.fate_reported` before request/response
+/// clients stopped sending by pid to a server that was never set up (it never
+/// reads; blocking sends to it waited for room, and past the pair's credit without a
+/// deadline).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

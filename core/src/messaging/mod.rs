@@ -65,7 +65,8 @@ pub struct MessagingConfig {
     /// gap (zero: it skips at once). It should exceed the network's jitter.
     pub reorder_wait: Duration,
     /// How long a blocking send waits for room in a full mailbox before it answers
-    /// `Unknown` (counted from the receiver's `Parked`).
+    /// `Unknown` (counted from the receiver's `Parked`), and at most for its pair's
+    /// credit at the sender's agent before it answers `Full`.
     pub block_timeout: Duration,
     /// The most messages of one (sender, receiver) pair in flight (sent and not yet
     /// settled): the sender's credit. A blocking send past it waits its turn at the

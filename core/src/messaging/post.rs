@@ -37,11 +37,15 @@
 //!
 //! **Credits.** A pair has at most `credit_window` items in flight (sent and not
 //! settled). Past that a blocking send waits at the sender's agent (at most
-//! `max_blocked` per agent), a non-blocking one fails `Full`. A full mailbox
+//! `max_blocked` per agent, each at most `block_timeout`, then it fails `Full`,
+//! never sent), a non-blocking one fails `Full`. A full mailbox
 //! answers a blocking item `Parked` and holds it (at most `max_parked` per mailbox)
 //! until a receive makes room, then answers `Delivered`; a non-blocking item fails
 //! `Full`. A parked item still holds its pair's credit, so a full mailbox stops
-//! its senders at their agents: nothing is dropped without an error to its sender.
+//! its senders at their agents: nothing is dropped without an error to its sender,
+//! and no send waits for credit without a deadline (a mailbox nobody reads would
+//! otherwise hold its senders' queues for ever: each parked item that times out lets
+//! one more out, to park again).
 //!
 //! **Idle pairs.** The receiving side of a pair is kept while its receiver lives,
 //! but forgotten once it holds nothing (no held or parked item) and no item came for
@@ -79,7 +83,8 @@
 //! # Timers
 //!
 //! Every remote item has a fate deadline (`fate_timeout` after it was sent), reliable
-//! ones resend deadlines, parked ones a `block_timeout` deadline. Each kind of
+//! ones resend deadlines, parked ones and blocking sends waiting for credit a
+//! `block_timeout` deadline. Each kind of
 //! deadline is always the same span after the event that sets it, so each lives in a
 //! queue in time order (no tree): entries whose item moved on are skipped when they
 //! come up, and a queue is compacted when it holds more than twice the live items.
@@ -197,6 +202,9 @@ struct Pending {
     body: MailBody,
     reliable: bool,
     block: bool,
+    /// When it stops waiting and fails `Full` (`Time::NEVER` for control mail,
+    /// which always waits its turn; unused while it is not waiting).
+    due: Time,
 }
 
 /// Sending side of one (from, to) pair.
@@ -246,6 +254,8 @@ pub struct Post {
     fate_q: VecDeque<Due>,
     resend_q: VecDeque<Due>,
     park_q: VecDeque<Due>,
+    /// When blocking sends waiting for credit give up: (when, from, to).
+    wait_q: VecDeque<(Time, Pid, Pid)>,
     skip_q: VecDeque<SkipDue>,
     waiters: BTreeSet<(Time, Pid)>,
     /// (watcher, watched) of the monitors this agent's processes hold.
@@ -303,6 +313,7 @@ impl Post {
             fate_q: VecDeque::new(),
             resend_q: VecDeque::new(),
             park_q: VecDeque::new(),
+            wait_q: VecDeque::new(),
             skip_q: VecDeque::new(),
             waiters: BTreeSet::new(),
             watching: BTreeSet::new(),
@@ -464,11 +475,12 @@ impl Post {
             }
         }
         let reliable = delivery == Delivery::Reliable;
-        let pending = Pending {
+        let mut pending = Pending {
             reply,
             body,
             reliable,
             block,
+            due: Time::NEVER,
         };
         let window = self.config.credit_window as usize;
         let pair = self.outbound.entry((from, to)).or_insert_with(|| OutPair {
@@ -483,6 +495,10 @@ impl Post {
         }
         let control = !matches!(pending.body, MailBody::Data(_));
         if control || (block && self.blocked < self.config.max_blocked as usize) {
+            if !control {
+                pending.due = self.now + self.config.block_timeout;
+                self.wait_q.push_back((pending.due, from, to));
+            }
             pair.waiting.push_back(pending);
             self.blocked += 1;
         } else {
@@ -653,6 +669,13 @@ impl Post {
                 self.give_up(from, to, seq);
             }
         }
+        while let Some(&(t, from, to)) = self.wait_q.front() {
+            if t > now {
+                break;
+            }
+            self.wait_q.pop_front();
+            self.expire_waiting(from, to, now);
+        }
         while let Some(&(t, from, to, seq)) = self.resend_q.front() {
             if t > now {
                 break;
@@ -724,6 +747,7 @@ impl Post {
         // the instructions, and it runs at the end of every input.
         let mut next = earliest(self.fate_q.front().map(|d| d.0), self.ack_flush);
         next = earliest(next, self.park_q.front().map(|d| d.0));
+        next = earliest(next, self.wait_q.front().map(|d| d.0));
         next = earliest(next, self.resend_q.front().map(|d| d.0));
         next = earliest(next, self.skip_q.front().map(|d| d.0));
         next = earliest(next, self.waiters.first().map(|w| w.0));
@@ -913,6 +937,23 @@ impl Post {
             self.settle_reply(f.reply, Err(fate));
             self.pump(from, to);
         }
+    }
+
+    /// The pair's blocking sends that waited for credit until `now` fail `Full`: they
+    /// were never sent. (Deadlines grow along the queue; control mail stays.)
+    fn expire_waiting(&mut self, from: Pid, to: Pid, now: Time) {
+        let Some(pair) = self.outbound.get_mut(&(from, to)) else {
+            return;
+        };
+        let (expired, kept) = std::mem::take(&mut pair.waiting)
+            .into_iter()
+            .partition::<VecDeque<_>, _>(|p| p.due <= now);
+        pair.waiting = kept;
+        self.blocked -= expired.len();
+        for p in expired {
+            self.settle_reply(p.reply, Err(SendError::Full));
+        }
+        self.drop_if_idle(from, to);
     }
 
     /// Sends the pair's waiting items while it has credit; forgets an idle pair.
@@ -1583,7 +1624,8 @@ impl Post {
         };
     }
 
-    /// Drops stale deadline entries once a queue holds more than twice the live items.
+    /// Drops stale deadline entries once a queue holds more than twice the live items
+    /// (the waiting sends', for `wait_q`).
     fn compact(&mut self) {
         let live = self.inflight;
         let outbound = &self.outbound;
@@ -1597,6 +1639,18 @@ impl Post {
             if q.len() > 2 * live + 1024 {
                 q.retain(alive);
             }
+        }
+        // A pair's waiting sends leave from the front (or expire), so an entry is
+        // live while the pair's first waiting send with a deadline is not later.
+        if self.wait_q.len() > 2 * self.blocked + 1024 {
+            self.wait_q.retain(|&(t, from, to)| {
+                outbound.get(&(from, to)).is_some_and(|p| {
+                    p.waiting
+                        .iter()
+                        .find(|w| w.due != Time::NEVER)
+                        .is_some_and(|w| w.due <= t)
+                })
+            });
         }
     }
 }

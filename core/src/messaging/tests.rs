@@ -232,6 +232,14 @@ impl Net {
         self.now = self.now.max(t);
     }
 
+    /// Moves time to `t` in 10 ms steps, the network delivering as it goes.
+    fn run_until(&mut self, t: Time) {
+        while self.now < t {
+            self.advance_to((self.now + Duration::from_millis(10)).min(t));
+            self.run();
+        }
+    }
+
     fn reply(&mut self, r: RequestId) -> Option<ApiReply> {
         self.replies.remove(&r)
     }
@@ -547,6 +555,63 @@ fn credits_stop_a_pair_at_the_sender() {
         data(&net.recv(b, 10)),
         vec![b"0".to_vec(), b"1".to_vec(), b"3".to_vec()]
     );
+}
+
+/// Swarm seed 79: a process that never reads filled its mailbox; the parked sends
+/// held the pair's whole credit, and the blocking sends behind them waited at the
+/// sender's agent with no deadline (each parked send that timed out let one more
+/// out, to park again, while the queue behind grew: fates later and later).
+#[test]
+fn a_blocking_send_waiting_for_credit_fails_full_after_block_timeout() {
+    let config = MessagingConfig {
+        mailbox_messages: 1,
+        credit_window: 2,
+        ..MessagingConfig::default()
+    };
+    let mut net = Net::new(2, &config);
+    let (a, b) = (pid(1, 1), pid(2, 1));
+    net.start(a, T);
+    net.start(b, T);
+    let send = |net: &mut Net, d: &[u8]| net.send(a, b, d, Delivery::Reliable, true);
+    let delivered = send(&mut net, b"0");
+    net.run();
+    assert_eq!(net.reply(delivered), ok());
+    let parked = [send(&mut net, b"p1"), send(&mut net, b"p2")];
+    net.run();
+    let t = net.now + Duration::from_secs(1);
+    net.run_until(t);
+    let queued_at = net.now;
+    let waiting = [b"w1", b"w2", b"w3"].map(|d| send(&mut net, d));
+    assert!(net.wire.is_empty(), "no credit: they wait at their agent");
+    // The parked sends time out first; their credit lets w1 and w2 out, to park.
+    net.run_until(queued_at + config.block_timeout - Duration::from_millis(1));
+    for r in parked {
+        assert_eq!(net.reply(r), err(SendError::Unknown));
+    }
+    assert_eq!(net.reply(waiting[2]), None);
+    net.run_until(queued_at + config.block_timeout);
+    assert_eq!(net.reply(waiting[2]), err(SendError::Full), "never sent");
+    assert!(net.wire.is_empty());
+    let t = net.now + config.block_timeout;
+    net.run_until(t);
+    for r in &waiting[..2] {
+        assert_eq!(
+            net.reply(*r),
+            err(SendError::Unknown),
+            "parked, then timed out"
+        );
+    }
+    // The mailbox holds one: each receive lets one parked item in.
+    let mail: Vec<Mail> = (0..6).flat_map(|_| net.recv(b, 10)).collect();
+    assert_eq!(
+        data(&mail),
+        [&b"0"[..], b"p1", b"p2", b"w1", b"w2"].map(<[u8]>::to_vec),
+        "the Unknown ones may arrive; the one answered Full never does"
+    );
+    net.run();
+    let after = send(&mut net, b"after");
+    net.run();
+    assert_eq!(net.reply(after), ok(), "the pair has its credit back");
 }
 
 #[test]

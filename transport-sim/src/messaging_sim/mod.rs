@@ -12,7 +12,10 @@
 //! members in rank order, 50 ms apart) or subscribes to its topic. From
 //! `start + warmup` to `stop`, each kind of traffic is a Poisson stream: an
 //! arrival picks a sender and issues a `Send` on its host; a request/response
-//! server answers every request it receives.
+//! server answers every request it receives. A process not running at setup (its
+//! host was paused, say) is never set up: it never receives, so a client does not
+//! send to it as its server by pid (its mailbox would fill, and blocking sends wait
+//! for room up to the agents' `block_timeout`, far past `fate_bound`).
 //!
 //! Every message carries a header ([`HEADER_BYTES`]): its id (one counter for the
 //! whole run, so increasing per sender), its send time, the sender's tenant and its
@@ -709,12 +712,14 @@ impl MessagingSim {
                 Role::RrClient { pair } => {
                     let rr = self.cfg.rr.clone().unwrap_or_default();
                     let server_ix = self.rr_server(pair);
+                    let server = &self.procs[server_ix as usize];
                     let dest = if rr.by_name {
                         Dest::Name(format!("rr{pair}"))
                     } else {
-                        match self.procs[server_ix as usize].pid {
-                            Some(pid) => Dest::Pid(pid),
-                            None => return self.next_arrival(now, stream, rate),
+                        // A server not running at setup never receives: no server.
+                        match (server.pid, server.node) {
+                            (Some(pid), Some(_)) => Dest::Pid(pid),
+                            _ => return self.next_arrival(now, stream, rate),
                         }
                     };
                     if rr.by_name && self.rng.gen_bool(rr.lookup_fraction) {
