@@ -42,8 +42,12 @@
 //!
 //! A name dies with its process: its host unclaims it on exit; when a host is lost,
 //! the leader that removes it tells the root ([`NamesMsg::HostGone`]), which drops
-//! the host's names. An agent that restarted holds no names of its last life (not
-//! even those of processes it re-adopted), and may come back before anyone removed
+//! the host's names and tells the host as it tells cachers ([`NamesMsg::Invalidate`]):
+//! a host removed alive (its silence was only a partition from its leader) claims
+//! again the names it still holds, so a contender is not granted one meanwhile (one
+//! granted before the claim comes loses it by the heal rule). An agent that
+//! restarted holds no names of its last life (not even those of processes it
+//! re-adopted), and may come back before anyone removed
 //! it: with its registrations it tells the root its life ([`NamesMsg::Life`]), and
 //! the first time the root hears of a newer life of a host it drops that host's
 //! names held by pids of earlier lives. (A re-adopted process that registered again
@@ -836,6 +840,12 @@ impl Names {
             NamesMsg::HostGone { node } => {
                 self.lives.remove(&node);
                 for key in self.by_host.get(&node).cloned().unwrap_or_default() {
+                    // The host is told as the cachers are: a leader that lost touch
+                    // with it may have removed it alive, and then it claims the name
+                    // again (see `Names::claim_again`).
+                    if let Some(e) = self.directory.get_mut(&key) {
+                        e.cachers.insert(node);
+                    }
                     self.remove_entry(now, tree, &key);
                 }
             }
@@ -891,9 +901,36 @@ impl Names {
                 }
             }
             NamesMsg::Invalidate { tenant, name } => {
-                self.cache.remove(&(tenant, name));
+                let key = (tenant, name);
+                self.cache.remove(&key);
+                self.claim_again(now, tree, key);
             }
         }
+    }
+
+    /// The root dropped its entry of `key`: if this host holds the name (an
+    /// established registration; a pending one is being claimed anyway), it claims
+    /// it again, with its stamp, so the root holds it again, or the heal rule settles
+    /// it against a registration the root granted in between. This is how a live
+    /// host repairs a removal for a silence that was only its leader's (a partition
+    /// between them), without waiting for its next refresh.
+    fn claim_again(&mut self, now: Time, tree: &TreeView<'_>, (tenant, name): Key) {
+        let Some(m) = self
+            .mine
+            .get(&(tenant, name.clone()))
+            .filter(|m| m.deadline().is_none())
+        else {
+            return;
+        };
+        let claims = vec![Claim {
+            tenant,
+            name,
+            pid: m.pid,
+            stamp: m.stamp,
+            fresh: false,
+        }];
+        let root = self.sync_root(now, tree);
+        self.send(now, tree, root, NamesMsg::Claim { claims });
     }
 
     fn cache_insert(&mut self, now: Time, key: Key, pid: Pid) {
@@ -1492,6 +1529,74 @@ mod tests {
             None
         );
         assert!(host.invariants());
+    }
+
+    /// A leader removes a host that only it could not hear (a partition between
+    /// them): the root drops the host's names, tells the host, and the host, alive,
+    /// claims them again, so a contender that asks afterwards is refused. Before, the
+    /// host kept its name without the root knowing, the contender got it too, and
+    /// both held it until the host's next refresh (the messaging swarm, seed 76).
+    #[test]
+    fn a_live_host_reported_gone_claims_its_names_again() {
+        let root_id = NodeId(1);
+        let alone = TreeView::empty(root_id);
+        let mut root = Names::new(root_id, Incarnation(1));
+        // Each output of `from` that goes to the root is handled there.
+        let to_root = |root: &mut Names, from: &mut Names| {
+            for o in drain(from) {
+                if let NameOut::Send(NodeId(1), msg) = o {
+                    root.on_message(Time::ZERO, from.me, msg, &alone);
+                }
+            }
+        };
+        let (mut host, tree, p) = registering();
+        to_root(&mut root, &mut host);
+        for o in drain(&mut root) {
+            if let NameOut::Send(NodeId(2), msg) = o {
+                host.on_message(Time::ZERO, root_id, msg, &tree);
+            }
+        }
+        assert_eq!(host.held().count(), 1);
+        drain(&mut host);
+        // Leader n3 reports host n2 gone: its entry goes, and n2 is told.
+        root.on_message(
+            Time::ZERO,
+            NodeId(3),
+            NamesMsg::HostGone { node: NodeId(2) },
+            &alone,
+        );
+        assert_eq!(root.directory_holder(T, "n"), None);
+        for o in drain(&mut root) {
+            if let NameOut::Send(NodeId(2), msg) = o {
+                host.on_message(Time::ZERO, root_id, msg, &tree);
+            }
+        }
+        to_root(&mut root, &mut host);
+        assert_eq!(root.directory_holder(T, "n"), Some(p));
+        // A contender's registration is refused.
+        let mut contender = Names::new(NodeId(4), Incarnation(1));
+        contender.register(
+            Time::ZERO,
+            &under(4, 1),
+            RequestId(2),
+            (T, "n".to_owned(), pid(4, 1)),
+            true,
+        );
+        to_root(&mut root, &mut contender);
+        assert_eq!(
+            drain(&mut root),
+            vec![NameOut::Send(
+                NodeId(4),
+                NamesMsg::Verdict {
+                    tenant: T,
+                    name: "n".to_owned(),
+                    pid: pid(4, 1),
+                    refused: Some(Refusal::Taken),
+                    clock: 1,
+                }
+            )]
+        );
+        assert!(root.invariants() && host.invariants());
     }
 
     #[test]
