@@ -297,7 +297,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// lost kill left its group waiting for it; seed 64 with supervision: before the
 /// check excused a supervisor lost with its home's whole group; seed 202 with
 /// supervision: before a keeper took over from a home that restarted within the
-/// detection time), `federation` (seed 218:
+/// detection time), `messaging.names_unique` (seed 44 with messaging: before a
+/// registration granted without a verdict asked again; seed 76 with messaging: before
+/// a root that dropped a live host's names on a leader's word told the host),
+/// `federation` (seed 218:
 /// before a leader jumped past the epoch of a stale hand-over written in its name), or
 /// `discovery-converged` (seed 808: before the check counted a dead agent's silence
 /// from the last delivery of its messages, which a paused receiver reads late).

@@ -35,15 +35,22 @@
 //! hosts of the side whose root changed send their registrations to the new root,
 //! which keeps, of two registrations of one name, **the older one: the lower
 //! Lamport stamp, ties broken by the lower pid** ([`Claim::beats`]). The loser's
-//! host drops the name and its process gets a `NameLost` mail. A registration the
+//! host drops the name and its process gets a `NameLost` mail; the host answers the
+//! root's [`NamesMsg::Lost`] with an `Unclaim`, and until then the root sends it again
+//! every [`CLAIM_TIMEOUT`] ([`LOST_TRIES`] times at most), so one lost message does
+//! not leave two holders until the next refresh. A registration the
 //! root sees for the first time ("fresh") never displaces one it holds: it fails
 //! `Taken`. So within one tree names are first come, first served, and across a heal
 //! the rule above decides, the same wherever it is applied.
 //!
 //! A name dies with its process: its host unclaims it on exit; when a host is lost,
 //! the leader that removes it tells the root ([`NamesMsg::HostGone`]), which drops
-//! the host's names. An agent that restarted holds no names of its last life (not
-//! even those of processes it re-adopted), and may come back before anyone removed
+//! the host's names and tells the host as it tells cachers ([`NamesMsg::Invalidate`]):
+//! a host removed alive (its silence was only a partition from its leader) claims
+//! again the names it still holds, so a contender is not granted one meanwhile (one
+//! granted before the claim comes loses it by the heal rule). An agent that
+//! restarted holds no names of its last life (not even those of processes it
+//! re-adopted), and may come back before anyone removed
 //! it: with its registrations it tells the root its life ([`NamesMsg::Life`]), and
 //! the first time the root hears of a newer life of a host it drops that host's
 //! names held by pids of earlier lives. (A re-adopted process that registered again
@@ -94,6 +101,10 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 pub const REFRESH: Duration = Duration::from_secs(30);
 /// How long a root keeps an entry its host stopped refreshing (three refreshes).
 pub const EXPIRE_AFTER: Duration = Duration::from_secs(90);
+/// How many times a root sends a [`NamesMsg::Lost`] its loser's host did not answer.
+pub const LOST_TRIES: u32 = 8;
+/// The most unanswered [`NamesMsg::Lost`] a root sends again.
+pub const MAX_LOSING: usize = 4096;
 
 /// A name of a tenant.
 type Key = (TenantId, String);
@@ -359,6 +370,9 @@ pub struct Names {
     by_host: BTreeMap<NodeId, BTreeSet<Key>>,
     /// The latest life each host told this root (at most [`MAX_DIRECTORY`]).
     lives: BTreeMap<NodeId, Incarnation>,
+    /// The `Lost` this root sent that their hosts did not answer (with an
+    /// `Unclaim`), with when each goes again and how many tries are left.
+    losing: BTreeMap<(Key, Pid), (Time, u32)>,
     /// Cached holders, with when they expire.
     cache: BTreeMap<Key, (Pid, Time)>,
     lookups: BTreeMap<Key, Lookup>,
@@ -390,6 +404,7 @@ impl Names {
             directory: BTreeMap::new(),
             by_host: BTreeMap::new(),
             lives: BTreeMap::new(),
+            losing: BTreeMap::new(),
             cache: BTreeMap::new(),
             lookups: BTreeMap::new(),
             timers: BTreeSet::new(),
@@ -642,6 +657,7 @@ impl Names {
             self.directory.clear();
             self.by_host.clear();
             self.lives.clear();
+            self.losing.clear();
         }
         self.send_all(now, tree, root, true);
         root
@@ -789,10 +805,43 @@ impl Names {
                 }
             }
         }
+        let due: Vec<(Key, Pid)> = self
+            .losing
+            .iter()
+            .filter(|(_, (t, _))| *t <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (key, pid) in due {
+            self.tell_lost(now, tree, key, pid);
+        }
         if self.tick.is_some_and(|t| t <= now) {
             self.refresh(now, tree);
         }
         self.sync_root(now, tree);
+    }
+
+    /// Root side: tells the host of `pid` that it lost `key`, and again every
+    /// [`CLAIM_TIMEOUT`] until the host answers (`Unclaim`), [`LOST_TRIES`] times at
+    /// most: one lost `Lost` must not leave two holders until the next refresh.
+    fn tell_lost(&mut self, now: Time, tree: &TreeView<'_>, key: Key, pid: Pid) {
+        let entry = (key, pid);
+        let tries = self.losing.remove(&entry).map_or(LOST_TRIES, |(_, n)| n);
+        if tries > 1 && self.losing.len() < MAX_LOSING {
+            self.losing
+                .insert(entry.clone(), (now + CLAIM_TIMEOUT, tries - 1));
+        }
+        let ((tenant, name), pid) = entry;
+        self.send(
+            now,
+            tree,
+            pid.origin(),
+            NamesMsg::Lost { tenant, name, pid },
+        );
+    }
+
+    /// Root side: forgets the unanswered `Lost` of the pids `gone` says are gone.
+    fn forget_losing(&mut self, gone: impl Fn(Pid) -> bool) {
+        self.losing.retain(|(_, pid), _| !gone(*pid));
     }
 
     /// A message from `from` (maybe this agent).
@@ -829,13 +878,21 @@ impl Names {
             }
             NamesMsg::Unclaim { tenant, name, pid } => {
                 let key = (tenant, name);
+                self.losing.remove(&(key.clone(), pid));
                 if self.directory.get(&key).is_some_and(|e| e.pid == pid) {
                     self.remove_entry(now, tree, &key);
                 }
             }
             NamesMsg::HostGone { node } => {
                 self.lives.remove(&node);
+                self.forget_losing(|pid| pid.origin() == node);
                 for key in self.by_host.get(&node).cloned().unwrap_or_default() {
+                    // The host is told as the cachers are: a leader that lost touch
+                    // with it may have removed it alive, and then it claims the name
+                    // again (see `Names::claim_again`).
+                    if let Some(e) = self.directory.get_mut(&key) {
+                        e.cachers.insert(node);
+                    }
                     self.remove_entry(now, tree, &key);
                 }
             }
@@ -848,10 +905,16 @@ impl Names {
                     if let Some((request, _)) = m.and_then(|m| m.fresh) {
                         self.reply(request, ApiReply::Named(Err(NameError::Taken)));
                     } else {
-                        self.out.push_back(NameOut::NameLost { pid, name: key.1 });
+                        self.out.push_back(NameOut::NameLost {
+                            pid,
+                            name: key.1.clone(),
+                        });
                         self.out.push_back(NameOut::Held(pid));
                     }
                 }
+                // The answer that ends the root's telling (held or not any more).
+                let (tenant, name) = key;
+                self.send(now, tree, from, NamesMsg::Unclaim { tenant, name, pid });
             }
             NamesMsg::Lookup { tenant, name } => {
                 let key = (tenant, name);
@@ -891,9 +954,36 @@ impl Names {
                 }
             }
             NamesMsg::Invalidate { tenant, name } => {
-                self.cache.remove(&(tenant, name));
+                let key = (tenant, name);
+                self.cache.remove(&key);
+                self.claim_again(now, tree, key);
             }
         }
+    }
+
+    /// The root dropped its entry of `key`: if this host holds the name (an
+    /// established registration; a pending one is being claimed anyway), it claims
+    /// it again, with its stamp, so the root holds it again, or the heal rule settles
+    /// it against a registration the root granted in between. This is how a live
+    /// host repairs a removal for a silence that was only its leader's (a partition
+    /// between them), without waiting for its next refresh.
+    fn claim_again(&mut self, now: Time, tree: &TreeView<'_>, (tenant, name): Key) {
+        let Some(m) = self
+            .mine
+            .get(&(tenant, name.clone()))
+            .filter(|m| m.deadline().is_none())
+        else {
+            return;
+        };
+        let claims = vec![Claim {
+            tenant,
+            name,
+            pid: m.pid,
+            stamp: m.stamp,
+            fresh: false,
+        }];
+        let root = self.sync_root(now, tree);
+        self.send(now, tree, root, NamesMsg::Claim { claims });
     }
 
     fn cache_insert(&mut self, now: Time, key: Key, pid: Pid) {
@@ -931,31 +1021,15 @@ impl Names {
                     fresh: false,
                 };
                 if c.fresh || held.beats(&c) {
-                    let (tenant, name) = key.clone();
                     if !c.fresh {
-                        let msg = NamesMsg::Lost {
-                            tenant,
-                            name,
-                            pid: c.pid,
-                        };
-                        self.send(now, tree, c.pid.origin(), msg);
+                        self.tell_lost(now, tree, key.clone(), c.pid);
                     }
                     Some(Refusal::Taken)
                 } else {
                     // The newcomer is older: the holder loses the name.
                     let loser = e.pid;
                     self.remove_entry(now, tree, &key);
-                    let (tenant, name) = key.clone();
-                    self.send(
-                        now,
-                        tree,
-                        loser.origin(),
-                        NamesMsg::Lost {
-                            tenant,
-                            name,
-                            pid: loser,
-                        },
-                    );
+                    self.tell_lost(now, tree, key.clone(), loser);
                     None
                 }
             }
@@ -999,6 +1073,7 @@ impl Names {
         if self.lives.len() < MAX_DIRECTORY || self.lives.contains_key(&host) {
             self.lives.insert(host, life);
         }
+        self.forget_losing(|pid| pid.origin() == host && pid.incarnation() < life);
         let stale: Vec<Key> = self
             .by_host
             .get(&host)
@@ -1083,6 +1158,7 @@ impl Names {
             && self.lookups.len() == self.timers.len() - fresh_timers
             && self.mine.len() <= MAX_MINE
             && self.cache.len() <= MAX_CACHE
+            && self.losing.len() <= MAX_LOSING
     }
 }
 
@@ -1190,7 +1266,8 @@ impl Part for Names {
 
     fn next_timeout(&self) -> Option<Time> {
         let first = self.timers.first().map(|(t, _, _)| *t);
-        [first, self.tick].into_iter().flatten().min()
+        let losing = self.losing.values().map(|(t, _)| *t).min();
+        [first, self.tick, losing].into_iter().flatten().min()
     }
 }
 
@@ -1399,7 +1476,7 @@ mod tests {
                 ApiReply::Named(Err(NameError::Taken))
             )]
         );
-        // A heal took it away: the process is told.
+        // A heal took it away: the process is told, and the root answered.
         host.on_message(
             Time::ZERO,
             NodeId(root),
@@ -1417,7 +1494,15 @@ mod tests {
                     pid: p,
                     name: "n".to_owned()
                 },
-                NameOut::Held(p)
+                NameOut::Held(p),
+                NameOut::Send(
+                    NodeId(root),
+                    NamesMsg::Unclaim {
+                        tenant: T,
+                        name: "n".to_owned(),
+                        pid: p
+                    }
+                )
             ]
         );
         assert!(host.held().next().is_none());
@@ -1492,6 +1577,127 @@ mod tests {
             None
         );
         assert!(host.invariants());
+    }
+
+    /// A leader removes a host that only it could not hear (a partition between
+    /// them): the root drops the host's names, tells the host, and the host, alive,
+    /// claims them again, so a contender that asks afterwards is refused. Before, the
+    /// host kept its name without the root knowing, the contender got it too, and
+    /// both held it until the host's next refresh (the messaging swarm, seed 76).
+    #[test]
+    fn a_live_host_reported_gone_claims_its_names_again() {
+        let root_id = NodeId(1);
+        let alone = TreeView::empty(root_id);
+        let mut root = Names::new(root_id, Incarnation(1));
+        // Each output of `from` that goes to the root is handled there.
+        let to_root = |root: &mut Names, from: &mut Names| {
+            for o in drain(from) {
+                if let NameOut::Send(NodeId(1), msg) = o {
+                    root.on_message(Time::ZERO, from.me, msg, &alone);
+                }
+            }
+        };
+        let (mut host, tree, p) = registering();
+        to_root(&mut root, &mut host);
+        for o in drain(&mut root) {
+            if let NameOut::Send(NodeId(2), msg) = o {
+                host.on_message(Time::ZERO, root_id, msg, &tree);
+            }
+        }
+        assert_eq!(host.held().count(), 1);
+        drain(&mut host);
+        // Leader n3 reports host n2 gone: its entry goes, and n2 is told.
+        root.on_message(
+            Time::ZERO,
+            NodeId(3),
+            NamesMsg::HostGone { node: NodeId(2) },
+            &alone,
+        );
+        assert_eq!(root.directory_holder(T, "n"), None);
+        for o in drain(&mut root) {
+            if let NameOut::Send(NodeId(2), msg) = o {
+                host.on_message(Time::ZERO, root_id, msg, &tree);
+            }
+        }
+        to_root(&mut root, &mut host);
+        assert_eq!(root.directory_holder(T, "n"), Some(p));
+        // A contender's registration is refused.
+        let mut contender = Names::new(NodeId(4), Incarnation(1));
+        contender.register(
+            Time::ZERO,
+            &under(4, 1),
+            RequestId(2),
+            (T, "n".to_owned(), pid(4, 1)),
+            true,
+        );
+        to_root(&mut root, &mut contender);
+        assert_eq!(
+            drain(&mut root),
+            vec![NameOut::Send(
+                NodeId(4),
+                NamesMsg::Verdict {
+                    tenant: T,
+                    name: "n".to_owned(),
+                    pid: pid(4, 1),
+                    refused: Some(Refusal::Taken),
+                    clock: 1,
+                }
+            )]
+        );
+        assert!(root.invariants() && host.invariants());
+    }
+
+    /// A root tells a heal's loser again every CLAIM_TIMEOUT until its host answers.
+    /// Before, one lost `Lost` left two processes holding one name until the
+    /// loser's next refresh, 30 s later (the messaging swarm, seed 76).
+    #[test]
+    fn a_root_tells_a_loser_again_until_its_host_answers() {
+        let root = NodeId(100);
+        let tree = TreeView::empty(root);
+        let mut n = Names::new(root, Incarnation(1));
+        let hear = |n: &mut Names, at: Time, from: u32, msg: NamesMsg| {
+            n.on_message(at, NodeId(from), msg, &tree);
+        };
+        let lost = NamesMsg::Lost {
+            tenant: T,
+            name: "n".to_owned(),
+            pid: pid(1, 1),
+        };
+        hear(
+            &mut n,
+            Time::ZERO,
+            1,
+            NamesMsg::Claim {
+                claims: vec![claim(1, 1, 5)],
+            },
+        );
+        // An older registration comes with a heal: the holder loses the name.
+        hear(
+            &mut n,
+            Time::ZERO,
+            2,
+            NamesMsg::Claim {
+                claims: vec![claim(2, 1, 1)],
+            },
+        );
+        assert_eq!(drain(&mut n), vec![NameOut::Send(NodeId(1), lost.clone())]);
+        // No answer: told again.
+        let again = Time::ZERO + CLAIM_TIMEOUT;
+        assert_eq!(Part::next_timeout(&n), Some(again));
+        n.on_timeout(again, &tree);
+        assert_eq!(drain(&mut n), vec![NameOut::Send(NodeId(1), lost)]);
+        // Its host answers: no more.
+        let unclaim = NamesMsg::Unclaim {
+            tenant: T,
+            name: "n".to_owned(),
+            pid: pid(1, 1),
+        };
+        hear(&mut n, again, 1, unclaim);
+        let later = again + CLAIM_TIMEOUT;
+        n.on_timeout(later, &tree);
+        assert_eq!(drain(&mut n), vec![]);
+        assert_eq!(n.directory_holder(T, "n"), Some(pid(2, 1)));
+        assert!(n.invariants());
     }
 
     #[test]
