@@ -295,7 +295,7 @@ fn regression_passes(name: &str, duration: Option<Duration>) {
 }
 
 /// Regression, found by the swarm with supervision drawn (seed 5 of
-/// `nefele-sim swarm --supervision`) and shrunk to 137 hosts and one fault: host 120,
+/// `nefele-sim swarm --no-messaging`) and shrunk to 137 hosts and one fault: host 120,
 /// a keeper of the supervisor's home 136, is cut off from the rest of its rack for
 /// 2.6 s (shorter than a lease). The home dropped it as a keeper and went on; 120,
 /// leading a group of one, took the supervisor over from its stale copy just after

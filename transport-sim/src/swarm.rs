@@ -1,8 +1,8 @@
 //! Swarm testing: every seed draws a whole run — cluster size, topology, network
 //! loss, duplication and reordering, discovery and federation timing, a list of
-//! faults of every kind, a placement workload and, with `Limits::supervision`
-//! (`--supervision`), a supervision workload and, with `Limits::messaging`
-//! (`--messaging`), a messaging workload (each in some seeds) — and runs it
+//! faults of every kind, a placement workload and, in some seeds, a supervision
+//! workload (`Limits::supervision`; `--no-supervision` turns it off) and a messaging
+//! workload (`Limits::messaging`; `--no-messaging`) — and runs it
 //! with every checker on. Safety invariants are checked all the time; the faults stop early enough that
 //! each run ends with a quiet phase in which liveness invariants must hold.
 //!
@@ -48,10 +48,7 @@ pub struct Limits {
     pub min_duration: Duration,
     /// Simulated time, at most (unless the quiet phase alone needs more).
     pub max_duration: Duration,
-    /// Whether a third of the seeds also draw a supervision workload. Off by
-    /// default: a restart refused for lack of room is late, and the check does not
-    /// excuse it yet (seeds 1..=260 pass; the shrinker, cutting hosts, makes such
-    /// runs).
+    /// Whether a third of the seeds also draw a supervision workload.
     pub supervision: bool,
     /// Whether a third of the seeds also draw a messaging workload (request and
     /// response, pub/sub, group sends of every pattern, failover), from a stream of
@@ -60,15 +57,16 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// 50 to 1,500 agents for 20 to 90 simulated seconds: a few seconds a seed.
+    /// 50 to 1,500 agents for 20 to 90 simulated seconds, every workload: a few
+    /// seconds a seed.
     fn default() -> Self {
         Limits {
             min_nodes: 50,
             max_nodes: 1500,
             min_duration: Duration::from_secs(20),
             max_duration: Duration::from_secs(90),
-            supervision: false,
-            messaging: false,
+            supervision: true,
+            messaging: true,
         }
     }
 }

@@ -95,11 +95,11 @@ pub fn worker_argv(sim_bin: &str, seed: u64, limits: &Limits) -> Vec<String> {
         // The worker's own scenario file is not needed: the caller replays the seed.
         "--out=/tmp/nefele-swarm".to_owned(),
     ];
-    if limits.supervision {
-        argv.push("--supervision".to_owned());
+    if !limits.supervision {
+        argv.push("--no-supervision".to_owned());
     }
-    if limits.messaging {
-        argv.push("--messaging".to_owned());
+    if !limits.messaging {
+        argv.push("--no-messaging".to_owned());
     }
     argv
 }
@@ -257,6 +257,8 @@ mod tests {
         assert!(argv.contains(&"--max-duration=25500ms".to_owned()));
         assert!(argv.contains(&"--min-nodes=5".to_owned()));
         assert!(argv.contains(&"--seeds=1".to_owned()));
+        assert!(argv.contains(&"--no-supervision".to_owned()));
+        assert!(argv.contains(&"--no-messaging".to_owned()));
     }
 
     #[test]

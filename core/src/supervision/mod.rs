@@ -1780,7 +1780,7 @@ mod tests {
         assert_eq!(host.next_timeout(), None);
     }
 
-    /// Regression (the swarm with `--supervision`, runs cut to few hosts): a restart
+    /// Regression (the swarm's supervision draws, runs cut to few hosts): a restart
     /// that placement refused for lack of room is retried at the next tick, and the
     /// agent says so at each refusal (`RestartShort`, naming the child's last
     /// process), so an operator, and the simulator's restart check, can tell a late

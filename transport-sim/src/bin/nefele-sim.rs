@@ -78,15 +78,13 @@ struct SwarmArgs {
     /// The longest simulated run a seed draws.
     #[arg(long, default_value = "90s", value_parser = parse_duration)]
     max_duration: Duration,
-    /// A third of the seeds also draw a supervision workload (off by default: a
-    /// restart refused for lack of room is not excused by the check yet, and the
-    /// shrinker, cutting hosts, tends to make such runs).
+    /// No seed draws a supervision workload (by default a third of them do).
     #[arg(long)]
-    supervision: bool,
-    /// A third of the seeds also draw a messaging workload (request and response,
-    /// pub/sub, group sends, failover; each kind in some of them).
+    no_supervision: bool,
+    /// No seed draws a messaging workload (by default a third of them do: request
+    /// and response, pub/sub, group sends, failover, each kind in some of them).
     #[arg(long)]
-    messaging: bool,
+    no_messaging: bool,
     /// Write the summary and a plot of the seeds as a self-contained HTML page here.
     #[arg(long, value_name = "FILE.html")]
     html: Option<PathBuf>,
@@ -555,8 +553,8 @@ fn swarm(args: &SwarmArgs) -> Result<(), Failure> {
         max_nodes: args.max_nodes,
         min_duration: args.min_duration,
         max_duration: args.max_duration,
-        supervision: args.supervision,
-        messaging: args.messaging,
+        supervision: !args.no_supervision,
+        messaging: !args.no_messaging,
     };
     limits
         .validate()
