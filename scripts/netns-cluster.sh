@@ -418,10 +418,21 @@ other_on() {
 }
 
 # Host of pid $1, from ps on host 1 (of the second tenant with $2 = other).
+# `ps` is gathered from the agents, so a process just spawned on an agent that has
+# just rejoined may be missing for a moment: asked again for up to 5 s.
 host_of() {
-    local ps=nef_on
+    local ps=nef_on try h
     [ "${2:-}" = other ] && ps=other_on
-    "$ps" 1 ps --json | python3 -c 'import json,sys; print(next(p["host"] for p in json.load(sys.stdin)["processes"] if p["pid"]==sys.argv[1]))' "$1"
+    for try in $(seq 1 25); do
+        h=$("$ps" 1 ps --json | python3 -c 'import json,sys; print(next((p["host"] for p in json.load(sys.stdin)["processes"] if p["pid"]==sys.argv[1]), ""))' "$1") || h=""
+        if [ -n "$h" ]; then
+            echo "$h"
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "[netns-cluster] $1 is not listed by ps from host 1 after 5 s" >&2
+    return 1
 }
 
 # Each process of a pair waits for its orders ("ping PEER" or "pong PEER"), then
