@@ -57,6 +57,12 @@ impl Net {
         net
     }
 
+    /// Gives `node` the rack neighbours `neighbours`.
+    fn set_neighbours(&mut self, node: u32, neighbours: &[u32]) {
+        let agent = self.agents.get_mut(&NodeId(node)).expect("a known agent");
+        agent.set_neighbours(neighbours.iter().copied().map(NodeId).collect());
+    }
+
     /// Moves the clock to `at`, fires `node`'s timers there and queues what it sends.
     fn tick(&mut self, node: u32, at: Time) {
         self.now = at;
@@ -285,10 +291,7 @@ fn a_root_whose_attach_to_a_taller_tree_is_lost_asks_again_at_its_next_probe() {
 #[test]
 fn a_root_whose_probe_comes_back_probes_the_next_contact_at_once() {
     let mut net = Net::group_of_five(8, true);
-    net.agents
-        .get_mut(&NodeId(0))
-        .unwrap()
-        .set_neighbours(vec![NodeId(5), NodeId(6), NodeId(7)]);
+    net.set_neighbours(0, &[5, 6, 7]);
     let probes = |sent: &[Msg]| -> Vec<u32> {
         sent.iter()
             .filter_map(|m| match m {
@@ -368,10 +371,7 @@ fn an_agent_sent_to_another_group_asks_again_at_its_next_tick() {
 #[test]
 fn a_groupless_agent_asks_its_next_neighbour_at_its_next_tick() {
     let mut net = Net::group_of_five(6, true);
-    net.agents
-        .get_mut(&NodeId(5))
-        .unwrap()
-        .set_neighbours(vec![NodeId(0), NodeId(1), NodeId(2)]);
+    net.set_neighbours(5, &[0, 1, 2]);
     let join = |m: &Msg| match m {
         (
             f,
