@@ -66,7 +66,9 @@
 //!   (so healthy children outlive their home's death when the take-over comes
 //!   within their lease: with the defaults, removal 1.8 s plus the authority's
 //!   1.9 s against a 3 s lease renewed every probe). A home that comes back
-//!   after a take-over is told by the keeper, in `Held`, to step down first.
+//!   after a take-over is told, in `Held`, to step down first: by the taker, and
+//!   by any member that keeps the taker's record (whole or in fragments), so its
+//!   quorum cannot confirm it while the taker's answer is lost.
 //! - **Take-overs need most of the group.** A keeper takes over only while its
 //!   level-0 group holds more than half of the members (the home aside) it had
 //!   when it last heard the home: a keeper cut off from its rack (which the home then stops counting
@@ -95,9 +97,17 @@
 //! spawn: an aborted child is spawned again only `slack(lease)` later, and a new
 //! home holds back as long.
 //!
-//! Not covered (stated, not fixed): a keeper that stopped being one of the home's keepers
-//! keeps its copies and may take over without the home's authority accounting
-//! for it, if it keeps most of its group. The two majorities (the home's quorum
+//! **Former keepers.** A keeper keeps copies only of homes in its level-0 group:
+//! a home that asks it from outside (as an old member of its quorum's base, or on
+//! a stale view) lives on elsewhere, and the keeper drops its copies rather than
+//! renew them (`forget_home`).
+//!
+//! Not covered (stated, not fixed): a keeper that stopped being one of the home's
+//! keepers and never hears the home again keeps its copies and may take over
+//! without the home's authority accounting for it, if it keeps most of its group.
+//! A home back from a lapse of its authority may be confirmed by a quorum none of
+//! whose members keeps the taker's record (members on the taker's side that are
+//! not its keepers); the taker tells it only if it hears it. The two majorities (the home's quorum
 //! and the taking-over leader's view of the group) are counted by each side on
 //! its own, so a partition that is not transitive (a member that both sides hear,
 //! while they do not hear each other) can still let both act.
@@ -1169,6 +1179,12 @@ impl Supervision {
             }
             self.sups.remove(&sup);
         }
+        // A home outside this group counts this agent as its keeper on a stale
+        // view: it is not (see `forget_home`).
+        if !group.contains(&from) {
+            self.forget_home(from);
+            return;
+        }
         self.alive.insert(from, now);
         self.bases.insert(from, group.to_vec());
         if self
@@ -1342,20 +1358,59 @@ impl Supervision {
         self.led = led;
     }
 
+    /// Keeper side: a home heard from outside this agent's level-0 group lives on
+    /// elsewhere (it rejoined another group, or this group removed it while it
+    /// went on), and its records are kept by that group's leader and heir: this
+    /// agent is not its keeper any more and drops its copies. Before, such a
+    /// home's `Alive` (sent to the old members of its quorum's base) renewed a
+    /// stale copy and the base it is judged by, set to this agent's group then:
+    /// a former keeper alone in a group of one found "most of the group" on its
+    /// side and took the supervisor over while the home, confirmed in its new
+    /// group, went on (twins).
+    fn forget_home(&mut self, home: NodeId) {
+        self.copies.retain(|_, c| c.home != home);
+        self.partial.retain(|(h, _), _| *h != home);
+        self.alive.remove(&home);
+        self.bases.remove(&home);
+    }
+
     /// Keeper side: home `from` is alive. Confirmed (this keeper then waits
-    /// out the home's authority before a take-over), with the supervisors this
-    /// agent took over from it, which it must drop first.
+    /// out the home's authority before a take-over), with the supervisors taken
+    /// over from it that this agent runs or keeps a copy of, which it must drop
+    /// first. (Before, only the taker itself told it: a home whose authority had
+    /// lapsed came back confirmed by its quorum while the taker's answer was lost,
+    /// among them the taker's keeper, and went on beside the taker: twins.)
+    ///
+    /// A home outside this agent's level-0 group asks as a member of its quorum's
+    /// base, not as its keeper: this agent drops its copies of that home's records
+    /// (see [`Supervision::forget_home`]).
     fn on_alive(&mut self, now: Time, from: NodeId, at: u64, group: &[NodeId]) {
-        if self.copies.values().any(|c| c.home == from) {
+        if !group.contains(&from) {
+            self.forget_home(from);
+        } else if self.copies.values().any(|c| c.home == from) {
             self.alive.insert(from, now);
             self.bases.insert(from, group.to_vec());
         }
-        let forget: Vec<(SupervisorId, u32)> = self
+        // What was taken over from it: by this agent, or by another home whose
+        // record this agent keeps (a copy of a later take-over). The home steps
+        // down from those it runs from an earlier take-over.
+        let mut forget: BTreeMap<SupervisorId, u32> = self
             .sups
             .iter()
             .filter(|(_, s)| s.from == Some(from))
             .map(|(id, s)| (*id, (s.version / TAKE_OVER) as u32))
             .collect();
+        // A record still in fragments counts: its version is known from the first.
+        let copies = self.copies.iter().map(|(id, c)| (c.home, *id, c.version));
+        let halves = self.partial.iter().map(|((h, id), p)| (*h, *id, p.version));
+        for (_, id, version) in copies.chain(halves).filter(|(h, ..)| *h != from) {
+            let epoch = (version / TAKE_OVER) as u32;
+            if epoch > 0 {
+                let e = forget.entry(id).or_insert(epoch);
+                *e = (*e).max(epoch);
+            }
+        }
+        let forget: Vec<(SupervisorId, u32)> = forget.into_iter().collect();
         // More than one message lists: not confirmed (the home keeps no authority).
         if forget.len() <= msg::MAX_PIDS {
             self.send(from, SupervisionMsg::Held { at, forget });
@@ -1672,13 +1727,131 @@ mod tests {
             parts: 2,
             bytes: vec![0; msg::MAX_FRAGMENT],
         };
-        keeper.on_replica(Time::ZERO, other, half(0), &[]);
+        let group = [me.node, hostile, other];
+        keeper.on_replica(Time::ZERO, other, half(0), &group);
         for sequence in 0..1_000 {
-            keeper.on_replica(Time::ZERO, hostile, half(sequence), &[]);
+            keeper.on_replica(Time::ZERO, hostile, half(sequence), &group);
         }
         let from = |n: NodeId| keeper.partial.keys().filter(|(h, _)| *h == n).count();
         assert_eq!(from(hostile), MAX_PARTIAL_PER_PEER);
         assert_eq!(from(other), 1, "another peer's half is not evicted");
+    }
+
+    /// Regression (swarm seed 10021): a former keeper that hears its home from
+    /// outside its level-0 group (the home asks it as a member of its quorum's
+    /// base) drops its copies instead of renewing them. Before, the `Alive`
+    /// renewed the copy and set the group it is judged by to the keeper's group
+    /// of one, which then held "most of the group": it took the supervisor over
+    /// while the home, confirmed in its new group, went on (twins).
+    #[test]
+    fn a_keeper_drops_its_copies_of_a_home_heard_from_outside_its_group() {
+        use nefele_api::supervision::{
+            Intensity, RestartPolicy, Strategy, SupervisedSpawn, SupervisionSpec,
+        };
+        let id = |node| Identity {
+            node: NodeId(node),
+            incarnation: Incarnation(1),
+        };
+        let (h, k) = (id(1), id(2));
+        let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
+        let ctx = Context {
+            me: h,
+            tree: crate::service::TreeView::empty(h.node),
+        };
+        let call = ApiCall::SpawnSupervised {
+            tenant: nefele_api::TenantId(1),
+            spawn: SupervisedSpawn::One(nefele_api::ProcSpec::default()),
+            supervision: SupervisionSpec {
+                strategy: Strategy::OneForOne,
+                intensity: Intensity {
+                    max_restarts: 5,
+                    period: Duration::from_secs(10),
+                },
+                policies: vec![RestartPolicy::Permanent],
+            },
+        };
+        home.handle_api(Time::ZERO, RequestId(7), call, &ctx);
+        let (&sup, s) = home.sups.iter().next().expect("a supervisor");
+        let parts = s.rec.fragments().expect("fragments");
+        let replicas = |version| {
+            let count = parts.len() as u16;
+            parts
+                .iter()
+                .enumerate()
+                .map(move |(i, bytes)| SupervisionMsg::Replica {
+                    sup,
+                    version,
+                    part: i as u16,
+                    parts: count,
+                    bytes: bytes.clone(),
+                })
+        };
+        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
+        let together = [h.node, k.node];
+        for msg in replicas(1) {
+            keeper.on_replica(Time::from_millis(10), h.node, msg, &together);
+        }
+        assert_eq!(
+            keeper.copies.len(),
+            1,
+            "a keeper in the home's group keeps a copy"
+        );
+        keeper.on_alive(Time::from_millis(20), h.node, 20, &together);
+        assert_eq!(keeper.bases.get(&h.node).map(Vec::len), Some(2));
+        // The home left this group (the keeper leads a group of one now) and asks
+        // it, as an old member of its quorum's base, to confirm it is alive.
+        let alone = [k.node];
+        keeper.on_alive(Time::from_millis(900), h.node, 900, &alone);
+        assert!(keeper.copies.is_empty(), "the copy is dropped");
+        assert!(!keeper.bases.contains_key(&h.node) && !keeper.alive.contains_key(&h.node));
+        // A replica sent on the home's stale view is not kept either.
+        for msg in replicas(2) {
+            keeper.on_replica(Time::from_millis(950), h.node, msg, &alone);
+        }
+        assert!(keeper.copies.is_empty() && keeper.partial.is_empty());
+    }
+
+    /// Regression (swarm seed 10021, shrunk): a member that keeps a later
+    /// take-over's record of a supervisor (whole, or in fragments so far) tells
+    /// the supervisor's old home, in its `Held`, to step down from it. Before,
+    /// only the taker itself did: an old home whose authority had lapsed came back
+    /// confirmed by the taker's keeper while the taker's answer was lost, and ran
+    /// beside the taker (twins).
+    #[test]
+    fn a_member_keeping_a_later_take_over_tells_the_old_home_to_step_down() {
+        let me = Identity {
+            node: NodeId(1),
+            incarnation: Incarnation(1),
+        };
+        let (old_home, taker) = (NodeId(39), NodeId(0));
+        let sup = SupervisorId {
+            origin: old_home,
+            incarnation: Incarnation(1),
+            sequence: 0,
+        };
+        let mut member = Supervision::new(me, SupervisionConfig::default(), 0);
+        let first_of_two = SupervisionMsg::Replica {
+            sup,
+            version: TAKE_OVER + 3,
+            part: 0,
+            parts: 2,
+            bytes: vec![0; 8],
+        };
+        member.on_replica(Time::ZERO, taker, first_of_two, &[taker, me.node]);
+        member.on_alive(Time::from_millis(5), old_home, 5, &[taker, me.node]);
+        let held: Vec<SupervisionMsg> = std::iter::from_fn(|| member.poll_output())
+            .filter_map(|o| match o {
+                ServiceOutput::Send(to, msg) if to == old_home => Some(msg),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            held,
+            [SupervisionMsg::Held {
+                at: 5,
+                forget: vec![(sup, 1)]
+            }]
+        );
     }
 
     fn kills(s: &mut Supervision) -> Vec<Pid> {
