@@ -299,7 +299,9 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// supervision: before a keeper took over from a home that restarted within the
 /// detection time), `messaging.names_unique` (seed 44 with messaging: before a
 /// registration granted without a verdict asked again; seed 76 with messaging: before
-/// a root that dropped a live host's names on a leader's word told the host),
+/// a root that dropped a live host's names on a leader's word told the host; seed
+/// 10051 with messaging and loss: before a registration waiting for its verdict sent
+/// its claim again within the claim timeout),
 /// `federation` (seed 218:
 /// before a leader jumped past the epoch of a stale hand-over written in its name), or
 /// `discovery-converged` (seed 808: before the check counted a dead agent's silence
