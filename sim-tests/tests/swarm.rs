@@ -309,9 +309,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// Seed 79 with messaging fails `messaging.fate_reported` before request/response
 /// clients stopped sending by pid to a server that was never set up (it never
 /// reads; blocking sends to it waited for room, and past the pair's credit without a
-/// deadline); seeds 10083 and 10084 with messaging and loss fail it before a reliable fan-out
-/// walk sent its missing parts again after a few walk times rather than the resend
-/// interval (a publisher fell behind, its sends waiting in its queue for seconds).
+/// deadline); seeds 10083 and 10084 with messaging and loss fail it before a
+/// reliable fan-out walk sent its missing parts again after a few walk times rather
+/// than the resend interval (a publisher fell behind, its sends waiting in its queue
+/// for seconds).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");
