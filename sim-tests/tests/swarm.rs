@@ -299,7 +299,9 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// supervision: before a keeper took over from a home that restarted within the
 /// detection time), `messaging.names_unique` (seed 44 with messaging: before a
 /// registration granted without a verdict asked again; seed 76 with messaging: before
-/// a root that dropped a live host's names on a leader's word told the host),
+/// a root that dropped a live host's names on a leader's word told the host; seed
+/// 10051 with messaging and loss: before a registration waiting for its verdict sent
+/// its claim again within the claim timeout),
 /// `federation` (seed 218:
 /// before a leader jumped past the epoch of a stale hand-over written in its name), or
 /// `discovery-converged` (seed 808: before the check counted a dead agent's silence
@@ -307,7 +309,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// Seed 79 with messaging fails `messaging.fate_reported` before request/response
 /// clients stopped sending by pid to a server that was never set up (it never
 /// reads; blocking sends to it waited for room, and past the pair's credit without a
-/// deadline).
+/// deadline); seeds 10083 and 10084 with messaging and loss fail it before a
+/// reliable fan-out walk sent its missing parts again after a few walk times rather
+/// than the resend interval (a publisher fell behind, its sends waiting in its queue
+/// for seconds).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

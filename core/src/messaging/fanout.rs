@@ -63,10 +63,15 @@
 //! finds exactly once, in its sender's order, over a network that loses,
 //! duplicates and reorders:
 //!
-//! - *Again where missing.* The origin keeps the data while the walk runs; every
-//!   `resend_every` it sends again what it still waits for, straight to the part
-//!   that owes it: the walk to each leader whose `Expect` has not come, the visit
-//!   to each announced host whose `Answer` has not. A host counts a repeat it
+//! - *Again where missing.* The origin keeps the data while the walk runs and
+//!   sends again what it still waits for, straight to the part that owes it: the
+//!   walk to each leader whose `Expect` has not come, the visit to each announced
+//!   host whose `Answer` has not. It does so first after [`RESEND_FACTOR`] times
+//!   what its reliable walks took lately (each up to the last part it heard from
+//!   before it sent anything again; at least [`MIN_RESEND`]), then at doubling
+//!   gaps up to `resend_every` (which it uses until a walk has been measured): so
+//!   a lost message costs a few walk times, not `resend_every`, and a sender's
+//!   throughput (below) does not collapse under loss. A host counts a repeat it
 //!   delivered before as reached (its first answer may be the one lost) and does
 //!   not deliver it again ([`Order`]); a host with a member's mailbox full does not
 //!   answer, so the visit comes again (back-pressure, up to the deadline). At the
@@ -117,6 +122,11 @@ pub const MAX_QUEUED: usize = 256;
 pub const MAX_RELIABLE: usize = 1024;
 /// The most targets a leader pins for its members.
 pub const MAX_PINS: usize = 65_536;
+/// A reliable walk's first resend comes after this many times what the origin's
+/// recent reliable walks took (see the module documentation).
+pub const RESEND_FACTOR: u32 = 4;
+/// The shortest gap before a reliable walk's first resend.
+pub const MIN_RESEND: Duration = Duration::from_millis(1);
 /// How long a leader pins a member's announced target, in federation periods (far
 /// longer than the beats carrying it take to climb).
 pub const PIN_PERIODS: u32 = 10;
@@ -326,8 +336,11 @@ pub struct Fanout {
     next_token: u64,
     /// How long a walk's origin waits for every part of it.
     walk_timeout: Duration,
-    /// How often a reliable send's origin sends again what it still waits for.
+    /// The longest gap between a reliable send's resends of what it still waits for.
     resend_every: Duration,
+    /// The smoothed time reliable walks took, each up to the last part it heard
+    /// from before it sent anything again (`None`: none measured yet).
+    walk_time: Option<Duration>,
     /// Local memberships: target → member → rank.
     members: BTreeMap<Target, BTreeMap<Pid, u64>>,
     /// Memberships per local process.
@@ -365,7 +378,8 @@ struct Queued {
 
 impl Fanout {
     /// The engine of agent `me`; a walk's origin waits `walk_timeout` for its parts,
-    /// and sends a reliable walk's missing parts again every `resend_every`.
+    /// and sends a reliable walk's missing parts again, at gaps of at most
+    /// `resend_every`.
     #[must_use]
     pub fn new(me: NodeId, walk_timeout: Duration, resend_every: Duration) -> Self {
         Fanout {
@@ -374,6 +388,7 @@ impl Fanout {
             next_token: 0,
             walk_timeout,
             resend_every,
+            walk_time: None,
             members: BTreeMap::new(),
             per_pid: BTreeMap::new(),
             procs: BTreeMap::new(),
@@ -617,13 +632,15 @@ impl Fanout {
                 .and_then(|w| w.resend.clone());
             match again {
                 Some(again) => {
-                    let next = (now + self.resend_every)
-                        .min(self.walks.get(&token).map_or(now, |w| w.deadline));
+                    let Some(w) = self.walks.get_mut(&token) else {
+                        continue;
+                    };
+                    w.gap = (w.gap * 2).min(self.resend_every);
+                    w.resent = true;
+                    let next = (now + w.gap).min(w.deadline);
+                    w.timer = next;
                     self.timers.remove(&(t, token));
                     self.timers.insert((next, token));
-                    if let Some(w) = self.walks.get_mut(&token) {
-                        w.timer = next;
-                    }
                     self.resend(tree, token, again, boxes);
                 }
                 None => self.finish(token, false),
@@ -876,6 +893,16 @@ pub(super) struct Walk {
     deadline: Time,
     /// Its entry in the timers: the deadline, or a reliable walk's next resend.
     timer: Time,
+    /// When it started.
+    started: Time,
+    /// A reliable walk's gap before its next resend (doubling, at most
+    /// `resend_every`).
+    gap: Duration,
+    /// Whether it sent anything again.
+    resent: bool,
+    /// When it last heard from a part before it sent anything again: what a walk
+    /// takes, as far as this one shows (a part answering a resend is no measure).
+    heard: Option<Time>,
     /// A reliable walk's target and data, to send again.
     resend: Option<(Target, Carry)>,
     /// The sender whose later fan-out sends wait for this (reliable) one.
@@ -909,6 +936,14 @@ impl Missed {
 }
 
 impl Fanout {
+    /// The gap before a reliable walk's first resend: [`RESEND_FACTOR`] times what
+    /// reliable walks took lately, within [`MIN_RESEND`] and `resend_every`.
+    fn first_gap(&self) -> Duration {
+        self.walk_time.map_or(self.resend_every, |t| {
+            (t * RESEND_FACTOR).clamp(MIN_RESEND, self.resend_every.max(MIN_RESEND))
+        })
+    }
+
     fn send_msg(&mut self, to: NodeId, msg: FanoutMsg) {
         self.out.push_back(FanOut::Send(to, msg));
     }
@@ -1090,8 +1125,9 @@ impl Fanout {
         self.next_token += 1;
         let token = self.next_token;
         let deadline = now + self.walk_timeout;
+        let gap = self.first_gap();
         let timer = if holds.is_some() {
-            (now + self.resend_every).min(deadline)
+            (now + gap).min(deadline)
         } else {
             deadline
         };
@@ -1102,6 +1138,10 @@ impl Fanout {
                 purpose,
                 deadline,
                 timer,
+                started: now,
+                gap,
+                resent: false,
+                heard: None,
                 resend,
                 holds,
                 progress: WalkProgress::new(level, root),
@@ -1397,6 +1437,9 @@ impl Fanout {
             return;
         };
         w.progress.announced(level, from, members);
+        if !w.resent {
+            w.heard = Some(self.now);
+        }
         self.finish_if_done(token);
     }
 
@@ -1413,6 +1456,9 @@ impl Fanout {
         };
         if w.progress.has_answered(from) {
             return;
+        }
+        if !w.resent {
+            w.heard = Some(self.now);
         }
         w.reached = w.reached.saturating_add(reached);
         w.missed = w.missed.plus(missed);
@@ -1441,6 +1487,10 @@ impl Fanout {
         self.timers.remove(&(w.timer, token));
         if let Some(from) = w.holds {
             self.ready.push(from);
+            if let Some(heard) = w.heard {
+                let took = heard.saturating_since(w.started);
+                self.walk_time = Some(self.walk_time.map_or(took, |t| (t * 7 + took) / 8));
+            }
         }
         match w.purpose {
             Purpose::Send(request) => {
@@ -2239,6 +2289,95 @@ mod tests {
             "{out:?}"
         );
         assert!(e.busy.is_empty() && e.invariants());
+    }
+
+    /// A reliable walk's first resend comes a few walk times after it started, not
+    /// after `resend_every`, once the origin measured a walk (up to the last part
+    /// it heard from before any resend); then at doubling gaps up to
+    /// `resend_every`. Before, every lost message of a walk cost
+    /// `resend_every`, and with a few percent loss nearly every walk of a large
+    /// fan-out lost one: a sender's reliable sends (one walk at a time) fell behind
+    /// a publisher's 20 to 50 a second and waited in its queue for seconds (the
+    /// messaging swarm, seeds 10083 and 10084).
+    #[test]
+    fn a_reliable_walk_is_sent_again_after_a_few_walk_times() {
+        let me = NodeId(1);
+        let view = crate::federation::View {
+            level: 0,
+            leader: NodeId(2),
+            epoch: 1,
+            members: vec![NodeId(1), NodeId(2)],
+            ancestors: vec![NodeId(3)],
+        };
+        let tree = TreeView::member_of(me, view);
+        let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
+        let mut boxes = Boxes::default();
+        let walk = |e: &mut Fanout, boxes: &mut Boxes, t: Time, token: u64| {
+            e.send_to_all(
+                t,
+                &tree,
+                RequestId(token),
+                group("g"),
+                pid(1, 1),
+                vec![1],
+                Delivery::Reliable,
+                boxes,
+            );
+            let expect = |level, members| FanoutMsg::Expect {
+                token,
+                level,
+                members,
+            };
+            e.handle_message(t, NodeId(3), expect(1, vec![NodeId(4)]), &tree, boxes);
+            e.handle_message(t, NodeId(4), expect(0, vec![NodeId(5)]), &tree, boxes);
+        };
+        let answer = |token| FanoutMsg::Answer {
+            token,
+            reached: 1,
+            missed: Missed::default(),
+            members: vec![],
+            parts: 1,
+            clock: 0,
+        };
+        // Not measured yet: the first resend waits `resend_every`.
+        walk(&mut e, &mut boxes, Time::ZERO, 1);
+        assert_eq!(e.next_timeout(), Some(Time::ZERO + RESEND));
+        let took = Duration::from_millis(2);
+        e.handle_message(Time::ZERO + took, NodeId(5), answer(1), &tree, &mut boxes);
+        drain(&mut e);
+        // Measured (2 ms): n5's answer to the next walk is lost, and n5 is visited
+        // again after 8 ms, then 16 ms later, ... at most `resend_every` apart.
+        let t = Time::from_secs(1);
+        walk(&mut e, &mut boxes, t, 2);
+        drain(&mut e);
+        let mut at = t;
+        let mut gap = took * RESEND_FACTOR;
+        for _ in 0..5 {
+            at = at + gap;
+            assert_eq!(e.next_timeout(), Some(at));
+            e.handle_timeout(at, &tree, &mut boxes);
+            let out = drain(&mut e);
+            assert!(
+                matches!(
+                    out.as_slice(),
+                    [FanOut::Send(NodeId(5), FanoutMsg::Visit { token: 2, .. })]
+                ),
+                "{out:?}"
+            );
+            gap = (gap * 2).min(RESEND);
+        }
+        e.handle_message(at, NodeId(5), answer(2), &tree, &mut boxes);
+        assert_eq!(
+            drain(&mut e),
+            vec![FanOut::Reply(
+                RequestId(2),
+                ApiReply::Sent(Ok(SendReceipt { reached: 1 }))
+            )]
+        );
+        // What a walk sent again heard before its first resend is the measure (the
+        // expects, at once: the measure falls to 7/8 of 2 ms).
+        assert_eq!(e.first_gap(), took * 7 / 8 * RESEND_FACTOR);
+        assert!(e.invariants());
     }
 
     /// At a member's host, a reliable visit finding a full mailbox is not answered
