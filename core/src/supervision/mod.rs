@@ -55,8 +55,9 @@
 //!   answers again.
 //! - **A home's authority.** A home grants and restarts only while each of its
 //!   keepers confirmed ([`SupervisionMsg::Held`]) an [`SupervisionMsg::Alive`]
-//!   it sent less than `authority` ago, and so did more than half of the members
-//!   of the group it was last confirmed in (its [`quorum`]: a home cut off with a
+//!   it sent less than `authority` ago, and so did enough members of the group
+//!   it was last confirmed in to make, with the home, more than half of it (its
+//!   [`quorum`]: an even split of the others goes to the home; a home cut off with a
 //!   minority of its group cannot act, even when the minority's new leader and
 //!   heir confirm it as keepers). A keeper takes a supervisor over only
 //!   once its home left the group and `slack(authority)` has passed since the
@@ -1242,7 +1243,8 @@ impl Supervision {
         // A side cut off from most of the group the home was last heard in (this
         // agent alone, or a few hosts of its rack) takes nothing over: the home may
         // well live on the other side, granting and restarting with keepers there.
-        // The home itself is not counted (it is away either way).
+        // The home itself is not counted (it is away either way), and half of the
+        // others is not enough: an even split goes to the home's side ([`quorum`]).
         let bases = &self.bases;
         let most = |home: NodeId| {
             bases.get(&home).is_some_and(|base| {
