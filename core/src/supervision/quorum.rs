@@ -33,7 +33,8 @@
 //! side with most of the group may act, and that side's leader takes the
 //! supervisor over. The price is the same as a take-over's: a home whose group
 //! loses more than half of its other members at once stops granting and
-//! restarting until enough of them are back.
+//! restarting until enough of them are back; so does a home whose only other
+//! member leaves its group of two (a leave is not told apart from a crash).
 
 use crate::ids::NodeId;
 use crate::time::Time;
