@@ -297,7 +297,12 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// lost kill left its group waiting for it; seed 64 with supervision: before the
 /// check excused a supervisor lost with its home's whole group; seed 202 with
 /// supervision: before a keeper took over from a home that restarted within the
-/// detection time), `messaging.names_unique` (seed 44 with messaging: before a
+/// detection time; seed 10128 with supervision: before a home counted itself in its
+/// quorum, so that a group of three losing one member stopped it for good; seed
+/// 10142 with supervision: before the check excused a home crashed while a
+/// partition split the rest of its group in halves), `supervision.loop_stopped`
+/// (seed 10151 with supervision: before a home told of a give-up only once its
+/// keepers held it), `messaging.names_unique` (seed 44 with messaging: before a
 /// registration granted without a verdict asked again; seed 76 with messaging: before
 /// a root that dropped a live host's names on a leader's word told the host; seed
 /// 10051 with messaging and loss: before a registration waiting for its verdict sent

@@ -25,6 +25,14 @@
 //!   group takes the supervisor over (it becomes the home); the heir holds copies so
 //!   that a leader that dies is replaced by one that has them. Non-leaders drop
 //!   copies of departed homes after `hold`.
+//! - **A give-up is told once kept.** A keeper confirms each version it holds
+//!   ([`SupervisionMsg::Copied`]); a home tells of a child's give-up
+//!   (`ServiceNotice::GaveUp`) only once every keeper holds a version with it,
+//!   and sends the record to those that do not at every tick until then. A
+//!   keeper that takes over from an older copy restarts the child (its hold
+//!   then counts the end), as if the give-up had not been: it had not been told.
+//!   (Before, a home told of a give-up whose copy was lost on the way and was
+//!   then taken over: the child given up ran again, as in swarm seed 10151.)
 //!
 //! # No twins: leases and fences
 //!
@@ -55,8 +63,9 @@
 //!   answers again.
 //! - **A home's authority.** A home grants and restarts only while each of its
 //!   keepers confirmed ([`SupervisionMsg::Held`]) an [`SupervisionMsg::Alive`]
-//!   it sent less than `authority` ago, and so did more than half of the members
-//!   of the group it was last confirmed in (its [`quorum`]: a home cut off with a
+//!   it sent less than `authority` ago, and so did enough members of the group
+//!   it was last confirmed in to make, with the home, more than half of it (its
+//!   [`quorum`]: an even split of the others goes to the home; a home cut off with a
 //!   minority of its group cannot act, even when the minority's new leader and
 //!   heir confirm it as keepers). A keeper takes a supervisor over only
 //!   once its home left the group and `slack(authority)` has passed since the
@@ -233,6 +242,11 @@ struct Sup {
     /// aborted spawn's processes (whose abort their hosts may not have heard)
     /// end with their lease from their start by then.
     not_before: BTreeMap<u32, Time>,
+    /// The latest version each keeper confirmed holding.
+    copied: BTreeMap<NodeId, u64>,
+    /// Give-ups not told yet (the last pid of each child given up), with the
+    /// version that holds them: told once every keeper holds it.
+    untold: Vec<(u64, Option<Pid>)>,
 }
 
 /// Host side: a local process a home watches.
@@ -407,9 +421,12 @@ impl Supervision {
         for act in acts {
             match act {
                 Act::Kill(pid) => self.kill(tenant, pid),
-                Act::GaveUp(pid) => self
-                    .outbox
-                    .push_back(ServiceOutput::Notice(ServiceNotice::GaveUp { pid })),
+                Act::GaveUp(pid) => {
+                    if let Some(s) = self.sups.get_mut(&sup) {
+                        s.untold.push((s.version, pid));
+                    }
+                    self.tell_give_ups(now, sup);
+                }
                 Act::Spawn(children) => {
                     let held = self.sups.get_mut(&sup).is_some_and(|s| {
                         s.not_before.retain(|_, t| now < *t);
@@ -446,6 +463,34 @@ impl Supervision {
             }
         }
         self.arm(now);
+    }
+
+    /// Tells of `sup`'s give-ups that every keeper holds (all of them: no keeper),
+    /// while this home is authorized (no keeper took it over meanwhile).
+    fn tell_give_ups(&mut self, now: Time, sup: SupervisorId) {
+        if !self.authorized(now) {
+            return;
+        }
+        let Some(s) = self.sups.get_mut(&sup) else {
+            return;
+        };
+        let kept = self
+            .keepers
+            .iter()
+            .map(|k| s.copied.get(k).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(u64::MAX);
+        let mut told = Vec::new();
+        s.untold.retain(|&(version, pid)| {
+            if version <= kept {
+                told.push(pid);
+            }
+            version > kept
+        });
+        for pid in told {
+            self.outbox
+                .push_back(ServiceOutput::Notice(ServiceNotice::GaveUp { pid }));
+        }
     }
 
     /// The process `pid` of supervisor `sup` ended (or was lost) as `status`.
@@ -650,6 +695,8 @@ impl Supervision {
                 hold: None,
                 deferred: Vec::new(),
                 not_before: BTreeMap::new(),
+                copied: BTreeMap::new(),
+                untold: Vec::new(),
             },
         );
         let children = (0..n as u32).collect();
@@ -1122,10 +1169,19 @@ impl Supervision {
             if s.client.is_some() {
                 continue;
             }
+            s.copied.retain(|k, _| keepers.contains(k));
+            // Keepers that do not hold a give-up not told yet get it again.
+            let untold = s.untold.first().map(|(v, _)| *v);
+            let lacking: Vec<NodeId> = keepers
+                .iter()
+                .filter(|k| untold.is_some_and(|v| s.copied.get(k).is_none_or(|c| *c < v)))
+                .chain(&new_keepers)
+                .copied()
+                .collect();
             let to: &[NodeId] = if refresh || s.dirty {
                 &keepers
             } else {
-                &new_keepers
+                &lacking
             };
             s.dirty = false;
             if to.is_empty() {
@@ -1154,6 +1210,11 @@ impl Supervision {
             self.send(k, msg);
         }
         self.keepers = keepers;
+        // Keepers that left may have been all that a give-up waited for.
+        let ids: Vec<SupervisorId> = self.sups.keys().copied().collect();
+        for sup in ids {
+            self.tell_give_ups(now, sup);
+        }
     }
 
     /// Keeper side: a fragment of `from`'s record of `sup`.
@@ -1187,11 +1248,13 @@ impl Supervision {
         }
         self.alive.insert(from, now);
         self.bases.insert(from, group.to_vec());
-        if self
+        if let Some(c) = self
             .copies
             .get(&sup)
-            .is_some_and(|c| c.home == from && c.version >= version)
+            .filter(|c| c.home == from && c.version >= version)
         {
+            let version = c.version;
+            self.send(from, SupervisionMsg::Copied { sup, version });
             return;
         }
         if !self.partial.contains_key(&(from, sup)) {
@@ -1230,6 +1293,7 @@ impl Supervision {
                     home_restarted: false,
                 },
             );
+            self.send(from, SupervisionMsg::Copied { sup, version });
             self.arm(now);
         }
     }
@@ -1258,7 +1322,8 @@ impl Supervision {
         // A side cut off from most of the group the home was last heard in (this
         // agent alone, or a few hosts of its rack) takes nothing over: the home may
         // well live on the other side, granting and restarting with keepers there.
-        // The home itself is not counted (it is away either way).
+        // The home itself is not counted (it is away either way), and half of the
+        // others is not enough: an even split goes to the home's side ([`quorum`]).
         let bases = &self.bases;
         let most = |home: NodeId| {
             bases.get(&home).is_some_and(|base| {
@@ -1318,6 +1383,8 @@ impl Supervision {
                     hold: Some(until),
                     deferred: Vec::new(),
                     not_before: BTreeMap::new(),
+                    copied: BTreeMap::new(),
+                    untold: Vec::new(),
                 },
             );
             let acts = self.sups.get_mut(&id).map(|s| s.rec.spawn_ready());
@@ -1536,6 +1603,13 @@ impl Service for Supervision {
                 }
                 self.partial.remove(&(from, sup));
             }
+            SupervisionMsg::Copied { sup, version } => {
+                if let Some(s) = self.sups.get_mut(&sup) {
+                    let c = s.copied.entry(from).or_insert(version);
+                    *c = (*c).max(version);
+                    self.tell_give_ups(now, sup);
+                }
+            }
             SupervisionMsg::Held { at, forget } => {
                 for (sup, epoch) in forget {
                     if self
@@ -1553,11 +1627,13 @@ impl Service for Supervision {
                     *t = (*t).max(at);
                     self.quorum.confirm(from, at);
                 }
-                // Authorized again (or first after a take-over): grant at once.
+                // Authorized again (or first after a take-over): grant at once, and
+                // tell of the give-ups kept meanwhile.
                 if !before && self.authorized(now) {
                     let ids: Vec<SupervisorId> = self.sups.keys().copied().collect();
                     for sup in ids {
                         self.watch(now, sup, None);
+                        self.tell_give_ups(now, sup);
                     }
                 }
             }
@@ -2049,5 +2125,112 @@ mod tests {
         let next = home.next_timeout().expect("tried again");
         home.handle_timeout(next, &ctx);
         assert_eq!(spawns(&mut home).len(), 1, "the restart is tried again");
+    }
+
+    /// Regression (swarm seed 10151): a give-up is told only once every keeper
+    /// holds a copy with it, and while the home is authorized; until then the
+    /// keepers that lack it get the record again at every tick. Before, the
+    /// notice went out at once, the copy was lost on the way, and the keeper that
+    /// took the supervisor over started the child given up again.
+    #[test]
+    fn a_give_up_is_told_once_every_keeper_holds_it() {
+        use nefele_api::supervision::{
+            Intensity, RestartPolicy, Strategy, SupervisedSpawn, SupervisionSpec,
+        };
+        let me = Identity {
+            node: NodeId(1),
+            incarnation: Incarnation(1),
+        };
+        let keeper = NodeId(2);
+        let view = crate::federation::View {
+            level: 0,
+            leader: keeper,
+            epoch: 1,
+            members: vec![me.node, keeper],
+            ancestors: Vec::new(),
+        };
+        let ctx = Context {
+            me,
+            tree: crate::service::TreeView::member_of(me.node, view),
+        };
+        assert_eq!(ctx.tree.keepers(), vec![keeper]);
+        let mut home = Supervision::new(me, SupervisionConfig::default(), 0);
+        let tenant = nefele_api::TenantId(1);
+        let call = ApiCall::SpawnSupervised {
+            tenant,
+            spawn: SupervisedSpawn::One(nefele_api::ProcSpec::default()),
+            supervision: SupervisionSpec {
+                strategy: Strategy::OneForOne,
+                intensity: Intensity {
+                    max_restarts: 0,
+                    period: Duration::from_secs(10),
+                },
+                policies: vec![RestartPolicy::Permanent],
+            },
+        };
+        let at = Time::from_millis;
+        home.handle_api(at(0), RequestId(7), call, &ctx);
+        let spawn = std::iter::from_fn(|| home.poll_output())
+            .find_map(|o| match o {
+                ServiceOutput::Call(request, _) => Some(request),
+                _ => None,
+            })
+            .expect("the first spawn");
+        let pid = Pid::new(me.node, me.incarnation, 1);
+        let reply = ApiReply::Spawned(Ok(vec![pid]));
+        let answered = ServiceEvent::Answered {
+            request: spawn,
+            reply,
+        };
+        home.handle_event(at(10), &answered, &ctx);
+        let sup = *home.sups.keys().next().expect("the supervisor");
+        let held = |home: &mut Supervision, now: Time| {
+            let msg = SupervisionMsg::Held {
+                at: now.as_nanos(),
+                forget: Vec::new(),
+            };
+            home.handle_message(now, keeper, msg, &ctx);
+        };
+        held(&mut home, at(20));
+        let exited = ServiceEvent::ProcessExited {
+            pid,
+            tenant,
+            status: ExitStatus::Code(1),
+        };
+        home.handle_event(at(100), &exited, &ctx);
+        let version = home.sups[&sup].version;
+        // Drains the outputs: the give-ups told, and whether the keeper got the record.
+        let out = |home: &mut Supervision| {
+            let (mut told, mut sent) = (Vec::new(), false);
+            for o in std::iter::from_fn(|| home.poll_output()) {
+                match o {
+                    ServiceOutput::Notice(ServiceNotice::GaveUp { pid }) => told.push(pid),
+                    ServiceOutput::Send(to, SupervisionMsg::Replica { .. }) => {
+                        sent |= to == keeper;
+                    }
+                    _ => {}
+                }
+            }
+            (told, sent)
+        };
+        assert_eq!(out(&mut home), (Vec::new(), true), "sent, not told");
+        home.handle_timeout(at(300), &ctx);
+        assert_eq!(out(&mut home), (Vec::new(), true), "sent again at a tick");
+        let copied = |home: &mut Supervision, now, version| {
+            let msg = SupervisionMsg::Copied { sup, version };
+            home.handle_message(now, keeper, msg, &ctx);
+        };
+        copied(&mut home, at(310), version - 1);
+        assert!(out(&mut home).0.is_empty(), "an older copy");
+        home.handle_timeout(at(600), &ctx);
+        assert_eq!(out(&mut home), (Vec::new(), true), "sent again");
+        // Held, but no longer authorized (its keeper last confirmed at 20 ms).
+        let late = at(20) + SupervisionConfig::default().authority;
+        copied(&mut home, late, version);
+        assert!(out(&mut home).0.is_empty(), "not authorized");
+        held(&mut home, late);
+        assert_eq!(out(&mut home).0, vec![Some(pid)], "told once held");
+        home.handle_timeout(late + Duration::from_millis(300), &ctx);
+        assert_eq!(out(&mut home), (Vec::new(), false), "told once, sent once");
     }
 }

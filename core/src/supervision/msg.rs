@@ -6,7 +6,8 @@
 //!   soon as a watched process ends.
 //! - The home copies each supervisor's record to its keepers (the level-0 leader
 //!   and heir) in fragments under one datagram ([`SupervisionMsg::Replica`]), and
-//!   tells them when it ends ([`SupervisionMsg::Forget`]).
+//!   tells them when it ends ([`SupervisionMsg::Forget`]); a keeper confirms the
+//!   versions it holds ([`SupervisionMsg::Copied`]).
 //! - Leases: a `Watch` grants its pids a lease that counts from the host's own
 //!   clock reading in an earlier `Status` (its `ask`); the home holds its
 //!   authority to grant from its keepers ([`SupervisionMsg::Alive`],
@@ -90,6 +91,16 @@ pub enum SupervisionMsg {
         /// The fragment.
         bytes: Vec<u8>,
     },
+    /// Keeper to home: it holds version `version` of the record of `sup` (sent
+    /// when a copy is complete, and for every fragment of a version it holds). A
+    /// home tells of a give-up only once every keeper holds it: a keeper that
+    /// took over from an older copy would start the child again.
+    Copied {
+        /// The supervisor.
+        sup: SupervisorId,
+        /// The version held.
+        version: u64,
+    },
     /// Home to keeper, every probe period: the home still runs its supervisors;
     /// `at` is its clock reading (nanoseconds), echoed in [`SupervisionMsg::Held`].
     Alive {
@@ -155,6 +166,7 @@ pub fn kind(msg: &SupervisionMsg) -> &'static str {
         SupervisionMsg::Alive { .. } => "sup-alive",
         SupervisionMsg::Dropped { .. } => "sup-dropped",
         SupervisionMsg::Held { .. } => "sup-held",
+        SupervisionMsg::Copied { .. } => "sup-copied",
         SupervisionMsg::Hand { .. } => "sup-hand",
         SupervisionMsg::Holds { .. } => "sup-holds",
     }
@@ -215,6 +227,7 @@ pub fn validate(msg: &SupervisionMsg) -> Result<(), Reject> {
         }
         SupervisionMsg::Forget { .. }
         | SupervisionMsg::Dropped { .. }
+        | SupervisionMsg::Copied { .. }
         | SupervisionMsg::Alive { .. } => Ok(()),
     }
 }

@@ -4,9 +4,17 @@
 //!
 //! A home sends [`SupervisionMsg::Alive`](super::SupervisionMsg::Alive) to the
 //! members of its *base* and of its current group every probe, and each answers
-//! `Held`. The quorum *holds* while more than half of the base (the home aside)
-//! confirmed an `Alive` sent less than `authority` ago; an empty base (a group of
-//! one) holds.
+//! `Held`. The quorum *holds* while the home and the members of the base that
+//! confirmed an `Alive` sent less than `authority` ago are more than half of the
+//! base and the home together; an empty base (a group of one) holds.
+//!
+//! The home counts itself, so an even split of the others goes to the home's
+//! side: a keeper takes over only with more than half of the others (the home
+//! aside, see `Supervision::take_over`), which a side holding half of them does
+//! not have. So the two sides never both act on one base, and a home that loses
+//! one of the two others of a group of three (a member that leaves or crashes)
+//! keeps its authority (before, both sides of such a tie stood still: its
+//! children were fenced and never restarted).
 //!
 //! Invariant: the base never becomes easier to hold for a side cut off from
 //! most of it.
@@ -14,8 +22,9 @@
 //!   (so a growing group does not suspend the authority).
 //! - A member that left the group leaves the base once it confirmed an `Alive`
 //!   sent after it left (it lives, on this side: the group was split), or once
-//!   the quorum holds on confirmations of `Alive`s sent after it left (most of
-//!   the base is on this side without it: it crashed, or was cut off alone).
+//!   the quorum holds on confirmations of `Alive`s sent after it left (with the
+//!   home, most of the base is on this side without it: it crashed, or was cut
+//!   off alone).
 //!
 //! So a home cut off with a minority of the group it was last confirmed in loses
 //! its authority within `authority` and cannot win it back from that minority,
@@ -23,8 +32,9 @@
 //! leader and heir, who confirm the home as keepers, are not enough): only the
 //! side with most of the group may act, and that side's leader takes the
 //! supervisor over. The price is the same as a take-over's: a home whose group
-//! loses half of its other members at once stops granting and restarting until
-//! enough of them are back.
+//! loses more than half of its other members at once stops granting and
+//! restarting until enough of them are back; so does a home whose only other
+//! member leaves its group of two (a leave is not told apart from a crash).
 
 use crate::ids::NodeId;
 use crate::time::Time;
@@ -44,8 +54,9 @@ pub(super) struct Quorum {
 }
 
 impl Quorum {
-    /// Whether more than half of the base confirmed an `Alive` sent less than
-    /// `authority` before `now`.
+    /// Whether the home and the members of the base that confirmed an `Alive`
+    /// sent less than `authority` before `now` are more than half of the base and
+    /// the home.
     pub(super) fn holds(&self, now: Time, authority: Duration) -> bool {
         self.holds_after(Time::ZERO, now, authority)
     }
@@ -61,7 +72,7 @@ impl Quorum {
                     .is_some_and(|t| *t >= since && now < *t + authority)
             })
             .count();
-        self.base.is_empty() || 2 * recent > self.base.len()
+        2 * (recent + 1) > self.base.len() + 1
     }
 
     /// Who is asked to confirm: the base and the current `group` (members not in
@@ -187,6 +198,36 @@ mod tests {
             q.confirm(m, now);
         }
         assert!(q.holds(now, AUTHORITY));
+    }
+
+    /// A group of three loses one of the home's two others (it left, or crashed):
+    /// the home and the other are most of the group, so the quorum holds, and the
+    /// member gone leaves the base (before, one of two others was not more than
+    /// half: swarm seed 10128's home lost its authority for good and its children
+    /// were fenced, never restarted). The even split in a group of five goes to the
+    /// home too; less than that does not hold.
+    #[test]
+    fn an_even_split_of_the_others_goes_to_the_home() {
+        let group = nodes(0..3);
+        let mut q = confirmed_in(&group, Time::ZERO);
+        let left = [ME, NodeId(2)];
+        let mut now = Time::ZERO;
+        for _ in 0..10 {
+            now = now + Duration::from_millis(300);
+            q.follow(now, AUTHORITY, ME, &left);
+            q.confirm(NodeId(2), now);
+            assert!(q.holds(now, AUTHORITY), "lost at {now}");
+        }
+        assert_eq!(q.base, vec![NodeId(2)]);
+        let group = nodes(0..5);
+        let mut q = confirmed_in(&group, Time::ZERO);
+        let later = Time::ZERO + AUTHORITY;
+        q.confirm(NodeId(1), later);
+        q.confirm(NodeId(2), later);
+        assert!(q.holds(later, AUTHORITY), "two of four others");
+        let mut q = confirmed_in(&group, Time::ZERO);
+        q.confirm(NodeId(1), later);
+        assert!(!q.holds(later, AUTHORITY), "one of four others");
     }
 
     /// A member that crashes leaves the base once the rest confirm without it; a

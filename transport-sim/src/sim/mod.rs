@@ -653,9 +653,13 @@ impl Simulation {
     /// Tells the supervision checks of the supervisors that crashing `nodes`
     /// together loses beyond the design (no take-over is possible; see the
     /// supervision service's module doc), so that their slots owe no restart:
-    /// - those whose home crashes with at least half of the rest of its level-0
-    ///   group (members down already count), where the copies of its records are
-    ///   kept;
+    /// - those whose home crashes while no side of the rest of its level-0 group,
+    ///   where the copies of its records are kept, holds more than half of them:
+    ///   at least half crash with it (members down already count), or the
+    ///   partitions in force cut the rest into sides none of which is most of it
+    ///   (a keeper cannot tell those cut off from those crashed; before, a home
+    ///   that crashed just after a partition split the rest of its group in two
+    ///   halves owed its children's restarts, as in swarm seed 10142);
     /// - those whose last holders (its home, or keepers of its copies while the
     ///   home is down) all crash now.
     pub(super) fn note_supervision_lost(&mut self, nodes: &[NodeId]) {
@@ -682,11 +686,12 @@ impl Simulation {
                 .map(|seat| seat.view().members.as_slice())
                 .unwrap_or_default();
             let others: Vec<NodeId> = group.iter().copied().filter(|m| *m != node).collect();
-            let gone = others
+            let up: Vec<NodeId> = others
                 .iter()
-                .filter(|m| nodes.contains(m) || self.hosts[m.0 as usize].agent.is_none())
-                .count();
-            if 2 * gone >= others.len() {
+                .copied()
+                .filter(|m| !nodes.contains(m) && self.hosts[m.0 as usize].agent.is_some())
+                .collect();
+            if 2 * self.network.largest_side(&up) <= others.len() {
                 let sups = supervision.supervisors(None);
                 home_lost.extend(
                     sups.iter()
