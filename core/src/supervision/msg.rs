@@ -91,16 +91,6 @@ pub enum SupervisionMsg {
         /// The fragment.
         bytes: Vec<u8>,
     },
-    /// Keeper to home: it holds version `version` of the record of `sup` (sent
-    /// when a copy is complete, and for every fragment of a version it holds). A
-    /// home tells of a give-up only once every keeper holds it: a keeper that
-    /// took over from an older copy would start the child again.
-    Copied {
-        /// The supervisor.
-        sup: SupervisorId,
-        /// The version held.
-        version: u64,
-    },
     /// Home to keeper, every probe period: the home still runs its supervisors;
     /// `at` is its clock reading (nanoseconds), echoed in [`SupervisionMsg::Held`].
     Alive {
@@ -152,6 +142,16 @@ pub enum SupervisionMsg {
         pid: Pid,
         /// Its names.
         names: Vec<String>,
+    },
+    /// Keeper to home: it holds version `version` of the record of `sup` (sent
+    /// when a copy is complete, and for every fragment of a version it holds). A
+    /// home tells of a give-up only once every keeper holds it: a keeper that
+    /// took over from an older copy would start the child again.
+    Copied {
+        /// The supervisor.
+        sup: SupervisorId,
+        /// The version held.
+        version: u64,
     },
 }
 

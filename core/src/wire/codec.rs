@@ -45,7 +45,9 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 ///   `Denied`, `Unreachable` and `Overrun` (appended).
 /// - 9: names move with a restarted child: supervision's `Hand` and `Holds`
 ///   (appended), and a replicated record's children carry their names.
-pub const VERSION: u16 = 9;
+/// - 10: supervision's keepers confirm the versions of records they hold
+///   (`Copied`, appended).
+pub const VERSION: u16 = 10;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.
