@@ -204,9 +204,12 @@ mod tests {
             decode(b"XXXX\x01\x00", 100),
             Err(DecodeError::BadMagic { found: *b"XXXX" })
         );
+        let next = VERSION + 1;
+        let mut frame = b"NFLE".to_vec();
+        frame.extend_from_slice(&next.to_le_bytes());
         assert_eq!(
-            decode(b"NFLE\x0a\x00", 100),
-            Err(DecodeError::UnsupportedVersion { found: 10 })
+            decode(&frame, 100),
+            Err(DecodeError::UnsupportedVersion { found: next })
         );
         assert_eq!(
             decode(&[0; 101], 100),
