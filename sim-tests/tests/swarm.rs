@@ -310,8 +310,7 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// `supervision.no_twin` (seed 10021: before a member keeping a later take-over's
 /// record told the old home to step down, and before a former keeper dropped its
 /// copies of a home heard from outside its group), `federation` (seed 218:
-/// before a leader jumped past the epoch of a stale hand-over written in its name;
-/// seed 10162: before a plain member told a prober it did not list to leave), or
+/// before a leader jumped past the epoch of a stale hand-over written in its name), or
 /// `discovery-converged` (seed 808: before the check counted a dead agent's silence
 /// from the last delivery of its messages, which a paused receiver reads late).
 /// Seed 79 with messaging fails `messaging.fate_reported` before request/response
