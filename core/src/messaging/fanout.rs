@@ -2089,10 +2089,9 @@ mod tests {
         assert_eq!(visited(&mut e), 0);
     }
 
-    #[test]
-    fn the_origin_counts_answers_in_any_order_and_times_out_to_unknown() {
+    /// Agent n1, a member of a level-0 group led by n2 whose root is n3 (at level 1).
+    fn member_of_n2_under_n3() -> (NodeId, TreeView<'static>) {
         let me = NodeId(1);
-        // A member of a group led by n2, whose root is n3 (at level 1).
         let view = crate::federation::View {
             level: 0,
             leader: NodeId(2),
@@ -2100,7 +2099,12 @@ mod tests {
             members: vec![NodeId(1), NodeId(2)],
             ancestors: vec![NodeId(3)],
         };
-        let tree = TreeView::member_of(me, view);
+        (me, TreeView::member_of(me, view))
+    }
+
+    #[test]
+    fn the_origin_counts_answers_in_any_order_and_times_out_to_unknown() {
+        let (me, tree) = member_of_n2_under_n3();
         let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
         let mut boxes = Boxes::default();
         e.send_to_all(
@@ -2196,15 +2200,7 @@ mod tests {
     /// position.
     #[test]
     fn a_reliable_walk_sends_its_missing_parts_again_and_holds_the_senders_next_send() {
-        let me = NodeId(1);
-        let view = crate::federation::View {
-            level: 0,
-            leader: NodeId(2),
-            epoch: 1,
-            members: vec![NodeId(1), NodeId(2)],
-            ancestors: vec![NodeId(3)],
-        };
-        let tree = TreeView::member_of(me, view);
+        let (me, tree) = member_of_n2_under_n3();
         let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
         let mut boxes = Boxes::default();
         let send = |e: &mut Fanout, boxes: &mut Boxes, r, delivery| {
@@ -2301,15 +2297,7 @@ mod tests {
     /// messaging swarm, seeds 10083 and 10084).
     #[test]
     fn a_reliable_walk_is_sent_again_after_a_few_walk_times() {
-        let me = NodeId(1);
-        let view = crate::federation::View {
-            level: 0,
-            leader: NodeId(2),
-            epoch: 1,
-            members: vec![NodeId(1), NodeId(2)],
-            ancestors: vec![NodeId(3)],
-        };
-        let tree = TreeView::member_of(me, view);
+        let (me, tree) = member_of_n2_under_n3();
         let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
         let mut boxes = Boxes::default();
         let walk = |e: &mut Fanout, boxes: &mut Boxes, t: Time, token: u64| {

@@ -1604,7 +1604,10 @@ impl Service for Supervision {
                 self.partial.remove(&(from, sup));
             }
             SupervisionMsg::Copied { sup, version } => {
-                if let Some(s) = self.sups.get_mut(&sup) {
+                // Only a keeper's word counts (the rest is dropped at the next
+                // replication anyway).
+                let keeper = self.keepers.contains(&from);
+                if let Some(s) = self.sups.get_mut(&sup).filter(|_| keeper) {
                     let c = s.copied.entry(from).or_insert(version);
                     *c = (*c).max(version);
                     self.tell_give_ups(now, sup);
@@ -1821,9 +1824,6 @@ mod tests {
     /// while the home, confirmed in its new group, went on (twins).
     #[test]
     fn a_keeper_drops_its_copies_of_a_home_heard_from_outside_its_group() {
-        use nefele_api::supervision::{
-            Intensity, RestartPolicy, Strategy, SupervisedSpawn, SupervisionSpec,
-        };
         let id = |node| Identity {
             node: NodeId(node),
             incarnation: Incarnation(1),
@@ -1834,18 +1834,7 @@ mod tests {
             me: h,
             tree: crate::service::TreeView::empty(h.node),
         };
-        let call = ApiCall::SpawnSupervised {
-            tenant: nefele_api::TenantId(1),
-            spawn: SupervisedSpawn::One(nefele_api::ProcSpec::default()),
-            supervision: SupervisionSpec {
-                strategy: Strategy::OneForOne,
-                intensity: Intensity {
-                    max_restarts: 5,
-                    period: Duration::from_secs(10),
-                },
-                policies: vec![RestartPolicy::Permanent],
-            },
-        };
+        let call = one_permanent_child(nefele_api::TenantId(1), 5);
         home.handle_api(Time::ZERO, RequestId(7), call, &ctx);
         let (&sup, s) = home.sups.iter().next().expect("a supervisor");
         let parts = s.rec.fragments().expect("fragments");
@@ -1928,6 +1917,26 @@ mod tests {
                 forget: vec![(sup, 1)]
             }]
         );
+    }
+
+    /// A client's call for a one-for-one supervisor of one permanent child, given
+    /// up after `max_restarts` restarts in 10 s.
+    fn one_permanent_child(tenant: nefele_api::TenantId, max_restarts: u32) -> ApiCall {
+        use nefele_api::supervision::{
+            Intensity, RestartPolicy, Strategy, SupervisedSpawn, SupervisionSpec,
+        };
+        ApiCall::SpawnSupervised {
+            tenant,
+            spawn: SupervisedSpawn::One(nefele_api::ProcSpec::default()),
+            supervision: SupervisionSpec {
+                strategy: Strategy::OneForOne,
+                intensity: Intensity {
+                    max_restarts,
+                    period: Duration::from_secs(10),
+                },
+                policies: vec![RestartPolicy::Permanent],
+            },
+        }
     }
 
     fn kills(s: &mut Supervision) -> Vec<Pid> {
@@ -2036,10 +2045,7 @@ mod tests {
     /// restart with no room from a lost one. Before, the refusal was silent.
     #[test]
     fn a_restart_refused_for_lack_of_room_is_told_and_tried_again() {
-        use nefele_api::supervision::{
-            Intensity, RestartPolicy, Strategy, SupervisedSpawn, SupervisionSpec,
-        };
-        use nefele_api::{ProcSpec, Resource};
+        use nefele_api::Resource;
         let me = Identity {
             node: NodeId(1),
             incarnation: Incarnation(1),
@@ -2050,19 +2056,7 @@ mod tests {
             tree: crate::service::TreeView::empty(me.node),
         };
         let tenant = nefele_api::TenantId(1);
-        let spec = SupervisionSpec {
-            strategy: Strategy::OneForOne,
-            intensity: Intensity {
-                max_restarts: 5,
-                period: Duration::from_secs(10),
-            },
-            policies: vec![RestartPolicy::Permanent],
-        };
-        let call = ApiCall::SpawnSupervised {
-            tenant,
-            spawn: SupervisedSpawn::One(ProcSpec::default()),
-            supervision: spec,
-        };
+        let call = one_permanent_child(tenant, 5);
         let at = Time::from_millis;
         let spawns = |home: &mut Supervision| -> Vec<RequestId> {
             std::iter::from_fn(|| home.poll_output())
@@ -2134,9 +2128,6 @@ mod tests {
     /// took the supervisor over started the child given up again.
     #[test]
     fn a_give_up_is_told_once_every_keeper_holds_it() {
-        use nefele_api::supervision::{
-            Intensity, RestartPolicy, Strategy, SupervisedSpawn, SupervisionSpec,
-        };
         let me = Identity {
             node: NodeId(1),
             incarnation: Incarnation(1),
@@ -2156,18 +2147,7 @@ mod tests {
         assert_eq!(ctx.tree.keepers(), vec![keeper]);
         let mut home = Supervision::new(me, SupervisionConfig::default(), 0);
         let tenant = nefele_api::TenantId(1);
-        let call = ApiCall::SpawnSupervised {
-            tenant,
-            spawn: SupervisedSpawn::One(nefele_api::ProcSpec::default()),
-            supervision: SupervisionSpec {
-                strategy: Strategy::OneForOne,
-                intensity: Intensity {
-                    max_restarts: 0,
-                    period: Duration::from_secs(10),
-                },
-                policies: vec![RestartPolicy::Permanent],
-            },
-        };
+        let call = one_permanent_child(tenant, 0);
         let at = Time::from_millis;
         home.handle_api(at(0), RequestId(7), call, &ctx);
         let spawn = std::iter::from_fn(|| home.poll_output())
