@@ -505,6 +505,22 @@ impl Federation {
         }
     }
 
+    /// For tests: an instance whose only seat is `view`'s group, led by this
+    /// agent (`view.leader`), as if it had formed that group itself.
+    #[cfg(test)]
+    pub(crate) fn leading(view: View) -> Self {
+        use rand::SeedableRng;
+        let rng = ChaCha8Rng::seed_from_u64(1);
+        let mut fed = Federation::new(
+            view.leader,
+            FederationConfig::default(),
+            rng,
+            Payload::default(),
+        );
+        fed.seats.push(Seat::new(view, Time::ZERO));
+        fed
+    }
+
     /// Starts the protocol: the first join attempt comes after half a period, when
     /// discovery has had time to hear the neighbours.
     pub fn boot(&mut self, now: Time) {

@@ -46,6 +46,14 @@ impl<'a> TreeView<'a> {
         TreeView::new(me, Some(Box::leak(Box::new(fed))))
     }
 
+    /// For tests: the view of the leader of the level-0 group `view`. The
+    /// federation behind it is leaked.
+    #[cfg(test)]
+    pub(crate) fn leader_of(view: View) -> TreeView<'static> {
+        let me = view.leader;
+        TreeView::new(me, Some(Box::leak(Box::new(Federation::leading(view)))))
+    }
+
     /// Whether this agent holds a seat (it belongs to a tree).
     #[must_use]
     pub fn in_tree(&self) -> bool {

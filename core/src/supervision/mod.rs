@@ -1401,7 +1401,12 @@ impl Supervision {
     /// split of a group grown past `max_group` left no majority, and a home that
     /// died afterwards was never taken over). A home that left that way lives on
     /// in the other group, whose leader and heir it now sends its records: this
-    /// agent drops its copies.
+    /// agent drops its copies. Not those of a home that restarted: its records
+    /// died with its earlier life and left with nobody, so this agent's copies are
+    /// all that remains of them, and it takes them over as from a home removed.
+    /// (Before, a home that restarted and then left for another group, as swarm
+    /// seed 10325's did when a jump of its clock made it claim the group and be
+    /// told to leave, lost its supervisors: no child was ever restarted.)
     fn follow_group(&mut self, ctx: &Context<'_>) {
         let led = ctx
             .tree
@@ -1418,7 +1423,8 @@ impl Supervision {
                 for base in self.bases.values_mut() {
                     base.retain(|m| !moved.contains(m));
                 }
-                self.copies.retain(|_, c| !moved.contains(&c.home));
+                self.copies
+                    .retain(|_, c| c.home_restarted || !moved.contains(&c.home));
             }
         }
         self.removed.clear();
@@ -1836,21 +1842,7 @@ mod tests {
         };
         let call = one_permanent_child(nefele_api::TenantId(1), 5);
         home.handle_api(Time::ZERO, RequestId(7), call, &ctx);
-        let (&sup, s) = home.sups.iter().next().expect("a supervisor");
-        let parts = s.rec.fragments().expect("fragments");
-        let replicas = |version| {
-            let count = parts.len() as u16;
-            parts
-                .iter()
-                .enumerate()
-                .map(move |(i, bytes)| SupervisionMsg::Replica {
-                    sup,
-                    version,
-                    part: i as u16,
-                    parts: count,
-                    bytes: bytes.clone(),
-                })
-        };
+        let replicas = |version| replicas_of(&home, version);
         let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
         let together = [h.node, k.node];
         for msg in replicas(1) {
@@ -1917,6 +1909,83 @@ mod tests {
                 forget: vec![(sup, 1)]
             }]
         );
+    }
+
+    /// The replica fragments of `home`'s first supervisor, as version `version`.
+    fn replicas_of(home: &Supervision, version: u64) -> Vec<SupervisionMsg> {
+        let (&sup, s) = home.sups.iter().next().expect("a supervisor");
+        let parts = s.rec.fragments().expect("fragments");
+        let count = parts.len() as u16;
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, bytes)| SupervisionMsg::Replica {
+                sup,
+                version,
+                part: i as u16,
+                parts: count,
+                bytes,
+            })
+            .collect()
+    }
+
+    /// Regression (swarm seed 10325): the leader that keeps the copy of a home
+    /// that restarted, and then left the group for another (not removed: a jump of
+    /// its clock made it claim the group, and the members told it to leave), takes
+    /// the supervisor over once the old life's authority has ended. Before, the
+    /// leader dropped the copy as that of a home living on in another group, and
+    /// the supervisor, gone with the home's earlier life, was lost.
+    #[test]
+    fn a_leader_takes_over_from_a_restarted_home_that_left_for_another_group() {
+        let id = |node| Identity {
+            node: NodeId(node),
+            incarnation: Incarnation(1),
+        };
+        let (h, k) = (id(1), id(2));
+        let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
+        let call = one_permanent_child(nefele_api::TenantId(1), 5);
+        let alone = Context {
+            me: h,
+            tree: crate::service::TreeView::empty(h.node),
+        };
+        home.handle_api(Time::ZERO, RequestId(7), call, &alone);
+        let led = |members: Vec<NodeId>, epoch| Context {
+            me: k,
+            tree: crate::service::TreeView::leader_of(crate::federation::View {
+                level: 0,
+                leader: k.node,
+                epoch,
+                members,
+                ancestors: vec![],
+            }),
+        };
+        let with_home = led(vec![h.node, k.node, NodeId(3), NodeId(4)], 1);
+        assert!(with_home.tree.group(0).is_some_and(|g| g.led_by_me()));
+        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
+        let group = with_home.tree.local_group();
+        for msg in replicas_of(&home, 1) {
+            keeper.on_replica(Time::from_millis(10), h.node, msg, &group);
+        }
+        keeper.on_alive(Time::from_millis(20), h.node, 20, &group);
+        let changed = ServiceEvent::GroupChanged { instance: 0 };
+        keeper.handle_event(Time::from_millis(30), &changed, &with_home);
+        let restarted = ServiceEvent::PeerRestarted { node: h.node };
+        keeper.handle_event(Time::from_millis(40), &restarted, &with_home);
+        let without_home = led(vec![k.node, NodeId(3), NodeId(4)], 2);
+        keeper.handle_event(Time::from_millis(50), &changed, &without_home);
+        assert_eq!(keeper.copies.len(), 1, "the copy is all that remains");
+        // Its ticks come every probe period (one overdue by a period is a stall).
+        let ended = Time::from_millis(20) + slack(keeper.config.authority);
+        let mut now = Time::from_millis(50);
+        while now < ended + keeper.config.probe_period {
+            now = now + Duration::from_millis(100);
+            keeper.handle_timeout(now, &without_home);
+            if now < ended {
+                assert!(keeper.sups.is_empty(), "not before the old authority ended");
+            }
+        }
+        assert_eq!(keeper.sups.len(), 1, "the leader took the supervisor over");
+        assert!(keeper.copies.is_empty());
     }
 
     /// A client's call for a one-for-one supervisor of one permanent child, given
