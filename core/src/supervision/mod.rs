@@ -61,7 +61,9 @@
 //!   A pid its host fences only from its first `Watch` (the record's `leased`
 //!   false: records of agents before this) is still restarted only once its host
 //!   answers again.
-//! - **A home's authority.** A home grants and restarts only while each of its
+//! - **A home's authority.** A home grants, restarts and stops children (the
+//!   siblings a strategy stops: a kill its host does not answer is sent again
+//!   at the next tick) only while each of its
 //!   keepers confirmed ([`SupervisionMsg::Held`]) an [`SupervisionMsg::Alive`]
 //!   it sent less than `authority` ago, and so did enough members of the group
 //!   it was last confirmed in to make, with the home, more than half of it (its
@@ -144,7 +146,7 @@ use crate::wire::Reject;
 use nefele_api::calls::{ApiCall, ApiReply, RequestId};
 use nefele_api::spec::{ExitStatus, Signal};
 use nefele_api::supervision::{SupervisedSpawn, SupervisionError, SupervisorId, SupervisorState};
-use nefele_api::SpawnError;
+use nefele_api::{KillError, SpawnError};
 use record::{Act, Child, Phase, Record};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -247,6 +249,11 @@ struct Sup {
     /// Give-ups not told yet (the last pid of each child given up), with the
     /// version that holds them: told once every keeper holds it.
     untold: Vec<(u64, Option<Pid>)>,
+    /// Children being stopped (for a sibling's restart) whose kill waits for this
+    /// home's authority or went unanswered: killed at the first tick it holds,
+    /// unless they ended first (their host, granted nothing for them, ends them
+    /// with their lease).
+    unkilled: BTreeSet<Pid>,
 }
 
 /// Host side: a local process a home watches.
@@ -275,8 +282,12 @@ enum Pending {
         tenant: nefele_api::TenantId,
         children: Vec<u32>,
     },
-    /// A kill (its answer matters only as far as the watch says).
-    Kill,
+    /// A kill of `pid`. One that stops a child of `of` (for a sibling's restart)
+    /// is sent again at the next tick if its host did not answer: the restart
+    /// waits for that child's end. (Before, a kill lost on the way left the child
+    /// to its lease, and the restart came a lease late: swarm seed 10284.) Other
+    /// answers matter only as far as the watch says.
+    Kill { of: Option<SupervisorId>, pid: Pid },
     /// A registration of `name` for the local process `pid`, handed from its
     /// previous process (see [`naming`]).
     Register { pid: Pid, name: String },
@@ -410,8 +421,13 @@ impl Supervision {
         }
     }
 
-    /// Carries out what a record's transition asks.
+    /// Carries out what a record's transition asks. A home without authority
+    /// kills nothing: it may have been taken over, and the children its stale
+    /// record stops may be the taker's. (Before, a home back from a stall after
+    /// its take-over killed siblings by its strategy before it heard it had been
+    /// replaced, and the taker, restarting them all, was late: swarm seed 10284.)
     fn act(&mut self, now: Time, sup: SupervisorId, acts: Vec<Act>) {
+        let authorized = self.authorized(now);
         let Some(s) = self.sups.get_mut(&sup) else {
             return;
         };
@@ -420,7 +436,12 @@ impl Supervision {
         let tenant = s.rec.tenant;
         for act in acts {
             match act {
-                Act::Kill(pid) => self.kill(tenant, pid),
+                Act::Kill(pid) if authorized => self.kill(tenant, pid, Some(sup)),
+                Act::Kill(pid) => {
+                    if let Some(s) = self.sups.get_mut(&sup) {
+                        s.unkilled.insert(pid);
+                    }
+                }
                 Act::GaveUp(pid) => {
                     if let Some(s) = self.sups.get_mut(&sup) {
                         s.untold.push((s.version, pid));
@@ -433,7 +454,7 @@ impl Supervision {
                         s.hold.is_some_and(|t| now < t)
                             || children.iter().any(|j| s.not_before.contains_key(j))
                     });
-                    if held || !self.authorized(now) {
+                    if held || !authorized {
                         // Perhaps taken over meanwhile: pending until authorized again.
                         if let Some(s) = self.sups.get_mut(&sup) {
                             s.rec.spawn_failed(&children);
@@ -463,6 +484,28 @@ impl Supervision {
             }
         }
         self.arm(now);
+    }
+
+    /// Kills the children whose kill waited for this home's authority or went
+    /// unanswered, those still being stopped.
+    fn kill_unkilled(&mut self) {
+        let mut kills = Vec::new();
+        for (id, s) in &mut self.sups {
+            let rec = &s.rec;
+            let stopping = |p: &Pid| {
+                rec.child_of(*p)
+                    .is_some_and(|i| rec.children[i].phase == Phase::Stopping)
+            };
+            kills.extend(
+                std::mem::take(&mut s.unkilled)
+                    .into_iter()
+                    .filter(stopping)
+                    .map(|p| (*id, rec.tenant, p)),
+            );
+        }
+        for (sup, tenant, pid) in kills {
+            self.kill(tenant, pid, Some(sup));
+        }
     }
 
     /// Tells of `sup`'s give-ups that every keeper holds (all of them: no keeper),
@@ -585,7 +628,7 @@ impl Supervision {
             self.watchers.remove(&pid);
             self.unwatched.remove(&pid);
             if let Some((tenant, _)) = self.live.remove(&pid) {
-                self.kill(tenant, pid);
+                self.kill(tenant, pid, None);
                 // Ended for the homes that ask (its exit, when reported, replaces it).
                 self.remember_end(pid, ExitStatus::Lost);
             }
@@ -697,6 +740,7 @@ impl Supervision {
                 not_before: BTreeMap::new(),
                 copied: BTreeMap::new(),
                 untold: Vec::new(),
+                unkilled: BTreeSet::new(),
             },
         );
         let children = (0..n as u32).collect();
@@ -711,24 +755,32 @@ impl Supervision {
         self.arm(now);
     }
 
-    fn kill(&mut self, tenant: nefele_api::TenantId, pid: Pid) {
+    fn kill(&mut self, tenant: nefele_api::TenantId, pid: Pid, of: Option<SupervisorId>) {
         let call = ApiCall::Kill {
             tenant,
             pid,
             signal: Signal::Kill,
         };
-        self.call(call, Pending::Kill);
+        self.call(call, Pending::Kill { of, pid });
     }
 
     /// An internal call was answered.
     fn on_answer(&mut self, now: Time, request: RequestId, reply: &ApiReply) {
-        let Some(Pending::Spawn {
-            sup,
-            tenant,
-            children,
-        }) = self.calls.remove(&request)
-        else {
-            return;
+        let (sup, tenant, children) = match self.calls.remove(&request) {
+            Some(Pending::Spawn {
+                sup,
+                tenant,
+                children,
+            }) => (sup, tenant, children),
+            Some(Pending::Kill { of: Some(sup), pid })
+                if *reply == ApiReply::Killed(Err(KillError::Unreachable)) =>
+            {
+                if let Some(s) = self.sups.get_mut(&sup) {
+                    s.unkilled.insert(pid);
+                }
+                return;
+            }
+            _ => return,
         };
         let Some(result) = reply.clone().spawn_result() else {
             return;
@@ -737,7 +789,7 @@ impl Supervision {
         let Some(s) = self.sups.get_mut(&sup) else {
             // Stopped meanwhile: what it spawned goes too.
             for &pid in result.iter().flatten() {
-                self.kill(tenant, pid);
+                self.kill(tenant, pid, None);
             }
             return;
         };
@@ -763,7 +815,7 @@ impl Supervision {
                     self.outbox.push_back(ServiceOutput::Reply(client, reply));
                 }
                 for pid in unwanted {
-                    self.kill(tenant, pid);
+                    self.kill(tenant, pid, None);
                 }
                 // A new process's host keeps it for a lease from its start, which
                 // was before now.
@@ -1007,7 +1059,7 @@ impl Supervision {
                 s.abandoned.remove(pid);
             }
             for pid in stale.into_iter().filter(|p| !listed.contains(p)) {
-                self.kill(tenant, pid);
+                self.kill(tenant, pid, None);
             }
         }
         for (pid, status) in ended {
@@ -1103,6 +1155,9 @@ impl Supervision {
             for (pid, status) in std::mem::take(&mut s.deferred) {
                 self.on_end(now, sup, pid, status);
             }
+        }
+        if self.authorized(now) {
+            self.kill_unkilled();
         }
         for sup in ids {
             let acts = self.sups.get_mut(&sup).map(|s| s.rec.spawn_ready());
@@ -1385,6 +1440,7 @@ impl Supervision {
                     not_before: BTreeMap::new(),
                     copied: BTreeMap::new(),
                     untold: Vec::new(),
+                    unkilled: BTreeSet::new(),
                 },
             );
             let acts = self.sups.get_mut(&id).map(|s| s.rec.spawn_ready());
@@ -1504,7 +1560,15 @@ impl Supervision {
         };
         let acts = s.rec.stop(SupervisorState::Stopped);
         self.act(now, id, acts);
-        self.sups.remove(&id);
+        // A stop is the client's word: its kills do not wait for authority.
+        for pid in self
+            .sups
+            .remove(&id)
+            .map(|s| s.unkilled)
+            .unwrap_or_default()
+        {
+            self.kill(tenant, pid, None);
+        }
         for k in ctx.tree.keepers() {
             self.send(k, SupervisionMsg::Forget { sup: id });
         }
@@ -1644,6 +1708,7 @@ impl Service for Supervision {
                         self.watch(now, sup, None);
                         self.tell_give_ups(now, sup);
                     }
+                    self.kill_unkilled();
                 }
             }
             names @ (SupervisionMsg::Hand { .. } | SupervisionMsg::Holds { .. }) => {
@@ -2009,15 +2074,76 @@ mod tests {
     }
 
     fn kills(s: &mut Supervision) -> Vec<Pid> {
+        kill_calls(s).into_iter().map(|(_, pid)| pid).collect()
+    }
+
+    /// The kills `s` asked for since last polled, with their requests.
+    fn kill_calls(s: &mut Supervision) -> Vec<(RequestId, Pid)> {
         std::iter::from_fn(|| s.poll_output())
             .filter_map(|o| match o {
-                ServiceOutput::Call(_, call) => match *call {
-                    ApiCall::Kill { pid, .. } => Some(pid),
+                ServiceOutput::Call(request, call) => match *call {
+                    ApiCall::Kill { pid, .. } => Some((request, pid)),
                     _ => None,
                 },
                 _ => None,
             })
             .collect()
+    }
+
+    /// A one-for-all supervisor of two children at `home` (as `ctx` sees the
+    /// tree), spawned at 0 and answered at 10 ms: the first child runs at the
+    /// home's host, the second at n9. Returns the two pids.
+    fn two_children_one_for_all(home: &mut Supervision, ctx: &Context<'_>) -> (Pid, Pid) {
+        use nefele_api::supervision::{
+            Intensity, RestartPolicy, Strategy, SupervisedSpawn, SupervisionSpec,
+        };
+        let call = ApiCall::SpawnSupervised {
+            tenant: nefele_api::TenantId(1),
+            spawn: SupervisedSpawn::N(2, nefele_api::ProcSpec::default()),
+            supervision: SupervisionSpec {
+                strategy: Strategy::OneForAll,
+                intensity: Intensity {
+                    max_restarts: 5,
+                    period: Duration::from_secs(10),
+                },
+                policies: vec![RestartPolicy::Permanent],
+            },
+        };
+        home.handle_api(Time::ZERO, RequestId(7), call, ctx);
+        let spawn = std::iter::from_fn(|| home.poll_output())
+            .find_map(|o| match o {
+                ServiceOutput::Call(request, _) => Some(request),
+                _ => None,
+            })
+            .expect("the spawn");
+        let me = ctx.me;
+        let pids = (
+            Pid::new(me.node, me.incarnation, 1),
+            Pid::new(NodeId(9), Incarnation(1), 1),
+        );
+        let started = ServiceEvent::ProcessStarted {
+            pid: pids.0,
+            tenant: nefele_api::TenantId(1),
+            supervised: true,
+        };
+        home.handle_event(Time::from_millis(10), &started, ctx);
+        let reply = ApiReply::Spawned(Ok(vec![pids.0, pids.1]));
+        let answered = ServiceEvent::Answered {
+            request: spawn,
+            reply,
+        };
+        home.handle_event(Time::from_millis(10), &answered, ctx);
+        pids
+    }
+
+    /// The first child of [`two_children_one_for_all`] exits at `now`.
+    fn first_exits(home: &mut Supervision, now: Time, pid: Pid, ctx: &Context<'_>) {
+        let exited = ServiceEvent::ProcessExited {
+            pid,
+            tenant: nefele_api::TenantId(1),
+            status: ExitStatus::Code(1),
+        };
+        home.handle_event(now, &exited, ctx);
     }
 
     /// The fence: a watched process is kept for a lease from its start, renewed
@@ -2112,6 +2238,91 @@ mod tests {
     /// agent says so at each refusal (`RestartShort`, naming the child's last
     /// process), so an operator, and the simulator's restart check, can tell a late
     /// restart with no room from a lost one. Before, the refusal was silent.
+    /// Regression (swarm seed 10284: a rest-for-one restart of 40 children came
+    /// 2.7 s late). A kill that stops a sibling for a restart and is not answered
+    /// by the sibling's host is sent again at the next tick; before, the restart
+    /// waited for the sibling's lease to end.
+    #[test]
+    fn an_unanswered_kill_of_a_sibling_being_stopped_is_sent_again() {
+        let me = Identity {
+            node: NodeId(1),
+            incarnation: Incarnation(1),
+        };
+        let mut home = Supervision::new(me, SupervisionConfig::default(), 0);
+        let ctx = Context {
+            me,
+            tree: crate::service::TreeView::empty(me.node),
+        };
+        let (first, second) = two_children_one_for_all(&mut home, &ctx);
+        first_exits(&mut home, Time::from_millis(100), first, &ctx);
+        let [(kill, pid)] = kill_calls(&mut home)[..] else {
+            panic!("one kill: the sibling's")
+        };
+        assert_eq!(pid, second);
+        let reply = ApiReply::Killed(Err(KillError::Unreachable));
+        let answered = ServiceEvent::Answered {
+            request: kill,
+            reply,
+        };
+        home.handle_event(Time::from_millis(200), &answered, &ctx);
+        let next = home
+            .next_timeout()
+            .expect("a tick while a child is stopped");
+        home.handle_timeout(next, &ctx);
+        assert_eq!(kills(&mut home), [second], "the sibling is killed again");
+    }
+
+    /// Regression (swarm seed 10284: a home stalled past its take-over killed, as
+    /// soon as it was back, the siblings of a child that had ended meanwhile: its
+    /// taker's children). A home without authority kills no sibling; it does once
+    /// its keepers and quorum confirm it again.
+    #[test]
+    fn a_home_without_authority_stops_no_sibling_until_confirmed() {
+        let me = Identity {
+            node: NodeId(1),
+            incarnation: Incarnation(1),
+        };
+        let view = crate::federation::View {
+            level: 0,
+            leader: NodeId(2),
+            epoch: 1,
+            members: vec![NodeId(1), NodeId(2)],
+            ancestors: vec![],
+        };
+        let ctx = Context {
+            me,
+            tree: crate::service::TreeView::member_of(me.node, view),
+        };
+        let mut home = Supervision::new(me, SupervisionConfig::default(), 0);
+        let (first, second) = two_children_one_for_all(&mut home, &ctx);
+        // Ticks every probe period; the keeper (n2, also the quorum) confirms the
+        // first `Alive` only.
+        let mut now = Time::from_millis(10);
+        let lapsed = now + home.config.authority + home.config.probe_period;
+        let mut confirmed = false;
+        while now < lapsed {
+            now = home.next_timeout().expect("ticks");
+            home.handle_timeout(now, &ctx);
+            if !confirmed {
+                let held = SupervisionMsg::Held {
+                    at: now.as_nanos(),
+                    forget: vec![],
+                };
+                home.handle_message(now, NodeId(2), held, &ctx);
+                confirmed = true;
+            }
+        }
+        assert!(!home.authorized(now), "the authority lapsed");
+        first_exits(&mut home, now, first, &ctx);
+        assert_eq!(kills(&mut home), [], "no kill without authority");
+        let held = SupervisionMsg::Held {
+            at: now.as_nanos(),
+            forget: vec![],
+        };
+        home.handle_message(now, NodeId(2), held, &ctx);
+        assert_eq!(kills(&mut home), [second], "killed once confirmed");
+    }
+
     #[test]
     fn a_restart_refused_for_lack_of_room_is_told_and_tried_again() {
         use nefele_api::Resource;
