@@ -43,7 +43,11 @@
 //!   a stall): the old home's restart died with it, and the new home's take-over
 //!   and hold start then. A restart that placement refuses for lack of room (the
 //!   agent's `RestartShort` notice) is not late: the bound counts again from each
-//!   refusal (the agent tries again at each tick, and says so each time);
+//!   refusal (the agent tries again at each tick, and says so each time). Under a
+//!   loss fault beyond [`LOSS_TOLERATED`] (the design's timing holds up to 10%
+//!   uniform loss) a home may go without its confirmations for longer than its
+//!   authority, and spawns may be aborted again and again: a slot that goes down
+//!   before such a loss ends is due a bound after its end;
 //! - `supervision.loop_stopped`: a crash-looping slot is given up (the agent says so
 //!   with a notice) within its intensity's restarts, and runs no more after that.
 //!
@@ -258,7 +262,16 @@ pub struct SupervisionSim {
     excused: Vec<(u64, Pid, Time)>,
     /// The groups' supervised spawns not answered yet: request id to group.
     spawning: BTreeMap<u64, u32>,
+    /// Until then a loss fault drops more than [`LOSS_TOLERATED`]: a slot that goes
+    /// down before is due a bound after it.
+    lossy_until: Time,
 }
+
+/// The most uniform loss under which the design promises its timing (issue 15's
+/// loss tolerance: 10%). Beyond it a home may not hear its keepers' confirmations
+/// for longer than its authority (it then restarts nothing), and a group's spawn
+/// may be aborted again and again: restarts are owed only once the loss ends.
+pub const LOSS_TOLERATED: f64 = 0.1;
 
 impl SupervisionSim {
     /// The state for `workload`, with restarts bounded by `bound` (detection plus
@@ -292,6 +305,7 @@ impl SupervisionSim {
             violations: Vec::new(),
             excused: Vec::new(),
             spawning: BTreeMap::new(),
+            lossy_until: Time::ZERO,
         }
     }
 
@@ -388,7 +402,7 @@ impl SupervisionSim {
             s.running.retain(|p| placement.host_of(*p).is_some());
             if before > 0 && s.running.is_empty() {
                 s.down_since = Some(now);
-                s.due_from = Some(now);
+                s.due_from = Some(now.max(self.lossy_until));
             }
         }
     }
@@ -417,6 +431,16 @@ impl SupervisionSim {
             if let Some(t) = s.due_from.as_mut() {
                 *t = (*t).max(from);
             }
+        }
+    }
+
+    /// A loss fault drops `loss` of the messages until `until`: beyond
+    /// [`LOSS_TOLERATED`], the slots down now or going down before then are due a
+    /// bound after it.
+    pub fn lossy(&mut self, loss: f64, until: Time) {
+        if loss > LOSS_TOLERATED {
+            self.lossy_until = self.lossy_until.max(until);
+            self.home_lost(until);
         }
     }
 
@@ -643,6 +667,35 @@ mod tests {
         assert!(!failed(&within, "supervision.restarted"), "{within:?}");
         let late = sim.check(Time::from_millis(8100), &placement);
         assert!(failed(&late, "supervision.restarted"), "{late:?}");
+    }
+
+    /// Swarm seed 10324: an 82-child one-for-all group went down at 31.6 s inside a
+    /// 50% loss from 30.3 s to 38.1 s, beyond the loss the design tolerates. A slot
+    /// that goes down while the loss lasts is due a bound after it ends; under a
+    /// tolerated loss, a bound after it went down.
+    #[test]
+    fn a_slot_down_under_loss_beyond_the_tolerance_is_due_after_the_loss() {
+        for (loss, due_ms) in [(0.5, 8000), (LOSS_TOLERATED, 5000)] {
+            let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
+            let mut placement = PlacementSim::new(1);
+            start(
+                &mut sim,
+                &mut placement,
+                Time::from_secs(1),
+                pid(1),
+                slot(0, 0),
+            );
+            sim.lossy(loss, Time::from_secs(5));
+            placement.crash(NodeId(0));
+            sim.reconcile(Time::from_secs(2), &placement);
+            let within = sim.check(Time::from_millis(due_ms - 100), &placement);
+            assert!(
+                !failed(&within, "supervision.restarted"),
+                "{loss}: {within:?}"
+            );
+            let late = sim.check(Time::from_millis(due_ms + 100), &placement);
+            assert!(failed(&late, "supervision.restarted"), "{loss}: {late:?}");
+        }
     }
 
     /// A group whose supervised spawn failed has no supervisor: the processes

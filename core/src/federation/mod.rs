@@ -66,11 +66,15 @@
 //!   leader that does not list the prober answers `Leave` instead, so a member
 //!   removed while it stalled learns, when it probes the heirs of a leader that
 //!   died meanwhile, that the heir took the group over without it, and rejoins.
+//!   So does a plain member that does not list the prober while its own leader
+//!   answers: the group went on without the prober, perhaps under a leader that
+//!   joined after its removal, and none of the heirs it probes would take its
+//!   stale view over (swarm seed 10162).
+//! - `Leave { level }`: "we do not share a group at `level`": a member leaving,
+//!   or a member or leader disowning an agent that thinks it is a member.
 //! - `ProbeReq` / `ProbeFor`: an indirect check (SWIM): a member asked to probe a
 //!   suspect for another member relays the question, and the suspect answers the
 //!   asker with `ProbeAck` (see [`detect`]).
-//! - `Leave { level }`: "we do not share a group at `level`": a member leaving,
-//!   or a leader disowning an agent that thinks it is a member.
 //! - `MergeReq`, `MergeInto`, `Dissolve`: an undersized group asks its parent
 //!   for a sibling, then its members (and its leader) attach to that sibling.
 //!

@@ -421,11 +421,13 @@ impl Federation {
             FedBody::Probe { level } => {
                 // A leader that does not list the prober says so: an heir that took over
                 // without it (the prober was removed while it was silent) must not count as
-                // an heir about to take it over.
-                let disowned = self
-                    .seats
-                    .get(level as usize)
-                    .is_some_and(|s| s.led_by(self.me) && !s.view.contains(from));
+                // an heir about to take it over. So does a plain member that does not list
+                // it while its own leader answers: the group went on without the prober
+                // (under a leader it never heard of, one that joined after its removal),
+                // and the heirs it probes would never take over its stale view.
+                let disowned = self.seats.get(level as usize).is_some_and(|s| {
+                    !s.view.contains(from) && (s.led_by(self.me) || !s.leader_suspected)
+                });
                 if disowned {
                     self.disown(from, level);
                 } else {

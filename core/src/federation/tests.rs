@@ -392,6 +392,39 @@ fn a_groupless_agent_asks_its_next_neighbour_at_its_next_tick() {
     assert!(net.agents[&NodeId(5)].is_root(), "then it founds a group");
 }
 
+/// Regression (swarm seed 10162: 168 agents; n139 followed its dead leader n120 from
+/// 55 s to the end of the run). A member removed while it was cut off, whose leader
+/// then died, probes the heirs of its stale view; the group went on under a leader it
+/// never heard of (one that joined after its removal), so none of those heirs takes
+/// over. A plain member that does not list the prober, while its own leader answers,
+/// tells it `Leave`, and the prober rejoins; before, it answered `ProbeAck`, and the
+/// prober waited for heirs that would never take over.
+#[test]
+fn a_member_the_group_went_on_without_learns_it_from_a_plain_member() {
+    let mut net = Net::group_of_five(5, true);
+    // n0 removes n4, whose copies of the new view are lost.
+    net.deliver((NodeId(4), NodeId(0), FedBody::Leave { level: 0 }));
+    net.settle(|m| m.1 == NodeId(4));
+    assert!(!net.agents[&NodeId(1)].seats()[0].view().contains(NodeId(4)));
+    // n0 falls silent for n4 (to n4, it is dead); n1..n3 still hear it.
+    let probe = |m: &Msg| matches!(m, (f, _, FedBody::Probe { level: 0 }) if *f == NodeId(4));
+    let mut probed = false;
+    for t in ticks(12) {
+        net.tick(4, t);
+        probed = net.in_flight.iter().any(probe);
+        net.settle(|m| m.1 == NodeId(0));
+        if probed {
+            break;
+        }
+    }
+    assert!(probed, "n4 suspects n0 and probes its heirs");
+    assert!(
+        net.agents[&NodeId(4)].seats().is_empty(),
+        "n4 left the group to rejoin: {:?}",
+        net.agents[&NodeId(4)].seats().first().map(|s| s.view())
+    );
+}
+
 /// Regression (swarm seed 10490: 1,476 agents, 5% loss; a level-2 group of two from
 /// 2.7 s to 5.8 s). An undersized group asks its parent for a sibling again at its
 /// next tick when no answer came; it used to wait two periods, so three lost

@@ -104,6 +104,10 @@ impl Simulation {
             }
             FaultAction::Loss(p) => {
                 self.network.set_loss(*p);
+                if let Some(s) = self.supervision.as_mut() {
+                    s.reconcile(self.now, &self.placement);
+                    s.lossy(*p, until.unwrap_or(Time::NEVER));
+                }
                 if let Some(at) = until {
                     // Back to the configured loss, not to the loss before this fault: with
                     // overlapping loss faults, that one may itself be a fault's.
