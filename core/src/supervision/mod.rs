@@ -111,9 +111,14 @@
 //! **Former keepers.** A keeper keeps copies only of homes in its level-0 group:
 //! a home that asks it from outside (as an old member of its quorum's base, or on
 //! a stale view) lives on elsewhere, and the keeper drops its copies rather than
-//! renew them (`forget_home`).
+//! renew them (`forget_home`). A home tells keepers it no longer has to drop
+//! their copies (`Dropped`), except while it is in no tree: an agent leaving the
+//! federation leaves its supervisors to its last keepers (swarm seed 30239).
 //!
-//! Not covered (stated, not fixed): a keeper that stopped being one of the home's
+//! Not covered (stated, not fixed): a home that is a plain member and leaves the
+//! federation cleanly is lost: its leader cannot tell its `Leave` from a move to
+//! another group, and drops its copies (`follow_group`; swarm seed 30239 unshrunk).
+//! A keeper that stopped being one of the home's
 //! keepers and never hears the home again keeps its copies and may take over
 //! without the home's authority accounting for it, if it keeps most of its group.
 //! A home back from a lapse of its authority may be confirmed by a quorum none of
@@ -1214,8 +1219,15 @@ impl Supervision {
             .collect();
         let mut sends = Vec::new();
         // Keepers no longer its keepers drop their copies: this home's authority
-        // no longer counts them, so they must not take over from a stale copy.
-        for &k in self.keepers.iter().filter(|k| !keepers.contains(k)) {
+        // no longer counts them, so they must not take over from a stale copy. Not
+        // when this agent is in no tree (it left the federation, or is between
+        // groups): its last keepers' copies are all that outlives it if it is
+        // going away, and if it rejoins elsewhere they drop them on hearing it from
+        // outside their group (`forget_home`). (Before, an agent leaving cleanly
+        // told its keepers to drop its supervisors, which were lost: swarm seed
+        // 30239.)
+        let dropped = self.keepers.iter().filter(|k| !keepers.contains(k));
+        for &k in dropped.filter(|_| ctx.tree.in_tree()) {
             for id in self.sups.keys() {
                 sends.push((k, SupervisionMsg::Dropped { sup: *id }));
             }
