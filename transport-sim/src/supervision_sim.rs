@@ -427,6 +427,11 @@ impl SupervisionSim {
     /// The supervisor's home was lost (its host crashed) or stalls until `from`:
     /// the slots down now are due a bound after `from` (see the module doc).
     pub fn home_lost(&mut self, from: Time) {
+        self.due_after(from);
+    }
+
+    /// The slots down now are due a bound after `from` (or later).
+    fn due_after(&mut self, from: Time) {
         for s in self.slots.values_mut() {
             if let Some(t) = s.due_from.as_mut() {
                 *t = (*t).max(from);
@@ -440,7 +445,7 @@ impl SupervisionSim {
     pub fn lossy(&mut self, loss: f64, until: Time) {
         if loss > LOSS_TOLERATED {
             self.lossy_until = self.lossy_until.max(until);
-            self.home_lost(until);
+            self.due_after(until);
         }
     }
 

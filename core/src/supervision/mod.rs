@@ -1226,8 +1226,12 @@ impl Supervision {
         // outside their group (`forget_home`). (Before, an agent leaving cleanly
         // told its keepers to drop its supervisors, which were lost: swarm seed
         // 30239.)
-        let dropped = self.keepers.iter().filter(|k| !keepers.contains(k));
-        for &k in dropped.filter(|_| ctx.tree.in_tree()) {
+        let in_tree = ctx.tree.in_tree();
+        for &k in self
+            .keepers
+            .iter()
+            .filter(|k| in_tree && !keepers.contains(k))
+        {
             for id in self.sups.keys() {
                 sends.push((k, SupervisionMsg::Dropped { sup: *id }));
             }
@@ -2102,6 +2106,47 @@ mod tests {
             .collect()
     }
 
+    /// The first life of n1, the home in these tests.
+    fn n1() -> Identity {
+        Identity {
+            node: NodeId(1),
+            incarnation: Incarnation(1),
+        }
+    }
+
+    /// `me` in no tree.
+    fn alone(me: Identity) -> Context<'static> {
+        Context {
+            me,
+            tree: crate::service::TreeView::empty(me.node),
+        }
+    }
+
+    /// `me` in a level-0 group of two led by n2 (its keeper and its quorum).
+    fn member_under_n2(me: Identity) -> Context<'static> {
+        let view = crate::federation::View {
+            level: 0,
+            leader: NodeId(2),
+            epoch: 1,
+            members: vec![me.node, NodeId(2)],
+            ancestors: Vec::new(),
+        };
+        Context {
+            me,
+            tree: crate::service::TreeView::member_of(me.node, view),
+        }
+    }
+
+    /// The request of the first internal call `home` made since last polled.
+    fn first_call(home: &mut Supervision) -> RequestId {
+        std::iter::from_fn(|| home.poll_output())
+            .find_map(|o| match o {
+                ServiceOutput::Call(request, _) => Some(request),
+                _ => None,
+            })
+            .expect("an internal call")
+    }
+
     /// A one-for-all supervisor of two children at `home` (as `ctx` sees the
     /// tree), spawned at 0 and answered at 10 ms: the first child runs at the
     /// home's host, the second at n9. Returns the two pids.
@@ -2122,12 +2167,7 @@ mod tests {
             },
         };
         home.handle_api(Time::ZERO, RequestId(7), call, ctx);
-        let spawn = std::iter::from_fn(|| home.poll_output())
-            .find_map(|o| match o {
-                ServiceOutput::Call(request, _) => Some(request),
-                _ => None,
-            })
-            .expect("the spawn");
+        let spawn = first_call(home);
         let me = ctx.me;
         let pids = (
             Pid::new(me.node, me.incarnation, 1),
@@ -2211,17 +2251,11 @@ mod tests {
     /// child if its host died too (it waited for that host to answer).
     #[test]
     fn a_host_kills_a_supervised_spawn_no_home_ever_watched() {
-        let me = Identity {
-            node: NodeId(1),
-            incarnation: Incarnation(1),
-        };
+        let me = n1();
         let config = SupervisionConfig::default();
         let lease = config.lease;
         let mut host = Supervision::new(me, config, 0);
-        let ctx = Context {
-            me,
-            tree: crate::service::TreeView::empty(me.node),
-        };
+        let ctx = alone(me);
         let spawn = Pid::new(me.node, me.incarnation, 1);
         let client = Pid::new(me.node, me.incarnation, 2);
         let at = Time::from_millis(100);
@@ -2245,26 +2279,14 @@ mod tests {
         assert_eq!(host.next_timeout(), None);
     }
 
-    /// Regression (the swarm's supervision draws, runs cut to few hosts): a restart
-    /// that placement refused for lack of room is retried at the next tick, and the
-    /// agent says so at each refusal (`RestartShort`, naming the child's last
-    /// process), so an operator, and the simulator's restart check, can tell a late
-    /// restart with no room from a lost one. Before, the refusal was silent.
     /// Regression (swarm seed 10284: a rest-for-one restart of 40 children came
     /// 2.7 s late). A kill that stops a sibling for a restart and is not answered
     /// by the sibling's host is sent again at the next tick; before, the restart
     /// waited for the sibling's lease to end.
     #[test]
     fn an_unanswered_kill_of_a_sibling_being_stopped_is_sent_again() {
-        let me = Identity {
-            node: NodeId(1),
-            incarnation: Incarnation(1),
-        };
-        let mut home = Supervision::new(me, SupervisionConfig::default(), 0);
-        let ctx = Context {
-            me,
-            tree: crate::service::TreeView::empty(me.node),
-        };
+        let mut home = Supervision::new(n1(), SupervisionConfig::default(), 0);
+        let ctx = alone(n1());
         let (first, second) = two_children_one_for_all(&mut home, &ctx);
         first_exits(&mut home, Time::from_millis(100), first, &ctx);
         let [(kill, pid)] = kill_calls(&mut home)[..] else {
@@ -2290,25 +2312,18 @@ mod tests {
     /// its keepers and quorum confirm it again.
     #[test]
     fn a_home_without_authority_stops_no_sibling_until_confirmed() {
-        let me = Identity {
-            node: NodeId(1),
-            incarnation: Incarnation(1),
-        };
-        let view = crate::federation::View {
-            level: 0,
-            leader: NodeId(2),
-            epoch: 1,
-            members: vec![NodeId(1), NodeId(2)],
-            ancestors: vec![],
-        };
-        let ctx = Context {
-            me,
-            tree: crate::service::TreeView::member_of(me.node, view),
-        };
-        let mut home = Supervision::new(me, SupervisionConfig::default(), 0);
+        let ctx = member_under_n2(n1());
+        let mut home = Supervision::new(n1(), SupervisionConfig::default(), 0);
         let (first, second) = two_children_one_for_all(&mut home, &ctx);
-        // Ticks every probe period; the keeper (n2, also the quorum) confirms the
-        // first `Alive` only.
+        // n2 (the keeper, also the quorum) confirms the `Alive` of `now`.
+        let confirm = |home: &mut Supervision, now: Time| {
+            let held = SupervisionMsg::Held {
+                at: now.as_nanos(),
+                forget: vec![],
+            };
+            home.handle_message(now, NodeId(2), held, &ctx);
+        };
+        // Ticks every probe period; only the first `Alive` is confirmed.
         let mut now = Time::from_millis(10);
         let lapsed = now + home.config.authority + home.config.probe_period;
         let mut confirmed = false;
@@ -2316,37 +2331,28 @@ mod tests {
             now = home.next_timeout().expect("ticks");
             home.handle_timeout(now, &ctx);
             if !confirmed {
-                let held = SupervisionMsg::Held {
-                    at: now.as_nanos(),
-                    forget: vec![],
-                };
-                home.handle_message(now, NodeId(2), held, &ctx);
+                confirm(&mut home, now);
                 confirmed = true;
             }
         }
         assert!(!home.authorized(now), "the authority lapsed");
         first_exits(&mut home, now, first, &ctx);
         assert_eq!(kills(&mut home), [], "no kill without authority");
-        let held = SupervisionMsg::Held {
-            at: now.as_nanos(),
-            forget: vec![],
-        };
-        home.handle_message(now, NodeId(2), held, &ctx);
+        confirm(&mut home, now);
         assert_eq!(kills(&mut home), [second], "killed once confirmed");
     }
 
+    /// Regression (the swarm's supervision draws, runs cut to few hosts): a restart
+    /// that placement refused for lack of room is retried at the next tick, and the
+    /// agent says so at each refusal (`RestartShort`, naming the child's last
+    /// process), so an operator, and the simulator's restart check, can tell a late
+    /// restart with no room from a lost one. Before, the refusal was silent.
     #[test]
     fn a_restart_refused_for_lack_of_room_is_told_and_tried_again() {
         use nefele_api::Resource;
-        let me = Identity {
-            node: NodeId(1),
-            incarnation: Incarnation(1),
-        };
+        let me = n1();
         let mut home = Supervision::new(me, SupervisionConfig::default(), 0);
-        let ctx = Context {
-            me,
-            tree: crate::service::TreeView::empty(me.node),
-        };
+        let ctx = alone(me);
         let tenant = nefele_api::TenantId(1);
         let call = one_permanent_child(tenant, 5);
         let at = Time::from_millis;
@@ -2420,34 +2426,16 @@ mod tests {
     /// took the supervisor over started the child given up again.
     #[test]
     fn a_give_up_is_told_once_every_keeper_holds_it() {
-        let me = Identity {
-            node: NodeId(1),
-            incarnation: Incarnation(1),
-        };
+        let me = n1();
         let keeper = NodeId(2);
-        let view = crate::federation::View {
-            level: 0,
-            leader: keeper,
-            epoch: 1,
-            members: vec![me.node, keeper],
-            ancestors: Vec::new(),
-        };
-        let ctx = Context {
-            me,
-            tree: crate::service::TreeView::member_of(me.node, view),
-        };
+        let ctx = member_under_n2(me);
         assert_eq!(ctx.tree.keepers(), vec![keeper]);
         let mut home = Supervision::new(me, SupervisionConfig::default(), 0);
         let tenant = nefele_api::TenantId(1);
         let call = one_permanent_child(tenant, 0);
         let at = Time::from_millis;
         home.handle_api(at(0), RequestId(7), call, &ctx);
-        let spawn = std::iter::from_fn(|| home.poll_output())
-            .find_map(|o| match o {
-                ServiceOutput::Call(request, _) => Some(request),
-                _ => None,
-            })
-            .expect("the first spawn");
+        let spawn = first_call(&mut home);
         let pid = Pid::new(me.node, me.incarnation, 1);
         let reply = ApiReply::Spawned(Ok(vec![pid]));
         let answered = ServiceEvent::Answered {
