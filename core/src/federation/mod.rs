@@ -70,8 +70,14 @@
 //!   answers: the group went on without the prober, perhaps under a leader that
 //!   joined after its removal, and none of the heirs it probes would take its
 //!   stale view over (swarm seed 10162).
-//! - `Leave { level }`: "we do not share a group at `level`": a member leaving,
-//!   or a member or leader disowning an agent that thinks it is a member.
+//! - `Leave { level }`: "we do not share a group at `level`": a member leaving
+//!   for another group, or a member or leader disowning an agent that thinks it
+//!   is a member.
+//! - `Gone { level }`: a member leaving the federation for good (its host shuts
+//!   down, [`Federation::leave`]). Its level-0 leader expels it and reports it
+//!   `Removed`, so that services tell a host that is gone from one that moved to
+//!   another group (supervision keeps the records of the first, and drops those of
+//!   the second, which its new group keeps; swarm seed 30239).
 //! - `ProbeReq` / `ProbeFor`: an indirect check (SWIM): a member asked to probe a
 //!   suspect for another member relays the question, and the suspect answers the
 //!   asker with `ProbeAck` (see [`detect`]).
@@ -117,6 +123,7 @@ use crate::ids::NodeId;
 use crate::service::Payload;
 use crate::time::Time;
 use crate::timer::TimerTable;
+use protocol::Farewell;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -349,6 +356,14 @@ pub enum FedBody {
         /// Who asked.
         origin: NodeId,
     },
+    // Appended (wire version 11).
+    /// Member → leader: I left the federation for good (my host is shutting down).
+    /// At level 0 the leader reports it removed, as a removal for silence would;
+    /// `Leave` is for a member that lives on in another group.
+    Gone {
+        /// The group's level.
+        level: Level,
+    },
 }
 
 impl FedBody {
@@ -370,6 +385,7 @@ impl FedBody {
             FedBody::MergeReq { .. } => "fed.merge_req",
             FedBody::MergeInto { .. } => "fed.merge_into",
             FedBody::Dissolve { .. } => "fed.dissolve",
+            FedBody::Gone { .. } => "fed.gone",
         }
     }
 }
@@ -592,7 +608,7 @@ impl Federation {
     /// Leaves the federation at once: hands over every group this agent leads and
     /// tells the others it is gone.
     pub fn leave(&mut self, now: Time) {
-        self.drop_seats_from(now, 0);
+        self.drop_seats_from(now, 0, Farewell::Gone);
         self.next_join = Time::NEVER;
         self.flush();
     }

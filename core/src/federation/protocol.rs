@@ -12,6 +12,16 @@ use crate::time::Time;
 use rand::Rng;
 use std::collections::BTreeSet;
 
+/// Why an agent drops its seats, which says what it tells the leaders of the groups
+/// it was a plain member of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Farewell {
+    /// It rejoins elsewhere (`Leave`): it lives on in another group.
+    Moving,
+    /// It leaves the federation (`Gone`): its host shuts down.
+    Gone,
+}
+
 /// A fresh request for a seat at `level` on behalf of `joiner`.
 fn attach(joiner: NodeId, level: Level) -> FedBody {
     FedBody::Attach {
@@ -454,6 +464,7 @@ impl Federation {
                 }
             }
             FedBody::Leave { level } => self.on_leave(now, from, level),
+            FedBody::Gone { level } => self.on_gone(now, from, level),
             FedBody::MergeReq { level } => self.on_merge_req(now, from, level),
             FedBody::MergeInto { level, target } => self.on_merge_into(now, from, level, target),
             FedBody::Dissolve { level, target } => {
@@ -724,7 +735,7 @@ impl Federation {
             if (view.epoch, std::cmp::Reverse(view.leader))
                 > (current.epoch, std::cmp::Reverse(self.me))
             {
-                self.drop_seats_from(now, l + 1);
+                self.drop_seats_from(now, l + 1, Farewell::Moving);
                 true
             } else {
                 false
@@ -795,9 +806,25 @@ impl Federation {
         }
     }
 
+    /// Member `from` left the federation for good: as [`Federation::on_leave`], and a
+    /// leader at level 0, where a member stands for its host alone, reports it
+    /// removed. (Above, it stood for the group it led, which it handed to its heir.)
+    fn on_gone(&mut self, now: Time, from: NodeId, level: Level) {
+        let reported = level == 0
+            && self
+                .seats
+                .first()
+                .is_some_and(|s| s.led_by(self.me) && s.view.contains(from));
+        self.on_leave(now, from, level);
+        if reported {
+            self.notice(FedNotice::Removed { node: from, level });
+        }
+    }
+
     /// Leaves every seat from `level` up: hands groups this agent leads to their
-    /// heirs (and gives each heir the seat above), and tells other leaders it left.
-    pub(super) fn drop_seats_from(&mut self, now: Time, level: usize) {
+    /// heirs (and gives each heir the seat above), and tells other leaders it left
+    /// (`Leave`, or `Gone` when it leaves the federation: see [`Farewell`]).
+    pub(super) fn drop_seats_from(&mut self, now: Time, level: usize, farewell: Farewell) {
         let mut above: Option<NodeId> = None;
         for l in (level..self.seats.len()).rev() {
             let seat = &self.seats[l];
@@ -821,7 +848,11 @@ impl Federation {
                 }
             } else {
                 let leader = seat.view.leader;
-                self.send(leader, FedBody::Leave { level: lvl });
+                let body = match farewell {
+                    Farewell::Moving => FedBody::Leave { level: lvl },
+                    Farewell::Gone => FedBody::Gone { level: lvl },
+                };
+                self.send(leader, body);
                 above = Some(leader);
             }
         }
@@ -877,7 +908,7 @@ impl Federation {
         for m in members {
             self.send(m, FedBody::Dissolve { level, target });
         }
-        self.drop_seats_from(now, l + 1);
+        self.drop_seats_from(now, l + 1, Farewell::Moving);
         self.seats.truncate(l);
         self.attach_to(now, target, level);
     }

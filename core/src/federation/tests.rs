@@ -1,7 +1,7 @@
 //! Protocol-level tests: a few agents wired together by hand, with the test choosing
 //! which message arrives when, so that a race found by the simulator replays exactly.
 
-use super::{FedBody, FedOutput, Federation, FederationConfig};
+use super::{FedBody, FedNotice, FedOutput, Federation, FederationConfig};
 use crate::ids::NodeId;
 use crate::time::Time;
 use rand::SeedableRng;
@@ -953,4 +953,46 @@ fn a_stale_hand_over_at_the_heirs_own_epoch_gives_way_to_the_heirs_view() {
     run_on(&mut net, 4);
     net.level_0_views_equal(1..6)
         .expect("every member holds its leader's view");
+}
+
+/// Regression (swarm seed 30239 unshrunk: a supervisor's home, a plain member, left
+/// the federation cleanly, and its leader dropped the copies of its records, taking
+/// it for a member that moved to another group). A plain member leaving the
+/// federation says `Gone`, and its leader expels it and reports it removed; a member
+/// that leaves for another group says `Leave`, and is expelled without a removal.
+#[test]
+fn a_member_leaving_the_federation_is_reported_removed_and_one_moving_is_not() {
+    let mut net = Net::group_of_five(5, true);
+    let notices_of = |agent: &mut Federation| -> Vec<FedNotice> {
+        std::iter::from_fn(|| agent.poll_output())
+            .filter_map(|out| match out {
+                FedOutput::Notice(notice) => Some(notice),
+                FedOutput::Send(..) => None,
+            })
+            .collect()
+    };
+    let n3 = net.agents.get_mut(&NodeId(3)).expect("n3");
+    n3.leave(net.now);
+    net.flush_outputs(NodeId(3));
+    let gone = (NodeId(3), NodeId(0), FedBody::Gone { level: 0 });
+    assert_eq!(
+        net.in_flight.drain(..).collect::<Vec<_>>(),
+        vec![gone.clone()]
+    );
+    let n0 = net.agents.get_mut(&NodeId(0)).expect("n0");
+    n0.handle_message(net.now, gone.0, gone.2);
+    let removed = FedNotice::Removed {
+        node: NodeId(3),
+        level: 0,
+    };
+    assert_eq!(notices_of(n0), vec![removed]);
+    assert!(!n0.seats()[0].view().contains(NodeId(3)));
+
+    n0.handle_message(net.now, NodeId(4), FedBody::Leave { level: 0 });
+    assert_eq!(
+        notices_of(n0),
+        vec![],
+        "a member moving away is not removed"
+    );
+    assert!(!n0.seats()[0].view().contains(NodeId(4)));
 }

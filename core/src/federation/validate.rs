@@ -53,6 +53,7 @@ impl FedBody {
             | FedBody::ProbeReq { level, .. }
             | FedBody::ProbeFor { level, .. }
             | FedBody::Leave { level }
+            | FedBody::Gone { level }
             | FedBody::MergeReq { level }
             | FedBody::MergeInto { level, .. }
             | FedBody::Dissolve { level, .. } => check_level(self.kind(), *level),

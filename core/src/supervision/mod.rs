@@ -115,10 +115,12 @@
 //! their copies (`Dropped`), except while it is in no tree: an agent leaving the
 //! federation leaves its supervisors to its last keepers (swarm seed 30239).
 //!
-//! Not covered (stated, not fixed): a home that is a plain member and leaves the
-//! federation cleanly is lost: its leader cannot tell its `Leave` from a move to
-//! another group, and drops its copies (`follow_group`; swarm seed 30239 unshrunk).
-//! A keeper that stopped being one of the home's
+//! A home that is a plain member and leaves the federation cleanly says `Gone`,
+//! not `Leave`, to its leader, which reports it removed: its copies are kept and
+//! taken over as a crashed home's (before, the leader took it for a move to
+//! another group and dropped them: swarm seed 30239 unshrunk).
+//!
+//! Not covered (stated, not fixed): a keeper that stopped being one of the home's
 //! keepers and never hears the home again keeps its copies and may take over
 //! without the home's authority accounting for it, if it keeps most of its group.
 //! A home back from a lapse of its authority may be confirmed by a quorum none of

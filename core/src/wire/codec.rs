@@ -47,7 +47,9 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 ///   (appended), and a replicated record's children carry their names.
 /// - 10: supervision's keepers confirm the versions of records they hold
 ///   (`Copied`, appended).
-pub const VERSION: u16 = 10;
+/// - 11: federation's `Gone` (appended): a member leaving the federation for good,
+///   told apart from one leaving for another group (`Leave`).
+pub const VERSION: u16 = 11;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.
