@@ -120,7 +120,16 @@
 //! taken over as a crashed home's (before, the leader took it for a move to
 //! another group and dropped them: swarm seed 30239 unshrunk).
 //!
-//! Not covered (stated, not fixed): a keeper that stopped being one of the home's
+//! Not covered (stated, not fixed): only the leader (or, for a home that restarted
+//! while leading, its heir) takes a restarted home's supervisors over, so a copy
+//! held by a plain member alone is never taken over. Swarm seed 30239 unshrunk
+//! (`nefele-sim swarm --seeds 1 --first-seed 30239 --max-nodes 200`, 80 hosts
+//! shrunk): n44 took a supervisor over from a home that left, restarted 3.8 s
+//! later, and its one keeper with a copy, n51, had meanwhile been merged into
+//! n40's group as a plain member; n40 had no copy. A fix needs the copy handed
+//! to the leader (with what makes the take-over safe: the home's last `Alive`
+//! and its base), a message of its own.
+//! A keeper that stopped being one of the home's
 //! keepers and never hears the home again keeps its copies and may take over
 //! without the home's authority accounting for it, if it keeps most of its group.
 //! A home back from a lapse of its authority may be confirmed by a quorum none of
