@@ -120,17 +120,26 @@
 //! taken over as a crashed home's (before, the leader took it for a move to
 //! another group and dropped them: swarm seed 30239 unshrunk).
 //!
-//! Not covered (stated, not fixed): only the leader (or, for a home that restarted
-//! while leading, its heir) takes a restarted home's supervisors over, so a copy
-//! held by a plain member alone is never taken over. Swarm seed 30239 unshrunk
-//! (`nefele-sim swarm --seeds 1 --first-seed 30239 --max-nodes 200`, 80 hosts
-//! shrunk): n44 took a supervisor over from a home that left, restarted 3.8 s
-//! later, and its one keeper with a copy, n51, had meanwhile been merged into
-//! n40's group as a plain member; n40 had no copy. A fix needs the copy handed
-//! to the leader (with what makes the take-over safe: the home's last `Alive`
-//! and its base), a message of its own.
-//! A keeper that stopped being one of the home's
-//! keepers and never hears the home again keeps its copies and may take over
+//! **Copies passed on.** Only one member of a group takes a home's supervisors
+//! over: the leader, or, for a home that leads (it restarted while leading), the
+//! heir ([`taker_for`]). A keeper moved into another group keeps its copies, but
+//! there it is a plain member, and the group's taker has none: the supervisors
+//! were lost. So a member that keeps the copy of a home it knows is gone (its
+//! group removed the home, or it heard the home's newer life) passes it to its
+//! group's taker ([`SupervisionMsg::Pass`], every `retry` until confirmed) once
+//! it would take it over if it were the taker itself (the home's authority has
+//! ended and most of the group it last heard the home in is here). The taker
+//! takes it over if the home is gone by its own state too (not in its group, or
+//! heard in a newer life) and confirms with `Copied`; the member then drops its
+//! copy. There is still one taker per group. (Before, swarm seed 30239: n44 took
+//! a supervisor over, restarted 3.8 s later, and its one keeper, n51, had been
+//! moved into another group as a plain member, or removed n44 itself and then
+//! merged into another; either way nobody took the supervisor over again.) A
+//! copy of a home that moved to another group alive is never passed on: a
+//! member cannot tell a move from a crash of a home its group did not remove.
+//!
+//! Not covered (stated, not fixed): a keeper that stopped being one of the
+//! home's keepers and never hears the home again keeps its copies and may take over
 //! without the home's authority accounting for it, if it keeps most of its group.
 //! A home back from a lapse of its authority may be confirmed by a quorum none of
 //! whose members keeps the taker's record (members on the taker's side that are
@@ -142,7 +151,7 @@
 //! (`abandoned`).
 //!
 //! Calls: `Supervisors` and `StopSupervisor` answer for the supervisors run by
-//! the agent called (a supervisor taken over runs at its group's leader).
+//! the agent called (a supervisor taken over runs at its group's taker).
 
 pub mod msg;
 mod naming;
@@ -288,6 +297,17 @@ fn slack(d: Duration) -> Duration {
     d + d / 4
 }
 
+/// The member of the level-0 group `view` that takes over the supervisors of
+/// `home` once it is gone: the leader, or, for a home that leads (it restarted
+/// while leading and leads still), the heir.
+fn taker_for(view: &crate::federation::View, home: NodeId) -> Option<NodeId> {
+    if view.leader == home {
+        view.heir()
+    } else {
+        Some(view.leader)
+    }
+}
+
 /// An internal call in flight.
 #[derive(Debug)]
 enum Pending {
@@ -320,11 +340,29 @@ struct Copy {
     /// Its home restarted (a newer life was heard from): gone, even while its
     /// node is still in the group.
     home_restarted: bool,
+    /// Its home was removed from this agent's group by its federation (for
+    /// silence: down or cut off, not moved to another group).
+    home_removed: bool,
+    /// When it was last passed to this agent's leader (see
+    /// [`Supervision::pass_on`]).
+    passed: Option<Time>,
+}
+
+/// One fragment of a record, as a `Replica` or a `Pass` carries it.
+struct Fragment {
+    sup: SupervisorId,
+    home: NodeId,
+    version: u64,
+    part: u16,
+    parts: u16,
+    bytes: Vec<u8>,
 }
 
 /// Fragments of a record being received.
 #[derive(Debug)]
 struct Partial {
+    /// The home the record is kept for (its sender, but for a `Pass`).
+    home: NodeId,
     version: u64,
     parts: Vec<Option<Vec<u8>>>,
 }
@@ -371,6 +409,10 @@ pub struct Supervision {
     /// since (see [`Supervision::follow_group`]).
     led: Option<Vec<NodeId>>,
     removed: BTreeSet<NodeId>,
+    /// Keeper side: the agents a newer life of which was heard here in the last
+    /// `hold`, and when: a leader takes over a copy passed to it only for a home
+    /// it knows restarted.
+    restarted: BTreeMap<NodeId, Time>,
     /// Host side: live local processes (tenant, start), ended ones (bounded,
     /// oldest first), and who watches which.
     live: BTreeMap<Pid, (nefele_api::TenantId, Time)>,
@@ -1339,32 +1381,15 @@ impl Supervision {
             self.send(from, SupervisionMsg::Copied { sup, version });
             return;
         }
-        if !self.partial.contains_key(&(from, sup)) {
-            let mut halves = self.partial.keys().filter(|(home, _)| *home == from);
-            if let Some(&oldest) = halves.next() {
-                if 1 + halves.count() >= MAX_PARTIAL_PER_PEER {
-                    self.partial.remove(&oldest);
-                }
-            }
-        }
-        let partial = self.partial.entry((from, sup)).or_insert_with(|| Partial {
+        let fragment = Fragment {
+            sup,
+            home: from,
             version,
-            parts: Vec::new(),
-        });
-        if partial.version > version {
-            return;
-        }
-        if partial.version < version || partial.parts.len() != usize::from(parts) {
-            partial.version = version;
-            partial.parts = vec![None; usize::from(parts)];
-        }
-        partial.parts[usize::from(part)] = Some(bytes);
-        if partial.parts.iter().any(Option::is_none) {
-            return;
-        }
-        let parts: Vec<Vec<u8>> = partial.parts.drain(..).flatten().collect();
-        self.partial.remove(&(from, sup));
-        if let Some(rec) = Record::from_fragments(&parts).filter(|r| r.id == sup) {
+            part,
+            parts,
+            bytes,
+        };
+        if let Some(rec) = self.collect(from, fragment) {
             self.copies.insert(
                 sup,
                 Copy {
@@ -1373,11 +1398,49 @@ impl Supervision {
                     rec,
                     away_since: None,
                     home_restarted: false,
+                    home_removed: false,
+                    passed: None,
                 },
             );
             self.send(from, SupervisionMsg::Copied { sup, version });
             self.arm(now);
         }
+    }
+
+    /// Keeper side: adds a fragment `from` sent to the record it belongs to;
+    /// the record, once every fragment of its version is here. A peer has at
+    /// most [`MAX_PARTIAL_PER_PEER`] records half-sent.
+    fn collect(&mut self, from: NodeId, f: Fragment) -> Option<Record> {
+        let key = (from, f.sup);
+        if !self.partial.contains_key(&key) {
+            let mut halves = self.partial.keys().filter(|(sender, _)| *sender == from);
+            if let Some(&oldest) = halves.next() {
+                if 1 + halves.count() >= MAX_PARTIAL_PER_PEER {
+                    self.partial.remove(&oldest);
+                }
+            }
+        }
+        let partial = self.partial.entry(key).or_insert_with(|| Partial {
+            home: f.home,
+            version: f.version,
+            parts: Vec::new(),
+        });
+        if partial.version > f.version {
+            return None;
+        }
+        let parts = usize::from(f.parts);
+        if partial.version < f.version || partial.home != f.home || partial.parts.len() != parts {
+            partial.home = f.home;
+            partial.version = f.version;
+            partial.parts = vec![None; parts];
+        }
+        partial.parts[usize::from(f.part)] = Some(f.bytes);
+        if partial.parts.iter().any(Option::is_none) {
+            return None;
+        }
+        let parts: Vec<Vec<u8>> = partial.parts.drain(..).flatten().collect();
+        self.partial.remove(&key);
+        Record::from_fragments(&parts).filter(|r| r.id == f.sup)
     }
 
     /// Keeper side: a leader takes over the supervisors whose home left its group;
@@ -1387,10 +1450,10 @@ impl Supervision {
             return;
         };
         let view = group.view();
-        let leading = group.led_by_me();
-        let heir = view.heir() == Some(self.me.node);
-        // Copies to take over (as the leader) or drop (past `hold`).
+        // Copies to take over (as the leader) or drop (past `hold`), and those to
+        // pass to the member that takes them over.
         let mut settle = Vec::new();
+        let mut passes = Vec::new();
         let (alive, authority) = (&self.alive, slack(self.config.authority));
         // Quiet long enough for its authority to have ended, and not so long that
         // this copy may be stale (a home sends its keepers `Alive` every probe and
@@ -1414,6 +1477,7 @@ impl Supervision {
                 2 * here > others.count()
             })
         };
+        let me = self.me.node;
         for (id, c) in &mut self.copies {
             if view.contains(c.home) && !c.home_restarted {
                 c.away_since = None;
@@ -1424,11 +1488,21 @@ impl Supervision {
             // ended (the home grants and restarts nothing more). A home that
             // restarted while leading the group (and leads it still) is replaced
             // by its heir.
-            let taker = leading || (c.home_restarted && view.leader == c.home && heir);
-            let take = taker && quiet(c.home) && most(c.home);
-            if take || now.saturating_since(since) >= self.config.hold {
-                settle.push((*id, take));
+            let taker = taker_for(view, c.home);
+            let due = quiet(c.home) && most(c.home);
+            if taker == Some(me) && due || now.saturating_since(since) >= self.config.hold {
+                settle.push((*id, taker == Some(me) && due));
+            } else if let Some(to) =
+                taker.filter(|t| *t != me && due && (c.home_restarted || c.home_removed))
+            {
+                if c.passed.is_none_or(|t| now >= t + self.config.retry) {
+                    c.passed = Some(now);
+                    passes.push((to, *id));
+                }
             }
+        }
+        for (to, id) in passes {
+            self.pass_on(to, id);
         }
         self.partial.retain(|(home, _), _| view.contains(*home));
         if settle.iter().any(|(_, take)| *take) {
@@ -1437,43 +1511,147 @@ impl Supervision {
             self.ask_alive(now, ctx);
         }
         for (id, take) in settle {
-            let Some(c) = self.copies.remove(&id) else {
-                continue;
-            };
-            if !take {
-                continue;
+            if let Some(c) = self.copies.remove(&id).filter(|_| take) {
+                self.adopt(now, id, c);
             }
-            let mut rec = c.rec;
-            rec.adopted();
-            // The old home's grants end with its authority, before now: a host's
-            // lease from them ends within a lease from now.
-            let until = now + slack(self.config.lease);
-            for pid in rec.children.iter().filter_map(|c| c.pid) {
-                self.heard.entry(pid.origin()).or_insert(now);
-                let t = self.leases.entry(pid.origin()).or_insert(until);
-                *t = (*t).max(until);
-            }
-            self.sups.insert(
-                id,
-                Sup {
-                    rec,
-                    version: (c.version / TAKE_OVER + 1) * TAKE_OVER,
-                    dirty: true,
-                    client: None,
-                    abandoned: BTreeSet::new(),
-                    from: Some(c.home),
-                    hold: Some(until),
-                    deferred: Vec::new(),
-                    not_before: BTreeMap::new(),
-                    copied: BTreeMap::new(),
-                    untold: Vec::new(),
-                    unkilled: BTreeSet::new(),
-                },
-            );
-            let acts = self.sups.get_mut(&id).map(|s| s.rec.spawn_ready());
-            self.act(now, id, acts.unwrap_or_default());
-            self.watch(now, id, None);
         }
+    }
+
+    /// Keeper side: runs the supervisor of copy `c` here, taken over from its home.
+    fn adopt(&mut self, now: Time, id: SupervisorId, c: Copy) {
+        let mut rec = c.rec;
+        rec.adopted();
+        // The old home's grants end with its authority, before now: a host's
+        // lease from them ends within a lease from now.
+        let until = now + slack(self.config.lease);
+        for pid in rec.children.iter().filter_map(|c| c.pid) {
+            self.heard.entry(pid.origin()).or_insert(now);
+            let t = self.leases.entry(pid.origin()).or_insert(until);
+            *t = (*t).max(until);
+        }
+        self.sups.insert(
+            id,
+            Sup {
+                rec,
+                version: (c.version / TAKE_OVER + 1) * TAKE_OVER,
+                dirty: true,
+                client: None,
+                abandoned: BTreeSet::new(),
+                from: Some(c.home),
+                hold: Some(until),
+                deferred: Vec::new(),
+                not_before: BTreeMap::new(),
+                copied: BTreeMap::new(),
+                untold: Vec::new(),
+                unkilled: BTreeSet::new(),
+            },
+        );
+        let acts = self.sups.get_mut(&id).map(|s| s.rec.spawn_ready());
+        self.act(now, id, acts.unwrap_or_default());
+        self.watch(now, id, None);
+    }
+
+    /// Keeper side: sends the copy of `id` to `to`, the member of this agent's
+    /// group that takes over its home's supervisors (see [`SupervisionMsg::Pass`]).
+    /// (Before, a copy of a restarted home kept by a member that was moved into
+    /// another group, where it neither led nor was heir, was never taken over: its
+    /// supervisor was lost, as in swarm seed 30239.)
+    fn pass_on(&mut self, to: NodeId, id: SupervisorId) {
+        let Some(c) = self.copies.get(&id) else {
+            return;
+        };
+        let (home, version) = (c.home, c.version);
+        let Some(parts) = c.rec.fragments() else {
+            return;
+        };
+        let count = parts.len() as u16;
+        for (i, bytes) in parts.into_iter().enumerate() {
+            let part = i as u16;
+            let pass = SupervisionMsg::Pass {
+                sup: id,
+                home,
+                version,
+                part,
+                parts: count,
+                bytes,
+            };
+            self.send(to, pass);
+        }
+    }
+
+    /// Keeper side: a fragment of the copy of a restarted home's record that
+    /// `from`, a member of this agent's group, passes on. Taken over once whole,
+    /// if this agent takes over that home's supervisors in its group (the leader,
+    /// or the heir of a home that leads), it heard the home's newer life itself,
+    /// and it does not run a later take-over of it already; `from` is told
+    /// (`Copied`) and drops its copy. The passing member judged the take-over due
+    /// as if it led (the old life's authority ended, most of the group it last
+    /// heard the home in is here): one taker per group, as with a copy of its own.
+    fn on_pass(&mut self, now: Time, from: NodeId, msg: SupervisionMsg, ctx: &Context<'_>) {
+        let SupervisionMsg::Pass {
+            sup,
+            home,
+            version,
+            part,
+            parts,
+            bytes,
+        } = msg
+        else {
+            return;
+        };
+        let me = self.me.node;
+        let Some(view) = ctx.tree.group(0).map(|g| g.view()) else {
+            return;
+        };
+        let hold = self.config.hold;
+        let restarted = self
+            .restarted
+            .get(&home)
+            .is_some_and(|t| now.saturating_since(*t) < hold);
+        // Gone by this agent's own state: heard in a newer life, or not in its group.
+        let gone = restarted || !view.contains(home);
+        let taker = taker_for(view, home) == Some(me) && view.contains(from);
+        if !taker || home == me || !gone {
+            return;
+        }
+        if let Some(s) = self.sups.get(&sup) {
+            if s.version / TAKE_OVER > version / TAKE_OVER {
+                self.send(from, SupervisionMsg::Copied { sup, version });
+            }
+            return;
+        }
+        let fragment = Fragment {
+            sup,
+            home,
+            version,
+            part,
+            parts,
+            bytes,
+        };
+        let Some(rec) = self.collect(from, fragment) else {
+            return;
+        };
+        // A copy of its own of that home, as new or newer, is taken over instead;
+        // a newer one of another home (a later take-over) makes the passed one stale.
+        let copy = match self.copies.remove(&sup) {
+            Some(mine) if mine.version >= version && mine.home == home => mine,
+            Some(mine) if mine.version >= version => {
+                self.copies.insert(sup, mine);
+                return;
+            }
+            _ => Copy {
+                home,
+                version,
+                rec,
+                away_since: Some(now),
+                home_restarted: true,
+                home_removed: false,
+                passed: None,
+            },
+        };
+        self.ask_alive(now, ctx);
+        self.adopt(now, sup, copy);
+        self.send(from, SupervisionMsg::Copied { sup, version });
     }
 
     /// Keeper side: this agent's level-0 group changed. A leader's view loses
@@ -1525,7 +1703,7 @@ impl Supervision {
     /// group, went on (twins).
     fn forget_home(&mut self, home: NodeId) {
         self.copies.retain(|_, c| c.home != home);
-        self.partial.retain(|(h, _), _| *h != home);
+        self.partial.retain(|_, p| p.home != home);
         self.alive.remove(&home);
         self.bases.remove(&home);
     }
@@ -1558,7 +1736,10 @@ impl Supervision {
             .collect();
         // A record still in fragments counts: its version is known from the first.
         let copies = self.copies.iter().map(|(id, c)| (c.home, *id, c.version));
-        let halves = self.partial.iter().map(|((h, id), p)| (*h, *id, p.version));
+        let halves = self
+            .partial
+            .iter()
+            .map(|((_, id), p)| (p.home, *id, p.version));
         for (_, id, version) in copies.chain(halves).filter(|(h, ..)| *h != from) {
             let epoch = (version / TAKE_OVER) as u32;
             if epoch > 0 {
@@ -1660,6 +1841,7 @@ impl Service for Supervision {
             owners: BTreeMap::new(),
             copies: BTreeMap::new(),
             partial: BTreeMap::new(),
+            restarted: BTreeMap::new(),
             keepers: Vec::new(),
             next_tick: None,
             last_refresh: Time::ZERO,
@@ -1709,6 +1891,15 @@ impl Service for Supervision {
                     *c = (*c).max(version);
                     self.tell_give_ups(now, sup);
                 }
+                // A passed copy taken over by the member it was passed to.
+                let passed = self.copies.get(&sup).is_some_and(|c| {
+                    c.version <= version
+                        && c.passed.is_some()
+                        && ctx.tree.group(0).and_then(|g| taker_for(g.view(), c.home)) == Some(from)
+                });
+                if passed {
+                    self.copies.remove(&sup);
+                }
             }
             SupervisionMsg::Held { at, forget } => {
                 for (sup, epoch) in forget {
@@ -1744,6 +1935,7 @@ impl Service for Supervision {
             replica @ SupervisionMsg::Replica { .. } => {
                 self.on_replica(now, from, replica, &ctx.tree.local_group());
             }
+            pass @ SupervisionMsg::Pass { .. } => self.on_pass(now, from, pass, ctx),
             SupervisionMsg::Forget { sup } => {
                 if self.copies.get(&sup).is_some_and(|c| c.home == from) {
                     self.copies.remove(&sup);
@@ -1801,6 +1993,9 @@ impl Service for Supervision {
                 level: 0,
             } if *instance == self.config.instance => {
                 self.removed.insert(*node);
+                for c in self.copies.values_mut().filter(|c| c.home == *node) {
+                    c.home_removed = true;
+                }
                 self.host_lost(now, *node);
                 self.take_over(now, ctx);
             }
@@ -1812,6 +2007,10 @@ impl Service for Supervision {
             // are gone with its earlier life (before, a home back within the
             // detection time was never taken over, and its children never restarted).
             ServiceEvent::PeerRestarted { node } => {
+                let hold = self.config.hold;
+                self.restarted
+                    .retain(|_, t| now.saturating_since(*t) < hold);
+                self.restarted.insert(*node, now);
                 for c in self.copies.values_mut().filter(|c| c.home == *node) {
                     c.home_restarted = true;
                 }
@@ -2078,6 +2277,120 @@ mod tests {
         }
         assert_eq!(keeper.sups.len(), 1, "the leader took the supervisor over");
         assert!(keeper.copies.is_empty());
+    }
+
+    /// Regression (swarm seed 30239): the keeper of a home that is gone, moved
+    /// into another group where it does not take over, passes its copy to the
+    /// member that does, once the old life's authority has ended; that member
+    /// takes the supervisor over only if the home is gone by its own state too,
+    /// and the keeper drops its copy when told. Both ways a home goes: it
+    /// restarted (its newer life heard), or the keeper, leading, removed it.
+    /// Before, the copy stayed with the keeper until `hold` and the supervisor
+    /// was lost.
+    #[test]
+    fn a_keeper_moved_into_another_group_passes_a_gone_homes_copy_to_its_leader() {
+        let id = |node| Identity {
+            node: NodeId(node),
+            incarnation: Incarnation(1),
+        };
+        let (h, k, l) = (id(1), id(2), id(3));
+        let view = |leader: Identity, members: Vec<Identity>, epoch| crate::federation::View {
+            level: 0,
+            leader: leader.node,
+            epoch,
+            members: members.iter().map(|m| m.node).collect(),
+            ancestors: vec![],
+        };
+        for removed in [false, true] {
+            let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
+            let call = one_permanent_child(nefele_api::TenantId(1), 5);
+            home.handle_api(Time::ZERO, RequestId(7), call, &alone(h));
+            // The keeper: heir of the home's group of two, or its leader.
+            let leader = if removed { k } else { h };
+            let first = view(leader, vec![h, k], 1);
+            let keeper_tree = if removed {
+                crate::service::TreeView::leader_of(first)
+            } else {
+                crate::service::TreeView::member_of(k.node, first)
+            };
+            let with_home = Context {
+                me: k,
+                tree: keeper_tree,
+            };
+            let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
+            let group = with_home.tree.local_group();
+            for msg in replicas_of(&home, 1) {
+                keeper.on_replica(Time::from_millis(10), h.node, msg, &group);
+            }
+            keeper.on_alive(Time::from_millis(20), h.node, 20, &group);
+            let gone = if removed {
+                ServiceEvent::HostRemoved {
+                    instance: 0,
+                    node: h.node,
+                    level: 0,
+                }
+            } else {
+                ServiceEvent::PeerRestarted { node: h.node }
+            };
+            keeper.handle_event(Time::from_millis(30), &gone, &with_home);
+            // Then merged into l's group, as a plain member (the restarted home
+            // with it).
+            let merged = if removed {
+                view(l, vec![k, l], 2)
+            } else {
+                view(l, vec![h, k, l], 2)
+            };
+            let under_l = Context {
+                me: k,
+                tree: crate::service::TreeView::member_of(k.node, merged.clone()),
+            };
+            let changed = ServiceEvent::GroupChanged { instance: 0 };
+            keeper.handle_event(Time::from_millis(40), &changed, &under_l);
+            std::iter::from_fn(|| keeper.poll_output()).for_each(drop);
+            let ended = Time::from_millis(20) + slack(keeper.config.authority);
+            let mut passes = Vec::new();
+            let mut now = Time::from_millis(40);
+            while passes.is_empty() && now < ended + keeper.config.refresh {
+                now = now + Duration::from_millis(100);
+                keeper.handle_timeout(now, &under_l);
+                passes.extend(std::iter::from_fn(|| keeper.poll_output()).filter_map(
+                    |o| match o {
+                        ServiceOutput::Send(to, m @ SupervisionMsg::Pass { .. }) => Some((to, m)),
+                        _ => None,
+                    },
+                ));
+            }
+            assert!(now >= ended, "not before the old authority ended");
+            assert!(!passes.is_empty() && passes.iter().all(|(to, _)| *to == l.node));
+            assert!(keeper.sups.is_empty(), "a plain member takes nothing over");
+            let mut taker = Supervision::new(l, SupervisionConfig::default(), 0);
+            let leading = Context {
+                me: l,
+                tree: crate::service::TreeView::leader_of(merged),
+            };
+            if !removed {
+                // The home is in its group, and it has not heard a newer life:
+                // the keeper's word alone is not enough.
+                for (_, m) in passes.clone() {
+                    taker.handle_message(now, k.node, m, &leading);
+                }
+                assert!(taker.sups.is_empty(), "a home live by its own state");
+                let restarted = ServiceEvent::PeerRestarted { node: h.node };
+                taker.handle_event(now, &restarted, &leading);
+            }
+            for (_, m) in passes {
+                taker.handle_message(now, k.node, m, &leading);
+            }
+            assert_eq!(taker.sups.len(), 1, "the leader took the supervisor over");
+            let confirm = std::iter::from_fn(|| taker.poll_output()).find_map(|o| match o {
+                ServiceOutput::Send(to, m @ SupervisionMsg::Copied { .. }) if to == k.node => {
+                    Some(m)
+                }
+                _ => None,
+            });
+            keeper.handle_message(now, l.node, confirm.expect("confirmed"), &under_l);
+            assert!(keeper.copies.is_empty(), "the keeper dropped its copy");
+        }
     }
 
     /// A client's call for a one-for-one supervisor of one permanent child, given

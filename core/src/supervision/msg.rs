@@ -13,6 +13,9 @@
 //!   authority to grant from its keepers ([`SupervisionMsg::Alive`],
 //!   [`SupervisionMsg::Held`]). See the service's module doc for the rule.
 //!
+//! - A member keeping the copy of a home that restarted, which it may not take
+//!   over itself, passes it to its level-0 leader ([`SupervisionMsg::Pass`]).
+//!
 //! - Names move with a restarted child: its host tells the home the names a
 //!   watched process holds ([`SupervisionMsg::Holds`]); the home asks the host of
 //!   the child's next process to register them for it ([`SupervisionMsg::Hand`]).
@@ -21,7 +24,7 @@
 //! message, at most [`MAX_CHILD_NAMES`] valid names per child, fragments of at most [`MAX_FRAGMENT`] bytes, at most [`MAX_PARTS`]
 //! fragments per record, and a part number below the count.
 
-use crate::ids::Pid;
+use crate::ids::{NodeId, Pid};
 use crate::messaging::names::valid_name;
 use crate::wire::validate::check_len;
 use crate::wire::Reject;
@@ -153,6 +156,28 @@ pub enum SupervisionMsg {
         /// The version held.
         version: u64,
     },
+    /// Member to its level-0 leader: fragment `part` of `parts` of version
+    /// `version` of the record of `sup`, kept here for `home`, which restarted
+    /// (its supervisors died with its earlier life), and which this member may
+    /// not take over itself (it does not lead). It passes the copy on once it
+    /// would have taken it over as the leader (the old life's authority has
+    /// ended, and most of the group it last heard the home in is here); the
+    /// leader takes it over if it too heard the home's newer life, and confirms
+    /// with `Copied`, on which the member drops its copy.
+    Pass {
+        /// The supervisor.
+        sup: SupervisorId,
+        /// The home it was kept for.
+        home: NodeId,
+        /// The record's version.
+        version: u64,
+        /// This fragment's number.
+        part: u16,
+        /// How many fragments the record has.
+        parts: u16,
+        /// The fragment.
+        bytes: Vec<u8>,
+    },
 }
 
 /// A short, stable name of the kind of `msg`, for traces.
@@ -167,6 +192,7 @@ pub fn kind(msg: &SupervisionMsg) -> &'static str {
         SupervisionMsg::Dropped { .. } => "sup-dropped",
         SupervisionMsg::Held { .. } => "sup-held",
         SupervisionMsg::Copied { .. } => "sup-copied",
+        SupervisionMsg::Pass { .. } => "sup-pass",
         SupervisionMsg::Hand { .. } => "sup-hand",
         SupervisionMsg::Holds { .. } => "sup-holds",
     }
@@ -184,6 +210,23 @@ pub(super) fn check_names(names: &[String]) -> Result<(), Reject> {
     } else {
         Err(Reject::Malformed { what: "sup name" })
     }
+}
+
+/// Checks one fragment of a record (a `Replica` or a `Pass`).
+fn check_fragment(version: u64, part: u16, parts: u16, bytes: &[u8]) -> Result<(), Reject> {
+    if version > MAX_VERSION {
+        return Err(Reject::Malformed {
+            what: "sup-replica version",
+        });
+    }
+    check_len("sup-replica bytes", bytes.len(), MAX_FRAGMENT)?;
+    check_len("sup-replica parts", usize::from(parts), MAX_PARTS)?;
+    if part >= parts {
+        return Err(Reject::Malformed {
+            what: "sup-replica part",
+        });
+    }
+    Ok(())
 }
 
 /// Checks a peer's message against the bounds above.
@@ -206,21 +249,14 @@ pub fn validate(msg: &SupervisionMsg) -> Result<(), Reject> {
             parts,
             bytes,
             ..
-        } => {
-            if *version > MAX_VERSION {
-                return Err(Reject::Malformed {
-                    what: "sup-replica version",
-                });
-            }
-            check_len("sup-replica bytes", bytes.len(), MAX_FRAGMENT)?;
-            check_len("sup-replica parts", usize::from(*parts), MAX_PARTS)?;
-            if *part >= *parts {
-                return Err(Reject::Malformed {
-                    what: "sup-replica part",
-                });
-            }
-            Ok(())
         }
+        | SupervisionMsg::Pass {
+            version,
+            part,
+            parts,
+            bytes,
+            ..
+        } => check_fragment(*version, *part, *parts, bytes),
         SupervisionMsg::Held { forget, .. } => check_len("sup-held forget", forget.len(), MAX_PIDS),
         SupervisionMsg::Hand { names, .. } | SupervisionMsg::Holds { names, .. } => {
             check_names(names)
@@ -235,7 +271,7 @@ pub fn validate(msg: &SupervisionMsg) -> Result<(), Reject> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{Incarnation, NodeId};
+    use crate::ids::Incarnation;
     use crate::messaging::names::MAX_NAME_BYTES;
 
     fn sup() -> SupervisorId {
@@ -268,6 +304,16 @@ mod tests {
         assert!(validate(&replica(1, 1, 1)).is_err());
         assert!(validate(&replica(0, 1, MAX_FRAGMENT + 1)).is_err());
         assert!(validate(&replica(0, u16::MAX, 1)).is_err());
+        let pass = |part, parts| SupervisionMsg::Pass {
+            sup: sup(),
+            home: NodeId(2),
+            version: 1,
+            part,
+            parts,
+            bytes: Vec::new(),
+        };
+        assert!(validate(&pass(0, 1)).is_ok());
+        assert!(validate(&pass(1, 1)).is_err());
         let hand = |names: Vec<String>| SupervisionMsg::Hand {
             sup: sup(),
             pid,
@@ -304,6 +350,14 @@ mod tests {
                 version: u64::MAX,
                 part: 0,
                 parts: 1,
+                bytes: vec![0; MAX_FRAGMENT],
+            },
+            SupervisionMsg::Pass {
+                sup: sup(),
+                home: NodeId(u32::MAX),
+                version: u64::MAX,
+                part: u16::MAX,
+                parts: u16::MAX,
                 bytes: vec![0; MAX_FRAGMENT],
             },
             SupervisionMsg::Held {

@@ -49,7 +49,10 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 ///   (`Copied`, appended).
 /// - 11: federation's `Gone` (appended): a member leaving the federation for good,
 ///   told apart from one leaving for another group (`Leave`).
-pub const VERSION: u16 = 11;
+/// - 12: supervision's `Pass` (appended): a member keeping the copy of a home
+///   known gone (removed or restarted), which it may not take over itself, passes
+///   it to the member of its group that does.
+pub const VERSION: u16 = 12;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.
