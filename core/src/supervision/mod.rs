@@ -151,7 +151,9 @@
 //! (`abandoned`).
 //!
 //! Calls: `Supervisors` and `StopSupervisor` answer for the supervisors run by
-//! the agent called (a supervisor taken over runs at its group's taker).
+//! the agent called (a supervisor taken over runs at its group's taker). A stop
+//! is answered once every keeper holds the stopped record
+//! ([`Supervision::finish_stops`]): a home that dies first is taken over stopped.
 
 pub mod msg;
 mod naming;
@@ -279,6 +281,9 @@ struct Sup {
     /// unless they ended first (their host, granted nothing for them, ends them
     /// with their lease).
     unkilled: BTreeSet<Pid>,
+    /// Clients' `StopSupervisor` calls, answered once every keeper holds the
+    /// stopped record (see [`Supervision::finish_stops`]).
+    stop_clients: Vec<RequestId>,
 }
 
 /// Host side: a local process a home watches.
@@ -799,6 +804,7 @@ impl Supervision {
                 copied: BTreeMap::new(),
                 untold: Vec::new(),
                 unkilled: BTreeSet::new(),
+                stop_clients: Vec::new(),
             },
         );
         let children = (0..n as u32).collect();
@@ -986,7 +992,7 @@ impl Supervision {
         if owner.1 != from {
             if (epoch, std::cmp::Reverse(from)) < (owner.0, std::cmp::Reverse(owner.1)) {
                 if from == self.me.node {
-                    self.sups.remove(&sup);
+                    self.step_down(sup, Err(SupervisionError::NoSuchSupervisor));
                 } else {
                     self.send(from, SupervisionMsg::Forget { sup });
                 }
@@ -1294,11 +1300,16 @@ impl Supervision {
                 continue;
             }
             s.copied.retain(|k, _| keepers.contains(k));
-            // Keepers that do not hold a give-up not told yet get it again.
-            let untold = s.untold.first().map(|(v, _)| *v);
+            // Keepers that do not hold a give-up not told yet, or a stop, get it
+            // again.
+            let needed = if s.rec.state == SupervisorState::Stopped {
+                Some(s.version)
+            } else {
+                s.untold.first().map(|(v, _)| *v)
+            };
             let lacking: Vec<NodeId> = keepers
                 .iter()
-                .filter(|k| untold.is_some_and(|v| s.copied.get(k).is_none_or(|c| *c < v)))
+                .filter(|k| needed.is_some_and(|v| s.copied.get(k).is_none_or(|c| *c < v)))
                 .chain(&new_keepers)
                 .copied()
                 .collect();
@@ -1339,6 +1350,7 @@ impl Supervision {
         for sup in ids {
             self.tell_give_ups(now, sup);
         }
+        self.finish_stops();
     }
 
     /// Keeper side: a fragment of `from`'s record of `sup`.
@@ -1362,7 +1374,7 @@ impl Supervision {
                 self.send(from, SupervisionMsg::Forget { sup });
                 return;
             }
-            self.sups.remove(&sup);
+            self.step_down(sup, Err(SupervisionError::NoSuchSupervisor));
         }
         // A home outside this group counts this agent as its keeper on a stale
         // view: it is not (see `forget_home`).
@@ -1544,6 +1556,7 @@ impl Supervision {
                 copied: BTreeMap::new(),
                 untold: Vec::new(),
                 unkilled: BTreeSet::new(),
+                stop_clients: Vec::new(),
             },
         );
         let acts = self.sups.get_mut(&id).map(|s| s.rec.spawn_ready());
@@ -1760,28 +1773,69 @@ impl Supervision {
         request: RequestId,
         tenant: nefele_api::TenantId,
         id: SupervisorId,
-        ctx: &Context<'_>,
     ) {
         let Some(s) = self.sups.get_mut(&id).filter(|s| s.rec.tenant == tenant) else {
             let reply = ApiReply::SupervisorStopped(Err(SupervisionError::NoSuchSupervisor));
             return self.outbox.push_back(ServiceOutput::Reply(request, reply));
         };
+        s.stop_clients.push(request);
         let acts = s.rec.stop(SupervisorState::Stopped);
         self.act(now, id, acts);
         // A stop is the client's word: its kills do not wait for authority.
-        for pid in self
+        let unkilled = self
             .sups
-            .remove(&id)
-            .map(|s| s.unkilled)
-            .unwrap_or_default()
-        {
+            .get_mut(&id)
+            .map(|s| std::mem::take(&mut s.unkilled));
+        for pid in unkilled.unwrap_or_default() {
             self.kill(tenant, pid, None);
         }
-        for k in ctx.tree.keepers() {
-            self.send(k, SupervisionMsg::Forget { sup: id });
+    }
+
+    /// Home side: ends the stopped supervisors whose stopped record every keeper
+    /// holds (or that no keeper ever got: the first spawn had not answered):
+    /// keepers drop their copies (`Forget`), and the clients that stopped it are
+    /// answered. Until then the record stays, and is sent again to keepers that
+    /// lack it: a home that dies before its keepers hold the stop leaves a copy
+    /// that is taken over stopped, never one that restarts the children. (Before,
+    /// a stop removed the supervisor at once, and a home that died before its
+    /// `Forget` arrived left running copies: the children were restarted.) The
+    /// children are not watched any more, so their hosts end them with their
+    /// leases even if a kill was lost.
+    fn finish_stops(&mut self) {
+        let keepers = &self.keepers;
+        let done: Vec<SupervisorId> = self
+            .sups
+            .iter()
+            .filter(|(_, s)| s.rec.state == SupervisorState::Stopped)
+            .filter(|(_, s)| {
+                s.client.is_some()
+                    || !s.dirty
+                        && keepers
+                            .iter()
+                            .all(|k| s.copied.get(k).is_some_and(|v| *v >= s.version))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            for k in self.keepers.clone() {
+                self.send(k, SupervisionMsg::Forget { sup: id });
+            }
+            self.step_down(id, Ok(()));
         }
-        let reply = ApiReply::SupervisorStopped(Ok(()));
-        self.outbox.push_back(ServiceOutput::Reply(request, reply));
+    }
+
+    /// Home side: removes supervisor `id` (ended, or run by another home since a
+    /// later take-over) and answers the clients waiting for its stop with `reply`.
+    fn step_down(&mut self, id: SupervisorId, reply: Result<(), SupervisionError>) {
+        for client in self
+            .sups
+            .remove(&id)
+            .map(|s| s.stop_clients)
+            .unwrap_or_default()
+        {
+            let reply = ApiReply::SupervisorStopped(reply.clone());
+            self.outbox.push_back(ServiceOutput::Reply(client, reply));
+        }
     }
 }
 
@@ -1908,7 +1962,7 @@ impl Service for Supervision {
                         .get(&sup)
                         .is_some_and(|s| ((s.version / TAKE_OVER) as u32) < epoch)
                     {
-                        self.sups.remove(&sup);
+                        self.step_down(sup, Err(SupervisionError::NoSuchSupervisor));
                     }
                 }
                 let before = self.authorized(now);
@@ -1943,7 +1997,7 @@ impl Service for Supervision {
                 self.partial.remove(&(from, sup));
                 // About a supervisor it runs: `from` runs it too and won (see
                 // `on_replica`); this agent steps down, leaving the children to it.
-                self.sups.remove(&sup);
+                self.step_down(sup, Err(SupervisionError::NoSuchSupervisor));
             }
         }
         self.replicate(now, ctx);
@@ -2039,7 +2093,7 @@ impl Service for Supervision {
                 let reply = ApiReply::Supervisors(self.supervisors(Some(tenant)));
                 self.outbox.push_back(ServiceOutput::Reply(request, reply));
             }
-            ApiCall::StopSupervisor { tenant, id } => self.stop(now, request, tenant, id, ctx),
+            ApiCall::StopSupervisor { tenant, id } => self.stop(now, request, tenant, id),
             _ => {}
         }
         self.replicate(now, ctx);
@@ -2391,6 +2445,110 @@ mod tests {
             keeper.handle_message(now, l.node, confirm.expect("confirmed"), &under_l);
             assert!(keeper.copies.is_empty(), "the keeper dropped its copy");
         }
+    }
+
+    /// A stop is answered, and the keepers told to drop their copies, only once
+    /// every keeper holds the stopped record; a keeper that takes over before
+    /// then (its home died) takes it over stopped and restarts nothing. Before, a
+    /// stop removed the supervisor at once: a home that died before its `Forget`
+    /// arrived left a running copy, and the children were started again.
+    #[test]
+    fn a_stop_is_answered_once_every_keeper_holds_it_and_a_taker_restarts_nothing() {
+        let me = n1();
+        let keeper = Identity {
+            node: NodeId(2),
+            incarnation: Incarnation(1),
+        };
+        let ctx = member_under_n2(me);
+        let mut home = Supervision::new(me, SupervisionConfig::default(), 0);
+        let tenant = nefele_api::TenantId(1);
+        let at = Time::from_millis;
+        home.handle_api(at(0), RequestId(7), one_permanent_child(tenant, 5), &ctx);
+        let spawn = first_call(&mut home);
+        let pid = Pid::new(NodeId(9), Incarnation(1), 1);
+        let answered = ServiceEvent::Answered {
+            request: spawn,
+            reply: ApiReply::Spawned(Ok(vec![pid])),
+        };
+        home.handle_event(at(10), &answered, &ctx);
+        let sup = *home.sups.keys().next().expect("the supervisor");
+        let stop = ApiCall::StopSupervisor { tenant, id: sup };
+        home.handle_api(at(20), RequestId(8), stop, &ctx);
+        let version = home.sups[&sup].version;
+        let (mut replies, mut replicas, mut forgets) = (Vec::new(), Vec::new(), 0);
+        let mut drain = |home: &mut Supervision| {
+            for o in std::iter::from_fn(|| home.poll_output()) {
+                match o {
+                    ServiceOutput::Reply(request, reply) if request == RequestId(8) => {
+                        replies.push((request, reply));
+                    }
+                    ServiceOutput::Send(to, m @ SupervisionMsg::Replica { .. }) => {
+                        assert_eq!(to, keeper.node);
+                        replicas.push(m);
+                    }
+                    ServiceOutput::Send(_, SupervisionMsg::Forget { .. }) => forgets += 1,
+                    _ => {}
+                }
+            }
+            (
+                std::mem::take(&mut replies),
+                std::mem::take(&mut replicas),
+                forgets,
+            )
+        };
+        let (answered, stopped, forgot) = drain(&mut home);
+        assert!(
+            answered.is_empty() && forgot == 0,
+            "not before the keeper holds it"
+        );
+        assert!(!stopped.is_empty(), "the stopped record goes to the keeper");
+        // The home dies now: its keeper, leading, takes the stopped copy over.
+        let led = |members: Vec<NodeId>, epoch| Context {
+            me: keeper,
+            tree: crate::service::TreeView::leader_of(crate::federation::View {
+                level: 0,
+                leader: keeper.node,
+                epoch,
+                members,
+                ancestors: vec![],
+            }),
+        };
+        let with_home = led(vec![me.node, keeper.node], 1);
+        let mut taker = Supervision::new(keeper, SupervisionConfig::default(), 0);
+        let group = with_home.tree.local_group();
+        for m in stopped.clone() {
+            taker.on_replica(at(30), me.node, m, &group);
+        }
+        assert!(taker.copies[&sup].rec.state == SupervisorState::Stopped);
+        let removed = ServiceEvent::HostRemoved {
+            instance: 0,
+            node: me.node,
+            level: 0,
+        };
+        let alone = led(vec![keeper.node], 2);
+        taker.handle_event(at(40), &removed, &alone);
+        let mut now = at(40);
+        let mut spawned = false;
+        while now < at(30) + slack(taker.config.authority) + taker.config.lease * 3 {
+            now = now + Duration::from_millis(100);
+            taker.handle_timeout(now, &alone);
+            spawned |= std::iter::from_fn(|| taker.poll_output()).any(|o| {
+                matches!(o, ServiceOutput::Call(_, call) if matches!(*call, ApiCall::Spawn { .. }))
+            });
+        }
+        assert!(!spawned, "a stopped supervisor restarts nothing");
+        assert!(taker.copies.is_empty(), "taken over");
+        assert!(taker.sups.is_empty(), "and ended (the taker has no keeper)");
+        // Had the home lived: answered once its keeper confirms the stopped version.
+        let copied = SupervisionMsg::Copied { sup, version };
+        home.handle_message(at(50), keeper.node, copied, &ctx);
+        let (answered, _, forgot) = drain(&mut home);
+        assert_eq!(
+            answered,
+            vec![(RequestId(8), ApiReply::SupervisorStopped(Ok(())))]
+        );
+        assert_eq!(forgot, 1, "the keeper drops its copy");
+        assert!(home.sups.is_empty());
     }
 
     /// A client's call for a one-for-one supervisor of one permanent child, given
