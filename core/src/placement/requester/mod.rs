@@ -342,8 +342,25 @@ impl Placement {
                     && counts.len() == p.shapes.len()
             });
         if !usable {
-            // Late or unknown: free what the peer holds for it.
-            if reserved_any {
+            // Late or unknown: free what the peer holds for it, unless that may be
+            // the request's own: a copy of an offer already counted (the network
+            // duplicates), whose host the plan may use, or any offer of a request
+            // of this life answered without failing after its `Create`s (a placed
+            // one's host may still wait for its `Confirm`). An `Abort` there, taken
+            // before the `Create` or `Confirm` it overtook, dropped the host's part of
+            // a placed request, or left the `Create` unanswered until the request
+            // failed (before, swarm seed 40122). A reservation not aborted ends with
+            // its lease.
+            let counted = self
+                .req
+                .pending
+                .get(&seq)
+                .is_some_and(|p| p.offers.contains_key(&from));
+            let answered = self.mine(key)
+                && seq <= self.req.next_seq
+                && !self.req.pending.contains_key(&seq)
+                && !self.req.failed.contains_key(&seq);
+            if reserved_any && !counted && !answered {
                 self.send(from, PlacementMsg::Abort { key });
             }
             return;
@@ -896,6 +913,57 @@ mod tests {
         let abort = std::iter::from_fn(|| p.poll_output())
             .any(|o| o == Out::Send(NodeId(2), PlacementMsg::Abort { key }));
         assert!(abort);
+    }
+
+    /// Regression (swarm seed 40122, 5% duplication): a copy of an offer the plan
+    /// used, arriving once the request was creating, was answered `Abort`; the
+    /// host took it before the `Create`, which it then left unanswered (the request
+    /// was done there), and the request failed (a supervisor's restart waited a
+    /// lease more). Taken after the `Create` or before the `Confirm`, it would have
+    /// ended the host's part of a placed request. A copy of a counted offer, or an
+    /// offer for a request placed, is not aborted; a late offer of a host the
+    /// request never counted still is.
+    #[test]
+    fn a_duplicated_offer_of_a_host_in_the_plan_is_not_aborted() {
+        let (mut p, key) = creating();
+        let seq = key.seq;
+        p.req.next_seq = seq; // as `handle_spawn` leaves it
+        let tree = TreeView::empty(NodeId(1));
+        p.req
+            .pending
+            .get_mut(&seq)
+            .expect("creating")
+            .offers
+            .insert(NodeId(2), vec![1, 1]);
+        std::iter::from_fn(|| p.poll_output()).for_each(drop);
+        let offer = |p: &mut Placement, from: NodeId| {
+            let at = Location::default();
+            p.on_offer(
+                Time::ZERO,
+                &tree,
+                from,
+                key,
+                vec![1, 1],
+                Demand::default(),
+                at,
+            );
+            std::iter::from_fn(|| p.poll_output())
+                .any(|o| matches!(o, Out::Send(to, PlacementMsg::Abort { .. }) if to == from))
+        };
+        assert!(!offer(&mut p, NodeId(2)), "a copy of a counted offer");
+        assert!(offer(&mut p, NodeId(3)), "a late offer never counted");
+        let pids = [
+            (0, Pid::new(NodeId(2), Incarnation(1), 1)),
+            (1, Pid::new(NodeId(2), Incarnation(1), 2)),
+        ];
+        p.on_created(Time::ZERO, NodeId(2), key, &pids);
+        let timeout = p.config.create_timeout;
+        let (_, reply) = run(&mut p, Time::ZERO + timeout);
+        assert!(matches!(reply, Some(ApiReply::Spawned(Ok(_)))), "{reply:?}");
+        assert!(
+            !offer(&mut p, NodeId(2)),
+            "placed: its Confirm may be on the way"
+        );
     }
 
     /// Issue 16: the pids of a `Created` must be minted by the host that sends it.
