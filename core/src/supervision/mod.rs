@@ -363,6 +363,44 @@ struct Fragment {
     bytes: Vec<u8>,
 }
 
+impl Fragment {
+    /// The fragment `msg` carries (a `Replica` is its sender's own record).
+    fn of(from: NodeId, msg: SupervisionMsg) -> Option<Fragment> {
+        match msg {
+            SupervisionMsg::Replica {
+                sup,
+                version,
+                part,
+                parts,
+                bytes,
+            } => Some(Fragment {
+                sup,
+                home: from,
+                version,
+                part,
+                parts,
+                bytes,
+            }),
+            SupervisionMsg::Pass {
+                sup,
+                home,
+                version,
+                part,
+                parts,
+                bytes,
+            } => Some(Fragment {
+                sup,
+                home,
+                version,
+                part,
+                parts,
+                bytes,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Fragments of a record being received.
 #[derive(Debug)]
 struct Partial {
@@ -1355,16 +1393,10 @@ impl Supervision {
 
     /// Keeper side: a fragment of `from`'s record of `sup`.
     fn on_replica(&mut self, now: Time, from: NodeId, msg: SupervisionMsg, group: &[NodeId]) {
-        let SupervisionMsg::Replica {
-            sup,
-            version,
-            part,
-            parts,
-            bytes,
-        } = msg
-        else {
+        let Some(fragment) = Fragment::of(from, msg) else {
             return;
         };
+        let (sup, version) = (fragment.sup, fragment.version);
         if let Some(mine) = self.sups.get(&sup).map(|s| s.version) {
             // Another agent runs it too: one of the two took it over while the other
             // was away (stalled or cut off). The later take-over wins (then the
@@ -1393,14 +1425,6 @@ impl Supervision {
             self.send(from, SupervisionMsg::Copied { sup, version });
             return;
         }
-        let fragment = Fragment {
-            sup,
-            home: from,
-            version,
-            part,
-            parts,
-            bytes,
-        };
         if let Some(rec) = self.collect(from, fragment) {
             self.copies.insert(
                 sup,
@@ -1601,17 +1625,10 @@ impl Supervision {
     /// as if it led (the old life's authority ended, most of the group it last
     /// heard the home in is here): one taker per group, as with a copy of its own.
     fn on_pass(&mut self, now: Time, from: NodeId, msg: SupervisionMsg, ctx: &Context<'_>) {
-        let SupervisionMsg::Pass {
-            sup,
-            home,
-            version,
-            part,
-            parts,
-            bytes,
-        } = msg
-        else {
+        let Some(fragment) = Fragment::of(from, msg) else {
             return;
         };
+        let (sup, home, version) = (fragment.sup, fragment.home, fragment.version);
         let me = self.me.node;
         let Some(view) = ctx.tree.group(0).map(|g| g.view()) else {
             return;
@@ -1633,14 +1650,6 @@ impl Supervision {
             }
             return;
         }
-        let fragment = Fragment {
-            sup,
-            home,
-            version,
-            part,
-            parts,
-            bytes,
-        };
         let Some(rec) = self.collect(from, fragment) else {
             return;
         };
