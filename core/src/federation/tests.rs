@@ -685,6 +685,44 @@ fn a_probe_round_asks_distinct_other_members() {
     assert!(!helpers.contains(&NodeId(0)) && !helpers.contains(&NodeId(3)));
 }
 
+/// A probe round in a small group still has `1 + INDIRECT_PROBES` paths: a group of
+/// three asks its one helper that many times, and a group of two probes directly
+/// that many times more. Regression (swarm seed 20218): a round in a group of three
+/// had two paths, and under 5% uniform loss a leader removed a live member.
+#[test]
+fn a_probe_round_in_a_small_group_has_as_many_paths() {
+    for size in [2u32, 3] {
+        let config = FederationConfig {
+            min_group: 2,
+            max_group: 5,
+            ..FederationConfig::default()
+        };
+        let mut net = Net::new(size, &config);
+        for agent in net.agents.values_mut() {
+            agent.boot(net.now);
+        }
+        for joiner in 1..size {
+            net.join(joiner, 0);
+        }
+        let n0 = net.agents.get_mut(&NodeId(0)).expect("n0");
+        assert_eq!(n0.seats()[0].view().members.len(), size as usize);
+        n0.probe_round(0, NodeId(1));
+        let (mut direct, mut relayed) = (0, Vec::new());
+        while let Some(out) = n0.poll_output() {
+            match out {
+                super::FedOutput::Send(NodeId(1), FedBody::Probe { .. }) => direct += 1,
+                super::FedOutput::Send(to, FedBody::ProbeReq { target, .. }) => {
+                    assert_eq!(target, NodeId(1));
+                    relayed.push(to);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(direct + relayed.len(), 1 + super::detect::INDIRECT_PROBES);
+        assert!(relayed.iter().all(|h| *h == NodeId(2)), "{relayed:?}");
+    }
+}
+
 /// Helpers relay only between two members of their group, and a suspect answers a
 /// relayed probe only from a member: strangers cannot make agents talk.
 #[test]
