@@ -348,7 +348,7 @@ struct Copy {
     /// Its home was removed from this agent's group by its federation (for
     /// silence: down or cut off, not moved to another group).
     home_removed: bool,
-    /// When it was last passed to this agent's leader (see
+    /// When it was last passed to its group's taker (see
     /// [`Supervision::pass_on`]).
     passed: Option<Time>,
 }
@@ -1526,8 +1526,9 @@ impl Supervision {
             // by its heir.
             let taker = taker_for(view, c.home);
             let due = quiet(c.home) && most(c.home);
-            if taker == Some(me) && due || now.saturating_since(since) >= self.config.hold {
-                settle.push((*id, taker == Some(me) && due));
+            let take = taker == Some(me) && due;
+            if take || now.saturating_since(since) >= self.config.hold {
+                settle.push((*id, take));
             } else if let Some(to) =
                 taker.filter(|t| *t != me && due && (c.home_restarted || c.home_removed))
             {
@@ -1540,7 +1541,7 @@ impl Supervision {
         for (to, id) in passes {
             self.pass_on(to, id);
         }
-        self.partial.retain(|(home, _), _| view.contains(*home));
+        self.partial.retain(|(sender, _), _| view.contains(*sender));
         if settle.iter().any(|(_, take)| *take) {
             // The new home's authority, asked at once: it grants the old home's
             // children as soon as its keepers and quorum confirm.
@@ -1666,8 +1667,8 @@ impl Supervision {
                 version,
                 rec,
                 away_since: Some(now),
-                home_restarted: true,
-                home_removed: false,
+                home_restarted: restarted,
+                home_removed: !restarted,
                 passed: None,
             },
         };

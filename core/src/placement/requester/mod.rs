@@ -356,10 +356,7 @@ impl Placement {
                 .pending
                 .get(&seq)
                 .is_some_and(|p| p.offers.contains_key(&from));
-            let answered = self.mine(key)
-                && seq <= self.req.next_seq
-                && !self.req.pending.contains_key(&seq)
-                && !self.req.failed.contains_key(&seq);
+            let answered = !self.req.pending.contains_key(&seq) && self.presumed_placed(key);
             if reserved_any && !counted && !answered {
                 self.send(from, PlacementMsg::Abort { key });
             }
@@ -777,16 +774,19 @@ impl Placement {
         self.reply(p.request, ApiReply::Spawned(Err(error)));
     }
 
+    /// Presumed commit: a request of this life, no longer pending, that is not
+    /// recorded as failed after its `Create`s was placed (or failed before any
+    /// host created anything); an earlier life's requests are all dead.
+    fn presumed_placed(&self, key: ReqKey) -> bool {
+        self.mine(key) && key.seq <= self.req.next_seq && !self.req.failed.contains_key(&key.seq)
+    }
+
     /// A host asks whether a provisional request is still wanted.
     pub(super) fn on_query(&mut self, from: NodeId, key: ReqKey) {
         if self.mine(key) && self.req.pending.contains_key(&key.seq) {
             return; // Still being decided: the requester's own deadline settles it.
         }
-        // Presumed commit: a request of this life that sent `Create` and is not
-        // recorded as failed was placed; an earlier life's requests are all dead.
-        let confirmed = self.mine(key)
-            && key.seq <= self.req.next_seq
-            && !self.req.failed.contains_key(&key.seq);
+        let confirmed = self.presumed_placed(key);
         let msg = if confirmed {
             PlacementMsg::Confirm { key }
         } else {
