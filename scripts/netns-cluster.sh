@@ -492,6 +492,8 @@ run_messaging() {
     out=$(nef_on 1 wait "$h") || fail "nef wait $h failed"
     [ "$out" = "$h exited with code 0" ] || fail "the hostile process was not refused as it should be: $out"
     nef_on 1 kill --signal KILL "$s" || true
+    # Its cpu is free once its agent saw it end: the next spawns need it.
+    nef_on 1 wait "$s" >/dev/null || true
     run_messaging_patterns
 }
 
@@ -500,8 +502,8 @@ run_messaging() {
 run_messaging_patterns() {
     say "another tenant's pid answers exactly as a pid that never existed"
     local p q hq unknown mine never
-    p=$(nef_on 1 spawn --mem 32M -- /bin/sleep 60) || fail "spawn of tenant 1's process failed"
-    q=$(other_on 1 spawn --mem 32M -- /bin/sleep 60) || fail "spawn of tenant 2's process failed"
+    p=$(nef_on 1 spawn --cpu 100m --mem 32M -- /bin/sleep 60) || fail "spawn of tenant 1's process failed"
+    q=$(other_on 1 spawn --cpu 100m --mem 32M -- /bin/sleep 60) || fail "spawn of tenant 2's process failed"
     hq=$(host_of "$q" other)
     # The same host and life as p, a sequence number nobody reached.
     unknown=fff${p: -16}

@@ -319,7 +319,9 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// deadline); seeds 10083 and 10084 with messaging and loss fail it before a
 /// reliable fan-out walk sent its missing parts again after a few walk times rather
 /// than the resend interval (a publisher fell behind, its sends waiting in its queue
-/// for seconds).
+/// for seconds); seed 40211 with messaging, loss and reordering fails it before a
+/// reliable sender's sends waiting for one target went as one batch per walk (a
+/// publisher faster than one walk per send fell behind likewise).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

@@ -81,8 +81,17 @@
 //!   [`MAX_QUEUED`] of them (beyond: `Full`), and start in order when it ends. So
 //!   no later send can overtake it at a member, and [`Order`]'s "after the last
 //!   one delivered" rule, which drops what comes late, never drops a reliable
-//!   send. The cost is throughput: one reliable fan-out send per sender per walk
-//!   (about three tree latencies).
+//!   send. The cost would be throughput (one walk per send, and a walk that lost
+//!   a message takes a few walk times), so:
+//! - *Batches.* When a sender's reliable send ends, the reliable sends waiting
+//!   right behind it for the same target start as one walk ([`Carry::Data`]
+//!   holds up to [`MAX_BATCH`] messages, [`MAX_DATA_BYTES`] in all, at
+//!   consecutive positions); a host puts them in each member's mailbox in order,
+//!   and a visit that comes again after a full mailbox goes on where the last one
+//!   stopped ([`Admit::From`]). Every send of the batch gets the walk's answer. So
+//!   a sender's throughput grows with its backlog instead of staying one send per
+//!   walk: a publisher faster than its walks (a lossy network, a deep tree) no
+//!   longer builds a queue whose sends wait seconds for their turn.
 //! - *Limit.* A member is found through its host's filter or a leader's pin
 //!   ([`FanoutMsg::Joined`], sent once): a membership whose `Joined` was lost is
 //!   reached once the beats carry it up (a few federation periods).
@@ -118,6 +127,8 @@ pub const MAX_MEMBERSHIPS: usize = 65_536;
 pub const MAX_LIST_MEMBERS: usize = 4096;
 /// The most fan-out sends of one sender waiting behind its reliable one.
 pub const MAX_QUEUED: usize = 256;
+/// The most reliable sends one walk carries as a batch.
+pub const MAX_BATCH: usize = 64;
 /// The most reliable fan-out sends one agent runs at once (each holds its data).
 pub const MAX_RELIABLE: usize = 1024;
 /// The most targets a leader pins for its members.
@@ -693,15 +704,16 @@ pub struct Member {
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Carry {
-    /// A message for every member: `seq` is its position among `from`'s sends to the
-    /// target.
+    /// Messages for every member, in order: the `i`-th is `from`'s fan-out send at
+    /// position `seq + i` (one message, or a reliable sender's batch: see the
+    /// module documentation).
     Data {
         /// The sender.
         from: Pid,
-        /// Its position (from 1).
+        /// The first message's position among `from`'s fan-out sends (from 1).
         seq: u64,
-        /// The message.
-        data: Vec<u8>,
+        /// The messages (1 to [`MAX_BATCH`], at most [`MAX_DATA_BYTES`] in all).
+        items: Vec<Vec<u8>>,
         /// Sent with [`Delivery::Reliable`] (see the module documentation).
         reliable: bool,
     },
@@ -800,8 +812,9 @@ impl FanoutMsg {
         }
     }
 
-    /// Checks a peer's message against the bounds (data at most
-    /// [`MAX_DATA_BYTES`], levels, list lengths, parts).
+    /// Checks a peer's message against the bounds (a batch of 1 to
+    /// [`MAX_BATCH`] messages of at most [`MAX_DATA_BYTES`] in all, whose positions
+    /// fit, levels, list lengths, parts).
     pub fn validate(&self) -> Result<(), Reject> {
         let target_ok = |t: &Target| {
             t.valid().then_some(()).ok_or(Reject::Malformed {
@@ -809,15 +822,22 @@ impl FanoutMsg {
             })
         };
         if let FanoutMsg::Walk {
-            carry: Carry::Data { data, .. },
+            carry: Carry::Data { seq, items, .. },
             ..
         }
         | FanoutMsg::Visit {
-            carry: Carry::Data { data, .. },
+            carry: Carry::Data { seq, items, .. },
             ..
         } = self
         {
-            check_len("fanout data", data.len(), MAX_DATA_BYTES)?;
+            check_len("fanout batch", items.len(), MAX_BATCH)?;
+            let bytes = items.iter().map(Vec::len).sum();
+            check_len("fanout data", bytes, MAX_DATA_BYTES)?;
+            if items.is_empty() || seq.checked_add(items.len() as u64).is_none() {
+                return Err(Reject::Malformed {
+                    what: "fanout batch",
+                });
+            }
         }
         match self {
             FanoutMsg::Walk { level, target, .. } => {
@@ -880,8 +900,9 @@ impl FanoutMsg {
 /// Whom a walk answers.
 #[derive(Debug)]
 pub(super) enum Purpose {
-    /// A client's send: reply with the mailboxes reached.
-    Send(RequestId),
+    /// A client's send, or a reliable sender's batch of them: reply to each with
+    /// the mailboxes reached.
+    Send(Vec<RequestId>),
     /// A member list for the sender's agent.
     List(Target),
 }
@@ -981,45 +1002,89 @@ impl Fanout {
             }
             Some(queue) => queue.push_back(q),
             None => {
-                self.start_send(tree, from, q, boxes);
+                self.start_send(tree, from, vec![q], boxes);
                 self.start_ready(tree, boxes);
             }
         }
     }
 
-    /// Starts the fan-out send `q` of `from` (nothing of `from`'s is in flight
-    /// reliably).
-    fn start_send(&mut self, tree: &TreeView<'_>, from: Pid, q: Queued, boxes: &mut dyn Mailboxes) {
+    /// Starts the fan-out send `batch` of `from` (one send, or reliable ones to one
+    /// target; nothing of `from`'s is in flight reliably).
+    fn start_send(
+        &mut self,
+        tree: &TreeView<'_>,
+        from: Pid,
+        batch: Vec<Queued>,
+        boxes: &mut dyn Mailboxes,
+    ) {
+        let Some(first) = batch.first() else {
+            return;
+        };
+        let (reliable, target) = (first.reliable, first.target.clone());
+        let requests: Vec<RequestId> = batch.iter().map(|q| q.request).collect();
         let reliable_walks = self.walks.values().filter(|w| w.holds.is_some()).count();
-        if q.reliable && reliable_walks >= MAX_RELIABLE {
-            return self.reply(q.request, ApiReply::Sent(Err(SendError::Full)));
-        }
-        let Some(seq) = self.order.stamp(from) else {
-            return self.reply(q.request, ApiReply::Sent(Err(SendError::Full)));
+        let seq = if reliable && reliable_walks >= MAX_RELIABLE {
+            None
+        } else {
+            self.order.stamp(from, batch.len() as u64)
+        };
+        let Some(seq) = seq else {
+            for request in requests {
+                self.reply(request, ApiReply::Sent(Err(SendError::Full)));
+            }
+            return;
         };
         let carry = Carry::Data {
             from,
             seq,
-            data: q.data,
-            reliable: q.reliable,
+            items: batch.into_iter().map(|q| q.data).collect(),
+            reliable,
         };
-        let holds = q.reliable.then_some(from);
+        let holds = reliable.then_some(from);
         if holds.is_some() {
             self.busy.entry(from).or_default();
         }
-        let purpose = Purpose::Send(q.request);
-        self.start_walk(self.now, tree, purpose, holds, q.target, carry, boxes);
+        let purpose = Purpose::Send(requests);
+        self.start_walk(self.now, tree, purpose, holds, target, carry, boxes);
     }
 
-    /// Starts the next waiting send of each sender whose reliable send ended (which
-    /// may end at once and make its sender ready again).
+    /// Takes the next waiting send of `from`, with the reliable ones to the same
+    /// target right behind it if it is reliable: a batch of at most [`MAX_BATCH`]
+    /// sends and [`MAX_DATA_BYTES`] (so a sender's throughput grows with its
+    /// backlog rather than stay one send per walk).
+    fn next_batch(&mut self, from: Pid) -> Vec<Queued> {
+        let Some(queue) = self.busy.get_mut(&from) else {
+            return Vec::new();
+        };
+        let Some(first) = queue.pop_front() else {
+            return Vec::new();
+        };
+        let mut bytes = first.data.len();
+        let mut batch = vec![first];
+        while let Some(next) = queue.front() {
+            let joins = batch[0].reliable
+                && next.reliable
+                && next.target == batch[0].target
+                && batch.len() < MAX_BATCH
+                && bytes + next.data.len() <= MAX_DATA_BYTES;
+            if !joins {
+                break;
+            }
+            bytes += next.data.len();
+            batch.extend(queue.pop_front());
+        }
+        batch
+    }
+
+    /// Starts the next waiting send (or batch) of each sender whose reliable send
+    /// ended (which may end at once and make its sender ready again).
     fn start_ready(&mut self, tree: &TreeView<'_>, boxes: &mut dyn Mailboxes) {
         while let Some(from) = self.ready.pop() {
-            let next = self.busy.get_mut(&from).and_then(VecDeque::pop_front);
-            match next {
+            let next = self.next_batch(from);
+            match next.first() {
                 Some(q) => {
                     let reliable = q.reliable;
-                    self.start_send(tree, from, q, boxes);
+                    self.start_send(tree, from, next, boxes);
                     let held = self.walks.values().any(|w| w.holds == Some(from));
                     if !reliable || !held {
                         // Nothing of `from` in flight holds the rest back.
@@ -1359,7 +1424,7 @@ impl Fanout {
             Carry::Data {
                 from,
                 seq,
-                data,
+                items,
                 reliable,
             } => {
                 let mut reached = 0u32;
@@ -1368,16 +1433,25 @@ impl Fanout {
                 // fan-out send of the same sender reached the member, is not delivered
                 // to it (FIFO per sender and receiver, across targets). A reliable
                 // one counts a repeat as reached, and is recorded only once in the
-                // mailbox (so a full one gets it on the next visit).
+                // mailbox (so a full one gets it, or the rest of its batch, on the
+                // next visit).
                 let class = class_of(self.me, tree, from.origin());
+                let last = seq.saturating_add(items.len() as u64).saturating_sub(1);
                 for (pid, _) in local {
-                    match self.order.check(from, pid, seq) {
+                    match self.order.check(from, pid, seq..=last) {
                         Admit::Late => missed.overtaken += 1,
                         Admit::Repeat => reached += u32::from(reliable),
-                        Admit::New => {
-                            let put = boxes.deliver((target.tenant, from, pid), seq, &data, class);
-                            if put == Put::Delivered || !reliable {
-                                self.order.record(from, pid, seq);
+                        Admit::From(next) => {
+                            let mut put = Put::Delivered;
+                            let fresh = (seq..).zip(&items).filter(|(s, _)| *s >= next);
+                            for (s, data) in fresh {
+                                put = boxes.deliver((target.tenant, from, pid), s, data, class);
+                                if put == Put::Delivered || !reliable {
+                                    self.order.record(from, pid, s);
+                                }
+                                if put != Put::Delivered {
+                                    break;
+                                }
                             }
                             reached += u32::from(put == Put::Delivered);
                             missed.full += u32::from(put == Put::Full);
@@ -1493,7 +1567,7 @@ impl Fanout {
             }
         }
         match w.purpose {
-            Purpose::Send(request) => {
+            Purpose::Send(requests) => {
                 let Missed { full, overtaken } = w.missed;
                 let result = match (complete, w.reached) {
                     (false, _) => Err(SendError::Unknown),
@@ -1505,7 +1579,9 @@ impl Fanout {
                     (true, 0) => Err(SendError::NoMembers),
                     (true, reached) => Ok(SendReceipt { reached }),
                 };
-                self.reply(request, ApiReply::Sent(result));
+                for request in requests {
+                    self.reply(request, ApiReply::Sent(result.clone()));
+                }
             }
             Purpose::List(target) => {
                 // An incomplete list is still the best there is, unless it is empty.
@@ -1914,7 +1990,7 @@ mod tests {
             carry: Carry::Data {
                 from: pid(2, 1),
                 seq,
-                data: vec![seq as u8],
+                items: vec![vec![seq as u8]],
                 reliable: false,
             },
             clock: 0,
@@ -1953,7 +2029,7 @@ mod tests {
             carry: Carry::Data {
                 from: pid(2, 1),
                 seq: 1,
-                data: vec![1],
+                items: vec![vec![1]],
                 reliable: false,
             },
             clock: u64::MAX,
@@ -1990,7 +2066,7 @@ mod tests {
             carry: Carry::Data {
                 from: pid(9, 1),
                 seq: 1,
-                data: vec![1],
+                items: vec![vec![1]],
                 reliable: false,
             },
             clock: 0,
@@ -2388,7 +2464,7 @@ mod tests {
             carry: Carry::Data {
                 from: pid(2, 1),
                 seq: 1,
-                data: vec![7],
+                items: vec![vec![7]],
                 reliable: true,
             },
             clock: 0,
@@ -2409,6 +2485,187 @@ mod tests {
         e.handle_message(Time::ZERO, NodeId(2), visit, &tree, &mut boxes);
         assert_eq!(reached(&mut e), vec![1, 1]);
         assert_eq!(boxes.got.len(), 1, "delivered once");
+    }
+
+    /// The bug swarm seed 40211 found: a reliable publisher faster than its walks
+    /// (5% loss, so nearly every walk of a wide topic waits for a resend) queued
+    /// its sends one walk each, and they waited seconds for their turn. The
+    /// reliable sends waiting for one target now go as one batch, each answered
+    /// with the walk's result; a send to another target waits for the next walk.
+    #[test]
+    fn reliable_sends_waiting_for_one_target_go_as_one_batch() {
+        let (me, tree) = member_of_n2_under_n3();
+        let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
+        let mut boxes = Boxes::default();
+        let mut send = |e: &mut Fanout, r: u64, target: &str| {
+            e.send_to_all(
+                Time::ZERO,
+                &tree,
+                RequestId(r),
+                group(target),
+                pid(1, 1),
+                vec![r as u8],
+                Delivery::Reliable,
+                &mut boxes,
+            );
+        };
+        send(&mut e, 1, "g");
+        assert_eq!(drain(&mut e).len(), 1, "the first walk");
+        for r in 2..=4 {
+            send(&mut e, r, "g");
+        }
+        send(&mut e, 5, "h");
+        assert!(drain(&mut e).is_empty(), "the rest wait");
+        // Walk 1 ends (no member anywhere), and walk 2 carries sends 2 to 4.
+        let t = Time::ZERO;
+        let expect = |token| FanoutMsg::Expect {
+            token,
+            level: 1,
+            members: vec![],
+        };
+        e.handle_message(t, NodeId(3), expect(1), &tree, &mut boxes);
+        let out = drain(&mut e);
+        assert_eq!(
+            out[0],
+            FanOut::Reply(RequestId(1), ApiReply::Sent(Err(SendError::NoMembers)))
+        );
+        match &out[1..] {
+            [FanOut::Send(
+                NodeId(3),
+                FanoutMsg::Walk {
+                    token: 2,
+                    target,
+                    carry:
+                        Carry::Data {
+                            seq: 2,
+                            items,
+                            reliable: true,
+                            ..
+                        },
+                    ..
+                },
+            )] => {
+                assert_eq!(target, &group("g"));
+                assert_eq!(items, &vec![vec![2], vec![3], vec![4]]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Walk 2 ends: each of its sends is answered, then send 5 goes, at 5.
+        e.handle_message(t, NodeId(3), expect(2), &tree, &mut boxes);
+        let out = drain(&mut e);
+        let replies: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                FanOut::Reply(r, _) => Some(r.0),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(replies, vec![2, 3, 4]);
+        assert!(
+            matches!(
+                out.last(),
+                Some(FanOut::Send(
+                    NodeId(3),
+                    FanoutMsg::Walk {
+                        token: 3,
+                        carry: Carry::Data { seq: 5, .. },
+                        ..
+                    }
+                ))
+            ),
+            "{out:?}"
+        );
+        assert!(e.invariants());
+    }
+
+    /// A host puts a batch in each member's mailbox in order; a mailbox that fills
+    /// part way gets the rest when the visit comes again, nothing twice.
+    #[test]
+    fn a_batch_visit_fills_mailboxes_in_order_and_goes_on_where_it_stopped() {
+        struct Room {
+            boxes: Boxes,
+            left: usize,
+        }
+        impl Mailboxes for Room {
+            fn deliver(
+                &mut self,
+                key: (TenantId, Pid, Pid),
+                seq: u64,
+                data: &[u8],
+                class: DistanceClass,
+            ) -> Put {
+                if self.left == 0 {
+                    return Put::Full;
+                }
+                self.left -= 1;
+                self.boxes.deliver(key, seq, data, class)
+            }
+            fn depth(&self, pid: Pid) -> u32 {
+                self.boxes.depth(pid)
+            }
+        }
+        let me = NodeId(1);
+        let tree = TreeView::empty(me);
+        let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
+        let member = pid(1, 1);
+        let mut room = Room {
+            boxes: Boxes::default(),
+            left: 2,
+        };
+        room.boxes.live.insert(member);
+        e.join(Time::ZERO, &tree, group("g"), member, true).unwrap();
+        let visit = FanoutMsg::Visit {
+            token: 1,
+            origin: NodeId(2),
+            target: group("g"),
+            carry: Carry::Data {
+                from: pid(2, 1),
+                seq: 7,
+                items: vec![vec![7], vec![8], vec![9]],
+                reliable: true,
+            },
+            clock: 0,
+        };
+        e.handle_message(Time::ZERO, NodeId(2), visit.clone(), &tree, &mut room);
+        assert!(drain(&mut e).is_empty(), "no answer while the rest waits");
+        room.left = 10;
+        e.handle_message(Time::ZERO, NodeId(2), visit.clone(), &tree, &mut room);
+        e.handle_message(Time::ZERO, NodeId(2), visit, &tree, &mut room);
+        let got: Vec<_> = room.boxes.got.iter().map(|(_, _, d)| d[0]).collect();
+        assert_eq!(got, vec![7, 8, 9], "in order, once each");
+        let reached: Vec<_> = drain(&mut e)
+            .into_iter()
+            .map(|o| match o {
+                FanOut::Send(NodeId(2), FanoutMsg::Answer { reached, .. }) => reached,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(reached, vec![1, 1], "the rest, then a repeat");
+    }
+
+    /// A peer's batch is bounded: not empty, at most `MAX_BATCH` messages and
+    /// `MAX_DATA_BYTES` in all, and positions that do not overflow.
+    #[test]
+    fn a_peers_batch_out_of_bounds_is_rejected() {
+        let walk = |seq: u64, items: Vec<Vec<u8>>| FanoutMsg::Walk {
+            token: 1,
+            origin: NodeId(2),
+            level: 0,
+            target: group("g"),
+            carry: Carry::Data {
+                from: pid(2, 1),
+                seq,
+                items,
+                reliable: true,
+            },
+            clock: 0,
+        };
+        assert!(walk(1, vec![vec![0; 10]; MAX_BATCH]).validate().is_ok());
+        assert!(walk(1, vec![]).validate().is_err());
+        assert!(walk(1, vec![vec![0]; MAX_BATCH + 1]).validate().is_err());
+        let half = vec![0; MAX_DATA_BYTES / 2 + 1];
+        assert!(walk(1, vec![half.clone(), half]).validate().is_err());
+        assert!(walk(u64::MAX, vec![vec![0]]).validate().is_err());
     }
 
     #[test]

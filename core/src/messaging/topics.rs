@@ -32,6 +32,7 @@ use nefele_api::calls::{ApiCall, ApiReply, RequestId};
 use nefele_api::messaging::Dest;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 /// The most senders a host numbers fan-out sends for; a new one beyond it is
@@ -42,13 +43,18 @@ pub const MAX_PUBLISHERS: usize = 65_536;
 /// again: the bound trades memory for that).
 pub const MAX_HEARD: usize = 65_536;
 
-/// Where a fan-out send stands for one member ([`Order::check`]).
+/// Where a fan-out send (a batch of consecutive positions of one sender, see
+/// [`Carry::Data`](super::fanout::Carry::Data)) stands for one member
+/// ([`Order::check`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admit {
-    /// It comes after every one delivered to the member: deliver it.
-    New,
-    /// It is the last one delivered to the member (a repeat of a reliable send
-    /// whose answer was lost: it counts as reached, and is not delivered again).
+    /// Deliver it from this position on: every one before it was delivered to the
+    /// member already (a repeat of a batch partly put in a mailbox that was full),
+    /// none after it.
+    From(u64),
+    /// Its last position is the last one delivered to the member (a repeat of a
+    /// reliable send whose answer was lost: it counts as reached, and is not
+    /// delivered again).
     Repeat,
     /// A later one was delivered to the member already: it is dropped.
     Late,
@@ -64,29 +70,32 @@ pub struct Order {
 }
 
 impl Order {
-    /// The position of `from`'s next fan-out send, or `None` if the table is full.
-    pub fn stamp(&mut self, from: Pid) -> Option<u64> {
+    /// The first of the positions of `from`'s next `n` fan-out sends (consecutive),
+    /// or `None` if the table is full.
+    pub fn stamp(&mut self, from: Pid, n: u64) -> Option<u64> {
         if !self.next.contains_key(&from) && self.next.len() >= MAX_PUBLISHERS {
             return None;
         }
-        let seq = self.next.entry(from).or_default();
-        *seq += 1;
-        Some(*seq)
+        let last = self.next.entry(from).or_default();
+        let first = last.saturating_add(1);
+        *last = last.saturating_add(n);
+        Some(first)
     }
 
-    /// Where the fan-out send `seq` of `from` stands for the local member `to`
-    /// (nothing is recorded: see [`Order::record`]).
+    /// Where the fan-out sends `seqs` of `from` (one batch) stand for the local
+    /// member `to` (nothing is recorded: see [`Order::record`]).
     #[must_use]
-    pub fn check(&self, from: Pid, to: Pid, seq: u64) -> Admit {
+    pub fn check(&self, from: Pid, to: Pid, seqs: RangeInclusive<u64>) -> Admit {
         match self.heard.get(&(from, to)) {
-            Some(last) if *last > seq => Admit::Late,
-            Some(last) if *last == seq => Admit::Repeat,
-            _ => Admit::New,
+            Some(last) if last > seqs.end() => Admit::Late,
+            Some(last) if last == seqs.end() => Admit::Repeat,
+            Some(last) if last >= seqs.start() => Admit::From(last + 1),
+            _ => Admit::From(*seqs.start()),
         }
     }
 
     /// Records the fan-out send `seq` of `from` as the last one delivered to the
-    /// local member `to` (it must be [`Admit::New`]).
+    /// local member `to` (it must be admitted: see [`Order::check`]).
     pub fn record(&mut self, from: Pid, to: Pid, seq: u64) {
         let key = (from, to);
         if !self.heard.contains_key(&key) && self.heard.len() >= MAX_HEARD {
@@ -276,7 +285,7 @@ mod tests {
                 .iter()
                 .copied()
                 .filter(|s| {
-                    let new = order.check(from, to, *s) == Admit::New;
+                    let new = order.check(from, to, *s..=*s) == Admit::From(*s);
                     if new {
                         order.record(from, to, *s);
                     }
@@ -292,12 +301,13 @@ mod tests {
         let a = Pid::new(NodeId(1), Incarnation(1), 1);
         let b = Pid::new(NodeId(1), Incarnation(1), 2);
         let mut order = Order::default();
-        assert_eq!(order.stamp(a), Some(1));
-        assert_eq!(order.stamp(a), Some(2));
-        assert_eq!(order.stamp(b), Some(1));
+        assert_eq!(order.stamp(a, 1), Some(1));
+        assert_eq!(order.stamp(a, 3), Some(2), "a batch of three: 2, 3 and 4");
+        assert_eq!(order.stamp(a, 1), Some(5));
+        assert_eq!(order.stamp(b, 1), Some(1));
         order.ended(a);
         assert_eq!(order.len().0, 1);
-        assert_eq!(order.stamp(a), Some(1));
+        assert_eq!(order.stamp(a, 1), Some(1));
     }
 
     /// The bug the messaging property test found (seed 9117139030379720100): two
@@ -310,20 +320,49 @@ mod tests {
         let member = Pid::new(NodeId(2), Incarnation(1), 1);
         let other = Pid::new(NodeId(2), Incarnation(1), 2);
         let mut order = Order::default();
-        let first = order.stamp(from).unwrap();
-        let second = order.stamp(from).unwrap();
-        assert_eq!(order.check(from, member, second), Admit::New);
+        let first = order.stamp(from, 1).unwrap();
+        let second = order.stamp(from, 1).unwrap();
+        assert_eq!(
+            order.check(from, member, second..=second),
+            Admit::From(second)
+        );
         order.record(from, member, second);
         assert_eq!(
-            order.check(from, member, first),
+            order.check(from, member, first..=first),
             Admit::Late,
             "delivered after a later send"
         );
-        assert_eq!(order.check(from, member, second), Admit::Repeat);
+        assert_eq!(order.check(from, member, second..=second), Admit::Repeat);
         assert_eq!(
-            order.check(from, other, first),
-            Admit::New,
+            order.check(from, other, first..=first),
+            Admit::From(first),
             "another member keeps its own order"
+        );
+    }
+
+    /// A batch put in a mailbox up to a point (it filled) goes on from there when it
+    /// comes again, and is a repeat once all of it is in.
+    #[test]
+    fn a_batch_partly_delivered_goes_on_where_it_stopped() {
+        let from = Pid::new(NodeId(1), Incarnation(1), 1);
+        let member = Pid::new(NodeId(2), Incarnation(1), 1);
+        let mut order = Order::default();
+        let first = order.stamp(from, 4).unwrap();
+        let batch = first..=first + 3;
+        assert_eq!(order.check(from, member, batch.clone()), Admit::From(first));
+        order.record(from, member, first);
+        order.record(from, member, first + 1);
+        assert_eq!(
+            order.check(from, member, batch.clone()),
+            Admit::From(first + 2)
+        );
+        order.record(from, member, first + 2);
+        order.record(from, member, first + 3);
+        assert_eq!(order.check(from, member, batch), Admit::Repeat);
+        assert_eq!(
+            order.check(from, member, first..=first + 2),
+            Admit::Late,
+            "an earlier batch ending before the last delivered"
         );
     }
 }

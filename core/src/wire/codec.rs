@@ -52,7 +52,7 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 /// - 12: supervision's `Pass` (appended): a member keeping the copy of a home
 ///   known gone (removed or restarted), which it may not take over itself, passes
 ///   it to the member of its group that does.
-pub const VERSION: u16 = 12;
+pub const VERSION: u16 = 13;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.

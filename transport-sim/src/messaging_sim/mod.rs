@@ -1254,8 +1254,8 @@ impl MessagingSim {
                 None if sender.node.is_some_and(up) => {
                     f.flagged = true;
                     fate = Err(format!(
-                        "send {id} from process {} unanswered after {age:?}",
-                        f.from
+                        "{:?} send {id} from process {} unanswered after {age:?}",
+                        f.kind, f.from
                     ));
                 }
                 Some(r) if r > 0 && f.seen == 0 => {
