@@ -930,6 +930,46 @@ fn the_largest_ack_batch_fits_the_control_mtu() {
     );
 }
 
+/// The largest fan-out batch a peer may send (a walk of [`fanout::MAX_BATCH`]
+/// messages of [`msg::MAX_DATA_BYTES`] in all, to a target of the longest name)
+/// fits the default frame, so a batch never fails to encode where one message
+/// would not.
+#[test]
+fn the_largest_fanout_batch_fits_the_default_frame() {
+    use super::fanout::{Carry, FanoutMsg, Target, MAX_BATCH, MAX_TARGET_BYTES};
+    use super::topics::TopicsMsg;
+    use crate::wire::codec::DEFAULT_MAX_FRAME;
+    use crate::wire::{encoded_len, Envelope, Message};
+    let last = msg::MAX_DATA_BYTES - (MAX_BATCH - 1);
+    let items: Vec<Vec<u8>> = std::iter::repeat_n(vec![0xff], MAX_BATCH - 1)
+        .chain([vec![0xff; last]])
+        .collect();
+    let walk = FanoutMsg::Walk {
+        token: u64::MAX,
+        origin: NodeId(u32::MAX),
+        level: crate::wire::validate::MAX_LEVEL,
+        target: Target::topic(TenantId(u32::MAX), &"t".repeat(MAX_TARGET_BYTES)),
+        carry: Carry::Data {
+            from: Pid::MAX,
+            seq: u64::MAX - MAX_BATCH as u64,
+            items,
+            reliable: true,
+        },
+        clock: u64::MAX,
+    };
+    assert_eq!(walk.validate(), Ok(()));
+    let env = Envelope {
+        from: NodeId(u32::MAX),
+        incarnation: Incarnation(u32::MAX),
+        body: Message::Messaging(MessagingMsg::Topics(TopicsMsg::Fanout(walk))),
+    };
+    assert!(
+        encoded_len(&env) <= DEFAULT_MAX_FRAME,
+        "{} bytes",
+        encoded_len(&env)
+    );
+}
+
 /// Many acks due to one agent at once leave in batches that each fit the MTU, and
 /// every one of them leaves.
 #[test]
