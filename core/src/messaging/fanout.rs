@@ -1580,7 +1580,7 @@ impl Fanout {
                     (true, reached) => Ok(SendReceipt { reached }),
                 };
                 for request in requests {
-                    self.reply(request, ApiReply::Sent(result.clone()));
+                    self.reply(request, ApiReply::Sent(result));
                 }
             }
             Purpose::List(target) => {
