@@ -321,7 +321,11 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// than the resend interval (a publisher fell behind, its sends waiting in its queue
 /// for seconds); seed 40211 with messaging, loss and reordering fails it before a
 /// reliable sender's sends waiting for one target went as one batch per walk (a
-/// publisher faster than one walk per send fell behind likewise).
+/// publisher faster than one walk per send fell behind likewise). Seed 70210 with
+/// supervision fails `supervision.no_twin` before a home's quorum began as its
+/// whole group (a home that started cut off from most of it acted beside its
+/// taker), and before a home that steps down told its keepers to drop their
+/// copies (they took the supervisor over a second time).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

@@ -1835,14 +1835,19 @@ impl Supervision {
     }
 
     /// Home side: removes supervisor `id` (ended, or run by another home since a
-    /// later take-over) and answers the clients waiting for its stop with `reply`.
+    /// later take-over), tells its keepers to drop their copies, and answers the
+    /// clients waiting for its stop with `reply`. (Before, the keepers of a home
+    /// told to step down kept its copy, and took the supervisor over again once
+    /// the home left their group: twins beside the first taker's, as in swarm
+    /// seed 70210.)
     fn step_down(&mut self, id: SupervisorId, reply: Result<(), SupervisionError>) {
-        for client in self
-            .sups
-            .remove(&id)
-            .map(|s| s.stop_clients)
-            .unwrap_or_default()
-        {
+        let Some(s) = self.sups.remove(&id) else {
+            return;
+        };
+        for k in self.keepers.clone() {
+            self.send(k, SupervisionMsg::Dropped { sup: id });
+        }
+        for client in s.stop_clients {
             let reply = ApiReply::SupervisorStopped(reply.clone());
             self.outbox.push_back(ServiceOutput::Reply(client, reply));
         }
@@ -2264,6 +2269,43 @@ mod tests {
                 forget: vec![(sup, 1)]
             }]
         );
+    }
+
+    /// Regression (swarm seed 70210): a home told to step down (its supervisor was
+    /// taken over while it was cut off) tells its keepers to drop their copies.
+    /// Before, its keepers in the group it had moved to kept the copy, and their
+    /// leader took the supervisor over again when the home later left that group:
+    /// two homes restarted the same children.
+    #[test]
+    fn a_home_stepping_down_tells_its_keepers_to_drop_their_copies() {
+        let h = Identity {
+            node: NodeId(1),
+            incarnation: Incarnation(1),
+        };
+        let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
+        let alone = Context {
+            me: h,
+            tree: crate::service::TreeView::empty(h.node),
+        };
+        let call = one_permanent_child(nefele_api::TenantId(1), 5);
+        home.handle_api(Time::ZERO, RequestId(7), call, &alone);
+        let sup = *home.sups.keys().next().expect("a supervisor");
+        home.keepers = vec![NodeId(2), NodeId(3)];
+        std::iter::from_fn(|| home.poll_output()).for_each(drop);
+        let taker = NodeId(4);
+        let held = SupervisionMsg::Held {
+            at: 0,
+            forget: vec![(sup, 1)],
+        };
+        home.handle_message(Time::from_millis(5), taker, held, &alone);
+        assert!(home.sups.is_empty(), "stepped down");
+        let dropped: Vec<NodeId> = std::iter::from_fn(|| home.poll_output())
+            .filter_map(|o| match o {
+                ServiceOutput::Send(to, SupervisionMsg::Dropped { sup: s }) if s == sup => Some(to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dropped, vec![NodeId(2), NodeId(3)]);
     }
 
     /// The replica fragments of `home`'s first supervisor, as version `version`.

@@ -18,6 +18,11 @@
 //!
 //! Invariant: the base never becomes easier to hold for a side cut off from
 //! most of it.
+//! - The first base is the whole group the home is in when it starts asking
+//!   (confirmed or not). (Before, it began empty, which holds, and members joined
+//!   it as they confirmed: a home that began cut off from most of its group built
+//!   a base of the few it could reach and acted, while the other side's leader
+//!   took its supervisor over: twins, as in swarm seed 70210.)
 //! - A member joins the base only while the quorum holds, and once it confirmed
 //!   (so a growing group does not suspend the authority).
 //! - A member that left the group leaves the base once it confirmed an `Alive`
@@ -45,6 +50,8 @@ use std::time::Duration;
 /// confirmations.
 #[derive(Debug, Default)]
 pub(super) struct Quorum {
+    /// Whether the base was set from a group yet (see the module doc).
+    started: bool,
     /// The group the home was last confirmed in, itself excluded (sorted).
     base: Vec<NodeId>,
     /// Each member's latest confirmed `Alive`, on the home's clock when it sent it.
@@ -100,6 +107,11 @@ impl Quorum {
     /// base by the rules of the module doc. Confirmations of members in neither
     /// are dropped.
     pub(super) fn follow(&mut self, now: Time, authority: Duration, me: NodeId, group: &[NodeId]) {
+        if !self.started {
+            self.started = true;
+            self.base = group.iter().copied().filter(|m| *m != me).collect();
+            self.base.sort_unstable();
+        }
         self.absent.retain(|m, _| !group.contains(m));
         for &m in self.base.iter().filter(|m| !group.contains(m)) {
             self.absent.entry(m).or_insert(now);
@@ -154,6 +166,29 @@ mod tests {
         assert_eq!(q.base.len(), group.len() - 1);
         assert!(q.holds(at, AUTHORITY));
         q
+    }
+
+    /// The bug swarm seed 70210 found: a home that starts while cut off from most
+    /// of its group (a partition came just before its supervisor) must not hold on
+    /// the confirmations of the few it reaches; before, its base began empty and
+    /// took in only those that confirmed.
+    #[test]
+    fn a_home_starting_cut_off_from_most_of_its_group_does_not_hold() {
+        let group = nodes(0..5);
+        let mut q = Quorum::default();
+        let mut now = Time::ZERO;
+        for _ in 0..20 {
+            q.follow(now, AUTHORITY, ME, &group);
+            q.confirm(NodeId(4), now);
+            assert!(!q.holds(now, AUTHORITY), "1 of 4 others holds at {now}");
+            now = now + Duration::from_millis(300);
+        }
+        assert_eq!(q.base, nodes(1..5));
+        // The rest answer: it holds.
+        for &m in &group[1..] {
+            q.confirm(m, now);
+        }
+        assert!(q.holds(now, AUTHORITY));
     }
 
     #[test]
