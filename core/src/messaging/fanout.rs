@@ -1642,11 +1642,13 @@ mod tests {
     use crate::service::Payload;
     use rand::SeedableRng;
 
-    /// Mailboxes that take everything for their live pids.
+    /// Mailboxes that take everything for their live pids (but those in `full`,
+    /// and all of them once `room` more deliveries were taken, if set).
     #[derive(Default)]
     struct Boxes {
         live: BTreeSet<Pid>,
         full: BTreeSet<Pid>,
+        room: Option<usize>,
         got: Vec<(Pid, Pid, Vec<u8>)>,
     }
 
@@ -1658,9 +1660,10 @@ mod tests {
             data: &[u8],
             _class: DistanceClass,
         ) -> Put {
-            if self.full.contains(&to) {
+            if self.full.contains(&to) || self.room == Some(0) {
                 Put::Full
             } else if self.live.contains(&to) {
+                self.room = self.room.map(|r| r - 1);
                 self.got.push((to, from, data.to_vec()));
                 Put::Delivered
             } else {
@@ -2582,37 +2585,15 @@ mod tests {
     /// part way gets the rest when the visit comes again, nothing twice.
     #[test]
     fn a_batch_visit_fills_mailboxes_in_order_and_goes_on_where_it_stopped() {
-        struct Room {
-            boxes: Boxes,
-            left: usize,
-        }
-        impl Mailboxes for Room {
-            fn deliver(
-                &mut self,
-                key: (TenantId, Pid, Pid),
-                seq: u64,
-                data: &[u8],
-                class: DistanceClass,
-            ) -> Put {
-                if self.left == 0 {
-                    return Put::Full;
-                }
-                self.left -= 1;
-                self.boxes.deliver(key, seq, data, class)
-            }
-            fn depth(&self, pid: Pid) -> u32 {
-                self.boxes.depth(pid)
-            }
-        }
         let me = NodeId(1);
         let tree = TreeView::empty(me);
         let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
         let member = pid(1, 1);
-        let mut room = Room {
-            boxes: Boxes::default(),
-            left: 2,
+        let mut boxes = Boxes {
+            room: Some(2),
+            ..Boxes::default()
         };
-        room.boxes.live.insert(member);
+        boxes.live.insert(member);
         e.join(Time::ZERO, &tree, group("g"), member, true).unwrap();
         let visit = FanoutMsg::Visit {
             token: 1,
@@ -2626,12 +2607,12 @@ mod tests {
             },
             clock: 0,
         };
-        e.handle_message(Time::ZERO, NodeId(2), visit.clone(), &tree, &mut room);
+        e.handle_message(Time::ZERO, NodeId(2), visit.clone(), &tree, &mut boxes);
         assert!(drain(&mut e).is_empty(), "no answer while the rest waits");
-        room.left = 10;
-        e.handle_message(Time::ZERO, NodeId(2), visit.clone(), &tree, &mut room);
-        e.handle_message(Time::ZERO, NodeId(2), visit, &tree, &mut room);
-        let got: Vec<_> = room.boxes.got.iter().map(|(_, _, d)| d[0]).collect();
+        boxes.room = None;
+        e.handle_message(Time::ZERO, NodeId(2), visit.clone(), &tree, &mut boxes);
+        e.handle_message(Time::ZERO, NodeId(2), visit, &tree, &mut boxes);
+        let got: Vec<_> = boxes.got.iter().map(|(_, _, d)| d[0]).collect();
         assert_eq!(got, vec![7, 8, 9], "in order, once each");
         let reached: Vec<_> = drain(&mut e)
             .into_iter()

@@ -2278,15 +2278,8 @@ mod tests {
     /// two homes restarted the same children.
     #[test]
     fn a_home_stepping_down_tells_its_keepers_to_drop_their_copies() {
-        let h = Identity {
-            node: NodeId(1),
-            incarnation: Incarnation(1),
-        };
-        let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
-        let alone = Context {
-            me: h,
-            tree: crate::service::TreeView::empty(h.node),
-        };
+        let mut home = Supervision::new(n1(), SupervisionConfig::default(), 0);
+        let alone = alone(n1());
         let call = one_permanent_child(nefele_api::TenantId(1), 5);
         home.handle_api(Time::ZERO, RequestId(7), call, &alone);
         let sup = *home.sups.keys().next().expect("a supervisor");
