@@ -798,8 +798,7 @@ fn processes_start_while_the_agent_creates_threads() {
 
 /// Held by the adoption tests, which time how soon an orphan's exit is reported,
 /// and by the thread-churn test, which keeps a core busy creating threads: they
-/// must not overlap (an adopted exit was reported lost once under CI's load,
-/// likely from the churn; not proven).
+/// must not overlap (the churn could delay the reaper past the adapter's bounded wait).
 fn timing_sensitive() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock()
