@@ -306,7 +306,9 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// registration granted without a verdict asked again; seed 76 with messaging: before
 /// a root that dropped a live host's names on a leader's word told the host; seed
 /// 10051 with messaging and loss: before a registration waiting for its verdict sent
-/// its claim again within the claim timeout),
+/// its claim again within the claim timeout; seed 80210 with messaging and 5% loss:
+/// before a host sent its claims to a new root again until confirmed, and, with
+/// seed 28, before a root displaced for a moment kept its directory),
 /// `supervision.no_twin` (seed 10021: before a member keeping a later take-over's
 /// record told the old home to step down, and before a former keeper dropped its
 /// copies of a home heard from outside its group), `federation` (seed 218:

@@ -52,7 +52,11 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 /// - 12: supervision's `Pass` (appended): a member keeping the copy of a home
 ///   known gone (removed or restarted), which it may not take over itself, passes
 ///   it to the member of its group that does.
-pub const VERSION: u16 = 13;
+/// - 13: a fan-out walk carries a batch of a reliable sender's consecutive sends to
+///   one target (`Carry::Data.items`).
+/// - 14: names' claims carry their agent's life (`Life` is gone) and a number the
+///   root confirms with `Held` (new).
+pub const VERSION: u16 = 14;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.
