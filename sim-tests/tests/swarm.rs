@@ -327,10 +327,7 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// supervision fails `supervision.no_twin` before a home's quorum began as its
 /// whole group (a home that started cut off from most of it acted beside its
 /// taker), and before a home that steps down told its keepers to drop their
-/// copies (they took the supervisor over a second time). Seed 90541 with
-/// supervision fails `supervision.restarted` before the simulator held a client's
-/// call to a stalled agent until it resumed (the stalled home started children
-/// whose supervisor the check never saw lost).
+/// copies (they took the supervisor over a second time).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

@@ -167,12 +167,6 @@ enum Event {
     Msg(MsgTimer),
     /// The supervision workload spawns its groups.
     Supervise,
-    /// A client's call, waiting for its agent to resume from a stall.
-    Call {
-        node: NodeId,
-        request: u64,
-        call: Box<ApiCall>,
-    },
     /// The external echo service answers a proxy (what it was sent, on the same
     /// connection, one external round trip later).
     External {
@@ -556,11 +550,6 @@ impl Simulation {
                 self.stats.events += 1;
                 self.supervise();
             }
-            Event::Call {
-                node,
-                request,
-                call,
-            } => self.deliver_call(node, request, call),
             Event::Arrival => {
                 self.stats.events += 1;
                 self.arrival();
@@ -1085,19 +1074,7 @@ impl Simulation {
         }
     }
 
-    /// Hands a client's call to `node`'s agent, or, while that agent is stalled, when
-    /// it resumes. (Before, a stalled agent answered calls: a home paused before its
-    /// supervised spawn started the children and kept no record of them where the
-    /// checks look, swarm seed 90541.)
     fn deliver_call(&mut self, node: NodeId, request: u64, call: Box<ApiCall>) {
-        let event = Event::Call {
-            node,
-            request,
-            call,
-        };
-        let Some(Event::Call { call, .. }) = self.defer_if_paused(node, event) else {
-            return;
-        };
         let host = &mut self.hosts[node.0 as usize];
         let local = host.clock.local(self.now);
         if let Some(agent) = host.agent.as_mut() {
