@@ -327,7 +327,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// supervision fails `supervision.no_twin` before a home's quorum began as its
 /// whole group (a home that started cut off from most of it acted beside its
 /// taker), and before a home that steps down told its keepers to drop their
-/// copies (they took the supervisor over a second time).
+/// copies (they took the supervisor over a second time). Seed 91110 with
+/// supervision fails `supervision.no_twin` before a home back in a tree told the
+/// keepers it left behind between groups to drop their copies (one passed its
+/// stale copy on once the home restarted, and it was taken over a second time).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

@@ -112,8 +112,11 @@
 //! a home that asks it from outside (as an old member of its quorum's base, or on
 //! a stale view) lives on elsewhere, and the keeper drops its copies rather than
 //! renew them (`forget_home`). A home tells keepers it no longer has to drop
-//! their copies (`Dropped`), except while it is in no tree: an agent leaving the
-//! federation leaves its supervisors to its last keepers (swarm seed 30239).
+//! their copies (`Dropped`, at [`DROPPED_TRIES`] ticks), except while it is in no
+//! tree: an agent leaving the federation leaves its supervisors to its last
+//! keepers (swarm seed 30239); one that joins a tree again tells them then (swarm
+//! seed 91110: keepers left behind by a home that moved between groups kept their
+//! copies, and one passed its copy on once the home restarted).
 //!
 //! A home that is a plain member and leaves the federation cleanly says `Gone`,
 //! not `Leave`, to its leader, which reports it removed: its copies are kept and
@@ -416,6 +419,11 @@ struct Partial {
 /// refresh sends it again), so a hostile peer can hold at most this many times
 /// [`msg::MAX_PARTS`] fragments of memory at a keeper.
 const MAX_PARTIAL_PER_PEER: usize = 16;
+/// How many ticks a home tells a former keeper to drop its copies (a `Dropped` is
+/// not answered; three make a loss of all unlikely).
+const DROPPED_TRIES: u32 = 3;
+/// The most former keepers a home remembers to tell.
+const MAX_FORMER_KEEPERS: usize = 16;
 
 /// The supervision service of one agent.
 #[derive(Debug)]
@@ -475,6 +483,9 @@ pub struct Supervision {
     copies: BTreeMap<SupervisorId, Copy>,
     partial: BTreeMap<(NodeId, SupervisorId), Partial>,
     keepers: Vec<NodeId>,
+    /// Former keepers still to be told to drop their copies, with the ticks left
+    /// to tell them (at most [`MAX_FORMER_KEEPERS`]).
+    former: BTreeMap<NodeId, u32>,
     next_tick: Option<Time>,
     last_refresh: Time,
     outbox: VecDeque<ServiceOutput<SupervisionMsg>>,
@@ -1316,22 +1327,31 @@ impl Supervision {
             .collect();
         let mut sends = Vec::new();
         // Keepers no longer its keepers drop their copies: this home's authority
-        // no longer counts them, so they must not take over from a stale copy. Not
-        // when this agent is in no tree (it left the federation, or is between
-        // groups): its last keepers' copies are all that outlives it if it is
-        // going away, and if it rejoins elsewhere they drop them on hearing it from
-        // outside their group (`forget_home`). (Before, an agent leaving cleanly
-        // told its keepers to drop its supervisors, which were lost: swarm seed
-        // 30239.)
-        let in_tree = ctx.tree.in_tree();
-        for &k in self
-            .keepers
-            .iter()
-            .filter(|k| in_tree && !keepers.contains(k))
-        {
-            for id in self.sups.keys() {
-                sends.push((k, SupervisionMsg::Dropped { sup: *id }));
+        // no longer counts them, so they must not take over from a stale copy (nor
+        // pass it on once this home restarts: swarm seed 91110, where a former
+        // keeper's copy was taken over a second time, beside the first taker's
+        // restarts). They are told at DROPPED_TRIES ticks, but not while this agent
+        // is in no tree (it left the federation, or is between groups): its last
+        // keepers' copies are all that outlives it if it is going away. If it
+        // rejoins a tree they are told then (before, they were told only at once,
+        // so keepers left behind when their home moved between groups kept their
+        // copies), or drop them on hearing it from outside their group
+        // (`forget_home`). (Before, an agent leaving cleanly told its keepers to
+        // drop its supervisors, which were lost: swarm seed 30239.)
+        for &k in self.keepers.iter().filter(|k| !keepers.contains(k)) {
+            if self.former.len() < MAX_FORMER_KEEPERS || self.former.contains_key(&k) {
+                self.former.insert(k, DROPPED_TRIES);
             }
+        }
+        self.former.retain(|k, _| !keepers.contains(k));
+        if ctx.tree.in_tree() {
+            for (&k, tries) in &mut self.former {
+                for id in self.sups.keys() {
+                    sends.push((k, SupervisionMsg::Dropped { sup: *id }));
+                }
+                *tries -= 1;
+            }
+            self.former.retain(|_, tries| *tries > 0);
         }
         for (id, s) in &mut self.sups {
             if s.client.is_some() {
@@ -1912,6 +1932,7 @@ impl Service for Supervision {
             partial: BTreeMap::new(),
             restarted: BTreeMap::new(),
             keepers: Vec::new(),
+            former: BTreeMap::new(),
             next_tick: None,
             last_refresh: Time::ZERO,
             outbox: VecDeque::new(),
@@ -2634,6 +2655,46 @@ mod tests {
     }
 
     /// The first life of n1, the home in these tests.
+    /// Swarm seed 91110: a home moved between groups (in no tree for a moment), so
+    /// it told its keepers nothing; in its new group it had new keepers, and the old
+    /// ones kept their copies. Once the home restarted, one of them passed its
+    /// stale copy on and the supervisor was taken over a second time, beside the
+    /// first taker's restarts (a twin). Now a home back in a tree tells its former
+    /// keepers to drop their copies, at a few ticks.
+    #[test]
+    fn a_home_back_in_a_tree_tells_its_keepers_left_behind_to_drop_their_copies() {
+        let mut home = Supervision::new(n1(), SupervisionConfig::default(), 0);
+        let call = one_permanent_child(nefele_api::TenantId(1), 5);
+        home.handle_api(Time::ZERO, RequestId(7), call, &alone(n1()));
+        let sup = *home.sups.keys().next().expect("a supervisor");
+        home.keepers = vec![NodeId(2), NodeId(3)];
+        let dropped_to = |home: &mut Supervision| -> Vec<NodeId> {
+            std::iter::from_fn(|| home.poll_output())
+                .filter_map(|o| match o {
+                    ServiceOutput::Send(to, SupervisionMsg::Dropped { sup: s }) if s == sup => {
+                        Some(to)
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        dropped_to(&mut home);
+        // Between groups: nobody is told (it may be leaving for good).
+        home.replicate(Time::from_secs(1), &alone(n1()));
+        assert_eq!(dropped_to(&mut home), Vec::<NodeId>::new());
+        // In a group again, under n2: n3, left behind, is told, a few times.
+        let group = member_under_n2(n1());
+        let mut told = 0;
+        for t in 2..10 {
+            home.replicate(Time::from_secs(t), &group);
+            let to = dropped_to(&mut home);
+            assert!(to.iter().all(|k| *k == NodeId(3)), "{to:?}");
+            told += to.len();
+        }
+        assert_eq!(told, DROPPED_TRIES as usize);
+        assert!(home.former.is_empty());
+    }
+
     fn n1() -> Identity {
         Identity {
             node: NodeId(1),
