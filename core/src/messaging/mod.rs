@@ -408,6 +408,7 @@ impl Service for Messaging {
                 | ServiceEvent::ProcessLost { .. }
                 | ServiceEvent::HostRemoved { .. }
                 | ServiceEvent::GroupChanged { .. }
+                | ServiceEvent::PeerRestarted { .. }
         )
     }
 

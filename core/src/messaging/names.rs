@@ -825,6 +825,15 @@ impl Names {
         self.sync_root(now, tree);
     }
 
+    /// A newer life of `node` was heard: if it is this host's root, its directory
+    /// went with its last life (it restarted faster than its group noticed, so the
+    /// root did not change), and this host's registrations go to it again.
+    pub fn peer_restarted(&mut self, now: Time, tree: &TreeView<'_>, node: NodeId) {
+        if node != self.me && self.sync_root(now, tree) == node {
+            self.confirm_all(now, tree);
+        }
+    }
+
     /// The local process `pid` ended: its names go.
     pub fn process_ended(&mut self, now: Time, tree: &TreeView<'_>, pid: Pid) {
         let keys: Vec<Key> = self
@@ -1381,9 +1390,9 @@ impl Part for Names {
                 self.host_removed(now, tree, node, level)
             }
             ServiceEvent::GroupChanged { .. } => self.tree_changed(now, tree),
+            ServiceEvent::PeerRestarted { node } => self.peer_restarted(now, tree, node),
             ServiceEvent::Host(_)
             | ServiceEvent::ProcessStarted { .. }
-            | ServiceEvent::PeerRestarted { .. }
             | ServiceEvent::NamesHeld { .. }
             | ServiceEvent::Answered { .. } => {}
         }
@@ -2159,6 +2168,24 @@ mod tests {
         root.tree_changed(t + Duration::from_secs(4), &alone);
         assert_eq!(root.directory_holder(T, "n"), None);
         assert!(root.invariants());
+    }
+
+    /// A root that restarts faster than its group notices is the same root to its
+    /// hosts, with an empty directory: a host that hears its new life sends it its
+    /// registrations (before, only its next refresh did, 30 s later).
+    #[test]
+    fn a_host_sends_its_registrations_to_a_root_that_restarted() {
+        let (mut host, tree, p) = registering();
+        host.on_message(Time::ZERO, NodeId(1), verdict(p, None, 1), &tree);
+        drain(&mut host);
+        host.peer_restarted(Time::from_secs(5), &tree, NodeId(7));
+        assert_eq!(drain(&mut host), vec![], "not its root");
+        host.peer_restarted(Time::from_secs(5), &tree, NodeId(1));
+        let out = drain(&mut host);
+        assert!(
+            matches!(out.as_slice(), [NameOut::Send(NodeId(1), NamesMsg::Claim { claims, confirm: Some(_), .. })] if claims.len() == 1 && claims[0].pid == p),
+            "{out:?}"
+        );
     }
 
     #[test]
