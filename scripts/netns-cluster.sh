@@ -517,7 +517,8 @@ run_messaging_patterns() {
 
     say "publish: one subscriber on each of the $HOSTS hosts gets it once"
     local subs sub h pubr reached out
-    subs=$(nef_on 1 spawn -n "$HOSTS" --mem 32M --apart "subs$RANDOM" -- /bin/sh -c \
+    # Small cpu asks: the processes killed just before may not have freed theirs yet.
+    subs=$(nef_on 1 spawn -n "$HOSTS" --cpu 100m --mem 32M --apart "subs$RANDOM" -- /bin/sh -c \
         'm=$(/data/nef recv --max 10 --data --timeout 30) && [ "$m" = news ]') || fail "spawn of the subscribers failed"
     [ "$(for sub in $subs; do host_of "$sub"; done | sort -u | wc -l)" -eq "$HOSTS" ] \
         || fail "the subscribers are not on $HOSTS hosts"
@@ -528,7 +529,7 @@ run_messaging_patterns() {
         subscribing+=($!)
     done
     wait "${subscribing[@]}" || true
-    pubr=$(nef_on 1 spawn --mem 32M -- /bin/sleep 60) || fail "spawn of the publisher failed"
+    pubr=$(nef_on 1 spawn --cpu 100m --mem 32M -- /bin/sleep 60) || fail "spawn of the publisher failed"
     reached=$(nef_on "$(host_of "$pubr")" --as "$pubr" pub news news) || fail "publish failed"
     [ "$reached" = "reached $HOSTS" ] || fail "publish: $reached, want reached $HOSTS"
     for sub in $subs; do
