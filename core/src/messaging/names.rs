@@ -2109,18 +2109,13 @@ mod tests {
         now = refresh;
         host.on_timeout(now, &new);
         let n = sent(drain(&mut host));
-        let claim = NamesMsg::Claim {
-            claims: vec![Claim {
-                tenant: T,
-                name: "n".to_owned(),
-                pid: p,
-                stamp: 1,
-                fresh: false,
-            }],
+        // The host's claim as it sent it: `p` is `pid(2, 1)`, registered at stamp 1.
+        let msg = NamesMsg::Claim {
+            claims: vec![claim(2, 1, 1)],
             life: Incarnation(1),
             confirm: Some(n),
         };
-        root.on_message(now, NodeId(2), claim, &root_tree);
+        root.on_message(now, NodeId(2), msg, &root_tree);
         assert_eq!(root.directory_holder(T, "n"), Some(p));
         let held = NamesMsg::Held { confirm: n };
         assert_eq!(
