@@ -331,6 +331,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// supervision fails `supervision.no_twin` before a home back in a tree told the
 /// keepers it left behind between groups to drop their copies (one passed its
 /// stale copy on once the home restarted, and it was taken over a second time).
+/// Seed 90037 with supervision fails `supervision.no_twin` before keepers judged
+/// a take-over by the home's quorum base rather than their own group (the leader
+/// of the group a home had just joined took its stale copy over beside the old
+/// group's leader).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

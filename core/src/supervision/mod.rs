@@ -80,17 +80,26 @@
 //!   after a take-over is told, in `Held`, to step down first: by the taker, and
 //!   by any member that keeps the taker's record (whole or in fragments), so its
 //!   quorum cannot confirm it while the taker's answer is lost.
-//! - **Take-overs need most of the group.** A keeper takes over only while its
-//!   level-0 group holds more than half of the members (the home aside) it had
-//!   when it last heard the home: a keeper cut off from its rack (which the home then stops counting
-//!   as a keeper, so the home keeps its authority) leads a group of one and takes
-//!   nothing over (before, it did, from a stale copy, and restarted children the
-//!   home had restarted already: twins). Members that a split of the group this
-//!   keeper leads handed to another group are no longer counted (they live on,
-//!   elsewhere; see [`Supervision::follow_group`]). The price: a home that fails together
-//!   with half of the rest of its group or more is not taken over (its children
-//!   are not restarted) unless most of the group is back within `refresh` of the
-//!   home's last word (a copy older than that is never taken over).
+//! - **Take-overs need most of the home's base.** A keeper takes over only while
+//!   its level-0 group holds more than half of the home's quorum base, as the
+//!   home's last `Alive` told it (the members whose confirmations the home's
+//!   authority needs, the home aside): the side that may take over is the side
+//!   the home cannot act without. A keeper cut off from its rack (which the home
+//!   then stops counting as a keeper, so the home keeps its authority) leads a
+//!   group of one and takes nothing over (before, it did, from a stale copy, and
+//!   restarted children the home had restarted already: twins). A keeper in the
+//!   group a home just moved to does not judge by its own group either: the
+//!   home's base is still the group it left, whose leader takes over if the home
+//!   fails before its base follows it (swarm seed 90037: a home cut off from its
+//!   group joined another and was taken over by its old leader; its new leader,
+//!   judging by its own group, took the stale copy over too once a partition
+//!   hid the home, and the home's `Dropped` on stepping down was lost). Members
+//!   that a split of the group this keeper leads handed to another group are no
+//!   longer counted (they live on, elsewhere; see [`Supervision::follow_group`]).
+//!   The price: a home that fails together with half of the rest of its base or
+//!   more is not taken over (its children are not restarted) unless most of it
+//!   is back within `refresh` of the home's last word (a copy older than that is
+//!   never taken over).
 //! - **A new home holds back.** For `slack(lease)` from its take-over it spawns
 //!   nothing and counts no end its children's hosts report (they are counted when
 //!   the hold ends): its copy may predate the old home's last restarts, whose
@@ -451,9 +460,10 @@ pub struct Supervision {
     quorum: quorum::Quorum,
     /// Keeper side: when each home of a copy was last heard (`Alive` or `Replica`).
     alive: BTreeMap<NodeId, Time>,
-    /// Keeper side: this agent's level-0 group (its members) when it last heard
-    /// each home of a copy: a take-over needs more than half of it (see
-    /// [`Supervision::take_over`]).
+    /// Keeper side: each home's quorum base as its latest `Alive` told it (the
+    /// members whose confirmations its authority needs), for the homes of copies
+    /// and the members of this agent's group: a take-over needs more than half of
+    /// them in this agent's group (see [`Supervision::take_over`]).
     bases: BTreeMap<NodeId, Vec<NodeId>>,
     /// Keeper side: the members of the level-0 group this agent led at the last
     /// change of its group (`None`: it did not lead), and the members it removed
@@ -720,8 +730,11 @@ impl Supervision {
         askees.extend(ctx.tree.keepers());
         askees.sort_unstable();
         askees.dedup();
+        let base = self.quorum.base().to_vec();
         for to in askees {
-            self.send(to, SupervisionMsg::Alive { at: now.as_nanos() });
+            let at = now.as_nanos();
+            let base = base.clone();
+            self.send(to, SupervisionMsg::Alive { at, base });
         }
     }
 
@@ -1297,7 +1310,9 @@ impl Supervision {
         self.leases.retain(|h, _| watched.contains(h));
         let homes: BTreeSet<NodeId> = self.copies.values().map(|c| c.home).collect();
         self.alive.retain(|h, _| homes.contains(h));
-        self.bases.retain(|h, _| homes.contains(h));
+        let group = ctx.tree.local_group();
+        self.bases
+            .retain(|h, _| homes.contains(h) || group.contains(h));
         // Host side: owners of supervisors that no longer watch anything here.
         let watching: BTreeSet<SupervisorId> = self.watchers.values().map(|w| w.sup).collect();
         self.owners.retain(|s, _| watching.contains(s));
@@ -1325,6 +1340,13 @@ impl Supervision {
             .filter(|k| !self.keepers.contains(k))
             .copied()
             .collect();
+        // A keeper hears the home's quorum base before any record it may not have
+        // had: the first supervisor starts the quorum, and new keepers are asked
+        // at once. (Before, a home that died before its first tick left its
+        // keepers copies without a base, which they never took over.)
+        if !new_keepers.is_empty() || !self.quorum.started() {
+            self.ask_alive(now, ctx);
+        }
         let mut sends = Vec::new();
         // Keepers no longer its keepers drop their copies: this home's authority
         // no longer counts them, so they must not take over from a stale copy (nor
@@ -1435,7 +1457,6 @@ impl Supervision {
             return;
         }
         self.alive.insert(from, now);
-        self.bases.insert(from, group.to_vec());
         if let Some(c) = self
             .copies
             .get(&sup)
@@ -1520,11 +1541,12 @@ impl Supervision {
                 .get(&home)
                 .is_some_and(|t| now >= *t + authority && now.saturating_since(*t) <= fresh)
         };
-        // A side cut off from most of the group the home was last heard in (this
-        // agent alone, or a few hosts of its rack) takes nothing over: the home may
-        // well live on the other side, granting and restarting with keepers there.
-        // The home itself is not counted (it is away either way), and half of the
-        // others is not enough: an even split goes to the home's side ([`quorum`]).
+        // A side cut off from most of the home's quorum base (this agent alone, a
+        // few hosts of its rack, or the group the home moved to before its base
+        // followed) takes nothing over: the home may well live on the other side,
+        // granting and restarting with keepers there. The home itself is not
+        // counted (it is away either way), and half of the others is not enough:
+        // an even split goes to the home's side ([`quorum`]).
         let bases = &self.bases;
         let most = |home: NodeId| {
             bases.get(&home).is_some_and(|base| {
@@ -1761,12 +1783,16 @@ impl Supervision {
     /// A home outside this agent's level-0 group asks as a member of its quorum's
     /// base, not as its keeper: this agent drops its copies of that home's records
     /// (see [`Supervision::forget_home`]).
-    fn on_alive(&mut self, now: Time, from: NodeId, at: u64, group: &[NodeId]) {
+    fn on_alive(&mut self, now: Time, from: NodeId, at: u64, base: Vec<NodeId>, group: &[NodeId]) {
         if !group.contains(&from) {
             self.forget_home(from);
-        } else if self.copies.values().any(|c| c.home == from) {
-            self.alive.insert(from, now);
-            self.bases.insert(from, group.to_vec());
+        } else {
+            // Noted before its first copy arrives too (an `Alive` may overtake
+            // the `Replica` sent with it, and the home may die before the next).
+            self.bases.insert(from, base);
+            if self.copies.values().any(|c| c.home == from) {
+                self.alive.insert(from, now);
+            }
         }
         // What was taken over from it: by this agent, or by another home whose
         // record this agent keeps (a copy of a later take-over). The home steps
@@ -1963,8 +1989,8 @@ impl Service for Supervision {
                 self.on_watch(now, from, sup, epoch, pids, grant);
             }
             status @ SupervisionMsg::Status { .. } => self.on_status(now, from, status),
-            SupervisionMsg::Alive { at } => {
-                self.on_alive(now, from, at, &ctx.tree.local_group());
+            SupervisionMsg::Alive { at, base } => {
+                self.on_alive(now, from, at, base, &ctx.tree.local_group());
             }
             SupervisionMsg::Dropped { sup } => {
                 if self.copies.get(&sup).is_some_and(|c| c.home == from) {
@@ -2234,12 +2260,12 @@ mod tests {
             1,
             "a keeper in the home's group keeps a copy"
         );
-        keeper.on_alive(Time::from_millis(20), h.node, 20, &together);
-        assert_eq!(keeper.bases.get(&h.node).map(Vec::len), Some(2));
+        keeper.on_alive(Time::from_millis(20), h.node, 20, vec![k.node], &together);
+        assert_eq!(keeper.bases.get(&h.node), Some(&vec![k.node]));
         // The home left this group (the keeper leads a group of one now) and asks
         // it, as an old member of its quorum's base, to confirm it is alive.
         let alone = [k.node];
-        keeper.on_alive(Time::from_millis(900), h.node, 900, &alone);
+        keeper.on_alive(Time::from_millis(900), h.node, 900, vec![k.node], &alone);
         assert!(keeper.copies.is_empty(), "the copy is dropped");
         assert!(!keeper.bases.contains_key(&h.node) && !keeper.alive.contains_key(&h.node));
         // A replica sent on the home's stale view is not kept either.
@@ -2276,7 +2302,8 @@ mod tests {
             bytes: vec![0; 8],
         };
         member.on_replica(Time::ZERO, taker, first_of_two, &[taker, me.node]);
-        member.on_alive(Time::from_millis(5), old_home, 5, &[taker, me.node]);
+        let base = vec![taker, me.node];
+        member.on_alive(Time::from_millis(5), old_home, 5, base, &[taker, me.node]);
         let held: Vec<SupervisionMsg> = std::iter::from_fn(|| member.poll_output())
             .filter_map(|o| match o {
                 ServiceOutput::Send(to, msg) if to == old_home => Some(msg),
@@ -2323,6 +2350,11 @@ mod tests {
     }
 
     /// The replica fragments of `home`'s first supervisor, as version `version`.
+    /// `group` without `home`: the quorum base of a home confirmed in it.
+    fn others(group: &[NodeId], home: NodeId) -> Vec<NodeId> {
+        group.iter().copied().filter(|m| *m != home).collect()
+    }
+
     fn replicas_of(home: &Supervision, version: u64) -> Vec<SupervisionMsg> {
         let (&sup, s) = home.sups.iter().next().expect("a supervisor");
         let parts = s.rec.fragments().expect("fragments");
@@ -2377,7 +2409,13 @@ mod tests {
         for msg in replicas_of(&home, 1) {
             keeper.on_replica(Time::from_millis(10), h.node, msg, &group);
         }
-        keeper.on_alive(Time::from_millis(20), h.node, 20, &group);
+        keeper.on_alive(
+            Time::from_millis(20),
+            h.node,
+            20,
+            others(&group, h.node),
+            &group,
+        );
         let changed = ServiceEvent::GroupChanged { instance: 0 };
         keeper.handle_event(Time::from_millis(30), &changed, &with_home);
         let restarted = ServiceEvent::PeerRestarted { node: h.node };
@@ -2397,6 +2435,134 @@ mod tests {
         }
         assert_eq!(keeper.sups.len(), 1, "the leader took the supervisor over");
         assert!(keeper.copies.is_empty());
+    }
+
+    /// Regression (swarm seed 90037): a leader judges a take-over by the home's
+    /// quorum base, not by its own group. A home that just moved into this group
+    /// still needs its old group's confirmations (its base): when it vanishes,
+    /// that group's leader takes it over, not this one. Before, this leader,
+    /// seeing most of its own group, took a stale copy over beside the old
+    /// group's leader (twins). A home confirmed in this group is taken over.
+    #[test]
+    fn a_leader_takes_over_only_with_most_of_the_homes_base() {
+        let id = |node| Identity {
+            node: NodeId(node),
+            incarnation: Incarnation(1),
+        };
+        let (h, k) = (id(1), id(2));
+        let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
+        let call = one_permanent_child(nefele_api::TenantId(1), 5);
+        let alone = Context {
+            me: h,
+            tree: crate::service::TreeView::empty(h.node),
+        };
+        home.handle_api(Time::ZERO, RequestId(7), call, &alone);
+        let led = |members: Vec<NodeId>, epoch| Context {
+            me: k,
+            tree: crate::service::TreeView::leader_of(crate::federation::View {
+                level: 0,
+                leader: k.node,
+                epoch,
+                members,
+                ancestors: vec![],
+            }),
+        };
+        let with_home = led(vec![h.node, k.node, NodeId(3), NodeId(4)], 1);
+        let without_home = led(vec![k.node, NodeId(3), NodeId(4)], 2);
+        let group = with_home.tree.local_group();
+        let old_group = vec![NodeId(5), NodeId(6), NodeId(7)];
+        for (base, takes) in [(old_group, false), (others(&group, h.node), true)] {
+            let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
+            let changed = ServiceEvent::GroupChanged { instance: 0 };
+            keeper.handle_event(Time::ZERO, &changed, &with_home);
+            for msg in replicas_of(&home, 1) {
+                keeper.on_replica(Time::from_millis(10), h.node, msg, &group);
+            }
+            keeper.on_alive(Time::from_millis(20), h.node, 20, base.clone(), &group);
+            let removed = ServiceEvent::HostRemoved {
+                instance: 0,
+                node: h.node,
+                level: 0,
+            };
+            keeper.handle_event(Time::from_millis(50), &removed, &without_home);
+            let ended = Time::from_millis(20) + slack(keeper.config.authority);
+            let mut now = Time::from_millis(50);
+            while now < ended + keeper.config.probe_period {
+                now = now + Duration::from_millis(100);
+                keeper.handle_timeout(now, &without_home);
+            }
+            assert_eq!(keeper.sups.len(), usize::from(takes), "base {base:?}");
+        }
+    }
+
+    /// Regression (swarm seed 90427): a home that dies right after its first
+    /// supervisor started, before its first tick, is taken over: its keeper
+    /// heard the home's quorum base with the record. Before, the first `Alive`
+    /// went out at the home's first tick, and a keeper holding a copy but no base
+    /// never found most of it in its group.
+    #[test]
+    fn a_home_dead_before_its_first_tick_is_taken_over() {
+        let (h, k) = (
+            n1(),
+            Identity {
+                node: NodeId(2),
+                incarnation: Incarnation(1),
+            },
+        );
+        let ctx = member_under_n2(h);
+        let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
+        let at = Time::from_millis;
+        home.handle_api(
+            at(0),
+            RequestId(7),
+            one_permanent_child(nefele_api::TenantId(1), 5),
+            &ctx,
+        );
+        let spawn = first_call(&mut home);
+        let answered = ServiceEvent::Answered {
+            request: spawn,
+            reply: ApiReply::Spawned(Ok(vec![Pid::new(NodeId(9), Incarnation(1), 1)])),
+        };
+        home.handle_event(at(10), &answered, &ctx);
+        let led = |members: Vec<NodeId>, epoch| Context {
+            me: k,
+            tree: crate::service::TreeView::leader_of(crate::federation::View {
+                level: 0,
+                leader: k.node,
+                epoch,
+                members,
+                ancestors: vec![],
+            }),
+        };
+        let with_home = led(vec![h.node, k.node], 1);
+        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
+        keeper.handle_event(
+            at(0),
+            &ServiceEvent::GroupChanged { instance: 0 },
+            &with_home,
+        );
+        for o in std::iter::from_fn(|| home.poll_output()) {
+            match o {
+                ServiceOutput::Send(to, msg) if to == k.node => {
+                    keeper.handle_message(at(20), h.node, msg, &with_home);
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(keeper.copies.len(), 1, "the keeper holds the record");
+        let removed = ServiceEvent::HostRemoved {
+            instance: 0,
+            node: h.node,
+            level: 0,
+        };
+        let alone = led(vec![k.node], 2);
+        keeper.handle_event(at(30), &removed, &alone);
+        let mut now = at(30);
+        while now < at(20) + slack(keeper.config.authority) + keeper.config.probe_period {
+            now = now + Duration::from_millis(100);
+            keeper.handle_timeout(now, &alone);
+        }
+        assert_eq!(keeper.sups.len(), 1, "the keeper took the supervisor over");
     }
 
     /// Regression (swarm seed 30239): the keeper of a home that is gone, moved
@@ -2442,7 +2608,13 @@ mod tests {
             for msg in replicas_of(&home, 1) {
                 keeper.on_replica(Time::from_millis(10), h.node, msg, &group);
             }
-            keeper.on_alive(Time::from_millis(20), h.node, 20, &group);
+            keeper.on_alive(
+                Time::from_millis(20),
+                h.node,
+                20,
+                others(&group, h.node),
+                &group,
+            );
             let gone = if removed {
                 ServiceEvent::HostRemoved {
                     instance: 0,
@@ -2585,6 +2757,7 @@ mod tests {
         for m in stopped.clone() {
             taker.on_replica(at(30), me.node, m, &group);
         }
+        taker.on_alive(at(30), me.node, 30, others(&group, me.node), &group);
         assert!(taker.copies[&sup].rec.state == SupervisorState::Stopped);
         let removed = ServiceEvent::HostRemoved {
             instance: 0,

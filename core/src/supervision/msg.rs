@@ -21,9 +21,10 @@
 //!   the child's next process to register them for it ([`SupervisionMsg::Hand`]).
 //!
 //! [`validate`] bounds every list a peer sent: at most [`MAX_PIDS`] pids per
-//! message, at most [`MAX_CHILD_NAMES`] valid names per child, fragments of at most [`MAX_FRAGMENT`] bytes, at most [`MAX_PARTS`]
+//! message, at most [`MAX_MEMBERS`] members in a quorum's base, at most [`MAX_CHILD_NAMES`] valid names per child, fragments of at most [`MAX_FRAGMENT`] bytes, at most [`MAX_PARTS`]
 //! fragments per record, and a part number below the count.
 
+use crate::federation::validate::MAX_MEMBERS;
 use crate::ids::{NodeId, Pid};
 use crate::messaging::names::valid_name;
 use crate::wire::validate::check_len;
@@ -99,6 +100,10 @@ pub enum SupervisionMsg {
     Alive {
         /// The home's clock when it sent this.
         at: u64,
+        /// The members whose confirmations the home's authority needs (its
+        /// quorum's base, the home excluded; at most [`MAX_MEMBERS`]): a keeper
+        /// takes over only with more than half of them in its group.
+        base: Vec<NodeId>,
     },
     /// Keeper to home: `Alive` of `at` received; this keeper takes over none of
     /// the home's supervisors before the home's authority from it
@@ -258,13 +263,13 @@ pub fn validate(msg: &SupervisionMsg) -> Result<(), Reject> {
             ..
         } => check_fragment(*version, *part, *parts, bytes),
         SupervisionMsg::Held { forget, .. } => check_len("sup-held forget", forget.len(), MAX_PIDS),
+        SupervisionMsg::Alive { base, .. } => check_len("sup-alive base", base.len(), MAX_MEMBERS),
         SupervisionMsg::Hand { names, .. } | SupervisionMsg::Holds { names, .. } => {
             check_names(names)
         }
         SupervisionMsg::Forget { .. }
         | SupervisionMsg::Dropped { .. }
-        | SupervisionMsg::Copied { .. }
-        | SupervisionMsg::Alive { .. } => Ok(()),
+        | SupervisionMsg::Copied { .. } => Ok(()),
     }
 }
 

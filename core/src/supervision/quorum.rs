@@ -82,6 +82,17 @@ impl Quorum {
         2 * (recent + 1) > self.base.len() + 1
     }
 
+    /// Whether the base was set from a group yet.
+    pub(super) fn started(&self) -> bool {
+        self.started
+    }
+
+    /// The members whose confirmations the authority needs, the home excluded
+    /// (sorted): told to keepers in every `Alive`.
+    pub(super) fn base(&self) -> &[NodeId] {
+        &self.base
+    }
+
     /// Who is asked to confirm: the base and the current `group` (members not in
     /// the base yet are asked before they count), the home itself excluded.
     pub(super) fn askees(&self, me: NodeId, group: &[NodeId]) -> Vec<NodeId> {

@@ -56,7 +56,9 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 ///   one target (`Carry::Data.items`).
 /// - 14: names' claims carry their agent's life (`Life` is gone) and a number the
 ///   root confirms with `Held` (new).
-pub const VERSION: u16 = 14;
+/// - 15: supervision's `Alive` carries the home's quorum base (keepers judge a
+///   take-over by it).
+pub const VERSION: u16 = 15;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.
