@@ -233,6 +233,42 @@ fn a_paused_agent_processes_nothing_while_paused_and_catches_up_after() {
     assert_eq!(sim.invariants().violations, 0, "{:?}", sim.invariants());
 }
 
+/// Regression (swarm seeds 90403 and 90585): a pause that starts within another
+/// ends with the later of the two. Before, the second pause's end replaced the
+/// first's, so the agent resumed early while what it missed in the first pause
+/// (messages, timers, a client's call) waited for the first's end, out of order.
+#[test]
+fn a_pause_within_a_longer_pause_ends_with_the_longer() {
+    let path = trace_path("pause-within-pause");
+    let pause = FaultAction::Pause(Selector::Node(B.0));
+    let config = SimConfig {
+        faults: vec![
+            fault(secs(2), pause.clone(), Some(secs(5))),
+            fault(secs(3), pause, Some(secs(1))),
+        ],
+        ..small_config(3, 7, secs(12))
+    };
+    let mut sim = traced(config, &path);
+    sim.run(|_| {});
+    let trace = read_trace(&mut sim, &path);
+    let paused = |r: &TraceRecord| r.within(Time::from_secs(2) + IN_FLIGHT, Time::from_secs(7));
+    let touches_b = |r: &TraceRecord| {
+        r.is_timer_of(B) || (r.kind == "deliver" && (r.to == Some(B.0) || r.from == Some(B.0)))
+    };
+    assert_eq!(
+        count(&trace, |r| paused(r) && touches_b(r)),
+        0,
+        "nothing reaches the agent before the longer pause ends"
+    );
+    assert!(
+        count(&trace, |r| r.t_ns == 7_000_000_000
+            && r.kind == "deliver"
+            && r.to == Some(B.0))
+            >= 4,
+        "held messages are delivered when the longer pause ends"
+    );
+}
+
 #[test]
 fn loss_drops_about_the_configured_fraction() {
     for loss in [0.05, 0.3] {

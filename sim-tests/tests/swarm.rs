@@ -334,7 +334,9 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// Seed 90037 with supervision fails `supervision.no_twin` before keepers judged
 /// a take-over by the home's quorum base rather than their own group (the leader
 /// of the group a home had just joined took its stale copy over beside the old
-/// group's leader).
+/// group's leader). Seed 90541 with supervision fails `supervision.restarted`
+/// before the simulator held a client's call to a stalled agent until it resumed
+/// (the stalled home started children whose supervisor the check never saw lost).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

@@ -19,7 +19,8 @@
 //!   through messaging's monitors are told by messaging (the old pid ends or is
 //!   lost); the names it held move to the new pid ([`naming`]).
 //! - **Copies for the group** (the keepers' side): as the ledger does, a home sends
-//!   each of its supervisors' records, on every change and every `refresh`, to its
+//!   each of its supervisors' records, on every change and every `refresh` (and
+//!   every `retry` to a keeper that has not confirmed the latest version), to its
 //!   keepers (its level-0 leader and heir, itself excluded), in fragments under
 //!   one datagram. A level-0 leader holding the copy of a home no longer in its
 //!   group takes the supervisor over (it becomes the home); the heir holds copies so
@@ -100,6 +101,15 @@
 //!   more is not taken over (its children are not restarted) unless most of it
 //!   is back within `refresh` of the home's last word (a copy older than that is
 //!   never taken over).
+//! - **Take-overs are told to the group.** The members a take-over counted must
+//!   not later confirm the old home: a heal may give the home most of its base
+//!   again. So a new home tells the members of its group (`TakenOver`, at
+//!   [`TAKEN_TRIES`] ticks); each remembers it for `hold` ([`taken`]) and tells
+//!   the old home, in its `Held`, to step down first. (Before, swarm seed 90084:
+//!   a leader took over a home cut off with a minority of its base; a partition
+//!   of the home's rack then joined it to the members the take-over had counted,
+//!   they confirmed it, and both homes restarted the children.) A home that
+//!   returns after `hold` relies on its keepers and the taker, as before.
 //! - **A new home holds back.** For `slack(lease)` from its take-over it spawns
 //!   nothing and counts no end its children's hosts report (they are counted when
 //!   the hold ends): its copy may predate the old home's last restarts, whose
@@ -171,6 +181,7 @@ pub mod msg;
 mod naming;
 mod quorum;
 mod record;
+mod taken;
 
 pub use msg::SupervisionMsg;
 
@@ -273,6 +284,8 @@ struct Sup {
     abandoned: BTreeSet<Pid>,
     /// The home it was taken over from (told to step down when it comes back).
     from: Option<NodeId>,
+    /// Ticks left to tell the group of the take-over ([`SupervisionMsg::TakenOver`]).
+    announce: u32,
     /// Taken over: until then (a lease and its slack from the take-over) no child
     /// is spawned and no end counts, since the copy may be older than the old
     /// home's last restarts, whose processes end with their leases by then.
@@ -285,6 +298,8 @@ struct Sup {
     not_before: BTreeMap<u32, Time>,
     /// The latest version each keeper confirmed holding.
     copied: BTreeMap<NodeId, u64>,
+    /// When its record last went to a keeper.
+    sent: Time,
     /// Give-ups not told yet (the last pid of each child given up), with the
     /// version that holds them: told once every keeper holds it.
     untold: Vec<(u64, Option<Pid>)>,
@@ -431,6 +446,8 @@ const MAX_PARTIAL_PER_PEER: usize = 16;
 /// How many ticks a home tells a former keeper to drop its copies (a `Dropped` is
 /// not answered; three make a loss of all unlikely).
 const DROPPED_TRIES: u32 = 3;
+/// How many ticks a new home tells its group of its take-over.
+const TAKEN_TRIES: u32 = 3;
 /// The most former keepers a home remembers to tell.
 const MAX_FORMER_KEEPERS: usize = 16;
 
@@ -496,6 +513,8 @@ pub struct Supervision {
     /// Former keepers still to be told to drop their copies, with the ticks left
     /// to tell them (at most [`MAX_FORMER_KEEPERS`]).
     former: BTreeMap<NodeId, u32>,
+    /// Member side: the take-overs in this agent's group, told to their old homes.
+    taken: taken::Taken,
     next_tick: Option<Time>,
     last_refresh: Time,
     outbox: VecDeque<ServiceOutput<SupervisionMsg>>,
@@ -860,10 +879,12 @@ impl Supervision {
                 client: Some(request),
                 abandoned: BTreeSet::new(),
                 from: None,
+                announce: 0,
                 hold: None,
                 deferred: Vec::new(),
                 not_before: BTreeMap::new(),
                 copied: BTreeMap::new(),
+                sent: Time::ZERO,
                 untold: Vec::new(),
                 unkilled: BTreeSet::new(),
                 stop_clients: Vec::new(),
@@ -1317,8 +1338,38 @@ impl Supervision {
         let watching: BTreeSet<SupervisorId> = self.watchers.values().map(|w| w.sup).collect();
         self.owners.retain(|s, _| watching.contains(s));
         self.take_over(now, ctx);
+        self.announce_take_overs(ctx);
+        self.taken.expire(now, self.config.hold);
         self.replicate(now, ctx);
         self.arm(now);
+    }
+
+    /// New home side: tells the members of its group (the old home aside) of its
+    /// recent take-overs, at [`TAKEN_TRIES`] ticks (see [`taken`]).
+    fn announce_take_overs(&mut self, ctx: &Context<'_>) {
+        let group = ctx.tree.local_group();
+        let me = self.me.node;
+        let mut sends = Vec::new();
+        for (id, s) in &mut self.sups {
+            let Some(home) = s.from.filter(|_| s.announce > 0) else {
+                continue;
+            };
+            s.announce -= 1;
+            let epoch = (s.version / TAKE_OVER) as u32;
+            for &to in group.iter().filter(|m| **m != me && **m != home) {
+                sends.push((
+                    to,
+                    SupervisionMsg::TakenOver {
+                        sup: *id,
+                        home,
+                        epoch,
+                    },
+                ));
+            }
+        }
+        for (to, msg) in sends {
+            self.send(to, msg);
+        }
     }
 
     /// Sends changed records to the keepers (all of them to new keepers and at a
@@ -1387,11 +1438,20 @@ impl Supervision {
             } else {
                 s.untold.first().map(|(v, _)| *v)
             };
+            // Keepers that did not confirm the latest version get it again every
+            // `retry` (before, only at the next change or refresh: a home that
+            // died soon after a record's fragment was lost left its taker without
+            // the supervisor, as in swarm seed 90836).
+            let unconfirmed = |k: &&NodeId| s.copied.get(k).is_none_or(|c| *c < s.version);
+            let retry = now >= s.sent + self.config.retry;
             let lacking: Vec<NodeId> = keepers
                 .iter()
                 .filter(|k| needed.is_some_and(|v| s.copied.get(k).is_none_or(|c| *c < v)))
+                .chain(keepers.iter().filter(|k| retry && unconfirmed(k)))
                 .chain(&new_keepers)
                 .copied()
+                .collect::<BTreeSet<NodeId>>()
+                .into_iter()
                 .collect();
             let to: &[NodeId] = if refresh || s.dirty {
                 &keepers
@@ -1402,6 +1462,7 @@ impl Supervision {
             if to.is_empty() {
                 continue;
             }
+            s.sent = now;
             let Some(parts) = s.rec.fragments() else {
                 continue;
             };
@@ -1617,10 +1678,12 @@ impl Supervision {
                 client: None,
                 abandoned: BTreeSet::new(),
                 from: Some(c.home),
+                announce: TAKEN_TRIES,
                 hold: Some(until),
                 deferred: Vec::new(),
                 not_before: BTreeMap::new(),
                 copied: BTreeMap::new(),
+                sent: Time::ZERO,
                 untold: Vec::new(),
                 unkilled: BTreeSet::new(),
                 stop_clients: Vec::new(),
@@ -1716,6 +1779,7 @@ impl Supervision {
         };
         self.ask_alive(now, ctx);
         self.adopt(now, sup, copy);
+        self.announce_take_overs(ctx);
         self.send(from, SupervisionMsg::Copied { sup, version });
     }
 
@@ -1809,12 +1873,16 @@ impl Supervision {
             .partial
             .iter()
             .map(|((_, id), p)| (p.home, *id, p.version));
-        for (_, id, version) in copies.chain(halves).filter(|(h, ..)| *h != from) {
-            let epoch = (version / TAKE_OVER) as u32;
-            if epoch > 0 {
-                let e = forget.entry(id).or_insert(epoch);
-                *e = (*e).max(epoch);
-            }
+        let later = copies
+            .chain(halves)
+            .filter(|(h, ..)| *h != from)
+            .map(|(_, id, version)| (id, (version / TAKE_OVER) as u32))
+            .filter(|(_, epoch)| *epoch > 0);
+        // And the take-overs from it this agent's group told it of.
+        self.taken.expire(now, self.config.hold);
+        for (id, epoch) in later.chain(self.taken.from(from)) {
+            let e = forget.entry(id).or_insert(epoch);
+            *e = (*e).max(epoch);
         }
         let forget: Vec<(SupervisorId, u32)> = forget.into_iter().collect();
         // More than one message lists: not confirmed (the home keeps no authority).
@@ -1886,6 +1954,14 @@ impl Supervision {
     /// told to step down kept its copy, and took the supervisor over again once
     /// the home left their group: twins beside the first taker's, as in swarm
     /// seed 70210.)
+    /// Steps down from `sup` if this agent runs it from a take-over before `epoch`.
+    fn step_down_before(&mut self, sup: SupervisorId, epoch: u32) {
+        let earlier = |s: &Sup| ((s.version / TAKE_OVER) as u32) < epoch;
+        if self.sups.get(&sup).is_some_and(earlier) {
+            self.step_down(sup, Err(SupervisionError::NoSuchSupervisor));
+        }
+    }
+
     fn step_down(&mut self, id: SupervisorId, reply: Result<(), SupervisionError>) {
         let Some(s) = self.sups.remove(&id) else {
             return;
@@ -1959,6 +2035,7 @@ impl Service for Supervision {
             restarted: BTreeMap::new(),
             keepers: Vec::new(),
             former: BTreeMap::new(),
+            taken: taken::Taken::default(),
             next_tick: None,
             last_refresh: Time::ZERO,
             outbox: VecDeque::new(),
@@ -1992,6 +2069,13 @@ impl Service for Supervision {
             SupervisionMsg::Alive { at, base } => {
                 self.on_alive(now, from, at, base, &ctx.tree.local_group());
             }
+            SupervisionMsg::TakenOver { sup, home, epoch } => {
+                if home == self.me.node {
+                    self.step_down_before(sup, epoch);
+                } else if ctx.tree.local_group().contains(&from) {
+                    self.taken.note(now, sup, home, epoch);
+                }
+            }
             SupervisionMsg::Dropped { sup } => {
                 if self.copies.get(&sup).is_some_and(|c| c.home == from) {
                     self.copies.remove(&sup);
@@ -2019,13 +2103,7 @@ impl Service for Supervision {
             }
             SupervisionMsg::Held { at, forget } => {
                 for (sup, epoch) in forget {
-                    if self
-                        .sups
-                        .get(&sup)
-                        .is_some_and(|s| ((s.version / TAKE_OVER) as u32) < epoch)
-                    {
-                        self.step_down(sup, Err(SupervisionError::NoSuchSupervisor));
-                    }
+                    self.step_down_before(sup, epoch);
                 }
                 let before = self.authorized(now);
                 if at <= now.as_nanos() {
@@ -2492,7 +2570,77 @@ mod tests {
                 keeper.handle_timeout(now, &without_home);
             }
             assert_eq!(keeper.sups.len(), usize::from(takes), "base {base:?}");
+            // A take-over is told to the rest of the group.
+            let told: BTreeSet<NodeId> = std::iter::from_fn(|| keeper.poll_output())
+                .filter_map(|o| match o {
+                    ServiceOutput::Send(to, SupervisionMsg::TakenOver { home, .. })
+                        if home == h.node =>
+                    {
+                        Some(to)
+                    }
+                    _ => None,
+                })
+                .collect();
+            let members = if takes {
+                vec![NodeId(3), NodeId(4)]
+            } else {
+                vec![]
+            };
+            assert_eq!(told.into_iter().collect::<Vec<_>>(), members);
         }
+    }
+
+    /// Regression (swarm seed 90084): a member told of a take-over in its group
+    /// tells the old home to step down when it asks for confirmation, so that a
+    /// heal giving the home most of its base again does not let it go on beside
+    /// its taker. Before, the members the take-over counted confirmed the old home
+    /// once a partition put them on its side: both restarted the children.
+    #[test]
+    fn a_member_told_of_a_take_over_tells_the_old_home_to_step_down() {
+        let me = n1();
+        let (old_home, taker) = (NodeId(39), NodeId(2));
+        let sup = SupervisorId {
+            origin: old_home,
+            incarnation: Incarnation(1),
+            sequence: 0,
+        };
+        let ctx = member_under_n2(me);
+        let mut member = Supervision::new(me, SupervisionConfig::default(), 0);
+        let told = SupervisionMsg::TakenOver {
+            sup,
+            home: old_home,
+            epoch: 1,
+        };
+        member.handle_message(Time::ZERO, taker, told, &ctx);
+        // The old home, on the member's side again, asks it to confirm.
+        let alive = SupervisionMsg::Alive {
+            at: 5,
+            base: vec![me.node],
+        };
+        member.handle_message(Time::from_millis(5), old_home, alive, &ctx);
+        let held: Vec<SupervisionMsg> = std::iter::from_fn(|| member.poll_output())
+            .filter_map(|o| match o {
+                ServiceOutput::Send(to, msg) if to == old_home => Some(msg),
+                _ => None,
+            })
+            .collect();
+        let forget = vec![(sup, 1)];
+        assert_eq!(held, [SupervisionMsg::Held { at: 5, forget }]);
+        // Remembered for `hold` only.
+        let later = Time::ZERO + member.config.hold;
+        member.handle_timeout(later, &ctx);
+        let alive = SupervisionMsg::Alive {
+            at: later.as_nanos(),
+            base: vec![me.node],
+        };
+        member.handle_message(later, old_home, alive, &ctx);
+        let forgets: Vec<_> = std::iter::from_fn(|| member.poll_output())
+            .filter_map(|o| match o {
+                ServiceOutput::Send(_, SupervisionMsg::Held { forget, .. }) => Some(forget),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(forgets, [vec![]]);
     }
 
     /// Regression (swarm seed 90427): a home that dies right after its first
@@ -2563,6 +2711,54 @@ mod tests {
             keeper.handle_timeout(now, &alone);
         }
         assert_eq!(keeper.sups.len(), 1, "the keeper took the supervisor over");
+    }
+
+    /// Regression (swarm seed 90836): a record a keeper did not confirm goes to
+    /// it again every `retry` until it does. Before, a record whose fragment was
+    /// lost went again only at the next change or refresh, and a home that died
+    /// in between left its taker without the supervisor.
+    #[test]
+    fn a_record_goes_again_to_a_keeper_until_it_confirms_it() {
+        let (h, k) = (n1(), NodeId(2));
+        let ctx = member_under_n2(h);
+        let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
+        let at = Time::from_millis;
+        home.handle_api(
+            at(0),
+            RequestId(7),
+            one_permanent_child(nefele_api::TenantId(1), 5),
+            &ctx,
+        );
+        let spawn = first_call(&mut home);
+        let answered = ServiceEvent::Answered {
+            request: spawn,
+            reply: ApiReply::Spawned(Ok(vec![Pid::new(NodeId(9), Incarnation(1), 1)])),
+        };
+        home.handle_event(at(10), &answered, &ctx);
+        let replicas = |home: &mut Supervision| {
+            std::iter::from_fn(|| home.poll_output())
+                .filter_map(|o| match o {
+                    ServiceOutput::Send(to, SupervisionMsg::Replica { version, .. }) if to == k => {
+                        Some(version)
+                    }
+                    _ => None,
+                })
+                .collect::<BTreeSet<u64>>()
+        };
+        let sent = replicas(&mut home);
+        assert_eq!(sent.len(), 1, "the record goes to the keeper");
+        let version = *sent.first().expect("a version");
+        // Its fragment was lost: no confirmation comes.
+        let retry = home.config.retry;
+        home.handle_timeout(at(10) + retry, &ctx);
+        assert_eq!(replicas(&mut home), sent, "sent again after `retry`");
+        let copied = SupervisionMsg::Copied {
+            sup: home.sups.keys().copied().next().expect("one"),
+            version,
+        };
+        home.handle_message(at(20) + retry, k, copied, &ctx);
+        home.handle_timeout(at(10) + retry * 3, &ctx);
+        assert!(replicas(&mut home).is_empty(), "not once confirmed");
     }
 
     /// Regression (swarm seed 30239): the keeper of a home that is gone, moved

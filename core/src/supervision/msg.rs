@@ -116,6 +116,17 @@ pub enum SupervisionMsg {
         /// before it counts this confirmation.
         forget: Vec<(SupervisorId, u32)>,
     },
+    /// New home to the members of its group, at its take-over and the next
+    /// ticks: it took `sup` over from `home` at take-over `epoch`. A member
+    /// remembers it for `hold` and tells `home`, in its `Held`, to step down.
+    TakenOver {
+        /// The supervisor.
+        sup: SupervisorId,
+        /// The home it was taken over from.
+        home: NodeId,
+        /// The take-over's epoch.
+        epoch: u32,
+    },
     /// Home to a former keeper: no longer one of its keepers; drop the copy of
     /// `sup` (never a supervisor it runs: unlike `Forget`, not a step-down).
     Dropped {
@@ -200,6 +211,7 @@ pub fn kind(msg: &SupervisionMsg) -> &'static str {
         SupervisionMsg::Pass { .. } => "sup-pass",
         SupervisionMsg::Hand { .. } => "sup-hand",
         SupervisionMsg::Holds { .. } => "sup-holds",
+        SupervisionMsg::TakenOver { .. } => "sup-taken-over",
     }
 }
 
@@ -269,6 +281,7 @@ pub fn validate(msg: &SupervisionMsg) -> Result<(), Reject> {
         }
         SupervisionMsg::Forget { .. }
         | SupervisionMsg::Dropped { .. }
+        | SupervisionMsg::TakenOver { .. }
         | SupervisionMsg::Copied { .. } => Ok(()),
     }
 }

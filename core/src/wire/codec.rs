@@ -57,7 +57,8 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 /// - 14: names' claims carry their agent's life (`Life` is gone) and a number the
 ///   root confirms with `Held` (new).
 /// - 15: supervision's `Alive` carries the home's quorum base (keepers judge a
-///   take-over by it).
+///   take-over by it); `TakenOver` (appended) tells a new home's group of its
+///   take-over.
 pub const VERSION: u16 = 15;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;

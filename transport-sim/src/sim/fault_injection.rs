@@ -59,6 +59,10 @@ impl Simulation {
                 let nodes = resolve(sel, &mut self.fault_rng, &self.topology);
                 let resume = until.unwrap_or(Time::NEVER);
                 for &n in &nodes {
+                    // A pause within another ends with the later of the two (before,
+                    // the second one's end replaced the first's: the agent resumed
+                    // early while what it missed in the first waited for its end).
+                    let resume = resume.max(self.hosts[n.0 as usize].paused_until);
                     if self.is_home(n) {
                         if let Some(s) = self.supervision.as_mut() {
                             s.reconcile(self.now, &self.placement);
@@ -67,6 +71,7 @@ impl Simulation {
                     }
                     if self.hosts[n.0 as usize].agent.is_some() {
                         self.hosts[n.0 as usize].paused_until = resume;
+                        self.schedule(resume, Event::Resume(n));
                     }
                 }
                 format!("pause {} until {resume}", describe(&nodes))

@@ -167,6 +167,14 @@ enum Event {
     Msg(MsgTimer),
     /// The supervision workload spawns its groups.
     Supervise,
+    /// A paused agent's pause may be over: it takes what came meanwhile.
+    Resume(NodeId),
+    /// A client's call, waiting for its agent to resume from a stall.
+    Call {
+        node: NodeId,
+        request: u64,
+        call: Box<ApiCall>,
+    },
     /// The external echo service answers a proxy (what it was sent, on the same
     /// connection, one external round trip later).
     External {
@@ -188,6 +196,10 @@ struct SimHost {
     /// When the current life booted.
     booted_at: Time,
     paused_until: Time,
+    /// What came for the agent while it was paused (messages, its timers,
+    /// clients' calls), in arrival order: handed to it when the pause ends
+    /// (`Event::Resume`), so a pause extended by another keeps their order.
+    held: VecDeque<Event>,
     /// When a fault last set the clock (its timers moved).
     skewed_at: Time,
     clock: HostClock,
@@ -550,6 +562,12 @@ impl Simulation {
                 self.stats.events += 1;
                 self.supervise();
             }
+            Event::Resume(node) => self.resume(node),
+            Event::Call {
+                node,
+                request,
+                call,
+            } => self.deliver_call(node, request, call),
             Event::Arrival => {
                 self.stats.events += 1;
                 self.arrival();
@@ -720,6 +738,11 @@ impl Simulation {
         let host = &mut self.hosts[node.0 as usize];
         host.agent = None;
         host.paused_until = Time::ZERO;
+        // What it held finds it down now (messages dropped, timers and calls void).
+        for event in std::mem::take(&mut host.held) {
+            self.queue.push(self.now, event);
+        }
+        let host = &mut self.hosts[node.0 as usize];
         host.wake_generation += 1;
         host.wake_at = None;
         if self.down_since[node.0 as usize].is_none() {
@@ -728,14 +751,27 @@ impl Simulation {
         }
     }
 
-    /// Re-queues `event` for `node` if it is paused; returns it back otherwise.
+    /// Holds `event` for `node` until its pause ends if it is paused; returns it
+    /// back otherwise.
     fn defer_if_paused(&mut self, node: NodeId, event: Event) -> Option<Event> {
-        let until = self.hosts[node.0 as usize].paused_until;
-        if until > self.now {
-            self.schedule(until, event);
+        let host = &mut self.hosts[node.0 as usize];
+        if host.paused_until > self.now {
+            host.held.push_back(event);
             None
         } else {
             Some(event)
+        }
+    }
+
+    /// `node`'s pause may be over: once it is (a later pause may have extended
+    /// it, with its own `Resume`), the agent takes what it was held, in order.
+    fn resume(&mut self, node: NodeId) {
+        let host = &mut self.hosts[node.0 as usize];
+        if host.paused_until > self.now {
+            return;
+        }
+        for event in std::mem::take(&mut host.held) {
+            self.dispatch(event);
         }
     }
 
@@ -1074,7 +1110,19 @@ impl Simulation {
         }
     }
 
+    /// Hands a client's call to `node`'s agent, or, while that agent is stalled, when
+    /// it resumes. (Before, a stalled agent answered calls: a home paused before its
+    /// supervised spawn started the children and kept no record of them where the
+    /// checks look, swarm seed 90541.)
     fn deliver_call(&mut self, node: NodeId, request: u64, call: Box<ApiCall>) {
+        let event = Event::Call {
+            node,
+            request,
+            call,
+        };
+        let Some(Event::Call { call, .. }) = self.defer_if_paused(node, event) else {
+            return;
+        };
         let host = &mut self.hosts[node.0 as usize];
         let local = host.clock.local(self.now);
         if let Some(agent) = host.agent.as_mut() {
