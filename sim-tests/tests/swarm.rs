@@ -337,6 +337,9 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// group's leader). Seed 90541 with supervision fails `supervision.restarted`
 /// before the simulator held a client's call to a stalled agent until it resumed
 /// (the stalled home started children whose supervisor the check never saw lost).
+/// Seed 90084 with supervision fails `supervision.no_twin` before a new home told
+/// its group of its take-over (the members it counted, on the old home's side
+/// again after a second partition, confirmed the old home, which went on).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");
