@@ -2208,6 +2208,13 @@ impl Service for Supervision {
                 for c in self.copies.values_mut().filter(|c| c.home == *node) {
                     c.home_restarted = true;
                 }
+                // A keeper in a newer life holds none of this home's records: it is
+                // a new keeper, sent them all at once (before, only at the next
+                // change or refresh, and its earlier life's confirmations stood).
+                self.keepers.retain(|k| k != node);
+                for s in self.sups.values_mut() {
+                    s.copied.remove(node);
+                }
                 self.take_over(now, ctx);
             }
             ServiceEvent::NamesHeld { pid, names } => self.names_changed(now, *pid, names),
@@ -2759,6 +2766,43 @@ mod tests {
         home.handle_message(at(20) + retry, k, copied, &ctx);
         home.handle_timeout(at(10) + retry * 3, &ctx);
         assert!(replicas(&mut home).is_empty(), "not once confirmed");
+    }
+
+    /// A keeper heard in a newer life gets the home's records again at once: its
+    /// earlier life's copies and confirmations died with it.
+    #[test]
+    fn a_keeper_that_restarted_gets_the_records_again_at_once() {
+        let (h, k) = (n1(), NodeId(2));
+        let ctx = member_under_n2(h);
+        let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
+        let at = Time::from_millis;
+        home.handle_api(
+            at(0),
+            RequestId(7),
+            one_permanent_child(nefele_api::TenantId(1), 5),
+            &ctx,
+        );
+        let spawn = first_call(&mut home);
+        let answered = ServiceEvent::Answered {
+            request: spawn,
+            reply: ApiReply::Spawned(Ok(vec![Pid::new(NodeId(9), Incarnation(1), 1)])),
+        };
+        home.handle_event(at(10), &answered, &ctx);
+        let sup = *home.sups.keys().next().expect("the supervisor");
+        let version = home.sups[&sup].version;
+        home.handle_message(at(11), k, SupervisionMsg::Copied { sup, version }, &ctx);
+        let replicas = |home: &mut Supervision| {
+            std::iter::from_fn(|| home.poll_output())
+                .filter(|o| matches!(o, ServiceOutput::Send(to, SupervisionMsg::Replica { .. }) if *to == k))
+                .count()
+        };
+        replicas(&mut home);
+        home.handle_event(at(12), &ServiceEvent::PeerRestarted { node: k }, &ctx);
+        assert!(
+            replicas(&mut home) > 0,
+            "the record goes to the keeper's new life"
+        );
+        assert_eq!(home.sups[&sup].copied.get(&k), None);
     }
 
     /// Regression (swarm seed 30239): the keeper of a home that is gone, moved
