@@ -340,6 +340,8 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// Seed 90084 with supervision fails `supervision.no_twin` before a new home told
 /// its group of its take-over (the members it counted, on the old home's side
 /// again after a second partition, confirmed the old home, which went on).
+/// Seed 94430 with messaging fails `messaging.fifo` before a send to a name
+/// waited behind the earlier sends waiting for that name's lookup.
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

@@ -21,7 +21,10 @@
 //! # Costs
 //!
 //! A warm `whereis` (cache or own host) sends nothing. A cold one is one round trip:
-//! asker → root → asker (none at the root itself), whatever the size of the DC. A
+//! asker → root → asker (none at the root itself), whatever the size of the DC.
+//! A send to a name goes on as a pid send once resolved; while a lookup of the name
+//! is in flight, later sends to it wait behind it (even if an answer is at hand by
+//! then), so sends from one process to one name keep their order. A
 //! registration is one round trip to the root. The root holds every name of its tree
 //! (up to [`MAX_DIRECTORY`]) and answers every cold lookup: that is the price of the
 //! one-round-trip bound, and caching keeps it low.
@@ -635,11 +638,17 @@ impl Names {
     }
 
     fn resolve(&mut self, now: Time, tree: &TreeView<'_>, key: Key, waiter: Waiter) {
-        if let Some(pid) = self.local_answer(now, &key) {
+        // A send waits behind the sends already waiting for this name's lookup,
+        // even if an answer is at hand now (this agent became root, or a cache
+        // entry came meanwhile): sends to one name keep their order (before, a
+        // later send went at once and reached the process before an earlier one,
+        // swarm seed 94430, `messaging.fifo`).
+        let queued = matches!(waiter, Waiter::Send(..)) && self.lookups.contains_key(&key);
+        if let Some(pid) = self.local_answer(now, &key).filter(|_| !queued) {
             return self.answer(waiter, Ok(pid));
         }
         let root = self.sync_root(now, tree);
-        if root == self.me {
+        if root == self.me && !queued {
             // The root's directory is the answer.
             return self.answer(waiter, Err(NameError::NoSuchName));
         }
@@ -1956,6 +1965,58 @@ mod tests {
         assert_eq!(
             drain(&mut asker),
             vec![NameOut::Resend(RequestId(4), send(Dest::Pid(holder)))]
+        );
+    }
+
+    /// Regression (swarm seed 94430, `messaging.fifo`): a send to a name waits
+    /// behind the earlier sends waiting for that name's lookup, even when an
+    /// answer is at hand by then. Before, it went at once and reached the process
+    /// before them.
+    #[test]
+    fn sends_to_a_name_keep_their_order_behind_its_lookup() {
+        let tree = under(2, 1);
+        let mut asker = Names::new(NodeId(2), Incarnation(1));
+        let holder = pid(7, 1);
+        let send = |to, data| ApiCall::Send {
+            tenant: T,
+            from: pid(2, 1),
+            to,
+            data: vec![data],
+            delivery: Default::default(),
+            block: false,
+        };
+        let by_name = |data| send(Dest::Name("n".to_owned()), data);
+        let resends = |asker: &mut Names| {
+            drain(asker)
+                .into_iter()
+                .filter(|o| matches!(o, NameOut::Resend(..)))
+                .collect::<Vec<_>>()
+        };
+        asker.send_to_name(Time::ZERO, &tree, RequestId(4), by_name(1));
+        assert!(
+            resends(&mut asker).is_empty(),
+            "the first send waits for the lookup"
+        );
+        // An answer is at hand meanwhile (a cache entry, or this agent's directory).
+        asker.cache_insert(Time::ZERO, (T, "n".to_owned()), holder);
+        asker.send_to_name(Time::ZERO, &tree, RequestId(5), by_name(2));
+        assert!(
+            resends(&mut asker).is_empty(),
+            "the second waits behind the first"
+        );
+        let found = NamesMsg::Found {
+            tenant: T,
+            name: "n".to_owned(),
+            pid: Some(holder),
+            watched: true,
+        };
+        asker.on_message(Time::from_millis(1), NodeId(1), found, &tree);
+        assert_eq!(
+            resends(&mut asker),
+            vec![
+                NameOut::Resend(RequestId(4), send(Dest::Pid(holder), 1)),
+                NameOut::Resend(RequestId(5), send(Dest::Pid(holder), 2)),
+            ]
         );
     }
 
