@@ -1880,7 +1880,7 @@ impl Supervision {
             .filter(|(_, epoch)| *epoch > 0);
         // And the take-overs from it this agent's group told it of.
         self.taken.expire(now, self.config.hold);
-        for (id, epoch) in later.chain(self.taken.from(from)) {
+        for (id, epoch) in later.chain(self.taken.of_home(from)) {
             let e = forget.entry(id).or_insert(epoch);
             *e = (*e).max(epoch);
         }

@@ -57,7 +57,7 @@ impl Taken {
     }
 
     /// The supervisors taken over from `home`, with their take-over epochs.
-    pub(super) fn from(&self, home: NodeId) -> impl Iterator<Item = (SupervisorId, u32)> + '_ {
+    pub(super) fn of_home(&self, home: NodeId) -> impl Iterator<Item = (SupervisorId, u32)> + '_ {
         self.by_sup
             .iter()
             .filter(move |(_, t)| t.home == home)
@@ -89,11 +89,19 @@ mod tests {
         let mut taken = Taken::default();
         taken.note(Time::ZERO, sup(0), NodeId(1), 2);
         taken.note(Time::ZERO, sup(0), NodeId(2), 1);
-        assert_eq!(taken.from(NodeId(1)).collect::<Vec<_>>(), [(sup(0), 2)]);
-        assert_eq!(taken.from(NodeId(2)).count(), 0, "an older one is ignored");
+        assert_eq!(taken.of_home(NodeId(1)).collect::<Vec<_>>(), [(sup(0), 2)]);
+        assert_eq!(
+            taken.of_home(NodeId(2)).count(),
+            0,
+            "an older one is ignored"
+        );
         taken.note(Time::ZERO, sup(0), NodeId(3), 3);
-        assert_eq!(taken.from(NodeId(1)).count(), 0, "a newer one replaces it");
-        assert_eq!(taken.from(NodeId(3)).collect::<Vec<_>>(), [(sup(0), 3)]);
+        assert_eq!(
+            taken.of_home(NodeId(1)).count(),
+            0,
+            "a newer one replaces it"
+        );
+        assert_eq!(taken.of_home(NodeId(3)).collect::<Vec<_>>(), [(sup(0), 3)]);
     }
 
     #[test]
@@ -103,12 +111,12 @@ mod tests {
         for i in 0..=MAX_TAKEN as u32 {
             taken.note(Time::from_millis(u64::from(i)), sup(i), NodeId(1), 1);
         }
-        assert_eq!(taken.from(NodeId(1)).count(), MAX_TAKEN);
+        assert_eq!(taken.of_home(NodeId(1)).count(), MAX_TAKEN);
         assert!(
-            taken.from(NodeId(1)).all(|(s, _)| s != sup(0)),
+            taken.of_home(NodeId(1)).all(|(s, _)| s != sup(0)),
             "the oldest went first"
         );
         taken.expire(Time::from_millis(500) + hold, hold);
-        assert_eq!(taken.from(NodeId(1)).count(), MAX_TAKEN + 1 - 501);
+        assert_eq!(taken.of_home(NodeId(1)).count(), MAX_TAKEN + 1 - 501);
     }
 }
