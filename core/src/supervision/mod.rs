@@ -1779,7 +1779,6 @@ impl Supervision {
         };
         self.ask_alive(now, ctx);
         self.adopt(now, sup, copy);
-        self.announce_take_overs(ctx);
         self.send(from, SupervisionMsg::Copied { sup, version });
     }
 
@@ -2477,16 +2476,7 @@ mod tests {
             tree: crate::service::TreeView::empty(h.node),
         };
         home.handle_api(Time::ZERO, RequestId(7), call, &alone);
-        let led = |members: Vec<NodeId>, epoch| Context {
-            me: k,
-            tree: crate::service::TreeView::leader_of(crate::federation::View {
-                level: 0,
-                leader: k.node,
-                epoch,
-                members,
-                ancestors: vec![],
-            }),
-        };
+        let led = |members, epoch| led_by(k, members, epoch);
         let with_home = led(vec![h.node, k.node, NodeId(3), NodeId(4)], 1);
         assert!(with_home.tree.group(0).is_some_and(|g| g.led_by_me()));
         let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
@@ -2530,28 +2520,11 @@ mod tests {
     /// group's leader (twins). A home confirmed in this group is taken over.
     #[test]
     fn a_leader_takes_over_only_with_most_of_the_homes_base() {
-        let id = |node| Identity {
-            node: NodeId(node),
-            incarnation: Incarnation(1),
-        };
-        let (h, k) = (id(1), id(2));
+        let (h, k) = (n1(), n2());
         let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
         let call = one_permanent_child(nefele_api::TenantId(1), 5);
-        let alone = Context {
-            me: h,
-            tree: crate::service::TreeView::empty(h.node),
-        };
-        home.handle_api(Time::ZERO, RequestId(7), call, &alone);
-        let led = |members: Vec<NodeId>, epoch| Context {
-            me: k,
-            tree: crate::service::TreeView::leader_of(crate::federation::View {
-                level: 0,
-                leader: k.node,
-                epoch,
-                members,
-                ancestors: vec![],
-            }),
-        };
+        home.handle_api(Time::ZERO, RequestId(7), call, &alone(h));
+        let led = |members, epoch| led_by(k, members, epoch);
         let with_home = led(vec![h.node, k.node, NodeId(3), NodeId(4)], 1);
         let without_home = led(vec![k.node, NodeId(3), NodeId(4)], 2);
         let group = with_home.tree.local_group();
@@ -2657,38 +2630,10 @@ mod tests {
     /// never found most of it in its group.
     #[test]
     fn a_home_dead_before_its_first_tick_is_taken_over() {
-        let (h, k) = (
-            n1(),
-            Identity {
-                node: NodeId(2),
-                incarnation: Incarnation(1),
-            },
-        );
-        let ctx = member_under_n2(h);
-        let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
+        let (h, k) = (n1(), n2());
+        let (mut home, _) = home_of_one_child();
         let at = Time::from_millis;
-        home.handle_api(
-            at(0),
-            RequestId(7),
-            one_permanent_child(nefele_api::TenantId(1), 5),
-            &ctx,
-        );
-        let spawn = first_call(&mut home);
-        let answered = ServiceEvent::Answered {
-            request: spawn,
-            reply: ApiReply::Spawned(Ok(vec![Pid::new(NodeId(9), Incarnation(1), 1)])),
-        };
-        home.handle_event(at(10), &answered, &ctx);
-        let led = |members: Vec<NodeId>, epoch| Context {
-            me: k,
-            tree: crate::service::TreeView::leader_of(crate::federation::View {
-                level: 0,
-                leader: k.node,
-                epoch,
-                members,
-                ancestors: vec![],
-            }),
-        };
+        let led = |members, epoch| led_by(k, members, epoch);
         let with_home = led(vec![h.node, k.node], 1);
         let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
         keeper.handle_event(
@@ -2726,22 +2671,10 @@ mod tests {
     /// in between left its taker without the supervisor.
     #[test]
     fn a_record_goes_again_to_a_keeper_until_it_confirms_it() {
-        let (h, k) = (n1(), NodeId(2));
-        let ctx = member_under_n2(h);
-        let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
+        let k = NodeId(2);
+        let ctx = member_under_n2(n1());
+        let (mut home, sup) = home_of_one_child();
         let at = Time::from_millis;
-        home.handle_api(
-            at(0),
-            RequestId(7),
-            one_permanent_child(nefele_api::TenantId(1), 5),
-            &ctx,
-        );
-        let spawn = first_call(&mut home);
-        let answered = ServiceEvent::Answered {
-            request: spawn,
-            reply: ApiReply::Spawned(Ok(vec![Pid::new(NodeId(9), Incarnation(1), 1)])),
-        };
-        home.handle_event(at(10), &answered, &ctx);
         let replicas = |home: &mut Supervision| {
             std::iter::from_fn(|| home.poll_output())
                 .filter_map(|o| match o {
@@ -2759,10 +2692,7 @@ mod tests {
         let retry = home.config.retry;
         home.handle_timeout(at(10) + retry, &ctx);
         assert_eq!(replicas(&mut home), sent, "sent again after `retry`");
-        let copied = SupervisionMsg::Copied {
-            sup: home.sups.keys().copied().next().expect("one"),
-            version,
-        };
+        let copied = SupervisionMsg::Copied { sup, version };
         home.handle_message(at(20) + retry, k, copied, &ctx);
         home.handle_timeout(at(10) + retry * 3, &ctx);
         assert!(replicas(&mut home).is_empty(), "not once confirmed");
@@ -2772,23 +2702,10 @@ mod tests {
     /// earlier life's copies and confirmations died with it.
     #[test]
     fn a_keeper_that_restarted_gets_the_records_again_at_once() {
-        let (h, k) = (n1(), NodeId(2));
-        let ctx = member_under_n2(h);
-        let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
+        let k = NodeId(2);
+        let ctx = member_under_n2(n1());
+        let (mut home, sup) = home_of_one_child();
         let at = Time::from_millis;
-        home.handle_api(
-            at(0),
-            RequestId(7),
-            one_permanent_child(nefele_api::TenantId(1), 5),
-            &ctx,
-        );
-        let spawn = first_call(&mut home);
-        let answered = ServiceEvent::Answered {
-            request: spawn,
-            reply: ApiReply::Spawned(Ok(vec![Pid::new(NodeId(9), Incarnation(1), 1)])),
-        };
-        home.handle_event(at(10), &answered, &ctx);
-        let sup = *home.sups.keys().next().expect("the supervisor");
         let version = home.sups[&sup].version;
         home.handle_message(at(11), k, SupervisionMsg::Copied { sup, version }, &ctx);
         let replicas = |home: &mut Supervision| {
@@ -2932,11 +2849,7 @@ mod tests {
     /// arrived left a running copy, and the children were started again.
     #[test]
     fn a_stop_is_answered_once_every_keeper_holds_it_and_a_taker_restarts_nothing() {
-        let me = n1();
-        let keeper = Identity {
-            node: NodeId(2),
-            incarnation: Incarnation(1),
-        };
+        let (me, keeper) = (n1(), n2());
         let ctx = member_under_n2(me);
         let mut home = Supervision::new(me, SupervisionConfig::default(), 0);
         let tenant = nefele_api::TenantId(1);
@@ -2981,16 +2894,7 @@ mod tests {
         );
         assert!(!stopped.is_empty(), "the stopped record goes to the keeper");
         // The home dies now: its keeper, leading, takes the stopped copy over.
-        let led = |members: Vec<NodeId>, epoch| Context {
-            me: keeper,
-            tree: crate::service::TreeView::leader_of(crate::federation::View {
-                level: 0,
-                leader: keeper.node,
-                epoch,
-                members,
-                ancestors: vec![],
-            }),
-        };
+        let led = |members, epoch| led_by(keeper, members, epoch);
         let with_home = led(vec![me.node, keeper.node], 1);
         let mut taker = Supervision::new(keeper, SupervisionConfig::default(), 0);
         let group = with_home.tree.local_group();
@@ -3115,6 +3019,13 @@ mod tests {
         }
     }
 
+    fn n2() -> Identity {
+        Identity {
+            node: NodeId(2),
+            incarnation: Incarnation(1),
+        }
+    }
+
     /// `me` in no tree.
     fn alone(me: Identity) -> Context<'static> {
         Context {
@@ -3136,6 +3047,38 @@ mod tests {
             me,
             tree: crate::service::TreeView::member_of(me.node, view),
         }
+    }
+
+    /// `me` leading a level-0 group of `members` at `epoch`.
+    fn led_by(me: Identity, members: Vec<NodeId>, epoch: u64) -> Context<'static> {
+        let view = crate::federation::View {
+            level: 0,
+            leader: me.node,
+            epoch,
+            members,
+            ancestors: Vec::new(),
+        };
+        Context {
+            me,
+            tree: crate::service::TreeView::leader_of(view),
+        }
+    }
+
+    /// A home at n1 under n2 ([`member_under_n2`]) running a supervisor of one
+    /// permanent child, spawned at 0 and placed at n9 at 10 ms.
+    fn home_of_one_child() -> (Supervision, SupervisorId) {
+        let ctx = member_under_n2(n1());
+        let mut home = Supervision::new(n1(), SupervisionConfig::default(), 0);
+        let call = one_permanent_child(nefele_api::TenantId(1), 5);
+        home.handle_api(Time::ZERO, RequestId(7), call, &ctx);
+        let spawn = first_call(&mut home);
+        let answered = ServiceEvent::Answered {
+            request: spawn,
+            reply: ApiReply::Spawned(Ok(vec![Pid::new(NodeId(9), Incarnation(1), 1)])),
+        };
+        home.handle_event(Time::from_millis(10), &answered, &ctx);
+        let sup = *home.sups.keys().next().expect("the supervisor");
+        (home, sup)
     }
 
     /// The request of the first internal call `home` made since last polled.

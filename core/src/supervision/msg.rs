@@ -116,8 +116,8 @@ pub enum SupervisionMsg {
         /// before it counts this confirmation.
         forget: Vec<(SupervisorId, u32)>,
     },
-    /// New home to the members of its group, at its take-over and the next
-    /// ticks: it took `sup` over from `home` at take-over `epoch`. A member
+    /// New home to the members of its group, at its first ticks after the
+    /// take-over: it took `sup` over from `home` at take-over `epoch`. A member
     /// remembers it for `hold` and tells `home`, in its `Held`, to step down.
     TakenOver {
         /// The supervisor.
