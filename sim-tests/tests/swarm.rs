@@ -341,7 +341,17 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// its group of its take-over (the members it counted, on the old home's side
 /// again after a second partition, confirmed the old home, which went on).
 /// Seed 94430 with messaging fails `messaging.fifo` before a send to a name
-/// waited behind the earlier sends waiting for that name's lookup.
+/// waited behind the earlier sends waiting for that name's lookup. Seed 94715
+/// with supervision fails `supervision.restarted`, shrunk, before a leader
+/// stopped counting in its copies' bases only the members it handed to a split's
+/// other half (back from a pause, it saw its old group leave it, counted on a
+/// base of itself and took over beside its heir), and as drawn before a splitter
+/// passed its copies of the homes in the other half to that half's keepers and a
+/// member passed the copy of any home gone from its group (a home dead just
+/// before a split was lost). Seed 90663 with supervision fails
+/// `supervision.restarted` before a sibling's kill unanswered for `retry` was
+/// sent again (under 5% loss, a one-for-all restart waited twice for the call's
+/// timeout).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

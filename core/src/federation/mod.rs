@@ -541,6 +541,15 @@ impl Federation {
         fed
     }
 
+    /// For tests: [`Federation::leading`], having just handed `other` over, the
+    /// other half of a split of that group.
+    #[cfg(test)]
+    pub(crate) fn leading_after_split(view: View, other: View) -> Self {
+        let mut fed = Federation::leading(view);
+        fed.seats[0].keep_hand_over(other, Time::ZERO);
+        fed
+    }
+
     /// Starts the protocol: the first join attempt comes after half a period, when
     /// discovery has had time to hear the neighbours.
     pub fn boot(&mut self, now: Time) {

@@ -191,7 +191,7 @@ impl Seat {
     /// still follows this agent, and beats or probes it; its new leader, which may be
     /// the one that lost it, still thinks it follows this agent too. Answering them with
     /// the hand-over rather than `Leave` keeps the new half together.
-    pub(super) fn hand_over_for(&self, member: NodeId) -> Option<&View> {
+    pub fn hand_over_for(&self, member: NodeId) -> Option<&View> {
         if self.view.contains(member) {
             return None;
         }

@@ -54,6 +54,15 @@ impl<'a> TreeView<'a> {
         TreeView::new(me, Some(Box::leak(Box::new(Federation::leading(view)))))
     }
 
+    /// For tests: [`TreeView::leader_of`], having just handed `other` over, the
+    /// other half of a split of that group.
+    #[cfg(test)]
+    pub(crate) fn splitter_of(view: View, other: View) -> TreeView<'static> {
+        let me = view.leader;
+        let fed = Federation::leading_after_split(view, other);
+        TreeView::new(me, Some(Box::leak(Box::new(fed))))
+    }
+
     /// Whether this agent holds a seat (it belongs to a tree).
     #[must_use]
     pub fn in_tree(&self) -> bool {
@@ -171,6 +180,13 @@ impl<'a> GroupView<'a> {
     #[must_use]
     pub fn led_by_me(&self) -> bool {
         self.seat.view().leader == self.me
+    }
+
+    /// Leader side: the view of the other half of a split of this group, within
+    /// the last few periods, that this agent handed `member` to.
+    #[must_use]
+    pub fn handed_to(&self, member: NodeId) -> Option<&'a View> {
+        self.seat.hand_over_for(member)
     }
 
     /// Leader side: each member's subtree summary as it last reported it (empty at

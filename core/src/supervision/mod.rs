@@ -146,19 +146,32 @@
 //! over: the leader, or, for a home that leads (it restarted while leading), the
 //! heir ([`taker_for`]). A keeper moved into another group keeps its copies, but
 //! there it is a plain member, and the group's taker has none: the supervisors
-//! were lost. So a member that keeps the copy of a home it knows is gone (its
-//! group removed the home, or it heard the home's newer life) passes it to its
-//! group's taker ([`SupervisionMsg::Pass`], every `retry` until confirmed) once
-//! it would take it over if it were the taker itself (the home's authority has
-//! ended and most of the group it last heard the home in is here). The taker
-//! takes it over if the home is gone by its own state too (not in its group, or
-//! heard in a newer life) and confirms with `Copied`; the member then drops its
-//! copy. There is still one taker per group. (Before, swarm seed 30239: n44 took
-//! a supervisor over, restarted 3.8 s later, and its one keeper, n51, had been
-//! moved into another group as a plain member, or removed n44 itself and then
-//! merged into another; either way nobody took the supervisor over again.) A
-//! copy of a home that moved to another group alive is never passed on: a
-//! member cannot tell a move from a crash of a home its group did not remove.
+//! were lost. So a member that keeps the copy of a home gone from its group (not
+//! in it, or heard in a newer life) passes it to its group's taker
+//! ([`SupervisionMsg::Pass`], every `retry` until confirmed) once it would take
+//! it over if it were the taker itself (the home's authority has ended and most
+//! of the home's base is here). The taker takes it over if the home is gone by
+//! its own state too (heard in a newer life, or not in its group and not seen
+//! leaving it alive for another in the last `hold`) and confirms with `Copied`;
+//! the member then drops its copy. There is still one taker per group. (Before,
+//! swarm seed 30239: n44 took a supervisor over, restarted 3.8 s later, and its
+//! one keeper, n51, had been moved into another group as a plain member, or
+//! removed n44 itself and then merged into another; either way nobody took the
+//! supervisor over again.) A home that moved to another group alive tells its
+//! former keepers to drop their copies (`Dropped`), and its `Alive` from outside
+//! their group makes them drop them too; one they do not hear cannot keep its
+//! authority without most of its base, which a side that passes has. (Before
+//! swarm seed 94715, only a home known removed or restarted was passed on: a
+//! keeper whose group dissolved into another, without the home, which had died,
+//! kept its copy to itself.)
+//!
+//! **Splits.** A leader splitting its group hands the copies of the homes in
+//! the other half to that half's leader and heir (a `Pass` they keep as the
+//! home's keepers, every `retry` until both confirm), and each side stops
+//! counting the other half in the bases of those copies: the home's own base
+//! drops them as they confirm it from their group. (Before, the splitter dropped
+//! them: a home that had died unseen just before the split had sent nothing to
+//! its new keepers, and its supervisor was lost, as in swarm seed 94715.)
 //!
 //! Not covered (stated, not fixed): a keeper that stopped being one of the
 //! home's keepers and never hears the home again keeps its copies and may take over
@@ -350,12 +363,19 @@ enum Pending {
         tenant: nefele_api::TenantId,
         children: Vec<u32>,
     },
-    /// A kill of `pid`. One that stops a child of `of` (for a sibling's restart)
-    /// is sent again at the next tick if its host did not answer: the restart
-    /// waits for that child's end. (Before, a kill lost on the way left the child
-    /// to its lease, and the restart came a lease late: swarm seed 10284.) Other
-    /// answers matter only as far as the watch says.
-    Kill { of: Option<SupervisorId>, pid: Pid },
+    /// A kill of `pid`, sent at `sent`. One that stops a child of `of` (for a
+    /// sibling's restart) is sent again at the first tick `retry` after it if
+    /// its host did not answer: the restart waits for that child's end. (Before,
+    /// a kill lost on the way left the child to its lease, and the restart came a
+    /// lease late: swarm seed 10284; then it was sent again only once the call
+    /// timed out, and a one-for-all restart of 35 children under 5% loss, whose
+    /// kill of one sibling was lost twice, came 2.4 s late: swarm seed 90663.)
+    /// Other answers matter only as far as the watch says.
+    Kill {
+        of: Option<SupervisorId>,
+        pid: Pid,
+        sent: Time,
+    },
     /// A registration of `name` for the local process `pid`, handed from its
     /// previous process (see [`naming`]).
     Register { pid: Pid, name: String },
@@ -378,6 +398,10 @@ struct Copy {
     /// When it was last passed to its group's taker (see
     /// [`Supervision::pass_on`]).
     passed: Option<Time>,
+    /// The leader and heir of the other half of this agent's split that its home
+    /// went to, that have not confirmed the copy passed to them yet (see
+    /// [`Supervision::follow_group`]).
+    handed: Vec<NodeId>,
 }
 
 /// One fragment of a record, as a `Replica` or a `Pass` carries it.
@@ -487,6 +511,11 @@ pub struct Supervision {
     /// since (see [`Supervision::follow_group`]).
     led: Option<Vec<NodeId>>,
     removed: BTreeSet<NodeId>,
+    /// Leader side: the members that left its group alive for another in the
+    /// last `hold` (neither removed nor handed to a split's other half), and
+    /// when: a copy of such a home passed to it is not taken over unless the
+    /// home restarted (see [`Supervision::on_pass`]).
+    left: BTreeMap<NodeId, Time>,
     /// Keeper side: the agents a newer life of which was heard here in the last
     /// `hold`, and when: a leader takes over a copy passed to it only for a home
     /// it knows restarted.
@@ -577,7 +606,7 @@ impl Supervision {
         let tenant = s.rec.tenant;
         for act in acts {
             match act {
-                Act::Kill(pid) if authorized => self.kill(tenant, pid, Some(sup)),
+                Act::Kill(pid) if authorized => self.kill(now, tenant, pid, Some(sup)),
                 Act::Kill(pid) => {
                     if let Some(s) = self.sups.get_mut(&sup) {
                         s.unkilled.insert(pid);
@@ -629,7 +658,27 @@ impl Supervision {
 
     /// Kills the children whose kill waited for this home's authority or went
     /// unanswered, those still being stopped.
-    fn kill_unkilled(&mut self) {
+    fn kill_unkilled(&mut self, now: Time) {
+        let retry = self.config.retry;
+        let unanswered: Vec<RequestId> = self
+            .calls
+            .iter()
+            .filter(|(_, p)| {
+                matches!(p, Pending::Kill { of: Some(_), sent, .. } if now >= *sent + retry)
+            })
+            .map(|(r, _)| *r)
+            .collect();
+        for request in unanswered {
+            // Its late answer, if any, is not waited for.
+            if let Some(Pending::Kill {
+                of: Some(sup), pid, ..
+            }) = self.calls.remove(&request)
+            {
+                if let Some(s) = self.sups.get_mut(&sup) {
+                    s.unkilled.insert(pid);
+                }
+            }
+        }
         let mut kills = Vec::new();
         for (id, s) in &mut self.sups {
             let rec = &s.rec;
@@ -645,7 +694,7 @@ impl Supervision {
             );
         }
         for (sup, tenant, pid) in kills {
-            self.kill(tenant, pid, Some(sup));
+            self.kill(now, tenant, pid, Some(sup));
         }
     }
 
@@ -772,7 +821,7 @@ impl Supervision {
             self.watchers.remove(&pid);
             self.unwatched.remove(&pid);
             if let Some((tenant, _)) = self.live.remove(&pid) {
-                self.kill(tenant, pid, None);
+                self.kill(now, tenant, pid, None);
                 // Ended for the homes that ask (its exit, when reported, replaces it).
                 self.remember_end(pid, ExitStatus::Lost);
             }
@@ -902,13 +951,19 @@ impl Supervision {
         self.arm(now);
     }
 
-    fn kill(&mut self, tenant: nefele_api::TenantId, pid: Pid, of: Option<SupervisorId>) {
+    fn kill(
+        &mut self,
+        now: Time,
+        tenant: nefele_api::TenantId,
+        pid: Pid,
+        of: Option<SupervisorId>,
+    ) {
         let call = ApiCall::Kill {
             tenant,
             pid,
             signal: Signal::Kill,
         };
-        self.call(call, Pending::Kill { of, pid });
+        self.call(call, Pending::Kill { of, pid, sent: now });
     }
 
     /// An internal call was answered.
@@ -919,9 +974,9 @@ impl Supervision {
                 tenant,
                 children,
             }) => (sup, tenant, children),
-            Some(Pending::Kill { of: Some(sup), pid })
-                if *reply == ApiReply::Killed(Err(KillError::Unreachable)) =>
-            {
+            Some(Pending::Kill {
+                of: Some(sup), pid, ..
+            }) if *reply == ApiReply::Killed(Err(KillError::Unreachable)) => {
                 if let Some(s) = self.sups.get_mut(&sup) {
                     s.unkilled.insert(pid);
                 }
@@ -936,7 +991,7 @@ impl Supervision {
         let Some(s) = self.sups.get_mut(&sup) else {
             // Stopped meanwhile: what it spawned goes too.
             for &pid in result.iter().flatten() {
-                self.kill(tenant, pid, None);
+                self.kill(now, tenant, pid, None);
             }
             return;
         };
@@ -962,7 +1017,7 @@ impl Supervision {
                     self.outbox.push_back(ServiceOutput::Reply(client, reply));
                 }
                 for pid in unwanted {
-                    self.kill(tenant, pid, None);
+                    self.kill(now, tenant, pid, None);
                 }
                 // A new process's host keeps it for a lease from its start, which
                 // was before now.
@@ -1206,7 +1261,7 @@ impl Supervision {
                 s.abandoned.remove(pid);
             }
             for pid in stale.into_iter().filter(|p| !listed.contains(p)) {
-                self.kill(tenant, pid, None);
+                self.kill(now, tenant, pid, None);
             }
         }
         for (pid, status) in ended {
@@ -1304,7 +1359,7 @@ impl Supervision {
             }
         }
         if self.authorized(now) {
-            self.kill_unkilled();
+            self.kill_unkilled(now);
         }
         for sup in ids {
             let acts = self.sups.get_mut(&sup).map(|s| s.rec.spawn_ready());
@@ -1538,6 +1593,7 @@ impl Supervision {
                     home_restarted: false,
                     home_removed: false,
                     passed: None,
+                    handed: Vec::new(),
                 },
             );
             self.send(from, SupervisionMsg::Copied { sup, version });
@@ -1620,9 +1676,21 @@ impl Supervision {
         for (id, c) in &mut self.copies {
             if view.contains(c.home) && !c.home_restarted {
                 c.away_since = None;
+                c.handed.clear();
                 continue;
             }
             let since = *c.away_since.get_or_insert(now);
+            // Handed with its home to the other half of a split: that half's
+            // leader takes it over if need be, never this agent.
+            if !c.handed.is_empty() {
+                if now.saturating_since(since) >= self.config.hold {
+                    settle.push((*id, false));
+                } else if c.passed.is_none_or(|t| now >= t + self.config.retry) {
+                    c.passed = Some(now);
+                    passes.extend(c.handed.iter().map(|to| (*to, *id)));
+                }
+                continue;
+            }
             // The leader waits until the home's authority from it has surely
             // ended (the home grants and restarts nothing more). A home that
             // restarted while leading the group (and leads it still) is replaced
@@ -1632,9 +1700,7 @@ impl Supervision {
             let take = taker == Some(me) && due;
             if take || now.saturating_since(since) >= self.config.hold {
                 settle.push((*id, take));
-            } else if let Some(to) =
-                taker.filter(|t| *t != me && due && (c.home_restarted || c.home_removed))
-            {
+            } else if let Some(to) = taker.filter(|t| *t != me && due) {
                 if c.passed.is_none_or(|t| now >= t + self.config.retry) {
                     c.passed = Some(now);
                     passes.push((to, *id));
@@ -1644,7 +1710,8 @@ impl Supervision {
         for (to, id) in passes {
             self.pass_on(to, id);
         }
-        self.partial.retain(|(sender, _), _| view.contains(*sender));
+        self.partial
+            .retain(|(sender, _), _| view.contains(*sender) || view.ancestors.contains(sender));
         if settle.iter().any(|(_, take)| *take) {
             // The new home's authority, asked at once: it grants the old home's
             // children as soon as its keepers and quorum confirm.
@@ -1744,8 +1811,20 @@ impl Supervision {
             .restarted
             .get(&home)
             .is_some_and(|t| now.saturating_since(*t) < hold);
-        // Gone by this agent's own state: heard in a newer life, or not in its group.
-        let gone = restarted || !view.contains(home);
+        // Gone by this agent's own state: heard in a newer life, or not in its
+        // group (and not seen leaving it alive for another).
+        let left = self
+            .left
+            .get(&home)
+            .is_some_and(|t| now.saturating_since(*t) < hold);
+        let gone = restarted || (!view.contains(home) && !left);
+        // From the leader whose split made this agent lead a group with the home
+        // in it: kept as the home's keeper (see `follow_group`).
+        let keeper = view.leader == me || view.heir() == Some(me);
+        if !gone && home != me && keeper && view.ancestors.contains(&from) {
+            self.keep_handed(now, from, fragment, view);
+            return;
+        }
         let taker = taker_for(view, home) == Some(me) && view.contains(from);
         if !taker || home == me || !gone {
             return;
@@ -1775,6 +1854,7 @@ impl Supervision {
                 home_restarted: restarted,
                 home_removed: !restarted,
                 passed: None,
+                handed: Vec::new(),
             },
         };
         self.ask_alive(now, ctx);
@@ -1782,39 +1862,114 @@ impl Supervision {
         self.send(from, SupervisionMsg::Copied { sup, version });
     }
 
-    /// Keeper side: this agent's level-0 group changed. A leader's view loses
-    /// members only by its own removals or by a split, which hands them to another
-    /// group alive: members that left the group it led and still leads, without
-    /// its removing them, are no longer counted in the bases of its copies (the
-    /// majority a take-over needs is of the members still on its side; before, a
-    /// split of a group grown past `max_group` left no majority, and a home that
-    /// died afterwards was never taken over). A home that left that way lives on
-    /// in the other group, whose leader and heir it now sends its records: this
-    /// agent drops its copies. Not those of a home that restarted: its records
-    /// died with its earlier life and left with nobody, so this agent's copies are
-    /// all that remains of them, and it takes them over as from a home removed.
-    /// (Before, a home that restarted and then left for another group, as swarm
-    /// seed 10325's did when a jump of its clock made it claim the group and be
-    /// told to leave, lost its supervisors: no child was ever restarted.)
-    fn follow_group(&mut self, ctx: &Context<'_>) {
-        let led = ctx
-            .tree
-            .group(0)
-            .filter(|g| g.led_by_me())
-            .map(|g| g.view().members.clone());
-        if let (Some(before), Some(after)) = (&self.led, &led) {
+    /// Keeper side: a fragment of a copy handed with its home by the leader that
+    /// split this agent's group off its own (see [`Supervision::follow_group`]).
+    /// The home may have died before it sent this agent anything: the copy is kept
+    /// as one from the home, heard from now (its authority is waited out from
+    /// here, as from a last `Alive`). One as new or newer here is confirmed.
+    ///
+    /// The members of the home's base left with the splitter no longer count in
+    /// it, as the splitter no longer counts this half in the bases it keeps: they
+    /// live in its group, and leave the home's own base as soon as they confirm
+    /// it (see [`quorum`]). Without that, a home that died in the smaller half
+    /// was taken over by neither side.
+    fn keep_handed(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        fragment: Fragment,
+        view: &crate::federation::View,
+    ) {
+        let (sup, home, version) = (fragment.sup, fragment.home, fragment.version);
+        let newer = self.sups.contains_key(&sup)
+            || self.copies.get(&sup).is_some_and(|c| c.version >= version);
+        if !newer {
+            let Some(rec) = self.collect(from, fragment) else {
+                return;
+            };
+            self.copies.insert(
+                sup,
+                Copy {
+                    home,
+                    version,
+                    rec,
+                    away_since: None,
+                    home_restarted: false,
+                    home_removed: false,
+                    passed: None,
+                    handed: Vec::new(),
+                },
+            );
+            self.alive.entry(home).or_insert(now);
+            if let Some(base) = self.bases.get_mut(&home) {
+                base.retain(|m| view.contains(*m));
+            }
+            self.arm(now);
+        }
+        self.send(from, SupervisionMsg::Copied { sup, version });
+    }
+
+    /// Keeper side: this agent's level-0 group changed. Members that left the
+    /// group it led and still leads, without its removing them, live on in another
+    /// group. A home among them now sends its records to that group's leader and
+    /// heir: this agent drops its copies. Not those of a home that restarted: its
+    /// records died with its earlier life and left with nobody, so this agent's
+    /// copies are all that remains of them, and it takes them over as from a home
+    /// removed. (Before, a home that restarted and then left for another group, as
+    /// swarm seed 10325's did when a jump of its clock made it claim the group and
+    /// be told to leave, lost its supervisors: no child was ever restarted.)
+    ///
+    /// Members it handed to the other half of its own split are no longer counted
+    /// in the bases of its copies: the majority a take-over needs is of the
+    /// members still on its side (before, a split of a group grown past
+    /// `max_group` left no majority, and a home that died afterwards was never
+    /// taken over). A home among them may have died unseen just before, sending
+    /// nothing to its new keepers: the copy is passed to the other half's leader
+    /// (at ticks, until it confirms, see [`Supervision::take_over`]), which keeps
+    /// it as the home's keeper. (Before, it was dropped: swarm seed 94715, whose
+    /// home died 0.2 s before its group split, lost its supervisor.)
+    ///
+    /// Members that left otherwise stay counted: they answered `Leave` because
+    /// their group went on without this agent (it was stalled or cut off, and its
+    /// heir took over), so they are on the other side, the one a take-over must
+    /// not happen without. (Before, they were dropped from the bases too: a leader
+    /// back from a pause saw its old group leave one by one, was left with a base
+    /// of itself, and took over, in its new group, a supervisor its heir had
+    /// already taken over: the shrunk swarm seed 94715.)
+    fn follow_group(&mut self, now: Time, ctx: &Context<'_>) {
+        let group = ctx.tree.group(0).filter(|g| g.led_by_me());
+        let led = group.map(|g| g.view().members.clone());
+        if let (Some(before), Some(after), Some(group)) = (&self.led, &led, group) {
             let moved: BTreeSet<NodeId> = before
                 .iter()
                 .filter(|m| !after.contains(m) && !self.removed.contains(m))
                 .copied()
                 .collect();
-            if !moved.is_empty() {
-                for base in self.bases.values_mut() {
-                    base.retain(|m| !moved.contains(m));
-                }
-                self.copies
-                    .retain(|_, c| c.home_restarted || !moved.contains(&c.home));
+            let handed: BTreeMap<NodeId, Vec<NodeId>> = moved
+                .iter()
+                .filter_map(|m| {
+                    let half = group.handed_to(*m)?;
+                    let keepers = std::iter::once(half.leader).chain(half.heir());
+                    Some((*m, keepers.filter(|k| k != m).collect()))
+                })
+                .collect();
+            for base in self.bases.values_mut() {
+                base.retain(|m| !handed.contains_key(m));
             }
+            let hold = self.config.hold;
+            self.left.retain(|_, t| now.saturating_since(*t) < hold);
+            self.left.extend(
+                moved
+                    .iter()
+                    .filter(|m| !handed.contains_key(m))
+                    .map(|m| (*m, now)),
+            );
+            self.copies.retain(|_, c| {
+                if let Some(to) = handed.get(&c.home) {
+                    c.handed.clone_from(to);
+                }
+                c.home_restarted || !c.handed.is_empty() || !moved.contains(&c.home)
+            });
         }
         self.removed.clear();
         self.led = led;
@@ -1910,7 +2065,7 @@ impl Supervision {
             .get_mut(&id)
             .map(|s| std::mem::take(&mut s.unkilled));
         for pid in unkilled.unwrap_or_default() {
-            self.kill(tenant, pid, None);
+            self.kill(now, tenant, pid, None);
         }
     }
 
@@ -2022,6 +2177,7 @@ impl Service for Supervision {
             bases: BTreeMap::new(),
             led: None,
             removed: BTreeSet::new(),
+            left: BTreeMap::new(),
             live: BTreeMap::new(),
             ended: BTreeMap::new(),
             ended_order: VecDeque::new(),
@@ -2090,11 +2246,18 @@ impl Service for Supervision {
                     *c = (*c).max(version);
                     self.tell_give_ups(now, sup);
                 }
-                // A passed copy taken over by the member it was passed to.
-                let passed = self.copies.get(&sup).is_some_and(|c| {
-                    c.version <= version
-                        && c.passed.is_some()
-                        && ctx.tree.group(0).and_then(|g| taker_for(g.view(), c.home)) == Some(from)
+                // A passed copy taken over by the member it was passed to, or
+                // held by all those it was handed to.
+                let view = ctx.tree.group(0).map(|g| g.view());
+                let passed = self.copies.get_mut(&sup).is_some_and(|c| {
+                    if c.version > version || c.passed.is_none() {
+                        return false;
+                    }
+                    if c.handed.is_empty() {
+                        return view.and_then(|v| taker_for(v, c.home)) == Some(from);
+                    }
+                    c.handed.retain(|k| *k != from);
+                    c.handed.is_empty()
                 });
                 if passed {
                     self.copies.remove(&sup);
@@ -2119,7 +2282,7 @@ impl Service for Supervision {
                         self.watch(now, sup, None);
                         self.tell_give_ups(now, sup);
                     }
-                    self.kill_unkilled();
+                    self.kill_unkilled(now);
                 }
             }
             names @ (SupervisionMsg::Hand { .. } | SupervisionMsg::Holds { .. }) => {
@@ -2193,7 +2356,7 @@ impl Service for Supervision {
                 self.take_over(now, ctx);
             }
             ServiceEvent::GroupChanged { instance } if *instance == self.config.instance => {
-                self.follow_group(ctx);
+                self.follow_group(now, ctx);
                 self.take_over(now, ctx);
             }
             // A home that restarted before its group removed it: its supervisors
@@ -2570,6 +2733,203 @@ mod tests {
         }
     }
 
+    /// Regression (swarm seed 94715, shrunk): a leader whose members leave its
+    /// group for another (it was paused, and its heir went on with the group)
+    /// still counts them in the bases of its copies: they are on the side that
+    /// takes the supervisor over. Before, it dropped them from the bases as they
+    /// left, was left with a base of itself, and took the supervisor over (in
+    /// its new group, through a pass) beside its heir's take-over.
+    #[test]
+    fn a_leader_left_by_its_members_still_counts_them_in_the_bases() {
+        let (h, k) = (n1(), n2());
+        let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
+        let call = one_permanent_child(nefele_api::TenantId(1), 5);
+        home.handle_api(Time::ZERO, RequestId(7), call, &alone(h));
+        let members = vec![h.node, k.node, NodeId(3), NodeId(4), NodeId(5)];
+        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
+        let changed = ServiceEvent::GroupChanged { instance: 0 };
+        let before = led_by(k, members.clone(), 1);
+        keeper.handle_event(Time::ZERO, &changed, &before);
+        for msg in replicas_of(&home, 1) {
+            keeper.on_replica(Time::from_millis(10), h.node, msg, &members);
+        }
+        keeper.on_alive(
+            Time::from_millis(20),
+            h.node,
+            20,
+            others(&members, h.node),
+            &members,
+        );
+        let restarted = ServiceEvent::PeerRestarted { node: h.node };
+        keeper.handle_event(Time::from_millis(30), &restarted, &before);
+        // The others leave one by one (not removed by it): it leads itself alone.
+        let mut now = Time::from_millis(30);
+        let mut ctx = before;
+        for (i, gone) in [h.node, NodeId(3), NodeId(4), NodeId(5)].iter().enumerate() {
+            let rest: Vec<NodeId> = ctx
+                .tree
+                .local_group()
+                .into_iter()
+                .filter(|m| m != gone)
+                .collect();
+            ctx = led_by(k, rest, 2 + i as u64);
+            now = now + Duration::from_millis(10);
+            keeper.handle_event(now, &changed, &ctx);
+        }
+        let ended = Time::from_millis(20) + slack(keeper.config.authority);
+        while now < ended + keeper.config.probe_period {
+            now = now + Duration::from_millis(100);
+            keeper.handle_timeout(now, &ctx);
+        }
+        assert!(
+            keeper.sups.is_empty(),
+            "taken over without most of the base"
+        );
+        assert_eq!(keeper.bases.get(&h.node), Some(&others(&members, h.node)));
+    }
+
+    /// Regression (swarm seed 94715): a leader splitting its group hands its
+    /// copies of the homes in the other half to that half's leader and heir,
+    /// which keep them as the home's keepers (the members left with the splitter
+    /// no longer counted in the base), and whose leader takes the supervisor
+    /// over once the home is removed. Before, the splitter dropped them, as those
+    /// of a home living on in the other half: a home that had died unseen just
+    /// before the split, sending nothing to its new keepers, was lost.
+    #[test]
+    fn a_split_hands_the_copies_of_the_homes_in_the_other_half_to_its_keepers() {
+        let id = |node| Identity {
+            node: NodeId(node),
+            incarnation: Incarnation(1),
+        };
+        let (h, k) = (id(7), id(2));
+        let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
+        let call = one_permanent_child(nefele_api::TenantId(1), 5);
+        home.handle_api(Time::ZERO, RequestId(7), call, &alone(h));
+        let whole: Vec<NodeId> = [2, 3, 4, 5, 6, 7].map(NodeId).to_vec();
+        let view = |leader, members: &[u32], ancestors: Vec<NodeId>| crate::federation::View {
+            level: 0,
+            leader: NodeId(leader),
+            epoch: 2,
+            members: members.iter().copied().map(NodeId).collect(),
+            ancestors,
+        };
+        let (kept, other) = (
+            view(2, &[2, 3, 4], vec![]),
+            view(5, &[5, 6, 7], vec![k.node]),
+        );
+        // The splitter, and the other half's leader and heir, all heard the home
+        // in the whole group.
+        let heard = |me: Identity| {
+            let mut s = Supervision::new(me, SupervisionConfig::default(), 0);
+            s.on_alive(
+                Time::from_millis(20),
+                h.node,
+                20,
+                others(&whole, h.node),
+                &whole,
+            );
+            s
+        };
+        let mut splitter = heard(k);
+        let changed = ServiceEvent::GroupChanged { instance: 0 };
+        splitter.handle_event(Time::ZERO, &changed, &led_by(k, whole.clone(), 1));
+        for msg in replicas_of(&home, 1) {
+            splitter.on_replica(Time::from_millis(10), h.node, msg, &whole);
+        }
+        let split = Context {
+            me: k,
+            tree: crate::service::TreeView::splitter_of(kept, other.clone()),
+        };
+        splitter.handle_event(Time::from_millis(40), &changed, &split);
+        splitter.handle_timeout(Time::from_millis(100), &split);
+        let passes: Vec<(NodeId, SupervisionMsg)> = std::iter::from_fn(|| splitter.poll_output())
+            .filter_map(|o| match o {
+                ServiceOutput::Send(to, m @ SupervisionMsg::Pass { .. }) => Some((to, m)),
+                _ => None,
+            })
+            .collect();
+        let to: BTreeSet<NodeId> = passes.iter().map(|(to, _)| *to).collect();
+        assert_eq!(to, [NodeId(5), NodeId(6)].into());
+        let (leader, heir) = (id(5), id(6));
+        let mut receivers = Vec::new();
+        for (me, tree) in [
+            (leader, crate::service::TreeView::leader_of(other.clone())),
+            (
+                heir,
+                crate::service::TreeView::member_of(heir.node, other.clone()),
+            ),
+        ] {
+            let ctx = Context { me, tree };
+            let mut r = heard(me);
+            for (_, m) in passes.iter().filter(|(to, _)| *to == me.node) {
+                r.handle_message(Time::from_millis(110), k.node, m.clone(), &ctx);
+            }
+            assert_eq!(r.copies.len(), 1, "n{} keeps the copy", me.node.0);
+            assert_eq!(r.bases.get(&h.node), Some(&vec![NodeId(5), NodeId(6)]));
+            let confirm = std::iter::from_fn(|| r.poll_output()).find_map(|o| match o {
+                ServiceOutput::Send(to, m @ SupervisionMsg::Copied { .. }) if to == k.node => {
+                    Some(m)
+                }
+                _ => None,
+            });
+            assert!(!splitter.copies.is_empty(), "dropped before all confirmed");
+            splitter.handle_message(
+                Time::from_millis(120),
+                me.node,
+                confirm.expect("confirmed"),
+                &split,
+            );
+            receivers.push((r, ctx));
+        }
+        assert!(
+            splitter.copies.is_empty(),
+            "both keep it: the splitter drops it"
+        );
+        // The home is removed from the other half: its leader takes over.
+        let (mut taker, _) = receivers.remove(0);
+        let without_home = Context {
+            me: leader,
+            tree: crate::service::TreeView::leader_of(view(5, &[5, 6], vec![k.node])),
+        };
+        let removed = ServiceEvent::HostRemoved {
+            instance: 0,
+            node: h.node,
+            level: 0,
+        };
+        taker.handle_event(Time::from_millis(200), &removed, &without_home);
+        let ended = Time::from_millis(110) + slack(taker.config.authority);
+        let mut now = Time::from_millis(200);
+        while now < ended + taker.config.probe_period {
+            now = now + Duration::from_millis(100);
+            taker.handle_timeout(now, &without_home);
+        }
+        assert_eq!(taker.sups.len(), 1, "the other half's leader took over");
+        assert!(splitter.sups.is_empty(), "the splitter takes nothing over");
+    }
+
+    /// Regression (swarm seed 90663): a sibling's kill unanswered for `retry` is
+    /// sent again at the next tick, without waiting for the call to time out.
+    #[test]
+    fn a_sibling_kill_unanswered_for_a_retry_is_sent_again() {
+        let mut home = Supervision::new(n1(), SupervisionConfig::default(), 0);
+        let ctx = alone(n1());
+        let (first, second) = two_children_one_for_all(&mut home, &ctx);
+        let ended = Time::from_millis(100);
+        first_exits(&mut home, ended, first, &ctx);
+        assert_eq!(kills(&mut home), [second]);
+        let due = ended + home.config.retry + home.config.probe_period;
+        let mut again = Vec::new();
+        while again.is_empty() {
+            let next = home
+                .next_timeout()
+                .expect("a tick while a child is stopped");
+            assert!(next <= due, "not sent again by {due}");
+            home.handle_timeout(next, &ctx);
+            again = kills(&mut home);
+        }
+        assert_eq!(again, [second], "the sibling is killed again");
+    }
+
     /// Regression (swarm seed 90084): a member told of a take-over in its group
     /// tells the old home to step down when it asks for confirmation, so that a
     /// heal giving the home most of its base again does not let it go on beside
@@ -2722,14 +3082,27 @@ mod tests {
         assert_eq!(home.sups[&sup].copied.get(&k), None);
     }
 
+    /// How a home went, in [`a_keeper_moved_into_another_group_passes_a_gone_homes_copy_to_its_leader`].
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Went {
+        /// Its newer life was heard.
+        Restarted,
+        /// The keeper, leading, removed it.
+        Removed,
+        /// It was no longer in the group the keeper was moved to (its own group
+        /// dissolved, as the other half of a split whose leader was paused did in
+        /// swarm seed 94715).
+        Left,
+    }
+
     /// Regression (swarm seed 30239): the keeper of a home that is gone, moved
     /// into another group where it does not take over, passes its copy to the
     /// member that does, once the old life's authority has ended; that member
     /// takes the supervisor over only if the home is gone by its own state too,
-    /// and the keeper drops its copy when told. Both ways a home goes: it
-    /// restarted (its newer life heard), or the keeper, leading, removed it.
+    /// and the keeper drops its copy when told. Every way a home goes ([`Went`]).
     /// Before, the copy stayed with the keeper until `hold` and the supervisor
-    /// was lost.
+    /// was lost (and before swarm seed 94715, a home that was simply no longer in
+    /// the keeper's group was not passed on).
     #[test]
     fn a_keeper_moved_into_another_group_passes_a_gone_homes_copy_to_its_leader() {
         let id = |node| Identity {
@@ -2744,14 +3117,14 @@ mod tests {
             members: members.iter().map(|m| m.node).collect(),
             ancestors: vec![],
         };
-        for removed in [false, true] {
+        for went in [Went::Restarted, Went::Removed, Went::Left] {
             let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
             let call = one_permanent_child(nefele_api::TenantId(1), 5);
             home.handle_api(Time::ZERO, RequestId(7), call, &alone(h));
-            // The keeper: heir of the home's group of two, or its leader.
-            let leader = if removed { k } else { h };
+            // The keeper: leader of the home's group of two, or its heir.
+            let leader = if went == Went::Removed { k } else { h };
             let first = view(leader, vec![h, k], 1);
-            let keeper_tree = if removed {
+            let keeper_tree = if went == Went::Removed {
                 crate::service::TreeView::leader_of(first)
             } else {
                 crate::service::TreeView::member_of(k.node, first)
@@ -2772,22 +3145,24 @@ mod tests {
                 others(&group, h.node),
                 &group,
             );
-            let gone = if removed {
-                ServiceEvent::HostRemoved {
+            let gone = match went {
+                Went::Removed => Some(ServiceEvent::HostRemoved {
                     instance: 0,
                     node: h.node,
                     level: 0,
-                }
-            } else {
-                ServiceEvent::PeerRestarted { node: h.node }
+                }),
+                Went::Restarted => Some(ServiceEvent::PeerRestarted { node: h.node }),
+                Went::Left => None,
             };
-            keeper.handle_event(Time::from_millis(30), &gone, &with_home);
+            if let Some(gone) = gone {
+                keeper.handle_event(Time::from_millis(30), &gone, &with_home);
+            }
             // Then merged into l's group, as a plain member (the restarted home
             // with it).
-            let merged = if removed {
-                view(l, vec![k, l], 2)
-            } else {
+            let merged = if went == Went::Restarted {
                 view(l, vec![h, k, l], 2)
+            } else {
+                view(l, vec![k, l], 2)
             };
             let under_l = Context {
                 me: k,
@@ -2810,14 +3185,17 @@ mod tests {
                 ));
             }
             assert!(now >= ended, "not before the old authority ended");
-            assert!(!passes.is_empty() && passes.iter().all(|(to, _)| *to == l.node));
+            assert!(
+                !passes.is_empty() && passes.iter().all(|(to, _)| *to == l.node),
+                "{went:?}"
+            );
             assert!(keeper.sups.is_empty(), "a plain member takes nothing over");
             let mut taker = Supervision::new(l, SupervisionConfig::default(), 0);
             let leading = Context {
                 me: l,
-                tree: crate::service::TreeView::leader_of(merged),
+                tree: crate::service::TreeView::leader_of(merged.clone()),
             };
-            if !removed {
+            if went == Went::Restarted {
                 // The home is in its group, and it has not heard a newer life:
                 // the keeper's word alone is not enough.
                 for (_, m) in passes.clone() {
@@ -2826,6 +3204,18 @@ mod tests {
                 assert!(taker.sups.is_empty(), "a home live by its own state");
                 let restarted = ServiceEvent::PeerRestarted { node: h.node };
                 taker.handle_event(now, &restarted, &leading);
+            }
+            if went == Went::Left {
+                // A taker that saw the home leave its group alive does not take
+                // it over either.
+                let mut saw = Supervision::new(l, SupervisionConfig::default(), 0);
+                let with = led_by(l, vec![h.node, k.node, l.node], 1);
+                saw.handle_event(Time::ZERO, &changed, &with);
+                saw.handle_event(Time::from_millis(30), &changed, &leading);
+                for (_, m) in passes.clone() {
+                    saw.handle_message(now, k.node, m, &leading);
+                }
+                assert!(saw.sups.is_empty(), "a home seen leaving alive");
             }
             for (_, m) in passes {
                 taker.handle_message(now, k.node, m, &leading);

@@ -172,14 +172,16 @@ pub enum SupervisionMsg {
         /// The version held.
         version: u64,
     },
-    /// Member to its level-0 leader: fragment `part` of `parts` of version
-    /// `version` of the record of `sup`, kept here for `home`, which restarted
-    /// (its supervisors died with its earlier life), and which this member may
-    /// not take over itself (it does not lead). It passes the copy on once it
-    /// would have taken it over as the leader (the old life's authority has
-    /// ended, and most of the group it last heard the home in is here); the
-    /// leader takes it over if it too heard the home's newer life, and confirms
-    /// with `Copied`, on which the member drops its copy.
+    /// Fragment `part` of `parts` of version `version` of the record of `sup`,
+    /// kept here for `home`. Either from a member to its level-0 leader: the
+    /// home is gone from the member's group, and the member may not take it over
+    /// itself (it does not lead); it passes the copy on once it would have taken
+    /// it over as the leader (the home's authority has ended, and most of its
+    /// base is here), and the leader takes it over if the home is gone by its own
+    /// state too. Or from a leader that split its group to the leader and heir
+    /// of the other half, with the home in it: they keep it as its keepers. The
+    /// receiver confirms with `Copied`, on which the sender drops its copy (once
+    /// both confirmed, for a split).
     Pass {
         /// The supervisor.
         sup: SupervisorId,
