@@ -404,6 +404,22 @@ struct Copy {
     handed: Vec<NodeId>,
 }
 
+impl Copy {
+    /// A copy of version `version` of `home`'s record, its home in the group.
+    fn new(home: NodeId, version: u64, rec: Record) -> Self {
+        Copy {
+            home,
+            version,
+            rec,
+            away_since: None,
+            home_restarted: false,
+            home_removed: false,
+            passed: None,
+            handed: Vec::new(),
+        }
+    }
+}
+
 /// One fragment of a record, as a `Replica` or a `Pass` carries it.
 struct Fragment {
     sup: SupervisorId,
@@ -1583,19 +1599,7 @@ impl Supervision {
             return;
         }
         if let Some(rec) = self.collect(from, fragment) {
-            self.copies.insert(
-                sup,
-                Copy {
-                    home: from,
-                    version,
-                    rec,
-                    away_since: None,
-                    home_restarted: false,
-                    home_removed: false,
-                    passed: None,
-                    handed: Vec::new(),
-                },
-            );
+            self.copies.insert(sup, Copy::new(from, version, rec));
             self.send(from, SupervisionMsg::Copied { sup, version });
             self.arm(now);
         }
@@ -1847,14 +1851,10 @@ impl Supervision {
                 return;
             }
             _ => Copy {
-                home,
-                version,
-                rec,
                 away_since: Some(now),
                 home_restarted: restarted,
                 home_removed: !restarted,
-                passed: None,
-                handed: Vec::new(),
+                ..Copy::new(home, version, rec)
             },
         };
         self.ask_alive(now, ctx);
@@ -1887,19 +1887,7 @@ impl Supervision {
             let Some(rec) = self.collect(from, fragment) else {
                 return;
             };
-            self.copies.insert(
-                sup,
-                Copy {
-                    home,
-                    version,
-                    rec,
-                    away_since: None,
-                    home_restarted: false,
-                    home_removed: false,
-                    passed: None,
-                    handed: Vec::new(),
-                },
-            );
+            self.copies.insert(sup, Copy::new(home, version, rec));
             self.alive.entry(home).or_insert(now);
             if let Some(base) = self.bases.get_mut(&home) {
                 base.retain(|m| view.contains(*m));
@@ -2484,10 +2472,6 @@ mod tests {
     /// while the home, confirmed in its new group, went on (twins).
     #[test]
     fn a_keeper_drops_its_copies_of_a_home_heard_from_outside_its_group() {
-        let id = |node| Identity {
-            node: NodeId(node),
-            incarnation: Incarnation(1),
-        };
         let (h, k) = (id(1), id(2));
         let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
         let ctx = Context {
@@ -2596,6 +2580,29 @@ mod tests {
         assert_eq!(dropped, vec![NodeId(2), NodeId(3)]);
     }
 
+    /// A home running, alone, one supervisor of one permanent child.
+    fn lone_home(h: Identity) -> Supervision {
+        let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
+        let call = one_permanent_child(nefele_api::TenantId(1), 5);
+        home.handle_api(Time::ZERO, RequestId(7), call, &alone(h));
+        home
+    }
+
+    /// `keeper` given the record of `home` (at `h`) at 10 ms, and its `Alive`
+    /// with `base` at 20 ms, in `group`.
+    fn keep(
+        keeper: &mut Supervision,
+        h: NodeId,
+        home: &Supervision,
+        group: &[NodeId],
+        base: Vec<NodeId>,
+    ) {
+        for msg in replicas_of(home, 1) {
+            keeper.on_replica(Time::from_millis(10), h, msg, group);
+        }
+        keeper.on_alive(Time::from_millis(20), h, 20, base, group);
+    }
+
     /// The replica fragments of `home`'s first supervisor, as version `version`.
     /// `group` without `home`: the quorum base of a home confirmed in it.
     fn others(group: &[NodeId], home: NodeId) -> Vec<NodeId> {
@@ -2627,33 +2634,14 @@ mod tests {
     /// the supervisor, gone with the home's earlier life, was lost.
     #[test]
     fn a_leader_takes_over_from_a_restarted_home_that_left_for_another_group() {
-        let id = |node| Identity {
-            node: NodeId(node),
-            incarnation: Incarnation(1),
-        };
         let (h, k) = (id(1), id(2));
-        let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
-        let call = one_permanent_child(nefele_api::TenantId(1), 5);
-        let alone = Context {
-            me: h,
-            tree: crate::service::TreeView::empty(h.node),
-        };
-        home.handle_api(Time::ZERO, RequestId(7), call, &alone);
+        let home = lone_home(h);
         let led = |members, epoch| led_by(k, members, epoch);
         let with_home = led(vec![h.node, k.node, NodeId(3), NodeId(4)], 1);
         assert!(with_home.tree.group(0).is_some_and(|g| g.led_by_me()));
         let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
         let group = with_home.tree.local_group();
-        for msg in replicas_of(&home, 1) {
-            keeper.on_replica(Time::from_millis(10), h.node, msg, &group);
-        }
-        keeper.on_alive(
-            Time::from_millis(20),
-            h.node,
-            20,
-            others(&group, h.node),
-            &group,
-        );
+        keep(&mut keeper, h.node, &home, &group, others(&group, h.node));
         let changed = ServiceEvent::GroupChanged { instance: 0 };
         keeper.handle_event(Time::from_millis(30), &changed, &with_home);
         let restarted = ServiceEvent::PeerRestarted { node: h.node };
@@ -2684,9 +2672,7 @@ mod tests {
     #[test]
     fn a_leader_takes_over_only_with_most_of_the_homes_base() {
         let (h, k) = (n1(), n2());
-        let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
-        let call = one_permanent_child(nefele_api::TenantId(1), 5);
-        home.handle_api(Time::ZERO, RequestId(7), call, &alone(h));
+        let home = lone_home(h);
         let led = |members, epoch| led_by(k, members, epoch);
         let with_home = led(vec![h.node, k.node, NodeId(3), NodeId(4)], 1);
         let without_home = led(vec![k.node, NodeId(3), NodeId(4)], 2);
@@ -2696,22 +2682,10 @@ mod tests {
             let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
             let changed = ServiceEvent::GroupChanged { instance: 0 };
             keeper.handle_event(Time::ZERO, &changed, &with_home);
-            for msg in replicas_of(&home, 1) {
-                keeper.on_replica(Time::from_millis(10), h.node, msg, &group);
-            }
-            keeper.on_alive(Time::from_millis(20), h.node, 20, base.clone(), &group);
-            let removed = ServiceEvent::HostRemoved {
-                instance: 0,
-                node: h.node,
-                level: 0,
-            };
-            keeper.handle_event(Time::from_millis(50), &removed, &without_home);
-            let ended = Time::from_millis(20) + slack(keeper.config.authority);
-            let mut now = Time::from_millis(50);
-            while now < ended + keeper.config.probe_period {
-                now = now + Duration::from_millis(100);
-                keeper.handle_timeout(now, &without_home);
-            }
+            keep(&mut keeper, h.node, &home, &group, base.clone());
+            home_removed(&mut keeper, h.node, Time::from_millis(50), &without_home);
+            let heard = Time::from_millis(20);
+            tick_past_authority(&mut keeper, Time::from_millis(50), heard, &without_home);
             assert_eq!(keeper.sups.len(), usize::from(takes), "base {base:?}");
             // A take-over is told to the rest of the group.
             let told: BTreeSet<NodeId> = std::iter::from_fn(|| keeper.poll_output())
@@ -2742,23 +2716,18 @@ mod tests {
     #[test]
     fn a_leader_left_by_its_members_still_counts_them_in_the_bases() {
         let (h, k) = (n1(), n2());
-        let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
-        let call = one_permanent_child(nefele_api::TenantId(1), 5);
-        home.handle_api(Time::ZERO, RequestId(7), call, &alone(h));
+        let home = lone_home(h);
         let members = vec![h.node, k.node, NodeId(3), NodeId(4), NodeId(5)];
         let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
         let changed = ServiceEvent::GroupChanged { instance: 0 };
         let before = led_by(k, members.clone(), 1);
         keeper.handle_event(Time::ZERO, &changed, &before);
-        for msg in replicas_of(&home, 1) {
-            keeper.on_replica(Time::from_millis(10), h.node, msg, &members);
-        }
-        keeper.on_alive(
-            Time::from_millis(20),
+        keep(
+            &mut keeper,
             h.node,
-            20,
-            others(&members, h.node),
+            &home,
             &members,
+            others(&members, h.node),
         );
         let restarted = ServiceEvent::PeerRestarted { node: h.node };
         keeper.handle_event(Time::from_millis(30), &restarted, &before);
@@ -2776,11 +2745,7 @@ mod tests {
             now = now + Duration::from_millis(10);
             keeper.handle_event(now, &changed, &ctx);
         }
-        let ended = Time::from_millis(20) + slack(keeper.config.authority);
-        while now < ended + keeper.config.probe_period {
-            now = now + Duration::from_millis(100);
-            keeper.handle_timeout(now, &ctx);
-        }
+        tick_past_authority(&mut keeper, now, Time::from_millis(20), &ctx);
         assert!(
             keeper.sups.is_empty(),
             "taken over without most of the base"
@@ -2797,14 +2762,8 @@ mod tests {
     /// before the split, sending nothing to its new keepers, was lost.
     #[test]
     fn a_split_hands_the_copies_of_the_homes_in_the_other_half_to_its_keepers() {
-        let id = |node| Identity {
-            node: NodeId(node),
-            incarnation: Incarnation(1),
-        };
         let (h, k) = (id(7), id(2));
-        let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
-        let call = one_permanent_child(nefele_api::TenantId(1), 5);
-        home.handle_api(Time::ZERO, RequestId(7), call, &alone(h));
+        let home = lone_home(h);
         let whole: Vec<NodeId> = [2, 3, 4, 5, 6, 7].map(NodeId).to_vec();
         let view = |leader, members: &[u32], ancestors: Vec<NodeId>| crate::federation::View {
             level: 0,
@@ -2891,18 +2850,9 @@ mod tests {
             me: leader,
             tree: crate::service::TreeView::leader_of(view(5, &[5, 6], vec![k.node])),
         };
-        let removed = ServiceEvent::HostRemoved {
-            instance: 0,
-            node: h.node,
-            level: 0,
-        };
-        taker.handle_event(Time::from_millis(200), &removed, &without_home);
-        let ended = Time::from_millis(110) + slack(taker.config.authority);
-        let mut now = Time::from_millis(200);
-        while now < ended + taker.config.probe_period {
-            now = now + Duration::from_millis(100);
-            taker.handle_timeout(now, &without_home);
-        }
+        home_removed(&mut taker, h.node, Time::from_millis(200), &without_home);
+        let heard = Time::from_millis(110);
+        tick_past_authority(&mut taker, Time::from_millis(200), heard, &without_home);
         assert_eq!(taker.sups.len(), 1, "the other half's leader took over");
         assert!(splitter.sups.is_empty(), "the splitter takes nothing over");
     }
@@ -3010,13 +2960,8 @@ mod tests {
             }
         }
         assert_eq!(keeper.copies.len(), 1, "the keeper holds the record");
-        let removed = ServiceEvent::HostRemoved {
-            instance: 0,
-            node: h.node,
-            level: 0,
-        };
         let alone = led(vec![k.node], 2);
-        keeper.handle_event(at(30), &removed, &alone);
+        home_removed(&mut keeper, h.node, at(30), &alone);
         let mut now = at(30);
         while now < at(20) + slack(keeper.config.authority) + keeper.config.probe_period {
             now = now + Duration::from_millis(100);
@@ -3105,10 +3050,6 @@ mod tests {
     /// the keeper's group was not passed on).
     #[test]
     fn a_keeper_moved_into_another_group_passes_a_gone_homes_copy_to_its_leader() {
-        let id = |node| Identity {
-            node: NodeId(node),
-            incarnation: Incarnation(1),
-        };
         let (h, k, l) = (id(1), id(2), id(3));
         let view = |leader: Identity, members: Vec<Identity>, epoch| crate::federation::View {
             level: 0,
@@ -3118,9 +3059,7 @@ mod tests {
             ancestors: vec![],
         };
         for went in [Went::Restarted, Went::Removed, Went::Left] {
-            let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
-            let call = one_permanent_child(nefele_api::TenantId(1), 5);
-            home.handle_api(Time::ZERO, RequestId(7), call, &alone(h));
+            let home = lone_home(h);
             // The keeper: leader of the home's group of two, or its heir.
             let leader = if went == Went::Removed { k } else { h };
             let first = view(leader, vec![h, k], 1);
@@ -3135,16 +3074,7 @@ mod tests {
             };
             let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
             let group = with_home.tree.local_group();
-            for msg in replicas_of(&home, 1) {
-                keeper.on_replica(Time::from_millis(10), h.node, msg, &group);
-            }
-            keeper.on_alive(
-                Time::from_millis(20),
-                h.node,
-                20,
-                others(&group, h.node),
-                &group,
-            );
+            keep(&mut keeper, h.node, &home, &group, others(&group, h.node));
             let gone = match went {
                 Went::Removed => Some(ServiceEvent::HostRemoved {
                     instance: 0,
@@ -3293,13 +3223,8 @@ mod tests {
         }
         taker.on_alive(at(30), me.node, 30, others(&group, me.node), &group);
         assert!(taker.copies[&sup].rec.state == SupervisorState::Stopped);
-        let removed = ServiceEvent::HostRemoved {
-            instance: 0,
-            node: me.node,
-            level: 0,
-        };
         let alone = led(vec![keeper.node], 2);
-        taker.handle_event(at(40), &removed, &alone);
+        home_removed(&mut taker, me.node, at(40), &alone);
         let mut now = at(40);
         let mut spawned = false;
         while now < at(30) + slack(taker.config.authority) + taker.config.lease * 3 {
@@ -3402,18 +3327,20 @@ mod tests {
         assert!(home.former.is_empty());
     }
 
-    fn n1() -> Identity {
+    /// The first life of `node`.
+    fn id(node: u32) -> Identity {
         Identity {
-            node: NodeId(1),
+            node: NodeId(node),
             incarnation: Incarnation(1),
         }
     }
 
+    fn n1() -> Identity {
+        id(1)
+    }
+
     fn n2() -> Identity {
-        Identity {
-            node: NodeId(2),
-            incarnation: Incarnation(1),
-        }
+        id(2)
     }
 
     /// `me` in no tree.
@@ -3436,6 +3363,31 @@ mod tests {
         Context {
             me,
             tree: crate::service::TreeView::member_of(me.node, view),
+        }
+    }
+
+    /// `home` removed from `keeper`'s level-0 group (now `ctx`'s) at `at`.
+    fn home_removed(keeper: &mut Supervision, home: NodeId, at: Time, ctx: &Context<'_>) {
+        let removed = ServiceEvent::HostRemoved {
+            instance: 0,
+            node: home,
+            level: 0,
+        };
+        keeper.handle_event(at, &removed, ctx);
+    }
+
+    /// `keeper` ticks every 100 ms from `now` until a probe period past the end
+    /// of the authority of an `Alive` heard at `heard`.
+    fn tick_past_authority(
+        keeper: &mut Supervision,
+        mut now: Time,
+        heard: Time,
+        ctx: &Context<'_>,
+    ) {
+        let ended = heard + slack(keeper.config.authority);
+        while now < ended + keeper.config.probe_period {
+            now = now + Duration::from_millis(100);
+            keeper.handle_timeout(now, ctx);
         }
     }
 
