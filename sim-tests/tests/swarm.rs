@@ -351,7 +351,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// before a split was lost). Seed 90663 with supervision fails
 /// `supervision.restarted` before a sibling's kill unanswered for `retry` was
 /// sent again (under 5% loss, a one-for-all restart waited twice for the call's
-/// timeout).
+/// timeout). Seed 95728 with messaging fails `messaging.known_fates` before a
+/// member whose mailbox stayed full for half the walk timeout was answered missed
+/// (a process of the tenant that never read made every reliable broadcast wait
+/// out its deadline).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

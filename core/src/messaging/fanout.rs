@@ -76,6 +76,13 @@
 //!   not deliver it again ([`Order`]); a host with a member's mailbox full does not
 //!   answer, so the visit comes again (back-pressure, up to the deadline). At the
 //!   deadline (`walk_timeout`) the send ends `Unknown`.
+//! - *A member that stopped reading.* A member whose mailbox has stayed full for
+//!   half of `walk_timeout` no longer holds its host's answer: the host answers it
+//!   missed (full), so the send ends `Partial`, and so do the next reliable sends
+//!   that find it full, at once, until a delivery to it succeeds again. (Before,
+//!   one process of a tenant that never read made every reliable broadcast of the
+//!   tenant wait out its deadline and end `Unknown`, and its sender's later sends
+//!   queued behind them past any bound: swarm seed 95728.)
 //! - *One at a time per sender.* While a sender's reliable fan-out send runs, its
 //!   later fan-out sends (of either mode) wait at the origin, at most
 //!   [`MAX_QUEUED`] of them (beyond: `Full`), and start in order when it ends. So
@@ -366,6 +373,9 @@ pub struct Fanout {
     pins: BTreeMap<(u8, NodeId, Target), Time>,
     /// The time of the input being handled.
     now: Time,
+    /// Local processes whose mailbox a reliable visit found full, and since when
+    /// (until a delivery to them succeeds, or they end): see [`Fanout::on_visit`].
+    stuck: BTreeMap<Pid, Time>,
     walks: BTreeMap<u64, Walk>,
     /// Walk timers (deadlines, and a reliable walk's next resend).
     timers: BTreeSet<(Time, u64)>,
@@ -407,6 +417,7 @@ impl Fanout {
             order: Order::default(),
             pins: BTreeMap::new(),
             now: Time::ZERO,
+            stuck: BTreeMap::new(),
             walks: BTreeMap::new(),
             timers: BTreeSet::new(),
             busy: BTreeMap::new(),
@@ -490,6 +501,7 @@ impl Fanout {
             targets_changed = true;
         }
         self.order.ended(pid);
+        self.stuck.remove(&pid);
         // Its waiting sends were never sent; the one in flight runs on.
         if let Some(queue) = self.busy.get_mut(&pid) {
             for q in std::mem::take(queue) {
@@ -1437,6 +1449,8 @@ impl Fanout {
                 // next visit).
                 let class = class_of(self.me, tree, from.origin());
                 let last = seq.saturating_add(items.len() as u64).saturating_sub(1);
+                let patience = self.walk_timeout / 2;
+                let mut waiting = 0u32;
                 for (pid, _) in local {
                     match self.order.check(from, pid, seq..=last) {
                         Admit::Late => missed.overtaken += 1,
@@ -1455,10 +1469,16 @@ impl Fanout {
                             }
                             reached += u32::from(put == Put::Delivered);
                             missed.full += u32::from(put == Put::Full);
+                            if put == Put::Delivered {
+                                self.stuck.remove(&pid);
+                            } else if put == Put::Full && reliable {
+                                let since = *self.stuck.entry(pid).or_insert(self.now);
+                                waiting += u32::from(self.now.saturating_since(since) < patience);
+                            }
                         }
                     }
                 }
-                if reliable && missed.full > 0 {
+                if waiting > 0 {
                     // No answer: the origin visits again (back-pressure).
                     return;
                 }
@@ -2488,6 +2508,70 @@ mod tests {
         e.handle_message(Time::ZERO, NodeId(2), visit, &tree, &mut boxes);
         assert_eq!(reached(&mut e), vec![1, 1]);
         assert_eq!(boxes.got.len(), 1, "delivered once");
+    }
+
+    /// Regression (swarm seed 95728): a member whose mailbox stays full (its
+    /// process stopped reading) holds a reliable visit's answer for half the walk
+    /// timeout, then is answered missed (full); the next reliable visit finding it
+    /// full is answered at once; once a delivery to it succeeds, a full mailbox
+    /// holds the answer again. Before, every reliable send to it waited out its
+    /// deadline and ended `Unknown`.
+    #[test]
+    fn a_member_full_for_half_the_walk_timeout_is_answered_missed() {
+        let me = NodeId(1);
+        let tree = TreeView::empty(me);
+        let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
+        let mut boxes = Boxes::default();
+        let member = pid(1, 1);
+        boxes.live.insert(member);
+        boxes.full.insert(member);
+        e.join(Time::ZERO, &tree, group("g"), member, true).unwrap();
+        let visit = |seq: u64| FanoutMsg::Visit {
+            token: seq,
+            origin: NodeId(2),
+            target: group("g"),
+            carry: Carry::Data {
+                from: pid(2, 1),
+                seq,
+                items: vec![vec![seq as u8]],
+                reliable: true,
+            },
+            clock: 0,
+        };
+        let answers = |e: &mut Fanout, at: u64, seq: u64, boxes: &mut Boxes| {
+            let at = Time::from_millis(at);
+            e.handle_message(at, NodeId(2), visit(seq), &tree, boxes);
+            drain(e)
+                .into_iter()
+                .map(|o| match o {
+                    FanOut::Send(
+                        NodeId(2),
+                        FanoutMsg::Answer {
+                            reached, missed, ..
+                        },
+                    ) => (reached, missed.full),
+                    other => panic!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            answers(&mut e, 0, 1, &mut boxes).is_empty(),
+            "waits for room"
+        );
+        assert!(
+            answers(&mut e, 499, 1, &mut boxes).is_empty(),
+            "still waits"
+        );
+        assert_eq!(answers(&mut e, 500, 1, &mut boxes), [(0, 1)], "missed");
+        assert_eq!(answers(&mut e, 600, 2, &mut boxes), [(0, 1)], "at once");
+        boxes.full.clear();
+        assert_eq!(answers(&mut e, 700, 3, &mut boxes), [(1, 0)], "read again");
+        boxes.full.insert(member);
+        assert!(
+            answers(&mut e, 800, 4, &mut boxes).is_empty(),
+            "waits again"
+        );
+        assert_eq!(boxes.got, [(member, pid(2, 1), vec![3])]);
     }
 
     /// The bug swarm seed 40211 found: a reliable publisher faster than its walks
