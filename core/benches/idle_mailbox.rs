@@ -56,6 +56,7 @@ fn main() {
     let ctx = Context {
         me,
         tree: TreeView::empty(node),
+        lives: None,
     };
     let mut messaging = Messaging::new(me, MessagingConfig::default(), 1);
     let now = Time::from_millis(1);

@@ -32,6 +32,7 @@ fn ctx(node: NodeId) -> Context<'static> {
             incarnation: Incarnation(1),
         },
         tree: TreeView::empty(node),
+        lives: None,
     }
 }
 

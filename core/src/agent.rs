@@ -266,11 +266,17 @@ struct Deadlines {
 
 /// The context of a service riding `instance`: a read-only view of that instance
 /// (an empty one if this agent does not run it).
-fn context(identity: Identity, federations: &[Federation], instance: u8) -> Context<'_> {
+fn context<'a>(
+    identity: Identity,
+    federations: &'a [Federation],
+    lives: &'a Incarnations,
+    instance: u8,
+) -> Context<'a> {
     let fed = federations.iter().find(|f| f.config().instance == instance);
     Context {
         me: identity,
         tree: TreeView::new(identity.node, fed),
+        lives: Some(lives),
     }
 }
 
@@ -409,12 +415,16 @@ impl Agent {
             return;
         }
         self.services_touched = true;
-        let (identity, federations, stale) =
-            (self.identity, &self.federations, &mut self.parts_stale);
+        let (identity, federations, lives, stale) = (
+            self.identity,
+            &self.federations,
+            &self.incarnations,
+            &mut self.parts_stale,
+        );
         self.services.for_each(|s| {
             if s.next_timeout().is_some_and(|t| t <= now) {
                 *stale = true;
-                s.handle_timeout(now, &context(identity, federations, s.instance()));
+                s.handle_timeout(now, &context(identity, federations, lives, s.instance()));
             }
         });
     }
@@ -463,8 +473,9 @@ impl Agent {
                 self.parts_stale = true;
                 self.services_touched = true;
                 let (identity, federations) = (self.identity, &self.federations);
+                let lives = &self.incarnations;
                 self.services.deliver(now, from, service_msg, |instance| {
-                    context(identity, federations, instance)
+                    context(identity, federations, lives, instance)
                 });
             }
         }
@@ -484,6 +495,7 @@ impl Agent {
         self.parts_stale = true;
         self.services_touched = true;
         let (identity, federations) = (self.identity, &self.federations);
+        let lives = &self.incarnations;
         let mut call = Some(call);
         self.services.for_each(|s| {
             if let Some(c) = call.take_if(|c| s.owns(c)) {
@@ -491,7 +503,7 @@ impl Agent {
                     now,
                     request,
                     *c,
-                    &context(identity, federations, s.instance()),
+                    &context(identity, federations, lives, s.instance()),
                 );
             }
         });
@@ -523,10 +535,11 @@ impl Agent {
             }
             self.parts_stale = true;
             self.services_touched = true;
-            let federations = &self.federations;
+            let (federations, lives) = (&self.federations, &self.incarnations);
             self.services.for_each(|s| {
                 if s.wants(&event) {
-                    s.handle_event(now, &event, &context(identity, federations, s.instance()));
+                    let ctx = context(identity, federations, lives, s.instance());
+                    s.handle_event(now, &event, &ctx);
                 }
             });
         }

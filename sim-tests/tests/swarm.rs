@@ -354,7 +354,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// timeout). Seed 95728 with messaging fails `messaging.known_fates` before a
 /// member whose mailbox stayed full for half the walk timeout was answered missed
 /// (a process of the tenant that never read made every reliable broadcast wait
-/// out its deadline).
+/// out its deadline). Seed 90752 with supervision fails `supervision.restarted`
+/// before a taker counted a home heard in a newer life than the one that started
+/// the supervisor as gone (the restarted home had joined the taker's group, which
+/// refused the pass).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

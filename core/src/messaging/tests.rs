@@ -65,6 +65,7 @@ impl Net {
         Context {
             me: self.identity(node),
             tree: TreeView::empty(node),
+            lives: None,
         }
     }
 

@@ -851,6 +851,7 @@ mod tests {
                 incarnation: Incarnation(1),
             },
             tree: TreeView::empty(NodeId(1)),
+            lives: None,
         }
     }
 

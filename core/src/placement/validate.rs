@@ -319,6 +319,7 @@ mod tests {
                 incarnation: Incarnation(1),
             },
             tree,
+            lives: None,
         };
         p.handle_spawn(
             Time::from_millis(2),

@@ -43,7 +43,8 @@ pub use tree::{GroupView, TreeView};
 
 use crate::agent::Identity;
 use crate::host::{ExitStatus, HostCommand, HostEvent};
-use crate::ids::{NodeId, Pid, TenantId};
+use crate::ids::{Incarnation, NodeId, Pid, TenantId};
+use crate::incarnations::Incarnations;
 use crate::time::Time;
 use crate::wire::Reject;
 use nefele_api::calls::{ApiCall, ApiReply, RequestId};
@@ -58,6 +59,17 @@ pub struct Context<'a> {
     pub me: Identity,
     /// The federation instance the service rides, read-only.
     pub tree: TreeView<'a>,
+    /// The newest life heard of each peer (`None` where nothing is heard: unit
+    /// tests).
+    pub lives: Option<&'a Incarnations>,
+}
+
+impl Context<'_> {
+    /// The newest life of `node` this agent heard, if it remembers one.
+    #[must_use]
+    pub fn life_of(&self, node: NodeId) -> Option<Incarnation> {
+        self.lives?.newest(node)
+    }
 }
 
 /// Something that happened that services other than its author may care about.

@@ -1815,13 +1815,18 @@ impl Supervision {
             .restarted
             .get(&home)
             .is_some_and(|t| now.saturating_since(*t) < hold);
-        // Gone by this agent's own state: heard in a newer life, or not in its
-        // group (and not seen leaving it alive for another).
+        // Gone by this agent's own state: heard in a newer life (lately, or than
+        // the one that started the supervisor there), or not in its group (and
+        // not seen leaving it alive for another). (Before, a restarted home that
+        // joined the taker's group, whose earlier life the taker had never heard,
+        // counted as alive: the pass was refused until the copy was dropped,
+        // swarm seed 90752.)
+        let newer = sup.origin == home && ctx.life_of(home).is_some_and(|l| l > sup.incarnation);
         let left = self
             .left
             .get(&home)
             .is_some_and(|t| now.saturating_since(*t) < hold);
-        let gone = restarted || (!view.contains(home) && !left);
+        let gone = restarted || newer || (!view.contains(home) && !left);
         // From the leader whose split made this agent lead a group with the home
         // in it: kept as the home's keeper (see `follow_group`).
         let keeper = view.leader == me || view.heir() == Some(me);
@@ -2477,6 +2482,7 @@ mod tests {
         let ctx = Context {
             me: h,
             tree: crate::service::TreeView::empty(h.node),
+            lives: None,
         };
         let call = one_permanent_child(nefele_api::TenantId(1), 5);
         home.handle_api(Time::ZERO, RequestId(7), call, &ctx);
@@ -2798,6 +2804,7 @@ mod tests {
         let split = Context {
             me: k,
             tree: crate::service::TreeView::splitter_of(kept, other.clone()),
+            lives: None,
         };
         splitter.handle_event(Time::from_millis(40), &changed, &split);
         splitter.handle_timeout(Time::from_millis(100), &split);
@@ -2818,7 +2825,11 @@ mod tests {
                 crate::service::TreeView::member_of(heir.node, other.clone()),
             ),
         ] {
-            let ctx = Context { me, tree };
+            let ctx = Context {
+                me,
+                tree,
+                lives: None,
+            };
             let mut r = heard(me);
             for (_, m) in passes.iter().filter(|(to, _)| *to == me.node) {
                 r.handle_message(Time::from_millis(110), k.node, m.clone(), &ctx);
@@ -2849,6 +2860,7 @@ mod tests {
         let without_home = Context {
             me: leader,
             tree: crate::service::TreeView::leader_of(view(5, &[5, 6], vec![k.node])),
+            lives: None,
         };
         home_removed(&mut taker, h.node, Time::from_millis(200), &without_home);
         let heard = Time::from_millis(110);
@@ -3071,6 +3083,7 @@ mod tests {
             let with_home = Context {
                 me: k,
                 tree: keeper_tree,
+                lives: None,
             };
             let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
             let group = with_home.tree.local_group();
@@ -3097,6 +3110,7 @@ mod tests {
             let under_l = Context {
                 me: k,
                 tree: crate::service::TreeView::member_of(k.node, merged.clone()),
+                lives: None,
             };
             let changed = ServiceEvent::GroupChanged { instance: 0 };
             keeper.handle_event(Time::from_millis(40), &changed, &under_l);
@@ -3124,6 +3138,7 @@ mod tests {
             let leading = Context {
                 me: l,
                 tree: crate::service::TreeView::leader_of(merged.clone()),
+                lives: None,
             };
             if went == Went::Restarted {
                 // The home is in its group, and it has not heard a newer life:
@@ -3132,6 +3147,21 @@ mod tests {
                     taker.handle_message(now, k.node, m, &leading);
                 }
                 assert!(taker.sups.is_empty(), "a home live by its own state");
+                // A taker that heard only its newer life knows it restarted
+                // (swarm seed 90752).
+                let mut lives = crate::incarnations::Incarnations::new(8);
+                lives
+                    .note(h.node, Incarnation(2))
+                    .expect("a first life heard");
+                let heard = Context {
+                    lives: Some(&lives),
+                    ..leading
+                };
+                let mut knowing = Supervision::new(l, SupervisionConfig::default(), 0);
+                for (_, m) in passes.clone() {
+                    knowing.handle_message(now, k.node, m, &heard);
+                }
+                assert_eq!(knowing.sups.len(), 1, "a home heard in a newer life");
                 let restarted = ServiceEvent::PeerRestarted { node: h.node };
                 taker.handle_event(now, &restarted, &leading);
             }
@@ -3348,6 +3378,7 @@ mod tests {
         Context {
             me,
             tree: crate::service::TreeView::empty(me.node),
+            lives: None,
         }
     }
 
@@ -3363,6 +3394,7 @@ mod tests {
         Context {
             me,
             tree: crate::service::TreeView::member_of(me.node, view),
+            lives: None,
         }
     }
 
@@ -3403,6 +3435,7 @@ mod tests {
         Context {
             me,
             tree: crate::service::TreeView::leader_of(view),
+            lives: None,
         }
     }
 
