@@ -357,7 +357,8 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// out its deadline). Seed 90752 with supervision fails `supervision.restarted`
 /// before a taker counted a home heard in a newer life than the one that started
 /// the supervisor as gone (the restarted home had joined the taker's group, which
-/// refused the pass).
+/// refused the pass), and, under 50% loss, before a pass begun while the copy was
+/// fresh went on past `refresh` (its fragments had not all arrived by then).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

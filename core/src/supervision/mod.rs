@@ -148,9 +148,9 @@
 //! there it is a plain member, and the group's taker has none: the supervisors
 //! were lost. So a member that keeps the copy of a home gone from its group (not
 //! in it, or heard in a newer life) passes it to its group's taker
-//! ([`SupervisionMsg::Pass`], every `retry` until confirmed) once it would take
-//! it over if it were the taker itself (the home's authority has ended and most
-//! of the home's base is here). The taker takes it over if the home is gone by
+//! ([`SupervisionMsg::Pass`], every `retry` until confirmed, past `refresh` once
+//! begun) once it would take it over if it were the taker itself (the home's
+//! authority has ended and most of the home's base is here). The taker takes it over if the home is gone by
 //! its own state too (heard in a newer life, or not in its group and not seen
 //! leaving it alive for another in the last `hold`) and confirms with `Copied`;
 //! the member then drops its copy. There is still one taker per group. (Before,
@@ -1657,10 +1657,12 @@ impl Supervision {
         // this copy may be stale (a home sends its keepers `Alive` every probe and
         // the whole record every `refresh`: a keeper it dropped hears neither).
         let fresh = self.config.refresh;
+        let ended = |home: NodeId| alive.get(&home).is_some_and(|t| now >= *t + authority);
         let quiet = |home: NodeId| {
-            alive
-                .get(&home)
-                .is_some_and(|t| now >= *t + authority && now.saturating_since(*t) <= fresh)
+            ended(home)
+                && alive
+                    .get(&home)
+                    .is_some_and(|t| now.saturating_since(*t) <= fresh)
         };
         // A side cut off from most of the home's quorum base (this agent alone, a
         // few hosts of its rack, or the group the home moved to before its base
@@ -1681,6 +1683,7 @@ impl Supervision {
             if view.contains(c.home) && !c.home_restarted {
                 c.away_since = None;
                 c.handed.clear();
+                c.passed = None;
                 continue;
             }
             let since = *c.away_since.get_or_insert(now);
@@ -1702,9 +1705,14 @@ impl Supervision {
             let taker = taker_for(view, c.home);
             let due = quiet(c.home) && most(c.home);
             let take = taker == Some(me) && due;
+            // A pass begun while the copy was fresh goes on past `refresh` (its
+            // fragments may take many rounds under heavy loss: before, a pass cut
+            // off by the freshness bound left the supervisor to nobody, swarm
+            // seed 90752 under 50% loss).
+            let passing = due || (c.passed.is_some() && ended(c.home) && most(c.home));
             if take || now.saturating_since(since) >= self.config.hold {
                 settle.push((*id, take));
-            } else if let Some(to) = taker.filter(|t| *t != me && due) {
+            } else if let Some(to) = taker.filter(|t| *t != me && passing) {
                 if c.passed.is_none_or(|t| now >= t + self.config.retry) {
                     c.passed = Some(now);
                     passes.push((to, *id));
@@ -2867,6 +2875,55 @@ mod tests {
         tick_past_authority(&mut taker, Time::from_millis(200), heard, &without_home);
         assert_eq!(taker.sups.len(), 1, "the other half's leader took over");
         assert!(splitter.sups.is_empty(), "the splitter takes nothing over");
+    }
+
+    /// Regression (swarm seed 90752, under 50% loss): a pass begun while the copy
+    /// was fresh goes on past `refresh` until the taker confirms it (its
+    /// fragments may need many rounds). Before, it stopped there, the copy being
+    /// deemed stale, and the supervisor was left to nobody.
+    #[test]
+    fn a_pass_goes_on_past_refresh_until_confirmed() {
+        let (h, k, l) = (id(1), id(2), id(3));
+        let home = lone_home(h);
+        let view = |leader: Identity, members: Vec<NodeId>| crate::federation::View {
+            level: 0,
+            leader: leader.node,
+            epoch: 1,
+            members,
+            ancestors: vec![],
+        };
+        let with_home = Context {
+            me: k,
+            tree: crate::service::TreeView::member_of(k.node, view(h, vec![h.node, k.node])),
+            lives: None,
+        };
+        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
+        let group = with_home.tree.local_group();
+        keep(&mut keeper, h.node, &home, &group, others(&group, h.node));
+        // Moved into l's group, without the home.
+        let under_l = Context {
+            me: k,
+            tree: crate::service::TreeView::member_of(k.node, view(l, vec![k.node, l.node])),
+            lives: None,
+        };
+        let changed = ServiceEvent::GroupChanged { instance: 0 };
+        keeper.handle_event(Time::from_millis(40), &changed, &under_l);
+        let heard = Time::from_millis(20);
+        let stale = heard + keeper.config.refresh;
+        let mut now = Time::from_millis(40);
+        let mut passed = Vec::new();
+        while now < stale + keeper.config.retry * 4 {
+            now = now + Duration::from_millis(100);
+            keeper.handle_timeout(now, &under_l);
+            let passes = std::iter::from_fn(|| keeper.poll_output())
+                .filter(|o| matches!(o, ServiceOutput::Send(_, SupervisionMsg::Pass { .. })))
+                .count();
+            if passes > 0 {
+                passed.push(now);
+            }
+        }
+        assert!(passed.first().is_some_and(|t| *t < stale), "{passed:?}");
+        assert!(passed.last().is_some_and(|t| *t > stale), "{passed:?}");
     }
 
     /// Regression (swarm seed 90663): a sibling's kill unanswered for `retry` is
