@@ -359,6 +359,9 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// the supervisor as gone (the restarted home had joined the taker's group, which
 /// refused the pass), and, under 50% loss, before a pass begun while the copy was
 /// fresh went on past `refresh` (its fragments had not all arrived by then).
+/// Seed 96172 with supervision fails `supervision.restarted` before a keeper took
+/// over a home heard in a newer life at once (the heir of a restarted leader
+/// waited out the old life's authority, and the group dissolved meanwhile).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");
