@@ -2467,11 +2467,9 @@ mod tests {
         assert!(e.invariants());
     }
 
-    /// At a member's host, a reliable visit finding a full mailbox is not answered
-    /// (so it comes again); once delivered, a repeat is answered as reached and not
-    /// delivered again.
-    #[test]
-    fn a_reliable_visit_waits_for_room_and_a_repeat_counts_without_a_second_copy() {
+    /// The engine of n1, alone, whose one member of group `g` (returned) has a
+    /// full mailbox.
+    fn a_member_with_a_full_mailbox() -> (Fanout, Boxes, TreeView<'static>, Pid) {
         let me = NodeId(1);
         let tree = TreeView::empty(me);
         let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
@@ -2480,18 +2478,33 @@ mod tests {
         boxes.live.insert(member);
         boxes.full.insert(member);
         e.join(Time::ZERO, &tree, group("g"), member, true).unwrap();
-        let visit = FanoutMsg::Visit {
-            token: 1,
+        (e, boxes, tree, member)
+    }
+
+    /// n2's reliable visit of group `g`, token `seq`, carrying `item` at `seq`
+    /// from its process 1.
+    fn reliable_visit(seq: u64, item: Vec<u8>) -> FanoutMsg {
+        FanoutMsg::Visit {
+            token: seq,
             origin: NodeId(2),
             target: group("g"),
             carry: Carry::Data {
                 from: pid(2, 1),
-                seq: 1,
-                items: vec![vec![7]],
+                seq,
+                items: vec![item],
                 reliable: true,
             },
             clock: 0,
-        };
+        }
+    }
+
+    /// At a member's host, a reliable visit finding a full mailbox is not answered
+    /// (so it comes again); once delivered, a repeat is answered as reached and not
+    /// delivered again.
+    #[test]
+    fn a_reliable_visit_waits_for_room_and_a_repeat_counts_without_a_second_copy() {
+        let (mut e, mut boxes, tree, _) = a_member_with_a_full_mailbox();
+        let visit = reliable_visit(1, vec![7]);
         let reached = |e: &mut Fanout| -> Vec<u32> {
             drain(e)
                 .into_iter()
@@ -2518,29 +2531,11 @@ mod tests {
     /// deadline and ended `Unknown`.
     #[test]
     fn a_member_full_for_half_the_walk_timeout_is_answered_missed() {
-        let me = NodeId(1);
-        let tree = TreeView::empty(me);
-        let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
-        let mut boxes = Boxes::default();
-        let member = pid(1, 1);
-        boxes.live.insert(member);
-        boxes.full.insert(member);
-        e.join(Time::ZERO, &tree, group("g"), member, true).unwrap();
-        let visit = |seq: u64| FanoutMsg::Visit {
-            token: seq,
-            origin: NodeId(2),
-            target: group("g"),
-            carry: Carry::Data {
-                from: pid(2, 1),
-                seq,
-                items: vec![vec![seq as u8]],
-                reliable: true,
-            },
-            clock: 0,
-        };
+        let (mut e, mut boxes, tree, member) = a_member_with_a_full_mailbox();
         let answers = |e: &mut Fanout, at: u64, seq: u64, boxes: &mut Boxes| {
             let at = Time::from_millis(at);
-            e.handle_message(at, NodeId(2), visit(seq), &tree, boxes);
+            let visit = reliable_visit(seq, vec![seq as u8]);
+            e.handle_message(at, NodeId(2), visit, &tree, boxes);
             drain(e)
                 .into_iter()
                 .map(|o| match o {

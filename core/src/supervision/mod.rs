@@ -2603,6 +2603,19 @@ mod tests {
         assert_eq!(dropped, vec![NodeId(2), NodeId(3)]);
     }
 
+    /// The versions of the record fragments `home` sent `k` since last polled
+    /// (its other outputs are dropped).
+    fn replica_versions_to(home: &mut Supervision, k: NodeId) -> Vec<u64> {
+        std::iter::from_fn(|| home.poll_output())
+            .filter_map(|o| match o {
+                ServiceOutput::Send(to, SupervisionMsg::Replica { version, .. }) if to == k => {
+                    Some(version)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// A home running, alone, one supervisor of one permanent child.
     fn lone_home(h: Identity) -> Supervision {
         let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
@@ -3057,15 +3070,8 @@ mod tests {
         let ctx = member_under_n2(n1());
         let (mut home, sup) = home_of_one_child();
         let at = Time::from_millis;
-        let replicas = |home: &mut Supervision| {
-            std::iter::from_fn(|| home.poll_output())
-                .filter_map(|o| match o {
-                    ServiceOutput::Send(to, SupervisionMsg::Replica { version, .. }) if to == k => {
-                        Some(version)
-                    }
-                    _ => None,
-                })
-                .collect::<BTreeSet<u64>>()
+        let replicas = |home: &mut Supervision| -> BTreeSet<u64> {
+            replica_versions_to(home, k).into_iter().collect()
         };
         let sent = replicas(&mut home);
         assert_eq!(sent.len(), 1, "the record goes to the keeper");
@@ -3090,15 +3096,10 @@ mod tests {
         let at = Time::from_millis;
         let version = home.sups[&sup].version;
         home.handle_message(at(11), k, SupervisionMsg::Copied { sup, version }, &ctx);
-        let replicas = |home: &mut Supervision| {
-            std::iter::from_fn(|| home.poll_output())
-                .filter(|o| matches!(o, ServiceOutput::Send(to, SupervisionMsg::Replica { .. }) if *to == k))
-                .count()
-        };
-        replicas(&mut home);
+        replica_versions_to(&mut home, k);
         home.handle_event(at(12), &ServiceEvent::PeerRestarted { node: k }, &ctx);
         assert!(
-            replicas(&mut home) > 0,
+            !replica_versions_to(&mut home, k).is_empty(),
             "the record goes to the keeper's new life"
         );
         assert_eq!(home.sups[&sup].copied.get(&k), None);
