@@ -229,8 +229,15 @@ pub struct PlacementConfig {
     pub wait_poll: Duration,
     /// Unanswered `wait` polls before the wait fails as unreachable.
     pub wait_retries: u32,
-    /// How long an exited process stays visible to `info`, `wait` and `ps`.
+    /// How long an exited process stays visible to `info`, `wait` and `ps`, and a
+    /// host remembers a request it finished with (a late `Create` does nothing).
     pub exit_retention: Duration,
+    /// How long a host remembers a request it offered room to, and the offer: a
+    /// `Create` for it later than this (from its first offer) creates nothing.
+    /// At least twice the longest a request takes from its first offer to its
+    /// last `Create` (`gang_patience` and `create_timeout`, each once more,
+    /// after a `lease`): see [`PlacementConfig::validate`].
+    pub offer_retention: Duration,
     /// The most processes one request may hold.
     pub max_processes: u16,
     /// What a process reserves when nothing else says.
@@ -273,6 +280,7 @@ impl Default for PlacementConfig {
             wait_poll: Duration::from_secs(2),
             wait_retries: 10,
             exit_retention: Duration::from_secs(60),
+            offer_retention: Duration::from_secs(5),
             max_processes: 4096,
             global_default: Demand {
                 cpu_millicores: 500,
@@ -956,12 +964,17 @@ mod tests {
 
     /// `key`'s requester asks `host` to create `items`: whether the host started any.
     fn created(host: &mut Placement, key: ReqKey, items: Vec<CreateItem>) -> bool {
+        created_at(host, Time::ZERO, key, items)
+    }
+
+    /// [`created`], at `now`.
+    fn created_at(host: &mut Placement, now: Time, key: ReqKey, items: Vec<CreateItem>) -> bool {
         let create = PlacementMsg::Create {
             key,
             items,
             last: true,
         };
-        host.handle_message(Time::ZERO, key.requester, create, &ctx());
+        host.handle_message(now, key.requester, create, &ctx());
         drain(host)
             .iter()
             .any(|o| matches!(o, Out::Host(c) if matches!(**c, HostCommand::Start { .. })))
@@ -1082,6 +1095,46 @@ mod tests {
         );
         let key = ReqKey { seq: 2, ..key };
         assert!(offered_and_created(&mut host, key));
+        assert!(host.invariants());
+    }
+
+    /// A host forgets an offer `offer_retention` after making it (it kept every
+    /// offer for `exit_retention`, 60 s: the offers of place-10k, a few per
+    /// request, were never dropped and grew its heap by a fifth); a `Create` after
+    /// that creates nothing. The offer is noticed as expired at the host's next
+    /// offer, when the set is swept.
+    #[test]
+    fn an_offer_is_forgotten_after_the_offer_retention() {
+        let mut host = solo();
+        let retention = host.config.offer_retention;
+        let offer = |host: &mut Placement, now: Time, key: ReqKey| {
+            let req = PlacementMsg::OfferReq {
+                key,
+                tenant: item().tenant,
+                shapes: vec![Shape {
+                    demand: item().demand,
+                    count: 1,
+                    one_per_host: false,
+                    cpu_class: 0,
+                    limits: Default::default(),
+                }],
+            };
+            host.handle_message(now, key.requester, req, &ctx());
+            drain(host);
+        };
+        let (early, late) = (remote_key(1), remote_key(2));
+        offer(&mut host, Time::ZERO, early);
+        offer(&mut host, Time::ZERO, late);
+        let just_in_time = Time::ZERO + retention - Duration::from_millis(1);
+        offer(&mut host, just_in_time, remote_key(3));
+        assert!(created_at(&mut host, just_in_time, early, vec![item()]));
+        offer(&mut host, Time::ZERO + retention, remote_key(4));
+        assert!(!created_at(
+            &mut host,
+            Time::ZERO + retention,
+            late,
+            vec![item()]
+        ));
         assert!(host.invariants());
     }
 

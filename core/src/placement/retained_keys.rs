@@ -1,7 +1,8 @@
-//! Request keys, each with a value, kept for the same while (`exit_retention`):
-//! the requests a host has finished with (a late or duplicated `Create` does
-//! nothing) and the requests it offered room to, with what it offered (only these
-//! may create processes, within the offer).
+//! Request keys, each with a value, kept for a while from their first insertion:
+//! the requests a host has finished with (for `exit_retention`: a late or
+//! duplicated `Create` does nothing) and the requests it offered room to, with
+//! what it offered (for `offer_retention`: only these may create processes,
+//! within the offer).
 //!
 //! Owns one map from key to expiry and value. A key is in the set from its
 //! insertion until the first insertion (of any key) at or after its expiry: expiry
