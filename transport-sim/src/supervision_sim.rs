@@ -47,7 +47,12 @@
 //!   loss fault beyond [`LOSS_TOLERATED`] (the design's timing holds up to 10%
 //!   uniform loss) a home may go without its confirmations for longer than its
 //!   authority, and spawns may be aborted again and again: a slot that goes down
-//!   before such a loss ends is due a bound after its end;
+//!   before such a loss ends is due a bound after its end. Likewise when a crash
+//!   or a stall leaves a live home with less than half of the rest of its level-0
+//!   group on its side: the design's stated price (its quorum) is that it grants
+//!   and restarts nothing until enough of them are back (a silent side may as well
+//!   be cut off and taking over), so a slot that goes down before the silenced
+//!   hosts boot again (or resume) is due a bound after they do;
 //! - `supervision.loop_stopped`: a crash-looping slot is given up (the agent says so
 //!   with a notice) within its intensity's restarts, and runs no more after that.
 //!
@@ -262,9 +267,10 @@ pub struct SupervisionSim {
     excused: Vec<(u64, Pid, Time)>,
     /// The groups' supervised spawns not answered yet: request id to group.
     spawning: BTreeMap<u64, u32>,
-    /// Until then a loss fault drops more than [`LOSS_TOLERATED`]: a slot that goes
+    /// Until then the design promises no restart timing (a loss fault beyond
+    /// [`LOSS_TOLERATED`], or a home's quorum lost to a crash): a slot that goes
     /// down before is due a bound after it.
-    lossy_until: Time,
+    suspended_until: Time,
 }
 
 /// The most uniform loss under which the design promises its timing (issue 15's
@@ -305,7 +311,7 @@ impl SupervisionSim {
             violations: Vec::new(),
             excused: Vec::new(),
             spawning: BTreeMap::new(),
-            lossy_until: Time::ZERO,
+            suspended_until: Time::ZERO,
         }
     }
 
@@ -402,7 +408,7 @@ impl SupervisionSim {
             s.running.retain(|p| placement.host_of(*p).is_some());
             if before > 0 && s.running.is_empty() {
                 s.down_since = Some(now);
-                s.due_from = Some(now.max(self.lossy_until));
+                s.due_from = Some(now.max(self.suspended_until));
             }
         }
     }
@@ -444,9 +450,20 @@ impl SupervisionSim {
     /// bound after it.
     pub fn lossy(&mut self, loss: f64, until: Time) {
         if loss > LOSS_TOLERATED {
-            self.lossy_until = self.lossy_until.max(until);
-            self.due_after(until);
+            self.suspend_until(until);
         }
+    }
+
+    /// A crash left a live home with less than half of the rest of its level-0
+    /// group on its side until `until` (when the crashed hosts boot again): the
+    /// slots down now or going down before then are due a bound after it.
+    pub fn quorum_lost(&mut self, until: Time) {
+        self.suspend_until(until);
+    }
+
+    fn suspend_until(&mut self, until: Time) {
+        self.suspended_until = self.suspended_until.max(until);
+        self.due_after(until);
     }
 
     /// A crash loses beyond the design the supervisors of the children `lost`
@@ -671,6 +688,33 @@ mod tests {
         let within = sim.check(Time::from_millis(7100), &placement);
         assert!(!failed(&within, "supervision.restarted"), "{within:?}");
         let late = sim.check(Time::from_millis(8100), &placement);
+        assert!(failed(&late, "supervision.restarted"), "{late:?}");
+    }
+
+    /// Swarm seed 92649: a rack's crash silenced for 7.6 s both other members of
+    /// a live home's level-0 group (after a partition it had joined them, its
+    /// keepers, in that rack). Without its quorum the home restarts nothing until they
+    /// are back (the design's price): a slot that goes down before they boot is
+    /// due a bound after they do.
+    #[test]
+    fn a_slot_down_while_its_home_has_no_quorum_is_due_after_the_quorum_is_back() {
+        let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
+        let mut placement = PlacementSim::new(1);
+        start(
+            &mut sim,
+            &mut placement,
+            Time::from_secs(1),
+            pid(1),
+            slot(0, 0),
+        );
+        let back = Time::from_secs(10);
+        sim.quorum_lost(back);
+        // Its host crashes while the home is without its quorum.
+        placement.crash(NodeId(0));
+        sim.reconcile(Time::from_secs(2), &placement);
+        let within = sim.check(back + sim.bound, &placement);
+        assert!(!failed(&within, "supervision.restarted"), "{within:?}");
+        let late = sim.check(back + sim.bound + Duration::from_millis(1), &placement);
         assert!(failed(&late, "supervision.restarted"), "{late:?}");
     }
 

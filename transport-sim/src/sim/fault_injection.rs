@@ -31,12 +31,14 @@ impl Simulation {
                 let clean = matches!(fault.action, FaultAction::Leave(_));
                 let nodes = resolve(sel, &mut self.fault_rng, &self.topology);
                 self.note_supervision_lost(&nodes);
+                let quorum_lost = self.homes_cut_from_their_quorum(&nodes);
                 for &n in &nodes {
                     if clean {
                         self.leave(n);
                     }
                     self.crash(n);
                 }
+                self.note_quorum_lost(quorum_lost, until.unwrap_or(Time::NEVER));
                 if let Some(at) = until {
                     self.schedule(at, Event::Undo(Undo::Boot(nodes.clone())));
                 }
@@ -46,9 +48,12 @@ impl Simulation {
             FaultAction::Restart(sel) => {
                 let nodes = resolve(sel, &mut self.fault_rng, &self.topology);
                 self.note_supervision_lost(&nodes);
+                let quorum_lost = self.homes_cut_from_their_quorum(&nodes);
                 for &n in &nodes {
                     self.crash(n);
                 }
+                // Restarted at once unless the fault lasts.
+                self.note_quorum_lost(quorum_lost, until.unwrap_or(self.now));
                 match until {
                     Some(at) => self.schedule(at, Event::Undo(Undo::Boot(nodes.clone()))),
                     None => nodes.iter().for_each(|&n| self.boot(n)),
@@ -58,6 +63,7 @@ impl Simulation {
             FaultAction::Pause(sel) => {
                 let nodes = resolve(sel, &mut self.fault_rng, &self.topology);
                 let resume = until.unwrap_or(Time::NEVER);
+                let quorum_lost = self.homes_cut_from_their_quorum(&nodes);
                 for &n in &nodes {
                     // A pause within another ends with the later of the two (before,
                     // the second one's end replaced the first's: the agent resumed
@@ -74,6 +80,7 @@ impl Simulation {
                         self.schedule(resume, Event::Resume(n));
                     }
                 }
+                self.note_quorum_lost(quorum_lost, resume);
                 format!("pause {} until {resume}", describe(&nodes))
             }
             FaultAction::Partition { a, b, asymmetric } => {

@@ -668,6 +668,51 @@ impl Simulation {
             .is_some_and(|a| !a.services().supervision.supervisors(None).is_empty())
     }
 
+    /// Whether silencing `nodes` (crashing or stalling them) leaves a live home
+    /// (one that runs supervisors, running and not stalled) with less than half of
+    /// the rest of its level-0 group on its side: its quorum is lost, and it
+    /// grants and restarts nothing until enough of them are back (the design's
+    /// stated price; see the supervision service's `quorum`).
+    pub(super) fn homes_cut_from_their_quorum(&self, nodes: &[NodeId]) -> bool {
+        if self.supervision.is_none() {
+            return false;
+        }
+        let instance = usize::from(self.config.agent.services.supervision.instance);
+        let up = |m: NodeId| {
+            let host = &self.hosts[m.0 as usize];
+            !nodes.contains(&m) && host.agent.is_some() && host.paused_until <= self.now
+        };
+        (0..self.hosts.len() as u32).map(NodeId).any(|home| {
+            if !up(home) || !self.is_home(home) {
+                return false;
+            }
+            let agent = self.hosts[home.0 as usize].agent.as_ref();
+            let group = agent
+                .and_then(|a| a.federations().get(instance))
+                .and_then(|f| f.seats().first())
+                .map(|seat| seat.view().members.as_slice())
+                .unwrap_or_default();
+            let others = group.iter().filter(|m| **m != home).count();
+            let beside = group.iter().filter(|m| {
+                **m != home
+                    && up(**m)
+                    && !self.network.blocked(home, **m)
+                    && !self.network.blocked(**m, home)
+            });
+            // An even split goes to the home.
+            2 * beside.count() < others
+        })
+    }
+
+    /// A crash or a stall cut a live home from its quorum until `back` (see
+    /// [`Simulation::homes_cut_from_their_quorum`]): its slots are due a bound after.
+    pub(super) fn note_quorum_lost(&mut self, lost: bool, back: Time) {
+        if let (true, Some(s)) = (lost, self.supervision.as_mut()) {
+            s.reconcile(self.now, &self.placement);
+            s.quorum_lost(back);
+        }
+    }
+
     /// Tells the supervision checks of the supervisors that crashing `nodes`
     /// together loses beyond the design (no take-over is possible; see the
     /// supervision service's module doc), so that their slots owe no restart:
