@@ -541,6 +541,15 @@ impl Federation {
         fed
     }
 
+    /// For tests: [`Federation::leading`], not having heard `unheard` yet, as a
+    /// heir that has just taken the group over from a silent leader.
+    #[cfg(test)]
+    pub(crate) fn leading_unheard(view: View, unheard: &[NodeId]) -> Self {
+        let mut fed = Federation::leading(view);
+        fed.seats[0].suspects.extend(unheard.iter().copied());
+        fed
+    }
+
     /// For tests: [`Federation::leading`], having just handed `other` over, the
     /// other half of a split of that group.
     #[cfg(test)]

@@ -93,6 +93,13 @@ impl Seat {
         &self.summaries
     }
 
+    /// Leader side: whether `member` is suspected: silent for `suspect_periods`, or
+    /// not heard yet since this agent took the group over from a silent leader.
+    #[must_use]
+    pub fn is_suspected(&self, member: NodeId) -> bool {
+        self.suspects.contains(&member)
+    }
+
     /// Whether `me` leads this group.
     pub(super) fn led_by(&self, me: NodeId) -> bool {
         self.view.leader == me

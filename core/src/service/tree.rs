@@ -54,6 +54,14 @@ impl<'a> TreeView<'a> {
         TreeView::new(me, Some(Box::leak(Box::new(Federation::leading(view)))))
     }
 
+    /// For tests: [`TreeView::leader_of`], not having heard `unheard` yet.
+    #[cfg(test)]
+    pub(crate) fn leader_unheard(view: View, unheard: &[NodeId]) -> TreeView<'static> {
+        let me = view.leader;
+        let fed = Federation::leading_unheard(view, unheard);
+        TreeView::new(me, Some(Box::leak(Box::new(fed))))
+    }
+
     /// For tests: [`TreeView::leader_of`], having just handed `other` over, the
     /// other half of a split of that group.
     #[cfg(test)]
@@ -187,6 +195,15 @@ impl<'a> GroupView<'a> {
     #[must_use]
     pub fn handed_to(&self, member: NodeId) -> Option<&'a View> {
         self.seat.hand_over_for(member)
+    }
+
+    /// Leader side: whether `member` is suspected, silent lately or not heard
+    /// since this agent took the group over from a silent leader (never at a
+    /// plain member). A member in the view is not always one this agent hears: the
+    /// view lags a partition by the removal time.
+    #[must_use]
+    pub fn suspects(&self, member: NodeId) -> bool {
+        self.seat.is_suspected(member)
     }
 
     /// Leader side: each member's subtree summary as it last reported it (empty at

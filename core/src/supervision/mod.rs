@@ -88,7 +88,10 @@
 //!   its level-0 group holds more than half of the home's quorum base, as the
 //!   home's last `Alive` told it (the members whose confirmations the home's
 //!   authority needs, the home aside): the side that may take over is the side
-//!   the home cannot act without. A keeper cut off from its rack (which the home
+//!   the home cannot act without. A leader counts only the members it hears (not
+//!   suspected by its federation seat): its view lags a partition, and an heir
+//!   that just took its group over from a silent leader has heard none of the
+//!   members it inherited ([`holds_most`], swarm seed 97566). A keeper cut off from its rack (which the home
 //!   then stops counting as a keeper, so the home keeps its authority) leads a
 //!   group of one and takes nothing over (before, it did, from a stale copy, and
 //!   restarted children the home had restarted already: twins). A keeper in the
@@ -205,7 +208,8 @@ use crate::agent::Identity;
 use crate::ids::{NodeId, Pid};
 use crate::service::registry::earliest;
 use crate::service::{
-    internal_request, Context, Service, ServiceEvent, ServiceNotice, ServiceOutput, SummaryPart,
+    internal_request, Context, GroupView, Service, ServiceEvent, ServiceNotice, ServiceOutput,
+    SummaryPart,
 };
 use crate::time::Time;
 use crate::wire::Reject;
@@ -343,6 +347,27 @@ struct Watcher {
 /// a clock larger than a probe period are caught by `catch_up`).
 fn slack(d: Duration) -> Duration {
     d + d / 4
+}
+
+/// Whether `me`'s side, its level-0 group `group`, holds more than half of
+/// `home`'s quorum base `base` (the home not counted: it is away either way; half
+/// is not enough, an even split goes to the home). A leader counts only the
+/// members it hears (not suspected): its view lags a partition by the removal
+/// time, and an heir that has just taken the group over from a silent leader lists
+/// members it has not heard at all. (Before, swarm seed 97566: heir n28 was cut
+/// off alone with a partition and took over from its silent leader n50 the
+/// supervisors n50 ran, counting the eight members across the partition, still
+/// in its view, as its side; n50 kept its quorum there, and both restarted the
+/// children: twins.) A plain member has only the view its leader pushed.
+fn holds_most(base: &[NodeId], home: NodeId, me: NodeId, group: GroupView<'_>) -> bool {
+    let view = group.view();
+    let heard = |m: NodeId| !group.led_by_me() || m == me || !group.suspects(m);
+    let others = base.iter().copied().filter(|m| *m != home);
+    let here = others
+        .clone()
+        .filter(|m| view.contains(*m) && heard(*m))
+        .count();
+    2 * here > others.count()
 }
 
 /// The member of the level-0 group `view` that takes over the supervisors of
@@ -1674,14 +1699,12 @@ impl Supervision {
         // counted (it is away either way), and half of the others is not enough:
         // an even split goes to the home's side ([`quorum`]).
         let bases = &self.bases;
-        let most = |home: NodeId| {
-            bases.get(&home).is_some_and(|base| {
-                let others = base.iter().filter(|m| **m != home);
-                let here = others.clone().filter(|m| view.contains(**m)).count();
-                2 * here > others.count()
-            })
-        };
         let me = self.me.node;
+        let most = |home: NodeId| {
+            bases
+                .get(&home)
+                .is_some_and(|base| holds_most(base, home, me, group))
+        };
         for (id, c) in &mut self.copies {
             if view.contains(c.home) && !c.home_restarted {
                 c.away_since = None;
@@ -2695,6 +2718,62 @@ mod tests {
             &without_home,
         );
         assert_eq!(keeper.sups.len(), 1, "kept when the home left");
+    }
+
+    /// Regression (swarm seed 97566, `supervision.no_twin`): a leader counts in
+    /// the home's base only the members it hears. Heir n28, cut off alone by a
+    /// partition, took its silent leader's group over with the eight members
+    /// across the partition still in its view, and took over the supervisors the
+    /// leader ran, which kept its quorum on the other side: both restarted the
+    /// children.
+    #[test]
+    fn a_leader_takes_over_only_with_most_of_the_base_heard() {
+        let (h, k) = (id(1), id(2));
+        let home = lone_home(h);
+        let members = vec![h.node, k.node, NodeId(3), NodeId(4), NodeId(5)];
+        let with_home = led_by(k, members, 1);
+        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
+        let group = with_home.tree.local_group();
+        keep(&mut keeper, h.node, &home, &group, others(&group, h.node));
+        let changed = ServiceEvent::GroupChanged { instance: 0 };
+        keeper.handle_event(Time::from_millis(30), &changed, &with_home);
+        let view = crate::federation::View {
+            level: 0,
+            leader: k.node,
+            epoch: 2,
+            members: vec![k.node, NodeId(3), NodeId(4), NodeId(5)],
+            ancestors: Vec::new(),
+        };
+        let unheard = |nodes: &[NodeId]| Context {
+            me: k,
+            tree: crate::service::TreeView::leader_unheard(view.clone(), nodes),
+            lives: None,
+        };
+        // Only itself heard of the four others of the base: no take-over.
+        let cut_off = unheard(&[NodeId(3), NodeId(4), NodeId(5)]);
+        let removed = ServiceEvent::HostRemoved {
+            instance: 0,
+            node: h.node,
+            level: 0,
+        };
+        keeper.handle_event(Time::from_millis(40), &removed, &cut_off);
+        keeper.handle_event(Time::from_millis(40), &changed, &cut_off);
+        tick_past_authority(
+            &mut keeper,
+            Time::from_millis(40),
+            Time::from_millis(20),
+            &cut_off,
+        );
+        assert!(keeper.sups.is_empty(), "taken over on an unheard view");
+        assert_eq!(keeper.copies.len(), 1);
+        // Itself and two more of the four heard: most of the base.
+        let heard = unheard(&[NodeId(5)]);
+        keeper.handle_timeout(Time::from_secs(3), &heard);
+        assert_eq!(
+            keeper.sups.len(),
+            1,
+            "taken over with most of the base heard"
+        );
     }
 
     /// Regression (swarm seed 90037): a leader judges a take-over by the home's
