@@ -6,7 +6,7 @@
 //! Invariants: `reserved` is the sum of the leases; a request key in `done` is
 //! never created again (a duplicated or late `Create` does nothing); processes are
 //! created only for a key in `offered` (this host offered room to that request,
-//! less than `offer_retention` ago), only of the tenant the offer was for, and
+//! within `offers_kept_for`), only of the tenant the offer was for, and
 //! together no more than the offer's demand (issue 16: a peer holding the cluster
 //! key cannot make a host run processes for a request it did not offer to, for
 //! another tenant, or larger than offered; the lease itself need not be live, as a
@@ -132,7 +132,7 @@ pub(super) struct HostState {
     /// Requests confirmed or aborted here, kept for a while against late duplicates.
     pub(super) done: RetainedKeys<()>,
     /// Requests this host offered room to (a lease, possibly run out since), kept for
-    /// `offer_retention`: only these may create processes here, within the offer.
+    /// `offers_kept_for`: only these may create processes here, within the offer.
     pub(super) offered: RetainedKeys<Offered>,
     pub(super) table: BTreeMap<Pid, ProcEntry>,
     pub(super) waiters: super::waiters::Waiters,
@@ -180,7 +180,7 @@ impl Placement {
             }
         }
         if counts.iter().any(|c| *c > 0) {
-            let until = now + self.config.offer_retention;
+            let until = now + self.config.offers_kept_for();
             let first = Offered {
                 tenant,
                 offered: total,

@@ -234,9 +234,8 @@ pub struct PlacementConfig {
     pub exit_retention: Duration,
     /// How long a host remembers a request it offered room to, and the offer: a
     /// `Create` for it later than this (from its first offer) creates nothing.
-    /// At least twice the longest a request takes from its first offer to its
-    /// last `Create` (`gang_patience` and `create_timeout`, each once more,
-    /// after a `lease`): see [`PlacementConfig::validate`].
+    /// Never less than twice the longest a request may take from its first offer
+    /// to its last `Create` (see [`PlacementConfig::offers_kept_for`]).
     pub offer_retention: Duration,
     /// The most processes one request may hold.
     pub max_processes: u16,
@@ -295,6 +294,19 @@ impl Default for PlacementConfig {
             presence_timeout: Duration::from_millis(20),
             long_run: Duration::from_secs(60),
         }
+    }
+}
+
+impl PlacementConfig {
+    /// How long a host keeps an offer: `offer_retention`, or twice the longest a
+    /// request may take from its first offer to its last `Create` if that is
+    /// longer (its `Create`s go out within `gang_patience`, and one more try, plus
+    /// `create_timeout`; its leases may run out meanwhile). So timeouts raised for
+    /// slow networks never make a host refuse a request it offered room to.
+    #[must_use]
+    pub fn offers_kept_for(&self) -> Duration {
+        let longest_request = self.lease + self.gang_patience + self.create_timeout;
+        self.offer_retention.max(2 * longest_request)
     }
 }
 
@@ -1106,7 +1118,8 @@ mod tests {
     #[test]
     fn an_offer_is_forgotten_after_the_offer_retention() {
         let mut host = solo();
-        let retention = host.config.offer_retention;
+        let retention = host.config.offers_kept_for();
+        assert_eq!(retention, host.config.offer_retention);
         let offer = |host: &mut Placement, now: Time, key: ReqKey| {
             let req = PlacementMsg::OfferReq {
                 key,
@@ -1136,6 +1149,21 @@ mod tests {
             vec![item()]
         ));
         assert!(host.invariants());
+    }
+
+    /// Offers are kept at least twice as long as a request may take, whatever
+    /// `offer_retention` says: a configuration for slow networks (nefeled's: 2 s
+    /// to create, 3 s of gang patience) keeps them longer than 5 s.
+    #[test]
+    fn offers_are_kept_twice_as_long_as_a_request_may_take() {
+        let config = PlacementConfig {
+            create_timeout: Duration::from_secs(2),
+            gang_patience: Duration::from_secs(3),
+            ..PlacementConfig::default()
+        };
+        assert_eq!(config.offers_kept_for(), Duration::from_millis(10_600));
+        let short = PlacementConfig::default();
+        assert_eq!(short.offers_kept_for(), short.offer_retention);
     }
 
     /// Regression (the swarm's seed 389): a host whose query's answer was lost waited

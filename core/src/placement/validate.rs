@@ -44,11 +44,6 @@ pub enum PlacementConfigError {
     /// A host would hold back `Created` for longer than the requester waits for it.
     #[error("placement.presence_timeout: must be shorter than create_timeout")]
     PresenceTimeout,
-    /// A host would forget an offer while its request may still send `Create`.
-    #[error(
-        "placement.offer_retention: must be at least twice lease + gang_patience + create_timeout"
-    )]
-    OfferRetention,
 }
 
 impl PlacementConfig {
@@ -84,12 +79,6 @@ impl PlacementConfig {
         }
         if c.presence_timeout >= c.create_timeout {
             return Err(PlacementConfigError::PresenceTimeout);
-        }
-        // A request's `Create`s go out within `gang_patience` (and one more try)
-        // plus `create_timeout` of its first offer; its leases may run out meanwhile.
-        let longest_request = c.lease + c.gang_patience + c.create_timeout;
-        if c.offer_retention < 2 * longest_request {
-            return Err(PlacementConfigError::OfferRetention);
         }
         Ok(())
     }
@@ -227,16 +216,6 @@ mod tests {
             tenant: TenantId(1),
             shapes: vec![shape; n],
         }
-    }
-
-    #[test]
-    fn an_offer_retention_shorter_than_a_request_may_take_is_refused() {
-        let mut config = PlacementConfig::default();
-        assert_eq!(config.validate(), Ok(()));
-        config.offer_retention = 2 * (config.lease + config.gang_patience + config.create_timeout);
-        assert_eq!(config.validate(), Ok(()));
-        config.offer_retention -= Duration::from_millis(1);
-        assert_eq!(config.validate(), Err(PlacementConfigError::OfferRetention));
     }
 
     #[test]
