@@ -158,7 +158,10 @@
 //! begun) once it would take it over if it were the taker itself (the home's
 //! authority has ended and most of the home's base is here). The taker takes it over if the home is gone by
 //! its own state too (heard in a newer life, or not in its group and not seen
-//! leaving it alive for another in the last `hold`) and confirms with `Copied`;
+//! leaving it alive for another in the last `hold`), and, if it knows the
+//! home's base, only with most of it heard on its side ([`holds_most`]: the
+//! passer judged by a view that lags a partition, swarm seed 95582), and
+//! confirms with `Copied`;
 //! the member then drops its copy. There is still one taker per group. (Before,
 //! swarm seed 30239: n44 took a supervisor over, restarted 3.8 s later, and its
 //! one keeper, n51, had been moved into another group as a plain member, or
@@ -1878,6 +1881,19 @@ impl Supervision {
         if !taker || home == me || !gone {
             return;
         }
+        // The passer judged by the view this agent pushed, which lags a partition:
+        // a leader that knows the home's base takes over only with most of it
+        // heard on its side (see `holds_most`). (Before, swarm seed 95582: a
+        // member cut off with a few others passed its copy to its leader, which
+        // took over with most of the base across the partition, beside the home.)
+        let unheard = |base: &Vec<NodeId>| {
+            ctx.tree
+                .group(0)
+                .is_some_and(|group| !holds_most(base, home, me, group))
+        };
+        if self.bases.get(&home).is_some_and(unheard) {
+            return;
+        }
         if let Some(s) = self.sups.get(&sup) {
             if s.version / TAKE_OVER > version / TAKE_OVER {
                 self.send(from, SupervisionMsg::Copied { sup, version });
@@ -2774,6 +2790,84 @@ mod tests {
             1,
             "taken over with most of the base heard"
         );
+    }
+
+    /// Regression (swarm seed 95582, `supervision.no_twin`): a leader that knows
+    /// the home's base takes a passed copy over only with most of the base heard.
+    /// A partition cut a few members of the home's group off with their leader;
+    /// one passed its copy, judging by the view the leader had pushed, and the
+    /// leader took it over while the home kept its quorum across the partition.
+    #[test]
+    fn a_leader_takes_a_passed_copy_over_only_with_most_of_the_base_heard() {
+        let (h, l) = (id(1), id(2));
+        let home = lone_home(h);
+        let group = vec![h.node, l.node, NodeId(3), NodeId(4), NodeId(5)];
+        let mut taker = Supervision::new(l, SupervisionConfig::default(), 0);
+        taker.on_alive(
+            Time::from_millis(20),
+            h.node,
+            20,
+            others(&group, h.node),
+            &group,
+        );
+        let view = crate::federation::View {
+            level: 0,
+            leader: l.node,
+            epoch: 2,
+            members: vec![l.node, NodeId(3), NodeId(4), NodeId(5)],
+            ancestors: Vec::new(),
+        };
+        let unheard = |nodes: &[NodeId]| Context {
+            me: l,
+            tree: crate::service::TreeView::leader_unheard(view.clone(), nodes),
+            lives: None,
+        };
+        let passer = NodeId(3);
+        let pass = |taker: &mut Supervision, now: Time, ctx: &Context<'_>| {
+            for m in passes_of(&home, h.node, 1) {
+                taker.handle_message(now, passer, m, ctx);
+            }
+        };
+        // Itself and the passer heard: two of the four others of the base.
+        pass(
+            &mut taker,
+            Time::from_secs(3),
+            &unheard(&[NodeId(4), NodeId(5)]),
+        );
+        assert!(
+            taker.sups.is_empty(),
+            "taken over with half the base unheard"
+        );
+        pass(&mut taker, Time::from_secs(4), &unheard(&[NodeId(5)]));
+        assert_eq!(
+            taker.sups.len(),
+            1,
+            "taken over with most of the base heard"
+        );
+    }
+
+    /// `home`'s first supervisor's record as a `Pass` of home `h` at `version`.
+    fn passes_of(home: &Supervision, h: NodeId, version: u64) -> Vec<SupervisionMsg> {
+        replicas_of(home, version)
+            .into_iter()
+            .map(|m| match m {
+                SupervisionMsg::Replica {
+                    sup,
+                    version,
+                    part,
+                    parts,
+                    bytes,
+                } => SupervisionMsg::Pass {
+                    sup,
+                    home: h,
+                    version,
+                    part,
+                    parts,
+                    bytes,
+                },
+                other => other,
+            })
+            .collect()
     }
 
     /// Regression (swarm seed 90037): a leader judges a take-over by the home's
