@@ -627,6 +627,20 @@ mod tests {
         slot: u64,
     ) {
         start(sim, placement, at, pid, slot);
+        host_0_lost(sim, placement, at);
+    }
+
+    /// The checks of the [`small`] workload (a 2 s detection), with `pid(1)` of
+    /// `slot` started on host 0 at `at`.
+    fn started_at(at: Time, slot: u64) -> (SupervisionSim, PlacementSim) {
+        let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
+        let mut placement = PlacementSim::new(1);
+        start(&mut sim, &mut placement, at, pid(1), slot);
+        (sim, placement)
+    }
+
+    /// Host 0 crashes, seen at `at`: its processes end.
+    fn host_0_lost(sim: &mut SupervisionSim, placement: &mut PlacementSim, at: Time) {
         placement.crash(NodeId(0));
         sim.reconcile(at, placement);
     }
@@ -637,17 +651,8 @@ mod tests {
 
     #[test]
     fn a_slot_down_past_the_bound_fails_once() {
-        let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
-        let mut placement = PlacementSim::new(1);
-        start(
-            &mut sim,
-            &mut placement,
-            Time::from_secs(3),
-            pid(1),
-            slot(0, 0),
-        );
-        placement.crash(NodeId(0));
-        sim.reconcile(Time::from_secs(4), &placement);
+        let (mut sim, mut placement) = started_at(Time::from_secs(3), slot(0, 0));
+        host_0_lost(&mut sim, &mut placement, Time::from_secs(4));
         let within = sim.check(Time::from_secs(6), &placement);
         assert!(!failed(&within, "supervision.restarted"));
         let late = sim.check(Time::from_millis(7100), &placement);
@@ -673,17 +678,8 @@ mod tests {
     /// the slot's end only and failed runs where the service was on time).
     #[test]
     fn a_home_lost_while_a_slot_is_down_restarts_its_bound() {
-        let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
-        let mut placement = PlacementSim::new(1);
-        start(
-            &mut sim,
-            &mut placement,
-            Time::from_secs(3),
-            pid(1),
-            slot(0, 0),
-        );
-        placement.crash(NodeId(0));
-        sim.reconcile(Time::from_secs(4), &placement);
+        let (mut sim, mut placement) = started_at(Time::from_secs(3), slot(0, 0));
+        host_0_lost(&mut sim, &mut placement, Time::from_secs(4));
         sim.home_lost(Time::from_secs(5));
         let within = sim.check(Time::from_millis(7100), &placement);
         assert!(!failed(&within, "supervision.restarted"), "{within:?}");
@@ -698,20 +694,11 @@ mod tests {
     /// due a bound after they do.
     #[test]
     fn a_slot_down_while_its_home_has_no_quorum_is_due_after_the_quorum_is_back() {
-        let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
-        let mut placement = PlacementSim::new(1);
-        start(
-            &mut sim,
-            &mut placement,
-            Time::from_secs(1),
-            pid(1),
-            slot(0, 0),
-        );
+        let (mut sim, mut placement) = started_at(Time::from_secs(1), slot(0, 0));
         let back = Time::from_secs(10);
         sim.quorum_lost(back);
         // Its host crashes while the home is without its quorum.
-        placement.crash(NodeId(0));
-        sim.reconcile(Time::from_secs(2), &placement);
+        host_0_lost(&mut sim, &mut placement, Time::from_secs(2));
         let within = sim.check(back + sim.bound, &placement);
         assert!(!failed(&within, "supervision.restarted"), "{within:?}");
         let late = sim.check(back + sim.bound + Duration::from_millis(1), &placement);
@@ -725,18 +712,9 @@ mod tests {
     #[test]
     fn a_slot_down_under_loss_beyond_the_tolerance_is_due_after_the_loss() {
         for (loss, due_ms) in [(0.5, 8000), (LOSS_TOLERATED, 5000)] {
-            let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
-            let mut placement = PlacementSim::new(1);
-            start(
-                &mut sim,
-                &mut placement,
-                Time::from_secs(1),
-                pid(1),
-                slot(0, 0),
-            );
+            let (mut sim, mut placement) = started_at(Time::from_secs(1), slot(0, 0));
             sim.lossy(loss, Time::from_secs(5));
-            placement.crash(NodeId(0));
-            sim.reconcile(Time::from_secs(2), &placement);
+            host_0_lost(&mut sim, &mut placement, Time::from_secs(2));
             let within = sim.check(Time::from_millis(due_ms - 100), &placement);
             assert!(
                 !failed(&within, "supervision.restarted"),
@@ -833,17 +811,8 @@ mod tests {
 
     #[test]
     fn a_looping_slot_never_given_up_fails() {
-        let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
-        let mut placement = PlacementSim::new(1);
-        start(
-            &mut sim,
-            &mut placement,
-            Time::from_secs(3),
-            pid(1),
-            slot(0, 1),
-        );
-        placement.crash(NodeId(0));
-        sim.reconcile(Time::from_secs(4), &placement);
+        let (mut sim, mut placement) = started_at(Time::from_secs(3), slot(0, 1));
+        host_0_lost(&mut sim, &mut placement, Time::from_secs(4));
         assert!(!failed(
             &sim.check(Time::from_secs(5), &placement),
             "supervision.loop_stopped"

@@ -2753,20 +2753,8 @@ mod tests {
         keep(&mut keeper, h.node, &home, &group, others(&group, h.node));
         let changed = ServiceEvent::GroupChanged { instance: 0 };
         keeper.handle_event(Time::from_millis(30), &changed, &with_home);
-        let view = crate::federation::View {
-            level: 0,
-            leader: k.node,
-            epoch: 2,
-            members: vec![k.node, NodeId(3), NodeId(4), NodeId(5)],
-            ancestors: Vec::new(),
-        };
-        let unheard = |nodes: &[NodeId]| Context {
-            me: k,
-            tree: crate::service::TreeView::leader_unheard(view.clone(), nodes),
-            lives: None,
-        };
         // Only itself heard of the four others of the base: no take-over.
-        let cut_off = unheard(&[NodeId(3), NodeId(4), NodeId(5)]);
+        let cut_off = led_unheard(k, &[NodeId(3), NodeId(4), NodeId(5)]);
         let removed = ServiceEvent::HostRemoved {
             instance: 0,
             node: h.node,
@@ -2783,7 +2771,7 @@ mod tests {
         assert!(keeper.sups.is_empty(), "taken over on an unheard view");
         assert_eq!(keeper.copies.len(), 1);
         // Itself and two more of the four heard: most of the base.
-        let heard = unheard(&[NodeId(5)]);
+        let heard = led_unheard(k, &[NodeId(5)]);
         keeper.handle_timeout(Time::from_secs(3), &heard);
         assert_eq!(
             keeper.sups.len(),
@@ -2810,18 +2798,6 @@ mod tests {
             others(&group, h.node),
             &group,
         );
-        let view = crate::federation::View {
-            level: 0,
-            leader: l.node,
-            epoch: 2,
-            members: vec![l.node, NodeId(3), NodeId(4), NodeId(5)],
-            ancestors: Vec::new(),
-        };
-        let unheard = |nodes: &[NodeId]| Context {
-            me: l,
-            tree: crate::service::TreeView::leader_unheard(view.clone(), nodes),
-            lives: None,
-        };
         let passer = NodeId(3);
         let pass = |taker: &mut Supervision, now: Time, ctx: &Context<'_>| {
             for m in passes_of(&home, h.node, 1) {
@@ -2832,13 +2808,17 @@ mod tests {
         pass(
             &mut taker,
             Time::from_secs(3),
-            &unheard(&[NodeId(4), NodeId(5)]),
+            &led_unheard(l, &[NodeId(4), NodeId(5)]),
         );
         assert!(
             taker.sups.is_empty(),
             "taken over with half the base unheard"
         );
-        pass(&mut taker, Time::from_secs(4), &unheard(&[NodeId(5)]));
+        pass(
+            &mut taker,
+            Time::from_secs(4),
+            &led_unheard(l, &[NodeId(5)]),
+        );
         assert_eq!(
             taker.sups.len(),
             1,
@@ -3675,17 +3655,33 @@ mod tests {
 
     /// `me` leading a level-0 group of `members` at `epoch`.
     fn led_by(me: Identity, members: Vec<NodeId>, epoch: u64) -> Context<'static> {
-        let view = crate::federation::View {
+        Context {
+            me,
+            tree: crate::service::TreeView::leader_of(level_0(me, members, epoch)),
+            lives: None,
+        }
+    }
+
+    /// `me` leading n3, n4 and n5 at epoch 2 (the home n1 gone), not having heard
+    /// `unheard` of them yet.
+    fn led_unheard(me: Identity, unheard: &[NodeId]) -> Context<'static> {
+        let members = vec![me.node, NodeId(3), NodeId(4), NodeId(5)];
+        let view = level_0(me, members, 2);
+        Context {
+            me,
+            tree: crate::service::TreeView::leader_unheard(view, unheard),
+            lives: None,
+        }
+    }
+
+    /// The level-0 view of `members` led by `me` at `epoch`.
+    fn level_0(me: Identity, members: Vec<NodeId>, epoch: u64) -> crate::federation::View {
+        crate::federation::View {
             level: 0,
             leader: me.node,
             epoch,
             members,
             ancestors: Vec::new(),
-        };
-        Context {
-            me,
-            tree: crate::service::TreeView::leader_of(view),
-            lives: None,
         }
     }
 

@@ -97,6 +97,17 @@ fn restart_detection(agent: &AgentConfig) -> std::time::Duration {
     removal.max(slack(s.authority)) + slack(s.lease).max(s.lost_after) + s.probe_period * 3
 }
 
+/// The members of `agent`'s level-0 group in its federation instance at
+/// `instance` (none outside a tree).
+fn level_0_group(agent: &Agent, instance: usize) -> &[NodeId] {
+    agent
+        .federations()
+        .get(instance)
+        .and_then(|f| f.seats().first())
+        .map(|seat| seat.view().members.as_slice())
+        .unwrap_or_default()
+}
+
 /// Counters of a run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Stats {
@@ -687,11 +698,7 @@ impl Simulation {
                 return false;
             }
             let agent = self.hosts[home.0 as usize].agent.as_ref();
-            let group = agent
-                .and_then(|a| a.federations().get(instance))
-                .and_then(|f| f.seats().first())
-                .map(|seat| seat.view().members.as_slice())
-                .unwrap_or_default();
+            let group = agent.map_or(&[][..], |a| level_0_group(a, instance));
             let others = group.iter().filter(|m| **m != home).count();
             let beside = group.iter().filter(|m| {
                 **m != home
@@ -742,12 +749,7 @@ impl Simulation {
                 continue;
             }
             lost.extend(supervision.kept_children());
-            let group = agent
-                .federations()
-                .get(instance)
-                .and_then(|f| f.seats().first())
-                .map(|seat| seat.view().members.as_slice())
-                .unwrap_or_default();
+            let group = level_0_group(agent, instance);
             let others: Vec<NodeId> = group.iter().copied().filter(|m| *m != node).collect();
             let up: Vec<NodeId> = others
                 .iter()
