@@ -32,7 +32,7 @@ use crate::federation::{
 use crate::host::{HostCommand, HostEvent, HostResources};
 use crate::ids::{Incarnation, NodeId};
 use crate::incarnations::{Incarnations, Life};
-use crate::service::registry::{earliest, Services};
+use crate::service::registry::{earliest, Services, Touched};
 use crate::service::{
     Context, Payload, ServiceConfigError, ServiceEvent, ServiceNotice, ServicesConfig, TreeView,
 };
@@ -230,16 +230,15 @@ pub struct Agent {
     /// Per federation instance: this agent's level-0 group as last seen (leader and
     /// epoch), to tell the services when it changes.
     groups_seen: Vec<Option<(NodeId, u64, usize)>>,
-    /// The services may have changed their summary parts, or a federation its seats,
-    /// since the parts were last handed to the federations (most calls are discovery
-    /// or federation messages that touch no service: they skip the hand-over).
-    parts_stale: bool,
     services: Box<Services>,
-    /// Some service was called since the services' deadline was cached: it may have
-    /// outputs to drain and a new deadline. Most calls are discovery or federation
-    /// messages that call no service; they skip both (each service's queue and
-    /// timers are a cache line of their own, cold in a simulation of 10,000 agents).
-    services_touched: bool,
+    /// The services called in this call (all of them when a federation's seats
+    /// changed): only those may have outputs to drain, a new deadline or new
+    /// summary parts to hand to the federations. Most calls are discovery or
+    /// federation messages that call no service, and most others call one; the
+    /// rest are skipped (each service's queues, timers and summary are places of
+    /// their own, cold in a simulation of 10,000 agents). Cleared at the end of
+    /// every call.
+    touched: Touched,
     /// Some federation instance was called since their deadline was cached.
     federations_touched: bool,
     /// The earliest deadline of each part (discovery, the federation instances, the
@@ -303,10 +302,9 @@ impl Agent {
             discovery: Discovery::new(identity.node, config.discovery, discovery_rng),
             neighbours_seen: 0,
             groups_seen: vec![None; federations.len()],
-            parts_stale: true,
             federations,
             services: Box::new(Services::new(identity, config.services, seed)),
-            services_touched: true,
+            touched: Touched::ALL,
             federations_touched: true,
             deadlines: Deadlines::default(),
             events: VecDeque::new(),
@@ -366,7 +364,6 @@ impl Agent {
             Input::Message(envelope) => self.handle_message(now, envelope),
             Input::Timeout => self.handle_timeout(now),
             Input::Host(event) => {
-                self.parts_stale = true;
                 if let HostEvent::Resources(resources) = &event {
                     self.resources = resources.clone();
                 }
@@ -380,12 +377,13 @@ impl Agent {
                 }
             }
             Input::Cancel { request } => {
-                self.services_touched = true;
+                self.touched.placement = true;
+                self.touched.messaging = true;
                 self.services.placement.cancel(request);
                 self.services.messaging.cancel(request);
             }
             Input::External(event) => {
-                self.services_touched = true;
+                self.touched.messaging = true;
                 self.services.messaging.handle_external(now, event);
             }
         }
@@ -414,18 +412,14 @@ impl Agent {
         if !due(self.deadlines.services) {
             return;
         }
-        self.services_touched = true;
-        let (identity, federations, lives, stale) = (
-            self.identity,
-            &self.federations,
-            &self.incarnations,
-            &mut self.parts_stale,
-        );
-        self.services.for_each(|s| {
-            if s.next_timeout().is_some_and(|t| t <= now) {
-                *stale = true;
+        let (identity, federations, lives) =
+            (self.identity, &self.federations, &self.incarnations);
+        self.services.for_each(&mut self.touched, |s| {
+            let due = s.next_timeout().is_some_and(|t| t <= now);
+            if due {
                 s.handle_timeout(now, &context(identity, federations, lives, s.instance()));
             }
+            due
         });
     }
 
@@ -470,11 +464,10 @@ impl Agent {
                 }
             }
             service_msg => {
-                self.parts_stale = true;
-                self.services_touched = true;
                 let (identity, federations) = (self.identity, &self.federations);
                 let lives = &self.incarnations;
-                self.services.deliver(now, from, service_msg, |instance| {
+                let touched = &mut self.touched;
+                self.services.deliver(now, from, service_msg, touched, |instance| {
                     context(identity, federations, lives, instance)
                 });
             }
@@ -492,20 +485,20 @@ impl Agent {
             self.outputs.push_back(Output::ApiReply { request, reply });
             return;
         }
-        self.parts_stale = true;
-        self.services_touched = true;
         let (identity, federations) = (self.identity, &self.federations);
         let lives = &self.incarnations;
         let mut call = Some(call);
-        self.services.for_each(|s| {
-            if let Some(c) = call.take_if(|c| s.owns(c)) {
-                s.handle_api(
-                    now,
-                    request,
-                    *c,
-                    &context(identity, federations, lives, s.instance()),
-                );
-            }
+        self.services.for_each(&mut self.touched, |s| {
+            let Some(c) = call.take_if(|c| s.owns(c)) else {
+                return false;
+            };
+            s.handle_api(
+                now,
+                request,
+                *c,
+                &context(identity, federations, lives, s.instance()),
+            );
+            true
         });
         // Every call has an owner (`every_api_call_has_an_owner` checks it).
         debug_assert!(call.is_none(), "no service owns {call:?}");
@@ -518,10 +511,12 @@ impl Agent {
     fn route_services(&mut self, now: Time) {
         let identity = self.identity;
         loop {
-            if self.services_touched {
+            if self.touched.any() {
                 let (outputs, events, calls) =
                     (&mut self.outputs, &mut self.events, &mut self.calls);
-                self.services.drain_into(identity, outputs, events, calls);
+                let touched = self.touched;
+                self.services
+                    .drain_into(touched, identity, outputs, events, calls);
             }
             if let Some((request, call)) = self.calls.pop_front() {
                 self.handle_api(now, request, call);
@@ -533,24 +528,25 @@ impl Agent {
             if !self.services.want(&event) {
                 continue;
             }
-            self.parts_stale = true;
-            self.services_touched = true;
             let (federations, lives) = (&self.federations, &self.incarnations);
-            self.services.for_each(|s| {
-                if s.wants(&event) {
+            self.services.for_each(&mut self.touched, |s| {
+                let wants = s.wants(&event);
+                if wants {
                     let ctx = context(identity, federations, lives, s.instance());
                     s.handle_event(now, &event, &ctx);
                 }
+                wants
             });
         }
-        if !std::mem::take(&mut self.parts_stale) {
+        if !self.touched.any() {
             return;
         }
         self.federations_touched = true;
+        let touched = self.touched;
         for f in &mut self.federations {
             let instance = f.config().instance;
             let services = &self.services;
-            f.write_own_payload(|p| services.write_own_payload(instance, p));
+            f.write_own_payload(|p| services.write_own_payload(instance, touched, p));
             for level in 0..f.seats().len() {
                 f.set_pinned(level, self.services.pinned_payload(instance, level));
             }
@@ -615,7 +611,8 @@ impl Agent {
                 .map(|s| (s.view().leader, s.view().epoch, seats));
             if group != *seen {
                 *seen = group;
-                self.parts_stale = true;
+                // The seats changed: every service's pinned parts are handed over.
+                self.touched = Touched::ALL;
                 self.events
                     .push_back(ServiceEvent::GroupChanged { instance });
             }
@@ -639,8 +636,9 @@ impl Agent {
     /// part reads no other part's timers, each a cold cache line in a simulation of
     /// 10,000 agents. `end_of_call` checks the cache in debug builds.
     fn refresh_deadline(&mut self) {
-        if std::mem::take(&mut self.services_touched) {
-            self.deadlines.services = self.services.next_timeout();
+        let touched = std::mem::take(&mut self.touched);
+        if touched.any() {
+            self.deadlines.services = self.services.next_timeout(touched);
         }
         if std::mem::take(&mut self.federations_touched) {
             let mut next = None;
@@ -695,7 +693,7 @@ impl Agent {
                     .federations
                     .iter()
                     .fold(None, |next, f| earliest(next, f.next_timeout())),
-                services: self.services.next_timeout(),
+                services: self.services.next_timeout_read(),
             },
             "a part was called without its deadline being refreshed"
         );

@@ -18,7 +18,7 @@
 
 use crate::ids::{Incarnation, NodeId};
 use crate::wire::{Envelope, Message, Reject};
-use std::collections::BTreeMap;
+use rustc_hash::FxHashMap;
 
 /// The default number of peers remembered: far more than an agent talks to (its
 /// groups, their ancestors, its rack, the hosts of its requests), and a few hundred
@@ -45,7 +45,9 @@ pub struct Incarnations {
     /// Recent (node, incarnation) pairs, one slot per node hash; each also in `newest`.
     recent: [Option<(NodeId, Incarnation)>; RECENT_SLOTS],
     /// Node → (newest incarnation, sequence of its last admission through the map).
-    newest: BTreeMap<NodeId, (Incarnation, u64)>,
+    /// A hash map: its order is never read (forgetting goes by sequence), and a
+    /// lookup touches one or two cold places where a B-tree touched one per level.
+    newest: FxHashMap<NodeId, (Incarnation, u64)>,
     next_seq: u64,
 }
 
@@ -62,7 +64,7 @@ impl Incarnations {
         Incarnations {
             capacity: capacity.max(1),
             recent: [None; RECENT_SLOTS],
-            newest: BTreeMap::new(),
+            newest: FxHashMap::default(),
             next_seq: 0,
         }
     }

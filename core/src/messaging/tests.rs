@@ -6,7 +6,7 @@ use super::msg::{self, Ack, Item, MessagingMsg, Outcome};
 use super::{Messaging, MessagingConfig};
 use crate::agent::Identity;
 use crate::ids::{Incarnation, NodeId, Pid, TenantId};
-use crate::service::{Context, Service, ServiceEvent, ServiceOutput, TreeView};
+use crate::service::{Context, Service, ServiceEvent, ServiceOutput, Start, TreeView};
 use crate::time::Time;
 use crate::wire::Reject;
 use nefele_api::calls::{ApiCall, ApiReply, RequestId};
@@ -119,7 +119,7 @@ impl Net {
             ServiceEvent::ProcessStarted {
                 pid: p,
                 tenant,
-                supervised: false,
+                start: Start::Spawned,
             },
         );
     }

@@ -22,7 +22,7 @@ use crate::host::{ExitStatus, HostCommand, Usage};
 use crate::ids::{Incarnation, NodeId, Pid, TenantId};
 use crate::mix::splitmix64;
 use crate::service::TreeView;
-use crate::service::{ServiceEvent, ServiceOutput};
+use crate::service::{ServiceEvent, ServiceOutput, Start};
 use crate::time::Time;
 use crate::wire::validate::MAX_PEER_DURATION;
 use std::collections::{BTreeMap, BTreeSet};
@@ -325,7 +325,11 @@ impl Placement {
                 .push_back(ServiceOutput::Event(ServiceEvent::ProcessStarted {
                     pid,
                     tenant: item.tenant,
-                    supervised: item.leased,
+                    start: if item.leased {
+                        Start::Supervised
+                    } else {
+                        Start::Spawned
+                    },
                 }));
 
             self.host.table.insert(
@@ -519,7 +523,7 @@ impl Placement {
         self.event(ServiceEvent::ProcessStarted {
             pid,
             tenant,
-            supervised: false,
+            start: Start::Adopted,
         });
         self.host.table.insert(
             pid,

@@ -15,7 +15,7 @@ pub const BATCH_BYTES: usize = 1100;
 
 /// A request, cluster-wide: its requester, the requester's life, and a sequence.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ReqKey {
     /// The agent that placed the request.
     pub requester: NodeId,

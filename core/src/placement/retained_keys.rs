@@ -20,8 +20,8 @@
 
 use super::msg::ReqKey;
 use crate::time::Time;
-use std::collections::btree_map::Entry;
-use std::collections::BTreeMap;
+use rustc_hash::FxHashMap;
+use std::collections::hash_map::Entry;
 
 /// The map is never swept below this many keys.
 const SWEEP_FLOOR: usize = 64;
@@ -29,8 +29,11 @@ const SWEEP_FLOOR: usize = 64;
 /// Request keys, each with a value until its expiry (see the module docs).
 #[derive(Debug)]
 pub(super) struct RetainedKeys<V> {
-    /// Key → (expiry, value); an entry expired at `now` is out of the set.
-    until: BTreeMap<ReqKey, (Time, V)>,
+    /// Key → (expiry, value); an entry expired at `now` is out of the set. A hash
+    /// map (its order is never read): a lookup touches one or two places, where a
+    /// B-tree of a few thousand keys touched a cold node per level, and a sweep
+    /// reads one array.
+    until: FxHashMap<ReqKey, (Time, V)>,
     /// The time of the last insertion.
     now: Time,
     /// The size at which the map is swept next.
@@ -40,7 +43,7 @@ pub(super) struct RetainedKeys<V> {
 impl<V> Default for RetainedKeys<V> {
     fn default() -> Self {
         RetainedKeys {
-            until: BTreeMap::new(),
+            until: FxHashMap::default(),
             now: Time::ZERO,
             sweep_at: 0,
         }
@@ -104,7 +107,7 @@ mod tests {
     use super::*;
     use crate::ids::{Incarnation, NodeId};
     use proptest::prelude::*;
-    use std::collections::VecDeque;
+    use std::collections::{BTreeMap, VecDeque};
 
     /// The former representation, the reference: a queue in expiry order beside a
     /// set, expired keys dropped at every insertion.
@@ -123,7 +126,7 @@ mod tests {
                 self.expiry.pop_front();
                 self.keys.remove(&old);
             }
-            if let Entry::Vacant(e) = self.keys.entry(key) {
+            if let std::collections::btree_map::Entry::Vacant(e) = self.keys.entry(key) {
                 e.insert(value);
                 self.expiry.push_back((until, key));
             }

@@ -72,6 +72,19 @@ impl Context<'_> {
     }
 }
 
+/// How a process came to run on this agent's host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// A tenant's spawn.
+    Spawned,
+    /// A supervisor's spawn (`CreateItem::leased`): supervision fences it from
+    /// its start, watched or not.
+    Supervised,
+    /// Adopted after this agent restarted: started by an earlier life, perhaps
+    /// for a supervisor (whose home may ask after it), perhaps not.
+    Adopted,
+}
+
 /// Something that happened that services other than its author may care about.
 /// The agent routes each to every service that [wants](Service::wants) it, in
 /// registry order.
@@ -85,9 +98,8 @@ pub enum ServiceEvent {
         pid: Pid,
         /// Its tenant.
         tenant: TenantId,
-        /// A supervisor's spawn (`CreateItem::leased`): supervision fences it from
-        /// its start, watched or not (false for a process adopted after a restart).
-        supervised: bool,
+        /// How it came to run here.
+        start: Start,
     },
     /// A process of this agent's host ended.
     ProcessExited {

@@ -151,11 +151,39 @@ macro_rules! services {
             }
         }
 
+        /// Which services were called since the agent last read their outputs,
+        /// deadlines and summary parts (one flag per service, by field name): only
+        /// those can have anything new to read, so an input for one service reads
+        /// nothing of the others (each a cold place in a simulation of 10,000 agents).
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub(crate) struct Touched {
+            $( pub(crate) $field: bool, )+
+        }
+
+        impl Touched {
+            /// Every service.
+            pub(crate) const ALL: Touched = Touched { $( $field: true, )+ };
+
+            /// Whether any service was called.
+            pub(crate) fn any(self) -> bool {
+                false $( || self.$field )+
+            }
+        }
+
+        /// Each service's deadline, as last read.
+        #[derive(Clone, Copy, Debug, Default)]
+        struct Deadlines {
+            $( $field: Option<Time>, )+
+        }
+
         /// The tree-riding services of one agent (read-only outside the core: the
         /// agent drives them).
         #[derive(Debug)]
         pub struct Services {
             $( $(#[$doc])* pub $field: $ty, )+
+            /// Invariant: each service's deadline, except those of services touched
+            /// since [`Services::next_timeout`] last read them.
+            deadlines: Deadlines,
         }
 
         impl Services {
@@ -166,20 +194,24 @@ macro_rules! services {
                         config.$field,
                         super::seed_for(root_seed, stringify!($field)),
                     ), )+
+                    deadlines: Deadlines::default(),
                 }
             }
 
-            /// Hands `msg` to its service, with the context `ctx` builds for it.
-            /// Discovery and federation messages are the agent's, and never come here.
+            /// Hands `msg` to its service, with the context `ctx` builds for it, and
+            /// marks that service in `touched`. Discovery and federation messages
+            /// are the agent's, and never come here.
             pub(crate) fn deliver<'a>(
                 &mut self,
                 now: Time,
                 from: NodeId,
                 msg: Message,
+                touched: &mut Touched,
                 ctx: impl Fn(u8) -> Context<'a>,
             ) {
                 match msg {
                     $( Message::$ty(m) => {
+                        touched.$field = true;
                         let ctx = ctx(Runner::instance(&self.$field));
                         self.$field.handle_message(now, from, m, &ctx);
                     } )+
@@ -189,24 +221,32 @@ macro_rules! services {
                 }
             }
 
-            /// Calls `f` on every service, in registry order.
-            pub(crate) fn for_each(&mut self, mut f: impl FnMut(&mut dyn Runner)) {
-                $( f(&mut self.$field); )+
+            /// Offers every service to `f`, in registry order; `f` says whether it
+            /// called the service, and those it did are marked in `touched`.
+            pub(crate) fn for_each(
+                &mut self,
+                touched: &mut Touched,
+                mut f: impl FnMut(&mut dyn Runner) -> bool,
+            ) {
+                $( touched.$field |= f(&mut self.$field); )+
             }
 
-            /// Drains every service ([`Runner::drain_into`]), in registry order.
-            /// Called directly on each service, not through [`Services::for_each`]:
-            /// most calls find every queue empty, and a direct call lets that check
-            /// be inlined.
+            /// Drains every service marked in `touched` ([`Runner::drain_into`]), in
+            /// registry order (the others have no outputs). Called directly on each
+            /// service, not through [`Services::for_each`]: most calls find every
+            /// queue empty, and a direct call lets that check be inlined.
             #[inline]
             pub(crate) fn drain_into(
                 &mut self,
+                touched: Touched,
                 me: Identity,
                 outputs: &mut VecDeque<Output>,
                 events: &mut VecDeque<ServiceEvent>,
                 calls: &mut VecDeque<(RequestId, Box<ApiCall>)>,
             ) {
-                $( Runner::drain_into(&mut self.$field, me, outputs, events, calls); )+
+                $( if touched.$field {
+                    Runner::drain_into(&mut self.$field, me, outputs, events, calls);
+                } )+
             }
 
             /// Whether any service wants to hear of `event`.
@@ -219,18 +259,33 @@ macro_rules! services {
                 true $( && Runner::invariants(&self.$field) )+
             }
 
-            /// The earliest deadline of every service.
-            pub(crate) fn next_timeout(&self) -> Option<Time> {
+            /// The earliest deadline of every service, reading again those of the
+            /// services marked in `touched` (the others' cannot have changed).
+            pub(crate) fn next_timeout(&mut self, touched: Touched) -> Option<Time> {
+                $( if touched.$field {
+                    self.deadlines.$field = Runner::next_timeout(&self.$field);
+                } )+
+                let mut next: Option<Time> = None;
+                $( next = earliest(next, self.deadlines.$field); )+
+                next
+            }
+
+            /// The earliest deadline of every service, each read afresh (to check
+            /// the cached ones).
+            pub(crate) fn next_timeout_read(&self) -> Option<Time> {
                 let mut next: Option<Time> = None;
                 $( next = earliest(next, Runner::next_timeout(&self.$field)); )+
                 next
             }
 
-            /// Writes this agent's own payload in instance `instance` over `payload`,
-            /// part by part.
-            pub(crate) fn write_own_payload(&self, instance: u8, payload: &mut Payload) {
-                $( payload.$field = (Runner::instance(&self.$field) == instance)
-                    .then(|| self.$field.own_summary()); )+
+            /// Writes the parts of this agent's own payload in instance `instance`
+            /// of the services marked in `touched` over `payload` (the others'
+            /// parts cannot have changed).
+            pub(crate) fn write_own_payload(&self, instance: u8, touched: Touched, payload: &mut Payload) {
+                $( if touched.$field {
+                    payload.$field = (Runner::instance(&self.$field) == instance)
+                        .then(|| self.$field.own_summary());
+                } )+
             }
 
             /// What the group this agent leads at `level` of `instance` counts besides

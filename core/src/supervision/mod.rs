@@ -211,7 +211,7 @@ use crate::agent::Identity;
 use crate::ids::{NodeId, Pid};
 use crate::service::registry::earliest;
 use crate::service::{
-    internal_request, Context, GroupView, Service, ServiceEvent, ServiceNotice, ServiceOutput,
+    internal_request, Context, GroupView, Service, ServiceEvent, ServiceNotice, ServiceOutput, Start,
     SummaryPart,
 };
 use crate::time::Time;
@@ -567,8 +567,10 @@ pub struct Supervision {
     /// `hold`, and when: a leader takes over a copy passed to it only for a home
     /// it knows restarted.
     restarted: BTreeMap<NodeId, Time>,
-    /// Host side: live local processes (tenant, start), ended ones (bounded,
-    /// oldest first), and who watches which.
+    /// Host side: the live local processes a home may ask after (supervisors'
+    /// spawns and adopted processes, not tenants' own spawns) with their tenant
+    /// and start, those of them that ended (bounded, oldest first), and who
+    /// watches which.
     live: BTreeMap<Pid, (nefele_api::TenantId, Time)>,
     ended: BTreeMap<Pid, ExitStatus>,
     ended_order: VecDeque<Pid>,
@@ -1331,8 +1333,17 @@ impl Supervision {
         }
     }
 
+    /// Host side: whether `pid` is a local process a home may ask after (a
+    /// supervisor's spawn or an adopted process, running or remembered ended).
+    fn tracks(&self, pid: Pid) -> bool {
+        self.live.contains_key(&pid) || self.ended.contains_key(&pid)
+    }
+
     /// Host side: a local process ended.
     fn local_ended(&mut self, now: Time, pid: Pid, status: ExitStatus) {
+        if !self.tracks(pid) {
+            return;
+        }
         self.names_ended(now, pid);
         self.live.remove(&pid);
         self.unwatched.remove(&pid);
@@ -2362,11 +2373,16 @@ impl Service for Supervision {
     }
 
     fn wants(&self, event: &ServiceEvent) -> bool {
+        // Of local processes, only those a home may ask after: a tenant's own
+        // spawns (most of them) cost supervision nothing.
+        match event {
+            ServiceEvent::ProcessStarted { start, .. } => return *start != Start::Spawned,
+            ServiceEvent::ProcessExited { pid, .. } => return self.tracks(*pid),
+            _ => {}
+        }
         matches!(
             event,
-            ServiceEvent::ProcessStarted { .. }
-                | ServiceEvent::ProcessExited { .. }
-                | ServiceEvent::ProcessLost { .. }
+            ServiceEvent::ProcessLost { .. }
                 | ServiceEvent::HostRemoved { .. }
                 | ServiceEvent::PeerRestarted { .. }
                 | ServiceEvent::GroupChanged { .. }
@@ -2377,16 +2393,17 @@ impl Service for Supervision {
     fn handle_event(&mut self, now: Time, event: &ServiceEvent, ctx: &Context<'_>) {
         self.enter(now);
         match event {
-            ServiceEvent::ProcessStarted {
-                pid,
-                tenant,
-                supervised,
-            } => {
-                self.live.insert(*pid, (*tenant, now));
-                if *supervised {
+            ServiceEvent::ProcessStarted { pid, tenant, start } => match start {
+                // A tenant's own spawn is never a child: no home asks after it.
+                Start::Spawned => {}
+                Start::Supervised => {
+                    self.live.insert(*pid, (*tenant, now));
                     self.unwatched.insert(*pid, now + self.config.lease);
                 }
-            }
+                Start::Adopted => {
+                    self.live.insert(*pid, (*tenant, now));
+                }
+            },
             ServiceEvent::ProcessExited { pid, status, .. } => {
                 self.local_ended(now, *pid, *status);
             }
@@ -3741,7 +3758,7 @@ mod tests {
         let started = ServiceEvent::ProcessStarted {
             pid: pids.0,
             tenant: nefele_api::TenantId(1),
-            supervised: true,
+            start: Start::Supervised,
         };
         home.handle_event(Time::from_millis(10), &started, ctx);
         let reply = ApiReply::Spawned(Ok(vec![pids.0, pids.1]));
@@ -3824,11 +3841,11 @@ mod tests {
         let spawn = Pid::new(me.node, me.incarnation, 1);
         let client = Pid::new(me.node, me.incarnation, 2);
         let at = Time::from_millis(100);
-        for (pid, supervised) in [(spawn, true), (client, false)] {
+        for (pid, start) in [(spawn, Start::Supervised), (client, Start::Spawned)] {
             let started = ServiceEvent::ProcessStarted {
                 pid,
                 tenant: nefele_api::TenantId(1),
-                supervised,
+                start,
             };
             host.handle_event(at, &started, &ctx);
         }
@@ -3842,6 +3859,63 @@ mod tests {
             "a client's own process is never fenced"
         );
         assert_eq!(host.next_timeout(), None);
+    }
+
+    /// A home asks only after its children: supervisors' spawns, and processes an
+    /// earlier life of this agent started (adopted: they may be children). A
+    /// tenant's own spawn is not even routed here (most processes are such, and
+    /// supervision remembered every one of them); an adopted one is answered for,
+    /// running and then ended.
+    #[test]
+    fn a_host_keeps_only_supervised_and_adopted_processes() {
+        let me = n1();
+        let mut host = Supervision::new(me, SupervisionConfig::default(), 0);
+        let ctx = alone(me);
+        let tenant = nefele_api::TenantId(1);
+        let [own, adopted] = [1, 2].map(|i| Pid::new(me.node, me.incarnation, i));
+        let started = |pid, start| ServiceEvent::ProcessStarted { pid, tenant, start };
+        let exited = |pid| ServiceEvent::ProcessExited {
+            pid,
+            tenant,
+            status: ExitStatus::Code(3),
+        };
+        let at = Time::from_millis(100);
+        assert!(!host.wants(&started(own, Start::Spawned)));
+        assert!(host.wants(&started(adopted, Start::Adopted)));
+        host.handle_event(at, &started(own, Start::Spawned), &ctx);
+        host.handle_event(at, &started(adopted, Start::Adopted), &ctx);
+        assert!(host.unwatched.is_empty(), "an adopted process is not fenced");
+        let (home, sup) = (NodeId(2), SupervisorId {
+            origin: NodeId(2),
+            incarnation: Incarnation(1),
+            sequence: 0,
+        });
+        let status = |host: &mut Supervision| -> Vec<(Vec<(Pid, ExitStatus)>, Vec<Pid>, Vec<Pid>)> {
+            std::iter::from_fn(|| host.poll_output())
+                .filter_map(|o| match o {
+                    ServiceOutput::Send(_, SupervisionMsg::Status {
+                        ended, unknown, kept, ..
+                    }) => Some((ended, unknown, kept)),
+                    _ => None,
+                })
+                .collect()
+        };
+        host.on_watch(at, home, sup, 0, vec![own, adopted], None);
+        assert_eq!(status(&mut host), vec![(vec![], vec![own], vec![adopted])]);
+        assert!(!host.wants(&exited(own)), "never kept, so not routed here");
+        assert!(host.wants(&exited(adopted)));
+        host.handle_event(at, &exited(adopted), &ctx);
+        assert_eq!(
+            status(&mut host),
+            vec![(vec![(adopted, ExitStatus::Code(3))], vec![], vec![])],
+            "its watcher hears of its end"
+        );
+        host.on_watch(at, home, sup, 0, vec![adopted], None);
+        assert_eq!(
+            status(&mut host),
+            vec![(vec![(adopted, ExitStatus::Code(3))], vec![], vec![])],
+            "and so does a home that asks later"
+        );
     }
 
     /// Regression (swarm seed 10284: a rest-for-one restart of 40 children came
@@ -3946,7 +4020,7 @@ mod tests {
         let started = ServiceEvent::ProcessStarted {
             pid,
             tenant,
-            supervised: true,
+            start: Start::Supervised,
         };
         home.handle_event(at(10), &started, &ctx);
         let exited = ServiceEvent::ProcessExited {

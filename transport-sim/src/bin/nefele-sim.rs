@@ -263,7 +263,22 @@ fn io_failure(path: &Path, e: impl std::fmt::Display) -> Failure {
     }
 }
 
+/// mimalloc's `mi_option_purge_delay` (its place in `mi_option_e` of mimalloc.h
+/// version 3; libmimalloc-sys names no constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps memory the simulation freed instead of handing it back to the system
+/// after 10 ms (mimalloc's default). A run's heap only grows towards its peak;
+/// purging parts of it split its huge pages, and place-10k spent 8% more user
+/// time on the misses that followed.
+fn keep_freed_memory() {
+    // SAFETY: `mi_option_set` only stores an option's value; called before any
+    // thread is spawned.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let result = match Cli::parse().command {
         Command::Run(args) => run(args),
         Command::Swarm(args) => swarm(&args),
