@@ -412,8 +412,7 @@ impl Agent {
         if !due(self.deadlines.services) {
             return;
         }
-        let (identity, federations, lives) =
-            (self.identity, &self.federations, &self.incarnations);
+        let (identity, federations, lives) = (self.identity, &self.federations, &self.incarnations);
         self.services.for_each(&mut self.touched, |s| {
             let due = s.next_timeout().is_some_and(|t| t <= now);
             if due {
@@ -467,9 +466,10 @@ impl Agent {
                 let (identity, federations) = (self.identity, &self.federations);
                 let lives = &self.incarnations;
                 let touched = &mut self.touched;
-                self.services.deliver(now, from, service_msg, touched, |instance| {
-                    context(identity, federations, lives, instance)
-                });
+                self.services
+                    .deliver(now, from, service_msg, touched, |instance| {
+                        context(identity, federations, lives, instance)
+                    });
             }
         }
     }

@@ -211,8 +211,8 @@ use crate::agent::Identity;
 use crate::ids::{NodeId, Pid};
 use crate::service::registry::earliest;
 use crate::service::{
-    internal_request, Context, GroupView, Service, ServiceEvent, ServiceNotice, ServiceOutput, Start,
-    SummaryPart,
+    internal_request, Context, GroupView, Service, ServiceEvent, ServiceNotice, ServiceOutput,
+    Start, SummaryPart,
 };
 use crate::time::Time;
 use crate::wire::Reject;
@@ -486,6 +486,7 @@ impl Fragment {
                 part,
                 parts,
                 bytes,
+                base: _,
             } => Some(Fragment {
                 sup,
                 home,
@@ -1832,12 +1833,18 @@ impl Supervision {
         let Some(parts) = c.rec.fragments() else {
             return;
         };
+        let base = self
+            .bases
+            .get(&home)
+            .filter(|b| b.len() <= msg::MAX_PASS_BASE)
+            .cloned();
         let count = parts.len() as u16;
         for (i, bytes) in parts.into_iter().enumerate() {
             let part = i as u16;
             let pass = SupervisionMsg::Pass {
                 sup: id,
                 home,
+                base: base.clone(),
                 version,
                 part,
                 parts: count,
@@ -1856,6 +1863,10 @@ impl Supervision {
     /// as if it led (the old life's authority ended, most of the group it last
     /// heard the home in is here): one taker per group, as with a copy of its own.
     fn on_pass(&mut self, now: Time, from: NodeId, msg: SupervisionMsg, ctx: &Context<'_>) {
+        let passed_base = match &msg {
+            SupervisionMsg::Pass { base, .. } => base.clone(),
+            _ => None,
+        };
         let Some(fragment) = Fragment::of(from, msg) else {
             return;
         };
@@ -1893,16 +1904,23 @@ impl Supervision {
             return;
         }
         // The passer judged by the view this agent pushed, which lags a partition:
-        // a leader that knows the home's base takes over only with most of it
-        // heard on its side (see `holds_most`). (Before, swarm seed 95582: a
-        // member cut off with a few others passed its copy to its leader, which
-        // took over with most of the base across the partition, beside the home.)
+        // the leader takes over only with most of the home's base heard on its
+        // side (see `holds_most`), by the base it knows or else the one passed.
+        // (Before, swarm seed 95582: a member cut off with a few others passed
+        // its copy to its leader, which took over with most of the base across
+        // the partition, beside the home.) A passed base can only hold a
+        // take-over back: without one, the passer's judgement stands.
         let unheard = |base: &Vec<NodeId>| {
             ctx.tree
                 .group(0)
                 .is_some_and(|group| !holds_most(base, home, me, group))
         };
-        if self.bases.get(&home).is_some_and(unheard) {
+        if self
+            .bases
+            .get(&home)
+            .or(passed_base.as_ref())
+            .is_some_and(unheard)
+        {
             return;
         }
         if let Some(s) = self.sups.get(&sup) {
@@ -2817,7 +2835,7 @@ mod tests {
         );
         let passer = NodeId(3);
         let pass = |taker: &mut Supervision, now: Time, ctx: &Context<'_>| {
-            for m in passes_of(&home, h.node, 1) {
+            for m in passes_of(&home, h.node, 1, None) {
                 taker.handle_message(now, passer, m, ctx);
             }
         };
@@ -2843,8 +2861,69 @@ mod tests {
         );
     }
 
-    /// `home`'s first supervisor's record as a `Pass` of home `h` at `version`.
-    fn passes_of(home: &Supervision, h: NodeId, version: u64) -> Vec<SupervisionMsg> {
+    /// A leader that never knew the home's base judges a passed copy by the base
+    /// the `Pass` carries, as one that knew it does (see the test above); before
+    /// a `Pass` carried it, the passer's judgement, made by the view the leader
+    /// pushed, stood.
+    #[test]
+    fn a_leader_that_never_knew_the_base_judges_by_the_passed_one() {
+        let (h, l) = (id(1), id(2));
+        let home = lone_home(h);
+        let group = vec![h.node, l.node, NodeId(3), NodeId(4), NodeId(5)];
+        let passer = NodeId(3);
+        let pass = |base: Option<Vec<NodeId>>| {
+            let mut taker = Supervision::new(l, SupervisionConfig::default(), 0);
+            let ctx = led_unheard(l, &[NodeId(4), NodeId(5)]);
+            for m in passes_of(&home, h.node, 1, base) {
+                taker.handle_message(Time::from_secs(3), passer, m, &ctx);
+            }
+            taker.sups.len()
+        };
+        // Itself and the passer heard: two of the four others of the base.
+        assert_eq!(
+            pass(Some(others(&group, h.node))),
+            0,
+            "half the base unheard"
+        );
+        assert_eq!(
+            pass(None),
+            1,
+            "without a base, the passer's judgement stands"
+        );
+    }
+
+    /// A keeper passes its copy with the home's base it heard (`Alive`).
+    #[test]
+    fn a_pass_carries_the_base_its_keeper_heard() {
+        let (h, k) = (id(1), id(3));
+        let home = lone_home(h);
+        let group = vec![h.node, NodeId(2), k.node, NodeId(4)];
+        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
+        let base = others(&group, h.node);
+        keeper.on_alive(Time::from_millis(20), h.node, 20, base.clone(), &group);
+        for m in replicas_of(&home, 1) {
+            keeper.on_replica(Time::from_millis(30), h.node, m, &group);
+        }
+        let sup = *keeper.copies.keys().next().expect("a whole copy");
+        keeper.pass_on(NodeId(2), sup);
+        let passes: Vec<Option<Vec<NodeId>>> = std::iter::from_fn(|| keeper.poll_output())
+            .filter_map(|o| match o {
+                ServiceOutput::Send(_, SupervisionMsg::Pass { base, .. }) => Some(base),
+                _ => None,
+            })
+            .collect();
+        assert!(!passes.is_empty());
+        assert!(passes.iter().all(|b| b.as_ref() == Some(&base)));
+    }
+
+    /// `home`'s first supervisor's record as a `Pass` of home `h` at `version`,
+    /// carrying `base`.
+    fn passes_of(
+        home: &Supervision,
+        h: NodeId,
+        version: u64,
+        base: Option<Vec<NodeId>>,
+    ) -> Vec<SupervisionMsg> {
         replicas_of(home, version)
             .into_iter()
             .map(|m| match m {
@@ -2857,6 +2936,7 @@ mod tests {
                 } => SupervisionMsg::Pass {
                     sup,
                     home: h,
+                    base: base.clone(),
                     version,
                     part,
                     parts,
@@ -3884,18 +3964,30 @@ mod tests {
         assert!(host.wants(&started(adopted, Start::Adopted)));
         host.handle_event(at, &started(own, Start::Spawned), &ctx);
         host.handle_event(at, &started(adopted, Start::Adopted), &ctx);
-        assert!(host.unwatched.is_empty(), "an adopted process is not fenced");
-        let (home, sup) = (NodeId(2), SupervisorId {
-            origin: NodeId(2),
-            incarnation: Incarnation(1),
-            sequence: 0,
-        });
+        assert!(
+            host.unwatched.is_empty(),
+            "an adopted process is not fenced"
+        );
+        let (home, sup) = (
+            NodeId(2),
+            SupervisorId {
+                origin: NodeId(2),
+                incarnation: Incarnation(1),
+                sequence: 0,
+            },
+        );
         let status = |host: &mut Supervision| -> Vec<(Vec<(Pid, ExitStatus)>, Vec<Pid>, Vec<Pid>)> {
             std::iter::from_fn(|| host.poll_output())
                 .filter_map(|o| match o {
-                    ServiceOutput::Send(_, SupervisionMsg::Status {
-                        ended, unknown, kept, ..
-                    }) => Some((ended, unknown, kept)),
+                    ServiceOutput::Send(
+                        _,
+                        SupervisionMsg::Status {
+                            ended,
+                            unknown,
+                            kept,
+                            ..
+                        },
+                    ) => Some((ended, unknown, kept)),
                     _ => None,
                 })
                 .collect()

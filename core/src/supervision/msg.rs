@@ -21,7 +21,8 @@
 //!   the child's next process to register them for it ([`SupervisionMsg::Hand`]).
 //!
 //! [`validate`] bounds every list a peer sent: at most [`MAX_PIDS`] pids per
-//! message, at most [`MAX_MEMBERS`] members in a quorum's base, at most [`MAX_CHILD_NAMES`] valid names per child, fragments of at most [`MAX_FRAGMENT`] bytes, at most [`MAX_PARTS`]
+//! message, at most [`MAX_MEMBERS`] members in a quorum's base ([`MAX_PASS_BASE`]
+//! in a `Pass`), at most [`MAX_CHILD_NAMES`] valid names per child, fragments of at most [`MAX_FRAGMENT`] bytes, at most [`MAX_PARTS`]
 //! fragments per record, and a part number below the count.
 
 use crate::federation::validate::MAX_MEMBERS;
@@ -37,6 +38,9 @@ use serde::{Deserialize, Serialize};
 pub const MAX_PIDS: usize = 40;
 /// The largest fragment of a replicated record.
 pub const MAX_FRAGMENT: usize = 1024;
+/// The most members of a home's base a `Pass` carries beside a whole fragment
+/// (under one datagram); a larger base (a `max_group` above it) is not carried.
+pub const MAX_PASS_BASE: usize = 64;
 /// The most fragments of one record (so a record is at most 4 MiB).
 pub const MAX_PARTS: usize = 4096;
 /// The highest record version a peer may send: a keeper that takes a record over
@@ -187,6 +191,10 @@ pub enum SupervisionMsg {
         sup: SupervisorId,
         /// The home it was kept for.
         home: NodeId,
+        /// The home's quorum base as the sender knows it (the home excluded; at
+        /// most [`MAX_PASS_BASE`] members, `None` if unknown or larger): a taker
+        /// that does not know it judges the take-over by it (see `holds_most`).
+        base: Option<Vec<NodeId>>,
         /// The record's version.
         version: u64,
         /// This fragment's number.
@@ -268,14 +276,19 @@ pub fn validate(msg: &SupervisionMsg) -> Result<(), Reject> {
             parts,
             bytes,
             ..
-        }
-        | SupervisionMsg::Pass {
+        } => check_fragment(*version, *part, *parts, bytes),
+        SupervisionMsg::Pass {
             version,
             part,
             parts,
             bytes,
+            base,
             ..
-        } => check_fragment(*version, *part, *parts, bytes),
+        } => {
+            let members = base.as_ref().map_or(0, Vec::len);
+            check_len("sup-pass base", members, MAX_PASS_BASE)?;
+            check_fragment(*version, *part, *parts, bytes)
+        }
         SupervisionMsg::Held { forget, .. } => check_len("sup-held forget", forget.len(), MAX_PIDS),
         SupervisionMsg::Alive { base, .. } => check_len("sup-alive base", base.len(), MAX_MEMBERS),
         SupervisionMsg::Hand { names, .. } | SupervisionMsg::Holds { names, .. } => {
@@ -324,16 +337,21 @@ mod tests {
         assert!(validate(&replica(1, 1, 1)).is_err());
         assert!(validate(&replica(0, 1, MAX_FRAGMENT + 1)).is_err());
         assert!(validate(&replica(0, u16::MAX, 1)).is_err());
-        let pass = |part, parts| SupervisionMsg::Pass {
+        let pass_with = |part, parts, base| SupervisionMsg::Pass {
             sup: sup(),
             home: NodeId(2),
+            base,
             version: 1,
             part,
             parts,
             bytes: Vec::new(),
         };
+        let pass = |part, parts| pass_with(part, parts, None);
         assert!(validate(&pass(0, 1)).is_ok());
         assert!(validate(&pass(1, 1)).is_err());
+        let base = |n| Some(vec![NodeId(3); n]);
+        assert!(validate(&pass_with(0, 1, base(MAX_PASS_BASE))).is_ok());
+        assert!(validate(&pass_with(0, 1, base(MAX_PASS_BASE + 1))).is_err());
         let hand = |names: Vec<String>| SupervisionMsg::Hand {
             sup: sup(),
             pid,
@@ -375,6 +393,7 @@ mod tests {
             SupervisionMsg::Pass {
                 sup: sup(),
                 home: NodeId(u32::MAX),
+                base: Some(vec![NodeId(u32::MAX); MAX_PASS_BASE]),
                 version: u64::MAX,
                 part: u16::MAX,
                 parts: u16::MAX,

@@ -59,7 +59,9 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 /// - 15: supervision's `Alive` carries the home's quorum base (keepers judge a
 ///   take-over by it); `TakenOver` (appended) tells a new home's group of its
 ///   take-over.
-pub const VERSION: u16 = 15;
+/// - 16: supervision's `Pass` carries the home's quorum base (a taker that never
+///   knew it judges the take-over by it).
+pub const VERSION: u16 = 16;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.
