@@ -541,7 +541,7 @@ impl Agent {
         if !self.touched.any() {
             return;
         }
-        self.federations_touched = true;
+        // Handing parts over sets no federation timer: their deadline stands.
         let touched = self.touched;
         for f in &mut self.federations {
             let instance = f.config().instance;
