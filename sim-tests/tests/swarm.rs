@@ -366,7 +366,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// base only the members it hears (an heir cut off alone took its silent
 /// leader's group over and counted the members across the partition).
 /// Seed 95582 fails `supervision.no_twin` before a leader that knows a home's
-/// base took a passed copy over only with most of the base heard.
+/// base took a passed copy over only with most of the base heard. Seed 98699
+/// fails `messaging.fate_reported` before a group send that had waited a walk
+/// time behind its sender's reliable walk failed `Full` (a client sending to four
+/// patterns of a group under loss queued its sends for seconds).
 /// Seed 92649 fails `supervision.restarted` before the check counted a slot's
 /// bound from the return of the crashed hosts that had left its live home
 /// without its quorum (the design's stated price, not a fault of the agents).

@@ -85,8 +85,12 @@
 //!   queued behind them past any bound: swarm seed 95728.)
 //! - *One at a time per sender.* While a sender's reliable fan-out send runs, its
 //!   later fan-out sends (of either mode) wait at the origin, at most
-//!   [`MAX_QUEUED`] of them (beyond: `Full`), and start in order when it ends. So
-//!   no later send can overtake it at a member, and [`Order`]'s "after the last
+//!   [`MAX_QUEUED`] of them (beyond: `Full`), and start in order when it ends; one
+//!   that has waited `walk_timeout` by then fails `Full` instead (its sender sends
+//!   faster than its reliable walks carry: before, swarm seed 98699, a client's
+//!   sends to four patterns of one group under 5% loss queued for seconds, past
+//!   any bound on their answer), so no send waits longer than that for its turn.
+//!   So no later send can overtake it at a member, and [`Order`]'s "after the last
 //!   one delivered" rule, which drops what comes late, never drops a reliable
 //!   send. The cost would be throughput (one walk per send, and a walk that lost
 //!   a message takes a few walk times), so:
@@ -395,6 +399,8 @@ struct Queued {
     target: Target,
     data: Vec<u8>,
     reliable: bool,
+    /// When it was asked for (it fails `Full` once it has waited a walk time).
+    at: Time,
 }
 
 impl Fanout {
@@ -1007,6 +1013,7 @@ impl Fanout {
             target,
             data,
             reliable,
+            at: now,
         };
         match self.busy.get_mut(&from) {
             Some(queue) if queue.len() >= MAX_QUEUED => {
@@ -1064,7 +1071,24 @@ impl Fanout {
     /// target right behind it if it is reliable: a batch of at most [`MAX_BATCH`]
     /// sends and [`MAX_DATA_BYTES`] (so a sender's throughput grows with its
     /// backlog rather than stay one send per walk).
+    /// Sends that already waited `walk_timeout` fail `Full` instead (see the
+    /// module documentation).
     fn next_batch(&mut self, from: Pid) -> Vec<Queued> {
+        let Some(queue) = self.busy.get_mut(&from) else {
+            return Vec::new();
+        };
+        let (now, patience) = (self.now, self.walk_timeout);
+        let mut late = Vec::new();
+        while let Some(q) = queue.pop_front() {
+            if now.saturating_since(q.at) < patience {
+                queue.push_front(q);
+                break;
+            }
+            late.push(q.request);
+        }
+        for request in late {
+            self.reply(request, ApiReply::Sent(Err(SendError::Full)));
+        }
         let Some(queue) = self.busy.get_mut(&from) else {
             return Vec::new();
         };
@@ -2654,6 +2678,69 @@ mod tests {
                         ..
                     }
                 ))
+            ),
+            "{out:?}"
+        );
+        assert!(e.invariants());
+    }
+
+    /// Regression (swarm seed 98699, `messaging.fate_reported`): a send that has
+    /// waited a walk time behind its sender's reliable walk fails `Full` when its
+    /// turn comes; a younger one starts. Before, a client sending to four patterns
+    /// of a group (no batching: four targets) under 5% loss queued its sends for
+    /// seconds.
+    #[test]
+    fn a_send_that_waited_a_walk_time_for_its_turn_fails_full() {
+        let (me, tree) = member_of_n2_under_n3();
+        let walk_timeout = Duration::from_secs(1);
+        let mut e = Fanout::new(me, walk_timeout, RESEND);
+        let mut boxes = Boxes::default();
+        let mut send = |e: &mut Fanout, at: Time, r: u64, target: &str| {
+            e.send_to_all(
+                at,
+                &tree,
+                RequestId(r),
+                group(target),
+                pid(1, 1),
+                vec![r as u8],
+                Delivery::Reliable,
+                &mut boxes,
+            );
+        };
+        send(&mut e, Time::ZERO, 1, "g");
+        assert_eq!(drain(&mut e).len(), 1, "the first walk");
+        send(&mut e, Time::ZERO, 2, "h");
+        send(&mut e, Time::from_millis(600), 3, "k");
+        assert!(drain(&mut e).is_empty(), "the rest wait");
+        // Walk 1 ends a walk time after send 2 came: 2 fails, 3 starts.
+        let expect = FanoutMsg::Expect {
+            token: 1,
+            level: 1,
+            members: vec![],
+        };
+        e.handle_message(
+            Time::ZERO + walk_timeout,
+            NodeId(3),
+            expect,
+            &tree,
+            &mut boxes,
+        );
+        let out = drain(&mut e);
+        let replies: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                FanOut::Reply(r, ApiReply::Sent(result)) => Some((r.0, result.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            replies,
+            vec![(1, Err(SendError::NoMembers)), (2, Err(SendError::Full))]
+        );
+        assert!(
+            matches!(
+                out.last(),
+                Some(FanOut::Send(NodeId(3), FanoutMsg::Walk { target, .. })) if *target == group("k")
             ),
             "{out:?}"
         );

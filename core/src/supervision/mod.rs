@@ -241,7 +241,8 @@ pub struct SupervisionConfig {
     pub refresh: Duration,
     /// How long a keeper that does not lead keeps the copy of a departed home.
     pub hold: Duration,
-    /// How many ended local processes a host remembers, to answer a late `Watch`.
+    /// How many ended local processes a host remembers, to answer a late `Watch`
+    /// (only supervisors' spawns and adopted processes: no home asks after others).
     pub ended_memory: u32,
     /// How long a child's host keeps a child without a grant from its home (the
     /// fence; counted on the host's clock from its own `ask`).
