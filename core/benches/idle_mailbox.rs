@@ -8,7 +8,7 @@
 
 use nefele_core::agent::Identity;
 use nefele_core::messaging::{Messaging, MessagingConfig};
-use nefele_core::service::{Context, Service, ServiceEvent, TreeView};
+use nefele_core::service::{Context, Service, ServiceEvent, Start, TreeView};
 use nefele_core::{Incarnation, NodeId, Pid, TenantId, Time};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -65,7 +65,7 @@ fn main() {
         let started = ServiceEvent::ProcessStarted {
             pid: Pid::new(node, Incarnation(1), u64::from(i)),
             tenant: TenantId(1),
-            supervised: false,
+            start: Start::Spawned,
         };
         messaging.handle_event(now, &started, &ctx);
     }

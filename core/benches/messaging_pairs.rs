@@ -13,7 +13,7 @@ use nefele_api::calls::{ApiCall, ApiReply, RequestId};
 use nefele_api::messaging::{Delivery, Dest};
 use nefele_core::agent::Identity;
 use nefele_core::messaging::{Messaging, MessagingConfig, MessagingMsg};
-use nefele_core::service::{Context, Service, ServiceEvent, ServiceOutput, TreeView};
+use nefele_core::service::{Context, Service, ServiceEvent, ServiceOutput, Start, TreeView};
 use nefele_core::{Incarnation, NodeId, Pid, TenantId, Time};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -78,7 +78,7 @@ fn main() {
             let started = ServiceEvent::ProcessStarted {
                 pid,
                 tenant,
-                supervised: false,
+                start: Start::Spawned,
             };
             agents[idx].handle_event(now, &started, &ctx(nodes[idx]));
         }

@@ -2729,7 +2729,7 @@ mod tests {
         let replies: Vec<_> = out
             .iter()
             .filter_map(|o| match o {
-                FanOut::Reply(r, ApiReply::Sent(result)) => Some((r.0, result.clone())),
+                FanOut::Reply(r, ApiReply::Sent(result)) => Some((r.0, *result)),
                 _ => None,
             })
             .collect();

@@ -3977,7 +3977,9 @@ mod tests {
                 sequence: 0,
             },
         );
-        let status = |host: &mut Supervision| -> Vec<(Vec<(Pid, ExitStatus)>, Vec<Pid>, Vec<Pid>)> {
+        // Ended, unknown and kept, as each `Status` the host sent told them.
+        type Told = (Vec<(Pid, ExitStatus)>, Vec<Pid>, Vec<Pid>);
+        let status = |host: &mut Supervision| -> Vec<Told> {
             std::iter::from_fn(|| host.poll_output())
                 .filter_map(|o| match o {
                     ServiceOutput::Send(
