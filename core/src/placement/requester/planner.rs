@@ -360,24 +360,27 @@ fn match_racks(
     avail: &BTreeMap<NodeId, Vec<u16>>,
     units: &[usize],
 ) -> Option<(BTreeMap<NodeId, usize>, bool)> {
+    // A host whose place is unknown is a rack of its own, apart from every rack
+    // number (u16) whatever its id (before, `u16::MAX + 1 + id` in u32 overflowed
+    // for ids near `u32::MAX`: an agent configured with one, found by fuzzing).
     let rack = |h: &NodeId| {
         p.at.get(h)
-            .map_or(u32::from(u16::MAX) + 1 + h.0, |l| u32::from(l.rack))
+            .map_or((1 << 16) + u64::from(h.0), |l| u64::from(l.rack))
     };
-    let mut racks: Vec<u32> = Vec::new();
+    let mut racks: Vec<u64> = Vec::new();
     for h in hosts {
         if !racks.contains(&rack(h)) {
             racks.push(rack(h));
         }
     }
-    let host_in = |r: u32, u: usize| {
+    let host_in = |r: u64, u: usize| {
         hosts
             .iter()
             .copied()
             .find(|h| rack(h) == r && avail[h][p.units[u].shape] > 0)
     };
-    let fits = |r: &u32, u: usize| host_in(*r, u).is_some();
-    let mut taken: BTreeMap<u32, usize> = BTreeMap::new();
+    let fits = |r: &u64, u: usize| host_in(*r, u).is_some();
+    let mut taken: BTreeMap<u64, usize> = BTreeMap::new();
     let mut left = Vec::new();
     for &u in units {
         let mut seen = BTreeSet::new();
@@ -719,6 +722,21 @@ pub(super) mod tests {
         assert!(chosen.is_spread());
         let hosts: Vec<u32> = chosen.hosts.keys().map(|h| h.0).collect();
         assert_eq!(hosts, vec![2, 3, 4]);
+    }
+
+    /// Found by fuzzing: a host whose place is unknown (an agent alone, here
+    /// with the highest id) counts as a rack of its own; its key overflowed for
+    /// ids near `u32::MAX`. Two such hosts and a rack-65535 host are three racks.
+    #[test]
+    fn hosts_of_unknown_place_are_racks_of_their_own_whatever_their_id() {
+        let mut p = spread(3);
+        for host in [u32::MAX, u32::MAX - 1] {
+            p.offers.insert(NodeId(host), vec![1]);
+        }
+        offer(&mut p, 2, vec![1], 4000, u16::MAX);
+        let chosen = plan(NodeId(u32::MAX), &p).expect("fits");
+        assert!(chosen.is_spread(), "{chosen:?}");
+        assert_eq!(chosen.hosts.len(), 3);
     }
 
     /// Issue 14: `near(pid)` prefers the pid's host, then its rack, then its row,
