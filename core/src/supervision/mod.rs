@@ -849,7 +849,7 @@ impl Supervision {
         askees.extend(ctx.tree.keepers());
         askees.sort_unstable();
         askees.dedup();
-        let base = self.quorum.base().to_vec();
+        let base = self.quorum.told_base(me, &group);
         for to in askees {
             let at = now.as_nanos();
             let base = base.clone();

@@ -31,6 +31,10 @@
 //!   home, most of the base is on this side without it: it crashed, or was cut
 //!   off alone).
 //!
+//! - A base that emptied (the home was alone in its group) is told to keepers as
+//!   the home's current group until that group's members confirm and join it
+//!   ([`Quorum::told_base`]).
+//!
 //! So a home cut off with a minority of the group it was last confirmed in loses
 //! its authority within `authority` and cannot win it back from that minority,
 //! however soon and however far the minority's view of the group shrinks (its new
@@ -87,10 +91,22 @@ impl Quorum {
         self.started
     }
 
-    /// The members whose confirmations the authority needs, the home excluded
-    /// (sorted): told to keepers in every `Alive`.
-    pub(super) fn base(&self) -> &[NodeId] {
-        &self.base
+    /// The base told to keepers in every `Alive` (sorted), by which a keeper
+    /// judges a take-over: the base, or, while it is empty, the others of the
+    /// home's current `group`. An empty base is a home that was alone in its
+    /// group (it holds on nobody's confirmation); the members of the group it
+    /// joins count once they confirm, an `Alive` later. A home that fails in
+    /// between is taken over by its new group's leader if that group holds most
+    /// of itself (before, the empty base told in that window held back every
+    /// keeper for good: swarm seed 97574, whose home, alone after a jump of its
+    /// clock, joined a group and restarted before its next `Alive`).
+    pub(super) fn told_base(&self, me: NodeId, group: &[NodeId]) -> Vec<NodeId> {
+        if !self.base.is_empty() {
+            return self.base.clone();
+        }
+        let mut others: Vec<NodeId> = group.iter().copied().filter(|m| *m != me).collect();
+        others.sort_unstable();
+        others
     }
 
     /// Who is asked to confirm: the base and the current `group` (members not in
@@ -200,6 +216,27 @@ mod tests {
             q.confirm(m, now);
         }
         assert!(q.holds(now, AUTHORITY));
+    }
+
+    /// The bug swarm seed 97574 found: a home alone in its group (an empty base)
+    /// joins a group and dies before its members confirm. The base it tells its
+    /// new keepers is that group, so they can take it over; before, it told the
+    /// empty base, which no keeper ever holds most of.
+    #[test]
+    fn an_empty_base_is_told_as_the_group_the_home_is_in() {
+        let mut q = Quorum::default();
+        q.follow(Time::ZERO, AUTHORITY, ME, &[ME]);
+        assert!(q.told_base(ME, &[ME]).is_empty());
+        let group = nodes(0..4);
+        let now = Time::ZERO + Duration::from_millis(300);
+        q.follow(now, AUTHORITY, ME, &group);
+        assert!(q.base.is_empty(), "no member confirmed yet");
+        assert_eq!(q.told_base(ME, &group), nodes(1..4));
+        // Two confirm and join; the base is told as it is, not as the group.
+        q.confirm(NodeId(1), now);
+        q.confirm(NodeId(2), now);
+        q.follow(now, AUTHORITY, ME, &group);
+        assert_eq!(q.told_base(ME, &group), nodes(1..3));
     }
 
     #[test]
