@@ -435,9 +435,16 @@ impl Agent {
                 let notice = Notice::Rejected { from, reason };
                 return self.outputs.push_back(Output::Notice(notice));
             }
+            // The services hear of a newer life before the message it came with
+            // changes the tree: a keeper judges the take-over of a restarted home
+            // in the group the home's earlier life was in. (Before, the new life's
+            // `Leave` dissolved the group of a leading home first, and its heir,
+            // in no group, took nothing over; the group split evenly, and no side
+            // held most of the home's base: swarm seed 93152 at 200 hosts.)
             Ok(Life::Newer) => {
                 let node = envelope.from;
                 self.events.push_back(ServiceEvent::PeerRestarted { node });
+                self.route_services(now);
             }
             Ok(Life::Known) => {}
         }
