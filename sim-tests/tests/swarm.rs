@@ -370,6 +370,12 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// fails `messaging.fate_reported` before a group send that had waited a walk
 /// time behind its sender's reliable walk failed `Full` (a client sending to four
 /// patterns of a group under loss queued its sends for seconds).
+/// At 200 hosts, seed 97574 fails `supervision.restarted` before an empty
+/// quorum base was told to keepers as the home's current group (a home alone
+/// after a jump of its clock joined a group and restarted before its next
+/// `Alive`), and seed 93152 before services heard of a newer life before the
+/// message it came with was handled (a leading home's new life dissolved its
+/// group before its heir heard of it).
 /// Seed 92649 fails `supervision.restarted` before the check counted a slot's
 /// bound from the return of the crashed hosts that had left its live home
 /// without its quorum (the design's stated price, not a fault of the agents).
