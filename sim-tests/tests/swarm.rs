@@ -375,7 +375,9 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// after a jump of its clock joined a group and restarted before its next
 /// `Alive`), and seed 93152 before services heard of a newer life before the
 /// message it came with was handled (a leading home's new life dissolved its
-/// group before its heir heard of it).
+/// group before its heir heard of it); seed 97635 before the check excused a
+/// supervisor whose home's group lost half of the rest to a crash after the
+/// home's own, before the take-over (the design's stated price).
 /// Seed 92649 fails `supervision.restarted` before the check counted a slot's
 /// bound from the return of the crashed hosts that had left its live home
 /// without its quorum (the design's stated price, not a fault of the agents).

@@ -42,7 +42,7 @@ use queue::EventQueue;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::rc::Rc;
 
@@ -268,6 +268,21 @@ pub struct Simulation {
     messaging: Option<Box<MessagingSim>>,
     /// The supervision workload's slots, when the run has one.
     supervision: Option<Box<SupervisionSim>>,
+    /// Homes that crashed running supervisors, for supervision's `refresh` after
+    /// (see [`Simulation::note_supervision_lost`]).
+    crashed_homes: BTreeMap<NodeId, CrashedHome>,
+}
+
+/// A home that crashed running supervisors: until `refresh` after, its keepers may
+/// still take them over, which a later crash of at least half of the rest of its
+/// level-0 group prevents, as one with the home would.
+#[derive(Debug)]
+struct CrashedHome {
+    at: Time,
+    /// The rest of its level-0 group when it crashed.
+    others: Vec<NodeId>,
+    /// The children of the supervisors it ran.
+    children: Vec<Pid>,
 }
 
 impl Simulation {
@@ -399,6 +414,7 @@ impl Simulation {
                 .supervision
                 .clone()
                 .map(|s| Box::new(SupervisionSim::new(s, restart_detection(&config.agent)))),
+            crashed_homes: BTreeMap::new(),
             messaging: config.messaging.clone().map(|m| {
                 let faultless = config.faults.is_empty()
                     && config.random_faults.is_none()
@@ -730,6 +746,12 @@ impl Simulation {
     ///   (a keeper cannot tell those cut off from those crashed; before, a home
     ///   that crashed just after a partition split the rest of its group in two
     ///   halves owed its children's restarts, as in swarm seed 10142);
+    /// - those whose home crashed less than `refresh` ago and were not taken over
+    ///   yet, when the crash of `nodes` leaves no side of the rest of the group
+    ///   the home was in holding more than half of it (before, only a crash with
+    ///   the home counted: swarm seed 97635 at 200 hosts, whose home restarted
+    ///   and whose rack, half of the rest of its group, crashed 0.8 s later,
+    ///   before the take-over, owed the restarts the design says it cannot make);
     /// - those whose last holders (its home, or keepers of its copies while the
     ///   home is down) all crash now.
     pub(super) fn note_supervision_lost(&mut self, nodes: &[NodeId]) {
@@ -756,16 +778,46 @@ impl Simulation {
                 .copied()
                 .filter(|m| !nodes.contains(m) && self.hosts[m.0 as usize].agent.is_some())
                 .collect();
+            let children: Vec<Pid> = supervision
+                .supervisors(None)
+                .iter()
+                .flat_map(|s| s.children.iter().filter_map(|c| c.pid))
+                .collect();
             if 2 * self.network.largest_side(&up) <= others.len() {
-                let sups = supervision.supervisors(None);
-                home_lost.extend(
-                    sups.iter()
-                        .flat_map(|s| s.children.iter().filter_map(|c| c.pid)),
-                );
+                home_lost.extend(children.iter().copied());
+            }
+            if !children.is_empty() {
+                let at = self.now;
+                let home = CrashedHome {
+                    at,
+                    others,
+                    children,
+                };
+                self.crashed_homes.insert(node, home);
             }
         }
+        let (now, refresh) = (self.now, self.config.agent.services.supervision.refresh);
+        self.crashed_homes
+            .retain(|_, h| now.saturating_since(h.at) < refresh);
+        let mut later_lost = Vec::new();
+        for h in self.crashed_homes.values() {
+            let up: Vec<NodeId> = (h.others.iter().copied())
+                .filter(|m| !nodes.contains(m) && self.hosts[m.0 as usize].agent.is_some())
+                .collect();
+            if 2 * self.network.largest_side(&up) <= h.others.len() {
+                later_lost.extend(h.children.iter().copied());
+            }
+        }
+        // Taken over already: run by an agent that lives on.
+        let running: BTreeSet<Pid> = (self.hosts.iter().enumerate())
+            .filter(|(i, _)| !nodes.contains(&NodeId(*i as u32)))
+            .filter_map(|(_, host)| host.agent.as_ref())
+            .flat_map(|a| a.services().supervision.supervisors(None))
+            .flat_map(|s| s.children.into_iter().filter_map(|c| c.pid))
+            .collect();
         if let Some(s) = self.supervision.as_mut() {
             s.supervisors_lost(&home_lost, &BTreeSet::new());
+            s.supervisors_lost(&later_lost, &running);
             s.supervisors_lost(&lost, &kept);
         }
     }
