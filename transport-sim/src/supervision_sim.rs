@@ -32,9 +32,9 @@
 //!   supervision's `lost_after` and probe period, and `placement_allowance`) of its
 //!   last process's end, unless it was given up (looping children are) or its
 //!   supervisor was lost beyond the design: its home crashed together with at
-//!   least half of the rest of its level-0 group, which keeps the copies (or
-//!   that half crashed within `refresh` after the home, before a take-over), or
-//!   while partitions left no side of the rest holding most of it, or its
+//!   least half of the rest of its quorum base (or that half crashed within
+//!   `refresh` after the home, before a take-over), or while partitions left no
+//!   agent keeping a copy beside most of the rest, or its
 //!   last holders (the home, or the keepers while the home is down) crashed
 //!   together. No take-over is possible then; a rack's crash does it, a single
 //!   host's never. The bound

@@ -615,6 +615,13 @@ impl Supervision {
             .collect()
     }
 
+    /// The quorum base this agent, as a home, tells its keepers, by which they
+    /// judge a take-over ([`quorum::Quorum::told_base`]; `group` is its level-0
+    /// group): for checks.
+    pub fn told_base(&self, group: &[NodeId]) -> Vec<NodeId> {
+        self.quorum.told_base(self.me.node, group)
+    }
+
     /// The children (current or last pids) of every supervisor this agent runs or
     /// keeps a copy of: a supervisor no live agent keeps is lost (for checks).
     pub fn kept_children(&self) -> impl Iterator<Item = Pid> + '_ {

@@ -275,11 +275,11 @@ pub struct Simulation {
 
 /// A home that crashed running supervisors: until `refresh` after, its keepers may
 /// still take them over, which a later crash of at least half of the rest of its
-/// level-0 group prevents, as one with the home would.
+/// quorum base prevents, as one with the home would.
 #[derive(Debug)]
 struct CrashedHome {
     at: Time,
-    /// The rest of its level-0 group when it crashed.
+    /// The rest of its quorum base when it crashed (as told to its keepers).
     others: Vec<NodeId>,
     /// The children of the supervisors it ran.
     children: Vec<Pid>,
@@ -739,16 +739,16 @@ impl Simulation {
     /// Tells the supervision checks of the supervisors that crashing `nodes`
     /// together loses beyond the design (no take-over is possible; see the
     /// supervision service's module doc), so that their slots owe no restart:
-    /// - those whose home crashes while no side of the rest of its level-0 group,
-    ///   where the copies of its records are kept, holds more than half of them:
-    ///   at least half crash with it (members down already count), or the
-    ///   partitions in force cut the rest into sides none of which is most of it
-    ///   (a keeper cannot tell those cut off from those crashed; before, a home
-    ///   that crashed just after a partition split the rest of its group in two
-    ///   halves owed its children's restarts, as in swarm seed 10142);
+    /// - those whose home crashes while no agent keeping a copy of its records
+    ///   has more than half of the rest of its quorum base on its side
+    ///   ([`Simulation::base_held`]): at least half crash with it (members down
+    ///   already count), or the partitions in force leave too few beside the
+    ///   keepers (a keeper cannot tell those cut off from those crashed; before,
+    ///   a home that crashed just after a partition split the rest of its group
+    ///   in two halves owed its children's restarts, as in swarm seed 10142);
     /// - those whose home crashed less than `refresh` ago and were not taken over
-    ///   yet, when the crash of `nodes` leaves no side of the rest of the group
-    ///   the home was in holding more than half of it (before, only a crash with
+    ///   yet, when the crash of `nodes` leaves no keeper so beside most of the
+    ///   rest of the home's base (before, only a crash with
     ///   the home counted: swarm seed 97635 at 200 hosts, whose home restarted
     ///   and whose rack, half of the rest of its group, crashed 0.8 s later,
     ///   before the take-over, owed the restarts the design says it cannot make);
@@ -771,19 +771,13 @@ impl Simulation {
                 continue;
             }
             lost.extend(supervision.kept_children());
-            let group = level_0_group(agent, instance);
-            let others: Vec<NodeId> = group.iter().copied().filter(|m| *m != node).collect();
-            let up: Vec<NodeId> = others
-                .iter()
-                .copied()
-                .filter(|m| !nodes.contains(m) && self.hosts[m.0 as usize].agent.is_some())
-                .collect();
+            let others = supervision.told_base(level_0_group(agent, instance));
             let children: Vec<Pid> = supervision
                 .supervisors(None)
                 .iter()
                 .flat_map(|s| s.children.iter().filter_map(|c| c.pid))
                 .collect();
-            if 2 * self.network.largest_side(&up) <= others.len() {
+            if !self.base_held(&others, &children, nodes) {
                 home_lost.extend(children.iter().copied());
             }
             if !children.is_empty() {
@@ -801,10 +795,7 @@ impl Simulation {
             .retain(|_, h| now.saturating_since(h.at) < refresh);
         let mut later_lost = Vec::new();
         for h in self.crashed_homes.values() {
-            let up: Vec<NodeId> = (h.others.iter().copied())
-                .filter(|m| !nodes.contains(m) && self.hosts[m.0 as usize].agent.is_some())
-                .collect();
-            if 2 * self.network.largest_side(&up) <= h.others.len() {
+            if !self.base_held(&h.others, &h.children, nodes) {
                 later_lost.extend(h.children.iter().copied());
             }
         }
@@ -820,6 +811,34 @@ impl Simulation {
             s.supervisors_lost(&later_lost, &running);
             s.supervisors_lost(&lost, &kept);
         }
+    }
+
+    /// Whether, once `nodes` crash, some agent that lives on and keeps a copy of a
+    /// home's supervisors (whose `children` these are) has on its side of the
+    /// partitions more than half of `base`, the rest of the home's quorum base: the
+    /// take-over the design allows (before, the check counted the home's level-0
+    /// group and any side, copy or not: swarm seed 100655 at 200 hosts, whose
+    /// home crashed with half of its base cut off and its keeper on the other
+    /// half, owed restarts that nobody may make).
+    fn base_held(&self, base: &[NodeId], children: &[Pid], nodes: &[NodeId]) -> bool {
+        let lives = |m: &NodeId| !nodes.contains(m) && self.hosts[m.0 as usize].agent.is_some();
+        let up: Vec<NodeId> = base.iter().copied().filter(lives).collect();
+        let together = |a: NodeId, b: NodeId| {
+            a == b || !(self.network.blocked(a, b) || self.network.blocked(b, a))
+        };
+        (self.hosts.iter().enumerate())
+            .map(|(i, host)| (NodeId(i as u32), host))
+            .filter(|(node, _)| lives(node))
+            .filter(|(_, host)| {
+                host.agent.as_ref().is_some_and(|a| {
+                    let kept = a.services().supervision.kept_children();
+                    kept.into_iter().any(|p| children.contains(&p))
+                })
+            })
+            .any(|(holder, _)| {
+                let beside = up.iter().filter(|m| together(holder, **m)).count();
+                2 * beside > base.len()
+            })
     }
 
     fn crash(&mut self, node: NodeId) {
