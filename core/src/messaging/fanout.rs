@@ -1729,6 +1729,29 @@ mod tests {
         Target::group(TenantId(1), name)
     }
 
+    /// Request `r` of pid (1, 1), one byte, sent reliably to group `target`.
+    fn send_reliably(
+        e: &mut Fanout,
+        tree: &TreeView<'_>,
+        boxes: &mut Boxes,
+        at: Time,
+        r: u64,
+        target: &str,
+    ) {
+        let (to, from) = (group(target), pid(1, 1));
+        let data = vec![r as u8];
+        e.send_to_all(
+            at,
+            tree,
+            RequestId(r),
+            to,
+            from,
+            data,
+            Delivery::Reliable,
+            boxes,
+        );
+    }
+
     fn drain(e: &mut Fanout) -> Vec<FanOut> {
         std::iter::from_fn(|| e.poll()).collect()
     }
@@ -2604,16 +2627,7 @@ mod tests {
         let mut e = Fanout::new(me, Duration::from_secs(1), RESEND);
         let mut boxes = Boxes::default();
         let mut send = |e: &mut Fanout, r: u64, target: &str| {
-            e.send_to_all(
-                Time::ZERO,
-                &tree,
-                RequestId(r),
-                group(target),
-                pid(1, 1),
-                vec![r as u8],
-                Delivery::Reliable,
-                &mut boxes,
-            );
+            send_reliably(e, &tree, &mut boxes, Time::ZERO, r, target);
         };
         send(&mut e, 1, "g");
         assert_eq!(drain(&mut e).len(), 1, "the first walk");
@@ -2696,16 +2710,7 @@ mod tests {
         let mut e = Fanout::new(me, walk_timeout, RESEND);
         let mut boxes = Boxes::default();
         let mut send = |e: &mut Fanout, at: Time, r: u64, target: &str| {
-            e.send_to_all(
-                at,
-                &tree,
-                RequestId(r),
-                group(target),
-                pid(1, 1),
-                vec![r as u8],
-                Delivery::Reliable,
-                &mut boxes,
-            );
+            send_reliably(e, &tree, &mut boxes, at, r, target);
         };
         send(&mut e, Time::ZERO, 1, "g");
         assert_eq!(drain(&mut e).len(), 1, "the first walk");

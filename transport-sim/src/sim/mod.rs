@@ -777,17 +777,19 @@ impl Simulation {
                 .iter()
                 .flat_map(|s| s.children.iter().filter_map(|c| c.pid))
                 .collect();
-            if !self.base_held(&others, &children, nodes) {
-                home_lost.extend(children.iter().copied());
-            }
             if !children.is_empty() {
+                if !self.base_held(&others, &children, nodes) {
+                    home_lost.extend(children.iter().copied());
+                }
                 let at = self.now;
-                let home = CrashedHome {
-                    at,
-                    others,
-                    children,
-                };
-                self.crashed_homes.insert(node, home);
+                (self.crashed_homes).insert(
+                    node,
+                    CrashedHome {
+                        at,
+                        others,
+                        children,
+                    },
+                );
             }
         }
         let (now, refresh) = (self.now, self.config.agent.services.supervision.refresh);
