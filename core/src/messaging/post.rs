@@ -86,8 +86,10 @@
 //! ones resend deadlines, parked ones and blocking sends waiting for credit a
 //! `block_timeout` deadline. Each kind of
 //! deadline is always the same span after the event that sets it, so each lives in a
-//! queue in time order (no tree): entries whose item moved on are skipped when they
-//! come up, and a queue is compacted when it holds more than twice the live items.
+//! queue in time order (no tree): entries whose item moved on are dropped from the
+//! head of their queue at the end of every input (so an answered send sets no
+//! timer) or skipped when they come up, and a queue is compacted when it holds more
+//! than twice the live items.
 
 use super::msg::{Ack, Item, MessagingMsg, Outcome, ACKS_PER_MESSAGE};
 use super::MessagingConfig;
@@ -725,8 +727,11 @@ impl Post {
         self.compact();
     }
 
-    /// Called at the end of every input: flushes acks (or schedules their flush).
+    /// Called at the end of every input: drops the settled heads of the deadline
+    /// queues (so that no timer is set for an item already answered), flushes acks
+    /// (or schedules their flush).
     pub(super) fn end_of_input(&mut self, now: Time) {
+        self.drop_settled_heads();
         if self.acks.is_empty() {
             return;
         }
@@ -1622,6 +1627,37 @@ impl Post {
         } else {
             now + idle / 2
         };
+    }
+
+    /// Pops the entries at the front of the fate, resend and park queues whose item
+    /// was settled (or moved to another state) since: each is popped once, so this
+    /// costs one lookup per entry, and a sender whose sends are all answered has no
+    /// deadline left (most sends are answered long before their fate timeout).
+    fn drop_settled_heads(&mut self) {
+        let outbound = &self.outbound;
+        let flight = |d: &Due| outbound.get(&(d.1, d.2)).and_then(|p| p.inflight.get(&d.3));
+        // Each test is the negation of what `handle_timeout` acts on.
+        while self
+            .fate_q
+            .front()
+            .is_some_and(|d| flight(d).is_none_or(|f| f.parked || f.deadline != d.0))
+        {
+            self.fate_q.pop_front();
+        }
+        while self
+            .park_q
+            .front()
+            .is_some_and(|d| flight(d).is_none_or(|f| !f.parked || f.deadline != d.0))
+        {
+            self.park_q.pop_front();
+        }
+        while self
+            .resend_q
+            .front()
+            .is_some_and(|d| flight(d).is_none_or(|f| f.parked || f.copy.is_none()))
+        {
+            self.resend_q.pop_front();
+        }
     }
 
     /// Drops stale deadline entries once a queue holds more than twice the live items
