@@ -146,12 +146,21 @@ pub struct Utilization {
     pub memory: f64,
 }
 
+/// Where a pid was started.
+#[derive(Clone, Copy)]
+struct PidHost {
+    node: NodeId,
+    /// Not exited, killed or lost with its host.
+    running: bool,
+}
+
 /// Processes, clients and figures of a run.
 #[derive(Default)]
 pub struct PlacementSim {
     procs: Vec<BTreeMap<Pid, SimProc>>,
-    /// The host each pid was started on (looked up per message, never iterated).
-    pid_hosts: rustc_hash::FxHashMap<Pid, NodeId>,
+    /// The host each pid was started on, and whether it runs there still (looked up
+    /// per message, never iterated). Invariant: `running` iff the pid is in `procs`.
+    pid_hosts: rustc_hash::FxHashMap<Pid, PidHost>,
     started_by_req: BTreeMap<u64, u32>,
     /// (request, pid) of every running process of a request: one set rather than a
     /// set per request, which cost a B-tree node (about 200 bytes) per running request.
@@ -231,10 +240,14 @@ impl PlacementSim {
                 if host.contains_key(&pid) {
                     return Vec::new(); // Idempotent.
                 }
-                if let Some(other) = self.pid_hosts.insert(pid, node) {
+                let started = PidHost {
+                    node,
+                    running: true,
+                };
+                if let Some(other) = self.pid_hosts.insert(pid, started) {
                     self.violations.push((
                         "placement.pid_unique",
-                        format!("pid {pid} started on {node}, already on {other}"),
+                        format!("pid {pid} started on {node}, already on {}", other.node),
                     ));
                 }
                 let req = env_number(&spec.envp, "REQ");
@@ -312,6 +325,9 @@ impl PlacementSim {
 
     /// `pid` of request `req` no longer runs.
     fn stopped(&mut self, pid: Pid, req: Option<u64>) {
+        if let Some(host) = self.pid_hosts.get_mut(&pid) {
+            host.running = false;
+        }
         if let Some(r) = req {
             self.running_by_req.remove(&(r, pid));
         }
@@ -377,10 +393,12 @@ impl PlacementSim {
     /// The host `pid` runs on now, if it runs.
     #[must_use]
     pub fn host_of(&self, pid: Pid) -> Option<NodeId> {
-        let node = *self.pid_hosts.get(&pid)?;
-        self.procs[node.0 as usize]
-            .contains_key(&pid)
-            .then_some(node)
+        let host = self.pid_hosts.get(&pid)?;
+        debug_assert_eq!(
+            host.running,
+            self.procs[host.node.0 as usize].contains_key(&pid)
+        );
+        host.running.then_some(host.node)
     }
 
     /// Processes running now, per host.
@@ -398,7 +416,7 @@ impl PlacementSim {
     /// The hosts running processes of `req` now.
     fn hosts_of(&self, req: u64) -> BTreeSet<NodeId> {
         self.running_pids(req)
-            .filter_map(|pid| self.pid_hosts.get(&pid).copied())
+            .filter_map(|pid| self.pid_hosts.get(&pid).map(|h| h.node))
             .collect()
     }
 
