@@ -443,6 +443,9 @@ impl Agent {
             // held most of the home's base: swarm seed 93152 at 200 hosts.)
             Ok(Life::Newer) => {
                 let node = envelope.from;
+                for f in &mut self.federations {
+                    f.peer_restarted(node);
+                }
                 self.events.push_back(ServiceEvent::PeerRestarted { node });
                 self.route_services(now);
             }

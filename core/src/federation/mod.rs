@@ -69,7 +69,9 @@
 //!   So does a plain member that does not list the prober while its own leader
 //!   answers: the group went on without the prober, perhaps under a leader that
 //!   joined after its removal, and none of the heirs it probes would take its
-//!   stale view over (swarm seed 10162).
+//!   stale view over (swarm seed 10162). A `Leave` from a fellow member heard in
+//!   a newer life since ([`Federation::peer_restarted`]) is not that: its earlier
+//!   life's knowledge of the group is gone, and the member stays.
 //! - `Leave { level }`: "we do not share a group at `level`": a member leaving
 //!   for another group, or a member or leader disowning an agent that thinks it
 //!   is a member.
@@ -621,6 +623,22 @@ impl Federation {
             self.on_message(now, from, body);
         }
         self.flush();
+    }
+
+    /// `node` was heard in a newer life. A fellow member (not the leader) of a group
+    /// this agent follows lost what it knew of the group with its earlier life: a
+    /// `Leave` it answers to a probe, while the leader is suspected, is not an heir
+    /// disowning this agent, only an agent that is in another group now or in none.
+    /// (Before, such an answer made every member that probed it leave the group: a
+    /// member restarted shortly before its leader crashed broke the leader's group
+    /// up before the heir could take it over, and the supervisors the leader ran,
+    /// whose copies the heir kept, were taken over by nobody: swarm seed 101373.)
+    pub fn peer_restarted(&mut self, node: NodeId) {
+        for seat in &mut self.seats {
+            if seat.view.contains(node) && !seat.led_by(self.me) && seat.view.leader != node {
+                seat.reborn.insert(node);
+            }
+        }
     }
 
     /// Leaves the federation at once: hands over every group this agent leads and

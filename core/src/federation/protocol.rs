@@ -789,7 +789,8 @@ impl Federation {
         let Some(seat) = self.seats.get_mut(l) else {
             return;
         };
-        let heir_disowns = seat.leader_suspected && seat.view.contains(from);
+        let heir_disowns =
+            seat.leader_suspected && seat.view.contains(from) && !seat.reborn.contains(&from);
         if seat.led_by(self.me) {
             seat.expel(from);
         } else if seat.view.leader == from || heir_disowns {

@@ -46,6 +46,11 @@ pub struct Seat {
     /// Member side: when a fellow member first beat this agent as its leader under this
     /// view (a split's hand-over naming this agent leader may have been lost).
     pub(super) claimed_at: Option<Time>,
+    /// Member side: fellow members heard in a newer life since this agent took a view
+    /// from its leader. What a restarted agent knew of this group died with its
+    /// earlier life, so its `Leave` says nothing about the group (see
+    /// [`Federation::peer_restarted`](super::Federation::peer_restarted)).
+    pub(super) reborn: BTreeSet<NodeId>,
     /// The view changed and must be pushed to the members.
     pub(super) dirty: bool,
 }
@@ -66,6 +71,7 @@ impl Seat {
             ring_suspected: [false; RING_WATCHERS],
             handed: Vec::new(),
             claimed_at: None,
+            reborn: BTreeSet::new(),
             dirty: false,
         }
     }
@@ -116,7 +122,9 @@ impl Seat {
             self.leader_heard = now;
             self.leader_suspected = false;
             self.handed.clear();
+            self.reborn.clear();
         }
+        self.reborn.retain(|m| view.contains(*m));
         self.heard.retain(|m, _| view.contains(*m));
         self.summaries.retain(|m, _| view.contains(*m));
         self.suspects.retain(|m| view.contains(*m));

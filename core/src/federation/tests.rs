@@ -572,6 +572,38 @@ fn a_member_the_heir_took_over_without_learns_it_from_its_probe() {
     );
 }
 
+/// Regression (swarm seed 101373): a member restarted shortly before its leader died
+/// answered the probes of its former fellows with `Leave` (it was in another group by
+/// then), and each of them took that for the heir disowning it and left: the group
+/// broke up before the heir could take it over. A `Leave` from a member heard in a
+/// newer life is no heir's word; one from a member of the same life still is.
+#[test]
+fn a_leave_from_a_restarted_fellow_member_does_not_break_up_a_leaderless_group() {
+    for restarted in [true, false] {
+        let mut net = Net::group_of_five(5, true);
+        if restarted {
+            net.agents
+                .get_mut(&NodeId(3))
+                .unwrap()
+                .peer_restarted(NodeId(2));
+        }
+        // n0 dies; n3 suspects it and probes the heirs ahead of it, n1 and n2.
+        let to_n0 = |msg: &Msg| msg.1 == NodeId(0);
+        net.tick(3, Time::from_millis(2_000));
+        net.settle(to_n0);
+        let seat = &net.agents[&NodeId(3)].seats()[0];
+        assert!(seat.leader_suspected && seat.view().leader == NodeId(0));
+        // n2 answers from another group (or from none).
+        net.deliver((NodeId(2), NodeId(3), FedBody::Leave { level: 0 }));
+        let seats = net.agents[&NodeId(3)].seats();
+        assert_eq!(
+            seats.first().map(|s| s.view().leader),
+            restarted.then_some(NodeId(0)),
+            "restarted: {restarted}"
+        );
+    }
+}
+
 // ---- failure detection under loss (see `detect`) ------------------------------
 
 impl Net {
