@@ -431,6 +431,19 @@ impl SupervisionSim {
         }
     }
 
+    /// The agent of `host`, stalled still, now stalls until `resume` (a pause within
+    /// a pause): its old processes excused beside their replacements may run until
+    /// that resumption and the grace, since the agent cannot fence them before.
+    /// (Before, the excuse kept the first pause's end, and a process the agent
+    /// fenced on time after the second was reported a twin: swarm seed 102698.)
+    pub fn stall_extended(&mut self, host: NodeId, resume: Time) {
+        for (_, pid, by) in &mut self.excused {
+            if pid.origin() == host {
+                *by = (*by).max(resume + STALL_GRACE);
+            }
+        }
+    }
+
     /// The supervisor's home was lost (its host crashed) or stalls until `from`:
     /// the slots down now are due a bound after `from` (see the module doc).
     pub fn home_lost(&mut self, from: Time) {
@@ -648,6 +661,33 @@ mod tests {
 
     fn failed(results: &[(&'static str, Result<(), String>)], name: &str) -> bool {
         results.iter().any(|(n, r)| *n == name && r.is_err())
+    }
+
+    /// Swarm seed 102698: a pause of the old process's host began within an
+    /// earlier one; the old process may run until the later resumption and the
+    /// grace, not the earlier one's.
+    #[test]
+    fn a_twin_on_a_host_stalled_again_before_it_resumed_is_excused_until_the_later_resumption() {
+        let slot = slot(0, 0);
+        let (mut sim, placement) = started_at(Time::from_secs(3), slot);
+        let replacement = Pid::new(NodeId(1), Incarnation(1), 1);
+        let stalled_until = |n: NodeId| {
+            if n == NodeId(0) {
+                Time::from_secs(8)
+            } else {
+                Time::ZERO
+            }
+        };
+        sim.started(Time::from_secs(5), replacement, slot, &stalled_until);
+        sim.stall_extended(NodeId(0), Time::from_secs(10));
+        for (at, twin) in [(9_000, false), (10_400, false), (10_600, true)] {
+            let results = sim.check(Time::from_millis(at), &placement);
+            assert_eq!(
+                failed(&results, "supervision.no_twin"),
+                twin,
+                "{at} ms: {results:?}"
+            );
+        }
     }
 
     #[test]

@@ -68,7 +68,13 @@ impl Simulation {
                     // A pause within another ends with the later of the two (before,
                     // the second one's end replaced the first's: the agent resumed
                     // early while what it missed in the first waited for its end).
-                    let resume = resume.max(self.hosts[n.0 as usize].paused_until);
+                    let paused_until = self.hosts[n.0 as usize].paused_until;
+                    let resume = resume.max(paused_until);
+                    if paused_until > self.now {
+                        if let Some(s) = self.supervision.as_mut() {
+                            s.stall_extended(n, resume);
+                        }
+                    }
                     if self.is_home(n) {
                         if let Some(s) = self.supervision.as_mut() {
                             s.reconcile(self.now, &self.placement);
