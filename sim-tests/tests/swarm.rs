@@ -381,7 +381,9 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// before a member's `Leave` from a newer life stopped counting as the heir's
 /// (the group of a crashed leading home broke up before its heir took it over),
 /// and seed 102698 fails `supervision.no_twin` before the check excused an old
-/// process until the end of a pause of its host that began within another.
+/// process until the end of a pause of its host that began within another;
+/// seed 102881 fails `supervision.restarted` before the check excused a live home
+/// partitioned from most of its group with its only keeper (nobody may act).
 /// Seed 92649 fails `supervision.restarted` before the check counted a slot's
 /// bound from the return of the crashed hosts that had left its live home
 /// without its quorum (the design's stated price, not a fault of the agents).

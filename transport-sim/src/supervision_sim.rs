@@ -53,7 +53,10 @@
 //!   group on its side: the design's stated price (its quorum) is that it grants
 //!   and restarts nothing until enough of them are back (a silent side may as well
 //!   be cut off and taking over), so a slot that goes down before the silenced
-//!   hosts boot again (or resume) is due a bound after they do;
+//!   hosts boot again (or resume) is due a bound after they do; and so when a
+//!   partition with a set end does it while no agent keeping a copy is beside
+//!   more than half of the rest of the home's base (nobody may take over), with
+//!   the slot due a bound after the partition heals;
 //! - `supervision.loop_stopped`: a crash-looping slot is given up (the agent says so
 //!   with a notice) within its intensity's restarts, and runs no more after that.
 //!

@@ -701,29 +701,72 @@ impl Simulation {
     /// grants and restarts nothing until enough of them are back (the design's
     /// stated price; see the supervision service's `quorum`).
     pub(super) fn homes_cut_from_their_quorum(&self, nodes: &[NodeId]) -> bool {
-        if self.supervision.is_none() {
-            return false;
-        }
+        self.supervision.is_some()
+            && (0..self.hosts.len() as u32)
+                .map(NodeId)
+                .any(|home| self.cut_from_quorum(home, nodes))
+    }
+
+    /// Whether `home` is a live home (running supervisors, not stalled) left by the
+    /// silencing of `nodes` and the partitions in force with less than half of the
+    /// rest of its level-0 group on its side.
+    fn cut_from_quorum(&self, home: NodeId, nodes: &[NodeId]) -> bool {
         let instance = usize::from(self.config.agent.services.supervision.instance);
         let up = |m: NodeId| {
             let host = &self.hosts[m.0 as usize];
             !nodes.contains(&m) && host.agent.is_some() && host.paused_until <= self.now
         };
-        (0..self.hosts.len() as u32).map(NodeId).any(|home| {
-            if !up(home) || !self.is_home(home) {
+        if !up(home) || !self.is_home(home) {
+            return false;
+        }
+        let agent = self.hosts[home.0 as usize].agent.as_ref();
+        let group = agent.map_or(&[][..], |a| level_0_group(a, instance));
+        let others = group.iter().filter(|m| **m != home).count();
+        let beside = group.iter().filter(|m| {
+            **m != home
+                && up(**m)
+                && !self.network.blocked(home, **m)
+                && !self.network.blocked(**m, home)
+        });
+        // An even split goes to the home.
+        2 * beside.count() < others
+    }
+
+    /// Whether the partitions in force leave a live home with less than half of
+    /// the rest of its level-0 group on its side while no agent keeping a copy of
+    /// its records has more than half of the rest of its quorum base on its own
+    /// ([`Simulation::base_held`]): the home may not act, nobody may take it over,
+    /// and its slots are due a bound after the partition heals (the design's
+    /// stated price). (Before, only crashes and stalls were excused so: swarm
+    /// seed 102881, whose home's group spanned two racks, was cut off with three
+    /// of its seven others and its only keeper when one rack was partitioned from
+    /// the rest.) A partition with no set end (healed by a later `heal` fault) is
+    /// not excused.
+    pub(super) fn homes_cut_off_with_no_side_to_take_over(&self) -> bool {
+        if self.supervision.is_none() {
+            return false;
+        }
+        let instance = usize::from(self.config.agent.services.supervision.instance);
+        (self.hosts.iter().enumerate()).any(|(i, host)| {
+            let home = NodeId(i as u32);
+            let Some(agent) = host
+                .agent
+                .as_ref()
+                .filter(|_| self.cut_from_quorum(home, &[]))
+            else {
                 return false;
-            }
-            let agent = self.hosts[home.0 as usize].agent.as_ref();
-            let group = agent.map_or(&[][..], |a| level_0_group(a, instance));
-            let others = group.iter().filter(|m| **m != home).count();
-            let beside = group.iter().filter(|m| {
-                **m != home
-                    && up(**m)
-                    && !self.network.blocked(home, **m)
-                    && !self.network.blocked(**m, home)
-            });
-            // An even split goes to the home.
-            2 * beside.count() < others
+            };
+            let supervision = &agent.services().supervision;
+            let children: Vec<Pid> = supervision
+                .supervisors(None)
+                .iter()
+                .flat_map(|s| s.children.iter().filter_map(|c| c.pid))
+                .collect();
+            !self.base_held(
+                &supervision.told_base(level_0_group(agent, instance)),
+                &children,
+                &[],
+            )
         })
     }
 
