@@ -251,31 +251,10 @@ impl Network {
         })
     }
 
-    /// The most of `nodes` that hear each other (both ways), directly or through
-    /// others of them: the largest side the partitions in force leave them.
+    /// Whether `a` and `b` hear each other: no partition in force blocks either way.
     #[must_use]
-    pub fn largest_side(&self, nodes: &[NodeId]) -> usize {
-        let hear = |x: NodeId, y: NodeId| !self.blocked(x, y) && !self.blocked(y, x);
-        let mut side_of: Vec<Option<usize>> = vec![None; nodes.len()];
-        let mut largest = 0;
-        for start in 0..nodes.len() {
-            if side_of[start].is_some() {
-                continue;
-            }
-            side_of[start] = Some(start);
-            let (mut todo, mut size) = (vec![start], 0);
-            while let Some(i) = todo.pop() {
-                size += 1;
-                for j in 0..nodes.len() {
-                    if side_of[j].is_none() && hear(nodes[i], nodes[j]) {
-                        side_of[j] = Some(start);
-                        todo.push(j);
-                    }
-                }
-            }
-            largest = largest.max(size);
-        }
-        largest
+    pub fn hear(&self, a: NodeId, b: NodeId) -> bool {
+        !self.blocked(a, b) && !self.blocked(b, a)
     }
 
     /// Decides the fate of one message from `from` to `to`.
@@ -346,23 +325,15 @@ mod tests {
     }
 
     #[test]
-    fn the_largest_side_counts_the_nodes_that_hear_each_other() {
+    fn two_nodes_hear_each_other_unless_a_partition_blocks_either_way() {
         let mut net = Network::new(NetworkConfig::default());
-        let nodes: Vec<NodeId> = (0..5).map(NodeId).collect();
-        assert_eq!(net.largest_side(&nodes), 5);
-        assert_eq!(net.largest_side(&[]), 0);
-        net.partition(100, &nodes[..2], &nodes, false);
-        assert_eq!(net.largest_side(&nodes), 3);
-        // One way is enough to part them; 0 and 1 hear 2 through nobody.
-        net.partition(100, &[NodeId(2)], &nodes[3..], true);
-        assert_eq!(net.largest_side(&nodes), 2);
+        assert!(net.hear(NodeId(1), NodeId(2)));
+        net.partition(100, &[NodeId(1)], &[NodeId(2)], true);
+        assert!(!net.hear(NodeId(1), NodeId(2)));
+        assert!(!net.hear(NodeId(2), NodeId(1)));
+        assert!(net.hear(NodeId(1), NodeId(3)));
         net.heal_all();
-        net.partition(100, &[NodeId(3)], &[NodeId(4)], true);
-        assert_eq!(
-            net.largest_side(&nodes),
-            5,
-            "3 and 4 hear each other through 2"
-        );
+        assert!(net.hear(NodeId(2), NodeId(1)));
     }
 
     #[test]

@@ -97,6 +97,13 @@ fn restart_detection(agent: &AgentConfig) -> std::time::Duration {
     removal.max(slack(s.authority)) + slack(s.lease).max(s.lost_after) + s.probe_period * 3
 }
 
+/// The children (current or last pids) of the supervisors `agent` runs as their home.
+fn supervised_children(agent: &Agent) -> Vec<Pid> {
+    (agent.services().supervision.supervisors(None).into_iter())
+        .flat_map(|s| s.children.into_iter().filter_map(|c| c.pid))
+        .collect()
+}
+
 /// The members of `agent`'s level-0 group in its federation instance at
 /// `instance` (none outside a tree).
 fn level_0_group(agent: &Agent, instance: usize) -> &[NodeId] {
@@ -722,12 +729,9 @@ impl Simulation {
         let agent = self.hosts[home.0 as usize].agent.as_ref();
         let group = agent.map_or(&[][..], |a| level_0_group(a, instance));
         let others = group.iter().filter(|m| **m != home).count();
-        let beside = group.iter().filter(|m| {
-            **m != home
-                && up(**m)
-                && !self.network.blocked(home, **m)
-                && !self.network.blocked(**m, home)
-        });
+        let beside = group
+            .iter()
+            .filter(|m| **m != home && up(**m) && self.network.hear(home, **m));
         // An even split goes to the home.
         2 * beside.count() < others
     }
@@ -749,24 +753,14 @@ impl Simulation {
         let instance = usize::from(self.config.agent.services.supervision.instance);
         (self.hosts.iter().enumerate()).any(|(i, host)| {
             let home = NodeId(i as u32);
-            let Some(agent) = host
-                .agent
-                .as_ref()
-                .filter(|_| self.cut_from_quorum(home, &[]))
-            else {
-                return false;
-            };
-            let supervision = &agent.services().supervision;
-            let children: Vec<Pid> = supervision
-                .supervisors(None)
-                .iter()
-                .flat_map(|s| s.children.iter().filter_map(|c| c.pid))
-                .collect();
-            !self.base_held(
-                &supervision.told_base(level_0_group(agent, instance)),
-                &children,
-                &[],
-            )
+            match host.agent.as_ref() {
+                Some(agent) if self.cut_from_quorum(home, &[]) => {
+                    let base =
+                        (agent.services().supervision).told_base(level_0_group(agent, instance));
+                    !self.base_held(&base, &supervised_children(agent), &[])
+                }
+                _ => false,
+            }
         })
     }
 
@@ -815,24 +809,17 @@ impl Simulation {
             }
             lost.extend(supervision.kept_children());
             let others = supervision.told_base(level_0_group(agent, instance));
-            let children: Vec<Pid> = supervision
-                .supervisors(None)
-                .iter()
-                .flat_map(|s| s.children.iter().filter_map(|c| c.pid))
-                .collect();
+            let children = supervised_children(agent);
             if !children.is_empty() {
                 if !self.base_held(&others, &children, nodes) {
                     home_lost.extend(children.iter().copied());
                 }
-                let at = self.now;
-                (self.crashed_homes).insert(
-                    node,
-                    CrashedHome {
-                        at,
-                        others,
-                        children,
-                    },
-                );
+                let home = CrashedHome {
+                    at: self.now,
+                    others,
+                    children,
+                };
+                self.crashed_homes.insert(node, home);
             }
         }
         let (now, refresh) = (self.now, self.config.agent.services.supervision.refresh);
@@ -848,8 +835,7 @@ impl Simulation {
         let running: BTreeSet<Pid> = (self.hosts.iter().enumerate())
             .filter(|(i, _)| !nodes.contains(&NodeId(*i as u32)))
             .filter_map(|(_, host)| host.agent.as_ref())
-            .flat_map(|a| a.services().supervision.supervisors(None))
-            .flat_map(|s| s.children.into_iter().filter_map(|c| c.pid))
+            .flat_map(supervised_children)
             .collect();
         if let Some(s) = self.supervision.as_mut() {
             s.supervisors_lost(&home_lost, &BTreeSet::new());
@@ -868,9 +854,7 @@ impl Simulation {
     fn base_held(&self, base: &[NodeId], children: &[Pid], nodes: &[NodeId]) -> bool {
         let lives = |m: &NodeId| !nodes.contains(m) && self.hosts[m.0 as usize].agent.is_some();
         let up: Vec<NodeId> = base.iter().copied().filter(lives).collect();
-        let together = |a: NodeId, b: NodeId| {
-            a == b || !(self.network.blocked(a, b) || self.network.blocked(b, a))
-        };
+        let together = |a: NodeId, b: NodeId| a == b || self.network.hear(a, b);
         (self.hosts.iter().enumerate())
             .map(|(i, host)| (NodeId(i as u32), host))
             .filter(|(node, _)| lives(node))
