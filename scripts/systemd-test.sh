@@ -13,9 +13,10 @@
 #   1. `nef spawn` of a sleeper through the agent's API socket (bound into the
 #      container, so nef runs outside it);
 #   2. SIGKILL to the agent's main process;
-#   3. systemd starts it again (a new main pid, NRestarts >= 1, a new incarnation
-#      in the agent's log), and `nef ps` lists the sleeper running, the same
-#      Linux process as before (KillMode=process: the unit's restart leaves it);
+#   3. systemd starts it again (a new main pid, NRestarts >= 1, a second start in
+#      the agent's journal, which took the tenant's agent socket over from its
+#      holder), and `nef ps` lists the sleeper running, the same Linux process
+#      as before (KillMode=process: the unit's restart leaves it);
 #   4. `nef kill` and `nef wait` end it through the new agent.
 #
 # The container shares the machine's network namespace; the agent listens on
@@ -152,7 +153,7 @@ deadline=$(( $(now_ms) + 30000 ))
 # The container's init: nspawn's child once it has become systemd (before that,
 # nspawn's own helper processes come and go there).
 while [ -z "$LEADER" ]; do
-    LEADER=$(ps --ppid "$NSPAWN_PID" -o pid=,comm= 2>/dev/null | awk '$2 == "systemd" { print $1; exit }')
+    LEADER=$(ps --ppid "$NSPAWN_PID" -o pid=,comm= 2>/dev/null | awk '$2 == "systemd" { print $1; exit }') || true
     if ! kill -0 "$NSPAWN_PID" 2>/dev/null || [ "$(now_ms)" -gt "$deadline" ]; then
         record_skip "this machine cannot boot a systemd container: $(tail -n 3 "$WORK/container.log" | tr '\n' ' ')"
         exit 0
@@ -219,6 +220,11 @@ say "systemd restarted the agent: main pid $new_main, NRestarts $restarts"
 journal
 lives=$(grep -c 'agent started' "$WORK/journal.txt") || true
 [ "$lives" -ge 2 ] || fail "the journal shows $lives agent starts, not 2"
+# The new agent took the tenant's agent socket over from its holder (the
+# endpoint of the re-adopted process lives on).
+if grep -q 'no agent socket from the holder' "$WORK/journal.txt"; then
+    fail "the new agent could not take over the holder's agent socket: $(grep 'no agent socket' "$WORK/journal.txt" | tail -n 1)"
+fi
 
 deadline=$(( $(now_ms) + 10000 ))
 until [ "$(state_of "$pid")" = Running ]; do
