@@ -256,6 +256,15 @@ struct Slot {
     looping: bool,
 }
 
+impl Slot {
+    /// Its last running process ended at `now`: the restart bound runs from
+    /// then, or from the end of a suspension of the check.
+    fn went_down(&mut self, now: Time, suspended_until: Time) {
+        self.down_since = Some(now);
+        self.due_from = Some(now.max(suspended_until));
+    }
+}
+
 /// The supervision workload's state in a run.
 #[derive(Debug)]
 pub struct SupervisionSim {
@@ -404,16 +413,29 @@ impl SupervisionSim {
         }
     }
 
-    /// Processes may have ended (exits, kills, crashes): each slot's running set
-    /// follows the simulated hosts.
+    /// Processes may have ended (crashes, faults that end many at once): each
+    /// slot's running set follows the simulated hosts.
     pub fn reconcile(&mut self, now: Time, placement: &PlacementSim) {
+        let suspended_until = self.suspended_until;
         for s in self.slots.values_mut() {
             let before = s.running.len();
             s.running.retain(|p| placement.host_of(*p).is_some());
             if before > 0 && s.running.is_empty() {
-                s.down_since = Some(now);
-                s.due_from = Some(now.max(self.suspended_until));
+                s.went_down(now, suspended_until);
             }
+        }
+    }
+
+    /// The one process `pid` ended (an exit or a kill): [`Self::reconcile`] for
+    /// that process alone, so a busy workload does not walk every slot at each
+    /// of its exits.
+    pub fn ended(&mut self, now: Time, pid: Pid) {
+        let suspended_until = self.suspended_until;
+        let Some(s) = self.slot_of.get(&pid).and_then(|n| self.slots.get_mut(n)) else {
+            return;
+        };
+        if s.running.remove(&pid) && s.running.is_empty() {
+            s.went_down(now, suspended_until);
         }
     }
 

@@ -219,13 +219,13 @@ impl Federation {
     /// Beats the ring successors at level 0, and suspects silent ring predecessors.
     fn ring_tick(&mut self, now: Time) {
         let suspect_after = self.config.period * self.config.suspect_periods;
-        let Some((next, prev)) = self.seats[0].ring_neighbours(self.me) else {
+        let Some(ring) = self.seats[0].ring_neighbours(self.me) else {
             return;
         };
-        for to in next {
+        for &to in ring.next() {
             self.send(to, FedBody::RingBeat);
         }
-        for (i, p) in prev.into_iter().enumerate() {
+        for (i, &p) in ring.prev().iter().enumerate() {
             let seat = &mut self.seats[0];
             let silence = now.saturating_since(seat.ring_heard[i]);
             if silence <= suspect_after {
@@ -421,7 +421,7 @@ impl Federation {
                 if let Some(seat) = self.seats.first_mut() {
                     let at = seat
                         .ring_neighbours(self.me)
-                        .and_then(|(_, prev)| prev.iter().position(|p| *p == from));
+                        .and_then(|ring| ring.prev().iter().position(|p| *p == from));
                     if let Some(i) = at {
                         seat.ring_heard[i] = now;
                         seat.ring_suspected[i] = false;

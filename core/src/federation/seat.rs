@@ -15,6 +15,26 @@ use std::collections::{BTreeMap, BTreeSet};
 /// How many ring members watch each plain member of a level-0 group, besides its leader.
 pub(super) const RING_WATCHERS: usize = 2;
 
+/// A plain member's neighbours on its group's ring ([`Seat::ring_neighbours`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Ring {
+    next: [NodeId; RING_WATCHERS],
+    prev: [NodeId; RING_WATCHERS],
+    k: usize,
+}
+
+impl Ring {
+    /// The members after this one, which it beats, nearest first.
+    pub(super) fn next(&self) -> &[NodeId] {
+        &self.next[..self.k]
+    }
+
+    /// The members before this one, which beat it, nearest first.
+    pub(super) fn prev(&self) -> &[NodeId] {
+        &self.prev[..self.k]
+    }
+}
+
 /// The most hand-overs a leader keeps per group (splits a few periods apart).
 pub(super) const KEPT_HAND_OVERS: usize = 4;
 
@@ -142,21 +162,29 @@ impl Seat {
     /// The ring of the group's plain members (all but the leader), in id order: the
     /// `k` members after `me` (which it beats) and the `k` before (which beat it),
     /// nearest first, with `k = min(RING_WATCHERS, ring size - 1)`. `None` if `me`
-    /// is not a plain member or is alone in the ring.
-    pub(super) fn ring_neighbours(&self, me: NodeId) -> Option<(Vec<NodeId>, Vec<NodeId>)> {
-        let ring: Vec<NodeId> = self
-            .view
-            .members
-            .iter()
-            .copied()
-            .filter(|m| *m != self.view.leader)
-            .collect();
-        let at = ring.iter().position(|m| *m == me)?;
-        let n = ring.len();
-        let k = RING_WATCHERS.min(n.checked_sub(1)?);
-        let next = (1..=k).map(|d| ring[(at + d) % n]).collect();
-        let prev = (1..=k).map(|d| ring[(at + n - d) % n]).collect();
-        Some((next, prev))
+    /// is not a plain member. Allocates nothing: it runs at every ring beat sent
+    /// and heard.
+    pub(super) fn ring_neighbours(&self, me: NodeId) -> Option<Ring> {
+        let members = &self.view.members;
+        if me == self.view.leader {
+            return None;
+        }
+        let mine = members.binary_search(&me).ok()?;
+        // The ring is `members` without the leader (when it is listed).
+        let leader = members.binary_search(&self.view.leader).ok();
+        let n = members.len() - usize::from(leader.is_some());
+        let skip = |i: usize| leader.map_or(i, |l| i + usize::from(i >= l));
+        let at = mine - usize::from(leader.is_some_and(|l| l < mine));
+        let mut ring = Ring {
+            next: [me; RING_WATCHERS],
+            prev: [me; RING_WATCHERS],
+            k: RING_WATCHERS.min(n - 1),
+        };
+        for d in 1..=ring.k {
+            ring.next[d - 1] = members[skip((at + d) % n)];
+            ring.prev[d - 1] = members[skip((at + n - d) % n)];
+        }
+        Some(ring)
     }
 
     /// Adds `member`, heard from at `now`; false if it was a member already.
@@ -233,5 +261,50 @@ impl Seat {
             && self.view.contains(me)
             && self.heard.keys().all(|m| self.view.contains(*m))
             && self.summaries.keys().all(|m| self.view.contains(*m))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ring by its definition: the plain members in id order, `k` each way.
+    fn by_definition(view: &View, me: NodeId) -> Option<(Vec<NodeId>, Vec<NodeId>)> {
+        let ring: Vec<NodeId> = view
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != view.leader)
+            .collect();
+        let at = ring.iter().position(|m| *m == me)?;
+        let n = ring.len();
+        let k = RING_WATCHERS.min(n - 1);
+        let next = (1..=k).map(|d| ring[(at + d) % n]).collect();
+        let prev = (1..=k).map(|d| ring[(at + n - d) % n]).collect();
+        Some((next, prev))
+    }
+
+    #[test]
+    fn ring_neighbours_skip_the_leader_wherever_it_sits_and_wrap_around() {
+        for size in 1..=7u32 {
+            for leader in 0..size {
+                let mut view = View::solo(0, NodeId(leader * 3), Vec::new());
+                for m in (0..size).filter(|m| *m != leader) {
+                    view.insert(NodeId(m * 3));
+                }
+                let seat = Seat::new(view.clone(), Time::ZERO);
+                for me in 0..size * 3 {
+                    let got = seat
+                        .ring_neighbours(NodeId(me))
+                        .map(|r| (r.next().to_vec(), r.prev().to_vec()));
+                    assert_eq!(
+                        got,
+                        by_definition(&view, NodeId(me)),
+                        "size {size}, leader n{}, me n{me}",
+                        leader * 3
+                    );
+                }
+            }
+        }
     }
 }

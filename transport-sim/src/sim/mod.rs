@@ -587,7 +587,7 @@ impl Simulation {
                 if let Some(e) = self.placement.end(self.now, node, pid, status) {
                     self.stats.events += 1;
                     if let Some(s) = self.supervision.as_mut() {
-                        s.reconcile(self.now, &self.placement);
+                        s.ended(self.now, pid);
                     }
                     self.host_event(node, e);
                 }
@@ -1021,16 +1021,17 @@ impl Simulation {
                     }
                 }
                 Output::Host(command) => {
-                    let slot = match &*command {
-                        HostCommand::Start { pid, spec, .. } => {
-                            crate::workload::env_number(&spec.envp, "SLOT").map(|s| (*pid, s))
-                        }
-                        HostCommand::Kill { .. } => None,
+                    let (slot, killed) = match &*command {
+                        HostCommand::Start { pid, spec, .. } => (
+                            crate::workload::env_number(&spec.envp, "SLOT").map(|s| (*pid, s)),
+                            None,
+                        ),
+                        HostCommand::Kill { pid, .. } => (None, Some(*pid)),
                     };
                     let actions = self.placement.execute(self.now, node, *command);
                     if let Some(s) = self.supervision.as_mut() {
-                        match slot {
-                            Some((pid, slot)) if self.placement.host_of(pid) == Some(node) => {
+                        match (slot, killed) {
+                            (Some((pid, slot)), _) if self.placement.host_of(pid) == Some(node) => {
                                 let hosts = &self.hosts;
                                 s.started(self.now, pid, slot, &|n: NodeId| {
                                     hosts
@@ -1038,7 +1039,11 @@ impl Simulation {
                                         .map_or(Time::ZERO, |h| h.paused_until)
                                 });
                             }
-                            _ => s.reconcile(self.now, &self.placement),
+                            (Some(_), _) => s.reconcile(self.now, &self.placement),
+                            // A kill ends its one process, if it ran here; a start
+                            // of no slot's ends nothing.
+                            (None, Some(pid)) if !actions.is_empty() => s.ended(self.now, pid),
+                            (None, _) => {}
                         }
                     }
                     for action in actions {
