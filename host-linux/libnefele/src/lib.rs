@@ -7,6 +7,8 @@
 //!   groups, topics, monitors, distance). A process started by Nefele connects
 //!   through the endpoint it inherited (`NEFELE_FD`), with no configuration.
 //! - [`reconnect`]: how such a process finds its agent again after a restart.
+//! - [`link`]: direct connections between two processes, made by their agents,
+//!   that carry pid sends without either agent in the data path.
 //! - [`ffi`]: the C ABI over the client, declared in `include/nefele.h`.
 //! - [`quantity`]: strict parsing and display of cpu and memory amounts (`500m`,
 //!   `512M`), shared by `nef` flags and the `nefeled` configuration.
@@ -17,6 +19,7 @@ pub mod client;
 mod endpoint;
 #[allow(non_camel_case_types)]
 pub mod ffi;
+pub mod link;
 pub mod proto;
 pub mod quantity;
 pub mod reconnect;

@@ -1,0 +1,385 @@
+//! Links: a direct connection between two processes, negotiated by their agents,
+//! that carries one process's pid sends to the other without either agent in the
+//! data path (the messaging round trip through two agents wakes six processes;
+//! a link wakes two, as a raw socket does).
+//!
+//! This module owns what the two ends of a link say to each other and what each
+//! end counts; it does no I/O (the client does).
+//!
+//! # How a link is made
+//! Process A asks its agent for a link to B (`Call::Link`). The agent makes the
+//! connection (a socket pair when B runs on the same host, a TCP connection to
+//! B's agent otherwise), registers B's end under a random token, and sends B an
+//! ordinary reliable message from A whose bytes are a *marker* ([`marker`]) naming
+//! the token. Only when that message is in B's mailbox (its fate is `Ok`) does A
+//! get its end; so every send A made to B before the link is ahead of the marker
+//! in B's mailbox, and every send after it goes on the link: FIFO per (A, B) holds
+//! across the switch. B's client, taking the marker from its mailbox, claims B's
+//! end from its own agent with the token (`Call::Claim`), and reads A's later
+//! messages from the link. A message whose bytes only look like a marker (no end
+//! registered under its token for that pair) is handed to B as data.
+//!
+//! The agents check everything a link needs at its making: the marker is a send
+//! from A, stamped by A's agent, so it reaches B only within A's tenant, exactly as
+//! any send; B's agent hands B's end only to B, and only for a marker from A. Over
+//! the link, A can send only as A: the far end counts everything it reads as A's.
+//!
+//! # What goes on a link
+//! Frames, both ways: a 4-byte little-endian length of what follows, a kind byte,
+//! then the body. The opener sends [`Frame::Data`] (one message each); the other
+//! end sends [`Frame::Ack`] with the number of messages it has taken so far
+//! (cumulative), after each receive that took any. A frame longer than the
+//! receiver's limit, of an unknown kind, in the wrong direction, or an `Ack` that
+//! takes back or exceeds what was sent ends the link: the peer is a process, so
+//! hostile until shown otherwise, and nothing larger than the limit is allocated.
+//!
+//! # Fates
+//! A message sent on a link is delivered when the receiving process has taken it
+//! (its `Ack` came): a stronger promise than the agent path's (in the mailbox),
+//! since the receiver's end of the link is its mailbox. When the link ends (the
+//! receiver exited, the connection broke) every message not acknowledged yet is
+//! `Unknown`: it may have been taken, or not.
+
+use nefele_api::messaging::SendError;
+use std::collections::VecDeque;
+
+/// The first bytes of a marker message (then the token, 8 bytes little-endian).
+pub const MARKER_MAGIC: [u8; 16] = *b"\0nefele-link-1\0\0";
+/// The length of a marker message.
+pub const MARKER_LEN: usize = MARKER_MAGIC.len() + 8;
+
+/// The kind byte of a data frame.
+const DATA: u8 = 1;
+/// The kind byte of an acknowledgement.
+const ACK: u8 = 2;
+/// The length prefix and the kind byte.
+const HEADER: usize = 5;
+
+/// The marker message naming `token`.
+#[must_use]
+pub fn marker(token: u64) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(MARKER_LEN);
+    bytes.extend_from_slice(&MARKER_MAGIC);
+    bytes.extend_from_slice(&token.to_le_bytes());
+    bytes
+}
+
+/// The token a marker message names, if `data` is one.
+#[must_use]
+pub fn marker_token(data: &[u8]) -> Option<u64> {
+    let token = data.strip_prefix(&MARKER_MAGIC[..])?;
+    Some(u64::from_le_bytes(token.try_into().ok()?))
+}
+
+/// One frame on a link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// One message, opener to receiver.
+    Data(Vec<u8>),
+    /// How many messages the receiver has taken so far.
+    Ack(u64),
+}
+
+/// Why a link ends at once.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// A frame longer than this end accepts.
+    #[error("a link frame of {len} bytes, over the limit of {max}")]
+    TooLarge {
+        /// The length the peer announced.
+        len: u64,
+        /// The most this end takes.
+        max: u64,
+    },
+    /// A frame with no kind byte, or one this end does not know.
+    #[error("a link frame of unknown kind {0:?}")]
+    Kind(Option<u8>),
+    /// A frame this end of the link must not receive (data to the opener, an
+    /// acknowledgement to the receiver).
+    #[error("a link frame in the wrong direction")]
+    Direction,
+    /// An acknowledgement of the wrong length, below an earlier one, or of more
+    /// messages than were sent.
+    #[error("a link acknowledgement of {acked} when {sent} were sent and {before} acknowledged")]
+    Ack {
+        /// What the peer acknowledged.
+        acked: u64,
+        /// Sent so far.
+        sent: u64,
+        /// Acknowledged before.
+        before: u64,
+    },
+}
+
+/// Appends a data frame carrying `data` to `out`.
+pub fn put_data(out: &mut Vec<u8>, data: &[u8]) {
+    let len = u32::try_from(data.len() + 1).expect("a message is far under 4 GiB");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.push(DATA);
+    out.extend_from_slice(data);
+}
+
+/// Appends an acknowledgement of `taken` messages to `out`.
+pub fn put_ack(out: &mut Vec<u8>, taken: u64) {
+    out.extend_from_slice(&9u32.to_le_bytes());
+    out.push(ACK);
+    out.extend_from_slice(&taken.to_le_bytes());
+}
+
+/// Bytes read from a link, cut into frames. Holds at most one frame's worth of
+/// bytes past what the caller read at once: a frame's length is checked against
+/// the limit before its body is awaited.
+#[derive(Debug)]
+pub struct Inbound {
+    buf: Vec<u8>,
+    pos: usize,
+    max_data: usize,
+}
+
+impl Inbound {
+    /// Cuts frames whose message is at most `max_data` bytes.
+    #[must_use]
+    pub fn new(max_data: usize) -> Self {
+        Inbound {
+            buf: Vec::new(),
+            pos: 0,
+            max_data,
+        }
+    }
+
+    /// Takes `bytes` read from the link.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole frame, if one is in; an error ends the link.
+    ///
+    /// # Errors
+    /// A frame over the limit or of an unknown kind.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, LinkError> {
+        let rest = &self.buf[self.pos..];
+        let Some(prefix) = rest.get(..4) else {
+            return Ok(None);
+        };
+        let len = u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize;
+        let max = self.max_data + 1;
+        if len > max {
+            return Err(LinkError::TooLarge {
+                len: len as u64,
+                max: max as u64,
+            });
+        }
+        let Some(body) = rest.get(4..4 + len) else {
+            return Ok(None);
+        };
+        let frame = match body.split_first() {
+            Some((&DATA, data)) => Frame::Data(data.to_vec()),
+            Some((&ACK, taken)) => Frame::Ack(u64::from_le_bytes(taken.try_into().map_err(
+                |_| LinkError::Ack {
+                    acked: u64::MAX,
+                    sent: 0,
+                    before: 0,
+                },
+            )?)),
+            Some((&kind, _)) => return Err(LinkError::Kind(Some(kind))),
+            None => return Err(LinkError::Kind(None)),
+        };
+        self.pos += HEADER - 1 + len;
+        Ok(Some(frame))
+    }
+
+    /// Whether bytes of an unfinished frame are waiting.
+    #[must_use]
+    pub fn partial(&self) -> bool {
+        self.pos < self.buf.len()
+    }
+}
+
+/// What the opener of a link counts: the messages sent and those acknowledged, and
+/// for each message not acknowledged yet, whom to tell its fate.
+#[derive(Debug, Default)]
+pub struct Outbound {
+    sent: u64,
+    acked: u64,
+    /// One per message not acknowledged, oldest first: the `send_async` id to
+    /// give its fate under, or `None` for a send that waits for it.
+    owed: VecDeque<Option<u64>>,
+}
+
+impl Outbound {
+    /// A message went on the link; `id` is its `send_async` id, if any.
+    pub fn sent(&mut self, id: Option<u64>) {
+        self.sent += 1;
+        self.owed.push_back(id);
+    }
+
+    /// The receiver has taken `taken` messages in all: the newly delivered ones,
+    /// oldest first.
+    ///
+    /// # Errors
+    /// An acknowledgement below an earlier one or above what was sent.
+    pub fn acked(&mut self, taken: u64) -> Result<Vec<Option<u64>>, LinkError> {
+        if taken < self.acked || taken > self.sent {
+            return Err(LinkError::Ack {
+                acked: taken,
+                sent: self.sent,
+                before: self.acked,
+            });
+        }
+        let new = (taken - self.acked) as usize;
+        self.acked = taken;
+        Ok(self.owed.drain(..new).collect())
+    }
+
+    /// Messages sent and not acknowledged yet.
+    #[must_use]
+    pub fn unacked(&self) -> u64 {
+        self.sent - self.acked
+    }
+
+    /// Whether the message sent as number `n` (from 1) has been acknowledged.
+    #[must_use]
+    pub fn delivered(&self, n: u64) -> bool {
+        n <= self.acked
+    }
+
+    /// Messages sent so far.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.sent
+    }
+
+    /// The link ended: every message not acknowledged, with the fate it gets.
+    pub fn ended(&mut self) -> Vec<(Option<u64>, SendError)> {
+        self.owed
+            .drain(..)
+            .map(|id| (id, SendError::Unknown))
+            .collect()
+    }
+}
+
+/// What the receiving end of a link counts: the messages taken, and how many of
+/// them the opener has been told of.
+#[derive(Debug, Default)]
+pub struct Taken {
+    taken: u64,
+    told: u64,
+}
+
+impl Taken {
+    /// The process took `n` more messages.
+    pub fn took(&mut self, n: u64) {
+        self.taken += n;
+    }
+
+    /// The acknowledgement to send, if the opener has not been told of every
+    /// message taken; counts it as told.
+    pub fn ack_due(&mut self) -> Option<u64> {
+        (self.taken > self.told).then(|| {
+            self.told = self.taken;
+            self.taken
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_marker_names_its_token_and_nothing_else_is_one() {
+        assert_eq!(marker_token(&marker(0xfeed_beef)), Some(0xfeed_beef));
+        assert_eq!(marker(7).len(), MARKER_LEN);
+        assert_eq!(marker_token(b"hello"), None);
+        let mut long = marker(7);
+        long.push(0);
+        assert_eq!(marker_token(&long), None, "a marker is exactly its length");
+        assert_eq!(marker_token(&marker(7)[..MARKER_LEN - 1]), None);
+    }
+
+    #[test]
+    fn frames_come_out_as_they_went_in_whatever_the_reads() {
+        let mut bytes = Vec::new();
+        put_data(&mut bytes, b"ping");
+        put_ack(&mut bytes, 42);
+        put_data(&mut bytes, b"");
+        put_data(&mut bytes, &[7; 100]);
+        let want = vec![
+            Frame::Data(b"ping".to_vec()),
+            Frame::Ack(42),
+            Frame::Data(Vec::new()),
+            Frame::Data(vec![7; 100]),
+        ];
+        for chunk in [1, 2, 3, 7, 64, bytes.len()] {
+            let mut inbound = Inbound::new(100);
+            let mut got = Vec::new();
+            for piece in bytes.chunks(chunk) {
+                inbound.extend(piece);
+                while let Some(f) = inbound.next_frame().unwrap() {
+                    got.push(f);
+                }
+            }
+            assert_eq!(got, want, "reads of {chunk} bytes");
+            assert!(!inbound.partial());
+        }
+    }
+
+    #[test]
+    fn an_oversized_or_unknown_frame_ends_the_link_before_its_body_comes() {
+        let mut inbound = Inbound::new(10);
+        // Only the length: refused before the 4 GiB it announces.
+        inbound.extend(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            inbound.next_frame(),
+            Err(LinkError::TooLarge { max: 11, .. })
+        ));
+        let mut inbound = Inbound::new(10);
+        let mut bytes = Vec::new();
+        put_data(&mut bytes, &[0; 11]);
+        inbound.extend(&bytes);
+        assert!(matches!(inbound.next_frame(), Err(LinkError::TooLarge { .. })));
+        for (frame, want) in [
+            (&[1, 0, 0, 0, 9][..], LinkError::Kind(Some(9))),
+            (&[0, 0, 0, 0][..], LinkError::Kind(None)),
+        ] {
+            let mut inbound = Inbound::new(10);
+            inbound.extend(frame);
+            assert_eq!(inbound.next_frame(), Err(want));
+        }
+        let mut inbound = Inbound::new(10);
+        inbound.extend(&[3, 0, 0, 0, ACK, 1, 2]);
+        assert!(matches!(inbound.next_frame(), Err(LinkError::Ack { .. })));
+    }
+
+    #[test]
+    fn acknowledgements_deliver_in_order_and_a_lying_peer_is_caught() {
+        let mut out = Outbound::default();
+        out.sent(Some(10));
+        out.sent(None);
+        out.sent(Some(12));
+        assert_eq!(out.unacked(), 3);
+        assert_eq!(out.acked(2).unwrap(), vec![Some(10), None]);
+        assert!(out.delivered(2) && !out.delivered(3));
+        assert_eq!(out.acked(2).unwrap(), Vec::new(), "a repeat delivers nothing");
+        assert!(out.acked(1).is_err(), "an acknowledgement taken back");
+        assert!(out.acked(4).is_err(), "more than was sent");
+        assert_eq!(out.ended(), vec![(Some(12), SendError::Unknown)]);
+        assert_eq!(out.count(), 3);
+    }
+
+    #[test]
+    fn the_receiver_acknowledges_once_per_batch_taken() {
+        let mut taken = Taken::default();
+        assert_eq!(taken.ack_due(), None);
+        taken.took(3);
+        taken.took(2);
+        assert_eq!(taken.ack_due(), Some(5));
+        assert_eq!(taken.ack_due(), None);
+        taken.took(1);
+        assert_eq!(taken.ack_due(), Some(6));
+    }
+}
