@@ -86,16 +86,19 @@ use crate::reconnect::{AgentAddr, Reconnect};
 use nefele_api::calls::ApiReply;
 use nefele_api::ids::{NodeId, Pid, TenantId};
 use nefele_api::messaging::{
-    Delivery, Dest, DistanceInfo, GroupError, Mail, MonitorError, MsgError, NameError, RecvError,
-    SendError, SendReceipt,
+    Delivery, Dest, DistanceInfo, GroupError, Mail, MailBody, MonitorError, MsgError, NameError,
+    RecvError, SendError, SendReceipt,
 };
 use nefele_api::replies::{InfoError, KillError, ProcInfo, PsReply, SpawnError, WaitError};
 use nefele_api::spec::{ExitStatus, ProcSpec, Signal};
 use nefele_api::supervision::{
     SupervisedSpawn, SupervisionError, SupervisionSpec, SupervisorId, SupervisorInfo,
 };
-use std::io::Read;
-use std::os::fd::{AsRawFd, RawFd};
+use crate::link;
+use crate::links::Links;
+use crate::proto::LinkRefused;
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -120,6 +123,9 @@ pub const ARM_WAIT: Duration = Duration::from_secs(60);
 /// agent's calls per connection, so a client that writes sends never waits on an
 /// agent that waits for it to read fates).
 pub const MAX_ASYNC_SENDS: usize = 256;
+/// How long a send on a link waits for its receiver to take the message before
+/// it fails `Unknown` (the message stays on the link, and may still be taken).
+pub const LINK_PATIENCE: Duration = Duration::from_secs(30);
 /// How much a client reads in one system call.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -188,6 +194,10 @@ pub enum ClientError {
     /// unknown. The connection is made again; look before trying again.
     #[error("the agent restarted during the call; its effect is unknown (connected again)")]
     AgentRestarted,
+    /// No link could be made to the process ([`Client::link`]); sends to it go
+    /// through the agents as before.
+    #[error("no link: {0}")]
+    LinkUnavailable(String),
     /// The connection broke and the agent could not be reached again.
     #[error("the agent is gone: not reached again at {addr} within {waited:?}: {last}")]
     AgentGone {
@@ -256,6 +266,14 @@ pub struct Client {
     reconnect: Option<Reconnect>,
     /// What could not be made again after a reconnection.
     restore_failures: Vec<(String, ClientError)>,
+    /// The links this client opened and those made to it ([`crate::link`]).
+    links: Links,
+    /// Descriptors the agent attached to replies read (a link's end), oldest first.
+    fds: VecDeque<OwnedFd>,
+    /// The armed receive was made by a receive over links (not by [`Client::arm`]).
+    links_armed: bool,
+    /// Messages taken from the mailbox beyond what a receive asked for.
+    held: VecDeque<Mail>,
 }
 
 /// A first call id unlike the last program's on the same endpoint, so that a late
@@ -345,6 +363,10 @@ impl Client {
             armed_max: 0,
             reconnect: None,
             restore_failures: Vec::new(),
+            links: Links::new(link::MAX_DATA),
+            fds: VecDeque::new(),
+            links_armed: false,
+            held: VecDeque::new(),
         }
     }
 
@@ -449,6 +471,8 @@ impl Client {
         self.scope = fresh.scope;
         self.rbuf.clear();
         self.rpos = 0;
+        // They came with answers of the broken connection; links stay.
+        self.fds.clear();
         for id in std::mem::take(&mut self.owed) {
             self.fates.push((id, Err(SendError::Unknown)));
         }
@@ -697,6 +721,7 @@ impl Client {
         match self.call(Call::Members)? {
             Reply::Members(m) => Ok(m),
             Reply::Api(other) => Err(mismatch("members", &other)),
+            Reply::Link(_) => Err(ClientError::Unexpected("a link for members".into())),
         }
     }
 
@@ -717,11 +742,125 @@ impl Client {
         data: &[u8],
         options: SendOptions,
     ) -> Result<SendReceipt, ClientError> {
-        let call = self.send_call(to.into(), data, options)?;
+        let to = to.into();
+        if let Some(p) = self.on_link(&to, options) {
+            if let Some(sent) = self.send_on_link(p, data, options)? {
+                return Ok(sent);
+            }
+        }
+        let call = self.send_call(to, data, options)?;
         match self.api(call)? {
             ApiReply::Sent(r) => Ok(r?),
             other => Err(mismatch("send", &other)),
         }
+    }
+
+    /// The receiver, when a send to `to` goes on a link. A reliable send to a
+    /// linked process closes the link first (its messages all taken), so it
+    /// cannot overtake them through the agents.
+    fn on_link(&mut self, to: &Dest, options: SendOptions) -> Option<Pid> {
+        let Dest::Pid(p) = *to else {
+            return None;
+        };
+        if !self.links.has(p) {
+            return None;
+        }
+        if options.delivery == Delivery::Reliable {
+            self.unlink(p);
+            return None;
+        }
+        Some(p)
+    }
+
+    /// Sends `data` on the link to `to`, waiting for the receiver to take it;
+    /// `None` when the link turned out to be gone (the send is then made through
+    /// the agents, which know why).
+    fn send_on_link(
+        &mut self,
+        to: Pid,
+        data: &[u8],
+        options: SendOptions,
+    ) -> Result<Option<SendReceipt>, ClientError> {
+        if data.len() > link::MAX_DATA {
+            return Err(SendError::TooLarge.into());
+        }
+        if options.no_block && !self.links.has_room(to) {
+            return Err(SendError::Full.into());
+        }
+        let n = match self.links.send(to, [(data, None)]) {
+            Ok(n) => n,
+            Err((_, fates)) => {
+                self.put_link_fates(fates);
+                return Ok(None);
+            }
+        };
+        let waited = self.links.wait_delivered(to, n, LINK_PATIENCE);
+        let (result, fates) = match waited {
+            Ok(fates) => (Ok(Some(SendReceipt { reached: 1 })), fates),
+            Err((e, fates)) => (Err(e.into()), fates),
+        };
+        self.put_link_fates(fates);
+        result
+    }
+
+    /// Keeps the fates of `send_async`s settled on links for [`Client::take_fates`].
+    fn put_link_fates(&mut self, fates: Vec<crate::links::Fate>) {
+        self.fates.extend(
+            fates
+                .into_iter()
+                .map(|(id, r)| (id, r.map(|()| SendReceipt { reached: 1 }))),
+        );
+    }
+
+    /// Links this process to `to` ([`crate::link`]): its later at-most-once sends
+    /// to `to` go on a direct connection between the two processes, which their
+    /// agents made and checked, instead of through the agents. Each keeps its
+    /// order after the sends made before, and its fate: a send returns once `to`
+    /// has taken the message (a stronger promise than in its mailbox), or fails
+    /// `Unknown` after [`LINK_PATIENCE`] or when the link breaks. A reliable send
+    /// to `to` closes the link first. `to`'s client reads the link with its mail
+    /// (`recv`, `try_recv`). Linking to a linked process does nothing.
+    ///
+    /// # Errors
+    /// As a send to `to` would fail (a process of no tenant of this one, ended,
+    /// or whose host did not answer), or [`ClientError::LinkUnavailable`].
+    pub fn link(&mut self, to: Pid) -> Result<(), ClientError> {
+        if self.links.has(to) {
+            return Ok(());
+        }
+        let from = self.acting()?;
+        match self.call(Call::Link { from, to })? {
+            Reply::Link(Ok(())) => {
+                let sock = self.link_end()?;
+                self.links.opened(to, sock);
+                Ok(())
+            }
+            Reply::Link(Err(LinkRefused::Marker(e))) => Err(e.into()),
+            Reply::Link(Err(e)) => Err(ClientError::LinkUnavailable(e.to_string())),
+            other => Err(ClientError::Unexpected(format!(
+                "{other:?} in answer to link"
+            ))),
+        }
+    }
+
+    /// Whether this process's sends to `to` go on a link.
+    #[must_use]
+    pub fn linked(&self, to: Pid) -> bool {
+        self.links.has(to)
+    }
+
+    /// Closes the link to `to` once `to` has taken every message on it (or
+    /// [`LINK_PATIENCE`] passed): later sends to `to` go through the agents.
+    pub fn unlink(&mut self, to: Pid) {
+        let fates = self.links.close(to, LINK_PATIENCE);
+        self.put_link_fates(fates);
+    }
+
+    /// The descriptor the agent attached to the link answer just read.
+    fn link_end(&mut self) -> Result<OwnedFd, ClientError> {
+        self.fds
+            .pop_front()
+            .ok_or_else(|| ClientError::Unexpected("a link answer without its descriptor".into()))
     }
 
     fn send_call(&self, to: Dest, data: &[u8], options: SendOptions) -> Result<Call, ClientError> {
@@ -742,7 +881,19 @@ impl Client {
         data: &[u8],
         options: SendOptions,
     ) -> Result<u64, ClientError> {
-        let call = self.send_call(to.into(), data, options)?;
+        let to = to.into();
+        if let Some(p) = self.on_link(&to, options) {
+            if data.len() > link::MAX_DATA {
+                return Err(SendError::TooLarge.into());
+            }
+            let id = self.next_call_id();
+            match self.links.send(p, [(data, Some(id))]) {
+                Ok(_) => return Ok(id),
+                // Gone: through the agents, which know why.
+                Err((_, fates)) => self.put_link_fates(fates),
+            }
+        }
+        let call = self.send_call(to, data, options)?;
         self.make_room_for(1)?;
         let id = self.next_call_id();
         let frame = ClientFrame::Call { id, call };
@@ -768,7 +919,18 @@ impl Client {
         let mut ids = Vec::new();
         let mut bytes = Vec::new();
         let mut batch = 0;
+        // Messages to linked processes: one write per link, after the loop.
+        let mut linked: BTreeMap<Pid, Vec<(&[u8], Option<u64>)>> = BTreeMap::new();
         for (to, data) in messages {
+            if let Some(p) = self.on_link(&to, options) {
+                if data.len() > link::MAX_DATA {
+                    return Err(SendError::TooLarge.into());
+                }
+                let id = self.next_call_id();
+                linked.entry(p).or_default().push((data, Some(id)));
+                ids.push(id);
+                continue;
+            }
             let call = self.send_call(to, data, options)?;
             if batch == MAX_ASYNC_SENDS {
                 self.write_owed(&bytes)?;
@@ -788,6 +950,24 @@ impl Client {
             batch += 1;
         }
         self.write_owed(&bytes)?;
+        for (to, messages) in linked {
+            if let Err((_, fates)) = self.links.send(to, messages.iter().copied()) {
+                // The link was gone before any of these went: through the agents.
+                self.put_link_fates(fates);
+                for (data, id) in messages {
+                    let call = self.send_call(Dest::Pid(to), data, options)?;
+                    self.make_room_for(1)?;
+                    let id = id.expect("a batched send has an id");
+                    self.write_owed(
+                        &proto::encode(&ClientFrame::Call { id, call }, MAX_REQUEST_BYTES)
+                            .map_err(|e| {
+                                ProtocolError::Malformed(format!("request not encodable: {e}"))
+                            })?,
+                    )?;
+                    self.owed.insert(id);
+                }
+            }
+        }
         Ok(ids)
     }
 
@@ -819,18 +999,23 @@ impl Client {
 
     /// The fates come since the last call, each with the id `send_async` returned.
     pub fn take_fates(&mut self) -> Vec<(u64, Result<SendReceipt, SendError>)> {
+        let fates = self.links.collect_acks();
+        self.put_link_fates(fates);
         std::mem::take(&mut self.fates)
     }
 
     /// How many `send_async` fates have not come yet.
     #[must_use]
     pub fn fates_owed(&self) -> usize {
-        self.owed.len()
+        self.owed.len() + self.links.owed()
     }
 
     /// Waits until every `send_async` fate has come (then in [`Client::take_fates`]).
     pub fn settle(&mut self) -> Result<(), ClientError> {
-        self.make_room_for(MAX_ASYNC_SENDS)
+        self.make_room_for(MAX_ASYNC_SENDS)?;
+        let fates = self.links.settle(LINK_PATIENCE);
+        self.put_link_fates(fates);
+        Ok(())
     }
 
     /// Publishes `data` to every subscriber of `topic`.
@@ -850,10 +1035,122 @@ impl Client {
     }
 
     fn received(&mut self, max: u32, wait: Option<Duration>) -> Result<Vec<Mail>, ClientError> {
+        if self.links.accepts() || self.links_armed || !self.held.is_empty() {
+            return self.received_with_links(max, wait);
+        }
         let pid = self.acting()?;
         match self.api(Call::Recv { pid, max, wait })? {
-            ApiReply::Received(r) => Ok(r?),
+            ApiReply::Received(r) => self.sift(r?, max),
             other => Err(mismatch("recv", &other)),
+        }
+    }
+
+    /// A receive while links are made to this process: their messages and the
+    /// mailbox's, whichever come first. The mailbox is asked with an armed
+    /// receive, which stays out (and is taken by the next receive) when a link's
+    /// message comes first.
+    fn received_with_links(
+        &mut self,
+        max: u32,
+        wait: Option<Duration>,
+    ) -> Result<Vec<Mail>, ClientError> {
+        let deadline = wait.map(|w| Instant::now() + w);
+        let Some(deadline) = deadline else {
+            // Without waiting: what the links hold, and what the mailbox holds now.
+            let mut mails = self.linked_mail(max)?;
+            if mails.is_empty() && !self.links_armed {
+                let pid = self.acting()?;
+                match self.api(Call::Recv {
+                    pid,
+                    max,
+                    wait: None,
+                })? {
+                    ApiReply::Received(r) => mails = self.sift(r?, max)?,
+                    other => return Err(mismatch("recv", &other)),
+                }
+            }
+            return Ok(mails);
+        };
+        loop {
+            let mails = self.linked_mail(max)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !mails.is_empty() || left.is_zero() {
+                return Ok(mails);
+            }
+            if self.armed.is_none() {
+                self.arm(max)?;
+                self.links_armed = true;
+            }
+            let mut fds = vec![self.stream.as_raw_fd()];
+            fds.extend(self.links.waiting_fds());
+            let nap = self.links.next_down_due().map_or(left, |d| d.min(left));
+            let ready = crate::endpoint::poll_readable(&fds, Some(nap)).map_err(|e| self.io(e))?;
+            if ready[0] {
+                let frame = match self.receive() {
+                    // Armed again by the reconnection.
+                    Err(e) if self.broken(&e) => {
+                        self.recover()?;
+                        continue;
+                    }
+                    other => other?,
+                };
+                self.take_frame(frame, None)?;
+                self.put_away_buffered()?;
+            }
+        }
+    }
+
+    /// Up to `max` messages held from an earlier receive, come on links, and in
+    /// the armed receive's answer, in that order.
+    fn linked_mail(&mut self, max: u32) -> Result<Vec<Mail>, ClientError> {
+        let max = max as usize;
+        let mut mails: Vec<Mail> = self.held.drain(..self.held.len().min(max)).collect();
+        mails.extend(self.links.take(max - mails.len()));
+        if self.links_armed && self.armed_answer.is_some() {
+            let answer = self.take_armed()?;
+            self.links_armed = false;
+            let room = (max - mails.len()) as u32;
+            let sifted = self.sift(answer, room)?;
+            mails.extend(sifted);
+        }
+        Ok(mails)
+    }
+
+    /// The messages of `mails` for the process, up to `max` (the rest are held for
+    /// the next receive): a link's marker is taken out and its link claimed, and a
+    /// `Down` waits behind the messages of a link from the process it reports.
+    fn sift(&mut self, mails: Vec<Mail>, max: u32) -> Result<Vec<Mail>, ClientError> {
+        let mut kept = Vec::with_capacity(mails.len());
+        for mail in mails {
+            match &mail.body {
+                MailBody::Data(data) => match link::marker_token(data) {
+                    Some(token) => match self.claim(mail.from, token)? {
+                        Some(sock) => self.links.accepted(&mail, sock),
+                        // Only looks like a marker: it is the sender's data.
+                        None => kept.push(mail),
+                    },
+                    None => kept.push(mail),
+                },
+                MailBody::Down { .. } => kept.extend(self.links.hold_down(mail)),
+                _ => kept.push(mail),
+            }
+        }
+        if kept.len() > max as usize {
+            self.held.extend(kept.drain(max as usize..));
+        }
+        Ok(kept)
+    }
+
+    /// The receiving end of the link `from` announced with the marker `token`, or
+    /// `None` when the agent holds none for it.
+    fn claim(&mut self, from: Pid, token: u64) -> Result<Option<OwnedFd>, ClientError> {
+        let pid = self.acting()?;
+        match self.call(Call::Claim { pid, from, token })? {
+            Reply::Link(Ok(())) => Ok(Some(self.link_end()?)),
+            Reply::Link(Err(_)) => Ok(None),
+            other => Err(ClientError::Unexpected(format!(
+                "{other:?} in answer to a link claim"
+            ))),
         }
     }
 
@@ -914,7 +1211,9 @@ impl Client {
         match reply {
             Reply::Api(ApiReply::Received(r)) => Ok(r?),
             Reply::Api(other) => Err(mismatch("recv", &other)),
-            Reply::Members(_) => Err(ClientError::Unexpected("members for a recv".into())),
+            Reply::Members(_) | Reply::Link(_) => {
+                Err(ClientError::Unexpected("members or a link for a recv".into()))
+            }
         }
     }
 
@@ -1076,7 +1375,9 @@ impl Client {
     fn api(&mut self, call: Call) -> Result<ApiReply, ClientError> {
         match self.call(call)? {
             Reply::Api(reply) => Ok(reply),
-            Reply::Members(_) => Err(ClientError::Unexpected("members for an API call".into())),
+            Reply::Members(_) | Reply::Link(_) => Err(ClientError::Unexpected(
+                "members or a link for an API call".into(),
+            )),
         }
     }
 
@@ -1159,6 +1460,11 @@ impl Client {
     ) -> Result<Option<Reply>, ClientError> {
         match frame {
             AgentFrame::Reply { id, reply } if Some(id) == wanted => return Ok(Some(reply)),
+            // An answer with a descriptor nobody waits for: the descriptor goes.
+            AgentFrame::Reply {
+                reply: Reply::Link(Ok(())),
+                ..
+            } => drop(self.fds.pop_front()),
             AgentFrame::Reply { id, reply } if Some(id) == self.armed => {
                 self.armed_answer = Some(reply);
             }
@@ -1202,12 +1508,12 @@ impl Client {
             }
             let have = self.rbuf.len();
             self.rbuf.resize(have + READ_CHUNK, 0);
-            let got = loop {
-                match self.stream.read(&mut self.rbuf[have..]) {
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    other => break other,
-                }
-            };
+            let got = crate::endpoint::recv_with_fds(
+                self.stream.as_raw_fd(),
+                &mut self.rbuf[have..],
+                false,
+                &mut self.fds,
+            );
             self.rbuf.truncate(have + *got.as_ref().unwrap_or(&0));
             match got {
                 Ok(0) => return Err(self.io(std::io::ErrorKind::UnexpectedEof.into())),

@@ -2,8 +2,10 @@
 //! writing to the agent without `SIGPIPE`.
 //!
 //! The only `unsafe` of the crate outside the C ABI: turning a descriptor number
-//! from the environment into an owned socket, `send(2)` with `MSG_NOSIGNAL`, and
-//! a connect that does not wait ([`connect`]).
+//! from the environment into an owned socket, `send(2)` with `MSG_NOSIGNAL`, a
+//! connect that does not wait ([`connect`]), and for links ([`crate::link`]):
+//! `recvmsg(2)` taking the descriptors the agent attaches ([`recv_with_fds`]) and
+//! `poll(2)` ([`poll_readable`]).
 //! [`adopt`] is called at most once per
 //! program (the caller guarantees it), and refuses a descriptor that is not open or
 //! not a Unix socket, so the stream it returns owns an open socket nobody else in
@@ -13,7 +15,7 @@
 
 #![allow(unsafe_code)]
 
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 /// The Unix stream socket open at `fd`, owned from now on.
@@ -72,9 +74,8 @@ pub(crate) fn connect(path: &[u8], abstract_name: bool) -> std::io::Result<UnixS
     Ok(stream)
 }
 
-/// Writes all of `bytes` to `stream` with `send(MSG_NOSIGNAL)`.
-pub(crate) fn send_all(stream: &UnixStream, mut bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
+/// Writes all of `bytes` to the socket `stream` with `send(MSG_NOSIGNAL)`.
+pub(crate) fn send_all(stream: &impl std::os::fd::AsRawFd, mut bytes: &[u8]) -> std::io::Result<()> {
     const MSG_NOSIGNAL: std::ffi::c_int = 0x4000;
     while !bytes.is_empty() {
         // SAFETY: send(2) reads at most `bytes.len()` bytes from a live slice, on a
@@ -118,6 +119,114 @@ extern "C" {
 unsafe fn fcntl_getfd(fd: RawFd) -> std::ffi::c_int {
     const F_GETFD: std::ffi::c_int = 1;
     fcntl(fd, F_GETFD)
+}
+
+/// Reads what `fd` holds, up to `buf.len()` bytes (blocking unless `dont_wait`, then
+/// `WouldBlock` when nothing is there), and takes the descriptors that came with
+/// those bytes (`SCM_RIGHTS`, made close-on-exec) into `fds`, in order. Retries
+/// on `EINTR`. Descriptors the kernel had to drop for lack of room (never more
+/// than the agent sends with one frame) fail the read.
+pub(crate) fn recv_with_fds(
+    fd: RawFd,
+    buf: &mut [u8],
+    dont_wait: bool,
+    fds: &mut std::collections::VecDeque<OwnedFd>,
+) -> std::io::Result<usize> {
+    // Room for a few descriptors: the agent attaches one to a frame.
+    let mut control = [0u64; 8];
+    loop {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: an all-zero msghdr is valid (no name, no control yet).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let flags = libc::MSG_CMSG_CLOEXEC | if dont_wait { libc::MSG_DONTWAIT } else { 0 };
+        // SAFETY: recvmsg writes at most `iov_len` bytes into `buf` and at most
+        // `msg_controllen` into `control`, both live for the call.
+        let n = unsafe { libc::recvmsg(fd, &mut msg, flags) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: the CMSG macros walk the control buffer recvmsg filled, within
+        // `msg_controllen`; each SCM_RIGHTS payload is an array of ints, each a
+        // descriptor this process now owns and nothing else refers to.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS
+                {
+                    let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                    let len = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                    for k in 0..len / std::mem::size_of::<RawFd>() {
+                        fds.push_back(OwnedFd::from_raw_fd(data.add(k).read_unaligned()));
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            return Err(std::io::Error::other(
+                "descriptors sent with a reply were dropped (too many at once)",
+            ));
+        }
+        return Ok(n as usize);
+    }
+}
+
+/// Waits until one of `fds` is readable (or hung up, or failed), at most
+/// `timeout` (`None`: not at all); which are, in order. Retries on `EINTR` with
+/// the time left.
+pub(crate) fn poll_readable(
+    fds: &[RawFd],
+    timeout: Option<std::time::Duration>,
+) -> std::io::Result<Vec<bool>> {
+    let mut polled: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let ms = deadline.map_or(0, |d| {
+            let left = d.saturating_duration_since(std::time::Instant::now());
+            // Rounded up, so a wait never ends before its deadline.
+            i32::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX)
+        });
+        // SAFETY: poll reads and writes `polled`, a live array of its length.
+        let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(polled.iter().map(|p| p.revents != 0).collect());
+    }
+}
+
+/// Whether the socket `fd` takes bytes now without waiting.
+pub(crate) fn writable_now(fd: RawFd) -> bool {
+    let mut polled = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes one live pollfd.
+    let n = unsafe { libc::poll(&mut polled, 1, 0) };
+    n == 1 && polled.revents & libc::POLLOUT != 0
 }
 
 #[cfg(test)]

@@ -277,7 +277,8 @@ fn code_of(e: &ClientError) -> c_int {
         | ClientError::Recv(RecvError::Busy)
         | ClientError::Name(NameError::Invalid | NameError::TooMany)
         | ClientError::Group(_)
-        | ClientError::Monitor(MonitorError::TooMany) => NEFELE_EMSG,
+        | ClientError::Monitor(MonitorError::TooMany)
+        | ClientError::LinkUnavailable(_) => NEFELE_EMSG,
         ClientError::NoEndpoint(_) => NEFELE_ENOENDPOINT,
         ClientError::Send(SendError::Overtaken) => NEFELE_EOVERTAKEN,
         ClientError::Send(SendError::Partial { .. }) => NEFELE_EPARTIAL,

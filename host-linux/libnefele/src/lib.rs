@@ -20,6 +20,7 @@ mod endpoint;
 #[allow(non_camel_case_types)]
 pub mod ffi;
 pub mod link;
+mod links;
 pub mod proto;
 pub mod quantity;
 pub mod reconnect;

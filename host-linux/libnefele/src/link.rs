@@ -43,6 +43,10 @@
 use nefele_api::messaging::SendError;
 use std::collections::VecDeque;
 
+/// The largest message a link carries: the core's own cap on a message
+/// (`MAX_DATA_BYTES`), which an agent's `max_message_bytes` never exceeds.
+pub const MAX_DATA: usize = 60_000;
+
 /// The first bytes of a marker message (then the token, 8 bytes little-endian).
 pub const MARKER_MAGIC: [u8; 16] = *b"\0nefele-link-1\0\0";
 /// The length of a marker message.
@@ -239,6 +243,12 @@ impl Outbound {
     #[must_use]
     pub fn unacked(&self) -> u64 {
         self.sent - self.acked
+    }
+
+    /// The `send_async`s not acknowledged yet.
+    #[must_use]
+    pub fn owed_async(&self) -> usize {
+        self.owed.iter().filter(|id| id.is_some()).count()
     }
 
     /// Whether the message sent as number `n` (from 1) has been acknowledged.

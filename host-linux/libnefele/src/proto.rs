@@ -45,6 +45,8 @@
 //!   enforce a limit the spec asks for).
 //! - 5: `ExternalClose` says why an external connection failed: `Denied`,
 //!   `Unreachable` and `Overrun` are appended.
+//! - 6: links ([`crate::link`]): [`Call::Link`], [`Call::Claim`] and
+//!   [`Reply::Link`] are appended; a `Reply::Link(Ok)` frame carries a descriptor.
 //!
 //! # Who a connection may act as
 //! A messaging call names the process it acts for (`from`, `pid`, `watcher`). On a
@@ -57,13 +59,13 @@
 use bincode::Options;
 use nefele_api::calls::{ApiCall, ApiReply};
 use nefele_api::ids::{Incarnation, NodeId, Pid, TenantId};
-use nefele_api::messaging::{Delivery, Dest};
+use nefele_api::messaging::{Delivery, Dest, SendError};
 use nefele_api::spec::{ProcSpec, Signal};
 use nefele_api::supervision::{SupervisedSpawn, SupervisionSpec, SupervisorId};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 /// The largest client-to-agent payload.
 pub const MAX_REQUEST_BYTES: u32 = 1 << 20;
 /// The largest agent-to-client payload (a `ps` of a large tenant can be long).
@@ -222,11 +224,32 @@ pub enum Call {
     Supervisors,
     /// Stop a supervisor the agent called runs, and its children.
     StopSupervisor(SupervisorId),
+    /// Make a link from the local process `from` to `to` ([`crate::link`]): the
+    /// agent sends `to` the link's marker as a reliable message from `from`, and
+    /// once it is in `to`'s mailbox answers [`Reply::Link`] with `from`'s end of
+    /// the link attached (`SCM_RIGHTS`).
+    Link {
+        /// The opener, whose later sends to `to` go on the link.
+        from: Pid,
+        /// The receiver.
+        to: Pid,
+    },
+    /// Take the receiving end of the link `from` made to the local process `pid`,
+    /// named by the marker `token`; answered [`Reply::Link`] with the end attached.
+    Claim {
+        /// The receiver (the process whose mailbox held the marker).
+        pid: Pid,
+        /// The opener (the marker's sender).
+        from: Pid,
+        /// The marker's token.
+        token: u64,
+    },
 }
 
 impl Call {
     /// The agent's call for this one made by `tenant` (the connection's); `None`
-    /// for [`Call::Members`], which the driver answers itself.
+    /// for [`Call::Members`], which the driver answers itself, and for the link
+    /// calls, which the API server answers.
     #[must_use]
     pub fn into_api(self, tenant: TenantId) -> Option<ApiCall> {
         Some(match self {
@@ -287,6 +310,7 @@ impl Call {
             },
             Call::Supervisors => ApiCall::Supervisors { tenant },
             Call::StopSupervisor(id) => ApiCall::StopSupervisor { tenant, id },
+            Call::Link { .. } | Call::Claim { .. } => return None,
         })
     }
 
@@ -294,8 +318,11 @@ impl Call {
     #[must_use]
     pub fn acts_as(&self) -> Option<Pid> {
         match self {
-            Call::Send { from, .. } | Call::Distance { from, .. } => Some(*from),
+            Call::Send { from, .. } | Call::Distance { from, .. } | Call::Link { from, .. } => {
+                Some(*from)
+            }
             Call::Recv { pid, .. }
+            | Call::Claim { pid, .. }
             | Call::Register { pid, .. }
             | Call::Join { pid, .. }
             | Call::Leave { pid, .. }
@@ -339,6 +366,26 @@ pub enum Reply {
     Members(MembersView),
     /// To every other call: the core's own typed answer.
     Api(ApiReply),
+    /// To [`Call::Link`] and [`Call::Claim`]: `Ok` comes with the link's end
+    /// attached to the frame (`SCM_RIGHTS`).
+    Link(Result<(), LinkRefused>),
+}
+
+/// Why no link was made or handed over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum LinkRefused {
+    /// The marker could not be sent: the receiver is not a process of the
+    /// tenant, has ended, or its host did not answer (as a send to it fails).
+    #[error("the link's marker was not delivered: {0}")]
+    Marker(SendError),
+    /// This agent cannot link to the receiver's host (it makes links only where it
+    /// can reach the receiver's agent directly), or holds too many links waiting.
+    #[error("no link to that process: {0}")]
+    Unavailable(String),
+    /// No end of a link from that sender to this process waits under the token
+    /// (it was never made, was taken already, or expired).
+    #[error("no link waits under that token")]
+    NoSuchLink,
 }
 
 /// The federation as one agent sees it: its own group at each level.

@@ -1,0 +1,383 @@
+//! The links one client holds ([`crate::link`]): those it opened, which carry its
+//! sends to their receivers, and those made to it, whose messages it reads with
+//! its mail. The client decides when to read and write; this module does the
+//! reading and writing on each link's socket and keeps the counts.
+//!
+//! Invariants: a link's socket is read only here, and only as far as its frames
+//! are needed (at most one read of [`READ_CHUNK`] bytes per link per call), so a
+//! sender that outruns this process is held back by the socket, not by memory
+//! here; every message sent on a link gets exactly one fate (its
+//! acknowledgement, or `Unknown` when the link ends first); a monitor's `Down`
+//! for a process that links to this one is held until that link's messages are
+//! all taken (the process's end closes when it ends) or [`DOWN_HOLD`] passes.
+
+use crate::endpoint;
+use crate::link::{self, Frame, Inbound, LinkError, Outbound, Taken};
+use nefele_api::ids::Pid;
+use nefele_api::messaging::{Mail, MailBody, SendError};
+use nefele_api::replies::DistanceClass;
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// How much one read of a link takes.
+const READ_CHUNK: usize = 64 * 1024;
+/// The longest a `Down` waits behind the messages of a link from the process it
+/// reports (whose end of the link stays open while a child it forked holds it).
+pub(crate) const DOWN_HOLD: Duration = Duration::from_secs(1);
+
+/// A link this client opened.
+#[derive(Debug)]
+struct Opened {
+    sock: OwnedFd,
+    out: Outbound,
+    inbound: Inbound,
+}
+
+/// A link made to this client's process.
+#[derive(Debug)]
+struct Accepted {
+    from: Pid,
+    /// The marker's distance class and position on the pair: the link's
+    /// messages follow it.
+    class: DistanceClass,
+    next_seq: u64,
+    sock: OwnedFd,
+    inbound: Inbound,
+    taken: Taken,
+    ready: VecDeque<Mail>,
+    /// The opener's end closed (or the link broke): nothing more comes.
+    ended: bool,
+    /// A `Down` for the opener, held behind the link's messages, and when it came.
+    down: Option<(Mail, Instant)>,
+}
+
+/// What one client holds.
+#[derive(Debug)]
+pub(crate) struct Links {
+    opened: BTreeMap<Pid, Opened>,
+    accepted: Vec<Accepted>,
+    max_data: usize,
+}
+
+/// The fate of a `send_async` made on a link, under its id.
+pub(crate) type Fate = (u64, Result<(), SendError>);
+
+impl Links {
+    /// No links; messages of at most `max_data` bytes.
+    pub(crate) fn new(max_data: usize) -> Self {
+        Links {
+            opened: BTreeMap::new(),
+            accepted: Vec::new(),
+            max_data,
+        }
+    }
+
+    /// Whether this client sends to `to` on a link.
+    pub(crate) fn has(&self, to: Pid) -> bool {
+        self.opened.contains_key(&to)
+    }
+
+    /// Whether any link was made to this client.
+    pub(crate) fn accepts(&self) -> bool {
+        !self.accepted.is_empty()
+    }
+
+    /// Sends on links: `sock` is this client's end of a link it opened to `to`.
+    pub(crate) fn opened(&mut self, to: Pid, sock: OwnedFd) {
+        self.opened.insert(
+            to,
+            Opened {
+                sock,
+                out: Outbound::default(),
+                inbound: Inbound::new(0),
+            },
+        );
+    }
+
+    /// The link `from` made to this client, announced by its marker `marker`
+    /// (whose class and position its messages take after).
+    pub(crate) fn accepted(&mut self, marker: &Mail, sock: OwnedFd) {
+        self.accepted.push(Accepted {
+            from: marker.from,
+            class: marker.class,
+            next_seq: marker.seq.saturating_add(1),
+            sock,
+            inbound: Inbound::new(self.max_data),
+            taken: Taken::default(),
+            ready: VecDeque::new(),
+            ended: false,
+            down: None,
+        });
+    }
+
+    /// Puts `messages` for `to` on its link in one write; `ids` are their
+    /// `send_async` ids (`None` for a send that waits). The number of the last
+    /// message sent (from 1), to wait for with [`Links::wait_delivered`].
+    ///
+    /// # Errors
+    /// The link ended (nothing of `messages` went); the fates of its earlier
+    /// messages not acknowledged are returned with the error. The link is gone.
+    pub(crate) fn send<'a>(
+        &mut self,
+        to: Pid,
+        messages: impl IntoIterator<Item = (&'a [u8], Option<u64>)>,
+    ) -> Result<u64, (SendError, Vec<Fate>)> {
+        let Some(link) = self.opened.get_mut(&to) else {
+            return Err((SendError::Unknown, Vec::new()));
+        };
+        let mut bytes = Vec::new();
+        let mut ids = Vec::new();
+        for (data, id) in messages {
+            link::put_data(&mut bytes, data);
+            ids.push(id);
+        }
+        if endpoint::send_all(&link.sock, &bytes).is_err() {
+            return Err((SendError::Unknown, self.end(to)));
+        }
+        for id in ids {
+            link.out.sent(id);
+        }
+        Ok(link.out.count())
+    }
+
+    /// Waits until message `n` on the link to `to` is acknowledged, at most
+    /// `patience`; fates of `send_async`s acknowledged meanwhile are returned.
+    ///
+    /// # Errors
+    /// `Unknown` when `patience` passes first (the link stays: the message may
+    /// still be taken) or the link ends (it is then gone, with every fate it owed).
+    pub(crate) fn wait_delivered(
+        &mut self,
+        to: Pid,
+        n: u64,
+        patience: Duration,
+    ) -> Result<Vec<Fate>, (SendError, Vec<Fate>)> {
+        let deadline = Instant::now() + patience;
+        let mut fates = Vec::new();
+        loop {
+            let Some(link) = self.opened.get_mut(&to) else {
+                return Err((SendError::Unknown, fates));
+            };
+            if link.out.delivered(n) {
+                return Ok(fates);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err((SendError::Unknown, fates));
+            }
+            let alive = match endpoint::poll_readable(&[link.sock.as_raw_fd()], Some(left)) {
+                Ok(ready) if !ready[0] => true,
+                Ok(_) => read_acks(link, &mut fates) == Ok(true),
+                Err(_) => false,
+            };
+            if !alive {
+                fates.extend(self.end(to));
+                return Err((SendError::Unknown, fates));
+            }
+        }
+    }
+
+    /// Waits until every message on every opened link is acknowledged (at most
+    /// `patience` per link); the fates settled.
+    pub(crate) fn settle(&mut self, patience: Duration) -> Vec<Fate> {
+        let mut fates = Vec::new();
+        let sent: Vec<(Pid, u64)> = self
+            .opened
+            .iter()
+            .map(|(to, l)| (*to, l.out.count()))
+            .collect();
+        for (to, n) in sent {
+            match self.wait_delivered(to, n, patience) {
+                Ok(f) => fates.extend(f),
+                Err((_, f)) => fates.extend(f),
+            }
+        }
+        fates
+    }
+
+    /// Whether the link to `to` takes a message now without waiting.
+    pub(crate) fn has_room(&self, to: Pid) -> bool {
+        self.opened
+            .get(&to)
+            .is_some_and(|l| endpoint::writable_now(l.sock.as_raw_fd()))
+    }
+
+    /// Reads, without waiting, the acknowledgements come on every opened link;
+    /// the fates they settle (and of links found ended).
+    pub(crate) fn collect_acks(&mut self) -> Vec<Fate> {
+        let mut fates = Vec::new();
+        let mut ended = Vec::new();
+        for (to, link) in &mut self.opened {
+            if read_acks(link, &mut fates) != Ok(true) {
+                ended.push(*to);
+            }
+        }
+        for to in ended {
+            fates.extend(self.end(to));
+        }
+        fates
+    }
+
+    /// The `send_async`s owed a fate on links.
+    pub(crate) fn owed(&self) -> usize {
+        self.opened.values().map(|l| l.out.owed_async()).sum()
+    }
+
+    /// Waits until every message sent to `to` on its link is acknowledged (at most
+    /// `patience`), then closes it: later sends to `to` go through the agents and
+    /// cannot overtake one on the link. Fates settled meanwhile are returned.
+    pub(crate) fn close(&mut self, to: Pid, patience: Duration) -> Vec<Fate> {
+        let sent = self.opened.get(&to).map_or(0, |l| l.out.count());
+        let mut fates = match self.wait_delivered(to, sent, patience) {
+            Ok(f) | Err((_, f)) => f,
+        };
+        fates.extend(self.end(to));
+        fates
+    }
+
+    /// Forgets the link to `to`: every message on it not acknowledged is `Unknown`.
+    fn end(&mut self, to: Pid) -> Vec<Fate> {
+        let Some(mut link) = self.opened.remove(&to) else {
+            return Vec::new();
+        };
+        link.out
+            .ended()
+            .into_iter()
+            .filter_map(|(id, e)| id.map(|id| (id, Err(e))))
+            .collect()
+    }
+
+    /// Holds `down` behind a link from the process it reports, if one is open;
+    /// gives it back otherwise.
+    pub(crate) fn hold_down(&mut self, down: Mail) -> Option<Mail> {
+        let MailBody::Down { pid, .. } = down.body else {
+            return Some(down);
+        };
+        match self.accepted.iter_mut().find(|l| l.from == pid) {
+            Some(link) if link.down.is_none() => {
+                link.down = Some((down, Instant::now()));
+                None
+            }
+            _ => Some(down),
+        }
+    }
+
+    /// The descriptors of the links made to this client that may still bring
+    /// something, to wait on.
+    pub(crate) fn waiting_fds(&self) -> Vec<RawFd> {
+        self.accepted
+            .iter()
+            .filter(|l| !l.ended)
+            .map(|l| l.sock.as_raw_fd())
+            .collect()
+    }
+
+    /// How long until a held `Down` is due even though its link has not ended.
+    pub(crate) fn next_down_due(&self) -> Option<Duration> {
+        self.accepted
+            .iter()
+            .filter_map(|l| l.down.as_ref())
+            .map(|(_, at)| (*at + DOWN_HOLD).saturating_duration_since(Instant::now()))
+            .min()
+    }
+
+    /// Reads, without waiting, what came on the links made to this client, and
+    /// takes up to `max` messages (and the `Down`s now due); acknowledges what it
+    /// took. Links whose opener ended and that hold nothing more are forgotten.
+    pub(crate) fn take(&mut self, max: usize) -> Vec<Mail> {
+        let mut mails = Vec::new();
+        for link in &mut self.accepted {
+            if link.ready.len() < max && !link.ended {
+                fill(link, self.max_data);
+            }
+            let n = link.ready.len().min(max - mails.len());
+            mails.extend(link.ready.drain(..n));
+            link.taken.took(n as u64);
+            if let Some(taken) = link.taken.ack_due() {
+                let mut ack = Vec::new();
+                link::put_ack(&mut ack, taken);
+                if endpoint::send_all(&link.sock, &ack).is_err() {
+                    link.ended = true;
+                }
+            }
+            let overdue = link
+                .down
+                .as_ref()
+                .is_some_and(|(_, at)| at.elapsed() >= DOWN_HOLD);
+            if link.ready.is_empty() && (link.ended || overdue) && mails.len() < max {
+                if let Some((down, _)) = link.down.take() {
+                    mails.push(down);
+                    // Its process ended: whatever its end still sends is not its.
+                    link.ended = true;
+                }
+            }
+            if mails.len() == max {
+                break;
+            }
+        }
+        self.accepted
+            .retain(|l| !(l.ended && l.ready.is_empty() && l.down.is_none()));
+        mails
+    }
+}
+
+/// Reads what came on `link` without waiting; `Ok(false)` when it ended.
+fn read_acks(link: &mut Opened, fates: &mut Vec<Fate>) -> Result<bool, LinkError> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match recv_now(&link.sock, &mut buf) {
+            Ok(Some(0)) | Err(_) => return Ok(false),
+            Ok(Some(n)) => link.inbound.extend(&buf[..n]),
+            Ok(None) => return Ok(true),
+        }
+        while let Some(frame) = link.inbound.next_frame()? {
+            let Frame::Ack(taken) = frame else {
+                return Err(LinkError::Direction);
+            };
+            for id in link.out.acked(taken)?.into_iter().flatten() {
+                fates.push((id, Ok(())));
+            }
+        }
+    }
+}
+
+/// Reads once what came on `link` without waiting, into its ready messages.
+fn fill(link: &mut Accepted, max_data: usize) {
+    let mut buf = vec![0u8; READ_CHUNK.min(max_data + 5).max(4096)];
+    match recv_now(&link.sock, &mut buf) {
+        Ok(Some(n)) if n > 0 => link.inbound.extend(&buf[..n]),
+        Ok(None) => {}
+        _ => link.ended = true,
+    }
+    loop {
+        match link.inbound.next_frame() {
+            Ok(Some(Frame::Data(data))) => {
+                link.ready.push_back(Mail {
+                    from: link.from,
+                    class: link.class,
+                    seq: link.next_seq,
+                    body: MailBody::Data(data),
+                });
+                link.next_seq = link.next_seq.saturating_add(1);
+            }
+            Ok(None) => return,
+            // A bad frame, or one in the wrong direction: the opener broke the
+            // protocol, and the link ends here.
+            Ok(Some(Frame::Ack(_))) | Err(_) => {
+                link.ended = true;
+                return;
+            }
+        }
+    }
+}
+
+/// One read without waiting: `Some(0)` at the end, `None` when nothing is there.
+fn recv_now(sock: &OwnedFd, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+    let mut fds = VecDeque::new();
+    match endpoint::recv_with_fds(sock.as_raw_fd(), buf, true, &mut fds) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
