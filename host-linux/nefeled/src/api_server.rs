@@ -57,14 +57,16 @@ use nefele::proto::{
     self, AgentFrame, ClientFrame, ProtocolError, MAX_REPLY_BYTES, MAX_REQUEST_BYTES,
     PROTOCOL_VERSION,
 };
-use nefele::proto::{Call, Reply};
+use nefele::proto::{Call, LinkRefused, Reply};
+use nefele_api::messaging::{Delivery, Dest};
 use nefele_api::messaging::{GroupError, MonitorError, MsgError, NameError, RecvError, SendError};
 use nefele_core::agent::ApiReply;
 use nefele_core::ids::{Pid, TenantId};
 use nefele_core::placement::api::SpawnError;
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use crate::link_desk::LinkDesk;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -552,6 +554,8 @@ enum Outgoing {
     /// A frame; the permit (a call's place under `calls_per_connection`) is freed
     /// once it is written.
     Frame(AgentFrame, Option<OwnedSemaphorePermit>),
+    /// A frame with a descriptor attached (`SCM_RIGHTS`): a link's end.
+    WithEnd(AgentFrame, OwnedFd, OwnedSemaphorePermit),
     /// Write this error, then close the connection.
     Close(ProtocolError),
     /// The reader has stopped: write nothing more, close.
@@ -572,7 +576,8 @@ enum ReadError {
     Protocol(ProtocolError),
 }
 
-/// Counts what is in use, per uid and per tenant, against the limits.
+/// Counts what is in use, per uid and per tenant, against the limits; and holds
+/// what every connection shares (the link ends waiting for their receivers).
 #[derive(Debug)]
 struct Admission {
     limits: ApiLimits,
@@ -580,6 +585,7 @@ struct Admission {
     state: Mutex<Usage>,
     /// Woken whenever a tenant's budget frees.
     freed: Notify,
+    links: LinkDesk,
 }
 
 #[derive(Debug, Default)]
@@ -639,6 +645,7 @@ impl Admission {
             limits,
             state: Mutex::new(Usage::default()),
             freed: Notify::new(),
+            links: LinkDesk::default(),
         }
     }
 
@@ -728,6 +735,22 @@ async fn write_frames(mut writer: OwnedWriteHalf, mut outgoing: mpsc::UnboundedR
         loop {
             let frame = match out {
                 Outgoing::Frame(f, _permit) => f,
+                Outgoing::WithEnd(frame, end, _permit) => {
+                    // What came before goes first, then this frame with its end.
+                    let sent = writer.write_all(&bytes).await.is_ok()
+                        && write_with_end(&mut writer, &frame, end).await.is_ok();
+                    if !sent {
+                        break 'frames;
+                    }
+                    bytes.clear();
+                    match outgoing.try_recv() {
+                        Ok(more) => {
+                            out = more;
+                            continue;
+                        }
+                        Err(_) => break,
+                    }
+                }
                 Outgoing::Close(e) => {
                     last = true;
                     AgentFrame::Error(e)
@@ -758,6 +781,84 @@ async fn write_frames(mut writer: OwnedWriteHalf, mut outgoing: mpsc::UnboundedR
         next = outgoing.recv().await;
     }
     let _ = writer.shutdown().await;
+}
+
+/// Writes `frame` with `end` attached to its first bytes.
+async fn write_with_end(
+    writer: &mut OwnedWriteHalf,
+    frame: &AgentFrame,
+    end: OwnedFd,
+) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    let bytes = proto::encode(frame, MAX_REPLY_BYTES).map_err(io::Error::other)?;
+    let stream: &UnixStream = writer.as_ref();
+    let fds = [end.as_raw_fd()];
+    let sent = loop {
+        stream.writable().await?;
+        let attempt = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            sendmsg::<UnixAddr>(
+                stream.as_raw_fd(),
+                &[io::IoSlice::new(&bytes)],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+                None,
+            )
+            .map_err(io::Error::from)
+        });
+        match attempt {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    };
+    // The end is the client's now (the kernel holds a copy in flight); ours goes.
+    drop(end);
+    writer.write_all(&bytes[sent..]).await
+}
+
+/// Makes a link from `from` to `to` ([`Call::Link`]): its receiver's end left at
+/// the desk, the marker sent as `from` through the agent; the opener's end once
+/// the marker is in `to`'s mailbox.
+async fn make_link(
+    agent: &AgentHandle,
+    tenant: TenantId,
+    desk: &LinkDesk,
+    from: Pid,
+    to: Pid,
+    hold: Option<crate::handle::Hold>,
+) -> Result<(Reply, Option<OwnedFd>), crate::handle::RuntimeGone> {
+    let refused = |why: String| Ok((Reply::Link(Err(LinkRefused::Unavailable(why))), None));
+    if to.origin() != agent.node() {
+        return refused("links are made only between processes of one host".into());
+    }
+    let (mine, theirs) = match std::os::unix::net::UnixStream::pair() {
+        Ok(pair) => pair,
+        Err(e) => return refused(format!("no socket pair: {e}")),
+    };
+    let token = match desk.put(from, to, theirs.into()) {
+        Ok(token) => token,
+        Err(e) => return refused(e.to_string()),
+    };
+    let marker = Call::Send {
+        from,
+        to: Dest::Pid(to),
+        data: nefele::link::marker(token),
+        delivery: Delivery::Reliable,
+        block: true,
+    };
+    let fate = agent.call_holding(tenant, marker, hold).await?;
+    Ok(match fate {
+        Reply::Api(ApiReply::Sent(Ok(_))) => (Reply::Link(Ok(())), Some(mine.into())),
+        Reply::Api(ApiReply::Sent(Err(e))) => {
+            desk.drop_end(token);
+            (Reply::Link(Err(LinkRefused::Marker(e))), None)
+        }
+        other => {
+            desk.drop_end(token);
+            let why = format!("the marker was answered {other:?}");
+            (Reply::Link(Err(LinkRefused::Unavailable(why))), None)
+        }
+    })
 }
 
 /// An endpoint's `Unregister` of `name`, carried out only when its process `me`
@@ -903,7 +1004,12 @@ async fn serve_calls(
                 }
                 if let Some(me) = scope.pid() {
                     if call.acts_as().is_some_and(|p| p != me) {
-                        let reply = Reply::Api(not_entitled(&call));
+                        let reply = match call {
+                            Call::Link { .. } | Call::Claim { .. } => Reply::Link(Err(
+                                LinkRefused::Marker(SendError::NotSender),
+                            )),
+                            _ => Reply::Api(not_entitled(&call)),
+                        };
                         if out.send(Outgoing::frame(id, reply, permit)).is_err() {
                             return;
                         }
@@ -925,6 +1031,31 @@ async fn serve_calls(
                     out: out.clone(),
                     permit: Some(permit),
                 };
+                if let Call::Link { from, to } = call {
+                    // Two steps (the marker's fate, then the end): a task, so that
+                    // the reader goes on.
+                    let (agent, admission) = (agent.clone(), admission.clone());
+                    tokio::spawn(async move {
+                        match make_link(&agent, tenant, &admission.links, from, to, hold).await {
+                            Ok((reply, end)) => answer.answer_with_end(reply, end),
+                            Err(_) => drop(answer),
+                        }
+                    });
+                    continue;
+                }
+                if let Call::Claim { pid, from, token } = call {
+                    let admission = admission.clone();
+                    tokio::spawn(async move {
+                        let end = admission.links.claim(token, from, pid).await;
+                        drop(hold);
+                        let reply = match end {
+                            Some(_) => Reply::Link(Ok(())),
+                            None => Reply::Link(Err(LinkRefused::NoSuchLink)),
+                        };
+                        answer.answer_with_end(reply, end);
+                    });
+                    continue;
+                }
                 if let (Some(me), Call::Unregister { name }) = (scope.pid(), &call) {
                     // Two calls: a task, so that the reader goes on.
                     let (agent, name) = (agent.clone(), name.clone());
@@ -971,6 +1102,26 @@ struct ConnAnswer {
     out: mpsc::UnboundedSender<Outgoing>,
     /// The call's place under `calls_per_connection`, freed once the reply is written.
     permit: Option<OwnedSemaphorePermit>,
+}
+
+impl ConnAnswer {
+    /// Answers with `end` attached when there is one.
+    fn answer_with_end(mut self, reply: Reply, end: Option<OwnedFd>) {
+        match (end, self.permit.take()) {
+            (Some(end), Some(permit)) => {
+                let frame = AgentFrame::Reply {
+                    id: self.id,
+                    reply,
+                };
+                let _ = self.out.send(Outgoing::WithEnd(frame, end, permit));
+            }
+            (None, permit) => {
+                self.permit = permit;
+                Box::new(self).answer(reply);
+            }
+            (Some(_), None) => {}
+        }
+    }
 }
 
 impl Answer for ConnAnswer {

@@ -8,7 +8,8 @@
 //! [`host_link`] (the channels to a host backend), [`host_traits`] (the server's
 //! location, cpu speed and accelerators), [`sim_host`] (the in-memory
 //! host), `linux_host` (the Linux adapter on its own thread), [`handle`] (the
-//! in-process API), `api_server` (the Unix-socket API), [`metrics`] (the Prometheus text and its
+//! in-process API), `api_server` (the Unix-socket API), `link_desk` (the ends of links between
+//! processes, waiting for their receivers), [`metrics`] (the Prometheus text and its
 //! HTTP server), [`proxy`] (the external proxy's TCP connections and the `[proxy]` rules) and [`runtime`] (starting it all). The Linux host and the Unix socket exist only outside madsim.
 
 #![forbid(unsafe_code)]
@@ -23,6 +24,8 @@ pub mod handle;
 pub mod host_link;
 pub mod host_traits;
 pub mod identity;
+#[cfg(not(madsim))]
+mod link_desk;
 #[cfg(not(madsim))]
 pub mod linux_host;
 pub mod metrics;
