@@ -90,7 +90,8 @@ impl Links {
             Opened {
                 sock,
                 out: Outbound::default(),
-                inbound: Inbound::new(0),
+                // Only acknowledgements come back: 8 bytes each.
+                inbound: Inbound::new(8),
             },
         );
     }

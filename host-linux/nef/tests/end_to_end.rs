@@ -1023,3 +1023,101 @@ fn nef_spawn_flags_shape_placement() {
     ]);
     assert_eq!(stdout(&limited).lines().count(), 1);
 }
+
+/// Receives with `b` until `n` messages (and `Down`s) came, at most 10 s.
+fn recv_n(b: &mut Client, n: usize) -> Vec<nefele_api::messaging::Mail> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while got.len() < n {
+        assert!(Instant::now() < deadline, "only {got:?}");
+        got.extend(b.recv(8, Duration::from_millis(200)).unwrap());
+    }
+    got
+}
+
+#[test]
+fn a_link_carries_sends_between_processes_of_one_host_in_order_with_their_fates() {
+    use nefele::link::marker;
+    use nefele::SendOptions;
+    use nefele_api::messaging::{Delivery, DistanceClass, MailBody, SendError};
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    let on = three_per_host(&mut c);
+    let (here, there) = (on(3), on(1));
+    let mut a = acting(&cluster.socket, "alice", here[0]);
+    let mut b = acting(&cluster.socket, "alice", here[1]);
+    let data = |m: &nefele_api::messaging::Mail| match &m.body {
+        MailBody::Data(d) => String::from_utf8_lossy(d).into_owned(),
+        other => format!("{other:?}"),
+    };
+    // A send through the agent, then the link: the earlier send comes first.
+    a.send(here[1], b"before").unwrap();
+    a.link(here[1]).unwrap();
+    assert!(a.linked(here[1]));
+    let ids: Vec<u64> = ["m1", "m2"]
+        .iter()
+        .map(|m| a.send_async(here[1], m.as_bytes(), SendOptions::default()).unwrap())
+        .collect();
+    let got = recv_n(&mut b, 3);
+    assert_eq!(got.iter().map(data).collect::<Vec<_>>(), ["before", "m1", "m2"]);
+    assert!(got.iter().all(|m| m.from == here[0] && m.class == DistanceClass::SameHost));
+    assert!(got.windows(2).all(|w| w[0].seq < w[1].seq), "{got:?}");
+    a.settle().unwrap();
+    let fates = a.take_fates();
+    assert_eq!(fates.len(), 2, "{fates:?}");
+    assert!(
+        fates.iter().all(|(id, f)| ids.contains(id) && f.is_ok()),
+        "{fates:?} for {ids:?}"
+    );
+    // A blocking send returns once the receiver took it.
+    let receiver = std::thread::spawn(move || {
+        let got = recv_n(&mut b, 1);
+        (b, got)
+    });
+    assert_eq!(a.send(here[1], b"m3").unwrap().reached, 1);
+    let (mut b, got) = receiver.join().unwrap();
+    assert_eq!(data(&got[0]), "m3");
+    // Bytes that only look like a marker are the sender's data.
+    let mut a3 = acting(&cluster.socket, "alice", here[2]);
+    a3.send(here[1], &marker(12_345)).unwrap();
+    let got = recv_n(&mut b, 1);
+    assert_eq!(got[0].body, MailBody::Data(marker(12_345)));
+    // A reliable send closes the link first and keeps its place.
+    a.send_async(here[1], b"last on the link", SendOptions::default())
+        .unwrap();
+    let receiver = std::thread::spawn(move || {
+        let got = recv_n(&mut b, 2);
+        (b, got)
+    });
+    let reliable = SendOptions {
+        delivery: Delivery::Reliable,
+        ..SendOptions::default()
+    };
+    a.send_with(here[1], b"reliable", reliable).unwrap();
+    assert!(!a.linked(here[1]));
+    let (mut b, got) = receiver.join().unwrap();
+    assert_eq!(
+        got.iter().map(data).collect::<Vec<_>>(),
+        ["last on the link", "reliable"]
+    );
+    // A Down comes after what the ended process sent on its link.
+    a.link(here[1]).unwrap();
+    b.monitor(here[0]).unwrap();
+    a.send_async(here[1], b"dying words", SendOptions::default())
+        .unwrap();
+    c.kill(here[0], nefele_api::spec::Signal::Kill).unwrap();
+    let got = recv_n(&mut b, 2);
+    assert_eq!(data(&got[0]), "dying words");
+    assert!(matches!(got[1].body, MailBody::Down { pid, .. } if pid == here[0]));
+    // No link to what a send could not reach, and none across hosts yet.
+    let mut bob = acting(&cluster.socket, "bob", here[1]);
+    assert!(matches!(
+        bob.link(here[2]),
+        Err(ClientError::Send(SendError::NotSender | SendError::NoSuchProcess))
+    ));
+    assert!(matches!(
+        b.link(Pid::new(NodeId(3), nefele_api::ids::Incarnation(1), 999_999)),
+        Err(ClientError::Send(SendError::NoSuchProcess))
+    ));
+    assert!(matches!(b.link(there[0]), Err(ClientError::LinkUnavailable(_))));
+}
