@@ -7,8 +7,10 @@
 //!   each after the answer to the last, and prints `n=.. p50_us=.. p99_us=..`;
 //!   first with each send waiting for its fate before the receive (`plain`), then
 //!   with sends that return once written to the agent ([`Client::send_async`]),
-//!   their fates read along the way (`async`), as a latency-minded program would.
-//!   The echo sends asynchronously.
+//!   their fates read along the way (`async`), as a latency-minded program would;
+//!   then the same on a link to PID ([`Client::link`]: `linked`, `linked_async`),
+//!   when one can be made. The echo sends asynchronously, on a link back to a
+//!   client that linked to it.
 //! - `rr sink N` / `rr stream PID N SIZE`: one sender's stream of N messages of
 //!   SIZE bytes to PID ([`Client::send_batch`], fates read along the way); the sink
 //!   prints `sink: n=.. msgs_per_s=..` (first to last message), the sender
@@ -44,6 +46,15 @@ fn main() {
             report(client(&mut c, peer, num(2), num(3), false));
             print!("async: ");
             report(client(&mut c, peer, num(2), num(3), true));
+            match c.link(peer) {
+                Ok(()) => {
+                    print!("linked: ");
+                    report(client(&mut c, peer, num(2), num(3), false));
+                    print!("linked_async: ");
+                    report(client(&mut c, peer, num(2), num(3), true));
+                }
+                Err(e) => println!("linked: unavailable ({e})"),
+            }
             c.settle().expect("fates");
             let failed = c.take_fates().iter().filter(|(_, f)| f.is_err()).count();
             assert_eq!(failed, 0, "sends failed");
@@ -171,6 +182,10 @@ fn echo() {
     let mut c = Client::connect_default().expect("connect");
     loop {
         for mail in c.recv(64, Duration::from_secs(60)).expect("recv") {
+            if c.is_linked_from(mail.from) && !c.linked(mail.from) {
+                // Answers go back on a link too, when one can be made.
+                let _ = c.link(mail.from);
+            }
             if let MailBody::Data(d) = mail.body {
                 c.send_async(mail.from, &d, SendOptions::default())
                     .expect("send");

@@ -843,6 +843,13 @@ impl Client {
         }
     }
 
+    /// Whether `from` has a link open to this process (made, and claimed by this
+    /// client when its marker came).
+    #[must_use]
+    pub fn is_linked_from(&self, from: Pid) -> bool {
+        self.links.is_linked_from(from)
+    }
+
     /// Whether this process's sends to `to` go on a link.
     #[must_use]
     pub fn linked(&self, to: Pid) -> bool {

@@ -78,6 +78,11 @@ impl Links {
         self.opened.contains_key(&to)
     }
 
+    /// Whether `from` has a link to this client that may still bring messages.
+    pub(crate) fn is_linked_from(&self, from: Pid) -> bool {
+        self.accepted.iter().any(|l| l.from == from && !l.ended)
+    }
+
     /// Whether any link was made to this client.
     pub(crate) fn accepts(&self) -> bool {
         !self.accepted.is_empty()
