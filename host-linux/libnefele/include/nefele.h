@@ -349,6 +349,14 @@ int nefele_unsubscribe(nefele_client *client, const char *topic);
  * watched ends, is lost, or stops answering. */
 int nefele_monitor(nefele_client *client, nefele_pid watched);
 int nefele_demonitor(nefele_client *client, nefele_pid watched);
+/* Links the process the client acts as to `to` (a process of the same host):
+ * later at-most-once sends to `to` go on a direct connection its agent made,
+ * not through the agent, in order after the earlier ones; a send returns once
+ * `to` has taken the message. `to` reads them with its mail (nefele_recv).
+ * Fails as a send to `to` would, or NEFELE_EMSG when no link can be made. */
+int nefele_link(nefele_client *client, nefele_pid to);
+/* Closes the link to `to` once `to` took what was sent on it. */
+int nefele_unlink(nefele_client *client, nefele_pid to);
 /* How far `to` is: class to *distance (as nefele_mail.distance), the round trip
  * measured to hosts of that class to *rtt_ns (-1: none yet). Either may be NULL. */
 int nefele_distance(nefele_client *client, nefele_pid to, int *distance, int64_t *rtt_ns);

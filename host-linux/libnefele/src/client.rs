@@ -78,6 +78,9 @@
 //! answer, a fate), so the descriptor's readability and [`Client::armed_ready`]
 //! stay exact for a poll loop.
 
+use crate::link;
+use crate::links::Links;
+use crate::proto::LinkRefused;
 use crate::proto::{
     self, AgentFrame, Call, ClientFrame, MembersView, ProtocolError, Reply, MAX_REPLY_BYTES,
     MAX_REQUEST_BYTES, PROTOCOL_VERSION,
@@ -94,9 +97,6 @@ use nefele_api::spec::{ExitStatus, ProcSpec, Signal};
 use nefele_api::supervision::{
     SupervisedSpawn, SupervisionError, SupervisionSpec, SupervisorId, SupervisorInfo,
 };
-use crate::link;
-use crate::links::Links;
-use crate::proto::LinkRefused;
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -1046,10 +1046,17 @@ impl Client {
             return self.received_with_links(max, wait);
         }
         let pid = self.acting()?;
-        match self.api(Call::Recv { pid, max, wait })? {
-            ApiReply::Received(r) => self.sift(r?, max),
-            other => Err(mismatch("recv", &other)),
+        let started = Instant::now();
+        let mails = match self.api(Call::Recv { pid, max, wait })? {
+            ApiReply::Received(r) => self.sift(r?, max)?,
+            other => return Err(mismatch("recv", &other)),
+        };
+        if mails.is_empty() && self.links.accepts() {
+            // All it took was a link's marker: wait on, for the link's messages.
+            let left = wait.map(|w| w.saturating_sub(started.elapsed()));
+            return self.received_with_links(max, left);
         }
+        Ok(mails)
     }
 
     /// A receive while links are made to this process: their messages and the
@@ -1218,9 +1225,9 @@ impl Client {
         match reply {
             Reply::Api(ApiReply::Received(r)) => Ok(r?),
             Reply::Api(other) => Err(mismatch("recv", &other)),
-            Reply::Members(_) | Reply::Link(_) => {
-                Err(ClientError::Unexpected("members or a link for a recv".into()))
-            }
+            Reply::Members(_) | Reply::Link(_) => Err(ClientError::Unexpected(
+                "members or a link for a recv".into(),
+            )),
         }
     }
 

@@ -75,7 +75,10 @@ pub(crate) fn connect(path: &[u8], abstract_name: bool) -> std::io::Result<UnixS
 }
 
 /// Writes all of `bytes` to the socket `stream` with `send(MSG_NOSIGNAL)`.
-pub(crate) fn send_all(stream: &impl std::os::fd::AsRawFd, mut bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn send_all(
+    stream: &impl std::os::fd::AsRawFd,
+    mut bytes: &[u8],
+) -> std::io::Result<()> {
     const MSG_NOSIGNAL: std::ffi::c_int = 0x4000;
     while !bytes.is_empty() {
         // SAFETY: send(2) reads at most `bytes.len()` bytes from a live slice, on a
@@ -162,8 +165,7 @@ pub(crate) fn recv_with_fds(
         unsafe {
             let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
             while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS
-                {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
                     let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
                     let len = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
                     for k in 0..len / std::mem::size_of::<RawFd>() {

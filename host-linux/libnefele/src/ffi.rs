@@ -24,15 +24,16 @@ mod supervision;
 
 pub use messaging::{
     nefele_arm, nefele_broadcast, nefele_demonitor, nefele_distance, nefele_fd, nefele_join,
-    nefele_leave, nefele_mail, nefele_monitor, nefele_publish, nefele_recv, nefele_recv_mail,
-    nefele_register, nefele_send, nefele_send_external, nefele_send_group, nefele_send_name,
-    nefele_subscribe, nefele_take_armed, nefele_unregister, nefele_unsubscribe, nefele_whereis,
-    NEFELE_CLOSE_CLOSED, NEFELE_CLOSE_DENIED, NEFELE_CLOSE_DROPPED, NEFELE_CLOSE_OVERFLOW,
-    NEFELE_CLOSE_OVERRUN, NEFELE_CLOSE_RESET, NEFELE_CLOSE_UNREACHABLE, NEFELE_DOWN_EXITED,
-    NEFELE_DOWN_LOST, NEFELE_DOWN_NO_PROCESS, NEFELE_DOWN_UNREACHABLE, NEFELE_MAIL_DATA,
-    NEFELE_MAIL_DOWN, NEFELE_MAIL_EXTERNAL, NEFELE_MAIL_EXTERNAL_CLOSED, NEFELE_MAIL_NAME_LOST,
-    NEFELE_PATTERN_ANYCAST, NEFELE_PATTERN_FAILOVER, NEFELE_PATTERN_LEAST_LOADED,
-    NEFELE_PATTERN_MULTICAST, NEFELE_PATTERN_ROUND_ROBIN,
+    nefele_leave, nefele_link, nefele_mail, nefele_monitor, nefele_publish, nefele_recv,
+    nefele_recv_mail, nefele_register, nefele_send, nefele_send_external, nefele_send_group,
+    nefele_send_name, nefele_subscribe, nefele_take_armed, nefele_unlink, nefele_unregister,
+    nefele_unsubscribe, nefele_whereis, NEFELE_CLOSE_CLOSED, NEFELE_CLOSE_DENIED,
+    NEFELE_CLOSE_DROPPED, NEFELE_CLOSE_OVERFLOW, NEFELE_CLOSE_OVERRUN, NEFELE_CLOSE_RESET,
+    NEFELE_CLOSE_UNREACHABLE, NEFELE_DOWN_EXITED, NEFELE_DOWN_LOST, NEFELE_DOWN_NO_PROCESS,
+    NEFELE_DOWN_UNREACHABLE, NEFELE_MAIL_DATA, NEFELE_MAIL_DOWN, NEFELE_MAIL_EXTERNAL,
+    NEFELE_MAIL_EXTERNAL_CLOSED, NEFELE_MAIL_NAME_LOST, NEFELE_PATTERN_ANYCAST,
+    NEFELE_PATTERN_FAILOVER, NEFELE_PATTERN_LEAST_LOADED, NEFELE_PATTERN_MULTICAST,
+    NEFELE_PATTERN_ROUND_ROBIN,
 };
 
 pub use spec::{

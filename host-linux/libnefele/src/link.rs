@@ -182,13 +182,15 @@ impl Inbound {
         };
         let frame = match body.split_first() {
             Some((&DATA, data)) => Frame::Data(data.to_vec()),
-            Some((&ACK, taken)) => Frame::Ack(u64::from_le_bytes(taken.try_into().map_err(
-                |_| LinkError::Ack {
-                    acked: u64::MAX,
-                    sent: 0,
-                    before: 0,
-                },
-            )?)),
+            Some((&ACK, taken)) => {
+                Frame::Ack(u64::from_le_bytes(taken.try_into().map_err(|_| {
+                    LinkError::Ack {
+                        acked: u64::MAX,
+                        sent: 0,
+                        before: 0,
+                    }
+                })?))
+            }
             Some((&kind, _)) => return Err(LinkError::Kind(Some(kind))),
             None => return Err(LinkError::Kind(None)),
         };
@@ -351,7 +353,10 @@ mod tests {
         let mut bytes = Vec::new();
         put_data(&mut bytes, &[0; 11]);
         inbound.extend(&bytes);
-        assert!(matches!(inbound.next_frame(), Err(LinkError::TooLarge { .. })));
+        assert!(matches!(
+            inbound.next_frame(),
+            Err(LinkError::TooLarge { .. })
+        ));
         for (frame, want) in [
             (&[1, 0, 0, 0, 9][..], LinkError::Kind(Some(9))),
             (&[0, 0, 0, 0][..], LinkError::Kind(None)),
@@ -374,7 +379,11 @@ mod tests {
         assert_eq!(out.unacked(), 3);
         assert_eq!(out.acked(2).unwrap(), vec![Some(10), None]);
         assert!(out.delivered(2) && !out.delivered(3));
-        assert_eq!(out.acked(2).unwrap(), Vec::new(), "a repeat delivers nothing");
+        assert_eq!(
+            out.acked(2).unwrap(),
+            Vec::new(),
+            "a repeat delivers nothing"
+        );
         assert!(out.acked(1).is_err(), "an acknowledgement taken back");
         assert!(out.acked(4).is_err(), "more than was sent");
         assert_eq!(out.ended(), vec![(Some(12), SendError::Unknown)]);

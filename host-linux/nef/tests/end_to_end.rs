@@ -469,7 +469,8 @@ fn the_c_messaging_example_registers_looks_up_sends_and_receives() {
     };
     assert_eq!(
         out,
-        "whereis c-reader: ok\nreceived hello\nreceived world\nempty and too small: ok (8 bytes)\n"
+        "whereis c-reader: ok\nreceived hello\nreceived world\nempty and too small: ok (8 bytes)\n\
+         received linked\nreceived after\n"
     );
 }
 
@@ -1056,11 +1057,19 @@ fn a_link_carries_sends_between_processes_of_one_host_in_order_with_their_fates(
     assert!(a.linked(here[1]));
     let ids: Vec<u64> = ["m1", "m2"]
         .iter()
-        .map(|m| a.send_async(here[1], m.as_bytes(), SendOptions::default()).unwrap())
+        .map(|m| {
+            a.send_async(here[1], m.as_bytes(), SendOptions::default())
+                .unwrap()
+        })
         .collect();
     let got = recv_n(&mut b, 3);
-    assert_eq!(got.iter().map(data).collect::<Vec<_>>(), ["before", "m1", "m2"]);
-    assert!(got.iter().all(|m| m.from == here[0] && m.class == DistanceClass::SameHost));
+    assert_eq!(
+        got.iter().map(data).collect::<Vec<_>>(),
+        ["before", "m1", "m2"]
+    );
+    assert!(got
+        .iter()
+        .all(|m| m.from == here[0] && m.class == DistanceClass::SameHost));
     assert!(got.windows(2).all(|w| w[0].seq < w[1].seq), "{got:?}");
     a.settle().unwrap();
     let fates = a.take_fates();
@@ -1113,11 +1122,20 @@ fn a_link_carries_sends_between_processes_of_one_host_in_order_with_their_fates(
     let mut bob = acting(&cluster.socket, "bob", here[1]);
     assert!(matches!(
         bob.link(here[2]),
-        Err(ClientError::Send(SendError::NotSender | SendError::NoSuchProcess))
+        Err(ClientError::Send(
+            SendError::NotSender | SendError::NoSuchProcess
+        ))
     ));
     assert!(matches!(
-        b.link(Pid::new(NodeId(3), nefele_api::ids::Incarnation(1), 999_999)),
+        b.link(Pid::new(
+            NodeId(3),
+            nefele_api::ids::Incarnation(1),
+            999_999
+        )),
         Err(ClientError::Send(SendError::NoSuchProcess))
     ));
-    assert!(matches!(b.link(there[0]), Err(ClientError::LinkUnavailable(_))));
+    assert!(matches!(
+        b.link(there[0]),
+        Err(ClientError::LinkUnavailable(_))
+    ));
 }

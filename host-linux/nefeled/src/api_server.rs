@@ -53,6 +53,7 @@
 //! once the backend says the tenant's holder ended ([`Handover::SocketGone`]).
 
 use crate::handle::{AgentHandle, Answer};
+use crate::link_desk::LinkDesk;
 use nefele::proto::{
     self, AgentFrame, ClientFrame, ProtocolError, MAX_REPLY_BYTES, MAX_REQUEST_BYTES,
     PROTOCOL_VERSION,
@@ -65,7 +66,6 @@ use nefele_core::ids::{Pid, TenantId};
 use nefele_core::placement::api::SpawnError;
 use std::collections::BTreeMap;
 use std::io;
-use crate::link_desk::LinkDesk;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -1005,9 +1005,9 @@ async fn serve_calls(
                 if let Some(me) = scope.pid() {
                     if call.acts_as().is_some_and(|p| p != me) {
                         let reply = match call {
-                            Call::Link { .. } | Call::Claim { .. } => Reply::Link(Err(
-                                LinkRefused::Marker(SendError::NotSender),
-                            )),
+                            Call::Link { .. } | Call::Claim { .. } => {
+                                Reply::Link(Err(LinkRefused::Marker(SendError::NotSender)))
+                            }
                             _ => Reply::Api(not_entitled(&call)),
                         };
                         if out.send(Outgoing::frame(id, reply, permit)).is_err() {
@@ -1109,10 +1109,7 @@ impl ConnAnswer {
     fn answer_with_end(mut self, reply: Reply, end: Option<OwnedFd>) {
         match (end, self.permit.take()) {
             (Some(end), Some(permit)) => {
-                let frame = AgentFrame::Reply {
-                    id: self.id,
-                    reply,
-                };
+                let frame = AgentFrame::Reply { id: self.id, reply };
                 let _ = self.out.send(Outgoing::WithEnd(frame, end, permit));
             }
             (None, permit) => {

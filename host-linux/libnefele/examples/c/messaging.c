@@ -2,7 +2,9 @@
  * messaging.c: two processes of the tenant on the answering agent's host talk
  * through their agent, driven from outside Nefele (a tenant token, acting as
  * each process in turn): register, whereis, send by name and by pid, receive with
- * and without a timeout. Exits non-zero on the first unexpected answer.
+ * and without a timeout; then on a link, past the agent (the receiver in a
+ * thread: a send on a link returns once it took the message). Exits non-zero on
+ * the first unexpected answer.
  *
  *   cc -Wall -Werror -o messaging messaging.c -I host-linux/libnefele/include \
  *       -L target/debug -lnefele
@@ -11,6 +13,7 @@
  * A program started by Nefele would call nefele_connect_self instead and act as
  * itself.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +43,19 @@ static void receive(nefele_client *c, nefele_pid from, const char *want) {
         exit(1);
     }
     printf("received %.*s\n", (int)len, buf);
+}
+
+/* A receiver thread's client and what it expects. */
+struct reader {
+    nefele_client *client;
+    nefele_pid from;
+    const char *want;
+};
+
+static void *read_one(void *arg) {
+    struct reader *r = arg;
+    receive(r->client, r->from, r->want);
+    return NULL;
 }
 
 int main(int argc, char **argv) {
@@ -101,6 +117,20 @@ int main(int argc, char **argv) {
     expect(nefele_send(a, local[1], "too long", 8), NEFELE_OK, "send");
     expect(nefele_recv(b, 5000, &from, small, sizeof small, &len), NEFELE_ERANGE, "small buffer");
     printf("empty and too small: ok (%zu bytes)\n", len);
+
+    /* A link: the send waits for the receiver, so it reads in a thread. */
+    expect(nefele_link(a, local[1]), NEFELE_OK, "link");
+    struct reader r = {b, local[0], "linked"};
+    pthread_t t;
+    if (pthread_create(&t, NULL, read_one, &r) != 0) {
+        fprintf(stderr, "messaging.c: no thread\n");
+        return 1;
+    }
+    expect(nefele_send(a, local[1], "linked", 6), NEFELE_OK, "send on the link");
+    pthread_join(t, NULL);
+    expect(nefele_unlink(a, local[1]), NEFELE_OK, "unlink");
+    expect(nefele_send(a, local[1], "after", 5), NEFELE_OK, "send after the link");
+    receive(b, local[0], "after");
 
     for (int i = 0; i < N; i++) {
         expect(nefele_kill(a, pids[i], 9), NEFELE_OK, "kill");

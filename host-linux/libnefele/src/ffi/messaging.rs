@@ -628,6 +628,36 @@ pub unsafe extern "C" fn nefele_monitor(c: *mut nefele_client, watched: nefele_p
     unsafe { with_pid(c, watched, Client::monitor) }
 }
 
+/// Links the process `c` acts as to `to`, a process of the same host: its later
+/// at-most-once sends to `to` go on a direct connection the agent made, not
+/// through the agent (see libnefele's `link` module); `to` reads them with its
+/// mail. Fails as a send to `to` would (`NEFELE_ENOSUCH`, ...), or `NEFELE_EMSG`
+/// when no link can be made (another host).
+///
+/// # Safety
+/// `c` is an open handle.
+#[no_mangle]
+pub unsafe extern "C" fn nefele_link(c: *mut nefele_client, to: nefele_pid) -> c_int {
+    // SAFETY: by contract.
+    unsafe { with_pid(c, to, Client::link) }
+}
+
+/// Closes the link to `to` once `to` has taken what was sent on it; later sends
+/// to `to` go through the agent.
+///
+/// # Safety
+/// `c` is an open handle.
+#[no_mangle]
+pub unsafe extern "C" fn nefele_unlink(c: *mut nefele_client, to: nefele_pid) -> c_int {
+    // SAFETY: by contract.
+    unsafe {
+        with_pid(c, to, |c, to| {
+            c.unlink(to);
+            Ok(())
+        })
+    }
+}
+
 /// Cancels a monitor.
 ///
 /// # Safety
