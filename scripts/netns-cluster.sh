@@ -696,7 +696,9 @@ p50_of() { sed -n 's/.*p50_us=\([0-9.]*\).*/\1/p' <<<"$1"; }
 # rr example, through each process's endpoint), against raw sockets between the
 # same network namespaces: TCP for two hosts, a Unix socket for one. Each Nefele
 # round trip is a send (answered once the receiving agent has the message) and a
-# receive of the answer. $NEFELE_BENCH_RR round trips each (default 5000).
+# receive of the answer; then the same on links between the two processes
+# (libnefele's `link`, past both agents; made only on one host so far: two hosts
+# print "unavailable"). $NEFELE_BENCH_RR round trips each (default 5000).
 bench_messaging() {
     local rr n=${NEFELE_BENCH_RR:-5000} i dir
     sleep 6 # the sleepers of the spawn figures end (their cpu is reserved)
@@ -707,7 +709,7 @@ bench_messaging() {
         install -m 0755 "$NEF" "$dir/nef"
         install -m 0755 "$rr" "$dir/rr"
     done
-    local affinity where pids a b ha hb nefele asynced raw port=7700
+    local affinity where pids a b ha hb nefele asynced linked linked_async raw port=7700
     for affinity in apart together; do
         # Each waits for its orders (rr's arguments), then becomes rr.
         pids=$(nef_on 1 spawn -n 2 --cpu 450m --mem 64M "--$affinity" "rr$affinity" -- /bin/sh -c \
@@ -720,6 +722,8 @@ bench_messaging() {
         nef_on 1 kill --signal KILL "$a" >/dev/null || true
         nefele=$(rr_result "$hb" "$b" plain)
         asynced=$(rr_result "$hb" "$b" async)
+        linked=$(rr_result "$hb" "$b" linked)
+        linked_async=$(rr_result "$hb" "$b" linked_async)
         [ -n "$nefele" ] && [ -n "$asynced" ] || fail "no result from the rr client $b on host $hb"
         if [ "$affinity" = apart ]; then
             where="2hosts"
@@ -730,6 +734,7 @@ bench_messaging() {
             wait
             echo "rr64_2hosts_nefele: $nefele (hosts $ha and $hb)"
             echo "rr64_2hosts_nefele_async: $asynced"
+            echo "rr64_2hosts_linked: $linked"
             echo "rr64_2hosts_tcp:    $raw"
         else
             where="samehost"
@@ -740,10 +745,15 @@ bench_messaging() {
             wait
             echo "rr64_samehost_nefele: $nefele (host $ha)"
             echo "rr64_samehost_nefele_async: $asynced"
+            echo "rr64_samehost_linked: $linked"
+            echo "rr64_samehost_linked_async: $linked_async"
             echo "rr64_samehost_unix:   $raw"
         fi
         local ratio='import sys; print(round(float(sys.argv[1])/float(sys.argv[2]), 2))'
         echo "rr64_${where}_p50_ratio=$(python3 -c "$ratio" "$(p50_of "$nefele")" "$(p50_of "$raw")") async=$(python3 -c "$ratio" "$(p50_of "$asynced")" "$(p50_of "$raw")")"
+        if [ -n "$(p50_of "$linked")" ]; then
+            echo "rr64_${where}_linked_p50_ratio=$(python3 -c "$ratio" "$(p50_of "$linked")" "$(p50_of "$raw")") async=$(python3 -c "$ratio" "$(p50_of "$linked_async")" "$(p50_of "$raw")")"
+        fi
     done
     bench_messaging_rates
 }

@@ -63,6 +63,17 @@
 //! meanwhile may read that answer first: it is kept, and
 //! [`Client::armed_ready`] says so (check it before sleeping in `poll`).
 //!
+//! # Links
+//! [`Client::link`] makes a direct link from this process to another of its host
+//! ([`crate::link`] says how and what it promises): later at-most-once sends to it
+//! skip both agents. The receiving client reads links inside `recv` and
+//! `try_recv`, together with its mailbox: while a link is made to it, a waiting
+//! receive arms a receive at the agent and polls both, and that armed receive
+//! stays out for the next one. So a program that receives on links uses
+//! `recv`/`try_recv`, not [`Client::arm`] and the descriptor: a poll loop sees the
+//! agent connection only. Links survive a reconnection to the agent (they do not
+//! go through it).
+//!
 //! # Sending without waiting for the fate
 //! [`Client::send`] returns once the message's fate is known (the receiving agent
 //! has put it in the mailbox, or why not), a round trip to the receiver's host.
@@ -123,6 +134,9 @@ pub const ARM_WAIT: Duration = Duration::from_secs(60);
 /// agent's calls per connection, so a client that writes sends never waits on an
 /// agent that waits for it to read fates).
 pub const MAX_ASYNC_SENDS: usize = 256;
+/// A message for a link and its `send_async` id.
+type LinkedSend<'a> = (&'a [u8], Option<u64>);
+
 /// How long a send on a link waits for its receiver to take the message before
 /// it fails `Unknown` (the message stays on the link, and may still be taken).
 pub const LINK_PATIENCE: Duration = Duration::from_secs(30);
@@ -901,8 +915,14 @@ impl Client {
             }
         }
         let call = self.send_call(to, data, options)?;
-        self.make_room_for(1)?;
         let id = self.next_call_id();
+        self.send_async_as(id, call)?;
+        Ok(id)
+    }
+
+    /// Writes the send `call` under `id`, its fate owed.
+    fn send_async_as(&mut self, id: u64, call: Call) -> Result<(), ClientError> {
+        self.make_room_for(1)?;
         let frame = ClientFrame::Call { id, call };
         match self.write_frame(&frame) {
             // Not written: written again on the new connection.
@@ -913,7 +933,7 @@ impl Client {
             other => other?,
         }
         self.owed.insert(id);
-        Ok(id)
+        Ok(())
     }
 
     /// As [`Client::send_async`] for each of `messages` in turn, written to the
@@ -927,7 +947,7 @@ impl Client {
         let mut bytes = Vec::new();
         let mut batch = 0;
         // Messages to linked processes: one write per link, after the loop.
-        let mut linked: BTreeMap<Pid, Vec<(&[u8], Option<u64>)>> = BTreeMap::new();
+        let mut linked: BTreeMap<Pid, Vec<LinkedSend<'_>>> = BTreeMap::new();
         for (to, data) in messages {
             if let Some(p) = self.on_link(&to, options) {
                 if data.len() > link::MAX_DATA {
@@ -963,15 +983,7 @@ impl Client {
                 self.put_link_fates(fates);
                 for (data, id) in messages {
                     let call = self.send_call(Dest::Pid(to), data, options)?;
-                    self.make_room_for(1)?;
-                    let id = id.expect("a batched send has an id");
-                    self.write_owed(
-                        &proto::encode(&ClientFrame::Call { id, call }, MAX_REQUEST_BYTES)
-                            .map_err(|e| {
-                                ProtocolError::Malformed(format!("request not encodable: {e}"))
-                            })?,
-                    )?;
-                    self.owed.insert(id);
+                    self.send_async_as(id.expect("a batched send has an id"), call)?;
                 }
             }
         }
