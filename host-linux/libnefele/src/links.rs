@@ -387,3 +387,103 @@ fn recv_now(sock: &OwnedFd, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nefele_api::ids::{Incarnation, NodeId};
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    fn pid(n: u64) -> Pid {
+        Pid::new(NodeId(1), Incarnation(1), n)
+    }
+
+    fn marker_from(from: Pid) -> Mail {
+        Mail {
+            from,
+            class: DistanceClass::SameHost,
+            seq: 4,
+            body: MailBody::Data(link::marker(1)),
+        }
+    }
+
+    #[test]
+    fn messages_come_with_the_markers_class_and_the_positions_after_it() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let mut links = Links::new(100);
+        links.accepted(&marker_from(pid(1)), ours.into());
+        let mut bytes = Vec::new();
+        link::put_data(&mut bytes, b"one");
+        link::put_data(&mut bytes, b"two");
+        theirs.write_all(&bytes).unwrap();
+        let got = links.take(8);
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].seq, got[1].seq), (5, 6));
+        assert!(got.iter().all(|m| m.from == pid(1)));
+        // The opener is told what was taken.
+        let mut inbound = Inbound::new(8);
+        let mut buf = [0u8; 64];
+        let n = std::io::Read::read(&mut theirs, &mut buf).unwrap();
+        inbound.extend(&buf[..n]);
+        assert_eq!(inbound.next_frame(), Ok(Some(Frame::Ack(2))));
+    }
+
+    #[test]
+    fn a_hostile_opener_ends_its_link_and_nothing_oversized_is_taken() {
+        for garbage in [
+            &u32::MAX.to_le_bytes()[..],
+            &[1, 0, 0, 0, 9][..],
+            &[9, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0][..],
+        ] {
+            let (ours, mut theirs) = UnixStream::pair().unwrap();
+            let mut links = Links::new(100);
+            links.accepted(&marker_from(pid(1)), ours.into());
+            theirs.write_all(garbage).unwrap();
+            assert!(links.take(8).is_empty());
+            assert!(!links.accepts(), "the link ended on {garbage:?}");
+        }
+    }
+
+    #[test]
+    fn a_down_waits_behind_its_links_messages_until_the_link_ends() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let mut links = Links::new(100);
+        links.accepted(&marker_from(pid(1)), ours.into());
+        let down = Mail {
+            from: pid(1),
+            class: DistanceClass::SameHost,
+            seq: 0,
+            body: MailBody::Down {
+                pid: pid(1),
+                reason: nefele_api::messaging::DownReason::NoProcess,
+            },
+        };
+        assert!(links.hold_down(down.clone()).is_none(), "held");
+        let mut bytes = Vec::new();
+        link::put_data(&mut bytes, b"last words");
+        theirs.write_all(&bytes).unwrap();
+        drop(theirs);
+        let got = links.take(8);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].body, MailBody::Data(b"last words".to_vec()));
+        assert_eq!(got[1], down);
+        assert!(!links.accepts());
+        // A Down for a process with no link passes at once.
+        assert_eq!(links.hold_down(down.clone()), Some(down));
+    }
+
+    #[test]
+    fn an_acknowledgement_of_more_than_was_sent_ends_the_link_with_its_fates_unknown() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let mut links = Links::new(100);
+        links.opened(pid(2), ours.into());
+        assert_eq!(links.send(pid(2), [(&b"x"[..], Some(7))]), Ok(1));
+        assert_eq!(links.owed(), 1);
+        let mut ack = Vec::new();
+        link::put_ack(&mut ack, 5);
+        theirs.write_all(&ack).unwrap();
+        assert_eq!(links.collect_acks(), vec![(7, Err(SendError::Unknown))]);
+        assert!(!links.has(pid(2)));
+    }
+}
