@@ -219,6 +219,29 @@ pub(crate) fn poll_readable(
     }
 }
 
+/// Writes what `fd` takes of `bytes` now, without waiting (`WouldBlock`: none)
+/// and without `SIGPIPE`; how many bytes went.
+pub(crate) fn send_now(fd: RawFd, bytes: &[u8]) -> std::io::Result<usize> {
+    loop {
+        // SAFETY: send(2) reads at most `bytes.len()` bytes from a live slice.
+        let n = unsafe {
+            libc::send(
+                fd,
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Whether the socket `fd` takes bytes now without waiting.
 pub(crate) fn writable_now(fd: RawFd) -> bool {
     let mut polled = libc::pollfd {

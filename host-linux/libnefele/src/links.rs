@@ -46,6 +46,11 @@ struct Accepted {
     inbound: Inbound,
     taken: Taken,
     ready: VecDeque<Mail>,
+    /// An acknowledgement not written whole yet, and how much of it went: written
+    /// without waiting, so an opener that does not read its acknowledgements never
+    /// stalls this process; one not begun is replaced by a newer one.
+    unsent: Vec<u8>,
+    unsent_from: usize,
     /// The opener's end closed (or the link broke): nothing more comes.
     ended: bool,
     /// A `Down` for the opener, held behind the link's messages, and when it came.
@@ -58,6 +63,8 @@ pub(crate) struct Links {
     opened: BTreeMap<Pid, Opened>,
     accepted: Vec<Accepted>,
     max_data: usize,
+    /// Fates settled while sending, not taken yet ([`Links::collect_acks`]).
+    settled: Vec<Fate>,
 }
 
 /// The fate of a `send_async` made on a link, under its id.
@@ -70,6 +77,7 @@ impl Links {
             opened: BTreeMap::new(),
             accepted: Vec::new(),
             max_data,
+            settled: Vec::new(),
         }
     }
 
@@ -112,6 +120,8 @@ impl Links {
             inbound: Inbound::new(self.max_data),
             taken: Taken::default(),
             ready: VecDeque::new(),
+            unsent: Vec::new(),
+            unsent_from: 0,
             ended: false,
             down: None,
         });
@@ -132,6 +142,15 @@ impl Links {
         let Some(link) = self.opened.get_mut(&to) else {
             return Err((SendError::Unknown, Vec::new()));
         };
+        // Acknowledgements come as fast as messages go: read them as we go, so
+        // they never fill the link's other direction.
+        let mut fates = Vec::new();
+        if read_acks(link, &mut fates) != Ok(true) {
+            fates.extend(self.end(to));
+            return Err((SendError::Unknown, fates));
+        }
+        self.settled.extend(fates);
+        let link = self.opened.get_mut(&to).expect("still open");
         let mut bytes = Vec::new();
         let mut ids = Vec::new();
         for (data, id) in messages {
@@ -212,7 +231,7 @@ impl Links {
     /// Reads, without waiting, the acknowledgements come on every opened link;
     /// the fates they settle (and of links found ended).
     pub(crate) fn collect_acks(&mut self) -> Vec<Fate> {
-        let mut fates = Vec::new();
+        let mut fates = std::mem::take(&mut self.settled);
         let mut ended = Vec::new();
         for (to, link) in &mut self.opened {
             if read_acks(link, &mut fates) != Ok(true) {
@@ -300,13 +319,7 @@ impl Links {
             let n = link.ready.len().min(max - mails.len());
             mails.extend(link.ready.drain(..n));
             link.taken.took(n as u64);
-            if let Some(taken) = link.taken.ack_due() {
-                let mut ack = Vec::new();
-                link::put_ack(&mut ack, taken);
-                if endpoint::send_all(&link.sock, &ack).is_err() {
-                    link.ended = true;
-                }
-            }
+            acknowledge(link);
             let overdue = link
                 .down
                 .as_ref()
@@ -345,6 +358,31 @@ fn read_acks(link: &mut Opened, fates: &mut Vec<Fate>) -> Result<bool, LinkError
                 fates.push((id, Ok(())));
             }
         }
+    }
+}
+
+/// Writes what `link` owes its opener of acknowledgements, without waiting.
+fn acknowledge(link: &mut Accepted) {
+    if link.unsent_from == 0 {
+        if let Some(taken) = link.taken.ack_due() {
+            // Cumulative: the newest replaces one not begun.
+            link.unsent.clear();
+            link::put_ack(&mut link.unsent, taken);
+        }
+    }
+    if link.unsent.is_empty() {
+        return;
+    }
+    match endpoint::send_now(link.sock.as_raw_fd(), &link.unsent[link.unsent_from..]) {
+        Ok(n) => {
+            link.unsent_from += n;
+            if link.unsent_from == link.unsent.len() {
+                link.unsent.clear();
+                link.unsent_from = 0;
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(_) => link.ended = true,
     }
 }
 

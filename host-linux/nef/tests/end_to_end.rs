@@ -1139,3 +1139,66 @@ fn a_link_carries_sends_between_processes_of_one_host_in_order_with_their_fates(
         Err(ClientError::LinkUnavailable(_))
     ));
 }
+
+/// 1,000 round trips each way: more than a socket pair's buffer holds of
+/// acknowledgements nobody reads (about 280), which once stalled the echo.
+#[test]
+fn request_and_response_go_both_ways_on_links_blocking_and_not() {
+    use nefele::SendOptions;
+    use nefele_api::messaging::MailBody;
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    let on = three_per_host(&mut c);
+    let here = on(3);
+    let (client_pid, echo_pid) = (here[0], here[1]);
+    let mut echo = acting(&cluster.socket, "alice", echo_pid);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let echoing = std::thread::spawn(move || {
+        let mut answered = 0;
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            for mail in echo.recv(64, Duration::from_millis(100)).unwrap() {
+                if echo.is_linked_from(mail.from) && !echo.linked(mail.from) {
+                    echo.link(mail.from).unwrap();
+                }
+                if let MailBody::Data(d) = mail.body {
+                    echo.send_async(mail.from, &d, SendOptions::default())
+                        .unwrap();
+                    answered += 1;
+                }
+            }
+            for (_, fate) in echo.take_fates() {
+                fate.unwrap();
+            }
+        }
+        answered
+    });
+    let mut client = acting(&cluster.socket, "alice", client_pid);
+    let round_trips = |client: &mut Client, asynchronous: bool| {
+        for i in 0..1000u32 {
+            let data = i.to_le_bytes();
+            if asynchronous {
+                client
+                    .send_async(echo_pid, &data, SendOptions::default())
+                    .unwrap();
+            } else {
+                client.send(echo_pid, &data).unwrap();
+            }
+            let got = client.recv(1, Duration::from_secs(10)).unwrap();
+            assert_eq!(got.len(), 1, "no answer to {i} ({asynchronous})");
+            assert_eq!(got[0].body, MailBody::Data(data.to_vec()));
+        }
+    };
+    round_trips(&mut client, false);
+    client.link(echo_pid).unwrap();
+    round_trips(&mut client, false);
+    assert!(
+        client.is_linked_from(echo_pid),
+        "the echo answers on a link"
+    );
+    round_trips(&mut client, true);
+    client.settle().unwrap();
+    assert!(client.take_fates().iter().all(|(_, f)| f.is_ok()));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(echoing.join().unwrap(), 3000);
+}
