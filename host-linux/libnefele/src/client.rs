@@ -1537,7 +1537,6 @@ impl Client {
             let got = crate::endpoint::recv_with_fds(
                 self.stream.as_raw_fd(),
                 &mut self.rbuf[have..],
-                false,
                 &mut self.fds,
             );
             self.rbuf.truncate(have + *got.as_ref().unwrap_or(&0));

@@ -124,15 +124,14 @@ unsafe fn fcntl_getfd(fd: RawFd) -> std::ffi::c_int {
     fcntl(fd, F_GETFD)
 }
 
-/// Reads what `fd` holds, up to `buf.len()` bytes (blocking unless `dont_wait`, then
-/// `WouldBlock` when nothing is there), and takes the descriptors that came with
+/// Reads what `fd` holds, up to `buf.len()` bytes (waiting for something), and
+/// takes the descriptors that came with
 /// those bytes (`SCM_RIGHTS`, made close-on-exec) into `fds`, in order. Retries
 /// on `EINTR`. Descriptors the kernel had to drop for lack of room (never more
 /// than the agent sends with one frame) fail the read.
 pub(crate) fn recv_with_fds(
     fd: RawFd,
     buf: &mut [u8],
-    dont_wait: bool,
     fds: &mut std::collections::VecDeque<OwnedFd>,
 ) -> std::io::Result<usize> {
     // Room for a few descriptors: the agent attaches one to a frame.
@@ -148,7 +147,7 @@ pub(crate) fn recv_with_fds(
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = std::mem::size_of_val(&control) as _;
-        let flags = libc::MSG_CMSG_CLOEXEC | if dont_wait { libc::MSG_DONTWAIT } else { 0 };
+        let flags = libc::MSG_CMSG_CLOEXEC;
         // SAFETY: recvmsg writes at most `iov_len` bytes into `buf` and at most
         // `msg_controllen` into `control`, both live for the call.
         let n = unsafe { libc::recvmsg(fd, &mut msg, flags) };
@@ -232,6 +231,23 @@ pub(crate) fn send_now(fd: RawFd, bytes: &[u8]) -> std::io::Result<usize> {
                 libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
             )
         };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Reads what the socket `fd` holds now, up to `buf.len()` bytes, without
+/// waiting (`WouldBlock`: nothing). Descriptors a peer attached are not taken
+/// (the kernel closes them).
+pub(crate) fn recv_now(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        // SAFETY: recv(2) writes at most `buf.len()` bytes into a live slice.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
         if n >= 0 {
             return Ok(n as usize);
         }

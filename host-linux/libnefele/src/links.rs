@@ -65,6 +65,8 @@ pub(crate) struct Links {
     max_data: usize,
     /// Fates settled while sending, not taken yet ([`Links::collect_acks`]).
     settled: Vec<Fate>,
+    /// Where links are read into (kept: a receive's hot path allocates nothing).
+    buf: Vec<u8>,
 }
 
 /// The fate of a `send_async` made on a link, under its id.
@@ -78,6 +80,7 @@ impl Links {
             accepted: Vec::new(),
             max_data,
             settled: Vec::new(),
+            buf: vec![0; READ_CHUNK.min(max_data + 5).max(4096)],
         }
     }
 
@@ -314,7 +317,7 @@ impl Links {
         let mut mails = Vec::new();
         for link in &mut self.accepted {
             if link.ready.len() < max && !link.ended {
-                fill(link, self.max_data);
+                fill(link, &mut self.buf);
             }
             let n = link.ready.len().min(max - mails.len());
             mails.extend(link.ready.drain(..n));
@@ -387,9 +390,8 @@ fn acknowledge(link: &mut Accepted) {
 }
 
 /// Reads once what came on `link` without waiting, into its ready messages.
-fn fill(link: &mut Accepted, max_data: usize) {
-    let mut buf = vec![0u8; READ_CHUNK.min(max_data + 5).max(4096)];
-    match recv_now(&link.sock, &mut buf) {
+fn fill(link: &mut Accepted, buf: &mut [u8]) {
+    match recv_now(&link.sock, buf) {
         Ok(Some(n)) if n > 0 => link.inbound.extend(&buf[..n]),
         Ok(None) => {}
         _ => link.ended = true,
@@ -418,8 +420,7 @@ fn fill(link: &mut Accepted, max_data: usize) {
 
 /// One read without waiting: `Some(0)` at the end, `None` when nothing is there.
 fn recv_now(sock: &OwnedFd, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
-    let mut fds = VecDeque::new();
-    match endpoint::recv_with_fds(sock.as_raw_fd(), buf, true, &mut fds) {
+    match endpoint::recv_now(sock.as_raw_fd(), buf) {
         Ok(n) => Ok(Some(n)),
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
         Err(e) => Err(e),
