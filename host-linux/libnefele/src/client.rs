@@ -1083,7 +1083,7 @@ impl Client {
         let deadline = wait.map(|w| Instant::now() + w);
         let Some(deadline) = deadline else {
             // Without waiting: what the links hold, and what the mailbox holds now.
-            let mut mails = self.linked_mail(max)?;
+            let mut mails = self.linked_mail(max, Some(None))?;
             if mails.is_empty() && !self.links_armed {
                 let pid = self.acting()?;
                 match self.api(Call::Recv {
@@ -1097,8 +1097,12 @@ impl Client {
             }
             return Ok(mails);
         };
+        // First what was read already; then wait on the links and the agent, and
+        // read what turns readable (a request's answer costs a poll and a read).
+        let mut readable = None;
         loop {
-            let mails = self.linked_mail(max)?;
+            let mails =
+                self.linked_mail(max, readable.as_ref().map(|r: &Vec<bool>| Some(&r[1..])))?;
             let left = deadline.saturating_duration_since(Instant::now());
             if !mails.is_empty() || left.is_zero() {
                 return Ok(mails);
@@ -1107,11 +1111,15 @@ impl Client {
                 self.arm(max)?;
                 self.links_armed = true;
             }
+            // About to wait: the openers get what they are owed first.
+            self.links.flush_acks();
             let mut fds = vec![self.stream.as_raw_fd()];
             fds.extend(self.links.waiting_fds());
             let nap = self.links.next_down_due().map_or(left, |d| d.min(left));
             let ready = crate::endpoint::poll_readable(&fds, Some(nap)).map_err(|e| self.io(e))?;
-            if ready[0] {
+            let agent = ready[0];
+            readable = Some(ready);
+            if agent {
                 let frame = match self.receive() {
                     // Armed again by the reconnection.
                     Err(e) if self.broken(&e) => {
@@ -1127,11 +1135,20 @@ impl Client {
     }
 
     /// Up to `max` messages held from an earlier receive, come on links, and in
-    /// the armed receive's answer, in that order.
-    fn linked_mail(&mut self, max: u32) -> Result<Vec<Mail>, ClientError> {
+    /// the armed receive's answer, in that order. `read`: also read the links
+    /// (`Some(None)`: all; `Some(Some(r))`: those `r` says are readable; `None`:
+    /// none, only what was read already).
+    fn linked_mail(
+        &mut self,
+        max: u32,
+        read: Option<Option<&[bool]>>,
+    ) -> Result<Vec<Mail>, ClientError> {
         let max = max as usize;
         let mut mails: Vec<Mail> = self.held.drain(..self.held.len().min(max)).collect();
-        mails.extend(self.links.take(max - mails.len()));
+        mails.extend(
+            self.links
+                .take(max - mails.len(), read.is_some(), read.flatten()),
+        );
         if self.links_armed && self.armed_answer.is_some() {
             let answer = self.take_armed()?;
             self.links_armed = false;

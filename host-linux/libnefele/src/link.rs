@@ -26,9 +26,12 @@
 //!
 //! # What goes on a link
 //! Frames, both ways: a 4-byte little-endian length of what follows, a kind byte,
-//! then the body. The opener sends [`Frame::Data`] (one message each); the other
-//! end sends [`Frame::Ack`] with the number of messages it has taken so far
-//! (cumulative), after each receive that took any. A frame longer than the
+//! then the body. The opener sends [`Frame::Data`] (one message each; marked
+//! urgent when its sender waits for the acknowledgement); the other end sends
+//! [`Frame::Ack`] with the number of messages it has taken so far (cumulative):
+//! at once after taking an urgent one or all it had read, else once
+//! [`ACK_EVERY`] are taken, and whenever its process sends on a link or is about
+//! to wait for mail. A frame longer than the
 //! receiver's limit, of an unknown kind, in the wrong direction, or an `Ack` that
 //! takes back or exceeds what was sent ends the link: the peer is a process, so
 //! hostile until shown otherwise, and nothing larger than the limit is allocated.
@@ -54,6 +57,11 @@ pub const MARKER_LEN: usize = MARKER_MAGIC.len() + 8;
 
 /// The kind byte of a data frame.
 const DATA: u8 = 1;
+/// The kind byte of a data frame whose sender waits for its acknowledgement.
+const URGENT: u8 = 3;
+/// The receiver acknowledges at the latest once it has taken this many messages
+/// it did not acknowledge yet.
+pub const ACK_EVERY: u64 = 64;
 /// The kind byte of an acknowledgement.
 const ACK: u8 = 2;
 /// The length prefix and the kind byte.
@@ -78,8 +86,14 @@ pub fn marker_token(data: &[u8]) -> Option<u64> {
 /// One frame on a link.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
-    /// One message, opener to receiver.
-    Data(Vec<u8>),
+    /// One message, opener to receiver; `urgent` when its sender waits for the
+    /// acknowledgement.
+    Data {
+        /// The message.
+        data: Vec<u8>,
+        /// Acknowledge it as soon as it is taken.
+        urgent: bool,
+    },
     /// How many messages the receiver has taken so far.
     Ack(u64),
 }
@@ -115,11 +129,11 @@ pub enum LinkError {
     },
 }
 
-/// Appends a data frame carrying `data` to `out`.
-pub fn put_data(out: &mut Vec<u8>, data: &[u8]) {
+/// Appends a data frame carrying `data` to `out` (`urgent`: its sender waits).
+pub fn put_data(out: &mut Vec<u8>, data: &[u8], urgent: bool) {
     let len = u32::try_from(data.len() + 1).expect("a message is far under 4 GiB");
     out.extend_from_slice(&len.to_le_bytes());
-    out.push(DATA);
+    out.push(if urgent { URGENT } else { DATA });
     out.extend_from_slice(data);
 }
 
@@ -181,7 +195,14 @@ impl Inbound {
             return Ok(None);
         };
         let frame = match body.split_first() {
-            Some((&DATA, data)) => Frame::Data(data.to_vec()),
+            Some((&DATA, data)) => Frame::Data {
+                data: data.to_vec(),
+                urgent: false,
+            },
+            Some((&URGENT, data)) => Frame::Data {
+                data: data.to_vec(),
+                urgent: true,
+            },
             Some((&ACK, taken)) => {
                 Frame::Ack(u64::from_le_bytes(taken.try_into().map_err(|_| {
                     LinkError::Ack {
@@ -274,25 +295,30 @@ impl Outbound {
     }
 }
 
-/// What the receiving end of a link counts: the messages taken, and how many of
-/// them the opener has been told of.
+/// What the receiving end of a link counts: the messages taken, how many of
+/// them the opener has been told of, and whether one taken is urgent.
 #[derive(Debug, Default)]
 pub struct Taken {
     taken: u64,
     told: u64,
+    urgent: bool,
 }
 
 impl Taken {
-    /// The process took `n` more messages.
-    pub fn took(&mut self, n: u64) {
+    /// The process took `n` more messages (`urgent`: one of them is).
+    pub fn took(&mut self, n: u64, urgent: bool) {
         self.taken += n;
+        self.urgent |= urgent;
     }
 
-    /// The acknowledgement to send, if the opener has not been told of every
-    /// message taken; counts it as told.
-    pub fn ack_due(&mut self) -> Option<u64> {
-        (self.taken > self.told).then(|| {
+    /// The acknowledgement to send now, if one is due: an urgent message taken,
+    /// [`ACK_EVERY`] taken untold, or any untold when the process is `idle` (about
+    /// to wait, or sending). Counts it as told.
+    pub fn ack_due(&mut self, idle: bool) -> Option<u64> {
+        let untold = self.taken - self.told;
+        (untold > 0 && (idle || self.urgent || untold >= ACK_EVERY)).then(|| {
             self.told = self.taken;
+            self.urgent = false;
             self.taken
         })
     }
@@ -316,15 +342,19 @@ mod tests {
     #[test]
     fn frames_come_out_as_they_went_in_whatever_the_reads() {
         let mut bytes = Vec::new();
-        put_data(&mut bytes, b"ping");
+        put_data(&mut bytes, b"ping", false);
         put_ack(&mut bytes, 42);
-        put_data(&mut bytes, b"");
-        put_data(&mut bytes, &[7; 100]);
+        put_data(&mut bytes, b"", true);
+        put_data(&mut bytes, &[7; 100], false);
+        let data = |d: &[u8], urgent| Frame::Data {
+            data: d.to_vec(),
+            urgent,
+        };
         let want = vec![
-            Frame::Data(b"ping".to_vec()),
+            data(b"ping", false),
             Frame::Ack(42),
-            Frame::Data(Vec::new()),
-            Frame::Data(vec![7; 100]),
+            data(b"", true),
+            data(&[7; 100], false),
         ];
         for chunk in [1, 2, 3, 7, 64, bytes.len()] {
             let mut inbound = Inbound::new(100);
@@ -351,7 +381,7 @@ mod tests {
         ));
         let mut inbound = Inbound::new(10);
         let mut bytes = Vec::new();
-        put_data(&mut bytes, &[0; 11]);
+        put_data(&mut bytes, &[0; 11], false);
         inbound.extend(&bytes);
         assert!(matches!(
             inbound.next_frame(),
@@ -391,14 +421,19 @@ mod tests {
     }
 
     #[test]
-    fn the_receiver_acknowledges_once_per_batch_taken() {
+    fn the_receiver_acknowledges_urgent_ones_at_once_and_the_rest_when_idle_or_many() {
         let mut taken = Taken::default();
-        assert_eq!(taken.ack_due(), None);
-        taken.took(3);
-        taken.took(2);
-        assert_eq!(taken.ack_due(), Some(5));
-        assert_eq!(taken.ack_due(), None);
-        taken.took(1);
-        assert_eq!(taken.ack_due(), Some(6));
+        assert_eq!(taken.ack_due(true), None);
+        taken.took(3, false);
+        assert_eq!(taken.ack_due(false), None, "not yet: nobody waits");
+        taken.took(2, true);
+        assert_eq!(taken.ack_due(false), Some(5), "an urgent one");
+        assert_eq!(taken.ack_due(true), None);
+        taken.took(1, false);
+        assert_eq!(taken.ack_due(true), Some(6), "idle");
+        taken.took(ACK_EVERY - 1, false);
+        assert_eq!(taken.ack_due(false), None);
+        taken.took(1, false);
+        assert_eq!(taken.ack_due(false), Some(6 + ACK_EVERY), "many");
     }
 }

@@ -45,7 +45,8 @@ struct Accepted {
     sock: OwnedFd,
     inbound: Inbound,
     taken: Taken,
-    ready: VecDeque<Mail>,
+    /// Messages read, not taken yet; each with whether its sender waits for it.
+    ready: VecDeque<(Mail, bool)>,
     /// An acknowledgement not written whole yet, and how much of it went: written
     /// without waiting, so an opener that does not read its acknowledgements never
     /// stalls this process; one not begun is replaced by a newer one.
@@ -145,19 +146,22 @@ impl Links {
         let Some(link) = self.opened.get_mut(&to) else {
             return Err((SendError::Unknown, Vec::new()));
         };
-        // Acknowledgements come as fast as messages go: read them as we go, so
-        // they never fill the link's other direction.
-        let mut fates = Vec::new();
-        if read_acks(link, &mut fates) != Ok(true) {
-            fates.extend(self.end(to));
-            return Err((SendError::Unknown, fates));
+        // Read the acknowledgements as messages go (the receiver sends one per
+        // [`link::ACK_EVERY`] at least), so the owed fates stay few.
+        if link.out.unacked() >= link::ACK_EVERY {
+            let mut fates = Vec::new();
+            if read_acks(link, &mut fates) != Ok(true) {
+                fates.extend(self.end(to));
+                return Err((SendError::Unknown, fates));
+            }
+            self.settled.extend(fates);
         }
-        self.settled.extend(fates);
         let link = self.opened.get_mut(&to).expect("still open");
         let mut bytes = Vec::new();
         let mut ids = Vec::new();
         for (data, id) in messages {
-            link::put_data(&mut bytes, data);
+            // A send without an id waits for its acknowledgement.
+            link::put_data(&mut bytes, data, id.is_none());
             ids.push(id);
         }
         if endpoint::send_all(&link.sock, &bytes).is_err() {
@@ -166,7 +170,10 @@ impl Links {
         for id in ids {
             link.out.sent(id);
         }
-        Ok(link.out.count())
+        let sent = link.out.count();
+        // Sending is a moment this process owes its openers their acknowledgements.
+        self.flush_acks();
+        Ok(sent)
     }
 
     /// Waits until message `n` on the link to `to` is acknowledged, at most
@@ -310,19 +317,37 @@ impl Links {
             .min()
     }
 
-    /// Reads, without waiting, what came on the links made to this client, and
-    /// takes up to `max` messages (and the `Down`s now due); acknowledges what it
-    /// took. Links whose opener ended and that hold nothing more are forgotten.
-    pub(crate) fn take(&mut self, max: usize) -> Vec<Mail> {
-        let mut mails = Vec::new();
+    /// Writes every acknowledgement owed to the openers of links made to this
+    /// client (it is about to wait, or sends).
+    pub(crate) fn flush_acks(&mut self) {
         for link in &mut self.accepted {
-            if link.ready.len() < max && !link.ended {
+            acknowledge(link, true);
+        }
+    }
+
+    /// Takes up to `max` messages come on the links made to this client (and the
+    /// `Down`s now due): those read already, and, when `read`, what the links hold
+    /// now (read without waiting; `readable`, when given, says which links to read,
+    /// in the order of [`Links::waiting_fds`]). Acknowledges what is due. Links
+    /// whose opener ended and that hold nothing more are forgotten.
+    pub(crate) fn take(&mut self, max: usize, read: bool, readable: Option<&[bool]>) -> Vec<Mail> {
+        let mut mails = Vec::new();
+        let mut flags = readable.map(|r| r.iter().copied());
+        for link in &mut self.accepted {
+            let polled = !link.ended && flags.as_mut().is_none_or(|f| f.next().unwrap_or(false));
+            if read && polled && link.ready.len() < max {
                 fill(link, &mut self.buf);
             }
             let n = link.ready.len().min(max - mails.len());
-            mails.extend(link.ready.drain(..n));
-            link.taken.took(n as u64);
-            acknowledge(link);
+            let mut urgent = false;
+            for (mail, u) in link.ready.drain(..n) {
+                mails.push(mail);
+                urgent |= u;
+            }
+            link.taken.took(n as u64, urgent);
+            // Everything read is taken: the opener learns it now (so a message's
+            // fate is known once it is taken), not at the process's next wait.
+            acknowledge(link, link.ready.is_empty());
             let overdue = link
                 .down
                 .as_ref()
@@ -364,10 +389,11 @@ fn read_acks(link: &mut Opened, fates: &mut Vec<Fate>) -> Result<bool, LinkError
     }
 }
 
-/// Writes what `link` owes its opener of acknowledgements, without waiting.
-fn acknowledge(link: &mut Accepted) {
+/// Writes what `link` owes its opener of acknowledgements (all of it when
+/// `idle`), without waiting.
+fn acknowledge(link: &mut Accepted, idle: bool) {
     if link.unsent_from == 0 {
-        if let Some(taken) = link.taken.ack_due() {
+        if let Some(taken) = link.taken.ack_due(idle) {
             // Cumulative: the newest replaces one not begun.
             link.unsent.clear();
             link::put_ack(&mut link.unsent, taken);
@@ -398,13 +424,14 @@ fn fill(link: &mut Accepted, buf: &mut [u8]) {
     }
     loop {
         match link.inbound.next_frame() {
-            Ok(Some(Frame::Data(data))) => {
-                link.ready.push_back(Mail {
+            Ok(Some(Frame::Data { data, urgent })) => {
+                let mail = Mail {
                     from: link.from,
                     class: link.class,
                     seq: link.next_seq,
                     body: MailBody::Data(data),
-                });
+                };
+                link.ready.push_back((mail, urgent));
                 link.next_seq = link.next_seq.saturating_add(1);
             }
             Ok(None) => return,
@@ -453,10 +480,10 @@ mod tests {
         let mut links = Links::new(100);
         links.accepted(&marker_from(pid(1)), ours.into());
         let mut bytes = Vec::new();
-        link::put_data(&mut bytes, b"one");
-        link::put_data(&mut bytes, b"two");
+        link::put_data(&mut bytes, b"one", false);
+        link::put_data(&mut bytes, b"two", true);
         theirs.write_all(&bytes).unwrap();
-        let got = links.take(8);
+        let got = links.take(8, true, None);
         assert_eq!(got.len(), 2);
         assert_eq!((got[0].seq, got[1].seq), (5, 6));
         assert!(got.iter().all(|m| m.from == pid(1)));
@@ -479,7 +506,7 @@ mod tests {
             let mut links = Links::new(100);
             links.accepted(&marker_from(pid(1)), ours.into());
             theirs.write_all(garbage).unwrap();
-            assert!(links.take(8).is_empty());
+            assert!(links.take(8, true, None).is_empty());
             assert!(!links.accepts(), "the link ended on {garbage:?}");
         }
     }
@@ -500,10 +527,13 @@ mod tests {
         };
         assert!(links.hold_down(down.clone()).is_none(), "held");
         let mut bytes = Vec::new();
-        link::put_data(&mut bytes, b"last words");
+        link::put_data(&mut bytes, b"last words", false);
         theirs.write_all(&bytes).unwrap();
         drop(theirs);
-        let got = links.take(8);
+        // The link's end shows at the next read, or when the acknowledgement
+        // finds it closed: the Down comes after the message, in one take or two.
+        let mut got = links.take(8, true, None);
+        got.extend(links.take(8, true, None));
         assert_eq!(got.len(), 2, "{got:?}");
         assert_eq!(got[0].body, MailBody::Data(b"last words".to_vec()));
         assert_eq!(got[1], down);
