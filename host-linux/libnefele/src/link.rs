@@ -29,9 +29,10 @@
 //! then the body. The opener sends [`Frame::Data`] (one message each; marked
 //! urgent when its sender waits for the acknowledgement); the other end sends
 //! [`Frame::Ack`] with the number of messages it has taken so far (cumulative):
-//! at once after taking an urgent one or all it had read, else once
-//! [`ACK_EVERY`] are taken, and whenever its process sends on a link or is about
-//! to wait for mail. A frame longer than the
+//! at once after taking an urgent one or all it had read (when its process
+//! links back to the opener, its next send on a link carries that moment, after
+//! the answer it sends), else once [`ACK_EVERY`] are taken, and whenever its
+//! process sends on a link or is about to wait for mail. A frame longer than the
 //! receiver's limit, of an unknown kind, in the wrong direction, or an `Ack` that
 //! takes back or exceeds what was sent ends the link: the peer is a process, so
 //! hostile until shown otherwise, and nothing larger than the limit is allocated.

@@ -345,9 +345,12 @@ impl Links {
                 urgent |= u;
             }
             link.taken.took(n as u64, urgent);
-            // Everything read is taken: the opener learns it now (so a message's
-            // fate is known once it is taken), not at the process's next wait.
-            acknowledge(link, link.ready.is_empty());
+            // Everything read is taken: the opener learns it now (a message's fate
+            // is known once it is taken), unless this process links back to the
+            // opener: then at its next send (after the answer, off the path of the
+            // round trip) or wait, whichever comes first.
+            let linked_back = self.opened.contains_key(&link.from);
+            acknowledge(link, link.ready.is_empty() && !linked_back);
             let overdue = link
                 .down
                 .as_ref()
