@@ -167,10 +167,13 @@ pub use nefele_sim::scenario_toml::to_toml as scenario_toml;
 ///
 /// `CARGO_BIN_EXE_*` is only set for a binary's own package, and `cargo test` builds
 /// another package's binaries only when that package has integration tests. So this
-/// asks the cargo running the tests (`$CARGO`) to build `nefele-sim` into the same
-/// target directory and profile as this test executable
-/// (`<target>/<profile dir>/deps/<test>`); when fresh, that is a no-op. Built once per
-/// test process.
+/// asks the cargo running the tests (`$CARGO`) to build `nefele-sim`, in the profile
+/// of this test executable (`<target>/<profile dir>/deps/<test>`), into a target
+/// directory of its own (`<target>/nefele-sim-for-tests`): a build of one package
+/// unifies its dependencies' features differently from the workspace's, and
+/// rebuilding the workspace's libraries under the running tests once broke the doc
+/// tests that link them (`can't find crate for nefele_sim` in a CI run). When
+/// fresh, that is a no-op. Built once per test process.
 fn nefele_sim_binary() -> Result<PathBuf, String> {
     static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BINARY.get_or_init(build_nefele_sim).clone()
@@ -195,7 +198,13 @@ fn build_nefele_sim() -> Result<PathBuf, String> {
         Some(name) => name,
         None => return Err("the profile directory has no name".to_owned()),
     };
-    let binary = profile_dir.join(format!("nefele-sim{}", std::env::consts::EXE_SUFFIX));
+    let own_target = target_dir.join("nefele-sim-for-tests");
+    let profile_name = profile_dir
+        .file_name()
+        .ok_or("the profile directory has no name")?;
+    let binary = own_target
+        .join(profile_name)
+        .join(format!("nefele-sim{}", std::env::consts::EXE_SUFFIX));
     let cargo = std::env::var_os("CARGO").ok_or("$CARGO is not set (not run by cargo test)")?;
     let output = Command::new(cargo)
         .args([
@@ -208,7 +217,7 @@ fn build_nefele_sim() -> Result<PathBuf, String> {
         ])
         .args(["--profile", profile])
         .arg("--target-dir")
-        .arg(target_dir)
+        .arg(&own_target)
         .output()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !output.status.success() {
