@@ -117,8 +117,10 @@ pub enum LinkError {
     /// acknowledgement to the receiver).
     #[error("a link frame in the wrong direction")]
     Direction,
-    /// An acknowledgement of the wrong length, below an earlier one, or of more
-    /// messages than were sent.
+    /// An acknowledgement whose body is not 8 bytes.
+    #[error("a link acknowledgement of {0} bytes, not 8")]
+    AckLength(usize),
+    /// An acknowledgement below an earlier one, or of more messages than were sent.
     #[error("a link acknowledgement of {acked} when {sent} were sent and {before} acknowledged")]
     Ack {
         /// What the peer acknowledged.
@@ -166,12 +168,12 @@ impl Inbound {
         }
     }
 
-    /// Takes `bytes` read from the link.
+    /// Takes `bytes` read from the link. What was cut into frames already goes
+    /// first, so only the start of an unfinished frame is kept (before, a stream
+    /// whose reads never ended on a frame's boundary kept all of its bytes).
     pub fn extend(&mut self, bytes: &[u8]) {
-        if self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        }
+        self.buf.drain(..self.pos);
+        self.pos = 0;
         self.buf.extend_from_slice(bytes);
     }
 
@@ -204,15 +206,11 @@ impl Inbound {
                 data: data.to_vec(),
                 urgent: true,
             },
-            Some((&ACK, taken)) => {
-                Frame::Ack(u64::from_le_bytes(taken.try_into().map_err(|_| {
-                    LinkError::Ack {
-                        acked: u64::MAX,
-                        sent: 0,
-                        before: 0,
-                    }
-                })?))
-            }
+            Some((&ACK, taken)) => Frame::Ack(u64::from_le_bytes(
+                taken
+                    .try_into()
+                    .map_err(|_| LinkError::AckLength(taken.len()))?,
+            )),
             Some((&kind, _)) => return Err(LinkError::Kind(Some(kind))),
             None => return Err(LinkError::Kind(None)),
         };
@@ -372,6 +370,29 @@ mod tests {
     }
 
     #[test]
+    fn a_long_stream_cut_across_frames_keeps_only_an_unfinished_frame() {
+        let mut bytes = Vec::new();
+        for _ in 0..1000 {
+            put_data(&mut bytes, &[1; 50], false);
+        }
+        let mut inbound = Inbound::new(100);
+        let mut frames = 0;
+        // Reads that never end on a frame's boundary.
+        for piece in bytes.chunks(77) {
+            inbound.extend(piece);
+            while inbound.next_frame().unwrap().is_some() {
+                frames += 1;
+            }
+            assert!(
+                inbound.buf.len() <= 77 + 55,
+                "{} bytes kept",
+                inbound.buf.len()
+            );
+        }
+        assert_eq!(frames, 1000);
+    }
+
+    #[test]
     fn an_oversized_or_unknown_frame_ends_the_link_before_its_body_comes() {
         let mut inbound = Inbound::new(10);
         // Only the length: refused before the 4 GiB it announces.
@@ -398,7 +419,7 @@ mod tests {
         }
         let mut inbound = Inbound::new(10);
         inbound.extend(&[3, 0, 0, 0, ACK, 1, 2]);
-        assert!(matches!(inbound.next_frame(), Err(LinkError::Ack { .. })));
+        assert!(matches!(inbound.next_frame(), Err(LinkError::AckLength(2))));
     }
 
     #[test]
