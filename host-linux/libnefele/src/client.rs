@@ -1003,17 +1003,19 @@ impl Client {
     /// Reads fates until at most `MAX_ASYNC_SENDS - n` are owed.
     fn make_room_for(&mut self, n: usize) -> Result<(), ClientError> {
         while self.owed.len() + n > MAX_ASYNC_SENDS {
-            let frame = match self.receive() {
-                // Every owed fate becomes Unknown.
-                Err(e) if self.broken(&e) => {
-                    self.recover()?;
-                    continue;
-                }
-                other => other?,
-            };
-            self.take_frame(frame, None)?;
+            self.read_a_frame()?;
         }
         self.put_away_buffered()
+    }
+
+    /// Reads the next frame (blocking) and puts it where it belongs; when the
+    /// connection broke, makes it again instead (which makes every owed fate
+    /// `Unknown` and arms an armed receive again).
+    fn read_a_frame(&mut self) -> Result<(), ClientError> {
+        match self.receive() {
+            Err(e) if self.broken(&e) => self.recover(),
+            other => self.take_frame(other?, None).map(drop),
+        }
     }
 
     /// The fates come since the last call, each with the id `send_async` returned.
@@ -1120,15 +1122,7 @@ impl Client {
             let agent = ready[0];
             readable = Some(ready);
             if agent {
-                let frame = match self.receive() {
-                    // Armed again by the reconnection.
-                    Err(e) if self.broken(&e) => {
-                        self.recover()?;
-                        continue;
-                    }
-                    other => other?,
-                };
-                self.take_frame(frame, None)?;
+                self.read_a_frame()?;
                 self.put_away_buffered()?;
             }
         }

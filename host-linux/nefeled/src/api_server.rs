@@ -1044,16 +1044,13 @@ async fn serve_calls(
                     continue;
                 }
                 if let Call::Claim { pid, from, token } = call {
-                    let admission = admission.clone();
-                    tokio::spawn(async move {
-                        let end = admission.links.claim(token, from, pid).await;
-                        drop(hold);
-                        let reply = match end {
-                            Some(_) => Reply::Link(Ok(())),
-                            None => Reply::Link(Err(LinkRefused::NoSuchLink)),
-                        };
-                        answer.answer_with_end(reply, end);
-                    });
+                    let end = admission.links.claim(token, from, pid);
+                    drop(hold);
+                    let reply = match end {
+                        Some(_) => Reply::Link(Ok(())),
+                        None => Reply::Link(Err(LinkRefused::NoSuchLink)),
+                    };
+                    answer.answer_with_end(reply, end);
                     continue;
                 }
                 if let (Some(me), Call::Unregister { name }) = (scope.pid(), &call) {
