@@ -96,9 +96,17 @@ impl Verified {
 async fn read_hello<S: AsyncRead + Unpin>(
     stream: &mut S,
     me: NodeId,
+    first: Option<[u8; 4]>,
 ) -> Result<Hello, HandshakeError> {
     let mut bytes = [0; HELLO_LEN];
-    read_exact(stream, &mut bytes).await?;
+    let rest = match first {
+        Some(first) => {
+            bytes[..4].copy_from_slice(&first);
+            &mut bytes[4..]
+        }
+        None => &mut bytes[..],
+    };
+    read_exact(stream, rest).await?;
     let hello = Hello::decode(&bytes)?;
     if hello.node == me {
         return Err(HandshakeError::SelfConnection(me));
@@ -184,7 +192,7 @@ pub(crate) async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<SessionKeys, HandshakeError> {
     let fresh = Fresh::new(me, secrets.node_keys.is_some());
     send(stream, &fresh.hello.encode()).await?;
-    let acceptor = read_hello(stream, me).await?;
+    let acceptor = read_hello(stream, me, None).await?;
     if acceptor.node != expected {
         return Err(HandshakeError::UnexpectedPeer {
             expected,
@@ -211,10 +219,11 @@ pub(crate) async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
 /// Runs the acceptor's side up to the dialer's proof. Proves nothing itself.
 pub(crate) async fn accept_verify<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
+    first: Option<[u8; 4]>,
     me: NodeId,
     secrets: &Secrets,
 ) -> Result<Verified, HandshakeError> {
-    let dialer = read_hello(stream, me).await?;
+    let dialer = read_hello(stream, me, first).await?;
     let fresh = Fresh::new(me, secrets.node_keys.is_some());
     send(stream, &fresh.hello.encode()).await?;
     let transcript = Transcript {
@@ -278,7 +287,7 @@ mod tests {
             result
         };
         let accept_side = async {
-            let verified = accept_verify(&mut a, NodeId(2), &acceptor).await;
+            let verified = accept_verify(&mut a, None, NodeId(2), &acceptor).await;
             let outcome = match verified {
                 Ok(v) => accept_finish(&mut a, &v, &acceptor, verdict)
                     .await
@@ -336,7 +345,7 @@ mod tests {
     async fn garbage_instead_of_a_hello_is_an_error() {
         let (mut d, mut a) = tokio::io::duplex(1024);
         d.write_all(&[0xff; HELLO_LEN]).await.unwrap();
-        let result = accept_verify(&mut a, NodeId(2), &key(1)).await;
+        let result = accept_verify(&mut a, None, NodeId(2), &key(1)).await;
         assert!(matches!(
             result,
             Err(HandshakeError::Hello(HelloError::BadMagic(_)))

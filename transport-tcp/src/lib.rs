@@ -45,4 +45,6 @@ pub use auth::{ClusterKey, KeyError, MIN_KEY_LEN};
 pub use backoff::BackoffConfig;
 pub use node_keys::{ClusterAuthority, NodeKeys, NodeKeysError, IDENTITY_LEN};
 pub use registry::ConnectionInfo;
-pub use transport::{BindError, ConfigError, TcpConfig, TcpTransport, TransportError};
+pub use transport::{
+    BindError, ConfigError, InboundLink, TcpConfig, TcpTransport, TransportError, LINK_MAGIC,
+};

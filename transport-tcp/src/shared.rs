@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     /// Inbound handshakes in progress per remote IP address, at most `per_ip` each.
     handshakes_by_ip: Mutex<BTreeMap<IpAddr, usize>>,
     per_ip: usize,
+    /// Where connections of process links go ([`crate::TcpConfig::links`]).
+    pub(crate) links: Option<tokio::sync::mpsc::Sender<crate::InboundLink>>,
 }
 
 /// One inbound handshake's slot of its remote address; freed when dropped.
@@ -89,6 +91,7 @@ impl Shared {
         inbox_bytes: usize,
         max_handshakes: usize,
         per_ip: usize,
+        links: Option<tokio::sync::mpsc::Sender<crate::InboundLink>>,
     ) -> Self {
         Shared {
             settings,
@@ -97,6 +100,7 @@ impl Shared {
             handshakes: Arc::new(Semaphore::new(max_handshakes)),
             handshakes_by_ip: Mutex::new(BTreeMap::new()),
             per_ip,
+            links,
         }
     }
 

@@ -26,8 +26,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::AbortHandle;
 
 /// How a transport is set up.
@@ -61,6 +61,21 @@ pub struct TcpConfig {
     /// The most inbound handshakes in progress at once from one IP address, so
     /// that one stranger cannot hold every handshake slot.
     pub max_pending_handshakes_per_ip: usize,
+    /// Where connections that open with [`LINK_MAGIC`] go (process links, which the
+    /// agent makes and seals itself); `None` closes them.
+    pub links: Option<mpsc::Sender<InboundLink>>,
+}
+
+/// The first bytes of a connection made for a process link, not by an agent.
+pub const LINK_MAGIC: [u8; 4] = *b"NFLK";
+
+/// A connection that opened with [`LINK_MAGIC`], those bytes read, not authenticated.
+#[derive(Debug)]
+pub struct InboundLink {
+    /// The connection.
+    pub stream: TcpStream,
+    /// Where it comes from.
+    pub remote: SocketAddr,
 }
 
 impl TcpConfig {
@@ -82,6 +97,7 @@ impl TcpConfig {
             backoff: BackoffConfig::default(),
             max_pending_handshakes: 64,
             max_pending_handshakes_per_ip: 8,
+            links: None,
         }
     }
 
@@ -224,6 +240,7 @@ impl TcpTransport {
             config.inbox_bytes,
             config.max_pending_handshakes,
             config.max_pending_handshakes_per_ip,
+            config.links,
         ));
         let listener = tokio::spawn(listener::run(shared.clone(), listener)).abort_handle();
         tracing::info!(node = %config.node, %local_addr, "tcp transport listening");

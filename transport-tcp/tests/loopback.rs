@@ -262,3 +262,44 @@ async fn a_silent_stranger_is_dropped_after_the_handshake_timeout_having_learned
         .await
         .is_empty());
 }
+
+/// A connection that opens with the link magic goes to the agent's links, the
+/// rest of its bytes unread, while agents still connect on the same port; with
+/// no place for links it is closed.
+#[tokio::test]
+async fn link_connections_share_the_port_and_go_to_the_agents_links() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut links) = tokio::sync::mpsc::channel(4);
+    let mut a = TcpTransport::bind(nefele_transport_tcp::TcpConfig {
+        links: Some(tx),
+        ..config(1, 1)
+    })
+    .await
+    .unwrap();
+    let b = start(2).await;
+    b.set_peer(NodeId(1), addr(&a));
+    let mut dialed = tokio::net::TcpStream::connect(addr(&a)).await.unwrap();
+    dialed
+        .write_all(&nefele_transport_tcp::LINK_MAGIC)
+        .await
+        .unwrap();
+    dialed.write_all(b"token").await.unwrap();
+    let mut link = tokio::time::timeout(Duration::from_secs(5), links.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(link.remote, dialed.local_addr().unwrap());
+    let mut rest = [0u8; 5];
+    link.stream.read_exact(&mut rest).await.unwrap();
+    assert_eq!(&rest, b"token");
+    wait_up(&mut a, 2).await;
+
+    let mut closed = tokio::net::TcpStream::connect(addr(&b)).await.unwrap();
+    closed
+        .write_all(&nefele_transport_tcp::LINK_MAGIC)
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), closed.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+}

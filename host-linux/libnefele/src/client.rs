@@ -735,7 +735,9 @@ impl Client {
         match self.call(Call::Members)? {
             Reply::Members(m) => Ok(m),
             Reply::Api(other) => Err(mismatch("members", &other)),
-            Reply::Link(_) => Err(ClientError::Unexpected("a link for members".into())),
+            Reply::Link(_) | Reply::SealedLink(_) => {
+                Err(ClientError::Unexpected("a link for members".into()))
+            }
         }
     }
 
@@ -846,7 +848,12 @@ impl Client {
         match self.call(Call::Link { from, to })? {
             Reply::Link(Ok(())) => {
                 let sock = self.link_end()?;
-                self.links.opened(to, sock);
+                self.links.opened(to, sock, None);
+                Ok(())
+            }
+            Reply::SealedLink(key) => {
+                let sock = self.link_end()?;
+                self.links.opened(to, sock, Some(key));
                 Ok(())
             }
             Reply::Link(Err(LinkRefused::Marker(e))) => Err(e.into()),
@@ -878,10 +885,15 @@ impl Client {
     }
 
     /// The descriptor the agent attached to the link answer just read.
+    /// The descriptor of the link answer just read, made blocking (a link's writes
+    /// wait for room; its reads never wait, whatever the mode).
     fn link_end(&mut self) -> Result<OwnedFd, ClientError> {
-        self.fds
-            .pop_front()
-            .ok_or_else(|| ClientError::Unexpected("a link answer without its descriptor".into()))
+        let end = self.fds.pop_front().ok_or_else(|| {
+            ClientError::Unexpected("a link answer without its descriptor".into())
+        })?;
+        crate::endpoint::set_blocking(&end)
+            .map_err(|e| ClientError::Unexpected(format!("a link's descriptor: {e}")))?;
+        Ok(end)
     }
 
     fn send_call(&self, to: Dest, data: &[u8], options: SendOptions) -> Result<Call, ClientError> {
@@ -1160,9 +1172,9 @@ impl Client {
         let mut kept = Vec::with_capacity(mails.len());
         for mail in mails {
             match &mail.body {
-                MailBody::Data(data) => match link::marker_token(data) {
-                    Some(token) => match self.claim(mail.from, token)? {
-                        Some(sock) => self.links.accepted(&mail, sock),
+                MailBody::Data(data) => match link::read_marker(data) {
+                    Some(marker) => match self.claim(mail.from, marker.token)? {
+                        Some(sock) => self.links.accepted(&mail, sock, marker.key),
                         // Only looks like a marker: it is the sender's data.
                         None => kept.push(mail),
                     },
@@ -1248,9 +1260,9 @@ impl Client {
         match reply {
             Reply::Api(ApiReply::Received(r)) => Ok(r?),
             Reply::Api(other) => Err(mismatch("recv", &other)),
-            Reply::Members(_) | Reply::Link(_) => Err(ClientError::Unexpected(
-                "members or a link for a recv".into(),
-            )),
+            Reply::Members(_) | Reply::Link(_) | Reply::SealedLink(_) => Err(
+                ClientError::Unexpected("members or a link for a recv".into()),
+            ),
         }
     }
 
@@ -1412,9 +1424,9 @@ impl Client {
     fn api(&mut self, call: Call) -> Result<ApiReply, ClientError> {
         match self.call(call)? {
             Reply::Api(reply) => Ok(reply),
-            Reply::Members(_) | Reply::Link(_) => Err(ClientError::Unexpected(
-                "members or a link for an API call".into(),
-            )),
+            Reply::Members(_) | Reply::Link(_) | Reply::SealedLink(_) => Err(
+                ClientError::Unexpected("members or a link for an API call".into()),
+            ),
         }
     }
 

@@ -258,6 +258,21 @@ pub(crate) fn recv_now(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
     }
 }
 
+/// Clears `O_NONBLOCK` on `fd`: its writes wait for room.
+pub(crate) fn set_blocking(fd: &OwnedFd) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl(2) on a descriptor `fd` owns reads and sets its status flags only.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Whether the socket `fd` takes bytes now without waiting.
 pub(crate) fn writable_now(fd: RawFd) -> bool {
     let mut polled = libc::pollfd {

@@ -8,7 +8,8 @@
 //!   through the endpoint it inherited (`NEFELE_FD`), with no configuration.
 //! - [`reconnect`]: how such a process finds its agent again after a restart.
 //! - [`link`]: direct connections between two processes, made by their agents,
-//!   that carry pid sends without either agent in the data path.
+//!   that carry pid sends without either agent in the data path; [`link_seal`]:
+//!   the end-to-end encryption of those that cross hosts.
 //! - [`ffi`]: the C ABI over the client, declared in `include/nefele.h`.
 //! - [`quantity`]: strict parsing and display of cpu and memory amounts (`500m`,
 //!   `512M`), shared by `nef` flags and the `nefeled` configuration.
@@ -20,6 +21,7 @@ mod endpoint;
 #[allow(non_camel_case_types)]
 pub mod ffi;
 pub mod link;
+pub mod link_seal;
 mod links;
 pub mod proto;
 pub mod quantity;

@@ -24,6 +24,14 @@
 //! any send; B's agent hands B's end only to B, and only for a marker from A. Over
 //! the link, A can send only as A: the far end counts everything it reads as A's.
 //!
+//! Across hosts, A's agent dials B's agent's transport port and opens with
+//! `LINK_MAGIC`, the token and the pair (`nefele_transport_tcp::LINK_MAGIC`);
+//! B's agent keeps that connection as B's end once it has checked that it comes
+//! from A's agent's address, and answers one byte; only then is the marker sent.
+//! Such a link is sealed end to end ([`crate::link_seal`]) with a key that A's
+//! agent draws and gives only to A (its answer) and B (its marker, a
+//! [`SealedMarker`]).
+//!
 //! # What goes on a link
 //! Frames, both ways: a 4-byte little-endian length of what follows, a kind byte,
 //! then the body. The opener sends [`Frame::Data`] (one message each; marked
@@ -44,6 +52,8 @@
 //! receiver exited, the connection broke) every message not acknowledged yet is
 //! `Unknown`: it may have been taken, or not.
 
+use crate::link_seal::{LinkKey, SealError, KEY_LEN};
+use nefele_api::ids::Pid;
 use nefele_api::messaging::SendError;
 use std::collections::VecDeque;
 
@@ -55,6 +65,12 @@ pub const MAX_DATA: usize = 60_000;
 pub const MARKER_MAGIC: [u8; 16] = *b"\0nefele-link-1\0\0";
 /// The length of a marker message.
 pub const MARKER_LEN: usize = MARKER_MAGIC.len() + 8;
+
+/// The first bytes of the marker of a sealed link (then the token, 8 bytes
+/// little-endian, then the link's key).
+pub const SEALED_MARKER_MAGIC: [u8; 16] = *b"\0nefele-link-2\0\0";
+/// The length of a sealed link's marker.
+pub const SEALED_MARKER_LEN: usize = SEALED_MARKER_MAGIC.len() + 8 + KEY_LEN;
 
 /// The kind byte of a data frame.
 const DATA: u8 = 1;
@@ -77,11 +93,58 @@ pub fn marker(token: u64) -> Vec<u8> {
     bytes
 }
 
-/// The token a marker message names, if `data` is one.
+/// The marker message of a link across hosts, naming `token` and carrying `key`.
 #[must_use]
-pub fn marker_token(data: &[u8]) -> Option<u64> {
-    let token = data.strip_prefix(&MARKER_MAGIC[..])?;
-    Some(u64::from_le_bytes(token.try_into().ok()?))
+pub fn sealed_marker(token: u64, key: &LinkKey) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(SEALED_MARKER_LEN);
+    bytes.extend_from_slice(&SEALED_MARKER_MAGIC);
+    bytes.extend_from_slice(&token.to_le_bytes());
+    bytes.extend_from_slice(key);
+    bytes
+}
+
+/// The bytes a link's connection across hosts opens with after the transport's
+/// link magic: the token, the opener and the receiver.
+pub const PREFACE_LEN: usize = 8 + 16 + 16;
+
+/// The preface of the connection of the link from `from` to `to` under `token`.
+#[must_use]
+pub fn preface(token: u64, from: Pid, to: Pid) -> Vec<u8> {
+    bincode::serialize(&(token, from, to)).expect("three fixed-size values encode")
+}
+
+/// The token, opener and receiver a preface names.
+#[must_use]
+pub fn read_preface(bytes: &[u8; PREFACE_LEN]) -> Option<(u64, Pid, Pid)> {
+    bincode::deserialize(bytes).ok()
+}
+
+/// What a marker message says: the token its end waits under, and the key of a
+/// sealed link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedMarker {
+    /// The token.
+    pub token: u64,
+    /// The link's key, for a link across hosts.
+    pub key: Option<LinkKey>,
+}
+
+/// What the marker message `data` says, if it is one.
+#[must_use]
+pub fn read_marker(data: &[u8]) -> Option<SealedMarker> {
+    if let Some(token) = data.strip_prefix(&MARKER_MAGIC[..]) {
+        let token = u64::from_le_bytes(token.try_into().ok()?);
+        return Some(SealedMarker { token, key: None });
+    }
+    let rest = data.strip_prefix(&SEALED_MARKER_MAGIC[..])?;
+    if rest.len() != 8 + KEY_LEN {
+        return None;
+    }
+    let (token, key) = rest.split_at(8);
+    Some(SealedMarker {
+        token: u64::from_le_bytes(token.try_into().ok()?),
+        key: Some(key.try_into().ok()?),
+    })
 }
 
 /// One frame on a link.
@@ -120,6 +183,9 @@ pub enum LinkError {
     /// An acknowledgement whose body is not 8 bytes.
     #[error("a link acknowledgement of {0} bytes, not 8")]
     AckLength(usize),
+    /// A sealed record that does not open ([`crate::link_seal`]).
+    #[error(transparent)]
+    Seal(#[from] SealError),
     /// An acknowledgement below an earlier one, or of more messages than were sent.
     #[error("a link acknowledgement of {acked} when {sent} were sent and {before} acknowledged")]
     Ack {
@@ -328,14 +394,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_marker_names_its_token_and_nothing_else_is_one() {
-        assert_eq!(marker_token(&marker(0xfeed_beef)), Some(0xfeed_beef));
+    fn a_marker_names_its_token_and_key_and_nothing_else_is_one() {
+        let token = |data: &[u8]| read_marker(data).map(|m| m.token);
+        assert_eq!(token(&marker(0xfeed_beef)), Some(0xfeed_beef));
         assert_eq!(marker(7).len(), MARKER_LEN);
-        assert_eq!(marker_token(b"hello"), None);
-        let mut long = marker(7);
-        long.push(0);
-        assert_eq!(marker_token(&long), None, "a marker is exactly its length");
-        assert_eq!(marker_token(&marker(7)[..MARKER_LEN - 1]), None);
+        assert_eq!(token(b"hello"), None);
+        let key = [3u8; KEY_LEN];
+        let sealed = sealed_marker(9, &key);
+        assert_eq!(sealed.len(), SEALED_MARKER_LEN);
+        assert_eq!(
+            read_marker(&sealed),
+            Some(SealedMarker {
+                token: 9,
+                key: Some(key)
+            })
+        );
+        for mut long in [marker(7), sealed.clone()] {
+            long.push(0);
+            assert_eq!(token(&long), None, "a marker is exactly its length");
+        }
+        assert_eq!(token(&marker(7)[..MARKER_LEN - 1]), None);
+        assert_eq!(token(&sealed[..SEALED_MARKER_LEN - 1]), None);
+    }
+
+    #[test]
+    fn a_preface_names_its_token_and_pair() {
+        use nefele_api::ids::{Incarnation, NodeId};
+        let (a, b) = (
+            Pid::new(NodeId(1), Incarnation(2), 3),
+            Pid::new(NodeId(4), Incarnation(5), u64::MAX),
+        );
+        let bytes: [u8; PREFACE_LEN] = preface(7, a, b).try_into().unwrap();
+        assert_eq!(read_preface(&bytes), Some((7, a, b)));
     }
 
     #[test]

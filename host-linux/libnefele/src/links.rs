@@ -13,6 +13,7 @@
 
 use crate::endpoint;
 use crate::link::{self, Frame, Inbound, LinkError, Outbound, Taken};
+use crate::link_seal::{LinkKey, Seal, Side};
 use nefele_api::ids::Pid;
 use nefele_api::messaging::{Mail, MailBody, SendError};
 use nefele_api::replies::DistanceClass;
@@ -30,6 +31,8 @@ pub(crate) const DOWN_HOLD: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 struct Opened {
     sock: OwnedFd,
+    /// The seal of a link across hosts.
+    seal: Option<Seal>,
     out: Outbound,
     inbound: Inbound,
 }
@@ -43,6 +46,8 @@ struct Accepted {
     class: DistanceClass,
     next_seq: u64,
     sock: OwnedFd,
+    /// The seal of a link across hosts.
+    seal: Option<Seal>,
     inbound: Inbound,
     taken: Taken,
     /// Messages read, not taken yet; each with whether its sender waits for it.
@@ -100,12 +105,14 @@ impl Links {
         !self.accepted.is_empty()
     }
 
-    /// Sends on links: `sock` is this client's end of a link it opened to `to`.
-    pub(crate) fn opened(&mut self, to: Pid, sock: OwnedFd) {
+    /// Sends on links: `sock` is this client's end of a link it opened to `to`,
+    /// sealed with `key` when it crosses hosts.
+    pub(crate) fn opened(&mut self, to: Pid, sock: OwnedFd, key: Option<LinkKey>) {
         self.opened.insert(
             to,
             Opened {
                 sock,
+                seal: key.map(|k| Seal::new(&k, Side::Opener)),
                 out: Outbound::default(),
                 // Only acknowledgements come back: 8 bytes each.
                 inbound: Inbound::new(8),
@@ -114,13 +121,15 @@ impl Links {
     }
 
     /// The link `from` made to this client, announced by its marker `marker`
-    /// (whose class and position its messages take after).
-    pub(crate) fn accepted(&mut self, marker: &Mail, sock: OwnedFd) {
+    /// (whose class and position its messages take after), sealed with `key`
+    /// when it crosses hosts.
+    pub(crate) fn accepted(&mut self, marker: &Mail, sock: OwnedFd, key: Option<LinkKey>) {
         self.accepted.push(Accepted {
             from: marker.from,
             class: marker.class,
             next_seq: marker.seq.saturating_add(1),
             sock,
+            seal: key.map(|k| Seal::new(&k, Side::Receiver)),
             inbound: Inbound::new(self.max_data),
             taken: Taken::default(),
             ready: VecDeque::new(),
@@ -163,6 +172,11 @@ impl Links {
             // A send without an id waits for its acknowledgement.
             link::put_data(&mut bytes, data, id.is_none());
             ids.push(id);
+        }
+        if let Some(seal) = &mut link.seal {
+            let mut sealed = Vec::with_capacity(bytes.len() + 64);
+            seal.seal(&bytes, &mut sealed);
+            bytes = sealed;
         }
         if endpoint::send_all(&link.sock, &bytes).is_err() {
             return Err((SendError::Unknown, self.end(to)));
@@ -378,7 +392,7 @@ fn read_acks(link: &mut Opened, fates: &mut Vec<Fate>) -> Result<bool, LinkError
     loop {
         match recv_now(&link.sock, &mut buf) {
             Ok(Some(0)) | Err(_) => return Ok(false),
-            Ok(Some(n)) => link.inbound.extend(&buf[..n]),
+            Ok(Some(n)) => take_bytes(&mut link.seal, &mut link.inbound, &buf[..n])?,
             Ok(None) => return Ok(true),
         }
         while let Some(frame) = link.inbound.next_frame()? {
@@ -398,8 +412,19 @@ fn acknowledge(link: &mut Accepted, idle: bool) {
     if link.unsent_from == 0 {
         if let Some(taken) = link.taken.ack_due(idle) {
             // Cumulative: the newest replaces one not begun.
+            let replaced = !link.unsent.is_empty();
             link.unsent.clear();
-            link::put_ack(&mut link.unsent, taken);
+            match &mut link.seal {
+                Some(seal) => {
+                    if replaced {
+                        seal.unseal_last();
+                    }
+                    let mut frame = Vec::with_capacity(13);
+                    link::put_ack(&mut frame, taken);
+                    seal.seal(&frame, &mut link.unsent);
+                }
+                None => link::put_ack(&mut link.unsent, taken),
+            }
         }
     }
     if link.unsent.is_empty() {
@@ -421,7 +446,13 @@ fn acknowledge(link: &mut Accepted, idle: bool) {
 /// Reads once what came on `link` without waiting, into its ready messages.
 fn fill(link: &mut Accepted, buf: &mut [u8]) {
     match recv_now(&link.sock, buf) {
-        Ok(Some(n)) if n > 0 => link.inbound.extend(&buf[..n]),
+        Ok(Some(n)) if n > 0 => {
+            if take_bytes(&mut link.seal, &mut link.inbound, &buf[..n]).is_err() {
+                // A record that does not open: not the opener's, or altered.
+                link.ended = true;
+                return;
+            }
+        }
         Ok(None) => {}
         _ => link.ended = true,
     }
@@ -446,6 +477,15 @@ fn fill(link: &mut Accepted, buf: &mut [u8]) {
             }
         }
     }
+}
+
+/// Takes `raw` bytes read from a link into its frames, through its seal if it has one.
+fn take_bytes(seal: &mut Option<Seal>, inbound: &mut Inbound, raw: &[u8]) -> Result<(), LinkError> {
+    match seal {
+        Some(seal) => inbound.extend(seal.open(raw)?),
+        None => inbound.extend(raw),
+    }
+    Ok(())
 }
 
 /// One read without waiting: `Some(0)` at the end, `None` when nothing is there.
@@ -481,7 +521,7 @@ mod tests {
     fn messages_come_with_the_markers_class_and_the_positions_after_it() {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let mut links = Links::new(100);
-        links.accepted(&marker_from(pid(1)), ours.into());
+        links.accepted(&marker_from(pid(1)), ours.into(), None);
         let mut bytes = Vec::new();
         link::put_data(&mut bytes, b"one", false);
         link::put_data(&mut bytes, b"two", true);
@@ -507,7 +547,7 @@ mod tests {
         ] {
             let (ours, mut theirs) = UnixStream::pair().unwrap();
             let mut links = Links::new(100);
-            links.accepted(&marker_from(pid(1)), ours.into());
+            links.accepted(&marker_from(pid(1)), ours.into(), None);
             theirs.write_all(garbage).unwrap();
             assert!(links.take(8, true, None).is_empty());
             assert!(!links.accepts(), "the link ended on {garbage:?}");
@@ -518,7 +558,7 @@ mod tests {
     fn a_down_waits_behind_its_links_messages_until_the_link_ends() {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let mut links = Links::new(100);
-        links.accepted(&marker_from(pid(1)), ours.into());
+        links.accepted(&marker_from(pid(1)), ours.into(), None);
         let down = Mail {
             from: pid(1),
             class: DistanceClass::SameHost,
@@ -549,7 +589,7 @@ mod tests {
     fn an_acknowledgement_of_more_than_was_sent_ends_the_link_with_its_fates_unknown() {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let mut links = Links::new(100);
-        links.opened(pid(2), ours.into());
+        links.opened(pid(2), ours.into(), None);
         assert_eq!(links.send(pid(2), [(&b"x"[..], Some(7))]), Ok(1));
         assert_eq!(links.owed(), 1);
         let mut ack = Vec::new();

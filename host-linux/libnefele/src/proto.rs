@@ -47,6 +47,8 @@
 //!   `Unreachable` and `Overrun` are appended.
 //! - 6: links ([`crate::link`]): [`Call::Link`], [`Call::Claim`] and
 //!   [`Reply::Link`] are appended; a `Reply::Link(Ok)` frame carries a descriptor.
+//! - 7: links across hosts: [`Reply::SealedLink`] is appended (its frame carries a
+//!   descriptor too).
 //!
 //! # Who a connection may act as
 //! A messaging call names the process it acts for (`from`, `pid`, `watcher`). On a
@@ -65,7 +67,7 @@ use nefele_api::supervision::{SupervisedSpawn, SupervisionSpec, SupervisorId};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 /// The largest client-to-agent payload.
 pub const MAX_REQUEST_BYTES: u32 = 1 << 20;
 /// The largest agent-to-client payload (a `ps` of a large tenant can be long).
@@ -369,6 +371,10 @@ pub enum Reply {
     /// To [`Call::Link`] and [`Call::Claim`]: `Ok` comes with the link's end
     /// attached to the frame (`SCM_RIGHTS`).
     Link(Result<(), LinkRefused>),
+    /// To [`Call::Link`] when the receiver runs on another host: the link is made,
+    /// its end is attached to the frame, and it is sealed with this key
+    /// ([`crate::link_seal`]).
+    SealedLink(crate::link_seal::LinkKey),
 }
 
 /// Why no link was made or handed over.

@@ -83,10 +83,16 @@ impl Cluster {
             let seed = first.local_addr;
             let second = agent(2, vec![seed]).await;
             let third = agent(3, vec![seed]).await;
-            let server = ApiServer::bind(&path).await.unwrap();
+            let server = ApiServer::bind(&path)
+                .await
+                .unwrap()
+                .with_inbound_links(third.inbound_links);
             let socket = server.path().to_owned();
             tokio::spawn(server.serve(third.handle.clone(), Arc::new(Tokens)));
-            let server1 = ApiServer::bind(&path1).await.unwrap();
+            let server1 = ApiServer::bind(&path1)
+                .await
+                .unwrap()
+                .with_inbound_links(first.inbound_links);
             let socket1 = server1.path().to_owned();
             tokio::spawn(server1.serve(first.handle.clone(), Arc::new(Tokens)));
             let metrics = MetricsServer::bind("127.0.0.1:0".parse().unwrap())
@@ -94,8 +100,8 @@ impl Cluster {
                 .unwrap();
             let metrics_addr = metrics.local_addr().unwrap();
             tokio::spawn(metrics.serve(third.handle.clone()));
-            // The runtimes live as long as the tokio runtime does.
-            std::mem::forget((first, second, third));
+            // The agents live as long as the tokio runtime does.
+            std::mem::forget((first.handle, second, third.handle));
             (socket, socket1, metrics_addr)
         });
         let cluster = Cluster {
@@ -1118,7 +1124,7 @@ fn a_link_carries_sends_between_processes_of_one_host_in_order_with_their_fates(
     let got = recv_n(&mut b, 2);
     assert_eq!(data(&got[0]), "dying words");
     assert!(matches!(got[1].body, MailBody::Down { pid, .. } if pid == here[0]));
-    // No link to what a send could not reach, and none across hosts yet.
+    // No link to what a send could not reach.
     let mut bob = acting(&cluster.socket, "bob", here[1]);
     assert!(matches!(
         bob.link(here[2]),
@@ -1134,24 +1140,117 @@ fn a_link_carries_sends_between_processes_of_one_host_in_order_with_their_fates(
         )),
         Err(ClientError::Send(SendError::NoSuchProcess))
     ));
-    assert!(matches!(
-        b.link(there[0]),
-        Err(ClientError::LinkUnavailable(_))
-    ));
+    let _ = there;
+}
+
+/// A link from a process of agent 3 to one of agent 1: sealed end to end, in
+/// order after the sends before it, with its fates; a forged sealed marker is the
+/// sender's data, and an agent holds no end for another agent's process.
+#[test]
+fn a_link_across_hosts_carries_sends_in_order_with_their_fates() {
+    use nefele::link::sealed_marker;
+    use nefele::SendOptions;
+    use nefele_api::messaging::{DistanceClass, MailBody};
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    let on = three_per_host(&mut c);
+    let (here, there) = (on(3), on(1));
+    let mut a = acting(&cluster.socket, "alice", here[0]);
+    let mut b = acting(&cluster.socket1, "alice", there[0]);
+    let data = |m: &nefele_api::messaging::Mail| match &m.body {
+        MailBody::Data(d) => String::from_utf8_lossy(d).into_owned(),
+        other => format!("{other:?}"),
+    };
+    a.send(there[0], b"before").unwrap();
+    a.link(there[0]).unwrap();
+    assert!(a.linked(there[0]));
+    let ids: Vec<u64> = ["m1", "m2"]
+        .iter()
+        .map(|m| {
+            a.send_async(there[0], m.as_bytes(), SendOptions::default())
+                .unwrap()
+        })
+        .collect();
+    let got = recv_n(&mut b, 3);
+    assert_eq!(
+        got.iter().map(data).collect::<Vec<_>>(),
+        ["before", "m1", "m2"]
+    );
+    assert!(b.is_linked_from(here[0]));
+    assert!(got
+        .iter()
+        .all(|m| m.from == here[0] && m.class != DistanceClass::SameHost));
+    assert!(got.windows(2).all(|w| w[0].seq < w[1].seq), "{got:?}");
+    a.settle().unwrap();
+    let fates = a.take_fates();
+    assert_eq!(fates.len(), 2, "{fates:?}");
+    assert!(fates.iter().all(|(id, f)| ids.contains(id) && f.is_ok()));
+    // A blocking send returns once the receiver took it.
+    let receiver = std::thread::spawn(move || {
+        let got = recv_n(&mut b, 1);
+        (b, got)
+    });
+    assert_eq!(a.send(there[0], b"m3").unwrap().reached, 1);
+    let (mut b, got) = receiver.join().unwrap();
+    assert_eq!(data(&got[0]), "m3");
+    // A sealed marker no agent made is the sender's data.
+    let forged = sealed_marker(77, &[5; nefele::link_seal::KEY_LEN]);
+    let mut a2 = acting(&cluster.socket, "alice", here[1]);
+    a2.send(there[0], &forged).unwrap();
+    assert_eq!(recv_n(&mut b, 1)[0].body, MailBody::Data(forged));
+    // Agent 1's door holds no end for a process that is not its own.
+    let members = c.members().unwrap();
+    let one = members
+        .groups
+        .iter()
+        .flat_map(|g| g.members.iter())
+        .find(|m| m.node == NodeId(1))
+        .and_then(|m| m.addr.clone())
+        .expect("agent 1's address");
+    let answer = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(one.as_str()).unwrap();
+        s.write_all(&nefele_transport_tcp::LINK_MAGIC).unwrap();
+        s.write_all(&nefele::link::preface(78, there[0], here[0]))
+            .unwrap();
+        let mut answer = Vec::new();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.read_to_end(&mut answer).map(|_| answer)
+    };
+    assert!(
+        matches!(&answer, Ok(a) if a.is_empty()),
+        "refused without an answer: {answer:?}"
+    );
+    a.send_async(there[0], b"still sealed", SendOptions::default())
+        .unwrap();
+    assert_eq!(data(&recv_n(&mut b, 1)[0]), "still sealed");
 }
 
 /// 1,000 round trips each way: more than a socket pair's buffer holds of
 /// acknowledgements nobody reads (about 280), which once stalled the echo.
 #[test]
 fn request_and_response_go_both_ways_on_links_blocking_and_not() {
-    use nefele::SendOptions;
-    use nefele_api::messaging::MailBody;
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    let here = three_per_host(&mut c)(3);
+    echo_round_trips(&cluster, here[0], &cluster.socket, here[1]);
+}
+
+/// The same between processes of two hosts, on a sealed link each way.
+#[test]
+fn request_and_response_go_both_ways_on_links_across_hosts() {
     let cluster = Cluster::start();
     let mut c = cluster.client();
     let on = three_per_host(&mut c);
-    let here = on(3);
-    let (client_pid, echo_pid) = (here[0], here[1]);
-    let mut echo = acting(&cluster.socket, "alice", echo_pid);
+    echo_round_trips(&cluster, on(3)[0], &cluster.socket1, on(1)[0]);
+}
+
+/// 1,000 round trips of `client_pid` (on agent 3) with an echo `echo_pid` served
+/// through `echo_socket`: through the agents, then on links, blocking and not.
+fn echo_round_trips(cluster: &Cluster, client_pid: Pid, echo_socket: &Path, echo_pid: Pid) {
+    use nefele::SendOptions;
+    use nefele_api::messaging::MailBody;
+    let mut echo = acting(echo_socket, "alice", echo_pid);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stopped = stop.clone();
     let echoing = std::thread::spawn(move || {

@@ -64,6 +64,7 @@ use nefele_api::messaging::{GroupError, MonitorError, MsgError, NameError, RecvE
 use nefele_core::agent::ApiReply;
 use nefele_core::ids::{Pid, TenantId};
 use nefele_core::placement::api::SpawnError;
+use nefele_transport_tcp::InboundLink;
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -251,6 +252,7 @@ pub struct ApiServer {
     listener: UnixListener,
     path: PathBuf,
     endpoints: Option<EndpointReceiver>,
+    inbound_links: Option<mpsc::Receiver<InboundLink>>,
 }
 
 impl ApiServer {
@@ -282,6 +284,7 @@ impl ApiServer {
             listener,
             path: path.to_owned(),
             endpoints: None,
+            inbound_links: None,
         })
     }
 
@@ -289,6 +292,14 @@ impl ApiServer {
     #[must_use]
     pub fn with_endpoints(mut self, endpoints: EndpointReceiver) -> Self {
         self.endpoints = Some(endpoints);
+        self
+    }
+
+    /// Takes also the connections other agents make for links to this host's
+    /// processes (the runtime's `inbound_links`).
+    #[must_use]
+    pub fn with_inbound_links(mut self, links: mpsc::Receiver<InboundLink>) -> Self {
+        self.inbound_links = Some(links);
         self
     }
 
@@ -311,6 +322,10 @@ impl ApiServer {
         limits: ApiLimits,
     ) {
         let admission = Arc::new(Admission::new(limits));
+        if let Some(links) = self.inbound_links.take() {
+            let desk = admission.links.clone();
+            tokio::spawn(crate::remote_links::serve(links, agent.clone(), desk));
+        }
         let mut endpoints = self.endpoints.take();
         // One task per tenant's agent socket; a newer socket of the tenant (its
         // namespaces were built again) replaces the older.
@@ -585,7 +600,7 @@ struct Admission {
     state: Mutex<Usage>,
     /// Woken whenever a tenant's budget frees.
     freed: Notify,
-    links: LinkDesk,
+    links: Arc<LinkDesk>,
 }
 
 #[derive(Debug, Default)]
@@ -645,7 +660,7 @@ impl Admission {
             limits,
             state: Mutex::new(Usage::default()),
             freed: Notify::new(),
-            links: LinkDesk::default(),
+            links: Arc::default(),
         }
     }
 
@@ -817,8 +832,9 @@ async fn write_with_end(
 }
 
 /// Makes a link from `from` to `to` ([`Call::Link`]): its receiver's end left at
-/// the desk, the marker sent as `from` through the agent; the opener's end once
-/// the marker is in `to`'s mailbox.
+/// the desk of `to`'s agent (this one's, or another's which this one dials), the
+/// marker sent as `from` through the agent; the opener's end once the marker is
+/// in `to`'s mailbox.
 async fn make_link(
     agent: &AgentHandle,
     tenant: TenantId,
@@ -828,33 +844,48 @@ async fn make_link(
     hold: Option<crate::handle::Hold>,
 ) -> Result<(Reply, Option<OwnedFd>), crate::handle::RuntimeGone> {
     let refused = |why: String| Ok((Reply::Link(Err(LinkRefused::Unavailable(why))), None));
-    if to.origin() != agent.node() {
-        return refused("links are made only between processes of one host".into());
-    }
-    let (mine, theirs) = match std::os::unix::net::UnixStream::pair() {
-        Ok(pair) => pair,
-        Err(e) => return refused(format!("no socket pair: {e}")),
+    let (mine, marker, made) = if to.origin() == agent.node() {
+        let (mine, theirs) = match std::os::unix::net::UnixStream::pair() {
+            Ok(pair) => pair,
+            Err(e) => return refused(format!("no socket pair: {e}")),
+        };
+        let token = match desk.put(from, to, theirs.into()) {
+            Ok(token) => token,
+            Err(e) => return refused(e.to_string()),
+        };
+        let made = (Reply::Link(Ok(())), Some(token));
+        (OwnedFd::from(mine), nefele::link::marker(token), made)
+    } else {
+        let mut rng = rand::rngs::OsRng;
+        let token = rand::RngCore::next_u64(&mut rng);
+        let mut key = [0u8; nefele::link_seal::KEY_LEN];
+        rand::RngCore::fill_bytes(&mut rng, &mut key);
+        let mine = match crate::remote_links::dial(agent, token, from, to).await {
+            Ok(end) => end,
+            Err(e) => return refused(e.to_string()),
+        };
+        let marker = nefele::link::sealed_marker(token, &key);
+        (mine, marker, (Reply::SealedLink(key), None))
     };
-    let token = match desk.put(from, to, theirs.into()) {
-        Ok(token) => token,
-        Err(e) => return refused(e.to_string()),
-    };
+    let (made, local_token) = made;
     let marker = Call::Send {
         from,
         to: Dest::Pid(to),
-        data: nefele::link::marker(token),
+        data: marker,
         delivery: Delivery::Reliable,
         block: true,
     };
     let fate = agent.call_holding(tenant, marker, hold).await?;
-    Ok(match fate {
-        Reply::Api(ApiReply::Sent(Ok(_))) => (Reply::Link(Ok(())), Some(mine.into())),
-        Reply::Api(ApiReply::Sent(Err(e))) => {
+    if !matches!(fate, Reply::Api(ApiReply::Sent(Ok(_)))) {
+        // A local end waits no longer; another agent's waits out its time.
+        if let Some(token) = local_token {
             desk.drop_end(token);
-            (Reply::Link(Err(LinkRefused::Marker(e))), None)
         }
+    }
+    Ok(match fate {
+        Reply::Api(ApiReply::Sent(Ok(_))) => (made, Some(mine)),
+        Reply::Api(ApiReply::Sent(Err(e))) => (Reply::Link(Err(LinkRefused::Marker(e))), None),
         other => {
-            desk.drop_end(token);
             let why = format!("the marker was answered {other:?}");
             (Reply::Link(Err(LinkRefused::Unavailable(why))), None)
         }

@@ -172,6 +172,12 @@ impl Driver {
                     while let Some(request) = next.take() {
                         match request {
                             Some(Request::Call { tenant, call, reply, hold }) => self.on_call(tenant, *call, reply, hold),
+                            Some(Request::Where { node, reply }) => {
+                                let _ = reply.send(crate::handle::AgentAddrs {
+                                    listen: self.book.addr(node),
+                                    connected: self.transport.connected_from(node),
+                                });
+                            }
                             Some(Request::Metrics { reply }) => {
                                 let _ = reply.send(crate::metrics::render(&self.snapshot()));
                             }

@@ -66,6 +66,12 @@ pub(crate) enum Request {
         reply: Box<dyn Answer>,
         hold: Option<Hold>,
     },
+    /// Where agent `node` is: its listen address in the book, and the address
+    /// its live connection comes from.
+    Where {
+        node: NodeId,
+        reply: oneshot::Sender<AgentAddrs>,
+    },
     /// Render the agent's metrics (see [`crate::metrics`]).
     Metrics { reply: oneshot::Sender<String> },
     /// Leave the cluster, keep carrying messages out for `grace`, then stop.
@@ -73,6 +79,27 @@ pub(crate) enum Request {
         grace: Duration,
         done: oneshot::Sender<()>,
     },
+}
+
+/// Where another agent is, as this one knows it ([`AgentHandle::addrs`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AgentAddrs {
+    /// Where it listens (its transport port), from its beacons or the configuration.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Where the authenticated connection with it comes from, while one is up.
+    pub connected: Option<std::net::SocketAddr>,
+}
+
+impl AgentAddrs {
+    /// Whether a connection from `ip` may be the agent's own: it is the address of
+    /// its live connection, or of its listen address.
+    #[must_use]
+    pub fn is_from(&self, ip: std::net::IpAddr) -> bool {
+        [self.listen, self.connected]
+            .into_iter()
+            .flatten()
+            .any(|a| a.ip() == ip)
+    }
 }
 
 /// A handle to one running agent. Cheap to clone; every clone talks to the same driver.
@@ -130,6 +157,16 @@ impl AgentHandle {
             })
             .await
             .map_err(|_| RuntimeGone)
+    }
+
+    /// Where agent `node` is, as this agent knows it.
+    pub async fn addrs(&self, node: NodeId) -> Result<AgentAddrs, RuntimeGone> {
+        let (reply, addrs) = oneshot::channel();
+        self.requests
+            .send(Request::Where { node, reply })
+            .await
+            .map_err(|_| RuntimeGone)?;
+        addrs.await.map_err(|_| RuntimeGone)
     }
 
     /// The agent's metrics now, in the Prometheus text format.

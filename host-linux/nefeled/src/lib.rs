@@ -9,7 +9,7 @@
 //! location, cpu speed and accelerators), [`sim_host`] (the in-memory
 //! host), `linux_host` (the Linux adapter on its own thread), [`handle`] (the
 //! in-process API), `api_server` (the Unix-socket API), `link_desk` (the ends of links between
-//! processes, waiting for their receivers), [`metrics`] (the Prometheus text and its
+//! processes, waiting for their receivers), `remote_links` (links across hosts: dialing and taking their connections), [`metrics`] (the Prometheus text and its
 //! HTTP server), [`proxy`] (the external proxy's TCP connections and the `[proxy]` rules) and [`runtime`] (starting it all). The Linux host and the Unix socket exist only outside madsim.
 
 #![forbid(unsafe_code)]
@@ -30,6 +30,8 @@ mod link_desk;
 pub mod linux_host;
 pub mod metrics;
 pub mod proxy;
+#[cfg(not(madsim))]
+mod remote_links;
 pub mod runtime;
 pub mod sim_host;
 mod transport;

@@ -1,10 +1,12 @@
 //! The link ends an agent holds for their receivers (libnefele's `link` module
 //! says what a link is and how it is made).
 //!
-//! When a local process opens a link, the API server makes the connection and
-//! leaves the receiver's end here under a fresh random token; the receiver's
-//! client claims it with the token its marker message named. The desk owns those
-//! ends until they are claimed.
+//! When a local process opens a link to another local process, the API server
+//! makes the connection and leaves the receiver's end here under a fresh random
+//! token; when a process of another host opens one to a local process, its agent
+//! dials this one and the end is left under the token it names
+//! (`remote_links`). The receiver's client claims it with the token its marker
+//! message named. The desk owns those ends until they are claimed.
 //!
 //! Invariants: an end is handed only to a claim that names its token, its opener
 //! and its receiver (the claimer's own pid, which the server checks), and at most
@@ -31,6 +33,17 @@ struct Waiting {
     to: Pid,
     end: OwnedFd,
     since: Instant,
+}
+
+impl Waiting {
+    fn new(from: Pid, to: Pid, end: OwnedFd) -> Self {
+        Waiting {
+            from,
+            to,
+            end,
+            since: Instant::now(),
+        }
+    }
 }
 
 /// The ends waiting for their receivers.
@@ -62,27 +75,42 @@ impl LinkDesk {
 
     /// Leaves `end`, of a link from `from` to `to`, under a fresh random token.
     pub(crate) fn put(&self, from: Pid, to: Pid, end: OwnedFd) -> Result<u64, DeskFull> {
-        let mut waiting = self.waiting.lock().expect("the link desk's lock");
-        waiting.retain(|_, w| w.since.elapsed() < UNCLAIMED_FOR);
-        if waiting.len() >= self.capacity {
-            return Err(DeskFull(self.capacity));
-        }
+        let mut waiting = self.room()?;
         let token = loop {
             let t = rand::RngCore::next_u64(&mut rand::rngs::OsRng);
             if !waiting.contains_key(&t) {
                 break t;
             }
         };
-        waiting.insert(
-            token,
-            Waiting {
-                from,
-                to,
-                end,
-                since: Instant::now(),
-            },
-        );
+        waiting.insert(token, Waiting::new(from, to, end));
         Ok(token)
+    }
+
+    /// Leaves `end`, of a link from `from` to `to` that another agent made, under
+    /// the `token` it chose; `false` (the end dropped) when that token is taken.
+    pub(crate) fn put_at(
+        &self,
+        token: u64,
+        from: Pid,
+        to: Pid,
+        end: OwnedFd,
+    ) -> Result<bool, DeskFull> {
+        let mut waiting = self.room()?;
+        if waiting.contains_key(&token) {
+            return Ok(false);
+        }
+        waiting.insert(token, Waiting::new(from, to, end));
+        Ok(true)
+    }
+
+    /// The ends, the expired ones gone, if there is room for one more.
+    fn room(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<u64, Waiting>>, DeskFull> {
+        let mut waiting = self.waiting.lock().expect("the link desk's lock");
+        waiting.retain(|_, w| w.since.elapsed() < UNCLAIMED_FOR);
+        if waiting.len() >= self.capacity {
+            return Err(DeskFull(self.capacity));
+        }
+        Ok(waiting)
     }
 
     /// Drops the end under `token` (its link was not made after all).
@@ -93,10 +121,11 @@ impl LinkDesk {
             .remove(&token);
     }
 
-    /// The end under `token` if it is the one `from` made to `to`, at once: links
-    /// are made on one host, where the end is left before its marker is sent, so
-    /// a claim that finds none will not find one later (and a message that only
-    /// looks like a marker costs its receiver no wait).
+    /// The end under `token` if it is the one `from` made to `to`, at once: an end
+    /// is left here before its marker is sent (across hosts, the opener's agent
+    /// sends the marker only once this agent has answered that it holds the end),
+    /// so a claim that finds none will not find one later (and a message that
+    /// only looks like a marker costs its receiver no wait).
     pub(crate) fn claim(&self, token: u64, from: Pid, to: Pid) -> Option<OwnedFd> {
         let mut waiting = self.waiting.lock().expect("the link desk's lock");
         match waiting.get(&token) {
@@ -141,5 +170,16 @@ mod tests {
             desk.put(pid, pid, end()).unwrap();
         }
         assert!(desk.put(pid, pid, end()).is_err());
+        assert!(desk.put_at(1, pid, pid, end()).is_err());
+    }
+
+    #[test]
+    fn an_end_from_another_agent_waits_under_its_token_and_a_taken_token_is_refused() {
+        let desk = LinkDesk::default();
+        let pid = |n| Pid::new(NodeId(1), Incarnation(1), n);
+        assert!(desk.put_at(42, pid(1), pid(2), end()).unwrap());
+        assert!(!desk.put_at(42, pid(3), pid(2), end()).unwrap(), "taken");
+        assert!(desk.claim(42, pid(3), pid(2)).is_none(), "not the second's");
+        assert!(desk.claim(42, pid(1), pid(2)).is_some());
     }
 }

@@ -17,7 +17,7 @@ use nefele_core::ids::{Incarnation, NodeId};
 use nefele_core::placement::PlacementConfig;
 use nefele_core::service::ServicesConfig;
 use nefele_core::Time;
-use nefele_transport_tcp::{BindError, ClusterKey, NodeKeys, TcpConfig};
+use nefele_transport_tcp::{BindError, ClusterKey, InboundLink, NodeKeys, TcpConfig};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -117,7 +117,13 @@ pub struct Runtime {
     pub local_addr: SocketAddr,
     /// The driver task; it ends after a shutdown (or when the host backend stops).
     pub driver: JoinHandle<DriverStats>,
+    /// Connections made to the transport's port for links between processes (the
+    /// API server takes them; unread, they wait a while and are closed).
+    pub inbound_links: mpsc::Receiver<InboundLink>,
 }
+
+/// How many link connections may wait for the API server.
+const LINKS_WAITING: usize = 64;
 
 /// Starts an agent with `host` as its host backend, over TCP. Must be called in a tokio runtime.
 pub async fn start(config: RuntimeConfig, host: HostLink) -> Result<Runtime, StartError> {
@@ -133,8 +139,10 @@ pub async fn start_with(
 ) -> Result<Runtime, StartError> {
     config.agent.validate()?;
     let node = config.identity.node;
+    let (links, inbound_links) = mpsc::channel(LINKS_WAITING);
     let tcp = TcpConfig {
         node_keys: config.node_keys.clone(),
+        links: Some(links),
         ..TcpConfig::new(node, config.listen, config.key.clone())
     };
     let transport = AgentTransport::bind(kind, tcp).await?;
@@ -166,5 +174,6 @@ pub async fn start_with(
         handle: AgentHandle::new(node, tx),
         local_addr,
         driver: tokio::spawn(driver.run()),
+        inbound_links,
     })
 }

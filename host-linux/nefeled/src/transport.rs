@@ -67,6 +67,11 @@ impl AgentTransport {
         self.tcp().connection(peer).is_some()
     }
 
+    /// Where the connection with `peer` comes from, while one is up.
+    pub(crate) fn connected_from(&self, peer: NodeId) -> Option<SocketAddr> {
+        self.tcp().connection(peer).map(|c| c.peer_addr)
+    }
+
     /// Waits for the next event.
     pub(crate) async fn next_event(&mut self) -> TransportEvent {
         match self {

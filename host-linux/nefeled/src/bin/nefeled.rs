@@ -380,6 +380,7 @@ mod daemon {
             None => None,
         };
         let api_path = api.path().to_owned();
+        let api = api.with_inbound_links(runtime.inbound_links);
         let server = tokio::spawn(api.serve(handle.clone(), Arc::new(config)));
         let mut driver = runtime.driver;
         tokio::select! {
