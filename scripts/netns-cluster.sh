@@ -700,8 +700,8 @@ p50_of() { sed -n 's/.*p50_us=\([0-9.]*\).*/\1/p' <<<"$1"; }
 # same network namespaces: TCP for two hosts, a Unix socket for one. Each Nefele
 # round trip is a send (answered once the receiving agent has the message) and a
 # receive of the answer; then the same on links between the two processes
-# (libnefele's `link`, past both agents; made only on one host so far: two hosts
-# print "unavailable"). $NEFELE_BENCH_RR round trips each (default 5000).
+# (libnefele's `link`, past both agents: a socket pair on one host, a sealed TCP
+# connection across two). $NEFELE_BENCH_RR round trips each (default 5000).
 bench_messaging() {
     local rr n=${NEFELE_BENCH_RR:-5000} i dir
     sleep 6 # the sleepers of the spawn figures end (their cpu is reserved)
@@ -738,6 +738,7 @@ bench_messaging() {
             echo "rr64_2hosts_nefele: $nefele (hosts $ha and $hb)"
             echo "rr64_2hosts_nefele_async: $asynced"
             echo "rr64_2hosts_linked: $linked"
+            echo "rr64_2hosts_linked_async: $linked_async"
             echo "rr64_2hosts_tcp:    $raw"
         else
             where="samehost"
@@ -802,6 +803,14 @@ bench_messaging_rates() {
     nef_on 1 wait "$b" >/dev/null; nef_on 1 wait "$a" >/dev/null
     echo "stream64_2hosts_sender: $(rr_line "$b" stream) (hosts ${RR_HOST[$b]} to ${RR_HOST[$a]})"
     echo "stream64_2hosts_receiver: $(rr_line "$a" sink)"
+    # The same on a link.
+    pids=$(rr_spawn 2 --apart streamlinked); a=$(sed -n 1p <<<"$pids"); b=$(sed -n 2p <<<"$pids")
+    rr_order "$a" "sink $n"
+    sleep 0.5
+    rr_order "$b" "stream $a $n 64 linked"
+    nef_on 1 wait "$b" >/dev/null; nef_on 1 wait "$a" >/dev/null
+    echo "stream64_2hosts_linked_sender: $(rr_line "$b" stream_linked) (hosts ${RR_HOST[$b]} to ${RR_HOST[$a]})"
+    echo "stream64_2hosts_linked_receiver: $(rr_line "$a" sink)"
     # Four subscribers one per host, a fifth and the publisher wherever placement puts them.
     subs=$(rr_spawn 4 --apart subs; rr_spawn 1)
     p=$(rr_spawn 1)

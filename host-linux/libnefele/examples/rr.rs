@@ -11,10 +11,11 @@
 //!   then the same on a link to PID ([`Client::link`]: `linked`, `linked_async`),
 //!   when one can be made. The echo sends asynchronously, on a link back to a
 //!   client that linked to it.
-//! - `rr sink N` / `rr stream PID N SIZE`: one sender's stream of N messages of
-//!   SIZE bytes to PID ([`Client::send_batch`], fates read along the way); the sink
-//!   prints `sink: n=.. msgs_per_s=..` (first to last message), the sender
-//!   `stream: n=.. msgs_per_s=.. failed=..` (first send to last fate).
+//! - `rr sink N` / `rr stream PID N SIZE [linked]`: one sender's stream of N
+//!   messages of SIZE bytes to PID ([`Client::send_batch`], fates read along the
+//!   way), on a link to PID with `linked`; the sink prints `sink: n=..
+//!   msgs_per_s=..` (first to last message), the sender `stream: n=.. msgs_per_s=..
+//!   failed=..` (`stream_linked: ..`; first send to last fate).
 //! - `rr sub TOPIC N` / `rr pub TOPIC N SIZE`: the same through a topic; each
 //!   subscriber prints `sub: n=.. msgs_per_s=..`.
 //! - `rr names PREFIX K`: registers PREFIX0 … PREFIX(K-1), then waits forever;
@@ -63,9 +64,27 @@ fn main() {
         "sub" => count_mail("sub", Some(arg(1)), num(2)),
         "stream" => {
             let peer: Pid = arg(1).parse().expect("a pid");
-            stream("stream", Dest::Pid(peer), num(2), num(3));
+            let mut c = Client::connect_default().expect("connect");
+            let what = if arg(4) == "linked" {
+                match c.link(peer) {
+                    Ok(()) => "stream_linked",
+                    Err(e) => return println!("stream_linked: unavailable ({e})"),
+                }
+            } else {
+                "stream"
+            };
+            stream(&mut c, what, Dest::Pid(peer), num(2), num(3));
         }
-        "pub" => stream("pub", Dest::Topic(arg(1).to_owned()), num(2), num(3)),
+        "pub" => {
+            let mut c = Client::connect_default().expect("connect");
+            stream(
+                &mut c,
+                "pub",
+                Dest::Topic(arg(1).to_owned()),
+                num(2),
+                num(3),
+            );
+        }
         "names" => {
             let mut c = Client::connect_default().expect("connect");
             for i in 0..num(2) {
@@ -145,8 +164,7 @@ fn count_mail(what: &str, topic: Option<&str>, n: usize) {
 }
 
 /// Sends `n` messages of `size` bytes to `to` in batches, then waits for every fate.
-fn stream(what: &str, to: Dest, n: usize, size: usize) {
-    let mut c = Client::connect_default().expect("connect");
+fn stream(c: &mut Client, what: &str, to: Dest, n: usize, size: usize) {
     let data = vec![7u8; size];
     let t0 = Instant::now();
     let mut sent = 0;

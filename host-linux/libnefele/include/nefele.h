@@ -349,9 +349,9 @@ int nefele_unsubscribe(nefele_client *client, const char *topic);
  * watched ends, is lost, or stops answering. */
 int nefele_monitor(nefele_client *client, nefele_pid watched);
 int nefele_demonitor(nefele_client *client, nefele_pid watched);
-/* Links the process the client acts as to `to` (a process of the same host):
- * later at-most-once sends to `to` go on a direct connection its agent made,
- * not through the agent, in order after the earlier ones; a send returns once
+/* Links the process the client acts as to `to`: later at-most-once sends to
+ * `to` go on a direct connection its agent made (sealed end to end when `to`
+ * runs on another host), not through the agents, in order after the earlier ones; a send returns once
  * `to` has taken the message. `to` reads them with its mail (nefele_recv).
  * Fails as a send to `to` would, or NEFELE_EMSG when no link can be made. */
 int nefele_link(nefele_client *client, nefele_pid to);

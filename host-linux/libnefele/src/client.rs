@@ -64,8 +64,8 @@
 //! [`Client::armed_ready`] says so (check it before sleeping in `poll`).
 //!
 //! # Links
-//! [`Client::link`] makes a direct link from this process to another of its host
-//! ([`crate::link`] says how and what it promises): later at-most-once sends to it
+//! [`Client::link`] makes a direct link from this process to another (sealed end to end
+//! across hosts; [`crate::link`] says how and what it promises): later at-most-once sends to it
 //! skip both agents. The receiving client reads links inside `recv` and
 //! `try_recv`, together with its mailbox: while a link is made to it, a waiting
 //! receive arms a receive at the agent and polls both, and that armed receive
