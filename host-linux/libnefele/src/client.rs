@@ -735,7 +735,7 @@ impl Client {
         match self.call(Call::Members)? {
             Reply::Members(m) => Ok(m),
             Reply::Api(other) => Err(mismatch("members", &other)),
-            Reply::Link(_) | Reply::SealedLink(_) => {
+            Reply::Link(_) | Reply::LinkMade(_) => {
                 Err(ClientError::Unexpected("a link for members".into()))
             }
         }
@@ -846,14 +846,9 @@ impl Client {
         }
         let from = self.acting()?;
         match self.call(Call::Link { from, to })? {
-            Reply::Link(Ok(())) => {
+            Reply::LinkMade(made) => {
                 let sock = self.link_end()?;
-                self.links.opened(to, sock, None);
-                Ok(())
-            }
-            Reply::SealedLink(key) => {
-                let sock = self.link_end()?;
-                self.links.opened(to, sock, Some(key));
+                self.links.opened(to, sock, made.token, made.key);
                 Ok(())
             }
             Reply::Link(Err(LinkRefused::Marker(e))) => Err(e.into()),
@@ -1174,7 +1169,7 @@ impl Client {
             match &mail.body {
                 MailBody::Data(data) => match link::read_marker(data) {
                     Some(marker) => match self.claim(mail.from, marker.token)? {
-                        Some(sock) => self.links.accepted(&mail, sock, marker.key),
+                        Some(sock) => self.links.accepted(&mail, sock, marker.token, marker.key),
                         // Only looks like a marker: it is the sender's data.
                         None => kept.push(mail),
                     },
@@ -1260,7 +1255,7 @@ impl Client {
         match reply {
             Reply::Api(ApiReply::Received(r)) => Ok(r?),
             Reply::Api(other) => Err(mismatch("recv", &other)),
-            Reply::Members(_) | Reply::Link(_) | Reply::SealedLink(_) => Err(
+            Reply::Members(_) | Reply::Link(_) | Reply::LinkMade(_) => Err(
                 ClientError::Unexpected("members or a link for a recv".into()),
             ),
         }
@@ -1424,7 +1419,7 @@ impl Client {
     fn api(&mut self, call: Call) -> Result<ApiReply, ClientError> {
         match self.call(call)? {
             Reply::Api(reply) => Ok(reply),
-            Reply::Members(_) | Reply::Link(_) | Reply::SealedLink(_) => Err(
+            Reply::Members(_) | Reply::Link(_) | Reply::LinkMade(_) => Err(
                 ClientError::Unexpected("members or a link for an API call".into()),
             ),
         }
@@ -1511,7 +1506,7 @@ impl Client {
             AgentFrame::Reply { id, reply } if Some(id) == wanted => return Ok(Some(reply)),
             // An answer with a descriptor nobody waits for: the descriptor goes.
             AgentFrame::Reply {
-                reply: Reply::Link(Ok(())),
+                reply: Reply::Link(Ok(())) | Reply::LinkMade(_),
                 ..
             } => drop(self.fds.pop_front()),
             AgentFrame::Reply { id, reply } if Some(id) == self.armed => {

@@ -45,6 +45,14 @@
 //! takes back or exceeds what was sent ends the link: the peer is a process, so
 //! hostile until shown otherwise, and nothing larger than the limit is allocated.
 //!
+//! When B links back to A, the acknowledgement B owes A rides on B's own link, in
+//! the write of B's next message to A ([`Frame::AckBack`], naming the token of
+//! the link it acknowledges, which the agent gave both ends): an answer and the
+//! acknowledgement of its request cross the network as one packet. A's client
+//! applies it to its link to B only if the token is that link's (an older link's
+//! acknowledgement is ignored); B still acknowledges on A's link when it is about
+//! to wait, so nothing depends on B sending.
+//!
 //! # Fates
 //! A message sent on a link is delivered when the receiving process has taken it
 //! (its `Ack` came): a stronger promise than the agent path's (in the mailbox),
@@ -81,6 +89,8 @@ const URGENT: u8 = 3;
 pub const ACK_EVERY: u64 = 64;
 /// The kind byte of an acknowledgement.
 const ACK: u8 = 2;
+/// The kind byte of an acknowledgement of the link the other way.
+const ACK_BACK: u8 = 4;
 /// The length prefix and the kind byte.
 const HEADER: usize = 5;
 
@@ -160,6 +170,14 @@ pub enum Frame {
     },
     /// How many messages the receiver has taken so far.
     Ack(u64),
+    /// On a link the other way (opener to receiver): how many messages this
+    /// link's opener has taken so far on the link `token` its receiver opened to it.
+    AckBack {
+        /// The token of the link acknowledged.
+        token: u64,
+        /// Messages taken on it so far.
+        taken: u64,
+    },
 }
 
 /// Why a link ends at once.
@@ -180,8 +198,9 @@ pub enum LinkError {
     /// acknowledgement to the receiver).
     #[error("a link frame in the wrong direction")]
     Direction,
-    /// An acknowledgement whose body is not 8 bytes.
-    #[error("a link acknowledgement of {0} bytes, not 8")]
+    /// An acknowledgement whose body is not 8 bytes (16 for one of the link the
+    /// other way).
+    #[error("a link acknowledgement of {0} bytes")]
     AckLength(usize),
     /// A sealed record that does not open ([`crate::link_seal`]).
     #[error(transparent)]
@@ -210,6 +229,15 @@ pub fn put_data(out: &mut Vec<u8>, data: &[u8], urgent: bool) {
 pub fn put_ack(out: &mut Vec<u8>, taken: u64) {
     out.extend_from_slice(&9u32.to_le_bytes());
     out.push(ACK);
+    out.extend_from_slice(&taken.to_le_bytes());
+}
+
+/// Appends an acknowledgement of `taken` messages on the link `token`, the other
+/// way, to `out`.
+pub fn put_ack_back(out: &mut Vec<u8>, token: u64, taken: u64) {
+    out.extend_from_slice(&17u32.to_le_bytes());
+    out.push(ACK_BACK);
+    out.extend_from_slice(&token.to_le_bytes());
     out.extend_from_slice(&taken.to_le_bytes());
 }
 
@@ -277,6 +305,16 @@ impl Inbound {
                     .try_into()
                     .map_err(|_| LinkError::AckLength(taken.len()))?,
             )),
+            Some((&ACK_BACK, body)) => {
+                let (token, taken) = body
+                    .split_first_chunk::<8>()
+                    .and_then(|(t, rest)| Some((t, <[u8; 8]>::try_from(rest).ok()?)))
+                    .ok_or(LinkError::AckLength(body.len()))?;
+                Frame::AckBack {
+                    token: u64::from_le_bytes(*token),
+                    taken: u64::from_le_bytes(taken),
+                }
+            }
             Some((&kind, _)) => return Err(LinkError::Kind(Some(kind))),
             None => return Err(LinkError::Kind(None)),
         };
@@ -434,6 +472,7 @@ mod tests {
         put_data(&mut bytes, b"ping", false);
         put_ack(&mut bytes, 42);
         put_data(&mut bytes, b"", true);
+        put_ack_back(&mut bytes, u64::MAX, 3);
         put_data(&mut bytes, &[7; 100], false);
         let data = |d: &[u8], urgent| Frame::Data {
             data: d.to_vec(),
@@ -443,6 +482,10 @@ mod tests {
             data(b"ping", false),
             Frame::Ack(42),
             data(b"", true),
+            Frame::AckBack {
+                token: u64::MAX,
+                taken: 3,
+            },
             data(&[7; 100], false),
         ];
         for chunk in [1, 2, 3, 7, 64, bytes.len()] {
@@ -510,6 +553,9 @@ mod tests {
         let mut inbound = Inbound::new(10);
         inbound.extend(&[3, 0, 0, 0, ACK, 1, 2]);
         assert!(matches!(inbound.next_frame(), Err(LinkError::AckLength(2))));
+        let mut inbound = Inbound::new(100);
+        inbound.extend(&[9, 0, 0, 0, ACK_BACK, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert!(matches!(inbound.next_frame(), Err(LinkError::AckLength(8))));
     }
 
     #[test]

@@ -9,7 +9,11 @@
 //! here; every message sent on a link gets exactly one fate (its
 //! acknowledgement, or `Unknown` when the link ends first); a monitor's `Down`
 //! for a process that links to this one is held until that link's messages are
-//! all taken (the process's end closes when it ends) or [`DOWN_HOLD`] passes.
+//! all taken (the process's end closes when it ends) or [`DOWN_HOLD`] passes;
+//! an acknowledgement that rode a link the other way ([`Frame::AckBack`]) counts
+//! only for the opened link whose token it names; while a send waits for its
+//! acknowledgement, the link back from its receiver is read only while it holds
+//! fewer than [`READY_CAP`] messages not taken.
 
 use crate::endpoint;
 use crate::link::{self, Frame, Inbound, LinkError, Outbound, Taken};
@@ -23,6 +27,9 @@ use std::time::{Duration, Instant};
 
 /// How much one read of a link takes.
 const READ_CHUNK: usize = 64 * 1024;
+/// The most messages a link back holds read and not taken while a send on the
+/// link the other way waits for its acknowledgement (which rides it).
+const READY_CAP: usize = 4096;
 /// The longest a `Down` waits behind the messages of a link from the process it
 /// reports (whose end of the link stays open while a child it forked holds it).
 pub(crate) const DOWN_HOLD: Duration = Duration::from_secs(1);
@@ -31,6 +38,8 @@ pub(crate) const DOWN_HOLD: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 struct Opened {
     sock: OwnedFd,
+    /// The token the agent made it under.
+    token: u64,
     /// The seal of a link across hosts.
     seal: Option<Seal>,
     out: Outbound,
@@ -41,6 +50,11 @@ struct Opened {
 #[derive(Debug)]
 struct Accepted {
     from: Pid,
+    /// The token its marker named.
+    token: u64,
+    /// The newest acknowledgement that came on it for a link of this client the
+    /// other way: that link's token and count.
+    back: Option<(u64, u64)>,
     /// The marker's distance class and position on the pair: the link's
     /// messages follow it.
     class: DistanceClass,
@@ -107,11 +121,12 @@ impl Links {
 
     /// Sends on links: `sock` is this client's end of a link it opened to `to`,
     /// sealed with `key` when it crosses hosts.
-    pub(crate) fn opened(&mut self, to: Pid, sock: OwnedFd, key: Option<LinkKey>) {
+    pub(crate) fn opened(&mut self, to: Pid, sock: OwnedFd, token: u64, key: Option<LinkKey>) {
         self.opened.insert(
             to,
             Opened {
                 sock,
+                token,
                 seal: key.map(|k| Seal::new(&k, Side::Opener)),
                 out: Outbound::default(),
                 // Only acknowledgements come back: 8 bytes each.
@@ -120,12 +135,20 @@ impl Links {
         );
     }
 
-    /// The link `from` made to this client, announced by its marker `marker`
-    /// (whose class and position its messages take after), sealed with `key`
-    /// when it crosses hosts.
-    pub(crate) fn accepted(&mut self, marker: &Mail, sock: OwnedFd, key: Option<LinkKey>) {
+    /// The link `from` made to this client under `token`, announced by its marker
+    /// `marker` (whose class and position its messages take after), sealed with
+    /// `key` when it crosses hosts.
+    pub(crate) fn accepted(
+        &mut self,
+        marker: &Mail,
+        sock: OwnedFd,
+        token: u64,
+        key: Option<LinkKey>,
+    ) {
         self.accepted.push(Accepted {
             from: marker.from,
+            token,
+            back: None,
             class: marker.class,
             next_seq: marker.seq.saturating_add(1),
             sock,
@@ -173,6 +196,16 @@ impl Links {
             link::put_data(&mut bytes, data, id.is_none());
             ids.push(id);
         }
+        // What this process owes `to` for its link here rides along.
+        if let Some(back) = self
+            .accepted
+            .iter_mut()
+            .find(|l| l.from == to && !l.ended && l.unsent.is_empty())
+        {
+            if let Some(taken) = back.taken.ack_due(true) {
+                link::put_ack_back(&mut bytes, back.token, taken);
+            }
+        }
         if let Some(seal) = &mut link.seal {
             let mut sealed = Vec::with_capacity(bytes.len() + 64);
             seal.seal(&bytes, &mut sealed);
@@ -215,12 +248,28 @@ impl Links {
             if left.is_zero() {
                 return Err((SendError::Unknown, fates));
             }
-            let alive = match endpoint::poll_readable(&[link.sock.as_raw_fd()], Some(left)) {
-                Ok(ready) if !ready[0] => true,
-                Ok(_) => read_acks(link, &mut fates) == Ok(true),
-                Err(_) => false,
+            // The acknowledgement may ride the link back from `to`, with its
+            // messages (read while they stay few).
+            let sock = link.sock.as_raw_fd();
+            let back = self
+                .accepted
+                .iter()
+                .position(|l| l.from == to && !l.ended && l.ready.len() < READY_CAP);
+            let mut fds = vec![sock];
+            fds.extend(back.map(|i| self.accepted[i].sock.as_raw_fd()));
+            let ready = match endpoint::poll_readable(&fds, Some(left)) {
+                Ok(ready) => ready,
+                Err(_) => vec![true],
             };
-            if !alive {
+            if let (Some(i), Some(true)) = (back, ready.get(1)) {
+                fill(&mut self.accepted[i], &mut self.buf);
+                self.apply_acks_back();
+            }
+            // (An acknowledgement back that proved the link broken ended it.)
+            let Some(link) = self.opened.get_mut(&to) else {
+                return Err((SendError::Unknown, fates));
+            };
+            if ready[0] && read_acks(link, &mut fates) != Ok(true) {
                 fates.extend(self.end(to));
                 return Err((SendError::Unknown, fates));
             }
@@ -380,9 +429,41 @@ impl Links {
                 break;
             }
         }
+        self.apply_acks_back();
         self.accepted
             .retain(|l| !(l.ended && l.ready.is_empty() && l.down.is_none()));
         mails
+    }
+
+    /// Counts the acknowledgements that came on links made to this client for the
+    /// links it opened the other way (see the module docs); their fates are
+    /// settled, and an opened link they prove broken ends.
+    fn apply_acks_back(&mut self) {
+        for back in &mut self.accepted {
+            let Some((token, taken)) = back.back.take() else {
+                continue;
+            };
+            let Some(link) = self.opened.get_mut(&back.from) else {
+                continue;
+            };
+            if link.token != token {
+                continue;
+            }
+            match link.out.acked(taken) {
+                Ok(ids) => self
+                    .settled
+                    .extend(ids.into_iter().flatten().map(|id| (id, Ok(())))),
+                Err(_) => {
+                    let mut gone = self.opened.remove(&back.from).expect("open");
+                    self.settled.extend(
+                        gone.out
+                            .ended()
+                            .into_iter()
+                            .filter_map(|(id, e)| id.map(|id| (id, Err(e)))),
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -468,6 +549,7 @@ fn fill(link: &mut Accepted, buf: &mut [u8]) {
                 link.ready.push_back((mail, urgent));
                 link.next_seq = link.next_seq.saturating_add(1);
             }
+            Ok(Some(Frame::AckBack { token, taken })) => link.back = Some((token, taken)),
             Ok(None) => return,
             // A bad frame, or one in the wrong direction: the opener broke the
             // protocol, and the link ends here.
@@ -521,7 +603,7 @@ mod tests {
     fn messages_come_with_the_markers_class_and_the_positions_after_it() {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let mut links = Links::new(100);
-        links.accepted(&marker_from(pid(1)), ours.into(), None);
+        links.accepted(&marker_from(pid(1)), ours.into(), 1, None);
         let mut bytes = Vec::new();
         link::put_data(&mut bytes, b"one", false);
         link::put_data(&mut bytes, b"two", true);
@@ -547,7 +629,7 @@ mod tests {
         ] {
             let (ours, mut theirs) = UnixStream::pair().unwrap();
             let mut links = Links::new(100);
-            links.accepted(&marker_from(pid(1)), ours.into(), None);
+            links.accepted(&marker_from(pid(1)), ours.into(), 1, None);
             theirs.write_all(garbage).unwrap();
             assert!(links.take(8, true, None).is_empty());
             assert!(!links.accepts(), "the link ended on {garbage:?}");
@@ -558,7 +640,7 @@ mod tests {
     fn a_down_waits_behind_its_links_messages_until_the_link_ends() {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let mut links = Links::new(100);
-        links.accepted(&marker_from(pid(1)), ours.into(), None);
+        links.accepted(&marker_from(pid(1)), ours.into(), 1, None);
         let down = Mail {
             from: pid(1),
             class: DistanceClass::SameHost,
@@ -589,7 +671,7 @@ mod tests {
     fn an_acknowledgement_of_more_than_was_sent_ends_the_link_with_its_fates_unknown() {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let mut links = Links::new(100);
-        links.opened(pid(2), ours.into(), None);
+        links.opened(pid(2), ours.into(), 2, None);
         assert_eq!(links.send(pid(2), [(&b"x"[..], Some(7))]), Ok(1));
         assert_eq!(links.owed(), 1);
         let mut ack = Vec::new();
@@ -597,5 +679,57 @@ mod tests {
         theirs.write_all(&ack).unwrap();
         assert_eq!(links.collect_acks(), vec![(7, Err(SendError::Unknown))]);
         assert!(!links.has(pid(2)));
+    }
+
+    /// A linked to B and B back to A: each end's pair of links.
+    fn linked_both_ways() -> (Links, Links) {
+        let (a_out, b_in) = UnixStream::pair().unwrap();
+        let (b_out, a_in) = UnixStream::pair().unwrap();
+        let (mut a, mut b) = (Links::new(100), Links::new(100));
+        a.opened(pid(2), a_out.into(), 1, None);
+        b.accepted(&marker_from(pid(1)), b_in.into(), 1, None);
+        b.opened(pid(1), b_out.into(), 2, None);
+        a.accepted(&marker_from(pid(2)), a_in.into(), 2, None);
+        (a, b)
+    }
+
+    #[test]
+    fn an_answer_carries_the_acknowledgement_of_its_request_in_one_write() {
+        let (mut a, mut b) = linked_both_ways();
+        assert_eq!(a.send(pid(2), [(&b"request"[..], Some(7))]), Ok(1));
+        let got = b.take(8, true, None);
+        assert_eq!(got[0].body, MailBody::Data(b"request".to_vec()));
+        // B links back: it owes A the acknowledgement until it sends.
+        assert!(a.collect_acks().is_empty());
+        assert_eq!(b.send(pid(1), [(&b"answer"[..], Some(8))]), Ok(1));
+        // Nothing came on A's own link: the acknowledgement rode the answer.
+        let mut buf = [0u8; 64];
+        assert!(recv_now(&a.opened[&pid(2)].sock, &mut buf)
+            .unwrap()
+            .is_none());
+        let got = a.take(8, true, None);
+        assert_eq!(got[0].body, MailBody::Data(b"answer".to_vec()));
+        assert_eq!(a.collect_acks(), vec![(7, Ok(()))]);
+    }
+
+    #[test]
+    fn an_acknowledgement_back_for_another_link_is_ignored() {
+        let (mut a, _b) = linked_both_ways();
+        assert_eq!(a.send(pid(2), [(&b"x"[..], Some(7))]), Ok(1));
+        let (b_out, a_in) = UnixStream::pair().unwrap();
+        a.accepted(&marker_from(pid(2)), a_in.into(), 3, None);
+        let mut bytes = Vec::new();
+        link::put_ack_back(&mut bytes, 99, 1);
+        (&b_out).write_all(&bytes).unwrap();
+        assert!(a.take(8, true, None).is_empty());
+        assert!(a.collect_acks().is_empty());
+        assert!(a.has(pid(2)), "the link stays");
+        // One that proves the link broken (more than was sent) ends it.
+        bytes.clear();
+        link::put_ack_back(&mut bytes, 1, 5);
+        (&b_out).write_all(&bytes).unwrap();
+        a.take(8, true, None);
+        assert_eq!(a.collect_acks(), vec![(7, Err(SendError::Unknown))]);
+        assert!(!a.has(pid(2)));
     }
 }

@@ -47,8 +47,9 @@
 //!   `Unreachable` and `Overrun` are appended.
 //! - 6: links ([`crate::link`]): [`Call::Link`], [`Call::Claim`] and
 //!   [`Reply::Link`] are appended; a `Reply::Link(Ok)` frame carries a descriptor.
-//! - 7: links across hosts: [`Reply::SealedLink`] is appended (its frame carries a
-//!   descriptor too).
+//! - 7: links across hosts: [`Reply::LinkMade`] is appended, the answer to
+//!   [`Call::Link`] (its frame carries the descriptor): the link's token and, across
+//!   hosts, its key.
 //!
 //! # Who a connection may act as
 //! A messaging call names the process it acts for (`from`, `pid`, `watcher`). On a
@@ -368,13 +369,21 @@ pub enum Reply {
     Members(MembersView),
     /// To every other call: the core's own typed answer.
     Api(ApiReply),
-    /// To [`Call::Link`] and [`Call::Claim`]: `Ok` comes with the link's end
-    /// attached to the frame (`SCM_RIGHTS`).
+    /// To [`Call::Claim`], and to [`Call::Link`] when refused: `Ok` comes with the
+    /// link's end attached to the frame (`SCM_RIGHTS`).
     Link(Result<(), LinkRefused>),
-    /// To [`Call::Link`] when the receiver runs on another host: the link is made,
-    /// its end is attached to the frame, and it is sealed with this key
-    /// ([`crate::link_seal`]).
-    SealedLink(crate::link_seal::LinkKey),
+    /// To [`Call::Link`]: the link is made and its end attached to the frame.
+    LinkMade(LinkMade),
+}
+
+/// A link made ([`Reply::LinkMade`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkMade {
+    /// The token its receiver claimed it with (acknowledgements carried the other
+    /// way name it).
+    pub token: u64,
+    /// Its key, when it crosses hosts ([`crate::link_seal`]).
+    pub key: Option<crate::link_seal::LinkKey>,
 }
 
 /// Why no link was made or handed over.

@@ -58,7 +58,7 @@ use nefele::proto::{
     self, AgentFrame, ClientFrame, ProtocolError, MAX_REPLY_BYTES, MAX_REQUEST_BYTES,
     PROTOCOL_VERSION,
 };
-use nefele::proto::{Call, LinkRefused, Reply};
+use nefele::proto::{Call, LinkMade, LinkRefused, Reply};
 use nefele_api::messaging::{Delivery, Dest};
 use nefele_api::messaging::{GroupError, MonitorError, MsgError, NameError, RecvError, SendError};
 use nefele_core::agent::ApiReply;
@@ -853,8 +853,12 @@ async fn make_link(
             Ok(token) => token,
             Err(e) => return refused(e.to_string()),
         };
-        let made = (Reply::Link(Ok(())), Some(token));
-        (OwnedFd::from(mine), nefele::link::marker(token), made)
+        let made = LinkMade { token, key: None };
+        (
+            OwnedFd::from(mine),
+            nefele::link::marker(token),
+            (made, Some(token)),
+        )
     } else {
         let mut rng = rand::rngs::OsRng;
         let token = rand::RngCore::next_u64(&mut rng);
@@ -865,7 +869,11 @@ async fn make_link(
             Err(e) => return refused(e.to_string()),
         };
         let marker = nefele::link::sealed_marker(token, &key);
-        (mine, marker, (Reply::SealedLink(key), None))
+        let made = LinkMade {
+            token,
+            key: Some(key),
+        };
+        (mine, marker, (made, None))
     };
     let (made, local_token) = made;
     let marker = Call::Send {
@@ -883,7 +891,7 @@ async fn make_link(
         }
     }
     Ok(match fate {
-        Reply::Api(ApiReply::Sent(Ok(_))) => (made, Some(mine)),
+        Reply::Api(ApiReply::Sent(Ok(_))) => (Reply::LinkMade(made), Some(mine)),
         Reply::Api(ApiReply::Sent(Err(e))) => (Reply::Link(Err(LinkRefused::Marker(e))), None),
         other => {
             let why = format!("the marker was answered {other:?}");
