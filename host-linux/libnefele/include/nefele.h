@@ -331,9 +331,12 @@ int nefele_recv_mail(nefele_client *client, uint32_t timeout_ms, nefele_mail *ou
                      size_t cap);
 /* For a poll/epoll loop: nefele_arm asks for one mail without waiting; the
  * descriptor from nefele_fd turns readable when it comes (or after a few seconds
- * with none); nefele_take_armed then gives it as nefele_recv_mail does
- * (NEFELE_ETIMEDOUT: none came) and disarms. The descriptor changes when the
- * connection is made again (the agent restarted): take it after every call. */
+ * with none), or when a link made to the process brings something;
+ * nefele_take_armed then gives it as nefele_recv_mail does (NEFELE_ETIMEDOUT:
+ * none came). A mail from the agent disarms; one from a link leaves the receive
+ * armed (nefele_arm again is then free). With links, nefele_take_armed never
+ * waits for the agent's answer. The descriptor is the same for the client's
+ * life, also after the agent restarted. */
 int nefele_fd(nefele_client *client, int *fd);
 int nefele_arm(nefele_client *client);
 int nefele_take_armed(nefele_client *client, nefele_mail *out, void *buf, size_t cap);

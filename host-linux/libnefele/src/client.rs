@@ -47,9 +47,9 @@
 //!   made again; any other call that was written fails
 //!   [`ClientError::AgentRestarted`] (its effect is unknown: look before trying
 //!   again); a call whose write failed had no effect and is made again;
-//! - the pid stays the same; an armed receive is armed again, but the descriptor
-//!   ([`AsRawFd`]) is a new one: a poll loop takes it again after each call
-//!   ([`Client::reconnects`] counts the reconnections).
+//! - the pid stays the same; an armed receive is armed again, and the poll loop's
+//!   descriptor ([`AsRawFd`]) stays the same ([`Client::reconnects`] counts the
+//!   reconnections).
 //!
 //! Messages sent to the process while its agent was down fail at their senders'
 //! agents (unreachable host: `Unknown`), and a name may resolve to nothing for up
@@ -58,21 +58,23 @@
 //!
 //! # Receiving in a poll loop
 //! [`Client::arm`] asks the agent for the next mail without waiting for it; the
-//! connection's descriptor ([`std::os::fd::AsRawFd`]) turns readable when the
-//! answer comes, and [`Client::take_armed`] reads it. Another call made
-//! meanwhile may read that answer first: it is kept, and
-//! [`Client::armed_ready`] says so (check it before sleeping in `poll`).
+//! client's descriptor ([`std::os::fd::AsRawFd`], an epoll instance over the
+//! agent connection and the links made to this process) turns readable when the
+//! answer comes or a link brings something, and [`Client::take_armed`] reads it.
+//! Another call made meanwhile may read that answer first, and a link may hold
+//! more than one take gave: both are kept, and [`Client::armed_ready`] says so
+//! (check it before sleeping in `poll`). A `Down` held behind a link whose
+//! opener's end stays open past its hold comes at the next take.
 //!
 //! # Links
 //! [`Client::link`] makes a direct link from this process to another (sealed end to end
 //! across hosts; [`crate::link`] says how and what it promises): later at-most-once sends to it
-//! skip both agents. The receiving client reads links inside `recv` and
-//! `try_recv`, together with its mailbox: while a link is made to it, a waiting
-//! receive arms a receive at the agent and polls both, and that armed receive
-//! stays out for the next one. So a program that receives on links uses
-//! `recv`/`try_recv`, not [`Client::arm`] and the descriptor: a poll loop sees the
-//! agent connection only. Links survive a reconnection to the agent (they do not
-//! go through it).
+//! skip both agents. The receiving client reads links inside `recv`,
+//! `try_recv` and `take_armed`, together with its mailbox: while a link is made
+//! to it, a waiting receive arms a receive at the agent and polls both, and that
+//! armed receive stays out for the next one; a poll loop's descriptor covers the
+//! links too. Links survive a reconnection to the agent (they do not go through
+//! it).
 //!
 //! # Sending without waiting for the fate
 //! [`Client::send`] returns once the message's fate is known (the receiving agent
@@ -91,6 +93,7 @@
 
 use crate::link;
 use crate::links::Links;
+use crate::poller::Poller;
 use crate::proto::LinkRefused;
 use crate::proto::{
     self, AgentFrame, Call, ClientFrame, MembersView, ProtocolError, Reply, MAX_REPLY_BYTES,
@@ -288,6 +291,9 @@ pub struct Client {
     links_armed: bool,
     /// Messages taken from the mailbox beyond what a receive asked for.
     held: VecDeque<Mail>,
+    /// What a poll loop waits on: the agent connection and the links made to
+    /// this process ([`AsRawFd`]).
+    poller: Poller,
 }
 
 /// A first call id unlike the last program's on the same endpoint, so that a late
@@ -349,7 +355,7 @@ impl Client {
         path: PathBuf,
         reconnect: Option<Reconnect>,
     ) -> Result<Client, ClientError> {
-        let mut client = Client::unwelcomed(stream, path);
+        let mut client = Client::unwelcomed(stream, path)?;
         client.reconnect = reconnect;
         match client.hello(None) {
             Err(e) if client.broken(&e) => client.recover()?,
@@ -359,8 +365,14 @@ impl Client {
         Ok(client)
     }
 
-    fn unwelcomed(stream: UnixStream, path: PathBuf) -> Client {
-        Client {
+    fn unwelcomed(stream: UnixStream, path: PathBuf) -> Result<Client, ClientError> {
+        let poller =
+            Poller::new((0, 0), &[stream.as_raw_fd()]).map_err(|source| ClientError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Client {
+            poller,
             stream,
             path,
             tenant: TenantId(0),
@@ -381,7 +393,7 @@ impl Client {
             fds: VecDeque::new(),
             links_armed: false,
             held: VecDeque::new(),
-        }
+        })
     }
 
     fn greet(
@@ -389,7 +401,7 @@ impl Client {
         path: PathBuf,
         token: Option<&str>,
     ) -> Result<Client, ClientError> {
-        let mut client = Client::unwelcomed(stream, path);
+        let mut client = Client::unwelcomed(stream, path)?;
         client.hello(token)?;
         client.me = client.scope;
         Ok(client)
@@ -453,7 +465,7 @@ impl Client {
                     path: path.clone(),
                     source,
                 })?;
-            let mut fresh = Client::unwelcomed(stream, path.clone());
+            let mut fresh = Client::unwelcomed(stream, path.clone())?;
             fresh.hello(reconnect.token.as_deref())?;
             if expected.is_some() && fresh.scope != expected {
                 return Err(ClientError::Unexpected(format!(
@@ -494,6 +506,10 @@ impl Client {
         reconnect.count += 1;
         // Restored without reconnecting again from inside (a second break fails
         // the call; the next one reconnects).
+        self.reconnect = Some(reconnect);
+        // The poll loop's descriptor watches the new connection.
+        self.watch_links()?;
+        let mut reconnect = self.reconnect.take().expect("just put");
         let (kept, broken) = self.restore(std::mem::take(&mut reconnect.restore));
         reconnect.restore = kept;
         self.reconnect = Some(reconnect);
@@ -1151,12 +1167,13 @@ impl Client {
                 .take(max - mails.len(), read.is_some(), read.flatten()),
         );
         if self.links_armed && self.armed_answer.is_some() {
-            let answer = self.take_armed()?;
+            let answer = self.armed_answer_mails()?;
             self.links_armed = false;
             let room = (max - mails.len()) as u32;
             let sifted = self.sift(answer, room)?;
             mails.extend(sifted);
         }
+        self.watch_links()?;
         Ok(mails)
     }
 
@@ -1198,6 +1215,15 @@ impl Client {
         }
     }
 
+    /// Makes the poll loop's descriptor watch the agent connection and the links
+    /// made to this process as they are now.
+    fn watch_links(&mut self) -> Result<(), ClientError> {
+        let mut fds = vec![self.stream.as_raw_fd()];
+        fds.extend(self.links.waiting_fds());
+        let key = (self.links.generation(), self.reconnects());
+        self.poller.watch(key, &fds).map_err(|e| self.io(e))
+    }
+
     /// Asks for up to `max` messages without waiting for the answer (see the module
     /// docs); nothing is sent when a receive is armed already.
     pub fn arm(&mut self, max: u32) -> Result<(), ClientError> {
@@ -1227,16 +1253,42 @@ impl Client {
         }
     }
 
-    /// Whether the armed receive's answer was read already by another call.
+    /// Whether [`Client::take_armed`] has something without waiting, though the
+    /// descriptor may not be readable: the armed receive's answer read already by
+    /// another call, or messages read from links and not taken yet.
     #[must_use]
     pub fn armed_ready(&self) -> bool {
-        self.armed_answer.is_some()
+        self.armed_answer.is_some() || !self.held.is_empty() || self.links.has_ready()
     }
 
-    /// The armed receive's answer: blocks until it comes (call it once the
-    /// descriptor is readable, or [`Client::armed_ready`]); empty when nothing came
-    /// within [`ARM_WAIT`]. Disarms.
+    /// What came for the armed receive (call it once the descriptor is readable,
+    /// or [`Client::armed_ready`]): first what links made to this process bring
+    /// (read without waiting; the receive then stays armed), else the agent's
+    /// answer, which disarms: empty when nothing came within [`ARM_WAIT`]. It
+    /// waits for that answer only when no link is made to this process; with
+    /// links, when the descriptor turned readable for a link that had nothing
+    /// more (its opener ended), it returns nothing at once and stays armed.
     pub fn take_armed(&mut self) -> Result<Vec<Mail>, ClientError> {
+        if self.armed.is_none() {
+            return Err(ClientError::Unexpected("no receive is armed".into()));
+        }
+        if self.links.accepts() || !self.held.is_empty() {
+            let mails = self.linked_mail(self.armed_max, Some(None))?;
+            let answered = self.armed_answer.is_some()
+                || crate::endpoint::poll_readable(&[self.stream.as_raw_fd()], Some(Duration::ZERO))
+                    .map_err(|e| self.io(e))?[0];
+            if !mails.is_empty() || !answered {
+                return Ok(mails);
+            }
+        }
+        let answer = self.armed_answer_mails()?;
+        let mails = self.sift(answer, self.armed_max)?;
+        self.watch_links()?;
+        Ok(mails)
+    }
+
+    /// The armed receive's answer as the agent gave it: waits for it; disarms.
+    fn armed_answer_mails(&mut self) -> Result<Vec<Mail>, ClientError> {
         let Some(id) = self.armed else {
             return Err(ClientError::Unexpected("no receive is armed".into()));
         };
@@ -1592,10 +1644,11 @@ impl Client {
 }
 
 impl AsRawFd for Client {
-    /// The connection's descriptor: readable when an answer (an armed receive's)
-    /// has come.
+    /// The descriptor a poll loop waits on: readable when an answer (an armed
+    /// receive's) has come, or a link made to this process brings something. The
+    /// same descriptor for the client's life.
     fn as_raw_fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
+        self.poller.fd()
     }
 }
 

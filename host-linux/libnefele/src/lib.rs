@@ -23,6 +23,7 @@ pub mod ffi;
 pub mod link;
 pub mod link_seal;
 mod links;
+mod poller;
 pub mod proto;
 pub mod quantity;
 pub mod reconnect;

@@ -87,6 +87,8 @@ pub(crate) struct Links {
     settled: Vec<Fate>,
     /// Where links are read into (kept: a receive's hot path allocates nothing).
     buf: Vec<u8>,
+    /// Raised whenever a link made to this client comes or goes.
+    generation: u64,
 }
 
 /// The fate of a `send_async` made on a link, under its id.
@@ -101,6 +103,7 @@ impl Links {
             max_data,
             settled: Vec::new(),
             buf: vec![0; READ_CHUNK.min(max_data + 5).max(4096)],
+            generation: 0,
         }
     }
 
@@ -117,6 +120,17 @@ impl Links {
     /// Whether any link was made to this client.
     pub(crate) fn accepts(&self) -> bool {
         !self.accepted.is_empty()
+    }
+
+    /// Whether messages read from links wait to be taken.
+    pub(crate) fn has_ready(&self) -> bool {
+        self.accepted.iter().any(|l| !l.ready.is_empty())
+    }
+
+    /// Raised whenever a link made to this client comes, ends or goes (so a
+    /// descriptor number may now name another file).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Sends on links: `sock` is this client's end of a link it opened to `to`,
@@ -145,6 +159,7 @@ impl Links {
         token: u64,
         key: Option<LinkKey>,
     ) {
+        self.generation += 1;
         self.accepted.push(Accepted {
             from: marker.from,
             token,
@@ -430,8 +445,12 @@ impl Links {
             }
         }
         self.apply_acks_back();
+        let before = self.accepted.len();
         self.accepted
             .retain(|l| !(l.ended && l.ready.is_empty() && l.down.is_none()));
+        if self.accepted.len() != before {
+            self.generation += 1;
+        }
         mails
     }
 

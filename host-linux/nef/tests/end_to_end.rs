@@ -1226,6 +1226,60 @@ fn a_link_across_hosts_carries_sends_in_order_with_their_fates() {
     assert_eq!(data(&recv_n(&mut b, 1)[0]), "still sealed");
 }
 
+/// A program that waits in its own poll loop (`arm`, the descriptor,
+/// `take_armed`) gets what a link brings, in order after its mail; when the link
+/// ends, the descriptor's wake costs no wait, and mail still comes.
+#[test]
+fn a_poll_loop_receives_what_links_bring_with_its_mail() {
+    use nefele::SendOptions;
+    use nefele_api::messaging::MailBody;
+    use std::os::fd::AsRawFd;
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    let on = three_per_host(&mut c);
+    let (here, there) = (on(3), on(1));
+    let mut a = acting(&cluster.socket, "alice", here[0]);
+    let mut b = acting(&cluster.socket1, "alice", there[0]);
+    let poll_loop = |b: &mut Client, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.len() < n && Instant::now() < deadline {
+            b.arm(8).unwrap();
+            if b.armed_ready() || poll_in(b.as_raw_fd(), 200) > 0 {
+                got.extend(b.take_armed().unwrap());
+            }
+        }
+        got.into_iter()
+            .filter_map(|m| match m.body {
+                MailBody::Data(d) => Some(String::from_utf8(d).unwrap()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    a.send(there[0], b"before").unwrap();
+    a.link(there[0]).unwrap();
+    for m in ["l1", "l2", "l3"] {
+        a.send_async(there[0], m.as_bytes(), SendOptions::default())
+            .unwrap();
+    }
+    assert_eq!(poll_loop(&mut b, 4), ["before", "l1", "l2", "l3"]);
+    assert!(b.is_linked_from(here[0]));
+    a.settle().unwrap();
+    assert!(a.take_fates().iter().all(|(_, f)| f.is_ok()));
+    // The link ends: the descriptor wakes for it, and taking costs no wait.
+    a.unlink(there[0]);
+    b.arm(8).unwrap();
+    assert!(
+        poll_in(b.as_raw_fd(), 5000) > 0,
+        "no wake for the link's end"
+    );
+    let t0 = Instant::now();
+    assert!(b.take_armed().unwrap().is_empty());
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    a.send(there[0], b"after").unwrap();
+    assert_eq!(poll_loop(&mut b, 1), ["after"]);
+}
+
 /// 1,000 round trips each way: more than a socket pair's buffer holds of
 /// acknowledgements nobody reads (about 280), which once stalled the echo.
 #[test]

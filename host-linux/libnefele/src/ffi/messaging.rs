@@ -509,8 +509,9 @@ pub unsafe extern "C" fn nefele_arm(c: *mut nefele_client) -> c_int {
 }
 
 /// The armed receive's mail, as `nefele_recv_mail` gives it (call once the
-/// descriptor is readable; blocks until the answer comes otherwise); disarms.
-/// `NEFELE_ETIMEDOUT` when none came while it was armed.
+/// descriptor is readable): one a link brought, or the agent's answer, which
+/// disarms (waited for when no link is made to the process).
+/// `NEFELE_ETIMEDOUT` when none came.
 ///
 /// # Safety
 /// As for `nefele_recv_mail`.
