@@ -18,8 +18,9 @@
 //! open under the link's key, so its first record ends the link.
 //!
 //! Invariants: every step is bounded in time ([`DIAL_PATIENCE`],
-//! [`PREFACE_PATIENCE`]); at most `LINKS_WAITING` connections wait for the desk
-//! (the runtime's channel) and the desk holds a bounded number of ends.
+//! [`PREFACE_PATIENCE`]); at most [`PREFACES_AT_ONCE`] connections are read at
+//! once and `LINKS_WAITING` more wait (the runtime's channel; past that the
+//! transport closes them), and the desk holds a bounded number of ends.
 
 use crate::handle::AgentHandle;
 use crate::link_desk::LinkDesk;
@@ -40,6 +41,8 @@ pub(crate) const HELD: u8 = 1;
 pub(crate) const DIAL_PATIENCE: Duration = Duration::from_secs(5);
 /// The longest the receiving agent waits for a connection's preface.
 pub(crate) const PREFACE_PATIENCE: Duration = Duration::from_secs(5);
+/// The most link connections whose preface is read at once.
+pub(crate) const PREFACES_AT_ONCE: usize = 64;
 
 /// Why no connection was made for a link.
 #[derive(Debug, thiserror::Error)]
@@ -94,13 +97,18 @@ pub(crate) async fn serve(
     agent: AgentHandle,
     desk: Arc<LinkDesk>,
 ) {
+    let readers = Arc::new(tokio::sync::Semaphore::new(PREFACES_AT_ONCE));
     while let Some(link) = inbound.recv().await {
+        let Ok(reader) = readers.clone().acquire_owned().await else {
+            return;
+        };
         let (agent, desk) = (agent.clone(), desk.clone());
         tokio::spawn(async move {
             let remote = link.remote;
             if let Err(why) = take(link, &agent, &desk).await {
                 tracing::debug!(%remote, why, "link connection refused");
             }
+            drop(reader);
         });
     }
 }

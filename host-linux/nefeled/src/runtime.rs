@@ -118,7 +118,8 @@ pub struct Runtime {
     /// The driver task; it ends after a shutdown (or when the host backend stops).
     pub driver: JoinHandle<DriverStats>,
     /// Connections made to the transport's port for links between processes (the
-    /// API server takes them; unread, they wait a while and are closed).
+    /// API server takes them; while `LINKS_WAITING` wait unread, the transport
+    /// closes new ones).
     pub inbound_links: mpsc::Receiver<InboundLink>,
 }
 
