@@ -246,7 +246,7 @@ impl Placement {
         now: Time,
         key: ReqKey,
         items: Vec<CreateItem>,
-        last: bool,
+        total: u16,
     ) -> Option<Vec<(u16, Pid)>> {
         if self.host.done.contains(&key) {
             return None;
@@ -311,6 +311,7 @@ impl Placement {
             }
         });
         let mut starts = Vec::new();
+        let before = prov.pids.len();
         for item in items {
             if let Some(pid) = prov.pids.get(&item.index) {
                 created.push((item.index, *pid));
@@ -357,13 +358,16 @@ impl Placement {
                 spec,
             }));
         }
+        let all_here = before + starts.len() >= usize::from(total);
         if fresh {
             self.set_timer(deadline, Timer::Provisional(key));
         }
         for s in starts {
             self.outbox.push_back(ServiceOutput::Host(s));
         }
-        if last {
+        // Every process of this host's share is here: the rest of the reservation
+        // goes (see `PlacementMsg::Create`'s `total`).
+        if all_here {
             self.release(key);
         }
         Some(created)
@@ -376,7 +380,7 @@ impl Placement {
         from: NodeId,
         key: ReqKey,
         items: Vec<CreateItem>,
-        last: bool,
+        total: u16,
     ) {
         if from != key.requester {
             return;
@@ -384,7 +388,7 @@ impl Placement {
         let Some(tenant) = items.first().map(|i| i.tenant) else {
             return;
         };
-        match self.create(now, key, items, last) {
+        match self.create(now, key, items, total) {
             Some(pids) => self.deliver_created(now, tree, tenant, key, pids),
             None if self.host.done.contains(&key) => {}
             None => self.send(from, PlacementMsg::CreateRefused { key }),

@@ -466,8 +466,8 @@ impl Placement {
             }
             PlacementMsg::Absent { key, resource } => self.on_absent(now, key, resource),
             PlacementMsg::Candidates { key, hosts } => self.on_candidates(now, tree, key, &hosts),
-            PlacementMsg::Create { key, items, last } => {
-                self.on_create(now, tree, from, key, items, last);
+            PlacementMsg::Create { key, items, total } => {
+                self.on_create(now, tree, from, key, items, total);
             }
             PlacementMsg::Created { key, pids } => self.on_created(now, from, key, &pids),
             PlacementMsg::CreateRefused { key } => self.on_create_refused(now, key),
@@ -983,13 +983,67 @@ mod tests {
     fn created_at(host: &mut Placement, now: Time, key: ReqKey, items: Vec<CreateItem>) -> bool {
         let create = PlacementMsg::Create {
             key,
+            total: u16::try_from(items.len()).unwrap(),
             items,
-            last: true,
         };
         host.handle_message(now, key.requester, create, &ctx());
         drain(host)
             .iter()
             .any(|o| matches!(o, Out::Host(c) if matches!(**c, HostCommand::Start { .. })))
+    }
+
+    /// Swarm seed 102898: the network put the `Create` of a host's second batch
+    /// ahead of its first. That batch ended the request's reservation here (it
+    /// was flagged the last), another request took the room, and the first batch
+    /// was refused. The reservation now ends once the whole share is created.
+    #[test]
+    fn a_later_batch_that_overtakes_an_earlier_one_keeps_the_reservation_it_needs() {
+        let mut host = solo();
+        let offer = |host: &mut Placement, key: ReqKey, count: u16| {
+            let shapes = vec![Shape {
+                demand: item().demand,
+                count,
+                one_per_host: false,
+                cpu_class: 0,
+                limits: Default::default(),
+            }];
+            let req = PlacementMsg::OfferReq {
+                key,
+                tenant: TenantId(1),
+                shapes,
+            };
+            host.handle_message(Time::ZERO, key.requester, req, &ctx());
+            drain(host);
+        };
+        let indexed = |index: u16| CreateItem { index, ..item() };
+        let create = |host: &mut Placement, key: ReqKey, items: Vec<CreateItem>, total: u16| {
+            let create = PlacementMsg::Create { key, items, total };
+            host.handle_message(Time::ZERO, key.requester, create, &ctx());
+            drain(host)
+                .iter()
+                .any(|o| matches!(o, Out::Host(c) if matches!(**c, HostCommand::Start { .. })))
+        };
+        // Request 1 is offered two, then request 2 the rest of the host.
+        offer(&mut host, remote_key(1), 2);
+        offer(&mut host, remote_key(2), 6);
+        assert!(create(
+            &mut host,
+            remote_key(2),
+            (0..6).map(indexed).collect(),
+            6
+        ));
+        // Request 1's second batch comes first; a third request wants room.
+        assert!(create(&mut host, remote_key(1), vec![indexed(1)], 2));
+        offer(&mut host, remote_key(3), 1);
+        assert!(
+            !create(&mut host, remote_key(3), vec![indexed(0)], 1),
+            "no room"
+        );
+        assert!(
+            create(&mut host, remote_key(1), vec![indexed(0)], 2),
+            "the first batch"
+        );
+        assert!(host.invariants());
     }
 
     /// Issue 16: a `Create` is held to what its offer was for: the tenant named in
@@ -1046,7 +1100,7 @@ mod tests {
         let repeat = PlacementMsg::Create {
             key: remote_key(4),
             items: vec![item()],
-            last: true,
+            total: 1,
         };
         host.handle_message(Time::ZERO, REQUESTER, repeat, &ctx());
         assert!(
@@ -1097,7 +1151,7 @@ mod tests {
         let create = PlacementMsg::Create {
             key,
             items: vec![item()],
-            last: true,
+            total: 1,
         };
         host.handle_message(Time::ZERO, NodeId(2), create, &ctx());
         assert_eq!(
@@ -1607,7 +1661,7 @@ mod tests {
         let create = PlacementMsg::Create {
             key,
             items: vec![item()],
-            last: true,
+            total: 1,
         };
         host.handle_message(Time::ZERO, REQUESTER, create, &ctx());
         let pid = drain(&mut host)
@@ -2014,7 +2068,7 @@ mod tests {
             PlacementMsg::Create {
                 key,
                 items: vec![item; per],
-                last: true,
+                total: u16::MAX,
             },
             PlacementMsg::Created {
                 key,

@@ -157,8 +157,12 @@ pub enum PlacementMsg {
         key: ReqKey,
         /// The processes.
         items: Vec<CreateItem>,
-        /// The last batch for this host: what remains of the reservation is released.
-        last: bool,
+        /// How many processes this host gets for the request in all, over every
+        /// batch: once that many are created here, what remains of the reservation
+        /// is released. (A flag on the last batch released it when that batch came,
+        /// also when the network put it ahead of an earlier one, which then found
+        /// no room: swarm seed 102898.)
+        total: u16,
     },
     /// Host → requester: the pids of the created processes.
     Created {

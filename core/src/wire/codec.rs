@@ -61,7 +61,10 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 ///   take-over.
 /// - 16: supervision's `Pass` carries the home's quorum base (a taker that never
 ///   knew it judges the take-over by it).
-pub const VERSION: u16 = 16;
+/// - 17: placement's `Create` carries the size of the host's share (`total`)
+///   instead of a last-batch flag (a reordered last batch released the
+///   reservation an earlier batch needed).
+pub const VERSION: u16 = 17;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.

@@ -100,13 +100,16 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    /// The `Create` messages for `host`'s share of the plan, batched under the MTU;
-    /// the flag marks the last one.
-    fn batches_for(&self, host: NodeId) -> Vec<(Vec<CreateItem>, bool)> {
+    /// The `Create` messages for `host`'s share of the plan, batched under the MTU,
+    /// each with the size of that share.
+    fn batches_for(&self, host: NodeId) -> Vec<(Vec<CreateItem>, u16)> {
         let mut batches = Vec::new();
         let mut batch = Vec::new();
         let mut bytes = 0;
-        for &i in self.plan.get(&host).map_or(&[][..], Vec::as_slice) {
+        let share = self.plan.get(&host).map_or(&[][..], Vec::as_slice);
+        // Item indexes are u16, so a share is at most u16::MAX + 1 long.
+        let total = u16::try_from(share.len()).unwrap_or(u16::MAX);
+        for &i in share {
             let (spec, demand) = &self.items[usize::from(i)];
             let item = CreateItem {
                 index: i,
@@ -117,13 +120,13 @@ impl Pending {
             };
             let len = size_of(&item);
             if bytes + len > BATCH_BYTES && !batch.is_empty() {
-                batches.push((std::mem::take(&mut batch), false));
+                batches.push((std::mem::take(&mut batch), total));
                 bytes = 0;
             }
             bytes += len;
             batch.push(item);
         }
-        batches.push((batch, true));
+        batches.push((batch, total));
         batches
     }
 }
@@ -565,7 +568,7 @@ impl Placement {
             .filter(|(h, c)| !p.plan.contains_key(h) && c.iter().any(|n| *n > 0))
             .map(|(h, _)| *h)
             .collect();
-        let batches: Vec<(NodeId, Vec<CreateItem>, bool)> = p
+        let batches: Vec<(NodeId, Vec<CreateItem>, u16)> = p
             .plan
             .keys()
             .flat_map(|h| p.batches_for(*h).into_iter().map(|(i, l)| (*h, i, l)))
@@ -578,14 +581,14 @@ impl Placement {
             }
         }
         self.set_deadline(seq, now + self.create_resend());
-        for (host, items, last) in batches {
+        for (host, items, total) in batches {
             if host == self.me {
-                match self.create(now, key, items, last) {
+                match self.create(now, key, items, total) {
                     Some(pids) => self.deliver_created(now, tree, tenant, key, pids),
                     None => return self.fail(now, seq, SpawnError::Aborted),
                 }
             } else {
-                self.send(host, PlacementMsg::Create { key, items, last });
+                self.send(host, PlacementMsg::Create { key, items, total });
             }
         }
     }
@@ -606,15 +609,15 @@ impl Placement {
             return self.fail(now, seq, SpawnError::Aborted);
         }
         let key = p.key;
-        let silent: Vec<(NodeId, Vec<CreateItem>, bool)> = p
+        let silent: Vec<(NodeId, Vec<CreateItem>, u16)> = p
             .plan
             .iter()
             .filter(|(h, idx)| **h != self.me && idx.iter().any(|i| !p.pids.contains_key(i)))
             .flat_map(|(h, _)| p.batches_for(*h).into_iter().map(|(i, l)| (*h, i, l)))
             .collect();
         let next = (now + self.create_resend()).min(p.creating_until);
-        for (host, items, last) in silent {
-            self.send(host, PlacementMsg::Create { key, items, last });
+        for (host, items, total) in silent {
+            self.send(host, PlacementMsg::Create { key, items, total });
         }
         self.set_deadline(seq, next);
     }
