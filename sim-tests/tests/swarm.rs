@@ -389,7 +389,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// without its quorum (the design's stated price, not a fault of the agents).
 /// Seed 102898 fails `supervision.restarted`, shrunk, before a host kept a
 /// request's reservation until its whole share was created (a reordered last
-/// `Create` batch released it, and the batch it overtook found no room).
+/// `Create` batch released it, and the batch it overtook found no room), and as
+/// drawn before the check counted a one-for-all group's bound from the resumption
+/// of a stalled host running one of its children (its restart must stop that
+/// sibling first, and the kill is answered only then).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

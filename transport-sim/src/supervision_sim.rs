@@ -56,7 +56,11 @@
 //!   hosts boot again (or resume) is due a bound after they do; and so when a
 //!   partition with a set end does it while no agent keeping a copy is beside
 //!   more than half of the rest of the home's base (nobody may take over), with
-//!   the slot due a bound after the partition heals;
+//!   the slot due a bound after the partition heals; and under one-for-all and
+//!   rest-for-one, whose restarts first stop the running siblings, while a host
+//!   running a child of the group is stalled (its agent answers the kill only
+//!   once it resumes, or the child's lease ends): the group's slots down then, or
+//!   going down before it resumes, are due a bound after it;
 //! - `supervision.loop_stopped`: a crash-looping slot is given up (the agent says so
 //!   with a notice) within its intensity's restarts, and runs no more after that.
 //!
@@ -256,6 +260,12 @@ struct Slot {
     looping: bool,
 }
 
+/// Until when the check of slot `n` is suspended: the whole check's suspension,
+/// or its group's.
+fn suspension(all: Time, groups: &BTreeMap<u64, Time>, n: u64) -> Time {
+    groups.get(&(n / GROUP_STRIDE)).map_or(all, |&g| g.max(all))
+}
+
 impl Slot {
     /// Its last running process ended at `now`: the restart bound runs from
     /// then, or from the end of a suspension of the check.
@@ -284,6 +294,9 @@ pub struct SupervisionSim {
     /// [`LOSS_TOLERATED`], or a home's quorum lost to a crash): a slot that goes
     /// down before is due a bound after it.
     suspended_until: Time,
+    /// Per group of a strategy that stops siblings: until when a host running one
+    /// of its children is stalled (see [`SupervisionSim::sibling_host_stalled`]).
+    group_suspended_until: BTreeMap<u64, Time>,
 }
 
 /// The most uniform loss under which the design promises its timing (issue 15's
@@ -325,6 +338,7 @@ impl SupervisionSim {
             excused: Vec::new(),
             spawning: BTreeMap::new(),
             suspended_until: Time::ZERO,
+            group_suspended_until: BTreeMap::new(),
         }
     }
 
@@ -416,12 +430,12 @@ impl SupervisionSim {
     /// Processes may have ended (crashes, faults that end many at once): each
     /// slot's running set follows the simulated hosts.
     pub fn reconcile(&mut self, now: Time, placement: &PlacementSim) {
-        let suspended_until = self.suspended_until;
-        for s in self.slots.values_mut() {
+        for (n, s) in &mut self.slots {
             let before = s.running.len();
             s.running.retain(|p| placement.host_of(*p).is_some());
             if before > 0 && s.running.is_empty() {
-                s.went_down(now, suspended_until);
+                let until = suspension(self.suspended_until, &self.group_suspended_until, *n);
+                s.went_down(now, until);
             }
         }
     }
@@ -430,12 +444,44 @@ impl SupervisionSim {
     /// that process alone, so a busy workload does not walk every slot at each
     /// of its exits.
     pub fn ended(&mut self, now: Time, pid: Pid) {
-        let suspended_until = self.suspended_until;
-        let Some(s) = self.slot_of.get(&pid).and_then(|n| self.slots.get_mut(n)) else {
+        let Some(&n) = self.slot_of.get(&pid) else {
+            return;
+        };
+        let until = suspension(self.suspended_until, &self.group_suspended_until, n);
+        let Some(s) = self.slots.get_mut(&n) else {
             return;
         };
         if s.running.remove(&pid) && s.running.is_empty() {
-            s.went_down(now, suspended_until);
+            s.went_down(now, until);
+        }
+    }
+
+    /// The agent of `host` is stalled until `resume`. Under one-for-all and
+    /// rest-for-one a restart first stops the running siblings, and a sibling on a
+    /// stalled host is stopped only once its agent answers the kill (or its lease
+    /// ends): the slots of a group with a child running on `host` that are down
+    /// now, or go down before `resume`, are due a bound after it (swarm seed
+    /// 102898: a one-for-all restart waited for a sibling's paused host).
+    pub fn sibling_host_stalled(&mut self, host: NodeId, resume: Time) {
+        if self.workload.strategy() == Ok(Strategy::OneForOne) {
+            return;
+        }
+        let groups: BTreeSet<u64> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.running.iter().any(|p| p.origin() == host))
+            .map(|(n, _)| n / GROUP_STRIDE)
+            .collect();
+        for &g in &groups {
+            let until = self.group_suspended_until.entry(g).or_insert(resume);
+            *until = (*until).max(resume);
+        }
+        for (n, s) in &mut self.slots {
+            if groups.contains(&(n / GROUP_STRIDE)) {
+                if let Some(t) = s.due_from.as_mut() {
+                    *t = (*t).max(resume);
+                }
+            }
         }
     }
 

@@ -70,10 +70,11 @@ impl Simulation {
                     // early while what it missed in the first waited for its end).
                     let paused_until = self.hosts[n.0 as usize].paused_until;
                     let resume = resume.max(paused_until);
-                    if paused_until > self.now {
-                        if let Some(s) = self.supervision.as_mut() {
+                    if let Some(s) = self.supervision.as_mut() {
+                        if paused_until > self.now {
                             s.stall_extended(n, resume);
                         }
+                        s.sibling_host_stalled(n, resume);
                     }
                     if self.is_home(n) {
                         if let Some(s) = self.supervision.as_mut() {
