@@ -578,6 +578,14 @@ impl<S: Sys> LinuxHost<S> {
 
     fn start(&mut self, pid: Pid, tenant: TenantId, spec: &ProcSpec) -> Result<(), StartError> {
         let launch = validate(spec)?;
+        if let Some(t) = self.tenants.get(&tenant) {
+            if !self.sys.holder_alive(t.holder) {
+                // The host asked it to stop (it stopped the tenant's processes with
+                // it): the tenant gets a new one.
+                tracing::warn!(%tenant, holder = t.holder, "the tenant's holder ended; making a new one");
+                self.release_tenant(tenant);
+            }
+        }
         if !self.views.contains_key(&tenant) {
             let view = self.tenant_view(tenant);
             std::fs::create_dir_all(&view.data_dir).map_err(|source| StartError::Log {

@@ -8,7 +8,8 @@
 //! host's resources, and keeps a record (per boot) so that a restarted agent
 //! re-adopts what still runs.
 //!
-//! Modules: [`sys`] (the syscall boundary, the only `unsafe`), [`cgroup`]
+//! Modules: [`sys`] (the syscall boundary, with `unsafe`; `holder_init`, the
+//! holder's life as its tenant's pid 1, is its only other place), [`cgroup`]
 //! (detection, limits, usage), [`state`] (the record, and what survives a power loss), [`logs`], [`resources`],
 //! [`error`], [`agent_socket`] (how a process reaches an agent that restarted, and
 //! who is calling), and [`adapter`] (the decision logic tying them together); with the
@@ -18,6 +19,7 @@ pub mod adapter;
 pub mod agent_socket;
 pub mod cgroup;
 pub mod error;
+mod holder_init;
 pub mod idmap;
 pub mod logs;
 pub mod resources;

@@ -152,6 +152,9 @@ pub trait Sys {
     fn signal_tree(&mut self, pgid: i32, pids: &[i32], signal: i32);
     /// Kills and reaps a holder, which ends its tenant's namespaces.
     fn end_holder(&mut self, holder: i32);
+    /// Whether the holder `holder` still runs (it ends by itself when the host asks
+    /// it to stop, see `holder_init`).
+    fn holder_alive(&self, holder: i32) -> bool;
     /// Waits up to `timeout` for tracked processes to end; returns those that did.
     fn ended(&mut self, timeout: Duration) -> Vec<i32>;
     /// This boot's id (`/proc/sys/kernel/random/boot_id`): no process of another
@@ -619,19 +622,9 @@ fn holder_main(a: &HolderArgs) -> isize {
         libc::dup2(listener, HOLDER_LISTEN_FD);
         libc::close_range(HOLDER_LISTEN_FD as u32 + 1, u32::MAX, 0);
     }
-    // Pid 1 of the tenant: reap orphans forever, until the adapter kills it.
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid with a valid pointer to a local.
-        if unsafe { libc::waitpid(-1, &mut status, 0) } < 0 {
-            let pause = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 100_000_000,
-            };
-            // SAFETY: nanosleep with a valid timespec and no remainder pointer.
-            unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
-        }
-    }
+    // Pid 1 of the tenant: reap orphans until the adapter kills it, or the host
+    // asks it to stop.
+    crate::holder_init::run()
 }
 
 /// The descriptor at which a holder keeps its agent socket.
@@ -1112,6 +1105,13 @@ impl Sys for RealSys {
                 pidfd_poll(&fd, 1000);
             }
         }
+    }
+
+    fn holder_alive(&self, holder: i32) -> bool {
+        // A pidfd turns readable when its process ends (reaped or not).
+        self.pidfds
+            .get(&holder)
+            .is_some_and(|fd| pidfd_poll(fd, 0) & libc::POLLIN == 0)
     }
 
     fn ended(&mut self, timeout: Duration) -> Vec<i32> {

@@ -130,6 +130,10 @@ impl Sys for RecordingSys {
         self.alive.remove(&holder);
     }
 
+    fn holder_alive(&self, holder: i32) -> bool {
+        self.alive.contains_key(&holder)
+    }
+
     fn ended(&mut self, _timeout: Duration) -> Vec<i32> {
         self.exits.keys().copied().collect()
     }

@@ -190,6 +190,65 @@ fn a_process_tree_is_killed_after_the_grace_period() {
     assert_clean(&f);
 }
 
+/// Whether `os_pid` has ended (gone, or a zombie not reaped yet).
+fn ended(os_pid: i32) -> bool {
+    let stat = read(Path::new(&format!("/proc/{os_pid}/stat")));
+    stat.rsplit_once(") ")
+        .is_none_or(|(_, rest)| rest.starts_with('Z'))
+}
+
+/// A host's shutdown sends every process SIGTERM. A tenant's holder (its pid 1)
+/// then stops its tenant's processes and ends with them, instead of ignoring the
+/// signal until the final SIGKILL (90 s later under systemd); the same signal
+/// from a process of the tenant does nothing. The tenant's next process gets a
+/// new holder, also within the tenant's linger.
+#[test]
+fn a_holder_stops_its_tenant_on_the_hosts_sigterm_and_not_on_the_tenants() {
+    if !root() {
+        return;
+    }
+    let mut f = fixture_with("hterm", |c| c.tenant_linger = Duration::from_secs(3));
+    let (a, b, c) = (pid(1), pid(2), pid(3));
+    start(&mut f.host, a, 12, sh("echo ready; exec sleep 30"));
+    let logs = f.host.log_paths(a);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !read(&logs.stdout).contains("ready") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let holder = f.host.holder(TenantId(12)).unwrap();
+    start(&mut f.host, b, 12, sh("kill -TERM 1 && echo sent"));
+    assert_eq!(exit_of(&mut f.host, b).0, ExitStatus::Code(0));
+    assert!(read(&f.host.log_paths(b).stdout).contains("sent"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!ended(holder), "a tenant's SIGTERM stopped its holder");
+    // From outside the tenant, as a host's shutdown sends it.
+    let t0 = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(holder),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(
+        exit_of(&mut f.host, a).0,
+        ExitStatus::Signaled(libc::SIGTERM)
+    );
+    while !ended(holder) && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(ended(holder), "the holder outlived its tenant");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert_eq!(f.host.holder(TenantId(12)), Some(holder), "still lingering");
+    start(&mut f.host, c, 12, sh("echo again"));
+    assert_eq!(exit_of(&mut f.host, c).0, ExitStatus::Code(0));
+    assert_ne!(f.host.holder(TenantId(12)), Some(holder), "a new holder");
+    assert!(read(&f.host.log_paths(c).stdout).contains("again"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while f.host.holder(TenantId(12)).is_some() && Instant::now() < deadline {
+        f.host.wait_event(Duration::from_millis(100));
+    }
+    assert_clean(&f);
+}
+
 fn ns(os_pid: i32, kind: &str) -> PathBuf {
     std::fs::read_link(format!("/proc/{os_pid}/ns/{kind}")).unwrap()
 }
