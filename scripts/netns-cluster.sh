@@ -791,26 +791,26 @@ rr_line() {
     fi
 }
 
+# One sender's stream of $1 64-byte messages to a sink on another host, through
+# the agents (or on a link: $3 = linked); prints the lines named $2.
+bench_stream() {
+    local n=$1 name=$2 how=$3 pids a b
+    pids=$(rr_spawn 2 --apart "${name//_/}"); a=$(sed -n 1p <<<"$pids"); b=$(sed -n 2p <<<"$pids")
+    rr_order "$a" "sink $n"
+    sleep 0.5
+    rr_order "$b" "stream $a $n 64 $how"
+    nef_on 1 wait "$b" >/dev/null; nef_on 1 wait "$a" >/dev/null
+    echo "${name/stream/stream64_2hosts}_sender: $(rr_line "$b" "$name") (hosts ${RR_HOST[$b]} to ${RR_HOST[$a]})"
+    echo "${name/stream/stream64_2hosts}_receiver: $(rr_line "$a" sink)"
+}
+
 # The other figures of issue 14: one sender's stream of 64-byte messages to another
 # host, a publication to 5 subscribers on 4 hosts, name lookups warm and cold.
 # $NEFELE_BENCH_MSGS messages each (default 200000).
 bench_messaging_rates() {
     local n=${NEFELE_BENCH_MSGS:-200000} pids a b subs p s k=200
-    pids=$(rr_spawn 2 --apart stream); a=$(sed -n 1p <<<"$pids"); b=$(sed -n 2p <<<"$pids")
-    rr_order "$a" "sink $n"
-    sleep 0.5
-    rr_order "$b" "stream $a $n 64"
-    nef_on 1 wait "$b" >/dev/null; nef_on 1 wait "$a" >/dev/null
-    echo "stream64_2hosts_sender: $(rr_line "$b" stream) (hosts ${RR_HOST[$b]} to ${RR_HOST[$a]})"
-    echo "stream64_2hosts_receiver: $(rr_line "$a" sink)"
-    # The same on a link.
-    pids=$(rr_spawn 2 --apart streamlinked); a=$(sed -n 1p <<<"$pids"); b=$(sed -n 2p <<<"$pids")
-    rr_order "$a" "sink $n"
-    sleep 0.5
-    rr_order "$b" "stream $a $n 64 linked"
-    nef_on 1 wait "$b" >/dev/null; nef_on 1 wait "$a" >/dev/null
-    echo "stream64_2hosts_linked_sender: $(rr_line "$b" stream_linked) (hosts ${RR_HOST[$b]} to ${RR_HOST[$a]})"
-    echo "stream64_2hosts_linked_receiver: $(rr_line "$a" sink)"
+    bench_stream "$n" stream ""
+    bench_stream "$n" stream_linked linked
     # Four subscribers one per host, a fifth and the publisher wherever placement puts them.
     subs=$(rr_spawn 4 --apart subs; rr_spawn 1)
     p=$(rr_spawn 1)

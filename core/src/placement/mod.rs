@@ -992,6 +992,24 @@ mod tests {
             .any(|o| matches!(o, Out::Host(c) if matches!(**c, HostCommand::Start { .. })))
     }
 
+    /// `key`'s requester asks `host` for room for `count` of `item()` (tenant 1).
+    fn offer_items(host: &mut Placement, key: ReqKey, count: u16) {
+        let shapes = vec![Shape {
+            demand: item().demand,
+            count,
+            one_per_host: false,
+            cpu_class: 0,
+            limits: Default::default(),
+        }];
+        let req = PlacementMsg::OfferReq {
+            key,
+            tenant: TenantId(1),
+            shapes,
+        };
+        host.handle_message(Time::ZERO, key.requester, req, &ctx());
+        drain(host);
+    }
+
     /// Swarm seed 102898: the network put the `Create` of a host's second batch
     /// ahead of its first. That batch ended the request's reservation here (it
     /// was flagged the last), another request took the room, and the first batch
@@ -999,22 +1017,6 @@ mod tests {
     #[test]
     fn a_later_batch_that_overtakes_an_earlier_one_keeps_the_reservation_it_needs() {
         let mut host = solo();
-        let offer = |host: &mut Placement, key: ReqKey, count: u16| {
-            let shapes = vec![Shape {
-                demand: item().demand,
-                count,
-                one_per_host: false,
-                cpu_class: 0,
-                limits: Default::default(),
-            }];
-            let req = PlacementMsg::OfferReq {
-                key,
-                tenant: TenantId(1),
-                shapes,
-            };
-            host.handle_message(Time::ZERO, key.requester, req, &ctx());
-            drain(host);
-        };
         let indexed = |index: u16| CreateItem { index, ..item() };
         let create = |host: &mut Placement, key: ReqKey, items: Vec<CreateItem>, total: u16| {
             let create = PlacementMsg::Create { key, items, total };
@@ -1024,8 +1026,8 @@ mod tests {
                 .any(|o| matches!(o, Out::Host(c) if matches!(**c, HostCommand::Start { .. })))
         };
         // Request 1 is offered two, then request 2 the rest of the host.
-        offer(&mut host, remote_key(1), 2);
-        offer(&mut host, remote_key(2), 6);
+        offer_items(&mut host, remote_key(1), 2);
+        offer_items(&mut host, remote_key(2), 6);
         assert!(create(
             &mut host,
             remote_key(2),
@@ -1034,7 +1036,7 @@ mod tests {
         ));
         // Request 1's second batch comes first; a third request wants room.
         assert!(create(&mut host, remote_key(1), vec![indexed(1)], 2));
-        offer(&mut host, remote_key(3), 1);
+        offer_items(&mut host, remote_key(3), 1);
         assert!(
             !create(&mut host, remote_key(3), vec![indexed(0)], 1),
             "no room"
@@ -1052,22 +1054,7 @@ mod tests {
     #[test]
     fn a_create_is_held_to_the_tenant_and_demand_offered() {
         let mut host = solo();
-        let offer = |host: &mut Placement, key: ReqKey| {
-            let shapes = vec![Shape {
-                demand: item().demand,
-                count: 1,
-                one_per_host: false,
-                cpu_class: 0,
-                limits: Default::default(),
-            }];
-            let req = PlacementMsg::OfferReq {
-                key,
-                tenant: TenantId(1),
-                shapes,
-            };
-            host.handle_message(Time::ZERO, key.requester, req, &ctx());
-            drain(host);
-        };
+        let offer = |host: &mut Placement, key: ReqKey| offer_items(host, key, 1);
         let other_tenant = CreateItem {
             tenant: TenantId(2),
             ..item()

@@ -1042,40 +1042,44 @@ fn recv_n(b: &mut Client, n: usize) -> Vec<nefele_api::messaging::Mail> {
     got
 }
 
-#[test]
-fn a_link_carries_sends_between_processes_of_one_host_in_order_with_their_fates() {
-    use nefele::link::marker;
-    use nefele::SendOptions;
-    use nefele_api::messaging::{Delivery, DistanceClass, MailBody, SendError};
-    let cluster = Cluster::start();
-    let mut c = cluster.client();
-    let on = three_per_host(&mut c);
-    let (here, there) = (on(3), on(1));
-    let mut a = acting(&cluster.socket, "alice", here[0]);
-    let mut b = acting(&cluster.socket, "alice", here[1]);
-    let data = |m: &nefele_api::messaging::Mail| match &m.body {
-        MailBody::Data(d) => String::from_utf8_lossy(d).into_owned(),
+/// A message's data as text, or what else it is.
+fn text(m: &nefele_api::messaging::Mail) -> String {
+    match &m.body {
+        nefele_api::messaging::MailBody::Data(d) => String::from_utf8_lossy(d).into_owned(),
         other => format!("{other:?}"),
-    };
-    // A send through the agent, then the link: the earlier send comes first.
-    a.send(here[1], b"before").unwrap();
-    a.link(here[1]).unwrap();
-    assert!(a.linked(here[1]));
+    }
+}
+
+/// `a` (acting as `from`) sends `to` (whose client is `b`) a message through the
+/// agents, links to it, and sends on the link: the messages come in order, all
+/// of one distance class (returned), with their fates; a blocking send on the
+/// link returns once `b` took it. `b` is handed back.
+fn link_keeps_order_and_fates(
+    a: &mut Client,
+    mut b: Client,
+    from: Pid,
+    to: Pid,
+) -> (Client, nefele_api::messaging::DistanceClass) {
+    use nefele::SendOptions;
+    // A send through the agents, then the link: the earlier send comes first.
+    a.send(to, b"before").unwrap();
+    a.link(to).unwrap();
+    assert!(a.linked(to));
     let ids: Vec<u64> = ["m1", "m2"]
         .iter()
         .map(|m| {
-            a.send_async(here[1], m.as_bytes(), SendOptions::default())
+            a.send_async(to, m.as_bytes(), SendOptions::default())
                 .unwrap()
         })
         .collect();
     let got = recv_n(&mut b, 3);
     assert_eq!(
-        got.iter().map(data).collect::<Vec<_>>(),
+        got.iter().map(text).collect::<Vec<_>>(),
         ["before", "m1", "m2"]
     );
-    assert!(got
-        .iter()
-        .all(|m| m.from == here[0] && m.class == DistanceClass::SameHost));
+    assert!(b.is_linked_from(from));
+    let class = got[0].class;
+    assert!(got.iter().all(|m| m.from == from && m.class == class));
     assert!(got.windows(2).all(|w| w[0].seq < w[1].seq), "{got:?}");
     a.settle().unwrap();
     let fates = a.take_fates();
@@ -1089,9 +1093,24 @@ fn a_link_carries_sends_between_processes_of_one_host_in_order_with_their_fates(
         let got = recv_n(&mut b, 1);
         (b, got)
     });
-    assert_eq!(a.send(here[1], b"m3").unwrap().reached, 1);
-    let (mut b, got) = receiver.join().unwrap();
-    assert_eq!(data(&got[0]), "m3");
+    assert_eq!(a.send(to, b"m3").unwrap().reached, 1);
+    let (b, got) = receiver.join().unwrap();
+    assert_eq!(text(&got[0]), "m3");
+    (b, class)
+}
+
+#[test]
+fn a_link_carries_sends_between_processes_of_one_host_in_order_with_their_fates() {
+    use nefele::link::marker;
+    use nefele::SendOptions;
+    use nefele_api::messaging::{Delivery, DistanceClass, MailBody, SendError};
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    let here = three_per_host(&mut c)(3);
+    let mut a = acting(&cluster.socket, "alice", here[0]);
+    let b = acting(&cluster.socket, "alice", here[1]);
+    let (mut b, class) = link_keeps_order_and_fates(&mut a, b, here[0], here[1]);
+    assert_eq!(class, DistanceClass::SameHost);
     // Bytes that only look like a marker are the sender's data.
     let mut a3 = acting(&cluster.socket, "alice", here[2]);
     a3.send(here[1], &marker(12_345)).unwrap();
@@ -1112,7 +1131,7 @@ fn a_link_carries_sends_between_processes_of_one_host_in_order_with_their_fates(
     assert!(!a.linked(here[1]));
     let (mut b, got) = receiver.join().unwrap();
     assert_eq!(
-        got.iter().map(data).collect::<Vec<_>>(),
+        got.iter().map(text).collect::<Vec<_>>(),
         ["last on the link", "reliable"]
     );
     // A Down comes after what the ended process sent on its link.
@@ -1122,7 +1141,7 @@ fn a_link_carries_sends_between_processes_of_one_host_in_order_with_their_fates(
         .unwrap();
     c.kill(here[0], nefele_api::spec::Signal::Kill).unwrap();
     let got = recv_n(&mut b, 2);
-    assert_eq!(data(&got[0]), "dying words");
+    assert_eq!(text(&got[0]), "dying words");
     assert!(matches!(got[1].body, MailBody::Down { pid, .. } if pid == here[0]));
     // No link to what a send could not reach.
     let mut bob = acting(&cluster.socket, "bob", here[1]);
@@ -1140,7 +1159,6 @@ fn a_link_carries_sends_between_processes_of_one_host_in_order_with_their_fates(
         )),
         Err(ClientError::Send(SendError::NoSuchProcess))
     ));
-    let _ = there;
 }
 
 /// A link from a process of agent 3 to one of agent 1: sealed end to end, in
@@ -1156,43 +1174,9 @@ fn a_link_across_hosts_carries_sends_in_order_with_their_fates() {
     let on = three_per_host(&mut c);
     let (here, there) = (on(3), on(1));
     let mut a = acting(&cluster.socket, "alice", here[0]);
-    let mut b = acting(&cluster.socket1, "alice", there[0]);
-    let data = |m: &nefele_api::messaging::Mail| match &m.body {
-        MailBody::Data(d) => String::from_utf8_lossy(d).into_owned(),
-        other => format!("{other:?}"),
-    };
-    a.send(there[0], b"before").unwrap();
-    a.link(there[0]).unwrap();
-    assert!(a.linked(there[0]));
-    let ids: Vec<u64> = ["m1", "m2"]
-        .iter()
-        .map(|m| {
-            a.send_async(there[0], m.as_bytes(), SendOptions::default())
-                .unwrap()
-        })
-        .collect();
-    let got = recv_n(&mut b, 3);
-    assert_eq!(
-        got.iter().map(data).collect::<Vec<_>>(),
-        ["before", "m1", "m2"]
-    );
-    assert!(b.is_linked_from(here[0]));
-    assert!(got
-        .iter()
-        .all(|m| m.from == here[0] && m.class != DistanceClass::SameHost));
-    assert!(got.windows(2).all(|w| w[0].seq < w[1].seq), "{got:?}");
-    a.settle().unwrap();
-    let fates = a.take_fates();
-    assert_eq!(fates.len(), 2, "{fates:?}");
-    assert!(fates.iter().all(|(id, f)| ids.contains(id) && f.is_ok()));
-    // A blocking send returns once the receiver took it.
-    let receiver = std::thread::spawn(move || {
-        let got = recv_n(&mut b, 1);
-        (b, got)
-    });
-    assert_eq!(a.send(there[0], b"m3").unwrap().reached, 1);
-    let (mut b, got) = receiver.join().unwrap();
-    assert_eq!(data(&got[0]), "m3");
+    let b = acting(&cluster.socket1, "alice", there[0]);
+    let (mut b, class) = link_keeps_order_and_fates(&mut a, b, here[0], there[0]);
+    assert_ne!(class, DistanceClass::SameHost);
     // A sealed marker no agent made is the sender's data.
     let forged = sealed_marker(77, &[5; nefele::link_seal::KEY_LEN]);
     let mut a2 = acting(&cluster.socket, "alice", here[1]);
@@ -1223,7 +1207,7 @@ fn a_link_across_hosts_carries_sends_in_order_with_their_fates() {
     );
     a.send_async(there[0], b"still sealed", SendOptions::default())
         .unwrap();
-    assert_eq!(data(&recv_n(&mut b, 1)[0]), "still sealed");
+    assert_eq!(text(&recv_n(&mut b, 1)[0]), "still sealed");
 }
 
 /// A program that waits in its own poll loop (`arm`, the descriptor,
