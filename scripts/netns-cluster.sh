@@ -701,7 +701,9 @@ p50_of() { sed -n 's/.*p50_us=\([0-9.]*\).*/\1/p' <<<"$1"; }
 # round trip is a send (answered once the receiving agent has the message) and a
 # receive of the answer; then the same on links between the two processes
 # (libnefele's `link`, past both agents: a socket pair on one host, a sealed TCP
-# connection across two). $NEFELE_BENCH_RR round trips each (default 5000).
+# connection across two), and on one host the raw Unix echo again between two
+# tenant processes inside Nefele's sandbox. $NEFELE_BENCH_RR round trips each
+# (default 5000).
 bench_messaging() {
     local rr n=${NEFELE_BENCH_RR:-5000} i dir
     sleep 6 # the sleepers of the spawn figures end (their cpu is reserved)
@@ -712,7 +714,7 @@ bench_messaging() {
         install -m 0755 "$NEF" "$dir/nef"
         install -m 0755 "$rr" "$dir/rr"
     done
-    local affinity where pids a b ha hb nefele asynced linked linked_async raw port=7700
+    local affinity where pids a b ha hb nefele asynced linked linked_async raw sandboxed="" port=7700
     for affinity in apart together; do
         # Each waits for its orders (rr's arguments), then becomes rr.
         pids=$(nef_on 1 spawn -n 2 --cpu 450m --mem 64M "--$affinity" "rr$affinity" -- /bin/sh -c \
@@ -752,14 +754,33 @@ bench_messaging() {
             echo "rr64_samehost_linked: $linked"
             echo "rr64_samehost_linked_async: $linked_async"
             echo "rr64_samehost_unix:   $raw"
+            sandboxed=$(bench_sandboxed_unix "$n")
+            echo "rr64_samehost_unix_sandboxed: $sandboxed"
         fi
         local ratio='import sys; print(round(float(sys.argv[1])/float(sys.argv[2]), 2))'
         echo "rr64_${where}_p50_ratio=$(python3 -c "$ratio" "$(p50_of "$nefele")" "$(p50_of "$raw")") async=$(python3 -c "$ratio" "$(p50_of "$asynced")" "$(p50_of "$raw")")"
         if [ -n "$(p50_of "$linked")" ]; then
             echo "rr64_${where}_linked_p50_ratio=$(python3 -c "$ratio" "$(p50_of "$linked")" "$(p50_of "$raw")") async=$(python3 -c "$ratio" "$(p50_of "$linked_async")" "$(p50_of "$raw")")"
         fi
+        if [ "$where" = samehost ] && [ -n "$(p50_of "$sandboxed")" ] && [ -n "$(p50_of "$linked")" ]; then
+            echo "rr64_samehost_linked_p50_ratio_to_sandboxed_unix=$(python3 -c "$ratio" "$(p50_of "$linked")" "$(p50_of "$sandboxed")") async=$(python3 -c "$ratio" "$(p50_of "$linked_async")" "$(p50_of "$sandboxed")")"
+        fi
     done
     bench_messaging_rates
+}
+
+# The raw Unix-socket echo of $1 round trips between two processes of the tenant
+# on one host, inside Nefele's sandbox (seccomp, cgroups, namespaces) as the
+# linked pair is: what the sandbox alone costs. Prints the client's result line.
+bench_sandboxed_unix() {
+    local pids e c
+    pids=$(rr_spawn 2 --together rrsandboxed); e=$(sed -n 1p <<<"$pids"); c=$(sed -n 2p <<<"$pids")
+    rr_order "$e" "unix-echo /data/rr.sock"
+    sleep 0.3
+    rr_order "$c" "unix-client /data/rr.sock $1 64"
+    nef_on 1 wait "$c" >/dev/null
+    nef_on 1 kill --signal KILL "$e" >/dev/null || true
+    tail -n 1 "$WORK/h${RR_HOST[$c]}/data/host/logs/$c.out" 2>/dev/null
 }
 
 # Spawns $1 rr processes under the affinity flags $2.. that wait for their orders;
