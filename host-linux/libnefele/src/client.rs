@@ -1274,10 +1274,15 @@ impl Client {
         }
         if self.links.accepts() || !self.held.is_empty() {
             let mails = self.linked_mail(self.armed_max, Some(None))?;
-            let answered = self.armed_answer.is_some()
-                || crate::endpoint::poll_readable(&[self.stream.as_raw_fd()], Some(Duration::ZERO))
-                    .map_err(|e| self.io(e))?[0];
-            if !mails.is_empty() || !answered {
+            // Frames come now (a send's fate, say) need not be the answer: they are
+            // read and put away, so that this never waits for an answer not come.
+            while self.armed_answer.is_none()
+                && crate::endpoint::poll_readable(&[self.stream.as_raw_fd()], Some(Duration::ZERO))
+                    .map_err(|e| self.io(e))?[0]
+            {
+                self.read_a_frame()?;
+            }
+            if !mails.is_empty() || self.armed_answer.is_none() {
                 return Ok(mails);
             }
         }
