@@ -787,21 +787,38 @@ impl Client {
         }
     }
 
-    /// The receiver, when a send to `to` goes on a link. A reliable send to a
-    /// linked process closes the link first (its messages all taken), so it
-    /// cannot overtake them through the agents.
+    /// The receiver, when a send to `to` goes on a link. A send that goes through
+    /// the agents to a process this one links to closes that link first (its
+    /// messages all taken), so that neither overtakes the other: a reliable send
+    /// to a linked process closes its link; a send to a name, a group, a topic or
+    /// the whole tenant, which may reach any of them, closes every link.
     fn on_link(&mut self, to: &Dest, options: SendOptions) -> Option<Pid> {
-        let Dest::Pid(p) = *to else {
-            return None;
-        };
-        if !self.links.has(p) {
+        if self.closes_links(to, options) {
+            match *to {
+                Dest::Pid(p) => self.unlink(p),
+                _ => {
+                    for p in self.links.opened_to() {
+                        self.unlink(p);
+                    }
+                }
+            }
             return None;
         }
-        if options.delivery == Delivery::Reliable {
-            self.unlink(p);
-            return None;
+        match *to {
+            Dest::Pid(p) if self.links.has(p) => Some(p),
+            _ => None,
         }
-        Some(p)
+    }
+
+    /// Whether a send to `to` closes links first (see [`Client::on_link`]).
+    fn closes_links(&self, to: &Dest, options: SendOptions) -> bool {
+        match to {
+            Dest::Pid(p) => self.links.has(*p) && options.delivery == Delivery::Reliable,
+            Dest::External { .. } => false,
+            Dest::Name(_) | Dest::Group { .. } | Dest::Topic(_) | Dest::Broadcast => {
+                self.links.any_opened()
+            }
+        }
     }
 
     /// Sends `data` on the link to `to`, waiting for the receiver to take it;
@@ -972,6 +989,10 @@ impl Client {
         // Messages to linked processes: one write per link, after the loop.
         let mut linked: BTreeMap<Pid, Vec<LinkedSend<'_>>> = BTreeMap::new();
         for (to, data) in messages {
+            if !linked.is_empty() && self.closes_links(&to, options) {
+                // What the batch put on links goes before the links close.
+                self.send_linked(std::mem::take(&mut linked), options)?;
+            }
             if let Some(p) = self.on_link(&to, options) {
                 if data.len() > link::MAX_DATA {
                     return Err(SendError::TooLarge.into());
@@ -1000,9 +1021,19 @@ impl Client {
             batch += 1;
         }
         self.write_owed(&bytes)?;
+        self.send_linked(linked, options)?;
+        Ok(ids)
+    }
+
+    /// Writes the batched sends `linked`, one write per link; those whose link
+    /// turned out to be gone go through the agents (which know why).
+    fn send_linked(
+        &mut self,
+        linked: BTreeMap<Pid, Vec<LinkedSend<'_>>>,
+        options: SendOptions,
+    ) -> Result<(), ClientError> {
         for (to, messages) in linked {
             if let Err((_, fates)) = self.links.send(to, messages.iter().copied()) {
-                // The link was gone before any of these went: through the agents.
                 self.put_link_fates(fates);
                 for (data, id) in messages {
                     let call = self.send_call(Dest::Pid(to), data, options)?;
@@ -1010,7 +1041,7 @@ impl Client {
                 }
             }
         }
-        Ok(ids)
+        Ok(())
     }
 
     /// Writes sends already counted as owed: if the connection breaks meanwhile,
@@ -1182,7 +1213,9 @@ impl Client {
     /// `Down` waits behind the messages of a link from the process it reports.
     fn sift(&mut self, mails: Vec<Mail>, max: u32) -> Result<Vec<Mail>, ClientError> {
         let mut kept = Vec::with_capacity(mails.len());
-        for mail in mails {
+        for mut mail in mails {
+            // Positions on the pair count what came on links too.
+            mail.seq = mail.seq.saturating_add(self.links.seq_shift(mail.from));
             match &mail.body {
                 MailBody::Data(data) => match link::read_marker(data) {
                     Some(marker) => match self.claim(mail.from, marker.token)? {

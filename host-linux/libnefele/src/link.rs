@@ -59,6 +59,16 @@
 //! since the receiver's end of the link is its mailbox. When the link ends (the
 //! receiver exited, the connection broke) every message not acknowledged yet is
 //! `Unknown`: it may have been taken, or not.
+//!
+//! # Order with the agents' path
+//! A sends through the agents to a process it links to only after closing that
+//! link (once its messages are all taken): a reliable send to B closes A's link
+//! to B; a send to a name, group, topic or the whole tenant, which may reach any
+//! process A links to, closes all of A's links. So neither path overtakes the
+//! other, and FIFO per pair holds whichever way A addresses B. B numbers a link's
+//! messages on from the marker's position; the agents never see them, so B's
+//! client adds what came on links from A to the positions the agents give A's
+//! later messages: positions keep growing per pair.
 
 use crate::link_seal::{LinkKey, SealError, KEY_LEN};
 use nefele_api::ids::Pid;

@@ -56,8 +56,9 @@ struct Accepted {
     /// other way: that link's token and count.
     back: Option<(u64, u64)>,
     /// The marker's distance class and position on the pair: the link's
-    /// messages follow it.
+    /// messages follow it, from `first_seq`.
     class: DistanceClass,
+    first_seq: u64,
     next_seq: u64,
     sock: OwnedFd,
     /// The seal of a link across hosts.
@@ -89,6 +90,10 @@ pub(crate) struct Links {
     buf: Vec<u8>,
     /// Raised whenever a link made to this client comes or goes.
     generation: u64,
+    /// Per process that linked to this client, the messages its links that are
+    /// gone brought ([`Links::seq_shift`]): one entry per such process, kept for
+    /// the client's life.
+    shift: BTreeMap<Pid, u64>,
 }
 
 /// The fate of a `send_async` made on a link, under its id.
@@ -104,12 +109,38 @@ impl Links {
             settled: Vec::new(),
             buf: vec![0; READ_CHUNK.min(max_data + 5).max(4096)],
             generation: 0,
+            shift: BTreeMap::new(),
         }
     }
 
     /// Whether this client sends to `to` on a link.
     pub(crate) fn has(&self, to: Pid) -> bool {
         self.opened.contains_key(&to)
+    }
+
+    /// Whether this client sends on any link.
+    pub(crate) fn any_opened(&self) -> bool {
+        !self.opened.is_empty()
+    }
+
+    /// The processes this client sends to on links.
+    pub(crate) fn opened_to(&self) -> Vec<Pid> {
+        self.opened.keys().copied().collect()
+    }
+
+    /// How far the positions of `from`'s messages through the agents are behind
+    /// their positions on the pair: the messages `from` sent on links to this
+    /// client (whose positions the agents never saw, see [`Links::accepted`]).
+    /// The client adds it to every position the agents give for `from`, so the
+    /// positions of the pair keep growing across links and back.
+    pub(crate) fn seq_shift(&self, from: Pid) -> u64 {
+        let current: u64 = self
+            .accepted
+            .iter()
+            .filter(|l| l.from == from)
+            .map(|l| l.next_seq - l.first_seq)
+            .sum();
+        self.shift.get(&from).copied().unwrap_or(0) + current
     }
 
     /// Whether `from` has a link to this client that may still bring messages.
@@ -165,6 +196,7 @@ impl Links {
             token,
             back: None,
             class: marker.class,
+            first_seq: marker.seq.saturating_add(1),
             next_seq: marker.seq.saturating_add(1),
             sock,
             seal: key.map(|k| Seal::new(&k, Side::Receiver)),
@@ -447,11 +479,15 @@ impl Links {
             }
         }
         self.apply_acks_back();
-        let before = self.accepted.len();
-        self.accepted
-            .retain(|l| !(l.ended && l.ready.is_empty() && l.down.is_none()));
-        if self.accepted.len() != before {
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.accepted)
+            .into_iter()
+            .partition(|l| l.ended && l.ready.is_empty() && l.down.is_none());
+        self.accepted = kept;
+        if !gone.is_empty() {
             self.generation += 1;
+        }
+        for link in gone {
+            *self.shift.entry(link.from).or_default() += link.next_seq - link.first_seq;
         }
         mails
     }
@@ -618,6 +654,24 @@ mod tests {
             seq: 4,
             body: MailBody::Data(link::marker(1)),
         }
+    }
+
+    #[test]
+    fn what_came_on_links_shifts_the_positions_the_agents_give_until_the_clients_end() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let mut links = Links::new(100);
+        links.accepted(&marker_from(pid(1)), ours.into(), 1, None);
+        let mut bytes = Vec::new();
+        link::put_data(&mut bytes, b"one", false);
+        link::put_data(&mut bytes, b"two", false);
+        theirs.write_all(&bytes).unwrap();
+        assert_eq!(links.take(8, true, None).len(), 2);
+        assert_eq!((links.seq_shift(pid(1)), links.seq_shift(pid(2))), (2, 0));
+        // The link ends and is forgotten; its count stays.
+        drop(theirs);
+        assert!(links.take(8, true, None).is_empty());
+        assert!(!links.accepts());
+        assert_eq!(links.seq_shift(pid(1)), 2);
     }
 
     #[test]

@@ -1103,7 +1103,7 @@ fn link_keeps_order_and_fates(
 fn a_link_carries_sends_between_processes_of_one_host_in_order_with_their_fates() {
     use nefele::link::marker;
     use nefele::SendOptions;
-    use nefele_api::messaging::{Delivery, DistanceClass, MailBody, SendError};
+    use nefele_api::messaging::{Delivery, Dest, DistanceClass, MailBody, SendError};
     let cluster = Cluster::start();
     let mut c = cluster.client();
     let here = three_per_host(&mut c)(3);
@@ -1134,6 +1134,32 @@ fn a_link_carries_sends_between_processes_of_one_host_in_order_with_their_fates(
         got.iter().map(text).collect::<Vec<_>>(),
         ["last on the link", "reliable"]
     );
+    assert!(got[0].seq < got[1].seq, "positions go on growing: {got:?}");
+    // A send by name may reach a linked process: the links close first, so that
+    // neither path overtakes the other, whichever goes first.
+    b.register("bee").unwrap();
+    let receiver = std::thread::spawn(move || {
+        let got = recv_n(&mut b, 4);
+        (b, got)
+    });
+    let by_name = || Dest::Name("bee".into());
+    a.link(here[1]).unwrap();
+    a.send_async(here[1], b"on the link", SendOptions::default())
+        .unwrap();
+    a.send_async(by_name(), b"by name", SendOptions::default())
+        .unwrap();
+    assert!(!a.linked(here[1]));
+    a.link(here[1]).unwrap();
+    a.send_async(by_name(), b"by name first", SendOptions::default())
+        .unwrap();
+    a.send_async(here[1], b"then by pid", SendOptions::default())
+        .unwrap();
+    let (mut b, got) = receiver.join().unwrap();
+    assert_eq!(
+        got.iter().map(text).collect::<Vec<_>>(),
+        ["on the link", "by name", "by name first", "then by pid"]
+    );
+    assert!(got.windows(2).all(|w| w[0].seq < w[1].seq), "{got:?}");
     // A Down comes after what the ended process sent on its link.
     a.link(here[1]).unwrap();
     b.monitor(here[0]).unwrap();
