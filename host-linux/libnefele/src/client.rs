@@ -1249,12 +1249,18 @@ impl Client {
     }
 
     /// Makes the poll loop's descriptor watch the agent connection and the links
-    /// made to this process as they are now.
+    /// made to this process as they are now, and turn readable when a `Down` held
+    /// behind a link's messages falls due.
     fn watch_links(&mut self) -> Result<(), ClientError> {
         let mut fds = vec![self.stream.as_raw_fd()];
         fds.extend(self.links.waiting_fds());
         let key = (self.links.generation(), self.reconnects());
-        self.poller.watch(key, &fds).map_err(|e| self.io(e))
+        let due = self.links.next_down_due();
+        let watched = self
+            .poller
+            .watch(key, &fds)
+            .and_then(|()| self.poller.alarm(due));
+        watched.map_err(|e| self.io(e))
     }
 
     /// Asks for up to `max` messages without waiting for the answer (see the module

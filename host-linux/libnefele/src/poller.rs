@@ -9,15 +9,24 @@
 //! for another file (a link ends, a new one comes), which epoll cannot tell from
 //! the old one; the caller's `key` changes whenever that may have happened, and a
 //! changed key makes the watch list again from nothing.
+//!
+//! A timer (a timerfd, always watched) makes it readable when something held
+//! back falls due without any descriptor turning readable: a `Down` held behind
+//! the messages of a link whose end stays open ([`Poller::alarm`]); setting the
+//! alarm again, or clearing it, makes the timer unreadable.
 
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 /// An epoll instance and what it watches.
 #[derive(Debug)]
 pub(crate) struct Poller {
     epoll: OwnedFd,
+    timer: OwnedFd,
+    /// What the timer is set to, so that setting it to the same is no call.
+    alarm: Option<Duration>,
     watched: Vec<RawFd>,
     key: (u64, u64),
 }
@@ -30,14 +39,65 @@ impl Poller {
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
+        // SAFETY: `fd` was just created and is owned by nothing else.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: timerfd_create takes no pointer; a descriptor it returns is ours.
+        let timer = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_CLOEXEC | libc::TFD_NONBLOCK,
+            )
+        };
+        if timer < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
         let mut poller = Poller {
-            // SAFETY: `fd` was just created and is owned by nothing else.
-            epoll: unsafe { OwnedFd::from_raw_fd(fd) },
+            epoll,
+            // SAFETY: `timer` was just created and is owned by nothing else.
+            timer: unsafe { OwnedFd::from_raw_fd(timer) },
+            alarm: None,
             watched: Vec::new(),
             key,
         };
+        poller.ctl(libc::EPOLL_CTL_ADD, poller.timer.as_raw_fd())?;
         poller.add_all(fds)?;
         Ok(poller)
+    }
+
+    /// Makes the descriptor readable `after` from now (`None`: never, by the
+    /// timer); replaces the alarm set before, and makes a timer that went off
+    /// unreadable again.
+    pub(crate) fn alarm(&mut self, after: Option<Duration>) -> std::io::Result<()> {
+        if after.is_none() && self.alarm.is_none() {
+            return Ok(());
+        }
+        // A zero `it_value` disarms: an alarm due now goes off in a nanosecond.
+        let value = after.map_or(Duration::ZERO, |d| d.max(Duration::from_nanos(1)));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: libc::time_t::try_from(value.as_secs()).unwrap_or(libc::time_t::MAX),
+                tv_nsec: value.subsec_nanos().into(),
+            },
+        };
+        // SAFETY: timerfd_settime reads one live `itimerspec` and writes nothing
+        // (no old value asked for).
+        let r = unsafe {
+            libc::timerfd_settime(
+                self.timer.as_raw_fd(),
+                0,
+                &raw const spec,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        self.alarm = after;
+        Ok(())
     }
 
     /// Watches exactly `fds` from now on; `key` changes whenever a number in them
@@ -107,6 +167,26 @@ mod tests {
         assert!(!readable(poller.fd()));
         a_peer.write_all(b"y").unwrap();
         assert!(readable(poller.fd()));
+    }
+
+    #[test]
+    fn the_alarm_makes_it_readable_when_due_until_set_again() {
+        let (a, _a_peer) = UnixStream::pair().unwrap();
+        let mut poller = Poller::new((0, 0), &[a.as_raw_fd()]).unwrap();
+        poller.alarm(Some(Duration::from_millis(20))).unwrap();
+        assert!(!readable(poller.fd()), "not due yet");
+        let waited = crate::endpoint::poll_readable(&[poller.fd()], Some(Duration::from_secs(5)));
+        assert!(waited.unwrap()[0], "due");
+        poller.alarm(None).unwrap();
+        assert!(!readable(poller.fd()), "cleared");
+        poller.alarm(Some(Duration::ZERO)).unwrap();
+        assert!(
+            crate::endpoint::poll_readable(&[poller.fd()], Some(Duration::from_secs(5))).unwrap()
+                [0],
+            "an alarm due now goes off"
+        );
+        poller.alarm(Some(Duration::from_secs(60))).unwrap();
+        assert!(!readable(poller.fd()), "set again: not due");
     }
 
     #[test]
