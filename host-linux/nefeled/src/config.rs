@@ -33,6 +33,8 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/nefele";
 pub const DEFAULT_API_SOCKET: &str = "/run/nefele/nefeled.sock";
 /// The cgroup directory when neither the file nor a flag gives one.
 pub const DEFAULT_CGROUP_NAME: &str = "nefele";
+/// The most threads the agent's event loop may run on.
+pub const MAX_THREADS: u32 = 256;
 /// Where flags come from, in error messages.
 const COMMAND_LINE: &str = "the command line";
 
@@ -66,6 +68,8 @@ pub struct FileConfig {
     /// Where to serve metrics in the Prometheus text format over HTTP (`ip:port`,
     /// unauthenticated: keep it on loopback or a private network). Off when absent.
     pub metrics: Option<String>,
+    /// Threads the agent's event loop runs on (see [`Config::threads`]).
+    pub threads: Option<u32>,
     /// Capacity to announce instead of the host's own (for tests).
     pub resources: Option<ResourceOverride>,
     /// Where the server stands, and its cpu speed and accelerators (see `host_traits`).
@@ -276,6 +280,13 @@ pub struct Config {
     pub cgroup_name: String,
     /// Where metrics are served, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// Threads the agent's event loop runs on, 1 to [`MAX_THREADS`] (default 1).
+    /// The core is one state machine driven by one task; with one thread every
+    /// task (clients, peers, the driver) runs where the last woke it, and a
+    /// message through the agent never waits for another thread to wake. More
+    /// threads let many clients' and peers' connections be read, decoded and
+    /// sealed in parallel, on hosts with cores to spare.
+    pub threads: u32,
     /// The cluster's external proxies, and this agent's rules as one.
     pub proxy: crate::proxy::ProxyConfig,
 }
@@ -457,6 +468,15 @@ impl Config {
             ));
         }
 
+        let threads = file.threads.unwrap_or(1);
+        if !(1..=MAX_THREADS).contains(&threads) {
+            return Err(invalid(
+                &file_origin,
+                "threads",
+                format!("{threads} is not between 1 and {MAX_THREADS}"),
+            ));
+        }
+
         let metrics = match &file.metrics {
             Some(text) => Some(parse_addr(&file_origin, "metrics", text)?),
             None => None,
@@ -494,6 +514,7 @@ impl Config {
             transport,
             cgroup_name,
             metrics,
+            threads,
             proxy,
         })
     }
@@ -1039,6 +1060,22 @@ mod tests {
         };
         let config = resolve(&format!("{MINIMAL}\ntransport = \"rdma\""), flags).unwrap();
         assert_eq!(config.transport, TransportKind::Tcp);
+    }
+
+    #[test]
+    fn the_event_loop_runs_on_one_thread_unless_more_are_asked_for() {
+        let threads = |extra: &str| {
+            resolve(&format!("{MINIMAL}\n{extra}"), Overrides::default()).map(|c| c.threads)
+        };
+        assert_eq!(threads("").unwrap(), 1);
+        assert_eq!(threads("threads = 4").unwrap(), 4);
+        for bad in ["threads = 0", "threads = 257"] {
+            let e = threads(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("`threads`") && e.contains("between 1 and 256"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -264,10 +264,14 @@ mod daemon {
             return ExitCode::SUCCESS;
         }
         init_logs(config.log_format);
-        let rt = match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
+        let mut builder = if config.threads == 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(config.threads as usize);
+            b
+        };
+        let rt = match builder.enable_all().build() {
             Ok(rt) => rt,
             Err(e) => {
                 eprintln!("nefeled: cannot start the tokio runtime: {e}");
