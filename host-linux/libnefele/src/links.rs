@@ -528,11 +528,12 @@ impl Links {
 fn read_acks(link: &mut Opened, fates: &mut Vec<Fate>) -> Result<bool, LinkError> {
     let mut buf = [0u8; 4096];
     loop {
-        match recv_now(&link.sock, &mut buf) {
+        let n = match recv_now(&link.sock, &mut buf) {
             Ok(Some(0)) | Err(_) => return Ok(false),
-            Ok(Some(n)) => take_bytes(&mut link.seal, &mut link.inbound, &buf[..n])?,
+            Ok(Some(n)) => n,
             Ok(None) => return Ok(true),
-        }
+        };
+        take_bytes(&mut link.seal, &mut link.inbound, &buf[..n])?;
         while let Some(frame) = link.inbound.next_frame()? {
             let Frame::Ack(taken) = frame else {
                 return Err(LinkError::Direction);
@@ -540,6 +541,11 @@ fn read_acks(link: &mut Opened, fates: &mut Vec<Fate>) -> Result<bool, LinkError
             for id in link.out.acked(taken)?.into_iter().flatten() {
                 fates.push((id, Ok(())));
             }
+        }
+        if n < buf.len() {
+            // The socket held less than a read takes: it is empty now, and
+            // asking again would only be told so (a system call per send).
+            return Ok(true);
         }
     }
 }
