@@ -30,7 +30,8 @@
 //!   message, so at loss `p` with three helpers a round fails with probability
 //!   about `(1 - (1-p)²)(1 - (1-p)³)³`: 3e-4 at 5%, 4e-3 at 10%, 4e-2 at 20% (in
 //!   any group of three or more; less in a group of two). The two rounds that
-//!   `remove_periods - suspect_periods` allow are plenty at a few percent, not at
+//!   `remove_periods - suspect_periods` allow by default (and at least, whatever
+//!   the configuration: [`MIN_PROBE_ROUNDS`]) are plenty at a few percent, not at
 //!   20% (a live member removed about once a run of 2,000 agents, seen in the
 //!   `loss-20pct` scenario). So every [`LOSS_PER_PERIOD`] of observed loss adds one
 //!   period, one more round, to removal and takeover timeouts, within the same
@@ -52,6 +53,10 @@ use rand::Rng;
 
 /// How many other members a probe round asks to probe a suspect on this agent's behalf.
 pub const INDIRECT_PROBES: usize = 3;
+
+/// The fewest probe rounds between a suspicion and a removal or takeover, whatever
+/// `remove_periods` says ([`super::FederationConfig::removal_periods`]).
+pub const MIN_PROBE_ROUNDS: u32 = 2;
 
 /// The most periods local health, or observed loss, may add to a removal or takeover
 /// timeout.

@@ -102,10 +102,10 @@ impl Federation {
     fn lead_tick(&mut self, now: Time, level: usize) {
         let period = self.config.period;
         let suspect_after = period * self.config.suspect_periods;
-        let remove_after = period * (self.config.remove_periods + self.extra_periods());
+        let remove_after = period * (self.config.removal_periods() + self.extra_periods());
         // A split's other half has its leader, or has broken up, by the time its members
         // would have taken over from a leader that never spoke.
-        self.seats[level].forget_hand_overs(now - period * self.config.remove_periods);
+        self.seats[level].forget_hand_overs(now - period * self.config.removal_periods());
         let seat = &self.seats[level];
         let epoch = seat.view.epoch;
         let mut beats = Vec::new();
@@ -208,7 +208,7 @@ impl Federation {
         }
         // Each live heir ahead delays us by more than the most its health may delay it,
         // so the succession keeps its order.
-        let wait = self.config.remove_periods
+        let wait = self.config.removal_periods()
             + live_ahead * (1 + super::detect::MAX_HEALTH)
             + self.extra_periods();
         if silence > period * wait {

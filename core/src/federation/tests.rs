@@ -40,10 +40,15 @@ impl Net {
     /// `nodes` agents (groups of 2 to 5) where n1..n4 have joined n0, booted first
     /// (their timers armed) if `boot`.
     fn group_of_five(nodes: u32, boot: bool) -> Self {
+        Net::group_of_five_with(nodes, boot, FederationConfig::default())
+    }
+
+    /// [`Net::group_of_five`] with `config`'s timing.
+    fn group_of_five_with(nodes: u32, boot: bool, config: FederationConfig) -> Self {
         let config = FederationConfig {
             min_group: 2,
             max_group: 5,
-            ..FederationConfig::default()
+            ..config
         };
         let mut net = Net::new(nodes, &config);
         if boot {
@@ -867,6 +872,47 @@ fn a_leader_that_observes_heavy_loss_probes_more_rounds_before_removing() {
     );
     assert!(rounds >= 4, "only {rounds} probe rounds before the removal");
     assert!(removed_at <= cut_off_at + config.detection_timeout());
+}
+
+/// Regression (swarm seed 140117: "n119 is in no level-0 group" after the faults
+/// had settled, under 5% loss, with `remove_periods` one more than
+/// `suspect_periods`): its leader removed it after a single probe round whose four
+/// paths all lost a message. A removal now waits for at least
+/// `MIN_PROBE_ROUNDS` rounds after the suspicion, whatever the configuration.
+#[test]
+fn a_member_is_removed_only_after_two_probe_rounds_whatever_remove_periods_says() {
+    let config = FederationConfig {
+        suspect_periods: 2,
+        remove_periods: 3,
+        ..FederationConfig::default()
+    };
+    let mut net = Net::group_of_five_with(5, true, config);
+    let at = |k: u64| Time::from_millis(1_000 + 300 * k);
+    for k in 1..=5 {
+        net.round(at(k), &[], |_| false);
+    }
+    assert!((1..5).all(|m| net.listed_by_n0(m)));
+    // From then on nothing passes to or from n3.
+    let mut rounds = 0;
+    let mut removed = false;
+    for k in 6..=30 {
+        let dropped = net.round(at(k), &[], |m| m.0 == NodeId(3) || m.1 == NodeId(3));
+        rounds += dropped
+            .iter()
+            .filter(|(f, t, b)| {
+                (*f, *t) == (NodeId(0), NodeId(3)) && matches!(b, FedBody::Probe { .. })
+            })
+            .count();
+        if !net.listed_by_n0(3) {
+            removed = true;
+            break;
+        }
+    }
+    assert!(removed, "n3 removed in the end");
+    assert!(
+        rounds >= super::detect::MIN_PROBE_ROUNDS as usize,
+        "removed after {rounds} probe round(s)"
+    );
 }
 
 // ---- epochs: one author per leader ----------------------------------------------

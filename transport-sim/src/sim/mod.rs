@@ -91,7 +91,7 @@ fn restart_detection(agent: &AgentConfig) -> std::time::Duration {
         .iter()
         .find(|f| f.instance == s.instance)
         .map_or(std::time::Duration::ZERO, |f| {
-            f.period * (f.suspect_periods + f.remove_periods)
+            f.period * (f.suspect_periods + f.removal_periods())
         });
     let slack = |d: std::time::Duration| d + d / 4;
     removal.max(slack(s.authority)) + slack(s.lease).max(s.lost_after) + s.probe_period * 3
@@ -1140,7 +1140,9 @@ impl Simulation {
             .federations
             .iter()
             .find(|f| f.instance == instance)
-            .map_or(std::time::Duration::ZERO, |f| f.period * f.remove_periods);
+            .map_or(std::time::Duration::ZERO, |f| {
+                f.period * f.removal_periods()
+            });
         host.agent.is_some() && self.now.saturating_since(host.booted_at) > silence
     }
 
