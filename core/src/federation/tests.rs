@@ -853,12 +853,7 @@ fn a_leader_that_observes_heavy_loss_probes_more_rounds_before_removing() {
         let dropped = net.round(at(k), &[], |m| {
             m.0 == NodeId(3) || m.1 == NodeId(3) || lost(m)
         });
-        rounds += dropped
-            .iter()
-            .filter(|(f, t, b)| {
-                (*f, *t) == (NodeId(0), NodeId(3)) && matches!(b, FedBody::Probe { .. })
-            })
-            .count();
+        rounds += probes_from_n0_to_n3(&dropped);
         if !net.listed_by_n0(3) {
             removed_at = Some(at(k));
             break;
@@ -872,6 +867,16 @@ fn a_leader_that_observes_heavy_loss_probes_more_rounds_before_removing() {
     );
     assert!(rounds >= 4, "only {rounds} probe rounds before the removal");
     assert!(removed_at <= cut_off_at + config.detection_timeout());
+}
+
+/// The probe rounds n0 began on n3 among `messages`: one direct `Probe` each.
+fn probes_from_n0_to_n3(messages: &[Msg]) -> usize {
+    messages
+        .iter()
+        .filter(|(f, t, b)| {
+            (*f, *t) == (NodeId(0), NodeId(3)) && matches!(b, FedBody::Probe { .. })
+        })
+        .count()
 }
 
 /// Regression (swarm seed 140117: "n119 is in no level-0 group" after the faults
@@ -897,12 +902,7 @@ fn a_member_is_removed_only_after_two_probe_rounds_whatever_remove_periods_says(
     let mut removed = false;
     for k in 6..=30 {
         let dropped = net.round(at(k), &[], |m| m.0 == NodeId(3) || m.1 == NodeId(3));
-        rounds += dropped
-            .iter()
-            .filter(|(f, t, b)| {
-                (*f, *t) == (NodeId(0), NodeId(3)) && matches!(b, FedBody::Probe { .. })
-            })
-            .count();
+        rounds += probes_from_n0_to_n3(&dropped);
         if !net.listed_by_n0(3) {
             removed = true;
             break;
