@@ -20,6 +20,7 @@
 //!   before any `Exited` of the same pid.
 
 use crate::cgroup::{Cgroups, ProcCgroup, Support};
+use crate::doorbell::Doorbell;
 use crate::error::{HostError, StartError};
 use crate::idmap::IdRanges;
 use crate::logs::{self, LogPaths, LogPool};
@@ -31,10 +32,11 @@ use nefele_core::host::{ExitStatus, Limits, Signal, StartFailure, Usage};
 use nefele_core::{Host, HostCommand, HostEvent, HostResources, Pid, ProcSpec, TenantId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long a cgroup may stay busy after its process ended before the adapter
@@ -163,6 +165,8 @@ pub struct LinuxHost<S: Sys> {
     listeners: Vec<(TenantId, Option<UnixListener>)>,
     /// This boot's state file ([`crate::state`]).
     state_path: PathBuf,
+    /// Rung when work is queued for the thread in [`LinuxHost::wait_event`].
+    bell: Arc<Doorbell>,
 }
 
 /// The environment variable naming a process's endpoint descriptor.
@@ -317,6 +321,7 @@ impl<S: Sys> LinuxHost<S> {
             endpoints: Vec::new(),
             listeners: Vec::new(),
             state_path,
+            bell: Arc::new(Doorbell::new()?),
         };
         host.readopt(found.current, found.earlier);
         host.persist()?;
@@ -461,7 +466,14 @@ impl<S: Sys> LinuxHost<S> {
         self.tenants.get(&tenant).map(|t| t.holder)
     }
 
-    /// Like [`Host::poll_event`], but waits up to `timeout` for an event.
+    /// The doorbell that ends a [`LinuxHost::wait_event`] early: ring it after
+    /// queuing a command for the thread that waits.
+    pub fn doorbell(&self) -> Arc<Doorbell> {
+        Arc::clone(&self.bell)
+    }
+
+    /// Like [`Host::poll_event`], but waits up to `timeout` for an event; `None`
+    /// when none came in time or the doorbell rang.
     pub fn wait_event(&mut self, timeout: Duration) -> Option<HostEvent> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -477,11 +489,19 @@ impl<S: Sys> LinuxHost<S> {
                 wait = wait.min(CLEANUP_RETRY);
             }
             let deadlines = self.procs.values().filter_map(|p| p.kill_deadline);
-            if let Some(k) = deadlines.chain(self.linger_deadlines()).min() {
+            let log_check = (!self.procs.is_empty()).then_some(self.next_log_check);
+            if let Some(k) = deadlines
+                .chain(self.linger_deadlines())
+                .chain(log_check)
+                .min()
+            {
                 wait = wait.min(k.saturating_duration_since(now));
             }
-            for pid in self.sys.ended(wait) {
+            for pid in self.sys.ended(wait, Some(self.bell.as_fd())) {
                 self.reap(pid);
+            }
+            if self.bell.answer() {
+                return self.poll_event();
             }
         }
     }
@@ -863,7 +883,7 @@ impl<S: Sys> LinuxHost<S> {
     /// Non-blocking progress: reaps what ended, retries busy cleanups, escalates
     /// overdue terminations, enforces log caps.
     fn progress(&mut self) {
-        for os_pid in self.sys.ended(Duration::ZERO) {
+        for os_pid in self.sys.ended(Duration::ZERO, None) {
             self.reap(os_pid);
         }
         let now = Instant::now();

@@ -11,13 +11,14 @@
 //! Modules: [`sys`] (the syscall boundary, with `unsafe`; `holder_init`, the
 //! holder's life as its tenant's pid 1, is its only other place), [`cgroup`]
 //! (detection, limits, usage), [`state`] (the record, and what survives a power loss), [`logs`], [`resources`],
-//! [`error`], [`agent_socket`] (how a process reaches an agent that restarted, and
+//! [`error`], [`doorbell`] (what ends a wait for host events early), [`agent_socket`] (how a process reaches an agent that restarted, and
 //! who is calling), and [`adapter`] (the decision logic tying them together); with the
 //! `testing` feature, `testing` (a recording double of [`sys`] for tests).
 
 pub mod adapter;
 pub mod agent_socket;
 pub mod cgroup;
+pub mod doorbell;
 pub mod error;
 mod holder_init;
 pub mod idmap;
@@ -32,5 +33,6 @@ pub mod testing;
 
 pub use adapter::{Config, LinuxHost};
 pub use cgroup::{Cgroups, Support, Unenforceable};
+pub use doorbell::Doorbell;
 pub use error::{HostError, StartError};
 pub use sys::{RealSys, Sys};

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CStr, CString};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -53,7 +53,7 @@ pub struct SysError {
 }
 
 impl SysError {
-    fn new(op: impl Into<Cow<'static, str>>, errno: Errno) -> Self {
+    pub(crate) fn new(op: impl Into<Cow<'static, str>>, errno: Errno) -> Self {
         SysError {
             op: op.into(),
             errno,
@@ -155,8 +155,9 @@ pub trait Sys {
     /// Whether the holder `holder` still runs (it ends by itself when the host asks
     /// it to stop, see `holder_init`).
     fn holder_alive(&self, holder: i32) -> bool;
-    /// Waits up to `timeout` for tracked processes to end; returns those that did.
-    fn ended(&mut self, timeout: Duration) -> Vec<i32>;
+    /// Waits up to `timeout` for tracked processes to end, or for `bell` to turn
+    /// readable (it is not read here); returns the processes that ended.
+    fn ended(&mut self, timeout: Duration, bell: Option<BorrowedFd<'_>>) -> Vec<i32>;
     /// This boot's id (`/proc/sys/kernel/random/boot_id`): no process of another
     /// boot runs (the state file is kept per boot, [`crate::state`]).
     fn boot_id(&self) -> &str;
@@ -1114,7 +1115,7 @@ impl Sys for RealSys {
             .is_some_and(|fd| pidfd_poll(fd, 0) & libc::POLLIN == 0)
     }
 
-    fn ended(&mut self, timeout: Duration) -> Vec<i32> {
+    fn ended(&mut self, timeout: Duration, bell: Option<BorrowedFd<'_>>) -> Vec<i32> {
         let holders: std::collections::HashSet<i32> = self.holder_ns.keys().copied().collect();
         let tracked: Vec<(i32, &OwnedFd)> = self
             .pidfds
@@ -1145,7 +1146,15 @@ impl Sys for RealSys {
         let timeout = give_up
             .min()
             .map_or(timeout, |t| timeout.min(t.saturating_duration_since(now)));
-        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // Rounded up: a wait of less than a millisecond still sleeps, rather than
+        // poll at once again and again until its deadline.
+        let ms = timeout.as_nanos().div_ceil(1_000_000);
+        let ms = i32::try_from(ms).unwrap_or(i32::MAX);
+        polls.extend(bell.map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }));
         // SAFETY: poll over a live, correctly sized array of pollfd.
         let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, ms) };
         let now = Instant::now();
@@ -1291,6 +1300,28 @@ pub fn adopted_exit_status_supported() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Doorbell;
+
+    /// `poll` counts whole milliseconds: a wait of 300 µs, cut down to 0 ms,
+    /// returned at once, so a thread waiting for a deadline less than a
+    /// millisecond away spun on `poll` until it passed.
+    #[test]
+    fn a_wait_lasts_its_timeout_even_under_a_millisecond_or_ends_at_the_doorbell() {
+        let mut sys = RealSys::new().unwrap();
+        let bell = Doorbell::new().unwrap();
+        let wait = Duration::from_micros(300);
+        let started = Instant::now();
+        assert!(sys.ended(wait, Some(bell.as_fd())).is_empty());
+        assert!(
+            started.elapsed() >= wait,
+            "woke after {:?}",
+            started.elapsed()
+        );
+        bell.ring();
+        assert!(sys
+            .ended(Duration::from_secs(3600), Some(bell.as_fd()))
+            .is_empty());
+    }
 
     /// An adopted process's new parent reaps it whenever it likes, often while the
     /// adapter reads its status. A read racing with the reaping failed with ESRCH,

@@ -5,6 +5,7 @@
 
 use crate::sys::{HolderPlan, Reaped, SpawnPlan, Sys, SysError};
 use std::collections::BTreeMap;
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 /// One call the adapter made, as [`RecordingSys`] saw it.
@@ -134,7 +135,7 @@ impl Sys for RecordingSys {
         self.alive.contains_key(&holder)
     }
 
-    fn ended(&mut self, _timeout: Duration) -> Vec<i32> {
+    fn ended(&mut self, _timeout: Duration, _bell: Option<BorrowedFd<'_>>) -> Vec<i32> {
         self.exits.keys().copied().collect()
     }
 

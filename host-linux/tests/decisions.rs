@@ -241,6 +241,23 @@ fn terminate_escalates_to_sigkill_after_the_grace_period() {
     );
 }
 
+/// The thread that carries out commands sleeps in `wait_event` while nothing
+/// happens; a command queued meanwhile rings the doorbell, which ends the wait
+/// then rather than at its timeout (an hour here).
+#[test]
+fn a_rung_doorbell_ends_a_wait_for_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = host(&dir, RecordingSys::new());
+    while h.poll_event().is_some() {}
+    let bell = h.doorbell();
+    let ringer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        bell.ring();
+    });
+    assert!(h.wait_event(Duration::from_secs(3600)).is_none());
+    ringer.join().unwrap();
+}
+
 #[test]
 fn commitments_follow_running_processes() {
     let dir = tempfile::tempdir().unwrap();

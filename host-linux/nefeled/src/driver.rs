@@ -626,7 +626,7 @@ mod tests {
         let beacons = BeaconSocket::bind(listen, Targets::Seeds(vec![]))
             .await
             .unwrap();
-        let (host, backend) = host_link::pair();
+        let (host, backend) = host_link::pair(None);
         let identity = Identity {
             node: me,
             incarnation: Incarnation(1),

@@ -5,15 +5,19 @@
 //! [`crate::linux_host`]) owns the other ends. When the driver drops its
 //! [`HostLink`], the command channel closes and the backend stops; tenant
 //! processes are left as they are (the Linux adapter re-adopts them at the next start).
+//! A backend that blocks in a wait of its own (the Linux adapter's) gives a
+//! [`Doorbell`]: every command, and the closing of the channel, rings it.
 
 use nefele_core::host::{HostCommand, HostEvent};
+use nefele_host_linux::Doorbell;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// The driver's ends of a host backend's channels.
 #[derive(Debug)]
 pub struct HostLink {
     /// Commands for the backend, in the order the agent emitted them.
-    pub commands: mpsc::UnboundedSender<HostCommand>,
+    pub commands: Commands,
     /// What the backend reports, in order.
     pub events: mpsc::UnboundedReceiver<HostEvent>,
 }
@@ -27,14 +31,52 @@ pub struct BackendEnds {
     pub events: mpsc::UnboundedSender<HostEvent>,
 }
 
-/// A connected pair of ends.
+/// The backend stopped: a command sent now is dropped.
+#[derive(Debug, thiserror::Error)]
+#[error("the host backend is gone")]
+pub struct BackendGone;
+
+/// The sending end of the command channel, which rings the backend's doorbell.
+#[derive(Debug)]
+pub struct Commands {
+    /// `None` only while it is dropped.
+    tx: Option<mpsc::UnboundedSender<HostCommand>>,
+    bell: Option<Arc<Doorbell>>,
+}
+
+impl Commands {
+    /// Queues `command` for the backend and wakes it.
+    pub fn send(&self, command: HostCommand) -> Result<(), BackendGone> {
+        let tx = self.tx.as_ref().expect("present until dropped");
+        tx.send(command).map_err(|_| BackendGone)?;
+        if let Some(bell) = &self.bell {
+            bell.ring();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Commands {
+    fn drop(&mut self) {
+        // Closed first, so that the backend, woken, finds the channel closed.
+        drop(self.tx.take());
+        if let Some(bell) = &self.bell {
+            bell.ring();
+        }
+    }
+}
+
+/// A connected pair of ends; `bell`, the backend's doorbell if it has one.
 #[must_use]
-pub fn pair() -> (HostLink, BackendEnds) {
+pub fn pair(bell: Option<Arc<Doorbell>>) -> (HostLink, BackendEnds) {
     let (command_tx, command_rx) = mpsc::unbounded_channel();
     let (event_tx, event_rx) = mpsc::unbounded_channel();
     (
         HostLink {
-            commands: command_tx,
+            commands: Commands {
+                tx: Some(command_tx),
+                bell,
+            },
             events: event_rx,
         },
         BackendEnds {

@@ -2,7 +2,10 @@
 //! `wait_event` blocks.
 //!
 //! The thread alternates between carrying out the commands queued by the driver
-//! and waiting up to [`POLL`] for host events, which it forwards. It reports the
+//! and waiting for host events, which it forwards; a command rings the adapter's
+//! doorbell, which ends the wait at once (so the thread sleeps while nothing
+//! happens, and a command waits for no timeout). The wait still ends every
+//! [`IDLE_WAKE`], a bound in case a ring were ever missed. It reports the
 //! capacity once at start. It stops when the driver drops its [`HostLink`];
 //! tenant processes keep running and the next start re-adopts them from the data
 //! directory. With a capacity override (tests), every `Resources` event carries
@@ -21,8 +24,9 @@ use std::time::Duration;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::mpsc::UnboundedSender;
 
-/// The longest a queued command waits for the thread.
-const POLL: Duration = Duration::from_millis(5);
+/// The longest the thread waits for host events before it looks for commands
+/// anyway (a command rings the doorbell, so only a missed ring would wait this long).
+const IDLE_WAKE: Duration = Duration::from_secs(1);
 
 /// Why the Linux backend could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +49,7 @@ pub fn spawn(
 ) -> Result<HostLink, LinuxHostError> {
     config.endpoints = endpoints.is_some();
     let host = LinuxHost::open(config)?;
-    let (link, ends) = host_link::pair();
+    let (link, ends) = host_link::pair(Some(host.doorbell()));
     std::thread::Builder::new()
         .name("nefele-host".into())
         .spawn(move || run(host, ends, capacity, traits, endpoints))
@@ -126,7 +130,7 @@ fn run<S: nefele_host_linux::Sys>(
                 Err(TryRecvError::Disconnected) => return,
             }
         }
-        while let Some(event) = host.wait_event(POLL) {
+        while let Some(event) = host.wait_event(IDLE_WAKE) {
             if ends.events.send(forward(event)).is_err() {
                 return;
             }

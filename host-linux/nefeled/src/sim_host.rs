@@ -179,7 +179,7 @@ pub fn spawn(capacity: ResourceOverride) -> HostLink {
 
 /// As [`spawn`], for a host with `traits` (its location, cpu speed, accelerators).
 pub fn spawn_with(capacity: ResourceOverride, traits: HostTraits) -> HostLink {
-    let (link, ends) = host_link::pair();
+    let (link, ends) = host_link::pair(None);
     tokio::spawn(run(capacity, traits, ends));
     link
 }
