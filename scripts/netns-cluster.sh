@@ -704,9 +704,17 @@ p50_of() { sed -n 's/.*p50_us=\([0-9.]*\).*/\1/p' <<<"$1"; }
 # connection across two), and on one host the raw Unix echo again between two
 # tenant processes inside Nefele's sandbox. $NEFELE_BENCH_RR round trips each
 # (default 5000).
+#
+# Each pair runs twice: placed by the scheduler (lines `rr64_2hosts_*`,
+# `rr64_samehost_*`), then pinned (`*_pinned_*`: both ends of every path, Nefele's
+# and the raw baseline's, on the same cpus: across two hosts each host's end on a
+# cpu of its own, as two machines would have; on one host both ends on one cpu).
+# On a small virtual machine a wake-up across cpus costs more than the whole round
+# trip on one, and the scheduler places the baseline and Nefele's pair differently
+# from run to run; pinned, both paths are compared under the same placement.
 bench_messaging() {
-    local rr n=${NEFELE_BENCH_RR:-5000} i dir
     sleep 6 # the sleepers of the spawn figures end (their cpu is reserved)
+    local rr i dir
     rr=$(realpath "$BIN_DIR/examples/rr") || fail "no rr example in $BIN_DIR/examples"
     for i in $(seq 1 "$HOSTS"); do
         dir="$WORK/h$i/data/host/tenants/t1"
@@ -714,81 +722,99 @@ bench_messaging() {
         install -m 0755 "$NEF" "$dir/nef"
         install -m 0755 "$rr" "$dir/rr"
     done
-    local affinity where pids a b ha hb nefele asynced linked linked_async raw sandboxed="" port=7700
-    for affinity in apart together; do
-        # Each waits for its orders (rr's arguments), then becomes rr.
-        pids=$(nef_on 1 spawn -n 2 --cpu 450m --mem 64M "--$affinity" "rr$affinity" -- /bin/sh -c \
-            'set -- $(/data/nef recv --data --timeout 60) && exec /data/rr "$@"') || fail "spawn of the rr pair failed"
-        a=$(sed -n 1p <<<"$pids"); b=$(sed -n 2p <<<"$pids")
-        ha=$(host_of "$a"); hb=$(host_of "$b")
-        nef_on "$ha" --as "$a" send "$a" "echo" >/dev/null || fail "orders to $a"
-        nef_on "$hb" --as "$b" send "$b" "client $a $n 64" >/dev/null || fail "orders to $b"
-        nef_on 1 wait "$b" >/dev/null || fail "wait $b"
-        nef_on 1 kill --signal KILL "$a" >/dev/null || true
-        nefele=$(rr_result "$hb" "$b" plain)
-        asynced=$(rr_result "$hb" "$b" async)
-        linked=$(rr_result "$hb" "$b" linked)
-        linked_async=$(rr_result "$hb" "$b" linked_async)
-        [ -n "$nefele" ] && [ -n "$asynced" ] || fail "no result from the rr client $b on host $hb"
-        if [ "$affinity" = apart ]; then
-            where="2hosts"
-            ip netns exec "$(host_ns "$ha")" "$rr" tcp-echo "$(host_ip "$ha"):$port" &
-            sleep 0.3
-            raw=$(ip netns exec "$(host_ns "$hb")" "$rr" tcp-client "$(host_ip "$ha"):$port" "$n" 64) \
-                || fail "raw tcp client failed"
-            wait
-            echo "rr64_2hosts_nefele: $nefele (hosts $ha and $hb)"
-            echo "rr64_2hosts_nefele_async: $asynced"
-            echo "rr64_2hosts_linked: $linked"
-            echo "rr64_2hosts_linked_async: $linked_async"
-            echo "rr64_2hosts_tcp:    $raw"
-        else
-            where="samehost"
-            ip netns exec "$(host_ns "$ha")" "$rr" unix-echo "$WORK/rr.sock" &
-            sleep 0.3
-            raw=$(ip netns exec "$(host_ns "$ha")" "$rr" unix-client "$WORK/rr.sock" "$n" 64) \
-                || fail "raw unix client failed"
-            wait
-            echo "rr64_samehost_nefele: $nefele (host $ha)"
-            echo "rr64_samehost_nefele_async: $asynced"
-            echo "rr64_samehost_linked: $linked"
-            echo "rr64_samehost_linked_async: $linked_async"
-            echo "rr64_samehost_unix:   $raw"
-            sandboxed=$(bench_sandboxed_unix "$n")
-            echo "rr64_samehost_unix_sandboxed: $sandboxed"
-        fi
-        local ratio='import sys; print(round(float(sys.argv[1])/float(sys.argv[2]), 2))'
-        echo "rr64_${where}_p50_ratio=$(python3 -c "$ratio" "$(p50_of "$nefele")" "$(p50_of "$raw")") async=$(python3 -c "$ratio" "$(p50_of "$asynced")" "$(p50_of "$raw")")"
-        if [ -n "$(p50_of "$linked")" ]; then
-            echo "rr64_${where}_linked_p50_ratio=$(python3 -c "$ratio" "$(p50_of "$linked")" "$(p50_of "$raw")") async=$(python3 -c "$ratio" "$(p50_of "$linked_async")" "$(p50_of "$raw")")"
-        fi
-        if [ "$where" = samehost ] && [ -n "$(p50_of "$sandboxed")" ] && [ -n "$(p50_of "$linked")" ]; then
-            echo "rr64_samehost_linked_p50_ratio_to_sandboxed_unix=$(python3 -c "$ratio" "$(p50_of "$linked")" "$(p50_of "$sandboxed")") async=$(python3 -c "$ratio" "$(p50_of "$linked_async")" "$(p50_of "$sandboxed")")"
-        fi
-    done
+    local last_cpu=$(( $(nproc) - 1 ))
+    bench_rr apart "" "" 7700
+    bench_rr together "" "" 7701
+    bench_rr apart 0 "$last_cpu" 7702
+    bench_rr together 0 0 7703
     bench_messaging_rates
+}
+
+# One request/response pair under affinity $1 (apart: two hosts; together: one),
+# its echo pinned to cpu $2 and its client to cpu $3 (neither pinned when empty),
+# against the raw baseline placed the same way (on TCP port $4 across hosts).
+bench_rr() {
+    local affinity=$1 echo_cpu=$2 client_cpu=$3 port=$4 n=${NEFELE_BENCH_RR:-5000}
+    local rr pin_echo="" pin_client="" on_echo=() on_client=() where pinned=""
+    rr=$(realpath "$BIN_DIR/examples/rr")
+    if [ -n "$echo_cpu" ]; then
+        pin_echo="pin $echo_cpu "; pin_client="pin $client_cpu "; pinned="_pinned"
+        on_echo=(taskset -c "$echo_cpu"); on_client=(taskset -c "$client_cpu")
+    fi
+    local pids a b ha hb nefele asynced linked linked_async raw sandboxed=""
+    # Each waits for its orders (rr's arguments), then becomes rr; a limit of a
+    # whole cpu (rr has one thread), so that the quota never throttles it.
+    pids=$(nef_on 1 spawn -n 2 --cpu 450m --cpu-limit 1 --mem 64M "--$affinity" "rr$affinity$echo_cpu" -- /bin/sh -c \
+        'set -- $(/data/nef recv --data --timeout 60) && exec /data/rr "$@"') || fail "spawn of the rr pair failed"
+    a=$(sed -n 1p <<<"$pids"); b=$(sed -n 2p <<<"$pids")
+    ha=$(host_of "$a"); hb=$(host_of "$b")
+    nef_on "$ha" --as "$a" send "$a" "${pin_echo}echo" >/dev/null || fail "orders to $a"
+    nef_on "$hb" --as "$b" send "$b" "${pin_client}client $a $n 64" >/dev/null || fail "orders to $b"
+    nef_on 1 wait "$b" >/dev/null || fail "wait $b"
+    nef_on 1 kill --signal KILL "$a" >/dev/null || true
+    nefele=$(rr_result "$hb" "$b" plain)
+    asynced=$(rr_result "$hb" "$b" async)
+    linked=$(rr_result "$hb" "$b" linked)
+    linked_async=$(rr_result "$hb" "$b" linked_async)
+    [ -n "$nefele" ] && [ -n "$asynced" ] || fail "no result from the rr client $b on host $hb"
+    if [ "$affinity" = apart ]; then
+        where="2hosts$pinned"
+        ip netns exec "$(host_ns "$ha")" "${on_echo[@]}" "$rr" tcp-echo "$(host_ip "$ha"):$port" &
+        sleep 0.3
+        raw=$(ip netns exec "$(host_ns "$hb")" "${on_client[@]}" "$rr" tcp-client "$(host_ip "$ha"):$port" "$n" 64) \
+            || fail "raw tcp client failed"
+        wait
+        echo "rr64_${where}_nefele: $nefele (hosts $ha and $hb)"
+        echo "rr64_${where}_nefele_async: $asynced"
+        echo "rr64_${where}_linked: $linked"
+        echo "rr64_${where}_linked_async: $linked_async"
+        echo "rr64_${where}_tcp:    $raw"
+    else
+        where="samehost$pinned"
+        ip netns exec "$(host_ns "$ha")" "${on_echo[@]}" "$rr" unix-echo "$WORK/rr$port.sock" &
+        sleep 0.3
+        raw=$(ip netns exec "$(host_ns "$ha")" "${on_client[@]}" "$rr" unix-client "$WORK/rr$port.sock" "$n" 64) \
+            || fail "raw unix client failed"
+        wait
+        echo "rr64_${where}_nefele: $nefele (host $ha)"
+        echo "rr64_${where}_nefele_async: $asynced"
+        echo "rr64_${where}_linked: $linked"
+        echo "rr64_${where}_linked_async: $linked_async"
+        echo "rr64_${where}_unix:   $raw"
+        sandboxed=$(bench_sandboxed_unix "$n" "$pin_echo" "$pin_client")
+        echo "rr64_${where}_unix_sandboxed: $sandboxed"
+    fi
+    local ratio='import sys; print(round(float(sys.argv[1])/float(sys.argv[2]), 2))'
+    echo "rr64_${where}_p50_ratio=$(python3 -c "$ratio" "$(p50_of "$nefele")" "$(p50_of "$raw")") async=$(python3 -c "$ratio" "$(p50_of "$asynced")" "$(p50_of "$raw")")"
+    if [ -n "$(p50_of "$linked")" ]; then
+        echo "rr64_${where}_linked_p50_ratio=$(python3 -c "$ratio" "$(p50_of "$linked")" "$(p50_of "$raw")") async=$(python3 -c "$ratio" "$(p50_of "$linked_async")" "$(p50_of "$raw")")"
+    fi
+    if [ -n "$(p50_of "$sandboxed")" ] && [ -n "$(p50_of "$linked")" ]; then
+        echo "rr64_${where}_linked_p50_ratio_to_sandboxed_unix=$(python3 -c "$ratio" "$(p50_of "$linked")" "$(p50_of "$sandboxed")") async=$(python3 -c "$ratio" "$(p50_of "$linked_async")" "$(p50_of "$sandboxed")")"
+    fi
 }
 
 # The raw Unix-socket echo of $1 round trips between two processes of the tenant
 # on one host, inside Nefele's sandbox (seccomp, cgroups, namespaces) as the
-# linked pair is: what the sandbox alone costs. Prints the client's result line.
+# linked pair is: what the sandbox alone costs. $2 and $3 begin the echo's and the
+# client's orders (`pin CPU `, or nothing). Prints the client's result line.
 bench_sandboxed_unix() {
     local pids e c
-    pids=$(rr_spawn 2 --together rrsandboxed); e=$(sed -n 1p <<<"$pids"); c=$(sed -n 2p <<<"$pids")
-    rr_order "$e" "unix-echo /data/rr.sock"
+    pids=$(rr_spawn 2 --together "rrsandboxed${2// /}"); e=$(sed -n 1p <<<"$pids"); c=$(sed -n 2p <<<"$pids")
+    rr_order "$e" "${2}unix-echo /data/rr.sock"
     sleep 0.3
-    rr_order "$c" "unix-client /data/rr.sock $1 64"
+    rr_order "$c" "${3}unix-client /data/rr.sock $1 64"
     nef_on 1 wait "$c" >/dev/null
     nef_on 1 kill --signal KILL "$e" >/dev/null || true
     tail -n 1 "$WORK/h${RR_HOST[$c]}/data/host/logs/$c.out" 2>/dev/null
 }
 
-# Spawns $1 rr processes under the affinity flags $2.. that wait for their orders;
-# prints their pids.
+# Spawns $1 rr processes under the affinity flags $2.. that wait for their orders
+# (each limited to one cpu, all rr uses: no quota throttles a figure); prints their pids.
 rr_spawn() {
     local n=$1
     shift
-    nef_on 1 spawn -n "$n" --cpu 150m --mem 64M "$@" -- /bin/sh -c \
+    nef_on 1 spawn -n "$n" --cpu 150m --cpu-limit 1 --mem 64M "$@" -- /bin/sh -c \
         'set -- $(/data/nef recv --data --timeout 60) && exec /data/rr "$@"' || fail "spawn of $n rr processes failed"
 }
 

@@ -26,6 +26,11 @@
 //! - `rr unix-echo PATH` / `rr unix-client PATH N SIZE`: the same over a Unix
 //!   stream socket.
 //!
+//! Any of them may begin with `pin CPU`: the process then runs on that cpu only
+//! (`sched_setaffinity`), so that a benchmark can place both ends of each path the
+//! same way (on a small virtual machine, whether the two ends of a round trip share
+//! a cpu decides its latency more than anything either end does).
+//!
 //! The first tenth of the round trips (at least one) warm up and are not counted.
 
 use nefele::{Client, SendOptions, MAX_ASYNC_SENDS};
@@ -35,7 +40,12 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("pin") {
+        let cpu: usize = args.get(1).and_then(|c| c.parse().ok()).expect("pin CPU");
+        pin_to(cpu);
+        args.drain(..2);
+    }
     let arg = |i: usize| -> &str { args.get(i).map_or("", String::as_str) };
     let num = |i: usize| -> usize { arg(i).parse().expect("a number") };
     match arg(0) {
@@ -254,6 +264,19 @@ fn stream_client(mut s: impl Read + Write, n: usize, size: usize) -> Vec<Duratio
         samples.push(t0.elapsed());
     }
     samples
+}
+
+/// Runs this process on `cpu` only.
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET stays within it for any
+    // cpu below CPU_SETSIZE (checked), and the call reads the set it is given.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert!(cpu < libc::CPU_SETSIZE as usize, "no cpu {cpu}");
+        libc::CPU_SET(cpu, &mut set);
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        assert_eq!(libc::sched_setaffinity(0, size, &set), 0, "cannot run on cpu {cpu}");
+    }
 }
 
 fn report(mut samples: Vec<Duration>) {
