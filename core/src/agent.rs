@@ -774,7 +774,9 @@ mod tests {
         let hb = Envelope {
             from: NodeId(2),
             incarnation: Incarnation(4),
-            body: Message::Discovery(DiscoveryMsg::Heartbeat),
+            body: Message::Discovery(DiscoveryMsg::Heartbeat {
+                known: Default::default(),
+            }),
         };
         a.handle(Time::from_millis(10), Input::Message(hb));
         // Discovery introduces itself to the new neighbour (a unicast Announce).
@@ -803,7 +805,9 @@ mod tests {
             Input::Message(Envelope {
                 from: NodeId(from),
                 incarnation: Incarnation(4),
-                body: Message::Discovery(DiscoveryMsg::Heartbeat),
+                body: Message::Discovery(DiscoveryMsg::Heartbeat {
+                    known: Default::default(),
+                }),
             })
         };
         let inputs = [(10, 2), (11, 5), (12, 2), (13, 7)];

@@ -64,7 +64,7 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 /// - 17: placement's `Create` carries the size of the host's share (`total`)
 ///   instead of a last-batch flag (a reordered last batch released the
 ///   reservation an earlier batch needed).
-pub const VERSION: u16 = 17;
+pub const VERSION: u16 = 18;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.

@@ -275,7 +275,11 @@ fn pin_to(cpu: usize) {
         assert!(cpu < libc::CPU_SETSIZE as usize, "no cpu {cpu}");
         libc::CPU_SET(cpu, &mut set);
         let size = std::mem::size_of::<libc::cpu_set_t>();
-        assert_eq!(libc::sched_setaffinity(0, size, &set), 0, "cannot run on cpu {cpu}");
+        assert_eq!(
+            libc::sched_setaffinity(0, size, &set),
+            0,
+            "cannot run on cpu {cpu}"
+        );
     }
 }
 

@@ -649,7 +649,9 @@ mod tests {
         let envelope = Envelope {
             from: node,
             incarnation: Incarnation(3),
-            body: Message::Discovery(DiscoveryMsg::Heartbeat),
+            body: Message::Discovery(DiscoveryMsg::Heartbeat {
+                known: Default::default(),
+            }),
         };
         codec::encode(&envelope, DEFAULT_MAX_FRAME).unwrap()
     }
