@@ -924,11 +924,18 @@ impl Client {
         Ok(end)
     }
 
+    /// The call that sends `data` to `to` through the agents; data for a process
+    /// is escaped where it would read as a link's marker (`link::escape`), data for
+    /// an external service goes as it is.
     fn send_call(&self, to: Dest, data: &[u8], options: SendOptions) -> Result<Call, ClientError> {
+        let data = match to {
+            Dest::External { .. } => data.to_vec(),
+            _ => link::escape(data).into_owned(),
+        };
         Ok(Call::Send {
             from: self.acting()?,
             to,
-            data: data.to_vec(),
+            data,
             delivery: options.delivery,
             block: !options.no_block,
         })
@@ -1209,19 +1216,30 @@ impl Client {
     }
 
     /// The messages of `mails` for the process, up to `max` (the rest are held for
-    /// the next receive): a link's marker is taken out and its link claimed, and a
-    /// `Down` waits behind the messages of a link from the process it reports.
+    /// the next receive): data is unescaped, a link's marker is taken out and its
+    /// link claimed (a marker whose end the agent no longer holds is dropped: see
+    /// `link`'s module docs), and a `Down` waits behind the messages of a link from
+    /// the process it reports. On an error, what was not handed out is held.
     fn sift(&mut self, mails: Vec<Mail>, max: u32) -> Result<Vec<Mail>, ClientError> {
         let mut kept = Vec::with_capacity(mails.len());
-        for mut mail in mails {
+        let mut mails = mails.into_iter();
+        while let Some(mut mail) = mails.next() {
             // Positions on the pair count what came on links too.
             mail.seq = mail.seq.saturating_add(self.links.seq_shift(mail.from));
-            match &mail.body {
-                MailBody::Data(data) => match link::read_marker(data) {
-                    Some(marker) => match self.claim(mail.from, marker.token)? {
-                        Some(sock) => self.links.accepted(&mail, sock, marker.token, marker.key),
-                        // Only looks like a marker: it is the sender's data.
-                        None => kept.push(mail),
+            match &mut mail.body {
+                MailBody::Data(data) => match link::read_incoming(data) {
+                    Some(marker) => match self.claim(mail.from, marker.token) {
+                        Ok(Some(sock)) => {
+                            self.links.accepted(&mail, sock, marker.token, marker.key);
+                        }
+                        // Its end is gone (closed unclaimed, or lost with the agent
+                        // that held it), and with it the link.
+                        Ok(None) | Err(ClientError::AgentRestarted) => {}
+                        Err(e) => {
+                            self.held.extend(kept);
+                            self.held.extend(mails);
+                            return Err(e);
+                        }
                     },
                     None => kept.push(mail),
                 },

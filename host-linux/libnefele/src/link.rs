@@ -16,8 +16,17 @@
 //! in B's mailbox, and every send after it goes on the link: FIFO per (A, B) holds
 //! across the switch. B's client, taking the marker from its mailbox, claims B's
 //! end from its own agent with the token (`Call::Claim`), and reads A's later
-//! messages from the link. A message whose bytes only look like a marker (no end
-//! registered under its token for that pair) is handed to B as data.
+//! messages from the link.
+//!
+//! Markers and data travel alike, as a message's bytes, so a client *escapes* the
+//! data of a send through the agents that would read as a marker (or that begins
+//! with the escape itself): it puts [`ESCAPE_MAGIC`] in front, which the receiving
+//! client takes off ([`escape`], [`read_incoming`]). Every message that reads as a
+//! marker is then one an agent made (or one a client sent past libnefele, which
+//! only its sender loses), and one whose end B's agent no longer holds is dropped,
+//! never handed to B as data: the end was closed unclaimed after
+//! `UNCLAIMED_FOR` (B took its mail late), or lost with a restart of B's agent; A's
+//! link then ends, and A's later sends go through the agents.
 //!
 //! The agents check everything a link needs at its making: the marker is a send
 //! from A, stamped by A's agent, so it reaches B only within A's tenant, exactly as
@@ -103,6 +112,35 @@ const ACK: u8 = 2;
 const ACK_BACK: u8 = 4;
 /// The length prefix and the kind byte.
 const HEADER: usize = 5;
+
+/// What a client puts in front of the data of a send through the agents that
+/// would otherwise read as a marker, or that begins with these bytes itself.
+pub const ESCAPE_MAGIC: [u8; 16] = *b"\0nefele-escape\0\0";
+
+/// `data` as a send through the agents carries it: escaped (see the module docs)
+/// when it reads as a marker or begins with [`ESCAPE_MAGIC`], else as it is.
+#[must_use]
+pub fn escape(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if data.starts_with(&ESCAPE_MAGIC) || read_marker(data).is_some() {
+        let mut escaped = Vec::with_capacity(ESCAPE_MAGIC.len() + data.len());
+        escaped.extend_from_slice(&ESCAPE_MAGIC);
+        escaped.extend_from_slice(data);
+        escaped.into()
+    } else {
+        data.into()
+    }
+}
+
+/// What the data of a message that came through the agents is: a marker (`Some`),
+/// or the sender's data, which is left in `data` as the sender gave it (an escape
+/// taken off).
+pub fn read_incoming(data: &mut Vec<u8>) -> Option<SealedMarker> {
+    if data.starts_with(&ESCAPE_MAGIC) {
+        data.drain(..ESCAPE_MAGIC.len());
+        return None;
+    }
+    read_marker(data)
+}
 
 /// The marker message naming `token`.
 #[must_use]
@@ -463,6 +501,34 @@ mod tests {
         }
         assert_eq!(token(&marker(7)[..MARKER_LEN - 1]), None);
         assert_eq!(token(&sealed[..SEALED_MARKER_LEN - 1]), None);
+    }
+
+    #[test]
+    fn data_that_reads_as_a_marker_or_an_escape_comes_out_as_it_went_in() {
+        let key = [9; KEY_LEN];
+        let tricky = [
+            marker(5),
+            sealed_marker(6, &key),
+            ESCAPE_MAGIC.to_vec(),
+            [&ESCAPE_MAGIC[..], &marker(7)].concat(),
+            b"plain".to_vec(),
+            Vec::new(),
+        ];
+        for data in tricky {
+            let mut carried = escape(&data).into_owned();
+            assert_eq!(read_incoming(&mut carried), None, "{data:?}");
+            assert_eq!(carried, data);
+        }
+        // Plain data goes as it is (no copy), and a marker an agent made reads as one.
+        assert!(matches!(escape(b"plain"), std::borrow::Cow::Borrowed(_)));
+        let mut made = sealed_marker(6, &key);
+        assert_eq!(
+            read_incoming(&mut made),
+            Some(SealedMarker {
+                token: 6,
+                key: Some(key)
+            })
+        );
     }
 
     #[test]

@@ -563,6 +563,42 @@ fn nef_takes_its_token_from_the_environment_or_a_file() {
 }
 
 /// A client of agent `socket` acting as `pid`.
+/// Sends `data` from `from` to `to` over the client protocol itself, as a client
+/// that does not escape what reads as a link's marker (libnefele does) would.
+fn raw_send(socket: &Path, token: &str, from: Pid, to: Pid, data: &[u8]) {
+    use nefele::proto::{self, AgentFrame, Call, ClientFrame};
+    use nefele::proto::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
+    use nefele_api::messaging::{Delivery, Dest};
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    let frame = |f: &ClientFrame| proto::encode(f, MAX_REQUEST_BYTES).unwrap();
+    let hello = ClientFrame::Hello {
+        version: PROTOCOL_VERSION,
+        token: Some(token.into()),
+    };
+    let send = ClientFrame::Call {
+        id: 1,
+        call: Call::Send {
+            from,
+            to: Dest::Pid(to),
+            data: data.to_vec(),
+            delivery: Delivery::AtMostOnce,
+            block: true,
+        },
+    };
+    s.write_all(&[frame(&hello), frame(&send)].concat())
+        .unwrap();
+    // The welcome, then the send's answer.
+    for _ in 0..2 {
+        let mut len = [0; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut payload = vec![0; proto::check_len(len, MAX_REPLY_BYTES).unwrap()];
+        s.read_exact(&mut payload).unwrap();
+        let answer: AgentFrame = proto::decode(&payload, MAX_REPLY_BYTES).unwrap();
+        assert!(!format!("{answer:?}").contains("Err"), "{answer:?}");
+    }
+}
+
 fn acting(socket: &Path, token: &str, pid: Pid) -> Client {
     let mut c = Client::connect(socket, Some(token)).unwrap();
     c.act_as(pid);
@@ -1116,6 +1152,13 @@ fn a_link_carries_sends_between_processes_of_one_host_in_order_with_their_fates(
     a3.send(here[1], &marker(12_345)).unwrap();
     let got = recv_n(&mut b, 1);
     assert_eq!(got[0].body, MailBody::Data(marker(12_345)));
+    // A marker whose end the agent does not hold (closed unclaimed, lost with a
+    // restart of the agent; here, sent by a client that does not escape) is not
+    // handed over as data.
+    raw_send(&cluster.socket, "alice", here[2], here[1], &marker(12_346));
+    a3.send(here[1], b"after it").unwrap();
+    let got = recv_n(&mut b, 1);
+    assert_eq!(text(&got[0]), "after it");
     // A reliable send closes the link first and keeps its place.
     a.send_async(here[1], b"last on the link", SendOptions::default())
         .unwrap();
