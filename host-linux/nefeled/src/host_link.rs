@@ -6,12 +6,15 @@
 //! [`HostLink`], the command channel closes and the backend stops; tenant
 //! processes are left as they are (the Linux adapter re-adopts them at the next start).
 //! A backend that blocks in a wait of its own (the Linux adapter's) gives a
-//! [`Doorbell`]: every command, and the closing of the channel, rings it.
+//! [`Wake`] (ringing its doorbell): every command, and the closing of the channel,
+//! calls it.
 
 use nefele_core::host::{HostCommand, HostEvent};
-use nefele_host_linux::Doorbell;
 use std::sync::Arc;
 use tokio::sync::mpsc;
+
+/// Ends the backend's wait, so that it looks at its commands.
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
 
 /// The driver's ends of a host backend's channels.
 #[derive(Debug)]
@@ -36,12 +39,20 @@ pub struct BackendEnds {
 #[error("the host backend is gone")]
 pub struct BackendGone;
 
-/// The sending end of the command channel, which rings the backend's doorbell.
-#[derive(Debug)]
+/// The sending end of the command channel, which wakes the backend.
 pub struct Commands {
     /// `None` only while it is dropped.
     tx: Option<mpsc::UnboundedSender<HostCommand>>,
-    bell: Option<Arc<Doorbell>>,
+    wake: Option<Wake>,
+}
+
+impl std::fmt::Debug for Commands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Commands")
+            .field("tx", &self.tx)
+            .field("wakes", &self.wake.is_some())
+            .finish()
+    }
 }
 
 impl Commands {
@@ -49,8 +60,8 @@ impl Commands {
     pub fn send(&self, command: HostCommand) -> Result<(), BackendGone> {
         let tx = self.tx.as_ref().expect("present until dropped");
         tx.send(command).map_err(|_| BackendGone)?;
-        if let Some(bell) = &self.bell {
-            bell.ring();
+        if let Some(wake) = &self.wake {
+            wake();
         }
         Ok(())
     }
@@ -60,22 +71,22 @@ impl Drop for Commands {
     fn drop(&mut self) {
         // Closed first, so that the backend, woken, finds the channel closed.
         drop(self.tx.take());
-        if let Some(bell) = &self.bell {
-            bell.ring();
+        if let Some(wake) = &self.wake {
+            wake();
         }
     }
 }
 
-/// A connected pair of ends; `bell`, the backend's doorbell if it has one.
+/// A connected pair of ends; `wake`, how to end the backend's wait if it has one.
 #[must_use]
-pub fn pair(bell: Option<Arc<Doorbell>>) -> (HostLink, BackendEnds) {
+pub fn pair(wake: Option<Wake>) -> (HostLink, BackendEnds) {
     let (command_tx, command_rx) = mpsc::unbounded_channel();
     let (event_tx, event_rx) = mpsc::unbounded_channel();
     (
         HostLink {
             commands: Commands {
                 tx: Some(command_tx),
-                bell,
+                wake,
             },
             events: event_rx,
         },

@@ -49,7 +49,8 @@ pub fn spawn(
 ) -> Result<HostLink, LinuxHostError> {
     config.endpoints = endpoints.is_some();
     let host = LinuxHost::open(config)?;
-    let (link, ends) = host_link::pair(Some(host.doorbell()));
+    let bell = host.doorbell();
+    let (link, ends) = host_link::pair(Some(Arc::new(move || bell.ring())));
     std::thread::Builder::new()
         .name("nefele-host".into())
         .spawn(move || run(host, ends, capacity, traits, endpoints))
