@@ -757,30 +757,27 @@ bench_rr() {
     linked=$(rr_result "$hb" "$b" linked)
     linked_async=$(rr_result "$hb" "$b" linked_async)
     [ -n "$nefele" ] && [ -n "$asynced" ] || fail "no result from the rr client $b on host $hb"
+    local baseline placed
     if [ "$affinity" = apart ]; then
-        where="2hosts$pinned"
+        where="2hosts$pinned" baseline=tcp placed="hosts $ha and $hb"
         ip netns exec "$(host_ns "$ha")" "${on_echo[@]}" "$rr" tcp-echo "$(host_ip "$ha"):$port" &
         sleep 0.3
         raw=$(ip netns exec "$(host_ns "$hb")" "${on_client[@]}" "$rr" tcp-client "$(host_ip "$ha"):$port" "$n" 64) \
             || fail "raw tcp client failed"
-        wait
-        echo "rr64_${where}_nefele: $nefele (hosts $ha and $hb)"
-        echo "rr64_${where}_nefele_async: $asynced"
-        echo "rr64_${where}_linked: $linked"
-        echo "rr64_${where}_linked_async: $linked_async"
-        echo "rr64_${where}_tcp:    $raw"
     else
-        where="samehost$pinned"
+        where="samehost$pinned" baseline=unix placed="host $ha"
         ip netns exec "$(host_ns "$ha")" "${on_echo[@]}" "$rr" unix-echo "$WORK/rr$port.sock" &
         sleep 0.3
         raw=$(ip netns exec "$(host_ns "$ha")" "${on_client[@]}" "$rr" unix-client "$WORK/rr$port.sock" "$n" 64) \
             || fail "raw unix client failed"
-        wait
-        echo "rr64_${where}_nefele: $nefele (host $ha)"
-        echo "rr64_${where}_nefele_async: $asynced"
-        echo "rr64_${where}_linked: $linked"
-        echo "rr64_${where}_linked_async: $linked_async"
-        echo "rr64_${where}_unix:   $raw"
+    fi
+    wait
+    echo "rr64_${where}_nefele: $nefele ($placed)"
+    echo "rr64_${where}_nefele_async: $asynced"
+    echo "rr64_${where}_linked: $linked"
+    echo "rr64_${where}_linked_async: $linked_async"
+    echo "rr64_${where}_${baseline}: $raw"
+    if [ "$affinity" = together ]; then
         sandboxed=$(bench_sandboxed_unix "$n" "$pin_echo" "$pin_client")
         echo "rr64_${where}_unix_sandboxed: $sandboxed"
     fi

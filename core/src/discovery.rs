@@ -170,11 +170,10 @@ impl KnownFilter {
             salt,
             words: vec![0; words],
         };
-        if words > 0 {
-            for node in known {
-                for bit in filter.bits_of(node) {
-                    filter.words[bit / 64] |= 1 << (bit % 64);
-                }
+        // No words only when `known` is empty.
+        for node in known {
+            for bit in filter.bits_of(node) {
+                filter.words[bit / 64] |= 1 << (bit % 64);
             }
         }
         filter

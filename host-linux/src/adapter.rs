@@ -472,8 +472,9 @@ impl<S: Sys> LinuxHost<S> {
         Arc::clone(&self.bell)
     }
 
-    /// Like [`Host::poll_event`], but waits up to `timeout` for an event; `None`
-    /// when none came in time or the doorbell rang.
+    /// Like [`Host::poll_event`], but waits up to `timeout` for an event; a ring
+    /// of the doorbell ends the wait at once (with an event if one is ready, else
+    /// `None`).
     pub fn wait_event(&mut self, timeout: Duration) -> Option<HostEvent> {
         let deadline = Instant::now() + timeout;
         loop {

@@ -562,7 +562,6 @@ fn nef_takes_its_token_from_the_environment_or_a_file() {
     assert!(err.starts_with("nef: ") && err.contains("absent"), "{err}");
 }
 
-/// A client of agent `socket` acting as `pid`.
 /// Sends `data` from `from` to `to` over the client protocol itself, as a client
 /// that does not escape what reads as a link's marker (libnefele does) would.
 fn raw_send(socket: &Path, token: &str, from: Pid, to: Pid, data: &[u8]) {
@@ -588,17 +587,29 @@ fn raw_send(socket: &Path, token: &str, from: Pid, to: Pid, data: &[u8]) {
     };
     s.write_all(&[frame(&hello), frame(&send)].concat())
         .unwrap();
-    // The welcome, then the send's answer.
-    for _ in 0..2 {
+    let mut read = || -> AgentFrame {
         let mut len = [0; 4];
         s.read_exact(&mut len).unwrap();
         let mut payload = vec![0; proto::check_len(len, MAX_REPLY_BYTES).unwrap()];
         s.read_exact(&mut payload).unwrap();
-        let answer: AgentFrame = proto::decode(&payload, MAX_REPLY_BYTES).unwrap();
-        assert!(!format!("{answer:?}").contains("Err"), "{answer:?}");
-    }
+        proto::decode(&payload, MAX_REPLY_BYTES).unwrap()
+    };
+    let welcome = read();
+    assert!(matches!(welcome, AgentFrame::Welcome { .. }), "{welcome:?}");
+    let answer = read();
+    assert!(
+        matches!(
+            answer,
+            AgentFrame::Reply {
+                id: 1,
+                reply: proto::Reply::Api(nefele_api::ApiReply::Sent(Ok(_))),
+            }
+        ),
+        "{answer:?}"
+    );
 }
 
+/// A client of agent `socket` acting as `pid`.
 fn acting(socket: &Path, token: &str, pid: Pid) -> Client {
     let mut c = Client::connect(socket, Some(token)).unwrap();
     c.act_as(pid);

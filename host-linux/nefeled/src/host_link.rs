@@ -40,40 +40,43 @@ pub struct BackendEnds {
 pub struct BackendGone;
 
 /// The sending end of the command channel, which wakes the backend.
+#[derive(Debug)]
 pub struct Commands {
-    /// `None` only while it is dropped.
-    tx: Option<mpsc::UnboundedSender<HostCommand>>,
-    wake: Option<Wake>,
-}
-
-impl std::fmt::Debug for Commands {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Commands")
-            .field("tx", &self.tx)
-            .field("wakes", &self.wake.is_some())
-            .finish()
-    }
+    tx: mpsc::UnboundedSender<HostCommand>,
+    /// Declared after `tx`, so dropped after it: the backend, woken by the drop,
+    /// finds the channel closed.
+    wake: WakeOnDrop,
 }
 
 impl Commands {
     /// Queues `command` for the backend and wakes it.
     pub fn send(&self, command: HostCommand) -> Result<(), BackendGone> {
-        let tx = self.tx.as_ref().expect("present until dropped");
-        tx.send(command).map_err(|_| BackendGone)?;
-        if let Some(wake) = &self.wake {
-            wake();
-        }
+        self.tx.send(command).map_err(|_| BackendGone)?;
+        self.wake.wake();
         Ok(())
     }
 }
 
-impl Drop for Commands {
-    fn drop(&mut self) {
-        // Closed first, so that the backend, woken, finds the channel closed.
-        drop(self.tx.take());
-        if let Some(wake) = &self.wake {
+/// The backend's wake, called once more when it is dropped.
+struct WakeOnDrop(Option<Wake>);
+
+impl WakeOnDrop {
+    fn wake(&self) {
+        if let Some(wake) = &self.0 {
             wake();
         }
+    }
+}
+
+impl Drop for WakeOnDrop {
+    fn drop(&mut self) {
+        self.wake();
+    }
+}
+
+impl std::fmt::Debug for WakeOnDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Wake" } else { "NoWake" })
     }
 }
 
@@ -85,8 +88,8 @@ pub fn pair(wake: Option<Wake>) -> (HostLink, BackendEnds) {
     (
         HostLink {
             commands: Commands {
-                tx: Some(command_tx),
-                wake,
+                tx: command_tx,
+                wake: WakeOnDrop(wake),
             },
             events: event_rx,
         },
