@@ -82,8 +82,12 @@ impl Simulation {
                             s.home_lost(resume);
                         }
                     }
-                    if self.hosts[n.0 as usize].agent.is_some() {
-                        self.hosts[n.0 as usize].paused_until = resume;
+                    let host = &mut self.hosts[n.0 as usize];
+                    if host.agent.is_some() {
+                        if host.paused_until <= self.now {
+                            host.paused_since = self.now;
+                        }
+                        host.paused_until = resume;
                         self.schedule(resume, Event::Resume(n));
                     }
                 }

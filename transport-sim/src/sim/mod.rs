@@ -214,6 +214,8 @@ struct SimHost {
     /// When the current life booted.
     booted_at: Time,
     paused_until: Time,
+    /// When the current pause began (a pause within another continues it).
+    paused_since: Time,
     /// What came for the agent while it was paused (messages, its timers,
     /// clients' calls), in arrival order: handed to it when the pause ends
     /// (`Event::Resume`), so a pause extended by another keeps their order.
@@ -850,9 +852,21 @@ impl Simulation {
     /// take-over the design allows (before, the check counted the home's level-0
     /// group and any side, copy or not: swarm seed 100655 at 200 hosts, whose
     /// home crashed with half of its base cut off and its keeper on the other
-    /// half, owed restarts that nobody may make).
+    /// half, owed restarts that nobody may make). An agent stalled for the
+    /// federation's removal silence counts as down, holder or member: its group has
+    /// removed it, so the home has told it to drop its copy (the message waits for
+    /// it to resume) and cannot tell it from a crashed one (before, swarm seed
+    /// 201419: a home whose only keepers had been stalled for two seconds left
+    /// the cluster, and the check owed restarts that the keepers, told to drop
+    /// their copies, never made).
     fn base_held(&self, base: &[NodeId], children: &[Pid], nodes: &[NodeId]) -> bool {
-        let lives = |m: &NodeId| !nodes.contains(m) && self.hosts[m.0 as usize].agent.is_some();
+        let instance = self.config.agent.services.supervision.instance;
+        let silence = self.removal_silence(instance);
+        let lives = |m: &NodeId| {
+            !nodes.contains(m)
+                && self.hosts[m.0 as usize].agent.is_some()
+                && !self.stalled_for(*m, silence)
+        };
         let up: Vec<NodeId> = base.iter().copied().filter(lives).collect();
         let together = |a: NodeId, b: NodeId| a == b || self.network.hear(a, b);
         (self.hosts.iter().enumerate())
@@ -1134,16 +1148,25 @@ impl Simulation {
     /// yet noticed), and that removal is right.
     fn removes_current_life(&self, node: NodeId, instance: u8) -> bool {
         let host = &self.hosts[node.0 as usize];
-        let silence = self
-            .config
-            .agent
-            .federations
-            .iter()
+        host.agent.is_some()
+            && self.now.saturating_since(host.booted_at) > self.removal_silence(instance)
+    }
+
+    /// The silence after which federation `instance` removes an agent from its
+    /// group (`remove_periods` periods).
+    fn removal_silence(&self, instance: u8) -> std::time::Duration {
+        (self.config.agent.federations.iter())
             .find(|f| f.instance == instance)
             .map_or(std::time::Duration::ZERO, |f| {
                 f.period * f.removal_periods()
-            });
-        host.agent.is_some() && self.now.saturating_since(host.booted_at) > silence
+            })
+    }
+
+    /// Whether `node`'s agent has been stalled for at least `silence` and still is:
+    /// its group has removed it by now (for the federation's removal silence).
+    fn stalled_for(&self, node: NodeId, silence: std::time::Duration) -> bool {
+        let host = &self.hosts[node.0 as usize];
+        host.paused_until > self.now && self.now.saturating_since(host.paused_since) >= silence
     }
 
     /// The first suspicion (or removal) of a crashed agent detects its crash.
