@@ -670,4 +670,81 @@ mod tests {
         taken.took(1, false);
         assert_eq!(taken.ack_due(false), Some(6 + ACK_EVERY), "many");
     }
+
+    /// A frame of each kind from a drawn number.
+    fn frame_of(kind: u8, data: Vec<u8>, n: u64) -> Frame {
+        match kind % 4 {
+            0 => Frame::Data {
+                data,
+                urgent: false,
+            },
+            1 => Frame::Data { data, urgent: true },
+            2 => Frame::Ack(n),
+            _ => Frame::AckBack {
+                token: n.rotate_left(17),
+                taken: n,
+            },
+        }
+    }
+
+    fn put(out: &mut Vec<u8>, frame: &Frame) {
+        match frame {
+            Frame::Data { data, urgent } => put_data(out, data, *urgent),
+            Frame::Ack(taken) => put_ack(out, *taken),
+            Frame::AckBack { token, taken } => put_ack_back(out, *token, *taken),
+        }
+    }
+
+    proptest::proptest! {
+        /// The stream a peer writes is cut into frames wherever its reads end:
+        /// frames written whole come out the same and in order, however the bytes
+        /// are split.
+        #[test]
+        fn frames_come_out_as_written_however_the_reads_split_them(
+            drawn in proptest::collection::vec(
+                (proptest::prelude::any::<u8>(), proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40), proptest::prelude::any::<u64>()),
+                0..20,
+            ),
+            cuts in proptest::collection::vec(1usize..64, 1..40),
+        ) {
+            let frames: Vec<Frame> = drawn.into_iter().map(|(k, d, n)| frame_of(k, d, n)).collect();
+            let mut stream = Vec::new();
+            frames.iter().for_each(|f| put(&mut stream, f));
+            let mut inbound = Inbound::new(40);
+            let (mut out, mut at) = (Vec::new(), 0);
+            for cut in cuts.iter().cycle() {
+                if at == stream.len() {
+                    break;
+                }
+                let end = (at + cut).min(stream.len());
+                inbound.extend(&stream[at..end]);
+                at = end;
+                while let Some(frame) = inbound.next_frame().expect("frames written whole") {
+                    out.push(frame);
+                }
+            }
+            proptest::prop_assert_eq!(out, frames);
+            proptest::prop_assert!(!inbound.partial());
+        }
+
+        /// Bytes from a hostile peer, in any reads: no panic, no message over the
+        /// limit, and once a frame is refused the link ends with a typed error.
+        #[test]
+        fn arbitrary_bytes_never_panic_nor_pass_the_limit(
+            reads in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 0..16),
+        ) {
+            let mut inbound = Inbound::new(16);
+            'reads: for bytes in &reads {
+                inbound.extend(bytes);
+                loop {
+                    match inbound.next_frame() {
+                        Ok(Some(Frame::Data { data, .. })) => proptest::prop_assert!(data.len() <= 16),
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(_) => break 'reads,
+                    }
+                }
+            }
+        }
+    }
 }
