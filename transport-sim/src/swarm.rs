@@ -173,15 +173,17 @@ pub fn draw(seed: u64, limits: &Limits) -> SimConfig {
     config
 }
 
-/// A messaging workload for `nodes` agents: each kind of traffic in about half the
-/// draws (request and response at least), over a few tenants, reliable or not.
+/// A messaging workload for `nodes` agents: request and response always, pub/sub
+/// and group sends in about half the draws, failover and external calls in about a
+/// third, over a few tenants, reliable or not.
 fn messaging(
     rng: &mut ChaCha8Rng,
     nodes: u32,
     faults_end: Duration,
 ) -> crate::messaging_sim::MessagingWorkload {
     use crate::messaging_sim::{
-        FailoverWorkload, GroupWorkload, MessagingWorkload, PubSubWorkload, RrWorkload,
+        ExternalWorkload, FailoverWorkload, GroupWorkload, MessagingWorkload, PubSubWorkload,
+        RrWorkload,
     };
     let processes = |rng: &mut ChaCha8Rng, most: u32| rng.gen_range(2..=most.min(nodes).max(2));
     let by_name = rng.gen_bool(0.5);
@@ -218,7 +220,7 @@ fn messaging(
         rate_per_s: *[20.0, 200.0].choose(rng).unwrap_or(&20.0),
         crash_primaries_at: None,
     });
-    MessagingWorkload {
+    let mut workload = MessagingWorkload {
         start: Duration::from_secs(rng.gen_range(2..=6)),
         stop: Some(faults_end),
         tenants: rng.gen_range(1..=3),
@@ -228,7 +230,15 @@ fn messaging(
         groups,
         failover,
         ..MessagingWorkload::default()
-    }
+    };
+    // Drawn last, so that adding it left every earlier draw as it was: calls to
+    // the external echo service through the proxies (the first host of each of
+    // the first three racks), which the faults crash, stall and cut off too.
+    workload.external = rng.gen_bool(0.3).then(|| ExternalWorkload {
+        clients: processes(rng, 10),
+        rate_per_s: *[20.0, 200.0].choose(rng).unwrap_or(&20.0),
+    });
+    workload
 }
 
 /// A supervision workload: a group or two of supervised children, spawned at a

@@ -82,7 +82,8 @@ struct SwarmArgs {
     #[arg(long)]
     no_supervision: bool,
     /// No seed draws a messaging workload (by default a third of them do: request
-    /// and response, pub/sub, group sends, failover, each kind in some of them).
+    /// and response, pub/sub, group sends, failover, external calls through the
+    /// proxies, each kind in some of them).
     #[arg(long)]
     no_messaging: bool,
     /// Write the summary and a plot of the seeds as a self-contained HTML page here.
