@@ -62,7 +62,10 @@
 //!   once it resumes, or the child's lease ends): the group's slots down then, or
 //!   going down before it resumes, are due a bound after it;
 //! - `supervision.loop_stopped`: a crash-looping slot is given up (the agent says so
-//!   with a notice) within its intensity's restarts, and runs no more after that.
+//!   with a notice) within its intensity's restarts, and runs no more after that,
+//!   but for the stalled-agent exception: a spawn sent before the give-up to a
+//!   host whose agent was stalled starts when that agent resumes, and must be gone
+//!   within [`STALL_GRACE`] of it (its host kills it unconfirmed).
 //!
 //! Figures: restarts seen (new lives of a slot), give-ups, and restart latency (end
 //! of a life to the start of the next) p50 and p99.
@@ -288,6 +291,9 @@ pub struct SupervisionSim {
     /// Old processes running beside their slot's replacement while their host's
     /// agent is stalled: (slot, pid, the time by which it must be gone).
     excused: Vec<(u64, Pid, Time)>,
+    /// Processes of given-up slots started by an agent just back from a stall (a
+    /// spawn it held): (slot, pid, the time by which it must be gone).
+    late_spawns: Vec<(u64, Pid, Time)>,
     /// The groups' supervised spawns not answered yet: request id to group.
     spawning: BTreeMap<u64, u32>,
     /// Until then the design promises no restart timing (a loss fault beyond
@@ -336,6 +342,7 @@ impl SupervisionSim {
             latencies_ms: Vec::new(),
             violations: Vec::new(),
             excused: Vec::new(),
+            late_spawns: Vec::new(),
             spawning: BTreeMap::new(),
             suspended_until: Time::ZERO,
             group_suspended_until: BTreeMap::new(),
@@ -420,10 +427,19 @@ impl SupervisionSim {
             ));
         }
         if s.given_up.is_some() {
-            self.violations.push((
-                "supervision.loop_stopped",
-                format!("slot {slot} started {pid} after it was given up"),
-            ));
+            // A spawn sent before the give-up to a host whose agent was stalled
+            // starts when the agent resumes and takes it: the stalled-agent
+            // exception again. Its host kills it unconfirmed; it must be gone
+            // within the grace.
+            let resumed = paused_until(pid.origin());
+            if resumed + STALL_GRACE >= now {
+                self.late_spawns.push((slot, pid, resumed + STALL_GRACE));
+            } else {
+                self.violations.push((
+                    "supervision.loop_stopped",
+                    format!("slot {slot} started {pid} after it was given up"),
+                ));
+            }
         }
     }
 
@@ -614,6 +630,16 @@ impl SupervisionSim {
         });
         let mut restarted = Ok(());
         let mut stopped = Ok(());
+        self.late_spawns.retain(|&(slot, pid, by)| {
+            let running = slots.get(&slot).is_some_and(|s| s.running.contains(&pid));
+            if running && now > by {
+                stopped = Err(format!(
+                    "slot {slot}: {pid}, started by its stalled host after the give-up, \
+                     still runs at {now}, past the host's resumption and the grace ({by})"
+                ));
+            }
+            running && now <= by
+        });
         let loop_bound = (self.workload.crash_after + self.bound)
             * (self.workload.max_restarts + 2)
             + self.bound;
