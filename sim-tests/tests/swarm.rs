@@ -400,7 +400,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// only keeper, stalled and removed, had been told to drop its copy). Seed
 /// 212772 fails `supervision.loop_stopped` before the check allowed a given-up
 /// slot's spawn held by a stalled agent to start when it resumed (the stated
-/// stalled-agent exception), if it ends within the grace.
+/// stalled-agent exception), if it ends within the grace. Seed 211518 fails
+/// `federation` (two top groups) before a plain member remembered the leaders
+/// above its group as contacts (the last agent of a rack, its leader and both
+/// seeds dead, knew no one to probe).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

@@ -698,6 +698,12 @@ impl Federation {
         if view.level > 0 {
             self.remember_contacts(&view.members);
         }
+        // The leaders above are contacts too, for a plain member as well: once its
+        // leader is gone and a partition has split the tree, they may be the only
+        // agents it knows beyond its rack. (Before, swarm seed 211518: the last
+        // agent of a rack, whose leader and both seeds had died, knew no one else
+        // and stayed a tree of its own.)
+        self.remember_contacts(&view.ancestors);
         if l > self.seats.len() {
             self.send(from, FedBody::Leave { level: view.level });
             return;
