@@ -403,7 +403,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// stalled-agent exception), if it ends within the grace. Seed 211518 fails
 /// `federation` (two top groups) before a plain member remembered the leaders
 /// above its group as contacts (the last agent of a rack, its leader and both
-/// seeds dead, knew no one to probe).
+/// seeds dead, knew no one to probe). Seed 210013 fails
+/// `messaging.fate_reported` before a send that failed to reach a pid dropped
+/// the names cached to it (after a root change, a client kept sending by name to
+/// a dead server until its pair's credit filled).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

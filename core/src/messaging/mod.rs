@@ -275,11 +275,16 @@ impl Messaging {
         earliest(next, self.external.next_timeout())
     }
 
-    /// Ends an input: acks leave (or wait for their flush) and the cached deadline
-    /// is computed again. Every input ends here; nothing else changes a deadline
+    /// Ends an input: acks leave (or wait for their flush), names cached to pids a
+    /// send just failed to reach are forgotten, and the cached deadline is
+    /// computed again. Every input ends here; nothing else changes a deadline
     /// (draining outputs does not).
     fn end_of_input(&mut self, now: Time) {
         self.post.end_of_input(now);
+        let failed = self.post.take_failed_to();
+        if !failed.is_empty() {
+            self.names.forget_cached(&failed);
+        }
         self.deadline = self.earliest_deadline();
     }
 

@@ -864,6 +864,18 @@ impl Names {
         self.cache.retain(|_, (p, _)| *p != pid);
     }
 
+    /// Sends from this agent to `pids` failed (the process is gone, or its host
+    /// did not answer): a name cached to one of them is looked up again at its next
+    /// use. After a root change the new root does not know who cached what, so
+    /// without this a name whose holder died kept resolving to it until the cache
+    /// entry expired ([`CACHE_TTL`]), each send ending `Unknown` after the fate
+    /// timeout (swarm seed 210013: a client sending by name 700 times a second to
+    /// a dead server filled its pair's credit, and its blocking sends waited past
+    /// every bound).
+    pub fn forget_cached(&mut self, pids: &[Pid]) {
+        self.cache.retain(|_, (p, _)| !pids.contains(p));
+    }
+
     /// `node` was removed from a group at `level` that this agent leads: its
     /// processes are gone, and the root must drop their names.
     pub fn host_removed(&mut self, now: Time, tree: &TreeView<'_>, node: NodeId, level: u8) {
@@ -1131,7 +1143,7 @@ impl Names {
         }
     }
 
-    fn cache_insert(&mut self, now: Time, key: Key, pid: Pid) {
+    pub(super) fn cache_insert(&mut self, now: Time, key: Key, pid: Pid) {
         if self.cache.len() >= MAX_CACHE && !self.cache.contains_key(&key) {
             // The entry that expires first goes.
             if let Some(oldest) = self

@@ -276,6 +276,10 @@ pub struct Post {
     /// Measured round trips per class (index: [`DistanceClass::index`]), in nanoseconds.
     rtt: [Option<u64>; 4],
     outcomes: VecDeque<(u64, Result<(), SendError>)>,
+    /// Remote pids a send failed to reach since [`Post::take_failed_to`] (no such
+    /// process, exited, lost, or no answer in time): names cached to them are
+    /// stale. Taken at the end of every input.
+    failed_to: Vec<Pid>,
     outbox: VecDeque<ServiceOutput<MessagingMsg>>,
     /// The time of the input being handled.
     now: Time,
@@ -328,6 +332,7 @@ impl Post {
             ack_flush: None,
             rtt: [None; 4],
             outcomes: VecDeque::new(),
+            failed_to: Vec::new(),
             outbox: VecDeque::new(),
             now: Time::ZERO,
         }
@@ -471,6 +476,7 @@ impl Post {
         if to.origin() != self.me {
             if let Some(&(t, Ended::Lost)) = self.ended.get(&to) {
                 if t == tenant {
+                    self.failed(to);
                     self.settle_reply(reply, Err(SendError::Lost));
                     return;
                 }
@@ -911,6 +917,12 @@ impl Post {
             let waiting = !pair.waiting.is_empty();
             let idle = !waiting && pair.inflight.is_empty();
             self.inflight -= 1;
+            if matches!(
+                outcome,
+                Outcome::NoSuchProcess | Outcome::Exited | Outcome::Lost
+            ) {
+                self.failed(to);
+            }
             self.settle_reply(flight.reply, result_of(outcome));
             if waiting {
                 self.pump(from, to);
@@ -939,6 +951,7 @@ impl Post {
             } else {
                 SendError::Unknown
             };
+            self.failed(to);
             self.settle_reply(f.reply, Err(fate));
             self.pump(from, to);
         }
@@ -993,6 +1006,18 @@ impl Post {
         {
             self.outbound.remove(&(from, to));
         }
+    }
+
+    /// A send to the remote `to` failed (see [`Post::failed_to`]).
+    fn failed(&mut self, to: Pid) {
+        if !self.failed_to.contains(&to) {
+            self.failed_to.push(to);
+        }
+    }
+
+    /// The remote pids sends failed to reach since the last call.
+    pub(super) fn take_failed_to(&mut self) -> Vec<Pid> {
+        std::mem::take(&mut self.failed_to)
     }
 
     fn settle_reply(&mut self, reply: ReplyTo, result: Result<(), SendError>) {

@@ -394,6 +394,48 @@ fn no_answer_ends_unknown_after_the_fate_timeout() {
     assert_eq!(net.reply(r), err(SendError::Unknown));
 }
 
+/// A name cached to a process that a send failed to reach (no answer in time, or
+/// the process is gone) is looked up again at its next use; one that answers stays
+/// cached. After a root change the new root cannot invalidate caches it never knew
+/// of (before, swarm seed 210013: a client kept sending by name to a dead server
+/// until the cache entry expired, every send ending `Unknown`).
+#[test]
+fn a_send_that_fails_to_reach_a_cached_name_drops_it() {
+    let config = MessagingConfig::default();
+    let mut net = Net::new(2, &config);
+    let (a, b, gone) = (pid(1, 1), pid(2, 1), pid(2, 9));
+    net.start(a, T);
+    net.start(b, T);
+    let warm = |net: &Net, name: &str| net.agents[&NodeId(1)].names.is_warm(net.now, T, name);
+    for (name, holder) in [("up", b), ("silent", b), ("gone", gone)] {
+        let now = net.now;
+        let names = &mut net.agents.get_mut(&NodeId(1)).unwrap().names;
+        names.cache_insert(now, (T, name.to_owned()), holder);
+    }
+    let r = net.send(a, b, b"x", Delivery::AtMostOnce, false);
+    net.run();
+    assert_eq!(
+        net.reply(r),
+        Some(ApiReply::Sent(Ok(SendReceipt { reached: 1 })))
+    );
+    assert!(
+        warm(&net, "up") && warm(&net, "silent"),
+        "an answered send keeps it"
+    );
+    let r = net.send(a, gone, b"x", Delivery::AtMostOnce, false);
+    net.run();
+    assert_eq!(net.reply(r), err(SendError::NoSuchProcess));
+    assert!(!warm(&net, "gone"), "a process its host does not know");
+    let r = net.send(a, b, b"x", Delivery::AtMostOnce, false);
+    net.wire.clear(); // b's host stopped answering
+    net.advance_to(net.now + config.fate_timeout);
+    assert_eq!(net.reply(r), err(SendError::Unknown));
+    assert!(
+        !warm(&net, "silent") && !warm(&net, "up"),
+        "no answer in time"
+    );
+}
+
 /// A sender whose sends are all answered keeps no deadline: the agent is not woken
 /// at each fate timeout and resend time for items settled long before (at a million
 /// sends a second, those wakes were a fifth of the simulator's events).
