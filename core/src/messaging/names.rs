@@ -16,7 +16,9 @@
 //! - Every agent **caches** answered lookups ([`CACHE_TTL`] at most). The root
 //!   remembers who cached an entry (up to [`MAX_CACHERS`]) and tells them
 //!   ([`NamesMsg::Invalidate`]) when the name is dropped or moves; the TTL bounds the
-//!   staleness of a cache the root could not reach (or forgot, after a root change).
+//!   staleness of a cache the root could not reach (or forgot, after a root change),
+//!   and an agent drops an entry at once when a send to its pid fails
+//!   ([`Names::forget_cached`]), so the next send looks the name up again.
 //!
 //! # Costs
 //!
