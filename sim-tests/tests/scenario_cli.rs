@@ -292,6 +292,43 @@ fn the_trace_is_chrome_json_or_json_lines_by_its_name() {
 }
 
 /// A zero check interval would re-run the checker forever at one instant.
+/// A report or trace path that is not a regular file (here a FIFO, as `/dev/null`
+/// or `/dev/stdout` would be) is written in place: before, the report was written
+/// under a temporary name and renamed over it, and `--report /dev/null` run as root
+/// replaced the machine's `/dev/null` with a file.
+#[test]
+fn a_report_to_a_pipe_is_written_into_it_and_the_pipe_stays() {
+    let dir = scratch("report_to_a_pipe");
+    let fifo = dir.join("report.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(&fifo).expect("the pipe reads"))
+    };
+    let args = [os("--nodes"), os("8"), os("--duration"), os("2s")];
+    let Some(output) = nefele_sim_run(&[&args[..], &[os("--report"), fifo.as_os_str()]].concat())
+    else {
+        // Nothing will open the pipe's writing end: open it to end the reader.
+        drop(std::fs::OpenOptions::new().write(true).open(&fifo));
+        return;
+    };
+    assert!(output.status.success(), "{}", stderr(&output));
+    // Checked before the reader is joined: a pipe replaced by a file leaves the
+    // reader waiting for a writer for ever.
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::symlink_metadata(&fifo)
+        .expect("still there")
+        .file_type();
+    assert!(kind.is_fifo(), "the pipe was replaced: {kind:?}");
+    assert_eq!(files_in(&dir), vec!["report.fifo".to_owned()]);
+    let report: Value = serde_json::from_str(&reader.join().expect("the reader")).expect("JSON");
+    assert_eq!(report["nodes"], 8);
+}
+
 #[test]
 fn a_zero_check_interval_is_refused() {
     let text = "nodes = 2\nduration = \"1s\"\n[check]\ninterval = \"0s\"\n";

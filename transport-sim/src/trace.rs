@@ -219,13 +219,18 @@ impl TraceWriter {
         Ok(())
     }
 
-    /// Closes the trace and flushes it to the file.
+    /// Closes the trace and flushes it to the file (to the disk for a regular file;
+    /// a device or a pipe has nothing to sync).
     pub fn finish(mut self) -> io::Result<()> {
         if self.format == TraceFormat::Chrome {
             self.out.write_all(b"\n]\n")?;
         }
         self.out.flush()?;
-        self.out.get_ref().sync_all()
+        let file = self.out.get_ref();
+        if file.metadata()?.is_file() {
+            file.sync_all()?;
+        }
+        Ok(())
     }
 }
 

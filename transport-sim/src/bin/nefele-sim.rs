@@ -7,7 +7,8 @@
 //! seconds. Flags override the scenario file, which overrides the defaults.
 //! Bad flags or a bad scenario file exit with code 2 before anything runs, and
 //! the report, trace, page and scenario files are written under temporary names and
-//! renamed into place only when complete. `swarm` exits with code 1 if a seed fails.
+//! renamed into place only when complete (a device or a pipe, such as `/dev/null`,
+//! is written in place). `swarm` exits with code 1 if a seed fails.
 
 use clap::{Args, Parser, Subcommand};
 
@@ -323,13 +324,30 @@ fn scenario_from(args: &RunArgs) -> Result<Scenario, Failure> {
 }
 
 /// A file written under a temporary name and renamed into place when complete.
+/// A path that names something other than a regular file (`/dev/null`,
+/// `/dev/stdout`, a FIFO) is written in place: renaming over it would replace the
+/// device or pipe with a file (before, `--report /dev/null` run as root replaced
+/// the machine's `/dev/null`).
 struct PendingFile {
     path: PathBuf,
-    partial: PathBuf,
+    /// The temporary name, for a regular file (or a path not there yet).
+    partial: Option<PathBuf>,
 }
 
 impl PendingFile {
     fn create(path: &Path) -> Result<(Self, std::fs::File), Failure> {
+        let special = std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir());
+        if special {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| io_failure(path, e))?;
+            let pending = PendingFile {
+                path: path.to_owned(),
+                partial: None,
+            };
+            return Ok((pending, file));
+        }
         let mut partial = path.as_os_str().to_owned();
         partial.push(".partial");
         let partial = PathBuf::from(partial);
@@ -337,18 +355,34 @@ impl PendingFile {
         Ok((
             PendingFile {
                 path: path.to_owned(),
-                partial,
+                partial: Some(partial),
             },
             file,
         ))
     }
 
+    /// Makes what was written durable before the rename (a device or a pipe has
+    /// nothing to sync: `fsync` fails on them).
+    fn sync(&self, file: &std::fs::File) -> std::io::Result<()> {
+        match self.partial {
+            Some(_) => file.sync_all(),
+            None => Ok(()),
+        }
+    }
+
     fn commit(self) -> Result<(), Failure> {
-        std::fs::rename(&self.partial, &self.path).map_err(|e| io_failure(&self.path, e))
+        match &self.partial {
+            Some(partial) => {
+                std::fs::rename(partial, &self.path).map_err(|e| io_failure(&self.path, e))
+            }
+            None => Ok(()),
+        }
     }
 
     fn abandon(self) {
-        let _ = std::fs::remove_file(&self.partial);
+        if let Some(partial) = &self.partial {
+            let _ = std::fs::remove_file(partial);
+        }
     }
 }
 
@@ -402,15 +436,8 @@ fn run(args: RunArgs) -> Result<(), Failure> {
     let mut report = Report::new(&scenario.name, &sim, wall_seconds, peak_rss_bytes());
     report.add_baselines(&sim, &args.baseline);
     if let Some(path) = &args.report {
-        let (pending, file) = PendingFile::create(path)?;
-        if let Err(e) = serde_json::to_writer_pretty(&file, &report)
-            .map_err(std::io::Error::from)
-            .and_then(|()| file.sync_all())
-        {
-            pending.abandon();
-            return Err(io_failure(path, e));
-        }
-        pending.commit()?;
+        let json = serde_json::to_string_pretty(&report).map_err(|e| io_failure(path, e))?;
+        write_file(path, &json)?;
     }
     let summary = summary_lines(&report, scenario.description.as_deref());
     if let (Some(path), Some(timeline)) = (&args.html, sim.timeline()) {
@@ -554,7 +581,7 @@ fn write_file(path: &Path, text: &str) -> Result<(), Failure> {
     let (pending, mut file) = PendingFile::create(path)?;
     if let Err(e) = file
         .write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
+        .and_then(|()| pending.sync(&file))
     {
         pending.abandon();
         return Err(io_failure(path, e));
