@@ -2,7 +2,7 @@
 //! with code 2 and a message naming the flag, or the file, line and field, and leave
 //! no file behind; `--report` writes the documented JSON fields; `--trace` writes
 //! valid Chrome trace-event JSON, or JSON lines for a `.jsonl` name; `--html` writes one
-//! self-contained page of plots.
+//! self-contained page of plots; a path that is a pipe or a device is written in place.
 //!
 //! The binary is built by [`required_nefele_sim`] if needed; without it the tests fail
 //! under CI (`NEFELE_CI=1`) and are skipped elsewhere, naming why.
@@ -291,7 +291,6 @@ fn the_trace_is_chrome_json_or_json_lines_by_its_name() {
         .all(|r| r["t_ns"].is_u64() && r["type"].is_string()));
 }
 
-/// A zero check interval would re-run the checker forever at one instant.
 /// A report or trace path that is not a regular file (here a FIFO, as `/dev/null`
 /// or `/dev/stdout` would be) is written in place: before, the report was written
 /// under a temporary name and renamed over it, and `--report /dev/null` run as root
@@ -329,6 +328,7 @@ fn a_report_to_a_pipe_is_written_into_it_and_the_pipe_stays() {
     assert_eq!(report["nodes"], 8);
 }
 
+/// A zero check interval would re-run the checker forever at one instant.
 #[test]
 fn a_zero_check_interval_is_refused() {
     let text = "nodes = 2\nduration = \"1s\"\n[check]\ninterval = \"0s\"\n";

@@ -305,6 +305,24 @@ pub struct SupervisionSim {
     group_suspended_until: BTreeMap<u64, Time>,
 }
 
+/// Keeps the `(slot, pid, by)` entries of `list` whose process still runs and may
+/// (until `by`); returns one found running past its time, if any.
+fn overstayed(
+    list: &mut Vec<(u64, Pid, Time)>,
+    slots: &BTreeMap<u64, Slot>,
+    now: Time,
+) -> Option<(u64, Pid, Time)> {
+    let mut late = None;
+    list.retain(|&(slot, pid, by)| {
+        let running = slots.get(&slot).is_some_and(|s| s.running.contains(&pid));
+        if running && now > by {
+            late = Some((slot, pid, by));
+        }
+        running && now <= by
+    });
+    late
+}
+
 /// The most uniform loss under which the design promises its timing (issue 15's
 /// loss tolerance: 10%). Beyond it a home may not hear its keepers' confirmations
 /// for longer than its authority (it then restarts nothing), and a group's spawn
@@ -616,30 +634,21 @@ impl SupervisionSim {
             .drain(..)
             .map(|(name, e)| (name, Err(e)))
             .collect();
-        let mut twin = Ok(());
-        let slots = &self.slots;
-        self.excused.retain(|&(slot, pid, by)| {
-            let running = slots.get(&slot).is_some_and(|s| s.running.contains(&pid));
-            if running && now > by {
-                twin = Err(format!(
-                    "slot {slot}: {pid} still runs beside its replacement at {now}, \
-                     past its stalled host's resumption and the grace ({by})"
-                ));
-            }
-            running && now <= by
-        });
+        let twin = match overstayed(&mut self.excused, &self.slots, now) {
+            Some((slot, pid, by)) => Err(format!(
+                "slot {slot}: {pid} still runs beside its replacement at {now}, \
+                 past its stalled host's resumption and the grace ({by})"
+            )),
+            None => Ok(()),
+        };
         let mut restarted = Ok(());
-        let mut stopped = Ok(());
-        self.late_spawns.retain(|&(slot, pid, by)| {
-            let running = slots.get(&slot).is_some_and(|s| s.running.contains(&pid));
-            if running && now > by {
-                stopped = Err(format!(
-                    "slot {slot}: {pid}, started by its stalled host after the give-up, \
-                     still runs at {now}, past the host's resumption and the grace ({by})"
-                ));
-            }
-            running && now <= by
-        });
+        let mut stopped = match overstayed(&mut self.late_spawns, &self.slots, now) {
+            Some((slot, pid, by)) => Err(format!(
+                "slot {slot}: {pid}, started by its stalled host after the give-up, \
+                 still runs at {now}, past the host's resumption and the grace ({by})"
+            )),
+            None => Ok(()),
+        };
         let loop_bound = (self.workload.crash_after + self.bound)
             * (self.workload.max_restarts + 2)
             + self.bound;

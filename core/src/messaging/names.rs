@@ -874,7 +874,7 @@ impl Names {
     /// timeout (swarm seed 210013: a client sending by name 700 times a second to
     /// a dead server filled its pair's credit, and its blocking sends waited past
     /// every bound).
-    pub fn forget_cached(&mut self, pids: &[Pid]) {
+    pub fn forget_cached(&mut self, pids: &BTreeSet<Pid>) {
         self.cache.retain(|_, (p, _)| !pids.contains(p));
     }
 

@@ -279,7 +279,7 @@ pub struct Post {
     /// Remote pids a send failed to reach since [`Post::take_failed_to`] (no such
     /// process, exited, lost, or no answer in time): names cached to them are
     /// stale. Taken at the end of every input.
-    failed_to: Vec<Pid>,
+    failed_to: BTreeSet<Pid>,
     outbox: VecDeque<ServiceOutput<MessagingMsg>>,
     /// The time of the input being handled.
     now: Time,
@@ -332,7 +332,7 @@ impl Post {
             ack_flush: None,
             rtt: [None; 4],
             outcomes: VecDeque::new(),
-            failed_to: Vec::new(),
+            failed_to: BTreeSet::new(),
             outbox: VecDeque::new(),
             now: Time::ZERO,
         }
@@ -476,7 +476,7 @@ impl Post {
         if to.origin() != self.me {
             if let Some(&(t, Ended::Lost)) = self.ended.get(&to) {
                 if t == tenant {
-                    self.failed(to);
+                    self.failed_to.insert(to);
                     self.settle_reply(reply, Err(SendError::Lost));
                     return;
                 }
@@ -921,7 +921,7 @@ impl Post {
                 outcome,
                 Outcome::NoSuchProcess | Outcome::Exited | Outcome::Lost
             ) {
-                self.failed(to);
+                self.failed_to.insert(to);
             }
             self.settle_reply(flight.reply, result_of(outcome));
             if waiting {
@@ -951,7 +951,7 @@ impl Post {
             } else {
                 SendError::Unknown
             };
-            self.failed(to);
+            self.failed_to.insert(to);
             self.settle_reply(f.reply, Err(fate));
             self.pump(from, to);
         }
@@ -1008,15 +1008,8 @@ impl Post {
         }
     }
 
-    /// A send to the remote `to` failed (see [`Post::failed_to`]).
-    fn failed(&mut self, to: Pid) {
-        if !self.failed_to.contains(&to) {
-            self.failed_to.push(to);
-        }
-    }
-
     /// The remote pids sends failed to reach since the last call.
-    pub(super) fn take_failed_to(&mut self) -> Vec<Pid> {
+    pub(super) fn take_failed_to(&mut self) -> BTreeSet<Pid> {
         std::mem::take(&mut self.failed_to)
     }
 
