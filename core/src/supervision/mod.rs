@@ -199,6 +199,7 @@
 //! is answered once every keeper holds the stopped record
 //! ([`Supervision::finish_stops`]): a home that dies first is taken over stopped.
 
+mod disown;
 pub mod msg;
 mod naming;
 mod quorum;
@@ -595,6 +596,8 @@ pub struct Supervision {
     former: BTreeMap<NodeId, u32>,
     /// Member side: the take-overs in this agent's group, told to their old homes.
     taken: taken::Taken,
+    /// Member and taker side: the words that let a take-over go ahead ([`disown`]).
+    votes: disown::Votes,
     next_tick: Option<Time>,
     last_refresh: Time,
     outbox: VecDeque<ServiceOutput<SupervisionMsg>>,
@@ -1366,6 +1369,7 @@ impl Supervision {
     /// The periodic work: probes, silent hosts, retries, copies, take-overs.
     fn tick(&mut self, now: Time, ctx: &Context<'_>) {
         self.next_tick = None;
+        self.votes.expire(now, slack(self.config.authority));
         // Hosts silent too long: their children are lost.
         let silent: Vec<NodeId> = self
             .heard
@@ -1703,6 +1707,8 @@ impl Supervision {
         // pass to the member that takes them over.
         let mut settle = Vec::new();
         let mut passes = Vec::new();
+        // Homes whose take-over waits for the members' word ([`disown`]).
+        let mut claims = BTreeSet::new();
         let (alive, authority) = (&self.alive, slack(self.config.authority));
         // Quiet long enough for its authority to have ended, and not so long that
         // this copy may be stale (a home sends its keepers `Alive` every probe and
@@ -1727,6 +1733,14 @@ impl Supervision {
             bases
                 .get(&home)
                 .is_some_and(|base| holds_most(base, home, me, group))
+        };
+        // Most of the base disowned a home still in its first life: none of them
+        // keeps its authority (a restarted home's ended with its earlier life).
+        let (votes, valid) = (&self.votes, self.config.authority);
+        let carried = |home: NodeId| {
+            bases
+                .get(&home)
+                .is_some_and(|base| votes.carried(now, home, base, valid))
         };
         for (id, c) in &mut self.copies {
             if view.contains(c.home) && !c.home_restarted {
@@ -1759,7 +1773,11 @@ impl Supervision {
             // of the home's base: nobody took over, swarm seeds 93152 and 96172.)
             let gone = quiet(c.home) || (c.home_restarted && recent(c.home));
             let due = gone && most(c.home);
-            let take = taker == Some(me) && due;
+            let voted = c.home_restarted || carried(c.home);
+            if taker == Some(me) && due && !voted {
+                claims.insert(c.home);
+            }
+            let take = taker == Some(me) && due && voted;
             // A pass begun while the copy was fresh goes on past `refresh` (its
             // fragments may take many rounds under heavy loss: before, a pass cut
             // off by the freshness bound left the supervisor to nobody, swarm
@@ -1777,6 +1795,11 @@ impl Supervision {
         for (to, id) in passes {
             self.pass_on(to, id);
         }
+        let mut carried_here = false;
+        for home in claims {
+            let base = self.bases.get(&home).cloned().unwrap_or_default();
+            carried_here |= self.claim(now, home, &base, view);
+        }
         self.partial
             .retain(|(sender, _), _| view.contains(*sender) || view.ancestors.contains(sender));
         if settle.iter().any(|(_, take)| *take) {
@@ -1786,9 +1809,43 @@ impl Supervision {
         }
         for (id, take) in settle {
             if let Some(c) = self.copies.remove(&id).filter(|_| take) {
+                self.votes.done(c.home);
                 self.adopt(now, id, c);
             }
         }
+        // Carried by this agent's own word (a base of one): taken over now (the
+        // ask just made is not due again, so this recurses no further).
+        if carried_here {
+            self.take_over(now, ctx);
+        }
+    }
+
+    /// Taker side: asks the members of `base` in this agent's group `view` to
+    /// disown `home` (at most once a probe period), and disowns it here too.
+    /// Whether the words now carry the take-over (this agent's own may).
+    fn claim(
+        &mut self,
+        now: Time,
+        home: NodeId,
+        base: &[NodeId],
+        view: &crate::federation::View,
+    ) -> bool {
+        if !self.votes.ask_due(now, home, self.config.probe_period) {
+            return false;
+        }
+        let me = self.me.node;
+        if self
+            .votes
+            .disown(now, home, me, slack(self.config.authority))
+        {
+            self.votes.word(now, home, me);
+        }
+        for &m in base {
+            if m != me && m != home && view.contains(m) {
+                self.send(m, SupervisionMsg::Disown { home });
+            }
+        }
+        self.votes.carried(now, home, base, self.config.authority)
     }
 
     /// Keeper side: runs the supervisor of copy `c` here, taken over from its home.
@@ -1923,13 +1980,19 @@ impl Supervision {
                 .group(0)
                 .is_some_and(|group| !holds_most(base, home, me, group))
         };
-        if self
-            .bases
-            .get(&home)
-            .or(passed_base.as_ref())
-            .is_some_and(unheard)
-        {
+        let base = self.bases.get(&home).or(passed_base.as_ref()).cloned();
+        if base.as_ref().is_some_and(unheard) {
             return;
+        }
+        // A home gone only from the group waits for the members' word, as in
+        // `take_over` (the passer's word is asked too, and its pass comes again).
+        let valid = self.config.authority;
+        let unsaid =
+            |b: &Vec<NodeId>| !(restarted || newer || self.votes.carried(now, home, b, valid));
+        if let Some(base) = base.filter(unsaid) {
+            if !self.claim(now, home, &base, view) {
+                return;
+            }
         }
         if let Some(s) = self.sups.get(&sup) {
             if s.version / TAKE_OVER > version / TAKE_OVER {
@@ -2126,8 +2189,15 @@ impl Supervision {
         }
         let forget: Vec<(SupervisorId, u32)> = forget.into_iter().collect();
         // More than one message lists: not confirmed (the home keeps no authority).
-        if forget.len() <= msg::MAX_PIDS {
+        if forget.len() > msg::MAX_PIDS {
+            return;
+        }
+        // Disowned for a taker lately: not confirmed, only told to step down.
+        if self.votes.confirm(now, from, slack(self.config.authority)) {
+            let at = Some(at);
             self.send(from, SupervisionMsg::Held { at, forget });
+        } else if !forget.is_empty() {
+            self.send(from, SupervisionMsg::Held { at: None, forget });
         }
     }
 
@@ -2277,6 +2347,7 @@ impl Service for Supervision {
             keepers: Vec::new(),
             former: BTreeMap::new(),
             taken: taken::Taken::default(),
+            votes: disown::Votes::default(),
             next_tick: None,
             last_refresh: Time::ZERO,
             outbox: VecDeque::new(),
@@ -2317,6 +2388,23 @@ impl Service for Supervision {
                     self.taken.note(now, sup, home, epoch);
                 }
             }
+            SupervisionMsg::Disown { home } => {
+                let member = ctx.tree.local_group().contains(&from);
+                let promise = slack(self.config.authority);
+                if member && home != self.me.node && self.votes.disown(now, home, from, promise) {
+                    self.send(from, SupervisionMsg::Disowned { home });
+                }
+            }
+            SupervisionMsg::Disowned { home } => {
+                self.votes.word(now, home, from);
+                // Taken over on this word: the group hears of it at once, while
+                // the members' promises are fresh.
+                let before = self.sups.len();
+                self.take_over(now, ctx);
+                if self.sups.len() > before {
+                    self.announce_take_overs(ctx);
+                }
+            }
             SupervisionMsg::Dropped { sup } => {
                 if self.copies.get(&sup).is_some_and(|c| c.home == from) {
                     self.copies.remove(&sup);
@@ -2354,7 +2442,7 @@ impl Service for Supervision {
                     self.step_down_before(sup, epoch);
                 }
                 let before = self.authorized(now);
-                if at <= now.as_nanos() {
+                if let Some(at) = at.filter(|at| *at <= now.as_nanos()) {
                     let at = Time::from_nanos(at);
                     let t = self.held.entry(from).or_insert(Time::ZERO);
                     *t = (*t).max(at);
@@ -2649,7 +2737,7 @@ mod tests {
         assert_eq!(
             held,
             [SupervisionMsg::Held {
-                at: 5,
+                at: Some(5),
                 forget: vec![(sup, 1)]
             }]
         );
@@ -2671,7 +2759,7 @@ mod tests {
         std::iter::from_fn(|| home.poll_output()).for_each(drop);
         let taker = NodeId(4);
         let held = SupervisionMsg::Held {
-            at: 0,
+            at: None,
             forget: vec![(sup, 1)],
         };
         home.handle_message(Time::from_millis(5), taker, held, &alone);
@@ -2816,6 +2904,7 @@ mod tests {
         // Itself and two more of the four heard: most of the base.
         let heard = led_unheard(k, &[NodeId(5)]);
         keeper.handle_timeout(Time::from_secs(3), &heard);
+        disowned(&mut keeper, Time::from_secs(3), &heard);
         assert_eq!(
             keeper.sups.len(),
             1,
@@ -2857,11 +2946,11 @@ mod tests {
             taker.sups.is_empty(),
             "taken over with half the base unheard"
         );
-        pass(
-            &mut taker,
-            Time::from_secs(4),
-            &led_unheard(l, &[NodeId(5)]),
-        );
+        // Asked the members' word on the first pass, taken over on the next.
+        let heard = led_unheard(l, &[NodeId(5)]);
+        pass(&mut taker, Time::from_secs(4), &heard);
+        disowned(&mut taker, Time::from_secs(4), &heard);
+        pass(&mut taker, Time::from_secs(4), &heard);
         assert_eq!(
             taker.sups.len(),
             1,
@@ -2997,6 +3086,106 @@ mod tests {
             };
             assert_eq!(told.into_iter().collect::<Vec<_>>(), members);
         }
+    }
+
+    /// Regression (swarm seed 242716, `supervision.no_twin`): a leader takes over
+    /// only once most of the home's base disowned the home, and a member that
+    /// confirmed the home lately does not. A partition cut the home's rack in
+    /// halves; moments later another cut four members of the group off from
+    /// everyone. The leader, across the first partition from the home, counted
+    /// those four (not suspected yet) as its side, while their last
+    /// confirmations still kept the home's authority: both ran the child.
+    #[test]
+    fn a_leader_takes_over_only_once_most_of_the_base_disowned_the_home() {
+        let (h, k) = (n1(), n2());
+        let home = lone_home(h);
+        let ms = |ns: &[u32]| ns.iter().map(|n| NodeId(*n)).collect::<Vec<_>>();
+        let with_home = led_by(k, ms(&[1, 2, 3, 4, 5]), 1);
+        let without_home = led_by(k, ms(&[2, 3, 4, 5]), 2);
+        let group = with_home.tree.local_group();
+        let base = others(&group, h.node);
+        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
+        let changed = ServiceEvent::GroupChanged { instance: 0 };
+        keeper.handle_event(Time::ZERO, &changed, &with_home);
+        keep(&mut keeper, h.node, &home, &group, base.clone());
+        home_removed(&mut keeper, h.node, Time::from_millis(50), &without_home);
+        let member_of_k = |me: NodeId| {
+            let view = crate::federation::View {
+                level: 0,
+                leader: k.node,
+                epoch: 2,
+                members: ms(&[2, 3, 4, 5]),
+                ancestors: Vec::new(),
+            };
+            Context {
+                me: id(me.0),
+                tree: crate::service::TreeView::member_of(me, view),
+                lives: None,
+            }
+        };
+        let mut members: BTreeMap<NodeId, Supervision> = [3, 4, 5]
+            .map(|n| {
+                (
+                    NodeId(n),
+                    Supervision::new(id(n), SupervisionConfig::default(), 0),
+                )
+            })
+            .into();
+        // The keeper's asks go to the members, their words come back.
+        let exchange =
+            |keeper: &mut Supervision, members: &mut BTreeMap<NodeId, Supervision>, now| {
+                let outputs: Vec<_> = std::iter::from_fn(|| keeper.poll_output()).collect();
+                for o in outputs {
+                    let ServiceOutput::Send(to, ask @ SupervisionMsg::Disown { .. }) = o else {
+                        continue;
+                    };
+                    let Some(member) = members.get_mut(&to) else {
+                        continue;
+                    };
+                    member.handle_message(now, k.node, ask, &member_of_k(to));
+                    for o in std::iter::from_fn(|| member.poll_output()) {
+                        if let ServiceOutput::Send(_, word @ SupervisionMsg::Disowned { .. }) = o {
+                            keeper.handle_message(now, to, word, &without_home);
+                        }
+                    }
+                }
+            };
+        // n3 and n4 hear the home until 1.5 s (the keeper last at 20 ms); n5 not.
+        let mut now = Time::from_millis(50);
+        let mut confirmed = now;
+        while now < Time::from_millis(4000) {
+            now = now + Duration::from_millis(100);
+            if now <= Time::from_millis(1500) {
+                for n in [3, 4] {
+                    let member = members.get_mut(&NodeId(n)).expect("a member");
+                    member.on_alive(now, h.node, now.as_nanos(), base.clone(), &group);
+                    std::iter::from_fn(|| member.poll_output()).for_each(drop);
+                }
+                confirmed = now;
+            }
+            keeper.handle_timeout(now, &without_home);
+            exchange(&mut keeper, &mut members, now);
+            // Their last confirmations keep the home's authority for `authority`
+            // on the home's clock: their word comes only after its slack.
+            if now < confirmed + slack(keeper.config.authority) {
+                assert!(keeper.sups.is_empty(), "taken over at {now:?}");
+            }
+        }
+        assert_eq!(
+            keeper.sups.len(),
+            1,
+            "taken over once most disowned the home"
+        );
+        // A member that disowned the home confirms it no more.
+        let member = members.get_mut(&NodeId(3)).expect("a member");
+        member.on_alive(now, h.node, now.as_nanos(), base, &group);
+        let confirmed = std::iter::from_fn(|| member.poll_output()).any(|o| {
+            matches!(
+                o,
+                ServiceOutput::Send(_, SupervisionMsg::Held { at: Some(_), .. })
+            )
+        });
+        assert!(!confirmed, "a member confirmed the home it disowned");
     }
 
     /// Regression (swarm seed 94715, shrunk): a leader whose members leave its
@@ -3263,7 +3452,13 @@ mod tests {
             })
             .collect();
         let forget = vec![(sup, 1)];
-        assert_eq!(held, [SupervisionMsg::Held { at: 5, forget }]);
+        assert_eq!(
+            held,
+            [SupervisionMsg::Held {
+                at: Some(5),
+                forget
+            }]
+        );
         // Remembered for `hold` only.
         let later = Time::ZERO + member.config.hold;
         member.handle_timeout(later, &ctx);
@@ -3512,6 +3707,12 @@ mod tests {
                 }
                 assert!(saw.sups.is_empty(), "a home seen leaving alive");
             }
+            // Taken over on the pass after the members' word (on the first
+            // pass already for a home that restarted).
+            for (_, m) in passes.clone() {
+                taker.handle_message(now, k.node, m, &leading);
+            }
+            disowned(&mut taker, now, &leading);
             for (_, m) in passes {
                 taker.handle_message(now, k.node, m, &leading);
             }
@@ -3755,6 +3956,23 @@ mod tests {
         while now < ended + keeper.config.probe_period {
             now = now + Duration::from_millis(100);
             keeper.handle_timeout(now, ctx);
+            disowned(keeper, now, ctx);
+        }
+    }
+
+    /// Every member a taker asked to disown a home does (see [`disown`]); the
+    /// taker's other outputs stay.
+    fn disowned(taker: &mut Supervision, now: Time, ctx: &Context<'_>) {
+        let mut asks = Vec::new();
+        let outputs: Vec<_> = std::iter::from_fn(|| taker.poll_output()).collect();
+        for o in outputs {
+            match o {
+                ServiceOutput::Send(m, SupervisionMsg::Disown { home }) => asks.push((m, home)),
+                other => taker.outbox.push_back(other),
+            }
+        }
+        for (m, home) in asks {
+            taker.handle_message(now, m, SupervisionMsg::Disowned { home }, ctx);
         }
     }
 
@@ -4059,7 +4277,7 @@ mod tests {
         // n2 (the keeper, also the quorum) confirms the `Alive` of `now`.
         let confirm = |home: &mut Supervision, now: Time| {
             let held = SupervisionMsg::Held {
-                at: now.as_nanos(),
+                at: Some(now.as_nanos()),
                 forget: vec![],
             };
             home.handle_message(now, NodeId(2), held, &ctx);
@@ -4187,7 +4405,7 @@ mod tests {
         let sup = *home.sups.keys().next().expect("the supervisor");
         let held = |home: &mut Supervision, now: Time| {
             let msg = SupervisionMsg::Held {
-                at: now.as_nanos(),
+                at: Some(now.as_nanos()),
                 forget: Vec::new(),
             };
             home.handle_message(now, keeper, msg, &ctx);

@@ -113,8 +113,9 @@ pub enum SupervisionMsg {
     /// the home's supervisors before the home's authority from it
     /// (`at` plus [`super::SupervisionConfig::authority`]) has surely ended.
     Held {
-        /// The echoed `Alive`.
-        at: u64,
+        /// The echoed `Alive`; `None`: not confirmed (this member disowned the home
+        /// for a taker, [`SupervisionMsg::Disowned`]), sent only for `forget`.
+        at: Option<u64>,
         /// Supervisors this keeper took over from the home (with their take-over
         /// epoch): the home steps down from those it runs from an earlier one
         /// before it counts this confirmation.
@@ -204,6 +205,20 @@ pub enum SupervisionMsg {
         /// The fragment.
         bytes: Vec<u8>,
     },
+    /// Taker to a member of its level-0 group, every probe period while it
+    /// would take `home`'s supervisors over but for the members' word: disown
+    /// `home` (see the `disown` module of the service).
+    Disown {
+        /// The home to be taken over.
+        home: NodeId,
+    },
+    /// Member to taker: this member confirmed no `Alive` of `home` for the
+    /// home's authority and its slack, and confirms none for as long again, nor
+    /// disowns `home` for another taker meanwhile.
+    Disowned {
+        /// The home disowned.
+        home: NodeId,
+    },
 }
 
 /// A short, stable name of the kind of `msg`, for traces.
@@ -222,6 +237,8 @@ pub fn kind(msg: &SupervisionMsg) -> &'static str {
         SupervisionMsg::Hand { .. } => "sup-hand",
         SupervisionMsg::Holds { .. } => "sup-holds",
         SupervisionMsg::TakenOver { .. } => "sup-taken-over",
+        SupervisionMsg::Disown { .. } => "sup-disown",
+        SupervisionMsg::Disowned { .. } => "sup-disowned",
     }
 }
 
@@ -297,6 +314,8 @@ pub fn validate(msg: &SupervisionMsg) -> Result<(), Reject> {
         SupervisionMsg::Forget { .. }
         | SupervisionMsg::Dropped { .. }
         | SupervisionMsg::TakenOver { .. }
+        | SupervisionMsg::Disown { .. }
+        | SupervisionMsg::Disowned { .. }
         | SupervisionMsg::Copied { .. } => Ok(()),
     }
 }
@@ -400,7 +419,7 @@ mod tests {
                 bytes: vec![0; MAX_FRAGMENT],
             },
             SupervisionMsg::Held {
-                at: u64::MAX,
+                at: Some(u64::MAX),
                 forget: vec![(sup(), u32::MAX); MAX_PIDS],
             },
             SupervisionMsg::Holds {

@@ -64,7 +64,12 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 /// - 17: placement's `Create` carries the size of the host's share (`total`)
 ///   instead of a last-batch flag (a reordered last batch released the
 ///   reservation an earlier batch needed).
-pub const VERSION: u16 = 18;
+/// - 18: discovery's `Heartbeat` carries a Bloom filter of the neighbours its
+///   sender knows (`known`).
+/// - 19: supervision's take-overs wait for most of the home's base to disown it
+///   (`Disown` and `Disowned`, appended); `Held.at` is optional (a member that
+///   disowned the home does not confirm it).
+pub const VERSION: u16 = 19;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.

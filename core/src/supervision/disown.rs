@@ -1,0 +1,247 @@
+//! Votes for a take-over (see "Take-overs need most of the home's base" in the
+//! module doc of [`super`]).
+//!
+//! A home acts while more than half of its quorum base (with itself) confirmed
+//! one of its `Alive`s within `authority`; a taker takes over only once more
+//! than half of the same base (the home aside) *disowned* the home for it. A
+//! member disowns a home ([`super::SupervisionMsg::Disowned`], asked by
+//! [`super::SupervisionMsg::Disown`]) only if it has confirmed none of the home's
+//! `Alive`s for `slack(authority)`, so the home's authority from it has ended, and
+//! then confirms none (its `Held` says so) for as long again after the latest
+//! ask: the two majorities share a member, which cannot have served both at once.
+//! Counting each side's majority on its own state let both act when a member
+//! heard both sides (a partition that is not transitive, or a side cut off just
+//! after its members confirmed the home: swarm seed 242716, where the taker
+//! counted four members, not suspected yet, whose last confirmations still kept
+//! the home's authority).
+//!
+//! A member disowns a home for one taker at a time: another asker is refused
+//! until the promise lapses (a taker that stops asking, having heard the home or
+//! died, releases the members within `slack(authority)`). A taker counts a
+//! member's word for `authority` after it arrived, within its promise on any
+//! clock rate this service allows; it asks every probe period while it would
+//! take over, so the promises run on past the take-over, until the group hears
+//! of it (`TakenOver`, remembered for `hold`).
+//!
+//! Invariants: one entry per home on each side; entries expire (`expire`), so
+//! the maps hold at most the homes heard or asked about in the last
+//! `slack(authority)`.
+
+use crate::ids::NodeId;
+use crate::time::Time;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// One member's promise: it confirms no `Alive` of the home until `since` plus
+/// the promise's length, and disowns it for no other taker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Promise {
+    taker: NodeId,
+    since: Time,
+}
+
+/// Both sides of the votes: what this agent promised as a member, and what
+/// members promised it as a taker.
+#[derive(Debug, Default)]
+pub(super) struct Votes {
+    /// Member side: when this agent last confirmed each home's `Alive`.
+    confirmed: BTreeMap<NodeId, Time>,
+    /// Member side: the homes this agent disowned, for whom and since when.
+    promised: BTreeMap<NodeId, Promise>,
+    /// Taker side: the members that disowned each home for this agent, and when
+    /// their word arrived.
+    words: BTreeMap<NodeId, BTreeMap<NodeId, Time>>,
+    /// Taker side: when this agent last asked the members about each home.
+    asked: BTreeMap<NodeId, Time>,
+}
+
+impl Votes {
+    /// Member side: whether this agent may confirm `home`'s `Alive` now (it
+    /// promised nobody not to within `promise`); if so, the confirmation is noted.
+    pub(super) fn confirm(&mut self, now: Time, home: NodeId, promise: Duration) -> bool {
+        if self.promised_at(now, home, promise).is_some() {
+            return false;
+        }
+        self.confirmed.insert(home, now);
+        true
+    }
+
+    fn promised_at(&self, now: Time, home: NodeId, promise: Duration) -> Option<NodeId> {
+        self.promised
+            .get(&home)
+            .filter(|p| now < p.since + promise)
+            .map(|p| p.taker)
+    }
+
+    /// Member side: `taker` asks this agent to disown `home`. Granted (and the
+    /// promise begun or renewed) unless this agent confirmed `home` within
+    /// `promise` or promised it to another taker within `promise`.
+    pub(super) fn disown(
+        &mut self,
+        now: Time,
+        home: NodeId,
+        taker: NodeId,
+        promise: Duration,
+    ) -> bool {
+        let lately = |t: &Time| now < *t + promise;
+        if self.confirmed.get(&home).is_some_and(lately) {
+            return false;
+        }
+        if self
+            .promised_at(now, home, promise)
+            .is_some_and(|t| t != taker)
+        {
+            return false;
+        }
+        self.promised.insert(home, Promise { taker, since: now });
+        true
+    }
+
+    /// Taker side: `member` disowned `home` for this agent.
+    pub(super) fn word(&mut self, now: Time, home: NodeId, member: NodeId) {
+        if self.asked.contains_key(&home) {
+            self.words.entry(home).or_default().insert(member, now);
+        }
+    }
+
+    /// Taker side: whether more than half of `base` (`home` aside) disowned `home`
+    /// for this agent within `valid`.
+    pub(super) fn carried(
+        &self,
+        now: Time,
+        home: NodeId,
+        base: &[NodeId],
+        valid: Duration,
+    ) -> bool {
+        let others = base.iter().filter(|m| **m != home);
+        let words = self.words.get(&home);
+        let voted = others
+            .clone()
+            .filter(|m| {
+                words
+                    .and_then(|w| w.get(m))
+                    .is_some_and(|t| now < *t + valid)
+            })
+            .count();
+        2 * voted > others.count()
+    }
+
+    /// Taker side: whether to ask the members about `home` now (at most once per
+    /// `every`); if so, the ask is noted.
+    pub(super) fn ask_due(&mut self, now: Time, home: NodeId, every: Duration) -> bool {
+        if self.asked.get(&home).is_some_and(|t| now < *t + every) {
+            return false;
+        }
+        self.asked.insert(home, now);
+        true
+    }
+
+    /// Taker side: `home` was taken over (or its copy is gone): its words are
+    /// spent.
+    pub(super) fn done(&mut self, home: NodeId) {
+        self.words.remove(&home);
+        self.asked.remove(&home);
+    }
+
+    /// Drops what no longer counts: confirmations and promises older than
+    /// `promise`, asks and words older than it too (a taker that stopped asking).
+    pub(super) fn expire(&mut self, now: Time, promise: Duration) {
+        let recent = |t: &Time| now < *t + promise;
+        self.confirmed.retain(|_, t| recent(t));
+        self.promised.retain(|_, p| recent(&p.since));
+        self.asked.retain(|_, t| recent(t));
+        let asked = &self.asked;
+        self.words.retain(|home, words| {
+            words.retain(|_, t| recent(t));
+            asked.contains_key(home) && !words.is_empty()
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROMISE: Duration = Duration::from_millis(1875);
+
+    fn at(ms: u64) -> Time {
+        Time::ZERO + Duration::from_millis(ms)
+    }
+
+    const HOME: NodeId = NodeId(1);
+    const TAKER: NodeId = NodeId(2);
+
+    #[test]
+    fn a_member_that_confirmed_the_home_lately_does_not_disown_it() {
+        let mut v = Votes::default();
+        assert!(v.confirm(at(1000), HOME, PROMISE));
+        assert!(!v.disown(at(2000), HOME, TAKER, PROMISE));
+        assert!(v.disown(at(2875), HOME, TAKER, PROMISE));
+    }
+
+    #[test]
+    fn a_member_that_disowned_the_home_confirms_it_no_more_until_the_promise_lapses() {
+        let mut v = Votes::default();
+        assert!(v.disown(at(1000), HOME, TAKER, PROMISE));
+        assert!(!v.confirm(at(2000), HOME, PROMISE));
+        // Renewed by the taker's next ask.
+        assert!(v.disown(at(2500), HOME, TAKER, PROMISE));
+        assert!(!v.confirm(at(4000), HOME, PROMISE));
+        assert!(v.confirm(at(4375), HOME, PROMISE));
+    }
+
+    #[test]
+    fn a_member_disowns_a_home_for_one_taker_at_a_time() {
+        let mut v = Votes::default();
+        let other = NodeId(3);
+        assert!(v.disown(at(1000), HOME, TAKER, PROMISE));
+        assert!(!v.disown(at(1500), HOME, other, PROMISE));
+        assert!(v.disown(at(2875), HOME, other, PROMISE));
+    }
+
+    #[test]
+    fn a_take_over_is_carried_by_more_than_half_of_the_base_home_aside() {
+        let mut v = Votes::default();
+        let base = [HOME, NodeId(2), NodeId(3), NodeId(4), NodeId(5)];
+        assert!(v.ask_due(at(0), HOME, Duration::from_millis(300)));
+        v.word(at(10), HOME, NodeId(2));
+        v.word(at(10), HOME, NodeId(3));
+        // Two of four: an even split goes to the home.
+        assert!(!v.carried(at(20), HOME, &base, Duration::from_millis(1500)));
+        // A member outside the base does not count.
+        v.word(at(10), HOME, NodeId(9));
+        assert!(!v.carried(at(20), HOME, &base, Duration::from_millis(1500)));
+        v.word(at(10), HOME, NodeId(4));
+        assert!(v.carried(at(20), HOME, &base, Duration::from_millis(1500)));
+        // Words grow stale.
+        assert!(!v.carried(at(1510), HOME, &base, Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn words_nobody_asked_for_do_not_count() {
+        let mut v = Votes::default();
+        v.word(at(10), HOME, NodeId(2));
+        assert!(!v.carried(at(20), HOME, &[NodeId(2)], Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn asks_are_spaced() {
+        let mut v = Votes::default();
+        let every = Duration::from_millis(300);
+        assert!(v.ask_due(at(0), HOME, every));
+        assert!(!v.ask_due(at(299), HOME, every));
+        assert!(v.ask_due(at(300), HOME, every));
+    }
+
+    #[test]
+    fn everything_expires() {
+        let mut v = Votes::default();
+        v.confirm(at(0), HOME, PROMISE);
+        v.disown(at(0), NodeId(7), TAKER, PROMISE);
+        v.ask_due(at(0), HOME, PROMISE);
+        v.word(at(0), HOME, NodeId(2));
+        v.expire(at(1875), PROMISE);
+        assert!(v.confirmed.is_empty() && v.promised.is_empty());
+        assert!(v.asked.is_empty() && v.words.is_empty());
+    }
+}
