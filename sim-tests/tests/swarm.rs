@@ -406,7 +406,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// seeds dead, knew no one to probe). Seed 210013 fails
 /// `messaging.fate_reported` before a send that failed to reach a pid dropped
 /// the names cached to it (after a root change, a client kept sending by name to
-/// a dead server until its pair's credit filled).
+/// a dead server until its pair's credit filled). Seed 242716 fails
+/// `supervision.no_twin` before a take-over waited for most of the home's base to
+/// disown the home (the taker counted members cut off just after they confirmed
+/// the home, whose confirmations still kept its authority).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

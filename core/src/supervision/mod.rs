@@ -91,7 +91,16 @@
 //!   the home cannot act without. A leader counts only the members it hears (not
 //!   suspected by its federation seat): its view lags a partition, and an heir
 //!   that just took its group over from a silent leader has heard none of the
-//!   members it inherited ([`holds_most`], swarm seed 97566). A keeper cut off from its rack (which the home
+//!   members it inherited ([`holds_most`], swarm seed 97566). And it takes over
+//!   only once more than half of the base (the home aside) *disowned* the home
+//!   for it ([`disown`]): a member does so only if it confirmed no `Alive` of the
+//!   home for `slack(authority)`, and then confirms none while the taker asks, so
+//!   the home's majority and the taker's, which share a member, never both hold.
+//!   (Before, each side counted its majority on its own state, swarm seed
+//!   242716: a taker counted members cut off just after they confirmed the home,
+//!   not suspected yet, whose confirmations still kept the home's authority.)
+//!   A home heard in a newer life needs no word: its authority ended with its
+//!   earlier life. A keeper cut off from its rack (which the home
 //!   then stops counting as a keeper, so the home keeps its authority) leads a
 //!   group of one and takes nothing over (before, it did, from a stale copy, and
 //!   restarted children the home had restarted already: twins). A keeper in the
@@ -187,10 +196,12 @@
 //! without the home's authority accounting for it, if it keeps most of its group.
 //! A home back from a lapse of its authority may be confirmed by a quorum none of
 //! whose members keeps the taker's record (members on the taker's side that are
-//! not its keepers); the taker tells it only if it hears it. The two majorities (the home's quorum
-//! and the taking-over leader's view of the group) are counted by each side on
-//! its own, so a partition that is not transitive (a member that both sides hear,
-//! while they do not hear each other) can still let both act.
+//! not its keepers); the taker tells it only if it hears it. The members' word
+//! protects one base: a home whose base shrank after the taker last heard it
+//! (members that left its group dropped from it) counts a majority of the
+//! smaller base, which the taker's majority of the older one need not meet; and
+//! a member that disowned a home and misses the `TakenOver` that follows
+//! confirms the home again once the taker stops asking.
 //! A pid given up as lost is also killed if its host answers again
 //! (`abandoned`).
 //!

@@ -15,6 +15,9 @@
 //!
 //! - A member keeping the copy of a home that restarted, which it may not take
 //!   over itself, passes it to its level-0 leader ([`SupervisionMsg::Pass`]).
+//! - A taker asks the members of the home's base to disown the home
+//!   ([`SupervisionMsg::Disown`]) and takes over once most of them did
+//!   ([`SupervisionMsg::Disowned`]).
 //!
 //! - Names move with a restarted child: its host tells the home the names a
 //!   watched process holds ([`SupervisionMsg::Holds`]); the home asks the host of
