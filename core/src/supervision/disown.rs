@@ -15,6 +15,12 @@
 //! counted four members, not suspected yet, whose last confirmations still kept
 //! the home's authority).
 //!
+//! Each side must judge by the same base: a `Disown` names the epoch of the
+//! home's base the taker judges by, and a member that heard a newer one (from
+//! the home's `Alive`) refuses and tells it ([`super::SupervisionMsg::Refused`]);
+//! the home commits a change of its base only once most of the old base heard
+//! of it (see [`super::quorum`]).
+//!
 //! A member disowns a home for one taker at a time: another asker is refused
 //! until the promise lapses (a taker that stops asking, having heard the home or
 //! died, releases the members within `slack(authority)`). A taker counts a
@@ -40,12 +46,33 @@ struct Promise {
     since: Time,
 }
 
+/// The newest quorum base of a home an agent heard of, by the home's base epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Known {
+    epoch: u64,
+    base: Vec<NodeId>,
+    heard: Time,
+}
+
+/// Why a member refused to disown a home.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// It confirmed the home lately, or promised it to another taker.
+    NotNow,
+    /// It knows a newer base of the home (epoch and members) than the taker
+    /// judges by: the taker is told it.
+    Newer(u64, Vec<NodeId>),
+}
+
 /// Both sides of the votes: what this agent promised as a member, and what
 /// members promised it as a taker.
 #[derive(Debug, Default)]
 pub(super) struct Votes {
-    /// Member side: when this agent last confirmed each home's `Alive`.
+    /// When this agent last confirmed each home's `Alive`.
     confirmed: BTreeMap<NodeId, Time>,
+    /// The newest base of each home heard in an `Alive` (or from a member that
+    /// refused a claim), kept for `hold`.
+    known: BTreeMap<NodeId, Known>,
     /// Member side: the homes this agent disowned, for whom and since when.
     promised: BTreeMap<NodeId, Promise>,
     /// Taker side: the members that disowned each home for this agent, and when
@@ -73,28 +100,49 @@ impl Votes {
             .map(|p| p.taker)
     }
 
-    /// Member side: `taker` asks this agent to disown `home`. Granted (and the
-    /// promise begun or renewed) unless this agent confirmed `home` within
-    /// `promise` or promised it to another taker within `promise`.
+    /// `home` told (or a member told of it) its quorum base `base` of `epoch`:
+    /// kept if newer than the one known.
+    pub(super) fn learn(&mut self, now: Time, home: NodeId, epoch: u64, base: &[NodeId]) {
+        if self.known.get(&home).is_some_and(|k| k.epoch > epoch) {
+            return;
+        }
+        let base = base.to_vec();
+        let heard = now;
+        self.known.insert(home, Known { epoch, base, heard });
+    }
+
+    /// The epoch of the newest base of `home` known here (0: none).
+    pub(super) fn epoch_of(&self, home: NodeId) -> u64 {
+        self.known.get(&home).map_or(0, |k| k.epoch)
+    }
+
+    /// Member side: `taker` asks this agent to disown `home`, judging by its base
+    /// of `epoch`. Granted (and the promise begun or renewed) unless this agent
+    /// knows a newer base, confirmed `home` within `promise`, or promised it to
+    /// another taker within `promise`.
     pub(super) fn disown(
         &mut self,
         now: Time,
         home: NodeId,
         taker: NodeId,
+        epoch: u64,
         promise: Duration,
-    ) -> bool {
+    ) -> Result<(), Refusal> {
+        if let Some(k) = self.known.get(&home).filter(|k| k.epoch > epoch) {
+            return Err(Refusal::Newer(k.epoch, k.base.clone()));
+        }
         let lately = |t: &Time| now < *t + promise;
         if self.confirmed.get(&home).is_some_and(lately) {
-            return false;
+            return Err(Refusal::NotNow);
         }
         if self
             .promised_at(now, home, promise)
             .is_some_and(|t| t != taker)
         {
-            return false;
+            return Err(Refusal::NotNow);
         }
         self.promised.insert(home, Promise { taker, since: now });
-        true
+        Ok(())
     }
 
     /// Taker side: `member` disowned `home` for this agent.
@@ -144,8 +192,10 @@ impl Votes {
     }
 
     /// Drops what no longer counts: confirmations and promises older than
-    /// `promise`, asks and words older than it too (a taker that stopped asking).
-    pub(super) fn expire(&mut self, now: Time, promise: Duration) {
+    /// `promise`, asks and words older than it too (a taker that stopped asking),
+    /// and bases heard longer than `hold` ago.
+    pub(super) fn expire(&mut self, now: Time, promise: Duration, hold: Duration) {
+        self.known.retain(|_, k| now < k.heard + hold);
         let recent = |t: &Time| now < *t + promise;
         self.confirmed.retain(|_, t| recent(t));
         self.promised.retain(|_, p| recent(&p.since));
@@ -175,28 +225,54 @@ mod tests {
     fn a_member_that_confirmed_the_home_lately_does_not_disown_it() {
         let mut v = Votes::default();
         assert!(v.confirm(at(1000), HOME, PROMISE));
-        assert!(!v.disown(at(2000), HOME, TAKER, PROMISE));
-        assert!(v.disown(at(2875), HOME, TAKER, PROMISE));
+        assert_eq!(
+            v.disown(at(2000), HOME, TAKER, 0, PROMISE),
+            Err(Refusal::NotNow)
+        );
+        assert!(v.disown(at(2875), HOME, TAKER, 0, PROMISE).is_ok());
     }
 
     #[test]
     fn a_member_that_disowned_the_home_confirms_it_no_more_until_the_promise_lapses() {
         let mut v = Votes::default();
-        assert!(v.disown(at(1000), HOME, TAKER, PROMISE));
+        assert!(v.disown(at(1000), HOME, TAKER, 0, PROMISE).is_ok());
         assert!(!v.confirm(at(2000), HOME, PROMISE));
         // Renewed by the taker's next ask.
-        assert!(v.disown(at(2500), HOME, TAKER, PROMISE));
+        assert!(v.disown(at(2500), HOME, TAKER, 0, PROMISE).is_ok());
         assert!(!v.confirm(at(4000), HOME, PROMISE));
         assert!(v.confirm(at(4375), HOME, PROMISE));
+    }
+
+    /// A home whose base shrank (members that left its group dropped from it)
+    /// acts on most of the smaller base; a taker judging by the older one is
+    /// refused by the members that heard the newer, and told it (swarm seed
+    /// 250378: a split's other half, reached by one member that heard both).
+    #[test]
+    fn a_member_that_knows_a_newer_base_refuses_and_tells_it() {
+        let mut v = Votes::default();
+        let newer = vec![NodeId(4), NodeId(5)];
+        v.learn(at(0), HOME, 3, &[NodeId(2), NodeId(4), NodeId(5)]);
+        v.learn(at(100), HOME, 4, &newer);
+        // An older base told late does not replace it.
+        v.learn(at(200), HOME, 3, &[NodeId(2)]);
+        assert_eq!(v.epoch_of(HOME), 4);
+        assert_eq!(
+            v.disown(at(3000), HOME, TAKER, 3, PROMISE),
+            Err(Refusal::Newer(4, newer))
+        );
+        assert!(v.disown(at(3000), HOME, TAKER, 4, PROMISE).is_ok());
     }
 
     #[test]
     fn a_member_disowns_a_home_for_one_taker_at_a_time() {
         let mut v = Votes::default();
         let other = NodeId(3);
-        assert!(v.disown(at(1000), HOME, TAKER, PROMISE));
-        assert!(!v.disown(at(1500), HOME, other, PROMISE));
-        assert!(v.disown(at(2875), HOME, other, PROMISE));
+        assert!(v.disown(at(1000), HOME, TAKER, 0, PROMISE).is_ok());
+        assert_eq!(
+            v.disown(at(1500), HOME, other, 0, PROMISE),
+            Err(Refusal::NotNow)
+        );
+        assert!(v.disown(at(2875), HOME, other, 0, PROMISE).is_ok());
     }
 
     #[test]
@@ -237,10 +313,15 @@ mod tests {
     fn everything_expires() {
         let mut v = Votes::default();
         v.confirm(at(0), HOME, PROMISE);
-        v.disown(at(0), NodeId(7), TAKER, PROMISE);
+        v.disown(at(0), NodeId(7), TAKER, 0, PROMISE)
+            .expect("granted");
         v.ask_due(at(0), HOME, PROMISE);
         v.word(at(0), HOME, NodeId(2));
-        v.expire(at(1875), PROMISE);
+        v.learn(at(0), HOME, 1, &[]);
+        v.expire(at(1875), PROMISE, Duration::from_secs(30));
+        assert_eq!(v.epoch_of(HOME), 1, "a base is kept for hold");
+        v.expire(at(30_000), PROMISE, Duration::from_secs(30));
+        assert_eq!(v.epoch_of(HOME), 0);
         assert!(v.confirmed.is_empty() && v.promised.is_empty());
         assert!(v.asked.is_empty() && v.words.is_empty());
     }

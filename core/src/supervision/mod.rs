@@ -500,6 +500,7 @@ impl Fragment {
                 parts,
                 bytes,
                 base: _,
+                epoch: _,
             } => Some(Fragment {
                 sup,
                 home,
@@ -871,10 +872,11 @@ impl Supervision {
         askees.sort_unstable();
         askees.dedup();
         let base = self.quorum.told_base(me, &group);
+        let epoch = (u64::from(self.me.incarnation.0) << 32) | self.quorum.epoch();
         for to in askees {
             let at = now.as_nanos();
             let base = base.clone();
-            self.send(to, SupervisionMsg::Alive { at, base });
+            self.send(to, SupervisionMsg::Alive { at, base, epoch });
         }
     }
 
@@ -1380,7 +1382,8 @@ impl Supervision {
     /// The periodic work: probes, silent hosts, retries, copies, take-overs.
     fn tick(&mut self, now: Time, ctx: &Context<'_>) {
         self.next_tick = None;
-        self.votes.expire(now, slack(self.config.authority));
+        let (promise, hold) = (slack(self.config.authority), self.config.hold);
+        self.votes.expire(now, promise, hold);
         // Hosts silent too long: their children are lost.
         let silent: Vec<NodeId> = self
             .heard
@@ -1809,7 +1812,8 @@ impl Supervision {
         let mut carried_here = false;
         for home in claims {
             let base = self.bases.get(&home).cloned().unwrap_or_default();
-            carried_here |= self.claim(now, home, &base, view);
+            let epoch = self.votes.epoch_of(home);
+            carried_here |= self.claim(now, home, (&base, epoch), view);
         }
         self.partial
             .retain(|(sender, _), _| view.contains(*sender) || view.ancestors.contains(sender));
@@ -1838,22 +1842,20 @@ impl Supervision {
         &mut self,
         now: Time,
         home: NodeId,
-        base: &[NodeId],
+        (base, epoch): (&[NodeId], u64),
         view: &crate::federation::View,
     ) -> bool {
         if !self.votes.ask_due(now, home, self.config.probe_period) {
             return false;
         }
         let me = self.me.node;
-        if self
-            .votes
-            .disown(now, home, me, slack(self.config.authority))
-        {
+        let promise = slack(self.config.authority);
+        if self.votes.disown(now, home, me, epoch, promise).is_ok() {
             self.votes.word(now, home, me);
         }
         for &m in base {
             if m != me && m != home && view.contains(m) {
-                self.send(m, SupervisionMsg::Disown { home });
+                self.send(m, SupervisionMsg::Disown { home, epoch });
             }
         }
         self.votes.carried(now, home, base, self.config.authority)
@@ -1915,12 +1917,14 @@ impl Supervision {
             .filter(|b| b.len() <= msg::MAX_PASS_BASE)
             .cloned();
         let count = parts.len() as u16;
+        let epoch = self.votes.epoch_of(home);
         for (i, bytes) in parts.into_iter().enumerate() {
             let part = i as u16;
             let pass = SupervisionMsg::Pass {
                 sup: id,
                 home,
                 base: base.clone(),
+                epoch,
                 version,
                 part,
                 parts: count,
@@ -1939,9 +1943,9 @@ impl Supervision {
     /// as if it led (the old life's authority ended, most of the group it last
     /// heard the home in is here): one taker per group, as with a copy of its own.
     fn on_pass(&mut self, now: Time, from: NodeId, msg: SupervisionMsg, ctx: &Context<'_>) {
-        let passed_base = match &msg {
-            SupervisionMsg::Pass { base, .. } => base.clone(),
-            _ => None,
+        let (passed_base, passed_epoch) = match &msg {
+            SupervisionMsg::Pass { base, epoch, .. } => (base.clone(), *epoch),
+            _ => (None, 0),
         };
         let Some(fragment) = Fragment::of(from, msg) else {
             return;
@@ -1991,7 +1995,13 @@ impl Supervision {
                 .group(0)
                 .is_some_and(|group| !holds_most(base, home, me, group))
         };
-        let base = self.bases.get(&home).or(passed_base.as_ref()).cloned();
+        // The passer's base, if newer than this agent's (or this agent knows
+        // none), is the one judged by.
+        let (own, epoch) = (self.bases.get(&home), self.votes.epoch_of(home));
+        let (base, epoch) = match passed_base {
+            Some(b) if own.is_none() || passed_epoch > epoch => (Some(b), passed_epoch),
+            _ => (own.cloned(), epoch),
+        };
         if base.as_ref().is_some_and(unheard) {
             return;
         }
@@ -2001,7 +2011,7 @@ impl Supervision {
         let unsaid =
             |b: &Vec<NodeId>| !(restarted || newer || self.votes.carried(now, home, b, valid));
         if let Some(base) = base.filter(unsaid) {
-            if !self.claim(now, home, &base, view) {
+            if !self.claim(now, home, (&base, epoch), view) {
                 return;
             }
         }
@@ -2389,7 +2399,8 @@ impl Service for Supervision {
                 self.on_watch(now, from, sup, epoch, pids, grant);
             }
             status @ SupervisionMsg::Status { .. } => self.on_status(now, from, status),
-            SupervisionMsg::Alive { at, base } => {
+            SupervisionMsg::Alive { at, base, epoch } => {
+                self.votes.learn(now, from, epoch, &base);
                 self.on_alive(now, from, at, base, &ctx.tree.local_group());
             }
             SupervisionMsg::TakenOver { sup, home, epoch } => {
@@ -2399,11 +2410,28 @@ impl Service for Supervision {
                     self.taken.note(now, sup, home, epoch);
                 }
             }
-            SupervisionMsg::Disown { home } => {
+            SupervisionMsg::Disown { home, epoch } => {
                 let member = ctx.tree.local_group().contains(&from);
                 let promise = slack(self.config.authority);
-                if member && home != self.me.node && self.votes.disown(now, home, from, promise) {
-                    self.send(from, SupervisionMsg::Disowned { home });
+                if member && home != self.me.node {
+                    match self.votes.disown(now, home, from, epoch, promise) {
+                        Ok(()) => self.send(from, SupervisionMsg::Disowned { home }),
+                        Err(disown::Refusal::Newer(epoch, base)) => {
+                            self.send(from, SupervisionMsg::Refused { home, epoch, base });
+                        }
+                        Err(disown::Refusal::NotNow) => {}
+                    }
+                }
+            }
+            SupervisionMsg::Refused { home, epoch, base } => {
+                // A newer base of the home, heard by a member of this group: the
+                // take-over is judged by it from now on.
+                let member = ctx.tree.local_group().contains(&from);
+                if member && epoch > self.votes.epoch_of(home) {
+                    self.votes.learn(now, home, epoch, &base);
+                    if let Some(b) = self.bases.get_mut(&home) {
+                        *b = base;
+                    }
                 }
             }
             SupervisionMsg::Disowned { home } => {
@@ -3045,6 +3073,7 @@ mod tests {
                     sup,
                     home: h,
                     base: base.clone(),
+                    epoch: 1,
                     version,
                     part,
                     parts,
@@ -3454,6 +3483,7 @@ mod tests {
         let alive = SupervisionMsg::Alive {
             at: 5,
             base: vec![me.node],
+            epoch: 1,
         };
         member.handle_message(Time::from_millis(5), old_home, alive, &ctx);
         let held: Vec<SupervisionMsg> = std::iter::from_fn(|| member.poll_output())
@@ -3476,6 +3506,7 @@ mod tests {
         let alive = SupervisionMsg::Alive {
             at: later.as_nanos(),
             base: vec![me.node],
+            epoch: 1,
         };
         member.handle_message(later, old_home, alive, &ctx);
         let forgets: Vec<_> = std::iter::from_fn(|| member.poll_output())
@@ -3978,7 +4009,7 @@ mod tests {
         let outputs: Vec<_> = std::iter::from_fn(|| taker.poll_output()).collect();
         for o in outputs {
             match o {
-                ServiceOutput::Send(m, SupervisionMsg::Disown { home }) => asks.push((m, home)),
+                ServiceOutput::Send(m, SupervisionMsg::Disown { home, .. }) => asks.push((m, home)),
                 other => taker.outbox.push_back(other),
             }
         }

@@ -111,6 +111,9 @@ pub enum SupervisionMsg {
         /// quorum's base, the home excluded; at most [`MAX_MEMBERS`]): a keeper
         /// takes over only with more than half of them in its group.
         base: Vec<NodeId>,
+        /// The base's epoch (the home's life in the high 32 bits, its base's
+        /// changes below): a member refuses a taker judging by an older one.
+        epoch: u64,
     },
     /// Keeper to home: `Alive` of `at` received; this keeper takes over none of
     /// the home's supervisors before the home's authority from it
@@ -199,6 +202,8 @@ pub enum SupervisionMsg {
         /// most [`MAX_PASS_BASE`] members, `None` if unknown or larger): a taker
         /// that does not know it judges the take-over by it (see `holds_most`).
         base: Option<Vec<NodeId>>,
+        /// The epoch of `base` (see `Alive`; 0 if unknown).
+        epoch: u64,
         /// The record's version.
         version: u64,
         /// This fragment's number.
@@ -214,6 +219,8 @@ pub enum SupervisionMsg {
     Disown {
         /// The home to be taken over.
         home: NodeId,
+        /// The epoch of the home's base the taker judges by (see `Alive`).
+        epoch: u64,
     },
     /// Member to taker: this member confirmed no `Alive` of `home` for the
     /// home's authority and its slack, and confirms none for as long again, nor
@@ -221,6 +228,16 @@ pub enum SupervisionMsg {
     Disowned {
         /// The home disowned.
         home: NodeId,
+    },
+    /// Member to taker: not disowned, for this member heard a newer base of
+    /// `home` than the taker's `Disown` judged by: this one.
+    Refused {
+        /// The home.
+        home: NodeId,
+        /// The newer base's epoch.
+        epoch: u64,
+        /// The newer base (at most [`MAX_MEMBERS`]).
+        base: Vec<NodeId>,
     },
 }
 
@@ -242,6 +259,7 @@ pub fn kind(msg: &SupervisionMsg) -> &'static str {
         SupervisionMsg::TakenOver { .. } => "sup-taken-over",
         SupervisionMsg::Disown { .. } => "sup-disown",
         SupervisionMsg::Disowned { .. } => "sup-disowned",
+        SupervisionMsg::Refused { .. } => "sup-refused",
     }
 }
 
@@ -311,6 +329,9 @@ pub fn validate(msg: &SupervisionMsg) -> Result<(), Reject> {
         }
         SupervisionMsg::Held { forget, .. } => check_len("sup-held forget", forget.len(), MAX_PIDS),
         SupervisionMsg::Alive { base, .. } => check_len("sup-alive base", base.len(), MAX_MEMBERS),
+        SupervisionMsg::Refused { base, .. } => {
+            check_len("sup-refused base", base.len(), MAX_MEMBERS)
+        }
         SupervisionMsg::Hand { names, .. } | SupervisionMsg::Holds { names, .. } => {
             check_names(names)
         }
@@ -363,6 +384,7 @@ mod tests {
             sup: sup(),
             home: NodeId(2),
             base,
+            epoch: 1,
             version: 1,
             part,
             parts,
@@ -416,6 +438,7 @@ mod tests {
                 sup: sup(),
                 home: NodeId(u32::MAX),
                 base: Some(vec![NodeId(u32::MAX); MAX_PASS_BASE]),
+                epoch: u64::MAX,
                 version: u64::MAX,
                 part: u16::MAX,
                 parts: u16::MAX,
@@ -424,6 +447,11 @@ mod tests {
             SupervisionMsg::Held {
                 at: Some(u64::MAX),
                 forget: vec![(sup(), u32::MAX); MAX_PIDS],
+            },
+            SupervisionMsg::Refused {
+                home: NodeId(u32::MAX),
+                epoch: u64::MAX,
+                base: vec![NodeId(u32::MAX); MAX_MEMBERS],
             },
             SupervisionMsg::Holds {
                 sup: sup(),

@@ -31,6 +31,16 @@
 //!   home, most of the base is on this side without it: it crashed, or was cut
 //!   off alone).
 //!
+//! - Every change of the base bumps its *epoch*, told with the base in every
+//!   `Alive`; a member refuses to disown the home for a taker judging by an
+//!   older epoch (see `disown`). A change is *committed* once most of the base
+//!   before it (with the home) confirmed an `Alive` sent since; until then the
+//!   home needs most of the old base as well as of the new. So a taker judging
+//!   by the old base meets a member that knows the new one in any majority it
+//!   asks. (Before, swarm seed 250378: a home left with three of its eight
+//!   others by a split dropped the other half from its base, then the one member
+//!   that heard both halves, and acted on the three, while the other half's
+//!   leader took over with a majority of the old base.)
 //! - A base that emptied (the home was alone in its group) is told to keepers as
 //!   the home's current group until that group's members confirm and join it
 //!   ([`Quorum::told_base`]).
@@ -62,6 +72,13 @@ pub(super) struct Quorum {
     confirmed: BTreeMap<NodeId, Time>,
     /// Members of the base not in the group now, and since when.
     absent: BTreeMap<NodeId, Time>,
+    /// How many times the base changed (told in every `Alive`, so members can
+    /// refuse a taker that judges by an older base).
+    epoch: u64,
+    /// The base before a change not committed yet, and when it changed: until
+    /// most of it (with the home) confirmed an `Alive` sent since, the home needs
+    /// most of it too.
+    pending: Option<(Vec<NodeId>, Time)>,
 }
 
 impl Quorum {
@@ -69,21 +86,21 @@ impl Quorum {
     /// sent less than `authority` before `now` are more than half of the base and
     /// the home.
     pub(super) fn holds(&self, now: Time, authority: Duration) -> bool {
-        self.holds_after(Time::ZERO, now, authority)
+        let before = self.pending.as_ref();
+        holds_after(&self.confirmed, &self.base, Time::ZERO, now, authority)
+            && before
+                .is_none_or(|(b, _)| holds_after(&self.confirmed, b, Time::ZERO, now, authority))
     }
 
-    /// [`Quorum::holds`], counting only `Alive`s sent at `since` or later.
+    /// [`Quorum::holds`] on the base alone, counting only `Alive`s sent at `since`
+    /// or later.
     fn holds_after(&self, since: Time, now: Time, authority: Duration) -> bool {
-        let recent = self
-            .base
-            .iter()
-            .filter(|m| {
-                self.confirmed
-                    .get(m)
-                    .is_some_and(|t| *t >= since && now < *t + authority)
-            })
-            .count();
-        2 * (recent + 1) > self.base.len() + 1
+        holds_after(&self.confirmed, &self.base, since, now, authority)
+    }
+
+    /// How many times the base changed.
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Whether the base was set from a group yet.
@@ -112,9 +129,11 @@ impl Quorum {
     /// Who is asked to confirm: the base and the current `group` (members not in
     /// the base yet are asked before they count), the home itself excluded.
     pub(super) fn askees(&self, me: NodeId, group: &[NodeId]) -> Vec<NodeId> {
+        let before = self.pending.iter().flat_map(|(b, _)| b);
         let mut askees: Vec<NodeId> = self
             .base
             .iter()
+            .chain(before)
             .chain(group)
             .copied()
             .filter(|m| *m != me)
@@ -138,7 +157,18 @@ impl Quorum {
             self.started = true;
             self.base = group.iter().copied().filter(|m| *m != me).collect();
             self.base.sort_unstable();
+            self.epoch = 1;
         }
+        // A change is committed once most of the base before it (with the home)
+        // confirmed an `Alive` sent since (which told the new base).
+        let committed = self
+            .pending
+            .as_ref()
+            .is_some_and(|(b, since)| holds_after(&self.confirmed, b, *since, now, authority));
+        if committed {
+            self.pending = None;
+        }
+        let before = self.base.clone();
         self.absent.retain(|m, _| !group.contains(m));
         for &m in self.base.iter().filter(|m| !group.contains(m)) {
             self.absent.entry(m).or_insert(now);
@@ -158,18 +188,53 @@ impl Quorum {
         self.base.retain(|m| !leaving.contains(m));
         if self.holds(now, authority) {
             let (base, confirmed) = (&self.base, &self.confirmed);
+            // Confirmations kept only for a pending change's sake (of members
+            // that left) do not count: only those since the change.
+            let since = self.pending.as_ref().map_or(Time::ZERO, |(_, t)| *t);
             let joining: Vec<NodeId> = group
                 .iter()
                 .filter(|m| **m != me && !base.contains(m))
-                .filter(|m| confirmed.get(m).is_some_and(|t| now < *t + authority))
+                .filter(|m| {
+                    confirmed
+                        .get(m)
+                        .is_some_and(|t| *t >= since && now < *t + authority)
+                })
                 .copied()
                 .collect();
             self.base.extend(joining);
             self.base.sort_unstable();
         }
+        if self.base != before {
+            self.epoch += 1;
+            self.pending.get_or_insert((before, now));
+        }
         let (base, confirmed) = (&self.base, &mut self.confirmed);
-        confirmed.retain(|m, _| base.contains(m) || group.contains(m));
+        let before = self.pending.as_ref().map(|(b, _)| b);
+        confirmed.retain(|m, _| {
+            base.contains(m) || group.contains(m) || before.is_some_and(|b| b.contains(m))
+        });
     }
+}
+
+/// Whether the home and the members of `base` that confirmed an `Alive` sent at
+/// `since` or later and less than `authority` before `now` are more than half of
+/// `base` and the home.
+fn holds_after(
+    confirmed: &BTreeMap<NodeId, Time>,
+    base: &[NodeId],
+    since: Time,
+    now: Time,
+    authority: Duration,
+) -> bool {
+    let recent = base
+        .iter()
+        .filter(|m| {
+            confirmed
+                .get(m)
+                .is_some_and(|t| *t >= since && now < *t + authority)
+        })
+        .count();
+    2 * (recent + 1) > base.len() + 1
 }
 
 #[cfg(test)]
@@ -313,6 +378,48 @@ mod tests {
         assert!(!q.holds(later, AUTHORITY), "one of four others");
     }
 
+    /// A change of the base is committed only once most of the base before it
+    /// confirmed an `Alive` sent since (which told the new base and its epoch);
+    /// until then the home needs most of the old base too. Swarm seed 250378:
+    /// a split left the home with three of its eight others, and with one more
+    /// member that heard both halves; the home dropped the other half from its
+    /// base, and then that member too, and acted on the three while the other
+    /// half's leader, judging by the old base, took over with the five there.
+    #[test]
+    fn a_change_of_the_base_needs_the_old_base_until_most_of_it_heard_of_it() {
+        let mut q = confirmed_in(&nodes(0..9), Time::ZERO);
+        assert_eq!(q.epoch(), 1);
+        let at = |ms| Time::ZERO + Duration::from_millis(ms);
+        let half = [ME, NodeId(4), NodeId(5), NodeId(6)];
+        q.follow(at(300), AUTHORITY, ME, &half);
+        for m in [4, 5, 6, 8] {
+            q.confirm(NodeId(m), at(300));
+        }
+        q.follow(at(600), AUTHORITY, ME, &half);
+        assert_eq!(q.base, nodes(4..7));
+        assert_eq!(q.epoch(), 2);
+        assert!(q.holds(at(600), AUTHORITY));
+        // Member 8 heard no `Alive` since the change: once its last confirmation
+        // expires, the three of the new base are not enough.
+        for m in [4, 5, 6] {
+            q.confirm(NodeId(m), at(600));
+        }
+        q.follow(at(1900), AUTHORITY, ME, &half);
+        assert!(
+            !q.holds(at(1900), AUTHORITY),
+            "held before the change was known"
+        );
+        // It confirms an `Alive` sent since: committed, the new base alone counts.
+        q.confirm(NodeId(8), at(1900));
+        q.follow(at(1900), AUTHORITY, ME, &half);
+        for m in [4, 5, 6] {
+            q.confirm(NodeId(m), at(2200));
+        }
+        q.follow(at(3500), AUTHORITY, ME, &half);
+        assert!(q.holds(at(3500), AUTHORITY));
+        assert_eq!(q.askees(ME, &half), nodes(4..7));
+    }
+
     /// A member that crashes leaves the base once the rest confirm without it; a
     /// member handed to another group (still confirming) leaves it at once; members
     /// that join count once they confirm.
@@ -347,7 +454,8 @@ mod tests {
         let larger = nodes(0..9);
         assert_eq!(q.askees(ME, &larger), nodes(1..9));
         q.follow(now, AUTHORITY, ME, &larger);
-        assert_eq!(q.base, nodes(1..3), "unconfirmed members do not count yet");
+        // Members 3 and 4 confirmed lately (from the other group): they join.
+        assert_eq!(q.base, nodes(1..5), "unconfirmed members do not count yet");
         assert!(q.holds(now, AUTHORITY));
         for m in nodes(1..9) {
             q.confirm(m, now);
