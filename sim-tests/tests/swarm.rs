@@ -409,7 +409,11 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// a dead server until its pair's credit filled). Seed 242716 fails
 /// `supervision.no_twin` before a take-over waited for most of the home's base to
 /// disown the home (the taker counted members cut off just after they confirmed
-/// the home, whose confirmations still kept its authority).
+/// the home, whose confirmations still kept its authority). Seed 250378 fails
+/// `supervision.loop_stopped` (as drawn, `no_twin`) before a home's base had an
+/// epoch that members check a taker's against, and a change of the base needed
+/// most of the old base to hear of it (a home acted on a base it had shrunk to
+/// while a taker took over by the old one).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");
