@@ -413,7 +413,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// `supervision.loop_stopped` (as drawn, `no_twin`) before a home's base had an
 /// epoch that members check a taker's against, and a change of the base needed
 /// most of the old base to hear of it (a home acted on a base it had shrunk to
-/// while a taker took over by the old one).
+/// while a taker took over by the old one). Seed 240419 fails
+/// `supervision.restarted` before a copy stranded in a group holding too little
+/// of the home's base was handed to the base members elsewhere (the home's only
+/// keeper stalled and came back in a group with none of the base).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");
