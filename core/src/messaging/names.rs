@@ -1041,7 +1041,14 @@ impl Names {
                 clock,
             } => {
                 self.clock = self.clock.max(clock);
-                self.on_verdict(tenant, name, pid, refused);
+                let key = (tenant, name);
+                let from_root = self.root == Some(from);
+                if self.on_verdict(key.clone(), pid, refused) && from_root {
+                    // Refused by this root, granted by another before (one of a
+                    // tree change, or the other side of a partition): the
+                    // registration is held, and competes by the heal rule.
+                    self.claim_again(now, tree, key);
+                }
             }
             NamesMsg::Unclaim { tenant, name, pid } => {
                 let key = (tenant, name);
@@ -1267,14 +1274,15 @@ impl Names {
     }
 
     /// Host side: the root's answer to a fresh registration.
-    fn on_verdict(&mut self, tenant: TenantId, name: String, pid: Pid, refused: Option<Refusal>) {
-        let key = (tenant, name);
+    /// A root's verdict on a fresh claim of `key` by `pid`. Whether it refused a
+    /// registration established already (by an earlier verdict, of another root).
+    fn on_verdict(&mut self, key: Key, pid: Pid, refused: Option<Refusal>) -> bool {
         let Some(m) = self.mine.get_mut(&key).filter(|m| m.pid == pid) else {
-            return;
+            return false;
         };
         let Some(timer) = m.timer.take() else {
-            // Established: a repeat of a verdict already heard.
-            return;
+            // Established: a repeat of a verdict already heard, or another root's.
+            return refused == Some(Refusal::Taken);
         };
         self.timers.remove(&(timer, true, key.clone()));
         let Some((request, _)) = m.fresh.take() else {
@@ -1284,7 +1292,7 @@ impl Names {
                 self.out.push_back(NameOut::NameLost { pid, name: key.1 });
                 self.out.push_back(NameOut::Held(pid));
             }
-            return;
+            return false;
         };
         let result = match refused {
             None => Ok(()),
@@ -1301,6 +1309,7 @@ impl Names {
         if granted {
             self.out.push_back(NameOut::Held(pid));
         }
+        false
     }
 
     /// The module's invariants (see the module documentation).
@@ -1605,6 +1614,36 @@ mod tests {
             panic!("{out:?}");
         };
         assert_eq!(claims[0].stamp, u64::MAX, "the clock saturates");
+    }
+
+    /// Regression (swarm seed 291006, `messaging.names_unique`): a registration
+    /// granted by one root and then refused by the next (the root changed while
+    /// its fresh claim was out, and the new root held the name for a process
+    /// across a healed partition) competes by the heal rule at once. Before, the
+    /// refusal was taken for a repeat of the grant and ignored: two processes held
+    /// the name until the next refresh.
+    #[test]
+    fn a_refusal_from_the_root_after_another_roots_grant_claims_the_name_again() {
+        let (mut host, _, p) = registering();
+        drain(&mut host);
+        let new_root = under(2, 3);
+        host.tree_changed(Time::ZERO, &new_root);
+        drain(&mut host);
+        // The old root's grant, then the new root's refusal.
+        host.on_message(Time::ZERO, NodeId(1), verdict(p, None, 5), &new_root);
+        drain(&mut host);
+        let taken = verdict(p, Some(Refusal::Taken), 6);
+        host.on_message(Time::ZERO, NodeId(3), taken, &new_root);
+        let out = drain(&mut host);
+        let claimed = out.iter().any(|o| {
+            matches!(o, NameOut::Send(NodeId(3), NamesMsg::Claim { claims, .. })
+                if claims.iter().any(|c| c.pid == p && !c.fresh))
+        });
+        assert!(claimed, "{out:?}");
+        assert!(
+            host.mine.contains_key(&(T, "n".to_owned())),
+            "held until the root decides"
+        );
     }
 
     #[test]
