@@ -42,7 +42,10 @@
 //! [`CLAIM_RETRY`]: a name is granted without a verdict when its root could not be
 //! reached for [`CLAIM_TIMEOUT`], not because one claim or verdict was lost (which
 //! would grant a name the root holds for another process until the next verdict
-//! comes). When the sides meet again, the
+//! comes). A registration granted by one root and then refused by the next (the
+//! root changed while its fresh claim was out) is sent to the root again as
+//! held, and the heal rule below decides (before, swarm seed 291006, the refusal
+//! was taken for a repeat of the grant). When the sides meet again, the
 //! hosts of the side whose root changed send their registrations to the new root,
 //! which keeps, of two registrations of one name, **the older one: the lower
 //! Lamport stamp, ties broken by the lower pid** ([`Claim::beats`]). The loser's
