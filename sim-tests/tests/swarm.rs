@@ -413,13 +413,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// `supervision.loop_stopped` (as drawn, `no_twin`) before a home's base had an
 /// epoch that members check a taker's against, and a change of the base needed
 /// most of the old base to hear of it (a home acted on a base it had shrunk to
-/// while a taker took over by the old one). Seed 240419 fails
-/// `supervision.restarted` before a copy stranded in a group holding too little
-/// of the home's base was handed to the base members elsewhere (the home's only
-/// keeper stalled and came back in a group with none of the base). Seed 291006
-/// fails `messaging.names_unique` before a refusal from the names root after
-/// another root's grant sent the registration to the root again (it was taken
-/// for a repeat of the grant: two holders until the next refresh).
+/// while a taker took over by the old one). Seed 291006 fails
+/// `messaging.names_unique` before a refusal from the names root after another
+/// root's grant sent the registration to the root again (it was taken for a
+/// repeat of the grant: two holders until the next refresh).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");
