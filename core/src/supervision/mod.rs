@@ -183,19 +183,6 @@
 //! keeper whose group dissolved into another, without the home, which had died,
 //! kept its copy to itself.)
 //!
-//! **Stranded copies.** A copy whose holder's group holds too little of the
-//! home's base (its group re-formed without the base, or it moved) while most
-//! of the base lives elsewhere is handed to those members of the base (a `Pass`
-//! from outside their group, every `retry` until each confirms, within `hold`),
-//! while the home is gone and its copy recent. Each keeps it as from a home
-//! heard then, and it is taken over (or passed to the taker) where most of the
-//! base is, by the rules above. (Before, swarm seed 240419: the home's only
-//! keeper stalled just after the home crashed, came back as a plain member of
-//! a group with none of the base, and nobody could take the supervisor over.)
-//! A member told of a take-over from a home disowns that home for no other
-//! taker while it remembers it (`hold`), so a copy that reaches a second
-//! group after a take-over is not taken over again there.
-//!
 //! **Splits.** A leader splitting its group hands the copies of the homes in
 //! the other half to that half's leader and heir (a `Pass` they keep as the
 //! home's keepers, every `retry` until both confirm), and each side stops
@@ -1769,23 +1756,6 @@ impl Supervision {
                 .get(&home)
                 .is_some_and(|base| votes.carried(now, home, base, valid))
         };
-        // The members of a home's base outside this group, if they are most of it.
-        let stranded = |home: NodeId| {
-            let Some(base) = bases.get(&home) else {
-                return Vec::new();
-            };
-            let others = base.iter().filter(|m| **m != home).count();
-            let away: Vec<NodeId> = base
-                .iter()
-                .copied()
-                .filter(|m| *m != home && *m != me && !view.contains(*m))
-                .collect();
-            if 2 * away.len() > others {
-                away
-            } else {
-                Vec::new()
-            }
-        };
         for (id, c) in &mut self.copies {
             if view.contains(c.home) && !c.home_restarted {
                 c.away_since = None;
@@ -1817,15 +1787,6 @@ impl Supervision {
             // of the home's base: nobody took over, swarm seeds 93152 and 96172.)
             let gone = quiet(c.home) || (c.home_restarted && recent(c.home));
             let due = gone && most(c.home);
-            // Stranded: most of the home's base lives in other groups (this
-            // agent's group re-formed without it, or it moved). Handed to those
-            // members, whose group's taker takes it over; nobody here could.
-            let away = stranded(c.home);
-            if gone && !most(c.home) && recent(c.home) && !away.is_empty() {
-                c.handed = away;
-                c.passed = None;
-                continue;
-            }
             let voted = c.home_restarted || carried(c.home);
             if taker == Some(me) && due && !voted {
                 claims.insert(c.home);
@@ -1889,8 +1850,7 @@ impl Supervision {
         }
         let me = self.me.node;
         let promise = slack(self.config.authority);
-        let other = self.taken.by_another(home, me);
-        if !other && self.votes.disown(now, home, me, epoch, promise).is_ok() {
+        if self.votes.disown(now, home, me, epoch, promise).is_ok() {
             self.votes.word(now, home, me);
         }
         for &m in base {
@@ -2019,23 +1979,6 @@ impl Supervision {
             self.keep_handed(now, from, fragment, view);
             return;
         }
-        // Stranded in the sender's group, which holds too little of the home's
-        // base (see `take_over`): kept by this member of the base, as a copy of
-        // a home heard now (its authority is waited out from here).
-        let of_base = passed_base.as_ref().is_some_and(|b| b.contains(&me));
-        if gone && home != me && !view.contains(from) && of_base {
-            if self.keep_copy(now, from, fragment) {
-                if let Some(c) = self.copies.get_mut(&sup) {
-                    c.home_restarted = restarted || newer;
-                }
-                self.alive.insert(home, now);
-                if let Some(base) = passed_base.filter(|_| !self.bases.contains_key(&home)) {
-                    self.votes.learn(now, home, passed_epoch, &base);
-                    self.bases.insert(home, base);
-                }
-            }
-            return;
-        }
         let taker = taker_for(view, home) == Some(me) && view.contains(from);
         if !taker || home == me || !gone {
             return;
@@ -2119,33 +2062,21 @@ impl Supervision {
         fragment: Fragment,
         view: &crate::federation::View,
     ) {
-        let home = fragment.home;
-        if self.keep_copy(now, from, fragment) {
+        let (sup, home, version) = (fragment.sup, fragment.home, fragment.version);
+        let newer = self.sups.contains_key(&sup)
+            || self.copies.get(&sup).is_some_and(|c| c.version >= version);
+        if !newer {
+            let Some(rec) = self.collect(from, fragment) else {
+                return;
+            };
+            self.copies.insert(sup, Copy::new(home, version, rec));
             self.alive.entry(home).or_insert(now);
             if let Some(base) = self.bases.get_mut(&home) {
                 base.retain(|m| view.contains(*m));
             }
-        }
-    }
-
-    /// Keeper side: a fragment of a copy sent by `from` (not its home), kept
-    /// unless one as new or newer is here, and confirmed once whole (or at once
-    /// if so). Whether the copy was kept now.
-    fn keep_copy(&mut self, now: Time, from: NodeId, fragment: Fragment) -> bool {
-        let (sup, home, version) = (fragment.sup, fragment.home, fragment.version);
-        let newer = self.sups.contains_key(&sup)
-            || self.copies.get(&sup).is_some_and(|c| c.version >= version);
-        let mut kept = false;
-        if !newer {
-            let Some(rec) = self.collect(from, fragment) else {
-                return false;
-            };
-            self.copies.insert(sup, Copy::new(home, version, rec));
             self.arm(now);
-            kept = true;
         }
         self.send(from, SupervisionMsg::Copied { sup, version });
-        kept
     }
 
     /// Keeper side: this agent's level-0 group changed. Members that left the
@@ -2476,16 +2407,13 @@ impl Service for Supervision {
                 if home == self.me.node {
                     self.step_down_before(sup, epoch);
                 } else if ctx.tree.local_group().contains(&from) {
-                    self.taken.note(now, sup, (home, from), epoch);
+                    self.taken.note(now, sup, home, epoch);
                 }
             }
             SupervisionMsg::Disown { home, epoch } => {
                 let member = ctx.tree.local_group().contains(&from);
                 let promise = slack(self.config.authority);
-                // Taken over from that home by another lately: not again.
-                self.taken.expire(now, self.config.hold);
-                let other = self.taken.by_another(home, from);
-                if member && home != self.me.node && !other {
+                if member && home != self.me.node {
                     match self.votes.disown(now, home, from, epoch, promise) {
                         Ok(()) => self.send(from, SupervisionMsg::Disowned { home }),
                         Err(disown::Refusal::Newer(epoch, base)) => {
@@ -3298,121 +3226,6 @@ mod tests {
             )
         });
         assert!(!confirmed, "a member confirmed the home it disowned");
-    }
-
-    /// Regression (swarm seed 240419, `supervision.restarted`): a copy stranded in
-    /// a group that holds too little of the home's base goes to the base. The
-    /// home's only keeper, its leader, stalled just after the home crashed; its
-    /// group re-formed without it, and it came back as a plain member of a group
-    /// with none of the base, where nobody could take the supervisor over, while
-    /// the base's group had no copy: the children were never restarted.
-    #[test]
-    fn a_copy_stranded_away_from_most_of_the_base_goes_to_the_base() {
-        let (h, k) = (id(1), id(2));
-        let home = lone_home(h);
-        let ms = |ns: &[u32]| ns.iter().map(|n| NodeId(*n)).collect::<Vec<_>>();
-        let with_home = led_by(k, ms(&[1, 2, 3, 4, 5]), 1);
-        let group = with_home.tree.local_group();
-        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
-        let changed = ServiceEvent::GroupChanged { instance: 0 };
-        keeper.handle_event(Time::ZERO, &changed, &with_home);
-        keep(&mut keeper, h.node, &home, &group, others(&group, h.node));
-        let member_of = |me: Identity, leader: u32, members: &[u32]| Context {
-            me,
-            tree: crate::service::TreeView::member_of(
-                me.node,
-                crate::federation::View {
-                    level: 0,
-                    leader: NodeId(leader),
-                    epoch: 3,
-                    members: ms(members),
-                    ancestors: Vec::new(),
-                },
-            ),
-            lives: None,
-        };
-        let away = member_of(k, 6, &[2, 6, 7]);
-        home_removed(&mut keeper, h.node, Time::from_millis(30), &away);
-        keeper.handle_event(Time::from_millis(40), &changed, &away);
-        tick_past_authority(
-            &mut keeper,
-            Time::from_millis(40),
-            Time::from_millis(20),
-            &away,
-        );
-        keeper.handle_timeout(Time::from_secs(3), &away);
-        let mut passes: BTreeMap<NodeId, Vec<SupervisionMsg>> = BTreeMap::new();
-        for o in std::iter::from_fn(|| keeper.poll_output()) {
-            if let ServiceOutput::Send(to, m @ SupervisionMsg::Pass { .. }) = o {
-                passes.entry(to).or_default().push(m);
-            }
-        }
-        assert_eq!(passes.keys().copied().collect::<Vec<_>>(), ms(&[3, 4, 5]));
-        assert!(keeper.sups.is_empty(), "taken over where the base is not");
-        // A member of the base keeps it (in a group without the home or the
-        // sender); one outside the base does not.
-        for (me, kept) in [(3, true), (9, false)] {
-            let me = id(me);
-            let ctx = member_of(me, 8, &[me.node.0, 8, 9]);
-            let mut member = Supervision::new(me, SupervisionConfig::default(), 0);
-            for m in passes[&NodeId(3)].clone() {
-                member.handle_message(Time::from_secs(3), k.node, m, &ctx);
-            }
-            assert_eq!(member.copies.len(), usize::from(kept), "n{}", me.node.0);
-            let copied = std::iter::from_fn(|| member.poll_output()).any(|o| {
-                matches!(o, ServiceOutput::Send(to, SupervisionMsg::Copied { .. }) if to == k.node)
-            });
-            assert_eq!(copied, kept);
-        }
-    }
-
-    /// A member told of a take-over from a home disowns that home for no other
-    /// taker while it remembers it: a second taker (a copy handed elsewhere, a
-    /// group re-formed) would run the supervisor beside the first.
-    #[test]
-    fn a_member_disowns_a_home_taken_over_by_another_for_nobody() {
-        let me = id(3);
-        let view = crate::federation::View {
-            level: 0,
-            leader: NodeId(2),
-            epoch: 3,
-            members: vec![NodeId(2), me.node],
-            ancestors: Vec::new(),
-        };
-        let ctx = Context {
-            me,
-            tree: crate::service::TreeView::member_of(me.node, view),
-            lives: None,
-        };
-        let mut member = Supervision::new(me, SupervisionConfig::default(), 0);
-        let home = NodeId(1);
-        let sup = SupervisorId {
-            origin: home,
-            incarnation: Incarnation(1),
-            sequence: 0,
-        };
-        let told = SupervisionMsg::TakenOver {
-            sup,
-            home,
-            epoch: 1,
-        };
-        member.handle_message(Time::ZERO, NodeId(2), told, &ctx);
-        let ask = |member: &mut Supervision| {
-            let disown = SupervisionMsg::Disown { home, epoch: 0 };
-            member.handle_message(Time::from_secs(5), NodeId(2), disown, &ctx);
-            std::iter::from_fn(|| member.poll_output())
-                .any(|o| matches!(o, ServiceOutput::Send(_, SupervisionMsg::Disowned { .. })))
-        };
-        // n2 took it over: its own ask is granted.
-        assert!(ask(&mut member));
-        let mut member = Supervision::new(me, SupervisionConfig::default(), 0);
-        let told = SupervisionMsg::TakenOver {
-            sup,
-            home,
-            epoch: 1,
-        };
-        member.handle_message(Time::ZERO, me.node, told, &ctx);
-        assert!(!ask(&mut member), "disowned for a second taker");
     }
 
     /// Regression (swarm seed 94715, shrunk): a leader whose members leave its

@@ -21,12 +21,10 @@ use std::time::Duration;
 /// The most take-overs a member remembers at once.
 pub(super) const MAX_TAKEN: usize = 1024;
 
-/// One take-over heard of: from which home, by whom, at which take-over epoch,
-/// and when.
+/// One take-over heard of: from which home, at which take-over epoch, and when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct TakeOver {
     home: NodeId,
-    taker: NodeId,
     epoch: u32,
     heard: Time,
 }
@@ -38,15 +36,9 @@ pub(super) struct Taken {
 }
 
 impl Taken {
-    /// `sup` was taken over from `home` by `taker` at take-over `epoch`; an older
-    /// take-over of it is replaced, a newer one kept.
-    pub(super) fn note(
-        &mut self,
-        now: Time,
-        sup: SupervisorId,
-        (home, taker): (NodeId, NodeId),
-        epoch: u32,
-    ) {
+    /// `sup` was taken over from `home` at take-over `epoch`; an older take-over
+    /// of it is replaced, a newer one kept.
+    pub(super) fn note(&mut self, now: Time, sup: SupervisorId, home: NodeId, epoch: u32) {
         if self.by_sup.get(&sup).is_some_and(|t| t.epoch > epoch) {
             return;
         }
@@ -61,13 +53,7 @@ impl Taken {
             }
         }
         let heard = now;
-        let t = TakeOver {
-            home,
-            taker,
-            epoch,
-            heard,
-        };
-        self.by_sup.insert(sup, t);
+        self.by_sup.insert(sup, TakeOver { home, epoch, heard });
     }
 
     /// The supervisors taken over from `home`, with their take-over epochs.
@@ -76,14 +62,6 @@ impl Taken {
             .iter()
             .filter(move |(_, t)| t.home == home)
             .map(|(s, t)| (*s, t.epoch))
-    }
-
-    /// Whether an agent other than `taker` took a supervisor over from `home`: a
-    /// member then disowns `home` for nobody else (see `disown`).
-    pub(super) fn by_another(&self, home: NodeId, taker: NodeId) -> bool {
-        self.by_sup
-            .values()
-            .any(|t| t.home == home && t.taker != taker)
     }
 
     /// Forgets the take-overs heard `hold` ago or earlier.
@@ -109,24 +87,21 @@ mod tests {
     #[test]
     fn the_latest_take_over_of_a_supervisor_is_kept() {
         let mut taken = Taken::default();
-        taken.note(Time::ZERO, sup(0), (NodeId(1), NodeId(9)), 2);
-        taken.note(Time::ZERO, sup(0), (NodeId(2), NodeId(9)), 1);
+        taken.note(Time::ZERO, sup(0), NodeId(1), 2);
+        taken.note(Time::ZERO, sup(0), NodeId(2), 1);
         assert_eq!(taken.of_home(NodeId(1)).collect::<Vec<_>>(), [(sup(0), 2)]);
         assert_eq!(
             taken.of_home(NodeId(2)).count(),
             0,
             "an older one is ignored"
         );
-        taken.note(Time::ZERO, sup(0), (NodeId(3), NodeId(9)), 3);
+        taken.note(Time::ZERO, sup(0), NodeId(3), 3);
         assert_eq!(
             taken.of_home(NodeId(1)).count(),
             0,
             "a newer one replaces it"
         );
         assert_eq!(taken.of_home(NodeId(3)).collect::<Vec<_>>(), [(sup(0), 3)]);
-        assert!(taken.by_another(NodeId(3), NodeId(8)));
-        assert!(!taken.by_another(NodeId(3), NodeId(9)));
-        assert!(!taken.by_another(NodeId(1), NodeId(8)), "replaced");
     }
 
     #[test]
@@ -134,12 +109,7 @@ mod tests {
         let hold = Duration::from_secs(30);
         let mut taken = Taken::default();
         for i in 0..=MAX_TAKEN as u32 {
-            taken.note(
-                Time::from_millis(u64::from(i)),
-                sup(i),
-                (NodeId(1), NodeId(9)),
-                1,
-            );
+            taken.note(Time::from_millis(u64::from(i)), sup(i), NodeId(1), 1);
         }
         assert_eq!(taken.of_home(NodeId(1)).count(), MAX_TAKEN);
         assert!(
