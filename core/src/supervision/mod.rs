@@ -866,6 +866,7 @@ impl Supervision {
     fn ask_alive(&mut self, now: Time, ctx: &Context<'_>) {
         let group = ctx.tree.local_group();
         let me = self.me.node;
+        self.quorum.expire_pending(now, slack(self.config.refresh));
         self.quorum.follow(now, self.config.authority, me, &group);
         let mut askees = self.quorum.askees(me, &group);
         askees.extend(ctx.tree.keepers());

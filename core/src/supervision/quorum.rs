@@ -37,7 +37,11 @@
 //!   before it (with the home) confirmed an `Alive` sent since; until then the
 //!   home needs most of the old base as well as of the new. So a taker judging
 //!   by the old base meets a member that knows the new one in any majority it
-//!   asks. (Before, swarm seed 250378: a home left with three of its eight
+//!   asks. A change not committed within `slack(refresh)` is committed all the
+//!   same: a taker that never heard of it last heard the home before it, and
+//!   takes over no copy heard that long ago (a pass begun earlier may still go
+//!   on: stated, not covered). Without the bound, a home whose old base died
+//!   just after a change stayed without authority for good (swarm seed 301068). (Before, swarm seed 250378: a home left with three of its eight
 //!   others by a split dropped the other half from its base, then the one member
 //!   that heard both halves, and acted on the three, while the other half's
 //!   leader took over with a majority of the old base.)
@@ -62,7 +66,7 @@ use std::time::Duration;
 
 /// The members whose confirmations a home's authority needs, and their latest
 /// confirmations.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct Quorum {
     /// Whether the base was set from a group yet (see the module doc).
     started: bool,
@@ -101,6 +105,22 @@ impl Quorum {
     /// How many times the base changed.
     pub(super) fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// A change not committed within `bound` of it is committed all the same. A
+    /// taker judging by the base before it last heard the home before the change,
+    /// and takes nothing over from a copy heard that long ago (`bound` is the
+    /// freshness bound of a take-over, with its slack); waiting longer let a
+    /// home whose old base died just after a change lose its authority for good
+    /// (swarm seed 301068).
+    pub(super) fn expire_pending(&mut self, now: Time, bound: Duration) {
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|(_, since)| now >= *since + bound)
+        {
+            self.pending = None;
+        }
     }
 
     /// Whether the base was set from a group yet.
@@ -409,6 +429,14 @@ mod tests {
             !q.holds(at(1900), AUTHORITY),
             "held before the change was known"
         );
+        // A change the old base never hears of is committed after the bound.
+        let mut late = q.clone();
+        late.expire_pending(at(600) + Duration::from_secs(6), Duration::from_secs(6));
+        late.follow(at(6600), AUTHORITY, ME, &half);
+        for m in [4, 5, 6] {
+            late.confirm(NodeId(m), at(6600));
+        }
+        assert!(late.holds(at(6600), AUTHORITY));
         // It confirms an `Alive` sent since: committed, the new base alone counts.
         q.confirm(NodeId(8), at(1900));
         q.follow(at(1900), AUTHORITY, ME, &half);
