@@ -67,8 +67,9 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 /// - 18: discovery's `Heartbeat` carries a Bloom filter of the neighbours its
 ///   sender knows (`known`).
 /// - 19: supervision's take-overs wait for most of the home's base to disown it
-///   (`Disown` and `Disowned`, appended); `Held.at` is optional (a member that
-///   disowned the home does not confirm it).
+///   (`Disown`, `Disowned` and `Refused`, appended); `Alive` and `Pass` carry the
+///   base's epoch; `Held.at` is optional (a member that disowned the home does
+///   not confirm it).
 pub const VERSION: u16 = 19;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
