@@ -31,7 +31,7 @@
 //!
 //! Invariants: one entry per home on each side; entries expire (`expire`), so
 //! the maps hold at most the homes heard or asked about in the last
-//! `slack(authority)`.
+//! `slack(authority)`, and the bases heard in the last `hold`.
 
 use crate::ids::NodeId;
 use crate::time::Time;

@@ -2435,7 +2435,8 @@ impl Service for Supervision {
                     }
                 }
             }
-            SupervisionMsg::Disowned { home } => {
+            // Only a member of this group was asked (see `claim`).
+            SupervisionMsg::Disowned { home } if ctx.tree.local_group().contains(&from) => {
                 self.votes.word(now, home, from);
                 // Taken over on this word: the group hears of it at once, while
                 // the members' promises are fresh.
@@ -2445,6 +2446,7 @@ impl Service for Supervision {
                     self.announce_take_overs(ctx);
                 }
             }
+            SupervisionMsg::Disowned { .. } => {}
             SupervisionMsg::Dropped { sup } => {
                 if self.copies.get(&sup).is_some_and(|c| c.home == from) {
                     self.copies.remove(&sup);
@@ -3227,6 +3229,40 @@ mod tests {
             )
         });
         assert!(!confirmed, "a member confirmed the home it disowned");
+    }
+
+    /// A taker counts the word only of members of its group (those it asked): a
+    /// member of the home's base in another group cannot carry a take-over.
+    #[test]
+    fn a_word_from_outside_the_group_does_not_count() {
+        let (h, k) = (n1(), n2());
+        let home = lone_home(h);
+        let ms = |ns: &[u32]| ns.iter().map(|n| NodeId(*n)).collect::<Vec<_>>();
+        let with_home = led_by(k, ms(&[1, 2, 3, 4, 5]), 1);
+        let without_home = led_by(k, ms(&[2, 3, 4, 5]), 2);
+        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
+        let changed = ServiceEvent::GroupChanged { instance: 0 };
+        keeper.handle_event(Time::ZERO, &changed, &with_home);
+        let group = with_home.tree.local_group();
+        // Members 6 and 7 of the home's base live in another group.
+        keep(&mut keeper, h.node, &home, &group, ms(&[2, 3, 4, 5, 6, 7]));
+        home_removed(&mut keeper, h.node, Time::from_millis(50), &without_home);
+        let mut now = Time::from_millis(50);
+        while now < Time::from_secs(3) {
+            now = now + Duration::from_millis(100);
+            keeper.handle_timeout(now, &without_home);
+            for m in [3, 6, 7] {
+                let word = SupervisionMsg::Disowned { home: h.node };
+                keeper.handle_message(now, NodeId(m), word, &without_home);
+            }
+        }
+        // Itself and n3: two of six.
+        assert!(keeper.sups.is_empty(), "carried by words from outside");
+        let word = SupervisionMsg::Disowned { home: h.node };
+        for m in [4, 5] {
+            keeper.handle_message(now, NodeId(m), word.clone(), &without_home);
+        }
+        assert_eq!(keeper.sups.len(), 1, "four of six");
     }
 
     /// Regression (swarm seed 94715, shrunk): a leader whose members leave its

@@ -37,14 +37,15 @@
 //!   before it (with the home) confirmed an `Alive` sent since; until then the
 //!   home needs most of the old base as well as of the new. So a taker judging
 //!   by the old base meets a member that knows the new one in any majority it
-//!   asks. A change not committed within `slack(refresh)` is committed all the
-//!   same: a taker that never heard of it last heard the home before it, and
-//!   takes over no copy heard that long ago (a pass begun earlier may still go
-//!   on: stated, not covered). Without the bound, a home whose old base died
-//!   just after a change stayed without authority for good (swarm seed 301068). (Before, swarm seed 250378: a home left with three of its eight
+//!   asks. (Before, swarm seed 250378: a home left with three of its eight
 //!   others by a split dropped the other half from its base, then the one member
 //!   that heard both halves, and acted on the three, while the other half's
-//!   leader took over with a majority of the old base.)
+//!   leader took over with a majority of the old base.) A change not committed
+//!   within `slack(refresh)` is committed all the same: a taker that never heard
+//!   of it last heard the home before it, and takes over no copy heard that long
+//!   ago (a pass begun earlier may still go on: stated, not covered). Without
+//!   the bound, a home whose old base died just after a change stayed without
+//!   authority for good (swarm seed 301068).
 //! - A base that emptied (the home was alone in its group) is told to keepers as
 //!   the home's current group until that group's members confirm and join it
 //!   ([`Quorum::told_base`]).
@@ -483,7 +484,11 @@ mod tests {
         assert_eq!(q.askees(ME, &larger), nodes(1..9));
         q.follow(now, AUTHORITY, ME, &larger);
         // Members 3 and 4 confirmed lately (from the other group): they join.
-        assert_eq!(q.base, nodes(1..5), "unconfirmed members do not count yet");
+        assert_eq!(
+            q.base,
+            nodes(1..5),
+            "only members confirmed since the change join"
+        );
         assert!(q.holds(now, AUTHORITY));
         for m in nodes(1..9) {
             q.confirm(m, now);
