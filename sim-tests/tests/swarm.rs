@@ -416,7 +416,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// while a taker took over by the old one). Seed 291006 fails
 /// `messaging.names_unique` before a refusal from the names root after another
 /// root's grant sent the registration to the root again (it was taken for a
-/// repeat of the grant: two holders until the next refresh).
+/// repeat of the grant: two holders until the next refresh). Seed 302083 fails
+/// `supervision.restarted` before a member left a home's quorum base only while
+/// the base without it held (members that moved to other groups left one by one,
+/// down to a base of one crashed member that never held again).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

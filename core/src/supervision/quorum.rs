@@ -29,7 +29,11 @@
 //!   sent after it left (it lives, on this side: the group was split), or once
 //!   the quorum holds on confirmations of `Alive`s sent after it left (with the
 //!   home, most of the base is on this side without it: it crashed, or was cut
-//!   off alone).
+//!   off alone); either way only while the base without it holds. (Before, swarm
+//!   seed 302083: members split off one by one, each confirming from its new
+//!   group, left a base of one member that had crashed meanwhile, which the
+//!   home never held again, and no new member could join a base that did not
+//!   hold: its children were never restarted.)
 //!
 //! - Every change of the base bumps its *epoch*, told with the base in every
 //!   `Alive`; a member refuses to disown the home for a taker judging by an
@@ -203,10 +207,17 @@ impl Quorum {
             })
             .map(|(m, _)| *m)
             .collect();
-        for m in &leaving {
-            self.absent.remove(m);
+        for m in leaving {
+            // Only if the base left holds on `Alive`s sent since it left: a member
+            // that confirms from another group is kept rather than leave a base of
+            // the dead.
+            let since = self.absent.get(&m).copied().unwrap_or(now);
+            let rest: Vec<NodeId> = self.base.iter().copied().filter(|b| *b != m).collect();
+            if holds_after(&self.confirmed, &rest, since, now, authority) {
+                self.absent.remove(&m);
+                self.base = rest;
+            }
         }
-        self.base.retain(|m| !leaving.contains(m));
         if self.holds(now, authority) {
             let (base, confirmed) = (&self.base, &self.confirmed);
             // Confirmations kept only for a pending change's sake (of members
@@ -449,6 +460,40 @@ mod tests {
         assert_eq!(q.askees(ME, &half), nodes(4..7));
     }
 
+    /// The bug swarm seed 302083 found: of a home's base of two, one member moved
+    /// to another group (it still confirms from there) and the other crashed. The
+    /// one that confirms stays, so the home holds, and members of its new group
+    /// join; then both leave. Before, the member that moved left at its first
+    /// confirmation, and the base of the crashed one never held again: the home's
+    /// children were never restarted.
+    #[test]
+    fn a_member_confirming_from_another_group_stays_while_the_rest_does_not_hold() {
+        let mut q = confirmed_in(&nodes(0..3), Time::ZERO);
+        let at = |ms| Time::ZERO + Duration::from_millis(ms);
+        let left = [ME, NodeId(1)];
+        for round in 1..=8 {
+            q.follow(at(300 * round), AUTHORITY, ME, &left);
+            q.confirm(NodeId(2), at(300 * round));
+        }
+        assert_eq!(q.base, nodes(1..3), "the member that moved left the base");
+        assert!(q.holds(at(2400), AUTHORITY));
+        // The home joins a group of four others, which confirm and join the base;
+        // the two members not in it leave once the rest holds without them.
+        let new_group = [ME, NodeId(3), NodeId(4), NodeId(5), NodeId(6)];
+        q.follow(at(2700), AUTHORITY, ME, &new_group);
+        for m in [2, 3, 4, 5, 6] {
+            q.confirm(NodeId(m), at(2700));
+        }
+        for round in 10..=12 {
+            q.follow(at(300 * round), AUTHORITY, ME, &new_group);
+            for m in [2, 3, 4, 5, 6] {
+                q.confirm(NodeId(m), at(300 * round));
+            }
+        }
+        assert_eq!(q.base, nodes(3..7));
+        assert!(q.holds(at(3600), AUTHORITY));
+    }
+
     /// A member that crashes leaves the base once the rest confirm without it; a
     /// member handed to another group (still confirming) leaves it at once; members
     /// that join count once they confirm.
@@ -474,8 +519,9 @@ mod tests {
         // A split hands members 3 and 4 to another group; they still confirm.
         let split = nodes(0..3);
         q.follow(now, AUTHORITY, ME, &split);
-        q.confirm(NodeId(3), now);
-        q.confirm(NodeId(4), now);
+        for m in nodes(1..5) {
+            q.confirm(m, now);
+        }
         now = now + Duration::from_millis(300);
         q.follow(now, AUTHORITY, ME, &split);
         assert_eq!(q.base, nodes(1..3));
@@ -483,10 +529,11 @@ mod tests {
         let larger = nodes(0..9);
         assert_eq!(q.askees(ME, &larger), nodes(1..9));
         q.follow(now, AUTHORITY, ME, &larger);
-        // Members 3 and 4 confirmed lately (from the other group): they join.
+        // Members 3 and 4 confirmed before they left: they join only once they
+        // confirm an `Alive` sent since.
         assert_eq!(
             q.base,
-            nodes(1..5),
+            nodes(1..3),
             "only members confirmed since the change join"
         );
         assert!(q.holds(now, AUTHORITY));
