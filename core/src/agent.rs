@@ -422,6 +422,16 @@ impl Agent {
         });
     }
 
+    /// `node` was heard in a newer life: the federations and the services hear of
+    /// it at once.
+    fn peer_restarted(&mut self, now: Time, node: NodeId) {
+        for f in &mut self.federations {
+            f.peer_restarted(node);
+        }
+        self.events.push_back(ServiceEvent::PeerRestarted { node });
+        self.route_services(now);
+    }
+
     fn handle_message(&mut self, now: Time, envelope: Envelope) {
         // A message naming this agent as its sender is a broadcast looped back, or
         // comes from another agent configured with the same id: answering it would
@@ -441,14 +451,7 @@ impl Agent {
             // `Leave` dissolved the group of a leading home first, and its heir,
             // in no group, took nothing over; the group split evenly, and no side
             // held most of the home's base: swarm seed 93152 at 200 hosts.)
-            Ok(Life::Newer) => {
-                let node = envelope.from;
-                for f in &mut self.federations {
-                    f.peer_restarted(node);
-                }
-                self.events.push_back(ServiceEvent::PeerRestarted { node });
-                self.route_services(now);
-            }
+            Ok(Life::Newer) => self.peer_restarted(now, envelope.from),
             Ok(Life::Known) => {}
         }
         let Envelope {
@@ -458,7 +461,17 @@ impl Agent {
         } = envelope;
         match body {
             Message::Discovery(msg) => {
-                self.discovery.handle_message(now, from, incarnation, &msg);
+                // Discovery's messages skip `admit` (see `Incarnations::admit`); a
+                // life discovery had not heard is checked here, so the services
+                // hear of a restart that only discovery's messages carried (swarm
+                // seed 300127: a keeper that heard its restarted home only by its
+                // heartbeats, across an asymmetric partition, waited for members'
+                // word that could not reach them instead of taking over at once).
+                if self.discovery.handle_message(now, from, incarnation, &msg)
+                    && self.incarnations.note(from, incarnation) == Ok(Life::Newer)
+                {
+                    self.peer_restarted(now, from);
+                }
                 self.route_discovery();
             }
             Message::Federation(FedMsg { instance, body }) => {
@@ -873,6 +886,48 @@ mod tests {
                 .any(|o| matches!(o, Output::Send { to, .. } if *to == NodeId(1))),
             "{outputs:?}"
         );
+    }
+
+    /// A peer heard in a newer life only in discovery's heartbeats is known to the
+    /// rest of the agent as restarted: a later message of its earlier life is
+    /// refused as stale. Before, heartbeats skipped the check of lives, and the
+    /// services never heard of the restart (swarm seed 300127: a keeper took
+    /// nothing over from a restarted home it heard only that way).
+    #[test]
+    fn a_newer_life_heard_only_in_heartbeats_is_known_to_the_agent() {
+        let mut a = agent(1);
+        let beat = |life| {
+            Input::Message(Envelope {
+                from: NodeId(2),
+                incarnation: Incarnation(life),
+                body: Message::Discovery(DiscoveryMsg::Heartbeat {
+                    known: Default::default(),
+                }),
+            })
+        };
+        a.handle(Time::from_millis(10), beat(4));
+        a.handle(Time::from_millis(20), beat(5));
+        while a.poll_output().is_some() {}
+        let offer_req = crate::placement::msg::PlacementMsg::OfferReq {
+            key: crate::placement::msg::ReqKey {
+                requester: NodeId(2),
+                incarnation: Incarnation(4),
+                seq: 0,
+            },
+            tenant: crate::ids::TenantId(0),
+            shapes: Vec::new(),
+        };
+        let earlier = Envelope {
+            from: NodeId(2),
+            incarnation: Incarnation(4),
+            body: Message::Placement(offer_req),
+        };
+        a.handle(Time::from_millis(30), Input::Message(earlier));
+        let stale = Output::Notice(Notice::Rejected {
+            from: NodeId(2),
+            reason: Reject::StaleIncarnation,
+        });
+        assert_eq!(a.poll_output(), Some(stale));
     }
 
     /// Every client call has a service that owns it: none is dropped unanswered.

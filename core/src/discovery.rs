@@ -264,8 +264,10 @@ pub struct Neighbour {
 enum Heard {
     /// From an older life of a known neighbour: ignored.
     Stale,
-    /// From a known neighbour.
+    /// From a known neighbour, in the life known.
     Known,
+    /// From a known neighbour in a newer life (it restarted).
+    Newer,
     /// From an agent not known before (now a neighbour).
     New,
 }
@@ -339,20 +341,23 @@ impl Discovery {
             .set(DiscoveryTimer::Probe, now + self.probe_interval());
     }
 
-    /// Takes a message from `from` (in its life `incarnation`).
+    /// Takes a message from `from` (in its life `incarnation`). Whether `from` was
+    /// heard in a life this module did not know it in (a neighbour first heard,
+    /// or one that restarted): the agent checks that life against every life it
+    /// heard, which it does not for each heartbeat.
     pub fn handle_message(
         &mut self,
         now: Time,
         from: NodeId,
         incarnation: Incarnation,
         msg: &DiscoveryMsg,
-    ) {
+    ) -> bool {
         if from == self.me {
-            return;
+            return false;
         }
         let heard = self.note_alive(now, from, incarnation);
         if heard == Heard::Stale {
-            return;
+            return false;
         }
         match msg {
             DiscoveryMsg::Announce => {
@@ -384,6 +389,7 @@ impl Discovery {
                 }
             }
         }
+        matches!(heard, Heard::New | Heard::Newer)
     }
 
     /// Announces this agent to `peer`, which may not know it: once here, however many
@@ -402,9 +408,14 @@ impl Discovery {
             Ok(at) if incarnation < self.neighbours[at].1.incarnation => Heard::Stale,
             Ok(at) => {
                 let n = &mut self.neighbours[at].1;
+                let newer = incarnation > n.incarnation;
                 n.incarnation = incarnation;
                 n.last_heard = now;
-                Heard::Known
+                if newer {
+                    Heard::Newer
+                } else {
+                    Heard::Known
+                }
             }
             Err(at) => {
                 self.changes += 1;
