@@ -40,9 +40,13 @@
 //!   host's never. The bound
 //!   already covers a take-over when the supervisor's home dies with the child's
 //!   host; when the home is lost later, while the slot is down (its host crashes,
-//!   or its agent stalls), the bound counts again from that loss (from the end of
-//!   a stall): the old home's restart died with it, and the new home's take-over
-//!   and hold start then. A restart that placement refuses for lack of room (the
+//!   its agent stalls, or a partition cuts it from most of its level-0 group),
+//!   the bound counts again from that loss (from the end of a stall): the old
+//!   home's restart died with it, and the new home's take-over and hold start
+//!   then. (Before, partitions were left out: swarm seed 210890, whose home had
+//!   just taken a crashed home's supervisor over and was still holding back when
+//!   a partition cut it off, owed the restart a bound after the first crash,
+//!   though the second take-over's hold could only start at the partition.) A restart that placement refuses for lack of room (the
 //!   agent's `RestartShort` notice) is not late: the bound counts again from each
 //!   refusal (the agent tries again at each tick, and says so each time). Under a
 //!   loss fault beyond [`LOSS_TOLERATED`] (the design's timing holds up to 10%

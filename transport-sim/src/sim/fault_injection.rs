@@ -100,6 +100,15 @@ impl Simulation {
                 let id = self
                     .network
                     .partition(self.hosts.len(), &a, &b, *asymmetric);
+                // A home cut from its quorum restarts nothing more: a slot down now
+                // is restarted by a take-over on the other side, whose wait and
+                // hold count from now, as when a home crashes or stalls.
+                if self.homes_cut_from_their_quorum(&[]) {
+                    if let Some(s) = self.supervision.as_mut() {
+                        s.reconcile(self.now, &self.placement);
+                        s.home_lost(self.now);
+                    }
+                }
                 if let Some(at) = until {
                     self.schedule(at, Event::Undo(Undo::Heal(id)));
                     let lost = self.homes_cut_off_with_no_side_to_take_over();
