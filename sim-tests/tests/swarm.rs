@@ -422,7 +422,13 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// down to a base of one crashed member that never held again). Seed 300127
 /// fails `supervision.restarted` before a newer life heard only in discovery's
 /// heartbeats was told to the services (a keeper cut off one way from the base
-/// waited for its word about a home that had restarted).
+/// waited for its word about a home that had restarted). Seed 331002 fails
+/// `supervision.no_twin` before members remembered every home of a chain of
+/// take-overs (the first home, back from a partition, was confirmed without a
+/// word of the take-over from it, which a second take-over had replaced).
+/// Seed 210890 fails `supervision.restarted` before the check counted the
+/// restart bound again from a partition that cut a home from its group (a new
+/// home, still holding back, was cut off and taken over again).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

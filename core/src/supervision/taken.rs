@@ -9,8 +9,17 @@
 //! and each remembers it here for `hold`: when the old home asks it to confirm,
 //! its answer tells the home to step down from that supervisor first.
 //!
-//! Invariants: at most [`MAX_TAKEN`] entries (the oldest goes first); one entry
-//! per supervisor, the latest take-over's.
+//! A supervisor may be taken over again from its taker (a chain of take-overs):
+//! each entry keeps every home it was taken from, so that any of them is told to
+//! step down, however far the chain went on. (Before, an entry kept only the
+//! latest take-over's home: swarm seed 331002, where n7 took a supervisor over
+//! from n15 across a partition and restarted, and n0 took it over from n7; after
+//! the heal, n15's base confirmed it with no word of n7's take-over, and n15 and
+//! n0 both restarted the children.)
+//!
+//! Invariants: at most [`MAX_TAKEN`] entries (the oldest goes first) of at most
+//! [`MAX_HOMES`] homes each (the earliest goes first); one entry per supervisor,
+//! at the latest take-over's epoch.
 
 use crate::ids::NodeId;
 use crate::time::Time;
@@ -21,10 +30,14 @@ use std::time::Duration;
 /// The most take-overs a member remembers at once.
 pub(super) const MAX_TAKEN: usize = 1024;
 
-/// One take-over heard of: from which home, at which take-over epoch, and when.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The most homes a supervisor's entry remembers it was taken from.
+pub(super) const MAX_HOMES: usize = 8;
+
+/// The take-overs of one supervisor heard of: the homes it was taken from, the
+/// latest take-over's epoch, and when one was last heard of.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct TakeOver {
-    home: NodeId,
+    homes: Vec<NodeId>,
     epoch: u32,
     heard: Time,
 }
@@ -36,13 +49,21 @@ pub(super) struct Taken {
 }
 
 impl Taken {
-    /// `sup` was taken over from `home` at take-over `epoch`; an older take-over
-    /// of it is replaced, a newer one kept.
+    /// `sup` was taken over from `home` at take-over `epoch`: `home` joins the
+    /// homes it was taken from, and the entry keeps the latest epoch.
     pub(super) fn note(&mut self, now: Time, sup: SupervisorId, home: NodeId, epoch: u32) {
-        if self.by_sup.get(&sup).is_some_and(|t| t.epoch > epoch) {
+        if let Some(t) = self.by_sup.get_mut(&sup) {
+            if !t.homes.contains(&home) {
+                if t.homes.len() >= MAX_HOMES {
+                    t.homes.remove(0);
+                }
+                t.homes.push(home);
+            }
+            t.epoch = t.epoch.max(epoch);
+            t.heard = now;
             return;
         }
-        if !self.by_sup.contains_key(&sup) && self.by_sup.len() >= MAX_TAKEN {
+        if self.by_sup.len() >= MAX_TAKEN {
             let oldest = self
                 .by_sup
                 .iter()
@@ -52,15 +73,23 @@ impl Taken {
                 self.by_sup.remove(&oldest);
             }
         }
-        let heard = now;
-        self.by_sup.insert(sup, TakeOver { home, epoch, heard });
+        let (homes, heard) = (vec![home], now);
+        self.by_sup.insert(
+            sup,
+            TakeOver {
+                homes,
+                epoch,
+                heard,
+            },
+        );
     }
 
-    /// The supervisors taken over from `home`, with their take-over epochs.
+    /// The supervisors taken over from `home` (by any take-over of a chain), with
+    /// their latest take-over epochs.
     pub(super) fn of_home(&self, home: NodeId) -> impl Iterator<Item = (SupervisorId, u32)> + '_ {
         self.by_sup
             .iter()
-            .filter(move |(_, t)| t.home == home)
+            .filter(move |(_, t)| t.homes.contains(&home))
             .map(|(s, t)| (*s, t.epoch))
     }
 
@@ -84,24 +113,38 @@ mod tests {
         }
     }
 
+    /// Every home of a chain of take-overs is told the latest epoch: the first
+    /// home of swarm seed 331002 was told nothing once its taker's own taker
+    /// replaced the entry.
     #[test]
-    fn the_latest_take_over_of_a_supervisor_is_kept() {
+    fn every_home_a_supervisor_was_taken_from_gets_the_latest_epoch() {
         let mut taken = Taken::default();
         taken.note(Time::ZERO, sup(0), NodeId(1), 2);
         taken.note(Time::ZERO, sup(0), NodeId(2), 1);
         assert_eq!(taken.of_home(NodeId(1)).collect::<Vec<_>>(), [(sup(0), 2)]);
         assert_eq!(
-            taken.of_home(NodeId(2)).count(),
-            0,
-            "an older one is ignored"
+            taken.of_home(NodeId(2)).collect::<Vec<_>>(),
+            [(sup(0), 2)],
+            "an older one heard late keeps the latest epoch"
         );
         taken.note(Time::ZERO, sup(0), NodeId(3), 3);
+        for home in 1..=3 {
+            assert_eq!(
+                taken.of_home(NodeId(home)).collect::<Vec<_>>(),
+                [(sup(0), 3)],
+                "home {home}"
+            );
+        }
+        assert_eq!(taken.of_home(NodeId(4)).count(), 0);
+        for home in 4..20 {
+            taken.note(Time::ZERO, sup(0), NodeId(home), home);
+        }
+        assert_eq!(taken.by_sup[&sup(0)].homes.len(), MAX_HOMES);
         assert_eq!(
             taken.of_home(NodeId(1)).count(),
             0,
-            "a newer one replaces it"
+            "the earliest went first"
         );
-        assert_eq!(taken.of_home(NodeId(3)).collect::<Vec<_>>(), [(sup(0), 3)]);
     }
 
     #[test]
