@@ -428,7 +428,9 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// word of the take-over from it, which a second take-over had replaced).
 /// Seed 210890 fails `supervision.restarted` before the check counted the
 /// restart bound again from a partition that cut a home from its group (a new
-/// home, still holding back, was cut off and taken over again).
+/// home, still holding back, was cut off and taken over again). Seed 330599
+/// fails `supervision.restarted` before a taker told the give-ups its copy held
+/// (a home stalled between a give-up and telling it).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

@@ -224,7 +224,7 @@ pub struct SupervisionFigures {
     pub children: u64,
     /// New lives of a slot after its first.
     pub restarts: u64,
-    /// Children given up (the agents' notices).
+    /// Children given up (the agents' notices; one told again counts once).
     pub give_ups: u64,
     /// Restarts the agents reported.
     pub restarts_reported: u64,
@@ -527,10 +527,15 @@ impl SupervisionSim {
     /// one-for-all and rest-for-one that gives up its whole group (the agent stops
     /// every sibling).
     pub fn gave_up(&mut self, now: Time, pid: Option<Pid>) {
-        self.figures.give_ups += 1;
         let Some(slot) = pid.and_then(|p| self.slot_of.get(&p)).copied() else {
+            self.figures.give_ups += 1;
             return;
         };
+        // A give-up told again (by a taker whose copy held it) counts once.
+        if self.slots.get(&slot).is_some_and(|s| s.given_up.is_some()) {
+            return;
+        }
+        self.figures.give_ups += 1;
         let tied = self.workload.strategy() != Ok(Strategy::OneForOne);
         let group = slot / GROUP_STRIDE;
         for (n, s) in &mut self.slots {

@@ -219,7 +219,8 @@ pub enum ServiceNotice {
         latency: std::time::Duration,
     },
     /// A supervised child went past its intensity and was given up (stopped, not
-    /// restarted).
+    /// restarted). Told at least once: a home that takes a supervisor over tells
+    /// again the give-ups its copy holds, which the old home may not have told.
     GaveUp {
         /// Its last process.
         pid: Option<Pid>,

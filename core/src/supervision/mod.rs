@@ -34,6 +34,10 @@
 //!   then counts the end), as if the give-up had not been: it had not been told.
 //!   (Before, a home told of a give-up whose copy was lost on the way and was
 //!   then taken over: the child given up ran again, as in swarm seed 10151.)
+//!   One that takes over a copy holding a give-up tells it (again, perhaps) once
+//!   its own keepers hold it: the old home may have died before it told it.
+//!   (Before, swarm seed 330599: a home paused just after deciding a give-up;
+//!   its taker held the give-up and never told it, and the client never heard.)
 //!
 //! # No twins: leases and fences
 //!
@@ -1894,6 +1898,14 @@ impl Supervision {
                 stop_clients: Vec::new(),
             },
         );
+        // The give-ups the copy holds are told again once the keepers hold this
+        // record: the old home may have died before telling them (a notice twice
+        // rather than never).
+        if let Some(s) = self.sups.get_mut(&id) {
+            let given_up = s.rec.children.iter().filter(|c| c.phase == Phase::GaveUp);
+            let version = s.version;
+            s.untold = given_up.map(|c| (version, c.pid)).collect();
+        }
         let acts = self.sups.get_mut(&id).map(|s| s.rec.spawn_ready());
         self.act(now, id, acts.unwrap_or_default());
         self.watch(now, id, None);
@@ -2907,6 +2919,48 @@ mod tests {
             &without_home,
         );
         assert_eq!(keeper.sups.len(), 1, "kept when the home left");
+    }
+
+    /// Regression (swarm seed 330599, `supervision.restarted`): a home gave a child
+    /// up and stalled before it told it; the leader that takes its copy over tells
+    /// the give-up once its own keepers hold it. Before, it kept the child given up
+    /// and told nobody: the client never heard, and the slot was never run again.
+    #[test]
+    fn a_taker_tells_the_give_ups_its_copy_holds() {
+        let (h, k) = (id(1), id(2));
+        let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
+        let tenant = nefele_api::TenantId(1);
+        home.handle_api(
+            Time::ZERO,
+            RequestId(7),
+            one_permanent_child(tenant, 0),
+            &alone(h),
+        );
+        let spawn = first_call(&mut home);
+        let pid = Pid::new(h.node, h.incarnation, 1);
+        let answered = ServiceEvent::Answered {
+            request: spawn,
+            reply: ApiReply::Spawned(Ok(vec![pid])),
+        };
+        home.handle_event(Time::from_millis(1), &answered, &alone(h));
+        let exited = ServiceEvent::ProcessExited {
+            pid,
+            tenant,
+            status: ExitStatus::Code(1),
+        };
+        home.handle_event(Time::from_millis(2), &exited, &alone(h));
+        let sup = *home.sups.keys().next().expect("the supervisor");
+        assert_eq!(home.sups[&sup].rec.children[0].phase, Phase::GaveUp);
+        let with_home = led_by(k, vec![h.node, k.node, NodeId(3), NodeId(4)], 1);
+        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
+        let group = with_home.tree.local_group();
+        keep(&mut keeper, h.node, &home, &group, others(&group, h.node));
+        let restarted = ServiceEvent::PeerRestarted { node: h.node };
+        keeper.handle_event(Time::from_millis(40), &restarted, &with_home);
+        let taken = keeper.sups.get(&sup).expect("taken over");
+        let untold: Vec<Option<Pid>> = taken.untold.iter().map(|(_, p)| *p).collect();
+        assert_eq!(untold, vec![Some(pid)], "the give-up is to be told");
+        assert!(taken.untold.iter().all(|(v, _)| *v <= taken.version));
     }
 
     /// Regression (swarm seed 97566, `supervision.no_twin`): a leader counts in
