@@ -854,13 +854,8 @@ mod tests {
         assert_eq!(got[1..], expected[..]);
     }
 
-    /// Regression (found by the `agent_inputs` fuzz target): a placement request that
-    /// names this agent as its sender (another life of the same id) was answered, to
-    /// this agent itself.
-    #[test]
-    fn a_message_from_its_own_id_is_dropped() {
-        let mut a = agent(1);
-        while a.poll_output().is_some() {}
+    /// A placement request (an empty `OfferReq`) from `from` in its life `life`.
+    fn offer_req(from: NodeId, life: Incarnation) -> Envelope {
         let offer_req = crate::placement::msg::PlacementMsg::OfferReq {
             key: crate::placement::msg::ReqKey {
                 requester: NodeId(0),
@@ -870,11 +865,21 @@ mod tests {
             tenant: crate::ids::TenantId(0),
             shapes: Vec::new(),
         };
-        let env = Envelope {
-            from: NodeId(1),
-            incarnation: Incarnation(3),
+        Envelope {
+            from,
+            incarnation: life,
             body: Message::Placement(offer_req),
-        };
+        }
+    }
+
+    /// Regression (found by the `agent_inputs` fuzz target): a placement request that
+    /// names this agent as its sender (another life of the same id) was answered, to
+    /// this agent itself.
+    #[test]
+    fn a_message_from_its_own_id_is_dropped() {
+        let mut a = agent(1);
+        while a.poll_output().is_some() {}
+        let env = offer_req(NodeId(1), Incarnation(3));
         a.handle(Time::from_millis(10), Input::Message(env));
         let mut outputs = Vec::new();
         while let Some(out) = a.poll_output() {
@@ -908,20 +913,7 @@ mod tests {
         a.handle(Time::from_millis(10), beat(4));
         a.handle(Time::from_millis(20), beat(5));
         while a.poll_output().is_some() {}
-        let offer_req = crate::placement::msg::PlacementMsg::OfferReq {
-            key: crate::placement::msg::ReqKey {
-                requester: NodeId(2),
-                incarnation: Incarnation(4),
-                seq: 0,
-            },
-            tenant: crate::ids::TenantId(0),
-            shapes: Vec::new(),
-        };
-        let earlier = Envelope {
-            from: NodeId(2),
-            incarnation: Incarnation(4),
-            body: Message::Placement(offer_req),
-        };
+        let earlier = offer_req(NodeId(2), Incarnation(4));
         a.handle(Time::from_millis(30), Input::Message(earlier));
         let stale = Output::Notice(Notice::Rejected {
             from: NodeId(2),
