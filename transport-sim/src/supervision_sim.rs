@@ -46,7 +46,8 @@
 //!   then. (Before, partitions were left out: swarm seed 210890, whose home had
 //!   just taken a crashed home's supervisor over and was still holding back when
 //!   a partition cut it off, owed the restart a bound after the first crash,
-//!   though the second take-over's hold could only start at the partition.) A restart that placement refuses for lack of room (the
+//!   though the second take-over's hold could only start at the partition.) A
+//!   restart that placement refuses for lack of room (the
 //!   agent's `RestartShort` notice) is not late: the bound counts again from each
 //!   refusal (the agent tries again at each tick, and says so each time). Under a
 //!   loss fault beyond [`LOSS_TOLERATED`] (the design's timing holds up to 10%

@@ -29,7 +29,8 @@
 //!   sent after it left (it lives, on this side: the group was split), or once
 //!   the quorum holds on confirmations of `Alive`s sent after it left (with the
 //!   home, most of the base is on this side without it: it crashed, or was cut
-//!   off alone); either way only while the base without it holds. (Before, swarm
+//!   off alone); either way only if the base without it holds on `Alive`s sent
+//!   since it left. (Before, swarm
 //!   seed 302083: members split off one by one, each confirming from its new
 //!   group, left a base of one member that had crashed meanwhile, which the
 //!   home never held again, and no new member could join a base that did not
@@ -198,20 +199,19 @@ impl Quorum {
         for &m in self.base.iter().filter(|m| !group.contains(m)) {
             self.absent.entry(m).or_insert(now);
         }
-        let leaving: Vec<NodeId> = self
+        let leaving: Vec<(NodeId, Time)> = self
             .absent
             .iter()
             .filter(|(m, since)| {
                 self.confirmed.get(m).is_some_and(|t| *t >= **since)
                     || self.holds_after(**since, now, authority)
             })
-            .map(|(m, _)| *m)
+            .map(|(m, since)| (*m, *since))
             .collect();
-        for m in leaving {
+        for (m, since) in leaving {
             // Only if the base left holds on `Alive`s sent since it left: a member
             // that confirms from another group is kept rather than leave a base of
             // the dead.
-            let since = self.absent.get(&m).copied().unwrap_or(now);
             let rest: Vec<NodeId> = self.base.iter().copied().filter(|b| *b != m).collect();
             if holds_after(&self.confirmed, &rest, since, now, authority) {
                 self.absent.remove(&m);

@@ -77,10 +77,7 @@ impl Simulation {
                         s.sibling_host_stalled(n, resume);
                     }
                     if self.is_home(n) {
-                        if let Some(s) = self.supervision.as_mut() {
-                            s.reconcile(self.now, &self.placement);
-                            s.home_lost(resume);
-                        }
+                        self.note_home_lost(resume);
                     }
                     let host = &mut self.hosts[n.0 as usize];
                     if host.agent.is_some() {
@@ -104,10 +101,7 @@ impl Simulation {
                 // is restarted by a take-over on the other side, whose wait and
                 // hold count from now, as when a home crashes or stalls.
                 if self.homes_cut_from_their_quorum(&[]) {
-                    if let Some(s) = self.supervision.as_mut() {
-                        s.reconcile(self.now, &self.placement);
-                        s.home_lost(self.now);
-                    }
+                    self.note_home_lost(self.now);
                 }
                 if let Some(at) = until {
                     self.schedule(at, Event::Undo(Undo::Heal(id)));

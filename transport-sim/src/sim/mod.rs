@@ -775,6 +775,15 @@ impl Simulation {
         }
     }
 
+    /// A home was lost (stalled until `from`, or cut from its quorum now) while
+    /// slots may be down: their restart bound counts again from `from`.
+    pub(super) fn note_home_lost(&mut self, from: Time) {
+        if let Some(s) = self.supervision.as_mut() {
+            s.reconcile(self.now, &self.placement);
+            s.home_lost(from);
+        }
+    }
+
     /// Tells the supervision checks of the supervisors that crashing `nodes`
     /// together loses beyond the design (no take-over is possible; see the
     /// supervision service's module doc), so that their slots owe no restart:
