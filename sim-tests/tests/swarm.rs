@@ -430,7 +430,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// restart bound again from a partition that cut a home from its group (a new
 /// home, still holding back, was cut off and taken over again). Seed 330599
 /// fails `supervision.restarted` before a taker told the give-ups its copy held
-/// (a home stalled between a give-up and telling it).
+/// (a home stalled between a give-up and telling it). Seed 351881 fails
+/// `supervision.restarted` before a parent sent an undersized group only to a
+/// sibling it did not suspect (an heir's group was sent to its dead leader's
+/// seat, and its keepers wandered groupless past the restart bound).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

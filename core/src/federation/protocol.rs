@@ -885,12 +885,16 @@ impl Federation {
                 seat.summaries.get(&m).map_or(u32::MAX, |s| s.group_size)
             }
         };
+        // A suspected sibling is no target: its leader may be dead, and a group sent
+        // to it would ask it in vain and wander groupless (swarm seed 351881: an heir
+        // that took its group over from a crashed leader was sent to that leader's
+        // seat, still listed above, and spent two seconds between groups).
         let target = seat
             .view
             .members
             .iter()
             .copied()
-            .filter(|m| *m != child)
+            .filter(|m| *m != child && !seat.is_suspected(*m))
             .min_by_key(|m| (size_of(*m), *m));
         if let Some(target) = target {
             if child == self.me {

@@ -468,6 +468,61 @@ fn an_undersized_group_asks_its_parent_again_at_its_next_tick() {
     assert!(group.members.len() >= 2, "n5 merged: {group:?}");
 }
 
+/// Regression (swarm seed 351881: 35 agents, 5% loss). A parent sends an undersized
+/// group to a sibling it does not suspect: it used to pick the smallest sibling even
+/// when that sibling's leader had gone silent, and the group's members asked that
+/// dead leader for seats, groupless, for two seconds.
+#[test]
+fn an_undersized_group_is_not_sent_to_a_suspected_sibling() {
+    let mut net = Net::group_of_five(7, true);
+    // n5 and n6, each alone in its rack, found groups of one under n0.
+    for (solo, at) in [(5, 1_300), (6, 1_350)] {
+        net.tick(solo, Time::from_millis(at));
+        net.deliver((
+            NodeId(0),
+            NodeId(solo),
+            FedBody::Attach {
+                joiner: NodeId(0),
+                level: 1,
+                hops: 0,
+            },
+        ));
+        net.settle(|_| false);
+    }
+    assert_eq!(net.agents[&NodeId(0)].seats()[1].view().members.len(), 3);
+    // n5 beats once (n0 learns its group is the smallest) and goes silent; n6 beats
+    // on, its requests to merge held back until n0 suspects n5.
+    let merge_req = |m: &Msg| matches!(m, (_, _, FedBody::MergeReq { .. }));
+    let mut at = Time::from_millis(1_700);
+    net.tick(5, at);
+    net.settle(|m| merge_req(m));
+    assert_eq!(
+        net.agents[&NodeId(0)].seats()[1].summaries()[&NodeId(5)].group_size,
+        1
+    );
+    while !net.agents[&NodeId(0)].seats()[1].is_suspected(NodeId(5)) {
+        at = at + Duration::from_millis(100);
+        assert!(at < Time::from_secs(5), "n0 suspects the silent n5");
+        for node in [0, 1, 2, 3, 4, 6] {
+            net.tick(node, at);
+        }
+        net.settle(|m| m.1 == NodeId(5) || merge_req(m));
+    }
+    net.tick(6, at + Duration::from_millis(300));
+    let held = net.settle(|m| m.1 == NodeId(5));
+    assert!(
+        !held
+            .iter()
+            .any(|m| matches!(m, (_, _, FedBody::Attach { level: 0, .. }))),
+        "n6 asks the silent n5 for a seat: {held:?}"
+    );
+    let group = net.agents[&NodeId(6)].seats()[0].view();
+    assert!(
+        group.members.len() >= 2 && !group.contains(NodeId(5)),
+        "n6 merged into n0's group (which may split): {group:?}"
+    );
+}
+
 /// The deferred answer still comes: a fellow member that claims this agent without a
 /// hand-over from its leader is told `Leave` once `suspect_periods` periods have passed
 /// since its first `LeaderBeat`, which only makes this agent ask its own leader for its
