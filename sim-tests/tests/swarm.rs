@@ -433,7 +433,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// (a home stalled between a give-up and telling it). Seed 351881 fails
 /// `supervision.restarted` before a parent sent an undersized group only to a
 /// sibling it did not suspect (an heir's group was sent to its dead leader's
-/// seat, and its keepers wandered groupless past the restart bound).
+/// seat, and its keepers wandered groupless past the restart bound). Seed 400155
+/// fails `supervision.restarted` before a home that stepped down told its former
+/// keepers to drop their copies (a stale copy outlived the new home and its
+/// keeper, and the check owed restarts that nobody could make).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

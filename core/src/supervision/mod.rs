@@ -2310,7 +2310,19 @@ impl Supervision {
         let Some(s) = self.sups.remove(&id) else {
             return;
         };
-        for k in self.keepers.clone() {
+        // Former keepers too, in or out of a tree: a copy of a supervisor this
+        // home no longer runs is stale, and a former keeper's outlives the
+        // `Dropped`s of ticks to come, which name only the supervisors still run.
+        // (Before, swarm seed 400155: a home back from a stall, between groups,
+        // stepped down for the taker with no keeper to tell, and the copy it had
+        // just sent a new keeper stayed, as a second holder of the supervisor.)
+        let told: BTreeSet<NodeId> = self
+            .keepers
+            .iter()
+            .chain(self.former.keys())
+            .copied()
+            .collect();
+        for k in told {
             self.send(k, SupervisionMsg::Dropped { sup: id });
         }
         for client in s.stop_clients {
@@ -3999,16 +4011,7 @@ mod tests {
         home.handle_api(Time::ZERO, RequestId(7), call, &alone(n1()));
         let sup = *home.sups.keys().next().expect("a supervisor");
         home.keepers = vec![NodeId(2), NodeId(3)];
-        let dropped_to = |home: &mut Supervision| -> Vec<NodeId> {
-            std::iter::from_fn(|| home.poll_output())
-                .filter_map(|o| match o {
-                    ServiceOutput::Send(to, SupervisionMsg::Dropped { sup: s }) if s == sup => {
-                        Some(to)
-                    }
-                    _ => None,
-                })
-                .collect()
-        };
+        let dropped_to = |home: &mut Supervision| dropped_to(home, sup);
         dropped_to(&mut home);
         // Between groups: nobody is told (it may be leaving for good).
         home.replicate(Time::from_secs(1), &alone(n1()));
@@ -4024,6 +4027,35 @@ mod tests {
         }
         assert_eq!(told, DROPPED_TRIES as usize);
         assert!(home.former.is_empty());
+    }
+
+    /// Swarm seed 400155: a home back from a stall, between groups (so with no
+    /// keeper), stepped down for its taker; the copy it had just sent a new keeper
+    /// stayed, a second holder of the supervisor. Now a home that steps down tells
+    /// its former keepers too, in a tree or not.
+    #[test]
+    fn a_home_stepping_down_between_groups_tells_its_former_keepers_to_drop_their_copies() {
+        let mut home = Supervision::new(n1(), SupervisionConfig::default(), 0);
+        let call = one_permanent_child(nefele_api::TenantId(1), 5);
+        home.handle_api(Time::ZERO, RequestId(7), call, &alone(n1()));
+        let sup = *home.sups.keys().next().expect("a supervisor");
+        home.keepers = vec![NodeId(2), NodeId(3)];
+        home.replicate(Time::from_secs(1), &alone(n1()));
+        assert!(home.keepers.is_empty(), "no keeper between groups");
+        assert_eq!(dropped_to(&mut home, sup), Vec::<NodeId>::new());
+        home.step_down_before(sup, 1);
+        assert!(home.sups.is_empty(), "taken over at a newer epoch");
+        assert_eq!(dropped_to(&mut home, sup), vec![NodeId(2), NodeId(3)]);
+    }
+
+    /// The keepers `home` told to drop their copies of `sup` since last polled.
+    fn dropped_to(home: &mut Supervision, sup: SupervisorId) -> Vec<NodeId> {
+        std::iter::from_fn(|| home.poll_output())
+            .filter_map(|o| match o {
+                ServiceOutput::Send(to, SupervisionMsg::Dropped { sup: s }) if s == sup => Some(to),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The first life of `node`.
