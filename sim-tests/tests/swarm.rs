@@ -436,7 +436,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// seat, and its keepers wandered groupless past the restart bound). Seed 400155
 /// fails `supervision.restarted` before a home that stepped down told its former
 /// keepers to drop their copies (a stale copy outlived the new home and its
-/// keeper, and the check owed restarts that nobody could make).
+/// keeper, and the check owed restarts that nobody could make). Seed 342158
+/// fails `messaging.names_unique` before a root went on telling a heal's loser
+/// whose host was reported gone (its first `Lost` was dropped, and the host, alive
+/// across an asymmetric partition, kept the name until its next refresh).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

@@ -62,7 +62,8 @@
 //! the host's names and tells the host as it tells cachers ([`NamesMsg::Invalidate`]):
 //! a host removed alive (its silence was only a partition from its leader) claims
 //! again the names it still holds, so a contender is not granted one meanwhile (one
-//! granted before the claim comes loses it by the heal rule). An agent that
+//! granted before the claim comes loses it by the heal rule), and the root goes on
+//! telling it of the names it lost before (its claims no longer name those). An agent that
 //! restarted holds no names of its last life (not even those of processes it
 //! re-adopted), and may come back before anyone removed
 //! it: every claim tells the root its sender's life, and
@@ -1062,7 +1063,12 @@ impl Names {
             }
             NamesMsg::HostGone { node } => {
                 self.lives.remove(&node);
-                self.forget_losing(|pid| pid.origin() == node);
+                // Its losers are still told (a few tries at most): a host removed
+                // alive still holds the names it lost, which its claims no longer
+                // name once the winner's entry is here. (Before, swarm seed 342158:
+                // a heal's loser, removed by its leader across a partition, was told
+                // once, the `Lost` was lost, and two processes held the name until
+                // its next refresh.)
                 for key in self.by_host.get(&node).cloned().unwrap_or_default() {
                     // The host is told as the cachers are: a leader that lost touch
                     // with it may have removed it alive, and then it claims the name
@@ -1938,6 +1944,42 @@ mod tests {
         let later = again + CLAIM_TIMEOUT;
         n.on_timeout(later, &tree);
         assert_eq!(drain(&mut n), vec![]);
+        assert_eq!(n.directory_holder(T, "n"), Some(pid(2, 1)));
+        assert!(n.invariants());
+    }
+
+    /// Swarm seed 342158: the host of a heal's loser, cut off by an asymmetric
+    /// partition, was reported gone by its leader just after the root's `Lost` to it
+    /// was lost. The root forgot to tell it again, and the host, alive, kept the name
+    /// beside the winner until its next refresh. A host reported gone is still told.
+    #[test]
+    fn a_root_tells_a_loser_again_after_its_host_is_reported_gone() {
+        let root = NodeId(100);
+        let tree = TreeView::empty(root);
+        let mut n = Names::new(root, Incarnation(1));
+        n.on_message(
+            Time::ZERO,
+            NodeId(1),
+            claim_msg(vec![claim(1, 1, 5)]),
+            &tree,
+        );
+        n.on_message(
+            Time::ZERO,
+            NodeId(2),
+            claim_msg(vec![claim(2, 1, 1)]),
+            &tree,
+        );
+        drain(&mut n);
+        let gone = NamesMsg::HostGone { node: NodeId(1) };
+        n.on_message(Time::ZERO, NodeId(3), gone, &tree);
+        let again = Time::ZERO + CLAIM_TIMEOUT;
+        n.on_timeout(again, &tree);
+        let lost = NamesMsg::Lost {
+            tenant: T,
+            name: "n".to_owned(),
+            pid: pid(1, 1),
+        };
+        assert_eq!(drain(&mut n), vec![NameOut::Send(NodeId(1), lost)]);
         assert_eq!(n.directory_holder(T, "n"), Some(pid(2, 1)));
         assert!(n.invariants());
     }
