@@ -439,7 +439,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// keeper, and the check owed restarts that nobody could make). Seed 342158
 /// fails `messaging.names_unique` before a root went on telling a heal's loser
 /// whose host was reported gone (its first `Lost` was dropped, and the host, alive
-/// across an asymmetric partition, kept the name until its next refresh).
+/// across an asymmetric partition, kept the name until its next refresh); its
+/// full run, shrunk again, fails it before a root told a host reported gone, again
+/// until it answered, that its names were dropped (told once, and lost, while a
+/// contender's claim was granted).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

@@ -51,7 +51,7 @@
 //! Lamport stamp, ties broken by the lower pid** ([`Claim::beats`]). The loser's
 //! host drops the name and its process gets a `NameLost` mail; the host answers the
 //! root's [`NamesMsg::Lost`] with an `Unclaim`, and until then the root sends it again
-//! every [`CLAIM_TIMEOUT`] ([`LOST_TRIES`] times at most), so one lost message does
+//! every [`CLAIM_TIMEOUT`] ([`TELL_TRIES`] times at most), so one lost message does
 //! not leave two holders until the next refresh. A registration the
 //! root sees for the first time ("fresh") never displaces one it holds: it fails
 //! `Taken`. So within one tree names are first come, first served, and across a heal
@@ -59,11 +59,13 @@
 //!
 //! A name dies with its process: its host unclaims it on exit; when a host is lost,
 //! the leader that removes it tells the root ([`NamesMsg::HostGone`]), which drops
-//! the host's names and tells the host as it tells cachers ([`NamesMsg::Invalidate`]):
+//! the host's names and tells the host, as it tells cachers
+//! ([`NamesMsg::Invalidate`]), but again every [`CLAIM_TIMEOUT`] until it answers:
 //! a host removed alive (its silence was only a partition from its leader) claims
 //! again the names it still holds, so a contender is not granted one meanwhile (one
-//! granted before the claim comes loses it by the heal rule), and the root goes on
-//! telling it of the names it lost before (its claims no longer name those). An agent that
+//! granted before the claim comes loses it by the heal rule). The root goes on
+//! telling such a host of the names it lost before too (its claims no longer name
+//! those). An agent that
 //! restarted holds no names of its last life (not even those of processes it
 //! re-adopted), and may come back before anyone removed
 //! it: every claim tells the root its sender's life, and
@@ -123,10 +125,10 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 pub const REFRESH: Duration = Duration::from_secs(30);
 /// How long a root keeps an entry its host stopped refreshing (three refreshes).
 pub const EXPIRE_AFTER: Duration = Duration::from_secs(90);
-/// How many times a root sends a [`NamesMsg::Lost`] its loser's host did not answer.
-pub const LOST_TRIES: u32 = 8;
-/// The most unanswered [`NamesMsg::Lost`] a root sends again.
-pub const MAX_LOSING: usize = 4096;
+/// How many times a root sends news its host did not answer ([`News`]).
+pub const TELL_TRIES: u32 = 8;
+/// The most unanswered news a root sends again ([`News`]).
+pub const MAX_TELLING: usize = 4096;
 
 /// A name of a tenant.
 type Key = (TenantId, String);
@@ -375,6 +377,20 @@ struct Entry {
     seen: Time,
 }
 
+/// What a root tells the host of a registration again, every [`CLAIM_TIMEOUT`]
+/// until the host answers, [`TELL_TRIES`] times at most: one lost message must not
+/// leave two holders of a name until the host's next refresh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum News {
+    /// Its process lost the name to an older registration ([`NamesMsg::Lost`],
+    /// answered by an `Unclaim`).
+    Lost,
+    /// The root dropped the name when the host was reported gone
+    /// ([`NamesMsg::Invalidate`], answered by a claim of it, or an `Unclaim`): a host
+    /// removed alive claims it again.
+    Dropped,
+}
+
 /// A root's tables, set aside when another agent becomes this agent's root, and
 /// restored if this agent is the root again within [`CLAIM_TIMEOUT`]. A leader
 /// that was paused comes back leading for a moment, and the hosts that see it
@@ -386,7 +402,7 @@ struct Dormant {
     directory: BTreeMap<Key, Entry>,
     by_host: BTreeMap<NodeId, BTreeSet<Key>>,
     lives: BTreeMap<NodeId, Incarnation>,
-    losing: BTreeMap<(Key, Pid), (Time, u32)>,
+    telling: BTreeMap<(Key, Pid), (Time, u32, News)>,
 }
 
 /// A lookup in flight.
@@ -413,9 +429,9 @@ pub struct Names {
     by_host: BTreeMap<NodeId, BTreeSet<Key>>,
     /// The latest life each host told this root (at most [`MAX_DIRECTORY`]).
     lives: BTreeMap<NodeId, Incarnation>,
-    /// The `Lost` this root sent that their hosts did not answer (with an
-    /// `Unclaim`), with when each goes again and how many tries are left.
-    losing: BTreeMap<(Key, Pid), (Time, u32)>,
+    /// The news this root sent that their hosts did not answer, with when each
+    /// goes again and how many tries are left.
+    telling: BTreeMap<(Key, Pid), (Time, u32, News)>,
     /// Cached holders, with when they expire.
     cache: BTreeMap<Key, (Pid, Time)>,
     lookups: BTreeMap<Key, Lookup>,
@@ -452,7 +468,7 @@ impl Names {
             directory: BTreeMap::new(),
             by_host: BTreeMap::new(),
             lives: BTreeMap::new(),
-            losing: BTreeMap::new(),
+            telling: BTreeMap::new(),
             cache: BTreeMap::new(),
             lookups: BTreeMap::new(),
             timers: BTreeSet::new(),
@@ -708,14 +724,14 @@ impl Names {
             return root;
         }
         self.root = Some(root);
-        if root != self.me && !(self.directory.is_empty() && self.losing.is_empty()) {
+        if root != self.me && !(self.directory.is_empty() && self.telling.is_empty()) {
             // Its hosts send their registrations to their new root themselves; the
             // agents that cached from here fall back on the TTL.
             let tables = Dormant {
                 directory: std::mem::take(&mut self.directory),
                 by_host: std::mem::take(&mut self.by_host),
                 lives: std::mem::take(&mut self.lives),
-                losing: std::mem::take(&mut self.losing),
+                telling: std::mem::take(&mut self.telling),
             };
             self.dormant = Some((now + CLAIM_TIMEOUT, tables));
         } else if root == self.me {
@@ -724,7 +740,7 @@ impl Names {
                 self.directory = tables.directory;
                 self.by_host = tables.by_host;
                 self.lives = tables.lives;
-                self.losing = tables.losing;
+                self.telling = tables.telling;
             }
         }
         self.send_unsettled(now, tree, root);
@@ -954,14 +970,14 @@ impl Names {
                 }
             }
         }
-        let due: Vec<(Key, Pid)> = self
-            .losing
+        let due: Vec<((Key, Pid), News)> = self
+            .telling
             .iter()
-            .filter(|(_, (t, _))| *t <= now)
-            .map(|(k, _)| k.clone())
+            .filter(|(_, (t, _, _))| *t <= now)
+            .map(|(k, (_, _, news))| (k.clone(), *news))
             .collect();
-        for (key, pid) in due {
-            self.tell_lost(now, tree, key, pid);
+        for ((key, pid), news) in due {
+            self.tell(now, tree, (key, pid), news);
         }
         if self.tick.is_some_and(|t| t <= now) {
             self.refresh(now, tree);
@@ -977,28 +993,27 @@ impl Names {
         }
     }
 
-    /// Root side: tells the host of `pid` that it lost `key`, and again every
-    /// [`CLAIM_TIMEOUT`] until the host answers (`Unclaim`), [`LOST_TRIES`] times at
-    /// most: one lost `Lost` must not leave two holders until the next refresh.
-    fn tell_lost(&mut self, now: Time, tree: &TreeView<'_>, key: Key, pid: Pid) {
-        let entry = (key, pid);
-        let tries = self.losing.remove(&entry).map_or(LOST_TRIES, |(_, n)| n);
-        if tries > 1 && self.losing.len() < MAX_LOSING {
-            self.losing
-                .insert(entry.clone(), (now + CLAIM_TIMEOUT, tries - 1));
+    /// Root side: tells the host of `pid` the `news` about its registration of
+    /// `key`, and again every [`CLAIM_TIMEOUT`] until the host answers ([`News`]).
+    fn tell(&mut self, now: Time, tree: &TreeView<'_>, entry: (Key, Pid), news: News) {
+        let tries = (self.telling.remove(&entry))
+            .filter(|(_, _, told)| *told == news)
+            .map_or(TELL_TRIES, |(_, n, _)| n);
+        if tries > 1 && self.telling.len() < MAX_TELLING {
+            self.telling
+                .insert(entry.clone(), (now + CLAIM_TIMEOUT, tries - 1, news));
         }
         let ((tenant, name), pid) = entry;
-        self.send(
-            now,
-            tree,
-            pid.origin(),
-            NamesMsg::Lost { tenant, name, pid },
-        );
+        let msg = match news {
+            News::Lost => NamesMsg::Lost { tenant, name, pid },
+            News::Dropped => NamesMsg::Invalidate { tenant, name },
+        };
+        self.send(now, tree, pid.origin(), msg);
     }
 
-    /// Root side: forgets the unanswered `Lost` of the pids `gone` says are gone.
-    fn forget_losing(&mut self, gone: impl Fn(Pid) -> bool) {
-        self.losing.retain(|(_, pid), _| !gone(*pid));
+    /// Root side: forgets the unanswered news to the pids `gone` says are gone.
+    fn forget_telling(&mut self, gone: impl Fn(Pid) -> bool) {
+        self.telling.retain(|(_, pid), _| !gone(*pid));
     }
 
     /// A message from `from` (maybe this agent).
@@ -1056,7 +1071,7 @@ impl Names {
             }
             NamesMsg::Unclaim { tenant, name, pid } => {
                 let key = (tenant, name);
-                self.losing.remove(&(key.clone(), pid));
+                self.telling.remove(&(key.clone(), pid));
                 if self.directory.get(&key).is_some_and(|e| e.pid == pid) {
                     self.remove_entry(now, tree, &key);
                 }
@@ -1070,13 +1085,17 @@ impl Names {
                 // once, the `Lost` was lost, and two processes held the name until
                 // its next refresh.)
                 for key in self.by_host.get(&node).cloned().unwrap_or_default() {
-                    // The host is told as the cachers are: a leader that lost touch
+                    // The host is told until it answers: a leader that lost touch
                     // with it may have removed it alive, and then it claims the name
-                    // again (see `Names::claim_again`).
-                    if let Some(e) = self.directory.get_mut(&key) {
-                        e.cachers.insert(node);
-                    }
+                    // again (see `Names::claim_again`). (Before, it was told once,
+                    // as the cachers are, and when that was lost, as in swarm seed
+                    // 342158 under 20% loss, a contender was granted the name and
+                    // both held it until the host's next refresh.)
+                    let Some(pid) = self.directory.get(&key).map(|e| e.pid) else {
+                        continue;
+                    };
                     self.remove_entry(now, tree, &key);
+                    self.tell(now, tree, (key, pid), News::Dropped);
                 }
             }
             NamesMsg::Lost { tenant, name, pid } => {
@@ -1180,6 +1199,16 @@ impl Names {
     fn on_claim(&mut self, now: Time, tree: &TreeView<'_>, from: NodeId, c: Claim) {
         self.clock = self.clock.max(c.stamp);
         let key = (c.tenant, c.name.clone());
+        // The answer to a drop told (the host claims the name again).
+        let entry = (key, c.pid);
+        if self
+            .telling
+            .get(&entry)
+            .is_some_and(|(_, _, n)| *n == News::Dropped)
+        {
+            self.telling.remove(&entry);
+        }
+        let (key, _) = entry;
         let refused = match self.directory.get(&key) {
             Some(e) if e.pid == c.pid => {
                 if let Some(e) = self.directory.get_mut(&key) {
@@ -1197,14 +1226,14 @@ impl Names {
                 };
                 if c.fresh || held.beats(&c) {
                     if !c.fresh {
-                        self.tell_lost(now, tree, key.clone(), c.pid);
+                        self.tell(now, tree, (key.clone(), c.pid), News::Lost);
                     }
                     Some(Refusal::Taken)
                 } else {
                     // The newcomer is older: the holder loses the name.
                     let loser = e.pid;
                     self.remove_entry(now, tree, &key);
-                    self.tell_lost(now, tree, key.clone(), loser);
+                    self.tell(now, tree, (key.clone(), loser), News::Lost);
                     None
                 }
             }
@@ -1248,7 +1277,7 @@ impl Names {
         if self.lives.len() < MAX_DIRECTORY || self.lives.contains_key(&host) {
             self.lives.insert(host, life);
         }
-        self.forget_losing(|pid| pid.origin() == host && pid.incarnation() < life);
+        self.forget_telling(|pid| pid.origin() == host && pid.incarnation() < life);
         let stale: Vec<Key> = self
             .by_host
             .get(&host)
@@ -1336,7 +1365,7 @@ impl Names {
             && self.lookups.len() == self.timers.len() - fresh_timers
             && self.mine.len() <= MAX_MINE
             && self.cache.len() <= MAX_CACHE
-            && self.losing.len() <= MAX_LOSING
+            && self.telling.len() <= MAX_TELLING
             && self
                 .confirming
                 .invariants(|k| self.mine.get(k).is_some_and(|m| m.deadline().is_none()))
@@ -1447,10 +1476,10 @@ impl Part for Names {
 
     fn next_timeout(&self) -> Option<Time> {
         let first = self.timers.first().map(|(t, _, _)| *t);
-        let losing = self.losing.values().map(|(t, _)| *t).min();
+        let telling = self.telling.values().map(|(t, _, _)| *t).min();
         let confirming = self.confirming.deadline();
         let dormant = self.dormant.as_ref().map(|(until, _)| *until);
-        [first, self.tick, losing, confirming, dormant]
+        [first, self.tick, telling, confirming, dormant]
             .into_iter()
             .flatten()
             .min()
@@ -1945,6 +1974,46 @@ mod tests {
         n.on_timeout(later, &tree);
         assert_eq!(drain(&mut n), vec![]);
         assert_eq!(n.directory_holder(T, "n"), Some(pid(2, 1)));
+        assert!(n.invariants());
+    }
+
+    /// Swarm seed 342158 in full: a host reported gone was told once that the root
+    /// dropped its name; that was lost (20% loss), a contender's claim was granted,
+    /// and both held the name until the host's next refresh, 27 s later. The root
+    /// now tells the host again until it claims the name again.
+    #[test]
+    fn a_root_tells_a_host_reported_gone_again_until_it_claims_its_names() {
+        let root = NodeId(100);
+        let tree = TreeView::empty(root);
+        let mut n = Names::new(root, Incarnation(1));
+        n.on_message(
+            Time::ZERO,
+            NodeId(1),
+            claim_msg(vec![claim(1, 1, 5)]),
+            &tree,
+        );
+        drain(&mut n);
+        let gone = NamesMsg::HostGone { node: NodeId(1) };
+        n.on_message(Time::ZERO, NodeId(3), gone, &tree);
+        let dropped = NamesMsg::Invalidate {
+            tenant: T,
+            name: "n".to_owned(),
+        };
+        assert_eq!(
+            drain(&mut n),
+            vec![NameOut::Send(NodeId(1), dropped.clone())]
+        );
+        assert_eq!(n.directory_holder(T, "n"), None);
+        // Lost: told again.
+        let again = Time::ZERO + CLAIM_TIMEOUT;
+        n.on_timeout(again, &tree);
+        assert_eq!(drain(&mut n), vec![NameOut::Send(NodeId(1), dropped)]);
+        // The host, alive, claims its name again: no more.
+        n.on_message(again, NodeId(1), claim_msg(vec![claim(1, 1, 5)]), &tree);
+        drain(&mut n);
+        n.on_timeout(again + CLAIM_TIMEOUT, &tree);
+        assert_eq!(drain(&mut n), vec![]);
+        assert_eq!(n.directory_holder(T, "n"), Some(pid(1, 1)));
         assert!(n.invariants());
     }
 
