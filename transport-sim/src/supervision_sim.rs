@@ -68,9 +68,11 @@
 //!   going down before it resumes, are due a bound after it;
 //! - `supervision.loop_stopped`: a crash-looping slot is given up (the agent says so
 //!   with a notice) within its intensity's restarts, and runs no more after that,
-//!   but for the stalled-agent exception: a spawn sent before the give-up to a
+//!   but for the stalled-agent exceptions: a spawn sent before the give-up to a
 //!   host whose agent was stalled starts when that agent resumes, and must be gone
-//!   within [`STALL_GRACE`] of it (its host kills it unconfirmed).
+//!   within [`STALL_GRACE`] of it (its host kills it unconfirmed); and a process
+//!   running at the give-up whose host stalls before the kill reaches it has the
+//!   time of a kill from the host's resumption.
 //!
 //! Figures: restarts seen (new lives of a slot), give-ups, and restart latency (end
 //! of a life to the start of the next) p50 and p99.
@@ -258,6 +260,10 @@ struct Slot {
     late: bool,
     /// When the agent gave it up (its own give-up, or its group's).
     given_up: Option<Time>,
+    /// Given up: when the bound for its running processes to stop started (the
+    /// give-up, or the resumption of a host that stalled running one before the
+    /// kill could reach it; see [`SupervisionSim::given_up_host_stalled`]).
+    stop_from: Time,
     /// Its supervisor was lost beyond the design (see
     /// [`SupervisionSim::supervisors_lost`]): it owes no restart.
     orphaned: bool,
@@ -524,6 +530,20 @@ impl SupervisionSim {
         }
     }
 
+    /// The agent of `host` is stalled from `now` until `resume`: a process of a
+    /// given-up slot running there, whose kill may not have reached it yet (the
+    /// give-up was less than a bound ago), is due to stop a bound after `resume`
+    /// (swarm seed 411126: a rest-for-one give-up's sibling ran on while its host
+    /// was paused half a second after the give-up, for 7.2 s).
+    pub fn given_up_host_stalled(&mut self, now: Time, host: NodeId, resume: Time) {
+        for s in self.slots.values_mut() {
+            let stopping = now.saturating_since(s.stop_from) <= self.bound;
+            if s.given_up.is_some() && stopping && s.running.iter().any(|p| p.origin() == host) {
+                s.stop_from = s.stop_from.max(resume);
+            }
+        }
+    }
+
     /// The agent gave up the child whose last process was `pid` at `now`; under
     /// one-for-all and rest-for-one that gives up its whole group (the agent stops
     /// every sibling).
@@ -540,8 +560,10 @@ impl SupervisionSim {
         let tied = self.workload.strategy() != Ok(Strategy::OneForOne);
         let group = slot / GROUP_STRIDE;
         for (n, s) in &mut self.slots {
-            if *n == slot || (tied && n / GROUP_STRIDE == group) {
-                s.given_up.get_or_insert(now);
+            let in_group = *n == slot || (tied && n / GROUP_STRIDE == group);
+            if in_group && s.given_up.is_none() {
+                s.given_up = Some(now);
+                s.stop_from = now;
             }
         }
     }
@@ -665,7 +687,7 @@ impl SupervisionSim {
         for (slot, s) in &mut self.slots {
             if let Some(at) = s.given_up {
                 // Its siblings get the time of a kill to stop.
-                if !s.running.is_empty() && now.saturating_since(at) > self.bound {
+                if !s.running.is_empty() && now.saturating_since(s.stop_from) > self.bound {
                     stopped = Err(format!("slot {slot} given up at {at} but still running"));
                 }
                 continue;
@@ -964,6 +986,34 @@ mod tests {
             &sim.check(later, &placement),
             "supervision.loop_stopped"
         ));
+    }
+
+    /// Swarm seed 411126: a given-up slot's process whose host stalls before the
+    /// kill reaches it has the time of a kill after the host resumes, and no more.
+    #[test]
+    fn a_given_up_slot_running_on_a_host_stalled_before_its_kill_stops_after_it_resumes() {
+        let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
+        let mut placement = PlacementSim::new(1);
+        let t = Time::from_secs(3);
+        start(&mut sim, &mut placement, t, pid(1), slot(0, 1));
+        sim.gave_up(t, Some(pid(1)));
+        let resume = Time::from_secs(10);
+        sim.given_up_host_stalled(Time::from_millis(3_500), NodeId(0), resume);
+        let stalled = sim.check(Time::from_millis(9_900), &placement);
+        assert!(!failed(&stalled, "supervision.loop_stopped"), "{stalled:?}");
+        // The bound is 3 s (2 s of detection and 1 s of placement).
+        let resumed = sim.check(Time::from_millis(12_900), &placement);
+        assert!(!failed(&resumed, "supervision.loop_stopped"), "{resumed:?}");
+        let late = sim.check(Time::from_millis(13_100), &placement);
+        assert!(failed(&late, "supervision.loop_stopped"), "{late:?}");
+        // A stall that starts once the kill had its time excuses nothing.
+        let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
+        let mut placement = PlacementSim::new(1);
+        start(&mut sim, &mut placement, t, pid(1), slot(0, 1));
+        sim.gave_up(t, Some(pid(1)));
+        sim.given_up_host_stalled(Time::from_millis(6_100), NodeId(0), resume);
+        let late = sim.check(Time::from_millis(6_200), &placement);
+        assert!(failed(&late, "supervision.loop_stopped"), "{late:?}");
     }
 
     #[test]

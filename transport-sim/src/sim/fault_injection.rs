@@ -75,6 +75,7 @@ impl Simulation {
                             s.stall_extended(n, resume);
                         }
                         s.sibling_host_stalled(n, resume);
+                        s.given_up_host_stalled(self.now, n, resume);
                     }
                     if self.is_home(n) {
                         self.note_home_lost(resume);
