@@ -444,7 +444,9 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// until it answered, that its names were dropped (told once, and lost, while a
 /// contender's claim was granted). Seed 411126 fails `supervision.loop_stopped`
 /// before the check gave a given-up slot's process whose host stalled before its
-/// kill the time of a kill from the host's resumption.
+/// kill the time of a kill from the host's resumption. Seed 412560 fails
+/// `placement.lease_leak` before the check gave a host whose clock jumped the
+/// grace of a resumed host (it read a lease the jump had just ended as leaked).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

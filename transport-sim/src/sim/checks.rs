@@ -63,8 +63,13 @@ impl Simulation {
             .iter()
             .map(|h| {
                 // A paused host runs no timers: its leases wait with it, and once it
-                // resumes it has the grace period to release those that expired.
-                if h.paused_until > now || now.saturating_since(h.paused_until) < grace {
+                // resumes it has the grace period to release those that expired. So
+                // has a host whose clock jumped (a skew): the leases the jump ended
+                // are released at its next wake, which may come after this check
+                // (swarm seed 412560: a lease held at the instant of a jump of
+                // +1.76 s).
+                let steady = h.paused_until.max(h.skewed_at);
+                if h.paused_until > now || now.saturating_since(steady) < grace {
                     Time::ZERO
                 } else {
                     h.clock.reading(now)
