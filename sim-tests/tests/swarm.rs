@@ -447,6 +447,9 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// kill the time of a kill from the host's resumption. Seed 412560 fails
 /// `placement.lease_leak` before the check gave a host whose clock jumped the
 /// grace of a resumed host (it read a lease the jump had just ended as leaked).
+/// Seed 410327 fails `supervision.restarted` before the check gave a tied group's
+/// slots down when a sibling's host crashed a bound from the crash (the restart
+/// waits for the leases of the siblings it must stop first).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

@@ -65,7 +65,9 @@
 //!   rest-for-one, whose restarts first stop the running siblings, while a host
 //!   running a child of the group is stalled (its agent answers the kill only
 //!   once it resumes, or the child's lease ends): the group's slots down then, or
-//!   going down before it resumes, are due a bound after it;
+//!   going down before it resumes, are due a bound after it; and when such a host
+//!   crashes (its children count as stopped once their leases end), the group's
+//!   slots down then are due a bound after the crash;
 //! - `supervision.loop_stopped`: a crash-looping slot is given up (the agent says so
 //!   with a notice) within its intensity's restarts, and runs no more after that,
 //!   but for the stalled-agent exceptions: a spawn sent before the give-up to a
@@ -312,7 +314,7 @@ pub struct SupervisionSim {
     /// down before is due a bound after it.
     suspended_until: Time,
     /// Per group of a strategy that stops siblings: until when a host running one
-    /// of its children is stalled (see [`SupervisionSim::sibling_host_stalled`]).
+    /// of its children is silenced (see [`SupervisionSim::sibling_host_silenced`]).
     group_suspended_until: BTreeMap<u64, Time>,
 }
 
@@ -501,13 +503,17 @@ impl SupervisionSim {
         }
     }
 
-    /// The agent of `host` is stalled until `resume`. Under one-for-all and
+    /// The agent of `host` answers no kill until `resume`: it is stalled until
+    /// then, or it crashed now (`resume` is now). Under one-for-all and
     /// rest-for-one a restart first stops the running siblings, and a sibling on a
     /// stalled host is stopped only once its agent answers the kill (or its lease
-    /// ends): the slots of a group with a child running on `host` that are down
-    /// now, or go down before `resume`, are due a bound after it (swarm seed
-    /// 102898: a one-for-all restart waited for a sibling's paused host).
-    pub fn sibling_host_stalled(&mut self, host: NodeId, resume: Time) {
+    /// ends), one on a crashed host once its lease ends (the home cannot tell a
+    /// crash from a cut): the slots of a group with a child running on `host` that
+    /// are down now, or go down before `resume`, are due a bound after it (swarm
+    /// seed 102898: a one-for-all restart waited for a sibling's paused host; seed
+    /// 410327: a rest-for-one restart, due soon, waited for the leases of the
+    /// siblings on a host that restarted).
+    pub fn sibling_host_silenced(&mut self, host: NodeId, resume: Time) {
         if self.workload.strategy() == Ok(Strategy::OneForOne) {
             return;
         }
@@ -735,7 +741,7 @@ impl SupervisionSim {
 mod tests {
     use super::*;
     use nefele_api::SpawnError;
-    use nefele_core::host::{HostCommand, HostEvent};
+    use nefele_core::host::{ExitStatus, HostCommand, HostEvent};
     use nefele_core::Incarnation;
 
     fn small() -> SupervisionWorkload {
@@ -986,6 +992,32 @@ mod tests {
             &sim.check(later, &placement),
             "supervision.loop_stopped"
         ));
+    }
+
+    /// Swarm seed 410327: under rest-for-one a slot down is restarted only once
+    /// its running siblings stopped, and a sibling whose host crashes counts as
+    /// stopped only when its lease ends: the slot is due a bound after the crash.
+    #[test]
+    fn a_tied_slot_down_is_due_a_bound_after_its_siblings_host_crashes() {
+        let workload = SupervisionWorkload {
+            strategy: "rest-for-one".to_owned(),
+            ..small()
+        };
+        let mut sim = SupervisionSim::new(workload, Duration::from_secs(2));
+        let mut placement = PlacementSim::new(1);
+        let t = Time::from_secs(3);
+        start(&mut sim, &mut placement, t, pid(1), slot(0, 0));
+        start(&mut sim, &mut placement, t, pid(2), slot(0, 1));
+        placement.end(t, NodeId(0), pid(1), ExitStatus::Signaled(9));
+        sim.reconcile(t, &placement);
+        let crash = Time::from_secs(5);
+        sim.sibling_host_silenced(NodeId(0), crash);
+        host_0_lost(&mut sim, &mut placement, crash);
+        // The bound is 3 s (2 s of detection and 1 s of placement).
+        let waiting = sim.check(Time::from_millis(7_900), &placement);
+        assert!(!failed(&waiting, "supervision.restarted"), "{waiting:?}");
+        let late = sim.check(Time::from_millis(8_100), &placement);
+        assert!(failed(&late, "supervision.restarted"), "{late:?}");
     }
 
     /// Swarm seed 411126: a given-up slot's process whose host stalls before the

@@ -74,7 +74,7 @@ impl Simulation {
                         if paused_until > self.now {
                             s.stall_extended(n, resume);
                         }
-                        s.sibling_host_stalled(n, resume);
+                        s.sibling_host_silenced(n, resume);
                         s.given_up_host_stalled(self.now, n, resume);
                     }
                     if self.is_home(n) {

@@ -895,6 +895,9 @@ impl Simulation {
 
     fn crash(&mut self, node: NodeId) {
         let home = self.is_home(node);
+        if let Some(s) = self.supervision.as_mut() {
+            s.sibling_host_silenced(node, self.now);
+        }
         self.placement.crash(node);
         if let Some(s) = self.supervision.as_mut() {
             s.reconcile(self.now, &self.placement);
