@@ -106,7 +106,8 @@ impl Simulation {
                 }
                 if let Some(at) = until {
                     self.schedule(at, Event::Undo(Undo::Heal(id)));
-                    let lost = self.homes_cut_off_with_no_side_to_take_over();
+                    let lost = self.homes_cut_off_with_no_side_to_take_over()
+                        || self.crashed_homes_cut_off_with_no_side_to_take_over();
                     self.note_quorum_lost(lost, at);
                 }
                 let arrow = if *asymmetric { "->" } else { "<->" };

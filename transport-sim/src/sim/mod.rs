@@ -766,6 +766,26 @@ impl Simulation {
         })
     }
 
+    /// Whether the partitions in force leave a home that crashed less than
+    /// `refresh` ago, and whose supervisors no live agent runs yet, with no agent
+    /// keeping a copy beside more than half of the rest of its base
+    /// ([`Simulation::base_held`]): nobody may take its supervisors over until the
+    /// partitions heal (the design's stated price, as for a live home cut off; see
+    /// [`Simulation::homes_cut_off_with_no_side_to_take_over`]). (Before, only live
+    /// homes were excused so: swarm seed 350155, whose restarted home's keepers were
+    /// cut from most of its base by a partition of 1.3 s while it was down.)
+    pub(super) fn crashed_homes_cut_off_with_no_side_to_take_over(&self) -> bool {
+        let refresh = self.config.agent.services.supervision.refresh;
+        let running: BTreeSet<Pid> = (self.hosts.iter())
+            .filter_map(|host| host.agent.as_ref())
+            .flat_map(supervised_children)
+            .collect();
+        (self.crashed_homes.values())
+            .filter(|h| self.now.saturating_since(h.at) < refresh)
+            .filter(|h| !h.children.iter().any(|p| running.contains(p)))
+            .any(|h| !self.base_held(&h.others, &h.children, &[]))
+    }
+
     /// A crash or a stall cut a live home from its quorum until `back` (see
     /// [`Simulation::homes_cut_from_their_quorum`]): its slots are due a bound after.
     pub(super) fn note_quorum_lost(&mut self, lost: bool, back: Time) {
