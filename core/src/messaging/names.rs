@@ -1977,22 +1977,26 @@ mod tests {
         assert!(n.invariants());
     }
 
+    /// A root, n100 alone in its tree, that heard `claims`, each from its pid's
+    /// host, and whose answers were drained.
+    fn root_heard(claims: Vec<Claim>) -> (Names, TreeView<'static>) {
+        let root = NodeId(100);
+        let tree = TreeView::empty(root);
+        let mut n = Names::new(root, Incarnation(1));
+        for c in claims {
+            n.on_message(Time::ZERO, c.pid.origin(), claim_msg(vec![c]), &tree);
+        }
+        drain(&mut n);
+        (n, tree)
+    }
+
     /// Swarm seed 342158 in full: a host reported gone was told once that the root
     /// dropped its name; that was lost (20% loss), a contender's claim was granted,
     /// and both held the name until the host's next refresh, 27 s later. The root
     /// now tells the host again until it claims the name again.
     #[test]
     fn a_root_tells_a_host_reported_gone_again_until_it_claims_its_names() {
-        let root = NodeId(100);
-        let tree = TreeView::empty(root);
-        let mut n = Names::new(root, Incarnation(1));
-        n.on_message(
-            Time::ZERO,
-            NodeId(1),
-            claim_msg(vec![claim(1, 1, 5)]),
-            &tree,
-        );
-        drain(&mut n);
+        let (mut n, tree) = root_heard(vec![claim(1, 1, 5)]);
         let gone = NamesMsg::HostGone { node: NodeId(1) };
         n.on_message(Time::ZERO, NodeId(3), gone, &tree);
         let dropped = NamesMsg::Invalidate {
@@ -2023,22 +2027,8 @@ mod tests {
     /// beside the winner until its next refresh. A host reported gone is still told.
     #[test]
     fn a_root_tells_a_loser_again_after_its_host_is_reported_gone() {
-        let root = NodeId(100);
-        let tree = TreeView::empty(root);
-        let mut n = Names::new(root, Incarnation(1));
-        n.on_message(
-            Time::ZERO,
-            NodeId(1),
-            claim_msg(vec![claim(1, 1, 5)]),
-            &tree,
-        );
-        n.on_message(
-            Time::ZERO,
-            NodeId(2),
-            claim_msg(vec![claim(2, 1, 1)]),
-            &tree,
-        );
-        drain(&mut n);
+        // The older registration, n2's, came with a heal: n1's process lost it.
+        let (mut n, tree) = root_heard(vec![claim(1, 1, 5), claim(2, 1, 1)]);
         let gone = NamesMsg::HostGone { node: NodeId(1) };
         n.on_message(Time::ZERO, NodeId(3), gone, &tree);
         let again = Time::ZERO + CLAIM_TIMEOUT;

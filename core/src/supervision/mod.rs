@@ -4006,11 +4006,7 @@ mod tests {
     /// keepers to drop their copies, at a few ticks.
     #[test]
     fn a_home_back_in_a_tree_tells_its_keepers_left_behind_to_drop_their_copies() {
-        let mut home = Supervision::new(n1(), SupervisionConfig::default(), 0);
-        let call = one_permanent_child(nefele_api::TenantId(1), 5);
-        home.handle_api(Time::ZERO, RequestId(7), call, &alone(n1()));
-        let sup = *home.sups.keys().next().expect("a supervisor");
-        home.keepers = vec![NodeId(2), NodeId(3)];
+        let (mut home, sup) = home_kept_by_n2_and_n3();
         let dropped_to = |home: &mut Supervision| dropped_to(home, sup);
         dropped_to(&mut home);
         // Between groups: nobody is told (it may be leaving for good).
@@ -4035,17 +4031,23 @@ mod tests {
     /// its former keepers too, in a tree or not.
     #[test]
     fn a_home_stepping_down_between_groups_tells_its_former_keepers_to_drop_their_copies() {
-        let mut home = Supervision::new(n1(), SupervisionConfig::default(), 0);
-        let call = one_permanent_child(nefele_api::TenantId(1), 5);
-        home.handle_api(Time::ZERO, RequestId(7), call, &alone(n1()));
-        let sup = *home.sups.keys().next().expect("a supervisor");
-        home.keepers = vec![NodeId(2), NodeId(3)];
+        let (mut home, sup) = home_kept_by_n2_and_n3();
         home.replicate(Time::from_secs(1), &alone(n1()));
         assert!(home.keepers.is_empty(), "no keeper between groups");
         assert_eq!(dropped_to(&mut home, sup), Vec::<NodeId>::new());
         home.step_down_before(sup, 1);
         assert!(home.sups.is_empty(), "taken over at a newer epoch");
         assert_eq!(dropped_to(&mut home, sup), vec![NodeId(2), NodeId(3)]);
+    }
+
+    /// Home n1 running one supervisor, with keepers n2 and n3.
+    fn home_kept_by_n2_and_n3() -> (Supervision, SupervisorId) {
+        let mut home = Supervision::new(n1(), SupervisionConfig::default(), 0);
+        let call = one_permanent_child(nefele_api::TenantId(1), 5);
+        home.handle_api(Time::ZERO, RequestId(7), call, &alone(n1()));
+        let sup = *home.sups.keys().next().expect("a supervisor");
+        home.keepers = vec![NodeId(2), NodeId(3)];
+        (home, sup)
     }
 
     /// The keepers `home` told to drop their copies of `sup` since last polled.
