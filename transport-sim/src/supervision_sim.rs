@@ -261,11 +261,7 @@ struct Slot {
     /// Already reported late in this down time.
     late: bool,
     /// When the agent gave it up (its own give-up, or its group's).
-    given_up: Option<Time>,
-    /// Given up: when the bound for its running processes to stop started (the
-    /// give-up, or the resumption of a host that stalled running one before the
-    /// kill could reach it; see [`SupervisionSim::given_up_host_stalled`]).
-    stop_from: Time,
+    given_up: Option<GiveUp>,
     /// Its supervisor was lost beyond the design (see
     /// [`SupervisionSim::supervisors_lost`]): it owes no restart.
     orphaned: bool,
@@ -280,6 +276,17 @@ struct Slot {
 /// or its group's.
 fn suspension(all: Time, groups: &BTreeMap<u64, Time>, n: u64) -> Time {
     groups.get(&(n / GROUP_STRIDE)).map_or(all, |&g| g.max(all))
+}
+
+/// A slot's give-up.
+#[derive(Clone, Copy, Debug)]
+struct GiveUp {
+    /// When the agent gave it up.
+    at: Time,
+    /// When the bound for its running processes to stop started: the give-up, or
+    /// the resumption of a host that stalled running one before the kill could
+    /// reach it (see [`SupervisionSim::given_up_host_stalled`]).
+    stop_from: Time,
 }
 
 impl Slot {
@@ -543,9 +550,11 @@ impl SupervisionSim {
     /// was paused half a second after the give-up, for 7.2 s).
     pub fn given_up_host_stalled(&mut self, now: Time, host: NodeId, resume: Time) {
         for s in self.slots.values_mut() {
-            let stopping = now.saturating_since(s.stop_from) <= self.bound;
-            if s.given_up.is_some() && stopping && s.running.iter().any(|p| p.origin() == host) {
-                s.stop_from = s.stop_from.max(resume);
+            let runs_there = s.running.iter().any(|p| p.origin() == host);
+            if let Some(g) = s.given_up.as_mut().filter(|_| runs_there) {
+                if now.saturating_since(g.stop_from) <= self.bound {
+                    g.stop_from = g.stop_from.max(resume);
+                }
             }
         }
     }
@@ -568,8 +577,10 @@ impl SupervisionSim {
         for (n, s) in &mut self.slots {
             let in_group = *n == slot || (tied && n / GROUP_STRIDE == group);
             if in_group && s.given_up.is_none() {
-                s.given_up = Some(now);
-                s.stop_from = now;
+                s.given_up = Some(GiveUp {
+                    at: now,
+                    stop_from: now,
+                });
             }
         }
     }
@@ -691,9 +702,9 @@ impl SupervisionSim {
             * (self.workload.max_restarts + 2)
             + self.bound;
         for (slot, s) in &mut self.slots {
-            if let Some(at) = s.given_up {
+            if let Some(GiveUp { at, stop_from }) = s.given_up {
                 // Its siblings get the time of a kill to stop.
-                if !s.running.is_empty() && now.saturating_since(s.stop_from) > self.bound {
+                if !s.running.is_empty() && now.saturating_since(stop_from) > self.bound {
                     stopped = Err(format!("slot {slot} given up at {at} but still running"));
                 }
                 continue;
@@ -807,6 +818,20 @@ mod tests {
         results.iter().any(|(n, r)| *n == name && r.is_err())
     }
 
+    /// Asserts that `name` holds at `held` and fails at `late`: its bound ends
+    /// between the two.
+    fn assert_due_between(
+        sim: &mut SupervisionSim,
+        placement: &PlacementSim,
+        name: &str,
+        (held, late): (Time, Time),
+    ) {
+        let within = sim.check(held, placement);
+        assert!(!failed(&within, name), "{within:?}");
+        let past = sim.check(late, placement);
+        assert!(failed(&past, name), "{past:?}");
+    }
+
     /// Swarm seed 102698: a pause of the old process's host began within an
     /// earlier one; the old process may run until the later resumption and the
     /// grace, not the earlier one's.
@@ -866,10 +891,8 @@ mod tests {
         let (mut sim, mut placement) = started_at(Time::from_secs(3), slot(0, 0));
         host_0_lost(&mut sim, &mut placement, Time::from_secs(4));
         sim.home_lost(Time::from_secs(5));
-        let within = sim.check(Time::from_millis(7100), &placement);
-        assert!(!failed(&within, "supervision.restarted"), "{within:?}");
-        let late = sim.check(Time::from_millis(8100), &placement);
-        assert!(failed(&late, "supervision.restarted"), "{late:?}");
+        let times = (Time::from_millis(7100), Time::from_millis(8100));
+        assert_due_between(&mut sim, &placement, "supervision.restarted", times);
     }
 
     /// Swarm seed 92649: a rack's crash silenced for 7.6 s both other members of
@@ -1014,34 +1037,26 @@ mod tests {
         sim.sibling_host_silenced(NodeId(0), crash);
         host_0_lost(&mut sim, &mut placement, crash);
         // The bound is 3 s (2 s of detection and 1 s of placement).
-        let waiting = sim.check(Time::from_millis(7_900), &placement);
-        assert!(!failed(&waiting, "supervision.restarted"), "{waiting:?}");
-        let late = sim.check(Time::from_millis(8_100), &placement);
-        assert!(failed(&late, "supervision.restarted"), "{late:?}");
+        let times = (Time::from_millis(7_900), Time::from_millis(8_100));
+        assert_due_between(&mut sim, &placement, "supervision.restarted", times);
     }
 
     /// Swarm seed 411126: a given-up slot's process whose host stalls before the
     /// kill reaches it has the time of a kill after the host resumes, and no more.
     #[test]
     fn a_given_up_slot_running_on_a_host_stalled_before_its_kill_stops_after_it_resumes() {
-        let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
-        let mut placement = PlacementSim::new(1);
         let t = Time::from_secs(3);
-        start(&mut sim, &mut placement, t, pid(1), slot(0, 1));
+        let (mut sim, placement) = started_at(t, slot(0, 1));
         sim.gave_up(t, Some(pid(1)));
         let resume = Time::from_secs(10);
         sim.given_up_host_stalled(Time::from_millis(3_500), NodeId(0), resume);
         let stalled = sim.check(Time::from_millis(9_900), &placement);
         assert!(!failed(&stalled, "supervision.loop_stopped"), "{stalled:?}");
         // The bound is 3 s (2 s of detection and 1 s of placement).
-        let resumed = sim.check(Time::from_millis(12_900), &placement);
-        assert!(!failed(&resumed, "supervision.loop_stopped"), "{resumed:?}");
-        let late = sim.check(Time::from_millis(13_100), &placement);
-        assert!(failed(&late, "supervision.loop_stopped"), "{late:?}");
+        let times = (Time::from_millis(12_900), Time::from_millis(13_100));
+        assert_due_between(&mut sim, &placement, "supervision.loop_stopped", times);
         // A stall that starts once the kill had its time excuses nothing.
-        let mut sim = SupervisionSim::new(small(), Duration::from_secs(2));
-        let mut placement = PlacementSim::new(1);
-        start(&mut sim, &mut placement, t, pid(1), slot(0, 1));
+        let (mut sim, placement) = started_at(t, slot(0, 1));
         sim.gave_up(t, Some(pid(1)));
         sim.given_up_host_stalled(Time::from_millis(6_100), NodeId(0), resume);
         let late = sim.check(Time::from_millis(6_200), &placement);

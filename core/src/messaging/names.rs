@@ -1200,15 +1200,14 @@ impl Names {
         self.clock = self.clock.max(c.stamp);
         let key = (c.tenant, c.name.clone());
         // The answer to a drop told (the host claims the name again).
-        let entry = (key, c.pid);
+        let told = (key.clone(), c.pid);
         if self
             .telling
-            .get(&entry)
+            .get(&told)
             .is_some_and(|(_, _, n)| *n == News::Dropped)
         {
-            self.telling.remove(&entry);
+            self.telling.remove(&told);
         }
-        let (key, _) = entry;
         let refused = match self.directory.get(&key) {
             Some(e) if e.pid == c.pid => {
                 if let Some(e) = self.directory.get_mut(&key) {

@@ -1878,11 +1878,17 @@ impl Supervision {
             let t = self.leases.entry(pid.origin()).or_insert(until);
             *t = (*t).max(until);
         }
+        let version = (c.version / TAKE_OVER + 1) * TAKE_OVER;
+        // The give-ups the copy holds are told again once the keepers hold this
+        // record: the old home may have died before telling them (a notice twice
+        // rather than never).
+        let given_up = rec.children.iter().filter(|c| c.phase == Phase::GaveUp);
+        let untold = given_up.map(|c| (version, c.pid)).collect();
         self.sups.insert(
             id,
             Sup {
                 rec,
-                version: (c.version / TAKE_OVER + 1) * TAKE_OVER,
+                version,
                 dirty: true,
                 client: None,
                 abandoned: BTreeSet::new(),
@@ -1893,19 +1899,11 @@ impl Supervision {
                 not_before: BTreeMap::new(),
                 copied: BTreeMap::new(),
                 sent: Time::ZERO,
-                untold: Vec::new(),
+                untold,
                 unkilled: BTreeSet::new(),
                 stop_clients: Vec::new(),
             },
         );
-        // The give-ups the copy holds are told again once the keepers hold this
-        // record: the old home may have died before telling them (a notice twice
-        // rather than never).
-        if let Some(s) = self.sups.get_mut(&id) {
-            let given_up = s.rec.children.iter().filter(|c| c.phase == Phase::GaveUp);
-            let version = s.version;
-            s.untold = given_up.map(|c| (version, c.pid)).collect();
-        }
         let acts = self.sups.get_mut(&id).map(|s| s.rec.spawn_ready());
         self.act(now, id, acts.unwrap_or_default());
         self.watch(now, id, None);

@@ -776,10 +776,7 @@ impl Simulation {
     /// cut from most of its base by a partition of 1.3 s while it was down.)
     pub(super) fn crashed_homes_cut_off_with_no_side_to_take_over(&self) -> bool {
         let refresh = self.config.agent.services.supervision.refresh;
-        let running: BTreeSet<Pid> = (self.hosts.iter())
-            .filter_map(|host| host.agent.as_ref())
-            .flat_map(supervised_children)
-            .collect();
+        let running = self.supervised_except(&[]);
         (self.crashed_homes.values())
             .filter(|h| self.now.saturating_since(h.at) < refresh)
             .filter(|h| !h.children.iter().any(|p| running.contains(p)))
@@ -863,16 +860,22 @@ impl Simulation {
             }
         }
         // Taken over already: run by an agent that lives on.
-        let running: BTreeSet<Pid> = (self.hosts.iter().enumerate())
-            .filter(|(i, _)| !nodes.contains(&NodeId(*i as u32)))
-            .filter_map(|(_, host)| host.agent.as_ref())
-            .flat_map(supervised_children)
-            .collect();
+        let running = self.supervised_except(nodes);
         if let Some(s) = self.supervision.as_mut() {
             s.supervisors_lost(&home_lost, &BTreeSet::new());
             s.supervisors_lost(&later_lost, &running);
             s.supervisors_lost(&lost, &kept);
         }
+    }
+
+    /// The children (current or last pids) of the supervisors that the live agents
+    /// but `nodes` run as their home.
+    fn supervised_except(&self, nodes: &[NodeId]) -> BTreeSet<Pid> {
+        (self.hosts.iter().enumerate())
+            .filter(|(i, _)| !nodes.contains(&NodeId(*i as u32)))
+            .filter_map(|(_, host)| host.agent.as_ref())
+            .flat_map(supervised_children)
+            .collect()
     }
 
     /// Whether, once `nodes` crash, some agent that lives on and keeps a copy of a
