@@ -29,6 +29,12 @@
 //! take over, so the promises run on past the take-over, until the group hears
 //! of it (`TakenOver`, remembered for `hold`).
 //!
+//! An agent disowns no home for `slack(authority)` after it starts: its earlier
+//! life, if it had one, may have confirmed the home just before it ended, and
+//! that confirmation may still keep the home's authority. (Before, a member that
+//! restarted disowned at once, and a taker could count it beside the home's
+//! majority that counted its earlier life.)
+//!
 //! Invariants: one entry per home on each side; entries expire (`expire`), so
 //! the maps hold at most the homes heard or asked about in the last
 //! `slack(authority)`, and the bases heard in the last `hold`.
@@ -68,6 +74,8 @@ pub(super) enum Refusal {
 /// members promised it as a taker.
 #[derive(Debug, Default)]
 pub(super) struct Votes {
+    /// When this agent's service first ran (its life began by then).
+    born: Option<Time>,
     /// When this agent last confirmed each home's `Alive`.
     confirmed: BTreeMap<NodeId, Time>,
     /// The newest base of each home heard in an `Alive` (or from a member that
@@ -83,6 +91,11 @@ pub(super) struct Votes {
 }
 
 impl Votes {
+    /// This agent's service runs at `now` (the first call marks its start).
+    pub(super) fn live(&mut self, now: Time) {
+        self.born.get_or_insert(now);
+    }
+
     /// Member side: whether this agent may confirm `home`'s `Alive` now (it
     /// promised nobody not to within `promise`); if so, the confirmation is noted.
     pub(super) fn confirm(&mut self, now: Time, home: NodeId, promise: Duration) -> bool {
@@ -118,8 +131,8 @@ impl Votes {
 
     /// Member side: `taker` asks this agent to disown `home`, judging by its base
     /// of `epoch`. Granted (and the promise begun or renewed) unless this agent
-    /// knows a newer base, confirmed `home` within `promise`, or promised it to
-    /// another taker within `promise`.
+    /// knows a newer base, started or confirmed `home` within `promise`, or
+    /// promised it to another taker within `promise`.
     pub(super) fn disown(
         &mut self,
         now: Time,
@@ -132,7 +145,7 @@ impl Votes {
             return Err(Refusal::Newer(k.epoch, k.base.clone()));
         }
         let lately = |t: &Time| now < *t + promise;
-        if self.confirmed.get(&home).is_some_and(lately) {
+        if self.born.is_some_and(|t| lately(&t)) || self.confirmed.get(&home).is_some_and(lately) {
             return Err(Refusal::NotNow);
         }
         if self
@@ -225,6 +238,21 @@ mod tests {
     fn a_member_that_confirmed_the_home_lately_does_not_disown_it() {
         let mut v = Votes::default();
         assert!(v.confirm(at(1000), HOME, PROMISE));
+        assert_eq!(
+            v.disown(at(2000), HOME, TAKER, 0, PROMISE),
+            Err(Refusal::NotNow)
+        );
+        assert!(v.disown(at(2875), HOME, TAKER, 0, PROMISE).is_ok());
+    }
+
+    /// An agent that just started may have confirmed the home in an earlier life
+    /// it does not remember: it disowns nobody until a promise's length from its
+    /// start (before, it disowned at once).
+    #[test]
+    fn a_member_disowns_nobody_until_a_promise_has_passed_since_it_started() {
+        let mut v = Votes::default();
+        v.live(at(1000));
+        v.live(at(1500));
         assert_eq!(
             v.disown(at(2000), HOME, TAKER, 0, PROMISE),
             Err(Refusal::NotNow)

@@ -123,12 +123,22 @@
 //! - **Take-overs are told to the group.** The members a take-over counted must
 //!   not later confirm the old home: a heal may give the home most of its base
 //!   again. So a new home tells the members of its group (`TakenOver`, at
-//!   [`TAKEN_TRIES`] ticks); each remembers it for `hold` ([`taken`]) and tells
-//!   the old home, in its `Held`, to step down first. (Before, swarm seed 90084:
-//!   a leader took over a home cut off with a minority of its base; a partition
-//!   of the home's rack then joined it to the members the take-over had counted,
-//!   they confirmed it, and both homes restarted the children.) A home that
-//!   returns after `hold` relies on its keepers and the taker, as before.
+//!   [`TAKEN_TRIES`] ticks, and again at every `refresh` while it runs the
+//!   supervisor); each remembers it for `hold` ([`taken`]) and tells the old
+//!   home, and the supervisor's first home, in its `Held`, to step down first.
+//!   (Before, swarm seed 90084: a leader took over a home cut off with a
+//!   minority of its base; a partition of the home's rack then joined it to the
+//!   members the take-over had counted, they confirmed it, and both homes
+//!   restarted the children.) The old home hears it too, wherever it is: in a
+//!   newer life it remembers nothing of the take-over it made, and its answer
+//!   to the supervisor's first home, which it may still be the base of, tells
+//!   that home to step down (swarm seed 441394). Not covered: a member that
+//!   disowned the home, then left the taker's group and restarted, confirms the
+//!   home again; so may members that left the taker's group `hold` ago. A home
+//!   that returns to them relies on its keepers and the taker. (Deferring the
+//!   confirmations of a member reborn while the home had no authority closed
+//!   the first, but stalled every home whose one other member restarted for
+//!   `hold`: swarm seed 460789.)
 //! - **A new home holds back.** For `slack(lease)` from its take-over it spawns
 //!   nothing and counts no end its children's hosts report (they are counted when
 //!   the hold ends): its copy may predate the old home's last restarts, whose
@@ -942,6 +952,7 @@ impl Supervision {
 
     /// Every input starts here: catches up after a stall, fences expired leases.
     fn enter(&mut self, now: Time) {
+        self.votes.live(now);
         self.catch_up(now);
         self.fence(now);
     }
@@ -1489,8 +1500,9 @@ impl Supervision {
         self.arm(now);
     }
 
-    /// New home side: tells the members of its group (the old home aside) of its
-    /// recent take-overs, at [`TAKEN_TRIES`] ticks (see [`taken`]).
+    /// New home side: tells the members of its group, and the old home wherever
+    /// it is (it steps down, or in a newer life notes it), of its take-overs, at
+    /// [`TAKEN_TRIES`] ticks and at every refresh after (see [`taken`]).
     fn announce_take_overs(&mut self, ctx: &Context<'_>) {
         let group = ctx.tree.local_group();
         let me = self.me.node;
@@ -1501,7 +1513,8 @@ impl Supervision {
             };
             s.announce -= 1;
             let epoch = (s.version / TAKE_OVER) as u32;
-            for &to in group.iter().filter(|m| **m != me && **m != home) {
+            let others = group.iter().copied().filter(|m| *m != me && *m != home);
+            for to in others.chain([home]) {
                 sends.push((
                     to,
                     SupervisionMsg::TakenOver {
@@ -1523,6 +1536,14 @@ impl Supervision {
         let refresh = now.saturating_since(self.last_refresh) >= self.config.refresh;
         if refresh {
             self.last_refresh = now;
+            // Take-overs are told again at every refresh while this home runs
+            // them: members that joined the group since, or came back in a newer
+            // life, hear of them, and the others remember them on (swarm seed
+            // 441394: a taker's new life, back after the announcements, confirmed
+            // the first home of the chain).
+            for s in self.sups.values_mut().filter(|s| s.from.is_some()) {
+                s.announce = s.announce.max(1);
+            }
         }
         if self.sups.is_empty() {
             // Nothing to send (most agents run no supervisor): only the keepers are
@@ -2427,9 +2448,14 @@ impl Service for Supervision {
                 self.on_alive(now, from, at, base, &ctx.tree.local_group());
             }
             SupervisionMsg::TakenOver { sup, home, epoch } => {
-                if home == self.me.node {
+                // The old home notes it too, in a group or not: in a newer life
+                // it remembers nothing of the supervisor, and may be asked to
+                // confirm an earlier home of the chain (swarm seed 441394).
+                let old_home = home == self.me.node;
+                if old_home {
                     self.step_down_before(sup, epoch);
-                } else if ctx.tree.local_group().contains(&from) {
+                }
+                if old_home || ctx.tree.local_group().contains(&from) {
                     self.taken.note(now, sup, home, epoch);
                 }
             }
@@ -3175,7 +3201,7 @@ mod tests {
             let heard = Time::from_millis(20);
             tick_past_authority(&mut keeper, Time::from_millis(50), heard, &without_home);
             assert_eq!(keeper.sups.len(), usize::from(takes), "base {base:?}");
-            // A take-over is told to the rest of the group.
+            // A take-over is told to the rest of the group, and to the old home.
             let told: BTreeSet<NodeId> = std::iter::from_fn(|| keeper.poll_output())
                 .filter_map(|o| match o {
                     ServiceOutput::Send(to, SupervisionMsg::TakenOver { home, .. })
@@ -3187,11 +3213,51 @@ mod tests {
                 })
                 .collect();
             let members = if takes {
-                vec![NodeId(3), NodeId(4)]
+                vec![h.node, NodeId(3), NodeId(4)]
             } else {
                 vec![]
             };
             assert_eq!(told.into_iter().collect::<Vec<_>>(), members);
+        }
+    }
+
+    /// A new home tells its group and the old home of its take-over again at
+    /// every refresh while it runs the supervisor, so members that joined since,
+    /// or came back in a newer life, hear of it (swarm seed 441394: the taker's
+    /// new life was back after the first announcements).
+    #[test]
+    fn a_take_over_is_told_again_at_every_refresh() {
+        let (h, k) = (n1(), n2());
+        let home = lone_home(h);
+        let with_home = led_by(k, vec![h.node, k.node, NodeId(3), NodeId(4)], 1);
+        let without_home = led_by(k, vec![k.node, NodeId(3), NodeId(4)], 2);
+        let group = with_home.tree.local_group();
+        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
+        let changed = ServiceEvent::GroupChanged { instance: 0 };
+        keeper.handle_event(Time::ZERO, &changed, &with_home);
+        keep(&mut keeper, h.node, &home, &group, others(&group, h.node));
+        home_removed(&mut keeper, h.node, Time::from_millis(50), &without_home);
+        let heard = Time::from_millis(20);
+        tick_past_authority(&mut keeper, Time::from_millis(50), heard, &without_home);
+        assert_eq!(keeper.sups.len(), 1, "taken over");
+        let mut told_at = Vec::new();
+        let end = Time::ZERO + keeper.config.refresh * 4;
+        while let Some(now) = keeper.next_timeout().filter(|t| *t < end) {
+            keeper.handle_timeout(now, &without_home);
+            let told = std::iter::from_fn(|| keeper.poll_output()).any(|o| {
+                matches!(o, ServiceOutput::Send(to, SupervisionMsg::TakenOver { .. }) if to == h.node)
+            });
+            if told {
+                told_at.push(now);
+            }
+        }
+        let refresh = keeper.config.refresh;
+        let gaps = told_at.windows(2).map(|w| w[1].saturating_since(w[0]));
+        let last = told_at.last().copied().unwrap_or(Time::ZERO);
+        let period = refresh + keeper.config.probe_period;
+        assert!(last + period >= end, "told at {told_at:?}");
+        for gap in gaps {
+            assert!(gap <= period, "told at {told_at:?}");
         }
     }
 
@@ -3230,12 +3296,13 @@ mod tests {
                 lives: None,
             }
         };
+        // Members running since the start (a member disowns nobody just after it
+        // starts).
         let mut members: BTreeMap<NodeId, Supervision> = [3, 4, 5]
             .map(|n| {
-                (
-                    NodeId(n),
-                    Supervision::new(id(n), SupervisionConfig::default(), 0),
-                )
+                let mut member = Supervision::new(id(n), SupervisionConfig::default(), 0);
+                member.votes.live(Time::ZERO);
+                (NodeId(n), member)
             })
             .into();
         // The keeper's asks go to the members, their words come back.
@@ -3617,6 +3684,48 @@ mod tests {
             })
             .collect();
         assert_eq!(forgets, [vec![]]);
+    }
+
+    /// Regression (swarm seed 441394): a taker that restarted hears, in no group
+    /// yet, that its keeper took the supervisor over from it; when the
+    /// supervisor's first home (whose base it was) asks it to confirm, it tells
+    /// that home to step down. Before, it noted nothing outside a group, the
+    /// first home of the chain was not matched, and its confirmation let the
+    /// first home act beside the second taker.
+    #[test]
+    fn a_restarted_taker_tells_the_first_home_of_the_next_take_over() {
+        let me = n1();
+        let (first_home, taker) = (NodeId(65), NodeId(70));
+        let sup = SupervisorId {
+            origin: first_home,
+            incarnation: Incarnation(1),
+            sequence: 0,
+        };
+        let ctx = alone(me);
+        let mut reborn = Supervision::new(me, SupervisionConfig::default(), 0);
+        let told = SupervisionMsg::TakenOver {
+            sup,
+            home: me.node,
+            epoch: 2,
+        };
+        reborn.handle_message(Time::ZERO, taker, told, &ctx);
+        let alive = SupervisionMsg::Alive {
+            at: 5,
+            base: vec![me.node],
+            epoch: 1,
+        };
+        reborn.handle_message(Time::from_millis(5), first_home, alive, &ctx);
+        let forgets: Vec<_> = std::iter::from_fn(|| reborn.poll_output())
+            .filter_map(|o| match o {
+                ServiceOutput::Send(to, SupervisionMsg::Held { forget, .. })
+                    if to == first_home =>
+                {
+                    Some(forget)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(forgets, [vec![(sup, 2)]]);
     }
 
     /// Regression (swarm seed 90427): a home that dies right after its first

@@ -85,11 +85,14 @@ impl Taken {
     }
 
     /// The supervisors taken over from `home` (by any take-over of a chain), with
-    /// their latest take-over epochs.
+    /// their latest take-over epochs. A supervisor `home` created counts too: its
+    /// first record was there, and any take-over left it behind, whether or not
+    /// this agent heard the take-over from it (a member in a newer life heard
+    /// only the latest, swarm seed 441394).
     pub(super) fn of_home(&self, home: NodeId) -> impl Iterator<Item = (SupervisorId, u32)> + '_ {
         self.by_sup
             .iter()
-            .filter(move |(_, t)| t.homes.contains(&home))
+            .filter(move |(s, t)| t.homes.contains(&home) || s.origin == home)
             .map(|(s, t)| (*s, t.epoch))
     }
 
@@ -105,9 +108,12 @@ mod tests {
     use super::*;
     use crate::ids::Incarnation;
 
+    /// Where the tests' supervisors were created: no home they name.
+    const ORIGIN: NodeId = NodeId(100);
+
     fn sup(sequence: u32) -> SupervisorId {
         SupervisorId {
-            origin: NodeId(1),
+            origin: ORIGIN,
             incarnation: Incarnation(1),
             sequence,
         }
@@ -145,6 +151,17 @@ mod tests {
             0,
             "the earliest went first"
         );
+    }
+
+    /// The taker of swarm seed 441394 restarted and heard only the next
+    /// take-over, from itself: the supervisor's first home, which its new life
+    /// was then asked to confirm, is told all the same.
+    #[test]
+    fn the_home_a_supervisor_was_created_at_is_told_of_any_take_over() {
+        let mut taken = Taken::default();
+        taken.note(Time::ZERO, sup(0), NodeId(2), 2);
+        assert_eq!(taken.of_home(ORIGIN).collect::<Vec<_>>(), [(sup(0), 2)]);
+        assert_eq!(taken.of_home(NodeId(3)).count(), 0);
     }
 
     #[test]
