@@ -454,7 +454,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// partition that left no keeper of a home down beside most of its base. Seed
 /// 441394 fails `supervision.no_twin` before a new home told the old one of its
 /// take-over wherever it was, and again at every refresh (a taker that restarted,
-/// in another group by then, confirmed the first home of the chain).
+/// in another group by then, confirmed the first home of the chain); its full
+/// run, shrunk again, fails it before a new home told every earlier home of the
+/// chain it heard of (the first home, whose base change to a new group was
+/// committed unconfirmed beside the first taker, heard only the second).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

@@ -1500,9 +1500,10 @@ impl Supervision {
         self.arm(now);
     }
 
-    /// New home side: tells the members of its group, and the old home wherever
-    /// it is (it steps down, or in a newer life notes it), of its take-overs, at
-    /// [`TAKEN_TRIES`] ticks and at every refresh after (see [`taken`]).
+    /// New home side: tells the members of its group, and the earlier homes
+    /// wherever they are (they step down, or in a newer life note it), of its
+    /// take-overs, at [`TAKEN_TRIES`] ticks and at every refresh after (see
+    /// [`taken`]).
     fn announce_take_overs(&mut self, ctx: &Context<'_>) {
         let group = ctx.tree.local_group();
         let me = self.me.node;
@@ -1513,8 +1514,14 @@ impl Supervision {
             };
             s.announce -= 1;
             let epoch = (s.version / TAKE_OVER) as u32;
-            let others = group.iter().copied().filter(|m| *m != me && *m != home);
-            for to in others.chain([home]) {
+            // The old home, and every earlier home of the chain this agent heard
+            // of (the first, where the supervisor was created, among them): any
+            // may still run the supervisor from an older epoch.
+            let mut told: BTreeSet<NodeId> = self.taken.homes_of(*id).collect();
+            told.extend([home, id.origin]);
+            told.extend(group.iter().copied());
+            told.remove(&me);
+            for to in told {
                 sends.push((
                     to,
                     SupervisionMsg::TakenOver {
@@ -2451,10 +2458,10 @@ impl Service for Supervision {
                 // The old home notes it too, in a group or not: in a newer life
                 // it remembers nothing of the supervisor, and may be asked to
                 // confirm an earlier home of the chain (swarm seed 441394).
+                // Any home of the chain running it from an older epoch steps
+                // down, whichever home the take-over names (swarm seed 441394).
+                self.step_down_before(sup, epoch);
                 let old_home = home == self.me.node;
-                if old_home {
-                    self.step_down_before(sup, epoch);
-                }
                 if old_home || ctx.tree.local_group().contains(&from) {
                     self.taken.note(now, sup, home, epoch);
                 }
@@ -3219,6 +3226,52 @@ mod tests {
             };
             assert_eq!(told.into_iter().collect::<Vec<_>>(), members);
         }
+    }
+
+    /// A home running a supervisor from an older epoch steps down when told of
+    /// a later take-over, whichever home it names: the first home of swarm
+    /// seed 441394 heard only of the second take-over, from its first taker.
+    #[test]
+    fn a_home_steps_down_on_a_later_take_over_from_another_home() {
+        let h = n1();
+        let mut home = lone_home(h);
+        let sup = *home.sups.keys().next().expect("a supervisor");
+        let told = SupervisionMsg::TakenOver {
+            sup,
+            home: NodeId(76),
+            epoch: 2,
+        };
+        home.handle_message(Time::from_millis(5), NodeId(70), told, &alone(h));
+        assert!(home.sups.is_empty(), "stepped down");
+    }
+
+    /// A new home tells every earlier home of the chain it heard of (and the
+    /// supervisor's origin) of its take-over, wherever they are.
+    #[test]
+    fn a_take_over_is_told_to_every_earlier_home_heard_of() {
+        let (h, k) = (n1(), n2());
+        let home = lone_home(h);
+        let sup = *home.sups.keys().next().expect("a supervisor");
+        let with_home = led_by(k, vec![h.node, k.node, NodeId(3), NodeId(4)], 1);
+        let without_home = led_by(k, vec![k.node, NodeId(3), NodeId(4)], 2);
+        let group = with_home.tree.local_group();
+        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
+        let changed = ServiceEvent::GroupChanged { instance: 0 };
+        keeper.handle_event(Time::ZERO, &changed, &with_home);
+        keep(&mut keeper, h.node, &home, &group, others(&group, h.node));
+        // An earlier take-over of the same supervisor, from n9, heard of.
+        keeper.taken.note(Time::ZERO, sup, NodeId(9), 1);
+        home_removed(&mut keeper, h.node, Time::from_millis(50), &without_home);
+        let heard = Time::from_millis(20);
+        tick_past_authority(&mut keeper, Time::from_millis(50), heard, &without_home);
+        let told: BTreeSet<NodeId> = std::iter::from_fn(|| keeper.poll_output())
+            .filter_map(|o| match o {
+                ServiceOutput::Send(to, SupervisionMsg::TakenOver { .. }) => Some(to),
+                _ => None,
+            })
+            .collect();
+        assert!(told.contains(&NodeId(9)), "told {told:?}");
+        assert!(told.contains(&h.node), "told {told:?}");
     }
 
     /// A new home tells its group and the old home of its take-over again at

@@ -96,6 +96,14 @@ impl Taken {
             .map(|(s, t)| (*s, t.epoch))
     }
 
+    /// The homes `sup` was taken from, as far as this agent heard.
+    pub(super) fn homes_of(&self, sup: SupervisorId) -> impl Iterator<Item = NodeId> + '_ {
+        self.by_sup
+            .get(&sup)
+            .into_iter()
+            .flat_map(|t| t.homes.iter().copied())
+    }
+
     /// Forgets the take-overs heard `hold` ago or earlier.
     pub(super) fn expire(&mut self, now: Time, hold: Duration) {
         self.by_sup
