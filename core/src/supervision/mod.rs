@@ -129,16 +129,24 @@
 //!   (Before, swarm seed 90084: a leader took over a home cut off with a
 //!   minority of its base; a partition of the home's rack then joined it to the
 //!   members the take-over had counted, they confirmed it, and both homes
-//!   restarted the children.) The old home hears it too, wherever it is: in a
-//!   newer life it remembers nothing of the take-over it made, and its answer
-//!   to the supervisor's first home, which it may still be the base of, tells
-//!   that home to step down (swarm seed 441394). Not covered: a member that
-//!   disowned the home, then left the taker's group and restarted, confirms the
-//!   home again; so may members that left the taker's group `hold` ago. A home
-//!   that returns to them relies on its keepers and the taker. (Deferring the
-//!   confirmations of a member reborn while the home had no authority closed
-//!   the first, but stalled every home whose one other member restarted for
-//!   `hold`: swarm seed 460789.)
+//!   restarted the children.) The earlier homes hear it too, wherever they
+//!   are: the old home, every earlier home of the chain the new home heard of,
+//!   and the supervisor's first home (its origin); a home running the
+//!   supervisor from an older epoch steps down on it, whichever home it names.
+//!   An old home in a newer life notes it, remembering nothing of the take-over
+//!   it made, and its answer to the first home, whose base it may still be,
+//!   tells that home to step down. (Before, swarm seed 441394: a home's one
+//!   base member took it over across a partition and restarted, its keeper took
+//!   over from the new life and told its group alone, and after the heal the new
+//!   life confirmed the first home: twins. In a second run, the first home had
+//!   committed a change of its base, unconfirmed, beside the first taker, and
+//!   heard only of the second take-over.) Not covered: a member that disowned
+//!   the home, then left the taker's group and restarted, confirms the home
+//!   again; so may members that left the taker's group `hold` ago. A home that
+//!   returns to them, and acts before the taker's next refresh reaches it,
+//!   relies on its keepers. (Deferring the confirmations of a member reborn while
+//!   the home had no authority closed the first, but stalled for `hold` every
+//!   home whose one other member restarted: swarm seed 460789.)
 //! - **A new home holds back.** For `slack(lease)` from its take-over it spawns
 //!   nothing and counts no end its children's hosts report (they are counted when
 //!   the hold ends): its copy may predate the old home's last restarts, whose

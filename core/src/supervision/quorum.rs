@@ -48,9 +48,14 @@
 //!   leader took over with a majority of the old base.) A change not committed
 //!   within `slack(refresh)` is committed all the same: a taker that never heard
 //!   of it last heard the home before it, and takes over no copy heard that long
-//!   ago (a pass begun earlier may still go on: stated, not covered). Without
-//!   the bound, a home whose old base died just after a change stayed without
-//!   authority for good (swarm seed 301068).
+//!   ago (a pass begun earlier may still go on: stated, not covered). A take-over
+//!   made before then, by a taker judging by the old base, is not undone by the
+//!   bound: the home learns of it from the taker (or the taker's own taker),
+//!   which tells every earlier home of the supervisor at every refresh (swarm
+//!   seed 441394; a home that acts before that word reaches it runs beside the
+//!   taker until it does: stated, not covered). Without the bound, a home whose
+//!   old base died just after a change stayed without authority for good (swarm
+//!   seed 301068).
 //! - A base that emptied (the home was alone in its group) is told to keepers as
 //!   the home's current group until that group's members confirm and join it
 //!   ([`Quorum::told_base`]).
