@@ -457,7 +457,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// in another group by then, confirmed the first home of the chain); its full
 /// run, shrunk again, fails it before a new home told every earlier home of the
 /// chain it heard of (the first home, whose base change to a new group was
-/// committed unconfirmed beside the first taker, heard only the second).
+/// committed unconfirmed beside the first taker, heard only the second). Seed
+/// 442613 fails `messaging.names_unique` before the check counted names only once
+/// the federation first converged a settle period ago (the trees of the boot
+/// merged late, and a name two of their roots granted was decided after that).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");
