@@ -2878,17 +2878,28 @@ mod tests {
         assert_eq!(dropped, vec![NodeId(2), NodeId(3)]);
     }
 
-    /// The versions of the record fragments `home` sent `k` since last polled
-    /// (its other outputs are dropped).
-    fn replica_versions_to(home: &mut Supervision, k: NodeId) -> Vec<u64> {
-        std::iter::from_fn(|| home.poll_output())
+    /// What `pick` finds in the messages `s` sent `to` since last polled (its
+    /// other outputs are dropped).
+    fn sent_to<T>(
+        s: &mut Supervision,
+        to: NodeId,
+        pick: impl Fn(SupervisionMsg) -> Option<T>,
+    ) -> Vec<T> {
+        std::iter::from_fn(|| s.poll_output())
             .filter_map(|o| match o {
-                ServiceOutput::Send(to, SupervisionMsg::Replica { version, .. }) if to == k => {
-                    Some(version)
-                }
+                ServiceOutput::Send(t, msg) if t == to => pick(msg),
                 _ => None,
             })
             .collect()
+    }
+
+    /// The versions of the record fragments `home` sent `k` since last polled
+    /// (its other outputs are dropped).
+    fn replica_versions_to(home: &mut Supervision, k: NodeId) -> Vec<u64> {
+        sent_to(home, k, |m| match m {
+            SupervisionMsg::Replica { version, .. } => Some(version),
+            _ => None,
+        })
     }
 
     /// A home running, alone, one supervisor of one permanent child.
@@ -2918,6 +2929,30 @@ mod tests {
     /// `group` without `home`: the quorum base of a home confirmed in it.
     fn others(group: &[NodeId], home: NodeId) -> Vec<NodeId> {
         group.iter().copied().filter(|m| *m != home).collect()
+    }
+
+    /// n2, leading n3, n4 and the lone home `h`, keeps its record (the group its
+    /// base), runs `before` on it, then takes the supervisor over once `h` is
+    /// removed. Returns n2 and its group without the home.
+    fn take_over_from_lone_home(
+        h: Identity,
+        before: impl FnOnce(&mut Supervision, SupervisorId),
+    ) -> (Supervision, Context<'static>) {
+        let k = n2();
+        let home = lone_home(h);
+        let sup = *home.sups.keys().next().expect("a supervisor");
+        let with_home = led_by(k, vec![h.node, k.node, NodeId(3), NodeId(4)], 1);
+        let without_home = led_by(k, vec![k.node, NodeId(3), NodeId(4)], 2);
+        let group = with_home.tree.local_group();
+        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
+        let changed = ServiceEvent::GroupChanged { instance: 0 };
+        keeper.handle_event(Time::ZERO, &changed, &with_home);
+        keep(&mut keeper, h.node, &home, &group, others(&group, h.node));
+        before(&mut keeper, sup);
+        home_removed(&mut keeper, h.node, Time::from_millis(50), &without_home);
+        let heard = Time::from_millis(20);
+        tick_past_authority(&mut keeper, Time::from_millis(50), heard, &without_home);
+        (keeper, without_home)
     }
 
     fn replicas_of(home: &Supervision, version: u64) -> Vec<SupervisionMsg> {
@@ -3257,21 +3292,11 @@ mod tests {
     /// supervisor's origin) of its take-over, wherever they are.
     #[test]
     fn a_take_over_is_told_to_every_earlier_home_heard_of() {
-        let (h, k) = (n1(), n2());
-        let home = lone_home(h);
-        let sup = *home.sups.keys().next().expect("a supervisor");
-        let with_home = led_by(k, vec![h.node, k.node, NodeId(3), NodeId(4)], 1);
-        let without_home = led_by(k, vec![k.node, NodeId(3), NodeId(4)], 2);
-        let group = with_home.tree.local_group();
-        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
-        let changed = ServiceEvent::GroupChanged { instance: 0 };
-        keeper.handle_event(Time::ZERO, &changed, &with_home);
-        keep(&mut keeper, h.node, &home, &group, others(&group, h.node));
+        let h = n1();
         // An earlier take-over of the same supervisor, from n9, heard of.
-        keeper.taken.note(Time::ZERO, sup, NodeId(9), 1);
-        home_removed(&mut keeper, h.node, Time::from_millis(50), &without_home);
-        let heard = Time::from_millis(20);
-        tick_past_authority(&mut keeper, Time::from_millis(50), heard, &without_home);
+        let (mut keeper, _) = take_over_from_lone_home(h, |keeper, sup| {
+            keeper.taken.note(Time::ZERO, sup, NodeId(9), 1);
+        });
         let told: BTreeSet<NodeId> = std::iter::from_fn(|| keeper.poll_output())
             .filter_map(|o| match o {
                 ServiceOutput::Send(to, SupervisionMsg::TakenOver { .. }) => Some(to),
@@ -3288,18 +3313,8 @@ mod tests {
     /// new life was back after the first announcements).
     #[test]
     fn a_take_over_is_told_again_at_every_refresh() {
-        let (h, k) = (n1(), n2());
-        let home = lone_home(h);
-        let with_home = led_by(k, vec![h.node, k.node, NodeId(3), NodeId(4)], 1);
-        let without_home = led_by(k, vec![k.node, NodeId(3), NodeId(4)], 2);
-        let group = with_home.tree.local_group();
-        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
-        let changed = ServiceEvent::GroupChanged { instance: 0 };
-        keeper.handle_event(Time::ZERO, &changed, &with_home);
-        keep(&mut keeper, h.node, &home, &group, others(&group, h.node));
-        home_removed(&mut keeper, h.node, Time::from_millis(50), &without_home);
-        let heard = Time::from_millis(20);
-        tick_past_authority(&mut keeper, Time::from_millis(50), heard, &without_home);
+        let h = n1();
+        let (mut keeper, without_home) = take_over_from_lone_home(h, |_, _| {});
         assert_eq!(keeper.sups.len(), 1, "taken over");
         let mut told_at = Vec::new();
         let end = Time::ZERO + keeper.config.refresh * 4;
@@ -3686,6 +3701,49 @@ mod tests {
         assert_eq!(again, [second], "the sibling is killed again");
     }
 
+    /// A supervisor created at `origin`.
+    fn created_at(origin: NodeId) -> SupervisorId {
+        SupervisorId {
+            origin,
+            incarnation: Incarnation(1),
+            sequence: 0,
+        }
+    }
+
+    /// A new agent `me` told by `taker`, at 0, that `sup` was taken over from
+    /// `home` at take-over `epoch`.
+    fn told_of_take_over(
+        me: Identity,
+        ctx: &Context<'_>,
+        taker: NodeId,
+        (sup, home, epoch): (SupervisorId, NodeId, u32),
+    ) -> Supervision {
+        let mut member = Supervision::new(me, SupervisionConfig::default(), 0);
+        let told = SupervisionMsg::TakenOver { sup, home, epoch };
+        member.handle_message(Time::ZERO, taker, told, ctx);
+        member
+    }
+
+    /// `home` asks `member` (its base) to confirm it at `now`: the supervisors
+    /// and epochs of each answer to it that tells it to step down.
+    fn forgets_on_alive(
+        member: &mut Supervision,
+        home: NodeId,
+        now: Time,
+        ctx: &Context<'_>,
+    ) -> Vec<Vec<(SupervisorId, u32)>> {
+        let alive = SupervisionMsg::Alive {
+            at: now.as_nanos(),
+            base: vec![member.me.node],
+            epoch: 1,
+        };
+        member.handle_message(now, home, alive, ctx);
+        sent_to(member, home, |m| match m {
+            SupervisionMsg::Held { forget, .. } => Some(forget),
+            _ => None,
+        })
+    }
+
     /// Regression (swarm seed 90084): a member told of a take-over in its group
     /// tells the old home to step down when it asks for confirmation, so that a
     /// heal giving the home most of its base again does not let it go on beside
@@ -3695,19 +3753,9 @@ mod tests {
     fn a_member_told_of_a_take_over_tells_the_old_home_to_step_down() {
         let me = n1();
         let (old_home, taker) = (NodeId(39), NodeId(2));
-        let sup = SupervisorId {
-            origin: old_home,
-            incarnation: Incarnation(1),
-            sequence: 0,
-        };
+        let sup = created_at(old_home);
         let ctx = member_under_n2(me);
-        let mut member = Supervision::new(me, SupervisionConfig::default(), 0);
-        let told = SupervisionMsg::TakenOver {
-            sup,
-            home: old_home,
-            epoch: 1,
-        };
-        member.handle_message(Time::ZERO, taker, told, &ctx);
+        let mut member = told_of_take_over(me, &ctx, taker, (sup, old_home, 1));
         // The old home, on the member's side again, asks it to confirm.
         let alive = SupervisionMsg::Alive {
             at: 5,
@@ -3732,18 +3780,7 @@ mod tests {
         // Remembered for `hold` only.
         let later = Time::ZERO + member.config.hold;
         member.handle_timeout(later, &ctx);
-        let alive = SupervisionMsg::Alive {
-            at: later.as_nanos(),
-            base: vec![me.node],
-            epoch: 1,
-        };
-        member.handle_message(later, old_home, alive, &ctx);
-        let forgets: Vec<_> = std::iter::from_fn(|| member.poll_output())
-            .filter_map(|o| match o {
-                ServiceOutput::Send(_, SupervisionMsg::Held { forget, .. }) => Some(forget),
-                _ => None,
-            })
-            .collect();
+        let forgets = forgets_on_alive(&mut member, old_home, later, &ctx);
         assert_eq!(forgets, [vec![]]);
     }
 
@@ -3757,35 +3794,10 @@ mod tests {
     fn a_restarted_taker_tells_the_first_home_of_the_next_take_over() {
         let me = n1();
         let (first_home, taker) = (NodeId(65), NodeId(70));
-        let sup = SupervisorId {
-            origin: first_home,
-            incarnation: Incarnation(1),
-            sequence: 0,
-        };
+        let sup = created_at(first_home);
         let ctx = alone(me);
-        let mut reborn = Supervision::new(me, SupervisionConfig::default(), 0);
-        let told = SupervisionMsg::TakenOver {
-            sup,
-            home: me.node,
-            epoch: 2,
-        };
-        reborn.handle_message(Time::ZERO, taker, told, &ctx);
-        let alive = SupervisionMsg::Alive {
-            at: 5,
-            base: vec![me.node],
-            epoch: 1,
-        };
-        reborn.handle_message(Time::from_millis(5), first_home, alive, &ctx);
-        let forgets: Vec<_> = std::iter::from_fn(|| reborn.poll_output())
-            .filter_map(|o| match o {
-                ServiceOutput::Send(to, SupervisionMsg::Held { forget, .. })
-                    if to == first_home =>
-                {
-                    Some(forget)
-                }
-                _ => None,
-            })
-            .collect();
+        let mut reborn = told_of_take_over(me, &ctx, taker, (sup, me.node, 2));
+        let forgets = forgets_on_alive(&mut reborn, first_home, Time::from_millis(5), &ctx);
         assert_eq!(forgets, [vec![(sup, 2)]]);
     }
 
