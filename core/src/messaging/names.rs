@@ -996,7 +996,9 @@ impl Names {
     /// Root side: tells the host of `pid` the `news` about its registration of
     /// `key`, and again every [`CLAIM_TIMEOUT`] until the host answers ([`News`]).
     fn tell(&mut self, now: Time, tree: &TreeView<'_>, entry: (Key, Pid), news: News) {
-        let tries = (self.telling.remove(&entry))
+        let tries = self
+            .telling
+            .remove(&entry)
             .filter(|(_, _, told)| *told == news)
             .map_or(TELL_TRIES, |(_, n, _)| n);
         if tries > 1 && self.telling.len() < MAX_TELLING {

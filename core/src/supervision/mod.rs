@@ -2463,12 +2463,12 @@ impl Service for Supervision {
                 self.on_alive(now, from, at, base, &ctx.tree.local_group());
             }
             SupervisionMsg::TakenOver { sup, home, epoch } => {
-                // The old home notes it too, in a group or not: in a newer life
-                // it remembers nothing of the supervisor, and may be asked to
-                // confirm an earlier home of the chain (swarm seed 441394).
                 // Any home of the chain running it from an older epoch steps
                 // down, whichever home the take-over names (swarm seed 441394).
                 self.step_down_before(sup, epoch);
+                // The old home notes it too, in a group or not: in a newer life
+                // it remembers nothing of the supervisor, and may be asked to
+                // confirm an earlier home of the chain.
                 let old_home = home == self.me.node;
                 if old_home || ctx.tree.local_group().contains(&from) {
                     self.taken.note(now, sup, home, epoch);
