@@ -461,6 +461,12 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// 442613 fails `messaging.names_unique` before the check counted names only once
 /// the federation first converged a settle period ago (the trees of the boot
 /// merged late, and a name two of their roots granted was decided after that).
+/// Seed 470428 fails `federation` before the check counted a dead member's time
+/// in a group from the start of its leader's tenure when that came later (an heir
+/// that took over suspects every member afresh); its full run, shrunk again,
+/// fails it before the check gave a leader's new view `VIEW_SPREAD_PERIODS` to
+/// reach every member (reordered, the leader's own views reached a member before
+/// the hand-over that made it follow that leader, and were ignored).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

@@ -2,21 +2,28 @@
 //! outside the agents (ARCHITECTURE.md §6):
 //!
 //! - every live agent holds a seat in exactly one level-0 group;
-//! - every group's members agree with its leader on membership, epoch and leader;
+//! - every group's members agree with its leader on membership, epoch and leader,
+//!   once the leader's view has stood for [`VIEW_SPREAD_PERIODS`] periods (a view
+//!   that was lost, or overtaken by an older copy under reordering and duplication,
+//!   is fetched again at the leader's next beat);
 //! - group sizes are within `[min, max]`, except a top group (which, like a
 //!   B-tree's root, may be smaller) and a cluster smaller than `min`;
 //! - there is exactly one top group;
 //! - depth ≤ ⌈log_min(N)⌉ + 1;
 //! - no agent dead for longer than the detection timeout appears in any group
 //!   (counted from the last delivery of one of its messages, if that came later:
-//!   see [`ClusterView::silent_since`]).
+//!   see [`ClusterView::silent_since`]; or from when the group's leader began to
+//!   lead it, if that came later still: an heir that took over knows nothing of
+//!   the members and suspects them all afresh).
 //!
 //! [`FederationMonitor`] evaluates them for every instance at each check, and
 //! records when they first held (convergence) and how long after the last
-//! fault they held again (repair), for the report.
+//! fault they held again (repair), for the report. It also keeps each leader's
+//! tenure ([`Tenures`]) as the checks saw it, so the two times above are up to a
+//! check interval late, never early.
 
 use crate::checker::ClusterView;
-use nefele_core::federation::FederationConfig;
+use nefele_core::federation::{Federation, FederationConfig, Level, View};
 use nefele_core::{NodeId, Time};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -34,31 +41,89 @@ pub struct Shape {
     pub max_group_size: usize,
 }
 
-/// The invariants of one instance, on one view of the cluster.
+/// Periods a leader's view must have stood before its members are expected to hold
+/// it: the leader's next beat (or a member's) shows a stale copy, and the view is
+/// sent again; a second and a third beat cover the loss of the first exchanges.
+pub const VIEW_SPREAD_PERIODS: u32 = 3;
+
+/// One leader's tenure of one group, as the checks saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tenure {
+    /// The first check at which it led the group (without a break since).
+    leading_since: Time,
+    /// Its view's epoch at the last check.
+    epoch: u64,
+    /// The first check at which its view had that epoch.
+    epoch_since: Time,
+}
+
+/// Every leader's tenure of its group, (level, leader) → tenure, at the last check.
+#[derive(Debug, Default)]
+pub struct Tenures(BTreeMap<(Level, NodeId), Tenure>);
+
+impl Tenures {
+    /// Records the groups led at `now`; forgets those no longer led.
+    fn record(&mut self, now: Time, led: &BTreeMap<(Level, NodeId), &View>) {
+        let before = std::mem::take(&mut self.0);
+        for (key, v) in led {
+            let tenure = match before.get(key) {
+                Some(t) if t.epoch == v.epoch => *t,
+                Some(t) => Tenure {
+                    epoch: v.epoch,
+                    epoch_since: now,
+                    ..*t
+                },
+                None => Tenure {
+                    leading_since: now,
+                    epoch: v.epoch,
+                    epoch_since: now,
+                },
+            };
+            self.0.insert(*key, tenure);
+        }
+    }
+
+    fn get(&self, level: Level, leader: NodeId) -> Option<&Tenure> {
+        self.0.get(&(level, leader))
+    }
+}
+
+/// The groups led by the agents `live`: (level, leader) → the leader's view.
+fn groups_led<'a>(live: &[(NodeId, &'a Federation)]) -> BTreeMap<(Level, NodeId), &'a View> {
+    let mut led = BTreeMap::new();
+    for (id, fed) in live {
+        for seat in fed.seats() {
+            let v = seat.view();
+            if v.leader == *id {
+                led.insert((v.level, v.leader), v);
+            }
+        }
+    }
+    led
+}
+
+/// The invariants of one instance, on one view of the cluster; `tenures` is brought
+/// up to date first.
 pub fn check_instance(
     view: &ClusterView<'_>,
     instance: usize,
     config: &FederationConfig,
+    tenures: &mut Tenures,
 ) -> Result<Shape, String> {
     let timeout = config.detection_timeout() + config.period * 2;
-    let live: Vec<(NodeId, &nefele_core::federation::Federation)> = view
+    let spread = config.period * VIEW_SPREAD_PERIODS;
+    let live: Vec<(NodeId, &Federation)> = view
         .live()
         .filter_map(|(id, a)| a.federations().get(instance).map(|f| (id, f)))
         .collect();
     let n = live.len();
     let mut shape = Shape::default();
-    // (level, leader) -> the leader's view
-    let mut led = BTreeMap::new();
+    let led = groups_led(&live);
+    tenures.record(view.now, &led);
     for (id, fed) in &live {
         let seats = fed.seats();
         if seats.is_empty() {
             return Err(format!("{id} is in no level-0 group"));
-        }
-        for seat in seats {
-            let v = seat.view();
-            if v.leader == *id {
-                led.insert((v.level, v.leader), v);
-            }
         }
         if fed.is_root() {
             shape.top_groups += 1;
@@ -81,7 +146,10 @@ pub fn check_instance(
                     v.leader, v.level
                 ));
             };
-            if *lv != v {
+            let standing = tenures
+                .get(v.level, v.leader)
+                .is_some_and(|t| view.now.saturating_since(t.epoch_since) >= spread);
+            if *lv != v && standing {
                 return Err(format!(
                     "{id} disagrees with its leader {} at level {}: epoch {} vs {}, {} vs {} members",
                     v.leader,
@@ -116,9 +184,14 @@ pub fn check_instance(
                 config.min_group
             ));
         }
+        let leading_since = tenures.get(*level, *leader).map(|t| t.leading_since);
         for m in &v.members {
             if let Some(since) = view.silent_since(*m) {
-                if view.now.saturating_since(since) > timeout {
+                if view
+                    .now
+                    .saturating_since(since.max(leading_since.unwrap_or(since)))
+                    > timeout
+                {
                     return Err(format!(
                         "group of {leader} at level {level} lists {m}, dead since {since}"
                     ));
@@ -177,6 +250,7 @@ pub struct FederationReport {
 #[derive(Debug, Default)]
 pub struct FederationMonitor {
     reports: Vec<FederationReport>,
+    tenures: Vec<Tenures>,
 }
 
 impl FederationMonitor {
@@ -191,6 +265,7 @@ impl FederationMonitor {
                     ..FederationReport::default()
                 })
                 .collect(),
+            tenures: configs.iter().map(|_| Tenures::default()).collect(),
         }
     }
 
@@ -204,7 +279,7 @@ impl FederationMonitor {
         let mut results = Vec::with_capacity(configs.len());
         for (i, config) in configs.iter().enumerate() {
             let report = &mut self.reports[i];
-            match check_instance(view, i, config) {
+            match check_instance(view, i, config, &mut self.tenures[i]) {
                 Ok(shape) => {
                     report.converged_at_s.get_or_insert(view.now.as_secs_f64());
                     if let (true, Some(fault)) = (report.repair_pending, last_fault) {
