@@ -140,7 +140,8 @@
 //!   over from the new life and told its group alone, and after the heal the new
 //!   life confirmed the first home: twins. In a second run, the first home had
 //!   committed a change of its base, unconfirmed, beside the first taker, and
-//!   heard only of the second take-over.) Not covered: a member that disowned
+//!   heard only of the second take-over; such a change is no longer committed,
+//!   see [`quorum`].) Not covered: a member that disowned
 //!   the home, then left the taker's group and restarted, confirms the home
 //!   again; so may members that left the taker's group `hold` ago. A home that
 //!   returns to them, and acts before the taker's next refresh reaches it,
@@ -659,6 +660,12 @@ impl Supervision {
         self.quorum.told_base(self.me.node, group)
     }
 
+    /// The base before a change of this home's quorum base not committed yet:
+    /// until most of it confirms, the home needs most of it too (for checks).
+    pub fn pending_base(&self) -> Option<&[NodeId]> {
+        self.quorum.pending_base()
+    }
+
     /// The children (current or last pids) of every supervisor this agent runs or
     /// keeps a copy of: a supervisor no live agent keeps is lost (for checks).
     pub fn kept_children(&self) -> impl Iterator<Item = Pid> + '_ {
@@ -888,7 +895,6 @@ impl Supervision {
     fn ask_alive(&mut self, now: Time, ctx: &Context<'_>) {
         let group = ctx.tree.local_group();
         let me = self.me.node;
-        self.quorum.expire_pending(now, slack(self.config.refresh));
         self.quorum.follow(now, self.config.authority, me, &group);
         let mut askees = self.quorum.askees(me, &group);
         askees.extend(ctx.tree.keepers());
@@ -4238,6 +4244,56 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Regression (swarm seed 511006): a partition cut a home from most of its
+    /// base just as two members joined the group on its side and confirmed within
+    /// the old confirmations' authority, so they joined the base. The other side's
+    /// leader took over with most of the old base. Before, the home committed the
+    /// change `slack(refresh)` later though the old base never heard of it, and
+    /// restarted the children beside the taker.
+    #[test]
+    fn a_base_change_the_old_base_never_heard_of_gives_no_authority() {
+        let members = |ids: &[u32]| ids.iter().copied().map(NodeId).collect::<Vec<_>>();
+        let whole = led_by(n1(), members(&[1, 2, 3, 4, 5]), 1);
+        let mut home = Supervision::new(n1(), SupervisionConfig::default(), 0);
+        let call = one_permanent_child(nefele_api::TenantId(1), 5);
+        home.handle_api(Time::ZERO, RequestId(7), call, &whole);
+        let mut now = Time::ZERO;
+        let mut run = |home: &mut Supervision, until_ms: u64, ctx: &Context<'_>, answer: &[u32]| {
+            while now < Time::from_millis(until_ms) {
+                now = now + Duration::from_millis(100);
+                home.handle_timeout(now, ctx);
+                let outputs: Vec<_> = std::iter::from_fn(|| home.poll_output()).collect();
+                for o in outputs {
+                    if let ServiceOutput::Send(m, SupervisionMsg::Alive { at, .. }) = o {
+                        if answer.contains(&m.0) {
+                            let held = SupervisionMsg::Held {
+                                at: Some(at),
+                                forget: Vec::new(),
+                            };
+                            home.handle_message(now, m, held, ctx);
+                        }
+                    }
+                }
+            }
+            home.authorized(now)
+        };
+        assert!(run(&mut home, 2_000, &whole, &[2, 3, 4, 5]));
+        // The partition: n3, n4 and n5 fall silent; n6 and n7 join and confirm
+        // while the old confirmations still count.
+        let joined = led_by(n1(), members(&[1, 2, 3, 4, 5, 6, 7]), 2);
+        run(&mut home, 2_600, &joined, &[2, 6, 7]);
+        // Federation removes the silent members; the home's side is most of the
+        // new base, never of the old one.
+        let cut = led_by(n1(), members(&[1, 2, 6, 7]), 3);
+        run(&mut home, 3_500, &cut, &[2, 6, 7]);
+        for until in (4_000..=30_000).step_by(500) {
+            assert!(
+                !run(&mut home, until, &cut, &[2, 6, 7]),
+                "authorized at {until} ms"
+            );
+        }
     }
 
     /// The first life of `node`.

@@ -718,24 +718,33 @@ impl Simulation {
 
     /// Whether `home` is a live home (running supervisors, not stalled) left by the
     /// silencing of `nodes` and the partitions in force with less than half of the
-    /// rest of its level-0 group on its side.
+    /// rest of its level-0 group on its side, or of the base before a change of its
+    /// quorum's base not committed yet (which its quorum needs too, however long
+    /// the change waits: swarm seed 510706, whose home's one member of the old
+    /// base left the cluster).
     fn cut_from_quorum(&self, home: NodeId, nodes: &[NodeId]) -> bool {
         let instance = usize::from(self.config.agent.services.supervision.instance);
         let up = |m: NodeId| {
             let host = &self.hosts[m.0 as usize];
             !nodes.contains(&m) && host.agent.is_some() && host.paused_until <= self.now
         };
+        let Some(agent) = self.hosts[home.0 as usize].agent.as_ref() else {
+            return false;
+        };
         if !up(home) || !self.is_home(home) {
             return false;
         }
-        let agent = self.hosts[home.0 as usize].agent.as_ref();
-        let group = agent.map_or(&[][..], |a| level_0_group(a, instance));
-        let others = group.iter().filter(|m| **m != home).count();
-        let beside = group
-            .iter()
-            .filter(|m| **m != home && up(**m) && self.network.hear(home, **m));
-        // An even split goes to the home.
-        2 * beside.count() < others
+        let supervision = &agent.services().supervision;
+        let group = level_0_group(agent, instance);
+        let minority = |members: &[NodeId]| {
+            let others = members.iter().filter(|m| **m != home);
+            let beside = others
+                .clone()
+                .filter(|m| up(**m) && self.network.hear(home, **m));
+            // An even split goes to the home.
+            2 * beside.count() < others.count()
+        };
+        minority(group) || supervision.pending_base().is_some_and(minority)
     }
 
     /// Whether the partitions in force leave a live home with less than half of
