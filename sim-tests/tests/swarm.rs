@@ -473,7 +473,9 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// the other side took over by the old base). Seed 510706 fails
 /// `supervision.restarted` after that fix before the check excused a home silenced
 /// from most of the base before a pending change (the one member of it left the
-/// cluster).
+/// cluster). Seed 520311 fails `federation` before a fellow member that said
+/// `Leave` stopped counting as a live heir ahead (three heirs, restarted while a
+/// member was stalled, each answered its first probe and held it back).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

@@ -651,6 +651,8 @@ impl Federation {
     /// member restarted shortly before its leader crashed broke the leader's group
     /// up before the heir could take it over, and the supervisors the leader ran,
     /// whose copies the heir kept, were taken over by nobody: swarm seed 101373.)
+    /// Nor is it an heir about to take the group over: its earlier answers to
+    /// probes stop delaying this agent's own succession (swarm seed 520311).
     pub fn peer_restarted(&mut self, node: NodeId) {
         for seat in &mut self.seats {
             if seat.view.contains(node) && !seat.led_by(self.me) && seat.view.leader != node {

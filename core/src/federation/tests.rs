@@ -664,6 +664,41 @@ fn a_leave_from_a_restarted_fellow_member_does_not_break_up_a_leaderless_group()
     }
 }
 
+/// Regression (swarm seed 520311): a member back from a stall found its leader dead
+/// and probed the heirs ahead of it, each restarted meanwhile. Each answered once
+/// (`ProbeAck`, groupless for a moment) and then `Leave`, which from a reborn member
+/// does not break the group up (see the test above), but each still counted as a
+/// live heir about to take over: the member waited three more periods per heir, and
+/// was listed in no live group for longer than the detection timeout. A fellow
+/// member that says `Leave` takes nothing over: it no longer delays the succession.
+#[test]
+fn a_restarted_fellow_member_that_says_leave_does_not_delay_the_succession() {
+    let mut net = Net::group_of_five(5, true);
+    net.agents
+        .get_mut(&NodeId(3))
+        .unwrap()
+        .peer_restarted(NodeId(2));
+    // n0 and n1 are dead; n2's answers are delivered by hand.
+    let dead_or_n2 = |msg: &Msg| [0, 1, 2].contains(&msg.1 .0);
+    net.tick(3, Time::from_millis(2_000));
+    net.settle(dead_or_n2);
+    let seat = &net.agents[&NodeId(3)].seats()[0];
+    assert!(seat.leader_suspected && seat.view().leader == NodeId(0));
+    let heard = seat.leader_heard;
+    net.deliver((NodeId(2), NodeId(3), FedBody::ProbeAck { level: 0 }));
+    net.deliver((NodeId(2), NodeId(3), FedBody::Leave { level: 0 }));
+    let config = net.agents[&NodeId(3)].config.clone();
+    let due = heard + config.period * (config.removal_periods() + 1);
+    let mut at = Time::from_millis(2_000);
+    while at < due {
+        at = at + config.period;
+        net.tick(3, at);
+        net.settle(dead_or_n2);
+    }
+    let view = net.agents[&NodeId(3)].seats()[0].view();
+    assert_eq!(view.leader, NodeId(3), "took over by {due}: {view:?}");
+}
+
 // ---- failure detection under loss (see `detect`) ------------------------------
 
 impl Net {
