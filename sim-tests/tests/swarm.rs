@@ -475,7 +475,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// from most of the base before a pending change (the one member of it left the
 /// cluster). Seed 520311 fails `federation` before a fellow member that said
 /// `Leave` stopped counting as a live heir ahead (three heirs, restarted while a
-/// member was stalled, each answered its first probe and held it back).
+/// member was stalled, each answered its first probe and held it back). Seed
+/// 530624 fails `supervision.restarted` before a leader kept the fragments of a
+/// passed copy while it asked the members' word (the whole pass was dropped, and
+/// every later one lost a fragment under 5% loss).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

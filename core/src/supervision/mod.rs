@@ -1725,6 +1725,17 @@ impl Supervision {
     /// the record, once every fragment of its version is here. A peer has at
     /// most [`MAX_PARTIAL_PER_PEER`] records half-sent.
     fn collect(&mut self, from: NodeId, f: Fragment) -> Option<Record> {
+        let sup = f.sup;
+        if self.gather(from, f) {
+            self.assemble(from, sup)
+        } else {
+            None
+        }
+    }
+
+    /// Keeper side: adds a fragment `from` sent to the record it belongs to, and
+    /// says whether every fragment of that record's version is here.
+    fn gather(&mut self, from: NodeId, f: Fragment) -> bool {
         let key = (from, f.sup);
         if !self.partial.contains_key(&key) {
             let mut halves = self.partial.keys().filter(|(sender, _)| *sender == from);
@@ -1740,7 +1751,7 @@ impl Supervision {
             parts: Vec::new(),
         });
         if partial.version > f.version {
-            return None;
+            return false;
         }
         let parts = usize::from(f.parts);
         if partial.version < f.version || partial.home != f.home || partial.parts.len() != parts {
@@ -1749,12 +1760,19 @@ impl Supervision {
             partial.parts = vec![None; parts];
         }
         partial.parts[usize::from(f.part)] = Some(f.bytes);
+        partial.parts.iter().all(Option::is_some)
+    }
+
+    /// Keeper side: the record of `sup` that `from` sent, if every fragment of it
+    /// is here ([`Supervision::gather`]); its fragments are dropped.
+    fn assemble(&mut self, from: NodeId, sup: SupervisorId) -> Option<Record> {
+        let partial = self.partial.get_mut(&(from, sup))?;
         if partial.parts.iter().any(Option::is_none) {
             return None;
         }
         let parts: Vec<Vec<u8>> = partial.parts.drain(..).flatten().collect();
-        self.partial.remove(&key);
-        Record::from_fragments(&parts).filter(|r| r.id == f.sup)
+        self.partial.remove(&(from, sup));
+        Record::from_fragments(&parts).filter(|r| r.id == sup)
     }
 
     /// Keeper side: a leader takes over the supervisors whose home left its group;
@@ -2058,6 +2076,11 @@ impl Supervision {
         if base.as_ref().is_some_and(unheard) {
             return;
         }
+        // Kept while the members' word is awaited: under loss, a later pass may
+        // bring only some of the fragments. (Before, swarm seed 530624: a pass
+        // whole at the first try was dropped while the word was asked, and every
+        // later one lost a fragment or came after the word had lapsed.)
+        let whole = self.gather(from, fragment);
         // A home gone only from the group waits for the members' word, as in
         // `take_over` (the passer's word is asked too, and its pass comes again).
         let valid = self.config.authority;
@@ -2074,7 +2097,7 @@ impl Supervision {
             }
             return;
         }
-        let Some(rec) = self.collect(from, fragment) else {
+        let Some(rec) = whole.then(|| self.assemble(from, sup)).flatten() else {
             return;
         };
         // A copy of its own of that home, as new or newer, is taken over instead;
@@ -3144,6 +3167,54 @@ mod tests {
             1,
             "taken over with most of the base heard"
         );
+    }
+
+    /// Regression (swarm seed 530624, 5% loss): a pass that came whole while the
+    /// taker asked the members' word was dropped, and every later one lost a
+    /// fragment or came after the word had lapsed: nobody took the supervisor
+    /// over. The fragments are kept meanwhile, and any later one completes it.
+    #[test]
+    fn a_pass_gathered_while_the_word_is_asked_is_taken_over_at_any_later_fragment() {
+        use nefele_api::supervision::{
+            Intensity, RestartPolicy, Strategy, SupervisedSpawn, SupervisionSpec,
+        };
+        let (h, l) = (id(1), id(2));
+        let mut home = Supervision::new(h, SupervisionConfig::default(), 0);
+        let spec = nefele_api::ProcSpec {
+            path: "/bin/worker".into(),
+            argv: vec!["w".repeat(2_000)],
+            ..nefele_api::ProcSpec::default()
+        };
+        let call = ApiCall::SpawnSupervised {
+            tenant: nefele_api::TenantId(1),
+            spawn: SupervisedSpawn::N(3, spec),
+            supervision: SupervisionSpec {
+                strategy: Strategy::OneForOne,
+                intensity: Intensity {
+                    max_restarts: 5,
+                    period: Duration::from_secs(10),
+                },
+                policies: vec![RestartPolicy::Permanent; 3],
+            },
+        };
+        home.handle_api(Time::ZERO, RequestId(7), call, &alone(h));
+        let passes = passes_of(&home, h.node, 1, None);
+        assert!(passes.len() > 1, "a record in several fragments");
+        let group = vec![h.node, l.node, NodeId(3), NodeId(4), NodeId(5)];
+        let mut taker = Supervision::new(l, SupervisionConfig::default(), 0);
+        let base = others(&group, h.node);
+        taker.on_alive(Time::from_millis(20), h.node, 20, base, &group);
+        let (passer, heard) = (NodeId(3), led_unheard(l, &[]));
+        let now = Time::from_secs(4);
+        for m in passes.clone() {
+            taker.handle_message(now, passer, m, &heard);
+        }
+        assert!(taker.sups.is_empty(), "the members' word is asked first");
+        disowned(&mut taker, now, &heard);
+        // The next pass loses every fragment but the last.
+        let last = passes.last().cloned().expect("a fragment");
+        taker.handle_message(now + Duration::from_millis(500), passer, last, &heard);
+        assert_eq!(taker.sups.len(), 1, "taken over");
     }
 
     /// A leader that never knew the home's base judges a passed copy by the base
