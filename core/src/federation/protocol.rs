@@ -799,13 +799,6 @@ impl Federation {
             seat.leader_suspected && seat.view.contains(from) && !seat.reborn.contains(&from);
         if seat.led_by(self.me) {
             seat.expel(from);
-        } else if seat.leader_suspected && seat.view.contains(from) && !heir_disowns {
-            // A fellow member heard in a newer life, in another group or in none: its
-            // word says nothing of ours, but it will not take ours over either, so
-            // its earlier answers no longer delay our succession. (Before, swarm seed
-            // 520311: three restarted heirs ahead, each answering a probe once before
-            // it said `Leave`, held a member back nine periods after its stall.)
-            seat.heard.remove(&from);
         } else if seat.view.leader == from || heir_disowns {
             // Our leader disowns us, or, with our leader suspected, an heir we probed took
             // the group over without us: we are out of that group and all above it.
@@ -817,6 +810,13 @@ impl Federation {
             } else {
                 self.became_root(now);
             }
+        } else if seat.leader_suspected && seat.view.contains(from) {
+            // A fellow member heard in a newer life, in another group or in none: its
+            // word says nothing of ours, but it will not take ours over either, so
+            // its earlier answers no longer delay our succession. (Before, swarm seed
+            // 520311: three restarted heirs ahead, each answering a probe once before
+            // it said `Leave`, held a member back nine periods after its stall.)
+            seat.heard.remove(&from);
         }
     }
 

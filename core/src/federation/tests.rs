@@ -699,6 +699,22 @@ fn a_restarted_fellow_member_that_says_leave_does_not_delay_the_succession() {
     assert_eq!(view.leader, NodeId(3), "took over by {due}: {view:?}");
 }
 
+/// A `Leave` from the leader itself always puts a member out of the group, even a
+/// leader heard in a newer life while it was a plain member (the record of that
+/// stays with the view through a hand-over) and suspected now: the branch above
+/// for reborn fellow members must not catch it.
+#[test]
+fn a_leave_from_a_suspected_leader_once_reborn_still_puts_the_member_out() {
+    let mut net = Net::group_of_five(5, true);
+    net.tick(3, Time::from_millis(2_000));
+    net.settle(|msg: &Msg| msg.1 == NodeId(0));
+    let n3 = net.agents.get_mut(&NodeId(3)).unwrap();
+    assert!(n3.seats[0].leader_suspected);
+    n3.seats[0].reborn.insert(NodeId(0));
+    net.deliver((NodeId(0), NodeId(3), FedBody::Leave { level: 0 }));
+    assert!(net.agents[&NodeId(3)].seats().is_empty());
+}
+
 // ---- failure detection under loss (see `detect`) ------------------------------
 
 impl Net {

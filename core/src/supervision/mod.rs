@@ -4355,6 +4355,8 @@ mod tests {
         // while the old confirmations still count.
         let joined = led_by(n1(), members(&[1, 2, 3, 4, 5, 6, 7]), 2);
         run(&mut home, 2_600, &joined, &[2, 6, 7]);
+        let old_base = members(&[2, 3, 4, 5]);
+        assert_eq!(home.pending_base(), Some(&old_base[..]), "n6 and n7 joined");
         // Federation removes the silent members; the home's side is most of the
         // new base, never of the old one.
         let cut = led_by(n1(), members(&[1, 2, 6, 7]), 3);
