@@ -27,7 +27,8 @@
 //!   as tall with a lower id founds a new top group of the two roots. This is
 //!   how separate trees (boot, partitions, orphaned subtrees) merge: every
 //!   root probes a contact (seeds, agents it met: the members of its groups
-//!   above level 0 and the leaders above its groups, rack neighbours) every
+//!   above level 0, those of its level-0 groups from other racks, and the
+//!   leaders above its groups; rack neighbours) every
 //!   `probe_period` with an `Attach`; an `Attach` that comes back to its sender
 //!   means the contact is in the same tree: the root leaves that contact out of
 //!   its probes for a few probe periods and probes the next contact at once

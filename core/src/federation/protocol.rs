@@ -697,6 +697,17 @@ impl Federation {
         }
         if view.level > 0 {
             self.remember_contacts(&view.members);
+        } else {
+            // Level-0 members from other racks too: for the last agent of a small
+            // rack, whose group was merged into another rack's, they may be the
+            // only agents it met beyond its rack. (Before, swarm seed 450778: such
+            // an agent, its rack neighbour and the seeds dead, probed only those,
+            // and its tree of one stayed apart until the other root's probes came
+            // round to it, 20 s later.)
+            let far: Vec<NodeId> = (view.members.iter().copied())
+                .filter(|m| !self.neighbours.contains(m))
+                .collect();
+            self.remember_contacts(&far);
         }
         // The leaders above are contacts too, for a plain member as well: once its
         // leader is gone and a partition has split the tree, they may be the only

@@ -6,7 +6,7 @@ use crate::ids::NodeId;
 use crate::time::Time;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 /// A message in flight.
@@ -340,6 +340,47 @@ fn a_root_whose_probe_comes_back_probes_the_next_contact_at_once() {
         !later.is_empty() && later.iter().all(|&n| n == left),
         "{later:?}"
     );
+}
+
+/// The last agent of a small rack, whose group was another rack's, remembers that
+/// group's members as contacts: once its leader, the rest of the group and its rack
+/// neighbour fall silent, its probes go to them too, not only to its rack. (Before,
+/// swarm seed 450778: such an agent probed only its dead rack neighbour and the dead
+/// seeds, and its tree of one stayed apart for 20 s.)
+#[test]
+fn a_root_probes_the_members_of_its_group_from_other_racks() {
+    let config = FederationConfig {
+        min_group: 2,
+        max_group: 5,
+        ..FederationConfig::default()
+    };
+    let mut net = Net::new(6, &config);
+    for agent in net.agents.values_mut() {
+        agent.boot(net.now);
+    }
+    net.set_neighbours(4, &[5]);
+    for joiner in 1..5 {
+        net.join(joiner, 0);
+    }
+    // Everyone else falls silent: n4 takes the group over, removes the silent, and
+    // probes for another tree as a root of one.
+    let mut probed = BTreeSet::new();
+    for tick in 1..=40 {
+        net.tick(4, Time::from_secs(1) + config.period * tick);
+        for (from, to, body) in net.settle(|_| true) {
+            if let FedBody::Attach {
+                joiner, hops: 0, ..
+            } = body
+            {
+                if from == NodeId(4) && joiner == NodeId(4) {
+                    probed.insert(to.0);
+                }
+            }
+        }
+    }
+    assert!(net.agents[&NodeId(4)].is_root());
+    assert!(probed.contains(&5), "{probed:?}");
+    assert!(probed.iter().any(|n| *n < 4), "{probed:?}");
 }
 
 /// Regression (20% uniform loss, 2,000 agents, seed 119: n1822 in no level-0 group at
