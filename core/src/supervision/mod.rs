@@ -118,8 +118,9 @@
 //!   longer counted (they live on, elsewhere; see [`Supervision::follow_group`]).
 //!   The price: a home that fails together with half of the rest of its base or
 //!   more is not taken over (its children are not restarted) unless most of it
-//!   is back within `refresh` of the home's last word (a copy older than that is
-//!   never taken over).
+//!   is back within half of `hold` after the home's last word (a copy of a home
+//!   silent longer than that is never taken over: the members that would refuse
+//!   a stale claim may have forgotten why).
 //! - **Take-overs are told to the group.** The members a take-over counted must
 //!   not later confirm the old home: a heal may give the home most of its base
 //!   again. So a new home tells the members of its group (`TakenOver`, at
@@ -274,7 +275,9 @@ pub struct SupervisionConfig {
     pub retry: Duration,
     /// How often a home resends its whole records to its keepers.
     pub refresh: Duration,
-    /// How long a keeper that does not lead keeps the copy of a departed home.
+    /// How long a keeper that does not lead keeps the copy of a departed home
+    /// (and a member what it heard of take-overs and homes' bases); a copy is taken
+    /// over only within half of it after its home's last word.
     pub hold: Duration,
     /// How many ended local processes a host remembers, to answer a late `Watch`
     /// (only supervisors' spawns and adopted processes: no home asks after others).
@@ -1790,9 +1793,15 @@ impl Supervision {
         let mut claims = BTreeSet::new();
         let (alive, authority) = (&self.alive, slack(self.config.authority));
         // Quiet long enough for its authority to have ended, and not so long that
-        // this copy may be stale (a home sends its keepers `Alive` every probe and
-        // the whole record every `refresh`: a keeper it dropped hears neither).
-        let fresh = self.config.refresh;
+        // the members' memory no longer guards the take-over: a base the home
+        // moved to after its last word here was heard by most of the old base
+        // after that word, and they refuse a claim by an older base for `hold`
+        // after they heard it ([`disown`]); half of `hold` leaves room for their
+        // clocks' rates. (Before, the bound was `refresh`: a home restarted while
+        // partitions had moved its keeper into a group with less than half of its
+        // base, and most of the base was back beside the keeper only 5.8 s after
+        // the home's last word: nobody took the supervisor over, swarm seed 481683.)
+        let fresh = self.config.hold / 2;
         let ended = |home: NodeId| alive.get(&home).is_some_and(|t| now >= *t + authority);
         let recent = |home: NodeId| {
             alive
@@ -3034,6 +3043,44 @@ mod tests {
             &without_home,
         );
         assert_eq!(keeper.sups.len(), 1, "kept when the home left");
+    }
+
+    /// Regression (swarm seed 481683, `supervision.restarted`): a copy is taken
+    /// over up to half of `hold` after its home's last word, no longer only within
+    /// `refresh`. A home restarted while partitions had moved its keeper into a
+    /// group with less than half of its base; most of the base was back beside the
+    /// keeper past `refresh`, and nobody ever took the supervisor over.
+    #[test]
+    fn a_copy_is_taken_over_until_half_of_hold_after_its_homes_last_word() {
+        let (h, k) = (id(1), id(2));
+        let home = lone_home(h);
+        let with_home = led_by(k, vec![h.node, k.node, NodeId(3), NodeId(4)], 1);
+        let group = with_home.tree.local_group();
+        let config = SupervisionConfig::default();
+        let last_word = Time::from_millis(20);
+        let taken_if_restart_heard_at = |at: Time| {
+            let mut keeper = Supervision::new(k, config.clone(), 0);
+            keep(&mut keeper, h.node, &home, &group, others(&group, h.node));
+            let changed = ServiceEvent::GroupChanged { instance: 0 };
+            let mut now = Time::from_millis(30);
+            keeper.handle_event(now, &changed, &with_home);
+            // Ticking all along: a late tick would count as a stall of this agent.
+            while now + config.probe_period < at {
+                now = now + config.probe_period;
+                keeper.handle_timeout(now, &with_home);
+            }
+            let restarted = ServiceEvent::PeerRestarted { node: h.node };
+            keeper.handle_event(at, &restarted, &with_home);
+            !keeper.sups.is_empty()
+        };
+        let second = Duration::from_secs(1);
+        assert!(taken_if_restart_heard_at(
+            last_word + config.refresh + second
+        ));
+        assert!(taken_if_restart_heard_at(last_word + config.hold / 2));
+        assert!(!taken_if_restart_heard_at(
+            last_word + config.hold / 2 + second
+        ));
     }
 
     /// Regression (swarm seed 330599, `supervision.restarted`): a home gave a child
