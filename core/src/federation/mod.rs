@@ -111,8 +111,9 @@
 //! join a group, parentless groups attach into the tree their contact belongs
 //! to (a total order on roots — height, then lowest leader id — decides which
 //! tree absorbs which, so two roots never attach to each other), overfull
-//! groups split in two halves of at least `min` members and the new half
-//! attaches beside the old under the same parent (so all level-0 groups stay
+//! groups split in two halves of at least `min` members and the new half (led
+//! by its lowest member that the splitting leader does not suspect) attaches
+//! beside the old under the same parent (so all level-0 groups stay
 //! at the same depth, as in a B-tree), undersized groups merge into a sibling,
 //! and a top group of one dissolves. Depth stays within `log_min(N) + 1`.
 

@@ -664,6 +664,15 @@ impl Federation {
             return;
         };
         new_view.epoch = new_view.epoch.max(1);
+        // Not a member this agent suspects: a dead one would lead the new half, and
+        // its members would take the hand-over and wait out its silence afresh.
+        // (Before, swarm seed 570237: a joiner split a group whose lowest member of
+        // the other half had crashed 2.6 s before, and that half followed it for
+        // 2.7 s more.)
+        let suspects = &self.seats[level].suspects;
+        if let Some(live) = other.iter().find(|m| !suspects.contains(m)) {
+            new_view.leader = *live;
+        }
         let new_leader = new_view.leader;
         for m in other {
             self.seats[level].expel(*m);

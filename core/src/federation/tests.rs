@@ -383,6 +383,43 @@ fn a_root_probes_the_members_of_its_group_from_other_racks() {
     assert!(probed.iter().any(|n| *n < 4), "{probed:?}");
 }
 
+/// Regression (swarm seed 570237, `federation`): a leader splitting its group does
+/// not make a member it suspects the leader of the new half. Before, a joiner
+/// split a level-1 group whose lowest member of the other half had crashed 2.6 s
+/// before; that half took the hand-over and followed the dead leader for 2.7 s more.
+#[test]
+fn a_split_does_not_hand_the_new_half_to_a_suspect() {
+    let mut net = Net::group_of_five(6, true);
+    let period = FederationConfig::default().period;
+    // n3 falls silent: n0 suspects it (and has not removed it yet).
+    for tick in 1..=3 {
+        let at = Time::from_secs(1) + period * tick;
+        for node in 0..5 {
+            net.tick(node, at);
+        }
+        net.settle(|m| m.0 == NodeId(3) || m.1 == NodeId(3));
+    }
+    assert!(net.agents[&NodeId(0)].seats[0]
+        .suspects
+        .contains(&NodeId(3)));
+    // n5 joins: six members split into n0, n1, n2 and n3, n4, n5.
+    net.deliver((
+        NodeId(5),
+        NodeId(0),
+        FedBody::Attach {
+            joiner: NodeId(5),
+            level: 0,
+            hops: 0,
+        },
+    ));
+    net.settle(|m| m.1 == NodeId(3));
+    for node in [4, 5] {
+        let view = net.agents[&NodeId(node)].seats()[0].view();
+        assert_eq!(view.members, [3, 4, 5].map(NodeId).to_vec(), "{view:?}");
+        assert_eq!(view.leader, NodeId(4), "n{node} follows {view:?}");
+    }
+}
+
 /// Regression (20% uniform loss, 2,000 agents, seed 119: n1822 in no level-0 group at
 /// 5.5 s). An agent sent to another group (a merge, a dissolve) just after its tick,
 /// whose `Attach` is lost, asks again at its next tick; it used to wait two periods.
