@@ -142,7 +142,7 @@ fn is_view(msg: &Msg, from: u32, to: u32) -> bool {
 }
 
 /// n5 attaches to n0's full group of five, which splits: n0 keeps n0..n2 and
-/// hands n3..n5 to n3.
+/// hands n3..n5 to n3 (unless n0 suspects it).
 fn sixth_attaches(net: &mut Net) {
     net.deliver((
         NodeId(5),
@@ -402,16 +402,7 @@ fn a_split_does_not_hand_the_new_half_to_a_suspect() {
     assert!(net.agents[&NodeId(0)].seats[0]
         .suspects
         .contains(&NodeId(3)));
-    // n5 joins: six members split into n0, n1, n2 and n3, n4, n5.
-    net.deliver((
-        NodeId(5),
-        NodeId(0),
-        FedBody::Attach {
-            joiner: NodeId(5),
-            level: 0,
-            hops: 0,
-        },
-    ));
+    sixth_attaches(&mut net);
     net.settle(|m| m.1 == NodeId(3));
     for node in [4, 5] {
         let view = net.agents[&NodeId(node)].seats()[0].view();
