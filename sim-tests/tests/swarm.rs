@@ -487,6 +487,9 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// restarted home's base was back beside its keeper 5.8 s after that word). Seed
 /// 570237 fails `federation` before a split handed the new half to its lowest
 /// member the splitter did not suspect (it was handed to a member dead 2.6 s).
+/// Seed 580920 fails `messaging.fate_reported` before sends waiting for credit
+/// to a host that answers nothing ended with the first item that timed out (a
+/// client's requests to a crashed server's host queued behind 256 of them).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

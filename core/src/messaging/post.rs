@@ -45,7 +45,11 @@
 //! its senders at their agents: nothing is dropped without an error to its sender,
 //! and no send waits for credit without a deadline (a mailbox nobody reads would
 //! otherwise hold its senders' queues for ever: each parked item that times out lets
-//! one more out, to park again).
+//! one more out, to park again). A receiver's host that answers nothing is not a
+//! slow receiver: when an item ends `Unknown` with nothing of its pair answered
+//! since it went out, the data sends waiting for the pair's credit end `Unknown`
+//! at once, never sent, rather than each waiting for a window of items ahead to
+//! time out.
 //!
 //! **Idle pairs.** The receiving side of a pair is kept while its receiver lives,
 //! but forgotten once it holds nothing (no held or parked item) and no item came for
@@ -249,6 +253,8 @@ struct OutPair {
     next: u64,
     inflight: BTreeMap<u64, Flight>,
     waiting: VecDeque<Pending>,
+    /// When an item of the pair was last answered (`Time::ZERO` before the first).
+    answered: Time,
 }
 
 /// The watcher side of the monitors of one remote host's processes.
@@ -529,6 +535,7 @@ impl Post {
             next: 0,
             inflight: BTreeMap::new(),
             waiting: VecDeque::new(),
+            answered: Time::ZERO,
         });
         if pair.waiting.is_empty() && pair.inflight.len() < window {
             self.transmit(from, to, pending);
@@ -939,6 +946,7 @@ impl Post {
         let Some(flight) = pair.inflight.get_mut(&seq) else {
             return;
         };
+        pair.answered = now;
         let first_answer = !flight.parked;
         let measured = (first_answer && !flight.resent && remote).then_some(flight.sent_at);
         if outcome == Outcome::Parked {
@@ -972,23 +980,40 @@ impl Post {
         }
     }
 
-    /// No answer in time: the send ends `Unknown` and frees its credit.
+    /// No answer in time: the send ends `Unknown` and frees its credit. If nothing
+    /// of the pair was answered since it went out, the receiver's host does not
+    /// answer at all: the pair's data sends waiting for credit end `Unknown` too,
+    /// never sent (control mail waits on). Otherwise each would wait for an item
+    /// ahead to fail, a fate timeout per window, far past it. (Before, swarm seed
+    /// 580920: a client's requests to a server whose host had crashed queued behind
+    /// 256 items failing one timeout at a time, and waited more than 3 s.)
     fn give_up(&mut self, from: Pid, to: Pid, seq: u64) {
-        if let Some(f) = self
-            .outbound
-            .get_mut(&(from, to))
-            .and_then(|p| p.inflight.remove(&seq))
-        {
-            self.inflight -= 1;
-            let fate = if self.removed.contains(&to.origin()) {
-                SendError::Lost
-            } else {
-                SendError::Unknown
-            };
-            self.failed_to.insert(to);
-            self.settle_reply(f.reply, Err(fate));
-            self.pump(from, to);
+        let Some(pair) = self.outbound.get_mut(&(from, to)) else {
+            return;
+        };
+        let Some(f) = pair.inflight.remove(&seq) else {
+            return;
+        };
+        self.inflight -= 1;
+        let fate = if self.removed.contains(&to.origin()) {
+            SendError::Lost
+        } else {
+            SendError::Unknown
+        };
+        let mut failed = vec![f.reply];
+        if pair.answered < f.sent_at {
+            let (control, data) = std::mem::take(&mut pair.waiting)
+                .into_iter()
+                .partition::<VecDeque<_>, _>(|p| p.due == Time::NEVER);
+            pair.waiting = control;
+            self.blocked -= data.len();
+            failed.extend(data.into_iter().map(|p| p.reply));
         }
+        self.failed_to.insert(to);
+        for reply in failed {
+            self.settle_reply(reply, Err(fate));
+        }
+        self.pump(from, to);
     }
 
     /// The pair's blocking sends that waited for credit until `now` fail `Full`: they

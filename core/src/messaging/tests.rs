@@ -621,6 +621,43 @@ fn credits_stop_a_pair_at_the_sender() {
     );
 }
 
+/// Swarm seed 580920 (`messaging.fate_reported`): sends waiting for credit to a
+/// host that answers nothing end `Unknown` with the first item that times out,
+/// never sent. Before, each waited for an item ahead to time out: a client's
+/// requests to a server whose host had crashed queued behind a full window of
+/// items failing one fate timeout at a time, and waited more than 3 s.
+#[test]
+fn sends_waiting_for_credit_to_a_silent_host_end_with_the_first_timeout() {
+    let config = MessagingConfig {
+        credit_window: 2,
+        ..MessagingConfig::default()
+    };
+    let mut net = Net::new(2, &config);
+    let (a, b) = (pid(1, 1), pid(2, 1));
+    net.start(a, T);
+    net.start(b, T);
+    let t0 = net.now;
+    let sends: Vec<_> = (0..5u8)
+        .map(|i| net.send(a, b, &[i], Delivery::Reliable, true))
+        .collect();
+    // b's host answers nothing: what a sends (and sends again) is lost.
+    let step = Duration::from_millis(10);
+    while net.now < t0 + config.fate_timeout {
+        net.wire.clear();
+        let t = net.now + step;
+        net.advance_to(t);
+    }
+    for r in &sends {
+        assert_eq!(net.reply(*r), err(SendError::Unknown));
+    }
+    // A send after them goes out, and b's answer settles it.
+    net.wire.clear();
+    let after = net.send(a, b, b"after", Delivery::Reliable, true);
+    net.run();
+    assert_eq!(net.reply(after), ok());
+    assert_eq!(data(&net.recv(b, 10)), vec![b"after".to_vec()]);
+}
+
 /// Swarm seed 79: a process that never reads filled its mailbox; the parked sends
 /// held the pair's whole credit, and the blocking sends behind them waited at the
 /// sender's agent with no deadline (each parked send that timed out let one more
