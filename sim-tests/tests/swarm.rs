@@ -489,7 +489,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// member the splitter did not suspect (it was handed to a member dead 2.6 s).
 /// Seed 580920 fails `messaging.fate_reported` before sends waiting for credit
 /// to a host that answers nothing ended with the first item that timed out (a
-/// client's requests to a crashed server's host queued behind 256 of them).
+/// client's requests to a crashed server's host queued behind 256 of them). Seed
+/// 592305 fails `supervision.restarted` before the check counted a crashed home's
+/// bound from when the first keeper of its copies could act (its one keeper was
+/// paused when the home restarted).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

@@ -925,16 +925,38 @@ impl Simulation {
             })
     }
 
+    /// When the first agent that keeps a copy of `home`'s supervisors can act on
+    /// its loss: now, or, if every such keeper is stalled, when the first resumes.
+    /// (Before, the bound of a home's slots counted from its crash even when its
+    /// only keeper was stalled then: swarm seed 592305, whose two hosts were both
+    /// paused and the home restarted during the pause.)
+    fn keepers_back(&self, home: NodeId) -> Time {
+        let Some(agent) = self.hosts[home.0 as usize].agent.as_ref() else {
+            return self.now;
+        };
+        let children = supervised_children(agent);
+        let keeps = |agent: &Agent| {
+            let kept = agent.services().supervision.kept_children();
+            kept.into_iter().any(|p| children.contains(&p))
+        };
+        (self.hosts.iter().enumerate())
+            .filter(|(i, _)| *i != home.0 as usize)
+            .filter(|(_, host)| host.agent.as_ref().is_some_and(keeps))
+            .map(|(_, host)| host.paused_until.max(self.now))
+            .min()
+            .unwrap_or(self.now)
+    }
+
     fn crash(&mut self, node: NodeId) {
-        let home = self.is_home(node);
+        let home = self.is_home(node).then(|| self.keepers_back(node));
         if let Some(s) = self.supervision.as_mut() {
             s.sibling_host_silenced(node, self.now);
         }
         self.placement.crash(node);
         if let Some(s) = self.supervision.as_mut() {
             s.reconcile(self.now, &self.placement);
-            if home {
-                s.home_lost(self.now);
+            if let Some(back) = home {
+                s.home_lost(back);
             }
         }
         if let Some(m) = self.messaging.as_mut() {
