@@ -1001,7 +1001,9 @@ impl Post {
             SendError::Unknown
         };
         let mut failed = vec![f.reply];
-        if pair.answered < f.sent_at {
+        // A parked item was answered (`Parked`): its receiver is slow, not silent.
+        let silent = !f.parked && pair.answered < f.sent_at;
+        if silent {
             let (control, data) = std::mem::take(&mut pair.waiting)
                 .into_iter()
                 .partition::<VecDeque<_>, _>(|p| p.due == Time::NEVER);

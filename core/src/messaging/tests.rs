@@ -307,10 +307,7 @@ fn the_sender_must_be_a_live_local_process_of_the_tenant_and_size_is_checked_fir
 
 #[test]
 fn a_remote_send_is_one_hop_and_fifo_with_its_class() {
-    let mut net = Net::new(2, &MessagingConfig::default());
-    let (a, b) = (pid(1, 1), pid(2, 1));
-    net.start(a, T);
-    net.start(b, T);
+    let (mut net, a, b) = two_agents(&MessagingConfig::default());
     let rs: Vec<RequestId> = (0..5u8)
         .map(|i| net.send(a, b, &[i], Delivery::AtMostOnce, false))
         .collect();
@@ -381,10 +378,7 @@ fn a_mailbox_is_made_only_when_mail_comes_and_unopened_processes_answer_as_befor
 #[test]
 fn no_answer_ends_unknown_after_the_fate_timeout() {
     let config = MessagingConfig::default();
-    let mut net = Net::new(2, &config);
-    let (a, b) = (pid(1, 1), pid(2, 1));
-    net.start(a, T);
-    net.start(b, T);
+    let (mut net, a, b) = two_agents(&config);
     let r = net.send(a, b, b"x", Delivery::AtMostOnce, false);
     net.wire.clear(); // lost
     let t0 = net.now;
@@ -441,10 +435,7 @@ fn a_send_that_fails_to_reach_a_cached_name_drops_it() {
 /// sends a second, those wakes were a fifth of the simulator's events).
 #[test]
 fn answered_sends_leave_the_sender_no_deadline() {
-    let mut net = Net::new(2, &MessagingConfig::default());
-    let (a, b) = (pid(1, 1), pid(2, 1));
-    net.start(a, T);
-    net.start(b, T);
+    let (mut net, a, b) = two_agents(&MessagingConfig::default());
     let sends = [
         net.send(a, b, b"once", Delivery::AtMostOnce, false),
         net.send(a, b, b"surely", Delivery::Reliable, false),
@@ -460,10 +451,7 @@ fn answered_sends_leave_the_sender_no_deadline() {
 #[test]
 fn reliable_sends_are_resent_and_delivered_once() {
     let config = MessagingConfig::default();
-    let mut net = Net::new(2, &config);
-    let (a, b) = (pid(1, 1), pid(2, 1));
-    net.start(a, T);
-    net.start(b, T);
+    let (mut net, a, b) = two_agents(&config);
     let r0 = net.send(a, b, b"0", Delivery::Reliable, false);
     let r1 = net.send(a, b, b"1", Delivery::Reliable, false);
     // The first is lost, the second arrives twice (before the first).
@@ -491,10 +479,7 @@ fn reliable_sends_are_resent_and_delivered_once() {
 #[test]
 fn swapped_at_most_once_messages_both_arrive_in_order_within_the_reorder_wait() {
     let config = MessagingConfig::default();
-    let mut net = Net::new(2, &config);
-    let (a, b) = (pid(1, 1), pid(2, 1));
-    net.start(a, T);
-    net.start(b, T);
+    let (mut net, a, b) = two_agents(&config);
     let r0 = net.send(a, b, b"0", Delivery::AtMostOnce, false);
     let r1 = net.send(a, b, b"1", Delivery::AtMostOnce, false);
     let first = net.wire.pop_front().unwrap();
@@ -510,10 +495,7 @@ fn swapped_at_most_once_messages_both_arrive_in_order_within_the_reorder_wait() 
 #[test]
 fn an_at_most_once_message_later_than_the_reorder_wait_is_overtaken_and_order_holds() {
     let config = MessagingConfig::default();
-    let mut net = Net::new(2, &config);
-    let (a, b) = (pid(1, 1), pid(2, 1));
-    net.start(a, T);
-    net.start(b, T);
+    let (mut net, a, b) = two_agents(&config);
     let r0 = net.send(a, b, b"0", Delivery::AtMostOnce, false);
     let r1 = net.send(a, b, b"1", Delivery::AtMostOnce, false);
     let r2 = net.send(a, b, b"2", Delivery::AtMostOnce, false);
@@ -539,10 +521,7 @@ fn with_no_reorder_wait_an_overtaken_message_is_dropped_at_once() {
         reorder_wait: Duration::ZERO,
         ..MessagingConfig::default()
     };
-    let mut net = Net::new(2, &config);
-    let (a, b) = (pid(1, 1), pid(2, 1));
-    net.start(a, T);
-    net.start(b, T);
+    let (mut net, a, b) = two_agents(&config);
     let r0 = net.send(a, b, b"0", Delivery::AtMostOnce, false);
     let r1 = net.send(a, b, b"1", Delivery::AtMostOnce, false);
     let first = net.wire.pop_front().unwrap();
@@ -601,10 +580,7 @@ fn credits_stop_a_pair_at_the_sender() {
         credit_window: 2,
         ..MessagingConfig::default()
     };
-    let mut net = Net::new(2, &config);
-    let (a, b) = (pid(1, 1), pid(2, 1));
-    net.start(a, T);
-    net.start(b, T);
+    let (mut net, a, b) = two_agents(&config);
     let r0 = net.send(a, b, b"0", Delivery::AtMostOnce, false);
     let r1 = net.send(a, b, b"1", Delivery::AtMostOnce, false);
     let r2 = net.send(a, b, b"2", Delivery::AtMostOnce, false);
@@ -632,10 +608,7 @@ fn sends_waiting_for_credit_to_a_silent_host_end_with_the_first_timeout() {
         credit_window: 2,
         ..MessagingConfig::default()
     };
-    let mut net = Net::new(2, &config);
-    let (a, b) = (pid(1, 1), pid(2, 1));
-    net.start(a, T);
-    net.start(b, T);
+    let (mut net, a, b) = two_agents(&config);
     let t0 = net.now;
     let sends: Vec<_> = (0..5u8)
         .map(|i| net.send(a, b, &[i], Delivery::Reliable, true))
@@ -669,10 +642,7 @@ fn a_blocking_send_waiting_for_credit_fails_full_after_block_timeout() {
         credit_window: 2,
         ..MessagingConfig::default()
     };
-    let mut net = Net::new(2, &config);
-    let (a, b) = (pid(1, 1), pid(2, 1));
-    net.start(a, T);
-    net.start(b, T);
+    let (mut net, a, b) = two_agents(&config);
     let send = |net: &mut Net, d: &[u8]| net.send(a, b, d, Delivery::Reliable, true);
     let delivered = send(&mut net, b"0");
     net.run();
@@ -810,12 +780,18 @@ fn monitoring_a_missing_process_answers_no_process_and_a_silent_host_unreachable
     );
 }
 
+/// Two agents, each running process 1 of tenant `T`: `a` on agent 1, `b` on agent 2.
+fn two_agents(config: &MessagingConfig) -> (Net, Pid, Pid) {
+    let mut net = Net::new(2, config);
+    let (a, b) = (pid(1, 1), pid(2, 1));
+    net.start(a, T);
+    net.start(b, T);
+    (net, a, b)
+}
+
 /// Two agents; process 1 of agent 1 monitors process 1 of agent 2.
 fn watched_across_two_agents(config: &MessagingConfig) -> (Net, Pid, Pid) {
-    let mut net = Net::new(2, config);
-    let (watcher, watched) = (pid(1, 1), pid(2, 1));
-    net.start(watcher, T);
-    net.start(watched, T);
+    let (mut net, watcher, watched) = two_agents(config);
     net.call(
         NodeId(1),
         ApiCall::Monitor {
@@ -949,10 +925,7 @@ fn a_cancelled_receive_frees_its_mailbox_at_once() {
 
 #[test]
 fn distance_reports_the_class_and_the_measured_round_trip() {
-    let mut net = Net::new(2, &MessagingConfig::default());
-    let (a, b) = (pid(1, 1), pid(2, 1));
-    net.start(a, T);
-    net.start(b, T);
+    let (mut net, a, b) = two_agents(&MessagingConfig::default());
     let ask = |net: &mut Net| {
         let r = net.call(
             NodeId(1),
@@ -1079,10 +1052,7 @@ fn a_burst_of_acks_leaves_in_batches_of_at_most_the_bound() {
         ack_delay: Duration::from_millis(10),
         ..MessagingConfig::default()
     };
-    let mut net = Net::new(2, &config);
-    let (a, b) = (pid(1, 1), pid(2, 1));
-    net.start(a, T);
-    net.start(b, T);
+    let (mut net, a, b) = two_agents(&config);
     let n = msg::ACKS_PER_MESSAGE * 3 + 1;
     for seq in 0..n as u64 {
         let item = MessagingMsg::Deliver(Item {
@@ -1225,10 +1195,7 @@ fn blocked_senders_hear_when_the_receiver_exits_and_bytes_are_a_bound() {
         mailbox_bytes: 4,
         ..MessagingConfig::default()
     };
-    let mut net = Net::new(2, &config);
-    let (a, b) = (pid(1, 1), pid(2, 1));
-    net.start(a, T);
-    net.start(b, T);
+    let (mut net, a, b) = two_agents(&config);
     let r = net.send(a, b, b"1234", Delivery::AtMostOnce, false);
     net.run();
     assert_eq!(net.reply(r), ok());
