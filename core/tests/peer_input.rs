@@ -167,6 +167,7 @@ fn a_view_with_the_largest_epoch_does_not_panic_its_member() {
         epoch: u64::MAX,
         members: vec![NodeId(0), NodeId(1)],
         ancestors: Vec::new(),
+        heirs_above: Vec::new(),
     };
     let out = deliver(&mut a, Time::from_millis(1), 0, 1, fed(FedBody::View(view)));
     assert_eq!(rejects(&out), [Reject::Epoch]);
@@ -184,6 +185,7 @@ fn a_view_with_300_ancestors_does_not_panic_a_spawn() {
         epoch: 5,
         members: vec![NodeId(0), NodeId(1)],
         ancestors: (2..302).map(NodeId).collect(),
+        heirs_above: Vec::new(),
     };
     let out = deliver(&mut a, Time::from_millis(1), 0, 1, fed(FedBody::View(view)));
     assert!(matches!(

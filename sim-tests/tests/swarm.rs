@@ -492,7 +492,12 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// client's requests to a crashed server's host queued behind 256 of them). Seed
 /// 592305 fails `supervision.restarted` before the check counted a crashed home's
 /// bound from when the first keeper of its copies could act (its one keeper was
-/// paused when the home restarted).
+/// paused when the home restarted). Seed 611093 fails `federation` before views
+/// named the heirs of the groups above that their leader leads (the root led its
+/// rack's level-0 group too, crashed, and its heir knew no one else alive); its
+/// full run, shrunk again, fails `federation` before seeds, contacts and rack
+/// neighbours took turns in a root's probes (each root of a rack of 64 probed its
+/// own rack mates, and two trees that knew each other stayed apart).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

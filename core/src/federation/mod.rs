@@ -14,7 +14,10 @@
 //!
 //! Leadership is deterministic and stable: the founder of a group leads it,
 //! joiners never displace the leader, and when a leader leaves or fails the
-//! lowest remaining id (the heir) takes over, its seats above included.
+//! lowest remaining id (the heir) takes over, its seats above included. A
+//! group's view names the leaders above it (`ancestors`) and, for the groups
+//! above that its own leader leads, their heirs (`heirs_above`): an heir that
+//! took a group over from a dead leader attaches through them.
 //!
 //! # Messages ([`FedBody`])
 //!
@@ -28,7 +31,7 @@
 //!   how separate trees (boot, partitions, orphaned subtrees) merge: every
 //!   root probes a contact (seeds, agents it met: the members of its groups
 //!   above level 0, those of its level-0 groups from other racks, and the
-//!   leaders above its groups; rack neighbours) every
+//!   leaders above its groups and their heirs; rack neighbours) every
 //!   `probe_period` with an `Attach`; an `Attach` that comes back to its sender
 //!   means the contact is in the same tree: the root leaves that contact out of
 //!   its probes for a few probe periods and probes the next contact at once
@@ -481,7 +484,11 @@ pub struct Federation {
     contacts: VecDeque<NodeId>,
     /// Agents to probe before any other (the ancestors of a group this agent took over).
     priority_contacts: VecDeque<NodeId>,
-    contact_cursor: usize,
+    /// Probes sent, and per pool of [`Federation::next_contact`] (seeds, contacts,
+    /// rack neighbours) how many went to it: the next probe's pool, and that pool's
+    /// next entry.
+    probes_sent: usize,
+    pool_cursors: [usize; 3],
     /// The contact of this root's latest probe, until its `Attach` comes back.
     probed: Option<NodeId>,
     /// The latest probe was the tick's own: if it comes back, the next contact is
@@ -531,7 +538,8 @@ impl Federation {
             neighbours: Vec::new(),
             contacts: VecDeque::new(),
             priority_contacts: VecDeque::new(),
-            contact_cursor: 0,
+            probes_sent: 0,
+            pool_cursors: [0; 3],
             probed: None,
             probe_again: false,
             same_tree: BTreeMap::new(),
@@ -754,14 +762,16 @@ impl Federation {
     }
 
     /// Pushes every changed view to its members ([`VIEW_COPIES`] times), with its
-    /// ancestors brought up to date.
+    /// ancestors and heirs above brought up to date.
     fn flush(&mut self) {
         for level in 0..self.seats.len() {
             if self.seats[level].led_by(self.me) {
                 let ancestors = self.ancestors_of(level);
+                let heirs_above = self.heirs_above(level);
                 let seat = &mut self.seats[level];
-                if seat.view.ancestors != ancestors {
+                if seat.view.ancestors != ancestors || seat.view.heirs_above != heirs_above {
                     seat.view.ancestors = ancestors;
+                    seat.view.heirs_above = heirs_above;
                     seat.view.epoch = seat.view.epoch.saturating_add(1);
                     seat.dirty = true;
                 }
@@ -812,6 +822,20 @@ impl Federation {
         above.chain(beyond).take(MAX_ANCESTORS).collect()
     }
 
+    /// The heirs of the groups above `level` that this agent leads, nearest first
+    /// ([`View::heirs_above`]): when it dies, the heir of its group at `level`
+    /// finds the tree again through them. (Before, swarm seed 611093: the root also
+    /// led its rack's level-0 group, that rack's other agents knew no one beyond
+    /// it but the dead seeds, and once it crashed its heir led a tree of its own for
+    /// good.)
+    fn heirs_above(&self, level: usize) -> Vec<NodeId> {
+        (self.seats.iter().skip(level + 1))
+            .filter(|s| s.led_by(self.me))
+            .filter_map(|s| s.view.heir())
+            .take(MAX_ANCESTORS)
+            .collect()
+    }
+
     /// Remembers `nodes` as contacts for finding other trees.
     fn remember_contacts(&mut self, nodes: &[NodeId]) {
         for n in nodes {
@@ -824,10 +848,14 @@ impl Federation {
         }
     }
 
-    /// The next agent to probe for another tree: every other probe goes to a seed
-    /// (in turn), the others to remembered contacts and rack neighbours (in turn),
+    /// The next agent to probe for another tree: the seeds, the contacts it
+    /// remembers and its rack neighbours take turns (a pool with no one in it takes
+    /// no turn; an agent in two pools is in the first only), each walked in order,
     /// skipping this agent, the members of its own seats and the contacts found in
-    /// its tree lately.
+    /// its tree lately. (Before, contacts and rack
+    /// neighbours shared every other probe, contacts first: a root whose rack of 64
+    /// was all in its own tree probed its rack mates for most of a minute before it
+    /// came back to the contacts it had met in the other tree, swarm seed 611093.)
     fn next_contact(&mut self, now: Time) -> Option<NodeId> {
         if let Some(first) = self.priority_contacts.pop_front() {
             return Some(first);
@@ -841,21 +869,21 @@ impl Federation {
                 && !self.seats.iter().any(|s| s.view.contains(*n))
         };
         let seeds: Vec<NodeId> = self.config.seeds.iter().copied().filter(outside).collect();
-        let others: Vec<NodeId> = self
-            .contacts
-            .iter()
-            .chain(self.neighbours.iter())
-            .copied()
-            .filter(outside)
+        let contacts: Vec<NodeId> = (self.contacts.iter().copied())
+            .filter(|n| outside(n) && !seeds.contains(n))
             .collect();
-        self.contact_cursor = self.contact_cursor.wrapping_add(1);
-        let turn = self.contact_cursor / 2;
-        let from_seeds = self.contact_cursor.is_multiple_of(2) || others.is_empty();
-        let pool = if from_seeds && !seeds.is_empty() {
-            &seeds
-        } else {
-            &others
-        };
-        (!pool.is_empty()).then(|| pool[turn % pool.len()])
+        let neighbours: Vec<NodeId> = (self.neighbours.iter().copied())
+            .filter(|n| outside(n) && !seeds.contains(n) && !contacts.contains(n))
+            .collect();
+        let pools = [seeds, contacts, neighbours];
+        let turn = self.probes_sent;
+        self.probes_sent = turn.wrapping_add(1);
+        let pool = (turn..turn + pools.len())
+            .map(|t| t % pools.len())
+            .find(|&p| !pools[p].is_empty())?;
+        let cursor = &mut self.pool_cursors[pool];
+        let next = pools[pool][*cursor % pools[pool].len()];
+        *cursor = cursor.wrapping_add(1);
+        Some(next)
     }
 }

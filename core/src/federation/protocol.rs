@@ -247,11 +247,7 @@ impl Federation {
         let lvl = level as Level;
         let seat = &mut self.seats[level];
         let old = seat.view.leader;
-        let ancestors: Vec<NodeId> = seat
-            .view
-            .ancestors
-            .iter()
-            .copied()
+        let ancestors: Vec<NodeId> = (seat.view.attach_points())
             .filter(|a| *a != old && *a != self.me)
             .collect();
         seat.view.remove(old);
@@ -722,8 +718,10 @@ impl Federation {
         // leader is gone and a partition has split the tree, they may be the only
         // agents it knows beyond its rack. (Before, swarm seed 211518: the last
         // agent of a rack, whose leader and both seeds had died, knew no one else
-        // and stayed a tree of its own.)
+        // and stayed a tree of its own.) So are the heirs above, which lead those
+        // groups once a leader that led them is gone.
         self.remember_contacts(&view.ancestors);
+        self.remember_contacts(&view.heirs_above);
         if l > self.seats.len() {
             self.send(from, FedBody::Leave { level: view.level });
             return;
@@ -806,7 +804,7 @@ impl Federation {
     /// We were handed the group at `level` to lead, with no seat above it: attach
     /// through the ancestors the view names.
     fn seek_parent(&mut self, now: Time, level: usize) {
-        let ancestors = self.seats[level].view.ancestors.clone();
+        let ancestors = self.seats[level].view.attach_points().collect();
         self.rejoin_through(now, level, ancestors);
     }
 

@@ -342,6 +342,29 @@ fn a_root_whose_probe_comes_back_probes_the_next_contact_at_once() {
     );
 }
 
+/// A root's probes go in turn to a seed, a contact it remembers and a rack
+/// neighbour. (Before, swarm seed 611093: contacts and rack neighbours shared every
+/// other probe, and a root whose rack of 64 was all in its own tree probed its rack
+/// mates for most of a minute before it came back to the contacts it had met in the
+/// other tree.)
+#[test]
+fn a_roots_probes_take_turns_among_seeds_contacts_and_rack_neighbours() {
+    let config = FederationConfig {
+        seeds: vec![NodeId(1)],
+        ..FederationConfig::default()
+    };
+    let mut net = Net::new(40, &config);
+    let now = net.now;
+    let root = net.agents.get_mut(&NodeId(0)).expect("n0");
+    // The seed and a contact are rack neighbours too: they take no neighbour's turn.
+    root.set_neighbours((1..39).map(NodeId).collect());
+    root.remember_contacts(&[NodeId(38), NodeId(39)]);
+    let probed: Vec<u32> = (0..7)
+        .map(|_| root.next_contact(now).map_or(0, |n| n.0))
+        .collect();
+    assert_eq!(probed, [1, 38, 2, 1, 39, 3, 1]);
+}
+
 /// The last agent of a small rack, whose group was another rack's, remembers that
 /// group's members as contacts: once its leader, the rest of the group and its rack
 /// neighbour fall silent, its probes go to them too, not only to its rack. (Before,
@@ -381,6 +404,63 @@ fn a_root_probes_the_members_of_its_group_from_other_racks() {
     assert!(net.agents[&NodeId(4)].is_root());
     assert!(probed.contains(&5), "{probed:?}");
     assert!(probed.iter().any(|n| *n < 4), "{probed:?}");
+}
+
+/// Regression (swarm seed 611093, `federation`): the heir of a level-0 group whose
+/// leader also led the group above finds the tree through that group's heir. Before,
+/// the view named only the dead leader above (and the seeds were gone too): the heir
+/// led a tree of its own for good.
+#[test]
+fn the_heir_of_a_leader_that_led_the_group_above_rejoins_through_its_heir() {
+    let config = FederationConfig {
+        min_group: 2,
+        max_group: 5,
+        ..FederationConfig::default()
+    };
+    let mut net = Net::new(5, &config);
+    for agent in net.agents.values_mut() {
+        agent.boot(net.now);
+    }
+    // Two racks, n0-n2 and n3-n4, whose agents never shared a group.
+    for (node, rack) in [(0, [1, 2]), (1, [0, 2]), (2, [0, 1])] {
+        net.set_neighbours(node, &rack);
+    }
+    net.set_neighbours(3, &[4]);
+    net.set_neighbours(4, &[3]);
+    net.join(1, 0);
+    net.join(2, 0);
+    net.join(4, 3);
+    // The two roots meet: n0 founds the top group [n0 n3].
+    let attach = FedBody::Attach {
+        joiner: NodeId(3),
+        level: 1,
+        hops: 0,
+    };
+    net.deliver((NodeId(3), NodeId(0), attach));
+    assert!(net.settle(|_| false).is_empty());
+    let view = net.agents[&NodeId(1)].seats()[0].view().clone();
+    assert_eq!(
+        (view.ancestors, view.heirs_above),
+        (vec![NodeId(0)], vec![NodeId(3)])
+    );
+    // n0 dies: n1 takes its group over, n3 the top group.
+    let period = FederationConfig::default().period;
+    for tick in 1..=40 {
+        let at = Time::from_secs(1) + period * tick;
+        for node in 1..5 {
+            net.tick(node, at);
+        }
+        net.settle(|m| m.0 == NodeId(0) || m.1 == NodeId(0));
+    }
+    let top = |n: u32| {
+        let view = net.agents[&NodeId(n)]
+            .seats()
+            .last()
+            .map(|s| s.view().clone());
+        view.map(|v| (v.level, v.members))
+    };
+    let one_tree = Some((1, vec![NodeId(1), NodeId(3)]));
+    assert_eq!((top(1), top(3)), (one_tree.clone(), one_tree));
 }
 
 /// Regression (swarm seed 570237, `federation`): a leader splitting its group does

@@ -3,7 +3,8 @@
 //! Owns [`FedMsg::validate`]. Bounds: every level at most [`MAX_LEVEL`], every epoch
 //! at most [`MAX_EPOCH`](crate::wire::validate::MAX_EPOCH) (so `epoch + 1` never overflows), `Attach` hops at most the
 //! forwarding bound, and a view well formed (members sorted, unique, at most
-//! [`MAX_MEMBERS`], the leader one of them) with at most [`MAX_ANCESTORS`] ancestors.
+//! [`MAX_MEMBERS`], the leader one of them) with at most [`MAX_ANCESTORS`] ancestors and
+//! as many heirs above.
 //! Pure: it reads the message only.
 
 use super::{FedBody, FedMsg, View, MAX_ANCESTORS, MAX_HOPS};
@@ -69,6 +70,11 @@ impl View {
         check_epoch(self.epoch)?;
         check_len("fed.view.members", self.members.len(), MAX_MEMBERS)?;
         check_len("fed.view.ancestors", self.ancestors.len(), MAX_ANCESTORS)?;
+        check_len(
+            "fed.view.heirs_above",
+            self.heirs_above.len(),
+            MAX_ANCESTORS,
+        )?;
         if !self.is_well_formed() {
             return Err(Reject::Malformed { what: "fed.view" });
         }

@@ -33,6 +33,11 @@ pub struct View {
     /// and the group's own leader may appear). A hint: an heir attaches to the first
     /// live one, and placement walks the tree by it.
     pub ancestors: Vec<NodeId>,
+    /// The heirs of the groups above that the leader leads itself, nearest first: the
+    /// ones that lead those groups once the leader is gone. A hint too: where the
+    /// ancestors name only the leader, an heir that takes this group over from a dead
+    /// leader attaches through these instead.
+    pub heirs_above: Vec<NodeId>,
 }
 
 impl View {
@@ -51,6 +56,7 @@ impl View {
             epoch: 1,
             members: vec![me],
             ancestors,
+            heirs_above: Vec::new(),
         }
     }
 
@@ -70,7 +76,14 @@ impl View {
             epoch,
             members,
             ancestors,
+            heirs_above: Vec::new(),
         })
+    }
+
+    /// Where the group's heir attaches once it has taken the group over from a dead
+    /// leader: the ancestors, then the heirs above (some may repeat).
+    pub fn attach_points(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.ancestors.iter().chain(&self.heirs_above).copied()
     }
 
     /// Whether `node` is a member.

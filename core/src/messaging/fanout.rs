@@ -2170,6 +2170,7 @@ mod tests {
             epoch: 1,
             members: vec![NodeId(2), NodeId(3)],
             ancestors: vec![NodeId(4), NodeId(5)],
+            heirs_above: Vec::new(),
         };
         let member = TreeView::member_of(NodeId(3), view);
         let mut host = Fanout::new(NodeId(3), Duration::from_secs(1), RESEND);
@@ -2244,6 +2245,7 @@ mod tests {
             epoch: 1,
             members: vec![NodeId(1), NodeId(2)],
             ancestors: vec![NodeId(3)],
+            heirs_above: Vec::new(),
         };
         (me, TreeView::member_of(me, view))
     }

@@ -1512,6 +1512,7 @@ mod tests {
             epoch: 1,
             members: vec![NodeId(me.min(root)), NodeId(me.max(root))],
             ancestors: vec![],
+            heirs_above: Vec::new(),
         };
         TreeView::member_of(NodeId(me), view)
     }

@@ -291,6 +291,7 @@ mod tests {
             epoch: 5,
             members: vec![NodeId(0), NodeId(1)],
             ancestors: (2..302).map(NodeId).collect(),
+            heirs_above: Vec::new(),
         };
         let tree = TreeView::member_of(NodeId(1), view);
         assert_eq!(tree.ancestors().len(), 300);

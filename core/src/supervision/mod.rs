@@ -3489,6 +3489,7 @@ mod tests {
                 epoch: 2,
                 members: ms(&[2, 3, 4, 5]),
                 ancestors: Vec::new(),
+                heirs_above: Vec::new(),
             };
             Context {
                 me: id(me.0),
@@ -3661,6 +3662,7 @@ mod tests {
             epoch: 2,
             members: members.iter().copied().map(NodeId).collect(),
             ancestors,
+            heirs_above: Vec::new(),
         };
         let (kept, other) = (
             view(2, &[2, 3, 4], vec![]),
@@ -3767,6 +3769,7 @@ mod tests {
             epoch: 1,
             members,
             ancestors: vec![],
+            heirs_above: Vec::new(),
         };
         let with_home = Context {
             me: k,
@@ -4037,6 +4040,7 @@ mod tests {
             epoch,
             members: members.iter().map(|m| m.node).collect(),
             ancestors: vec![],
+            heirs_above: Vec::new(),
         };
         for went in [Went::Restarted, Went::Removed, Went::Left] {
             let home = lone_home(h);
@@ -4449,6 +4453,7 @@ mod tests {
             epoch: 1,
             members: vec![me.node, NodeId(2)],
             ancestors: Vec::new(),
+            heirs_above: Vec::new(),
         };
         Context {
             me,
@@ -4528,6 +4533,7 @@ mod tests {
             epoch,
             members,
             ancestors: Vec::new(),
+            heirs_above: Vec::new(),
         }
     }
 
