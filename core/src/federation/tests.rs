@@ -45,6 +45,16 @@ impl Net {
 
     /// [`Net::group_of_five`] with `config`'s timing.
     fn group_of_five_with(nodes: u32, boot: bool, config: FederationConfig) -> Self {
+        let mut net = Net::small_groups(nodes, boot, config);
+        for joiner in 1..5 {
+            net.join(joiner, 0);
+        }
+        net
+    }
+
+    /// `nodes` agents in no group yet, for groups of 2 to 5 with `config`'s timing,
+    /// booted (their timers armed) if `boot`.
+    fn small_groups(nodes: u32, boot: bool, config: FederationConfig) -> Self {
         let config = FederationConfig {
             min_group: 2,
             max_group: 5,
@@ -56,10 +66,20 @@ impl Net {
                 agent.boot(net.now);
             }
         }
-        for joiner in 1..5 {
-            net.join(joiner, 0);
-        }
         net
+    }
+
+    /// Ticks `nodes` once a period for `ticks` periods from 1 s (the default
+    /// period), delivering everything but what goes to or from `silent`.
+    fn tick_without(&mut self, nodes: std::ops::Range<u32>, ticks: u32, silent: u32) {
+        let period = FederationConfig::default().period;
+        for tick in 1..=ticks {
+            let at = Time::from_secs(1) + period * tick;
+            for node in nodes.clone() {
+                self.tick(node, at);
+            }
+            self.settle(|m| m.0 == NodeId(silent) || m.1 == NodeId(silent));
+        }
     }
 
     /// Gives `node` the rack neighbours `neighbours`.
@@ -372,15 +392,8 @@ fn a_roots_probes_take_turns_among_seeds_contacts_and_rack_neighbours() {
 /// seeds, and its tree of one stayed apart for 20 s.)
 #[test]
 fn a_root_probes_the_members_of_its_group_from_other_racks() {
-    let config = FederationConfig {
-        min_group: 2,
-        max_group: 5,
-        ..FederationConfig::default()
-    };
-    let mut net = Net::new(6, &config);
-    for agent in net.agents.values_mut() {
-        agent.boot(net.now);
-    }
+    let config = FederationConfig::default();
+    let mut net = Net::small_groups(6, true, config.clone());
     net.set_neighbours(4, &[5]);
     for joiner in 1..5 {
         net.join(joiner, 0);
@@ -412,15 +425,7 @@ fn a_root_probes_the_members_of_its_group_from_other_racks() {
 /// led a tree of its own for good.
 #[test]
 fn the_heir_of_a_leader_that_led_the_group_above_rejoins_through_its_heir() {
-    let config = FederationConfig {
-        min_group: 2,
-        max_group: 5,
-        ..FederationConfig::default()
-    };
-    let mut net = Net::new(5, &config);
-    for agent in net.agents.values_mut() {
-        agent.boot(net.now);
-    }
+    let mut net = Net::small_groups(5, true, FederationConfig::default());
     // Two racks, n0-n2 and n3-n4, whose agents never shared a group.
     for (node, rack) in [(0, [1, 2]), (1, [0, 2]), (2, [0, 1])] {
         net.set_neighbours(node, &rack);
@@ -444,14 +449,7 @@ fn the_heir_of_a_leader_that_led_the_group_above_rejoins_through_its_heir() {
         (vec![NodeId(0)], vec![NodeId(3)])
     );
     // n0 dies: n1 takes its group over, n3 the top group.
-    let period = FederationConfig::default().period;
-    for tick in 1..=40 {
-        let at = Time::from_secs(1) + period * tick;
-        for node in 1..5 {
-            net.tick(node, at);
-        }
-        net.settle(|m| m.0 == NodeId(0) || m.1 == NodeId(0));
-    }
+    net.tick_without(1..5, 40, 0);
     let top = |n: u32| {
         let view = net.agents[&NodeId(n)]
             .seats()
@@ -470,15 +468,8 @@ fn the_heir_of_a_leader_that_led_the_group_above_rejoins_through_its_heir() {
 #[test]
 fn a_split_does_not_hand_the_new_half_to_a_suspect() {
     let mut net = Net::group_of_five(6, true);
-    let period = FederationConfig::default().period;
     // n3 falls silent: n0 suspects it (and has not removed it yet).
-    for tick in 1..=3 {
-        let at = Time::from_secs(1) + period * tick;
-        for node in 0..5 {
-            net.tick(node, at);
-        }
-        net.settle(|m| m.0 == NodeId(3) || m.1 == NodeId(3));
-    }
+    net.tick_without(0..5, 3, 3);
     assert!(net.agents[&NodeId(0)].seats[0]
         .suspects
         .contains(&NodeId(3)));
