@@ -5,7 +5,10 @@
 //! - every group's members agree with its leader on membership, epoch and leader,
 //!   once the leader's view has stood for [`VIEW_SPREAD_PERIODS`] periods (a view
 //!   that was lost, or overtaken by an older copy under reordering and duplication,
-//!   is fetched again at the leader's next beat);
+//!   is fetched again at the leader's next beat), and follow a leader that leads
+//!   their group, or led it at a check within the detection timeout (a merge that
+//!   dissolved the group, or a leader that left it: the members hear of it, or
+//!   suspect the leader's silence, within that time);
 //! - group sizes are within `[min, max]`, except a top group (which, like a
 //!   B-tree's root, may be smaller) and a cluster smaller than `min`;
 //! - there is exactly one top group;
@@ -27,6 +30,7 @@ use nefele_core::federation::{Federation, FederationConfig, Level, View};
 use nefele_core::{NodeId, Time};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// The shape of one federation instance's hierarchy at one check.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -57,14 +61,27 @@ struct Tenure {
     epoch_since: Time,
 }
 
-/// Every leader's tenure of its group, (level, leader) → tenure, at the last check.
+/// Every leader's tenure of its group, (level, leader) → tenure, at the last check;
+/// and for tenures that ended since, the last check at which they still held, kept
+/// for `keep`.
 #[derive(Debug, Default)]
-pub struct Tenures(BTreeMap<(Level, NodeId), Tenure>);
+pub struct Tenures {
+    current: BTreeMap<(Level, NodeId), Tenure>,
+    ended: BTreeMap<(Level, NodeId), Time>,
+    last_check: Time,
+}
 
 impl Tenures {
-    /// Records the groups led at `now`; forgets those no longer led.
-    fn record(&mut self, now: Time, led: &BTreeMap<(Level, NodeId), &View>) {
-        let before = std::mem::take(&mut self.0);
+    /// Records the groups led at `now`; moves those no longer led to the ended ones,
+    /// and forgets ended ones older than `keep`.
+    fn record(&mut self, now: Time, led: &BTreeMap<(Level, NodeId), &View>, keep: Duration) {
+        let before = std::mem::take(&mut self.current);
+        for key in before.keys().filter(|k| !led.contains_key(k)) {
+            self.ended.insert(*key, self.last_check);
+        }
+        self.ended
+            .retain(|key, last| !led.contains_key(key) && now.saturating_since(*last) <= keep);
+        self.last_check = now;
         for (key, v) in led {
             let tenure = match before.get(key) {
                 Some(t) if t.epoch == v.epoch => *t,
@@ -79,12 +96,18 @@ impl Tenures {
                     epoch_since: now,
                 },
             };
-            self.0.insert(*key, tenure);
+            self.current.insert(*key, tenure);
         }
     }
 
     fn get(&self, level: Level, leader: NodeId) -> Option<&Tenure> {
-        self.0.get(&(level, leader))
+        self.current.get(&(level, leader))
+    }
+
+    /// Whether `leader` led its group at `level` at a check within `within` of `now`
+    /// (and leads it no more).
+    fn ended_within(&self, level: Level, leader: NodeId, now: Time, within: Duration) -> bool {
+        (self.ended.get(&(level, leader))).is_some_and(|last| now.saturating_since(*last) <= within)
     }
 }
 
@@ -119,7 +142,7 @@ pub fn check_instance(
     let n = live.len();
     let mut shape = Shape::default();
     let led = groups_led(&live);
-    tenures.record(view.now, &led);
+    tenures.record(view.now, &led, timeout);
     for (id, fed) in &live {
         let seats = fed.seats();
         if seats.is_empty() {
@@ -141,6 +164,14 @@ pub fn check_instance(
                 continue; // its members have until the detection timeout to notice
             }
             let Some(lv) = led.get(&(v.level, v.leader)) else {
+                if tenures.ended_within(v.level, v.leader, view.now, timeout) {
+                    // A group its leader dissolved (a merge) or left: its members hear
+                    // of it, or suspect the leader's silence, within the detection
+                    // timeout. (Before, swarm regression 470428 under other timing: a
+                    // member still followed a leader whose group a merge had dissolved
+                    // a moment before.)
+                    continue;
+                }
                 return Err(format!(
                     "{id} follows {} at level {}, which leads no such group",
                     v.leader, v.level
@@ -320,7 +351,31 @@ impl FederationMonitor {
 
 #[cfg(test)]
 mod tests {
-    use super::depth_bound;
+    use super::{depth_bound, Tenures};
+    use nefele_core::federation::View;
+    use nefele_core::{NodeId, Time};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    /// A group its leader no longer leads counts as led until `keep` after the last
+    /// check that saw it led, and is then forgotten.
+    #[test]
+    fn an_ended_tenure_counts_until_keep_after_the_last_check_that_saw_it() {
+        let view = View::solo(0, NodeId(96), Vec::new());
+        let led = BTreeMap::from([((0, NodeId(96)), &view)]);
+        let none = BTreeMap::new();
+        let keep = Duration::from_secs(2);
+        let at = Time::from_millis;
+        let mut tenures = Tenures::default();
+        tenures.record(at(1_000), &led, keep);
+        assert!(!tenures.ended_within(0, NodeId(96), at(1_000), keep));
+        tenures.record(at(1_250), &none, keep);
+        assert!(tenures.ended_within(0, NodeId(96), at(3_000), keep));
+        assert!(!tenures.ended_within(0, NodeId(96), at(3_001), keep));
+        assert!(!tenures.ended_within(0, NodeId(95), at(1_250), keep));
+        tenures.record(at(3_250), &none, keep);
+        assert!(tenures.ended.is_empty(), "forgotten past keep");
+    }
 
     #[test]
     fn depth_bound_is_ceil_log_plus_one() {
