@@ -44,7 +44,8 @@
 //!   the bound counts again from that loss (from the end of a stall): the old
 //!   home's restart died with it, and the new home's take-over and hold start
 //!   then. A home that crashes while every keeper of its copies is stalled is
-//!   lost, for the bound, when the first of them resumes. (Before, partitions were left out: swarm seed 210890, whose home had
+//!   lost, for the bound, when the first of them resumes. (Before, partitions
+//!   were left out: swarm seed 210890, whose home had
 //!   just taken a crashed home's supervisor over and was still holding back when
 //!   a partition cut it off, owed the restart a bound after the first crash,
 //!   though the second take-over's hold could only start at the partition.) A

@@ -767,9 +767,12 @@ impl Federation {
         for level in 0..self.seats.len() {
             if self.seats[level].led_by(self.me) {
                 let ancestors = self.ancestors_of(level);
-                let heirs_above = self.heirs_above(level);
-                let seat = &mut self.seats[level];
-                if seat.view.ancestors != ancestors || seat.view.heirs_above != heirs_above {
+                // Compared before it is collected: this runs after every input.
+                let heirs = &self.seats[level].view.heirs_above;
+                let heirs_moved = !heirs.iter().copied().eq(self.heirs_above(level));
+                if self.seats[level].view.ancestors != ancestors || heirs_moved {
+                    let heirs_above = self.heirs_above(level).collect();
+                    let seat = &mut self.seats[level];
                     seat.view.ancestors = ancestors;
                     seat.view.heirs_above = heirs_above;
                     seat.view.epoch = seat.view.epoch.saturating_add(1);
@@ -828,12 +831,11 @@ impl Federation {
     /// led its rack's level-0 group, that rack's other agents knew no one beyond
     /// it but the dead seeds, and once it crashed its heir led a tree of its own for
     /// good.)
-    fn heirs_above(&self, level: usize) -> Vec<NodeId> {
+    fn heirs_above(&self, level: usize) -> impl Iterator<Item = NodeId> + '_ {
         (self.seats.iter().skip(level + 1))
             .filter(|s| s.led_by(self.me))
             .filter_map(|s| s.view.heir())
             .take(MAX_ANCESTORS)
-            .collect()
     }
 
     /// Remembers `nodes` as contacts for finding other trees.
@@ -852,10 +854,10 @@ impl Federation {
     /// remembers and its rack neighbours take turns (a pool with no one in it takes
     /// no turn; an agent in two pools is in the first only), each walked in order,
     /// skipping this agent, the members of its own seats and the contacts found in
-    /// its tree lately. (Before, contacts and rack
-    /// neighbours shared every other probe, contacts first: a root whose rack of 64
-    /// was all in its own tree probed its rack mates for most of a minute before it
-    /// came back to the contacts it had met in the other tree, swarm seed 611093.)
+    /// its tree lately. (Before, contacts and rack neighbours shared every other
+    /// probe, contacts first: a root whose rack of 64 was all in its own tree probed
+    /// its rack mates for most of a minute before it came back to the contacts it
+    /// had met in the other tree, swarm seed 611093.)
     fn next_contact(&mut self, now: Time) -> Option<NodeId> {
         if let Some(first) = self.priority_contacts.pop_front() {
             return Some(first);

@@ -102,16 +102,21 @@ mod tests {
         let mut v = view();
         v.epoch = u64::MAX;
         assert_eq!(v.validate(), Err(Reject::Epoch));
-        let mut v = view();
-        v.ancestors = vec![NodeId(9); 300];
-        assert!(matches!(
-            v.validate(),
-            Err(Reject::TooMany {
-                what: "fed.view.ancestors",
-                len: 300,
-                ..
-            })
-        ));
+        type Overfill = fn(&mut View);
+        let hints: [(&str, Overfill); 2] = [
+            ("fed.view.ancestors", |v| v.ancestors = vec![NodeId(9); 300]),
+            ("fed.view.heirs_above", |v| {
+                v.heirs_above = vec![NodeId(9); 300]
+            }),
+        ];
+        for (field, overfill) in hints {
+            let mut v = view();
+            overfill(&mut v);
+            assert!(
+                matches!(v.validate(), Err(Reject::TooMany { what, len: 300, .. }) if what == field),
+                "{field}"
+            );
+        }
         let mut v = view();
         v.members = (0..300).map(NodeId).collect();
         assert!(matches!(v.validate(), Err(Reject::TooMany { .. })));
