@@ -21,13 +21,24 @@
 //! the home commits a change of its base only once most of the old base heard
 //! of it (see [`super::quorum`]).
 //!
+//! A taker asks every member of the base, in whichever groups they are: a
+//! home's base is the group it was last confirmed in, which partitions and
+//! moves may have scattered over several groups by the time it dies.
+//!
 //! A member disowns a home for one taker at a time: another asker is refused
 //! until the promise lapses (a taker that stops asking, having heard the home or
-//! died, releases the members within `slack(authority)`). A taker counts a
-//! member's word for `authority` after it arrived, within its promise on any
-//! clock rate this service allows; it asks every probe period while it would
-//! take over, so the promises run on past the take-over, until the group hears
-//! of it (`TakenOver`, remembered for `hold`).
+//! died, releases the members within `slack(authority)`), and told whom it was
+//! promised to ([`super::SupervisionMsg::Promised`]). Two takers (the keepers
+//! of one home, moved into two groups) may split the members' word so that
+//! neither carries; the one with the higher id yields, asking nothing for a
+//! promise's length, so that the promises made to it lapse and the members
+//! give their word to the other. A taker counts a member's word for
+//! `authority` after it arrived, within its promise on any clock rate this
+//! service allows; it asks every probe period while it would take over, so the
+//! promises run on past the take-over, until the members hear of it
+//! (`TakenOver`, remembered for `hold`, and told again while the new home runs
+//! the supervisor): from then on they disown the home for that taker alone,
+//! and an asker told of it yields whatever its id.
 //!
 //! An agent disowns no home for `slack(authority)` after it starts: its earlier
 //! life, if it had one, may have confirmed the home just before it ended, and
@@ -36,7 +47,7 @@
 //! majority that counted its earlier life.)
 //!
 //! Invariants: one entry per home on each side; entries expire (`expire`), so
-//! the maps hold at most the homes heard or asked about in the last
+//! the maps hold at most the homes heard, asked about or yielded in the last
 //! `slack(authority)`, and the bases heard in the last `hold`.
 
 use crate::ids::NodeId;
@@ -63,8 +74,12 @@ struct Known {
 /// Why a member refused to disown a home.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Refusal {
-    /// It confirmed the home lately, or promised it to another taker.
+    /// It confirmed the home lately, or started lately.
     NotNow,
+    /// It promised the home to this other taker.
+    Promised(NodeId),
+    /// It heard that this other taker took the home's supervisors over.
+    Taken(NodeId),
     /// It knows a newer base of the home (epoch and members) than the taker
     /// judges by: the taker is told it.
     Newer(u64, Vec<NodeId>),
@@ -88,6 +103,9 @@ pub(super) struct Votes {
     words: BTreeMap<NodeId, BTreeMap<NodeId, Time>>,
     /// Taker side: when this agent last asked the members about each home.
     asked: BTreeMap<NodeId, Time>,
+    /// Taker side: the homes whose take-over this agent yielded to another
+    /// taker, asking nothing until then.
+    yielded: BTreeMap<NodeId, Time>,
 }
 
 impl Votes {
@@ -148,11 +166,8 @@ impl Votes {
         if self.born.is_some_and(|t| lately(&t)) || self.confirmed.get(&home).is_some_and(lately) {
             return Err(Refusal::NotNow);
         }
-        if self
-            .promised_at(now, home, promise)
-            .is_some_and(|t| t != taker)
-        {
-            return Err(Refusal::NotNow);
+        if let Some(other) = self.promised_at(now, home, promise).filter(|t| *t != taker) {
+            return Err(Refusal::Promised(other));
         }
         self.promised.insert(home, Promise { taker, since: now });
         Ok(())
@@ -190,10 +205,32 @@ impl Votes {
     /// Taker side: whether to ask the members about `home` now (at most once per
     /// `every`); if so, the ask is noted.
     pub(super) fn ask_due(&mut self, now: Time, home: NodeId, every: Duration) -> bool {
-        if self.asked.get(&home).is_some_and(|t| now < *t + every) {
+        if self.asked.get(&home).is_some_and(|t| now < *t + every)
+            || self.yielded.get(&home).is_some_and(|t| now < *t)
+        {
             return false;
         }
         self.asked.insert(home, now);
+        true
+    }
+
+    /// Taker side: a member promised `home` to `other`, which took the home's
+    /// supervisors over already (`took`) or asks for them too. This agent
+    /// yields to a taker that took over, and to one with a lower id: it asks
+    /// nothing for `promise`, so that the promises made to it lapse and the
+    /// members may make them to the other. Whether it yielded.
+    pub(super) fn yield_to(
+        &mut self,
+        now: Time,
+        (home, me): (NodeId, NodeId),
+        (other, took): (NodeId, bool),
+        promise: Duration,
+    ) -> bool {
+        if other == me || !(took || other < me) || !self.asked.contains_key(&home) {
+            return false;
+        }
+        self.done(home);
+        self.yielded.insert(home, now + promise);
         true
     }
 
@@ -213,6 +250,7 @@ impl Votes {
         self.confirmed.retain(|_, t| recent(t));
         self.promised.retain(|_, p| recent(&p.since));
         self.asked.retain(|_, t| recent(t));
+        self.yielded.retain(|_, t| now < *t);
         let asked = &self.asked;
         self.words.retain(|home, words| {
             words.retain(|_, t| recent(t));
@@ -298,9 +336,38 @@ mod tests {
         assert!(v.disown(at(1000), HOME, TAKER, 0, PROMISE).is_ok());
         assert_eq!(
             v.disown(at(1500), HOME, other, 0, PROMISE),
-            Err(Refusal::NotNow)
+            Err(Refusal::Promised(TAKER))
         );
         assert!(v.disown(at(2875), HOME, other, 0, PROMISE).is_ok());
+    }
+
+    /// Two takers (in two groups, each holding part of a scattered base) split
+    /// the members' promises: the one with the higher id yields, asks nothing
+    /// while the promises made to it lapse, and the other is then granted them.
+    /// Neither would carry otherwise, each renewing its half for good.
+    #[test]
+    fn of_two_takers_split_by_the_promises_the_higher_yields() {
+        let (low, high) = (NodeId(3), NodeId(8));
+        let every = Duration::from_millis(300);
+        let mut higher = Votes::default();
+        assert!(higher.ask_due(at(0), HOME, every));
+        higher.word(at(10), HOME, NodeId(4));
+        // Told by a member promised to the lower taker.
+        assert!(higher.yield_to(at(20), (HOME, high), (low, false), PROMISE));
+        assert!(higher.words.is_empty(), "its words are spent");
+        assert!(!higher.ask_due(at(1000), HOME, every));
+        assert!(higher.ask_due(at(1895), HOME, every), "asks again after");
+        // The lower taker does not yield to the higher one, nor to itself.
+        let mut lower = Votes::default();
+        assert!(lower.ask_due(at(0), HOME, every));
+        assert!(!lower.yield_to(at(20), (HOME, low), (high, false), PROMISE));
+        assert!(!lower.yield_to(at(20), (HOME, low), (low, true), PROMISE));
+        assert!(lower.ask_due(at(300), HOME, every));
+        // Anyone yields to a taker that took the home over.
+        assert!(lower.yield_to(at(320), (HOME, low), (high, true), PROMISE));
+        assert!(!lower.ask_due(at(600), HOME, every));
+        // A word about a home this agent does not claim changes nothing.
+        assert!(!lower.yield_to(at(320), (NodeId(9), low), (NodeId(1), true), PROMISE));
     }
 
     #[test]
@@ -346,11 +413,13 @@ mod tests {
         v.ask_due(at(0), HOME, PROMISE);
         v.word(at(0), HOME, NodeId(2));
         v.learn(at(0), HOME, 1, &[]);
+        v.ask_due(at(0), NodeId(8), PROMISE);
+        v.yield_to(at(0), (NodeId(8), TAKER), (NodeId(1), true), PROMISE);
         v.expire(at(1875), PROMISE, Duration::from_secs(30));
         assert_eq!(v.epoch_of(HOME), 1, "a base is kept for hold");
         v.expire(at(30_000), PROMISE, Duration::from_secs(30));
         assert_eq!(v.epoch_of(HOME), 0);
         assert!(v.confirmed.is_empty() && v.promised.is_empty());
-        assert!(v.asked.is_empty() && v.words.is_empty());
+        assert!(v.asked.is_empty() && v.words.is_empty() && v.yielded.is_empty());
     }
 }

@@ -88,42 +88,50 @@
 //!   after a take-over is told, in `Held`, to step down first: by the taker, and
 //!   by any member that keeps the taker's record (whole or in fragments), so its
 //!   quorum cannot confirm it while the taker's answer is lost.
-//! - **Take-overs need most of the home's base.** A keeper takes over only while
-//!   its level-0 group holds more than half of the home's quorum base, as the
-//!   home's last `Alive` told it (the members whose confirmations the home's
-//!   authority needs, the home aside): the side that may take over is the side
-//!   the home cannot act without. A leader counts only the members it hears (not
-//!   suspected by its federation seat): its view lags a partition, and an heir
-//!   that just took its group over from a silent leader has heard none of the
-//!   members it inherited ([`holds_most`], swarm seed 97566). And it takes over
-//!   only once more than half of the base (the home aside) *disowned* the home
-//!   for it ([`disown`]): a member does so only if it confirmed no `Alive` of the
-//!   home for `slack(authority)`, and then confirms none while the taker asks, so
-//!   the home's majority and the taker's, which share a member, never both hold.
+//! - **Take-overs need most of the home's base.** A keeper takes over only
+//!   once more than half of the home's quorum base, as the home's last `Alive`
+//!   told it (the members whose confirmations the home's authority needs, the
+//!   home aside), *disowned* the home for it ([`disown`]), in whichever groups
+//!   they are: the side that may take over is the side the home cannot act
+//!   without. A member disowns only if it confirmed no `Alive` of the home for
+//!   `slack(authority)`, and then confirms none while the taker asks, so the
+//!   home's majority and the taker's, which share a member, never both hold.
 //!   (Before, each side counted its majority on its own state, swarm seed
 //!   242716: a taker counted members cut off just after they confirmed the home,
 //!   not suspected yet, whose confirmations still kept the home's authority.)
-//!   A home heard in a newer life needs no word: its authority ended with its
-//!   earlier life. A keeper cut off from its rack (which the home
-//!   then stops counting as a keeper, so the home keeps its authority) leads a
-//!   group of one and takes nothing over (before, it did, from a stale copy, and
-//!   restarted children the home had restarted already: twins). A keeper in the
-//!   group a home just moved to does not judge by its own group either: the
-//!   home's base is still the group it left, whose leader takes over if the home
-//!   fails before its base follows it (swarm seed 90037: a home cut off from its
-//!   group joined another and was taken over by its old leader; its new leader,
-//!   judging by its own group, took the stale copy over too once a partition
-//!   hid the home, and the home's `Dropped` on stepping down was lost). Members
-//!   that a split of the group this keeper leads handed to another group are no
-//!   longer counted (they live on, elsewhere; see [`Supervision::follow_group`]).
+//!   A member disowns a home for one taker at a time, and, once it heard of a
+//!   take-over of the home, for that taker alone; takers that split the members'
+//!   word yield to the lowest id. (Before, a taker asked only the members of
+//!   its own group, and only while its group held most of the base: a home that
+//!   died with its base scattered over several groups, none holding most of
+//!   it, was taken over by nobody, swarm seeds 610192 and 631664.)
+//!   A home heard in a newer life needs no word if most of its base is in the
+//!   taker's group: its authority ended with its earlier life, and the group
+//!   has one taker. A leader counts only the members it hears (not suspected
+//!   by its federation seat): its view lags a partition, and an heir that just
+//!   took its group over from a silent leader has heard none of the members it
+//!   inherited ([`holds_most`], swarm seed 97566). A keeper cut off from its
+//!   rack (which the home then stops counting as a keeper, so the home keeps
+//!   its authority) hears no word and takes nothing over (before, it did, from
+//!   a stale copy, and restarted children the home had restarted already:
+//!   twins). A keeper in the group a home just moved to does not judge by its
+//!   own group either: the home's base is still the group it left, whose
+//!   members give their word to their own leader if the home fails before its
+//!   base follows it (swarm seed 90037: a home cut off from its group joined
+//!   another and was taken over by its old leader; its new leader, judging by
+//!   its own group, took the stale copy over too once a partition hid the home,
+//!   and the home's `Dropped` on stepping down was lost). Members that a split
+//!   of the group this keeper leads handed to another group are no longer
+//!   counted (they live on, elsewhere; see [`Supervision::follow_group`]).
 //!   The price: a home that fails together with half of the rest of its base or
 //!   more is not taken over (its children are not restarted) unless most of it
 //!   is back within half of `hold` after the home's last word (a copy of a home
 //!   silent longer than that is never taken over: the members that would refuse
 //!   a stale claim may have forgotten why).
-//! - **Take-overs are told to the group.** The members a take-over counted must
-//!   not later confirm the old home: a heal may give the home most of its base
-//!   again. So a new home tells the members of its group (`TakenOver`, at
+//! - **Take-overs are told to the group and the base.** The members a
+//!   take-over counted must not later confirm the old home: a heal may give the
+//!   home most of its base again. So a new home tells the members of its group
+//!   and of the old home's base, wherever they are (`TakenOver`, at
 //!   [`TAKEN_TRIES`] ticks, and again at every `refresh` while it runs the
 //!   supervisor); each remembers it for `hold` ([`taken`]) and tells the old
 //!   home, and the supervisor's first home, in its `Held`, to step down first.
@@ -142,11 +150,11 @@
 //!   life confirmed the first home: twins. In a second run, the first home had
 //!   committed a change of its base, unconfirmed, beside the first taker, and
 //!   heard only of the second take-over; such a change is no longer committed,
-//!   see [`quorum`].) Not covered: a member that disowned
-//!   the home, then left the taker's group and restarted, confirms the home
-//!   again; so may members that left the taker's group `hold` ago. A home that
-//!   returns to them, and acts before the taker's next refresh reaches it,
-//!   relies on its keepers. (Deferring the confirmations of a member reborn while
+//!   see [`quorum`].) Not covered: a member that disowned the home and then
+//!   restarted confirms the home again, and may disown it for another taker,
+//!   until the taker's next refresh reaches it. A home that returns to such
+//!   members, or a second taker that holds a copy and asks them, and acts
+//!   before then relies on the home's keepers. (Deferring the confirmations of a member reborn while
 //!   the home had no authority closed the first, but stalled for `hold` every
 //!   home whose one other member restarted: swarm seed 460789.)
 //! - **A new home holds back.** For `slack(lease)` from its take-over it spawns
@@ -346,6 +354,10 @@ struct Sup {
     abandoned: BTreeSet<Pid>,
     /// The home it was taken over from (told to step down when it comes back).
     from: Option<NodeId>,
+    /// That home's quorum base as known at the take-over (empty for a
+    /// supervisor created here): told of the take-over wherever its members
+    /// are, for their word may have carried it.
+    from_base: Vec<NodeId>,
     /// Ticks left to tell the group of the take-over ([`SupervisionMsg::TakenOver`]).
     announce: u32,
     /// Taken over: until then (a lease and its slack from the take-over) no child
@@ -1035,6 +1047,7 @@ impl Supervision {
                 client: Some(request),
                 abandoned: BTreeSet::new(),
                 from: None,
+                from_base: Vec::new(),
                 announce: 0,
                 hold: None,
                 deferred: Vec::new(),
@@ -1517,9 +1530,9 @@ impl Supervision {
         self.arm(now);
     }
 
-    /// New home side: tells the members of its group, and the earlier homes
-    /// wherever they are (they step down, or in a newer life note it), of its
-    /// take-overs, at [`TAKEN_TRIES`] ticks and at every refresh after (see
+    /// New home side: tells the members of its group and of the old home's
+    /// base, and the earlier homes, wherever they are (they step down, or in a
+    /// newer life note it), of its take-overs, at [`TAKEN_TRIES`] ticks and at every refresh after (see
     /// [`taken`]).
     fn announce_take_overs(&mut self, ctx: &Context<'_>) {
         let group = ctx.tree.local_group();
@@ -1537,6 +1550,7 @@ impl Supervision {
             let mut told: BTreeSet<NodeId> = self.taken.homes_of(*id).collect();
             told.extend([home, id.origin]);
             told.extend(group.iter().copied());
+            told.extend(s.from_base.iter().copied());
             told.remove(&me);
             for to in told {
                 sends.push((
@@ -1861,11 +1875,19 @@ impl Supervision {
             // of the home's base: nobody took over, swarm seeds 93152 and 96172.)
             let gone = quiet(c.home) || (c.home_restarted && recent(c.home));
             let due = gone && most(c.home);
-            let voted = c.home_restarted || carried(c.home);
-            if taker == Some(me) && due && !voted {
+            // Most of the base disowned the home for this agent, in whichever
+            // groups they are now; or the home restarted (its authority ended)
+            // and most of its base is in this group, whose only taker this is.
+            // (Before, only the second way counted, and for a home in its first
+            // life the words of this group's members: a home whose base was
+            // scattered over several groups when it died was taken over by
+            // nobody, swarm seeds 610192 and 631664.)
+            let voted = carried(c.home) || (c.home_restarted && due);
+            let claiming = taker == Some(me) && gone;
+            if claiming && !voted {
                 claims.insert(c.home);
             }
-            let take = taker == Some(me) && due && voted;
+            let take = claiming && voted;
             // A pass begun while the copy was fresh goes on past `refresh` (its
             // fragments may take many rounds under heavy loss: before, a pass cut
             // off by the freshness bound left the supervisor to nobody, swarm
@@ -1887,7 +1909,7 @@ impl Supervision {
         for home in claims {
             let base = self.bases.get(&home).cloned().unwrap_or_default();
             let epoch = self.votes.epoch_of(home);
-            carried_here |= self.claim(now, home, (&base, epoch), view);
+            carried_here |= self.claim(now, home, (&base, epoch));
         }
         self.partial
             .retain(|(sender, _), _| view.contains(*sender) || view.ancestors.contains(sender));
@@ -1909,16 +1931,10 @@ impl Supervision {
         }
     }
 
-    /// Taker side: asks the members of `base` in this agent's group `view` to
+    /// Taker side: asks the members of `base`, in whichever group they are, to
     /// disown `home` (at most once a probe period), and disowns it here too.
     /// Whether the words now carry the take-over (this agent's own may).
-    fn claim(
-        &mut self,
-        now: Time,
-        home: NodeId,
-        (base, epoch): (&[NodeId], u64),
-        view: &crate::federation::View,
-    ) -> bool {
+    fn claim(&mut self, now: Time, home: NodeId, (base, epoch): (&[NodeId], u64)) -> bool {
         if !self.votes.ask_due(now, home, self.config.probe_period) {
             return false;
         }
@@ -1928,7 +1944,7 @@ impl Supervision {
             self.votes.word(now, home, me);
         }
         for &m in base {
-            if m != me && m != home && view.contains(m) {
+            if m != me && m != home {
                 self.send(m, SupervisionMsg::Disown { home, epoch });
             }
         }
@@ -1948,6 +1964,7 @@ impl Supervision {
             *t = (*t).max(until);
         }
         let version = (c.version / TAKE_OVER + 1) * TAKE_OVER;
+        let from_base = self.bases.get(&c.home).cloned().unwrap_or_default();
         // The give-ups the copy holds are told again once the keepers hold this
         // record: the old home may have died before telling them (a notice twice
         // rather than never).
@@ -1962,6 +1979,7 @@ impl Supervision {
                 client: None,
                 abandoned: BTreeSet::new(),
                 from: Some(c.home),
+                from_base,
                 announce: TAKEN_TRIES,
                 hold: Some(until),
                 deferred: Vec::new(),
@@ -2096,7 +2114,7 @@ impl Supervision {
         let unsaid =
             |b: &Vec<NodeId>| !(restarted || newer || self.votes.carried(now, home, b, valid));
         if let Some(base) = base.filter(unsaid) {
-            if !self.claim(now, home, (&base, epoch), view) {
+            if !self.claim(now, home, (&base, epoch)) {
                 return;
             }
         }
@@ -2504,31 +2522,51 @@ impl Service for Supervision {
                 // Any home of the chain running it from an older epoch steps
                 // down, whichever home the take-over names (swarm seed 441394).
                 self.step_down_before(sup, epoch);
-                // The old home notes it too, in a group or not: in a newer life
-                // it remembers nothing of the supervisor, and may be asked to
+                // Every agent told notes it, in the taker's group or not: a
+                // member of the old home's base elsewhere (the take-over may
+                // have counted its word), and the old home, which in a newer
+                // life remembers nothing of the supervisor and may be asked to
                 // confirm an earlier home of the chain.
-                let old_home = home == self.me.node;
-                if old_home || ctx.tree.local_group().contains(&from) {
-                    self.taken.note(now, sup, home, epoch);
+                self.taken.note(now, sup, (home, from), epoch);
+            }
+            SupervisionMsg::Disown { home, epoch } if home != self.me.node => {
+                // A take-over of the home heard of: disowned for its taker
+                // alone (the word of the base it counted lasts no longer than
+                // their promises; this lasts while the taker runs the home's
+                // supervisors, and `hold` after).
+                let promise = slack(self.config.authority);
+                let taken = self.taken.takers_from(home).find(|t| *t != from);
+                let vote = match taken {
+                    Some(taker) => Err(disown::Refusal::Taken(taker)),
+                    None => self.votes.disown(now, home, from, epoch, promise),
+                };
+                match vote {
+                    Ok(()) => self.send(from, SupervisionMsg::Disowned { home }),
+                    Err(disown::Refusal::Newer(epoch, base)) => {
+                        self.send(from, SupervisionMsg::Refused { home, epoch, base });
+                    }
+                    Err(disown::Refusal::Promised(taker)) => {
+                        let took = false;
+                        self.send(from, SupervisionMsg::Promised { home, taker, took });
+                    }
+                    Err(disown::Refusal::Taken(taker)) => {
+                        let took = true;
+                        self.send(from, SupervisionMsg::Promised { home, taker, took });
+                    }
+                    Err(disown::Refusal::NotNow) => {}
                 }
             }
-            SupervisionMsg::Disown { home, epoch } => {
-                let member = ctx.tree.local_group().contains(&from);
+            SupervisionMsg::Disown { .. } => {}
+            SupervisionMsg::Promised { home, taker, took } => {
                 let promise = slack(self.config.authority);
-                if member && home != self.me.node {
-                    match self.votes.disown(now, home, from, epoch, promise) {
-                        Ok(()) => self.send(from, SupervisionMsg::Disowned { home }),
-                        Err(disown::Refusal::Newer(epoch, base)) => {
-                            self.send(from, SupervisionMsg::Refused { home, epoch, base });
-                        }
-                        Err(disown::Refusal::NotNow) => {}
-                    }
-                }
+                let me = self.me.node;
+                self.votes.yield_to(now, (home, me), (taker, took), promise);
             }
             SupervisionMsg::Refused { home, epoch, base } => {
-                // A newer base of the home, heard by a member of this group: the
-                // take-over is judged by it from now on.
-                let member = ctx.tree.local_group().contains(&from);
+                // A newer base of the home, heard by a member of this group or of
+                // the base judged by: the take-over is judged by it from now on.
+                let member = ctx.tree.local_group().contains(&from)
+                    || self.bases.get(&home).is_some_and(|b| b.contains(&from));
                 if member && epoch > self.votes.epoch_of(home) {
                     self.votes.learn(now, home, epoch, &base);
                     if let Some(b) = self.bases.get_mut(&home) {
@@ -2536,8 +2574,8 @@ impl Service for Supervision {
                     }
                 }
             }
-            // Only a member of this group was asked (see `claim`).
-            SupervisionMsg::Disowned { home } if ctx.tree.local_group().contains(&from) => {
+            // Counted only if asked, from a member of the base (see `claim`).
+            SupervisionMsg::Disowned { home } => {
                 self.votes.word(now, home, from);
                 // Taken over on this word: the group hears of it at once, while
                 // the members' promises are fresh.
@@ -2547,7 +2585,6 @@ impl Service for Supervision {
                     self.announce_take_overs(ctx);
                 }
             }
-            SupervisionMsg::Disowned { .. } => {}
             SupervisionMsg::Dropped { sup } => {
                 if self.copies.get(&sup).is_some_and(|c| c.home == from) {
                     self.copies.remove(&sup);
@@ -3125,12 +3162,12 @@ mod tests {
         assert!(taken.untold.iter().all(|(v, _)| *v <= taken.version));
     }
 
-    /// Regression (swarm seed 97566, `supervision.no_twin`): a leader counts in
-    /// the home's base only the members it hears. Heir n28, cut off alone by a
-    /// partition, took its silent leader's group over with the eight members
-    /// across the partition still in its view, and took over the supervisors the
-    /// leader ran, which kept its quorum on the other side: both restarted the
-    /// children.
+    /// Regression (swarm seed 97566, `supervision.no_twin`): a leader takes over
+    /// only with the word of most of the home's base, which the members it does
+    /// not hear cannot give. Heir n28, cut off alone by a partition, took its
+    /// silent leader's group over with the eight members across the partition
+    /// still in its view, and took over the supervisors the leader ran, which
+    /// kept its quorum on the other side: both restarted the children.
     #[test]
     fn a_leader_takes_over_only_with_most_of_the_base_heard() {
         let (h, k) = (id(1), id(2));
@@ -3151,18 +3188,14 @@ mod tests {
         };
         keeper.handle_event(Time::from_millis(40), &removed, &cut_off);
         keeper.handle_event(Time::from_millis(40), &changed, &cut_off);
-        tick_past_authority(
-            &mut keeper,
-            Time::from_millis(40),
-            Time::from_millis(20),
-            &cut_off,
-        );
+        let times = (Time::from_millis(40), Time::from_millis(20));
+        tick_past_authority_answered(&mut keeper, times, &cut_off, |_| false);
         assert!(keeper.sups.is_empty(), "taken over on an unheard view");
         assert_eq!(keeper.copies.len(), 1);
         // Itself and two more of the four heard: most of the base.
         let heard = led_unheard(k, &[NodeId(5)]);
         keeper.handle_timeout(Time::from_secs(3), &heard);
-        disowned(&mut keeper, Time::from_secs(3), &heard);
+        disowned_by(&mut keeper, Time::from_secs(3), &heard, |m| m != NodeId(5));
         assert_eq!(
             keeper.sups.len(),
             1,
@@ -3354,9 +3387,10 @@ mod tests {
     /// Regression (swarm seed 90037): a leader judges a take-over by the home's
     /// quorum base, not by its own group. A home that just moved into this group
     /// still needs its old group's confirmations (its base): when it vanishes,
-    /// that group's leader takes it over, not this one. Before, this leader,
-    /// seeing most of its own group, took a stale copy over beside the old
-    /// group's leader (twins). A home confirmed in this group is taken over.
+    /// that group's leader takes it over with their word, not this one. Before,
+    /// this leader, seeing most of its own group, took a stale copy over beside
+    /// the old group's leader (twins). A home confirmed in this group is taken
+    /// over.
     #[test]
     fn a_leader_takes_over_only_with_most_of_the_homes_base() {
         let (h, k) = (n1(), n2());
@@ -3372,8 +3406,10 @@ mod tests {
             keeper.handle_event(Time::ZERO, &changed, &with_home);
             keep(&mut keeper, h.node, &home, &group, base.clone());
             home_removed(&mut keeper, h.node, Time::from_millis(50), &without_home);
-            let heard = Time::from_millis(20);
-            tick_past_authority(&mut keeper, Time::from_millis(50), heard, &without_home);
+            // The old group's members disown the home for their own leader.
+            let times = (Time::from_millis(50), Time::from_millis(20));
+            let answers = |_| takes;
+            tick_past_authority_answered(&mut keeper, times, &without_home, answers);
             assert_eq!(keeper.sups.len(), usize::from(takes), "base {base:?}");
             // A take-over is told to the rest of the group, and to the old home.
             let told: BTreeSet<NodeId> = std::iter::from_fn(|| keeper.poll_output())
@@ -3419,7 +3455,7 @@ mod tests {
         let h = n1();
         // An earlier take-over of the same supervisor, from n9, heard of.
         let (mut keeper, _) = take_over_from_lone_home(h, |keeper, sup| {
-            keeper.taken.note(Time::ZERO, sup, NodeId(9), 1);
+            keeper.taken.note(Time::ZERO, sup, (NodeId(9), h.node), 1);
         });
         let told: BTreeSet<NodeId> = std::iter::from_fn(|| keeper.poll_output())
             .filter_map(|o| match o {
@@ -3563,38 +3599,113 @@ mod tests {
         assert!(!confirmed, "a member confirmed the home it disowned");
     }
 
-    /// A taker counts the word only of members of its group (those it asked): a
-    /// member of the home's base in another group cannot carry a take-over.
+    /// Regression (swarm seeds 610192 and 631664, `supervision.restarted`): a
+    /// taker asks the home's whole base, wherever its members are, and counts
+    /// their word. The home died with its base scattered over several groups
+    /// (a partition had put them beside it), none holding most of it, and
+    /// before, only a taker whose group held most of the base took over, with
+    /// the word of its group alone: nobody took the supervisor over.
     #[test]
-    fn a_word_from_outside_the_group_does_not_count() {
+    fn the_word_of_base_members_in_other_groups_counts() {
         let (h, k) = (n1(), n2());
         let home = lone_home(h);
         let ms = |ns: &[u32]| ns.iter().map(|n| NodeId(*n)).collect::<Vec<_>>();
-        let with_home = led_by(k, ms(&[1, 2, 3, 4, 5]), 1);
-        let without_home = led_by(k, ms(&[2, 3, 4, 5]), 2);
+        let with_home = led_by(k, ms(&[1, 2, 3, 8]), 1);
+        let without_home = led_by(k, ms(&[2, 3, 8]), 2);
         let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
         let changed = ServiceEvent::GroupChanged { instance: 0 };
         keeper.handle_event(Time::ZERO, &changed, &with_home);
         let group = with_home.tree.local_group();
-        // Members 6 and 7 of the home's base live in another group.
+        // Members 4 to 7 of the home's base live in other groups.
         keep(&mut keeper, h.node, &home, &group, ms(&[2, 3, 4, 5, 6, 7]));
         home_removed(&mut keeper, h.node, Time::from_millis(50), &without_home);
         let mut now = Time::from_millis(50);
+        let mut asked = BTreeSet::new();
         while now < Time::from_secs(3) {
             now = now + Duration::from_millis(100);
             keeper.handle_timeout(now, &without_home);
-            for m in [3, 6, 7] {
+            asked.extend(
+                std::iter::from_fn(|| keeper.poll_output()).filter_map(|o| match o {
+                    ServiceOutput::Send(to, SupervisionMsg::Disown { .. }) => Some(to),
+                    _ => None,
+                }),
+            );
+            for m in [6, 7] {
                 let word = SupervisionMsg::Disowned { home: h.node };
                 keeper.handle_message(now, NodeId(m), word, &without_home);
             }
         }
-        // Itself and n3: two of six.
-        assert!(keeper.sups.is_empty(), "carried by words from outside");
+        assert_eq!(
+            asked,
+            ms(&[3, 4, 5, 6, 7]).into_iter().collect(),
+            "the whole base asked"
+        );
+        // Itself, n6 and n7: three of six, an even split.
+        assert!(keeper.sups.is_empty(), "carried by half of the base");
         let word = SupervisionMsg::Disowned { home: h.node };
-        for m in [4, 5] {
-            keeper.handle_message(now, NodeId(m), word.clone(), &without_home);
-        }
+        keeper.handle_message(now, NodeId(4), word.clone(), &without_home);
         assert_eq!(keeper.sups.len(), 1, "four of six");
+        // The members whose word carried it hear of the take-over, in their
+        // groups: they disown the home for no other taker.
+        let told: BTreeSet<NodeId> = std::iter::from_fn(|| keeper.poll_output())
+            .filter_map(|o| match o {
+                ServiceOutput::Send(to, SupervisionMsg::TakenOver { .. }) => Some(to),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            ms(&[3, 4, 5, 6, 7, 8]).iter().all(|m| told.contains(m)),
+            "told {told:?}"
+        );
+    }
+
+    /// A member disowns a home for a taker in any group, but for no taker
+    /// other than the one it heard took the home's supervisors over: that one
+    /// is named, and the asker yields to it.
+    #[test]
+    fn a_member_disowns_a_home_taken_over_for_no_other_taker() {
+        let (h, me) = (n1(), id(4));
+        let (first, second) = (NodeId(8), NodeId(6));
+        let mut member = Supervision::new(me, SupervisionConfig::default(), 0);
+        let ctx = led_by(me, vec![me.node, NodeId(5)], 1);
+        let start = Time::from_secs(5);
+        member.handle_timeout(Time::ZERO, &ctx);
+        let ask = |m: &mut Supervision, now: Time, taker: NodeId| {
+            let ask = SupervisionMsg::Disown {
+                home: h.node,
+                epoch: 0,
+            };
+            m.handle_message(now, taker, ask, &ctx);
+            std::iter::from_fn(|| m.poll_output())
+                .filter_map(|o| match o {
+                    ServiceOutput::Send(to, m) if to == taker => Some(m),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        // Neither taker is in its group.
+        let word = SupervisionMsg::Disowned { home: h.node };
+        assert_eq!(ask(&mut member, start, first), std::slice::from_ref(&word));
+        let sup = SupervisorId {
+            origin: h.node,
+            incarnation: h.incarnation,
+            sequence: 0,
+        };
+        let taken = SupervisionMsg::TakenOver {
+            sup,
+            home: h.node,
+            epoch: 1,
+        };
+        member.handle_message(start, first, taken, &ctx);
+        // Long past the promise to the first taker.
+        let later = start + Duration::from_secs(10);
+        let promised = SupervisionMsg::Promised {
+            home: h.node,
+            taker: first,
+            took: true,
+        };
+        assert_eq!(ask(&mut member, later, second), [promised]);
+        assert_eq!(ask(&mut member, later, first), [word]);
     }
 
     /// Regression (swarm seed 94715, shrunk): a leader whose members leave its
@@ -3636,7 +3747,9 @@ mod tests {
             now = now + Duration::from_millis(10);
             keeper.handle_event(now, &changed, &ctx);
         }
-        tick_past_authority(&mut keeper, now, Time::from_millis(20), &ctx);
+        // The members that left disown the home for the heir, not for it.
+        let times = (now, Time::from_millis(20));
+        tick_past_authority_answered(&mut keeper, times, &ctx, |_| false);
         assert!(
             keeper.sups.is_empty(),
             "taken over without most of the base"
@@ -4474,23 +4587,39 @@ mod tests {
 
     /// `keeper` ticks every 100 ms from `now` until a probe period past the end
     /// of the authority of an `Alive` heard at `heard`.
-    fn tick_past_authority(
+    fn tick_past_authority(keeper: &mut Supervision, now: Time, heard: Time, ctx: &Context<'_>) {
+        tick_past_authority_answered(keeper, (now, heard), ctx, |_| true);
+    }
+
+    /// As [`tick_past_authority`], with only the members `answers` picks
+    /// disowning the home (the others are cut off, or elsewhere).
+    fn tick_past_authority_answered(
         keeper: &mut Supervision,
-        mut now: Time,
-        heard: Time,
+        (mut now, heard): (Time, Time),
         ctx: &Context<'_>,
+        answers: impl Fn(NodeId) -> bool,
     ) {
         let ended = heard + slack(keeper.config.authority);
         while now < ended + keeper.config.probe_period {
             now = now + Duration::from_millis(100);
             keeper.handle_timeout(now, ctx);
-            disowned(keeper, now, ctx);
+            disowned_by(keeper, now, ctx, &answers);
         }
     }
 
     /// Every member a taker asked to disown a home does (see [`disown`]); the
     /// taker's other outputs stay.
     fn disowned(taker: &mut Supervision, now: Time, ctx: &Context<'_>) {
+        disowned_by(taker, now, ctx, |_| true);
+    }
+
+    /// Every member a taker asked to disown a home does if `answers` picks it.
+    fn disowned_by(
+        taker: &mut Supervision,
+        now: Time,
+        ctx: &Context<'_>,
+        answers: impl Fn(NodeId) -> bool,
+    ) {
         let mut asks = Vec::new();
         let outputs: Vec<_> = std::iter::from_fn(|| taker.poll_output()).collect();
         for o in outputs {
@@ -4499,7 +4628,7 @@ mod tests {
                 other => taker.outbox.push_back(other),
             }
         }
-        for (m, home) in asks {
+        for (m, home) in asks.into_iter().filter(|(m, _)| answers(*m)) {
             taker.handle_message(now, m, SupervisionMsg::Disowned { home }, ctx);
         }
     }

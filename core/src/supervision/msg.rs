@@ -213,9 +213,9 @@ pub enum SupervisionMsg {
         /// The fragment.
         bytes: Vec<u8>,
     },
-    /// Taker to a member of its level-0 group, every probe period while it
-    /// would take `home`'s supervisors over but for the members' word: disown
-    /// `home` (see the `disown` module of the service).
+    /// Taker to each member of `home`'s quorum base (in any group), every probe
+    /// period while it would take `home`'s supervisors over but for the
+    /// members' word: disown `home` (see the `disown` module of the service).
     Disown {
         /// The home to be taken over.
         home: NodeId,
@@ -239,6 +239,17 @@ pub enum SupervisionMsg {
         /// The newer base (at most [`MAX_MEMBERS`]).
         base: Vec<NodeId>,
     },
+    /// Member to taker: not disowned, for this member promised `home` to
+    /// another taker, or heard that one took the home's supervisors over: the
+    /// asker yields to it (see the `disown` module of the service).
+    Promised {
+        /// The home.
+        home: NodeId,
+        /// The other taker.
+        taker: NodeId,
+        /// Whether `taker` took the home's supervisors over already.
+        took: bool,
+    },
 }
 
 /// A short, stable name of the kind of `msg`, for traces.
@@ -260,6 +271,7 @@ pub fn kind(msg: &SupervisionMsg) -> &'static str {
         SupervisionMsg::Disown { .. } => "sup-disown",
         SupervisionMsg::Disowned { .. } => "sup-disowned",
         SupervisionMsg::Refused { .. } => "sup-refused",
+        SupervisionMsg::Promised { .. } => "sup-promised",
     }
 }
 
@@ -340,6 +352,7 @@ pub fn validate(msg: &SupervisionMsg) -> Result<(), Reject> {
         | SupervisionMsg::TakenOver { .. }
         | SupervisionMsg::Disown { .. }
         | SupervisionMsg::Disowned { .. }
+        | SupervisionMsg::Promised { .. }
         | SupervisionMsg::Copied { .. } => Ok(()),
     }
 }

@@ -1,13 +1,17 @@
-//! What a member knows of take-overs in its group (see "Take-overs are told to
-//! the group" in the module doc of [`super`]).
+//! What a member knows of take-overs of the homes whose base it is in (see
+//! "Take-overs are told to the group and the base" in the module doc of
+//! [`super`]).
 //!
-//! A keeper takes a supervisor over because most of its home's quorum base is in
-//! its group. Those members must then not confirm the old home as its quorum: a
-//! heal may give the home most of its base again (its own side and the members
-//! the take-over counted), and it would go on beside its taker. So the new home
-//! tells the members of its group of the take-over ([`super::SupervisionMsg::TakenOver`]),
-//! and each remembers it here for `hold`: when the old home asks it to confirm,
-//! its answer tells the home to step down from that supervisor first.
+//! A keeper takes a supervisor over because most of its home's quorum base
+//! disowned the home for it. Those members must then not confirm the old home
+//! as its quorum: a heal may give the home most of its base again (its own side
+//! and the members the take-over counted), and it would go on beside its taker.
+//! Nor may they disown the home for another taker, which would take it over a
+//! second time. So the new home tells the members of its group and of the old
+//! home's base of the take-over ([`super::SupervisionMsg::TakenOver`]), and
+//! each remembers it here for `hold`, with its taker: when the old home asks
+//! it to confirm, its answer tells the home to step down from that supervisor
+//! first, and it disowns the home for that taker alone.
 //!
 //! A supervisor may be taken over again from its taker (a chain of take-overs):
 //! each entry keeps every home it was taken from, so that any of them is told to
@@ -34,24 +38,32 @@ pub(super) const MAX_TAKEN: usize = 1024;
 pub(super) const MAX_HOMES: usize = 8;
 
 /// The take-overs of one supervisor heard of: the homes it was taken from, the
-/// latest take-over's epoch, and when one was last heard of.
+/// latest take-over's epoch and its taker, and when one was last heard of.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct TakeOver {
     homes: Vec<NodeId>,
     epoch: u32,
+    by: NodeId,
     heard: Time,
 }
 
-/// The take-overs in this agent's group in the last `hold`.
+/// The take-overs heard of in the last `hold`.
 #[derive(Debug, Default)]
 pub(super) struct Taken {
     by_sup: BTreeMap<SupervisorId, TakeOver>,
 }
 
 impl Taken {
-    /// `sup` was taken over from `home` at take-over `epoch`: `home` joins the
-    /// homes it was taken from, and the entry keeps the latest epoch.
-    pub(super) fn note(&mut self, now: Time, sup: SupervisorId, home: NodeId, epoch: u32) {
+    /// `sup` was taken over from `home` by `by` at take-over `epoch`: `home`
+    /// joins the homes it was taken from, and the entry keeps the latest epoch
+    /// and its taker.
+    pub(super) fn note(
+        &mut self,
+        now: Time,
+        sup: SupervisorId,
+        (home, by): (NodeId, NodeId),
+        epoch: u32,
+    ) {
         if let Some(t) = self.by_sup.get_mut(&sup) {
             if !t.homes.contains(&home) {
                 if t.homes.len() >= MAX_HOMES {
@@ -59,7 +71,10 @@ impl Taken {
                 }
                 t.homes.push(home);
             }
-            t.epoch = t.epoch.max(epoch);
+            if epoch >= t.epoch {
+                t.epoch = epoch;
+                t.by = by;
+            }
             t.heard = now;
             return;
         }
@@ -79,6 +94,7 @@ impl Taken {
             TakeOver {
                 homes,
                 epoch,
+                by,
                 heard,
             },
         );
@@ -90,10 +106,21 @@ impl Taken {
     /// this agent heard the take-over from it (a member in a newer life heard
     /// only the latest, swarm seed 441394).
     pub(super) fn of_home(&self, home: NodeId) -> impl Iterator<Item = (SupervisorId, u32)> + '_ {
+        self.leaving(home).map(|(s, t)| (*s, t.epoch))
+    }
+
+    /// The take-overs heard of that left `home` behind (see [`Taken::of_home`]).
+    fn leaving(&self, home: NodeId) -> impl Iterator<Item = (&SupervisorId, &TakeOver)> + '_ {
         self.by_sup
             .iter()
             .filter(move |(s, t)| t.homes.contains(&home) || s.origin == home)
-            .map(|(s, t)| (*s, t.epoch))
+    }
+
+    /// The takers (latest of each chain) of the supervisors taken over from
+    /// `home`, as [`Taken::of_home`] finds them: a member disowns `home` for no
+    /// other (see [`super::disown`]).
+    pub(super) fn takers_from(&self, home: NodeId) -> impl Iterator<Item = NodeId> + '_ {
+        self.leaving(home).map(|(_, t)| t.by)
     }
 
     /// The homes `sup` was taken from, as far as this agent heard.
@@ -119,6 +146,9 @@ mod tests {
     /// Where the tests' supervisors were created: no home they name.
     const ORIGIN: NodeId = NodeId(100);
 
+    /// The taker of the tests' take-overs.
+    const BY: NodeId = NodeId(50);
+
     fn sup(sequence: u32) -> SupervisorId {
         SupervisorId {
             origin: ORIGIN,
@@ -133,15 +163,15 @@ mod tests {
     #[test]
     fn every_home_a_supervisor_was_taken_from_gets_the_latest_epoch() {
         let mut taken = Taken::default();
-        taken.note(Time::ZERO, sup(0), NodeId(1), 2);
-        taken.note(Time::ZERO, sup(0), NodeId(2), 1);
+        taken.note(Time::ZERO, sup(0), (NodeId(1), BY), 2);
+        taken.note(Time::ZERO, sup(0), (NodeId(2), BY), 1);
         assert_eq!(taken.of_home(NodeId(1)).collect::<Vec<_>>(), [(sup(0), 2)]);
         assert_eq!(
             taken.of_home(NodeId(2)).collect::<Vec<_>>(),
             [(sup(0), 2)],
             "an older one heard late keeps the latest epoch"
         );
-        taken.note(Time::ZERO, sup(0), NodeId(3), 3);
+        taken.note(Time::ZERO, sup(0), (NodeId(3), BY), 3);
         for home in 1..=3 {
             assert_eq!(
                 taken.of_home(NodeId(home)).collect::<Vec<_>>(),
@@ -151,7 +181,7 @@ mod tests {
         }
         assert_eq!(taken.of_home(NodeId(4)).count(), 0);
         for home in 4..20 {
-            taken.note(Time::ZERO, sup(0), NodeId(home), home);
+            taken.note(Time::ZERO, sup(0), (NodeId(home), BY), home);
         }
         assert_eq!(taken.by_sup[&sup(0)].homes.len(), MAX_HOMES);
         assert_eq!(
@@ -167,9 +197,25 @@ mod tests {
     #[test]
     fn the_home_a_supervisor_was_created_at_is_told_of_any_take_over() {
         let mut taken = Taken::default();
-        taken.note(Time::ZERO, sup(0), NodeId(2), 2);
+        taken.note(Time::ZERO, sup(0), (NodeId(2), BY), 2);
         assert_eq!(taken.of_home(ORIGIN).collect::<Vec<_>>(), [(sup(0), 2)]);
         assert_eq!(taken.of_home(NodeId(3)).count(), 0);
+    }
+
+    /// A member names the latest taker of each chain that left `home` behind:
+    /// a later taker's word replaces an earlier one's, an older word heard late
+    /// does not.
+    #[test]
+    fn the_taker_from_a_home_is_the_latest_of_its_chain() {
+        let mut taken = Taken::default();
+        let takers = |t: &Taken, home| t.takers_from(NodeId(home)).collect::<Vec<_>>();
+        taken.note(Time::ZERO, sup(0), (NodeId(1), NodeId(2)), 1);
+        assert_eq!(takers(&taken, 1), [NodeId(2)]);
+        taken.note(Time::ZERO, sup(0), (NodeId(2), NodeId(3)), 2);
+        taken.note(Time::ZERO, sup(0), (NodeId(1), NodeId(2)), 1);
+        assert_eq!(takers(&taken, 1), [NodeId(3)]);
+        assert_eq!(takers(&taken, 2), [NodeId(3)]);
+        assert!(takers(&taken, 3).is_empty());
     }
 
     #[test]
@@ -177,7 +223,7 @@ mod tests {
         let hold = Duration::from_secs(30);
         let mut taken = Taken::default();
         for i in 0..=MAX_TAKEN as u32 {
-            taken.note(Time::from_millis(u64::from(i)), sup(i), NodeId(1), 1);
+            taken.note(Time::from_millis(u64::from(i)), sup(i), (NodeId(1), BY), 1);
         }
         assert_eq!(taken.of_home(NodeId(1)).count(), MAX_TAKEN);
         assert!(

@@ -70,7 +70,9 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 ///   (`Disown`, `Disowned` and `Refused`, appended); `Alive` and `Pass` carry the
 ///   base's epoch; `Held.at` is optional (a member that disowned the home does
 ///   not confirm it).
-pub const VERSION: u16 = 19;
+/// - 20: supervision's `Promised` (appended): a member that promised a home to
+///   another taker, or heard of its take-over, names that taker to the asker.
+pub const VERSION: u16 = 20;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.
