@@ -101,16 +101,24 @@
 //!   not suspected yet, whose confirmations still kept the home's authority.)
 //!   A member disowns a home for one taker at a time, and, once it heard of a
 //!   take-over of the home, for that taker alone; takers that split the members'
-//!   word yield to the lowest id. (Before, a taker asked only the members of
-//!   its own group, and only while its group held most of the base: a home that
-//!   died with its base scattered over several groups, none holding most of
-//!   it, was taken over by nobody, swarm seeds 610192 and 631664.)
-//!   A home heard in a newer life needs no word if most of its base is in the
-//!   taker's group: its authority ended with its earlier life, and the group
-//!   has one taker. A leader counts only the members it hears (not suspected
-//!   by its federation seat): its view lags a partition, and an heir that just
-//!   took its group over from a silent leader has heard none of the members it
-//!   inherited ([`holds_most`], swarm seed 97566). A keeper cut off from its
+//!   word yield to the lowest id. The taker of a group holding most of the base
+//!   claims as soon as the home's authority ended; a keeper elsewhere (a group
+//!   without most of it) claims too, a promise's length later, so that it
+//!   rarely splits the word with the first. (Before, a taker asked only the
+//!   members of its own group, and only while its group held most of the base:
+//!   a home that died with its base scattered over several groups, none holding
+//!   most of it, was taken over by nobody, swarm seeds 610192, 631664 and
+//!   570613.) A home heard in a newer life needs the word too: its authority
+//!   ended with its earlier life, which is not waited out, and a member that
+//!   heard the newer life disowns it whatever it confirmed of the earlier one,
+//!   but the word makes its taker the only one (before, such a home was taken
+//!   over without a word once most of its base was in the group: a keeper in
+//!   another group, asking the base, could have carried it too). A leader
+//!   counts only the members it hears (not suspected by its federation seat)
+//!   in judging whether its group holds most of the base: its view lags a
+//!   partition, and an heir that just took its group over from a silent leader
+//!   has heard none of the members it inherited ([`holds_most`], swarm seed
+//!   97566). A keeper cut off from its
 //!   rack (which the home then stops counting as a keeper, so the home keeps
 //!   its authority) hears no word and takes nothing over (before, it did, from
 //!   a stale copy, and restarted children the home had restarted already:
@@ -199,11 +207,11 @@
 //! begun) once it would take it over if it were the taker itself (the home's
 //! authority has ended and most of the home's base is here). The taker takes it over if the home is gone by
 //! its own state too (heard in a newer life, or not in its group and not seen
-//! leaving it alive for another in the last `hold`), and, if it knows the
-//! home's base, only with most of it heard on its side ([`holds_most`]: the
-//! passer judged by a view that lags a partition, swarm seed 95582), and
-//! confirms with `Copied`;
-//! the member then drops its copy. There is still one taker per group. (Before,
+//! leaving it alive for another in the last `hold`), and only with the word of
+//! most of the home's base (the passer judged by a view that lags a partition,
+//! swarm seed 95582), and confirms with `Copied`; the member then drops its
+//! copy. A keeper in a group without most of the base claims for itself
+//! instead (see "Take-overs need most of the home's base"). (Before,
 //! swarm seed 30239: n44 took a supervisor over, restarted 3.8 s later, and its
 //! one keeper, n51, had been moved into another group as a plain member, or
 //! removed n44 itself and then merged into another; either way nobody took the
@@ -412,7 +420,8 @@ fn slack(d: Duration) -> Duration {
 /// off alone with a partition and took over from its silent leader n50 the
 /// supervisors n50 ran, counting the eight members across the partition, still
 /// in its view, as its side; n50 kept its quorum there, and both restarted the
-/// children: twins.) A plain member has only the view its leader pushed.
+/// children: twins; the members' word is what guards that now, this only picks
+/// who claims first.) A plain member has only the view its leader pushed.
 fn holds_most(base: &[NodeId], home: NodeId, me: NodeId, group: GroupView<'_>) -> bool {
     let view = group.view();
     let heard = |m: NodeId| !group.led_by_me() || m == me || !group.suspects(m);
@@ -1825,7 +1834,8 @@ impl Supervision {
         let quiet = |home: NodeId| ended(home) && recent(home);
         // A side cut off from most of the home's quorum base (this agent alone, a
         // few hosts of its rack, or the group the home moved to before its base
-        // followed) takes nothing over: the home may well live on the other side,
+        // followed) claims late, and carries nothing without the word of most of
+        // the base across the cut: the home may well live on the other side,
         // granting and restarting with keepers there. The home itself is not
         // counted (it is away either way), and half of the others is not enough:
         // an even split goes to the home's side ([`quorum`]).
@@ -1876,14 +1886,26 @@ impl Supervision {
             let gone = quiet(c.home) || (c.home_restarted && recent(c.home));
             let due = gone && most(c.home);
             // Most of the base disowned the home for this agent, in whichever
-            // groups they are now; or the home restarted (its authority ended)
-            // and most of its base is in this group, whose only taker this is.
-            // (Before, only the second way counted, and for a home in its first
-            // life the words of this group's members: a home whose base was
-            // scattered over several groups when it died was taken over by
-            // nobody, swarm seeds 610192 and 631664.)
-            let voted = carried(c.home) || (c.home_restarted && due);
-            let claiming = taker == Some(me) && gone;
+            // groups they are now: a restarted home's too, whose authority ended
+            // with its earlier life, for the word makes this taker the only one.
+            // The group's taker claims, and so does a keeper in a group without
+            // most of the base (one in a group with most passes its copy to the
+            // group's taker). (Before, a taker asked only its own group, and a
+            // restarted home's copy was taken without a word once most of its
+            // base was in the group: a home whose base was scattered over
+            // several groups when it died was taken over by nobody, swarm seeds
+            // 610192, 631664 and 570613, where the base was split from the
+            // keepers longer than the copy was passed on.)
+            let voted = carried(c.home);
+            // A side without most of the base claims only a promise's length
+            // after the home went away from it: the taker of a group with most
+            // of it claims first, and has usually told the base of its
+            // take-over by then, so that two takers rarely split the members'
+            // word (each split costs the promise that the one yielding waits
+            // out; see [`disown`]).
+            let late = !most(c.home);
+            let ready = !late || now >= since + authority;
+            let claiming = gone && ready && (taker == Some(me) || late);
             if claiming && !voted {
                 claims.insert(c.home);
             }
@@ -1940,7 +1962,12 @@ impl Supervision {
         }
         let me = self.me.node;
         let promise = slack(self.config.authority);
-        if self.votes.disown(now, home, me, epoch, promise).is_ok() {
+        let reborn = self.restarted.get(&home).copied();
+        if self
+            .votes
+            .disown(now, (home, reborn), me, epoch, promise)
+            .is_ok()
+        {
             self.votes.word(now, home, me);
         }
         for &m in base {
@@ -2082,37 +2109,28 @@ impl Supervision {
             return;
         }
         // The passer judged by the view this agent pushed, which lags a partition:
-        // the leader takes over only with most of the home's base heard on its
-        // side (see `holds_most`), by the base it knows or else the one passed.
-        // (Before, swarm seed 95582: a member cut off with a few others passed
-        // its copy to its leader, which took over with most of the base across
-        // the partition, beside the home.) A passed base can only hold a
-        // take-over back: without one, the passer's judgement stands.
-        let unheard = |base: &Vec<NodeId>| {
-            ctx.tree
-                .group(0)
-                .is_some_and(|group| !holds_most(base, home, me, group))
-        };
-        // The passer's base, if newer than this agent's (or this agent knows
-        // none), is the one judged by.
+        // the leader takes over only with the word of most of the home's base
+        // (see [`disown`]), by the base it knows or else the one passed. (Before,
+        // swarm seed 95582: a member cut off with a few others passed its copy
+        // to its leader, which took over with most of the base across the
+        // partition, beside the home.) A passed base can only hold a take-over
+        // back: without one, the passer's judgement stands. The passer's base,
+        // if newer than this agent's (or this agent knows none), is the one
+        // judged by.
         let (own, epoch) = (self.bases.get(&home), self.votes.epoch_of(home));
         let (base, epoch) = match passed_base {
             Some(b) if own.is_none() || passed_epoch > epoch => (Some(b), passed_epoch),
             _ => (own.cloned(), epoch),
         };
-        if base.as_ref().is_some_and(unheard) {
-            return;
-        }
         // Kept while the members' word is awaited: under loss, a later pass may
         // bring only some of the fragments. (Before, swarm seed 530624: a pass
         // whole at the first try was dropped while the word was asked, and every
         // later one lost a fragment or came after the word had lapsed.)
         let whole = self.gather(from, fragment);
-        // A home gone only from the group waits for the members' word, as in
-        // `take_over` (the passer's word is asked too, and its pass comes again).
+        // The members' word is awaited, as in `take_over` (the passer's word is
+        // asked too, and its pass comes again).
         let valid = self.config.authority;
-        let unsaid =
-            |b: &Vec<NodeId>| !(restarted || newer || self.votes.carried(now, home, b, valid));
+        let unsaid = |b: &Vec<NodeId>| !self.votes.carried(now, home, b, valid);
         if let Some(base) = base.filter(unsaid) {
             if !self.claim(now, home, (&base, epoch)) {
                 return;
@@ -2538,7 +2556,10 @@ impl Service for Supervision {
                 let taken = self.taken.takers_from(home).find(|t| *t != from);
                 let vote = match taken {
                     Some(taker) => Err(disown::Refusal::Taken(taker)),
-                    None => self.votes.disown(now, home, from, epoch, promise),
+                    None => {
+                        let reborn = self.restarted.get(&home).copied();
+                        self.votes.disown(now, (home, reborn), from, epoch, promise)
+                    }
                 };
                 match vote {
                     Ok(()) => self.send(from, SupervisionMsg::Disowned { home }),
@@ -3049,7 +3070,8 @@ mod tests {
 
     /// Regression (swarm seed 10325, and 93152 for the wait): the leader that
     /// keeps the copy of a home it hears in a newer life takes the supervisor
-    /// over at once (the earlier life's authority ended with it), and the home's
+    /// over at once, on the members' word (the earlier life's authority ended
+    /// with it: nothing is waited out), and the home's
     /// leaving the group afterwards (a jump of its clock made it claim the group,
     /// and the members told it to leave) changes nothing. Before 10325, the
     /// leader dropped the copy as that of a home living on in another group;
@@ -3069,6 +3091,7 @@ mod tests {
         keeper.handle_event(Time::from_millis(30), &changed, &with_home);
         let restarted = ServiceEvent::PeerRestarted { node: h.node };
         keeper.handle_event(Time::from_millis(40), &restarted, &with_home);
+        disowned(&mut keeper, Time::from_millis(40), &with_home);
         assert_eq!(keeper.sups.len(), 1, "taken over at once");
         assert!(keeper.copies.is_empty());
         let without_home = led(vec![k.node, NodeId(3), NodeId(4)], 2);
@@ -3108,6 +3131,7 @@ mod tests {
             }
             let restarted = ServiceEvent::PeerRestarted { node: h.node };
             keeper.handle_event(at, &restarted, &with_home);
+            disowned(&mut keeper, at, &with_home);
             !keeper.sups.is_empty()
         };
         let second = Duration::from_secs(1);
@@ -3156,6 +3180,7 @@ mod tests {
         keep(&mut keeper, h.node, &home, &group, others(&group, h.node));
         let restarted = ServiceEvent::PeerRestarted { node: h.node };
         keeper.handle_event(Time::from_millis(40), &restarted, &with_home);
+        disowned(&mut keeper, Time::from_millis(40), &with_home);
         let taken = keeper.sups.get(&sup).expect("taken over");
         let untold: Vec<Option<Pid>> = taken.untold.iter().map(|(_, p)| *p).collect();
         assert_eq!(untold, vec![Some(pid)], "the give-up is to be told");
@@ -4257,6 +4282,10 @@ mod tests {
                 for (_, m) in passes.clone() {
                     knowing.handle_message(now, k.node, m, &heard);
                 }
+                disowned(&mut knowing, now, &heard);
+                for (_, m) in passes.clone() {
+                    knowing.handle_message(now, k.node, m, &heard);
+                }
                 assert_eq!(knowing.sups.len(), 1, "a home heard in a newer life");
                 let restarted = ServiceEvent::PeerRestarted { node: h.node };
                 taker.handle_event(now, &restarted, &leading);
@@ -4273,8 +4302,8 @@ mod tests {
                 }
                 assert!(saw.sups.is_empty(), "a home seen leaving alive");
             }
-            // Taken over on the pass after the members' word (on the first
-            // pass already for a home that restarted).
+            // Taken over on the pass after the members' word, whichever way
+            // the home went.
             for (_, m) in passes.clone() {
                 taker.handle_message(now, k.node, m, &leading);
             }
