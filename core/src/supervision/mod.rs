@@ -3684,6 +3684,72 @@ mod tests {
         );
     }
 
+    /// Regression (swarm seed 570613, `supervision.restarted`): a keeper that is
+    /// a plain member of a group without most of the home's base claims the
+    /// supervisor for itself, a promise's length after the home went away (a
+    /// taker whose group holds most of the base claims first). Before, it passed
+    /// its copy only to a taker whose group held most of the base, and after a
+    /// partition had scattered the base none did: nobody claimed.
+    #[test]
+    fn a_keeper_in_a_group_without_most_of_the_base_claims_for_itself() {
+        let (h, k) = (n1(), id(4));
+        let home = lone_home(h);
+        let ms = |ns: &[u32]| ns.iter().map(|n| NodeId(*n)).collect::<Vec<_>>();
+        let member = |members: &[u32]| {
+            let view = crate::federation::View {
+                level: 0,
+                leader: NodeId(2),
+                epoch: 1,
+                members: ms(members),
+                ancestors: Vec::new(),
+                heirs_above: Vec::new(),
+            };
+            Context {
+                me: k,
+                tree: crate::service::TreeView::member_of(k.node, view),
+                lives: None,
+            }
+        };
+        let (with_home, without_home) = (member(&[1, 2, 4, 8]), member(&[2, 4, 8]));
+        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
+        let changed = ServiceEvent::GroupChanged { instance: 0 };
+        keeper.handle_event(Time::ZERO, &changed, &with_home);
+        let group = with_home.tree.local_group();
+        // Of the base, only the keeper is in its group.
+        keep(&mut keeper, h.node, &home, &group, ms(&[3, 4, 5, 6, 7]));
+        let mut now = Time::from_millis(20);
+        while now < Time::from_secs(1) {
+            now = now + Duration::from_millis(100);
+            keeper.handle_timeout(now, &with_home);
+        }
+        // The home leaves its view at 1 s, its authority long ended.
+        let away = now;
+        keeper.handle_event(away, &changed, &without_home);
+        let mut asked = BTreeMap::new();
+        while now < Time::from_secs(4) {
+            now = now + Duration::from_millis(100);
+            keeper.handle_timeout(now, &without_home);
+            let outputs: Vec<_> = std::iter::from_fn(|| keeper.poll_output()).collect();
+            for o in outputs {
+                if let ServiceOutput::Send(to, SupervisionMsg::Disown { .. }) = o {
+                    asked.entry(to).or_insert(now);
+                }
+            }
+        }
+        let later = away + slack(keeper.config.authority);
+        assert_eq!(asked.keys().copied().collect::<Vec<_>>(), ms(&[3, 5, 6, 7]));
+        assert!(asked.values().all(|t| *t >= later), "asked at {asked:?}");
+        assert!(asked
+            .values()
+            .all(|t| *t < later + keeper.config.probe_period));
+        assert!(keeper.sups.is_empty(), "taken over without a word");
+        let word = SupervisionMsg::Disowned { home: h.node };
+        for m in [3, 5, 6] {
+            keeper.handle_message(now, NodeId(m), word.clone(), &without_home);
+        }
+        assert_eq!(keeper.sups.len(), 1, "four of five");
+    }
+
     /// A member disowns a home for a taker in any group, but for no taker
     /// other than the one it heard took the home's supervisors over: that one
     /// is named, and the asker yields to it.
