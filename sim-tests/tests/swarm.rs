@@ -506,7 +506,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// `supervision.restarted` before a keeper in a group without most of the base
 /// claimed for itself (the home restarted, a partition cut both keepers from half
 /// of its base for 6.8 s, and after the heal neither was in a group holding most
-/// of it: neither passed its copy on, and no taker claimed).
+/// of it: neither passed its copy on, and no taker claimed). Seed 470428's full
+/// run fails `federation` before a late copy of a group dissolved under an agent
+/// stopped taking a seat (the agent sat in the dissolved group, refused the one it
+/// was sent to, and was groupless once the dissolver told it to leave).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

@@ -501,6 +501,11 @@ pub struct Federation {
     join_attempts: u32,
     /// The leader a merge or dissolve sent this agent to, asked first when groupless.
     join_target: Option<NodeId>,
+    /// The group last dissolved under this agent (its level, leader and epoch),
+    /// and until when a view of it at that epoch or before, arriving late, takes
+    /// no seat (two periods: past them, the leader may lead a new group, whose
+    /// epochs begin again).
+    dissolved: Option<((Level, NodeId, u64), Time)>,
     next_join: Time,
     next_probe: Time,
     fast_probes: u32,
@@ -545,6 +550,7 @@ impl Federation {
             same_tree: BTreeMap::new(),
             join_attempts: 0,
             join_target: None,
+            dissolved: None,
             next_join: Time::ZERO,
             next_probe: Time::NEVER,
             fast_probes: 0,

@@ -466,6 +466,8 @@ impl Federation {
             FedBody::Dissolve { level, target } => {
                 let l = level as usize;
                 if self.seats.get(l).is_some_and(|s| s.view.leader == from) {
+                    let until = now + self.config.period * 2;
+                    self.dissolved = Some(((level, from, self.seats[l].view.epoch), until));
                     self.seats.truncate(l);
                     self.attach_to(now, target, level);
                 }
@@ -727,6 +729,17 @@ impl Federation {
             return;
         }
         if l == self.seats.len() {
+            // A copy of the group just dissolved under us, duplicated or overtaken
+            // on the way, is not a group to sit in: taking it, this agent refused
+            // the group it was sent to (its seat was taken), and was groupless
+            // again once the dissolver told it to leave. (Before, swarm seed
+            // 470428's full run: "n100 is in no level-0 group".)
+            let stale = |((lvl, leader, epoch), until): ((Level, NodeId, u64), Time)| {
+                (lvl, leader) == (view.level, view.leader) && view.epoch <= epoch && now < until
+            };
+            if self.dissolved.is_some_and(stale) {
+                return;
+            }
             if self.can_take_seat(l) {
                 let leads = view.leader == self.me;
                 let foreign = !leads && from != view.leader;

@@ -508,6 +508,65 @@ fn an_agent_sent_to_another_group_asks_again_at_its_next_tick() {
     assert!(sent.iter().any(attach), "n1 asks n5 again: {sent:?}");
 }
 
+/// Regression (swarm seed 470428's full run: "n100 is in no level-0 group" at
+/// 16.5 s). A copy of the group just dissolved under an agent, arriving after
+/// the `Dissolve` (duplicated or reordered), takes no seat: the agent waits for
+/// the group it was sent to. Before, it sat in the dissolved group, refused the
+/// target's view with `Leave`, and was groupless again once the dissolver told
+/// it to leave.
+#[test]
+fn a_late_copy_of_a_dissolved_group_takes_no_seat() {
+    let mut net = Net::group_of_five(7, true);
+    net.join(6, 5);
+    let stale = net.agents[&NodeId(0)].seats()[0].view().clone();
+    let dissolve = FedBody::Dissolve {
+        level: 0,
+        target: NodeId(5),
+    };
+    net.deliver((NodeId(0), NodeId(1), dissolve));
+    let attach = net.settle(|_| true);
+    assert!(net.agents[&NodeId(1)].seats().is_empty());
+    net.deliver((NodeId(0), NodeId(1), FedBody::View(stale)));
+    assert!(
+        net.agents[&NodeId(1)].seats().is_empty(),
+        "sat in the dissolved group"
+    );
+    for m in attach {
+        net.deliver(m);
+    }
+    net.settle(|_| false);
+    let seat = net.agents[&NodeId(1)]
+        .seats()
+        .first()
+        .map(|s| s.view().leader);
+    assert_eq!(seat, Some(NodeId(5)), "in the group it was sent to");
+    // Two periods on, the dissolver may lead a new group, whose epochs begin
+    // again: its view is taken (swarm regression 481683 failed `federation`
+    // when it was not).
+    let period = FederationConfig::default().period;
+    let dissolve = FedBody::Dissolve {
+        level: 0,
+        target: NodeId(5),
+    };
+    net.deliver((NodeId(0), NodeId(2), dissolve));
+    net.settle(|_| true);
+    net.now = net.now + period * 2;
+    let new_group = super::View {
+        level: 0,
+        leader: NodeId(0),
+        epoch: 1,
+        members: vec![NodeId(0), NodeId(2)],
+        ancestors: Vec::new(),
+        heirs_above: Vec::new(),
+    };
+    net.deliver((NodeId(0), NodeId(2), FedBody::View(new_group)));
+    let seat = net.agents[&NodeId(2)]
+        .seats()
+        .first()
+        .map(|s| s.view().leader);
+    assert_eq!(seat, Some(NodeId(0)), "in the dissolver's new group");
+}
+
 /// Regression (swarm seed 10084: 650 agents, 5% loss; n280 alone in a level-0 group
 /// of one at 5.5 s). A groupless agent whose `Attach` to a rack neighbour went
 /// unanswered asks the next neighbour at its next tick; it used to wait two
