@@ -282,15 +282,17 @@ mod tests {
     const HOME: NodeId = NodeId(1);
     const TAKER: NodeId = NodeId(2);
 
+    /// `TAKER` asks `v` at `ms` to disown `HOME`, judging by base epoch 0.
+    fn ask(v: &mut Votes, ms: u64) -> Result<(), Refusal> {
+        v.disown(at(ms), (HOME, None), TAKER, 0, PROMISE)
+    }
+
     #[test]
     fn a_member_that_confirmed_the_home_lately_does_not_disown_it() {
         let mut v = Votes::default();
         assert!(v.confirm(at(1000), HOME, PROMISE));
-        assert_eq!(
-            v.disown(at(2000), (HOME, None), TAKER, 0, PROMISE),
-            Err(Refusal::NotNow)
-        );
-        assert!(v.disown(at(2875), (HOME, None), TAKER, 0, PROMISE).is_ok());
+        assert_eq!(ask(&mut v, 2000), Err(Refusal::NotNow));
+        assert!(ask(&mut v, 2875).is_ok());
     }
 
     /// A confirmation of the home's earlier life does not hold a member back
@@ -323,20 +325,17 @@ mod tests {
         let mut v = Votes::default();
         v.live(at(1000));
         v.live(at(1500));
-        assert_eq!(
-            v.disown(at(2000), (HOME, None), TAKER, 0, PROMISE),
-            Err(Refusal::NotNow)
-        );
-        assert!(v.disown(at(2875), (HOME, None), TAKER, 0, PROMISE).is_ok());
+        assert_eq!(ask(&mut v, 2000), Err(Refusal::NotNow));
+        assert!(ask(&mut v, 2875).is_ok());
     }
 
     #[test]
     fn a_member_that_disowned_the_home_confirms_it_no_more_until_the_promise_lapses() {
         let mut v = Votes::default();
-        assert!(v.disown(at(1000), (HOME, None), TAKER, 0, PROMISE).is_ok());
+        assert!(ask(&mut v, 1000).is_ok());
         assert!(!v.confirm(at(2000), HOME, PROMISE));
         // Renewed by the taker's next ask.
-        assert!(v.disown(at(2500), (HOME, None), TAKER, 0, PROMISE).is_ok());
+        assert!(ask(&mut v, 2500).is_ok());
         assert!(!v.confirm(at(4000), HOME, PROMISE));
         assert!(v.confirm(at(4375), HOME, PROMISE));
     }
@@ -365,7 +364,7 @@ mod tests {
     fn a_member_disowns_a_home_for_one_taker_at_a_time() {
         let mut v = Votes::default();
         let other = NodeId(3);
-        assert!(v.disown(at(1000), (HOME, None), TAKER, 0, PROMISE).is_ok());
+        assert!(ask(&mut v, 1000).is_ok());
         assert_eq!(
             v.disown(at(1500), (HOME, None), other, 0, PROMISE),
             Err(Refusal::Promised(TAKER))
