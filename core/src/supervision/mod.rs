@@ -489,6 +489,9 @@ struct Copy {
     /// When it was last passed to its group's taker (see
     /// [`Supervision::pass_on`]).
     passed: Option<Time>,
+    /// When its passing to its group's taker began: a taker that has not taken
+    /// it over a promise later (paused, or slow) is claimed beside.
+    passing_since: Option<Time>,
     /// The leader and heir of the other half of this agent's split that its home
     /// went to, that have not confirmed the copy passed to them yet (see
     /// [`Supervision::follow_group`]).
@@ -506,6 +509,7 @@ impl Copy {
             home_restarted: false,
             home_removed: false,
             passed: None,
+            passing_since: None,
             handed: Vec::new(),
         }
     }
@@ -1859,6 +1863,7 @@ impl Supervision {
                 c.away_since = None;
                 c.handed.clear();
                 c.passed = None;
+                c.passing_since = None;
                 continue;
             }
             let since = *c.away_since.get_or_insert(now);
@@ -1905,7 +1910,13 @@ impl Supervision {
             // out; see [`disown`]).
             let late = !most(c.home);
             let ready = !late || now >= since + authority;
-            let claiming = gone && ready && (taker == Some(me) || late);
+            // A keeper whose group's taker has had its pass for a promise and not
+            // taken it over (paused, or cut off from this agent's side) claims
+            // beside it. (Before, it passed in vain until the group removed its
+            // taker: supervise-100-home under random faults every 500 ms, seed
+            // 72, where the taker was paused twice.)
+            let unanswered = c.passing_since.is_some_and(|t| now >= t + authority);
+            let claiming = gone && ready && (taker == Some(me) || late || unanswered);
             if claiming && !voted {
                 claims.insert(c.home);
             }
@@ -1920,6 +1931,7 @@ impl Supervision {
             } else if let Some(to) = taker.filter(|t| *t != me && passing) {
                 if c.passed.is_none_or(|t| now >= t + self.config.retry) {
                     c.passed = Some(now);
+                    c.passing_since.get_or_insert(now);
                     passes.push((to, *id));
                 }
             }
@@ -2553,7 +2565,14 @@ impl Service for Supervision {
                 // their promises; this lasts while the taker runs the home's
                 // supervisors, and `hold` after).
                 let promise = slack(self.config.authority);
-                let taken = self.taken.takers_from(home).find(|t| *t != from);
+                // Not a take-over by the home itself, which took the supervisor
+                // back later in a chain and runs it (swarm seed 470294: a member
+                // named the home as the taker, and the claim on the home's crash
+                // yielded to it for good).
+                let taken = self
+                    .taken
+                    .takers_from(home)
+                    .find(|t| *t != from && *t != home);
                 let vote = match taken {
                     Some(taker) => Err(disown::Refusal::Taken(taker)),
                     None => {
@@ -3750,6 +3769,73 @@ mod tests {
         assert_eq!(keeper.sups.len(), 1, "four of five");
     }
 
+    /// A keeper whose group's taker leaves its pass unanswered for a promise
+    /// (paused, or cut off from it) claims the supervisor beside it. Before, it
+    /// passed in vain until the group removed its taker (supervise-100-home
+    /// under random faults every 500 ms, seed 72: the taker was paused twice).
+    #[test]
+    fn a_keeper_claims_beside_a_taker_that_leaves_its_pass_unanswered() {
+        let (h, k) = (n1(), id(4));
+        let home = lone_home(h);
+        let ms = |ns: &[u32]| ns.iter().map(|n| NodeId(*n)).collect::<Vec<_>>();
+        let member = |members: &[u32]| {
+            let view = crate::federation::View {
+                level: 0,
+                leader: NodeId(2),
+                epoch: 1,
+                members: ms(members),
+                ancestors: Vec::new(),
+                heirs_above: Vec::new(),
+            };
+            Context {
+                me: k,
+                tree: crate::service::TreeView::member_of(k.node, view),
+                lives: None,
+            }
+        };
+        let (with_home, without_home) = (member(&[1, 2, 3, 4, 5]), member(&[2, 3, 4, 5]));
+        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
+        let changed = ServiceEvent::GroupChanged { instance: 0 };
+        keeper.handle_event(Time::ZERO, &changed, &with_home);
+        let group = with_home.tree.local_group();
+        keep(&mut keeper, h.node, &home, &group, ms(&[2, 3, 4, 5]));
+        keeper.handle_event(Time::from_millis(30), &changed, &without_home);
+        let (mut passed, mut asked) = (None, BTreeSet::new());
+        let mut now = Time::from_millis(30);
+        while now < Time::from_secs(6) && asked.is_empty() {
+            now = now + Duration::from_millis(100);
+            keeper.handle_timeout(now, &without_home);
+            let outputs: Vec<_> = std::iter::from_fn(|| keeper.poll_output()).collect();
+            for o in outputs {
+                match o {
+                    ServiceOutput::Send(to, SupervisionMsg::Pass { .. }) => {
+                        assert_eq!(to, NodeId(2), "passed to its taker");
+                        passed.get_or_insert(now);
+                    }
+                    ServiceOutput::Send(to, SupervisionMsg::Disown { .. }) => {
+                        asked.insert(to);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let passed = passed.expect("passed first");
+        assert!(
+            now >= passed + slack(keeper.config.authority),
+            "claimed at {now:?}"
+        );
+        assert_eq!(
+            asked,
+            ms(&[2, 3, 5]).into_iter().collect(),
+            "the base asked"
+        );
+        let word = SupervisionMsg::Disowned { home: h.node };
+        for m in [3, 5] {
+            keeper.handle_message(now, NodeId(m), word.clone(), &without_home);
+        }
+        assert_eq!(keeper.sups.len(), 1, "three of four");
+    }
+
     /// A member disowns a home for a taker in any group, but for no taker
     /// other than the one it heard took the home's supervisors over: that one
     /// is named, and the asker yields to it.
@@ -3796,7 +3882,18 @@ mod tests {
             took: true,
         };
         assert_eq!(ask(&mut member, later, second), [promised]);
-        assert_eq!(ask(&mut member, later, first), [word]);
+        assert_eq!(ask(&mut member, later, first), std::slice::from_ref(&word));
+        // The home took the supervisor back from the first taker (a chain): a
+        // claim on the home is no longer held back by that take-over (swarm
+        // seed 470294, where the home was named as the taker of itself).
+        let back = SupervisionMsg::TakenOver {
+            sup,
+            home: first,
+            epoch: 2,
+        };
+        member.handle_message(later, h.node, back, &ctx);
+        let last = later + Duration::from_secs(10);
+        assert_eq!(ask(&mut member, last, second), [word]);
     }
 
     /// Regression (swarm seed 94715, shrunk): a leader whose members leave its
@@ -3982,7 +4079,15 @@ mod tests {
         };
         let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
         let group = with_home.tree.local_group();
-        keep(&mut keeper, h.node, &home, &group, others(&group, h.node));
+        // Most of the base is in l's group, but the keeper's word alone (it also
+        // claims beside l, which does not answer) does not carry it.
+        keep(
+            &mut keeper,
+            h.node,
+            &home,
+            &group,
+            vec![k.node, l.node, NodeId(4)],
+        );
         // Moved into l's group, without the home.
         let under_l = Context {
             me: k,
