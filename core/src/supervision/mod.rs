@@ -211,7 +211,9 @@
 //! most of the home's base (the passer judged by a view that lags a partition,
 //! swarm seed 95582), and confirms with `Copied`; the member then drops its
 //! copy. A keeper in a group without most of the base claims for itself
-//! instead (see "Take-overs need most of the home's base"). (Before,
+//! instead (see "Take-overs need most of the home's base"), and so does one
+//! whose taker has left its pass unanswered for a promise (paused, or cut off
+//! from it). (Before,
 //! swarm seed 30239: n44 took a supervisor over, restarted 3.8 s later, and its
 //! one keeper, n51, had been moved into another group as a plain member, or
 //! removed n44 itself and then merged into another; either way nobody took the
