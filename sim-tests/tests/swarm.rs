@@ -514,7 +514,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// the taker of its own supervisor (the home had taken it back in a chain of
 /// take-overs; on its crash, the claim yielded to it for good). Its first run
 /// passed only because a restarted home's copy was then taken over without the
-/// members' word.
+/// members' word. Seed 620979 fails `supervision.restarted` before a keeper that
+/// claimed as its group's taker claimed on once another member led the group
+/// (it passed its copy to the new leader instead, and the members promised to it
+/// held that leader back for a promise).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

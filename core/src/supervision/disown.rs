@@ -244,6 +244,12 @@ impl Votes {
         true
     }
 
+    /// Taker side: whether this agent asked the members about `home` within the
+    /// last promise (it neither took it over nor yielded since).
+    pub(super) fn asking(&self, home: NodeId) -> bool {
+        self.asked.contains_key(&home)
+    }
+
     /// Taker side: `home` was taken over (or its copy is gone): its words are
     /// spent.
     pub(super) fn done(&mut self, home: NodeId) {

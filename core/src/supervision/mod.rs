@@ -1918,7 +1918,14 @@ impl Supervision {
             // taker: supervise-100-home under random faults every 500 ms, seed
             // 72, where the taker was paused twice.)
             let unanswered = c.passing_since.is_some_and(|t| now >= t + authority);
-            let claiming = gone && ready && (taker == Some(me) || late || unanswered);
+            // A keeper that claimed lately claims on (until it carries or yields),
+            // whoever the group's taker is now: the promises made to it hold every
+            // other taker back until they lapse. (Before, a keeper that claimed as
+            // its group's taker for a moment, then passed its copy to the new
+            // leader, left the members promised to it for a promise: swarm seed
+            // 620979, where the restart came half a second past its bound.)
+            let asking = votes.asking(c.home);
+            let claiming = gone && ready && (taker == Some(me) || late || unanswered || asking);
             if claiming && !voted {
                 claims.insert(c.home);
             }
@@ -3836,6 +3843,58 @@ mod tests {
             keeper.handle_message(now, NodeId(m), word.clone(), &without_home);
         }
         assert_eq!(keeper.sups.len(), 1, "three of four");
+    }
+
+    /// Regression (swarm seed 620979, `supervision.restarted`): a keeper that
+    /// claimed as its group's taker claims on once another member leads the
+    /// group, until it carries: the members promised to it would hold the new
+    /// taker back until their promises lapsed. Before, it passed its copy to
+    /// the new leader instead, and the restart came past its bound.
+    #[test]
+    fn a_keeper_that_claimed_claims_on_when_another_leads_its_group() {
+        let (h, k) = (n1(), n2());
+        let home = lone_home(h);
+        let ms = |ns: &[u32]| ns.iter().map(|n| NodeId(*n)).collect::<Vec<_>>();
+        let with_home = led_by(k, ms(&[1, 2, 3, 4]), 1);
+        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
+        let changed = ServiceEvent::GroupChanged { instance: 0 };
+        keeper.handle_event(Time::ZERO, &changed, &with_home);
+        let group = with_home.tree.local_group();
+        keep(&mut keeper, h.node, &home, &group, ms(&[2, 3, 4]));
+        let leading = led_by(k, ms(&[2, 3, 4]), 2);
+        home_removed(&mut keeper, h.node, Time::from_millis(50), &leading);
+        let asks = |keeper: &mut Supervision| {
+            std::iter::from_fn(|| keeper.poll_output())
+                .filter(|o| matches!(o, ServiceOutput::Send(_, SupervisionMsg::Disown { .. })))
+                .count()
+        };
+        let mut now = Time::from_millis(50);
+        while asks(&mut keeper) == 0 {
+            now = now + Duration::from_millis(100);
+            assert!(now < Time::from_secs(3), "never claimed");
+            keeper.handle_timeout(now, &leading);
+        }
+        // n3 leads the group now; the keeper is a plain member of it.
+        let view = crate::federation::View {
+            level: 0,
+            leader: NodeId(3),
+            epoch: 3,
+            members: ms(&[2, 3, 4]),
+            ancestors: Vec::new(),
+            heirs_above: Vec::new(),
+        };
+        let member = Context {
+            me: k,
+            tree: crate::service::TreeView::member_of(k.node, view),
+            lives: None,
+        };
+        keeper.handle_event(now, &changed, &member);
+        now = now + keeper.config.probe_period;
+        keeper.handle_timeout(now, &member);
+        assert!(asks(&mut keeper) > 0, "claims on");
+        let word = SupervisionMsg::Disowned { home: h.node };
+        keeper.handle_message(now, NodeId(4), word, &member);
+        assert_eq!(keeper.sups.len(), 1, "two of three");
     }
 
     /// A member disowns a home for a taker in any group, but for no taker
