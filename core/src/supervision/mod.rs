@@ -3561,9 +3561,8 @@ mod tests {
     fn a_leader_takes_over_only_once_most_of_the_base_disowned_the_home() {
         let (h, k) = (n1(), n2());
         let home = lone_home(h);
-        let ms = |ns: &[u32]| ns.iter().map(|n| NodeId(*n)).collect::<Vec<_>>();
-        let with_home = led_by(k, ms(&[1, 2, 3, 4, 5]), 1);
-        let without_home = led_by(k, ms(&[2, 3, 4, 5]), 2);
+        let with_home = led_by(k, nodes(&[1, 2, 3, 4, 5]), 1);
+        let without_home = led_by(k, nodes(&[2, 3, 4, 5]), 2);
         let group = with_home.tree.local_group();
         let base = others(&group, h.node);
         let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
@@ -3571,21 +3570,7 @@ mod tests {
         keeper.handle_event(Time::ZERO, &changed, &with_home);
         keep(&mut keeper, h.node, &home, &group, base.clone());
         home_removed(&mut keeper, h.node, Time::from_millis(50), &without_home);
-        let member_of_k = |me: NodeId| {
-            let view = crate::federation::View {
-                level: 0,
-                leader: k.node,
-                epoch: 2,
-                members: ms(&[2, 3, 4, 5]),
-                ancestors: Vec::new(),
-                heirs_above: Vec::new(),
-            };
-            Context {
-                me: id(me.0),
-                tree: crate::service::TreeView::member_of(me, view),
-                lives: None,
-            }
-        };
+        let member_of_k = |me: NodeId| member_under(id(me.0), k.node, nodes(&[2, 3, 4, 5]), 2);
         // Members running since the start (a member disowns nobody just after it
         // starts).
         let mut members: BTreeMap<NodeId, Supervision> = [3, 4, 5]
@@ -3662,15 +3647,20 @@ mod tests {
     fn the_word_of_base_members_in_other_groups_counts() {
         let (h, k) = (n1(), n2());
         let home = lone_home(h);
-        let ms = |ns: &[u32]| ns.iter().map(|n| NodeId(*n)).collect::<Vec<_>>();
-        let with_home = led_by(k, ms(&[1, 2, 3, 8]), 1);
-        let without_home = led_by(k, ms(&[2, 3, 8]), 2);
+        let with_home = led_by(k, nodes(&[1, 2, 3, 8]), 1);
+        let without_home = led_by(k, nodes(&[2, 3, 8]), 2);
         let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
         let changed = ServiceEvent::GroupChanged { instance: 0 };
         keeper.handle_event(Time::ZERO, &changed, &with_home);
         let group = with_home.tree.local_group();
         // Members 4 to 7 of the home's base live in other groups.
-        keep(&mut keeper, h.node, &home, &group, ms(&[2, 3, 4, 5, 6, 7]));
+        keep(
+            &mut keeper,
+            h.node,
+            &home,
+            &group,
+            nodes(&[2, 3, 4, 5, 6, 7]),
+        );
         home_removed(&mut keeper, h.node, Time::from_millis(50), &without_home);
         let mut now = Time::from_millis(50);
         let mut asked = BTreeSet::new();
@@ -3690,7 +3680,7 @@ mod tests {
         }
         assert_eq!(
             asked,
-            ms(&[3, 4, 5, 6, 7]).into_iter().collect(),
+            nodes(&[3, 4, 5, 6, 7]).into_iter().collect(),
             "the whole base asked"
         );
         // Itself, n6 and n7: three of six, an even split.
@@ -3707,7 +3697,7 @@ mod tests {
             })
             .collect();
         assert!(
-            ms(&[3, 4, 5, 6, 7, 8]).iter().all(|m| told.contains(m)),
+            nodes(&[3, 4, 5, 6, 7, 8]).iter().all(|m| told.contains(m)),
             "told {told:?}"
         );
     }
@@ -3722,29 +3712,14 @@ mod tests {
     fn a_keeper_in_a_group_without_most_of_the_base_claims_for_itself() {
         let (h, k) = (n1(), id(4));
         let home = lone_home(h);
-        let ms = |ns: &[u32]| ns.iter().map(|n| NodeId(*n)).collect::<Vec<_>>();
-        let member = |members: &[u32]| {
-            let view = crate::federation::View {
-                level: 0,
-                leader: NodeId(2),
-                epoch: 1,
-                members: ms(members),
-                ancestors: Vec::new(),
-                heirs_above: Vec::new(),
-            };
-            Context {
-                me: k,
-                tree: crate::service::TreeView::member_of(k.node, view),
-                lives: None,
-            }
-        };
+        let member = |members: &[u32]| member_under(k, NodeId(2), nodes(members), 1);
         let (with_home, without_home) = (member(&[1, 2, 4, 8]), member(&[2, 4, 8]));
         let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
         let changed = ServiceEvent::GroupChanged { instance: 0 };
         keeper.handle_event(Time::ZERO, &changed, &with_home);
         let group = with_home.tree.local_group();
         // Of the base, only the keeper is in its group.
-        keep(&mut keeper, h.node, &home, &group, ms(&[3, 4, 5, 6, 7]));
+        keep(&mut keeper, h.node, &home, &group, nodes(&[3, 4, 5, 6, 7]));
         let mut now = Time::from_millis(20);
         while now < Time::from_secs(1) {
             now = now + Duration::from_millis(100);
@@ -3765,7 +3740,10 @@ mod tests {
             }
         }
         let later = away + slack(keeper.config.authority);
-        assert_eq!(asked.keys().copied().collect::<Vec<_>>(), ms(&[3, 5, 6, 7]));
+        assert_eq!(
+            asked.keys().copied().collect::<Vec<_>>(),
+            nodes(&[3, 5, 6, 7])
+        );
         assert!(asked.values().all(|t| *t >= later), "asked at {asked:?}");
         assert!(asked
             .values()
@@ -3786,28 +3764,13 @@ mod tests {
     fn a_keeper_claims_beside_a_taker_that_leaves_its_pass_unanswered() {
         let (h, k) = (n1(), id(4));
         let home = lone_home(h);
-        let ms = |ns: &[u32]| ns.iter().map(|n| NodeId(*n)).collect::<Vec<_>>();
-        let member = |members: &[u32]| {
-            let view = crate::federation::View {
-                level: 0,
-                leader: NodeId(2),
-                epoch: 1,
-                members: ms(members),
-                ancestors: Vec::new(),
-                heirs_above: Vec::new(),
-            };
-            Context {
-                me: k,
-                tree: crate::service::TreeView::member_of(k.node, view),
-                lives: None,
-            }
-        };
+        let member = |members: &[u32]| member_under(k, NodeId(2), nodes(members), 1);
         let (with_home, without_home) = (member(&[1, 2, 3, 4, 5]), member(&[2, 3, 4, 5]));
         let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
         let changed = ServiceEvent::GroupChanged { instance: 0 };
         keeper.handle_event(Time::ZERO, &changed, &with_home);
         let group = with_home.tree.local_group();
-        keep(&mut keeper, h.node, &home, &group, ms(&[2, 3, 4, 5]));
+        keep(&mut keeper, h.node, &home, &group, nodes(&[2, 3, 4, 5]));
         keeper.handle_event(Time::from_millis(30), &changed, &without_home);
         let (mut passed, mut asked) = (None, BTreeSet::new());
         let mut now = Time::from_millis(30);
@@ -3835,7 +3798,7 @@ mod tests {
         );
         assert_eq!(
             asked,
-            ms(&[2, 3, 5]).into_iter().collect(),
+            nodes(&[2, 3, 5]).into_iter().collect(),
             "the base asked"
         );
         let word = SupervisionMsg::Disowned { home: h.node };
@@ -3854,14 +3817,13 @@ mod tests {
     fn a_keeper_that_claimed_claims_on_when_another_leads_its_group() {
         let (h, k) = (n1(), n2());
         let home = lone_home(h);
-        let ms = |ns: &[u32]| ns.iter().map(|n| NodeId(*n)).collect::<Vec<_>>();
-        let with_home = led_by(k, ms(&[1, 2, 3, 4]), 1);
+        let with_home = led_by(k, nodes(&[1, 2, 3, 4]), 1);
         let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
         let changed = ServiceEvent::GroupChanged { instance: 0 };
         keeper.handle_event(Time::ZERO, &changed, &with_home);
         let group = with_home.tree.local_group();
-        keep(&mut keeper, h.node, &home, &group, ms(&[2, 3, 4]));
-        let leading = led_by(k, ms(&[2, 3, 4]), 2);
+        keep(&mut keeper, h.node, &home, &group, nodes(&[2, 3, 4]));
+        let leading = led_by(k, nodes(&[2, 3, 4]), 2);
         home_removed(&mut keeper, h.node, Time::from_millis(50), &leading);
         let asks = |keeper: &mut Supervision| {
             std::iter::from_fn(|| keeper.poll_output())
@@ -3875,19 +3837,7 @@ mod tests {
             keeper.handle_timeout(now, &leading);
         }
         // n3 leads the group now; the keeper is a plain member of it.
-        let view = crate::federation::View {
-            level: 0,
-            leader: NodeId(3),
-            epoch: 3,
-            members: ms(&[2, 3, 4]),
-            ancestors: Vec::new(),
-            heirs_above: Vec::new(),
-        };
-        let member = Context {
-            me: k,
-            tree: crate::service::TreeView::member_of(k.node, view),
-            lives: None,
-        };
+        let member = member_under(k, NodeId(3), nodes(&[2, 3, 4]), 3);
         keeper.handle_event(now, &changed, &member);
         now = now + keeper.config.probe_period;
         keeper.handle_timeout(now, &member);
@@ -4821,11 +4771,22 @@ mod tests {
 
     /// `me` in a level-0 group of two led by n2 (its keeper and its quorum).
     fn member_under_n2(me: Identity) -> Context<'static> {
+        member_under(me, NodeId(2), vec![me.node, NodeId(2)], 1)
+    }
+
+    /// `me`, a plain member of the level-0 group of `members` led by `leader` at
+    /// `epoch`.
+    fn member_under(
+        me: Identity,
+        leader: NodeId,
+        members: Vec<NodeId>,
+        epoch: u64,
+    ) -> Context<'static> {
         let view = crate::federation::View {
             level: 0,
-            leader: NodeId(2),
-            epoch: 1,
-            members: vec![me.node, NodeId(2)],
+            leader,
+            epoch,
+            members,
             ancestors: Vec::new(),
             heirs_above: Vec::new(),
         };
@@ -4834,6 +4795,11 @@ mod tests {
             tree: crate::service::TreeView::member_of(me.node, view),
             lives: None,
         }
+    }
+
+    /// The nodes numbered `ns`.
+    fn nodes(ns: &[u32]) -> Vec<NodeId> {
+        ns.iter().copied().map(NodeId).collect()
     }
 
     /// `home` removed from `keeper`'s level-0 group (now `ctx`'s) at `at`.
