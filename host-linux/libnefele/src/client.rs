@@ -92,8 +92,8 @@
 //! stay exact for a poll loop.
 
 use crate::link;
-use crate::links::Links;
-use crate::poller::Poller;
+use crate::links::{Links, Reads};
+use crate::poller::{Poller, Readable};
 use crate::proto::LinkRefused;
 use crate::proto::{
     self, AgentFrame, Call, ClientFrame, MembersView, ProtocolError, Reply, MAX_REPLY_BYTES,
@@ -1143,10 +1143,9 @@ impl Client {
         max: u32,
         wait: Option<Duration>,
     ) -> Result<Vec<Mail>, ClientError> {
-        let deadline = wait.map(|w| Instant::now() + w);
-        let Some(deadline) = deadline else {
+        let Some(wait) = wait else {
             // Without waiting: what the links hold, and what the mailbox holds now.
-            let mut mails = self.linked_mail(max, Some(None))?;
+            let mut mails = self.linked_mail(max, Reads::All)?;
             if mails.is_empty() && !self.links_armed {
                 let pid = self.acting()?;
                 match self.api(Call::Recv {
@@ -1160,50 +1159,51 @@ impl Client {
             }
             return Ok(mails);
         };
-        // First what was read already; then wait on the links and the agent, and
-        // read what turns readable (a request's answer costs a poll and a read).
-        let mut readable = None;
+        // First what was read already; then wait on the links and the agent (on
+        // the poll loop's epoll instance, whose alarm is a held `Down`'s due
+        // time), and read what turns readable: a request's answer costs a wait
+        // and a read.
+        // The clock is read only once there is something to wait for.
+        let mut readable = Readable::new();
+        let mut reads = Reads::Nothing;
+        let mut until = None;
         loop {
-            let mails =
-                self.linked_mail(max, readable.as_ref().map(|r: &Vec<bool>| Some(&r[1..])))?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            if !mails.is_empty() || left.is_zero() {
+            let mails = self.linked_mail(max, reads)?;
+            if !mails.is_empty() {
+                return Ok(mails);
+            }
+            let now = Instant::now();
+            let deadline = *until.get_or_insert(now + wait);
+            if now >= deadline {
                 return Ok(mails);
             }
             if self.armed.is_none() {
                 self.arm(max)?;
                 self.links_armed = true;
             }
-            // About to wait: the openers get what they are owed first.
+            // About to wait: the openers get what they are owed first (which may
+            // find a link ended: the watch follows).
             self.links.flush_acks();
-            let mut fds = vec![self.stream.as_raw_fd()];
-            fds.extend(self.links.waiting_fds());
-            let nap = self.links.next_down_due().map_or(left, |d| d.min(left));
-            let ready = crate::endpoint::poll_readable(&fds, Some(nap)).map_err(|e| self.io(e))?;
-            let agent = ready[0];
-            readable = Some(ready);
-            if agent {
+            self.watch_links()?;
+            self.poller
+                .wait(deadline - now, &mut readable)
+                .map_err(|e| self.io(e))?;
+            reads = Reads::Readable(&readable);
+            if readable.contains(self.stream.as_raw_fd()) {
                 self.read_a_frame()?;
                 self.put_away_buffered()?;
             }
         }
     }
 
-    /// Up to `max` messages held from an earlier receive, come on links, and in
-    /// the armed receive's answer, in that order. `read`: also read the links
-    /// (`Some(None)`: all; `Some(Some(r))`: those `r` says are readable; `None`:
-    /// none, only what was read already).
-    fn linked_mail(
-        &mut self,
-        max: u32,
-        read: Option<Option<&[bool]>>,
-    ) -> Result<Vec<Mail>, ClientError> {
+    /// Up to `max` messages held from an earlier receive, come on links (and
+    /// read from those `reads` names), and in the armed receive's answer, in
+    /// that order.
+    fn linked_mail(&mut self, max: u32, reads: Reads<'_>) -> Result<Vec<Mail>, ClientError> {
         let max = max as usize;
         let mut mails: Vec<Mail> = self.held.drain(..self.held.len().min(max)).collect();
-        mails.extend(
-            self.links
-                .take(max - mails.len(), read.is_some(), read.flatten()),
-        );
+        let room = max - mails.len();
+        self.links.take(&mut mails, room, reads);
         if self.links_armed && self.armed_answer.is_some() {
             let answer = self.armed_answer_mails()?;
             self.links_armed = false;
@@ -1270,13 +1270,12 @@ impl Client {
     /// made to this process as they are now, and turn readable when a `Down` held
     /// behind a link's messages falls due.
     fn watch_links(&mut self) -> Result<(), ClientError> {
-        let mut fds = vec![self.stream.as_raw_fd()];
-        fds.extend(self.links.waiting_fds());
+        let fds = std::iter::once(self.stream.as_raw_fd()).chain(self.links.waiting_fds());
         let key = (self.links.generation(), self.reconnects());
         let due = self.links.next_down_due();
         let watched = self
             .poller
-            .watch(key, &fds)
+            .watch(key, fds)
             .and_then(|()| self.poller.alarm(due));
         watched.map_err(|e| self.io(e))
     }
@@ -1330,7 +1329,7 @@ impl Client {
             return Err(ClientError::Unexpected("no receive is armed".into()));
         }
         if self.links.accepts() || !self.held.is_empty() {
-            let mails = self.linked_mail(self.armed_max, Some(None))?;
+            let mails = self.linked_mail(self.armed_max, Reads::All)?;
             // Frames come now (a send's fate, say) need not be the answer: they are
             // read and put away, so that this never waits for an answer not come.
             while self.armed_answer.is_none()

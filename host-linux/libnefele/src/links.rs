@@ -18,6 +18,7 @@
 use crate::endpoint;
 use crate::link::{self, Frame, Inbound, LinkError, Outbound, Taken};
 use crate::link_seal::{LinkKey, Seal, Side};
+use crate::poller::Readable;
 use nefele_api::ids::Pid;
 use nefele_api::messaging::{Mail, MailBody, SendError};
 use nefele_api::replies::DistanceClass;
@@ -27,6 +28,9 @@ use std::time::{Duration, Instant};
 
 /// How much one read of a link takes.
 const READ_CHUNK: usize = 64 * 1024;
+/// The largest write buffer a client keeps between sends (a batch's may be
+/// larger; it is let go).
+const KEPT_WRITE: usize = 64 * 1024;
 /// The most messages a link back holds read and not taken while a send on the
 /// link the other way waits for its acknowledgement (which rides it).
 const READY_CAP: usize = 4096;
@@ -88,6 +92,10 @@ pub(crate) struct Links {
     settled: Vec<Fate>,
     /// Where links are read into (kept: a receive's hot path allocates nothing).
     buf: Vec<u8>,
+    /// Where a send's frames and their ids are put before the write (kept, as
+    /// `buf`, so that a send allocates nothing once warm).
+    wbuf: Vec<u8>,
+    wids: Vec<Option<u64>>,
     /// Raised whenever a link made to this client comes or goes.
     generation: u64,
     /// Per process that linked to this client, the messages its links that are
@@ -99,6 +107,17 @@ pub(crate) struct Links {
 /// The fate of a `send_async` made on a link, under its id.
 pub(crate) type Fate = (u64, Result<(), SendError>);
 
+/// Which links made to this client a [`Links::take`] reads before taking.
+#[derive(Clone, Copy)]
+pub(crate) enum Reads<'a> {
+    /// None: it takes only what was read already.
+    Nothing,
+    /// Every link that may still bring something.
+    All,
+    /// Those a wait found readable.
+    Readable(&'a Readable),
+}
+
 impl Links {
     /// No links; messages of at most `max_data` bytes.
     pub(crate) fn new(max_data: usize) -> Self {
@@ -108,6 +127,8 @@ impl Links {
             max_data,
             settled: Vec::new(),
             buf: vec![0; READ_CHUNK.min(max_data + 5).max(4096)],
+            wbuf: Vec::new(),
+            wids: Vec::new(),
             generation: 0,
             shift: BTreeMap::new(),
         }
@@ -236,8 +257,10 @@ impl Links {
             self.settled.extend(fates);
         }
         let link = self.opened.get_mut(&to).expect("still open");
-        let mut bytes = Vec::new();
-        let mut ids = Vec::new();
+        let mut bytes = std::mem::take(&mut self.wbuf);
+        let mut ids = std::mem::take(&mut self.wids);
+        bytes.clear();
+        ids.clear();
         for (data, id) in messages {
             // A send without an id waits for its acknowledgement.
             link::put_data(&mut bytes, data, id.is_none());
@@ -258,12 +281,18 @@ impl Links {
             seal.seal(&bytes, &mut sealed);
             bytes = sealed;
         }
-        if endpoint::send_all(&link.sock, &bytes).is_err() {
+        let written = endpoint::send_all(&link.sock, &bytes);
+        if bytes.capacity() <= KEPT_WRITE {
+            self.wbuf = bytes;
+        }
+        if written.is_err() {
             return Err((SendError::Unknown, self.end(to)));
         }
-        for id in ids {
+        let link = self.opened.get_mut(&to).expect("still open");
+        for id in ids.drain(..) {
             link.out.sent(id);
         }
+        self.wids = ids;
         let sent = link.out.count();
         // Sending is a moment this process owes its openers their acknowledgements.
         self.flush_acks();
@@ -412,12 +441,11 @@ impl Links {
 
     /// The descriptors of the links made to this client that may still bring
     /// something, to wait on.
-    pub(crate) fn waiting_fds(&self) -> Vec<RawFd> {
+    pub(crate) fn waiting_fds(&self) -> impl Iterator<Item = RawFd> + Clone + '_ {
         self.accepted
             .iter()
             .filter(|l| !l.ended)
             .map(|l| l.sock.as_raw_fd())
-            .collect()
     }
 
     /// How long until a held `Down` is due even though its link has not ended.
@@ -438,19 +466,22 @@ impl Links {
     }
 
     /// Takes up to `max` messages come on the links made to this client (and the
-    /// `Down`s now due): those read already, and, when `read`, what the links hold
-    /// now (read without waiting; `readable`, when given, says which links to read,
-    /// in the order of [`Links::waiting_fds`]). Acknowledges what is due. Links
-    /// whose opener ended and that hold nothing more are forgotten.
-    pub(crate) fn take(&mut self, max: usize, read: bool, readable: Option<&[bool]>) -> Vec<Mail> {
-        let mut mails = Vec::new();
-        let mut flags = readable.map(|r| r.iter().copied());
+    /// `Down`s now due) into `mails`: those read already, and what the links
+    /// `reads` names hold now (read without waiting). Acknowledges what is due.
+    /// Links whose opener ended and that hold nothing more are forgotten.
+    pub(crate) fn take(&mut self, mails: &mut Vec<Mail>, max: usize, reads: Reads<'_>) {
+        let end = mails.len() + max;
         for link in &mut self.accepted {
-            let polled = !link.ended && flags.as_mut().is_none_or(|f| f.next().unwrap_or(false));
-            if read && polled && link.ready.len() < max {
+            let read = !link.ended
+                && match reads {
+                    Reads::Nothing => false,
+                    Reads::All => true,
+                    Reads::Readable(r) => r.contains(link.sock.as_raw_fd()),
+                };
+            if read && link.ready.len() < max {
                 fill(link, &mut self.buf);
             }
-            let n = link.ready.len().min(max - mails.len());
+            let n = link.ready.len().min(end - mails.len());
             let mut urgent = false;
             for (mail, u) in link.ready.drain(..n) {
                 mails.push(mail);
@@ -467,29 +498,29 @@ impl Links {
                 .down
                 .as_ref()
                 .is_some_and(|(_, at)| at.elapsed() >= DOWN_HOLD);
-            if link.ready.is_empty() && (link.ended || overdue) && mails.len() < max {
+            if link.ready.is_empty() && (link.ended || overdue) && mails.len() < end {
                 if let Some((down, _)) = link.down.take() {
                     mails.push(down);
                     // Its process ended: whatever its end still sends is not its.
                     link.ended = true;
                 }
             }
-            if mails.len() == max {
+            if mails.len() == end {
                 break;
             }
         }
         self.apply_acks_back();
-        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.accepted)
-            .into_iter()
-            .partition(|l| l.ended && l.ready.is_empty() && l.down.is_none());
-        self.accepted = kept;
-        if !gone.is_empty() {
+        let gone = |l: &Accepted| l.ended && l.ready.is_empty() && l.down.is_none();
+        if self.accepted.iter().any(gone) {
+            let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.accepted)
+                .into_iter()
+                .partition(gone);
+            self.accepted = kept;
             self.generation += 1;
+            for link in gone {
+                *self.shift.entry(link.from).or_default() += link.next_seq - link.first_seq;
+            }
         }
-        for link in gone {
-            *self.shift.entry(link.from).or_default() += link.next_seq - link.first_seq;
-        }
-        mails
     }
 
     /// Counts the acknowledgements that came on links made to this client for the
@@ -503,7 +534,10 @@ impl Links {
             let Some(link) = self.opened.get_mut(&back.from) else {
                 continue;
             };
-            if link.token != token {
+            // Another link's, or no news: an acknowledgement on the link itself
+            // (written when its receiver was about to wait) may have overtaken
+            // this one, which then counts less than is acknowledged already.
+            if link.token != token || link.out.delivered(taken) {
                 continue;
             }
             match link.out.acked(taken) {
@@ -653,6 +687,13 @@ mod tests {
         Pid::new(NodeId(1), Incarnation(1), n)
     }
 
+    /// What `links` holds and its links bring now, up to `max`.
+    fn take_all(links: &mut Links, max: usize) -> Vec<Mail> {
+        let mut mails = Vec::new();
+        links.take(&mut mails, max, Reads::All);
+        mails
+    }
+
     fn marker_from(from: Pid) -> Mail {
         Mail {
             from,
@@ -671,11 +712,11 @@ mod tests {
         link::put_data(&mut bytes, b"one", false);
         link::put_data(&mut bytes, b"two", false);
         theirs.write_all(&bytes).unwrap();
-        assert_eq!(links.take(8, true, None).len(), 2);
+        assert_eq!(take_all(&mut links, 8).len(), 2);
         assert_eq!((links.seq_shift(pid(1)), links.seq_shift(pid(2))), (2, 0));
         // The link ends and is forgotten; its count stays.
         drop(theirs);
-        assert!(links.take(8, true, None).is_empty());
+        assert!(take_all(&mut links, 8).is_empty());
         assert!(!links.accepts());
         assert_eq!(links.seq_shift(pid(1)), 2);
     }
@@ -689,7 +730,7 @@ mod tests {
         link::put_data(&mut bytes, b"one", false);
         link::put_data(&mut bytes, b"two", true);
         theirs.write_all(&bytes).unwrap();
-        let got = links.take(8, true, None);
+        let got = take_all(&mut links, 8);
         assert_eq!(got.len(), 2);
         assert_eq!((got[0].seq, got[1].seq), (5, 6));
         assert!(got.iter().all(|m| m.from == pid(1)));
@@ -712,7 +753,7 @@ mod tests {
             let mut links = Links::new(100);
             links.accepted(&marker_from(pid(1)), ours.into(), 1, None);
             theirs.write_all(garbage).unwrap();
-            assert!(links.take(8, true, None).is_empty());
+            assert!(take_all(&mut links, 8).is_empty());
             assert!(!links.accepts(), "the link ended on {garbage:?}");
         }
     }
@@ -738,8 +779,8 @@ mod tests {
         drop(theirs);
         // The link's end shows at the next read, or when the acknowledgement
         // finds it closed: the Down comes after the message, in one take or two.
-        let mut got = links.take(8, true, None);
-        got.extend(links.take(8, true, None));
+        let mut got = take_all(&mut links, 8);
+        got.extend(take_all(&mut links, 8));
         assert_eq!(got.len(), 2, "{got:?}");
         assert_eq!(got[0].body, MailBody::Data(b"last words".to_vec()));
         assert_eq!(got[1], down);
@@ -778,7 +819,7 @@ mod tests {
     fn an_answer_carries_the_acknowledgement_of_its_request_in_one_write() {
         let (mut a, mut b) = linked_both_ways();
         assert_eq!(a.send(pid(2), [(&b"request"[..], Some(7))]), Ok(1));
-        let got = b.take(8, true, None);
+        let got = take_all(&mut b, 8);
         assert_eq!(got[0].body, MailBody::Data(b"request".to_vec()));
         // B links back: it owes A the acknowledgement until it sends.
         assert!(a.collect_acks().is_empty());
@@ -788,9 +829,29 @@ mod tests {
         assert!(recv_now(&a.opened[&pid(2)].sock, &mut buf)
             .unwrap()
             .is_none());
-        let got = a.take(8, true, None);
+        let got = take_all(&mut a, 8);
         assert_eq!(got[0].body, MailBody::Data(b"answer".to_vec()));
         assert_eq!(a.collect_acks(), vec![(7, Ok(()))]);
+    }
+
+    #[test]
+    fn an_acknowledgement_back_overtaken_by_a_newer_one_on_the_link_itself_is_no_news() {
+        let (mut a, mut b) = linked_both_ways();
+        assert_eq!(a.send(pid(2), [(&b"request 1"[..], Some(7))]), Ok(1));
+        assert_eq!(take_all(&mut b, 8).len(), 1);
+        // The answer carries the acknowledgement of request 1.
+        assert_eq!(b.send(pid(1), [(&b"answer 1"[..], Some(9))]), Ok(1));
+        assert_eq!(a.send(pid(2), [(&b"request 2"[..], Some(8))]), Ok(2));
+        assert_eq!(take_all(&mut b, 8).len(), 1);
+        // B is about to wait: request 2's acknowledgement goes on A's link.
+        b.flush_acks();
+        // A reads its own link first, then the link back with the older count.
+        assert_eq!(a.collect_acks(), vec![(7, Ok(())), (8, Ok(()))]);
+        let got = take_all(&mut a, 8);
+        assert_eq!(got[0].body, MailBody::Data(b"answer 1".to_vec()));
+        assert!(a.has(pid(2)), "the link stays");
+        assert!(a.collect_acks().is_empty());
+        assert_eq!(a.send(pid(2), [(&b"request 3"[..], Some(10))]), Ok(3));
     }
 
     #[test]
@@ -802,14 +863,14 @@ mod tests {
         let mut bytes = Vec::new();
         link::put_ack_back(&mut bytes, 99, 1);
         (&b_out).write_all(&bytes).unwrap();
-        assert!(a.take(8, true, None).is_empty());
+        assert!(take_all(&mut a, 8).is_empty());
         assert!(a.collect_acks().is_empty());
         assert!(a.has(pid(2)), "the link stays");
         // One that proves the link broken (more than was sent) ends it.
         bytes.clear();
         link::put_ack_back(&mut bytes, 1, 5);
         (&b_out).write_all(&bytes).unwrap();
-        a.take(8, true, None);
+        take_all(&mut a, 8);
         assert_eq!(a.collect_acks(), vec![(7, Err(SendError::Unknown))]);
         assert!(!a.has(pid(2)));
     }

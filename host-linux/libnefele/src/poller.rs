@@ -14,11 +14,45 @@
 //! back falls due without any descriptor turning readable: a `Down` held behind
 //! the messages of a link whose end stays open ([`Poller::alarm`]); setting the
 //! alarm again, or clearing it, makes the timer unreadable.
+//!
+//! The client's own receives wait on the same instance ([`Poller::wait`]): the
+//! set is kept up to date anyway, and a wait on it registers nothing per call
+//! (as `poll(2)` would on every descriptor) and allocates nothing. Waiting
+//! consumes nothing, so a program's own poll loop sees the same readiness.
 
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
+
+/// The most descriptors one [`Poller::wait`] reports; any others stay readable
+/// (the watch is level-triggered) and the next wait reports them.
+const REPORTED: usize = 16;
+
+/// What one [`Poller::wait`] found readable.
+pub(crate) struct Readable {
+    events: [libc::epoll_event; REPORTED],
+    n: usize,
+}
+
+impl Readable {
+    /// Nothing found yet.
+    pub(crate) fn new() -> Self {
+        Readable {
+            events: [libc::epoll_event { events: 0, u64: 0 }; REPORTED],
+            n: 0,
+        }
+    }
+
+    /// Whether the last wait found `fd` readable.
+    pub(crate) fn contains(&self, fd: RawFd) -> bool {
+        self.events[..self.n].iter().any(|e| {
+            // Copied out: the kernel's struct is packed on x86_64.
+            let data = e.u64;
+            data == fd as u64
+        })
+    }
+}
 
 /// An epoll instance and what it watches.
 #[derive(Debug)]
@@ -60,7 +94,7 @@ impl Poller {
             key,
         };
         poller.ctl(libc::EPOLL_CTL_ADD, poller.timer.as_raw_fd())?;
-        poller.add_all(fds)?;
+        poller.add_all(fds.iter().copied())?;
         Ok(poller)
     }
 
@@ -101,9 +135,14 @@ impl Poller {
     }
 
     /// Watches exactly `fds` from now on; `key` changes whenever a number in them
-    /// may name another file than it did (see the module docs).
-    pub(crate) fn watch(&mut self, key: (u64, u64), fds: &[RawFd]) -> std::io::Result<()> {
-        if key == self.key && fds == self.watched.as_slice() {
+    /// may name another file than it did (see the module docs). Watching what is
+    /// watched already costs no call and no allocation.
+    pub(crate) fn watch(
+        &mut self,
+        key: (u64, u64),
+        fds: impl Iterator<Item = RawFd> + Clone,
+    ) -> std::io::Result<()> {
+        if key == self.key && fds.clone().eq(self.watched.iter().copied()) {
             return Ok(());
         }
         for fd in std::mem::take(&mut self.watched) {
@@ -114,8 +153,36 @@ impl Poller {
         self.add_all(fds)
     }
 
-    fn add_all(&mut self, fds: &[RawFd]) -> std::io::Result<()> {
-        for &fd in fds {
+    /// Waits until a watched descriptor or the alarm is readable, at most `timeout`
+    /// (rounded up to a millisecond, so never less); `readable` says which were.
+    /// A wait a signal interrupts reports none: the caller looks at its clock and
+    /// waits again, as after a timeout.
+    pub(crate) fn wait(&self, timeout: Duration, readable: &mut Readable) -> std::io::Result<()> {
+        let ms = i32::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX);
+        // SAFETY: epoll_wait writes at most REPORTED events into the live array
+        // of that length.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                readable.events.as_mut_ptr(),
+                REPORTED as libc::c_int,
+                ms,
+            )
+        };
+        readable.n = 0;
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.kind() {
+                std::io::ErrorKind::Interrupted => Ok(()),
+                _ => Err(e),
+            };
+        }
+        readable.n = n as usize;
+        Ok(())
+    }
+
+    fn add_all(&mut self, fds: impl Iterator<Item = RawFd>) -> std::io::Result<()> {
+        for fd in fds {
             self.ctl(libc::EPOLL_CTL_ADD, fd)?;
             self.watched.push(fd);
         }
@@ -146,6 +213,7 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::os::unix::net::UnixStream;
+    use std::time::Instant;
 
     fn readable(fd: RawFd) -> bool {
         crate::endpoint::poll_readable(&[fd], Some(std::time::Duration::ZERO)).unwrap()[0]
@@ -160,10 +228,10 @@ mod tests {
         b_peer.write_all(b"x").unwrap();
         assert!(!readable(poller.fd()), "b is not watched yet");
         poller
-            .watch((1, 0), &[a.as_raw_fd(), b.as_raw_fd()])
+            .watch((1, 0), [a.as_raw_fd(), b.as_raw_fd()].into_iter())
             .unwrap();
         assert!(readable(poller.fd()));
-        poller.watch((2, 0), &[a.as_raw_fd()]).unwrap();
+        poller.watch((2, 0), [a.as_raw_fd()].into_iter()).unwrap();
         assert!(!readable(poller.fd()));
         a_peer.write_all(b"y").unwrap();
         assert!(readable(poller.fd()));
@@ -190,6 +258,30 @@ mod tests {
     }
 
     #[test]
+    fn a_wait_reports_the_readable_descriptors_or_ends_at_its_deadline() {
+        let (a, mut a_peer) = UnixStream::pair().unwrap();
+        let (b, _b_peer) = UnixStream::pair().unwrap();
+        let mut poller = Poller::new((0, 0), &[a.as_raw_fd(), b.as_raw_fd()]).unwrap();
+        let mut readable = Readable::new();
+        let begun = Instant::now();
+        poller
+            .wait(Duration::from_millis(30), &mut readable)
+            .unwrap();
+        assert!(begun.elapsed() >= Duration::from_millis(30), "nothing came");
+        assert!(!readable.contains(a.as_raw_fd()) && !readable.contains(b.as_raw_fd()));
+        a_peer.write_all(b"x").unwrap();
+        poller.wait(Duration::from_secs(5), &mut readable).unwrap();
+        assert!(readable.contains(a.as_raw_fd()));
+        assert!(!readable.contains(b.as_raw_fd()));
+        poller.alarm(Some(Duration::ZERO)).unwrap();
+        poller.wait(Duration::from_secs(5), &mut readable).unwrap();
+        assert!(
+            readable.contains(poller.timer.as_raw_fd()),
+            "the alarm wakes a wait"
+        );
+    }
+
+    #[test]
     fn a_number_reused_for_another_file_is_watched_again_under_a_new_key() {
         let (a, _a_peer) = UnixStream::pair().unwrap();
         let number = a.as_raw_fd();
@@ -198,7 +290,7 @@ mod tests {
         // Most likely the same number again.
         let (b, mut b_peer) = UnixStream::pair().unwrap();
         let fds = [b.as_raw_fd()];
-        poller.watch((1, 0), &fds).unwrap();
+        poller.watch((1, 0), fds.into_iter()).unwrap();
         b_peer.write_all(b"x").unwrap();
         assert!(readable(poller.fd()));
     }
