@@ -1080,6 +1080,10 @@ impl Client {
     }
 
     /// The fates come since the last call, each with the id `send_async` returned.
+    /// It reads what links brought without waiting; a link it found without
+    /// acknowledgements it looks at again 200 µs later (its receiver's come
+    /// with what that receiver sends back, or when it is about to wait): call
+    /// [`Client::settle`] to wait for every fate.
     pub fn take_fates(&mut self) -> Vec<(u64, Result<SendReceipt, SendError>)> {
         let fates = self.links.collect_acks();
         self.put_link_fates(fates);

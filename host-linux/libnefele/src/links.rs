@@ -28,6 +28,14 @@ use std::time::{Duration, Instant};
 
 /// How much one read of a link takes.
 const READ_CHUNK: usize = 64 * 1024;
+/// How long [`Links::collect_acks`] leaves a link alone after a read found
+/// nothing on it. A receiver that links back sends its acknowledgements on its
+/// own link, with its messages, and on this link only when it is about to wait:
+/// a program that takes its fates after every send (as a server answering on a
+/// link does) would otherwise make a system call per send that finds nothing.
+/// A fate that comes meanwhile is taken by a later call, a send that owes
+/// [`link::ACK_EVERY`], or `settle`.
+const ACK_RECHECK: Duration = Duration::from_micros(200);
 /// The largest write buffer a client keeps between sends (a batch's may be
 /// larger; it is let go).
 const KEPT_WRITE: usize = 64 * 1024;
@@ -42,6 +50,9 @@ pub(crate) const DOWN_HOLD: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 struct Opened {
     sock: OwnedFd,
+    /// When [`Links::collect_acks`] last found nothing to read on it (cleared
+    /// when a read brings something).
+    found_empty: Option<Instant>,
     /// The token the agent made it under.
     token: u64,
     /// The seal of a link across hosts.
@@ -192,6 +203,7 @@ impl Links {
             to,
             Opened {
                 sock,
+                found_empty: None,
                 token,
                 seal: key.map(|k| Seal::new(&k, Side::Opener)),
                 out: Outbound::default(),
@@ -250,7 +262,7 @@ impl Links {
         // [`link::ACK_EVERY`] at least), so the owed fates stay few.
         if link.out.unacked() >= link::ACK_EVERY {
             let mut fates = Vec::new();
-            if read_acks(link, &mut fates) != Ok(true) {
+            if !matches!(read_acks(link, &mut fates), Ok(Some(_))) {
                 fates.extend(self.end(to));
                 return Err((SendError::Unknown, fates));
             }
@@ -345,7 +357,7 @@ impl Links {
             let Some(link) = self.opened.get_mut(&to) else {
                 return Err((SendError::Unknown, fates));
             };
-            if ready[0] && read_acks(link, &mut fates) != Ok(true) {
+            if ready[0] && !matches!(read_acks(link, &mut fates), Ok(Some(_))) {
                 fates.extend(self.end(to));
                 return Err((SendError::Unknown, fates));
             }
@@ -377,16 +389,37 @@ impl Links {
             .is_some_and(|l| endpoint::writable_now(l.sock.as_raw_fd()))
     }
 
-    /// Reads, without waiting, the acknowledgements come on every opened link;
-    /// the fates they settle (and of links found ended).
+    /// Reads, without waiting, the acknowledgements come on every opened link
+    /// that owes some, except one a read found empty less than [`ACK_RECHECK`]
+    /// ago; the fates they settle (and of links found ended).
     pub(crate) fn collect_acks(&mut self) -> Vec<Fate> {
+        self.collect_acks_by(Instant::now)
+    }
+
+    /// As [`Links::collect_acks`], with `clock` telling the time (read only when
+    /// a link owes acknowledgements).
+    fn collect_acks_by(&mut self, clock: impl FnOnce() -> Instant) -> Vec<Fate> {
         let mut fates = std::mem::take(&mut self.settled);
         let mut ended = Vec::new();
+        let mut clock = Some(clock);
+        let mut now = None;
         for (to, link) in &mut self.opened {
             // Nothing owed, nothing to read (acknowledgements that ride the link
             // back were counted already): a system call saved per receive.
-            if link.out.unacked() > 0 && read_acks(link, &mut fates) != Ok(true) {
-                ended.push(*to);
+            if link.out.unacked() == 0 {
+                continue;
+            }
+            let now = *now.get_or_insert_with(|| clock.take().expect("read once")());
+            if link
+                .found_empty
+                .is_some_and(|at| now.duration_since(at) < ACK_RECHECK)
+            {
+                continue;
+            }
+            match read_acks(link, &mut fates) {
+                Ok(Some(0)) => link.found_empty = Some(now),
+                Ok(Some(_)) => link.found_empty = None,
+                Ok(None) | Err(_) => ended.push(*to),
             }
         }
         for to in ended {
@@ -558,15 +591,18 @@ impl Links {
     }
 }
 
-/// Reads what came on `link` without waiting; `Ok(false)` when it ended.
-fn read_acks(link: &mut Opened, fates: &mut Vec<Fate>) -> Result<bool, LinkError> {
+/// Reads what came on `link` without waiting: how many bytes (`None` when it
+/// ended).
+fn read_acks(link: &mut Opened, fates: &mut Vec<Fate>) -> Result<Option<usize>, LinkError> {
     let mut buf = [0u8; 4096];
+    let mut read = 0;
     loop {
         let n = match recv_now(&link.sock, &mut buf) {
-            Ok(Some(0)) | Err(_) => return Ok(false),
+            Ok(Some(0)) | Err(_) => return Ok(None),
             Ok(Some(n)) => n,
-            Ok(None) => return Ok(true),
+            Ok(None) => return Ok(Some(read)),
         };
+        read += n;
         take_bytes(&mut link.seal, &mut link.inbound, &buf[..n])?;
         while let Some(frame) = link.inbound.next_frame()? {
             let Frame::Ack(taken) = frame else {
@@ -579,7 +615,7 @@ fn read_acks(link: &mut Opened, fates: &mut Vec<Fate>) -> Result<bool, LinkError
         if n < buf.len() {
             // The socket held less than a read takes: it is empty now, and
             // asking again would only be told so (a system call per send).
-            return Ok(true);
+            return Ok(Some(read));
         }
     }
 }
@@ -801,6 +837,25 @@ mod tests {
         theirs.write_all(&ack).unwrap();
         assert_eq!(links.collect_acks(), vec![(7, Err(SendError::Unknown))]);
         assert!(!links.has(pid(2)));
+    }
+
+    #[test]
+    fn a_link_found_without_acknowledgements_is_looked_at_again_only_after_a_while() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let mut links = Links::new(100);
+        links.opened(pid(2), ours.into(), 2, None);
+        assert_eq!(links.send(pid(2), [(&b"x"[..], Some(7))]), Ok(1));
+        let t0 = Instant::now();
+        assert!(links.collect_acks_by(|| t0).is_empty(), "none came yet");
+        let mut ack = Vec::new();
+        link::put_ack(&mut ack, 1);
+        theirs.write_all(&ack).unwrap();
+        let soon = t0 + ACK_RECHECK / 2;
+        assert!(links.collect_acks_by(|| soon).is_empty(), "left alone");
+        let later = t0 + ACK_RECHECK;
+        assert_eq!(links.collect_acks_by(|| later), vec![(7, Ok(()))]);
+        // Nothing owed: not looked at, whatever the time.
+        assert!(links.collect_acks_by(|| unreachable!()).is_empty());
     }
 
     /// A linked to B and B back to A: each end's pair of links.
