@@ -1164,10 +1164,10 @@ impl Client {
             return Ok(mails);
         };
         // First what was read already; then wait on the links and the agent (on
-        // the poll loop's epoll instance, whose alarm is a held `Down`'s due
-        // time), and read what turns readable: a request's answer costs a wait
-        // and a read.
-        // The clock is read only once there is something to wait for.
+        // the poll loop's epoll instance, until the deadline or a held `Down`'s
+        // due time), and read what turns readable: a request's answer costs a
+        // wait and a read. The clock is read only once there is something to
+        // wait for.
         let mut readable = Readable::new();
         let mut reads = Reads::Nothing;
         let mut until = None;
@@ -1189,8 +1189,12 @@ impl Client {
             // find a link ended: the watch follows).
             self.links.flush_acks();
             self.watch_links()?;
+            let wake = self
+                .links
+                .next_down_due()
+                .map_or(deadline, |due| due.min(deadline));
             self.poller
-                .wait(deadline - now, &mut readable)
+                .wait(wake, now, &mut readable)
                 .map_err(|e| self.io(e))?;
             reads = Reads::Readable(&readable);
             if readable.contains(self.stream.as_raw_fd()) {
@@ -1277,10 +1281,14 @@ impl Client {
         let fds = std::iter::once(self.stream.as_raw_fd()).chain(self.links.waiting_fds());
         let key = (self.links.generation(), self.reconnects());
         let due = self.links.next_down_due();
+        // A receive's deadline may stay on the timer only while receives wait
+        // on it (with links); without links, the descriptor turns readable only
+        // when the agent answers.
+        let early = self.links.accepts();
         let watched = self
             .poller
             .watch(key, fds)
-            .and_then(|()| self.poller.alarm(due));
+            .and_then(|()| self.poller.alarm(due, early));
         watched.map_err(|e| self.io(e))
     }
 

@@ -481,12 +481,12 @@ impl Links {
             .map(|l| l.sock.as_raw_fd())
     }
 
-    /// How long until a held `Down` is due even though its link has not ended.
-    pub(crate) fn next_down_due(&self) -> Option<Duration> {
+    /// When the first held `Down` is due even though its link has not ended.
+    pub(crate) fn next_down_due(&self) -> Option<Instant> {
         self.accepted
             .iter()
             .filter_map(|l| l.down.as_ref())
-            .map(|(_, at)| (*at + DOWN_HOLD).saturating_duration_since(Instant::now()))
+            .map(|(_, at)| *at + DOWN_HOLD)
             .min()
     }
 

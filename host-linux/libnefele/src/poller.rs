@@ -12,18 +12,29 @@
 //!
 //! A timer (a timerfd, always watched) makes it readable when something held
 //! back falls due without any descriptor turning readable: a `Down` held behind
-//! the messages of a link whose end stays open ([`Poller::alarm`]); setting the
-//! alarm again, or clearing it, makes the timer unreadable.
+//! the messages of a link whose end stays open ([`Poller::alarm`]).
 //!
 //! The client's own receives wait on the same instance ([`Poller::wait`]): the
 //! set is kept up to date anyway, and a wait on it registers nothing per call
 //! (as `poll(2)` would on every descriptor) and allocates nothing. Waiting
 //! consumes nothing, so a program's own poll loop sees the same readiness.
+//! A wait ends at its deadline by the same timer, not by a timeout of the wait
+//! (a timeout costs the kernel a timer of its own per wait): the timer is set
+//! only when it would go off after the deadline, so a receive after receive
+//! with the same patience sets it once per that patience, not once per wait.
+//! It may therefore go off earlier than anything needs, at a receive's
+//! deadline left from before: the descriptor then turns readable once with
+//! nothing to take, and the next look at it ([`Poller::alarm`]) sets it again.
+//!
+//! Invariant: the timer goes off no later than the earliest of what is due and
+//! the deadline of a wait under way, and a timer that went off is set again at
+//! the next [`Poller::alarm`] or [`Poller::wait`], so the descriptor is never
+//! left readable for it.
 
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The most descriptors one [`Poller::wait`] reports; any others stay readable
 /// (the watch is level-triggered) and the next wait reports them.
@@ -59,8 +70,9 @@ impl Readable {
 pub(crate) struct Poller {
     epoll: OwnedFd,
     timer: OwnedFd,
-    /// What the timer is set to, so that setting it to the same is no call.
-    alarm: Option<Duration>,
+    /// When the timer goes off, by this client's clock when it was set (the
+    /// kernel's, read later, makes it go off no earlier); `None`: disarmed.
+    fires_at: Option<Instant>,
     watched: Vec<RawFd>,
     key: (u64, u64),
 }
@@ -89,7 +101,7 @@ impl Poller {
             epoll,
             // SAFETY: `timer` was just created and is owned by nothing else.
             timer: unsafe { OwnedFd::from_raw_fd(timer) },
-            alarm: None,
+            fires_at: None,
             watched: Vec::new(),
             key,
         };
@@ -98,15 +110,34 @@ impl Poller {
         Ok(poller)
     }
 
-    /// Makes the descriptor readable `after` from now (`None`: never, by the
-    /// timer); replaces the alarm set before, and makes a timer that went off
-    /// unreadable again.
-    pub(crate) fn alarm(&mut self, after: Option<Duration>) -> std::io::Result<()> {
-        if after.is_none() && self.alarm.is_none() {
-            return Ok(());
+    /// Makes the timer go off by `due` (`None`: nothing is due); one that goes
+    /// off earlier (a receive's deadline) stays while `early` allows it, and one
+    /// that went off is set again, to `due`.
+    pub(crate) fn alarm(&mut self, due: Option<Instant>, early: bool) -> std::io::Result<()> {
+        let Some(at) = self.fires_at else {
+            return match due {
+                Some(due) => self.set(Some(due), Instant::now()),
+                None => Ok(()),
+            };
+        };
+        let now = Instant::now();
+        let gone_off = at <= now;
+        let too_late = due.is_some_and(|due| at > due);
+        if gone_off || too_late || (due.is_none() && !early) {
+            self.set(due, now)
+        } else {
+            Ok(())
         }
-        // A zero `it_value` disarms: an alarm due now goes off in a nanosecond.
-        let value = after.map_or(Duration::ZERO, |d| d.max(Duration::from_nanos(1)));
+    }
+
+    /// Sets the timer to go off at `at` (`None`: disarms it), read at `now`;
+    /// setting it makes one that went off unreadable again.
+    fn set(&mut self, at: Option<Instant>, now: Instant) -> std::io::Result<()> {
+        // A zero `it_value` disarms: a time come already goes off in a nanosecond.
+        let value = at.map_or(Duration::ZERO, |at| {
+            at.saturating_duration_since(now)
+                .max(Duration::from_nanos(1))
+        });
         let spec = libc::itimerspec {
             it_interval: libc::timespec {
                 tv_sec: 0,
@@ -130,7 +161,7 @@ impl Poller {
         if r < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        self.alarm = after;
+        self.fires_at = at.map(|at| at.max(now));
         Ok(())
     }
 
@@ -153,12 +184,19 @@ impl Poller {
         self.add_all(fds)
     }
 
-    /// Waits until a watched descriptor or the alarm is readable, at most `timeout`
-    /// (rounded up to a millisecond, so never less); `readable` says which were.
-    /// A wait a signal interrupts reports none: the caller looks at its clock and
-    /// waits again, as after a timeout.
-    pub(crate) fn wait(&self, timeout: Duration, readable: &mut Readable) -> std::io::Result<()> {
-        let ms = i32::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX);
+    /// Waits until a watched descriptor is readable or `deadline` (the clock
+    /// read `now`), which the timer marks (see the module docs); `readable`
+    /// says which were, the timer's included. A wait a signal interrupts reports
+    /// none: the caller looks at its clock and waits again, as after the timer.
+    pub(crate) fn wait(
+        &mut self,
+        deadline: Instant,
+        now: Instant,
+        readable: &mut Readable,
+    ) -> std::io::Result<()> {
+        if self.fires_at.is_none_or(|at| at > deadline || at <= now) {
+            self.set(Some(deadline), now)?;
+        }
         // SAFETY: epoll_wait writes at most REPORTED events into the live array
         // of that length.
         let n = unsafe {
@@ -166,7 +204,7 @@ impl Poller {
                 self.epoll.as_raw_fd(),
                 readable.events.as_mut_ptr(),
                 REPORTED as libc::c_int,
-                ms,
+                -1,
             )
         };
         readable.n = 0;
@@ -215,6 +253,10 @@ mod tests {
     use std::os::unix::net::UnixStream;
     use std::time::Instant;
 
+    fn readable_now(poller: &Poller) -> bool {
+        readable(poller.fd())
+    }
+
     fn readable(fd: RawFd) -> bool {
         crate::endpoint::poll_readable(&[fd], Some(std::time::Duration::ZERO)).unwrap()[0]
     }
@@ -241,20 +283,20 @@ mod tests {
     fn the_alarm_makes_it_readable_when_due_until_set_again() {
         let (a, _a_peer) = UnixStream::pair().unwrap();
         let mut poller = Poller::new((0, 0), &[a.as_raw_fd()]).unwrap();
-        poller.alarm(Some(Duration::from_millis(20))).unwrap();
-        assert!(!readable(poller.fd()), "not due yet");
+        let soon = Instant::now() + Duration::from_millis(20);
+        poller.alarm(Some(soon), false).unwrap();
+        assert!(!readable_now(&poller), "not due yet");
         let waited = crate::endpoint::poll_readable(&[poller.fd()], Some(Duration::from_secs(5)));
         assert!(waited.unwrap()[0], "due");
-        poller.alarm(None).unwrap();
-        assert!(!readable(poller.fd()), "cleared");
-        poller.alarm(Some(Duration::ZERO)).unwrap();
-        assert!(
-            crate::endpoint::poll_readable(&[poller.fd()], Some(Duration::from_secs(5))).unwrap()
-                [0],
-            "an alarm due now goes off"
-        );
-        poller.alarm(Some(Duration::from_secs(60))).unwrap();
-        assert!(!readable(poller.fd()), "set again: not due");
+        assert!(Instant::now() >= soon);
+        poller.alarm(None, true).unwrap();
+        assert!(!readable_now(&poller), "gone off, then cleared");
+        poller.alarm(Some(Instant::now()), false).unwrap();
+        let waited = crate::endpoint::poll_readable(&[poller.fd()], Some(Duration::from_secs(5)));
+        assert!(waited.unwrap()[0], "an alarm due now goes off");
+        let later = Instant::now() + Duration::from_secs(60);
+        poller.alarm(Some(later), false).unwrap();
+        assert!(!readable_now(&poller), "set again: not due");
     }
 
     #[test]
@@ -264,21 +306,68 @@ mod tests {
         let mut poller = Poller::new((0, 0), &[a.as_raw_fd(), b.as_raw_fd()]).unwrap();
         let mut readable = Readable::new();
         let begun = Instant::now();
-        poller
-            .wait(Duration::from_millis(30), &mut readable)
-            .unwrap();
-        assert!(begun.elapsed() >= Duration::from_millis(30), "nothing came");
+        let deadline = begun + Duration::from_millis(30);
+        poller.wait(deadline, begun, &mut readable).unwrap();
+        assert!(Instant::now() >= deadline, "nothing came");
+        assert!(readable.contains(poller.timer.as_raw_fd()), "the deadline");
         assert!(!readable.contains(a.as_raw_fd()) && !readable.contains(b.as_raw_fd()));
         a_peer.write_all(b"x").unwrap();
-        poller.wait(Duration::from_secs(5), &mut readable).unwrap();
+        let now = Instant::now();
+        poller
+            .wait(now + Duration::from_secs(5), now, &mut readable)
+            .unwrap();
         assert!(readable.contains(a.as_raw_fd()));
         assert!(!readable.contains(b.as_raw_fd()));
-        poller.alarm(Some(Duration::ZERO)).unwrap();
-        poller.wait(Duration::from_secs(5), &mut readable).unwrap();
-        assert!(
-            readable.contains(poller.timer.as_raw_fd()),
-            "the alarm wakes a wait"
-        );
+    }
+
+    #[test]
+    fn a_deadline_left_on_the_timer_goes_off_early_at_worst_and_only_while_it_may() {
+        let (a, mut a_peer) = UnixStream::pair().unwrap();
+        let mut poller = Poller::new((0, 0), &[a.as_raw_fd()]).unwrap();
+        // A later deadline leaves the timer as it is; an earlier one sets it.
+        let now = Instant::now();
+        poller
+            .set(Some(now + Duration::from_secs(60)), now)
+            .unwrap();
+        let first = poller.fires_at.unwrap();
+        a_peer.write_all(b"x").unwrap();
+        let now = Instant::now();
+        let mut readable = Readable::new();
+        poller
+            .wait(now + Duration::from_secs(90), now, &mut readable)
+            .unwrap();
+        assert!(readable.contains(a.as_raw_fd()));
+        assert_eq!(poller.fires_at, Some(first), "left");
+        let now = Instant::now();
+        poller
+            .wait(now + Duration::from_millis(5), now, &mut readable)
+            .unwrap();
+        assert!(poller.fires_at.unwrap() < first, "set earlier");
+        // Gone off: it is set again at the next look, readable no more.
+        std::thread::sleep(Duration::from_millis(10));
+        let mut byte = [0u8; 1];
+        std::io::Read::read_exact(&mut &a, &mut byte).unwrap();
+        assert!(readable_now(&poller), "gone off");
+        poller.alarm(None, true).unwrap();
+        assert!(!readable_now(&poller), "set again once gone off");
+        // A deadline may stay while receives wait on the timer, not after.
+        let now = Instant::now();
+        poller
+            .set(Some(now + Duration::from_secs(60)), now)
+            .unwrap();
+        poller.alarm(None, true).unwrap();
+        assert!(poller.fires_at.is_some(), "stays");
+        poller.alarm(None, false).unwrap();
+        assert!(poller.fires_at.is_none(), "disarmed");
+        // Something due earlier than the deadline on the timer sets it earlier.
+        let now = Instant::now();
+        poller
+            .set(Some(now + Duration::from_secs(60)), now)
+            .unwrap();
+        poller
+            .alarm(Some(now + Duration::from_millis(1)), true)
+            .unwrap();
+        assert!(poller.fires_at.unwrap() < now + Duration::from_secs(1));
     }
 
     #[test]
