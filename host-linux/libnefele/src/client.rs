@@ -64,7 +64,11 @@
 //! Another call made meanwhile may read that answer first, and a link may hold
 //! more than one take gave: both are kept, and [`Client::armed_ready`] says so
 //! (check it before sleeping in `poll`). A `Down` held behind a link whose
-//! opener's end stays open past its hold comes at the next take.
+//! opener's end stays open past its hold comes at the next take. While links
+//! are made to this process, the descriptor may also turn readable once with
+//! nothing to take, when the deadline of an earlier receive passes (receives
+//! over links wait on the same descriptor and leave their deadline on its
+//! timer, which spares a timer per wait): `take_armed` then returns nothing.
 //!
 //! # Links
 //! [`Client::link`] makes a direct link from this process to another (sealed end to end
@@ -1335,7 +1339,8 @@ impl Client {
     /// answer, which disarms: empty when nothing came within [`ARM_WAIT`]. It
     /// waits for that answer only when no link is made to this process; with
     /// links, when the descriptor turned readable for a link that had nothing
-    /// more (its opener ended), it returns nothing at once and stays armed.
+    /// more (its opener ended) or for an earlier receive's deadline, it returns
+    /// nothing at once and stays armed.
     pub fn take_armed(&mut self) -> Result<Vec<Mail>, ClientError> {
         if self.armed.is_none() {
             return Err(ClientError::Unexpected("no receive is armed".into()));
@@ -1718,7 +1723,8 @@ impl Client {
 
 impl AsRawFd for Client {
     /// The descriptor a poll loop waits on: readable when an answer (an armed
-    /// receive's) has come, or a link made to this process brings something. The
+    /// receive's) has come, or a link made to this process brings something (or,
+    /// once, when an earlier receive's deadline passes: see the module docs). The
     /// same descriptor for the client's life.
     fn as_raw_fd(&self) -> RawFd {
         self.poller.fd()
