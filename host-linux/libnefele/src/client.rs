@@ -1181,7 +1181,11 @@ impl Client {
                 return Ok(mails);
             }
             let now = Instant::now();
-            let deadline = *until.get_or_insert(now + wait);
+            // A patience past what the clock can hold waits as long as it can.
+            let deadline = *until.get_or_insert_with(|| {
+                now.checked_add(wait)
+                    .unwrap_or_else(|| now + Duration::from_secs(u64::from(u32::MAX)))
+            });
             if now >= deadline {
                 return Ok(mails);
             }

@@ -1135,9 +1135,10 @@ fn link_keeps_order_and_fates(
         fates.iter().all(|(id, f)| ids.contains(id) && f.is_ok()),
         "{fates:?} for {ids:?}"
     );
-    // A blocking send returns once the receiver took it.
+    // A blocking send returns once the receiver took it; the receiver waits
+    // with a patience past what the clock holds (as long as it can).
     let receiver = std::thread::spawn(move || {
-        let got = recv_n(&mut b, 1);
+        let got = b.recv(1, Duration::MAX).unwrap();
         (b, got)
     });
     assert_eq!(a.send(to, b"m3").unwrap().reached, 1);
