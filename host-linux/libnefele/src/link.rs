@@ -50,9 +50,11 @@
 //! links back to the opener, its next send on a link carries that moment, after
 //! the answer it sends), else once [`ACK_EVERY`] are taken, and whenever its
 //! process sends on a link or is about to wait for mail. A frame longer than the
-//! receiver's limit, of an unknown kind, in the wrong direction, or an `Ack` that
-//! takes back or exceeds what was sent ends the link: the peer is a process, so
-//! hostile until shown otherwise, and nothing larger than the limit is allocated.
+//! receiver's limit, of an unknown kind, in the wrong direction, or an `Ack` of
+//! more than was sent ends the link: the peer is a process, so hostile until
+//! shown otherwise, and nothing larger than the limit is allocated. An `Ack` below
+//! one counted already is no news, not a lie: when the receiver links back, its
+//! acknowledgements come on two paths (below), which may cross.
 //!
 //! When B links back to A, the acknowledgement B owes A rides on B's own link, in
 //! the write of B's next message to A ([`Frame::AckBack`], naming the token of
@@ -253,7 +255,7 @@ pub enum LinkError {
     /// A sealed record that does not open ([`crate::link_seal`]).
     #[error(transparent)]
     Seal(#[from] SealError),
-    /// An acknowledgement below an earlier one, or of more messages than were sent.
+    /// An acknowledgement of more messages than were sent.
     #[error("a link acknowledgement of {acked} when {sent} were sent and {before} acknowledged")]
     Ack {
         /// What the peer acknowledged.
@@ -396,20 +398,21 @@ impl Outbound {
     }
 
     /// The receiver has taken `taken` messages in all: the newly delivered ones,
-    /// oldest first.
+    /// oldest first. One below what was acknowledged already delivers nothing:
+    /// acknowledgements on the link and riding the link back may cross.
     ///
     /// # Errors
-    /// An acknowledgement below an earlier one or above what was sent.
+    /// An acknowledgement above what was sent.
     pub fn acked(&mut self, taken: u64) -> Result<Vec<Option<u64>>, LinkError> {
-        if taken < self.acked || taken > self.sent {
+        if taken > self.sent {
             return Err(LinkError::Ack {
                 acked: taken,
                 sent: self.sent,
                 before: self.acked,
             });
         }
-        let new = (taken - self.acked) as usize;
-        self.acked = taken;
+        let new = taken.saturating_sub(self.acked) as usize;
+        self.acked = self.acked.max(taken);
         Ok(self.owed.drain(..new).collect())
     }
 
@@ -635,7 +638,7 @@ mod tests {
     }
 
     #[test]
-    fn acknowledgements_deliver_in_order_and_a_lying_peer_is_caught() {
+    fn acknowledgements_deliver_in_order_an_older_one_is_no_news_and_a_lying_peer_is_caught() {
         let mut out = Outbound::default();
         out.sent(Some(10));
         out.sent(None);
@@ -648,7 +651,8 @@ mod tests {
             Vec::new(),
             "a repeat delivers nothing"
         );
-        assert!(out.acked(1).is_err(), "an acknowledgement taken back");
+        assert_eq!(out.acked(1).unwrap(), Vec::new(), "an older one is no news");
+        assert!(out.delivered(2), "and takes nothing back");
         assert!(out.acked(4).is_err(), "more than was sent");
         assert_eq!(out.ended(), vec![(Some(12), SendError::Unknown)]);
         assert_eq!(out.count(), 3);

@@ -567,10 +567,9 @@ impl Links {
             let Some(link) = self.opened.get_mut(&back.from) else {
                 continue;
             };
-            // Another link's, or no news: an acknowledgement on the link itself
-            // (written when its receiver was about to wait) may have overtaken
-            // this one, which then counts less than is acknowledged already.
-            if link.token != token || link.out.delivered(taken) {
+            // Another link's (an acknowledgement on the link itself may have
+            // overtaken one that rode back: `Outbound::acked` takes it as no news).
+            if link.token != token {
                 continue;
             }
             match link.out.acked(taken) {
@@ -907,6 +906,26 @@ mod tests {
         assert!(a.has(pid(2)), "the link stays");
         assert!(a.collect_acks().is_empty());
         assert_eq!(a.send(pid(2), [(&b"request 3"[..], Some(10))]), Ok(3));
+    }
+
+    #[test]
+    fn an_acknowledgement_on_the_link_overtaken_by_a_newer_one_riding_back_is_no_news() {
+        let (mut a, mut b) = linked_both_ways();
+        assert_eq!(a.send(pid(2), [(&b"note"[..], Some(7))]), Ok(1));
+        assert_eq!(take_all(&mut b, 8).len(), 1);
+        // B is about to wait: the note's acknowledgement goes on A's link.
+        b.flush_acks();
+        assert_eq!(a.send(pid(2), [(&b"request"[..], Some(8))]), Ok(2));
+        assert_eq!(take_all(&mut b, 8).len(), 1);
+        // The answer carries the acknowledgement of both.
+        assert_eq!(b.send(pid(1), [(&b"answer"[..], Some(9))]), Ok(1));
+        // A reads the link back first; its own link, with the older count, when
+        // it owes acknowledgements again.
+        assert_eq!(take_all(&mut a, 8).len(), 1);
+        assert_eq!(a.collect_acks(), vec![(7, Ok(())), (8, Ok(()))]);
+        assert_eq!(a.send(pid(2), [(&b"more"[..], Some(10))]), Ok(3));
+        assert!(a.collect_acks().is_empty());
+        assert!(a.has(pid(2)), "the link stays");
     }
 
     #[test]
