@@ -718,10 +718,15 @@ impl Simulation {
 
     /// Whether `home` is a live home (running supervisors, not stalled) left by the
     /// silencing of `nodes` and the partitions in force with less than half of the
-    /// rest of its level-0 group on its side, or of the base before a change of its
-    /// quorum's base not committed yet (which its quorum needs too, however long
-    /// the change waits: swarm seed 510706, whose home's one member of the old
-    /// base left the cluster).
+    /// rest of its level-0 group on its side, or of its quorum's base, or of the
+    /// base before a change of that base not committed yet (which its quorum needs
+    /// too, however long the change waits: swarm seed 510706, whose home's one
+    /// member of the old base left the cluster). (Before, the base itself was left
+    /// out: swarm seed 720858, whose home's group re-formed on its side of a
+    /// partition while seven of the nine of its base were on the other, where the
+    /// only keeper was then paused for 4.9 s; the home could restart nothing and
+    /// nobody could take over, yet the check owed the restart from before the
+    /// pause.)
     fn cut_from_quorum(&self, home: NodeId, nodes: &[NodeId]) -> bool {
         let instance = usize::from(self.config.agent.services.supervision.instance);
         let up = |m: NodeId| {
@@ -744,7 +749,9 @@ impl Simulation {
             // An even split goes to the home.
             2 * beside.count() < others.count()
         };
-        minority(group) || supervision.pending_base().is_some_and(minority)
+        minority(group)
+            || minority(&supervision.told_base(group))
+            || supervision.pending_base().is_some_and(minority)
     }
 
     /// Whether the partitions in force leave a live home with less than half of
