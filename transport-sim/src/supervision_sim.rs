@@ -57,8 +57,8 @@
 //!   authority, and spawns may be aborted again and again: a slot that goes down
 //!   before such a loss ends is due a bound after its end. Likewise when a crash
 //!   or a stall leaves a live home with less than half of the rest of its level-0
-//!   group on its side, or of the base before a pending change of its quorum's
-//!   base (committed only once most of that base hears of it): the design's stated price (its quorum) is that it grants
+//!   group on its side, of its quorum's base, or of the base before a pending
+//!   change of that base (committed only once most of that base hears of it): the design's stated price (its quorum) is that it grants
 //!   and restarts nothing until enough of them are back (a silent side may as well
 //!   be cut off and taking over), so a slot that goes down before the silenced
 //!   hosts boot again (or resume) is due a bound after they do; and so when a
