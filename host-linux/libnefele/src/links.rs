@@ -398,10 +398,9 @@ impl Links {
 
     /// As [`Links::collect_acks`], with `clock` telling the time (read only when
     /// a link owes acknowledgements).
-    fn collect_acks_by(&mut self, clock: impl FnOnce() -> Instant) -> Vec<Fate> {
+    fn collect_acks_by(&mut self, clock: impl Fn() -> Instant) -> Vec<Fate> {
         let mut fates = std::mem::take(&mut self.settled);
         let mut ended = Vec::new();
-        let mut clock = Some(clock);
         let mut now = None;
         for (to, link) in &mut self.opened {
             // Nothing owed, nothing to read (acknowledgements that ride the link
@@ -409,7 +408,7 @@ impl Links {
             if link.out.unacked() == 0 {
                 continue;
             }
-            let now = *now.get_or_insert_with(|| clock.take().expect("read once")());
+            let now = *now.get_or_insert_with(&clock);
             if link
                 .found_empty
                 .is_some_and(|at| now.duration_since(at) < ACK_RECHECK)
@@ -824,12 +823,19 @@ mod tests {
         assert_eq!(links.hold_down(down.clone()), Some(down));
     }
 
-    #[test]
-    fn an_acknowledgement_of_more_than_was_sent_ends_the_link_with_its_fates_unknown() {
-        let (ours, mut theirs) = UnixStream::pair().unwrap();
+    /// A link opened to pid 2 with one `send_async` (id 7) on it, and the
+    /// receiver's end.
+    fn opened_with_one_sent() -> (Links, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
         let mut links = Links::new(100);
         links.opened(pid(2), ours.into(), 2, None);
         assert_eq!(links.send(pid(2), [(&b"x"[..], Some(7))]), Ok(1));
+        (links, theirs)
+    }
+
+    #[test]
+    fn an_acknowledgement_of_more_than_was_sent_ends_the_link_with_its_fates_unknown() {
+        let (mut links, mut theirs) = opened_with_one_sent();
         assert_eq!(links.owed(), 1);
         let mut ack = Vec::new();
         link::put_ack(&mut ack, 5);
@@ -840,10 +846,7 @@ mod tests {
 
     #[test]
     fn a_link_found_without_acknowledgements_is_looked_at_again_only_after_a_while() {
-        let (ours, mut theirs) = UnixStream::pair().unwrap();
-        let mut links = Links::new(100);
-        links.opened(pid(2), ours.into(), 2, None);
-        assert_eq!(links.send(pid(2), [(&b"x"[..], Some(7))]), Ok(1));
+        let (mut links, mut theirs) = opened_with_one_sent();
         let t0 = Instant::now();
         assert!(links.collect_acks_by(|| t0).is_empty(), "none came yet");
         let mut ack = Vec::new();
