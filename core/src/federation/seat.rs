@@ -126,6 +126,13 @@ impl Seat {
         self.suspects.contains(&member)
     }
 
+    /// Member side: whether this agent suspects its leader (silent for
+    /// `suspect_periods`; never at the leader itself).
+    #[must_use]
+    pub fn leader_is_suspected(&self) -> bool {
+        self.leader_suspected
+    }
+
     /// Whether `me` leads this group.
     pub(super) fn led_by(&self, me: NodeId) -> bool {
         self.view.leader == me

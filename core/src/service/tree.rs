@@ -36,13 +36,31 @@ impl<'a> TreeView<'a> {
     /// boundary check). The federation behind it is leaked.
     #[cfg(test)]
     pub(crate) fn member_of(me: NodeId, view: View) -> TreeView<'static> {
+        Self::member_silent_since(me, view, crate::time::Time::ZERO)
+    }
+
+    /// For tests: [`TreeView::member_of`], its leader silent since the view came
+    /// (at 1 ms), the federation ticked every period and at `until`.
+    #[cfg(test)]
+    pub(crate) fn member_silent_since(
+        me: NodeId,
+        view: View,
+        until: crate::time::Time,
+    ) -> TreeView<'static> {
         use crate::federation::{FedBody, FederationConfig};
         use crate::time::Time;
         use rand::SeedableRng;
         let rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        let mut fed = Federation::new(me, FederationConfig::default(), rng, Default::default());
+        let config = FederationConfig::default();
+        let period = config.period;
+        let mut fed = Federation::new(me, config, rng, Default::default());
         fed.boot(Time::ZERO);
         fed.handle_message(Time::from_millis(1), view.leader, FedBody::View(view));
+        let mut now = Time::from_millis(1);
+        while now < until {
+            now = (now + period).min(until);
+            fed.handle_timeout(now);
+        }
         TreeView::new(me, Some(Box::leak(Box::new(fed))))
     }
 
@@ -204,6 +222,13 @@ impl<'a> GroupView<'a> {
     #[must_use]
     pub fn suspects(&self, member: NodeId) -> bool {
         self.seat.is_suspected(member)
+    }
+
+    /// Member side: whether this agent suspects the group's leader, silent for
+    /// the federation's suspicion time (never at the leader itself).
+    #[must_use]
+    pub fn leader_suspected(&self) -> bool {
+        !self.led_by_me() && self.seat.leader_is_suspected()
     }
 
     /// Leader side: each member's subtree summary as it last reported it (empty at

@@ -574,6 +574,15 @@ struct Partial {
     home: NodeId,
     version: u64,
     parts: Vec<Option<Vec<u8>>>,
+    /// For a `Pass` to this agent as its group's taker: the home's quorum base
+    /// and its epoch as the passer knows them (`None`: unknown, or not a pass).
+    passed_base: Option<(Vec<NodeId>, u64)>,
+}
+
+impl Partial {
+    fn whole(&self) -> bool {
+        self.parts.iter().all(Option::is_some)
+    }
 }
 
 /// The most records one peer may have half-sent to a keeper at once. A record's
@@ -1781,6 +1790,7 @@ impl Supervision {
             home: f.home,
             version: f.version,
             parts: Vec::new(),
+            passed_base: None,
         });
         if partial.version > f.version {
             return false;
@@ -1790,16 +1800,17 @@ impl Supervision {
             partial.home = f.home;
             partial.version = f.version;
             partial.parts = vec![None; parts];
+            partial.passed_base = None;
         }
         partial.parts[usize::from(f.part)] = Some(f.bytes);
-        partial.parts.iter().all(Option::is_some)
+        partial.whole()
     }
 
     /// Keeper side: the record of `sup` that `from` sent, if every fragment of it
     /// is here ([`Supervision::gather`]); its fragments are dropped.
     fn assemble(&mut self, from: NodeId, sup: SupervisorId) -> Option<Record> {
         let partial = self.partial.get_mut(&(from, sup))?;
-        if partial.parts.iter().any(Option::is_none) {
+        if !partial.whole() {
             return None;
         }
         let parts: Vec<Vec<u8>> = partial.parts.drain(..).flatten().collect();
@@ -1917,7 +1928,14 @@ impl Supervision {
             // beside it. (Before, it passed in vain until the group removed its
             // taker: supervise-100-home under random faults every 500 ms, seed
             // 72, where the taker was paused twice.)
-            let unanswered = c.passing_since.is_some_and(|t| now >= t + authority);
+            // So does one whose taker is its leader and its federation seat
+            // suspects it: the pass goes out all the same (the leader may only be
+            // slow), but nobody is waited for. (Before, swarm seed 730212: a
+            // home's leader died before removing it, the home came back in a new
+            // life, and its other keeper passed to the dead leader for a promise
+            // before it claimed: the restart came after its bound.)
+            let silent_taker = taker == Some(view.leader) && group.leader_suspected();
+            let unanswered = silent_taker || c.passing_since.is_some_and(|t| now >= t + authority);
             // A keeper that claimed lately claims on (until it carries or yields),
             // whoever the group's taker is now: the promises made to it hold every
             // other taker back until they lapse. (Before, a keeper that claimed as
@@ -2089,35 +2107,23 @@ impl Supervision {
     /// as if it led (the old life's authority ended, most of the group it last
     /// heard the home in is here): one taker per group, as with a copy of its own.
     fn on_pass(&mut self, now: Time, from: NodeId, msg: SupervisionMsg, ctx: &Context<'_>) {
-        let (passed_base, passed_epoch) = match &msg {
-            SupervisionMsg::Pass { base, epoch, .. } => (base.clone(), *epoch),
-            _ => (None, 0),
+        let passed_base = match &msg {
+            SupervisionMsg::Pass {
+                base: Some(base),
+                epoch,
+                ..
+            } => Some((base.clone(), *epoch)),
+            _ => None,
         };
         let Some(fragment) = Fragment::of(from, msg) else {
             return;
         };
-        let (sup, home, version) = (fragment.sup, fragment.home, fragment.version);
+        let (sup, home) = (fragment.sup, fragment.home);
         let me = self.me.node;
         let Some(view) = ctx.tree.group(0).map(|g| g.view()) else {
             return;
         };
-        let hold = self.config.hold;
-        let restarted = self
-            .restarted
-            .get(&home)
-            .is_some_and(|t| now.saturating_since(*t) < hold);
-        // Gone by this agent's own state: heard in a newer life (lately, or than
-        // the one that started the supervisor there), or not in its group (and
-        // not seen leaving it alive for another). (Before, a restarted home that
-        // joined the taker's group, whose earlier life the taker had never heard,
-        // counted as alive: the pass was refused until the copy was dropped,
-        // swarm seed 90752.)
-        let newer = sup.origin == home && ctx.life_of(home).is_some_and(|l| l > sup.incarnation);
-        let left = self
-            .left
-            .get(&home)
-            .is_some_and(|t| now.saturating_since(*t) < hold);
-        let gone = restarted || newer || (!view.contains(home) && !left);
+        let gone = self.gone_for_pass(now, sup, home, view, ctx).is_some();
         // From the leader whose split made this agent lead a group with the home
         // in it: kept as the home's keeper (see `follow_group`).
         let keeper = view.leader == me || view.heir() == Some(me);
@@ -2127,6 +2133,65 @@ impl Supervision {
         }
         let taker = taker_for(view, home) == Some(me) && view.contains(from);
         if !taker || home == me || !gone {
+            return;
+        }
+        // Kept while the members' word is awaited: under loss, a later pass may
+        // bring only some of the fragments. (Before, swarm seed 530624: a pass
+        // whole at the first try was dropped while the word was asked, and every
+        // later one lost a fragment or came after the word had lapsed.)
+        self.gather(from, fragment);
+        if let Some(p) = self.partial.get_mut(&(from, sup)) {
+            p.passed_base = passed_base.or(p.passed_base.take());
+        }
+        self.accept_pass(now, (from, sup), ctx);
+    }
+
+    /// Taker side: whether `home`, whose copy of `sup` is passed to this agent,
+    /// is gone by this agent's own state: heard in a newer life (lately, or than
+    /// the one that started the supervisor there), or not in its group (and not
+    /// seen leaving it alive for another). `Some(true)` if it restarted.
+    /// (Before, a restarted home that joined the taker's group, whose earlier
+    /// life the taker had never heard, counted as alive: the pass was refused
+    /// until the copy was dropped, swarm seed 90752.)
+    fn gone_for_pass(
+        &self,
+        now: Time,
+        sup: SupervisorId,
+        home: NodeId,
+        view: &crate::federation::View,
+        ctx: &Context<'_>,
+    ) -> Option<bool> {
+        let hold = self.config.hold;
+        let lately = |t: &Time| now.saturating_since(*t) < hold;
+        let restarted = self.restarted.get(&home).is_some_and(lately);
+        let newer = sup.origin == home && ctx.life_of(home).is_some_and(|l| l > sup.incarnation);
+        let left = self.left.get(&home).is_some_and(lately);
+        (restarted || newer || (!view.contains(home) && !left)).then_some(restarted)
+    }
+
+    /// Taker side: takes over the copy `from` passed of `sup` if this agent is
+    /// still its group's taker, the home is gone, the copy is whole and most of
+    /// the home's base disowned the home for this agent; asks the members for
+    /// their word while it is not said. Called on each fragment of a pass and on
+    /// each word: a pass whole before the word is taken over as the word carries
+    /// it, not at the passer's next pass (before, swarm seed 730212: the taker's
+    /// group dissolved into another before the next pass, which went to the new
+    /// group's taker, and the members' promises to the first held every taker
+    /// back for a promise).
+    fn accept_pass(&mut self, now: Time, (from, sup): (NodeId, SupervisorId), ctx: &Context<'_>) {
+        let Some(partial) = self.partial.get(&(from, sup)) else {
+            return;
+        };
+        let (home, version) = (partial.home, partial.version);
+        let me = self.me.node;
+        let Some(view) = ctx.tree.group(0).map(|g| g.view()) else {
+            return;
+        };
+        let taker = taker_for(view, home) == Some(me) && view.contains(from);
+        let Some(restarted) = self.gone_for_pass(now, sup, home, view, ctx) else {
+            return;
+        };
+        if !taker || home == me {
             return;
         }
         // The passer judged by the view this agent pushed, which lags a partition:
@@ -2139,15 +2204,11 @@ impl Supervision {
         // if newer than this agent's (or this agent knows none), is the one
         // judged by.
         let (own, epoch) = (self.bases.get(&home), self.votes.epoch_of(home));
-        let (base, epoch) = match passed_base {
-            Some(b) if own.is_none() || passed_epoch > epoch => (Some(b), passed_epoch),
+        let (base, epoch) = match &partial.passed_base {
+            Some((b, e)) if own.is_none() || *e > epoch => (Some(b.clone()), *e),
             _ => (own.cloned(), epoch),
         };
-        // Kept while the members' word is awaited: under loss, a later pass may
-        // bring only some of the fragments. (Before, swarm seed 530624: a pass
-        // whole at the first try was dropped while the word was asked, and every
-        // later one lost a fragment or came after the word had lapsed.)
-        let whole = self.gather(from, fragment);
+        let whole = partial.whole();
         // The members' word is awaited, as in `take_over` (the passer's word is
         // asked too, and its pass comes again).
         let valid = self.config.authority;
@@ -2184,6 +2245,16 @@ impl Supervision {
         self.ask_alive(now, ctx);
         self.adopt(now, sup, copy);
         self.send(from, SupervisionMsg::Copied { sup, version });
+    }
+
+    /// Taker side: the whole passes of `home`'s copies still awaiting the
+    /// members' word, by passer and supervisor.
+    fn passes_awaiting_word(&self, home: NodeId) -> Vec<(NodeId, SupervisorId)> {
+        self.partial
+            .iter()
+            .filter(|((sender, _), p)| p.home == home && *sender != home && p.whole())
+            .map(|(key, _)| *key)
+            .collect()
     }
 
     /// Keeper side: a fragment of a copy handed with its home by the leader that
@@ -2630,6 +2701,9 @@ impl Service for Supervision {
                 // the members' promises are fresh.
                 let before = self.sups.len();
                 self.take_over(now, ctx);
+                for pass in self.passes_awaiting_word(home) {
+                    self.accept_pass(now, pass, ctx);
+                }
                 if self.sups.len() > before {
                     self.announce_take_overs(ctx);
                 }
@@ -3350,6 +3424,34 @@ mod tests {
         assert_eq!(taker.sups.len(), 1, "taken over");
     }
 
+    /// Regression (swarm seed 730212, `supervision.restarted`): a pass that came
+    /// whole while the taker asked the members' word is taken over on the word
+    /// that carries it, not at the passer's next pass. Before, the taker's group
+    /// dissolved into another before that pass, which went to the new group's
+    /// taker; the members' promises to the first held it back for a promise, and
+    /// the child was restarted past its bound.
+    #[test]
+    fn a_whole_pass_is_taken_over_on_the_word_that_carries_it() {
+        let (h, l) = (id(1), id(2));
+        let home = lone_home(h);
+        let group = vec![h.node, l.node, NodeId(3), NodeId(4), NodeId(5)];
+        let mut taker = Supervision::new(l, SupervisionConfig::default(), 0);
+        let base = others(&group, h.node);
+        taker.on_alive(Time::from_millis(20), h.node, 20, base, &group);
+        let (passer, heard) = (NodeId(3), led_unheard(l, &[]));
+        let now = Time::from_secs(4);
+        for m in passes_of(&home, h.node, 1, None) {
+            taker.handle_message(now, passer, m, &heard);
+        }
+        assert!(taker.sups.is_empty(), "the members' word is asked first");
+        disowned(&mut taker, now + Duration::from_millis(1), &heard);
+        assert_eq!(taker.sups.len(), 1, "taken over on the word");
+        let confirmed = std::iter::from_fn(|| taker.poll_output()).any(
+            |o| matches!(o, ServiceOutput::Send(to, SupervisionMsg::Copied { .. }) if to == passer),
+        );
+        assert!(confirmed, "the passer is told, and drops its copy");
+    }
+
     /// A leader that never knew the home's base judges a passed copy by the base
     /// the `Pass` carries, as one that knew it does (see the test above); before
     /// a `Pass` carried it, the passer's judgement, made by the view the leader
@@ -3806,6 +3908,65 @@ mod tests {
             keeper.handle_message(now, NodeId(m), word.clone(), &without_home);
         }
         assert_eq!(keeper.sups.len(), 1, "three of four");
+    }
+
+    /// Regression (swarm seed 730212, `supervision.restarted`): a keeper whose
+    /// taker is its leader, silent long enough for its federation seat to
+    /// suspect it, claims as soon as it would pass, without waiting a promise for
+    /// an answer. Before, the home's leader died before removing it, the home
+    /// came back in a newer life, and its other keeper passed to the dead leader
+    /// for a promise before it claimed: the restart came past its bound.
+    #[test]
+    fn a_keeper_claims_at_once_when_its_leader_is_suspected() {
+        let (h, k) = (n1(), id(4));
+        let home = lone_home(h);
+        let with_home = member_under(k, NodeId(2), nodes(&[1, 2, 3, 4, 5]), 1);
+        let view = crate::federation::View {
+            level: 0,
+            leader: NodeId(2),
+            epoch: 1,
+            members: nodes(&[2, 3, 4, 5]),
+            ancestors: Vec::new(),
+            heirs_above: Vec::new(),
+        };
+        // Suspected after two periods of 300 ms, taken over by n4 after four.
+        let silent = Time::from_secs(1);
+        let without_home = Context {
+            me: k,
+            tree: crate::service::TreeView::member_silent_since(k.node, view, silent),
+            lives: None,
+        };
+        let group = without_home.tree.group(0).expect("a member");
+        assert!(group.leader_suspected(), "the leader silent for 1 s");
+        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
+        let changed = ServiceEvent::GroupChanged { instance: 0 };
+        keeper.handle_event(Time::ZERO, &changed, &with_home);
+        let group = with_home.tree.local_group();
+        keep(&mut keeper, h.node, &home, &group, nodes(&[2, 3, 4, 5]));
+        keeper.handle_event(Time::from_millis(30), &changed, &without_home);
+        let (mut passed, mut asked) = (None, None);
+        let mut now = Time::from_millis(30);
+        while now < Time::from_secs(6) && asked.is_none() {
+            now = now + Duration::from_millis(100);
+            keeper.handle_timeout(now, &without_home);
+            for o in std::iter::from_fn(|| keeper.poll_output()) {
+                match o {
+                    ServiceOutput::Send(_, SupervisionMsg::Pass { .. }) => {
+                        passed.get_or_insert(now);
+                    }
+                    ServiceOutput::Send(_, SupervisionMsg::Disown { .. }) => {
+                        asked.get_or_insert(now);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let passed = passed.expect("passed all the same");
+        let asked = asked.expect("claimed");
+        assert!(
+            asked <= passed + keeper.config.probe_period,
+            "passed at {passed:?}, claimed only at {asked:?}"
+        );
     }
 
     /// Regression (swarm seed 620979, `supervision.restarted`): a keeper that
