@@ -528,6 +528,11 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// back), and, shrunk again with that fix, before a keeper claimed at once when
 /// its federation seat suspected the leader it passed to (the home's leader died
 /// before removing it, and its other keeper waited a promise on the dead leader).
+/// Seed 471040 fails `supervision.restarted` before the check judged a keeper's
+/// take-over by the base the home last told that keeper as well as by the
+/// home's own (the home had moved its base onto the keeper's rack while a
+/// partition cut it off, then crashed with both members of the base the keeper
+/// knew: nobody could take over until they booted again).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

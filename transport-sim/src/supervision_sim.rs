@@ -32,7 +32,8 @@
 //!   supervision's `lost_after` and probe period, and `placement_allowance`) of its
 //!   last process's end, unless it was given up (looping children are) or its
 //!   supervisor was lost beyond the design: its home crashed together with at
-//!   least half of the rest of its quorum base (or that half crashed within
+//!   least half of the rest of its quorum base, as the home last told it or as
+//!   the keeper that would take over last heard it (or that half crashed within
 //!   `refresh` after the home, before a take-over), or while partitions left no
 //!   agent keeping a copy beside most of the rest, or its
 //!   last holders (the home, or the keepers while the home is down) crashed

@@ -213,11 +213,14 @@
 //! copy. A keeper in a group without most of the base claims for itself
 //! instead (see "Take-overs need most of the home's base"), and so does one
 //! whose taker has left its pass unanswered for a promise (paused, or cut off
-//! from it). (Before,
+//! from it), or at once one whose federation seat suspects its leader, the
+//! taker it passes to (swarm seed 730212). (Before,
 //! swarm seed 30239: n44 took a supervisor over, restarted 3.8 s later, and its
 //! one keeper, n51, had been moved into another group as a plain member, or
 //! removed n44 itself and then merged into another; either way nobody took the
-//! supervisor over again.) A home that moved to another group alive tells its
+//! supervisor over again.) A pass that comes whole while
+//! the word is asked is taken over on the word that carries it, not at the next
+//! pass (which may go to another taker by then). A home that moved to another group alive tells its
 //! former keepers to drop their copies (`Dropped`), and its `Alive` from outside
 //! their group makes them drop them too; one they do not hear cannot keep its
 //! authority without most of its base, which a side that passes has. (Before
@@ -697,6 +700,14 @@ impl Supervision {
     /// group): for checks.
     pub fn told_base(&self, group: &[NodeId]) -> Vec<NodeId> {
         self.quorum.told_base(self.me.node, group)
+    }
+
+    /// The quorum base of `home` (the home aside) this agent would judge a
+    /// take-over of its supervisors by, as the home's last `Alive` here told it
+    /// (for checks: a change the home committed while this agent was cut off is
+    /// not in it).
+    pub fn judged_base(&self, home: NodeId) -> Option<&[NodeId]> {
+        self.bases.get(&home).map(Vec::as_slice)
     }
 
     /// The base before a change of this home's quorum base not committed yet:

@@ -775,7 +775,7 @@ impl Simulation {
                 Some(agent) if self.cut_from_quorum(home, &[]) => {
                     let base =
                         (agent.services().supervision).told_base(level_0_group(agent, instance));
-                    !self.base_held(&base, &supervised_children(agent), &[])
+                    !self.base_held((home, &base), &supervised_children(agent), &[])
                 }
                 _ => false,
             }
@@ -793,10 +793,10 @@ impl Simulation {
     pub(super) fn crashed_homes_cut_off_with_no_side_to_take_over(&self) -> bool {
         let refresh = self.config.agent.services.supervision.refresh;
         let running = self.supervised_except(&[]);
-        (self.crashed_homes.values())
-            .filter(|h| self.now.saturating_since(h.at) < refresh)
-            .filter(|h| !h.children.iter().any(|p| running.contains(p)))
-            .any(|h| !self.base_held(&h.others, &h.children, &[]))
+        (self.crashed_homes.iter())
+            .filter(|(_, h)| self.now.saturating_since(h.at) < refresh)
+            .filter(|(_, h)| !h.children.iter().any(|p| running.contains(p)))
+            .any(|(home, h)| !self.base_held((*home, &h.others), &h.children, &[]))
     }
 
     /// A crash or a stall cut a live home from its quorum until `back` (see
@@ -855,7 +855,7 @@ impl Simulation {
             let others = supervision.told_base(level_0_group(agent, instance));
             let children = supervised_children(agent);
             if !children.is_empty() {
-                if !self.base_held(&others, &children, nodes) {
+                if !self.base_held((node, &others), &children, nodes) {
                     home_lost.extend(children.iter().copied());
                 }
                 let home = CrashedHome {
@@ -870,8 +870,8 @@ impl Simulation {
         self.crashed_homes
             .retain(|_, h| now.saturating_since(h.at) < refresh);
         let mut later_lost = Vec::new();
-        for h in self.crashed_homes.values() {
-            if !self.base_held(&h.others, &h.children, nodes) {
+        for (home, h) in &self.crashed_homes {
+            if !self.base_held((*home, &h.others), &h.children, nodes) {
                 later_lost.extend(h.children.iter().copied());
             }
         }
@@ -907,7 +907,20 @@ impl Simulation {
     /// 201419: a home whose only keepers had been stalled for two seconds left
     /// the cluster, and the check owed restarts that the keepers, told to drop
     /// their copies, never made).
-    fn base_held(&self, base: &[NodeId], children: &[Pid], nodes: &[NodeId]) -> bool {
+    ///
+    /// A keeper judges by the base the home last told it, which may be older
+    /// than the home's (a change the home committed while the keeper was cut
+    /// off): it needs more than half of that one beside it too. (Before, swarm
+    /// seed 471040: a home moved its base onto its old keeper's rack while a
+    /// partition cut that rack off, and crashed with the two members of the
+    /// base the keeper knew; the check owed a take-over by the new base, which
+    /// the keeper had never heard of.)
+    fn base_held(
+        &self,
+        (home, base): (NodeId, &[NodeId]),
+        children: &[Pid],
+        nodes: &[NodeId],
+    ) -> bool {
         let instance = self.config.agent.services.supervision.instance;
         let silence = self.removal_silence(instance);
         let lives = |m: &NodeId| {
@@ -915,20 +928,22 @@ impl Simulation {
                 && self.hosts[m.0 as usize].agent.is_some()
                 && !self.stalled_for(*m, silence)
         };
-        let up: Vec<NodeId> = base.iter().copied().filter(lives).collect();
         let together = |a: NodeId, b: NodeId| a == b || self.network.hear(a, b);
+        let most_beside = |holder: NodeId, base: &[NodeId]| {
+            let beside = (base.iter().copied())
+                .filter(|m| *m != home && lives(m) && together(holder, *m))
+                .count();
+            2 * beside > base.iter().filter(|m| **m != home).count()
+        };
         (self.hosts.iter().enumerate())
             .map(|(i, host)| (NodeId(i as u32), host))
             .filter(|(node, _)| lives(node))
-            .filter(|(_, host)| {
-                host.agent.as_ref().is_some_and(|a| {
-                    let kept = a.services().supervision.kept_children();
-                    kept.into_iter().any(|p| children.contains(&p))
-                })
-            })
-            .any(|(holder, _)| {
-                let beside = up.iter().filter(|m| together(holder, **m)).count();
-                2 * beside > base.len()
+            .filter_map(|(node, host)| Some((node, &host.agent.as_ref()?.services().supervision)))
+            .filter(|(_, s)| s.kept_children().any(|p| children.contains(&p)))
+            .any(|(holder, s)| {
+                most_beside(holder, base)
+                    && s.judged_base(home)
+                        .is_none_or(|known| most_beside(holder, known))
             })
     }
 
