@@ -70,8 +70,9 @@
 //!   running a child of the group is stalled (its agent answers the kill only
 //!   once it resumes, or the child's lease ends): the group's slots down then, or
 //!   going down before it resumes, are due a bound after it; and when such a host
-//!   crashes (its children count as stopped once their leases end), the group's
-//!   slots down then are due a bound after the crash;
+//!   crashes, or a partition cuts it from its supervisor's home (its children
+//!   count as stopped once their leases end), the group's slots down then are due
+//!   a bound after the crash or the cut;
 //! - `supervision.loop_stopped`: a crash-looping slot is given up (the agent says so
 //!   with a notice) within its intensity's restarts, and runs no more after that,
 //!   but for the stalled-agent exceptions: a spawn sent before the give-up to a

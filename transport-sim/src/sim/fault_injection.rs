@@ -104,6 +104,7 @@ impl Simulation {
                 if self.homes_cut_from_their_quorum(&[]) {
                     self.note_home_lost(self.now);
                 }
+                self.note_children_cut_off();
                 if let Some(at) = until {
                     self.schedule(at, Event::Undo(Undo::Heal(id)));
                     let lost = self.homes_cut_off_with_no_side_to_take_over()

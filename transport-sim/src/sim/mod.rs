@@ -808,6 +808,33 @@ impl Simulation {
         }
     }
 
+    /// The partitions in force cut a home from the host of one of its children:
+    /// the home can kill nothing there, and a restart that stops the running
+    /// siblings first (one-for-all, rest-for-one) waits for that child's lease to
+    /// end, as for a crashed host (see `SupervisionSim::sibling_host_silenced`).
+    /// (Before, only crashes and stalls were counted so: swarm seed 740909, a
+    /// rest-for-one restart due soon after a take-over waited for the lease of a
+    /// sibling whose rack a partition had just cut off.)
+    pub(super) fn note_children_cut_off(&mut self) {
+        let Some(s) = self.supervision.as_mut() else {
+            return;
+        };
+        let network = &self.network;
+        let cut: BTreeSet<NodeId> = (self.hosts.iter().enumerate())
+            .filter_map(|(i, host)| Some((NodeId(i as u32), host.agent.as_ref()?)))
+            .flat_map(|(home, agent)| {
+                supervised_children(agent)
+                    .into_iter()
+                    .map(|p| p.origin())
+                    .filter(move |o| *o != home && !network.hear(home, *o))
+            })
+            .collect();
+        s.reconcile(self.now, &self.placement);
+        for host in cut {
+            s.sibling_host_silenced(host, self.now);
+        }
+    }
+
     /// A home was lost (stalled until `from`, or cut from its quorum now) while
     /// slots may be down: their restart bound counts again from `from`.
     pub(super) fn note_home_lost(&mut self, from: Time) {
