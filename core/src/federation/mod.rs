@@ -51,7 +51,11 @@
 //!   epoch: so a leader jumps past any epoch written in its name that it hears of (a
 //!   copy, a member's beat), and a member holding a hand-over asks the leader with
 //!   `ViewReq` when the leader beats at the same epoch, and takes the leader's own
-//!   view even at that epoch. A split's hand-over may be lost too: the splitting
+//!   view even at that epoch. A leader never pushes two different views at one
+//!   level under one epoch in a life: each view it pushes, its own or one handed
+//!   to it (a late copy of a hand-over may give it back a group it left), goes
+//!   out under an epoch past every one it pushed there (`written`). A split's
+//!   hand-over may be lost too: the splitting
 //!   leader keeps it `remove_periods` periods and answers a `Beat`, `Probe` or
 //!   `ViewReq` of one of the new half's members with it instead of `Leave`, and a
 //!   plain member beaten by a fellow member as that member's leader (`Beat`: the
@@ -503,9 +507,17 @@ pub struct Federation {
     join_target: Option<NodeId>,
     /// The group last dissolved under this agent (its level, leader and epoch),
     /// and until when a view of it at that epoch or before, arriving late, takes
-    /// no seat (two periods: past them, the leader may lead a new group, whose
-    /// epochs begin again).
+    /// no seat (two periods: past them, the leader may lead a new group; its
+    /// epochs go on from the last it pushed, or begin again in a new life).
     dissolved: Option<((Level, NodeId, u64), Time)>,
+    /// The last view this agent pushed as a leader at each level, in this life:
+    /// a view it leads is pushed under a newer epoch than every one it pushed at
+    /// that level, unless it is that same view again. (Before, swarm seed 750127
+    /// under loss and duplication: a leader left the group a split had handed it,
+    /// then a late copy of the hand-over gave it the group back at the
+    /// hand-over's epoch; its next changes reused epochs it had pushed with other
+    /// ancestors, and the members, holding those epochs, kept the old views.)
+    written: Vec<Option<View>>,
     next_join: Time,
     next_probe: Time,
     fast_probes: u32,
@@ -551,6 +563,7 @@ impl Federation {
             join_attempts: 0,
             join_target: None,
             dissolved: None,
+            written: Vec::new(),
             next_join: Time::ZERO,
             next_probe: Time::NEVER,
             fast_probes: 0,
@@ -788,6 +801,9 @@ impl Federation {
             if !std::mem::take(&mut self.seats[level].dirty) {
                 continue;
             }
+            if self.seats[level].led_by(self.me) {
+                self.claim_fresh_epoch(level);
+            }
             // Sent twice: a member whose only copy is lost disagrees with its leader
             // until its next beat shows the old epoch. Views change rarely (joins,
             // removals, splits), so the copy costs little.
@@ -803,6 +819,28 @@ impl Federation {
             "federation invariants broken at {}",
             self.me
         );
+    }
+
+    /// The view this agent leads at `level`, about to be pushed, gets an epoch
+    /// past the last view it pushed there, or that view's epoch if it is the same
+    /// view again (see `written`).
+    fn claim_fresh_epoch(&mut self, level: usize) {
+        if self.written.len() <= level {
+            self.written.resize(level + 1, None);
+        }
+        let view = &mut self.seats[level].view;
+        if let Some(last) = &self.written[level] {
+            let same = |a: &View, b: &View| {
+                (a.leader, &a.members, &a.ancestors, &a.heirs_above)
+                    == (b.leader, &b.members, &b.ancestors, &b.heirs_above)
+            };
+            if same(view, last) {
+                view.epoch = view.epoch.max(last.epoch);
+            } else if view.epoch <= last.epoch {
+                view.epoch = last.epoch.saturating_add(1);
+            }
+        }
+        self.written[level] = Some(view.clone());
     }
 
     fn invariants_hold(&self) -> bool {

@@ -745,6 +745,9 @@ impl Federation {
                 let foreign = !leads && from != view.leader;
                 self.seats.push(Seat::new(view, now));
                 self.seats[l].foreign = foreign;
+                // A group handed to this agent is pushed under its own name (at an
+                // epoch it never pushed other contents under: see `written`).
+                self.seats[l].dirty = leads;
                 self.join_attempts = 0;
                 self.join_target = None;
                 if leads {
@@ -785,6 +788,7 @@ impl Federation {
             let leads_now = view.leader == self.me;
             self.seats[l].foreign = !leads_now && from != view.leader;
             self.seats[l].replace_view(view, now);
+            self.seats[l].dirty |= leads_now;
             if old_leader != self.seats[l].view.leader
                 && old_leader != self.me
                 && from != old_leader

@@ -1417,3 +1417,55 @@ fn a_member_leaving_the_federation_is_reported_removed_and_one_moving_is_not() {
     );
     assert!(!n0.seats()[0].view().contains(NodeId(4)));
 }
+
+/// Regression (swarm seed 750127, 1% loss and 5% duplication, no fault): a
+/// leader that left the group a split had handed it got it back from a late copy
+/// of the hand-over, at the hand-over's epoch, and pushed its next changes under
+/// epochs it had pushed other views under; the members, holding those epochs,
+/// kept the old views. A leader now pushes each view under an epoch past every
+/// one it pushed at that level, unless it is the same view again.
+#[test]
+fn a_leader_never_pushes_two_views_under_one_epoch() {
+    use super::View;
+    let group = |epoch: u64, members: &[u32], ancestors: &[u32]| View {
+        level: 0,
+        leader: NodeId(1),
+        epoch,
+        members: members.iter().copied().map(NodeId).collect(),
+        ancestors: ancestors.iter().copied().map(NodeId).collect(),
+        heirs_above: Vec::new(),
+    };
+    let mut fed = Federation::leading(group(12, &[1, 2, 3], &[]));
+    let pushed = |fed: &mut Federation, view: View| {
+        fed.seats[0].replace_view(view, Time::ZERO);
+        fed.seats[0].dirty = true;
+        fed.flush();
+        let views: BTreeSet<(u64, Vec<NodeId>)> = std::iter::from_fn(|| fed.poll_output())
+            .filter_map(|o| match o {
+                FedOutput::Send(_, FedBody::View(v)) => Some((v.epoch, v.members)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(views.len(), 1, "one view pushed: {views:?}");
+        views.into_iter().next().expect("one")
+    };
+    assert_eq!(pushed(&mut fed, group(12, &[1, 2, 3], &[])).0, 12);
+    // The same view again keeps its epoch.
+    assert_eq!(pushed(&mut fed, group(12, &[1, 2, 3], &[])).0, 12);
+    // Other contents under that epoch, or under an older one, go out newer.
+    assert_eq!(
+        pushed(&mut fed, group(12, &[1, 2], &[])),
+        (13, nodes(&[1, 2]))
+    );
+    assert_eq!(pushed(&mut fed, group(11, &[1, 2], &[])).0, 13);
+    assert_eq!(
+        pushed(&mut fed, group(11, &[1, 3], &[])),
+        (14, nodes(&[1, 3]))
+    );
+    // A newer epoch of its own stands.
+    assert_eq!(pushed(&mut fed, group(20, &[1, 3, 4], &[])).0, 20);
+}
+
+fn nodes(ids: &[u32]) -> Vec<NodeId> {
+    ids.iter().copied().map(NodeId).collect()
+}
