@@ -3341,6 +3341,17 @@ mod tests {
         );
     }
 
+    /// A home at `h` with one supervisor, and the leader `l` of its group of
+    /// five (`h`, `l`, n3, n4, n5), told its quorum base (the other four) at 20 ms.
+    fn home_and_taker_told_its_base(h: Identity, l: Identity) -> (Supervision, Supervision) {
+        let home = lone_home(h);
+        let group = vec![h.node, l.node, NodeId(3), NodeId(4), NodeId(5)];
+        let mut taker = Supervision::new(l, SupervisionConfig::default(), 0);
+        let base = others(&group, h.node);
+        taker.on_alive(Time::from_millis(20), h.node, 20, base, &group);
+        (home, taker)
+    }
+
     /// Regression (swarm seed 95582, `supervision.no_twin`): a leader that knows
     /// the home's base takes a passed copy over only with most of the base heard.
     /// A partition cut a few members of the home's group off with their leader;
@@ -3349,16 +3360,7 @@ mod tests {
     #[test]
     fn a_leader_takes_a_passed_copy_over_only_with_most_of_the_base_heard() {
         let (h, l) = (id(1), id(2));
-        let home = lone_home(h);
-        let group = vec![h.node, l.node, NodeId(3), NodeId(4), NodeId(5)];
-        let mut taker = Supervision::new(l, SupervisionConfig::default(), 0);
-        taker.on_alive(
-            Time::from_millis(20),
-            h.node,
-            20,
-            others(&group, h.node),
-            &group,
-        );
+        let (home, mut taker) = home_and_taker_told_its_base(h, l);
         let passer = NodeId(3);
         let pass = |taker: &mut Supervision, now: Time, ctx: &Context<'_>| {
             for m in passes_of(&home, h.node, 1, None) {
@@ -3444,11 +3446,7 @@ mod tests {
     #[test]
     fn a_whole_pass_is_taken_over_on_the_word_that_carries_it() {
         let (h, l) = (id(1), id(2));
-        let home = lone_home(h);
-        let group = vec![h.node, l.node, NodeId(3), NodeId(4), NodeId(5)];
-        let mut taker = Supervision::new(l, SupervisionConfig::default(), 0);
-        let base = others(&group, h.node);
-        taker.on_alive(Time::from_millis(20), h.node, 20, base, &group);
+        let (home, mut taker) = home_and_taker_told_its_base(h, l);
         let (passer, heard) = (NodeId(3), led_unheard(l, &[]));
         let now = Time::from_secs(4);
         for m in passes_of(&home, h.node, 1, None) {
@@ -3869,33 +3867,38 @@ mod tests {
         assert_eq!(keeper.sups.len(), 1, "four of five");
     }
 
-    /// A keeper whose group's taker leaves its pass unanswered for a promise
-    /// (paused, or cut off from it) claims the supervisor beside it. Before, it
-    /// passed in vain until the group removed its taker (supervise-100-home
-    /// under random faults every 500 ms, seed 72: the taker was paused twice).
-    #[test]
-    fn a_keeper_claims_beside_a_taker_that_leaves_its_pass_unanswered() {
+    /// Keeper n4, a plain member under n2 of n1 to n5, given the record of home
+    /// n1 (its base n2, n3, n5 and itself); n1 then leaves the group
+    /// (`without_home`, at 30 ms).
+    fn keeper_whose_home_left(without_home: &Context<'_>) -> Supervision {
         let (h, k) = (n1(), id(4));
         let home = lone_home(h);
-        let member = |members: &[u32]| member_under(k, NodeId(2), nodes(members), 1);
-        let (with_home, without_home) = (member(&[1, 2, 3, 4, 5]), member(&[2, 3, 4, 5]));
+        let with_home = member_under(k, NodeId(2), nodes(&[1, 2, 3, 4, 5]), 1);
         let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
         let changed = ServiceEvent::GroupChanged { instance: 0 };
         keeper.handle_event(Time::ZERO, &changed, &with_home);
         let group = with_home.tree.local_group();
         keep(&mut keeper, h.node, &home, &group, nodes(&[2, 3, 4, 5]));
-        keeper.handle_event(Time::from_millis(30), &changed, &without_home);
+        keeper.handle_event(Time::from_millis(30), &changed, without_home);
+        keeper
+    }
+
+    /// Ticks `keeper` every 100 ms from 30 ms until it asks the members' word
+    /// (at most until 6 s): when it first passed its copy and to whom, when it
+    /// asked, and whom.
+    fn tick_until_claimed(
+        keeper: &mut Supervision,
+        ctx: &Context<'_>,
+    ) -> (Option<(Time, NodeId)>, Time, BTreeSet<NodeId>) {
         let (mut passed, mut asked) = (None, BTreeSet::new());
         let mut now = Time::from_millis(30);
         while now < Time::from_secs(6) && asked.is_empty() {
             now = now + Duration::from_millis(100);
-            keeper.handle_timeout(now, &without_home);
-            let outputs: Vec<_> = std::iter::from_fn(|| keeper.poll_output()).collect();
-            for o in outputs {
+            keeper.handle_timeout(now, ctx);
+            for o in std::iter::from_fn(|| keeper.poll_output()) {
                 match o {
                     ServiceOutput::Send(to, SupervisionMsg::Pass { .. }) => {
-                        assert_eq!(to, NodeId(2), "passed to its taker");
-                        passed.get_or_insert(now);
+                        passed.get_or_insert((now, to));
                     }
                     ServiceOutput::Send(to, SupervisionMsg::Disown { .. }) => {
                         asked.insert(to);
@@ -3904,7 +3907,20 @@ mod tests {
                 }
             }
         }
-        let passed = passed.expect("passed first");
+        (passed, now, asked)
+    }
+
+    /// A keeper whose group's taker leaves its pass unanswered for a promise
+    /// (paused, or cut off from it) claims the supervisor beside it. Before, it
+    /// passed in vain until the group removed its taker (supervise-100-home
+    /// under random faults every 500 ms, seed 72: the taker was paused twice).
+    #[test]
+    fn a_keeper_claims_beside_a_taker_that_leaves_its_pass_unanswered() {
+        let without_home = member_under(id(4), NodeId(2), nodes(&[2, 3, 4, 5]), 1);
+        let mut keeper = keeper_whose_home_left(&without_home);
+        let (passed, now, asked) = tick_until_claimed(&mut keeper, &without_home);
+        let (passed, to) = passed.expect("passed first");
+        assert_eq!(to, NodeId(2), "passed to its taker");
         assert!(
             now >= passed + slack(keeper.config.authority),
             "claimed at {now:?}"
@@ -3914,7 +3930,7 @@ mod tests {
             nodes(&[2, 3, 5]).into_iter().collect(),
             "the base asked"
         );
-        let word = SupervisionMsg::Disowned { home: h.node };
+        let word = SupervisionMsg::Disowned { home: n1().node };
         for m in [3, 5] {
             keeper.handle_message(now, NodeId(m), word.clone(), &without_home);
         }
@@ -3929,9 +3945,7 @@ mod tests {
     /// for a promise before it claimed: the restart came past its bound.
     #[test]
     fn a_keeper_claims_at_once_when_its_leader_is_suspected() {
-        let (h, k) = (n1(), id(4));
-        let home = lone_home(h);
-        let with_home = member_under(k, NodeId(2), nodes(&[1, 2, 3, 4, 5]), 1);
+        let k = id(4);
         let view = crate::federation::View {
             level: 0,
             leader: NodeId(2),
@@ -3949,31 +3963,9 @@ mod tests {
         };
         let group = without_home.tree.group(0).expect("a member");
         assert!(group.leader_suspected(), "the leader silent for 1 s");
-        let mut keeper = Supervision::new(k, SupervisionConfig::default(), 0);
-        let changed = ServiceEvent::GroupChanged { instance: 0 };
-        keeper.handle_event(Time::ZERO, &changed, &with_home);
-        let group = with_home.tree.local_group();
-        keep(&mut keeper, h.node, &home, &group, nodes(&[2, 3, 4, 5]));
-        keeper.handle_event(Time::from_millis(30), &changed, &without_home);
-        let (mut passed, mut asked) = (None, None);
-        let mut now = Time::from_millis(30);
-        while now < Time::from_secs(6) && asked.is_none() {
-            now = now + Duration::from_millis(100);
-            keeper.handle_timeout(now, &without_home);
-            for o in std::iter::from_fn(|| keeper.poll_output()) {
-                match o {
-                    ServiceOutput::Send(_, SupervisionMsg::Pass { .. }) => {
-                        passed.get_or_insert(now);
-                    }
-                    ServiceOutput::Send(_, SupervisionMsg::Disown { .. }) => {
-                        asked.get_or_insert(now);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        let passed = passed.expect("passed all the same");
-        let asked = asked.expect("claimed");
+        let mut keeper = keeper_whose_home_left(&without_home);
+        let (passed, asked, _) = tick_until_claimed(&mut keeper, &without_home);
+        let (passed, _) = passed.expect("passed all the same");
         assert!(
             asked <= passed + keeper.config.probe_period,
             "passed at {passed:?}, claimed only at {asked:?}"
