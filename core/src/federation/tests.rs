@@ -1455,17 +1455,13 @@ fn a_leader_never_pushes_two_views_under_one_epoch() {
     // Other contents under that epoch, or under an older one, go out newer.
     assert_eq!(
         pushed(&mut fed, group(12, &[1, 2], &[])),
-        (13, nodes(&[1, 2]))
+        (13, [1, 2].map(NodeId).to_vec())
     );
     assert_eq!(pushed(&mut fed, group(11, &[1, 2], &[])).0, 13);
     assert_eq!(
         pushed(&mut fed, group(11, &[1, 3], &[])),
-        (14, nodes(&[1, 3]))
+        (14, [1, 3].map(NodeId).to_vec())
     );
     // A newer epoch of its own stands.
     assert_eq!(pushed(&mut fed, group(20, &[1, 3, 4], &[])).0, 20);
-}
-
-fn nodes(ids: &[u32]) -> Vec<NodeId> {
-    ids.iter().copied().map(NodeId).collect()
 }

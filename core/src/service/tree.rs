@@ -36,13 +36,13 @@ impl<'a> TreeView<'a> {
     /// boundary check). The federation behind it is leaked.
     #[cfg(test)]
     pub(crate) fn member_of(me: NodeId, view: View) -> TreeView<'static> {
-        Self::member_silent_since(me, view, crate::time::Time::ZERO)
+        Self::member_ticked_until(me, view, crate::time::Time::ZERO)
     }
 
     /// For tests: [`TreeView::member_of`], its leader silent since the view came
     /// (at 1 ms), the federation ticked every period and at `until`.
     #[cfg(test)]
-    pub(crate) fn member_silent_since(
+    pub(crate) fn member_ticked_until(
         me: NodeId,
         view: View,
         until: crate::time::Time,

@@ -214,14 +214,13 @@
 //! instead (see "Take-overs need most of the home's base"), and so does one
 //! whose taker has left its pass unanswered for a promise (paused, or cut off
 //! from it), or at once one whose federation seat suspects its leader, the
-//! taker it passes to (swarm seed 730212). (Before,
-//! swarm seed 30239: n44 took a supervisor over, restarted 3.8 s later, and its
-//! one keeper, n51, had been moved into another group as a plain member, or
-//! removed n44 itself and then merged into another; either way nobody took the
-//! supervisor over again.) A pass that comes whole while
-//! the word is asked is taken over on the word that carries it, not at the next
-//! pass (which may go to another taker by then). A home that moved to another group alive tells its
-//! former keepers to drop their copies (`Dropped`), and its `Alive` from outside
+//! taker it passes to (swarm seed 730212). (Before, swarm seed 30239: n44 took
+//! a supervisor over, restarted 3.8 s later, and its one keeper, n51, had been
+//! moved into another group as a plain member, or removed n44 itself and then
+//! merged into another; either way nobody took the supervisor over again.) A
+//! pass that comes whole while the word is asked is taken over on the word that
+//! carries it, not at the next pass (which may go to another taker by then). A
+//! home that moved to another group alive tells its former keepers to drop their copies (`Dropped`), and its `Alive` from outside
 //! their group makes them drop them too; one they do not hear cannot keep its
 //! authority without most of its base, which a side that passes has. (Before
 //! swarm seed 94715, only a home known removed or restarted was passed on: a
@@ -3884,13 +3883,13 @@ mod tests {
     }
 
     /// Ticks `keeper` every 100 ms from 30 ms until it asks the members' word
-    /// (at most until 6 s): when it first passed its copy and to whom, when it
-    /// asked, and whom.
+    /// (at most until 6 s): when it first passed its copy, every member it passed
+    /// to, when it asked, and whom.
     fn tick_until_claimed(
         keeper: &mut Supervision,
         ctx: &Context<'_>,
-    ) -> (Option<(Time, NodeId)>, Time, BTreeSet<NodeId>) {
-        let (mut passed, mut asked) = (None, BTreeSet::new());
+    ) -> (Option<Time>, BTreeSet<NodeId>, Time, BTreeSet<NodeId>) {
+        let (mut passed, mut passed_to, mut asked) = (None, BTreeSet::new(), BTreeSet::new());
         let mut now = Time::from_millis(30);
         while now < Time::from_secs(6) && asked.is_empty() {
             now = now + Duration::from_millis(100);
@@ -3898,7 +3897,8 @@ mod tests {
             for o in std::iter::from_fn(|| keeper.poll_output()) {
                 match o {
                     ServiceOutput::Send(to, SupervisionMsg::Pass { .. }) => {
-                        passed.get_or_insert((now, to));
+                        passed.get_or_insert(now);
+                        passed_to.insert(to);
                     }
                     ServiceOutput::Send(to, SupervisionMsg::Disown { .. }) => {
                         asked.insert(to);
@@ -3907,7 +3907,7 @@ mod tests {
                 }
             }
         }
-        (passed, now, asked)
+        (passed, passed_to, now, asked)
     }
 
     /// A keeper whose group's taker leaves its pass unanswered for a promise
@@ -3918,9 +3918,13 @@ mod tests {
     fn a_keeper_claims_beside_a_taker_that_leaves_its_pass_unanswered() {
         let without_home = member_under(id(4), NodeId(2), nodes(&[2, 3, 4, 5]), 1);
         let mut keeper = keeper_whose_home_left(&without_home);
-        let (passed, now, asked) = tick_until_claimed(&mut keeper, &without_home);
-        let (passed, to) = passed.expect("passed first");
-        assert_eq!(to, NodeId(2), "passed to its taker");
+        let (passed, passed_to, now, asked) = tick_until_claimed(&mut keeper, &without_home);
+        let passed = passed.expect("passed first");
+        assert_eq!(
+            passed_to,
+            nodes(&[2]).into_iter().collect(),
+            "passed to its taker"
+        );
         assert!(
             now >= passed + slack(keeper.config.authority),
             "claimed at {now:?}"
@@ -3958,14 +3962,14 @@ mod tests {
         let silent = Time::from_secs(1);
         let without_home = Context {
             me: k,
-            tree: crate::service::TreeView::member_silent_since(k.node, view, silent),
+            tree: crate::service::TreeView::member_ticked_until(k.node, view, silent),
             lives: None,
         };
         let group = without_home.tree.group(0).expect("a member");
         assert!(group.leader_suspected(), "the leader silent for 1 s");
         let mut keeper = keeper_whose_home_left(&without_home);
-        let (passed, asked, _) = tick_until_claimed(&mut keeper, &without_home);
-        let (passed, _) = passed.expect("passed all the same");
+        let (passed, _, asked, _) = tick_until_claimed(&mut keeper, &without_home);
+        let passed = passed.expect("passed all the same");
         assert!(
             asked <= passed + keeper.config.probe_period,
             "passed at {passed:?}, claimed only at {asked:?}"
