@@ -540,7 +540,11 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// `federation` before a leader pushed each view under an epoch past every one it
 /// had pushed at that level (a late copy of a hand-over gave a leader back a
 /// group it had left, at the hand-over's epoch, and it pushed other views under
-/// epochs its members held).
+/// epochs its members held). Seed 780575 fails `supervision.no_twin` before a
+/// taker refused to disown its old home for another taker (it took the home's
+/// supervisor over across a partition; after the heal, the home's keeper on the
+/// other side asked it, the base's one other member, and took the stale copy
+/// over beside it).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

@@ -100,42 +100,45 @@
 //!   242716: a taker counted members cut off just after they confirmed the home,
 //!   not suspected yet, whose confirmations still kept the home's authority.)
 //!   A member disowns a home for one taker at a time, and, once it heard of a
-//!   take-over of the home, for that taker alone; takers that split the members'
-//!   word yield to the lowest id. The taker of a group holding most of the base
-//!   claims as soon as the home's authority ended; a keeper elsewhere (a group
-//!   without most of it) claims too, a promise's length later, so that it
-//!   rarely splits the word with the first. (Before, a taker asked only the
-//!   members of its own group, and only while its group held most of the base:
-//!   a home that died with its base scattered over several groups, none holding
-//!   most of it, was taken over by nobody, swarm seeds 610192, 631664 and
-//!   570613.) A home heard in a newer life needs the word too: its authority
-//!   ended with its earlier life, which is not waited out, and a member that
-//!   heard the newer life disowns it whatever it confirmed of the earlier one,
-//!   but the word makes its taker the only one (before, such a home was taken
-//!   over without a word once most of its base was in the group: a keeper in
-//!   another group, asking the base, could have carried it too). A leader
-//!   counts only the members it hears (not suspected by its federation seat)
-//!   in judging whether its group holds most of the base: its view lags a
-//!   partition, and an heir that just took its group over from a silent leader
-//!   has heard none of the members it inherited ([`holds_most`], swarm seed
-//!   97566). A keeper cut off from its
-//!   rack (which the home then stops counting as a keeper, so the home keeps
-//!   its authority) hears no word and takes nothing over (before, it did, from
-//!   a stale copy, and restarted children the home had restarted already:
-//!   twins). A keeper in the group a home just moved to does not judge by its
-//!   own group either: the home's base is still the group it left, whose
-//!   members give their word to their own leader if the home fails before its
-//!   base follows it (swarm seed 90037: a home cut off from its group joined
-//!   another and was taken over by its old leader; its new leader, judging by
-//!   its own group, took the stale copy over too once a partition hid the home,
-//!   and the home's `Dropped` on stepping down was lost). Members that a split
-//!   of the group this keeper leads handed to another group are no longer
-//!   counted (they live on, elsewhere; see [`Supervision::follow_group`]).
-//!   The price: a home that fails together with half of the rest of its base or
-//!   more is not taken over (its children are not restarted) unless most of it
-//!   is back within half of `hold` after the home's last word (a copy of a home
-//!   silent longer than that is never taken over: the members that would refuse
-//!   a stale claim may have forgotten why).
+//!   take-over of the home, for that taker alone; a taker counts its own, and
+//!   disowns the home it took over from for no other taker (before, swarm seed
+//!   780575: a taker gave its word, after a heal, to the old home's keeper on
+//!   the other side, which took the stale copy over beside it); takers that
+//!   split the members' word yield to the lowest id. The taker of a group
+//!   holding most of the base claims as soon as the home's authority ended; a
+//!   keeper elsewhere (a group without most of it) claims too, a promise's
+//!   length later, so that it rarely splits the word with the first. (Before, a
+//!   taker asked only the members of its own group, and only while its group
+//!   held most of the base: a home that died with its base scattered over
+//!   several groups, none holding most of it, was taken over by nobody, swarm
+//!   seeds 610192, 631664 and 570613.) A home heard in a newer life needs the
+//!   word too: its authority ended with its earlier life, which is not waited
+//!   out, and a member that heard the newer life disowns it whatever it
+//!   confirmed of the earlier one, but the word makes its taker the only one
+//!   (before, such a home was taken over without a word once most of its base
+//!   was in the group: a keeper in another group, asking the base, could have
+//!   carried it too). A leader counts only the members it hears (not suspected
+//!   by its federation seat) in judging whether its group holds most of the
+//!   base: its view lags a partition, and an heir that just took its group over
+//!   from a silent leader has heard none of the members it inherited
+//!   ([`holds_most`], swarm seed 97566). A keeper cut off from its rack (which
+//!   the home then stops counting as a keeper, so the home keeps its authority)
+//!   hears no word and takes nothing over (before, it did, from a stale copy,
+//!   and restarted children the home had restarted already: twins). A keeper in
+//!   the group a home just moved to does not judge by its own group either: the
+//!   home's base is still the group it left, whose members give their word to
+//!   their own leader if the home fails before its base follows it (swarm seed
+//!   90037: a home cut off from its group joined another and was taken over by
+//!   its old leader; its new leader, judging by its own group, took the stale
+//!   copy over too once a partition hid the home, and the home's `Dropped` on
+//!   stepping down was lost). Members that a split of the group this keeper
+//!   leads handed to another group are no longer counted (they live on,
+//!   elsewhere; see [`Supervision::follow_group`]). The price: a home that
+//!   fails together with half of the rest of its base or more is not taken over
+//!   (its children are not restarted) unless most of it is back within half of
+//!   `hold` after the home's last word (a copy of a home silent longer than
+//!   that is never taken over: the members that would refuse a stale claim may
+//!   have forgotten why).
 //! - **Take-overs are told to the group and the base.** The members a
 //!   take-over counted must not later confirm the old home: a heal may give the
 //!   home most of its base again. So a new home tells the members of its group
@@ -1564,6 +1567,15 @@ impl Supervision {
         self.arm(now);
     }
 
+    /// Whether this agent runs a supervisor it took over from `home`, or whose
+    /// chain of take-overs it heard passed through `home`.
+    fn runs_taken_from(&self, home: NodeId) -> bool {
+        self.sups.iter().any(|(id, s)| {
+            s.from == Some(home)
+                || (s.from.is_some() && self.taken.homes_of(*id).any(|h| h == home))
+        })
+    }
+
     /// New home side: tells the members of its group and of the old home's
     /// base, and the earlier homes, wherever they are (they step down, or in a
     /// newer life note it), of its take-overs, at [`TAKEN_TRIES`] ticks and at every refresh after (see
@@ -2659,9 +2671,15 @@ impl Service for Supervision {
                 // back later in a chain and runs it (swarm seed 470294: a member
                 // named the home as the taker, and the claim on the home's crash
                 // yielded to it for good).
+                // Nor for another taker when this agent took the home's
+                // supervisors over itself (swarm seed 780575: the taker gave
+                // its word to the home's keeper on the other side of a healed
+                // partition, which took the stale copy over beside it).
+                let me = self.me.node;
                 let taken = self
                     .taken
                     .takers_from(home)
+                    .chain(self.runs_taken_from(home).then_some(me))
                     .find(|t| *t != from && *t != home);
                 let vote = match taken {
                     Some(taker) => Err(disown::Refusal::Taken(taker)),
@@ -3609,6 +3627,38 @@ mod tests {
         };
         home.handle_message(Time::from_millis(5), NodeId(70), told, &alone(h));
         assert!(home.sups.is_empty(), "stepped down");
+    }
+
+    /// Regression (swarm seed 780575, shrunk): a taker disowns the home it took
+    /// over from for no other taker, and names itself. Before, its own take-over
+    /// was in no record of take-overs heard of: n9 took a supervisor over from
+    /// n5 across a partition; after the heal, n5's keeper on the other side
+    /// asked n9, its base's one other member, for its word, got it, and took
+    /// the stale copy over beside n9: twins.
+    #[test]
+    fn a_taker_disowns_its_old_home_for_no_other_taker() {
+        let h = n1();
+        let (mut keeper, without_home) = take_over_from_lone_home(h, |_, _| {});
+        assert_eq!(keeper.sups.len(), 1, "taken over");
+        std::iter::from_fn(|| keeper.poll_output()).for_each(drop);
+        let later = Time::from_secs(20);
+        let ask = SupervisionMsg::Disown {
+            home: h.node,
+            epoch: 0,
+        };
+        keeper.handle_message(later, NodeId(6), ask, &without_home);
+        let answers: Vec<_> = std::iter::from_fn(|| keeper.poll_output())
+            .filter_map(|o| match o {
+                ServiceOutput::Send(to, m) if to == NodeId(6) => Some(m),
+                _ => None,
+            })
+            .collect();
+        let promised = SupervisionMsg::Promised {
+            home: h.node,
+            taker: keeper.me.node,
+            took: true,
+        };
+        assert_eq!(answers, [promised]);
     }
 
     /// A new home tells every earlier home of the chain it heard of (and the
