@@ -544,7 +544,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// taker refused to disown its old home for another taker (it took the home's
 /// supervisor over across a partition; after the heal, the home's keeper on the
 /// other side asked it, the base's one other member, and took the stale copy
-/// over beside it).
+/// over beside it). Seed 762222 fails `federation` ("2 top groups") before the
+/// agents that left a member's groups were told up to the root in its beats
+/// (both seeds had left for good, a partition cut the two racks apart, and after
+/// the heal each rack's root probed only its rack and the dead seeds).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

@@ -29,9 +29,11 @@
 //!   tall with a higher leader id, attaches itself to the joiner instead; one
 //!   as tall with a lower id founds a new top group of the two roots. This is
 //!   how separate trees (boot, partitions, orphaned subtrees) merge: every
-//!   root probes a contact (seeds, agents it met: the members of its groups
-//!   above level 0, those of its level-0 groups from other racks, and the
-//!   leaders above its groups and their heirs; rack neighbours) every
+//!   root probes a contact (seeds; agents that left its groups or its
+//!   members' groups lately, told up the tree in the beats, [`departed`];
+//!   agents it met: the members of its groups above level 0, those of its
+//!   level-0 groups from other racks, and the leaders above its groups and
+//!   their heirs; rack neighbours) every
 //!   `probe_period` with an `Attach`; an `Attach` that comes back to its sender
 //!   means the contact is in the same tree: the root leaves that contact out of
 //!   its probes for a few probe periods and probes the next contact at once
@@ -66,7 +68,9 @@
 //!   periods.
 //! - `Beat` (member → leader, with the member's subtree [`Summary`]) and
 //!   `LeaderBeat` (leader → members), every `period`, carry the view's epoch; a
-//!   member with an older epoch is sent the view (or asks with `ViewReq`).
+//!   member with an older epoch is sent the view (or asks with `ViewReq`). A
+//!   `Beat` also names, in turn, one agent that left the member's groups lately
+//!   or that its own members named ([`departed`]): so they reach the root.
 //! - `RingBeat`: at level 0, each plain member also beats the next two plain
 //!   members in id order, so that a member that dies with its leader is still
 //!   suspected within the detection bound (by its ring successors), not only once
@@ -124,6 +128,7 @@
 //! at the same depth, as in a B-tree), undersized groups merge into a sibling,
 //! and a top group of one dissolves. Depth stays within `log_min(N) + 1`.
 
+mod departed;
 pub mod detect;
 mod protocol;
 mod seat;
@@ -320,6 +325,9 @@ pub enum FedBody {
         /// The member's subtree (boxed: the services' parts make it the largest
         /// message by far, and every other message would carry its size).
         summary: Box<Summary>,
+        /// An agent that left the member's groups lately, or that its own
+        /// members reported: a contact for the root (see [`departed`]).
+        departed: Option<NodeId>,
     },
     /// Member → next member in the level-0 ring: alive.
     RingBeat,
@@ -488,11 +496,14 @@ pub struct Federation {
     contacts: VecDeque<NodeId>,
     /// Agents to probe before any other (the ancestors of a group this agent took over).
     priority_contacts: VecDeque<NodeId>,
-    /// Probes sent, and per pool of [`Federation::next_contact`] (seeds, contacts,
-    /// rack neighbours) how many went to it: the next probe's pool, and that pool's
-    /// next entry.
+    /// Probes sent, and per pool of [`Federation::next_contact`] (seeds, departed,
+    /// contacts, rack neighbours) how many went to it: the next probe's pool among
+    /// those with someone in them, and that pool's next entry.
     probes_sent: usize,
-    pool_cursors: [usize; 3],
+    pool_cursors: [usize; 4],
+    /// Agents that left this agent's groups lately, and those its members
+    /// reported: told to its leaders, and probed as a root.
+    departed: departed::Departed,
     /// The contact of this root's latest probe, until its `Attach` comes back.
     probed: Option<NodeId>,
     /// The latest probe was the tick's own: if it comes back, the next contact is
@@ -556,7 +567,8 @@ impl Federation {
             contacts: VecDeque::new(),
             priority_contacts: VecDeque::new(),
             probes_sent: 0,
-            pool_cursors: [0; 3],
+            pool_cursors: [0; 4],
+            departed: departed::Departed::default(),
             probed: None,
             probe_again: false,
             same_tree: BTreeMap::new(),
@@ -894,7 +906,8 @@ impl Federation {
         }
     }
 
-    /// The next agent to probe for another tree: the seeds, the contacts it
+    /// The next agent to probe for another tree: the seeds, the agents that left
+    /// its groups or its members reported ([`departed`]), the contacts it
     /// remembers and its rack neighbours take turns (a pool with no one in it takes
     /// no turn; an agent in two pools is in the first only), each walked in order,
     /// skipping this agent, the members of its own seats and the contacts found in
@@ -915,18 +928,26 @@ impl Federation {
                 && !self.seats.iter().any(|s| s.view.contains(*n))
         };
         let seeds: Vec<NodeId> = self.config.seeds.iter().copied().filter(outside).collect();
-        let contacts: Vec<NodeId> = (self.contacts.iter().copied())
+        let mut departed: Vec<NodeId> = (self.departed.all())
             .filter(|n| outside(n) && !seeds.contains(n))
+            .collect();
+        departed.sort_unstable();
+        departed.dedup();
+        let contacts: Vec<NodeId> = (self.contacts.iter().copied())
+            .filter(|n| outside(n) && !seeds.contains(n) && !departed.contains(n))
             .collect();
         let neighbours: Vec<NodeId> = (self.neighbours.iter().copied())
             .filter(|n| outside(n) && !seeds.contains(n) && !contacts.contains(n))
+            .filter(|n| !departed.contains(n))
             .collect();
-        let pools = [seeds, contacts, neighbours];
+        let pools = [seeds, departed, contacts, neighbours];
+        let live: Vec<usize> = (0..pools.len()).filter(|&p| !pools[p].is_empty()).collect();
+        if live.is_empty() {
+            return None;
+        }
         let turn = self.probes_sent;
         self.probes_sent = turn.wrapping_add(1);
-        let pool = (turn..turn + pools.len())
-            .map(|t| t % pools.len())
-            .find(|&p| !pools[p].is_empty())?;
+        let pool = live[turn % live.len()];
         let cursor = &mut self.pool_cursors[pool];
         let next = pools[pool][*cursor % pools[pool].len()];
         *cursor = cursor.wrapping_add(1);

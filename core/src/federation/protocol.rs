@@ -39,6 +39,9 @@ impl Federation {
             self.try_join(now);
             return;
         }
+        self.departed.observe(now, self.me, &self.seats);
+        let keep = self.config.probe_period * super::departed::KEEP_PROBES;
+        self.departed.expire(now, keep);
         for level in 0..self.seats.len() {
             if level >= self.seats.len() {
                 break; // a takeover or removal above dropped seats
@@ -180,12 +183,14 @@ impl Federation {
             .filter(|m| seat.heard.get(m).is_some_and(|t| *t >= suspected_at))
             .count() as u32;
         let lvl = level as Level;
+        let departed = self.departed.next_to_tell();
         self.send(
             leader,
             FedBody::Beat {
                 level: lvl,
                 epoch,
                 summary: Box::new(summary),
+                departed,
             },
         );
         if newly_suspected {
@@ -358,10 +363,14 @@ impl Federation {
                 level,
                 epoch,
                 summary,
+                departed,
             } => {
                 let l = level as usize;
                 match self.seats.get_mut(l) {
                     Some(seat) if seat.led_by(self.me) && seat.view.contains(from) => {
+                        if let Some(agent) = departed {
+                            self.departed.report(now, self.me, agent);
+                        }
                         seat.heard.insert(from, now);
                         seat.summaries.insert(from, *summary);
                         seat.suspects.remove(&from);

@@ -1465,3 +1465,53 @@ fn a_leader_never_pushes_two_views_under_one_epoch() {
     // A newer epoch of its own stands.
     assert_eq!(pushed(&mut fed, group(20, &[1, 3, 4], &[])).0, 20);
 }
+
+/// Regression (swarm seed 762222, shrunk): an agent that left the groups of a
+/// member is told up to the root in the member's beats, and the root probes it.
+/// Before, only a root probed for other trees, and only its seeds, its rack and
+/// the agents it had met itself: both seeds left for good, a partition cut the
+/// two racks apart, and after the heal each rack's root (one an heir that had
+/// never met anyone across) probed its own rack and the dead seeds, while the
+/// members that had shared groups across the cut told nobody.
+#[test]
+fn a_root_probes_the_agents_its_members_saw_leave() {
+    let mut net = Net::group_of_five(8, true);
+    // n4 falls silent: n0 removes it, and n1's next beat tells of it.
+    net.tick_without(0..4, 12, 4);
+    assert!(!net.agents[&NodeId(1)].seats[0].view.contains(NodeId(4)));
+    let told: Vec<Option<NodeId>> = (13..=16)
+        .flat_map(|tick| {
+            let at = Time::from_secs(1) + FederationConfig::default().period * tick;
+            net.tick(1, at);
+            net.settle(|m| m.0 == NodeId(1))
+        })
+        .filter_map(|(_, to, body)| match body {
+            FedBody::Beat { departed, .. } if to == NodeId(0) => Some(departed),
+            _ => None,
+        })
+        .collect();
+    assert!(told.contains(&Some(NodeId(4))), "{told:?}");
+    // A member reports n7, which n0 never met: the root probes it.
+    let epoch = net.agents[&NodeId(0)].seats[0].view.epoch;
+    let beat = FedBody::Beat {
+        level: 0,
+        epoch,
+        summary: Box::default(),
+        departed: Some(NodeId(7)),
+    };
+    net.deliver((NodeId(2), NodeId(0), beat));
+    net.settle(|_| true);
+    let mut probed = BTreeSet::new();
+    for tick in 17..40 {
+        net.tick(
+            0,
+            Time::from_secs(1) + FederationConfig::default().period * tick,
+        );
+        for (from, to, body) in net.settle(|m| m.1 != NodeId(0)) {
+            if matches!(body, FedBody::Attach { joiner, hops: 0, .. } if joiner == from) {
+                probed.insert(to.0);
+            }
+        }
+    }
+    assert!(probed.contains(&7), "probed {probed:?}");
+}

@@ -33,6 +33,7 @@ impl FedBody {
                 level,
                 epoch,
                 summary,
+                ..
             } => {
                 check_level(self.kind(), *level)?;
                 check_epoch(*epoch)?;
@@ -151,6 +152,7 @@ mod tests {
             level: 0,
             epoch,
             summary: Box::default(),
+            departed: None,
         };
         assert_eq!(beat(MAX_EPOCH).validate(), Ok(()));
         assert_eq!(beat(MAX_EPOCH + 1).validate(), Err(Reject::Epoch));

@@ -1803,6 +1803,7 @@ mod tests {
                     level: 0,
                     epoch,
                     summary,
+                    departed: None,
                 },
             );
         }

@@ -740,7 +740,8 @@ impl Supervision {
     }
 
     fn arm(&mut self, now: Time) {
-        if self.next_tick.is_none() && (!self.sups.is_empty() || !self.copies.is_empty()) {
+        let work = !self.sups.is_empty() || !self.copies.is_empty() || self.awaits_word();
+        if self.next_tick.is_none() && work {
             self.next_tick = Some(now + self.config.probe_period);
         }
     }
@@ -1555,12 +1556,27 @@ impl Supervision {
         let homes: BTreeSet<NodeId> = self.copies.values().map(|c| c.home).collect();
         self.alive.retain(|h, _| homes.contains(h));
         let group = ctx.tree.local_group();
+        // The bases of homes whose passes are gathered or await the word too:
+        // the take-over is judged by them.
+        let passed: BTreeSet<NodeId> = self.partial.values().map(|p| p.home).collect();
         self.bases
-            .retain(|h, _| homes.contains(h) || group.contains(h));
+            .retain(|h, _| homes.contains(h) || group.contains(h) || passed.contains(h));
         // Host side: owners of supervisors that no longer watch anything here.
         let watching: BTreeSet<SupervisorId> = self.watchers.values().map(|w| w.sup).collect();
         self.owners.retain(|s, _| watching.contains(s));
         self.take_over(now, ctx);
+        // A whole pass awaiting the members' word is asked about at every tick,
+        // as a copy of this agent's own is, not only as its passer's next pass
+        // comes (before, swarm seed 97574 with the federation's departed
+        // contacts: the taker asked at the passer's pace, half the probe rate,
+        // and missed the tick at which the members could first give their word;
+        // the passer, claiming too, won part of it, and the split cost the
+        // restart two promises).
+        for pass in self.passes_awaiting_word(None) {
+            if !self.sups.contains_key(&pass.1) {
+                self.accept_pass(now, pass, ctx);
+            }
+        }
         self.announce_take_overs(ctx);
         self.taken.expire(now, self.config.hold);
         self.replicate(now, ctx);
@@ -2166,6 +2182,7 @@ impl Supervision {
             p.passed_base = passed_base.or(p.passed_base.take());
         }
         self.accept_pass(now, (from, sup), ctx);
+        self.arm(now);
     }
 
     /// Taker side: whether `home`, whose copy of `sup` is passed to this agent,
@@ -2269,12 +2286,19 @@ impl Supervision {
         self.send(from, SupervisionMsg::Copied { sup, version });
     }
 
-    /// Taker side: the whole passes of `home`'s copies still awaiting the
-    /// members' word, by passer and supervisor.
-    fn passes_awaiting_word(&self, home: NodeId) -> Vec<(NodeId, SupervisorId)> {
+    /// Taker side: whether a whole pass awaits the members' word (this agent
+    /// then ticks, asking for it, even with no copy or supervisor of its own).
+    fn awaits_word(&self) -> bool {
+        (self.partial.iter()).any(|((sender, _), p)| *sender != p.home && p.whole())
+    }
+
+    /// Taker side: the whole passes of `home`'s copies (of any home's, for
+    /// `None`) still awaiting the members' word, by passer and supervisor.
+    fn passes_awaiting_word(&self, home: Option<NodeId>) -> Vec<(NodeId, SupervisorId)> {
         self.partial
             .iter()
-            .filter(|((sender, _), p)| p.home == home && *sender != home && p.whole())
+            .filter(|(_, p)| home.is_none_or(|h| p.home == h))
+            .filter(|((sender, _), p)| *sender != p.home && p.whole())
             .map(|(key, _)| *key)
             .collect()
     }
@@ -2729,7 +2753,7 @@ impl Service for Supervision {
                 // the members' promises are fresh.
                 let before = self.sups.len();
                 self.take_over(now, ctx);
-                for pass in self.passes_awaiting_word(home) {
+                for pass in self.passes_awaiting_word(Some(home)) {
                     self.accept_pass(now, pass, ctx);
                 }
                 if self.sups.len() > before {
@@ -3476,6 +3500,39 @@ mod tests {
             |o| matches!(o, ServiceOutput::Send(to, SupervisionMsg::Copied { .. }) if to == passer),
         );
         assert!(confirmed, "the passer is told, and drops its copy");
+    }
+
+    /// A whole pass awaiting the members' word is asked about at the taker's
+    /// every tick, not only when its passer passes again. Before, swarm seed
+    /// 97574 (once the federation's beats told of departed agents): the taker
+    /// asked at the passer's pace and missed the first tick at which the
+    /// members could give their word; the passer won part of it, and the split
+    /// delayed the restart past its bound.
+    #[test]
+    fn a_whole_pass_awaiting_the_word_is_asked_about_at_every_tick() {
+        let (h, l) = (id(1), id(2));
+        let (home, mut taker) = home_and_taker_told_its_base(h, l);
+        let (passer, heard) = (NodeId(3), led_unheard(l, &[]));
+        let now = Time::from_secs(4);
+        for m in passes_of(&home, h.node, 1, None) {
+            taker.handle_message(now, passer, m, &heard);
+        }
+        std::iter::from_fn(|| taker.poll_output()).for_each(drop);
+        let mut asked_at = Vec::new();
+        let period = taker.config.probe_period;
+        let end = now + period * 4;
+        for at in (1..4).map(|k| now + period * k) {
+            taker.handle_timeout(at, &heard);
+            let asked = std::iter::from_fn(|| taker.poll_output())
+                .any(|o| matches!(o, ServiceOutput::Send(_, SupervisionMsg::Disown { .. })));
+            if asked {
+                asked_at.push(at);
+            }
+        }
+        assert!(asked_at.len() >= 3, "asked at {asked_at:?}");
+        disowned(&mut taker, end, &heard);
+        taker.handle_timeout(end, &heard);
+        assert_eq!(taker.sups.len(), 1, "taken over on the word");
     }
 
     /// A leader that never knew the home's base judges a passed copy by the base

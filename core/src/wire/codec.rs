@@ -72,7 +72,9 @@ pub const MAGIC: [u8; 4] = *b"NFLE";
 ///   not confirm it).
 /// - 20: supervision's `Promised` (appended): a member that promised a home to
 ///   another taker, or heard of its take-over, names that taker to the asker.
-pub const VERSION: u16 = 20;
+/// - 21: federation's `Beat` names an agent that left the member's groups
+///   lately, or that its own members named (`departed`), for the root to probe.
+pub const VERSION: u16 = 21;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 6;
 /// The default limit on one frame, in bytes.
