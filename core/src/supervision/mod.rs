@@ -3478,6 +3478,20 @@ mod tests {
         assert_eq!(taker.sups.len(), 1, "taken over");
     }
 
+    /// n2, leading n3 to n5 and told the base of the lone home n1 (gone), given
+    /// at 4 s n3's whole pass of n1's copy: the taker, the passer, n2's group
+    /// and the time.
+    fn taker_given_a_whole_pass() -> (Supervision, NodeId, Context<'static>, Time) {
+        let (h, l) = (id(1), id(2));
+        let (home, mut taker) = home_and_taker_told_its_base(h, l);
+        let (passer, heard) = (NodeId(3), led_unheard(l, &[]));
+        let now = Time::from_secs(4);
+        for m in passes_of(&home, h.node, 1, None) {
+            taker.handle_message(now, passer, m, &heard);
+        }
+        (taker, passer, heard, now)
+    }
+
     /// Regression (swarm seed 730212, `supervision.restarted`): a pass that came
     /// whole while the taker asked the members' word is taken over on the word
     /// that carries it, not at the passer's next pass. Before, the taker's group
@@ -3486,13 +3500,7 @@ mod tests {
     /// the child was restarted past its bound.
     #[test]
     fn a_whole_pass_is_taken_over_on_the_word_that_carries_it() {
-        let (h, l) = (id(1), id(2));
-        let (home, mut taker) = home_and_taker_told_its_base(h, l);
-        let (passer, heard) = (NodeId(3), led_unheard(l, &[]));
-        let now = Time::from_secs(4);
-        for m in passes_of(&home, h.node, 1, None) {
-            taker.handle_message(now, passer, m, &heard);
-        }
+        let (mut taker, passer, heard, now) = taker_given_a_whole_pass();
         assert!(taker.sups.is_empty(), "the members' word is asked first");
         disowned(&mut taker, now + Duration::from_millis(1), &heard);
         assert_eq!(taker.sups.len(), 1, "taken over on the word");
@@ -3510,13 +3518,7 @@ mod tests {
     /// delayed the restart past its bound.
     #[test]
     fn a_whole_pass_awaiting_the_word_is_asked_about_at_every_tick() {
-        let (h, l) = (id(1), id(2));
-        let (home, mut taker) = home_and_taker_told_its_base(h, l);
-        let (passer, heard) = (NodeId(3), led_unheard(l, &[]));
-        let now = Time::from_secs(4);
-        for m in passes_of(&home, h.node, 1, None) {
-            taker.handle_message(now, passer, m, &heard);
-        }
+        let (mut taker, _, heard, now) = taker_given_a_whole_pass();
         std::iter::from_fn(|| taker.poll_output()).for_each(drop);
         let mut asked_at = Vec::new();
         let period = taker.config.probe_period;
@@ -3706,7 +3708,7 @@ mod tests {
         keeper.handle_message(later, NodeId(6), ask, &without_home);
         let answers: Vec<_> = std::iter::from_fn(|| keeper.poll_output())
             .filter_map(|o| match o {
-                ServiceOutput::Send(to, m) if to == NodeId(6) => Some(m),
+                ServiceOutput::Send(NodeId(6), m) => Some(m),
                 _ => None,
             })
             .collect();
