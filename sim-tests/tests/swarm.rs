@@ -547,7 +547,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// over beside it). Seed 762222 fails `federation` ("2 top groups") before the
 /// agents that left a member's groups were told up to the root in its beats
 /// (both seeds had left for good, a partition cut the two racks apart, and after
-/// the heal each rack's root probed only its rack and the dead seeds).
+/// the heal each rack's root probed only its rack and the dead seeds). Seed
+/// 840939 fails `supervision.loop_stopped` before the check counted a looping
+/// slot's bound from the end of a suspension (the home's one other base member
+/// crashed for good: without its quorum, the home tells no give-up).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

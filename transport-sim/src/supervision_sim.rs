@@ -74,7 +74,9 @@
 //!   count as stopped once their leases end), the group's slots down then are due
 //!   a bound after the crash or the cut;
 //! - `supervision.loop_stopped`: a crash-looping slot is given up (the agent says so
-//!   with a notice) within its intensity's restarts, and runs no more after that,
+//!   with a notice) within its intensity's restarts (counted from the start, or
+//!   from the end of a suspension of the check: a home without its quorum tells
+//!   no give-up), and runs no more after that,
 //!   but for the stalled-agent exceptions: a spawn sent before the give-up to a
 //!   host whose agent was stalled starts when that agent resumes, and must be gone
 //!   within [`STALL_GRACE`] of it (its host kills it unconfirmed); and a process
@@ -721,7 +723,9 @@ impl SupervisionSim {
                 continue;
             }
             if s.looping {
-                let first = Time::ZERO + self.workload.start;
+                // From the start, or from the end of a suspension of the check
+                // (a home without its quorum tells no give-up either).
+                let first = (Time::ZERO + self.workload.start).max(self.suspended_until);
                 if now.saturating_since(first) > loop_bound && !s.late {
                     s.late = true;
                     stopped = Err(format!(
@@ -1077,6 +1081,22 @@ mod tests {
             "supervision.loop_stopped"
         ));
         let late = sim.check(Time::from_secs(60), &placement);
+        assert!(failed(&late, "supervision.loop_stopped"), "{late:?}");
+    }
+
+    /// Swarm seed 840939: a home whose one other base member crashed for good
+    /// has no quorum, so it tells no give-up (nor restarts anything), as the
+    /// design states; a looping slot is then due its give-up only a loop's bound
+    /// after the quorum is back. Before, the loop's bound ran from the start
+    /// whatever the quorum.
+    #[test]
+    fn a_looping_slot_is_not_due_its_give_up_while_its_home_has_no_quorum() {
+        let (mut sim, mut placement) = started_at(Time::from_secs(3), slot(0, 1));
+        host_0_lost(&mut sim, &mut placement, Time::from_secs(4));
+        sim.quorum_lost(Time::from_secs(100));
+        let waiting = sim.check(Time::from_secs(60), &placement);
+        assert!(!failed(&waiting, "supervision.loop_stopped"), "{waiting:?}");
+        let late = sim.check(Time::from_secs(160), &placement);
         assert!(failed(&late, "supervision.loop_stopped"), "{late:?}");
     }
 }
