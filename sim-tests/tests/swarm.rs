@@ -550,7 +550,10 @@ fn the_shrink_command_writes_a_smaller_scenario_failing_the_same_invariant() {
 /// the heal each rack's root probed only its rack and the dead seeds). Seed
 /// 840939 fails `supervision.loop_stopped` before the check counted a looping
 /// slot's bound from the end of a suspension (the home's one other base member
-/// crashed for good: without its quorum, the home tells no give-up).
+/// crashed for good: without its quorum, the home tells no give-up). Seed
+/// 841052 fails `supervision.restarted` before the check counted the bound again
+/// from the crash of a keeper of a crashed home before its take-over (the home's
+/// leader crashed a second after the home; its heir detected the home afresh).
 #[test]
 fn shrunk_swarm_failures_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions/swarm");

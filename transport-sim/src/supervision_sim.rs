@@ -45,7 +45,10 @@
 //!   the bound counts again from that loss (from the end of a stall): the old
 //!   home's restart died with it, and the new home's take-over and hold start
 //!   then. A home that crashes while every keeper of its copies is stalled is
-//!   lost, for the bound, when the first of them resumes. (Before, partitions
+//!   lost, for the bound, when the first of them resumes; one whose keeper
+//!   crashes before taking it over is lost again at that crash (the next keeper
+//!   starts over: swarm seed 841052, whose home's leader crashed a second after
+//!   the home, and whose heir, taking the group over, detected the home afresh). (Before, partitions
 //!   were left out: swarm seed 210890, whose home had
 //!   just taken a crashed home's supervisor over and was still holding back when
 //!   a partition cut it off, owed the restart a bound after the first crash,

@@ -904,10 +904,22 @@ impl Simulation {
         }
         // Taken over already: run by an agent that lives on.
         let running = self.supervised_except(nodes);
+        // A crashed home not taken over yet that loses a keeper now: the take-over
+        // starts over with the next keeper (an heir that takes the group over
+        // from a dead leader detects the home afresh), so the slots down are due
+        // a bound after this crash. (Before, swarm seed 841052: the home's leader
+        // crashed a second after the home, and the check owed the restarts from
+        // the home's crash.)
+        let keeper_lost = (self.crashed_homes.values())
+            .filter(|h| !h.children.iter().any(|p| running.contains(p)))
+            .any(|h| h.children.iter().any(|p| lost.contains(p)));
         if let Some(s) = self.supervision.as_mut() {
             s.supervisors_lost(&home_lost, &BTreeSet::new());
             s.supervisors_lost(&later_lost, &running);
             s.supervisors_lost(&lost, &kept);
+        }
+        if keeper_lost {
+            self.note_home_lost(self.now);
         }
     }
 
