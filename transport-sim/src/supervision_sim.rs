@@ -48,11 +48,12 @@
 //!   lost, for the bound, when the first of them resumes; one whose keeper
 //!   crashes before taking it over is lost again at that crash (the next keeper
 //!   starts over: swarm seed 841052, whose home's leader crashed a second after
-//!   the home, and whose heir, taking the group over, detected the home afresh). (Before, partitions
-//!   were left out: swarm seed 210890, whose home had
-//!   just taken a crashed home's supervisor over and was still holding back when
-//!   a partition cut it off, owed the restart a bound after the first crash,
-//!   though the second take-over's hold could only start at the partition.) A
+//!   the home, and whose heir, taking the group over, detected the home
+//!   afresh). (Before, partitions were left out: swarm seed 210890, whose home
+//!   had just taken a crashed home's supervisor over and was still holding back
+//!   when a partition cut it off, owed the restart a bound after the first
+//!   crash, though the second take-over's hold could only start at the
+//!   partition.) A
 //!   restart that placement refuses for lack of room (the
 //!   agent's `RestartShort` notice) is not late: the bound counts again from each
 //!   refusal (the agent tries again at each tick, and says so each time). Under a

@@ -1476,13 +1476,13 @@ fn a_leader_never_pushes_two_views_under_one_epoch() {
 #[test]
 fn a_root_probes_the_agents_its_members_saw_leave() {
     let mut net = Net::group_of_five(8, true);
+    let tick_at = |tick: u32| Time::from_secs(1) + FederationConfig::default().period * tick;
     // n4 falls silent: n0 removes it, and n1's next beat tells of it.
     net.tick_without(0..4, 12, 4);
     assert!(!net.agents[&NodeId(1)].seats[0].view.contains(NodeId(4)));
     let told: Vec<Option<NodeId>> = (13..=16)
         .flat_map(|tick| {
-            let at = Time::from_secs(1) + FederationConfig::default().period * tick;
-            net.tick(1, at);
+            net.tick(1, tick_at(tick));
             net.settle(|m| m.0 == NodeId(1))
         })
         .filter_map(|(_, to, body)| match body {
@@ -1503,10 +1503,7 @@ fn a_root_probes_the_agents_its_members_saw_leave() {
     net.settle(|_| true);
     let mut probed = BTreeSet::new();
     for tick in 17..40 {
-        net.tick(
-            0,
-            Time::from_secs(1) + FederationConfig::default().period * tick,
-        );
+        net.tick(0, tick_at(tick));
         for (from, to, body) in net.settle(|m| m.1 != NodeId(0)) {
             if matches!(body, FedBody::Attach { joiner, hops: 0, .. } if joiner == from) {
                 probed.insert(to.0);

@@ -223,12 +223,13 @@
 //! merged into another; either way nobody took the supervisor over again.) A
 //! pass that comes whole while the word is asked is taken over on the word that
 //! carries it, not at the next pass (which may go to another taker by then). A
-//! home that moved to another group alive tells its former keepers to drop their copies (`Dropped`), and its `Alive` from outside
-//! their group makes them drop them too; one they do not hear cannot keep its
-//! authority without most of its base, which a side that passes has. (Before
-//! swarm seed 94715, only a home known removed or restarted was passed on: a
-//! keeper whose group dissolved into another, without the home, which had died,
-//! kept its copy to itself.)
+//! home that moved to another group alive tells its former keepers to drop
+//! their copies (`Dropped`), and its `Alive` from outside their group makes
+//! them drop them too; one they do not hear cannot keep its authority without
+//! most of its base, which a side that passes has. (Before swarm seed 94715,
+//! only a home known removed or restarted was passed on: a keeper whose group
+//! dissolved into another, without the home, which had died, kept its copy to
+//! itself.)
 //!
 //! **Splits.** A leader splitting its group hands the copies of the homes in
 //! the other half to that half's leader and heir (a `Pass` they keep as the

@@ -904,13 +904,16 @@ impl Simulation {
         }
         // Taken over already: run by an agent that lives on.
         let running = self.supervised_except(nodes);
-        // A crashed home not taken over yet that loses a keeper now: the take-over
-        // starts over with the next keeper (an heir that takes the group over
-        // from a dead leader detects the home afresh), so the slots down are due
-        // a bound after this crash. (Before, swarm seed 841052: the home's leader
-        // crashed a second after the home, and the check owed the restarts from
-        // the home's crash.)
-        let keeper_lost = (self.crashed_homes.values())
+        // A home that crashed earlier, not taken over yet, that loses a keeper
+        // now: the take-over starts over with the next keeper (an heir that takes
+        // the group over from a dead leader detects the home afresh), so the
+        // slots down are due a bound after this crash. (Before, swarm seed 841052:
+        // the home's leader crashed a second after the home, and the check owed
+        // the restarts from the home's crash.) A home crashing now is lost by its
+        // own crash (`Simulation::crash`).
+        let keeper_lost = (self.crashed_homes.iter())
+            .filter(|(home, _)| !nodes.contains(home))
+            .map(|(_, h)| h)
             .filter(|h| !h.children.iter().any(|p| running.contains(p)))
             .any(|h| h.children.iter().any(|p| lost.contains(p)));
         if let Some(s) = self.supervision.as_mut() {
